@@ -1,0 +1,127 @@
+package localseg
+
+import (
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// Run with -benchmem: the append and tail-read paths should allocate
+// nothing per append and one small object per read (the Range reference).
+
+func benchLog(b *testing.B, cfg Config) *Log {
+	b.Helper()
+	cfg.RetentionBytes = 64 << 20 // keep the disk use of long runs bounded
+	cfg.FileDeleteDelayMs = 1
+	l, err := Open(b.TempDir(), cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	return l
+}
+
+func BenchmarkAppendAsLeader(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		mk   func(seq int32) Batch
+	}{
+		{"plain-1KiB", func(int32) Batch { return batch(4, 230, 1) }},
+		{"idempotent-1KiB", func(seq int32) Batch { return idemBatch(1, 0, seq, 4) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			l := benchLog(b, Config{SegmentBytes: 16 << 20})
+			bt := bc.mk(0)
+			b.SetBytes(int64(len(bt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if bt.HasProducerID() {
+					// The next sequence (the CRC goes stale: the log
+					// does not re-check a leader's batches).
+					binary.BigEndian.PutUint32(bt[53:], uint32(i*4))
+				}
+				if _, err := l.AppendAsLeader(bt, 1); err != nil {
+					b.Fatal(err)
+				}
+				if i%100_000 == 99_999 {
+					b.StopTimer()
+					l.ApplyRetention(time.Now())
+					b.StartTimer()
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkAppendAsFollower(b *testing.B) {
+	l := benchLog(b, Config{SegmentBytes: 16 << 20})
+	var set []byte
+	for i := 0; i < 16; i++ {
+		bt := batch(4, 230, 1)
+		bt.SetBaseOffset(int64(i * 4))
+		set = append(set, bt...)
+	}
+	b.SetBytes(int64(len(set)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base := l.LogEndOffset()
+		for off := 0; off < len(set); {
+			bt := Batch(set[off:])
+			n, _ := recordbatch.Size(bt)
+			bt.SetBaseOffset(base + int64(off/n)*4)
+			off += n
+		}
+		if _, err := l.AppendAsFollower(set); err != nil {
+			b.Fatal(err)
+		}
+		if i%10_000 == 9_999 {
+			b.StopTimer()
+			l.ApplyRetention(time.Now())
+			b.StartTimer()
+		}
+	}
+}
+
+func BenchmarkRead(b *testing.B) {
+	l := benchLog(b, Config{SegmentBytes: 4 << 20})
+	for i := 0; i < 40_000; i++ { // about 10 segments
+		if _, err := l.AppendAsLeader(batch(4, 230, 1), 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	leo := l.LogEndOffset()
+	for _, bc := range []struct {
+		name      string
+		offset    func(i int) int64
+		maxOffset int64
+	}{
+		// A consumer at the tail, reading up to the log end.
+		{"tail-to-log-end", func(i int) int64 { return leo - 40 }, math.MaxInt64},
+		// A consumer at the tail, cut at a recent high watermark.
+		{"tail-to-high-watermark", func(i int) int64 { return leo - 40 }, leo - 8},
+		// Catch-up reads anywhere in sealed segments.
+		{"sealed-random", func(i int) int64 { return int64(i*7919) % (leo - 20_000) }, math.MaxInt64},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r, err := l.Read(bc.offset(i), 1<<20, bc.maxOffset, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r.Len() == 0 {
+					b.Fatal("empty read")
+				}
+				r.Release()
+			}
+		})
+	}
+}

@@ -1,0 +1,252 @@
+package localseg
+
+import (
+	"container/list"
+	"errors"
+	"sync"
+)
+
+// FileCache bounds the segment files open at once across all logs sharing
+// it, and the memory their loaded indexes take.
+//
+// A sealed segment opens its .log file and loads its two index files on
+// first use and gives both up when the cache evicts it, least recently used
+// first. Each open segment costs exactly one descriptor: the active segment
+// reads through its writable handle. The active segment of each log is
+// pinned: always open, counted, never evicted. A segment in use (a Range
+// not yet released, a lookup, a background fsync) is never closed under its
+// user: eviction skips it, and deletion closes it when the last reference
+// goes. So the bound is soft: it can be exceeded by the active segments and
+// by segments in use, never by idle ones.
+//
+// Why load whole index files, bounded, rather than mmap or pread searches:
+// index files carry a checksum that must be verified before any entry is
+// trusted, which reads the file once anyway; after that, a binary search in
+// memory costs nothing, and the bound (DefaultIndexCacheBytes across all
+// logs) keeps tens of thousands of sealed segments from holding their
+// indexes at once. A default segment (1 GiB, an entry per 4 KiB) has
+// indexes of about 6 MiB in memory.
+type FileCache struct {
+	maxFiles int
+	mu       struct {
+		sync.Mutex
+		maxBytes int64
+		lru      list.List // of *segment: open, unpinned; most recent first
+		open     int       // descriptors open, pinned ones included
+		bytes    int64     // memory of loaded sealed indexes
+	}
+}
+
+// DefaultIndexCacheBytes bounds the memory of loaded sealed-segment
+// indexes per FileCache.
+const DefaultIndexCacheBytes = 128 << 20
+
+// NewFileCache returns a cache that keeps at most max descriptors open.
+func NewFileCache(max int) *FileCache {
+	if max < 2 {
+		max = 2
+	}
+	c := &FileCache{maxFiles: max}
+	c.mu.maxBytes = DefaultIndexCacheBytes
+	return c
+}
+
+// SetMaxIndexBytes changes the bound on loaded index memory.
+func (c *FileCache) SetMaxIndexBytes(n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mu.maxBytes = n
+	c.evictLocked()
+}
+
+// OpenFiles is the number of segment descriptors open now.
+func (c *FileCache) OpenFiles() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.open
+}
+
+// IndexBytes is the memory held by loaded sealed-segment indexes.
+func (c *FileCache) IndexBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.bytes
+}
+
+// errSegmentGone: the segment was deleted (retention, truncation) or its
+// log closed between finding it and opening it. Read retries on it.
+var errSegmentGone = errors.New("localseg: segment deleted")
+
+// cacheState is a segment's part of the cache. Guarded by FileCache.mu.
+type cacheState struct {
+	elem    *list.Element // in lru when open, unpinned
+	open    bool          // file is open and counted
+	refs    int           // users in flight
+	pinned  bool          // the active segment
+	deleted bool          // retired: close when the last reference goes
+	bytes   int64         // memory of its loaded indexes
+}
+
+// acquire returns the segment's open file with a reference held; release
+// gives it back.
+func (c *FileCache) acquire(s *segment) (File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.cache.deleted {
+		return nil, errSegmentGone
+	}
+	if !s.cache.open {
+		if err := s.openLocked(); err != nil {
+			return nil, err
+		}
+		s.cache.open = true
+		c.mu.open++
+		s.cache.elem = c.mu.lru.PushFront(s)
+	} else if s.cache.elem != nil {
+		c.mu.lru.MoveToFront(s.cache.elem)
+	}
+	s.cache.refs++
+	c.evictLocked()
+	return s.file, nil
+}
+
+// release gives back a reference from acquire.
+func (c *FileCache) release(s *segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.cache.refs--
+	if s.cache.refs > 0 {
+		return
+	}
+	if s.cache.deleted {
+		c.closeLocked(s)
+		return
+	}
+	c.evictLocked()
+}
+
+// evictLocked closes least recently used idle segments until the cache is
+// within its bounds. Requires c.mu.
+func (c *FileCache) evictLocked() {
+	for e := c.mu.lru.Back(); e != nil && (c.mu.open > c.maxFiles || c.mu.bytes > c.mu.maxBytes); {
+		prev := e.Prev()
+		if s := e.Value.(*segment); s.cache.refs == 0 {
+			c.closeLocked(s)
+		}
+		e = prev
+	}
+}
+
+// closeLocked closes a segment's file and forgets its loaded indexes.
+// Requires c.mu and no references.
+func (c *FileCache) closeLocked(s *segment) {
+	if s.cache.elem != nil {
+		c.mu.lru.Remove(s.cache.elem)
+		s.cache.elem = nil
+	}
+	if s.cache.open {
+		s.closeFileLocked()
+		s.cache.open = false
+		c.mu.open--
+	}
+	c.mu.bytes -= s.cache.bytes
+	s.cache.bytes = 0
+	s.idx, s.tidx, s.loaded = nil, nil, false
+}
+
+// withIndexes runs fn with the segment's offset and time indexes (and its
+// file) held, loading a sealed segment's index files first if needed. The
+// loading happens outside the cache lock, so a slow or rebuilding load
+// delays only the readers of that segment.
+func (c *FileCache) withIndexes(s *segment, fn func(f File, idx []indexEntry, tidx []timeEntry) error) error {
+	f, err := c.acquire(s)
+	if err != nil {
+		return err
+	}
+	defer c.release(s)
+	if err := c.ensureLoaded(s, f); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	idx, tidx := s.indexesLocked()
+	c.mu.Unlock()
+	return fn(f, idx, tidx)
+}
+
+// ensureLoaded loads a sealed segment's indexes. The caller holds a
+// reference, so they are not dropped before it is done with them.
+func (c *FileCache) ensureLoaded(s *segment, f File) error {
+	c.mu.Lock()
+	done := s.loaded || s.isActive()
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	c.mu.Lock()
+	done = s.loaded || s.isActive()
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	idx, tidx, err := s.readIndexes(f)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setLoadedLocked(s, idx, tidx)
+	c.evictLocked()
+	return nil
+}
+
+// setLoadedLocked installs a sealed segment's indexes. Requires c.mu.
+func (c *FileCache) setLoadedLocked(s *segment, idx []indexEntry, tidx []timeEntry) {
+	c.mu.bytes -= s.cache.bytes
+	s.idx, s.tidx, s.loaded = idx, tidx, true
+	s.cache.bytes = indexMemory(idx, tidx)
+	c.mu.bytes += s.cache.bytes
+}
+
+// pin admits an active segment with its writable handle: always open,
+// never evicted.
+func (c *FileCache) pin(s *segment, f File) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.file = f
+	s.cache.open = true
+	s.cache.pinned = true
+	c.mu.open++
+	c.evictLocked()
+}
+
+// seal hands a sealed segment's indexes to the cache and makes the segment
+// evictable. Readers switch from the live indexes to these atomically.
+func (c *FileCache) seal(s *segment, idx []indexEntry, tidx []timeEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setLoadedLocked(s, idx, tidx)
+	s.activeIdx.Store(nil)
+	s.activeTidx.Store(nil)
+	s.cache.pinned = false
+	if s.cache.open && !s.cache.deleted {
+		s.cache.elem = c.mu.lru.PushFront(s)
+	}
+	c.evictLocked()
+}
+
+// retire removes a segment for good (deleted, or its log closed): its file
+// is closed now, or when the last reference goes.
+func (c *FileCache) retire(s *segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.cache.pinned = false
+	s.cache.deleted = true
+	if s.cache.refs == 0 {
+		c.closeLocked(s)
+	} else if s.cache.elem != nil {
+		c.mu.lru.Remove(s.cache.elem)
+		s.cache.elem = nil
+	}
+}

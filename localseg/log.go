@@ -1,0 +1,963 @@
+package localseg
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// File names in a partition directory besides the segments (see doc.go).
+const (
+	cleanShutdownFile = ".clean-shutdown"
+	logStartFile      = "log-start-offset"
+	recoveryPointFile = "recovery-point"
+	snapshotExt       = ".snapshot"
+	deletedExt        = ".deleted"
+	brokenExt         = ".broken"
+	// maxRecordScanBytes caps the decompressed size of one batch when
+	// OffsetForTimestamp and MaxTimestamp look at its records.
+	maxRecordScanBytes = 64 << 20
+	// maxSnapshotSize bounds what reading a producer snapshot allocates.
+	maxSnapshotSize = 1 << 30
+)
+
+// Log is one partition's local log: a directory of segments.
+//
+// Concurrency: every method is safe for concurrent use. Appends, rolls,
+// flushes, truncation and retention are serialized by mu. Read, the offset
+// accessors and Segments take no lock: they load the segment list and each
+// segment's published size and next offset atomically, and see only fully
+// written batches. Lock order: mu, then rp, then FileCache.mu.
+type Log struct {
+	dir string
+	fs  FS
+	fc  *FileCache
+	log *slog.Logger
+	now func() time.Time
+
+	// segs is the immutable list of segments, oldest first; the last is
+	// the active one. Replaced (never modified) under mu.
+	segs     atomic.Pointer[[]*segment]
+	logStart atomic.Int64
+	closed   atomic.Bool
+
+	mu struct {
+		sync.Mutex
+		cfg       Config
+		closed    bool
+		epochs    epochCache
+		producers producerState
+		lastFlush time.Time // flush.ms
+		// flushTail is the newest background flush of a sealed segment;
+		// each waits for the one before it so the recovery point only
+		// moves past segments that are all on stable storage.
+		flushTail *flushTicket
+		// deletes are segment files renamed to .deleted, removed once
+		// file.delete.delay.ms has passed (in ApplyRetention or Close).
+		deletes []pendingDelete
+	}
+	// rp is the recovery point: every batch below it is on stable
+	// storage (and so are the indexes of the segments below it).
+	rp struct {
+		sync.Mutex
+		point int64
+		gen   int64 // bumped by truncation: stale background flushes give up
+	}
+	flushes   sync.WaitGroup // background flushes of sealed segments
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type flushTicket struct {
+	done chan struct{}
+	ok   bool // set before done is closed
+}
+
+type pendingDelete struct {
+	paths []string
+	due   time.Time
+}
+
+// Open opens (or creates) the log in dir. After an unclean shutdown it
+// re-validates the segments after the last recovery point (CRC-32C of each
+// batch), truncates a torn or corrupt tail, rebuilds their indexes and the
+// producer state; after a clean shutdown (the marker file is present) it
+// skips that scan.
+func Open(dir string, cfg Config, opts Options) (*Log, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now}
+	if l.fs == nil {
+		l.fs = OSFS{}
+	}
+	if l.fc == nil {
+		l.fc = NewFileCache(1 << 20)
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	l.mu.cfg = cfg
+	l.mu.producers = newProducerState()
+	l.mu.lastFlush = l.now()
+	if err := l.fs.MkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("localseg: %w", err)
+	}
+	if err := l.load(); err != nil {
+		l.retireAll()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Dir is the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+func (l *Log) segments() []*segment { return *l.segs.Load() }
+
+func (l *Log) active() *segment {
+	s := l.segments()
+	return s[len(s)-1]
+}
+
+// LogStartOffset is the first offset a consumer may read.
+func (l *Log) LogStartOffset() int64 { return l.logStart.Load() }
+
+// LocalLogStartOffset is the first offset held locally: the base offset of
+// the oldest local segment, or the log start when that is higher.
+func (l *Log) LocalLogStartOffset() int64 {
+	s := l.segments()
+	return max(l.logStart.Load(), s[0].base)
+}
+
+// LogEndOffset is the offset the next appended record will get.
+func (l *Log) LogEndOffset() int64 { return l.active().next.Load() }
+
+// Size is the total size of the local segment files.
+func (l *Log) Size() int64 {
+	var n int64
+	for _, s := range l.segments() {
+		n += s.size.Load()
+	}
+	return n
+}
+
+// RecoveryPoint is the offset below which everything is on stable storage
+// (fsynced): what survives a crash of the machine, not just the process.
+func (l *Log) RecoveryPoint() int64 {
+	l.rp.Lock()
+	defer l.rp.Unlock()
+	return l.rp.point
+}
+
+// AppendAsLeader appends one producer batch, already accepted by
+// recordbatch.ValidateProduce. It assigns offsets from the log end, stamps
+// leaderEpoch into the batch (in place, outside the CRC) and records the
+// epoch in the leader-epoch checkpoint when it is new. For idempotent and
+// transactional producers it checks the sequence against the producer state
+// (five most recent batches per producer kept for duplicate detection):
+// a retry of one of them returns Duplicate with the original offsets; a gap
+// returns ErrOutOfOrderSequence; an old epoch ErrInvalidProducerEpoch.
+// A new epoch must start at sequence 0.
+func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
+	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
+		return AppendResult{}, fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return AppendResult{}, ErrClosed
+	}
+	if b.HasProducerID() {
+		dup, err := l.mu.producers.check(b)
+		if err != nil {
+			return AppendResult{}, err
+		}
+		if dup != nil {
+			return AppendResult{FirstOffset: dup.firstOffset, LastOffset: dup.lastOffset, MaxTimestamp: dup.timestamp,
+				Duplicate: true, LogStartOffset: l.logStart.Load()}, nil
+		}
+	}
+	leo := l.active().next.Load()
+	b.SetBaseOffset(leo)
+	b.SetPartitionLeaderEpoch(leaderEpoch)
+	// The epoch goes to its checkpoint before the data, as Kafka's
+	// leader does: a crash in between leaves an entry at the log end,
+	// which is harmless; the other order could leave batches of an epoch
+	// the checkpoint does not know.
+	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
+		return AppendResult{}, err
+	}
+	if err := l.appendLocked(b); err != nil {
+		return AppendResult{}, err
+	}
+	l.mu.producers.update(b)
+	return AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, nil
+}
+
+// AppendAsFollower appends batches copied from the leader, keeping their
+// offsets and leader epochs. The first batch must start at or after the log
+// end (ErrOffsetsNotIncreasing otherwise) and offsets must increase from
+// batch to batch. Every batch is checked (size, magic, CRC-32C) before any
+// is written; they are written with one write per segment they land in.
+// Producer state and the leader-epoch checkpoint are updated from the
+// batches.
+func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return AppendResult{}, ErrClosed
+	}
+	res := AppendResult{FirstOffset: -1, LastOffset: -1, MaxTimestamp: -1, LogStartOffset: l.logStart.Load()}
+	next := l.active().next.Load()
+	latest, _ := l.mu.epochs.latest()
+	newEpoch := false
+	for buf := batches; len(buf) > 0; {
+		b, rest, err := recordbatch.Next(buf)
+		if err != nil {
+			return res, fmt.Errorf("localseg: follower append: %w", err)
+		}
+		if err := recordbatch.Check(b); err != nil {
+			return res, fmt.Errorf("localseg: follower append: %w", err)
+		}
+		if b.BaseOffset() < next {
+			return res, fmt.Errorf("%w: batch at %d, expected at least %d", ErrOffsetsNotIncreasing, b.BaseOffset(), next)
+		}
+		next = b.NextOffset()
+		if e := b.PartitionLeaderEpoch(); e >= 0 && (e > latest.Epoch || len(l.mu.epochs.entries) == 0) {
+			newEpoch = true
+		}
+		if res.FirstOffset < 0 {
+			res.FirstOffset = b.BaseOffset()
+		}
+		res.LastOffset = b.LastOffset()
+		res.MaxTimestamp = max(res.MaxTimestamp, b.MaxTimestamp())
+		buf = rest
+	}
+	if res.FirstOffset < 0 {
+		return res, nil
+	}
+	if newEpoch {
+		// New epochs go to the checkpoint before their batches.
+		epochs := l.mu.epochs.clone()
+		for buf := batches; len(buf) > 0; {
+			b, rest, _ := recordbatch.Next(buf)
+			epochs.assign(b.PartitionLeaderEpoch(), b.BaseOffset())
+			buf = rest
+		}
+		if err := l.writeEpochs(&epochs); err != nil {
+			return res, err
+		}
+		l.mu.epochs = epochs
+	}
+	if err := l.appendLocked(batches); err != nil {
+		// Whatever was appended before the failure stays, and its
+		// producer state with it.
+		l.updateProducersUpTo(batches, l.LogEndOffset())
+		return res, err
+	}
+	l.updateProducersUpTo(batches, math.MaxInt64)
+	return res, nil
+}
+
+// updateProducersUpTo replays the producer state of the batches in buf
+// that end below end. Requires mu.
+func (l *Log) updateProducersUpTo(buf []byte, end int64) {
+	for len(buf) > 0 {
+		b, rest, err := recordbatch.Next(buf)
+		if err != nil || b.NextOffset() > end {
+			return
+		}
+		l.mu.producers.update(b)
+		buf = rest
+	}
+}
+
+// assignEpochLocked records that epoch starts writing at offset, making
+// the checkpoint durable first. Requires mu.
+func (l *Log) assignEpochLocked(epoch int32, offset int64) error {
+	if last, ok := l.mu.epochs.latest(); epoch < 0 || (ok && epoch <= last.Epoch) {
+		return nil
+	}
+	c := l.mu.epochs.clone()
+	c.assign(epoch, offset)
+	if err := l.writeEpochs(&c); err != nil {
+		return err
+	}
+	l.mu.epochs = c
+	return nil
+}
+
+func (l *Log) writeEpochs(c *epochCache) error {
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, epochCheckpointFile), c.encode()); err != nil {
+		return fmt.Errorf("localseg: writing the leader-epoch checkpoint: %w", err)
+	}
+	return nil
+}
+
+// appendLocked writes whole, checked batches (offsets final), contiguous in
+// buf: one write per segment they land in, rolling before a batch that does
+// not fit the active segment. Requires mu.
+func (l *Log) appendLocked(buf []byte) error {
+	for len(buf) > 0 {
+		s := l.active()
+		n, rollAt := l.fitLocked(s, buf)
+		if n == 0 {
+			if err := l.rollLocked(rollAt); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := l.writeRunLocked(s, buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return l.maybeFlushLocked()
+}
+
+// fitLocked returns how many leading bytes of buf (whole batches) go into
+// the active segment s before a roll. When none fit, rollAt is the base
+// offset of the segment to roll to. The roll triggers are Kafka's:
+// segment.bytes, a full offset or time index, a relative offset past
+// MaxInt32, and segment.ms measured between the segment's first batch
+// timestamp and the new batch's (or, without timestamps, wall-clock time
+// since the first append). Requires mu.
+func (l *Log) fitLocked(s *segment, buf []byte) (n int, rollAt int64) {
+	cfg := &l.mu.cfg
+	size := s.size.Load()
+	idxN := int64(len(*s.activeIdx.Load()))
+	tidxN := int64(len(*s.activeTidx.Load()))
+	since, firstTs := s.sinceIndex, s.firstTs
+	var nowMs int64 = -1
+	for n < len(buf) {
+		b := recordbatch.Batch(buf[n:])
+		blen, _ := recordbatch.Size(b)
+		if size > 0 {
+			elapsed := int64(0)
+			if firstTs >= 0 && b.MaxTimestamp() >= 0 {
+				elapsed = b.MaxTimestamp() - firstTs
+			} else if n == 0 {
+				if nowMs < 0 {
+					nowMs = l.now().UnixMilli()
+				}
+				elapsed = nowMs - s.created
+			}
+			if size+int64(blen) > cfg.SegmentBytes ||
+				idxN >= cfg.SegmentIndexBytes/indexEntrySize ||
+				tidxN >= cfg.SegmentIndexBytes/timeIndexEntrySize ||
+				b.LastOffset()-s.base > math.MaxInt32 ||
+				elapsed > cfg.SegmentMs {
+				return n, max(b.BaseOffset(), s.next.Load())
+			}
+		} else if b.LastOffset()-s.base > math.MaxInt32 {
+			// Only after a gap (a follower): start the segment at the
+			// batch.
+			return n, b.BaseOffset()
+		} else if firstTs < 0 {
+			firstTs = b.MaxTimestamp()
+		}
+		if since >= s.interval {
+			idxN++
+			tidxN++
+			since = 0
+		}
+		since += int64(blen)
+		size += int64(blen)
+		n += blen
+	}
+	return n, 0
+}
+
+// writeRunLocked writes batches that fit the active segment with one
+// write, then publishes them: indexes, recent positions, size, and last
+// the next offset. A failed write publishes nothing and cuts what it left
+// in the file. Requires mu.
+func (l *Log) writeRunLocked(s *segment, run []byte) error {
+	pos := s.size.Load()
+	if err := writeFull(s.w, run, pos); err != nil {
+		// Cut whatever part was written so the file ends at a batch
+		// boundary; if that fails too, the next write overwrites it
+		// and Close cuts the file to its published size.
+		if terr := s.w.Truncate(pos); terr != nil {
+			l.log.Error("cannot cut a failed write", "segment", s.path(".log"), "err", terr)
+		}
+		return fmt.Errorf("localseg: writing %s: %w", s.path(".log"), err)
+	}
+	if pos == 0 {
+		s.created = l.now().UnixMilli()
+		s.firstTs = recordbatch.Batch(run).MaxTimestamp()
+	}
+	idx := s.activeIdx.Load()
+	tidx := s.activeTidx.Load()
+	newIdx, newTidx := *idx, *tidx
+	var next int64
+	for off := 0; off < len(run); {
+		b := recordbatch.Batch(run[off:])
+		blen, _ := recordbatch.Size(b)
+		h := header{base: b.BaseOffset(), size: int64(blen), last: b.LastOffset(), maxTs: b.MaxTimestamp()}
+		at := pos + int64(off)
+		if s.sinceIndex >= s.interval {
+			newIdx = append(newIdx, indexEntry{rel: uint32(h.base - s.base), pos: uint32(at)})
+			if ts := s.maxTs.Load(); ts >= 0 {
+				newTidx = appendTime(newTidx, timeEntry{ts: ts, rel: uint32(s.maxTsOffset.Load() - s.base)})
+			}
+			s.sinceIndex = 0
+		}
+		s.sinceIndex += h.size
+		if h.maxTs > s.maxTs.Load() {
+			s.maxTsOffset.Store(h.last)
+			s.maxTs.Store(h.maxTs)
+		}
+		next = h.last + 1
+		s.recent.push(recentBatch{base: h.base, next: next, pos: at, size: h.size})
+		off += blen
+	}
+	// Readers hold the old slices; appending within capacity writes only
+	// past their length, so the swap needs no lock. (The copies are
+	// declared here so that only a run that adds entries allocates.)
+	if len(newIdx) != len(*idx) {
+		p := newIdx
+		s.activeIdx.Store(&p)
+	}
+	if len(newTidx) != len(*tidx) {
+		p := newTidx
+		s.activeTidx.Store(&p)
+	}
+	s.size.Store(pos + int64(len(run)))
+	s.next.Store(next)
+	return nil
+}
+
+// maybeFlushLocked applies flush.messages and flush.ms. Requires mu.
+func (l *Log) maybeFlushLocked() error {
+	cfg := &l.mu.cfg
+	if cfg.FlushMessages != math.MaxInt64 && l.LogEndOffset()-l.RecoveryPoint() >= cfg.FlushMessages {
+		return l.flushLocked()
+	}
+	if cfg.FlushMs != math.MaxInt64 && l.now().Sub(l.mu.lastFlush) >= time.Duration(cfg.FlushMs)*time.Millisecond {
+		return l.flushLocked()
+	}
+	return nil
+}
+
+// Flush writes every appended byte and index to stable storage and moves
+// the recovery point to the log end.
+func (l *Log) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	return l.flushLocked()
+}
+
+// flushLocked fsyncs every segment above the recovery point (sealed ones a
+// background flush may still be on: syncing twice is cheap), the directory,
+// and moves the recovery point to the log end. Requires mu.
+func (l *Log) flushLocked() error {
+	rp := l.RecoveryPoint()
+	segs := l.segments()
+	for i, s := range segs {
+		if i < len(segs)-1 && s.next.Load() <= rp {
+			continue
+		}
+		if err := l.syncSegment(s); err != nil {
+			return err
+		}
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("localseg: flushing %s: %w", l.dir, err)
+	}
+	l.mu.lastFlush = l.now()
+	// Everything is durable now; later background flushes need not wait
+	// for the ones in flight.
+	l.mu.flushTail = nil
+	l.rp.Lock()
+	gen := l.rp.gen
+	l.rp.Unlock()
+	return l.setRecoveryPoint(l.LogEndOffset(), gen)
+}
+
+// syncSegment fsyncs a segment's log file (and, when sealed, its index
+// files, which a roll writes without syncing).
+func (l *Log) syncSegment(s *segment) error {
+	f, err := l.fc.acquire(s)
+	if err != nil {
+		if errors.Is(err, errSegmentGone) {
+			return nil
+		}
+		return err
+	}
+	err = f.Sync()
+	l.fc.release(s)
+	if err != nil {
+		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
+	}
+	if !s.isActive() {
+		for _, ext := range []string{".index", ".timeindex"} {
+			if err := syncPath(l.fs, s.path(ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("localseg: flushing %s: %w", s.path(ext), err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncPath fsyncs a file by name.
+func syncPath(fs FS, path string) error {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// setRecoveryPoint moves the recovery point forward to off and persists it,
+// unless a truncation happened since gen was read.
+func (l *Log) setRecoveryPoint(off, gen int64) error {
+	l.rp.Lock()
+	defer l.rp.Unlock()
+	if gen != l.rp.gen || off <= l.rp.point {
+		return nil
+	}
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
+		return fmt.Errorf("localseg: writing the recovery point: %w", err)
+	}
+	l.rp.point = off
+	return nil
+}
+
+// lowerRecoveryPointLocked moves the recovery point back to off (a
+// truncation) before the data below the old one changes, and makes stale
+// background flushes give up. Requires mu.
+func (l *Log) lowerRecoveryPointLocked(off int64) error {
+	l.rp.Lock()
+	defer l.rp.Unlock()
+	l.rp.gen++
+	if off >= l.rp.point {
+		return nil
+	}
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
+		return fmt.Errorf("localseg: writing the recovery point: %w", err)
+	}
+	l.rp.point = off
+	return nil
+}
+
+// Roll closes the active segment and starts a new one at the log end (no-op
+// when the active segment is empty).
+func (l *Log) Roll() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	if l.active().size.Load() == 0 {
+		return nil
+	}
+	return l.rollLocked(l.LogEndOffset())
+}
+
+// rollLocked seals the active segment and starts a new one at base (the
+// log end, or past it after a follower's gap). An empty active segment is
+// replaced rather than sealed. The sealed segment's index files and a
+// producer snapshot are written without fsync; a background flush fsyncs
+// them with the segment and then moves the recovery point past it.
+// Requires mu.
+func (l *Log) rollLocked(base int64) error {
+	old := l.active()
+	segs := l.segments()
+	if old.size.Load() == 0 {
+		if old.base == base {
+			return nil
+		}
+		next, err := l.newSegment(base)
+		if err != nil {
+			return err
+		}
+		list := append(append([]*segment(nil), segs[:len(segs)-1]...), next)
+		l.segs.Store(&list)
+		l.deleteSegmentsLocked([]*segment{old})
+		return nil
+	}
+	idx, tidx := l.sealIndexes(old)
+	if err := writeFileNoSync(l.fs, old.path(".index"), encodeOffsetIndex(idx)); err != nil {
+		return fmt.Errorf("localseg: writing index: %w", err)
+	}
+	if err := writeFileNoSync(l.fs, old.path(".timeindex"), encodeTimeIndex(tidx)); err != nil {
+		return fmt.Errorf("localseg: writing time index: %w", err)
+	}
+	next, err := l.newSegment(base)
+	if err != nil {
+		return err
+	}
+	list := append(append([]*segment(nil), segs...), next)
+	l.segs.Store(&list)
+	l.fc.seal(old, idx, tidx)
+	old.w = nil
+	// A producer snapshot at the new base: recovery and truncation
+	// replay from the newest one at or below where they start, and
+	// tiering ships it with the sealed segment.
+	if err := l.writeSnapshotLocked(base, false); err != nil {
+		l.log.Warn("writing a producer snapshot", "dir", l.dir, "err", err)
+	}
+	l.flushSealedLocked(old, base)
+	return nil
+}
+
+// sealIndexes returns the final indexes of an active segment: the live
+// ones, the time index ending with the segment's largest timestamp.
+func (l *Log) sealIndexes(s *segment) ([]indexEntry, []timeEntry) {
+	idx := *s.activeIdx.Load()
+	tidx := *s.activeTidx.Load()
+	if ts := s.maxTs.Load(); ts >= 0 && (len(tidx) == 0 || ts > tidx[len(tidx)-1].ts) {
+		tidx = append(tidx[:len(tidx):len(tidx)], timeEntry{ts: ts, rel: uint32(s.maxTsOffset.Load() - s.base)})
+	}
+	return idx, tidx
+}
+
+// flushSealedLocked fsyncs a just-sealed segment (and the producer
+// snapshot taken at snapshotAt) in the background. The recovery point moves
+// past it once it and every segment sealed before it are synced. Requires
+// mu.
+func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
+	l.rp.Lock()
+	gen := l.rp.gen
+	l.rp.Unlock()
+	prev := l.mu.flushTail
+	t := &flushTicket{done: make(chan struct{})}
+	l.mu.flushTail = t
+	end := s.next.Load()
+	snapshot := filepath.Join(l.dir, segmentName(snapshotAt, snapshotExt))
+	l.flushes.Add(1)
+	go func() {
+		defer l.flushes.Done()
+		defer close(t.done)
+		err := l.syncSegment(s)
+		if err == nil {
+			if serr := syncPath(l.fs, snapshot); serr != nil && !errors.Is(serr, os.ErrNotExist) {
+				err = serr
+			}
+		}
+		if err == nil {
+			err = l.fs.SyncDir(l.dir)
+		}
+		if prev != nil {
+			<-prev.done
+		}
+		t.ok = err == nil && (prev == nil || prev.ok)
+		if err != nil {
+			// The recovery point stays below this segment until an
+			// explicit flush succeeds: a crash recovers it.
+			l.log.Error("flushing a sealed segment", "segment", s.path(".log"), "err", err)
+			return
+		}
+		if t.ok {
+			if err := l.setRecoveryPoint(end, gen); err != nil {
+				l.log.Warn("writing the recovery point", "dir", l.dir, "err", err)
+			}
+		}
+	}()
+}
+
+// newSegment creates an empty active segment at base.
+func (l *Log) newSegment(base int64) (*segment, error) {
+	s := l.makeSegment(base)
+	w, err := l.fs.OpenFile(s.path(".log"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("localseg: creating segment: %w", err)
+	}
+	for _, ext := range []string{".index", ".timeindex"} {
+		l.fs.Remove(s.path(ext))
+	}
+	s.w = w
+	s.next.Store(base)
+	s.maxTs.Store(-1)
+	s.maxTsOffset.Store(base)
+	s.activeIdx.Store(&[]indexEntry{})
+	s.activeTidx.Store(&[]timeEntry{})
+	s.created = l.now().UnixMilli()
+	s.firstTs = -1
+	l.fc.pin(s, w)
+	return s, nil
+}
+
+func (l *Log) makeSegment(base int64) *segment {
+	return &segment{fs: l.fs, dir: l.dir, base: base, interval: l.mu.cfg.IndexIntervalBytes, firstTs: -1}
+}
+
+// writeFileNoSync writes a checksummed file through a temporary and a
+// rename, without fsync: a reader sees the old or the new file while the
+// machine is up; after a crash the file may be empty or torn, which its
+// checksum reveals (it is then rebuilt or ignored). Used where a
+// background flush or the recovery point covers durability.
+func writeFileNoSync(fs FS, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	err = writeFull(f, data, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fs.Rename(tmp, path)
+	}
+	if err != nil {
+		fs.Remove(tmp)
+	}
+	return err
+}
+
+// Read returns the bytes of the batches from the one containing offset,
+// at most maxBytes long (it may end mid-batch, as Kafka's does; clients
+// drop a partial last batch), never including a batch whose last offset
+// is at or past maxOffset (the high watermark for consumers, the log end
+// for followers). With minOneBatch, the first batch is returned whole even
+// when larger than maxBytes. A read never spans two segments. Offset must
+// be within [LogStartOffset, LogEndOffset]; at the log end the range is
+// empty. The caller must Release the range.
+func (l *Log) Read(offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (Range, error) {
+	for attempt := 0; ; attempt++ {
+		if l.closed.Load() {
+			return Range{}, ErrClosed
+		}
+		segs := l.segments()
+		leo := segs[len(segs)-1].next.Load()
+		start := l.logStart.Load()
+		if offset < start || offset > leo {
+			return Range{}, fmt.Errorf("%w: %d not in [%d, %d]", ErrOffsetOutOfRange, offset, start, leo)
+		}
+		if offset >= maxOffset || offset == leo {
+			return Range{}, nil
+		}
+		i := sort.Search(len(segs), func(i int) bool { return segs[i].base > offset }) - 1
+		for i = max(i, 0); i < len(segs); i++ {
+			if offset < segs[i].next.Load() {
+				break
+			}
+			// offset sits at this segment's end (or in a gap): the
+			// next segment holds it.
+		}
+		if i == len(segs) {
+			return Range{}, nil
+		}
+		r, err := l.readSegment(segs[i], offset, maxBytes, maxOffset, minOneBatch)
+		if errors.Is(err, errSegmentGone) && attempt < 8 {
+			continue // deleted or rolled under us: look again
+		}
+		return r, err
+	}
+}
+
+func (l *Log) readSegment(s *segment, offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (Range, error) {
+	f, err := l.fc.acquire(s)
+	if err != nil {
+		return Range{}, err
+	}
+	next := s.next.Load() // before size: the bytes of next are there
+	size := s.size.Load()
+	start, firstSize, err := l.findBatch(s, f, offset, size, next)
+	if err != nil {
+		l.fc.release(s)
+		return Range{}, err
+	}
+	end := size
+	if maxOffset < next {
+		if end, _, err = l.findBatch(s, f, maxOffset, size, next); err != nil {
+			l.fc.release(s)
+			return Range{}, err
+		}
+	}
+	n := end - start
+	if n > int64(maxBytes) {
+		n = max(int64(maxBytes), 0)
+		if minOneBatch && firstSize > n {
+			n = firstSize
+		}
+	}
+	osf := f.OS()
+	if n <= 0 || osf == nil {
+		l.fc.release(s)
+		if osf == nil {
+			return Range{}, errors.New("localseg: the filesystem has no OS files to serve reads from")
+		}
+		return Range{}, nil
+	}
+	return Range{file: osf, off: start, length: n, ref: &rangeRef{fc: l.fc, s: s}}, nil
+}
+
+// rangeRef is the reference a Range holds on its segment's file.
+type rangeRef struct {
+	fc   *FileCache
+	s    *segment
+	done atomic.Bool
+}
+
+func (r *rangeRef) release() {
+	if r.done.CompareAndSwap(false, true) {
+		r.fc.release(r.s)
+	}
+}
+
+// findBatch returns the position and size of the first batch in s whose
+// last offset is at or past offset (the segment size when there is none
+// below next). The caller holds a reference on s. Recent batches of the
+// active segment are found in memory; others by the sparse offset index
+// and a short scan of batch headers.
+func (l *Log) findBatch(s *segment, f File, offset, size, next int64) (int64, int64, error) {
+	if offset >= next {
+		return size, 0, nil
+	}
+	if s.isActive() {
+		if b, ok := s.recent.find(offset); ok && b.pos+b.size <= size {
+			return b.pos, b.size, nil
+		}
+	}
+	idx, _, err := l.indexesFor(s, f)
+	if err != nil {
+		return 0, 0, err
+	}
+	var pos int64
+	if offset > s.base {
+		pos = int64(floorEntry(idx, uint32(min(offset-s.base, math.MaxUint32))).pos)
+	}
+	for pos < size {
+		h, err := readHeader(f, pos, size)
+		if err != nil {
+			return 0, 0, fmt.Errorf("localseg: %s at %d: %w", s.path(".log"), pos, err)
+		}
+		if h.last >= offset {
+			return pos, h.size, nil
+		}
+		pos += h.size
+	}
+	return size, 0, nil
+}
+
+// indexesFor returns s's indexes, loading them if needed. The caller holds
+// a reference on s.
+func (l *Log) indexesFor(s *segment, f File) ([]indexEntry, []timeEntry, error) {
+	if err := l.fc.ensureLoaded(s, f); err != nil {
+		return nil, nil, err
+	}
+	l.fc.mu.Lock()
+	defer l.fc.mu.Unlock()
+	idx, tidx := s.indexesLocked()
+	return idx, tidx, nil
+}
+
+// SetConfig changes the log's settings (AlterConfigs); they apply from the
+// next append or retention pass (index.interval.bytes from the next
+// segment).
+func (l *Log) SetConfig(cfg Config) {
+	cfg.EnsureDefaults()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mu.cfg = cfg
+}
+
+// Segments describes the local segments, oldest first.
+func (l *Log) Segments() []SegmentInfo {
+	segs := l.segments()
+	out := make([]SegmentInfo, 0, len(segs))
+	for i, s := range segs {
+		next := s.next.Load()
+		out = append(out, SegmentInfo{
+			BaseOffset: s.base, NextOffset: next, Size: s.size.Load(),
+			MaxTimestamp: s.maxTs.Load(), Active: i == len(segs)-1, Path: s.path(".log"),
+		})
+	}
+	return out
+}
+
+// Close flushes and closes the log and writes the clean-shutdown marker.
+// Idempotent; concurrent calls wait for the first.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.close() })
+	return l.closeErr
+}
+
+func (l *Log) close() error {
+	l.mu.Lock()
+	l.mu.closed = true
+	l.closed.Store(true)
+	l.mu.Unlock()
+	l.flushes.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	defer l.retireAll()
+	act := l.active()
+	if act.w == nil {
+		// A failed truncation left the log without its active
+		// segment: no clean-shutdown marker, the next open recovers.
+		return fmt.Errorf("localseg: closing %s: the log lost its active segment", l.dir)
+	}
+	var errs []error
+	// A write that failed and could not be cut left bytes past the
+	// published size: cut them now, so the clean open trusts only
+	// whole batches.
+	if n, err := act.w.Size(); err == nil && n > act.size.Load() {
+		errs = append(errs, act.w.Truncate(act.size.Load()))
+	}
+	errs = append(errs, l.flushLocked())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
+	}
+	idx, tidx := l.sealIndexes(act)
+	errs = append(errs,
+		l.writeSnapshotLocked(act.next.Load(), true),
+		writeFileAtomic(l.fs, act.path(".index"), encodeOffsetIndex(idx)),
+		writeFileAtomic(l.fs, act.path(".timeindex"), encodeTimeIndex(tidx)))
+	l.removeDueLocked(time.Time{}, true)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
+	}
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, cleanShutdownFile), encodeOffsetCheckpoint("clean-shutdown", act.next.Load())); err != nil {
+		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
+	}
+	return nil
+}
+
+// retireAll gives up every segment's file (each closes when its last
+// Range is released).
+func (l *Log) retireAll() {
+	p := l.segs.Load()
+	if p == nil {
+		return
+	}
+	for _, s := range *p {
+		s.w = nil
+		l.fc.retire(s)
+	}
+}
+
+// Delete closes the log and removes its directory (topic deletion).
+func (l *Log) Delete() error {
+	if err := l.Close(); err != nil {
+		l.log.Warn("closing a log to delete it", "dir", l.dir, "err", err)
+	}
+	if err := l.fs.RemoveAll(l.dir); err != nil {
+		return fmt.Errorf("localseg: deleting %s: %w", l.dir, err)
+	}
+	return nil
+}

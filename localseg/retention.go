@@ -1,0 +1,177 @@
+package localseg
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// ApplyRetention deletes segments wholly below the log start offset, older
+// than retention.ms (by their largest timestamp) or beyond retention.bytes
+// (oldest first), never the active segment unless it is expired too (then
+// it is rolled first). It also expires idle producer state, rolls the
+// active segment when segment.ms has passed since its first append (wall
+// clock), applies flush.ms, and removes the files of deleted segments whose
+// file.delete.delay.ms has passed. It returns how many segments it
+// deleted. The log start offset moves to the first remaining segment.
+func (l *Log) ApplyRetention(now time.Time) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return 0, ErrClosed
+	}
+	l.removeDueLocked(now, false)
+	cfg := &l.mu.cfg
+	nowMs := now.UnixMilli()
+	if act := l.active(); act.size.Load() > 0 && nowMs-act.created > cfg.SegmentMs {
+		if err := l.rollLocked(act.next.Load()); err != nil {
+			return 0, err
+		}
+	}
+	if cfg.FlushMs != math.MaxInt64 && l.LogEndOffset() > l.RecoveryPoint() && now.Sub(l.mu.lastFlush) >= time.Duration(cfg.FlushMs)*time.Millisecond {
+		if err := l.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	l.mu.producers.expire(nowMs - cfg.ProducerIDExpirationMs)
+
+	segs := l.segments()
+	total := l.Size()
+	start := l.logStart.Load()
+	n := 0
+	for n < len(segs) {
+		s := segs[n]
+		size := s.size.Load()
+		if size == 0 && n == len(segs)-1 {
+			break
+		}
+		below := s.next.Load() <= start
+		expired := cfg.RetentionMs >= 0 && s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs
+		oversize := cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes
+		if !below && !expired && !oversize {
+			break
+		}
+		total -= size
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if n == len(segs) {
+		// Everything goes, the active segment too: roll so that an
+		// empty one remains at the log end.
+		if err := l.rollLocked(l.LogEndOffset()); err != nil {
+			return 0, err
+		}
+		segs = l.segments()
+	}
+	doomed := segs[:n]
+	rest := append([]*segment(nil), segs[n:]...)
+	if rest[0].base > l.logStart.Load() {
+		if err := l.setLogStartLocked(rest[0].base); err != nil {
+			return 0, err
+		}
+	}
+	l.segs.Store(&rest)
+	l.deleteSegmentsLocked(doomed)
+	// Snapshots below the first kept segment are no longer needed (the
+	// one at its base stays).
+	l.deleteSnapshotsWhere(func(off int64) bool { return off < rest[0].base })
+	return n, nil
+}
+
+// deleteSegmentsLocked retires segments already unlinked from the segment
+// list: their files are renamed to .deleted at once and removed once
+// file.delete.delay.ms has passed. Open Ranges keep reading their files
+// until released. Requires mu.
+func (l *Log) deleteSegmentsLocked(segs []*segment) {
+	due := l.now().Add(time.Duration(l.mu.cfg.FileDeleteDelayMs) * time.Millisecond)
+	var paths []string
+	for _, s := range segs {
+		s.w = nil
+		l.fc.retire(s)
+		for _, ext := range []string{".log", ".index", ".timeindex"} {
+			p := s.path(ext)
+			if err := l.fs.Rename(p, p+deletedExt); err != nil {
+				if !errors.Is(err, os.ErrNotExist) {
+					l.log.Warn("renaming a deleted segment file", "file", p, "err", err)
+					// Remove it now rather than leave it to be
+					// loaded again.
+					if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+						l.log.Error("removing a deleted segment file", "file", p, "err", err)
+					}
+				}
+				continue
+			}
+			paths = append(paths, p+deletedExt)
+		}
+	}
+	if len(paths) > 0 {
+		l.mu.deletes = append(l.mu.deletes, pendingDelete{paths: paths, due: due})
+	}
+	if l.mu.cfg.FileDeleteDelayMs <= 0 {
+		l.removeDueLocked(time.Time{}, true)
+	}
+}
+
+// removeDueLocked removes the .deleted files whose delay has passed (all
+// of them with all). Requires mu.
+func (l *Log) removeDueLocked(now time.Time, all bool) {
+	kept := l.mu.deletes[:0]
+	for _, d := range l.mu.deletes {
+		if !all && now.Before(d.due) {
+			kept = append(kept, d)
+			continue
+		}
+		for _, p := range d.paths {
+			if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				l.log.Warn("removing a deleted segment file", "file", p, "err", err)
+			}
+		}
+	}
+	clear(l.mu.deletes[len(kept):])
+	l.mu.deletes = kept
+}
+
+// SetLogStartOffset moves the log start forward (DeleteRecords, and later
+// remote retention). It is persisted before returning; segments wholly
+// below it are deleted by the next ApplyRetention. Moving it backwards or
+// past the log end is an ErrOffsetOutOfRange.
+func (l *Log) SetLogStartOffset(offset int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	if offset > l.LogEndOffset() {
+		return fmt.Errorf("%w: %d past the log end %d", ErrOffsetOutOfRange, offset, l.LogEndOffset())
+	}
+	if offset < l.logStart.Load() {
+		return fmt.Errorf("%w: %d below the log start %d", ErrOffsetOutOfRange, offset, l.logStart.Load())
+	}
+	return l.setLogStartLocked(offset)
+}
+
+// setLogStartLocked persists and publishes a new log start, and drops the
+// leader epochs wholly below it. Requires mu.
+func (l *Log) setLogStartLocked(offset int64) error {
+	if offset == l.logStart.Load() {
+		return nil
+	}
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, logStartFile), encodeOffsetCheckpoint("log-start-offset", offset)); err != nil {
+		return fmt.Errorf("localseg: writing the log start: %w", err)
+	}
+	l.logStart.Store(offset)
+	c := l.mu.epochs.clone()
+	if c.truncateFromStart(offset) {
+		if err := l.writeEpochs(&c); err != nil {
+			l.log.Warn("writing the leader-epoch checkpoint", "dir", l.dir, "err", err)
+		} else {
+			l.mu.epochs = c
+		}
+	}
+	return nil
+}

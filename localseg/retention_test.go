@@ -1,0 +1,207 @@
+package localseg
+
+import (
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func dirFiles(t *testing.T, dir, suffix string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), suffix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestRetentionRenamesToDeletedThenRemovesAfterTheDelay(t *testing.T) {
+	one := batch(1, 100, 0)
+	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1, FileDeleteDelayMs: 60_000})
+	for i := 0; i < 6; i++ {
+		h.append(batch(1, 100, 0))
+	}
+	if err := h.log.SetLogStartOffset(4); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
+		t.Fatalf("deleted %d (%v)", n, err)
+	}
+	deleted := dirFiles(t, h.dir, deletedExt)
+	if len(deleted) != 6 { // .log, .index, .timeindex of two segments
+		t.Fatalf("files awaiting deletion: %v", deleted)
+	}
+	if logs := dirFiles(t, h.dir, ".log"); len(logs) != 1 {
+		t.Fatalf("segments left: %v", logs)
+	}
+	h.clock.advance(30 * time.Second)
+	h.log.ApplyRetention(h.clock.Now())
+	if n := len(dirFiles(t, h.dir, deletedExt)); n != 6 {
+		t.Fatalf("%d .deleted files before the delay", n)
+	}
+	h.clock.advance(31 * time.Second)
+	h.log.ApplyRetention(h.clock.Now())
+	if n := len(dirFiles(t, h.dir, deletedExt)); n != 0 {
+		t.Fatalf("%d .deleted files after the delay", n)
+	}
+}
+
+func TestDeletedFilesAreRemovedOnOpenAndClose(t *testing.T) {
+	one := batch(1, 100, 0)
+	h := newHarness(t, Config{SegmentBytes: int64(len(one)), RetentionMs: -1})
+	for i := 0; i < 3; i++ {
+		h.append(batch(1, 100, 0))
+	}
+	h.log.SetLogStartOffset(2)
+	h.log.ApplyRetention(h.clock.Now())
+	if len(dirFiles(t, h.dir, deletedExt)) == 0 {
+		t.Fatal("nothing awaits deletion")
+	}
+	h.restart()
+	if n := len(dirFiles(t, h.dir, deletedExt)); n != 0 {
+		t.Fatalf("%d .deleted files after Close", n)
+	}
+	h.log.SetLogStartOffset(3)
+	h.log.Roll()
+	h.log.ApplyRetention(h.clock.Now())
+	h.abandon()
+	h.open()
+	if n := len(dirFiles(t, h.dir, deletedExt)); n != 0 {
+		t.Fatalf("%d .deleted files after a crash and open", n)
+	}
+	if h.log.LogStartOffset() != 3 || h.log.LogEndOffset() != 3 {
+		t.Fatalf("start %d end %d", h.log.LogStartOffset(), h.log.LogEndOffset())
+	}
+}
+
+func TestRetentionBySizeKeepsTheNewestAndNeverTheActiveAlone(t *testing.T) {
+	one := batch(1, 100, 0)
+	size := int64(len(one))
+	h := newHarness(t, Config{SegmentBytes: size * 2, RetentionMs: -1, RetentionBytes: size * 3})
+	for i := 0; i < 7; i++ {
+		h.append(batch(1, 100, 0))
+	}
+	// Segments of 2, 2, 2, 1 batches: keeping at most 3 batches' worth
+	// deletes the first two (4 batches), leaving 3.
+	n, err := h.log.ApplyRetention(h.clock.Now())
+	if err != nil || n != 2 {
+		t.Fatalf("deleted %d (%v)", n, err)
+	}
+	if h.log.Size() != size*3 || h.log.LogStartOffset() != 4 {
+		t.Fatalf("size %d start %d", h.log.Size(), h.log.LogStartOffset())
+	}
+	// A second pass changes nothing.
+	if n, _ := h.log.ApplyRetention(h.clock.Now()); n != 0 {
+		t.Fatalf("second pass deleted %d", n)
+	}
+}
+
+func TestRetentionByTimeUsesTheLargestTimestamp(t *testing.T) {
+	h := newHarness(t, Config{RetentionMs: 60_000})
+	now := h.clock.Now().UnixMilli()
+	// One old batch and one recent in the same segment: it stays.
+	h.append(batch(1, 10, now-120_000))
+	h.append(batch(1, 10, now-1_000))
+	h.log.Roll()
+	h.append(batch(1, 10, now-120_000))
+	if n, _ := h.log.ApplyRetention(h.clock.Now()); n != 0 {
+		t.Fatalf("deleted %d segments holding a recent record", n)
+	}
+	h.clock.advance(2 * time.Minute)
+	// Now both segments are expired: the active one is rolled and both go.
+	if n, _ := h.log.ApplyRetention(h.clock.Now()); n != 2 {
+		t.Fatalf("deleted %d, want 2", n)
+	}
+	if h.log.LogStartOffset() != 3 || h.log.LogEndOffset() != 3 {
+		t.Fatalf("start %d end %d", h.log.LogStartOffset(), h.log.LogEndOffset())
+	}
+}
+
+func TestSnapshotsGoWithTheirSegments(t *testing.T) {
+	one := idemBatch(1, 0, 0, 1)
+	h := newHarness(t, Config{SegmentBytes: int64(len(one)), RetentionMs: -1})
+	// Recent timestamps: a producer expires by the timestamps it wrote.
+	idem := func(seq int32) Batch {
+		b := idemBatch(1, 0, seq, 1)
+		b.SetLogAppendTime(h.clock.Now().UnixMilli())
+		return b
+	}
+	for seq := int32(0); seq < 5; seq++ {
+		if _, err := h.log.AppendAsLeader(idem(seq), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Segments at 0..4, snapshots at 1..4.
+	if got := h.log.snapshotOffsets(); len(got) != 4 || got[0] != 1 {
+		t.Fatalf("snapshots %v", got)
+	}
+	h.log.SetLogStartOffset(3)
+	h.log.ApplyRetention(h.clock.Now())
+	if got := h.log.snapshotOffsets(); len(got) != 2 || got[0] != 3 || got[1] != 4 {
+		t.Fatalf("snapshots after retention %v, want [3 4]", got)
+	}
+	// The producer's state outlives its deleted batches (KIP-360).
+	if res, err := h.log.AppendAsLeader(idem(4), 0); err != nil || !res.Duplicate {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	if _, err := h.log.AppendAsLeader(idem(9), 0); err == nil {
+		t.Fatal("a gap was accepted after retention")
+	}
+	h.crash()
+	if _, err := h.log.AppendAsLeader(idem(9), 0); err == nil {
+		t.Fatal("a gap was accepted after retention and a crash")
+	}
+}
+
+func TestSetLogStartOffsetIsPersistedAndBounded(t *testing.T) {
+	h := newHarness(t, Config{RetentionMs: -1})
+	for i := 0; i < 5; i++ {
+		h.append(batch(1, 10, 0))
+	}
+	for _, c := range []struct {
+		offset int64
+		ok     bool
+	}{{2, true}, {2, true}, {1, false}, {6, false}, {5, true}} {
+		err := h.log.SetLogStartOffset(c.offset)
+		if (err == nil) != c.ok {
+			t.Fatalf("SetLogStartOffset(%d): %v", c.offset, err)
+		}
+	}
+	h.abandon()
+	h.open()
+	if h.log.LogStartOffset() != 5 {
+		t.Fatalf("log start %d after a crash", h.log.LogStartOffset())
+	}
+	if r, err := h.log.Read(5, 100, math.MaxInt64, true); err != nil || r.Len() != 0 {
+		t.Fatalf("read at the log start = log end: %d %v", r.Len(), err)
+	}
+	if _, err := h.log.Read(4, 100, math.MaxInt64, true); err == nil {
+		t.Fatal("read below the log start")
+	}
+}
+
+func TestProducersExpireByTimeOnly(t *testing.T) {
+	h := newHarness(t, Config{ProducerIDExpirationMs: 10_000, RetentionMs: -1})
+	now := h.clock.Now().UnixMilli()
+	b := idemBatch(3, 0, 0, 1)
+	b.SetLogAppendTime(now)
+	h.append(b)
+	h.clock.advance(5 * time.Second)
+	h.log.ApplyRetention(h.clock.Now())
+	if _, err := h.log.AppendAsLeader(idemBatch(3, 0, 77, 1), 0); err == nil {
+		t.Fatal("a gap was accepted from a live producer")
+	}
+	h.clock.advance(6 * time.Second)
+	h.log.ApplyRetention(h.clock.Now())
+	if _, err := h.log.AppendAsLeader(idemBatch(3, 0, 77, 1), 0); err != nil {
+		t.Fatalf("expired producer: %v", err)
+	}
+}

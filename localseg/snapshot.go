@@ -1,0 +1,142 @@
+package localseg
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// Producer snapshots: one at the base offset of every segment (taken when
+// the segment before it is sealed) and one at the log end on Close. They
+// are deleted with the segments below them, and past the log end by
+// truncation.
+
+func (l *Log) snapshotPath(offset int64) string {
+	return filepath.Join(l.dir, segmentName(offset, snapshotExt))
+}
+
+// snapshotOffsets lists the producer snapshots in the directory, ascending.
+func (l *Log) snapshotOffsets() []int64 {
+	entries, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return nil
+	}
+	var out []int64
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), snapshotExt); ok && len(name) == 20 {
+			if off, err := strconv.ParseInt(name, 10, 64); err == nil && off >= 0 {
+				out = append(out, off)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// writeSnapshotLocked writes the producer state as of offset (the log
+// end). With sync it is durable on return; without, a background flush or
+// Close makes it so. Requires mu.
+func (l *Log) writeSnapshotLocked(offset int64, sync bool) error {
+	data := l.mu.producers.encode()
+	if sync {
+		return writeFileAtomic(l.fs, l.snapshotPath(offset), data)
+	}
+	return writeFileNoSync(l.fs, l.snapshotPath(offset), data)
+}
+
+// deleteSnapshotsWhere removes the snapshots whose offsets match.
+func (l *Log) deleteSnapshotsWhere(match func(off int64) bool) {
+	for _, off := range l.snapshotOffsets() {
+		if match(off) {
+			if err := l.fs.Remove(l.snapshotPath(off)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				l.log.Warn("removing a producer snapshot", "file", l.snapshotPath(off), "err", err)
+			}
+		}
+	}
+}
+
+// rebuildProducersLocked restores the producer state as of end: the newest
+// good snapshot at or below end (and not below the first segment), then
+// the batches after it. A bad snapshot is skipped for an older one; with
+// none, every local batch is replayed. Requires mu.
+func (l *Log) rebuildProducersLocked(end int64) error {
+	first := l.segments()[0].base
+	state, from := newProducerState(), first
+	offs := l.snapshotOffsets()
+	for i := len(offs) - 1; i >= 0; i-- {
+		if offs[i] > end || offs[i] < first {
+			continue
+		}
+		data, err := readFile(l.fs, l.snapshotPath(offs[i]), maxSnapshotSize)
+		if err == nil {
+			var st producerState
+			if st, err = decodeProducerState(data); err == nil {
+				state, from = st, offs[i]
+				break
+			}
+		}
+		l.log.Warn("ignoring a bad producer snapshot", "file", l.snapshotPath(offs[i]), "err", err)
+	}
+	err := l.scanBatches(from, end, func(b recordbatch.Batch) { state.update(b) })
+	if err != nil {
+		return fmt.Errorf("localseg: rebuilding producer state: %w", err)
+	}
+	l.mu.producers = state
+	return nil
+}
+
+// scanBatches calls fn with the header of every batch with offsets in
+// [from, end) (a batch of HeaderSize bytes: enough for producer state and
+// epochs, not for records).
+func (l *Log) scanBatches(from, end int64, fn func(recordbatch.Batch)) error {
+	buf := make([]byte, recordbatch.HeaderSize)
+	for _, s := range l.segments() {
+		if s.next.Load() <= from || s.base >= end {
+			continue
+		}
+		if err := l.scanSegment(s, from, end, buf, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Log) scanSegment(s *segment, from, end int64, buf []byte, fn func(recordbatch.Batch)) error {
+	f, err := l.fc.acquire(s)
+	if err != nil {
+		return err
+	}
+	defer l.fc.release(s)
+	size := s.size.Load()
+	pos := int64(0)
+	if from > s.base {
+		idx, _, err := l.indexesFor(s, f)
+		if err != nil {
+			return err
+		}
+		pos = int64(floorEntry(idx, uint32(min(from-s.base, 1<<32-1))).pos)
+	}
+	for pos < size {
+		h, err := readHeader(f, pos, size)
+		if err != nil {
+			return err
+		}
+		if h.base >= end {
+			break
+		}
+		if h.last >= from {
+			if _, err := f.ReadAt(buf, pos); err != nil {
+				return err
+			}
+			fn(recordbatch.Batch(buf))
+		}
+		pos += h.size
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package localseg
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// TruncateTo removes everything at and above offset (a follower diverged
+// from its leader). The batch containing offset goes too, so the log end
+// may land below offset. Producer state and epochs are truncated with it.
+func (l *Log) TruncateTo(offset int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	if offset >= l.LogEndOffset() {
+		return nil
+	}
+	if offset < l.logStart.Load() {
+		return l.truncateFullyLocked(offset)
+	}
+	segs := l.segments()
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].base > offset }) - 1
+	if i < 0 {
+		return l.truncateFullyLocked(offset)
+	}
+	s := segs[i]
+	f, err := l.fc.acquire(s)
+	if err != nil {
+		return err
+	}
+	pos, _, err := l.findBatch(s, f, offset, s.size.Load(), s.next.Load())
+	l.fc.release(s)
+	if err != nil {
+		return err
+	}
+	// The recovery point goes below the cut before any byte changes, so
+	// a crash midway recovers from there.
+	if err := l.lowerRecoveryPointLocked(s.base); err != nil {
+		return err
+	}
+	// Later segments go; the cut segment becomes the active one again,
+	// reopened from its kept bytes.
+	l.mu.flushTail = nil
+	l.deleteSegmentsLocked(segs[i+1:])
+	s.w = nil
+	l.fc.retire(s)
+	reopened, err := l.reopenActive(s.base, pos)
+	if err != nil {
+		// The segment list still names the retired segment; the log
+		// cannot go on without its active segment.
+		l.mu.closed = true
+		l.closed.Store(true)
+		return fmt.Errorf("localseg: truncating %s (log closed): %w", l.dir, err)
+	}
+	list := append(append([]*segment(nil), segs[:i]...), reopened)
+	l.segs.Store(&list)
+	return l.afterTruncateLocked()
+}
+
+// reopenActive opens an existing segment file as the active segment, cut
+// to size, and rebuilds its live indexes from it.
+func (l *Log) reopenActive(base, size int64) (*segment, error) {
+	s := l.makeSegment(base)
+	w, err := l.fs.OpenFile(s.path(".log"), os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("localseg: reopening segment: %w", err)
+	}
+	if err := w.Truncate(size); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("localseg: truncating: %w", err)
+	}
+	for _, ext := range []string{".index", ".timeindex"} {
+		l.fs.Remove(s.path(ext))
+	}
+	s.w = w
+	s.size.Store(size)
+	if err := l.fillActive(s, w, size); err != nil {
+		w.Close()
+		return nil, err
+	}
+	l.fc.pin(s, w)
+	return s, nil
+}
+
+// afterTruncateLocked cuts producer state, epochs and snapshots to the new
+// log end. Requires mu.
+func (l *Log) afterTruncateLocked() error {
+	end := l.LogEndOffset()
+	c := l.mu.epochs.clone()
+	if c.truncateFromEnd(end) {
+		if err := l.writeEpochs(&c); err != nil {
+			return err
+		}
+		l.mu.epochs = c
+	}
+	l.deleteSnapshotsWhere(func(off int64) bool { return off > end })
+	return l.rebuildProducersLocked(end)
+}
+
+// TruncateFullyAndStartAt empties the log and restarts it at offset (a
+// follower far behind a leader whose log starts past it).
+func (l *Log) TruncateFullyAndStartAt(offset int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	return l.truncateFullyLocked(offset)
+}
+
+// Requires mu.
+func (l *Log) truncateFullyLocked(offset int64) error {
+	if offset < 0 {
+		return fmt.Errorf("%w: cannot start the log at %d", ErrOffsetOutOfRange, offset)
+	}
+	if err := l.lowerRecoveryPointLocked(0); err != nil {
+		return err
+	}
+	l.mu.flushTail = nil
+	// Every segment goes (renamed to .deleted, so that no file name is
+	// reused while Ranges still read it), then an empty one starts.
+	l.deleteSegmentsLocked(l.segments())
+	s, err := l.newSegment(offset)
+	if err != nil {
+		l.mu.closed = true
+		l.closed.Store(true)
+		return fmt.Errorf("localseg: truncating %s (log closed): %w", l.dir, err)
+	}
+	list := []*segment{s}
+	l.segs.Store(&list)
+	l.deleteSnapshotsWhere(func(int64) bool { return true })
+	empty := epochCache{}
+	if err := l.writeEpochs(&empty); err != nil {
+		return err
+	}
+	l.mu.epochs = empty
+	l.mu.producers = newProducerState()
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, logStartFile), encodeOffsetCheckpoint("log-start-offset", offset)); err != nil {
+		return fmt.Errorf("localseg: writing the log start: %w", err)
+	}
+	l.logStart.Store(offset)
+	return nil
+}
