@@ -1,0 +1,314 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Snapshot is one consistent view of a cluster's metadata, at an etcd
+// revision. It is immutable: readers may keep it.
+type Snapshot struct {
+	Revision   int64
+	ClusterID  string
+	Controller int32    // -1 when none is elected
+	Brokers    []Broker // live brokers by id
+	Topics     map[string]*TopicState
+	TopicsByID map[UUID]*TopicState
+}
+
+// Cache keeps a Snapshot current by watching the store's keys. Snapshot is
+// a cheap atomic load; Subscribe tells listeners when it changes.
+type Cache struct {
+	store *Store
+	log   *slog.Logger
+	snap  atomic.Pointer[Snapshot]
+	ctx   context.Context
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every new snapshot
+	subs    map[chan struct{}]struct{}
+}
+
+// NewCache loads the metadata and starts following it. Close stops it.
+func NewCache(ctx context.Context, store *Store, log *slog.Logger) (*Cache, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Cache{store: store, log: log, done: make(chan struct{}), changed: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.publish(st.snapshot())
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	go c.run(st)
+	return c, nil
+}
+
+// Snapshot returns the current view.
+func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
+
+// Close stops following changes and waits for the watcher to exit.
+func (c *Cache) Close() {
+	c.stop()
+	<-c.done
+}
+
+// Subscribe returns a channel that receives a value after each change
+// (coalesced: a slow reader sees one value for several changes) until ctx
+// ends, when it is closed.
+func (c *Cache) Subscribe(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.subs[ch] = struct{}{}
+	c.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		if _, ok := c.subs[ch]; ok {
+			delete(c.subs, ch)
+			close(ch)
+		}
+		c.mu.Unlock()
+	})
+	return ch
+}
+
+// WaitForRevision blocks until the snapshot is at revision rev or later.
+func (c *Cache) WaitForRevision(ctx context.Context, rev int64) error {
+	for {
+		c.mu.Lock()
+		ch := c.changed
+		c.mu.Unlock()
+		if c.Snapshot().Revision >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return errors.New("metadata: cache closed")
+		}
+	}
+}
+
+func (c *Cache) publish(s *Snapshot) {
+	c.snap.Store(s)
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	for ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+}
+
+// state is the watcher's mutable view, turned into Snapshots.
+type state struct {
+	prefix     string
+	revision   int64
+	clusterID  string
+	brokers    map[int32]Broker
+	topics     map[string]Topic
+	partitions map[string]map[int32]Partition
+	// controller candidates by key, with create revisions
+	candidates map[string]candidate
+}
+
+type candidate struct {
+	id        int32
+	createRev int64
+}
+
+func (c *Cache) load(ctx context.Context) (*state, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := c.store.cli.Get(ctx, c.store.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("metadata: loading: %w", err)
+	}
+	st := &state{
+		prefix:     c.store.prefix,
+		revision:   resp.Header.Revision,
+		brokers:    map[int32]Broker{},
+		topics:     map[string]Topic{},
+		partitions: map[string]map[int32]Partition{},
+		candidates: map[string]candidate{},
+	}
+	for _, kv := range resp.Kvs {
+		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision)
+	}
+	return st, nil
+}
+
+func (c *Cache) run(st *state) {
+	defer close(c.done)
+	defer func() {
+		c.mu.Lock()
+		for ch := range c.subs {
+			close(ch)
+			delete(c.subs, ch)
+		}
+		c.mu.Unlock()
+	}()
+	for c.ctx.Err() == nil {
+		err := c.watch(st)
+		if c.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, rpctypes.ErrCompacted) || err != nil {
+			// Missed history (compaction) or a broken watch: reload
+			// everything and continue from the new revision.
+			c.log.Debug("metadata watch restarting", "err", err)
+			for c.ctx.Err() == nil {
+				fresh, lerr := c.load(c.ctx)
+				if lerr == nil {
+					st = fresh
+					c.publish(st.snapshot())
+					break
+				}
+				select {
+				case <-c.ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+func (c *Cache) watch(st *state) error {
+	ctx := clientv3.WithRequireLeader(c.ctx)
+	wch := c.store.cli.Watch(ctx, c.store.prefix, clientv3.WithPrefix(), clientv3.WithRev(st.revision+1))
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			if ev.Type == mvccpb.DELETE {
+				st.del(key)
+			} else {
+				st.put(c.log, key, ev.Kv.Value, ev.Kv.CreateRevision)
+			}
+		}
+		st.revision = resp.Header.Revision
+		c.publish(st.snapshot())
+	}
+	return errors.New("metadata: watch closed")
+}
+
+func (st *state) put(log *slog.Logger, key string, val []byte, createRev int64) {
+	rest := strings.TrimPrefix(key, st.prefix)
+	switch {
+	case rest == "cluster/id":
+		st.clusterID = string(val)
+	case strings.HasPrefix(rest, "brokers/"):
+		var b Broker
+		if err := json.Unmarshal(val, &b); err != nil {
+			log.Error("bad broker record", "key", key, "err", err)
+			return
+		}
+		st.brokers[b.ID] = b
+	case strings.HasPrefix(rest, "topics/"):
+		var t Topic
+		if err := json.Unmarshal(val, &t); err != nil {
+			log.Error("bad topic record", "key", key, "err", err)
+			return
+		}
+		st.topics[t.Name] = t
+	case strings.HasPrefix(rest, "partitions/"):
+		var p Partition
+		if err := json.Unmarshal(val, &p); err != nil {
+			log.Error("bad partition record", "key", key, "err", err)
+			return
+		}
+		m := st.partitions[p.Topic]
+		if m == nil {
+			m = map[int32]Partition{}
+			st.partitions[p.Topic] = m
+		}
+		m[p.Index] = p
+	case strings.HasPrefix(rest, "controller/"):
+		id, err := strconv.Atoi(string(val))
+		if err == nil {
+			st.candidates[key] = candidate{id: int32(id), createRev: createRev}
+		}
+	}
+}
+
+func (st *state) del(key string) {
+	rest := strings.TrimPrefix(key, st.prefix)
+	switch {
+	case strings.HasPrefix(rest, "brokers/"):
+		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
+		if err == nil {
+			delete(st.brokers, int32(id))
+		}
+	case strings.HasPrefix(rest, "topics/"):
+		delete(st.topics, strings.TrimPrefix(rest, "topics/"))
+	case strings.HasPrefix(rest, "partitions/"):
+		parts := strings.Split(strings.TrimPrefix(rest, "partitions/"), "/")
+		if len(parts) == 2 {
+			idx, err := strconv.Atoi(parts[1])
+			if m := st.partitions[parts[0]]; m != nil && err == nil {
+				delete(m, int32(idx))
+				if len(m) == 0 {
+					delete(st.partitions, parts[0])
+				}
+			}
+		}
+	case strings.HasPrefix(rest, "controller/"):
+		delete(st.candidates, key)
+	}
+}
+
+func (st *state) snapshot() *Snapshot {
+	s := &Snapshot{
+		Revision:   st.revision,
+		ClusterID:  st.clusterID,
+		Controller: -1,
+		Topics:     make(map[string]*TopicState, len(st.topics)),
+		TopicsByID: make(map[UUID]*TopicState, len(st.topics)),
+	}
+	for _, b := range st.brokers {
+		s.Brokers = append(s.Brokers, b)
+	}
+	sort.Slice(s.Brokers, func(i, j int) bool { return s.Brokers[i].ID < s.Brokers[j].ID })
+	for name, t := range st.topics {
+		ts := &TopicState{Topic: t}
+		for _, p := range st.partitions[name] {
+			ts.Partitions = append(ts.Partitions, p)
+		}
+		sort.Slice(ts.Partitions, func(i, j int) bool { return ts.Partitions[i].Index < ts.Partitions[j].Index })
+		s.Topics[name] = ts
+		s.TopicsByID[t.ID] = ts
+	}
+	var best int64
+	for _, c := range st.candidates {
+		if best == 0 || c.createRev < best {
+			best, s.Controller = c.createRev, c.id
+		}
+	}
+	return s
+}

@@ -1,0 +1,33 @@
+// Package metadata keeps Shale's cluster metadata in etcd: the broker
+// registry, topics and their configs, partition state (replicas, leader,
+// leader epoch, ISR) changed only by compare-and-swap, producer id blocks,
+// and the controller election. It also runs the embedded etcd of
+// `shale dev` and of the tests.
+//
+// # Keyspace (a format: operators read it with etcdctl)
+//
+// All keys sit under a prefix, "/shale/" by default. Values are JSON.
+//
+//	<prefix>cluster/id                     the cluster id, a 22-character base64url UUID, written once
+//	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
+//	<prefix>topics/<name>                  Topic: id, configs, internal flag
+//	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch
+//	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
+//	<prefix>controller/<lease>             controller election candidates (etcd concurrency.Election)
+//
+// <id> and <index> are decimal, zero-padded to 10 digits so that keys sort
+// numerically. The keyspace grows with brokers, topics and partitions, never
+// with data, retention or commit rates: the list of a partition's remote
+// segments lives in the object store, and group offsets live in the
+// __consumer_offsets topic.
+//
+// # Consistency
+//
+// A topic and its partitions are created and deleted in one transaction.
+// A partition changes only through UpdatePartition, a compare-and-swap on
+// its partition epoch, which every change bumps. Writes that depend on
+// being the controller are fenced on the election key's revision
+// (Leadership.Txn). An etcd error after a request was sent is
+// indeterminate: the compare-and-swap helpers re-read before they report a
+// conflict or retry.
+package metadata

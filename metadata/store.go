@@ -1,0 +1,483 @@
+package metadata
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// defaultTimeout bounds every etcd call whose context has no deadline.
+const defaultTimeout = 10 * time.Second
+
+// Store reads and writes the metadata of one cluster (one key prefix).
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// NewStore returns a store over cli under prefix (DefaultPrefix if empty).
+func NewStore(cli *clientv3.Client, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{cli: cli, prefix: prefix}
+}
+
+// Client is the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix is the store's key prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
+func withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultTimeout)
+}
+
+func pad(n int32) string { return fmt.Sprintf("%010d", n) }
+
+func (s *Store) clusterIDKey() string            { return s.prefix + "cluster/id" }
+func (s *Store) brokersPrefix() string           { return s.prefix + "brokers/" }
+func (s *Store) brokerKey(id int32) string       { return s.brokersPrefix() + pad(id) }
+func (s *Store) topicsPrefix() string            { return s.prefix + "topics/" }
+func (s *Store) topicKey(name string) string     { return s.topicsPrefix() + name }
+func (s *Store) partitionsPrefix() string        { return s.prefix + "partitions/" }
+func (s *Store) partitionPrefix(t string) string { return s.partitionsPrefix() + t + "/" }
+func (s *Store) partitionKey(t string, i int32) string {
+	return s.partitionPrefix(t) + pad(i)
+}
+func (s *Store) producerIDKey() string    { return s.prefix + "producer-ids/next" }
+func (s *Store) controllerPrefix() string { return s.prefix + "controller/" }
+
+// Revision returns the store's current revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.clusterIDKey(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %w", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// EnsureClusterID returns the cluster id, creating it on first use.
+func (s *Store) EnsureClusterID(ctx context.Context) (string, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := base64.RawURLEncoding.EncodeToString(raw[:])
+	key := s.clusterIDKey()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, id)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return "", fmt.Errorf("metadata: cluster id: %w", err)
+	}
+	if resp.Succeeded {
+		return id, nil
+	}
+	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
+}
+
+// Registration is a broker's live registration, held by an etcd lease.
+type Registration struct {
+	session *concurrency.Session
+}
+
+// Done is closed when the registration is lost (lease expired or revoked).
+func (r *Registration) Done() <-chan struct{} { return r.session.Done() }
+
+// Close revokes the registration at once.
+func (r *Registration) Close() error { return r.session.Close() }
+
+// RegisterBroker registers b under a lease of ttl that this process keeps
+// alive. A broker id held by another live registration is refused.
+func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
+	secs := int(ttl / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs), concurrency.WithContext(context.Background()))
+	if err != nil {
+		return nil, fmt.Errorf("metadata: broker lease: %w", err)
+	}
+	val, err := json.Marshal(b)
+	if err != nil {
+		session.Close()
+		return nil, err
+	}
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	key := s.brokerKey(b.ID)
+	put := clientv3.OpPut(key, string(val), clientv3.WithLease(session.Lease()))
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(put).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err == nil && !resp.Succeeded && b.DirectoryID != "" {
+		// Our own previous incarnation (same data directory) may still
+		// hold the key: take it over.
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		var old Broker
+		if len(kvs) == 1 && json.Unmarshal(kvs[0].Value, &old) == nil && old.DirectoryID == b.DirectoryID {
+			resp, err = s.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
+				Then(put).Commit()
+		}
+	}
+	if err != nil {
+		session.Close()
+		return nil, fmt.Errorf("metadata: registering broker %d: %w", b.ID, err)
+	}
+	if !resp.Succeeded {
+		session.Close()
+		return nil, fmt.Errorf("%w: %d", ErrBrokerIDInUse, b.ID)
+	}
+	return &Registration{session: session}, nil
+}
+
+// Brokers lists the live brokers, by id.
+func (s *Store) Brokers(ctx context.Context) ([]Broker, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.brokersPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	var out []Broker
+	for _, kv := range resp.Kvs {
+		var b Broker
+		if err := json.Unmarshal(kv.Value, &b); err != nil {
+			return nil, fmt.Errorf("metadata: broker %s: %w", kv.Key, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// CreateTopic creates a topic and all its partitions in one transaction.
+// It returns the revision of the write.
+func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (int64, error) {
+	tv, err := json.Marshal(t)
+	if err != nil {
+		return 0, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.topicKey(t.Name), string(tv))}
+	for _, p := range parts {
+		p.Topic, p.TopicID = t.Name, t.ID
+		pv, err := json.Marshal(p)
+		if err != nil {
+			return 0, err
+		}
+		ops = append(ops, clientv3.OpPut(s.partitionKey(t.Name, p.Index), string(pv)))
+	}
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	key := s.topicKey(t.Name)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(ops...).Commit()
+	if err != nil {
+		// Indeterminate: the topic may have been created. Re-read.
+		if got, rerr := s.topic(context.Background(), t.Name); rerr == nil && got.ID == t.ID {
+			return s.Revision(context.Background())
+		}
+		return 0, fmt.Errorf("metadata: creating topic %s: %w", t.Name, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("%w: %s", ErrTopicExists, t.Name)
+	}
+	return resp.Header.Revision, nil
+}
+
+func (s *Store) topic(ctx context.Context, name string) (Topic, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.topicKey(name))
+	if err != nil {
+		return Topic{}, fmt.Errorf("metadata: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Topic{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	var t Topic
+	err = json.Unmarshal(resp.Kvs[0].Value, &t)
+	return t, err
+}
+
+// DeleteTopic removes a topic and its partitions in one transaction.
+func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	key := s.topicKey(name)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(s.partitionPrefix(name), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	return resp.Header.Revision, nil
+}
+
+// CreatePartitions adds partitions to a topic, only if it still has
+// exactly seen partitions (ErrConflict otherwise).
+func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add []Partition) (int64, error) {
+	t, err := s.topic(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	var ops []clientv3.Op
+	for _, p := range add {
+		p.Topic, p.TopicID = t.Name, t.ID
+		pv, err := json.Marshal(p)
+		if err != nil {
+			return 0, err
+		}
+		ops = append(ops, clientv3.OpPut(s.partitionKey(name, p.Index), string(pv)))
+	}
+	// The partition seen-1 exists and partition seen does not: the count
+	// is what the caller saw (partitions are numbered densely).
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen))), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(s.topicKey(name)), ">", 0),
+	}
+	if seen > 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen-1))), ">", 0))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("metadata: adding partitions to %s: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
+	}
+	return resp.Header.Revision, nil
+}
+
+// UpdateTopicConfigs replaces a topic's configs with mutate's result,
+// retrying when another writer changed the topic in between.
+func (s *Store) UpdateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		rctx, cancel := withDeadline(ctx)
+		resp, err := s.cli.Get(rctx, s.topicKey(name))
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+		}
+		kv := resp.Kvs[0]
+		var t Topic
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return 0, fmt.Errorf("metadata: topic %s: %w", name, err)
+		}
+		cur := map[string]string{}
+		for k, v := range t.Configs {
+			cur[k] = v
+		}
+		next, err := mutate(cur)
+		if err != nil {
+			return 0, err
+		}
+		t.Configs = next
+		val, err := json.Marshal(t)
+		if err != nil {
+			return 0, err
+		}
+		wctx, cancel := withDeadline(ctx)
+		tresp, err := s.cli.Txn(wctx).
+			If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(string(kv.Key), string(val))).Commit()
+		cancel()
+		if err != nil {
+			// Indeterminate; the next round re-reads and re-applies
+			// mutate, which is idempotent for config replacement.
+			continue
+		}
+		if tresp.Succeeded {
+			return tresp.Header.Revision, nil
+		}
+	}
+}
+
+// UpdatePartition writes p if the stored partition epoch is still
+// expected, bumping the epoch. On ErrConflict the current state is
+// returned so the caller can decide again.
+func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32) (Partition, int64, error) {
+	key := s.partitionKey(p.Topic, p.Index)
+	p.PartitionEpoch = expected + 1
+	val, err := json.Marshal(p)
+	if err != nil {
+		return p, 0, err
+	}
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	cur, modRev, err := s.partition(ctx, p.Topic, p.Index)
+	if err != nil {
+		return p, 0, err
+	}
+	if cur.PartitionEpoch != expected {
+		return cur, 0, fmt.Errorf("%w: partition %s/%d is at epoch %d, expected %d", ErrConflict, p.Topic, p.Index, cur.PartitionEpoch, expected)
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		// Indeterminate: re-read to learn whether our write landed.
+		got, _, rerr := s.partition(context.Background(), p.Topic, p.Index)
+		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
+			rev, _ := s.Revision(context.Background())
+			return got, rev, nil
+		}
+		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
+	}
+	if !resp.Succeeded {
+		got, _, _ := s.partition(context.Background(), p.Topic, p.Index)
+		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
+	}
+	return p, resp.Header.Revision, nil
+}
+
+func samePartition(a, b Partition) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func (s *Store) partition(ctx context.Context, topic string, index int32) (Partition, int64, error) {
+	resp, err := s.cli.Get(ctx, s.partitionKey(topic, index))
+	if err != nil {
+		return Partition{}, 0, fmt.Errorf("metadata: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Partition{}, 0, fmt.Errorf("%w: %s/%d", ErrUnknownTopic, topic, index)
+	}
+	var p Partition
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return p, 0, fmt.Errorf("metadata: partition %s/%d: %w", topic, index, err)
+	}
+	return p, resp.Kvs[0].ModRevision, nil
+}
+
+// AllocateProducerIDs reserves n consecutive producer ids and returns the
+// first. Ids are never handed out twice, across brokers and restarts.
+func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error) {
+	key := s.producerIDKey()
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		rctx, cancel := withDeadline(ctx)
+		resp, err := s.cli.Get(rctx, key)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		var next int64
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(resp.Kvs) > 0 {
+			if next, err = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64); err != nil {
+				return 0, fmt.Errorf("metadata: producer id counter: %w", err)
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+		}
+		wctx, cancel := withDeadline(ctx)
+		tresp, err := s.cli.Txn(wctx).If(cmp).Then(clientv3.OpPut(key, strconv.FormatInt(next+n, 10))).Commit()
+		cancel()
+		if err != nil {
+			// Indeterminate: the block may be ours but we cannot
+			// know; skipping it wastes ids, never duplicates them.
+			continue
+		}
+		if tresp.Succeeded {
+			return next, nil
+		}
+	}
+}
+
+// Leadership is held while this process is the controller.
+type Leadership struct {
+	session  *concurrency.Session
+	election *concurrency.Election
+	store    *Store
+}
+
+// Campaign blocks until this broker is elected controller or ctx ends.
+func (s *Store) Campaign(ctx context.Context, brokerID int32, ttl time.Duration) (*Leadership, error) {
+	secs := int(ttl / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs))
+	if err != nil {
+		return nil, fmt.Errorf("metadata: controller lease: %w", err)
+	}
+	e := concurrency.NewElection(session, s.controllerPrefix())
+	if err := e.Campaign(ctx, strconv.Itoa(int(brokerID))); err != nil {
+		session.Close()
+		return nil, fmt.Errorf("metadata: campaign: %w", err)
+	}
+	return &Leadership{session: session, election: e, store: s}, nil
+}
+
+// Done is closed when leadership is lost.
+func (l *Leadership) Done() <-chan struct{} { return l.session.Done() }
+
+// Txn starts a transaction that succeeds only while this leadership holds:
+// callers add their own comparisons with If and must check Succeeded;
+// a failure means leadership (or their own comparison) was lost.
+func (l *Leadership) Txn(ctx context.Context, cmps ...clientv3.Cmp) clientv3.Txn {
+	guard := clientv3.Compare(clientv3.CreateRevision(l.election.Key()), "=", l.election.Rev())
+	return l.store.cli.Txn(ctx).If(append([]clientv3.Cmp{guard}, cmps...)...)
+}
+
+// Resign gives up leadership.
+func (l *Leadership) Resign(ctx context.Context) error {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	err := l.election.Resign(ctx)
+	l.session.Close()
+	return err
+}
+
+// Controller returns the id of the elected controller, or -1.
+func (s *Store) Controller(ctx context.Context) (int32, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.controllerPrefix(), clientv3.WithFirstCreate()...)
+	if err != nil {
+		return -1, fmt.Errorf("metadata: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return -1, nil
+	}
+	id, err := strconv.Atoi(string(resp.Kvs[0].Value))
+	if err != nil {
+		return -1, fmt.Errorf("metadata: controller value %q", resp.Kvs[0].Value)
+	}
+	return int32(id), nil
+}

@@ -1,0 +1,432 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// One embedded etcd serves the package's tests; each test gets its own
+// key prefix, so they are independent.
+var (
+	sharedEtcd *Embedded
+	prefixSeq  atomic.Int64
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shale-metadata-test-")
+	if err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sharedEtcd, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir})
+	cancel()
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	sharedEtcd.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newTestStore(t *testing.T) *Store {
+	t.Helper()
+	return NewStore(sharedEtcd.Client(), fmt.Sprintf("/test-%d/", prefixSeq.Add(1)))
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func testTopic(name string, n int) (Topic, []Partition) {
+	t := Topic{Name: name, ID: UUID{byte(len(name)), 1, 2, 3}, Configs: map[string]string{"retention.ms": "1000"}}
+	var parts []Partition
+	for i := 0; i < n; i++ {
+		parts = append(parts, Partition{Index: int32(i), Replicas: []int32{1}, Leader: 1, ISR: []int32{1}})
+	}
+	return t, parts
+}
+
+func TestClusterIDIsCreatedOnce(t *testing.T) {
+	s := newTestStore(t)
+	a, err := s.EnsureClusterID(ctxT(t))
+	if err != nil || len(a) != 22 {
+		t.Fatalf("cluster id %q: %v", a, err)
+	}
+	b, err := s.EnsureClusterID(ctxT(t))
+	if err != nil || a != b {
+		t.Fatalf("second call gave %q, want %q (%v)", b, a, err)
+	}
+}
+
+func TestTopicLifecycle(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	topic, parts := testTopic("orders", 3)
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTopic(ctx, topic, parts); !errors.Is(err, ErrTopicExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	ts := cache.Snapshot().Topics["orders"]
+	if ts == nil || len(ts.Partitions) != 3 || ts.Configs["retention.ms"] != "1000" || ts.Partitions[2].TopicID != topic.ID {
+		t.Fatalf("snapshot: %+v", ts)
+	}
+	if cache.Snapshot().TopicsByID[topic.ID] != ts {
+		t.Fatal("topic not indexed by id")
+	}
+
+	// Adding partitions needs the count the caller saw.
+	more := []Partition{{Index: 3, Replicas: []int32{1}, Leader: 1, ISR: []int32{1}}}
+	if _, err := s.CreatePartitions(ctx, "orders", 2, more); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale count: %v", err)
+	}
+	rev, err := s.CreatePartitions(ctx, "orders", 3, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.WaitForRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cache.Snapshot().Topics["orders"].Partitions); n != 4 {
+		t.Fatalf("%d partitions after adding one", n)
+	}
+
+	rev, err = s.UpdateTopicConfigs(ctx, "orders", func(m map[string]string) (map[string]string, error) {
+		m["segment.bytes"] = "1024"
+		return m, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.WaitForRevision(ctx, rev)
+	if c := cache.Snapshot().Topics["orders"].Configs; c["segment.bytes"] != "1024" || c["retention.ms"] != "1000" {
+		t.Fatalf("configs: %v", c)
+	}
+
+	rev, err = s.DeleteTopic(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.WaitForRevision(ctx, rev)
+	if cache.Snapshot().Topics["orders"] != nil {
+		t.Fatal("deleted topic still in the snapshot")
+	}
+	if _, err := s.DeleteTopic(ctx, "orders"); !errors.Is(err, ErrUnknownTopic) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestUpdatePartitionIsCompareAndSwap(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	topic, parts := testTopic("cas", 1)
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	p := parts[0]
+	p.Topic = "cas"
+	p.ISR = []int32{1, 2}
+	got, _, err := s.UpdatePartition(ctx, p, 0)
+	if err != nil || got.PartitionEpoch != 1 {
+		t.Fatalf("first update: %+v %v", got, err)
+	}
+	// A writer that still believes epoch 0 loses, and learns the state.
+	p.Leader = 2
+	cur, _, err := s.UpdatePartition(ctx, p, 0)
+	if !errors.Is(err, ErrConflict) || cur.PartitionEpoch != 1 || cur.Leader != 1 {
+		t.Fatalf("stale update: %+v %v", cur, err)
+	}
+	// Concurrent writers at the same epoch: exactly one wins.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			q := p
+			q.LeaderEpoch = int32(10 + i)
+			if _, _, err := s.UpdatePartition(ctx, q, 1); err == nil {
+				wins.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d concurrent compare-and-swaps succeeded", wins.Load())
+	}
+}
+
+func TestProducerIDBlocksNeverOverlap(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 5; j++ {
+				first, err := s.AllocateProducerIDs(ctx, 1000)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[first] {
+					t.Errorf("block %d handed out twice", first)
+				}
+				seen[first] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 50 {
+		t.Fatalf("%d blocks", len(seen))
+	}
+	for first := range seen {
+		if first%1000 != 0 {
+			t.Fatalf("block %d is not aligned: blocks overlap", first)
+		}
+	}
+}
+
+func TestBrokerRegistrationFollowsTheLease(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	reg, err := s.RegisterBroker(ctx, Broker{ID: 7, Host: "h", Port: 9092}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RegisterBroker(ctx, Broker{ID: 7, Host: "other", Port: 1}, time.Second); !errors.Is(err, ErrBrokerIDInUse) {
+		t.Fatalf("duplicate id: %v", err)
+	}
+	waitFor(t, func() bool { b := cache.Snapshot().Brokers; return len(b) == 1 && b[0].ID == 7 })
+	reg.Close()
+	waitFor(t, func() bool { return len(cache.Snapshot().Brokers) == 0 })
+	if _, err := s.RegisterBroker(ctx, Broker{ID: 7, Host: "h", Port: 9092}, time.Second); err != nil {
+		t.Fatalf("re-register after close: %v", err)
+	}
+}
+
+func TestBrokerLeaseExpiresWhenNotKeptAlive(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	// A lease granted without keep-alive stands in for a broker that died.
+	lease, err := s.cli.Grant(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cli.Put(ctx, s.brokerKey(3), `{"id":3,"host":"h","port":1}`, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	if len(cache.Snapshot().Brokers) != 1 {
+		t.Fatal("broker not seen")
+	}
+	waitFor(t, func() bool { return len(cache.Snapshot().Brokers) == 0 })
+}
+
+func TestControllerElectionHandsOver(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	a, err := s.Campaign(ctx, 1, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	won := make(chan *Leadership, 1)
+	go func() {
+		b, err := s.Campaign(ctx, 2, time.Second)
+		if err == nil {
+			won <- b
+		}
+	}()
+	waitFor(t, func() bool { return cache.Snapshot().Controller == 1 })
+	// Writes fenced on a's leadership work while it leads.
+	resp, err := a.Txn(ctx).Then(clientv3.OpPut(s.prefix+"fenced", "a")).Commit()
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("fenced write while leading: %v %v", resp, err)
+	}
+	if err := a.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var b *Leadership
+	select {
+	case b = <-won:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second candidate was not elected")
+	}
+	defer b.Resign(ctx)
+	waitFor(t, func() bool { return cache.Snapshot().Controller == 2 })
+	// The old leader's fenced writes now fail.
+	resp, err = a.Txn(ctx).Then(clientv3.OpPut(s.prefix+"fenced", "stale")).Commit()
+	if err == nil && resp.Succeeded {
+		t.Fatal("a resigned leader's fenced write succeeded")
+	}
+}
+
+func TestCacheReloadsAfterCompaction(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	// Stop the watcher from seeing events by compacting past them while
+	// it is between reads is not deterministic; instead restart the cache
+	// from a compacted revision directly.
+	topic, parts := testTopic("before", 1)
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	topic2, parts2 := testTopic("after-compaction", 1)
+	rev, err := s.CreateTopic(ctx, topic2, parts2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cli.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	st := &state{prefix: s.prefix, revision: 1, brokers: map[int32]Broker{}, topics: map[string]Topic{},
+		partitions: map[string]map[int32]Partition{}, candidates: map[string]candidate{}}
+	c2 := &Cache{store: s, log: cache.log, done: make(chan struct{}), changed: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
+	c2.publish(st.snapshot())
+	c2.ctx, c2.stop = context.WithCancel(context.Background())
+	go c2.run(st) // watching from revision 2 hits the compaction
+	defer c2.Close()
+	if err := c2.WaitForRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if c2.Snapshot().Topics["after-compaction"] == nil || c2.Snapshot().Topics["before"] == nil {
+		t.Fatalf("reloaded snapshot misses topics: %v", c2.Snapshot().Topics)
+	}
+}
+
+func TestSubscribeCoalescesAndCloses(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	subCtx, cancel := context.WithCancel(ctx)
+	ch := cache.Subscribe(subCtx)
+	for i := 0; i < 5; i++ {
+		topic, parts := testTopic(fmt.Sprintf("t%d", i), 1)
+		if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change notification")
+	}
+	cancel()
+	waitFor(t, func() bool {
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+}
+
+func TestEmbeddedRestartKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(e.Client(), "")
+	id, err := s.EnsureClusterID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	again, err := NewStore(e.Client(), "").EnsureClusterID(ctx)
+	if err != nil || again != id {
+		t.Fatalf("cluster id after restart %q, want %q (%v)", again, id, err)
+	}
+}
+
+func TestEmbeddedThreeMemberCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	ctx := ctxT(t)
+	members, err := StartEmbeddedCluster(ctx, []string{t.TempDir(), t.TempDir(), t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, m := range members {
+			m.Close()
+		}
+	}()
+	a := NewStore(members[0].Client(), "")
+	id, err := a.EnsureClusterID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewStore(members[2].Client(), "").EnsureClusterID(ctx)
+	if err != nil || got != id {
+		t.Fatalf("member 2 sees %q, want %q (%v)", got, id, err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

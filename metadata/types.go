@@ -1,0 +1,78 @@
+package metadata
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+)
+
+// DefaultPrefix is the key prefix of a cluster's metadata.
+const DefaultPrefix = "/shale/"
+
+// Errors, matched with errors.Is.
+var (
+	ErrTopicExists   = errors.New("metadata: topic already exists")
+	ErrUnknownTopic  = errors.New("metadata: unknown topic")
+	ErrConflict      = errors.New("metadata: concurrent change")
+	ErrBrokerIDInUse = errors.New("metadata: broker id registered by a live broker")
+	ErrNotLeader     = errors.New("metadata: leadership lost")
+)
+
+// UUID is a topic id. In JSON and logs it is base64url without padding, as
+// Kafka prints topic ids.
+type UUID [16]byte
+
+func (u UUID) String() string { return base64.RawURLEncoding.EncodeToString(u[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (u UUID) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (u *UUID) UnmarshalText(b []byte) error {
+	raw, err := base64.RawURLEncoding.DecodeString(string(b))
+	if err != nil || len(raw) != 16 {
+		return fmt.Errorf("metadata: bad uuid %q", b)
+	}
+	copy(u[:], raw)
+	return nil
+}
+
+// Broker is a live broker's registration.
+type Broker struct {
+	ID   int32  `json:"id"`
+	Host string `json:"host"`
+	Port int32  `json:"port"`
+	Rack string `json:"rack,omitempty"`
+	// DirectoryID identifies the broker's data directory. A broker that
+	// restarts on the same directory (after kill -9, say) replaces its
+	// previous registration at once instead of waiting for that lease to
+	// expire; another directory claiming the same id is refused.
+	DirectoryID string `json:"directoryId,omitempty"`
+}
+
+// Topic is a topic's identity and configuration. Its partitions are stored
+// under their own keys.
+type Topic struct {
+	Name     string            `json:"name"`
+	ID       UUID              `json:"id"`
+	Configs  map[string]string `json:"configs,omitempty"`
+	Internal bool              `json:"internal,omitempty"`
+}
+
+// Partition is one partition's replication state.
+type Partition struct {
+	Topic          string  `json:"topic"`
+	TopicID        UUID    `json:"topicId"`
+	Index          int32   `json:"index"`
+	Replicas       []int32 `json:"replicas"`
+	Leader         int32   `json:"leader"`
+	LeaderEpoch    int32   `json:"leaderEpoch"`
+	ISR            []int32 `json:"isr"`
+	PartitionEpoch int32   `json:"partitionEpoch"`
+}
+
+// TopicState is a topic with its partitions, ordered by index.
+type TopicState struct {
+	Topic
+	Partitions []Partition
+}
