@@ -1,0 +1,220 @@
+package broker
+
+import (
+	"errors"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/localseg"
+)
+
+func init() {
+	// Kafka 4 dropped Fetch v0-v3 (message formats v0/v1).
+	handler(kmsg.Fetch, 4, 18, handleFetch)
+}
+
+// fetchOp is one fetch request being answered: the partitions resolved
+// once, then read as often as the long poll needs.
+type fetchOp struct {
+	b        *Broker
+	req      *kmsg.FetchRequest
+	plan     *fetchPlan
+	follower bool
+	targets  []fetchTarget
+}
+
+type fetchTarget struct {
+	sp  *sessionPartition
+	p   *partition // nil when err is set
+	err error
+}
+
+// handleFetch answers at once when there is at least MinBytes to send, an
+// error to report, or no wait was asked for; otherwise it parks until an
+// append wakes one of the partitions or MaxWaitMs passes.
+func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
+	plan, code := b.fetchSessions.planFetch(req)
+	if code != 0 {
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		resp.ErrorCode = code
+		return resp
+	}
+	op := &fetchOp{b: b, req: req, plan: plan, follower: fetchReplicaID(req) >= 0}
+	for _, sp := range plan.parts {
+		t := fetchTarget{sp: sp}
+		if sp.key.topic == "" {
+			t.p, t.err = b.partitionByID(sp.key.id, sp.key.index)
+			if t.err == errUnknownTopic {
+				t.err = errUnknownTopicID
+			}
+		} else {
+			t.p, t.err = b.partitionByName(sp.key.topic, sp.key.index)
+		}
+		op.targets = append(op.targets, t)
+	}
+	w := newWaiter()
+	// Register before the first read so that an append between the read
+	// and the wait is not missed.
+	op.watch(w)
+	if raw, ok := op.read(false); ok {
+		op.unwatch(w)
+		r.respondRaw(raw)
+		return nil
+	}
+	go func() {
+		timer := time.NewTimer(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+		defer timer.Stop()
+		defer op.unwatch(w)
+		for {
+			select {
+			case <-w.ch:
+				op.watch(w)
+				if raw, ok := op.read(false); ok {
+					r.respondRaw(raw)
+					return
+				}
+			case <-timer.C:
+				raw, _ := op.read(true)
+				r.respondRaw(raw)
+				return
+			case <-r.ctx().Done():
+				plan.done()
+				r.respond(req.ResponseKind())
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// fetchReplicaID is the broker id of a follower fetching, or -1 for clients.
+func fetchReplicaID(req *kmsg.FetchRequest) int32 {
+	if req.Version >= 15 {
+		return req.ReplicaState.ID
+	}
+	return req.ReplicaID
+}
+
+func (op *fetchOp) watch(w *waiter) {
+	for _, t := range op.targets {
+		if t.p != nil {
+			t.p.watch(w)
+		}
+	}
+}
+
+func (op *fetchOp) unwatch(w *waiter) {
+	for _, t := range op.targets {
+		if t.p != nil {
+			t.p.unwatch(w)
+		}
+	}
+}
+
+// read reads every partition once. It reports whether the result should be
+// sent now: at least MinBytes, an error, no wait asked, or final (the wait
+// is over). When it should not, the ranges are released; when it should,
+// the session (if any) records what was sent and moves to its next epoch.
+func (op *fetchOp) read(final bool) (*rawResponse, bool) {
+	req := op.req
+	parts := make([]fetchPart, len(op.targets))
+	var total int64
+	anyError := false
+	remaining := int64(req.MaxBytes)
+	for i, t := range op.targets {
+		fp := &parts[i]
+		fp.FetchResponseTopicPartition = kmsg.NewFetchResponseTopicPartition()
+		fp.Partition = t.sp.key.index
+		fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = -1, -1, -1
+		err := t.err
+		if err == nil {
+			err = op.readPartition(t.p, t.sp, fp, remaining, total == 0)
+		}
+		if err != nil {
+			anyError = true
+			fp.ErrorCode = kafkaError(err)
+			if t.p != nil && (errors.Is(err, errNotLeader) || errors.Is(err, errFencedLeaderEpoch)) {
+				fp.CurrentLeader.LeaderID, fp.CurrentLeader.LeaderEpoch = t.p.leaderState()
+			}
+			continue
+		}
+		total += fp.rng.Len()
+		remaining -= fp.rng.Len()
+	}
+	if !final && !anyError && req.MaxWaitMillis > 0 && total < int64(req.MinBytes) {
+		for i := range parts {
+			parts[i].rng.Release()
+		}
+		return nil, false
+	}
+	// Group by topic in order of first appearance; an incremental
+	// response carries only the partitions with something new.
+	var topics []fetchTopic
+	at := map[sessionKey]int{}
+	for i, t := range op.targets {
+		fp := &parts[i]
+		if !op.plan.include(t.sp, fp) {
+			fp.rng.Release()
+			continue
+		}
+		tk := sessionKey{topic: t.sp.key.topic, id: t.sp.key.id}
+		ti, ok := at[tk]
+		if !ok {
+			ti = len(topics)
+			at[tk] = ti
+			ft := fetchTopic{name: t.sp.key.topic, id: t.sp.key.id}
+			if t.p != nil {
+				ft.name, ft.id = t.p.topic, t.p.topicID
+			}
+			topics = append(topics, ft)
+		}
+		topics[ti].parts = append(topics[ti].parts, *fp)
+	}
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	resp.SessionID = op.plan.sessionID()
+	op.plan.done()
+	op.b.metrics.fetchedBytes.Add(float64(total))
+	return encodeFetch(req.Version, resp, topics), true
+}
+
+// readPartition reads one partition into fp.
+func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPart, remaining int64, first bool) error {
+	if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {
+		return err
+	}
+	log := p.log
+	hw := p.highWatermark()
+	fp.HighWatermark = hw
+	fp.LastStableOffset = p.lastStableOffset()
+	fp.LogStartOffset = log.LogStartOffset()
+	upper := hw
+	switch {
+	case op.follower:
+		upper = log.LogEndOffset()
+	case op.req.IsolationLevel == 1:
+		upper = fp.LastStableOffset
+	}
+	if sp.fetchOffset < fp.LogStartOffset || sp.fetchOffset > log.LogEndOffset() {
+		return localseg.ErrOffsetOutOfRange
+	}
+	if sp.fetchOffset >= upper {
+		return nil
+	}
+	max := int64(sp.maxBytes)
+	if remaining < max {
+		max = remaining
+	}
+	if max <= 0 && !first {
+		return nil
+	}
+	if max < 0 {
+		max = 0
+	}
+	rng, err := log.Read(sp.fetchOffset, int(max), upper, first)
+	if err != nil {
+		return err
+	}
+	fp.rng = rng
+	return nil
+}

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	// Kafka 4 dropped ListOffsets v0 (old-style offsets lists).
+	handler(kmsg.ListOffsets, 1, 10, handleListOffsets)
+}
+
+// The special timestamps of a ListOffsets request.
+const (
+	listLatest         = -1
+	listEarliest       = -2
+	listMaxTimestamp   = -3 // KIP-734, v7+
+	listEarliestLocal  = -4 // KIP-405, v8+
+	listLatestTiered   = -5 // KIP-1005, v9+
+	readCommittedLevel = 1
+)
+
+func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewListOffsetsResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewListOffsetsResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, -1
+			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			if err == nil {
+				err = p.checkLeader(rp.CurrentLeaderEpoch)
+			}
+			if err != nil {
+				sp.ErrorCode = kafkaError(err)
+			} else {
+				listOffset(p, req, &rp, &sp)
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+func listOffset(p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
+	log := p.log
+	// Clients see up to the high watermark (or the last stable offset for
+	// read_committed); followers (replica id >= 0) see the whole log.
+	upper := p.highWatermark()
+	if req.ReplicaID >= 0 {
+		upper = log.LogEndOffset()
+	} else if req.IsolationLevel == readCommittedLevel {
+		upper = p.lastStableOffset()
+	}
+	switch rp.Timestamp {
+	case listLatest:
+		sp.Offset = upper
+		sp.LeaderEpoch = epochAt(p, upper-1)
+	case listEarliest:
+		sp.Offset = log.LogStartOffset()
+		sp.LeaderEpoch = epochAt(p, sp.Offset)
+	case listEarliestLocal:
+		sp.Offset = log.LocalLogStartOffset()
+		sp.LeaderEpoch = epochAt(p, sp.Offset)
+	case listLatestTiered:
+		// Nothing is tiered yet: Kafka answers -1 without an epoch.
+	case listMaxTimestamp:
+		off, ts, epoch, ok, err := log.MaxTimestamp()
+		if err != nil {
+			sp.ErrorCode = kafkaError(err)
+		} else if ok && off < upper {
+			sp.Offset, sp.Timestamp, sp.LeaderEpoch = off, ts, epoch
+		}
+	default:
+		if rp.Timestamp < 0 {
+			sp.ErrorCode = kerr.InvalidRequest.Code
+			return
+		}
+		off, ts, epoch, ok, err := log.OffsetForTimestamp(rp.Timestamp)
+		if err != nil {
+			sp.ErrorCode = kafkaError(err)
+		} else if ok && off < upper {
+			sp.Offset, sp.Timestamp, sp.LeaderEpoch = off, ts, epoch
+		}
+	}
+}
+
+// epochAt is the leader epoch that wrote offset, from the leader-epoch
+// checkpoint (-1 when unknown).
+func epochAt(p *partition, offset int64) int32 {
+	epoch := int32(-1)
+	for _, e := range p.log.Epochs() {
+		if e.StartOffset > offset {
+			break
+		}
+		epoch = e.Epoch
+	}
+	if epoch == -1 && offset >= 0 {
+		// Offsets at the log end belong to the current epoch.
+		_, epoch = p.leaderState()
+	}
+	return epoch
+}

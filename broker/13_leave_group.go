@@ -1,0 +1,16 @@
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	handler(kmsg.LeaveGroup, 0, 5, handleLeaveGroup)
+}
+
+// handleLeaveGroup is answered by the group coordinator off the
+// connection's reader (batched from v3, KIP-345).
+func handleLeaveGroup(b *Broker, r *request, req *kmsg.LeaveGroupRequest) kmsg.Response {
+	go func() { r.respond(b.groups.c.LeaveGroup(r.ctx(), req)) }()
+	return nil
+}

@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	// Kafka 4 dropped CreateTopics v0-v1.
+	handler(kmsg.CreateTopics, 2, 7, handleCreateTopics)
+}
+
+// Admin errors, mapped by kafkaAdminError.
+var (
+	errInvalidPartitions        = errors.New("broker: invalid number of partitions")
+	errInvalidReplicationFactor = errors.New("broker: invalid replication factor")
+	errInvalidReplicaAssignment = errors.New("broker: invalid replica assignment")
+	errInvalidConfig            = errors.New("broker: invalid config")
+	errInvalidTopic             = errors.New("broker: invalid topic")
+	errInvalidRequest           = errors.New("broker: invalid request")
+)
+
+// kafkaAdminError maps the errors of topic administration to Kafka codes.
+func kafkaAdminError(err error) int16 {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errTopicExists):
+		return kerr.TopicAlreadyExists.Code
+	case errors.Is(err, errInvalidPartitions):
+		return kerr.InvalidPartitions.Code
+	case errors.Is(err, errInvalidReplicationFactor), errors.Is(err, errNotEnoughBrokers):
+		return kerr.InvalidReplicationFactor.Code
+	case errors.Is(err, errInvalidReplicaAssignment):
+		return kerr.InvalidReplicaAssignment.Code
+	case errors.Is(err, errInvalidConfig):
+		return kerr.InvalidConfig.Code
+	case errors.Is(err, errInvalidTopic):
+		return kerr.InvalidTopicException.Code
+	case errors.Is(err, errInvalidRequest):
+		return kerr.InvalidRequest.Code
+	case errors.Is(err, errMetaConflict):
+		return kerr.ConcurrentTransactions.Code // retriable; Kafka has no closer code
+	case errors.Is(err, errUnknownTopic):
+		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, errUnknownTopicID):
+		return kerr.UnknownTopicID.Code
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return kerr.RequestTimedOut.Code
+	}
+	return kerr.UnknownServerError.Code
+}
+
+func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) kmsg.Response {
+	go func() {
+		ctx, cancel := adminContext(r.ctx(), req.TimeoutMillis)
+		defer cancel()
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		seen := map[string]int{}
+		for _, t := range req.Topics {
+			seen[t.Topic]++
+		}
+		for _, t := range req.Topics {
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic = t.Topic
+			st.NumPartitions, st.ReplicationFactor = -1, -1
+			var err error
+			if seen[t.Topic] > 1 {
+				err = fmt.Errorf("%w: topic %q appears more than once in the request", errInvalidRequest, t.Topic)
+			} else {
+				err = createOne(ctx, b, req, &t, &st)
+			}
+			if err != nil {
+				st.ErrorCode = kafkaAdminError(err)
+				st.ErrorMessage = errorMessage(err)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		r.respond(resp)
+	}()
+	return nil
+}
+
+// adminContext bounds an admin request by its timeout (at least a second).
+func adminContext(parent context.Context, timeoutMs int32) (context.Context, context.CancelFunc) {
+	d := time.Duration(timeoutMs) * time.Millisecond
+	if d < time.Second {
+		d = time.Second
+	}
+	return context.WithTimeout(parent, d)
+}
+
+func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic) error {
+	configs := map[string]string{}
+	for _, c := range t.Configs {
+		if c.Value == nil {
+			continue
+		}
+		if err := validateTopicConfig(c.Name, *c.Value); err != nil {
+			return fmt.Errorf("%w: %v", errInvalidConfig, err)
+		}
+		configs[c.Name] = *c.Value
+	}
+	var assignment [][]int32
+	if len(t.ReplicaAssignment) > 0 {
+		if t.NumPartitions != -1 || t.ReplicationFactor != -1 {
+			return fmt.Errorf("%w: both a replica assignment and partitions/replication factor given", errInvalidRequest)
+		}
+		assignment = make([][]int32, len(t.ReplicaAssignment))
+		for _, a := range t.ReplicaAssignment {
+			if a.Partition < 0 || int(a.Partition) >= len(assignment) || assignment[a.Partition] != nil {
+				return fmt.Errorf("%w: partitions must be numbered 0 to %d once each", errInvalidReplicaAssignment, len(assignment)-1)
+			}
+			assignment[a.Partition] = a.Replicas
+		}
+	}
+	partitions, rf := t.NumPartitions, t.ReplicationFactor
+	if partitions == -1 {
+		partitions = b.cfg.NumPartitions
+	}
+	if rf == -1 {
+		rf = b.cfg.DefaultReplicationFactor
+	}
+	tv, err := b.planTopic(t.Topic, partitions, rf, assignment, configs, false)
+	if err != nil {
+		return err
+	}
+	if !req.ValidateOnly {
+		if tv, err = b.commitTopic(ctx, tv); err != nil {
+			return err
+		}
+	}
+	st.TopicID = tv.id
+	st.NumPartitions = int32(len(tv.partitions))
+	st.ReplicationFactor = int16(len(tv.partitions[0].replicas))
+	for _, def := range topicConfigDefs {
+		v, src := configValue(def.name, configs, b.cfg.TopicDefaults)
+		c := kmsg.NewCreateTopicsResponseTopicConfig()
+		c.Name, c.Value, c.Source = def.name, &v, int8(src)
+		st.Configs = append(st.Configs, c)
+	}
+	return nil
+}
+
+// createTopic plans and commits a topic (auto-creation and internal topics).
+func (b *Broker) createTopic(ctx context.Context, name string, partitions int32, rf int16, assignment [][]int32, configs map[string]string, internal bool) (topicView, error) {
+	tv, err := b.planTopic(name, partitions, rf, assignment, configs, internal)
+	if err != nil {
+		return tv, err
+	}
+	return b.commitTopic(ctx, tv)
+}
+
+// planTopic validates a topic and places its replicas.
+func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [][]int32, configs map[string]string, internal bool) (topicView, error) {
+	tv := topicView{name: name, configs: configs, internal: internal}
+	if err := validateTopicName(name); err != nil {
+		return tv, fmt.Errorf("%w: %v", errInvalidTopic, err)
+	}
+	view := b.meta.snapshot()
+	if _, ok := view.topics[name]; ok {
+		return tv, fmt.Errorf("%w: topic %q already exists", errTopicExists, name)
+	}
+	live := view.brokerIDs()
+	if assignment != nil {
+		for i, replicas := range assignment {
+			if len(replicas) == 0 || len(replicas) != len(assignment[0]) {
+				return tv, fmt.Errorf("%w: every partition needs the same non-zero number of replicas", errInvalidReplicaAssignment)
+			}
+			for j, id := range replicas {
+				if slices.Contains(replicas[:j], id) {
+					return tv, fmt.Errorf("%w: broker %d appears twice in partition %d", errInvalidReplicaAssignment, id, i)
+				}
+				if !slices.Contains(live, id) {
+					return tv, fmt.Errorf("%w: broker %d is not a live broker", errInvalidReplicaAssignment, id)
+				}
+			}
+			tv.partitions = append(tv.partitions, partitionView{index: int32(i), replicas: replicas, isr: slices.Clone(replicas), leader: replicas[0]})
+		}
+	} else {
+		if partitions < 1 {
+			return tv, fmt.Errorf("%w: number of partitions must be at least 1", errInvalidPartitions)
+		}
+		if rf < 1 {
+			return tv, fmt.Errorf("%w: replication factor must be at least 1", errInvalidReplicationFactor)
+		}
+		if int(rf) > len(live) {
+			return tv, fmt.Errorf("%w: replication factor %d is larger than the %d available brokers", errInvalidReplicationFactor, rf, len(live))
+		}
+		var err error
+		if tv.partitions, err = assignReplicas(live, 0, partitions, rf, randomStart(len(live))); err != nil {
+			return tv, err
+		}
+	}
+	return tv, nil
+}
+
+// commitTopic writes a planned topic to the metadata store and waits until
+// this broker serves the partitions it leads.
+func (b *Broker) commitTopic(ctx context.Context, tv topicView) (topicView, error) {
+	if _, err := rand.Read(tv.id[:]); err != nil {
+		return tv, err
+	}
+	// Kafka's topic ids are version-4 UUIDs.
+	tv.id[6] = tv.id[6]&0x0f | 0x40
+	tv.id[8] = tv.id[8]&0x3f | 0x80
+	rev, err := b.meta.createTopic(ctx, tv)
+	if err != nil {
+		return tv, err
+	}
+	return tv, b.waitApplied(ctx, rev)
+}
+
+func randomStart(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	if err != nil {
+		return 0
+	}
+	return int(v.Int64())
+}

@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	// Kafka 4 dropped DeleteTopics v0.
+	handler(kmsg.DeleteTopics, 1, 6, handleDeleteTopics)
+}
+
+// handleDeleteTopics removes topics from the metadata; every broker then
+// closes and deletes its replicas' logs.
+func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) kmsg.Response {
+	go func() {
+		ctx, cancel := adminContext(r.ctx(), req.TimeoutMillis)
+		defer cancel()
+		resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
+		targets := req.Topics
+		for _, name := range req.TopicNames { // v0-v5
+			n := name
+			targets = append(targets, kmsg.DeleteTopicsRequestTopic{Topic: &n})
+		}
+		for _, t := range targets {
+			st := kmsg.NewDeleteTopicsResponseTopic()
+			st.Topic, st.TopicID = t.Topic, t.TopicID
+			view := b.meta.snapshot()
+			var tv *topicView
+			var err error
+			switch {
+			case t.Topic != nil:
+				if tv = view.topics[*t.Topic]; tv == nil {
+					err = fmt.Errorf("%w: %s", errUnknownTopic, *t.Topic)
+				}
+			case t.TopicID != [16]byte{}:
+				if tv = view.topicsByID[t.TopicID]; tv == nil {
+					err = errUnknownTopicID
+				}
+			default:
+				err = fmt.Errorf("%w: neither a topic name nor an id", errInvalidRequest)
+			}
+			if err == nil && tv.internal {
+				err = fmt.Errorf("%w: %s is an internal topic", errInvalidRequest, tv.name)
+			}
+			if err == nil {
+				name := tv.name
+				st.Topic, st.TopicID = &name, tv.id
+				var rev int64
+				if rev, err = b.meta.deleteTopic(ctx, tv.name); err == nil {
+					err = b.waitApplied(ctx, rev)
+				}
+			}
+			if err != nil {
+				st.ErrorCode = kafkaAdminError(err)
+				st.ErrorMessage = errorMessage(err)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		r.respond(resp)
+	}()
+	return nil
+}

@@ -1,0 +1,37 @@
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	handler(kmsg.OffsetForLeaderEpoch, 2, 4, handleOffsetForLeaderEpoch)
+}
+
+// handleOffsetForLeaderEpoch tells a follower or a consumer (KIP-320) where
+// an epoch ended in the leader's log, so it can detect and cut a divergent
+// tail.
+func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeaderEpochRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewOffsetForLeaderEpochResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.LeaderEpoch, sp.EndOffset = -1, -1
+			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			if err == nil {
+				err = p.checkLeader(rp.CurrentLeaderEpoch)
+			}
+			if err != nil {
+				sp.ErrorCode = kafkaError(err)
+			} else if epoch, end, ok := p.log.EndOffsetForEpoch(rp.LeaderEpoch); ok {
+				sp.LeaderEpoch, sp.EndOffset = epoch, end
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}

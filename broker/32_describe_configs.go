@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	// Kafka 4 dropped DescribeConfigs v0.
+	handler(kmsg.DescribeConfigs, 1, 4, handleDescribeConfigs)
+}
+
+func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	view := b.meta.snapshot()
+	for _, res := range req.Resources {
+		out := kmsg.NewDescribeConfigsResponseResource()
+		out.ResourceType, out.ResourceName = res.ResourceType, res.ResourceName
+		wanted := func(name string) bool {
+			if res.ConfigNames == nil {
+				return true
+			}
+			for _, n := range res.ConfigNames {
+				if n == name {
+					return true
+				}
+			}
+			return false
+		}
+		switch res.ResourceType {
+		case kmsg.ConfigResourceTypeTopic:
+			tv := view.topics[res.ResourceName]
+			if tv == nil {
+				out.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				break
+			}
+			for _, def := range topicConfigDefs {
+				if !wanted(def.name) {
+					continue
+				}
+				v, src := configValue(def.name, tv.configs, b.cfg.TopicDefaults)
+				c := describedConfig(req, def.name, v, src, def.typ, def.doc, false)
+				if req.IncludeSynonyms {
+					c.ConfigSynonyms = topicConfigSynonyms(def, tv.configs, b.cfg.TopicDefaults)
+				}
+				out.Configs = append(out.Configs, c)
+			}
+		case kmsg.ConfigResourceTypeBroker:
+			id, err := strconv.ParseInt(res.ResourceName, 10, 32)
+			if res.ResourceName != "" && (err != nil || int32(id) != b.cfg.NodeID) {
+				out.ErrorCode = kerr.InvalidRequest.Code
+				out.ErrorMessage = kmsg.StringPtr("this broker describes only its own configs (node.id " + strconv.Itoa(int(b.cfg.NodeID)) + ")")
+				break
+			}
+			for _, e := range b.cfg.describe() {
+				if wanted(e.name) {
+					out.Configs = append(out.Configs, describedConfig(req, e.name, e.value, kmsg.ConfigSourceStaticBrokerConfig, e.typ, "", true))
+				}
+			}
+		default:
+			out.ErrorCode = kerr.InvalidRequest.Code
+			out.ErrorMessage = kmsg.StringPtr("unsupported config resource type " + strconv.Itoa(int(res.ResourceType)))
+		}
+		resp.Resources = append(resp.Resources, out)
+	}
+	return resp
+}
+
+func describedConfig(req *kmsg.DescribeConfigsRequest, name, value string, src kmsg.ConfigSource, typ kmsg.ConfigType, doc string, readOnly bool) kmsg.DescribeConfigsResponseResourceConfig {
+	c := kmsg.NewDescribeConfigsResponseResourceConfig()
+	c.Name = name
+	v := value
+	c.Value = &v
+	c.ReadOnly = readOnly
+	c.Source = src
+	c.IsDefault = src == kmsg.ConfigSourceDefaultConfig
+	c.ConfigType = typ
+	if req.IncludeDocumentation && doc != "" {
+		d := doc
+		c.Documentation = &d
+	}
+	return c
+}
+
+// topicConfigSynonyms lists where a topic config's value may come from, most
+// specific first, as Kafka's DescribeConfigs does with IncludeSynonyms.
+func topicConfigSynonyms(def topicConfigDef, topic, broker map[string]string) []kmsg.DescribeConfigsResponseResourceConfigConfigSynonym {
+	var out []kmsg.DescribeConfigsResponseResourceConfigConfigSynonym
+	add := func(name, value string, src kmsg.ConfigSource) {
+		s := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
+		v := value
+		s.Name, s.Value, s.Source = name, &v, src
+		out = append(out, s)
+	}
+	if v, ok := topic[def.name]; ok {
+		add(def.name, v, kmsg.ConfigSourceDynamicTopicConfig)
+	}
+	if v, ok := broker[def.synonym]; ok {
+		add(def.synonym, v, kmsg.ConfigSourceStaticBrokerConfig)
+	}
+	add(def.synonym, def.def, kmsg.ConfigSourceDefaultConfig)
+	return out
+}

@@ -1,0 +1,355 @@
+// Package broker is Shale's Kafka protocol server: connections, request
+// handlers (one file per API key), partitions as leader, and the
+// coordinators. It composes localseg, metadata and, later, tiering.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// Config is the broker's configuration. Field comments give Kafka's name.
+type Config struct {
+	NodeID                   int32  // node.id
+	DataDir                  string // log.dirs (one directory)
+	AdvertisedHost           string // advertised.listeners host
+	AdvertisedPort           int32  // advertised.listeners port
+	Rack                     string // broker.rack
+	SocketRequestMaxBytes    int64  // socket.request.max.bytes, default 100 MiB
+	QueuedMaxRequestBytes    int64  // queued.max.request.bytes, default 100 MiB
+	AutoCreateTopics         bool   // auto.create.topics.enable (set by the caller; Kafka's default is true)
+	NumPartitions            int32  // num.partitions, default 1
+	DefaultReplicationFactor int16  // default.replication.factor, default 1
+	// LogRetentionCheckInterval is log.retention.check.interval.ms,
+	// default 5 minutes.
+	LogRetentionCheckInterval time.Duration
+	// MaxOpenSegmentFiles bounds the segment descriptors open at once.
+	MaxOpenSegmentFiles int
+	// GroupInitialRebalanceDelay is group.initial.rebalance.delay.ms:
+	// how long a new group waits for more members. Zero means no wait
+	// (the command line's default is Kafka's 3s).
+	GroupInitialRebalanceDelay time.Duration
+	// OffsetsRetention is offsets.retention.minutes (default 7 days).
+	OffsetsRetention time.Duration
+	// OffsetsTopicPartitions is offsets.topic.num.partitions (default 50).
+	OffsetsTopicPartitions int32
+	// OffsetsTopicReplicationFactor is offsets.topic.replication.factor
+	// (default 3, capped at the live brokers).
+	OffsetsTopicReplicationFactor int16
+	// GroupConfigs are further group coordinator settings under Kafka's
+	// names (group.min.session.timeout.ms, offsets.retention.check.interval.ms,
+	// group.consumer.heartbeat.interval.ms, ...; see group.Config.Set).
+	GroupConfigs map[string]string
+	// TopicDefaults are broker-level defaults for topic configs, under
+	// Kafka's broker names (log.retention.ms, log.segment.bytes,
+	// message.max.bytes, ...).
+	TopicDefaults map[string]string
+}
+
+// EnsureDefaults fills zero fields with Kafka's defaults.
+func (c *Config) EnsureDefaults() {
+	if c.SocketRequestMaxBytes == 0 {
+		c.SocketRequestMaxBytes = 100 << 20
+	}
+	if c.QueuedMaxRequestBytes == 0 {
+		c.QueuedMaxRequestBytes = 100 << 20
+	}
+	if c.NumPartitions == 0 {
+		c.NumPartitions = 1
+	}
+	if c.DefaultReplicationFactor == 0 {
+		c.DefaultReplicationFactor = 1
+	}
+	if c.LogRetentionCheckInterval == 0 {
+		c.LogRetentionCheckInterval = 5 * time.Minute
+	}
+	if c.MaxOpenSegmentFiles == 0 {
+		c.MaxOpenSegmentFiles = 4096
+	}
+	if c.OffsetsRetention == 0 {
+		c.OffsetsRetention = 7 * 24 * time.Hour
+	}
+	if c.OffsetsTopicPartitions == 0 {
+		c.OffsetsTopicPartitions = 50
+	}
+	if c.OffsetsTopicReplicationFactor == 0 {
+		c.OffsetsTopicReplicationFactor = 3
+	}
+	if c.TopicDefaults == nil {
+		c.TopicDefaults = map[string]string{}
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID < 0:
+		return fmt.Errorf("broker: node.id must not be negative")
+	case c.DataDir == "":
+		return fmt.Errorf("broker: a data directory is required")
+	case c.AdvertisedHost == "" || c.AdvertisedPort <= 0:
+		return fmt.Errorf("broker: an advertised host and port are required")
+	case c.SocketRequestMaxBytes < 1024:
+		return fmt.Errorf("broker: socket.request.max.bytes is too small")
+	}
+	for name, v := range c.TopicDefaults {
+		def := topicDefByBrokerName(name)
+		if def == nil {
+			return fmt.Errorf("broker: unknown broker-level topic default %q", name)
+		}
+		if err := def.validate(v); err != nil {
+			return fmt.Errorf("broker: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func topicDefByBrokerName(name string) *topicConfigDef {
+	for i := range topicConfigDefs {
+		if topicConfigDefs[i].synonym == name {
+			return &topicConfigDefs[i]
+		}
+	}
+	return nil
+}
+
+type describedEntry struct {
+	name, value string
+	typ         kmsg.ConfigType
+}
+
+// describe lists the broker's configs for DescribeConfigs.
+func (c *Config) describe() []describedEntry {
+	entries := []describedEntry{
+		{"node.id", strconv.Itoa(int(c.NodeID)), kmsg.ConfigTypeInt},
+		{"broker.id", strconv.Itoa(int(c.NodeID)), kmsg.ConfigTypeInt},
+		{"log.dirs", c.DataDir, kmsg.ConfigTypeString},
+		{"broker.rack", c.Rack, kmsg.ConfigTypeString},
+		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
+		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
+		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
+		{"auto.create.topics.enable", strconv.FormatBool(c.AutoCreateTopics), kmsg.ConfigTypeBoolean},
+		{"num.partitions", strconv.Itoa(int(c.NumPartitions)), kmsg.ConfigTypeInt},
+		{"default.replication.factor", strconv.Itoa(int(c.DefaultReplicationFactor)), kmsg.ConfigTypeInt},
+		{"log.retention.check.interval.ms", strconv.FormatInt(c.LogRetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong},
+	}
+	for _, def := range topicConfigDefs {
+		v, ok := c.TopicDefaults[def.synonym]
+		if !ok {
+			v = def.def
+		}
+		entries = append(entries, describedEntry{def.synonym, v, def.typ})
+	}
+	return entries
+}
+
+// Broker serves the Kafka protocol for one node.
+type Broker struct {
+	cfg           Config
+	log           *slog.Logger
+	ctx           context.Context
+	cancel        context.CancelFunc
+	metrics       *brokerMetrics
+	requestMemory *byteBudget
+	validateOpts  recordbatch.ValidateOptions
+	meta          metaStore
+	replicas      *replicaManager
+	producerIDs   *producerIDAllocator
+	fetchSessions *fetchSessionCache
+	groups        *groupCoordinator
+
+	// applied is the metadata revision the replica manager has applied;
+	// appliedCh is closed and replaced whenever it moves.
+	appliedMu sync.Mutex
+	applied   int64
+	appliedCh chan struct{}
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	onClose   []func() // run last by Close, in order
+}
+
+// New returns a broker over a metadata store. Start it with Start, then
+// Serve on a listener.
+func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	logDir := filepath.Join(cfg.DataDir)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg:           cfg,
+		log:           log,
+		ctx:           ctx,
+		cancel:        cancel,
+		metrics:       newBrokerMetrics(reg),
+		requestMemory: newByteBudget(cfg.QueuedMaxRequestBytes),
+		// Compressed batches are checked by header and CRC; their
+		// records are not expanded on the produce path (bytes stay
+		// bytes). Uncompressed records are walked.
+		validateOpts:  recordbatch.ValidateOptions{},
+		meta:          meta,
+		appliedCh:     make(chan struct{}),
+		fetchSessions: newFetchSessionCache(),
+	}
+	b.producerIDs = &producerIDAllocator{alloc: meta.allocateProducerIDs}
+	b.replicas = &replicaManager{
+		nodeID:       cfg.NodeID,
+		dir:          logDir,
+		files:        localseg.NewFileCache(cfg.MaxOpenSegmentFiles),
+		brokerConfig: cfg.TopicDefaults,
+		b:            b,
+	}
+	var err error
+	if b.groups, err = newGroupCoordinator(b); err != nil {
+		cancel()
+		return nil, err
+	}
+	return b, nil
+}
+
+// start applies the current metadata (opening every local replica, after
+// removing the logs of topics deleted while the broker was down) and starts
+// the background loops: metadata following and retention.
+func (b *Broker) start() {
+	view := b.meta.snapshot()
+	ids := map[[16]byte]bool{}
+	for _, t := range view.topics {
+		ids[t.id] = true
+	}
+	b.replicas.removeStrays(ids)
+	b.applyView(view)
+	changes := b.meta.subscribe(b.ctx)
+	b.wg.Add(2)
+	go func() {
+		defer b.wg.Done()
+		for range changes {
+			b.applyView(b.meta.snapshot())
+		}
+	}()
+	go func() {
+		defer b.wg.Done()
+		t := time.NewTicker(b.cfg.LogRetentionCheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case now := <-t.C:
+				b.replicas.applyRetention(now)
+			}
+		}
+	}()
+}
+
+func (b *Broker) applyView(view *metaView) {
+	b.replicas.apply(view.topicList())
+	b.appliedMu.Lock()
+	if view.revision > b.applied {
+		b.applied = view.revision
+		close(b.appliedCh)
+		b.appliedCh = make(chan struct{})
+	}
+	b.appliedMu.Unlock()
+}
+
+// waitApplied waits until the replica manager has applied metadata at
+// revision rev or later, so that a topic this broker just created is
+// served when the request that created it is answered.
+func (b *Broker) waitApplied(ctx context.Context, rev int64) error {
+	if err := b.meta.waitRevision(ctx, rev); err != nil {
+		return err
+	}
+	for {
+		b.appliedMu.Lock()
+		done, ch := b.applied >= rev, b.appliedCh
+		b.appliedMu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Serve accepts connections until the listener is closed.
+func (b *Broker) Serve(ln net.Listener) error {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || b.ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.serveConn(nc)
+		}()
+	}
+}
+
+// Close stops the broker: connections end, waiting requests give up, and
+// every log is closed cleanly. The caller closes its listeners first.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.cancel()
+		b.wg.Wait()
+		b.replicas.closeAll()
+		for _, fn := range b.onClose {
+			fn()
+		}
+	})
+	return nil
+}
+
+// partitionByName finds a hosted partition. A partition the metadata knows
+// but this broker does not host is NOT_LEADER_OR_FOLLOWER; an unknown one
+// UNKNOWN_TOPIC_OR_PARTITION.
+func (b *Broker) partitionByName(topic string, index int32) (*partition, error) {
+	if p, ok := b.replicas.lookupByName(topic, index); ok {
+		return p, nil
+	}
+	if tv := b.meta.snapshot().topics[topic]; tv != nil && index >= 0 && int(index) < len(tv.partitions) {
+		return nil, errNotLeader
+	}
+	return nil, errUnknownTopic
+}
+
+func (b *Broker) partitionByID(id [16]byte, index int32) (*partition, error) {
+	if p, ok := b.replicas.lookupByID(id, index); ok {
+		return p, nil
+	}
+	if tv := b.meta.snapshot().topicsByID[id]; tv != nil && index >= 0 && int(index) < len(tv.partitions) {
+		return nil, errNotLeader
+	}
+	return nil, errUnknownTopic
+}

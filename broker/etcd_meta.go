@@ -1,0 +1,167 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+// etcdMeta is the broker's metaStore over package metadata: a Store for
+// writes and a Cache for reads, with metadata snapshots converted to the
+// broker's views once per change.
+type etcdMeta struct {
+	store *metadata.Store
+	cache *metadata.Cache
+
+	mu           sync.Mutex
+	registration *metadata.Registration
+	last         *metadata.Snapshot
+	view         *metaView
+}
+
+var _ metaStore = (*etcdMeta)(nil)
+
+func newEtcdMeta(ctx context.Context, cli *clientv3.Client, prefix string, log *slog.Logger) (*etcdMeta, error) {
+	store := metadata.NewStore(cli, prefix)
+	if _, err := store.EnsureClusterID(ctx); err != nil {
+		return nil, err
+	}
+	cache, err := metadata.NewCache(ctx, store, log)
+	if err != nil {
+		return nil, err
+	}
+	return &etcdMeta{store: store, cache: cache}, nil
+}
+
+func (m *etcdMeta) close() {
+	m.mu.Lock()
+	reg := m.registration
+	m.registration = nil
+	m.mu.Unlock()
+	if reg != nil {
+		reg.Close()
+	}
+	m.cache.Close()
+}
+
+func (m *etcdMeta) setRegistration(r *metadata.Registration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.registration = r
+}
+
+// registrationDone is closed when the current registration is lost.
+func (m *etcdMeta) registrationDone() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.registration == nil {
+		return nil
+	}
+	return m.registration.Done()
+}
+
+func (m *etcdMeta) snapshot() *metaView {
+	s := m.cache.Snapshot()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s != m.last {
+		m.last, m.view = s, convertSnapshot(s)
+	}
+	return m.view
+}
+
+func convertSnapshot(s *metadata.Snapshot) *metaView {
+	v := &metaView{
+		revision:     s.Revision,
+		clusterID:    s.ClusterID,
+		controllerID: s.Controller,
+		topics:       make(map[string]*topicView, len(s.Topics)),
+		topicsByID:   make(map[[16]byte]*topicView, len(s.Topics)),
+	}
+	for _, b := range s.Brokers {
+		bv := brokerView{id: b.ID, host: b.Host, port: b.Port}
+		if b.Rack != "" {
+			rack := b.Rack
+			bv.rack = &rack
+		}
+		v.brokers = append(v.brokers, bv)
+	}
+	if v.controllerID < 0 && len(v.brokers) > 0 {
+		// No elected controller yet: any broker serves admin requests
+		// (they are etcd writes), so point clients at the lowest id.
+		v.controllerID = v.brokers[0].id
+	}
+	for name, ts := range s.Topics {
+		tv := &topicView{name: name, id: ts.ID, configs: ts.Configs, internal: ts.Internal}
+		if tv.configs == nil {
+			tv.configs = map[string]string{}
+		}
+		for _, p := range ts.Partitions {
+			tv.partitions = append(tv.partitions, partitionView{
+				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch,
+			})
+		}
+		v.topics[name] = tv
+		v.topicsByID[ts.ID] = tv
+	}
+	return v
+}
+
+func (m *etcdMeta) waitRevision(ctx context.Context, rev int64) error {
+	return m.cache.WaitForRevision(ctx, rev)
+}
+
+func (m *etcdMeta) subscribe(ctx context.Context) <-chan struct{} { return m.cache.Subscribe(ctx) }
+
+func (m *etcdMeta) createTopic(ctx context.Context, t topicView) (int64, error) {
+	var parts []metadata.Partition
+	for _, p := range t.partitions {
+		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
+	}
+	rev, err := m.store.CreateTopic(ctx, metadata.Topic{Name: t.name, ID: t.id, Configs: t.configs, Internal: t.internal}, parts)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) deleteTopic(ctx context.Context, name string) (int64, error) {
+	rev, err := m.store.DeleteTopic(ctx, name)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) createPartitions(ctx context.Context, name string, seen int, add []partitionView) (int64, error) {
+	var parts []metadata.Partition
+	for _, p := range add {
+		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
+	}
+	rev, err := m.store.CreatePartitions(ctx, name, seen, parts)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) updateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
+	rev, err := m.store.UpdateTopicConfigs(ctx, name, mutate)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) allocateProducerIDs(ctx context.Context, n int64) (int64, error) {
+	return m.store.AllocateProducerIDs(ctx, n)
+}
+
+// metaError maps metadata's sentinels to the broker's.
+func metaError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, metadata.ErrTopicExists):
+		return fmt.Errorf("%w: %v", errTopicExists, err)
+	case errors.Is(err, metadata.ErrUnknownTopic):
+		return fmt.Errorf("%w: %v", errUnknownTopic, err)
+	case errors.Is(err, metadata.ErrConflict):
+		return fmt.Errorf("%w: %v", errMetaConflict, err)
+	}
+	return err
+}

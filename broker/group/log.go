@@ -1,0 +1,54 @@
+package group
+
+import (
+	"context"
+	"errors"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// Log is one __consumer_offsets partition that this broker leads. The
+// coordinator is its only writer while it is loaded.
+type Log interface {
+	// Append writes the records as one batch and returns its base offset
+	// once the batch is committed (the high watermark passed it). An
+	// error means "maybe written": the batch may still become committed.
+	// ErrNotLeader (wrapped) means this broker no longer leads the
+	// partition; ErrRecordTooLarge that the batch exceeds the topic's
+	// limit.
+	Append(ctx context.Context, records []recordbatch.Record) (int64, error)
+	// Scan calls fn for every batch from the log start to the committed
+	// end, in order. The batch is only valid during fn.
+	Scan(ctx context.Context, fn func(recordbatch.Batch) error) error
+	// DeleteBefore moves the log start forward to offset; the records
+	// below it are no longer scanned and their segments may be removed.
+	DeleteBefore(offset int64) error
+}
+
+// Errors a Log returns (wrapped), which the coordinator maps to Kafka's
+// codes.
+var (
+	ErrNotLeader      = errors.New("group: not the leader of the offsets partition")
+	ErrRecordTooLarge = errors.New("group: record batch too large for the offsets topic")
+)
+
+// Topics is what the coordinator needs to know of the cluster's topics:
+// commits for topics that do not exist are refused, and KIP-848 groups are
+// assigned partitions by topic id. Implementations are safe for concurrent
+// use.
+type Topics interface {
+	// TopicByName returns a topic's id and partition count.
+	TopicByName(name string) (id [16]byte, partitions int32, ok bool)
+	// TopicByID returns a topic's name and partition count.
+	TopicByID(id [16]byte) (name string, partitions int32, ok bool)
+	// TopicNames lists every topic (for regular-expression subscriptions),
+	// internal topics excluded.
+	TopicNames() []string
+}
+
+// ClientInfo identifies the connection a request came from, for member
+// descriptions.
+type ClientInfo struct {
+	ClientID   string
+	ClientHost string
+}

@@ -1,0 +1,281 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/shale-log/shale/broker/group"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// offsetsTopic is Kafka's internal topic of committed offsets and group
+// metadata. Its partition leaders are the group coordinators.
+const offsetsTopic = "__consumer_offsets"
+
+// offsetsTopicConfigs are the internal topic's configs. Kafka compacts it;
+// Shale has no compaction yet, so nothing is deleted by time or size and
+// the coordinator keeps each partition bounded itself (snapshots plus a
+// moved log start, see package group). 100 MiB segments, as Kafka's
+// offsets.topic.segment.bytes, let deleted prefixes go away soon.
+var offsetsTopicConfigs = map[string]string{
+	"retention.ms":    "-1",
+	"retention.bytes": "-1",
+	"segment.bytes":   "104857600",
+}
+
+// groupCoordinator wires package group into the broker: it loads and
+// unloads the coordinator's shards as this broker gains and loses the
+// leadership of __consumer_offsets partitions, adapts those partitions to
+// group.Log, and creates the topic on the first FindCoordinator.
+type groupCoordinator struct {
+	b *Broker
+	c *group.Coordinator
+
+	createMu sync.Mutex
+	creating bool
+}
+
+// groupConfig builds the coordinator's configuration from the broker's.
+func groupConfig(cfg *Config) (group.Config, error) {
+	gc := group.DefaultConfig()
+	gc.InitialRebalanceDelay = cfg.GroupInitialRebalanceDelay
+	if cfg.OffsetsRetention > 0 {
+		gc.OffsetsRetention = cfg.OffsetsRetention
+	}
+	if cfg.OffsetsTopicPartitions > 0 {
+		gc.OffsetsTopicNumPartitions = cfg.OffsetsTopicPartitions
+	}
+	for name, v := range cfg.GroupConfigs {
+		if err := gc.Set(name, v); err != nil {
+			return gc, fmt.Errorf("broker: %w", err)
+		}
+	}
+	if err := gc.Validate(); err != nil {
+		return gc, fmt.Errorf("broker: %w", err)
+	}
+	return gc, nil
+}
+
+// newGroupCoordinator creates the coordinator and hooks it to the replica
+// manager's leadership changes.
+func newGroupCoordinator(b *Broker) (*groupCoordinator, error) {
+	gc, err := groupConfig(&b.cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := group.New(gc, group.Options{Logger: b.log.With("component", "group-coordinator"), Topics: metaTopics{b}})
+	if err != nil {
+		return nil, err
+	}
+	g := &groupCoordinator{b: b, c: c}
+	b.replicas.onLeader = g.onLeader
+	b.onClose = append(b.onClose, c.Close)
+	return g, nil
+}
+
+// onLeader is called by the replica manager (under its lock) when this
+// broker becomes or stops being a partition's leader.
+func (g *groupCoordinator) onLeader(p *partition, leader bool) {
+	if p.topic != offsetsTopic {
+		return
+	}
+	if leader {
+		g.c.Load(p.index, &offsetsLog{p: p})
+	} else {
+		g.c.Unload(p.index)
+	}
+}
+
+// coordinatorFor finds the broker leading the group's offsets partition.
+// When the offsets topic does not exist yet it starts creating it and
+// answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client retries.
+func (g *groupCoordinator) coordinatorFor(groupID string) (brokerView, int16) {
+	view := g.b.meta.snapshot()
+	tv := view.topics[offsetsTopic]
+	if tv == nil {
+		g.createOffsetsTopic()
+		return brokerView{}, kerr.CoordinatorNotAvailable.Code
+	}
+	p := g.c.PartitionFor(groupID)
+	if int(p) >= len(tv.partitions) {
+		return brokerView{}, kerr.CoordinatorNotAvailable.Code
+	}
+	bv, ok := view.broker(tv.partitions[p].leader)
+	if !ok {
+		return brokerView{}, kerr.CoordinatorNotAvailable.Code
+	}
+	return bv, 0
+}
+
+// createOffsetsTopic creates __consumer_offsets in the background (once at
+// a time): offsets.topic.num.partitions partitions, replication factor
+// offsets.topic.replication.factor capped at the live brokers.
+func (g *groupCoordinator) createOffsetsTopic() {
+	g.createMu.Lock()
+	defer g.createMu.Unlock()
+	if g.creating {
+		return
+	}
+	g.creating = true
+	b := g.b
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer func() {
+			g.createMu.Lock()
+			g.creating = false
+			g.createMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		rf := b.cfg.OffsetsTopicReplicationFactor
+		if n := int16(len(b.meta.snapshot().brokers)); rf > n {
+			rf = n
+		}
+		if rf < 1 {
+			return
+		}
+		configs := make(map[string]string, len(offsetsTopicConfigs))
+		for k, v := range offsetsTopicConfigs {
+			configs[k] = v
+		}
+		_, err := b.createTopic(ctx, offsetsTopic, g.c.Config().OffsetsTopicNumPartitions, rf, nil, configs, true)
+		if err != nil && !errors.Is(err, errTopicExists) && b.ctx.Err() == nil {
+			b.log.Warn("cannot create the offsets topic", "topic", offsetsTopic, "err", err)
+		}
+	}()
+}
+
+// clientInfo describes a request's client as Kafka's DescribeGroups shows
+// it (the host with a leading slash, as Java's InetAddress prints it).
+func clientInfo(r *request) group.ClientInfo {
+	host := ""
+	if addr, ok := r.conn.nc.RemoteAddr().(*net.TCPAddr); ok {
+		host = "/" + addr.IP.String()
+	}
+	return group.ClientInfo{ClientID: r.header.clientID, ClientHost: host}
+}
+
+// offsetsLog adapts a __consumer_offsets partition this broker leads to
+// group.Log.
+type offsetsLog struct{ p *partition }
+
+var _ group.Log = (*offsetsLog)(nil)
+
+func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (int64, error) {
+	buf, err := recordbatch.Build(nil, recordbatch.BuildOptions{
+		ProducerID:    recordbatch.NoProducerID,
+		ProducerEpoch: recordbatch.NoProducerEpoch,
+		BaseSequence:  recordbatch.NoSequence,
+		BaseTimestamp: time.Now().UnixMilli(),
+	}, records)
+	if err != nil {
+		return 0, err
+	}
+	if max := l.p.cfg.Load().maxMessageBytes; max > 0 && len(buf) > int(max) {
+		return 0, fmt.Errorf("%w: %d bytes (max.message.bytes %d)", group.ErrRecordTooLarge, len(buf), max)
+	}
+	res, err := l.p.appendInternal(recordbatch.Batch(buf))
+	if err != nil {
+		return 0, offsetsLogError(err)
+	}
+	if err := l.p.waitHW(ctx, res.LastOffset+1); err != nil {
+		return 0, offsetsLogError(err)
+	}
+	return res.FirstOffset, nil
+}
+
+func offsetsLogError(err error) error {
+	if errors.Is(err, errNotLeader) || errors.Is(err, errPartitionClosed) {
+		return fmt.Errorf("%w: %w", group.ErrNotLeader, err)
+	}
+	return err
+}
+
+// Scan reads the partition from its log start to its log end. The new
+// leader's whole log is read: what it holds above the high watermark will
+// be committed under its leadership.
+func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error) error {
+	log := l.p.log
+	off := log.LogStartOffset()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := log.LogEndOffset()
+		if off >= end {
+			return nil
+		}
+		rng, err := log.Read(off, 1<<20, end, true)
+		if err != nil {
+			return fmt.Errorf("broker: reading %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+		}
+		buf, err := rng.Bytes()
+		rng.Release()
+		if err != nil {
+			return fmt.Errorf("broker: reading %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+		}
+		progressed := false
+		for len(buf) > 0 {
+			b, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				if progressed {
+					break // a batch cut by the read size: read on from it
+				}
+				return fmt.Errorf("broker: %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+			}
+			buf = rest
+			if b.NextOffset() <= off {
+				continue
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+			off = b.NextOffset()
+			progressed = true
+		}
+		if !progressed {
+			return fmt.Errorf("broker: %s-%d: no batch at offset %d below the log end %d", offsetsTopic, l.p.index, off, end)
+		}
+	}
+}
+
+func (l *offsetsLog) DeleteBefore(offset int64) error {
+	return l.p.log.SetLogStartOffset(offset)
+}
+
+// metaTopics answers the coordinator's topic lookups from the metadata.
+type metaTopics struct{ b *Broker }
+
+func (m metaTopics) TopicByName(name string) ([16]byte, int32, bool) {
+	tv := m.b.meta.snapshot().topics[name]
+	if tv == nil {
+		return [16]byte{}, 0, false
+	}
+	return tv.id, int32(len(tv.partitions)), true
+}
+
+func (m metaTopics) TopicByID(id [16]byte) (string, int32, bool) {
+	tv := m.b.meta.snapshot().topicsByID[id]
+	if tv == nil {
+		return "", 0, false
+	}
+	return tv.name, int32(len(tv.partitions)), true
+}
+
+func (m metaTopics) TopicNames() []string {
+	view := m.b.meta.snapshot()
+	out := make([]string, 0, len(view.topics))
+	for _, name := range view.sortedTopicNames() {
+		if !view.topics[name].internal {
+			out = append(out, name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// metaStore is what the broker needs from cluster metadata (etcd through
+// package metadata; see metaadapter.go). Writes return the store revision
+// they were made at; waitRevision blocks until snapshot() reflects it.
+type metaStore interface {
+	snapshot() *metaView
+	waitRevision(ctx context.Context, rev int64) error
+	createTopic(ctx context.Context, t topicView) (int64, error)
+	deleteTopic(ctx context.Context, name string) (int64, error)
+	createPartitions(ctx context.Context, name string, seen int, add []partitionView) (int64, error)
+	updateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error)
+	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
+	// subscribe returns a channel that receives a value after every
+	// snapshot change (coalesced), until ctx ends.
+	subscribe(ctx context.Context) <-chan struct{}
+}
+
+// Errors a metaStore returns, matched with errors.Is.
+var (
+	errTopicExists      = errors.New("broker: topic already exists")
+	errMetaConflict     = errors.New("broker: metadata changed concurrently")
+	errMetaNoSuchTopic  = errUnknownTopic
+	errNotEnoughBrokers = errors.New("broker: not enough live brokers")
+)
+
+// metaView is one consistent snapshot of the cluster metadata.
+type metaView struct {
+	revision     int64
+	clusterID    string
+	controllerID int32
+	brokers      []brokerView // live brokers, by id
+	topics       map[string]*topicView
+	topicsByID   map[[16]byte]*topicView
+}
+
+type brokerView struct {
+	id   int32
+	host string
+	port int32
+	rack *string
+}
+
+func (v *metaView) broker(id int32) (brokerView, bool) {
+	i := sort.Search(len(v.brokers), func(i int) bool { return v.brokers[i].id >= id })
+	if i < len(v.brokers) && v.brokers[i].id == id {
+		return v.brokers[i], true
+	}
+	return brokerView{}, false
+}
+
+func (v *metaView) brokerIDs() []int32 {
+	ids := make([]int32, len(v.brokers))
+	for i, b := range v.brokers {
+		ids[i] = b.id
+	}
+	return ids
+}
+
+// sortedTopicNames returns the topic names in order.
+func (v *metaView) sortedTopicNames() []string {
+	names := make([]string, 0, len(v.topics))
+	for n := range v.topics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// topicList returns the topics as a slice for the replica manager.
+func (v *metaView) topicList() []topicView {
+	out := make([]topicView, 0, len(v.topics))
+	for _, n := range v.sortedTopicNames() {
+		out = append(out, *v.topics[n])
+	}
+	return out
+}
+
+// validateTopicName applies Kafka's rules: 1 to 249 characters of
+// [a-zA-Z0-9._-], not "." or "..".
+func validateTopicName(name string) error {
+	if name == "" || name == "." || name == ".." {
+		return fmt.Errorf("topic name %q is illegal", name)
+	}
+	if len(name) > 249 {
+		return fmt.Errorf("topic name is longer than 249 characters")
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic name %q contains a character other than ASCII alphanumerics, '.', '_' and '-'", name)
+		}
+	}
+	return nil
+}
+
+// assignReplicas spreads count partitions of rf replicas over the live
+// brokers round-robin, starting at start, as Kafka's default placement
+// does (without racks). Partition i's leader is its first replica.
+func assignReplicas(brokers []int32, first, count int32, rf int16, start int) ([]partitionView, error) {
+	if int(rf) > len(brokers) || rf < 1 {
+		return nil, fmt.Errorf("%w: replication factor %d, %d live brokers", errNotEnoughBrokers, rf, len(brokers))
+	}
+	out := make([]partitionView, 0, count)
+	for i := int32(0); i < count; i++ {
+		idx := first + i
+		replicas := make([]int32, rf)
+		for r := range replicas {
+			replicas[r] = brokers[(start+int(idx)+r)%len(brokers)]
+		}
+		out = append(out, partitionView{index: idx, replicas: replicas, isr: append([]int32(nil), replicas...), leader: replicas[0]})
+	}
+	return out, nil
+}

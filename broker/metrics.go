@@ -1,0 +1,43 @@
+package broker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// brokerMetrics are the broker's Prometheus collectors, registered on the
+// registry the broker is given (never on a global one).
+type brokerMetrics struct {
+	connections     prometheus.Gauge
+	requests        *prometheus.CounterVec
+	producedBytes   prometheus.Counter
+	producedRecords prometheus.Counter
+	fetchedBytes    prometheus.Counter
+	partitions      prometheus.Gauge
+}
+
+func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
+	m := &brokerMetrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "connections", Help: "Open client connections.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "requests_total", Help: "Kafka requests received, by API.",
+		}, []string{"api"}),
+		producedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produced_bytes_total", Help: "Record batch bytes appended by producers.",
+		}),
+		producedRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produced_records_total", Help: "Records appended by producers.",
+		}),
+		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "fetched_bytes_total", Help: "Record bytes sent to fetchers.",
+		}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "partitions", Help: "Partition replicas hosted by this broker.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions)
+	}
+	return m
+}

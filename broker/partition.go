@@ -1,0 +1,276 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// Partition-level errors, mapped to Kafka codes by kafkaError.
+var (
+	errNotLeader          = errors.New("broker: not the leader for this partition")
+	errNotEnoughReplicas  = errors.New("broker: fewer in-sync replicas than min.insync.replicas")
+	errInvalidTimestamp   = errors.New("broker: record timestamp out of the allowed range")
+	errFencedLeaderEpoch  = errors.New("broker: leader epoch older than the partition's")
+	errUnknownLeaderEpoch = errors.New("broker: leader epoch newer than the partition's")
+	errPartitionClosed    = errors.New("broker: partition closed")
+)
+
+// partition is one partition this broker holds a replica of. The log is
+// localseg's; the partition adds what replication decides: leadership, the
+// leader epoch, the ISR and the high watermark, and it wakes the requests
+// waiting on them.
+type partition struct {
+	topic   string
+	topicID [16]byte
+	index   int32
+	nodeID  int32
+	log     *localseg.Log
+	cfg     atomic.Pointer[topicConfig]
+
+	// hw is the high watermark: the offset below which every ISR member
+	// has the data, the end of what consumers may read. Written under mu.
+	hw atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		closed      bool
+		leader      int32
+		leaderEpoch int32
+		replicas    []int32
+		isr         []int32
+		// waiters are woken whenever the log end or the high
+		// watermark moves (long-poll fetches, acks=all produces).
+		waiters map[*waiter]struct{}
+	}
+}
+
+// waiter is woken (at most one pending signal) when a partition it is
+// registered with changes.
+type waiter struct{ ch chan struct{} }
+
+func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }
+
+func (w *waiter) wake() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *localseg.Log, cfg *topicConfig) *partition {
+	p := &partition{topic: topic, topicID: topicID, index: index, nodeID: nodeID, log: log}
+	p.cfg.Store(cfg)
+	p.mu.leader = -1
+	p.mu.waiters = make(map[*waiter]struct{})
+	p.hw.Store(log.LogEndOffset())
+	return p
+}
+
+// leadership is what the partition's metadata says about its replicas.
+type leadership struct {
+	leader      int32
+	leaderEpoch int32
+	replicas    []int32
+	isr         []int32
+}
+
+// setLeadership applies the partition's state from metadata.
+func (p *partition) setLeadership(l leadership) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mu.leader = l.leader
+	p.mu.leaderEpoch = l.leaderEpoch
+	p.mu.replicas = slices.Clone(l.replicas)
+	p.mu.isr = slices.Clone(l.isr)
+	p.maybeAdvanceHWLocked()
+	p.wakeLocked()
+}
+
+func (p *partition) leaderState() (leader, epoch int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.leader, p.mu.leaderEpoch
+}
+
+func (p *partition) isLeader() bool {
+	l, _ := p.leaderState()
+	return l == p.nodeID
+}
+
+// checkLeaderEpoch compares a client's view of the leader epoch (-1: no
+// view) with the partition's, as Kafka's fetch and list-offsets do.
+// Requires mu.
+func (p *partition) checkLeaderEpochLocked(clientEpoch int32) error {
+	switch {
+	case clientEpoch < 0 || clientEpoch == p.mu.leaderEpoch:
+		return nil
+	case clientEpoch < p.mu.leaderEpoch:
+		return errFencedLeaderEpoch
+	default:
+		return errUnknownLeaderEpoch
+	}
+}
+
+// checkLeader returns nil when this broker leads the partition and the
+// client's epoch (if any) matches.
+func (p *partition) checkLeader(clientEpoch int32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return errPartitionClosed
+	}
+	if p.mu.leader != p.nodeID {
+		return errNotLeader
+	}
+	return p.checkLeaderEpochLocked(clientEpoch)
+}
+
+// maybeAdvanceHWLocked moves the high watermark to the smallest log end
+// among the in-sync replicas. With this broker as the only replica that is
+// its own log end. Requires mu.
+func (p *partition) maybeAdvanceHWLocked() {
+	if p.mu.leader != p.nodeID {
+		return
+	}
+	hw := p.log.LogEndOffset()
+	if hw > p.hw.Load() {
+		p.hw.Store(hw)
+	}
+}
+
+// Requires mu.
+func (p *partition) wakeLocked() {
+	for w := range p.mu.waiters {
+		w.wake()
+		delete(p.mu.waiters, w)
+	}
+}
+
+// watch registers w to be woken on the next change. Registration is one
+// shot: a woken waiter re-registers before it looks again.
+func (p *partition) watch(w *waiter) {
+	p.mu.Lock()
+	p.mu.waiters[w] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *partition) unwatch(w *waiter) {
+	p.mu.Lock()
+	delete(p.mu.waiters, w)
+	p.mu.Unlock()
+}
+
+// appendProduce appends one validated producer batch as leader. It checks
+// leadership, the ISR size for acks=all, and timestamps; stamps the broker's
+// time for LogAppendTime topics; and advances the high watermark. It
+// returns the append result and the log append time (-1 for CreateTime).
+func (p *partition) appendProduce(b recordbatch.Batch, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
+	cfg := p.cfg.Load()
+	appendTime := int64(-1)
+	nowMs := now.UnixMilli()
+	if cfg.logAppendTime {
+		appendTime = nowMs
+		b.SetLogAppendTime(nowMs)
+	} else if err := checkTimestamps(b, nowMs, cfg); err != nil {
+		return localseg.AppendResult{}, -1, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return localseg.AppendResult{}, -1, errPartitionClosed
+	}
+	if p.mu.leader != p.nodeID {
+		return localseg.AppendResult{}, -1, errNotLeader
+	}
+	if acks == -1 && int32(len(p.mu.isr)) < cfg.minInsyncReplicas {
+		return localseg.AppendResult{}, -1, errNotEnoughReplicas
+	}
+	res, err := p.log.AppendAsLeader(b, p.mu.leaderEpoch)
+	if err != nil {
+		return res, -1, err
+	}
+	if res.Duplicate {
+		appendTime = -1
+	}
+	p.maybeAdvanceHWLocked()
+	p.wakeLocked()
+	return res, appendTime, nil
+}
+
+// checkTimestamps enforces message.timestamp.before/after.max.ms on a
+// CreateTime batch, using the batch's first and largest timestamps.
+func checkTimestamps(b recordbatch.Batch, nowMs int64, cfg *topicConfig) error {
+	if ts := b.MaxTimestamp(); ts > nowMs && ts-nowMs > cfg.timestampAfterMax {
+		return errInvalidTimestamp
+	}
+	if ts := b.BaseTimestamp(); ts >= 0 && ts < nowMs && nowMs-ts > cfg.timestampBeforeMax {
+		return errInvalidTimestamp
+	}
+	return nil
+}
+
+// waitHW blocks until the high watermark reaches offset, the context ends
+// or the partition loses leadership.
+func (p *partition) waitHW(ctx context.Context, offset int64) error {
+	w := newWaiter()
+	for {
+		p.watch(w)
+		if p.hw.Load() >= offset {
+			p.unwatch(w)
+			return nil
+		}
+		if !p.isLeader() {
+			p.unwatch(w)
+			return errNotLeader
+		}
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			p.unwatch(w)
+			return ctx.Err()
+		}
+	}
+}
+
+// close marks the partition closed and wakes everyone waiting on it. The
+// log is closed by the caller.
+func (p *partition) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mu.closed = true
+	p.mu.leader = -1
+	p.wakeLocked()
+}
+
+// highWatermark is the offset below which consumers may read.
+func (p *partition) highWatermark() int64 { return p.hw.Load() }
+
+// lastStableOffset: without transactions it is the high watermark.
+func (p *partition) lastStableOffset() int64 { return p.hw.Load() }
+
+// appendInternal appends a batch the broker built itself (the group
+// coordinator's records) as leader, skipping the producer checks.
+func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return localseg.AppendResult{}, errPartitionClosed
+	}
+	if p.mu.leader != p.nodeID {
+		return localseg.AppendResult{}, errNotLeader
+	}
+	res, err := p.log.AppendAsLeader(b, p.mu.leaderEpoch)
+	if err != nil {
+		return res, err
+	}
+	p.maybeAdvanceHWLocked()
+	p.wakeLocked()
+	return res, nil
+}

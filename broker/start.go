@@ -1,0 +1,150 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+// Options are what Start needs besides the broker's Config.
+type Options struct {
+	Config Config
+	// Etcd is the metadata store's client; the broker does not close it.
+	Etcd *clientv3.Client
+	// EtcdPrefix is the key prefix of this cluster (default "/shale/").
+	EtcdPrefix string
+	Logger     *slog.Logger
+	// Registry receives the broker's metrics; nil means none are kept.
+	Registry prometheus.Registerer
+	// BrokerSessionTTL is how long the broker's registration outlives it
+	// when it dies without deregistering (default 10s).
+	BrokerSessionTTL time.Duration
+}
+
+// Start joins the cluster described in etcd: it makes sure the cluster has
+// an id, loads the metadata, registers this broker, opens the logs of its
+// replicas and starts following metadata changes. Serve then accepts
+// clients. Close undoes all of it.
+func Start(ctx context.Context, opts Options) (*Broker, error) {
+	if opts.Etcd == nil {
+		return nil, fmt.Errorf("broker: an etcd client is required")
+	}
+	if opts.EtcdPrefix == "" {
+		opts.EtcdPrefix = metadata.DefaultPrefix
+	}
+	if opts.BrokerSessionTTL == 0 {
+		opts.BrokerSessionTTL = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ms, err := newEtcdMeta(ctx, opts.Etcd, opts.EtcdPrefix, log)
+	if err != nil {
+		return nil, err
+	}
+	b, err := newBroker(opts.Config, ms, log, opts.Registry)
+	if err != nil {
+		ms.close()
+		return nil, err
+	}
+	props, err := loadOrCreateMetaProperties(b.cfg.DataDir, b.cfg.NodeID, ms.snapshot().clusterID)
+	if err != nil {
+		ms.close()
+		return nil, err
+	}
+	self := metadata.Broker{
+		ID:          b.cfg.NodeID,
+		Host:        b.cfg.AdvertisedHost,
+		Port:        b.cfg.AdvertisedPort,
+		Rack:        b.cfg.Rack,
+		DirectoryID: props.directoryID,
+	}
+	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
+	if err != nil {
+		ms.close()
+		return nil, fmt.Errorf("broker: registering node %d: %w", b.cfg.NodeID, err)
+	}
+	ms.setRegistration(reg)
+	rev, err := ms.store.Revision(ctx)
+	if err == nil {
+		err = ms.waitRevision(ctx, rev)
+	}
+	if err != nil {
+		ms.close()
+		return nil, err
+	}
+	b.start()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
+	}()
+	b.onClose = append(b.onClose, ms.close)
+	return b, nil
+}
+
+// registerWithRetry registers the broker, waiting out a previous
+// incarnation's lease (a broker restarted after kill -9 finds its own id
+// still registered until the old lease expires).
+func registerWithRetry(ctx context.Context, store *metadata.Store, self metadata.Broker, ttl time.Duration) (*metadata.Registration, error) {
+	deadline := time.Now().Add(ttl + 5*time.Second)
+	for {
+		reg, err := store.RegisterBroker(ctx, self, ttl)
+		if err == nil || !errors.Is(err, metadata.ErrBrokerIDInUse) || time.Now().After(deadline) {
+			return reg, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// keepRegistered re-registers the broker when its lease is lost (etcd
+// unreachable for longer than the TTL), until the broker closes.
+func (b *Broker) keepRegistered(ms *etcdMeta, self metadata.Broker, ttl time.Duration) {
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-ms.registrationDone():
+		}
+		b.log.Warn("broker registration lost; registering again")
+		for b.ctx.Err() == nil {
+			ctx, cancel := context.WithTimeout(b.ctx, ttl+5*time.Second)
+			reg, err := registerWithRetry(ctx, ms.store, self, ttl)
+			cancel()
+			if err == nil {
+				ms.setRegistration(reg)
+				break
+			}
+			b.log.Error("registering broker", "err", err)
+			select {
+			case <-b.ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// Healthy reports whether the broker is serving: started, not closed, and
+// registered in the metadata store.
+func (b *Broker) Healthy(ctx context.Context) error {
+	if b.ctx.Err() != nil {
+		return fmt.Errorf("broker: shutting down")
+	}
+	view := b.meta.snapshot()
+	if _, ok := view.broker(b.cfg.NodeID); !ok {
+		return fmt.Errorf("broker: node %d is not registered in the metadata store", b.cfg.NodeID)
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/localseg"
+)
+
+// topicConfigDef defines one topic config: Kafka's name, type, default and
+// the broker config that overrides the default for all topics.
+type topicConfigDef struct {
+	name     string
+	typ      kmsg.ConfigType
+	def      string
+	synonym  string // broker-level default, e.g. log.retention.ms
+	validate func(string) error
+	doc      string
+}
+
+func intRange(min, max int64) func(string) error {
+	return func(s string) error {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		if v < min || v > max {
+			return fmt.Errorf("%d is outside [%d, %d]", v, min, max)
+		}
+		return nil
+	}
+}
+
+func oneOf(values ...string) func(string) error {
+	return func(s string) error {
+		if slices.Contains(values, s) {
+			return nil
+		}
+		return fmt.Errorf("%q is not one of %s", s, strings.Join(values, ", "))
+	}
+}
+
+func isBool(s string) error {
+	if s != "true" && s != "false" {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	return nil
+}
+
+func isDouble(min, max float64) func(string) error {
+	return func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || v < min || v > max {
+			return fmt.Errorf("%q is not a number in [%g, %g]", s, min, max)
+		}
+		return nil
+	}
+}
+
+const maxLong = math.MaxInt64
+
+// topicConfigDefs lists the topic configs Shale accepts, with Kafka's names
+// and defaults. Names not listed are refused with INVALID_CONFIG, as Kafka
+// refuses unknown topic configs.
+var topicConfigDefs = []topicConfigDef{
+	{"cleanup.policy", kmsg.ConfigTypeList, "delete", "log.cleanup.policy", validateCleanupPolicy,
+		"Retention policy for old segments: delete (compaction is not available yet)."},
+	{"compression.type", kmsg.ConfigTypeString, "producer", "compression.type", validateCompressionType,
+		"Batches are stored as the producer compressed them."},
+	{"delete.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.cleaner.delete.retention.ms", intRange(0, maxLong),
+		"How long delete tombstones are kept for compacted topics."},
+	{"file.delete.delay.ms", kmsg.ConfigTypeLong, "60000", "log.segment.delete.delay.ms", intRange(0, maxLong),
+		"Time to wait before deleting a file from the filesystem."},
+	{"flush.messages", kmsg.ConfigTypeLong, "9223372036854775807", "log.flush.interval.messages", intRange(1, maxLong),
+		"Force an fsync after this many messages (default: never; replication provides durability)."},
+	{"flush.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.flush.interval.ms", intRange(0, maxLong),
+		"Force an fsync after this much time (default: never)."},
+	{"index.interval.bytes", kmsg.ConfigTypeInt, "4096", "log.index.interval.bytes", intRange(0, math.MaxInt32),
+		"How often an offset index entry is added."},
+	{"max.compaction.lag.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.cleaner.max.compaction.lag.ms", intRange(1, maxLong),
+		"Maximum time a message remains ineligible for compaction."},
+	{"max.message.bytes", kmsg.ConfigTypeInt, "1048588", "message.max.bytes", intRange(0, math.MaxInt32),
+		"Largest record batch size allowed."},
+	{"message.timestamp.after.max.ms", kmsg.ConfigTypeLong, "3600000", "log.message.timestamp.after.max.ms", intRange(0, maxLong),
+		"Largest allowed amount a CreateTime timestamp may be ahead of the broker's clock."},
+	{"message.timestamp.before.max.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.message.timestamp.before.max.ms", intRange(0, maxLong),
+		"Largest allowed amount a CreateTime timestamp may be behind the broker's clock."},
+	{"message.timestamp.type", kmsg.ConfigTypeString, "CreateTime", "log.message.timestamp.type", oneOf("CreateTime", "LogAppendTime"),
+		"Whether record timestamps are the producer's (CreateTime) or the broker's (LogAppendTime)."},
+	{"min.cleanable.dirty.ratio", kmsg.ConfigTypeDouble, "0.5", "log.cleaner.min.cleanable.ratio", isDouble(0, 1),
+		"Dirty ratio that triggers compaction."},
+	{"min.compaction.lag.ms", kmsg.ConfigTypeLong, "0", "log.cleaner.min.compaction.lag.ms", intRange(0, maxLong),
+		"Minimum time a message remains uncompacted."},
+	{"min.insync.replicas", kmsg.ConfigTypeInt, "1", "min.insync.replicas", intRange(1, math.MaxInt32),
+		"Minimum in-sync replicas that must acknowledge an acks=all write."},
+	{"preallocate", kmsg.ConfigTypeBoolean, "false", "log.preallocate", isBool,
+		"Preallocate segment files."},
+	{"retention.bytes", kmsg.ConfigTypeLong, "-1", "log.retention.bytes", intRange(-1, maxLong),
+		"Largest size a partition may grow to before old segments are deleted (-1: no limit)."},
+	{"retention.ms", kmsg.ConfigTypeLong, "604800000", "log.retention.ms", intRange(-1, maxLong),
+		"How long segments are kept (-1: forever)."},
+	{"segment.bytes", kmsg.ConfigTypeInt, "1073741824", "log.segment.bytes", intRange(14, math.MaxInt32),
+		"Segment file size."},
+	{"segment.index.bytes", kmsg.ConfigTypeInt, "10485760", "log.index.size.max.bytes", intRange(4, math.MaxInt32),
+		"Size of the offset index of a segment."},
+	{"segment.jitter.ms", kmsg.ConfigTypeLong, "0", "log.roll.jitter.ms", intRange(0, maxLong),
+		"Random jitter subtracted from segment.ms."},
+	{"segment.ms", kmsg.ConfigTypeLong, "604800000", "log.roll.ms", intRange(1, maxLong),
+		"Time after which a segment is rolled even if not full."},
+	{"unclean.leader.election.enable", kmsg.ConfigTypeBoolean, "false", "unclean.leader.election.enable", isBool,
+		"Allow out-of-sync replicas to become leader (may lose data)."},
+}
+
+var topicConfigIndex = func() map[string]*topicConfigDef {
+	m := make(map[string]*topicConfigDef, len(topicConfigDefs))
+	for i := range topicConfigDefs {
+		m[topicConfigDefs[i].name] = &topicConfigDefs[i]
+	}
+	return m
+}()
+
+func validateCleanupPolicy(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		switch strings.TrimSpace(p) {
+		case "delete":
+		case "compact":
+			return fmt.Errorf("cleanup.policy=compact is not supported yet: log compaction is not available in this version")
+		default:
+			return fmt.Errorf("%q is not a cleanup policy", p)
+		}
+	}
+	return nil
+}
+
+func validateCompressionType(s string) error {
+	switch s {
+	case "producer":
+		return nil
+	case "uncompressed", "gzip", "snappy", "lz4", "zstd":
+		return fmt.Errorf("compression.type=%s would recompress batches on the broker; only producer is supported", s)
+	}
+	return fmt.Errorf("%q is not a compression type", s)
+}
+
+// validateTopicConfig checks one name=value pair. The error message is
+// returned to the client.
+func validateTopicConfig(name, value string) error {
+	def, ok := topicConfigIndex[name]
+	if !ok {
+		return fmt.Errorf("unknown topic config name: %s", name)
+	}
+	if err := def.validate(value); err != nil {
+		return fmt.Errorf("invalid value for %s: %w", name, err)
+	}
+	return nil
+}
+
+// topicConfig is a topic's effective configuration, typed.
+type topicConfig struct {
+	log                 localseg.Config
+	maxMessageBytes     int32
+	logAppendTime       bool
+	timestampBeforeMax  int64
+	timestampAfterMax   int64
+	minInsyncReplicas   int32
+	uncleanLeaderElect  bool
+	compressionProducer bool
+}
+
+// configValue resolves a topic config: the topic's own value, else the
+// broker's default for it, else Kafka's default.
+func configValue(name string, topic, broker map[string]string) (string, kmsg.ConfigSource) {
+	if v, ok := topic[name]; ok {
+		return v, kmsg.ConfigSourceDynamicTopicConfig
+	}
+	def := topicConfigIndex[name]
+	if v, ok := broker[def.synonym]; ok {
+		return v, kmsg.ConfigSourceStaticBrokerConfig
+	}
+	return def.def, kmsg.ConfigSourceDefaultConfig
+}
+
+// parseTopicConfig turns stored configs (already validated) into their typed
+// form. A value that no longer parses falls back to the default.
+func parseTopicConfig(topic, broker map[string]string) topicConfig {
+	get := func(name string) string {
+		v, _ := configValue(name, topic, broker)
+		if topicConfigIndex[name].validate(v) != nil {
+			return topicConfigIndex[name].def
+		}
+		return v
+	}
+	i64 := func(name string) int64 {
+		v, _ := strconv.ParseInt(get(name), 10, 64)
+		return v
+	}
+	c := topicConfig{
+		log: localseg.Config{
+			SegmentBytes:       i64("segment.bytes"),
+			SegmentMs:          i64("segment.ms"),
+			SegmentIndexBytes:  i64("segment.index.bytes"),
+			IndexIntervalBytes: i64("index.interval.bytes"),
+			RetentionMs:        i64("retention.ms"),
+			RetentionBytes:     i64("retention.bytes"),
+			FlushMessages:      i64("flush.messages"),
+			FlushMs:            i64("flush.ms"),
+			FileDeleteDelayMs:  i64("file.delete.delay.ms"),
+		},
+		maxMessageBytes:     int32(i64("max.message.bytes")),
+		logAppendTime:       get("message.timestamp.type") == "LogAppendTime",
+		timestampBeforeMax:  i64("message.timestamp.before.max.ms"),
+		timestampAfterMax:   i64("message.timestamp.after.max.ms"),
+		minInsyncReplicas:   int32(i64("min.insync.replicas")),
+		uncleanLeaderElect:  get("unclean.leader.election.enable") == "true",
+		compressionProducer: get("compression.type") == "producer",
+	}
+	// Zero means "Kafka's default" to localseg; these configs allow 0 as
+	// a real value, which localseg treats the same way except for
+	// file.delete.delay.ms and index.interval.bytes, where 0 is kept as
+	// the smallest meaningful value.
+	if c.log.FileDeleteDelayMs == 0 {
+		c.log.FileDeleteDelayMs = 1
+	}
+	if c.log.IndexIntervalBytes == 0 {
+		c.log.IndexIntervalBytes = 1
+	}
+	return c
+}

@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/localseg"
+)
+
+// connWriter writes response frames to one connection. It owns a reusable
+// encode buffer; only the connection's writer goroutine uses it.
+type connWriter struct {
+	nc  net.Conn
+	raw syscall.RawConn // nil when the connection cannot sendfile
+	buf []byte
+}
+
+func newConnWriter(nc net.Conn) *connWriter {
+	w := &connWriter{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if _, isTCP := nc.(*net.TCPConn); isTCP {
+			w.raw, _ = sc.SyscallConn()
+		}
+	}
+	return w
+}
+
+// maxKeptBuffer: a larger encode buffer is dropped after use rather than
+// kept for the connection's lifetime.
+const maxKeptBuffer = 1 << 20
+
+func (w *connWriter) release() { w.buf = nil }
+
+func appendResponseHeader(dst []byte, h requestHeader) []byte {
+	dst = append(dst, 0, 0, 0, 0) // size, back-filled
+	dst = binary.BigEndian.AppendUint32(dst, uint32(h.correlationID))
+	if responseHeaderFlexible(h.key, h.version) {
+		dst = append(dst, 0) // no tagged fields
+	}
+	return dst
+}
+
+func (w *connWriter) writeResponse(h requestHeader, resp kmsg.Response) error {
+	resp.SetVersion(h.version)
+	buf := appendResponseHeader(w.buf[:0], h)
+	buf = resp.AppendTo(buf)
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	_, err := w.nc.Write(buf)
+	if cap(buf) <= maxKeptBuffer {
+		w.buf = buf[:0]
+	}
+	return err
+}
+
+// rawResponse is an encoded response body with file ranges spliced in:
+// bytes up to each cut, then that cut's range, then the bytes after the last
+// cut. The fetch path builds it so that record data goes from the segment
+// file to the socket with sendfile, never through user space.
+type rawResponse struct {
+	body []byte
+	cuts []rawCut
+}
+
+type rawCut struct {
+	at  int // position in body where the range goes
+	rng localseg.Range
+}
+
+func (r *rawResponse) size() int64 {
+	n := int64(len(r.body))
+	for i := range r.cuts {
+		n += r.cuts[i].rng.Len()
+	}
+	return n
+}
+
+func (r *rawResponse) release() {
+	for i := range r.cuts {
+		r.cuts[i].rng.Release()
+	}
+	r.cuts = nil
+}
+
+func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
+	defer r.release()
+	hdr := appendResponseHeader(w.buf[:0], h)
+	binary.BigEndian.PutUint32(hdr, uint32(int64(len(hdr)-4)+r.size()))
+	w.buf = hdr[:0]
+	prev := 0
+	for i := range r.cuts {
+		c := &r.cuts[i]
+		if err := w.write(hdr, r.body[prev:c.at]); err != nil {
+			return err
+		}
+		hdr = nil
+		prev = c.at
+		if err := w.sendfile(&c.rng); err != nil {
+			return err
+		}
+	}
+	return w.write(hdr, r.body[prev:])
+}
+
+// write sends a then b with one system call when both are present.
+func (w *connWriter) write(a, b []byte) error {
+	switch {
+	case len(a) == 0 && len(b) == 0:
+		return nil
+	case len(a) == 0:
+		_, err := w.nc.Write(b)
+		return err
+	case len(b) == 0:
+		_, err := w.nc.Write(a)
+		return err
+	}
+	bufs := net.Buffers{a, b}
+	_, err := bufs.WriteTo(w.nc)
+	return err
+}
+
+var errShortFile = errors.New("broker: segment file ended before the range it promised")
+
+// sendfile copies a file range to the socket in the kernel. Connections
+// that cannot (not TCP) get a copying fallback.
+func (w *connWriter) sendfile(rng *localseg.Range) error {
+	off, n := rng.Offset(), rng.Len()
+	if n == 0 {
+		return nil
+	}
+	if w.raw == nil {
+		_, err := io.Copy(w.nc, io.NewSectionReader(rng.File(), off, n))
+		return err
+	}
+	infd, err := fileFd(rng.File())
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = w.raw.Write(func(fd uintptr) bool {
+		for n > 0 {
+			chunk := n
+			if chunk > 1<<30 {
+				chunk = 1 << 30
+			}
+			written, err := syscall.Sendfile(int(fd), infd, &off, int(chunk))
+			if written > 0 {
+				n -= int64(written)
+			}
+			switch {
+			case err == syscall.EAGAIN:
+				return false // wait until the socket is writable
+			case err == syscall.EINTR:
+				continue
+			case err != nil:
+				werr = fmt.Errorf("broker: sendfile: %w", err)
+				return true
+			case written == 0:
+				werr = errShortFile
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// fileFd returns the descriptor of f without switching it to blocking mode
+// (which *os.File.Fd does).
+func fileFd(f *os.File) (int, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd int
+	if err := sc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
