@@ -1,0 +1,394 @@
+// Command shale-bench measures Shale against a ceiling measured in the
+// same run: the in-memory franz-go kfake cluster on the same machine. These
+// machines are noisy, so only the ratios compare across runs.
+//
+// It starts `shale dev` as a subprocess (from ./bin/shale by default), runs
+// the same franz-go workloads against it and against kfake, and prints
+// records/s, MB/s, their ratio, produce latency at a fixed rate, and the
+// broker's peak RSS.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+type options struct {
+	shaleBin   string
+	duration   time.Duration
+	recordSize int
+	partitions int
+	rateMBps   float64
+	only       string
+	shaleAddr  string
+	producers  int // producer clients at once (set per run)
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.shaleBin, "shale", "bin/shale", "path to the shale binary")
+	flag.DurationVar(&o.duration, "duration", 8*time.Second, "how long each throughput run produces")
+	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
+	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
+	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency")
+	flag.StringVar(&o.shaleAddr, "shale-addr", "", "measure an already running broker at this address instead of starting one")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "shale-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type target struct {
+	name  string
+	addr  string
+	pid   int // 0 when in-process
+	close func()
+}
+
+func run(o options) error {
+	fmt.Printf("shale-bench: %d-byte records, %d partitions, acks=1, linger 5ms, %s per run, GOMAXPROCS-visible cores: %d\n\n",
+		o.recordSize, o.partitions, o.duration, numCPU())
+
+	ceiling, err := startKfake(o)
+	if err != nil {
+		return err
+	}
+	defer ceiling.close()
+	var shale *target
+	if o.shaleAddr != "" {
+		shale = &target{name: "shale", addr: o.shaleAddr, close: func() {}}
+	} else if shale, err = startShale(o); err != nil {
+		return err
+	}
+	defer shale.close()
+	if err := createTopic(shale.addr, o.partitions); err != nil {
+		return err
+	}
+
+	want := func(s string) bool { return o.only == "" || strings.Contains(o.only, s) }
+	var rows [][]string
+	if want("produce") || want("consume") {
+		var kTotal, sTotal int64
+		for _, clients := range []int{1, 2} {
+			o := o
+			o.producers = clients
+			kp := produceThroughput(ceiling.addr, o)
+			sp := produceThroughput(shale.addr, o)
+			kTotal += kp.records
+			sTotal += sp.records
+			rows = append(rows, ratioRow(fmt.Sprintf("produce, %d client(s)", clients), sp, kp, o))
+		}
+		if want("consume") {
+			kc := consumeThroughput(ceiling.addr, o, kTotal)
+			sc := consumeThroughput(shale.addr, o, sTotal)
+			rows = append(rows, ratioRow("consume", sc, kc, o))
+		}
+	}
+	printTable([]string{"workload", "shale rec/s", "shale MB/s", "kfake rec/s", "kfake MB/s", "ratio"}, rows)
+
+	if want("latency") {
+		fmt.Println()
+		kl := produceLatency(ceiling.addr, o)
+		sl := produceLatency(shale.addr, o)
+		printTable([]string{"produce latency @" + strconv.FormatFloat(o.rateMBps, 'f', 0, 64) + " MB/s", "p50", "p99", "achieved MB/s"}, [][]string{
+			{"shale", sl.p50.String(), sl.p99.String(), fmt.Sprintf("%.1f", sl.mbps)},
+			{"kfake (ceiling)", kl.p50.String(), kl.p99.String(), fmt.Sprintf("%.1f", kl.mbps)},
+		})
+	}
+	if rss, err := peakRSS(shale.pid); err == nil {
+		fmt.Printf("\nshale broker peak RSS: %.0f MiB (target < 300 MiB)\n", float64(rss)/(1<<20))
+	}
+	return nil
+}
+
+type throughput struct {
+	records int64
+	elapsed time.Duration
+}
+
+func (t throughput) perSec() float64 { return float64(t.records) / t.elapsed.Seconds() }
+
+func ratioRow(name string, s, k throughput, o options) []string {
+	mb := func(t throughput) float64 { return t.perSec() * float64(o.recordSize) / 1e6 }
+	return []string{name,
+		fmt.Sprintf("%.0f", s.perSec()), fmt.Sprintf("%.1f", mb(s)),
+		fmt.Sprintf("%.0f", k.perSec()), fmt.Sprintf("%.1f", mb(k)),
+		fmt.Sprintf("%.2fx", s.perSec()/k.perSec())}
+}
+
+func printTable(header []string, rows [][]string) {
+	widths := make([]int, len(header))
+	for i, h := range header {
+		widths[i] = len(h)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	line := func(cells []string) {
+		for i, c := range cells {
+			fmt.Printf("%-*s  ", widths[i], c)
+		}
+		fmt.Println()
+	}
+	line(header)
+	for _, r := range rows {
+		line(r)
+	}
+}
+
+const topic = "bench"
+
+func producerOpts(addr string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(addr),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.LeaderAck()),
+		kgo.DisableIdempotentWrite(),
+		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.MaxBufferedRecords(1 << 20),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
+	}
+}
+
+// produceThroughput produces as fast as the clients can for o.duration and
+// counts acknowledged records.
+func produceThroughput(addr string, o options) throughput {
+	value := make([]byte, o.recordSize)
+	var acked atomic.Int64
+	var failed atomic.Int64
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+			return
+		}
+		acked.Add(1)
+	}
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for p := 0; p < max(1, o.producers); p++ {
+		cl, err := kgo.NewClient(producerOpts(addr)...)
+		if err != nil {
+			panic(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cl.Close()
+			for time.Now().Before(deadline) {
+				for i := 0; i < 1000; i++ {
+					cl.Produce(ctx, &kgo.Record{Value: value}, done)
+				}
+			}
+			cl.Flush(ctx)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "warning: %d records failed against %s\n", n, addr)
+	}
+	return throughput{records: acked.Load(), elapsed: elapsed}
+}
+
+// consumeThroughput reads n records from the start of the topic.
+func consumeThroughput(addr string, o options, n int64) throughput {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(addr),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(16<<20),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer cl.Close()
+	var got int64
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for got < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			fmt.Fprintf(os.Stderr, "fetch error %s/%d: %v\n", t, p, err)
+		})
+		got += int64(fs.NumRecords())
+	}
+	return throughput{records: got, elapsed: time.Since(start)}
+}
+
+type latency struct {
+	p50, p99 time.Duration
+	mbps     float64
+}
+
+// produceLatency produces at a fixed rate and records each record's time
+// from Produce to acknowledgement.
+func produceLatency(addr string, o options) latency {
+	cl, err := kgo.NewClient(producerOpts(addr)...)
+	if err != nil {
+		panic(err)
+	}
+	defer cl.Close()
+	value := make([]byte, o.recordSize)
+	perMs := int(o.rateMBps * 1e6 / float64(o.recordSize) / 1000)
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, perMs*int(o.duration.Milliseconds()))
+	ctx := context.Background()
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	sent := 0
+	for time.Since(start) < o.duration {
+		<-tick.C
+		due := int(time.Since(start).Milliseconds()+1) * perMs
+		for ; sent < due; sent++ {
+			t0 := time.Now()
+			cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
+				if err == nil {
+					d := time.Since(t0)
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	cl.Flush(ctx)
+	elapsed := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) == 0 {
+		return latency{}
+	}
+	return latency{
+		p50:  lat[len(lat)/2].Round(10 * time.Microsecond),
+		p99:  lat[len(lat)*99/100].Round(10 * time.Microsecond),
+		mbps: float64(len(lat)*o.recordSize) / elapsed.Seconds() / 1e6,
+	}
+}
+
+func createTopic(addr string, partitions int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if errors.Is(err, kerr.TopicAlreadyExists) {
+		return nil // a broker given with -shale-addr may have it already
+	}
+	return err
+}
+
+func startKfake(o options) (*target, error) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(o.partitions), topic))
+	if err != nil {
+		return nil, err
+	}
+	return &target{name: "kfake", addr: c.ListenAddrs()[0], close: c.Close}, nil
+}
+
+func startShale(o options) (*target, error) {
+	dir, err := os.MkdirTemp("", "shale-bench-")
+	if err != nil {
+		return nil, err
+	}
+	kafkaAddr, httpAddr := freeAddr(), freeAddr()
+	cmd := exec.Command(o.shaleBin, "dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting %s (run `make build` first): %w", o.shaleBin, err)
+	}
+	t := &target{name: "shale", addr: kafkaAddr, pid: cmd.Process.Pid, close: func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		os.RemoveAll(dir)
+	}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", kafkaAddr)
+		if err == nil {
+			c.Close()
+			return t, nil
+		}
+		if time.Now().After(deadline) {
+			t.close()
+			return nil, errors.New("shale dev did not start listening within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// peakRSS reads the process's high-water resident set size.
+func peakRSS(pid int) (int64, error) {
+	if pid == 0 {
+		return 0, errors.New("in-process")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/metadata"
+)
+
+// devFlags are the flags of `shale dev`; each is also read from
+// SHALE_<NAME> (for example SHALE_DATA_DIR).
+type devFlags struct {
+	dataDir    string
+	kafkaAddr  string
+	httpAddr   string
+	nodeID     int32
+	advertised string
+	logLevel   string
+	brokerFlags
+}
+
+// brokerFlags are the Kafka broker settings shared by `dev` and `broker`.
+type brokerFlags struct {
+	autoCreate        bool
+	numPartitions     int32
+	retentionCheck    time.Duration
+	maxOpenFiles      int
+	socketRequestMax  int64
+	groupInitialDelay time.Duration
+	offsetsRetention  time.Duration
+	topicDefaults     map[string]string
+}
+
+func (f *brokerFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.BoolVar(&f.autoCreate, "auto-create-topics", true, "create topics on first use (auto.create.topics.enable)")
+	fs.Int32Var(&f.numPartitions, "num-partitions", 1, "partitions of auto-created topics (num.partitions)")
+	fs.DurationVar(&f.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs (log.retention.check.interval.ms)")
+	fs.IntVar(&f.maxOpenFiles, "max-open-segment-files", 4096, "segment file descriptors kept open at once")
+	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
+	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
+	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
+	fs.StringToStringVar(&f.topicDefaults, "topic-default", nil, "broker-level topic defaults by Kafka broker config name, e.g. log.retention.ms=3600000 (repeatable)")
+}
+
+func (f *brokerFlags) apply(c *broker.Config) {
+	c.AutoCreateTopics = f.autoCreate
+	c.NumPartitions = f.numPartitions
+	c.LogRetentionCheckInterval = f.retentionCheck
+	c.MaxOpenSegmentFiles = f.maxOpenFiles
+	c.SocketRequestMaxBytes = f.socketRequestMax
+	c.GroupInitialRebalanceDelay = f.groupInitialDelay
+	c.OffsetsRetention = f.offsetsRetention
+	c.TopicDefaults = f.topicDefaults
+}
+
+func newDevCmd() *cobra.Command {
+	var f devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a complete single-node Shale (embedded etcd, local storage)",
+		Long: `Runs one broker with an embedded etcd under the data directory. Kafka clients
+connect to --kafka-addr; /healthz and /metrics are served on --http-addr.
+Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return runDev(cmd.Context(), f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the logs and the embedded etcd")
+	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /healthz and /metrics")
+	fs.Int32Var(&f.nodeID, "node-id", 0, "this broker's id (node.id)")
+	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.brokerFlags.register(cmd)
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runDev(ctx context.Context, f devFlags) error {
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.kafkaAddr)
+	if err != nil {
+		return fmt.Errorf("kafka listener: %w", err)
+	}
+	defer ln.Close()
+	httpLn, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	defer httpLn.Close()
+
+	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev"})
+	if err != nil {
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	defer etcd.Close()
+
+	host, port, err := advertisedHostPort(f.advertised, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := broker.Config{
+		NodeID:         f.nodeID,
+		DataDir:        filepath.Join(dataDir, "log"),
+		AdvertisedHost: host,
+		AdvertisedPort: port,
+	}
+	f.brokerFlags.apply(&cfg)
+	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(httpLn)
+	defer srv.Close()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- b.Serve(ln) }()
+	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "data", dataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		if err != nil {
+			return err
+		}
+	}
+	ln.Close()
+	return nil
+}
+
+func httpMux(reg *prometheus.Registry, b *broker.Broker) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := b.Healthy(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+func advertisedHostPort(advertised, listen string) (string, int32, error) {
+	addr := advertised
+	if addr == "" {
+		addr = listen
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("advertised address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, errors.New("advertised address needs a port")
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if host, err = os.Hostname(); err != nil {
+			return "", 0, err
+		}
+	}
+	return host, int32(port), nil
+}

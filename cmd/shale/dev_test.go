@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// shaleBin is the binary under test, built once by TestMain.
+var shaleBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shale-bin-")
+	if err != nil {
+		panic(err)
+	}
+	shaleBin = filepath.Join(dir, "shale")
+	build := exec.Command("go", "build", "-o", shaleBin, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building shale:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// devProc is a `shale dev` process.
+type devProc struct {
+	t         *testing.T
+	dataDir   string
+	kafkaAddr string
+	httpAddr  string
+	cmd       *exec.Cmd
+	stderr    *lockedBuffer
+	exited    chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startDev starts `shale dev` on dataDir (a new temp dir when empty) and
+// waits until /healthz answers.
+func startDev(t *testing.T, dataDir string, env ...string) *devProc {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	p := &devProc{t: t, dataDir: dataDir, kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(shaleBin, "dev", "--data-dir", dataDir, "--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr,
+		"--group-initial-rebalance-delay", "0s")
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() { p.stop(syscall.SIGKILL) })
+	p.waitHealthy()
+	return p
+}
+
+func (p *devProc) waitHealthy() {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("shale dev exited:\n%s", p.stderr)
+		default:
+		}
+		resp, err := http.Get("http://" + p.httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("shale dev not healthy after 30s:\n%s", p.stderr)
+}
+
+// stop signals the process and waits for it to exit.
+func (p *devProc) stop(sig syscall.Signal) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		p.t.Errorf("shale dev did not exit on %v", sig)
+	}
+}
+
+func (p *devProc) client(opts ...kgo.Opt) *kgo.Client {
+	p.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.kafkaAddr)}, opts...)...)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(cl.Close)
+	return cl
+}
+
+func consumeAll(t *testing.T, cl *kgo.Client, want int) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d records", len(out), want)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+// TestKillNineKeepsAcknowledgedRecords produces continuously with
+// acks=all, kills the broker with SIGKILL mid-stream, restarts it on the
+// same data directory and checks that every acknowledged record is there,
+// once, in order.
+func TestKillNineKeepsAcknowledgedRecords(t *testing.T) {
+	p := startDev(t, "")
+	dataDir := p.dataDir
+	prod := p.client(kgo.DefaultProduceTopic("crash"), kgo.AllowAutoTopicCreation(), kgo.RecordRetries(3),
+		kgo.RecordDeliveryTimeout(5*time.Second))
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			v := strconv.Itoa(i)
+			prod.Produce(ctx, &kgo.Record{Value: []byte(v)}, func(r *kgo.Record, err error) {
+				if err == nil {
+					mu.Lock()
+					acked[v] = true
+					mu.Unlock()
+				}
+			})
+			if i%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	p.stop(syscall.SIGKILL)
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	prod.Close()
+	mu.Lock()
+	n := len(acked)
+	mu.Unlock()
+	if n == 0 {
+		t.Fatal("nothing was acknowledged before the kill")
+	}
+
+	p2 := startDev(t, dataDir)
+	cons := p2.client(kgo.ConsumeTopics("crash"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+	end := endOffset(t, p2, "crash")
+	got := consumeAll(t, cons, int(end))
+	seen := map[string]bool{}
+	for i, r := range got {
+		if r.Offset != int64(i) {
+			t.Fatalf("offset %d at position %d", r.Offset, i)
+		}
+		if seen[string(r.Value)] {
+			t.Fatalf("record %s appears twice", r.Value)
+		}
+		seen[string(r.Value)] = true
+	}
+	var lost []string
+	for v := range acked {
+		if !seen[v] {
+			lost = append(lost, v)
+		}
+	}
+	sort.Strings(lost)
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged records lost after kill -9, e.g. %v", len(lost), n, lost[:min(5, len(lost))])
+	}
+	t.Logf("%d acknowledged records, %d in the log after kill -9 and restart", n, len(got))
+}
+
+// endOffset waits for the topic's partition 0 to be served and returns its
+// log end offset.
+func endOffset(t *testing.T, p *devProc, topic string) int64 {
+	t.Helper()
+	adm := kadm.NewClient(p.client())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		offs, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			if o, ok := offs.Lookup(topic, 0); ok && o.Err == nil {
+				return o.Offset
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("list end offsets: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCleanShutdownAndRestart(t *testing.T) {
+	p := startDev(t, "")
+	prod := p.client(kgo.DefaultProduceTopic("clean"), kgo.AllowAutoTopicCreation())
+	for i := 0; i < 50; i++ {
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prod.Close()
+	p.stop(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("not exited")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM:\n%s", code, p.stderr)
+	}
+	p2 := startDev(t, p.dataDir)
+	cons := p2.client(kgo.ConsumeTopics("clean"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if got := consumeAll(t, cons, 50); len(got) != 50 {
+		t.Fatalf("%d records", len(got))
+	}
+}
+
+func TestEnvironmentConfiguresFlags(t *testing.T) {
+	dir := t.TempDir()
+	kafka, httpAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(shaleBin, "dev")
+	cmd.Env = append(os.Environ(), "SHALE_DATA_DIR="+dir, "SHALE_KAFKA_ADDR="+kafka, "SHALE_HTTP_ADDR="+httpAddr)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(body), "shale_connections") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics on %s:\n%s", httpAddr, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etcd")); err != nil {
+		t.Fatalf("SHALE_DATA_DIR not used: %v", err)
+	}
+	c, err := net.Dial("tcp", kafka)
+	if err != nil {
+		t.Fatalf("SHALE_KAFKA_ADDR not used: %v", err)
+	}
+	c.Close()
+}
