@@ -1,0 +1,60 @@
+# Shale's entry points. `make run` and `make test` work on a fresh machine
+# with only Go installed (and root, or sudo, for Debian packages).
+
+GO      ?= go
+BIN     := bin
+DATA    ?= ./data
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: all build run test test-short bench vet fmt fuzz tools kcat clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/shale ./cmd/shale
+
+## run: the embedded single-node system (Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:9644)
+run: build
+	$(BIN)/shale dev --data-dir $(DATA)
+
+## test: the whole suite (unit, fuzz corpora, end-to-end with franz-go and kcat)
+test: tools vet
+	$(GO) test -race -timeout 25m ./...
+
+## test-short: the suite without the slow end-to-end tests
+test-short: vet
+	$(GO) test -short ./...
+
+## bench: throughput and latency against `shale dev`, beside the in-memory kfake ceiling
+bench: build
+	$(GO) run ./cmd/shale-bench
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## fuzz: run every fuzz target for FUZZTIME each (the corpora also run in `make test`)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+tools: kcat
+
+## kcat: the second Kafka client the tests use (Debian package)
+kcat:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  echo "installing kcat (Debian package)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get install -y kcat >/dev/null 2>&1 || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y kcat >/dev/null; }; \
+	}
+	@command -v kcat >/dev/null 2>&1 || { echo "kcat could not be installed"; exit 1; }
+
+clean:
+	rm -rf $(BIN)
