@@ -293,6 +293,10 @@ func TestGroupConsumersTakeOverFromACrashedMember(t *testing.T) {
 			// More records once all three share the partitions, so
 			// that each has some to consume.
 			produceValues(t, producer, topic, 600, 900)
+			// The first member may have drained the records produced so far
+			// before the others joined; records produced now land on every
+			// partition, so each member has something of its own to consume.
+			produceValues(t, producer, topic, 150, 300)
 			waitFor(t, "every member to consume", 30*time.Second, func() bool {
 				return members[0].consumed.Load() > 0 && members[1].consumed.Load() > 0 && members[2].consumed.Load() > 0
 			})
@@ -504,7 +508,7 @@ func TestConsumerGroupProtocolWithFranzGo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			topic, group := "next-gen-"+tc.name, "ng-"+tc.name
 			createTopic(t, adm, topic, 6, nil)
-			produceValues(t, producer, topic, 0, 300)
+			produceValues(t, producer, topic, 0, 150)
 			set := &consumedSet{seen: map[string]int{}}
 			var members []*groupMember
 			for i := 0; i < 3; i++ {
@@ -533,6 +537,10 @@ func TestConsumerGroupProtocolWithFranzGo(t *testing.T) {
 			if err != nil || dresp.Groups[0].ErrorCode != 0 || len(dresp.Groups[0].Members) != 3 {
 				t.Fatalf("describe: %v %+v", err, dresp)
 			}
+			// The first member may have drained the records produced so far
+			// before the others joined; records produced now land on every
+			// partition, so each member has something of its own to consume.
+			produceValues(t, producer, topic, 150, 300)
 			waitFor(t, "every member to consume", 30*time.Second, func() bool {
 				return members[0].consumed.Load() > 0 && members[1].consumed.Load() > 0 && members[2].consumed.Load() > 0
 			})
