@@ -25,7 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -40,6 +39,8 @@ type options struct {
 	only       string
 	shaleAddr  string
 	producers  int // producer clients at once (set per run)
+
+	groupMembers int
 }
 
 func main() {
@@ -49,7 +50,8 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance")
+	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.StringVar(&o.shaleAddr, "shale-addr", "", "measure an already running broker at this address instead of starting one")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -104,7 +106,9 @@ func run(o options) error {
 			rows = append(rows, ratioRow("consume", sc, kc, o))
 		}
 	}
-	printTable([]string{"workload", "shale rec/s", "shale MB/s", "kfake rec/s", "kfake MB/s", "ratio"}, rows)
+	if len(rows) > 0 {
+		printTable([]string{"workload", "shale rec/s", "shale MB/s", "kfake rec/s", "kfake MB/s", "ratio"}, rows)
+	}
 
 	if want("latency") {
 		fmt.Println()
@@ -114,6 +118,41 @@ func run(o options) error {
 			{"shale", sl.p50.String(), sl.p99.String(), fmt.Sprintf("%.1f", sl.mbps)},
 			{"kfake (ceiling)", kl.p50.String(), kl.p99.String(), fmt.Sprintf("%.1f", kl.mbps)},
 		})
+	}
+	if want("commits") {
+		fmt.Println()
+		kc, err := commitThroughput(ceiling.addr, o, o.groupMembers)
+		if err != nil {
+			return fmt.Errorf("commits against kfake: %w", err)
+		}
+		sc, err := commitThroughput(shale.addr, o, o.groupMembers)
+		if err != nil {
+			return fmt.Errorf("commits against shale: %w", err)
+		}
+		printTable([]string{fmt.Sprintf("offset commits, %d members (sync)", o.groupMembers), "commits/s", "ratio"}, [][]string{
+			{"shale", fmt.Sprintf("%.0f", sc.perSec()), fmt.Sprintf("%.2fx", sc.perSec()/kc.perSec())},
+			{"kfake (ceiling)", fmt.Sprintf("%.0f", kc.perSec()), ""},
+		})
+	}
+	if want("rebalance") {
+		fmt.Println()
+		const session = 6 * time.Second // group.min.session.timeout.ms's default on both
+		var rows [][]string
+		for _, b := range []struct {
+			name     string
+			balancer kgo.GroupBalancer
+		}{{"range (eager)", kgo.RangeBalancer()}, {"cooperative-sticky", kgo.CooperativeStickyBalancer()}} {
+			k, err := rebalanceAfterCrash(ceiling.addr, b.balancer, session)
+			if err != nil {
+				return fmt.Errorf("rebalance against kfake: %w", err)
+			}
+			s, err := rebalanceAfterCrash(shale.addr, b.balancer, session)
+			if err != nil {
+				return fmt.Errorf("rebalance against shale: %w", err)
+			}
+			rows = append(rows, []string{b.name, s.Round(time.Millisecond).String(), k.Round(time.Millisecond).String()})
+		}
+		printTable([]string{"member crash to rebalanced, session " + session.String(), "shale", "kfake (ceiling)"}, rows)
 	}
 	if rss, err := peakRSS(shale.pid); err == nil {
 		fmt.Printf("\nshale broker peak RSS: %.0f MiB (target < 300 MiB)\n", float64(rss)/(1<<20))
@@ -299,18 +338,7 @@ func produceLatency(addr string, o options) latency {
 }
 
 func createTopic(addr string, partitions int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
+	err := createTopicNamed(addr, topic, partitions)
 	if errors.Is(err, kerr.TopicAlreadyExists) {
 		return nil // a broker given with -shale-addr may have it already
 	}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// commitThroughput has members franz-go group members, one partition each,
+// commit their offset with CommitOffsetsSync as fast as they can for
+// o.duration, and counts the commits the coordinator acknowledged.
+func commitThroughput(addr string, o options, members int) (throughput, error) {
+	topic := fmt.Sprintf("commit-bench-%d", time.Now().UnixNano())
+	if err := createTopicNamed(addr, topic, members); err != nil {
+		return throughput{}, err
+	}
+	var assigned atomic.Int64
+	owned := make([]atomic.Int32, members) // the partition each member commits for, +1
+	clients := make([]*kgo.Client, 0, members)
+	defer func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}()
+	for i := 0; i < members; i++ {
+		cl, err := kgo.NewClient(
+			kgo.SeedBrokers(addr),
+			kgo.ConsumerGroup(topic),
+			kgo.ConsumeTopics(topic),
+			kgo.Balancers(kgo.RangeBalancer()),
+			kgo.DisableAutoCommit(),
+			kgo.SessionTimeout(30*time.Second),
+			kgo.RebalanceTimeout(60*time.Second),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+				for _, p := range a[topic] {
+					owned[i].Store(p + 1)
+				}
+				assigned.Add(int64(len(a[topic])))
+			}),
+		)
+		if err != nil {
+			return throughput{}, err
+		}
+		clients = append(clients, cl)
+		go func() {
+			for !cl.PollFetches(context.Background()).IsClientClosed() {
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for assigned.Load() < int64(members) {
+		if time.Now().After(deadline) {
+			return throughput{}, fmt.Errorf("only %d of %d partitions assigned after 2m", assigned.Load(), members)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var acked, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	stopAt := start.Add(o.duration)
+	for i, cl := range clients {
+		p := owned[i].Load() - 1
+		if p < 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := int64(1); time.Now().Before(stopAt); n++ {
+				cl.CommitOffsetsSync(context.Background(), map[string]map[int32]kgo.EpochOffset{
+					topic: {p: {Epoch: -1, Offset: n}},
+				}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+					if err == nil {
+						err = commitResponseErr(resp)
+					}
+					if err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+					acked.Add(1)
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		return throughput{}, fmt.Errorf("%d commits failed, first: %v", f, firstErr.Load())
+	}
+	return throughput{records: acked.Load(), elapsed: time.Since(start)}, nil
+}
+
+func commitResponseErr(resp *kmsg.OffsetCommitResponse) error {
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 {
+				return fmt.Errorf("%s/%d: error code %d", t.Topic, p.Partition, p.ErrorCode)
+			}
+		}
+	}
+	return nil
+}
+
+// rebalanceAfterCrash starts three members of a new group on a 6-partition
+// topic, cuts one member's connections without a LeaveGroup (a crash as the
+// coordinator sees it), and measures the time until the survivors own
+// every partition: session timeout plus the rebalance itself.
+func rebalanceAfterCrash(addr string, balancer kgo.GroupBalancer, session time.Duration) (time.Duration, error) {
+	topic := fmt.Sprintf("rebalance-bench-%d", time.Now().UnixNano())
+	if err := createTopicNamed(addr, topic, 6); err != nil {
+		return 0, err
+	}
+	type member struct {
+		cl    *kgo.Client
+		cut   *cutDialer
+		mu    sync.Mutex
+		owned map[int32]bool
+	}
+	members := make([]*member, 3)
+	for i := range members {
+		m := &member{cut: &cutDialer{}, owned: map[int32]bool{}}
+		change := func(ps map[string][]int32, add bool) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for _, p := range ps[topic] {
+				if add {
+					m.owned[p] = true
+				} else {
+					delete(m.owned, p)
+				}
+			}
+		}
+		cl, err := kgo.NewClient(
+			kgo.SeedBrokers(addr),
+			kgo.Dialer(m.cut.dial),
+			kgo.ConsumerGroup(topic),
+			kgo.ConsumeTopics(topic),
+			kgo.Balancers(balancer),
+			kgo.SessionTimeout(session),
+			kgo.HeartbeatInterval(session/10),
+			kgo.RebalanceTimeout(10*time.Second),
+			kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) { change(a, true) }),
+			kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, r map[string][]int32) { change(r, false) }),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, l map[string][]int32) { change(l, false) }),
+		)
+		if err != nil {
+			return 0, err
+		}
+		m.cl = cl
+		defer cl.Close()
+		go func() {
+			for !cl.PollFetches(context.Background()).IsClientClosed() {
+			}
+		}()
+		members[i] = m
+	}
+	owns := func(ms ...*member) (n int, each bool) {
+		each = true
+		for _, m := range ms {
+			m.mu.Lock()
+			n += len(m.owned)
+			each = each && len(m.owned) > 0
+			m.mu.Unlock()
+		}
+		return n, each
+	}
+	wait := func(what string, cond func() bool) error {
+		deadline := time.Now().Add(time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) {
+				return errors.New("timed out waiting for " + what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}
+	if err := wait("three members to share the partitions", func() bool {
+		n, each := owns(members...)
+		return n == 6 && each
+	}); err != nil {
+		return 0, err
+	}
+	time.Sleep(session) // a steady group, heartbeating
+	crashed := time.Now()
+	members[2].cut.cut()
+	err := wait("the survivors to own every partition", func() bool {
+		n, _ := owns(members[0], members[1])
+		return n == 6
+	})
+	return time.Since(crashed), err
+}
+
+// cutDialer dials normally until cut, then closes every connection it
+// made and refuses new ones.
+type cutDialer struct {
+	mu    sync.Mutex
+	cutOf bool
+	conns []net.Conn
+}
+
+func (d *cutDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cutOf {
+		return nil, errors.New("cut")
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+func (d *cutDialer) cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cutOf = true
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+func createTopicNamed(addr, name string, partitions int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	return err
+}
