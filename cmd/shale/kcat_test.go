@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestKcatMetadataProduceConsume(t *testing.T) {
 	var in strings.Builder
 	var want []string
 	for i := 0; i < 100; i++ {
-		line := "key" + string(rune('a'+i%5)) + ":value-" + itoa(i)
+		line := "key" + string(rune('a'+i%5)) + ":value-" + strconv.Itoa(i)
 		in.WriteString(line + "\n")
 		want = append(want, line)
 	}
@@ -82,7 +83,7 @@ func TestKcatEveryCompressionCodec(t *testing.T) {
 			topic := "kcat-" + codec
 			var in strings.Builder
 			for i := 0; i < 200; i++ {
-				in.WriteString(codec + "-record-" + itoa(i) + strings.Repeat("x", 100) + "\n")
+				in.WriteString(codec + "-record-" + strconv.Itoa(i) + strings.Repeat("x", 100) + "\n")
 			}
 			kcat(t, in.String(), "-b", p.kafkaAddr, "-P", "-t", topic, "-z", codec)
 			out := kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", topic, "-o", "beginning", "-e")
@@ -93,14 +94,29 @@ func TestKcatEveryCompressionCodec(t *testing.T) {
 	}
 }
 
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i == 0 {
-		return "0"
+// TestKcatIdempotentProducer: librdkafka's idempotent producer
+// (enable.idempotence=true, acks=all) gets a producer id, its sequences are
+// accepted, and every record is stored once.
+func TestKcatIdempotentProducer(t *testing.T) {
+	kcatPath(t)
+	p := startDev(t, "")
+	var in strings.Builder
+	for i := 0; i < 500; i++ {
+		in.WriteString("idem-" + strconv.Itoa(i) + "\n")
 	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{digits[i%10]}, b...)
+	kcat(t, in.String(), "-b", p.kafkaAddr, "-P", "-t", "kcat-idempotent",
+		"-X", "enable.idempotence=true", "-X", "linger.ms=5", "-X", "batch.num.messages=50")
+	out := kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", "kcat-idempotent", "-o", "beginning", "-e", "-f", "%s\n")
+	seen := map[string]int{}
+	for _, line := range strings.Fields(out) {
+		seen[line]++
 	}
-	return string(b)
+	if len(seen) != 500 {
+		t.Fatalf("%d distinct records back, want 500", len(seen))
+	}
+	for v, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s stored %d times", v, n)
+		}
+	}
 }
