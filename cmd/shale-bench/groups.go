@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,12 +18,14 @@ import (
 )
 
 // commitThroughput has members franz-go group members, one partition each,
-// commit their offset with CommitOffsetsSync as fast as they can for
-// o.duration, and counts the commits the coordinator acknowledged.
-func commitThroughput(addr string, o options, members int) (throughput, error) {
+// commit their offset as fast as they can for o.duration, and counts the
+// commits the coordinator acknowledged: first with CommitOffsetsSync (one
+// commit in flight per member, as a consumer commits), then pipelined, 16
+// OffsetCommit requests in flight per member on a connection of its own.
+func commitThroughput(addr string, o options, members int) (commitRates, error) {
 	topic := fmt.Sprintf("commit-bench-%d", time.Now().UnixNano())
 	if err := createTopicNamed(addr, topic, members); err != nil {
-		return throughput{}, err
+		return commitRates{}, err
 	}
 	var assigned atomic.Int64
 	owned := make([]atomic.Int32, members) // the partition each member commits for, +1
@@ -47,7 +52,7 @@ func commitThroughput(addr string, o options, members int) (throughput, error) {
 			}),
 		)
 		if err != nil {
-			return throughput{}, err
+			return commitRates{}, err
 		}
 		clients = append(clients, cl)
 		go func() {
@@ -58,45 +63,142 @@ func commitThroughput(addr string, o options, members int) (throughput, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for assigned.Load() < int64(members) {
 		if time.Now().After(deadline) {
-			return throughput{}, fmt.Errorf("only %d of %d partitions assigned after 2m", assigned.Load(), members)
+			return commitRates{}, fmt.Errorf("only %d of %d partitions assigned after 2m", assigned.Load(), members)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var acked, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	start := time.Now()
-	stopAt := start.Add(o.duration)
-	for i, cl := range clients {
-		p := owned[i].Load() - 1
-		if p < 0 {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := int64(1); time.Now().Before(stopAt); n++ {
-				cl.CommitOffsetsSync(context.Background(), map[string]map[int32]kgo.EpochOffset{
-					topic: {p: {Epoch: -1, Offset: n}},
-				}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-					if err == nil {
-						err = commitResponseErr(resp)
-					}
+	// measure runs commit(member, partition, n) on every member that owns
+	// a partition until the run's time is up; commit returns how many
+	// commits it made.
+	measure := func(commit func(i int, p int32, n int64) (int, error)) (throughput, error) {
+		var acked, failed atomic.Int64
+		var firstErr atomic.Value
+		var wg sync.WaitGroup
+		start := time.Now()
+		stopAt := start.Add(o.duration)
+		for i := range clients {
+			p := owned[i].Load() - 1
+			if p < 0 {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := int64(1); time.Now().Before(stopAt); {
+					k, err := commit(i, p, n)
 					if err != nil {
 						failed.Add(1)
 						firstErr.CompareAndSwap(nil, err)
 						return
 					}
-					acked.Add(1)
-				})
+					acked.Add(int64(k))
+					n += int64(k)
+				}
+			}()
+		}
+		wg.Wait()
+		if f := failed.Load(); f > 0 {
+			return throughput{}, fmt.Errorf("%d members' commits failed, first: %v", f, firstErr.Load())
+		}
+		return throughput{records: acked.Load(), elapsed: time.Since(start)}, nil
+	}
+	syncRate, err := measure(func(i int, p int32, n int64) (int, error) {
+		var cerr error
+		clients[i].CommitOffsetsSync(context.Background(), map[string]map[int32]kgo.EpochOffset{
+			topic: {p: {Epoch: -1, Offset: n}},
+		}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			cerr = err
+			if err == nil {
+				cerr = commitResponseErr(resp)
 			}
-		}()
+		})
+		return 1, cerr
+	})
+	if err != nil {
+		return commitRates{}, err
 	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		return throughput{}, fmt.Errorf("%d commits failed, first: %v", f, firstErr.Load())
+	conns := make([]*commitConn, len(clients))
+	for i, cl := range clients {
+		member, gen := cl.GroupMetadata()
+		c, err := dialCommitConn(addr, topic, member, gen)
+		if err != nil {
+			return commitRates{}, err
+		}
+		defer c.Close()
+		conns[i] = c
 	}
-	return throughput{records: acked.Load(), elapsed: time.Since(start)}, nil
+	const window = 16
+	pipelined, err := measure(func(i int, p int32, n int64) (int, error) {
+		return window, conns[i].commitWindow(topic, p, n, window)
+	})
+	return commitRates{sync: syncRate, pipelined: pipelined}, err
+}
+
+type commitRates struct{ sync, pipelined throughput }
+
+// commitConn speaks the Kafka protocol directly, to pipeline OffsetCommit
+// requests on one connection as a member (its id and generation taken
+// from a joined franz-go client).
+type commitConn struct {
+	net.Conn
+	r          *bufio.Reader
+	f          *kmsg.RequestFormatter
+	buf, one   []byte
+	corr       int32
+	group      string
+	member     string
+	generation int32
+}
+
+func dialCommitConn(addr, group, member string, generation int32) (*commitConn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &commitConn{Conn: c, r: bufio.NewReaderSize(c, 64<<10), f: kmsg.NewRequestFormatter(kmsg.FormatterClientID("shale-bench")),
+		group: group, member: member, generation: generation}, nil
+}
+
+// commitWindow writes window OffsetCommit v9 requests at once, committing
+// offsets first, first+1, ..., then reads their responses.
+func (c *commitConn) commitWindow(topic string, partition int32, first int64, window int) error {
+	c.buf = c.buf[:0]
+	for k := 0; k < window; k++ {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Version = 9
+		req.Group, req.MemberID, req.Generation = c.group, c.member, c.generation
+		req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: topic, Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: partition, Offset: first + int64(k), LeaderEpoch: -1}}}}
+		c.corr++
+		// AppendRequest writes the frame's size at the start of what it
+		// is given, so each request is formatted on its own.
+		c.one = c.f.AppendRequest(c.one[:0], req, c.corr)
+		c.buf = append(c.buf, c.one...)
+	}
+	if _, err := c.Write(c.buf); err != nil {
+		return err
+	}
+	var size [4]byte
+	for k := 0; k < window; k++ {
+		if _, err := io.ReadFull(c.r, size[:]); err != nil {
+			return err
+		}
+		body := make([]byte, binary.BigEndian.Uint32(size[:]))
+		if _, err := io.ReadFull(c.r, body); err != nil {
+			return err
+		}
+		if len(body) < 5 {
+			return errors.New("short OffsetCommit response")
+		}
+		resp := kmsg.OffsetCommitResponse{Version: 9}
+		// Header v1: correlation id, then an empty tagged-field section.
+		if err := resp.ReadFrom(body[5:]); err != nil {
+			return err
+		}
+		if err := commitResponseErr(&resp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func commitResponseErr(resp *kmsg.OffsetCommitResponse) error {
