@@ -8,9 +8,11 @@ func init() {
 	handler(kmsg.OffsetCommit, 2, 10, handleOffsetCommit)
 }
 
-// handleOffsetCommit is answered by the group coordinator off the
-// connection's reader (once the offsets are committed to the log).
+// handleOffsetCommit queues the commit from the connection's reader, so a
+// connection's commits apply in the order it sent them, and is answered off
+// the reader once the offsets are in the log.
 func handleOffsetCommit(b *Broker, r *request, req *kmsg.OffsetCommitRequest) kmsg.Response {
-	go func() { r.respond(b.groups.c.OffsetCommit(r.ctx(), req)) }()
+	wait := b.groups.c.StartOffsetCommit(r.ctx(), req)
+	go func() { r.respond(wait()) }()
 	return nil
 }

@@ -561,3 +561,38 @@ func TestConsumerGroupProtocolWithFranzGo(t *testing.T) {
 		})
 	}
 }
+
+// TestPipelinedCommitsApplyInOrder: OffsetCommit requests pipelined on one
+// connection apply in the order they were sent, as Kafka applies a
+// connection's requests, so the last offset sent is the one committed.
+func TestPipelinedCommitsApplyInOrder(t *testing.T) {
+	b := groupBroker(t, nil)
+	adm := b.Admin()
+	createTopic(t, adm, "pipelined-commits", 1, nil)
+	c, err := dialRaw(b.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.member, c.gen = "", -1 // a group without members: commits as an admin tool makes them
+	// Clients find the coordinator first; that also creates and loads
+	// the group's __consumer_offsets partition.
+	waitFor(t, "the group's coordinator", 30*time.Second, func() bool {
+		_, err := adm.FetchOffsets(testCtx(t), "bench")
+		return err == nil
+	})
+	for round := int64(0); round < 20; round++ {
+		first := round*64 + 1
+		if err := c.commitWindow("pipelined-commits", 0, first, 64); err != nil {
+			t.Fatal(err)
+		}
+		offs, err := adm.FetchOffsets(testCtx(t), "bench")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := offs.Lookup("pipelined-commits", 0)
+		if want := first + 63; got.At != want {
+			t.Fatalf("round %d: committed %d, want the last offset sent, %d", round, got.At, want)
+		}
+	}
+}

@@ -188,6 +188,13 @@ func (c *Coordinator) allShards() ([]*shard, bool) {
 // may give later, after a join round or an append). The code is non-zero
 // when no reply came: the shard stopped (NOT_COORDINATOR) or ctx ended.
 func await[T any](ctx context.Context, s *shard, fn func(reply func(T))) (T, int16) {
+	return submit(ctx, s, fn)()
+}
+
+// submit queues fn for the shard's goroutine and returns at once with a
+// function that waits for fn's reply, as await does. Operations submitted
+// one after another from one goroutine run in that order.
+func submit[T any](ctx context.Context, s *shard, fn func(reply func(T))) func() (T, int16) {
 	ch := make(chan T, 1)
 	reply := func(v T) {
 		select {
@@ -199,23 +206,25 @@ func await[T any](ctx context.Context, s *shard, fn func(reply func(T))) (T, int
 	select {
 	case s.ops <- func() { fn(reply) }:
 	case <-s.ctx.Done():
-		return zero, kerr.NotCoordinator.Code
+		return func() (T, int16) { return zero, kerr.NotCoordinator.Code }
 	case <-ctx.Done():
+		return func() (T, int16) { return zero, kerr.CoordinatorNotAvailable.Code }
+	}
+	return func() (T, int16) {
+		select {
+		case v := <-ch:
+			return v, 0
+		case <-s.ctx.Done():
+		case <-ctx.Done():
+		}
+		select {
+		case v := <-ch:
+			return v, 0
+		default:
+		}
+		if s.ctx.Err() != nil {
+			return zero, kerr.NotCoordinator.Code
+		}
 		return zero, kerr.CoordinatorNotAvailable.Code
 	}
-	select {
-	case v := <-ch:
-		return v, 0
-	case <-s.ctx.Done():
-	case <-ctx.Done():
-	}
-	select {
-	case v := <-ch:
-		return v, 0
-	default:
-	}
-	if s.ctx.Err() != nil {
-		return zero, kerr.NotCoordinator.Code
-	}
-	return zero, kerr.CoordinatorNotAvailable.Code
 }

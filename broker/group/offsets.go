@@ -12,18 +12,29 @@ import (
 // OffsetCommit handles an OffsetCommit request (v2-v10). It returns once
 // the offsets are committed to the log (or failed).
 func (c *Coordinator) OffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) *kmsg.OffsetCommitResponse {
+	return c.StartOffsetCommit(ctx, req)()
+}
+
+// StartOffsetCommit queues the commit with the group's shard and returns a
+// function that waits for its response. Commits started one after another
+// are applied in that order, as Kafka applies a connection's requests: a
+// client pipelining commits of one partition ends with its last offset.
+func (c *Coordinator) StartOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) func() *kmsg.OffsetCommitResponse {
 	if req.Group == "" {
-		return commitResponse(req, codeInvalidGroupID)
+		return func() *kmsg.OffsetCommitResponse { return commitResponse(req, codeInvalidGroupID) }
 	}
 	s, code := c.shardFor(req.Group)
 	if code != 0 {
-		return commitResponse(req, code)
+		return func() *kmsg.OffsetCommitResponse { return commitResponse(req, code) }
 	}
-	resp, code := await(ctx, s, func(reply func(*kmsg.OffsetCommitResponse)) { s.offsetCommit(req, reply) })
-	if code != 0 {
-		return commitResponse(req, code)
+	wait := submit(ctx, s, func(reply func(*kmsg.OffsetCommitResponse)) { s.offsetCommit(req, reply) })
+	return func() *kmsg.OffsetCommitResponse {
+		resp, code := wait()
+		if code != 0 {
+			return commitResponse(req, code)
+		}
+		return resp
 	}
-	return resp
 }
 
 // commitResponse answers every partition of the request with code.
