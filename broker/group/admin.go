@@ -17,11 +17,7 @@ func (c *Coordinator) DescribeGroups(ctx context.Context, req *kmsg.DescribeGrou
 		dg := kmsg.NewDescribeGroupsResponseGroup()
 		dg.Group = id
 		dg.AuthorizedOperations = -2147483648
-		if id == "" {
-			dg.ErrorCode = codeInvalidGroupID
-		} else if s, code := c.shardFor(id); code != 0 {
-			dg.ErrorCode = code
-		} else if out, code := await(ctx, s, func(reply func(kmsg.DescribeGroupsResponseGroup)) { reply(s.describeGroup(req.Version, id)) }); code != 0 {
+		if out, code := onGroupShard(ctx, c, id, func(s *shard, reply func(kmsg.DescribeGroupsResponseGroup)) { reply(s.describeGroup(req.Version, id)) }); code != 0 {
 			dg.ErrorCode = code
 		} else {
 			dg = out
@@ -133,11 +129,7 @@ func (c *Coordinator) DeleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRe
 	for _, id := range req.Groups {
 		dg := kmsg.NewDeleteGroupsResponseGroup()
 		dg.Group = id
-		if id == "" {
-			dg.ErrorCode = codeInvalidGroupID
-		} else if s, code := c.shardFor(id); code != 0 {
-			dg.ErrorCode = code
-		} else if out, code := await(ctx, s, func(reply func(int16)) { s.deleteGroup(id, reply) }); code != 0 {
+		if out, code := onGroupShard(ctx, c, id, func(s *shard, reply func(int16)) { s.deleteGroup(id, reply) }); code != 0 {
 			dg.ErrorCode = code
 		} else {
 			dg.ErrorCode = out

@@ -11,14 +11,7 @@ import (
 // JoinGroup handles a JoinGroup request (v0-v9). It blocks until the join
 // round completes, or ctx ends.
 func (c *Coordinator) JoinGroup(ctx context.Context, client ClientInfo, req *kmsg.JoinGroupRequest) *kmsg.JoinGroupResponse {
-	if req.Group == "" {
-		return joinError(req.Version, req.MemberID, codeInvalidGroupID)
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return joinError(req.Version, req.MemberID, code)
-	}
-	resp, code := await(ctx, s, func(reply func(*kmsg.JoinGroupResponse)) { s.joinGroup(client, req, reply) })
+	resp, code := onGroupShard(ctx, c, req.Group, func(s *shard, reply func(*kmsg.JoinGroupResponse)) { s.joinGroup(client, req, reply) })
 	if code != 0 {
 		return joinError(req.Version, req.MemberID, code)
 	}
@@ -28,14 +21,7 @@ func (c *Coordinator) JoinGroup(ctx context.Context, client ClientInfo, req *kms
 // SyncGroup handles a SyncGroup request (v0-v5). A follower blocks until
 // the leader's assignment is stored.
 func (c *Coordinator) SyncGroup(ctx context.Context, req *kmsg.SyncGroupRequest) *kmsg.SyncGroupResponse {
-	if req.Group == "" {
-		return syncError(req.Version, codeInvalidGroupID)
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return syncError(req.Version, code)
-	}
-	resp, code := await(ctx, s, func(reply func(*kmsg.SyncGroupResponse)) { s.syncGroup(req, reply) })
+	resp, code := onGroupShard(ctx, c, req.Group, func(s *shard, reply func(*kmsg.SyncGroupResponse)) { s.syncGroup(req, reply) })
 	if code != 0 {
 		return syncError(req.Version, code)
 	}
@@ -49,14 +35,7 @@ func (c *Coordinator) Heartbeat(ctx context.Context, req *kmsg.HeartbeatRequest)
 		r.ErrorCode = code
 		return r
 	}
-	if req.Group == "" {
-		return errResp(codeInvalidGroupID)
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return errResp(code)
-	}
-	resp, code := await(ctx, s, func(reply func(int16)) { reply(s.heartbeat(req)) })
+	resp, code := onGroupShard(ctx, c, req.Group, func(s *shard, reply func(int16)) { reply(s.heartbeat(req)) })
 	if code != 0 {
 		return errResp(code)
 	}
@@ -70,14 +49,7 @@ func (c *Coordinator) LeaveGroup(ctx context.Context, req *kmsg.LeaveGroupReques
 		r.ErrorCode = code
 		return r
 	}
-	if req.Group == "" {
-		return errResp(codeInvalidGroupID)
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return errResp(code)
-	}
-	resp, code := await(ctx, s, func(reply func(*kmsg.LeaveGroupResponse)) { reply(s.leaveGroup(req)) })
+	resp, code := onGroupShard(ctx, c, req.Group, func(s *shard, reply func(*kmsg.LeaveGroupResponse)) { reply(s.leaveGroup(req)) })
 	if code != 0 {
 		return errResp(code)
 	}

@@ -689,11 +689,7 @@ func (c *Coordinator) ConsumerGroupDescribe(ctx context.Context, req *kmsg.Consu
 		dg := kmsg.NewConsumerGroupDescribeResponseGroup()
 		dg.Group = id
 		dg.AuthorizedOperations = -2147483648
-		if id == "" {
-			dg.ErrorCode = codeInvalidGroupID
-		} else if s, code := c.shardFor(id); code != 0 {
-			dg.ErrorCode = code
-		} else if out, code := await(ctx, s, func(reply func(kmsg.ConsumerGroupDescribeResponseGroup)) {
+		if out, code := onGroupShard(ctx, c, id, func(s *shard, reply func(kmsg.ConsumerGroupDescribeResponseGroup)) {
 			reply(s.describeConsumerGroup(req.Version, id))
 		}); code != 0 {
 			dg.ErrorCode = code

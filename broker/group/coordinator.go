@@ -184,6 +184,28 @@ func (c *Coordinator) allShards() ([]*shard, bool) {
 	return out, loading
 }
 
+// onGroupShard runs fn on the shard coordinating group and waits for its
+// reply, as await does. The code is non-zero, and fn does not run, when the
+// group id is empty (INVALID_GROUP_ID) or the group is not coordinated here.
+func onGroupShard[T any](ctx context.Context, c *Coordinator, group string, fn func(s *shard, reply func(T))) (T, int16) {
+	return submitToGroupShard(ctx, c, group, fn)()
+}
+
+// submitToGroupShard is onGroupShard that returns once fn is queued, with
+// a function that waits for the reply (see submit).
+func submitToGroupShard[T any](ctx context.Context, c *Coordinator, group string, fn func(s *shard, reply func(T))) func() (T, int16) {
+	code := codeInvalidGroupID
+	var s *shard
+	if group != "" {
+		s, code = c.shardFor(group)
+	}
+	if code != 0 {
+		var zero T
+		return func() (T, int16) { return zero, code }
+	}
+	return submit(ctx, s, func(reply func(T)) { fn(s, reply) })
+}
+
 // await runs fn on the shard's goroutine and waits for its reply (which fn
 // may give later, after a join round or an append). The code is non-zero
 // when no reply came: the shard stopped (NOT_COORDINATOR) or ctx ended.

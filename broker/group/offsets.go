@@ -20,14 +20,7 @@ func (c *Coordinator) OffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 // are applied in that order, as Kafka applies a connection's requests: a
 // client pipelining commits of one partition ends with its last offset.
 func (c *Coordinator) StartOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) func() *kmsg.OffsetCommitResponse {
-	if req.Group == "" {
-		return func() *kmsg.OffsetCommitResponse { return commitResponse(req, codeInvalidGroupID) }
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return func() *kmsg.OffsetCommitResponse { return commitResponse(req, code) }
-	}
-	wait := submit(ctx, s, func(reply func(*kmsg.OffsetCommitResponse)) { s.offsetCommit(req, reply) })
+	wait := submitToGroupShard(ctx, c, req.Group, func(s *shard, reply func(*kmsg.OffsetCommitResponse)) { s.offsetCommit(req, reply) })
 	return func() *kmsg.OffsetCommitResponse {
 		resp, code := wait()
 		if code != 0 {
@@ -352,14 +345,7 @@ func (c *Coordinator) OffsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRe
 		r.ErrorCode = code
 		return r
 	}
-	if req.Group == "" {
-		return errResp(codeInvalidGroupID)
-	}
-	s, code := c.shardFor(req.Group)
-	if code != 0 {
-		return errResp(code)
-	}
-	resp, code := await(ctx, s, func(reply func(*kmsg.OffsetDeleteResponse)) { s.offsetDelete(req, reply) })
+	resp, code := onGroupShard(ctx, c, req.Group, func(s *shard, reply func(*kmsg.OffsetDeleteResponse)) { s.offsetDelete(req, reply) })
 	if code != 0 {
 		return errResp(code)
 	}
