@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -429,14 +427,14 @@ func TestOffsetsExpireWithShortRetention(t *testing.T) {
 // balanced consumer), a second client implementation, and checks that a
 // second run continues from the committed offsets.
 func TestKcatGroupConsumer(t *testing.T) {
-	kcat := kcatBinary(t)
+	brokertest.KcatPath(t)
 	b := groupBroker(t, nil)
 	adm := b.Admin()
 	createTopic(t, adm, "kcat-g", 3, nil)
 	producer := b.Client()
 	produceValues(t, producer, "kcat-g", 0, 30)
 	run := func(n int) []string {
-		out := runKcat(t, kcat, "-b", b.Addr, "-G", "kcat-group", "-c", strconv.Itoa(n), "-f", "%s\n",
+		out := brokertest.Kcat(t, "", "-b", b.Addr, "-G", "kcat-group", "-c", strconv.Itoa(n), "-f", "%s\n",
 			"-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000", "-X", "topic.metadata.refresh.interval.ms=500", "kcat-g")
 		return strings.Fields(out)
 	}
@@ -463,31 +461,6 @@ func TestKcatGroupConsumer(t *testing.T) {
 	if err != nil || d["kcat-group"].State != "Empty" {
 		t.Fatalf("group after kcat left: %+v %v", d, err)
 	}
-}
-
-func kcatBinary(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("kcat")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("kcat is not installed (make tools installs it)")
-		}
-		t.Skip("kcat is not installed; run make tools")
-	}
-	return path
-}
-
-func runKcat(t *testing.T, path string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	var out, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("kcat %v: %v\n%s", args, err, stderr.String())
-	}
-	return out.String()
 }
 
 // TestConsumerGroupProtocolWithFranzGo runs KIP-848 consumers
