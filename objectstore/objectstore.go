@@ -1,0 +1,96 @@
+// Package objectstore is the small blob interface Shale's tiered storage is
+// written against, and its backends: S3 (and S3-compatible stores such as
+// MinIO), the local filesystem and memory. It knows nothing of Kafka.
+//
+// Every backend passes the one conformance suite in objectstoretest; the
+// contract below is what that suite checks.
+package objectstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Errors every backend returns (wrapped) for the conditions they name;
+// callers test them with errors.Is.
+var (
+	// ErrNotFound: no object under the key.
+	ErrNotFound = errors.New("objectstore: object not found")
+	// ErrPreconditionFailed: a conditional Put's condition did not hold
+	// (the key exists for IfNoneMatch, or its ETag differs or it is
+	// missing for IfMatch). Nothing was written.
+	ErrPreconditionFailed = errors.New("objectstore: precondition failed")
+	// ErrInvalidRange: a ranged Get starting past the object's end.
+	ErrInvalidRange = errors.New("objectstore: invalid range")
+)
+
+// Attrs describes a stored object.
+type Attrs struct {
+	Key  string
+	Size int64
+	// ETag identifies one version of the object's content; a Put that
+	// replaces the object changes it. Opaque: compare, never parse.
+	ETag         string
+	LastModified time.Time
+}
+
+// PutOptions make a Put conditional. At most one condition is set.
+type PutOptions struct {
+	// IfNoneMatch: create only; fail with ErrPreconditionFailed when the
+	// key exists (S3's If-None-Match: *).
+	IfNoneMatch bool
+	// IfMatch: replace only the version with this ETag; fail with
+	// ErrPreconditionFailed when the object changed or is missing.
+	IfMatch string
+}
+
+// Bucket is a flat namespace of immutable-once-written objects.
+//
+// Consistency: strong read-after-write, as S3 gives since 2020: a Get,
+// Head or List that starts after a Put or Delete returned sees its effect.
+// Atomicity: a reader sees either the whole old object or the whole new
+// one, never a part. Every call honours its context's deadline and
+// cancellation; a call that fails with a deadline or a transport error may
+// or may not have taken effect (re-read before deciding).
+type Bucket interface {
+	// Put stores size bytes read from r under key, replacing what was
+	// there unless opts make it conditional. A reader yielding fewer or
+	// more than size bytes fails the Put and stores nothing. It returns
+	// the new object's attributes.
+	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error)
+	// Get reads length bytes of the object from offset off; length < 0
+	// reads to the end. A range running past the end is cut at the end;
+	// one starting past the end is ErrInvalidRange (an empty object
+	// read from 0 is an empty body). The caller closes the body.
+	Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error)
+	// Head returns an object's attributes.
+	Head(ctx context.Context, key string) (Attrs, error)
+	// List calls fn for every object whose key starts with prefix, in
+	// ascending key order, until fn returns an error (returned as is).
+	List(ctx context.Context, prefix string, fn func(Attrs) error) error
+	// Delete removes an object. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// ReadAll reads a whole object into memory, refusing one larger than max
+// bytes (manifests and index objects: never size an allocation by what a
+// store claims).
+func ReadAll(ctx context.Context, b Bucket, key string, max int64) ([]byte, error) {
+	body, err := b.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, errors.New("objectstore: " + key + " is larger than the limit")
+	}
+	return data, nil
+}
