@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/localseg/vfs/errorfs"
 )
 
 // clock is a settable test clock.
@@ -758,7 +759,7 @@ func TestRangeSurvivesEvictionAndDeletion(t *testing.T) {
 }
 
 func TestWriteErrorLeavesTheLogConsistent(t *testing.T) {
-	ffs := NewFaultyFS(nil)
+	ffs := errorfs.New(nil)
 	h := newHarness(t, Config{})
 	h.opts.FS = ffs
 	h.restart()

@@ -1,0 +1,82 @@
+// Package vfs is the small filesystem interface Shale's local logs do all
+// their I/O through: the operating system's in production, fault-injecting
+// and crash-simulating wrappers (sub-packages errorfs and crashfs) in tests.
+// It is small on purpose: what a partition directory needs and nothing else.
+// Files expose their *os.File so that fetches can use sendfile.
+package vfs
+
+import (
+	"io"
+	"os"
+)
+
+// FS is a filesystem: OSFS in production, wrappers in tests.
+type FS interface {
+	// OpenFile opens a file as os.OpenFile does.
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	// Remove removes a file; a missing file is an error wrapping
+	// fs.ErrNotExist.
+	Remove(name string) error
+	// RemoveAll removes a directory and everything in it.
+	RemoveAll(dir string) error
+	// Rename atomically replaces to with from.
+	Rename(from, to string) error
+	MkdirAll(dir string) error
+	ReadDir(dir string) ([]os.DirEntry, error)
+	// SyncDir makes the directory's entries (creations, renames,
+	// removals) durable.
+	SyncDir(dir string) error
+}
+
+// File is an open file of an FS. Segment writes use WriteAt (one pwrite
+// per append); reads use ReadAt and, for sendfile, the *os.File from OS.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+	Size() (int64, error)
+	// OS returns the underlying *os.File, for sendfile.
+	OS() *os.File
+}
+
+// OSFS is the operating system's filesystem.
+type OSFS struct{}
+
+var _ FS = OSFS{}
+
+type osFile struct{ *os.File }
+
+func (f osFile) OS() *os.File { return f.File }
+
+func (f osFile) Size() (int64, error) {
+	st, err := f.File.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func (OSFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (OSFS) Remove(name string) error                  { return os.Remove(name) }
+func (OSFS) RemoveAll(dir string) error                { return os.RemoveAll(dir) }
+func (OSFS) Rename(from, to string) error              { return os.Rename(from, to) }
+func (OSFS) MkdirAll(dir string) error                 { return os.MkdirAll(dir, 0o755) }
+func (OSFS) ReadDir(dir string) ([]os.DirEntry, error) { return os.ReadDir(dir) }
+
+func (OSFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
