@@ -34,6 +34,9 @@ func (m *Mem) Put(ctx context.Context, key string, r io.Reader, size int64, opts
 	if err := ctx.Err(); err != nil {
 		return Attrs{}, err
 	}
+	if err := CheckKey(key); err != nil {
+		return Attrs{}, err
+	}
 	if size < 0 {
 		return Attrs{}, fmt.Errorf("objectstore: put %s: negative size", key)
 	}
@@ -61,6 +64,9 @@ func (m *Mem) Put(ctx context.Context, key string, r io.Reader, size int64, opts
 
 func (m *Mem) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := CheckKey(key); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -91,6 +97,9 @@ func cutRange(data []byte, off, length int64) ([]byte, error) {
 
 func (m *Mem) Head(ctx context.Context, key string) (Attrs, error) {
 	if err := ctx.Err(); err != nil {
+		return Attrs{}, err
+	}
+	if err := CheckKey(key); err != nil {
 		return Attrs{}, err
 	}
 	m.mu.Lock()
@@ -125,6 +134,9 @@ func (m *Mem) List(ctx context.Context, prefix string, fn func(Attrs) error) err
 
 func (m *Mem) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := CheckKey(key); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -9,8 +9,11 @@ package objectstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors every backend returns (wrapped) for the conditions they name;
@@ -24,7 +27,35 @@ var (
 	ErrPreconditionFailed = errors.New("objectstore: precondition failed")
 	// ErrInvalidRange: a ranged Get starting past the object's end.
 	ErrInvalidRange = errors.New("objectstore: invalid range")
+	// ErrInvalidKey: a key that CheckKey refuses. Nothing was done.
+	ErrInvalidKey = errors.New("objectstore: invalid key")
 )
+
+// MaxKeyLen is the longest key in bytes (S3's limit).
+const MaxKeyLen = 1024
+
+// CheckKey reports whether key is one every backend can store under the
+// same name: 1 to MaxKeyLen bytes of valid UTF-8 without control
+// characters, '/'-separated segments that are neither empty nor "." or
+// ".." (so no leading, trailing or doubled '/'). S3 accepts more; these
+// are the keys a filesystem can hold too, so a bucket can move between
+// backends. The error wraps ErrInvalidKey.
+func CheckKey(key string) error {
+	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) {
+		return fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	for _, r := range key {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %q has a control character", ErrInvalidKey, key)
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q has an empty, . or .. segment", ErrInvalidKey, key)
+		}
+	}
+	return nil
+}
 
 // Attrs describes a stored object.
 type Attrs struct {
@@ -47,6 +78,9 @@ type PutOptions struct {
 }
 
 // Bucket is a flat namespace of immutable-once-written objects.
+//
+// Keys: Put, Get, Head and Delete refuse a key CheckKey refuses with
+// ErrInvalidKey; List takes any prefix.
 //
 // Consistency: strong read-after-write, as S3 gives since 2020: a Get,
 // Head or List that starts after a Put or Delete returned sees its effect.
