@@ -102,6 +102,10 @@ type Options struct {
 	Now func() time.Time
 	// FS is the filesystem; nil means the operating system's.
 	FS FS
+	// OnSeal, when set, is called when a segment is sealed (rolled),
+	// with the log's lock held: it must only take note (tiering wakes
+	// its uploader), never block or call the log.
+	OnSeal func(SegmentInfo)
 }
 
 // AppendResult describes an append.

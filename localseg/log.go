@@ -49,6 +49,7 @@ type Log struct {
 	segs     atomic.Pointer[[]*segment]
 	logStart atomic.Int64
 	closed   atomic.Bool
+	tiered   tieredState
 
 	mu struct {
 		sync.Mutex
@@ -111,6 +112,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		l.now = time.Now
 	}
 	l.mu.cfg = cfg
+	l.tiered.onSeal = opts.OnSeal
 	l.mu.producers = newProducerState()
 	l.mu.lastFlush = l.now()
 	if err := l.fs.MkdirAll(dir); err != nil {
@@ -620,6 +622,7 @@ func (l *Log) rollLocked(base int64) error {
 		l.log.Warn("writing a producer snapshot", "dir", l.dir, "err", err)
 	}
 	l.flushSealedLocked(old, base)
+	l.notifySealed(old)
 	return nil
 }
 

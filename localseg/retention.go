@@ -41,14 +41,16 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	segs := l.segments()
 	total := l.Size()
 	start := l.logStart.Load()
+	guard := l.retentionGuard()
 	n := 0
 	for n < len(segs) {
 		s := segs[n]
 		size := s.size.Load()
-		if size == 0 && n == len(segs)-1 {
+		below := s.next.Load() <= start
+		if (size == 0 && n == len(segs)-1) || (s.next.Load() > guard && !below) {
+			// A tiered log keeps what the object store lacks.
 			break
 		}
-		below := s.next.Load() <= start
 		expired := cfg.RetentionMs >= 0 && s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs
 		oversize := cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes
 		if !below && !expired && !oversize {

@@ -1,0 +1,218 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/objectstore"
+)
+
+// Source is what the archiver reads from: a partition's local log.
+type Source interface {
+	Segments() []localseg.SegmentInfo
+	OpenSealed(base int64) (*localseg.SealedSegment, error)
+}
+
+var _ Source = (*localseg.Log)(nil)
+
+// ArchiverConfig configures one partition's archiver.
+type ArchiverConfig struct {
+	Bucket    objectstore.Bucket
+	Layout    Layout
+	Partition Partition
+	Manifest  *ManifestStore
+	Source    Source
+	Logger    *slog.Logger
+	Metrics   *Metrics // nil: none
+	// CallTimeout bounds each object-store call (default 30s, plus a
+	// second per MiB for segment uploads).
+	CallTimeout time.Duration
+	// OnCommit is called after every manifest commit, with the new
+	// manifest (the broker moves the local retention guard).
+	OnCommit func(*Manifest)
+}
+
+// Archiver uploads one partition's sealed segments and commits them to its
+// manifest. The partition's leader runs it; a new leader runs a new one.
+type Archiver struct {
+	cfg ArchiverConfig
+}
+
+// NewArchiver returns an archiver.
+func NewArchiver(cfg ArchiverConfig) *Archiver {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	return &Archiver{cfg: cfg}
+}
+
+// UploadNext uploads the oldest sealed local segment that ends above the
+// manifest's end and at or below limit (the high watermark, or the last
+// stable offset), then commits it to the manifest as leader of epoch. It
+// reports whether it committed a segment. ErrFenced means a newer leader
+// has taken over: stop.
+func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bool, error) {
+	m := a.cfg.Manifest.Current()
+	end := m.End()
+	var pick *localseg.SegmentInfo
+	for _, s := range a.cfg.Source.Segments() {
+		if s.Active || s.NextOffset > limit {
+			break
+		}
+		if s.NextOffset > end && s.Size > 0 {
+			pick = &s
+			break
+		}
+	}
+	if pick == nil {
+		return false, nil
+	}
+	ss, err := a.cfg.Source.OpenSealed(pick.BaseOffset)
+	if errors.Is(err, localseg.ErrNotSealed) {
+		return false, nil // deleted or truncated meanwhile: look again next time
+	}
+	if err != nil {
+		return false, err
+	}
+	defer ss.Close()
+	if len(m.Segments) > 0 && ss.BaseOffset > end {
+		a.cfg.Logger.Warn("remote log has a gap: local data below the segment was deleted before upload",
+			"partition", a.cfg.Partition.String(), "remote_end", end, "segment", ss.BaseOffset)
+	}
+	seg := Segment{BaseOffset: ss.BaseOffset, NextOffset: ss.NextOffset, Size: ss.Size, MaxTimestamp: ss.MaxTimestamp,
+		UploadEpoch: epoch, Epochs: ss.Epochs}
+	if _, err := rand.Read(seg.ID[:]); err != nil {
+		return false, err
+	}
+	comp := EncodeCompanion(&Companion{OffsetIndex: ss.OffsetIndex, TimeIndex: ss.TimeIndex, ProducerSnapshot: ss.ProducerSnapshot, Epochs: ss.Epochs})
+	seg.CompanionSize = int64(len(comp))
+	p, l := a.cfg.Partition, a.cfg.Layout
+	logKey, compKey := l.SegmentKey(p, seg.BaseOffset, seg.ID), l.CompanionKey(p, seg.BaseOffset, seg.ID)
+	start := time.Now()
+	if err := a.put(ctx, logKey, io.NewSectionReader(ss, 0, ss.Size), ss.Size); err != nil {
+		return false, err
+	}
+	if err := a.put(ctx, compKey, bytes.NewReader(comp), int64(len(comp))); err != nil {
+		return false, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	committed := false
+	nm, err := a.cfg.Manifest.Commit(cctx, epoch, func(m *Manifest) error {
+		committed = false
+		if m.End() >= seg.NextOffset {
+			return nil // someone committed this range already
+		}
+		m.Segments = append(m.Segments, seg)
+		committed = true
+		return nil
+	})
+	cancel()
+	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			a.deleteQuietly(logKey, compKey)
+		}
+		// Otherwise the commit may or may not have landed: the
+		// objects stay; orphan cleanup removes them if it did not.
+		a.cfg.Metrics.uploadError()
+		return false, fmt.Errorf("tiering: committing %s at %d: %w", p, seg.BaseOffset, err)
+	}
+	if !committed {
+		a.deleteQuietly(logKey, compKey)
+	} else {
+		a.cfg.Metrics.uploaded(p.Topic, seg.Size+seg.CompanionSize, time.Since(start))
+		a.cfg.Logger.Debug("segment uploaded", "partition", p.String(), "base", seg.BaseOffset, "next", seg.NextOffset, "bytes", seg.Size)
+	}
+	if a.cfg.OnCommit != nil {
+		a.cfg.OnCommit(nm)
+	}
+	return committed, nil
+}
+
+func (a *Archiver) put(ctx context.Context, key string, r io.Reader, size int64) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout+time.Duration(size>>20)*time.Second)
+	defer cancel()
+	if _, err := a.cfg.Bucket.Put(ctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		a.cfg.Metrics.uploadError()
+		return fmt.Errorf("tiering: uploading %s: %w", key, err)
+	}
+	return nil
+}
+
+// deleteQuietly removes objects of an upload that will never be committed
+// (best effort: orphan cleanup catches what remains).
+func (a *Archiver) deleteQuietly(keys ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.CallTimeout)
+	defer cancel()
+	for _, k := range keys {
+		if err := a.cfg.Bucket.Delete(ctx, k); err != nil {
+			a.cfg.Logger.Warn("deleting an uncommitted upload", "key", k, "err", err)
+		}
+	}
+}
+
+// LeaderState is what the archive loop asks of the partition each round.
+type LeaderState struct {
+	Epoch int32
+	Limit int64 // upload only segments ending at or below this offset
+	OK    bool  // still the leader
+}
+
+// Run uploads segments until ctx ends or the archiver is fenced: whenever
+// wake fires (a segment was sealed, the high watermark moved), and every
+// poll interval. Errors back off exponentially up to maxBackoff and are
+// logged; the local log keeps everything not uploaded meanwhile.
+func (a *Archiver) Run(ctx context.Context, wake <-chan struct{}, state func() LeaderState, poll time.Duration) {
+	const minBackoff, maxBackoff = 200 * time.Millisecond, 30 * time.Second
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		st := state()
+		if !st.OK {
+			return
+		}
+		uploaded, err := a.UploadNext(ctx, st.Epoch, st.Limit)
+		switch {
+		case errors.Is(err, ErrFenced):
+			a.cfg.Logger.Warn("archiver fenced by a newer leader", "partition", a.cfg.Partition.String(), "epoch", st.Epoch)
+			return
+		case err != nil && ctx.Err() == nil:
+			backoff = min(max(backoff*2, minBackoff), maxBackoff)
+			a.cfg.Logger.Warn("segment upload failed; retrying", "partition", a.cfg.Partition.String(), "in", backoff, "err", err)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			continue
+		case uploaded:
+			backoff = 0
+			continue
+		}
+		backoff = 0
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

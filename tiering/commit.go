@@ -1,0 +1,161 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+var (
+	// ErrFenced: the stored manifest was committed by a leader with a
+	// higher epoch; this leader must stop writing.
+	ErrFenced = errors.New("tiering: fenced by a newer leader epoch")
+	// ErrConflict: the manifest changed between read and write under
+	// the same or an older epoch (the caller re-reads and retries).
+	ErrConflict = errors.New("tiering: manifest changed concurrently")
+)
+
+// ManifestStore reads and commits one partition's manifest. It keeps the
+// last version it read or wrote and its ETag. Safe for concurrent use;
+// commits are serialized.
+type ManifestStore struct {
+	bucket objectstore.Bucket
+	key    string
+	now    func() time.Time
+
+	commitMu sync.Mutex // one commit at a time
+	mu       sync.Mutex
+	cur      *Manifest // never modified once stored
+	etag     string    // "" when the manifest does not exist
+}
+
+// NewManifestStore returns a store for the manifest at key; Load reads it.
+func NewManifestStore(b objectstore.Bucket, key string, now func() time.Time) *ManifestStore {
+	if now == nil {
+		now = time.Now
+	}
+	return &ManifestStore{bucket: b, key: key, now: now, cur: &Manifest{}}
+}
+
+// Current is the last manifest read or committed (empty before Load). The
+// caller must not modify it.
+func (s *ManifestStore) Current() *Manifest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+func (s *ManifestStore) set(m *Manifest, etag string) {
+	s.mu.Lock()
+	s.cur, s.etag = m, etag
+	s.mu.Unlock()
+}
+
+// Load reads the stored manifest; a missing one reads as empty.
+func (s *ManifestStore) Load(ctx context.Context) (*Manifest, error) {
+	m, etag, err := s.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.set(m, etag)
+	return m, nil
+}
+
+func (s *ManifestStore) read(ctx context.Context) (*Manifest, string, error) {
+	// Head then Get could see two versions: read the body and take the
+	// ETag from a Head that agrees with it (retrying if it moved).
+	for attempt := 0; ; attempt++ {
+		a, err := s.bucket.Head(ctx, s.key)
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return &Manifest{}, "", nil
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("tiering: reading %s: %w", s.key, err)
+		}
+		data, err := objectstore.ReadAll(ctx, s.bucket, s.key, maxManifestSize)
+		if errors.Is(err, objectstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("tiering: reading %s: %w", s.key, err)
+		}
+		b, err := s.bucket.Head(ctx, s.key)
+		if err != nil && !errors.Is(err, objectstore.ErrNotFound) {
+			return nil, "", fmt.Errorf("tiering: reading %s: %w", s.key, err)
+		}
+		if err != nil || b.ETag != a.ETag {
+			if attempt < 5 {
+				continue
+			}
+			return nil, "", fmt.Errorf("%w: %s keeps changing", ErrConflict, s.key)
+		}
+		m, err := DecodeManifest(data, false)
+		if err != nil {
+			return nil, "", fmt.Errorf("tiering: %s: %w", s.key, err)
+		}
+		return m, a.ETag, nil
+	}
+}
+
+// Commit writes a new manifest made by mutate from a copy of the current
+// one, as leader of the given epoch. The write is conditional on the
+// version read (If-Match, or If-None-Match for the first), so a leader that
+// lost the race never overwrites a newer manifest. A leader whose epoch is
+// below the stored one gets ErrFenced and must stop. A conflict under the
+// same epoch (a retry of its own write that did land) re-reads and applies
+// mutate again. A write whose outcome is unknown is settled by reading the
+// manifest back. mutate may be called more than once; it returns an error
+// to abandon the commit (returned as is).
+func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		s.mu.Lock()
+		cur, etag := s.cur, s.etag
+		s.mu.Unlock()
+		if cur.LeaderEpoch > epoch {
+			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, cur.LeaderEpoch, epoch)
+		}
+		next := cur.Clone()
+		if err := mutate(next); err != nil {
+			return nil, err
+		}
+		next.LeaderEpoch = epoch
+		next.CommittedAtMs = s.now().UnixMilli()
+		if _, err := rand.Read(next.CommitID[:]); err != nil {
+			return nil, err
+		}
+		if err := next.check(false); err != nil {
+			return nil, fmt.Errorf("tiering: refusing to commit a bad manifest: %w", err)
+		}
+		data := EncodeManifest(next, false)
+		opts := objectstore.PutOptions{IfMatch: etag, IfNoneMatch: etag == ""}
+		a, err := s.bucket.Put(ctx, s.key, bytes.NewReader(data), int64(len(data)), opts)
+		if err == nil {
+			s.set(next, a.ETag)
+			return next, nil
+		}
+		// Lost the condition, or the outcome is unknown: look.
+		stored, storedTag, rerr := s.read(ctx)
+		if rerr != nil {
+			return nil, fmt.Errorf("tiering: committing %s: %w (re-read: %v)", s.key, err, rerr)
+		}
+		s.set(stored, storedTag)
+		switch {
+		case stored.CommitID == next.CommitID:
+			return stored, nil // the write took
+		case stored.LeaderEpoch > epoch:
+			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
+		case !errors.Is(err, objectstore.ErrPreconditionFailed) && storedTag == etag:
+			return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err) // not written
+		case attempt >= 3:
+			return nil, fmt.Errorf("%w: %s", ErrConflict, s.key)
+		}
+	}
+}

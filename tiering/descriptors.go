@@ -1,0 +1,211 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// ArchiveFormat is the archive descriptor's format name.
+const ArchiveFormat = "shale-tiered-storage"
+
+// maxDescriptorSize bounds what reading a descriptor allocates.
+const maxDescriptorSize = 1 << 20
+
+// ArchiveDescriptor says what a bucket (under a prefix) holds.
+type ArchiveDescriptor struct {
+	Format    string    `json:"format"`
+	Version   int       `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// TopicDescriptor describes a topic: enough to read its partitions from
+// the bucket alone.
+type TopicDescriptor struct {
+	Name       string            `json:"name"`
+	ID         string            `json:"id"` // base64url, unpadded
+	Partitions int32             `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+}
+
+// DeletionMarker says a topic was deleted and its objects are going.
+type DeletionMarker struct {
+	Name      string    `json:"name"`
+	ID        string    `json:"id"`
+	DeletedAt time.Time `json:"deleted_at"`
+}
+
+// TopicID decodes the descriptor's id.
+func (d *TopicDescriptor) TopicID() ([16]byte, error) {
+	var id [16]byte
+	raw, err := base64.RawURLEncoding.DecodeString(d.ID)
+	if err != nil || len(raw) != 16 {
+		return id, fmt.Errorf("%w: topic descriptor: bad id %q", ErrCorrupt, d.ID)
+	}
+	copy(id[:], raw)
+	return id, nil
+}
+
+// decodeJSON decodes one descriptor strictly: unknown fields are allowed
+// (newer writers may add some), trailing data is not.
+func decodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: descriptor: %v", ErrCorrupt, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: descriptor: trailing data", ErrCorrupt)
+	}
+	return nil
+}
+
+// DecodeArchiveDescriptor decodes and checks an archive descriptor.
+func DecodeArchiveDescriptor(data []byte) (*ArchiveDescriptor, error) {
+	var d ArchiveDescriptor
+	if err := decodeJSON(data, &d); err != nil {
+		return nil, err
+	}
+	if d.Format != ArchiveFormat || d.Version != formatVersion {
+		return nil, fmt.Errorf("%w: archive descriptor: format %q version %d", ErrCorrupt, d.Format, d.Version)
+	}
+	return &d, nil
+}
+
+// DecodeTopicDescriptor decodes and checks a topic descriptor.
+func DecodeTopicDescriptor(data []byte) (*TopicDescriptor, error) {
+	var d TopicDescriptor
+	if err := decodeJSON(data, &d); err != nil {
+		return nil, err
+	}
+	if d.Name == "" || d.Partitions < 0 {
+		return nil, fmt.Errorf("%w: topic descriptor: name %q, %d partitions", ErrCorrupt, d.Name, d.Partitions)
+	}
+	if _, err := d.TopicID(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// DecodeDeletionMarker decodes a deletion marker.
+func DecodeDeletionMarker(data []byte) (*DeletionMarker, error) {
+	var d DeletionMarker
+	if err := decodeJSON(data, &d); err != nil {
+		return nil, err
+	}
+	if d.Name == "" || d.ID == "" {
+		return nil, fmt.Errorf("%w: deletion marker without name or id", ErrCorrupt)
+	}
+	return &d, nil
+}
+
+func putJSON(ctx context.Context, b objectstore.Bucket, key string, v any, opts objectstore.PutOptions) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	_, err = b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), opts)
+	return err
+}
+
+// EnsureArchive writes the archive descriptor if the bucket has none, and
+// checks it when it has one.
+func EnsureArchive(ctx context.Context, b objectstore.Bucket, l Layout, now time.Time) error {
+	data, err := objectstore.ReadAll(ctx, b, l.ArchiveKey(), maxDescriptorSize)
+	switch {
+	case err == nil:
+		_, err = DecodeArchiveDescriptor(data)
+		return err
+	case !errors.Is(err, objectstore.ErrNotFound):
+		return fmt.Errorf("tiering: reading the archive descriptor: %w", err)
+	}
+	err = putJSON(ctx, b, l.ArchiveKey(), ArchiveDescriptor{Format: ArchiveFormat, Version: formatVersion, CreatedAt: now.UTC()}, objectstore.PutOptions{IfNoneMatch: true})
+	if errors.Is(err, objectstore.ErrPreconditionFailed) {
+		return nil // another broker wrote it first
+	}
+	return err
+}
+
+// PutTopic writes (or replaces) a topic's descriptor.
+func PutTopic(ctx context.Context, b objectstore.Bucket, l Layout, d TopicDescriptor) error {
+	id, err := d.TopicID()
+	if err != nil {
+		return err
+	}
+	return putJSON(ctx, b, l.TopicKey(d.Name, id), d, objectstore.PutOptions{})
+}
+
+// ReadTopic reads a topic's descriptor.
+func ReadTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string, id [16]byte) (*TopicDescriptor, error) {
+	data, err := objectstore.ReadAll(ctx, b, l.TopicKey(topic, id), maxDescriptorSize)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeTopicDescriptor(data)
+}
+
+// ListTopics lists the topic descriptors in the bucket, skipping deleted
+// topics.
+func ListTopics(ctx context.Context, b objectstore.Bucket, l Layout) ([]*TopicDescriptor, error) {
+	prefix := l.join("x")
+	prefix = prefix[:len(prefix)-1]
+	var keys []string
+	deleted := map[string]bool{}
+	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
+		rest := a.Key[len(prefix):]
+		dir, name, ok := cutOnce(rest)
+		if !ok {
+			return nil
+		}
+		switch name {
+		case topicName:
+			keys = append(keys, a.Key)
+		case deletedName:
+			deleted[dir] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*TopicDescriptor
+	for _, k := range keys {
+		dir, _, _ := cutOnce(k[len(prefix):])
+		if deleted[dir] {
+			continue
+		}
+		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
+		if err != nil {
+			return nil, err
+		}
+		d, err := DecodeTopicDescriptor(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// cutOnce splits "dir/name" with exactly one slash.
+func cutOnce(s string) (dir, name string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			dir, name = s[:i], s[i+1:]
+			for j := 0; j < len(name); j++ {
+				if name[j] == '/' {
+					return "", "", false
+				}
+			}
+			return dir, name, true
+		}
+	}
+	return "", "", false
+}

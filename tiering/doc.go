@@ -1,0 +1,120 @@
+// Package tiering moves a partition's sealed segments to object storage and
+// reads them back: the upload of sealed segments (Archiver), the
+// per-partition manifest committed with conditional PUTs fenced by leader
+// epoch (ManifestStore), remote reads through a byte-bounded chunk cache
+// with read-ahead (Reader), remote retention and orphan cleanup (pure
+// planners), topic deletion, and the descriptors that make a bucket
+// readable without the cluster that wrote it. It knows nothing of the
+// Kafka wire protocol; the broker composes it with localseg.
+//
+// This comment is the specification of the archive format. A bucket
+// written by Shale is meant to be read for years, by Shale and by people
+// who only have this text: every layout below is frozen. A change gets a
+// new magic or version number, and readers keep reading the old ones.
+//
+// # Keys
+//
+// All keys sit under an optional prefix P (the object-store URL's path; no
+// prefix means keys start at the bucket root). T is a topic directory:
+// the topic name, a dash, and the topic id in unpadded base64url (Kafka's
+// printed form, 22 characters), so a re-created topic of the same name
+// never mixes with the old one. N is the partition number in decimal. B is
+// a base offset as 20 decimal digits, U a 32-hex-digit random id (UUIDv4)
+// chosen for each upload attempt, so that two leaders, or two attempts of
+// one leader, never write the same key.
+//
+//	P/shale-archive.json                    archive descriptor (JSON)
+//	P/T/topic.json                          topic descriptor (JSON)
+//	P/T/deleted.json                        deletion marker (JSON)
+//	P/T/N/manifest                          partition manifest (binary)
+//	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
+//	P/T/N/B-U.log                           segment: Kafka record batches
+//	P/T/N/B-U.indexes                       the segment's companion (binary)
+//
+// An object is never overwritten, except the manifest and the
+// descriptors. Segment and companion objects not named by the manifest
+// (or one of its spilled parts) are not part of the archive: an upload in
+// progress, or one whose commit never happened; cleanup deletes them once
+// they are older than a grace period.
+//
+// # Segment (.log)
+//
+// Byte for byte the local segment file (see package localseg): record
+// batches, magic v2, offsets ascending from the base offset, each with its
+// CRC-32C. Nothing else: no header, no padding. A segment's first batch may
+// start above B (a segment cut by a follower's gap); its batches end just
+// below the manifest entry's next offset.
+//
+// # Companion (.indexes)
+//
+//	magic "SHCI" | version u16 = 1 | section count u16 |
+//	crc32c u32 of the section table |
+//	section table: count × (kind u16 | reserved u16 = 0 | length u32 | crc32c u32)
+//	sections: their bytes in table order, back to back
+//
+// Big endian; crc32c is CRC-32C (Castagnoli). Each section's checksum
+// covers its bytes. Kinds (a reader skips kinds it does not know):
+//
+//	1 offset index   entries of relative offset u32 | position u32: the
+//	                 batch holding offset B+rel starts at byte position in
+//	                 the .log (sparse; both fields strictly ascending)
+//	2 time index     entries of timestamp i64 | relative offset u32: ts is
+//	                 the largest batch timestamp up to the batch whose last
+//	                 offset is B+rel (both ascending)
+//	3 producer state the producer snapshot as of the segment's next offset,
+//	                 in localseg's snapshot format ("SHPS", see localseg)
+//	4 leader epochs  entries of epoch i32 | start offset i64: the epoch in
+//	                 force at B, then each epoch that started inside the
+//	                 segment (both ascending)
+//
+// # Manifest (manifest) and spilled parts (spill-*.manifest)
+//
+//	magic "SHMF" (manifest) or "SHMS" (spilled part) | version u16 = 1 |
+//	flags u16 = 0 | crc32c u32 of every byte after this field | body
+//	body:   commit id [16] | leader epoch i32 | log start offset i64 |
+//	        committed at i64 (Unix ms) | spill count u32 | spills |
+//	        segment count u32 | segments
+//	spill:  base offset i64 | next offset i64 | segment count u32 |
+//	        bytes i64 | id [16]
+//	segment: base offset i64 | next offset i64 | size i64 |
+//	        companion size i64 | max timestamp i64 | upload epoch i32 |
+//	        id [16] | epoch count u16 | epoch count × (epoch i32 | start i64)
+//
+// The manifest lists the partition's remote segments, ascending by next
+// offset; segments may overlap (a new leader's segment boundaries differ
+// from the old leader's: the later entry covers from the earlier's next
+// offset) and may leave gaps (remote storage enabled on a topic that had
+// already deleted data locally). The log start offset is the first offset
+// consumers may read; entries wholly below it await deletion. The leader
+// epoch is that of the leader that committed it; the commit id is random
+// per commit. Spilled parts hold the oldest entries once the manifest
+// passes 64 KiB: a spill names spill-<base>-<id>.manifest, whose segments
+// precede the manifest's own; spilled parts are immutable, in the same
+// layout with magic "SHMS" and no spills of their own.
+//
+// # Committing
+//
+// Only the partition's leader writes the manifest, and only with a
+// conditional PUT: If-None-Match: * for the first, If-Match: <ETag of the
+// version it read> after. A writer whose leader epoch is below the one in
+// the stored manifest is fenced and gives up. A PUT whose outcome is
+// unknown (timeout, lost response) is settled by reading the manifest
+// again: the commit id says whether the write took. The order of an upload
+// is: segment, companion, then the manifest; a segment is deleted from
+// local disk only after the manifest that names it is committed. Remote
+// retention commits the manifest without the expired entries (and a higher
+// log start) before it deletes their objects.
+//
+// # Descriptors (JSON)
+//
+//	shale-archive.json  {"format": "shale-tiered-storage", "version": 1,
+//	                     "created_at": RFC 3339 time}
+//	topic.json          {"name", "id" (base64url), "partitions",
+//	                     "configs" (Kafka names), "updated_at"}
+//	deleted.json        {"name", "id", "deleted_at"}: the topic was deleted;
+//	                     its objects are being removed (the marker goes last)
+//
+// With the descriptors, a bucket lists its topics and their partitions, and
+// a partition's records are its manifest's segments read in order from the
+// log start offset: no etcd, no broker.
+package tiering

@@ -1,0 +1,95 @@
+package tiering
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+func TestPlanRetention(t *testing.T) {
+	seg := func(base, next, size, ts int64) Segment {
+		return Segment{BaseOffset: base, NextOffset: next, Size: size, MaxTimestamp: ts}
+	}
+	m := &Manifest{Segments: []Segment{seg(0, 10, 100, 1000), seg(10, 20, 100, 2000), seg(20, 30, 100, 3000)}}
+	for _, tc := range []struct {
+		name       string
+		pol        RetentionPolicy
+		now, local int64
+		logStart   int64
+		wantN      int
+		wantStart  int64
+	}{
+		{"forever", RetentionPolicy{-1, -1}, 1e9, 0, 0, 0, 0},
+		{"by time", RetentionPolicy{1500, -1}, 3600, 0, 0, 2, 20},
+		{"by time, nothing old enough", RetentionPolicy{5000, -1}, 3600, 0, 0, 0, 0},
+		{"by size counts local bytes", RetentionPolicy{-1, 150}, 0, 100, 0, 2, 20},
+		{"by size, remote only", RetentionPolicy{-1, 150}, 0, 0, 0, 1, 10},
+		{"by size, within the limit", RetentionPolicy{-1, 250}, 0, 0, 0, 0, 0},
+		{"below the log start", RetentionPolicy{-1, -1}, 0, 0, 12, 1, 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mm := m.Clone()
+			mm.LogStartOffset = tc.logStart
+			n, start := PlanRetention(mm, tc.pol, tc.now, tc.local)
+			if n != tc.wantN || start != tc.wantStart {
+				t.Fatalf("got %d segments, start %d; want %d, %d", n, start, tc.wantN, tc.wantStart)
+			}
+		})
+	}
+}
+
+func TestRemoteRetentionCommitsTheManifestBeforeDeletingObjects(t *testing.T) {
+	log, _ := testLog(t, 2000, 30)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m0 := ms.Current()
+	// The first object delete fails: the manifest has already dropped
+	// the segment, so nothing points at a missing object.
+	fb.add(&fault{op: "delete", n: 1})
+	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: m0.Bytes() - m0.Segments[0].Size}
+	m, err := ApplyRetention(context.Background(), fb, a.cfg.Layout, testPartition, ms, 0, pol, time.Now(), 0, nil)
+	if !errors.Is(err, errInjected) || m == nil || len(m.Segments) != len(m0.Segments)-1 || m.LogStartOffset != m0.Segments[0].NextOffset {
+		t.Fatalf("manifest %+v, %v", m, err)
+	}
+	// Orphan cleanup finishes the job.
+	n, err := CleanOrphans(context.Background(), fb, a.cfg.Layout, testPartition, m, time.Now().Add(time.Hour), time.Minute, nil)
+	if err != nil || n != 2 {
+		t.Fatalf("cleaned %d (%v)", n, err)
+	}
+	if got := len(listKeys(t, fb, ".log")); got != len(m.Segments) {
+		t.Fatalf("%d segment objects for %d entries", got, len(m.Segments))
+	}
+}
+
+func TestDeleteTopicIsResumable(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, _ := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	l := a.cfg.Layout
+	if err := PutTopic(ctx, fb, l, TopicDescriptor{Name: "events", ID: TopicDir("events", testPartition.TopicID)[7:], Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	fb.add(&fault{op: "delete", match: ".log", n: 1})
+	if err := DeleteTopic(ctx, fb, l, "events", testPartition.TopicID, time.Now(), nil); !errors.Is(err, errInjected) {
+		t.Fatalf("first attempt: %v", err)
+	}
+	if topics, _ := ListTopics(ctx, fb, l); len(topics) != 0 {
+		t.Fatalf("a topic being deleted is listed: %+v", topics)
+	}
+	pending, err := PendingDeletions(ctx, fb, l)
+	if err != nil || len(pending) != 1 || pending[0].Name != "events" {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	if err := DeleteTopic(ctx, fb, l, "events", testPartition.TopicID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if left := listKeys(t, fb, ""); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+}
