@@ -1,0 +1,447 @@
+package objectstore
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FS is a bucket in a local directory (file:///path): the `shale dev`
+// default. Its layout under the root:
+//
+//	objects/   one file per object, holding exactly the object's bytes;
+//	           a key's '/'-separated segments become directories, each
+//	           directory name being the segment followed by '%', and the
+//	           last segment the file name (so "a" and "a/b" can both
+//	           exist). A '%' inside a segment is written "%25".
+//	           The ETag (quoted MD5) is the file's user.shale.etag xattr;
+//	           a file without it (copied in by hand, or a filesystem
+//	           without xattrs) has its MD5 computed when asked.
+//	tmp/       objects being written
+//	locks/     lock files serialising the last step of writes per key
+//
+// A Put writes a temporary file, fsyncs it, then under a flock on one
+// of 64 lock files (picked by the key's hash) checks the put's condition,
+// renames the file into place and fsyncs the directory: an object is
+// either wholly there or not at all after a crash, and conditional puts
+// are linearisable across goroutines and processes sharing the root.
+type FS struct {
+	root, objects, tmp, locks string
+}
+
+var _ Bucket = (*FS)(nil)
+
+const (
+	fsETagXattr = "user.shale.etag"
+	fsLockFiles = 64
+	fsMaxName   = 255
+)
+
+// NewFS opens (creating it if needed) a bucket rooted at dir, and
+// removes temporary files more than an hour old that a crash left.
+func NewFS(dir string) (*FS, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: %w", err)
+	}
+	f := &FS{root: root, objects: filepath.Join(root, "objects"), tmp: filepath.Join(root, "tmp"), locks: filepath.Join(root, "locks")}
+	for _, d := range []string{f.objects, f.tmp, f.locks} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("objectstore: %w", err)
+		}
+	}
+	if err := syncDir(root); err != nil {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(f.tmp); err == nil {
+		for _, e := range ents {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+				os.Remove(filepath.Join(f.tmp, e.Name()))
+			}
+		}
+	}
+	return f, nil
+}
+
+// Root is the directory the bucket lives in.
+func (f *FS) Root() string { return f.root }
+
+func escapeSegment(seg string) string { return strings.ReplaceAll(seg, "%", "%25") }
+
+// path maps a valid key to its file, and checks every name fits.
+func (f *FS) path(key string) (string, error) {
+	if err := CheckKey(key); err != nil {
+		return "", err
+	}
+	segs := strings.Split(key, "/")
+	names := make([]string, 0, len(segs)+1)
+	names = append(names, f.objects)
+	for i, s := range segs {
+		name := escapeSegment(s)
+		if i < len(segs)-1 {
+			name += "%"
+		}
+		if len(name) > fsMaxName {
+			return "", fmt.Errorf("%w: %q: segment too long for a file name", ErrInvalidKey, key)
+		}
+		names = append(names, name)
+	}
+	return filepath.Join(names...), nil
+}
+
+// keyOf maps a file under objects/ back to its key.
+func (f *FS) keyOf(path string) (string, bool) {
+	rel, err := filepath.Rel(f.objects, path)
+	if err != nil {
+		return "", false
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	for i, p := range parts {
+		if i < len(parts)-1 {
+			if !strings.HasSuffix(p, "%") {
+				return "", false
+			}
+			p = p[:len(p)-1]
+		} else if strings.HasSuffix(p, "%") {
+			return "", false
+		}
+		parts[i] = strings.ReplaceAll(p, "%25", "%")
+	}
+	key := strings.Join(parts, "/")
+	return key, CheckKey(key) == nil
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
+	if err := ctx.Err(); err != nil {
+		return Attrs{}, err
+	}
+	path, err := f.path(key)
+	if err != nil {
+		return Attrs{}, err
+	}
+	if size < 0 {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: negative size", key)
+	}
+	tmp, err := os.CreateTemp(f.tmp, "put-*")
+	if err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := md5.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), newExactReader(ctx, key, r, size)); err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+	etag := `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	if err := unix.Fsetxattr(int(tmp.Fd()), fsETagXattr, []byte(etag), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: set etag: %w", key, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+	info, err := tmp.Stat()
+	if err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+
+	unlock, err := f.lock(key)
+	if err != nil {
+		return Attrs{}, err
+	}
+	defer unlock()
+	if opts.IfNoneMatch || opts.IfMatch != "" {
+		cur, err := f.head(key, path)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Attrs{}, err
+		}
+		switch {
+		case opts.IfNoneMatch && exists:
+			return Attrs{}, fmt.Errorf("%w: %s exists", ErrPreconditionFailed, key)
+		case opts.IfMatch != "" && (!exists || cur.ETag != opts.IfMatch):
+			return Attrs{}, fmt.Errorf("%w: %s is not at %s", ErrPreconditionFailed, key, opts.IfMatch)
+		}
+	}
+	// Ask for the context once more: past this point the put happens.
+	if err := ctx.Err(); err != nil {
+		return Attrs{}, err
+	}
+	// A Delete of a sibling may remove an emptied directory between
+	// mkdirs and the rename: then make it again.
+	for attempt := 0; ; attempt++ {
+		if err = f.mkdirs(filepath.Dir(path)); err == nil {
+			if err = os.Rename(tmp.Name(), path); err == nil {
+				break
+			}
+		}
+		if !notFound(err) || attempt == 10 {
+			return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+		}
+	}
+	committed = true
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return Attrs{}, err
+	}
+	return Attrs{Key: key, Size: size, ETag: etag, LastModified: info.ModTime()}, nil
+}
+
+// mkdirs makes dir and its missing parents under objects/, fsyncing the
+// parent of each directory it makes.
+func (f *FS) mkdirs(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	rel, err := filepath.Rel(f.objects, dir)
+	if err != nil || rel == "." {
+		return err
+	}
+	cur := f.objects
+	for _, name := range strings.Split(rel, string(filepath.Separator)) {
+		next := filepath.Join(cur, name)
+		switch err := os.Mkdir(next, 0o755); {
+		case err == nil:
+			if err := syncDir(cur); err != nil {
+				return err
+			}
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return err
+		}
+		cur = next
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("objectstore: sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("objectstore: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// lock takes the flock that serialises writes to key's group of keys.
+func (f *FS) lock(key string) (unlock func(), err error) {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	name := filepath.Join(f.locks, fmt.Sprintf("%02d", h.Sum32()%fsLockFiles))
+	lf, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: lock %s: %w", key, err)
+	}
+	for {
+		err = unix.Flock(int(lf.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("objectstore: lock %s: %w", key, err)
+	}
+	return func() { lf.Close() }, nil
+}
+
+func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path, err := f.path(key)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(path)
+	if notFound(err) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: get %s: %w", key, err)
+	}
+	info, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("objectstore: get %s: %w", key, err)
+	}
+	n := info.Size()
+	if off < 0 || off > n || (off == n && n > 0) {
+		file.Close()
+		return nil, fmt.Errorf("%w: %s at %d", ErrInvalidRange, key, off)
+	}
+	end := n
+	if length >= 0 && off+length < n {
+		end = off + length
+	}
+	return ctxReadCloser{ctx: ctx, Reader: io.NewSectionReader(file, off, end-off), Closer: file}, nil
+}
+
+func (f *FS) Head(ctx context.Context, key string) (Attrs, error) {
+	if err := ctx.Err(); err != nil {
+		return Attrs{}, err
+	}
+	path, err := f.path(key)
+	if err != nil {
+		return Attrs{}, err
+	}
+	return f.head(key, path)
+}
+
+func (f *FS) head(key, path string) (Attrs, error) {
+	file, err := os.Open(path)
+	if notFound(err) {
+		return Attrs{}, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: head %s: %w", key, err)
+	}
+	defer file.Close()
+	a, err := fileAttrs(key, file)
+	if err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: head %s: %w", key, err)
+	}
+	return a, nil
+}
+
+// fileAttrs reads an open object file's attributes; one descriptor, so
+// size and ETag describe the same version.
+func fileAttrs(key string, file *os.File) (Attrs, error) {
+	info, err := file.Stat()
+	if err != nil {
+		return Attrs{}, err
+	}
+	a := Attrs{Key: key, Size: info.Size(), LastModified: info.ModTime()}
+	var buf [64]byte
+	if n, err := unix.Fgetxattr(int(file.Fd()), fsETagXattr, buf[:]); err == nil && n > 2 {
+		a.ETag = string(buf[:n])
+		return a, nil
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, io.NewSectionReader(file, 0, info.Size())); err != nil {
+		return Attrs{}, err
+	}
+	a.ETag = `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	return a, nil
+}
+
+func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Walk the deepest directory the prefix names in full.
+	start := f.objects
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		for _, s := range strings.Split(prefix[:i], "/") {
+			if s == "" || s == "." || s == ".." {
+				return nil // no valid key has this prefix
+			}
+			start = filepath.Join(start, escapeSegment(s)+"%")
+		}
+	}
+	var attrs []Attrs
+	err := filepath.WalkDir(start, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if notFound(err) {
+				return nil // gone (or never there): nothing to list
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		key, ok := f.keyOf(path)
+		if !ok || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		file, err := os.Open(path)
+		if notFound(err) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return err
+		}
+		a, err := fileAttrs(key, file)
+		file.Close()
+		if err != nil {
+			return err
+		}
+		attrs = append(attrs, a)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("objectstore: list %q: %w", prefix, err)
+	}
+	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Key < attrs[j].Key })
+	for _, a := range attrs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *FS) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	path, err := f.path(key)
+	if err != nil {
+		return err
+	}
+	unlock, err := f.lock(key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.Remove(path); err != nil {
+		if notFound(err) {
+			return nil
+		}
+		return fmt.Errorf("objectstore: delete %s: %w", key, err)
+	}
+	dir := filepath.Dir(path)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// Remove directories the delete emptied (rmdir refuses non-empty
+	// ones); one left behind by a crash is harmless.
+	for dir != f.objects && os.Remove(dir) == nil {
+		dir = filepath.Dir(dir)
+	}
+	return nil
+}
+
+func (f *FS) Close() error { return nil }

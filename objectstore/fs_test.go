@@ -1,0 +1,98 @@
+package objectstore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/objectstoretest"
+)
+
+func TestFSConformance(t *testing.T) {
+	objectstoretest.Run(t, func(t *testing.T) objectstore.Bucket {
+		b, err := objectstore.NewFS(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+func TestFSLayoutIsPlainFiles(t *testing.T) {
+	dir := t.TempDir()
+	b, err := objectstore.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, k := range []string{"t/0/seg.log", "t", "50%/x"} {
+		if _, err := b.Put(ctx, k, strings.NewReader(k), int64(len(k)), objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, want := range map[string]string{
+		"objects/t%/0%/seg.log": "t/0/seg.log",
+		"objects/t":             "t",
+		"objects/50%25%/x":      "50%/x",
+	} {
+		got, err := os.ReadFile(filepath.Join(dir, path))
+		if err != nil || string(got) != want {
+			t.Fatalf("%s: %q %v, want %q", path, got, err, want)
+		}
+	}
+	// A file put there by hand (no etag xattr) is an object too.
+	if err := os.WriteFile(filepath.Join(dir, "objects/t%/0%/manual"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := b.Head(ctx, "t/0/manual")
+	if err != nil || a.ETag != `"5d41402abc4b2a76b9719d911017c592"` || a.Size != 5 {
+		t.Fatalf("head of a hand-made file: %+v %v", a, err)
+	}
+	if err := b.Delete(ctx, "t/0/seg.log"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "t/0/manual"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects/t%")); !os.IsNotExist(err) {
+		t.Fatalf("emptied directories stay: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}
+
+// Two FS values on one root stand for two processes sharing a bucket
+// directory: their conditional puts still have one winner.
+func TestFSConditionalPutsAcrossInstances(t *testing.T) {
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	for i := range 8 {
+		b, err := objectstore.NewFS(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			v := strconv.Itoa(i)
+			_, err := b.Put(context.Background(), "m", strings.NewReader(v), int64(len(v)), objectstore.PutOptions{IfNoneMatch: true})
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, objectstore.ErrPreconditionFailed):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners", wins.Load())
+	}
+}
