@@ -47,6 +47,8 @@ func kafkaAdminError(err error) int16 {
 		return kerr.InvalidTopicException.Code
 	case errors.Is(err, errInvalidRequest):
 		return kerr.InvalidRequest.Code
+	case errors.Is(err, errPolicyViolation):
+		return kerr.PolicyViolation.Code
 	case errors.Is(err, errMetaConflict):
 		return kerr.ConcurrentTransactions.Code // retriable; Kafka has no closer code
 	case errors.Is(err, errUnknownTopic):
@@ -68,6 +70,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 		for _, t := range req.Topics {
 			seen[t.Topic]++
 		}
+		budget := newPartitionBudget()
 		for _, t := range req.Topics {
 			st := kmsg.NewCreateTopicsResponseTopic()
 			st.Topic = t.Topic
@@ -76,7 +79,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			if seen[t.Topic] > 1 {
 				err = fmt.Errorf("%w: topic %q appears more than once in the request", errInvalidRequest, t.Topic)
 			} else {
-				err = createOne(ctx, b, req, &t, &st)
+				err = createOne(ctx, b, req, &t, &st, budget)
 			}
 			if err != nil {
 				st.ErrorCode = kafkaAdminError(err)
@@ -98,7 +101,23 @@ func adminContext(parent context.Context, timeoutMs int32) (context.Context, con
 	return context.WithTimeout(parent, d)
 }
 
-func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic) error {
+func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic, budget *partitionBudget) error {
+	partitions, rf := t.NumPartitions, t.ReplicationFactor
+	if partitions == -1 {
+		partitions = b.cfg.NumPartitions
+	}
+	if rf == -1 {
+		rf = b.cfg.DefaultReplicationFactor
+	}
+	// The count is checked against the request's budget before anything
+	// is sized by it.
+	count := int64(partitions)
+	if len(t.ReplicaAssignment) > 0 {
+		count = int64(len(t.ReplicaAssignment))
+	}
+	if err := budget.take(count); err != nil {
+		return err
+	}
 	configs := map[string]string{}
 	for _, c := range t.Configs {
 		if c.Value == nil {
@@ -121,13 +140,6 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 			}
 			assignment[a.Partition] = a.Replicas
 		}
-	}
-	partitions, rf := t.NumPartitions, t.ReplicationFactor
-	if partitions == -1 {
-		partitions = b.cfg.NumPartitions
-	}
-	if rf == -1 {
-		rf = b.cfg.DefaultReplicationFactor
 	}
 	tv, err := b.planTopic(t.Topic, partitions, rf, assignment, configs, false)
 	if err != nil {
@@ -171,6 +183,15 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 	}
 	live := view.brokerIDs()
 	if assignment != nil {
+		if err := (*partitionBudget)(nil).take(int64(len(assignment))); err != nil {
+			return tv, err
+		}
+		if len(assignment[0]) > len(live) {
+			return tv, fmt.Errorf("%w: %d replicas per partition, %d live brokers", errInvalidReplicaAssignment, len(assignment[0]), len(live))
+		}
+		if err := b.checkBrokerPartitions(view, int64(len(assignment)), int64(len(assignment[0]))); err != nil {
+			return tv, err
+		}
 		for i, replicas := range assignment {
 			if len(replicas) == 0 || len(replicas) != len(assignment[0]) {
 				return tv, fmt.Errorf("%w: every partition needs the same non-zero number of replicas", errInvalidReplicaAssignment)
@@ -194,6 +215,12 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 		}
 		if int(rf) > len(live) {
 			return tv, fmt.Errorf("%w: replication factor %d is larger than the %d available brokers", errInvalidReplicationFactor, rf, len(live))
+		}
+		if err := (*partitionBudget)(nil).take(int64(partitions)); err != nil {
+			return tv, err
+		}
+		if err := b.checkBrokerPartitions(view, int64(partitions), int64(rf)); err != nil {
+			return tv, err
 		}
 		var err error
 		if tv.partitions, err = assignReplicas(live, 0, partitions, rf, randomStart(len(live))); err != nil {

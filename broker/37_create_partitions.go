@@ -17,10 +17,11 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 		ctx, cancel := adminContext(r.ctx(), req.TimeoutMillis)
 		defer cancel()
 		resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
+		budget := newPartitionBudget()
 		for _, t := range req.Topics {
 			st := kmsg.NewCreatePartitionsResponseTopic()
 			st.Topic = t.Topic
-			if err := createPartitions(ctx, b, &t, req.ValidateOnly); err != nil {
+			if err := createPartitions(ctx, b, &t, req.ValidateOnly, budget); err != nil {
 				st.ErrorCode = kafkaAdminError(err)
 				st.ErrorMessage = errorMessage(err)
 			}
@@ -31,7 +32,7 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 	return nil
 }
 
-func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRequestTopic, validateOnly bool) error {
+func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRequestTopic, validateOnly bool, budget *partitionBudget) error {
 	view := b.meta.snapshot()
 	tv := view.topics[t.Topic]
 	if tv == nil {
@@ -43,6 +44,13 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 	}
 	add := t.Count - have
 	rf := int16(len(tv.partitions[0].replicas))
+	// Bounded before anything is sized by the count.
+	if err := budget.take(int64(add)); err != nil {
+		return err
+	}
+	if err := b.checkBrokerPartitions(view, int64(add), int64(rf)); err != nil {
+		return err
+	}
 	var newParts []partitionView
 	if t.Assignment != nil {
 		if int32(len(t.Assignment)) != add {

@@ -37,6 +37,10 @@ type Config struct {
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
+	// MaxBrokerPartitions bounds the partition replicas each broker
+	// hosts on average (max.broker.partitions, default 50,000): topic
+	// creation and partition additions past it are refused.
+	MaxBrokerPartitions int64
 	// MaxOpenSegmentFiles bounds the segment descriptors open at once.
 	MaxOpenSegmentFiles int
 	// GroupInitialRebalanceDelay is group.initial.rebalance.delay.ms:
@@ -76,6 +80,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.LogRetentionCheckInterval == 0 {
 		c.LogRetentionCheckInterval = 5 * time.Minute
+	}
+	if c.MaxBrokerPartitions == 0 {
+		c.MaxBrokerPartitions = 50000
 	}
 	if c.MaxOpenSegmentFiles == 0 {
 		c.MaxOpenSegmentFiles = 4096
@@ -144,6 +151,7 @@ func (c *Config) describe() []describedEntry {
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
 		{"auto.create.topics.enable", strconv.FormatBool(c.AutoCreateTopics), kmsg.ConfigTypeBoolean},
 		{"num.partitions", strconv.Itoa(int(c.NumPartitions)), kmsg.ConfigTypeInt},
+		{"max.broker.partitions", strconv.FormatInt(c.MaxBrokerPartitions, 10), kmsg.ConfigTypeLong},
 		{"default.replication.factor", strconv.Itoa(int(c.DefaultReplicationFactor)), kmsg.ConfigTypeInt},
 		{"log.retention.check.interval.ms", strconv.FormatInt(c.LogRetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong},
 	}

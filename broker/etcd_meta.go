@@ -157,11 +157,13 @@ func metaError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, metadata.ErrTopicExists):
-		return fmt.Errorf("%w: %v", errTopicExists, err)
+		return fmt.Errorf("%w: %w", errTopicExists, err)
 	case errors.Is(err, metadata.ErrUnknownTopic):
-		return fmt.Errorf("%w: %v", errUnknownTopic, err)
+		return fmt.Errorf("%w: %w", errUnknownTopic, err)
 	case errors.Is(err, metadata.ErrConflict):
-		return fmt.Errorf("%w: %v", errMetaConflict, err)
+		return fmt.Errorf("%w: %w", errMetaConflict, err)
+	case errors.Is(err, metadata.ErrTooLarge):
+		return fmt.Errorf("%w: %w", errPolicyViolation, err)
 	}
 	return err
 }

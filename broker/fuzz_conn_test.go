@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -49,6 +50,23 @@ func FuzzConnection(f *testing.F) {
 	fetch.SessionEpoch = -1
 	fetch.Topics = []kmsg.FetchRequestTopic{{Topic: "fuzz", Partitions: []kmsg.FetchRequestTopicPartition{{Partition: 0, PartitionMaxBytes: 1 << 20}}}}
 	f.Add(formatter.AppendRequest(nil, fetch, 3)[4:])
+	// Hostile admin requests: counts that once sized allocations.
+	for _, validateOnly := range []bool{false, true} {
+		create := kmsg.NewPtrCreateTopicsRequest()
+		create.Version, create.TimeoutMillis, create.ValidateOnly = 7, 1000, validateOnly
+		huge := kmsg.NewCreateTopicsRequestTopic()
+		huge.Topic, huge.NumPartitions, huge.ReplicationFactor = "huge", math.MaxInt32, 1
+		many := kmsg.NewCreateTopicsRequestTopic()
+		many.Topic, many.NumPartitions, many.ReplicationFactor = "many", 100000, math.MaxInt16
+		create.Topics = append(create.Topics, huge, many)
+		f.Add(formatter.AppendRequest(nil, create, 4)[4:])
+		grow := kmsg.NewPtrCreatePartitionsRequest()
+		grow.Version, grow.TimeoutMillis, grow.ValidateOnly = 3, 1000, validateOnly
+		gt := kmsg.NewCreatePartitionsRequestTopic()
+		gt.Topic, gt.Count = "fuzz", math.MaxInt32
+		grow.Topics = append(grow.Topics, gt)
+		f.Add(formatter.AppendRequest(nil, grow, 5)[4:])
+	}
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) > 1<<20 {

@@ -14,6 +14,13 @@ import (
 	"go.uber.org/zap"
 )
 
+// Limits of the embedded etcd's requests. A write beyond them fails with
+// ErrTooLarge and changes nothing.
+const (
+	MaxTxnOps       = 16384
+	MaxRequestBytes = 8 << 20
+)
+
 // EmbeddedConfig configures an etcd server run inside the process.
 type EmbeddedConfig struct {
 	// Dir holds etcd's data; starting again on it keeps the data.
@@ -87,6 +94,10 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 		cfg.TickMs, cfg.ElectionMs = 10, 100
 	}
 	cfg.SnapshotCount = 10000
+	// Room for the largest write the broker makes (a topic of 10,000
+	// partitions in one transaction); larger ones get ErrTooLarge.
+	cfg.MaxTxnOps = MaxTxnOps
+	cfg.MaxRequestBytes = MaxRequestBytes
 	// Keep an hour of history for watchers, then compact.
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "1h"
@@ -118,6 +129,8 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 		Endpoints:   []string{cu.String()},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		// The client may send what the server accepts, plus framing.
+		MaxCallSendMsgSize: MaxRequestBytes + 64<<10,
 	})
 	if err != nil {
 		e.Close()

@@ -5,12 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // defaultTimeout bounds every etcd call whose context has no deadline.
@@ -41,6 +45,17 @@ func withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, defaultTimeout)
+}
+
+// isTooLarge reports whether etcd refused a request for its size: too
+// many operations in a transaction, a request over the server's
+// max-request-bytes, or a message over the client's send limit. Such a
+// request was not applied.
+func isTooLarge(err error) bool {
+	if errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		return true
+	}
+	return status.Code(err) == codes.ResourceExhausted
 }
 
 func pad(n int32) string { return fmt.Sprintf("%010d", n) }
@@ -191,6 +206,9 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(ops...).Commit()
+	if err != nil && isTooLarge(err) {
+		return 0, fmt.Errorf("%w: creating topic %s with %d partitions: %w", ErrTooLarge, t.Name, len(parts), err)
+	}
 	if err != nil {
 		// Indeterminate: the topic may have been created. Re-read.
 		if got, rerr := s.topic(context.Background(), t.Name); rerr == nil && got.ID == t.ID {
@@ -265,6 +283,9 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen-1))), ">", 0))
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil && isTooLarge(err) {
+		return 0, fmt.Errorf("%w: adding %d partitions to %s: %w", ErrTooLarge, len(add), name, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("metadata: adding partitions to %s: %w", name, err)
 	}

@@ -430,3 +430,26 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A topic whose creation would exceed etcd's transaction limits is refused
+// with ErrTooLarge and leaves nothing behind; one at the broker's
+// per-request bound (10,000 partitions) fits.
+func TestCreateTopicBeyondEtcdLimitsIsErrTooLarge(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	big, parts := testTopic("big", MaxTxnOps)
+	if _, err := s.CreateTopic(ctx, big, parts); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("creating %d partitions: %v, want ErrTooLarge", len(parts), err)
+	}
+	if _, err := s.topic(ctx, "big"); !errors.Is(err, ErrUnknownTopic) {
+		t.Fatalf("refused topic exists: %v", err)
+	}
+	fits, parts := testTopic("fits", 10000)
+	if _, err := s.CreateTopic(ctx, fits, parts); err != nil {
+		t.Fatalf("creating 10,000 partitions: %v", err)
+	}
+	_, more := testTopic("fits", MaxTxnOps+10001)
+	if _, err := s.CreatePartitions(ctx, "fits", 10000, more[10000:]); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("adding %d partitions: %v, want ErrTooLarge", MaxTxnOps+1, err)
+	}
+}

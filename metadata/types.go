@@ -16,6 +16,9 @@ var (
 	ErrConflict      = errors.New("metadata: concurrent change")
 	ErrBrokerIDInUse = errors.New("metadata: broker id registered by a live broker")
 	ErrNotLeader     = errors.New("metadata: leadership lost")
+	// ErrTooLarge: a write exceeds etcd's limits (operations per
+	// transaction or request size); it was not made.
+	ErrTooLarge = errors.New("metadata: write exceeds etcd's request limits")
 )
 
 // UUID is a topic id. In JSON and logs it is base64url without padding, as
