@@ -3,7 +3,12 @@
 
 GO      ?= go
 BIN     := bin
-DATA    ?= ./data
+# DATA: the data directory of `make run` (when empty, shale dev uses
+# SHALE_DATA_DIR, else ./data); RUNFLAGS: more `shale dev` flags;
+# BENCHFLAGS: flags of cmd/shale-bench.
+DATA     ?=
+RUNFLAGS ?=
+BENCHFLAGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all build run test test-short bench vet fmt fuzz tools kcat clean
@@ -15,7 +20,7 @@ build:
 
 ## run: the embedded single-node system (Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:9644)
 run: build
-	$(BIN)/shale dev --data-dir $(DATA)
+	$(BIN)/shale dev $(if $(DATA),--data-dir $(DATA)) $(RUNFLAGS)
 
 ## test: the whole suite (unit, fuzz corpora, end-to-end with franz-go and kcat)
 test: tools vet
@@ -27,7 +32,7 @@ test-short: vet
 
 ## bench: throughput and latency against `shale dev`, beside the in-memory kfake ceiling
 bench: build
-	$(GO) run ./cmd/shale-bench
+	$(GO) run ./cmd/shale-bench $(BENCHFLAGS)
 
 vet:
 	$(GO) vet ./...

@@ -79,6 +79,7 @@ func newDevCmd() *cobra.Command {
 		Long: `Runs one broker with an embedded etcd under the data directory. Kafka clients
 connect to --kafka-addr; /healthz and /metrics are served on --http-addr.
 Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
 				return err
@@ -120,6 +121,13 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	// Before anything else opens the directory or a port: a second
+	// process on the same data dir is refused at once.
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	ln, err := net.Listen("tcp", f.kafkaAddr)
 	if err != nil {
 		return fmt.Errorf("kafka listener: %w", err)

@@ -318,3 +318,38 @@ func TestEnvironmentConfiguresFlags(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Regression: a second `shale dev` on a data dir in use printed nothing,
+// listened on its Kafka port and waited forever on etcd's file lock,
+// ignoring SIGINT and SIGTERM. It now refuses at once, before listening.
+func TestSecondDevOnADataDirInUseIsRefused(t *testing.T) {
+	p := startDev(t, "")
+	kafkaAddr := freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shaleBin, "dev", "--data-dir", p.dataDir, "--kafka-addr", kafkaAddr, "--http-addr", freeAddr(t))
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("second shale dev still running after 10s:\n%s", out)
+	}
+	if err == nil {
+		t.Fatalf("second shale dev exited cleanly:\n%s", out)
+	}
+	want := fmt.Sprintf("data dir %s is in use by process %d", p.dataDir, p.cmd.Process.Pid)
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("output %q does not say %q", out, want)
+	}
+	if c, err := net.Dial("tcp", kafkaAddr); err == nil {
+		c.Close()
+		t.Fatalf("the refused process listened on %s", kafkaAddr)
+	}
+	// The first one is unaffected.
+	p.waitHealthy()
+}
+
+func TestDevRefusesArguments(t *testing.T) {
+	out, err := exec.Command(shaleBin, "dev", "--data-dir", t.TempDir(), "extra-arg").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "extra-arg") {
+		t.Fatalf("shale dev extra-arg: err %v, output %q", err, out)
+	}
+}
