@@ -50,6 +50,8 @@ func kafkaError(err error) int16 {
 		return kerr.MessageTooLarge.Code
 	case errors.Is(err, context.DeadlineExceeded):
 		return kerr.RequestTimedOut.Code
+	case errors.Is(err, localseg.ErrOffline):
+		return kerr.KafkaStorageError.Code
 	case errors.Is(err, localseg.ErrClosed):
 		return kerr.NotLeaderForPartition.Code
 	}

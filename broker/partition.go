@@ -129,6 +129,9 @@ func (p *partition) checkLeader(clientEpoch int32) error {
 	if p.mu.leader != p.nodeID {
 		return errNotLeader
 	}
+	if err := p.log.Offline(); err != nil {
+		return err
+	}
 	return p.checkLeaderEpochLocked(clientEpoch)
 }
 

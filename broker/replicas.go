@@ -43,6 +43,7 @@ type replicaManager struct {
 	nodeID       int32
 	dir          string
 	files        *localseg.FileCache
+	fs           localseg.FS       // nil: the operating system's
 	brokerConfig map[string]string // broker-level topic defaults (log.retention.ms, ...)
 	onLeader     func(p *partition, leader bool)
 	b            *Broker
@@ -192,7 +193,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig) (*par
 	if err := writePartitionMetadata(dir, tv.id); err != nil {
 		return nil, err
 	}
-	log, err := localseg.Open(dir, cfg.log, localseg.Options{Files: m.files, Logger: m.b.log.With("topic", tv.name, "partition", index)})
+	log, err := localseg.Open(dir, cfg.log, localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index)})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -23,6 +24,10 @@ type Options struct {
 	Logger     *slog.Logger
 	// Registry receives the broker's metrics; nil means none are kept.
 	Registry prometheus.Registerer
+	// FS is the filesystem the partition logs live on; nil means the
+	// operating system's (tests pass fault-injecting and crash-simulating
+	// ones).
+	FS localseg.FS
 	// BrokerSessionTTL is how long the broker's registration outlives it
 	// when it dies without deregistering (default 10s).
 	BrokerSessionTTL time.Duration
@@ -55,6 +60,7 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		ms.close()
 		return nil, err
 	}
+	b.replicas.fs = opts.FS
 	props, err := loadOrCreateMetaProperties(b.cfg.DataDir, b.cfg.NodeID, ms.snapshot().clusterID)
 	if err != nil {
 		ms.close()

@@ -26,6 +26,12 @@ var (
 	ErrOffsetsNotIncreasing = errors.New("localseg: offsets not increasing")
 	// ErrClosed: the log was closed or deleted.
 	ErrClosed = errors.New("localseg: log closed")
+	// ErrOffline: a write or fsync of the log failed, so the log cannot
+	// prove what is on stable storage. It refuses every change (and never
+	// fsyncs again over pages the kernel may have dropped) until it is
+	// reopened, which recovers from the last durable point. Log.Offline
+	// returns it wrapped with the failure.
+	ErrOffline = errors.New("localseg: log offline after a failed write or fsync")
 )
 
 // Config holds one log's settings, named after Kafka's topic configs.

@@ -50,6 +50,9 @@ type Log struct {
 	logStart atomic.Int64
 	closed   atomic.Bool
 	tiered   tieredState
+	// offline holds the error (wrapping ErrOffline) of the first failed
+	// write or fsync; nil while the log is online.
+	offline atomic.Pointer[error]
 
 	mu struct {
 		sync.Mutex
@@ -165,6 +168,37 @@ func (l *Log) RecoveryPoint() int64 {
 	return l.rp.point
 }
 
+// Offline is nil while the log is online. After a failed write or fsync it
+// is an error wrapping ErrOffline and the failure: the log refuses appends,
+// flushes, rolls, truncation and retention, and never fsyncs again (the
+// kernel may have dropped the pages a failed fsync covered, and a later
+// fsync that succeeds would not bring them back). Reopening the log
+// recovers from the last durable point.
+func (l *Log) Offline() error {
+	if p := l.offline.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// goOffline takes the log offline for cause (the first cause is kept) and
+// returns the offline error.
+func (l *Log) goOffline(cause error) error {
+	err := fmt.Errorf("%w: %w", ErrOffline, cause)
+	if l.offline.CompareAndSwap(nil, &err) {
+		l.log.Error("log offline: a write or fsync failed; it accepts nothing until reopened", "dir", l.dir, "err", cause)
+	}
+	return l.Offline()
+}
+
+// writableLocked is nil when the log may change. Requires mu.
+func (l *Log) writableLocked() error {
+	if l.mu.closed {
+		return ErrClosed
+	}
+	return l.Offline()
+}
+
 // AppendAsLeader appends one producer batch, already accepted by
 // recordbatch.ValidateProduce. It assigns offsets from the log end, stamps
 // leaderEpoch into the batch (in place, outside the CRC) and records the
@@ -180,8 +214,8 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return AppendResult{}, ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return AppendResult{}, err
 	}
 	if b.HasProducerID() {
 		dup, err := l.mu.producers.check(b)
@@ -201,7 +235,7 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	// which is harmless; the other order could leave batches of an epoch
 	// the checkpoint does not know.
 	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
-		return AppendResult{}, err
+		return AppendResult{}, l.goOffline(err)
 	}
 	if err := l.appendLocked(b); err != nil {
 		return AppendResult{}, err
@@ -220,8 +254,8 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return AppendResult{}, ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return AppendResult{}, err
 	}
 	res := AppendResult{FirstOffset: -1, LastOffset: -1, MaxTimestamp: -1, LogStartOffset: l.logStart.Load()}
 	next := l.active().next.Load()
@@ -261,14 +295,11 @@ func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 			buf = rest
 		}
 		if err := l.writeEpochs(&epochs); err != nil {
-			return res, err
+			return res, l.goOffline(err)
 		}
 		l.mu.epochs = epochs
 	}
 	if err := l.appendLocked(batches); err != nil {
-		// Whatever was appended before the failure stays, and its
-		// producer state with it.
-		l.updateProducersUpTo(batches, l.LogEndOffset())
 		return res, err
 	}
 	l.updateProducersUpTo(batches, math.MaxInt64)
@@ -312,19 +343,21 @@ func (l *Log) writeEpochs(c *epochCache) error {
 
 // appendLocked writes whole, checked batches (offsets final), contiguous in
 // buf: one write per segment they land in, rolling before a batch that does
-// not fit the active segment. Requires mu.
+// not fit the active segment. A failed write or roll takes the log offline
+// (the batches before it stay published; a reopen keeps what recovery
+// validates). Requires mu.
 func (l *Log) appendLocked(buf []byte) error {
 	for len(buf) > 0 {
 		s := l.active()
 		n, rollAt := l.fitLocked(s, buf)
 		if n == 0 {
 			if err := l.rollLocked(rollAt); err != nil {
-				return err
+				return l.goOffline(err)
 			}
 			continue
 		}
 		if err := l.writeRunLocked(s, buf[:n]); err != nil {
-			return err
+			return l.goOffline(err)
 		}
 		buf = buf[n:]
 	}
@@ -392,8 +425,9 @@ func (l *Log) writeRunLocked(s *segment, run []byte) error {
 	pos := s.size.Load()
 	if err := writeFull(s.w, run, pos); err != nil {
 		// Cut whatever part was written so the file ends at a batch
-		// boundary; if that fails too, the next write overwrites it
-		// and Close cuts the file to its published size.
+		// boundary (a disk that filled up then has room for the
+		// recovery after a reopen); if that fails too, recovery cuts
+		// the torn tail.
 		if terr := s.w.Truncate(pos); terr != nil {
 			l.log.Error("cannot cut a failed write", "segment", s.path(".log"), "err", terr)
 		}
@@ -461,16 +495,28 @@ func (l *Log) maybeFlushLocked() error {
 func (l *Log) Flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return err
 	}
 	return l.flushLocked()
 }
 
 // flushLocked fsyncs every segment above the recovery point (sealed ones a
 // background flush may still be on: syncing twice is cheap), the directory,
-// and moves the recovery point to the log end. Requires mu.
+// and moves the recovery point to the log end. A failure takes the log
+// offline. Requires mu.
 func (l *Log) flushLocked() error {
+	if err := l.Offline(); err != nil {
+		return err
+	}
+	if err := l.syncAllLocked(); err != nil {
+		return l.goOffline(err)
+	}
+	return nil
+}
+
+// syncAllLocked does flushLocked's work. Requires mu.
+func (l *Log) syncAllLocked() error {
 	rp := l.RecoveryPoint()
 	segs := l.segments()
 	for i, s := range segs {
@@ -569,8 +615,8 @@ func (l *Log) lowerRecoveryPointLocked(off int64) error {
 func (l *Log) Roll() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return err
 	}
 	if l.active().size.Load() == 0 {
 		return nil
@@ -654,7 +700,10 @@ func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
 	go func() {
 		defer l.flushes.Done()
 		defer close(t.done)
-		err := l.syncSegment(s)
+		err := l.Offline()
+		if err == nil {
+			err = l.syncSegment(s)
+		}
 		if err == nil {
 			if serr := syncPath(l.fs, snapshot); serr != nil && !errors.Is(serr, os.ErrNotExist) {
 				err = serr
@@ -668,9 +717,9 @@ func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
 		}
 		t.ok = err == nil && (prev == nil || prev.ok)
 		if err != nil {
-			// The recovery point stays below this segment until an
-			// explicit flush succeeds: a crash recovers it.
-			l.log.Error("flushing a sealed segment", "segment", s.path(".log"), "err", err)
+			// The recovery point stays below this segment for good:
+			// the log goes offline and a reopen recovers from there.
+			l.goOffline(fmt.Errorf("localseg: flushing the sealed segment %s: %w", s.path(".log"), err))
 			return
 		}
 		if t.ok {
@@ -909,6 +958,11 @@ func (l *Log) close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.retireAll()
+	if err := l.Offline(); err != nil {
+		// Nothing is flushed and no clean-shutdown marker written:
+		// the next open recovers from the last durable point.
+		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
+	}
 	act := l.active()
 	if act.w == nil {
 		// A failed truncation left the log without its active

@@ -10,12 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
-	"github.com/shale-log/shale/localseg/vfs/errorfs"
 )
 
 // clock is a settable test clock.
@@ -755,28 +753,6 @@ func TestRangeSurvivesEvictionAndDeletion(t *testing.T) {
 	r.Release()
 	if err != nil || !bytes.Equal(buf[recordbatch.HeaderSize:], one[recordbatch.HeaderSize:]) {
 		t.Fatalf("range after eviction and deletion: %v", err)
-	}
-}
-
-func TestWriteErrorLeavesTheLogConsistent(t *testing.T) {
-	ffs := errorfs.New(nil)
-	h := newHarness(t, Config{})
-	h.opts.FS = ffs
-	h.restart()
-	h.append(batch(1, 100, 0))
-	ffs.FailWrites(1, syscall.ENOSPC)
-	if _, err := h.log.AppendAsLeader(batch(1, 100, 0), 0); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("failed write: %v", err)
-	}
-	if ffs.Fired() != 1 || h.log.LogEndOffset() != 1 {
-		t.Fatalf("fired %d, log end %d", ffs.Fired(), h.log.LogEndOffset())
-	}
-	if res := h.append(batch(1, 100, 0)); res.FirstOffset != 1 {
-		t.Fatalf("append after the failure at %d", res.FirstOffset)
-	}
-	h.crash()
-	if got := h.readAll(0); len(got) != 2 || h.log.LogEndOffset() != 2 {
-		t.Fatalf("%d batches, log end %d after crash", len(got), h.log.LogEndOffset())
 	}
 }
 

@@ -20,8 +20,8 @@ import (
 func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return 0, ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return 0, err
 	}
 	l.removeDueLocked(now, false)
 	cfg := &l.mu.cfg
@@ -145,8 +145,8 @@ func (l *Log) removeDueLocked(now time.Time, all bool) {
 func (l *Log) SetLogStartOffset(offset int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return err
 	}
 	if offset > l.LogEndOffset() {
 		return fmt.Errorf("%w: %d past the log end %d", ErrOffsetOutOfRange, offset, l.LogEndOffset())

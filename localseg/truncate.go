@@ -13,8 +13,8 @@ import (
 func (l *Log) TruncateTo(offset int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return err
 	}
 	if offset >= l.LogEndOffset() {
 		return nil
@@ -106,8 +106,8 @@ func (l *Log) afterTruncateLocked() error {
 func (l *Log) TruncateFullyAndStartAt(offset int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.closed {
-		return ErrClosed
+	if err := l.writableLocked(); err != nil {
+		return err
 	}
 	return l.truncateFullyLocked(offset)
 }

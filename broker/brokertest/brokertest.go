@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -30,6 +31,7 @@ type Broker struct {
 	ln     net.Listener
 	served chan struct{}
 	cfg    func(*broker.Config)
+	fs     localseg.FS
 }
 
 // Option adjusts the broker's config.
@@ -39,7 +41,15 @@ type Option func(*broker.Config)
 // test and stops it at cleanup.
 func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
-	b := &Broker{t: t, Dir: t.TempDir(), cfg: func(c *broker.Config) {
+	return StartOn(t, t.TempDir(), nil, opts...)
+}
+
+// StartOn is Start with the data under dir and the partition logs on fs
+// (nil: the operating system's), such as a fault-injecting or
+// crash-simulating FS over LogDir(dir).
+func StartOn(t testing.TB, dir string, fs localseg.FS, opts ...Option) *Broker {
+	t.Helper()
+	b := &Broker{t: t, Dir: dir, fs: fs, cfg: func(c *broker.Config) {
 		for _, o := range opts {
 			o(c)
 		}
@@ -48,6 +58,10 @@ func Start(t testing.TB, opts ...Option) *Broker {
 	t.Cleanup(b.Stop)
 	return b
 }
+
+// LogDir is where a broker started on the data dir dir keeps its
+// partition logs.
+func LogDir(dir string) string { return filepath.Join(dir, "log") }
 
 func logger() *slog.Logger {
 	if os.Getenv("SHALE_TEST_LOG") != "" {
@@ -71,13 +85,13 @@ func (b *Broker) start(t testing.TB, addr string) {
 	}
 	host, port := splitHostPort(t, ln.Addr().String())
 	cfg := broker.Config{
-		DataDir:          filepath.Join(b.Dir, "log"),
+		DataDir:          LogDir(b.Dir),
 		AdvertisedHost:   host,
 		AdvertisedPort:   port,
 		AutoCreateTopics: true,
 	}
 	b.cfg(&cfg)
-	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: e.Client(), Logger: logger()})
+	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: e.Client(), Logger: logger(), FS: b.fs})
 	if err != nil {
 		ln.Close()
 		e.Close()
@@ -107,8 +121,16 @@ func (b *Broker) Stop() {
 // directory and port.
 func (b *Broker) Restart() {
 	b.t.Helper()
+	b.RestartOn(b.fs)
+}
+
+// RestartOn stops the broker (as cleanly as its filesystem lets it) and
+// starts it again on the same directories and port, with its logs on fs.
+func (b *Broker) RestartOn(fs localseg.FS) {
+	b.t.Helper()
 	addr := b.Addr
 	b.Stop()
+	b.fs = fs
 	b.start(b.t, addr)
 }
 
