@@ -2,17 +2,21 @@
 // same run: the in-memory franz-go kfake cluster on the same machine. These
 // machines are noisy, so only the ratios compare across runs.
 //
-// It starts `shale dev` as a subprocess (from ./bin/shale by default), runs
-// the same franz-go workloads against it and against kfake, and prints
-// records/s, MB/s, their ratio, produce latency at a fixed rate, and the
-// broker's peak RSS.
+// It starts `shale dev` (from ./bin/shale by default) and kfake, each as a
+// child process, then runs the raw load generator against both (pre-encoded
+// Produce and Fetch requests, so the broker and not the client is measured;
+// the CPU each process used per MB; the disk and loopback references), and
+// the franz-go workloads: records/s, MB/s, their ratio, produce latency at a
+// fixed rate, offset commits, rebalance time, and the broker's peak RSS.
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -41,6 +45,9 @@ type options struct {
 	producers  int // producer clients at once (set per run)
 
 	groupMembers int
+
+	raw       rawOptions
+	kfakeHost bool // serve kfake in this process (the child the benchmark starts)
 }
 
 func main() {
@@ -50,10 +57,27 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.StringVar(&o.shaleAddr, "shale-addr", "", "measure an already running broker at this address instead of starting one")
+	flag.IntVar(&o.raw.conns, "raw-conns", 4, "raw load: connections")
+	flag.IntVar(&o.raw.inflight, "raw-inflight", 8, "raw load: requests in flight per connection")
+	flag.IntVar(&o.raw.partitions, "raw-partitions", 0, "raw load: partitions (connection i uses partition i mod this; 0: one per connection)")
+	flag.IntVar(&o.raw.recordBytes, "raw-record-bytes", 100, "raw load: record value size")
+	flag.IntVar(&o.raw.batchBytes, "raw-batch-bytes", 32<<10, "raw load: record batch size of each Produce request")
+	flag.IntVar(&o.raw.fetchBytes, "raw-fetch-bytes", 1<<20, "raw load: bytes each Fetch asks for (0: no fetch run)")
+	flag.DurationVar(&o.raw.duration, "raw-duration", 5*time.Second, "raw load: length of each run")
+	flag.StringVar(&o.raw.acks, "raw-acks", "0,1,all", "raw load: produce runs by acks, in order (the fetch run reads acks=1's data)")
+	flag.StringVar(&o.raw.profileDir, "profile", "", "save a CPU profile of the broker during each raw run into this directory")
+	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
 	flag.Parse()
+	if o.kfakeHost {
+		if err := hostKfake(o); err != nil {
+			fmt.Fprintln(os.Stderr, "shale-bench kfake:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "shale-bench:", err)
 		os.Exit(1)
@@ -61,10 +85,12 @@ func main() {
 }
 
 type target struct {
-	name  string
-	addr  string
-	pid   int // 0 when in-process
-	close func()
+	name     string
+	addr     string
+	httpAddr string // Shale's /metrics and /debug/pprof, when known
+	dataDir  string // Shale's data directory, when known
+	pid      int    // 0 when in-process
+	close    func()
 }
 
 func run(o options) error {
@@ -88,6 +114,12 @@ func run(o options) error {
 	}
 
 	want := func(s string) bool { return o.only == "" || strings.Contains(o.only, s) }
+	if want("raw") {
+		if err := runRawSuite(o, shale, ceiling); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
 	var rows [][]string
 	if want("produce") || want("consume") {
 		var kTotal, sTotal int64
@@ -345,12 +377,59 @@ func createTopic(addr string, partitions int) error {
 	return err
 }
 
+// startKfake starts the in-memory kfake cluster in a child process (this
+// program again, with -kfake-host), so that its CPU is read apart from the
+// load generator's.
 func startKfake(o options) (*target, error) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(o.partitions), topic))
+	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	return &target{name: "kfake", addr: c.ListenAddrs()[0], close: c.Close}, nil
+	cmd := exec.Command(self, "-kfake-host", "-partitions", strconv.Itoa(o.partitions))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	t := &target{name: "kfake", pid: cmd.Process.Pid, close: func() {
+		stdin.Close() // the child exits when its stdin closes
+		cmd.Wait()
+	}}
+	addr := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		addr <- strings.TrimSpace(line)
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case t.addr = <-addr:
+	case <-time.After(30 * time.Second):
+	}
+	if t.addr == "" {
+		t.close()
+		return nil, errors.New("kfake child did not report its address")
+	}
+	return t, nil
+}
+
+// hostKfake is the child's side: it serves kfake, prints the address and
+// runs until its stdin closes.
+func hostKfake(o options) error {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(o.partitions), topic))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Println(c.ListenAddrs()[0])
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 func startShale(o options) (*target, error) {
@@ -365,7 +444,7 @@ func startShale(o options) (*target, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting %s (run `make build` first): %w", o.shaleBin, err)
 	}
-	t := &target{name: "shale", addr: kafkaAddr, pid: cmd.Process.Pid, close: func() {
+	t := &target{name: "shale", addr: kafkaAddr, httpAddr: httpAddr, dataDir: dir, pid: cmd.Process.Pid, close: func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		os.RemoveAll(dir)

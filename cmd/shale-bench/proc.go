@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// processCPU returns the user plus system CPU time a process has used, all
+// its threads together, from /proc/<pid>/stat.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count the fields after its closing one. utime and stime are
+	// fields 14 and 15, the 12th and 13th after it.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// cpuMeter measures the CPU time a set of processes use between start and
+// stop.
+type cpuMeter struct {
+	pids   []int
+	before []time.Duration
+}
+
+func startCPU(pids ...int) *cpuMeter {
+	m := &cpuMeter{pids: pids, before: make([]time.Duration, len(pids))}
+	for i, pid := range pids {
+		m.before[i], _ = processCPU(pid)
+	}
+	return m
+}
+
+// stop returns each process's CPU time since start (-1 when it could not
+// be read).
+func (m *cpuMeter) stop() []time.Duration {
+	used := make([]time.Duration, len(m.pids))
+	for i, pid := range m.pids {
+		after, err := processCPU(pid)
+		if err != nil || m.before[i] < 0 {
+			used[i] = -1
+			continue
+		}
+		used[i] = after - m.before[i]
+	}
+	return used
+}
+
+// msPerMB is CPU milliseconds per MB (10^6 bytes) moved.
+func msPerMB(cpu time.Duration, bytes int64) float64 {
+	if cpu < 0 || bytes <= 0 {
+		return -1
+	}
+	return float64(cpu.Milliseconds()) / (float64(bytes) / 1e6)
+}
+
+// gcCount reads the broker's completed GC cycles from its Prometheus
+// endpoint (go_gc_duration_seconds_count); -1 when it cannot.
+func gcCount(httpAddr string) int64 {
+	if httpAddr == "" {
+		return -1
+	}
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_duration_seconds_count "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// loadAverage is the 1-minute load average, to print beside figures
+// measured on a shared machine.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}

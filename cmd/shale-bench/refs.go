@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The machine's own limits, measured in the same run as the broker so that
+// a noisy neighbour moves both: the broker's figures are reported as a
+// fraction of them.
+
+// diskWriteRef writes a file sequentially in dir, in 1 MiB writes with an
+// fdatasync after every 8 MiB and at the end, for about d (at most 2 GiB),
+// and returns the bytes per second the disk sustained.
+func diskWriteRef(dir string, d time.Duration) (float64, error) {
+	f, err := os.CreateTemp(dir, "disk-ref-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	block := make([]byte, 1<<20)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	const syncEvery = 8
+	start := time.Now()
+	var written int64
+	for n := 1; ; n++ {
+		if _, err := f.Write(block); err != nil {
+			return 0, err
+		}
+		written += int64(len(block))
+		if n%syncEvery == 0 {
+			if err := fdatasync(f); err != nil {
+				return 0, err
+			}
+			if time.Since(start) >= d || written >= 2<<30 {
+				break
+			}
+		}
+	}
+	return float64(written) / time.Since(start).Seconds(), nil
+}
+
+// loopbackRef sends over conns loopback TCP connections at once, 1 MiB
+// writes read into 1 MiB buffers, for about d, and returns the bytes per
+// second received.
+func loopbackRef(conns int, d time.Duration) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	var received atomic.Int64
+	var wg sync.WaitGroup
+	accepted := make(chan error, conns)
+	go func() {
+		for i := 0; i < conns; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				accepted <- err
+				return
+			}
+			accepted <- nil
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 1<<20)
+				for {
+					n, err := c.Read(buf)
+					received.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	clients := make([]net.Conn, conns)
+	for i := range clients {
+		if clients[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
+			return 0, err
+		}
+		if err := <-accepted; err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	stopAt := start.Add(d)
+	var sendErr atomic.Value
+	var senders sync.WaitGroup
+	for _, c := range clients {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			block := make([]byte, 1<<20)
+			for time.Now().Before(stopAt) {
+				if _, err := c.Write(block); err != nil {
+					sendErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	senders.Wait()
+	got := received.Load()
+	elapsed := time.Since(start)
+	for _, c := range clients {
+		c.Close()
+	}
+	wg.Wait()
+	if err, _ := sendErr.Load().(error); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	return float64(got) / elapsed.Seconds(), nil
+}
+
+// dataDirOf is where the disk reference writes: beside the broker's data,
+// on the same file system.
+func dataDirOf(t *target) string {
+	if t.dataDir != "" {
+		return t.dataDir
+	}
+	return filepath.Clean(os.TempDir())
+}
+
+func fdatasync(f *os.File) error {
+	return syscall.Fdatasync(int(f.Fd()))
+}
