@@ -7,27 +7,34 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // rawConfig is one raw run: conns connections, each with up to inflight
-// requests written but not yet answered.
+// requests written but not yet answered, loading the broker for warmup and
+// then for duration, which alone is measured.
 type rawConfig struct {
 	conns       int
 	inflight    int
 	partitions  int // connection i uses partition i % partitions
 	recordBytes int
 	batchBytes  int // produce: record batch size; fetch: partition max bytes
+	warmup      time.Duration
 	duration    time.Duration
+	// onMeasure, if set, is called when the warm-up ends and the
+	// measured part begins.
+	onMeasure func()
 }
 
 // rawResult counts what the broker acknowledged (produce) or returned
-// (fetch): record batch bytes and records, with each request's latency.
+// (fetch) in the measured part of a run: record batch bytes and records,
+// with each request's latency.
 type rawResult struct {
 	bytes, records int64
 	requests       int64
 	elapsed        time.Duration
-	latencies      []time.Duration // acks=1 and all, and fetch; empty for acks=0
+	latencies      []time.Duration // sorted; acks=1 and all, and fetch; empty for acks=0
 }
 
 func (r rawResult) mbps() float64 { return float64(r.bytes) / r.elapsed.Seconds() / 1e6 }
@@ -42,95 +49,130 @@ func (r rawResult) percentile(p float64) time.Duration {
 	return r.latencies[min(len(r.latencies)-1, int(float64(len(r.latencies))*p))]
 }
 
-func (r *rawResult) add(o rawResult) {
-	r.bytes += o.bytes
-	r.records += o.records
-	r.requests += o.requests
-	r.latencies = append(r.latencies, o.latencies...)
+// meter counts what the connections of a run completed, read when the
+// warm-up ends and when the run ends.
+type meter struct {
+	bytes, records, requests atomic.Int64
 }
 
-// runConns runs one function per connection at once and sums their
-// results; elapsed is the time until the last one finished.
-func runConns(cfg rawConfig, each func(i int, stopAt time.Time) (rawResult, error)) (rawResult, error) {
+func (m *meter) add(bytes, records int64) {
+	m.bytes.Add(bytes)
+	m.records.Add(records)
+	m.requests.Add(1)
+}
+
+func (m *meter) read() rawResult {
+	return rawResult{bytes: m.bytes.Load(), records: m.records.Load(), requests: m.requests.Load()}
+}
+
+// connRun is one connection's part of a run: it counts what completes in
+// m and returns the latencies of the requests sent from warmAt on.
+type connRun func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, error)
+
+// runConns runs one connection function per connection at once. The result
+// counts what completed from the end of the warm-up until the last
+// connection finished.
+func runConns(cfg rawConfig, each connRun) (rawResult, error) {
 	var (
+		m     meter
 		mu    sync.Mutex
-		total rawResult
+		lat   []time.Duration
 		first error
 		wg    sync.WaitGroup
 	)
-	start := time.Now()
-	stopAt := start.Add(cfg.duration)
+	warmAt := time.Now().Add(cfg.warmup)
+	stopAt := warmAt.Add(cfg.duration)
 	for i := 0; i < cfg.conns; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := each(i, stopAt)
+			l, err := each(i, &m, warmAt, stopAt)
 			mu.Lock()
 			defer mu.Unlock()
-			total.add(r)
+			lat = append(lat, l...)
 			if err != nil && first == nil {
 				first = fmt.Errorf("connection %d: %w", i, err)
 			}
 		}()
 	}
+	time.Sleep(time.Until(warmAt))
+	before := m.read()
+	if cfg.onMeasure != nil {
+		cfg.onMeasure()
+	}
 	wg.Wait()
-	total.elapsed = time.Since(start)
-	slices.Sort(total.latencies)
-	return total, first
+	res := m.read()
+	res.elapsed = time.Since(warmAt)
+	res.bytes -= before.bytes
+	res.records -= before.records
+	res.requests -= before.requests
+	slices.Sort(lat)
+	res.latencies = lat
+	return res, first
 }
 
 // rawProduce produces one pre-encoded batch again and again on every
-// connection until the run's time is up. With acks=0 nothing is answered,
-// so each connection ends with one acks=1 request: its answer means the
-// broker has handled every request before it.
+// connection until the run's time is up. With acks=0 nothing is answered:
+// a request counts when written, and each connection ends with one acks=1
+// request whose answer means the broker has handled every one before it.
 func rawProduce(addr, topic string, acks int16, cfg rawConfig) (rawResult, error) {
 	batch, records := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
-	return runConns(cfg, func(i int, stopAt time.Time) (rawResult, error) {
+	return runConns(cfg, func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, error) {
 		partition := int32(i % max(1, cfg.partitions))
-		return produceConn(addr, produceFrame(topic, partition, acks, batch), produceFrame(topic, partition, 1, batch),
-			acks, int64(len(batch)), int64(records), cfg.inflight, stopAt)
+		pc := produceConn{
+			frame: produceFrame(topic, partition, acks, batch), last: produceFrame(topic, partition, 1, batch),
+			acks: acks, bytes: int64(len(batch)), records: int64(records),
+		}
+		return pc.run(addr, m, cfg.inflight, warmAt, stopAt)
 	})
 }
 
-func produceConn(addr string, frame, last []byte, acks int16, batchBytes, records int64, inflight int, stopAt time.Time) (rawResult, error) {
-	var res rawResult
+type produceConn struct {
+	frame, last    []byte // the request, and for acks=0 the acks=1 one that ends the run
+	acks           int16
+	bytes, records int64 // what each request carries
+}
+
+func (pc produceConn) run(addr string, m *meter, inflight int, warmAt, stopAt time.Time) ([]time.Duration, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	defer c.Close()
 	// sent holds each request awaiting its answer; its capacity is the
 	// window of requests in flight.
 	sent := make(chan sentRequest, inflight)
-	wrote := make(chan writerResult, 1)
+	wrote := make(chan error, 1)
 	go func() {
 		defer close(sent)
-		var w writerResult
 		var corr int32
 		for ; time.Now().Before(stopAt); corr++ {
-			if acks != 0 {
+			if pc.acks != 0 {
 				sent <- sentRequest{corr, time.Now()}
 			}
-			setCorrelationID(frame, corr)
-			if _, w.err = c.Write(frame); w.err != nil {
-				wrote <- w
+			setCorrelationID(pc.frame, corr)
+			if _, err := c.Write(pc.frame); err != nil {
+				wrote <- err
 				return
 			}
-			w.written++
-		}
-		if acks == 0 {
-			setCorrelationID(last, corr)
-			sent <- sentRequest{corr, time.Now()}
-			if _, w.err = c.Write(last); w.err == nil {
-				w.written++
+			if pc.acks == 0 {
+				m.add(pc.bytes, pc.records)
 			}
 		}
-		wrote <- w
+		if pc.acks == 0 {
+			setCorrelationID(pc.last, corr)
+			sent <- sentRequest{corr, time.Now()}
+			if _, err := c.Write(pc.last); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
 	}()
 	r := bufio.NewReaderSize(c, 64<<10)
-	var buf []byte
+	var buf, body []byte
+	var lat []time.Duration
 	for s := range sent {
-		var body []byte
 		body, buf, err = readResponse(r, buf, s.corr)
 		if err == nil {
 			err = produceResponseErr(body)
@@ -140,32 +182,19 @@ func produceConn(addr string, frame, last []byte, acks int16, batchBytes, record
 			for range sent {
 			}
 			<-wrote
-			return res, err
+			return lat, err
 		}
-		res.latencies = append(res.latencies, time.Since(s.at))
-		res.requests++
+		m.add(pc.bytes, pc.records)
+		if pc.acks != 0 && !s.at.Before(warmAt) {
+			lat = append(lat, time.Since(s.at))
+		}
 	}
-	w := <-wrote
-	if w.err != nil {
-		return res, w.err
-	}
-	if acks == 0 {
-		res.latencies = nil
-		res.requests = w.written
-	}
-	res.bytes = res.requests * batchBytes
-	res.records = res.requests * records
-	return res, nil
+	return lat, <-wrote
 }
 
 type sentRequest struct {
 	corr int32
 	at   time.Time
-}
-
-type writerResult struct {
-	written int64
-	err     error
 }
 
 // rawFetch reads each connection's partition from offset 0 to end (its
@@ -174,52 +203,51 @@ type writerResult struct {
 // for consecutive ranges: the next offset is guessed from the records a
 // full response holds, so they need not wait for each other's answers.
 func rawFetch(addr, topic string, ends []int64, recordsPerFetch int64, cfg rawConfig) (rawResult, error) {
-	return runConns(cfg, func(i int, stopAt time.Time) (rawResult, error) {
+	return runConns(cfg, func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, error) {
 		partition := i % max(1, cfg.partitions)
 		if ends[partition] <= 0 {
-			return rawResult{}, fmt.Errorf("partition %d is empty", partition)
+			return nil, fmt.Errorf("partition %d is empty", partition)
 		}
 		ff, err := newFetchFrame(topic, int32(partition), int32(cfg.batchBytes))
 		if err != nil {
-			return rawResult{}, err
+			return nil, err
 		}
 		// Connections sharing a partition start at different places.
-		start := ends[partition] * int64(i/max(1, cfg.partitions)) / int64(max(1, cfg.conns/max(1, cfg.partitions)))
-		return fetchConn(addr, ff, start, ends[partition], max(1, recordsPerFetch), cfg.inflight, stopAt)
+		sharing := max(1, cfg.conns/max(1, cfg.partitions))
+		start := ends[partition] * int64(i/max(1, cfg.partitions)%sharing) / int64(sharing)
+		return fetchConn(addr, ff, m, start, ends[partition], max(1, recordsPerFetch), cfg.inflight, warmAt, stopAt)
 	})
 }
 
-func fetchConn(addr string, ff *fetchFrame, start, end, step int64, inflight int, stopAt time.Time) (rawResult, error) {
-	var res rawResult
+func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, inflight int, warmAt, stopAt time.Time) ([]time.Duration, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	defer c.Close()
 	sent := make(chan sentRequest, inflight)
-	wrote := make(chan writerResult, 1)
+	wrote := make(chan error, 1)
 	go func() {
 		defer close(sent)
-		var w writerResult
 		off := start
 		for corr := int32(0); time.Now().Before(stopAt); corr++ {
 			sent <- sentRequest{corr, time.Now()}
 			setCorrelationID(ff.frame, corr)
 			ff.setOffset(off)
-			if _, w.err = c.Write(ff.frame); w.err != nil {
-				break
+			if _, err := c.Write(ff.frame); err != nil {
+				wrote <- err
+				return
 			}
-			w.written++
 			if off += step; off >= end {
 				off = 0
 			}
 		}
-		wrote <- w
+		wrote <- nil
 	}()
 	r := bufio.NewReaderSize(c, 1<<20)
-	var buf []byte
+	var buf, body []byte
+	var lat []time.Duration
 	for s := range sent {
-		var body []byte
 		body, buf, err = readResponse(r, buf, s.corr)
 		var f fetched
 		if err == nil {
@@ -233,12 +261,14 @@ func fetchConn(addr string, ff *fetchFrame, start, end, step int64, inflight int
 			for range sent {
 			}
 			<-wrote
-			return res, err
+			return lat, err
 		}
-		res.latencies = append(res.latencies, time.Since(s.at))
-		res.requests++
-		res.bytes += f.bytes
-		res.records += f.records
+		m.bytes.Add(f.bytes)
+		m.records.Add(f.records)
+		m.requests.Add(1)
+		if !s.at.Before(warmAt) {
+			lat = append(lat, time.Since(s.at))
+		}
 	}
-	return res, (<-wrote).err
+	return lat, <-wrote
 }

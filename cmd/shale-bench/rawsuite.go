@@ -19,7 +19,7 @@ type rawOptions struct {
 	conns, inflight, partitions int
 	recordBytes, batchBytes     int
 	fetchBytes                  int
-	duration                    time.Duration
+	warmup, duration            time.Duration
 	acks                        string // comma-separated: 0, 1, all
 	profileDir                  string
 }
@@ -30,7 +30,7 @@ func (r rawOptions) config() rawConfig {
 		parts = r.conns
 	}
 	return rawConfig{conns: r.conns, inflight: r.inflight, partitions: parts,
-		recordBytes: r.recordBytes, batchBytes: r.batchBytes, duration: r.duration}
+		recordBytes: r.recordBytes, batchBytes: r.batchBytes, warmup: r.warmup, duration: r.duration}
 }
 
 // rawMeasure is one raw run against one target with the CPU each side used.
@@ -48,8 +48,8 @@ type rawMeasure struct {
 func runRawSuite(o options, shale, kfake *target) error {
 	ro := o.raw
 	cfg := ro.config()
-	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d bytes, %s per run\n",
-		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, ro.fetchBytes, cfg.duration)
+	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d bytes, %s measured after %s of warm-up\n",
+		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, ro.fetchBytes, cfg.duration, cfg.warmup)
 	disk, loop, err := references(shale, cfg.conns)
 	if err != nil {
 		return err
@@ -74,7 +74,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
 			workload := "produce acks=" + name
-			ms[ti], err = measureRaw(t, ro, workload, func() (rawResult, error) {
+			ms[ti], err = measureRaw(t, ro, workload, cfg, func(cfg rawConfig) (rawResult, error) {
 				return rawProduce(t.addr, topic, acks, cfg)
 			})
 			if err != nil {
@@ -100,8 +100,8 @@ func runRawSuite(o options, shale, kfake *target) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			ms[ti], err = measureRaw(t, ro, "fetch", func() (rawResult, error) {
-				return rawFetch(t.addr, fetchTopic, ends, perFetch, fcfg)
+			ms[ti], err = measureRaw(t, ro, "fetch", fcfg, func(cfg rawConfig) (rawResult, error) {
+				return rawFetch(t.addr, fetchTopic, ends, perFetch, cfg)
 			})
 			if err != nil {
 				return fmt.Errorf("raw fetch against %s: %w", t.name, err)
@@ -142,20 +142,29 @@ func parseAcks(s string) (int16, string, error) {
 }
 
 // measureRaw runs one raw workload against t, reading the CPU both
-// processes used and, for Shale, its GC cycles and optionally a CPU
-// profile of the run.
-func measureRaw(t *target, ro rawOptions, workload string, run func() (rawResult, error)) (rawMeasure, error) {
-	var m rawMeasure
-	profiled := make(chan error, 1)
-	if ro.profileDir != "" && t.httpAddr != "" {
-		name := "raw-" + strings.NewReplacer(" ", "-", "=", "", "(", "", ")", "").Replace(workload) + ".pprof"
-		go func() { profiled <- fetchProfile(t.httpAddr, filepath.Join(ro.profileDir, name), ro.duration) }()
-	} else {
-		profiled <- nil
+// processes used in its measured part and, for Shale, its GC cycles and
+// optionally a CPU profile.
+func measureRaw(t *target, ro rawOptions, workload string, cfg rawConfig, run func(rawConfig) (rawResult, error)) (rawMeasure, error) {
+	var (
+		m        rawMeasure
+		cpu      *cpuMeter
+		gc0      int64 = -1
+		profiled = make(chan error, 1)
+	)
+	cfg.onMeasure = func() {
+		cpu = startCPU(t.pid, os.Getpid())
+		if ro.profileDir != "" && t.httpAddr != "" {
+			name := "raw-" + strings.NewReplacer(" ", "-", "=", "", "(", "", ")", "").Replace(workload) + ".pprof"
+			go func() { profiled <- fetchProfile(t.httpAddr, filepath.Join(ro.profileDir, name), cfg.duration) }()
+		} else {
+			profiled <- nil
+		}
+		gc0 = gcCount(t.httpAddr)
 	}
-	gc0 := gcCount(t.httpAddr)
-	cpu := startCPU(t.pid, os.Getpid())
-	res, err := run()
+	res, err := run(cfg)
+	if cpu == nil {
+		return m, err
+	}
 	used := cpu.stop()
 	gc1 := gcCount(t.httpAddr)
 	if perr := <-profiled; perr != nil {
