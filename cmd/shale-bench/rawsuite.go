@@ -149,7 +149,7 @@ func measureRaw(t *target, ro rawOptions, workload string, cfg rawConfig, run fu
 		m        rawMeasure
 		cpu      *cpuMeter
 		gc0      int64 = -1
-		profiled = make(chan error, 1)
+		profiled       = make(chan error, 1)
 	)
 	cfg.onMeasure = func() {
 		cpu = startCPU(t.pid, os.Getpid())
