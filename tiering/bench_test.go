@@ -1,0 +1,133 @@
+package tiering
+
+import (
+	"context"
+	"io"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// BenchmarkRemoteRead replays a partition that lives only in the object
+// store (the filesystem backend) through the Reader, cold (a new cache
+// each round) and warm, beside the ceiling: raw ranged GETs of the same
+// bytes in chunk-sized pieces, one at a time and four in flight.
+func BenchmarkRemoteRead(b *testing.B) {
+	log, _ := testLog(b, 1<<20, 6000) // about 16 MiB in 1 MiB segments
+	bucket, err := objectstore.NewFS(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, ms := newTestArchiver(b, bucket, log)
+	uploadAll(b, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	const chunk = 4 << 20
+	replay := func(b *testing.B, r *Reader) {
+		for off := m.Start(); off < m.End(); {
+			parts, err := r.Read(context.Background(), testPartition, m, off, 1<<20, math.MaxInt64, true)
+			if err != nil || parts == nil {
+				b.Fatalf("at %d: %v", off, err)
+			}
+			off = lastWholeBatchEnd(parts, off)
+		}
+	}
+	type piece struct {
+		key      string
+		off, len int64
+	}
+	var pieces []piece
+	for _, s := range m.Segments {
+		for off := int64(0); off < s.Size; off += chunk {
+			pieces = append(pieces, piece{a.cfg.Layout.SegmentKey(testPartition, s.BaseOffset, s.ID), off, min(chunk, s.Size-off)})
+		}
+	}
+	rawGet := func(b *testing.B, p piece) {
+		body, err := bucket.Get(context.Background(), p.key, p.off, p.len)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, p.len)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			b.Fatal(err)
+		}
+		body.Close()
+	}
+	b.Run("ceiling-get-sequential", func(b *testing.B) {
+		b.SetBytes(m.Bytes())
+		for b.Loop() {
+			for _, p := range pieces {
+				rawGet(b, p)
+			}
+		}
+	})
+	b.Run("ceiling-get-parallel4", func(b *testing.B) {
+		b.SetBytes(m.Bytes())
+		for b.Loop() {
+			ch := make(chan piece)
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for p := range ch {
+						rawGet(b, p)
+					}
+				}()
+			}
+			for _, p := range pieces {
+				ch <- p
+			}
+			close(ch)
+			wg.Wait()
+		}
+	})
+	b.Run("cold", func(b *testing.B) {
+		b.SetBytes(m.Bytes())
+		for b.Loop() {
+			r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: a.cfg.Layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			replay(b, r)
+			r.Close()
+		}
+	})
+	b.Run("warm", func(b *testing.B) {
+		r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: a.cfg.Layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		replay(b, r)
+		r.Wait()
+		b.SetBytes(m.Bytes())
+		b.ResetTimer()
+		for b.Loop() {
+			replay(b, r)
+		}
+	})
+}
+
+// lastWholeBatchEnd is the offset after the last whole batch in parts.
+func lastWholeBatchEnd(parts [][]byte, off int64) int64 {
+	var hdr []byte
+	for _, p := range parts {
+		hdr = append(hdr, p...)
+	}
+	for len(hdr) >= 27 {
+		length := int(int32(uint32(hdr[8])<<24 | uint32(hdr[9])<<16 | uint32(hdr[10])<<8 | uint32(hdr[11])))
+		if length+12 > len(hdr) {
+			break
+		}
+		base := int64(0)
+		for _, c := range hdr[:8] {
+			base = base<<8 | int64(c)
+		}
+		delta := int64(int32(uint32(hdr[23])<<24 | uint32(hdr[24])<<16 | uint32(hdr[25])<<8 | uint32(hdr[26])))
+		off = base + delta + 1
+		hdr = hdr[length+12:]
+	}
+	return off
+}
