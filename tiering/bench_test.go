@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
 )
 
@@ -15,7 +16,17 @@ import (
 // each round) and warm, beside the ceiling: raw ranged GETs of the same
 // bytes in chunk-sized pieces, one at a time and four in flight.
 func BenchmarkRemoteRead(b *testing.B) {
-	log, _ := testLog(b, 1<<20, 6000) // about 16 MiB in 1 MiB segments
+	log, err := localseg.Open(b.TempDir(), localseg.Config{SegmentBytes: 8 << 20, RetentionMs: -1}, localseg.Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 2048 { // 32 MiB in 16 KiB batches, 8 MiB segments
+		if _, err := log.AppendAsLeader(testBatch(b, 4, 4<<10, int64(i)), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	log.Roll()
 	bucket, err := objectstore.NewFS(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
