@@ -11,7 +11,7 @@ RUNFLAGS ?=
 BENCHFLAGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all build run test test-short bench vet fmt fuzz tools kcat clean
+.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio clean
 
 all: build
 
@@ -50,7 +50,20 @@ fuzz:
 	  done; \
 	done
 
-tools: kcat
+tools: kcat minio
+
+## minio: the S3 server the tests run (built from a pinned pseudo-version
+## into .tools/bin, once per version; the project is archived upstream and
+## only its binary is used, never linked)
+TOOLS         := $(CURDIR)/.tools/bin
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+minio: $(TOOLS)/.minio-$(MINIO_VERSION)
+
+$(TOOLS)/.minio-$(MINIO_VERSION):
+	@echo "building minio $(MINIO_VERSION) into $(TOOLS) (a few minutes, once)"
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+	@touch $@
 
 ## kcat: the second Kafka client the tests use (Debian package)
 kcat:

@@ -80,7 +80,8 @@ type PutOptions struct {
 // Bucket is a flat namespace of immutable-once-written objects.
 //
 // Keys: Put, Get, Head and Delete refuse a key CheckKey refuses with
-// ErrInvalidKey; List takes any prefix.
+// ErrInvalidKey; List takes any prefix. Keep layouts prefix-free (never
+// both "x" and "x/y"): each reads back, but MinIO lists only "x".
 //
 // Consistency: strong read-after-write, as S3 gives since 2020: a Get,
 // Head or List that starts after a Put or Delete returned sees its effect.

@@ -1,0 +1,91 @@
+package objectstore
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// OpenOptions are the settings a URL does not carry.
+type OpenOptions struct {
+	// S3 holds the defaults of s3:// buckets (timeouts, retries, part
+	// size); the URL's bucket and query parameters override them.
+	S3 S3Options
+}
+
+// Open opens the bucket a URL names:
+//
+//	s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false
+//	     &request_checksum=when_supported|when_required
+//	     &response_checksum=when_supported|when_required&part_size=BYTES]
+//	file:///ABSOLUTE/PATH
+//	mem://
+//
+// S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY, shared config files, instance roles), never from
+// the URL. path_style defaults to true when an endpoint is given (MinIO
+// and most S3-compatible stores), false for AWS. An s3:// prefix puts
+// every key under PREFIX/.
+func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: open %q: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "mem":
+		if u.Host != "" || u.Path != "" || u.RawQuery != "" {
+			return nil, fmt.Errorf("objectstore: open %q: mem:// takes nothing after it", rawURL)
+		}
+		return NewMem(), nil
+	case "file":
+		if u.Host != "" || !filepath.IsAbs(u.Path) || u.RawQuery != "" {
+			return nil, fmt.Errorf("objectstore: open %q: want file:///ABSOLUTE/PATH", rawURL)
+		}
+		return NewFS(u.Path)
+	case "s3":
+		o := opts.S3
+		o.Bucket = u.Host
+		q := u.Query()
+		pathStyle := ""
+		for k, vs := range q {
+			v := vs[len(vs)-1]
+			switch k {
+			case "endpoint":
+				o.Endpoint = v
+			case "region":
+				o.Region = v
+			case "path_style":
+				pathStyle = v
+			case "request_checksum":
+				o.RequestChecksumCalculation = v
+			case "response_checksum":
+				o.ResponseChecksumValidation = v
+			case "part_size":
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("objectstore: open %q: part_size: %w", rawURL, err)
+				}
+				o.PartSize = n
+			default:
+				return nil, fmt.Errorf("objectstore: open %q: unknown parameter %q", rawURL, k)
+			}
+		}
+		switch pathStyle {
+		case "":
+			o.PathStyle = o.Endpoint != ""
+		case "true", "false":
+			o.PathStyle = pathStyle == "true"
+		default:
+			return nil, fmt.Errorf("objectstore: open %q: path_style=%q: want true or false", rawURL, pathStyle)
+		}
+		b, err := NewS3(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		return WithPrefix(b, strings.TrimSuffix(strings.TrimPrefix(u.Path, "/"), "/"))
+	}
+	return nil, fmt.Errorf("objectstore: open %q: unknown scheme (want s3, file or mem)", rawURL)
+}

@@ -1,0 +1,119 @@
+package objectstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/miniotest"
+	"github.com/shale-log/shale/objectstore/objectstoretest"
+)
+
+func TestCheckKeyLimits(t *testing.T) {
+	for key, ok := range map[string]bool{
+		strings.Repeat("k", objectstore.MaxKeyLen):   true,
+		strings.Repeat("k", objectstore.MaxKeyLen+1): false,
+		"a/b.c/..d":   true,
+		"a/./b":       false,
+		"tab\there":   false,
+		"del\x7f":     false,
+		"ok-é/東京":     true,
+		"trailing/":   false,
+		"/leading":    false,
+		"double//sep": false,
+	} {
+		if err := objectstore.CheckKey(key); (err == nil) != ok || (err != nil && !errors.Is(err, objectstore.ErrInvalidKey)) {
+			t.Errorf("CheckKey(%.20q) = %v, want ok=%v", key, err, ok)
+		}
+	}
+}
+
+func TestWithPrefixConformance(t *testing.T) {
+	objectstoretest.Run(t, func(t *testing.T) objectstore.Bucket {
+		inner := objectstore.NewMem()
+		// A neighbour outside the prefix stays invisible.
+		inner.Put(context.Background(), "pre/fixed", bytes.NewReader(nil), 0, objectstore.PutOptions{})
+		b, err := objectstore.WithPrefix(inner, "pre/fix")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+func TestWithPrefixStoresUnderPrefix(t *testing.T) {
+	inner := objectstore.NewMem()
+	b, err := objectstore.WithPrefix(inner, "cluster-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.Put(ctx, "t/0/x", strings.NewReader("x"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inner.Head(ctx, "cluster-1/t/0/x"); err != nil {
+		t.Fatalf("not stored under the prefix: %v", err)
+	}
+	if _, err := objectstore.WithPrefix(inner, "bad/"); !errors.Is(err, objectstore.ErrInvalidKey) {
+		t.Fatalf("prefix with a trailing slash: %v", err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		url, want string
+	}{
+		{"mem://", "*objectstore.Mem"},
+		{"file://" + dir, "*objectstore.FS"},
+		{"s3://bucket", "*objectstore.S3"},
+		{"s3://bucket/some/prefix?endpoint=http://127.0.0.1:9&region=eu-west-1", "*objectstore.prefixed"},
+		{"s3://bucket?endpoint=http://127.0.0.1:9&path_style=false&request_checksum=when_required&response_checksum=when_required&part_size=5242880", "*objectstore.S3"},
+		{"file://relative/path", "error"},
+		{"file:///" + dir[1:] + "?x=1", "error"},
+		{"mem://name", "error"},
+		{"s3://", "error"},
+		{"s3://bucket?bogus=1", "error"},
+		{"s3://bucket?path_style=yes", "error"},
+		{"s3://bucket?request_checksum=never", "error"},
+		{"s3://bucket?part_size=1024", "error"},
+		{"s3://bucket//double", "error"},
+		{"gs://bucket", "error"},
+		{"/just/a/path", "error"},
+	} {
+		b, err := objectstore.Open(ctx, tc.url, objectstore.OpenOptions{})
+		got := "error"
+		if err == nil {
+			got = fmt.Sprintf("%T", b)
+			b.Close()
+		}
+		if got != tc.want {
+			t.Errorf("Open(%q) = %s (%v), want %s", tc.url, got, err, tc.want)
+		}
+	}
+}
+
+func TestOpenS3URLOnMinIO(t *testing.T) {
+	srv := miniotest.Shared(t)
+	bucket := srv.NewBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", miniotest.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", miniotest.SecretKey)
+	ctx := context.Background()
+	b, err := objectstore.Open(ctx, "s3://"+bucket+"/shale/dev?endpoint="+srv.Endpoint+"&region=us-east-1", objectstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "k", strings.NewReader("v"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// An independent client finds it under the prefix.
+	obj, err := srv.Client().StatObject(ctx, bucket, "shale/dev/k", minioStatOpts)
+	if err != nil || obj.Size != 1 {
+		t.Fatalf("minio-go stat: %+v %v", obj, err)
+	}
+}

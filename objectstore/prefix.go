@@ -1,0 +1,84 @@
+package objectstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// prefixed keeps a bucket's keys under prefix/: what the rest of the
+// system sees as "k" is stored as "prefix/k".
+type prefixed struct {
+	b      Bucket
+	prefix string // with its trailing '/'
+}
+
+var _ Bucket = (*prefixed)(nil)
+
+// WithPrefix returns b seen from under prefix (a valid key, or "" for b
+// itself): keys are stored as prefix + "/" + key, List sees only them.
+func WithPrefix(b Bucket, prefix string) (Bucket, error) {
+	if prefix == "" {
+		return b, nil
+	}
+	if err := CheckKey(prefix); err != nil {
+		return nil, fmt.Errorf("objectstore: prefix: %w", err)
+	}
+	return &prefixed{b: b, prefix: prefix + "/"}, nil
+}
+
+func (p *prefixed) key(key string) (string, error) {
+	if err := CheckKey(key); err != nil {
+		return "", err
+	}
+	if len(p.prefix)+len(key) > MaxKeyLen {
+		return "", fmt.Errorf("%w: %q is too long under %q", ErrInvalidKey, key, p.prefix)
+	}
+	return p.prefix + key, nil
+}
+
+func (p *prefixed) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
+	k, err := p.key(key)
+	if err != nil {
+		return Attrs{}, err
+	}
+	a, err := p.b.Put(ctx, k, r, size, opts)
+	a.Key = key
+	return a, err
+}
+
+func (p *prefixed) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	k, err := p.key(key)
+	if err != nil {
+		return nil, err
+	}
+	return p.b.Get(ctx, k, off, length)
+}
+
+func (p *prefixed) Head(ctx context.Context, key string) (Attrs, error) {
+	k, err := p.key(key)
+	if err != nil {
+		return Attrs{}, err
+	}
+	a, err := p.b.Head(ctx, k)
+	a.Key = key
+	return a, err
+}
+
+func (p *prefixed) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	return p.b.List(ctx, p.prefix+prefix, func(a Attrs) error {
+		a.Key = strings.TrimPrefix(a.Key, p.prefix)
+		return fn(a)
+	})
+}
+
+func (p *prefixed) Delete(ctx context.Context, key string) error {
+	k, err := p.key(key)
+	if err != nil {
+		return err
+	}
+	return p.b.Delete(ctx, k)
+}
+
+func (p *prefixed) Close() error { return p.b.Close() }

@@ -1,0 +1,465 @@
+package objectstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
+)
+
+// S3Options configure an S3 bucket. Zero values take the defaults that
+// EnsureDefaults documents.
+type S3Options struct {
+	// Bucket is the bucket's name (required).
+	Bucket string
+	// Endpoint is the service URL, e.g. http://127.0.0.1:9000 for MinIO;
+	// empty means AWS S3.
+	Endpoint string
+	// Region defaults to the AWS configuration's, else us-east-1.
+	Region string
+	// PathStyle addresses the bucket as endpoint/bucket rather than
+	// bucket.endpoint (MinIO and most S3-compatible stores need it).
+	PathStyle bool
+	// AccessKey and SecretKey, when set, are the credentials; otherwise
+	// the standard AWS chain (environment, shared files, instance role).
+	AccessKey, SecretKey, SessionToken string
+	// RequestChecksumCalculation and ResponseChecksumValidation are the
+	// SDK's settings: "when_supported" (the SDK default) or
+	// "when_required", for S3-compatible stores that reject checksums.
+	RequestChecksumCalculation string
+	ResponseChecksumValidation string
+
+	// RequestTimeout bounds a call without a large body (head, list
+	// page, delete, the wait for a GET's response headers), every
+	// attempt included. Default 30s.
+	RequestTimeout time.Duration
+	// MinThroughput, in bytes per second, extends a Put's deadline by
+	// its size: RequestTimeout + size/MinThroughput. Default 1 MiB/s.
+	MinThroughput int64
+	// StallTimeout aborts a GET body that delivers no byte for this
+	// long. Default 30s.
+	StallTimeout time.Duration
+	// MaxAttempts per request (first try included) and MaxBackoff
+	// between attempts (exponential with jitter). Defaults 5 and 5s.
+	MaxAttempts int
+	MaxBackoff  time.Duration
+	// PartSize of multipart uploads (min 5 MiB), MultipartThreshold the
+	// size from which they are used, Concurrency the parts in flight.
+	// Defaults 16 MiB, PartSize, 4.
+	PartSize           int64
+	MultipartThreshold int64
+	Concurrency        int
+	// ListPageSize is the keys asked per list request. Default 1000.
+	ListPageSize int32
+}
+
+// EnsureDefaults fills the zero fields.
+func (o *S3Options) EnsureDefaults() {
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	if o.MinThroughput <= 0 {
+		o.MinThroughput = 1 << 20
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 30 * time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.PartSize <= 0 {
+		o.PartSize = 16 << 20
+	}
+	if o.MultipartThreshold <= 0 {
+		o.MultipartThreshold = o.PartSize
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
+	}
+	if o.ListPageSize <= 0 {
+		o.ListPageSize = 1000
+	}
+}
+
+func (o *S3Options) validate() error {
+	if o.Bucket == "" {
+		return errors.New("objectstore: s3: no bucket")
+	}
+	if o.PartSize < 5<<20 {
+		return fmt.Errorf("objectstore: s3: part size %d is below S3's 5 MiB minimum", o.PartSize)
+	}
+	for _, v := range []string{o.RequestChecksumCalculation, o.ResponseChecksumValidation} {
+		if v != "" && v != "when_supported" && v != "when_required" {
+			return fmt.Errorf("objectstore: s3: checksum setting %q: want when_supported or when_required", v)
+		}
+	}
+	return nil
+}
+
+// S3 is a bucket in S3 or an S3-compatible store (s3://).
+//
+// Retries with backoff are the SDK's standard retryer without its retry
+// quota (an outage must not turn into failures once it ends), plus S3's
+// 409 ConditionalRequestConflict. A conditional Put whose response was
+// lost and whose retry then fails its condition is recognised as a
+// success: every Put carries a random put id in its metadata, compared
+// with the stored object's before ErrPreconditionFailed is returned.
+type S3 struct {
+	opts   S3Options
+	client *s3.Client
+	tm     *transfermanager.Client
+}
+
+var _ Bucket = (*S3)(nil)
+
+const putIDMeta = "shale-put-id"
+
+// NewS3 returns a bucket; it makes no request.
+func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
+	opts.EnsureDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = min(opts.RequestTimeout, 10*time.Second) }).
+		WithTransportOptions(func(t *http.Transport) {
+			t.ResponseHeaderTimeout = opts.RequestTimeout
+			t.MaxIdleConnsPerHost = 64
+		})
+	loadOpts := []func(*config.LoadOptions) error{
+		config.WithHTTPClient(httpClient),
+		config.WithLogger(logging.Nop{}),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = opts.MaxAttempts
+				o.MaxBackoff = opts.MaxBackoff
+				o.RateLimiter = ratelimit.None
+				o.Retryables = append(o.Retryables, retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+					var ae smithy.APIError
+					if errors.As(err, &ae) && ae.ErrorCode() == "ConditionalRequestConflict" {
+						return aws.TrueTernary
+					}
+					return aws.UnknownTernary
+				}))
+			})
+		}),
+	}
+	if opts.Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
+	}
+	if opts.AccessKey != "" {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, opts.SessionToken)))
+	}
+	switch opts.RequestChecksumCalculation {
+	case "when_required":
+		loadOpts = append(loadOpts, config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired))
+	case "when_supported":
+		loadOpts = append(loadOpts, config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenSupported))
+	}
+	switch opts.ResponseChecksumValidation {
+	case "when_required":
+		loadOpts = append(loadOpts, config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired))
+	case "when_supported":
+		loadOpts = append(loadOpts, config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenSupported))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("objectstore: s3: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+		}
+		o.UsePathStyle = opts.PathStyle
+	})
+	tm := transfermanager.New(client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = opts.PartSize
+		o.MultipartUploadThreshold = opts.MultipartThreshold
+		o.Concurrency = opts.Concurrency
+		o.FailTimeout = opts.RequestTimeout // abort a failed multipart upload even after ctx ends
+		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
+	})
+	return &S3{opts: opts, client: client, tm: tm}, nil
+}
+
+// Client is the underlying SDK client (benchmarks and tools).
+func (b *S3) Client() *s3.Client { return b.client }
+
+// BucketName is the S3 bucket's name.
+func (b *S3) BucketName() string { return b.opts.Bucket }
+
+// s3Err maps an SDK error onto the package's sentinels, keeping it
+// wrapped for errors.As.
+func s3Err(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	code, status := "", 0
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	switch {
+	case code == "NoSuchBucket":
+		return fmt.Errorf("objectstore: s3 %s %s: %w", op, key, err)
+	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
+		return fmt.Errorf("%w: s3 %s %s: %w", ErrNotFound, op, key, err)
+	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
+		return fmt.Errorf("%w: s3 %s %s: %w", ErrPreconditionFailed, op, key, err)
+	case code == "InvalidRange" || status == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%w: s3 %s %s: %w", ErrInvalidRange, op, key, err)
+	}
+	return fmt.Errorf("objectstore: s3 %s %s: %w", op, key, err)
+}
+
+func newPutID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
+	if err := CheckKey(key); err != nil {
+		return Attrs{}, err
+	}
+	if size < 0 {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: negative size", key)
+	}
+	if err := ctx.Err(); err != nil {
+		return Attrs{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout+time.Duration(float64(size)/float64(b.opts.MinThroughput)*float64(time.Second)))
+	defer cancel()
+	putID := newPutID()
+	in := &transfermanager.UploadObjectInput{
+		Bucket:   aws.String(b.opts.Bucket),
+		Key:      aws.String(key),
+		Body:     newExactReader(ctx, key, r, size),
+		Metadata: map[string]string{putIDMeta: putID},
+	}
+	switch {
+	case opts.IfNoneMatch:
+		in.IfNoneMatch = aws.String("*")
+	case opts.IfMatch != "":
+		in.IfMatch = aws.String(opts.IfMatch)
+	}
+	out, err := b.tm.UploadObject(ctx, in)
+	if err == nil {
+		return Attrs{Key: key, Size: size, ETag: aws.ToString(out.ETag), LastModified: time.Now()}, nil
+	}
+	err = s3Err("put", key, err)
+	if opts.IfMatch != "" && errors.Is(err, ErrNotFound) {
+		// S3 answers If-Match on a missing key with 404.
+		err = fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
+	}
+	if (opts.IfNoneMatch || opts.IfMatch != "") && errors.Is(err, ErrPreconditionFailed) {
+		// An earlier attempt may have succeeded and lost its response;
+		// the retry then found the object changed by itself.
+		if a, ok := b.wroteIt(key, putID); ok {
+			return a, nil
+		}
+	}
+	return Attrs{}, err
+}
+
+// wroteIt reports whether key holds the version the put with putID wrote.
+func (b *S3) wroteIt(key, putID string) (Attrs, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+	defer cancel()
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)})
+	if err != nil || out.Metadata[putIDMeta] != putID {
+		return Attrs{}, false
+	}
+	return headAttrs(key, out), true
+}
+
+func headAttrs(key string, out *s3.HeadObjectOutput) Attrs {
+	return Attrs{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), LastModified: aws.ToTime(out.LastModified)}
+}
+
+func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if err := CheckKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("%w: %s at %d", ErrInvalidRange, key, off)
+	}
+	if length == 0 {
+		return b.emptyRange(ctx, key, off)
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)}
+	switch {
+	case length > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+length-1, 10))
+	case off > 0:
+		in.Range = aws.String("bytes=" + strconv.FormatInt(off, 10) + "-")
+	}
+	// The request's context outlives this call (it carries the body);
+	// a timer bounds the wait for the response, then the watchdog the
+	// gaps between the body's bytes.
+	reqCtx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(b.opts.RequestTimeout, cancel)
+	out, err := b.client.GetObject(reqCtx, in)
+	if !timer.Stop() && err == nil {
+		err = context.DeadlineExceeded
+		out.Body.Close()
+	}
+	if err != nil {
+		cancel()
+		err = s3Err("get", key, err)
+		if errors.Is(err, ErrInvalidRange) && off == 0 {
+			// S3 refuses any range of an empty object.
+			return b.emptyRange(ctx, key, off)
+		}
+		return nil, err
+	}
+	return newStallReader(out.Body, cancel, b.opts.StallTimeout, key), nil
+}
+
+// emptyRange answers a Get whose answer holds no bytes, after checking
+// the object exists and the range starts inside it (or at 0).
+func (b *S3) emptyRange(ctx context.Context, key string, off int64) (io.ReadCloser, error) {
+	a, err := b.Head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if off > a.Size || (off == a.Size && a.Size > 0) {
+		return nil, fmt.Errorf("%w: %s at %d", ErrInvalidRange, key, off)
+	}
+	return io.NopCloser(eofReader{}), nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// stallReader cancels a body's request when no byte arrives for the
+// stall timeout, so a stuck connection fails the read instead of
+// hanging it.
+type stallReader struct {
+	body    io.ReadCloser
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	timeout time.Duration
+	key     string
+	mu      sync.Mutex
+	stalled bool
+}
+
+func newStallReader(body io.ReadCloser, cancel context.CancelFunc, timeout time.Duration, key string) *stallReader {
+	s := &stallReader{body: body, cancel: cancel, timeout: timeout, key: key}
+	s.timer = time.AfterFunc(timeout, func() {
+		s.mu.Lock()
+		s.stalled = true
+		s.mu.Unlock()
+		cancel()
+	})
+	return s
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	if n > 0 {
+		s.timer.Reset(s.timeout)
+	}
+	if err != nil && err != io.EOF {
+		s.mu.Lock()
+		stalled := s.stalled
+		s.mu.Unlock()
+		if stalled {
+			return n, fmt.Errorf("objectstore: s3 get %s: no data for %v: %w", s.key, s.timeout, context.DeadlineExceeded)
+		}
+		return n, fmt.Errorf("objectstore: s3 get %s: %w", s.key, err)
+	}
+	return n, err
+}
+
+func (s *stallReader) Close() error {
+	s.timer.Stop()
+	err := s.body.Close()
+	s.cancel()
+	return err
+}
+
+func (b *S3) Head(ctx context.Context, key string) (Attrs, error) {
+	if err := CheckKey(key); err != nil {
+		return Attrs{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return Attrs{}, s3Err("head", key, err)
+	}
+	return headAttrs(key, out), nil
+}
+
+func (b *S3) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+		Bucket:  aws.String(b.opts.Bucket),
+		Prefix:  aws.String(prefix),
+		MaxKeys: aws.Int32(b.opts.ListPageSize),
+	})
+	for p.HasMorePages() {
+		pctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+		page, err := p.NextPage(pctx)
+		cancel()
+		if err != nil {
+			return s3Err("list", prefix, err)
+		}
+		for _, o := range page.Contents {
+			a := Attrs{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: aws.ToString(o.ETag), LastModified: aws.ToTime(o.LastModified)}
+			if err := fn(a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (b *S3) Delete(ctx context.Context, key string) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)})
+	if err = s3Err("delete", key, err); errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (b *S3) Close() error { return nil }
