@@ -1,0 +1,285 @@
+// Package faulty wraps an objectstore.Bucket with injected faults for
+// tests: errors, latency, stalls until the caller's deadline, responses
+// lost after the operation took effect, and bodies cut short. Faults are
+// rules with budgets (fail the next N matching calls), and the wrapper
+// counts the calls that reach it, so a test can say what fired.
+package faulty
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// Op is a set of bucket operations.
+type Op uint8
+
+const (
+	Put Op = 1 << iota
+	Get
+	Head
+	List
+	Delete
+	// Any matches every operation.
+	Any = Put | Get | Head | List | Delete
+)
+
+func (o Op) String() string {
+	var names []string
+	for i, n := range []string{"put", "get", "head", "list", "delete"} {
+		if o&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, "|")
+}
+
+var (
+	// ErrInjected is the error of a rule with no Err of its own.
+	ErrInjected = errors.New("faulty: injected error")
+	// ErrLostResponse is returned by a call that took effect but whose
+	// response a LoseResponse rule dropped, as a connection reset after
+	// the request was processed would.
+	ErrLostResponse = errors.New("faulty: response lost after the operation took effect")
+)
+
+// Rule is one fault. A call matches when its operation is in Op and its
+// key (a List's prefix) starts with KeyPrefix. The effects apply in this
+// order: Latency, then Stall, then Err or the call, then LoseResponse or
+// TruncateAfter.
+type Rule struct {
+	Op        Op
+	KeyPrefix string
+	// Times is how many matching calls the rule fires on; 0 means
+	// every one until it is removed.
+	Times int
+	// Latency delays the call (or until the context ends).
+	Latency time.Duration
+	// Stall blocks the call until its context ends, then fails it with
+	// the context's error: a store that accepted the connection and
+	// went silent.
+	Stall bool
+	// Fail fails the call before it reaches the store with Err, or
+	// ErrInjected when Err is nil.
+	Fail bool
+	Err  error
+	// LoseResponse performs a Put or Delete, then reports ErrLostResponse.
+	LoseResponse bool
+	// Truncate cuts a Get's body after TruncateAfter bytes with
+	// io.ErrUnexpectedEOF: a connection that died mid-body.
+	Truncate      bool
+	TruncateAfter int64
+}
+
+// Fault is an added rule.
+type Fault struct {
+	rule  Rule
+	b     *Bucket
+	fired int
+}
+
+// Fired is how many calls the rule has fired on.
+func (f *Fault) Fired() int {
+	f.b.mu.Lock()
+	defer f.b.mu.Unlock()
+	return f.fired
+}
+
+// Remove stops the rule.
+func (f *Fault) Remove() {
+	f.b.mu.Lock()
+	defer f.b.mu.Unlock()
+	for i, g := range f.b.faults {
+		if g == f {
+			f.b.faults = append(f.b.faults[:i], f.b.faults[i+1:]...)
+			return
+		}
+	}
+}
+
+// Bucket is the fault-injecting wrapper.
+type Bucket struct {
+	inner objectstore.Bucket
+	mu    sync.Mutex
+	// Guarded by mu.
+	faults []*Fault
+	calls  map[Op]int
+}
+
+var _ objectstore.Bucket = (*Bucket)(nil)
+
+// New wraps inner.
+func New(inner objectstore.Bucket) *Bucket {
+	return &Bucket{inner: inner, calls: map[Op]int{}}
+}
+
+// Inner is the wrapped bucket.
+func (b *Bucket) Inner() objectstore.Bucket { return b.inner }
+
+// Add adds a rule; rules added earlier fire first, and one call fires
+// every rule that matches it (so a test can combine latency and an error).
+func (b *Bucket) Add(r Rule) *Fault {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := &Fault{rule: r, b: b}
+	b.faults = append(b.faults, f)
+	return f
+}
+
+// Clear removes every rule.
+func (b *Bucket) Clear() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.faults = nil
+}
+
+// Calls is how many calls of the operations in op were made.
+func (b *Bucket) Calls(op Op) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for o, c := range b.calls {
+		if o&op != 0 {
+			n += c
+		}
+	}
+	return n
+}
+
+// effects is what the matching rules ask of one call.
+type effects struct {
+	latency      time.Duration
+	stall        bool
+	err          error
+	loseResponse bool
+	truncate     int64 // -1: whole body
+}
+
+func (b *Bucket) match(op Op, key string) effects {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls[op]++
+	e := effects{truncate: -1}
+	kept := b.faults[:0]
+	for _, f := range b.faults {
+		r := f.rule
+		if r.Op&op == 0 || !strings.HasPrefix(key, r.KeyPrefix) {
+			kept = append(kept, f)
+			continue
+		}
+		f.fired++
+		e.latency += r.Latency
+		e.stall = e.stall || r.Stall
+		if r.Fail && e.err == nil {
+			e.err = r.Err
+			if e.err == nil {
+				e.err = ErrInjected
+			}
+			e.err = fmt.Errorf("faulty: %s %s: %w", op, key, e.err)
+		}
+		e.loseResponse = e.loseResponse || r.LoseResponse
+		if r.Truncate && (e.truncate < 0 || r.TruncateAfter < e.truncate) {
+			e.truncate = max(r.TruncateAfter, 0)
+		}
+		if r.Times == 0 || f.fired < r.Times {
+			kept = append(kept, f)
+		}
+	}
+	b.faults = kept
+	return e
+}
+
+// before applies latency, stall and error.
+func (e effects) before(ctx context.Context) error {
+	if e.latency > 0 {
+		t := time.NewTimer(e.latency)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	if e.stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return e.err
+}
+
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) (objectstore.Attrs, error) {
+	e := b.match(Put, key)
+	if err := e.before(ctx); err != nil {
+		return objectstore.Attrs{}, err
+	}
+	a, err := b.inner.Put(ctx, key, r, size, opts)
+	if err == nil && e.loseResponse {
+		return objectstore.Attrs{}, fmt.Errorf("faulty: put %s: %w", key, ErrLostResponse)
+	}
+	return a, err
+}
+
+func (b *Bucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	e := b.match(Get, key)
+	if err := e.before(ctx); err != nil {
+		return nil, err
+	}
+	body, err := b.inner.Get(ctx, key, off, length)
+	if err != nil || e.truncate < 0 {
+		return body, err
+	}
+	return &truncated{ReadCloser: body, left: e.truncate}, nil
+}
+
+type truncated struct {
+	io.ReadCloser
+	left int64
+}
+
+func (t *truncated) Read(p []byte) (int, error) {
+	if t.left <= 0 {
+		return 0, fmt.Errorf("faulty: body cut: %w", io.ErrUnexpectedEOF)
+	}
+	if int64(len(p)) > t.left {
+		p = p[:t.left]
+	}
+	n, err := t.ReadCloser.Read(p)
+	t.left -= int64(n)
+	return n, err
+}
+
+func (b *Bucket) Head(ctx context.Context, key string) (objectstore.Attrs, error) {
+	e := b.match(Head, key)
+	if err := e.before(ctx); err != nil {
+		return objectstore.Attrs{}, err
+	}
+	return b.inner.Head(ctx, key)
+}
+
+func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.Attrs) error) error {
+	e := b.match(List, prefix)
+	if err := e.before(ctx); err != nil {
+		return err
+	}
+	return b.inner.List(ctx, prefix, fn)
+}
+
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	e := b.match(Delete, key)
+	if err := e.before(ctx); err != nil {
+		return err
+	}
+	err := b.inner.Delete(ctx, key)
+	if err == nil && e.loseResponse {
+		return fmt.Errorf("faulty: delete %s: %w", key, ErrLostResponse)
+	}
+	return err
+}
+
+func (b *Bucket) Close() error { return b.inner.Close() }

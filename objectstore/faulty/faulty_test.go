@@ -1,0 +1,109 @@
+package faulty_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/objectstore/objectstoretest"
+)
+
+// With no rules the wrapper is the bucket it wraps.
+func TestConformanceWithoutFaults(t *testing.T) {
+	objectstoretest.Run(t, func(t *testing.T) objectstore.Bucket { return faulty.New(objectstore.NewMem()) })
+}
+
+func put(b objectstore.Bucket, key, v string) error {
+	_, err := b.Put(context.Background(), key, strings.NewReader(v), int64(len(v)), objectstore.PutOptions{})
+	return err
+}
+
+func TestFailBudgetAndPrefix(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	boom := errors.New("boom")
+	f := b.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: "t/", Times: 2, Fail: true, Err: boom})
+	if err := put(b, "other", "x"); err != nil {
+		t.Fatalf("unmatched key: %v", err)
+	}
+	for range 2 {
+		if err := put(b, "t/a", "x"); !errors.Is(err, boom) {
+			t.Fatalf("matched put: %v, want boom", err)
+		}
+	}
+	if err := put(b, "t/a", "x"); err != nil {
+		t.Fatalf("after the budget: %v", err)
+	}
+	if f.Fired() != 2 || b.Calls(faulty.Put) != 4 || b.Calls(faulty.Get) != 0 {
+		t.Fatalf("fired %d, puts %d", f.Fired(), b.Calls(faulty.Put))
+	}
+	if _, err := b.Inner().Head(context.Background(), "t/a"); err != nil {
+		t.Fatalf("the put after the budget did not reach the store: %v", err)
+	}
+}
+
+func TestLostResponseTakesEffect(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	b.Add(faulty.Rule{Op: faulty.Put | faulty.Delete, Times: 2, LoseResponse: true})
+	if err := put(b, "k", "v"); !errors.Is(err, faulty.ErrLostResponse) {
+		t.Fatalf("put: %v", err)
+	}
+	if _, err := b.Head(context.Background(), "k"); err != nil {
+		t.Fatalf("the lost put did not take effect: %v", err)
+	}
+	if err := b.Delete(context.Background(), "k"); !errors.Is(err, faulty.ErrLostResponse) {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := b.Head(context.Background(), "k"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("the lost delete did not take effect: %v", err)
+	}
+}
+
+func TestTruncatedBody(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	put(b, "k", "0123456789")
+	b.Add(faulty.Rule{Op: faulty.Get, Times: 1, Truncate: true, TruncateAfter: 4})
+	body, err := b.Get(context.Background(), "k", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(body)
+	body.Close()
+	if string(data) != "0123" || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %q, %v", data, err)
+	}
+	body, _ = b.Get(context.Background(), "k", 0, -1)
+	if data, err := io.ReadAll(body); string(data) != "0123456789" || err != nil {
+		t.Fatalf("second read %q %v", data, err)
+	}
+}
+
+func TestStallEndsWithTheDeadline(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	b.Add(faulty.Rule{Op: faulty.Any, Stall: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := b.Head(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("head: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("stall outlived the deadline")
+	}
+}
+
+func TestLatency(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	b.Add(faulty.Rule{Op: faulty.List, Latency: 30 * time.Millisecond, Times: 1})
+	start := time.Now()
+	if err := b.List(context.Background(), "", func(objectstore.Attrs) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Fatalf("list took %v", d)
+	}
+}
