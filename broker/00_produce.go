@@ -103,6 +103,12 @@ func produceOne(b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopi
 	if err != nil {
 		return nil, 0, err
 	}
+	if p.internal {
+		// Kafka's answer to a client writing an internal topic: only
+		// the coordinators write them, and a forged record there would
+		// become a group's committed offset.
+		return nil, 0, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
+	}
 	sp.LogStartOffset = p.log.LogStartOffset()
 	if req.TransactionID != nil {
 		return nil, 0, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)

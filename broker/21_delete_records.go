@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"fmt"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/localseg"
@@ -23,6 +25,9 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 			sp.Partition = rp.Partition
 			sp.LowWatermark = -1
 			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			if err == nil && p.internal {
+				err = fmt.Errorf("%w: cannot delete records of the internal topic %s", errInvalidTopic, p.topic)
+			}
 			if err == nil {
 				err = p.checkLeader(-1)
 			}

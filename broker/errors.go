@@ -36,6 +36,8 @@ func kafkaError(err error) int16 {
 		return kerr.TransactionalIDAuthorizationFailed.Code
 	case errors.Is(err, errMessageTooLarge):
 		return kerr.MessageTooLarge.Code
+	case errors.Is(err, errInvalidTopic):
+		return kerr.InvalidTopicException.Code
 	case errors.Is(err, localseg.ErrOffsetOutOfRange):
 		return kerr.OffsetOutOfRange.Code
 	case errors.Is(err, localseg.ErrOutOfOrderSequence):

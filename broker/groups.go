@@ -18,6 +18,16 @@ import (
 // metadata. Its partition leaders are the group coordinators.
 const offsetsTopic = "__consumer_offsets"
 
+// isInternalTopic reports Kafka's internal topic names (Topic.isInternal):
+// only the broker writes them, whatever the metadata's flag says.
+func isInternalTopic(name string) bool {
+	switch name {
+	case offsetsTopic, "__transaction_state", "__share_group_state":
+		return true
+	}
+	return false
+}
+
 // offsetsTopicConfigs are the internal topic's configs. Kafka compacts it;
 // Shale has no compaction yet, so nothing is deleted by time or size and
 // the coordinator keeps each partition bounded itself (snapshots plus a

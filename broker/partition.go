@@ -33,6 +33,9 @@ type partition struct {
 	nodeID  int32
 	log     *localseg.Log
 	cfg     atomic.Pointer[topicConfig]
+	// internal: the broker writes this partition itself (the group
+	// coordinator's records); clients may not produce to it.
+	internal bool
 
 	// hw is the high watermark: the offset below which every ISR member
 	// has the data, the end of what consumers may read. Written under mu.

@@ -198,7 +198,9 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig) (*par
 		return nil, err
 	}
 	c := *cfg
-	return newPartition(tv.name, tv.id, index, m.nodeID, log, &c), nil
+	p := newPartition(tv.name, tv.id, index, m.nodeID, log, &c)
+	p.internal = tv.internal || isInternalTopic(tv.name)
+	return p, nil
 }
 
 // removeStrays deletes partition directories whose topic no longer exists
