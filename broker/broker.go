@@ -34,6 +34,15 @@ type Config struct {
 	AutoCreateTopics         bool   // auto.create.topics.enable (set by the caller; Kafka's default is true)
 	NumPartitions            int32  // num.partitions, default 1
 	DefaultReplicationFactor int16  // default.replication.factor, default 1
+	// ConnectionsMaxIdle is connections.max.idle.ms (default 10
+	// minutes): a connection that neither sends a request nor has one in
+	// flight for that long is closed.
+	ConnectionsMaxIdle time.Duration
+	// RequestReadTimeout bounds the time from a request's size prefix to
+	// its last byte (default 30s); a client that stops mid-request is
+	// disconnected and the memory it held released. Kafka has no name
+	// for it.
+	RequestReadTimeout time.Duration
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
@@ -71,6 +80,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.QueuedMaxRequestBytes == 0 {
 		c.QueuedMaxRequestBytes = 100 << 20
+	}
+	if c.ConnectionsMaxIdle == 0 {
+		c.ConnectionsMaxIdle = 10 * time.Minute
+	}
+	if c.RequestReadTimeout == 0 {
+		c.RequestReadTimeout = 30 * time.Second
 	}
 	if c.NumPartitions == 0 {
 		c.NumPartitions = 1
@@ -149,6 +164,7 @@ func (c *Config) describe() []describedEntry {
 		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
+		{"connections.max.idle.ms", strconv.FormatInt(c.ConnectionsMaxIdle.Milliseconds(), 10), kmsg.ConfigTypeLong},
 		{"auto.create.topics.enable", strconv.FormatBool(c.AutoCreateTopics), kmsg.ConfigTypeBoolean},
 		{"num.partitions", strconv.Itoa(int(c.NumPartitions)), kmsg.ConfigTypeInt},
 		{"max.broker.partitions", strconv.FormatInt(c.MaxBrokerPartitions, 10), kmsg.ConfigTypeLong},

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -33,6 +35,11 @@ type conn struct {
 	queue  chan *pending
 	log    *slog.Logger
 	w      *connWriter
+	// inflight counts requests read and not yet answered; lastWrite is
+	// when a response was last written (unix ns). Both tell an idle
+	// connection from one waiting on a long poll.
+	inflight  atomic.Int32
+	lastWrite atomic.Int64
 }
 
 // pending is a request's place in the response order.
@@ -46,6 +53,9 @@ type pending struct {
 	silent bool
 	// closeConn: close the connection instead of answering.
 	closeConn bool
+	// reserved: request budget the frame holds until the request is
+	// answered (0 when it was given back when the handler returned).
+	reserved int64
 }
 
 // request is what a handler sees of one request.
@@ -102,6 +112,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		log:    b.log.With("remote", nc.RemoteAddr().String()),
 		w:      newConnWriter(nc),
 	}
+	c.lastWrite.Store(time.Now().UnixNano())
 	b.metrics.connections.Inc()
 	defer b.metrics.connections.Dec()
 	writerDone := make(chan struct{})
@@ -121,43 +132,127 @@ func (b *Broker) serveConn(nc net.Conn) {
 	<-writerDone
 }
 
+// Frame reading. A frame's buffer grows as its bytes arrive, in steps of
+// frameGrowth from firstFrameStep, and each step's memory is reserved in
+// the broker's request budget before it is allocated.
+const (
+	firstFrameStep = 64 << 10
+	frameGrowth    = 4
+	readBufferSize = 16 << 10
+)
+
+// errIdle: the connection was idle for connections.max.idle.ms.
+var errIdle = errors.New("broker: connection idle")
+
 func (c *conn) readLoop() error {
-	br := bufio.NewReaderSize(c.nc, 64<<10)
+	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	var sizeBuf [4]byte
 	for {
-		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.ConnectionsMaxIdle))
+		if n, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+			if n == 0 && isTimeout(err) {
+				if c.busy() {
+					continue
+				}
+				return errIdle
+			}
 			return err
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
 		if size < 0 || int64(size) > c.b.cfg.SocketRequestMaxBytes {
 			return fmt.Errorf("%w: frame of %d bytes (limit %d)", errBadRequest, size, c.b.cfg.SocketRequestMaxBytes)
 		}
-		release, err := c.b.requestMemory.acquire(c.ctx, int64(size))
+		deadline := time.Now().Add(c.b.cfg.RequestReadTimeout)
+		c.nc.SetReadDeadline(deadline)
+		buf, reserved, err := c.readFrame(br, int(size), deadline)
 		if err != nil {
+			if isTimeout(err) {
+				return fmt.Errorf("broker: a %d-byte request did not arrive within %s: %w", size, c.b.cfg.RequestReadTimeout, err)
+			}
 			return err
 		}
-		frame := make([]byte, size)
-		if _, err = io.ReadFull(br, frame); err != nil {
-			release()
-			return err
-		}
-		err = c.handleFrame(frame)
-		release() // the handler has appended or copied what it keeps
-		if err != nil {
+		if err := c.handleFrame(buf, reserved); err != nil {
 			return err
 		}
 	}
 }
 
-// handleFrame decodes and dispatches one request frame.
-func (c *conn) handleFrame(frame []byte) error {
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// busy reports whether the connection has requests in flight or wrote
+// recently: a connection is idle only when neither side does anything.
+func (c *conn) busy() bool {
+	if c.inflight.Load() > 0 {
+		return true
+	}
+	return time.Since(time.Unix(0, c.lastWrite.Load())) < c.b.cfg.ConnectionsMaxIdle
+}
+
+// readFrame reads a frame of size bytes, reserving its memory in the
+// request budget as the bytes arrive (waiting at most until deadline for
+// budget). It returns the frame and the bytes reserved for it, which
+// releaseFrame gives back.
+func (c *conn) readFrame(br *bufio.Reader, size int, deadline time.Time) ([]byte, int64, error) {
+	budget := c.b.requestMemory
+	step := min(size, firstFrameStep)
+	var buf []byte
+	var reserved int64
+	for {
+		// Reserve and allocate the next step, then read into it. The
+		// previous step's reservation is given back first, so that a
+		// frame larger than the whole budget can still grow alone.
+		c.b.requestMemory.release(reserved)
+		reserved = 0
+		want := int64(bufCap(step))
+		if err := budget.acquire(c.ctx, want, deadline); err != nil {
+			c.releaseBuf(buf, 0)
+			return nil, 0, err
+		}
+		next := getBuf(step)
+		have := copy(next, buf)
+		c.releaseBuf(buf, 0)
+		buf, reserved = next, want
+		if _, err := io.ReadFull(br, buf[have:]); err != nil {
+			c.releaseBuf(buf, reserved)
+			return nil, 0, err
+		}
+		if step == size {
+			return buf, reserved, nil
+		}
+		step = min(size, step*frameGrowth)
+	}
+}
+
+// releaseBuf gives a frame's budget back and its buffer to the pools.
+func (c *conn) releaseBuf(buf []byte, reserved int64) {
+	if buf != nil {
+		putBuf(buf)
+	}
+	c.b.requestMemory.release(reserved)
+}
+
+// framePooledAfterHandle: requests whose handlers keep nothing of the
+// frame once they return (Produce appends its batch to the log before
+// returning), so the frame goes back to the pool at once. Other frames are
+// kept until their request is answered, then left to the garbage collector,
+// since their decoded requests may be retained (group metadata, for one).
+var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
+
+// handleFrame decodes and dispatches one request frame. The frame's bytes
+// are reserved until the request is answered.
+func (c *conn) handleFrame(frame []byte, reserved int64) error {
 	h, req, err := decodeRequest(frame)
 	if err != nil {
+		c.releaseBuf(frame, reserved)
 		return err
 	}
 	c.b.metrics.requests.WithLabelValues(kmsg.NameForKey(h.key)).Inc()
 	p := &pending{header: h, done: make(chan struct{})}
 	if req == nil {
+		c.releaseBuf(frame, reserved)
 		if h.key != int16(kmsg.ApiVersions) {
 			return fmt.Errorf("%w: unsupported API %d v%d", errBadRequest, h.key, h.version)
 		}
@@ -174,27 +269,36 @@ func (c *conn) handleFrame(frame []byte) error {
 		}
 		return nil
 	}
+	pooled := framePooledAfterHandle[h.key]
+	if !pooled {
+		p.reserved = reserved
+	}
 	if !c.enqueue(p) {
+		c.releaseBuf(frame, reserved)
 		return c.ctx.Err()
 	}
 	r := &request{conn: c, header: h, p: p}
 	if resp := apis[h.key].handle(c.b, r, req); resp != nil {
 		r.respond(resp)
 	}
+	if pooled {
+		c.releaseBuf(frame, reserved)
+	}
 	return nil
 }
 
 func (c *conn) enqueue(p *pending) bool {
+	c.inflight.Add(1)
 	select {
 	case c.queue <- p:
 		return true
 	case <-c.ctx.Done():
+		c.inflight.Add(-1)
 		return false
 	}
 }
 
 func (c *conn) writeLoop() {
-	defer c.w.release()
 	for p := range c.queue {
 		select {
 		case <-p.done:
@@ -204,6 +308,10 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 			<-p.done
 		}
+		// Answered: the frame's bytes are no longer needed.
+		c.b.requestMemory.release(p.reserved)
+		p.reserved = 0
+		c.inflight.Add(-1)
 		if p.closeConn {
 			c.cancel()
 			c.nc.Close()
@@ -218,6 +326,7 @@ func (c *conn) writeLoop() {
 		} else {
 			err = c.w.writeResponse(p.header, p.resp)
 		}
+		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.log.Debug("write failed", "err", err)
 			c.cancel()

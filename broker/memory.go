@@ -2,14 +2,17 @@ package broker
 
 import (
 	"context"
+	"math/bits"
 	"sync"
+	"time"
 )
 
-// byteBudget bounds the bytes of requests being read at once across all
-// connections (queued.max.request.bytes): a frame waits for budget before
-// its buffer is allocated, so many clients sending large frames cannot
-// exhaust memory. A single frame larger than the whole budget is admitted
-// alone.
+// byteBudget bounds the bytes of requests held at once across all
+// connections (queued.max.request.bytes). A frame reserves its bytes as
+// they arrive, not the size it declares, so a client that declares a large
+// frame and sends nothing holds nothing; the bytes are given back once the
+// request is answered. A single frame larger than the whole budget is
+// admitted alone.
 type byteBudget struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
@@ -23,11 +26,31 @@ func newByteBudget(limit int64) *byteBudget {
 	return b
 }
 
-// acquire waits until n bytes fit (or nothing else is held), or ctx ends.
-// The returned func gives the bytes back.
-func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
+// tryAcquire takes n bytes if they fit now (or nothing else is held).
+func (b *byteBudget) tryAcquire(n int64) bool {
 	if b.limit <= 0 {
-		return func() {}, nil
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used > 0 && b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// acquire waits until n bytes fit (or nothing else is held), ctx ends or
+// the deadline passes (a zero deadline: none). Give the bytes back with
+// release.
+func (b *byteBudget) acquire(ctx context.Context, n int64, deadline time.Time) error {
+	if b.tryAcquire(n) {
+		return nil
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	stop := context.AfterFunc(ctx, func() {
 		b.mu.Lock()
@@ -36,22 +59,95 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
 	})
 	defer stop()
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	for b.used > 0 && b.used+n > b.limit {
 		if err := ctx.Err(); err != nil {
-			b.mu.Unlock()
-			return nil, err
+			return err
 		}
 		b.cond.Wait()
 	}
 	b.used += n
-	b.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.mu.Lock()
-			b.used -= n
-			b.cond.Broadcast()
-			b.mu.Unlock()
-		})
-	}, nil
+	return nil
 }
+
+// release gives back n bytes taken with acquire or tryAcquire.
+func (b *byteBudget) release(n int64) {
+	if b.limit <= 0 || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// inUse is the number of bytes held.
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// Buffer pools by size class: class c holds buffers of capacity 1<<c bytes,
+// from 4 KiB to 128 MiB. A buffer goes back to the class its capacity
+// fills, so a pool never hands out a buffer smaller than its class.
+const (
+	minBufClass = 12
+	maxBufClass = 27
+)
+
+var bufPools [maxBufClass + 1]sync.Pool
+
+// bufClass is the smallest class holding n bytes, or -1 beyond the largest.
+func bufClass(n int) int {
+	if n <= 1<<minBufClass {
+		return minBufClass
+	}
+	c := bits.Len(uint(n - 1))
+	if c > maxBufClass {
+		return -1
+	}
+	return c
+}
+
+// bufCap is the capacity of the buffer getBuf(n) returns.
+func bufCap(n int) int {
+	if c := bufClass(n); c >= 0 {
+		return 1 << c
+	}
+	return n
+}
+
+// getBuf returns a buffer of length n, from its class's pool when it has
+// one.
+func getBuf(n int) []byte {
+	c := bufClass(n)
+	if c < 0 {
+		return make([]byte, n)
+	}
+	if v := bufPools[c].Get(); v != nil {
+		return (*(v.(*[]byte)))[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+// putBuf gives a buffer back for reuse. The caller must not use it, or
+// anything sliced from it, afterwards.
+func putBuf(b []byte) {
+	c := bits.Len(uint(cap(b))) - 1 // the class its capacity fills
+	if c < minBufClass || c > maxBufClass {
+		return
+	}
+	if poisonBuffers {
+		b = b[:cap(b)]
+		for i := range b {
+			b[i] = 0xdb
+		}
+	}
+	b = b[: 0 : 1<<c]
+	bufPools[c].Put(&b)
+}
+
+// poisonBuffers overwrites buffers as they return to the pools, so that a
+// use after return shows as corrupt data. The tests set it.
+var poisonBuffers = false

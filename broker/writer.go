@@ -14,12 +14,17 @@ import (
 	"github.com/shale-log/shale/localseg"
 )
 
-// connWriter writes response frames to one connection. It owns a reusable
-// encode buffer; only the connection's writer goroutine uses it.
+// connWriter writes response frames to one connection; only the
+// connection's writer goroutine uses it. Responses are encoded into
+// buffers from the shared pools, taken for one write and given back after
+// it, so an idle connection holds no encode buffer.
 type connWriter struct {
 	nc  net.Conn
 	raw syscall.RawConn // nil when the connection cannot sendfile
-	buf []byte
+	// sizeHint is the size of the last encoded response: the next
+	// buffer is taken from its class.
+	sizeHint int
+	hdr      [16]byte // a raw response's header
 }
 
 func newConnWriter(nc net.Conn) *connWriter {
@@ -32,12 +37,6 @@ func newConnWriter(nc net.Conn) *connWriter {
 	return w
 }
 
-// maxKeptBuffer: a larger encode buffer is dropped after use rather than
-// kept for the connection's lifetime.
-const maxKeptBuffer = 1 << 20
-
-func (w *connWriter) release() { w.buf = nil }
-
 func appendResponseHeader(dst []byte, h requestHeader) []byte {
 	dst = append(dst, 0, 0, 0, 0) // size, back-filled
 	dst = binary.BigEndian.AppendUint32(dst, uint32(h.correlationID))
@@ -49,13 +48,12 @@ func appendResponseHeader(dst []byte, h requestHeader) []byte {
 
 func (w *connWriter) writeResponse(h requestHeader, resp kmsg.Response) error {
 	resp.SetVersion(h.version)
-	buf := appendResponseHeader(w.buf[:0], h)
+	buf := appendResponseHeader(getBuf(w.sizeHint)[:0], h)
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	_, err := w.nc.Write(buf)
-	if cap(buf) <= maxKeptBuffer {
-		w.buf = buf[:0]
-	}
+	w.sizeHint = len(buf)
+	putBuf(buf)
 	return err
 }
 
@@ -90,9 +88,8 @@ func (r *rawResponse) release() {
 
 func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	defer r.release()
-	hdr := appendResponseHeader(w.buf[:0], h)
+	hdr := appendResponseHeader(w.hdr[:0], h)
 	binary.BigEndian.PutUint32(hdr, uint32(int64(len(hdr)-4)+r.size()))
-	w.buf = hdr[:0]
 	prev := 0
 	for i := range r.cuts {
 		c := &r.cuts[i]

@@ -1,0 +1,105 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// healthy checks that a new client is served promptly.
+func healthy(t *testing.T, b *brokertest.Broker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cl := b.Client(kgo.AllowAutoTopicCreation())
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "healthy", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatalf("a healthy client was not served: %v", err)
+	}
+}
+
+// Regression: the request budget was taken for a frame's declared size
+// before its bytes arrived, and nothing bounded the wait for them: one
+// client declaring a 100 MiB frame and sending nothing more (or 50
+// declaring 4 MiB each) blocked every other client until it disconnected.
+// Now bytes are reserved as they arrive, and a frame that does not arrive
+// within the request read timeout closes its connection.
+func TestStalledFramesDoNotBlockOtherClients(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.QueuedMaxRequestBytes = 4 << 20
+		c.RequestReadTimeout = 2 * time.Second
+	})
+	healthy(t, b)
+	var stalled []net.Conn
+	big := dial(t, b.Addr)
+	big.Write(binary.BigEndian.AppendUint32(nil, 100<<20))
+	big.Write(make([]byte, 3<<20)) // 3 MiB of the 100 declared, then nothing
+	stalled = append(stalled, big)
+	for i := 0; i < 50; i++ {
+		c := dial(t, b.Addr)
+		c.Write(append(binary.BigEndian.AppendUint32(nil, 4<<20), 0, 1, 2, 3))
+		stalled = append(stalled, c)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if used := b.B.RequestMemoryInUse(); used > 8<<20 {
+		t.Errorf("stalled frames hold %d bytes of request memory", used)
+	}
+	healthy(t, b)
+	// The stalled connections are closed once their requests' time is up,
+	// and give their memory back.
+	for _, c := range stalled {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		expectClosed(t, c)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for b.B.RequestMemoryInUse() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if used := b.B.RequestMemoryInUse(); used != 0 {
+		t.Errorf("%d bytes of request memory held after the stalled connections closed", used)
+	}
+	healthy(t, b)
+}
+
+// connections.max.idle.ms closes a connection with nothing in flight, but
+// not one waiting on a long poll.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) { c.ConnectionsMaxIdle = 300 * time.Millisecond })
+	createTopic(t, b.Admin(), "idle", 1, nil)
+	idle := dial(t, b.Addr)
+	start := time.Now()
+	expectClosed(t, idle)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("closed after %s, before the idle time", d)
+	}
+
+	// A fetch that waits longer than the idle time is answered.
+	c := dial(t, b.Addr)
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version = 11
+	fetch.ReplicaID = -1
+	fetch.MaxWaitMillis = 1000
+	fetch.MinBytes = 1
+	fetch.MaxBytes = 1 << 20
+	fetch.SessionEpoch = -1
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes = 1 << 20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic, ft.Partitions = "idle", []kmsg.FetchRequestTopicPartition{fp}
+	fetch.Topics = append(fetch.Topics, ft)
+	var f kmsg.RequestFormatter
+	if _, err := c.Write(f.AppendRequest(nil, fetch, 7)); err != nil {
+		t.Fatal(err)
+	}
+	resp := readFrame(t, c)
+	if corr := binary.BigEndian.Uint32(resp); corr != 7 {
+		t.Fatalf("correlation id %d", corr)
+	}
+}

@@ -1,0 +1,129 @@
+package broker_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// produceFrame is a pre-encoded acks=1 Produce request of one 32 KiB batch
+// of 100-byte records.
+func produceFrame(b *testing.B, topic string) []byte {
+	recs := make([]recordbatch.Record, 300)
+	for i := range recs {
+		recs[i].Value = make([]byte, 100)
+	}
+	batch, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()}, recs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Version, req.Acks, req.TimeoutMillis = 9, 1, 10000
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: topic, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch}}}}
+	var f kmsg.RequestFormatter
+	return f.AppendRequest(nil, req, 1)
+}
+
+// pipeline sends n copies of frame on c with up to 8 in flight and reads
+// the responses.
+func pipeline(b *testing.B, c net.Conn, frame []byte, n int) {
+	done := make(chan error, 1)
+	go func() {
+		br := bufio.NewReader(c)
+		var size [4]byte
+		buf := make([]byte, 64<<10)
+		for i := 0; i < n; i++ {
+			if _, err := io.ReadFull(br, size[:]); err != nil {
+				done <- err
+				return
+			}
+			if _, err := io.ReadFull(br, buf[:binary.BigEndian.Uint32(size[:])]); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkProduceConnection measures acks=1 Produce requests on one
+// connection (allocations per request are the broker's: the client side is
+// pre-encoded), beside the same bytes through a loopback server that only
+// reads frames and answers each with a fixed response: the ceiling of
+// this connection on this machine.
+func BenchmarkProduceConnection(b *testing.B) {
+	b.Run("ceiling=loopback", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			br := bufio.NewReader(s)
+			var size [4]byte
+			buf := make([]byte, 1<<20)
+			resp := make([]byte, 60)
+			binary.BigEndian.PutUint32(resp, 56)
+			for {
+				if _, err := io.ReadFull(br, size[:]); err != nil {
+					return
+				}
+				if _, err := io.ReadFull(br, buf[:binary.BigEndian.Uint32(size[:])]); err != nil {
+					return
+				}
+				s.Write(resp)
+			}
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		frame := produceFrame(b, "bench")
+		b.SetBytes(int64(len(frame)))
+		b.ReportAllocs()
+		b.ResetTimer()
+		pipeline(b, c, frame, b.N)
+	})
+	b.Run("shale", func(b *testing.B) {
+		broker.SetPoisonBuffers(false)
+		defer broker.SetPoisonBuffers(true)
+		br := brokertest.Start(b)
+		if _, err := br.Admin().CreateTopic(b.Context(), 1, 1, nil, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		c, err := net.Dial("tcp", br.Addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		frame := produceFrame(b, "bench")
+		pipeline(b, c, frame, 100) // warm up
+		b.SetBytes(int64(len(frame)))
+		b.ReportAllocs()
+		b.ResetTimer()
+		pipeline(b, c, frame, b.N)
+	})
+}
