@@ -223,7 +223,7 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 			return tv, err
 		}
 		var err error
-		if tv.partitions, err = assignReplicas(live, 0, partitions, rf, randomStart(len(live))); err != nil {
+		if tv.partitions, err = placeReplicas(view, 0, partitions, rf, randomStart(len(live))); err != nil {
 			return tv, err
 		}
 	}

@@ -70,7 +70,7 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 		}
 	} else {
 		var err error
-		if newParts, err = assignReplicas(view.brokerIDs(), have, add, rf, randomStart(len(view.brokers))); err != nil {
+		if newParts, err = placeReplicas(view, have, add, rf, randomStart(len(view.brokers))); err != nil {
 			return fmt.Errorf("%w: %v", errInvalidReplicationFactor, err)
 		}
 	}

@@ -195,6 +195,9 @@ type Broker struct {
 	producerIDs   *producerIDAllocator
 	fetchSessions *fetchSessionCache
 	groups        *groupCoordinator
+	// secret is the cluster's inter-broker secret: a connection that
+	// presents it may fetch as a follower.
+	secret string
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -64,6 +65,40 @@ func (v *metaView) brokerIDs() []int32 {
 	return ids
 }
 
+// placementOrder lists the live brokers for replica placement: when
+// brokers have racks, alternating between racks (the first broker of each
+// rack in rack order, then the second of each, ...), as Kafka's
+// rack-aware assignment does, so that consecutive brokers, and therefore
+// a partition's replicas, sit in different racks. Brokers without a rack
+// form a rack of their own.
+func (v *metaView) placementOrder() []int32 {
+	byRack := map[string][]int32{}
+	var racks []string
+	for _, b := range v.brokers {
+		r := ""
+		if b.rack != nil {
+			r = *b.rack
+		}
+		if _, ok := byRack[r]; !ok {
+			racks = append(racks, r)
+		}
+		byRack[r] = append(byRack[r], b.id)
+	}
+	if len(racks) <= 1 {
+		return v.brokerIDs()
+	}
+	sort.Strings(racks)
+	out := make([]int32, 0, len(v.brokers))
+	for i := 0; len(out) < len(v.brokers); i++ {
+		for _, r := range racks {
+			if ids := byRack[r]; i < len(ids) {
+				out = append(out, ids[i])
+			}
+		}
+	}
+	return out
+}
+
 // sortedTopicNames returns the topic names in order.
 func (v *metaView) sortedTopicNames() []string {
 	names := make([]string, 0, len(v.topics))
@@ -117,4 +152,52 @@ func assignReplicas(brokers []int32, first, count int32, rf int16, start int) ([
 		out = append(out, partitionView{index: idx, replicas: replicas, isr: append([]int32(nil), replicas...), leader: replicas[0]})
 	}
 	return out, nil
+}
+
+// placeReplicas assigns count partitions from index first over the live
+// brokers of view: round-robin over the rack-alternated order, and each
+// further replica the next broker in that order whose rack the partition
+// does not use yet (any unused broker once every rack is used), so that
+// no two replicas share a rack while there are racks to spare, even when
+// racks hold unequal numbers of brokers.
+func placeReplicas(view *metaView, first, count int32, rf int16, start int) ([]partitionView, error) {
+	order := view.placementOrder()
+	parts, err := assignReplicas(order, first, count, rf, start)
+	if err != nil {
+		return nil, err
+	}
+	rackOf := map[int32]string{}
+	for _, b := range view.brokers {
+		if b.rack != nil {
+			rackOf[b.id] = *b.rack
+		}
+	}
+	if len(rackOf) == 0 {
+		return parts, nil
+	}
+	n := len(order)
+	for pi := range parts {
+		p := &parts[pi]
+		pos := (start + int(p.index)) % n
+		chosen := []int32{order[pos]}
+		used := map[string]bool{rackOf[order[pos]]: true}
+		for len(chosen) < int(rf) {
+			pick := int32(-1)
+			for _, anyRack := range []bool{false, true} {
+				for k := 1; k < n && pick < 0; k++ {
+					id := order[(pos+k)%n]
+					if !slices.Contains(chosen, id) && (anyRack || !used[rackOf[id]]) {
+						pick = id
+					}
+				}
+				if pick >= 0 {
+					break
+				}
+			}
+			chosen = append(chosen, pick)
+			used[rackOf[pick]] = true
+		}
+		p.replicas, p.isr, p.leader = chosen, slices.Clone(chosen), chosen[0]
+	}
+	return parts, nil
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shale-log/shale/broker/controller"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/metadata"
 )
@@ -61,17 +65,23 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.replicas.fs = opts.FS
+	clean := takeCleanShutdownMarker(b.cfg.DataDir)
 	props, err := loadOrCreateMetaProperties(b.cfg.DataDir, b.cfg.NodeID, ms.snapshot().clusterID)
 	if err != nil {
 		ms.close()
 		return nil, err
 	}
+	if b.secret, err = ms.store.EnsureClusterSecret(ctx); err != nil {
+		ms.close()
+		return nil, err
+	}
 	self := metadata.Broker{
-		ID:          b.cfg.NodeID,
-		Host:        b.cfg.AdvertisedHost,
-		Port:        b.cfg.AdvertisedPort,
-		Rack:        b.cfg.Rack,
-		DirectoryID: props.directoryID,
+		ID:              b.cfg.NodeID,
+		Host:            b.cfg.AdvertisedHost,
+		Port:            b.cfg.AdvertisedPort,
+		Rack:            b.cfg.Rack,
+		DirectoryID:     props.directoryID,
+		UncleanShutdown: !clean,
 	}
 	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
 	if err != nil {
@@ -93,8 +103,32 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		defer b.wg.Done()
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
-	b.onClose = append(b.onClose, ms.close)
+	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL, Logger: log})
+	b.onClose = append(b.onClose, ctl.Close, ms.close, func() { writeCleanShutdownMarker(b.cfg.DataDir, b.log) })
 	return b, nil
+}
+
+// The clean-shutdown marker is written when the broker has closed every
+// log and removed when it starts: a start that finds no marker in a
+// directory that already holds a broker's data follows a crash, and the
+// broker registers with UncleanShutdown so that leader election prefers
+// replicas whose unflushed tail cannot have been lost (KIP-966).
+const cleanShutdownFile = "clean-shutdown"
+
+// takeCleanShutdownMarker reports whether the previous run on dir shut down
+// cleanly (or there was none), and removes the marker.
+func takeCleanShutdownMarker(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, metaPropertiesFile)); errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	err := os.Remove(filepath.Join(dir, cleanShutdownFile))
+	return err == nil
+}
+
+func writeCleanShutdownMarker(dir string, log *slog.Logger) {
+	if err := writeFileAtomic(filepath.Join(dir, cleanShutdownFile), nil); err != nil {
+		log.Error("writing the clean-shutdown marker", "err", err)
+	}
 }
 
 // registerWithRetry registers the broker, waiting out a previous

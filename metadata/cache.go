@@ -154,7 +154,7 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		candidates: map[string]candidate{},
 	}
 	for _, kv := range resp.Kvs {
-		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision)
+		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
 	}
 	return st, nil
 }
@@ -209,7 +209,7 @@ func (c *Cache) watch(st *state) error {
 			if ev.Type == mvccpb.DELETE {
 				st.del(key)
 			} else {
-				st.put(c.log, key, ev.Kv.Value, ev.Kv.CreateRevision)
+				st.put(c.log, key, ev.Kv.Value, ev.Kv.CreateRevision, ev.Kv.ModRevision)
 			}
 		}
 		st.revision = resp.Header.Revision
@@ -218,7 +218,7 @@ func (c *Cache) watch(st *state) error {
 	return errors.New("metadata: watch closed")
 }
 
-func (st *state) put(log *slog.Logger, key string, val []byte, createRev int64) {
+func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev int64) {
 	rest := strings.TrimPrefix(key, st.prefix)
 	switch {
 	case rest == "cluster/id":
@@ -229,6 +229,7 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev int64) 
 			log.Error("bad broker record", "key", key, "err", err)
 			return
 		}
+		b.Incarnation = modRev
 		st.brokers[b.ID] = b
 	case strings.HasPrefix(rest, "topics/"):
 		var t Topic

@@ -9,6 +9,7 @@
 // All keys sit under a prefix, "/shale/" by default. Values are JSON.
 //
 //	<prefix>cluster/id                     the cluster id, a 22-character base64url UUID, written once
+//	<prefix>cluster/secret                 the inter-broker secret (43 characters of base64url), written once
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch
@@ -27,7 +28,7 @@
 // A partition changes only through UpdatePartition, a compare-and-swap on
 // its partition epoch, which every change bumps. Writes that depend on
 // being the controller are fenced on the election key's revision
-// (Leadership.Txn). An etcd error after a request was sent is
+// (Leadership.Txn, Leadership.UpdatePartition). An etcd error after a request was sent is
 // indeterminate: the compare-and-swap helpers re-read before they report a
 // conflict or retry.
 package metadata

@@ -70,6 +70,7 @@ func (s *Store) partitionPrefix(t string) string { return s.partitionsPrefix() +
 func (s *Store) partitionKey(t string, i int32) string {
 	return s.partitionPrefix(t) + pad(i)
 }
+func (s *Store) clusterSecretKey() string { return s.prefix + "cluster/secret" }
 func (s *Store) producerIDKey() string    { return s.prefix + "producer-ids/next" }
 func (s *Store) controllerPrefix() string { return s.prefix + "controller/" }
 
@@ -103,6 +104,34 @@ func (s *Store) EnsureClusterID(ctx context.Context) (string, error) {
 	}
 	if resp.Succeeded {
 		return id, nil
+	}
+	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
+}
+
+// EnsureClusterSecret returns the secret brokers present to each other
+// (inter-broker authentication), creating it on first use. It is readable
+// by whoever can read the cluster's keys in etcd, and by no client of the
+// Kafka protocol.
+func (s *Store) EnsureClusterSecret(ctx context.Context) (string, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	secret := base64.RawURLEncoding.EncodeToString(raw[:])
+	key := s.clusterSecretKey()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, secret)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		// Indeterminate: another broker or our own write may have
+		// created it; the next call reads it.
+		return "", fmt.Errorf("metadata: cluster secret: %w", err)
+	}
+	if resp.Succeeded {
+		return secret, nil
 	}
 	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
 }
@@ -474,6 +503,58 @@ func (l *Leadership) Done() <-chan struct{} { return l.session.Done() }
 func (l *Leadership) Txn(ctx context.Context, cmps ...clientv3.Cmp) clientv3.Txn {
 	guard := clientv3.Compare(clientv3.CreateRevision(l.election.Key()), "=", l.election.Rev())
 	return l.store.cli.Txn(ctx).If(append([]clientv3.Cmp{guard}, cmps...)...)
+}
+
+// UpdatePartition writes p as the controller: only while this leadership
+// holds and the stored partition epoch is still expected (ErrConflict
+// otherwise, ErrNotLeader when leadership was lost), bumping the epoch. An
+// indeterminate etcd error is resolved by re-reading.
+func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected int32) (Partition, int64, error) {
+	s := l.store
+	if l.election.Key() == "" {
+		return p, 0, fmt.Errorf("%w: resigned", ErrNotLeader)
+	}
+	key := s.partitionKey(p.Topic, p.Index)
+	p.PartitionEpoch = expected + 1
+	val, err := json.Marshal(p)
+	if err != nil {
+		return p, 0, err
+	}
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	cur, modRev, err := s.partition(ctx, p.Topic, p.Index)
+	if err != nil {
+		return p, 0, err
+	}
+	if cur.PartitionEpoch != expected {
+		return cur, 0, fmt.Errorf("%w: partition %s/%d is at epoch %d, expected %d", ErrConflict, p.Topic, p.Index, cur.PartitionEpoch, expected)
+	}
+	resp, err := l.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		got, _, rerr := s.partition(context.Background(), p.Topic, p.Index)
+		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
+			rev, _ := s.Revision(context.Background())
+			return got, rev, nil
+		}
+		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
+	}
+	if !resp.Succeeded {
+		got, _, _ := s.partition(context.Background(), p.Topic, p.Index)
+		if got.PartitionEpoch == expected {
+			return got, 0, fmt.Errorf("%w: controller of election revision %d", ErrNotLeader, l.election.Rev())
+		}
+		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
+	}
+	return p, resp.Header.Revision, nil
+}
+
+// Partition reads one partition's current state.
+func (s *Store) Partition(ctx context.Context, topic string, index int32) (Partition, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	p, _, err := s.partition(ctx, topic, index)
+	return p, err
 }
 
 // Resign gives up leadership.

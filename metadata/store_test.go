@@ -453,3 +453,75 @@ func TestCreateTopicBeyondEtcdLimitsIsErrTooLarge(t *testing.T) {
 		t.Fatalf("adding %d partitions: %v, want ErrTooLarge", MaxTxnOps+1, err)
 	}
 }
+
+func TestClusterSecretIsCreatedOnce(t *testing.T) {
+	s := newTestStore(t)
+	a, err := s.EnsureClusterSecret(ctxT(t))
+	if err != nil || len(a) != 43 {
+		t.Fatalf("secret %q: %v", a, err)
+	}
+	b, err := s.EnsureClusterSecret(ctxT(t))
+	if err != nil || a != b {
+		t.Fatalf("second call gave another secret (%v)", err)
+	}
+}
+
+func TestReRegistrationChangesIncarnation(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	self := Broker{ID: 4, Host: "h", Port: 1, DirectoryID: "dir-a"}
+	if _, err := s.RegisterBroker(ctx, self, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(cache.Snapshot().Brokers) == 1 })
+	first := cache.Snapshot().Brokers[0].Incarnation
+	// The same directory takes its key over at once (a restart after a
+	// crash): a new incarnation, and the flag it registered with.
+	self.UncleanShutdown = true
+	if _, err := s.RegisterBroker(ctx, self, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		b := cache.Snapshot().Brokers
+		return len(b) == 1 && b[0].Incarnation > first && b[0].UncleanShutdown
+	})
+}
+
+func TestControllerPartitionWritesAreFenced(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	topic, parts := testTopic("fenced", 1)
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Campaign(ctx, 1, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parts[0]
+	p.Topic, p.TopicID = topic.Name, topic.ID
+	p.LeaderEpoch = 1
+	got, _, err := a.UpdatePartition(ctx, p, 0)
+	if err != nil || got.PartitionEpoch != 1 {
+		t.Fatalf("update while controller: %+v %v", got, err)
+	}
+	if _, _, err := a.UpdatePartition(ctx, p, 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale partition epoch: %v", err)
+	}
+	if err := a.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.LeaderEpoch = 2
+	if _, _, err := a.UpdatePartition(ctx, p, 1); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("update after resigning: %v", err)
+	}
+	cur, err := s.Partition(ctx, topic.Name, 0)
+	if err != nil || cur.LeaderEpoch != 1 || cur.PartitionEpoch != 1 {
+		t.Fatalf("partition after a fenced write: %+v %v", cur, err)
+	}
+}

@@ -51,6 +51,14 @@ type Broker struct {
 	// previous registration at once instead of waiting for that lease to
 	// expire; another directory claiming the same id is refused.
 	DirectoryID string `json:"directoryId,omitempty"`
+	// UncleanShutdown: the broker's previous run on this directory ended
+	// without a clean shutdown, so the unflushed tail of its logs may be
+	// gone. Leader election prefers replicas without it (KIP-966).
+	UncleanShutdown bool `json:"uncleanShutdown,omitempty"`
+	// Incarnation is the etcd revision of this registration (not
+	// stored): it changes whenever the broker registers again, so the
+	// controller can tell a restart from a broker that stayed up.
+	Incarnation int64 `json:"-"`
 }
 
 // Topic is a topic's identity and configuration. Its partitions are stored

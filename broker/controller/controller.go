@@ -1,0 +1,216 @@
+// Package controller is the cluster's controller: one broker at a time,
+// elected through etcd, that moves partition leadership when brokers come
+// and go. When a broker's lease expires (or it registers again after a
+// restart) the controller removes it from the ISR of every partition and
+// elects a new leader for the partitions it led, bumping the leader epoch.
+// Every write is a compare-and-swap on the partition epoch, fenced on the
+// controller's election (metadata.Leadership.UpdatePartition): a deposed
+// controller's writes fail. What to write is decided by Plan, a pure
+// function of a metadata snapshot.
+package controller
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/shale-log/shale/broker/replication"
+	"github.com/shale-log/shale/metadata"
+)
+
+// UncleanElectionConfig is the topic config that allows a leader from
+// outside the ISR.
+const UncleanElectionConfig = "unclean.leader.election.enable"
+
+// Change is one partition write the controller makes: Next replaces the
+// stored partition if its partition epoch is still Expected.
+type Change struct {
+	Next     metadata.Partition
+	Expected int32
+}
+
+// Plan decides the partition changes for a snapshot. restarted names
+// brokers that registered again since the controller last acted on them:
+// they count as gone for this round (their in-memory state, and maybe
+// their unflushed tail, is lost), so they leave ISRs and leadership and
+// rejoin as followers. A partition whose leader is live keeps it and only
+// sheds dead ISR members; one whose leader is gone gets a new one from its
+// live ISR (clean shutdowns first, then replica order), or goes offline
+// (leader -1) with its ISR kept, unless unclean election is enabled.
+func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
+	cands := make([]replication.Candidate, 0, len(snap.Brokers))
+	live := map[int32]bool{}
+	for _, b := range snap.Brokers {
+		ok := !restarted[b.ID]
+		live[b.ID] = ok
+		cands = append(cands, replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown})
+	}
+	names := make([]string, 0, len(snap.Topics))
+	for n := range snap.Topics {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []Change
+	for _, n := range names {
+		ts := snap.Topics[n]
+		unclean := ts.Configs[UncleanElectionConfig] == "true"
+		for _, p := range ts.Partitions {
+			next := p
+			if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) {
+				next.ISR = nil
+				for _, id := range p.ISR {
+					if live[id] {
+						next.ISR = append(next.ISR, id)
+					}
+				}
+			} else {
+				e := replication.ElectLeader(p.Replicas, p.ISR, cands, unclean)
+				next.Leader, next.ISR = e.Leader, e.ISR
+				if next.Leader != p.Leader {
+					next.LeaderEpoch = p.LeaderEpoch + 1
+				}
+			}
+			if next.Leader == p.Leader && slices.Equal(next.ISR, p.ISR) {
+				continue
+			}
+			next.Replicas = slices.Clone(p.Replicas)
+			out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
+		}
+	}
+	return out
+}
+
+// Config configures a controller candidate.
+type Config struct {
+	BrokerID int32
+	// SessionTTL is the controller lease: how long a dead controller
+	// holds the role before another broker takes it.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+}
+
+// Controller campaigns for the role and, while it holds it, reconciles
+// partition leadership with the live brokers.
+type Controller struct {
+	store  *metadata.Store
+	cache  *metadata.Cache
+	cfg    Config
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start runs a controller candidate until Close.
+func Start(store *metadata.Store, cache *metadata.Cache, cfg Config) *Controller {
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Controller{store: store, cache: cache, cfg: cfg, log: cfg.Logger.With("controller", cfg.BrokerID), ctx: ctx, cancel: cancel}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.run()
+	}()
+	return c
+}
+
+// Close resigns the role (so another broker takes it at once) and waits.
+// Safe to call more than once.
+func (c *Controller) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+func (c *Controller) run() {
+	for c.ctx.Err() == nil {
+		lead, err := c.store.Campaign(c.ctx, c.cfg.BrokerID, c.cfg.SessionTTL)
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Warn("controller campaign", "err", err)
+				sleep(c.ctx, time.Second)
+			}
+			continue
+		}
+		c.log.Info("elected controller")
+		c.lead(lead)
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		lead.Resign(rctx)
+		cancel()
+	}
+}
+
+// lead reconciles until leadership is lost or the controller closes.
+func (c *Controller) lead(lead *metadata.Leadership) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	changes := c.cache.Subscribe(ctx)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	// Incarnations this controller has acted on. It starts from the
+	// snapshot it was elected with: restarts before that were the
+	// previous controller's to handle, or are seen as a lease expiry.
+	seen := map[int32]int64{}
+	for _, b := range c.cache.Snapshot().Brokers {
+		seen[b.ID] = b.Incarnation
+	}
+	for {
+		snap := c.cache.Snapshot()
+		restarted := map[int32]bool{}
+		for _, b := range snap.Brokers {
+			if inc, ok := seen[b.ID]; ok && inc != b.Incarnation {
+				restarted[b.ID] = true
+			}
+		}
+		ok := true
+		for _, ch := range Plan(snap, restarted) {
+			_, _, err := lead.UpdatePartition(ctx, ch.Next, ch.Expected)
+			switch {
+			case err == nil:
+				c.log.Info("partition state changed", "topic", ch.Next.Topic, "partition", ch.Next.Index,
+					"leader", ch.Next.Leader, "leaderEpoch", ch.Next.LeaderEpoch, "isr", ch.Next.ISR)
+			case errors.Is(err, metadata.ErrNotLeader):
+				c.log.Warn("controller role lost", "err", err)
+				return
+			default:
+				// A conflict (a leader changed the ISR meanwhile)
+				// or an etcd error: decide again on the next
+				// snapshot.
+				ok = false
+				c.log.Debug("partition change not applied", "topic", ch.Next.Topic, "partition", ch.Next.Index, "err", err)
+			}
+		}
+		if ok {
+			seen = map[int32]int64{}
+			for _, b := range snap.Brokers {
+				seen[b.ID] = b.Incarnation
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-lead.Done():
+			c.log.Warn("controller lease lost")
+			return
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,125 @@
+package controller
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+func snapshot(brokers []metadata.Broker, configs map[string]string, parts ...metadata.Partition) *metadata.Snapshot {
+	ts := &metadata.TopicState{Topic: metadata.Topic{Name: "t", Configs: configs}}
+	for i := range parts {
+		parts[i].Topic, parts[i].Index = "t", int32(i)
+		ts.Partitions = append(ts.Partitions, parts[i])
+	}
+	return &metadata.Snapshot{Brokers: brokers, Topics: map[string]*metadata.TopicState{"t": ts}}
+}
+
+func brokers(ids ...int32) []metadata.Broker {
+	var out []metadata.Broker
+	for _, id := range ids {
+		out = append(out, metadata.Broker{ID: id})
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	p := func(leader, epoch int32, isr ...int32) metadata.Partition {
+		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7}
+	}
+	for _, tc := range []struct {
+		name      string
+		snap      *metadata.Snapshot
+		restarted map[int32]bool
+		want      []metadata.Partition // Next of each change, in order
+	}{
+		{"all live: nothing", snapshot(brokers(1, 2, 3), nil, p(1, 0, 1, 2, 3)), nil, nil},
+		{"a live non-preferred leader stays", snapshot(brokers(1, 2, 3), nil, p(2, 4, 1, 2, 3)), nil, nil},
+		{"dead follower leaves the ISR, epoch kept", snapshot(brokers(1, 2), nil, p(1, 0, 1, 2, 3)), nil, []metadata.Partition{p(1, 0, 1, 2)}},
+		{"dead leader: next ISR member, epoch bumped", snapshot(brokers(2, 3), nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(2, 4, 2, 3)}},
+		{"a replica outside the ISR is not elected", snapshot(brokers(2, 3), nil, p(1, 3, 1, 3)), nil, []metadata.Partition{p(3, 4, 3)}},
+		{"no live ISR member: offline, ISR kept", snapshot(brokers(2, 3), nil, p(1, 3, 1)), nil, []metadata.Partition{p(-1, 4, 1)}},
+		{"offline stays offline without change", snapshot(brokers(2, 3), nil, p(-1, 4, 1)), nil, nil},
+		{"the last ISR member returns and leads", snapshot(brokers(1, 2, 3), nil, p(-1, 4, 1)), nil, []metadata.Partition{p(1, 5, 1)}},
+		{"unclean election when the topic allows it", snapshot(brokers(2, 3), map[string]string{UncleanElectionConfig: "true"}, p(1, 3, 1)), nil, []metadata.Partition{p(2, 4, 2)}},
+		{"a restarted leader loses leadership and the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{1: true}, []metadata.Partition{p(2, 4, 2, 3)}},
+		{"a restarted follower leaves the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{3: true}, []metadata.Partition{p(1, 3, 1, 2)}},
+		{"a clean ISR member is chosen over an unclean one",
+			snapshot([]metadata.Broker{{ID: 2, UncleanShutdown: true}, {ID: 3}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(3, 4, 2, 3)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Plan(tc.snap, tc.restarted)
+			if len(got) != len(tc.want) {
+				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
+			}
+			for i, ch := range got {
+				w := tc.want[i]
+				n := ch.Next
+				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || ch.Expected != 7 {
+					t.Fatalf("change %d = %+v (expected %d), want %+v", i, n, ch.Expected, w)
+				}
+			}
+		})
+	}
+}
+
+// TestLeaseExpiryMovesLeadership runs the controller on a real etcd: when
+// the leader's registration lapses, the partition gets a new leader from
+// the ISR with a bumped epoch.
+func TestLeaseExpiryMovesLeadership(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	store := metadata.NewStore(e.Client(), "/ctl/")
+	cache, err := metadata.NewCache(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	var regs []*metadata.Registration
+	for id := int32(1); id <= 3; id++ {
+		r, err := store.RegisterBroker(ctx, metadata.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, r)
+	}
+	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
+	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
+		t.Fatal(err)
+	}
+	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, Logger: testLogger()})
+	defer ctl.Close()
+	regs[0].Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p := cache.Snapshot().Topics["t"].Partitions[0]
+		if p.Leader == 2 && p.LeaderEpoch == 1 && slices.Equal(p.ISR, []int32{2, 3}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partition after the leader left: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := cache.Snapshot().Controller; c != 2 {
+		t.Fatalf("controller = %d, want 2", c)
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("SHALE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
