@@ -22,6 +22,10 @@ type rawConfig struct {
 	batchBytes  int // produce: record batch size; fetch: partition max bytes
 	warmup      time.Duration
 	duration    time.Duration
+	// rateMBps, if set, paces produce requests to this many MB/s in
+	// all (acks 1 and all only); latency is then counted from the time
+	// each request was due, so a stalled broker cannot hide the wait.
+	rateMBps float64
 	// onMeasure, if set, is called when the warm-up ends and the
 	// measured part begins.
 	onMeasure func()
@@ -123,6 +127,9 @@ func rawProduce(addr, topic string, acks int16, cfg rawConfig) (rawResult, error
 			frame: produceFrame(topic, partition, acks, batch), last: produceFrame(topic, partition, 1, batch),
 			acks: acks, bytes: int64(len(batch)), records: int64(records),
 		}
+		if cfg.rateMBps > 0 && acks != 0 {
+			pc.every = time.Duration(float64(len(batch)) / (cfg.rateMBps * 1e6 / float64(cfg.conns)) * float64(time.Second))
+		}
 		return pc.run(addr, m, cfg.inflight, warmAt, stopAt)
 	})
 }
@@ -130,7 +137,8 @@ func rawProduce(addr, topic string, acks int16, cfg rawConfig) (rawResult, error
 type produceConn struct {
 	frame, last    []byte // the request, and for acks=0 the acks=1 one that ends the run
 	acks           int16
-	bytes, records int64 // what each request carries
+	bytes, records int64         // what each request carries
+	every          time.Duration // pace: one request per every, 0: as fast as answered
 }
 
 func (pc produceConn) run(addr string, m *meter, inflight int, warmAt, stopAt time.Time) ([]time.Duration, error) {
@@ -146,9 +154,15 @@ func (pc produceConn) run(addr string, m *meter, inflight int, warmAt, stopAt ti
 	go func() {
 		defer close(sent)
 		var corr int32
+		start := time.Now()
 		for ; time.Now().Before(stopAt); corr++ {
+			at := time.Now()
+			if pc.every > 0 {
+				at = start.Add(time.Duration(corr) * pc.every)
+				time.Sleep(time.Until(at))
+			}
 			if pc.acks != 0 {
-				sent <- sentRequest{corr, time.Now()}
+				sent <- sentRequest{corr, at}
 			}
 			setCorrelationID(pc.frame, corr)
 			if _, err := c.Write(pc.frame); err != nil {

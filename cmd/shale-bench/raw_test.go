@@ -36,6 +36,16 @@ func TestRawWireAgainstBroker(t *testing.T) {
 		}
 		total += res.records
 	}
+	paced := cfg
+	paced.rateMBps = 1 // a request every 8ms on each of the 2 connections
+	res, err := rawProduce(b.Addr, topic, 1, paced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if max := 2 * (int64(paced.duration/(8*time.Millisecond)) + 2); res.requests == 0 || res.requests > max {
+		t.Fatalf("paced at 1 MB/s: %d requests in %v, want 1 to %d", res.requests, paced.duration, max)
+	}
+	total += res.records
 
 	ends, err := endOffsets(b.Addr, topic, 2)
 	if err != nil {
@@ -64,7 +74,7 @@ func TestRawWireAgainstBroker(t *testing.T) {
 
 	fcfg := cfg
 	fcfg.batchBytes = 3 * len(batch)
-	res, err := rawFetch(b.Addr, topic, ends, 3*int64(perBatch), fcfg)
+	res, err = rawFetch(b.Addr, topic, ends, 3*int64(perBatch), fcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +22,9 @@ type rawOptions struct {
 	recordBytes, batchBytes     int
 	fetchBytes                  int
 	warmup, duration            time.Duration
-	acks                        string // comma-separated: 0, 1, all
+	rounds                      int
+	acks                        string  // comma-separated: 0, 1, all
+	rateMBps                    float64 // the fixed-rate latency runs' rate, 0: none
 	profileDir                  string
 }
 
@@ -33,7 +37,8 @@ func (r rawOptions) config() rawConfig {
 		recordBytes: r.recordBytes, batchBytes: r.batchBytes, warmup: r.warmup, duration: r.duration}
 }
 
-// rawMeasure is one raw run against one target with the CPU each side used.
+// rawMeasure is one raw workload against one target, summed over its
+// rounds, with the CPU each side used.
 type rawMeasure struct {
 	res       rawResult
 	brokerCPU time.Duration // -1: unknown
@@ -41,15 +46,51 @@ type rawMeasure struct {
 	gcs       int64 // broker GC cycles during the run, -1: unknown
 }
 
-// runRawSuite runs raw produce (for each acks) and raw fetch against kfake
-// and Shale, each in a process of its own so that their CPU is read apart
-// from the load generator's, beside the disk and loopback references
-// measured in the same run.
+func (m *rawMeasure) merge(o rawMeasure) {
+	if m.res.elapsed == 0 {
+		*m = o
+		return
+	}
+	m.res.bytes += o.res.bytes
+	m.res.records += o.res.records
+	m.res.requests += o.res.requests
+	m.res.elapsed += o.res.elapsed
+	m.res.latencies = append(m.res.latencies, o.res.latencies...)
+	slices.Sort(m.res.latencies)
+	sum := func(a, b time.Duration) time.Duration {
+		if a < 0 || b < 0 {
+			return -1
+		}
+		return a + b
+	}
+	m.brokerCPU = sum(m.brokerCPU, o.brokerCPU)
+	m.clientCPU = sum(m.clientCPU, o.clientCPU)
+	if m.gcs < 0 || o.gcs < 0 {
+		m.gcs = -1
+	} else {
+		m.gcs += o.gcs
+	}
+}
+
+// rawWorkload is one row pair of the raw table: its name, the reference
+// Shale's MB/s is a fraction of, and kfake's and Shale's figures.
+type rawWorkload struct {
+	name   string
+	refFor string // "disk" or "loopback"
+	ms     [2]rawMeasure
+}
+
+// runRawSuite runs raw produce (for each acks, then at a fixed rate) and raw
+// fetch against kfake and Shale, each in a process of its own so that their
+// CPU is read apart from the load generator's, beside the disk and loopback
+// references measured in the same run. Each workload runs o.raw.rounds
+// times, alternating between the targets, so that a noisy neighbour weighs
+// on both.
 func runRawSuite(o options, shale, kfake *target) error {
 	ro := o.raw
 	cfg := ro.config()
-	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d bytes, %s measured after %s of warm-up\n",
-		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, ro.fetchBytes, cfg.duration, cfg.warmup)
+	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d bytes, %d round(s) of %s measured after %s of warm-up\n",
+		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, ro.fetchBytes, max(1, ro.rounds), cfg.duration, cfg.warmup)
 	disk, loop, err := references(shale, cfg.conns)
 	if err != nil {
 		return err
@@ -57,66 +98,161 @@ func runRawSuite(o options, shale, kfake *target) error {
 	fmt.Printf("references (before): disk %.0f MB/s (sequential 1 MiB writes, fdatasync every 8 MiB, %s), loopback TCP %.0f MB/s (%d connections); load average %s\n",
 		disk/1e6, dataDirOf(shale), loop/1e6, cfg.conns, loadAverage())
 
-	var rows [][]string
-	targets := []*target{kfake, shale}
-	acksList := strings.Split(ro.acks, ",")
+	targets := [2]*target{kfake, shale}
+	// rounds runs one workload on both targets, rounds times, each
+	// round in the other order; run gets the round, for profiles.
+	rounds := func(name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([2]rawMeasure, error) {
+		var ms [2]rawMeasure
+		for r := 0; r < max(1, ro.rounds); r++ {
+			for k := range targets {
+				ti := (k + r) % 2
+				t := targets[ti]
+				profile := ""
+				if r == 0 && ro.profileDir != "" && t.httpAddr != "" {
+					profile = filepath.Join(ro.profileDir, "raw-"+strings.NewReplacer(" ", "-", "=", "", "@", "", "/", "").Replace(name))
+				}
+				m, err := measureRaw(t, profile, cfg, run)
+				if err != nil {
+					return ms, fmt.Errorf("raw %s against %s: %w", name, t.name, err)
+				}
+				ms[ti].merge(m)
+			}
+		}
+		return ms, nil
+	}
+
+	var done []rawWorkload
 	fetchTopic := ""
-	for i, a := range acksList {
+	for _, a := range strings.Split(ro.acks, ",") {
 		acks, name, err := parseAcks(a)
 		if err != nil {
 			return err
 		}
-		topic := fmt.Sprintf("raw-acks-%s-%d", name, time.Now().UnixNano())
-		keep := name == "1" || (fetchTopic == "" && i == len(acksList)-1)
-		var ms [2]rawMeasure
-		for ti, t := range targets {
-			if err := createTopicNamed(t.addr, topic, cfg.partitions); err != nil {
-				return fmt.Errorf("%s: %w", t.name, err)
+		topic, err := createRawTopic(targets, "raw-acks-"+name, cfg.partitions)
+		if err != nil {
+			return err
+		}
+		workload := "produce acks=" + name
+		ms, err := rounds(workload, cfg, func(t *target, cfg rawConfig) (rawResult, error) {
+			return rawProduce(t.addr, topic, acks, cfg)
+		})
+		if err != nil {
+			return err
+		}
+		done = append(done, rawWorkload{workload, "disk", ms})
+		if fetchTopic == "" && name == "1" {
+			fetchTopic = topic // read back by the fetch run
+		} else {
+			deleteRawTopic(targets, topic)
+		}
+	}
+	if ro.rateMBps > 0 {
+		for _, name := range []string{"1", "all"} {
+			acks, _, _ := parseAcks(name)
+			topic, err := createRawTopic(targets, "raw-rate-acks-"+name, cfg.partitions)
+			if err != nil {
+				return err
 			}
-			workload := "produce acks=" + name
-			ms[ti], err = measureRaw(t, ro, workload, cfg, func(cfg rawConfig) (rawResult, error) {
+			rcfg := cfg
+			rcfg.rateMBps = ro.rateMBps
+			workload := fmt.Sprintf("produce acks=%s @%g MB/s", name, ro.rateMBps)
+			ms, err := rounds(workload, rcfg, func(t *target, cfg rawConfig) (rawResult, error) {
 				return rawProduce(t.addr, topic, acks, cfg)
 			})
 			if err != nil {
-				return fmt.Errorf("raw %s against %s: %w", workload, t.name, err)
+				return err
 			}
-			if !keep {
-				deleteTopic(t.addr, topic)
-			}
+			done = append(done, rawWorkload{workload, "disk", ms})
+			deleteRawTopic(targets, topic)
 		}
-		if keep {
-			fetchTopic = topic
-		}
-		rows = append(rows, rawRows("produce acks="+name, ms, disk, "disk")...)
 	}
 	if fetchTopic != "" && ro.fetchBytes > 0 {
 		fcfg := cfg
 		fcfg.batchBytes = ro.fetchBytes
 		batch, records := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
 		perFetch := int64(records) * int64(max(1, ro.fetchBytes/len(batch)))
-		var ms [2]rawMeasure
+		var ends [2][]int64
 		for ti, t := range targets {
-			ends, err := endOffsets(t.addr, fetchTopic, cfg.partitions)
-			if err != nil {
+			if ends[ti], err = endOffsets(t.addr, fetchTopic, cfg.partitions); err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			ms[ti], err = measureRaw(t, ro, "fetch", fcfg, func(cfg rawConfig) (rawResult, error) {
-				return rawFetch(t.addr, fetchTopic, ends, perFetch, cfg)
-			})
-			if err != nil {
-				return fmt.Errorf("raw fetch against %s: %w", t.name, err)
-			}
-			deleteTopic(t.addr, fetchTopic)
 		}
-		rows = append(rows, rawRows("fetch (hot)", ms, loop, "loopback")...)
+		ms, err := rounds("fetch", fcfg, func(t *target, cfg rawConfig) (rawResult, error) {
+			ti := slices.Index(targets[:], t)
+			return rawFetch(t.addr, fetchTopic, ends[ti], perFetch, cfg)
+		})
+		if err != nil {
+			return err
+		}
+		done = append(done, rawWorkload{"fetch (hot)", "loopback", ms})
+		deleteRawTopic(targets, fetchTopic)
 	}
 	disk2, loop2, err := references(shale, cfg.conns)
 	if err != nil {
 		return err
 	}
-	printTable([]string{"raw workload", "target", "MB/s", "records/s", "p50", "p99", "broker CPU ms/MB", "client CPU ms/MB", "broker GC/s", "of reference", "vs kfake"}, rows)
 	fmt.Printf("references (after): disk %.0f MB/s, loopback TCP %.0f MB/s; load average %s\n", disk2/1e6, loop2/1e6, loadAverage())
+	refs := map[string]float64{"disk": (disk + disk2) / 2, "loopback": (loop + loop2) / 2}
+	var rows [][]string
+	for _, w := range done {
+		rows = append(rows, rawRows(w.name, w.ms, refs[w.refFor], w.refFor)...)
+	}
+	printTable([]string{"raw workload", "target", "MB/s", "records/s", "p50", "p99", "broker CPU ms/MB", "client CPU ms/MB", "broker GC/s", "of reference (mean)", "vs kfake"}, rows)
+	printRawTargets(done, refs)
 	return nil
+}
+
+// printRawTargets sets the figures beside the throughput targets Shale
+// aims for on this machine.
+func printRawTargets(done []rawWorkload, refs map[string]float64) {
+	find := func(name string) *rawMeasure {
+		for i := range done {
+			if done[i].name == name {
+				return &done[i].ms[1]
+			}
+		}
+		return nil
+	}
+	var lines []string
+	if a1 := find("produce acks=1"); a1 != nil {
+		for i := range done {
+			if done[i].name == "produce acks=1" {
+				k := done[i].ms[0]
+				lines = append(lines, fmt.Sprintf("acks=1: %.2fx kfake (target >= 1.5x), %.2f broker CPU ms/MB (<= 1.2), %.0f%% of disk (>= 70%%)",
+					a1.res.mbps()/k.res.mbps(), msPerMB(a1.brokerCPU, a1.res.bytes), 100*a1.res.mbps()*1e6/refs["disk"]))
+			}
+		}
+		if all := find("produce acks=all"); all != nil {
+			lines = append(lines, fmt.Sprintf("acks=all: %.2fx acks=1 (target >= 0.6x)", all.res.mbps()/a1.res.mbps()))
+		}
+	}
+	for _, w := range done {
+		if strings.Contains(w.name, "@") {
+			lines = append(lines, fmt.Sprintf("%s: p99 %s (target < 5ms)", w.name, w.ms[1].res.percentile(0.99).Round(10*time.Microsecond)))
+		}
+	}
+	if f := find("fetch (hot)"); f != nil {
+		lines = append(lines, fmt.Sprintf("fetch: %.0f MB/s (target >= 3000), %.2f broker CPU ms/MB", f.res.mbps(), msPerMB(f.brokerCPU, f.res.bytes)))
+	}
+	for _, l := range lines {
+		fmt.Println("  " + l)
+	}
+}
+
+func createRawTopic(targets [2]*target, prefix string, partitions int) (string, error) {
+	topic := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	for _, t := range targets {
+		if err := createTopicNamed(t.addr, topic, partitions); err != nil {
+			return "", fmt.Errorf("creating %s on %s: %w", topic, t.name, err)
+		}
+	}
+	return topic, nil
+}
+
+func deleteRawTopic(targets [2]*target, topic string) {
+	for _, t := range targets {
+		deleteTopic(t.addr, topic)
+	}
 }
 
 func references(shale *target, conns int) (disk, loop float64, err error) {
@@ -142,9 +278,9 @@ func parseAcks(s string) (int16, string, error) {
 }
 
 // measureRaw runs one raw workload against t, reading the CPU both
-// processes used in its measured part and, for Shale, its GC cycles and
-// optionally a CPU profile.
-func measureRaw(t *target, ro rawOptions, workload string, cfg rawConfig, run func(rawConfig) (rawResult, error)) (rawMeasure, error) {
+// processes used in its measured part and, for Shale, its GC cycles and,
+// when profile is set, CPU and allocation profiles saved under that name.
+func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawConfig) (rawResult, error)) (rawMeasure, error) {
 	var (
 		m        rawMeasure
 		cpu      *cpuMeter
@@ -153,22 +289,26 @@ func measureRaw(t *target, ro rawOptions, workload string, cfg rawConfig, run fu
 	)
 	cfg.onMeasure = func() {
 		cpu = startCPU(t.pid, os.Getpid())
-		if ro.profileDir != "" && t.httpAddr != "" {
-			name := "raw-" + strings.NewReplacer(" ", "-", "=", "", "(", "", ")", "").Replace(workload) + ".pprof"
-			go func() { profiled <- fetchProfile(t.httpAddr, filepath.Join(ro.profileDir, name), cfg.duration) }()
+		if profile != "" {
+			go func() {
+				allocs := make(chan error, 1)
+				go func() { allocs <- fetchProfile(t.httpAddr, "allocs", profile+".allocs.pprof", cfg.duration) }()
+				err := fetchProfile(t.httpAddr, "profile", profile+".pprof", cfg.duration)
+				profiled <- errors.Join(err, <-allocs)
+			}()
 		} else {
 			profiled <- nil
 		}
 		gc0 = gcCount(t.httpAddr)
 	}
-	res, err := run(cfg)
+	res, err := run(t, cfg)
 	if cpu == nil {
 		return m, err
 	}
 	used := cpu.stop()
 	gc1 := gcCount(t.httpAddr)
 	if perr := <-profiled; perr != nil {
-		fmt.Fprintf(os.Stderr, "profile of %s: %v\n", workload, perr)
+		fmt.Fprintf(os.Stderr, "profile %s: %v\n", profile, perr)
 	}
 	m.res, m.brokerCPU, m.clientCPU, m.gcs = res, used[0], used[1], -1
 	if gc0 >= 0 && gc1 >= 0 {
@@ -177,18 +317,18 @@ func measureRaw(t *target, ro rawOptions, workload string, cfg rawConfig, run fu
 	return m, err
 }
 
-// fetchProfile saves a CPU profile of the broker taken over most of a run
-// of length d.
-func fetchProfile(httpAddr, path string, d time.Duration) error {
+// fetchProfile saves a profile of the broker (kind: "profile" for CPU,
+// "allocs" for what was allocated) taken over most of a run of length d.
+func fetchProfile(httpAddr, kind, path string, d time.Duration) error {
 	secs := max(1, int(d.Seconds())-1)
 	cl := http.Client{Timeout: d + 30*time.Second}
-	resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, secs))
+	resp, err := cl.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", httpAddr, kind, secs))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("pprof: %s", resp.Status)
+		return fmt.Errorf("pprof %s: %s", kind, resp.Status)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -201,7 +341,7 @@ func fetchProfile(httpAddr, path string, d time.Duration) error {
 		f.Close()
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "broker CPU profile: %s (go tool pprof -top %s)\n", path, path)
+	fmt.Fprintf(os.Stderr, "broker %s profile: %s\n", kind, path)
 	return f.Close()
 }
 
