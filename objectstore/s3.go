@@ -49,8 +49,12 @@ type S3Options struct {
 
 	// RequestTimeout bounds a call without a large body (head, list
 	// page, delete, the wait for a GET's response headers), every
-	// attempt included. Default 30s.
+	// attempt and backoff included. Default 30s.
 	RequestTimeout time.Duration
+	// AttemptTimeout bounds one attempt's wait for its response
+	// headers (and its dial), so a stuck attempt is retried within the
+	// call's deadline. Default 10s, at most RequestTimeout.
+	AttemptTimeout time.Duration
 	// MinThroughput, in bytes per second, extends a Put's deadline by
 	// its size: RequestTimeout + size/MinThroughput. Default 1 MiB/s.
 	MinThroughput int64
@@ -69,6 +73,9 @@ type S3Options struct {
 	Concurrency        int
 	// ListPageSize is the keys asked per list request. Default 1000.
 	ListPageSize int32
+	// WrapTransport, when set, wraps the HTTP transport (tests inject
+	// network faults with it).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // EnsureDefaults fills the zero fields.
@@ -76,6 +83,10 @@ func (o *S3Options) EnsureDefaults() {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
 	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 10 * time.Second
+	}
+	o.AttemptTimeout = min(o.AttemptTimeout, o.RequestTimeout)
 	if o.MinThroughput <= 0 {
 		o.MinThroughput = 1 << 20
 	}
@@ -142,9 +153,9 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		return nil, err
 	}
 	httpClient := awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = min(opts.RequestTimeout, 10*time.Second) }).
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = opts.AttemptTimeout }).
 		WithTransportOptions(func(t *http.Transport) {
-			t.ResponseHeaderTimeout = opts.RequestTimeout
+			t.ResponseHeaderTimeout = opts.AttemptTimeout
 			t.MaxIdleConnsPerHost = 64
 		})
 	loadOpts := []func(*config.LoadOptions) error{
@@ -190,6 +201,9 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
+	}
+	if opts.WrapTransport != nil {
+		cfg.HTTPClient = &http.Client{Transport: opts.WrapTransport(httpClient.GetTransport())}
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {

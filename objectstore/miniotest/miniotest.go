@@ -265,7 +265,26 @@ func (s *Server) Restart() error {
 
 // Pause freezes the server (SIGSTOP): connections stay open, nothing
 // answers. Resume thaws it.
-func (s *Server) Pause()  { s.signal(syscall.SIGSTOP) }
+func (s *Server) Pause() {
+	s.signal(syscall.SIGSTOP)
+	// The stop reaches every thread asynchronously: wait until the
+	// process is seen stopped, so no request slips through after Pause.
+	s.mu.Lock()
+	pid := s.cmd.Process.Pid
+	s.mu.Unlock()
+	for range 200 {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// The state follows the parenthesised command name.
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'T' {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
 // Close stops the server for good.

@@ -1,0 +1,192 @@
+package objectstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// loseFirstConditionalPut lets the first conditional PUT reach the store,
+// then drops its response as a connection reset would.
+func loseFirstConditionalPut(lost *atomic.Int32) func(http.RoundTripper) http.RoundTripper {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			cond := r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Match") != ""
+			resp, err := next.RoundTrip(r)
+			if err == nil && r.Method == http.MethodPut && cond && lost.CompareAndSwap(0, 1) {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return nil, errors.New("read tcp 127.0.0.1: connection reset by peer")
+			}
+			return resp, err
+		})
+	}
+}
+
+// The SDK retries a conditional put whose response was lost; the retry
+// finds the object already written (by the first attempt) and fails its
+// condition. The bucket must report the put's success, or a manifest
+// commit would be taken for a lost race.
+func TestS3ConditionalPutWithLostResponseSucceeds(t *testing.T) {
+	ctx := context.Background()
+	for _, ifMatch := range []bool{false, true} {
+		var lost atomic.Int32
+		b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = loseFirstConditionalPut(&lost) })
+		opts := objectstore.PutOptions{IfNoneMatch: true}
+		if ifMatch {
+			a, err := b.Put(ctx, "manifest", strings.NewReader("v0"), 2, objectstore.PutOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts = objectstore.PutOptions{IfMatch: a.ETag}
+		}
+		a, err := b.Put(ctx, "manifest", strings.NewReader("v1"), 2, opts)
+		if err != nil {
+			t.Fatalf("if-match=%v: put whose first response was lost: %v", ifMatch, err)
+		}
+		if lost.Load() != 1 {
+			t.Fatal("no response was lost")
+		}
+		h, err := b.Head(ctx, "manifest")
+		if err != nil || h.ETag != a.ETag {
+			t.Fatalf("head %+v %v, put said %+v", h, err, a)
+		}
+		// A real conflict still fails.
+		if _, err := b.Put(ctx, "manifest", strings.NewReader("v2"), 2, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
+			t.Fatalf("create over an existing object: %v", err)
+		}
+	}
+}
+
+// stallBodies makes every GET body deliver a few bytes and then nothing
+// until the request is cancelled.
+func stallBodies(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(r)
+		if err == nil && r.Method == http.MethodGet && resp.StatusCode/100 == 2 {
+			resp.Body = &stallingBody{ReadCloser: resp.Body, ctx: r.Context(), left: 10}
+		}
+		return resp, err
+	})
+}
+
+type stallingBody struct {
+	io.ReadCloser
+	ctx  context.Context
+	left int
+}
+
+func (s *stallingBody) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		<-s.ctx.Done()
+		return 0, s.ctx.Err()
+	}
+	p = p[:min(len(p), s.left)]
+	n, err := s.ReadCloser.Read(p)
+	s.left -= n
+	return n, err
+}
+
+func TestS3GetBodyStallIsCut(t *testing.T) {
+	ctx := context.Background()
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.WrapTransport = stallBodies
+		o.StallTimeout = 200 * time.Millisecond
+	})
+	data := bytes.Repeat([]byte("x"), 1000)
+	if _, err := b.Put(ctx, "k", bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	body, err := b.Get(ctx, "k", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	start := time.Now()
+	got, err := io.ReadAll(body)
+	if !errors.Is(err, context.DeadlineExceeded) || len(got) != 10 {
+		t.Fatalf("read %d bytes, %v; want 10 and a deadline error", len(got), err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stalled body cut after %v", d)
+	}
+}
+
+// A frozen store (SIGSTOP: connections accepted, nothing answered) fails
+// calls at their deadline; a killed and restarted one is waited for by
+// the retries.
+func TestS3DeadlinesAndRetriesAgainstMinIOFaults(t *testing.T) {
+	srv := miniotest.Start(t)
+	ctx := context.Background()
+	b, err := objectstore.NewS3(ctx, objectstore.S3Options{
+		Bucket: srv.NewBucket(t), Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
+		RequestTimeout: 600 * time.Millisecond, AttemptTimeout: 300 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "k", strings.NewReader("v"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Pause()
+	for name, call := range map[string]func() error{
+		"head": func() error { _, err := b.Head(ctx, "k"); return err },
+		"get":  func() error { _, err := b.Get(ctx, "k", 0, -1); return err },
+		"put": func() error {
+			_, err := b.Put(ctx, "k2", strings.NewReader("v"), 1, objectstore.PutOptions{})
+			return err
+		},
+		"list":   func() error { return b.List(ctx, "", func(objectstore.Attrs) error { return nil }) },
+		"delete": func() error { return b.Delete(ctx, "k") },
+	} {
+		start := time.Now()
+		if err := call(); err == nil {
+			t.Errorf("%s against a frozen store succeeded after %v", name, time.Since(start))
+		}
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("%s against a frozen store took %v (deadline 600ms)", name, d)
+		}
+	}
+	srv.Resume()
+
+	// Retries span a restart when the call's deadline allows it.
+	patient, err := objectstore.NewS3(ctx, objectstore.S3Options{
+		Bucket: b.BucketName(), Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
+		RequestTimeout: 20 * time.Second, AttemptTimeout: time.Second, MaxAttempts: 20, MaxBackoff: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	done := make(chan error, 1)
+	go func() {
+		_, err := patient.Put(ctx, "after-restart", strings.NewReader("v"), 1, objectstore.PutOptions{})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("put across a restart: %v", err)
+	}
+	if _, err := srv.Client().StatObject(ctx, b.BucketName(), "after-restart", minioStatOpts); err != nil {
+		t.Fatalf("minio-go stat: %v", err)
+	}
+}
