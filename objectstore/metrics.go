@@ -1,0 +1,129 @@
+package objectstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the Prometheus collectors of instrumented buckets: calls by
+// operation and result, bytes moved, and latency (a Get's to its response,
+// not through its body). Expected outcomes (not found, a failed
+// precondition) have results of their own and are not errors.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+}
+
+// NewMetrics registers the collectors with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_requests_total",
+			Help: "Object store calls by operation and result (ok, not_found, precondition_failed, invalid, error)."},
+			[]string{"op", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_bytes_total",
+			Help: "Bytes written by puts and read from get bodies."}, []string{"op"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shale_objectstore_request_seconds",
+			Help:    "Object store call latency (a get's until its body starts).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}, []string{"op"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.bytes, m.seconds)
+	}
+	return m
+}
+
+// Wrap returns b instrumented with m.
+func (m *Metrics) Wrap(b Bucket) Bucket { return &instrumented{b: b, m: m} }
+
+type instrumented struct {
+	b Bucket
+	m *Metrics
+}
+
+var _ Bucket = (*instrumented)(nil)
+
+func result(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrPreconditionFailed):
+		return "precondition_failed"
+	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrInvalidRange):
+		return "invalid"
+	}
+	return "error"
+}
+
+func (i *instrumented) observe(op string, start time.Time, err error) {
+	i.m.requests.WithLabelValues(op, result(err)).Inc()
+	i.m.seconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (i *instrumented) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
+	start := time.Now()
+	a, err := i.b.Put(ctx, key, r, size, opts)
+	i.observe("put", start, err)
+	if err == nil {
+		i.m.bytes.WithLabelValues("put").Add(float64(size))
+	}
+	return a, err
+}
+
+func (i *instrumented) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	start := time.Now()
+	body, err := i.b.Get(ctx, key, off, length)
+	i.observe("get", start, err)
+	if err != nil {
+		return nil, err
+	}
+	return &countingBody{ReadCloser: body, c: i.m.bytes.WithLabelValues("get")}, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	c prometheus.Counter
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.c.Add(float64(n))
+	return n, err
+}
+
+func (i *instrumented) Head(ctx context.Context, key string) (Attrs, error) {
+	start := time.Now()
+	a, err := i.b.Head(ctx, key)
+	i.observe("head", start, err)
+	return a, err
+}
+
+func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	start := time.Now()
+	var fnErr error
+	err := i.b.List(ctx, prefix, func(a Attrs) error {
+		fnErr = fn(a)
+		return fnErr
+	})
+	if err != nil && err == fnErr {
+		i.observe("list", start, nil) // the caller stopped it
+	} else {
+		i.observe("list", start, err)
+	}
+	return err
+}
+
+func (i *instrumented) Delete(ctx context.Context, key string) error {
+	start := time.Now()
+	err := i.b.Delete(ctx, key)
+	i.observe("delete", start, err)
+	return err
+}
+
+func (i *instrumented) Close() error { return i.b.Close() }
