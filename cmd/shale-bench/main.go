@@ -42,7 +42,8 @@ type options struct {
 	rateMBps   float64
 	only       string
 	shaleAddr  string
-	producers  int // producer clients at once (set per run)
+	shaleEnv   string // extra environment of the shale child, comma-separated
+	producers  int    // producer clients at once (set per run)
 
 	groupMembers int
 
@@ -59,6 +60,7 @@ func main() {
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
+	flag.StringVar(&o.shaleEnv, "shale-env", "", "extra environment for `shale dev` alone, comma-separated (e.g. GOGC=400,GOMEMLIMIT=1GiB)")
 	flag.StringVar(&o.shaleAddr, "shale-addr", "", "measure an already running broker at this address instead of starting one")
 	flag.IntVar(&o.raw.conns, "raw-conns", 4, "raw load: connections")
 	flag.IntVar(&o.raw.inflight, "raw-inflight", 8, "raw load: requests in flight per connection")
@@ -443,6 +445,9 @@ func startShale(o options) (*target, error) {
 	kafkaAddr, httpAddr := freeAddr(), freeAddr()
 	cmd := exec.Command(o.shaleBin, "dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr)
 	cmd.Stderr = os.Stderr
+	if o.shaleEnv != "" {
+		cmd.Env = append(os.Environ(), strings.Split(o.shaleEnv, ",")...)
+	}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting %s (run `make build` first): %w", o.shaleBin, err)
