@@ -43,7 +43,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
-			p, last, err := produceOne(b, req, rt, rp, now, &sp)
+			p, last, err := produceOne(r.ctx(), b, req, rt, rp, now, &sp)
 			if err != nil {
 				anyError = true
 				sp.ErrorCode = kafkaError(err)
@@ -86,7 +86,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 
 // produceOne validates and appends one partition's records, filling sp. It
 // returns the partition appended to and the batch's last offset.
-func produceOne(b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, now time.Time, sp *kmsg.ProduceResponseTopicPartition) (*partition, int64, error) {
+func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, now time.Time, sp *kmsg.ProduceResponseTopicPartition) (*partition, int64, error) {
 	if req.Acks != 0 && req.Acks != 1 && req.Acks != -1 {
 		return nil, 0, errInvalidRequiredAcks
 	}
@@ -124,13 +124,20 @@ func produceOne(b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopi
 	if batch == nil || len(rest) != 0 {
 		return nil, 0, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
 	}
-	if err := recordbatch.ValidateProduce(batch, b.validateOpts); err != nil {
-		return nil, 0, err
-	}
 	if batch.Control() || batch.Transactional() {
 		return nil, 0, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
 	}
-	res, appendTime, err := p.appendProduce(batch, req.Acks, now)
+	// Every record is looked at, compressed or not (as Kafka's
+	// LogValidator does): the header's record count and timestamps are
+	// only claims, and a compressed body may be garbage under a valid CRC.
+	sum, err := recordbatch.ValidateProduce(ctx, batch, recordbatch.ValidateOptions{
+		MaxDecompressed: recordbatch.MaxDecompressedFor(int(cfg.maxMessageBytes)),
+		Budget:          b.scanBudget,
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	res, appendTime, err := p.appendProduce(batch, sum, req.Acks, now)
 	if err != nil {
 		return nil, 0, err
 	}

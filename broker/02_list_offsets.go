@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -36,7 +38,7 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
 			} else {
-				listOffset(p, req, &rp, &sp)
+				listOffset(r.ctx(), p, req, &rp, &sp)
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
@@ -45,7 +47,7 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 	return resp
 }
 
-func listOffset(p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
+func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
 	log := p.log
 	// Clients see up to the high watermark (or the last stable offset for
 	// read_committed); followers (replica id >= 0) see the whole log.
@@ -68,7 +70,7 @@ func listOffset(p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsets
 	case listLatestTiered:
 		// Nothing is tiered yet: Kafka answers -1 without an epoch.
 	case listMaxTimestamp:
-		off, ts, epoch, ok, err := log.MaxTimestamp()
+		off, ts, epoch, ok, err := log.MaxTimestamp(ctx)
 		if err != nil {
 			sp.ErrorCode = kafkaError(err)
 		} else if ok && off < upper {
@@ -79,7 +81,7 @@ func listOffset(p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsets
 			sp.ErrorCode = kerr.InvalidRequest.Code
 			return
 		}
-		off, ts, epoch, ok, err := log.OffsetForTimestamp(rp.Timestamp)
+		off, ts, epoch, ok, err := log.OffsetForTimestamp(ctx, rp.Timestamp)
 		if err != nil {
 			sp.ErrorCode = kafkaError(err)
 		} else if ok && off < upper {

@@ -189,7 +189,10 @@ type Broker struct {
 	cancel        context.CancelFunc
 	metrics       *brokerMetrics
 	requestMemory *byteBudget
-	validateOpts  recordbatch.ValidateOptions
+	// scanBudget bounds the memory of everything that looks inside
+	// batches at once: produce validation, ListOffsets by timestamp and
+	// the group coordinator's load.
+	scanBudget    *recordbatch.Budget
 	meta          metaStore
 	replicas      *replicaManager
 	producerIDs   *producerIDAllocator
@@ -232,10 +235,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		cancel:        cancel,
 		metrics:       newBrokerMetrics(reg),
 		requestMemory: newByteBudget(cfg.QueuedMaxRequestBytes),
-		// Compressed batches are checked by header and CRC; their
-		// records are not expanded on the produce path (bytes stay
-		// bytes). Uncompressed records are walked.
-		validateOpts:  recordbatch.ValidateOptions{},
+		scanBudget:    recordbatch.NewBudget(recordbatch.DefaultBudgetBytes),
 		meta:          meta,
 		appliedCh:     make(chan struct{}),
 		fetchSessions: newFetchSessionCache(),

@@ -79,7 +79,7 @@ func newGroupCoordinator(b *Broker) (*groupCoordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := group.New(gc, group.Options{Logger: b.log.With("component", "group-coordinator"), Topics: metaTopics{b}})
+	c, err := group.New(gc, group.Options{Logger: b.log.With("component", "group-coordinator"), Topics: metaTopics{b}, ScanBudget: b.scanBudget})
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +208,11 @@ func offsetsLogError(err error) error {
 	return err
 }
 
+// maxOffsetsBatch bounds a batch the coordinator's load reads from its
+// partition, unless twice the topic's max.message.bytes is more: the
+// coordinator writes batches of at most max.message.bytes.
+const maxOffsetsBatch = 64 << 20
+
 // Scan reads the partition from its log start to its log end. The new
 // leader's whole log is read: what it holds above the high watermark will
 // be committed under its leadership.
@@ -225,6 +230,12 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 		rng, err := log.Read(off, 1<<20, end, true)
 		if err != nil {
 			return fmt.Errorf("broker: reading %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+		}
+		if limit := max(maxOffsetsBatch, 2*int64(l.p.cfg.Load().maxMessageBytes)); rng.Len() > limit {
+			// Longer than 1 MiB only when its first batch is: the
+			// size comes from the file, so bound it before allocating.
+			rng.Release()
+			return fmt.Errorf("broker: %s-%d at %d: a batch of %d bytes, more than any the coordinator writes (%d)", offsetsTopic, l.p.index, off, rng.Len(), limit)
 		}
 		buf, err := rng.Bytes()
 		rng.Release()

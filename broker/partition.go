@@ -173,19 +173,27 @@ func (p *partition) unwatch(w *waiter) {
 	p.mu.Unlock()
 }
 
-// appendProduce appends one validated producer batch as leader. It checks
-// leadership, the ISR size for acks=all, and timestamps; stamps the broker's
-// time for LogAppendTime topics; and advances the high watermark. It
-// returns the append result and the log append time (-1 for CreateTime).
-func (p *partition) appendProduce(b recordbatch.Batch, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
+// appendProduce appends one validated producer batch (sum is what
+// validation read from its records) as leader. It checks leadership, the
+// ISR size for acks=all, and the records' timestamps; stamps the broker's
+// time for LogAppendTime topics, or else makes the header's max timestamp
+// the records' (the time index and retention trust it); and advances the
+// high watermark. It returns the append result and the log append time
+// (-1 for CreateTime).
+func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
 	cfg := p.cfg.Load()
 	appendTime := int64(-1)
 	nowMs := now.UnixMilli()
 	if cfg.logAppendTime {
 		appendTime = nowMs
 		b.SetLogAppendTime(nowMs)
-	} else if err := checkTimestamps(b, nowMs, cfg); err != nil {
-		return localseg.AppendResult{}, -1, err
+	} else {
+		if err := checkTimestamps(sum, nowMs, cfg); err != nil {
+			return localseg.AppendResult{}, -1, err
+		}
+		if b.MaxTimestamp() != sum.MaxTimestamp {
+			b.SetMaxTimestamp(sum.MaxTimestamp)
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -211,12 +219,12 @@ func (p *partition) appendProduce(b recordbatch.Batch, acks int16, now time.Time
 }
 
 // checkTimestamps enforces message.timestamp.before/after.max.ms on a
-// CreateTime batch, using the batch's first and largest timestamps.
-func checkTimestamps(b recordbatch.Batch, nowMs int64, cfg *topicConfig) error {
-	if ts := b.MaxTimestamp(); ts > nowMs && ts-nowMs > cfg.timestampAfterMax {
+// CreateTime batch, using its records' smallest and largest timestamps.
+func checkTimestamps(sum recordbatch.Summary, nowMs int64, cfg *topicConfig) error {
+	if ts := sum.MaxTimestamp; ts > nowMs && ts-nowMs > cfg.timestampAfterMax {
 		return errInvalidTimestamp
 	}
-	if ts := b.BaseTimestamp(); ts >= 0 && ts < nowMs && nowMs-ts > cfg.timestampBeforeMax {
+	if ts := sum.MinTimestamp; ts >= 0 && ts < nowMs && nowMs-ts > cfg.timestampBeforeMax {
 		return errInvalidTimestamp
 	}
 	return nil

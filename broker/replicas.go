@@ -193,7 +193,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig) (*par
 	if err := writePartitionMetadata(dir, tv.id); err != nil {
 		return nil, err
 	}
-	log, err := localseg.Open(dir, cfg.log, localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index)})
+	log, err := localseg.Open(dir, cfg.log, localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget})
 	if err != nil {
 		return nil, err
 	}

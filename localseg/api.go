@@ -112,6 +112,10 @@ type Options struct {
 	// with the log's lock held: it must only take note (tiering wakes
 	// its uploader), never block or call the log.
 	OnSeal func(SegmentInfo)
+	// ScanBudget bounds the memory OffsetForTimestamp and MaxTimestamp
+	// use to look inside batches, shared with every other reader of
+	// batches the budget is given to; nil means no shared bound.
+	ScanBudget *recordbatch.Budget
 }
 
 // AppendResult describes an append.

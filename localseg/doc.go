@@ -170,8 +170,11 @@
 // at or past the given bound (the high watermark), may end mid-batch at
 // maxBytes as Kafka's does, and never spans two segments. The FileCache
 // shared by all logs bounds open descriptors (one per open segment) and the
-// memory of loaded indexes. OffsetForTimestamp and MaxTimestamp decompress
-// at most 64 MiB of one batch to find a record. Recovery buffers batches of
+// memory of loaded indexes. OffsetForTimestamp and MaxTimestamp stream an
+// uncompressed batch's records from the file and decompress a compressed
+// one as a stream (at most 256 MiB of output), charging the batch and the
+// decoder's state to the shared scan budget (Options.ScanBudget) first.
+// Recovery buffers batches of
 // up to 8 MiB and streams the CRC of larger ones.
 //
 // # Concurrency

@@ -25,7 +25,7 @@ const (
 	brokenExt         = ".broken"
 	// maxRecordScanBytes caps the decompressed size of one batch when
 	// OffsetForTimestamp and MaxTimestamp look at its records.
-	maxRecordScanBytes = 64 << 20
+	maxRecordScanBytes = recordbatch.MaxMaxDecompressed
 	// maxSnapshotSize bounds what reading a producer snapshot allocates.
 	maxSnapshotSize = 1 << 30
 )
@@ -42,7 +42,10 @@ type Log struct {
 	fs  FS
 	fc  *FileCache
 	log *slog.Logger
-	now func() time.Time
+	// budget bounds the memory of looking inside batches (shared with
+	// the broker's other readers); nil means unbounded.
+	budget *recordbatch.Budget
+	now    func() time.Time
 
 	// segs is the immutable list of segments, oldest first; the last is
 	// the active one. Replaced (never modified) under mu.
@@ -101,7 +104,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now}
+	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget}
 	if l.fs == nil {
 		l.fs = OSFS{}
 	}

@@ -2,6 +2,7 @@ package localseg
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -360,12 +361,12 @@ func TestOffsetForTimestampAndMaxTimestamp(t *testing.T) {
 		{0, 0, true}, {1000, 0, true}, {1001, 1, true}, {1002, 2, true},
 		{1051, 11, true}, {1065, 14, true}, {1190, 14, true}, {8000, 14, true}, {9001, 15, true}, {9002, 0, false},
 	} {
-		off, _, _, ok, err := h.log.OffsetForTimestamp(c.ts)
+		off, _, _, ok, err := h.log.OffsetForTimestamp(context.Background(), c.ts)
 		if err != nil || ok != c.found || (ok && off != c.offset) {
 			t.Errorf("timestamp %d: offset %d found %v (%v), want %d %v", c.ts, off, ok, err, c.offset, c.found)
 		}
 	}
-	off, ts, _, ok, err := h.log.MaxTimestamp()
+	off, ts, _, ok, err := h.log.MaxTimestamp(context.Background())
 	if err != nil || !ok || off != 15 || ts != 9001 {
 		t.Fatalf("max timestamp: %d %d %v %v", off, ts, ok, err)
 	}

@@ -1,8 +1,10 @@
 package localseg
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -15,18 +17,18 @@ import (
 // position in the first other one through its time index (the last entry
 // below ts: no earlier batch can hold a later timestamp) and its offset
 // index, then walks batch headers to the first batch whose max timestamp
-// reaches ts and scans its records (decompressing at most
-// maxRecordScanBytes).
-func (l *Log) OffsetForTimestamp(ts int64) (offset, timestamp int64, epoch int32, ok bool, err error) {
+// reaches ts and scans its records (see scanForRecord for what that may
+// allocate).
+func (l *Log) OffsetForTimestamp(ctx context.Context, ts int64) (offset, timestamp int64, epoch int32, ok bool, err error) {
 	for attempt := 0; ; attempt++ {
-		offset, timestamp, epoch, ok, err = l.offsetForTimestamp(ts)
+		offset, timestamp, epoch, ok, err = l.offsetForTimestamp(ctx, ts)
 		if !errors.Is(err, errSegmentGone) || attempt >= 8 {
 			return
 		}
 	}
 }
 
-func (l *Log) offsetForTimestamp(ts int64) (int64, int64, int32, bool, error) {
+func (l *Log) offsetForTimestamp(ctx context.Context, ts int64) (int64, int64, int32, bool, error) {
 	if l.closed.Load() {
 		return 0, 0, 0, false, ErrClosed
 	}
@@ -35,13 +37,13 @@ func (l *Log) offsetForTimestamp(ts int64) (int64, int64, int32, bool, error) {
 		if s.next.Load() <= start || s.maxTs.Load() < ts {
 			continue
 		}
-		off, rts, ep, found, err := l.scanForRecord(s, func(idx []indexEntry, tidx []timeEntry) int64 {
+		off, rts, ep, found, err := l.scanForRecord(ctx, s, func(idx []indexEntry, tidx []timeEntry) int64 {
 			if e, ok := floorTime(tidx, ts); ok {
 				return int64(floorEntry(idx, e.rel).pos)
 			}
 			return 0
 		}, func(h header) bool { return h.maxTs >= ts && h.last >= start },
-			func(r recordbatch.Record) bool { return r.Timestamp >= ts && r.Offset >= start })
+			func(off, rts int64) bool { return rts >= ts && off >= start })
 		if err != nil || found {
 			return off, rts, ep, found, err
 		}
@@ -52,16 +54,16 @@ func (l *Log) offsetForTimestamp(ts int64) (int64, int64, int32, bool, error) {
 // MaxTimestamp returns the record with the largest timestamp in the log
 // (ListOffsets MAX_TIMESTAMP, KIP-734): its offset, timestamp and epoch.
 // Of records sharing that timestamp, the first wins.
-func (l *Log) MaxTimestamp() (offset, timestamp int64, epoch int32, ok bool, err error) {
+func (l *Log) MaxTimestamp(ctx context.Context) (offset, timestamp int64, epoch int32, ok bool, err error) {
 	for attempt := 0; ; attempt++ {
-		offset, timestamp, epoch, ok, err = l.maxTimestamp()
+		offset, timestamp, epoch, ok, err = l.maxTimestamp(ctx)
 		if !errors.Is(err, errSegmentGone) || attempt >= 8 {
 			return
 		}
 	}
 }
 
-func (l *Log) maxTimestamp() (int64, int64, int32, bool, error) {
+func (l *Log) maxTimestamp(ctx context.Context) (int64, int64, int32, bool, error) {
 	if l.closed.Load() {
 		return 0, 0, 0, false, ErrClosed
 	}
@@ -79,7 +81,7 @@ func (l *Log) maxTimestamp() (int64, int64, int32, bool, error) {
 		return 0, 0, 0, false, nil
 	}
 	want, at := best.maxTs.Load(), best.maxTsOffset.Load()
-	off, ts, ep, ok, err := l.scanForRecord(best, func(idx []indexEntry, _ []timeEntry) int64 {
+	off, ts, ep, ok, err := l.scanForRecord(ctx, best, func(idx []indexEntry, _ []timeEntry) int64 {
 		// The batch holding the largest timestamp ends at at; the
 		// first batch reaching it cannot come after that one.
 		if at > best.base {
@@ -87,14 +89,14 @@ func (l *Log) maxTimestamp() (int64, int64, int32, bool, error) {
 		}
 		return 0
 	}, func(h header) bool { return h.maxTs == want && h.last >= start },
-		func(r recordbatch.Record) bool { return r.Timestamp == want && r.Offset >= start })
+		func(off, ts int64) bool { return ts == want && off >= start })
 	if err == nil && !ok {
 		// The time index pointed past the first batch holding the
 		// timestamp (or the first one lay below the log start): scan
 		// the whole segment.
-		off, ts, ep, ok, err = l.scanForRecord(best, func([]indexEntry, []timeEntry) int64 { return 0 },
+		off, ts, ep, ok, err = l.scanForRecord(ctx, best, func([]indexEntry, []timeEntry) int64 { return 0 },
 			func(h header) bool { return h.maxTs == want && h.last >= start },
-			func(r recordbatch.Record) bool { return r.Timestamp == want && r.Offset >= start })
+			func(off, ts int64) bool { return ts == want && off >= start })
 	}
 	return off, ts, ep, ok, err
 }
@@ -102,7 +104,13 @@ func (l *Log) maxTimestamp() (int64, int64, int32, bool, error) {
 // scanForRecord walks s's batches from the position from returns; in the
 // first batch that batchMatch accepts and that holds a record recMatch
 // accepts, it returns that record.
-func (l *Log) scanForRecord(s *segment, from func([]indexEntry, []timeEntry) int64, batchMatch func(header) bool, recMatch func(recordbatch.Record) bool) (int64, int64, int32, bool, error) {
+//
+// What it allocates is bounded whatever the file says: an uncompressed
+// batch is streamed from the file through a small window; a compressed one
+// is read whole and decompressed as a stream, both charged to the scan
+// budget first (at most the segment's batch and a decoder's state, refused
+// when larger than the whole budget).
+func (l *Log) scanForRecord(ctx context.Context, s *segment, from func([]indexEntry, []timeEntry) int64, batchMatch func(header) bool, recMatch func(offset, ts int64) bool) (int64, int64, int32, bool, error) {
 	f, err := l.fc.acquire(s)
 	if err != nil {
 		return 0, 0, 0, false, err
@@ -113,30 +121,22 @@ func (l *Log) scanForRecord(s *segment, from func([]indexEntry, []timeEntry) int
 		return 0, 0, 0, false, err
 	}
 	size := s.size.Load()
-	var buf []byte
 	for pos := from(idx, tidx); pos < size; {
 		h, err := readHeader(f, pos, size)
 		if err != nil {
 			return 0, 0, 0, false, fmt.Errorf("localseg: %s at %d: %w", s.path(".log"), pos, err)
 		}
 		if batchMatch(h) {
-			if int64(cap(buf)) < h.size {
-				buf = make([]byte, h.size)
-			}
-			buf = buf[:h.size]
-			if _, err := f.ReadAt(buf, pos); err != nil {
-				return 0, 0, 0, false, err
-			}
 			var off, ts int64
 			found := false
-			err := recordbatch.Records(recordbatch.Batch(buf), maxRecordScanBytes, func(r recordbatch.Record) error {
-				if recMatch(r) {
-					off, ts, found = r.Offset, r.Timestamp, true
-					return errStopScan
+			match := func(o, t int64) bool {
+				if recMatch(o, t) {
+					off, ts, found = o, t, true
+					return false
 				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, errStopScan) {
+				return true
+			}
+			if err := l.walkStoredBatch(ctx, f, pos, h.size, match); err != nil {
 				return 0, 0, 0, false, fmt.Errorf("localseg: %s at %d: %w", s.path(".log"), pos, err)
 			}
 			if found {
@@ -146,6 +146,48 @@ func (l *Log) scanForRecord(s *segment, from func([]indexEntry, []timeEntry) int
 		pos += h.size
 	}
 	return 0, 0, 0, false, nil
+}
+
+// walkStoredBatch calls fn with the offset and timestamp of each record of
+// the batch of n bytes at pos in f, until fn returns false.
+func (l *Log) walkStoredBatch(ctx context.Context, f File, pos, n int64, fn func(offset, ts int64) bool) error {
+	var hb [recordbatch.HeaderSize]byte
+	if _, err := f.ReadAt(hb[:], pos); err != nil {
+		return err
+	}
+	hdr := recordbatch.Batch(hb[:])
+	if hdr.Codec() == recordbatch.CodecNone {
+		body := io.NewSectionReader(f, pos+recordbatch.HeaderSize, n-recordbatch.HeaderSize)
+		return recordbatch.WalkUncompressedRecords(hdr, body, fn)
+	}
+	opts := recordbatch.ValidateOptions{MaxDecompressed: maxRecordScanBytes}
+	// Take the batch's bytes, read it, then the decoder's share. Never
+	// wait while holding: if the second part is not free now, give
+	// everything back and wait for the whole.
+	held := n
+	for {
+		if err := l.budget.Acquire(ctx, held); err != nil {
+			return err
+		}
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, pos); err != nil {
+			l.budget.Release(held)
+			return err
+		}
+		need, err := recordbatch.WalkMemory(recordbatch.Batch(buf), opts)
+		if err != nil {
+			l.budget.Release(held)
+			return err
+		}
+		if more := n + need - held; more <= 0 || l.budget.TryAcquire(more) {
+			held = max(held, n+need)
+			err = recordbatch.WalkRecords(ctx, recordbatch.Batch(buf), opts, fn)
+			l.budget.Release(held)
+			return err
+		}
+		l.budget.Release(held)
+		held = n + need
+	}
 }
 
 var errStopScan = errors.New("stop")

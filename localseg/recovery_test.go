@@ -1,6 +1,7 @@
 package localseg
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -94,7 +95,7 @@ func TestCleanRestartResumesTheActiveSegmentFromItsIndexes(t *testing.T) {
 			t.Fatalf("entry %d: %+v, rebuilt %+v", i, got[i], fresh[i])
 		}
 	}
-	if off, ts, _, ok, _ := h.log.MaxTimestamp(); !ok || ts != tfresh[len(tfresh)-1].ts || off != 119 {
+	if off, ts, _, ok, _ := h.log.MaxTimestamp(context.Background()); !ok || ts != tfresh[len(tfresh)-1].ts || off != 119 {
 		t.Fatalf("max timestamp %d at %d", ts, off)
 	}
 	if got := h.readAll(0); len(got) != 60 {

@@ -1,6 +1,8 @@
 package group
 
 import (
+	"github.com/shale-log/shale/localseg/recordbatch"
+
 	"context"
 	"log/slog"
 	"math"
@@ -20,6 +22,10 @@ type Options struct {
 	// Topics answers "does this topic exist"; nil accepts every topic
 	// (unit tests).
 	Topics Topics
+	// ScanBudget bounds, with the broker's other readers of batches, the
+	// memory of decompressing batches on load; nil means no shared bound
+	// (each batch is still capped).
+	ScanBudget *recordbatch.Budget
 }
 
 // Coordinator is the group coordinator of one broker: one shard per
@@ -31,6 +37,7 @@ type Coordinator struct {
 	clock  Clock
 	log    *slog.Logger
 	topics Topics
+	budget *recordbatch.Budget
 
 	mu struct {
 		sync.RWMutex
@@ -50,7 +57,7 @@ func New(cfg Config, opts Options) (*Coordinator, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Coordinator{cfg: cfg, clock: opts.Clock, log: opts.Logger, topics: opts.Topics}
+	c := &Coordinator{cfg: cfg, clock: opts.Clock, log: opts.Logger, topics: opts.Topics, budget: opts.ScanBudget}
 	c.mu.shards = map[int32]*shard{}
 	return c, nil
 }

@@ -425,7 +425,8 @@ func (s *shard) replayBatch(b recordbatch.Batch) {
 		// coordinator, which Shale does not have yet.
 		return
 	}
-	err := recordbatch.Records(b, maxLoadDecompressed, func(r recordbatch.Record) error {
+	opts := recordbatch.ValidateOptions{MaxDecompressed: maxLoadDecompressed, Budget: s.c.budget}
+	err := recordbatch.Records(s.ctx, b, opts, func(r recordbatch.Record) error {
 		s.logBytes += recordBytes(r)
 		if err := s.replayRecord(r.Key, r.Value); err != nil {
 			s.stats.corruptRecords++

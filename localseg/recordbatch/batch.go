@@ -169,6 +169,14 @@ func (b Batch) SetLogAppendTime(now int64) {
 	b.updateCRC()
 }
 
+// SetMaxTimestamp sets a CreateTime batch's max timestamp (to what its
+// records hold, as Kafka's broker does when the producer's header
+// disagrees) and recomputes the CRC.
+func (b Batch) SetMaxTimestamp(ts int64) {
+	binary.BigEndian.PutUint64(b[offMaxTimestamp:], uint64(ts))
+	b.updateCRC()
+}
+
 func (b Batch) updateCRC() {
 	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], castagnoli))
 }
@@ -237,87 +245,6 @@ func Check(b Batch) error {
 	}
 	if c := b.Codec(); c > CodecZstd {
 		return fmt.Errorf("%w: unknown compression codec %d", ErrCorrupt, c)
-	}
-	return nil
-}
-
-// ValidateOptions says how deeply Validate looks inside a batch.
-type ValidateOptions struct {
-	// MaxDecompressed caps the size a compressed batch may expand to.
-	// Zero means compressed records are not inspected (only the header and
-	// CRC are checked for them).
-	MaxDecompressed int
-}
-
-// ValidateProduce checks a batch a producer sent: everything Check does,
-// plus what a producer's batch must satisfy (offsets numbered from 0 and
-// dense, as many records as offsets, a non-empty batch) and, for
-// uncompressed batches (or compressed ones when opts.MaxDecompressed > 0),
-// that each record is well formed and numbered in order.
-func ValidateProduce(b Batch, opts ValidateOptions) error {
-	if err := Check(b); err != nil {
-		return err
-	}
-	count := b.RecordCount()
-	if count == 0 {
-		return fmt.Errorf("%w: batch holds no records", ErrInvalidRecord)
-	}
-	if count != b.LastOffsetDelta()+1 {
-		return fmt.Errorf("%w: %d records but last offset delta %d", ErrInvalidRecord, count, b.LastOffsetDelta())
-	}
-	if b.Control() && !b.Transactional() {
-		return fmt.Errorf("%w: control batch outside a transaction", ErrInvalidRecord)
-	}
-	if b.Codec() != CodecNone && opts.MaxDecompressed == 0 {
-		return nil
-	}
-	return walkRecords(b, opts.MaxDecompressed, true, nil)
-}
-
-// Records calls fn for each record of the batch, decompressing when needed
-// (output capped at maxDecompressed bytes). Record slices point into the
-// batch or into the decompressed buffer and are valid only during fn.
-func Records(b Batch, maxDecompressed int, fn func(Record) error) error {
-	if err := Check(b); err != nil {
-		return err
-	}
-	return walkRecords(b, maxDecompressed, false, fn)
-}
-
-func walkRecords(b Batch, maxDecompressed int, dense bool, fn func(Record) error) error {
-	body := []byte(b[HeaderSize:])
-	if c := b.Codec(); c != CodecNone {
-		var err error
-		if body, err = Decompress(c, body, maxDecompressed); err != nil {
-			return err
-		}
-	}
-	count := int(b.RecordCount())
-	base, baseTs := b.BaseOffset(), b.BaseTimestamp()
-	lastDelta := int32(-1)
-	for i := 0; i < count; i++ {
-		rec, rest, err := parseRecord(body)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", i, err)
-		}
-		body = rest
-		if rec.OffsetDelta <= lastDelta || rec.OffsetDelta > b.LastOffsetDelta() || (dense && rec.OffsetDelta != int32(i)) {
-			return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalidRecord, i, rec.OffsetDelta)
-		}
-		lastDelta = rec.OffsetDelta
-		if fn != nil {
-			rec.Offset = base + int64(rec.OffsetDelta)
-			rec.Timestamp = baseTs + rec.TimestampDelta
-			if b.LogAppendTime() {
-				rec.Timestamp = b.MaxTimestamp()
-			}
-			if err := fn(rec); err != nil {
-				return err
-			}
-		}
-	}
-	if len(body) != 0 {
-		return fmt.Errorf("%w: %d bytes after the last record", ErrInvalidRecord, len(body))
 	}
 	return nil
 }

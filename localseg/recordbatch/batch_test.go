@@ -2,6 +2,7 @@ package recordbatch
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -41,7 +42,7 @@ func TestBuildValidateRoundTripEveryCodec(t *testing.T) {
 		t.Run(codec.String(), func(t *testing.T) {
 			recs := testRecords(20)
 			b := buildT(t, BuildOptions{BaseOffset: 100, Codec: codec, ProducerID: 7, ProducerEpoch: 1, BaseSequence: 5, BaseTimestamp: 1000}, recs)
-			if err := ValidateProduce(b, ValidateOptions{MaxDecompressed: 1 << 20}); err != nil {
+			if _, err := ValidateProduce(context.Background(), b, ValidateOptions{MaxDecompressed: 1 << 20}); err != nil {
 				t.Fatal(err)
 			}
 			if b.Codec() != codec || b.RecordCount() != 20 || b.LastOffset() != 119 || b.MaxTimestamp() != 1000+19*3 {
@@ -51,7 +52,7 @@ func TestBuildValidateRoundTripEveryCodec(t *testing.T) {
 				t.Fatalf("last sequence %d", b.LastSequence())
 			}
 			i := 0
-			err := Records(b, 1<<20, func(r Record) error {
+			err := Records(context.Background(), b, ValidateOptions{MaxDecompressed: 1 << 20}, func(r Record) error {
 				if r.Offset != 100+int64(i) || r.Timestamp != 1000+int64(i*3) || !bytes.Equal(r.Value, recs[i].Value) || !bytes.Equal(r.Key, recs[i].Key) || (r.Key == nil) != (recs[i].Key == nil) {
 					t.Fatalf("record %d: %+v", i, r)
 				}
@@ -102,7 +103,7 @@ func TestPatchesOutsideCRCKeepItValid(t *testing.T) {
 	if err := Check(b); err != nil {
 		t.Fatalf("after log append time: %v", err)
 	}
-	_ = Records(b, 1<<20, func(r Record) error {
+	_ = Records(context.Background(), b, ValidateOptions{MaxDecompressed: 1 << 20}, func(r Record) error {
 		if r.Timestamp != 5555 {
 			t.Fatalf("timestamp %d", r.Timestamp)
 		}
@@ -134,7 +135,7 @@ func TestValidateRefusesBrokenBatches(t *testing.T) {
 		{"record garbage", mutate(func(b Batch) { b[HeaderSize] = 0x7f; b.updateCRC() }), ErrInvalidRecord},
 	}
 	for _, c := range cases {
-		if err := ValidateProduce(c.b, ValidateOptions{MaxDecompressed: 1 << 20}); !errors.Is(err, c.want) {
+		if _, err := ValidateProduce(context.Background(), c.b, ValidateOptions{MaxDecompressed: 1 << 20}); !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
 	}
@@ -144,7 +145,7 @@ func TestDecompressionIsCapped(t *testing.T) {
 	recs := []Record{{Value: make([]byte, 1<<20)}}
 	for _, codec := range []Codec{CodecGzip, CodecSnappy, CodecLZ4, CodecZstd} {
 		b := buildT(t, BuildOptions{Codec: codec, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs)
-		if err := ValidateProduce(b, ValidateOptions{MaxDecompressed: 64 << 10}); !errors.Is(err, ErrDecompressTooLarge) {
+		if _, err := ValidateProduce(context.Background(), b, ValidateOptions{MaxDecompressed: 64 << 10}); !errors.Is(err, ErrDecompressTooLarge) {
 			t.Errorf("%s: got %v", codec, err)
 		}
 	}

@@ -31,6 +31,20 @@
 //	headerCount varint, headers (keyLength varint, key, valueLength varint, value)
 //
 // Every length read here is checked against the bytes left before it is
-// used, and decompression is capped, so hostile input costs at most the bytes
-// it arrived in plus the cap.
+// used.
+//
+// # Looking inside batches
+//
+// ValidateProduce and WalkRecords step over records without building them
+// (varints decoded inline, keys, values and headers skipped), so an
+// uncompressed batch is checked without allocating. A compressed body is
+// decompressed as a stream through a 64 KiB window by pooled decoders
+// (gzip, snappy raw and xerial-framed, lz4, zstd), never whole; its output
+// is capped (MaxDecompressedFor: 64 MiB, or max.message.bytes up to 256
+// MiB), zstd windows are capped at 8 MiB, and the record count the header
+// claims must be the count found, with nothing after the last record. What
+// the decoders may hold is taken first from a Budget the broker shares
+// between every reader of batches, so concurrent bombs cost at most the
+// budget. Records builds records whole for readers that need keys and
+// values, decompressing into one buffer charged to the budget.
 package recordbatch

@@ -1,5 +1,9 @@
 package recordbatch
 
+// The implementation the streaming walk replaced: batches decompressed
+// whole, records built one by one. Kept here only so that the fuzz targets
+// can hold the new walk to it: both must accept and refuse the same bytes.
+
 import (
 	"bytes"
 	"encoding/binary"
@@ -14,10 +18,67 @@ import (
 	"github.com/pierrec/lz4/v4"
 )
 
-// Decompress expands a batch body compressed with codec, refusing to
+// referenceValidateProduce is ValidateProduce as it was, with compressed
+// records inspected under max.
+func referenceValidateProduce(b Batch, max int) error {
+	if err := Check(b); err != nil {
+		return err
+	}
+	count := b.RecordCount()
+	if count == 0 {
+		return fmt.Errorf("%w: batch holds no records", ErrInvalidRecord)
+	}
+	if count != b.LastOffsetDelta()+1 {
+		return fmt.Errorf("%w: %d records but last offset delta %d", ErrInvalidRecord, count, b.LastOffsetDelta())
+	}
+	if b.Control() && !b.Transactional() {
+		return fmt.Errorf("%w: control batch outside a transaction", ErrInvalidRecord)
+	}
+	return referenceWalkRecords(b, max, true, nil)
+}
+
+func referenceWalkRecords(b Batch, maxDecompressed int, dense bool, fn func(Record) error) error {
+	body := []byte(b[HeaderSize:])
+	if c := b.Codec(); c != CodecNone {
+		var err error
+		if body, err = referenceDecompress(c, body, maxDecompressed); err != nil {
+			return err
+		}
+	}
+	count := int(b.RecordCount())
+	base, baseTs := b.BaseOffset(), b.BaseTimestamp()
+	lastDelta := int32(-1)
+	for i := 0; i < count; i++ {
+		rec, rest, err := parseRecord(body)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+		body = rest
+		if rec.OffsetDelta <= lastDelta || rec.OffsetDelta > b.LastOffsetDelta() || (dense && rec.OffsetDelta != int32(i)) {
+			return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalidRecord, i, rec.OffsetDelta)
+		}
+		lastDelta = rec.OffsetDelta
+		if fn != nil {
+			rec.Offset = base + int64(rec.OffsetDelta)
+			rec.Timestamp = baseTs + rec.TimestampDelta
+			if b.LogAppendTime() {
+				rec.Timestamp = b.MaxTimestamp()
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+	}
+	if len(body) != 0 {
+		return fmt.Errorf("%w: %d bytes after the last record", ErrInvalidRecord, len(body))
+	}
+	return nil
+}
+
+// referenceDecompress expands a batch body compressed with codec, refusing to
 // produce more than max bytes (ErrDecompressTooLarge). Snappy accepts both
 // raw blocks and the xerial framing the Java client writes.
-func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
+func referenceDecompress(codec Codec, src []byte, max int) ([]byte, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("%w: no decompression budget", ErrDecompressTooLarge)
 	}
@@ -26,9 +87,9 @@ func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
 	case CodecNone:
 		return src, nil
 	case CodecSnappy:
-		return decompressSnappy(src, max)
+		return refDecompressSnappy(src, max)
 	case CodecZstd:
-		return decompressZstd(src, max)
+		return refDecompressZstd(src, max)
 	case CodecGzip:
 		zr, err := gzip.NewReader(bytes.NewReader(src))
 		if err != nil {
@@ -51,9 +112,7 @@ func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
-
-func decompressSnappy(src []byte, max int) ([]byte, error) {
+func refDecompressSnappy(src []byte, max int) ([]byte, error) {
 	if len(src) >= 16 && bytes.HasPrefix(src, xerialMagic) {
 		// Header: magic, version, compatible version; then blocks of a
 		// big-endian length and a raw snappy block.
@@ -75,7 +134,7 @@ func decompressSnappy(src []byte, max int) ([]byte, error) {
 			if len(out)+l > max {
 				return nil, ErrDecompressTooLarge
 			}
-			if out, err = appendSnappy(out, block, l); err != nil {
+			if out, err = refAppendSnappy(out, block, l); err != nil {
 				return nil, err
 			}
 		}
@@ -88,10 +147,10 @@ func decompressSnappy(src []byte, max int) ([]byte, error) {
 	if l > max {
 		return nil, ErrDecompressTooLarge
 	}
-	return appendSnappy(nil, src, l)
+	return refAppendSnappy(nil, src, l)
 }
 
-func appendSnappy(dst, block []byte, l int) ([]byte, error) {
+func refAppendSnappy(dst, block []byte, l int) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, make([]byte, l)...)
 	if _, err := snappy.Decode(dst[start:], block); err != nil {
@@ -102,10 +161,10 @@ func appendSnappy(dst, block []byte, l int) ([]byte, error) {
 
 // zstd decoders are expensive to build; they are pooled per size cap
 // because WithDecoderMaxMemory is fixed at construction.
-var zstdDecoders sync.Map // max int -> *sync.Pool
+var refZstdDecoders sync.Map // max int -> *sync.Pool
 
-func decompressZstd(src []byte, max int) ([]byte, error) {
-	p, _ := zstdDecoders.LoadOrStore(max, &sync.Pool{New: func() any {
+func refDecompressZstd(src []byte, max int) ([]byte, error) {
+	p, _ := refZstdDecoders.LoadOrStore(max, &sync.Pool{New: func() any {
 		d, _ := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true),
@@ -126,39 +185,4 @@ func decompressZstd(src []byte, max int) ([]byte, error) {
 		return nil, ErrDecompressTooLarge
 	}
 	return out, nil
-}
-
-var zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-
-// Compress compresses a batch body with codec.
-func Compress(codec Codec, src []byte) ([]byte, error) {
-	switch codec {
-	case CodecNone:
-		return src, nil
-	case CodecSnappy:
-		return snappy.Encode(nil, src), nil
-	case CodecZstd:
-		return zstdEncoder.EncodeAll(src, nil), nil
-	case CodecGzip:
-		var out bytes.Buffer
-		w := gzip.NewWriter(&out)
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		return out.Bytes(), nil
-	case CodecLZ4:
-		var out bytes.Buffer
-		w := lz4.NewWriter(&out)
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		return out.Bytes(), nil
-	}
-	return nil, fmt.Errorf("recordbatch: cannot compress with %s", codec)
 }
