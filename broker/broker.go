@@ -43,6 +43,9 @@ type Config struct {
 	// disconnected and the memory it held released. Kafka has no name
 	// for it.
 	RequestReadTimeout time.Duration
+	// ShutdownTimeout bounds how long Close lets requests in flight
+	// finish before it closes the sockets (default 5s).
+	ShutdownTimeout time.Duration
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
@@ -86,6 +89,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.RequestReadTimeout == 0 {
 		c.RequestReadTimeout = 30 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 5 * time.Second
 	}
 	if c.NumPartitions == 0 {
 		c.NumPartitions = 1
@@ -208,6 +214,14 @@ type Broker struct {
 	applied   int64
 	appliedCh chan struct{}
 
+	// connsMu guards the listeners being served and the open
+	// connections, which Close stops. closing: no more are added.
+	connsMu   sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	connsDone sync.WaitGroup
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	onClose   []func() // run last by Close, in order
@@ -323,8 +337,24 @@ func (b *Broker) waitApplied(ctx context.Context, rev int64) error {
 	}
 }
 
-// Serve accepts connections until the listener is closed.
+// Serve accepts connections until the listener is closed or the broker
+// closes (Close closes it).
 func (b *Broker) Serve(ln net.Listener) error {
+	b.connsMu.Lock()
+	if b.closing {
+		b.connsMu.Unlock()
+		return nil
+	}
+	if b.listeners == nil {
+		b.listeners = map[net.Listener]struct{}{}
+	}
+	b.listeners[ln] = struct{}{}
+	b.connsMu.Unlock()
+	defer func() {
+		b.connsMu.Lock()
+		delete(b.listeners, ln)
+		b.connsMu.Unlock()
+	}()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -344,16 +374,74 @@ func (b *Broker) Serve(ln net.Listener) error {
 	}
 }
 
-// Close stops the broker: connections end, waiting requests give up, and
-// every log is closed cleanly. The caller closes its listeners first.
+// trackConn adds (or removes) a connection to the set Close stops. Adding
+// fails once the broker is closing.
+func (b *Broker) trackConn(c *conn, add bool) bool {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	if !add {
+		delete(b.conns, c)
+		b.connsDone.Done()
+		return true
+	}
+	if b.closing {
+		return false
+	}
+	if b.conns == nil {
+		b.conns = map[*conn]struct{}{}
+	}
+	b.conns[c] = struct{}{}
+	b.connsDone.Add(1)
+	return true
+}
+
+// Close stops the broker within Config.ShutdownTimeout whatever clients
+// do: it stops accepting (closing the listeners given to Serve), stops
+// reading requests, lets the requests in flight finish or fail (waiting
+// ones give up) and their responses be written, closes every socket still
+// open at the deadline, then flushes and closes every log with its clean
+// marker. It logs each step. Safe to call more than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		start := time.Now()
+		deadline := start.Add(b.cfg.ShutdownTimeout)
+		b.connsMu.Lock()
+		b.closing = true
+		for ln := range b.listeners {
+			ln.Close()
+		}
+		n := len(b.conns)
+		b.connsMu.Unlock()
+		b.log.Info("shutting down: listeners closed, finishing requests in flight", "connections", n, "timeout", b.cfg.ShutdownTimeout)
 		b.cancel()
+		b.connsMu.Lock()
+		for c := range b.conns {
+			c.stopReading()
+		}
+		b.connsMu.Unlock()
+		done := make(chan struct{})
+		go func() {
+			b.connsDone.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Until(deadline)):
+			b.connsMu.Lock()
+			b.log.Warn("shutting down: closing connections still open at the deadline", "connections", len(b.conns))
+			for c := range b.conns {
+				c.nc.Close()
+			}
+			b.connsMu.Unlock()
+			<-done
+		}
 		b.wg.Wait()
+		b.log.Info("shutting down: connections closed; flushing and closing logs")
 		b.replicas.closeAll()
 		for _, fn := range b.onClose {
 			fn()
 		}
+		b.log.Info("shut down", "took", time.Since(start).Round(time.Millisecond))
 	})
 	return nil
 }

@@ -40,6 +40,9 @@ type conn struct {
 	// connection from one waiting on a long poll.
 	inflight  atomic.Int32
 	lastWrite atomic.Int64
+	// broken: the client is gone or broke the protocol, or a write
+	// failed; nothing more is written.
+	broken atomic.Bool
 }
 
 // pending is a request's place in the response order.
@@ -113,6 +116,11 @@ func (b *Broker) serveConn(nc net.Conn) {
 		w:      newConnWriter(nc),
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
+	if !b.trackConn(c, true) {
+		nc.Close()
+		return
+	}
+	defer b.trackConn(c, false)
 	b.metrics.connections.Inc()
 	defer b.metrics.connections.Dec()
 	writerDone := make(chan struct{})
@@ -121,16 +129,30 @@ func (b *Broker) serveConn(nc net.Conn) {
 		c.writeLoop()
 	}()
 	err := c.readLoop()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+	if b.ctx.Err() != nil {
+		// Shutdown: no more requests are read; the handlers of those
+		// in flight answer promptly (their context is cancelled) and
+		// the writer sends what it can until the shutdown deadline,
+		// when Close closes the socket.
+		close(c.queue)
+		<-writerDone
+		nc.Close()
+		return
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.log.Debug("closing connection", "err", err)
 	}
 	// A read error means the client is gone or broke the protocol:
 	// waiting handlers give up, the writer releases what is queued.
+	c.broken.Store(true)
 	cancel()
 	nc.Close()
 	close(c.queue)
 	<-writerDone
 }
+
+// stopReading makes the connection's reader return (shutdown).
+func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Now()) }
 
 // Frame reading. A frame's buffer grows as its bytes arrive, in steps of
 // frameGrowth from firstFrameStep, and each step's memory is reserved in
@@ -149,6 +171,11 @@ func (c *conn) readLoop() error {
 	var sizeBuf [4]byte
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.ConnectionsMaxIdle))
+		// Checked after arming the deadline: shutdown cancels the
+		// context and then sets the deadline to now.
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
 		if n, err := io.ReadFull(br, sizeBuf[:]); err != nil {
 			if n == 0 && isTimeout(err) {
 				if c.busy() {
@@ -300,23 +327,20 @@ func (c *conn) enqueue(p *pending) bool {
 
 func (c *conn) writeLoop() {
 	for p := range c.queue {
-		select {
-		case <-p.done:
-		case <-c.ctx.Done():
-			// Handlers finish promptly once the connection's context
-			// is cancelled; wait so that what they hold is released.
-			c.nc.Close()
-			<-p.done
-		}
+		// Handlers finish promptly once the connection's context is
+		// cancelled (client gone or broker shutting down); wait for
+		// each so that what it holds is released.
+		<-p.done
 		// Answered: the frame's bytes are no longer needed.
 		c.b.requestMemory.release(p.reserved)
 		p.reserved = 0
 		c.inflight.Add(-1)
 		if p.closeConn {
+			c.broken.Store(true)
 			c.cancel()
 			c.nc.Close()
 		}
-		if p.silent || p.closeConn || c.ctx.Err() != nil {
+		if p.silent || c.broken.Load() {
 			p.releaseRaw()
 			continue
 		}
@@ -329,6 +353,7 @@ func (c *conn) writeLoop() {
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.log.Debug("write failed", "err", err)
+			c.broken.Store(true)
 			c.cancel()
 			c.nc.Close()
 		}

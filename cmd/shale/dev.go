@@ -174,7 +174,10 @@ func runDev(ctx context.Context, f devFlags) error {
 
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		// From here a second SIGINT or SIGTERM ends the process at
+		// once (the default action is restored).
+		stop()
+		log.Info("shutting down; a second signal exits at once")
 	case err := <-serveErr:
 		if err != nil {
 			return err

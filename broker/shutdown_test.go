@@ -1,0 +1,59 @@
+package broker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// Regression: cancelling the broker's context never closed the sockets,
+// so Close waited in every connection's reader until its client left: an
+// idle franz-go client held shutdown for 27 s, a group consumer for 57 s,
+// a raw idle socket forever. Close now stops reading, lets requests in
+// flight finish, and closes the sockets by the shutdown timeout.
+func TestCloseDoesNotWaitForClients(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) { c.ShutdownTimeout = 2 * time.Second })
+	createTopic(t, b.Admin(), "shut", 1, nil)
+	// An idle client with open connections.
+	idle := b.Client()
+	if err := idle.Ping(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A group consumer in a long poll.
+	group := b.Client(kgo.ConsumerGroup("g"), kgo.ConsumeTopics("shut"), kgo.FetchMaxWait(5*time.Second))
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			if fs := group.PollFetches(ctx); fs.IsClientClosed() {
+				return
+			}
+		}
+	}()
+	produceSync(t, b.Client(), &kgo.Record{Topic: "shut", Value: []byte("v")})
+	// A raw socket that never sends anything, and one mid-request.
+	raw := dial(t, b.Addr)
+	half := dial(t, b.Addr)
+	half.Write([]byte{0, 0, 1, 0, 0, 3})
+	time.Sleep(500 * time.Millisecond)
+
+	start := time.Now()
+	b.Stop()
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Close took %s with idle clients connected", d)
+	}
+	for _, c := range []interface{ SetDeadline(time.Time) error }{raw, half} {
+		c.SetDeadline(time.Now().Add(time.Second))
+	}
+	expectClosed(t, raw)
+	expectClosed(t, half)
+	group.Close()
+	<-polled
+}
