@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -83,6 +84,10 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 				mt.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				if err := validateTopicName(*rt.Topic); err != nil {
 					mt.ErrorCode = kerr.InvalidTopicException.Code
+				} else if r := view.unreadableReason(*rt.Topic, -1); r != "" {
+					// Its record cannot be decoded: offline, not unknown
+					// (and not auto-created over).
+					mt.ErrorCode = kerr.LeaderNotAvailable.Code
 				} else if err, ok := created[*rt.Topic]; ok && err != nil && !errors.Is(err, errTopicExists) {
 					mt.ErrorCode = kafkaAdminError(err)
 				}
@@ -130,6 +135,19 @@ func describeTopic(view *metaView, tv *topicView, req *kmsg.MetadataRequest) kms
 		}
 		mt.Partitions = append(mt.Partitions, mp)
 	}
+	// Partitions whose records cannot be decoded are offline.
+	for index := range view.unreadable[tv.name] {
+		if index < 0 {
+			continue
+		}
+		mp := kmsg.NewMetadataResponseTopicPartition()
+		mp.Partition = index
+		mp.Leader = -1
+		mp.ErrorCode = kerr.LeaderNotAvailable.Code
+		mp.OfflineReplicas = []int32{}
+		mt.Partitions = append(mt.Partitions, mp)
+	}
+	slices.SortFunc(mt.Partitions, func(a, b kmsg.MetadataResponseTopicPartition) int { return int(a.Partition) - int(b.Partition) })
 	return mt
 }
 

@@ -270,17 +270,14 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	return b, nil
 }
 
-// start applies the current metadata (opening every local replica, after
-// removing the logs of topics deleted while the broker was down) and starts
-// the background loops: metadata following and retention.
+// start applies the current metadata (opening every local replica), then
+// looks at the partition directories it did not open: those of topics whose
+// deletion is recorded are removed, the others kept and reported. Then it
+// starts the background loops: metadata following and retention.
 func (b *Broker) start() {
 	view := b.meta.snapshot()
-	ids := map[[16]byte]bool{}
-	for _, t := range view.topics {
-		ids[t.id] = true
-	}
-	b.replicas.removeStrays(ids)
 	b.applyView(view)
+	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
 	b.wg.Add(2)
 	go func() {
@@ -305,7 +302,7 @@ func (b *Broker) start() {
 }
 
 func (b *Broker) applyView(view *metaView) {
-	b.replicas.apply(view.topicList())
+	b.replicas.apply(view)
 	b.appliedMu.Lock()
 	if view.revision > b.applied {
 		b.applied = view.revision
@@ -453,7 +450,11 @@ func (b *Broker) partitionByName(topic string, index int32) (*partition, error) 
 	if p, ok := b.replicas.lookupByName(topic, index); ok {
 		return p, nil
 	}
-	if tv := b.meta.snapshot().topics[topic]; tv != nil && index >= 0 && int(index) < len(tv.partitions) {
+	view := b.meta.snapshot()
+	if r := view.unreadableReason(topic, index); r != "" {
+		return nil, fmt.Errorf("%w: %s", errLeaderNotAvailable, r)
+	}
+	if tv := view.topics[topic]; tv != nil && index >= 0 && int(index) < len(tv.partitions) {
 		return nil, errNotLeader
 	}
 	return nil, errUnknownTopic

@@ -18,6 +18,8 @@ func kafkaError(err error) int16 {
 		return 0
 	case errors.Is(err, errNotLeader), errors.Is(err, errPartitionClosed):
 		return kerr.NotLeaderForPartition.Code
+	case errors.Is(err, errLeaderNotAvailable):
+		return kerr.LeaderNotAvailable.Code
 	case errors.Is(err, errNotEnoughReplicas):
 		return kerr.NotEnoughReplicas.Code
 	case errors.Is(err, errInvalidTimestamp):
@@ -72,6 +74,9 @@ func errorMessage(err error) *string {
 
 var (
 	errUnknownTopic        = errors.New("broker: unknown topic or partition")
+	// errLeaderNotAvailable: the partition exists but cannot be served
+	// now (its metadata record cannot be decoded, say); retriable.
+	errLeaderNotAvailable = errors.New("broker: partition offline")
 	errUnknownTopicID      = errors.New("broker: unknown topic id")
 	errInvalidRequiredAcks = errors.New("broker: acks must be -1, 0 or 1")
 	errTransactionalID     = errors.New("broker: transactional id not allowed")

@@ -83,6 +83,19 @@ func convertSnapshot(s *metadata.Snapshot) *metaView {
 		controllerID: s.Controller,
 		topics:       make(map[string]*topicView, len(s.Topics)),
 		topicsByID:   make(map[[16]byte]*topicView, len(s.Topics)),
+		deleted:      make(map[[16]byte]bool, len(s.DeletedTopics)),
+		unreadable:   map[string]map[int32]string{},
+	}
+	for id := range s.DeletedTopics {
+		v.deleted[id] = true
+	}
+	for _, u := range s.Unreadable {
+		m := v.unreadable[u.Topic]
+		if m == nil {
+			m = map[int32]string{}
+			v.unreadable[u.Topic] = m
+		}
+		m[u.Partition] = fmt.Sprintf("metadata record %s cannot be decoded: %s", u.Key, u.Err)
 	}
 	for _, b := range s.Brokers {
 		bv := brokerView{id: b.ID, host: b.Host, port: b.Port}

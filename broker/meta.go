@@ -40,6 +40,26 @@ type metaView struct {
 	brokers      []brokerView // live brokers, by id
 	topics       map[string]*topicView
 	topicsByID   map[[16]byte]*topicView
+	// deleted are the ids of deleted topics (their tombstones): the only
+	// reason a broker removes a log directory.
+	deleted map[[16]byte]bool
+	// unreadable are topics and partitions whose records cannot be
+	// decoded: topic name, then partition index (-1: the topic record),
+	// then the reason. They are offline, their data kept.
+	unreadable map[string]map[int32]string
+}
+
+// unreadableReason says why a topic's partition cannot be served because
+// of its metadata record ("" when it can).
+func (v *metaView) unreadableReason(topic string, index int32) string {
+	m := v.unreadable[topic]
+	if m == nil {
+		return ""
+	}
+	if r, ok := m[-1]; ok {
+		return r
+	}
+	return m[index]
 }
 
 type brokerView struct {

@@ -13,6 +13,7 @@ type brokerMetrics struct {
 	producedRecords prometheus.Counter
 	fetchedBytes    prometheus.Counter
 	partitions      prometheus.Gauge
+	strayLogs       prometheus.Gauge
 }
 
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
@@ -35,9 +36,13 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "partitions", Help: "Partition replicas hosted by this broker.",
 		}),
+		strayLogs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "stray_partition_logs",
+			Help: "Partition directories kept but not served: the metadata does not assign them to this broker (or cannot be read) and no deletion of their topic is recorded.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions)
+		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs)
 	}
 	return m
 }

@@ -50,6 +50,11 @@ type replicaManager struct {
 
 	mu    sync.Mutex // serializes apply and close
 	table atomicTable
+	// strays are partition directories this broker keeps but does not
+	// serve, by path, with the topic id they hold: the metadata does not
+	// assign them here and no deletion of their topic is recorded.
+	// Guarded by mu.
+	strays map[string][16]byte
 }
 
 // replicaTable is an immutable snapshot of the hosted partitions.
@@ -100,17 +105,20 @@ func partitionDir(root, topic string, index int32) string {
 }
 
 // apply brings the hosted partitions in line with the metadata: opens the
-// logs of new replicas, updates leadership and configs, and closes and
-// deletes the logs of partitions that are gone (topic deleted, or this
-// broker no longer a replica). Errors opening one log are logged and that
-// partition stays offline; the others proceed.
-func (m *replicaManager) apply(topics []topicView) {
+// logs of new replicas, updates leadership and configs, and closes the logs
+// of partitions it no longer hosts. Only a recorded topic deletion (a
+// tombstone in view.deleted) removes a log's files; a partition that left
+// the metadata any other way (its record unreadable, its topic missing, its
+// replicas no longer naming this broker) is closed and kept, offline, and
+// served again once the metadata names it. Errors opening one log are
+// logged and that partition stays offline; the others proceed.
+func (m *replicaManager) apply(view *metaView) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.table.load()
 	next := &replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}}
 	keep := map[*partition]bool{}
-	for _, tv := range topics {
+	for _, tv := range view.topicList() {
 		cfg := parseTopicConfig(tv.configs, m.brokerConfig)
 		var lt *localTopic
 		for _, pv := range tv.partitions {
@@ -124,7 +132,7 @@ func (m *replicaManager) apply(topics []topicView) {
 			wasLeader := p != nil && p.isLeader()
 			if p == nil {
 				var err error
-				if p, err = m.open(tv, pv.index, &cfg); err != nil {
+				if p, err = m.open(tv, pv.index, &cfg, view.deleted); err != nil {
 					m.b.log.Error("cannot open partition log", "topic", tv.name, "partition", pv.index, "err", err)
 					continue
 				}
@@ -161,8 +169,21 @@ func (m *replicaManager) apply(topics []topicView) {
 		if wasLeader && m.onLeader != nil {
 			m.onLeader(p, false)
 		}
-		if err := p.log.Delete(); err != nil {
-			m.b.log.Error("cannot delete partition log", "topic", p.topic, "partition", p.index, "err", err)
+		if view.deleted[p.topicID] {
+			if err := p.log.Delete(); err != nil {
+				m.b.log.Error("cannot delete partition log", "topic", p.topic, "partition", p.index, "err", err)
+			}
+			continue
+		}
+		if err := p.log.Close(); err != nil {
+			m.b.log.Error("closing partition log", "topic", p.topic, "partition", p.index, "err", err)
+		}
+		m.addStrayLocked(p.log.Dir(), p.topicID, p.topic, p.index, removalReason(view, p))
+	}
+	// A kept directory whose topic's deletion is now recorded goes.
+	for dir, id := range m.strays {
+		if view.deleted[id] {
+			m.removeDeletedLocked(dir)
 		}
 	}
 	n := 0
@@ -172,20 +193,62 @@ func (m *replicaManager) apply(topics []topicView) {
 	m.b.metrics.partitions.Set(float64(n))
 }
 
+// removalReason says why the metadata no longer has this broker serve p.
+func removalReason(view *metaView, p *partition) string {
+	if r := view.unreadableReason(p.topic, p.index); r != "" {
+		return r
+	}
+	if tv := view.topicsByID[p.topicID]; tv == nil {
+		return "the topic is missing from the metadata and no deletion of it is recorded"
+	}
+	return "the partition's replicas do not include this broker"
+}
+
+// addStrayLocked records a kept, unserved partition directory. Requires mu.
+func (m *replicaManager) addStrayLocked(dir string, id [16]byte, topic string, index int32, reason string) {
+	if m.strays == nil {
+		m.strays = map[string][16]byte{}
+	}
+	m.strays[dir] = id
+	m.b.log.Error("partition offline on this broker, its log kept", "topic", topic, "partition", index, "dir", dir, "reason", reason)
+	m.b.metrics.strayLogs.Set(float64(len(m.strays)))
+}
+
+// removeDeletedLocked removes the directory of a topic whose deletion is
+// recorded. Requires mu.
+func (m *replicaManager) removeDeletedLocked(dir string) {
+	m.b.log.Info("removing the log of a deleted topic", "dir", dir)
+	if err := os.RemoveAll(dir); err != nil {
+		m.b.log.Error("cannot remove the log of a deleted topic", "dir", dir, "err", err)
+		return
+	}
+	delete(m.strays, dir)
+	m.b.metrics.strayLogs.Set(float64(len(m.strays)))
+}
+
+// errLogOfAnotherTopic: a partition's directory holds another topic's log
+// (same name, other id) whose deletion is not recorded.
+var errLogOfAnotherTopic = errors.New("broker: the partition directory holds the log of another topic id")
+
 // open opens (or creates) a partition's log. A directory left by an older
-// topic of the same name (another topic id) is deleted first.
-func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig) (*partition, error) {
+// topic of the same name (another topic id) is removed first only when that
+// topic's deletion is recorded; otherwise the partition stays offline and
+// the directory is kept.
+func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, deleted map[[16]byte]bool) (*partition, error) {
 	dir := partitionDir(m.dir, tv.name, index)
 	id, err := readPartitionMetadata(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return nil, err
-	case id != tv.id:
-		m.b.log.Warn("removing the log of a deleted topic with the same name", "dir", dir)
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, err
+	case id != tv.id && deleted[id]:
+		m.removeDeletedLocked(dir)
+		if _, err := os.Stat(dir); err == nil {
+			return nil, fmt.Errorf("%w: %s could not be removed", errLogOfAnotherTopic, dir)
 		}
+	case id != tv.id:
+		return nil, fmt.Errorf("%w: %s holds topic id %s, the metadata names %s; keeping it",
+			errLogOfAnotherTopic, dir, base64.RawURLEncoding.EncodeToString(id[:]), base64.RawURLEncoding.EncodeToString(tv.id[:]))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -197,34 +260,61 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig) (*par
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := m.strays[dir]; ok {
+		delete(m.strays, dir)
+		m.b.metrics.strayLogs.Set(float64(len(m.strays)))
+	}
 	c := *cfg
 	p := newPartition(tv.name, tv.id, index, m.nodeID, log, &c)
 	p.internal = tv.internal || isInternalTopic(tv.name)
 	return p, nil
 }
 
-// removeStrays deletes partition directories whose topic no longer exists
-// in the metadata (deleted while this broker was down). Only directories
-// with a partition.metadata naming a topic id absent from ids are removed;
-// anything unrecognised is left alone.
-func (m *replicaManager) removeStrays(ids map[[16]byte]bool) {
+// scanStrays looks at the partition directories the broker does not host
+// after applying view (at start-up): those of topics whose deletion is
+// recorded are removed; the others (topic missing or unreadable, replicas
+// elsewhere) are kept, logged and counted in shale_stray_partition_logs.
+// Anything without a readable partition.metadata is left alone.
+func (m *replicaManager) scanStrays(view *metaView) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	entries, err := os.ReadDir(m.dir)
 	if err != nil {
 		return
+	}
+	hosted := map[string]bool{}
+	for _, p := range m.all() {
+		hosted[p.log.Dir()] = true
 	}
 	for _, e := range entries {
 		if !e.IsDir() || !strings.Contains(e.Name(), "-") {
 			continue
 		}
 		dir := filepath.Join(m.dir, e.Name())
-		id, err := readPartitionMetadata(dir)
-		if err != nil || ids[id] {
+		if hosted[dir] {
 			continue
 		}
-		m.b.log.Info("removing the log of a deleted topic", "dir", dir)
-		if err := os.RemoveAll(dir); err != nil {
-			m.b.log.Error("cannot remove stray partition directory", "dir", dir, "err", err)
+		id, err := readPartitionMetadata(dir)
+		if err != nil {
+			continue
 		}
+		if view.deleted[id] {
+			m.removeDeletedLocked(dir)
+			continue
+		}
+		topic, index := e.Name(), int32(-1)
+		if i := strings.LastIndexByte(topic, '-'); i > 0 {
+			if n, err := strconv.ParseInt(topic[i+1:], 10, 32); err == nil {
+				topic, index = topic[:i], int32(n)
+			}
+		}
+		reason := "the metadata does not assign this partition to this broker and no deletion of its topic is recorded"
+		if r := view.unreadableReason(topic, index); r != "" {
+			reason = r
+		} else if view.topicsByID[id] == nil {
+			reason = "the topic is missing from the metadata and no deletion of it is recorded"
+		}
+		m.addStrayLocked(dir, id, topic, index, reason)
 	}
 }
 

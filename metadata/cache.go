@@ -27,6 +27,11 @@ type Snapshot struct {
 	Brokers    []Broker // live brokers by id
 	Topics     map[string]*TopicState
 	TopicsByID map[UUID]*TopicState
+	// DeletedTopics are the tombstones of deleted topics, by id.
+	DeletedTopics map[UUID]DeletedTopic
+	// Unreadable are the topic and partition records that could not be
+	// decoded, by key.
+	Unreadable []UnreadableRecord
 }
 
 // Cache keeps a Snapshot current by watching the store's keys. Snapshot is
@@ -129,6 +134,8 @@ type state struct {
 	brokers    map[int32]Broker
 	topics     map[string]Topic
 	partitions map[string]map[int32]Partition
+	deleted    map[UUID]DeletedTopic
+	unreadable map[string]UnreadableRecord // by key
 	// controller candidates by key, with create revisions
 	candidates map[string]candidate
 }
@@ -151,6 +158,8 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		brokers:    map[int32]Broker{},
 		topics:     map[string]Topic{},
 		partitions: map[string]map[int32]Partition{},
+		deleted:    map[UUID]DeletedTopic{},
+		unreadable: map[string]UnreadableRecord{},
 		candidates: map[string]candidate{},
 	}
 	for _, kv := range resp.Kvs {
@@ -220,6 +229,7 @@ func (c *Cache) watch(st *state) error {
 
 func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev int64) {
 	rest := strings.TrimPrefix(key, st.prefix)
+	delete(st.unreadable, key)
 	switch {
 	case rest == "cluster/id":
 		st.clusterID = string(val)
@@ -233,15 +243,33 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 		st.brokers[b.ID] = b
 	case strings.HasPrefix(rest, "topics/"):
 		var t Topic
-		if err := json.Unmarshal(val, &t); err != nil {
-			log.Error("bad topic record", "key", key, "err", err)
+		name := strings.TrimPrefix(rest, "topics/")
+		if err := json.Unmarshal(val, &t); err != nil || t.Name != name {
+			if err == nil {
+				err = fmt.Errorf("the record names topic %q", t.Name)
+			}
+			// The topic leaves the snapshot, and brokers keep its
+			// data offline until the record is right again.
+			log.Error("unreadable topic record: the topic is offline, its data kept", "key", key, "err", err)
+			delete(st.topics, name)
+			st.unreadable[key] = UnreadableRecord{Key: key, Topic: name, Partition: -1, Err: err.Error()}
 			return
 		}
 		st.topics[t.Name] = t
 	case strings.HasPrefix(rest, "partitions/"):
 		var p Partition
-		if err := json.Unmarshal(val, &p); err != nil {
-			log.Error("bad partition record", "key", key, "err", err)
+		topic, index, ok := parsePartitionKey(strings.TrimPrefix(rest, "partitions/"))
+		if !ok {
+			log.Error("bad partition key", "key", key)
+			return
+		}
+		if err := json.Unmarshal(val, &p); err != nil || p.Topic != topic || p.Index != index {
+			if err == nil {
+				err = fmt.Errorf("the record names partition %s/%d", p.Topic, p.Index)
+			}
+			log.Error("unreadable partition record: the partition is offline, its data kept", "key", key, "err", err)
+			st.delPartition(topic, index)
+			st.unreadable[key] = UnreadableRecord{Key: key, Topic: topic, Partition: index, Err: err.Error()}
 			return
 		}
 		m := st.partitions[p.Topic]
@@ -250,6 +278,14 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 			st.partitions[p.Topic] = m
 		}
 		m[p.Index] = p
+	case strings.HasPrefix(rest, "deleted-topics/"):
+		var d DeletedTopic
+		if err := json.Unmarshal(val, &d); err != nil {
+			// An unreadable tombstone deletes nothing.
+			log.Error("bad deleted-topic record", "key", key, "err", err)
+			return
+		}
+		st.deleted[d.ID] = d
 	case strings.HasPrefix(rest, "controller/"):
 		id, err := strconv.Atoi(string(val))
 		if err == nil {
@@ -258,8 +294,31 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 	}
 }
 
+// parsePartitionKey splits "<topic>/<index>".
+func parsePartitionKey(s string) (string, int32, bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i <= 0 {
+		return "", 0, false
+	}
+	idx, err := strconv.ParseInt(s[i+1:], 10, 32)
+	if err != nil {
+		return "", 0, false
+	}
+	return s[:i], int32(idx), true
+}
+
+func (st *state) delPartition(topic string, index int32) {
+	if m := st.partitions[topic]; m != nil {
+		delete(m, index)
+		if len(m) == 0 {
+			delete(st.partitions, topic)
+		}
+	}
+}
+
 func (st *state) del(key string) {
 	rest := strings.TrimPrefix(key, st.prefix)
+	delete(st.unreadable, key)
 	switch {
 	case strings.HasPrefix(rest, "brokers/"):
 		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
@@ -269,15 +328,13 @@ func (st *state) del(key string) {
 	case strings.HasPrefix(rest, "topics/"):
 		delete(st.topics, strings.TrimPrefix(rest, "topics/"))
 	case strings.HasPrefix(rest, "partitions/"):
-		parts := strings.Split(strings.TrimPrefix(rest, "partitions/"), "/")
-		if len(parts) == 2 {
-			idx, err := strconv.Atoi(parts[1])
-			if m := st.partitions[parts[0]]; m != nil && err == nil {
-				delete(m, int32(idx))
-				if len(m) == 0 {
-					delete(st.partitions, parts[0])
-				}
-			}
+		if topic, index, ok := parsePartitionKey(strings.TrimPrefix(rest, "partitions/")); ok {
+			st.delPartition(topic, index)
+		}
+	case strings.HasPrefix(rest, "deleted-topics/"):
+		var id UUID
+		if id.UnmarshalText([]byte(strings.TrimPrefix(rest, "deleted-topics/"))) == nil {
+			delete(st.deleted, id)
 		}
 	case strings.HasPrefix(rest, "controller/"):
 		delete(st.candidates, key)
@@ -291,7 +348,16 @@ func (st *state) snapshot() *Snapshot {
 		Controller: -1,
 		Topics:     make(map[string]*TopicState, len(st.topics)),
 		TopicsByID: make(map[UUID]*TopicState, len(st.topics)),
+
+		DeletedTopics: make(map[UUID]DeletedTopic, len(st.deleted)),
 	}
+	for id, d := range st.deleted {
+		s.DeletedTopics[id] = d
+	}
+	for _, u := range st.unreadable {
+		s.Unreadable = append(s.Unreadable, u)
+	}
+	sort.Slice(s.Unreadable, func(i, j int) bool { return s.Unreadable[i].Key < s.Unreadable[j].Key })
 	for _, b := range st.brokers {
 		s.Brokers = append(s.Brokers, b)
 	}

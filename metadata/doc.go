@@ -13,14 +13,28 @@
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch
+//	<prefix>deleted-topics/<topic id>      DeletedTopic: name, id, time; the tombstone of a deleted topic
 //	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
 //	<prefix>controller/<lease>             controller election candidates (etcd concurrency.Election)
 //
+// <topic id> is base64url without padding, as Kafka prints topic ids.
 // <id> and <index> are decimal, zero-padded to 10 digits so that keys sort
 // numerically. The keyspace grows with brokers, topics and partitions, never
 // with data, retention or commit rates: the list of a partition's remote
 // segments lives in the object store, and group offsets live in the
 // __consumer_offsets topic.
+//
+// # Deleting data is a recorded decision
+//
+// A broker removes a topic's log directories only when a tombstone
+// deleted-topics/<topic id> names it; DeleteTopic writes the tombstone in
+// the transaction that removes the topic and its partitions. A topic that
+// is merely missing (a broker that was down while the keys changed), a
+// record that cannot be decoded, or a partition whose replicas no longer
+// name the broker keeps its data: the broker closes that log, reports it,
+// and serves it again once the metadata names it. Tombstones are small and
+// kept (one per deleted topic); an operator may remove old ones with
+// etcdctl once no broker still holds a directory of that topic.
 //
 // # Consistency
 //

@@ -70,9 +70,11 @@ func (s *Store) partitionPrefix(t string) string { return s.partitionsPrefix() +
 func (s *Store) partitionKey(t string, i int32) string {
 	return s.partitionPrefix(t) + pad(i)
 }
-func (s *Store) clusterSecretKey() string { return s.prefix + "cluster/secret" }
-func (s *Store) producerIDKey() string    { return s.prefix + "producer-ids/next" }
-func (s *Store) controllerPrefix() string { return s.prefix + "controller/" }
+func (s *Store) clusterSecretKey() string       { return s.prefix + "cluster/secret" }
+func (s *Store) deletedTopicsPrefix() string    { return s.prefix + "deleted-topics/" }
+func (s *Store) deletedTopicKey(id UUID) string { return s.deletedTopicsPrefix() + id.String() }
+func (s *Store) producerIDKey() string          { return s.prefix + "producer-ids/next" }
+func (s *Store) controllerPrefix() string       { return s.prefix + "controller/" }
 
 // Revision returns the store's current revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
@@ -266,22 +268,89 @@ func (s *Store) topic(ctx context.Context, name string) (Topic, error) {
 	return t, err
 }
 
-// DeleteTopic removes a topic and its partitions in one transaction.
+// DeleteTopic removes a topic and its partitions and records the deletion
+// in one transaction: a tombstone deleted-topics/<topic id> is what lets a
+// broker remove the topic's log directories (a topic that is merely absent
+// or unreadable keeps its data). The topic id comes from the topic record,
+// or, when that cannot be decoded, from its partition records; when no
+// record names it, the topic is removed without a tombstone and brokers keep
+// (and report) its directories.
 func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
+	key := s.topicKey(name)
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		rctx, cancel := withDeadline(ctx)
+		tresp, err := s.cli.Get(rctx, key)
+		var presp *clientv3.GetResponse
+		if err == nil {
+			presp, err = s.cli.Get(rctx, s.partitionPrefix(name), clientv3.WithPrefix())
+		}
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		if len(tresp.Kvs) == 0 {
+			return 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+		}
+		ids := map[UUID]bool{}
+		var t Topic
+		if json.Unmarshal(tresp.Kvs[0].Value, &t) == nil {
+			ids[t.ID] = true
+		} else {
+			for _, kv := range presp.Kvs {
+				var p Partition
+				if json.Unmarshal(kv.Value, &p) == nil && p.TopicID != (UUID{}) {
+					ids[p.TopicID] = true
+				}
+			}
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.partitionPrefix(name), clientv3.WithPrefix())}
+		now := time.Now().UTC()
+		for id := range ids {
+			val, err := json.Marshal(DeletedTopic{Name: name, ID: id, DeletedAt: now})
+			if err != nil {
+				return 0, err
+			}
+			ops = append(ops, clientv3.OpPut(s.deletedTopicKey(id), string(val)))
+		}
+		wctx, cancel := withDeadline(ctx)
+		resp, err := s.cli.Txn(wctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", tresp.Kvs[0].ModRevision)).
+			Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			// Indeterminate: deleted if the topic is gone and its
+			// tombstones are there.
+			if rev, ok := s.deletedSince(context.Background(), name, ids); ok {
+				return rev, nil
+			}
+			return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, nil
+		}
+		// The topic changed between the read and the write: again.
+	}
+}
+
+// deletedSince reports whether the topic name is gone and tombstones for
+// ids are present, with the current revision.
+func (s *Store) deletedSince(ctx context.Context, name string, ids map[UUID]bool) (int64, bool) {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
-	key := s.topicKey(name)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
-		Then(clientv3.OpDelete(key), clientv3.OpDelete(s.partitionPrefix(name), clientv3.WithPrefix())).
-		Commit()
-	if err != nil {
-		return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
+	resp, err := s.cli.Get(ctx, s.topicKey(name), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		return 0, false
 	}
-	if !resp.Succeeded {
-		return 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	for id := range ids {
+		r, err := s.cli.Get(ctx, s.deletedTopicKey(id), clientv3.WithCountOnly())
+		if err != nil || r.Count == 0 {
+			return 0, false
+		}
 	}
-	return resp.Header.Revision, nil
+	return resp.Header.Revision, true
 }
 
 // CreatePartitions adds partitions to a topic, only if it still has

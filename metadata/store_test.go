@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -128,8 +129,65 @@ func TestTopicLifecycle(t *testing.T) {
 	if cache.Snapshot().Topics["orders"] != nil {
 		t.Fatal("deleted topic still in the snapshot")
 	}
+	if d, ok := cache.Snapshot().DeletedTopics[topic.ID]; !ok || d.Name != "orders" {
+		t.Fatalf("no tombstone for the deleted topic: %+v", cache.Snapshot().DeletedTopics)
+	}
 	if _, err := s.DeleteTopic(ctx, "orders"); !errors.Is(err, ErrUnknownTopic) {
 		t.Fatalf("second delete: %v", err)
+	}
+}
+
+// Records that cannot be decoded are reported, not silently dropped, and
+// leave the report once they are right; deleting a topic whose record is
+// unreadable still records its id (taken from its partitions).
+func TestUnreadableRecordsAreReported(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	topic, parts := testTopic("muddled", 2)
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	put := func(key, val string) {
+		t.Helper()
+		resp, err := s.Client().Put(ctx, s.Prefix()+key, val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.WaitForRevision(ctx, resp.Header.Revision); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goodPart, _ := json.Marshal(Partition{Topic: "muddled", TopicID: topic.ID, Index: 1, Replicas: []int32{1}, Leader: 1, ISR: []int32{1}})
+	put("partitions/muddled/0000000001", "{garbage")
+	snap := cache.Snapshot()
+	if len(snap.Unreadable) != 1 || snap.Unreadable[0].Topic != "muddled" || snap.Unreadable[0].Partition != 1 {
+		t.Fatalf("unreadable: %+v", snap.Unreadable)
+	}
+	if n := len(snap.Topics["muddled"].Partitions); n != 1 {
+		t.Fatalf("%d partitions, want the readable one", n)
+	}
+	put("partitions/muddled/0000000001", string(goodPart))
+	if snap := cache.Snapshot(); len(snap.Unreadable) != 0 || len(snap.Topics["muddled"].Partitions) != 2 {
+		t.Fatalf("after repair: %+v", snap.Unreadable)
+	}
+	put("topics/muddled", "{garbage")
+	snap = cache.Snapshot()
+	if len(snap.Unreadable) != 1 || snap.Unreadable[0].Partition != -1 || snap.Topics["muddled"] != nil {
+		t.Fatalf("unreadable topic: %+v", snap.Unreadable)
+	}
+	rev, err := s.DeleteTopic(ctx, "muddled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.WaitForRevision(ctx, rev)
+	snap = cache.Snapshot()
+	if _, ok := snap.DeletedTopics[topic.ID]; !ok || len(snap.Unreadable) != 0 {
+		t.Fatalf("after delete: tombstones %+v, unreadable %+v", snap.DeletedTopics, snap.Unreadable)
 	}
 }
 

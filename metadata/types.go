@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // DefaultPrefix is the key prefix of a cluster's metadata.
@@ -80,6 +81,25 @@ type Partition struct {
 	LeaderEpoch    int32   `json:"leaderEpoch"`
 	ISR            []int32 `json:"isr"`
 	PartitionEpoch int32   `json:"partitionEpoch"`
+}
+
+// DeletedTopic is the tombstone of a deleted topic: the recorded decision
+// that lets brokers remove its log directories.
+type DeletedTopic struct {
+	Name      string    `json:"name"`
+	ID        UUID      `json:"id"`
+	DeletedAt time.Time `json:"deletedAt"`
+}
+
+// UnreadableRecord is a topic or partition record the cache could not
+// decode. The topic (or partition) is kept out of the snapshot's Topics,
+// and brokers keep its data and refuse to serve it until the record is
+// right again.
+type UnreadableRecord struct {
+	Key       string
+	Topic     string
+	Partition int32 // -1: the topic record
+	Err       string
 }
 
 // TopicState is a topic with its partitions, ordered by index.

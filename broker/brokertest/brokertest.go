@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/localseg"
@@ -145,6 +146,10 @@ func (b *Broker) Client(opts ...kgo.Opt) *kgo.Client {
 	b.t.Cleanup(cl.Close)
 	return cl
 }
+
+// Etcd is a client of the broker's embedded etcd (tests write metadata
+// with it directly). It is valid until the broker stops or restarts.
+func (b *Broker) Etcd() *clientv3.Client { return b.etcd.Client() }
 
 // Admin returns a kadm client over a new client.
 func (b *Broker) Admin() *kadm.Client {
