@@ -73,10 +73,10 @@ func errorMessage(err error) *string {
 }
 
 var (
-	errUnknownTopic        = errors.New("broker: unknown topic or partition")
+	errUnknownTopic = errors.New("broker: unknown topic or partition")
 	// errLeaderNotAvailable: the partition exists but cannot be served
 	// now (its metadata record cannot be decoded, say); retriable.
-	errLeaderNotAvailable = errors.New("broker: partition offline")
+	errLeaderNotAvailable  = errors.New("broker: partition offline")
 	errUnknownTopicID      = errors.New("broker: unknown topic id")
 	errInvalidRequiredAcks = errors.New("broker: acks must be -1, 0 or 1")
 	errTransactionalID     = errors.New("broker: transactional id not allowed")
