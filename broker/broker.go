@@ -222,6 +222,9 @@ type Broker struct {
 	closing   bool
 	connsDone sync.WaitGroup
 
+	// unsupportedLog: requests closed for an unsupported API or version.
+	unsupportedLog rateLimitedLog
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	onClose   []func() // run last by Close, in order
@@ -254,6 +257,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		appliedCh:     make(chan struct{}),
 		fetchSessions: newFetchSessionCache(),
 	}
+	b.unsupportedLog.interval = 10 * time.Second
 	b.producerIDs = &producerIDAllocator{alloc: meta.allocateProducerIDs}
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,

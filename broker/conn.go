@@ -281,6 +281,18 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 	if req == nil {
 		c.releaseBuf(frame, reserved)
 		if h.key != int16(kmsg.ApiVersions) {
+			if resp := unsupportedVersionResponse(h); resp != nil {
+				p.resp = resp
+				close(p.done)
+				if !c.enqueue(p) {
+					return c.ctx.Err()
+				}
+				return nil
+			}
+			// The response has no field to say so: close, as Kafka
+			// does, and leave a trace of why.
+			c.b.unsupportedLog.log(c.log, "unsupported API or version: closing the connection",
+				"client_id", h.clientID, "api_key", h.key, "api", kmsg.NameForKey(h.key), "version", h.version)
 			return fmt.Errorf("%w: unsupported API %d v%d", errBadRequest, h.key, h.version)
 		}
 		// An ApiVersions version we do not know is answered at v0
