@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
@@ -16,21 +19,104 @@ func init() {
 	handler(kmsg.Produce, 3, 13, handleProduce)
 }
 
-// hwWait is an acks=all partition waiting for its high watermark.
-type hwWait struct {
-	p      *partition
-	offset int64 // high watermark needed: the batch's last offset + 1
-	ti, pi int   // where its answer sits in the response
+// produceWait answers a produce once every partition that must wait has
+// its batch durable (acks=all with the leader alone in sync, or
+// flush.messages reached) or replicated (acks=all, the high watermark), or
+// once the request's timeout passes. Durability waits are callbacks from
+// the log's group commit: no goroutine per request.
+type produceWait struct {
+	r    *request
+	resp *kmsg.ProduceResponse
+	mu   sync.Mutex
+	// slots are the partitions waited for; left counts those not done.
+	slots    []waitSlot
+	left     int
+	answered bool
+	timer    *time.Timer
+}
+
+type waitSlot struct {
+	p       *partition
+	offset  int64 // needed durable or replicated: the batch's last offset + 1
+	durable bool  // wait for the log's fsync rather than the high watermark
+	ti, pi  int   // where its answer sits in the response
+	done    bool
+}
+
+// complete records slot i's outcome, answering when it was the last.
+func (w *produceWait) complete(i int, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sl := &w.slots[i]
+	if w.answered || sl.done {
+		return
+	}
+	sl.done = true
+	if err != nil {
+		w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kafkaError(err)
+	}
+	if w.left--; w.left == 0 {
+		w.answerLocked()
+	}
+}
+
+// expire answers with REQUEST_TIMED_OUT for the partitions still waiting.
+func (w *produceWait) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.answered {
+		return
+	}
+	for _, sl := range w.slots {
+		if !sl.done {
+			w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kerr.RequestTimedOut.Code
+		}
+	}
+	w.answerLocked()
+}
+
+// Requires mu.
+func (w *produceWait) answerLocked() {
+	w.answered = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.r.respond(w.resp)
+}
+
+// start begins every wait; the response goes out when they are done.
+func (w *produceWait) start(timeout time.Duration) {
+	w.mu.Lock()
+	w.left = len(w.slots)
+	w.timer = time.AfterFunc(timeout, w.expire)
+	w.mu.Unlock()
+	for i, sl := range w.slots {
+		if sl.durable {
+			if sl.p.log.WhenDurable(sl.offset, func(err error) { w.complete(i, err) }) {
+				w.complete(i, nil)
+			}
+			continue
+		}
+		// Replication waits (acks=all with followers in sync).
+		go func() {
+			ctx, cancel := context.WithTimeout(w.r.ctx(), timeout)
+			defer cancel()
+			w.complete(i, sl.p.waitHW(ctx, sl.offset))
+		}()
+	}
 }
 
 // handleProduce validates and appends each partition's batch in request
 // order (so pipelined requests of an idempotent producer stay in sequence),
-// then, for acks=all, answers once every partition's high watermark covers
-// its batch or the request's timeout passes.
+// then answers at once (acks=1), or, for acks=all, once every partition's
+// batch is durable on the leader (when it is the only in-sync replica) or
+// covered by the high watermark (when followers are in sync), or the
+// request's timeout passes. A batch that reaches flush.messages is answered
+// once it is durable whatever the acks.
 func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	now := time.Now()
-	var waits []hwWait
+	var waits []waitSlot
 	anyError := false
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
@@ -43,15 +129,18 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
-			p, last, err := produceOne(r.ctx(), b, req, rt, rp, now, &sp)
-			if err != nil {
+			p, res, err := produceOne(r.ctx(), b, req, rt, rp, now, &sp)
+			switch {
+			case err != nil:
 				anyError = true
 				sp.ErrorCode = kafkaError(err)
 				if req.Version >= 8 {
 					sp.ErrorMessage = errorMessage(err)
 				}
-			} else if req.Acks == -1 && p.highWatermark() <= last {
-				waits = append(waits, hwWait{p: p, offset: last + 1, ti: ti, pi: pi})
+			case req.Acks == -1 && p.inSyncAlone(), req.Acks != 0 && res.FlushDue:
+				waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, durable: true, ti: ti, pi: pi})
+			case req.Acks == -1 && p.highWatermark() <= res.LastOffset:
+				waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, ti: ti, pi: pi})
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
@@ -70,25 +159,17 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 	if len(waits) == 0 {
 		return resp
 	}
-	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
-	go func() {
-		ctx, cancel := context.WithTimeout(r.ctx(), timeout)
-		defer cancel()
-		for _, w := range waits {
-			if err := w.p.waitHW(ctx, w.offset); err != nil {
-				resp.Topics[w.ti].Partitions[w.pi].ErrorCode = kafkaError(err)
-			}
-		}
-		r.respond(resp)
-	}()
+	w := &produceWait{r: r, resp: resp, slots: waits}
+	w.start(time.Duration(req.TimeoutMillis) * time.Millisecond)
 	return nil
 }
 
 // produceOne validates and appends one partition's records, filling sp. It
-// returns the partition appended to and the batch's last offset.
-func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, now time.Time, sp *kmsg.ProduceResponseTopicPartition) (*partition, int64, error) {
+// returns the partition appended to and the append's result.
+func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, now time.Time, sp *kmsg.ProduceResponseTopicPartition) (*partition, localseg.AppendResult, error) {
+	var none localseg.AppendResult
 	if req.Acks != 0 && req.Acks != 1 && req.Acks != -1 {
-		return nil, 0, errInvalidRequiredAcks
+		return nil, none, errInvalidRequiredAcks
 	}
 	var p *partition
 	var err error
@@ -101,31 +182,31 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		p, err = b.partitionByName(rt.Topic, rp.Partition)
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	if p.internal {
 		// Kafka's answer to a client writing an internal topic: only
 		// the coordinators write them, and a forged record there would
 		// become a group's committed offset.
-		return nil, 0, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
+		return nil, none, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
 	}
 	sp.LogStartOffset = p.log.LogStartOffset()
 	if req.TransactionID != nil {
-		return nil, 0, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
+		return nil, none, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
 	}
 	cfg := p.cfg.Load()
 	if len(rp.Records) > int(cfg.maxMessageBytes) {
-		return nil, 0, fmt.Errorf("%w: batch of %d bytes exceeds max.message.bytes %d", errMessageTooLarge, len(rp.Records), cfg.maxMessageBytes)
+		return nil, none, fmt.Errorf("%w: batch of %d bytes exceeds max.message.bytes %d", errMessageTooLarge, len(rp.Records), cfg.maxMessageBytes)
 	}
 	batch, rest, err := recordbatch.Next(rp.Records)
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	if batch == nil || len(rest) != 0 {
-		return nil, 0, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
+		return nil, none, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
 	}
 	if batch.Control() || batch.Transactional() {
-		return nil, 0, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
+		return nil, none, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
 	}
 	// Every record is looked at, compressed or not (as Kafka's
 	// LogValidator does): the header's record count and timestamps are
@@ -135,16 +216,16 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		Budget:          b.scanBudget,
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	res, appendTime, err := p.appendProduce(batch, sum, req.Acks, now)
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	b.metrics.producedBytes.Add(float64(len(batch)))
 	b.metrics.producedRecords.Add(float64(batch.RecordCount()))
 	sp.BaseOffset = res.FirstOffset
 	sp.LogAppendTime = appendTime
 	sp.LogStartOffset = res.LogStartOffset
-	return p, res.LastOffset, nil
+	return p, res, nil
 }

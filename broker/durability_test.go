@@ -49,3 +49,20 @@ func TestFailedWriteTakesOnlyItsPartitionOffline(t *testing.T) {
 	}
 	consumeN(t, b, "good", 1)
 }
+
+// acks=all is answered only after the fsync; a failed fsync answers
+// KAFKA_STORAGE_ERROR, never success.
+func TestFailedFsyncFailsAcksAll(t *testing.T) {
+	ffs := errorfs.New(nil)
+	b := brokertest.StartOn(t, t.TempDir(), ffs)
+	createTopic(t, b.Admin(), "sync", 1, nil)
+	ffs.Inject(errorfs.Fault{Op: errorfs.OpSync, PathContains: "sync-0/", Times: -1, Err: syscall.EIO})
+	cl := b.Client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordRetries(0), kgo.RecordDeliveryTimeout(5*time.Second))
+	err := cl.ProduceSync(testCtx(t), &kgo.Record{Topic: "sync", Value: []byte("not durable")}).FirstErr()
+	if !errors.Is(err, kerr.KafkaStorageError) {
+		t.Fatalf("acks=all produce whose fsync failed: %v", err)
+	}
+	if ffs.Fired() != 1 {
+		t.Fatalf("%d syncs failed, want 1 (no fsync after a failed one)", ffs.Fired())
+	}
+}

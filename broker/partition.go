@@ -102,6 +102,14 @@ func (p *partition) leaderState() (leader, epoch int32) {
 	return p.mu.leader, p.mu.leaderEpoch
 }
 
+// inSyncAlone: this broker leads and is the only in-sync replica, so
+// acks=all means "on this broker's stable storage".
+func (p *partition) inSyncAlone() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.leader == p.nodeID && len(p.mu.isr) <= 1
+}
+
 func (p *partition) isLeader() bool {
 	l, _ := p.leaderState()
 	return l == p.nodeID

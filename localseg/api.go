@@ -128,6 +128,10 @@ type AppendResult struct {
 	Duplicate bool
 	// LogStartOffset after the append.
 	LogStartOffset int64
+	// FlushDue: the append reached flush.messages, and a sync to the log
+	// end is under way. To answer only once it is done, as Kafka's
+	// flush.messages does, wait with WhenDurable(LastOffset + 1).
+	FlushDue bool
 }
 
 // Range is a byte range of a segment file, ready for sendfile. It holds a

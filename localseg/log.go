@@ -56,6 +56,11 @@ type Log struct {
 	// offline holds the error (wrapping ErrOffline) of the first failed
 	// write or fsync; nil while the log is online.
 	offline atomic.Pointer[error]
+	// sync is the group commit (durable.go).
+	sync SyncScheduler
+	// dirGen counts files created in the directory; dirSynced is the
+	// count the last directory fsync covered.
+	dirGen, dirSynced atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -63,7 +68,6 @@ type Log struct {
 		closed    bool
 		epochs    epochCache
 		producers producerState
-		lastFlush time.Time // flush.ms
 		// flushTail is the newest background flush of a sealed segment;
 		// each waits for the one before it so the recovery point only
 		// moves past segments that are all on stable storage.
@@ -73,11 +77,14 @@ type Log struct {
 		deletes []pendingDelete
 	}
 	// rp is the recovery point: every batch below it is on stable
-	// storage (and so are the indexes of the segments below it).
+	// storage (and so are the indexes of the sealed segments below it).
+	// The checkpoint file may lag (persisted): the group commit moves the
+	// point without writing the file, and recovery scans from the file's.
 	rp struct {
 		sync.Mutex
-		point int64
-		gen   int64 // bumped by truncation: stale background flushes give up
+		point     int64
+		persisted int64
+		gen       int64 // bumped by truncation: stale background flushes give up
 	}
 	flushes   sync.WaitGroup // background flushes of sealed segments
 	closeOnce sync.Once
@@ -120,10 +127,16 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	l.mu.cfg = cfg
 	l.tiered.onSeal = opts.OnSeal
 	l.mu.producers = newProducerState()
-	l.mu.lastFlush = l.now()
+	l.sync.l = l
 	if err := l.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("localseg: %w", err)
 	}
+	// The directory's own entry must survive a crash with the data in
+	// it; its files' entries are synced by the first flush.
+	if err := l.fs.SyncDir(filepath.Dir(dir)); err != nil {
+		return nil, fmt.Errorf("localseg: %w", err)
+	}
+	l.dirGen.Store(1)
 	if err := l.load(); err != nil {
 		l.retireAll()
 		return nil, err
@@ -244,7 +257,8 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 		return AppendResult{}, err
 	}
 	l.mu.producers.update(b)
-	return AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, nil
+	return AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load(),
+		FlushDue: l.sync.afterAppend(&l.mu.cfg, b.NextOffset())}, nil
 }
 
 // AppendAsFollower appends batches copied from the leader, keeping their
@@ -306,6 +320,7 @@ func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 		return res, err
 	}
 	l.updateProducersUpTo(batches, math.MaxInt64)
+	res.FlushDue = l.sync.afterAppend(&l.mu.cfg, res.LastOffset+1)
 	return res, nil
 }
 
@@ -364,7 +379,7 @@ func (l *Log) appendLocked(buf []byte) error {
 		}
 		buf = buf[n:]
 	}
-	return l.maybeFlushLocked()
+	return nil
 }
 
 // fitLocked returns how many leading bytes of buf (whole batches) go into
@@ -481,18 +496,6 @@ func (l *Log) writeRunLocked(s *segment, run []byte) error {
 	return nil
 }
 
-// maybeFlushLocked applies flush.messages and flush.ms. Requires mu.
-func (l *Log) maybeFlushLocked() error {
-	cfg := &l.mu.cfg
-	if cfg.FlushMessages != math.MaxInt64 && l.LogEndOffset()-l.RecoveryPoint() >= cfg.FlushMessages {
-		return l.flushLocked()
-	}
-	if cfg.FlushMs != math.MaxInt64 && l.now().Sub(l.mu.lastFlush) >= time.Duration(cfg.FlushMs)*time.Millisecond {
-		return l.flushLocked()
-	}
-	return nil
-}
-
 // Flush writes every appended byte and index to stable storage and moves
 // the recovery point to the log end.
 func (l *Log) Flush() error {
@@ -530,10 +533,11 @@ func (l *Log) syncAllLocked() error {
 			return err
 		}
 	}
+	dirGen := l.dirGen.Load()
 	if err := l.fs.SyncDir(l.dir); err != nil {
 		return fmt.Errorf("localseg: flushing %s: %w", l.dir, err)
 	}
-	l.mu.lastFlush = l.now()
+	l.dirSynced.Store(dirGen)
 	// Everything is durable now; later background flushes need not wait
 	// for the ones in flight.
 	l.mu.flushTail = nil
@@ -581,18 +585,23 @@ func syncPath(fs FS, path string) error {
 	return err
 }
 
-// setRecoveryPoint moves the recovery point forward to off and persists it,
-// unless a truncation happened since gen was read.
+// setRecoveryPoint moves the recovery point forward to off and persists it
+// (or the point the group commit reached past it), unless a truncation
+// happened since gen was read.
 func (l *Log) setRecoveryPoint(off, gen int64) error {
 	l.rp.Lock()
 	defer l.rp.Unlock()
-	if gen != l.rp.gen || off <= l.rp.point {
+	if gen != l.rp.gen {
+		return nil
+	}
+	off = max(off, l.rp.point)
+	if off <= l.rp.persisted {
 		return nil
 	}
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
 		return fmt.Errorf("localseg: writing the recovery point: %w", err)
 	}
-	l.rp.point = off
+	l.rp.point, l.rp.persisted = off, off
 	return nil
 }
 
@@ -603,13 +612,13 @@ func (l *Log) lowerRecoveryPointLocked(off int64) error {
 	l.rp.Lock()
 	defer l.rp.Unlock()
 	l.rp.gen++
-	if off >= l.rp.point {
-		return nil
+	if off < l.rp.persisted {
+		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
+			return fmt.Errorf("localseg: writing the recovery point: %w", err)
+		}
+		l.rp.persisted = off
 	}
-	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
-		return fmt.Errorf("localseg: writing the recovery point: %w", err)
-	}
-	l.rp.point = off
+	l.rp.point = min(l.rp.point, off)
 	return nil
 }
 
@@ -713,7 +722,10 @@ func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
 			}
 		}
 		if err == nil {
-			err = l.fs.SyncDir(l.dir)
+			dirGen := l.dirGen.Load()
+			if err = l.fs.SyncDir(l.dir); err == nil {
+				l.dirSynced.Store(max(l.dirSynced.Load(), dirGen))
+			}
 		}
 		if prev != nil {
 			<-prev.done
@@ -743,6 +755,7 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	for _, ext := range []string{".index", ".timeindex"} {
 		l.fs.Remove(s.path(ext))
 	}
+	l.dirGen.Add(1)
 	s.w = w
 	s.next.Store(base)
 	s.maxTs.Store(-1)
@@ -952,12 +965,15 @@ func (l *Log) Close() error {
 	return l.closeErr
 }
 
-func (l *Log) close() error {
+func (l *Log) close() (err error) {
 	l.mu.Lock()
 	l.mu.closed = true
 	l.closed.Store(true)
 	l.mu.Unlock()
+	l.sync.halt()
 	l.flushes.Wait()
+	// Whoever waits for durability learns the outcome of the last flush.
+	defer func() { l.sync.stop(err) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.retireAll()

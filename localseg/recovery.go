@@ -78,7 +78,7 @@ func (l *Log) load() error {
 		}
 		l.segs.Store(&[]*segment{s})
 		l.logStart.Store(logStart)
-		l.rp.point = logStart
+		l.rp.point, l.rp.persisted = logStart, recoveryPoint
 		l.mu.epochs = epochCache{}
 		l.deleteSnapshotsWhere(func(int64) bool { return true })
 		return l.finishLoad(marker)
@@ -124,6 +124,7 @@ func (l *Log) load() error {
 	logStart = min(max(logStart, segs[0].base), leo)
 	l.logStart.Store(logStart)
 	l.rp.point = min(recoveryPoint, leo)
+	l.rp.persisted = recoveryPoint
 	if clean {
 		l.rp.point = leo
 	}

@@ -265,34 +265,47 @@ func TestFlushPolicy(t *testing.T) {
 	t.Run("flush.messages", func(t *testing.T) {
 		h := newHarness(t, Config{FlushMessages: 5})
 		for i := 0; i < 4; i++ {
-			h.append(batch(1, 10, 0))
+			if res := h.append(batch(1, 10, 0)); res.FlushDue {
+				t.Fatalf("flush due at %d", res.LastOffset)
+			}
 		}
 		if rp := h.log.RecoveryPoint(); rp != 0 {
 			t.Fatalf("recovery point %d before flush.messages", rp)
 		}
-		h.append(batch(1, 10, 0))
+		res := h.append(batch(1, 10, 0))
+		if !res.FlushDue {
+			t.Fatal("flush.messages reached without a flush due")
+		}
+		if err := waitDurable(h.log, res.LastOffset+1); err != nil {
+			t.Fatal(err)
+		}
 		if rp := h.log.RecoveryPoint(); rp != 5 {
 			t.Fatalf("recovery point %d at flush.messages, want 5", rp)
 		}
 	})
 	t.Run("flush.ms", func(t *testing.T) {
-		h := newHarness(t, Config{FlushMs: 1000})
-		h.append(batch(1, 10, 0))
-		if rp := h.log.RecoveryPoint(); rp != 0 {
-			t.Fatalf("recovery point %d before flush.ms", rp)
-		}
-		h.clock.advance(2 * time.Second)
-		h.log.ApplyRetention(h.clock.Now())
-		if rp := h.log.RecoveryPoint(); rp != 1 {
-			t.Fatalf("recovery point %d after flush.ms, want 1", rp)
-		}
-		h.append(batch(1, 10, 0))
-		h.clock.advance(2 * time.Second)
-		h.append(batch(1, 10, 0))
-		if rp := h.log.RecoveryPoint(); rp != 3 {
-			t.Fatalf("recovery point %d after an append past flush.ms, want 3", rp)
+		// A timer flushes, with no append or retention pass after.
+		h := newHarness(t, Config{FlushMs: 20})
+		for want := int64(1); want <= 3; want++ {
+			h.append(batch(1, 10, 0))
+			deadline := time.Now().Add(5 * time.Second)
+			for h.log.RecoveryPoint() < want {
+				if time.Now().After(deadline) {
+					t.Fatalf("recovery point %d 5s after an append with flush.ms 20, want %d", h.log.RecoveryPoint(), want)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 		}
 	})
+}
+
+// waitDurable waits for WhenDurable's answer.
+func waitDurable(l *Log, offset int64) error {
+	ch := make(chan error, 1)
+	if l.WhenDurable(offset, func(err error) { ch <- err }) {
+		return nil
+	}
+	return <-ch
 }
 
 func TestProducerStateRebuiltWithoutSnapshots(t *testing.T) {

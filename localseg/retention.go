@@ -3,7 +3,6 @@ package localseg
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,11 +27,6 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	nowMs := now.UnixMilli()
 	if act := l.active(); act.size.Load() > 0 && nowMs-act.created > cfg.SegmentMs {
 		if err := l.rollLocked(act.next.Load()); err != nil {
-			return 0, err
-		}
-	}
-	if cfg.FlushMs != math.MaxInt64 && l.LogEndOffset() > l.RecoveryPoint() && now.Sub(l.mu.lastFlush) >= time.Duration(cfg.FlushMs)*time.Millisecond {
-		if err := l.flushLocked(); err != nil {
 			return 0, err
 		}
 	}
