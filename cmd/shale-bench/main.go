@@ -73,6 +73,7 @@ func main() {
 	flag.StringVar(&o.raw.acks, "raw-acks", "0,1,all", "raw load: produce runs by acks, in order (the fetch run reads acks=1's data)")
 	flag.IntVar(&o.raw.rounds, "raw-rounds", 1, "raw load: runs of each workload, alternating between kfake and Shale")
 	flag.Float64Var(&o.raw.rateMBps, "raw-rate", 50, "raw load: fixed produce rate (MB/s) of the latency runs, acks=1 and all (0: none)")
+	flag.StringVar(&o.raw.compressed, "raw-compressed", "zstd", "raw load: codec (gzip, snappy, lz4, zstd) of an acks=1 run of compressed batches, which Shale decompresses to validate (\"\": none)")
 	flag.StringVar(&o.raw.profileDir, "profile", "", "save CPU and allocation profiles of the broker during each raw run into this directory")
 	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
 	flag.Parse()

@@ -121,6 +121,11 @@ func runConns(cfg rawConfig, each connRun) (rawResult, error) {
 // request whose answer means the broker has handled every one before it.
 func rawProduce(addr, topic string, acks int16, cfg rawConfig) (rawResult, error) {
 	batch, records := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
+	return rawProduceBatch(addr, topic, acks, cfg, batch, records)
+}
+
+// rawProduceBatch is rawProduce with a given batch of records records.
+func rawProduceBatch(addr, topic string, acks int16, cfg rawConfig, batch []byte, records int) (rawResult, error) {
 	return runConns(cfg, func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, error) {
 		partition := int32(i % max(1, cfg.partitions))
 		pc := produceConn{

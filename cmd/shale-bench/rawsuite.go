@@ -26,6 +26,7 @@ type rawOptions struct {
 	acks                        string  // comma-separated: 0, 1, all
 	rateMBps                    float64 // the fixed-rate latency runs' rate, 0: none
 	profileDir                  string
+	compressed                  string // codec of an extra acks=1 run of compressed batches, "": none
 }
 
 func (r rawOptions) config() rawConfig {
@@ -145,6 +146,13 @@ func runRawSuite(o options, shale, kfake *target) error {
 		} else {
 			deleteRawTopic(targets, topic)
 		}
+	}
+	if ro.compressed != "" {
+		w, err := compressedRawWorkload(ro.compressed, targets, cfg, rounds)
+		if err != nil {
+			return err
+		}
+		done = append(done, w)
 	}
 	if ro.rateMBps > 0 {
 		for _, name := range []string{"1", "all"} {
