@@ -139,8 +139,8 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			}
 			continue
 		}
-		total += fp.rng.Len()
-		remaining -= fp.rng.Len()
+		total += fp.size()
+		remaining -= fp.size()
 	}
 	if !final && !anyError && req.MaxWaitMillis > 0 && total < int64(req.MinBytes) {
 		for i := range parts {
@@ -183,11 +183,14 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {
 		return err
 	}
+	if err := p.checkTierReady(); err != nil {
+		return err
+	}
 	log := p.log
 	hw := p.highWatermark()
 	fp.HighWatermark = hw
 	fp.LastStableOffset = p.lastStableOffset()
-	fp.LogStartOffset = log.LogStartOffset()
+	fp.LogStartOffset = p.logStartOffset()
 	upper := hw
 	switch {
 	case op.follower:
@@ -210,6 +213,14 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	}
 	if max < 0 {
 		max = 0
+	}
+	if p.tier != nil && sp.fetchOffset < log.LocalLogStartOffset() {
+		// Below the local log: the object store has it.
+		data, err := p.tier.remoteRead(sp.fetchOffset, int(max), upper, first)
+		if err != nil || data != nil {
+			fp.remote = data
+			return err
+		}
 	}
 	rng, err := log.Read(sp.fetchOffset, int(max), upper, first)
 	if err != nil {

@@ -35,6 +35,9 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}
+			if err == nil {
+				err = p.checkTierReady()
+			}
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
 			} else {
@@ -62,13 +65,20 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 		sp.Offset = upper
 		sp.LeaderEpoch = epochAt(p, upper-1)
 	case listEarliest:
-		sp.Offset = log.LogStartOffset()
+		sp.Offset = p.logStartOffset()
 		sp.LeaderEpoch = epochAt(p, sp.Offset)
 	case listEarliestLocal:
 		sp.Offset = log.LocalLogStartOffset()
 		sp.LeaderEpoch = epochAt(p, sp.Offset)
 	case listLatestTiered:
-		// Nothing is tiered yet: Kafka answers -1 without an epoch.
+		// The last offset in the object store; -1 without an epoch
+		// when nothing is, as Kafka answers.
+		if p.tier != nil {
+			if m := p.tier.manifest(); len(m.Segments) > 0 {
+				sp.Offset = m.End() - 1
+				sp.LeaderEpoch = epochAt(p, sp.Offset)
+			}
+		}
 	case listMaxTimestamp:
 		off, ts, epoch, ok, err := log.MaxTimestamp(ctx)
 		if err != nil {
@@ -93,6 +103,11 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 // epochAt is the leader epoch that wrote offset, from the leader-epoch
 // checkpoint (-1 when unknown).
 func epochAt(p *partition, offset int64) int32 {
+	if p.tier != nil && offset < p.log.LocalLogStartOffset() {
+		if e, ok := p.tier.epochAt(offset); ok {
+			return e
+		}
+	}
 	epoch := int32(-1)
 	for _, e := range p.log.Epochs() {
 		if e.StartOffset > offset {

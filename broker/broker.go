@@ -70,6 +70,8 @@ type Config struct {
 	// names (group.min.session.timeout.ms, offsets.retention.check.interval.ms,
 	// group.consumer.heartbeat.interval.ms, ...; see group.Config.Set).
 	GroupConfigs map[string]string
+	// Tiering configures tiered storage (on when it has a bucket).
+	Tiering TieringConfig
 	// TopicDefaults are broker-level defaults for topic configs, under
 	// Kafka's broker names (log.retention.ms, log.segment.bytes,
 	// message.max.bytes, ...).
@@ -207,6 +209,7 @@ type Broker struct {
 	// secret is the cluster's inter-broker secret: a connection that
 	// presents it may fetch as a follower.
 	secret string
+	tier   *tierService // nil: no object store
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -280,6 +283,9 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 // starts the background loops: metadata following and retention.
 func (b *Broker) start() {
 	view := b.meta.snapshot()
+	if b.tier != nil {
+		b.tier.start()
+	}
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
@@ -437,6 +443,11 @@ func (b *Broker) Close() error {
 			<-done
 		}
 		b.wg.Wait()
+		if b.tier != nil {
+			// The archive loops end with b.ctx; wait for them
+			// before their logs close.
+			b.tier.close()
+		}
 		b.log.Info("shutting down: connections closed; flushing and closing logs")
 		b.replicas.closeAll()
 		for _, fn := range b.onClose {

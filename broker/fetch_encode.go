@@ -21,6 +21,25 @@ type fetchPart struct {
 	// header fields; RecordBatches is unused
 	kmsg.FetchResponseTopicPartition
 	rng localseg.Range
+	// remote holds record data read from the object store (slices of
+	// cached chunks, never modified) instead of a file range.
+	remote [][]byte
+}
+
+// size is the length of the part's record data.
+func (p *fetchPart) size() int64 {
+	if p.remote != nil {
+		return buffersLen(p.remote)
+	}
+	return p.rng.Len()
+}
+
+func buffersLen(bufs [][]byte) int64 {
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	return n
 }
 
 // encodeFetch encodes a fetch response body of the given version, byte for
@@ -76,15 +95,16 @@ func encodeFetch(version int16, top *kmsg.FetchResponse, topics []fetchTopic) *r
 			if version >= 11 {
 				dst = binary.BigEndian.AppendUint32(dst, uint32(p.PreferredReadReplica))
 			}
-			n := p.rng.Len()
+			n := p.size()
 			if flexible {
 				dst = binary.AppendUvarint(dst, uint64(n)+1)
 			} else {
 				dst = binary.BigEndian.AppendUint32(dst, uint32(n))
 			}
 			if n > 0 {
-				raw.cuts = append(raw.cuts, rawCut{at: len(dst), rng: p.rng})
+				raw.cuts = append(raw.cuts, rawCut{at: len(dst), rng: p.rng, data: p.remote})
 				p.rng = localseg.Range{}
+				p.remote = nil
 			}
 			if flexible {
 				dst = appendPartitionTags(dst, &p.FetchResponseTopicPartition)

@@ -211,7 +211,7 @@ func (p *fetchPlan) sessionID() int32 {
 // include decides whether an incremental response carries a partition and
 // records what was sent. Full responses carry every partition.
 func (p *fetchPlan) include(sp *sessionPartition, fp *fetchPart) bool {
-	changed := fp.ErrorCode != 0 || fp.rng.Len() > 0 ||
+	changed := fp.ErrorCode != 0 || fp.size() > 0 ||
 		sp.hw != fp.HighWatermark || sp.lso != fp.LastStableOffset || sp.lss != fp.LogStartOffset
 	sp.hw, sp.lso, sp.lss = fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset
 	return !p.incremental || changed

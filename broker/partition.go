@@ -36,6 +36,7 @@ type partition struct {
 	// internal: the broker writes this partition itself (the group
 	// coordinator's records); clients may not produce to it.
 	internal bool
+	tier     *partitionTier // nil: not tiered
 
 	// hw is the high watermark: the offset below which every ISR member
 	// has the data, the end of what consumers may read. Written under mu.
@@ -210,6 +211,9 @@ func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, 
 	}
 	if p.mu.leader != p.nodeID {
 		return localseg.AppendResult{}, -1, errNotLeader
+	}
+	if err := p.checkTierReady(); err != nil {
+		return localseg.AppendResult{}, -1, err
 	}
 	if acks == -1 && int32(len(p.mu.isr)) < cfg.minInsyncReplicas {
 		return localseg.AppendResult{}, -1, errNotEnoughReplicas

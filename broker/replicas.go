@@ -139,7 +139,7 @@ func (m *replicaManager) apply(view *metaView) {
 			} else {
 				c := cfg
 				p.cfg.Store(&c)
-				p.log.SetConfig(cfg.log)
+				p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			}
 			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr})
 			if lt == nil {
@@ -164,6 +164,10 @@ func (m *replicaManager) apply(view *metaView) {
 		}
 	}
 	for _, p := range removed {
+		if p.tier != nil && view.deleted[p.topicID] {
+			// The topic's deletion is recorded: its objects go too.
+			m.b.tier.deleteTopic(p.topic, p.topicID)
+		}
 		wasLeader := p.isLeader()
 		p.close()
 		if wasLeader && m.onLeader != nil {
@@ -256,7 +260,13 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	if err := writePartitionMetadata(dir, tv.id); err != nil {
 		return nil, err
 	}
-	log, err := localseg.Open(dir, cfg.log, localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget})
+	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget}
+	var tier *partitionTier
+	if m.b.tier != nil && cfg.remoteStorage && !tv.internal && !isInternalTopic(tv.name) {
+		tier = m.b.tier.newPartitionTier(tv.name, tv.id, index)
+		opts.OnSeal = tier.onSeal
+	}
+	log, err := localseg.Open(dir, cfg.logConfig(tier != nil), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +274,14 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 		delete(m.strays, dir)
 		m.b.metrics.strayLogs.Set(float64(len(m.strays)))
 	}
+	if tier != nil {
+		// Nothing is known to be uploaded until the manifest is read.
+		log.SetUploadedEnd(0)
+	}
 	c := *cfg
 	p := newPartition(tv.name, tv.id, index, m.nodeID, log, &c)
 	p.internal = tv.internal || isInternalTopic(tv.name)
+	p.tier = tier
 	return p, nil
 }
 

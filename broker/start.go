@@ -66,6 +66,21 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	b.replicas.fs = opts.FS
 	clean := takeCleanShutdownMarker(b.cfg.DataDir)
+	if b.cfg.Tiering.Bucket != nil {
+		if b.tier, err = newTierService(b, b.cfg.Tiering, opts.Registry); err != nil {
+			ms.close()
+			return nil, err
+		}
+		onLeader := b.replicas.onLeader
+		b.replicas.onLeader = func(p *partition, leader bool) {
+			if onLeader != nil {
+				onLeader(p, leader)
+			}
+			if p.tier != nil {
+				p.tier.setLeader(p, leader)
+			}
+		}
+	}
 	props, err := loadOrCreateMetaProperties(b.cfg.DataDir, b.cfg.NodeID, ms.snapshot().clusterID)
 	if err != nil {
 		ms.close()

@@ -100,6 +100,12 @@ var topicConfigDefs = []topicConfigDef{
 		"Minimum in-sync replicas that must acknowledge an acks=all write."},
 	{"preallocate", kmsg.ConfigTypeBoolean, "false", "log.preallocate", isBool,
 		"Preallocate segment files."},
+	{"local.retention.bytes", kmsg.ConfigTypeLong, "-2", "log.local.retention.bytes", intRange(-2, maxLong),
+		"Size the local part of a tiered partition may grow to before its uploaded segments are deleted locally (-2: retention.bytes)."},
+	{"local.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.local.retention.ms", intRange(-2, maxLong),
+		"How long a tiered partition keeps uploaded segments on local disk (-2: retention.ms). Shale's default keeps one day hot: local disk serves the recent past with sendfile, the bucket holds the rest."},
+	{"remote.storage.enable", kmsg.ConfigTypeBoolean, "true", "remote.log.storage.system.enable", isBool,
+		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one)."},
 	{"retention.bytes", kmsg.ConfigTypeLong, "-1", "log.retention.bytes", intRange(-1, maxLong),
 		"Largest size a partition may grow to before old segments are deleted (-1: no limit)."},
 	{"retention.ms", kmsg.ConfigTypeLong, "604800000", "log.retention.ms", intRange(-1, maxLong),
@@ -170,6 +176,33 @@ type topicConfig struct {
 	minInsyncReplicas   int32
 	uncleanLeaderElect  bool
 	compressionProducer bool
+	// Tiered storage: whether the topic tiers, and its total and local
+	// retention (local resolved: -2 taken as the total, and never more
+	// than it).
+	remoteStorage       bool
+	retentionMs         int64
+	retentionBytes      int64
+	localRetentionMs    int64
+	localRetentionBytes int64
+}
+
+// logConfig is the local log's configuration: a tiered log keeps the
+// local retention (the total applies to the remote log).
+func (c *topicConfig) logConfig(tiered bool) localseg.Config {
+	l := c.log
+	if tiered {
+		l.RetentionMs, l.RetentionBytes = c.localRetentionMs, c.localRetentionBytes
+	}
+	return l
+}
+
+// localRetention resolves a local.retention.* value against its total, as
+// Kafka does: -2 means the total, and local never exceeds a bounded total.
+func localRetention(local, total int64) int64 {
+	if local == -2 || (total >= 0 && (local < 0 || local > total)) {
+		return total
+	}
+	return local
 }
 
 // configValue resolves a topic config: the topic's own value, else the
@@ -218,7 +251,11 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 		minInsyncReplicas:   int32(i64("min.insync.replicas")),
 		uncleanLeaderElect:  get("unclean.leader.election.enable") == "true",
 		compressionProducer: get("compression.type") == "producer",
+		remoteStorage:       get("remote.storage.enable") == "true",
 	}
+	c.retentionMs, c.retentionBytes = c.log.RetentionMs, c.log.RetentionBytes
+	c.localRetentionMs = localRetention(i64("local.retention.ms"), c.retentionMs)
+	c.localRetentionBytes = localRetention(i64("local.retention.bytes"), c.retentionBytes)
 	// Zero means "Kafka's default" to localseg; these configs allow 0 as
 	// a real value, which localseg treats the same way except for
 	// file.delete.delay.ms and index.interval.bytes, where 0 is kept as

@@ -69,12 +69,22 @@ type rawResponse struct {
 type rawCut struct {
 	at  int // position in body where the range goes
 	rng localseg.Range
+	// data, when set, is written instead of rng: record data read from
+	// the object store.
+	data [][]byte
+}
+
+func (c *rawCut) len() int64 {
+	if c.data != nil {
+		return buffersLen(c.data)
+	}
+	return c.rng.Len()
 }
 
 func (r *rawResponse) size() int64 {
 	n := int64(len(r.body))
 	for i := range r.cuts {
-		n += r.cuts[i].rng.Len()
+		n += r.cuts[i].len()
 	}
 	return n
 }
@@ -98,6 +108,13 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 		}
 		hdr = nil
 		prev = c.at
+		if c.data != nil {
+			bufs := net.Buffers(append([][]byte(nil), c.data...))
+			if _, err := bufs.WriteTo(w.nc); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := w.sendfile(&c.rng); err != nil {
 			return err
 		}

@@ -1,0 +1,422 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/tiering"
+)
+
+// TieringConfig configures tiered storage.
+type TieringConfig struct {
+	// Bucket, when set, turns tiered storage on: sealed segments of
+	// topics with remote.storage.enable go to it. The broker does not
+	// close it.
+	Bucket objectstore.Bucket
+	// Prefix is the key prefix of this cluster's archive in the bucket.
+	Prefix string
+	// CacheBytes bounds the remote read cache (default 1 GiB).
+	CacheBytes int64
+	// ChunkBytes is the size of one ranged GET and cache entry (default
+	// 4 MiB).
+	ChunkBytes int64
+	// UploadInterval is how often a leader looks for segments to upload
+	// besides the seal notices (default 30s); remote retention runs at
+	// log.retention.check.interval.ms.
+	UploadInterval time.Duration
+	// OrphanGrace is how old an object the manifest does not name must
+	// be before cleanup deletes it (default 1h: longer than any upload).
+	OrphanGrace time.Duration
+	// FetchTimeout bounds one remote read serving a fetch (default 10s);
+	// past it the fetch gets a retriable KAFKA_STORAGE_ERROR.
+	FetchTimeout time.Duration
+}
+
+func (c *TieringConfig) ensureDefaults() {
+	if c.UploadInterval <= 0 {
+		c.UploadInterval = 30 * time.Second
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = time.Hour
+	}
+	if c.FetchTimeout <= 0 {
+		c.FetchTimeout = 10 * time.Second
+	}
+}
+
+// errTierLoading: a tiered partition's leader has not read its manifest
+// yet; until it has, it neither appends (the log end may have to move past
+// the remote end) nor answers for offsets below its local log.
+var errTierLoading = fmt.Errorf("%w: loading the partition's remote manifest", errNotLeader)
+
+// tierService is the broker's tiered storage: the shared remote reader,
+// and one archive loop per partition it leads.
+type tierService struct {
+	b       *Broker
+	cfg     TieringConfig
+	bucket  objectstore.Bucket
+	layout  tiering.Layout
+	reader  *tiering.Reader
+	metrics *tiering.Metrics
+	wg      sync.WaitGroup
+
+	archiveOnce sync.Once
+	deleting    sync.Map // topic dir -> true while a deletion runs
+}
+
+func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {
+	bucket := cfg.Bucket
+	cfg.ensureDefaults()
+	m := tiering.NewMetrics(reg)
+	layout := tiering.Layout{Prefix: cfg.Prefix}
+	r, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bucket, Layout: layout, CacheBytes: cfg.CacheBytes, ChunkBytes: cfg.ChunkBytes, Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	return &tierService{b: b, cfg: cfg, bucket: bucket, layout: layout, reader: r, metrics: m}, nil
+}
+
+// start resumes topic deletions a crash interrupted.
+func (s *tierService) start() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.b.ctx, time.Minute)
+		defer cancel()
+		pending, err := tiering.PendingDeletions(ctx, s.bucket, s.layout)
+		if err != nil {
+			s.b.log.Warn("listing unfinished topic deletions in the object store", "err", err)
+			return
+		}
+		for _, d := range pending {
+			td := tiering.TopicDescriptor{Name: d.Name, ID: d.ID}
+			if id, err := td.TopicID(); err == nil {
+				s.deleteTopic(d.Name, id)
+			}
+		}
+	}()
+}
+
+// close waits for the archive loops and deletions (they end with the
+// broker's context) and stops the reader.
+func (s *tierService) close() {
+	s.wg.Wait()
+	s.reader.Close()
+}
+
+// partitionTier is one tiered partition's remote state on this broker.
+type partitionTier struct {
+	svc   *tierService
+	part  tiering.Partition
+	store *tiering.ManifestStore
+	wake  chan struct{} // a segment was sealed; one pending signal
+	ready atomic.Bool   // this leader term has read the manifest
+
+	mu struct {
+		sync.Mutex
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+}
+
+func (s *tierService) newPartitionTier(topic string, id [16]byte, index int32) *partitionTier {
+	part := tiering.Partition{Topic: topic, TopicID: id, Index: index}
+	return &partitionTier{svc: s, part: part, store: tiering.NewManifestStore(s.bucket, s.layout.ManifestKey(part), nil), wake: make(chan struct{}, 1)}
+}
+
+// onSeal is localseg's seal hook: it only wakes the archive loop.
+func (t *partitionTier) onSeal(localseg.SegmentInfo) {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// manifest is the last manifest this broker read or committed.
+func (t *partitionTier) manifest() *tiering.Manifest { return t.store.Current() }
+
+// setLeader starts or stops the partition's archive loop. Called by the
+// replica manager (under its lock) on leadership changes.
+func (t *partitionTier) setLeader(p *partition, leader bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.cancel != nil {
+		t.mu.cancel()
+		<-t.mu.done
+		t.mu.cancel, t.mu.done = nil, nil
+	}
+	t.ready.Store(false)
+	if !leader {
+		return
+	}
+	ctx, cancel := context.WithCancel(t.svc.b.ctx)
+	done := make(chan struct{})
+	t.mu.cancel, t.mu.done = cancel, done
+	t.svc.wg.Add(1)
+	go func() {
+		defer t.svc.wg.Done()
+		defer close(done)
+		t.run(ctx, p)
+	}()
+}
+
+// run is one leader term of the archive loop: read the manifest, then
+// upload sealed segments below the last stable offset as they come, and
+// apply remote retention.
+func (t *partitionTier) run(ctx context.Context, p *partition) {
+	log := t.svc.b.log.With("topic", t.part.Topic, "partition", t.part.Index)
+	backoff := time.Duration(0)
+	retry := func(what string, err error) bool {
+		backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+		log.Warn(what+"; retrying", "in", backoff, "err", err)
+		return sleepCtx(ctx, backoff)
+	}
+	var m *tiering.Manifest
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		var err error
+		m, err = t.store.Load(lctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !retry("reading the remote manifest", err) {
+			return
+		}
+	}
+	if err := p.adoptRemoteEnd(m.End()); err != nil {
+		log.Error("moving the log end past the remote log", "err", err)
+		return
+	}
+	p.log.SetUploadedEnd(m.End())
+	t.ready.Store(true)
+	t.svc.metadataObjects(ctx, p)
+	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
+		log.Warn("cleaning orphaned objects", "err", err)
+	} else if n > 0 {
+		log.Info("deleted orphaned objects", "count", n)
+	}
+	arch := tiering.NewArchiver(tiering.ArchiverConfig{
+		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
+		Logger: log, Metrics: t.svc.metrics,
+		OnCommit: func(m *tiering.Manifest) { p.log.SetUploadedEnd(m.End()) },
+	})
+	var lastRetention time.Time
+	backoff = 0
+	for ctx.Err() == nil {
+		leader, epoch := p.leaderState()
+		if leader != p.nodeID {
+			return
+		}
+		uploaded, err := arch.UploadNext(ctx, epoch, p.lastStableOffset())
+		switch {
+		case errors.Is(err, tiering.ErrFenced):
+			log.Warn("a newer leader owns the remote manifest; this broker stops uploading", "epoch", epoch)
+			return
+		case err != nil:
+			if ctx.Err() != nil || !retry("segment upload failed", err) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval {
+			lastRetention = now
+			t.applyRetention(ctx, p, epoch, now)
+		}
+		t.updateMetrics(p)
+		if uploaded {
+			continue
+		}
+		timer := time.NewTimer(t.svc.cfg.UploadInterval)
+		select {
+		case <-ctx.Done():
+		case <-t.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// applyRetention applies the topic's total retention to the remote log,
+// and moves the local log start along when it passes it.
+func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch int32, now time.Time) {
+	cfg := p.cfg.Load()
+	end := t.manifest().End()
+	var localBytes int64
+	for _, s := range p.log.Segments() {
+		if s.NextOffset > end {
+			localBytes += s.Size
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := tiering.ApplyRetention(rctx, t.svc.bucket, t.svc.layout, t.part, t.store, epoch,
+		tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}, now, localBytes, t.svc.metrics)
+	if err != nil {
+		t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+	}
+	if m != nil && m.LogStartOffset > p.log.LogStartOffset() {
+		if err := p.log.SetLogStartOffset(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
+			t.svc.b.log.Warn("moving the log start after remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+		}
+	}
+}
+
+func (t *partitionTier) updateMetrics(p *partition) {
+	m := t.manifest()
+	end := m.End()
+	var lagBytes, lagSegs int64
+	for _, s := range p.log.Segments() {
+		if !s.Active && s.NextOffset > end {
+			lagBytes += s.Size
+			lagSegs++
+		}
+	}
+	t.svc.metrics.SetPartition(t.part.Topic, strconv.Itoa(int(t.part.Index)), lagBytes, lagSegs, m.Bytes())
+}
+
+// metadataObjects writes the archive descriptor (once per broker) and,
+// from partition 0's leader, the topic descriptor: with them the bucket
+// describes itself. Best effort: a failure is logged and retried at the
+// next leadership change.
+func (s *tierService) metadataObjects(ctx context.Context, p *partition) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s.archiveOnce.Do(func() {
+		if err := tiering.EnsureArchive(ctx, s.bucket, s.layout, time.Now()); err != nil {
+			s.b.log.Warn("writing the archive descriptor", "err", err)
+		}
+	})
+	if p.index != 0 {
+		return
+	}
+	tv := s.b.meta.snapshot().topics[p.topic]
+	if tv == nil || tv.id != p.topicID {
+		return
+	}
+	d := tiering.TopicDescriptor{Name: p.topic, ID: tiering.TopicDir(p.topic, p.topicID)[len(p.topic)+1:],
+		Partitions: int32(len(tv.partitions)), Configs: tv.configs, UpdatedAt: time.Now().UTC()}
+	if err := tiering.PutTopic(ctx, s.bucket, s.layout, d); err != nil {
+		s.b.log.Warn("writing the topic descriptor", "topic", p.topic, "err", err)
+	}
+}
+
+// deleteTopic removes a deleted topic's objects in the background,
+// retrying until it succeeds or the broker stops (a restart resumes it
+// from the deletion marker).
+func (s *tierService) deleteTopic(topic string, id [16]byte) {
+	dir := tiering.TopicDir(topic, id)
+	if _, running := s.deleting.LoadOrStore(dir, true); running {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.deleting.Delete(dir)
+		backoff := time.Second
+		for {
+			ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
+			err := tiering.DeleteTopic(ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics)
+			cancel()
+			if err == nil {
+				s.b.log.Info("deleted the topic's objects", "topic", topic)
+				return
+			}
+			s.b.log.Warn("deleting a topic's objects; retrying", "topic", topic, "in", backoff, "err", err)
+			if !sleepCtx(s.b.ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, time.Minute)
+		}
+	}()
+}
+
+// remoteRead serves a fetch below the local log start from the object
+// store. Nil data and no error: the remote log does not hold offset (the
+// local one does, or neither).
+func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, minOneBatch bool) ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	data, err := t.svc.reader.Read(ctx, t.part, t.manifest(), offset, maxBytes, maxOffset, minOneBatch)
+	if errors.Is(err, tiering.ErrOutOfRange) {
+		return nil, fmt.Errorf("%w: %v", localseg.ErrOffsetOutOfRange, err)
+	}
+	return data, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// logStartOffset is the first offset consumers may read: the remote log's
+// start when the partition is tiered and the remote log reaches below the
+// local one.
+func (p *partition) logStartOffset() int64 {
+	local := p.log.LogStartOffset()
+	if p.tier != nil {
+		if s := p.tier.manifest().Start(); s >= 0 && s < local {
+			return s
+		}
+	}
+	return local
+}
+
+// checkTierReady fails while a tiered partition's leader has not read its
+// manifest.
+func (p *partition) checkTierReady() error {
+	if p.tier != nil && !p.tier.ready.Load() {
+		return errTierLoading
+	}
+	return nil
+}
+
+// adoptRemoteEnd moves an empty or shorter local log past the remote
+// log's end: a broker that lost its log disk continues the offsets where
+// the bucket ends instead of writing new records at offsets the bucket
+// already holds.
+func (p *partition) adoptRemoteEnd(end int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.log.LogEndOffset() >= end {
+		return nil
+	}
+	if err := p.log.TruncateFullyAndStartAt(end); err != nil {
+		return err
+	}
+	p.hw.Store(end)
+	return nil
+}
+
+// epochAt is the leader epoch that wrote a remote offset, from the
+// manifest entry holding it.
+func (t *partitionTier) epochAt(offset int64) (int32, bool) {
+	seg, ok := tiering.FindSegment(t.manifest(), offset)
+	if !ok || offset < seg.BaseOffset {
+		return -1, false
+	}
+	epoch, found := int32(-1), false
+	for _, e := range seg.Epochs {
+		if e.StartOffset > offset {
+			break
+		}
+		epoch, found = e.Epoch, true
+	}
+	return epoch, found
+}

@@ -1,0 +1,129 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/tiering"
+)
+
+// startTiered starts a broker that tiers to a filesystem bucket, with
+// fast upload and retention loops.
+func startTiered(t *testing.T, bucket objectstore.Bucket) *brokertest.Broker {
+	t.Helper()
+	return brokertest.Start(t, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+}
+
+func localSegments(t *testing.T, b *brokertest.Broker, topic string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0", "*.log"))
+	return len(files)
+}
+
+// listOffset asks for one special offset (-2 earliest, -4 earliest local,
+// -5 latest tiered) of partition 0.
+func listOffset(t *testing.T, cl *kgo.Client, topic string, ts int64) int64 {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Version = 9
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Timestamp = ts
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := resp.Topics[0].Partitions[0]
+	if sp.ErrorCode != 0 {
+		t.Fatalf("list offsets %d: error %d", ts, sp.ErrorCode)
+	}
+	return sp.Offset
+}
+
+func tieredValue(i int) []byte {
+	return []byte(fmt.Sprintf("%06d-%s", i, strings.Repeat("v", 400+i%50)))
+}
+
+// TestTieredTopicServesHistoryFromTheBucket: produce with small segments
+// and a small local retention; once uploaded, the local segments go, and
+// franz-go and kcat still read every record from offset 0.
+func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
+	bucket, err := objectstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startTiered(t, bucket)
+	str := func(s string) *string { return &s }
+	createTopic(t, b.Admin(), "history", 1, map[string]*string{
+		"segment.bytes":         str("65536"),
+		"local.retention.bytes": str("100000"),
+		"retention.ms":          str("-1"),
+		"file.delete.delay.ms":  str("1"),
+	})
+	cl := b.Client(kgo.DefaultProduceTopic("history"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	const n = 1500
+	for i := 0; i < n; i += 50 {
+		var recs []*kgo.Record
+		for j := i; j < i+50; j++ {
+			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(j)), Value: tieredValue(j)})
+		}
+		produceSync(t, cl, recs...)
+	}
+	waitFor(t, "uploads and local retention", 30*time.Second, func() bool {
+		return localSegments(t, b, "history") <= 3 && listOffset(t, cl, "history", -4) > 0
+	})
+	if got := listOffset(t, cl, "history", -2); got != 0 {
+		t.Fatalf("earliest offset %d, want 0", got)
+	}
+	localStart := listOffset(t, cl, "history", -4)
+	if tiered := listOffset(t, cl, "history", -5); tiered < localStart-1 {
+		t.Fatalf("latest tiered offset %d below the local log start %d", tiered, localStart)
+	}
+
+	// franz-go from offset 0: every record, in order, byte for byte.
+	recs := consumeN(t, b, "history", n, kgo.FetchMaxPartitionBytes(20000))
+	for i, r := range recs[:n] {
+		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
+			t.Fatalf("record %d: offset %d, value %.20q", i, r.Offset, r.Value)
+		}
+	}
+
+	// kcat (librdkafka) from the beginning.
+	t.Run("kcat", func(t *testing.T) {
+		brokertest.KcatPath(t)
+		out := brokertest.Kcat(t, "", "-b", b.Addr, "-C", "-t", "history", "-o", "beginning", "-e", "-q", "-f", "%o %s\n")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != n {
+			t.Fatalf("kcat read %d records, want %d", len(lines), n)
+		}
+		for i, l := range lines {
+			if l != strconv.Itoa(i)+" "+string(tieredValue(i)) {
+				t.Fatalf("kcat record %d: %.30q", i, l)
+			}
+		}
+	})
+
+	// The bucket describes itself: the topic is listed.
+	topics, err := tiering.ListTopics(context.Background(), bucket, tiering.Layout{})
+	if err != nil || len(topics) != 1 || topics[0].Name != "history" {
+		t.Fatalf("topics in the bucket: %+v, %v", topics, err)
+	}
+}
