@@ -89,7 +89,7 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 					// (and not auto-created over).
 					mt.ErrorCode = kerr.LeaderNotAvailable.Code
 				} else if err, ok := created[*rt.Topic]; ok && err != nil && !errors.Is(err, errTopicExists) {
-					mt.ErrorCode = kafkaAdminError(err)
+					mt.ErrorCode = kafkaError(err)
 				}
 			}
 		case rt.TopicID != [16]byte{}:

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -18,7 +17,7 @@ func init() {
 	handler(kmsg.CreateTopics, 2, 7, handleCreateTopics)
 }
 
-// Admin errors, mapped by kafkaAdminError.
+// Admin errors, mapped in errors.go.
 var (
 	errInvalidPartitions        = errors.New("broker: invalid number of partitions")
 	errInvalidReplicationFactor = errors.New("broker: invalid replication factor")
@@ -27,39 +26,6 @@ var (
 	errInvalidTopic             = errors.New("broker: invalid topic")
 	errInvalidRequest           = errors.New("broker: invalid request")
 )
-
-// kafkaAdminError maps the errors of topic administration to Kafka codes.
-func kafkaAdminError(err error) int16 {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errTopicExists):
-		return kerr.TopicAlreadyExists.Code
-	case errors.Is(err, errInvalidPartitions):
-		return kerr.InvalidPartitions.Code
-	case errors.Is(err, errInvalidReplicationFactor), errors.Is(err, errNotEnoughBrokers):
-		return kerr.InvalidReplicationFactor.Code
-	case errors.Is(err, errInvalidReplicaAssignment):
-		return kerr.InvalidReplicaAssignment.Code
-	case errors.Is(err, errInvalidConfig):
-		return kerr.InvalidConfig.Code
-	case errors.Is(err, errInvalidTopic):
-		return kerr.InvalidTopicException.Code
-	case errors.Is(err, errInvalidRequest):
-		return kerr.InvalidRequest.Code
-	case errors.Is(err, errPolicyViolation):
-		return kerr.PolicyViolation.Code
-	case errors.Is(err, errMetaConflict):
-		return kerr.ConcurrentTransactions.Code // retriable; Kafka has no closer code
-	case errors.Is(err, errUnknownTopic):
-		return kerr.UnknownTopicOrPartition.Code
-	case errors.Is(err, errUnknownTopicID):
-		return kerr.UnknownTopicID.Code
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return kerr.RequestTimedOut.Code
-	}
-	return kerr.UnknownServerError.Code
-}
 
 func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) kmsg.Response {
 	go func() {
@@ -82,7 +48,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 				err = createOne(ctx, b, req, &t, &st, budget)
 			}
 			if err != nil {
-				st.ErrorCode = kafkaAdminError(err)
+				st.ErrorCode = kafkaError(err)
 				st.ErrorMessage = errorMessage(err)
 			}
 			resp.Topics = append(resp.Topics, st)
@@ -124,7 +90,7 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 			continue
 		}
 		if err := validateTopicConfig(c.Name, *c.Value); err != nil {
-			return fmt.Errorf("%w: %v", errInvalidConfig, err)
+			return fmt.Errorf("%w: %w", errInvalidConfig, err)
 		}
 		configs[c.Name] = *c.Value
 	}
@@ -175,7 +141,7 @@ func (b *Broker) createTopic(ctx context.Context, name string, partitions int32,
 func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [][]int32, configs map[string]string, internal bool) (topicView, error) {
 	tv := topicView{name: name, configs: configs, internal: internal}
 	if err := validateTopicName(name); err != nil {
-		return tv, fmt.Errorf("%w: %v", errInvalidTopic, err)
+		return tv, fmt.Errorf("%w: %w", errInvalidTopic, err)
 	}
 	view := b.meta.snapshot()
 	if _, ok := view.topics[name]; ok {

@@ -53,7 +53,7 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 				}
 			}
 			if err != nil {
-				st.ErrorCode = kafkaAdminError(err)
+				st.ErrorCode = kafkaError(err)
 				st.ErrorMessage = errorMessage(err)
 			}
 			resp.Topics = append(resp.Topics, st)

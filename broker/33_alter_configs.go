@@ -28,14 +28,14 @@ func handleAlterConfigs(b *Broker, r *request, req *kmsg.AlterConfigsRequest) km
 						continue
 					}
 					if err := validateTopicConfig(c.Name, *c.Value); err != nil {
-						return nil, fmt.Errorf("%w: %v", errInvalidConfig, err)
+						return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 					}
 					next[c.Name] = *c.Value
 				}
 				return next, nil
 			})
 			if err != nil {
-				out.ErrorCode = kafkaAdminError(err)
+				out.ErrorCode = kafkaError(err)
 				out.ErrorMessage = errorMessage(err)
 			}
 			resp.Resources = append(resp.Resources, out)

@@ -22,7 +22,7 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 			st := kmsg.NewCreatePartitionsResponseTopic()
 			st.Topic = t.Topic
 			if err := createPartitions(ctx, b, &t, req.ValidateOnly, budget); err != nil {
-				st.ErrorCode = kafkaAdminError(err)
+				st.ErrorCode = kafkaError(err)
 				st.ErrorMessage = errorMessage(err)
 			}
 			resp.Topics = append(resp.Topics, st)
@@ -71,7 +71,7 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 	} else {
 		var err error
 		if newParts, err = placeReplicas(view, have, add, rf, randomStart(len(view.brokers))); err != nil {
-			return fmt.Errorf("%w: %v", errInvalidReplicationFactor, err)
+			return fmt.Errorf("%w: %w", errInvalidReplicationFactor, err)
 		}
 	}
 	if validateOnly {

@@ -32,7 +32,7 @@ func handleIncrementalAlterConfigs(b *Broker, r *request, req *kmsg.IncrementalA
 				return applyIncremental(cur, res.Configs, b.cfg.TopicDefaults)
 			})
 			if err != nil {
-				out.ErrorCode = kafkaAdminError(err)
+				out.ErrorCode = kafkaError(err)
 				out.ErrorMessage = errorMessage(err)
 			}
 			resp.Resources = append(resp.Resources, out)
@@ -86,7 +86,7 @@ func applyIncremental(cur map[string]string, ops []kmsg.IncrementalAlterConfigsR
 		}
 		if v, ok := next[op.Name]; ok {
 			if err := validateTopicConfig(op.Name, v); err != nil {
-				return nil, fmt.Errorf("%w: %v", errInvalidConfig, err)
+				return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -10,56 +12,79 @@ import (
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
-// kafkaError maps an error from the broker's parts to a Kafka error code.
-// This is the only place below the handlers where Kafka codes appear.
+// errorCodes is the one table from the broker's errors (and those of the
+// packages below it) to Kafka error codes; errorCode walks it in order and
+// the first match wins. Kafka codes appear nowhere else below the
+// handlers: a package that adds an error a client must see adds its row
+// here. Errors nobody classified are UNKNOWN_SERVER_ERROR.
+var errorCodes = []struct {
+	match func(error) bool
+	code  *kerr.Error
+}{
+	// Partition leadership and state.
+	{is(errNotLeader), kerr.NotLeaderForPartition},
+	{is(errPartitionClosed), kerr.NotLeaderForPartition},
+	{is(errLeaderNotAvailable), kerr.LeaderNotAvailable},
+	{is(errNotEnoughReplicas), kerr.NotEnoughReplicas},
+	{is(errFencedLeaderEpoch), kerr.FencedLeaderEpoch},
+	{is(errUnknownLeaderEpoch), kerr.UnknownLeaderEpoch},
+	{is(errUnknownTopic), kerr.UnknownTopicOrPartition},
+	{is(errUnknownTopicID), kerr.UnknownTopicID},
+	// Produce.
+	{is(errInvalidTimestamp), kerr.InvalidTimestamp},
+	{is(errInvalidRequiredAcks), kerr.InvalidRequiredAcks},
+	{is(errTransactionalID), kerr.TransactionalIDAuthorizationFailed},
+	{is(errMessageTooLarge), kerr.MessageTooLarge},
+	{is(localseg.ErrOutOfOrderSequence), kerr.OutOfOrderSequenceNumber},
+	{is(localseg.ErrInvalidProducerEpoch), kerr.InvalidProducerEpoch},
+	{is(recordbatch.ErrCorrupt), kerr.CorruptMessage},
+	{is(recordbatch.ErrInvalidRecord), kerr.InvalidRecord},
+	{is(recordbatch.ErrDecompressTooLarge), kerr.MessageTooLarge},
+	// Reads.
+	{is(localseg.ErrOffsetOutOfRange), kerr.OffsetOutOfRange},
+	// Topic administration.
+	{is(errTopicExists), kerr.TopicAlreadyExists},
+	{is(errInvalidPartitions), kerr.InvalidPartitions},
+	{is(errInvalidReplicationFactor), kerr.InvalidReplicationFactor},
+	{is(errNotEnoughBrokers), kerr.InvalidReplicationFactor},
+	{is(errInvalidReplicaAssignment), kerr.InvalidReplicaAssignment},
+	{is(errInvalidConfig), kerr.InvalidConfig},
+	{is(errInvalidTopic), kerr.InvalidTopicException},
+	{is(errInvalidRequest), kerr.InvalidRequest},
+	{is(errPolicyViolation), kerr.PolicyViolation},
+	{is(errMetaConflict), kerr.ConcurrentTransactions}, // retriable; Kafka has no closer code
+	// Deadlines: the request's time ran out or the broker is stopping.
+	{is(context.DeadlineExceeded), kerr.RequestTimedOut},
+	{is(context.Canceled), kerr.RequestTimedOut},
+	// Storage: a log taken offline, or an I/O error from the disk.
+	{is(localseg.ErrOffline), kerr.KafkaStorageError},
+	{isIOError, kerr.KafkaStorageError},
+	{is(localseg.ErrClosed), kerr.NotLeaderForPartition},
+}
+
+func is(target error) func(error) bool {
+	return func(err error) bool { return errors.Is(err, target) }
+}
+
+// isIOError reports an operating-system I/O error (a failed open, read,
+// write or sync of a file).
+func isIOError(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno)
+}
+
+// kafkaError maps an error to its Kafka error code through errorCodes.
 func kafkaError(err error) int16 {
-	switch {
-	case err == nil:
+	if err == nil {
 		return 0
-	case errors.Is(err, errNotLeader), errors.Is(err, errPartitionClosed):
-		return kerr.NotLeaderForPartition.Code
-	case errors.Is(err, errLeaderNotAvailable):
-		return kerr.LeaderNotAvailable.Code
-	case errors.Is(err, errNotEnoughReplicas):
-		return kerr.NotEnoughReplicas.Code
-	case errors.Is(err, errInvalidTimestamp):
-		return kerr.InvalidTimestamp.Code
-	case errors.Is(err, errFencedLeaderEpoch):
-		return kerr.FencedLeaderEpoch.Code
-	case errors.Is(err, errUnknownLeaderEpoch):
-		return kerr.UnknownLeaderEpoch.Code
-	case errors.Is(err, errUnknownTopic):
-		return kerr.UnknownTopicOrPartition.Code
-	case errors.Is(err, errUnknownTopicID):
-		return kerr.UnknownTopicID.Code
-	case errors.Is(err, errInvalidRequiredAcks):
-		return kerr.InvalidRequiredAcks.Code
-	case errors.Is(err, errTransactionalID):
-		return kerr.TransactionalIDAuthorizationFailed.Code
-	case errors.Is(err, errMessageTooLarge):
-		return kerr.MessageTooLarge.Code
-	case errors.Is(err, errInvalidTopic):
-		return kerr.InvalidTopicException.Code
-	case errors.Is(err, localseg.ErrOffsetOutOfRange):
-		return kerr.OffsetOutOfRange.Code
-	case errors.Is(err, localseg.ErrOutOfOrderSequence):
-		return kerr.OutOfOrderSequenceNumber.Code
-	case errors.Is(err, localseg.ErrInvalidProducerEpoch):
-		return kerr.InvalidProducerEpoch.Code
-	case errors.Is(err, recordbatch.ErrCorrupt):
-		return kerr.CorruptMessage.Code
-	case errors.Is(err, recordbatch.ErrInvalidRecord):
-		return kerr.InvalidRecord.Code
-	case errors.Is(err, recordbatch.ErrDecompressTooLarge):
-		return kerr.MessageTooLarge.Code
-	case errors.Is(err, context.DeadlineExceeded):
-		return kerr.RequestTimedOut.Code
-	case errors.Is(err, localseg.ErrOffline):
-		return kerr.KafkaStorageError.Code
-	case errors.Is(err, localseg.ErrClosed):
-		return kerr.NotLeaderForPartition.Code
 	}
-	return kerr.KafkaStorageError.Code
+	for _, e := range errorCodes {
+		if e.match(err) {
+			return e.code.Code
+		}
+	}
+	return kerr.UnknownServerError.Code
 }
 
 // errorMessage is the text a response carries beside a code, where the

@@ -90,7 +90,7 @@ func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 		}
 	}
 	if err := req.ReadFrom(rest); err != nil {
-		return h, nil, fmt.Errorf("%w: %s v%d: %v", errBadRequest, kmsg.NameForKey(h.key), h.version, err)
+		return h, nil, fmt.Errorf("%w: %s v%d: %w", errBadRequest, kmsg.NameForKey(h.key), h.version, err)
 	}
 	return h, req, nil
 }

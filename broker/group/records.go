@@ -98,7 +98,7 @@ func decodeRecord(key, value []byte) (decoded, error) {
 	case keyOffsetCommitV0, keyOffsetCommit:
 		var k kmsg.OffsetCommitKey
 		if err := k.ReadFrom(key); err != nil {
-			return d, fmt.Errorf("%w: offset key: %v", errBadRecord, err)
+			return d, fmt.Errorf("%w: offset key: %w", errBadRecord, err)
 		}
 		d.kind = keyOffsetCommit
 		d.group, d.tp = k.Group, topicPartition{k.Topic, k.Partition}
@@ -107,7 +107,7 @@ func decodeRecord(key, value []byte) (decoded, error) {
 		}
 		var v kmsg.OffsetCommitValue
 		if err := v.ReadFrom(value); err != nil {
-			return d, fmt.Errorf("%w: offset value: %v", errBadRecord, err)
+			return d, fmt.Errorf("%w: offset value: %w", errBadRecord, err)
 		}
 		if v.Version < 0 || v.Version > 4 {
 			return d, fmt.Errorf("%w: offset value version %d", errBadRecord, v.Version)
@@ -123,7 +123,7 @@ func decodeRecord(key, value []byte) (decoded, error) {
 	case keyGroupMetadata:
 		var k kmsg.GroupMetadataKey
 		if err := k.ReadFrom(key); err != nil {
-			return d, fmt.Errorf("%w: group key: %v", errBadRecord, err)
+			return d, fmt.Errorf("%w: group key: %w", errBadRecord, err)
 		}
 		d.group = k.Group
 		if d.tombstone {
@@ -131,7 +131,7 @@ func decodeRecord(key, value []byte) (decoded, error) {
 		}
 		v := new(kmsg.GroupMetadataValue)
 		if err := v.ReadFrom(value); err != nil {
-			return d, fmt.Errorf("%w: group value: %v", errBadRecord, err)
+			return d, fmt.Errorf("%w: group value: %w", errBadRecord, err)
 		}
 		if v.Version < 0 || v.Version > 4 || v.Generation < 0 {
 			return d, fmt.Errorf("%w: group value version %d generation %d", errBadRecord, v.Version, v.Generation)

@@ -1,0 +1,47 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
+)
+
+// Regression: every unknown error, context.Canceled among them, became
+// KAFKA_STORAGE_ERROR on the data path while admin requests had a second
+// mapping of their own. One table now maps both.
+func TestErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want *kerr.Error
+	}{
+		{context.Canceled, kerr.RequestTimedOut},
+		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), kerr.RequestTimedOut},
+		{errors.New("something nobody classified"), kerr.UnknownServerError},
+		{&fs.PathError{Op: "write", Path: "x.log", Err: syscall.EIO}, kerr.KafkaStorageError},
+		{fmt.Errorf("sync: %w", syscall.ENOSPC), kerr.KafkaStorageError},
+		{fmt.Errorf("append: %w", localseg.ErrOffline), kerr.KafkaStorageError},
+		{fmt.Errorf("%w: x", recordbatch.ErrCorrupt), kerr.CorruptMessage},
+		{errNotLeader, kerr.NotLeaderForPartition},
+		{fmt.Errorf("%w: a", errInvalidConfig), kerr.InvalidConfig},
+		{fmt.Errorf("%w: a", errTopicExists), kerr.TopicAlreadyExists},
+		{metaError(fmt.Errorf("%w: big", metadata.ErrTooLarge)), kerr.PolicyViolation},
+		{metaError(fmt.Errorf("%w: t", metadata.ErrUnknownTopic)), kerr.UnknownTopicOrPartition},
+		{fmt.Errorf("%w: %w", errInvalidReplicationFactor, errNotEnoughBrokers), kerr.InvalidReplicationFactor},
+	} {
+		if got := kafkaError(tc.err); got != tc.want.Code {
+			t.Errorf("%v: %v, want %v", tc.err, kerr.ErrorForCode(got), tc.want)
+		}
+	}
+	if kafkaError(nil) != 0 {
+		t.Error("nil is not 0")
+	}
+}
