@@ -95,3 +95,44 @@ func BenchmarkMinIOGet(b *testing.B) {
 		b.Fatal("read back differs")
 	}
 }
+
+// BenchmarkMinIOPut writes one 64 MiB object to MinIO through the S3
+// bucket (multipart, 8 MiB parts, 4 in flight), beside the ceiling: the
+// same upload by minio-go with the same part size and parallelism.
+func BenchmarkMinIOPut(b *testing.B) {
+	const size, part, conc = 64 << 20, 8 << 20, 4
+	ctx := context.Background()
+	srv := miniotest.Shared(b)
+	bucket := srv.NewBucket(b)
+	s3b, err := objectstore.NewS3(ctx, objectstore.S3Options{
+		Bucket: bucket, Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
+		PartSize: part, Concurrency: conc,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	b.Run("shale-multipart-8MiBx4", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			if _, err := s3b.Put(ctx, "put-"+strconv.Itoa(i), bytes.NewReader(data), size, objectstore.PutOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	mc := srv.Client()
+	b.Run("ceiling-minio-go-multipart-8MiBx4", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			if _, err := mc.PutObject(ctx, bucket, "ceiling-"+strconv.Itoa(i), bytes.NewReader(data), size,
+				minio.PutObjectOptions{PartSize: part, NumThreads: conc, ConcurrentStreamParts: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

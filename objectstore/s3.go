@@ -66,8 +66,9 @@ type S3Options struct {
 	MaxAttempts int
 	MaxBackoff  time.Duration
 	// PartSize of multipart uploads (min 5 MiB), MultipartThreshold the
-	// size from which they are used, Concurrency the parts in flight.
-	// Defaults 16 MiB, PartSize, 4.
+	// size from which they are used, Concurrency the parts in flight
+	// (an upload buffers (Concurrency+1)*PartSize bytes). Defaults
+	// 8 MiB, PartSize, 4.
 	PartSize           int64
 	MultipartThreshold int64
 	Concurrency        int
@@ -100,7 +101,7 @@ func (o *S3Options) EnsureDefaults() {
 		o.MaxBackoff = 5 * time.Second
 	}
 	if o.PartSize <= 0 {
-		o.PartSize = 16 << 20
+		o.PartSize = 8 << 20
 	}
 	if o.MultipartThreshold <= 0 {
 		o.MultipartThreshold = o.PartSize
