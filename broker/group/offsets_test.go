@@ -513,3 +513,44 @@ func TestCommitsAreBatchedWhileAnAppendIsInFlight(t *testing.T) {
 		t.Fatalf("%d appends for 50 commits, want 2", appends)
 	}
 }
+
+// TestLoadChargesCompressedBatchesToTheScanBudget: a compressed batch in
+// the offsets partition (Kafka tools may write them) is decompressed on
+// load under the broker's scan budget, and given back after; a budget too
+// small for the batch's cap refuses it rather than allocating past it.
+func TestLoadChargesCompressedBatchesToTheScanBudget(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		budget int64
+		loaded bool
+	}{
+		{"fits", recordbatch.DefaultBudgetBytes, true},
+		{"too small", 1 << 20, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.commit(commitReq("g", "", -1, "t", map[int32]int64{0: 1}))
+			key := appendOffsetKey(nil, "g", topicPartition{"t", 1})
+			value := appendOffsetValue(nil, &offsetEntry{offset: 7, leaderEpoch: -1, commitTs: 1, expireTs: -1})
+			e.log.mu.Lock()
+			b, err := recordbatch.Build(nil, recordbatch.BuildOptions{BaseOffset: e.log.next, Codec: recordbatch.CodecZstd, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: 1},
+				[]recordbatch.Record{{Key: key, Value: value}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.log.batches = append(e.log.batches, b)
+			e.log.next++
+			e.log.mu.Unlock()
+			budget := recordbatch.NewBudget(c.budget)
+			e.opts.ScanBudget = budget
+			e.start()
+			got, _ := e.fetchAll("g")
+			if _, ok := got[topicPartition{"t", 1}]; ok != c.loaded || got[topicPartition{"t", 0}] != 1 {
+				t.Fatalf("offsets after load: %v (compressed commit loaded: %v, want %v)", got, ok, c.loaded)
+			}
+			if n := budget.InUse(); n != 0 {
+				t.Fatalf("%d budget bytes still taken after the load", n)
+			}
+		})
+	}
+}
