@@ -118,7 +118,11 @@ func (f *FS) keyOf(path string) (string, bool) {
 		} else if strings.HasSuffix(p, "%") {
 			return "", false
 		}
-		parts[i] = strings.ReplaceAll(p, "%25", "%")
+		seg := strings.ReplaceAll(p, "%25", "%")
+		if escapeSegment(seg) != p {
+			return "", false // a '%' we did not write: not an object's name
+		}
+		parts[i] = seg
 	}
 	key := strings.Join(parts, "/")
 	return key, CheckKey(key) == nil
