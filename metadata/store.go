@@ -58,6 +58,18 @@ func isTooLarge(err error) bool {
 	return status.Code(err) == codes.ResourceExhausted
 }
 
+// resolveTimeout bounds the re-read that resolves an indeterminate write.
+const resolveTimeout = 3 * time.Second
+
+// resolveContext is the context of the re-read that learns whether an
+// indeterminate write landed: it keeps the caller's values but not its
+// cancellation or deadline (the write failing may be that deadline
+// passing, and the answer is still needed), and has a short deadline of
+// its own.
+func resolveContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
+}
+
 func pad(n int32) string { return fmt.Sprintf("%010d", n) }
 
 func (s *Store) clusterIDKey() string            { return s.prefix + "cluster/id" }
@@ -242,8 +254,10 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	}
 	if err != nil {
 		// Indeterminate: the topic may have been created. Re-read.
-		if got, rerr := s.topic(context.Background(), t.Name); rerr == nil && got.ID == t.ID {
-			return s.Revision(context.Background())
+		rctx, rcancel := resolveContext(ctx)
+		defer rcancel()
+		if got, rerr := s.topic(rctx, t.Name); rerr == nil && got.ID == t.ID {
+			return s.Revision(rctx)
 		}
 		return 0, fmt.Errorf("metadata: creating topic %s: %w", t.Name, err)
 	}
@@ -323,7 +337,10 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 		if err != nil {
 			// Indeterminate: deleted if the topic is gone and its
 			// tombstones are there.
-			if rev, ok := s.deletedSince(context.Background(), name, ids); ok {
+			rctx, rcancel := resolveContext(ctx)
+			rev, ok := s.deletedSince(rctx, name, ids)
+			rcancel()
+			if ok {
 				return rev, nil
 			}
 			return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
@@ -467,15 +484,21 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
 		// Indeterminate: re-read to learn whether our write landed.
-		got, _, rerr := s.partition(context.Background(), p.Topic, p.Index)
+		// Indeterminate: re-read to learn whether our write landed; if
+		// it did, the key's modification revision is the write's.
+		rctx, rcancel := resolveContext(ctx)
+		defer rcancel()
+		got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
 		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
-			rev, _ := s.Revision(context.Background())
 			return got, rev, nil
 		}
 		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
 	}
 	if !resp.Succeeded {
-		got, _, _ := s.partition(context.Background(), p.Topic, p.Index)
+		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
+		if rerr != nil {
+			return got, 0, fmt.Errorf("%w: partition %s/%d changed, and re-reading it failed: %w", ErrConflict, p.Topic, p.Index, rerr)
+		}
 		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
 	}
 	return p, resp.Header.Revision, nil
@@ -601,15 +624,21 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 	resp, err := l.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		got, _, rerr := s.partition(context.Background(), p.Topic, p.Index)
+		// Indeterminate: re-read to learn whether our write landed; if
+		// it did, the key's modification revision is the write's.
+		rctx, rcancel := resolveContext(ctx)
+		defer rcancel()
+		got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
 		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
-			rev, _ := s.Revision(context.Background())
 			return got, rev, nil
 		}
 		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
 	}
 	if !resp.Succeeded {
-		got, _, _ := s.partition(context.Background(), p.Topic, p.Index)
+		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
+		if rerr != nil {
+			return got, 0, fmt.Errorf("%w: partition %s/%d changed, and re-reading it failed: %w", ErrConflict, p.Topic, p.Index, rerr)
+		}
 		if got.PartitionEpoch == expected {
 			return got, 0, fmt.Errorf("%w: controller of election revision %d", ErrNotLeader, l.election.Rev())
 		}

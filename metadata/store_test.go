@@ -583,3 +583,25 @@ func TestControllerPartitionWritesAreFenced(t *testing.T) {
 		t.Fatalf("partition after a fenced write: %+v %v", cur, err)
 	}
 }
+
+// The re-read that resolves an indeterminate write runs even when the
+// caller's deadline has passed (that may be why the write failed), within
+// a deadline of its own, and returns the write's revision rather than 0.
+func TestResolveContextOutlivesTheCallerWithinItsOwnDeadline(t *testing.T) {
+	s := newTestStore(t)
+	topic, parts := testTopic("resolve", 1)
+	if _, err := s.CreateTopic(ctxT(t), topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rctx, rcancel := resolveContext(ctx)
+	defer rcancel()
+	if d, ok := rctx.Deadline(); !ok || time.Until(d) > resolveTimeout {
+		t.Fatalf("deadline %v %v", d, ok)
+	}
+	p, rev, err := s.partition(rctx, "resolve", 0)
+	if err != nil || rev == 0 || p.Index != 0 {
+		t.Fatalf("re-read after the caller's cancellation: %+v rev %d: %v", p, rev, err)
+	}
+}
