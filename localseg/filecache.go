@@ -12,12 +12,16 @@ import (
 // A sealed segment opens its .log file and loads its two index files on
 // first use and gives both up when the cache evicts it, least recently used
 // first. Each open segment costs exactly one descriptor: the active segment
-// reads through its writable handle. The active segment of each log is
-// pinned: always open, counted, never evicted. A segment in use (a Range
-// not yet released, a lookup, a background fsync) is never closed under its
-// user: eviction skips it, and deletion closes it when the last reference
-// goes. So the bound is soft: it can be exceeded by the active segments and
-// by segments in use, never by idle ones.
+// reads through its writable handle. Active segments are evictable like
+// the others (a broker with thousands of idle partitions must not hold a
+// descriptor for each): an evicted active segment is reopened read-write
+// on its next append or read, which goes through acquire. Closing a
+// descriptor loses no written data (the page cache keeps it; fsync on the
+// reopened descriptor syncs the file). A segment in use (a Range not yet
+// released, an append, a lookup, a background fsync) is never closed under
+// its user: eviction skips it, and deletion closes it when the last
+// reference goes. So the bound is soft: it can be exceeded by segments in
+// use, never by idle ones.
 //
 // Why load whole index files, bounded, rather than mmap or pread searches:
 // index files carry a checksum that must be verified before any entry is
@@ -31,8 +35,8 @@ type FileCache struct {
 	mu       struct {
 		sync.Mutex
 		maxBytes int64
-		lru      list.List // of *segment: open, unpinned; most recent first
-		open     int       // descriptors open, pinned ones included
+		lru      list.List // of *segment: open; most recent first
+		open     int       // descriptors open
 		bytes    int64     // memory of loaded sealed indexes
 	}
 }
@@ -79,12 +83,12 @@ var errSegmentGone = errors.New("localseg: segment deleted")
 
 // cacheState is a segment's part of the cache. Guarded by FileCache.mu.
 type cacheState struct {
-	elem    *list.Element // in lru when open, unpinned
-	open    bool          // file is open and counted
-	refs    int           // users in flight
-	pinned  bool          // the active segment
-	deleted bool          // retired: close when the last reference goes
-	bytes   int64         // memory of its loaded indexes
+	elem     *list.Element // in lru when open
+	open     bool          // file is open and counted
+	refs     int           // users in flight
+	writable bool          // the active segment: reopened read-write
+	deleted  bool          // retired: close when the last reference goes
+	bytes    int64         // memory of its loaded indexes
 }
 
 // acquire returns the segment's open file with a reference held; release
@@ -96,7 +100,7 @@ func (c *FileCache) acquire(s *segment) (File, error) {
 		return nil, errSegmentGone
 	}
 	if !s.cache.open {
-		if err := s.openLocked(); err != nil {
+		if err := s.openLocked(s.cache.writable); err != nil {
 			return nil, err
 		}
 		s.cache.open = true
@@ -209,28 +213,37 @@ func (c *FileCache) setLoadedLocked(s *segment, idx []indexEntry, tidx []timeEnt
 	c.mu.bytes += s.cache.bytes
 }
 
-// pin admits an active segment with its writable handle: always open,
-// never evicted.
-func (c *FileCache) pin(s *segment, f File) {
+// admit adds an active segment with its writable handle to the cache. It
+// is evictable like any idle segment; acquire reopens it read-write.
+func (c *FileCache) admit(s *segment, f File) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.file = f
 	s.cache.open = true
-	s.cache.pinned = true
+	s.cache.writable = true
 	c.mu.open++
+	s.cache.elem = c.mu.lru.PushFront(s)
 	c.evictLocked()
 }
 
-// seal hands a sealed segment's indexes to the cache and makes the segment
-// evictable. Readers switch from the live indexes to these atomically.
+// admitted reports whether admit took s's writable handle (the cache then
+// closes it).
+func (c *FileCache) admitted(s *segment) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.cache.writable || s.cache.open
+}
+
+// seal hands a sealed segment's indexes to the cache; reopened later, it
+// is read-only. Readers switch from the live indexes to these atomically.
 func (c *FileCache) seal(s *segment, idx []indexEntry, tidx []timeEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setLoadedLocked(s, idx, tidx)
 	s.activeIdx.Store(nil)
 	s.activeTidx.Store(nil)
-	s.cache.pinned = false
-	if s.cache.open && !s.cache.deleted {
+	s.cache.writable = false
+	if s.cache.open && !s.cache.deleted && s.cache.elem == nil {
 		s.cache.elem = c.mu.lru.PushFront(s)
 	}
 	c.evictLocked()
@@ -241,7 +254,7 @@ func (c *FileCache) seal(s *segment, idx []indexEntry, tidx []timeEntry) {
 func (c *FileCache) retire(s *segment) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.cache.pinned = false
+	s.cache.writable = false
 	s.cache.deleted = true
 	if s.cache.refs == 0 {
 		c.closeLocked(s)

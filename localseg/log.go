@@ -441,12 +441,17 @@ func (l *Log) fitLocked(s *segment, buf []byte) (n int, rollAt int64) {
 // in the file. Requires mu.
 func (l *Log) writeRunLocked(s *segment, run []byte) error {
 	pos := s.size.Load()
-	if err := writeFull(s.w, run, pos); err != nil {
+	w, err := l.fc.acquire(s)
+	if err != nil {
+		return fmt.Errorf("localseg: writing %s: %w", s.path(".log"), err)
+	}
+	defer l.fc.release(s)
+	if err := writeFull(w, run, pos); err != nil {
 		// Cut whatever part was written so the file ends at a batch
 		// boundary (a disk that filled up then has room for the
 		// recovery after a reopen); if that fails too, recovery cuts
 		// the torn tail.
-		if terr := s.w.Truncate(pos); terr != nil {
+		if terr := w.Truncate(pos); terr != nil {
 			l.log.Error("cannot cut a failed write", "segment", s.path(".log"), "err", terr)
 		}
 		return fmt.Errorf("localseg: writing %s: %w", s.path(".log"), err)
@@ -764,7 +769,7 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	s.activeTidx.Store(&[]timeEntry{})
 	s.created = l.now().UnixMilli()
 	s.firstTs = -1
-	l.fc.pin(s, w)
+	l.fc.admit(s, w)
 	return s, nil
 }
 
@@ -992,8 +997,11 @@ func (l *Log) close() (err error) {
 	// A write that failed and could not be cut left bytes past the
 	// published size: cut them now, so the clean open trusts only
 	// whole batches.
-	if n, err := act.w.Size(); err == nil && n > act.size.Load() {
-		errs = append(errs, act.w.Truncate(act.size.Load()))
+	if w, err := l.fc.acquire(act); err == nil {
+		if n, err := w.Size(); err == nil && n > act.size.Load() {
+			errs = append(errs, w.Truncate(act.size.Load()))
+		}
+		l.fc.release(act)
 	}
 	errs = append(errs, l.flushLocked())
 	if err := errors.Join(errs...); err != nil {

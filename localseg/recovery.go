@@ -194,7 +194,7 @@ func (l *Log) readOffsetCheckpoint(name, kind string) int64 {
 // retireSegments releases segments of a failed load.
 func (l *Log) retireSegments(segs []*segment) {
 	for _, s := range segs {
-		if s.w != nil && !s.cache.open {
+		if s.w != nil && !l.fc.admitted(s) {
 			s.w.Close()
 		}
 		s.w = nil
@@ -262,7 +262,7 @@ func (l *Log) loadActiveClean(s *segment, markerEnd int64, epochsOK bool) (*segm
 			err = fmt.Errorf("log end %d, the clean-shutdown marker says %d", s.next.Load(), markerEnd)
 		}
 		if err == nil {
-			l.fc.pin(s, f)
+			l.fc.admit(s, f)
 			return s, true, nil
 		}
 	}
@@ -390,7 +390,7 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 		return false, err
 	}
 	if last || cut {
-		l.fc.pin(s, f)
+		l.fc.admit(s, f)
 		for _, base := range later {
 			dead := l.makeSegment(base)
 			for _, ext := range []string{".log", ".index", ".timeindex"} {

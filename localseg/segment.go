@@ -29,9 +29,13 @@ type segment struct {
 	maxTs       atomic.Int64 // largest batch max timestamp, -1 when unknown or empty
 	maxTsOffset atomic.Int64 // last offset of that batch
 
-	// Active segments only, under the log's mu. w is the writable handle;
-	// it is also the segment's cached read handle (one descriptor per
-	// segment). The live indexes are nil once the segment is sealed.
+	// Active segments only, under the log's mu. w is the writable handle
+	// the segment was created or recovered with, handed to the FileCache
+	// as the segment's one descriptor: the cache may close it when it
+	// evicts the idle segment, so I/O goes through FileCache.acquire and
+	// w only says that the log holds its active segment (nil after a
+	// seal, a retirement or a failed truncation). The live indexes are
+	// nil once the segment is sealed.
 	w          File
 	activeIdx  atomic.Pointer[[]indexEntry]
 	activeTidx atomic.Pointer[[]timeEntry]
@@ -56,13 +60,17 @@ func (s *segment) path(ext string) string { return filepath.Join(s.dir, segmentN
 
 func (s *segment) isActive() bool { return s.activeIdx.Load() != nil }
 
-// openLocked opens the read handle of a sealed segment. Requires
-// FileCache.mu.
-func (s *segment) openLocked() error {
+// openLocked opens the segment's handle: read-only for a sealed segment,
+// read-write for an active one the cache evicted. Requires FileCache.mu.
+func (s *segment) openLocked(writable bool) error {
 	if s.file != nil {
 		return nil
 	}
-	f, err := s.fs.OpenFile(s.path(".log"), os.O_RDONLY, 0)
+	flag := os.O_RDONLY
+	if writable {
+		flag = os.O_RDWR
+	}
+	f, err := s.fs.OpenFile(s.path(".log"), flag, 0)
 	if err != nil {
 		return fmt.Errorf("localseg: opening segment: %w", err)
 	}

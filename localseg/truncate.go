@@ -82,7 +82,7 @@ func (l *Log) reopenActive(base, size int64) (*segment, error) {
 		w.Close()
 		return nil, err
 	}
-	l.fc.pin(s, w)
+	l.fc.admit(s, w)
 	return s, nil
 }
 
