@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/metadata"
+	"github.com/shale-log/shale/objectstore"
 )
 
 // devFlags are the flags of `shale dev`; each is also read from
@@ -46,6 +48,9 @@ type brokerFlags struct {
 	groupInitialDelay time.Duration
 	offsetsRetention  time.Duration
 	topicDefaults     map[string]string
+	objectStore       string
+	remoteCache       int64
+	remoteChunk       int64
 }
 
 func (f *brokerFlags) register(cmd *cobra.Command) {
@@ -58,6 +63,9 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
 	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
 	fs.StringToStringVar(&f.topicDefaults, "topic-default", nil, "broker-level topic defaults by Kafka broker config name, e.g. log.retention.ms=3600000 (repeatable)")
+	fs.StringVar(&f.objectStore, "object-store", "", "object store for tiered storage: s3://BUCKET[/PREFIX]?endpoint=...&region=..., file:///ABS/PATH, mem:// or none (dev default: file://DATA-DIR/objects)")
+	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
+	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
 }
 
 func (f *brokerFlags) apply(c *broker.Config) {
@@ -69,6 +77,30 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
 	c.OffsetsRetention = f.offsetsRetention
 	c.TopicDefaults = f.topicDefaults
+	c.Tiering.CacheBytes = f.remoteCache
+	c.Tiering.ChunkBytes = f.remoteChunk
+}
+
+// openObjectStore opens the --object-store bucket; "none" means no tiered
+// storage (nil).
+func (f *brokerFlags) openObjectStore(ctx context.Context) (objectstore.Bucket, error) {
+	if f.objectStore == "none" || f.objectStore == "" {
+		return nil, nil
+	}
+	b, err := objectstore.Open(ctx, f.objectStore, objectstore.OpenOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("--object-store: %w", err)
+	}
+	return b, nil
+}
+
+// devTopicDefaults make tiering visible within minutes in `shale dev`:
+// segments roll at 8 MiB or after a minute, and uploaded segments stay on
+// local disk for two minutes. Flags and --topic-default override them.
+var devTopicDefaults = map[string]string{
+	"log.segment.bytes":      "8388608",
+	"log.roll.ms":            "60000",
+	"log.local.retention.ms": "120000",
 }
 
 func newDevCmd() *cobra.Command {
@@ -95,6 +127,10 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.brokerFlags.register(cmd)
+	// shale dev checks retention every 30s, so that segments are seen
+	// leaving the local disk soon after upload.
+	f.retentionCheck = 30 * time.Second
+	cmd.Flags().Lookup("retention-check-interval").DefValue = "30s"
 	return cmd
 }
 
@@ -158,6 +194,20 @@ func runDev(ctx context.Context, f devFlags) error {
 		AdvertisedPort: port,
 	}
 	f.brokerFlags.apply(&cfg)
+	defaults := maps.Clone(devTopicDefaults)
+	maps.Copy(defaults, cfg.TopicDefaults)
+	cfg.TopicDefaults = defaults
+	if f.objectStore == "" {
+		f.objectStore = "file://" + filepath.Join(dataDir, "objects")
+	}
+	bucket, err := f.openObjectStore(ctx)
+	if err != nil {
+		return err
+	}
+	if bucket != nil {
+		defer bucket.Close()
+		cfg.Tiering.Bucket = bucket
+	}
 	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log, Registry: reg})
 	if err != nil {
 		return err
@@ -170,7 +220,7 @@ func runDev(ctx context.Context, f devFlags) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.Serve(ln) }()
-	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "data", dataDir)
+	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "data", dataDir, "object_store", f.objectStore)
 
 	select {
 	case <-ctx.Done():
