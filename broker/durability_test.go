@@ -2,6 +2,9 @@ package broker_test
 
 import (
 	"errors"
+	"os"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/vfs"
 	"github.com/shale-log/shale/localseg/vfs/errorfs"
 )
 
@@ -64,5 +68,132 @@ func TestFailedFsyncFailsAcksAll(t *testing.T) {
 	}
 	if ffs.Fired() != 1 {
 		t.Fatalf("%d syncs failed, want 1 (no fsync after a failed one)", ffs.Fired())
+	}
+}
+
+// gateFS holds the writes to files whose path contains match while a gate
+// is armed, as a disk that stalls.
+type gateFS struct {
+	vfs.FS
+	match string
+	syncs bool // hold fsyncs rather than writes
+	mu    sync.Mutex
+	gate  chan struct{} // writes wait for it to close
+	held  chan struct{} // closed when a write is held
+}
+
+func (g *gateFS) arm() (held, release chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate, g.held = make(chan struct{}), make(chan struct{})
+	return g.held, g.gate
+}
+
+func (g *gateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.Contains(name, g.match) {
+		return f, err
+	}
+	return &gateFile{File: f, g: g}, nil
+}
+
+type gateFile struct {
+	vfs.File
+	g *gateFS
+}
+
+func (f *gateFile) hold(sync bool) {
+	f.g.mu.Lock()
+	gate, held := f.g.gate, f.g.held
+	if sync != f.g.syncs {
+		gate = nil
+	}
+	if gate != nil {
+		f.g.gate = nil
+	}
+	f.g.mu.Unlock()
+	if gate != nil {
+		close(held)
+		<-gate
+	}
+}
+
+func (f *gateFile) WriteAt(p []byte, off int64) (int, error) {
+	f.hold(false)
+	return f.File.WriteAt(p, off)
+}
+
+func (f *gateFile) Sync() error {
+	f.hold(true)
+	return f.File.Sync()
+}
+
+// Reads of data below the log end never wait for a write in progress
+// (nor for its fsync): a stalled disk write stalls producers, not
+// consumers of what is already there.
+func TestFetchDoesNotWaitForAWrite(t *testing.T) {
+	gfs := &gateFS{FS: vfs.OSFS{}, match: "slow-0/"}
+	b := brokertest.StartOn(t, t.TempDir(), gfs)
+	createTopic(t, b.Admin(), "slow", 1, nil)
+	cl := b.Client(kgo.DefaultProduceTopic("slow"), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	for i := 0; i < 10; i++ {
+		produceSync(t, cl, &kgo.Record{Value: []byte("before")})
+	}
+	held, release := gfs.arm()
+	defer close(release)
+	go cl.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("stalled")})
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the produce never reached its write")
+	}
+	done := make(chan int, 1)
+	go func() {
+		recs := consumeN(t, b, "slow", 10)
+		done <- len(recs)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a fetch below the log end waited for a stalled write")
+	}
+}
+
+// A stalled fsync (an acks=all produce waiting for it) delays neither
+// fetches nor acks=1 appends: the group commit runs outside the log's
+// lock.
+func TestStalledFsyncDelaysNeitherFetchesNorAppends(t *testing.T) {
+	gfs := &gateFS{FS: vfs.OSFS{}, match: "slow-0/", syncs: true}
+	b := brokertest.StartOn(t, t.TempDir(), gfs)
+	createTopic(t, b.Admin(), "slow", 1, nil)
+	cl := b.Client(kgo.DefaultProduceTopic("slow"), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	for i := 0; i < 10; i++ {
+		produceSync(t, cl, &kgo.Record{Value: []byte("before")})
+	}
+	held, release := gfs.arm()
+	defer close(release)
+	all := b.Client(kgo.DefaultProduceTopic("slow"), kgo.RequiredAcks(kgo.AllISRAcks()))
+	acked := make(chan error, 1)
+	go func() { acked <- all.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("durable")}).FirstErr() }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the acks=all produce never reached its fsync")
+	}
+	done := make(chan struct{})
+	go func() {
+		produceSync(t, cl, &kgo.Record{Value: []byte("meanwhile")})
+		consumeN(t, b, "slow", 12)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an append or a fetch waited for a stalled fsync")
+	}
+	select {
+	case err := <-acked:
+		t.Fatalf("acks=all answered (%v) before its fsync finished", err)
+	default:
 	}
 }

@@ -39,20 +39,35 @@ type partition struct {
 	tier     *partitionTier // nil: not tiered
 
 	// hw is the high watermark: the offset below which every ISR member
-	// has the data, the end of what consumers may read. Written under mu.
+	// has the data, the end of what consumers may read. It only grows
+	// (compare-and-swap), except through setLeadership.
 	hw atomic.Int64
+
+	// state is the leadership as metadata last said, an immutable value
+	// replaced whole: readers (fetch, list offsets, metadata) load it
+	// and never wait for an append, its write or its fsync.
+	state atomic.Pointer[partitionState]
+	// appendMu is held shared by appends and exclusively by leadership
+	// changes and close, so that an append stamps the leader epoch that
+	// is current for its whole duration (Kafka's leaderIsrUpdateLock).
+	// Readers never take it.
+	appendMu sync.RWMutex
 
 	mu struct {
 		sync.Mutex
-		closed      bool
-		leader      int32
-		leaderEpoch int32
-		replicas    []int32
-		isr         []int32
 		// waiters are woken whenever the log end or the high
 		// watermark moves (long-poll fetches, acks=all produces).
 		waiters map[*waiter]struct{}
 	}
+}
+
+// partitionState is a partition's leadership; never modified once stored.
+type partitionState struct {
+	closed      bool
+	leader      int32
+	leaderEpoch int32
+	replicas    []int32
+	isr         []int32
 }
 
 // waiter is woken (at most one pending signal) when a partition it is
@@ -71,7 +86,7 @@ func (w *waiter) wake() {
 func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *localseg.Log, cfg *topicConfig) *partition {
 	p := &partition{topic: topic, topicID: topicID, index: index, nodeID: nodeID, log: log}
 	p.cfg.Store(cfg)
-	p.mu.leader = -1
+	p.state.Store(&partitionState{leader: -1})
 	p.mu.waiters = make(map[*waiter]struct{})
 	p.hw.Store(log.LogEndOffset())
 	return p
@@ -87,28 +102,26 @@ type leadership struct {
 
 // setLeadership applies the partition's state from metadata.
 func (p *partition) setLeadership(l leadership) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.mu.leader = l.leader
-	p.mu.leaderEpoch = l.leaderEpoch
-	p.mu.replicas = slices.Clone(l.replicas)
-	p.mu.isr = slices.Clone(l.isr)
-	p.maybeAdvanceHWLocked()
-	p.wakeLocked()
+	p.appendMu.Lock()
+	if !p.state.Load().closed {
+		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
+			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr)})
+		p.maybeAdvanceHW()
+	}
+	p.appendMu.Unlock()
+	p.wake()
 }
 
 func (p *partition) leaderState() (leader, epoch int32) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.mu.leader, p.mu.leaderEpoch
+	s := p.state.Load()
+	return s.leader, s.leaderEpoch
 }
 
 // inSyncAlone: this broker leads and is the only in-sync replica, so
 // acks=all means "on this broker's stable storage".
 func (p *partition) inSyncAlone() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.mu.leader == p.nodeID && len(p.mu.isr) <= 1
+	s := p.state.Load()
+	return s.leader == p.nodeID && len(s.isr) <= 1
 }
 
 func (p *partition) isLeader() bool {
@@ -118,50 +131,61 @@ func (p *partition) isLeader() bool {
 
 // checkLeaderEpoch compares a client's view of the leader epoch (-1: no
 // view) with the partition's, as Kafka's fetch and list-offsets do.
-// Requires mu.
-func (p *partition) checkLeaderEpochLocked(clientEpoch int32) error {
+func (s *partitionState) checkLeaderEpoch(clientEpoch int32) error {
 	switch {
-	case clientEpoch < 0 || clientEpoch == p.mu.leaderEpoch:
+	case clientEpoch < 0 || clientEpoch == s.leaderEpoch:
 		return nil
-	case clientEpoch < p.mu.leaderEpoch:
+	case clientEpoch < s.leaderEpoch:
 		return errFencedLeaderEpoch
 	default:
 		return errUnknownLeaderEpoch
 	}
 }
 
-// checkLeader returns nil when this broker leads the partition and the
-// client's epoch (if any) matches.
-func (p *partition) checkLeader(clientEpoch int32) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.closed {
+// writable returns nil when this broker may append as leader in state s.
+func (p *partition) writable(s *partitionState) error {
+	switch {
+	case s.closed:
 		return errPartitionClosed
-	}
-	if p.mu.leader != p.nodeID {
+	case s.leader != p.nodeID:
 		return errNotLeader
+	}
+	return nil
+}
+
+// checkLeader returns nil when this broker leads the partition, its log is
+// online, and the client's epoch (if any) matches. It takes no lock.
+func (p *partition) checkLeader(clientEpoch int32) error {
+	s := p.state.Load()
+	if err := p.writable(s); err != nil {
+		return err
 	}
 	if err := p.log.Offline(); err != nil {
 		return err
 	}
-	return p.checkLeaderEpochLocked(clientEpoch)
+	return s.checkLeaderEpoch(clientEpoch)
 }
 
-// maybeAdvanceHWLocked moves the high watermark to the smallest log end
-// among the in-sync replicas. With this broker as the only replica that is
-// its own log end. Requires mu.
-func (p *partition) maybeAdvanceHWLocked() {
-	if p.mu.leader != p.nodeID {
+// maybeAdvanceHW moves the high watermark to the smallest log end among
+// the in-sync replicas. With this broker as the only replica that is its
+// own log end. Requires appendMu (shared is enough: it only grows).
+func (p *partition) maybeAdvanceHW() {
+	if p.state.Load().leader != p.nodeID {
 		return
 	}
 	hw := p.log.LogEndOffset()
-	if hw > p.hw.Load() {
-		p.hw.Store(hw)
+	for {
+		cur := p.hw.Load()
+		if hw <= cur || p.hw.CompareAndSwap(cur, hw) {
+			return
+		}
 	}
 }
 
-// Requires mu.
-func (p *partition) wakeLocked() {
+// wake wakes every registered waiter.
+func (p *partition) wake() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for w := range p.mu.waiters {
 		w.wake()
 		delete(p.mu.waiters, w)
@@ -204,29 +228,32 @@ func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, 
 			b.SetMaxTimestamp(sum.MaxTimestamp)
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.closed {
-		return localseg.AppendResult{}, -1, errPartitionClosed
-	}
-	if p.mu.leader != p.nodeID {
-		return localseg.AppendResult{}, -1, errNotLeader
-	}
-	if err := p.checkTierReady(); err != nil {
+	p.appendMu.RLock()
+	s := p.state.Load()
+	if err := p.writable(s); err != nil {
+		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, -1, err
 	}
-	if acks == -1 && int32(len(p.mu.isr)) < cfg.minInsyncReplicas {
+	if err := p.checkTierReady(); err != nil {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, -1, err
+	}
+	if acks == -1 && int32(len(s.isr)) < cfg.minInsyncReplicas {
+		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, -1, errNotEnoughReplicas
 	}
-	res, err := p.log.AppendAsLeader(b, p.mu.leaderEpoch)
+	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
+	if err == nil {
+		p.maybeAdvanceHW()
+	}
+	p.appendMu.RUnlock()
 	if err != nil {
 		return res, -1, err
 	}
 	if res.Duplicate {
 		appendTime = -1
 	}
-	p.maybeAdvanceHWLocked()
-	p.wakeLocked()
+	p.wake()
 	return res, appendTime, nil
 }
 
@@ -268,11 +295,10 @@ func (p *partition) waitHW(ctx context.Context, offset int64) error {
 // close marks the partition closed and wakes everyone waiting on it. The
 // log is closed by the caller.
 func (p *partition) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.mu.closed = true
-	p.mu.leader = -1
-	p.wakeLocked()
+	p.appendMu.Lock()
+	p.state.Store(&partitionState{closed: true, leader: -1})
+	p.appendMu.Unlock()
+	p.wake()
 }
 
 // highWatermark is the offset below which consumers may read.
@@ -284,19 +310,20 @@ func (p *partition) lastStableOffset() int64 { return p.hw.Load() }
 // appendInternal appends a batch the broker built itself (the group
 // coordinator's records) as leader, skipping the producer checks.
 func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.closed {
-		return localseg.AppendResult{}, errPartitionClosed
+	p.appendMu.RLock()
+	s := p.state.Load()
+	if err := p.writable(s); err != nil {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, err
 	}
-	if p.mu.leader != p.nodeID {
-		return localseg.AppendResult{}, errNotLeader
+	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
+	if err == nil {
+		p.maybeAdvanceHW()
 	}
-	res, err := p.log.AppendAsLeader(b, p.mu.leaderEpoch)
+	p.appendMu.RUnlock()
 	if err != nil {
 		return res, err
 	}
-	p.maybeAdvanceHWLocked()
-	p.wakeLocked()
+	p.wake()
 	return res, nil
 }

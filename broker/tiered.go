@@ -392,8 +392,8 @@ func (p *partition) checkTierReady() error {
 // the bucket ends instead of writing new records at offsets the bucket
 // already holds.
 func (p *partition) adoptRemoteEnd(end int64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.appendMu.Lock() // no append meanwhile
+	defer p.appendMu.Unlock()
 	if p.log.LogEndOffset() >= end {
 		return nil
 	}

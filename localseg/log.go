@@ -56,6 +56,9 @@ type Log struct {
 	// offline holds the error (wrapping ErrOffline) of the first failed
 	// write or fsync; nil while the log is online.
 	offline atomic.Pointer[error]
+	// epochs is the leader-epoch cache as last published (mu.epochs is
+	// the writer's copy).
+	epochs atomic.Pointer[epochCache]
 	// sync is the group commit (durable.go).
 	sync SyncScheduler
 	// dirGen counts files created in the directory; dirSynced is the
@@ -314,7 +317,7 @@ func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 		if err := l.writeEpochs(&epochs); err != nil {
 			return res, l.goOffline(err)
 		}
-		l.mu.epochs = epochs
+		l.setEpochsLocked(epochs)
 	}
 	if err := l.appendLocked(batches); err != nil {
 		return res, err
@@ -348,8 +351,16 @@ func (l *Log) assignEpochLocked(epoch int32, offset int64) error {
 	if err := l.writeEpochs(&c); err != nil {
 		return err
 	}
-	l.mu.epochs = c
+	l.setEpochsLocked(c)
 	return nil
+}
+
+// setEpochsLocked replaces the leader epochs, and publishes them to the
+// readers (Epochs, EndOffsetForEpoch), who never take mu: a cache once
+// published is never modified. Requires mu.
+func (l *Log) setEpochsLocked(c epochCache) {
+	l.mu.epochs = c
+	l.epochs.Store(&c)
 }
 
 func (l *Log) writeEpochs(c *epochCache) error {

@@ -193,10 +193,9 @@ func (l *Log) walkStoredBatch(ctx context.Context, f File, pos, n int64, fn func
 var errStopScan = errors.New("stop")
 
 // Epochs returns the leader-epoch checkpoint entries, oldest first.
+// It takes no lock: appends in progress do not delay it.
 func (l *Log) Epochs() []EpochEntry {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]EpochEntry(nil), l.mu.epochs.entries...)
+	return append([]EpochEntry(nil), l.epochs.Load().entries...)
 }
 
 // EndOffsetForEpoch answers OffsetForLeaderEpoch as Kafka's
@@ -206,8 +205,7 @@ func (l *Log) Epochs() []EpochEntry {
 // that epoch and the first entry's start offset. ok is false when the
 // epoch is newer than every entry, or no epoch is known
 // (UNDEFINED_EPOCH_OFFSET).
+// It takes no lock.
 func (l *Log) EndOffsetForEpoch(epoch int32) (foundEpoch int32, endOffset int64, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.mu.epochs.endOffsetFor(epoch, l.LogEndOffset())
+	return l.epochs.Load().endOffsetFor(epoch, l.LogEndOffset())
 }

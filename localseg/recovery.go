@@ -160,6 +160,7 @@ func (l *Log) load() error {
 // durably, before the log takes any write: a crash from here on must
 // recover.
 func (l *Log) finishLoad(marker string) error {
+	l.setEpochsLocked(l.mu.epochs)
 	if err := l.writeEpochs(&l.mu.epochs); err != nil {
 		return err
 	}

@@ -166,7 +166,7 @@ func (l *Log) setLogStartLocked(offset int64) error {
 		if err := l.writeEpochs(&c); err != nil {
 			l.log.Warn("writing the leader-epoch checkpoint", "dir", l.dir, "err", err)
 		} else {
-			l.mu.epochs = c
+			l.setEpochsLocked(c)
 		}
 	}
 	return nil

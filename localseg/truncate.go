@@ -95,7 +95,7 @@ func (l *Log) afterTruncateLocked() error {
 		if err := l.writeEpochs(&c); err != nil {
 			return err
 		}
-		l.mu.epochs = c
+		l.setEpochsLocked(c)
 	}
 	l.deleteSnapshotsWhere(func(off int64) bool { return off > end })
 	return l.rebuildProducersLocked(end)
@@ -137,7 +137,7 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 	if err := l.writeEpochs(&empty); err != nil {
 		return err
 	}
-	l.mu.epochs = empty
+	l.setEpochsLocked(empty)
 	l.mu.producers = newProducerState()
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, logStartFile), encodeOffsetCheckpoint("log-start-offset", offset)); err != nil {
 		return fmt.Errorf("localseg: writing the log start: %w", err)
