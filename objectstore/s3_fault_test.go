@@ -120,8 +120,8 @@ func TestS3GetBodyStallIsCut(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || len(got) != 10 {
 		t.Fatalf("read %d bytes, %v; want 10 and a deadline error", len(got), err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("stalled body cut after %v", d)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("stalled body cut after %v (stall timeout 200ms)", d)
 	}
 }
 
@@ -158,7 +158,8 @@ func TestS3DeadlinesAndRetriesAgainstMinIOFaults(t *testing.T) {
 		if err := call(); err == nil {
 			t.Errorf("%s against a frozen store succeeded after %v", name, time.Since(start))
 		}
-		if d := time.Since(start); d > 4*time.Second {
+		// Generous: the machine may be loaded; a hang is what fails.
+		if d := time.Since(start); d > 15*time.Second {
 			t.Errorf("%s against a frozen store took %v (deadline 600ms)", name, d)
 		}
 	}
@@ -168,7 +169,7 @@ func TestS3DeadlinesAndRetriesAgainstMinIOFaults(t *testing.T) {
 	patient, err := objectstore.NewS3(ctx, objectstore.S3Options{
 		Bucket: b.BucketName(), Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
 		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
-		RequestTimeout: 20 * time.Second, AttemptTimeout: time.Second, MaxAttempts: 20, MaxBackoff: 500 * time.Millisecond,
+		RequestTimeout: time.Minute, AttemptTimeout: 2 * time.Second, MaxAttempts: 100, MaxBackoff: 500 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -189,4 +190,47 @@ func TestS3DeadlinesAndRetriesAgainstMinIOFaults(t *testing.T) {
 	if _, err := srv.Client().StatObject(ctx, b.BucketName(), "after-restart", minioStatOpts); err != nil {
 		t.Fatalf("minio-go stat: %v", err)
 	}
+}
+
+// A multipart upload that fails (a reader error, a cancelled context)
+// is aborted: no incomplete upload is left to be billed.
+func TestS3FailedMultipartUploadIsAborted(t *testing.T) {
+	srv := miniotest.Shared(t)
+	b := newMinIOBucket(t, nil)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("m"), 16<<20)
+	if _, err := b.Put(ctx, "broken", io.MultiReader(bytes.NewReader(data[:11<<20]), failingReader{}), int64(len(data)), objectstore.PutOptions{}); err == nil {
+		t.Fatal("put of a breaking reader succeeded")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	r := &cancelAfter{r: bytes.NewReader(data), n: 11 << 20, cancel: cancel}
+	if _, err := b.Put(cctx, "cancelled", r, int64(len(data)), objectstore.PutOptions{}); err == nil {
+		t.Fatal("cancelled put succeeded")
+	}
+	for u := range srv.Client().ListIncompleteUploads(ctx, b.BucketName(), "", true) {
+		if u.Err != nil {
+			t.Fatal(u.Err)
+		}
+		t.Errorf("incomplete upload left: %s %s", u.Key, u.UploadID)
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("disk read error") }
+
+type cancelAfter struct {
+	r      io.Reader
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		c.cancel()
+		time.Sleep(10 * time.Millisecond)
+	}
+	n, err := c.r.Read(p)
+	c.n -= n
+	return n, err
 }

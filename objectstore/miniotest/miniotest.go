@@ -193,7 +193,7 @@ func (s *Server) launch() error {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); log.Close(); close(done) }()
 	s.cmd, s.done, s.log = cmd, done, log
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a loaded machine starts it slowly
 	for time.Now().Before(deadline) {
 		select {
 		case <-done:
@@ -211,7 +211,7 @@ func (s *Server) launch() error {
 	}
 	cmd.Process.Kill()
 	<-done
-	return fmt.Errorf("miniotest: minio not ready after 30s; see %s", log.Name())
+	return fmt.Errorf("miniotest: minio not ready after a minute; see %s", log.Name())
 }
 
 func (s *Server) signal(sig os.Signal) {

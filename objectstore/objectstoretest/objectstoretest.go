@@ -6,6 +6,7 @@ package objectstoretest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"HeadMissing", testHeadMissing},
 		{"PutShortReaderStoresNothing", testPutShort},
 		{"PutLongReaderStoresNothing", testPutLong},
+		{"LargePutWithBadReaderStoresNothing", testPutLargeShort},
 		{"PutReaderErrorStoresNothing", testPutReaderError},
 		{"ListByPrefix", testListPrefix},
 		{"ListPaginates", testListPaginates},
@@ -115,11 +117,11 @@ func listKeys(t *testing.T, b objectstore.Bucket, prefix string) []string {
 
 func randBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(r.Uint32())
+	p := make([]byte, n+8)
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], r.Uint64())
 	}
-	return p
+	return p[:n:n]
 }
 
 func testPutGet(t *testing.T, b objectstore.Bucket) {
@@ -239,6 +241,15 @@ func testPutShort(t *testing.T, b objectstore.Bucket) {
 	prev := []byte("previous")
 	put(t, b, "short", prev)
 	putFails(t, b, "short", bytes.NewReader(make([]byte, 99)), 100, prev)
+}
+
+// A large put (multipart on S3) whose reader ends one byte early or
+// breaks midway stores nothing.
+func testPutLargeShort(t *testing.T, b objectstore.Bucket) {
+	data := randBytes(5, LargeSize)
+	putFails(t, b, "large-short", bytes.NewReader(data[:LargeSize-1]), LargeSize, nil)
+	putFails(t, b, "large-short", &errReader{r: bytes.NewReader(data), after: LargeSize / 2}, LargeSize, nil)
+	putFails(t, b, "large-short", bytes.NewReader(append(data, 0)), LargeSize, nil)
 }
 
 func testPutLong(t *testing.T, b objectstore.Bucket) {
