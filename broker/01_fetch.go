@@ -34,7 +34,7 @@ type fetchTarget struct {
 // error to report, or no wait was asked for; otherwise it parks until an
 // append wakes one of the partitions or MaxWaitMs passes.
 func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
-	plan, code := b.fetchSessions.planFetch(req)
+	plan, code := b.fetchSessions.planFetch(req, fetchClient(r.header.clientID, r.conn.nc.RemoteAddr()))
 	if code != 0 {
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.ErrorCode = code
@@ -79,7 +79,6 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 				r.respondRaw(raw)
 				return
 			case <-r.ctx().Done():
-				plan.done()
 				r.respond(req.ResponseKind())
 				return
 			}
@@ -152,9 +151,15 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	// response carries only the partitions with something new.
 	var topics []fetchTopic
 	at := map[sessionKey]int{}
+	included := make([]bool, len(op.targets))
+	op.plan.record(func() {
+		for i, t := range op.targets {
+			included[i] = op.plan.include(t.sp, &parts[i])
+		}
+	})
 	for i, t := range op.targets {
 		fp := &parts[i]
-		if !op.plan.include(t.sp, fp) {
+		if !included[i] {
 			fp.rng.Release()
 			continue
 		}
@@ -173,7 +178,6 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	}
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.SessionID = op.plan.sessionID()
-	op.plan.done()
 	op.b.metrics.fetchedBytes.Add(float64(total))
 	return encodeFetch(req.Version, resp, topics), true
 }

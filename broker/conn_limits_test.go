@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -102,4 +103,68 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	if corr := binary.BigEndian.Uint32(resp); corr != 7 {
 		t.Fatalf("correlation id %d", corr)
 	}
+}
+
+func sessionFetch(topic string, sessionID, epoch, maxWaitMs int32) *kmsg.FetchRequest {
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version = 12
+	fetch.ReplicaID = -1
+	fetch.MaxWaitMillis = maxWaitMs
+	fetch.MinBytes = 1
+	fetch.MaxBytes = 1 << 20
+	fetch.SessionID, fetch.SessionEpoch = sessionID, epoch
+	if topic != "" {
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.PartitionMaxBytes = 1 << 20
+		ft := kmsg.NewFetchRequestTopic()
+		ft.Topic, ft.Partitions = topic, []kmsg.FetchRequestTopicPartition{fp}
+		fetch.Topics = append(fetch.Topics, ft)
+	}
+	return fetch
+}
+
+func roundTripFetch(t *testing.T, c net.Conn, req *kmsg.FetchRequest, corr int32) *kmsg.FetchResponse {
+	t.Helper()
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("sess"))
+	if _, err := c.Write(f.AppendRequest(nil, req, corr)); err != nil {
+		t.Fatal(err)
+	}
+	raw := readFrame(t, c)
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = req.Version
+	if err := resp.ReadFrom(raw[5:]); err != nil { // correlation id, empty tags
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// Regression: the fetch session's lock was held through the whole long
+// poll, so a second fetch on the session blocked its connection's reader
+// until the first one's wait ended.
+func TestFetchSessionLongPollDoesNotBlockTheSession(t *testing.T) {
+	b := brokertest.Start(t)
+	createTopic(t, b.Admin(), "sess", 1, nil)
+	c1 := dial(t, b.Addr)
+	first := roundTripFetch(t, c1, sessionFetch("sess", 0, 0, 0), 1)
+	if first.ErrorCode != 0 || first.SessionID == 0 {
+		t.Fatalf("creating a session: %v id %d", kerr.ErrorForCode(first.ErrorCode), first.SessionID)
+	}
+	// A long poll on the session parks (the topic is empty)...
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("sess"))
+	if _, err := c1.Write(f.AppendRequest(nil, sessionFetch("", first.SessionID, 1, 3000), 2)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// ...and a second fetch on it, from another connection of the same
+	// client, is answered at once (its epoch is stale).
+	c2 := dial(t, b.Addr)
+	start := time.Now()
+	second := roundTripFetch(t, c2, sessionFetch("", first.SessionID, 1, 0), 3)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the second fetch waited %s behind the long poll", d)
+	}
+	if second.ErrorCode != kerr.InvalidFetchSessionEpoch.Code {
+		t.Fatalf("second fetch: %v", kerr.ErrorForCode(second.ErrorCode))
+	}
+	readFrame(t, c1) // the long poll ends
 }

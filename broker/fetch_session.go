@@ -2,7 +2,11 @@ package broker
 
 import (
 	"container/list"
+	"crypto/rand"
+	"encoding/binary"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -44,77 +48,121 @@ type sessionPartition struct {
 	hw, lso, lss int64
 }
 
+// fetchSession is one client's session. Its mutex guards the partition
+// list and the values last sent, and is held only while a request is
+// planned or its response recorded, never through a long poll: a second
+// fetch on the session is answered (or refused for its epoch) at once.
 type fetchSession struct {
 	id    int32
-	mu    sync.Mutex // one fetch at a time per session
-	epoch int32      // the epoch the next request must carry
+	owner string // the client the session is bound to
+	mu    sync.Mutex
+	epoch int32 // the epoch the next request must carry
 	parts []*sessionPartition
 	index map[sessionKey]*sessionPartition
-	elem  *list.Element
+	// Guarded by the cache's mutex.
+	elem     *list.Element
+	lastUsed time.Time
 }
 
+// fetchSessionEvictionAge is how long a session must go unused before a
+// new one may evict it (min.incremental.fetch.session.eviction.ms): a
+// client creating sessions in a loop cannot push out the ones in use.
+const fetchSessionEvictionAge = 120 * time.Second
+
 type fetchSessionCache struct {
-	mu     sync.Mutex
-	nextID int32
-	byID   map[int32]*fetchSession
-	lru    *list.List // front = most recently used
+	mu       sync.Mutex
+	byID     map[int32]*fetchSession
+	lru      *list.List // front = most recently used
+	evictAge time.Duration
+	now      func() time.Time
 }
 
 func newFetchSessionCache() *fetchSessionCache {
-	return &fetchSessionCache{byID: map[int32]*fetchSession{}, lru: list.New(), nextID: 1}
+	return &fetchSessionCache{byID: map[int32]*fetchSession{}, lru: list.New(), evictAge: fetchSessionEvictionAge, now: time.Now}
 }
 
-func (c *fetchSessionCache) create() *fetchSession {
+// fetchClient identifies a session's owner: the client id and the host it
+// connects from (so that a client keeps its session across reconnects, and
+// no other client can use or close it).
+func fetchClient(clientID string, remote net.Addr) string {
+	host := remote.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return clientID + "@" + host
+}
+
+// randomSessionID is an unguessable positive session id.
+func randomSessionID() int32 {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return int32(binary.BigEndian.Uint32(b[:]) & 0x7fffffff)
+}
+
+// create makes a session for owner, or returns nil when the cache is full
+// of sessions used within the eviction age (the client then fetches
+// without a session, as Kafka's do).
+func (c *fetchSessionCache) create(owner string) *fetchSession {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.now()
 	if c.lru.Len() >= fetchSessionSlots {
 		oldest := c.lru.Back().Value.(*fetchSession)
+		if now.Sub(oldest.lastUsed) < c.evictAge && oldest.owner != owner {
+			return nil
+		}
 		c.lru.Remove(oldest.elem)
 		delete(c.byID, oldest.id)
 	}
-	for c.nextID <= 0 || c.byID[c.nextID] != nil {
-		c.nextID++
-		if c.nextID <= 0 {
-			c.nextID = 1
-		}
+	id := randomSessionID()
+	for id == 0 || c.byID[id] != nil {
+		id = randomSessionID()
 	}
-	s := &fetchSession{id: c.nextID, epoch: 1, index: map[sessionKey]*sessionPartition{}}
-	c.nextID++
+	s := &fetchSession{id: id, owner: owner, epoch: 1, index: map[sessionKey]*sessionPartition{}, lastUsed: now}
 	s.elem = c.lru.PushFront(s)
 	c.byID[s.id] = s
 	return s
 }
 
-func (c *fetchSessionCache) get(id int32) *fetchSession {
+// get returns owner's session id; another client's is as good as unknown.
+func (c *fetchSessionCache) get(id int32, owner string) *fetchSession {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.byID[id]
-	if s != nil {
-		c.lru.MoveToFront(s.elem)
+	if s == nil || s.owner != owner {
+		return nil
 	}
+	c.lru.MoveToFront(s.elem)
+	s.lastUsed = c.now()
 	return s
 }
 
-func (c *fetchSessionCache) remove(id int32) {
+// remove closes owner's session id; another client's is left alone.
+func (c *fetchSessionCache) remove(id int32, owner string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s := c.byID[id]; s != nil {
+	if s := c.byID[id]; s != nil && s.owner == owner {
 		c.lru.Remove(s.elem)
 		delete(c.byID, id)
 	}
 }
 
 // fetchPlan is the list of partitions a fetch reads, either straight from
-// the request (full fetch) or from its session.
+// the request (full fetch) or from its session. For a session the parts
+// are copies taken when the request was planned, so the long poll reads
+// them without the session's lock.
 type fetchPlan struct {
 	session     *fetchSession // nil for sessionless fetches
 	incremental bool
 	parts       []*sessionPartition
 }
 
-// planFetch applies the session rules of a request. It returns a top-level
-// error code when the session is unknown or out of step.
-func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest) (*fetchPlan, int16) {
+// planFetch applies the session rules of a request from owner (see
+// fetchClient). It returns a top-level error code when the session is
+// unknown or out of step.
+func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fetchPlan, int16) {
 	useIDs := req.Version >= 13
 	fromRequest := func(add func(*sessionPartition)) {
 		for _, rt := range req.Topics {
@@ -132,33 +180,41 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest) (*fetchPlan, int16
 	}
 	if req.Version < 7 || req.SessionEpoch == sessionEpochFinal || req.SessionEpoch == sessionEpochInitial {
 		if req.Version >= 7 && req.SessionID != 0 {
-			c.remove(req.SessionID)
+			c.remove(req.SessionID, owner)
 		}
 		plan := &fetchPlan{}
 		if req.Version >= 7 && req.SessionEpoch == sessionEpochInitial {
-			plan.session = c.create()
-			plan.session.mu.Lock()
+			plan.session = c.create(owner)
+		}
+		s := plan.session
+		if s != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
 		}
 		fromRequest(func(p *sessionPartition) {
-			if plan.session != nil {
-				if old := plan.session.index[p.key]; old != nil {
+			if s != nil {
+				if old := s.index[p.key]; old != nil {
 					*old = *p
 					return
 				}
-				plan.session.index[p.key] = p
-				plan.session.parts = append(plan.session.parts, p)
+				s.index[p.key] = p
+				s.parts = append(s.parts, p)
 			}
-			plan.parts = append(plan.parts, p)
 		})
+		if s != nil {
+			plan.parts = s.snapshotLocked()
+		} else {
+			fromRequest(func(p *sessionPartition) { plan.parts = append(plan.parts, p) })
+		}
 		return plan, 0
 	}
-	s := c.get(req.SessionID)
+	s := c.get(req.SessionID, owner)
 	if s == nil {
 		return nil, kerr.FetchSessionIDNotFound.Code
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if req.SessionEpoch != s.epoch {
-		s.mu.Unlock()
 		return nil, kerr.InvalidFetchSessionEpoch.Code
 	}
 	if s.epoch++; s.epoch <= 0 {
@@ -191,14 +247,17 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest) (*fetchPlan, int16
 			}
 		}
 	}
-	return &fetchPlan{session: s, incremental: true, parts: append([]*sessionPartition(nil), s.parts...)}, 0
+	return &fetchPlan{session: s, incremental: true, parts: s.snapshotLocked()}, 0
 }
 
-// done ends the plan's use of its session.
-func (p *fetchPlan) done() {
-	if p.session != nil {
-		p.session.mu.Unlock()
+// snapshotLocked copies the session's partitions. Requires s.mu.
+func (s *fetchSession) snapshotLocked() []*sessionPartition {
+	out := make([]*sessionPartition, len(s.parts))
+	for i, p := range s.parts {
+		cp := *p
+		out[i] = &cp
 	}
+	return out
 }
 
 func (p *fetchPlan) sessionID() int32 {
@@ -208,11 +267,28 @@ func (p *fetchPlan) sessionID() int32 {
 	return p.session.id
 }
 
+// record runs fn with the session's partitions locked (the values last
+// sent are updated there), or at once without a session.
+func (p *fetchPlan) record(fn func()) {
+	if p.session != nil {
+		p.session.mu.Lock()
+		defer p.session.mu.Unlock()
+	}
+	fn()
+}
+
 // include decides whether an incremental response carries a partition and
-// records what was sent. Full responses carry every partition.
+// records what was sent in the session. Full responses carry every
+// partition. Call it inside record.
 func (p *fetchPlan) include(sp *sessionPartition, fp *fetchPart) bool {
+	last := sp
+	if p.session != nil {
+		if live := p.session.index[sp.key]; live != nil {
+			last = live
+		}
+	}
 	changed := fp.ErrorCode != 0 || fp.size() > 0 ||
-		sp.hw != fp.HighWatermark || sp.lso != fp.LastStableOffset || sp.lss != fp.LogStartOffset
-	sp.hw, sp.lso, sp.lss = fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset
+		last.hw != fp.HighWatermark || last.lso != fp.LastStableOffset || last.lss != fp.LogStartOffset
+	last.hw, last.lso, last.lss = fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset
 	return !p.incremental || changed
 }
