@@ -226,6 +226,9 @@ func (w *walker) walk(spec walkSpec, fn recordFn) (Summary, error) {
 // record steps over one record, returning its offset and timestamp
 // deltas; false when the record is malformed or the body ends inside it.
 func (w *walker) record() (int32, int64, bool) {
+	if w.r == nil {
+		return w.recordInMemory()
+	}
 	// The length prefix may run to the end of the body.
 	length, ok := w.varlong(10)
 	if !ok || length < 0 || length > 1<<31-1 {
