@@ -13,6 +13,14 @@ import (
 // duplicate detection: Kafka producers have at most 5 requests in flight.
 const producerBatchesKept = 5
 
+// maxProducersPerLog bounds the producer ids a log remembers, so that
+// clients inventing producer ids cannot grow its memory and snapshots
+// without bound. Past it, the producers idle longest are dropped (a tenth
+// at a time, so that the cost is amortized), as producer.id.expiration.ms
+// would drop them later; a dropped producer's next batch is accepted as a
+// new producer's.
+const maxProducersPerLog = 10000
+
 // batchMeta is what the log remembers of one idempotent batch.
 type batchMeta struct {
 	firstSeq, lastSeq       int32
@@ -113,6 +121,9 @@ func (s *producerState) update(b recordbatch.Batch) {
 	}
 	e := s.producers[pid]
 	if e == nil {
+		if len(s.producers) >= maxProducersPerLog {
+			s.evictIdlest(len(s.producers) - maxProducersPerLog*9/10)
+		}
 		e = newProducerEntry(b.ProducerEpoch())
 		s.producers[pid] = e
 	}
@@ -138,6 +149,25 @@ func (s *producerState) update(b recordbatch.Batch) {
 		firstOffset: b.BaseOffset(), lastOffset: b.LastOffset(),
 		timestamp: b.MaxTimestamp(),
 	})
+}
+
+// evictIdlest drops the n producers idle longest, never one with an open
+// transaction.
+func (s *producerState) evictIdlest(n int) {
+	type idle struct {
+		pid int64
+		ts  int64
+	}
+	cands := make([]idle, 0, len(s.producers))
+	for pid, e := range s.producers {
+		if e.currentTxnFirstOffset < 0 {
+			cands = append(cands, idle{pid, e.lastTimestamp})
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].ts < cands[j].ts })
+	for i := 0; i < n && i < len(cands); i++ {
+		delete(s.producers, cands[i].pid)
+	}
 }
 
 // expire drops producers idle since before cutoff (a timestamp in ms), as
