@@ -22,11 +22,12 @@ import (
 // FS is a bucket in a local directory (file:///path): the `shale dev`
 // default. Its layout under the root:
 //
-//	objects/   one file per object, holding exactly the object's bytes;
-//	           a key's '/'-separated segments become directories, each
-//	           directory name being the segment followed by '%', and the
-//	           last segment the file name (so "a" and "a/b" can both
-//	           exist). A '%' inside a segment is written "%25".
+//	objects/   one file per object, holding exactly the object's bytes,
+//	           at the key's path (key "t/0/x.log" is objects/t/0/x.log).
+//	           So a key cannot also be a directory of others: a Put of
+//	           "x/y" while "x" exists (or the reverse) is ErrInvalidKey;
+//	           layouts are prefix-free anyway (see Bucket). A segment
+//	           longer than a file name (255 bytes) is ErrInvalidKey too.
 //	           The ETag (quoted MD5) is the file's user.shale.etag xattr;
 //	           a file without it (copied in by hand, or a filesystem
 //	           without xattrs) has its MD5 computed when asked.
@@ -79,27 +80,17 @@ func NewFS(dir string) (*FS, error) {
 // Root is the directory the bucket lives in.
 func (f *FS) Root() string { return f.root }
 
-func escapeSegment(seg string) string { return strings.ReplaceAll(seg, "%", "%25") }
-
 // path maps a valid key to its file, and checks every name fits.
 func (f *FS) path(key string) (string, error) {
 	if err := CheckKey(key); err != nil {
 		return "", err
 	}
-	segs := strings.Split(key, "/")
-	names := make([]string, 0, len(segs)+1)
-	names = append(names, f.objects)
-	for i, s := range segs {
-		name := escapeSegment(s)
-		if i < len(segs)-1 {
-			name += "%"
-		}
-		if len(name) > fsMaxName {
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > fsMaxName {
 			return "", fmt.Errorf("%w: %q: segment too long for a file name", ErrInvalidKey, key)
 		}
-		names = append(names, name)
 	}
-	return filepath.Join(names...), nil
+	return filepath.Join(f.objects, filepath.FromSlash(key)), nil
 }
 
 // keyOf maps a file under objects/ back to its key.
@@ -108,28 +99,42 @@ func (f *FS) keyOf(path string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	parts := strings.Split(filepath.ToSlash(rel), "/")
-	for i, p := range parts {
-		if i < len(parts)-1 {
-			if !strings.HasSuffix(p, "%") {
-				return "", false
-			}
-			p = p[:len(p)-1]
-		} else if strings.HasSuffix(p, "%") {
-			return "", false
-		}
-		seg := strings.ReplaceAll(p, "%25", "%")
-		if escapeSegment(seg) != p {
-			return "", false // a '%' we did not write: not an object's name
-		}
-		parts[i] = seg
+	key := filepath.ToSlash(rel)
+	if _, err := f.path(key); err != nil {
+		return "", false
 	}
-	key := strings.Join(parts, "/")
-	return key, CheckKey(key) == nil
+	return key, true
+}
+
+// conflict tells whether err is a key meeting a directory of other keys,
+// or a directory meeting a key.
+func conflict(err error) bool {
+	return errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) ||
+		errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY)
 }
 
 func notFound(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// openFile opens an object's file; a directory (of other keys) is no
+// object.
+func openFile(key, path string) (*os.File, error) {
+	file, err := os.Open(path)
+	if notFound(err) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if info, err := file.Stat(); err != nil || info.IsDir() {
+		file.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return file, nil
 }
 
 func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
@@ -203,6 +208,9 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 				break
 			}
 		}
+		if conflict(err) {
+			return Attrs{}, fmt.Errorf("%w: %s: a key and a directory of keys meet (%v)", ErrInvalidKey, key, err)
+		}
 		if !notFound(err) || attempt == 10 {
 			return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
 		}
@@ -233,6 +241,9 @@ func (f *FS) mkdirs(dir string) error {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
+			if info, serr := os.Stat(next); serr == nil && !info.IsDir() {
+				return fmt.Errorf("%s: %w", next, syscall.ENOTDIR)
+			}
 		default:
 			return err
 		}
@@ -283,9 +294,9 @@ func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 	if err != nil {
 		return nil, err
 	}
-	file, err := os.Open(path)
-	if notFound(err) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	file, err := openFile(key, path)
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("objectstore: get %s: %w", key, err)
@@ -319,9 +330,9 @@ func (f *FS) Head(ctx context.Context, key string) (Attrs, error) {
 }
 
 func (f *FS) head(key, path string) (Attrs, error) {
-	file, err := os.Open(path)
-	if notFound(err) {
-		return Attrs{}, fmt.Errorf("%w: %s", ErrNotFound, key)
+	file, err := openFile(key, path)
+	if errors.Is(err, ErrNotFound) {
+		return Attrs{}, err
 	}
 	if err != nil {
 		return Attrs{}, fmt.Errorf("objectstore: head %s: %w", key, err)
@@ -366,13 +377,13 @@ func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) erro
 			if s == "" || s == "." || s == ".." {
 				return nil // no valid key has this prefix
 			}
-			start = filepath.Join(start, escapeSegment(s)+"%")
+			start = filepath.Join(start, s)
 		}
 	}
 	var attrs []Attrs
 	err := filepath.WalkDir(start, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if notFound(err) {
+			if notFound(err) || errors.Is(err, syscall.ENAMETOOLONG) {
 				return nil // gone (or never there): nothing to list
 			}
 			return err
@@ -430,6 +441,9 @@ func (f *FS) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer unlock()
+	if info, err := os.Lstat(path); notFound(err) || (err == nil && info.IsDir()) {
+		return nil // no such object (a directory is others' keys)
+	}
 	if err := os.Remove(path); err != nil {
 		if notFound(err) {
 			return nil

@@ -32,15 +32,15 @@ func TestFSLayoutIsPlainFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, k := range []string{"t/0/seg.log", "t", "50%/x"} {
+	for _, k := range []string{"t/0/seg.log", "u", "50%/x"} {
 		if _, err := b.Put(ctx, k, strings.NewReader(k), int64(len(k)), objectstore.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for path, want := range map[string]string{
-		"objects/t%/0%/seg.log": "t/0/seg.log",
-		"objects/t":             "t",
-		"objects/50%25%/x":      "50%/x",
+		"objects/t/0/seg.log": "t/0/seg.log",
+		"objects/u":           "u",
+		"objects/50%/x":       "50%/x",
 	} {
 		got, err := os.ReadFile(filepath.Join(dir, path))
 		if err != nil || string(got) != want {
@@ -48,7 +48,7 @@ func TestFSLayoutIsPlainFiles(t *testing.T) {
 		}
 	}
 	// A file put there by hand (no etag xattr) is an object too.
-	if err := os.WriteFile(filepath.Join(dir, "objects/t%/0%/manual"), []byte("hello"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "objects/t/0/manual"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	a, err := b.Head(ctx, "t/0/manual")
@@ -61,8 +61,24 @@ func TestFSLayoutIsPlainFiles(t *testing.T) {
 	if err := b.Delete(ctx, "t/0/manual"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "objects/t%")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "objects/t")); !os.IsNotExist(err) {
 		t.Fatalf("emptied directories stay: %v", err)
+	}
+	// A key cannot be a directory of other keys, nor the reverse.
+	if _, err := b.Put(ctx, "u/v", strings.NewReader("x"), 1, objectstore.PutOptions{}); !errors.Is(err, objectstore.ErrInvalidKey) {
+		t.Fatalf("put under an object: %v", err)
+	}
+	if _, err := b.Put(ctx, "50%", strings.NewReader("x"), 1, objectstore.PutOptions{}); !errors.Is(err, objectstore.ErrInvalidKey) {
+		t.Fatalf("put over a directory: %v", err)
+	}
+	if _, err := b.Head(ctx, "50%"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("head of a directory: %v", err)
+	}
+	if err := b.Delete(ctx, "50%"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "objects/50%/x")); err != nil || string(got) != "50%/x" {
+		t.Fatalf("deleting a directory's name touched its keys: %q %v", got, err)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
 		t.Fatalf("temporary files left: %v", ents)

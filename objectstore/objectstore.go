@@ -81,7 +81,8 @@ type PutOptions struct {
 //
 // Keys: Put, Get, Head and Delete refuse a key CheckKey refuses with
 // ErrInvalidKey; List takes any prefix. Keep layouts prefix-free (never
-// both "x" and "x/y"): each reads back, but MinIO lists only "x".
+// both "x" and "x/y"): S3 stores both but MinIO lists only "x", and the
+// filesystem backend refuses the second with ErrInvalidKey.
 //
 // Consistency: strong read-after-write, as S3 gives since 2020: a Get,
 // Head or List that starts after a Put or Delete returned sees its effect.
