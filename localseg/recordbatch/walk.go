@@ -79,6 +79,9 @@ func uvarint(b []byte) (uint64, int) {
 	if len(b) > 0 && b[0] < 0x80 {
 		return uint64(b[0]), 1
 	}
+	if len(b) > 1 && b[1] < 0x80 { // two bytes: lengths and deltas up to 8191
+		return uint64(b[0]&0x7f) | uint64(b[1])<<7, 2
+	}
 	var x uint64
 	var s uint
 	for i, c := range b {
