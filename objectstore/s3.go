@@ -136,7 +136,7 @@ func (o *S3Options) validate() error {
 // 409 ConditionalRequestConflict. A conditional Put whose response was
 // lost and whose retry then fails its condition is recognised as a
 // success: every Put carries a random put id in its metadata, compared
-// with the stored object's before ErrPreconditionFailed is returned.
+// with the stored object's before any failure is returned.
 type S3 struct {
 	opts   S3Options
 	client *s3.Client
@@ -244,7 +244,7 @@ func s3Err(op, key string, err error) error {
 		status = re.HTTPStatusCode()
 	}
 	switch {
-	case code == "NoSuchBucket":
+	case code == "NoSuchBucket" || code == "NoSuchUpload":
 		return fmt.Errorf("objectstore: s3 %s %s: %w", op, key, err)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
 		return fmt.Errorf("%w: s3 %s %s: %w", ErrNotFound, op, key, err)
@@ -291,26 +291,29 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	if err == nil {
 		return Attrs{Key: key, Size: size, ETag: aws.ToString(out.ETag), LastModified: time.Now()}, nil
 	}
+	// An attempt may have succeeded and lost its response: its retry
+	// then fails its condition against the object it wrote, or (for a
+	// multipart upload's completion) finds the upload gone; a timeout
+	// may also come after the store committed. Look before failing.
+	if a, ok := b.wroteIt(key, putID); ok {
+		return a, nil
+	}
 	err = s3Err("put", key, err)
 	if opts.IfMatch != "" && errors.Is(err, ErrNotFound) {
 		// S3 answers If-Match on a missing key with 404.
 		err = fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
 	}
-	if (opts.IfNoneMatch || opts.IfMatch != "") && errors.Is(err, ErrPreconditionFailed) {
-		// An earlier attempt may have succeeded and lost its response;
-		// the retry then found the object changed by itself.
-		if a, ok := b.wroteIt(key, putID); ok {
-			return a, nil
-		}
-	}
 	return Attrs{}, err
 }
 
-// wroteIt reports whether key holds the version the put with putID wrote.
+// wroteIt reports whether key holds the version the put with putID wrote
+// (one attempt: a store that cannot answer leaves the put failed, which
+// is the indeterminate outcome callers are told to re-read after).
 func (b *S3) wroteIt(key, putID string) (Attrs, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AttemptTimeout)
 	defer cancel()
-	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)})
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)},
+		func(o *s3.Options) { o.RetryMaxAttempts = 1 })
 	if err != nil || out.Metadata[putIDMeta] != putID {
 		return Attrs{}, false
 	}

@@ -71,6 +71,41 @@ func TestS3ConditionalPutWithLostResponseSucceeds(t *testing.T) {
 	}
 }
 
+// loseFirstCompletion lets the first CompleteMultipartUpload reach the
+// store, then drops its response: the SDK's retry finds the upload gone.
+func loseFirstCompletion(lost *atomic.Int32) func(http.RoundTripper) http.RoundTripper {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(r)
+			if err == nil && r.Method == http.MethodPost && r.URL.Query().Has("uploadId") && lost.CompareAndSwap(0, 1) {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return nil, errors.New("read tcp 127.0.0.1: connection reset by peer")
+			}
+			return resp, err
+		})
+	}
+}
+
+func TestS3MultipartPutWithLostCompletionSucceeds(t *testing.T) {
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("c"), 11<<20)
+	for _, opts := range []objectstore.PutOptions{{}, {IfNoneMatch: true}} {
+		var lost atomic.Int32
+		b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = loseFirstCompletion(&lost) })
+		a, err := b.Put(ctx, "big", bytes.NewReader(data), int64(len(data)), opts)
+		if err != nil {
+			t.Fatalf("%+v: multipart put whose completion response was lost: %v", opts, err)
+		}
+		if lost.Load() != 1 {
+			t.Fatal("no completion response was lost")
+		}
+		if h, err := b.Head(ctx, "big"); err != nil || h.ETag != a.ETag || h.Size != int64(len(data)) {
+			t.Fatalf("head %+v %v, put said %+v", h, err, a)
+		}
+	}
+}
+
 // stallBodies makes every GET body deliver a few bytes and then nothing
 // until the request is cancelled.
 func stallBodies(next http.RoundTripper) http.RoundTripper {
