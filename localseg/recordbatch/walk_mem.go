@@ -106,6 +106,10 @@ func zigzagAt(b []byte, p, limit int) (int64, int) {
 	if len(b) > limit {
 		b = b[:max(limit, 0)]
 	}
+	if len(b) >= 2 && b[0] >= 0x80 && b[1] < 0x80 { // lengths of 64 to 8191
+		ux := uint64(b[0]&0x7f) | uint64(b[1])<<7
+		return int64(ux>>1) ^ -int64(ux&1), 2
+	}
 	ux, n := uvarint(b)
 	return int64(ux>>1) ^ -int64(ux&1), n
 }
