@@ -43,6 +43,7 @@ type options struct {
 	only       string
 	shaleAddr  string
 	shaleEnv   string // extra environment of the shale child, comma-separated
+	shaleArgs  string // extra arguments of `shale dev`, space-separated
 	producers  int    // producer clients at once (set per run)
 
 	groupMembers int
@@ -60,6 +61,8 @@ func main() {
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
+	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
+		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
 	flag.StringVar(&o.shaleEnv, "shale-env", "", "extra environment for `shale dev` alone, comma-separated (e.g. GOGC=400,GOMEMLIMIT=1GiB)")
 	flag.StringVar(&o.shaleAddr, "shale-addr", "", "measure an already running broker at this address instead of starting one")
 	flag.IntVar(&o.raw.conns, "raw-conns", 4, "raw load: connections")
@@ -100,8 +103,12 @@ type target struct {
 }
 
 func run(o options) error {
-	fmt.Printf("shale-bench: %d-byte records, %d partitions, acks=1, linger 5ms, %s per run, GOMAXPROCS-visible cores: %d\n\n",
+	fmt.Printf("shale-bench: %d-byte records, %d partitions, acks=1, linger 5ms, %s per run, GOMAXPROCS-visible cores: %d\n",
 		o.recordSize, o.partitions, o.duration, numCPU())
+	if o.shaleAddr == "" {
+		fmt.Printf("shale dev %s %s\n", o.shaleArgs, o.shaleEnv)
+	}
+	fmt.Println()
 
 	ceiling, err := startKfake(o)
 	if err != nil {
@@ -444,7 +451,8 @@ func startShale(o options) (*target, error) {
 		return nil, err
 	}
 	kafkaAddr, httpAddr := freeAddr(), freeAddr()
-	cmd := exec.Command(o.shaleBin, "dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr)
+	args := []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr}
+	cmd := exec.Command(o.shaleBin, append(args, strings.Fields(o.shaleArgs)...)...)
 	cmd.Stderr = os.Stderr
 	if o.shaleEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Split(o.shaleEnv, ",")...)
