@@ -312,7 +312,7 @@ func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 		return nil, fmt.Errorf("%w: %s at %d", ErrInvalidRange, key, off)
 	}
 	end := n
-	if length >= 0 && off+length < n {
+	if length >= 0 && length < n-off { // not off+length: it may overflow
 		end = off + length
 	}
 	return ctxReadCloser{ctx: ctx, Reader: io.NewSectionReader(file, off, end-off), Closer: file}, nil

@@ -89,7 +89,7 @@ func cutRange(data []byte, off, length int64) ([]byte, error) {
 		return nil, ErrInvalidRange
 	}
 	end := n
-	if length >= 0 && off+length < n {
+	if length >= 0 && length < n-off { // not off+length: it may overflow
 		end = off + length
 	}
 	return data[off:end], nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -338,6 +339,9 @@ func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 		return b.emptyRange(ctx, key, off)
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)}
+	if length > math.MaxInt64-off {
+		length = -1 // to the end; off+length would overflow
+	}
 	switch {
 	case length > 0:
 		in.Range = aws.String("bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+length-1, 10))
