@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 )
 
@@ -27,9 +28,14 @@ type EmbeddedConfig struct {
 	Dir string
 	// Name is the member name (default "shale").
 	Name string
-	// ClientAddr and PeerAddr are host:port; empty picks a free
-	// loopback port.
-	ClientAddr, PeerAddr string
+	// ClientAddr is the host:port etcd serves clients on (without
+	// authentication). Empty: no client listener at all; the process
+	// talks to the server through an in-process client.
+	ClientAddr string
+	// PeerAddr is the host:port of a cluster member's peer listener
+	// (empty picks a free loopback port). A single-member cluster has
+	// no peer listener.
+	PeerAddr string
 	// InitialCluster, for members of a multi-member cluster:
 	// name=http://peer,... (empty: a single-member cluster).
 	InitialCluster string
@@ -57,6 +63,11 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
+	if c.InitialCluster == "" {
+		// One member: nothing to talk to but this process, so no
+		// listener unless a client address was chosen.
+		return startEmbedded(ctx, c, c.ClientAddr, "")
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		client, peer := c.ClientAddr, c.PeerAddr
@@ -78,13 +89,26 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	return nil, lastErr
 }
 
+// singleMemberPeerURL is the peer URL a single member advertises. Nothing
+// listens on it: a member alone never dials a peer.
+var singleMemberPeerURL = url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+
 func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr string) (*Embedded, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	cfg.Dir = c.Dir
-	cu, pu := url.URL{Scheme: "http", Host: clientAddr}, url.URL{Scheme: "http", Host: peerAddr}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = nil, nil
+	var cu url.URL
+	if clientAddr != "" {
+		cu = url.URL{Scheme: "http", Host: clientAddr}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	}
+	pu := singleMemberPeerURL
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = nil, []url.URL{pu}
+	if peerAddr != "" {
+		pu = url.URL{Scheme: "http", Host: peerAddr}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	}
 	if c.InitialCluster != "" {
 		cfg.InitialCluster = c.InitialCluster
 		cfg.TickMs, cfg.ElectionMs = 50, 500
@@ -125,6 +149,9 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 		e.Close()
 		return nil, ctx.Err()
 	}
+	if clientAddr == "" {
+		return &Embedded{etcd: e, client: v3client.New(e.Server), peer: pu.String()}, nil
+	}
 	cl, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{cu.String()},
 		DialTimeout: 5 * time.Second,
@@ -142,7 +169,8 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 // Client is a client connected to this server. Close closes it.
 func (e *Embedded) Client() *clientv3.Client { return e.client }
 
-// Endpoints are the server's client URLs.
+// Endpoints are the server's client URLs (none when it serves only this
+// process).
 func (e *Embedded) Endpoints() []string {
 	var out []string
 	for _, u := range e.etcd.Config().AdvertiseClientUrls {

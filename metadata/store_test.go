@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -603,5 +604,46 @@ func TestResolveContextOutlivesTheCallerWithinItsOwnDeadline(t *testing.T) {
 	p, rev, err := s.partition(rctx, "resolve", 0)
 	if err != nil || rev == 0 || p.Index != 0 {
 		t.Fatalf("re-read after the caller's cancellation: %+v rev %d: %v", p, rev, err)
+	}
+}
+
+// Regression: the embedded etcd listened without authentication on two
+// random loopback ports. A single member now has no listener unless a
+// client address is chosen.
+func TestEmbeddedSingleMemberHasNoListenerUnlessAsked(t *testing.T) {
+	ctx := ctxT(t)
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if len(e.etcd.Clients) != 0 || len(e.etcd.Peers) != 0 || len(e.Endpoints()) != 0 {
+		t.Fatalf("listeners: %d client, %d peer, endpoints %v", len(e.etcd.Clients), len(e.etcd.Peers), e.Endpoints())
+	}
+	if _, err := e.Client().Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("in-process client: %v", err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	exposed, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exposed.Close()
+	if len(exposed.etcd.Clients) != 1 || len(exposed.etcd.Peers) != 0 {
+		t.Fatalf("listeners with a client address: %d client, %d peer", len(exposed.etcd.Clients), len(exposed.etcd.Peers))
+	}
+	cl, err := clientv3.New(clientv3.Config{Endpoints: exposed.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("client on %s: %v", addr, err)
 	}
 }

@@ -35,6 +35,7 @@ type devFlags struct {
 	nodeID     int32
 	advertised string
 	logLevel   string
+	etcdAddr   string
 	brokerFlags
 }
 
@@ -126,6 +127,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.Int32Var(&f.nodeID, "node-id", 0, "this broker's id (node.id)")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.etcdAddr, "etcd-addr", "", "serve the embedded etcd's client API on this host:port, without authentication (default: no listener; only this process reaches it)")
 	f.brokerFlags.register(cmd)
 	// shale dev checks retention every 30s, so that segments are seen
 	// leaving the local disk soon after upload.
@@ -175,11 +177,14 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer httpLn.Close()
 
-	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev"})
+	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev", ClientAddr: f.etcdAddr})
 	if err != nil {
 		return fmt.Errorf("embedded etcd: %w", err)
 	}
 	defer etcd.Close()
+	if f.etcdAddr != "" {
+		log.Warn("embedded etcd serves clients without authentication", "etcd", etcd.Endpoints())
+	}
 
 	host, port, err := advertisedHostPort(f.advertised, ln.Addr().String())
 	if err != nil {

@@ -383,3 +383,55 @@ func TestSIGTERMDoesNotWaitForClients(t *testing.T) {
 		}
 	}
 }
+
+// listeningPorts lists the TCP ports process pid listens on (Linux /proc).
+func listeningPorts(t *testing.T, pid int) []int {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var ports []int
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] { // 0A: LISTEN
+				continue
+			}
+			local := f[1]
+			port, err := strconv.ParseInt(local[strings.LastIndex(local, ":")+1:], 16, 32)
+			if err == nil {
+				ports = append(ports, int(port))
+			}
+		}
+	}
+	sort.Ints(ports)
+	return ports
+}
+
+// Regression: shale dev's embedded etcd listened without authentication
+// on two random loopback ports besides the Kafka and HTTP listeners.
+func TestDevListensOnlyOnItsConfiguredPorts(t *testing.T) {
+	p := startDev(t, "")
+	var want []int
+	for _, addr := range []string{p.kafkaAddr, p.httpAddr} {
+		_, port, _ := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(port)
+		want = append(want, n)
+	}
+	sort.Ints(want)
+	if got := listeningPorts(t, p.cmd.Process.Pid); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("listening on %v, want only %v", got, want)
+	}
+}
