@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -216,6 +217,7 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		Budget:          b.scanBudget,
 	})
 	if err != nil {
+		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
 		return nil, none, err
 	}
 	res, appendTime, err := p.appendProduce(batch, sum, req.Acks, now)
@@ -228,4 +230,17 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 	sp.LogAppendTime = appendTime
 	sp.LogStartOffset = res.LogStartOffset
 	return p, res, nil
+}
+
+// refusalReason labels a validation error for the refused-batches metric.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, recordbatch.ErrDecompressTooLarge):
+		return "too_large"
+	case errors.Is(err, recordbatch.ErrInvalidRecord):
+		return "invalid_record"
+	case errors.Is(err, recordbatch.ErrCorrupt):
+		return "corrupt"
+	}
+	return "other" // the request ended while waiting for the scan budget
 }

@@ -261,6 +261,13 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		fetchSessions: newFetchSessionCache(),
 	}
 	b.unsupportedLog.interval = 10 * time.Second
+	if reg != nil {
+		budget := b.scanBudget
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "scan_budget_bytes_in_use",
+			Help: "Bytes of the scan budget (" + strconv.Itoa(recordbatch.DefaultBudgetBytes>>20) + " MiB) taken by produce validation, ListOffsets by timestamp and the group load looking inside batches.",
+		}, func() float64 { return float64(budget.InUse()) }))
+	}
 	b.producerIDs = &producerIDAllocator{alloc: meta.allocateProducerIDs}
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,

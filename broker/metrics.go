@@ -14,6 +14,7 @@ type brokerMetrics struct {
 	fetchedBytes    prometheus.Counter
 	partitions      prometheus.Gauge
 	strayLogs       prometheus.Gauge
+	refusedBatches  *prometheus.CounterVec
 }
 
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
@@ -40,9 +41,13 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "stray_partition_logs",
 			Help: "Partition directories kept but not served: the metadata does not assign them to this broker (or cannot be read) and no deletion of their topic is recorded.",
 		}),
+		refusedBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produce_batches_refused_total",
+			Help: "Producer batches refused by validation, by reason: corrupt (bad CRC, framing or compressed stream), invalid_record (records that do not match the header), too_large (expands past the decompression bound).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs)
+		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches)
 	}
 	return m
 }
