@@ -139,9 +139,10 @@ func (o *S3Options) validate() error {
 // success: every Put carries a random put id in its metadata, compared
 // with the stored object's before any failure is returned.
 type S3 struct {
-	opts   S3Options
-	client *s3.Client
-	tm     *transfermanager.Client
+	opts      S3Options
+	client    *s3.Client
+	tm        *transfermanager.Client
+	transport *http.Transport
 }
 
 var _ Bucket = (*S3)(nil)
@@ -204,9 +205,18 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	if opts.WrapTransport != nil {
-		cfg.HTTPClient = &http.Client{Transport: opts.WrapTransport(httpClient.GetTransport())}
+	// One transport of our own, so Close can drop its connections; it
+	// is the configured one (timeouts, and a CA bundle from the
+	// environment when the SDK added one).
+	transport := httpClient.GetTransport()
+	if bc, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		transport = bc.GetTransport()
 	}
+	var rt http.RoundTripper = transport
+	if opts.WrapTransport != nil {
+		rt = opts.WrapTransport(rt)
+	}
+	cfg.HTTPClient = &http.Client{Transport: rt}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -220,7 +230,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		o.FailTimeout = opts.RequestTimeout // abort a failed multipart upload even after ctx ends
 		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	})
-	return &S3{opts: opts, client: client, tm: tm}, nil
+	return &S3{opts: opts, client: client, tm: tm, transport: transport}, nil
 }
 
 // Client is the underlying SDK client (benchmarks and tools).
@@ -484,4 +494,8 @@ func (b *S3) Delete(ctx context.Context, key string) error {
 	return err
 }
 
-func (b *S3) Close() error { return nil }
+// Close closes idle connections; calls in flight finish.
+func (b *S3) Close() error {
+	b.transport.CloseIdleConnections()
+	return nil
+}

@@ -200,7 +200,7 @@ func testGetRange(t *testing.T, b objectstore.Bucket) {
 
 func testGetPastEnd(t *testing.T, b objectstore.Bucket) {
 	put(t, b, "r", randBytes(3, 100))
-	for _, r := range [][2]int64{{100, -1}, {100, 1}, {101, 5}, {1 << 40, 1}} {
+	for _, r := range [][2]int64{{100, -1}, {100, 1}, {101, 5}, {1 << 40, 1}, {-1, 5}, {-1, -1}} {
 		if _, err := get(t, b, "r", r[0], r[1]); !errors.Is(err, objectstore.ErrInvalidRange) {
 			t.Fatalf("range %v: %v, want ErrInvalidRange", r, err)
 		}
@@ -256,6 +256,7 @@ func testPutLargeShort(t *testing.T, b objectstore.Bucket) {
 func testPutLong(t *testing.T, b objectstore.Bucket) {
 	putFails(t, b, "long", bytes.NewReader(make([]byte, 101)), 100, nil)
 	putFails(t, b, "long", bytes.NewReader(make([]byte, 1)), 0, nil)
+	putFails(t, b, "long", bytes.NewReader(nil), -1, nil)
 }
 
 type errReader struct {
