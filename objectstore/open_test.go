@@ -101,10 +101,12 @@ func TestOpen(t *testing.T) {
 func TestOpenS3URLOnMinIO(t *testing.T) {
 	srv := miniotest.Shared(t)
 	bucket := srv.NewBucket(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", miniotest.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", miniotest.SecretKey)
+	for _, kv := range miniotest.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	ctx := context.Background()
-	b, err := objectstore.Open(ctx, "s3://"+bucket+"/shale/dev?endpoint="+srv.Endpoint+"&region=us-east-1", objectstore.OpenOptions{})
+	b, err := objectstore.Open(ctx, srv.URL(bucket, "shale/dev"), objectstore.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package objectstore_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
@@ -18,25 +17,13 @@ func TestMain(m *testing.M) { miniotest.Main(m) }
 // multipart upload) and small list pages (so listing paginates).
 func newMinIOBucket(t *testing.T, tune func(*objectstore.S3Options)) *objectstore.S3 {
 	t.Helper()
-	srv := miniotest.Shared(t)
-	opts := objectstore.S3Options{
-		Bucket:       srv.NewBucket(t),
-		Endpoint:     srv.Endpoint,
-		Region:       "us-east-1",
-		PathStyle:    true,
-		AccessKey:    miniotest.AccessKey,
-		SecretKey:    miniotest.SecretKey,
-		PartSize:     5 << 20,
-		ListPageSize: 100,
-	}
-	if tune != nil {
-		tune(&opts)
-	}
-	b, err := objectstore.NewS3(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
+		o.PartSize = 5 << 20
+		o.ListPageSize = 100
+		if tune != nil {
+			tune(o)
+		}
+	})
 }
 
 func TestS3Conformance(t *testing.T) {

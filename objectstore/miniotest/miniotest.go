@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/shale-log/shale/objectstore"
 )
 
 // Credentials of every server this package starts.
@@ -112,7 +115,9 @@ func Shared(t testing.TB) *Server {
 	t.Helper()
 	bin := requireBinary(t)
 	shared.once.Do(func() {
-		shared.dir, shared.err = os.MkdirTemp("", "shale-minio-")
+		removeStaleDirs()
+		shared.dir = filepath.Join(os.TempDir(), fmt.Sprintf("shale-minio-%d", os.Getpid()))
+		shared.err = os.MkdirAll(shared.dir, 0o755)
 		if shared.err == nil {
 			shared.s, shared.err = start(bin, shared.dir)
 		}
@@ -121,6 +126,21 @@ func Shared(t testing.TB) *Server {
 		t.Fatal(shared.err)
 	}
 	return shared.s
+}
+
+// removeStaleDirs removes the shared data directories of test processes
+// that ended without Main (their servers died with them).
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "shale-minio-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "shale-minio-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // Main runs a package's tests and then stops the shared server.
@@ -314,4 +334,44 @@ func (s *Server) NewBucket(t testing.TB) string {
 		t.Fatalf("miniotest: make bucket: %v", err)
 	}
 	return name
+}
+
+// NewS3 returns an S3 bucket on a fresh bucket of the server; tune, when
+// not nil, adjusts the options first. It is closed at the test's end.
+func (s *Server) NewS3(t testing.TB, tune func(*objectstore.S3Options)) *objectstore.S3 {
+	t.Helper()
+	opts := objectstore.S3Options{
+		Bucket:    s.NewBucket(t),
+		Endpoint:  s.Endpoint,
+		Region:    "us-east-1",
+		PathStyle: true,
+		AccessKey: AccessKey,
+		SecretKey: SecretKey,
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	b, err := objectstore.NewS3(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// URL is an objectstore.Open URL of bucket on the server (prefix may be
+// empty). Credentials are not in it: set AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY to AccessKey and SecretKey (Env gives them).
+func (s *Server) URL(bucket, prefix string) string {
+	u := "s3://" + bucket
+	if prefix != "" {
+		u += "/" + prefix
+	}
+	return u + "?endpoint=" + s.Endpoint + "&region=us-east-1"
+}
+
+// Env is the environment a process (or objectstore.Open) needs to reach
+// the server with the standard AWS credential chain.
+func Env() []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + AccessKey, "AWS_SECRET_ACCESS_KEY=" + SecretKey, "AWS_REGION=us-east-1"}
 }
