@@ -16,7 +16,7 @@ import (
 // did not look inside) are decompressed as a stream under the scan budget.
 // Sixteen concurrent lookups once decompressed them whole, one buffer each.
 func TestConcurrentOffsetForTimestampOverBombsStaysBounded(t *testing.T) {
-	const lookups, size = 16, 48 << 20
+	const lookups, size = 16, 32 << 20
 	h := newHarness(t, Config{})
 	budget := recordbatch.NewBudget(recordbatch.DefaultBudgetBytes)
 	h.opts.ScanBudget = budget
