@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 )
 
@@ -18,7 +19,12 @@ import (
 // frame must get a response or a closed connection, and the broker must
 // keep serving (a panic in any handler fails the run).
 func FuzzConnection(f *testing.F) {
-	b := brokertest.Start(f)
+	const budget = 8 << 20
+	b := brokertest.Start(f, func(c *broker.Config) {
+		c.QueuedMaxRequestBytes = budget
+		// Fuzzed admin requests may create topics: keep them small.
+		c.MaxBrokerPartitions = 200
+	})
 	adm := b.Admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -68,10 +74,19 @@ func FuzzConnection(f *testing.F) {
 		f.Add(formatter.AppendRequest(nil, grow, 5)[4:])
 	}
 
+	apiVersions := kmsg.NewPtrApiVersionsRequest()
+	apiVersions.Version = 0
+	probe := formatter.AppendRequest(nil, apiVersions, 0x7ead)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) > 1<<20 {
 			return
 		}
+		// A healthy client is connected before the frame is sent.
+		check, err := net.Dial("tcp", b.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer check.Close()
 		c, err := net.Dial("tcp", b.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -80,25 +95,77 @@ func FuzzConnection(f *testing.F) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		c.Write(binary.BigEndian.AppendUint32(nil, uint32(len(body))))
 		c.Write(body)
-		// A response, silence (acks=0) or a close: all fine. Read a
-		// little, then check the broker still answers a new client.
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		var rsize [4]byte
-		if _, err := io.ReadFull(c, rsize[:]); err == nil {
-			io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(rsize[:])))
+		// Then a probe on the same connection: requests are answered
+		// in order, so the probe's answer (after the frame's, if it has
+		// one) or a close shows the frame was dealt with.
+		c.Write(probe)
+
+		// Meanwhile the healthy client is served.
+		check.SetDeadline(time.Now().Add(3 * time.Second))
+		check.Write(probe)
+		if _, err := readResponse(check); err != nil {
+			t.Fatalf("a healthy client was not served while %x was handled: %v", body, err)
 		}
-		check, err := net.Dial("tcp", b.Addr)
-		if err != nil {
-			t.Fatalf("broker gone: %v", err)
+		if used := b.B.RequestMemoryInUse(); used > budget+int64(len(body))+64<<10 {
+			t.Fatalf("request memory %d over the budget %d", used, budget)
 		}
-		defer check.Close()
-		check.SetDeadline(time.Now().Add(5 * time.Second))
-		req := kmsg.NewPtrApiVersionsRequest()
-		req.Version = 0
-		check.Write(formatter.AppendRequest(nil, req, 9))
-		var size [4]byte
-		if _, err := io.ReadFull(check, size[:]); err != nil {
-			t.Fatalf("broker stopped answering after %x: %v", body, err)
+
+		// The frame gets a response or a closed connection. Requests
+		// that may wait (a long poll, acks=all, a rebalance, an admin
+		// timeout) may also still be waiting.
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			corr, err := readResponse(c)
+			if err == nil && corr == 0x7ead {
+				break // answered, in order
+			}
+			if err == nil {
+				continue // the frame's own response
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() && len(body) >= 2 && mayWait[int16(binary.BigEndian.Uint16(body))] {
+				break
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("neither a response nor a close for %x", body)
+			}
+			break // closed
+		}
+		c.Close()
+		// Once the connection is gone, what it held is given back.
+		deadline := time.Now().Add(3 * time.Second)
+		for b.B.RequestMemoryInUse() != 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if used := b.B.RequestMemoryInUse(); used != 0 {
+			t.Fatalf("%d bytes of request memory still held after %x", used, body)
 		}
 	})
+}
+
+// mayWait: API keys whose requests may legitimately wait for seconds
+// before they are answered.
+var mayWait = map[int16]bool{
+	int16(kmsg.Produce): true, int16(kmsg.Fetch): true, int16(kmsg.JoinGroup): true,
+	int16(kmsg.SyncGroup): true, int16(kmsg.CreateTopics): true, int16(kmsg.DeleteTopics): true,
+	int16(kmsg.DeleteRecords): true, int16(kmsg.CreatePartitions): true,
+}
+
+// readResponse reads one response frame and returns its correlation id.
+func readResponse(c net.Conn) (int32, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(c, size[:]); err != nil {
+		return 0, err
+	}
+	n := binary.BigEndian.Uint32(size[:])
+	if n < 4 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	var corr [4]byte
+	if _, err := io.ReadFull(c, corr[:]); err != nil {
+		return 0, err
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(n-4)); err != nil {
+		return 0, err
+	}
+	return int32(binary.BigEndian.Uint32(corr[:])), nil
 }
