@@ -232,6 +232,27 @@ func (w *walker) record() (int32, int64, bool) {
 	if w.r == nil {
 		return w.recordInMemory()
 	}
+	// Streaming: most records lie whole in the window, and those are
+	// walked on the slice as in memory. A record the window cuts, and
+	// any the fast walk refuses, is stepped through field by field.
+	if len(w.buf)-w.pos < streamFastMin {
+		w.fill(streamFastMin)
+	}
+	pos := w.pos
+	if od, td, ok := w.recordInMemory(); ok {
+		return od, td, true
+	}
+	w.pos = pos
+	return w.recordStepwise()
+}
+
+// streamFastMin is what a streaming walk keeps in its window before trying
+// the fast walk on the next record.
+const streamFastMin = 4 << 10
+
+// recordStepwise is record for a streamed body: each field is read through
+// fill, so a record may be larger than the window.
+func (w *walker) recordStepwise() (int32, int64, bool) {
 	// The length prefix may run to the end of the body.
 	length, ok := w.varlong(10)
 	if !ok || length < 0 || length > 1<<31-1 {

@@ -6,9 +6,10 @@ import (
 )
 
 // FuzzInMemoryWalkMatchesStreaming holds the in-memory record walk (an
-// uncompressed batch at produce) to the streaming one it shortcuts: over
-// any bytes, the same records with the same deltas, refused at the same
-// record, and the same verdict on what follows the last one.
+// uncompressed batch at produce, and any record a streaming walk finds
+// whole in its window) to the stepwise one it shortcuts: over any bytes,
+// the same records with the same deltas, refused at the same record, and
+// the same verdict on what follows the last one.
 func FuzzInMemoryWalkMatchesStreaming(f *testing.F) {
 	var body []byte
 	for i, r := range []Record{
@@ -29,7 +30,7 @@ func FuzzInMemoryWalkMatchesStreaming(f *testing.F) {
 		defer stream.release()
 		for i := 0; ; i++ {
 			mo, mt, mok := mem.record()
-			so, st, sok := stream.record()
+			so, st, sok := stream.recordStepwise()
 			if mok != sok || (mok && (mo != so || mt != st)) {
 				t.Fatalf("record %d: in memory (%d, %d, %v), streaming (%d, %d, %v)", i, mo, mt, mok, so, st, sok)
 			}
