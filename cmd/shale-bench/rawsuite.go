@@ -110,7 +110,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 				t := targets[ti]
 				profile := ""
 				if r == 0 && ro.profileDir != "" && t.httpAddr != "" {
-					profile = filepath.Join(ro.profileDir, "raw-"+strings.NewReplacer(" ", "-", "=", "", "@", "", "/", "").Replace(name))
+					profile = filepath.Join(ro.profileDir, "raw-"+strings.NewReplacer(" ", "-", "=", "", "@", "", "/", "", "(", "", ")", "").Replace(name))
 				}
 				m, err := measureRaw(t, profile, cfg, run)
 				if err != nil {
