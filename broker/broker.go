@@ -296,7 +296,20 @@ func (b *Broker) start() {
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
-	b.wg.Add(2)
+	b.wg.Add(3)
+	go func() {
+		defer b.wg.Done()
+		t := time.NewTicker(hwCheckpointInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-t.C:
+				b.replicas.checkpointHighWatermarks()
+			}
+		}
+	}()
 	go func() {
 		defer b.wg.Done()
 		for range changes {

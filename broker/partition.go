@@ -88,7 +88,9 @@ func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *loca
 	p.cfg.Store(cfg)
 	p.state.Store(&partitionState{leader: -1})
 	p.mu.waiters = make(map[*waiter]struct{})
-	p.hw.Store(log.LogEndOffset())
+	// The checkpointed high watermark until the leader (this broker or
+	// another) says more.
+	p.hw.Store(log.HighWatermark())
 	return p
 }
 
@@ -176,7 +178,11 @@ func (p *partition) maybeAdvanceHW() {
 	hw := p.log.LogEndOffset()
 	for {
 		cur := p.hw.Load()
-		if hw <= cur || p.hw.CompareAndSwap(cur, hw) {
+		if hw <= cur {
+			return
+		}
+		if p.hw.CompareAndSwap(cur, hw) {
+			p.log.SetHighWatermark(hw) // checkpointed periodically and at close
 			return
 		}
 	}

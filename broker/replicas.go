@@ -346,6 +346,20 @@ func (m *replicaManager) closeAll() {
 	m.table.store(&replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}})
 }
 
+// hwCheckpointInterval is how often the high watermarks that moved are
+// written to their checkpoints (Kafka's
+// replica.high.watermark.checkpoint.interval.ms); Close writes them too.
+const hwCheckpointInterval = 5 * time.Second
+
+// checkpointHighWatermarks writes the high watermarks that moved.
+func (m *replicaManager) checkpointHighWatermarks() {
+	for _, p := range m.all() {
+		if err := p.log.CheckpointHighWatermark(); err != nil && !errors.Is(err, localseg.ErrClosed) && !errors.Is(err, localseg.ErrOffline) {
+			m.b.log.Warn("checkpointing the high watermark", "topic", p.topic, "partition", p.index, "err", err)
+		}
+	}
+}
+
 // applyRetention runs one retention pass over every hosted partition.
 func (m *replicaManager) applyRetention(now time.Time) {
 	for _, p := range m.all() {

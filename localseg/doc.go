@@ -22,6 +22,7 @@
 //	leader-epoch-checkpoint         leader epochs and the offset each started at
 //	log-start-offset                first offset consumers may read
 //	recovery-point                  offset below which everything was fsynced
+//	high-watermark                  the partition's high watermark (replication)
 //	.clean-shutdown                 present only while the log is cleanly closed
 //	*.tmp                           a file being written (removed on open)
 //	*.deleted                       segment files awaiting deletion (removed on open)
@@ -118,6 +119,8 @@
 //	                  leader-epoch-checkpoint, in this framing)
 //	log-start-offset  one line: the log start offset (DeleteRecords, retention)
 //	recovery-point    one line: every batch below it was fsynced
+//	high-watermark    one line: the high watermark (written every few seconds
+//	                  without fsync, and at Close with it; read within the log)
 //	clean-shutdown    one line: the log end offset at Close
 //
 // Checkpoints are written to a temporary, fsynced, renamed over the old
@@ -125,16 +128,29 @@
 //
 // # Durability
 //
-// An append is one pwrite into the page cache and is acknowledged without
-// fsync, as Kafka does: durability comes from replication. A crash of the
-// process (kill -9) loses nothing that was written. A crash of the machine
-// (power loss, kernel panic) loses what the kernel had not written back:
-// at most the batches above the recovery point, which recovery then cuts at
-// the first torn or missing batch. So a crash of every replica's machine at
-// once can lose acknowledged records above each replica's recovery point.
-// For those who need more, flush.messages and flush.ms fsync the log from
-// the append path (and from ApplyRetention for flush.ms) and move the
-// recovery point to the log end.
+// An append is one pwrite into the page cache; the log does not fsync it on
+// the append path. A crash of the process (kill -9) loses nothing that was
+// written. A crash of the machine (power loss, kernel panic) loses what the
+// kernel had not written back: at most the batches above the recovery
+// point, which recovery then cuts at the first torn or missing batch.
+//
+// Who needs a batch on stable storage asks WhenDurable (the broker does for
+// acks=all when the leader is the only in-sync replica, and for
+// flush.messages). The SyncScheduler (durable.go) is the group commit: one
+// goroutine, started on demand, fsyncs the segments above the recovery
+// point and, when a segment was created since the last directory fsync,
+// the directory, all outside the log's lock; it then moves the recovery
+// point (in memory) to the log end it saw before the fsync and runs the
+// callbacks it covers. Appends that arrive during an fsync share the next.
+// flush.ms arms a timer at the first unflushed append. The recovery-point
+// file is written by rolls, Flush and Close, so recovery may scan more than
+// the group commit made durable, never less. Open fsyncs the parent
+// directory, so that the partition directory's own entry is durable.
+//
+// A failed write or fsync takes the log offline (ErrOffline): it refuses
+// every change, never fsyncs again (the kernel may have dropped the pages a
+// failed fsync covered and marked them clean), writes no clean-shutdown
+// marker, and a reopen recovers from the last durable point.
 //
 // When a segment rolls, its index files and the new producer snapshot are
 // written without fsync; a background flush fsyncs the segment, them, and

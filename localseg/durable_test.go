@@ -9,11 +9,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/localseg/vfs"
 	"github.com/shale-log/shale/localseg/vfs/crashfs"
 	"github.com/shale-log/shale/localseg/vfs/errorfs"
 )
@@ -126,47 +128,91 @@ func TestFailedBackgroundFlushTakesTheLogOffline(t *testing.T) {
 	}
 }
 
-// Concurrent producers waiting for durability share fsyncs.
-func TestGroupCommitSharesFsyncs(t *testing.T) {
-	root := t.TempDir()
-	cfs, err := crashfs.New(nil, root)
-	if err != nil {
-		t.Fatal(err)
+// syncGateFS counts the fsyncs of segment files and can hold the next one.
+type syncGateFS struct {
+	vfs.FS
+	mu         sync.Mutex
+	syncs      int
+	gate, held chan struct{}
+}
+
+func (g *syncGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
 	}
-	l, err := Open(filepath.Join(root, "p-0"), Config{}, Options{FS: cfs, Logger: quietLogger()})
+	return &syncGateFile{File: f, g: g}, nil
+}
+
+type syncGateFile struct {
+	vfs.File
+	g *syncGateFS
+}
+
+func (f *syncGateFile) Sync() error {
+	f.g.mu.Lock()
+	f.g.syncs++
+	gate, held := f.g.gate, f.g.held
+	f.g.gate = nil
+	f.g.mu.Unlock()
+	if gate != nil {
+		close(held)
+		<-gate
+	}
+	return f.File.Sync()
+}
+
+// Producers that wait for durability while an fsync runs share the next
+// one, and appends go on during an fsync.
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	gate := make(chan struct{})
+	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	const producers, each = 8, 50
-	before := cfs.Syncs()
-	var wg sync.WaitGroup
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	first := make(chan error, 1)
+	res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { first <- waitDurable(l, res.LastOffset+1) }()
+	<-g.held // the first fsync is running
+	const producers = 8
+	errs := make(chan error, producers)
 	for p := 0; p < producers; p++ {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
-				if err == nil {
-					err = waitDurable(l, res.LastOffset+1)
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
+			res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+			if err == nil {
+				err = waitDurable(l, res.LastOffset+1)
 			}
+			errs <- err
 		}()
 	}
-	wg.Wait()
-	syncs := cfs.Syncs() - before
-	if l.RecoveryPoint() != producers*each {
-		t.Fatalf("recovery point %d", l.RecoveryPoint())
+	// Every append is in (none waited for the fsync) before it ends.
+	for deadline := time.Now().Add(5 * time.Second); l.LogEndOffset() != producers+1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("log end %d while an fsync runs: appends wait for it", l.LogEndOffset())
+		}
+		time.Sleep(time.Millisecond)
 	}
-	// One fsync per acknowledgement would be 400; sharing needs fewer.
-	if syncs >= producers*each {
-		t.Fatalf("%d fsyncs for %d durable appends: none shared", syncs, producers*each)
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d fsyncs for %d durable appends", syncs, producers*each)
+	for p := 0; p < producers; p++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.syncs != 2 {
+		t.Fatalf("%d fsyncs of the segment for %d durable appends, want 2 (the first, then one shared)", g.syncs, producers+1)
+	}
 }
 
 // Every append acknowledged as durable survives a machine crash, at many
@@ -246,3 +292,48 @@ func crashOnce(t *testing.T, seed uint64) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestHighWatermarkCheckpoint(t *testing.T) {
+	h := newHarness(t, Config{})
+	for i := 0; i < 10; i++ {
+		h.append(batch(1, 10, 0))
+	}
+	if hw := h.log.HighWatermark(); hw != 0 {
+		t.Fatalf("high watermark %d of a new log", hw)
+	}
+	h.log.SetHighWatermark(7)
+	h.restart()
+	if hw := h.log.HighWatermark(); hw != 7 {
+		t.Fatalf("high watermark %d after a clean restart, want 7", hw)
+	}
+	// The periodic checkpoint survives a crash of the process.
+	h.log.SetHighWatermark(9)
+	if err := h.log.CheckpointHighWatermark(); err != nil {
+		t.Fatal(err)
+	}
+	h.crash()
+	if hw := h.log.HighWatermark(); hw != 9 {
+		t.Fatalf("high watermark %d after a crash, want 9", hw)
+	}
+	// Never past the log end (a machine crash lost records the
+	// checkpoint had counted), and lowered by truncation.
+	writeFile(t, filepath.Join(h.dir, highWatermarkFile), encodeOffsetCheckpoint("high-watermark", 50))
+	h.crash()
+	if hw := h.log.HighWatermark(); hw != 10 {
+		t.Fatalf("high watermark %d from a checkpoint past the log end 10", hw)
+	}
+	if err := h.log.TruncateTo(4); err != nil {
+		t.Fatal(err)
+	}
+	if hw := h.log.HighWatermark(); hw != 4 {
+		t.Fatalf("high watermark %d after truncating to 4", hw)
+	}
+	// A corrupt checkpoint reads as the log start.
+	h.log.SetHighWatermark(3)
+	h.restart()
+	flipByte(t, filepath.Join(h.dir, highWatermarkFile), 30)
+	h.crash()
+	if hw := h.log.HighWatermark(); hw != 0 {
+		t.Fatalf("high watermark %d from a corrupt checkpoint", hw)
+	}
+}

@@ -89,6 +89,10 @@ type Log struct {
 		persisted int64
 		gen       int64 // bumped by truncation: stale background flushes give up
 	}
+	hw struct {
+		sync.Mutex
+		hwState
+	}
 	flushes   sync.WaitGroup // background flushes of sealed segments
 	closeOnce sync.Once
 	closeErr  error
@@ -1025,6 +1029,9 @@ func (l *Log) close() (err error) {
 		writeFileAtomic(l.fs, act.path(".timeindex"), encodeTimeIndex(tidx)))
 	l.removeDueLocked(time.Time{}, true)
 	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
+	}
+	if err := l.checkpointHW(true); err != nil {
 		return fmt.Errorf("localseg: closing %s: %w", l.dir, err)
 	}
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, cleanShutdownFile), encodeOffsetCheckpoint("clean-shutdown", act.next.Load())); err != nil {

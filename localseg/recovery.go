@@ -161,6 +161,7 @@ func (l *Log) load() error {
 // recover.
 func (l *Log) finishLoad(marker string) error {
 	l.setEpochsLocked(l.mu.epochs)
+	l.loadHighWatermark(l.logStart.Load(), l.LogEndOffset())
 	if err := l.writeEpochs(&l.mu.epochs); err != nil {
 		return err
 	}

@@ -90,6 +90,7 @@ func (l *Log) reopenActive(base, size int64) (*segment, error) {
 // log end. Requires mu.
 func (l *Log) afterTruncateLocked() error {
 	end := l.LogEndOffset()
+	l.lowerHighWatermark(end)
 	c := l.mu.epochs.clone()
 	if c.truncateFromEnd(end) {
 		if err := l.writeEpochs(&c); err != nil {
@@ -143,5 +144,6 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 		return fmt.Errorf("localseg: writing the log start: %w", err)
 	}
 	l.logStart.Store(offset)
+	l.SetHighWatermark(offset)
 	return nil
 }

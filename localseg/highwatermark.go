@@ -1,0 +1,85 @@
+package localseg
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// highWatermarkFile holds the partition's high watermark (Kafka's
+// replication-offset-checkpoint, one per partition here), so that a
+// restarted replica knows what was committed before it hears from the
+// leader.
+const highWatermarkFile = "high-watermark"
+
+// hwState is the high watermark the partition last reported, and what
+// its checkpoint file holds.
+type hwState struct {
+	value   int64
+	written int64 // -1: never written by this process
+}
+
+// HighWatermark is the high watermark last given to SetHighWatermark; after
+// Open, the checkpointed one, kept within [log start, log end] (a machine
+// crash can lose records the checkpoint had counted; a missing or corrupt
+// checkpoint reads as the log start).
+func (l *Log) HighWatermark() int64 {
+	l.hw.Lock()
+	defer l.hw.Unlock()
+	return l.hw.value
+}
+
+// SetHighWatermark records the partition's high watermark (in memory; the
+// file is written by CheckpointHighWatermark and Close).
+func (l *Log) SetHighWatermark(hw int64) {
+	l.hw.Lock()
+	l.hw.value = hw
+	l.hw.Unlock()
+}
+
+// CheckpointHighWatermark writes the high watermark to its checkpoint when
+// it changed since the last write. It does not fsync: a checkpoint lost or
+// stale after a crash only reads lower (Open keeps it within the log), and
+// Close writes it durably.
+func (l *Log) CheckpointHighWatermark() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	return l.checkpointHW(false)
+}
+
+func (l *Log) checkpointHW(durable bool) error {
+	if err := l.Offline(); err != nil {
+		return err
+	}
+	l.hw.Lock()
+	defer l.hw.Unlock()
+	if l.hw.value == l.hw.written && !durable {
+		return nil
+	}
+	path := filepath.Join(l.dir, highWatermarkFile)
+	data := encodeOffsetCheckpoint("high-watermark", l.hw.value)
+	write := writeFileNoSync
+	if durable {
+		write = writeFileAtomic
+	}
+	if err := write(l.fs, path, data); err != nil {
+		return fmt.Errorf("localseg: writing the high watermark: %w", err)
+	}
+	l.hw.written = l.hw.value
+	return nil
+}
+
+// loadHighWatermark reads the checkpoint at open, within [start, end].
+func (l *Log) loadHighWatermark(start, end int64) {
+	hw := l.readOffsetCheckpoint(highWatermarkFile, "high-watermark")
+	l.hw.value = min(max(hw, start), end)
+	l.hw.written = -1
+}
+
+// lowerHighWatermark keeps the high watermark within a log truncated to
+// end.
+func (l *Log) lowerHighWatermark(end int64) {
+	l.hw.Lock()
+	l.hw.value = min(l.hw.value, end)
+	l.hw.Unlock()
+}
