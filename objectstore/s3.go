@@ -283,6 +283,7 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	if err := ctx.Err(); err != nil {
 		return Attrs{}, err
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout+time.Duration(float64(size)/float64(b.opts.MinThroughput)*float64(time.Second)))
 	defer cancel()
 	putID := newPutID()
@@ -305,9 +306,12 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	// An attempt may have succeeded and lost its response: its retry
 	// then fails its condition against the object it wrote, or (for a
 	// multipart upload's completion) finds the upload gone; a timeout
-	// may also come after the store committed. Look before failing.
-	if a, ok := b.wroteIt(key, putID); ok {
-		return a, nil
+	// may also come after the store committed. Look before failing
+	// (unless the caller gave up: then the outcome stays unknown).
+	if caller.Err() == nil {
+		if a, ok := b.wroteIt(key, putID); ok {
+			return a, nil
+		}
 	}
 	err = s3Err("put", key, err)
 	if opts.IfMatch != "" && errors.Is(err, ErrNotFound) {
