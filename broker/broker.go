@@ -30,7 +30,7 @@ type Config struct {
 	AdvertisedPort           int32  // advertised.listeners port
 	Rack                     string // broker.rack
 	SocketRequestMaxBytes    int64  // socket.request.max.bytes, default 100 MiB
-	QueuedMaxRequestBytes    int64  // queued.max.request.bytes, default 100 MiB
+	QueuedMaxRequestBytes    int64  // queued.max.request.bytes, default 100 MiB (also bounds a non-produce request to 1/24 of it, see decodeExpansion)
 	AutoCreateTopics         bool   // auto.create.topics.enable (set by the caller; Kafka's default is true)
 	NumPartitions            int32  // num.partitions, default 1
 	DefaultReplicationFactor int16  // default.replication.factor, default 1

@@ -198,6 +198,10 @@ func (c *conn) readLoop() error {
 			}
 			return err
 		}
+		if reserved, err = c.reserveDecoded(buf, reserved, deadline); err != nil {
+			c.releaseBuf(buf, 0)
+			return err
+		}
 		if err := c.handleFrame(buf, reserved); err != nil {
 			return err
 		}
@@ -251,6 +255,35 @@ func (c *conn) readFrame(br *bufio.Reader, size int, deadline time.Time) ([]byte
 		}
 		step = min(size, step*frameGrowth)
 	}
+}
+
+// decodeExpansion bounds how many bytes of decoded request one frame byte
+// may become: kmsg turns an array of empty topic or group names into
+// structs 16-24 times the bytes on the wire (measured for Metadata,
+// DescribeGroups, Fetch and CreateTopics). Produce is the exception that
+// matters: its record batches alias the frame.
+const decodeExpansion = 24
+
+// reserveDecoded adds to a frame's reservation the memory its decoded
+// request may take, beyond the frame itself, so that the request budget
+// bounds what requests cost and not only their bytes. A frame whose
+// decoded form could exceed the whole budget is refused: admitted alone,
+// one such request could still take many times the budget.
+func (c *conn) reserveDecoded(frame []byte, reserved int64, deadline time.Time) (int64, error) {
+	if len(frame) < 2 || int16(binary.BigEndian.Uint16(frame)) == int16(kmsg.Produce) {
+		return reserved, nil
+	}
+	budget := c.b.requestMemory
+	extra := int64(len(frame)) * (decodeExpansion - 1)
+	if budget.limit > 0 && reserved+extra > budget.limit {
+		budget.release(reserved)
+		return 0, fmt.Errorf("%w: a %d-byte %s request may decode to more than queued.max.request.bytes (%d)", errBadRequest, len(frame), kmsg.NameForKey(int16(binary.BigEndian.Uint16(frame))), budget.limit)
+	}
+	if err := budget.acquire(c.ctx, extra, deadline); err != nil {
+		budget.release(reserved)
+		return 0, err
+	}
+	return reserved + extra, nil
 }
 
 // releaseBuf gives a frame's budget back and its buffer to the pools.

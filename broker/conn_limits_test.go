@@ -168,3 +168,27 @@ func TestFetchSessionLongPollDoesNotBlockTheSession(t *testing.T) {
 	}
 	readFrame(t, c1) // the long poll ends
 }
+
+// Regression: the request budget counted a frame's bytes, but kmsg decodes
+// an array of empty names into structs up to 24 times larger: a 100 MiB
+// Metadata request would have become gigabytes. A request whose decoded
+// form could exceed the budget is refused, and the others reserve for it.
+func TestRequestsThatDecodeBeyondTheBudgetAreRefused(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) { c.QueuedMaxRequestBytes = 4 << 20 })
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 0
+	for i := 0; i < 200000; i++ {
+		s := ""
+		md.Topics = append(md.Topics, kmsg.MetadataRequestTopic{Topic: &s})
+	}
+	var f kmsg.RequestFormatter
+	c := dial(t, b.Addr)
+	if _, err := c.Write(f.AppendRequest(nil, md, 1)); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c)
+	if used := b.B.RequestMemoryInUse(); used != 0 {
+		t.Fatalf("%d bytes held after the refused request", used)
+	}
+	healthy(t, b)
+}
