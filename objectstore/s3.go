@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -24,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
+	smithymw "github.com/aws/smithy-go/middleware"
 )
 
 // S3Options configure an S3 bucket. Zero values take the defaults that
@@ -222,6 +224,9 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
+		if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
+			o.APIOptions = append(o.APIOptions, unsignedPayload)
+		}
 	})
 	tm := transfermanager.New(client, func(o *transfermanager.Options) {
 		o.PartSizeBytes = opts.PartSize
@@ -231,6 +236,17 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	})
 	return &S3{opts: opts, client: client, tm: tm, transport: transport}, nil
+}
+
+// unsignedPayload signs request bodies as UNSIGNED-PAYLOAD, as the SDK
+// does over HTTPS: bodies carry a CRC checksum the store verifies, so over
+// plain HTTP (a local MinIO) the SHA-256 the signature would otherwise
+// hash every body with is CPU spent for nothing.
+func unsignedPayload(stack *smithymw.Stack) error {
+	return stack.Finalize.Add(smithymw.FinalizeMiddlewareFunc("shale:UnsignedPayload",
+		func(ctx context.Context, in smithymw.FinalizeInput, next smithymw.FinalizeHandler) (smithymw.FinalizeOutput, smithymw.Metadata, error) {
+			return next.HandleFinalize(v4.SetPayloadHash(ctx, "UNSIGNED-PAYLOAD"), in)
+		}), smithymw.Before)
 }
 
 // Client is the underlying SDK client (benchmarks and tools).

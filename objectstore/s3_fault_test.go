@@ -269,3 +269,41 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 	c.n -= n
 	return n, err
 }
+
+// Bodies are signed UNSIGNED-PAYLOAD (no SHA-256 of every byte over plain
+// HTTP) but always carry a CRC checksum the store verifies; with checksums
+// only when required, the signature hashes them again.
+func TestS3PutBodiesCarryAChecksum(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []string{"", "when_required"} {
+		var puts, checked atomic.Int32
+		var sha atomic.Value
+		b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+			o.RequestChecksumCalculation = mode
+			o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					if r.Method == http.MethodPut {
+						puts.Add(1)
+						sha.Store(r.Header.Get("X-Amz-Content-Sha256"))
+						for h := range r.Header {
+							if strings.HasPrefix(strings.ToLower(h), "x-amz-checksum-") {
+								checked.Add(1)
+							}
+						}
+					}
+					return next.RoundTrip(r)
+				})
+			}
+		})
+		data := bytes.Repeat([]byte("s"), 11<<20) // multipart: two parts
+		if _, err := b.Put(ctx, "k", bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		switch got := sha.Load().(string); {
+		case mode == "" && (got != "UNSIGNED-PAYLOAD" || checked.Load() != puts.Load()):
+			t.Errorf("default: %d of %d puts carry a checksum, signature payload %q", checked.Load(), puts.Load(), got)
+		case mode == "when_required" && len(got) != 64:
+			t.Errorf("when_required: signature payload %q, want the body's SHA-256", got)
+		}
+	}
+}
