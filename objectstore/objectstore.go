@@ -4,6 +4,14 @@
 //
 // Every backend passes the one conformance suite in objectstoretest; the
 // contract below is what that suite checks.
+//
+//	backends    NewS3 (s3://), NewFS (file://), NewMem (mem://); Open picks
+//	            one from a URL
+//	decorators  WithPrefix (keys under a prefix), Metrics.Wrap
+//	            (Prometheus), faulty.New (injected faults, for tests)
+//	helpers     ReadAll (bounded whole-object read), ReadAt (a range as
+//	            parallel ranged Gets)
+//	tests       objectstoretest.Run (conformance), miniotest (a real MinIO)
 package objectstore
 
 import (
