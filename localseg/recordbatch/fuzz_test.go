@@ -82,6 +82,16 @@ func FuzzCompressedBodyMatchesReference(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(byte(codec), byte(2), c)
+		if codec == CodecSnappy {
+			// The Java client's xerial framing, a record across blocks.
+			framed := append(append([]byte{}, xerialMagic...), 0, 0, 0, 1, 0, 0, 0, 1)
+			for _, part := range [][]byte{body[:len(body)/2], body[len(body)/2:]} {
+				block := snappyEncode(part)
+				framed = binary.BigEndian.AppendUint32(framed, uint32(len(block)))
+				framed = append(framed, block...)
+			}
+			f.Add(byte(codec), byte(2), framed)
+		}
 	}
 	f.Fuzz(func(t *testing.T, codec, count byte, body []byte) {
 		c := Codec(codec % 5)

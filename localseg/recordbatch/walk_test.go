@@ -3,6 +3,7 @@ package recordbatch
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -214,5 +215,31 @@ func TestBudgetBoundsAndQueues(t *testing.T) {
 	b.Release(50)
 	if n := b.InUse(); n != 0 {
 		t.Fatalf("in use %d after releasing all", n)
+	}
+}
+
+// TestXerialSnappyBlocksSplitRecords: the Java client's xerial framing cuts
+// the record stream into blocks wherever it likes, so records span blocks.
+func TestXerialSnappyBlocksSplitRecords(t *testing.T) {
+	var body []byte
+	for i := range 40 {
+		body = AppendRecord(body, Record{OffsetDelta: int32(i), Value: bytes.Repeat([]byte{byte(i)}, 100+i)})
+	}
+	framed := append(append([]byte{}, xerialMagic...), 0, 0, 0, 1, 0, 0, 0, 1)
+	for rest := body; len(rest) > 0; {
+		n := min(len(rest), 997) // not on a record boundary
+		block := snappyEncode(rest[:n])
+		framed = binary.BigEndian.AppendUint32(framed, uint32(len(block)))
+		framed = append(framed, block...)
+		rest = rest[n:]
+	}
+	b := compressedBatch(CodecSnappy, 40, framed)
+	sum, err := ValidateProduce(context.Background(), b, ValidateOptions{})
+	if err != nil || sum.Records != 40 {
+		t.Fatalf("xerial batch: %v, %d records", err, sum.Records)
+	}
+	// A block cut short is refused.
+	if _, err := ValidateProduce(context.Background(), compressedBatch(CodecSnappy, 40, framed[:len(framed)-3]), ValidateOptions{}); err == nil {
+		t.Fatal("a truncated xerial block was accepted")
 	}
 }
