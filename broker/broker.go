@@ -43,6 +43,11 @@ type Config struct {
 	// disconnected and the memory it held released. Kafka has no name
 	// for it.
 	RequestReadTimeout time.Duration
+	// ResponseWriteTimeout: a response must be sent at a MiB or more
+	// per ResponseWriteTimeout (default 30s), or its connection is
+	// closed, so that a client that stops reading cannot hold memory.
+	// Kafka has no name for it.
+	ResponseWriteTimeout time.Duration
 	// ShutdownTimeout bounds how long Close lets requests in flight
 	// finish before it closes the sockets (default 5s).
 	ShutdownTimeout time.Duration
@@ -91,6 +96,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.RequestReadTimeout == 0 {
 		c.RequestReadTimeout = 30 * time.Second
+	}
+	if c.ResponseWriteTimeout == 0 {
+		c.ResponseWriteTimeout = 30 * time.Second
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second

@@ -113,7 +113,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		cancel: cancel,
 		queue:  make(chan *pending, maxInflightPerConn),
 		log:    b.log.With("remote", nc.RemoteAddr().String()),
-		w:      newConnWriter(nc),
+		w:      newConnWriter(nc, b.cfg.ResponseWriteTimeout),
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
 	if !b.trackConn(c, true) {
@@ -376,9 +376,6 @@ func (c *conn) writeLoop() {
 		// cancelled (client gone or broker shutting down); wait for
 		// each so that what it holds is released.
 		<-p.done
-		// Answered: the frame's bytes are no longer needed.
-		c.b.requestMemory.release(p.reserved)
-		p.reserved = 0
 		c.inflight.Add(-1)
 		if p.closeConn {
 			c.broken.Store(true)
@@ -387,6 +384,7 @@ func (c *conn) writeLoop() {
 		}
 		if p.silent || c.broken.Load() {
 			p.releaseRaw()
+			c.releaseReserved(p)
 			continue
 		}
 		var err error
@@ -395,6 +393,10 @@ func (c *conn) writeLoop() {
 		} else {
 			err = c.w.writeResponse(p.header, p.resp)
 		}
+		// Written: the request's memory is no longer needed (held
+		// until now so that the budget also bounds answers queued for
+		// a client that reads slowly).
+		c.releaseReserved(p)
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.log.Debug("write failed", "err", err)
@@ -403,6 +405,11 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 		}
 	}
+}
+
+func (c *conn) releaseReserved(p *pending) {
+	c.b.requestMemory.release(p.reserved)
+	p.reserved = 0
 }
 
 func (p *pending) releaseRaw() {

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -189,6 +190,39 @@ func TestRequestsThatDecodeBeyondTheBudgetAreRefused(t *testing.T) {
 	expectClosed(t, c)
 	if used := b.B.RequestMemoryInUse(); used != 0 {
 		t.Fatalf("%d bytes held after the refused request", used)
+	}
+	healthy(t, b)
+}
+
+// A client that stops reading its responses cannot hold them (and the
+// requests' memory) forever: a response that makes no progress within
+// ResponseWriteTimeout closes the connection.
+func TestClientThatStopsReadingIsDisconnected(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) { c.ResponseWriteTimeout = 500 * time.Millisecond })
+	createTopic(t, b.Admin(), "slow", 1, nil)
+	cl := b.Client(kgo.DefaultProduceTopic("slow"))
+	for i := 0; i < 16; i++ {
+		produceSync(t, cl, &kgo.Record{Value: make([]byte, 512<<10)})
+	}
+	c := dial(t, b.Addr)
+	fetch := sessionFetch("slow", 0, -1, 0)
+	fetch.MaxBytes = 16 << 20
+	fetch.Topics[0].Partitions[0].PartitionMaxBytes = 16 << 20
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("slow"))
+	for i := int32(0); i < 32; i++ {
+		if _, err := c.Write(f.AppendRequest(nil, fetch, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not reading: the socket's buffers fill and the writer stalls.
+	time.Sleep(3 * time.Second)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection of a client that stopped reading is still open")
+	}
+	if used := b.B.RequestMemoryInUse(); used != 0 {
+		t.Fatalf("%d bytes of request memory held", used)
 	}
 	healthy(t, b)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -25,10 +26,21 @@ type connWriter struct {
 	// buffer is taken from its class.
 	sizeHint int
 	hdr      [16]byte // a raw response's header
+	// timeout: each write must make progress of at least a MiB per
+	// timeout, or the connection is given up (a client that stops
+	// reading cannot hold its responses' memory forever).
+	timeout time.Duration
 }
 
-func newConnWriter(nc net.Conn) *connWriter {
-	w := &connWriter{nc: nc}
+// arm sets the write deadline for sending n bytes.
+func (w *connWriter) arm(n int64) {
+	if w.timeout > 0 {
+		w.nc.SetWriteDeadline(time.Now().Add(w.timeout * time.Duration(1+n>>20)))
+	}
+}
+
+func newConnWriter(nc net.Conn, timeout time.Duration) *connWriter {
+	w := &connWriter{nc: nc, timeout: timeout}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if _, isTCP := nc.(*net.TCPConn); isTCP {
 			w.raw, _ = sc.SyscallConn()
@@ -51,6 +63,7 @@ func (w *connWriter) writeResponse(h requestHeader, resp kmsg.Response) error {
 	buf := appendResponseHeader(getBuf(w.sizeHint)[:0], h)
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	w.arm(int64(len(buf)))
 	_, err := w.nc.Write(buf)
 	w.sizeHint = len(buf)
 	putBuf(buf)
@@ -110,6 +123,11 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 		prev = c.at
 		if c.data != nil {
 			bufs := net.Buffers(append([][]byte(nil), c.data...))
+			var n int64
+			for _, d := range bufs {
+				n += int64(len(d))
+			}
+			w.arm(n)
 			if _, err := bufs.WriteTo(w.nc); err != nil {
 				return err
 			}
@@ -124,6 +142,7 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 
 // write sends a then b with one system call when both are present.
 func (w *connWriter) write(a, b []byte) error {
+	w.arm(int64(len(a) + len(b)))
 	switch {
 	case len(a) == 0 && len(b) == 0:
 		return nil
@@ -149,6 +168,7 @@ func (w *connWriter) sendfile(rng *localseg.Range) error {
 		return nil
 	}
 	if w.raw == nil {
+		w.arm(n)
 		_, err := io.Copy(w.nc, io.NewSectionReader(rng.File(), off, n))
 		return err
 	}
@@ -156,6 +176,7 @@ func (w *connWriter) sendfile(rng *localseg.Range) error {
 	if err != nil {
 		return err
 	}
+	w.arm(n)
 	var werr error
 	err = w.raw.Write(func(fd uintptr) bool {
 		for n > 0 {
