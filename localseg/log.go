@@ -231,6 +231,10 @@ func (l *Log) writableLocked() error {
 // a retry of one of them returns Duplicate with the original offsets; a gap
 // returns ErrOutOfOrderSequence; an old epoch ErrInvalidProducerEpoch.
 // A new epoch must start at sequence 0.
+//
+// b is written to the segment file before AppendAsLeader returns and is
+// not retained: the caller may reuse its memory at once (the broker
+// returns produce frames to a pool).
 func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
 		return AppendResult{}, fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
