@@ -263,7 +263,9 @@ func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, in
 		}
 		wrote <- nil
 	}()
-	r := bufio.NewReaderSize(c, 1<<20)
+	// Small: a response body larger than the buffer is read straight
+	// into its own, not copied through this one.
+	r := bufio.NewReaderSize(c, 64<<10)
 	var buf, body []byte
 	var lat []time.Duration
 	for s := range sent {
