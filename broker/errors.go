@@ -10,6 +10,7 @@ import (
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/tiering"
 )
 
 // errorCodes is the one table from the broker's errors (and those of the
@@ -53,6 +54,11 @@ var errorCodes = []struct {
 	{is(errInvalidRequest), kerr.InvalidRequest},
 	{is(errPolicyViolation), kerr.PolicyViolation},
 	{is(errMetaConflict), kerr.ConcurrentTransactions}, // retriable; Kafka has no closer code
+	// Tiered storage: the object store is down or slow, or an object
+	// does not decode; retriable (the client backs off and fetches
+	// again).
+	{is(tiering.ErrUnavailable), kerr.KafkaStorageError},
+	{is(tiering.ErrCorrupt), kerr.KafkaStorageError},
 	// Deadlines: the request's time ran out or the broker is stopping.
 	{is(context.DeadlineExceeded), kerr.RequestTimedOut},
 	{is(context.Canceled), kerr.RequestTimedOut},
