@@ -117,7 +117,10 @@ func TestFailedBackgroundFlushTakesTheLogOffline(t *testing.T) {
 	h, ffs := newFaultyHarness(t, Config{SegmentBytes: int64(len(one)) * 2})
 	ffs.Inject(errorfs.Fault{Op: errorfs.OpSync, PathContains: segmentName(0, ".log"), Err: syscall.EIO})
 	for i := 0; i < 3; i++ {
-		h.append(batch(1, 100, 0))
+		// The background flush may fail before the last appends.
+		if _, err := h.log.AppendAsLeader(batch(1, 100, 0), 0); err != nil && !errors.Is(err, ErrOffline) {
+			t.Fatal(err)
+		}
 	}
 	h.log.flushes.Wait()
 	if !errors.Is(h.log.Offline(), syscall.EIO) || h.log.RecoveryPoint() != 0 {
@@ -335,5 +338,91 @@ func TestHighWatermarkCheckpoint(t *testing.T) {
 	h.crash()
 	if hw := h.log.HighWatermark(); hw != 0 {
 		t.Fatalf("high watermark %d from a corrupt checkpoint", hw)
+	}
+}
+
+// writeGateFS holds the first write to a segment file and counts them.
+type writeGateFS struct {
+	vfs.FS
+	mu         sync.Mutex
+	writes     int
+	gate, held chan struct{}
+}
+
+func (g *writeGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return &writeGateFile{File: f, g: g}, nil
+}
+
+type writeGateFile struct {
+	vfs.File
+	g *writeGateFS
+}
+
+func (f *writeGateFile) WriteAt(p []byte, off int64) (int, error) {
+	f.g.mu.Lock()
+	f.g.writes++
+	gate, held := f.g.gate, f.g.held
+	f.g.gate = nil
+	f.g.mu.Unlock()
+	if gate != nil {
+		close(held)
+		<-gate
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// The pwrite happens outside the log's lock: while one append's write is
+// stalled, the next append reserves its place and writes, and both are
+// published in offset order once the first write ends.
+func TestWritesOverlapAndPublishInOrder(t *testing.T) {
+	gate := make(chan struct{})
+	g := &writeGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	first, second := make(chan AppendResult, 1), make(chan AppendResult, 1)
+	go func() {
+		res, _ := l.AppendAsLeader(batch(1, 100, 0), 0)
+		first <- res
+	}()
+	<-g.held
+	go func() {
+		res, _ := l.AppendAsLeader(batch(2, 100, 0), 0)
+		second <- res
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		g.mu.Lock()
+		n := g.writes
+		g.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second append did not write while the first write was stalled")
+		}
+	}
+	select {
+	case <-second:
+		t.Fatal("the second append returned before the first was published")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if l.LogEndOffset() != 0 {
+		t.Fatalf("log end %d published past a write in progress", l.LogEndOffset())
+	}
+	release()
+	if r1, r2 := <-first, <-second; r1.FirstOffset != 0 || r2.FirstOffset != 1 || l.LogEndOffset() != 3 {
+		t.Fatalf("offsets %d and %d, log end %d", r1.FirstOffset, r2.FirstOffset, l.LogEndOffset())
+	}
+	h := &harness{t: t, log: l}
+	if got := h.readAll(0); len(got) != 2 {
+		t.Fatalf("%d batches read back", len(got))
 	}
 }

@@ -59,6 +59,14 @@ type Log struct {
 	// epochs is the leader-epoch cache as last published (mu.epochs is
 	// the writer's copy).
 	epochs atomic.Pointer[epochCache]
+	// pub orders the writes done outside mu: queue holds the reserved
+	// ones in offset order; each is published when it and all before it
+	// are written. Lock order: mu, then pub.
+	pub struct {
+		sync.Mutex
+		cond  sync.Cond
+		queue []*writeTicket
+	}
 	// sync is the group commit (durable.go).
 	sync SyncScheduler
 	// dirGen counts files created in the directory; dirSynced is the
@@ -135,6 +143,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	l.tiered.onSeal = opts.OnSeal
 	l.mu.producers = newProducerState()
 	l.sync.l = l
+	l.pub.cond.L = &l.pub.Mutex
 	if err := l.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("localseg: %w", err)
 	}
@@ -232,29 +241,61 @@ func (l *Log) writableLocked() error {
 // returns ErrOutOfOrderSequence; an old epoch ErrInvalidProducerEpoch.
 // A new epoch must start at sequence 0.
 //
-// b is written to the segment file before AppendAsLeader returns and is
-// not retained: the caller may reuse its memory at once (the broker
-// returns produce frames to a pool).
+// The batch's position and offsets are reserved under the log's lock; the
+// pwrite happens outside it (so one producer's write overlaps the next
+// one's checks), and batches are published to readers in offset order.
+// b is written to the segment file before AppendAsLeader returns (once
+// its batch is published, or has failed) and is not retained: the caller
+// may reuse its memory at once (the broker returns produce frames to a
+// pool).
 func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
 		return AppendResult{}, fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
 	}
+	t, res, cfg, err := l.reserve(b, leaderEpoch)
+	if err != nil || res.Duplicate {
+		return res, err
+	}
+	if err := l.writeAndPublish(t); err != nil {
+		return AppendResult{}, err
+	}
+	res.FlushDue = l.sync.afterAppend(&cfg, b.NextOffset())
+	return res, nil
+}
+
+// reserve does an append's work under the log's lock: checks, offsets,
+// the epoch checkpoint, a roll when the batch does not fit, and the
+// batch's place in the active segment, queued for publication. t is nil
+// for a duplicate.
+func (l *Log) reserve(b Batch, leaderEpoch int32) (t *writeTicket, res AppendResult, cfg Config, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
-		return AppendResult{}, err
+		return nil, res, cfg, err
 	}
 	if b.HasProducerID() {
 		dup, err := l.mu.producers.check(b)
 		if err != nil {
-			return AppendResult{}, err
+			return nil, res, cfg, err
 		}
 		if dup != nil {
-			return AppendResult{FirstOffset: dup.firstOffset, LastOffset: dup.lastOffset, MaxTimestamp: dup.timestamp,
-				Duplicate: true, LogStartOffset: l.logStart.Load()}, nil
+			return nil, AppendResult{FirstOffset: dup.firstOffset, LastOffset: dup.lastOffset, MaxTimestamp: dup.timestamp,
+				Duplicate: true, LogStartOffset: l.logStart.Load()}, cfg, nil
 		}
 	}
-	leo := l.active().next.Load()
+	s, pos, leo, ok := l.reservedEnd()
+	if !ok || !l.fitsPendingLocked(s, pos, leo, b) {
+		// Rolls and the full roll checks see the published state.
+		l.drainLocked()
+		s = l.active()
+		if n, rollAt := l.fitLocked(s, b); n == 0 {
+			if err := l.rollLocked(rollAt); err != nil {
+				return nil, res, cfg, l.goOffline(err)
+			}
+			s = l.active()
+		}
+		pos, leo = s.size.Load(), s.next.Load()
+	}
 	b.SetBaseOffset(leo)
 	b.SetPartitionLeaderEpoch(leaderEpoch)
 	// The epoch goes to its checkpoint before the data, as Kafka's
@@ -262,14 +303,14 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	// which is harmless; the other order could leave batches of an epoch
 	// the checkpoint does not know.
 	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
-		return AppendResult{}, l.goOffline(err)
+		return nil, res, cfg, l.goOffline(err)
 	}
-	if err := l.appendLocked(b); err != nil {
-		return AppendResult{}, err
-	}
+	t = &writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset()}
+	l.pub.Lock()
+	l.pub.queue = append(l.pub.queue, t)
+	l.pub.Unlock()
 	l.mu.producers.update(b)
-	return AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load(),
-		FlushDue: l.sync.afterAppend(&l.mu.cfg, b.NextOffset())}, nil
+	return t, AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, l.mu.cfg, nil
 }
 
 // AppendAsFollower appends batches copied from the leader, keeping their
@@ -280,7 +321,7 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 // Producer state and the leader-epoch checkpoint are updated from the
 // batches.
 func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return AppendResult{}, err
@@ -333,6 +374,122 @@ func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 	l.updateProducersUpTo(batches, math.MaxInt64)
 	res.FlushDue = l.sync.afterAppend(&l.mu.cfg, res.LastOffset+1)
 	return res, nil
+}
+
+// writeTicket is a reserved append: its batch goes to s at pos, and the
+// log end moves to next when it is published.
+type writeTicket struct {
+	s         *segment
+	pos, next int64
+	buf       []byte
+	done      bool  // written (or failed); under pub
+	err       error // under pub
+	finished  bool  // published or failed for good; under pub
+}
+
+// reservedEnd returns where the next batch goes: the end of the last
+// reserved write, or, when none is pending (ok false), nothing: the caller
+// then reads the published state after draining. Requires mu.
+func (l *Log) reservedEnd() (s *segment, pos, next int64, ok bool) {
+	l.pub.Lock()
+	defer l.pub.Unlock()
+	n := len(l.pub.queue)
+	if n == 0 {
+		return nil, 0, 0, false
+	}
+	t := l.pub.queue[n-1]
+	return t.s, t.pos + int64(len(t.buf)), t.next, true
+}
+
+// fitsPendingLocked reports, without the publication-time state, whether a
+// batch of n bytes surely fits the active segment s after the pending
+// writes (which end at pos and next). When unsure, the caller drains and
+// decides on the published state. Requires mu.
+func (l *Log) fitsPendingLocked(s *segment, pos, next int64, b Batch) bool {
+	cfg := &l.mu.cfg
+	l.pub.Lock()
+	pending := int64(len(l.pub.queue))
+	l.pub.Unlock()
+	idx := int64(len(*s.activeIdx.Load())) + pending + 1
+	return s == l.active() && pos+int64(len(b)) <= cfg.SegmentBytes &&
+		idx < cfg.SegmentIndexBytes/timeIndexEntrySize && idx < cfg.SegmentIndexBytes/indexEntrySize &&
+		next+(b.LastOffset()-b.BaseOffset())-s.base <= math.MaxInt32
+}
+
+// writeAndPublish writes a reserved batch outside the log's lock, then
+// publishes every written batch at the head of the queue, in order, and
+// waits until its own is published. A failed write takes the log offline
+// and fails every write queued after it (they are never published).
+func (l *Log) writeAndPublish(t *writeTicket) error {
+	w, err := l.fc.acquire(t.s)
+	if err == nil {
+		err = writeFull(w, t.buf, t.pos)
+		l.fc.release(t.s)
+	}
+	l.pub.Lock()
+	defer l.pub.Unlock()
+	t.done = true
+	if err != nil {
+		t.err = err
+	}
+	for len(l.pub.queue) > 0 && l.pub.queue[0].done {
+		h := l.pub.queue[0]
+		if h.err == nil && l.Offline() != nil {
+			h.err = l.Offline()
+		}
+		if h.err != nil {
+			// Cut what the failed write left, so the file ends at a
+			// whole batch; recovery cuts anything a later write put
+			// past it.
+			if w, terr := l.fc.acquire(h.s); terr == nil {
+				if terr := w.Truncate(h.pos); terr != nil {
+					l.log.Error("cannot cut a failed write", "segment", h.s.path(".log"), "err", terr)
+				}
+				l.fc.release(h.s)
+			}
+			h.err = l.goOffline(fmt.Errorf("localseg: writing %s: %w", h.s.path(".log"), h.err))
+			for _, q := range l.pub.queue {
+				if q.err == nil {
+					q.err = h.err
+				}
+			}
+		} else {
+			l.publishRun(h.s, h.buf, h.pos)
+		}
+		h.finished = true
+		l.pub.queue[0] = nil
+		l.pub.queue = l.pub.queue[1:]
+	}
+	if len(l.pub.queue) == 0 {
+		l.pub.queue = l.pub.queue[:0:0]
+	}
+	l.pub.cond.Broadcast()
+	for !t.finished {
+		if t.err != nil && t.done {
+			// Failed, and its turn may never come: an earlier write
+			// failed and the queue is being failed whole.
+			break
+		}
+		l.pub.cond.Wait()
+	}
+	return t.err
+}
+
+// drainLocked waits until every reserved write is published or failed.
+// With mu held no new one is reserved, so the published state is then the
+// whole log. Requires mu.
+func (l *Log) drainLocked() {
+	l.pub.Lock()
+	for len(l.pub.queue) > 0 {
+		l.pub.cond.Wait()
+	}
+	l.pub.Unlock()
+}
+
+// lockDrained takes mu and waits for the writes in flight.
+func (l *Log) lockDrained() {
+	l.mu.Lock()
+	l.drainLocked()
 }
 
 // updateProducersUpTo replays the producer state of the batches in buf
@@ -475,6 +632,16 @@ func (l *Log) writeRunLocked(s *segment, run []byte) error {
 		}
 		return fmt.Errorf("localseg: writing %s: %w", s.path(".log"), err)
 	}
+	l.pub.Lock()
+	l.publishRun(s, run, pos)
+	l.pub.Unlock()
+	return nil
+}
+
+// publishRun publishes written batches at pos of s: indexes, recent
+// positions, size, and last the next offset. Requires pub (and mu or a
+// reservation of the place).
+func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 	if pos == 0 {
 		s.created = l.now().UnixMilli()
 		s.firstTs = recordbatch.Batch(run).MaxTimestamp()
@@ -515,15 +682,13 @@ func (l *Log) writeRunLocked(s *segment, run []byte) error {
 		p := newTidx
 		s.activeTidx.Store(&p)
 	}
-	s.size.Store(pos + int64(len(run)))
-	s.next.Store(next)
-	return nil
+	s.setEnd(pos+int64(len(run)), next)
 }
 
 // Flush writes every appended byte and index to stable storage and moves
 // the recovery point to the log end.
 func (l *Log) Flush() error {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
@@ -649,7 +814,7 @@ func (l *Log) lowerRecoveryPointLocked(off int64) error {
 // Roll closes the active segment and starts a new one at the log end (no-op
 // when the active segment is empty).
 func (l *Log) Roll() error {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
@@ -781,7 +946,7 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	}
 	l.dirGen.Add(1)
 	s.w = w
-	s.next.Store(base)
+	s.setEnd(0, base)
 	s.maxTs.Store(-1)
 	s.maxTsOffset.Store(base)
 	s.activeIdx.Store(&[]indexEntry{})
@@ -866,8 +1031,7 @@ func (l *Log) readSegment(s *segment, offset int64, maxBytes int, maxOffset int6
 	if err != nil {
 		return Range{}, err
 	}
-	next := s.next.Load() // before size: the bytes of next are there
-	size := s.size.Load()
+	size, next := s.end() // one pair: size holds the batches below next, no more
 	start, firstSize, err := l.findBatch(s, f, offset, size, next)
 	if err != nil {
 		l.fc.release(s)
@@ -998,7 +1162,7 @@ func (l *Log) close() (err error) {
 	l.flushes.Wait()
 	// Whoever waits for durability learns the outcome of the last flush.
 	defer func() { l.sync.stop(err) }()
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	defer l.retireAll()
 	if err := l.Offline(); err != nil {

@@ -116,7 +116,7 @@ func (l *Log) load() error {
 	}
 	// A sealed segment ends where the next begins.
 	for i := 0; i+1 < len(segs); i++ {
-		segs[i].next.Store(segs[i+1].base)
+		segs[i].setEnd(segs[i].size.Load(), segs[i+1].base)
 	}
 	l.segs.Store(&segs)
 	leo := segs[len(segs)-1].next.Load()
@@ -217,8 +217,7 @@ func (l *Log) loadSealedClean(s *segment) error {
 	if err != nil {
 		return fmt.Errorf("localseg: %w", err)
 	}
-	s.size.Store(size)
-	s.next.Store(s.base)
+	s.setEnd(size, s.base)
 	e, ok, err := readTimeIndexTail(l.fs, s.path(".timeindex"), size)
 	if err == nil {
 		s.maxTs.Store(-1)
@@ -341,8 +340,7 @@ func (l *Log) installActive(s *segment, f File, size, next int64, idx []indexEnt
 	s.activeTidx.Store(&tidx)
 	s.maxTs.Store(ib.maxTs)
 	s.maxTsOffset.Store(ib.maxOff)
-	s.size.Store(size)
-	s.next.Store(next)
+	s.setEnd(size, next)
 }
 
 // fillActive rebuilds an active segment's in-memory state from its file

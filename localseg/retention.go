@@ -17,7 +17,7 @@ import (
 // file.delete.delay.ms has passed. It returns how many segments it
 // deleted. The log start offset moves to the first remaining segment.
 func (l *Log) ApplyRetention(now time.Time) (int, error) {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return 0, err
@@ -137,7 +137,7 @@ func (l *Log) removeDueLocked(now time.Time, all bool) {
 // below it are deleted by the next ApplyRetention. Moving it backwards or
 // past the log end is an ErrOffsetOutOfRange.
 func (l *Log) SetLogStartOffset(offset int64) error {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err

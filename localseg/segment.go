@@ -24,8 +24,12 @@ type segment struct {
 	base     int64
 	interval int64 // index.interval.bytes when the segment was created
 
-	size        atomic.Int64 // bytes of whole batches
-	next        atomic.Int64 // offset after the last batch
+	size atomic.Int64 // bytes of whole batches
+	next atomic.Int64 // offset after the last batch
+	// endPair is size and next as one value (size<<32 | next-base), for
+	// readers that need the two to agree: a segment is below 4 GiB
+	// (index positions are 32-bit) and spans at most 2^31 offsets.
+	endPair     atomic.Uint64
 	maxTs       atomic.Int64 // largest batch max timestamp, -1 when unknown or empty
 	maxTsOffset atomic.Int64 // last offset of that batch
 
@@ -52,6 +56,19 @@ type segment struct {
 	idx    []indexEntry
 	tidx   []timeEntry
 	loaded bool
+}
+
+// setEnd publishes the segment's size and next offset, together.
+func (s *segment) setEnd(size, next int64) {
+	s.size.Store(size)
+	s.next.Store(next)
+	s.endPair.Store(uint64(size)<<32 | uint64(uint32(next-s.base)))
+}
+
+// end returns the size and next offset of one publication.
+func (s *segment) end() (size, next int64) {
+	v := s.endPair.Load()
+	return int64(v >> 32), s.base + int64(uint32(v))
 }
 
 func segmentName(base int64, ext string) string { return fmt.Sprintf("%020d%s", base, ext) }

@@ -11,7 +11,7 @@ import (
 // from its leader). The batch containing offset goes too, so the log end
 // may land below offset. Producer state and epochs are truncated with it.
 func (l *Log) TruncateTo(offset int64) error {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
@@ -105,7 +105,7 @@ func (l *Log) afterTruncateLocked() error {
 // TruncateFullyAndStartAt empties the log and restarts it at offset (a
 // follower far behind a leader whose log starts past it).
 func (l *Log) TruncateFullyAndStartAt(offset int64) error {
-	l.mu.Lock()
+	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
