@@ -264,12 +264,15 @@ func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, 
 }
 
 // checkTimestamps enforces message.timestamp.before/after.max.ms on a
-// CreateTime batch, using its records' smallest and largest timestamps.
+// CreateTime batch, using its records' smallest and largest timestamps (as
+// Kafka checks every record's; records without a timestamp are skipped).
+// The comparisons cannot overflow: both bounds are at least 0 and nowMs is
+// positive.
 func checkTimestamps(sum recordbatch.Summary, nowMs int64, cfg *topicConfig) error {
 	if ts := sum.MaxTimestamp; ts > nowMs && ts-nowMs > cfg.timestampAfterMax {
 		return errInvalidTimestamp
 	}
-	if ts := sum.MinTimestamp; ts >= 0 && ts < nowMs && nowMs-ts > cfg.timestampBeforeMax {
+	if ts := sum.MinTimestamp; ts != recordbatch.NoTimestamp && ts < nowMs-cfg.timestampBeforeMax {
 		return errInvalidTimestamp
 	}
 	return nil

@@ -41,6 +41,8 @@ const (
 	NoProducerEpoch      = -1
 	NoSequence           = -1
 	NoPartitionLeaderEpo = -1
+	// NoTimestamp is a record's timestamp when its producer set none.
+	NoTimestamp = -1
 )
 
 // Codec is the compression codec in the low attribute bits.

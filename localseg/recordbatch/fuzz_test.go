@@ -140,7 +140,7 @@ func compareWithReference(t *testing.T, b Batch) {
 		want.MinTimestamp, want.MaxTimestamp = -1, -1
 		_ = referenceWalkRecords(b, fuzzMax, false, func(r Record) error {
 			ts := b.BaseTimestamp() + r.TimestampDelta
-			if want.Records == 0 || ts < want.MinTimestamp {
+			if ts != NoTimestamp && (want.MinTimestamp == NoTimestamp || ts < want.MinTimestamp) {
 				want.MinTimestamp = ts
 			}
 			if want.Records == 0 || ts > want.MaxTimestamp {

@@ -14,7 +14,9 @@ type Summary struct {
 	Records int32
 	// MinTimestamp and MaxTimestamp are the smallest and largest record
 	// timestamps (base timestamp plus each record's delta), whatever the
-	// batch's timestamp type. Both are -1 for a batch without records.
+	// batch's timestamp type; MinTimestamp leaves out records without a
+	// timestamp (NoTimestamp, -1), which Kafka's timestamp bounds skip.
+	// Both are -1 for a batch without records.
 	MinTimestamp int64
 	MaxTimestamp int64
 	// MaxTimestampOffsetDelta is the offset delta of the first record
@@ -205,7 +207,7 @@ func (w *walker) walk(spec walkSpec, fn recordFn) (Summary, error) {
 		}
 		last = od
 		ts := spec.baseTimestamp + td
-		if i == 0 || ts < sum.MinTimestamp {
+		if ts != NoTimestamp && (sum.MinTimestamp == NoTimestamp || ts < sum.MinTimestamp) {
 			sum.MinTimestamp = ts
 		}
 		if i == 0 || ts > sum.MaxTimestamp {
