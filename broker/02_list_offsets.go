@@ -81,6 +81,15 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 		}
 	case listMaxTimestamp:
 		off, ts, epoch, ok, err := log.MaxTimestamp(ctx)
+		if p.tier != nil && err == nil {
+			// The remote log holds the record when its largest
+			// timestamp is at least the local one (the first wins).
+			if rts := p.tier.manifest().MaxTimestamp(); rts >= 0 && (!ok || rts >= ts) {
+				if roff, rts, repoch, rok, rerr := p.tier.offsetForTimestamp(ctx, rts); rerr != nil || rok {
+					off, ts, epoch, ok, err = roff, rts, repoch, rok, rerr
+				}
+			}
+		}
 		if err != nil {
 			sp.ErrorCode = kafkaError(err)
 		} else if ok && off < upper {
@@ -91,7 +100,17 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 			sp.ErrorCode = kerr.InvalidRequest.Code
 			return
 		}
-		off, ts, epoch, ok, err := log.OffsetForTimestamp(ctx, rp.Timestamp)
+		var off, ts int64
+		var epoch int32
+		var ok bool
+		var err error
+		if p.tier != nil {
+			// Remote offsets come first: look there before the disk.
+			off, ts, epoch, ok, err = p.tier.offsetForTimestamp(ctx, rp.Timestamp)
+		}
+		if !ok && err == nil {
+			off, ts, epoch, ok, err = log.OffsetForTimestamp(ctx, rp.Timestamp)
+		}
 		if err != nil {
 			sp.ErrorCode = kafkaError(err)
 		} else if ok && off < upper {

@@ -420,3 +420,15 @@ func (t *partitionTier) epochAt(offset int64) (int32, bool) {
 	}
 	return epoch, found
 }
+
+// offsetForTimestamp answers ListOffsets by timestamp from the remote log:
+// the first remote record at or after ts (ok false when none is).
+func (t *partitionTier) offsetForTimestamp(ctx context.Context, ts int64) (int64, int64, int32, bool, error) {
+	m := t.manifest()
+	if m.MaxTimestamp() < ts {
+		return 0, 0, 0, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	return t.svc.reader.OffsetForTimestamp(ctx, t.part, m, ts)
+}

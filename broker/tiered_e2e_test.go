@@ -80,10 +80,11 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 	})
 	cl := b.Client(kgo.DefaultProduceTopic("history"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	const n = 1500
+	base := time.Now().Add(-time.Hour).UnixMilli()
 	for i := 0; i < n; i += 50 {
 		var recs []*kgo.Record
 		for j := i; j < i+50; j++ {
-			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(j)), Value: tieredValue(j)})
+			recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(j)), Value: tieredValue(j), Timestamp: time.UnixMilli(base + int64(j))})
 		}
 		produceSync(t, cl, recs...)
 	}
@@ -96,6 +97,17 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 	localStart := listOffset(t, cl, "history", -4)
 	if tiered := listOffset(t, cl, "history", -5); tiered < localStart-1 {
 		t.Fatalf("latest tiered offset %d below the local log start %d", tiered, localStart)
+	}
+
+	// By timestamp: answered from the bucket below the local log, from
+	// the disk above it; the largest timestamp is the last record's.
+	for _, i := range []int64{0, 100, localStart - 1, localStart, n - 1} {
+		if got := listOffset(t, cl, "history", base+i); got != i {
+			t.Fatalf("offset for timestamp of record %d: %d", i, got)
+		}
+	}
+	if got := listOffset(t, cl, "history", -3); got != n-1 {
+		t.Fatalf("offset of the largest timestamp: %d, want %d", got, n-1)
 	}
 
 	// franz-go from offset 0: every record, in order, byte for byte.

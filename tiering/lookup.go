@@ -1,0 +1,80 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// maxLookupDecompressed caps what looking inside one compressed batch
+// decompresses (as localseg's lookups do).
+const maxLookupDecompressed = 64 << 20
+
+// OffsetForTimestamp finds the first remote record (at or above the log
+// start) whose timestamp is at or above ts, as ListOffsets by timestamp
+// does: its offset, timestamp and batch leader epoch. ok is false when no
+// remote record has one. It skips segments whose largest timestamp is
+// below ts and reads the others through the cache.
+func (r *Reader) OffsetForTimestamp(ctx context.Context, p Partition, m *Manifest, ts int64) (offset, timestamp int64, epoch int32, ok bool, err error) {
+	start := m.Start()
+	if start < 0 {
+		return 0, 0, 0, false, nil
+	}
+	for _, seg := range m.Segments {
+		if seg.NextOffset <= start || seg.MaxTimestamp < ts {
+			continue
+		}
+		for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
+			parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
+			if err != nil || parts == nil {
+				return 0, 0, 0, false, err
+			}
+			next := off
+			for buf := bytes.Join(parts, nil); len(buf) > 0; {
+				b, rest, err := recordbatch.Next(buf)
+				if err != nil {
+					break // a partial last batch: read again from it
+				}
+				buf = rest
+				next = b.NextOffset()
+				if b.LastOffset() < off || b.MaxTimestamp() < ts {
+					continue
+				}
+				found := false
+				err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
+					if t >= ts && o >= start {
+						offset, timestamp, found = o, t, true
+						return false
+					}
+					return true
+				})
+				if err != nil {
+					return 0, 0, 0, false, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
+				}
+				if found {
+					return offset, timestamp, b.PartitionLeaderEpoch(), true, nil
+				}
+			}
+			if next <= off {
+				return 0, 0, 0, false, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
+			}
+			off = next
+		}
+	}
+	return 0, 0, 0, false, nil
+}
+
+// MaxTimestamp is the largest record timestamp in the remote log (-1 when
+// unknown), from the manifest alone.
+func (m *Manifest) MaxTimestamp() int64 {
+	ts := int64(-1)
+	start := m.Start()
+	for _, s := range m.Segments {
+		if s.NextOffset > start {
+			ts = max(ts, s.MaxTimestamp)
+		}
+	}
+	return ts
+}
