@@ -160,7 +160,7 @@ func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Now()) }
 const (
 	firstFrameStep = 64 << 10
 	frameGrowth    = 4
-	readBufferSize = 16 << 10
+	readBufferSize = 4 << 10 // small requests in one read; large frames bypass it
 )
 
 // errIdle: the connection was idle for connections.max.idle.ms.
