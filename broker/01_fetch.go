@@ -21,7 +21,9 @@ type fetchOp struct {
 	req      *kmsg.FetchRequest
 	plan     *fetchPlan
 	follower bool
-	targets  []fetchTarget
+	// replicaID is the fetching follower's broker id (-1: a client).
+	replicaID int32
+	targets   []fetchTarget
 }
 
 type fetchTarget struct {
@@ -40,7 +42,15 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		resp.ErrorCode = code
 		return resp
 	}
-	op := &fetchOp{b: b, req: req, plan: plan, follower: fetchReplicaID(req) >= 0}
+	replicaID := fetchReplicaID(req)
+	op := &fetchOp{b: b, req: req, plan: plan, follower: replicaID >= 0, replicaID: replicaID}
+	// A replica id is honoured only on a connection that authenticated
+	// as that broker with the cluster secret; anyone else asking to read
+	// past the high watermark as a follower is refused (CVE-2018-1288).
+	var refuse error
+	if op.follower && r.conn.peer.Load() != replicaID+1 {
+		refuse = errReplicaNotAuthorized
+	}
 	for _, sp := range plan.parts {
 		t := fetchTarget{sp: sp}
 		if sp.key.topic == "" {
@@ -50,6 +60,9 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 			}
 		} else {
 			t.p, t.err = b.partitionByName(sp.key.topic, sp.key.index)
+		}
+		if refuse != nil {
+			t.p, t.err = nil, refuse
 		}
 		op.targets = append(op.targets, t)
 	}
@@ -138,6 +151,10 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			}
 			continue
 		}
+		if fp.DivergingEpoch.Epoch >= 0 || fp.DivergingEpoch.EndOffset >= 0 {
+			// A follower told to truncate is answered at once.
+			anyError = true
+		}
 		total += fp.size()
 		remaining -= fp.size()
 	}
@@ -184,7 +201,19 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 
 // readPartition reads one partition into fp.
 func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPart, remaining int64, first bool) error {
-	if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {
+	if op.follower {
+		// The follower's position is recorded (it may move the high
+		// watermark) before the high watermark it is sent is read.
+		ans, err := p.followerFetch(op.replicaID, sp.currentLeaderEpoch, sp.fetchOffset, sp.lastFetchedEpoch, time.Now())
+		if err != nil {
+			return err
+		}
+		if ans.Diverging {
+			fp.DivergingEpoch.Epoch, fp.DivergingEpoch.EndOffset = ans.DivergingEpoch, ans.DivergingEndOffset
+			fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.log.LogStartOffset()
+			return nil
+		}
+	} else if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {
 		return err
 	}
 	if err := p.checkTierReady(); err != nil {

@@ -77,6 +77,13 @@ type Config struct {
 	GroupConfigs map[string]string
 	// Tiering configures tiered storage (on when it has a bucket).
 	Tiering TieringConfig
+	// ReplicaLagTimeMax is replica.lag.time.max.ms: a follower that has
+	// not caught up with the leader for this long leaves the ISR
+	// (default 30s).
+	ReplicaLagTimeMax time.Duration
+	// ReplicaFetchWaitMax is replica.fetch.wait.max.ms, how long a
+	// follower's fetch waits at the leader for data (default 500ms).
+	ReplicaFetchWaitMax time.Duration
 	// TopicDefaults are broker-level defaults for topic configs, under
 	// Kafka's broker names (log.retention.ms, log.segment.bytes,
 	// message.max.bytes, ...).
@@ -126,6 +133,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.OffsetsTopicReplicationFactor == 0 {
 		c.OffsetsTopicReplicationFactor = 3
+	}
+	if c.ReplicaLagTimeMax == 0 {
+		c.ReplicaLagTimeMax = 30 * time.Second
+	}
+	if c.ReplicaFetchWaitMax == 0 {
+		c.ReplicaFetchWaitMax = 500 * time.Millisecond
 	}
 	if c.TopicDefaults == nil {
 		c.TopicDefaults = map[string]string{}
@@ -216,8 +229,9 @@ type Broker struct {
 	groups        *groupCoordinator
 	// secret is the cluster's inter-broker secret: a connection that
 	// presents it may fetch as a follower.
-	secret string
-	tier   *tierService // nil: no object store
+	secret   string
+	tier     *tierService // nil: no object store
+	fetchers *fetcherManager
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -276,6 +290,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 			Help: "Bytes of the scan budget (" + strconv.Itoa(recordbatch.DefaultBudgetBytes>>20) + " MiB) taken by produce validation, ListOffsets by timestamp and the group load looking inside batches.",
 		}, func() float64 { return float64(budget.InUse()) }))
 	}
+	b.fetchers = newFetcherManager(b)
 	b.producerIDs = &producerIDAllocator{alloc: meta.allocateProducerIDs}
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,
@@ -304,7 +319,11 @@ func (b *Broker) start() {
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
-	b.wg.Add(3)
+	b.wg.Add(4)
+	go func() {
+		defer b.wg.Done()
+		b.checkISRs()
+	}()
 	go func() {
 		defer b.wg.Done()
 		t := time.NewTicker(hwCheckpointInterval)
@@ -470,6 +489,7 @@ func (b *Broker) Close() error {
 			b.connsMu.Unlock()
 			<-done
 		}
+		b.fetchers.close()
 		b.wg.Wait()
 		if b.tier != nil {
 			// The archive loops end with b.ctx; wait for them

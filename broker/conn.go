@@ -43,6 +43,10 @@ type conn struct {
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool
+	// peer is 1 + the id of the broker this connection authenticated
+	// as with the cluster secret (SaslAuthenticate), 0 for a client.
+	// Only a broker's connection may fetch as a follower.
+	peer atomic.Int32
 }
 
 // pending is a request's place in the response order.

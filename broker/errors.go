@@ -27,6 +27,7 @@ var errorCodes = []struct {
 	{is(errPartitionClosed), kerr.NotLeaderForPartition},
 	{is(errLeaderNotAvailable), kerr.LeaderNotAvailable},
 	{is(errNotEnoughReplicas), kerr.NotEnoughReplicas},
+	{is(errReplicaNotAuthorized), kerr.TopicAuthorizationFailed},
 	{is(errFencedLeaderEpoch), kerr.FencedLeaderEpoch},
 	{is(errUnknownLeaderEpoch), kerr.UnknownLeaderEpoch},
 	{is(errUnknownTopic), kerr.UnknownTopicOrPartition},
@@ -112,4 +113,7 @@ var (
 	errInvalidRequiredAcks = errors.New("broker: acks must be -1, 0 or 1")
 	errTransactionalID     = errors.New("broker: transactional id not allowed")
 	errMessageTooLarge     = errors.New("broker: message too large")
+	// errReplicaNotAuthorized: a fetch with a replica id on a connection
+	// that did not authenticate as that broker.
+	errReplicaNotAuthorized = errors.New("broker: fetch as a follower from a connection not authenticated as that broker")
 )

@@ -117,7 +117,7 @@ func convertSnapshot(s *metadata.Snapshot) *metaView {
 		}
 		for _, p := range ts.Partitions {
 			tv.partitions = append(tv.partitions, partitionView{
-				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch,
+				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
 			})
 		}
 		v.topics[name] = tv
@@ -162,6 +162,19 @@ func (m *etcdMeta) updateTopicConfigs(ctx context.Context, name string, mutate f
 
 func (m *etcdMeta) allocateProducerIDs(ctx context.Context, n int64) (int64, error) {
 	return m.store.AllocateProducerIDs(ctx, n)
+}
+
+func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error {
+	cur, err := m.store.Partition(ctx, topic, index)
+	if err != nil {
+		return metaError(err)
+	}
+	if cur.Leader != leader || cur.LeaderEpoch != leaderEpoch || cur.PartitionEpoch != partitionEpoch {
+		return fmt.Errorf("%w: %s/%d is at leader %d epoch %d partition epoch %d", errMetaConflict, topic, index, cur.Leader, cur.LeaderEpoch, cur.PartitionEpoch)
+	}
+	cur.ISR = isr
+	_, _, err = m.store.UpdatePartition(ctx, cur, partitionEpoch)
+	return metaError(err)
 }
 
 // metaError maps metadata's sentinels to the broker's.

@@ -43,6 +43,7 @@ type sessionPartition struct {
 	fetchOffset        int64
 	maxBytes           int32
 	currentLeaderEpoch int32
+	lastFetchedEpoch   int32 // a follower's, v12+ (-1: not sent)
 	logStartOffset     int64 // a follower's, v5+
 	// last sent; -1 before the first response
 	hw, lso, lss int64
@@ -174,7 +175,7 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 					k.topic = rt.Topic
 				}
 				add(&sessionPartition{key: k, fetchOffset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes,
-					currentLeaderEpoch: rp.CurrentLeaderEpoch, logStartOffset: rp.LogStartOffset, hw: -1, lso: -1, lss: -1})
+					currentLeaderEpoch: rp.CurrentLeaderEpoch, lastFetchedEpoch: rp.LastFetchedEpoch, logStartOffset: rp.LogStartOffset, hw: -1, lso: -1, lss: -1})
 			}
 		}
 	}
@@ -223,6 +224,7 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 	fromRequest(func(p *sessionPartition) {
 		if old := s.index[p.key]; old != nil {
 			old.fetchOffset, old.maxBytes, old.currentLeaderEpoch, old.logStartOffset = p.fetchOffset, p.maxBytes, p.currentLeaderEpoch, p.logStartOffset
+			old.lastFetchedEpoch = p.lastFetchedEpoch
 			return
 		}
 		s.index[p.key] = p

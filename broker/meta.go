@@ -19,6 +19,10 @@ type metaStore interface {
 	createPartitions(ctx context.Context, name string, seen int, add []partitionView) (int64, error)
 	updateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error)
 	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
+	// alterISR replaces a partition's ISR as its leader: only while the
+	// stored partition still names leader at leaderEpoch and is at
+	// partitionEpoch (errMetaConflict otherwise).
+	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
 	// subscribe returns a channel that receives a value after every
 	// snapshot change (coalesced), until ctx ends.
 	subscribe(ctx context.Context) <-chan struct{}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -37,6 +38,9 @@ type partition struct {
 	// coordinator's records); clients may not produce to it.
 	internal bool
 	tier     *partitionTier // nil: not tiered
+	// host is the broker's side of replication (fetchers, ISR writes);
+	// nil in tests of the partition alone.
+	host replicaHost
 
 	// hw is the high watermark: the offset below which every ISR member
 	// has the data, the end of what consumers may read. It only grows
@@ -52,6 +56,13 @@ type partition struct {
 	// is current for its whole duration (Kafka's leaderIsrUpdateLock).
 	// Readers never take it.
 	appendMu sync.RWMutex
+
+	// repl is the replication state (partition_replica.go). Lock order:
+	// appendMu, then repl, then mu.
+	repl struct {
+		sync.Mutex
+		replicaState
+	}
 
 	mu struct {
 		sync.Mutex
@@ -87,6 +98,7 @@ func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *loca
 	p := &partition{topic: topic, topicID: topicID, index: index, nodeID: nodeID, log: log}
 	p.cfg.Store(cfg)
 	p.state.Store(&partitionState{leader: -1})
+	p.repl.partitionEpoch = -1
 	p.mu.waiters = make(map[*waiter]struct{})
 	// The checkpointed high watermark until the leader (this broker or
 	// another) says more.
@@ -96,22 +108,34 @@ func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *loca
 
 // leadership is what the partition's metadata says about its replicas.
 type leadership struct {
-	leader      int32
-	leaderEpoch int32
-	replicas    []int32
-	isr         []int32
+	leader         int32
+	leaderEpoch    int32
+	replicas       []int32
+	isr            []int32
+	partitionEpoch int32
 }
 
-// setLeadership applies the partition's state from metadata.
+// setLeadership applies the partition's state from metadata. A new leader
+// or leader epoch changes the replica's role (partition_replica.go).
+// A new leader or leader epoch changes the replica's role
+// (partition_replica.go).
 func (p *partition) setLeadership(l leadership) {
 	p.appendMu.Lock()
-	if !p.state.Load().closed {
+	roleChanged := false
+	if old := p.state.Load(); !old.closed {
+		p.repl.Lock()
+		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
 			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr)})
+		p.applyReplicationLocked(l, roleChanged, time.Now())
+		p.repl.Unlock()
 		p.maybeAdvanceHW()
 	}
 	p.appendMu.Unlock()
 	p.wake()
+	if roleChanged {
+		p.roleChanged(l)
+	}
 }
 
 func (p *partition) leaderState() (leader, epoch int32) {
@@ -169,13 +193,18 @@ func (p *partition) checkLeader(clientEpoch int32) error {
 }
 
 // maybeAdvanceHW moves the high watermark to the smallest log end among
-// the in-sync replicas. With this broker as the only replica that is its
-// own log end. Requires appendMu (shared is enough: it only grows).
+// the in-sync replicas (those of an ISR change not yet committed included,
+// so that a follower being added already holds what the high watermark
+// covers). With this broker as the only replica that is its own log end.
+// Requires appendMu (shared is enough: it only grows).
 func (p *partition) maybeAdvanceHW() {
-	if p.state.Load().leader != p.nodeID {
+	s := p.state.Load()
+	if s.leader != p.nodeID {
 		return
 	}
-	hw := p.log.LogEndOffset()
+	p.repl.Lock()
+	hw := replication.HighWatermark(p.hw.Load(), p.nodeID, p.log.LogEndOffset(), p.maximalISRLocked(s), p.repl.followers)
+	p.repl.Unlock()
 	for {
 		cur := p.hw.Load()
 		if hw <= cur {

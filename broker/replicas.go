@@ -33,6 +33,9 @@ type partitionView struct {
 	isr         []int32
 	leader      int32
 	leaderEpoch int32
+	// partitionEpoch is bumped by every change of the partition's
+	// state; ISR changes are compare-and-swap writes on it.
+	partitionEpoch int32
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -141,7 +144,7 @@ func (m *replicaManager) apply(view *metaView) {
 				p.cfg.Store(&c)
 				p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			}
-			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr})
+			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch})
 			if lt == nil {
 				lt = &localTopic{name: tv.name, id: tv.id, parts: map[int32]*partition{}}
 				next.byName[tv.name] = lt
@@ -282,6 +285,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	p := newPartition(tv.name, tv.id, index, m.nodeID, log, &c)
 	p.internal = tv.internal || isInternalTopic(tv.name)
 	p.tier = tier
+	p.host = m.b
 	return p, nil
 }
 

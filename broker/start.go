@@ -119,6 +119,12 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL, Logger: log})
+	// Start returns once the cluster has a controller (at once when one
+	// runs; a new single-broker cluster elects this one in milliseconds),
+	// so that partitions whose leader is gone are already being moved.
+	for deadline := time.Now().Add(opts.BrokerSessionTTL); ms.cache.Snapshot().Controller < 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.onClose = append(b.onClose, ctl.Close, ms.close, func() { writeCleanShutdownMarker(b.cfg.DataDir, b.log) })
 	return b, nil
 }

@@ -505,6 +505,20 @@ func (l *Log) updateProducersUpTo(buf []byte, end int64) {
 	}
 }
 
+// AssignEpoch records that leaderEpoch starts at the log end, as a new
+// leader does before accepting writes (Kafka's makeLeader): a follower that
+// later asks where an older epoch ended learns it ended here, even if this
+// leader has not written in its epoch yet. An epoch at or below the latest
+// one known is ignored.
+func (l *Log) AssignEpoch(leaderEpoch int32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return ErrClosed
+	}
+	return l.assignEpochLocked(leaderEpoch, l.active().next.Load())
+}
+
 // assignEpochLocked records that epoch starts writing at offset, making
 // the checkpoint durable first. Requires mu.
 func (l *Log) assignEpochLocked(epoch int32, offset int64) error {

@@ -803,3 +803,26 @@ func TestConcurrentReadersWithAnAppender(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestAssignEpochMarksWhereTheOldEpochEnded(t *testing.T) {
+	h := newHarness(t, Config{})
+	if _, err := h.log.AppendAsLeader(batch(3, 10, 0), 2); err != nil {
+		t.Fatal(err)
+	}
+	// A new leader at epoch 5 that has not written yet: epoch 2 (and an
+	// epoch 4 it never had) ended at its log end.
+	if err := h.log.AssignEpoch(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.log.AssignEpoch(4); err != nil {
+		t.Fatal(err)
+	}
+	if e, end, ok := h.log.EndOffsetForEpoch(4); !ok || e != 2 || end != 3 {
+		t.Fatalf("end of epoch 4: %d %d %v", e, end, ok)
+	}
+	if e, end, ok := h.log.EndOffsetForEpoch(5); !ok || e != 5 || end != 3 {
+		t.Fatalf("end of epoch 5: %d %d %v", e, end, ok)
+	}
+	// Recovery drops entries at the log end, as Kafka's does; a leader
+	// assigns its epoch again when it takes the role after a restart.
+}

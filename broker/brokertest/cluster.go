@@ -1,0 +1,169 @@
+package brokertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/metadata"
+)
+
+// Cluster is several brokers in the test process sharing one embedded
+// etcd, each with its own listener and data directory.
+type Cluster struct {
+	t       testing.TB
+	Dir     string
+	etcd    *metadata.Embedded
+	Brokers []*Node
+	cfg     func(*broker.Config)
+}
+
+// Node is one broker of a Cluster.
+type Node struct {
+	ID     int32
+	Addr   string
+	Dir    string
+	B      *broker.Broker // nil while stopped
+	ln     net.Listener
+	served chan struct{}
+}
+
+// StartCluster starts n brokers (ids 0 to n-1) on one embedded etcd, with
+// short leases so that failover tests run in seconds, and stops them at
+// cleanup.
+func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Dir: t.TempDir(), cfg: func(cfg *broker.Config) {
+		for _, o := range opts {
+			o(cfg)
+		}
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(c.Dir, "etcd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.etcd = e
+	t.Cleanup(func() {
+		for _, nd := range c.Brokers {
+			c.Stop(nd.ID)
+		}
+		e.Close()
+	})
+	for i := 0; i < n; i++ {
+		nd := &Node{ID: int32(i), Dir: filepath.Join(c.Dir, fmt.Sprintf("broker-%d", i)), Addr: "127.0.0.1:0"}
+		c.Brokers = append(c.Brokers, nd)
+		c.Start(nd.ID)
+	}
+	return c
+}
+
+// Start starts (or restarts) broker id on its data directory and address.
+func (c *Cluster) Start(id int32) {
+	c.t.Helper()
+	nd := c.Brokers[id]
+	if nd.B != nil {
+		return
+	}
+	var ln net.Listener
+	var err error
+	for try := 0; ; try++ {
+		if ln, err = net.Listen("tcp", nd.Addr); err == nil || try == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the old socket lingers
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	host, port := splitHostPort(c.t, ln.Addr().String())
+	cfg := broker.Config{
+		NodeID:           id,
+		DataDir:          nd.Dir,
+		AdvertisedHost:   host,
+		AdvertisedPort:   port,
+		AutoCreateTopics: true,
+	}
+	c.cfg(&cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: c.etcd.Client(), Logger: logger().With("node", id), BrokerSessionTTL: 3 * time.Second})
+	if err != nil {
+		ln.Close()
+		c.t.Fatal(err)
+	}
+	nd.B, nd.ln, nd.Addr = br, ln, ln.Addr().String()
+	nd.served = make(chan struct{})
+	go func() {
+		defer close(nd.served)
+		br.Serve(ln)
+	}()
+}
+
+// Stop shuts broker id down cleanly.
+func (c *Cluster) Stop(id int32) {
+	nd := c.Brokers[id]
+	if nd.B == nil {
+		return
+	}
+	nd.ln.Close()
+	<-nd.served
+	nd.B.Close()
+	nd.B = nil
+}
+
+// Addrs lists the running brokers' addresses.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, nd := range c.Brokers {
+		if nd.B != nil {
+			out = append(out, nd.Addr)
+		}
+	}
+	return out
+}
+
+// Client returns a franz-go client seeded with every running broker,
+// closed at cleanup.
+func (c *Cluster) Client(opts ...kgo.Opt) *kgo.Client {
+	c.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+// Admin returns a kadm client over a new client.
+func (c *Cluster) Admin() *kadm.Client { return kadm.NewClient(c.Client()) }
+
+// Etcd is the cluster's embedded etcd.
+func (c *Cluster) Etcd() *metadata.Embedded { return c.etcd }
+
+// WaitFor polls cond every 20ms until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s (last: %s)", what, timeout, strings.TrimSpace(last))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,106 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// partitionState reads a partition's leader and ISR through the Kafka
+// metadata API.
+func partitionState(t *testing.T, adm *kadm.Client, topic string) (leader int32, epoch int32, isr []int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	td, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return -1, -1, nil
+	}
+	p := td[topic].Partitions[0]
+	isr = slices.Clone(p.ISR)
+	slices.Sort(isr)
+	return p.Leader, p.LeaderEpoch, isr
+}
+
+func waitReplicated(t *testing.T, c *brokertest.Cluster, topic string, end int64) {
+	t.Helper()
+	brokertest.WaitFor(t, 15*time.Second, "every replica holds the records", func() (bool, string) {
+		state := ""
+		for _, nd := range c.Brokers {
+			if nd.B == nil {
+				continue
+			}
+			leo, hw, ok := nd.B.ReplicaOffsets(topic, 0)
+			state += fmt.Sprintf("broker %d: leo %d hw %d %v; ", nd.ID, leo, hw, ok)
+			if !ok || leo != end || hw != end {
+				return false, state
+			}
+		}
+		return true, state
+	})
+}
+
+func TestReplicationAcksAllFailoverAndRejoin(t *testing.T) {
+	c := brokertest.StartCluster(t, 3)
+	ctx := testCtx(t)
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, nil, "replicated"); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic("replicated"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 50; i++ {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// acks=all was answered: every in-sync replica has the records.
+	waitReplicated(t, c, "replicated", 50)
+	leader, epoch, isr := partitionState(t, adm, "replicated")
+	if !slices.Equal(isr, []int32{0, 1, 2}) {
+		t.Fatalf("ISR %v, want all three", isr)
+	}
+	c.Stop(leader)
+	var newLeader int32
+	adm2 := c.Admin()
+	brokertest.WaitFor(t, 15*time.Second, "a new leader", func() (bool, string) {
+		l, e, isr := partitionState(t, adm2, "replicated")
+		newLeader = l
+		return l >= 0 && l != leader && e > epoch && len(isr) == 2, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	cl2 := c.Client(kgo.DefaultProduceTopic("replicated"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 50; i < 60; i++ {
+		if err := cl2.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons := c.Client(kgo.ConsumeTopics("replicated"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []string
+	for len(got) < 60 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 60: %v", len(got), err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	for i, v := range got {
+		if v != strconv.Itoa(i) {
+			t.Fatalf("record %d is %q", i, v)
+		}
+	}
+	// The old leader comes back as a follower, catches up and rejoins
+	// the ISR.
+	c.Start(leader)
+	brokertest.WaitFor(t, 20*time.Second, "the old leader rejoins the ISR", func() (bool, string) {
+		l, _, isr := partitionState(t, adm2, "replicated")
+		return l == newLeader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	waitReplicated(t, c, "replicated", 60)
+}
