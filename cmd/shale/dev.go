@@ -219,7 +219,9 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer b.Close()
 
-	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second}
+	// Bounded like the Kafka listener: a request must arrive within 10s
+	// and an idle keep-alive connection is closed after two minutes.
+	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go srv.Serve(httpLn)
 	defer srv.Close()
 
