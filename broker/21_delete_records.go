@@ -37,7 +37,7 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
 			} else {
-				sp.LowWatermark = p.log.LogStartOffset()
+				sp.LowWatermark = p.logStartOffset()
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
@@ -53,6 +53,22 @@ func deleteRecords(p *partition, offset int64) error {
 	}
 	if offset < 0 || offset > hw {
 		return localseg.ErrOffsetOutOfRange
+	}
+	if offset <= p.logStartOffset() {
+		return nil
+	}
+	if p.tier != nil {
+		// The records may be in the bucket: the manifest records the
+		// new start first.
+		if err := p.checkTierReady(); err != nil {
+			return err
+		}
+		if p.tier.manifest().Start() >= 0 {
+			_, epoch := p.leaderState()
+			if err := p.tier.setLogStart(epoch, offset); err != nil {
+				return err
+			}
+		}
 	}
 	if offset <= p.log.LogStartOffset() {
 		return nil

@@ -371,8 +371,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (p *partition) logStartOffset() int64 {
 	local := p.log.LogStartOffset()
 	if p.tier != nil {
-		if s := p.tier.manifest().Start(); s >= 0 && s < local {
-			return s
+		// The bucket holds readable records below the local log.
+		if m := p.tier.manifest(); m.Start() >= 0 && m.Start() < m.End() && m.Start() < local {
+			return m.Start()
 		}
 	}
 	return local
@@ -431,4 +432,24 @@ func (t *partitionTier) offsetForTimestamp(ctx context.Context, ts int64) (int64
 	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
 	defer cancel()
 	return t.svc.reader.OffsetForTimestamp(ctx, t.part, m, ts)
+}
+
+// setLogStart records a DeleteRecords in the manifest: the remote log
+// start moves to offset (never back). Remote retention then deletes the
+// objects wholly below it.
+func (t *partitionTier) setLogStart(epoch int32, offset int64) error {
+	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	_, err := t.store.Commit(ctx, epoch, func(m *tiering.Manifest) error {
+		m.LogStartOffset = max(m.LogStartOffset, min(offset, m.End()))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", tiering.ErrUnavailable, err)
+	}
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -133,9 +134,44 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 		}
 	})
 
+	// DeleteRecords below the local log moves the log start in the
+	// manifest; remote retention then deletes the objects below it.
+	segsBefore := len(listBucket(t, bucket, ".log"))
+	dr, err := b.Admin().DeleteRecords(testCtx(t), kadm.Offsets{"history": {0: {At: 100}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	if lw := dr["history"][0].LowWatermark; lw != 100 {
+		t.Fatalf("low watermark %d, want 100", lw)
+	}
+	if got := listOffset(t, cl, "history", -2); got != 100 {
+		t.Fatalf("earliest offset after DeleteRecords: %d", got)
+	}
+	waitFor(t, "remote retention of the deleted records", 30*time.Second, func() bool {
+		return len(listBucket(t, bucket, ".log")) < segsBefore
+	})
+	if rec := consumeN(t, b, "history", 1)[0]; rec.Offset != 100 {
+		t.Fatalf("first record after DeleteRecords at %d", rec.Offset)
+	}
+
 	// The bucket describes itself: the topic is listed.
 	topics, err := tiering.ListTopics(context.Background(), bucket, tiering.Layout{})
 	if err != nil || len(topics) != 1 || topics[0].Name != "history" {
 		t.Fatalf("topics in the bucket: %+v, %v", topics, err)
 	}
+}
+
+// listBucket lists the keys in a bucket ending with suffix.
+func listBucket(t *testing.T, b objectstore.Bucket, suffix string) []string {
+	t.Helper()
+	var out []string
+	if err := b.List(context.Background(), "", func(a objectstore.Attrs) error {
+		if strings.HasSuffix(a.Key, suffix) {
+			out = append(out, a.Key)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
