@@ -116,5 +116,6 @@
 //
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the
-// log start offset: no etcd, no broker.
+// log start offset: no etcd, no broker. ListTopics, LoadManifest and
+// ReadBatches do exactly that (see the package example).
 package tiering
