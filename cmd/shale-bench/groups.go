@@ -27,8 +27,7 @@ func commitThroughput(addr string, o options, members int) (commitRates, error) 
 	if err := createTopicNamed(addr, topic, members); err != nil {
 		return commitRates{}, err
 	}
-	var assigned atomic.Int64
-	owned := make([]atomic.Int32, members) // the partition each member commits for, +1
+	owned := make([]atomic.Int32, members) // the partition each member commits for, +1; 0: none
 	clients := make([]*kgo.Client, 0, members)
 	defer func() {
 		for _, cl := range clients {
@@ -48,8 +47,11 @@ func commitThroughput(addr string, o options, members int) (commitRates, error) 
 				for _, p := range a[topic] {
 					owned[i].Store(p + 1)
 				}
-				assigned.Add(int64(len(a[topic])))
 			}),
+			// Eager rebalances revoke everything first: a member
+			// owns nothing until the group settles again.
+			kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { owned[i].Store(0) }),
+			kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { owned[i].Store(0) }),
 		)
 		if err != nil {
 			return commitRates{}, err
@@ -60,10 +62,34 @@ func commitThroughput(addr string, o options, members int) (commitRates, error) 
 			}
 		}()
 	}
+	// The group has settled when every member owns a partition in the
+	// same generation: counting assignments instead would start while
+	// members that joined late still force new generations, and commits
+	// would fail with ILLEGAL_GENERATION.
+	settled := func() (int, bool) {
+		n, gen0 := 0, int32(-1)
+		same := true
+		for i, cl := range clients {
+			if owned[i].Load() == 0 {
+				continue
+			}
+			n++
+			_, gen := cl.GroupMetadata()
+			if gen0 == -1 {
+				gen0 = gen
+			}
+			same = same && gen == gen0
+		}
+		return n, n == members && same
+	}
 	deadline := time.Now().Add(2 * time.Minute)
-	for assigned.Load() < int64(members) {
+	for {
+		n, ok := settled()
+		if ok {
+			break
+		}
 		if time.Now().After(deadline) {
-			return commitRates{}, fmt.Errorf("only %d of %d partitions assigned after 2m", assigned.Load(), members)
+			return commitRates{}, fmt.Errorf("only %d of %d members own a partition of one generation after 2m", n, members)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
