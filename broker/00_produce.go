@@ -191,7 +191,7 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		// become a group's committed offset.
 		return nil, none, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
 	}
-	sp.LogStartOffset = p.log.LogStartOffset()
+	sp.LogStartOffset = p.logStartOffset()
 	if req.TransactionID != nil {
 		return nil, none, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
 	}
@@ -228,7 +228,7 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 	b.metrics.producedRecords.Add(float64(batch.RecordCount()))
 	sp.BaseOffset = res.FirstOffset
 	sp.LogAppendTime = appendTime
-	sp.LogStartOffset = res.LogStartOffset
+	sp.LogStartOffset = p.logStartOffset()
 	return p, res, nil
 }
 

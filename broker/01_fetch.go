@@ -210,7 +210,7 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		}
 		if ans.Diverging {
 			fp.DivergingEpoch.Epoch, fp.DivergingEpoch.EndOffset = ans.DivergingEpoch, ans.DivergingEndOffset
-			fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.log.LogStartOffset()
+			fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.logStartOffset()
 			return nil
 		}
 	} else if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
@@ -134,6 +135,11 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 		}
 	})
 
+	// A produce answer carries the log start of the whole log.
+	if got := produceLogStart(t, cl, "history"); got != 0 {
+		t.Fatalf("produce answered log start %d, want 0", got)
+	}
+
 	// DeleteRecords below the local log moves the log start in the
 	// manifest; remote retention then deletes the objects below it.
 	segsBefore := len(listBucket(t, bucket, ".log"))
@@ -174,4 +180,38 @@ func listBucket(t *testing.T, b objectstore.Bucket, suffix string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// produceLogStart produces one record to partition 0 with a raw request
+// and returns the log start offset the answer carries.
+func produceLogStart(t *testing.T, cl *kgo.Client, topic string) int64 {
+	t.Helper()
+	tds, err := kadm.NewClient(cl).ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
+		[]recordbatch.Record{{Value: []byte("raw")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = 1
+	req.TimeoutMillis = 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rt.TopicID = tds[topic].ID
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := resp.Topics[0].Partitions[0]
+	if sp.ErrorCode != 0 {
+		t.Fatalf("produce: error %d", sp.ErrorCode)
+	}
+	return sp.LogStartOffset
 }
