@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
 )
 
 // BenchmarkRemoteRead replays a partition that lives only in the object
@@ -141,4 +143,74 @@ func lastWholeBatchEnd(parts [][]byte, off int64) int64 {
 		hdr = hdr[length+12:]
 	}
 	return off
+}
+
+// BenchmarkUpload uploads 32 MiB of sealed 8 MiB segments with their
+// companions and manifest commits to the filesystem store, beside the
+// ceiling: raw Puts of the same segment bytes. It reports the PUTs per
+// segment.
+func BenchmarkUpload(b *testing.B) {
+	log, err := localseg.Open(b.TempDir(), localseg.Config{SegmentBytes: 8 << 20, RetentionMs: -1}, localseg.Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 2048 {
+		if _, err := log.AppendAsLeader(testBatch(b, 4, 4<<10, int64(i)), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	log.Roll()
+	segs := log.Segments()
+	segs = segs[:len(segs)-1]
+	var total int64
+	for _, s := range segs {
+		total += s.Size
+	}
+	fsb, err := objectstore.NewFS(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	bucket := faulty.New(fsb)
+	l := Layout{Prefix: "bench"}
+	b.Run("ceiling-put", func(b *testing.B) {
+		b.SetBytes(total)
+		n := 0
+		for b.Loop() {
+			for _, s := range segs {
+				ss, err := log.OpenSealed(s.BaseOffset)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n++
+				key := fmt.Sprintf("raw/%d/%d", n, s.BaseOffset)
+				if _, err := bucket.Put(context.Background(), key, io.NewSectionReader(ss, 0, ss.Size), ss.Size, objectstore.PutOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				ss.Close()
+			}
+		}
+	})
+	b.Run("archiver", func(b *testing.B) {
+		b.SetBytes(total)
+		puts, uploaded := bucket.Calls(faulty.Put), 0
+		i := int32(0)
+		for b.Loop() {
+			i++
+			p := Partition{Topic: "bench", TopicID: [16]byte{1}, Index: i}
+			ms := NewManifestStore(bucket, l.ManifestKey(p), nil)
+			a := NewArchiver(ArchiverConfig{Bucket: bucket, Layout: l, Partition: p, Manifest: ms, Source: log, Logger: quietLogger()})
+			for {
+				ok, err := a.UploadNext(context.Background(), 0, log.LogEndOffset())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !ok {
+					break
+				}
+				uploaded++
+			}
+		}
+		b.ReportMetric(float64(bucket.Calls(faulty.Put)-puts)/float64(uploaded), "puts/segment")
+	})
 }
