@@ -11,13 +11,27 @@ import (
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
 // BenchmarkRemoteRead replays a partition that lives only in the object
-// store (the filesystem backend) through the Reader, cold (a new cache
+// store (the filesystem backend, and a real MinIO) through the Reader, cold (a new cache
 // each round) and warm, beside the ceiling: raw ranged GETs of the same
 // bytes in chunk-sized pieces, one at a time and four in flight.
 func BenchmarkRemoteRead(b *testing.B) {
+	b.Run("fs", func(b *testing.B) {
+		bucket, err := objectstore.NewFS(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchRemoteRead(b, bucket)
+	})
+	b.Run("minio", func(b *testing.B) {
+		benchRemoteRead(b, miniotest.Start(b).NewS3(b, nil))
+	})
+}
+
+func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
 	log, err := localseg.Open(b.TempDir(), localseg.Config{SegmentBytes: 8 << 20, RetentionMs: -1}, localseg.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
@@ -29,10 +43,6 @@ func BenchmarkRemoteRead(b *testing.B) {
 		}
 	}
 	log.Roll()
-	bucket, err := objectstore.NewFS(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
 	a, ms := newTestArchiver(b, bucket, log)
 	uploadAll(b, a, 0, log.LogEndOffset())
 	m := ms.Current()

@@ -426,11 +426,19 @@ func (r *Reader) readAhead(s *segReader, end int64, m *Manifest) {
 			return
 		}
 		ns := &segReader{r: r, p: s.p, seg: next, key: r.cfg.Layout.SegmentKey(s.p, next.BaseOffset, next.ID)}
-		r.startAhead(func(ctx context.Context) {
-			if _, err := r.companion(ctx, s.p, next); err == nil {
-				r.chunk(ctx, ns.key, 0, ns.chunkLen(0), true)
+		// The stream continues into the next segment: its first read
+		// counts as sequential, and its first chunks come ahead.
+		r.mu.Lock()
+		if _, ok := r.mu.last[ns.key]; !ok {
+			r.mu.last[ns.key] = -1
+		}
+		r.mu.Unlock()
+		r.startAhead(func(ctx context.Context) { r.companion(ctx, s.p, next) })
+		for i := int64(0); i < min(int64(r.cfg.ReadAhead)-(last-cur), (next.Size-1)/cb+1); i++ {
+			if !r.startAhead(func(ctx context.Context) { r.chunk(ctx, ns.key, i, ns.chunkLen(i), true) }) {
+				return
 			}
-		})
+		}
 	}
 }
 
