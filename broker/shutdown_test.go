@@ -2,6 +2,11 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +61,22 @@ func TestCloseDoesNotWaitForClients(t *testing.T) {
 	expectClosed(t, half)
 	group.Close()
 	<-polled
+}
+
+// A second broker on a data dir in use is refused at once, naming the
+// process that holds it; the first is unaffected, and the dir is free
+// again once it closes.
+func TestSecondBrokerOnADataDirInUseIsRefused(t *testing.T) {
+	b := brokertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := broker.Config{DataDir: filepath.Join(b.Dir, "log"), AdvertisedHost: "127.0.0.1", AdvertisedPort: 1}
+	_, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: b.Etcd()})
+	want := fmt.Sprintf("data dir %s is in use by process %d", cfg.DataDir, os.Getpid())
+	if !errors.Is(err, broker.ErrDataDirInUse) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second broker: %v, want %q", err, want)
+	}
+	healthy(t, b)
+	b.Restart() // Close released the lock
+	healthy(t, b)
 }

@@ -41,7 +41,28 @@ type Options struct {
 // an id, loads the metadata, registers this broker, opens the logs of its
 // replicas and starts following metadata changes. Serve then accepts
 // clients. Close undoes all of it.
+//
+// The data directory is locked (DataDir/shale.lock) before anything in it
+// is opened, and stays locked until Close has closed every log: a second
+// broker on it is refused at once.
 func Start(ctx context.Context, opts Options) (*Broker, error) {
+	if opts.Config.DataDir == "" {
+		return start(ctx, opts) // refused by the config's validation
+	}
+	unlock, err := LockDataDir(opts.Config.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b, err := start(ctx, opts)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	b.onClose = append(b.onClose, unlock)
+	return b, nil
+}
+
+func start(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Etcd == nil {
 		return nil, fmt.Errorf("broker: an etcd client is required")
 	}

@@ -161,7 +161,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	// Before anything else opens the directory or a port: a second
 	// process on the same data dir is refused at once.
-	unlock, err := lockDataDir(dataDir)
+	unlock, err := broker.LockDataDir(dataDir)
 	if err != nil {
 		return err
 	}

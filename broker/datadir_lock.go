@@ -1,4 +1,4 @@
-package main
+package broker
 
 import (
 	"errors"
@@ -14,15 +14,15 @@ import (
 // long as it runs.
 const lockFileName = "shale.lock"
 
-// errDataDirInUse: another live process holds the data directory.
-var errDataDirInUse = errors.New("in use")
+// ErrDataDirInUse: another live process holds the data directory.
+var ErrDataDirInUse = errors.New("in use")
 
-// lockDataDir takes an exclusive flock on DIR/shale.lock before anything
+// LockDataDir takes an exclusive flock on DIR/shale.lock before anything
 // else in the directory is opened, and writes this process's id into it.
 // A directory held by another process is refused at once with "data dir
 // DIR is in use by process PID". The lock is released by unlock, or by
 // the kernel when the process exits, however it exits.
-func lockDataDir(dir string) (unlock func(), err error) {
+func LockDataDir(dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", dir, err)
 	}
@@ -46,7 +46,7 @@ func lockDataDir(dir string) (unlock func(), err error) {
 					holder = "process " + strconv.Itoa(pid)
 				}
 			}
-			return nil, fmt.Errorf("data dir %s is %w by %s", dir, errDataDirInUse, holder)
+			return nil, fmt.Errorf("data dir %s is %w by %s", dir, ErrDataDirInUse, holder)
 		}
 		return nil, fmt.Errorf("data dir %s: locking %s: %w", dir, path, err)
 	}
