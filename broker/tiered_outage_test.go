@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +92,34 @@ func TestObjectStoreOutageKeepsProducingAndCatchesUp(t *testing.T) {
 		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
 			t.Fatalf("record %d: offset %d", i, r.Offset)
 		}
+	}
+}
+
+// TestDeletingATieredTopicDeletesItsObjects: once the deletion is
+// recorded, the topic's objects leave the bucket (marker last).
+func TestDeletingATieredTopicDeletesItsObjects(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	createTieredTopic(t, b, "doomed")
+	createTieredTopic(t, b, "kept")
+	produceTiered(t, b, "doomed", 400)
+	produceTiered(t, b, "kept", 400)
+	cl := b.Client()
+	waitFor(t, "uploads", 30*time.Second, func() bool {
+		return listOffset(t, cl, "doomed", -5) > 0 && listOffset(t, cl, "kept", -5) > 0
+	})
+	if _, err := b.Admin().DeleteTopic(testCtx(t), "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted topic's objects to go", 30*time.Second, func() bool {
+		for _, k := range listBucket(t, bucket, "") {
+			if strings.HasPrefix(k, "doomed-") {
+				return false
+			}
+		}
+		return true
+	})
+	if len(listBucket(t, bucket, ".log")) == 0 {
+		t.Fatal("the other topic's segments went too")
 	}
 }
