@@ -286,6 +286,9 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	p.internal = tv.internal || isInternalTopic(tv.name)
 	p.tier = tier
 	p.host = m.b
+	if tier != nil {
+		tier.startFollowerSync(p)
+	}
 	return p, nil
 }
 

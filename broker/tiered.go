@@ -453,3 +453,33 @@ func (t *partitionTier) setLogStart(epoch int32, offset int64) error {
 	}
 	return nil
 }
+
+// startFollowerSync keeps a follower's retention guard current: while this
+// broker is not the partition's leader, it reads the manifest the leader
+// commits and lets local retention delete what the bucket holds. It ends
+// when the partition is closed or the broker stops.
+func (t *partitionTier) startFollowerSync(p *partition) {
+	every := min(t.svc.cfg.UploadInterval, t.svc.b.cfg.LogRetentionCheckInterval)
+	t.svc.wg.Add(1)
+	go func() {
+		defer t.svc.wg.Done()
+		ctx := t.svc.b.ctx
+		for sleepCtx(ctx, every) {
+			s := p.state.Load()
+			switch {
+			case s.closed:
+				return
+			case s.leader == p.nodeID:
+				continue // the archive loop keeps the guard
+			}
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			m, err := t.store.Load(lctx)
+			cancel()
+			if err != nil {
+				t.svc.b.log.Debug("follower reading the remote manifest", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+				continue
+			}
+			p.log.SetUploadedEnd(m.End())
+		}
+	}()
+}

@@ -143,20 +143,20 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 	// DeleteRecords below the local log moves the log start in the
 	// manifest; remote retention then deletes the objects below it.
 	segsBefore := len(listBucket(t, bucket, ".log"))
-	dr, err := b.Admin().DeleteRecords(testCtx(t), kadm.Offsets{"history": {0: {At: 100}}})
+	dr, err := b.Admin().DeleteRecords(testCtx(t), kadm.Offsets{"history": {0: {At: 300}}})
 	if err != nil || dr.Error() != nil {
 		t.Fatalf("delete records: %v %v", err, dr.Error())
 	}
-	if lw := dr["history"][0].LowWatermark; lw != 100 {
-		t.Fatalf("low watermark %d, want 100", lw)
+	if lw := dr["history"][0].LowWatermark; lw != 300 {
+		t.Fatalf("low watermark %d, want 300", lw)
 	}
-	if got := listOffset(t, cl, "history", -2); got != 100 {
+	if got := listOffset(t, cl, "history", -2); got != 300 {
 		t.Fatalf("earliest offset after DeleteRecords: %d", got)
 	}
 	waitFor(t, "remote retention of the deleted records", 30*time.Second, func() bool {
 		return len(listBucket(t, bucket, ".log")) < segsBefore
 	})
-	if rec := consumeN(t, b, "history", 1)[0]; rec.Offset != 100 {
+	if rec := consumeN(t, b, "history", 1)[0]; rec.Offset != 300 {
 		t.Fatalf("first record after DeleteRecords at %d", rec.Offset)
 	}
 

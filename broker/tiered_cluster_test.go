@@ -1,0 +1,92 @@
+package broker_test
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+)
+
+// TestTieredClusterFollowersTrimAndANewLeaderContinues: three brokers
+// share a bucket. Followers learn from the manifest what the leader
+// uploaded and trim their local logs too; after the leader stops, the new
+// leader continues the manifest (a higher epoch) and every record reads
+// from offset 0.
+func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
+	bucket := objectstore.NewMem()
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+	ctx := testCtx(t)
+	adm := c.Admin()
+	str := func(s string) *string { return &s }
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, "shared"); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic("shared"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	produce := func(from, to int) {
+		for i := from; i < to; i += 50 {
+			var recs []*kgo.Record
+			for j := i; j < i+50; j++ {
+				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(0, 800)
+	segments := func(nd *brokertest.Node) int {
+		files, _ := filepath.Glob(filepath.Join(nd.Dir, "shared-0", "*.log"))
+		return len(files)
+	}
+	brokertest.WaitFor(t, 30*time.Second, "every replica trims its uploaded segments", func() (bool, string) {
+		var counts []int
+		ok := true
+		for _, nd := range c.Brokers {
+			n := segments(nd)
+			counts = append(counts, n)
+			ok = ok && n <= 2
+		}
+		return ok, fmt.Sprintf("local segments per broker %v", counts)
+	})
+
+	leader, epoch, _ := partitionState(t, adm, "shared")
+	before := len(listBucket(t, bucket, ".log"))
+	c.Stop(leader)
+	adm2 := c.Admin()
+	brokertest.WaitFor(t, 15*time.Second, "a new leader", func() (bool, string) {
+		l, e, _ := partitionState(t, adm2, "shared")
+		return l >= 0 && l != leader && e > epoch, fmt.Sprintf("leader %d epoch %d", l, e)
+	})
+	cl = c.Client(kgo.DefaultProduceTopic("shared"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	produce(800, 1600)
+	brokertest.WaitFor(t, 30*time.Second, "the new leader uploads", func() (bool, string) {
+		n := len(listBucket(t, bucket, ".log"))
+		return n > before+3, fmt.Sprintf("%d segments in the bucket, %d before", n, before)
+	})
+	cons := c.Client(kgo.ConsumeTopics("shared"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	var got []*kgo.Record
+	for len(got) < 1600 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 1600: %v", len(got), err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	for i, r := range got[:1600] {
+		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
+			t.Fatalf("record %d: offset %d", i, r.Offset)
+		}
+	}
+}
