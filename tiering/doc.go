@@ -90,7 +90,9 @@
 // per commit. Spilled parts hold the oldest entries once the manifest
 // passes 64 KiB: a spill names spill-<base>-<id>.manifest, whose segments
 // precede the manifest's own; spilled parts are immutable, in the same
-// layout with magic "SHMS" and no spills of their own.
+// layout with magic "SHMS" and no spills of their own. (Shale does not
+// write spilled parts yet; its reader refuses offsets inside one rather
+// than skip them.)
 //
 // # Committing
 //

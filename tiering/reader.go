@@ -168,6 +168,11 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 		}
 		return nil, fmt.Errorf("%w: %d below %d", ErrOutOfRange, offset, s)
 	}
+	if n := len(m.Spills); n > 0 && offset < m.Spills[n-1].NextOffset {
+		// Spilled parts are specified (doc.go) but not yet written or
+		// read by Shale: refuse rather than skip their records.
+		return nil, fmt.Errorf("%w: offset %d is in a spilled manifest part, which this version cannot read", ErrCorrupt, offset)
+	}
 	seg, ok := FindSegment(m, offset)
 	if !ok || offset >= maxOffset {
 		return nil, nil
