@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/brokertest"
 )
@@ -103,4 +105,44 @@ func TestReplicationAcksAllFailoverAndRejoin(t *testing.T) {
 		return l == newLeader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
 	})
 	waitReplicated(t, c, "replicated", 60)
+}
+
+// TestClientPosingAsFollowerIsRefused: a Fetch carrying a replica id from a
+// connection that did not authenticate as that broker must not read past
+// the high watermark or move the ISR (Kafka's CVE-2018-1288).
+func TestClientPosingAsFollowerIsRefused(t *testing.T) {
+	b := brokertest.Start(t)
+	ctx := testCtx(t)
+	createTopic(t, b.Admin(), "guarded", 1, nil)
+	cl := b.Client(kgo.DefaultProduceTopic("guarded"))
+	produceSync(t, cl, &kgo.Record{Value: []byte("x")})
+	for _, version := range []int16{12, 15} {
+		req := kmsg.NewPtrFetchRequest()
+		req.Version = version
+		req.ReplicaID = 0
+		req.ReplicaState.ID = 0
+		req.MaxWaitMillis = 10
+		req.SessionEpoch = -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = "guarded"
+		if version >= 13 {
+			td, err := b.Admin().ListTopics(ctx, "guarded")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt.TopicID = td["guarded"].ID
+		}
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.PartitionMaxBytes = 1 << 20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		raw, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := raw.Topics[0].Partitions[0]
+		if p.ErrorCode != kerr.TopicAuthorizationFailed.Code || len(p.RecordBatches) != 0 {
+			t.Fatalf("v%d: a client posing as broker 0 got error %d and %d bytes", version, p.ErrorCode, len(p.RecordBatches))
+		}
+	}
 }
