@@ -25,6 +25,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDevCmd())
+	root.AddCommand(newBrokerCmd())
 	return root
 }
 

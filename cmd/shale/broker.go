@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shale-log/shale/broker"
+)
+
+// clusterFlags are the flags of `shale broker`; each is also read from
+// SHALE_<NAME> (for example SHALE_ETCD).
+type clusterFlags struct {
+	id              int32
+	dataDir         string
+	kafkaAddr       string
+	httpAddr        string
+	advertised      string
+	etcd            string
+	cluster         string
+	rack            string
+	logLevel        string
+	sessionTTL      time.Duration
+	replicaLagMax   time.Duration
+	replicationFctr int16
+	offsetsRF       int16
+	brokerFlags
+}
+
+func newBrokerCmd() *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run one broker of a Shale cluster (external etcd)",
+		Long: `Runs one broker that joins the cluster named by --cluster in the etcd at --etcd:
+it registers under a lease, takes part in the controller election, leads or
+follows its partitions' replicas, and serves Kafka clients on --kafka-addr.
+Start more brokers with other ids on the same etcd to grow the cluster.
+Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return runBroker(cmd.Context(), f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.Int32Var(&f.id, "id", -1, "this broker's id, unique in the cluster (node.id; required)")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this broker's logs")
+	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address (clients and other brokers)")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /healthz and /metrics")
+	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients and other brokers are told to use (default: the Kafka listener address)")
+	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
+	fs.StringVar(&f.cluster, "cluster", "shale", "cluster name: the etcd key prefix /NAME/, so clusters can share an etcd")
+	fs.StringVar(&f.rack, "rack", "", "this broker's rack or zone (broker.rack); replicas are spread over racks")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.sessionTTL, "session-ttl", 10*time.Second, "the broker's etcd lease: how long after it dies its partitions move")
+	fs.DurationVar(&f.replicaLagMax, "replica-lag-time-max", 30*time.Second, "a follower not caught up for this long leaves the ISR (replica.lag.time.max.ms)")
+	fs.Int16Var(&f.replicationFctr, "default-replication-factor", 1, "replicas of auto-created topics (default.replication.factor)")
+	fs.Int16Var(&f.offsetsRF, "offsets-topic-replication-factor", 3, "replicas of __consumer_offsets, capped at the live brokers (offsets.topic.replication.factor)")
+	f.brokerFlags.register(cmd)
+	return cmd
+}
+
+// clusterPrefix is the etcd key prefix of cluster name.
+func clusterPrefix(name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, "/ \t\n") {
+		return "", fmt.Errorf("--cluster %q: a non-empty name without slashes or spaces", name)
+	}
+	return "/" + name + "/", nil
+}
+
+func runBroker(ctx context.Context, f clusterFlags) error {
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	if f.id < 0 {
+		return fmt.Errorf("--id is required")
+	}
+	prefix, err := clusterPrefix(f.cluster)
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	unlock, err := broker.LockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ln, err := net.Listen("tcp", f.kafkaAddr)
+	if err != nil {
+		return fmt.Errorf("kafka listener: %w", err)
+	}
+	defer ln.Close()
+	httpLn, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	defer httpLn.Close()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   strings.Split(f.etcd, ","),
+		DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+
+	host, port, err := advertisedHostPort(f.advertised, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := broker.Config{
+		NodeID:                        f.id,
+		DataDir:                       filepath.Join(dataDir, "log"),
+		AdvertisedHost:                host,
+		AdvertisedPort:                port,
+		Rack:                          f.rack,
+		ReplicaLagTimeMax:             f.replicaLagMax,
+		DefaultReplicationFactor:      f.replicationFctr,
+		OffsetsTopicReplicationFactor: f.offsetsRF,
+	}
+	f.brokerFlags.apply(&cfg)
+	bucket, err := f.openObjectStore(ctx)
+	if err != nil {
+		return err
+	}
+	if bucket != nil {
+		defer bucket.Close()
+		cfg.Tiering.Bucket = bucket
+	}
+	startCtx, cancel := context.WithTimeout(ctx, f.sessionTTL+30*time.Second)
+	b, err := broker.Start(startCtx, broker.Options{Config: cfg, Etcd: cli, EtcdPrefix: prefix, Logger: log, Registry: reg, BrokerSessionTTL: f.sessionTTL})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(httpLn)
+	defer srv.Close()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- b.Serve(ln) }()
+	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
+		"http", httpLn.Addr().String(), "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack)
+	select {
+	case <-ctx.Done():
+		stop()
+		log.Info("shutting down; a second signal exits at once")
+	case err := <-serveErr:
+		if err != nil {
+			return err
+		}
+	}
+	ln.Close()
+	return nil
+}
