@@ -25,6 +25,7 @@ type brokerProc struct {
 	kafkaAddr string
 	httpAddr  string
 	etcd      string
+	extra     []string // further flags
 	cmd       *exec.Cmd
 	stderr    *lockedBuffer
 	exited    chan struct{}
@@ -39,6 +40,7 @@ func startClusterBroker(t *testing.T, p *brokerProc) {
 		"--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr, "--etcd", p.etcd, "--cluster", "kill",
 		"--object-store", "none", "--session-ttl", "2s", "--replica-lag-time-max", "5s",
 		"--group-initial-rebalance-delay", "0s")
+	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -90,6 +92,121 @@ func (p *brokerProc) kill(sig syscall.Signal) {
 // broker restarting. Every acknowledged record is read back exactly once
 // and in order.
 func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
+	failoverWorkload(t, nil, func(t *testing.T, c *testCluster, round int) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		start, before := time.Now(), c.ackedCount()
+		c.waitAcked(before + 1)
+		t.Logf("round %d: killed leader %d; next acknowledgement after %s", round, l, time.Since(start).Round(time.Millisecond))
+		startClusterBroker(t, c.procs[l])
+	})
+}
+
+// TestSIGSTOPOfLeaderPastItsLease: a paused leader (a zombie) loses its
+// lease and its leadership; when it resumes, nothing it was asked to
+// acknowledge is acknowledged by it, and it truncates and rejoins the ISR
+// as a follower.
+func TestSIGSTOPOfLeaderPastItsLease(t *testing.T) {
+	failoverWorkload(t, nil, func(t *testing.T, c *testCluster, round int) {
+		l := c.leader()
+		c.procs[l].cmd.Process.Signal(syscall.SIGSTOP)
+		start := time.Now()
+		for c.leader() == l {
+			time.Sleep(50 * time.Millisecond)
+		}
+		moved := time.Since(start)
+		c.waitAcked(c.ackedCount() + 1)
+		t.Logf("round %d: paused leader %d; leadership moved after %s, next acknowledgement after %s", round, l,
+			moved.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		c.procs[l].cmd.Process.Signal(syscall.SIGCONT)
+		c.waitISR(3)
+	})
+}
+
+// TestLaggingFollowerLeavesAndRejoinsTheISR: a follower paused for longer
+// than replica.lag.time.max.ms (but within its lease) is removed from the
+// ISR by the leader, production continues, and once resumed it catches up
+// and is added back.
+func TestLaggingFollowerLeavesAndRejoinsTheISR(t *testing.T) {
+	failoverWorkload(t, []string{"--session-ttl", "60s", "--replica-lag-time-max", "2s"}, func(t *testing.T, c *testCluster, round int) {
+		l := c.leader()
+		f := (l + 1) % 3
+		c.procs[f].cmd.Process.Signal(syscall.SIGSTOP)
+		start := time.Now()
+		c.waitISR(2)
+		t.Logf("round %d: follower %d paused; left the ISR after %s", round, f, time.Since(start).Round(time.Millisecond))
+		c.waitAcked(c.ackedCount() + 100)
+		c.procs[f].cmd.Process.Signal(syscall.SIGCONT)
+		start = time.Now()
+		c.waitISR(3)
+		t.Logf("round %d: follower %d resumed; back in the ISR after %s", round, f, time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// testCluster is three broker processes under a producer.
+type testCluster struct {
+	t     *testing.T
+	ctx   context.Context
+	procs []*brokerProc
+	adm   *kadm.Client
+	mu    sync.Mutex
+	acked []int
+}
+
+func (c *testCluster) ackedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.acked)
+}
+
+// waitAcked waits until n records are acknowledged.
+func (c *testCluster) waitAcked(n int) {
+	c.t.Helper()
+	for c.ackedCount() < n {
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("production stalled at %d acknowledged records", c.ackedCount())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) leader() int32 {
+	c.t.Helper()
+	for {
+		td, err := c.adm.ListTopics(c.ctx, "acked")
+		if err == nil {
+			if l := td["acked"].Partitions[0].Leader; l >= 0 {
+				return l
+			}
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatal("no leader")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitISR waits until the partition's ISR has n members.
+func (c *testCluster) waitISR(n int) {
+	c.t.Helper()
+	for {
+		td, err := c.adm.ListTopics(c.ctx, "acked")
+		if err == nil && len(td["acked"].Partitions[0].ISR) == n {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("ISR never reached %d members", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// failoverWorkload starts three brokers (with extra flags), creates a
+// partition with three replicas and min.insync.replicas=2, produces with
+// an idempotent acks=all producer, applies fault twice while producing,
+// then reads everything back: every acknowledged record exactly once, in
+// order.
+func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *testCluster, round int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	etcdAddr := freeAddr(t)
@@ -101,7 +218,7 @@ func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
 	var procs []*brokerProc
 	var seeds []string
 	for id := 0; id < 3; id++ {
-		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
+		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr, extra: extra}
 		startClusterBroker(t, p)
 		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 		procs = append(procs, p)
@@ -115,7 +232,7 @@ func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
 		}
 	}()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("acked"),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequestTimeoutOverhead(3*time.Second))
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +243,8 @@ func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	c := &testCluster{t: t, ctx: ctx, procs: procs, adm: adm}
 	// Produce until told to stop, recording what was acknowledged.
-	var mu sync.Mutex
-	var acked []int
 	stop := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
@@ -141,59 +257,20 @@ func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
 			}
 			r := &kgo.Record{Value: []byte(strconv.Itoa(i))}
 			if err := cl.ProduceSync(ctx, r).FirstErr(); err == nil {
-				mu.Lock()
-				acked = append(acked, i)
-				mu.Unlock()
+				c.mu.Lock()
+				c.acked = append(c.acked, i)
+				c.mu.Unlock()
 			}
 		}
 	}()
-	leaderOf := func() int32 {
-		for {
-			td, err := adm.ListTopics(ctx, "acked")
-			if err == nil {
-				if l := td["acked"].Partitions[0].Leader; l >= 0 {
-					return l
-				}
-			}
-			if ctx.Err() != nil {
-				t.Fatal("no leader")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	ackedCount := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked)
-	}
 	for round := 0; round < 2; round++ {
-		// Let some records through, then kill the leader mid-stream.
-		for n := ackedCount(); ackedCount() < n+200; {
-			if ctx.Err() != nil {
-				t.Fatalf("round %d: production stalled at %d", round, ackedCount())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		l := leaderOf()
-		procs[l].kill(syscall.SIGKILL)
-		start, before := time.Now(), ackedCount()
-		for ackedCount() == before {
-			if ctx.Err() != nil {
-				t.Fatalf("round %d: no record acknowledged after killing leader %d", round, l)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Logf("round %d: killed leader %d; next acknowledgement after %s", round, l, time.Since(start).Round(time.Millisecond))
-		startClusterBroker(t, procs[l])
+		c.waitAcked(c.ackedCount() + 200)
+		fault(t, c, round)
 	}
-	for n := ackedCount(); ackedCount() < n+200; {
-		if ctx.Err() != nil {
-			t.Fatal("production stalled after the restarts")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.waitAcked(c.ackedCount() + 200)
 	close(stop)
 	<-produced
+	acked := c.acked
 
 	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics("acked"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
