@@ -197,3 +197,32 @@ func TestStalledFsyncDelaysNeitherFetchesNorAppends(t *testing.T) {
 	default:
 	}
 }
+
+// flush.messages=1 makes acks=1 answers wait for the fsync too, as
+// Kafka's flush in the append path does.
+func TestFlushMessagesMakesAcksOneWaitForTheFsync(t *testing.T) {
+	gfs := &gateFS{FS: vfs.OSFS{}, match: "flushed-0/", syncs: true}
+	b := brokertest.StartOn(t, t.TempDir(), gfs)
+	one := "1"
+	createTopic(t, b.Admin(), "flushed", 1, map[string]*string{"flush.messages": &one})
+	cl := b.Client(kgo.DefaultProduceTopic("flushed"), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	held, gate := gfs.arm()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	acked := make(chan error, 1)
+	go func() { acked <- cl.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("flushed")}).FirstErr() }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no fsync for a batch that reached flush.messages")
+	}
+	select {
+	case err := <-acked:
+		t.Fatalf("acks=1 answered (%v) before the flush.messages fsync ended", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+}
