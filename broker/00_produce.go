@@ -220,10 +220,14 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
 		return nil, none, err
 	}
+	if err := b.logSpace.check(int64(len(batch))); err != nil {
+		return nil, none, err
+	}
 	res, appendTime, err := p.appendProduce(batch, sum, req.Acks, now)
 	if err != nil {
 		return nil, none, err
 	}
+	b.logSpace.wrote(int64(len(batch)))
 	b.metrics.producedBytes.Add(float64(len(batch)))
 	b.metrics.producedRecords.Add(float64(batch.RecordCount()))
 	sp.BaseOffset = res.FirstOffset

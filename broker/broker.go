@@ -60,6 +60,17 @@ type Config struct {
 	MaxBrokerPartitions int64
 	// MaxOpenSegmentFiles bounds the segment descriptors open at once.
 	MaxOpenSegmentFiles int
+	// LogDirReserveBytes is the free space the log directory keeps:
+	// produce is refused with KAFKA_STORAGE_ERROR before the disk fills
+	// up (default 256 MiB; negative disables the guard).
+	LogDirReserveBytes int64
+	// MetadataDir is the embedded etcd's data directory ("" with an
+	// external etcd), and MetadataReserveBytes the free space it keeps:
+	// admin writes to etcd are refused with KAFKA_STORAGE_ERROR below it,
+	// instead of etcd failing a write for space and exiting (default
+	// 128 MiB; negative disables the guard).
+	MetadataDir          string
+	MetadataReserveBytes int64
 	// GroupInitialRebalanceDelay is group.initial.rebalance.delay.ms:
 	// how long a new group waits for more members. Zero means no wait
 	// (the command line's default is Kafka's 3s).
@@ -124,6 +135,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.MaxOpenSegmentFiles == 0 {
 		c.MaxOpenSegmentFiles = 4096
+	}
+	if c.LogDirReserveBytes == 0 {
+		c.LogDirReserveBytes = 256 << 20
+	}
+	if c.MetadataReserveBytes == 0 {
+		c.MetadataReserveBytes = 128 << 20
 	}
 	if c.OffsetsRetention == 0 {
 		c.OffsetsRetention = 7 * 24 * time.Hour
@@ -247,6 +264,10 @@ type Broker struct {
 	closing   bool
 	connsDone sync.WaitGroup
 
+	// logSpace and metaSpace refuse writes before the log directory's or
+	// the embedded etcd's filesystem fills up (nil: no guard).
+	logSpace, metaSpace *spaceGuard
+
 	// unsupportedLog: requests closed for an unsupported API or version.
 	unsupportedLog rateLimitedLog
 
@@ -281,6 +302,11 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		meta:          meta,
 		appliedCh:     make(chan struct{}),
 		fetchSessions: newFetchSessionCache(),
+		logSpace:      newSpaceGuard("log directory", logDir, cfg.LogDirReserveBytes),
+		metaSpace:     newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
+	}
+	if em, ok := meta.(*etcdMeta); ok {
+		em.space = b.metaSpace
 	}
 	b.unsupportedLog.interval = 10 * time.Second
 	if reg != nil {
@@ -319,7 +345,7 @@ func (b *Broker) start() {
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
-	b.wg.Add(4)
+	b.wg.Add(5)
 	go func() {
 		defer b.wg.Done()
 		b.checkISRs()
@@ -336,6 +362,10 @@ func (b *Broker) start() {
 				b.replicas.checkpointHighWatermarks()
 			}
 		}
+	}()
+	go func() {
+		defer b.wg.Done()
+		b.watchStorage()
 	}()
 	go func() {
 		defer b.wg.Done()
@@ -356,6 +386,32 @@ func (b *Broker) start() {
 			}
 		}
 	}()
+}
+
+// watchStorage refreshes the free-space guards and retries offline
+// partitions when their backoff has passed, so that the broker recovers
+// by itself when space returns.
+func (b *Broker) watchStorage() {
+	t := time.NewTicker(minOfflineBackoff / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case now := <-t.C:
+			b.logSpace.refresh()
+			b.metaSpace.refresh()
+			retry := b.replicas.offline.anyDue(now)
+			for _, p := range b.replicas.all() {
+				if !retry && p.log.Offline() != nil && b.replicas.offline.errOf(partitionKey{p.topic, p.index}) == nil {
+					retry = true
+				}
+			}
+			if retry {
+				b.applyView(b.meta.snapshot())
+			}
+		}
+	}
 }
 
 func (b *Broker) applyView(view *metaView) {
@@ -513,6 +569,9 @@ func (b *Broker) partitionByName(topic string, index int32) (*partition, error) 
 	if p, ok := b.replicas.lookupByName(topic, index); ok {
 		return p, nil
 	}
+	if err := b.replicas.offline.errOf(partitionKey{topic, index}); err != nil {
+		return nil, err
+	}
 	view := b.meta.snapshot()
 	if r := view.unreadableReason(topic, index); r != "" {
 		return nil, fmt.Errorf("%w: %s", errLeaderNotAvailable, r)
@@ -528,6 +587,9 @@ func (b *Broker) partitionByID(id [16]byte, index int32) (*partition, error) {
 		return p, nil
 	}
 	if tv := b.meta.snapshot().topicsByID[id]; tv != nil && index >= 0 && int(index) < len(tv.partitions) {
+		if err := b.replicas.offline.errOf(partitionKey{tv.name, index}); err != nil {
+			return nil, err
+		}
 		return nil, errNotLeader
 	}
 	return nil, errUnknownTopic

@@ -65,6 +65,8 @@ var errorCodes = []struct {
 	{is(context.Canceled), kerr.RequestTimedOut},
 	// Storage: a log taken offline, or an I/O error from the disk.
 	{is(localseg.ErrOffline), kerr.KafkaStorageError},
+	{is(errStorageFull), kerr.KafkaStorageError},
+	{is(errPartitionOffline), kerr.KafkaStorageError},
 	{isIOError, kerr.KafkaStorageError},
 	{is(localseg.ErrClosed), kerr.NotLeaderForPartition},
 }

@@ -18,6 +18,9 @@ import (
 type etcdMeta struct {
 	store *metadata.Store
 	cache *metadata.Cache
+	// space refuses admin writes when the embedded etcd's filesystem is
+	// below its reserve (nil: no guard). Set once, before serving.
+	space *spaceGuard
 
 	mu           sync.Mutex
 	registration *metadata.Registration
@@ -133,6 +136,9 @@ func (m *etcdMeta) waitRevision(ctx context.Context, rev int64) error {
 func (m *etcdMeta) subscribe(ctx context.Context) <-chan struct{} { return m.cache.Subscribe(ctx) }
 
 func (m *etcdMeta) createTopic(ctx context.Context, t topicView) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
 	var parts []metadata.Partition
 	for _, p := range t.partitions {
 		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
@@ -142,11 +148,17 @@ func (m *etcdMeta) createTopic(ctx context.Context, t topicView) (int64, error) 
 }
 
 func (m *etcdMeta) deleteTopic(ctx context.Context, name string) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
 	rev, err := m.store.DeleteTopic(ctx, name)
 	return rev, metaError(err)
 }
 
 func (m *etcdMeta) createPartitions(ctx context.Context, name string, seen int, add []partitionView) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
 	var parts []metadata.Partition
 	for _, p := range add {
 		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
@@ -156,11 +168,17 @@ func (m *etcdMeta) createPartitions(ctx context.Context, name string, seen int, 
 }
 
 func (m *etcdMeta) updateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
 	rev, err := m.store.UpdateTopicConfigs(ctx, name, mutate)
 	return rev, metaError(err)
 }
 
 func (m *etcdMeta) allocateProducerIDs(ctx context.Context, n int64) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
 	return m.store.AllocateProducerIDs(ctx, n)
 }
 

@@ -7,14 +7,15 @@ import (
 // brokerMetrics are the broker's Prometheus collectors, registered on the
 // registry the broker is given (never on a global one).
 type brokerMetrics struct {
-	connections     prometheus.Gauge
-	requests        *prometheus.CounterVec
-	producedBytes   prometheus.Counter
-	producedRecords prometheus.Counter
-	fetchedBytes    prometheus.Counter
-	partitions      prometheus.Gauge
-	strayLogs       prometheus.Gauge
-	refusedBatches  *prometheus.CounterVec
+	connections       prometheus.Gauge
+	requests          *prometheus.CounterVec
+	producedBytes     prometheus.Counter
+	producedRecords   prometheus.Counter
+	fetchedBytes      prometheus.Counter
+	partitions        prometheus.Gauge
+	strayLogs         prometheus.Gauge
+	refusedBatches    *prometheus.CounterVec
+	offlinePartitions prometheus.Gauge
 }
 
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
@@ -45,9 +46,13 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "produce_batches_refused_total",
 			Help: "Producer batches refused by validation, by reason: corrupt (bad CRC, framing or compressed stream), invalid_record (records that do not match the header), too_large (expands past the decompression bound).",
 		}, []string{"reason"}),
+		offlinePartitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "offline_partitions",
+			Help: "Partitions assigned to this broker whose logs cannot be opened or went offline (a failed write or fsync, a full disk); retried with backoff.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches)
+		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m
 }

@@ -53,6 +53,9 @@ type replicaManager struct {
 
 	mu    sync.Mutex // serializes apply and close
 	table atomicTable
+	// offline are the partitions whose logs failed to open or went
+	// offline, retried with backoff.
+	offline offlineSet
 	// strays are partition directories this broker keeps but does not
 	// serve, by path, with the topic id they hold: the metadata does not
 	// assign them here and no deletion of their topic is recorded.
@@ -118,6 +121,12 @@ func partitionDir(root, topic string, index int32) string {
 func (m *replicaManager) apply(view *metaView) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
+	assigned := map[partitionKey]bool{}
+	defer func() {
+		m.offline.forgetExcept(assigned)
+		m.b.metrics.offlinePartitions.Set(float64(m.offline.count()))
+	}()
 	old := m.table.load()
 	next := &replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}}
 	keep := map[*partition]bool{}
@@ -128,17 +137,38 @@ func (m *replicaManager) apply(view *metaView) {
 			if !slices.Contains(pv.replicas, m.nodeID) {
 				continue
 			}
+			assigned[partitionKey{tv.name, pv.index}] = true
 			var p *partition
 			if ot, ok := old.byID[tv.id]; ok {
 				p = ot.parts[pv.index]
 			}
+			key := partitionKey{tv.name, pv.index}
+			if p != nil && p.log.Offline() != nil && m.offline.noteFailure(key, p.log.Offline(), now) {
+				// A failed write or fsync took the log offline: reopen
+				// it, which recovers from its last durable point.
+				m.b.log.Warn("reopening an offline partition log", "topic", tv.name, "partition", pv.index, "err", p.log.Offline())
+				wasLeader := p.isLeader()
+				p.close()
+				if wasLeader && m.onLeader != nil {
+					m.onLeader(p, false)
+				}
+				if err := p.log.Close(); err != nil {
+					m.b.log.Debug("closing an offline partition log", "topic", tv.name, "partition", pv.index, "err", err)
+				}
+				p = nil
+			}
 			wasLeader := p != nil && p.isLeader()
 			if p == nil {
-				var err error
-				if p, err = m.open(tv, pv.index, &cfg, view.deleted); err != nil {
-					m.b.log.Error("cannot open partition log", "topic", tv.name, "partition", pv.index, "err", err)
+				if !m.offline.due(key, now) {
 					continue
 				}
+				var err error
+				if p, err = m.open(tv, pv.index, &cfg, view.deleted); err != nil {
+					m.offline.failed(key, err, now)
+					m.b.log.Error("cannot open partition log; retrying", "topic", tv.name, "partition", pv.index, "err", err, "retry_in", m.offline.backoffOf(key))
+					continue
+				}
+				m.offline.opened(key, now)
 			} else {
 				c := cfg
 				p.cfg.Store(&c)

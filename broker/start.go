@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -227,6 +228,24 @@ func (b *Broker) Healthy(ctx context.Context) error {
 	view := b.meta.snapshot()
 	if _, ok := view.broker(b.cfg.NodeID); !ok {
 		return fmt.Errorf("broker: node %d is not registered in the metadata store", b.cfg.NodeID)
+	}
+	var problems []string
+	if n := b.replicas.offline.count(); n > 0 {
+		problems = append(problems, fmt.Sprintf("%d partitions offline (retried with backoff): %s", n, strings.Join(b.replicas.offline.describe(3), "; ")))
+	}
+	for _, p := range b.replicas.all() {
+		// Offline since the last retry pass looked.
+		if err := p.log.Offline(); err != nil && b.replicas.offline.errOf(partitionKey{p.topic, p.index}) == nil {
+			problems = append(problems, fmt.Sprintf("partition %s-%d offline: %v", p.topic, p.index, err))
+		}
+	}
+	for _, g := range []*spaceGuard{b.logSpace, b.metaSpace} {
+		if p := g.problem(); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("broker: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
