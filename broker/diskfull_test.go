@@ -170,3 +170,46 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// Below metadata-reserve-bytes on the embedded etcd's filesystem, admin
+// writes are refused with KAFKA_STORAGE_ERROR (etcd itself would exit when
+// a write fails for space) and etcd keeps serving; once space returns,
+// they work again.
+func TestMetadataReserveRefusesAdminWrites(t *testing.T) {
+	dir := t.TempDir()
+	etcdDir := filepath.Join(dir, "etcd")
+	smallFS(t, etcdDir, 192<<20)
+	b := brokertest.StartOn(t, dir, nil, func(c *broker.Config) {
+		c.MetadataDir = etcdDir
+		c.MetadataReserveBytes = 32 << 20
+	})
+	adm := b.Admin()
+	filler := fill(t, etcdDir, 16<<20)
+	eventually(t, "unhealthy below the metadata reserve", func() error {
+		if b.B.Healthy(context.Background()) == nil {
+			return errors.New("healthy")
+		}
+		return nil
+	})
+	eventually(t, "create a topic below the reserve", func() error {
+		resp, err := adm.CreateTopic(testCtx(t), 1, 1, nil, "refused")
+		if err == nil {
+			err = resp.Err
+		}
+		if !errors.Is(err, kerr.KafkaStorageError) {
+			return errors.New("not refused: " + errString(err))
+		}
+		return nil
+	})
+	if _, err := adm.ListTopics(testCtx(t)); err != nil {
+		t.Fatalf("metadata reads after the refusal: %v", err)
+	}
+	os.Remove(filler)
+	eventually(t, "create a topic after space returned", func() error {
+		resp, err := adm.CreateTopic(testCtx(t), 1, 1, nil, "accepted")
+		if err == nil {
+			err = resp.Err
+		}
+		return err
+	})
+}

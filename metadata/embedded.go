@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -41,6 +42,9 @@ type EmbeddedConfig struct {
 	InitialCluster string
 	// Logger receives etcd's errors; nil discards them.
 	Logger *zap.Logger
+	// Slog, when Logger is nil, receives etcd's warnings and errors
+	// (SlogZap): an etcd that exits says why, with the free space of Dir.
+	Slog *slog.Logger
 }
 
 // Embedded is a running in-process etcd server with a client connected to
@@ -126,11 +130,14 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "1h"
 	lg := c.Logger
+	if lg == nil && c.Slog != nil {
+		lg = SlogZap(c.Slog, c.Dir)
+	}
 	if lg == nil {
 		lg = zap.NewNop()
 	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "warn"
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

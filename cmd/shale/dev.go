@@ -45,6 +45,8 @@ type brokerFlags struct {
 	numPartitions     int32
 	retentionCheck    time.Duration
 	maxOpenFiles      int
+	logDirReserve     int64
+	metadataReserve   int64
 	socketRequestMax  int64
 	groupInitialDelay time.Duration
 	offsetsRetention  time.Duration
@@ -60,6 +62,8 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int32Var(&f.numPartitions, "num-partitions", 1, "partitions of auto-created topics (num.partitions)")
 	fs.DurationVar(&f.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs (log.retention.check.interval.ms)")
 	fs.IntVar(&f.maxOpenFiles, "max-open-segment-files", 4096, "segment file descriptors kept open at once")
+	fs.Int64Var(&f.logDirReserve, "log-dir-reserve-bytes", 256<<20, "free space the log directory keeps: produce is refused (KAFKA_STORAGE_ERROR) below it; negative disables")
+	fs.Int64Var(&f.metadataReserve, "metadata-reserve-bytes", 128<<20, "free space the embedded etcd's directory keeps: metadata writes are refused below it; negative disables")
 	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
 	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
 	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
@@ -74,6 +78,8 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.NumPartitions = f.numPartitions
 	c.LogRetentionCheckInterval = f.retentionCheck
 	c.MaxOpenSegmentFiles = f.maxOpenFiles
+	c.LogDirReserveBytes = f.logDirReserve
+	c.MetadataReserveBytes = f.metadataReserve
 	c.SocketRequestMaxBytes = f.socketRequestMax
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
 	c.OffsetsRetention = f.offsetsRetention
@@ -177,7 +183,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer httpLn.Close()
 
-	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev", ClientAddr: f.etcdAddr})
+	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev", ClientAddr: f.etcdAddr, Slog: log})
 	if err != nil {
 		return fmt.Errorf("embedded etcd: %w", err)
 	}
@@ -197,6 +203,7 @@ func runDev(ctx context.Context, f devFlags) error {
 		DataDir:        filepath.Join(dataDir, "log"),
 		AdvertisedHost: host,
 		AdvertisedPort: port,
+		MetadataDir:    filepath.Join(dataDir, "etcd"),
 	}
 	f.brokerFlags.apply(&cfg)
 	defaults := maps.Clone(devTopicDefaults)
