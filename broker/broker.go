@@ -60,6 +60,11 @@ type Config struct {
 	MaxBrokerPartitions int64
 	// MaxOpenSegmentFiles bounds the segment descriptors open at once.
 	MaxOpenSegmentFiles int
+	// ScrubBytesPerSecond bounds the read rate of the background scrubber
+	// that verifies sealed segments (default 16 MiB/s); ScrubInterval is
+	// the time between its passes (default 7 days; negative disables).
+	ScrubBytesPerSecond int64
+	ScrubInterval       time.Duration
 	// LogDirReserveBytes is the free space the log directory keeps:
 	// produce is refused with KAFKA_STORAGE_ERROR before the disk fills
 	// up (default 256 MiB; negative disables the guard).
@@ -135,6 +140,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.MaxOpenSegmentFiles == 0 {
 		c.MaxOpenSegmentFiles = 4096
+	}
+	if c.ScrubBytesPerSecond == 0 {
+		c.ScrubBytesPerSecond = 16 << 20
+	}
+	if c.ScrubInterval == 0 {
+		c.ScrubInterval = 7 * 24 * time.Hour
 	}
 	if c.LogDirReserveBytes == 0 {
 		c.LogDirReserveBytes = 256 << 20
@@ -367,6 +378,11 @@ func (b *Broker) start() {
 		defer b.wg.Done()
 		b.watchStorage()
 	}()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.scrubLoop()
+	}()
 	go func() {
 		defer b.wg.Done()
 		for range changes {
@@ -386,6 +402,37 @@ func (b *Broker) start() {
 			}
 		}
 	}()
+}
+
+// scrubLoop verifies every hosted partition's sealed segments once per
+// ScrubInterval at ScrubBytesPerSecond: damage is logged by the log and
+// counted in shale_lost_ranges_total.
+func (b *Broker) scrubLoop() {
+	if b.cfg.ScrubInterval < 0 {
+		return
+	}
+	t := time.NewTicker(b.cfg.ScrubInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range b.replicas.all() {
+			ds, err := p.log.Scrub(b.ctx, b.cfg.ScrubBytesPerSecond)
+			if b.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				b.log.Warn("scrubbing a partition log", "topic", p.topic, "partition", p.index, "err", err)
+			}
+			if len(ds) > 0 {
+				b.metrics.lostRanges.Add(float64(len(ds)))
+				b.log.Error("sealed segments of a partition hold corrupt batches", "topic", p.topic, "partition", p.index, "ranges", len(ds))
+			}
+		}
+	}
 }
 
 // watchStorage refreshes the free-space guards and retries offline

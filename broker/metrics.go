@@ -16,6 +16,7 @@ type brokerMetrics struct {
 	strayLogs         prometheus.Gauge
 	refusedBatches    *prometheus.CounterVec
 	offlinePartitions prometheus.Gauge
+	lostRanges        prometheus.Counter
 }
 
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
@@ -50,9 +51,13 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "offline_partitions",
 			Help: "Partitions assigned to this broker whose logs cannot be opened or went offline (a failed write or fsync, a full disk); retried with backoff.",
 		}),
+		lostRanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "lost_ranges_total",
+			Help: "Damaged stretches of sealed segments (bad length, CRC or offsets) found by the scrubber.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
+		reg.MustRegister(m.lostRanges, m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m
 }

@@ -46,6 +46,8 @@ type brokerFlags struct {
 	retentionCheck    time.Duration
 	maxOpenFiles      int
 	logDirReserve     int64
+	scrubRate         int64
+	scrubInterval     time.Duration
 	metadataReserve   int64
 	socketRequestMax  int64
 	groupInitialDelay time.Duration
@@ -62,6 +64,8 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int32Var(&f.numPartitions, "num-partitions", 1, "partitions of auto-created topics (num.partitions)")
 	fs.DurationVar(&f.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs (log.retention.check.interval.ms)")
 	fs.IntVar(&f.maxOpenFiles, "max-open-segment-files", 4096, "segment file descriptors kept open at once")
+	fs.Int64Var(&f.scrubRate, "scrub-bytes-per-second", 16<<20, "read rate of the background scrubber that verifies sealed segments")
+	fs.DurationVar(&f.scrubInterval, "scrub-interval", 7*24*time.Hour, "time between scrubber passes over every partition (negative disables)")
 	fs.Int64Var(&f.logDirReserve, "log-dir-reserve-bytes", 256<<20, "free space the log directory keeps: produce is refused (KAFKA_STORAGE_ERROR) below it; negative disables")
 	fs.Int64Var(&f.metadataReserve, "metadata-reserve-bytes", 128<<20, "free space the embedded etcd's directory keeps: metadata writes are refused below it; negative disables")
 	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
@@ -79,6 +83,8 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.LogRetentionCheckInterval = f.retentionCheck
 	c.MaxOpenSegmentFiles = f.maxOpenFiles
 	c.LogDirReserveBytes = f.logDirReserve
+	c.ScrubBytesPerSecond = f.scrubRate
+	c.ScrubInterval = f.scrubInterval
 	c.MetadataReserveBytes = f.metadataReserve
 	c.SocketRequestMaxBytes = f.socketRequestMax
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
