@@ -116,6 +116,10 @@ type Options struct {
 	// use to look inside batches, shared with every other reader of
 	// batches the budget is given to; nil means no shared bound.
 	ScanBudget *recordbatch.Budget
+	// OnDamage, if set, is told of every damaged stretch a read finds in
+	// a sealed segment (reads then skip it): replication or tiering may
+	// fetch the range again from a replica or the bucket.
+	OnDamage func(Damage)
 }
 
 // AppendResult describes an append.

@@ -38,10 +38,11 @@ const (
 // segment's published size and next offset atomically, and see only fully
 // written batches. Lock order: mu, then rp, then FileCache.mu.
 type Log struct {
-	dir string
-	fs  FS
-	fc  *FileCache
-	log *slog.Logger
+	onDamage func(Damage)
+	dir      string
+	fs       FS
+	fc       *FileCache
+	log      *slog.Logger
 	// budget bounds the memory of looking inside batches (shared with
 	// the broker's other readers); nil means unbounded.
 	budget *recordbatch.Budget
@@ -126,7 +127,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget}
+	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget, onDamage: opts.OnDamage}
 	if l.fs == nil {
 		l.fs = OSFS{}
 	}
@@ -1033,6 +1034,11 @@ func (l *Log) Read(offset int64, maxBytes int, maxOffset int64, minOneBatch bool
 			return Range{}, nil
 		}
 		r, err := l.readSegment(segs[i], offset, maxBytes, maxOffset, minOneBatch)
+		var skip errSkipTo
+		if errors.As(err, &skip) && skip.offset > offset && attempt < 8 {
+			offset = skip.offset // the rest of that segment is lost
+			continue
+		}
 		if errors.Is(err, errSegmentGone) && attempt < 8 {
 			continue // deleted or rolled under us: look again
 		}
@@ -1047,15 +1053,29 @@ func (l *Log) readSegment(s *segment, offset int64, maxBytes int, maxOffset int6
 	}
 	size, next := s.end() // one pair: size holds the batches below next, no more
 	start, firstSize, err := l.findBatch(s, f, offset, size, next)
+	end := size
+	if !s.isActive() {
+		// A sealed segment is verified on its first read (once per
+		// process). Durable corruption in it: the read moves on to
+		// the next intact batch (consumers see a gap, as after
+		// compaction) instead of failing at this offset forever, and
+		// never returns a damaged batch.
+		if ds := l.damageOf(s, f, size, next); len(ds) > 0 {
+			start, firstSize, end, err = l.skipDamage(s, f, offset, size, next)
+		}
+	}
 	if err != nil {
 		l.fc.release(s)
 		return Range{}, err
 	}
-	end := size
 	if maxOffset < next {
-		if end, _, err = l.findBatch(s, f, maxOffset, size, next); err != nil {
+		cut, _, err := l.findBatch(s, f, maxOffset, size, next)
+		if err != nil && !(errors.Is(err, recordbatch.ErrCorrupt) && !s.isActive()) {
 			l.fc.release(s)
 			return Range{}, err
+		}
+		if err == nil {
+			end = min(end, cut)
 		}
 	}
 	n := end - start

@@ -23,7 +23,10 @@ type Damage struct {
 	// first intact batch after it, or -1 when none was found before the
 	// end of the segment.
 	FirstOffset, NextGood int64
-	Err                   error
+	// NextPos is the byte position of that intact batch (the segment
+	// size when none).
+	NextPos int64
+	Err     error
 }
 
 func (d Damage) String() string {
@@ -60,7 +63,7 @@ func ScanSegment(r io.ReaderAt, base, size, next int64) ([]Damage, error) {
 			pos += int64(len(b))
 			continue
 		}
-		d := Damage{Pos: pos, FirstOffset: expect, NextGood: -1, Err: err}
+		d := Damage{Pos: pos, FirstOffset: expect, NextGood: -1, NextPos: size, Err: err}
 		// Slide forward to the next batch that checks out.
 		resumed := false
 		for p := pos + 1; p+recordbatch.HeaderSize <= size; p++ {
@@ -70,6 +73,7 @@ func ScanSegment(r io.ReaderAt, base, size, next int64) ([]Damage, error) {
 			}
 			if rerr == nil && checkScanned(b, expect, next) == nil {
 				d.NextGood = recordbatch.Batch(b).BaseOffset()
+				d.NextPos = p
 				pos = p
 				resumed = true
 				break
@@ -171,4 +175,94 @@ func (l *Log) Scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error)
 		}
 	}
 	return out, nil
+}
+
+// damageOf scans a sealed segment once, on the first read that met a
+// corrupt batch in it, and keeps what it found. The caller holds a
+// reference on s and its file f.
+func (l *Log) damageOf(s *segment, f File, size, next int64) []Damage {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.damage == nil {
+		ds, err := ScanSegment(f, s.base, size, next)
+		if err != nil {
+			l.log.Error("verifying a segment after a corrupt read", "segment", s.path(".log"), "err", err)
+			return nil // not cached: a later read tries again
+		}
+		for i := range ds {
+			ds[i].Segment = s.path(".log")
+			l.log.Error("corrupt batches in a sealed segment: reads skip them", "damage", ds[i].String())
+			if l.onDamage != nil {
+				l.onDamage(ds[i])
+			}
+		}
+		s.damage = &ds
+	}
+	return *s.damage
+}
+
+// errSkipTo tells Read that the offset it looked for lies in a damaged
+// stretch that runs to the end of its segment: read on from the next one.
+type errSkipTo struct{ offset int64 }
+
+func (e errSkipTo) Error() string { return fmt.Sprintf("localseg: damaged up to %d", e.offset) }
+
+// skipDamage finds where a read at offset resumes when offset lies in a
+// damaged stretch of the sealed segment s: the position and size of the
+// next intact batch, and the end of the intact run that follows it.
+func (l *Log) skipDamage(s *segment, f File, offset, size, next int64) (start, firstSize, end int64, err error) {
+	ds := l.damageOf(s, f, size, next)
+	for i, d := range ds {
+		if offset < d.FirstOffset || (d.NextGood >= 0 && offset >= d.NextGood) {
+			continue
+		}
+		if d.NextGood < 0 {
+			return 0, 0, 0, errSkipTo{offset: next}
+		}
+		h, herr := readHeader(f, d.NextPos, size)
+		if herr != nil {
+			return 0, 0, 0, herr
+		}
+		end = size
+		if i+1 < len(ds) {
+			end = ds[i+1].Pos
+		}
+		return d.NextPos, h.size, end, nil
+	}
+	// Not in a damaged stretch: read up to the next one.
+	start, firstSize, err = l.findBatchBefore(s, f, offset, size, next, ds)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	end = size
+	for _, d := range ds {
+		if d.Pos > start {
+			end = d.Pos
+			break
+		}
+	}
+	return start, firstSize, end, nil
+}
+
+// findBatchBefore is findBatch for a damaged segment: it walks batch
+// headers from the last intact position at or below offset, never through
+// a damaged stretch.
+func (l *Log) findBatchBefore(s *segment, f File, offset, size, next int64, ds []Damage) (int64, int64, error) {
+	pos := int64(0)
+	for _, d := range ds {
+		if d.NextGood >= 0 && offset >= d.NextGood {
+			pos = d.NextPos
+		}
+	}
+	for pos < size {
+		h, err := readHeader(f, pos, size)
+		if err != nil {
+			return 0, 0, fmt.Errorf("localseg: %s at %d: %w", s.path(".log"), pos, err)
+		}
+		if h.last >= offset {
+			return pos, h.size, nil
+		}
+		pos += h.size
+	}
+	return size, 0, nil
 }

@@ -96,3 +96,40 @@ func FuzzScanSegment(f *testing.F) {
 		}
 	})
 }
+
+// A read at an offset inside a damaged stretch of a sealed segment moves on
+// to the next intact batch (a visible gap, reported once through OnDamage)
+// instead of failing at that offset forever; the intact records after it
+// stay reachable.
+func TestReadSkipsDamageInSealedSegments(t *testing.T) {
+	for name, corrupt := range map[string]func([]byte){
+		"flipped byte in the first batch": func(b []byte) { b[len(b)/2-5] ^= 0xff },
+		"bad length of the second batch":  func(b []byte) { b[len(b)/2+8], b[len(b)/2+9] = 0x7f, 0xff },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, path := sealedLog(t)
+			var reported []Damage
+			h.opts.OnDamage = func(d Damage) { reported = append(reported, d) }
+			h.restart()
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			corrupt(data)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got := h.readAll(0)
+			seen := map[int64]bool{}
+			for _, b := range got {
+				seen[b.BaseOffset()] = true
+			}
+			if len(got) < 28 || !seen[4] || !seen[29] || !seen[0] {
+				t.Fatalf("read %d batches past the damage (offsets %v)", len(got), seen)
+			}
+			if len(reported) != 1 {
+				t.Fatalf("damage reported %d times: %v", len(reported), reported)
+			}
+		})
+	}
+}

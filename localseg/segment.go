@@ -49,6 +49,9 @@ type segment struct {
 	firstTs    int64 // max timestamp of the first batch (-1 none): segment.ms on append
 
 	loadMu sync.Mutex // one loader of a sealed segment's index files at a time
+	// damage is what a scan found in this sealed segment after a read met
+	// a corrupt batch (nil: not scanned). Guarded by loadMu.
+	damage *[]Damage
 
 	// Guarded by FileCache.mu: the open handle and loaded indexes.
 	cache  cacheState
