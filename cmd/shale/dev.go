@@ -36,6 +36,7 @@ type devFlags struct {
 	advertised string
 	logLevel   string
 	etcdAddr   string
+	brokers    int
 	brokerFlags
 }
 
@@ -139,6 +140,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.Int32Var(&f.nodeID, "node-id", 0, "this broker's id (node.id)")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&f.brokers, "brokers", 1, "brokers to run in this process (more than 1: a replicated cluster on the embedded etcd; broker i listens on the Kafka port + i, keeps its logs under DATA-DIR/broker-i and auto-created topics get min(3, brokers) replicas)")
 	fs.StringVar(&f.etcdAddr, "etcd-addr", "", "serve the embedded etcd's client API on this host:port, without authentication (default: no listener; only this process reaches it)")
 	f.brokerFlags.register(cmd)
 	// shale dev checks retention every 30s, so that segments are seen
@@ -212,6 +214,10 @@ func runDev(ctx context.Context, f devFlags) error {
 		MetadataDir:    filepath.Join(dataDir, "etcd"),
 	}
 	f.brokerFlags.apply(&cfg)
+	if f.brokers < 1 {
+		return fmt.Errorf("--brokers must be at least 1")
+	}
+	cfg.DefaultReplicationFactor = int16(min(3, f.brokers))
 	defaults := maps.Clone(devTopicDefaults)
 	maps.Copy(defaults, cfg.TopicDefaults)
 	cfg.TopicDefaults = defaults
@@ -234,6 +240,14 @@ func runDev(ctx context.Context, f devFlags) error {
 
 	// Bounded like the Kafka listener: a request must arrive within 10s
 	// and an idle keep-alive connection is closed after two minutes.
+	// Every broker is up before /healthz answers.
+	for i := 1; i < f.brokers; i++ {
+		extra, err := startDevPeer(ctx, cfg, dataDir, ln.Addr().String(), f.advertised, i, etcd, log)
+		if err != nil {
+			return err
+		}
+		defer extra()
+	}
 	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go srv.Serve(httpLn)
 	defer srv.Close()
@@ -293,4 +307,46 @@ func advertisedHostPort(advertised, listen string) (string, int32, error) {
 		}
 	}
 	return host, int32(port), nil
+}
+
+// startDevPeer starts broker i of a `shale dev --brokers N` cluster in this
+// process: its id and Kafka port are the first broker's plus i, its logs
+// under DATA-DIR/broker-i. It returns the function that stops it.
+func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, advertised string, i int, etcd *metadata.Embedded, log *slog.Logger) (func(), error) {
+	host, portStr, err := net.SplitHostPort(firstAddr)
+	if err != nil {
+		return nil, err
+	}
+	port, _ := strconv.Atoi(portStr)
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port+i)))
+	if err != nil {
+		return nil, fmt.Errorf("kafka listener of broker %d: %w", i, err)
+	}
+	advHost, advPort, err := advertisedHostPort("", ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if advertised != "" {
+		if advHost, advPort, err = advertisedHostPort(advertised, ln.Addr().String()); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		advPort += int32(i)
+	}
+	cfg := base
+	cfg.NodeID = base.NodeID + int32(i)
+	cfg.DataDir = filepath.Join(dataDir, "broker-"+strconv.Itoa(i), "log")
+	cfg.AdvertisedHost, cfg.AdvertisedPort = advHost, advPort
+	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log.With("node", cfg.NodeID)})
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("broker %d: %w", i, err)
+	}
+	go b.Serve(ln)
+	log.Info("shale dev broker is up", "node", cfg.NodeID, "kafka", ln.Addr().String())
+	return func() {
+		ln.Close()
+		b.Close()
+	}, nil
 }
