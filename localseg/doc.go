@@ -23,6 +23,7 @@
 //	log-start-offset                first offset consumers may read
 //	recovery-point                  offset below which everything was fsynced
 //	high-watermark                  the partition's high watermark (replication)
+//	lost-ranges                     offsets reads skip: damage found in sealed segments
 //	.clean-shutdown                 present only while the log is cleanly closed
 //	*.tmp                           a file being written (removed on open)
 //	*.deleted                       segment files awaiting deletion (removed on open)
@@ -122,6 +123,10 @@
 //	high-watermark    one line: the high watermark (written every few seconds
 //	                  without fsync, and at Close with it; read within the log)
 //	clean-shutdown    one line: the log end offset at Close
+//	lost-ranges       "<from> <to> <segment base> <found unix ms>" lines, by
+//	                  from: offsets [from, to) lie in damaged batches of a
+//	                  sealed segment (bad length, CRC or offsets) that reads
+//	                  skip; the segment is kept, never deleted for it
 //
 // Checkpoints are written to a temporary, fsynced, renamed over the old
 // file, and the directory fsynced.

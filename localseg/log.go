@@ -39,6 +39,7 @@ const (
 // written batches. Lock order: mu, then rp, then FileCache.mu.
 type Log struct {
 	onDamage func(Damage)
+	lostMu   sync.Mutex // serializes the lost-ranges file
 	dir      string
 	fs       FS
 	fc       *FileCache

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -197,8 +199,94 @@ func (l *Log) damageOf(s *segment, f File, size, next int64) []Damage {
 			}
 		}
 		s.damage = &ds
+		if len(ds) > 0 {
+			if err := l.recordLost(s, ds, next); err != nil {
+				l.log.Error("recording lost ranges", "dir", l.dir, "err", err)
+			}
+		}
 	}
 	return *s.damage
+}
+
+// LostRange is a recorded stretch of offsets [From, To) that reads skip
+// because the batches holding them in segment SegmentBase are damaged.
+type LostRange struct {
+	From, To, SegmentBase int64
+	FoundMs               int64
+}
+
+const lostRangesFile = "lost-ranges"
+
+func encodeLostRanges(rs []LostRange) []byte {
+	lines := make([]string, len(rs))
+	for i, r := range rs {
+		lines[i] = fmt.Sprintf("%d %d %d %d", r.From, r.To, r.SegmentBase, r.FoundMs)
+	}
+	return encodeCheckpoint(lostRangesFile, 1, lines)
+}
+
+func decodeLostRanges(data []byte) ([]LostRange, error) {
+	lines, err := decodeCheckpoint(lostRangesFile, 1, data)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LostRange, 0, len(lines))
+	for _, line := range lines {
+		var r LostRange
+		if n, err := fmt.Sscanf(line, "%d %d %d %d", &r.From, &r.To, &r.SegmentBase, &r.FoundMs); err != nil || n != 4 || r.From < 0 || r.To < r.From {
+			return nil, fmt.Errorf("%w: lost-ranges line %q", errBadCheckpoint, line)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// LostRanges lists the recorded lost ranges of the log (see doc.go).
+func (l *Log) LostRanges() ([]LostRange, error) {
+	l.lostMu.Lock()
+	defer l.lostMu.Unlock()
+	return l.readLostLocked()
+}
+
+func (l *Log) readLostLocked() ([]LostRange, error) {
+	data, err := readFile(l.fs, filepath.Join(l.dir, lostRangesFile), maxCheckpointSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeLostRanges(data)
+}
+
+// recordLost adds a segment's damage to the lost-ranges file.
+func (l *Log) recordLost(s *segment, ds []Damage, next int64) error {
+	l.lostMu.Lock()
+	defer l.lostMu.Unlock()
+	rs, err := l.readLostLocked()
+	if err != nil {
+		l.log.Warn("rewriting an unreadable lost-ranges file", "dir", l.dir, "err", err)
+		rs = nil
+	}
+	now := l.now().UnixMilli()
+	for _, d := range ds {
+		to := d.NextGood
+		if to < 0 {
+			to = next
+		}
+		r := LostRange{From: d.FirstOffset, To: to, SegmentBase: s.base, FoundMs: now}
+		dup := false
+		for _, o := range rs {
+			if o.From == r.From && o.To == r.To && o.SegmentBase == r.SegmentBase {
+				dup = true
+			}
+		}
+		if !dup {
+			rs = append(rs, r)
+		}
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].From < rs[j].From })
+	return writeFileAtomic(l.fs, filepath.Join(l.dir, lostRangesFile), encodeLostRanges(rs))
 }
 
 // errSkipTo tells Read that the offset it looked for lies in a damaged
