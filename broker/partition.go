@@ -337,6 +337,10 @@ func (p *partition) close() {
 	p.state.Store(&partitionState{closed: true, leader: -1})
 	p.appendMu.Unlock()
 	p.wake()
+	if p.host != nil {
+		// A closed replica is fetched no more.
+		p.host.follow(p, -1, -1)
+	}
 }
 
 // highWatermark is the offset below which consumers may read.

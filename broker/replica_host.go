@@ -61,3 +61,11 @@ func (b *Broker) ReplicaOffsets(topic string, index int32) (logEnd, highWatermar
 	}
 	return p.log.LogEndOffset(), p.highWatermark(), true
 }
+
+// FollowedPartitions is the number of partitions this broker's replica
+// fetchers copy from their leaders.
+func (b *Broker) FollowedPartitions() int {
+	b.fetchers.mu.Lock()
+	defer b.fetchers.mu.Unlock()
+	return len(b.fetchers.mu.of)
+}

@@ -146,3 +146,24 @@ func TestClientPosingAsFollowerIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletedTopicIsFetchedNoMore: deleting a topic stops the followers'
+// fetchers for its partitions (they kept fetching a closed log).
+func TestDeletedTopicIsFetchedNoMore(t *testing.T) {
+	c := brokertest.StartCluster(t, 2)
+	ctx := testCtx(t)
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 2, 2, nil, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	followed := func() int { return c.Brokers[0].B.FollowedPartitions() + c.Brokers[1].B.FollowedPartitions() }
+	brokertest.WaitFor(t, 10*time.Second, "followers fetch both partitions", func() (bool, string) {
+		return followed() == 2, fmt.Sprint(followed())
+	})
+	if _, err := adm.DeleteTopics(ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitFor(t, 10*time.Second, "no partition of the deleted topic is fetched", func() (bool, string) {
+		return followed() == 0, fmt.Sprint(followed())
+	})
+}
