@@ -435,3 +435,83 @@ func TestDevListensOnlyOnItsConfiguredPorts(t *testing.T) {
 		t.Fatalf("listening on %v, want only %v", got, want)
 	}
 }
+
+// stallShutdown opens a connection that pipelines ApiVersions requests and
+// never reads a response, until the broker stops reading it: its writer is
+// then blocked on a full socket, and shutdown waits for it until the
+// shutdown timeout closes the socket.
+func stallShutdown(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		// A small receive window: the broker's socket fills sooner.
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return nil
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	// ApiVersions v0: key 18, version 0, correlation id, null client id.
+	req := []byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 0, 0xff, 0xff}
+	batch := bytes.Repeat(req, 1000)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(batch); err != nil {
+			if isNetTimeout(err) {
+				return c // the broker no longer reads this connection
+			}
+			t.Fatalf("pipelining requests: %v", err)
+		}
+	}
+	t.Fatal("the broker still reads a connection whose client reads nothing after 20s")
+	return nil
+}
+
+func isNetTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// After SIGTERM, shutdown waits up to its 5 s timeout for responses a
+// client does not read; a second SIGTERM ends the process at once, killed
+// by the signal (exit status 143 in a shell), without the clean shutdown.
+func TestSecondSIGTERMExitsAtOnce(t *testing.T) {
+	p := startDev(t, "")
+	stallShutdown(t, p.kafkaAddr)
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	// Shutdown is under way and held by the stalled connection.
+	for !strings.Contains(p.stderr.String(), "finishing requests in flight") {
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("shutdown did not start within 3s of SIGTERM:\n%s", p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	select {
+	case <-p.exited:
+		t.Fatalf("shale dev exited within %s of SIGTERM: the shutdown was not held:\n%s", time.Since(start), p.stderr)
+	default:
+	}
+	second := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("shale dev still running 10s after a second SIGTERM:\n%s", p.stderr)
+	}
+	if d := time.Since(second); d > time.Second {
+		t.Errorf("exit took %s after the second SIGTERM", d)
+	}
+	ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("exit status %v, want killed by SIGTERM:\n%s", p.cmd.ProcessState, p.stderr)
+	}
+	if strings.Contains(p.stderr.String(), "closing connections still open at the deadline") {
+		t.Errorf("the shutdown reached its deadline before the process exited:\n%s", p.stderr)
+	}
+}
