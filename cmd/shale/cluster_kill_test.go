@@ -351,3 +351,19 @@ func TestDevThreeBrokersReplicate(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// `shale broker` too: a second SIGTERM ends a shutdown held by a client.
+func TestBrokerSecondSIGTERMExitsAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	etcdAddr := freeAddr(t)
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	p := &brokerProc{t: t, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
+	startClusterBroker(t, p)
+	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+	secondSIGTERMExitsAtOnce(t, p.cmd, p.stderr, p.exited, p.kafkaAddr)
+}

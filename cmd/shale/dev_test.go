@@ -481,37 +481,42 @@ func isNetTimeout(err error) bool {
 // by the signal (exit status 143 in a shell), without the clean shutdown.
 func TestSecondSIGTERMExitsAtOnce(t *testing.T) {
 	p := startDev(t, "")
-	stallShutdown(t, p.kafkaAddr)
+	secondSIGTERMExitsAtOnce(t, p.cmd, p.stderr, p.exited, p.kafkaAddr)
+}
+
+func secondSIGTERMExitsAtOnce(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer, exited <-chan struct{}, kafkaAddr string) {
+	t.Helper()
+	stallShutdown(t, kafkaAddr)
 	start := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(syscall.SIGTERM)
 	// Shutdown is under way and held by the stalled connection.
-	for !strings.Contains(p.stderr.String(), "finishing requests in flight") {
+	for !strings.Contains(stderr.String(), "finishing requests in flight") {
 		if time.Since(start) > 3*time.Second {
-			t.Fatalf("shutdown did not start within 3s of SIGTERM:\n%s", p.stderr)
+			t.Fatalf("shutdown did not start within 3s of SIGTERM:\n%s", stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
 	select {
-	case <-p.exited:
-		t.Fatalf("shale dev exited within %s of SIGTERM: the shutdown was not held:\n%s", time.Since(start), p.stderr)
+	case <-exited:
+		t.Fatalf("exited within %s of SIGTERM: the shutdown was not held:\n%s", time.Since(start), stderr)
 	default:
 	}
 	second := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.exited:
+	case <-exited:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("shale dev still running 10s after a second SIGTERM:\n%s", p.stderr)
+		t.Fatalf("still running 10s after a second SIGTERM:\n%s", stderr)
 	}
 	if d := time.Since(second); d > time.Second {
 		t.Errorf("exit took %s after the second SIGTERM", d)
 	}
-	ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("exit status %v, want killed by SIGTERM:\n%s", p.cmd.ProcessState, p.stderr)
+		t.Errorf("exit status %v, want killed by SIGTERM:\n%s", cmd.ProcessState, stderr)
 	}
-	if strings.Contains(p.stderr.String(), "closing connections still open at the deadline") {
-		t.Errorf("the shutdown reached its deadline before the process exited:\n%s", p.stderr)
+	if strings.Contains(stderr.String(), "closing connections still open at the deadline") {
+		t.Errorf("the shutdown reached its deadline before the process exited:\n%s", stderr)
 	}
 }
