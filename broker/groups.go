@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/shale-log/shale/broker/group"
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
@@ -198,11 +199,36 @@ func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (
 	if err := l.p.waitHW(ctx, res.LastOffset+1); err != nil {
 		return 0, offsetsLogError(err)
 	}
+	if l.p.inSyncAlone() {
+		// The high watermark is no promise when the leader is the only
+		// in-sync replica: a crash loses what it has not fsynced, as
+		// for a produce with acks=all.
+		if err := l.waitDurable(ctx, res.LastOffset+1); err != nil {
+			return 0, offsetsLogError(err)
+		}
+	}
 	return res.FirstOffset, nil
 }
 
+// waitDurable waits for the records below offset to be on stable storage.
+// The log's group commit fsyncs once for every append waiting on it; the
+// caller is the shard's one append goroutine, which batches the writes of
+// every request that arrived meanwhile.
+func (l *offsetsLog) waitDurable(ctx context.Context, offset int64) error {
+	done := make(chan error, 1)
+	if l.p.log.WhenDurable(offset, func(err error) { done <- err }) {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func offsetsLogError(err error) error {
-	if errors.Is(err, errNotLeader) || errors.Is(err, errPartitionClosed) {
+	if errors.Is(err, errNotLeader) || errors.Is(err, errPartitionClosed) || errors.Is(err, localseg.ErrClosed) {
 		return fmt.Errorf("%w: %w", group.ErrNotLeader, err)
 	}
 	return err

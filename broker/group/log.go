@@ -11,7 +11,9 @@ import (
 // coordinator is its only writer while it is loaded.
 type Log interface {
 	// Append writes the records as one batch and returns its base offset
-	// once the batch is committed (the high watermark passed it). An
+	// once the batch is committed (the high watermark passed it, and the
+	// batch is on stable storage when the leader is the partition's only
+	// in-sync replica). An
 	// error means "maybe written": the batch may still become committed.
 	// ErrNotLeader (wrapped) means this broker no longer leads the
 	// partition; ErrRecordTooLarge that the batch exceeds the topic's
