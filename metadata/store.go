@@ -101,25 +101,7 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 
 // EnsureClusterID returns the cluster id, creating it on first use.
 func (s *Store) EnsureClusterID(ctx context.Context) (string, error) {
-	ctx, cancel := withDeadline(ctx)
-	defer cancel()
-	var raw [16]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
-	}
-	id := base64.RawURLEncoding.EncodeToString(raw[:])
-	key := s.clusterIDKey()
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, id)).
-		Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return "", fmt.Errorf("metadata: cluster id: %w", err)
-	}
-	if resp.Succeeded {
-		return id, nil
-	}
-	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
+	return s.ensureRandom(ctx, s.clusterIDKey(), 16, "cluster id")
 }
 
 // EnsureClusterSecret returns the secret brokers present to each other
@@ -127,25 +109,29 @@ func (s *Store) EnsureClusterID(ctx context.Context) (string, error) {
 // by whoever can read the cluster's keys in etcd, and by no client of the
 // Kafka protocol.
 func (s *Store) EnsureClusterSecret(ctx context.Context) (string, error) {
+	return s.ensureRandom(ctx, s.clusterSecretKey(), 32, "cluster secret")
+}
+
+// ensureRandom returns key's value, first creating it from n random bytes
+// (base64url) if it does not exist. An error is indeterminate: another
+// broker or this write may have created it; the next call reads it.
+func (s *Store) ensureRandom(ctx context.Context, key string, n int, what string) (string, error) {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
+	raw := make([]byte, n)
+	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
-	secret := base64.RawURLEncoding.EncodeToString(raw[:])
-	key := s.clusterSecretKey()
+	value := base64.RawURLEncoding.EncodeToString(raw)
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, secret)).
+		Then(clientv3.OpPut(key, value)).
 		Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		// Indeterminate: another broker or our own write may have
-		// created it; the next call reads it.
-		return "", fmt.Errorf("metadata: cluster secret: %w", err)
+		return "", fmt.Errorf("metadata: %s: %w", what, err)
 	}
 	if resp.Succeeded {
-		return secret, nil
+		return value, nil
 	}
 	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
 }

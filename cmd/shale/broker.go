@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -95,30 +94,15 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(orBackground(ctx), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	dataDir, err := filepath.Abs(f.dataDir)
+	proc, err := openProcess(f.dataDir, f.kafkaAddr, f.httpAddr)
 	if err != nil {
 		return err
 	}
-	unlock, err := broker.LockDataDir(dataDir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	ln, err := net.Listen("tcp", f.kafkaAddr)
-	if err != nil {
-		return fmt.Errorf("kafka listener: %w", err)
-	}
-	defer ln.Close()
-	httpLn, err := net.Listen("tcp", f.httpAddr)
-	if err != nil {
-		return fmt.Errorf("http listener: %w", err)
-	}
-	defer httpLn.Close()
+	defer proc.close()
+	dataDir, ln, httpLn := proc.dataDir, proc.kafka, proc.http
+
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(f.etcd, ","),
 		DialTimeout: 5 * time.Second,

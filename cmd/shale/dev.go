@@ -163,33 +163,14 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(orBackground(ctx), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	dataDir, err := filepath.Abs(f.dataDir)
+	proc, err := openProcess(f.dataDir, f.kafkaAddr, f.httpAddr)
 	if err != nil {
 		return err
 	}
-	// Before anything else opens the directory or a port: a second
-	// process on the same data dir is refused at once.
-	unlock, err := broker.LockDataDir(dataDir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	ln, err := net.Listen("tcp", f.kafkaAddr)
-	if err != nil {
-		return fmt.Errorf("kafka listener: %w", err)
-	}
-	defer ln.Close()
-	httpLn, err := net.Listen("tcp", f.httpAddr)
-	if err != nil {
-		return fmt.Errorf("http listener: %w", err)
-	}
-	defer httpLn.Close()
+	defer proc.close()
+	dataDir, ln, httpLn := proc.dataDir, proc.kafka, proc.http
 
 	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev", ClientAddr: f.etcdAddr, Slog: log})
 	if err != nil {
@@ -349,4 +330,51 @@ func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, a
 		ln.Close()
 		b.Close()
 	}, nil
+}
+
+// process is what a broker process holds from its first step: its data
+// dir, locked, and its two listeners.
+type process struct {
+	dataDir     string
+	kafka, http net.Listener
+	unlock      func()
+}
+
+// openProcess locks the data dir before anything else opens it or a port,
+// so a second process on the same data dir is refused at once, then
+// listens on the Kafka and HTTP addresses.
+func openProcess(dir, kafkaAddr, httpAddr string) (*process, error) {
+	dataDir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := broker.LockDataDir(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", kafkaAddr)
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("kafka listener: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		ln.Close()
+		unlock()
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	return &process{dataDir: dataDir, kafka: ln, http: httpLn, unlock: unlock}, nil
+}
+
+func (p *process) close() {
+	p.http.Close()
+	p.kafka.Close()
+	p.unlock()
+}
+
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
 }
