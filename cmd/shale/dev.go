@@ -124,7 +124,8 @@ func newDevCmd() *cobra.Command {
 		Short: "Run a complete single-node Shale (embedded etcd, local storage)",
 		Long: `Runs one broker with an embedded etcd under the data directory. Kafka clients
 connect to --kafka-addr; /healthz and /metrics are served on --http-addr.
-Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
+Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
+--brokers with SHALE_DEV_BROKERS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -141,6 +142,8 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&f.brokers, "brokers", 1, "brokers to run in this process (more than 1: a replicated cluster on the embedded etcd; broker i listens on the Kafka port + i, keeps its logs under DATA-DIR/broker-i and auto-created topics get min(3, brokers) replicas)")
+	// SHALE_BROKERS names the brokers client commands talk to.
+	fs.SetAnnotation("brokers", envAnnotation, []string{"SHALE_DEV_BROKERS"})
 	fs.StringVar(&f.etcdAddr, "etcd-addr", "", "serve the embedded etcd's client API on this host:port, without authentication (default: no listener; only this process reaches it)")
 	f.brokerFlags.register(cmd)
 	// shale dev checks retention every 30s, so that segments are seen

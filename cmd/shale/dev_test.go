@@ -22,8 +22,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// shaleBin is the binary under test, built once by TestMain.
+// shaleBin is the binary under test, built once by TestMain with version
+// testVersion.
 var shaleBin string
+
+const testVersion = "v0.0.0-test"
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "shale-bin-")
@@ -31,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	shaleBin = filepath.Join(dir, "shale")
-	build := exec.Command("go", "build", "-o", shaleBin, ".")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", shaleBin, ".")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building shale:", err)

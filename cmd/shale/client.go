@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Client commands (topic, group, cluster, tier, produce, consume, bench)
+// share one way to reach the cluster: addClientFlags on the command (or
+// its parent) registers --brokers and --timeout, newClient builds a
+// franz-go client from them, and cliError turns what the client returns
+// into one line.
+
+// addClientFlags registers the connection flags on cmd, for it and its
+// subcommands: --brokers (SHALE_BROKERS) and --timeout (SHALE_TIMEOUT).
+func addClientFlags(cmd *cobra.Command) {
+	fs := cmd.PersistentFlags()
+	fs.StringSlice("brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap brokers, host:port, comma-separated (env SHALE_BROKERS)")
+	fs.Duration("timeout", 10*time.Second, "how long a command waits for the cluster to answer (env SHALE_TIMEOUT)")
+}
+
+// clientConfig is what the connection flags say, the environment filled in
+// for flags not given.
+type clientConfig struct {
+	brokers []string
+	timeout time.Duration
+}
+
+func readClientConfig(cmd *cobra.Command) (clientConfig, error) {
+	var c clientConfig
+	fs := cmd.Flags()
+	for _, name := range []string{"brokers", "timeout"} {
+		f := fs.Lookup(name)
+		if f == nil {
+			return c, fmt.Errorf("%s: no --%s flag (addClientFlags missing)", cmd.CommandPath(), name)
+		}
+		if v, ok := os.LookupEnv(envName(name)); ok && !f.Changed {
+			// A slice flag appends after its first Set; start afresh.
+			if err := fs.Set(name, v); err != nil {
+				return c, fmt.Errorf("%s=%q: %w", envName(name), v, err)
+			}
+		}
+	}
+	c.brokers, _ = fs.GetStringSlice("brokers")
+	c.timeout, _ = fs.GetDuration("timeout")
+	for _, b := range c.brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return c, fmt.Errorf("--brokers %q: want host:port", b)
+		}
+	}
+	if len(c.brokers) == 0 {
+		return c, errors.New("--brokers: no broker given")
+	}
+	if c.timeout <= 0 {
+		return c, errors.New("--timeout must be positive")
+	}
+	return c, nil
+}
+
+// cliClient is a franz-go client for one CLI command, with the last error
+// met while connecting (kgo retries dials until the context ends; the
+// dial error says more than the deadline).
+type cliClient struct {
+	*kgo.Client
+	cfg clientConfig
+
+	mu      sync.Mutex
+	dialErr error
+}
+
+func (c *cliClient) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.dialErr = fmt.Errorf("%s: %w", net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port)), err)
+	}
+}
+
+// newClient connects to the cluster named by cmd's connection flags. The
+// caller closes it.
+func newClient(cmd *cobra.Command, opts ...kgo.Opt) (*cliClient, error) {
+	cfg, err := readClientConfig(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c := &cliClient{cfg: cfg}
+	base := []kgo.Opt{
+		kgo.SeedBrokers(cfg.brokers...),
+		kgo.ClientID("shale-cli"),
+		kgo.DialTimeout(min(cfg.timeout, 10*time.Second)),
+		kgo.RetryTimeout(cfg.timeout),
+		kgo.WithHooks(c),
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.Client = cl
+	return c, nil
+}
+
+// admin returns a kadm client over c.
+func (c *cliClient) admin() *kadm.Client { return kadm.NewClient(c.Client) }
+
+// context bounds one command's requests by --timeout.
+func (c *cliClient) context(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(orBackground(parent), c.cfg.timeout)
+}
+
+// explain turns a deadline or a failed dial into one line that names the
+// brokers and the last connection error.
+func (c *cliClient) explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	c.mu.Lock()
+	dialErr := c.dialErr
+	c.mu.Unlock()
+	unreachable := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed)
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		unreachable = true
+	}
+	if !unreachable {
+		return err
+	}
+	brokers := strings.Join(c.cfg.brokers, ",")
+	if dialErr != nil {
+		return fmt.Errorf("cannot reach the cluster at %s within %s: %w", brokers, c.cfg.timeout, dialErr)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no answer from the cluster at %s within %s", brokers, c.cfg.timeout)
+	}
+	return fmt.Errorf("cluster at %s: %w", brokers, err)
+}
