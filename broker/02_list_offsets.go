@@ -74,7 +74,7 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 		// The last offset in the object store; -1 without an epoch
 		// when nothing is, as Kafka answers.
 		if p.tier != nil {
-			if m := p.tier.manifest(); len(m.Segments) > 0 {
+			if m := p.tier.manifest(); m.SegmentCount() > 0 {
 				sp.Offset = m.End() - 1
 				sp.LeaderEpoch = epochAt(p, sp.Offset)
 			}

@@ -200,7 +200,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	p.log.SetUploadedEnd(m.End())
 	t.ready.Store(true)
 	t.svc.metadataObjects(ctx, p)
-	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
+	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, t.svc.reader, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
 		log.Warn("cleaning orphaned objects", "err", err)
 	} else if n > 0 {
 		log.Info("deleted orphaned objects", "count", n)
@@ -260,7 +260,7 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	m, err := tiering.ApplyRetention(rctx, t.svc.bucket, t.svc.layout, t.part, t.store, epoch,
+	m, err := tiering.ApplyRetention(rctx, t.svc.bucket, t.svc.layout, t.part, t.store, t.svc.reader, epoch,
 		tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}, now, localBytes, t.svc.metrics)
 	if err != nil {
 		t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
@@ -408,8 +408,10 @@ func (p *partition) adoptRemoteEnd(end int64) error {
 // epochAt is the leader epoch that wrote a remote offset, from the
 // manifest entry holding it.
 func (t *partitionTier) epochAt(offset int64) (int32, bool) {
-	seg, ok := tiering.FindSegment(t.manifest(), offset)
-	if !ok || offset < seg.BaseOffset {
+	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	seg, ok, err := tiering.FindSegment(ctx, t.svc.reader, t.part, t.manifest(), offset)
+	if err != nil || !ok || offset < seg.BaseOffset {
 		return -1, false
 	}
 	epoch, found := int32(-1), false

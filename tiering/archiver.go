@@ -85,7 +85,7 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bo
 		return false, err
 	}
 	defer ss.Close()
-	if len(m.Segments) > 0 && ss.BaseOffset > end {
+	if m.SegmentCount() > 0 && ss.BaseOffset > end {
 		a.cfg.Logger.Warn("remote log has a gap: local data below the segment was deleted before upload",
 			"partition", a.cfg.Partition.String(), "remote_end", end, "segment", ss.BaseOffset)
 	}

@@ -107,7 +107,7 @@ func TestArchiverKilledBeforeCommitLeavesAnOrphanNotAGap(t *testing.T) {
 	if len(m.Segments) != 1 || m.End() != log.Segments()[0].NextOffset {
 		t.Fatalf("manifest %+v", m)
 	}
-	orphans := PlanOrphans(m, listAttrs(t, fb, a2.cfg.Layout.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), time.Minute)
+	orphans := PlanOrphans(m, nil, listAttrs(t, fb, a2.cfg.Layout.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), time.Minute)
 	if len(orphans) != 2 {
 		t.Fatalf("orphans %v", orphans)
 	}

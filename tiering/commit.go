@@ -131,8 +131,19 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		if _, err := rand.Read(next.CommitID[:]); err != nil {
 			return nil, err
 		}
+		if err := spillOverflow(next, epoch, next.CommittedAtMs); err != nil {
+			return nil, err
+		}
 		if err := next.check(false); err != nil {
 			return nil, fmt.Errorf("tiering: refusing to commit a bad manifest: %w", err)
+		}
+		// New spilled parts go first, under keys no one else writes: a
+		// commit that fails below leaves them as orphans, never as a
+		// manifest naming a missing part.
+		written, err := s.writeSpills(ctx, next)
+		if err != nil {
+			s.deleteSpills(written)
+			return nil, err
 		}
 		data := EncodeManifest(next, false)
 		opts := objectstore.PutOptions{IfMatch: etag, IfNoneMatch: etag == ""}
@@ -147,9 +158,11 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 			return nil, fmt.Errorf("tiering: committing %s: %w (re-read: %v)", s.key, err, rerr)
 		}
 		s.set(stored, storedTag)
-		switch {
-		case stored.CommitID == next.CommitID:
+		if stored.CommitID == next.CommitID {
 			return stored, nil // the write took
+		}
+		s.deleteSpills(written) // it did not: nothing names them
+		switch {
 		case stored.LeaderEpoch > epoch:
 			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 		case !errors.Is(err, objectstore.ErrPreconditionFailed) && storedTag == etag:
@@ -157,5 +170,45 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		case attempt >= 3:
 			return nil, fmt.Errorf("%w: %s", ErrConflict, s.key)
 		}
+	}
+}
+
+// writeSpills writes the pending spilled parts of next (and forgets their
+// content: they are read back through a SpillLoader). It returns the keys
+// written.
+func (s *ManifestStore) writeSpills(ctx context.Context, next *Manifest) ([]string, error) {
+	var written []string
+	for i := range next.Spills {
+		sp := &next.Spills[i]
+		if sp.part == nil {
+			continue
+		}
+		key := spillKeyFor(s.key, sp.BaseOffset, sp.ID)
+		if err := sp.matches(sp.part); err != nil {
+			return written, fmt.Errorf("tiering: refusing to write %s: %w", key, err)
+		}
+		if err := sp.part.check(true); err != nil {
+			return written, fmt.Errorf("tiering: refusing to write %s: %w", key, err)
+		}
+		data := EncodeManifest(sp.part, true)
+		if _, err := s.bucket.Put(ctx, key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+			return written, fmt.Errorf("tiering: writing the spilled manifest part %s: %w", key, err)
+		}
+		written = append(written, key)
+		sp.part = nil
+	}
+	return written, nil
+}
+
+// deleteSpills removes spilled parts no manifest names (best effort:
+// orphan cleanup removes what remains).
+func (s *ManifestStore) deleteSpills(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, k := range keys {
+		s.bucket.Delete(ctx, k)
 	}
 }

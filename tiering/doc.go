@@ -75,7 +75,7 @@
 //	        committed at i64 (Unix ms) | spill count u32 | spills |
 //	        segment count u32 | segments
 //	spill:  base offset i64 | next offset i64 | segment count u32 |
-//	        bytes i64 | id [16]
+//	        bytes i64 | max timestamp i64 | id [16]
 //	segment: base offset i64 | next offset i64 | size i64 |
 //	        companion size i64 | max timestamp i64 | upload epoch i32 |
 //	        id [16] | epoch count u16 | epoch count × (epoch i32 | start i64)
@@ -87,12 +87,22 @@
 // already deleted data locally). The log start offset is the first offset
 // consumers may read; entries wholly below it await deletion. The leader
 // epoch is that of the leader that committed it; the commit id is random
-// per commit. Spilled parts hold the oldest entries once the manifest
-// passes 64 KiB: a spill names spill-<base>-<id>.manifest, whose segments
-// precede the manifest's own; spilled parts are immutable, in the same
-// layout with magic "SHMS" and no spills of their own. (Shale does not
-// write spilled parts yet; its reader refuses offsets inside one rather
-// than skip them.)
+// per commit.
+//
+// Spilled parts keep the manifest small however long the history: when a
+// commit would make the manifest larger than 64 KiB, its oldest entries
+// (all but about 16 KiB of them) move to a new spilled part, an immutable
+// object in the same layout with magic "SHMS", no spills of its own, its
+// id as commit id, and its segments. The manifest keeps a reference per
+// part, oldest first and before its own segments: the part's first base
+// offset, last next offset, segment count, total segment bytes, largest
+// timestamp (-1 when unknown) and id, naming spill-<base>-<id>.manifest. A
+// reader holds a part against its reference (count, first base, last next
+// offset, bytes) and refuses one that disagrees; a part the manifest names
+// but the bucket lacks is an error, never a gap. Remote retention drops a
+// part whole, or replaces the first part by a new one without its expired
+// entries; either way the manifest is committed before the old part and
+// the expired segments are deleted.
 //
 // # Committing
 //
@@ -102,7 +112,8 @@
 // the stored manifest is fenced and gives up. A PUT whose outcome is
 // unknown (timeout, lost response) is settled by reading the manifest
 // again: the commit id says whether the write took. The order of an upload
-// is: segment, companion, then the manifest; a segment is deleted from
+// is: segment, companion, the spilled part the commit creates (if any),
+// then the manifest; a segment is deleted from
 // local disk only after the manifest that names it is committed. Remote
 // retention commits the manifest without the expired entries (and a higher
 // log start) before it deletes their objects.

@@ -37,14 +37,21 @@ const (
 	topicName    = "topic.json"
 	deletedName  = "deleted.json"
 
-	// spillThreshold: a manifest larger than this moves its oldest
-	// entries to a spilled part.
-	spillThreshold = 64 << 10
 	// maxManifestSize bounds what reading a manifest (or spill)
 	// allocates.
 	maxManifestSize = 64 << 20
 	// maxCompanionSize bounds what reading a companion allocates.
 	maxCompanionSize = 256 << 20
+)
+
+// spillThreshold: a manifest larger than this moves its oldest entries to
+// a spilled part, keeping spillKeep bytes of segment entries in the
+// manifest (so a part holds about 48 KiB, some 600 segments, and the
+// manifest stays near 16 KiB plus 56 bytes per part). Policy, not format:
+// variables only so that tests can make them small.
+var (
+	spillThreshold = 64 << 10
+	spillKeep      = 16 << 10
 )
 
 // Partition names one partition of a topic in the archive.
@@ -148,13 +155,19 @@ type Segment struct {
 	Epochs        []localseg.EpochEntry
 }
 
-// Spill is a reference to a spilled manifest part.
+// Spill is a reference to a spilled manifest part: the range of its
+// segments, their count, total size and largest timestamp.
 type Spill struct {
-	BaseOffset int64
-	NextOffset int64
-	Count      uint32
-	Bytes      int64
-	ID         [16]byte
+	BaseOffset   int64 // the first segment's base offset
+	NextOffset   int64 // the last segment's next offset
+	Count        uint32
+	Bytes        int64
+	MaxTimestamp int64 // -1 when unknown
+	ID           [16]byte
+
+	// part, when set, is the part's content not yet written: Commit
+	// writes it before the manifest that names it.
+	part *Manifest
 }
 
 // Manifest is a partition's list of remote segments.
@@ -215,13 +228,31 @@ func (m *Manifest) Clone() *Manifest {
 	return &c
 }
 
+// Encoded sizes of the manifest's parts.
+const (
+	manifestHeaderSize = 12 + 16 + 4 + 8 + 8 + 4 + 4
+	spillRefSize       = 8 + 8 + 4 + 8 + 8 + 16
+	segmentRefSize     = 8 + 8 + 8 + 8 + 8 + 4 + 16 + 2
+)
+
+func (s *Segment) encodedSize() int { return segmentRefSize + 12*len(s.Epochs) }
+
+// encodedSize is the length of EncodeManifest(m).
+func (m *Manifest) encodedSize() int {
+	n := manifestHeaderSize + spillRefSize*len(m.Spills)
+	for i := range m.Segments {
+		n += m.Segments[i].encodedSize()
+	}
+	return n
+}
+
 // EncodeManifest encodes a manifest (or, with spill, a spilled part).
 func EncodeManifest(m *Manifest, spill bool) []byte {
 	magic := manifestMagic
 	if spill {
 		magic = spillMagic
 	}
-	b := make([]byte, 0, 64+len(m.Segments)*80+len(m.Spills)*40)
+	b := make([]byte, 0, m.encodedSize())
 	b = append(b, magic...)
 	b = binary.BigEndian.AppendUint16(b, formatVersion)
 	b = binary.BigEndian.AppendUint16(b, 0)
@@ -236,6 +267,7 @@ func EncodeManifest(m *Manifest, spill bool) []byte {
 		b = binary.BigEndian.AppendUint64(b, uint64(s.NextOffset))
 		b = binary.BigEndian.AppendUint32(b, s.Count)
 		b = binary.BigEndian.AppendUint64(b, uint64(s.Bytes))
+		b = binary.BigEndian.AppendUint64(b, uint64(s.MaxTimestamp))
 		b = append(b, s.ID[:]...)
 	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Segments)))
@@ -323,15 +355,15 @@ func DecodeManifest(data []byte, spill bool) (*Manifest, error) {
 	r := &reader{b: data[12:], ok: true}
 	m := &Manifest{CommitID: r.id(), LeaderEpoch: int32(r.u32()), LogStartOffset: r.i64(), CommittedAtMs: r.i64()}
 	n := r.u32()
-	if !r.ok || uint64(n)*48 > uint64(len(r.b)) {
+	if !r.ok || uint64(n)*spillRefSize > uint64(len(r.b)) {
 		return nil, fmt.Errorf("%w: manifest: spill count %d", ErrCorrupt, n)
 	}
 	m.Spills = make([]Spill, 0, n)
 	for range n {
-		m.Spills = append(m.Spills, Spill{BaseOffset: r.i64(), NextOffset: r.i64(), Count: r.u32(), Bytes: r.i64(), ID: r.id()})
+		m.Spills = append(m.Spills, Spill{BaseOffset: r.i64(), NextOffset: r.i64(), Count: r.u32(), Bytes: r.i64(), MaxTimestamp: r.i64(), ID: r.id()})
 	}
 	n = r.u32()
-	if !r.ok || uint64(n)*62 > uint64(len(r.b)) {
+	if !r.ok || uint64(n)*segmentRefSize > uint64(len(r.b)) {
 		return nil, fmt.Errorf("%w: manifest: segment count %d", ErrCorrupt, n)
 	}
 	m.Segments = make([]Segment, 0, n)
@@ -372,8 +404,8 @@ func (m *Manifest) check(spill bool) error {
 	}
 	prev := int64(0)
 	for i, s := range m.Spills {
-		if s.BaseOffset < 0 || s.NextOffset <= s.BaseOffset || s.NextOffset < prev || s.Bytes < 0 {
-			return bad("spill %d: offsets [%d, %d)", i, s.BaseOffset, s.NextOffset)
+		if s.BaseOffset < 0 || s.NextOffset <= s.BaseOffset || s.NextOffset <= prev || s.Bytes < 0 || s.Count == 0 {
+			return bad("spill %d: offsets [%d, %d), %d segments", i, s.BaseOffset, s.NextOffset, s.Count)
 		}
 		prev = s.NextOffset
 	}

@@ -17,6 +17,13 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(EncodeManifest(sampleManifest(), false), false)
 	f.Add(EncodeManifest(&Manifest{Segments: sampleManifest().Segments}, true), true)
 	f.Add([]byte("SHMF"), false)
+	spilled := &Manifest{Segments: []Segment{synthSegment(900)}}
+	for i := 0; i < 3; i++ {
+		sp, _ := newSpill([]Segment{synthSegment(2 * i), synthSegment(2*i + 1)}, 0, 0)
+		sp.part = nil
+		spilled.Spills = append(spilled.Spills, sp)
+	}
+	f.Add(EncodeManifest(spilled, false), false)
 	f.Fuzz(func(t *testing.T, data []byte, spill bool) {
 		m, err := DecodeManifest(data, spill)
 		if err != nil {
@@ -25,6 +32,42 @@ func FuzzDecodeManifest(f *testing.F) {
 		again, err := DecodeManifest(EncodeManifest(m, spill), spill)
 		if err != nil || len(again.Segments) != len(m.Segments) {
 			t.Fatalf("a decoded manifest does not round-trip: %v", err)
+		}
+	})
+}
+
+// FuzzLoadSpill: a spilled part read from the bucket is decoded and held
+// against the reference the manifest has for it; whatever is accepted is
+// the part the reference names.
+func FuzzLoadSpill(f *testing.F) {
+	s, err := newSpill([]Segment{synthSegment(0), synthSegment(1), synthSegment(2)}, 1, 2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good := EncodeManifest(s.part, true)
+	f.Add(good, s.BaseOffset, s.NextOffset, s.Count, s.Bytes)
+	f.Add(good, s.BaseOffset, s.NextOffset, s.Count+1, s.Bytes)
+	f.Add(EncodeManifest(&Manifest{Spills: []Spill{{BaseOffset: 0, NextOffset: 30, Count: 3, Bytes: 3000, MaxTimestamp: -1}}, Segments: s.part.Segments}, false), int64(0), int64(30), uint32(3), int64(3000))
+	f.Add([]byte("SHMS"), int64(0), int64(1), uint32(1), int64(1))
+	f.Fuzz(func(t *testing.T, data []byte, base, next int64, count uint32, size int64) {
+		b := objectstore.NewMem()
+		l := Layout{Prefix: "p"}
+		ref := Spill{BaseOffset: base, NextOffset: next, Count: count, Bytes: size, ID: s.ID}
+		key := l.SpillKey(testPartition, base, s.ID)
+		if _, err := b.Put(context.Background(), key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		part, err := BucketSpills{b, l}.LoadSpill(context.Background(), testPartition, ref)
+		if err != nil {
+			return
+		}
+		if len(part.Spills) != 0 || uint32(len(part.Segments)) != count || part.Segments[0].BaseOffset != base || part.Segments[len(part.Segments)-1].NextOffset != next {
+			t.Fatalf("accepted a part that is not the one referenced: %+v", part)
+		}
+		for _, seg := range part.Segments {
+			if seg.BaseOffset < base || seg.NextOffset > next {
+				t.Fatalf("entry [%d, %d) outside [%d, %d)", seg.BaseOffset, seg.NextOffset, base, next)
+			}
 		}
 	})
 }

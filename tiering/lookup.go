@@ -22,46 +22,59 @@ func (r *Reader) OffsetForTimestamp(ctx context.Context, p Partition, m *Manifes
 	if start < 0 {
 		return 0, 0, 0, false, nil
 	}
-	for _, seg := range m.Segments {
-		if seg.NextOffset <= start || seg.MaxTimestamp < ts {
-			continue
+	var done bool
+	walkErr := WalkSegments(ctx, r, p, m, start, func(s Spill) bool { return s.MaxTimestamp < ts }, func(seg Segment) bool {
+		if seg.MaxTimestamp < ts {
+			return true
 		}
-		for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
-			parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
-			if err != nil || parts == nil {
-				return 0, 0, 0, false, err
-			}
-			next := off
-			for buf := bytes.Join(parts, nil); len(buf) > 0; {
-				b, rest, err := recordbatch.Next(buf)
-				if err != nil {
-					break // a partial last batch: read again from it
-				}
-				buf = rest
-				next = b.NextOffset()
-				if b.LastOffset() < off || b.MaxTimestamp() < ts {
-					continue
-				}
-				found := false
-				err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
-					if t >= ts && o >= start {
-						offset, timestamp, found = o, t, true
-						return false
-					}
-					return true
-				})
-				if err != nil {
-					return 0, 0, 0, false, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
-				}
-				if found {
-					return offset, timestamp, b.PartitionLeaderEpoch(), true, nil
-				}
-			}
-			if next <= off {
-				return 0, 0, 0, false, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
-			}
-			off = next
+		offset, timestamp, epoch, ok, err = r.searchSegment(ctx, p, m, seg, start, ts)
+		done = ok || err != nil
+		return !done
+	})
+	if done {
+		return offset, timestamp, epoch, ok, err
+	}
+	return 0, 0, 0, false, walkErr
+}
+
+// searchSegment looks for the first record at or above start with a
+// timestamp at or above ts in one remote segment.
+func (r *Reader) searchSegment(ctx context.Context, p Partition, m *Manifest, seg Segment, start, ts int64) (offset, timestamp int64, epoch int32, ok bool, err error) {
+	for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
+		parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
+		if err != nil || parts == nil {
+			return 0, 0, 0, false, err
 		}
+		next := off
+		for buf := bytes.Join(parts, nil); len(buf) > 0; {
+			b, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				break // a partial last batch: read again from it
+			}
+			buf = rest
+			next = b.NextOffset()
+			if b.LastOffset() < off || b.MaxTimestamp() < ts {
+				continue
+			}
+			found := false
+			err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
+				if t >= ts && o >= start {
+					offset, timestamp, found = o, t, true
+					return false
+				}
+				return true
+			})
+			if err != nil {
+				return 0, 0, 0, false, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
+			}
+			if found {
+				return offset, timestamp, b.PartitionLeaderEpoch(), true, nil
+			}
+		}
+		if next <= off {
+			return 0, 0, 0, false, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
+		}
+		off = next
 	}
 	return 0, 0, 0, false, nil
 }
@@ -71,6 +84,11 @@ func (r *Reader) OffsetForTimestamp(ctx context.Context, p Partition, m *Manifes
 func (m *Manifest) MaxTimestamp() int64 {
 	ts := int64(-1)
 	start := m.Start()
+	for _, s := range m.Spills {
+		if s.NextOffset > start {
+			ts = max(ts, s.MaxTimestamp)
+		}
+	}
 	for _, s := range m.Segments {
 		if s.NextOffset > start {
 			ts = max(ts, s.MaxTimestamp)

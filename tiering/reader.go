@@ -68,6 +68,7 @@ type Reader struct {
 	cfg    ReaderConfig
 	chunks *ristretto.Cache[string, []byte]
 	comps  *ristretto.Cache[string, *Companion]
+	spills *ristretto.Cache[string, *Manifest]
 
 	ctx    context.Context // ends on Close: read-ahead stops
 	cancel context.CancelFunc
@@ -118,6 +119,15 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 		r.chunks.Close()
 		return nil, fmt.Errorf("tiering: %w", err)
 	}
+	// Spilled manifest parts (immutable) get a sixteenth too.
+	r.spills, err = ristretto.NewCache(&ristretto.Config[string, *Manifest]{
+		NumCounters: counters, MaxCost: max(cfg.CacheBytes/16, 1<<20), BufferItems: 64,
+	})
+	if err != nil {
+		r.chunks.Close()
+		r.comps.Close()
+		return nil, fmt.Errorf("tiering: %w", err)
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mu.loads = map[string]*load{}
 	r.mu.recent = map[string][]byte{}
@@ -131,23 +141,34 @@ func (r *Reader) Close() {
 	r.wg.Wait()
 	r.chunks.Close()
 	r.comps.Close()
+	r.spills.Close()
 }
 
 // Wait waits until the caches have applied every Set (tests).
 func (r *Reader) Wait() {
 	r.chunks.Wait()
 	r.comps.Wait()
+	r.spills.Wait()
 }
 
-// FindSegment returns the manifest entry holding offset, or the first one
-// after it when offset falls in a gap; ok is false when offset is at or
-// past the manifest's end.
-func FindSegment(m *Manifest, offset int64) (Segment, bool) {
-	i := sort.Search(len(m.Segments), func(i int) bool { return m.Segments[i].NextOffset > offset })
-	if i == len(m.Segments) {
-		return Segment{}, false
+// LoadSpill reads a spilled manifest part through the reader's cache.
+func (r *Reader) LoadSpill(ctx context.Context, p Partition, s Spill) (*Manifest, error) {
+	if s.part != nil {
+		return s.part, nil
 	}
-	return m.Segments[i], true
+	key := r.cfg.Layout.SpillKey(p, s.BaseOffset, s.ID)
+	if part, ok := r.spills.Get(key); ok {
+		return part, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	part, err := readSpill(ctx, r.cfg.Bucket, key, s)
+	r.cfg.Metrics.get(err)
+	if err != nil {
+		return nil, err
+	}
+	r.spills.Set(key, part, int64(part.encodedSize())*2)
+	return part, nil
 }
 
 // Read returns the record batches of partition p from the remote segment
@@ -168,14 +189,12 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 		}
 		return nil, fmt.Errorf("%w: %d below %d", ErrOutOfRange, offset, s)
 	}
-	if n := len(m.Spills); n > 0 && offset < m.Spills[n-1].NextOffset {
-		// Spilled parts are specified (doc.go) but not yet written or
-		// read by Shale: refuse rather than skip their records.
-		return nil, fmt.Errorf("%w: offset %d is in a spilled manifest part, which this version cannot read", ErrCorrupt, offset)
-	}
-	seg, ok := FindSegment(m, offset)
-	if !ok || offset >= maxOffset {
+	if offset >= maxOffset {
 		return nil, nil
+	}
+	seg, ok, err := FindSegment(ctx, r, p, m, offset)
+	if err != nil || !ok {
+		return nil, err
 	}
 	offset = max(offset, seg.BaseOffset)
 	comp, err := r.companion(ctx, p, seg)
@@ -426,8 +445,8 @@ func (r *Reader) readAhead(s *segReader, end int64, m *Manifest) {
 		}
 	}
 	if last-cur < int64(r.cfg.ReadAhead) {
-		next, ok := FindSegment(m, s.seg.NextOffset)
-		if !ok {
+		next, ok, err := FindSegment(s.ctx, r, s.p, m, s.seg.NextOffset)
+		if err != nil || !ok {
 			return
 		}
 		ns := &segReader{r: r, p: s.p, seg: next, key: r.cfg.Layout.SegmentKey(s.p, next.BaseOffset, next.ID)}

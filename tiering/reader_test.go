@@ -159,12 +159,3 @@ func TestReaderReadsAheadForSequentialReplays(t *testing.T) {
 		t.Fatal("chunk 2 was not read ahead")
 	}
 }
-
-func TestReaderRefusesOffsetsInSpilledParts(t *testing.T) {
-	r := newTestReader(t, objectstore.NewMem(), 4096)
-	m := &Manifest{Spills: []Spill{{BaseOffset: 0, NextOffset: 10, Count: 1, Bytes: 100}},
-		Segments: []Segment{{BaseOffset: 10, NextOffset: 20, Size: 100}}}
-	if _, err := r.Read(context.Background(), testPartition, m, 5, 1<<20, math.MaxInt64, true); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("offset in a spilled part: %v", err)
-	}
-}

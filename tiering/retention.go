@@ -17,45 +17,120 @@ type RetentionPolicy struct {
 	RetentionBytes int64
 }
 
+// RetentionPlan is what remote retention removes from a manifest.
+type RetentionPlan struct {
+	// DropSpills leading spilled parts go whole.
+	DropSpills int
+	// Trim, when set, replaces the first remaining spilled part: its
+	// entries TrimDropped expired and go, the rest stay in a new part
+	// (Trim's pending content).
+	Trim         *Spill
+	TrimDropped  []Segment
+	DropSegments int   // leading entries of the manifest itself that go
+	LogStart     int64 // the new log start offset
+}
+
+func (p *RetentionPlan) empty() bool {
+	return p.DropSpills == 0 && p.Trim == nil && p.DropSegments == 0
+}
+
 // PlanRetention decides which remote segments have expired: those older
 // than retention.ms (by their largest timestamp), those that push the
 // partition's total size (remote plus localBytes, the local data not in
 // the manifest) past retention.bytes (oldest first), and those wholly
-// below the log start (DeleteRecords). It returns how many leading
-// segments go and the new log start offset. Pure: the caller commits the
-// manifest, then deletes the objects.
-func PlanRetention(m *Manifest, p RetentionPolicy, nowMs, localBytes int64) (n int, logStart int64) {
-	logStart = m.LogStartOffset
+// below the log start (DeleteRecords). Spilled parts go whole when all
+// their segments expired; the first part that expired only in part is
+// read through l and replaced by a smaller one. Apart from reading that
+// part, it is pure: the caller commits the manifest, then deletes the
+// objects.
+func PlanRetention(ctx context.Context, l SpillLoader, p Partition, m *Manifest, pol RetentionPolicy, nowMs, localBytes int64) (RetentionPlan, error) {
+	plan := RetentionPlan{LogStart: m.LogStartOffset}
 	total := m.Bytes() + localBytes
+	expired := func(next, size, ts int64) bool {
+		return next <= m.LogStartOffset ||
+			(pol.RetentionMs >= 0 && ts >= 0 && nowMs-ts > pol.RetentionMs) ||
+			(pol.RetentionBytes >= 0 && total-size >= pol.RetentionBytes)
+	}
+	for _, s := range m.Spills {
+		if expired(s.NextOffset, s.Bytes, s.MaxTimestamp) {
+			total -= s.Bytes
+			plan.DropSpills++
+			plan.LogStart = max(plan.LogStart, s.NextOffset)
+			continue
+		}
+		part, err := l.LoadSpill(ctx, p, s)
+		if err != nil {
+			return RetentionPlan{}, err
+		}
+		k := 0
+		for _, seg := range part.Segments {
+			if !expired(seg.NextOffset, seg.Size, seg.MaxTimestamp) {
+				break
+			}
+			total -= seg.Size
+			k++
+			plan.LogStart = max(plan.LogStart, seg.NextOffset)
+		}
+		switch {
+		case k == len(part.Segments): // every entry expired on its own
+			plan.DropSpills++
+			continue
+		case k > 0:
+			ns, err := newSpill(append([]Segment(nil), part.Segments[k:]...), m.LeaderEpoch, nowMs)
+			if err != nil {
+				return RetentionPlan{}, err
+			}
+			plan.Trim = &ns
+			plan.TrimDropped = part.Segments[:k]
+		}
+		return plan, nil
+	}
 	for _, s := range m.Segments {
-		below := s.NextOffset <= m.LogStartOffset
-		expired := p.RetentionMs >= 0 && s.MaxTimestamp >= 0 && nowMs-s.MaxTimestamp > p.RetentionMs
-		oversize := p.RetentionBytes >= 0 && total-s.Size >= p.RetentionBytes
-		if !below && !expired && !oversize {
+		if !expired(s.NextOffset, s.Size, s.MaxTimestamp) {
 			break
 		}
 		total -= s.Size
-		n++
-		logStart = max(logStart, s.NextOffset)
+		plan.DropSegments++
+		plan.LogStart = max(plan.LogStart, s.NextOffset)
 	}
-	return n, logStart
+	return plan, nil
+}
+
+// apply removes the planned entries from m.
+func (p *RetentionPlan) apply(m *Manifest) {
+	m.Spills = append([]Spill(nil), m.Spills[p.DropSpills:]...)
+	if p.Trim != nil {
+		m.Spills[0] = *p.Trim
+	}
+	m.Segments = append([]Segment(nil), m.Segments[p.DropSegments:]...)
+	m.LogStartOffset = p.LogStart
 }
 
 // ApplyRetention runs remote retention for one partition as leader of
 // epoch: it commits the manifest without the expired segments (and with
-// the new log start) and then deletes their objects. A crash between the
-// two leaves orphans, which PlanOrphans finds. It returns the committed
-// manifest (nil when nothing expired).
-func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, ms *ManifestStore, epoch int32, pol RetentionPolicy, now time.Time, localBytes int64, metrics *Metrics) (*Manifest, error) {
-	var doomed []Segment
+// the new log start) and then deletes their objects, and the spilled parts
+// dropped or replaced. A crash between the two leaves orphans, which
+// PlanOrphans finds. It returns the committed manifest (nil when nothing
+// expired).
+func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, ms *ManifestStore, spills SpillLoader, epoch int32, pol RetentionPolicy, now time.Time, localBytes int64, metrics *Metrics) (*Manifest, error) {
+	var plan RetentionPlan
+	var doomedHead []Segment
+	var old []Spill // the spilled parts the plan drops or replaces
 	m, err := ms.Commit(ctx, epoch, func(m *Manifest) error {
-		n, start := PlanRetention(m, pol, now.UnixMilli(), localBytes)
-		if n == 0 {
+		var err error
+		plan, err = PlanRetention(ctx, spills, p, m, pol, now.UnixMilli(), localBytes)
+		if err != nil {
+			return err
+		}
+		if plan.empty() {
 			return errNothingToDo
 		}
-		doomed = append(doomed[:0], m.Segments[:n]...)
-		m.Segments = append([]Segment(nil), m.Segments[n:]...)
-		m.LogStartOffset = start
+		old = append([]Spill(nil), m.Spills[:plan.DropSpills]...)
+		if plan.Trim != nil {
+			old = append(old, m.Spills[plan.DropSpills])
+		}
+		doomedHead = append(doomedHead[:0], m.Segments[:plan.DropSegments]...)
+		plan.apply(m)
 		return nil
 	})
 	if errors.Is(err, errNothingToDo) {
@@ -65,32 +140,60 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 		return nil, err
 	}
 	deleted := 0
-	for _, s := range doomed {
-		for _, k := range []string{l.SegmentKey(p, s.BaseOffset, s.ID), l.CompanionKey(p, s.BaseOffset, s.ID)} {
-			if err := b.Delete(ctx, k); err != nil {
-				metrics.deleted(deleted)
-				return m, fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
+	defer func() { metrics.deleted(deleted) }()
+	del := func(segs []Segment) error {
+		for _, s := range segs {
+			for _, k := range []string{l.SegmentKey(p, s.BaseOffset, s.ID), l.CompanionKey(p, s.BaseOffset, s.ID)} {
+				if err := b.Delete(ctx, k); err != nil {
+					return fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
+				}
+				deleted++
 			}
-			deleted++
 		}
+		return nil
 	}
-	metrics.deleted(deleted)
-	return m, nil
+	for i, s := range old {
+		var segs []Segment
+		if plan.Trim != nil && i == len(old)-1 {
+			segs = plan.TrimDropped
+		} else {
+			part, err := spills.LoadSpill(ctx, p, s)
+			if err != nil {
+				return m, fmt.Errorf("tiering: reading a dropped spilled part (left for orphan cleanup): %w", err)
+			}
+			segs = part.Segments
+		}
+		if err := del(segs); err != nil {
+			return m, err
+		}
+		k := l.SpillKey(p, s.BaseOffset, s.ID)
+		if err := b.Delete(ctx, k); err != nil {
+			return m, fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
+		}
+		deleted++
+	}
+	return m, del(doomedHead)
 }
 
 var errNothingToDo = errors.New("tiering: nothing to do")
 
 // PlanOrphans returns the keys under a partition's prefix that are
-// segment, companion or spill objects the manifest does not name and that
-// were last modified before now-grace (an upload in progress is younger).
-// Pure: listing is the partition prefix's listing.
-func PlanOrphans(m *Manifest, listing []objectstore.Attrs, now time.Time, grace time.Duration) []string {
+// segment, companion or spill objects that neither the manifest nor one of
+// its spilled parts (parts, read by the caller) names and that were last
+// modified before now-grace (an upload in progress is younger). Pure:
+// listing is the partition prefix's listing.
+func PlanOrphans(m *Manifest, parts []*Manifest, listing []objectstore.Attrs, now time.Time, grace time.Duration) []string {
 	live := map[[16]byte]bool{}
 	for _, s := range m.Segments {
 		live[s.ID] = true
 	}
 	for _, s := range m.Spills {
 		live[s.ID] = true
+	}
+	for _, part := range parts {
+		for _, s := range part.Segments {
+			live[s.ID] = true
+		}
 	}
 	var out []string
 	for _, a := range listing {
@@ -103,9 +206,10 @@ func PlanOrphans(m *Manifest, listing []objectstore.Attrs, now time.Time, grace 
 	return out
 }
 
-// CleanOrphans deletes a partition's orphaned objects (see PlanOrphans).
-// Only the partition's leader runs it, after loading the manifest.
-func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
+// CleanOrphans deletes a partition's orphaned objects (see PlanOrphans),
+// reading every spilled part of m through spills. Only the partition's
+// leader runs it, after loading the manifest.
+func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	var listing []objectstore.Attrs
 	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
 		listing = append(listing, a)
@@ -113,9 +217,17 @@ func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	}); err != nil {
 		return 0, err
 	}
+	parts := make([]*Manifest, 0, len(m.Spills))
+	for _, s := range m.Spills {
+		part, err := spills.LoadSpill(ctx, p, s)
+		if err != nil {
+			return 0, err // never guess what a part names
+		}
+		parts = append(parts, part)
+	}
 	n := 0
 	defer func() { metrics.deleted(n) }()
-	for _, k := range PlanOrphans(m, listing, now, grace) {
+	for _, k := range PlanOrphans(m, parts, listing, now, grace) {
 		if err := b.Delete(ctx, k); err != nil {
 			return n, err
 		}

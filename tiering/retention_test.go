@@ -33,9 +33,9 @@ func TestPlanRetention(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mm := m.Clone()
 			mm.LogStartOffset = tc.logStart
-			n, start := PlanRetention(mm, tc.pol, tc.now, tc.local)
-			if n != tc.wantN || start != tc.wantStart {
-				t.Fatalf("got %d segments, start %d; want %d, %d", n, start, tc.wantN, tc.wantStart)
+			plan, err := PlanRetention(context.Background(), BucketSpills{}, testPartition, mm, tc.pol, tc.now, tc.local)
+			if err != nil || plan.DropSegments != tc.wantN || plan.LogStart != tc.wantStart {
+				t.Fatalf("got %d segments, start %d (%v); want %d, %d", plan.DropSegments, plan.LogStart, err, tc.wantN, tc.wantStart)
 			}
 		})
 	}
@@ -51,12 +51,12 @@ func TestRemoteRetentionCommitsTheManifestBeforeDeletingObjects(t *testing.T) {
 	// the segment, so nothing points at a missing object.
 	fb.add(&fault{op: "delete", n: 1})
 	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: m0.Bytes() - m0.Segments[0].Size}
-	m, err := ApplyRetention(context.Background(), fb, a.cfg.Layout, testPartition, ms, 0, pol, time.Now(), 0, nil)
+	m, err := ApplyRetention(context.Background(), fb, a.cfg.Layout, testPartition, ms, BucketSpills{fb, a.cfg.Layout}, 0, pol, time.Now(), 0, nil)
 	if !errors.Is(err, errInjected) || m == nil || len(m.Segments) != len(m0.Segments)-1 || m.LogStartOffset != m0.Segments[0].NextOffset {
 		t.Fatalf("manifest %+v, %v", m, err)
 	}
 	// Orphan cleanup finishes the job.
-	n, err := CleanOrphans(context.Background(), fb, a.cfg.Layout, testPartition, m, time.Now().Add(time.Hour), time.Minute, nil)
+	n, err := CleanOrphans(context.Background(), fb, a.cfg.Layout, testPartition, m, BucketSpills{fb, a.cfg.Layout}, time.Now().Add(time.Hour), time.Minute, nil)
 	if err != nil || n != 2 {
 		t.Fatalf("cleaned %d (%v)", n, err)
 	}
