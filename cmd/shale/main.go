@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newBrokerCmd())
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newProduceCmd(), newConsumeCmd(), newBenchCmd())
 	return root
 }
 
