@@ -11,7 +11,7 @@ RUNFLAGS ?=
 BENCHFLAGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio clean
+.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio terraform clean
 
 all: build
 
@@ -50,7 +50,7 @@ fuzz:
 	  done; \
 	done
 
-tools: kcat minio
+tools: kcat minio terraform
 
 ## minio: the S3 server the tests run (built from a pinned pseudo-version
 ## into .tools/bin, once per version; the project is archived upstream and
@@ -63,6 +63,18 @@ $(TOOLS)/.minio-$(MINIO_VERSION):
 	@echo "building minio $(MINIO_VERSION) into $(TOOLS) (a few minutes, once)"
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+	@touch $@
+
+## terraform: checks terraform/ in the tests (fmt, validate with a stand-in
+## AWS provider, the rendered boot scripts); built from source into
+## .tools/bin once per version (about 8 minutes of CPU)
+TERRAFORM_VERSION := v1.5.7
+terraform: $(TOOLS)/.terraform-$(TERRAFORM_VERSION)
+
+$(TOOLS)/.terraform-$(TERRAFORM_VERSION):
+	@echo "building terraform $(TERRAFORM_VERSION) into $(TOOLS) (several minutes, once)"
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/hashicorp/terraform@$(TERRAFORM_VERSION)
 	@touch $@
 
 ## kcat: the second Kafka client the tests use (Debian package)

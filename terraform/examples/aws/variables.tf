@@ -1,0 +1,64 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  description = "Name of the cluster."
+  type        = string
+  default     = "shale"
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the example's VPC: three private subnets (brokers, etcd, NLB) and one public subnet (the NAT gateway) are cut from it."
+  type        = string
+  default     = "10.42.0.0/16"
+}
+
+variable "shale_binary_url" {
+  description = "URL of a linux shale binary for the instances' architecture (e.g. `GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go build ./cmd/shale`, uploaded where the instances can download it)."
+  type        = string
+}
+
+variable "shale_binary_sha256" {
+  description = "SHA-256 of that binary (sha256sum bin/shale); empty skips the check."
+  type        = string
+  default     = ""
+}
+
+variable "broker_count" {
+  description = "Brokers."
+  type        = number
+  default     = 3
+}
+
+variable "broker_instance_type" {
+  description = "Instance type of the brokers."
+  type        = string
+  default     = "m6i.large"
+}
+
+variable "hot_tier" {
+  description = "\"ebs\" or \"instance-store\" (then pick an instance type with NVMe instance storage, e.g. i4i.large)."
+  type        = string
+  default     = "ebs"
+}
+
+variable "broker_volume_size_gb" {
+  description = "Size of each broker's gp3 log volume."
+  type        = number
+  default     = 500
+}
+
+variable "etcd_instance_type" {
+  description = "Instance type of the etcd members."
+  type        = string
+  default     = "t3.medium"
+}
+
+variable "allowed_cidrs" {
+  description = "Networks allowed to reach Kafka; default: the VPC."
+  type        = list(string)
+  default     = []
+}

@@ -1,0 +1,78 @@
+# broker_count brokers, broker i in subnet i modulo the subnets (so in
+# zone i modulo the zones, which is its --rack), at a fixed private
+# address that it advertises. Its local log lives on a gp3 volume of its
+# own (hot_tier = "ebs", kept when the instance is replaced) or on the
+# instance's NVMe instance storage (hot_tier = "instance-store").
+# Changes of AMI or boot script do not replace running brokers: roll them
+# one at a time (terraform apply -replace='module.shale.aws_instance.broker[0]').
+
+locals {
+  ebs = var.hot_tier == "ebs"
+}
+
+resource "aws_ebs_volume" "broker" {
+  count             = local.ebs ? var.broker_count : 0
+  availability_zone = local.broker_zones[count.index]
+  type              = "gp3"
+  size              = var.broker_volume_size_gb
+  iops              = var.broker_volume_iops
+  throughput        = var.broker_volume_throughput
+  encrypted         = true
+  tags              = merge(local.tags, { Name = "${var.name}-broker-${count.index}-log" })
+}
+
+resource "aws_instance" "broker" {
+  count                  = var.broker_count
+  ami                    = local.ami_id
+  instance_type          = var.broker_instance_type
+  subnet_id              = var.subnet_ids[count.index % local.subnets]
+  private_ip             = local.broker_ips[count.index]
+  vpc_security_group_ids = [aws_security_group.broker.id]
+  iam_instance_profile   = aws_iam_instance_profile.broker.name
+  key_name               = var.key_name
+
+  user_data = templatefile("${path.module}/templates/broker.sh.tftpl", {
+    shale_url    = var.shale_binary_url
+    shale_sha256 = var.shale_binary_sha256
+    # The log volume's NVMe serial is its id without the dash.
+    ebs_serial   = local.ebs ? replace(aws_ebs_volume.broker[count.index].id, "-", "") : ""
+    id           = count.index
+    cluster      = var.name
+    kafka_port   = var.kafka_port
+    http_port    = var.http_port
+    advertised   = "${local.broker_ips[count.index]}:${var.kafka_port}"
+    rack         = local.broker_zones[count.index]
+    etcd         = join(",", local.etcd_endpoints)
+    object_store = local.object_store_url
+    replication  = local.replication
+    extra_args   = var.broker_extra_args
+  })
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = var.broker_root_volume_size_gb
+    encrypted   = true
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  tags        = merge(local.tags, { Name = "${var.name}-broker-${count.index}" })
+  volume_tags = local.tags
+
+  lifecycle {
+    ignore_changes = [ami, user_data]
+  }
+
+  depends_on = [aws_instance.etcd, aws_s3_bucket_policy.this]
+}
+
+resource "aws_volume_attachment" "broker" {
+  count       = local.ebs ? var.broker_count : 0
+  device_name = "/dev/sdf"
+  volume_id   = aws_ebs_volume.broker[count.index].id
+  instance_id = aws_instance.broker[count.index].id
+}

@@ -1,0 +1,251 @@
+variable "name" {
+  description = "Name of the cluster: prefix of every resource name, and the etcd key prefix (shale broker --cluster)."
+  type        = string
+  default     = "shale"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,30}$", var.name))
+    error_message = "name: lower-case letters, digits and dashes, at most 31 characters."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC the cluster runs in."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Private subnets, one per availability zone (three for a cluster that survives the loss of a zone). etcd node i and broker i go to subnet i modulo the count; the NLB spans them all."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) >= 1
+    error_message = "subnet_ids: at least one subnet (three, in three zones, for a zone-redundant cluster)."
+  }
+}
+
+variable "allowed_cidrs" {
+  description = "Networks whose Kafka clients may connect (the NLB's bootstrap port and each broker's advertised address)."
+  type        = list(string)
+}
+
+variable "monitoring_cidrs" {
+  description = "Networks allowed on the brokers' HTTP port (/metrics, /healthz, /debug/pprof)."
+  type        = list(string)
+  default     = []
+}
+
+variable "shale_binary_url" {
+  description = "URL of the shale binary (linux, the architecture of the instance types) that the instances download at boot."
+  type        = string
+}
+
+variable "shale_binary_sha256" {
+  description = "SHA-256 of the shale binary; when set, a download that does not match stops the boot script."
+  type        = string
+  default     = ""
+}
+
+variable "architecture" {
+  description = "CPU architecture of every instance type: x86_64 or arm64 (it picks the AMI and the etcd download)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture: x86_64 or arm64."
+  }
+}
+
+variable "ami_id" {
+  description = "AMI of every instance; empty means the latest Amazon Linux 2023 for the architecture (read from SSM). The boot scripts need bash, curl, tar, systemd and mkfs.xfs."
+  type        = string
+  default     = ""
+}
+
+variable "key_name" {
+  description = "EC2 key pair for SSH (no SSH port is opened by this module); null for none."
+  type        = string
+  default     = null
+}
+
+variable "enable_ssm" {
+  description = "Attach AmazonSSMManagedInstanceCore to the instances' roles, for Session Manager shells."
+  type        = bool
+  default     = false
+}
+
+# The bucket.
+
+variable "bucket_name" {
+  description = "Name of the S3 bucket for tiered storage; empty lets AWS pick a unique name starting with NAME-tier-."
+  type        = string
+  default     = ""
+}
+
+variable "object_prefix" {
+  description = "Key prefix of every object Shale writes (s3://BUCKET/PREFIX); the brokers' role reaches nothing outside it."
+  type        = string
+  default     = "shale"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.object_prefix))
+    error_message = "object_prefix: one or more path segments without leading or trailing slashes."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "KMS key for the bucket's default encryption (SSE-KMS, with an S3 bucket key); empty means SSE-S3 (AES-256)."
+  type        = string
+  default     = ""
+}
+
+variable "abort_incomplete_multipart_days" {
+  description = "Days after which an unfinished multipart upload (a broker that died mid-upload) is aborted and its parts deleted."
+  type        = number
+  default     = 1
+}
+
+variable "force_destroy" {
+  description = "Let terraform destroy delete the bucket with every object in it (the whole history)."
+  type        = bool
+  default     = false
+}
+
+# etcd.
+
+variable "etcd_count" {
+  description = "etcd members: 3 (one per zone) or 5."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = contains([1, 3, 5], var.etcd_count)
+    error_message = "etcd_count: 1, 3 or 5."
+  }
+}
+
+variable "etcd_instance_type" {
+  description = "Instance type of the etcd members."
+  type        = string
+  default     = "t3.medium"
+}
+
+variable "etcd_volume_size_gb" {
+  description = "Size of each etcd member's root volume (gp3), which holds its data directory."
+  type        = number
+  default     = 20
+}
+
+variable "etcd_version" {
+  description = "etcd release the etcd members download (3.5 or later)."
+  type        = string
+  default     = "v3.5.17"
+}
+
+variable "etcd_download_url" {
+  description = "URL of the etcd release tarball; empty means the etcd project's GitHub release of etcd_version for the architecture."
+  type        = string
+  default     = ""
+}
+
+variable "etcd_host_number" {
+  description = "First host number (cidrhost) of the etcd members' fixed private addresses in their subnets: member i gets host etcd_host_number + i / len(subnet_ids). The addresses must be free."
+  type        = number
+  default     = 10
+}
+
+# Brokers.
+
+variable "broker_count" {
+  description = "Brokers, spread round-robin over the subnets' zones."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.broker_count >= 1
+    error_message = "broker_count: at least 1."
+  }
+}
+
+variable "broker_instance_type" {
+  description = "Instance type of the brokers. With hot_tier = \"instance-store\" it must have NVMe instance storage (i4i, i4g, m6id, r6id, ...)."
+  type        = string
+  default     = "m6i.large"
+}
+
+variable "broker_host_number" {
+  description = "First host number (cidrhost) of the brokers' fixed private addresses: broker i gets host broker_host_number + i / len(subnet_ids). The addresses must be free."
+  type        = number
+  default     = 20
+}
+
+variable "hot_tier" {
+  description = "Where the brokers keep their local log: \"ebs\" (a gp3 volume per broker that outlives the instance) or \"instance-store\" (the instance's first NVMe instance-store disk: fastest, lost when the instance stops; replication and the bucket hold the data)."
+  type        = string
+  default     = "ebs"
+
+  validation {
+    condition     = contains(["ebs", "instance-store"], var.hot_tier)
+    error_message = "hot_tier: \"ebs\" or \"instance-store\"."
+  }
+}
+
+variable "broker_volume_size_gb" {
+  description = "Size of each broker's gp3 log volume (hot_tier = \"ebs\"): the local retention (local.retention.ms/bytes) of its partitions, plus headroom."
+  type        = number
+  default     = 500
+}
+
+variable "broker_volume_iops" {
+  description = "Provisioned IOPS of each broker's gp3 log volume (3000 to 16000)."
+  type        = number
+  default     = 3000
+}
+
+variable "broker_volume_throughput" {
+  description = "Provisioned throughput of each broker's gp3 log volume, MiB/s (125 to 1000)."
+  type        = number
+  default     = 250
+}
+
+variable "broker_root_volume_size_gb" {
+  description = "Size of each broker's root volume (gp3)."
+  type        = number
+  default     = 20
+}
+
+variable "kafka_port" {
+  description = "Kafka port of the brokers and of the NLB's bootstrap listener."
+  type        = number
+  default     = 9092
+}
+
+variable "http_port" {
+  description = "HTTP port of the brokers (/healthz, /metrics)."
+  type        = number
+  default     = 9644
+}
+
+variable "default_replication_factor" {
+  description = "Replicas of auto-created topics (shale broker --default-replication-factor); capped at broker_count."
+  type        = number
+  default     = 3
+}
+
+variable "broker_extra_args" {
+  description = "More shale broker arguments, one word each, e.g. [\"--topic-default\", \"log.retention.ms=-1\"]."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.broker_extra_args : can(regex("^[^\\s%'\"\\\\]+$", a))])
+    error_message = "broker_extra_args: each argument one word, without spaces, quotes, backslashes or % (they go into a systemd ExecStart line)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
