@@ -43,7 +43,8 @@ Ctrl-C.
                1970 or RFC 3339 (@2026-01-02T15:04:05Z)
 With -g GROUP the records are consumed as a member of the consumer group:
 the group's committed offsets win over --offset, and the offsets of the
-records printed are committed.
+records printed are committed. -e then waits for the end of every
+partition, so it suits a group with this one member.
 
 --format placeholders (as kcat's):
   %k key    %K key length    %v or %s value    %S value length

@@ -81,16 +81,7 @@ func TestConsumeStopsOnSIGINT(t *testing.T) {
 		}
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("shale consume after SIGINT: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("shale consume did not stop on SIGINT")
-	}
+	waitExit(t, cmd, &stderr)
 	if stderr.String() != "" {
 		t.Fatalf("stderr: %s", stderr.String())
 	}

@@ -91,6 +91,10 @@ func compressionOpt(name string) (kgo.Opt, error) {
 	return kgo.ProducerBatchCompression(c), nil
 }
 
+// produceBufferBytes bounds the records a producing command holds in
+// memory; one record larger than this fails with MESSAGE_TOO_LARGE.
+const produceBufferBytes = 128 << 20
+
 // producerOpts are the options shared by produce and bench produce.
 func producerOpts(cmd *cobra.Command, acks, compression string) ([]kgo.Opt, error) {
 	opts, err := acksOpts(acks)
@@ -111,6 +115,10 @@ func producerOpts(cmd *cobra.Command, acks, compression string) ([]kgo.Opt, erro
 		kgo.AllowAutoTopicCreation(),
 		// A record not acknowledged within --timeout fails.
 		kgo.RecordDeliveryTimeout(cfg.timeout),
+		// Bound the memory of records waiting to be sent (long lines
+		// would otherwise be held 50,000 at a time); Produce blocks
+		// while the buffer is full.
+		kgo.MaxBufferedBytes(produceBufferBytes),
 	), nil
 }
 

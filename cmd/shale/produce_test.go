@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,5 +251,87 @@ func TestDataCommandErrors(t *testing.T) {
 	}
 	if got := lines(errOut.String()); len(got) != 2 || !strings.HasPrefix(got[1], "shale: ") || !strings.Contains(got[1], "UNKNOWN_TOPIC_OR_PARTITION") {
 		t.Fatalf("stderr %q, want the summary and one error line", errOut.String())
+	}
+}
+
+// TestProduceAndBenchStopOnSIGINT: shale produce stops reading on Ctrl-C
+// and reports what was acknowledged; bench produce ends its run early and
+// still prints the final line; both exit 0.
+func TestProduceAndBenchStopOnSIGINT(t *testing.T) {
+	p := startDev(t, "")
+	cl := p.client()
+
+	// produce: five lines, the input left open, then SIGINT once they
+	// are in the topic.
+	cmd := exec.Command(shaleBin, "produce", "sigint", "--brokers", p.kafkaAddr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	io.WriteString(stdin, "1\n2\n3\n4\n5\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "sigint")
+		if o, ok := ends.Lookup("sigint", 0); err == nil && ok && o.Offset == 5 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the five records did not arrive:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	waitExit(t, cmd, &stderr)
+	if got := stderr.String(); got != "produced 5 records (5 bytes) to sigint\n" {
+		t.Fatalf("stderr %q", got)
+	}
+
+	// bench produce: endless at 2000 records/s; SIGINT after the first
+	// progress line.
+	bench := exec.Command(shaleBin, "bench", "produce", "--brokers", p.kafkaAddr, "--records", "0", "--duration", "1h",
+		"--throughput", "2000", "--interval", "100ms")
+	out, err := bench.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var benchErr lockedBuffer
+	bench.Stderr = &benchErr
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bench.Process.Kill() })
+	r := bufio.NewReader(out)
+	first, err := r.ReadString('\n')
+	if err != nil || !benchProgress.MatchString(strings.TrimSuffix(first, "\n")) {
+		t.Fatalf("first line %q, %v\n%s", first, err, benchErr.String())
+	}
+	bench.Process.Signal(syscall.SIGINT)
+	rest, _ := io.ReadAll(r)
+	waitExit(t, bench, &benchErr)
+	ls := lines(string(rest))
+	if len(ls) == 0 || !benchFinal.MatchString(ls[len(ls)-1]) {
+		t.Fatalf("after SIGINT bench printed %q", rest)
+	}
+}
+
+// waitExit waits for cmd, which must exit 0 within 20 seconds.
+func waitExit(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s after SIGINT: %v\n%s", strings.Join(cmd.Args, " "), err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not stop on SIGINT", strings.Join(cmd.Args, " "))
 	}
 }
