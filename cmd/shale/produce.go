@@ -204,6 +204,11 @@ func runProduce(cmd *cobra.Command, topic string, f produceFlags) error {
 		return err
 	}
 	defer cl.Close()
+	if f.partition >= 0 {
+		if err := checkPartition(cmd, cl, topic, f.partition); err != nil {
+			return err
+		}
+	}
 
 	ctx, release := onInterrupt(cmd.Context())
 	defer release()
@@ -259,6 +264,24 @@ read:
 		return readErr
 	}
 	return nil
+}
+
+// checkPartition refuses a --partition that an existing topic does not
+// have, with the error the broker would give (the client would only say
+// that its partitioner chose badly). A missing topic passes: it may be
+// created on first use.
+func checkPartition(cmd *cobra.Command, cl *cliClient, topic string, partition int32) error {
+	ctx, cancel := cl.context(cmd.Context())
+	defer cancel()
+	tds, err := cl.admin().ListTopics(ctx, topic)
+	if err != nil {
+		return cl.explain(err)
+	}
+	td, ok := tds[topic]
+	if !ok || td.Err != nil || int(partition) < len(td.Partitions) {
+		return nil
+	}
+	return fmt.Errorf("topic %q partition %d: %w (the topic has partitions 0 to %d)", topic, partition, kerr.UnknownTopicOrPartition, len(td.Partitions)-1)
 }
 
 // onInterrupt returns a context that Ctrl-C (SIGINT) or SIGTERM cancels,
