@@ -151,7 +151,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 		// No response: an error can only be signalled by closing the
 		// connection, which makes the producer refresh its metadata.
 		if anyError {
-			r.closeConnection()
+			r.closeConnection(resp)
 		} else {
 			r.respondNothing()
 		}
@@ -228,8 +228,8 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		return nil, none, err
 	}
 	b.logSpace.wrote(int64(len(batch)))
-	b.metrics.producedBytes.Add(float64(len(batch)))
-	b.metrics.producedRecords.Add(float64(batch.RecordCount()))
+	p.counters.producedBytes.Add(float64(len(batch)))
+	p.counters.producedRecords.Add(float64(batch.RecordCount()))
 	sp.BaseOffset = res.FirstOffset
 	sp.LogAppendTime = appendTime
 	sp.LogStartOffset = p.logStartOffset()

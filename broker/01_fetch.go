@@ -133,6 +133,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	parts := make([]fetchPart, len(op.targets))
 	var total int64
 	anyError := false
+	var errCode int16
 	remaining := int64(req.MaxBytes)
 	for i, t := range op.targets {
 		fp := &parts[i]
@@ -146,6 +147,9 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 		if err != nil {
 			anyError = true
 			fp.ErrorCode = kafkaError(err)
+			if errCode == 0 {
+				errCode = fp.ErrorCode
+			}
 			if t.p != nil && (errors.Is(err, errNotLeader) || errors.Is(err, errFencedLeaderEpoch)) {
 				fp.CurrentLeader.LeaderID, fp.CurrentLeader.LeaderEpoch = t.p.leaderState()
 			}
@@ -180,6 +184,13 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			fp.rng.Release()
 			continue
 		}
+		if t.p != nil && !op.follower {
+			if fp.remote != nil {
+				t.p.counters.fetchedRemote.Add(float64(fp.size()))
+			} else if n := fp.size(); n > 0 {
+				t.p.counters.fetchedLocal.Add(float64(n))
+			}
+		}
 		tk := sessionKey{topic: t.sp.key.topic, id: t.sp.key.id}
 		ti, ok := at[tk]
 		if !ok {
@@ -195,8 +206,9 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	}
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.SessionID = op.plan.sessionID()
-	op.b.metrics.fetchedBytes.Add(float64(total))
-	return encodeFetch(req.Version, resp, topics), true
+	raw := encodeFetch(req.Version, resp, topics)
+	raw.errCode = errCode
+	return raw, true
 }
 
 // readPartition reads one partition into fp.

@@ -341,6 +341,9 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		cancel()
 		return nil, err
 	}
+	if reg != nil {
+		reg.MustRegister(partitionCollector{b})
+	}
 	return b, nil
 }
 

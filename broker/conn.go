@@ -63,6 +63,18 @@ type pending struct {
 	// reserved: request budget the frame holds until the request is
 	// answered (0 when it was given back when the handler returned).
 	reserved int64
+	// start is when the request was read (the duration metric);
+	// observed: the metric already counts it.
+	start    time.Time
+	observed bool
+}
+
+// errorCode is the response's first error code, for the requests metric.
+func (p *pending) errorCode() int16 {
+	if p.raw != nil {
+		return p.raw.errCode
+	}
+	return responseErrorCode(p.resp)
 }
 
 // request is what a handler sees of one request.
@@ -101,8 +113,10 @@ func (r *request) respondNothing() {
 
 // closeConnection completes the request by closing the connection once the
 // responses before it are written (acks=0 produce errors, as Kafka does).
-func (r *request) closeConnection() {
+// resp, never sent, is what the requests metric counts.
+func (r *request) closeConnection(resp kmsg.Response) {
 	r.p.once.Do(func() {
+		r.p.resp = resp
 		r.p.closeConn = true
 		close(r.p.done)
 	})
@@ -313,8 +327,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 		c.releaseBuf(frame, reserved)
 		return err
 	}
-	c.b.metrics.requests.WithLabelValues(kmsg.NameForKey(h.key)).Inc()
-	p := &pending{header: h, done: make(chan struct{})}
+	p := &pending{header: h, done: make(chan struct{}), start: time.Now()}
 	if req == nil {
 		c.releaseBuf(frame, reserved)
 		if h.key != int16(kmsg.ApiVersions) {
@@ -328,6 +341,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 			}
 			// The response has no field to say so: close, as Kafka
 			// does, and leave a trace of why.
+			c.b.metrics.observeRequest(h.key, h.version, kerr.UnsupportedVersion.Code, time.Since(p.start))
 			c.b.unsupportedLog.log(c.log, "unsupported API or version: closing the connection",
 				"client_id", h.clientID, "api_key", h.key, "api", kmsg.NameForKey(h.key), "version", h.version)
 			return fmt.Errorf("%w: unsupported API %d v%d", errBadRequest, h.key, h.version)
@@ -338,6 +352,8 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 		resp := apiVersionsResponse(0)
 		resp.ErrorCode = kerr.UnsupportedVersion.Code
 		p.resp = resp
+		c.b.metrics.observeRequest(h.key, h.version, resp.ErrorCode, time.Since(p.start))
+		p.observed = true
 		p.header.version = 0
 		close(p.done)
 		if !c.enqueue(p) {
@@ -387,6 +403,7 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 		}
 		if p.silent || c.broken.Load() {
+			c.observe(p)
 			p.releaseRaw()
 			c.releaseReserved(p)
 			continue
@@ -400,6 +417,7 @@ func (c *conn) writeLoop() {
 		// Written: the request's memory is no longer needed (held
 		// until now so that the budget also bounds answers queued for
 		// a client that reads slowly).
+		c.observe(p)
 		c.releaseReserved(p)
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
@@ -408,6 +426,13 @@ func (c *conn) writeLoop() {
 			c.cancel()
 			c.nc.Close()
 		}
+	}
+}
+
+// observe counts an answered request in the requests metrics.
+func (c *conn) observe(p *pending) {
+	if !p.observed {
+		c.b.metrics.observeRequest(p.header.key, p.header.version, p.errorCode(), time.Since(p.start))
 	}
 }
 

@@ -1,17 +1,41 @@
 package broker
 
 import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // brokerMetrics are the broker's Prometheus collectors, registered on the
 // registry the broker is given (never on a global one).
+//
+// Label cardinality is bounded by what the cluster holds, never by what
+// clients send: api and version are Kafka's (an unknown key is "Unknown",
+// a version the broker does not serve "unsupported"), error is a Kafka
+// error name, topic and partition are hosted partitions, group a group
+// with committed offsets. A topic's series go when its last partition
+// leaves this broker.
 type brokerMetrics struct {
-	connections       prometheus.Gauge
-	requests          *prometheus.CounterVec
-	producedBytes     prometheus.Counter
-	producedRecords   prometheus.Counter
-	fetchedBytes      prometheus.Counter
+	connections    prometheus.Gauge
+	requests       *prometheus.CounterVec   // api, version, error
+	requestSeconds *prometheus.HistogramVec // api
+	// reqCache holds, per API key and version, the children a request
+	// without error updates, so that the request path does no label
+	// lookup.
+	reqCache [reqCacheKeys][reqCacheVersions]atomic.Pointer[requestChildren]
+
+	producedBytes   *prometheus.CounterVec // topic
+	producedRecords *prometheus.CounterVec // topic
+	fetchedBytes    *prometheus.CounterVec // topic, source
+	topicsMu        sync.Mutex
+	topics          map[string]*topicCounters
+
 	partitions        prometheus.Gauge
 	strayLogs         prometheus.Gauge
 	refusedBatches    *prometheus.CounterVec
@@ -19,23 +43,53 @@ type brokerMetrics struct {
 	lostRanges        prometheus.Counter
 }
 
+const (
+	reqCacheKeys     = 128
+	reqCacheVersions = 32
+)
+
+// requestChildren are the series one (api, version) updates.
+type requestChildren struct {
+	api, version string
+	ok           prometheus.Counter
+	seconds      prometheus.Observer
+}
+
+// topicCounters are a topic's children of the per-topic counters; each
+// partition holds its topic's, looked up once when it opens.
+type topicCounters struct {
+	producedBytes, producedRecords prometheus.Counter
+	fetchedLocal, fetchedRemote    prometheus.Counter
+}
+
+// unregisteredCounters count for partitions made without a broker (tests).
+var unregisteredCounters = newBrokerMetrics(nil).forTopic("")
+
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	m := &brokerMetrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "connections", Help: "Open client connections.",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "shale", Name: "requests_total", Help: "Kafka requests received, by API.",
+			Namespace: "shale", Name: "kafka_requests_total",
+			Help: "Kafka requests answered, by API, version and error (the first error code of the response, top level first; NONE when there is none; version \"unsupported\" for versions the broker does not serve).",
+		}, []string{"api", "version", "error"}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "shale", Name: "kafka_request_duration_seconds",
+			Help:    "Time from a request's last byte read to its response written (long-poll fetches and acks=all produces include their wait), by API.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 15), // 100µs .. ~37s
 		}, []string{"api"}),
-		producedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "shale", Name: "produced_bytes_total", Help: "Record batch bytes appended by producers.",
-		}),
-		producedRecords: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "shale", Name: "produced_records_total", Help: "Records appended by producers.",
-		}),
-		fetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "shale", Name: "fetched_bytes_total", Help: "Record bytes sent to fetchers.",
-		}),
+		producedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produced_bytes_total", Help: "Record batch bytes appended by producers, by topic.",
+		}, []string{"topic"}),
+		producedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produced_records_total", Help: "Records appended by producers, by topic.",
+		}, []string{"topic"}),
+		fetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "fetched_bytes_total",
+			Help: "Record bytes sent to consumers (not to follower replicas), by topic and source: local (the partition's log) or remote (the object store).",
+		}, []string{"topic", "source"}),
+		topics: map[string]*topicCounters{},
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "partitions", Help: "Partition replicas hosted by this broker.",
 		}),
@@ -57,7 +111,170 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lostRanges, m.connections, m.requests, m.producedBytes, m.producedRecords, m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
+		reg.MustRegister(m.lostRanges, m.connections, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
+			m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m
+}
+
+// requestChildren returns the series of requests with key and version.
+func (m *brokerMetrics) requestChildren(key, version int16) *requestChildren {
+	cacheable := key >= 0 && key < reqCacheKeys && version >= 0 && version < reqCacheVersions
+	if cacheable {
+		if c := m.reqCache[key][version].Load(); c != nil {
+			return c
+		}
+	}
+	c := &requestChildren{api: kmsg.NameForKey(key), version: "unsupported"}
+	if a, ok := apis[key]; ok && version >= a.min && version <= a.max {
+		c.version = strconv.Itoa(int(version))
+	}
+	c.seconds = m.requestSeconds.WithLabelValues(c.api)
+	if c.version != "unsupported" {
+		c.ok = m.requests.WithLabelValues(c.api, c.version, "NONE")
+		if cacheable {
+			m.reqCache[key][version].Store(c)
+		}
+	}
+	return c
+}
+
+// observeRequest counts one answered request; code is its first error
+// code (0: none).
+func (m *brokerMetrics) observeRequest(key, version int16, code int16, took time.Duration) {
+	c := m.requestChildren(key, version)
+	c.seconds.Observe(took.Seconds())
+	if code == 0 && c.ok != nil {
+		c.ok.Inc()
+		return
+	}
+	m.requests.WithLabelValues(c.api, c.version, errorName(code)).Inc()
+}
+
+// errorName is Kafka's name for an error code (UNKNOWN_SERVER_ERROR for a
+// code it does not know, so the label stays bounded).
+func errorName(code int16) string {
+	if e, ok := kerr.ErrorForCode(code).(*kerr.Error); ok {
+		return e.Message
+	}
+	return kerr.UnknownServerError.Message
+}
+
+// forTopic returns topic's counters, creating them on first use.
+func (m *brokerMetrics) forTopic(topic string) *topicCounters {
+	m.topicsMu.Lock()
+	defer m.topicsMu.Unlock()
+	if c, ok := m.topics[topic]; ok {
+		return c
+	}
+	c := &topicCounters{
+		producedBytes:   m.producedBytes.WithLabelValues(topic),
+		producedRecords: m.producedRecords.WithLabelValues(topic),
+		fetchedLocal:    m.fetchedBytes.WithLabelValues(topic, "local"),
+		fetchedRemote:   m.fetchedBytes.WithLabelValues(topic, "remote"),
+	}
+	m.topics[topic] = c
+	return c
+}
+
+// forgetTopicsExcept removes the series of every topic not in keep (their
+// last partition left this broker: deleted or moved away).
+func (m *brokerMetrics) forgetTopicsExcept(keep map[string]*localTopic) {
+	m.topicsMu.Lock()
+	defer m.topicsMu.Unlock()
+	for topic := range m.topics {
+		if _, ok := keep[topic]; ok {
+			continue
+		}
+		delete(m.topics, topic)
+		m.producedBytes.DeleteLabelValues(topic)
+		m.producedRecords.DeleteLabelValues(topic)
+		m.fetchedBytes.DeleteLabelValues(topic, "local")
+		m.fetchedBytes.DeleteLabelValues(topic, "remote")
+	}
+}
+
+// partitionCollector reports per-partition state when scraped, walking the
+// hosted partitions, so that nothing on the produce or fetch path updates
+// a gauge and a partition's series go with it.
+type partitionCollector struct {
+	b *Broker
+}
+
+var (
+	hwDesc = prometheus.NewDesc("shale_partition_high_watermark",
+		"High watermark of each partition this broker leads (followers do not report, so a sum over brokers counts each partition once).",
+		[]string{"topic", "partition"}, nil)
+	logEndDesc = prometheus.NewDesc("shale_partition_log_end_offset",
+		"Log end offset of each partition this broker leads.",
+		[]string{"topic", "partition"}, nil)
+	logStartDesc = prometheus.NewDesc("shale_partition_log_start_offset",
+		"Log start offset of each partition this broker leads (the first offset consumers can read, local or remote).",
+		[]string{"topic", "partition"}, nil)
+	underReplicatedDesc = prometheus.NewDesc("shale_partition_under_replicated",
+		"1 for each partition this broker leads whose in-sync replicas are fewer than its replicas, else 0 (one series per led partition; sum for the total).",
+		[]string{"topic", "partition"}, nil)
+	tierLagBytesDesc = prometheus.NewDesc("shale_tiering_lag_bytes",
+		"Bytes of sealed local segments not yet uploaded to the object store, for each tiered partition this broker leads.",
+		[]string{"topic", "partition"}, nil)
+	tierLagSegmentsDesc = prometheus.NewDesc("shale_tiering_lag_segments",
+		"Sealed local segments not yet uploaded to the object store, for each tiered partition this broker leads.",
+		[]string{"topic", "partition"}, nil)
+	tierRemoteBytesDesc = prometheus.NewDesc("shale_tiering_remote_bytes",
+		"Bytes of a tiered partition's segments in the object store, for each tiered partition this broker leads.",
+		[]string{"topic", "partition"}, nil)
+	groupLagDesc = prometheus.NewDesc("shale_consumer_group_lag",
+		"High watermark minus committed offset, for each group this broker coordinates and each partition it has committed offsets for and this broker hosts (partitions hosted elsewhere are reported by no broker).",
+		[]string{"group", "topic", "partition"}, nil)
+)
+
+// groupLagScrapeTimeout bounds how long a scrape waits for the group
+// coordinator's shards.
+const groupLagScrapeTimeout = 2 * time.Second
+
+func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc,
+		tierLagBytesDesc, tierLagSegmentsDesc, tierRemoteBytesDesc, groupLagDesc} {
+		ch <- d
+	}
+}
+
+func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.b
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	for _, p := range b.replicas.all() {
+		s := p.state.Load()
+		if s.closed || s.leader != p.nodeID {
+			continue
+		}
+		part := strconv.Itoa(int(p.index))
+		gauge(hwDesc, p.highWatermark(), p.topic, part)
+		gauge(logEndDesc, p.log.LogEndOffset(), p.topic, part)
+		gauge(logStartDesc, p.logStartOffset(), p.topic, part)
+		under := int64(0)
+		if len(s.isr) < len(s.replicas) {
+			under = 1
+		}
+		gauge(underReplicatedDesc, under, p.topic, part)
+		if p.tier != nil && p.tier.ready.Load() {
+			lagBytes, lagSegs, remote := p.tier.lag(p)
+			gauge(tierLagBytesDesc, lagBytes, p.topic, part)
+			gauge(tierLagSegmentsDesc, lagSegs, p.topic, part)
+			gauge(tierRemoteBytesDesc, remote, p.topic, part)
+		}
+	}
+	if b.groups == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, groupLagScrapeTimeout)
+	defer cancel()
+	for _, o := range b.groups.c.CommittedOffsets(ctx) {
+		p, ok := b.replicas.lookupByName(o.Topic, o.Partition)
+		if !ok {
+			continue
+		}
+		gauge(groupLagDesc, max(0, p.highWatermark()-o.Offset), o.Group, o.Topic, strconv.Itoa(int(o.Partition)))
+	}
 }

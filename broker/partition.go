@@ -38,6 +38,8 @@ type partition struct {
 	// coordinator's records); clients may not produce to it.
 	internal bool
 	tier     *partitionTier // nil: not tiered
+	// counters are the topic's produced and fetched byte counters.
+	counters *topicCounters
 	// host is the broker's side of replication (fetchers, ISR writes);
 	// nil in tests of the partition alone.
 	host replicaHost
@@ -95,7 +97,7 @@ func (w *waiter) wake() {
 }
 
 func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *localseg.Log, cfg *topicConfig) *partition {
-	p := &partition{topic: topic, topicID: topicID, index: index, nodeID: nodeID, log: log}
+	p := &partition{topic: topic, topicID: topicID, index: index, nodeID: nodeID, log: log, counters: unregisteredCounters}
 	p.cfg.Store(cfg)
 	p.state.Store(&partitionState{leader: -1})
 	p.repl.partitionEpoch = -1

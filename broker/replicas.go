@@ -188,6 +188,7 @@ func (m *replicaManager) apply(view *metaView) {
 		}
 	}
 	m.table.store(next)
+	m.b.metrics.forgetTopicsExcept(next.byName)
 	var removed []*partition
 	for _, lt := range old.byName {
 		for _, p := range lt.parts {
@@ -316,6 +317,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	p.internal = tv.internal || isInternalTopic(tv.name)
 	p.tier = tier
 	p.host = m.b
+	p.counters = m.b.metrics.forTopic(tv.name)
 	if tier != nil {
 		tier.startFollowerSync(p)
 	}

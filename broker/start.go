@@ -249,3 +249,27 @@ func (b *Broker) Healthy(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Ready reports whether the broker serves clients: it accepts connections
+// on a listener, has applied the metadata, and is registered in it.
+func (b *Broker) Ready() error {
+	if b.ctx.Err() != nil {
+		return fmt.Errorf("broker: shutting down")
+	}
+	b.connsMu.Lock()
+	listening := len(b.listeners) > 0 && !b.closing
+	b.connsMu.Unlock()
+	if !listening {
+		return fmt.Errorf("broker: not accepting connections yet")
+	}
+	b.appliedMu.Lock()
+	applied := b.applied
+	b.appliedMu.Unlock()
+	if applied == 0 {
+		return fmt.Errorf("broker: metadata not loaded yet")
+	}
+	if _, ok := b.meta.snapshot().broker(b.cfg.NodeID); !ok {
+		return fmt.Errorf("broker: node %d is not registered in the metadata store", b.cfg.NodeID)
+	}
+	return nil
+}

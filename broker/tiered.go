@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +74,11 @@ type tierService struct {
 
 func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {
 	bucket := cfg.Bucket
+	if reg != nil {
+		// Every call the broker makes to the object store is counted
+		// (shale_objectstore_*).
+		bucket = objectstore.NewMetrics(reg).Wrap(bucket)
+	}
 	cfg.ensureDefaults()
 	m := tiering.NewMetrics(reg)
 	layout := tiering.Layout{Prefix: cfg.Prefix}
@@ -233,7 +237,6 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 			lastRetention = now
 			t.applyRetention(ctx, p, epoch, now)
 		}
-		t.updateMetrics(p)
 		if uploaded {
 			continue
 		}
@@ -272,17 +275,18 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 	}
 }
 
-func (t *partitionTier) updateMetrics(p *partition) {
+// lag returns the bytes and count of sealed local segments not yet
+// uploaded, and the bytes in the object store (metrics, at scrape time).
+func (t *partitionTier) lag(p *partition) (lagBytes, lagSegs, remoteBytes int64) {
 	m := t.manifest()
 	end := m.End()
-	var lagBytes, lagSegs int64
 	for _, s := range p.log.Segments() {
 		if !s.Active && s.NextOffset > end {
 			lagBytes += s.Size
 			lagSegs++
 		}
 	}
-	t.svc.metrics.SetPartition(t.part.Topic, strconv.Itoa(int(t.part.Index)), lagBytes, lagSegs, m.Bytes())
+	return lagBytes, lagSegs, m.Bytes()
 }
 
 // metadataObjects writes the archive descriptor (once per broker) and,

@@ -77,6 +77,8 @@ func (w *connWriter) writeResponse(h requestHeader, resp kmsg.Response) error {
 type rawResponse struct {
 	body []byte
 	cuts []rawCut
+	// errCode is the first partition error code (the requests metric).
+	errCode int16
 }
 
 type rawCut struct {

@@ -129,8 +129,11 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bo
 	if !committed {
 		a.deleteQuietly(logKey, compKey)
 	} else {
-		a.cfg.Metrics.uploaded(p.Topic, seg.Size+seg.CompanionSize, time.Since(start))
-		a.cfg.Logger.Debug("segment uploaded", "partition", p.String(), "base", seg.BaseOffset, "next", seg.NextOffset, "bytes", seg.Size)
+		took := time.Since(start)
+		a.cfg.Metrics.uploaded(seg.Size+seg.CompanionSize, took)
+		// One line per sealed segment: bounded by segment.bytes and
+		// segment.ms, as Kafka's segment roll lines are.
+		a.cfg.Logger.Info("segment uploaded", "partition", p.String(), "base", seg.BaseOffset, "next", seg.NextOffset, "bytes", seg.Size, "took", took.Round(time.Millisecond))
 	}
 	if a.cfg.OnCommit != nil {
 		a.cfg.OnCommit(nm)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,6 +34,9 @@ type Broker struct {
 	served chan struct{}
 	cfg    func(*broker.Config)
 	fs     localseg.FS
+	// Registry holds the broker's metrics (a new one at each start).
+	Registry *prometheus.Registry
+	log      *slog.Logger // nil: logger()
 }
 
 // Option adjusts the broker's config.
@@ -51,6 +55,19 @@ func Start(t testing.TB, opts ...Option) *Broker {
 func StartOn(t testing.TB, dir string, fs localseg.FS, opts ...Option) *Broker {
 	t.Helper()
 	b := &Broker{t: t, Dir: dir, fs: fs, cfg: func(c *broker.Config) {
+		for _, o := range opts {
+			o(c)
+		}
+	}}
+	b.start(t, "127.0.0.1:0")
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// StartWithLog is Start with the broker's log records going to h.
+func StartWithLog(t testing.TB, h slog.Handler, opts ...Option) *Broker {
+	t.Helper()
+	b := &Broker{t: t, Dir: t.TempDir(), log: slog.New(h), cfg: func(c *broker.Config) {
 		for _, o := range opts {
 			o(c)
 		}
@@ -92,13 +109,18 @@ func (b *Broker) start(t testing.TB, addr string) {
 		AutoCreateTopics: true,
 	}
 	b.cfg(&cfg)
-	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: e.Client(), Logger: logger(), FS: b.fs})
+	log := b.log
+	if log == nil {
+		log = logger()
+	}
+	reg := prometheus.NewRegistry()
+	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: e.Client(), Logger: log, FS: b.fs, Registry: reg})
 	if err != nil {
 		ln.Close()
 		e.Close()
 		t.Fatal(err)
 	}
-	b.etcd, b.ln, b.B, b.Addr = e, ln, br, ln.Addr().String()
+	b.etcd, b.ln, b.B, b.Addr, b.Registry = e, ln, br, ln.Addr().String(), reg
 	b.served = make(chan struct{})
 	go func() {
 		defer close(b.served)
