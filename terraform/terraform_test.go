@@ -6,6 +6,7 @@ package terraform
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -84,13 +85,13 @@ func tfConfig(t *testing.T, bin, dir, cliConfig string, args ...string) (string,
 	return string(out), err
 }
 
-// TestTerraformValidate runs terraform init and terraform validate on the
-// module and the example, with the stand-in AWS provider of
-// internal/stubaws (its schema.json, the part of the AWS provider's schema
-// they use) installed from a filesystem mirror: there is no registry here.
-// A broken copy of the module must fail, so the check is known to bite.
-func TestTerraformValidate(t *testing.T) {
-	bin := requireTerraform(t)
+// stubSetup builds the stand-in AWS provider of internal/stubaws into a
+// filesystem mirror (there is no registry here), writes a CLI
+// configuration that installs it from there, and copies this directory's
+// Terraform files to a scratch tree. It returns the configuration's path
+// and the tree.
+func stubSetup(t *testing.T) (cliConfig, tree string) {
+	t.Helper()
 	work := t.TempDir()
 	mirror := filepath.Join(work, "mirror")
 	const version = "5.0.0"
@@ -99,7 +100,7 @@ func TestTerraformValidate(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", plugin, "./internal/stubaws").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./internal/stubaws: %v\n%s", err, out)
 	}
-	cliConfig := filepath.Join(work, "test.tfrc")
+	cliConfig = filepath.Join(work, "test.tfrc")
 	err := os.WriteFile(cliConfig, []byte(`provider_installation {
   filesystem_mirror {
     path    = "`+mirror+`"
@@ -110,14 +111,28 @@ func TestTerraformValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tree := filepath.Join(work, "terraform")
+	tree = filepath.Join(work, "terraform")
 	copyTree(t, ".", tree)
+	return cliConfig, tree
+}
 
+func tfInit(t *testing.T, bin, dir, cliConfig string) {
+	t.Helper()
+	if out, err := tfConfig(t, bin, dir, cliConfig, "init", "-backend=false", "-input=false", "-no-color"); err != nil {
+		t.Fatalf("terraform init in %s: %v\n%s", dir, err, out)
+	}
+}
+
+// TestTerraformValidate runs terraform init and terraform validate on the
+// module and the example against the stand-in AWS provider, whose
+// schema.json is the part of the AWS provider's schema they use. A broken
+// copy of the module must fail, so the check is known to bite.
+func TestTerraformValidate(t *testing.T) {
+	bin := requireTerraform(t)
+	cliConfig, tree := stubSetup(t)
 	validate := func(dir string) (string, bool) {
 		t.Helper()
-		if out, err := tfConfig(t, bin, dir, cliConfig, "init", "-backend=false", "-input=false", "-no-color"); err != nil {
-			t.Fatalf("terraform init in %s: %v\n%s", dir, err, out)
-		}
+		tfInit(t, bin, dir, cliConfig)
 		out, _ := tfConfig(t, bin, dir, cliConfig, "validate", "-json", "-no-color")
 		var res struct {
 			Valid        bool `json:"valid"`
@@ -134,7 +149,7 @@ func TestTerraformValidate(t *testing.T) {
 		}
 	}
 
-	broken := filepath.Join(work, "broken")
+	broken := filepath.Join(t.TempDir(), "broken")
 	copyTree(t, filepath.Join("modules", "shale"), broken)
 	outputs := filepath.Join(broken, "outputs.tf")
 	b, err := os.ReadFile(outputs)
@@ -147,6 +162,139 @@ func TestTerraformValidate(t *testing.T) {
 	}
 	if out, ok := validate(broken); ok || !strings.Contains(out, "bucket_arn") {
 		t.Errorf("validate passed a reference to an attribute the schema lacks:\n%s", out)
+	}
+}
+
+// TestTerraformPlanBootScripts plans two uses of the module (EBS and
+// instance storage, three subnets, four brokers in the second) against the
+// stand-in provider, which makes up known values for what AWS would
+// compute, so that terraform itself evaluates every expression: the
+// addresses from the subnets' CIDRs, the zones, the etcd cluster, the
+// rendered boot scripts. Each boot script passes bash -n, each broker's
+// `shale broker` command line passes the real binary's flag parser and
+// names its own id, zone and address, and each etcd member names all three.
+func TestTerraformPlanBootScripts(t *testing.T) {
+	bin := requireTerraform(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliConfig, tree := stubSetup(t)
+	root := filepath.Join(tree, "plan-test")
+	config := `
+provider "aws" {
+  region = "eu-west-1"
+}
+module "ebs" {
+  source            = "../modules/shale"
+  vpc_id            = "vpc-stub"
+  subnet_ids        = ["subnet-a", "subnet-b", "subnet-c"]
+  allowed_cidrs     = ["10.0.0.0/8"]
+  shale_binary_url  = "https://example.com/shale"
+  shale_binary_sha256 = "0123abcd"
+  broker_extra_args = ["--log-level", "debug"]
+}
+module "nvme" {
+  source           = "../modules/shale"
+  name             = "nvme"
+  vpc_id           = "vpc-stub"
+  subnet_ids       = ["subnet-a", "subnet-b", "subnet-c"]
+  allowed_cidrs    = ["10.0.0.0/8"]
+  shale_binary_url = "https://example.com/shale"
+  hot_tier         = "instance-store"
+  broker_count     = 4
+}
+`
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "main.tf"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tfInit(t, bin, root, cliConfig)
+	if out, err := tfConfig(t, bin, root, cliConfig, "plan", "-input=false", "-no-color", "-out", "plan"); err != nil {
+		t.Fatalf("terraform plan: %v\n%s", err, out)
+	}
+	out, err := tfConfig(t, bin, root, cliConfig, "show", "-json", "plan")
+	if err != nil {
+		t.Fatalf("terraform show: %v\n%s", err, out)
+	}
+	var plan struct {
+		ResourceChanges []struct {
+			Address    string `json:"address"`
+			ModuleAddr string `json:"module_address"`
+			Type       string `json:"type"`
+			Name       string `json:"name"`
+			Index      any    `json:"index"` // a number (count) or a string (for_each)
+			Change     struct {
+				After struct {
+					UserData string `json:"user_data"`
+				} `json:"after"`
+			} `json:"change"`
+		} `json:"resource_changes"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+
+	shale := filepath.Join(t.TempDir(), "shale")
+	if out, err := exec.Command("go", "build", "-o", shale, "../cmd/shale").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/shale: %v\n%s", err, out)
+	}
+	zones := []string{"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+	ips := []string{"10.42.0.%d", "10.42.16.%d", "10.42.32.%d"}
+	seen := 0
+	for _, rc := range plan.ResourceChanges {
+		if rc.Type != "aws_instance" {
+			continue
+		}
+		seen++
+		i := int(rc.Index.(float64))
+		script := rc.Change.After.UserData
+		checkBash(t, bash, rc.Address, script)
+		for _, m := range regexp.MustCompile(`(?s)<<'SCRIPT'\n(.*?)\nSCRIPT\n`).FindAllStringSubmatch(script, -1) {
+			checkBash(t, bash, rc.Address+" (inner script)", m[1])
+		}
+		host := 10 + i/3
+		if rc.Name == "etcd" {
+			for j := range 3 {
+				if ip := fmt.Sprintf(ips[j], 10); !strings.Contains(script, "=http://"+ip+":2380") {
+					t.Errorf("%s: --initial-cluster lacks %s", rc.Address, ip)
+				}
+			}
+			if !strings.Contains(script, fmt.Sprintf("--listen-peer-urls http://"+ips[i%3]+":2380", host)) {
+				t.Errorf("%s: not listening on its own address", rc.Address)
+			}
+			continue
+		}
+		ebs := rc.ModuleAddr == "module.ebs"
+		if ebs != strings.Contains(script, "sha256sum -c") {
+			t.Errorf("%s: the checksum check is where it should not be, or missing", rc.Address)
+		}
+		if ebs != strings.Contains(script, "serial=") {
+			t.Errorf("%s: looks for the EBS volume's serial without EBS, or not with it", rc.Address)
+		}
+		args := execStart(t, script, "/usr/local/bin/shale")
+		want := []string{"broker", "--id", fmt.Sprint(i), "--rack", zones[i%3],
+			"--advertised-addr", fmt.Sprintf(ips[i%3], 10+10+i/3) + ":9092",
+			"--etcd", "10.42.0.10:2379,10.42.16.10:2379,10.42.32.10:2379",
+			"--object-store", "s3://stub-bucket/shale?region=eu-west-1"}
+		if ebs {
+			want = append(want, "--log-level", "debug")
+		}
+		for _, w := range want {
+			if !contains(args, w) {
+				t.Errorf("%s: ExecStart %q lacks %q", rc.Address, args, w)
+			}
+		}
+		// --help after the flags: cobra parses every flag (unknown
+		// flags and bad values fail) and then prints the help.
+		if out, err := exec.Command(shale, append(args, "--help")...).CombinedOutput(); err != nil {
+			t.Errorf("%s: shale %s: %v\n%s", rc.Address, strings.Join(args, " "), err, out)
+		}
+	}
+	if want := 3 + 3 + 3 + 4; seen != want {
+		t.Errorf("planned %d instances, want %d", seen, want)
 	}
 }
 
@@ -182,99 +330,6 @@ func copyTree(t *testing.T, src, dst string) {
 func TestTerraformFilesAreFormatted(t *testing.T) {
 	bin := requireTerraform(t)
 	tf(t, bin, ".", "fmt", "-check", "-recursive", "-diff", ".")
-}
-
-// TestBootScriptsRenderAndParse renders the brokers' and etcd members'
-// boot scripts as the module does (templatefile, evaluated by terraform
-// itself), checks every script in them with bash -n, and runs the rendered
-// `shale broker` command line through the real binary's flag parser.
-func TestBootScriptsRenderAndParse(t *testing.T) {
-	bin := requireTerraform(t)
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	templates, _ := filepath.Abs(filepath.Join("modules", "shale", "templates"))
-	dir := t.TempDir()
-	config := `
-locals {
-  broker = {
-    shale_url    = "https://example.com/shale"
-    id           = 2
-    cluster      = "shale"
-    kafka_port   = 9092
-    http_port    = 9644
-    advertised   = "10.42.32.20:9092"
-    rack         = "eu-west-1c"
-    etcd         = "10.42.0.10:2379,10.42.16.10:2379,10.42.32.10:2379"
-    object_store = "s3://shale-tier-1234/shale?region=eu-west-1"
-    replication  = 3
-    extra_args   = ["--topic-default", "log.retention.ms=-1", "--log-level", "debug"]
-  }
-}
-output "broker_ebs" {
-  value = templatefile("` + templates + `/broker.sh.tftpl", merge(local.broker, { shale_sha256 = "0123abcd", ebs_serial = "vol0123456789abcdef0" }))
-}
-output "broker_instance_store" {
-  value = templatefile("` + templates + `/broker.sh.tftpl", merge(local.broker, { shale_sha256 = "", ebs_serial = "" }))
-}
-output "etcd" {
-  value = templatefile("` + templates + `/etcd.sh.tftpl", {
-    name          = "shale-etcd-1"
-    ip            = "10.42.16.10"
-    cluster       = "shale-etcd-0=http://10.42.0.10:2380,shale-etcd-1=http://10.42.16.10:2380,shale-etcd-2=http://10.42.32.10:2380"
-    cluster_token = "shale"
-    etcd_url      = "https://github.com/etcd-io/etcd/releases/download/v3.5.17/etcd-v3.5.17-linux-amd64.tar.gz"
-  })
-}
-`
-	if err := os.WriteFile(filepath.Join(dir, "main.tf"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tf(t, bin, dir, "init", "-backend=false")
-	tf(t, bin, dir, "apply", "-auto-approve", "-state="+filepath.Join(dir, "state"))
-	var outputs map[string]struct{ Value string }
-	if err := json.Unmarshal([]byte(tf(t, bin, dir, "output", "-json", "-state="+filepath.Join(dir, "state"))), &outputs); err != nil {
-		t.Fatal(err)
-	}
-
-	shale := filepath.Join(t.TempDir(), "shale")
-	if out, err := exec.Command("go", "build", "-o", shale, "../cmd/shale").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/shale: %v\n%s", err, out)
-	}
-	for name, o := range outputs {
-		t.Run(name, func(t *testing.T) {
-			script := o.Value
-			checkBash(t, bash, name, script)
-			// The scripts written by the boot script are checked too.
-			for _, m := range regexp.MustCompile(`(?s)<<'SCRIPT'\n(.*?)\nSCRIPT\n`).FindAllStringSubmatch(script, -1) {
-				checkBash(t, bash, name+" (inner script)", m[1])
-			}
-			if !strings.HasPrefix(name, "broker") {
-				return
-			}
-			if name == "broker_ebs" != strings.Contains(script, "vol0123456789abcdef0") {
-				t.Errorf("%s: the EBS serial is where it should not be, or missing", name)
-			}
-			if name == "broker_ebs" != strings.Contains(script, "sha256sum -c") {
-				t.Errorf("%s: the checksum check is where it should not be, or missing", name)
-			}
-			args := execStart(t, script, "/usr/local/bin/shale")
-			want := []string{"broker", "--id", "2", "--rack", "eu-west-1c", "--advertised-addr", "10.42.32.20:9092",
-				"--object-store", "s3://shale-tier-1234/shale?region=eu-west-1", "--log-level", "debug"}
-			for _, w := range want {
-				if !contains(args, w) {
-					t.Errorf("ExecStart %q lacks %q", args, w)
-				}
-			}
-			// --help after the flags: cobra parses every flag (unknown
-			// flags and bad values fail) and then prints the help.
-			cmd := exec.Command(shale, append(args, "--help")...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("shale %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-		})
-	}
 }
 
 func checkBash(t *testing.T, bash, name, script string) {

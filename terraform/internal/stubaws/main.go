@@ -10,7 +10,13 @@
 // read. Validation against it proves references, types, required
 // arguments and block structure; it cannot prove schema.json matches the
 // real provider, which only `terraform validate` with the real provider
-// does. The stub refuses to plan or apply anything.
+// does.
+//
+// It also plans, so that `terraform plan` evaluates every expression of the
+// configuration with known values: a data source reads as its
+// configuration with each computed attribute that is null given a made-up
+// value (fakeValue), and a new resource is planned the same way. It never
+// applies anything.
 package main
 
 import (
@@ -18,8 +24,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/terraform-plugin-go/tfprotov5"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov5/tf5server"
@@ -179,6 +187,105 @@ func (s *server) ValidateDataSourceConfig(context.Context, *tfprotov5.ValidateDa
 
 func (s *server) StopProvider(context.Context, *tfprotov5.StopProviderRequest) (*tfprotov5.StopProviderResponse, error) {
 	return &tfprotov5.StopProviderResponse{}, nil
+}
+
+func (s *server) ConfigureProvider(context.Context, *tfprotov5.ConfigureProviderRequest) (*tfprotov5.ConfigureProviderResponse, error) {
+	return &tfprotov5.ConfigureProviderResponse{}, nil
+}
+
+func (s *server) ReadDataSource(_ context.Context, req *tfprotov5.ReadDataSourceRequest) (*tfprotov5.ReadDataSourceResponse, error) {
+	state, err := fill(s.schema.DataSourceSchemas[req.TypeName], req.Config)
+	if err != nil {
+		return nil, fmt.Errorf("data source %s: %w", req.TypeName, err)
+	}
+	return &tfprotov5.ReadDataSourceResponse{State: state}, nil
+}
+
+func (s *server) PlanResourceChange(_ context.Context, req *tfprotov5.PlanResourceChangeRequest) (*tfprotov5.PlanResourceChangeResponse, error) {
+	planned, err := fill(s.schema.ResourceSchemas[req.TypeName], req.ProposedNewState)
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", req.TypeName, err)
+	}
+	return &tfprotov5.PlanResourceChangeResponse{PlannedState: planned}, nil
+}
+
+// fill gives every top-level computed attribute of v that is null a
+// made-up known value.
+func fill(schema *tfprotov5.Schema, dv *tfprotov5.DynamicValue) (*tfprotov5.DynamicValue, error) {
+	if schema == nil {
+		return nil, fmt.Errorf("not in schema.json")
+	}
+	typ := schema.ValueType()
+	v, err := dv.Unmarshal(typ)
+	if err != nil {
+		return nil, err
+	}
+	if v.IsNull() || !v.IsKnown() {
+		return dv, nil
+	}
+	var attrs map[string]tftypes.Value
+	if err := v.As(&attrs); err != nil {
+		return nil, err
+	}
+	for _, a := range schema.Block.Attributes {
+		if cur := attrs[a.Name]; a.Computed && cur.IsNull() {
+			attrs[a.Name] = fakeValue(a.Name, a.Type, attrs)
+		}
+	}
+	out, err := tfprotov5.NewDynamicValue(typ, tftypes.NewValue(typ, attrs))
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// fakeValue makes up a value of typ for the computed attribute name. A few
+// names get plausible values that the configurations compute with: a
+// subnet's cidr_block and availability_zone follow the last letter of its
+// id ("subnet-b" is 10.42.16.0/20 in eu-west-1b).
+func fakeValue(name string, typ tftypes.Type, attrs map[string]tftypes.Value) tftypes.Value {
+	var id string
+	if v, ok := attrs["id"]; ok && v.IsKnown() && !v.IsNull() && v.Type().Is(tftypes.String) {
+		_ = v.As(&id)
+	}
+	zone := "a"
+	if id != "" {
+		zone = id[len(id)-1:]
+	}
+	switch {
+	case typ.Is(tftypes.String):
+		s := "stub-" + strings.ReplaceAll(name, "_", "-")
+		switch name {
+		case "region":
+			s = "eu-west-1"
+		case "availability_zone":
+			s = "eu-west-1" + zone
+		case "cidr_block":
+			s = fmt.Sprintf("10.42.%d.0/20", 16*int(zone[0]-'a'))
+		case "arn":
+			s = "arn:aws:stub:::" + s
+		case "partition":
+			s = "aws"
+		case "insecure_value", "value":
+			s = "ami-0123456789abcdef0"
+		}
+		return tftypes.NewValue(typ, s)
+	case typ.Is(tftypes.Number):
+		return tftypes.NewValue(typ, big.NewFloat(0))
+	case typ.Is(tftypes.Bool):
+		return tftypes.NewValue(typ, false)
+	case typ.Is(tftypes.List{ElementType: tftypes.String}) && name == "names":
+		var zones []tftypes.Value
+		for _, z := range []string{"a", "b", "c"} {
+			zones = append(zones, tftypes.NewValue(tftypes.String, "eu-west-1"+z))
+		}
+		return tftypes.NewValue(typ, zones)
+	case typ.Is(tftypes.List{}), typ.Is(tftypes.Set{}):
+		return tftypes.NewValue(typ, []tftypes.Value{})
+	case typ.Is(tftypes.Map{}):
+		return tftypes.NewValue(typ, map[string]tftypes.Value{})
+	}
+	return tftypes.NewValue(typ, nil)
 }
 
 func main() {
