@@ -155,8 +155,12 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			}
 			continue
 		}
-		if fp.DivergingEpoch.Epoch >= 0 || fp.DivergingEpoch.EndOffset >= 0 {
-			// A follower told to truncate is answered at once.
+		if fp.DivergingEpoch.Epoch >= 0 || fp.DivergingEpoch.EndOffset >= 0 || fp.PreferredReadReplica >= 0 {
+			// A follower told to truncate, or a consumer told to read
+			// elsewhere, is answered at once.
+			anyError = true
+		}
+		if op.follower && t.p.followerNeedsHW(op.replicaID, fp.HighWatermark) {
 			anyError = true
 		}
 		total += fp.size()
@@ -167,6 +171,13 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			parts[i].rng.Release()
 		}
 		return nil, false
+	}
+	if op.follower {
+		for i, t := range op.targets {
+			if t.p != nil && parts[i].ErrorCode == 0 {
+				t.p.sentHW(op.replicaID, parts[i].HighWatermark)
+			}
+		}
 	}
 	// Group by topic in order of first appearance; an incremental
 	// response carries only the partitions with something new.
@@ -216,7 +227,7 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	if op.follower {
 		// The follower's position is recorded (it may move the high
 		// watermark) before the high watermark it is sent is read.
-		ans, err := p.followerFetch(op.replicaID, sp.currentLeaderEpoch, sp.fetchOffset, sp.lastFetchedEpoch, time.Now())
+		ans, err := p.followerFetch(op.replicaID, sp.currentLeaderEpoch, sp.fetchOffset, sp.logStartOffset, sp.lastFetchedEpoch, time.Now())
 		if err != nil {
 			return err
 		}
@@ -225,8 +236,21 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.logStartOffset()
 			return nil
 		}
-	} else if err := p.checkLeader(sp.currentLeaderEpoch); err != nil {
-		return err
+	} else {
+		// Consumers of Fetch v11+ may read from a follower (KIP-392);
+		// the leader points one that names its rack at a replica there,
+		// sending no records.
+		v11 := op.req.Version >= 11
+		if err := p.checkClientRead(sp.currentLeaderEpoch, v11); err != nil {
+			return err
+		}
+		if v11 {
+			if id := op.b.preferredReadReplica(p, op.req.Rack, sp.fetchOffset); id >= 0 {
+				fp.PreferredReadReplica = id
+				fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.logStartOffset()
+				return nil
+			}
+		}
 	}
 	if err := p.checkTierReady(); err != nil {
 		return err

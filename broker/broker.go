@@ -100,6 +100,9 @@ type Config struct {
 	// ReplicaFetchWaitMax is replica.fetch.wait.max.ms, how long a
 	// follower's fetch waits at the leader for data (default 500ms).
 	ReplicaFetchWaitMax time.Duration
+	// ReplicaSelector is replica.selector.class: RackAwareSelector (the
+	// default) or LeaderSelector.
+	ReplicaSelector string
 	// TopicDefaults are broker-level defaults for topic configs, under
 	// Kafka's broker names (log.retention.ms, log.segment.bytes,
 	// message.max.bytes, ...).
@@ -171,6 +174,9 @@ func (c *Config) EnsureDefaults() {
 	if c.TopicDefaults == nil {
 		c.TopicDefaults = map[string]string{}
 	}
+	if c.ReplicaSelector == "" {
+		c.ReplicaSelector = RackAwareSelector
+	}
 }
 
 // Validate checks the configuration.
@@ -184,6 +190,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("broker: an advertised host and port are required")
 	case c.SocketRequestMaxBytes < 1024:
 		return fmt.Errorf("broker: socket.request.max.bytes is too small")
+	case c.ReplicaSelector != "" && c.ReplicaSelector != RackAwareSelector && c.ReplicaSelector != LeaderSelector:
+		return fmt.Errorf("broker: replica.selector.class %q: %q or %q", c.ReplicaSelector, RackAwareSelector, LeaderSelector)
 	}
 	for name, v := range c.TopicDefaults {
 		def := topicDefByBrokerName(name)
@@ -218,6 +226,7 @@ func (c *Config) describe() []describedEntry {
 		{"broker.id", strconv.Itoa(int(c.NodeID)), kmsg.ConfigTypeInt},
 		{"log.dirs", c.DataDir, kmsg.ConfigTypeString},
 		{"broker.rack", c.Rack, kmsg.ConfigTypeString},
+		{"replica.selector.class", kafkaSelectorClass(c.ReplicaSelector), kmsg.ConfigTypeClass},
 		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},

@@ -289,7 +289,7 @@ func (p *fetchPlan) include(sp *sessionPartition, fp *fetchPart) bool {
 			last = live
 		}
 	}
-	changed := fp.ErrorCode != 0 || fp.size() > 0 ||
+	changed := fp.ErrorCode != 0 || fp.size() > 0 || fp.PreferredReadReplica >= 0 ||
 		last.hw != fp.HighWatermark || last.lso != fp.LastStableOffset || last.lss != fp.LogStartOffset
 	last.hw, last.lso, last.lss = fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset
 	return !p.incremental || changed

@@ -103,7 +103,7 @@ func (p *partition) maximalISRLocked(s *partitionState) []int32 {
 // followerFetch decides a follower's fetch as leader (fencing, divergence)
 // and, when accepted, records the follower's position, which may advance
 // the high watermark and add the follower to the ISR.
-func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset int64, lastFetchedEpoch int32, now time.Time) (replication.FetchAnswer, error) {
+func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, logStartOffset int64, lastFetchedEpoch int32, now time.Time) (replication.FetchAnswer, error) {
 	p.appendMu.RLock()
 	s := p.state.Load()
 	if err := p.writable(s); err != nil {
@@ -134,6 +134,7 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset int
 		i = len(r.followers) - 1
 	}
 	r.followers[i] = replication.RecordFetch(r.followers[i], fetchOffset, leo, now.UnixMilli())
+	r.followers[i].LogStartOffset = logStartOffset
 	p.repl.Unlock()
 	old := p.hw.Load()
 	p.maybeAdvanceHW()
