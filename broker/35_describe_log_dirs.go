@@ -1,0 +1,68 @@
+package broker
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	// Kafka 4 dropped DescribeLogDirs v0.
+	handler(kmsg.DescribeLogDirs, 1, 4, handleDescribeLogDirs)
+}
+
+// handleDescribeLogDirs answers for the broker's one log directory: the
+// size of each hosted partition's local log (tiered segments already
+// deleted locally are not counted), how far a follower's log end is behind
+// the high watermark (OffsetLag, as Kafka reports it), and from v4 the
+// directory's filesystem size and the space left to this process
+// (KIP-827). Null topics ask for every hosted partition; partitions this
+// broker does not host are left out, as Kafka does.
+func handleDescribeLogDirs(b *Broker, r *request, req *kmsg.DescribeLogDirsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeLogDirsResponse)
+	dir := kmsg.NewDescribeLogDirsResponseDir()
+	dir.Dir = b.cfg.DataDir
+	if abs, err := filepath.Abs(dir.Dir); err == nil {
+		dir.Dir = abs
+	}
+	dir.TotalBytes, dir.UsableBytes = -1, -1
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir.Dir, &st); err == nil {
+		dir.TotalBytes = int64(st.Blocks) * int64(st.Bsize)
+		dir.UsableBytes = int64(st.Bavail) * int64(st.Bsize)
+	}
+
+	byTopic := map[string][]*partition{}
+	if req.Topics == nil {
+		for _, p := range b.replicas.all() {
+			byTopic[p.topic] = append(byTopic[p.topic], p)
+		}
+	} else {
+		for _, rt := range req.Topics {
+			for _, idx := range rt.Partitions {
+				if p, ok := b.replicas.lookupByName(rt.Topic, idx); ok && !slices.Contains(byTopic[rt.Topic], p) {
+					byTopic[rt.Topic] = append(byTopic[rt.Topic], p)
+				}
+			}
+		}
+	}
+	for topic, parts := range byTopic {
+		slices.SortFunc(parts, func(a, b *partition) int { return int(a.index - b.index) })
+		dt := kmsg.NewDescribeLogDirsResponseDirTopic()
+		dt.Topic = topic
+		for _, p := range parts {
+			dp := kmsg.NewDescribeLogDirsResponseDirTopicPartition()
+			dp.Partition = p.index
+			dp.Size = p.log.Size()
+			dp.OffsetLag = max(p.highWatermark()-p.log.LogEndOffset(), 0)
+			dt.Partitions = append(dt.Partitions, dp)
+		}
+		dir.Topics = append(dir.Topics, dt)
+	}
+	slices.SortFunc(dir.Topics, func(a, b kmsg.DescribeLogDirsResponseDirTopic) int { return strings.Compare(a.Topic, b.Topic) })
+	resp.Dirs = append(resp.Dirs, dir)
+	return resp
+}
