@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -92,14 +93,8 @@ func tfConfig(t *testing.T, bin, dir, cliConfig string, args ...string) (string,
 // and the tree.
 func stubSetup(t *testing.T) (cliConfig, tree string) {
 	t.Helper()
+	mirror := stubMirror(t)
 	work := t.TempDir()
-	mirror := filepath.Join(work, "mirror")
-	const version = "5.0.0"
-	plugin := filepath.Join(mirror, "registry.terraform.io", "hashicorp", "aws", version,
-		runtime.GOOS+"_"+runtime.GOARCH, "terraform-provider-aws_v"+version)
-	if out, err := exec.Command("go", "build", "-o", plugin, "./internal/stubaws").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./internal/stubaws: %v\n%s", err, out)
-	}
 	cliConfig = filepath.Join(work, "test.tfrc")
 	err := os.WriteFile(cliConfig, []byte(`provider_installation {
   filesystem_mirror {
@@ -116,6 +111,41 @@ func stubSetup(t *testing.T) (cliConfig, tree string) {
 	return cliConfig, tree
 }
 
+// The mirror with the stand-in provider, built once for the package's
+// tests and removed by TestMain.
+var (
+	mirrorOnce sync.Once
+	mirrorDir  string
+	mirrorErr  error
+)
+
+func stubMirror(t *testing.T) string {
+	t.Helper()
+	mirrorOnce.Do(func() {
+		if mirrorDir, mirrorErr = os.MkdirTemp("", "shale-tf-mirror-"); mirrorErr != nil {
+			return
+		}
+		const version = "5.0.0"
+		plugin := filepath.Join(mirrorDir, "registry.terraform.io", "hashicorp", "aws", version,
+			runtime.GOOS+"_"+runtime.GOARCH, "terraform-provider-aws_v"+version)
+		if out, err := exec.Command("go", "build", "-o", plugin, "./internal/stubaws").CombinedOutput(); err != nil {
+			mirrorErr = fmt.Errorf("go build ./internal/stubaws: %v\n%s", err, out)
+		}
+	})
+	if mirrorErr != nil {
+		t.Fatal(mirrorErr)
+	}
+	return mirrorDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if mirrorDir != "" {
+		os.RemoveAll(mirrorDir)
+	}
+	os.Exit(code)
+}
+
 func tfInit(t *testing.T, bin, dir, cliConfig string) {
 	t.Helper()
 	if out, err := tfConfig(t, bin, dir, cliConfig, "init", "-backend=false", "-input=false", "-no-color"); err != nil {
@@ -128,6 +158,7 @@ func tfInit(t *testing.T, bin, dir, cliConfig string) {
 // schema.json is the part of the AWS provider's schema they use. A broken
 // copy of the module must fail, so the check is known to bite.
 func TestTerraformValidate(t *testing.T) {
+	t.Parallel()
 	bin := requireTerraform(t)
 	cliConfig, tree := stubSetup(t)
 	validate := func(dir string) (string, bool) {
@@ -174,6 +205,7 @@ func TestTerraformValidate(t *testing.T) {
 // `shale broker` command line passes the real binary's flag parser and
 // names its own id, zone and address, and each etcd member names all three.
 func TestTerraformPlanBootScripts(t *testing.T) {
+	t.Parallel()
 	bin := requireTerraform(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
