@@ -405,3 +405,41 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
+
+// TestTerraformRefusesBadInputs checks that the module's input validations
+// refuse what would break the boot scripts or the bucket policy.
+func TestTerraformRefusesBadInputs(t *testing.T) {
+	t.Parallel()
+	bin := requireTerraform(t)
+	cliConfig, tree := stubSetup(t)
+	for _, tc := range []struct{ name, input, want string }{
+		{"extra-arg-with-space", `broker_extra_args = ["--topic-default", "log.retention.ms=1 2"]`, "broker_extra_args"},
+		{"extra-arg-with-percent", `broker_extra_args = ["--log-level=%i"]`, "broker_extra_args"},
+		{"prefix-with-slash", `object_prefix = "/shale/"`, "object_prefix"},
+		{"unknown-hot-tier", `hot_tier = "nvme"`, "hot_tier"},
+		{"even-etcd", `etcd_count = 2`, "etcd_count"},
+	} {
+		root := filepath.Join(tree, "bad-"+tc.name)
+		config := `
+module "shale" {
+  source           = "../modules/shale"
+  vpc_id           = "vpc-stub"
+  subnet_ids       = ["subnet-a", "subnet-b", "subnet-c"]
+  allowed_cidrs    = ["10.0.0.0/8"]
+  shale_binary_url = "https://example.com/shale"
+  ` + tc.input + `
+}
+`
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "main.tf"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tfInit(t, bin, root, cliConfig)
+		out, err := tfConfig(t, bin, root, cliConfig, "validate", "-no-color")
+		if err == nil || !strings.Contains(out, "Invalid value for variable") || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: validate accepted %s or failed otherwise: %v\n%s", tc.name, tc.input, err, out)
+		}
+	}
+}
