@@ -20,7 +20,8 @@ type OpenOptions struct {
 //
 //	s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false
 //	     &request_checksum=when_supported|when_required
-//	     &response_checksum=when_supported|when_required&part_size=BYTES]
+//	     &response_checksum=when_supported|when_required&part_size=BYTES
+//	     &create_bucket=true|false]
 //	file:///ABSOLUTE/PATH
 //	mem://
 //
@@ -28,7 +29,9 @@ type OpenOptions struct {
 // AWS_SECRET_ACCESS_KEY, shared config files, instance roles), never from
 // the URL. path_style defaults to true when an endpoint is given (MinIO
 // and most S3-compatible stores), false for AWS. An s3:// prefix puts
-// every key under PREFIX/.
+// every key under PREFIX/. create_bucket=true creates the bucket when it
+// is missing (a fresh MinIO); by default a missing bucket is an error of
+// the first upload.
 func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -49,7 +52,7 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 		o := opts.S3
 		o.Bucket = u.Host
 		q := u.Query()
-		pathStyle := ""
+		pathStyle, create := "", false
 		for k, vs := range q {
 			v := vs[len(vs)-1]
 			switch k {
@@ -69,6 +72,10 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 					return nil, fmt.Errorf("objectstore: open %q: part_size: %w", rawURL, err)
 				}
 				o.PartSize = n
+			case "create_bucket":
+				if create, err = strconv.ParseBool(v); err != nil {
+					return nil, fmt.Errorf("objectstore: open %q: create_bucket=%q: want true or false", rawURL, v)
+				}
 			default:
 				return nil, fmt.Errorf("objectstore: open %q: unknown parameter %q", rawURL, k)
 			}
@@ -84,6 +91,12 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 		b, err := NewS3(ctx, o)
 		if err != nil {
 			return nil, err
+		}
+		if create {
+			if err := b.CreateBucket(ctx); err != nil {
+				b.Close()
+				return nil, err
+			}
 		}
 		return WithPrefix(b, strings.TrimSuffix(strings.TrimPrefix(u.Path, "/"), "/"))
 	}

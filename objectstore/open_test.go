@@ -3,10 +3,15 @@ package objectstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -82,6 +87,7 @@ func TestOpen(t *testing.T) {
 		{"s3://bucket?path_style=yes", "error"},
 		{"s3://bucket?request_checksum=never", "error"},
 		{"s3://bucket?part_size=1024", "error"},
+		{"s3://bucket?create_bucket=maybe", "error"},
 		{"s3://bucket//double", "error"},
 		{"gs://bucket", "error"},
 		{"/just/a/path", "error"},
@@ -117,5 +123,52 @@ func TestOpenS3URLOnMinIO(t *testing.T) {
 	obj, err := srv.Client().StatObject(ctx, bucket, "shale/dev/k", minioStatOpts)
 	if err != nil || obj.Size != 1 {
 		t.Fatalf("minio-go stat: %+v %v", obj, err)
+	}
+}
+
+func TestOpenS3CreateBucketMakesAMissingBucketOnce(t *testing.T) {
+	srv := miniotest.Shared(t)
+	for _, kv := range miniotest.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	ctx := context.Background()
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	bucket := "created-" + hex.EncodeToString(rnd[:])
+	t.Cleanup(func() {
+		srv.Client().RemoveBucketWithOptions(context.Background(), bucket, minio.RemoveBucketOptions{ForceDelete: true})
+	})
+
+	// Without create_bucket a missing bucket is not created.
+	b, err := objectstore.Open(ctx, srv.URL(bucket, ""), objectstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if ok, err := srv.Client().BucketExists(ctx, bucket); err != nil || ok {
+		t.Fatalf("bucket exists without create_bucket: %v %v", ok, err)
+	}
+	// Three brokers starting at once all succeed; one bucket results.
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() {
+			b, err := objectstore.Open(ctx, srv.URL(bucket, "p")+"&create_bucket=true", objectstore.OpenOptions{})
+			if err == nil {
+				_, err = b.Put(ctx, fmt.Sprintf("k%d", i), strings.NewReader("v"), 1, objectstore.PutOptions{})
+				b.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("open %d: %v", i, err)
+		}
+	}
+	if ok, err := srv.Client().BucketExists(ctx, bucket); err != nil || !ok {
+		t.Fatalf("bucket missing after create_bucket=true: %v %v", ok, err)
 	}
 }

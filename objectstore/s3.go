@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 	smithymw "github.com/aws/smithy-go/middleware"
@@ -254,6 +255,28 @@ func (b *S3) Client() *s3.Client { return b.client }
 
 // BucketName is the S3 bucket's name.
 func (b *S3) BucketName() string { return b.opts.Bucket }
+
+// CreateBucket creates the bucket when it does not exist yet; a bucket
+// this account already owns is no error, so several brokers may call it
+// at once. It is for S3-compatible stores a deployment starts empty (a
+// MinIO in docker compose); on AWS the bucket is made beforehand.
+func (b *S3) CreateBucket(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.opts.Bucket)}); err == nil {
+		return nil
+	}
+	in := &s3.CreateBucketInput{Bucket: aws.String(b.opts.Bucket)}
+	if r := b.client.Options().Region; r != "" && r != "us-east-1" {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(r)}
+	}
+	_, err := b.client.CreateBucket(ctx, in)
+	var owned *types.BucketAlreadyOwnedByYou
+	if err == nil || errors.As(err, &owned) {
+		return nil
+	}
+	return fmt.Errorf("objectstore: s3 create bucket %s: %w", b.opts.Bucket, err)
+}
 
 // s3Err maps an SDK error onto the package's sentinels, keeping it
 // wrapped for errors.As.
