@@ -36,6 +36,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newBrokerCmd())
 	root.AddCommand(newVersionCmd())
 	root.AddCommand(newProduceCmd(), newConsumeCmd(), newBenchCmd())
+	root.AddCommand(newHealthCmd())
 	return root
 }
 
