@@ -11,7 +11,7 @@ RUNFLAGS ?=
 BENCHFLAGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio terraform clean
+.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio terraform etcd helm docker clean
 
 all: build
 
@@ -50,19 +50,20 @@ fuzz:
 	  done; \
 	done
 
-tools: kcat minio terraform
+tools: kcat minio terraform etcd helm docker
 
 ## minio: the S3 server the tests run (built from a pinned pseudo-version
 ## into .tools/bin, once per version; the project is archived upstream and
-## only its binary is used, never linked)
+## only its binary is used, never linked). Static (CGO_ENABLED=0), so the
+## compose test can also put it in a FROM scratch image.
 TOOLS         := $(CURDIR)/.tools/bin
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
-minio: $(TOOLS)/.minio-$(MINIO_VERSION)
+minio: $(TOOLS)/.minio-$(MINIO_VERSION)-static
 
-$(TOOLS)/.minio-$(MINIO_VERSION):
+$(TOOLS)/.minio-$(MINIO_VERSION)-static:
 	@echo "building minio $(MINIO_VERSION) into $(TOOLS) (a few minutes, once)"
 	@mkdir -p $(TOOLS)
-	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 	@touch $@
 
 ## terraform: checks terraform/ in the tests (fmt, validate with a stand-in
@@ -76,6 +77,46 @@ $(TOOLS)/.terraform-$(TERRAFORM_VERSION):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/hashicorp/terraform@$(TERRAFORM_VERSION)
 	@touch $@
+
+## etcd: a static etcd server and etcdctl of the version go.mod uses, for
+## the etcd image of the compose test (deploy/compose_test.go). etcd's own
+## go.mod has replace directives, so `go install pkg@version` refuses it:
+## build it in a throwaway module instead.
+ETCD_VERSION := $(shell awk '$$1 == "go.etcd.io/etcd/server/v3" {print $$2}' go.mod)
+etcd: $(TOOLS)/.etcd-$(ETCD_VERSION)
+
+$(TOOLS)/.etcd-$(ETCD_VERSION):
+	@echo "building etcd $(ETCD_VERSION) into $(TOOLS) (a minute or two, once)"
+	@rm -rf $(TOOLS)/.etcd-build && mkdir -p $(TOOLS)/.etcd-build
+	cd $(TOOLS)/.etcd-build && $(GO) mod init etcdbuild >/dev/null 2>&1 && \
+	  $(GO) get go.etcd.io/etcd/server/v3@$(ETCD_VERSION) go.etcd.io/etcd/etcdctl/v3@$(ETCD_VERSION) && \
+	  CGO_ENABLED=0 GOFLAGS=-buildvcs=false $(GO) build -o $(TOOLS)/etcd go.etcd.io/etcd/server/v3 && \
+	  CGO_ENABLED=0 GOFLAGS=-buildvcs=false $(GO) build -o $(TOOLS)/etcdctl go.etcd.io/etcd/etcdctl/v3
+	@rm -rf $(TOOLS)/.etcd-build
+	@touch $@
+
+## helm: lints and renders deploy/helm/shale in the tests
+HELM_VERSION := v3.22.0
+helm: $(TOOLS)/.helm-$(HELM_VERSION)
+
+$(TOOLS)/.helm-$(HELM_VERSION):
+	@echo "building helm $(HELM_VERSION) into $(TOOLS) (a few minutes, once)"
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
+
+## docker: the compose test needs a running Docker daemon: when docker is
+## installed but its daemon is down, start it (systemd, the init script,
+## else dockerd itself). Docker itself is not installed here.
+docker:
+	@if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then \
+	  echo "starting the docker daemon"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  $$SUDO systemctl start docker >/dev/null 2>&1 || $$SUDO service docker start >/dev/null 2>&1 || \
+	    { command -v dockerd >/dev/null 2>&1 && $$SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'; } || true; \
+	  for i in $$(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || echo "warning: the docker daemon is not running (the compose test fails under CI=true)"; \
+	fi
 
 ## kcat: the second Kafka client the tests use (Debian package)
 kcat:

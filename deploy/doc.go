@@ -1,0 +1,5 @@
+// Package deploy holds no code: its directory holds Shale's deployment
+// files (Dockerfiles, docker-compose.yml, the Helm chart) and its tests
+// check them with the real tools: the compose file runs a three-broker
+// cluster in Docker, the chart is linted and rendered by helm.
+package deploy

@@ -1,0 +1,324 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// TestHelmChartLints: `helm lint --strict` passes with the default values
+// and with every optional part switched on.
+func TestHelmChartLints(t *testing.T) {
+	helm := tool(t, "SHALE_HELM", "helm")
+	chart := filepath.Join(moduleRoot(t), "deploy", "helm", "shale")
+	for _, set := range [][]string{nil, nonDefaultValues} {
+		args := []string{"lint", "--strict", "--kube-version", kubeVersion, chart}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		if out, err := exec.Command(helm, args...).CombinedOutput(); err != nil {
+			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// kubeVersion is the cluster version helm renders for (a helm built with
+// go install assumes v1.20 otherwise, older than the chart's minimum).
+const kubeVersion = "1.30.0"
+
+var nonDefaultValues = []string{
+	"replicas=5",
+	"etcd.endpoints=etcd-0.etcd:2379\\,etcd-1.etcd:2379",
+	"etcd.cluster=prod",
+	"objectStore.url=s3://logs/shale?region=eu-west-1",
+	"objectStore.accessKeyId=AKIDEXAMPLE",
+	"objectStore.secretAccessKey=secret",
+	"metrics.serviceMonitor.enabled=true",
+	"rackFromZoneLabel=true",
+	"ports.kafka=19092",
+	"persistence.size=1Ti",
+	"persistence.storageClassName=nvme",
+	"config.topicDefaults.log\\.retention\\.ms=3600000",
+	"config.topicDefaults.log\\.segment\\.bytes=8388608",
+	"podDisruptionBudget.maxUnavailable=2",
+}
+
+// TestHelmTemplateDefaults renders the chart with its default values and
+// checks what the brokers depend on: ids from the pod ordinal, stable
+// advertised names under the headless service, probes on /healthz and
+// /readyz, a volume per broker, a PDB, and no Secret or ServiceMonitor.
+func TestHelmTemplateDefaults(t *testing.T) {
+	objs := helmTemplate(t, nil)
+	if got := kinds(objs); !slices.Equal(got, []string{"PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"}) {
+		t.Fatalf("kinds %v", got)
+	}
+	sts := only(t, objs, "StatefulSet", "")
+	if r := dig(sts, "spec", "replicas"); r != 3 {
+		t.Errorf("replicas %v, want 3", r)
+	}
+	headless := only(t, objs, "Service", "rel-shale-headless")
+	if dig(sts, "spec", "serviceName") != "rel-shale-headless" || dig(headless, "spec", "clusterIP") != "None" ||
+		dig(headless, "spec", "publishNotReadyAddresses") != true {
+		t.Errorf("headless service %v / serviceName %v", dig(headless, "spec"), dig(sts, "spec", "serviceName"))
+	}
+	c := container(t, sts)
+	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
+		if got := dig(c, probe, "httpGet", "path"); got != path {
+			t.Errorf("%s path %v, want %s", probe, got, path)
+		}
+		if got := dig(c, probe, "httpGet", "port"); got != "http" {
+			t.Errorf("%s port %v", probe, got)
+		}
+	}
+	env := envOf(t, c)
+	want := map[string]string{
+		"SHALE_ADVERTISED_ADDR":            "$(POD_NAME).rel-shale-headless.$(POD_NAMESPACE).svc:9092",
+		"SHALE_KAFKA_ADDR":                 "0.0.0.0:9092",
+		"SHALE_HTTP_ADDR":                  "0.0.0.0:9644",
+		"SHALE_ETCD":                       "etcd:2379",
+		"SHALE_CLUSTER":                    "shale",
+		"SHALE_OBJECT_STORE":               "none",
+		"SHALE_DATA_DIR":                   "/var/lib/shale",
+		"SHALE_DEFAULT_REPLICATION_FACTOR": "3",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("env %s = %q, want %q", k, env[k], v)
+		}
+	}
+	if env["SHALE_ID"] != "fieldRef:metadata.labels['apps.kubernetes.io/pod-index']" {
+		t.Errorf("SHALE_ID from %q, want the pod-index label", env["SHALE_ID"])
+	}
+	if _, ok := env["AWS_ACCESS_KEY_ID"]; ok {
+		t.Error("credentials without an object store")
+	}
+	// POD_NAME and POD_NAMESPACE come before the variable that uses them.
+	if names := envNames(c); slices.Index(names, "POD_NAME") > slices.Index(names, "SHALE_ADVERTISED_ADDR") ||
+		slices.Index(names, "POD_NAMESPACE") > slices.Index(names, "SHALE_ADVERTISED_ADDR") {
+		t.Errorf("env order %v", names)
+	}
+	if got := dig(sts, "spec", "volumeClaimTemplates", 0, "metadata", "name"); got != "data" {
+		t.Errorf("volumeClaimTemplates %v", dig(sts, "spec", "volumeClaimTemplates"))
+	}
+	if got := dig(sts, "spec", "volumeClaimTemplates", 0, "spec", "resources", "requests", "storage"); got != "50Gi" {
+		t.Errorf("volume size %v", got)
+	}
+	if !slices.ContainsFunc(dig(c, "volumeMounts").([]any), func(m any) bool {
+		return dig(m, "name") == "data" && dig(m, "mountPath") == "/var/lib/shale"
+	}) {
+		t.Errorf("volumeMounts %v", dig(c, "volumeMounts"))
+	}
+	pdb := only(t, objs, "PodDisruptionBudget", "")
+	if dig(pdb, "spec", "maxUnavailable") != 1 {
+		t.Errorf("pdb %v", dig(pdb, "spec"))
+	}
+	// Every selector selects the pods.
+	podLabels := dig(sts, "spec", "template", "metadata", "labels").(map[string]any)
+	for _, sel := range []any{dig(pdb, "spec", "selector", "matchLabels"), dig(headless, "spec", "selector"),
+		dig(only(t, objs, "Service", "rel-shale"), "spec", "selector"), dig(sts, "spec", "selector", "matchLabels")} {
+		for k, v := range sel.(map[string]any) {
+			if podLabels[k] != v {
+				t.Errorf("selector %v does not select the pods %v", sel, podLabels)
+			}
+		}
+	}
+}
+
+// TestHelmTemplateNonDefaults renders every optional part: credentials in
+// a Secret, the ServiceMonitor, the rack from the zone label, topic
+// defaults, other ports and sizes.
+func TestHelmTemplateNonDefaults(t *testing.T) {
+	objs := helmTemplate(t, nonDefaultValues)
+	if got := kinds(objs); !slices.Equal(got, []string{"PodDisruptionBudget", "Secret", "Service", "Service", "ServiceAccount", "ServiceMonitor", "StatefulSet"}) {
+		t.Fatalf("kinds %v", got)
+	}
+	sts := only(t, objs, "StatefulSet", "")
+	if r := dig(sts, "spec", "replicas"); r != 5 {
+		t.Errorf("replicas %v, want 5", r)
+	}
+	env := envOf(t, container(t, sts))
+	want := map[string]string{
+		"SHALE_ADVERTISED_ADDR": "$(POD_NAME).rel-shale-headless.$(POD_NAMESPACE).svc:19092",
+		"SHALE_KAFKA_ADDR":      "0.0.0.0:19092",
+		"SHALE_ETCD":            "etcd-0.etcd:2379,etcd-1.etcd:2379",
+		"SHALE_CLUSTER":         "prod",
+		"SHALE_OBJECT_STORE":    "s3://logs/shale?region=eu-west-1",
+		"SHALE_RACK":            "fieldRef:metadata.labels['topology.kubernetes.io/zone']",
+		"SHALE_TOPIC_DEFAULT":   "log.retention.ms=3600000,log.segment.bytes=8388608",
+		"AWS_ACCESS_KEY_ID":     "secret:rel-shale-object-store/AWS_ACCESS_KEY_ID",
+		"AWS_SECRET_ACCESS_KEY": "secret:rel-shale-object-store/AWS_SECRET_ACCESS_KEY",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("env %s = %q, want %q", k, env[k], v)
+		}
+	}
+	secret := only(t, objs, "Secret", "rel-shale-object-store")
+	if dig(secret, "stringData", "AWS_ACCESS_KEY_ID") != "AKIDEXAMPLE" || dig(secret, "stringData", "AWS_SECRET_ACCESS_KEY") != "secret" {
+		t.Errorf("secret %v", secret)
+	}
+	if dig(sts, "spec", "template", "metadata", "annotations", "checksum/object-store") == nil {
+		t.Error("no checksum annotation: pods would not restart when the credentials change")
+	}
+	sm := only(t, objs, "ServiceMonitor", "")
+	if dig(sm, "spec", "endpoints", 0, "port") != "http" || dig(sm, "spec", "endpoints", 0, "path") != "/metrics" {
+		t.Errorf("servicemonitor %v", dig(sm, "spec"))
+	}
+	vct := dig(sts, "spec", "volumeClaimTemplates", 0, "spec")
+	if dig(vct, "storageClassName") != "nvme" || dig(vct, "resources", "requests", "storage") != "1Ti" {
+		t.Errorf("volumeClaimTemplates %v", vct)
+	}
+	if dig(only(t, objs, "PodDisruptionBudget", ""), "spec", "maxUnavailable") != 2 {
+		t.Error("pdb maxUnavailable")
+	}
+
+	// Credentials from an existing Secret: no Secret of the chart's own.
+	objs = helmTemplate(t, []string{"objectStore.url=s3://logs", "objectStore.existingSecret=mine"})
+	if slices.Contains(kinds(objs), "Secret") {
+		t.Error("a Secret beside objectStore.existingSecret")
+	}
+	env = envOf(t, container(t, only(t, objs, "StatefulSet", "")))
+	if env["AWS_SECRET_ACCESS_KEY"] != "secret:mine/AWS_SECRET_ACCESS_KEY" {
+		t.Errorf("existingSecret: %q", env["AWS_SECRET_ACCESS_KEY"])
+	}
+}
+
+// TestHelmTemplateRefusesMissingSettings: an empty etcd endpoint list and
+// an access key without its secret fail with one clear message.
+func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
+	helm := tool(t, "SHALE_HELM", "helm")
+	chart := filepath.Join(moduleRoot(t), "deploy", "helm", "shale")
+	for set, want := range map[string]string{
+		"etcd.endpoints=":                 "etcd.endpoints is required",
+		"objectStore.accessKeyId=AKIDEXA": "objectStore.secretAccessKey is required",
+	} {
+		out, err := exec.Command(helm, "template", "rel", chart, "--kube-version", kubeVersion, "--set", set).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("--set %s: %v\n%s", set, err, out)
+		}
+	}
+}
+
+func helmTemplate(t *testing.T, set []string) []map[string]any {
+	t.Helper()
+	helm := tool(t, "SHALE_HELM", "helm")
+	args := []string{"template", "rel", filepath.Join(moduleRoot(t), "deploy", "helm", "shale"), "--namespace", "ns", "--kube-version", kubeVersion}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	cmd := exec.Command(helm, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	var objs []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	for {
+		var m map[string]any
+		err := dec.Decode(&m)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("rendered YAML: %v\n%s", err, out)
+		}
+		if m != nil {
+			objs = append(objs, m)
+		}
+	}
+	return objs
+}
+
+func kinds(objs []map[string]any) []string {
+	var ks []string
+	for _, o := range objs {
+		ks = append(ks, o["kind"].(string))
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// only is the one object of kind (and name, when not empty).
+func only(t *testing.T, objs []map[string]any, kind, name string) map[string]any {
+	t.Helper()
+	var found []map[string]any
+	for _, o := range objs {
+		if o["kind"] == kind && (name == "" || dig(o, "metadata", "name") == name) {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d objects of kind %s named %q", len(found), kind, name)
+	}
+	return found[0]
+}
+
+func container(t *testing.T, sts map[string]any) any {
+	t.Helper()
+	cs, _ := dig(sts, "spec", "template", "spec", "containers").([]any)
+	if len(cs) != 1 {
+		t.Fatalf("containers %v", cs)
+	}
+	return cs[0]
+}
+
+// envOf maps a container's variables to their values, or to
+// "fieldRef:PATH" and "secret:NAME/KEY" for the ones read from elsewhere.
+func envOf(t *testing.T, c any) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range dig(c, "env").([]any) {
+		name := dig(e, "name").(string)
+		if _, dup := env[name]; dup {
+			t.Errorf("env %s set twice", name)
+		}
+		switch {
+		case dig(e, "valueFrom", "fieldRef", "fieldPath") != nil:
+			env[name] = "fieldRef:" + dig(e, "valueFrom", "fieldRef", "fieldPath").(string)
+		case dig(e, "valueFrom", "secretKeyRef") != nil:
+			env[name] = "secret:" + dig(e, "valueFrom", "secretKeyRef", "name").(string) + "/" + dig(e, "valueFrom", "secretKeyRef", "key").(string)
+		default:
+			v, _ := dig(e, "value").(string)
+			env[name] = v
+		}
+	}
+	return env
+}
+
+func envNames(c any) []string {
+	var names []string
+	for _, e := range dig(c, "env").([]any) {
+		names = append(names, dig(e, "name").(string))
+	}
+	return names
+}
+
+// dig follows map keys (strings) and list indexes (ints); nil when absent.
+func dig(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
