@@ -11,7 +11,7 @@ RUNFLAGS ?=
 BENCHFLAGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio terraform etcd helm docker clean
+.PHONY: all build run test test-short bench vet fmt fuzz tools kcat minio terraform etcd helm docker prometheus clean
 
 all: build
 
@@ -50,7 +50,7 @@ fuzz:
 	  done; \
 	done
 
-tools: kcat minio terraform etcd helm docker
+tools: kcat minio terraform etcd helm docker prometheus
 
 ## minio: the S3 server the tests run (built from a pinned pseudo-version
 ## into .tools/bin, once per version; the project is archived upstream and
@@ -126,6 +126,17 @@ kcat:
 	  $$SUDO apt-get install -y kcat >/dev/null 2>&1 || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y kcat >/dev/null; }; \
 	}
 	@command -v kcat >/dev/null 2>&1 || { echo "kcat could not be installed"; exit 1; }
+
+## prometheus: the metrics server (and promtool) the metrics test scrapes
+## shale dev with and checks the Grafana dashboard's queries against
+## (Debian package)
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing prometheus (Debian package)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get install -y prometheus >/dev/null 2>&1 || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y prometheus >/dev/null; }; \
+	}
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { echo "prometheus could not be installed"; exit 1; }
 
 clean:
 	rm -rf $(BIN)

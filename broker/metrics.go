@@ -110,6 +110,10 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Help: "Damaged stretches of sealed segments (bad length, CRC or offsets) found by the scrubber.",
 		}),
 	}
+	// Every reason from the start, so that rates read 0, not nothing.
+	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
+		m.refusedBatches.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.connections, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -11,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -60,7 +57,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.Int32Var(&f.id, "id", -1, "this broker's id, unique in the cluster (node.id; required)")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this broker's logs")
 	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address (clients and other brokers)")
-	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /healthz and /metrics")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /metrics, /healthz and /readyz")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients and other brokers are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	fs.StringVar(&f.cluster, "cluster", "shale", "cluster name: the etcd key prefix /NAME/, so clusters can share an etcd")
@@ -102,6 +99,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	}
 	defer proc.close()
 	dataDir, ln, httpLn := proc.dataDir, proc.kafka, proc.http
+	reg := newRegistry()
+	status := serveStatus(httpLn, reg, f.pprof)
+	defer status.close()
 
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(f.etcd, ","),
@@ -116,8 +116,6 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := broker.Config{
 		NodeID:                        f.id,
 		DataDir:                       filepath.Join(dataDir, "log"),
@@ -144,11 +142,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		return err
 	}
 	defer b.Close()
-	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(httpLn)
-	defer srv.Close()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.Serve(ln) }()
+	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
 		"http", httpLn.Addr().String(), "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack)
 	select {

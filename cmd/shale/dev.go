@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,9 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/shale-log/shale/broker"
@@ -57,6 +52,7 @@ type brokerFlags struct {
 	objectStore       string
 	remoteCache       int64
 	remoteChunk       int64
+	pprof             bool
 }
 
 func (f *brokerFlags) register(cmd *cobra.Command) {
@@ -76,6 +72,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.objectStore, "object-store", "", "object store for tiered storage: s3://BUCKET[/PREFIX]?endpoint=...&region=..., file:///ABS/PATH, mem:// or none (dev default: file://DATA-DIR/objects)")
 	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
 	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address")
 }
 
 func (f *brokerFlags) apply(c *broker.Config) {
@@ -123,7 +120,7 @@ func newDevCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run a complete single-node Shale (embedded etcd, local storage)",
 		Long: `Runs one broker with an embedded etcd under the data directory. Kafka clients
-connect to --kafka-addr; /healthz and /metrics are served on --http-addr.
+connect to --kafka-addr; /metrics, /healthz and /readyz are served on --http-addr.
 Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
 --brokers with SHALE_DEV_BROKERS.`,
 		Args: cobra.NoArgs,
@@ -137,7 +134,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
 	fs := cmd.Flags()
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the logs and the embedded etcd")
 	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address")
-	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /healthz and /metrics")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /metrics, /healthz and /readyz")
 	fs.Int32Var(&f.nodeID, "node-id", 0, "this broker's id (node.id)")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -174,6 +171,9 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer proc.close()
 	dataDir, ln, httpLn := proc.dataDir, proc.kafka, proc.http
+	reg := newRegistry()
+	status := serveStatus(httpLn, reg, f.pprof)
+	defer status.close()
 
 	etcd, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dataDir, "etcd"), Name: "shale-dev", ClientAddr: f.etcdAddr, Slog: log})
 	if err != nil {
@@ -188,8 +188,6 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := broker.Config{
 		NodeID:         f.nodeID,
 		DataDir:        filepath.Join(dataDir, "log"),
@@ -222,22 +220,19 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer b.Close()
 
-	// Bounded like the Kafka listener: a request must arrive within 10s
-	// and an idle keep-alive connection is closed after two minutes.
-	// Every broker is up before /healthz answers.
+	// Every broker is up before /healthz and /readyz answer 200.
+	all := []*broker.Broker{b}
 	for i := 1; i < f.brokers; i++ {
-		extra, err := startDevPeer(ctx, cfg, dataDir, ln.Addr().String(), f.advertised, i, etcd, log)
+		peer, extra, err := startDevPeer(ctx, cfg, dataDir, ln.Addr().String(), f.advertised, i, etcd, log)
 		if err != nil {
 			return err
 		}
 		defer extra()
+		all = append(all, peer)
 	}
-	srv := &http.Server{Handler: httpMux(reg, b), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-	go srv.Serve(httpLn)
-	defer srv.Close()
-
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.Serve(ln) }()
+	status.started(all...)
 	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "data", dataDir, "object_store", f.objectStore)
 
 	select {
@@ -253,23 +248,6 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	ln.Close()
 	return nil
-}
-
-func httpMux(reg *prometheus.Registry, b *broker.Broker) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := b.Healthy(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
 }
 
 func advertisedHostPort(advertised, listen string) (string, int32, error) {
@@ -296,25 +274,25 @@ func advertisedHostPort(advertised, listen string) (string, int32, error) {
 // startDevPeer starts broker i of a `shale dev --brokers N` cluster in this
 // process: its id and Kafka port are the first broker's plus i, its logs
 // under DATA-DIR/broker-i. It returns the function that stops it.
-func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, advertised string, i int, etcd *metadata.Embedded, log *slog.Logger) (func(), error) {
+func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, advertised string, i int, etcd *metadata.Embedded, log *slog.Logger) (*broker.Broker, func(), error) {
 	host, portStr, err := net.SplitHostPort(firstAddr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	port, _ := strconv.Atoi(portStr)
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port+i)))
 	if err != nil {
-		return nil, fmt.Errorf("kafka listener of broker %d: %w", i, err)
+		return nil, nil, fmt.Errorf("kafka listener of broker %d: %w", i, err)
 	}
 	advHost, advPort, err := advertisedHostPort("", ln.Addr().String())
 	if err != nil {
 		ln.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if advertised != "" {
 		if advHost, advPort, err = advertisedHostPort(advertised, ln.Addr().String()); err != nil {
 			ln.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		advPort += int32(i)
 	}
@@ -325,11 +303,11 @@ func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, a
 	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log.With("node", cfg.NodeID)})
 	if err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("broker %d: %w", i, err)
+		return nil, nil, fmt.Errorf("broker %d: %w", i, err)
 	}
 	go b.Serve(ln)
 	log.Info("shale dev broker is up", "node", cfg.NodeID, "kafka", ln.Addr().String())
-	return func() {
+	return b, func() {
 		ln.Close()
 		b.Close()
 	}, nil
