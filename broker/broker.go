@@ -100,6 +100,9 @@ type Config struct {
 	// ReplicaFetchWaitMax is replica.fetch.wait.max.ms, how long a
 	// follower's fetch waits at the leader for data (default 500ms).
 	ReplicaFetchWaitMax time.Duration
+	// DialPeer connects to another broker (replica fetchers); nil is a
+	// plain TCP dial. Tests route it through a fault-injecting proxy.
+	DialPeer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ReplicaSelector is replica.selector.class: RackAwareSelector (the
 	// default) or LeaderSelector.
 	ReplicaSelector string

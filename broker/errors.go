@@ -50,6 +50,7 @@ var errorCodes = []struct {
 	{is(errInvalidReplicationFactor), kerr.InvalidReplicationFactor},
 	{is(errNotEnoughBrokers), kerr.InvalidReplicationFactor},
 	{is(errInvalidReplicaAssignment), kerr.InvalidReplicaAssignment},
+	{is(errNoReassignment), kerr.NoReassignmentInProgress},
 	{is(errInvalidConfig), kerr.InvalidConfig},
 	{is(errInvalidTopic), kerr.InvalidTopicException},
 	{is(errInvalidRequest), kerr.InvalidRequest},

@@ -23,6 +23,10 @@ type metaStore interface {
 	// stored partition still names leader at leaderEpoch and is at
 	// partitionEpoch (errMetaConflict otherwise).
 	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
+	// reassign starts moving a partition to the target replicas, or
+	// cancels its reassignment when target is nil (KIP-455); the
+	// controller completes it.
+	reassign(ctx context.Context, topic string, index int32, target []int32) (int64, error)
 	// subscribe returns a channel that receives a value after every
 	// snapshot change (coalesced), until ctx ends.
 	subscribe(ctx context.Context) <-chan struct{}

@@ -29,9 +29,12 @@ type peerClient struct {
 }
 
 // dialPeer connects to addr and authenticates as broker self.
-func dialPeer(ctx context.Context, addr string, self int32, secret string) (*peerClient, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+func dialPeer(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, self int32, secret string) (*peerClient, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("broker: dialing peer %s: %w", addr, err)
 	}

@@ -204,7 +204,7 @@ func (f *replicaFetcher) run() {
 			}
 			ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
 			var err error
-			pc, err = dialPeer(ctx, a, f.b.cfg.NodeID, f.b.secret)
+			pc, err = dialPeer(ctx, f.b.cfg.DialPeer, a, f.b.cfg.NodeID, f.b.secret)
 			cancel()
 			if err != nil {
 				fail(err)

@@ -36,6 +36,10 @@ type partitionView struct {
 	// partitionEpoch is bumped by every change of the partition's
 	// state; ISR changes are compare-and-swap writes on it.
 	partitionEpoch int32
+	// adding and removing describe a reassignment in progress; retired
+	// are brokers a finished reassignment removed, which delete their
+	// copy of the log.
+	adding, removing, retired []int32
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -207,7 +211,7 @@ func (m *replicaManager) apply(view *metaView) {
 		if wasLeader && m.onLeader != nil {
 			m.onLeader(p, false)
 		}
-		if view.deleted[p.topicID] {
+		if view.deleted[p.topicID] || view.retiredHere(p.topicID, p.index, m.nodeID) {
 			if err := p.log.Delete(); err != nil {
 				m.b.log.Error("cannot delete partition log", "topic", p.topic, "partition", p.index, "err", err)
 			}
@@ -361,6 +365,13 @@ func (m *replicaManager) scanStrays(view *metaView) {
 			if n, err := strconv.ParseInt(topic[i+1:], 10, 32); err == nil {
 				topic, index = topic[:i], int32(n)
 			}
+		}
+		if index >= 0 && view.retiredHere(id, index, m.nodeID) {
+			m.b.log.Info("removing the log of a replica reassigned away", "dir", dir)
+			if err := os.RemoveAll(dir); err != nil {
+				m.b.log.Error("cannot remove the log of a replica reassigned away", "dir", dir, "err", err)
+			}
+			continue
 		}
 		reason := "the metadata does not assign this partition to this broker and no deletion of its topic is recorded"
 		if r := view.unreadableReason(topic, index); r != "" {

@@ -81,6 +81,15 @@ type Partition struct {
 	LeaderEpoch    int32   `json:"leaderEpoch"`
 	ISR            []int32 `json:"isr"`
 	PartitionEpoch int32   `json:"partitionEpoch"`
+	// AddingReplicas and RemovingReplicas describe a reassignment in
+	// progress (Kafka's KIP-455): Replicas is then the target followed
+	// by the original replicas being removed.
+	AddingReplicas   []int32 `json:"addingReplicas,omitempty"`
+	RemovingReplicas []int32 `json:"removingReplicas,omitempty"`
+	// RetiredReplicas are brokers a completed (or cancelled)
+	// reassignment removed from Replicas: the recorded decision that lets
+	// them delete their copy of the log.
+	RetiredReplicas []int32 `json:"retiredReplicas,omitempty"`
 }
 
 // DeletedTopic is the tombstone of a deleted topic: the recorded decision

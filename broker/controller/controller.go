@@ -171,7 +171,9 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			}
 		}
 		ok := true
-		for _, ch := range Plan(snap, restarted) {
+		plan := Plan(snap, restarted)
+		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
+		for _, ch := range plan {
 			_, _, err := lead.UpdatePartition(ctx, ch.Next, ch.Expected)
 			switch {
 			case err == nil:

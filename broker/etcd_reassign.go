@@ -1,0 +1,73 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/shale-log/shale/broker/controller"
+	"github.com/shale-log/shale/broker/replication"
+	"github.com/shale-log/shale/metadata"
+)
+
+// Reassignment errors, mapped to Kafka codes in errors.go.
+var errNoReassignment = errors.New("broker: no reassignment in progress")
+
+// reassign writes the start (or the cancellation, target nil) of a
+// partition's reassignment as a compare-and-swap on its partition epoch,
+// deciding again when a leader or the controller changed it meanwhile.
+func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, target []int32) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
+	for {
+		cur, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return 0, metaError(err)
+		}
+		snap := m.cache.Snapshot()
+		cands := controller.Candidates(snap, nil)
+		registered := func(id int32) bool {
+			return slices.ContainsFunc(snap.Brokers, func(b metadata.Broker) bool { return b.ID == id })
+		}
+		var next replication.Assignment
+		if target == nil {
+			next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands)
+		} else {
+			next, err = replication.StartReassignment(controller.AssignmentOf(cur), target, registered, cands)
+		}
+		switch {
+		case errors.Is(err, replication.ErrNoReassignment):
+			return 0, fmt.Errorf("%w: %s/%d", errNoReassignment, topic, index)
+		case errors.Is(err, replication.ErrInvalidAssignment):
+			return 0, fmt.Errorf("%w: replicas %v: each a registered broker, once, at least one", errInvalidReplicaAssignment, target)
+		case err != nil:
+			return 0, err
+		}
+		_, rev, err := m.store.UpdatePartition(ctx, controller.WithAssignment(cur, next), cur.PartitionEpoch)
+		if errors.Is(err, metadata.ErrConflict) {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		return rev, metaError(err)
+	}
+}
+
+// retiredHere reports whether a finished reassignment removed broker id
+// from partition index of topic id: the recorded decision that lets it
+// delete its copy of the log.
+func (v *metaView) retiredHere(topicID [16]byte, index, id int32) bool {
+	tv := v.topicsByID[topicID]
+	if tv == nil {
+		return false
+	}
+	for _, p := range tv.partitions {
+		if p.index == index {
+			return slices.Contains(p.retired, id) && !slices.Contains(p.replicas, id)
+		}
+	}
+	return false
+}
