@@ -27,7 +27,7 @@ resource "aws_lb_target_group" "kafka" {
   health_check {
     protocol            = "HTTP"
     port                = tostring(var.http_port)
-    path                = "/healthz"
+    path                = "/readyz"
     healthy_threshold   = 2
     unhealthy_threshold = 2
     interval            = 10

@@ -9,7 +9,7 @@ output "broker_addresses" {
 }
 
 output "broker_http_addresses" {
-  description = "Each broker's HTTP address (/healthz, /metrics)."
+  description = "Each broker's HTTP address (/metrics, /healthz, /readyz)."
   value       = [for ip in local.broker_ips : "${ip}:${var.http_port}"]
 }
 

@@ -89,7 +89,7 @@ resource "aws_vpc_security_group_ingress_rule" "broker_kafka_replication" {
 
 resource "aws_vpc_security_group_ingress_rule" "broker_http_nlb" {
   security_group_id            = aws_security_group.broker.id
-  description                  = "NLB health checks on /healthz"
+  description                  = "NLB health checks on /readyz"
   ip_protocol                  = "tcp"
   from_port                    = var.http_port
   to_port                      = var.http_port

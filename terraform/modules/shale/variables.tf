@@ -30,7 +30,7 @@ variable "allowed_cidrs" {
 }
 
 variable "monitoring_cidrs" {
-  description = "Networks allowed on the brokers' HTTP port (/metrics, /healthz, /debug/pprof)."
+  description = "Networks allowed on the brokers' HTTP port (/metrics, /healthz, /readyz)."
   type        = list(string)
   default     = []
 }
@@ -222,7 +222,7 @@ variable "kafka_port" {
 }
 
 variable "http_port" {
-  description = "HTTP port of the brokers (/healthz, /metrics)."
+  description = "HTTP port of the brokers (/metrics, /healthz, /readyz)."
   type        = number
   default     = 9644
 }
