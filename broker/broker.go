@@ -51,6 +51,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long Close lets requests in flight
 	// finish before it closes the sockets (default 5s).
 	ShutdownTimeout time.Duration
+	// ControlledShutdownTimeout bounds how long Close waits for the
+	// controller to move this broker's leaderships to other in-sync
+	// replicas before it stops (default 30s; negative: no controlled
+	// shutdown, as Kafka's controlled.shutdown.enable=false).
+	ControlledShutdownTimeout time.Duration
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
@@ -131,6 +136,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.ControlledShutdownTimeout == 0 {
+		c.ControlledShutdownTimeout = 30 * time.Second
 	}
 	if c.NumPartitions == 0 {
 		c.NumPartitions = 1
@@ -294,8 +302,13 @@ type Broker struct {
 	// unsupportedLog: requests closed for an unsupported API or version.
 	unsupportedLog rateLimitedLog
 
+	// wg counts the broker's goroutines, which Close waits for; bgMu
+	// orders goBackground's Add before Close's cancel, so that no Add
+	// races the Wait.
 	wg        sync.WaitGroup
-	closeOnce sync.Once
+	bgMu         sync.Mutex
+	closeOnce    sync.Once
+	shutdownOnce sync.Once // ControlledShutdown
 	onClose   []func() // run last by Close, in order
 }
 
@@ -538,12 +551,27 @@ func (b *Broker) Serve(ln net.Listener) error {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			b.serveConn(nc)
-		}()
+		if !b.goBackground(func() { b.serveConn(nc) }) {
+			nc.Close()
+			return nil
+		}
 	}
+}
+
+// goBackground runs fn in a goroutine that Close waits for, unless the
+// broker is closing (it reports whether fn was started).
+func (b *Broker) goBackground(fn func()) bool {
+	b.bgMu.Lock()
+	defer b.bgMu.Unlock()
+	if b.ctx.Err() != nil {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // trackConn adds (or removes) a connection to the set Close stops. Adding
@@ -572,9 +600,16 @@ func (b *Broker) trackConn(c *conn, add bool) bool {
 // reading requests, lets the requests in flight finish or fail (waiting
 // ones give up) and their responses be written, closes every socket still
 // open at the deadline, then flushes and closes every log with its clean
-// marker. It logs each step. Safe to call more than once.
+// marker. It logs each step. Safe to call more than once. First, unless
+// ControlledShutdown ran already, it hands its partitions over to other
+// replicas (Config.ControlledShutdownTimeout).
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		if b.cfg.ControlledShutdownTimeout > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ControlledShutdownTimeout)
+			b.ControlledShutdown(ctx)
+			cancel()
+		}
 		start := time.Now()
 		deadline := start.Add(b.cfg.ShutdownTimeout)
 		b.connsMu.Lock()
@@ -585,7 +620,9 @@ func (b *Broker) Close() error {
 		n := len(b.conns)
 		b.connsMu.Unlock()
 		b.log.Info("shutting down: listeners closed, finishing requests in flight", "connections", n, "timeout", b.cfg.ShutdownTimeout)
+		b.bgMu.Lock()
 		b.cancel()
+		b.bgMu.Unlock()
 		b.connsMu.Lock()
 		for c := range b.conns {
 			c.stopReading()

@@ -9,3 +9,19 @@ func (b *Broker) RequestMemoryInUse() int64 { return b.requestMemory.inUse() }
 
 // SetPoisonBuffers turns pool poisoning on or off (benchmarks turn it off).
 func SetPoisonBuffers(on bool) { poisonBuffers = on }
+
+// HoldISRWrites sends n ISR writes for a hosted partition, as its leader
+// does, against a stale partition epoch so that each fails and then waits
+// for the partition's replication lock, which is held until release.
+func (b *Broker) HoldISRWrites(topic string, index int32, n int) (release func()) {
+	p, ok := b.replicas.lookupByName(topic, index)
+	if !ok {
+		panic("partition not hosted")
+	}
+	s := p.state.Load()
+	p.repl.Lock()
+	for range n {
+		b.alterISR(p, s.isr, s.leaderEpoch, p.repl.partitionEpoch-1)
+	}
+	return p.repl.Unlock
+}

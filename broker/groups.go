@@ -135,9 +135,7 @@ func (g *groupCoordinator) createOffsetsTopic() {
 	}
 	g.creating = true
 	b := g.b
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	started := b.goBackground(func() {
 		defer func() {
 			g.createMu.Lock()
 			g.creating = false
@@ -160,7 +158,10 @@ func (g *groupCoordinator) createOffsetsTopic() {
 		if err != nil && !errors.Is(err, errTopicExists) && b.ctx.Err() == nil {
 			b.log.Warn("cannot create the offsets topic", "topic", offsetsTopic, "err", err)
 		}
-	}()
+	})
+	if !started {
+		g.creating = false
+	}
 }
 
 // clientInfo describes a request's client as Kafka's DescribeGroups shows

@@ -13,15 +13,16 @@ func (b *Broker) follow(p *partition, leader, leaderEpoch int32) {
 
 func (b *Broker) replicaLagMax() time.Duration { return b.cfg.ReplicaLagTimeMax }
 
+func (b *Broker) shuttingDown(id int32) bool {
+	bv, ok := b.meta.snapshot().broker(id)
+	return ok && bv.shuttingDown
+}
+
 // alterISR writes a leader's ISR change in the background. The partition
 // learns the outcome from the metadata it watches (success) or from
-// isrWriteFailed.
+// isrWriteFailed. Close waits for the write.
 func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch int32) {
-	if b.ctx.Err() != nil {
-		go p.isrWriteFailed(partitionEpoch)
-		return
-	}
-	go func() {
+	started := b.goBackground(func() {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 		defer cancel()
 		err := b.meta.alterISR(ctx, p.topic, p.index, b.cfg.NodeID, leaderEpoch, partitionEpoch, isr)
@@ -31,7 +32,12 @@ func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch
 			return
 		}
 		b.log.Info("ISR changed", "topic", p.topic, "partition", p.index, "isr", isr, "leaderEpoch", leaderEpoch)
-	}()
+	})
+	if !started {
+		// Closing. The caller holds p.repl: report the failure from
+		// another goroutine.
+		go p.isrWriteFailed(partitionEpoch)
+	}
 }
 
 // checkISRs removes lagging followers from the ISRs this broker leads,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -79,4 +80,30 @@ func TestSecondBrokerOnADataDirInUseIsRefused(t *testing.T) {
 	healthy(t, b)
 	b.Restart() // Close released the lock
 	healthy(t, b)
+}
+
+// Regression: a leader's ISR write ran in a goroutine Close did not wait
+// for, so it could outlive the broker (and touch a closed partition).
+func TestCloseWaitsForISRWrites(t *testing.T) {
+	b := brokertest.Start(t)
+	createTopic(t, b.Admin(), "isr", 1, nil)
+	release := b.B.HoldISRWrites("isr", 0, 5)
+	brokertest.WaitFor(t, 10*time.Second, "the ISR writes failed and wait for the partition", func() (bool, string) {
+		buf := make([]byte, 1<<20)
+		n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*partition).isrWriteFailed")
+		return n == 5, fmt.Sprintf("%d waiting", n)
+	})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		b.Stop()
+	}()
+	select {
+	case <-closed:
+		release()
+		t.Fatal("Close returned while ISR writes were still running")
+	case <-time.After(500 * time.Millisecond):
+	}
+	release()
+	<-closed
 }
