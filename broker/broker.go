@@ -305,11 +305,11 @@ type Broker struct {
 	// wg counts the broker's goroutines, which Close waits for; bgMu
 	// orders goBackground's Add before Close's cancel, so that no Add
 	// races the Wait.
-	wg        sync.WaitGroup
+	wg           sync.WaitGroup
 	bgMu         sync.Mutex
 	closeOnce    sync.Once
 	shutdownOnce sync.Once // ControlledShutdown
-	onClose   []func() // run last by Close, in order
+	onClose      []func()  // run last by Close, in order
 }
 
 // New returns a broker over a metadata store. Start it with Start, then

@@ -59,6 +59,12 @@ func (m *etcdMeta) setRegistration(r *metadata.Registration) {
 	m.registration = r
 }
 
+func (m *etcdMeta) currentRegistration() *metadata.Registration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.registration
+}
+
 // registrationDone is closed when the current registration is lost.
 func (m *etcdMeta) registrationDone() <-chan struct{} {
 	m.mu.Lock()
@@ -101,7 +107,7 @@ func convertSnapshot(s *metadata.Snapshot) *metaView {
 		m[u.Partition] = fmt.Sprintf("metadata record %s cannot be decoded: %s", u.Key, u.Err)
 	}
 	for _, b := range s.Brokers {
-		bv := brokerView{id: b.ID, host: b.Host, port: b.Port}
+		bv := brokerView{id: b.ID, host: b.Host, port: b.Port, shuttingDown: b.ShuttingDown}
 		if b.Rack != "" {
 			rack := b.Rack
 			bv.rack = &rack

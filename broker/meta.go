@@ -75,6 +75,9 @@ type brokerView struct {
 	host string
 	port int32
 	rack *string
+	// shuttingDown: in a controlled shutdown, so leaders do not add it
+	// to their ISRs.
+	shuttingDown bool
 }
 
 func (v *metaView) broker(id int32) (brokerView, bool) {

@@ -35,6 +35,9 @@ type replicaHost interface {
 	alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch int32)
 	// replicaLagMax is replica.lag.time.max.ms.
 	replicaLagMax() time.Duration
+	// shuttingDown reports a broker in a controlled shutdown: it is not
+	// added to an ISR (KIP-841).
+	shuttingDown(id int32) bool
 }
 
 // applyReplicationLocked brings the replication state in line with new
@@ -176,7 +179,11 @@ func (p *partition) maybeExpandISRLocked(s *partitionState, now time.Time) {
 		return
 	}
 	isr, changed := replication.ExpandISR(s.isr, s.replicas, r.followers, p.hw.Load(), r.epochStart, now.UnixMilli(), p.host.replicaLagMax().Milliseconds())
-	if changed {
+	if !changed {
+		return
+	}
+	isr = slices.DeleteFunc(isr, func(id int32) bool { return !slices.Contains(s.isr, id) && p.host.shuttingDown(id) })
+	if len(isr) != len(s.isr) {
 		p.sendISRLocked(s, isr)
 	}
 }

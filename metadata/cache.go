@@ -138,6 +138,8 @@ type state struct {
 	unreadable map[string]UnreadableRecord // by key
 	// controller candidates by key, with create revisions
 	candidates map[string]candidate
+	// shuttingDown are the brokers in a controlled shutdown.
+	shuttingDown map[int32]bool
 }
 
 type candidate struct {
@@ -161,6 +163,8 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		deleted:    map[UUID]DeletedTopic{},
 		unreadable: map[string]UnreadableRecord{},
 		candidates: map[string]candidate{},
+
+		shuttingDown: map[int32]bool{},
 	}
 	for _, kv := range resp.Kvs {
 		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
@@ -291,6 +295,11 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 		if err == nil {
 			st.candidates[key] = candidate{id: int32(id), createRev: createRev}
 		}
+	case strings.HasPrefix(rest, "shutting-down/"):
+		id, err := strconv.Atoi(strings.TrimPrefix(rest, "shutting-down/"))
+		if err == nil {
+			st.shuttingDown[int32(id)] = true
+		}
 	}
 }
 
@@ -338,6 +347,11 @@ func (st *state) del(key string) {
 		}
 	case strings.HasPrefix(rest, "controller/"):
 		delete(st.candidates, key)
+	case strings.HasPrefix(rest, "shutting-down/"):
+		id, err := strconv.Atoi(strings.TrimPrefix(rest, "shutting-down/"))
+		if err == nil {
+			delete(st.shuttingDown, int32(id))
+		}
 	}
 }
 
@@ -359,6 +373,7 @@ func (st *state) snapshot() *Snapshot {
 	}
 	sort.Slice(s.Unreadable, func(i, j int) bool { return s.Unreadable[i].Key < s.Unreadable[j].Key })
 	for _, b := range st.brokers {
+		b.ShuttingDown = st.shuttingDown[b.ID]
 		s.Brokers = append(s.Brokers, b)
 	}
 	sort.Slice(s.Brokers, func(i, j int) bool { return s.Brokers[i].ID < s.Brokers[j].ID })

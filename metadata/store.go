@@ -87,6 +87,10 @@ func (s *Store) deletedTopicsPrefix() string    { return s.prefix + "deleted-top
 func (s *Store) deletedTopicKey(id UUID) string { return s.deletedTopicsPrefix() + id.String() }
 func (s *Store) producerIDKey() string          { return s.prefix + "producer-ids/next" }
 func (s *Store) controllerPrefix() string       { return s.prefix + "controller/" }
+func (s *Store) shuttingDownPrefix() string     { return s.prefix + "shutting-down/" }
+func (s *Store) shuttingDownKey(id int32) string {
+	return s.shuttingDownPrefix() + pad(id)
+}
 
 // Revision returns the store's current revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
@@ -167,9 +171,12 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 	defer cancel()
 	key := s.brokerKey(b.ID)
 	put := clientv3.OpPut(key, string(val), clientv3.WithLease(session.Lease()))
+	// A controlled shutdown a previous incarnation asked for (its lease
+	// may still run after kill -9) does not apply to this one.
+	unmark := clientv3.OpDelete(s.shuttingDownKey(b.ID))
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(put).
+		Then(put, unmark).
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err == nil && !resp.Succeeded && b.DirectoryID != "" {
@@ -180,7 +187,7 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 		if len(kvs) == 1 && json.Unmarshal(kvs[0].Value, &old) == nil && old.DirectoryID == b.DirectoryID {
 			resp, err = s.cli.Txn(ctx).
 				If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
-				Then(put).Commit()
+				Then(put, unmark).Commit()
 		}
 	}
 	if err != nil {
@@ -192,6 +199,19 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 		return nil, fmt.Errorf("%w: %d", ErrBrokerIDInUse, b.ID)
 	}
 	return &Registration{session: session}, nil
+}
+
+// RequestControlledShutdown records that broker id, registered by reg, is
+// shutting down: the controller moves its leaderships away and takes it
+// out of ISRs. The record lives under the registration's lease, so it
+// goes with the registration.
+func (s *Store) RequestControlledShutdown(ctx context.Context, reg *Registration, id int32) error {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	if _, err := s.cli.Put(ctx, s.shuttingDownKey(id), "", clientv3.WithLease(reg.session.Lease())); err != nil {
+		return fmt.Errorf("metadata: controlled shutdown of broker %d: %w", id, err)
+	}
+	return nil
 }
 
 // Brokers lists the live brokers, by id.

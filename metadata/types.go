@@ -56,6 +56,11 @@ type Broker struct {
 	// without a clean shutdown, so the unflushed tail of its logs may be
 	// gone. Leader election prefers replicas without it (KIP-966).
 	UncleanShutdown bool `json:"uncleanShutdown,omitempty"`
+	// ShuttingDown: the broker asked for a controlled shutdown (not
+	// stored in the registration: its own key under the same lease). The
+	// controller moves its leaderships to other in-sync replicas and
+	// takes it out of ISRs, and leaders do not add it back.
+	ShuttingDown bool `json:"-"`
 	// Incarnation is the etcd revision of this registration (not
 	// stored): it changes whenever the broker registers again, so the
 	// controller can tell a restart from a broker that stayed up.

@@ -41,13 +41,36 @@ type Change struct {
 // sheds dead ISR members; one whose leader is gone gets a new one from its
 // live ISR (clean shutdowns first, then replica order), or goes offline
 // (leader -1) with its ISR kept, unless unclean election is enabled.
+//
+// A broker in a controlled shutdown hands its leaderships to another live
+// ISR member (keeping those no other member can take) and leaves every ISR
+// that has another member, so that acks=all stops waiting for it.
 func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
+	leaving := map[int32]bool{}
 	for _, b := range snap.Brokers {
 		ok := !restarted[b.ID]
 		live[b.ID] = ok
-		cands = append(cands, replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown})
+		leaving[b.ID] = b.ShuttingDown
+		cands = append(cands, replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown})
+	}
+	// staying is the ISR without the dead and, when someone else
+	// remains, without those shutting down.
+	staying := func(isr []int32) []int32 {
+		var alive, kept []int32
+		for _, id := range isr {
+			if live[id] {
+				alive = append(alive, id)
+				if !leaving[id] {
+					kept = append(kept, id)
+				}
+			}
+		}
+		if len(kept) == 0 {
+			return alive
+		}
+		return kept
 	}
 	names := make([]string, 0, len(snap.Topics))
 	for n := range snap.Topics {
@@ -60,16 +83,18 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		unclean := ts.Configs[UncleanElectionConfig] == "true"
 		for _, p := range ts.Partitions {
 			next := p
-			if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) {
-				next.ISR = nil
-				for _, id := range p.ISR {
-					if live[id] {
-						next.ISR = append(next.ISR, id)
-					}
-				}
+			leaderOK := p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader)
+			if leaderOK && leaving[p.Leader] && !slices.Contains(staying(p.ISR), p.Leader) {
+				leaderOK = false // another in-sync replica can take over
+			}
+			if leaderOK {
+				next.ISR = staying(p.ISR)
 			} else {
 				e := replication.ElectLeader(p.Replicas, p.ISR, cands, unclean)
 				next.Leader, next.ISR = e.Leader, e.ISR
+				if e.Leader >= 0 && !e.Unclean {
+					next.ISR = staying(e.ISR)
+				}
 				if next.Leader != p.Leader {
 					next.LeaderEpoch = p.LeaderEpoch + 1
 				}

@@ -52,6 +52,18 @@ func TestPlan(t *testing.T) {
 		{"a restarted follower leaves the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{3: true}, []metadata.Partition{p(1, 3, 1, 2)}},
 		{"a clean ISR member is chosen over an unclean one",
 			snapshot([]metadata.Broker{{ID: 2, UncleanShutdown: true}, {ID: 3}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(3, 4, 2, 3)}},
+		{"a leader shutting down hands over to the next ISR member and leaves the ISR",
+			snapshot([]metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}, {ID: 3}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(2, 4, 2, 3)}},
+		{"a follower shutting down leaves the ISR",
+			snapshot([]metadata.Broker{{ID: 1}, {ID: 2}, {ID: 3, ShuttingDown: true}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(1, 3, 1, 2)}},
+		{"a leader shutting down that is the only ISR member keeps leading",
+			snapshot([]metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}, {ID: 3}}, nil, p(1, 3, 1)), nil, nil},
+		{"a dead leader's successor is one not shutting down",
+			snapshot([]metadata.Broker{{ID: 2, ShuttingDown: true}, {ID: 3}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(3, 4, 3)}},
+		{"a replica shutting down leads when it is the only live ISR member",
+			snapshot([]metadata.Broker{{ID: 2, ShuttingDown: true}, {ID: 3}}, nil, p(1, 3, 1, 2)), nil, []metadata.Partition{p(2, 4, 2)}},
+		{"all shutting down: the leader stays, nobody leaves the ISR",
+			snapshot([]metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2, ShuttingDown: true}, {ID: 3, ShuttingDown: true}}, nil, p(1, 3, 1, 2, 3)), nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Plan(tc.snap, tc.restarted)

@@ -247,6 +247,9 @@ type Candidate struct {
 	// UncleanShutdown: the broker's last shutdown was a crash, so its
 	// unflushed tail may be gone (KIP-966).
 	UncleanShutdown bool
+	// ShuttingDown: the broker is in a controlled shutdown; it leads
+	// only when no other live in-sync replica can.
+	ShuttingDown bool
 }
 
 // Election is the outcome of a leader election.
@@ -260,8 +263,9 @@ type Election struct {
 
 // ElectLeader chooses a leader for a partition whose leader is gone or
 // must change. Candidates are live ISR members in replica order (the
-// preferred replica first), and among them one that shut down cleanly
-// wins over one that did not; the dead leave the ISR. With no live ISR
+// preferred replica first); among them one not shutting down wins over one
+// that is, then one that shut down cleanly over one that did not; the dead
+// leave the ISR. With no live ISR
 // member the partition stays offline (Leader -1, the ISR kept as it was so
 // that its last member can come back and lead), unless unclean election is
 // enabled, when the first live replica leads alone.
@@ -281,10 +285,10 @@ func ElectLeader(replicas, isr []int32, cands []Candidate, unclean bool) Electio
 		}
 	}
 	leader := int32(-1)
-	for _, clean := range []bool{true, false} {
+	for _, rank := range [...]struct{ clean, staying bool }{{true, true}, {false, true}, {true, false}, {false, false}} {
 		for _, id := range replicas {
 			c, ok := live(id)
-			if ok && slices.Contains(newISR, id) && c.UncleanShutdown != clean {
+			if ok && slices.Contains(newISR, id) && c.UncleanShutdown != rank.clean && c.ShuttingDown != rank.staying {
 				leader = id
 				break
 			}

@@ -235,6 +235,10 @@ func TestElectLeader(t *testing.T) {
 			[]Candidate{{ID: 2, Live: true, UncleanShutdown: true}, {ID: 3, Live: true}}, false, Election{Leader: 3, ISR: []int32{2, 3}}},
 		{"an unclean ISR member when it is the only one", []int32{2, 3},
 			[]Candidate{{ID: 2, Live: true, UncleanShutdown: true}, {ID: 3, Live: false}}, false, Election{Leader: 2, ISR: []int32{2}}},
+		{"an ISR member not shutting down wins over one that is", []int32{1, 2, 3},
+			[]Candidate{{ID: 1, Live: true, ShuttingDown: true}, {ID: 2, Live: true, UncleanShutdown: true}, {ID: 3, Live: true}}, false, Election{Leader: 3, ISR: []int32{1, 2, 3}}},
+		{"a member shutting down leads when no other can", []int32{1, 2},
+			[]Candidate{{ID: 1, Live: true, ShuttingDown: true}, {ID: 2, Live: false}, {ID: 3, Live: true}}, false, Election{Leader: 1, ISR: []int32{1}}},
 		{"a candidate not live does not count", []int32{1, 2}, []Candidate{{ID: 1, Live: false}, {ID: 2, Live: true}}, false, Election{Leader: 2, ISR: []int32{2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

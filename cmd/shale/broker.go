@@ -32,6 +32,7 @@ type clusterFlags struct {
 	replicaLagMax   time.Duration
 	replicationFctr int16
 	offsetsRF       int16
+	ctlShutdown     time.Duration
 	brokerFlags
 }
 
@@ -67,6 +68,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.DurationVar(&f.replicaLagMax, "replica-lag-time-max", 30*time.Second, "a follower not caught up for this long leaves the ISR (replica.lag.time.max.ms)")
 	fs.Int16Var(&f.replicationFctr, "default-replication-factor", 1, "replicas of auto-created topics (default.replication.factor)")
 	fs.Int16Var(&f.offsetsRF, "offsets-topic-replication-factor", 3, "replicas of __consumer_offsets, capped at the live brokers (offsets.topic.replication.factor)")
+	fs.DurationVar(&f.ctlShutdown, "controlled-shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for the controller to move this broker's leaderships to other in-sync replicas (negative: exit without, as controlled.shutdown.enable=false)")
 	f.brokerFlags.register(cmd)
 	return cmd
 }
@@ -125,6 +127,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		ReplicaLagTimeMax:             f.replicaLagMax,
 		DefaultReplicationFactor:      f.replicationFctr,
 		OffsetsTopicReplicationFactor: f.offsetsRF,
+		ControlledShutdownTimeout:     f.ctlShutdown,
 	}
 	f.brokerFlags.apply(&cfg)
 	bucket, err := f.openObjectStore(ctx)
@@ -151,6 +154,13 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	case <-ctx.Done():
 		stop()
 		log.Info("shutting down; a second signal exits at once")
+		if f.ctlShutdown > 0 {
+			// Hand the partitions over while clients can still
+			// reach this broker and be redirected.
+			sctx, cancel := context.WithTimeout(context.Background(), f.ctlShutdown)
+			b.ControlledShutdown(sctx)
+			cancel()
+		}
 	case err := <-serveErr:
 		if err != nil {
 			return err

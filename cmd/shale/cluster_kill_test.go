@@ -151,6 +151,14 @@ type testCluster struct {
 	adm   *kadm.Client
 	mu    sync.Mutex
 	acked []int
+	errs  []error // production errors
+}
+
+// errors returns the production errors so far.
+func (c *testCluster) errors() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.errs...)
 }
 
 func (c *testCluster) ackedCount() int {
@@ -256,11 +264,14 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 			default:
 			}
 			r := &kgo.Record{Value: []byte(strconv.Itoa(i))}
-			if err := cl.ProduceSync(ctx, r).FirstErr(); err == nil {
-				c.mu.Lock()
+			err := cl.ProduceSync(ctx, r).FirstErr()
+			c.mu.Lock()
+			if err == nil {
 				c.acked = append(c.acked, i)
-				c.mu.Unlock()
+			} else {
+				c.errs = append(c.errs, err)
 			}
+			c.mu.Unlock()
 		}
 	}()
 	for round := 0; round < 2; round++ {
