@@ -329,7 +329,7 @@ func tail(s string, n int) string {
 // cluster in one process: metadata shows three brokers, an auto-created
 // topic has three in-sync replicas, and acks=all production works.
 func TestDevThreeBrokersReplicate(t *testing.T) {
-	p := startDev(t, "", "SHALE_BROKERS=3")
+	p := startDev(t, "", "SHALE_DEV_BROKERS=3")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cl := p.client(kgo.DefaultProduceTopic("three"), kgo.AllowAutoTopicCreation())
