@@ -74,9 +74,9 @@ func (p *ackedProducer) finish() ([]int, []error) {
 	return p.acked, p.errs
 }
 
-// checkAllRead reads topic's partition 0 from the start up to its high
+// checkAckedReadOnce reads topic's partition 0 from the start up to its high
 // watermark: every acknowledged record is there exactly once, in order.
-func checkAllRead(t *testing.T, ctx context.Context, cons *kgo.Client, topic string, acked []int) {
+func checkAckedReadOnce(t *testing.T, ctx context.Context, cons *kgo.Client, topic string, acked []int) {
 	t.Helper()
 	end, err := kadm.NewClient(cons).ListEndOffsets(ctx, topic)
 	if err != nil {
@@ -177,5 +177,5 @@ func TestControlledShutdownMovesLeadershipBeforeExit(t *testing.T) {
 		t.Fatalf("leadership moved at revision %d, the broker left at %d", movedAt, goneAt)
 	}
 	t.Logf("broker %d stopped in %s, leadership moved before it left; %d records acknowledged", leader, took.Round(time.Millisecond), len(acked))
-	checkAllRead(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
+	checkAckedReadOnce(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
 }
