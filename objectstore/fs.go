@@ -2,10 +2,9 @@ package objectstore
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"hash/fnv"
 	"io"
 	"io/fs"
@@ -28,9 +27,12 @@ import (
 //	           "x/y" while "x" exists (or the reverse) is ErrInvalidKey;
 //	           layouts are prefix-free anyway (see Bucket). A segment
 //	           longer than a file name (255 bytes) is ErrInvalidKey too.
-//	           The ETag (quoted MD5) is the file's user.shale.etag xattr;
-//	           a file without it (copied in by hand, or a filesystem
-//	           without xattrs) has its MD5 computed when asked.
+//	           The ETag is the file's user.shale.etag xattr: the CRC-32C
+//	           of the bytes (hardware-assisted, unlike MD5), the size,
+//	           the modification time in ns and the inode, in hex, so it
+//	           changes with every write, even of the same bytes; a file
+//	           without the xattr (copied in by hand, or a filesystem
+//	           without xattrs) has it computed when asked.
 //	tmp/       objects being written
 //	locks/     lock files serialising the last step of writes per key
 //
@@ -159,18 +161,22 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 			os.Remove(tmp.Name())
 		}
 	}()
-	h := md5.New()
+	h := crc32.New(castagnoli)
 	if _, err := io.Copy(io.MultiWriter(tmp, h), newExactReader(ctx, key, r, size)); err != nil {
 		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
 	}
-	etag := `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	info, err := tmp.Stat() // the last write is done: mtime is final
+	if err != nil {
+		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
+	}
+	etag := fsETag(h.Sum32(), info)
 	if err := unix.Fsetxattr(int(tmp.Fd()), fsETagXattr, []byte(etag), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
 		return Attrs{}, fmt.Errorf("objectstore: put %s: set etag: %w", key, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
 	}
-	info, err := tmp.Stat()
+	info, err = tmp.Stat()
 	if err != nil {
 		return Attrs{}, fmt.Errorf("objectstore: put %s: %w", key, err)
 	}
@@ -353,17 +359,28 @@ func fileAttrs(key string, file *os.File) (Attrs, error) {
 		return Attrs{}, err
 	}
 	a := Attrs{Key: key, Size: info.Size(), LastModified: info.ModTime()}
-	var buf [64]byte
+	var buf [128]byte
 	if n, err := unix.Fgetxattr(int(file.Fd()), fsETagXattr, buf[:]); err == nil && n > 2 {
 		a.ETag = string(buf[:n])
 		return a, nil
 	}
-	h := md5.New()
+	h := crc32.New(castagnoli)
 	if _, err := io.Copy(h, io.NewSectionReader(file, 0, info.Size())); err != nil {
 		return Attrs{}, err
 	}
-	a.ETag = `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	a.ETag = fsETag(h.Sum32(), info)
 	return a, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// fsETag is an object file's ETag (see FS).
+func fsETag(crc uint32, info os.FileInfo) string {
+	var ino uint64
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf(`"%08x-%x-%x-%x"`, crc, info.Size(), info.ModTime().UnixNano(), ino)
 }
 
 func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
