@@ -283,6 +283,12 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	if max < 0 {
 		max = 0
 	}
+	if op.follower && p.tier != nil && sp.fetchOffset < log.LocalLogStartOffset() {
+		// A follower does not copy the history the bucket holds: it
+		// rebuilds its state from the bucket and fetches from there
+		// (KIP-405).
+		return errOffsetMovedToTiered
+	}
 	if p.tier != nil && sp.fetchOffset < log.LocalLogStartOffset() {
 		// Below the local log: the object store has it.
 		data, err := p.tier.remoteRead(sp.fetchOffset, int(max), upper, first)

@@ -26,7 +26,7 @@ func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeader
 			}
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
-			} else if epoch, end, ok := p.log.EndOffsetForEpoch(rp.LeaderEpoch); ok {
+			} else if epoch, end, ok := p.endOffsetForEpoch(rp.LeaderEpoch); ok {
 				sp.LeaderEpoch, sp.EndOffset = epoch, end
 			}
 			st.Partitions = append(st.Partitions, sp)

@@ -43,6 +43,7 @@ var errorCodes = []struct {
 	{is(recordbatch.ErrInvalidRecord), kerr.InvalidRecord},
 	{is(recordbatch.ErrDecompressTooLarge), kerr.MessageTooLarge},
 	// Reads.
+	{is(errOffsetMovedToTiered), kerr.OffsetMovedToTieredStorage},
 	{is(localseg.ErrOffsetOutOfRange), kerr.OffsetOutOfRange},
 	// Topic administration.
 	{is(errTopicExists), kerr.TopicAlreadyExists},

@@ -121,7 +121,7 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 	ans, err := replication.AcceptFollowerFetch(replication.Leader{
 		Epoch:          s.leaderEpoch,
 		Replicas:       s.replicas,
-		LogStartOffset: p.log.LogStartOffset(),
+		LogStartOffset: p.logStartOffset(), // the whole log's: below the local one, the follower restores from the bucket
 		LogEndOffset:   leo,
 		EndOffsetFor:   p.log.EndOffsetForEpoch,
 	}, replication.FetchRequest{ReplicaID: replicaID, CurrentLeaderEpoch: currentEpoch, FetchOffset: fetchOffset, LastFetchedEpoch: lastFetchedEpoch})

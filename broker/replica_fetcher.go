@@ -388,6 +388,9 @@ func (f *replicaFetcher) apply(fp followed, lastEpoch int32, offset int64, rp *k
 	case rp.ErrorCode == kerr.OffsetOutOfRange.Code && offset < rp.LogStartOffset:
 		// The leader's log starts past ours: start over from there.
 		return p.followerRestart(f.leader, fp.st.epoch, rp.LogStartOffset)
+	case rp.ErrorCode == kerr.OffsetMovedToTieredStorage.Code:
+		// Below the leader's local log: start where the bucket ends.
+		return p.followerRestoreFromBucket(f.ctx, f.leader, fp.st.epoch, offset)
 	case rp.ErrorCode == kerr.OffsetOutOfRange.Code:
 		// Past the leader's end: check divergence again.
 		f.markTruncated(p, fp.st.epoch, false)

@@ -189,6 +189,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		var err error
 		m, err = t.store.Load(lctx)
+		if err == nil {
+			err = p.adoptRemoteEnd(lctx, m)
+		}
 		cancel()
 		if err == nil {
 			break
@@ -196,10 +199,6 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 		if ctx.Err() != nil || !retry("reading the remote manifest", err) {
 			return
 		}
-	}
-	if err := p.adoptRemoteEnd(m.End()); err != nil {
-		log.Error("moving the log end past the remote log", "err", err)
-		return
 	}
 	p.log.SetUploadedEnd(m.End())
 	t.ready.Store(true)
@@ -395,18 +394,131 @@ func (p *partition) checkTierReady() error {
 // adoptRemoteEnd moves an empty or shorter local log past the remote
 // log's end: a broker that lost its log disk continues the offsets where
 // the bucket ends instead of writing new records at offsets the bucket
-// already holds.
-func (p *partition) adoptRemoteEnd(end int64) error {
+// already holds, with the leader epochs and producer state the bucket
+// recorded there (so idempotent producers keep their sequences).
+func (p *partition) adoptRemoteEnd(ctx context.Context, m *tiering.Manifest) error {
+	end := m.End()
+	if p.log.LogEndOffset() >= end {
+		return nil
+	}
+	rp, ok, err := p.tier.svc.reader.RestorePoint(ctx, p.tier.part, m)
+	if err != nil {
+		return err
+	}
 	p.appendMu.Lock() // no append meanwhile
 	defer p.appendMu.Unlock()
 	if p.log.LogEndOffset() >= end {
 		return nil
 	}
-	if err := p.log.TruncateFullyAndStartAt(end); err != nil {
+	if ok && rp.Offset == end {
+		err = p.log.TruncateFullyAndRestore(end, rp.Epochs, rp.ProducerSnapshot)
+	} else {
+		err = p.log.TruncateFullyAndStartAt(end)
+	}
+	if err != nil {
 		return err
 	}
 	p.hw.Store(end)
 	return nil
+}
+
+// errOffsetMovedToTiered: a follower fetched below the leader's local log;
+// it restarts from the bucket (OFFSET_MOVED_TO_TIERED_STORAGE).
+var errOffsetMovedToTiered = errors.New("broker: offset moved to tiered storage")
+
+// followerRestoreFromBucket is KIP-405's follower path: a follower whose
+// fetch offset is below the leader's local log start empties its log and
+// restarts it where the remote log ends, with the leader epochs and
+// producer state the bucket recorded there, instead of copying history the
+// bucket already holds. It never moves the log back.
+func (p *partition) followerRestoreFromBucket(ctx context.Context, leader, leaderEpoch int32, offset int64) error {
+	t := p.tier
+	if t == nil {
+		return fmt.Errorf("%w: the leader's history is in an object store this broker does not use", tiering.ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := t.store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	rp, ok, err := t.svc.reader.RestorePoint(ctx, t.part, m)
+	if err != nil {
+		return err
+	}
+	if !ok || rp.Offset <= offset {
+		return fmt.Errorf("%w: the remote log ends at %d, not past %d", tiering.ErrUnavailable, m.End(), offset)
+	}
+	err = p.asFollower(leader, leaderEpoch, func() error {
+		if p.log.LogEndOffset() >= rp.Offset {
+			return nil
+		}
+		if err := p.log.TruncateFullyAndRestore(rp.Offset, rp.Epochs, rp.ProducerSnapshot); err != nil {
+			return err
+		}
+		p.setHW(rp.Offset)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.log.SetUploadedEnd(m.End())
+	t.svc.b.log.Info("follower restarted its log where the remote log ends", "topic", t.part.Topic, "partition", t.part.Index, "offset", rp.Offset, "was", offset)
+	return nil
+}
+
+// endOffsetForEpoch answers OffsetForLeaderEpoch: from the local leader
+// epochs, or, for an epoch older than the local log's, from the remote
+// log's history in the manifest.
+func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool) {
+	if p.tier != nil && epoch >= 0 {
+		if local := p.log.Epochs(); len(local) == 0 || epoch < local[0].Epoch {
+			if e, end, ok := p.tier.endOffsetForEpoch(epoch, local, p.log.LogEndOffset()); ok {
+				return e, end, true
+			}
+		}
+	}
+	return p.log.EndOffsetForEpoch(epoch)
+}
+
+// endOffsetForEpoch finds where epoch (or the latest one before it) ended,
+// from the remote epochs followed by the local ones.
+func (t *partitionTier) endOffsetForEpoch(epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool) {
+	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	remote, err := tiering.RemoteEpochs(ctx, t.svc.reader, t.part, t.manifest())
+	if err != nil || len(remote) == 0 {
+		return -1, -1, false
+	}
+	all := remote
+	for _, e := range local {
+		if e.Epoch > all[len(all)-1].Epoch {
+			all = append(all, e)
+		}
+	}
+	return replicationEndOffset(all, epoch, logEnd)
+}
+
+// replicationEndOffset is Kafka's LeaderEpochFileCache.endOffsetFor over
+// entries (ascending epochs with their start offsets).
+func replicationEndOffset(entries []localseg.EpochEntry, epoch int32, logEnd int64) (int32, int64, bool) {
+	if len(entries) == 0 || epoch < 0 {
+		return -1, -1, false
+	}
+	if last := entries[len(entries)-1]; epoch >= last.Epoch {
+		if epoch == last.Epoch {
+			return last.Epoch, logEnd, true
+		}
+		return -1, -1, false
+	}
+	i := 0
+	for i < len(entries) && entries[i].Epoch <= epoch {
+		i++
+	}
+	if i == 0 {
+		return epoch, entries[0].StartOffset, true
+	}
+	return entries[i-1].Epoch, entries[i].StartOffset, true
 }
 
 // epochAt is the leader epoch that wrote a remote offset, from the

@@ -826,3 +826,48 @@ func TestAssignEpochMarksWhereTheOldEpochEnded(t *testing.T) {
 	// Recovery drops entries at the log end, as Kafka's does; a leader
 	// assigns its epoch again when it takes the role after a restart.
 }
+
+func TestTruncateFullyAndRestoreKeepsProducersAndEpochs(t *testing.T) {
+	one := idemBatch(5, 0, 0, 2)
+	src := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2})
+	for seq := int32(0); seq < 8; seq += 2 {
+		if _, err := src.log.AppendAsLeader(idemBatch(5, 0, seq, 2), 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs := src.log.Segments()
+	ss, err := src.log.OpenSealed(segs[len(segs)-2].BaseOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+
+	h := newHarness(t, Config{})
+	if err := h.log.TruncateFullyAndRestore(ss.NextOffset, []EpochEntry{{Epoch: 3, StartOffset: ss.NextOffset}}, []byte("garbage")); err == nil {
+		t.Fatal("a bad snapshot was accepted")
+	}
+	if len(ss.Epochs) != 1 || ss.Epochs[0].Epoch != 3 {
+		t.Fatalf("segment epochs %+v", ss.Epochs)
+	}
+	if err := h.log.TruncateFullyAndRestore(ss.NextOffset, ss.Epochs, ss.ProducerSnapshot); err != nil {
+		t.Fatal(err)
+	}
+	for _, reopen := range []func(){func() {}, h.restart, h.crash} {
+		reopen()
+		if h.log.LogStartOffset() != ss.NextOffset || h.log.LogEndOffset() != ss.NextOffset {
+			t.Fatalf("log [%d, %d), want it at %d", h.log.LogStartOffset(), h.log.LogEndOffset(), ss.NextOffset)
+		}
+		if e, end, ok := h.log.EndOffsetForEpoch(3); !ok || e != 3 || end != ss.NextOffset {
+			t.Fatalf("end of epoch 3: %d %d %v", e, end, ok)
+		}
+	}
+	// The producer continues its sequence; a replay of an old one is out
+	// of order (not accepted as a new producer's first batch).
+	next := int32(ss.NextOffset)
+	if _, err := h.log.AppendAsLeader(idemBatch(5, 0, next, 2), 3); err != nil {
+		t.Fatalf("the next sequence: %v", err)
+	}
+	if _, err := h.log.AppendAsLeader(idemBatch(5, 0, next+7, 1), 3); !errors.Is(err, ErrOutOfOrderSequence) {
+		t.Fatalf("a gap after the restore: %v", err)
+	}
+}

@@ -89,8 +89,11 @@ func (l *Log) load() error {
 	if !clean {
 		firstUnsafe = max(sort.Search(len(bases), func(i int) bool { return bases[i] > recoveryPoint })-1, 0)
 		l.log.Info("recovering a log after an unclean shutdown", "dir", l.dir, "from_segment", bases[firstUnsafe], "recovery_point", recoveryPoint)
-		// Epochs of the checked region are replayed from its batches.
-		l.mu.epochs.truncateFromEnd(bases[firstUnsafe])
+		// Epochs of the checked region are replayed from its batches;
+		// an entry at the log start stays (it may name the epoch in force
+		// there, moved by retention or restored with no batch behind it;
+		// a batch at the log start replaces it).
+		l.mu.epochs.truncateFromEnd(max(bases[firstUnsafe], logStart+1))
 	}
 	var segs []*segment
 	for i, base := range bases {
@@ -136,7 +139,9 @@ func (l *Log) load() error {
 			return fmt.Errorf("localseg: rebuilding leader epochs: %w", err)
 		}
 	}
-	l.mu.epochs.truncateFromEnd(leo)
+	// The entry at the log start names the epoch in force there even in
+	// an empty log (moved by retention, or restored from remote storage).
+	l.mu.epochs.truncateFromEnd(max(leo, logStart+1))
 	l.mu.epochs.truncateFromStart(logStart)
 
 	// Snapshots: none past the log end; of the others, those at segment

@@ -147,3 +147,43 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 	l.SetHighWatermark(offset)
 	return nil
 }
+
+// TruncateFullyAndRestore empties the log and restarts it at offset with
+// state rebuilt elsewhere (a replica starting from remote storage, KIP-405):
+// the leader epochs in force up to offset (ascending, each starting below
+// offset: the records that started them) and the producer state as of offset, in the snapshot format of
+// this package (empty: no producers). Nothing changes if the state does
+// not decode.
+func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, producerSnapshot []byte) error {
+	producers := newProducerState()
+	if len(producerSnapshot) > 0 {
+		st, err := decodeProducerState(producerSnapshot)
+		if err != nil {
+			return fmt.Errorf("localseg: restoring the producer state: %w", err)
+		}
+		producers = st
+	}
+	for i, e := range epochs {
+		if e.Epoch < 0 || e.StartOffset < 0 || e.StartOffset >= offset || (i > 0 && (e.Epoch <= epochs[i-1].Epoch || e.StartOffset < epochs[i-1].StartOffset)) {
+			return fmt.Errorf("localseg: restoring leader epochs: entry %d (%d at %d) out of order", i, e.Epoch, e.StartOffset)
+		}
+	}
+	l.lockDrained()
+	defer l.mu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	if err := l.truncateFullyLocked(offset); err != nil {
+		return err
+	}
+	c := epochCache{entries: append([]EpochEntry(nil), epochs...)}
+	if err := l.writeEpochs(&c); err != nil {
+		return err
+	}
+	l.setEpochsLocked(c)
+	l.mu.producers = producers
+	if err := l.writeSnapshotLocked(offset, true); err != nil {
+		return fmt.Errorf("localseg: writing the restored producer snapshot: %w", err)
+	}
+	return nil
+}

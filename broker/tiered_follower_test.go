@@ -1,0 +1,107 @@
+package broker_test
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+)
+
+// localBases lists the base offsets of a broker's local segments of
+// shared-0, ascending.
+func localBases(t *testing.T, nd *brokertest.Node, topic string) []int64 {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(nd.Dir, topic+"-0", "*.log"))
+	var out []int64
+	for _, f := range files {
+		if n, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64); err == nil {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// TestFollowerBehindTheLocalLogRestartsFromTheBucket: a follower is down
+// while the leader uploads and deletes its local segments. Back, it is
+// answered OFFSET_MOVED_TO_TIERED_STORAGE, restarts its log where the
+// remote log ends (epochs and producer state from the bucket) instead of
+// copying the history, and rejoins the ISR; every record reads from
+// offset 0 once.
+func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
+	bucket, err := objectstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 2 * time.Second
+	})
+	ctx := testCtx(t)
+	adm := c.Admin()
+	str := func(s string) *string { return &s }
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, "restore"); err != nil {
+		t.Fatal(err)
+	}
+	leader, _, _ := partitionState(t, adm, "restore")
+	follower := (leader + 1) % 3
+	c.Stop(follower)
+
+	cl := c.Client(kgo.DefaultProduceTopic("restore"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	produce := func(cl *kgo.Client, from, to int) {
+		for i := from; i < to; i += 50 {
+			var recs []*kgo.Record
+			for j := i; j < i+50; j++ {
+				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatalf("producing %d: %v", i, err)
+			}
+		}
+	}
+	produce(cl, 0, 1000)
+	brokertest.WaitFor(t, 30*time.Second, "the leader uploads and trims", func() (bool, string) {
+		b := localBases(t, c.Brokers[leader], "restore")
+		return len(b) > 0 && b[0] > 500, fmt.Sprintf("leader's local segments %v", b)
+	})
+
+	_, _, isr := partitionState(t, adm, "restore")
+	t.Logf("isr before the follower returns: %v (leader %d, follower %d)", isr, leader, follower)
+	c.Start(follower)
+	brokertest.WaitFor(t, 30*time.Second, "the follower restarts its log past the history, back in the ISR", func() (bool, string) {
+		_, _, isr := partitionState(t, adm, "restore")
+		b := localBases(t, c.Brokers[follower], "restore")
+		return slices.Contains(isr, follower) && len(b) > 0 && b[0] > 500, fmt.Sprintf("isr %v, follower's segments %v", isr, b)
+	})
+
+	produce(cl, 1000, 1200)
+
+	cons := c.Client(kgo.ConsumeTopics("restore"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	var recs []*kgo.Record
+	for len(recs) < 1200 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 1200: %v", len(recs), err)
+		}
+		recs = append(recs, fs.Records()...)
+	}
+	for i, r := range recs {
+		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
+			t.Fatalf("record %d: offset %d", i, r.Offset)
+		}
+	}
+}
