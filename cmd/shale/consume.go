@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -99,15 +100,16 @@ func parseOffset(s string) (offsetSpec, error) {
 		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil && ms >= 0 {
 			return offsetSpec{kind: offsetAfterMs, n: ms}, nil
 		}
+		// Kafka reads negative times as "latest" and "earliest".
 		t, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
+		if err != nil || t.UnixMilli() < 0 {
 			return offsetSpec{}, bad
 		}
 		return offsetSpec{kind: offsetAfterMs, n: t.UnixMilli()}, nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	switch {
-	case err != nil:
+	case err != nil, n == math.MinInt64:
 		return offsetSpec{}, bad
 	case n < 0:
 		return offsetSpec{kind: offsetFromEnd, n: -n}, nil

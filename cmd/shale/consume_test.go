@@ -117,7 +117,7 @@ func TestParseOffset(t *testing.T) {
 			t.Errorf("parseOffset(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "first", "1.5", "@", "@-5", "@2026-01-02", "0x10"} {
+	for _, bad := range []string{"", "first", "1.5", "@", "@-5", "@2026-01-02", "0x10", "-9223372036854775808", "@1969-12-31T23:59:59Z"} {
 		if _, err := parseOffset(bad); err == nil {
 			t.Errorf("parseOffset(%q) accepted", bad)
 		}
@@ -147,4 +147,39 @@ func TestRecordFormat(t *testing.T) {
 			t.Errorf("format %q accepted", bad)
 		}
 	}
+}
+
+// FuzzParseFormat: any --format either is refused or formats any record
+// without panicking; a format without % or \ prints itself.
+func FuzzParseFormat(f *testing.F) {
+	for _, s := range []string{`%v\n`, `%t|%p|%o|%k|%K|%s|%S|%h|%T\n`, "%", `\`, "%%", `\\`, "plain", "%z", `\q`} {
+		f.Add(s)
+	}
+	r := &kgo.Record{Topic: "t", Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("x")}}}
+	f.Fuzz(func(t *testing.T, s string) {
+		rf, err := parseFormat(s)
+		if err != nil {
+			return
+		}
+		out := rf.append(nil, r)
+		if !strings.ContainsAny(s, `%\`) && string(out) != s {
+			t.Fatalf("format %q printed %q", s, out)
+		}
+	})
+}
+
+// FuzzParseOffset: any --offset either is refused or is a valid spec.
+func FuzzParseOffset(f *testing.F) {
+	for _, s := range []string{"start", "end", "0", "-1", "@0", "@2026-01-02T15:04:05Z", "@", "-", "9223372036854775807", "-9223372036854775808"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := parseOffset(s)
+		if err != nil {
+			return
+		}
+		if o.kind >= offsetInvalid || o.n < 0 {
+			t.Fatalf("parseOffset(%q) = %+v", s, o)
+		}
+	})
 }
