@@ -23,7 +23,7 @@ type benchResult struct {
 
 func parseBench(t *testing.T, out string) benchResult {
 	t.Helper()
-	ls := lines(out)
+	ls := outLines(out)
 	if len(ls) == 0 {
 		t.Fatal("bench printed nothing")
 	}

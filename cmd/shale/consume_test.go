@@ -27,7 +27,7 @@ func TestConsumeGroupResumesFromCommittedOffset(t *testing.T) {
 	mustCLIIO(t, in.String(), "produce", "grp", b)
 
 	out, _ := mustCLIIO(t, "", "consume", "grp", b, "-g", "readers", "-n", "4")
-	if got := lines(out); !slices.Equal(got, []string{"r0", "r1", "r2", "r3"}) {
+	if got := outLines(out); !slices.Equal(got, []string{"r0", "r1", "r2", "r3"}) {
 		t.Fatalf("first member printed %q", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -41,7 +41,7 @@ func TestConsumeGroupResumesFromCommittedOffset(t *testing.T) {
 	}
 	// --offset only applies where the group has no commit.
 	out, _ = mustCLIIO(t, "", "consume", "grp", b, "-g", "readers", "-e", "-o", "end")
-	if got := lines(out); !slices.Equal(got, []string{"r4", "r5", "r6", "r7", "r8", "r9"}) {
+	if got := outLines(out); !slices.Equal(got, []string{"r4", "r5", "r6", "r7", "r8", "r9"}) {
 		t.Fatalf("second member printed %q", got)
 	}
 	out, _ = mustCLIIO(t, "", "consume", "grp", b, "-g", "readers", "-e")
@@ -81,7 +81,7 @@ func TestConsumeStopsOnSIGINT(t *testing.T) {
 		}
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	waitExit(t, cmd, &stderr)
+	waitCleanExit(t, cmd, &stderr)
 	if stderr.String() != "" {
 		t.Fatalf("stderr: %s", stderr.String())
 	}

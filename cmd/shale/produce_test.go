@@ -45,8 +45,8 @@ func mustCLIIO(t *testing.T, stdin string, args ...string) (stdout, stderr strin
 	return stdout, stderr
 }
 
-// lines splits output into its lines, without the last newline.
-func lines(s string) []string {
+// outLines splits output into its lines, without the last newline.
+func outLines(s string) []string {
 	s = strings.TrimSuffix(s, "\n")
 	if s == "" {
 		return nil
@@ -54,7 +54,7 @@ func lines(s string) []string {
 	return strings.Split(s, "\n")
 }
 
-func createTopic(t *testing.T, p *devProc, topic string, partitions int32) {
+func createDevTopic(t *testing.T, p *devProc, topic string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -69,7 +69,7 @@ func createTopic(t *testing.T, p *devProc, topic string, partitions int32) {
 func TestProduceConsumeRoundTrip(t *testing.T) {
 	p := startDev(t, "")
 	b := "--brokers=" + p.kafkaAddr
-	createTopic(t, p, "rt", 2)
+	createDevTopic(t, p, "rt", 2)
 
 	var in strings.Builder
 	for i := range 50 {
@@ -87,7 +87,7 @@ func TestProduceConsumeRoundTrip(t *testing.T) {
 	}
 
 	out, _ := mustCLIIO(t, "", "consume", "rt", b, "-e", "-f", `%t|%p|%o|%k|%K|%v|%S|%h\n`)
-	got := lines(out)
+	got := outLines(out)
 	if len(got) != 51 {
 		t.Fatalf("consumed %d records, want 51:\n%s", len(got), out)
 	}
@@ -115,7 +115,7 @@ func TestProduceConsumeRoundTrip(t *testing.T) {
 		{[]string{"-p", "0"}, nil},
 	} {
 		out, _ := mustCLIIO(t, "", append([]string{"consume", "rt", b, "-e", "-f", `%o\n`}, tc.args...)...)
-		if got := lines(out); !slices.Equal(got, tc.want) {
+		if got := outLines(out); !slices.Equal(got, tc.want) {
 			t.Errorf("consume %v: offsets %q, want %q", tc.args, got, tc.want)
 		}
 	}
@@ -128,7 +128,7 @@ func TestProduceConsumeRoundTrip(t *testing.T) {
 	mustCLIIO(t, "late-1\nlate-2\n", "produce", "rt", b, "-p", "0")
 	for _, at := range []string{"@" + strconv.FormatInt(cut.UnixMilli(), 10), "@" + cut.UTC().Format(time.RFC3339Nano)} {
 		out, _ := mustCLIIO(t, "", "consume", "rt", b, "-e", "-o", at, "-f", `%v %T\n`)
-		got := lines(out)
+		got := outLines(out)
 		if len(got) != 2 || !strings.HasPrefix(got[0], "late-1 ") || !strings.HasPrefix(got[1], "late-2 ") {
 			t.Fatalf("consume -o %s:\n%s", at, out)
 		}
@@ -159,7 +159,7 @@ func TestProduceCompressionCodecsRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %s", codec, stderr)
 		}
 		out, _ := mustCLIIO(t, "", "consume", topic, b, "-e")
-		if got := lines(out); !slices.Equal(got, want) {
+		if got := outLines(out); !slices.Equal(got, want) {
 			t.Fatalf("%s, acks=%s: read back %d records, want 300:\n%s", codec, acks, len(got), out)
 		}
 	}
@@ -178,7 +178,7 @@ func TestKcatReadsShaleProduce(t *testing.T) {
 	}
 	mustCLIIO(t, in.String(), "produce", "to-kcat", "--brokers", p.kafkaAddr, "-k", "=", "-z", "zstd", "-H", "src=cli")
 	out := brokertest.Kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", "to-kcat", "-o", "beginning", "-e", "-f", `%k|%s|%h\n`)
-	if got := lines(out); !slices.Equal(got, want) {
+	if got := outLines(out); !slices.Equal(got, want) {
 		t.Fatalf("kcat read:\n%s", out)
 	}
 	// shale consume -f means what kcat -f means.
@@ -240,7 +240,7 @@ func TestDataCommandErrors(t *testing.T) {
 	}
 	_, _, err = runCLIIO(t, "", "consume", "missing", b, "-e")
 	wantErr(t, err, `topic "missing"`, "UNKNOWN_TOPIC_OR_PARTITION")
-	createTopic(t, p, "present", 1)
+	createDevTopic(t, p, "present", 1)
 	_, _, err = runCLIIO(t, "", "consume", "present", b, "-e", "-p", "3")
 	wantErr(t, err, "partition 3", "UNKNOWN_TOPIC_OR_PARTITION")
 	_, _, err = runCLIIO(t, "a\n", "produce", "present", b, "-p", "3")
@@ -253,7 +253,7 @@ func TestDataCommandErrors(t *testing.T) {
 	if err := cmd.Run(); err == nil {
 		t.Fatal("shale produce to a missing topic exited 0")
 	}
-	if got := lines(errOut.String()); len(got) != 2 || !strings.HasPrefix(got[1], "shale: ") || !strings.Contains(got[1], "UNKNOWN_TOPIC_OR_PARTITION") {
+	if got := outLines(errOut.String()); len(got) != 2 || !strings.HasPrefix(got[1], "shale: ") || !strings.Contains(got[1], "UNKNOWN_TOPIC_OR_PARTITION") {
 		t.Fatalf("stderr %q, want the summary and one error line", errOut.String())
 	}
 }
@@ -292,7 +292,7 @@ func TestProduceAndBenchStopOnSIGINT(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	waitExit(t, cmd, &stderr)
+	waitCleanExit(t, cmd, &stderr)
 	if got := stderr.String(); got != "produced 5 records (5 bytes) to sigint\n" {
 		t.Fatalf("stderr %q", got)
 	}
@@ -318,15 +318,15 @@ func TestProduceAndBenchStopOnSIGINT(t *testing.T) {
 	}
 	bench.Process.Signal(syscall.SIGINT)
 	rest, _ := io.ReadAll(r)
-	waitExit(t, bench, &benchErr)
-	ls := lines(string(rest))
+	waitCleanExit(t, bench, &benchErr)
+	ls := outLines(string(rest))
 	if len(ls) == 0 || !benchFinal.MatchString(ls[len(ls)-1]) {
 		t.Fatalf("after SIGINT bench printed %q", rest)
 	}
 }
 
-// waitExit waits for cmd, which must exit 0 within 20 seconds.
-func waitExit(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
+// waitCleanExit waits for cmd, which must exit 0 within 20 seconds.
+func waitCleanExit(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
