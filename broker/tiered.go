@@ -124,6 +124,9 @@ type partitionTier struct {
 	store *tiering.ManifestStore
 	wake  chan struct{} // a segment was sealed; one pending signal
 	ready atomic.Bool   // this leader term has read the manifest
+	// lastUpload is when this broker last committed an upload (unix ms,
+	// 0: not since it started).
+	lastUpload atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -211,7 +214,10 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	arch := tiering.NewArchiver(tiering.ArchiverConfig{
 		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
 		Logger: log, Metrics: t.svc.metrics,
-		OnCommit: func(m *tiering.Manifest) { p.log.SetUploadedEnd(m.End()) },
+		OnCommit: func(m *tiering.Manifest) {
+			p.log.SetUploadedEnd(m.End())
+			t.lastUpload.Store(time.Now().UnixMilli())
+		},
 	})
 	var lastRetention time.Time
 	backoff = 0

@@ -101,3 +101,5 @@ func TestUnknownCommandsAndArgumentsAreRefused(t *testing.T) {
 		t.Fatalf("stderr %q", got)
 	}
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -142,4 +143,41 @@ func (c *cliClient) explain(err error) error {
 		return fmt.Errorf("no answer from the cluster at %s within %s", brokers, c.cfg.timeout)
 	}
 	return fmt.Errorf("cluster at %s: %w", brokers, err)
+}
+
+// kafkaErr is err (a Kafka error such as TOPIC_ALREADY_EXISTS) for one
+// named resource, with the broker's message in place of the error's
+// generic description when it sent one:
+// `topic "x": TOPIC_ALREADY_EXISTS: Topic with this name already exists.`
+func kafkaErr(kind, name string, err error, brokerMsg string) error {
+	if err == nil {
+		return nil
+	}
+	var ke *kerr.Error
+	if errors.As(err, &ke) && brokerMsg != "" {
+		return fmt.Errorf("%s %q: %w", kind, name, &messageErr{err: ke, msg: ke.Message + ": " + brokerMsg})
+	}
+	return fmt.Errorf("%s %q: %w", kind, name, err)
+}
+
+// messageErr is an error with another text that still matches its cause.
+type messageErr struct {
+	err error
+	msg string
+}
+
+func (e *messageErr) Error() string { return e.msg }
+func (e *messageErr) Unwrap() error { return e.err }
+
+// runAdmin runs fn with an admin client of cmd's cluster and a context
+// bounded by --timeout, and explains connection failures.
+func runAdmin(cmd *cobra.Command, fn func(ctx context.Context, adm *kadm.Client, cl *cliClient) error) error {
+	cl, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := cl.context(cmd.Context())
+	defer cancel()
+	return cl.explain(fn(ctx, cl.admin(), cl))
 }

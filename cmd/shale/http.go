@@ -55,6 +55,14 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 	// /readyz: every broker of the process accepts clients and has
 	// loaded the metadata.
 	mux.HandleFunc("/readyz", s.check(func(_ *http.Request, b *broker.Broker) error { return b.Ready() }, true))
+	// /v1/tier: tiered storage status of the process's partitions (see
+	// shale tier status).
+	mux.Handle("GET /v1/tier", tierHandler(func() []*broker.Broker {
+		if bs := s.brokers.Load(); bs != nil {
+			return *bs
+		}
+		return nil
+	}))
 	// Bounded like the Kafka listener: a request must arrive within 10s
 	// and an idle keep-alive connection is closed after two minutes.
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}

@@ -1,0 +1,88 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// PartitionTierStatus is where one hosted partition's records are: on the
+// local disk, in the object store, or sealed and waiting for upload.
+type PartitionTierStatus struct {
+	Broker    int32 // this broker's node id
+	Topic     string
+	Partition int32
+	// Leader: this broker leads the partition. Only the leader uploads,
+	// so only its upload lag and last upload are current.
+	Leader bool
+	// Tiered: the topic has remote.storage.enable and the broker a bucket.
+	Tiered bool
+	// Loading: the leader has not read the remote manifest yet.
+	Loading bool
+
+	LocalBytes       int64
+	LocalStartOffset int64
+	LogEndOffset     int64
+	HighWatermark    int64
+
+	RemoteBytes    int64
+	RemoteSegments int64
+	// RemoteStartOffset and RemoteEndOffset bound the remote log
+	// (RemoteStartOffset -1: it holds nothing).
+	RemoteStartOffset int64
+	RemoteEndOffset   int64
+
+	// UploadLagBytes and UploadLagSegments are the sealed local segments
+	// the manifest does not hold yet.
+	UploadLagBytes    int64
+	UploadLagSegments int64
+	// LastUpload is when this broker last committed an upload, or, when
+	// it has not since it started or became leader, the manifest's last
+	// commit (zero: never).
+	LastUpload time.Time
+}
+
+// TierStatus reports every partition this broker hosts, of topic only
+// when topic is not empty, sorted by topic and partition.
+func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
+	var out []PartitionTierStatus
+	for _, p := range b.replicas.all() {
+		if topic != "" && p.topic != topic {
+			continue
+		}
+		st := PartitionTierStatus{
+			Broker: b.cfg.NodeID, Topic: p.topic, Partition: p.index, Leader: p.isLeader(),
+			LocalBytes: p.log.Size(), LocalStartOffset: p.log.LocalLogStartOffset(),
+			LogEndOffset: p.log.LogEndOffset(), HighWatermark: p.highWatermark(),
+			RemoteStartOffset: -1, RemoteEndOffset: -1,
+		}
+		if t := p.tier; t != nil {
+			m := t.manifest()
+			st.Tiered = true
+			st.Loading = st.Leader && !t.ready.Load()
+			st.RemoteBytes = m.Bytes()
+			for _, sp := range m.Spills {
+				st.RemoteSegments += int64(sp.Count)
+			}
+			st.RemoteSegments += int64(len(m.Segments))
+			st.RemoteStartOffset, st.RemoteEndOffset = m.Start(), m.End()
+			if st.RemoteStartOffset < 0 {
+				st.RemoteEndOffset = -1
+			}
+			st.UploadLagBytes, st.UploadLagSegments, _ = t.lag(p)
+			if ms := t.lastUpload.Load(); ms > 0 {
+				st.LastUpload = time.UnixMilli(ms)
+			} else if m.CommittedAtMs > 0 && st.RemoteSegments > 0 {
+				st.LastUpload = time.UnixMilli(m.CommittedAtMs)
+			}
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b PartitionTierStatus) int {
+		if c := strings.Compare(a.Topic, b.Topic); c != 0 {
+			return c
+		}
+		return int(a.Partition - b.Partition)
+	})
+	return out
+}

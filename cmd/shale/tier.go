@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/shale-log/shale/broker"
+)
+
+// Tiered storage status is not part of the Kafka protocol (Kafka itself
+// exposes remote log sizes only as metrics), so each broker serves it as
+// JSON on its HTTP address, next to /metrics: GET /v1/tier?topic=NAME
+// lists the partitions the broker hosts. `shale tier status` asks the
+// addresses given with --http and the cluster's metadata (--brokers) for
+// the leaders, and shows each partition as its leader reports it.
+
+// tierPartition is one partition in the /v1/tier answer.
+type tierPartition struct {
+	Broker            int32      `json:"broker"`
+	Topic             string     `json:"topic"`
+	Partition         int32      `json:"partition"`
+	Leader            bool       `json:"leader"`
+	Tiered            bool       `json:"tiered"`
+	Loading           bool       `json:"loading,omitempty"`
+	LocalBytes        int64      `json:"local_bytes"`
+	LocalStartOffset  int64      `json:"local_start_offset"`
+	LogEndOffset      int64      `json:"log_end_offset"`
+	HighWatermark     int64      `json:"high_watermark"`
+	RemoteBytes       int64      `json:"remote_bytes"`
+	RemoteSegments    int64      `json:"remote_segments"`
+	RemoteStartOffset int64      `json:"remote_start_offset"`
+	RemoteEndOffset   int64      `json:"remote_end_offset"`
+	UploadLagBytes    int64      `json:"upload_lag_bytes"`
+	UploadLagSegments int64      `json:"upload_lag_segments"`
+	LastUpload        *time.Time `json:"last_upload,omitempty"`
+}
+
+// tierDocument is the /v1/tier answer.
+type tierDocument struct {
+	Partitions []tierPartition `json:"partitions"`
+}
+
+// tierHandler serves GET /v1/tier for the brokers of this process (nil
+// while they start).
+func tierHandler(brokers func() []*broker.Broker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bs := brokers()
+		if bs == nil {
+			http.Error(w, errStarting.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		topic := r.URL.Query().Get("topic")
+		doc := tierDocument{Partitions: []tierPartition{}}
+		for _, b := range bs {
+			for _, st := range b.TierStatus(topic) {
+				tp := tierPartition{
+					Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader, Tiered: st.Tiered, Loading: st.Loading,
+					LocalBytes: st.LocalBytes, LocalStartOffset: st.LocalStartOffset, LogEndOffset: st.LogEndOffset, HighWatermark: st.HighWatermark,
+					RemoteBytes: st.RemoteBytes, RemoteSegments: st.RemoteSegments, RemoteStartOffset: st.RemoteStartOffset, RemoteEndOffset: st.RemoteEndOffset,
+					UploadLagBytes: st.UploadLagBytes, UploadLagSegments: st.UploadLagSegments,
+				}
+				if !st.LastUpload.IsZero() {
+					t := st.LastUpload.UTC()
+					tp.LastUpload = &t
+				}
+				doc.Partitions = append(doc.Partitions, tp)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(doc)
+	})
+}
+
+// httpFlag is --http: the brokers' HTTP addresses (SHALE_HTTP).
+type httpFlag struct{ addrs []string }
+
+func (h *httpFlag) register(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&h.addrs, "http", []string{"127.0.0.1:9644"}, "the brokers' HTTP addresses (--http-addr of shale dev and shale broker), host:port, comma-separated (env SHALE_HTTP)")
+}
+
+func (h *httpFlag) resolve(cmd *cobra.Command) ([]string, error) {
+	f := cmd.Flags().Lookup("http")
+	if v, ok := os.LookupEnv("SHALE_HTTP"); ok && !f.Changed {
+		if err := f.Value.Set(v); err != nil {
+			return nil, fmt.Errorf("SHALE_HTTP=%q: %w", v, err)
+		}
+	}
+	for _, a := range h.addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("--http %q: want host:port", a)
+		}
+	}
+	return h.addrs, nil
+}
+
+// tierStatuses are the partitions the brokers reported, the leader's
+// report kept where several replicas answered.
+type tierStatuses map[string]map[int32]tierPartition
+
+func (s tierStatuses) lookup(topic string, partition int32) (tierPartition, bool) {
+	p, ok := s[topic][partition]
+	return p, ok
+}
+
+func (s tierStatuses) add(p tierPartition) {
+	if s[p.Topic] == nil {
+		s[p.Topic] = map[int32]tierPartition{}
+	}
+	if old, ok := s[p.Topic][p.Partition]; ok && old.Leader && !p.Leader {
+		return
+	}
+	s[p.Topic][p.Partition] = p
+}
+
+// fetchTierStatus asks every --http address; it returns what those that
+// answered said, and an error naming those that did not.
+func fetchTierStatus(ctx context.Context, cmd *cobra.Command, h *httpFlag, topic string) (tierStatuses, error) {
+	out := tierStatuses{}
+	addrs, err := h.resolve(cmd)
+	if err != nil {
+		return out, err
+	}
+	hc := &http.Client{}
+	var errs []string
+	for _, addr := range addrs {
+		u := "http://" + addr + "/v1/tier"
+		if topic != "" {
+			u += "?topic=" + url.QueryEscape(topic)
+		}
+		doc, err := getTier(ctx, hc, u)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		for _, p := range doc.Partitions {
+			out.add(p)
+		}
+	}
+	if len(errs) > 0 {
+		return out, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+func getTier(ctx context.Context, hc *http.Client, u string) (tierDocument, error) {
+	var doc tierDocument
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return doc, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return doc, fmt.Errorf("GET %s: %w", u, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return doc, fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&doc); err != nil {
+		return doc, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return doc, nil
+}
+
+func newTierCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tier",
+		Short: "Tiered storage: what is local, what is in the object store",
+		Args:  noCommand,
+		RunE:  helpOrUnknown,
+	}
+	addClientFlags(cmd)
+	cmd.AddCommand(newTierStatusCmd())
+	return cmd
+}
+
+// tierRow is one partition of `shale tier status`.
+type tierRow struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Leader    int32  `json:"leader"`
+	// Reported: the leader's HTTP address answered (--http); without it
+	// the other fields are unknown.
+	Reported bool `json:"reported"`
+	tierPartition
+}
+
+func newTierStatusCmd() *cobra.Command {
+	var (
+		out outputFlag
+		hf  httpFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "status [TOPIC]",
+		Short: "Per partition: local and remote bytes, upload lag, last upload",
+		Long: `Shows, for each partition (of TOPIC, or of every topic), its local size, its
+size in the object store, the sealed segments not uploaded yet (upload lag) and
+the time of the last upload, as the partition's leader reports them.
+
+The numbers come from each broker's HTTP address (GET /v1/tier): give every
+broker's address with --http (or SHALE_HTTP) for a cluster.`,
+		Args: rangeArgs(0, 1, "topic name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			topic := ""
+			if len(args) == 1 {
+				topic = args[0]
+			}
+			return runAdmin(cmd, func(ctx context.Context, adm *kadm.Client, _ *cliClient) error {
+				var topics []string
+				if topic != "" {
+					topics = []string{topic}
+				}
+				tds, err := adm.ListTopics(ctx, topics...)
+				if err != nil {
+					return err
+				}
+				if td, ok := tds[topic]; topic != "" && ok && td.Err != nil {
+					return kafkaErr("topic", topic, td.Err, "")
+				}
+				st, httpErr := fetchTierStatus(ctx, cmd, &hf, topic)
+				rows := []tierRow{}
+				var missing []string
+				for _, td := range tds.Sorted() {
+					for _, pd := range td.Partitions.Sorted() {
+						r := tierRow{Topic: td.Topic, Partition: pd.Partition, Leader: pd.Leader}
+						if p, ok := st.lookup(td.Topic, pd.Partition); ok && p.Leader && p.Broker == pd.Leader {
+							r.Reported, r.tierPartition = true, p
+						} else {
+							missing = append(missing, fmt.Sprintf("%s-%d (leader %d)", td.Topic, pd.Partition, pd.Leader))
+						}
+						rows = append(rows, r)
+					}
+				}
+				if len(rows) > 0 && len(missing) == len(rows) && httpErr != nil {
+					return fmt.Errorf("no broker answered on its HTTP address: %w", httpErr)
+				}
+				if out.json() {
+					if err := writeJSON(cmd, rows); err != nil {
+						return err
+					}
+				} else if err := printTierRows(cmd, rows); err != nil {
+					return err
+				}
+				if len(missing) > 0 {
+					why := "give every broker's HTTP address with --http"
+					if httpErr != nil {
+						why = httpErr.Error()
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "shale: no report for %d partition(s) from their leader, e.g. %s: %s\n", len(missing), missing[0], why)
+				}
+				return nil
+			})
+		},
+	}
+	hf.register(cmd.Flags())
+	out.register(cmd.Flags())
+	return cmd
+}
+
+func printTierRows(cmd *cobra.Command, rows []tierRow) error {
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].Topic != rows[j].Topic {
+			return rows[i].Topic < rows[j].Topic
+		}
+		return rows[i].Partition < rows[j].Partition
+	})
+	now := time.Now()
+	t := newTable(cmd, "TOPIC", "PARTITION", "LEADER", "TIERED", "LOCAL", "REMOTE", "REMOTE-OFFSETS", "UPLOAD-LAG", "LAST-UPLOAD")
+	for _, r := range rows {
+		if !r.Reported {
+			t.row(r.Topic, r.Partition, r.Leader, "?", "-", "-", "-", "-", "-")
+			continue
+		}
+		tiered, remote, offsets, lag, last := "no", "-", "-", "-", "-"
+		if r.Tiered {
+			tiered = "yes"
+			if r.Loading {
+				tiered = "loading"
+			}
+			remote = humanBytes(r.RemoteBytes)
+			if r.RemoteStartOffset >= 0 {
+				offsets = fmt.Sprintf("%d-%d", r.RemoteStartOffset, r.RemoteEndOffset)
+			}
+			lag = fmt.Sprintf("%s (%d segments)", humanBytes(r.UploadLagBytes), r.UploadLagSegments)
+			if r.UploadLagSegments == 1 {
+				lag = fmt.Sprintf("%s (1 segment)", humanBytes(r.UploadLagBytes))
+			}
+			if r.LastUpload != nil {
+				last = ago(now.Sub(*r.LastUpload))
+			} else {
+				last = "never"
+			}
+		}
+		t.row(r.Topic, r.Partition, r.Leader, tiered, humanBytes(r.LocalBytes), remote, offsets, lag, last)
+	}
+	return t.flush()
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}

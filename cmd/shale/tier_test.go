@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// sizeOf sums the sizes of the files under dir whose names end with suffix.
+func sizeOf(t *testing.T, dir, suffix string) int64 {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), suffix) {
+			if st, err := d.Info(); err == nil {
+				n += st.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestTierStatus: shale tier status reports, per partition, the local
+// bytes (the segment files), the remote bytes (the segment objects in the
+// bucket), the upload lag and the last upload, from the broker's
+// GET /v1/tier; topic describe shows the same remote size.
+func TestTierStatus(t *testing.T) {
+	p := startDev(t, "", "SHALE_TOPIC_DEFAULT=log.segment.bytes=16384,log.roll.ms=500")
+	cli := adminCLI(t, p)
+	mustAdmin(t, cli, "topic", "create", "cold", "-p", "1")
+	mustAdmin(t, cli, "topic", "create", "hot", "-p", "1", "-c", "remote.storage.enable=false")
+	cl := p.client(kgo.ProducerBatchCompression(kgo.NoCompression()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 200; i++ {
+		v := []byte(strings.Repeat("c", 500))
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "cold", Value: v}, &kgo.Record{Topic: "hot", Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var rows []tierRow
+	status := func() {
+		t.Helper()
+		rows = nil
+		adminJSON(t, cli, &rows, "tier", "status", "--http", p.httpAddr)
+	}
+	waitUntil(t, "sealed segments of cold uploaded", func() bool {
+		status()
+		return len(rows) == 2 && rows[0].Topic == "cold" && rows[0].RemoteSegments >= 3 && rows[0].UploadLagSegments == 0
+	})
+	cold, hot := rows[0], rows[1]
+	if !cold.Reported || !cold.Tiered || cold.Leader != 0 || cold.LastUpload == nil || time.Since(*cold.LastUpload) > time.Minute {
+		t.Fatalf("cold: %+v", cold)
+	}
+	if want := sizeOf(t, filepath.Join(p.dataDir, "objects"), ".log"); cold.RemoteBytes != want || want == 0 {
+		t.Fatalf("cold: remote bytes %d, the bucket holds %d bytes of segments", cold.RemoteBytes, want)
+	}
+	if want := sizeOf(t, filepath.Join(p.dataDir, "log", "cold-0"), ".log"); cold.LocalBytes != want {
+		t.Fatalf("cold: local bytes %d, the segment files hold %d", cold.LocalBytes, want)
+	}
+	if cold.HighWatermark != 200 || cold.RemoteStartOffset != 0 || cold.RemoteEndOffset <= 0 || cold.RemoteEndOffset > 200 {
+		t.Fatalf("cold offsets: %+v", cold)
+	}
+	if hot.Topic != "hot" || !hot.Reported || hot.Tiered || hot.RemoteBytes != 0 || hot.LocalBytes == 0 {
+		t.Fatalf("hot: %+v", hot)
+	}
+
+	var d describedTopic
+	adminJSON(t, cli, &d, "topic", "describe", "cold", "--http", p.httpAddr)
+	if d.Partitions[0].RemoteBytes != cold.RemoteBytes {
+		t.Fatalf("topic describe: remote bytes %d, tier status %d", d.Partitions[0].RemoteBytes, cold.RemoteBytes)
+	}
+	text := mustAdmin(t, cli, "tier", "status", "cold", "--http", p.httpAddr)
+	if !strings.Contains(text, "cold   0          0       yes") || !strings.Contains(text, "s ago") || strings.Contains(text, "hot") {
+		t.Fatalf("tier status cold printed:\n%s", text)
+	}
+
+	_, err := cli("tier", "status", "nope", "--http", p.httpAddr)
+	wantErr(t, err, `topic "nope": UNKNOWN_TOPIC_OR_PARTITION`)
+	closed := freeAddr(t)
+	_, err = cli("tier", "status", "--http", closed)
+	wantErr(t, err, "no broker answered on its HTTP address", closed, "connection refused")
+	t.Setenv("SHALE_HTTP", p.httpAddr)
+	mustAdmin(t, cli, "tier", "status", "cold")
+}
