@@ -82,6 +82,7 @@ func (w *produceWait) answerLocked() {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
+	w.r.conn.b.addProduceLeaderHints(w.resp)
 	w.r.respond(w.resp)
 }
 
@@ -158,6 +159,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 		return nil
 	}
 	if len(waits) == 0 {
+		b.addProduceLeaderHints(resp)
 		return resp
 	}
 	w := &produceWait{r: r, resp: resp, slots: waits}

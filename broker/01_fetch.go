@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -134,6 +133,9 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	var total int64
 	anyError := false
 	var errCode int16
+	// KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+	var view *metaView
+	var leaders []int32
 	remaining := int64(req.MaxBytes)
 	for i, t := range op.targets {
 		fp := &parts[i]
@@ -150,8 +152,8 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			if errCode == 0 {
 				errCode = fp.ErrorCode
 			}
-			if t.p != nil && (errors.Is(err, errNotLeader) || errors.Is(err, errFencedLeaderEpoch)) {
-				fp.CurrentLeader.LeaderID, fp.CurrentLeader.LeaderEpoch = t.p.leaderState()
+			if l := op.b.fetchLeaderHint(&view, t.p, t.sp.key.topic, t.sp.key.id, t.sp.key.index, fp); l >= 0 {
+				leaders = append(leaders, l)
 			}
 			continue
 		}
@@ -217,6 +219,9 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	}
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.SessionID = op.plan.sessionID()
+	if req.Version >= 16 && len(leaders) > 0 {
+		resp.Brokers = op.b.fetchNodeEndpoints(view, leaders)
+	}
 	raw := encodeFetch(req.Version, resp, topics)
 	raw.errCode = errCode
 	return raw, true
