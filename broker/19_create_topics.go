@@ -94,6 +94,9 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		}
 		configs[c.Name] = *c.Value
 	}
+	if err := checkTopicConfigs(nil, configs, b.cfg.TopicDefaults); err != nil {
+		return fmt.Errorf("%w: %w", errInvalidConfig, err)
+	}
 	var assignment [][]int32
 	if len(t.ReplicaAssignment) > 0 {
 		if t.NumPartitions != -1 || t.ReplicationFactor != -1 {

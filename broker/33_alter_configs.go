@@ -59,11 +59,21 @@ func alterTopicConfigs(ctx context.Context, b *Broker, typ kmsg.ConfigResourceTy
 	if tv == nil {
 		return fmt.Errorf("%w: %s", errUnknownTopic, name)
 	}
+	checked := func(cur map[string]string) (map[string]string, error) {
+		next, err := mutate(cur)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkTopicConfigs(cur, next, b.cfg.TopicDefaults); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
+		}
+		return next, nil
+	}
 	if validateOnly {
-		_, err := mutate(cloneConfigs(tv.configs))
+		_, err := checked(cloneConfigs(tv.configs))
 		return err
 	}
-	rev, err := b.meta.updateTopicConfigs(ctx, name, mutate)
+	rev, err := b.meta.updateTopicConfigs(ctx, name, checked)
 	if err != nil {
 		return err
 	}

@@ -161,6 +161,20 @@ func (m *replicaManager) apply(view *metaView) {
 				}
 				p = nil
 			}
+			if p != nil && m.tiers(tv, &cfg) != (p.tier != nil) {
+				// remote.storage.enable changed: the log reopens with
+				// (or without) its tier, as an offline one does.
+				m.b.log.Info("reopening a partition log: remote.storage.enable changed", "topic", tv.name, "partition", pv.index, "tiered", cfg.remoteStorage)
+				wasLeader := p.isLeader()
+				p.close()
+				if wasLeader && m.onLeader != nil {
+					m.onLeader(p, false)
+				}
+				if err := p.log.Close(); err != nil {
+					m.b.log.Debug("closing a partition log to reopen it", "topic", tv.name, "partition", pv.index, "err", err)
+				}
+				p = nil
+			}
 			wasLeader := p != nil && p.isLeader()
 			if p == nil {
 				if !m.offline.due(key, now) {
@@ -300,7 +314,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	}
 	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget}
 	var tier *partitionTier
-	if m.b.tier != nil && cfg.remoteStorage && !tv.internal && !isInternalTopic(tv.name) {
+	if m.tiers(tv, cfg) {
 		tier = m.b.tier.newPartitionTier(tv.name, tv.id, index)
 		opts.OnSeal = tier.onSeal
 	}
@@ -326,6 +340,11 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 		tier.startFollowerSync(p)
 	}
 	return p, nil
+}
+
+// tiers says whether a partition of tv with cfg is tiered on this broker.
+func (m *replicaManager) tiers(tv topicView, cfg *topicConfig) bool {
+	return m.b.tier != nil && cfg.remoteStorage && !tv.internal && !isInternalTopic(tv.name)
 }
 
 // scanStrays looks at the partition directories the broker does not host

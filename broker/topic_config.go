@@ -196,6 +196,42 @@ func (c *topicConfig) logConfig(tiered bool) localseg.Config {
 	return l
 }
 
+// checkTopicConfigs checks what single values cannot: a tiered topic's
+// local.retention.ms/bytes, when set on the topic, within its
+// retention.ms/bytes, as Kafka checks (-2 means "the total"; -1 is refused
+// under a bounded total); and remote.storage.enable never turned off on a
+// topic that has it (its history is in the object store). cur is nil for a
+// new topic. A local retention the topic inherits (Shale's default, or the
+// broker's) is capped at the total instead: it is not the topic's choice.
+func checkTopicConfigs(cur, next, broker map[string]string) error {
+	if cur != nil {
+		was, _ := configValue("remote.storage.enable", cur, broker)
+		now, _ := configValue("remote.storage.enable", next, broker)
+		if was == "true" && now != "true" {
+			return fmt.Errorf("remote.storage.enable cannot be turned off on a topic that has it: its history is in the object store")
+		}
+	}
+	if v, _ := configValue("remote.storage.enable", next, broker); v != "true" {
+		return nil
+	}
+	for _, pair := range [][2]string{{"local.retention.ms", "retention.ms"}, {"local.retention.bytes", "retention.bytes"}} {
+		lv, src := configValue(pair[0], next, broker)
+		if src != kmsg.ConfigSourceDynamicTopicConfig {
+			continue
+		}
+		tv, _ := configValue(pair[1], next, broker)
+		local, err1 := strconv.ParseInt(lv, 10, 64)
+		total, err2 := strconv.ParseInt(tv, 10, 64)
+		if err1 != nil || err2 != nil || total == -1 || local == -2 {
+			continue // single-value validation reports bad numbers
+		}
+		if local == -1 || local > total {
+			return fmt.Errorf("%s %d exceeds %s %d: local retention is part of the total", pair[0], local, pair[1], total)
+		}
+	}
+	return nil
+}
+
 // localRetention resolves a local.retention.* value against its total, as
 // Kafka does: -2 means the total, and local never exceeds a bounded total.
 func localRetention(local, total int64) int64 {

@@ -1,0 +1,96 @@
+package broker_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// TestRemoteStorageEnableTakesEffectLive: a topic created without remote
+// storage starts uploading as soon as AlterConfigs turns it on (no
+// restart), and every record still reads from offset 0; turning it off
+// again, or a local retention above the total, is INVALID_CONFIG.
+func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	ctx := testCtx(t)
+	adm := b.Admin()
+	str := func(s string) *string { return &s }
+	invalid := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, kerr.InvalidConfig) {
+			t.Fatalf("%s: %v, want INVALID_CONFIG", what, err)
+		}
+	}
+	// Refused at creation: local above the total, and -1 under a bound.
+	_, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"retention.ms": str("60000"), "local.retention.ms": str("120000")}, "bad")
+	invalid("local.retention.ms above retention.ms", err)
+	_, err = adm.CreateTopic(ctx, 1, 1, map[string]*string{"retention.bytes": str("100000"), "local.retention.bytes": str("-1")}, "bad")
+	invalid("local.retention.bytes -1 under a bounded retention.bytes", err)
+
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "file.delete.delay.ms": str("1"),
+		"remote.storage.enable": str("false"),
+	}, "later"); err != nil {
+		t.Fatal(err)
+	}
+	cl := b.Client(kgo.DefaultProduceTopic("later"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	produce := func(from, to int) {
+		for i := from; i < to; i += 50 {
+			var recs []*kgo.Record
+			for j := i; j < i+50; j++ {
+				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(0, 400)
+	time.Sleep(300 * time.Millisecond) // several upload intervals
+	if n := len(listBucket(t, bucket, ".log")); n != 0 {
+		t.Fatalf("%d segments uploaded with remote storage off", n)
+	}
+	alter := func(name, value string) error {
+		rs, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: name, Value: &value}}, "later")
+		if err != nil {
+			return err
+		}
+		return rs[0].Err
+	}
+	if err := alter("remote.storage.enable", "true"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "uploads after remote.storage.enable=true", 30*time.Second, func() bool {
+		return len(listBucket(t, bucket, ".log")) > 0 && localSegments(t, b, "later") <= 2
+	})
+	invalid("turning remote storage off", alter("remote.storage.enable", "false"))
+	invalid("local.retention.bytes above retention.bytes", func() error {
+		if err := alter("retention.bytes", "1000000"); err != nil {
+			t.Fatal(err)
+		}
+		return alter("local.retention.bytes", "2000000")
+	}())
+	produce(400, 500)
+
+	cons := b.Client(kgo.ConsumeTopics("later"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	var got []*kgo.Record
+	for len(got) < 500 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 500: %v", len(got), err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	for i, r := range got {
+		if r.Offset != int64(i) || string(r.Value) != string(tieredValue(i)) {
+			t.Fatalf("record %d: offset %d", i, r.Offset)
+		}
+	}
+}
