@@ -148,7 +148,7 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 	}
 	view := b.meta.snapshot()
 	if _, ok := view.topics[name]; ok {
-		return tv, fmt.Errorf("%w: topic %q already exists", errTopicExists, name)
+		return tv, fmt.Errorf("%w: %q", errTopicExists, name)
 	}
 	live := view.brokerIDs()
 	if assignment != nil {

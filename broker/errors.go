@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"strings"
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -99,12 +100,13 @@ func kafkaError(err error) int16 {
 }
 
 // errorMessage is the text a response carries beside a code, where the
-// version has a field for it.
+// version has a field for it: the error without the package prefix that
+// logs carry ("broker: "), since the client prints it after the code.
 func errorMessage(err error) *string {
 	if err == nil {
 		return nil
 	}
-	s := err.Error()
+	s := strings.TrimPrefix(err.Error(), "broker: ")
 	return &s
 }
 

@@ -45,3 +45,15 @@ func TestErrorCodes(t *testing.T) {
 		t.Error("nil is not 0")
 	}
 }
+
+// A response's error message is read after the Kafka error name: it
+// carries the detail, not the package prefix of the logs.
+func TestErrorMessageDropsThePackagePrefix(t *testing.T) {
+	got := *errorMessage(fmt.Errorf("%w: %q", errTopicExists, "orders"))
+	if want := `topic already exists: "orders"`; got != want {
+		t.Fatalf("message %q, want %q", got, want)
+	}
+	if errorMessage(nil) != nil {
+		t.Fatal("a message for no error")
+	}
+}
