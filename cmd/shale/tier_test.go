@@ -90,3 +90,48 @@ func TestTierStatus(t *testing.T) {
 	t.Setenv("SHALE_HTTP", p.httpAddr)
 	mustAdmin(t, cli, "tier", "status", "cold")
 }
+
+// In shale dev --brokers 3 (here from SHALE_DEV_BROKERS) the HTTP address
+// reports the partitions of every broker of the process, and tier status
+// shows each partition as its leader reports it; topic describe has every
+// replica's local size and cluster info every broker.
+func TestTierStatusOfAReplicatedDev(t *testing.T) {
+	p := startDev(t, "", "SHALE_DEV_BROKERS=3")
+	cli := adminCLI(t, p)
+	mustAdmin(t, cli, "topic", "create", "spread", "-p", "3", "-r", "3")
+	cl := p.client(kgo.DefaultProduceTopic("spread"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 30; i++ {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var info clusterInfo
+	adminJSON(t, cli, &info, "cluster", "info")
+	if len(info.Brokers) != 3 {
+		t.Fatalf("cluster info: %+v", info)
+	}
+	var rows []tierRow
+	adminJSON(t, cli, &rows, "tier", "status", "spread", "--http", p.httpAddr)
+	leaders := map[int32]bool{}
+	for _, r := range rows {
+		if !r.Reported || r.Broker != r.Leader || !r.Tiered || r.HighWatermark != 10 {
+			t.Fatalf("partition %d: %+v", r.Partition, r)
+		}
+		leaders[r.Leader] = true
+	}
+	if len(rows) != 3 || len(leaders) < 2 {
+		t.Fatalf("tier status: %+v, want 3 partitions led by several brokers", rows)
+	}
+	waitUntil(t, "every replica's size in topic describe", func() bool {
+		var d describedTopic
+		adminJSON(t, cli, &d, "topic", "describe", "spread", "--http", p.httpAddr)
+		for _, dp := range d.Partitions {
+			if len(dp.ReplicaBytes) != 3 || dp.LocalBytes <= 0 || dp.ReplicaBytes[1] != dp.LocalBytes || dp.ReplicaBytes[2] != dp.LocalBytes {
+				return false
+			}
+		}
+		return true
+	})
+}
