@@ -15,8 +15,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 all: build
 
+# VERSION is what `shale version` prints (git describe; empty without git:
+# the module's build info, or "devel").
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN)/shale ./cmd/shale
+	$(GO) build $(if $(VERSION),-ldflags "-X main.version=$(VERSION)") -o $(BIN)/shale ./cmd/shale
 
 ## run: the embedded single-node system (Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:9644)
 run: build
