@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
@@ -37,8 +38,9 @@ func localBases(t *testing.T, nd *brokertest.Node, topic string) []int64 {
 // while the leader uploads and deletes its local segments. Back, it is
 // answered OFFSET_MOVED_TO_TIERED_STORAGE, restarts its log where the
 // remote log ends (epochs and producer state from the bucket) instead of
-// copying the history, and rejoins the ISR; every record reads from
-// offset 0 once.
+// copying the history, and rejoins the ISR. Alone, it leads, takes
+// records after the remote end, answers where epoch 0 ended, and every
+// record reads from offset 0 once.
 func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 	bucket, err := objectstore.NewFS(t.TempDir())
 	if err != nil {
@@ -79,8 +81,6 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 		return len(b) > 0 && b[0] > 500, fmt.Sprintf("leader's local segments %v", b)
 	})
 
-	_, _, isr := partitionState(t, adm, "restore")
-	t.Logf("isr before the follower returns: %v (leader %d, follower %d)", isr, leader, follower)
 	c.Start(follower)
 	brokertest.WaitFor(t, 30*time.Second, "the follower restarts its log past the history, back in the ISR", func() (bool, string) {
 		_, _, isr := partitionState(t, adm, "restore")
@@ -88,7 +88,36 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 		return slices.Contains(isr, follower) && len(b) > 0 && b[0] > 500, fmt.Sprintf("isr %v, follower's segments %v", isr, b)
 	})
 
+	// The restored follower leads (a new client: the old one keeps
+	// waiting on the stopped brokers).
+	for _, id := range []int32{0, 1, 2} {
+		if id != follower {
+			c.Stop(id)
+		}
+	}
+	adm2 := c.Admin()
+	brokertest.WaitFor(t, 30*time.Second, "the restored follower leads", func() (bool, string) {
+		l, _, isr := partitionState(t, adm2, "restore")
+		return l == follower, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	cl = c.Client(kgo.DefaultProduceTopic("restore"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	produce(cl, 1000, 1200)
+
+	// Epoch 0 ended where the restored follower's leadership began.
+	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+	rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+	rt.Topic = "restore"
+	rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+	rp.CurrentLeaderEpoch, rp.LeaderEpoch = -1, 0
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Topics[0].Partitions[0]; got.ErrorCode != 0 || got.LeaderEpoch != 0 || got.EndOffset != 1000 {
+		t.Fatalf("end of epoch 0: epoch %d, offset %d, error %d; want 0, 1000", got.LeaderEpoch, got.EndOffset, got.ErrorCode)
+	}
 
 	cons := c.Client(kgo.ConsumeTopics("restore"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
 	var recs []*kgo.Record
