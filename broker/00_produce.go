@@ -136,6 +136,9 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 			case err != nil:
 				anyError = true
 				sp.ErrorCode = kafkaError(err)
+				if refusedBatch(err) {
+					r.refused("refused a produce batch", "topic", b.topicName(rt.Topic, rt.TopicID), "partition", rp.Partition, "err", err)
+				}
 				if req.Version >= 8 {
 					sp.ErrorMessage = errorMessage(err)
 				}
@@ -236,6 +239,25 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 	sp.LogAppendTime = appendTime
 	sp.LogStartOffset = p.logStartOffset()
 	return p, res, nil
+}
+
+// topicName names a topic a request gives by name or, from v13, by id.
+func (b *Broker) topicName(name string, id [16]byte) string {
+	if name != "" {
+		return name
+	}
+	if tv := b.meta.snapshot().topicsByID[id]; tv != nil {
+		return tv.name
+	}
+	return topicIDString(id)
+}
+
+// refusedBatch reports the produce errors that refuse what the client sent
+// (corrupt or invalid batches, writes to internal topics), as opposed to
+// the cluster's state (not the leader, no space): those are logged.
+func refusedBatch(err error) bool {
+	return errors.Is(err, recordbatch.ErrCorrupt) || errors.Is(err, recordbatch.ErrInvalidRecord) ||
+		errors.Is(err, recordbatch.ErrDecompressTooLarge) || errors.Is(err, errInvalidTopic)
 }
 
 // refusalReason labels a validation error for the refused-batches metric.

@@ -49,6 +49,7 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	var refuse error
 	if op.follower && r.conn.peer.Load() != replicaID+1 {
 		refuse = errReplicaNotAuthorized
+		r.refused("refused a follower fetch from a connection not authenticated as that broker", "replica_id", replicaID)
 	}
 	for _, sp := range plan.parts {
 		t := fetchTarget{sp: sp}

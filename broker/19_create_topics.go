@@ -45,7 +45,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			if seen[t.Topic] > 1 {
 				err = fmt.Errorf("%w: topic %q appears more than once in the request", errInvalidRequest, t.Topic)
 			} else {
-				err = createOne(ctx, b, req, &t, &st, budget)
+				err = createOne(ctx, b, req, &t, &st, budget, r.clientAttrs())
 			}
 			if err != nil {
 				st.ErrorCode = kafkaError(err)
@@ -67,7 +67,7 @@ func adminContext(parent context.Context, timeoutMs int32) (context.Context, con
 	return context.WithTimeout(parent, d)
 }
 
-func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic, budget *partitionBudget) error {
+func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic, budget *partitionBudget, by []any) error {
 	partitions, rf := t.NumPartitions, t.ReplicationFactor
 	if partitions == -1 {
 		partitions = b.cfg.NumPartitions
@@ -115,7 +115,7 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		return err
 	}
 	if !req.ValidateOnly {
-		if tv, err = b.commitTopic(ctx, tv); err != nil {
+		if tv, err = b.commitTopic(ctx, tv, by...); err != nil {
 			return err
 		}
 	}
@@ -137,7 +137,11 @@ func (b *Broker) createTopic(ctx context.Context, name string, partitions int32,
 	if err != nil {
 		return tv, err
 	}
-	return b.commitTopic(ctx, tv)
+	origin := "auto-created"
+	if internal {
+		origin = "internal"
+	}
+	return b.commitTopic(ctx, tv, "origin", origin)
 }
 
 // planTopic validates a topic and places its replicas.
@@ -199,9 +203,10 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 	return tv, nil
 }
 
-// commitTopic writes a planned topic to the metadata store and waits until
-// this broker serves the partitions it leads.
-func (b *Broker) commitTopic(ctx context.Context, tv topicView) (topicView, error) {
+// commitTopic writes a planned topic to the metadata store, logs it (with
+// by: who asked), and waits until this broker serves the partitions it
+// leads.
+func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topicView, error) {
 	if _, err := rand.Read(tv.id[:]); err != nil {
 		return tv, err
 	}
@@ -212,6 +217,8 @@ func (b *Broker) commitTopic(ctx context.Context, tv topicView) (topicView, erro
 	if err != nil {
 		return tv, err
 	}
+	b.log.Info("topic created", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id),
+		"partitions", len(tv.partitions), "replication_factor", len(tv.partitions[0].replicas), "configs", tv.configs}, by...)...)
 	return tv, b.waitApplied(ctx, rev)
 }
 

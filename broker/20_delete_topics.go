@@ -49,6 +49,7 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 				st.Topic, st.TopicID = &name, tv.id
 				var rev int64
 				if rev, err = b.meta.deleteTopic(ctx, tv.name); err == nil {
+					b.log.Info("topic deleted", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id)}, r.clientAttrs()...)...)
 					err = b.waitApplied(ctx, rev)
 				}
 			}

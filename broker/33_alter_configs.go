@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -21,7 +22,7 @@ func handleAlterConfigs(b *Broker, r *request, req *kmsg.AlterConfigsRequest) km
 		for _, res := range req.Resources {
 			out := kmsg.NewAlterConfigsResponseResource()
 			out.ResourceType, out.ResourceName = res.ResourceType, res.ResourceName
-			err := alterTopicConfigs(ctx, b, res.ResourceType, res.ResourceName, req.ValidateOnly, func(map[string]string) (map[string]string, error) {
+			err := alterTopicConfigs(ctx, b, r, res.ResourceType, res.ResourceName, req.ValidateOnly, func(map[string]string) (map[string]string, error) {
 				next := map[string]string{}
 				for _, c := range res.Configs {
 					if c.Value == nil {
@@ -47,7 +48,8 @@ func handleAlterConfigs(b *Broker, r *request, req *kmsg.AlterConfigsRequest) km
 
 // alterTopicConfigs applies mutate to a topic's stored configs (or only
 // validates it) and waits until this broker applies the result.
-func alterTopicConfigs(ctx context.Context, b *Broker, typ kmsg.ConfigResourceType, name string, validateOnly bool, mutate func(map[string]string) (map[string]string, error)) error {
+// The change is logged with the client that asked for it.
+func alterTopicConfigs(ctx context.Context, b *Broker, r *request, typ kmsg.ConfigResourceType, name string, validateOnly bool, mutate func(map[string]string) (map[string]string, error)) error {
 	switch typ {
 	case kmsg.ConfigResourceTypeTopic:
 	case kmsg.ConfigResourceTypeBroker:
@@ -73,11 +75,35 @@ func alterTopicConfigs(ctx context.Context, b *Broker, typ kmsg.ConfigResourceTy
 		_, err := checked(cloneConfigs(tv.configs))
 		return err
 	}
-	rev, err := b.meta.updateTopicConfigs(ctx, name, checked)
+	var before, after map[string]string
+	rev, err := b.meta.updateTopicConfigs(ctx, name, func(cur map[string]string) (map[string]string, error) {
+		next, err := checked(cur)
+		before, after = cur, next
+		return next, err
+	})
 	if err != nil {
 		return err
 	}
+	b.log.Info("topic configs changed", append([]any{"topic", name, "changes", configChanges(before, after)}, r.clientAttrs()...)...)
 	return b.waitApplied(ctx, rev)
+}
+
+// configChanges describes what moved from before to after, sorted by name:
+// "name=value" for a set, "name (default)" for a removed override.
+func configChanges(before, after map[string]string) []string {
+	var out []string
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			out = append(out, k+"="+v)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, k+" (default)")
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func cloneConfigs(m map[string]string) map[string]string {

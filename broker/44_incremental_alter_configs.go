@@ -28,7 +28,7 @@ func handleIncrementalAlterConfigs(b *Broker, r *request, req *kmsg.IncrementalA
 		for _, res := range req.Resources {
 			out := kmsg.NewIncrementalAlterConfigsResponseResource()
 			out.ResourceType, out.ResourceName = res.ResourceType, res.ResourceName
-			err := alterTopicConfigs(ctx, b, res.ResourceType, res.ResourceName, req.ValidateOnly, func(cur map[string]string) (map[string]string, error) {
+			err := alterTopicConfigs(ctx, b, r, res.ResourceType, res.ResourceName, req.ValidateOnly, func(cur map[string]string) (map[string]string, error) {
 				return applyIncremental(cur, res.Configs, b.cfg.TopicDefaults)
 			})
 			if err != nil {

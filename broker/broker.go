@@ -299,8 +299,9 @@ type Broker struct {
 	// the embedded etcd's filesystem fills up (nil: no guard).
 	logSpace, metaSpace *spaceGuard
 
-	// unsupportedLog: requests closed for an unsupported API or version.
-	unsupportedLog rateLimitedLog
+	// refusedLog: refused requests (malformed, unsupported, not
+	// authorized, corrupt batches), one Warn line per interval.
+	refusedLog rateLimitedLog
 
 	// wg counts the broker's goroutines, which Close waits for; bgMu
 	// orders goBackground's Add before Close's cancel, so that no Add
@@ -344,7 +345,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 	}
-	b.unsupportedLog.interval = 10 * time.Second
+	b.refusedLog.interval = 10 * time.Second
 	if reg != nil {
 		budget := b.scanBudget
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

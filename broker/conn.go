@@ -43,6 +43,11 @@ type conn struct {
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool
+	// clientID is the client id of the last request read, and
+	// refusalLogged is set once a refusal that closes the connection was
+	// logged (both owned by the reader).
+	clientID      string
+	refusalLogged bool
 	// peer is 1 + the id of the broker this connection authenticated
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.
@@ -157,7 +162,10 @@ func (b *Broker) serveConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	switch {
+	case errors.Is(err, errBadRequest) && !c.refusalLogged:
+		b.refusedLog.log(c.log, "refused a malformed request: closing the connection", "client_id", c.clientID, "err", err)
+	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 		c.log.Debug("closing connection", "err", err)
 	}
 	// A read error means the client is gone or broke the protocol:
@@ -323,6 +331,7 @@ var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 // are reserved until the request is answered.
 func (c *conn) handleFrame(frame []byte, reserved int64) error {
 	h, req, err := decodeRequest(frame)
+	c.clientID = h.clientID
 	if err != nil {
 		c.releaseBuf(frame, reserved)
 		return err
@@ -342,8 +351,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 			// The response has no field to say so: close, as Kafka
 			// does, and leave a trace of why.
 			c.b.metrics.observeRequest(h.key, h.version, kerr.UnsupportedVersion.Code, time.Since(p.start))
-			c.b.unsupportedLog.log(c.log, "unsupported API or version: closing the connection",
+			c.b.refusedLog.log(c.log, "unsupported API or version: closing the connection",
 				"client_id", h.clientID, "api_key", h.key, "api", kmsg.NameForKey(h.key), "version", h.version)
+			c.refusalLogged = true
 			return fmt.Errorf("%w: unsupported API %d v%d", errBadRequest, h.key, h.version)
 		}
 		// An ApiVersions version we do not know is answered at v0

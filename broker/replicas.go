@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,7 +193,11 @@ func (m *replicaManager) apply(view *metaView) {
 				p.cfg.Store(&c)
 				p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			}
+			oldLeader, oldEpoch := p.leaderState()
 			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch})
+			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
+				m.logLeadership(p, pv)
+			}
 			if lt == nil {
 				lt = &localTopic{name: tv.name, id: tv.id, parts: map[int32]*partition{}}
 				next.byName[tv.name] = lt
@@ -247,6 +252,25 @@ func (m *replicaManager) apply(view *metaView) {
 		n += len(lt.parts)
 	}
 	m.b.metrics.partitions.Set(float64(n))
+}
+
+// logLeadership leaves one line for a partition's new leader or leader
+// epoch on this broker: Info for topics, Debug for the internal ones (one
+// line per __consumer_offsets partition at every start says little).
+func (m *replicaManager) logLeadership(p *partition, pv partitionView) {
+	level := slog.LevelInfo
+	if p.internal {
+		level = slog.LevelDebug
+	}
+	attrs := []any{"topic", p.topic, "partition", p.index, "leader_epoch", pv.leaderEpoch}
+	switch {
+	case pv.leader == m.nodeID:
+		m.b.log.Log(m.b.ctx, level, "became leader", append(attrs, "isr", pv.isr)...)
+	case pv.leader >= 0:
+		m.b.log.Log(m.b.ctx, level, "became follower", append(attrs, "leader", pv.leader)...)
+	default:
+		m.b.log.Warn("partition has no leader", attrs...)
+	}
 }
 
 // removalReason says why the metadata no longer has this broker serve p.

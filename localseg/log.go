@@ -44,6 +44,12 @@ type Log struct {
 	fs       FS
 	fc       *FileCache
 	log      *slog.Logger
+	// recovered is what recovery after an unclean shutdown cut (set
+	// while the log loads, for its summary line).
+	recovered struct {
+		truncatedBytes  int64
+		removedSegments int
+	}
 	// budget bounds the memory of looking inside batches (shared with
 	// the broker's other readers); nil means unbounded.
 	budget *recordbatch.Budget

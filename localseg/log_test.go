@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -386,9 +387,17 @@ func TestRecoveryTruncatesTornTail(t *testing.T) {
 	f, _ := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
 	f.Write(batch(1, 100, 100)[:70])
 	f.Close()
+	var logged bytes.Buffer
+	h.opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	h.open()
 	if h.log.LogEndOffset() != 10 || h.log.Size() != size {
 		t.Fatalf("after recovery: log end %d size %d, want 10 %d", h.log.LogEndOffset(), h.log.Size(), size)
+	}
+	// One summary line says what recovery cut.
+	if n := strings.Count(logged.String(), `msg="log recovered"`); n != 1 ||
+		!strings.Contains(logged.String(), "level=WARN msg=\"log recovered\"") || !strings.Contains(logged.String(), "truncated_bytes=70 ") ||
+		!strings.Contains(logged.String(), "log_end_offset=10 ") {
+		t.Fatalf("recovery summary missing or wrong:\n%s", logged.String())
 	}
 	if _, err := os.Stat(seg + ".broken"); err != nil {
 		t.Fatalf("cut bytes not kept: %v", err)

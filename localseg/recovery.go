@@ -1,16 +1,19 @@
 package localseg
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -86,6 +89,7 @@ func (l *Log) load() error {
 
 	// Segments from firstUnsafe on are validated batch by batch.
 	firstUnsafe := len(bases)
+	recoveryStart := time.Now()
 	if !clean {
 		firstUnsafe = max(sort.Search(len(bases), func(i int) bool { return bases[i] > recoveryPoint })-1, 0)
 		l.log.Info("recovering a log after an unclean shutdown", "dir", l.dir, "from_segment", bases[firstUnsafe], "recovery_point", recoveryPoint)
@@ -123,6 +127,15 @@ func (l *Log) load() error {
 	}
 	l.segs.Store(&segs)
 	leo := segs[len(segs)-1].next.Load()
+	if !clean {
+		level := slog.LevelInfo
+		if l.recovered.truncatedBytes > 0 || l.recovered.removedSegments > 0 {
+			level = slog.LevelWarn
+		}
+		l.log.Log(context.Background(), level, "log recovered", "dir", l.dir, "segments_checked", max(len(segs)-firstUnsafe, 0),
+			"log_end_offset", leo, "truncated_bytes", l.recovered.truncatedBytes, "removed_segments", l.recovered.removedSegments,
+			"took", time.Since(recoveryStart).Round(time.Millisecond))
+	}
 
 	logStart = min(max(logStart, segs[0].base), leo)
 	l.logStart.Store(logStart)
@@ -377,6 +390,7 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 	cut := valid < size
 	if cut {
 		l.log.Warn("cutting a torn or corrupt log tail", "segment", s.path(".log"), "kept", valid, "dropped", size-valid)
+		l.recovered.truncatedBytes += size - valid
 		l.keepBroken(f, s, valid, size)
 		if err := f.Truncate(valid); err != nil {
 			f.Close()
@@ -396,6 +410,7 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 	}
 	if last || cut {
 		l.fc.admit(s, f)
+		l.recovered.removedSegments += len(later)
 		for _, base := range later {
 			dead := l.makeSegment(base)
 			for _, ext := range []string{".log", ".index", ".timeindex"} {

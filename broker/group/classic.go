@@ -374,7 +374,7 @@ func (g *classicGroup) prepareRebalance(reason string) {
 	g.s.cancelTimer(g.joinTimer)
 	wasEmpty := g.state == stateEmpty
 	g.setState(statePreparingRebalance)
-	g.s.c.log.Debug("group: preparing rebalance", "group", g.id, "generation", g.generation, "reason", reason)
+	g.s.c.log.Info("group: preparing rebalance", "group", g.id, "generation", g.generation, "members", len(g.members), "reason", reason)
 	delay := g.s.c.cfg.InitialRebalanceDelay
 	if wasEmpty && delay > 0 {
 		g.inInitialDelay, g.newMemberAdded = true, false
@@ -435,6 +435,7 @@ func (g *classicGroup) completeJoin() {
 	}
 	g.generation++
 	if len(g.members) == 0 {
+		g.s.c.log.Info("group: new generation, empty", "group", g.id, "generation", g.generation)
 		g.setState(stateEmpty)
 		g.protocol, g.leader = "", ""
 		g.subscribed = nil
@@ -446,6 +447,8 @@ func (g *classicGroup) completeJoin() {
 		g.leader = g.order[0]
 	}
 	g.setState(stateCompletingRebalance)
+	g.s.c.log.Info("group: new generation", "group", g.id, "generation", g.generation, "members", len(g.members),
+		"protocol", g.protocol, "leader", g.leader)
 	g.updateSubscribed()
 	g.pendingSync = make(map[string]bool, len(g.members))
 	for _, id := range g.order {

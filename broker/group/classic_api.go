@@ -236,6 +236,7 @@ func (g *classicGroup) addMemberAndRebalance(m *member, j joinArgs) {
 	}
 	m.joinReply, m.joinVersion = j.reply, j.version
 	g.addMember(m)
+	g.s.c.log.Info("group: member joined", "group", g.id, "member", m.id, "client_id", m.clientID, "client_host", m.clientHost)
 	if g.inInitialDelay {
 		g.newMemberAdded = true
 	}

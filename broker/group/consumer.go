@@ -268,6 +268,7 @@ func (cg *consumerGroup) join(client ClientInfo, req *kmsg.ConsumerGroupHeartbea
 		if instanceID != "" {
 			cg.static[instanceID] = id
 		}
+		cg.s.c.log.Info("group: member joined", "group", cg.id, "member", id, "client_id", client.ClientID, "client_host", client.ClientHost)
 		return cg.heartbeat(m, client, req, true, true)
 	} else {
 		// A member rejoining after it was fenced owns nothing now.
@@ -399,6 +400,7 @@ func (cg *consumerGroup) removeMember(m *cmember) {
 // with others; members do not wait for it, see the package comment).
 func (cg *consumerGroup) bumpEpoch() {
 	cg.epoch++
+	cg.s.c.log.Info("group: new group epoch", "group", cg.id, "epoch", cg.epoch, "members", len(cg.members))
 	cg.store()
 }
 
