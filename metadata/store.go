@@ -151,14 +151,35 @@ func (r *Registration) Done() <-chan struct{} { return r.session.Done() }
 // Close revokes the registration at once.
 func (r *Registration) Close() error { return r.session.Close() }
 
-// RegisterBroker registers b under a lease of ttl that this process keeps
-// alive. A broker id held by another live registration is refused.
-func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
+// newSession grants a lease of ttl (at least a second) within ctx and
+// keeps it alive until the session is closed or the lease is lost.
+// concurrency.NewSession alone grants with no deadline: a broker cut from
+// etcd waited there for good, and could not shut down.
+func (s *Store) newSession(ctx context.Context, ttl time.Duration) (*concurrency.Session, error) {
 	secs := int(ttl / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
-	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs), concurrency.WithContext(context.Background()))
+	gctx, cancel := withDeadline(ctx)
+	defer cancel()
+	lease, err := s.cli.Grant(gctx, int64(secs))
+	if err != nil {
+		return nil, err
+	}
+	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs), concurrency.WithLease(lease.ID), concurrency.WithContext(context.Background()))
+	if err != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), resolveTimeout)
+		s.cli.Revoke(rctx, lease.ID)
+		rcancel()
+		return nil, err
+	}
+	return session, nil
+}
+
+// RegisterBroker registers b under a lease of ttl that this process keeps
+// alive. A broker id held by another live registration is refused.
+func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
+	session, err := s.newSession(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: broker lease: %w", err)
 	}
@@ -576,11 +597,7 @@ type Leadership struct {
 
 // Campaign blocks until this broker is elected controller or ctx ends.
 func (s *Store) Campaign(ctx context.Context, brokerID int32, ttl time.Duration) (*Leadership, error) {
-	secs := int(ttl / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs))
+	session, err := s.newSession(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: controller lease: %w", err)
 	}
