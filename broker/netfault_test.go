@@ -1,0 +1,371 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/metadata"
+)
+
+// netCluster is brokers in the test process whose every link goes through
+// a fault proxy: each broker's etcd client through its own proxy in front
+// of the etcd server's client port, and each follower's connection to each
+// leader through a proxy of its own. Clients reach the brokers directly.
+type netCluster struct {
+	t        *testing.T
+	dir      string
+	etcdAddr string
+	etcd     *metadata.Embedded
+	nodes    []*netNode
+	mu       sync.Mutex
+	links    map[string]*brokertest.Proxy // "from>addr"
+}
+
+type netNode struct {
+	id        int32
+	addr      string
+	b         *broker.Broker
+	ln        net.Listener
+	served    chan struct{}
+	etcdProxy *brokertest.Proxy
+	cli       *clientv3.Client
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func netLogger() *slog.Logger {
+	if os.Getenv("SHALE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startNetCluster(t *testing.T, n int) *netCluster {
+	t.Helper()
+	c := &netCluster{t: t, dir: t.TempDir(), etcdAddr: freeAddr(t), links: map[string]*brokertest.Proxy{}}
+	c.startEtcd()
+	for i := 0; i < n; i++ {
+		c.startNode(int32(i))
+	}
+	// Registered after the nodes' proxies, so it runs before they close.
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			nd.ln.Close()
+			<-nd.served
+			nd.b.Close()
+			nd.cli.Close()
+		}
+		c.etcd.Close()
+	})
+	return c
+}
+
+func (c *netCluster) startEtcd() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for try := 0; try < 50; try++ {
+		// The same address after a restart: the old socket may linger.
+		if c.etcd, err = metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(c.dir, "etcd"), ClientAddr: c.etcdAddr}); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatal(err)
+}
+
+// link is the proxy broker from uses to reach addr.
+func (c *netCluster) link(from int32, addr string) *brokertest.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := strconv.Itoa(int(from)) + ">" + addr
+	if p := c.links[k]; p != nil {
+		return p
+	}
+	p := brokertest.NewProxy(c.t, addr)
+	c.links[k] = p
+	return p
+}
+
+func (c *netCluster) startNode(id int32) {
+	c.t.Helper()
+	nd := &netNode{id: id, etcdProxy: brokertest.NewProxy(c.t, c.etcdAddr)}
+	var err error
+	nd.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{"http://" + nd.etcdProxy.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if nd.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		c.t.Fatal(err)
+	}
+	nd.addr = nd.ln.Addr().String()
+	host, port := nd.ln.Addr().(*net.TCPAddr).IP.String(), int32(nd.ln.Addr().(*net.TCPAddr).Port)
+	cfg := broker.Config{
+		NodeID: id, DataDir: filepath.Join(c.dir, fmt.Sprintf("broker-%d", id)), AdvertisedHost: host, AdvertisedPort: port,
+		AutoCreateTopics: true, ReplicaLagTimeMax: 1500 * time.Millisecond,
+		DialPeer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, c.link(id, addr).Addr())
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nd.b, err = broker.Start(ctx, broker.Options{Config: cfg, Etcd: nd.cli, Logger: netLogger().With("node", id), BrokerSessionTTL: 2 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nd.served = make(chan struct{})
+	go func() {
+		defer close(nd.served)
+		nd.b.Serve(nd.ln)
+	}()
+	c.nodes = append(c.nodes, nd)
+}
+
+func (c *netCluster) addrs() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		out = append(out, nd.addr)
+	}
+	return out
+}
+
+func (c *netCluster) client(opts ...kgo.Opt) *kgo.Client {
+	c.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addrs()...)}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+// state is partition 0 of topic as broker node's metadata sees it.
+func (c *netCluster) state(node int32, topic string) (leader, epoch int32, isr []int32) {
+	adm := kadm.NewClient(directClient(c.t, c.nodes[node].addr, 16))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	td, err := adm.ListTopics(ctx, topic)
+	if err != nil || td[topic].Err != nil || len(td[topic].Partitions) == 0 {
+		return -1, -1, nil
+	}
+	p := td[topic].Partitions[0]
+	return p.Leader, p.LeaderEpoch, sorted(p.ISR)
+}
+
+// netProducer produces numbered records (acks=all, idempotent) until
+// stopped, keeping those acknowledged.
+func netProducer(t *testing.T, cl *kgo.Client) *producerLoop {
+	pl := &producerLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(pl.done)
+		for i := 0; ; i++ {
+			select {
+			case <-pl.stop:
+				return
+			default:
+			}
+			v := strconv.Itoa(i)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr()
+			cancel()
+			pl.mu.Lock()
+			if err == nil {
+				pl.acked = append(pl.acked, v)
+			} else {
+				pl.errs++
+			}
+			pl.mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return pl
+}
+
+// readAll checks that every acknowledged record is in partition 0 of
+// topic once, acknowledged ones in order.
+func (c *netCluster) readAll(topic string, acked []string) {
+	t := c.t
+	t.Helper()
+	ctx := testCtx(t)
+	cons := c.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	seen := map[string]bool{}
+	var got []string
+	want := map[string]bool{}
+	for _, v := range acked {
+		want[v] = true
+	}
+	for missing := len(want); missing > 0; {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d records, %d acknowledged ones missing: %v", len(got), missing, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			v := string(r.Value)
+			if seen[v] {
+				t.Fatalf("record %q read twice", v)
+			}
+			seen[v] = true
+			got = append(got, v)
+			if want[v] {
+				missing--
+			}
+		})
+	}
+	i := 0
+	for _, v := range got {
+		if i < len(acked) && v == acked[i] {
+			i++
+		}
+	}
+	if i != len(acked) {
+		t.Fatalf("acknowledged record %q out of order", acked[i])
+	}
+}
+
+func (c *netCluster) createTopic(topic string) {
+	c.t.Helper()
+	adm := kadm.NewClient(c.client())
+	ctx := testCtx(c.t)
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic); err != nil {
+		c.t.Fatal(err)
+	}
+	brokertest.WaitFor(c.t, 10*time.Second, "all three in the ISR", func() (bool, string) {
+		l, _, isr := c.state(0, topic)
+		return l >= 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+}
+
+// TestLeaderCutFromEtcdIsFenced: a leader that loses etcd but not its
+// clients or followers loses its registration; the controller elects
+// another in-sync replica with a new epoch and the followers move to it.
+// The old leader, still believing it leads, acknowledges no acks=all
+// write (its followers left, and it cannot shrink the ISR without etcd).
+// After the partition heals it follows the new leader, truncating what it
+// appended alone, and rejoins the ISR; every acknowledged record is read
+// back once, in order.
+func TestLeaderCutFromEtcdIsFenced(t *testing.T) {
+	c := startNetCluster(t, 3)
+	c.createTopic("fenced")
+	prodCl := c.client(kgo.DefaultProduceTopic("fenced"), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProduceRequestTimeout(3*time.Second))
+	pl := netProducer(t, prodCl)
+	brokertest.WaitFor(t, 10*time.Second, "records acknowledged", func() (bool, string) { return pl.count() > 30, fmt.Sprint(pl.count()) })
+
+	old, epoch, _ := c.state(0, "fenced")
+	other := (old + 1) % 3
+	c.nodes[old].etcdProxy.Cut()
+	var leader int32
+	brokertest.WaitFor(t, 15*time.Second, "another leader elected", func() (bool, string) {
+		l, e, isr := c.state(other, "fenced")
+		leader = l
+		return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	// The cut-off broker still answers clients; its acks=all writes must
+	// not be acknowledged.
+	direct, err := kgo.NewClient(kgo.SeedBrokers(c.nodes[old].addr), kgo.DefaultProduceTopic("fenced"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProduceRequestTimeout(2*time.Second),
+		kgo.RecordDeliveryTimeout(4*time.Second), kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, c.nodes[old].addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	if err := direct.ProduceSync(ctx, &kgo.Record{Value: []byte("zombie")}).FirstErr(); err == nil {
+		t.Fatalf("broker %d, cut from etcd and replaced by broker %d, acknowledged an acks=all write", old, leader)
+	}
+	cancel()
+	n := pl.count()
+	brokertest.WaitFor(t, 15*time.Second, "the new leader acknowledges", func() (bool, string) { return pl.count() > n+20, fmt.Sprint(pl.count()) })
+
+	c.nodes[old].etcdProxy.Heal()
+	brokertest.WaitFor(t, 15*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
+		l, _, isr := c.state(old, "fenced")
+		return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	acked := pl.finish()
+	c.readAll("fenced", acked)
+}
+
+// TestFollowerCutFromLeaderLeavesAndRejoinsISR: a follower that cannot
+// reach its leader leaves the ISR after replica.lag.time.max.ms while
+// acks=all production goes on with the other two, and rejoins once the
+// link heals; nothing acknowledged is lost.
+func TestFollowerCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
+	c := startNetCluster(t, 3)
+	c.createTopic("lagging")
+	pl := netProducer(t, c.client(kgo.DefaultProduceTopic("lagging"), kgo.RecordPartitioner(kgo.ManualPartitioner())))
+	brokertest.WaitFor(t, 10*time.Second, "records acknowledged", func() (bool, string) { return pl.count() > 30, fmt.Sprint(pl.count()) })
+	leader, _, _ := c.state(0, "lagging")
+	follower := (leader + 1) % 3
+	link := c.link(follower, c.nodes[leader].addr)
+	link.Cut()
+	brokertest.WaitFor(t, 10*time.Second, "the cut follower leaves the ISR", func() (bool, string) {
+		l, _, isr := c.state(leader, "lagging")
+		return l == leader && len(isr) == 2 && !slices.Contains(isr, follower), fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	n := pl.count()
+	brokertest.WaitFor(t, 10*time.Second, "production goes on with two in-sync replicas", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })
+	link.Heal()
+	brokertest.WaitFor(t, 10*time.Second, "the follower rejoins the ISR", func() (bool, string) {
+		l, _, isr := c.state(leader, "lagging")
+		return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	acked := pl.finish()
+	c.readAll("lagging", acked)
+}
+
+// TestEtcdRestartKeepsRolesAndData: etcd stopped under acks=all load and
+// started again on its data directory: brokers keep serving their roles
+// meanwhile (the ISR is unchanged, so writes are acknowledged), the
+// registrations and leadership survive the restart, and nothing
+// acknowledged is lost.
+func TestEtcdRestartKeepsRolesAndData(t *testing.T) {
+	c := startNetCluster(t, 3)
+	c.createTopic("steady")
+	pl := netProducer(t, c.client(kgo.DefaultProduceTopic("steady"), kgo.RecordPartitioner(kgo.ManualPartitioner())))
+	brokertest.WaitFor(t, 10*time.Second, "records acknowledged", func() (bool, string) { return pl.count() > 30, fmt.Sprint(pl.count()) })
+	leader, epoch, _ := c.state(0, "steady")
+	c.etcd.Close()
+	n := pl.count()
+	brokertest.WaitFor(t, 10*time.Second, "writes acknowledged while etcd is down", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })
+	c.startEtcd()
+	n = pl.count()
+	brokertest.WaitFor(t, 15*time.Second, "writes acknowledged after etcd is back", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })
+	for _, nd := range c.nodes {
+		l, e, isr := c.state(nd.id, "steady")
+		if l != leader || e != epoch || len(isr) != 3 {
+			t.Fatalf("broker %d sees leader %d epoch %d isr %v after the restart, want leader %d epoch %d and all three in sync", nd.id, l, e, isr, leader, epoch)
+		}
+	}
+	acked := pl.finish()
+	c.readAll("steady", acked)
+}
