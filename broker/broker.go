@@ -56,6 +56,11 @@ type Config struct {
 	// replicas before it stops (default 30s; negative: no controlled
 	// shutdown, as Kafka's controlled.shutdown.enable=false).
 	ControlledShutdownTimeout time.Duration
+	// LeaderImbalanceCheckInterval is
+	// leader.imbalance.check.interval.seconds (default 300s): how often
+	// the controller moves leadership back to preferred replicas that are
+	// in sync. Negative: never (auto.leader.rebalance.enable=false).
+	LeaderImbalanceCheckInterval time.Duration
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
@@ -139,6 +144,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.ControlledShutdownTimeout == 0 {
 		c.ControlledShutdownTimeout = 30 * time.Second
+	}
+	if c.LeaderImbalanceCheckInterval == 0 {
+		c.LeaderImbalanceCheckInterval = 300 * time.Second
 	}
 	if c.NumPartitions == 0 {
 		c.NumPartitions = 1

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/shale-log/shale/broker/controller"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/tiering"
@@ -33,6 +34,10 @@ var errorCodes = []struct {
 	{is(errUnknownLeaderEpoch), kerr.UnknownLeaderEpoch},
 	{is(errUnknownTopic), kerr.UnknownTopicOrPartition},
 	{is(errUnknownTopicID), kerr.UnknownTopicID},
+	// Elections asked for (ElectLeaders).
+	{is(controller.ErrElectionNotNeeded), kerr.ElectionNotNeeded},
+	{is(controller.ErrPreferredNotAvailable), kerr.PreferredLeaderNotAvailable},
+	{is(controller.ErrEligibleNotAvailable), kerr.EligibleLeadersNotAvailable},
 	// Produce.
 	{is(errInvalidTimestamp), kerr.InvalidTimestamp},
 	{is(errInvalidRequiredAcks), kerr.InvalidRequiredAcks},

@@ -9,6 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shale-log/shale/broker/controller"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -199,6 +200,33 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	}
 	cur.ISR = isr
 	_, _, err = m.store.UpdatePartition(ctx, cur, partitionEpoch)
+	return metaError(err)
+}
+
+// electLeader runs an election an operator asked for (ElectLeaders) on a
+// partition: preferred (the first replica, when in sync) or unclean (a
+// leaderless partition). The write is a compare-and-swap on the partition
+// epoch; the controller's next round sees the new leader as live and keeps
+// it.
+func (m *etcdMeta) electLeader(ctx context.Context, topic string, index int32, unclean bool) error {
+	if err := m.space.check(0); err != nil {
+		return err
+	}
+	snap := m.cache.Snapshot()
+	ts := snap.Topics[topic]
+	if ts == nil || index < 0 || int(index) >= len(ts.Partitions) {
+		return errUnknownTopic
+	}
+	p := ts.Partitions[index]
+	elect := controller.ElectPreferred
+	if unclean {
+		elect = controller.ElectUnclean
+	}
+	next, err := elect(snap, p)
+	if err != nil {
+		return err
+	}
+	_, _, err = m.store.UpdatePartition(ctx, next, p.PartitionEpoch)
 	return metaError(err)
 }
 

@@ -27,6 +27,9 @@ type metaStore interface {
 	// cancels its reassignment when target is nil (KIP-455); the
 	// controller completes it.
 	reassign(ctx context.Context, topic string, index int32, target []int32) (int64, error)
+	// electLeader runs a preferred (or, with unclean, a leaderless
+	// partition's unclean) leader election an operator asked for.
+	electLeader(ctx context.Context, topic string, index int32, unclean bool) error
 	// subscribe returns a channel that receives a value after every
 	// snapshot change (coalesced), until ctx ends.
 	subscribe(ctx context.Context) <-chan struct{}

@@ -140,7 +140,8 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		defer b.wg.Done()
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
-	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL, Logger: log})
+	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
+		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, Logger: log})
 	// Start returns once the cluster has a controller (at once when one
 	// runs; a new single-broker cluster elects this one in milliseconds),
 	// so that partitions whose leader is gone are already being moved.

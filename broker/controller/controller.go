@@ -115,7 +115,12 @@ type Config struct {
 	// SessionTTL is the controller lease: how long a dead controller
 	// holds the role before another broker takes it.
 	SessionTTL time.Duration
-	Logger     *slog.Logger
+	// LeaderImbalanceCheckInterval is
+	// leader.imbalance.check.interval.seconds: how often the controller
+	// moves leaderships back to preferred replicas (PlanPreferredLeaders).
+	// Zero or negative: never (auto.leader.rebalance.enable=false).
+	LeaderImbalanceCheckInterval time.Duration
+	Logger                       *slog.Logger
 }
 
 // Controller campaigns for the role and, while it holds it, reconciles
@@ -180,6 +185,13 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	changes := c.cache.Subscribe(ctx)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var rebalance <-chan time.Time
+	if c.cfg.LeaderImbalanceCheckInterval > 0 {
+		t := time.NewTicker(c.cfg.LeaderImbalanceCheckInterval)
+		defer t.Stop()
+		rebalance = t.C
+	}
+	preferred := false
 	// Incarnations this controller has acted on. It starts from the
 	// snapshot it was elected with: restarts before that were the
 	// previous controller's to handle, or are seen as a lease expiry.
@@ -198,6 +210,10 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 		ok := true
 		plan := Plan(snap, restarted)
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
+		if preferred && len(plan) == 0 {
+			plan = PlanPreferredLeaders(snap)
+		}
+		preferred = false
 		for _, ch := range plan {
 			_, _, err := lead.UpdatePartition(ctx, ch.Next, ch.Expected)
 			switch {
@@ -229,6 +245,8 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			return
 		case <-changes:
 		case <-tick.C:
+		case <-rebalance:
+			preferred = true
 		}
 	}
 }

@@ -33,6 +33,8 @@ type clusterFlags struct {
 	replicationFctr int16
 	offsetsRF       int16
 	ctlShutdown     time.Duration
+	autoRebalance   bool
+	imbalanceCheck  time.Duration
 	brokerFlags
 }
 
@@ -69,6 +71,8 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.Int16Var(&f.replicationFctr, "default-replication-factor", 1, "replicas of auto-created topics (default.replication.factor)")
 	fs.Int16Var(&f.offsetsRF, "offsets-topic-replication-factor", 3, "replicas of __consumer_offsets, capped at the live brokers (offsets.topic.replication.factor)")
 	fs.DurationVar(&f.ctlShutdown, "controlled-shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for the controller to move this broker's leaderships to other in-sync replicas (negative: exit without, as controlled.shutdown.enable=false)")
+	fs.BoolVar(&f.autoRebalance, "auto-leader-rebalance", true, "move leadership back to each partition's preferred replica when it is in sync (auto.leader.rebalance.enable)")
+	fs.DurationVar(&f.imbalanceCheck, "leader-imbalance-check-interval", 300*time.Second, "how often leadership is moved back to preferred replicas (leader.imbalance.check.interval.seconds)")
 	f.brokerFlags.register(cmd)
 	return cmd
 }
@@ -128,6 +132,10 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		DefaultReplicationFactor:      f.replicationFctr,
 		OffsetsTopicReplicationFactor: f.offsetsRF,
 		ControlledShutdownTimeout:     f.ctlShutdown,
+		LeaderImbalanceCheckInterval:  f.imbalanceCheck,
+	}
+	if !f.autoRebalance || f.imbalanceCheck <= 0 {
+		cfg.LeaderImbalanceCheckInterval = -1
 	}
 	f.brokerFlags.apply(&cfg)
 	bucket, err := f.openObjectStore(ctx)
