@@ -24,16 +24,23 @@ import (
 
 // Config is the broker's configuration. Field comments give Kafka's name.
 type Config struct {
-	NodeID                   int32  // node.id
-	DataDir                  string // log.dirs (one directory)
-	AdvertisedHost           string // advertised.listeners host
-	AdvertisedPort           int32  // advertised.listeners port
-	Rack                     string // broker.rack
-	SocketRequestMaxBytes    int64  // socket.request.max.bytes, default 100 MiB
-	QueuedMaxRequestBytes    int64  // queued.max.request.bytes, default 100 MiB (also bounds a non-produce request to 1/24 of it, see decodeExpansion)
-	AutoCreateTopics         bool   // auto.create.topics.enable (set by the caller; Kafka's default is true)
-	NumPartitions            int32  // num.partitions, default 1
-	DefaultReplicationFactor int16  // default.replication.factor, default 1
+	NodeID                int32  // node.id
+	DataDir               string // log.dirs (one directory)
+	AdvertisedHost        string // advertised.listeners host
+	AdvertisedPort        int32  // advertised.listeners port
+	Rack                  string // broker.rack
+	SocketRequestMaxBytes int64  // socket.request.max.bytes, default 100 MiB
+	QueuedMaxRequestBytes int64  // queued.max.request.bytes, default 100 MiB (also bounds a non-produce request to 1/24 of it, see decodeExpansion)
+	// QueuedMaxResponseBytes bounds the encoded responses waiting to be
+	// sent, across all connections (default 100 MiB; Kafka has no name
+	// for it). A connection with unsent responses past its share, or
+	// while the budget is spent, reads no more requests until they are
+	// sent (Kafka mutes such channels); one with none unsent is always
+	// read, so a client that reads its responses keeps being served.
+	QueuedMaxResponseBytes   int64
+	AutoCreateTopics         bool  // auto.create.topics.enable (set by the caller; Kafka's default is true)
+	NumPartitions            int32 // num.partitions, default 1
+	DefaultReplicationFactor int16 // default.replication.factor, default 1
 	// ConnectionsMaxIdle is connections.max.idle.ms (default 10
 	// minutes): a connection that neither sends a request nor has one in
 	// flight for that long is closed.
@@ -129,6 +136,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.QueuedMaxRequestBytes == 0 {
 		c.QueuedMaxRequestBytes = 100 << 20
+	}
+	if c.QueuedMaxResponseBytes == 0 {
+		c.QueuedMaxResponseBytes = 100 << 20
 	}
 	if c.ConnectionsMaxIdle == 0 {
 		c.ConnectionsMaxIdle = 10 * time.Minute
@@ -274,6 +284,8 @@ type Broker struct {
 	cancel        context.CancelFunc
 	metrics       *brokerMetrics
 	requestMemory *byteBudget
+	// responseMemory counts the encoded responses not yet sent.
+	responseMemory *byteBudget
 	// scanBudget bounds the memory of everything that looks inside
 	// batches at once: produce validation, ListOffsets by timestamp and
 	// the group coordinator's load.
@@ -337,18 +349,19 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		cfg:           cfg,
-		log:           log,
-		ctx:           ctx,
-		cancel:        cancel,
-		metrics:       newBrokerMetrics(reg),
-		requestMemory: newByteBudget(cfg.QueuedMaxRequestBytes),
-		scanBudget:    recordbatch.NewBudget(recordbatch.DefaultBudgetBytes),
-		meta:          meta,
-		appliedCh:     make(chan struct{}),
-		fetchSessions: newFetchSessionCache(),
-		logSpace:      newSpaceGuard("log directory", logDir, cfg.LogDirReserveBytes),
-		metaSpace:     newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
+		cfg:            cfg,
+		log:            log,
+		ctx:            ctx,
+		cancel:         cancel,
+		metrics:        newBrokerMetrics(reg),
+		requestMemory:  newByteBudget(cfg.QueuedMaxRequestBytes),
+		responseMemory: newByteBudget(cfg.QueuedMaxResponseBytes),
+		scanBudget:     recordbatch.NewBudget(recordbatch.DefaultBudgetBytes),
+		meta:           meta,
+		appliedCh:      make(chan struct{}),
+		fetchSessions:  newFetchSessionCache(),
+		logSpace:       newSpaceGuard("log directory", logDir, cfg.LogDirReserveBytes),
+		metaSpace:      newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
 	}
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace

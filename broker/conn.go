@@ -22,6 +22,12 @@ import (
 // client cannot park unbounded work.
 const maxInflightPerConn = 64
 
+// maxUnsentPerConn is the encoded response bytes a connection may have
+// waiting to be sent and still have more requests read (its share of
+// QueuedMaxResponseBytes); past it, or while that budget is spent, its
+// reader waits until the writer has sent them.
+const maxUnsentPerConn = 1 << 20
+
 // conn serves one client connection. One goroutine reads and handles
 // requests in order; a second writes their responses in the same order as
 // each becomes ready. Handlers that wait (acks=all, long-poll fetch, group
@@ -52,6 +58,13 @@ type conn struct {
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.
 	peer atomic.Int32
+	// unsent is the encoded response bytes queued and not yet written
+	// (charged to the broker's response budget); sent is signalled
+	// whenever the writer gives some back. encodeHint is the size of the
+	// last encoded response: the next buffer is taken from its class.
+	unsent     atomic.Int64
+	sent       chan struct{}
+	encodeHint atomic.Int64
 }
 
 // pending is a request's place in the response order.
@@ -59,8 +72,13 @@ type pending struct {
 	header requestHeader
 	done   chan struct{}
 	once   sync.Once
-	resp   kmsg.Response
-	raw    *rawResponse // a response with sendfile parts (fetch), instead of resp
+	// enc is the encoded response frame (a pooled buffer), encoded when
+	// the request is answered so that the memory a queued response holds
+	// is counted (charged) in the response budget.
+	enc     []byte
+	errCode int16
+	raw     *rawResponse // a response with sendfile parts (fetch), instead of enc
+	charged int64
 	// silent: no response is sent (acks=0 produce).
 	silent bool
 	// closeConn: close the connection instead of answering.
@@ -79,7 +97,69 @@ func (p *pending) errorCode() int16 {
 	if p.raw != nil {
 		return p.raw.errCode
 	}
-	return responseErrorCode(p.resp)
+	return p.errCode
+}
+
+// answer completes p with resp, encoded now and charged to the response
+// budget until the writer has sent it.
+func (c *conn) answer(p *pending, resp kmsg.Response) {
+	p.errCode = responseErrorCode(resp)
+	if !c.broken.Load() {
+		resp.SetVersion(p.header.version)
+		buf := appendResponseHeader(getBuf(int(c.encodeHint.Load()))[:0], p.header)
+		buf = resp.AppendTo(buf)
+		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+		c.encodeHint.Store(int64(len(buf)))
+		p.enc = buf
+		c.charge(p, int64(cap(buf)))
+	}
+	close(p.done)
+}
+
+// charge counts n bytes of p's response as queued.
+func (c *conn) charge(p *pending, n int64) {
+	p.charged = n
+	c.unsent.Add(n)
+	c.b.responseMemory.charge(n)
+}
+
+// uncharge gives back what p's response held, once written or dropped.
+func (c *conn) uncharge(p *pending) {
+	if p.enc != nil {
+		putBuf(p.enc)
+		p.enc = nil
+	}
+	if p.charged == 0 {
+		return
+	}
+	c.unsent.Add(-p.charged)
+	c.b.responseMemory.release(p.charged)
+	p.charged = 0
+	select {
+	case c.sent <- struct{}{}:
+	default:
+	}
+}
+
+// awaitResponseRoom waits, before the next request is read, until the
+// connection's unsent responses fit its share and the response budget
+// has room. A connection with nothing unsent is always read.
+func (c *conn) awaitResponseRoom() error {
+	for {
+		u := c.unsent.Load()
+		if u == 0 || (u < maxUnsentPerConn && !c.b.responseMemory.full()) {
+			return nil
+		}
+		t := time.NewTimer(50 * time.Millisecond) // other connections free budget too
+		select {
+		case <-c.sent:
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			return c.ctx.Err()
+		}
+		t.Stop()
+	}
 }
 
 // request is what a handler sees of one request.
@@ -94,16 +174,22 @@ func (r *request) ctx() context.Context { return r.conn.ctx }
 
 // respond answers the request (at most once; later calls are ignored).
 func (r *request) respond(resp kmsg.Response) {
-	r.p.once.Do(func() {
-		r.p.resp = resp
-		close(r.p.done)
-	})
+	r.p.once.Do(func() { r.conn.answer(r.p, resp) })
 }
 
 // respondRaw answers with a response whose body is written with sendfile.
 func (r *request) respondRaw(raw *rawResponse) {
 	r.p.once.Do(func() {
 		r.p.raw = raw
+		// The body and any record data read from the object store are
+		// in memory until sent; file ranges are not.
+		n := int64(cap(raw.body))
+		for i := range raw.cuts {
+			if raw.cuts[i].data != nil {
+				n += raw.cuts[i].len()
+			}
+		}
+		r.conn.charge(r.p, n)
 		close(r.p.done)
 	})
 }
@@ -121,7 +207,7 @@ func (r *request) respondNothing() {
 // resp, never sent, is what the requests metric counts.
 func (r *request) closeConnection(resp kmsg.Response) {
 	r.p.once.Do(func() {
-		r.p.resp = resp
+		r.p.errCode = responseErrorCode(resp)
 		r.p.closeConn = true
 		close(r.p.done)
 	})
@@ -137,6 +223,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		queue:  make(chan *pending, maxInflightPerConn),
 		log:    b.log.With("remote", nc.RemoteAddr().String()),
 		w:      newConnWriter(nc, b.cfg.ResponseWriteTimeout),
+		sent:   make(chan struct{}, 1),
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
 	if !b.trackConn(c, true) {
@@ -200,6 +287,9 @@ func (c *conn) readLoop() error {
 		// Checked after arming the deadline: shutdown cancels the
 		// context and then sets the deadline to now.
 		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.awaitResponseRoom(); err != nil {
 			return err
 		}
 		if n, err := io.ReadFull(br, sizeBuf[:]); err != nil {
@@ -341,9 +431,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 		c.releaseBuf(frame, reserved)
 		if h.key != int16(kmsg.ApiVersions) {
 			if resp := unsupportedVersionResponse(h); resp != nil {
-				p.resp = resp
-				close(p.done)
+				c.answer(p, resp)
 				if !c.enqueue(p) {
+					c.uncharge(p)
 					return c.ctx.Err()
 				}
 				return nil
@@ -361,12 +451,12 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 		// retry with one we do.
 		resp := apiVersionsResponse(0)
 		resp.ErrorCode = kerr.UnsupportedVersion.Code
-		p.resp = resp
 		c.b.metrics.observeRequest(h.key, h.version, resp.ErrorCode, time.Since(p.start))
 		p.observed = true
 		p.header.version = 0
-		close(p.done)
+		c.answer(p, resp)
 		if !c.enqueue(p) {
+			c.uncharge(p)
 			return c.ctx.Err()
 		}
 		return nil
@@ -415,6 +505,7 @@ func (c *conn) writeLoop() {
 		if p.silent || c.broken.Load() {
 			c.observe(p)
 			p.releaseRaw()
+			c.uncharge(p)
 			c.releaseReserved(p)
 			continue
 		}
@@ -422,8 +513,9 @@ func (c *conn) writeLoop() {
 		if p.raw != nil {
 			err = c.w.writeRaw(p.header, p.raw)
 		} else {
-			err = c.w.writeResponse(p.header, p.resp)
+			err = c.w.writeFrame(p.enc)
 		}
+		c.uncharge(p)
 		// Written: the request's memory is no longer needed (held
 		// until now so that the budget also bounds answers queued for
 		// a client that reads slowly).

@@ -25,3 +25,6 @@ func (b *Broker) HoldISRWrites(topic string, index int32, n int) (release func()
 	}
 	return p.repl.Unlock
 }
+
+// ResponseMemoryInUse is the encoded response bytes queued, for tests.
+func (b *Broker) ResponseMemoryInUse() int64 { return b.responseMemory.inUse() }

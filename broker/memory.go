@@ -70,6 +70,26 @@ func (b *byteBudget) acquire(ctx context.Context, n int64, deadline time.Time) e
 	return nil
 }
 
+// charge takes n bytes without waiting, even past the limit: memory
+// already allocated that must be accounted for (encoded responses). Callers
+// stop producing more while full reports true.
+func (b *byteBudget) charge(n int64) {
+	if b.limit <= 0 || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used += n
+	b.mu.Unlock()
+}
+
+// full reports whether the budget is spent.
+func (b *byteBudget) full() bool {
+	if b.limit <= 0 {
+		return false
+	}
+	return b.inUse() >= b.limit
+}
+
 // release gives back n bytes taken with acquire or tryAcquire.
 func (b *byteBudget) release(n int64) {
 	if b.limit <= 0 || n == 0 {

@@ -10,22 +10,17 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kmsg"
-
 	"github.com/shale-log/shale/localseg"
 )
 
 // connWriter writes response frames to one connection; only the
-// connection's writer goroutine uses it. Responses are encoded into
-// buffers from the shared pools, taken for one write and given back after
-// it, so an idle connection holds no encode buffer.
+// connection's writer goroutine uses it. Responses are encoded (when
+// answered) into buffers from the shared pools, given back once written,
+// so an idle connection holds no encode buffer.
 type connWriter struct {
 	nc  net.Conn
 	raw syscall.RawConn // nil when the connection cannot sendfile
-	// sizeHint is the size of the last encoded response: the next
-	// buffer is taken from its class.
-	sizeHint int
-	hdr      [16]byte // a raw response's header
+	hdr [16]byte        // a raw response's header
 	// timeout: each write must make progress of at least a MiB per
 	// timeout, or the connection is given up (a client that stops
 	// reading cannot hold its responses' memory forever).
@@ -58,15 +53,10 @@ func appendResponseHeader(dst []byte, h requestHeader) []byte {
 	return dst
 }
 
-func (w *connWriter) writeResponse(h requestHeader, resp kmsg.Response) error {
-	resp.SetVersion(h.version)
-	buf := appendResponseHeader(getBuf(w.sizeHint)[:0], h)
-	buf = resp.AppendTo(buf)
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+// writeFrame writes an encoded response frame.
+func (w *connWriter) writeFrame(buf []byte) error {
 	w.arm(int64(len(buf)))
 	_, err := w.nc.Write(buf)
-	w.sizeHint = len(buf)
-	putBuf(buf)
 	return err
 }
 

@@ -1,0 +1,83 @@
+package broker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// Regression: responses were queued per connection (up to 64 each) with
+// nothing counting them, so connections asking for all-topic Metadata
+// without reading held unbounded response memory. Now each response is
+// encoded when answered and charged to the response budget until sent; a
+// connection past its share, or while the budget is spent, is not read.
+func TestUnreadResponsesAreBoundedByTheResponseBudget(t *testing.T) {
+	const limit = 1 << 20
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.QueuedMaxResponseBytes = limit
+		c.ResponseWriteTimeout = time.Minute
+	})
+	// A small DescribeConfigs naming one topic many times, with
+	// documentation and synonyms, has a big response (all-topic Metadata
+	// on a broker with many partitions is the same case).
+	createTopic(t, b.Admin(), "described", 1, nil)
+	all := kmsg.NewPtrDescribeConfigsRequest()
+	all.Version = 4
+	all.IncludeSynonyms, all.IncludeDocumentation = true, true
+	for range 2400 {
+		res := kmsg.NewDescribeConfigsRequestResource()
+		res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeTopic, "described"
+		all.Resources = append(all.Resources, res)
+	}
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("greedy"))
+	// How big one response is.
+	one := dial(t, b.Addr)
+	one.Write(f.AppendRequest(nil, all, 1))
+	respSize := int64(len(readFrame(t, one)))
+	one.Close()
+	if respSize < 6<<20 {
+		t.Fatalf("the DescribeConfigs response is only %d bytes", respSize)
+	}
+
+	const conns = 4
+	var greedy []interface{ Close() error }
+	for range conns {
+		c := dial(t, b.Addr)
+		var req []byte
+		for i := int32(0); i < 10; i++ {
+			req = f.AppendRequest(req, all, i)
+		}
+		go c.Write(req) // never reads
+		greedy = append(greedy, c)
+	}
+	var peak int64
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		peak = max(peak, b.B.ResponseMemoryInUse())
+	}
+	if peak == 0 {
+		t.Fatal("no response memory was charged for responses not read")
+	}
+	// Each connection adds at most one response beyond its share of
+	// the budget (Kafka's bound: one response per muted channel).
+	if bound := int64(limit) + 2*conns*respSize; peak > bound {
+		t.Fatalf("unsent responses hold %d bytes (bound %d: budget %d, %d connections of %d-byte responses)", peak, bound, limit, conns, respSize)
+	}
+	t.Logf("peak unsent response bytes %d (budget %d, one response %d)", peak, limit, respSize)
+	healthy(t, b)
+	for _, c := range greedy {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.B.ResponseMemoryInUse() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if used := b.B.ResponseMemoryInUse(); used != 0 {
+		t.Fatalf("%d bytes of response memory held after the connections closed", used)
+	}
+	healthy(t, b)
+}
