@@ -212,22 +212,27 @@ func (m *etcdMeta) electLeader(ctx context.Context, topic string, index int32, u
 	if err := m.space.check(0); err != nil {
 		return err
 	}
-	snap := m.cache.Snapshot()
-	ts := snap.Topics[topic]
-	if ts == nil || index < 0 || int(index) >= len(ts.Partitions) {
-		return errUnknownTopic
-	}
-	p := ts.Partitions[index]
 	elect := controller.ElectPreferred
 	if unclean {
 		elect = controller.ElectUnclean
 	}
-	next, err := elect(snap, p)
-	if err != nil {
-		return err
+	// The partition is read from etcd, not the cache, which may not yet
+	// show a change just made (an election a moment ago); a concurrent
+	// change makes it decide again.
+	for attempt := 0; ; attempt++ {
+		p, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return metaError(err)
+		}
+		next, err := elect(m.cache.Snapshot(), p)
+		if err != nil {
+			return err
+		}
+		_, _, err = m.store.UpdatePartition(ctx, next, p.PartitionEpoch)
+		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
+			return metaError(err)
+		}
 	}
-	_, _, err = m.store.UpdatePartition(ctx, next, p.PartitionEpoch)
-	return metaError(err)
 }
 
 // metaError maps metadata's sentinels to the broker's.
