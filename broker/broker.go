@@ -41,6 +41,12 @@ type Config struct {
 	AutoCreateTopics         bool  // auto.create.topics.enable (set by the caller; Kafka's default is true)
 	NumPartitions            int32 // num.partitions, default 1
 	DefaultReplicationFactor int16 // default.replication.factor, default 1
+	// MaxConnections is max.connections (default 10,000) and
+	// MaxConnectionsPerIP max.connections.per.ip (0: no per-address
+	// limit, Kafka's default): a connection past either is closed as it
+	// is accepted, with a rate-limited log line.
+	MaxConnections      int
+	MaxConnectionsPerIP int
 	// ConnectionsMaxIdle is connections.max.idle.ms (default 10
 	// minutes): a connection that neither sends a request nor has one in
 	// flight for that long is closed.
@@ -139,6 +145,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.QueuedMaxResponseBytes == 0 {
 		c.QueuedMaxResponseBytes = 100 << 20
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 10000
 	}
 	if c.ConnectionsMaxIdle == 0 {
 		c.ConnectionsMaxIdle = 10 * time.Minute
@@ -259,6 +268,8 @@ func (c *Config) describe() []describedEntry {
 		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
+		{"max.connections", strconv.Itoa(c.MaxConnections), kmsg.ConfigTypeInt},
+		{"max.connections.per.ip", strconv.Itoa(max(c.MaxConnectionsPerIP, 0)), kmsg.ConfigTypeInt},
 		{"connections.max.idle.ms", strconv.FormatInt(c.ConnectionsMaxIdle.Milliseconds(), 10), kmsg.ConfigTypeLong},
 		{"auto.create.topics.enable", strconv.FormatBool(c.AutoCreateTopics), kmsg.ConfigTypeBoolean},
 		{"num.partitions", strconv.Itoa(int(c.NumPartitions)), kmsg.ConfigTypeInt},
@@ -322,6 +333,11 @@ type Broker struct {
 	// refusedLog: refused requests (malformed, unsupported, not
 	// authorized, corrupt batches), one Warn line per interval.
 	refusedLog rateLimitedLog
+	// connCount and connsPerIP count the accepted connections (under
+	// connsMu); limitLog logs the connections refused for the limits.
+	connCount  int
+	connsPerIP map[string]int
+	limitLog   rateLimitedLog
 
 	// wg counts the broker's goroutines, which Close waits for; bgMu
 	// orders goBackground's Add before Close's cancel, so that no Add
@@ -367,6 +383,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		em.space = b.metaSpace
 	}
 	b.refusedLog.interval = 10 * time.Second
+	b.limitLog.interval = 10 * time.Second
 	if reg != nil {
 		budget := b.scanBudget
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -570,13 +587,62 @@ func (b *Broker) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		ip := connIP(nc)
+		if reason := b.admitConn(ip); reason != "" {
+			nc.Close()
+			b.metrics.connectionsRefused.Inc()
+			b.limitLog.log(b.log, "refused a connection: "+reason, "remote", nc.RemoteAddr().String())
+			continue
+		}
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
-		if !b.goBackground(func() { b.serveConn(nc) }) {
+		if !b.goBackground(func() {
+			defer b.releaseConn(ip)
+			b.serveConn(nc)
+		}) {
+			b.releaseConn(ip)
 			nc.Close()
 			return nil
 		}
+	}
+}
+
+// connIP is the address a connection comes from (its limit's key).
+func connIP(nc net.Conn) string {
+	addr := nc.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// admitConn counts a new connection from ip, or says which limit
+// (max.connections, max.connections.per.ip) refuses it.
+func (b *Broker) admitConn(ip string) string {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	if b.cfg.MaxConnections > 0 && b.connCount >= b.cfg.MaxConnections {
+		return fmt.Sprintf("max.connections (%d) reached", b.cfg.MaxConnections)
+	}
+	if b.cfg.MaxConnectionsPerIP > 0 && b.connsPerIP[ip] >= b.cfg.MaxConnectionsPerIP {
+		return fmt.Sprintf("max.connections.per.ip (%d) reached for %s", b.cfg.MaxConnectionsPerIP, ip)
+	}
+	if b.connsPerIP == nil {
+		b.connsPerIP = map[string]int{}
+	}
+	b.connCount++
+	b.connsPerIP[ip]++
+	return ""
+}
+
+// releaseConn uncounts a connection admitted by admitConn.
+func (b *Broker) releaseConn(ip string) {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	b.connCount--
+	if b.connsPerIP[ip]--; b.connsPerIP[ip] <= 0 {
+		delete(b.connsPerIP, ip)
 	}
 }
 

@@ -22,9 +22,12 @@ import (
 // with committed offsets. A topic's series go when its last partition
 // leaves this broker.
 type brokerMetrics struct {
-	connections    prometheus.Gauge
-	requests       *prometheus.CounterVec   // api, version, error
-	requestSeconds *prometheus.HistogramVec // api
+	connections prometheus.Gauge
+	// connectionsRefused: connections closed at accept for
+	// max.connections or max.connections.per.ip.
+	connectionsRefused prometheus.Counter
+	requests           *prometheus.CounterVec   // api, version, error
+	requestSeconds     *prometheus.HistogramVec // api
 	// reqCache holds, per API key and version, the children a request
 	// without error updates, so that the request path does no label
 	// lookup.
@@ -67,6 +70,9 @@ var unregisteredCounters = newBrokerMetrics(nil).forTopic("")
 
 func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	m := &brokerMetrics{
+		connectionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "connections_refused_total", Help: "Connections closed as they were accepted, past max.connections or max.connections.per.ip.",
+		}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "connections", Help: "Open client connections.",
 		}),
@@ -115,7 +121,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 		m.refusedBatches.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lostRanges, m.connections, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
+		reg.MustRegister(m.lostRanges, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m
