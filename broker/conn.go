@@ -509,6 +509,9 @@ func (c *conn) writeLoop() {
 			c.releaseReserved(p)
 			continue
 		}
+		// Counted before the write, so that a client that has its
+		// answer finds it in the metrics.
+		c.observe(p)
 		var err error
 		if p.raw != nil {
 			err = c.w.writeRaw(p.header, p.raw)
@@ -519,7 +522,6 @@ func (c *conn) writeLoop() {
 		// Written: the request's memory is no longer needed (held
 		// until now so that the budget also bounds answers queued for
 		// a client that reads slowly).
-		c.observe(p)
 		c.releaseReserved(p)
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
