@@ -472,8 +472,8 @@ func (b *Broker) start() {
 }
 
 // scrubLoop verifies every hosted partition's sealed segments once per
-// ScrubInterval at ScrubBytesPerSecond: damage is logged by the log and
-// counted in shale_lost_ranges_total.
+// ScrubInterval at ScrubBytesPerSecond: damage newly found is logged and
+// recorded by the log and counted (OnDamage) in shale_lost_ranges_total.
 func (b *Broker) scrubLoop() {
 	if b.cfg.ScrubInterval < 0 {
 		return
@@ -494,8 +494,7 @@ func (b *Broker) scrubLoop() {
 			if err != nil {
 				b.log.Warn("scrubbing a partition log", "topic", p.topic, "partition", p.index, "err", err)
 			}
-			if len(ds) > 0 {
-				b.metrics.lostRanges.Add(float64(len(ds)))
+			if len(ds) > 0 { // counted by the log's OnDamage
 				b.log.Error("sealed segments of a partition hold corrupt batches", "topic", p.topic, "partition", p.index, "ranges", len(ds))
 			}
 		}

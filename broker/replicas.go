@@ -336,7 +336,8 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	if err := writePartitionMetadata(dir, tv.id); err != nil {
 		return nil, err
 	}
-	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget}
+	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget,
+		OnDamage: func(localseg.Damage) { m.b.metrics.lostRanges.Inc() }}
 	var tier *partitionTier
 	if m.tiers(tv, cfg) {
 		tier = m.b.tier.newPartitionTier(tv.name, tv.id, index)

@@ -139,8 +139,10 @@ func checkScanned(b []byte, expect, next int64) error {
 
 // Scrub verifies the log's sealed segments (see ScanSegment), reading at
 // most bytesPerSecond (no limit when zero or less), and returns what it
-// found. The active segment is left to recovery. It stops early when ctx
-// ends.
+// newly found: damage is recorded as a read that meets it records it
+// (lost-ranges file, OnDamage, reads skip it), and a segment's damage
+// already known is not reported again. The active segment is left to
+// recovery. It stops early when ctx ends.
 func (l *Log) Scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error) {
 	segs := l.segments()
 	var out []Damage
@@ -157,13 +159,12 @@ func (l *Log) Scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error)
 			return out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
 		}
 		start := time.Now()
-		ds, err := ScanSegment(f, s.base, size, s.next.Load())
+		next := s.next.Load()
+		ds, err := ScanSegment(f, s.base, size, next)
 		f.Close()
-		for i := range ds {
-			ds[i].Segment = s.path(".log")
-			l.log.Error("corrupt batches in a sealed segment", "damage", ds[i].String())
+		if err == nil {
+			out = append(out, l.noteDamage(s, ds, next)...)
 		}
-		out = append(out, ds...)
 		if err != nil {
 			return out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
 		}
@@ -191,21 +192,42 @@ func (l *Log) damageOf(s *segment, f File, size, next int64) []Damage {
 			l.log.Error("verifying a segment after a corrupt read", "segment", s.path(".log"), "err", err)
 			return nil // not cached: a later read tries again
 		}
-		for i := range ds {
-			ds[i].Segment = s.path(".log")
-			l.log.Error("corrupt batches in a sealed segment: reads skip them", "damage", ds[i].String())
-			if l.onDamage != nil {
-				l.onDamage(ds[i])
-			}
-		}
-		s.damage = &ds
-		if len(ds) > 0 {
-			if err := l.recordLost(s, ds, next); err != nil {
-				l.log.Error("recording lost ranges", "dir", l.dir, "err", err)
-			}
-		}
+		l.recordDamageLocked(s, ds, next)
 	}
 	return *s.damage
+}
+
+// noteDamage records what a scrub of s found, unless its damage is
+// already known, and returns the damage newly recorded.
+func (l *Log) noteDamage(s *segment, ds []Damage, next int64) []Damage {
+	if len(ds) == 0 {
+		return nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.damage != nil && len(*s.damage) > 0 {
+		return nil
+	}
+	l.recordDamageLocked(s, ds, next)
+	return ds
+}
+
+// recordDamageLocked makes ds the known damage of s: logged, told to
+// OnDamage, and added to the lost-ranges file. Requires s.loadMu.
+func (l *Log) recordDamageLocked(s *segment, ds []Damage, next int64) {
+	for i := range ds {
+		ds[i].Segment = s.path(".log")
+		l.log.Error("corrupt batches in a sealed segment: reads skip them", "damage", ds[i].String())
+		if l.onDamage != nil {
+			l.onDamage(ds[i])
+		}
+	}
+	s.damage = &ds
+	if len(ds) > 0 {
+		if err := l.recordLost(s, ds, next); err != nil {
+			l.log.Error("recording lost ranges", "dir", l.dir, "err", err)
+		}
+	}
 }
 
 // LostRange is a recorded stretch of offsets [From, To) that reads skip
