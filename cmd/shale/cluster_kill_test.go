@@ -245,7 +245,16 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	// The admin client is the test's view of the partition: its own client,
+	// so that kadm's answers are not served from the producer's metadata
+	// cache (kgo keeps it for MetadataMinAge, 5 s by default), which can name
+	// a leader that has already handed over.
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
 	minISR := "2"
 	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": &minISR}, "acked"); err != nil {
 		t.Fatal(err)
