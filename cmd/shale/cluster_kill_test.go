@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -26,9 +27,13 @@ type brokerProc struct {
 	httpAddr  string
 	etcd      string
 	extra     []string // further flags
-	cmd       *exec.Cmd
-	stderr    *lockedBuffer
-	exited    chan struct{}
+	// objectStore is the --object-store URL (default: none); env is
+	// added to the process's environment.
+	objectStore string
+	env         []string
+	cmd         *exec.Cmd
+	stderr      *lockedBuffer
+	exited      chan struct{}
 }
 
 // startClusterBroker starts (or restarts, on the same directory and
@@ -36,12 +41,19 @@ type brokerProc struct {
 func startClusterBroker(t *testing.T, p *brokerProc) {
 	t.Helper()
 	p.stderr, p.exited = &lockedBuffer{}, make(chan struct{})
+	store := p.objectStore
+	if store == "" {
+		store = "none"
+	}
 	p.cmd = exec.Command(shaleBin, "broker", "--id", strconv.Itoa(p.id), "--data-dir", p.dataDir,
 		"--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr, "--etcd", p.etcd, "--cluster", "kill",
-		"--object-store", "none", "--session-ttl", "2s", "--replica-lag-time-max", "5s",
+		"--object-store", store, "--session-ttl", "2s", "--replica-lag-time-max", "5s",
 		"--group-initial-rebalance-delay", "0s")
 	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stderr = p.stderr
+	if p.env != nil {
+		p.cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
