@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,7 +28,8 @@ import (
 // FROM scratch with binaries built here (no image is pulled), starts the
 // project, writes with acks=all to a topic replicated on the three brokers
 // through clients seeded with each broker's published address, reads it
-// all back, and finds the bucket the brokers created in MinIO.
+// all back, and finds the bucket the brokers created in MinIO with the
+// sealed segments they uploaded.
 func TestComposeClusterProducesAndConsumesThroughEveryBroker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a docker compose project (skipped with -short)")
@@ -116,8 +118,11 @@ func TestComposeClusterProducesAndConsumesThroughEveryBroker(t *testing.T) {
 	const perBroker = 300
 	want := map[string]bool{}
 	for i, seed := range kafka {
+		// Batches of at most 16 KiB: a segment rolls only between
+		// batches, so several 64 KiB segments seal on each partition.
 		cl := newClient(t, seed, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic(topic),
-			kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+			kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(16<<10),
+			kgo.ProducerBatchCompression(kgo.NoCompression()))
 		var recs []*kgo.Record
 		for j := range perBroker {
 			key := fmt.Sprintf("b%d-%d", i+1, j)
@@ -145,6 +150,27 @@ func TestComposeClusterProducesAndConsumesThroughEveryBroker(t *testing.T) {
 	}
 	if ok, err := mc.BucketExists(ctx, "shale-test"); err != nil || !ok {
 		t.Fatalf("the brokers' bucket in MinIO: exists=%v %v", ok, err)
+	}
+	// The leaders upload the sealed segments there.
+	for {
+		var keys []string
+		segments := 0
+		for o := range mc.ListObjects(ctx, "shale-test", minio.ListObjectsOptions{Recursive: true}) {
+			if o.Err == nil {
+				keys = append(keys, o.Key)
+				if strings.HasSuffix(o.Key, ".log") {
+					segments++
+				}
+			}
+		}
+		if segments >= partitions {
+			t.Logf("%d segments uploaded to MinIO", segments)
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no sealed segment reached MinIO; the bucket holds %v", keys)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("produced and consumed through three brokers %v after compose up", time.Since(start).Round(time.Millisecond))
 }
