@@ -181,71 +181,14 @@ func (c *netCluster) state(node int32, topic string) (leader, epoch int32, isr [
 // netProducer produces numbered records (acks=all, idempotent) until
 // stopped, keeping those acknowledged.
 func netProducer(t *testing.T, cl *kgo.Client) *producerLoop {
-	pl := &producerLoop{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(pl.done)
-		for i := 0; ; i++ {
-			select {
-			case <-pl.stop:
-				return
-			default:
-			}
-			v := strconv.Itoa(i)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr()
-			cancel()
-			pl.mu.Lock()
-			if err == nil {
-				pl.acked = append(pl.acked, v)
-			} else {
-				pl.errs++
-			}
-			pl.mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return pl
+	return runProducerLoop(cl, 20*time.Second)
 }
 
 // readAll checks that every acknowledged record is in partition 0 of
 // topic once, acknowledged ones in order.
 func (c *netCluster) readAll(topic string, acked []string) {
-	t := c.t
-	t.Helper()
-	ctx := testCtx(t)
-	cons := c.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
-	seen := map[string]bool{}
-	var got []string
-	want := map[string]bool{}
-	for _, v := range acked {
-		want[v] = true
-	}
-	for missing := len(want); missing > 0; {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("read %d records, %d acknowledged ones missing: %v", len(got), missing, err)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			v := string(r.Value)
-			if seen[v] {
-				t.Fatalf("record %q read twice", v)
-			}
-			seen[v] = true
-			got = append(got, v)
-			if want[v] {
-				missing--
-			}
-		})
-	}
-	i := 0
-	for _, v := range got {
-		if i < len(acked) && v == acked[i] {
-			i++
-		}
-	}
-	if i != len(acked) {
-		t.Fatalf("acknowledged record %q out of order", acked[i])
-	}
+	c.t.Helper()
+	checkAcknowledgedRead(c.t, c.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}})), acked)
 }
 
 func (c *netCluster) createTopic(topic string) {
