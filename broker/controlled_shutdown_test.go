@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -72,39 +71,6 @@ func (p *ackedProducer) finish() ([]int, []error) {
 	close(p.stop)
 	<-p.done
 	return p.acked, p.errs
-}
-
-// checkAckedReadOnce reads topic's partition 0 from the start up to its high
-// watermark: every acknowledged record is there exactly once, in order.
-func checkAckedReadOnce(t *testing.T, ctx context.Context, cons *kgo.Client, topic string, acked []int) {
-	t.Helper()
-	end, err := kadm.NewClient(cons).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hw, _ := end.Lookup(topic, 0)
-	seen := map[int]int{}
-	last := -1
-	for read := int64(0); read < hw.Offset; {
-		fs := cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records", read, hw.Offset)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			read++
-			v, _ := strconv.Atoi(string(r.Value))
-			seen[v]++
-			if v <= last {
-				t.Errorf("record %d at offset %d after record %d", v, r.Offset, last)
-			}
-			last = v
-		})
-	}
-	for _, v := range acked {
-		if seen[v] != 1 {
-			t.Fatalf("acknowledged record %d read %d times (%d acknowledged, %d in the log)", v, seen[v], len(acked), hw.Offset)
-		}
-	}
 }
 
 // TestControlledShutdownMovesLeadershipBeforeExit: a leader stopped cleanly
@@ -177,5 +143,5 @@ func TestControlledShutdownMovesLeadershipBeforeExit(t *testing.T) {
 		t.Fatalf("leadership moved at revision %d, the broker left at %d", movedAt, goneAt)
 	}
 	t.Logf("broker %d stopped in %s, leadership moved before it left; %d records acknowledged", leader, took.Round(time.Millisecond), len(acked))
-	checkAckedReadOnce(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
+	brokertest.CheckAckedReadOnce(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
 }

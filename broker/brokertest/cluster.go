@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,38 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 			t.Fatalf("%s: not within %s (last: %s)", what, timeout, strings.TrimSpace(last))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CheckAckedReadOnce reads topic's partition 0 from the start up to its high
+// watermark: every acknowledged record is there exactly once, in order.
+func CheckAckedReadOnce(t testing.TB, ctx context.Context, cons *kgo.Client, topic string, acked []int) {
+	t.Helper()
+	end, err := kadm.NewClient(cons).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw, _ := end.Lookup(topic, 0)
+	seen := map[int]int{}
+	last := -1
+	for read := int64(0); read < hw.Offset; {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records", read, hw.Offset)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			read++
+			v, _ := strconv.Atoi(string(r.Value))
+			seen[v]++
+			if v <= last {
+				t.Errorf("record %d at offset %d after record %d", v, r.Offset, last)
+			}
+			last = v
+		})
+	}
+	for _, v := range acked {
+		if seen[v] != 1 {
+			t.Fatalf("acknowledged record %d read %d times (%d acknowledged, %d in the log)", v, seen[v], len(acked), hw.Offset)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -309,34 +310,8 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	end, err := kadm.NewClient(cons).ListEndOffsets(ctx, "acked")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hw, _ := end.Lookup("acked", 0)
-	seen := map[int]int{}
-	last := -1
-	for read := int64(0); read < hw.Offset; {
-		fs := cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records", read, hw.Offset)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			read++
-			v, _ := strconv.Atoi(string(r.Value))
-			seen[v]++
-			if v <= last {
-				t.Errorf("record %d at offset %d after record %d", v, r.Offset, last)
-			}
-			last = v
-		})
-	}
-	for _, v := range acked {
-		if seen[v] != 1 {
-			t.Fatalf("acknowledged record %d read %d times (%d acknowledged, %d in the log)", v, seen[v], len(acked), hw.Offset)
-		}
-	}
-	t.Logf("%d records acknowledged, %d in the log, all acknowledged read exactly once in order", len(acked), hw.Offset)
+	brokertest.CheckAckedReadOnce(t, ctx, cons, "acked", acked)
+	t.Logf("%d records acknowledged, all read exactly once in order", len(acked))
 }
 
 func tail(s string, n int) string {
