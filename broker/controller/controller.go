@@ -13,8 +13,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -72,11 +72,7 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		}
 		return kept
 	}
-	names := make([]string, 0, len(snap.Topics))
-	for n := range snap.Topics {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(snap.Topics))
 	var out []Change
 	for _, n := range names {
 		ts := snap.Topics[n]

@@ -2,8 +2,8 @@ package controller
 
 import (
 	"errors"
+	"maps"
 	"slices"
-	"sort"
 
 	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/metadata"
@@ -93,11 +93,7 @@ func PlanPreferredLeaders(snap *metadata.Snapshot) []Change {
 	live := brokerIndex(snap)
 	preferred := map[int32]int{}
 	var away []metadata.Partition
-	names := make([]string, 0, len(snap.Topics))
-	for n := range snap.Topics {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(snap.Topics))
 	for _, n := range names {
 		for _, p := range snap.Topics[n].Partitions {
 			if len(p.Replicas) == 0 {

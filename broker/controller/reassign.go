@@ -1,8 +1,8 @@
 package controller
 
 import (
+	"maps"
 	"slices"
-	"sort"
 
 	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/metadata"
@@ -51,11 +51,7 @@ func PlanReassignments(snap *metadata.Snapshot, restarted map[int32]bool, planne
 		}
 		busy[ch.Next.Topic][ch.Next.Index] = true
 	}
-	names := make([]string, 0, len(snap.Topics))
-	for n := range snap.Topics {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(snap.Topics))
 	var out []Change
 	for _, n := range names {
 		for _, p := range snap.Topics[n].Partitions {
