@@ -55,11 +55,18 @@ func (r rawResult) percentile(p float64) time.Duration {
 
 // meter counts what the connections of a run completed, read when the
 // warm-up ends and when the run ends.
+// meter counts the requests that complete from warmAt on; what completes
+// during the warm-up is not counted. Each completion decides by its own
+// clock, so no snapshot taken at warmAt can race with the connections.
 type meter struct {
+	warmAt                   time.Time
 	bytes, records, requests atomic.Int64
 }
 
 func (m *meter) add(bytes, records int64) {
+	if time.Now().Before(m.warmAt) {
+		return
+	}
 	m.bytes.Add(bytes)
 	m.records.Add(records)
 	m.requests.Add(1)
@@ -77,15 +84,15 @@ type connRun func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, e
 // counts what completed from the end of the warm-up until the last
 // connection finished.
 func runConns(cfg rawConfig, each connRun) (rawResult, error) {
+	warmAt := time.Now().Add(cfg.warmup)
+	stopAt := warmAt.Add(cfg.duration)
 	var (
-		m     meter
+		m     = meter{warmAt: warmAt}
 		mu    sync.Mutex
 		lat   []time.Duration
 		first error
 		wg    sync.WaitGroup
 	)
-	warmAt := time.Now().Add(cfg.warmup)
-	stopAt := warmAt.Add(cfg.duration)
 	for i := 0; i < cfg.conns; i++ {
 		wg.Add(1)
 		go func() {
@@ -100,16 +107,12 @@ func runConns(cfg rawConfig, each connRun) (rawResult, error) {
 		}()
 	}
 	time.Sleep(time.Until(warmAt))
-	before := m.read()
 	if cfg.onMeasure != nil {
 		cfg.onMeasure()
 	}
 	wg.Wait()
 	res := m.read()
 	res.elapsed = time.Since(warmAt)
-	res.bytes -= before.bytes
-	res.records -= before.records
-	res.requests -= before.requests
 	slices.Sort(lat)
 	res.latencies = lat
 	return res, first
@@ -284,9 +287,7 @@ func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, in
 			<-wrote
 			return lat, err
 		}
-		m.bytes.Add(f.bytes)
-		m.records.Add(f.records)
-		m.requests.Add(1)
+		m.add(f.bytes, f.records)
 		if !s.at.Before(warmAt) {
 			lat = append(lat, time.Since(s.at))
 		}
