@@ -46,6 +46,16 @@ func (l *Log) TruncateTo(offset int64) error {
 	// reopened from its kept bytes.
 	l.mu.flushTail = nil
 	l.deleteSegmentsLocked(segs[i+1:])
+	if i+1 < len(segs) {
+		// The later segments' renames are made durable before anything
+		// depends on them: after a crash they would load again, the cut
+		// batches with them.
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			l.mu.closed = true
+			l.closed.Store(true)
+			return l.goOffline(fmt.Errorf("localseg: truncating %s (log closed): syncing the directory: %w", l.dir, err))
+		}
+	}
 	s.w = nil
 	l.fc.retire(s)
 	reopened, err := l.reopenActive(s.base, pos)
@@ -72,6 +82,14 @@ func (l *Log) reopenActive(base, size int64) (*segment, error) {
 	if err := w.Truncate(size); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("localseg: truncating: %w", err)
+	}
+	// The new length is made durable before anything depends on it (the
+	// next append writes at size; the leader-epoch and producer state are
+	// cut to it): a crash must not bring the cut batches back, whose CRCs
+	// recovery would accept.
+	if err := w.Sync(); err != nil {
+		w.Close()
+		return nil, l.goOffline(fmt.Errorf("localseg: syncing the truncated %s: %w", s.path(".log"), err))
 	}
 	for _, ext := range []string{".index", ".timeindex"} {
 		l.fs.Remove(s.path(ext))
