@@ -342,9 +342,12 @@ type Broker struct {
 	// wg counts the broker's goroutines, which Close waits for; bgMu
 	// orders goBackground's Add before Close's cancel, so that no Add
 	// races the Wait.
-	wg           sync.WaitGroup
-	bgMu         sync.Mutex
-	closeOnce    sync.Once
+	wg        sync.WaitGroup
+	bgMu      sync.Mutex
+	closeOnce sync.Once
+	// liveProbe is Live's check of the locks in flight (nil: none).
+	liveMu       sync.Mutex
+	liveProbe    *lockProbe
 	shutdownOnce sync.Once // ControlledShutdown
 	onClose      []func()  // run last by Close, in order
 }

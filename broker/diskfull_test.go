@@ -114,18 +114,20 @@ func TestLogDirReserveRefusesProduceUntilSpaceReturns(t *testing.T) {
 		}
 		return nil
 	})
-	if err := b.B.Healthy(context.Background()); err == nil {
-		t.Fatal("healthy below the log dir reserve")
+	if err := b.B.Ready(); err == nil {
+		t.Fatal("ready below the log dir reserve")
+	}
+	// Alive all the same: a restart would not free the disk.
+	if err := b.B.Live(context.Background()); err != nil {
+		t.Fatalf("not live below the log dir reserve: %v", err)
 	}
 	os.Remove(filler)
 	eventually(t, "produce after space returned", func() error { return produceErr(t, cl, "after") })
-	if err := b.B.Healthy(context.Background()); err != nil {
-		t.Fatalf("unhealthy after space returned: %v", err)
-	}
+	eventually(t, "ready after space returned", b.B.Ready)
 }
 
 // When the disk fills up anyway (no reserve), the write fails, the log goes
-// offline (KAFKA_STORAGE_ERROR, unhealthy), and the broker reopens it by
+// offline (KAFKA_STORAGE_ERROR, not ready), and the broker reopens it by
 // itself once space returns: nothing acknowledged is lost.
 func TestFullLogDiskRecoversByItself(t *testing.T) {
 	dir := t.TempDir()
@@ -152,13 +154,16 @@ func TestFullLogDiskRecoversByItself(t *testing.T) {
 		}
 		return nil
 	})
-	if err := b.B.Healthy(context.Background()); err == nil {
-		t.Fatal("healthy with a partition offline")
+	if err := b.B.Ready(); err == nil {
+		t.Fatal("ready with a partition offline")
+	}
+	if err := b.B.Live(context.Background()); err != nil {
+		t.Fatalf("not live with a partition offline on a full disk: %v", err)
 	}
 	os.Remove(filler)
 	eventually(t, "produce after space returned", func() error { return produceErr(t, cl, "after") })
 	acked++
-	eventually(t, "healthy after space returned", func() error { return b.B.Healthy(context.Background()) })
+	eventually(t, "ready after space returned", b.B.Ready)
 	if got := consumeN(t, b, "full", acked); len(got) < acked {
 		t.Fatalf("%d records read back, %d acknowledged", len(got), acked)
 	}
@@ -185,11 +190,11 @@ func TestMetadataReserveRefusesAdminWrites(t *testing.T) {
 	})
 	adm := b.Admin()
 	filler := fill(t, etcdDir, 16<<20)
-	eventually(t, "unhealthy below the metadata reserve", func() error {
-		if b.B.Healthy(context.Background()) == nil {
-			return errors.New("healthy")
+	eventually(t, "not ready below the metadata reserve", func() error {
+		if b.B.Ready() == nil {
+			return errors.New("ready")
 		}
-		return nil
+		return b.B.Live(context.Background())
 	})
 	eventually(t, "create a topic below the reserve", func() error {
 		resp, err := adm.CreateTopic(testCtx(t), 1, 1, nil, "refused")

@@ -28,3 +28,10 @@ func (b *Broker) HoldISRWrites(topic string, index int32, n int) (release func()
 
 // ResponseMemoryInUse is the encoded response bytes queued, for tests.
 func (b *Broker) ResponseMemoryInUse() int64 { return b.responseMemory.inUse() }
+
+// HoldConnectionsLock takes the lock of the connection table until
+// release, as a deadlocked request path would hold it.
+func (b *Broker) HoldConnectionsLock() (release func()) {
+	b.connsMu.Lock()
+	return b.connsMu.Unlock
+}

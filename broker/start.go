@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,16 +222,67 @@ func (b *Broker) keepRegistered(ms *etcdMeta, self metadata.Broker, ttl time.Dur
 	}
 }
 
-// Healthy reports whether the broker is serving: started, not closed, and
-// registered in the metadata store.
-func (b *Broker) Healthy(ctx context.Context) error {
+// livenessWait bounds how long Live waits for the broker's locks.
+const livenessWait = 5 * time.Second
+
+// Live reports whether the broker process is alive and not deadlocked: it
+// is not shutting down, and the locks every connection and every metadata
+// change take (the connection table, the applied revision) are free
+// within a few seconds. It says nothing of storage or of the metadata
+// store, since restarting the process mends neither (a full disk stays
+// full, and a restart loses the page cache): those are Ready's. At most
+// one probe of the locks is in flight, so a deadlock leaks one goroutine,
+// not one per check.
+func (b *Broker) Live(ctx context.Context) error {
 	if b.ctx.Err() != nil {
 		return fmt.Errorf("broker: shutting down")
 	}
-	view := b.meta.snapshot()
-	if _, ok := view.broker(b.cfg.NodeID); !ok {
-		return fmt.Errorf("broker: node %d is not registered in the metadata store", b.cfg.NodeID)
+	b.liveMu.Lock()
+	probe := b.liveProbe
+	if probe == nil {
+		probe = &lockProbe{done: make(chan struct{}), since: time.Now()}
+		b.liveProbe = probe
+		go func() {
+			for _, l := range []struct {
+				name string
+				mu   *sync.Mutex
+			}{{"connections", &b.connsMu}, {"applied metadata", &b.appliedMu}} {
+				probe.waiting.Store(&l.name)
+				l.mu.Lock()
+				l.mu.Unlock()
+			}
+			b.liveMu.Lock()
+			b.liveProbe = nil
+			b.liveMu.Unlock()
+			close(probe.done)
+		}()
 	}
+	b.liveMu.Unlock()
+	t := time.NewTimer(livenessWait)
+	defer t.Stop()
+	select {
+	case <-probe.done:
+		return nil
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	if held := time.Since(probe.since); held >= livenessWait {
+		return fmt.Errorf("broker: the %s lock has not been free for %s (deadlocked?)", *probe.waiting.Load(), held.Round(time.Second))
+	}
+	return ctx.Err()
+}
+
+// lockProbe is one check of Live's locks in flight.
+type lockProbe struct {
+	done    chan struct{}
+	since   time.Time
+	waiting atomic.Pointer[string] // the lock it waits for
+}
+
+// storageProblems describes what keeps the broker from storing data:
+// partitions offline (a failed write or fsync, a full disk) and
+// filesystems below their reserve; nil when there is none.
+func (b *Broker) storageProblems() []string {
 	var problems []string
 	if n := b.replicas.offline.count(); n > 0 {
 		problems = append(problems, fmt.Sprintf("%d partitions offline (retried with backoff): %s", n, strings.Join(b.replicas.offline.describe(3), "; ")))
@@ -245,14 +298,12 @@ func (b *Broker) Healthy(ctx context.Context) error {
 			problems = append(problems, p)
 		}
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("broker: %s", strings.Join(problems, "; "))
-	}
-	return nil
+	return problems
 }
 
 // Ready reports whether the broker serves clients: it accepts connections
-// on a listener, has applied the metadata, and is registered in it.
+// on a listener, has applied the metadata, is registered in it, and can
+// store data (no partition offline, no filesystem below its reserve).
 func (b *Broker) Ready() error {
 	if b.ctx.Err() != nil {
 		return fmt.Errorf("broker: shutting down")
@@ -271,6 +322,9 @@ func (b *Broker) Ready() error {
 	}
 	if _, ok := b.meta.snapshot().broker(b.cfg.NodeID); !ok {
 		return fmt.Errorf("broker: node %d is not registered in the metadata store", b.cfg.NodeID)
+	}
+	if problems := b.storageProblems(); len(problems) > 0 {
+		return fmt.Errorf("broker: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -48,13 +48,15 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	// /healthz: the broker is alive (503 with the reasons while it
-	// starts or stops, or when partitions are offline or a disk is
-	// nearly full).
-	mux.HandleFunc("/healthz", s.check(func(r *http.Request, b *broker.Broker) error { return b.Healthy(r.Context()) }, false))
-	// /readyz: every broker of the process accepts clients and has
-	// loaded the metadata.
-	mux.HandleFunc("/readyz", s.check(func(_ *http.Request, b *broker.Broker) error { return b.Ready() }, true))
+	// /healthz: liveness, the process is alive and not deadlocked (503
+	// while its brokers start or stop, or when one's locks stay held);
+	// storage and metadata problems are /readyz's, since a restart mends
+	// neither.
+	mux.HandleFunc("/healthz", s.check(func(r *http.Request, b *broker.Broker) error { return b.Live(r.Context()) }))
+	// /readyz: every broker of the process accepts clients, has loaded
+	// the metadata and can store data (no partition offline, no disk
+	// below its reserve).
+	mux.HandleFunc("/readyz", s.check(func(_ *http.Request, b *broker.Broker) error { return b.Ready() }))
 	// /v1/tier: tiered storage status of the process's partitions (see
 	// shale tier status).
 	mux.Handle("GET /v1/tier", tierHandler(func() []*broker.Broker {
@@ -70,21 +72,17 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 	return s
 }
 
-// started makes /healthz and /readyz look at the process's brokers (the
-// first is the one /healthz reports on).
+// started makes /healthz and /readyz look at the process's brokers.
 func (s *statusServer) started(brokers ...*broker.Broker) { s.brokers.Store(&brokers) }
 
 func (s *statusServer) close() { s.srv.Close() }
 
-func (s *statusServer) check(fn func(*http.Request, *broker.Broker) error, all bool) http.HandlerFunc {
+func (s *statusServer) check(fn func(*http.Request, *broker.Broker) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		err := errStarting
 		if bs := s.brokers.Load(); bs != nil {
 			err = nil
-			for i, b := range *bs {
-				if i > 0 && !all {
-					break
-				}
+			for _, b := range *bs {
 				if err = fn(r, b); err != nil {
 					break
 				}
