@@ -214,6 +214,9 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 	if batch.Control() || batch.Transactional() {
 		return nil, none, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
 	}
+	if pid := batch.ProducerID(); pid >= 0 && !b.producerIDs.known(pid) {
+		return nil, none, fmt.Errorf("%w: %d", errUnknownProducerID, pid)
+	}
 	// Every record is looked at, compressed or not (as Kafka's
 	// LogValidator does): the header's record count and timestamps are
 	// only claims, and a compressed body may be garbage under a valid CRC.
@@ -257,7 +260,8 @@ func (b *Broker) topicName(name string, id [16]byte) string {
 // the cluster's state (not the leader, no space): those are logged.
 func refusedBatch(err error) bool {
 	return errors.Is(err, recordbatch.ErrCorrupt) || errors.Is(err, recordbatch.ErrInvalidRecord) ||
-		errors.Is(err, recordbatch.ErrDecompressTooLarge) || errors.Is(err, errInvalidTopic)
+		errors.Is(err, recordbatch.ErrDecompressTooLarge) || errors.Is(err, errInvalidTopic) ||
+		errors.Is(err, errUnknownProducerID)
 }
 
 // refusalReason labels a validation error for the refused-batches metric.

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -36,32 +35,4 @@ func handleInitProducerID(b *Broker, r *request, req *kmsg.InitProducerIDRequest
 		r.respond(resp)
 	}()
 	return nil
-}
-
-// producerIDBlock is how many producer ids a broker takes from the
-// metadata store at once (Kafka's blocks are 1000 too).
-const producerIDBlock = 1000
-
-// producerIDAllocator hands out producer ids from blocks reserved in the
-// metadata store, so ids are unique across brokers and restarts.
-type producerIDAllocator struct {
-	alloc  func(ctx context.Context, n int64) (int64, error)
-	mu     sync.Mutex
-	nextID int64
-	end    int64
-}
-
-func (a *producerIDAllocator) next(ctx context.Context) (int64, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.nextID >= a.end {
-		first, err := a.alloc(ctx, producerIDBlock)
-		if err != nil {
-			return -1, err
-		}
-		a.nextID, a.end = first, first+producerIDBlock
-	}
-	id := a.nextID
-	a.nextID++
-	return id, nil
 }

@@ -395,7 +395,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		}, func() float64 { return float64(budget.InUse()) }))
 	}
 	b.fetchers = newFetcherManager(b)
-	b.producerIDs = &producerIDAllocator{alloc: meta.allocateProducerIDs}
+	b.producerIDs = newProducerIDAllocator(meta.allocateProducerIDs)
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,
 		dir:          logDir,

@@ -45,6 +45,7 @@ var errorCodes = []struct {
 	{is(errMessageTooLarge), kerr.MessageTooLarge},
 	{is(localseg.ErrOutOfOrderSequence), kerr.OutOfOrderSequenceNumber},
 	{is(localseg.ErrInvalidProducerEpoch), kerr.InvalidProducerEpoch},
+	{is(errUnknownProducerID), kerr.UnknownProducerID},
 	{is(recordbatch.ErrCorrupt), kerr.CorruptMessage},
 	{is(recordbatch.ErrInvalidRecord), kerr.InvalidRecord},
 	{is(recordbatch.ErrDecompressTooLarge), kerr.MessageTooLarge},

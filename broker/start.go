@@ -114,6 +114,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		ms.close()
 		return nil, err
 	}
+	b.producerIDs.setSecret(b.secret)
 	self := metadata.Broker{
 		ID:              b.cfg.NodeID,
 		Host:            b.cfg.AdvertisedHost,
