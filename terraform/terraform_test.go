@@ -225,6 +225,8 @@ module "ebs" {
   shale_binary_url  = "https://example.com/shale"
   shale_binary_sha256 = "0123abcd"
   broker_extra_args = ["--log-level", "debug"]
+  max_connections_per_ip = 500
+  replica_selector  = "leader"
 }
 module "nvme" {
   source           = "../modules/shale"
@@ -312,7 +314,9 @@ module "nvme" {
 			"--etcd", "10.42.0.10:2379,10.42.16.10:2379,10.42.32.10:2379",
 			"--object-store", "s3://stub-bucket/shale?region=eu-west-1"}
 		if ebs {
-			want = append(want, "--log-level", "debug")
+			want = append(want, "--log-level", "debug", "--max-connections-per-ip", "500", "--replica-selector", "leader")
+		} else {
+			want = append(want, "--max-connections", "10000", "--replica-selector", "rack-aware")
 		}
 		for _, w := range want {
 			if !contains(args, w) {
@@ -418,6 +422,9 @@ func TestTerraformRefusesBadInputs(t *testing.T) {
 		{"prefix-with-slash", `object_prefix = "/shale/"`, "object_prefix"},
 		{"unknown-hot-tier", `hot_tier = "nvme"`, "hot_tier"},
 		{"even-etcd", `etcd_count = 2`, "etcd_count"},
+		{"no-connections", `max_connections = 0`, "max_connections"},
+		{"negative-per-ip", `max_connections_per_ip = -1`, "max_connections_per_ip"},
+		{"unknown-selector", `replica_selector = "nearest"`, "replica_selector"},
 	} {
 		root := filepath.Join(tree, "bad-"+tc.name)
 		config := `

@@ -93,6 +93,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if f.id < 0 {
 		return fmt.Errorf("--id is required")
 	}
+	if err := f.brokerFlags.check(); err != nil {
+		return err
+	}
 	prefix, err := clusterPrefix(f.cluster)
 	if err != nil {
 		return err

@@ -46,6 +46,9 @@ type brokerFlags struct {
 	scrubInterval     time.Duration
 	metadataReserve   int64
 	socketRequestMax  int64
+	maxConns          int
+	maxConnsPerIP     int
+	replicaSelector   string
 	groupInitialDelay time.Duration
 	offsetsRetention  time.Duration
 	topicDefaults     map[string]string
@@ -66,6 +69,9 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int64Var(&f.logDirReserve, "log-dir-reserve-bytes", 256<<20, "free space the log directory keeps: produce is refused (KAFKA_STORAGE_ERROR) below it; negative disables")
 	fs.Int64Var(&f.metadataReserve, "metadata-reserve-bytes", 128<<20, "free space the embedded etcd's directory keeps: metadata writes are refused below it; negative disables")
 	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
+	fs.IntVar(&f.maxConns, "max-connections", 10000, "client connections open at once; more are closed as they are accepted (max.connections)")
+	fs.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 0, "client connections open at once from one IP address, 0 for no limit (max.connections.per.ip)")
+	fs.StringVar(&f.replicaSelector, "replica-selector", broker.RackAwareSelector, "where consumers that name their rack (client.rack) read: rack-aware (an in-sync replica in their rack) or leader (replica.selector.class; Kafka's class names are accepted)")
 	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
 	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
 	fs.StringToStringVar(&f.topicDefaults, "topic-default", nil, "broker-level topic defaults by Kafka broker config name, e.g. log.retention.ms=3600000 (repeatable)")
@@ -73,6 +79,30 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
 	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address")
+}
+
+// check refuses flag values the broker cannot run with, naming the flag.
+func (f *brokerFlags) check() error {
+	if f.maxConns < 1 {
+		return fmt.Errorf("--max-connections %d: at least 1", f.maxConns)
+	}
+	if f.maxConnsPerIP < 0 {
+		return fmt.Errorf("--max-connections-per-ip %d: 0 (no limit) or more", f.maxConnsPerIP)
+	}
+	sel, ok := replicaSelectors[f.replicaSelector]
+	if !ok {
+		return fmt.Errorf("--replica-selector %q: %s or %s", f.replicaSelector, broker.RackAwareSelector, broker.LeaderSelector)
+	}
+	f.replicaSelector = sel
+	return nil
+}
+
+// replicaSelectors maps what --replica-selector accepts, Kafka's class
+// names included, to the broker's selector.
+var replicaSelectors = map[string]string{
+	broker.RackAwareSelector: broker.RackAwareSelector,
+	broker.LeaderSelector:    broker.LeaderSelector,
+	"org.apache.kafka.common.replica.RackAwareReplicaSelector": broker.RackAwareSelector,
 }
 
 func (f *brokerFlags) apply(c *broker.Config) {
@@ -85,6 +115,9 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.ScrubInterval = f.scrubInterval
 	c.MetadataReserveBytes = f.metadataReserve
 	c.SocketRequestMaxBytes = f.socketRequestMax
+	c.MaxConnections = f.maxConns
+	c.MaxConnectionsPerIP = f.maxConnsPerIP
+	c.ReplicaSelector = f.replicaSelector
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
 	c.OffsetsRetention = f.offsetsRetention
 	c.TopicDefaults = f.topicDefaults
@@ -161,6 +194,9 @@ func newLogger(level string) (*slog.Logger, error) {
 func runDev(ctx context.Context, f devFlags) error {
 	log, err := newLogger(f.logLevel)
 	if err != nil {
+		return err
+	}
+	if err := f.brokerFlags.check(); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(orBackground(ctx), os.Interrupt, syscall.SIGTERM)

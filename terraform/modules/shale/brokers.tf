@@ -45,6 +45,9 @@ resource "aws_instance" "broker" {
     etcd         = join(",", local.etcd_endpoints)
     object_store = local.object_store_url
     replication  = local.replication
+    max_conns    = var.max_connections
+    max_conns_ip = var.max_connections_per_ip
+    selector     = var.replica_selector
     extra_args   = var.broker_extra_args
   })
 

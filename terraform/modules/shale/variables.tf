@@ -233,6 +233,39 @@ variable "default_replication_factor" {
   default     = 3
 }
 
+variable "max_connections" {
+  description = "Client connections each broker keeps open at once; more are closed as they are accepted (shale broker --max-connections, max.connections)."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.max_connections >= 1 && floor(var.max_connections) == var.max_connections
+    error_message = "max_connections: a whole number, at least 1."
+  }
+}
+
+variable "max_connections_per_ip" {
+  description = "Client connections each broker keeps open at once from one IP address, 0 for no limit (shale broker --max-connections-per-ip, max.connections.per.ip). Clients behind the NLB keep their own addresses (client IP preservation)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.max_connections_per_ip >= 0 && floor(var.max_connections_per_ip) == var.max_connections_per_ip
+    error_message = "max_connections_per_ip: a whole number, 0 (no limit) or more."
+  }
+}
+
+variable "replica_selector" {
+  description = "Where consumers that name their zone (client.rack) read from: rack-aware (an in-sync replica in their zone, which saves cross-zone traffic) or leader (shale broker --replica-selector, replica.selector.class). Each broker's rack is its availability zone."
+  type        = string
+  default     = "rack-aware"
+
+  validation {
+    condition     = contains(["rack-aware", "leader"], var.replica_selector)
+    error_message = "replica_selector: rack-aware or leader."
+  }
+}
+
 variable "broker_extra_args" {
   description = "More shale broker arguments, one word each, e.g. [\"--topic-default\", \"log.retention.ms=-1\"]."
   type        = list(string)
