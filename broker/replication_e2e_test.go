@@ -17,19 +17,34 @@ import (
 )
 
 // partitionState reads a partition's leader and ISR through the Kafka
-// metadata API.
+// metadata API: leader -1 while the answering broker does not know the
+// partition (kadm's map would otherwise yield a zero value: leader 0).
 func partitionState(t *testing.T, adm *kadm.Client, topic string) (leader int32, epoch int32, isr []int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	td, err := adm.ListTopics(ctx, topic)
-	if err != nil {
+	if err != nil || td[topic].Err != nil {
 		return -1, -1, nil
 	}
-	p := td[topic].Partitions[0]
+	p, ok := td[topic].Partitions[0]
+	if !ok || p.Err != nil {
+		return -1, -1, nil
+	}
 	isr = slices.Clone(p.ISR)
 	slices.Sort(isr)
 	return p.Leader, p.LeaderEpoch, isr
+}
+
+// TestPartitionStateOfAnUnknownTopicNamesNoLeader: a broker that does not
+// know the topic yet (just created, its metadata not applied) must not read
+// as "broker 0 leads at epoch 0": a test that picked its follower from
+// that stopped the real leader instead.
+func TestPartitionStateOfAnUnknownTopicNamesNoLeader(t *testing.T) {
+	b := brokertest.Start(t)
+	if l, e, isr := partitionState(t, b.Admin(), "nowhere"); l != -1 || e != -1 || isr != nil {
+		t.Fatalf("leader %d epoch %d isr %v; want -1 -1 []", l, e, isr)
+	}
 }
 
 func waitReplicated(t *testing.T, c *brokertest.Cluster, topic string, end int64) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
@@ -38,8 +39,9 @@ func localBases(t *testing.T, nd *brokertest.Node, topic string) []int64 {
 // answered OFFSET_MOVED_TO_TIERED_STORAGE, restarts its log where the
 // remote log ends (epochs and producer state from the bucket) instead of
 // copying the history, and rejoins the ISR. Alone, it leads, takes
-// records after the remote end, and every record reads from offset 0
-// once.
+// records after the remote end, answers where the history's leader epoch
+// ended (from the epochs restored from the bucket), and every
+// record reads from offset 0 once.
 func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 	bucket, err := objectstore.NewFS(t.TempDir())
 	if err != nil {
@@ -60,7 +62,15 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 	}, "restore"); err != nil {
 		t.Fatal(err)
 	}
-	leader, _, _ := partitionState(t, adm, "restore")
+	// The leader as etcd holds it, once every replica is in sync: a
+	// client's metadata may come from a broker that does not know the
+	// topic yet.
+	var leader, epoch int32
+	brokertest.WaitFor(t, 30*time.Second, "the partition led with three in sync", func() (bool, string) {
+		l, e, isr := storedState(t, c, "restore")
+		leader, epoch = l, e
+		return l >= 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
 	follower := (leader + 1) % 3
 	c.Stop(follower)
 
@@ -77,6 +87,11 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 		}
 	}
 	produce(cl, 0, 1000)
+	// The history was written in one leader epoch (a follower's
+	// shutdown moves no leadership).
+	if l, e, _ := storedState(t, c, "restore"); l != leader || e != epoch {
+		t.Fatalf("leader %d epoch %d after the first records; want %d %d", l, e, leader, epoch)
+	}
 	brokertest.WaitFor(t, 30*time.Second, "the leader uploads and trims", func() (bool, string) {
 		b := localBases(t, c.Brokers[leader], "restore")
 		return len(b) > 0 && b[0] > 500, fmt.Sprintf("leader's local segments %v", b)
@@ -114,6 +129,23 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 	})
 	cl = c.Client(kgo.DefaultProduceTopic("restore"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	produce(cl, 1000, 1200)
+
+	// The history's epoch ended where the restored follower's leadership
+	// began: the answer comes from the epochs restored from the bucket.
+	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+	rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+	rt.Topic = "restore"
+	rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+	rp.CurrentLeaderEpoch, rp.LeaderEpoch = -1, epoch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Topics[0].Partitions[0]; got.ErrorCode != 0 || got.LeaderEpoch != epoch || got.EndOffset != 1000 {
+		t.Fatalf("end of epoch %d: epoch %d, offset %d, error %d; want %d, 1000", epoch, got.LeaderEpoch, got.EndOffset, got.ErrorCode, epoch)
+	}
 
 	cons := c.Client(kgo.ConsumeTopics("restore"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
 	var recs []*kgo.Record
