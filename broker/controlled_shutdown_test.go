@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
 )
@@ -144,4 +145,40 @@ func TestControlledShutdownMovesLeadershipBeforeExit(t *testing.T) {
 	}
 	t.Logf("broker %d stopped in %s, leadership moved before it left; %d records acknowledged", leader, took.Round(time.Millisecond), len(acked))
 	brokertest.CheckAckedReadOnce(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
+}
+
+// TestStoppedFollowerIsNotAddedBackToTheISR: a follower stopped cleanly
+// leaves the ISR, and its leader does not add it back from the position it
+// fetched before it stopped (the other follower's fetches used to re-add
+// it until replica.lag.time.max.ms passed, so the high watermark waited on
+// a stopped broker and elections could name it).
+func TestStoppedFollowerIsNotAddedBackToTheISR(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) { cfg.ReplicaLagTimeMax = 30 * time.Second })
+	ctx := testCtx(t)
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, nil, "stopped"); err != nil {
+		t.Fatal(err)
+	}
+	var leader int32
+	brokertest.WaitFor(t, 10*time.Second, "three in sync", func() (bool, string) {
+		l, _, isr := storedState(t, c, "stopped")
+		leader = l
+		return l >= 0 && len(isr) == 3, fmt.Sprint(l, isr)
+	})
+	cl := c.Client(kgo.DefaultProduceTopic("stopped"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 10; i++ {
+		produceSync(t, cl, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+	}
+	waitReplicated(t, c, "stopped", 10)
+	stopped := (leader + 1) % 3
+	c.Stop(stopped)
+	// The live follower keeps fetching (each long poll ends after
+	// replica.fetch.wait.max.ms) while nothing new is produced.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, isr := storedState(t, c, "stopped"); slices.Contains(isr, stopped) {
+			t.Fatalf("stopped broker %d back in the ISR %v", stopped, isr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -35,9 +35,11 @@ type replicaHost interface {
 	alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch int32)
 	// replicaLagMax is replica.lag.time.max.ms.
 	replicaLagMax() time.Duration
-	// shuttingDown reports a broker in a controlled shutdown: it is not
-	// added to an ISR (KIP-841).
-	shuttingDown(id int32) bool
+	// isrIneligible reports a broker that may not join an ISR: one in a
+	// controlled shutdown (KIP-841), or one without a live registration
+	// (stopped, or its session lost), whose last fetch says nothing of
+	// what it holds now.
+	isrIneligible(id int32) bool
 }
 
 // applyReplicationLocked brings the replication state in line with new
@@ -143,7 +145,7 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 	p.maybeAdvanceHW()
 	moved := p.hw.Load() != old
 	p.repl.Lock()
-	p.maybeExpandISRLocked(s, now)
+	p.maybeExpandISRLocked(s, replicaID, now)
 	p.repl.Unlock()
 	p.appendMu.RUnlock()
 	if moved {
@@ -171,19 +173,21 @@ func replicationError(err error) error {
 	return err
 }
 
-// maybeExpandISRLocked sends an ISR change adding the followers that have
-// caught up. Requires repl.
-func (p *partition) maybeExpandISRLocked(s *partitionState, now time.Time) {
+// maybeExpandISRLocked sends an ISR change adding replicaID when its fetch
+// just showed it caught up, as Kafka's leader does on a follower's fetch:
+// only the fetching follower's state is current (another's may be that of a
+// broker since stopped). Requires repl.
+func (p *partition) maybeExpandISRLocked(s *partitionState, replicaID int32, now time.Time) {
 	r := &p.repl.replicaState
-	if r.pendingISR != nil || p.host == nil || r.partitionEpoch < 0 {
+	if r.pendingISR != nil || p.host == nil || r.partitionEpoch < 0 || slices.Contains(s.isr, replicaID) {
 		return
 	}
-	isr, changed := replication.ExpandISR(s.isr, s.replicas, r.followers, p.hw.Load(), r.epochStart, now.UnixMilli(), p.host.replicaLagMax().Milliseconds())
-	if !changed {
+	i := slices.IndexFunc(r.followers, func(f replication.Follower) bool { return f.ID == replicaID })
+	if i < 0 {
 		return
 	}
-	isr = slices.DeleteFunc(isr, func(id int32) bool { return !slices.Contains(s.isr, id) && p.host.shuttingDown(id) })
-	if len(isr) != len(s.isr) {
+	isr, changed := replication.ExpandISR(s.isr, s.replicas, r.followers[i:i+1], p.hw.Load(), r.epochStart, now.UnixMilli(), p.host.replicaLagMax().Milliseconds())
+	if changed && !p.host.isrIneligible(replicaID) {
 		p.sendISRLocked(s, isr)
 	}
 }

@@ -13,9 +13,9 @@ func (b *Broker) follow(p *partition, leader, leaderEpoch int32) {
 
 func (b *Broker) replicaLagMax() time.Duration { return b.cfg.ReplicaLagTimeMax }
 
-func (b *Broker) shuttingDown(id int32) bool {
+func (b *Broker) isrIneligible(id int32) bool {
 	bv, ok := b.meta.snapshot().broker(id)
-	return ok && bv.shuttingDown
+	return !ok || bv.shuttingDown
 }
 
 // alterISR writes a leader's ISR change in the background. The partition
