@@ -96,11 +96,21 @@ func (s *shard) joinGroup(client ClientInfo, req *kmsg.JoinGroupRequest, reply f
 			reply(joinError(req.Version, req.MemberID, codeInconsistentGroupProtocol))
 			return
 		}
+		if s.groupsFull() {
+			reply(joinError(req.Version, req.MemberID, codePolicyViolation))
+			return
+		}
 		e = s.loadEntry(req.Group)
 	}
 	g := e.classic
 	if !g.supportsProtocols(req.ProtocolType, protocols) {
 		reply(joinError(req.Version, req.MemberID, codeInconsistentGroupProtocol))
+		return
+	}
+	if g.protocolBytes(req.MemberID)+protocolsBytes(protocols) > cfg.MaxMetadataBytes {
+		// The group's members would hold more than
+		// group.max.metadata.bytes: the group is full by bytes.
+		reply(joinError(req.Version, req.MemberID, codeGroupMaxSizeReached))
 		return
 	}
 	j := joinArgs{
@@ -119,6 +129,27 @@ func (s *shard) joinGroup(client ClientInfo, req *kmsg.JoinGroupRequest, reply f
 	} else {
 		g.joinKnownMember(j)
 	}
+}
+
+// protocolsBytes is what a member's protocols hold.
+func protocolsBytes(ps []protocol) int {
+	n := 0
+	for _, p := range ps {
+		n += len(p.name) + len(p.metadata)
+	}
+	return n
+}
+
+// protocolBytes is what the group's members' protocols hold, but for
+// member except (the one joining again, whose protocols it replaces).
+func (g *classicGroup) protocolBytes(except string) int {
+	n := 0
+	for id, m := range g.members {
+		if id != except {
+			n += protocolsBytes(m.protocols)
+		}
+	}
+	return n
 }
 
 type joinArgs struct {
@@ -152,7 +183,9 @@ func (g *classicGroup) joinNewMember(j joinArgs) {
 			return
 		}
 	}
-	if len(g.members) >= g.s.c.cfg.MaxSize {
+	// Members-to-be (KIP-394) count: each holds a timer for a session
+	// timeout, and a client could make them without end.
+	if len(g.members)+len(g.pendingMembers) >= g.s.c.cfg.MaxSize {
 		j.reply(joinError(j.version, j.memberID, codeGroupMaxSizeReached))
 		return
 	}

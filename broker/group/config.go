@@ -2,7 +2,6 @@ package group
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +14,23 @@ type Config struct {
 	MinSessionTimeout     time.Duration // group.min.session.timeout.ms, default 6000
 	MaxSessionTimeout     time.Duration // group.max.session.timeout.ms, default 1800000
 	InitialRebalanceDelay time.Duration // group.initial.rebalance.delay.ms, default 3000 (zero is legal: no delay)
-	MaxSize               int           // group.max.size, default MaxInt32
+	MaxSize               int           // group.max.size, default 1000 (Kafka's is MaxInt32); members and members-to-be of a classic group
+	// MaxMetadataBytes bounds the protocol metadata (names and bytes of
+	// every protocol each member offers) a classic group's members hold,
+	// and the subscriptions (topic names and regular expression) of a
+	// consumer group's members. Shale's own (group.max.metadata.bytes,
+	// default 4 MiB): Kafka bounds it only by the request size.
+	MaxMetadataBytes int
+	// MaxGroups bounds the groups one coordinator (broker) holds across
+	// its offsets partitions; a request that would create one more is
+	// refused with POLICY_VIOLATION. Shale's own
+	// (group.coordinator.max.groups, default 100,000).
+	MaxGroups int
+	// MaxOffsetsPerGroup bounds the partitions a group has committed
+	// offsets for; a commit that would add one more is refused with
+	// POLICY_VIOLATION for that partition. Shale's own
+	// (group.max.committed.offsets, default 100,000).
+	MaxOffsetsPerGroup int
 
 	OffsetsRetention              time.Duration // offsets.retention.minutes, default 10080 (7 days)
 	OffsetsRetentionCheckInterval time.Duration // offsets.retention.check.interval.ms, default 600000
@@ -29,7 +44,7 @@ type Config struct {
 
 	ConsumerHeartbeatInterval time.Duration // group.consumer.heartbeat.interval.ms, default 5000
 	ConsumerSessionTimeout    time.Duration // group.consumer.session.timeout.ms, default 45000
-	ConsumerMaxSize           int           // group.consumer.max.size, default MaxInt32
+	ConsumerMaxSize           int           // group.consumer.max.size, default 1000 (Kafka's is MaxInt32)
 	ConsumerAssignors         []string      // group.consumer.assignors, default uniform,range (the first is the default)
 
 	// SnapshotMinBytes is Shale's own: an offsets partition's log may
@@ -39,13 +54,18 @@ type Config struct {
 	SnapshotMinBytes int64
 }
 
-// DefaultConfig returns Kafka's defaults.
+// DefaultConfig returns Kafka's defaults, except for the bounds on what
+// clients can make the coordinator hold (group.max.size,
+// group.consumer.max.size and Shale's own bounds).
 func DefaultConfig() Config {
 	return Config{
 		MinSessionTimeout:             6 * time.Second,
 		MaxSessionTimeout:             30 * time.Minute,
 		InitialRebalanceDelay:         3 * time.Second,
-		MaxSize:                       math.MaxInt32,
+		MaxSize:                       1000,
+		MaxMetadataBytes:              4 << 20,
+		MaxGroups:                     100_000,
+		MaxOffsetsPerGroup:            100_000,
 		OffsetsRetention:              7 * 24 * time.Hour,
 		OffsetsRetentionCheckInterval: 10 * time.Minute,
 		OffsetMetadataMaxBytes:        4096,
@@ -54,7 +74,7 @@ func DefaultConfig() Config {
 		MaxRecordBytes:                1048588,
 		ConsumerHeartbeatInterval:     5 * time.Second,
 		ConsumerSessionTimeout:        45 * time.Second,
-		ConsumerMaxSize:               math.MaxInt32,
+		ConsumerMaxSize:               1000,
 		ConsumerAssignors:             []string{"uniform", "range"},
 		SnapshotMinBytes:              16 << 20,
 	}
@@ -96,6 +116,9 @@ var configKeys = []configKey{
 	{"group.max.session.timeout.ms", msField(func(c *Config) *time.Duration { return &c.MaxSessionTimeout }, time.Millisecond, 1)},
 	{"group.initial.rebalance.delay.ms", msField(func(c *Config) *time.Duration { return &c.InitialRebalanceDelay }, time.Millisecond, 0)},
 	{"group.max.size", intField(func(c *Config) *int { return &c.MaxSize }, 1)},
+	{"group.max.metadata.bytes", intField(func(c *Config) *int { return &c.MaxMetadataBytes }, 1)},
+	{"group.coordinator.max.groups", intField(func(c *Config) *int { return &c.MaxGroups }, 1)},
+	{"group.max.committed.offsets", intField(func(c *Config) *int { return &c.MaxOffsetsPerGroup }, 1)},
 	{"offsets.retention.minutes", msField(func(c *Config) *time.Duration { return &c.OffsetsRetention }, time.Minute, 1)},
 	{"offsets.retention.check.interval.ms", msField(func(c *Config) *time.Duration { return &c.OffsetsRetentionCheckInterval }, time.Millisecond, 1)},
 	{"offset.metadata.max.bytes", intField(func(c *Config) *int { return &c.OffsetMetadataMaxBytes }, 0)},
@@ -146,6 +169,9 @@ func (c *Config) Validate() error {
 		{c.MaxSessionTimeout < c.MinSessionTimeout, "group.max.session.timeout.ms is below group.min.session.timeout.ms"},
 		{c.InitialRebalanceDelay < 0, "group.initial.rebalance.delay.ms must not be negative"},
 		{c.MaxSize < 1, "group.max.size must be at least 1"},
+		{c.MaxMetadataBytes < 1, "group.max.metadata.bytes must be at least 1"},
+		{c.MaxGroups < 1, "group.coordinator.max.groups must be at least 1"},
+		{c.MaxOffsetsPerGroup < 1, "group.max.committed.offsets must be at least 1"},
 		{c.OffsetsRetention <= 0, "offsets.retention.minutes must be positive"},
 		{c.OffsetsRetentionCheckInterval <= 0, "offsets.retention.check.interval.ms must be positive"},
 		{c.OffsetMetadataMaxBytes < 0, "offset.metadata.max.bytes must not be negative"},

@@ -182,8 +182,12 @@ func (s *shard) consumerHeartbeat(client ClientInfo, req *kmsg.ConsumerGroupHear
 		if req.MemberEpoch != 0 {
 			return cghError(req, codeUnknownMemberID, "Group "+req.Group+" not found.")
 		}
+		if s.groupsFull() {
+			return cghError(req, codePolicyViolation, "The coordinator holds group.coordinator.max.groups groups.")
+		}
 		e = &groupEntry{id: req.Group, consumer: newConsumerGroup(s, req.Group), offsets: map[topicPartition]*offsetEntry{}}
 		s.groups[req.Group] = e
+		s.numGroups.Store(int64(len(s.groups)))
 	}
 	if e.classic != nil {
 		if !e.isEmptyGroup() {
@@ -195,6 +199,11 @@ func (s *shard) consumerHeartbeat(client ClientInfo, req *kmsg.ConsumerGroupHear
 		s.convertToConsumer(e)
 	}
 	cg := e.consumer
+	if req.MemberEpoch != memberEpochLeave && req.MemberEpoch != memberEpochStaticLeave && cg.subscriptionGrowsPast(req, s.c.cfg.MaxMetadataBytes) {
+		// The members' subscriptions would hold more than
+		// group.max.metadata.bytes: the group is full by bytes.
+		return cghError(req, codeGroupMaxSizeReached, "The group's subscriptions would exceed group.max.metadata.bytes.")
+	}
 	switch req.MemberEpoch {
 	case memberEpochLeave, memberEpochStaticLeave:
 		return cg.leave(req)
@@ -216,6 +225,45 @@ func (s *shard) consumerHeartbeat(client ClientInfo, req *kmsg.ConsumerGroupHear
 		}
 	}
 	return cg.heartbeat(m, client, req, false, false)
+}
+
+// subscriptionGrowsPast reports whether req's subscription (topic names
+// and regular expression; a field req leaves unset keeps the member's)
+// grows the bytes the members' subscriptions hold past max. The group is
+// summed only when the member's own subscription grows.
+func (cg *consumerGroup) subscriptionGrowsPast(req *kmsg.ConsumerGroupHeartbeatRequest, max int) bool {
+	m := cg.members[req.MemberID]
+	old := 0
+	if m != nil {
+		old = memberSubscriptionBytes(m.topics, m.regex)
+	}
+	names, regex := req.SubscribedTopicNames, ""
+	if names == nil && m != nil {
+		names = m.topics
+	}
+	if req.SubscribedTopicRegex != nil {
+		regex = *req.SubscribedTopicRegex
+	} else if m != nil {
+		regex = m.regex
+	}
+	n := memberSubscriptionBytes(names, regex)
+	if n <= old {
+		return false
+	}
+	for id, o := range cg.members {
+		if id != req.MemberID {
+			n += memberSubscriptionBytes(o.topics, o.regex)
+		}
+	}
+	return n > max
+}
+
+func memberSubscriptionBytes(topics []string, regex string) int {
+	n := len(regex)
+	for _, t := range topics {
+		n += len(t)
+	}
+	return n
 }
 
 func ownedSubset(owned []kmsg.ConsumerGroupHeartbeatRequestTopic, of partitionSet) bool {

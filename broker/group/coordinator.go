@@ -173,6 +173,17 @@ func (c *Coordinator) shardFor(group string) (*shard, int16) {
 	return s, 0
 }
 
+// groupCount is the number of groups the loaded shards hold.
+func (c *Coordinator) groupCount() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var n int64
+	for _, s := range c.mu.shards {
+		n += s.numGroups.Load()
+	}
+	return n
+}
+
 // allShards returns the loaded shards in partition order, and whether any
 // partition is still loading.
 func (c *Coordinator) allShards() ([]*shard, bool) {

@@ -23,6 +23,7 @@ var (
 	codeIllegalGeneration         = kerr.IllegalGeneration.Code
 	codeRebalanceInProgress       = kerr.RebalanceInProgress.Code
 	codeGroupMaxSizeReached       = kerr.GroupMaxSizeReached.Code
+	codePolicyViolation           = kerr.PolicyViolation.Code
 	codeUnknownServerError        = kerr.UnknownServerError.Code
 	codeInvalidCommitOffsetSize   = kerr.InvalidCommitOffsetSize.Code
 	codeOffsetMetadataTooLarge    = kerr.OffsetMetadataTooLarge.Code

@@ -87,6 +87,9 @@ func (s *shard) offsetCommit(req *kmsg.OffsetCommitRequest, reply func(*kmsg.Off
 	}
 	var commits []pendingCommit
 	var records []recordbatch.Record
+	// Partitions this request adds to the group's committed offsets
+	// count against group.max.committed.offsets.
+	added := map[topicPartition]bool{}
 	for ti, t := range req.Topics {
 		for pi, p := range t.Partitions {
 			out := &resp.Topics[ti].Partitions[pi].ErrorCode
@@ -107,6 +110,13 @@ func (s *shard) offsetCommit(req *kmsg.OffsetCommitRequest, reply func(*kmsg.Off
 				o.expireTs = nowMs + req.RetentionTimeMillis
 			}
 			tp := topicPartition{name, p.Partition}
+			if _, ok := e.offsets[tp]; !ok && e.pendingCommits[tp] == 0 && !added[tp] {
+				if len(e.offsets)+len(e.pendingCommits)+len(added) >= cfg.MaxOffsetsPerGroup {
+					*out = codePolicyViolation
+					continue
+				}
+				added[tp] = true
+			}
 			r := recordbatch.Record{Key: appendOffsetKey(nil, e.id, tp), Value: appendOffsetValue(nil, o)}
 			o.size = recordBytes(r)
 			records = append(records, r)
@@ -157,6 +167,9 @@ func (s *shard) validateCommit(req *kmsg.OffsetCommitRequest) (*groupEntry, int1
 				return nil, codeGroupIDNotFound
 			}
 			return nil, codeIllegalGeneration
+		}
+		if s.groupsFull() {
+			return nil, codePolicyViolation
 		}
 		return s.loadEntry(req.Group), 0
 	}

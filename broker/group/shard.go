@@ -43,6 +43,8 @@ type shard struct {
 	startOnce sync.Once
 	loaded    atomic.Bool
 	appendWG  sync.WaitGroup
+	// numGroups is len(groups), for the coordinator's bound on groups.
+	numGroups atomic.Int64
 
 	// Owned by run.
 	groups      map[string]*groupEntry
@@ -147,6 +149,7 @@ func (s *shard) run() {
 		}
 		s.c.log.Error("group: loading offsets partition failed; retrying", "partition", s.partition, "err", err)
 		s.groups = map[string]*groupEntry{}
+		s.numGroups.Store(0)
 		s.logBytes, s.liveBytes, s.endOffset = 0, 0, -1
 		wake := make(chan struct{})
 		t := s.c.clock.AfterFunc(backoff, func() { close(wake) })
@@ -501,8 +504,16 @@ func (s *shard) loadEntry(group string) *groupEntry {
 	if e == nil {
 		e = &groupEntry{id: group, classic: newClassicGroup(s, group), offsets: map[topicPartition]*offsetEntry{}}
 		s.groups[group] = e
+		s.numGroups.Store(int64(len(s.groups)))
 	}
 	return e
+}
+
+// groupsFull reports whether a new group would pass
+// group.coordinator.max.groups (groups loaded from the log count, and are
+// never refused).
+func (s *shard) groupsFull() bool {
+	return s.c.groupCount() >= int64(s.c.cfg.MaxGroups)
 }
 
 // finishLoad turns the replayed records into live groups: classic groups
@@ -517,6 +528,7 @@ func (s *shard) finishLoad() {
 			delete(s.groups, id)
 		}
 	}
+	s.numGroups.Store(int64(len(s.groups)))
 }
 
 // isVacant: nothing in memory or in the log keeps the entry alive.
@@ -579,6 +591,7 @@ func (s *shard) removeEntry(e *groupEntry) {
 		s.liveBytes -= e.consumer.storedSize
 	}
 	delete(s.groups, e.id)
+	s.numGroups.Store(int64(len(s.groups)))
 }
 
 // errorCodeForAppend maps a failed write to Kafka's code for commits, as
