@@ -20,6 +20,8 @@ type Metrics struct {
 	getErrors        prometheus.Counter
 	deletes          prometheus.Counter
 	remoteFetch      prometheus.Histogram
+	aheadSkipped     prometheus.Counter
+	aheadEvicted     prometheus.Counter
 }
 
 // NewMetrics registers tiering's collectors with reg (nil: unregistered).
@@ -47,10 +49,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Objects deleted by remote retention, orphan cleanup and topic deletion."}),
 		remoteFetch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "shale_tiering_remote_fetch_seconds",
 			Help: "Latency of remote reads serving fetches.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		aheadSkipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_remote_readahead_skipped_total",
+			Help: "Chunks not read ahead because the read-ahead memory bound was reached."}),
+		aheadEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_remote_readahead_evicted_total",
+			Help: "Chunks read ahead and dropped unread to make room for other read-ahead."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.uploadedBytes, m.uploadedSegments, m.uploadErrors, m.uploadSeconds, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.gets, m.getErrors,
-			m.deletes, m.remoteFetch)
+			m.deletes, m.remoteFetch, m.aheadSkipped, m.aheadEvicted)
 	}
 	return m
 }
@@ -107,5 +113,17 @@ func (m *Metrics) deleted(n int) {
 func (m *Metrics) ObserveRemoteFetch(d time.Duration) {
 	if m != nil {
 		m.remoteFetch.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) readAheadSkipped() {
+	if m != nil {
+		m.aheadSkipped.Inc()
+	}
+}
+
+func (m *Metrics) readAheadEvicted() {
+	if m != nil {
+		m.aheadEvicted.Inc()
 	}
 }

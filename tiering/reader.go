@@ -35,9 +35,17 @@ type ReaderConfig struct {
 	// 4 MiB).
 	ChunkBytes int64
 	// ReadAhead is how many chunks after the one read are fetched ahead
-	// for a sequential reader (default 4; 0 after EnsureDefaults only if
-	// negative was given).
+	// for a sequential reader, across segment boundaries (default 4;
+	// negative: none). A stream's first read fetches one chunk ahead; a
+	// read that starts where the previous one of its partition ended
+	// fetches the whole window.
 	ReadAhead int
+	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
+	// and not yet read, all partitions together (default an eighth of
+	// CacheBytes). Read-ahead data does not enter the cache until a read
+	// takes it, so speculation never evicts what readers use. Read-ahead
+	// past the bound is skipped, and counted.
+	ReadAheadBytes int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
 	Metrics     *Metrics
@@ -59,53 +67,93 @@ func (c *ReaderConfig) ensureDefaults() {
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
 	}
+	if c.ReadAheadBytes <= 0 {
+		c.ReadAheadBytes = max(c.CacheBytes/8, c.ChunkBytes)
+	}
 }
 
 // Reader reads remote segments through a byte-bounded chunk cache. One
 // Reader serves every partition of a broker. Safe for concurrent use; it
-// takes no lock a produce or a local fetch needs.
+// takes no lock a produce or a local fetch needs. Its memory (chunk cache,
+// indexes, spilled manifest parts, recent loads and read-ahead) stays
+// within CacheBytes, or ReadAheadBytes more when that is set above it.
 type Reader struct {
 	cfg    ReaderConfig
 	chunks *ristretto.Cache[string, []byte]
 	comps  *ristretto.Cache[string, *Companion]
 	spills *ristretto.Cache[string, *Manifest]
+	// recentMax is how many freshly read chunks stay outside the cache.
+	recentMax int
 
 	ctx    context.Context // ends on Close: read-ahead stops
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	ahead  chan struct{} // read-ahead GETs in flight
 
 	mu struct {
 		sync.Mutex
-		loads map[string]*load // chunk loads in flight
-		// recent holds the last chunks loaded, so a chunk the cache's
-		// admission policy refused is not fetched again by the very
-		// next read of the same stream.
+		loads map[string]*load // chunk and companion loads in flight
+		// recent holds the last chunks read, so a chunk the cache's
+		// admission policy refused (or has not applied yet) is not
+		// fetched again by the very next read of the same stream.
 		recent    map[string][]byte
 		recentLog []string
-		// last is the last chunk read per object: read-ahead starts
-		// when a read follows it.
-		last map[string]int64
+		// recentComps does the same for companions.
+		recentComps    map[string]*Companion
+		recentCompsLog []string
+		// ahead holds chunks read ahead and not read yet; aheadBytes
+		// counts them and the read-ahead GETs in flight, within
+		// cfg.ReadAheadBytes.
+		ahead      map[string]aheadChunk
+		aheadLog   []string // ahead's keys, oldest first (some stale)
+		aheadBytes int64
+		// streams are the sequential readers, by partition and the
+		// offset their next read starts at.
+		streams   map[streamKey]struct{}
+		streamLog []streamKey
 	}
 }
 
 type load struct {
-	done chan struct{}
-	data []byte
-	err  error
+	done  chan struct{}
+	ahead bool // a read-ahead load: its chunk goes to ahead, not the cache
+	data  []byte
+	comp  *Companion
+	err   error
 }
 
-// recentChunks is how many freshly loaded chunks stay outside the cache.
-const recentChunks = 16
+type aheadChunk struct {
+	data []byte
+	at   time.Time
+}
+
+type streamKey struct {
+	p    Partition
+	next int64
+}
+
+const (
+	// maxStreams bounds the sequential readers remembered.
+	maxStreams = 4096
+	// recentCompanions is how many decoded companions stay outside the
+	// cache.
+	recentCompanions = 64
+	// aheadMaxAge is how long a chunk read ahead is kept for its reader
+	// when others need the read-ahead budget.
+	aheadMaxAge = 5 * time.Second
+)
 
 // NewReader returns a reader; Close stops its read-ahead.
 func NewReader(cfg ReaderConfig) (*Reader, error) {
 	cfg.ensureDefaults()
-	r := &Reader{cfg: cfg, ahead: make(chan struct{}, 8)}
+	r := &Reader{cfg: cfg, recentMax: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 16))}
 	counters := max(10*cfg.CacheBytes/cfg.ChunkBytes, 1000)
+	// The chunk cache gets what the companions, spilled parts, recent
+	// chunks and read-ahead leave.
+	side := max(cfg.CacheBytes/16, 1<<20)
+	chunkCost := max(cfg.CacheBytes-2*side-cfg.ReadAheadBytes-int64(r.recentMax)*cfg.ChunkBytes, 2*cfg.ChunkBytes)
 	var err error
 	r.chunks, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
-		NumCounters: counters, MaxCost: cfg.CacheBytes - cfg.CacheBytes/16, BufferItems: 64,
+		NumCounters: counters, MaxCost: chunkCost, BufferItems: 64,
 		OnEvict: func(*ristretto.Item[[]byte]) { cfg.Metrics.evicted() },
 	})
 	if err != nil {
@@ -113,7 +161,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	// Companions (offset and time indexes) get a sixteenth of the budget.
 	r.comps, err = ristretto.NewCache(&ristretto.Config[string, *Companion]{
-		NumCounters: counters, MaxCost: max(cfg.CacheBytes/16, 1<<20), BufferItems: 64,
+		NumCounters: counters, MaxCost: side, BufferItems: 64,
 	})
 	if err != nil {
 		r.chunks.Close()
@@ -121,7 +169,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	// Spilled manifest parts (immutable) get a sixteenth too.
 	r.spills, err = ristretto.NewCache(&ristretto.Config[string, *Manifest]{
-		NumCounters: counters, MaxCost: max(cfg.CacheBytes/16, 1<<20), BufferItems: 64,
+		NumCounters: counters, MaxCost: side, BufferItems: 64,
 	})
 	if err != nil {
 		r.chunks.Close()
@@ -131,7 +179,9 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mu.loads = map[string]*load{}
 	r.mu.recent = map[string][]byte{}
-	r.mu.last = map[string]int64{}
+	r.mu.recentComps = map[string]*Companion{}
+	r.mu.ahead = map[string]aheadChunk{}
+	r.mu.streams = map[streamKey]struct{}{}
 	return r, nil
 }
 
@@ -144,8 +194,10 @@ func (r *Reader) Close() {
 	r.spills.Close()
 }
 
-// Wait waits until the caches have applied every Set (tests).
+// Wait waits until the caches have applied every Set and the read-ahead
+// started has ended (tests).
 func (r *Reader) Wait() {
+	r.wg.Wait()
 	r.chunks.Wait()
 	r.comps.Wait()
 	r.spills.Wait()
@@ -196,6 +248,7 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 	if err != nil || !ok {
 		return nil, err
 	}
+	asked := offset
 	offset = max(offset, seg.BaseOffset)
 	comp, err := r.companion(ctx, p, seg)
 	if err != nil {
@@ -207,9 +260,12 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 	}); i > 0 {
 		pos = int64(comp.OffsetIndex[i-1].Position)
 	}
-	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID)}
+	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1}
 	// Find the first batch whose last offset reaches offset.
 	var first int64 = -1
+	// resume is where the reader's next read will start: past the last
+	// whole batch returned, or at a batch returned in part.
+	var resume int64
 	for pos < seg.Size {
 		base, last, size, err := sr.header(pos)
 		if err != nil {
@@ -219,7 +275,7 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 			return nil, nil
 		}
 		if last >= offset {
-			first = size
+			first, resume = size, last+1
 			break
 		}
 		pos += size
@@ -231,16 +287,21 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 	end := pos + first
 	if first > int64(maxBytes) && !minOneBatch {
 		end = pos + int64(max(maxBytes, 0))
+		resume = offset
 	}
 	for end < seg.Size && end-pos < int64(maxBytes) {
-		base, _, size, err := sr.header(end)
+		base, last, size, err := sr.header(end)
 		if err != nil {
 			return nil, err
 		}
 		if base >= maxOffset {
 			break
 		}
-		end = min(end+size, pos+int64(maxBytes))
+		if end+size > pos+int64(maxBytes) {
+			end, resume = pos+int64(maxBytes), base
+			break
+		}
+		end, resume = end+size, last+1
 	}
 	if end <= pos {
 		return nil, nil
@@ -249,8 +310,29 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 	if err != nil {
 		return nil, err
 	}
-	r.readAhead(sr, end, m)
+	r.readAhead(p, m, seg, end, resume, r.window(p, asked, resume))
 	return out, nil
+}
+
+// window is how many chunks to read ahead of a read of p at offset that
+// ends before resume: the whole read-ahead when the read continues the
+// previous one of a stream, one chunk for a stream's first read.
+func (r *Reader) window(p Partition, offset, resume int64) int {
+	if r.cfg.ReadAhead == 0 {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, seq := r.mu.streams[streamKey{p, offset}]
+	delete(r.mu.streams, streamKey{p, offset})
+	if len(r.mu.streams) >= maxStreams {
+		clear(r.mu.streams)
+	}
+	r.mu.streams[streamKey{p, resume}] = struct{}{}
+	if seq {
+		return r.cfg.ReadAhead
+	}
+	return 1
 }
 
 // segReader reads one remote segment through the chunk cache.
@@ -260,6 +342,9 @@ type segReader struct {
 	p   Partition
 	seg Segment
 	key string
+	// cur is the last chunk read (its index, or -1 when none).
+	cur     int64
+	curData []byte
 }
 
 // header returns the base offset, last offset and size of the batch at pos.
@@ -293,10 +378,14 @@ func (s *segReader) slices(from, to int64) ([][]byte, error) {
 	var out [][]byte
 	for at := from; at < to; {
 		idx := at / cb
-		chunk, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx), false)
-		if err != nil {
-			return nil, err
+		if idx != s.cur {
+			chunk, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx))
+			if err != nil {
+				return nil, err
+			}
+			s.cur, s.curData = idx, chunk
 		}
+		chunk := s.curData
 		lo := at - idx*cb
 		hi := min(int64(len(chunk)), to-idx*cb)
 		out = append(out, chunk[lo:hi])
@@ -305,51 +394,65 @@ func (s *segReader) slices(from, to int64) ([][]byte, error) {
 	return out, nil
 }
 
-func (s *segReader) chunkLen(idx int64) int64 {
-	cb := s.r.cfg.ChunkBytes
-	return min(cb, s.seg.Size-idx*cb)
+func (s *segReader) chunkLen(idx int64) int64 { return s.r.chunkLen(s.seg, idx) }
+
+func (r *Reader) chunkLen(seg Segment, idx int64) int64 {
+	cb := r.cfg.ChunkBytes
+	return min(cb, seg.Size-idx*cb)
 }
 
 func chunkKey(key string, idx int64) string { return key + "#" + strconv.FormatInt(idx, 10) }
 
-// chunk returns one chunk of an object: from the recent loads, the cache,
-// a load in flight, or a ranged GET.
-func (r *Reader) chunk(ctx context.Context, key string, idx, length int64, ahead bool) ([]byte, error) {
+// chunk returns one chunk of an object: from the recent reads, the
+// read-ahead, the cache, a load in flight, or a ranged GET.
+func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) ([]byte, error) {
 	ck := chunkKey(key, idx)
 	r.mu.Lock()
 	if data, ok := r.mu.recent[ck]; ok {
 		r.mu.Unlock()
-		if !ahead {
-			r.cfg.Metrics.cacheHit(true)
-		}
+		r.cfg.Metrics.cacheHit(true)
 		return data, nil
+	}
+	if a, ok := r.mu.ahead[ck]; ok {
+		r.takeAheadLocked(ck, a.data)
+		r.mu.Unlock()
+		r.cfg.Metrics.cacheHit(true)
+		r.chunks.Set(ck, a.data, int64(len(a.data)))
+		return a.data, nil
 	}
 	if data, ok := r.chunks.Get(ck); ok {
 		r.mu.Unlock()
-		if !ahead {
-			r.cfg.Metrics.cacheHit(true)
-		}
+		r.cfg.Metrics.cacheHit(true)
 		return data, nil
 	}
 	if ld, ok := r.mu.loads[ck]; ok {
 		r.mu.Unlock()
-		if ahead {
-			return nil, nil
-		}
 		r.cfg.Metrics.cacheHit(true)
 		select {
 		case <-ld.done:
-			return ld.data, ld.err
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		}
+		if ld.err != nil {
+			return nil, ld.err
+		}
+		if ld.ahead {
+			r.mu.Lock()
+			_, ok := r.mu.ahead[ck]
+			if ok {
+				r.takeAheadLocked(ck, ld.data)
+			}
+			r.mu.Unlock()
+			if ok {
+				r.chunks.Set(ck, ld.data, int64(len(ld.data)))
+			}
+		}
+		return ld.data, nil
 	}
 	ld := &load{done: make(chan struct{})}
 	r.mu.loads[ck] = ld
 	r.mu.Unlock()
-	if !ahead {
-		r.cfg.Metrics.cacheHit(false)
-	}
+	r.cfg.Metrics.cacheHit(false)
 	ld.data, ld.err = r.get(ctx, key, idx*r.cfg.ChunkBytes, length)
 	r.mu.Lock()
 	delete(r.mu.loads, ck)
@@ -364,12 +467,20 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64, ahead
 	return ld.data, ld.err
 }
 
+// takeAheadLocked moves a chunk read ahead to the recent reads: a read
+// has used it. Requires mu.
+func (r *Reader) takeAheadLocked(ck string, data []byte) {
+	delete(r.mu.ahead, ck)
+	r.mu.aheadBytes -= int64(len(data))
+	r.rememberLocked(ck, data)
+}
+
 // Requires mu.
 func (r *Reader) rememberLocked(ck string, data []byte) {
 	if _, ok := r.mu.recent[ck]; ok {
 		return
 	}
-	if len(r.mu.recentLog) >= recentChunks {
+	if len(r.mu.recentLog) >= r.recentMax {
 		delete(r.mu.recent, r.mu.recentLog[0])
 		r.mu.recentLog = append(r.mu.recentLog[:0], r.mu.recentLog[1:]...)
 	}
@@ -396,8 +507,8 @@ func (r *Reader) get(ctx context.Context, key string, off, length int64) ([]byte
 	return data, nil
 }
 
-// companion returns a segment's decoded companion, from the cache or the
-// store.
+// companion returns a segment's decoded companion: from the cache, the
+// recent loads, a load in flight, or the store.
 func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Companion, error) {
 	key := r.cfg.Layout.CompanionKey(p, seg.BaseOffset, seg.ID)
 	if c, ok := r.comps.Get(key); ok {
@@ -406,78 +517,189 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 	if seg.CompanionSize <= 0 || seg.CompanionSize > maxCompanionSize {
 		return nil, fmt.Errorf("%w: %s: size %d", ErrCorrupt, key, seg.CompanionSize)
 	}
+	r.mu.Lock()
+	if c, ok := r.mu.recentComps[key]; ok {
+		r.mu.Unlock()
+		return c, nil
+	}
+	if ld, ok := r.mu.loads[key]; ok {
+		r.mu.Unlock()
+		select {
+		case <-ld.done:
+			return ld.comp, ld.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		}
+	}
+	ld := &load{done: make(chan struct{})}
+	r.mu.loads[key] = ld
+	r.mu.Unlock()
 	data, err := r.get(ctx, key, 0, seg.CompanionSize)
+	if err == nil {
+		ld.comp, err = DecodeCompanion(data, &seg)
+		if err != nil {
+			err = fmt.Errorf("tiering: %s: %w", key, err)
+		}
+	}
+	ld.err = err
+	r.mu.Lock()
+	delete(r.mu.loads, key)
+	if err == nil {
+		if len(r.mu.recentCompsLog) >= recentCompanions {
+			delete(r.mu.recentComps, r.mu.recentCompsLog[0])
+			r.mu.recentCompsLog = append(r.mu.recentCompsLog[:0], r.mu.recentCompsLog[1:]...)
+		}
+		r.mu.recentComps[key] = ld.comp
+		r.mu.recentCompsLog = append(r.mu.recentCompsLog, key)
+	}
+	r.mu.Unlock()
+	close(ld.done)
 	if err != nil {
 		return nil, err
 	}
-	c, err := DecodeCompanion(data, &seg)
-	if err != nil {
-		return nil, fmt.Errorf("tiering: %s: %w", key, err)
-	}
-	r.comps.Set(key, c, c.memSize())
-	return c, nil
+	r.comps.Set(key, ld.comp, ld.comp.memSize())
+	return ld.comp, nil
 }
 
-// readAhead starts GETs of the chunks after end when the reader is
-// sequential (its read continues the chunk the previous read ended in),
-// and of the next segment's companion and first chunk near a segment's
-// end. It never waits: at most a few GETs are in flight for read-ahead.
-func (r *Reader) readAhead(s *segReader, end int64, m *Manifest) {
-	cb := r.cfg.ChunkBytes
-	if r.cfg.ReadAhead == 0 {
+// readAhead starts GETs of the window chunks after end in seg, going on
+// into the following segments. It never waits: the following segments
+// are looked up (perhaps in a spilled manifest part) in the background,
+// and that stops once the stream's next read (at resume) has come and
+// taken over.
+func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end, resume int64, window int) {
+	if window <= 0 {
 		return
 	}
-	cur := (end - 1) / cb
-	r.mu.Lock()
-	prev, seen := r.mu.last[s.key]
-	if len(r.mu.last) > 10000 {
-		clear(r.mu.last)
-	}
-	r.mu.last[s.key] = cur
-	r.mu.Unlock()
-	if !seen || cur < prev || cur > prev+1 {
-		return // not (yet) sequential
-	}
-	last := (s.seg.Size - 1) / cb
-	for i := cur + 1; i <= min(cur+int64(r.cfg.ReadAhead), last); i++ {
-		if !r.startAhead(func(ctx context.Context) { r.chunk(ctx, s.key, i, s.chunkLen(i), true) }) {
+	cb := r.cfg.ChunkBytes
+	key := r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID)
+	n := window
+	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && n > 0; i, n = i+1, n-1 {
+		if !r.startAhead(key, i, r.chunkLen(seg, i), nil) {
 			return
 		}
 	}
-	if last-cur < int64(r.cfg.ReadAhead) {
-		next, ok, err := FindSegment(s.ctx, r, s.p, m, s.seg.NextOffset)
-		if err != nil || !ok {
-			return
-		}
-		ns := &segReader{r: r, p: s.p, seg: next, key: r.cfg.Layout.SegmentKey(s.p, next.BaseOffset, next.ID)}
-		// The stream continues into the next segment: its first read
-		// counts as sequential, and its first chunks come ahead.
-		r.mu.Lock()
-		if _, ok := r.mu.last[ns.key]; !ok {
-			r.mu.last[ns.key] = -1
-		}
-		r.mu.Unlock()
-		r.startAhead(func(ctx context.Context) { r.companion(ctx, s.p, next) })
-		for i := int64(0); i < min(int64(r.cfg.ReadAhead)-(last-cur), (next.Size-1)/cb+1); i++ {
-			if !r.startAhead(func(ctx context.Context) { r.chunk(ctx, ns.key, i, ns.chunkLen(i), true) }) {
-				return
-			}
-		}
+	if n == 0 || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
+		return
 	}
-}
-
-// startAhead runs fn in the background if a read-ahead slot is free.
-func (r *Reader) startAhead(fn func(ctx context.Context)) bool {
-	select {
-	case r.ahead <- struct{}{}:
-	default:
-		return false
-	}
+	sk := streamKey{p, resume}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		defer func() { <-r.ahead }()
-		fn(r.ctx)
+		for from := seg.NextOffset; n > 0 && from < m.End(); {
+			next, ok, err := FindSegment(r.ctx, r, p, m, from)
+			if err != nil || !ok {
+				return
+			}
+			key := r.cfg.Layout.SegmentKey(p, next.BaseOffset, next.ID)
+			for i := int64(0); i <= (next.Size-1)/cb && n > 0; i, n = i+1, n-1 {
+				if !r.startAhead(key, i, r.chunkLen(next, i), &sk) {
+					return
+				}
+			}
+			// A read of the segment needs its companion first: fetch it
+			// beside the chunks (it is small and cached apart).
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.companion(r.ctx, p, next)
+			}()
+			from = next.NextOffset
+		}
+	}()
+}
+
+// startAhead starts a GET of a chunk for read-ahead unless it is read,
+// loading or cached already. It returns false when the read-ahead budget
+// is spent (and counts the chunk skipped), or when the stream (if not
+// nil) has moved on.
+func (r *Reader) startAhead(key string, idx, length int64, stream *streamKey) bool {
+	ck := chunkKey(key, idx)
+	if _, ok := r.chunks.Get(ck); ok {
+		return true
+	}
+	r.mu.Lock()
+	if stream != nil {
+		if _, ok := r.mu.streams[*stream]; !ok {
+			r.mu.Unlock()
+			return false
+		}
+	}
+	_, recent := r.mu.recent[ck]
+	_, ahead := r.mu.ahead[ck]
+	_, loading := r.mu.loads[ck]
+	if recent || ahead || loading {
+		r.mu.Unlock()
+		return true
+	}
+	for r.mu.aheadBytes+length > r.cfg.ReadAheadBytes {
+		if !r.evictStaleAheadLocked(time.Now()) {
+			r.mu.Unlock()
+			r.cfg.Metrics.readAheadSkipped()
+			return false
+		}
+	}
+	if r.ctx.Err() != nil {
+		r.mu.Unlock()
+		return false
+	}
+	r.mu.aheadBytes += length
+	ld := &load{done: make(chan struct{}), ahead: true}
+	r.mu.loads[ck] = ld
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		ld.data, ld.err = r.get(r.ctx, key, idx*r.cfg.ChunkBytes, length)
+		r.mu.Lock()
+		delete(r.mu.loads, ck)
+		if ld.err == nil {
+			r.mu.ahead[ck] = aheadChunk{data: ld.data, at: time.Now()}
+			r.mu.aheadLog = append(r.mu.aheadLog, ck)
+			if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
+				r.compactAheadLogLocked()
+			}
+		} else {
+			r.mu.aheadBytes -= length
+		}
+		r.mu.Unlock()
+		close(ld.done)
 	}()
 	return true
+}
+
+// evictStaleAheadLocked drops the oldest chunk read ahead if no read took
+// it within aheadMaxAge (its reader went away), and counts it. It returns
+// false when there is none. Requires mu.
+func (r *Reader) evictStaleAheadLocked(now time.Time) bool {
+	for len(r.mu.aheadLog) > 0 {
+		ck := r.mu.aheadLog[0]
+		a, ok := r.mu.ahead[ck]
+		if !ok {
+			r.mu.aheadLog = r.mu.aheadLog[1:]
+			continue
+		}
+		if now.Sub(a.at) < aheadMaxAge {
+			return false
+		}
+		r.mu.aheadLog = r.mu.aheadLog[1:]
+		delete(r.mu.ahead, ck)
+		r.mu.aheadBytes -= int64(len(a.data))
+		r.cfg.Metrics.readAheadEvicted()
+		return true
+	}
+	return false
+}
+
+// compactAheadLogLocked drops the keys of chunks already taken from the
+// read-ahead log. Requires mu.
+func (r *Reader) compactAheadLogLocked() {
+	seen := make(map[string]bool, len(r.mu.ahead))
+	log := make([]string, 0, len(r.mu.ahead))
+	for _, ck := range r.mu.aheadLog {
+		if _, ok := r.mu.ahead[ck]; ok && !seen[ck] {
+			seen[ck] = true
+			log = append(log, ck)
+		}
+	}
+	r.mu.aheadLog = log
 }

@@ -7,6 +7,8 @@ import (
 	"math"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/objectstore"
 )
@@ -130,32 +132,142 @@ func TestReaderReportsAnUnavailableStore(t *testing.T) {
 	}
 }
 
-func TestReaderReadsAheadForSequentialReplays(t *testing.T) {
+// replayFrom reads every batch from offset from in reads of maxBytes, as
+// a consumer does.
+func replayFrom(t *testing.T, r *Reader, m *Manifest, from int64, reads, maxBytes int) int64 {
+	t.Helper()
+	off := from
+	for range reads {
+		if off >= m.End() {
+			break
+		}
+		parts, err := r.Read(context.Background(), testPartition, m, off, maxBytes, math.MaxInt64, true)
+		if err != nil || parts == nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		off = lastWholeBatchEnd(parts, off)
+	}
+	return off
+}
+
+func aheadHas(r *Reader, key string, idx int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.mu.ahead[chunkKey(key, idx)]
+	return ok
+}
+
+func TestReaderReadsAheadFromTheFirstReadAndThenTheWholeWindow(t *testing.T) {
 	log, _ := testLog(t, 64<<10, 400)
 	fb := &faultyBucket{Bucket: objectstore.NewMem()}
 	a, ms := newTestArchiver(t, fb, log)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	m := ms.Current()
 	r := newTestReader(t, fb, 4096)
-	ctx := context.Background()
-	// Two reads in a row inside the first chunk make the stream
-	// sequential; the following chunks are then fetched ahead.
-	for off := int64(0); off < 6; {
-		parts, err := r.Read(ctx, testPartition, m, off, 600, math.MaxInt64, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _, _ := recordbatch.Next(bytes.Join(parts, nil))
-		off = b.NextOffset()
-	}
-	r.wg.Wait()
-	r.Wait()
 	seg := m.Segments[0]
 	key := r.cfg.Layout.SegmentKey(testPartition, seg.BaseOffset, seg.ID)
-	r.mu.Lock()
-	_, ahead := r.mu.recent[chunkKey(key, 2)]
-	r.mu.Unlock()
-	if !ahead {
-		t.Fatal("chunk 2 was not read ahead")
+	// A first read inside chunk 0 fetches chunk 1 ahead, no more.
+	off := replayFrom(t, r, m, 0, 1, 600)
+	r.Wait()
+	if !aheadHas(r, key, 1) || aheadHas(r, key, 2) {
+		t.Fatalf("after the first read: chunk 1 ahead %v, chunk 2 %v; want only chunk 1", aheadHas(r, key, 1), aheadHas(r, key, 2))
 	}
+	// Its continuation makes it sequential: the whole window (4 chunks).
+	replayFrom(t, r, m, off, 1, 600)
+	r.Wait()
+	for i := int64(1); i <= 4; i++ {
+		if !aheadHas(r, key, i) {
+			t.Fatalf("chunk %d not read ahead", i)
+		}
+	}
+	// A chunk read ahead enters the cache only once a read takes it.
+	if _, ok := r.chunks.Get(chunkKey(key, 3)); ok {
+		t.Fatal("a chunk read ahead is in the cache before any read used it")
+	}
+}
+
+func TestReaderReadsAheadAcrossSegmentsAndFetchesEachObjectOnce(t *testing.T) {
+	log, _ := testLog(t, 6000, 600) // many segments, each smaller than a chunk
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	if len(m.Segments) < 8 {
+		t.Fatalf("%d segments", len(m.Segments))
+	}
+	r := newTestReader(t, fb, 8192)
+	// Two reads in segment 0: the window of 4 chunks covers segments 1-4
+	// (one chunk each), not only the next one.
+	replayFrom(t, r, m, 0, 2, 1000)
+	r.Wait()
+	for i, seg := range m.Segments[1:5] {
+		if !aheadHas(r, r.cfg.Layout.SegmentKey(testPartition, seg.BaseOffset, seg.ID), 0) {
+			t.Fatalf("segment %d not read ahead", i+1)
+		}
+	}
+	// A whole replay makes one GET per chunk and one per companion: none
+	// twice, however read-ahead and reads race.
+	fb2 := &faultyBucket{Bucket: fb.Bucket}
+	r2 := newTestReader(t, fb2, 8192)
+	if end := replayFrom(t, r2, m, 0, 1<<20, 1000); end != m.End() {
+		t.Fatalf("replay ended at %d, want %d", end, m.End())
+	}
+	r2.Wait()
+	want := 0
+	for _, seg := range m.Segments {
+		want += int((seg.Size+8191)/8192) + 1
+	}
+	if n := fb2.getCount(); n != want {
+		t.Fatalf("a replay made %d GETs, want %d (one per chunk and companion)", n, want)
+	}
+}
+
+func TestReaderReadAheadStaysWithinItsBoundAndCountsWhatItSkips(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 400)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	reg := prometheus.NewRegistry()
+	r, err := NewReader(ReaderConfig{Bucket: fb, Layout: Layout{Prefix: "archive"}, ChunkBytes: 1024, CacheBytes: 64 << 20,
+		ReadAhead: 8, ReadAheadBytes: 3 * 1024, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	replayFrom(t, r, m, 0, 2, 300)
+	r.Wait()
+	r.mu.Lock()
+	held, n := r.mu.aheadBytes, len(r.mu.ahead)
+	r.mu.Unlock()
+	if held > 3*1024 || n != 3 {
+		t.Fatalf("read-ahead holds %d bytes in %d chunks; want 3 chunks within 3072 bytes", held, n)
+	}
+	if got := counterValue(t, reg, "shale_remote_readahead_skipped_total"); got < 1 {
+		t.Fatalf("skipped read-ahead counted %v times", got)
+	}
+	// Reads take what was read ahead and free the budget for more.
+	replayFrom(t, r, m, 0, 20, 300)
+	r.Wait()
+	r.mu.Lock()
+	held = r.mu.aheadBytes
+	r.mu.Unlock()
+	if held > 3*1024 {
+		t.Fatalf("read-ahead holds %d bytes", held)
+	}
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
