@@ -1,0 +1,168 @@
+package localseg
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// ErrRepairMismatch is returned by Repair when the bytes offered do not
+// fit the damaged stretch exactly.
+var ErrRepairMismatch = errors.New("localseg: replacement does not match the damaged range")
+
+// Repair puts back the batches of a lost range [r.From, r.To) of the
+// sealed segment r.SegmentBase from a good copy (a replica, the bucket):
+// batches must be whole batches, each passing its CRC-32C, with offsets
+// increasing from r.From and the last ending at r.To, and exactly as long
+// as the damaged stretch (a replica's and the bucket's copies of a batch
+// are byte for byte the leader's, so any other length is not a copy of
+// what was lost). The damaged bytes are overwritten in place and the file
+// fsynced: the rest of the segment never changes, so readers of it are
+// undisturbed, and a crash midway leaves at worst the same damage, which a
+// later scan finds again. The segment is then verified whole; once it
+// checks out, reads serve the range again and it leaves the lost-ranges
+// file. Nothing changes when the range is no longer recorded as damaged
+// (repaired already, or the segment is gone).
+func (l *Log) Repair(r LostRange, batches []byte) error {
+	var s *segment
+	segs := l.segments()
+	for _, c := range segs[:len(segs)-1] {
+		if c.base == r.SegmentBase {
+			s = c
+		}
+	}
+	if s == nil {
+		return fmt.Errorf("localseg: repairing [%d, %d): %w: no sealed segment %d", r.From, r.To, ErrOffsetOutOfRange, r.SegmentBase)
+	}
+	if err := l.Offline(); err != nil {
+		return err
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.damage == nil {
+		// Not scanned since the log opened: scan now.
+		f, err := l.fs.OpenFile(s.path(".log"), os.O_RDONLY, 0)
+		if err != nil {
+			return fmt.Errorf("localseg: repairing %s: %w", s.path(".log"), err)
+		}
+		ds, err := ScanSegment(f, s.base, s.size.Load(), s.next.Load())
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("localseg: repairing %s: %w", s.path(".log"), err)
+		}
+		s.damage = &ds
+	}
+	next := s.next.Load()
+	var d *Damage
+	for i, c := range *s.damage {
+		to := c.NextGood
+		if to < 0 {
+			to = next
+		}
+		if c.FirstOffset == r.From && to == r.To {
+			d = &(*s.damage)[i]
+		}
+	}
+	if d == nil {
+		return l.forgetLost(r) // repaired already
+	}
+	if err := checkReplacement(batches, r.From, r.To, d.NextPos-d.Pos); err != nil {
+		return err
+	}
+	f, err := l.fs.OpenFile(s.path(".log"), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("localseg: repairing %s: %w", s.path(".log"), err)
+	}
+	defer f.Close()
+	if err := writeFull(f, batches, d.Pos); err != nil {
+		return fmt.Errorf("localseg: repairing %s: %w", s.path(".log"), err)
+	}
+	if err := f.Sync(); err != nil {
+		// The pages may be dropped: the log must not trust them again.
+		return l.goOffline(fmt.Errorf("localseg: syncing the repaired %s: %w", s.path(".log"), err))
+	}
+	ds, err := ScanSegment(f, s.base, s.size.Load(), next)
+	if err != nil {
+		return fmt.Errorf("localseg: verifying the repaired %s: %w", s.path(".log"), err)
+	}
+	s.damage = &ds
+	for _, o := range ds {
+		if o.FirstOffset <= r.From && (o.NextGood < 0 || o.NextGood > r.From) {
+			return fmt.Errorf("%w: %s still fails its scan at byte %d: %v", ErrRepairMismatch, s.path(".log"), o.Pos, o.Err)
+		}
+	}
+	l.log.Info("repaired a damaged range of a sealed segment: reads serve it again", "segment", s.path(".log"), "from", r.From, "to", r.To, "bytes", len(batches))
+	return l.forgetLost(r)
+}
+
+// checkReplacement verifies that batches are whole, intact batches
+// covering [from, to) in order and exactly n bytes long.
+func checkReplacement(batches []byte, from, to, n int64) error {
+	if int64(len(batches)) != n {
+		return fmt.Errorf("%w: %d bytes offered for a damaged stretch of %d", ErrRepairMismatch, len(batches), n)
+	}
+	expect := from
+	first := true
+	for rest := batches; len(rest) > 0; {
+		b, r, err := recordbatch.Next(rest)
+		if err != nil || b == nil {
+			return fmt.Errorf("%w: not whole batches: %v", ErrRepairMismatch, err)
+		}
+		if err := recordbatch.Check(b); err != nil {
+			return fmt.Errorf("%w: %w", ErrRepairMismatch, err)
+		}
+		if (first && b.BaseOffset() != from) || b.BaseOffset() < expect || b.LastOffset() < b.BaseOffset() {
+			return fmt.Errorf("%w: batch [%d, %d] where offsets from %d were expected", ErrRepairMismatch, b.BaseOffset(), b.LastOffset(), expect)
+		}
+		expect, first, rest = b.NextOffset(), false, r
+	}
+	if expect != to {
+		return fmt.Errorf("%w: the batches end at %d, the range at %d", ErrRepairMismatch, expect, to)
+	}
+	return nil
+}
+
+// forgetLost removes a repaired range from the lost-ranges file.
+func (l *Log) forgetLost(r LostRange) error {
+	l.lostMu.Lock()
+	defer l.lostMu.Unlock()
+	rs, err := l.readLostLocked()
+	if err != nil {
+		return fmt.Errorf("localseg: reading the lost ranges: %w", err)
+	}
+	kept := rs[:0]
+	for _, o := range rs {
+		if o.From != r.From || o.To != r.To || o.SegmentBase != r.SegmentBase {
+			kept = append(kept, o)
+		}
+	}
+	if len(kept) == len(rs) {
+		return nil
+	}
+	path := filepath.Join(l.dir, lostRangesFile)
+	if len(kept) == 0 {
+		if err := l.fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("localseg: removing the lost ranges: %w", err)
+		}
+		return l.fs.SyncDir(l.dir)
+	}
+	return writeFileAtomic(l.fs, path, encodeLostRanges(kept))
+}
+
+// RangeOf is the lost range a Damage of segment base leaves: [FirstOffset,
+// NextGood), or to the segment's end when no intact batch follows.
+func (l *Log) RangeOf(d Damage) (LostRange, bool) {
+	for _, s := range l.segments() {
+		if s.path(".log") == d.Segment {
+			to := d.NextGood
+			if to < 0 {
+				to = s.next.Load()
+			}
+			return LostRange{From: d.FirstOffset, To: to, SegmentBase: s.base}, true
+		}
+	}
+	return LostRange{}, false
+}

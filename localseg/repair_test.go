@@ -1,0 +1,84 @@
+package localseg
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+)
+
+// A damaged range of a sealed segment is put back from a good copy of its
+// batches: reads serve it again and it leaves the lost-ranges file; a copy
+// that does not fit the range exactly changes nothing.
+func TestRepairPutsBackADamagedRange(t *testing.T) {
+	for name, corrupt := range map[string]func([]byte){
+		"flipped byte": func(b []byte) { b[len(b)-5] ^= 0xff },
+		"bad length":   func(b []byte) { b[len(b)/2+8], b[len(b)/2+9] = 0x7f, 0xff },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, path := sealedLog(t)
+			good, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := bytes.Clone(good)
+			corrupt(bad)
+			if err := os.WriteFile(path, bad, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ds, err := h.log.Scrub(context.Background(), 0)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("damage %v, %v", ds, err)
+			}
+			r, ok := h.log.RangeOf(ds[0])
+			if !ok {
+				t.Fatal("no range for the damage")
+			}
+			if lost, _ := h.log.LostRanges(); len(lost) != 1 || lost[0].From != r.From || lost[0].To != r.To {
+				t.Fatalf("lost ranges %v, want %v", lost, r)
+			}
+			if got := h.readAll(0); len(got) == 30 {
+				t.Fatal("the damaged batch was served")
+			}
+			copyOf := good[ds[0].Pos:ds[0].NextPos]
+
+			// Copies that do not fit change nothing.
+			flipped := bytes.Clone(copyOf)
+			flipped[len(flipped)-1] ^= 1
+			for what, c := range map[string][]byte{
+				"short":     copyOf[:len(copyOf)-1],
+				"bad crc":   flipped,
+				"too much":  append(bytes.Clone(copyOf), copyOf...),
+				"elsewhere": good[:ds[0].Pos],
+			} {
+				if err := h.log.Repair(r, c); !errors.Is(err, ErrRepairMismatch) {
+					t.Fatalf("%s copy: %v", what, err)
+				}
+			}
+			if lost, _ := h.log.LostRanges(); len(lost) != 1 {
+				t.Fatalf("lost ranges after refused copies: %v", lost)
+			}
+
+			if err := h.log.Repair(r, copyOf); err != nil {
+				t.Fatal(err)
+			}
+			if data, _ := os.ReadFile(path); !bytes.Equal(data, good) {
+				t.Fatal("the repaired segment differs from the original")
+			}
+			if got := h.readAll(0); len(got) != 30 {
+				t.Fatalf("%d batches read after the repair, want 30", len(got))
+			}
+			if lost, err := h.log.LostRanges(); err != nil || len(lost) != 0 {
+				t.Fatalf("lost ranges after the repair: %v %v", lost, err)
+			}
+			if ds, err := h.log.Scrub(context.Background(), 0); err != nil || len(ds) != 0 {
+				t.Fatalf("scrub after the repair: %v %v", ds, err)
+			}
+			// Repaired already: nothing to do.
+			if err := h.log.Repair(r, copyOf); err != nil {
+				t.Fatalf("second repair: %v", err)
+			}
+		})
+	}
+}
