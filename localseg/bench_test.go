@@ -2,9 +2,12 @@ package localseg
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,4 +127,71 @@ func BenchmarkRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDurableAppend is acks=all on one broker at the log's level:
+// each of 4 logs takes 32 KiB batches from a producer that keeps 8 of them
+// waiting for durability (the raw generator's window), so that its MB/s
+// is the group commit's, bounded by the fsync's latency and not the CPU.
+func BenchmarkDurableAppend(b *testing.B) {
+	for _, k := range []int{1, 2} {
+		b.Run(fmt.Sprint(k), func(b *testing.B) {
+			old := maxSyncsInFlight
+			maxSyncsInFlight = k
+			defer func() { maxSyncsInFlight = old }()
+			benchDurableAppend(b)
+		})
+	}
+}
+
+func benchDurableAppend(b *testing.B) {
+	const logs, window = 4, 8
+	bt := batch(300, 100, 1)
+	b.SetBytes(int64(len(bt)))
+	ls := make([]*Log, logs)
+	for i := range ls {
+		ls[i] = benchLog(b, Config{SegmentBytes: 256 << 20})
+	}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	var lat atomic.Int64
+	for i, l := range ls {
+		n := b.N / logs
+		if i == 0 {
+			n += b.N % logs
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := make(chan struct{}, window)
+			var waits sync.WaitGroup
+			buf := make([]byte, len(bt))
+			for range n {
+				sem <- struct{}{}
+				copy(buf, bt)
+				start := time.Now()
+				res, err := l.AppendAsLeader(buf, 1)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				waits.Add(1)
+				done := func(err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					lat.Add(int64(time.Since(start)))
+					<-sem
+					waits.Done()
+				}
+				if l.WhenDurable(res.LastOffset+1, done) {
+					done(nil)
+				}
+			}
+			waits.Wait()
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(lat.Load())/float64(b.N)/1e6, "ms/ack")
+
 }
