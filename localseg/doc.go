@@ -141,12 +141,16 @@
 //
 // Who needs a batch on stable storage asks WhenDurable (the broker does for
 // acks=all when the leader is the only in-sync replica, and for
-// flush.messages). The SyncScheduler (durable.go) is the group commit: one
-// goroutine, started on demand, fsyncs the segments above the recovery
-// point and, when a segment was created since the last directory fsync,
-// the directory, all outside the log's lock; it then moves the recovery
-// point (in memory) to the log end it saw before the fsync and runs the
-// callbacks it covers. Appends that arrive during an fsync share the next.
+// flush.messages). The SyncScheduler (durable.go) is the group commit: a
+// sync, on a goroutine of its own, fdatasyncs the segments above the
+// recovery point and, when a segment was created since the last directory
+// fsync, the directory, all outside the log's lock and each file through a
+// descriptor of its own (a writeback error is reported once per open file);
+// it then moves the recovery point (in memory) to the log end it saw
+// before it started and runs the callbacks it covers. Appends that arrive
+// during a sync share the next, which starts at once (two may overlap);
+// outcomes apply in start order, so a later sync that succeeds never
+// acknowledges past an earlier one still running or failed.
 // flush.ms arms a timer at the first unflushed append. The recovery-point
 // file is written by rolls, Flush and Close, so recovery may scan more than
 // the group commit made durable, never less. Open fsyncs the parent

@@ -1,34 +1,60 @@
 package localseg
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"time"
+
+	"github.com/shale-log/shale/localseg/vfs"
 )
+
+// maxSyncsInFlight bounds the syncs of one log that run at once (a var for
+// the benchmark).
+var maxSyncsInFlight = 2
 
 // SyncScheduler is a log's group commit. Callers that need records on
 // stable storage (an acks=all produce whose in-sync replicas are the leader
-// alone, flush.messages, flush.ms) register with WhenDurable; one
-// goroutine, started on demand and gone when idle, fsyncs the log outside
-// the log's lock (appends go on meanwhile), moves the recovery point to the
-// log end it saw before the fsync, and runs the callbacks of every offset
-// that fsync covered. Producers that arrive during an fsync share the next
-// one: under load, one fsync serves every append of the last fsync's
-// duration.
+// alone, flush.messages, flush.ms) register with WhenDurable. Syncs run on
+// goroutines of their own, outside the log's lock (appends go on
+// meanwhile); each covers the log end published when it starts, so that
+// every producer that arrives during a sync shares the next one.
 //
-// A failed fsync takes the log offline: the callbacks get the error and the
-// log never fsyncs again (see Log.Offline).
+// The next sync does not wait for the running one to end: a producer that
+// arrives mid-sync starts another at once (up to maxSyncsInFlight), rather
+// than waiting for the rest of the running one and then the whole of its
+// own: its data is written back while the running one still commits (on
+// ext4 the journal commits themselves still follow each other). Outcomes
+// are applied in the order the syncs started: the recovery point moves to
+// a sync's end only once every sync started before it succeeded, and
+// callbacks run when the recovery point covers them. Each sync fsyncs (fdatasync where the
+// file allows it) through descriptors of its own (see openForSync), so a
+// writeback error reaches every sync it concerns.
+//
+// A failed fsync takes the log offline: the callbacks get the error, the
+// outcomes of syncs still running are discarded, and the log never fsyncs
+// again (see Log.Offline).
 type SyncScheduler struct {
 	l  *Log
 	mu struct {
 		sync.Mutex
-		want    int64 // the highest offset asked to be durable
-		running bool  // the sync goroutine is on
+		want    int64         // the highest offset asked to be durable
+		covered int64         // the highest end of a sync started (or done)
+		flights []*syncFlight // started, in start order, outcome not applied yet
 		waiters []durableWaiter
 		timer   *time.Timer // flush.ms, armed by the first unflushed append
 		stopped bool
 	}
+}
+
+// syncFlight is one sync: it makes durable every batch below end, unless a
+// truncation (a new recovery-point generation than gen) came first.
+type syncFlight struct {
+	end, gen int64
+	done     bool
+	err      error
 }
 
 type durableWaiter struct {
@@ -39,8 +65,10 @@ type durableWaiter struct {
 // WhenDurable arranges for fn to be called once every record below offset
 // is on stable storage, or with the error that prevents it (ErrOffline
 // wrapping the failure, ErrClosed). It returns true, and never calls fn,
-// when they are durable already. fn runs on the scheduler's goroutine (or
-// the closing one) and must not block or call the log.
+// when they are durable already. fn runs on a sync's goroutine (or the
+// closing one) and must not block or call the log. The records below
+// offset must be appended (AppendAsLeader and AppendAsFollower have
+// returned) before the call.
 func (l *Log) WhenDurable(offset int64, fn func(error)) bool {
 	return l.sync.whenDurable(offset, fn)
 }
@@ -79,10 +107,84 @@ func (s *SyncScheduler) request(offset int64) {
 // Requires s.mu.
 func (s *SyncScheduler) requestLocked(offset int64) {
 	s.mu.want = max(s.mu.want, offset)
-	if !s.mu.running {
-		s.mu.running = true
-		s.l.flushes.Add(1)
-		go s.run()
+	s.startLocked()
+}
+
+// startLocked starts a sync when something asked for is not covered by a
+// sync started already and fewer than maxSyncsInFlight run; otherwise the
+// end of a running one starts it. On an offline log it fails the waiters
+// instead. Requires s.mu.
+func (s *SyncScheduler) startLocked() {
+	if err := s.l.Offline(); err != nil {
+		s.fireLocked(err)
+		return
+	}
+	if s.mu.stopped || s.mu.want <= s.mu.covered || len(s.mu.flights) >= maxSyncsInFlight {
+		return
+	}
+	s.l.rp.Lock()
+	f := &syncFlight{gen: s.l.rp.gen}
+	rp := s.l.rp.point
+	s.l.rp.Unlock()
+	if s.mu.want <= rp {
+		s.fireLocked(nil)
+		return
+	}
+	// The published end: every batch below it is written (reads of
+	// the end come after the writes they publish). When nothing was
+	// published past what is covered (a wait for offsets beyond the
+	// log end, after a truncation), there is nothing to sync: a later
+	// append asks again.
+	f.end = s.l.LogEndOffset()
+	if f.end <= max(s.mu.covered, rp) {
+		return
+	}
+	s.mu.covered = max(s.mu.covered, f.end)
+	s.mu.flights = append(s.mu.flights, f)
+	s.l.flushes.Add(1)
+	go s.run(f, rp)
+}
+
+// run does one sync and applies the outcomes that are due.
+func (s *SyncScheduler) run(f *syncFlight, rp int64) {
+	defer s.l.flushes.Done()
+	err := s.l.syncActive(rp)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f.done, f.err = true, err
+	s.applyLocked()
+	s.startLocked()
+}
+
+// applyLocked applies, in start order, the outcomes of the syncs that are
+// done and have none running before them. Requires s.mu.
+func (s *SyncScheduler) applyLocked() {
+	for len(s.mu.flights) > 0 && s.mu.flights[0].done {
+		f := s.mu.flights[0]
+		s.mu.flights[0] = nil
+		s.mu.flights = s.mu.flights[1:]
+		err := f.err
+		if err == nil {
+			// A sync that succeeded after an earlier one failed
+			// proves nothing: the kernel may have dropped pages.
+			err = s.l.Offline()
+		}
+		if err != nil {
+			s.fireLocked(err)
+			continue
+		}
+		s.l.rp.Lock()
+		if f.gen == s.l.rp.gen && f.end > s.l.rp.point {
+			s.l.rp.point = f.end
+		}
+		s.l.rp.Unlock()
+		s.fireLocked(nil)
+	}
+	if len(s.mu.flights) == 0 {
+		s.mu.flights = s.mu.flights[:0:0]
+		// Nothing runs: what was covered and not made durable (a
+		// truncation came first) must be asked again.
+		s.mu.covered = s.l.RecoveryPoint()
 	}
 }
 
@@ -112,26 +214,6 @@ func (s *SyncScheduler) afterAppend(cfg *Config, leo int64) bool {
 	return due
 }
 
-// run syncs until every request is served.
-func (s *SyncScheduler) run() {
-	defer s.l.flushes.Done()
-	for {
-		s.mu.Lock()
-		want := s.mu.want
-		if s.mu.stopped || want <= s.l.RecoveryPoint() || s.l.Offline() != nil {
-			s.fireLocked(s.l.Offline())
-			s.mu.running = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		err := s.l.syncActive()
-		s.mu.Lock()
-		s.fireLocked(err)
-		s.mu.Unlock()
-	}
-}
-
 // fireLocked runs the callbacks the recovery point now covers, and all of
 // them with err when it is not nil. Requires s.mu.
 func (s *SyncScheduler) fireLocked(err error) {
@@ -151,7 +233,7 @@ func (s *SyncScheduler) fireLocked(err error) {
 	s.mu.waiters = kept
 }
 
-// halt starts no more syncs (Close, before it waits for the running one).
+// halt starts no more syncs (Close, before it waits for the running ones).
 func (s *SyncScheduler) halt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -174,41 +256,69 @@ func (s *SyncScheduler) stop(err error) {
 	s.fireLocked(err)
 }
 
-// syncActive fsyncs what the recovery point does not cover yet, without
-// the log's mu, and moves the recovery point (in memory: the checkpoint
-// file is written by rolls, Flush and Close; recovery scans from the last
-// one written) to the log end seen before the fsync. A failure takes the
-// log offline.
-func (l *Log) syncActive() error {
+// syncActive fsyncs the segments above the recovery point rp (read when
+// the sync started, with the end it covers), and the directory when a
+// segment was created since it was last synced, without the log's mu. A
+// failure takes the log offline.
+func (l *Log) syncActive(rp int64) error {
 	if err := l.Offline(); err != nil {
 		return err
 	}
-	l.rp.Lock()
-	gen, rp := l.rp.gen, l.rp.point
-	l.rp.Unlock()
 	dirGen := l.dirGen.Load()
 	segs := l.segments()
-	end := segs[len(segs)-1].next.Load()
 	for i, s := range segs {
 		if i < len(segs)-1 && s.next.Load() <= rp {
 			continue
 		}
-		if err := l.syncSegment(s); err != nil {
+		if err := l.Offline(); err != nil {
+			return err // another sync failed meanwhile
+		}
+		if err := l.datasyncSegment(s); err != nil {
 			return l.goOffline(err)
 		}
 	}
 	// A segment created since the directory was last synced needs its
 	// entry on stable storage too.
-	if l.dirSynced.Load() != dirGen {
+	if l.dirSynced.Load() < dirGen {
 		if err := l.fs.SyncDir(l.dir); err != nil {
 			return l.goOffline(fmt.Errorf("localseg: syncing %s: %w", l.dir, err))
 		}
-		l.dirSynced.Store(dirGen)
+		for {
+			old := l.dirSynced.Load()
+			if old >= dirGen || l.dirSynced.CompareAndSwap(old, dirGen) {
+				break
+			}
+		}
 	}
-	l.rp.Lock()
-	if gen == l.rp.gen && end > l.rp.point {
-		l.rp.point = end
+	return nil
+}
+
+// datasyncSegment makes a segment's log file durable through a descriptor
+// of its own (fdatasync when the file is the operating system's: the size
+// of an appended file is flushed with its data, its times need not be),
+// and, when sealed, its index files, which a roll writes without syncing.
+// A segment deleted meanwhile needs nothing.
+func (l *Log) datasyncSegment(s *segment) error {
+	f, err := l.fc.openForSync(l.fs, s)
+	if errors.Is(err, errSegmentGone) {
+		return nil
 	}
-	l.rp.Unlock()
+	if err != nil {
+		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
+	}
+	err = vfs.Datasync(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
+	}
+	if !s.isActive() {
+		for _, ext := range []string{".index", ".timeindex"} {
+			if err := syncPath(l.fs, s.path(ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("localseg: flushing %s: %w", s.path(ext), err)
+			}
+		}
+	}
 	return nil
 }

@@ -87,7 +87,10 @@ func TestFailedFsyncTakesTheLogOfflineAndNeverSyncsAgain(t *testing.T) {
 	if err := waitDurable(h.log, res.LastOffset+1); !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrOffline) {
 		t.Fatalf("durability of an append whose fsync failed: %v", err)
 	}
-	// Every sync from now on would be counted.
+	// Every sync from now on would be counted, once the syncs that
+	// were running when the fsync failed are over (their outcomes are
+	// discarded).
+	h.log.flushes.Wait()
 	ffs.Inject(errorfs.Fault{Op: errorfs.OpSync, Times: -1, Err: syscall.EIO})
 	ffs.Inject(errorfs.Fault{Op: errorfs.OpSyncDir, Times: -1, Err: syscall.EIO})
 	fired := ffs.Fired()
@@ -213,8 +216,10 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.syncs != 2 {
-		t.Fatalf("%d fsyncs of the segment for %d durable appends, want 2 (the first, then one shared)", g.syncs, producers+1)
+	// The first; at most maxSyncsInFlight-1 started by producers that
+	// arrived while it ran; then one shared by the rest.
+	if g.syncs < 2 || g.syncs > maxSyncsInFlight+1 {
+		t.Fatalf("%d fsyncs of the segment for %d durable appends, want 2 to %d", g.syncs, producers+1, maxSyncsInFlight+1)
 	}
 }
 
@@ -477,5 +482,103 @@ func truncateAndCrash(t *testing.T, cfg Config) {
 	defer l.Close()
 	if l.LogEndOffset() != 4 {
 		t.Fatalf("log end %d after a crash that followed a truncation to 4: the cut batches came back", l.LogEndOffset())
+	}
+}
+
+// failFirstSyncFS holds the first fsync of a segment file until gate is
+// closed and then fails it; later fsyncs succeed at once.
+type failFirstSyncFS struct {
+	vfs.FS
+	mu         sync.Mutex
+	syncs      int
+	gate, held chan struct{}
+}
+
+func (g *failFirstSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return &failFirstSyncFile{File: f, g: g}, nil
+}
+
+type failFirstSyncFile struct {
+	vfs.File
+	g *failFirstSyncFS
+}
+
+func (f *failFirstSyncFile) Sync() error {
+	f.g.mu.Lock()
+	f.g.syncs++
+	first := f.g.syncs == 1
+	f.g.mu.Unlock()
+	if first {
+		close(f.g.held)
+		<-f.g.gate
+		return syscall.EIO
+	}
+	return f.File.Sync()
+}
+
+// Overlapping syncs are applied in the order they started: a later sync
+// that succeeds while an earlier one is still running acknowledges
+// nothing, and once the earlier one fails, nothing is acknowledged at all
+// (its waiters and the later sync's get the error, the recovery point
+// stays where it was).
+func TestOverlappingSyncsApplyInStartOrder(t *testing.T) {
+	if maxSyncsInFlight < 2 {
+		t.Fatalf("maxSyncsInFlight is %d: syncs do not overlap", maxSyncsInFlight)
+	}
+	g := &failFirstSyncFS{FS: vfs.OSFS{}, gate: make(chan struct{}), held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(g.gate) })
+	defer release()
+	rp := l.RecoveryPoint()
+	waitFor := func() chan error {
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan error, 1)
+		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
+			ch <- nil
+		}
+		return ch
+	}
+	first := waitFor()
+	<-g.held // the first sync runs
+	second := waitFor()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		g.mu.Lock()
+		n := g.syncs
+		g.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no second sync while the first runs")
+		}
+	}
+	// The second sync succeeded; it must not be applied yet.
+	select {
+	case err := <-second:
+		t.Fatalf("answered (%v) while an earlier sync still runs", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if l.RecoveryPoint() != rp {
+		t.Fatalf("recovery point moved to %d while an earlier sync still runs", l.RecoveryPoint())
+	}
+	release()
+	for i, ch := range []chan error{first, second} {
+		if err := <-ch; !errors.Is(err, ErrOffline) || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("waiter %d: %v, want the failed fsync", i, err)
+		}
+	}
+	if l.RecoveryPoint() != rp {
+		t.Fatalf("recovery point moved from %d to %d past a failed fsync", rp, l.RecoveryPoint())
 	}
 }
