@@ -24,10 +24,16 @@ import (
 
 // Config is the broker's configuration. Field comments give Kafka's name.
 type Config struct {
-	NodeID                int32  // node.id
-	DataDir               string // log.dirs (one directory)
-	AdvertisedHost        string // advertised.listeners host
-	AdvertisedPort        int32  // advertised.listeners port
+	NodeID         int32  // node.id
+	DataDir        string // log.dirs (one directory)
+	AdvertisedHost string // advertised.listeners host
+	AdvertisedPort int32  // advertised.listeners port
+	// AdvertisedHTTPAddr is the host:port where this broker's HTTP
+	// address (/metrics, /healthz, /readyz, /v1/tier) is reached ("":
+	// none). It is registered with the broker and described as
+	// shale.advertised.http.address, so tools find every broker's from
+	// the Kafka listener alone. Kafka has no name for it.
+	AdvertisedHTTPAddr    string
 	Rack                  string // broker.rack
 	SocketRequestMaxBytes int64  // socket.request.max.bytes, default 100 MiB
 	QueuedMaxRequestBytes int64  // queued.max.request.bytes, default 100 MiB (also bounds a non-produce request to 1/24 of it, see decodeExpansion)
@@ -135,6 +141,10 @@ type Config struct {
 	TopicDefaults map[string]string
 }
 
+// HTTPAddressConfig is the broker config that DescribeConfigs shows the
+// broker's advertised HTTP address under (empty: none).
+const HTTPAddressConfig = "shale.advertised.http.address"
+
 // EnsureDefaults fills zero fields with Kafka's defaults.
 func (c *Config) EnsureDefaults() {
 	if c.SocketRequestMaxBytes == 0 {
@@ -228,6 +238,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("broker: an advertised host and port are required")
 	case c.SocketRequestMaxBytes < 1024:
 		return fmt.Errorf("broker: socket.request.max.bytes is too small")
+	case c.AdvertisedHTTPAddr != "" && !validHostPort(c.AdvertisedHTTPAddr):
+		return fmt.Errorf("broker: advertised HTTP address %q: want host:port", c.AdvertisedHTTPAddr)
 	case c.ReplicaSelector != "" && c.ReplicaSelector != RackAwareSelector && c.ReplicaSelector != LeaderSelector:
 		return fmt.Errorf("broker: replica.selector.class %q: %q or %q", c.ReplicaSelector, RackAwareSelector, LeaderSelector)
 	}
@@ -241,6 +253,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validHostPort(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n > 0 && n <= 65535
 }
 
 func topicDefByBrokerName(name string) *topicConfigDef {
@@ -266,6 +287,7 @@ func (c *Config) describe() []describedEntry {
 		{"broker.rack", c.Rack, kmsg.ConfigTypeString},
 		{"replica.selector.class", kafkaSelectorClass(c.ReplicaSelector), kmsg.ConfigTypeClass},
 		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
+		{HTTPAddressConfig, c.AdvertisedHTTPAddr, kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
 		{"max.connections", strconv.Itoa(c.MaxConnections), kmsg.ConfigTypeInt},

@@ -120,6 +120,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		Host:            b.cfg.AdvertisedHost,
 		Port:            b.cfg.AdvertisedPort,
 		Rack:            b.cfg.Rack,
+		HTTPAddr:        b.cfg.AdvertisedHTTPAddr,
 		DirectoryID:     props.directoryID,
 		UncleanShutdown: !clean,
 	}

@@ -291,6 +291,37 @@ func TestBrokerRegistrationFollowsTheLease(t *testing.T) {
 	}
 }
 
+// The HTTP address a broker registers reads back from the store and the
+// cache; a record written before the field existed reads as no address.
+func TestBrokerRegistrationKeepsTheHTTPAddress(t *testing.T) {
+	s := newTestStore(t)
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	reg, err := s.RegisterBroker(ctx, Broker{ID: 1, Host: "h", Port: 9092, HTTPAddr: "h:9644"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	// An older broker's record, without httpAddr.
+	if _, err := s.cli.Put(ctx, s.brokerKey(2), `{"id":2,"host":"old","port":9092,"rack":"r"}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(cache.Snapshot().Brokers) == 2 })
+	listed, err := s.Brokers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bs := range [][]Broker{listed, cache.Snapshot().Brokers} {
+		if len(bs) != 2 || bs[0].HTTPAddr != "h:9644" || bs[1].HTTPAddr != "" || bs[1].Host != "old" || bs[1].Rack != "r" {
+			t.Fatalf("brokers %+v", bs)
+		}
+	}
+}
+
 func TestBrokerLeaseExpiresWhenNotKeptAlive(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)

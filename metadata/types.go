@@ -47,6 +47,12 @@ type Broker struct {
 	Host string `json:"host"`
 	Port int32  `json:"port"`
 	Rack string `json:"rack,omitempty"`
+	// HTTPAddr is where the broker's HTTP address (/metrics, /healthz,
+	// /readyz, /v1/tier) is reached, host:port; empty when it did not
+	// say (a broker from before the field, or one with no HTTP address).
+	// Readers ignore fields they do not know, so older brokers read these
+	// records, and a record without it reads as empty.
+	HTTPAddr string `json:"httpAddr,omitempty"`
 	// DirectoryID identifies the broker's data directory. A broker that
 	// restarts on the same directory (after kill -9, say) replaces its
 	// previous registration at once instead of waiting for that lease to
