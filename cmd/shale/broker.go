@@ -24,6 +24,7 @@ type clusterFlags struct {
 	kafkaAddr       string
 	httpAddr        string
 	advertised      string
+	advHTTP         string
 	etcd            string
 	cluster         string
 	rack            string
@@ -62,6 +63,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.StringVar(&f.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "Kafka listener address (clients and other brokers)")
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /metrics, /healthz and /readyz")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients and other brokers are told to use (default: the Kafka listener address)")
+	fs.StringVar(&f.advHTTP, "advertised-http-addr", "", "host:port tools (shale tier status) are told to reach the HTTP address at (default: --http-addr, its host the advertised one when unspecified)")
 	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	fs.StringVar(&f.cluster, "cluster", "shale", "cluster name: the etcd key prefix /NAME/, so clusters can share an etcd")
 	fs.StringVar(&f.rack, "rack", "", "this broker's rack or zone (broker.rack); replicas are spread over racks")
@@ -125,11 +127,16 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err != nil {
 		return err
 	}
+	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)
+	if err != nil {
+		return err
+	}
 	cfg := broker.Config{
 		NodeID:                        f.id,
 		DataDir:                       filepath.Join(dataDir, "log"),
 		AdvertisedHost:                host,
 		AdvertisedPort:                port,
+		AdvertisedHTTPAddr:            advHTTP,
 		Rack:                          f.rack,
 		ReplicaLagTimeMax:             f.replicaLagMax,
 		DefaultReplicationFactor:      f.replicationFctr,
@@ -160,7 +167,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
-		"http", httpLn.Addr().String(), "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack)
+		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack)
 	select {
 	case <-ctx.Done():
 		stop()

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/shale-log/shale/broker"
@@ -29,6 +30,7 @@ type devFlags struct {
 	httpAddr   string
 	nodeID     int32
 	advertised string
+	advHTTP    string
 	logLevel   string
 	etcdAddr   string
 	brokers    int
@@ -170,8 +172,9 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /metrics, /healthz and /readyz")
 	fs.Int32Var(&f.nodeID, "node-id", 0, "this broker's id (node.id)")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients are told to use (default: the Kafka listener address)")
+	fs.StringVar(&f.advHTTP, "advertised-http-addr", "", "host:port tools are told to reach the HTTP address at (default: --http-addr, its host the advertised one when unspecified)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&f.brokers, "brokers", 1, "brokers to run in this process (more than 1: a replicated cluster on the embedded etcd; broker i listens on the Kafka port + i, keeps its logs under DATA-DIR/broker-i and auto-created topics get min(3, brokers) replicas)")
+	fs.IntVar(&f.brokers, "brokers", 1, "brokers to run in this process (more than 1: a replicated cluster on the embedded etcd; broker i listens on the Kafka port + i and the HTTP port + i, each with its own /metrics, keeps its logs under DATA-DIR/broker-i and auto-created topics get min(3, brokers) replicas)")
 	// SHALE_BROKERS names the brokers client commands talk to.
 	fs.SetAnnotation("brokers", envAnnotation, []string{"SHALE_DEV_BROKERS"})
 	fs.StringVar(&f.etcdAddr, "etcd-addr", "", "serve the embedded etcd's client API on this host:port, without authentication (default: no listener; only this process reaches it)")
@@ -224,12 +227,17 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)
+	if err != nil {
+		return err
+	}
 	cfg := broker.Config{
-		NodeID:         f.nodeID,
-		DataDir:        filepath.Join(dataDir, "log"),
-		AdvertisedHost: host,
-		AdvertisedPort: port,
-		MetadataDir:    filepath.Join(dataDir, "etcd"),
+		NodeID:             f.nodeID,
+		DataDir:            filepath.Join(dataDir, "log"),
+		AdvertisedHost:     host,
+		AdvertisedPort:     port,
+		AdvertisedHTTPAddr: advHTTP,
+		MetadataDir:        filepath.Join(dataDir, "etcd"),
 	}
 	f.brokerFlags.apply(&cfg)
 	if f.brokers < 1 {
@@ -256,10 +264,12 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	defer b.Close()
 
-	// Every broker is up before /healthz and /readyz answer 200.
+	// Every broker is up before the first HTTP address's /healthz and
+	// /readyz answer 200: they speak for the process.
 	all := []*broker.Broker{b}
 	for i := 1; i < f.brokers; i++ {
-		peer, extra, err := startDevPeer(ctx, cfg, dataDir, ln.Addr().String(), f.advertised, i, etcd, log)
+		peer, extra, err := startDevPeer(ctx, devPeer{base: cfg, dataDir: dataDir, kafkaAddr: ln.Addr().String(), httpAddr: httpLn.Addr().String(),
+			advertised: f.advertised, advHTTP: f.advHTTP, pprof: f.pprof, i: i}, etcd, log)
 		if err != nil {
 			return err
 		}
@@ -269,7 +279,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(all...)
-	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "data", dataDir, "object_store", f.objectStore)
+	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP, "data", dataDir, "object_store", f.objectStore)
 
 	select {
 	case <-ctx.Done():
@@ -307,46 +317,107 @@ func advertisedHostPort(advertised, listen string) (string, int32, error) {
 	return host, int32(port), nil
 }
 
-// startDevPeer starts broker i of a `shale dev --brokers N` cluster in this
-// process: its id and Kafka port are the first broker's plus i, its logs
-// under DATA-DIR/broker-i. It returns the function that stops it.
-func startDevPeer(ctx context.Context, base broker.Config, dataDir, firstAddr, advertised string, i int, etcd *metadata.Embedded, log *slog.Logger) (*broker.Broker, func(), error) {
-	host, portStr, err := net.SplitHostPort(firstAddr)
+// devPeer is broker i of a `shale dev --brokers N` cluster: its id and
+// Kafka and HTTP ports are the first broker's plus i (a port 0, any port,
+// stays 0), its logs under DATA-DIR/broker-i.
+type devPeer struct {
+	base                broker.Config
+	dataDir             string
+	kafkaAddr, httpAddr string // the first broker's listeners
+	advertised, advHTTP string // the first broker's flags
+	pprof               bool
+	i                   int
+}
+
+// listenPlus listens on addr's host at its port plus i (any port when
+// addr's is 0).
+func listenPlus(addr string, i int) (net.Listener, error) {
+	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	port, _ := strconv.Atoi(portStr)
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port+i)))
+	if port != 0 {
+		port += i
+	}
+	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+// startDevPeer starts a devPeer in this process, with an HTTP address of
+// its own (its metrics, health and tier status, as a broker process in
+// production has). It returns the function that stops it.
+func startDevPeer(ctx context.Context, d devPeer, etcd *metadata.Embedded, log *slog.Logger) (*broker.Broker, func(), error) {
+	ln, err := listenPlus(d.kafkaAddr, d.i)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka listener of broker %d: %w", i, err)
+		return nil, nil, fmt.Errorf("kafka listener of broker %d: %w", d.i, err)
+	}
+	httpLn, err := listenPlus(d.httpAddr, d.i)
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("http listener of broker %d: %w", d.i, err)
+	}
+	fail := func(err error) (*broker.Broker, func(), error) {
+		httpLn.Close()
+		ln.Close()
+		return nil, nil, err
 	}
 	advHost, advPort, err := advertisedHostPort("", ln.Addr().String())
 	if err != nil {
-		ln.Close()
-		return nil, nil, err
+		return fail(err)
 	}
-	if advertised != "" {
-		if advHost, advPort, err = advertisedHostPort(advertised, ln.Addr().String()); err != nil {
-			ln.Close()
-			return nil, nil, err
+	if d.advertised != "" {
+		if advHost, advPort, err = advertisedHostPort(d.advertised, ln.Addr().String()); err != nil {
+			return fail(err)
 		}
-		advPort += int32(i)
+		advPort += int32(d.i)
 	}
-	cfg := base
-	cfg.NodeID = base.NodeID + int32(i)
-	cfg.DataDir = filepath.Join(dataDir, "broker-"+strconv.Itoa(i), "log")
-	cfg.AdvertisedHost, cfg.AdvertisedPort = advHost, advPort
-	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log.With("node", cfg.NodeID)})
+	advHTTP, err := advertisedHTTPAddr(d.advHTTP, httpLn.Addr().String(), advHost, d.i)
 	if err != nil {
-		ln.Close()
-		return nil, nil, fmt.Errorf("broker %d: %w", i, err)
+		return fail(err)
+	}
+	cfg := d.base
+	cfg.NodeID = d.base.NodeID + int32(d.i)
+	cfg.DataDir = filepath.Join(d.dataDir, "broker-"+strconv.Itoa(d.i), "log")
+	cfg.AdvertisedHost, cfg.AdvertisedPort, cfg.AdvertisedHTTPAddr = advHost, advPort, advHTTP
+	// The Go runtime and process collectors are the first broker's: the
+	// process is one.
+	reg := prometheus.NewRegistry()
+	status := serveStatus(httpLn, reg, d.pprof)
+	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log.With("node", cfg.NodeID), Registry: reg})
+	if err != nil {
+		status.close()
+		return fail(fmt.Errorf("broker %d: %w", d.i, err))
 	}
 	go b.Serve(ln)
-	log.Info("shale dev broker is up", "node", cfg.NodeID, "kafka", ln.Addr().String())
+	status.started(b)
+	log.Info("shale dev broker is up", "node", cfg.NodeID, "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP)
 	return b, func() {
 		ln.Close()
 		b.Close()
+		status.close()
 	}, nil
+}
+
+// advertisedHTTPAddr is the HTTP address a broker registers: flag when
+// set (its port plus i, for broker i of shale dev), else the listener's
+// address, its host advertisedHost when the listener's is unspecified.
+func advertisedHTTPAddr(flag, listen, advertisedHost string, i int) (string, error) {
+	if flag != "" {
+		host, portStr, err := net.SplitHostPort(flag)
+		port, perr := strconv.Atoi(portStr)
+		if err != nil || host == "" || perr != nil || port <= 0 || port+i > 65535 {
+			return "", fmt.Errorf("--advertised-http-addr %q: want host:port", flag)
+		}
+		return net.JoinHostPort(host, strconv.Itoa(port+i)), nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = advertisedHost
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // process is what a broker process holds from its first step: its data

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,9 +26,11 @@ import (
 // Tiered storage status is not part of the Kafka protocol (Kafka itself
 // exposes remote log sizes only as metrics), so each broker serves it as
 // JSON on its HTTP address, next to /metrics: GET /v1/tier?topic=NAME
-// lists the partitions the broker hosts. `shale tier status` asks the
-// addresses given with --http and the cluster's metadata (--brokers) for
-// the leaders, and shows each partition as its leader reports it.
+// lists the partitions the broker hosts. `shale tier status` finds every
+// broker's HTTP address through the Kafka listener (each describes its
+// own as the broker config shale.advertised.http.address), or takes them
+// from --http, asks them, and shows each partition as its leader, known
+// from the cluster's metadata, reports it.
 
 // tierPartition is one partition in the /v1/tier answer.
 type tierPartition struct {
@@ -87,13 +91,16 @@ func tierHandler(brokers func() []*broker.Broker) http.Handler {
 	})
 }
 
-// httpFlag is --http: the brokers' HTTP addresses (SHALE_HTTP).
+// httpFlag is --http: the brokers' HTTP addresses (SHALE_HTTP); none:
+// ask the cluster.
 type httpFlag struct{ addrs []string }
 
 func (h *httpFlag) register(fs *pflag.FlagSet) {
-	fs.StringSliceVar(&h.addrs, "http", []string{"127.0.0.1:9644"}, "the brokers' HTTP addresses (--http-addr of shale dev and shale broker), host:port, comma-separated (env SHALE_HTTP)")
+	fs.StringSliceVar(&h.addrs, "http", nil, "the brokers' HTTP addresses (--http-addr of shale dev and shale broker), host:port, comma-separated (env SHALE_HTTP; default: the addresses the brokers advertise)")
 }
 
+// resolve returns the addresses given with --http or SHALE_HTTP (none:
+// discover them).
 func (h *httpFlag) resolve(cmd *cobra.Command) ([]string, error) {
 	f := cmd.Flags().Lookup("http")
 	if v, ok := os.LookupEnv("SHALE_HTTP"); ok && !f.Changed {
@@ -128,16 +135,64 @@ func (s tierStatuses) add(p tierPartition) {
 	s[p.Topic][p.Partition] = p
 }
 
-// fetchTierStatus asks every --http address; it returns what those that
-// answered said, and an error naming those that did not.
-func fetchTierStatus(ctx context.Context, cmd *cobra.Command, h *httpFlag, topic string) (tierStatuses, error) {
+// advertisedHTTPAddrs asks every broker in the cluster's metadata for the
+// HTTP address it advertises (the broker config
+// shale.advertised.http.address); it returns those it learnt, and an
+// error naming the brokers that did not say.
+func advertisedHTTPAddrs(ctx context.Context, adm *kadm.Client) ([]string, error) {
+	md, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := md.Brokers.NodeIDs()
+	rcs, err := adm.DescribeBrokerConfigs(ctx, ids...)
+	if err != nil && len(rcs) == 0 {
+		return nil, fmt.Errorf("describing the brokers' configs: %w", err)
+	}
+	found := map[int32]string{}
+	var errs []string
+	for _, rc := range rcs {
+		id, _ := strconv.ParseInt(rc.Name, 10, 32)
+		if rc.Err != nil {
+			errs = append(errs, fmt.Sprintf("broker %s: %v", rc.Name, rc.Err))
+			continue
+		}
+		for _, c := range rc.Configs {
+			if c.Key == broker.HTTPAddressConfig && c.MaybeValue() != "" {
+				found[int32(id)] = c.MaybeValue()
+			}
+		}
+	}
+	var addrs []string
+	for _, id := range ids {
+		if a, ok := found[id]; ok {
+			addrs = append(addrs, a)
+		} else if !slices.ContainsFunc(errs, func(e string) bool { return strings.HasPrefix(e, fmt.Sprintf("broker %d:", id)) }) {
+			errs = append(errs, fmt.Sprintf("broker %d advertises no HTTP address (give them with --http)", id))
+		}
+	}
+	if len(errs) > 0 {
+		return addrs, errors.New(strings.Join(errs, "; "))
+	}
+	return addrs, nil
+}
+
+// fetchTierStatus asks every --http address, or every address the brokers
+// advertise; it returns what those that answered said, and an error naming
+// those that did not.
+func fetchTierStatus(ctx context.Context, cmd *cobra.Command, adm *kadm.Client, h *httpFlag, topic string) (tierStatuses, error) {
 	out := tierStatuses{}
 	addrs, err := h.resolve(cmd)
 	if err != nil {
 		return out, err
 	}
-	hc := &http.Client{}
 	var errs []string
+	if len(addrs) == 0 {
+		if addrs, err = advertisedHTTPAddrs(ctx, adm); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	hc := &http.Client{}
 	for _, addr := range addrs {
 		u := "http://" + addr + "/v1/tier"
 		if topic != "" {
@@ -214,8 +269,11 @@ func newTierStatusCmd() *cobra.Command {
 size in the object store, the sealed segments not uploaded yet (upload lag) and
 the time of the last upload, as the partition's leader reports them.
 
-The numbers come from each broker's HTTP address (GET /v1/tier): give every
-broker's address with --http (or SHALE_HTTP) for a cluster.`,
+The numbers come from each broker's HTTP address (GET /v1/tier), which each
+broker advertises (its --advertised-http-addr, shown by DescribeConfigs as
+shale.advertised.http.address), so --brokers alone is enough; --http (or
+SHALE_HTTP) names the addresses instead, for brokers whose advertised HTTP
+address is not reachable from here.`,
 		Args: rangeArgs(0, 1, "topic name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.check(); err != nil {
@@ -237,7 +295,7 @@ broker's address with --http (or SHALE_HTTP) for a cluster.`,
 				if td, ok := tds[topic]; topic != "" && ok && td.Err != nil {
 					return kafkaErr("topic", topic, td.Err, "")
 				}
-				st, httpErr := fetchTierStatus(ctx, cmd, &hf, topic)
+				st, httpErr := fetchTierStatus(ctx, cmd, adm, &hf, topic)
 				rows := []tierRow{}
 				var missing []string
 				for _, td := range tds.Sorted() {
@@ -262,7 +320,7 @@ broker's address with --http (or SHALE_HTTP) for a cluster.`,
 					return err
 				}
 				if len(missing) > 0 {
-					why := "give every broker's HTTP address with --http"
+					why := "their leader's HTTP address did not report them"
 					if httpErr != nil {
 						why = httpErr.Error()
 					}

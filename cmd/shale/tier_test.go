@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,14 +91,19 @@ func TestTierStatus(t *testing.T) {
 	closed := freeAddr(t)
 	_, err = cli("tier", "status", "--http", closed)
 	wantErr(t, err, "no broker answered on its HTTP address", closed, "connection refused")
+	// Without --http: the address the broker advertises.
+	if text := mustAdmin(t, cli, "tier", "status", "cold"); !strings.Contains(text, "cold   0          0       yes") {
+		t.Fatalf("tier status cold with --brokers alone printed:\n%s", text)
+	}
 	t.Setenv("SHALE_HTTP", p.httpAddr)
 	mustAdmin(t, cli, "tier", "status", "cold")
 }
 
-// In shale dev --brokers 3 (here from SHALE_DEV_BROKERS) the HTTP address
-// reports the partitions of every broker of the process, and tier status
-// shows each partition as its leader reports it; topic describe has every
-// replica's local size and cluster info every broker.
+// In shale dev --brokers 3 (here from SHALE_DEV_BROKERS) broker i serves
+// its own HTTP address at the HTTP port + i, with its own /metrics, and
+// advertises it: tier status, given --brokers alone, shows each partition
+// as its leader reports it; topic describe has every replica's local size
+// and cluster info every broker.
 func TestTierStatusOfAReplicatedDev(t *testing.T) {
 	p := startDev(t, "", "SHALE_DEV_BROKERS=3")
 	cli := adminCLI(t, p)
@@ -113,7 +122,7 @@ func TestTierStatusOfAReplicatedDev(t *testing.T) {
 		t.Fatalf("cluster info: %+v", info)
 	}
 	var rows []tierRow
-	adminJSON(t, cli, &rows, "tier", "status", "spread", "--http", p.httpAddr)
+	adminJSON(t, cli, &rows, "tier", "status", "spread")
 	leaders := map[int32]bool{}
 	for _, r := range rows {
 		if !r.Reported || r.Broker != r.Leader || !r.Tiered || r.HighWatermark != 10 {
@@ -124,9 +133,28 @@ func TestTierStatusOfAReplicatedDev(t *testing.T) {
 	if len(rows) != 3 || len(leaders) < 2 {
 		t.Fatalf("tier status: %+v, want 3 partitions led by several brokers", rows)
 	}
+	// Each broker's /metrics has the partitions it leads, and only
+	// those: the same series from every broker would be counted thrice.
+	host, port := splitAddr(t, p.httpAddr)
+	for id := int32(0); id < 3; id++ {
+		addr := net.JoinHostPort(host, strconv.Itoa(port+int(id)))
+		code, body := httpStatus(t, "http://"+addr+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("broker %d /metrics on %s: %d", id, addr, code)
+		}
+		for _, r := range rows {
+			series := fmt.Sprintf(`shale_partition_high_watermark{partition="%d",topic="spread"} 10`, r.Partition)
+			if led := r.Leader == id; led != strings.Contains(body, series) {
+				t.Errorf("broker %d (%s) leads spread-%d: %v, but its /metrics has %s: %v", id, addr, r.Partition, led, series, !led)
+			}
+		}
+		if id > 0 && strings.Contains(body, "go_goroutines") {
+			t.Errorf("broker %d repeats the process's Go collectors", id)
+		}
+	}
 	waitUntil(t, "every replica's size in topic describe", func() bool {
 		var d describedTopic
-		adminJSON(t, cli, &d, "topic", "describe", "spread", "--http", p.httpAddr)
+		adminJSON(t, cli, &d, "topic", "describe", "spread")
 		for _, dp := range d.Partitions {
 			if len(dp.ReplicaBytes) != 3 || dp.LocalBytes <= 0 || dp.ReplicaBytes[1] != dp.LocalBytes || dp.ReplicaBytes[2] != dp.LocalBytes {
 				return false
@@ -134,4 +162,17 @@ func TestTierStatusOfAReplicatedDev(t *testing.T) {
 		}
 		return true
 	})
+}
+
+func splitAddr(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
 }

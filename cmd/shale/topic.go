@@ -229,8 +229,8 @@ func newTopicDescribeCmd() *cobra.Command {
 		Use:   "describe NAME",
 		Short: "Describe a topic: partitions, leaders, replicas, ISR, sizes and configs",
 		Long: `Describes a topic: each partition's leader, replicas and in-sync replicas,
-offsets, local size (DescribeLogDirs) and remote size (from the brokers' HTTP
-addresses, --http), and the topic's configs with their source.`,
+offsets, local size (DescribeLogDirs) and remote size (from the HTTP addresses
+the brokers advertise, or --http), and the topic's configs with their source.`,
 		Args: exactArgs(1, "topic name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.check(); err != nil {
@@ -244,7 +244,7 @@ addresses, --http), and the topic's configs with their source.`,
 				}
 				// Remote sizes come from the brokers' HTTP addresses; a
 				// describe without them still answers.
-				remote, err := fetchTierStatus(ctx, cmd, &hf, name)
+				remote, err := fetchTierStatus(ctx, cmd, adm, &hf, name)
 				if err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "shale: remote sizes unknown: %v\n", err)
 				}
