@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/fetcher"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -332,7 +333,7 @@ type Broker struct {
 	// presents it may fetch as a follower.
 	secret   string
 	tier     *tierService // nil: no object store
-	fetchers *fetcherManager
+	fetchers *fetcher.Manager
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -416,7 +417,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 			Help: "Bytes of the scan budget (" + strconv.Itoa(recordbatch.DefaultBudgetBytes>>20) + " MiB) taken by produce validation, ListOffsets by timestamp and the group load looking inside batches.",
 		}, func() float64 { return float64(budget.InUse()) }))
 	}
-	b.fetchers = newFetcherManager(b)
+	b.fetchers = b.newFetchers()
 	b.producerIDs = newProducerIDAllocator(meta.allocateProducerIDs)
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,
@@ -756,7 +757,7 @@ func (b *Broker) Close() error {
 			b.connsMu.Unlock()
 			<-done
 		}
-		b.fetchers.close()
+		b.fetchers.Close()
 		b.wg.Wait()
 		if b.tier != nil {
 			// The archive loops end with b.ctx; wait for them

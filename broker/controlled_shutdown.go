@@ -57,12 +57,12 @@ func (b *Broker) controlledShutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			b.log.Warn("controlled shutdown: timed out; the rest moves when the lease ends",
 				"pending", len(pending), "example", pending[0], "took", time.Since(start).Round(time.Millisecond))
-			b.fetchers.close()
+			b.fetchers.Close()
 			return fmt.Errorf("broker: controlled shutdown: %d partitions not handed over: %w", len(pending), ctx.Err())
 		}
 	}
 	stay := len(b.handOverPending(b.meta.snapshot(), true))
-	b.fetchers.close()
+	b.fetchers.Close()
 	b.log.Info("controlled shutdown: leadership moved", "moved", led-stay, "kept", stay,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil

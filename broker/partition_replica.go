@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shale-log/shale/broker/fetcher"
 	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
 )
@@ -228,8 +229,6 @@ func (p *partition) isrWriteFailed(partitionEpoch int32) {
 	}
 }
 
-var errNotFollower = errors.New("broker: no longer following that leader and epoch")
-
 // asFollower runs fn with appends excluded while this broker follows leader
 // at leaderEpoch, then wakes waiters.
 func (p *partition) asFollower(leader, leaderEpoch int32, fn func() error) error {
@@ -240,7 +239,7 @@ func (p *partition) asFollower(leader, leaderEpoch int32, fn func() error) error
 	case s.closed:
 		err = errPartitionClosed
 	case s.leader != leader || s.leaderEpoch != leaderEpoch || leader == p.nodeID:
-		err = errNotFollower
+		err = fetcher.ErrNotFollower
 	default:
 		err = fn()
 	}

@@ -14,12 +14,12 @@ import (
 )
 
 // maxPeerResponse bounds a response from another broker (fetches ask for
-// at most replicaFetchMaxBytes).
+// at most fetcher.FetchMaxBytes).
 const maxPeerResponse = 64 << 20
 
 // peerClient is one connection to another broker, authenticated with the
 // cluster secret, issuing one request at a time at pinned versions. It is
-// what a replica fetcher talks through.
+// what a replica fetcher talks through (a fetcher.Conn).
 type peerClient struct {
 	nc   net.Conn
 	rd   *bufio.Reader
@@ -45,7 +45,7 @@ func dialPeer(ctx context.Context, dial func(context.Context, string, string) (n
 	hs := kmsg.NewPtrSASLHandshakeRequest()
 	hs.Version = 1
 	hs.Mechanism = interBrokerMechanism
-	resp, err := c.request(ctx, hs)
+	resp, err := c.Request(ctx, hs)
 	if err == nil {
 		err = kerr.ErrorForCode(resp.(*kmsg.SASLHandshakeResponse).ErrorCode)
 	}
@@ -53,7 +53,7 @@ func dialPeer(ctx context.Context, dial func(context.Context, string, string) (n
 		auth := kmsg.NewPtrSASLAuthenticateRequest()
 		auth.Version = 2
 		auth.SASLAuthBytes = []byte("\x00" + interBrokerUser(self) + "\x00" + secret)
-		if resp, err = c.request(ctx, auth); err == nil {
+		if resp, err = c.Request(ctx, auth); err == nil {
 			err = kerr.ErrorForCode(resp.(*kmsg.SASLAuthenticateResponse).ErrorCode)
 		}
 	}
@@ -64,11 +64,12 @@ func dialPeer(ctx context.Context, dial func(context.Context, string, string) (n
 	return c, nil
 }
 
-func (c *peerClient) close() { c.nc.Close() }
+// Close closes the connection.
+func (c *peerClient) Close() { c.nc.Close() }
 
-// request sends req (its version set by the caller) and reads the answer.
+// Request sends req (its version set by the caller) and reads the answer.
 // Any error leaves the connection unusable: the caller closes it.
-func (c *peerClient) request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
+func (c *peerClient) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(30 * time.Second)

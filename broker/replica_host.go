@@ -2,13 +2,42 @@ package broker
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"time"
+
+	"github.com/shale-log/shale/broker/fetcher"
 )
 
 var _ replicaHost = (*Broker)(nil)
 
+// newFetchers returns the broker's replica fetchers, dialing leaders at
+// the addresses the metadata names, as this broker with the cluster
+// secret.
+func (b *Broker) newFetchers() *fetcher.Manager {
+	return fetcher.NewManager(b.ctx, fetcher.Config{
+		Self:         b.cfg.NodeID,
+		FetchWaitMax: b.cfg.ReplicaFetchWaitMax,
+		Addr: func(id int32) (string, bool) {
+			bv, ok := b.meta.snapshot().broker(id)
+			if !ok {
+				return "", false
+			}
+			return net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port))), true
+		},
+		Dial: func(ctx context.Context, addr string) (fetcher.Conn, error) {
+			c, err := dialPeer(ctx, b.cfg.DialPeer, addr, b.cfg.NodeID, b.secret)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		Log: b.log,
+	})
+}
+
 func (b *Broker) follow(p *partition, leader, leaderEpoch int32) {
-	b.fetchers.follow(p, leader, leaderEpoch)
+	b.fetchers.Follow(followerReplica{p}, leader, leaderEpoch)
 }
 
 func (b *Broker) replicaLagMax() time.Duration { return b.cfg.ReplicaLagTimeMax }
@@ -70,8 +99,35 @@ func (b *Broker) ReplicaOffsets(topic string, index int32) (logEnd, highWatermar
 
 // FollowedPartitions is the number of partitions this broker's replica
 // fetchers copy from their leaders.
-func (b *Broker) FollowedPartitions() int {
-	b.fetchers.mu.Lock()
-	defer b.fetchers.mu.Unlock()
-	return len(b.fetchers.mu.of)
+func (b *Broker) FollowedPartitions() int { return b.fetchers.Followed() }
+
+// followerReplica is a partition as the replica fetchers write to it.
+type followerReplica struct{ p *partition }
+
+var _ fetcher.Replica = followerReplica{}
+
+func (r followerReplica) Topic() string         { return r.p.topic }
+func (r followerReplica) Partition() int32      { return r.p.index }
+func (r followerReplica) TopicID() [16]byte     { return r.p.topicID }
+func (r followerReplica) LatestEpoch() int32    { return r.p.latestEpoch() }
+func (r followerReplica) LogEndOffset() int64   { return r.p.log.LogEndOffset() }
+func (r followerReplica) LogStartOffset() int64 { return r.p.log.LogStartOffset() }
+func (r followerReplica) EndOffsetForEpoch(epoch int32) (int32, int64, bool) {
+	return r.p.log.EndOffsetForEpoch(epoch)
+}
+
+func (r followerReplica) Append(leader, leaderEpoch int32, batches []byte, leaderHW int64) error {
+	return r.p.followerAppend(leader, leaderEpoch, batches, leaderHW)
+}
+
+func (r followerReplica) Truncate(leader, leaderEpoch int32, offset int64) error {
+	return r.p.followerTruncate(leader, leaderEpoch, offset)
+}
+
+func (r followerReplica) Restart(leader, leaderEpoch int32, offset int64) error {
+	return r.p.followerRestart(leader, leaderEpoch, offset)
+}
+
+func (r followerReplica) RestoreFromBucket(ctx context.Context, leader, leaderEpoch int32, offset int64) error {
+	return r.p.followerRestoreFromBucket(ctx, leader, leaderEpoch, offset)
 }
