@@ -452,6 +452,9 @@ func startShale(o options) (*target, error) {
 	}
 	kafkaAddr, httpAddr := freeAddr(), freeAddr()
 	args := []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr}
+	if o.raw.profileDir != "" {
+		args = append(args, "--pprof") // -profile reads /debug/pprof
+	}
 	cmd := exec.Command(o.shaleBin, append(args, strings.Fields(o.shaleArgs)...)...)
 	cmd.Stderr = os.Stderr
 	if o.shaleEnv != "" {

@@ -50,6 +50,53 @@ func diskWriteRef(dir string, d time.Duration) (float64, error) {
 	return float64(written) / time.Since(start).Seconds(), nil
 }
 
+// diskWindowRef is the disk at acks=all's shape: files files written at
+// once, each in writes of batch bytes with an fdatasync after every window
+// bytes (the requests one connection keeps in flight, which a group commit
+// can at best make durable together), for about d. It returns the bytes
+// per second the disk sustained: the ceiling of fsynced produce with that
+// window, below the sequential reference when the fdatasync's own latency
+// dominates.
+func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float64, error) {
+	var written atomic.Int64
+	errs := make(chan error, files)
+	start := time.Now()
+	for i := 0; i < files; i++ {
+		go func() {
+			errs <- func() error {
+				f, err := os.CreateTemp(dir, "disk-window-ref-")
+				if err != nil {
+					return err
+				}
+				defer os.Remove(f.Name())
+				defer f.Close()
+				block := make([]byte, batch)
+				for i := range block {
+					block[i] = byte(i * 7)
+				}
+				for n := 0; time.Since(start) < d && n < 2<<30; {
+					for w := 0; w < window; w += batch {
+						if _, err := f.Write(block); err != nil {
+							return err
+						}
+						n += batch
+					}
+					if err := fdatasync(f); err != nil {
+						return err
+					}
+					written.Add(int64(window / batch * batch))
+				}
+				return nil
+			}()
+		}()
+	}
+	var err error
+	for i := 0; i < files; i++ {
+		err = errors.Join(err, <-errs)
+	}
+	return float64(written.Load()) / time.Since(start).Seconds(), err
+}
+
 // loopbackRef sends over conns loopback TCP connections at once, 1 MiB
 // writes read into 1 MiB buffers, for about d, and returns the bytes per
 // second received.
