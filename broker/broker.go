@@ -327,6 +327,7 @@ type Broker struct {
 	meta          metaStore
 	replicas      *replicaManager
 	producerIDs   *producerIDAllocator
+	repairs       *repairer
 	fetchSessions *fetchSessionCache
 	groups        *groupCoordinator
 	// secret is the cluster's inter-broker secret: a connection that
@@ -419,6 +420,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	}
 	b.fetchers = b.newFetchers()
 	b.producerIDs = newProducerIDAllocator(meta.allocateProducerIDs)
+	b.repairs = newRepairer(b)
 	b.replicas = &replicaManager{
 		nodeID:       cfg.NodeID,
 		dir:          logDir,
@@ -471,10 +473,14 @@ func (b *Broker) start() {
 		defer b.wg.Done()
 		b.watchStorage()
 	}()
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go func() {
 		defer b.wg.Done()
 		b.scrubLoop()
+	}()
+	go func() {
+		defer b.wg.Done()
+		b.repairs.run(b.ctx)
 	}()
 	go func() {
 		defer b.wg.Done()

@@ -44,6 +44,7 @@ type brokerMetrics struct {
 	refusedBatches    *prometheus.CounterVec
 	offlinePartitions prometheus.Gauge
 	lostRanges        prometheus.Counter
+	repairs           *prometheus.CounterVec
 }
 
 const (
@@ -115,13 +116,17 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "lost_ranges_total",
 			Help: "Damaged stretches of sealed segments (bad length, CRC or offsets) found by the scrubber.",
 		}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "lost_range_repairs_total",
+			Help: "Attempts to put a lost range back from the bucket or an in-sync replica, by result (repaired, failed).",
+		}, []string{"result"}),
 	}
 	// Every reason from the start, so that rates read 0, not nothing.
 	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
 		m.refusedBatches.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lostRanges, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
+		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m

@@ -336,8 +336,14 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	if err := writePartitionMetadata(dir, tv.id); err != nil {
 		return nil, err
 	}
+	var self atomic.Pointer[partition] // for OnDamage, set once the partition exists
 	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget,
-		OnDamage: func(localseg.Damage) { m.b.metrics.lostRanges.Inc() }}
+		OnDamage: func(localseg.Damage) {
+			m.b.metrics.lostRanges.Inc()
+			if p := self.Load(); p != nil && m.b.repairs != nil {
+				m.b.repairs.damaged(p)
+			}
+		}}
 	var tier *partitionTier
 	if m.tiers(tv, cfg) {
 		tier = m.b.tier.newPartitionTier(tv.name, tv.id, index)
@@ -361,6 +367,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 	p.tier = tier
 	p.host = m.b
 	p.counters = m.b.metrics.forTopic(tv.name)
+	self.Store(p)
 	if tier != nil {
 		tier.startFollowerSync(p)
 	}

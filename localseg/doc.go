@@ -126,7 +126,8 @@
 //	lost-ranges       "<from> <to> <segment base> <found unix ms>" lines, by
 //	                  from: offsets [from, to) lie in damaged batches of a
 //	                  sealed segment (bad length, CRC or offsets) that reads
-//	                  skip; the segment is kept, never deleted for it
+//	                  skip; the segment is kept, never deleted for it; a range
+//	                  put back from a good copy (Repair) leaves the file
 //
 // Checkpoints are written to a temporary, fsynced, renamed over the old
 // file, and the directory fsynced.
