@@ -602,7 +602,20 @@ func (s *Store) Campaign(ctx context.Context, brokerID int32, ttl time.Duration)
 		return nil, fmt.Errorf("metadata: controller lease: %w", err)
 	}
 	e := concurrency.NewElection(session, s.controllerPrefix())
-	if err := e.Campaign(ctx, strconv.Itoa(int(brokerID))); err != nil {
+	// When ctx ends while it waits, concurrency.Election.Campaign resigns
+	// with the etcd client's own context, which has no deadline: cut from
+	// etcd, it blocked there until etcd answered, and a broker could not
+	// shut down. Campaign does not wait for it then: closing the session
+	// (bounded by its TTL) gives the candidacy up, and the campaign ends
+	// when etcd answers or the client closes.
+	done := make(chan error, 1)
+	go func() { done <- e.Campaign(ctx, strconv.Itoa(int(brokerID))) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		session.Close()
 		return nil, fmt.Errorf("metadata: campaign: %w", err)
 	}
