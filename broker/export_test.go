@@ -35,3 +35,20 @@ func (b *Broker) HoldConnectionsLock() (release func()) {
 	b.connsMu.Lock()
 	return b.connsMu.Unlock
 }
+
+// Crash stops the broker as a killed process stops, for tests: no
+// controlled shutdown, every client socket and listener closed at once.
+// The registration and controller lease are revoked on the way out unless
+// the broker's etcd is cut first, as a test killing it does.
+func (b *Broker) Crash() {
+	b.shutdownOnce.Do(func() {})
+	b.connsMu.Lock()
+	for ln := range b.listeners {
+		ln.Close()
+	}
+	for c := range b.conns {
+		c.nc.Close()
+	}
+	b.connsMu.Unlock()
+	b.Close()
+}

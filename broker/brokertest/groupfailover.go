@@ -1,0 +1,288 @@
+package brokertest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// GroupFailoverTopic is the topic the group failover workload consumes:
+// GroupFailoverPartitions partitions of three replicas with
+// min.insync.replicas=2.
+const (
+	GroupFailoverTopic      = "group-work"
+	GroupFailoverPartitions = 6
+	groupFailoverGroup      = "failover-group"
+	groupFailoverMembers    = 3
+)
+
+// groupLedger is what the workload's producer and group members did:
+// records acknowledged and consumed, and the highest offset each
+// partition's commits were acknowledged up to.
+type groupLedger struct {
+	mu         sync.Mutex
+	acked      map[string]bool
+	consumed   map[string]int
+	committed  map[int32]int64 // acknowledged commits
+	observed   map[int32]int64 // OffsetFetch answers
+	violations []string
+	commits    int
+}
+
+func (l *groupLedger) violate(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.violations) < 20 {
+		l.violations = append(l.violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// RunGroupFailover runs a consumer group of several franz-go members over
+// an acks=all producer on GroupFailoverTopic, committing after each poll,
+// and calls kill with the group's coordinator once every partition has a
+// committed offset. The members must find the new coordinator and go on.
+// It checks that no acknowledged commit is lost or moves backwards (an
+// OffsetFetch never answers less than an earlier answer or an
+// acknowledged commit, and no member is handed a record below an
+// acknowledged commit of its partition), and that every acknowledged
+// record is consumed at least once. seeds reach the cluster; the
+// brokers' __consumer_offsets must have three replicas.
+func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond), kgo.RetryTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	if _, err := adm.CreateTopic(ctx, GroupFailoverPartitions, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, GroupFailoverTopic); err != nil {
+		t.Fatal(err)
+	}
+	l := &groupLedger{acked: map[string]bool{}, consumed: map[string]int{}, committed: map[int32]int64{}, observed: map[int32]int64{}}
+
+	// The producer: one record per partition in each request.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(GroupFailoverTopic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.ProduceRequestTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	stopProducing := make(chan struct{})
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; ; i += GroupFailoverPartitions {
+			select {
+			case <-stopProducing:
+				return
+			default:
+			}
+			recs := make([]*kgo.Record, GroupFailoverPartitions)
+			for p := range recs {
+				recs[p] = &kgo.Record{Partition: int32(p), Value: []byte(strconv.Itoa(i + p))}
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+			res := prod.ProduceSync(pctx, recs...)
+			pcancel()
+			l.mu.Lock()
+			for _, r := range res {
+				if r.Err == nil {
+					l.acked[string(r.Record.Value)] = true
+				}
+			}
+			l.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+
+	// The members: poll, record, commit, and only then let a rebalance
+	// take partitions away.
+	stopConsuming := make(chan struct{})
+	var members sync.WaitGroup
+	for m := 0; m < groupFailoverMembers; m++ {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup(groupFailoverGroup), kgo.ConsumeTopics(GroupFailoverTopic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+			kgo.FetchMaxWait(200*time.Millisecond), kgo.SessionTimeout(20*time.Second), kgo.RetryTimeout(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		members.Add(1)
+		go func() {
+			defer members.Done()
+			for {
+				select {
+				case <-stopConsuming:
+					return
+				default:
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				fs := cl.PollFetches(pctx)
+				pcancel()
+				var recs []*kgo.Record
+				l.mu.Lock()
+				fs.EachRecord(func(r *kgo.Record) {
+					if c := l.committed[r.Partition]; r.Offset < c && len(l.violations) < 20 {
+						l.violations = append(l.violations, fmt.Sprintf("partition %d: record at offset %d handed out again after a commit up to %d was acknowledged", r.Partition, r.Offset, c))
+					}
+					l.consumed[string(r.Value)]++
+					recs = append(recs, r)
+				})
+				l.mu.Unlock()
+				if len(recs) > 0 {
+					cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+					err := cl.CommitRecords(cctx, recs...)
+					ccancel()
+					if err == nil {
+						l.mu.Lock()
+						l.commits++
+						for _, r := range recs {
+							if r.Offset+1 > l.committed[r.Partition] {
+								l.committed[r.Partition] = r.Offset + 1
+							}
+						}
+						l.mu.Unlock()
+					}
+				}
+				cl.AllowRebalance()
+			}
+		}()
+	}
+
+	// The observer: committed offsets never move backwards.
+	stopObserving := make(chan struct{})
+	observed := make(chan struct{})
+	observe := func() {
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ocancel()
+		l.mu.Lock()
+		acknowledged := make(map[int32]int64, len(l.committed))
+		for p, o := range l.committed {
+			acknowledged[p] = o
+		}
+		l.mu.Unlock()
+		offs, err := adm.FetchOffsets(octx, groupFailoverGroup)
+		if err != nil || offs.Error() != nil {
+			return // the coordinator is moving
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Topic != GroupFailoverTopic || o.At < 0 {
+				return
+			}
+			if prev := l.observed[o.Partition]; o.At < prev {
+				l.violations = append(l.violations, fmt.Sprintf("partition %d: committed offset %d read after %d", o.Partition, o.At, prev))
+			}
+			if a := acknowledged[o.Partition]; o.At < a {
+				l.violations = append(l.violations, fmt.Sprintf("partition %d: committed offset %d read after a commit up to %d was acknowledged", o.Partition, o.At, a))
+			}
+			l.observed[o.Partition] = max(l.observed[o.Partition], o.At)
+		})
+	}
+	go func() {
+		defer close(observed)
+		for {
+			select {
+			case <-stopObserving:
+				return
+			case <-time.After(100 * time.Millisecond):
+				observe()
+			}
+		}
+	}()
+	defer func() {
+		close(stopProducing)
+		close(stopConsuming)
+		select {
+		case <-stopObserving:
+		default:
+			close(stopObserving)
+		}
+		<-produced
+		members.Wait()
+		<-observed
+	}()
+
+	WaitFor(t, 60*time.Second, "every partition has a committed offset", func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.committed) == GroupFailoverPartitions && len(l.consumed) > 300, fmt.Sprintf("committed %v, %d consumed", l.committed, len(l.consumed))
+	})
+	if td, err := adm.ListTopics(ctx, "__consumer_offsets"); err != nil || td["__consumer_offsets"].Err != nil {
+		t.Fatalf("__consumer_offsets: %v %v", err, td["__consumer_offsets"].Err)
+	} else {
+		for _, p := range td["__consumer_offsets"].Partitions {
+			if len(p.Replicas) != 3 {
+				t.Fatalf("__consumer_offsets partition %d has replicas %v, want three", p.Partition, p.Replicas)
+			}
+		}
+	}
+	coordinator := groupCoordinator(t, ctx, adm)
+	l.mu.Lock()
+	before := len(l.consumed)
+	l.mu.Unlock()
+	kill(coordinator)
+	t.Logf("killed the coordinator, broker %d, after %d records consumed", coordinator, before)
+	WaitFor(t, 30*time.Second, "another broker coordinates the group", func() (bool, string) {
+		c := groupCoordinator(t, ctx, adm)
+		return c >= 0 && c != coordinator, fmt.Sprintf("coordinator %d", c)
+	})
+	l.mu.Lock()
+	commitsAfterKill := l.commits
+	l.mu.Unlock()
+	WaitFor(t, 45*time.Second, "the group commits again and consumes on", func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.commits > commitsAfterKill+20 && len(l.consumed) > before+600, fmt.Sprintf("%d commits, %d consumed", l.commits-commitsAfterKill, len(l.consumed)-before)
+	})
+	close(stopProducing)
+	<-produced
+	stopProducing = make(chan struct{})
+	WaitFor(t, 45*time.Second, "every acknowledged record consumed", func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		missing := 0
+		for v := range l.acked {
+			if l.consumed[v] == 0 {
+				missing++
+			}
+		}
+		return missing == 0, fmt.Sprintf("%d of %d acknowledged records not consumed", missing, len(l.acked))
+	})
+	observe()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.violations {
+		t.Error(v)
+	}
+	dups := 0
+	for _, n := range l.consumed {
+		if n > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d records acknowledged, %d consumed (%d more than once, within the uncommitted window), %d commits acknowledged", len(l.acked), len(l.consumed), dups, l.commits)
+}
+
+// groupCoordinator is the group's coordinator as FindCoordinator answers,
+// or -1.
+func groupCoordinator(t testing.TB, ctx context.Context, adm *kadm.Client) int32 {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for _, r := range adm.FindGroupCoordinators(cctx, groupFailoverGroup) {
+		if r.Err == nil {
+			return r.NodeID
+		}
+	}
+	return -1
+}
