@@ -33,13 +33,19 @@ func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, targ
 		}
 		var next replication.Assignment
 		if target == nil {
-			next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands)
+			unclean := false
+			if ts, ok := snap.Topics[topic]; ok {
+				unclean = ts.Configs[controller.UncleanElectionConfig] == "true"
+			}
+			next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands, unclean)
 		} else {
 			next, err = replication.StartReassignment(controller.AssignmentOf(cur), target, registered, cands)
 		}
 		switch {
 		case errors.Is(err, replication.ErrNoReassignment):
 			return 0, fmt.Errorf("%w: %s/%d", errNoReassignment, topic, index)
+		case errors.Is(err, replication.ErrUncleanRevert):
+			return 0, fmt.Errorf("%w: unable to revert the assignment of %s/%d: %w", errInvalidReplicaAssignment, topic, index, err)
 		case errors.Is(err, replication.ErrInvalidAssignment):
 			return 0, fmt.Errorf("%w: replicas %v: each a registered broker, once, at least one", errInvalidReplicaAssignment, target)
 		case err != nil:

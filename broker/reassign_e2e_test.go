@@ -337,3 +337,85 @@ func createAssigned(t *testing.T, cl *kgo.Client, topic string, replicas []int32
 		t.Fatalf("creating %s on %v: %v", topic, replicas, err)
 	}
 }
+
+// TestReassignmentCancelRefusedWithNoOriginalInSync: a partition moved from
+// brokers 0 and 1 to 2 and 3, where 2 caught up and leads after 0 and 1
+// stopped while 3 cannot reach it. Cancelling would leave no original
+// replica in the ISR and take the partition offline: it is refused with
+// INVALID_REPLICA_ASSIGNMENT (as Kafka's controller refuses a revert that
+// needs an unclean election) and the partition keeps its leader. Once an
+// original replica is back in the ISR the cancellation goes through, and
+// every record is still there.
+func TestReassignmentCancelRefusedWithNoOriginalInSync(t *testing.T) {
+	var blocked atomic.Bool
+	c := brokertest.StartCluster(t, 4, func(cfg *broker.Config) {
+		if cfg.NodeID == 3 {
+			cfg.DialPeer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if blocked.Load() {
+					return nil, errors.New("link cut by the test")
+				}
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}
+		}
+	})
+	ctx := testCtx(t)
+	createAssigned(t, c.Client(), "revert", []int32{0, 1})
+	prod := c.Client(kgo.DefaultProduceTopic("revert"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 20; i++ {
+		produceSync(t, prod, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+	}
+	blocked.Store(true)
+	adm := c.Admin()
+	alter := func(build func(*kadm.AlterPartitionAssignmentsReq)) error {
+		var req kadm.AlterPartitionAssignmentsReq
+		build(&req)
+		resp, err := adm.AlterPartitionAssignments(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp["revert"][0].Err
+	}
+	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.Assign("revert", 0, []int32{2, 3}) }); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "broker 2 joins the ISR", func() (bool, string) {
+		_, reps, isr := partitionReplicas(t, adm, "revert")
+		return slices.Contains(isr, 2), fmt.Sprintf("replicas %v isr %v", reps, isr)
+	})
+	c.Stop(1)
+	c.Stop(0)
+	adm = kadm.NewClient(c.Client(kgo.MetadataMinAge(10 * time.Millisecond)))
+	brokertest.WaitFor(t, 15*time.Second, "broker 2 leads alone", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, "revert")
+		return l == 2 && slices.Equal(isr, []int32{2}), fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.CancelAssign("revert", 0) })
+	if !errors.Is(err, kerr.InvalidReplicaAssignment) {
+		t.Fatalf("cancel with no original replica in the ISR: %v, want INVALID_REPLICA_ASSIGNMENT", err)
+	}
+	if l, reps, _ := partitionReplicas(t, adm, "revert"); l != 2 || len(reps) != 4 {
+		t.Fatalf("after the refused cancel: leader %d replicas %v, want leader 2 and the reassignment in progress", l, reps)
+	}
+	c.Start(0)
+	brokertest.WaitFor(t, 20*time.Second, "broker 0 back in the ISR", func() (bool, string) {
+		_, reps, isr := partitionReplicas(t, adm, "revert")
+		return slices.Contains(isr, 0), fmt.Sprintf("replicas %v isr %v", reps, isr)
+	})
+	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.CancelAssign("revert", 0) }); err != nil {
+		t.Fatalf("cancel with an original replica in the ISR: %v", err)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "the partition is back on its original replicas", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, "revert")
+		return l == 0 && slices.Equal(reps, []int32{0, 1}), fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	cons := c.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"revert": {0: kgo.NewOffset().AtStart()}}))
+	var got []string
+	for len(got) < 20 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of 20 records: %v", len(got), err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+}

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 )
 
@@ -13,6 +14,10 @@ var (
 	// ErrNoReassignment: a cancellation of a partition that is not
 	// being reassigned (NO_REASSIGNMENT_IN_PROGRESS).
 	ErrNoReassignment = errors.New("replication: no reassignment in progress")
+	// ErrUncleanRevert: a cancellation that would leave no original
+	// replica in the ISR, on a topic without unclean leader election.
+	// Kafka refuses it as an INVALID_REPLICA_ASSIGNMENT.
+	ErrUncleanRevert = fmt.Errorf("%w: no original replica is in the ISR, so reverting would require an unclean leader election", ErrInvalidAssignment)
 )
 
 // Assignment is a partition's replicas as reassignment sees them. While a
@@ -97,7 +102,14 @@ func StartReassignment(a Assignment, target []int32, registered func(int32) bool
 // CancelReassignment reverts a reassignment in progress to the original
 // replicas: the added replicas leave (and are retired), the ISR keeps its
 // original members, and a leader among the added replicas hands over.
-func CancelReassignment(a Assignment, cands []Candidate) (Assignment, error) {
+//
+// When no original replica is in the ISR (they fell out while only added
+// replicas kept up), the revert would take the partition offline: it is
+// refused with ErrUncleanRevert, as Kafka's controller does, unless
+// unclean (the topic's unclean.leader.election.enable) allows the first
+// live original replica to become the ISR and lead, losing what only the
+// added replicas hold.
+func CancelReassignment(a Assignment, cands []Candidate, unclean bool) (Assignment, error) {
 	if !a.Reassigning() {
 		return a, ErrNoReassignment
 	}
@@ -106,6 +118,25 @@ func CancelReassignment(a Assignment, cands []Candidate) (Assignment, error) {
 	next.Adding, next.Removing = nil, nil
 	next.Retired = union(without(a.Retired, next.Replicas), without(a.Adding, next.Replicas))
 	next.ISR = intersect(a.ISR, next.Replicas)
+	if len(next.ISR) == 0 && len(a.ISR) > 0 {
+		if !unclean || len(next.Replicas) == 0 {
+			return a, ErrUncleanRevert
+		}
+		first := next.Replicas[0]
+		for _, id := range next.Replicas {
+			if slices.ContainsFunc(cands, func(c Candidate) bool { return c.ID == id && c.Live }) {
+				first = id
+				break
+			}
+		}
+		next.ISR = []int32{first}
+		if next.Leader >= 0 && !slices.Contains(next.Replicas, next.Leader) {
+			next.Leader = first
+			if !slices.ContainsFunc(cands, func(c Candidate) bool { return c.ID == first && c.Live }) {
+				next.Leader = -1
+			}
+		}
+	}
 	return keepLeader(next, cands), nil
 }
 

@@ -96,22 +96,31 @@ func TestCompleteReassignment(t *testing.T) {
 }
 
 func TestCancelReassignment(t *testing.T) {
+	// Originals 1 and 2 fell out of the ISR while the added 3 caught up
+	// and took over; 4 has not caught up.
+	noOriginalInSync := Assignment{Replicas: []int32{3, 4, 1, 2}, ISR: []int32{3}, Leader: 3, Adding: []int32{3, 4}, Removing: []int32{1, 2}}
 	for _, tc := range []struct {
 		name    string
 		a       Assignment
+		unclean bool
 		want    Assignment
 		wantErr error
 	}{
-		{"nothing to cancel", Assignment{Replicas: []int32{1}, ISR: []int32{1}, Leader: 1}, Assignment{}, ErrNoReassignment},
+		{"nothing to cancel", Assignment{Replicas: []int32{1}, ISR: []int32{1}, Leader: 1}, false, Assignment{}, ErrNoReassignment},
 		{"back to the original replicas; the added one is retired",
-			Assignment{Replicas: []int32{1, 2, 4, 3}, ISR: []int32{1, 2, 3, 4}, Leader: 1, Adding: []int32{4}, Removing: []int32{3}},
+			Assignment{Replicas: []int32{1, 2, 4, 3}, ISR: []int32{1, 2, 3, 4}, Leader: 1, Adding: []int32{4}, Removing: []int32{3}}, false,
 			Assignment{Replicas: []int32{1, 2, 3}, ISR: []int32{1, 2, 3}, Leader: 1, Retired: []int32{4}}, nil},
 		{"order of the original replicas is kept",
-			Assignment{Replicas: []int32{3, 4, 1, 2}, ISR: []int32{1, 2}, Leader: 1, Adding: []int32{3, 4}, Removing: []int32{1, 2}},
+			Assignment{Replicas: []int32{3, 4, 1, 2}, ISR: []int32{1, 2}, Leader: 1, Adding: []int32{3, 4}, Removing: []int32{1, 2}}, false,
 			Assignment{Replicas: []int32{1, 2}, ISR: []int32{1, 2}, Leader: 1, Retired: []int32{3, 4}}, nil},
+		{"no original replica in the ISR: refused rather than taken offline",
+			noOriginalInSync, false, Assignment{}, ErrUncleanRevert},
+		{"no original replica in the ISR, unclean election allowed: the first live original leads alone",
+			noOriginalInSync, true,
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{2}, Leader: 2, Retired: []int32{3, 4}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := CancelReassignment(tc.a, live(1, 2, 3, 4))
+			got, err := CancelReassignment(tc.a, []Candidate{{ID: 1}, {ID: 2, Live: true}, {ID: 3, Live: true}, {ID: 4, Live: true}}, tc.unclean)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err %v, want %v", err, tc.wantErr)
 			}
