@@ -228,6 +228,13 @@ func (c *testCluster) waitISR(n int) {
 // then reads everything back: every acknowledged record exactly once, in
 // order.
 func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *testCluster, round int)) {
+	failoverWorkloadWith(t, func(p *brokerProc) { p.extra = extra }, fault)
+}
+
+// failoverWorkloadWith is failoverWorkload with setup applied to each
+// broker before it first starts (its flags, the etcd endpoint it is
+// given).
+func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t *testing.T, c *testCluster, round int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	etcdAddr := freeAddr(t)
@@ -239,7 +246,8 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 	var procs []*brokerProc
 	var seeds []string
 	for id := 0; id < 3; id++ {
-		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr, extra: extra}
+		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
+		setup(p)
 		startClusterBroker(t, p)
 		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 		procs = append(procs, p)
