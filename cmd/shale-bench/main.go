@@ -45,6 +45,10 @@ type options struct {
 	shaleEnv   string // extra environment of the shale child, comma-separated
 	shaleArgs  string // extra arguments of `shale dev`, space-separated
 	producers  int    // producer clients at once (set per run)
+	acksAll    bool   // produce with acks=all instead of acks=1 (set per run)
+
+	clusterDuration time.Duration
+	clusterRate     float64
 
 	groupMembers int
 
@@ -59,7 +63,9 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster")
+	flag.DurationVar(&o.clusterDuration, "cluster-duration", 4*time.Second, "cluster: how long each throughput and latency run produces")
+	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
@@ -199,6 +205,12 @@ func run(o options) error {
 		}
 		printTable([]string{"member crash to rebalanced, session " + session.String(), "shale", "kfake (ceiling)"}, rows)
 	}
+	if want("cluster") {
+		fmt.Println()
+		if err := runCluster(o, shale, ceiling); err != nil {
+			return err
+		}
+	}
 	if rss, err := peakRSS(shale.pid); err == nil {
 		fmt.Printf("\nshale broker peak RSS: %.0f MiB (target < 300 MiB)\n", float64(rss)/(1<<20))
 	}
@@ -244,11 +256,15 @@ func printTable(header []string, rows [][]string) {
 
 const topic = "bench"
 
-func producerOpts(addr string) []kgo.Opt {
+func producerOpts(addr string, o options) []kgo.Opt {
+	acks := kgo.LeaderAck()
+	if o.acksAll {
+		acks = kgo.AllISRAcks()
+	}
 	return []kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.DefaultProduceTopic(topic),
-		kgo.RequiredAcks(kgo.LeaderAck()),
+		kgo.RequiredAcks(acks),
 		kgo.DisableIdempotentWrite(),
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
@@ -276,7 +292,7 @@ func produceThroughput(addr string, o options) throughput {
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for p := 0; p < max(1, o.producers); p++ {
-		cl, err := kgo.NewClient(producerOpts(addr)...)
+		cl, err := kgo.NewClient(producerOpts(addr, o)...)
 		if err != nil {
 			panic(err)
 		}
@@ -331,14 +347,14 @@ func consumeThroughput(addr string, o options, n int64) throughput {
 }
 
 type latency struct {
-	p50, p99 time.Duration
-	mbps     float64
+	p50, p99, p999 time.Duration
+	mbps           float64
 }
 
 // produceLatency produces at a fixed rate and records each record's time
 // from Produce to acknowledgement.
 func produceLatency(addr string, o options) latency {
-	cl, err := kgo.NewClient(producerOpts(addr)...)
+	cl, err := kgo.NewClient(producerOpts(addr, o)...)
 	if err != nil {
 		panic(err)
 	}
@@ -378,6 +394,7 @@ func produceLatency(addr string, o options) latency {
 	return latency{
 		p50:  lat[len(lat)/2].Round(10 * time.Microsecond),
 		p99:  lat[len(lat)*99/100].Round(10 * time.Microsecond),
+		p999: lat[len(lat)*999/1000].Round(10 * time.Microsecond),
 		mbps: float64(len(lat)*o.recordSize) / elapsed.Seconds() / 1e6,
 	}
 }
@@ -445,15 +462,23 @@ func hostKfake(o options) error {
 	return nil
 }
 
-func startShale(o options) (*target, error) {
+func startShale(o options) (*target, error) { return startShaleBrokers(o, 1) }
+
+// startShaleBrokers starts `shale dev --brokers n`: broker i listens on
+// the first's Kafka and HTTP ports plus i.
+func startShaleBrokers(o options, n int) (*target, error) {
 	dir, err := os.MkdirTemp("", "shale-bench-")
 	if err != nil {
 		return nil, err
 	}
-	kafkaAddr, httpAddr := freeAddr(), freeAddr()
+	kafkaAddrs, httpAddrs := freeAddrRun(n), freeAddrRun(n)
+	kafkaAddr, httpAddr := kafkaAddrs[0], httpAddrs[0]
 	args := []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr}
 	if o.raw.profileDir != "" {
 		args = append(args, "--pprof") // -profile reads /debug/pprof
+	}
+	if n > 1 {
+		args = append(args, "--brokers", strconv.Itoa(n))
 	}
 	cmd := exec.Command(o.shaleBin, append(args, strings.Fields(o.shaleArgs)...)...)
 	cmd.Stderr = os.Stderr
@@ -470,17 +495,43 @@ func startShale(o options) (*target, error) {
 		os.RemoveAll(dir)
 	}}
 	deadline := time.Now().Add(30 * time.Second)
+	for _, addr := range kafkaAddrs {
+		for {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.close()
+				return nil, errors.New("shale dev did not start listening within 30s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return t, nil
+}
+
+// freeAddrRun finds n free loopback ports in a row (for `shale dev
+// --brokers n`, whose broker i listens on the first port plus i).
+func freeAddrRun(n int) []string {
 	for {
-		c, err := net.Dial("tcp", kafkaAddr)
-		if err == nil {
-			c.Close()
-			return t, nil
+		first := freeAddr()
+		_, port, _ := net.SplitHostPort(first)
+		base, _ := strconv.Atoi(port)
+		addrs := []string{first}
+		for i := 1; i < n && base+i < 65536; i++ {
+			a := net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i))
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				break
+			}
+			l.Close()
+			addrs = append(addrs, a)
 		}
-		if time.Now().After(deadline) {
-			t.close()
-			return nil, errors.New("shale dev did not start listening within 30s")
+		if len(addrs) == n {
+			return addrs
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// runCluster measures acks=all production to a topic with three replicas
+// on a three-broker cluster (`shale dev --brokers 3`: three brokers and
+// their etcd in one process on this machine, replicating over loopback),
+// beside ceilings measured in the same run: the same load on the single
+// broker (replication factor 1) with acks=all, which waits for the fsync,
+// and with acks=1, and on kfake with acks=all. Throughput first (one
+// client, as fast as it goes), then latency at a fixed rate.
+func runCluster(o options, single, ceiling *target) error {
+	cluster, err := startShaleBrokers(o, 3)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	defer cluster.close()
+	if err := createReplicatedTopic(cluster.addr, topic, o.partitions, 3); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	o.duration, o.producers, o.rateMBps = o.clusterDuration, 1, o.clusterRate
+	runs := []struct {
+		name    string
+		t       *target
+		acksAll bool
+	}{
+		{"shale, 3 brokers, RF=3, acks=all", cluster, true},
+		{"shale, 1 broker, RF=1, acks=all (fsync)", single, true},
+		{"shale, 1 broker, RF=1, acks=1 (ceiling)", single, false},
+		{"kfake, acks=all (ceiling)", ceiling, true},
+	}
+	tps := make([]throughput, len(runs))
+	for i, r := range runs {
+		o := o
+		o.acksAll = r.acksAll
+		tps[i] = produceThroughput(r.t.addr, o)
+	}
+	ref := tps[2].perSec()
+	mb := func(t throughput) float64 { return t.perSec() * float64(o.recordSize) / 1e6 }
+	var rows [][]string
+	for i, r := range runs {
+		rows = append(rows, []string{r.name, fmt.Sprintf("%.0f", tps[i].perSec()), fmt.Sprintf("%.1f", mb(tps[i])),
+			fmt.Sprintf("%.2fx", tps[i].perSec()/ref)})
+	}
+	printTable([]string{fmt.Sprintf("cluster produce, %d partitions, 1 client", o.partitions), "rec/s", "MB/s", "vs 1 broker acks=1"}, rows)
+	fmt.Println()
+	rows = nil
+	for _, r := range runs {
+		o := o
+		o.acksAll = r.acksAll
+		l := produceLatency(r.t.addr, o)
+		rows = append(rows, []string{r.name, l.p50.String(), l.p99.String(), l.p999.String(), fmt.Sprintf("%.1f", l.mbps)})
+	}
+	printTable([]string{"cluster produce latency @" + strconv.FormatFloat(o.rateMBps, 'f', 0, 64) + " MB/s", "p50", "p99", "p999", "achieved MB/s"}, rows)
+	return nil
+}
+
+// createReplicatedTopic creates a topic with rf replicas per partition and
+// waits until every partition has a leader and all rf in sync.
+func createReplicatedTopic(addr, name string, partitions, rf int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.MetadataMinAge(50*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, int32(partitions), int16(rf), nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return err
+	}
+	for {
+		td, err := adm.ListTopics(ctx, name)
+		if err == nil && td[name].Err == nil && len(td[name].Partitions) == partitions {
+			ready := 0
+			for _, p := range td[name].Partitions {
+				if p.Leader >= 0 && len(p.ISR) == rf {
+					ready++
+				}
+			}
+			if ready == partitions {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return errors.New("the replicated topic's partitions did not all have a leader and a full ISR within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
