@@ -330,6 +330,9 @@ type Broker struct {
 	repairs       *repairer
 	fetchSessions *fetchSessionCache
 	groups        *groupCoordinator
+	// remoteHWs are the high watermarks of partitions led elsewhere,
+	// for the consumer group lag metric.
+	remoteHWs *remoteHighWatermarks
 	// secret is the cluster's inter-broker secret: a connection that
 	// presents it may fetch as a follower.
 	secret   string
@@ -409,6 +412,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 	}
+	b.remoteHWs = newRemoteHighWatermarks(b)
 	b.refusedLog.interval = 10 * time.Second
 	b.limitLog.interval = 10 * time.Second
 	if reg != nil {

@@ -239,7 +239,7 @@ var (
 		"Bytes of a tiered partition's segments in the object store, for each tiered partition this broker leads.",
 		[]string{"topic", "partition"}, nil)
 	groupLagDesc = prometheus.NewDesc("shale_consumer_group_lag",
-		"High watermark minus committed offset, for each group this broker coordinates and each partition it has committed offsets for and this broker hosts (partitions hosted elsewhere are reported by no broker).",
+		"High watermark minus committed offset, for each group this broker coordinates and each partition the group has committed offsets for: the high watermark is this broker's where it leads the partition, else its leader's (asked with ListOffsets at most every 5s; a partition whose leader does not answer within 1s is left out of that scrape).",
 		[]string{"group", "topic", "partition"}, nil)
 )
 
@@ -285,11 +285,30 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, groupLagScrapeTimeout)
 	defer cancel()
-	for _, o := range b.groups.c.CommittedOffsets(ctx) {
-		p, ok := b.replicas.lookupByName(o.Topic, o.Partition)
+	offsets := b.groups.c.CommittedOffsets(ctx)
+	led := map[partitionKey]int64{}
+	need := map[partitionKey]bool{}
+	for _, o := range offsets {
+		k := partitionKey{o.Topic, o.Partition}
+		if p, ok := b.replicas.lookupByName(o.Topic, o.Partition); ok && p.isLeader() {
+			led[k] = p.highWatermark()
+		} else {
+			need[k] = true
+		}
+	}
+	var remote map[partitionKey]int64
+	if len(need) > 0 {
+		remote = b.remoteHWs.get(ctx, need, time.Now())
+	}
+	for _, o := range offsets {
+		k := partitionKey{o.Topic, o.Partition}
+		hw, ok := led[k]
+		if !ok {
+			hw, ok = remote[k]
+		}
 		if !ok {
 			continue
 		}
-		gauge(groupLagDesc, max(0, p.highWatermark()-o.Offset), o.Group, o.Topic, strconv.Itoa(int(o.Partition)))
+		gauge(groupLagDesc, max(0, hw-o.Offset), o.Group, o.Topic, strconv.Itoa(int(o.Partition)))
 	}
 }

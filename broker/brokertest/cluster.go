@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -29,12 +30,14 @@ type Cluster struct {
 
 // Node is one broker of a Cluster.
 type Node struct {
-	ID     int32
-	Addr   string
-	Dir    string
-	B      *broker.Broker // nil while stopped
-	ln     net.Listener
-	served chan struct{}
+	ID   int32
+	Addr string
+	Dir  string
+	B    *broker.Broker // nil while stopped
+	// Registry holds the metrics of the broker's current run.
+	Registry *prometheus.Registry
+	ln       net.Listener
+	served   chan struct{}
 }
 
 // StartCluster starts n brokers (ids 0 to n-1) on one embedded etcd, with
@@ -97,12 +100,13 @@ func (c *Cluster) Start(id int32) {
 	c.cfg(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: c.etcd.Client(), Logger: logger().With("node", id), BrokerSessionTTL: 3 * time.Second})
+	reg := prometheus.NewRegistry()
+	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: c.etcd.Client(), Logger: logger().With("node", id), Registry: reg, BrokerSessionTTL: 3 * time.Second})
 	if err != nil {
 		ln.Close()
 		c.t.Fatal(err)
 	}
-	nd.B, nd.ln, nd.Addr = br, ln, ln.Addr().String()
+	nd.B, nd.ln, nd.Addr, nd.Registry = br, ln, ln.Addr().String(), reg
 	nd.served = make(chan struct{})
 	go func() {
 		defer close(nd.served)
