@@ -48,6 +48,8 @@ var nonDefaultValues = []string{
 	"config.topicDefaults.log\\.retention\\.ms=3600000",
 	"config.topicDefaults.log\\.segment\\.bytes=8388608",
 	"podDisruptionBudget.maxUnavailable=2",
+	"config.maxConnectionsPerIP=100",
+	"config.replicaSelector=leader",
 }
 
 // TestHelmTemplateDefaults renders the chart with its default values and
@@ -87,6 +89,9 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		"SHALE_OBJECT_STORE":               "none",
 		"SHALE_DATA_DIR":                   "/var/lib/shale",
 		"SHALE_DEFAULT_REPLICATION_FACTOR": "3",
+		"SHALE_MAX_CONNECTIONS":            "10000",
+		"SHALE_MAX_CONNECTIONS_PER_IP":     "0",
+		"SHALE_REPLICA_SELECTOR":           "rack-aware",
 	}
 	for k, v := range want {
 		if env[k] != v {
@@ -145,15 +150,17 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	}
 	env := envOf(t, container(t, sts))
 	want := map[string]string{
-		"SHALE_ADVERTISED_ADDR": "$(POD_NAME).rel-shale-headless.$(POD_NAMESPACE).svc:19092",
-		"SHALE_KAFKA_ADDR":      "0.0.0.0:19092",
-		"SHALE_ETCD":            "etcd-0.etcd:2379,etcd-1.etcd:2379",
-		"SHALE_CLUSTER":         "prod",
-		"SHALE_OBJECT_STORE":    "s3://logs/shale?region=eu-west-1",
-		"SHALE_RACK":            "fieldRef:metadata.labels['topology.kubernetes.io/zone']",
-		"SHALE_TOPIC_DEFAULT":   "log.retention.ms=3600000,log.segment.bytes=8388608",
-		"AWS_ACCESS_KEY_ID":     "secret:rel-shale-object-store/AWS_ACCESS_KEY_ID",
-		"AWS_SECRET_ACCESS_KEY": "secret:rel-shale-object-store/AWS_SECRET_ACCESS_KEY",
+		"SHALE_ADVERTISED_ADDR":        "$(POD_NAME).rel-shale-headless.$(POD_NAMESPACE).svc:19092",
+		"SHALE_KAFKA_ADDR":             "0.0.0.0:19092",
+		"SHALE_ETCD":                   "etcd-0.etcd:2379,etcd-1.etcd:2379",
+		"SHALE_CLUSTER":                "prod",
+		"SHALE_OBJECT_STORE":           "s3://logs/shale?region=eu-west-1",
+		"SHALE_RACK":                   "fieldRef:metadata.labels['topology.kubernetes.io/zone']",
+		"SHALE_TOPIC_DEFAULT":          "log.retention.ms=3600000,log.segment.bytes=8388608",
+		"AWS_ACCESS_KEY_ID":            "secret:rel-shale-object-store/AWS_ACCESS_KEY_ID",
+		"AWS_SECRET_ACCESS_KEY":        "secret:rel-shale-object-store/AWS_SECRET_ACCESS_KEY",
+		"SHALE_MAX_CONNECTIONS_PER_IP": "100",
+		"SHALE_REPLICA_SELECTOR":       "leader",
 	}
 	for k, v := range want {
 		if env[k] != v {
