@@ -79,6 +79,11 @@ func TestHelmTemplateDefaults(t *testing.T) {
 			t.Errorf("%s port %v", probe, got)
 		}
 	}
+	// /healthz waits up to 5s for a held lock before it says 503: a
+	// shorter probe timeout would restart a broker that is only busy.
+	if got, ok := dig(c, "livenessProbe", "timeoutSeconds").(int); !ok || got <= 5 {
+		t.Errorf("livenessProbe timeoutSeconds %v, want above 5", dig(c, "livenessProbe", "timeoutSeconds"))
+	}
 	env := envOf(t, c)
 	want := map[string]string{
 		"SHALE_ADVERTISED_ADDR":            "$(POD_NAME).rel-shale-headless.$(POD_NAMESPACE).svc:9092",
