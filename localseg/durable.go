@@ -1,14 +1,10 @@
 package localseg
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sync"
 	"time"
-
-	"github.com/shale-log/shale/localseg/vfs"
 )
 
 // maxSyncsInFlight bounds the syncs of one log that run at once (a var for
@@ -30,7 +26,7 @@ var maxSyncsInFlight = 2
 // are applied in the order the syncs started: the recovery point moves to
 // a sync's end only once every sync started before it succeeded, and
 // callbacks run when the recovery point covers them. Each sync fsyncs (fdatasync where the
-// file allows it) through descriptors of its own (see openForSync), so a
+// file allows it) through descriptors of its own (see syncSegment), so a
 // writeback error reaches every sync it concerns.
 //
 // A failed fsync takes the log offline: the callbacks get the error, the
@@ -273,7 +269,7 @@ func (l *Log) syncActive(rp int64) error {
 		if err := l.Offline(); err != nil {
 			return err // another sync failed meanwhile
 		}
-		if err := l.datasyncSegment(s); err != nil {
+		if err := l.syncSegment(s); err != nil {
 			return l.goOffline(err)
 		}
 	}
@@ -287,36 +283,6 @@ func (l *Log) syncActive(rp int64) error {
 			old := l.dirSynced.Load()
 			if old >= dirGen || l.dirSynced.CompareAndSwap(old, dirGen) {
 				break
-			}
-		}
-	}
-	return nil
-}
-
-// datasyncSegment makes a segment's log file durable through a descriptor
-// of its own (fdatasync when the file is the operating system's: the size
-// of an appended file is flushed with its data, its times need not be),
-// and, when sealed, its index files, which a roll writes without syncing.
-// A segment deleted meanwhile needs nothing.
-func (l *Log) datasyncSegment(s *segment) error {
-	f, err := l.fc.openForSync(l.fs, s)
-	if errors.Is(err, errSegmentGone) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
-	}
-	err = vfs.Datasync(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
-	}
-	if !s.isActive() {
-		for _, ext := range []string{".index", ".timeindex"} {
-			if err := syncPath(l.fs, s.path(ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("localseg: flushing %s: %w", s.path(ext), err)
 			}
 		}
 	}

@@ -582,3 +582,82 @@ func TestOverlappingSyncsApplyInStartOrder(t *testing.T) {
 		t.Fatalf("recovery point moved from %d to %d past a failed fsync", rp, l.RecoveryPoint())
 	}
 }
+
+// syncOnceFS records every fsync of a segment file made through a handle
+// that was written through, or already fsynced: Linux reports a writeback
+// error once per open file, so a sync on a shared handle can miss an error
+// another sync consumed, and succeed over lost pages.
+type syncOnceFS struct {
+	vfs.FS
+	mu     sync.Mutex
+	shared []string
+}
+
+func (g *syncOnceFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return &syncOnceFile{File: f, g: g, name: name}, nil
+}
+
+type syncOnceFile struct {
+	vfs.File
+	g      *syncOnceFS
+	name   string
+	used   bool // written through or fsynced; under g.mu
+	synced bool
+}
+
+func (f *syncOnceFile) WriteAt(p []byte, off int64) (int, error) {
+	f.g.mu.Lock()
+	f.used = true
+	f.g.mu.Unlock()
+	return f.File.WriteAt(p, off)
+}
+
+func (f *syncOnceFile) Sync() error {
+	f.g.mu.Lock()
+	if f.used {
+		f.g.shared = append(f.g.shared, filepath.Base(f.name))
+	}
+	f.used = true
+	f.g.mu.Unlock()
+	return f.File.Sync()
+}
+
+// Every fsync of a segment's log file (group commit, sealed-segment flush,
+// Flush, Close) goes through a descriptor opened for it, so that each sees
+// a writeback error that concerns it.
+func TestSegmentSyncsUseDescriptorsOfTheirOwn(t *testing.T) {
+	g := &syncOnceFS{FS: vfs.OSFS{}}
+	one := len(batch(1, 100, 0))
+	l, err := Open(t.TempDir(), Config{SegmentBytes: int64(one * 3)}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := waitDurable(l, res.LastOffset+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%3 == 0 {
+			if err := l.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.shared) > 0 {
+		t.Fatalf("%d fsyncs through a shared descriptor: %v", len(g.shared), g.shared)
+	}
+}

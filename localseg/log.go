@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/localseg/vfs"
 )
 
 // File names in a partition directory besides the segments (see doc.go).
@@ -758,18 +759,23 @@ func (l *Log) syncAllLocked() error {
 	return l.setRecoveryPoint(l.LogEndOffset(), gen)
 }
 
-// syncSegment fsyncs a segment's log file (and, when sealed, its index
-// files, which a roll writes without syncing).
+// syncSegment makes a segment's log file durable through a descriptor of
+// its own (see openForSync; fdatasync when the file is the operating
+// system's: the size of an appended file is flushed with its data, its
+// times need not be), and, when sealed, its index files, which a roll
+// writes without syncing. A segment deleted meanwhile needs nothing.
 func (l *Log) syncSegment(s *segment) error {
-	f, err := l.fc.acquire(s)
-	if err != nil {
-		if errors.Is(err, errSegmentGone) {
-			return nil
-		}
-		return err
+	f, err := l.fc.openForSync(l.fs, s)
+	if errors.Is(err, errSegmentGone) {
+		return nil
 	}
-	err = f.Sync()
-	l.fc.release(s)
+	if err != nil {
+		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
+	}
+	err = vfs.Datasync(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
 	}
