@@ -40,7 +40,8 @@ const (
 // written batches. Lock order: mu, then rp, then FileCache.mu.
 type Log struct {
 	onDamage func(Damage)
-	lostMu   sync.Mutex // serializes the lost-ranges file
+	lostMu   sync.Mutex  // serializes the lost-ranges file
+	hasLost  atomic.Bool // the lost-ranges file may exist
 	dir      string
 	fs       FS
 	fc       *FileCache
@@ -166,6 +167,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		l.retireAll()
 		return nil, err
 	}
+	l.pruneLostAtOpen()
 	return l, nil
 }
 

@@ -35,7 +35,15 @@ func (l *Log) Repair(r LostRange, batches []byte) error {
 		}
 	}
 	if s == nil {
-		return fmt.Errorf("localseg: repairing [%d, %d): %w: no sealed segment %d", r.From, r.To, ErrOffsetOutOfRange, r.SegmentBase)
+		for _, c := range segs {
+			if c.base == r.SegmentBase {
+				return fmt.Errorf("localseg: repairing [%d, %d): segment %d is the active one", r.From, r.To, r.SegmentBase)
+			}
+		}
+		// The segment is gone (retention, truncation): nothing to
+		// repair, nothing for reads to skip.
+		l.log.Info("a lost range's segment is gone: no longer recorded", "dir", l.dir, "from", r.From, "to", r.To, "segment_base", r.SegmentBase)
+		return l.forgetLost(r)
 	}
 	if err := l.Offline(); err != nil {
 		return err
@@ -127,15 +135,52 @@ func checkReplacement(batches []byte, from, to, n int64) error {
 
 // forgetLost removes a repaired range from the lost-ranges file.
 func (l *Log) forgetLost(r LostRange) error {
+	return l.keepLost(func(o LostRange) bool {
+		return o.From != r.From || o.To != r.To || o.SegmentBase != r.SegmentBase
+	})
+}
+
+// forgetLostOf removes the ranges of segments that are gone (retention,
+// truncation): nothing is left to skip or repair, and records of them
+// must not pile up.
+func (l *Log) forgetLostOf(bases map[int64]bool) {
+	if !l.hasLost.Load() {
+		return
+	}
+	if err := l.keepLost(func(o LostRange) bool { return !bases[o.SegmentBase] }); err != nil {
+		l.log.Warn("pruning the lost ranges of deleted segments", "dir", l.dir, "err", err)
+	}
+}
+
+// pruneLostAtOpen forgets the ranges of segments that no longer exist (a
+// crash between a segment's deletion and its ranges' removal).
+func (l *Log) pruneLostAtOpen() {
+	l.hasLost.Store(true) // keepLost clears it when there is no file
+	live := map[int64]bool{}
+	for _, s := range l.segments() {
+		live[s.base] = true
+	}
+	if err := l.keepLost(func(o LostRange) bool { return live[o.SegmentBase] }); err != nil {
+		l.log.Warn("pruning the lost ranges of deleted segments", "dir", l.dir, "err", err)
+	}
+}
+
+// keepLost rewrites the lost-ranges file with the ranges keep accepts,
+// removing it when none is left.
+func (l *Log) keepLost(keep func(LostRange) bool) error {
 	l.lostMu.Lock()
 	defer l.lostMu.Unlock()
 	rs, err := l.readLostLocked()
 	if err != nil {
 		return fmt.Errorf("localseg: reading the lost ranges: %w", err)
 	}
-	kept := rs[:0]
+	if len(rs) == 0 {
+		l.hasLost.Store(false)
+		return nil
+	}
+	kept := make([]LostRange, 0, len(rs))
 	for _, o := range rs {
-		if o.From != r.From || o.To != r.To || o.SegmentBase != r.SegmentBase {
+		if keep(o) {
 			kept = append(kept, o)
 		}
 	}
@@ -144,6 +189,7 @@ func (l *Log) forgetLost(r LostRange) error {
 	}
 	path := filepath.Join(l.dir, lostRangesFile)
 	if len(kept) == 0 {
+		l.hasLost.Store(false)
 		if err := l.fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("localseg: removing the lost ranges: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -80,5 +81,52 @@ func TestRepairPutsBackADamagedRange(t *testing.T) {
 				t.Fatalf("second repair: %v", err)
 			}
 		})
+	}
+}
+
+// The lost ranges of a segment that retention deletes leave the
+// lost-ranges file with it, also when the deletion happened before the
+// log was last opened; they do not pile up.
+func TestLostRangesOfDeletedSegmentsArePruned(t *testing.T) {
+	h, path := sealedLog(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-5] ^= 0xff
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := h.log.Scrub(context.Background(), 0); err != nil || len(ds) != 1 {
+		t.Fatalf("damage %v, %v", ds, err)
+	}
+	if lost, _ := h.log.LostRanges(); len(lost) != 1 {
+		t.Fatalf("lost ranges %v", lost)
+	}
+	// Past the damaged segment: it goes, and its record with it.
+	if err := h.log.SetLogStartOffset(10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.log.ApplyRetention(h.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatalf("%s is still there", path)
+	}
+	if lost, err := h.log.LostRanges(); err != nil || len(lost) != 0 {
+		t.Fatalf("lost ranges after the segment was deleted: %v %v", lost, err)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, lostRangesFile)); !os.IsNotExist(err) {
+		t.Fatalf("lost-ranges file: %v", err)
+	}
+
+	// A record left behind by an older version is pruned at open.
+	stale := encodeLostRanges([]LostRange{{From: 2, To: 3, SegmentBase: 2, FoundMs: 1}})
+	if err := os.WriteFile(filepath.Join(h.dir, lostRangesFile), stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	if lost, err := h.log.LostRanges(); err != nil || len(lost) != 0 {
+		t.Fatalf("lost ranges after reopening: %v %v", lost, err)
 	}
 }

@@ -108,6 +108,13 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 	if len(paths) > 0 {
 		l.mu.deletes = append(l.mu.deletes, pendingDelete{paths: paths, due: due})
 	}
+	if l.hasLost.Load() {
+		bases := make(map[int64]bool, len(segs))
+		for _, s := range segs {
+			bases[s.base] = true
+		}
+		l.forgetLostOf(bases)
+	}
 	if l.mu.cfg.FileDeleteDelayMs <= 0 {
 		l.removeDueLocked(time.Time{}, true)
 	}

@@ -308,6 +308,7 @@ func (l *Log) recordLost(s *segment, ds []Damage, next int64) error {
 		}
 	}
 	sort.Slice(rs, func(i, j int) bool { return rs[i].From < rs[j].From })
+	l.hasLost.Store(true)
 	return writeFileAtomic(l.fs, filepath.Join(l.dir, lostRangesFile), encodeLostRanges(rs))
 }
 
