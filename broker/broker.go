@@ -81,6 +81,11 @@ type Config struct {
 	// the controller moves leadership back to preferred replicas that are
 	// in sync. Negative: never (auto.leader.rebalance.enable=false).
 	LeaderImbalanceCheckInterval time.Duration
+	// DeletedTopicRetention is how long a deleted topic's tombstone stays
+	// in etcd, so that a broker that was down during the deletion still
+	// removes the topic's directories when it comes back (default 7
+	// days; negative: for ever).
+	DeletedTopicRetention time.Duration
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration

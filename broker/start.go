@@ -145,7 +145,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
-		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, Logger: log})
+		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log})
 	// Start returns once the cluster has a controller (at once when one
 	// runs; a new single-broker cluster elects this one in milliseconds),
 	// so that partitions whose leader is gone are already being moved.

@@ -691,6 +691,30 @@ func (s *Store) Partition(ctx context.Context, topic string, index int32) (Parti
 	return p, err
 }
 
+// PruneDeletedTopics removes the tombstones of the topic ids given, as the
+// controller (ErrNotLeader once leadership is lost), at most 100 per etcd
+// transaction. Removing a tombstone that is already gone is no error.
+func (l *Leadership) PruneDeletedTopics(ctx context.Context, ids []UUID) error {
+	for len(ids) > 0 {
+		n := min(len(ids), 100)
+		ops := make([]clientv3.Op, 0, n)
+		for _, id := range ids[:n] {
+			ops = append(ops, clientv3.OpDelete(l.store.deletedTopicKey(id)))
+		}
+		wctx, cancel := withDeadline(ctx)
+		resp, err := l.Txn(wctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("metadata: pruning deleted-topic tombstones: %w", err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("%w: pruning deleted-topic tombstones", ErrNotLeader)
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
 // Resign gives up leadership.
 func (l *Leadership) Resign(ctx context.Context) error {
 	ctx, cancel := withDeadline(ctx)

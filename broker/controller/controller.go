@@ -10,6 +10,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -116,7 +117,32 @@ type Config struct {
 	// moves leaderships back to preferred replicas (PlanPreferredLeaders).
 	// Zero or negative: never (auto.leader.rebalance.enable=false).
 	LeaderImbalanceCheckInterval time.Duration
-	Logger                       *slog.Logger
+	// DeletedTopicRetention is how long the tombstone of a deleted topic
+	// stays in etcd (default 7 days; negative: for ever). A broker that
+	// was down longer than this keeps the topic's directories as strays
+	// (logged and counted) rather than removing them: data is never
+	// removed without a recorded deletion.
+	DeletedTopicRetention time.Duration
+	Logger                *slog.Logger
+}
+
+// DefaultDeletedTopicRetention is DeletedTopicRetention's default.
+const DefaultDeletedTopicRetention = 7 * 24 * time.Hour
+
+// PlanTombstonePrune returns the ids of the deleted-topic tombstones older
+// than retention at now, sorted.
+func PlanTombstonePrune(snap *metadata.Snapshot, now time.Time, retention time.Duration) []metadata.UUID {
+	if retention < 0 {
+		return nil
+	}
+	var out []metadata.UUID
+	for id, d := range snap.DeletedTopics {
+		if now.Sub(d.DeletedAt) >= retention {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, func(a, b metadata.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return out
 }
 
 // Controller campaigns for the role and, while it holds it, reconciles
@@ -138,6 +164,9 @@ func Start(store *metadata.Store, cache *metadata.Cache, cfg Config) *Controller
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.DeletedTopicRetention == 0 {
+		cfg.DeletedTopicRetention = DefaultDeletedTopicRetention
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Controller{store: store, cache: cache, cfg: cfg, log: cfg.Logger.With("controller", cfg.BrokerID), ctx: ctx, cancel: cancel}
@@ -188,6 +217,10 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 		rebalance = t.C
 	}
 	preferred := false
+	// Tombstones are looked at every pruneEvery (a tenth of their
+	// retention, at most a minute).
+	pruneEvery := min(max(c.cfg.DeletedTopicRetention/10, time.Millisecond), time.Minute)
+	nextPrune := time.Now()
 	// Incarnations this controller has acted on. It starts from the
 	// snapshot it was elected with: restarts before that were the
 	// previous controller's to handle, or are seen as a lease expiry.
@@ -225,6 +258,16 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 				// snapshot.
 				ok = false
 				c.log.Debug("partition change not applied", "topic", ch.Next.Topic, "partition", ch.Next.Index, "err", err)
+			}
+		}
+		if now := time.Now(); !now.Before(nextPrune) {
+			nextPrune = now.Add(pruneEvery)
+			if ids := PlanTombstonePrune(snap, now, c.cfg.DeletedTopicRetention); len(ids) > 0 {
+				if err := lead.PruneDeletedTopics(ctx, ids); err != nil {
+					c.log.Warn("pruning deleted-topic tombstones", "err", err)
+				} else {
+					c.log.Info("pruned deleted-topic tombstones past their retention", "count", len(ids), "retention", c.cfg.DeletedTopicRetention)
+				}
 			}
 		}
 		if ok {

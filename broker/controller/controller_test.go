@@ -135,3 +135,26 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+func TestPlanTombstonePrune(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	snap := &metadata.Snapshot{DeletedTopics: map[metadata.UUID]metadata.DeletedTopic{
+		{1}: {Name: "old", ID: metadata.UUID{1}, DeletedAt: now.Add(-8 * 24 * time.Hour)},
+		{2}: {Name: "recent", ID: metadata.UUID{2}, DeletedAt: now.Add(-time.Hour)},
+		{3}: {Name: "just", ID: metadata.UUID{3}, DeletedAt: now.Add(-7 * 24 * time.Hour)},
+		{4}: {Name: "future", ID: metadata.UUID{4}, DeletedAt: now.Add(time.Hour)},
+	}}
+	for _, tc := range []struct {
+		retention time.Duration
+		want      []metadata.UUID
+	}{
+		{DefaultDeletedTopicRetention, []metadata.UUID{{1}, {3}}},
+		{30 * time.Minute, []metadata.UUID{{1}, {2}, {3}}},
+		{30 * 24 * time.Hour, nil},
+		{-1, nil},
+	} {
+		if got := PlanTombstonePrune(snap, now, tc.retention); !slices.Equal(got, tc.want) {
+			t.Errorf("retention %v: pruned %v, want %v", tc.retention, got, tc.want)
+		}
+	}
+}
