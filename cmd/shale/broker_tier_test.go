@@ -90,13 +90,24 @@ func TestBrokerUploadsSealedSegmentsToMinIO(t *testing.T) {
 		}
 		if segs >= 3 && uploadedSegments(procs) >= 3 {
 			t.Logf("%d segments in the bucket %s after the last acknowledgement", segs, time.Since(start).Round(time.Millisecond))
-			return
+			break
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("segments in the bucket: %v; shale_tiering_uploaded_segments_total of the brokers: %v", keys, uploadedSegments(procs))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// tier status, given the Kafka addresses alone, finds the leader's
+	// HTTP address through the cluster and shows what it uploaded.
+	waitUntil(t, "tier status from --brokers alone", func() bool {
+		var rows []tierRow
+		out, err := runCLI(t, "tier", "status", "up", "--brokers", strings.Join(seeds, ","), "-o", "json")
+		if err != nil || jsonUnmarshal(out, &rows) != nil {
+			t.Logf("tier status: %v\n%s", err, out)
+			return false
+		}
+		return len(rows) == 1 && rows[0].Reported && rows[0].Tiered && rows[0].RemoteSegments >= 1
+	})
 }
 
 // uploadedSegments sums shale_tiering_uploaded_segments_total over the

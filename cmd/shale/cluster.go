@@ -33,6 +33,9 @@ type clusterBroker struct {
 	ID   int32  `json:"id"`
 	Addr string `json:"addr"`
 	Rack string `json:"rack,omitempty"`
+	// HTTPAddr is the broker's advertised HTTP address (/metrics,
+	// /healthz, /readyz), empty when it did not say.
+	HTTPAddr string `json:"http_addr,omitempty"`
 	// LogDirs are the broker's log directories (DescribeLogDirs), with
 	// their filesystem's total and usable bytes (-1: unknown).
 	LogDirs []clusterLogDir `json:"log_dirs"`
@@ -51,7 +54,7 @@ func newClusterInfoCmd() *cobra.Command {
 	var out outputFlag
 	cmd := &cobra.Command{
 		Use:   "info",
-		Short: "Show the cluster id, the controller and the brokers (address, rack, log dir space)",
+		Short: "Show the cluster id, the controller and the brokers (address, HTTP address, rack, log dir space)",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := out.check(); err != nil {
@@ -69,9 +72,11 @@ func newClusterInfoCmd() *cobra.Command {
 				if err != nil && !errors.As(err, &se) {
 					return err
 				}
+				// HTTP addresses likewise: a row without one shows "-".
+				httpAddrs, _ := brokerHTTPAddrs(ctx, adm, m.Brokers.NodeIDs())
 				info := clusterInfo{ClusterID: m.Cluster, Controller: m.Controller, Brokers: []clusterBroker{}}
 				for _, b := range m.Brokers {
-					cb := clusterBroker{ID: b.NodeID, Addr: net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), LogDirs: []clusterLogDir{}}
+					cb := clusterBroker{ID: b.NodeID, Addr: net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))), HTTPAddr: httpAddrs[b.NodeID], LogDirs: []clusterLogDir{}}
 					if b.Rack != nil {
 						cb.Rack = *b.Rack
 					}
@@ -92,7 +97,7 @@ func newClusterInfoCmd() *cobra.Command {
 				t.row("CONTROLLER", info.Controller)
 				t.flush()
 				fmt.Fprintln(cmd.OutOrStdout())
-				t = newTable(cmd, "ID", "ADDRESS", "RACK", "LOG-DIR", "DISK-USABLE", "DISK-TOTAL")
+				t = newTable(cmd, "ID", "ADDRESS", "HTTP", "RACK", "LOG-DIR", "DISK-USABLE", "DISK-TOTAL")
 				for _, b := range info.Brokers {
 					id := strconv.Itoa(int(b.ID))
 					if b.ID == info.Controller {
@@ -103,7 +108,7 @@ func newClusterInfoCmd() *cobra.Command {
 						d := b.LogDirs[0]
 						dir, usable, total = d.Dir, humanBytes(d.UsableBytes), humanBytes(d.TotalBytes)
 					}
-					t.row(id, b.Addr, orDash(b.Rack), dir, usable, total)
+					t.row(id, b.Addr, orDash(b.HTTPAddr), orDash(b.Rack), dir, usable, total)
 				}
 				return t.flush()
 			})

@@ -15,14 +15,14 @@ func TestClusterInfo(t *testing.T) {
 		t.Fatalf("cluster info: %+v", info)
 	}
 	b := info.Brokers[0]
-	if b.ID != 0 || b.Addr != p.kafkaAddr || len(b.LogDirs) != 1 {
+	if b.ID != 0 || b.Addr != p.kafkaAddr || b.HTTPAddr != p.httpAddr || len(b.LogDirs) != 1 {
 		t.Fatalf("broker: %+v", b)
 	}
 	if d := b.LogDirs[0]; d.Dir != filepath.Join(p.dataDir, "log") || d.TotalBytes <= 0 || d.UsableBytes <= 0 || d.Error != "" {
 		t.Fatalf("log dir: %+v", d)
 	}
 	text := mustAdmin(t, cli, "cluster", "info")
-	for _, want := range []string{info.ClusterID, "0*", p.kafkaAddr} {
+	for _, want := range []string{info.ClusterID, "0*", p.kafkaAddr, p.httpAddr} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("cluster info does not print %q:\n%s", want, text)
 		}

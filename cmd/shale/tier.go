@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,25 +135,38 @@ func (s tierStatuses) add(p tierPartition) {
 }
 
 // advertisedHTTPAddrs asks every broker in the cluster's metadata for the
-// HTTP address it advertises (the broker config
-// shale.advertised.http.address); it returns those it learnt, and an
-// error naming the brokers that did not say.
+// HTTP address it advertises; it returns those it learnt, and an error
+// naming the brokers that did not say.
 func advertisedHTTPAddrs(ctx context.Context, adm *kadm.Client) ([]string, error) {
 	md, err := adm.BrokerMetadata(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ids := md.Brokers.NodeIDs()
+	found, err := brokerHTTPAddrs(ctx, adm, ids)
+	var addrs []string
+	for _, id := range ids {
+		if a, ok := found[id]; ok {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, err
+}
+
+// brokerHTTPAddrs asks brokers ids for the HTTP address each advertises
+// (the broker config shale.advertised.http.address); the error names
+// those that did not say.
+func brokerHTTPAddrs(ctx context.Context, adm *kadm.Client, ids []int32) (map[int32]string, error) {
+	found := map[int32]string{}
 	rcs, err := adm.DescribeBrokerConfigs(ctx, ids...)
 	if err != nil && len(rcs) == 0 {
-		return nil, fmt.Errorf("describing the brokers' configs: %w", err)
+		return found, fmt.Errorf("describing the brokers' configs: %w", err)
 	}
-	found := map[int32]string{}
-	var errs []string
+	failed := map[int32]error{}
 	for _, rc := range rcs {
 		id, _ := strconv.ParseInt(rc.Name, 10, 32)
 		if rc.Err != nil {
-			errs = append(errs, fmt.Sprintf("broker %s: %v", rc.Name, rc.Err))
+			failed[int32(id)] = rc.Err
 			continue
 		}
 		for _, c := range rc.Configs {
@@ -163,18 +175,21 @@ func advertisedHTTPAddrs(ctx context.Context, adm *kadm.Client) ([]string, error
 			}
 		}
 	}
-	var addrs []string
+	var errs []string
 	for _, id := range ids {
-		if a, ok := found[id]; ok {
-			addrs = append(addrs, a)
-		} else if !slices.ContainsFunc(errs, func(e string) bool { return strings.HasPrefix(e, fmt.Sprintf("broker %d:", id)) }) {
+		if _, ok := found[id]; ok {
+			continue
+		}
+		if err := failed[id]; err != nil {
+			errs = append(errs, fmt.Sprintf("broker %d: %v", id, err))
+		} else {
 			errs = append(errs, fmt.Sprintf("broker %d advertises no HTTP address (give them with --http)", id))
 		}
 	}
 	if len(errs) > 0 {
-		return addrs, errors.New(strings.Join(errs, "; "))
+		return found, errors.New(strings.Join(errs, "; "))
 	}
-	return addrs, nil
+	return found, nil
 }
 
 // fetchTierStatus asks every --http address, or every address the brokers
