@@ -38,6 +38,9 @@ type TieringConfig struct {
 	// FetchTimeout bounds one remote read serving a fetch (default 10s);
 	// past it the fetch gets a retriable KAFKA_STORAGE_ERROR.
 	FetchTimeout time.Duration
+	// Fault is a test hook called at the fault points of every upload
+	// (tiering.ArchiverConfig.Fault); nil outside crash tests.
+	Fault func(point string)
 }
 
 func (c *TieringConfig) ensureDefaults() {
@@ -213,7 +216,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	}
 	arch := tiering.NewArchiver(tiering.ArchiverConfig{
 		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
-		Logger: log, Metrics: t.svc.metrics,
+		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault,
 		OnCommit: func(m *tiering.Manifest) {
 			p.log.SetUploadedEnd(m.End())
 			t.lastUpload.Store(time.Now().UnixMilli())

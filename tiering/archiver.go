@@ -37,7 +37,20 @@ type ArchiverConfig struct {
 	// OnCommit is called after every manifest commit, with the new
 	// manifest (the broker moves the local retention guard).
 	OnCommit func(*Manifest)
+	// Fault, when set, is called at the points of an upload where
+	// crash tests kill the process (FaultUploaded, FaultCommitted).
+	Fault func(point string)
 }
+
+// Fault points of an upload (ArchiverConfig.Fault).
+const (
+	// FaultUploaded: the segment and its companion are in the bucket,
+	// the manifest does not name them yet.
+	FaultUploaded = "uploaded"
+	// FaultCommitted: the manifest names the segment; the local log
+	// has not been told yet (its copy cannot be deleted yet).
+	FaultCommitted = "committed"
+)
 
 // Archiver uploads one partition's sealed segments and commits them to its
 // manifest. The partition's leader runs it; a new leader runs a new one.
@@ -105,6 +118,7 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bo
 	if err := a.put(ctx, compKey, bytes.NewReader(comp), int64(len(comp))); err != nil {
 		return false, err
 	}
+	a.fault(FaultUploaded)
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	committed := false
 	nm, err := a.cfg.Manifest.Commit(cctx, epoch, func(m *Manifest) error {
@@ -129,6 +143,7 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bo
 	if !committed {
 		a.deleteQuietly(logKey, compKey)
 	} else {
+		a.fault(FaultCommitted)
 		took := time.Since(start)
 		a.cfg.Metrics.uploaded(seg.Size+seg.CompanionSize, took)
 		// One line per sealed segment: bounded by segment.bytes and
@@ -139,6 +154,12 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bo
 		a.cfg.OnCommit(nm)
 	}
 	return committed, nil
+}
+
+func (a *Archiver) fault(point string) {
+	if a.cfg.Fault != nil {
+		a.cfg.Fault(point)
+	}
 }
 
 func (a *Archiver) put(ctx context.Context, key string, r io.Reader, size int64) error {

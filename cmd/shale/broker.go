@@ -156,6 +156,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		defer bucket.Close()
 		cfg.Tiering.Bucket = bucket
 	}
+	if err := applyTestHooks(&cfg.Tiering); err != nil {
+		return err
+	}
 	startCtx, cancel := context.WithTimeout(ctx, f.sessionTTL+30*time.Second)
 	b, err := broker.Start(startCtx, broker.Options{Config: cfg, Etcd: cli, EtcdPrefix: prefix, Logger: log, Registry: reg, BrokerSessionTTL: f.sessionTTL})
 	cancel()

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/shale-log/shale/broker"
+)
+
+// Hooks for the process-level crash tests, set through the environment of
+// `shale broker`. They are not part of the user interface.
+//
+// SHALE_TEST_KILL_AT=POINT[:N] makes the process kill itself with SIGKILL
+// the Nth time (default the first) an upload reaches POINT, one of
+// tiering's fault points ("uploaded": objects in the bucket, manifest not
+// committed; "committed": manifest committed, local log not told).
+// SHALE_TEST_ORPHAN_GRACE=DURATION is the age past which orphan cleanup
+// deletes objects no manifest names (instead of an hour).
+func applyTestHooks(c *broker.TieringConfig) error {
+	if v := os.Getenv("SHALE_TEST_ORPHAN_GRACE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("SHALE_TEST_ORPHAN_GRACE: %w", err)
+		}
+		c.OrphanGrace = d
+	}
+	v := os.Getenv("SHALE_TEST_KILL_AT")
+	if v == "" {
+		return nil
+	}
+	point, nth, hasN := strings.Cut(v, ":")
+	n := 1
+	if hasN {
+		var err error
+		if n, err = strconv.Atoi(nth); err != nil || n < 1 {
+			return fmt.Errorf("SHALE_TEST_KILL_AT: bad count in %q", v)
+		}
+	}
+	var reached atomic.Int64
+	c.Fault = func(p string) {
+		if p == point && reached.Add(1) == int64(n) {
+			fmt.Fprintf(os.Stderr, "SHALE_TEST_KILL_AT: killing the process at %s (%d)\n", p, n)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal ends the process
+		}
+	}
+	return nil
+}
