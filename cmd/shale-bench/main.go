@@ -52,6 +52,9 @@ type options struct {
 
 	groupMembers int
 
+	failoverTTLs   string // session TTLs of the failover run, comma-separated
+	failoverRounds int
+
 	raw       rawOptions
 	kfakeHost bool // serve kfake in this process (the child the benchmark starts)
 }
@@ -63,9 +66,11 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 4*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
+	flag.StringVar(&o.failoverTTLs, "failover-ttls", "1s,2s", "failover run: the brokers' --session-ttl values to measure, comma-separated")
+	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
@@ -109,6 +114,10 @@ type target struct {
 }
 
 func run(o options) error {
+	if o.only == "failover" {
+		// Its own cluster of broker processes: no shale dev, no kfake.
+		return runFailover(o)
+	}
 	fmt.Printf("shale-bench: %d-byte records, %d partitions, acks=1, linger 5ms, %s per run, GOMAXPROCS-visible cores: %d\n",
 		o.recordSize, o.partitions, o.duration, numCPU())
 	if o.shaleAddr == "" {
@@ -213,6 +222,10 @@ func run(o options) error {
 	}
 	if rss, err := peakRSS(shale.pid); err == nil {
 		fmt.Printf("\nshale broker peak RSS: %.0f MiB (target < 300 MiB)\n", float64(rss)/(1<<20))
+	}
+	if want("failover") {
+		fmt.Println()
+		return runFailover(o)
 	}
 	return nil
 }
