@@ -629,8 +629,10 @@ func (b *Broker) Serve(ln net.Listener) error {
 		}
 		ip := connIP(nc)
 		if reason := b.admitConn(ip); reason != "" {
-			nc.Close()
+			// Counted before the close, so that a client that sees
+			// its connection closed finds it counted.
 			b.metrics.connectionsRefused.Inc()
+			nc.Close()
 			b.limitLog.log(b.log, "refused a connection: "+reason, "remote", nc.RemoteAddr().String())
 			continue
 		}
