@@ -110,6 +110,7 @@ func (p *partition) maximalISRLocked(s *partitionState) []int32 {
 // and, when accepted, records the follower's position, which may advance
 // the high watermark and add the follower to the ISR.
 func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, logStartOffset int64, lastFetchedEpoch int32, now time.Time) (replication.FetchAnswer, error) {
+	endFor := p.fetchEpochEnds(lastFetchedEpoch)
 	p.appendMu.RLock()
 	s := p.state.Load()
 	if err := p.writable(s); err != nil {
@@ -126,7 +127,7 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 		Replicas:       s.replicas,
 		LogStartOffset: p.logStartOffset(), // the whole log's: below the local one, the follower restores from the bucket
 		LogEndOffset:   leo,
-		EndOffsetFor:   p.log.EndOffsetForEpoch,
+		EndOffsetFor:   endFor,
 	}, replication.FetchRequest{ReplicaID: replicaID, CurrentLeaderEpoch: currentEpoch, FetchOffset: fetchOffset, LastFetchedEpoch: lastFetchedEpoch})
 	if err != nil || ans.Diverging {
 		p.appendMu.RUnlock()
@@ -153,6 +154,30 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 		p.wake()
 	}
 	return ans, nil
+}
+
+// fetchEpochEnds is where the leader looks up the end of a follower's last
+// fetched epoch: its local leader epochs, or, for an epoch older than
+// them, the whole log's (the remote epochs first, as OffsetForLeaderEpoch
+// answers). A tiered log's local epochs start at its local log start, or
+// at the entry a restore from the bucket brought, so they alone would put
+// an older epoch's end at their first entry and keep a follower's
+// divergent tail. The remote lookup may read the object store: it is done
+// here, before any lock is taken.
+func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) replication.EndOffsetForEpoch {
+	if p.tier == nil || lastFetchedEpoch < 0 {
+		return p.log.EndOffsetForEpoch
+	}
+	if local := p.log.Epochs(); len(local) > 0 && lastFetchedEpoch >= local[0].Epoch {
+		return p.log.EndOffsetForEpoch
+	}
+	e, end, ok := p.endOffsetForEpoch(lastFetchedEpoch)
+	return func(epoch int32) (int32, int64, bool) {
+		if epoch != lastFetchedEpoch {
+			return p.log.EndOffsetForEpoch(epoch)
+		}
+		return e, end, ok
+	}
 }
 
 // replicationError maps the replication package's errors to the broker's.
