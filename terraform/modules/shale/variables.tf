@@ -30,7 +30,7 @@ variable "allowed_cidrs" {
 }
 
 variable "monitoring_cidrs" {
-  description = "Networks allowed on the brokers' HTTP port (/metrics, /healthz, /readyz)."
+  description = "Networks allowed on the brokers' HTTP port (/metrics, /healthz, /readyz, and /v1/tier, which shale tier status reads at the address each broker advertises)."
   type        = list(string)
   default     = []
 }
