@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -55,5 +58,37 @@ func TestErrorMessageDropsThePackagePrefix(t *testing.T) {
 	}
 	if errorMessage(nil) != nil {
 		t.Fatal("a message for no error")
+	}
+}
+
+// Errors wrap their cause with %w, never %v after a %w: that form keeps
+// the sentinel and loses the cause (a deadline, a fencing), which callers
+// and the Kafka error mapping then cannot see. The whole module's code is
+// checked.
+func TestErrorWrapsKeepTheirCause(t *testing.T) {
+	bad := `"%w: ` + `%v"`
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".tools" || d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != ".." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, bad) {
+				t.Errorf("%s:%d wraps with %s: %s", path, i+1, bad, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

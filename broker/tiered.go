@@ -361,7 +361,7 @@ func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, 
 	defer cancel()
 	data, err := t.svc.reader.Read(ctx, t.part, t.manifest(), offset, maxBytes, maxOffset, minOneBatch)
 	if errors.Is(err, tiering.ErrOutOfRange) {
-		return nil, fmt.Errorf("%w: %v", localseg.ErrOffsetOutOfRange, err)
+		return nil, fmt.Errorf("%w: %w", localseg.ErrOffsetOutOfRange, err)
 	}
 	return data, err
 }
@@ -572,7 +572,7 @@ func (t *partitionTier) setLogStart(epoch int32, offset int64) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %v", tiering.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", tiering.ErrUnavailable, err)
 	}
 	select {
 	case t.wake <- struct{}{}:

@@ -431,7 +431,7 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) ([]by
 		select {
 		case <-ld.done:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		if ld.err != nil {
 			return nil, ld.err
@@ -528,7 +528,7 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 		case <-ld.done:
 			return ld.comp, ld.err
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 	}
 	ld := &load{done: make(chan struct{})}
