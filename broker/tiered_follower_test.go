@@ -217,22 +217,25 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 // answers where both earlier epochs ended. The intermediate leader reads
 // its remote manifest slowly (a loaded machine or a slow store): it refuses
 // fetches until it has, which must not count against the follower's
-// replica.lag.time.max.ms (2 s).
+// replica.lag.time.max.ms (4 s; each manifest read takes 2.5 s).
 func TestRestoredFollowerLeadsAfterAnIntermediateLeader(t *testing.T) {
 	// The follower is the last replica in election order, so the
 	// bystander leads first.
-	rc := newRestoreCase(t, "relay", 2*time.Second, func(leader int32, replicas []int32) int32 {
+	rc := newRestoreCase(t, "relay", 4*time.Second, func(leader int32, replicas []int32) int32 {
 		rest := slices.DeleteFunc(slices.Clone(replicas), func(id int32) bool { return id == leader })
 		return rest[len(rest)-1]
 	})
 	rc.startFollower(t)
-	slow := rc.bucket.Add(faulty.Rule{Op: faulty.Get | faulty.Head, Latency: 1500 * time.Millisecond})
+	slow := rc.bucket.Add(faulty.Rule{Op: faulty.Get | faulty.Head, Latency: 2500 * time.Millisecond})
 	rc.c.Stop(rc.leader)
 	middle := rc.waitLeader(t, rc.bystander)
-	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(9 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if l, e, isr := storedState(t, rc.c, rc.topic); !slices.Contains(isr, rc.follower) {
 			t.Fatalf("the restored follower left the ISR under leader %d epoch %d: isr %v", l, e, isr)
 		}
+	}
+	if slow.Fired() == 0 {
+		t.Fatal("no manifest read was slowed")
 	}
 	slow.Remove()
 	cl := rc.client()
