@@ -51,6 +51,7 @@ type options struct {
 	clusterRate     float64
 
 	groupMembers int
+	tierMB       int // MiB the tiering workload replays
 
 	failoverTTLs   string // session TTLs of the failover run, comma-separated
 	failoverRounds int
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&o.failoverTTLs, "failover-ttls", "1s,2s", "failover run: the brokers' --session-ttl values to measure, comma-separated")
 	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
+	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
 	flag.StringVar(&o.shaleEnv, "shale-env", "", "extra environment for `shale dev` alone, comma-separated (e.g. GOGC=400,GOMEMLIMIT=1GiB)")
@@ -217,6 +219,12 @@ func run(o options) error {
 	if want("cluster") {
 		fmt.Println()
 		if err := runCluster(o, shale, ceiling); err != nil {
+			return err
+		}
+	}
+	if want("tiering") {
+		fmt.Println()
+		if err := runTiering(o); err != nil {
 			return err
 		}
 	}

@@ -102,6 +102,16 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartIn starts a server keeping its data and log under dir, for a
+// program that is not a test (the benchmark); Close stops it.
+func StartIn(dir string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin, dir)
+}
+
 var shared struct {
 	once sync.Once
 	s    *Server

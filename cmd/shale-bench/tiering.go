@@ -1,0 +1,476 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+// The tiering workload runs its own `shale dev` tiering to a MinIO this
+// program starts, and measures beside ceilings taken from the same MinIO
+// in the same run:
+//   - the upload of sealed segments (bytes over the time each upload and
+//     manifest commit took), beside raw PUTs of as many segment-sized
+//     objects, one at a time as a partition uploads;
+//   - a cold replay from offset 0 with franz-go of a partition that lives
+//     only in the bucket (segment bytes per second), beside ranged GETs of
+//     the same segment objects in chunk-sized pieces, four in flight;
+//   - the latency of a cold fetch (its response, the first bytes a
+//     consumer gets) at segments nothing has read, and of the same fetch
+//     again (warm), beside a GET of the segment's indexes object and then
+//     of its first chunk, the two requests a cold read needs.
+const (
+	tierTopic      = "tier"
+	tierProbeTopic = "tierprobe"
+	tierSegment    = 8 << 20
+	tierProbeSeg   = 1 << 20
+	tierChunk      = 4 << 20
+	tierProbes     = 8
+)
+
+func runTiering(o options) error {
+	dir, err := os.MkdirTemp("", "shale-bench-tier-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := miniotest.StartIn(filepath.Join(dir, "minio"))
+	if err != nil {
+		return fmt.Errorf("tiering: %w (run `make tools`)", err)
+	}
+	defer srv.Close()
+	for _, kv := range miniotest.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	const bucketName = "bench"
+	url := srv.URL(bucketName, "") + "&create_bucket=true"
+	to := o
+	to.shaleArgs = "--object-store=" + url + " --retention-check-interval=500ms --log-level=warn"
+	to.shaleEnv = strings.Join(miniotest.Env(), ",")
+	sh, err := startShale(to)
+	if err != nil {
+		return err
+	}
+	defer sh.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bucket, err := objectstore.Open(ctx, url, objectstore.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	defer bucket.Close()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(sh.addr), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(), kgo.MaxBufferedRecords(1<<16))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, t := range []struct {
+		name string
+		seg  int
+	}{{tierTopic, tierSegment}, {tierProbeTopic, tierProbeSeg}} {
+		cfg := map[string]*string{"segment.bytes": ptr(strconv.Itoa(t.seg)), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
+		resp, err := adm.CreateTopic(ctx, 1, 1, cfg, t.name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", t.name, err)
+		}
+	}
+	// Fill: the replay topic with o.tierMB, the probe topic with one
+	// small segment per probe and two between probes.
+	value := make([]byte, 1000)
+	fill := func(topic string, bytes int) error {
+		var failed error
+		var mu sync.Mutex
+		for n := 0; n < bytes; n += len(value) {
+			cl.Produce(ctx, &kgo.Record{Topic: topic, Value: value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			})
+		}
+		if err := cl.Flush(ctx); err != nil {
+			return err
+		}
+		return failed
+	}
+	fillStart := time.Now()
+	if err := fill(tierTopic, o.tierMB<<20); err != nil {
+		return err
+	}
+	if err := fill(tierProbeTopic, 3*tierProbes*tierProbeSeg+tierProbeSeg); err != nil {
+		return err
+	}
+	produced := time.Now()
+	produceMBps := float64((o.tierMB<<20)+3*tierProbes*tierProbeSeg+tierProbeSeg) / produced.Sub(fillStart).Seconds() / 1e6
+	// Wait until every sealed segment is uploaded and deleted locally.
+	for {
+		lag := metricSum(sh.httpAddr, "shale_tiering_lag_bytes")
+		local := localSegments(sh.dataDir, tierTopic+"-0") + localSegments(sh.dataDir, tierProbeTopic+"-0")
+		if lag == 0 && local == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("tiering: uploads did not catch up (lag %v bytes, %d local segments)", lag, local)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	caughtUp := time.Since(produced)
+	upBytes, upSecs := metricSum(sh.httpAddr, "shale_tiering_uploaded_bytes_total"), metricSum(sh.httpAddr, "shale_tiering_upload_seconds_sum")
+	upSegs := metricSum(sh.httpAddr, "shale_tiering_uploaded_segments_total")
+
+	// The objects in the bucket: the replay topic's segments.
+	var segs []objectstore.Attrs
+	err = bucket.List(ctx, "", func(a objectstore.Attrs) error {
+		if strings.HasSuffix(a.Key, ".log") && inTopic(a.Key, tierTopic) {
+			segs = append(segs, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var remote int64
+	for _, s := range segs {
+		remote += s.Size
+	}
+
+	// Ceiling of the upload: PUTs of as many segment-sized objects, one
+	// at a time.
+	putMBps, err := rawPuts(ctx, bucket, int(upSegs), int64(upBytes/max(upSegs, 1)))
+	if err != nil {
+		return err
+	}
+
+	// Cold replay of the replay topic, then the GET ceiling.
+	localStart, err := earliestLocal(ctx, cl, tierTopic)
+	if err != nil {
+		return err
+	}
+	replay, err := coldReplay(ctx, sh.addr, localStart)
+	if err != nil {
+		return err
+	}
+	getMBps, err := parallelGets(ctx, bucket, segs, 4)
+	if err != nil {
+		return err
+	}
+	// The same replay again, from the broker's cache: what the broker
+	// and the client cost without the object store.
+	warmReplay, err := coldReplay(ctx, sh.addr, localStart)
+	if err != nil {
+		return err
+	}
+
+	// Cold and warm fetch latency at probe segments, and the ceiling.
+	cold, warm, ceil, err := fetchProbes(ctx, cl, bucket)
+	if err != nil {
+		return err
+	}
+
+	mbps := func(b float64, d time.Duration) float64 { return b / d.Seconds() / 1e6 }
+	replayMBps := mbps(float64(remote), replay)
+	upMBps := upBytes / upSecs / 1e6
+	fmt.Printf("tiering to MinIO (%d MiB replayed, %d MiB segments, %d MiB chunks; load %s); produced at %.0f MB/s, uploads caught up %s after the last acknowledgement\n",
+		remote>>20, tierSegment>>20, tierChunk>>20, loadAverage(), produceMBps, caughtUp.Round(10*time.Millisecond))
+	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, [][]string{
+		{"upload of sealed segments while producing, MB/s", fmt.Sprintf("%.0f", upMBps), "raw PUTs of the same sizes, 1 at a time, alone", fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)},
+		{"cold replay from offset 0 (franz-go), MB/s", fmt.Sprintf("%.0f", replayMBps), "ranged GETs of the segments, 4 in flight", fmt.Sprintf("%.0f", getMBps), fmt.Sprintf("%.2fx", replayMBps/getMBps)},
+		{"the same replay warm (cache), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmReplay)), "", "", ""},
+		{fmt.Sprintf("cold fetch latency, p50 / max of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
+		{"the same fetch warm, p50 / max", durs(warm), "", "", ""},
+	})
+	return nil
+}
+
+func ptr(s string) *string { return &s }
+
+// inTopic tells whether an archive key is under topic's directory
+// (topic-ID/).
+func inTopic(key, topic string) bool {
+	return strings.HasPrefix(key, topic+"-") || strings.Contains(key, "/"+topic+"-")
+}
+
+// metricSum sums the samples of a metric (all label sets) on a broker's
+// /metrics; -1 when it cannot be read.
+func metricSum(httpAddr, name string) float64 {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) > 0 {
+			v, _ := strconv.ParseFloat(f[0], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// localSegments counts the segment files of a partition directory under
+// dir.
+func localSegments(dir, partition string) int {
+	n := 0
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".log") && filepath.Base(filepath.Dir(p)) == partition {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func rawPuts(ctx context.Context, b objectstore.Bucket, n int, size int64) (float64, error) {
+	data := make([]byte, size)
+	start := time.Now()
+	for i := range n {
+		if _, err := b.Put(ctx, fmt.Sprintf("ceiling/put-%d", i), bytes.NewReader(data), size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+			return 0, err
+		}
+	}
+	return float64(int64(n)*size) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// earliestLocal is the first offset of topic's partition 0 on the
+// broker's disk (ListOffsets -4): below it, the bucket serves.
+func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Timestamp = -4
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		return 0, errors.New("tiering: ListOffsets answered no partition")
+	}
+	p := resp.Topics[0].Partitions[0]
+	if p.ErrorCode != 0 {
+		return 0, fmt.Errorf("tiering: ListOffsets earliest-local: error %d", p.ErrorCode)
+	}
+	return p.Offset, nil
+}
+
+// coldReplay consumes the replay topic from offset 0 up to end with a new
+// franz-go client and returns how long it took.
+func coldReplay(ctx context.Context, addr string, end int64) (time.Duration, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tierTopic: {0: kgo.NewOffset().At(0)}}),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	start := time.Now()
+	for next := int64(0); next < end; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("tiering: replay stopped at %d of %d", next, end)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return 0, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) { next = r.Offset + 1 })
+	}
+	return time.Since(start), nil
+}
+
+// parallelGets reads the objects in chunk-sized ranged GETs, n in flight,
+// and returns MB/s.
+func parallelGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.Attrs, n int) (float64, error) {
+	type piece struct {
+		key      string
+		off, len int64
+	}
+	ch := make(chan piece)
+	var total int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range ch {
+				if err := getRange(ctx, b, p.key, p.off, p.len); err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, o := range objs {
+		for off := int64(0); off < o.Size; off += tierChunk {
+			ch <- piece{o.Key, off, min(tierChunk, o.Size-off)}
+			total += min(tierChunk, o.Size-off)
+		}
+	}
+	close(ch)
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds() / 1e6, failed
+}
+
+func getRange(ctx context.Context, b objectstore.Bucket, key string, off, n int64) error {
+	body, err := b.Get(ctx, key, off, n)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	buf := make([]byte, n)
+	_, err = io.ReadFull(body, buf)
+	return err
+}
+
+// fetchProbes fetches the probe topic at the start of every third segment
+// (a cold read fetches the next segment ahead, not the one after), then
+// again, and measures the ceiling on the same objects: a GET of the
+// segment's indexes object, then of its first chunk.
+func fetchProbes(ctx context.Context, cl *kgo.Client, b objectstore.Bucket) (cold, warm, ceil []time.Duration, err error) {
+	type seg struct {
+		base       int64
+		log, index objectstore.Attrs
+	}
+	bySeg := map[string]*seg{}
+	err = b.List(ctx, "", func(a objectstore.Attrs) error {
+		if !inTopic(a.Key, tierProbeTopic) {
+			return nil
+		}
+		name := filepath.Base(a.Key)
+		stem, ext := strings.TrimSuffix(strings.TrimSuffix(name, ".log"), ".indexes"), filepath.Ext(name)
+		if ext != ".log" && ext != ".indexes" {
+			return nil
+		}
+		base, err := strconv.ParseInt(strings.SplitN(stem, "-", 2)[0], 10, 64)
+		if err != nil {
+			return nil
+		}
+		s := bySeg[stem]
+		if s == nil {
+			s = &seg{base: base}
+			bySeg[stem] = s
+		}
+		if ext == ".log" {
+			s.log = a
+		} else {
+			s.index = a
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var segs []*seg
+	for _, s := range bySeg {
+		segs = append(segs, s)
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].base < segs[j].base })
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, tierProbeTopic)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	topicID := topics[tierProbeTopic].ID
+	fetch := func(offset int64) (time.Duration, error) {
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 0, 1, 1<<20
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = tierProbeTopic, topicID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.FetchOffset, rp.PartitionMaxBytes, rp.CurrentLeaderEpoch, rp.LogStartOffset = offset, 1<<20, -1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		start := time.Now()
+		resp, err := req.RequestWith(ctx, cl)
+		took := time.Since(start)
+		if err != nil {
+			return 0, err
+		}
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return 0, errors.New("tiering: fetch answered no partition")
+		}
+		if p := resp.Topics[0].Partitions[0]; p.ErrorCode != 0 || len(p.RecordBatches) == 0 {
+			return 0, fmt.Errorf("tiering: fetch at %d: error %d, %d bytes", offset, p.ErrorCode, len(p.RecordBatches))
+		}
+		return took, nil
+	}
+	for i := 0; i < len(segs) && len(cold) < tierProbes; i += 3 {
+		s := segs[i]
+		if s.log.Key == "" || s.index.Key == "" {
+			continue
+		}
+		d, err := fetch(s.base)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cold = append(cold, d)
+		if d, err = fetch(s.base); err != nil {
+			return nil, nil, nil, err
+		}
+		warm = append(warm, d)
+		start := time.Now()
+		if err := getRange(ctx, b, s.index.Key, 0, s.index.Size); err != nil {
+			return nil, nil, nil, err
+		}
+		if err := getRange(ctx, b, s.log.Key, 0, min(tierChunk, s.log.Size)); err != nil {
+			return nil, nil, nil, err
+		}
+		ceil = append(ceil, time.Since(start))
+	}
+	if len(cold) == 0 {
+		return nil, nil, nil, errors.New("tiering: no probe segment in the bucket")
+	}
+	return cold, warm, ceil, nil
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func durs(ds []time.Duration) string {
+	return pct(ds, 50).Round(10*time.Microsecond).String() + " / " + pct(ds, 100).Round(10*time.Microsecond).String()
+}
