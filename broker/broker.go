@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/fetcher"
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -135,6 +136,12 @@ type Config struct {
 	// ReplicaFetchWaitMax is replica.fetch.wait.max.ms, how long a
 	// follower's fetch waits at the leader for data (default 500ms).
 	ReplicaFetchWaitMax time.Duration
+	// LeaderReplicationThrottledRate is Kafka's
+	// leader.replication.throttled.rate in bytes per second: what this
+	// broker, as leader, sends at most to the replicas a reassignment is
+	// adding, all partitions together (0: no bound). In-sync followers
+	// are never throttled.
+	LeaderReplicationThrottledRate int64
 	// DialPeer connects to another broker (replica fetchers); nil is a
 	// plain TCP dial. Tests route it through a fault-injecting proxy.
 	DialPeer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -343,6 +350,9 @@ type Broker struct {
 	secret   string
 	tier     *tierService // nil: no object store
 	fetchers *fetcher.Manager
+	// reassignThrottle bounds what follower fetches of adding replicas
+	// read (Config.LeaderReplicationThrottledRate); nil: no bound.
+	reassignThrottle *replication.Throttle
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -414,6 +424,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		logSpace:       newSpaceGuard("log directory", logDir, cfg.LogDirReserveBytes),
 		metaSpace:      newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
 	}
+	b.reassignThrottle = replication.NewThrottle(cfg.LeaderReplicationThrottledRate)
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 	}
