@@ -116,7 +116,7 @@ func (c *netCluster) startNode(id int32) {
 	c.t.Helper()
 	nd := &netNode{id: id, etcdProxy: brokertest.NewProxy(c.t, c.etcdAddr)}
 	var err error
-	nd.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{"http://" + nd.etcdProxy.Addr()}, DialTimeout: 2 * time.Second})
+	nd.cli, err = clientv3.New(clientv3.Config{Endpoints: []string{"http://" + nd.etcdProxy.Addr()}, DialTimeout: 2 * time.Second, DialOptions: metadata.DialOptions()})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -162,6 +162,7 @@ func startEmbedded(ctx context.Context, c EmbeddedConfig, clientAddr, peerAddr s
 	cl, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{cu.String()},
 		DialTimeout: 5 * time.Second,
+		DialOptions: DialOptions(),
 		Logger:      zap.NewNop(),
 		// The client may send what the server accepts, plus framing.
 		MaxCallSendMsgSize: MaxRequestBytes + 64<<10,

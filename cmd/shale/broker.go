@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/metadata"
 )
 
 // clusterFlags are the flags of `shale broker`; each is also read from
@@ -119,6 +120,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(f.etcd, ","),
 		DialTimeout: 5 * time.Second,
+		DialOptions: metadata.DialOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
