@@ -173,10 +173,14 @@ func runTiering(o options) error {
 	if err != nil {
 		return err
 	}
+	waited := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
 	replay, err := coldReplay(ctx, sh.addr, localStart)
 	if err != nil {
 		return err
 	}
+	// How much of the replay the broker spent waiting in remote reads
+	// (the object store and the cache) rather than in the client.
+	waited = metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - waited
 	getMBps, err := parallelGets(ctx, bucket, segs, 4)
 	if err != nil {
 		return err
@@ -202,6 +206,7 @@ func runTiering(o options) error {
 	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, [][]string{
 		{"upload of sealed segments while producing, MB/s", fmt.Sprintf("%.0f", upMBps), "raw PUTs of the same sizes, 1 at a time, alone", fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)},
 		{"cold replay from offset 0 (franz-go), MB/s", fmt.Sprintf("%.0f", replayMBps), "ranged GETs of the segments, 4 in flight", fmt.Sprintf("%.0f", getMBps), fmt.Sprintf("%.2fx", replayMBps/getMBps)},
+		{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replay.Seconds()), "", "", ""},
 		{"the same replay warm (cache), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmReplay)), "", "", ""},
 		{fmt.Sprintf("cold fetch latency, p50 / max of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
 		{"the same fetch warm, p50 / max", durs(warm), "", "", ""},
