@@ -450,3 +450,56 @@ module "shale" {
 		}
 	}
 }
+
+// TestExamplePassesModuleSettingsThrough keeps the example in step with
+// the module: each of the module's outputs is an output of the example, and
+// each of its variables is either set in the example's module block or
+// named here as one the example leaves to the module's default. A variable
+// added to the module fails this test until the example decides.
+func TestExamplePassesModuleSettingsThrough(t *testing.T) {
+	t.Parallel()
+	leftToDefault := map[string]bool{
+		"architecture": true, "ami_id": true, "key_name": true, "bucket_name": true,
+		"object_prefix": true, "kms_key_arn": true, "abort_incomplete_multipart_days": true,
+		"force_destroy": true, "etcd_count": true, "etcd_volume_size_gb": true,
+		"etcd_version": true, "etcd_download_url": true, "etcd_host_number": true,
+		"broker_host_number": true, "broker_volume_iops": true, "broker_volume_throughput": true,
+		"broker_root_volume_size_gb": true, "kafka_port": true, "http_port": true,
+		"default_replication_factor": true, "broker_extra_args": true, "tags": true,
+	}
+	notExampleOutputs := map[string]bool{"broker_role_arn": true, "security_group_ids": true}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	names := func(kind, text string) []string {
+		var out []string
+		for _, m := range regexp.MustCompile(`(?m)^`+kind+` "([a-z0-9_]+)"`).FindAllStringSubmatch(text, -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	mainTF := read("examples/aws/main.tf")
+	block := mainTF[strings.Index(mainTF, `module "shale"`):]
+	passed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+([a-z0-9_]+)\s+=`).FindAllStringSubmatch(block, -1) {
+		passed[m[1]] = true
+	}
+	for _, v := range names("variable", read("modules/shale/variables.tf")) {
+		if !passed[v] && !leftToDefault[v] {
+			t.Errorf("examples/aws does not pass the module's variable %q through (nor lists it as left to its default)", v)
+		}
+	}
+	exampleOutputs := map[string]bool{}
+	for _, o := range names("output", read("examples/aws/outputs.tf")) {
+		exampleOutputs[o] = true
+	}
+	for _, o := range names("output", read("modules/shale/outputs.tf")) {
+		if !exampleOutputs[o] && !notExampleOutputs[o] {
+			t.Errorf("examples/aws lacks the module's output %q", o)
+		}
+	}
+}

@@ -97,17 +97,20 @@ module "shale" {
   # vpc_id and subnet_ids through the endpoint and the route table
   # associations, so that the instances boot with their routes to S3 and
   # to the NAT gateway in place.
-  name                  = var.name
-  vpc_id                = aws_vpc_endpoint.s3.vpc_id
-  subnet_ids            = aws_route_table_association.private[*].subnet_id
-  allowed_cidrs         = length(var.allowed_cidrs) > 0 ? var.allowed_cidrs : [var.vpc_cidr]
-  monitoring_cidrs      = [var.vpc_cidr]
-  shale_binary_url      = var.shale_binary_url
-  shale_binary_sha256   = var.shale_binary_sha256
-  broker_count          = var.broker_count
-  broker_instance_type  = var.broker_instance_type
-  hot_tier              = var.hot_tier
-  broker_volume_size_gb = var.broker_volume_size_gb
-  etcd_instance_type    = var.etcd_instance_type
-  enable_ssm            = true
+  name                   = var.name
+  vpc_id                 = aws_vpc_endpoint.s3.vpc_id
+  subnet_ids             = aws_route_table_association.private[*].subnet_id
+  allowed_cidrs          = length(var.allowed_cidrs) > 0 ? var.allowed_cidrs : [var.vpc_cidr]
+  monitoring_cidrs       = [var.vpc_cidr]
+  shale_binary_url       = var.shale_binary_url
+  shale_binary_sha256    = var.shale_binary_sha256
+  broker_count           = var.broker_count
+  broker_instance_type   = var.broker_instance_type
+  hot_tier               = var.hot_tier
+  broker_volume_size_gb  = var.broker_volume_size_gb
+  etcd_instance_type     = var.etcd_instance_type
+  max_connections        = var.max_connections
+  max_connections_per_ip = var.max_connections_per_ip
+  replica_selector       = var.replica_selector
+  enable_ssm             = true
 }

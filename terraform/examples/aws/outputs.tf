@@ -8,6 +8,11 @@ output "broker_addresses" {
   value       = module.shale.broker_addresses
 }
 
+output "broker_http_addresses" {
+  description = "Each broker's HTTP address (/metrics, /healthz, /readyz, /v1/tier): shale tier status --http, Prometheus targets."
+  value       = module.shale.broker_http_addresses
+}
+
 output "etcd_endpoints" {
   description = "etcd client endpoints."
   value       = module.shale.etcd_endpoints

@@ -62,3 +62,21 @@ variable "allowed_cidrs" {
   type        = list(string)
   default     = []
 }
+
+variable "max_connections" {
+  description = "Client connections each broker keeps open at once (shale broker --max-connections)."
+  type        = number
+  default     = 10000
+}
+
+variable "max_connections_per_ip" {
+  description = "Client connections each broker keeps open at once from one IP address, 0 for no limit (shale broker --max-connections-per-ip)."
+  type        = number
+  default     = 0
+}
+
+variable "replica_selector" {
+  description = "Where consumers that name their zone read from: rack-aware (an in-sync replica in their zone) or leader (shale broker --replica-selector)."
+  type        = string
+  default     = "rack-aware"
+}
