@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,12 +37,31 @@ type repairer struct {
 		// due are the partitions with lost ranges to try now; failed
 		// those to try at the next retry.
 		due, failed map[*partition]bool
+		// failures says, per partition, when a repair last left a
+		// range lost and what each source answered; a partition whose
+		// ranges are all repaired leaves it.
+		failures map[*partition]repairFailure
 	}
+}
+
+// repairFailure is the last failed repair of a partition's lost range.
+type repairFailure struct {
+	at    time.Time
+	tried string
+}
+
+// lastFailure reports p's last failed repair (zero: none).
+func (r *repairer) lastFailure(p *partition) (time.Time, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := r.mu.failures[p]
+	return f.at, f.tried
 }
 
 func newRepairer(b *Broker) *repairer {
 	r := &repairer{b: b, wake: make(chan struct{}, 1)}
 	r.mu.due, r.mu.failed = map[*partition]bool{}, map[*partition]bool{}
+	r.mu.failures = map[*partition]repairFailure{}
 	return r
 }
 
@@ -92,11 +112,14 @@ func (r *repairer) run(ctx context.Context) {
 			if p == nil || ctx.Err() != nil {
 				break
 			}
-			if !r.repairPartition(ctx, p) {
-				r.mu.Lock()
+			ok := r.repairPartition(ctx, p)
+			r.mu.Lock()
+			if ok {
+				delete(r.mu.failures, p)
+			} else {
 				r.mu.failed[p] = true
-				r.mu.Unlock()
 			}
+			r.mu.Unlock()
 		}
 	}
 }
@@ -165,6 +188,9 @@ func (r *repairer) repairRange(ctx context.Context, p *partition, lr localseg.Lo
 	}
 	r.b.log.Error("a lost range could not be repaired: it stays recorded as lost and reads skip it; tried again later",
 		append(attrs, "tried", tried)...)
+	r.mu.Lock()
+	r.mu.failures[p] = repairFailure{at: time.Now(), tried: fmt.Sprintf("[%d, %d): %s", lr.From, lr.To, strings.Join(tried, "; "))}
+	r.mu.Unlock()
 	return false
 }
 

@@ -156,4 +156,18 @@ func TestLostRangeWithoutASourceStaysLost(t *testing.T) {
 	if data, _ := os.ReadFile(path); bytes.Equal(data, good) {
 		t.Fatal("the segment was changed back with no source")
 	}
+	// The operator's view (GET /v1/lost-ranges): the range, and why it
+	// is still lost.
+	brokertest.WaitFor(t, 10*time.Second, "the failed repair to be reported", func() (bool, string) {
+		got := b.B.LostRanges("alone")
+		return len(got) == 1 && got[0].LastRepairError != "", fmt.Sprintf("%+v", got)
+	})
+	got := b.B.LostRanges("")
+	if len(got) != 1 || got[0].Topic != "alone" || got[0].Partition != 0 || !got[0].Leader || len(got[0].Ranges) != 1 ||
+		got[0].Ranges[0].To <= got[0].Ranges[0].From || got[0].LastRepair.IsZero() || got[0].ReadError != "" {
+		t.Fatalf("LostRanges: %+v", got)
+	}
+	if other := b.B.LostRanges("other"); len(other) != 0 {
+		t.Fatalf("LostRanges(other): %+v", other)
+	}
 }
