@@ -48,6 +48,7 @@ type options struct {
 	acksAll    bool   // produce with acks=all instead of acks=1 (set per run)
 
 	clusterDuration time.Duration
+	clusterRounds   int
 	clusterRate     float64
 
 	groupMembers int
@@ -68,7 +69,8 @@ func main() {
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,tiering")
-	flag.DurationVar(&o.clusterDuration, "cluster-duration", 4*time.Second, "cluster: how long each throughput and latency run produces")
+	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
+	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
 	flag.StringVar(&o.failoverTTLs, "failover-ttls", "1s,2s", "failover run: the brokers' --session-ttl values to measure, comma-separated")
 	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
