@@ -97,9 +97,12 @@ type Reader struct {
 		// fetched again by the very next read of the same stream.
 		recent    map[string][]byte
 		recentLog []string
-		// recentComps does the same for companions.
-		recentComps    map[string]*Companion
-		recentCompsLog []string
+		// recentComps and recentSpills do the same for companions and
+		// spilled manifest parts.
+		recentComps     map[string]*Companion
+		recentCompsLog  []string
+		recentSpills    map[string]*Manifest
+		recentSpillsLog []string
 		// ahead holds chunks read ahead and not read yet; aheadBytes
 		// counts them and the read-ahead GETs in flight, within
 		// cfg.ReadAheadBytes.
@@ -118,6 +121,7 @@ type load struct {
 	ahead bool // a read-ahead load: its chunk goes to ahead, not the cache
 	data  []byte
 	comp  *Companion
+	spill *Manifest
 	err   error
 }
 
@@ -134,8 +138,8 @@ type streamKey struct {
 const (
 	// maxStreams bounds the sequential readers remembered.
 	maxStreams = 4096
-	// recentCompanions is how many decoded companions stay outside the
-	// cache.
+	// recentCompanions is how many decoded companions (and spilled
+	// manifest parts) stay outside the cache.
 	recentCompanions = 64
 	// aheadMaxAge is how long a chunk read ahead is kept for its reader
 	// when others need the read-ahead budget.
@@ -180,6 +184,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	r.mu.loads = map[string]*load{}
 	r.mu.recent = map[string][]byte{}
 	r.mu.recentComps = map[string]*Companion{}
+	r.mu.recentSpills = map[string]*Manifest{}
 	r.mu.ahead = map[string]aheadChunk{}
 	r.mu.streams = map[streamKey]struct{}{}
 	return r, nil
@@ -203,7 +208,8 @@ func (r *Reader) Wait() {
 	r.spills.Wait()
 }
 
-// LoadSpill reads a spilled manifest part through the reader's cache.
+// LoadSpill reads a spilled manifest part through the reader's cache; a
+// part is read once however many reads want it at the same time.
 func (r *Reader) LoadSpill(ctx context.Context, p Partition, s Spill) (*Manifest, error) {
 	if s.part != nil {
 		return s.part, nil
@@ -212,15 +218,44 @@ func (r *Reader) LoadSpill(ctx context.Context, p Partition, s Spill) (*Manifest
 	if part, ok := r.spills.Get(key); ok {
 		return part, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	defer cancel()
-	part, err := readSpill(ctx, r.cfg.Bucket, key, s)
-	r.cfg.Metrics.get(err)
-	if err != nil {
-		return nil, err
+	r.mu.Lock()
+	if part, ok := r.mu.recentSpills[key]; ok {
+		r.mu.Unlock()
+		return part, nil
 	}
-	r.spills.Set(key, part, int64(part.encodedSize())*2)
-	return part, nil
+	if ld, ok := r.mu.loads[key]; ok {
+		r.mu.Unlock()
+		select {
+		case <-ld.done:
+			return ld.spill, ld.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+	}
+	ld := &load{done: make(chan struct{})}
+	r.mu.loads[key] = ld
+	r.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	ld.spill, ld.err = readSpill(cctx, r.cfg.Bucket, key, s)
+	cancel()
+	r.cfg.Metrics.get(ld.err)
+	r.mu.Lock()
+	delete(r.mu.loads, key)
+	if ld.err == nil {
+		if len(r.mu.recentSpillsLog) >= recentCompanions {
+			delete(r.mu.recentSpills, r.mu.recentSpillsLog[0])
+			r.mu.recentSpillsLog = append(r.mu.recentSpillsLog[:0], r.mu.recentSpillsLog[1:]...)
+		}
+		r.mu.recentSpills[key] = ld.spill
+		r.mu.recentSpillsLog = append(r.mu.recentSpillsLog, key)
+	}
+	r.mu.Unlock()
+	close(ld.done)
+	if ld.err != nil {
+		return nil, ld.err
+	}
+	r.spills.Set(key, ld.spill, int64(ld.spill.encodedSize())*2)
+	return ld.spill, nil
 }
 
 // Read returns the record batches of partition p from the remote segment

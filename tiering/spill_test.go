@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +286,41 @@ func TestSpilledPartMustMatchItsReference(t *testing.T) {
 	}
 	if !strings.HasSuffix(spillKeyFor(Layout{}.ManifestKey(testPartition), 5, s.ID), Layout{}.SpillKey(testPartition, 5, s.ID)) {
 		t.Fatal("spill keys disagree")
+	}
+}
+
+// spillCounter counts the GETs of spilled manifest parts.
+type spillCounter struct {
+	objectstore.Bucket
+	mu sync.Mutex
+	n  int
+}
+
+func (s *spillCounter) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if strings.Contains(key, "/spill-") {
+		s.mu.Lock()
+		s.n++
+		s.mu.Unlock()
+	}
+	return s.Bucket.Get(ctx, key, off, n)
+}
+
+func TestAReplayReadsEachSpilledPartOnce(t *testing.T) {
+	defer func(th, keep int) { spillThreshold, spillKeep = th, keep }(spillThreshold, spillKeep)
+	spillThreshold, spillKeep = 4<<10, 1<<10
+	log, _ := testLog(t, 300, 150)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	if len(m.Spills) < 3 {
+		t.Fatalf("%d segments and no spilled part", len(m.Segments))
+	}
+	sc := &spillCounter{Bucket: b}
+	r := newTestReader(t, sc, 4096)
+	readRemoteAll(t, r, m, 0, 1<<20)
+	r.Wait()
+	if sc.n != len(m.Spills) {
+		t.Fatalf("a replay read %d spilled parts %d times", len(m.Spills), sc.n)
 	}
 }
