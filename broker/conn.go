@@ -491,45 +491,146 @@ func (c *conn) enqueue(p *pending) bool {
 }
 
 func (c *conn) writeLoop() {
-	for p := range c.queue {
+	var next *pending // taken off the queue while gathering, sent next
+	batch := make([]*pending, 0, maxWriteBatch)
+	bufs := make(net.Buffers, 0, maxWriteBatch)
+	for {
+		p := next
+		next = nil
+		if p == nil {
+			var ok bool
+			if p, ok = <-c.queue; !ok {
+				return
+			}
+		}
 		// Handlers finish promptly once the connection's context is
 		// cancelled (client gone or broker shutting down); wait for
 		// each so that what it holds is released.
 		<-p.done
 		c.inflight.Add(-1)
-		if p.closeConn {
-			c.broken.Store(true)
-			c.cancel()
-			c.nc.Close()
-		}
-		if p.silent || c.broken.Load() {
-			c.observe(p)
-			p.releaseRaw()
-			c.uncharge(p)
-			c.releaseReserved(p)
+		if !gatherable(p) || c.broken.Load() {
+			c.send(p)
 			continue
 		}
-		// Counted before the write, so that a client that has its
-		// answer finds it in the metrics.
+		// Answers already waiting behind this one go out with it in
+		// one system call (and, on loopback, one pass through the
+		// client's TCP receive path), as a writer that fell behind
+		// would otherwise send them one by one.
+		batch = append(batch[:0], p)
+		closed := false
+	gather:
+		for len(batch) < maxWriteBatch {
+			select {
+			case q, ok := <-c.queue:
+				if !ok {
+					closed = true
+					break gather
+				}
+				if !answered(q) || !gatherable(q) {
+					next = q
+					break gather
+				}
+				c.inflight.Add(-1)
+				batch = append(batch, q)
+			default:
+				break gather
+			}
+		}
+		c.sendBatch(batch, bufs[:0])
+		clear(batch)
+		if closed {
+			return
+		}
+	}
+}
+
+// maxWriteBatch bounds the answers sent with one system call.
+const maxWriteBatch = 16
+
+func answered(p *pending) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// gatherable reports whether p's answer, once done, is encoded bytes (or
+// nothing) that may go out in one write with others.
+func gatherable(p *pending) bool {
+	return p.raw == nil && !p.closeConn
+}
+
+// sendBatch sends the answers in batch (gatherable, done, in order) with
+// one write, as send does for one.
+func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
+	if len(batch) == 1 {
+		c.send(batch[0])
+		return
+	}
+	var n int64
+	for _, p := range batch {
+		// Counted before the write, as in send.
 		c.observe(p)
-		var err error
-		if p.raw != nil {
-			err = c.w.writeRaw(p.header, p.raw)
-		} else {
-			err = c.w.writeFrame(p.enc)
+		if !p.silent && p.enc != nil {
+			bufs = append(bufs, p.enc)
+			n += int64(len(p.enc))
 		}
+	}
+	var err error
+	if n > 0 {
+		c.w.arm(n)
+		_, err = bufs.WriteTo(c.nc)
+	}
+	for _, p := range batch {
 		c.uncharge(p)
-		// Written: the request's memory is no longer needed (held
-		// until now so that the budget also bounds answers queued for
-		// a client that reads slowly).
 		c.releaseReserved(p)
-		c.lastWrite.Store(time.Now().UnixNano())
-		if err != nil {
-			c.log.Debug("write failed", "err", err)
-			c.broken.Store(true)
-			c.cancel()
-			c.nc.Close()
-		}
+	}
+	c.lastWrite.Store(time.Now().UnixNano())
+	if err != nil {
+		c.log.Debug("write failed", "err", err)
+		c.broken.Store(true)
+		c.cancel()
+		c.nc.Close()
+	}
+}
+
+// send writes p's answer (unless there is none to write) and gives back
+// what it held.
+func (c *conn) send(p *pending) {
+	if p.closeConn {
+		c.broken.Store(true)
+		c.cancel()
+		c.nc.Close()
+	}
+	if p.silent || c.broken.Load() {
+		c.observe(p)
+		p.releaseRaw()
+		c.uncharge(p)
+		c.releaseReserved(p)
+		return
+	}
+	// Counted before the write, so that a client that has its answer
+	// finds it in the metrics.
+	c.observe(p)
+	var err error
+	if p.raw != nil {
+		err = c.w.writeRaw(p.header, p.raw)
+	} else {
+		err = c.w.writeFrame(p.enc)
+	}
+	c.uncharge(p)
+	// Written: the request's memory is no longer needed (held until now
+	// so that the budget also bounds answers queued for a client that
+	// reads slowly).
+	c.releaseReserved(p)
+	c.lastWrite.Store(time.Now().UnixNano())
+	if err != nil {
+		c.log.Debug("write failed", "err", err)
+		c.broken.Store(true)
+		c.cancel()
+		c.nc.Close()
 	}
 }
 
