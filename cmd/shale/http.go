@@ -65,6 +65,14 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 		}
 		return nil
 	}))
+	// /v1/lost-ranges: offsets lost to damaged local segments (see
+	// shale topic lost-ranges).
+	mux.Handle("GET /v1/lost-ranges", lostRangesHandler(func() []*broker.Broker {
+		if bs := s.brokers.Load(); bs != nil {
+			return *bs
+		}
+		return nil
+	}))
 	// Bounded like the Kafka listener: a request must arrive within 10s
 	// and an idle keep-alive connection is closed after two minutes.
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
