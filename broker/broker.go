@@ -96,6 +96,11 @@ type Config struct {
 	MaxBrokerPartitions int64
 	// MaxOpenSegmentFiles bounds the segment descriptors open at once.
 	MaxOpenSegmentFiles int
+	// MaxGroupLagSeries bounds the per-partition consumer group lag
+	// series a scrape exports, which clients' groups and commits would
+	// otherwise grow without bound; beyond it groups are summed per topic
+	// (default 5,000; negative: no bound).
+	MaxGroupLagSeries int
 	// ScrubBytesPerSecond bounds the read rate of the background scrubber
 	// that verifies sealed segments (default 16 MiB/s); ScrubInterval is
 	// the time between its passes (default 7 days; negative disables).
@@ -204,6 +209,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.MaxOpenSegmentFiles == 0 {
 		c.MaxOpenSegmentFiles = 4096
+	}
+	if c.MaxGroupLagSeries == 0 {
+		c.MaxGroupLagSeries = 5000
 	}
 	if c.ScrubBytesPerSecond == 0 {
 		c.ScrubBytesPerSecond = 16 << 20

@@ -121,3 +121,57 @@ func TestConsumerGroupLagCoversPartitionsLedElsewhere(t *testing.T) {
 		t.Errorf("with leader %d silent the coordinator reports %v, want the two other partitions", silent, got)
 	}
 }
+
+// Many groups committing offsets do not grow the lag series past
+// MaxGroupLagSeries: groups in name order keep per-partition series while
+// they fit, the next are summed per topic, and the gauge counts the
+// per-partition series left out.
+func TestConsumerGroupLagSeriesAreBounded(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) { c.MaxGroupLagSeries = 50 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := b.Admin()
+	createTopic(t, adm, "lagged", 4, nil)
+	cl := b.Client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for part := int32(0); part < 4; part++ {
+		for i := 0; i < 10; i++ {
+			produceSync(t, cl, &kgo.Record{Topic: "lagged", Partition: part, Value: []byte("v")})
+		}
+	}
+	// 200 groups, each committing offset 3 on the 4 partitions: 800
+	// (group, partition) pairs, lag 7 each.
+	const groups = 200
+	for g := 0; g < groups; g++ {
+		var offs kadm.Offsets
+		for part := int32(0); part < 4; part++ {
+			offs.Add(kadm.Offset{Topic: "lagged", Partition: part, At: 3, LeaderEpoch: -1})
+		}
+		if resp, err := adm.CommitOffsets(ctx, fmt.Sprintf("g%03d", g), offs); err != nil || resp.Error() != nil {
+			t.Fatalf("commit: %v %v", err, resp.Error())
+		}
+	}
+	var s series
+	brokertest.WaitFor(t, 10*time.Second, "the dropped series counted", func() (bool, string) {
+		s = gather(t, b.Registry)
+		v, _ := s.get("shale_consumer_group_lag_series_dropped", "")
+		return v > 0, fmt.Sprintf("shale_consumer_group_lag_series_dropped = %v", v)
+	})
+	parts, topics := s["shale_consumer_group_lag"], s["shale_consumer_group_topic_lag"]
+	if len(parts)+len(topics) > 50 {
+		t.Fatalf("%d per-partition and %d per-topic lag series, more than 50", len(parts), len(topics))
+	}
+	// g000..g011 keep their 4 partition series (48), g012 and g013 get a
+	// sum each (50); the other 188 groups are left out.
+	if len(parts) != 48 || len(topics) != 2 {
+		t.Fatalf("%d per-partition and %d per-topic series, want 48 and 2", len(parts), len(topics))
+	}
+	if v, ok := s.get("shale_consumer_group_lag", "group=g011,partition=3,topic=lagged"); !ok || v != 7 {
+		t.Fatalf("g011's lag on partition 3: %v %v", v, ok)
+	}
+	if v, ok := s.get("shale_consumer_group_topic_lag", "group=g012,topic=lagged"); !ok || v != 28 {
+		t.Fatalf("g012's lag summed over the topic: %v %v", v, ok)
+	}
+	if v, _ := s.get("shale_consumer_group_lag_series_dropped", ""); v != float64((groups-12)*4) {
+		t.Fatalf("dropped %v series, want %d", v, (groups-12)*4)
+	}
+}

@@ -249,7 +249,7 @@ const groupLagScrapeTimeout = 2 * time.Second
 
 func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc,
-		tierLagBytesDesc, tierLagSegmentsDesc, tierRemoteBytesDesc, groupLagDesc} {
+		tierLagBytesDesc, tierLagSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
 		ch <- d
 	}
 }
@@ -300,6 +300,7 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	if len(need) > 0 {
 		remote = b.remoteHWs.get(ctx, need, time.Now())
 	}
+	lags := make([]groupLag, 0, len(offsets))
 	for _, o := range offsets {
 		k := partitionKey{o.Topic, o.Partition}
 		hw, ok := led[k]
@@ -309,6 +310,14 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			continue
 		}
-		gauge(groupLagDesc, max(0, hw-o.Offset), o.Group, o.Topic, strconv.Itoa(int(o.Partition)))
+		lags = append(lags, groupLag{o.Group, o.Topic, o.Partition, max(0, hw-o.Offset)})
 	}
+	parts, topics, dropped := capGroupLag(lags, b.cfg.MaxGroupLagSeries)
+	for _, l := range parts {
+		gauge(groupLagDesc, l.lag, l.group, l.topic, strconv.Itoa(int(l.partition)))
+	}
+	for _, l := range topics {
+		gauge(groupTopicLagDesc, l.lag, l.group, l.topic)
+	}
+	gauge(groupLagDroppedDesc, int64(dropped))
 }

@@ -43,6 +43,7 @@ type brokerFlags struct {
 	numPartitions     int32
 	retentionCheck    time.Duration
 	maxOpenFiles      int
+	maxGroupLagSeries int
 	logDirReserve     int64
 	scrubRate         int64
 	scrubInterval     time.Duration
@@ -66,6 +67,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int32Var(&f.numPartitions, "num-partitions", 1, "partitions of auto-created topics (num.partitions)")
 	fs.DurationVar(&f.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs (log.retention.check.interval.ms)")
 	fs.IntVar(&f.maxOpenFiles, "max-open-segment-files", 4096, "segment file descriptors kept open at once")
+	fs.IntVar(&f.maxGroupLagSeries, "max-group-lag-series", 5000, "per-partition shale_consumer_group_lag series exported at most; beyond it groups (in name order) are summed per topic in shale_consumer_group_topic_lag (negative: no bound)")
 	fs.Int64Var(&f.scrubRate, "scrub-bytes-per-second", 16<<20, "read rate of the background scrubber that verifies sealed segments")
 	fs.DurationVar(&f.scrubInterval, "scrub-interval", 7*24*time.Hour, "time between scrubber passes over every partition (negative disables)")
 	fs.Int64Var(&f.logDirReserve, "log-dir-reserve-bytes", 256<<20, "free space the log directory keeps: produce is refused (KAFKA_STORAGE_ERROR) below it; negative disables")
@@ -112,6 +114,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.NumPartitions = f.numPartitions
 	c.LogRetentionCheckInterval = f.retentionCheck
 	c.MaxOpenSegmentFiles = f.maxOpenFiles
+	c.MaxGroupLagSeries = f.maxGroupLagSeries
 	c.LogDirReserveBytes = f.logDirReserve
 	c.ScrubBytesPerSecond = f.scrubRate
 	c.ScrubInterval = f.scrubInterval
