@@ -257,9 +257,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 	}
 	// A read error means the client is gone or broke the protocol:
 	// waiting handlers give up, the writer releases what is queued.
-	c.broken.Store(true)
-	cancel()
-	nc.Close()
+	c.markBroken()
 	close(c.queue)
 	<-writerDone
 }
@@ -587,22 +585,14 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 		c.uncharge(p)
 		c.releaseReserved(p)
 	}
-	c.lastWrite.Store(time.Now().UnixNano())
-	if err != nil {
-		c.log.Debug("write failed", "err", err)
-		c.broken.Store(true)
-		c.cancel()
-		c.nc.Close()
-	}
+	c.wrote(err)
 }
 
 // send writes p's answer (unless there is none to write) and gives back
 // what it held.
 func (c *conn) send(p *pending) {
 	if p.closeConn {
-		c.broken.Store(true)
-		c.cancel()
-		c.nc.Close()
+		c.markBroken()
 	}
 	if p.silent || c.broken.Load() {
 		c.observe(p)
@@ -625,13 +615,25 @@ func (c *conn) send(p *pending) {
 	// so that the budget also bounds answers queued for a client that
 	// reads slowly).
 	c.releaseReserved(p)
+	c.wrote(err)
+}
+
+// wrote records the end of a write; a failed write breaks the connection.
+func (c *conn) wrote(err error) {
 	c.lastWrite.Store(time.Now().UnixNano())
 	if err != nil {
 		c.log.Debug("write failed", "err", err)
-		c.broken.Store(true)
-		c.cancel()
-		c.nc.Close()
+		c.markBroken()
 	}
+}
+
+// markBroken gives the connection up: waiting handlers stop (their context
+// is cancelled), the reader returns (its socket is closed) and the writer
+// releases what is queued instead of sending it.
+func (c *conn) markBroken() {
+	c.broken.Store(true)
+	c.cancel()
+	c.nc.Close()
 }
 
 // observe counts an answered request in the requests metrics.
