@@ -208,7 +208,7 @@ func (r *repairer) fromBucket(ctx context.Context, p *partition, lr localseg.Los
 		for _, c := range chunks {
 			got = append(got, c...)
 		}
-		whole := wholeBatches(got)
+		whole := recordbatch.WholePrefix(got)
 		next := nextOffset(whole)
 		if len(whole) == 0 {
 			return nil, fmt.Errorf("the bucket has no batch at %d", off)
@@ -267,7 +267,7 @@ func (r *repairer) fromReplica(ctx context.Context, p *partition, id int32, lr l
 		if fp.ErrorCode != 0 {
 			return nil, kerr.ErrorForCode(fp.ErrorCode)
 		}
-		whole := wholeBatches(fp.RecordBatches)
+		whole := recordbatch.WholePrefix(fp.RecordBatches)
 		// Keep the batches inside the range; the replica may send more.
 		var kept []byte
 		next := off
@@ -290,20 +290,6 @@ func (r *repairer) fromReplica(ctx context.Context, p *partition, id int32, lr l
 		off = next
 	}
 	return out, nil
-}
-
-// wholeBatches drops a trailing partial batch (a read may end mid-batch).
-func wholeBatches(b []byte) []byte {
-	n := 0
-	for rest := b; len(rest) > 0; {
-		batch, next, err := recordbatch.Next(rest)
-		if err != nil || batch == nil {
-			break
-		}
-		n += len(batch)
-		rest = next
-	}
-	return b[:n]
 }
 
 // nextOffset is the offset after the last of whole batches (-1: none).

@@ -476,7 +476,7 @@ func (f *fetcher) apply(fp followed, lastEpoch int32, offset int64, rp *kmsg.Fet
 		off := replication.TruncationOffset(lastEpoch, rp.DivergingEpoch.Epoch, rp.DivergingEpoch.EndOffset, p.EndOffsetForEpoch, p.LogEndOffset())
 		return p.Truncate(f.leader, fp.st.epoch, off)
 	}
-	data := wholeBatches(rp.RecordBatches)
+	data := recordbatch.WholePrefix(rp.RecordBatches)
 	if err := p.Append(f.leader, fp.st.epoch, data, rp.HighWatermark); err != nil {
 		if errors.Is(err, localseg.ErrOffsetsNotIncreasing) {
 			// The log moved under us (a truncation): the next fetch
@@ -486,19 +486,4 @@ func (f *fetcher) apply(fp followed, lastEpoch int32, offset int64, rp *kmsg.Fet
 		return err
 	}
 	return nil
-}
-
-// wholeBatches drops a trailing partial batch (a leader may cut the last
-// batch at the size limit).
-func wholeBatches(b []byte) []byte {
-	n := 0
-	for rest := b; len(rest) > 0; {
-		batch, next, err := recordbatch.Next(rest)
-		if err != nil || batch == nil {
-			break
-		}
-		n += len(rest) - len(next)
-		rest = next
-	}
-	return b[:n]
 }

@@ -275,30 +275,3 @@ func TestFollowMovesPartitionsBetweenFetchers(t *testing.T) {
 		t.Fatalf("followed %d partitions after Close, want 0", n)
 	}
 }
-
-// TestWholeBatchesDropsPartialTail: a fetch answer cut inside its last
-// batch keeps only the whole batches before it.
-func TestWholeBatchesDropsPartialTail(t *testing.T) {
-	batch := func() []byte {
-		b := kmsg.NewRecordBatch()
-		b.Magic = 2
-		b.Length = int32(len(b.AppendTo(nil)) - 12) // after the base offset and the length
-		return b.AppendTo(nil)
-	}
-	one := batch()
-	two := append(slices.Clone(one), batch()...)
-	for _, tc := range []struct {
-		in   []byte
-		want int
-	}{
-		{nil, 0},
-		{one, len(one)},
-		{two, len(two)},
-		{two[:len(two)-1], len(one)},
-		{one[:5], 0},
-	} {
-		if got := len(wholeBatches(tc.in)); got != tc.want {
-			t.Errorf("wholeBatches of %d bytes kept %d, want %d", len(tc.in), got, tc.want)
-		}
-	}
-}

@@ -218,6 +218,22 @@ func Next(buf []byte) (Batch, []byte, error) {
 	return b, buf[n:], nil
 }
 
+// WholePrefix returns the whole batches at the start of buf, dropping
+// what follows the first batch that is cut short or unreadable (a fetch
+// answer or a read may end mid-batch).
+func WholePrefix(buf []byte) []byte {
+	n := 0
+	for rest := buf; len(rest) > 0; {
+		batch, next, err := Next(rest)
+		if err != nil || batch == nil {
+			break
+		}
+		n += len(batch)
+		rest = next
+	}
+	return buf[:n]
+}
+
 // Check verifies the parts of a batch that a log needs to trust it: the
 // size matches len(b), magic 2, the CRC, and header fields that must agree
 // with each other. It does not look at the records; Validate does.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -172,5 +173,32 @@ func TestIncrementSequenceWraps(t *testing.T) {
 	}
 	if got := IncrementSequence(5, 3); got != 8 {
 		t.Fatalf("plain: %d", got)
+	}
+}
+
+// TestWholePrefixDropsPartialTail: a fetch answer cut inside its last
+// batch keeps only the whole batches before it.
+func TestWholePrefixDropsPartialTail(t *testing.T) {
+	batch := func() []byte {
+		b := kmsg.NewRecordBatch()
+		b.Magic = 2
+		b.Length = int32(len(b.AppendTo(nil)) - 12) // after the base offset and the length
+		return b.AppendTo(nil)
+	}
+	one := batch()
+	two := append(slices.Clone(one), batch()...)
+	for _, tc := range []struct {
+		in   []byte
+		want int
+	}{
+		{nil, 0},
+		{one, len(one)},
+		{two, len(two)},
+		{two[:len(two)-1], len(one)},
+		{one[:5], 0},
+	} {
+		if got := len(WholePrefix(tc.in)); got != tc.want {
+			t.Errorf("WholePrefix of %d bytes kept %d, want %d", len(tc.in), got, tc.want)
+		}
 	}
 }
