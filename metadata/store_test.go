@@ -44,6 +44,17 @@ func newTestStore(t *testing.T) *Store {
 	return NewStore(sharedEtcd.Client(), fmt.Sprintf("/test-%d/", prefixSeq.Add(1)))
 }
 
+// newTestCache starts a cache of s, closed when the test ends.
+func newTestCache(t *testing.T, ctx context.Context, s *Store) *Cache {
+	t.Helper()
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	return cache
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -81,11 +92,7 @@ func TestTopicLifecycle(t *testing.T) {
 	if _, err := s.CreateTopic(ctx, topic, parts); !errors.Is(err, ErrTopicExists) {
 		t.Fatalf("second create: %v", err)
 	}
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	ts := cache.Snapshot().Topics["orders"]
 	if ts == nil || len(ts.Partitions) != 3 || ts.Configs["retention.ms"] != "1000" || ts.Partitions[2].TopicID != topic.ID {
 		t.Fatalf("snapshot: %+v", ts)
@@ -148,11 +155,7 @@ func TestUnreadableRecordsAreReported(t *testing.T) {
 	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	put := func(key, val string) {
 		t.Helper()
 		resp, err := s.Client().Put(ctx, s.Prefix()+key, val)
@@ -271,11 +274,7 @@ func TestProducerIDBlocksNeverOverlap(t *testing.T) {
 func TestBrokerRegistrationFollowsTheLease(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	reg, err := s.RegisterBroker(ctx, Broker{ID: 7, Host: "h", Port: 9092}, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -296,11 +295,7 @@ func TestBrokerRegistrationFollowsTheLease(t *testing.T) {
 func TestBrokerRegistrationKeepsTheHTTPAddress(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	reg, err := s.RegisterBroker(ctx, Broker{ID: 1, Host: "h", Port: 9092, HTTPAddr: "h:9644"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -333,11 +328,7 @@ func TestBrokerLeaseExpiresWhenNotKeptAlive(t *testing.T) {
 	if _, err := s.cli.Put(ctx, s.brokerKey(3), `{"id":3,"host":"h","port":1}`, clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	if len(cache.Snapshot().Brokers) != 1 {
 		t.Fatal("broker not seen")
 	}
@@ -347,11 +338,7 @@ func TestBrokerLeaseExpiresWhenNotKeptAlive(t *testing.T) {
 func TestControllerElectionHandsOver(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	a, err := s.Campaign(ctx, 1, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -390,11 +377,7 @@ func TestControllerElectionHandsOver(t *testing.T) {
 func TestCacheReloadsAfterCompaction(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	// Stop the watcher from seeing events by compacting past them while
 	// it is between reads is not deterministic; instead restart the cache
 	// from a compacted revision directly.
@@ -428,11 +411,7 @@ func TestCacheReloadsAfterCompaction(t *testing.T) {
 func TestSubscribeCoalescesAndCloses(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	subCtx, cancel := context.WithCancel(ctx)
 	ch := cache.Subscribe(subCtx)
 	for i := 0; i < 5; i++ {
@@ -559,11 +538,7 @@ func TestClusterSecretIsCreatedOnce(t *testing.T) {
 func TestReRegistrationChangesIncarnation(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	cache, err := NewCache(ctx, s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	cache := newTestCache(t, ctx, s)
 	self := Broker{ID: 4, Host: "h", Port: 1, DirectoryID: "dir-a"}
 	if _, err := s.RegisterBroker(ctx, self, 5*time.Second); err != nil {
 		t.Fatal(err)
