@@ -244,13 +244,7 @@ func TestReassignmentCancelAndErrors(t *testing.T) {
 	var blocked atomic.Bool
 	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
 		if cfg.NodeID == 2 {
-			cfg.DialPeer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if blocked.Load() {
-					return nil, errors.New("link cut by the test")
-				}
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			}
+			cfg.DialPeer = dialUnlessCut(&blocked)
 		}
 	})
 	ctx := testCtx(t)
@@ -263,13 +257,7 @@ func TestReassignmentCancelAndErrors(t *testing.T) {
 	}
 	blocked.Store(true)
 	alter := func(build func(*kadm.AlterPartitionAssignmentsReq)) error {
-		var req kadm.AlterPartitionAssignmentsReq
-		build(&req)
-		resp, err := adm.AlterPartitionAssignments(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp["stay"][0].Err
+		return alterAssignment(t, ctx, adm, "stay", build)
 	}
 	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.CancelAssign("stay", 0) }); !errors.Is(err, kerr.NoReassignmentInProgress) {
 		t.Fatalf("cancel with nothing in progress: %v", err)
@@ -318,6 +306,31 @@ func TestReassignmentCancelAndErrors(t *testing.T) {
 	}
 }
 
+// dialUnlessCut dials peers until cut is set, then fails every dial: a
+// broker whose links to the others are cut.
+func dialUnlessCut(cut *atomic.Bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if cut.Load() {
+			return nil, errors.New("link cut by the test")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// alterAssignment sends the reassignment build makes and returns the
+// answer for partition 0 of topic.
+func alterAssignment(t *testing.T, ctx context.Context, adm *kadm.Client, topic string, build func(*kadm.AlterPartitionAssignmentsReq)) error {
+	t.Helper()
+	var req kadm.AlterPartitionAssignmentsReq
+	build(&req)
+	resp, err := adm.AlterPartitionAssignments(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp[topic][0].Err
+}
+
 // createAssigned creates topic with one partition on the given replicas.
 func createAssigned(t *testing.T, cl *kgo.Client, topic string, replicas []int32) {
 	t.Helper()
@@ -350,13 +363,7 @@ func TestReassignmentCancelRefusedWithNoOriginalInSync(t *testing.T) {
 	var blocked atomic.Bool
 	c := brokertest.StartCluster(t, 4, func(cfg *broker.Config) {
 		if cfg.NodeID == 3 {
-			cfg.DialPeer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if blocked.Load() {
-					return nil, errors.New("link cut by the test")
-				}
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			}
+			cfg.DialPeer = dialUnlessCut(&blocked)
 		}
 	})
 	ctx := testCtx(t)
@@ -368,13 +375,7 @@ func TestReassignmentCancelRefusedWithNoOriginalInSync(t *testing.T) {
 	blocked.Store(true)
 	adm := c.Admin()
 	alter := func(build func(*kadm.AlterPartitionAssignmentsReq)) error {
-		var req kadm.AlterPartitionAssignmentsReq
-		build(&req)
-		resp, err := adm.AlterPartitionAssignments(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp["revert"][0].Err
+		return alterAssignment(t, ctx, adm, "revert", build)
 	}
 	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.Assign("revert", 0, []int32{2, 3}) }); err != nil {
 		t.Fatal(err)
