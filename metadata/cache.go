@@ -380,6 +380,12 @@ func (st *state) snapshot() *Snapshot {
 	for name, t := range st.topics {
 		ts := &TopicState{Topic: t}
 		for _, p := range st.partitions[name] {
+			// Records a creation or an addition wrote before it
+			// stopped half-way (another topic id, or past the count)
+			// are not the topic's.
+			if (p.TopicID != t.ID && p.TopicID != (UUID{})) || (t.PartitionCount > 0 && p.Index >= t.PartitionCount) {
+				continue
+			}
 			ts.Partitions = append(ts.Partitions, p)
 		}
 		sort.Slice(ts.Partitions, func(i, j int) bool { return ts.Partitions[i].Index < ts.Partitions[j].Index })

@@ -11,7 +11,8 @@
 //	<prefix>cluster/id                     the cluster id, a 22-character base64url UUID, written once
 //	<prefix>cluster/secret                 the inter-broker secret (43 characters of base64url), written once
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
-//	<prefix>topics/<name>                  Topic: id, configs, internal flag
+//	<prefix>topics/<name>                  Topic: id, configs, internal flag, partition count
+//	<prefix>creating/<name>                a creation (or addition of partitions) under way: its topic id, on a lease
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch
 //	<prefix>deleted-topics/<topic id>      DeletedTopic: name, id, time; the tombstone of a deleted topic
 //	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
@@ -38,7 +39,13 @@
 //
 // # Consistency
 //
-// A topic and its partitions are created and deleted in one transaction.
+// A topic is deleted in one transaction. It is created in several, each
+// within etcd's default limits (128 operations, 1.5 MiB): its partition
+// records in chunks under a creating/<name> marker on a lease, then the
+// topic record, the commit point, whose partition count says which
+// partition records are its own; readers ignore the others, and the
+// controller deletes those a creation left when its marker expired (see
+// create.go). Partitions are added the same way, the new count last.
 // A partition changes only through UpdatePartition, a compare-and-swap on
 // its partition epoch, which every change bumps. Writes that depend on
 // being the controller are fenced on the election key's revision

@@ -85,6 +85,8 @@ func (s *Store) partitionKey(t string, i int32) string {
 func (s *Store) clusterSecretKey() string       { return s.prefix + "cluster/secret" }
 func (s *Store) deletedTopicsPrefix() string    { return s.prefix + "deleted-topics/" }
 func (s *Store) deletedTopicKey(id UUID) string { return s.deletedTopicsPrefix() + id.String() }
+func (s *Store) creatingPrefix() string         { return s.prefix + "creating/" }
+func (s *Store) creatingKey(name string) string { return s.creatingPrefix() + name }
 func (s *Store) producerIDKey() string          { return s.prefix + "producer-ids/next" }
 func (s *Store) controllerPrefix() string       { return s.prefix + "controller/" }
 func (s *Store) shuttingDownPrefix() string     { return s.prefix + "shutting-down/" }
@@ -254,46 +256,6 @@ func (s *Store) Brokers(ctx context.Context) ([]Broker, error) {
 	return out, nil
 }
 
-// CreateTopic creates a topic and all its partitions in one transaction.
-// It returns the revision of the write.
-func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (int64, error) {
-	tv, err := json.Marshal(t)
-	if err != nil {
-		return 0, err
-	}
-	ops := []clientv3.Op{clientv3.OpPut(s.topicKey(t.Name), string(tv))}
-	for _, p := range parts {
-		p.Topic, p.TopicID = t.Name, t.ID
-		pv, err := json.Marshal(p)
-		if err != nil {
-			return 0, err
-		}
-		ops = append(ops, clientv3.OpPut(s.partitionKey(t.Name, p.Index), string(pv)))
-	}
-	ctx, cancel := withDeadline(ctx)
-	defer cancel()
-	key := s.topicKey(t.Name)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(ops...).Commit()
-	if err != nil && isTooLarge(err) {
-		return 0, fmt.Errorf("%w: creating topic %s with %d partitions: %w", ErrTooLarge, t.Name, len(parts), err)
-	}
-	if err != nil {
-		// Indeterminate: the topic may have been created. Re-read.
-		rctx, rcancel := resolveContext(ctx)
-		defer rcancel()
-		if got, rerr := s.topic(rctx, t.Name); rerr == nil && got.ID == t.ID {
-			return s.Revision(rctx)
-		}
-		return 0, fmt.Errorf("metadata: creating topic %s: %w", t.Name, err)
-	}
-	if !resp.Succeeded {
-		return 0, fmt.Errorf("%w: %s", ErrTopicExists, t.Name)
-	}
-	return resp.Header.Revision, nil
-}
-
 func (s *Store) topic(ctx context.Context, name string) (Topic, error) {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
@@ -395,46 +357,6 @@ func (s *Store) deletedSince(ctx context.Context, name string, ids map[UUID]bool
 		}
 	}
 	return resp.Header.Revision, true
-}
-
-// CreatePartitions adds partitions to a topic, only if it still has
-// exactly seen partitions (ErrConflict otherwise).
-func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add []Partition) (int64, error) {
-	t, err := s.topic(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := withDeadline(ctx)
-	defer cancel()
-	var ops []clientv3.Op
-	for _, p := range add {
-		p.Topic, p.TopicID = t.Name, t.ID
-		pv, err := json.Marshal(p)
-		if err != nil {
-			return 0, err
-		}
-		ops = append(ops, clientv3.OpPut(s.partitionKey(name, p.Index), string(pv)))
-	}
-	// The partition seen-1 exists and partition seen does not: the count
-	// is what the caller saw (partitions are numbered densely).
-	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen))), "=", 0),
-		clientv3.Compare(clientv3.CreateRevision(s.topicKey(name)), ">", 0),
-	}
-	if seen > 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen-1))), ">", 0))
-	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil && isTooLarge(err) {
-		return 0, fmt.Errorf("%w: adding %d partitions to %s: %w", ErrTooLarge, len(add), name, err)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("metadata: adding partitions to %s: %w", name, err)
-	}
-	if !resp.Succeeded {
-		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
-	}
-	return resp.Header.Revision, nil
 }
 
 // UpdateTopicConfigs replaces a topic's configs with mutate's result,

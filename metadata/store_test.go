@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -500,15 +501,17 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// A topic whose creation would exceed etcd's transaction limits is refused
-// with ErrTooLarge and leaves nothing behind; one at the broker's
-// per-request bound (10,000 partitions) fits.
+// A topic record beyond etcd's request limit is refused with ErrTooLarge
+// and leaves nothing behind (its partitions, written first, are not
+// seen); one at the broker's per-request bound (10,000 partitions) fits,
+// as does an addition of as many.
 func TestCreateTopicBeyondEtcdLimitsIsErrTooLarge(t *testing.T) {
 	s := newTestStore(t)
 	ctx := ctxT(t)
-	big, parts := testTopic("big", MaxTxnOps)
+	big, parts := testTopic("big", 10)
+	big.Configs = map[string]string{"huge": strings.Repeat("x", MaxRequestBytes+1)}
 	if _, err := s.CreateTopic(ctx, big, parts); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("creating %d partitions: %v, want ErrTooLarge", len(parts), err)
+		t.Fatalf("creating a topic record of %d bytes: %v, want ErrTooLarge", MaxRequestBytes, err)
 	}
 	if _, err := s.topic(ctx, "big"); !errors.Is(err, ErrUnknownTopic) {
 		t.Fatalf("refused topic exists: %v", err)
@@ -517,9 +520,9 @@ func TestCreateTopicBeyondEtcdLimitsIsErrTooLarge(t *testing.T) {
 	if _, err := s.CreateTopic(ctx, fits, parts); err != nil {
 		t.Fatalf("creating 10,000 partitions: %v", err)
 	}
-	_, more := testTopic("fits", MaxTxnOps+10001)
-	if _, err := s.CreatePartitions(ctx, "fits", 10000, more[10000:]); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("adding %d partitions: %v, want ErrTooLarge", MaxTxnOps+1, err)
+	_, more := testTopic("fits", 20000)
+	if _, err := s.CreatePartitions(ctx, "fits", 10000, more[10000:]); err != nil {
+		t.Fatalf("adding 10,000 partitions: %v", err)
 	}
 }
 

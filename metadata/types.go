@@ -80,6 +80,11 @@ type Topic struct {
 	ID       UUID              `json:"id"`
 	Configs  map[string]string `json:"configs,omitempty"`
 	Internal bool              `json:"internal,omitempty"`
+	// PartitionCount is how many partitions the topic has: partition
+	// records at higher indexes are leftovers of an addition that did not
+	// finish, which readers ignore. Zero in records written before it
+	// existed: every partition record counts.
+	PartitionCount int32 `json:"partitionCount,omitempty"`
 }
 
 // Partition is one partition's replication state.

@@ -269,6 +269,13 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 					c.log.Info("pruned deleted-topic tombstones past their retention", "count", len(ids), "retention", c.cfg.DeletedTopicRetention)
 				}
 			}
+			// Partition records of topic creations (or additions)
+			// that stopped half-way, their creator gone.
+			if n, err := lead.CleanAbandonedCreations(ctx); err != nil {
+				c.log.Warn("cleaning the leftovers of abandoned topic creations", "err", err)
+			} else if n > 0 {
+				c.log.Info("cleaned the leftovers of abandoned topic creations", "topics", n)
+			}
 		}
 		if ok {
 			seen = map[int32]int64{}

@@ -1,0 +1,395 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// A topic, or an addition of partitions, takes one etcd write per
+// partition, and an etcd transaction holds at most --max-txn-ops
+// operations (128 by default) and --max-request-bytes (1.5 MiB). So the
+// partition records are written in chunks that fit any etcd's defaults, and
+// the topic record is written last, as the commit point:
+//
+//  1. a marker creating/<topic> (value: the topic id) is put with a lease
+//     of its own, if no topic record and no marker exist; the same
+//     transaction deletes partition records a crashed creation left (for
+//     an addition: those past the topic's PartitionCount);
+//  2. the partition records go in chunks, each only while the marker is
+//     ours;
+//  3. the topic record, with its PartitionCount, is put and the marker
+//     deleted in one transaction, only while the marker is ours.
+//
+// Readers (Cache) show a topic's partitions only under its record, with its
+// id and below its PartitionCount, so a creation that stops half-way is
+// never seen. Its marker goes with its lease (the creator crashed) and the
+// controller deletes what it left (CleanAbandonedCreations); a later
+// creation of the same name deletes it first.
+
+const (
+	// chunkOps and chunkBytes bound one transaction of partition
+	// records, well inside etcd's default limits (128 operations,
+	// 1.5 MiB).
+	chunkOps   = 100
+	chunkBytes = 512 << 10
+)
+
+// creatingTTL is the lease of a creation's marker, in seconds: how long a
+// creation may take, and how long after a crash its leftovers wait for the
+// controller.
+var creatingTTL int64 = 60
+
+// afterChunk, when set (tests), is called after each chunk a creation
+// writes; an error stops the creation there.
+var afterChunk func(i int) error
+
+// chunk splits ops into transactions of at most chunkOps operations and
+// chunkBytes bytes of keys and values; an op larger than chunkBytes alone
+// gets a transaction of its own (etcd refuses it if too large).
+func chunk(ops []clientv3.Op) [][]clientv3.Op {
+	var out [][]clientv3.Op
+	var cur []clientv3.Op
+	size := 0
+	for _, op := range ops {
+		n := len(op.KeyBytes()) + len(op.ValueBytes())
+		if len(cur) > 0 && (len(cur) == chunkOps || size+n > chunkBytes) {
+			out = append(out, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, op)
+		size += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// creation is one chunked write under a creating/ marker.
+type creation struct {
+	s      *Store
+	key    string // the marker
+	marker string // its value
+	lease  clientv3.LeaseID
+}
+
+// ours compares the marker with ours.
+func (c *creation) ours() clientv3.Cmp {
+	return clientv3.Compare(clientv3.Value(c.key), "=", c.marker)
+}
+
+// grant takes the marker's lease.
+func (s *Store) grantCreation(ctx context.Context, name, marker string) (*creation, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	l, err := s.cli.Grant(ctx, creatingTTL)
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	return &creation{s: s, key: s.creatingKey(name), marker: marker, lease: l.ID}, nil
+}
+
+// release revokes the marker's lease (the marker goes with it); best
+// effort, since the lease expires anyway.
+func (c *creation) release(ctx context.Context) {
+	if c.s.cli.Ctx().Err() != nil {
+		return // the client is closing: the lease expires
+	}
+	rctx, cancel := resolveContext(ctx)
+	defer cancel()
+	c.s.cli.Revoke(rctx, c.lease)
+}
+
+// writeChunks puts ops in chunks while the marker is ours.
+func (c *creation) writeChunks(ctx context.Context, what string, ops []clientv3.Op) error {
+	for i, ch := range chunk(ops) {
+		if i > 0 && afterChunk != nil {
+			if err := afterChunk(i); err != nil {
+				return err
+			}
+		}
+		wctx, cancel := withDeadline(ctx)
+		resp, err := c.s.cli.Txn(wctx).If(c.ours()).Then(ch...).Commit()
+		cancel()
+		if err != nil && isTooLarge(err) {
+			return fmt.Errorf("%w: %s: %w", ErrTooLarge, what, err)
+		}
+		if err != nil {
+			return fmt.Errorf("metadata: %s: %w", what, err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("metadata: %s: the creation's marker expired", what)
+		}
+	}
+	return nil
+}
+
+func (s *Store) partitionOps(t Topic, parts []Partition) ([]clientv3.Op, error) {
+	ops := make([]clientv3.Op, 0, len(parts))
+	for _, p := range parts {
+		p.Topic, p.TopicID = t.Name, t.ID
+		pv, err := json.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, clientv3.OpPut(s.partitionKey(t.Name, p.Index), string(pv)))
+	}
+	return ops, nil
+}
+
+// CreateTopic creates a topic and its partitions (numbered 0..n-1), the
+// topic record last (see above). It returns the revision of that write.
+func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (int64, error) {
+	t.PartitionCount = int32(len(parts))
+	tv, err := json.Marshal(t)
+	if err != nil {
+		return 0, err
+	}
+	ops, err := s.partitionOps(t, parts)
+	if err != nil {
+		return 0, err
+	}
+	key := s.topicKey(t.Name)
+	c, err := s.grantCreation(ctx, t.Name, t.ID.String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.release(ctx)
+	what := fmt.Sprintf("creating topic %s with %d partitions", t.Name, len(parts))
+	// 1. The marker, and no leftovers.
+	wctx, cancel := withDeadline(ctx)
+	resp, err := s.cli.Txn(wctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0)).
+		Then(clientv3.OpPut(c.key, c.marker, clientv3.WithLease(c.lease)), clientv3.OpDelete(s.partitionPrefix(t.Name), clientv3.WithPrefix())).
+		Commit()
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+	}
+	if !resp.Succeeded {
+		// The topic exists, or another creation of it is under way.
+		return 0, fmt.Errorf("%w: %s", ErrTopicExists, t.Name)
+	}
+	// 2. The partitions.
+	if err := c.writeChunks(ctx, what, ops); err != nil {
+		return 0, err
+	}
+	// 3. The topic record: the commit point.
+	wctx, cancel = withDeadline(ctx)
+	defer cancel()
+	resp, err = s.cli.Txn(wctx).
+		If(c.ours(), clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(tv)), clientv3.OpDelete(c.key)).
+		Commit()
+	if err != nil && isTooLarge(err) {
+		return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, what, err)
+	}
+	if err != nil {
+		// Indeterminate: the topic may have been created. Re-read.
+		rctx, rcancel := resolveContext(ctx)
+		defer rcancel()
+		if got, rerr := s.topic(rctx, t.Name); rerr == nil && got.ID == t.ID {
+			return s.Revision(rctx)
+		}
+		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
+	}
+	return resp.Header.Revision, nil
+}
+
+// topicKV reads a topic record with its modification revision.
+func (s *Store) topicKV(ctx context.Context, name string) (Topic, int64, error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.topicKey(name))
+	if err != nil {
+		return Topic{}, 0, fmt.Errorf("metadata: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Topic{}, 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	var t Topic
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return Topic{}, 0, fmt.Errorf("metadata: topic %s: %w", name, err)
+	}
+	return t, resp.Kvs[0].ModRevision, nil
+}
+
+// CreatePartitions adds partitions seen.. to a topic, only if it still has
+// exactly seen partitions (ErrConflict otherwise): the records past the
+// topic's PartitionCount first, in chunks, then the topic record's new
+// count (see above).
+func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add []Partition) (int64, error) {
+	t, rev, err := s.topicKV(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	what := fmt.Sprintf("adding %d partitions to %s", len(add), name)
+	ops, err := s.partitionOps(t, add)
+	if err != nil {
+		return 0, err
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.topicKey(name)), "=", rev)}
+	if t.PartitionCount == 0 {
+		// A record from before PartitionCount: every partition record
+		// counts, so the count is what the caller saw only if partition
+		// seen-1 exists and partition seen does not. The count is
+		// written now, so that what this addition writes stays unseen
+		// until it is done.
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen))), "=", 0))
+		if seen > 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.partitionKey(name, int32(seen-1))), ">", 0))
+		}
+	} else if int(t.PartitionCount) != seen {
+		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
+	}
+	c, err := s.grantCreation(ctx, name, t.ID.String()+"+"+fmt.Sprint(seen))
+	if err != nil {
+		return 0, err
+	}
+	defer c.release(ctx)
+	counted := t
+	counted.PartitionCount = int32(seen)
+	cv, err := json.Marshal(counted)
+	if err != nil {
+		return 0, err
+	}
+	// 1. The marker, the count made explicit, and no leftovers past it.
+	wctx, cancel := withDeadline(ctx)
+	resp, err := s.cli.Txn(wctx).
+		If(append(cmps, clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0))...).
+		Then(clientv3.OpPut(c.key, c.marker, clientv3.WithLease(c.lease)),
+			clientv3.OpPut(s.topicKey(name), string(cv)),
+			clientv3.OpDelete(s.partitionKey(name, int32(seen)), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.partitionPrefix(name))))).
+		Commit()
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
+	}
+	// 2. The new partitions, unseen past the count.
+	if err := c.writeChunks(ctx, what, ops); err != nil {
+		return 0, err
+	}
+	// 3. The new count, re-read so that a config change meanwhile is
+	// kept.
+	for {
+		cur, rev, err := s.topicKV(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		if cur.ID != t.ID {
+			return 0, fmt.Errorf("%w: topic %s was replaced", ErrConflict, name)
+		}
+		cur.PartitionCount = int32(seen + len(add))
+		tv, err := json.Marshal(cur)
+		if err != nil {
+			return 0, err
+		}
+		wctx, cancel := withDeadline(ctx)
+		resp, err := s.cli.Txn(wctx).
+			If(c.ours(), clientv3.Compare(clientv3.ModRevision(s.topicKey(name)), "=", rev)).
+			Then(clientv3.OpPut(s.topicKey(name), string(tv)), clientv3.OpDelete(c.key)).
+			Else(clientv3.OpGet(c.key)).
+			Commit()
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %s: %w", what, err)
+		}
+		if resp.Succeeded {
+			return resp.Header.Revision, nil
+		}
+		if got := resp.Responses[0].GetResponseRange(); got == nil || len(got.Kvs) == 0 || string(got.Kvs[0].Value) != c.marker {
+			return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		// The topic record changed (a config): again.
+	}
+}
+
+// CleanAbandonedCreations deletes, as the controller, the partition
+// records a creation or an addition left when it stopped half-way (its
+// marker gone with its lease): those of a topic with no record, and those
+// past a topic's PartitionCount. It returns how many topics it cleaned.
+func (l *Leadership) CleanAbandonedCreations(ctx context.Context) (int, error) {
+	s := l.store
+	rctx, cancel := withDeadline(ctx)
+	parts, err := s.cli.Get(rctx, s.partitionsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	var topics, markers *clientv3.GetResponse
+	if err == nil {
+		topics, err = s.cli.Get(rctx, s.topicsPrefix(), clientv3.WithPrefix())
+	}
+	if err == nil {
+		markers, err = s.cli.Get(rctx, s.creatingPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	}
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %w", err)
+	}
+	type rec struct {
+		t   Topic
+		ok  bool
+		rev int64
+	}
+	byName := map[string]rec{}
+	for _, kv := range topics.Kvs {
+		var t Topic
+		ok := json.Unmarshal(kv.Value, &t) == nil
+		byName[strings.TrimPrefix(string(kv.Key), s.topicsPrefix())] = rec{t, ok, kv.ModRevision}
+	}
+	creating := map[string]bool{}
+	for _, kv := range markers.Kvs {
+		creating[strings.TrimPrefix(string(kv.Key), s.creatingPrefix())] = true
+	}
+	// The first leftover index of each topic that has one.
+	from := map[string]int32{}
+	for _, kv := range parts.Kvs {
+		name, index, ok := parsePartitionKey(strings.TrimPrefix(string(kv.Key), s.partitionsPrefix()))
+		if !ok || creating[name] {
+			continue
+		}
+		r, exists := byName[name]
+		switch {
+		case !exists:
+			from[name] = 0
+		case r.ok && r.t.PartitionCount > 0 && index >= r.t.PartitionCount:
+			if f, seen := from[name]; !seen || index < f {
+				from[name] = index
+			}
+		}
+	}
+	cleaned := 0
+	var errs []error
+	for name, f := range from {
+		topicCmp := clientv3.Compare(clientv3.CreateRevision(s.topicKey(name)), "=", 0)
+		if r, exists := byName[name]; exists {
+			topicCmp = clientv3.Compare(clientv3.ModRevision(s.topicKey(name)), "=", r.rev)
+			f = r.t.PartitionCount
+		}
+		wctx, cancel := withDeadline(ctx)
+		resp, err := l.Txn(wctx, topicCmp, clientv3.Compare(clientv3.CreateRevision(s.creatingKey(name)), "=", 0)).
+			Then(clientv3.OpDelete(s.partitionKey(name, f), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.partitionPrefix(name))))).
+			Commit()
+		cancel()
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("metadata: cleaning the leftovers of topic %s: %w", name, err))
+		case resp.Succeeded:
+			cleaned++
+		}
+		// Not succeeded: the topic or a marker changed meanwhile (or
+		// leadership was lost); looked at again next time.
+	}
+	return cleaned, errors.Join(errs...)
+}

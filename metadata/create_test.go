@@ -1,0 +1,230 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// startStockEtcd starts an embedded etcd with etcd's default limits (128
+// operations per transaction, 1.5 MiB per request), as an external etcd
+// run without flags has.
+func startStockEtcd(t *testing.T) *Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientAddr: freeLoopbackAddr(), MaxTxnOps: 128, MaxRequestBytes: 1536 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func partitionCount(t *testing.T, c *Cache, rev int64, name string) int {
+	t.Helper()
+	if err := c.WaitForRevision(ctxT(t), rev); err != nil {
+		t.Fatal(err)
+	}
+	ts := c.Snapshot().Topics[name]
+	if ts == nil {
+		return -1
+	}
+	for i, p := range ts.Partitions {
+		if p.Index != int32(i) {
+			t.Fatalf("%s: partition %d at position %d", name, p.Index, i)
+		}
+	}
+	return len(ts.Partitions)
+}
+
+func keyCount(t *testing.T, cli *clientv3.Client, prefix string) int64 {
+	t.Helper()
+	resp, err := cli.Get(ctxT(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
+// A topic of 1,000 partitions, 500 more partitions, a config change and
+// the deletion all pass an etcd with its default limits, which refused
+// topics of more than 127 partitions written in one transaction.
+func TestTopicsBeyondEtcdDefaultLimits(t *testing.T) {
+	e := startStockEtcd(t)
+	s := NewStore(e.Client(), "")
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	topic, parts := testTopic("wide", 1500)
+	// Long replica lists, so that bytes bound the chunks too.
+	for i := range parts {
+		parts[i].Replicas = make([]int32, 200)
+	}
+	rev, err := s.CreateTopic(ctx, topic, parts[:1000])
+	if err != nil {
+		t.Fatalf("creating 1,000 partitions: %v", err)
+	}
+	if n := partitionCount(t, cache, rev, "wide"); n != 1000 {
+		t.Fatalf("%d partitions, want 1000", n)
+	}
+	if _, err := s.CreateTopic(ctx, topic, parts[:1]); !errors.Is(err, ErrTopicExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	if _, err := s.CreatePartitions(ctx, "wide", 999, parts[1000:]); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale count: %v", err)
+	}
+	if rev, err = s.CreatePartitions(ctx, "wide", 1000, parts[1000:]); err != nil {
+		t.Fatalf("adding 500 partitions: %v", err)
+	}
+	if n := partitionCount(t, cache, rev, "wide"); n != 1500 {
+		t.Fatalf("%d partitions, want 1500", n)
+	}
+	rev, err = s.UpdateTopicConfigs(ctx, "wide", func(m map[string]string) (map[string]string, error) {
+		m["retention.ms"] = "5"
+		return m, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := partitionCount(t, cache, rev, "wide"); n != 1500 || cache.Snapshot().Topics["wide"].Configs["retention.ms"] != "5" {
+		t.Fatalf("after a config change: %d partitions, configs %v", n, cache.Snapshot().Topics["wide"].Configs)
+	}
+	if rev, err = s.DeleteTopic(ctx, "wide"); err != nil {
+		t.Fatalf("deleting: %v", err)
+	}
+	if n := partitionCount(t, cache, rev, "wide"); n != -1 {
+		t.Fatalf("deleted topic has %d partitions", n)
+	}
+	if n := keyCount(t, e.Client(), s.partitionsPrefix()); n != 0 {
+		t.Fatalf("%d partition records left", n)
+	}
+	if _, err := s.CreateTopic(ctx, topic, parts[:300]); err != nil {
+		t.Fatalf("creating it again: %v", err)
+	}
+}
+
+// crashingStore is a store on a client of its own, closed by the test
+// between two chunks of a creation: the process stops there, its marker's
+// lease is not revoked.
+func crashingStore(t *testing.T, e *Embedded, prefix string, atChunk int) *Store {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	afterChunk = func(i int) error {
+		if i == atChunk {
+			cli.Close()
+			return errors.New("crashed")
+		}
+		return nil
+	}
+	t.Cleanup(func() { afterChunk = nil })
+	return NewStore(cli, prefix)
+}
+
+// A creation that stops between two chunks leaves no topic readers see;
+// its leftovers go when its marker's lease expires, at the controller's
+// clean-up or the next creation of the name; an addition of partitions
+// that stops half-way adds none.
+func TestCrashBetweenChunksLeavesNoHalfTopic(t *testing.T) {
+	e := startStockEtcd(t)
+	old := creatingTTL
+	creatingTTL = 2
+	defer func() { creatingTTL = old }()
+	s := NewStore(e.Client(), "")
+	ctx := ctxT(t)
+	cache, err := NewCache(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	lead, err := s.Campaign(ctx, 1, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lead.Resign(context.Background())
+
+	topic, parts := testTopic("torn", 1000)
+	if _, err := crashingStore(t, e, "", 4).CreateTopic(ctx, topic, parts); err == nil || !strings.Contains(err.Error(), "crashed") {
+		t.Fatalf("the crashed creation returned %v", err)
+	}
+	afterChunk = nil
+	if n := keyCount(t, e.Client(), s.partitionPrefix("torn")); n != 400 {
+		t.Fatalf("%d partition records written before the crash, want 400", n)
+	}
+	rev, _ := s.Revision(ctx)
+	if n := partitionCount(t, cache, rev, "torn"); n != -1 {
+		t.Fatalf("a half-created topic is visible with %d partitions", n)
+	}
+	// While the marker lives, another creation of the name is refused
+	// and the controller leaves the records alone.
+	if _, err := s.CreateTopic(ctx, topic, parts[:1]); !errors.Is(err, ErrTopicExists) {
+		t.Fatalf("creating during another creation: %v", err)
+	}
+	if n, err := lead.CleanAbandonedCreations(ctx); err != nil || n != 0 {
+		t.Fatalf("cleaned %d (%v) while the creation's marker lives", n, err)
+	}
+	waitFor(t, func() bool { return keyCount(t, e.Client(), s.creatingPrefix()) == 0 })
+	if n, err := lead.CleanAbandonedCreations(ctx); err != nil || n != 1 {
+		t.Fatalf("cleaned %d topics (%v), want 1", n, err)
+	}
+	if n := keyCount(t, e.Client(), s.partitionsPrefix()); n != 0 {
+		t.Fatalf("%d partition records left after the clean-up", n)
+	}
+
+	// A crashed creation's leftovers are also deleted by the next
+	// creation of the name: it has exactly its own partitions.
+	crashingStore(t, e, "", 7).CreateTopic(ctx, topic, parts)
+	afterChunk = nil
+	waitFor(t, func() bool { return keyCount(t, e.Client(), s.creatingPrefix()) == 0 })
+	other := topic
+	other.ID = UUID{9, 9, 9}
+	rev, err = s.CreateTopic(ctx, other, parts[:250])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := partitionCount(t, cache, rev, "torn"); n != 250 || keyCount(t, e.Client(), s.partitionPrefix("torn")) != 250 {
+		t.Fatalf("recreated: %d partitions visible, want 250", n)
+	}
+	for _, p := range cache.Snapshot().Topics["torn"].Partitions {
+		if p.TopicID != other.ID {
+			t.Fatalf("partition %d of another topic id", p.Index)
+		}
+	}
+
+	// An addition that stops half-way adds nothing visible, and the
+	// next addition from the same count succeeds.
+	_, more := testTopic("torn", 1250)
+	if _, err := crashingStore(t, e, "", 3).CreatePartitions(ctx, "torn", 250, more[250:]); err == nil {
+		t.Fatal("the crashed addition succeeded")
+	}
+	afterChunk = nil
+	rev, _ = s.Revision(ctx)
+	if n := partitionCount(t, cache, rev, "torn"); n != 250 {
+		t.Fatalf("after a crashed addition: %d partitions visible, want 250", n)
+	}
+	waitFor(t, func() bool { return keyCount(t, e.Client(), s.creatingPrefix()) == 0 })
+	if n, err := lead.CleanAbandonedCreations(ctx); err != nil || n != 1 || keyCount(t, e.Client(), s.partitionPrefix("torn")) != 250 {
+		t.Fatalf("cleaned %d topics (%v)", n, err)
+	}
+	crashingStore(t, e, "", 2).CreatePartitions(ctx, "torn", 250, more[250:])
+	afterChunk = nil
+	waitFor(t, func() bool { return keyCount(t, e.Client(), s.creatingPrefix()) == 0 })
+	if rev, err = s.CreatePartitions(ctx, "torn", 250, more[250:]); err != nil {
+		t.Fatalf("adding after a crashed addition: %v", err)
+	}
+	if n := partitionCount(t, cache, rev, "torn"); n != 1250 {
+		t.Fatalf("%d partitions, want 1250", n)
+	}
+}
