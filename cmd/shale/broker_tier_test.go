@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
@@ -28,31 +25,12 @@ func TestBrokerUploadsSealedSegmentsToMinIO(t *testing.T) {
 	srv := miniotest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	etcdAddr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	etcdAddr := startTestEtcd(t, ctx)
 	const bucket = "brokers"
 	store := srv.URL(bucket, "") + "&create_bucket=true"
-	var procs []*brokerProc
-	var seeds []string
-	for id := 0; id < 3; id++ {
-		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr,
-			objectStore: store, env: miniotest.Env()}
-		startClusterBroker(t, p)
-		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
-		procs = append(procs, p)
-		seeds = append(seeds, p.kafkaAddr)
-	}
-	defer func() {
-		if t.Failed() {
-			for _, p := range procs {
-				t.Logf("broker %d:\n%s", p.id, tail(p.stderr.String(), 4000))
-			}
-		}
-	}()
+	procs, seeds := startBrokerProcs(t, etcdAddr, 3, func(p *brokerProc) {
+		p.objectStore, p.env = store, miniotest.Env()
+	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("up"), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		t.Fatal(err)

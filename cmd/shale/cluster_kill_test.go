@@ -37,6 +37,46 @@ type brokerProc struct {
 	exited      chan struct{}
 }
 
+// startTestEtcd starts an embedded etcd for `shale broker` processes and
+// returns its client address; it stops when the test ends, after the
+// brokers' processes are killed.
+func startTestEtcd(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	addr := freeAddr(t)
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return addr
+}
+
+// startBrokerProcs starts n `shale broker` processes (ids 0 to n-1) on
+// the etcd at etcdAddr, setup (if not nil) applied to each before it
+// starts, and returns them with their Kafka addresses. They are killed
+// with SIGKILL when the test ends, their stderr logged first if it failed.
+func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *brokerProc)) (procs []*brokerProc, seeds []string) {
+	t.Helper()
+	for id := 0; id < n; id++ {
+		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
+		if setup != nil {
+			setup(p)
+		}
+		startClusterBroker(t, p)
+		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+		procs = append(procs, p)
+		seeds = append(seeds, p.kafkaAddr)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("broker %d:\n%s", p.id, tail(p.stderr.String(), 4000))
+			}
+		}
+	})
+	return procs, seeds
+}
+
 // startClusterBroker starts (or restarts, on the same directory and
 // addresses) broker id of cluster "kill" on the etcd at endpoint.
 func startClusterBroker(t *testing.T, p *brokerProc) {
@@ -237,29 +277,8 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t *testing.T, c *testCluster, round int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	etcdAddr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	var procs []*brokerProc
-	var seeds []string
-	for id := 0; id < 3; id++ {
-		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
-		setup(p)
-		startClusterBroker(t, p)
-		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
-		procs = append(procs, p)
-		seeds = append(seeds, p.kafkaAddr)
-	}
-	defer func() {
-		if t.Failed() {
-			for _, p := range procs {
-				t.Logf("broker %d:\n%s", p.id, tail(p.stderr.String(), 4000))
-			}
-		}
-	}()
+	etcdAddr := startTestEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcdAddr, 3, setup)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("acked"),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second))
 	if err != nil {
@@ -371,12 +390,7 @@ func TestDevThreeBrokersReplicate(t *testing.T) {
 func TestBrokerSecondSIGTERMExitsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	etcdAddr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	etcdAddr := startTestEtcd(t, ctx)
 	p := &brokerProc{t: t, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
 	startClusterBroker(t, p)
 	t.Cleanup(func() { p.kill(syscall.SIGKILL) })

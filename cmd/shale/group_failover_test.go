@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shale-log/shale/broker/brokertest"
-	"github.com/shale-log/shale/metadata"
 )
 
 // TestSIGKILLOfGroupCoordinatorLosesNoCommittedOffset: three `shale
@@ -20,28 +18,8 @@ import (
 func TestSIGKILLOfGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	etcdAddr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	var procs []*brokerProc
-	var seeds []string
-	for id := 0; id < 3; id++ {
-		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
-		startClusterBroker(t, p)
-		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
-		procs = append(procs, p)
-		seeds = append(seeds, p.kafkaAddr)
-	}
-	defer func() {
-		if t.Failed() {
-			for _, p := range procs {
-				t.Logf("broker %d:\n%s", p.id, tail(p.stderr.String(), 4000))
-			}
-		}
-	}()
+	etcdAddr := startTestEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcdAddr, 3, nil)
 	brokertest.RunGroupFailover(t, seeds, func(coordinator int32) {
 		procs[coordinator].kill(syscall.SIGKILL)
 	})

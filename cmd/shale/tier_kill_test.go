@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
-	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore/miniotest"
 	"github.com/shale-log/shale/tiering"
 )
@@ -42,12 +41,7 @@ func killDuringUpload(t *testing.T, point string) {
 	srv := miniotest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	etcdAddr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	etcdAddr := startTestEtcd(t, ctx)
 	const bucket = "killed"
 	env := append(miniotest.Env(), "SHALE_TEST_ORPHAN_GRACE=1ms")
 	p := &brokerProc{t: t, id: 0, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr,
