@@ -1,8 +1,10 @@
 package broker_test
 
 import (
+	"fmt"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -112,4 +114,37 @@ func TestMaxBrokerPartitions(t *testing.T) {
 	codes := createTopicsCodes(t, cl, createTopicsRequest(false, topicReq("three", 3), topicReq("two", 2)))
 	wantCode(t, "3 more partitions", codes["three"], kerr.PolicyViolation.Code)
 	wantCode(t, "2 more partitions", codes["two"], 0)
+}
+
+// A topic of 300 partitions is created, grown to 500 and deleted
+// through the Kafka API on a broker whose etcd has etcd's default limits
+// (128 operations per transaction): the metadata is written in chunks.
+func TestWideTopicOnAStockEtcd(t *testing.T) {
+	b := brokertest.Start(t)
+	adm := b.Admin()
+	ctx := testCtx(t)
+	createTopic(t, adm, "wide", 300, nil)
+	described := func(want int) {
+		t.Helper()
+		brokertest.WaitFor(t, 10*time.Second, "the partitions described", func() (bool, string) {
+			tds, err := adm.ListTopics(ctx, "wide")
+			if err != nil {
+				return false, err.Error()
+			}
+			n := len(tds["wide"].Partitions)
+			return n == want, fmt.Sprintf("%d partitions, want %d", n, want)
+		})
+	}
+	described(300)
+	resp, err := adm.CreatePartitions(ctx, 200, "wide")
+	if err != nil || resp["wide"].Err != nil {
+		t.Fatalf("adding 200 partitions: %v %v", err, resp["wide"].Err)
+	}
+	described(500)
+	cl := b.Client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceSync(t, cl, &kgo.Record{Topic: "wide", Partition: 499, Value: []byte("last")})
+	dresp, err := adm.DeleteTopics(ctx, "wide")
+	if err != nil || dresp["wide"].Err != nil {
+		t.Fatalf("deleting: %v %v", err, dresp["wide"].Err)
+	}
 }

@@ -39,6 +39,14 @@ type Broker struct {
 	log      *slog.Logger // nil: logger()
 }
 
+// The test brokers' embedded etcd has the limits of an etcd run without
+// flags (--max-txn-ops 128, --max-request-bytes 1.5 MiB), so that every
+// metadata write is checked to fit an operator's stock etcd.
+const (
+	StockEtcdMaxTxnOps       = 128
+	StockEtcdMaxRequestBytes = 1536 << 10
+)
+
 // Option adjusts the broker's config.
 type Option func(*broker.Config)
 
@@ -92,7 +100,7 @@ func (b *Broker) start(t testing.TB, addr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(b.Dir, "etcd")})
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(b.Dir, "etcd"), MaxTxnOps: StockEtcdMaxTxnOps, MaxRequestBytes: StockEtcdMaxRequestBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(c.Dir, "etcd")})
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(c.Dir, "etcd"), MaxTxnOps: StockEtcdMaxTxnOps, MaxRequestBytes: StockEtcdMaxRequestBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
