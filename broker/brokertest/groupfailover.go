@@ -35,9 +35,9 @@ type groupLedger struct {
 	commits    int
 }
 
-func (l *groupLedger) violate(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// violateLocked records a violation; past the first 20 it only fails the
+// run, which the first already does. Requires l.mu.
+func (l *groupLedger) violateLocked(format string, args ...any) {
 	if len(l.violations) < 20 {
 		l.violations = append(l.violations, fmt.Sprintf(format, args...))
 	}
@@ -130,8 +130,8 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 				var recs []*kgo.Record
 				l.mu.Lock()
 				fs.EachRecord(func(r *kgo.Record) {
-					if c := l.committed[r.Partition]; r.Offset < c && len(l.violations) < 20 {
-						l.violations = append(l.violations, fmt.Sprintf("partition %d: record at offset %d handed out again after a commit up to %d was acknowledged", r.Partition, r.Offset, c))
+					if c := l.committed[r.Partition]; r.Offset < c {
+						l.violateLocked("partition %d: record at offset %d handed out again after a commit up to %d was acknowledged", r.Partition, r.Offset, c)
 					}
 					l.consumed[string(r.Value)]++
 					recs = append(recs, r)
@@ -180,10 +180,10 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 				return
 			}
 			if prev := l.observed[o.Partition]; o.At < prev {
-				l.violations = append(l.violations, fmt.Sprintf("partition %d: committed offset %d read after %d", o.Partition, o.At, prev))
+				l.violateLocked("partition %d: committed offset %d read after %d", o.Partition, o.At, prev)
 			}
 			if a := acknowledged[o.Partition]; o.At < a {
-				l.violations = append(l.violations, fmt.Sprintf("partition %d: committed offset %d read after a commit up to %d was acknowledged", o.Partition, o.At, a))
+				l.violateLocked("partition %d: committed offset %d read after a commit up to %d was acknowledged", o.Partition, o.At, a)
 			}
 			l.observed[o.Partition] = max(l.observed[o.Partition], o.At)
 		})
