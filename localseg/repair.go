@@ -198,8 +198,9 @@ func (l *Log) keepLost(keep func(LostRange) bool) error {
 	return writeFileAtomic(l.fs, path, encodeLostRanges(kept))
 }
 
-// RangeOf is the lost range a Damage of segment base leaves: [FirstOffset,
-// NextGood), or to the segment's end when no intact batch follows.
+// RangeOf is the lost range a Damage leaves in its segment (d.Segment):
+// [FirstOffset, NextGood), or to the segment's end when no intact batch
+// follows; false when the segment is no longer in the log.
 func (l *Log) RangeOf(d Damage) (LostRange, bool) {
 	for _, s := range l.segments() {
 		if s.path(".log") == d.Segment {
