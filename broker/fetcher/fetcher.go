@@ -40,7 +40,7 @@ const (
 
 // ErrNotFollower is what a Replica returns when it no longer follows the
 // leader and epoch a call names: the fetcher drops the answer quietly.
-var ErrNotFollower = errors.New("broker: no longer following that leader and epoch")
+var ErrNotFollower = errors.New("fetcher: no longer following that leader and epoch")
 
 // Replica is the follower partition a fetcher writes to. Each write names
 // the leader and leader epoch it was fetched under; the replica applies it
