@@ -212,20 +212,24 @@ func (l *Log) noteDamage(s *segment, ds []Damage, next int64) []Damage {
 	return ds
 }
 
-// recordDamageLocked makes ds the known damage of s: logged, told to
-// OnDamage, and added to the lost-ranges file. Requires s.loadMu.
+// recordDamageLocked makes ds the known damage of s: logged, added to the
+// lost-ranges file, and then told to OnDamage, whose repairs read that
+// file (told first, a repair could find nothing recorded yet and leave
+// the range lost until its next retry). Requires s.loadMu.
 func (l *Log) recordDamageLocked(s *segment, ds []Damage, next int64) {
 	for i := range ds {
 		ds[i].Segment = s.path(".log")
 		l.log.Error("corrupt batches in a sealed segment: reads skip them", "damage", ds[i].String())
-		if l.onDamage != nil {
-			l.onDamage(ds[i])
-		}
 	}
 	s.damage = &ds
 	if len(ds) > 0 {
 		if err := l.recordLost(s, ds, next); err != nil {
 			l.log.Error("recording lost ranges", "dir", l.dir, "err", err)
+		}
+	}
+	if l.onDamage != nil {
+		for _, d := range ds {
+			l.onDamage(d)
 		}
 	}
 }

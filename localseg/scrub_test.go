@@ -109,7 +109,15 @@ func TestReadSkipsDamageInSealedSegments(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h, path := sealedLog(t)
 			var reported []Damage
-			h.opts.OnDamage = func(d Damage) { reported = append(reported, d) }
+			recordedWhenReported := -1
+			h.opts.OnDamage = func(d Damage) {
+				reported = append(reported, d)
+				lost, err := h.log.LostRanges() // what a repair told now reads
+				if err != nil {
+					t.Error(err)
+				}
+				recordedWhenReported = len(lost)
+			}
 			h.restart()
 			data, err := os.ReadFile(path)
 			if err != nil {
@@ -129,6 +137,9 @@ func TestReadSkipsDamageInSealedSegments(t *testing.T) {
 			}
 			if len(reported) != 1 {
 				t.Fatalf("damage reported %d times: %v", len(reported), reported)
+			}
+			if recordedWhenReported != 1 {
+				t.Fatalf("OnDamage was told with %d lost ranges recorded, want 1", recordedWhenReported)
 			}
 			h.restart()
 			lost, err := h.log.LostRanges()
