@@ -1,17 +1,23 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/shale-log/shale/broker"
 )
@@ -27,6 +33,98 @@ type statusServer struct {
 }
 
 var errStarting = errors.New("starting")
+
+// brokersUp returns the brokers of the process, nil while they start.
+func (s *statusServer) brokersUp() []*broker.Broker {
+	if bs := s.brokers.Load(); bs != nil {
+		return *bs
+	}
+	return nil
+}
+
+// partitionsDocument is the answer of the per-partition JSON endpoints
+// (/v1/tier, /v1/lost-ranges).
+type partitionsDocument[P any] struct {
+	Partitions []P `json:"partitions"`
+}
+
+// partitionsHandler serves a per-partition JSON endpoint: what report
+// gives for each broker of the process (nil while they start), for the
+// topic the query names (every topic without one).
+func partitionsHandler[P any](brokers func() []*broker.Broker, report func(b *broker.Broker, topic string) []P) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bs := brokers()
+		if bs == nil {
+			http.Error(w, errStarting.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		topic := r.URL.Query().Get("topic")
+		doc := partitionsDocument[P]{Partitions: []P{}}
+		for _, b := range bs {
+			doc.Partitions = append(doc.Partitions, report(b, topic)...)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(doc)
+	})
+}
+
+// askBrokers GETs a per-partition JSON endpoint (path) for topic (every
+// topic when empty) from each of addrs, or, with none, from every address
+// the brokers advertise. It returns the partitions of those that
+// answered, how many answered, and an error naming those that did not.
+func askBrokers[P any](ctx context.Context, adm *kadm.Client, addrs []string, path, topic string) ([]P, int, error) {
+	var (
+		out      []P
+		errs     []string
+		answered int
+		err      error
+	)
+	if len(addrs) == 0 {
+		if addrs, err = advertisedHTTPAddrs(ctx, adm); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	hc := &http.Client{}
+	for _, addr := range addrs {
+		u := "http://" + addr + path
+		if topic != "" {
+			u += "?topic=" + url.QueryEscape(topic)
+		}
+		var doc partitionsDocument[P]
+		if err := getJSON(ctx, hc, u, &doc); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		answered++
+		out = append(out, doc.Partitions...)
+	}
+	if len(errs) > 0 {
+		return out, answered, errors.New(strings.Join(errs, "; "))
+	}
+	return out, answered, nil
+}
+
+func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", u, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", u, err)
+	}
+	return nil
+}
 
 // newRegistry is the process's metrics registry, with Go's runtime and
 // process collectors.
@@ -59,20 +157,10 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 	mux.HandleFunc("/readyz", s.check(func(_ *http.Request, b *broker.Broker) error { return b.Ready() }))
 	// /v1/tier: tiered storage status of the process's partitions (see
 	// shale tier status).
-	mux.Handle("GET /v1/tier", tierHandler(func() []*broker.Broker {
-		if bs := s.brokers.Load(); bs != nil {
-			return *bs
-		}
-		return nil
-	}))
+	mux.Handle("GET /v1/tier", partitionsHandler(s.brokersUp, tierReport))
 	// /v1/lost-ranges: offsets lost to damaged local segments (see
 	// shale topic lost-ranges).
-	mux.Handle("GET /v1/lost-ranges", lostRangesHandler(func() []*broker.Broker {
-		if bs := s.brokers.Load(); bs != nil {
-			return *bs
-		}
-		return nil
-	}))
+	mux.Handle("GET /v1/lost-ranges", partitionsHandler(s.brokersUp, lostReport))
 	// Bounded like the Kafka listener: a request must arrive within 10s
 	// and an idle keep-alive connection is closed after two minutes.
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}

@@ -2,13 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,100 +44,39 @@ type lostPartition struct {
 }
 
 // lostDocument is the /v1/lost-ranges answer.
-type lostDocument struct {
-	Partitions []lostPartition `json:"partitions"`
-}
+type lostDocument = partitionsDocument[lostPartition]
 
-// lostRangesHandler serves GET /v1/lost-ranges for the brokers of this
-// process (nil while they start).
-func lostRangesHandler(brokers func() []*broker.Broker) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		bs := brokers()
-		if bs == nil {
-			http.Error(w, errStarting.Error(), http.StatusServiceUnavailable)
-			return
+// lostReport is broker b's lost ranges of topic (every topic when empty).
+func lostReport(b *broker.Broker, topic string) []lostPartition {
+	var out []lostPartition
+	for _, st := range b.LostRanges(topic) {
+		lp := lostPartition{Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader,
+			Ranges: []lostRange{}, ReadError: st.ReadError, LastRepairError: st.LastRepairError}
+		for _, lr := range st.Ranges {
+			lp.Ranges = append(lp.Ranges, lostRange{From: lr.From, To: lr.To, SegmentBase: lr.SegmentBase, Found: time.UnixMilli(lr.FoundMs).UTC()})
 		}
-		topic := r.URL.Query().Get("topic")
-		doc := lostDocument{Partitions: []lostPartition{}}
-		for _, b := range bs {
-			for _, st := range b.LostRanges(topic) {
-				lp := lostPartition{Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader,
-					Ranges: []lostRange{}, ReadError: st.ReadError, LastRepairError: st.LastRepairError}
-				for _, lr := range st.Ranges {
-					lp.Ranges = append(lp.Ranges, lostRange{From: lr.From, To: lr.To, SegmentBase: lr.SegmentBase, Found: time.UnixMilli(lr.FoundMs).UTC()})
-				}
-				if !st.LastRepair.IsZero() {
-					t := st.LastRepair.UTC()
-					lp.LastRepair = &t
-				}
-				doc.Partitions = append(doc.Partitions, lp)
-			}
+		if !st.LastRepair.IsZero() {
+			t := st.LastRepair.UTC()
+			lp.LastRepair = &t
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(doc)
-	})
+		out = append(out, lp)
+	}
+	return out
 }
 
 // fetchLostRanges asks every --http address, or every address the brokers
 // advertise; it returns what those that answered said, and an error naming
 // those that did not.
 func fetchLostRanges(ctx context.Context, cmd *cobra.Command, adm *kadm.Client, h *httpFlag, topic string) ([]lostPartition, error) {
-	var out []lostPartition
 	addrs, err := h.resolve(cmd)
 	if err != nil {
 		return nil, err
 	}
-	var errs []string
-	if len(addrs) == 0 {
-		if addrs, err = advertisedHTTPAddrs(ctx, adm); err != nil {
-			errs = append(errs, err.Error())
-		}
+	out, answered, err := askBrokers[lostPartition](ctx, adm, addrs, "/v1/lost-ranges", topic)
+	if err != nil && answered == 0 {
+		return nil, fmt.Errorf("no broker answered on its HTTP address: %w", err)
 	}
-	hc := &http.Client{}
-	answered := 0
-	for _, addr := range addrs {
-		u := "http://" + addr + "/v1/lost-ranges"
-		if topic != "" {
-			u += "?topic=" + url.QueryEscape(topic)
-		}
-		var doc lostDocument
-		if err := getJSON(ctx, hc, u, &doc); err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		answered++
-		out = append(out, doc.Partitions...)
-	}
-	if len(errs) > 0 {
-		err := errors.New(strings.Join(errs, "; "))
-		if answered == 0 {
-			return nil, fmt.Errorf("no broker answered on its HTTP address: %w", err)
-		}
-		return out, err
-	}
-	return out, nil
-}
-
-func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", u, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
-		return fmt.Errorf("GET %s: %w", u, err)
-	}
-	return nil
+	return out, err
 }
 
 func newTopicLostRangesCmd() *cobra.Command {

@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -52,42 +48,24 @@ type tierPartition struct {
 	LastUpload        *time.Time `json:"last_upload,omitempty"`
 }
 
-// tierDocument is the /v1/tier answer.
-type tierDocument struct {
-	Partitions []tierPartition `json:"partitions"`
-}
-
-// tierHandler serves GET /v1/tier for the brokers of this process (nil
-// while they start).
-func tierHandler(brokers func() []*broker.Broker) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		bs := brokers()
-		if bs == nil {
-			http.Error(w, errStarting.Error(), http.StatusServiceUnavailable)
-			return
+// tierReport is broker b's tiered storage status of topic (every topic
+// when empty).
+func tierReport(b *broker.Broker, topic string) []tierPartition {
+	var out []tierPartition
+	for _, st := range b.TierStatus(topic) {
+		tp := tierPartition{
+			Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader, Tiered: st.Tiered, Loading: st.Loading,
+			LocalBytes: st.LocalBytes, LocalStartOffset: st.LocalStartOffset, LogEndOffset: st.LogEndOffset, HighWatermark: st.HighWatermark,
+			RemoteBytes: st.RemoteBytes, RemoteSegments: st.RemoteSegments, RemoteStartOffset: st.RemoteStartOffset, RemoteEndOffset: st.RemoteEndOffset,
+			UploadLagBytes: st.UploadLagBytes, UploadLagSegments: st.UploadLagSegments,
 		}
-		topic := r.URL.Query().Get("topic")
-		doc := tierDocument{Partitions: []tierPartition{}}
-		for _, b := range bs {
-			for _, st := range b.TierStatus(topic) {
-				tp := tierPartition{
-					Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader, Tiered: st.Tiered, Loading: st.Loading,
-					LocalBytes: st.LocalBytes, LocalStartOffset: st.LocalStartOffset, LogEndOffset: st.LogEndOffset, HighWatermark: st.HighWatermark,
-					RemoteBytes: st.RemoteBytes, RemoteSegments: st.RemoteSegments, RemoteStartOffset: st.RemoteStartOffset, RemoteEndOffset: st.RemoteEndOffset,
-					UploadLagBytes: st.UploadLagBytes, UploadLagSegments: st.UploadLagSegments,
-				}
-				if !st.LastUpload.IsZero() {
-					t := st.LastUpload.UTC()
-					tp.LastUpload = &t
-				}
-				doc.Partitions = append(doc.Partitions, tp)
-			}
+		if !st.LastUpload.IsZero() {
+			t := st.LastUpload.UTC()
+			tp.LastUpload = &t
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(doc)
-	})
+		out = append(out, tp)
+	}
+	return out
 }
 
 // httpFlag is --http: the brokers' HTTP addresses (SHALE_HTTP); none:
@@ -201,52 +179,11 @@ func fetchTierStatus(ctx context.Context, cmd *cobra.Command, adm *kadm.Client, 
 	if err != nil {
 		return out, err
 	}
-	var errs []string
-	if len(addrs) == 0 {
-		if addrs, err = advertisedHTTPAddrs(ctx, adm); err != nil {
-			errs = append(errs, err.Error())
-		}
+	parts, _, err := askBrokers[tierPartition](ctx, adm, addrs, "/v1/tier", topic)
+	for _, p := range parts {
+		out.add(p)
 	}
-	hc := &http.Client{}
-	for _, addr := range addrs {
-		u := "http://" + addr + "/v1/tier"
-		if topic != "" {
-			u += "?topic=" + url.QueryEscape(topic)
-		}
-		doc, err := getTier(ctx, hc, u)
-		if err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		for _, p := range doc.Partitions {
-			out.add(p)
-		}
-	}
-	if len(errs) > 0 {
-		return out, errors.New(strings.Join(errs, "; "))
-	}
-	return out, nil
-}
-
-func getTier(ctx context.Context, hc *http.Client, u string) (tierDocument, error) {
-	var doc tierDocument
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return doc, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return doc, fmt.Errorf("GET %s: %w", u, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return doc, fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&doc); err != nil {
-		return doc, fmt.Errorf("GET %s: %w", u, err)
-	}
-	return doc, nil
+	return out, err
 }
 
 func newTierCmd() *cobra.Command {
