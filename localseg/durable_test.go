@@ -678,3 +678,160 @@ func TestSegmentSyncsUseDescriptorsOfTheirOwn(t *testing.T) {
 		t.Fatalf("%d fsyncs through a shared descriptor: %v", len(g.shared), g.shared)
 	}
 }
+
+// Every batch acknowledged as durable is, when its callback runs, in the
+// bytes a crash would keep (crashfs's durable copy of its segment, entered
+// durably in the directory), with producers that each keep a window of
+// batches waiting (so that syncs are held for returning producers), rolls
+// (sealed segments flushed in the background) and, in the second run,
+// overlapping syncs.
+func TestAcknowledgedBatchesWereCoveredByACompletedSync(t *testing.T) {
+	for _, inFlight := range []int{1, 2} {
+		t.Run(fmt.Sprint("syncs-in-flight-", inFlight), func(t *testing.T) {
+			old := maxSyncsInFlight
+			maxSyncsInFlight = inFlight
+			defer func() { maxSyncsInFlight = old }()
+			checkAcksCovered(t)
+		})
+	}
+}
+
+func checkAcksCovered(t *testing.T) {
+	root := t.TempDir()
+	cfs, err := crashfs.New(nil, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "topic-0")
+	l, err := Open(dir, Config{SegmentBytes: 24 << 10}, Options{FS: cfs, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// covered reports whether the durable copy of the segment holding
+	// off contains b.
+	covered := func(off int64, b []byte) error {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		seg := ""
+		for _, e := range entries { // sorted: the last base <= off wins
+			var base int64
+			if n, _ := fmt.Sscanf(e.Name(), "%020d.log", &base); n == 1 && strings.HasSuffix(e.Name(), ".log") && base <= off {
+				seg = filepath.Join(dir, e.Name())
+			}
+		}
+		data, ok := cfs.Durable(seg)
+		if !ok {
+			return fmt.Errorf("batch at %d acknowledged while its segment %s is not durably in the directory", off, seg)
+		}
+		if !bytes.Contains(data, b) {
+			return fmt.Errorf("batch at %d acknowledged while not in the durable %d bytes of %s", off, len(data), seg)
+		}
+		return nil
+	}
+	const producers, window, perProducer = 4, 6, 120
+	errs := make(chan error, producers*perProducer)
+	var wg sync.WaitGroup
+	for p := 0; p < producers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := make(chan struct{}, window)
+			var acks sync.WaitGroup
+			for i := 0; i < perProducer; i++ {
+				sem <- struct{}{}
+				b := batch(1+i%3, 150+p, int64(i))
+				res, err := l.AppendAsLeader(b, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				kept := append([]byte(nil), b...) // as written, offsets set
+				acks.Add(1)
+				done := func(err error) {
+					if err == nil {
+						err = covered(res.FirstOffset, kept)
+					}
+					if err != nil {
+						errs <- err
+					}
+					<-sem
+					acks.Done()
+				}
+				if l.WhenDurable(res.LastOffset+1, done) {
+					done(nil)
+				}
+			}
+			acks.Wait()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// A sync that answers waiters holds the next one back until as many have
+// come again, so that a producer's returning requests and those that
+// waited share one fsync instead of the waiting ones starting a sync of
+// their own at once.
+func TestSyncHeldForReturningProducers(t *testing.T) {
+	old := maxSyncHold
+	maxSyncHold = time.Minute
+	defer func() { maxSyncHold = old }()
+	gate := make(chan struct{})
+	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	appendWait := func() chan error {
+		ch := make(chan error, 1)
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
+			ch <- nil
+		}
+		return ch
+	}
+	first := appendWait()
+	<-g.held // the first sync runs (and takes its time: the hold is half of it)
+	var waiting []chan error
+	for i := 0; i < 3; i++ {
+		waiting = append(waiting, appendWait())
+	}
+	time.Sleep(time.Second)
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The first sync answered one waiter: the next waits for one more
+	// (for half a second at most, half the first sync's time), here
+	// one that comes back after a while.
+	time.Sleep(50 * time.Millisecond)
+	g.mu.Lock()
+	syncs := g.syncs
+	g.mu.Unlock()
+	if syncs != 1 {
+		t.Fatalf("%d fsyncs before the answered producer came back, want 1", syncs)
+	}
+	waiting = append(waiting, appendWait())
+	for _, ch := range waiting {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.syncs != 2 {
+		t.Fatalf("%d fsyncs for 5 durable appends, want 2 (the held sync covers the waiting ones and the returning one)", g.syncs)
+	}
+}

@@ -112,6 +112,32 @@ func (f *FS) Syncs() int {
 	return f.syncs
 }
 
+// Durable returns a copy of the bytes a crash now would surely leave in
+// the file at path: those as of its last fsync, when the file and every
+// directory on its way are durably entered (false otherwise). Crash may
+// keep more (a torn tail), never less.
+func (f *FS) Durable(path string) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	parts, ok := f.rel(path)
+	if !ok {
+		return nil, false
+	}
+	n := f.tree
+	for _, p := range parts {
+		if !n.dir {
+			return nil, false
+		}
+		if n = n.durable[p]; n == nil {
+			return nil, false
+		}
+	}
+	if n.dir {
+		return nil, false
+	}
+	return append([]byte(nil), n.data...), true
+}
+
 // rel splits path into its components under the root; ok is false for
 // paths outside it.
 func (f *FS) rel(path string) ([]string, bool) {
