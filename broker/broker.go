@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"sync"
 	"time"
 
@@ -102,8 +103,10 @@ type Config struct {
 	// (default 5,000; negative: no bound).
 	MaxGroupLagSeries int
 	// ScrubBytesPerSecond bounds the read rate of the background scrubber
-	// that verifies sealed segments (default 16 MiB/s); ScrubInterval is
-	// the time between its passes (default 7 days; negative disables).
+	// that verifies sealed segments (default 16 MiB/s: about 9.5 TiB a
+	// week); ScrubInterval is how often it verifies each partition
+	// (default 7 days, counted from the partition's last complete scrub,
+	// which survives restarts; negative disables).
 	ScrubBytesPerSecond int64
 	ScrubInterval       time.Duration
 	// LogDirReserveBytes is the free space the log directory keeps:
@@ -531,14 +534,17 @@ func (b *Broker) start() {
 	}()
 }
 
-// scrubLoop verifies every hosted partition's sealed segments once per
-// ScrubInterval at ScrubBytesPerSecond: damage newly found is logged and
+// scrubLoop verifies every hosted partition's sealed segments about once
+// per ScrubInterval, reading at most ScrubBytesPerSecond: a partition is
+// due one interval after its last complete scrub, which its log records on
+// disk (so restarts do not put it off; one never scrubbed is due at once),
+// and the due ones go oldest first. Damage newly found is logged and
 // recorded by the log and counted (OnDamage) in shale_lost_ranges_total.
 func (b *Broker) scrubLoop() {
 	if b.cfg.ScrubInterval < 0 {
 		return
 	}
-	t := time.NewTicker(b.cfg.ScrubInterval)
+	t := time.NewTicker(min(b.cfg.ScrubInterval, time.Minute))
 	defer t.Stop()
 	for {
 		select {
@@ -546,7 +552,20 @@ func (b *Broker) scrubLoop() {
 			return
 		case <-t.C:
 		}
+		type due struct {
+			p    *partition
+			last time.Time
+		}
+		var ps []due
+		now := time.Now()
 		for _, p := range b.replicas.all() {
+			if last := p.log.LastScrubbed(); now.Sub(last) >= b.cfg.ScrubInterval {
+				ps = append(ps, due{p, last})
+			}
+		}
+		slices.SortFunc(ps, func(a, b due) int { return a.last.Compare(b.last) })
+		for _, d := range ps {
+			p := d.p
 			ds, err := p.log.Scrub(b.ctx, b.cfg.ScrubBytesPerSecond)
 			if b.ctx.Err() != nil {
 				return

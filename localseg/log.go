@@ -42,6 +42,9 @@ type Log struct {
 	onDamage func(Damage)
 	lostMu   sync.Mutex  // serializes the lost-ranges file
 	hasLost  atomic.Bool // the lost-ranges file may exist
+	// scrubbed caches the scrubbed file (unix ms; 0: never; -1: not
+	// read yet).
+	scrubbed atomic.Int64
 	dir      string
 	fs       FS
 	fc       *FileCache
@@ -137,6 +140,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget, onDamage: opts.OnDamage}
+	l.scrubbed.Store(-1)
 	if l.fs == nil {
 		l.fs = OSFS{}
 	}

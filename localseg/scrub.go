@@ -142,8 +142,46 @@ func checkScanned(b []byte, expect, next int64) error {
 // newly found: damage is recorded as a read that meets it records it
 // (lost-ranges file, OnDamage, reads skip it), and a segment's damage
 // already known is not reported again. The active segment is left to
-// recovery. It stops early when ctx ends.
+// recovery. It stops early when ctx ends. A scrub that verified every
+// sealed segment records its start in the scrubbed file (LastScrubbed).
 func (l *Log) Scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error) {
+	started := l.now()
+	ds, err := l.scrub(ctx, bytesPerSecond)
+	if err == nil {
+		ms := started.UnixMilli()
+		if werr := writeFileAtomic(l.fs, filepath.Join(l.dir, scrubbedFile), encodeOffsetCheckpoint("scrubbed", ms)); werr != nil {
+			return ds, fmt.Errorf("localseg: recording the scrub: %w", werr)
+		}
+		l.scrubbed.Store(ms)
+	}
+	return ds, err
+}
+
+const scrubbedFile = "scrubbed"
+
+// LastScrubbed is when the last Scrub that verified every sealed segment
+// started, as recorded in the scrubbed file (kept across restarts), or the
+// zero time when none is recorded (or the file does not check out).
+func (l *Log) LastScrubbed() time.Time {
+	ms := l.scrubbed.Load()
+	if ms < 0 {
+		ms = 0
+		data, err := readFile(l.fs, filepath.Join(l.dir, scrubbedFile), maxCheckpointSize)
+		if err == nil {
+			if v, derr := decodeOffsetCheckpoint("scrubbed", data); derr == nil {
+				ms = v
+			}
+		}
+		l.scrubbed.CompareAndSwap(-1, ms)
+		ms = l.scrubbed.Load()
+	}
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+func (l *Log) scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error) {
 	segs := l.segments()
 	var out []Damage
 	for _, s := range segs[:len(segs)-1] {

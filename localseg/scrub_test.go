@@ -167,3 +167,31 @@ func FuzzDecodeLostRanges(f *testing.F) {
 		}
 	})
 }
+
+// A complete scrub is recorded in the log's directory, so that the
+// scrubber's schedule survives restarts; one cut short is not.
+func TestCompleteScrubIsRecordedAcrossRestarts(t *testing.T) {
+	h, _ := sealedLog(t)
+	if !h.log.LastScrubbed().IsZero() {
+		t.Fatalf("a new log was scrubbed at %v", h.log.LastScrubbed())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.log.Scrub(ctx, 0); err == nil {
+		t.Fatal("a cancelled scrub succeeded")
+	}
+	if !h.log.LastScrubbed().IsZero() {
+		t.Fatalf("a cancelled scrub was recorded at %v", h.log.LastScrubbed())
+	}
+	if _, err := h.log.Scrub(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	at := h.log.LastScrubbed() // by the log's clock (Options.Now)
+	if at.IsZero() {
+		t.Fatal("a complete scrub was not recorded")
+	}
+	h.restart()
+	if got := h.log.LastScrubbed(); !got.Equal(at) {
+		t.Fatalf("after a restart the last scrub is %v, want %v", got, at)
+	}
+}
