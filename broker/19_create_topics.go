@@ -205,7 +205,7 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 
 // commitTopic writes a planned topic to the metadata store, logs it (with
 // by: who asked), and waits until this broker serves the partitions it
-// leads.
+// leads, or for as long as ctx allows (waitOpened).
 func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topicView, error) {
 	if _, err := rand.Read(tv.id[:]); err != nil {
 		return tv, err
@@ -219,7 +219,7 @@ func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topi
 	}
 	b.log.Info("topic created", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id),
 		"partitions", len(tv.partitions), "replication_factor", len(tv.partitions[0].replicas), "configs", tv.configs}, by...)...)
-	return tv, b.waitApplied(ctx, rev)
+	return tv, b.waitOpened(ctx, rev)
 }
 
 func randomStart(n int) int {

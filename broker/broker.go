@@ -457,8 +457,11 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		dir:          logDir,
 		files:        localseg.NewFileCache(cfg.MaxOpenSegmentFiles),
 		brokerConfig: cfg.TopicDefaults,
+		removal:      newLogRemoval(nil),
 		b:            b,
 	}
+	b.replicas.removal.reapply = func() { b.applyView(b.meta.snapshot()) }
+	b.replicas.removal.log = b.log.Error
 	var err error
 	if b.groups, err = newGroupCoordinator(b); err != nil {
 		cancel()
@@ -472,8 +475,9 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 
 // start applies the current metadata (opening every local replica), then
 // looks at the partition directories it did not open: those of topics whose
-// deletion is recorded are removed, the others kept and reported. Then it
-// starts the background loops: metadata following and retention.
+// deletion is recorded are queued for removal, the others kept and reported.
+// Then it starts the background loops: metadata following, log removal and
+// retention.
 func (b *Broker) start() {
 	view := b.meta.snapshot()
 	if b.tier != nil {
@@ -482,6 +486,11 @@ func (b *Broker) start() {
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.replicas.removal.run(b.ctx)
+	}()
 	b.wg.Add(5)
 	go func() {
 		defer b.wg.Done()
@@ -637,6 +646,32 @@ func (b *Broker) waitApplied(ctx context.Context, rev int64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// waitOpened waits, after a committed write that adds partitions (a topic's
+// creation, CreatePartitions), until this broker's metadata has it and, for
+// at most three quarters of the time ctx leaves, until the replica manager
+// has applied it (opened the new logs, a time that grows with their count).
+// When the request's deadline would pass first it answers nil: the write
+// stands and the partitions are served once their logs are open (clients
+// retry NOT_LEADER_OR_FOLLOWER meanwhile), which tells the client the truth
+// where REQUEST_TIMED_OUT would have it retry into TOPIC_ALREADY_EXISTS.
+func (b *Broker) waitOpened(ctx context.Context, rev int64) error {
+	if err := b.meta.waitRevision(ctx, rev); err != nil {
+		return err
+	}
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, time.Until(dl)*3/4)
+		defer cancel()
+	}
+	err := b.waitApplied(wctx, rev)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		b.log.Info("answering before this broker opened every new partition log; they open in the background", "revision", rev)
+		return nil
+	}
+	return err
 }
 
 // Serve accepts connections until the listener is closed or the broker

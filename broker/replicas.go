@@ -54,7 +54,10 @@ type replicaManager struct {
 	fs           localseg.FS       // nil: the operating system's
 	brokerConfig map[string]string // broker-level topic defaults (log.retention.ms, ...)
 	onLeader     func(p *partition, leader bool)
-	b            *Broker
+	// removal removes the directories of deleted topics and of replicas
+	// reassigned away, in the background.
+	removal *logRemoval
+	b       *Broker
 
 	mu    sync.Mutex // serializes apply and close
 	table atomicTable
@@ -181,8 +184,18 @@ func (m *replicaManager) apply(view *metaView) {
 				if !m.offline.due(key, now) {
 					continue
 				}
+				if m.removal.busy(partitionDir(m.dir, tv.name, pv.index)) {
+					// The directory of a deleted topic of the same
+					// name (or of this replica, reassigned away
+					// and back) is being removed: the log opens
+					// once it is gone.
+					continue
+				}
 				var err error
-				if p, err = m.open(tv, pv.index, &cfg, view.deleted); err != nil {
+				if p, err = m.open(tv, pv.index, &cfg, view.deleted); errors.Is(err, errOldLogBeingRemoved) {
+					m.removal.busy(partitionDir(m.dir, tv.name, pv.index)) // opens once removed
+					continue
+				} else if err != nil {
 					m.offline.failed(key, err, now)
 					m.b.log.Error("cannot open partition log; retrying", "topic", tv.name, "partition", pv.index, "err", err, "retry_in", m.offline.backoffOf(key))
 					continue
@@ -231,9 +244,9 @@ func (m *replicaManager) apply(view *metaView) {
 			m.onLeader(p, false)
 		}
 		if view.deleted[p.topicID] || view.retiredHere(p.topicID, p.index, m.nodeID) {
-			if err := p.log.Delete(); err != nil {
-				m.b.log.Error("cannot delete partition log", "topic", p.topic, "partition", p.index, "err", err)
-			}
+			// Discarded and removed in the background: the work
+			// grows with the topic's width.
+			m.removal.queue(p.log.Dir(), p.log)
 			continue
 		}
 		if err := p.log.Close(); err != nil {
@@ -294,26 +307,30 @@ func (m *replicaManager) addStrayLocked(dir string, id [16]byte, topic string, i
 	m.b.metrics.strayLogs.Set(float64(len(m.strays)))
 }
 
-// removeDeletedLocked removes the directory of a topic whose deletion is
-// recorded. Requires mu.
+// removeDeletedLocked queues the removal of the directory of a topic whose
+// deletion is recorded. Requires mu.
 func (m *replicaManager) removeDeletedLocked(dir string) {
 	m.b.log.Info("removing the log of a deleted topic", "dir", dir)
-	if err := os.RemoveAll(dir); err != nil {
-		m.b.log.Error("cannot remove the log of a deleted topic", "dir", dir, "err", err)
-		return
+	m.removal.queue(dir, nil)
+	if _, ok := m.strays[dir]; ok {
+		delete(m.strays, dir)
+		m.b.metrics.strayLogs.Set(float64(len(m.strays)))
 	}
-	delete(m.strays, dir)
-	m.b.metrics.strayLogs.Set(float64(len(m.strays)))
 }
 
 // errLogOfAnotherTopic: a partition's directory holds another topic's log
 // (same name, other id) whose deletion is not recorded.
 var errLogOfAnotherTopic = errors.New("broker: the partition directory holds the log of another topic id")
 
+// errOldLogBeingRemoved: a partition's directory holds the log of a deleted
+// topic of the same name, queued for removal; the partition opens once it
+// is gone.
+var errOldLogBeingRemoved = errors.New("broker: the partition directory holds the log of a deleted topic, being removed")
+
 // open opens (or creates) a partition's log. A directory left by an older
-// topic of the same name (another topic id) is removed first only when that
-// topic's deletion is recorded; otherwise the partition stays offline and
-// the directory is kept.
+// topic of the same name (another topic id) is removed first, in the
+// background, only when that topic's deletion is recorded; otherwise the
+// partition stays offline and the directory is kept.
 func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, deleted map[[16]byte]bool) (*partition, error) {
 	dir := partitionDir(m.dir, tv.name, index)
 	id, err := readPartitionMetadata(dir)
@@ -323,9 +340,7 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 		return nil, err
 	case id != tv.id && deleted[id]:
 		m.removeDeletedLocked(dir)
-		if _, err := os.Stat(dir); err == nil {
-			return nil, fmt.Errorf("%w: %s could not be removed", errLogOfAnotherTopic, dir)
-		}
+		return nil, fmt.Errorf("%w: %s", errOldLogBeingRemoved, dir)
 	case id != tv.id:
 		return nil, fmt.Errorf("%w: %s holds topic id %s, the metadata names %s; keeping it",
 			errLogOfAnotherTopic, dir, base64.RawURLEncoding.EncodeToString(id[:]), base64.RawURLEncoding.EncodeToString(tv.id[:]))
@@ -381,7 +396,8 @@ func (m *replicaManager) tiers(tv topicView, cfg *topicConfig) bool {
 
 // scanStrays looks at the partition directories the broker does not host
 // after applying view (at start-up): those of topics whose deletion is
-// recorded are removed; the others (topic missing or unreadable, replicas
+// recorded are queued for removal (a removal a crash cut short resumes
+// here); the others (topic missing or unreadable, replicas
 // elsewhere) are kept, logged and counted in shale_stray_partition_logs.
 // Anything without a readable partition.metadata is left alone.
 func (m *replicaManager) scanStrays(view *metaView) {
@@ -419,9 +435,7 @@ func (m *replicaManager) scanStrays(view *metaView) {
 		}
 		if index >= 0 && view.retiredHere(id, index, m.nodeID) {
 			m.b.log.Info("removing the log of a replica reassigned away", "dir", dir)
-			if err := os.RemoveAll(dir); err != nil {
-				m.b.log.Error("cannot remove the log of a replica reassigned away", "dir", dir, "err", err)
-			}
+			m.removal.queue(dir, nil)
 			continue
 		}
 		reason := "the metadata does not assign this partition to this broker and no deletion of its topic is recorded"

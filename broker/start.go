@@ -89,6 +89,9 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.replicas.fs = opts.FS
+	if opts.FS != nil {
+		b.replicas.removal.fs = opts.FS
+	}
 	clean := takeCleanShutdownMarker(b.cfg.DataDir)
 	if b.cfg.Tiering.Bucket != nil {
 		if b.tier, err = newTierService(b, b.cfg.Tiering, opts.Registry); err != nil {

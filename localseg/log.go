@@ -1274,13 +1274,24 @@ func (l *Log) retireAll() {
 	}
 }
 
-// Delete closes the log and removes its directory (topic deletion).
-func (l *Log) Delete() error {
-	if err := l.Close(); err != nil {
-		l.log.Warn("closing a log to delete it", "dir", l.dir, "err", err)
-	}
-	if err := l.fs.RemoveAll(l.dir); err != nil {
-		return fmt.Errorf("localseg: deleting %s: %w", l.dir, err)
-	}
-	return nil
+// Discard closes the log without making anything durable: no flush, no
+// indexes, producer snapshot, checkpoint or clean-shutdown marker. It is for
+// a log whose directory is about to be removed (its topic's deletion is
+// recorded), where each of those fsyncs would be wasted. Waiters for
+// durability get ErrClosed. Should the directory survive (a crash before it
+// is removed), its next open recovers as after a crash. Discard after Close,
+// or Close after Discard, does nothing.
+func (l *Log) Discard() {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.mu.closed = true
+		l.closed.Store(true)
+		l.mu.Unlock()
+		l.sync.halt()
+		l.flushes.Wait()
+		l.lockDrained()
+		l.retireAll()
+		l.mu.Unlock()
+		l.sync.stop(ErrClosed)
+	})
 }

@@ -880,3 +880,30 @@ func TestTruncateFullyAndRestoreKeepsProducersAndEpochs(t *testing.T) {
 		t.Fatalf("a gap after the restore: %v", err)
 	}
 }
+
+// Discard (a deleted topic's log) closes without writing anything: no
+// clean-shutdown marker, no sealed indexes; appends and a later Close are
+// refused or do nothing, and a reopen recovers what was on disk.
+func TestDiscardClosesWithoutWriting(t *testing.T) {
+	h := newHarness(t, Config{SegmentBytes: 3000})
+	for i := 0; i < 10; i++ {
+		h.append(batch(2, 50, int64(i)))
+	}
+	h.log.Discard()
+	if _, err := os.Stat(filepath.Join(h.dir, cleanShutdownFile)); !os.IsNotExist(err) {
+		t.Fatalf("a discarded log wrote its clean-shutdown marker (stat: %v)", err)
+	}
+	if _, err := h.log.AppendAsLeader(batch(2, 50, 10), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after Discard: %v, want ErrClosed", err)
+	}
+	if err := h.log.Close(); err != nil {
+		t.Fatalf("Close after Discard: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, cleanShutdownFile)); !os.IsNotExist(err) {
+		t.Fatal("Close after Discard wrote the clean-shutdown marker")
+	}
+	h.open()
+	if h.log.LogEndOffset() != 20 {
+		t.Fatalf("log end %d after reopening a discarded log, want 20", h.log.LogEndOffset())
+	}
+}
