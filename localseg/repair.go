@@ -19,7 +19,8 @@ var ErrRepairMismatch = errors.New("localseg: replacement does not match the dam
 // increasing from r.From and the last ending at r.To, and exactly as long
 // as the damaged stretch (a replica's and the bucket's copies of a batch
 // are byte for byte the leader's, so any other length is not a copy of
-// what was lost). The damaged bytes are overwritten in place and the file
+// what was lost), with a batch of the same base offset wherever the
+// segment's offset index says one began. The damaged bytes are overwritten in place and the file
 // fsynced: the rest of the segment never changes, so readers of it are
 // undisturbed, and a crash midway leaves at worst the same damage, which a
 // later scan finds again. The segment is then verified whole; once it
@@ -80,6 +81,9 @@ func (l *Log) Repair(r LostRange, batches []byte) error {
 	if err := checkReplacement(batches, r.From, r.To, d.NextPos-d.Pos); err != nil {
 		return err
 	}
+	if err := l.checkAgainstIndex(s, batches, d.Pos, d.NextPos); err != nil {
+		return err
+	}
 	f, err := l.fs.OpenFile(s.path(".log"), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("localseg: repairing %s: %w", s.path(".log"), err)
@@ -129,6 +133,40 @@ func checkReplacement(batches []byte, from, to, n int64) error {
 	}
 	if expect != to {
 		return fmt.Errorf("%w: the batches end at %d, the range at %d", ErrRepairMismatch, expect, to)
+	}
+	return nil
+}
+
+// checkAgainstIndex compares a replacement for the bytes [from, to) of
+// sealed segment s with the segment's offset index, written when it was
+// sealed and checked by its checksum: every entry there says a batch with
+// that base offset began at that position, and the copy must have the
+// same batch there. An index that is missing or does not check out says
+// nothing (the length and offset checks still apply).
+func (l *Log) checkAgainstIndex(s *segment, batches []byte, from, to int64) error {
+	idx, err := readOffsetIndexFile(l.fs, s.path(".index"), s.size.Load())
+	if err != nil {
+		return nil
+	}
+	starts := map[int64]int64{} // position in the copy -> base offset
+	for pos, rest := int64(0), batches; len(rest) > 0; {
+		b, r, err := recordbatch.Next(rest)
+		if err != nil || b == nil {
+			return fmt.Errorf("%w: not whole batches: %v", ErrRepairMismatch, err)
+		}
+		starts[pos] = b.BaseOffset()
+		pos += int64(len(b))
+		rest = r
+	}
+	for _, e := range idx {
+		p := int64(e.pos)
+		if p < from || p >= to {
+			continue
+		}
+		want := s.base + int64(e.rel)
+		if got, ok := starts[p-from]; !ok || got != want {
+			return fmt.Errorf("%w: the offset index has a batch of base offset %d at byte %d of %s, the copy does not", ErrRepairMismatch, want, p, s.path(".log"))
+		}
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
 // A damaged range of a sealed segment is put back from a good copy of its
@@ -128,5 +130,68 @@ func TestLostRangesOfDeletedSegmentsArePruned(t *testing.T) {
 	h.restart()
 	if lost, err := h.log.LostRanges(); err != nil || len(lost) != 0 {
 		t.Fatalf("lost ranges after reopening: %v %v", lost, err)
+	}
+}
+
+// A copy as long as the damaged stretch and covering its offsets, but
+// batched differently (here two one-record batches offered as one batch of
+// two), is not a copy of what was lost: the segment's offset index knows
+// where the lost batches began, and Repair refuses it.
+func TestRepairRefusesACopyBatchedDifferently(t *testing.T) {
+	one := batch(1, 100, 0)
+	L := len(one)
+	h := newHarness(t, Config{SegmentBytes: int64(4 * L), IndexIntervalBytes: 1})
+	for i := 0; i < 12; i++ {
+		h.append(batch(1, 100, 0))
+	}
+	path := h.log.Segments()[0].Path
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[2*L-5] ^= 0xff // batches 1 and 2
+	bad[3*L-5] ^= 0xff
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := h.log.Scrub(context.Background(), 0)
+	if err != nil || len(ds) != 1 || ds[0].Pos != int64(L) || ds[0].NextPos != int64(3*L) {
+		t.Fatalf("damage %v, %v; want one stretch over batches 1 and 2", ds, err)
+	}
+	r, ok := h.log.RangeOf(ds[0])
+	if !ok || r.From != 1 || r.To != 3 {
+		t.Fatalf("range %v %v, want [1, 3)", r, ok)
+	}
+	// One batch of two records, as long as the two lost batches.
+	var merged []byte
+	for a := 90; a < 200 && merged == nil; a++ {
+		for b := a; b < a+40; b++ {
+			recs := []recordbatch.Record{{Value: bytes.Repeat([]byte{'y'}, a)}, {TimestampDelta: 1, Value: bytes.Repeat([]byte{'z'}, b)}}
+			m, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m) == 2*L {
+				recordbatch.Batch(m).SetBaseOffset(1)
+				merged = m
+				break
+			}
+		}
+	}
+	if merged == nil {
+		t.Fatal("no two-record batch of the stretch's length")
+	}
+	if err := h.log.Repair(r, merged); !errors.Is(err, ErrRepairMismatch) {
+		t.Fatalf("a differently batched copy: %v", err)
+	}
+	if lost, _ := h.log.LostRanges(); len(lost) != 1 {
+		t.Fatalf("lost ranges after a refused copy: %v", lost)
+	}
+	if err := h.log.Repair(r, good[L:3*L]); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(path); !bytes.Equal(data, good) {
+		t.Fatal("the repaired segment differs from the original")
 	}
 }
