@@ -24,9 +24,18 @@ func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeader
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}
-			if err != nil {
+			var (
+				epoch int32
+				end   int64
+				ok    bool
+			)
+			if err == nil {
+				epoch, end, ok, err = p.endOffsetForEpoch(rp.LeaderEpoch)
+			}
+			switch {
+			case err != nil:
 				sp.ErrorCode = kafkaError(err)
-			} else if epoch, end, ok := p.endOffsetForEpoch(rp.LeaderEpoch); ok {
+			case ok:
 				sp.LeaderEpoch, sp.EndOffset = epoch, end
 			}
 			st.Partitions = append(st.Partitions, sp)

@@ -110,7 +110,10 @@ func (p *partition) maximalISRLocked(s *partitionState) []int32 {
 // and, when accepted, records the follower's position, which may advance
 // the high watermark and add the follower to the ISR.
 func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, logStartOffset int64, lastFetchedEpoch int32, now time.Time) (replication.FetchAnswer, error) {
-	endFor := p.fetchEpochEnds(lastFetchedEpoch)
+	endFor, err := p.fetchEpochEnds(lastFetchedEpoch)
+	if err != nil {
+		return replication.FetchAnswer{}, err
+	}
 	p.appendMu.RLock()
 	s := p.state.Load()
 	if err := p.writable(s); err != nil {
@@ -163,21 +166,26 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 // at the entry a restore from the bucket brought, so they alone would put
 // an older epoch's end at their first entry and keep a follower's
 // divergent tail. The remote lookup may read the object store: it is done
-// here, before any lock is taken.
-func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) replication.EndOffsetForEpoch {
+// here, before any lock is taken. It fails, and the fetch with it, while
+// the remote epochs cannot be read: accepting the fetch on the local
+// epochs alone could keep a divergent tail.
+func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) (replication.EndOffsetForEpoch, error) {
 	if p.tier == nil || lastFetchedEpoch < 0 {
-		return p.log.EndOffsetForEpoch
+		return p.log.EndOffsetForEpoch, nil
 	}
 	if local := p.log.Epochs(); len(local) > 0 && lastFetchedEpoch >= local[0].Epoch {
-		return p.log.EndOffsetForEpoch
+		return p.log.EndOffsetForEpoch, nil
 	}
-	e, end, ok := p.endOffsetForEpoch(lastFetchedEpoch)
+	e, end, ok, err := p.endOffsetForEpoch(lastFetchedEpoch)
+	if err != nil {
+		return nil, err
+	}
 	return func(epoch int32) (int32, int64, bool) {
 		if epoch != lastFetchedEpoch {
 			return p.log.EndOffsetForEpoch(epoch)
 		}
 		return e, end, ok
-	}
+	}, nil
 }
 
 // replicationError maps the replication package's errors to the broker's.

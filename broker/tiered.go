@@ -478,26 +478,47 @@ func (p *partition) followerRestoreFromBucket(ctx context.Context, leader, leade
 
 // endOffsetForEpoch answers OffsetForLeaderEpoch: from the local leader
 // epochs, or, for an epoch older than the local log's, from the remote
-// log's history in the manifest.
-func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool) {
+// log's history in the manifest. That history must be read: the local
+// epochs start at the local log start (clipped by local retention, or
+// the entry a restore from the bucket brought), so alone they would put an
+// older epoch's end at their first entry, past where it ended, and a
+// follower would keep a divergent tail. So an error, not the local answer,
+// while the leader has not read its manifest (it may be empty or a
+// follower's old copy) or when the remote history cannot be read.
+func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool, error) {
 	if p.tier != nil && epoch >= 0 {
 		if local := p.log.Epochs(); len(local) == 0 || epoch < local[0].Epoch {
-			if e, end, ok := p.tier.endOffsetForEpoch(epoch, local, p.log.LogEndOffset()); ok {
-				return e, end, true
+			if err := p.checkTierReady(); err != nil {
+				return -1, -1, false, err
+			}
+			e, end, ok, err := p.tier.endOffsetForEpoch(epoch, local, p.log.LogEndOffset())
+			if err != nil {
+				return -1, -1, false, err
+			}
+			if ok {
+				return e, end, true, nil
 			}
 		}
 	}
-	return p.log.EndOffsetForEpoch(epoch)
+	e, end, ok := p.log.EndOffsetForEpoch(epoch)
+	return e, end, ok, nil
 }
 
 // endOffsetForEpoch finds where epoch (or the latest one before it) ended,
-// from the remote epochs followed by the local ones.
-func (t *partitionTier) endOffsetForEpoch(epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool) {
+// from the remote epochs followed by the local ones; not ok when the
+// remote log records no epoch.
+func (t *partitionTier) endOffsetForEpoch(epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool, error) {
 	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
 	defer cancel()
 	remote, err := tiering.RemoteEpochs(ctx, t.svc.reader, t.part, t.manifest())
-	if err != nil || len(remote) == 0 {
-		return -1, -1, false
+	if err != nil {
+		if !errors.Is(err, tiering.ErrUnavailable) && !errors.Is(err, tiering.ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", tiering.ErrUnavailable, err)
+		}
+		return -1, -1, false, fmt.Errorf("reading the remote leader epochs: %w", err)
+	}
+	if len(remote) == 0 {
+		return -1, -1, false, nil
 	}
 	all := remote
 	for _, e := range local {
@@ -505,7 +526,8 @@ func (t *partitionTier) endOffsetForEpoch(epoch int32, local []localseg.EpochEnt
 			all = append(all, e)
 		}
 	}
-	return replicationEndOffset(all, epoch, logEnd)
+	e, end, ok := replicationEndOffset(all, epoch, logEnd)
+	return e, end, ok, nil
 }
 
 // replicationEndOffset is Kafka's LeaderEpochFileCache.endOffsetFor over

@@ -2,8 +2,11 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
@@ -36,27 +39,28 @@ func TestEndOffsetForEpochSpansRemoteAndLocalEpochs(t *testing.T) {
 	}
 }
 
-// TestLeaderFindsAFollowersDivergenceInRemoteEpochs: a leader whose local
-// leader epochs start past an epoch a follower last fetched in (its log was
-// restored from the bucket, or local retention dropped the entry) decides
-// the follower's divergence from the whole log's epochs, as it answers
-// OffsetForLeaderEpoch. Epoch 1 ended at 600; the local cache, restored
-// from the last segment's entry clipped to 640, alone would say 640 and
-// keep a follower's epoch-1 records 600 to 619 that the leader's log does
-// not hold.
-func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
+// divergenceCase is a tiered leader (broker 1, leader epoch 3) whose
+// remote log holds epoch 0 from 0, epoch 1 from 300 and epoch 2 from 600,
+// and whose local log was restored where the bucket ends (700) with the
+// last segment's epoch entry, clipped to 640 by the uploader's local
+// retention. A follower (broker 2) that last fetched in epoch 1 at 620
+// holds epoch-1 records 600 to 619 the leader's log does not.
+func divergenceCase(t *testing.T, bucket objectstore.Bucket, spill bool) (*partition, *partitionTier) {
+	t.Helper()
 	ctx := context.Background()
-	r, err := tiering.NewReader(tiering.ReaderConfig{Bucket: objectstore.NewMem(), CacheBytes: 1 << 20, ChunkBytes: 64 << 10})
+	r, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bucket, CacheBytes: 1 << 20, ChunkBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	svc := &tierService{b: &Broker{ctx: ctx}, cfg: TieringConfig{FetchTimeout: 5 * time.Second}, bucket: objectstore.NewMem(), reader: r}
+	t.Cleanup(r.Close)
+	svc := &tierService{b: &Broker{ctx: ctx}, cfg: TieringConfig{FetchTimeout: 5 * time.Second}, bucket: bucket, reader: r}
 	tier := svc.newPartitionTier("diverge", [16]byte{1}, 0)
 	seg := func(base, next int64, id byte, epochs ...localseg.EpochEntry) tiering.Segment {
 		return tiering.Segment{BaseOffset: base, NextOffset: next, Size: 1, MaxTimestamp: -1, ID: [16]byte{id}, Epochs: epochs}
 	}
-	if _, err := tier.store.Commit(ctx, 2, func(m *tiering.Manifest) error {
+	// Committed by the broker that uploaded them, through its own store.
+	uploader := svc.newPartitionTier("diverge", [16]byte{1}, 0)
+	if _, err := uploader.store.Commit(ctx, 2, func(m *tiering.Manifest) error {
 		m.Segments = []tiering.Segment{
 			seg(0, 300, 1, localseg.EpochEntry{Epoch: 0, StartOffset: 0}),
 			seg(300, 600, 2, localseg.EpochEntry{Epoch: 1, StartOffset: 300}),
@@ -64,6 +68,12 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 			// Uploaded after local retention moved the uploader's
 			// epoch-2 entry to its local log start.
 			seg(640, 700, 4, localseg.EpochEntry{Epoch: 2, StartOffset: 640}),
+		}
+		if spill {
+			// The first two entries moved to a spilled part, which
+			// the store cannot read.
+			m.Spills = []tiering.Spill{{BaseOffset: 0, NextOffset: 600, Count: 2, Bytes: 2, MaxTimestamp: -1, ID: [16]byte{9}}}
+			m.Segments = m.Segments[2:]
 		}
 		return nil
 	}); err != nil {
@@ -73,7 +83,7 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer log.Close()
+	t.Cleanup(func() { log.Close() })
 	// Restored where the bucket ends, with the last segment's epochs.
 	if err := log.TruncateFullyAndRestore(700, []localseg.EpochEntry{{Epoch: 2, StartOffset: 640}}, nil); err != nil {
 		t.Fatal(err)
@@ -81,6 +91,21 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 	p := newPartition("diverge", [16]byte{1}, 0, 1, log, &topicConfig{})
 	p.tier = tier
 	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2}, isr: []int32{1}, partitionEpoch: 0})
+	return p, tier
+}
+
+// TestLeaderFindsAFollowersDivergenceInRemoteEpochs: a leader whose local
+// leader epochs start past an epoch a follower last fetched in (its log was
+// restored from the bucket, or local retention dropped the entry) decides
+// the follower's divergence from the whole log's epochs, as it answers
+// OffsetForLeaderEpoch. Epoch 1 ended at 600; the local cache alone would
+// say 640 and keep the follower's epoch-1 records 600 to 619.
+func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
+	p, tier := divergenceCase(t, objectstore.NewMem(), false)
+	if _, err := tier.store.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tier.ready.Store(true)
 
 	ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now())
 	if err != nil {
@@ -93,4 +118,53 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 	if ans, err := p.followerFetch(2, 3, 600, 0, 1, time.Now()); err != nil || ans.Diverging {
 		t.Fatalf("follower at 600 in epoch 1: %+v, %v; want accepted", ans, err)
 	}
+	if e, end, ok, err := p.endOffsetForEpoch(1); err != nil || !ok || e != 1 || end != 600 {
+		t.Fatalf("end of epoch 1: %d, %d, %v, %v; want 1, 600", e, end, ok, err)
+	}
+}
+
+// TestLeaderWithoutItsRemoteEpochsDecidesNoDivergence: a new leader that
+// has not read its manifest yet (a broker restarted with its local epochs
+// clipped by local retention, leading before its first manifest read: its
+// copy is empty or a follower's old one), or whose remote epochs cannot be
+// read (a spilled part the store does not return), neither answers
+// OffsetForLeaderEpoch nor accepts a follower's fetch for an epoch older
+// than its local ones: with the local epochs alone it said epoch 1 ended
+// at 640 and accepted the follower at 620, whose records 600 to 619 then
+// stayed, under the leader's, for good. It answers a retriable error, and
+// once the manifest is read, the divergence.
+func TestLeaderWithoutItsRemoteEpochsDecidesNoDivergence(t *testing.T) {
+	t.Run("manifest not read yet", func(t *testing.T) {
+		p, tier := divergenceCase(t, objectstore.NewMem(), false)
+		if _, _, _, err := p.endOffsetForEpoch(1); !errors.Is(err, errNotLeader) {
+			t.Fatalf("end of epoch 1 before the manifest is read: %v; want a retriable NOT_LEADER", err)
+		}
+		if ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now()); !errors.Is(err, errNotLeader) {
+			t.Fatalf("follower at 620 in epoch 1 before the manifest is read: %+v, %v; want a retriable NOT_LEADER", ans, err)
+		}
+		// Epochs the local log holds need no manifest.
+		if e, end, ok, err := p.endOffsetForEpoch(3); err != nil || !ok || e != 3 || end != 700 {
+			t.Fatalf("end of epoch 3: %d, %d, %v, %v; want 3, 700", e, end, ok, err)
+		}
+		if _, err := tier.store.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tier.ready.Store(true)
+		if ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now()); err != nil || !ans.Diverging || ans.DivergingEndOffset != 600 {
+			t.Fatalf("follower at 620 in epoch 1: %+v, %v; want diverging at 600", ans, err)
+		}
+	})
+	t.Run("remote epochs unreadable", func(t *testing.T) {
+		p, tier := divergenceCase(t, objectstore.NewMem(), true)
+		if _, err := tier.store.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tier.ready.Store(true)
+		if _, _, _, err := p.endOffsetForEpoch(1); kafkaError(err) != kerr.KafkaStorageError.Code {
+			t.Fatalf("end of epoch 1 with its spilled part unreadable: %v; want KAFKA_STORAGE_ERROR", err)
+		}
+		if ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now()); kafkaError(err) != kerr.KafkaStorageError.Code {
+			t.Fatalf("follower at 620 in epoch 1 with the spilled part unreadable: %+v, %v; want KAFKA_STORAGE_ERROR", ans, err)
+		}
+	})
 }
