@@ -234,14 +234,18 @@ func (m *replicaManager) apply(view *metaView) {
 		}
 	}
 	for _, p := range removed {
-		if p.tier != nil && view.deleted[p.topicID] {
-			// The topic's deletion is recorded: its objects go too.
-			m.b.tier.deleteTopic(p.topic, p.topicID)
-		}
 		wasLeader := p.isLeader()
 		p.close()
 		if wasLeader && m.onLeader != nil {
 			m.onLeader(p, false)
+		}
+		if p.tier != nil && view.deleted[p.topicID] {
+			// The topic's deletion is recorded: its objects go too,
+			// listed once this broker's archive loop for it has
+			// stopped (onLeader waits for it), so that an upload or
+			// manifest commit of its last term lands before the
+			// listing, not after it as an object nothing deletes.
+			m.b.tier.deleteTopic(p.topic, p.topicID)
 		}
 		if view.deleted[p.topicID] || view.retiredHere(p.topicID, p.index, m.nodeID) {
 			// Discarded and removed in the background: the work

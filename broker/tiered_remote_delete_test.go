@@ -1,0 +1,197 @@
+package broker_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/tiering"
+)
+
+// remoteManifest reads partition 0's manifest of topic from the bucket.
+func remoteManifest(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, topic string) *tiering.Manifest {
+	t.Helper()
+	tds, err := adm.ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
+	m, err := tiering.NewManifestStore(bucket, tiering.Layout{}.ManifestKey(part), nil).Load(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// segmentObjects lists the segment and companion objects of topic's
+// partition 0 in the bucket, and the object IDs the manifest (with its
+// spilled parts) names.
+func segmentObjects(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, topic string) (objects []string, named map[string]bool, m *tiering.Manifest) {
+	t.Helper()
+	m = remoteManifest(t, bucket, adm, topic)
+	tds, err := adm.ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
+	named = map[string]bool{}
+	if err := tiering.WalkSegments(testCtx(t), tiering.BucketSpills{Bucket: bucket}, part, m, 0, nil, func(s tiering.Segment) bool {
+		named[tiering.Layout{}.SegmentKey(part, s.BaseOffset, s.ID)] = true
+		named[tiering.Layout{}.CompanionKey(part, s.BaseOffset, s.ID)] = true
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := tiering.Layout{}.PartitionPrefix(part)
+	for _, k := range listBucket(t, bucket, "") {
+		if strings.HasPrefix(k, prefix) && !strings.HasSuffix(k, "/manifest") {
+			objects = append(objects, k)
+		}
+	}
+	return objects, named, m
+}
+
+// TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader: the leader's
+// remote retention commits the manifest without the expired segments but
+// cannot delete their objects (the store refuses deletes), then stops; the
+// next leader finds the objects no manifest entry names and deletes them,
+// leaving the bucket holding exactly what the manifest names, and the
+// records from the new log start read back. Then the topic is deleted while
+// deletes still fail and every broker stops before it could finish; a
+// broker started again resumes the deletion from its marker and leaves
+// nothing of the topic in the bucket.
+func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
+	bucket := faulty.New(objectstore.NewMem())
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			OrphanGrace: 500 * time.Millisecond}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 15 * time.Second
+	})
+	ctx := testCtx(t)
+	const topic = "expiring"
+	str := func(s string) *string { return &s }
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	for i := 0; i < 1000; i += 50 {
+		var recs []*kgo.Record
+		for j := i; j < i+50; j++ {
+			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := c.Admin()
+	brokertest.WaitFor(t, 30*time.Second, "uploads past offset 600", func() (bool, string) {
+		_, _, m := segmentObjects(t, bucket, adm, topic)
+		return m.End() > 600, fmt.Sprintf("manifest ends at %d", m.End())
+	})
+
+	// Retention under a store that refuses deletes: the manifest moves,
+	// the objects stay.
+	noDeletes := bucket.Add(faulty.Rule{Op: faulty.Delete, Fail: true})
+	before, _, _ := segmentObjects(t, bucket, adm, topic)
+	dr, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: 500}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	var orphans []string
+	brokertest.WaitFor(t, 30*time.Second, "remote retention committing the manifest without the expired segments", func() (bool, string) {
+		objs, named, m := segmentObjects(t, bucket, adm, topic)
+		orphans = orphans[:0]
+		for _, k := range objs {
+			if !named[k] {
+				orphans = append(orphans, k)
+			}
+		}
+		return m.LogStartOffset == 500 && m.Start() >= 400 && len(orphans) > 0 && noDeletes.Fired() > 0,
+			fmt.Sprintf("manifest from %d (log start %d), %d objects not named, %d deletes refused", m.Start(), m.LogStartOffset, len(orphans), noDeletes.Fired())
+	})
+	for _, k := range orphans {
+		if !slices.Contains(before, k) {
+			t.Fatalf("object %s not named by the manifest was not there before retention", k)
+		}
+	}
+
+	// The leader stops; the next one cleans up what its predecessor left.
+	leader, epoch, _ := storedState(t, c, topic)
+	noDeletes.Remove()
+	c.Stop(leader)
+	brokertest.WaitFor(t, 30*time.Second, "a new leader", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return l >= 0 && l != leader && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	brokertest.WaitFor(t, 30*time.Second, "the new leader deleting the objects the manifest does not name", func() (bool, string) {
+		objs, named, _ := segmentObjects(t, bucket, adm, topic)
+		var left []string
+		for _, k := range objs {
+			if !named[k] {
+				left = append(left, k)
+			}
+		}
+		return len(left) == 0 && len(objs) > 0, fmt.Sprintf("%d objects, not named: %v", len(objs), left)
+	})
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	var got []*kgo.Record
+	for len(got) < 500 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 500: %v", len(got), err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	for i, r := range got[:500] {
+		if r.Offset != int64(500+i) || string(r.Value) != string(tieredValue(500+i)) {
+			t.Fatalf("record %d after the log start: offset %d", i, r.Offset)
+		}
+	}
+	cons.Close()
+
+	// Topic deletion that cannot finish before every broker stops, then
+	// resumes on one broker's start.
+	c.Start(leader)
+	noDeletes = bucket.Add(faulty.Rule{Op: faulty.Delete, Fail: true})
+	if _, err := adm.DeleteTopic(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	topicKeys := func() []string {
+		var out []string
+		for _, k := range listBucket(t, bucket, "") {
+			if strings.HasPrefix(k, topic+"-") {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	brokertest.WaitFor(t, 30*time.Second, "the deletion marker written and deletes refused", func() (bool, string) {
+		keys := topicKeys()
+		marked := slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, "/deleted.json") })
+		return marked && noDeletes.Fired() > 0, fmt.Sprintf("topic keys %d, deletes refused %d", len(keys), noDeletes.Fired())
+	})
+	for id := range c.Brokers {
+		c.Stop(int32(id))
+	}
+	noDeletes.Remove()
+	if len(topicKeys()) == 0 {
+		t.Fatal("the topic's objects went while deletes failed")
+	}
+	c.Start(leader)
+	brokertest.WaitFor(t, 30*time.Second, "the restarted broker finishing the deletion", func() (bool, string) {
+		keys := topicKeys()
+		return len(keys) == 0, fmt.Sprintf("left: %v", keys)
+	})
+}
