@@ -34,11 +34,13 @@ type ReaderConfig struct {
 	// ChunkBytes is the size of a ranged GET and a cache entry (default
 	// 4 MiB).
 	ChunkBytes int64
-	// ReadAhead is how many chunks after the one read are fetched ahead
-	// for a sequential reader, across segment boundaries (default 4;
-	// negative: none). A stream's first read fetches one chunk ahead; a
-	// read that starts where the previous one of its partition ended
-	// fetches the whole window.
+	// ReadAhead is how many GETs a sequential reader keeps in flight
+	// ahead of its reads (default 4; negative: none): as each ends the
+	// next chunk starts, as a pool of ReadAhead workers reading a segment
+	// in order would, up to twice ReadAhead chunks past the reader's last
+	// read, across segment boundaries. A stream's first read fetches one
+	// chunk ahead; a read that starts where the previous one of its
+	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
@@ -111,9 +113,26 @@ type Reader struct {
 		aheadBytes int64
 		// streams are the sequential readers, by partition and the
 		// offset their next read starts at.
-		streams   map[streamKey]struct{}
-		streamLog []streamKey
+		streams map[streamKey]*stream
 	}
+}
+
+// stream is one sequential reader's read-ahead: the chunks to fetch next,
+// in order, and the workers fetching them (at most cfg.ReadAhead). Its
+// fields are guarded by Reader.mu.
+type stream struct {
+	queue   []aheadReq
+	workers int
+	// gen counts the reads that refilled the queue: a lookup of the
+	// following segments started by an older read adds nothing.
+	gen int
+	// gone: the stream was dropped; its workers stop.
+	gone bool
+}
+
+type aheadReq struct {
+	key         string
+	idx, length int64
 }
 
 type load struct {
@@ -186,7 +205,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	r.mu.recentComps = map[string]*Companion{}
 	r.mu.recentSpills = map[string]*Manifest{}
 	r.mu.ahead = map[string]aheadChunk{}
-	r.mu.streams = map[streamKey]struct{}{}
+	r.mu.streams = map[streamKey]*stream{}
 	return r, nil
 }
 
@@ -296,6 +315,7 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 		pos = int64(comp.OffsetIndex[i-1].Position)
 	}
 	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1}
+	r.prefetch(seg, sr.key, pos, min(seg.Size, pos+int64(max(maxBytes, 0))))
 	// Find the first batch whose last offset reaches offset.
 	var first int64 = -1
 	// resume is where the reader's next read will start: past the last
@@ -345,29 +365,56 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 	if err != nil {
 		return nil, err
 	}
-	r.readAhead(p, m, seg, end, resume, r.window(p, asked, resume))
+	st, depth := r.window(p, asked, resume)
+	r.readAhead(p, m, seg, end, st, depth)
 	return out, nil
 }
 
-// window is how many chunks to read ahead of a read of p at offset that
-// ends before resume: the whole read-ahead when the read continues the
-// previous one of a stream, one chunk for a stream's first read.
-func (r *Reader) window(p Partition, offset, resume int64) int {
+// window returns the stream a read of p at offset that ends before resume
+// belongs to, and how many chunks past the read to fetch ahead: twice
+// cfg.ReadAhead when the read continues the previous one of a stream,
+// one chunk for a stream's first read.
+func (r *Reader) window(p Partition, offset, resume int64) (*stream, int) {
 	if r.cfg.ReadAhead == 0 {
-		return 0
+		return nil, 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, seq := r.mu.streams[streamKey{p, offset}]
+	st, seq := r.mu.streams[streamKey{p, offset}]
 	delete(r.mu.streams, streamKey{p, offset})
 	if len(r.mu.streams) >= maxStreams {
+		for _, s := range r.mu.streams {
+			s.gone, s.queue = true, nil
+		}
 		clear(r.mu.streams)
 	}
-	r.mu.streams[streamKey{p, resume}] = struct{}{}
-	if seq {
-		return r.cfg.ReadAhead
+	if old, ok := r.mu.streams[streamKey{p, resume}]; ok && old != st {
+		old.gone, old.queue = true, nil
 	}
-	return 1
+	if !seq {
+		st = &stream{}
+	}
+	r.mu.streams[streamKey{p, resume}] = st
+	if seq {
+		return st, 2 * r.cfg.ReadAhead
+	}
+	return st, 1
+}
+
+// prefetch starts GETs of the chunks [from, to) of a segment that a read
+// is about to walk through, so that a read spanning several chunks waits
+// for one GET, not for each in turn.
+func (r *Reader) prefetch(seg Segment, key string, from, to int64) {
+	cb := r.cfg.ChunkBytes
+	if r.cfg.ReadAhead == 0 || to <= from {
+		return
+	}
+	last := min((to-1)/cb, from/cb+int64(r.cfg.ReadAhead))
+	for i := from/cb + 1; i <= last; i++ {
+		if !r.startAhead(aheadReq{key, i, r.chunkLen(seg, i)}) {
+			return
+		}
+	}
 }
 
 // segReader reads one remote segment through the chunk cache.
@@ -596,27 +643,35 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 	return ld.comp, nil
 }
 
-// readAhead starts GETs of the window chunks after end in seg, going on
-// into the following segments. It never waits: the following segments
-// are looked up (perhaps in a spilled manifest part) in the background,
-// and that stops once the stream's next read (at resume) has come and
-// taken over.
-func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end, resume int64, window int) {
-	if window <= 0 {
+// readAhead refills a stream's queue with the depth chunks after end in
+// seg, going on into the following segments, and starts its workers. It
+// never waits: the following segments are looked up (perhaps in a
+// spilled manifest part) in the background, and what that finds is
+// queued only if no later read of the stream has refilled the queue.
+func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st *stream, depth int) {
+	if depth <= 0 || st == nil {
 		return
 	}
 	cb := r.cfg.ChunkBytes
 	key := r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID)
-	n := window
+	n := depth
+	var queue []aheadReq
 	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && n > 0; i, n = i+1, n-1 {
-		if !r.startAhead(key, i, r.chunkLen(seg, i), nil) {
-			return
-		}
+		queue = append(queue, aheadReq{key, i, r.chunkLen(seg, i)})
 	}
+	r.mu.Lock()
+	if st.gone {
+		r.mu.Unlock()
+		return
+	}
+	st.gen++
+	gen := st.gen
+	st.queue = queue
+	r.spawnLocked(st)
+	r.mu.Unlock()
 	if n == 0 || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
 		return
 	}
-	sk := streamKey{p, resume}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -626,11 +681,18 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end, resume in
 				return
 			}
 			key := r.cfg.Layout.SegmentKey(p, next.BaseOffset, next.ID)
+			var more []aheadReq
 			for i := int64(0); i <= (next.Size-1)/cb && n > 0; i, n = i+1, n-1 {
-				if !r.startAhead(key, i, r.chunkLen(next, i), &sk) {
-					return
-				}
+				more = append(more, aheadReq{key, i, r.chunkLen(next, i)})
 			}
+			r.mu.Lock()
+			if st.gone || st.gen != gen {
+				r.mu.Unlock()
+				return
+			}
+			st.queue = append(st.queue, more...)
+			r.spawnLocked(st)
+			r.mu.Unlock()
 			// A read of the segment needs its companion first: fetch it
 			// beside the chunks (it is small and cached apart).
 			r.wg.Add(1)
@@ -643,63 +705,118 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end, resume in
 	}()
 }
 
-// startAhead starts a GET of a chunk for read-ahead unless it is read,
-// loading or cached already. It returns false when the read-ahead budget
-// is spent (and counts the chunk skipped), or when the stream (if not
-// nil) has moved on.
-func (r *Reader) startAhead(key string, idx, length int64, stream *streamKey) bool {
-	ck := chunkKey(key, idx)
+// spawnLocked starts workers for a stream's queue, up to cfg.ReadAhead.
+// Requires mu.
+func (r *Reader) spawnLocked(st *stream) {
+	for st.workers < r.cfg.ReadAhead && st.workers < len(st.queue) && r.ctx.Err() == nil {
+		st.workers++
+		r.wg.Add(1)
+		go r.aheadWorker(st)
+	}
+}
+
+// aheadWorker fetches a stream's queue in order, one GET at a time, until
+// it is empty, the stream is gone or the read-ahead budget is spent.
+func (r *Reader) aheadWorker(st *stream) {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		if st.gone || len(st.queue) == 0 || r.ctx.Err() != nil {
+			st.workers--
+			r.mu.Unlock()
+			return
+		}
+		q := st.queue[0]
+		st.queue = st.queue[1:]
+		r.mu.Unlock()
+		if !r.fetchAhead(q, st) {
+			r.mu.Lock()
+			st.workers--
+			st.queue = nil
+			r.mu.Unlock()
+			return
+		}
+	}
+}
+
+// startAhead starts a GET of a chunk for read-ahead in the background
+// unless it is read, loading or cached already. It returns false when the
+// read-ahead budget is spent (and counts the chunk skipped).
+func (r *Reader) startAhead(q aheadReq) bool {
+	ld, ok := r.beginAhead(q, nil)
+	if ld == nil {
+		return ok
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.endAhead(q, ld)
+	}()
+	return true
+}
+
+// fetchAhead GETs a chunk for a stream's read-ahead, in the calling
+// worker, unless it is read, loading or cached already. It returns false
+// when the read-ahead budget is spent or the stream is gone.
+func (r *Reader) fetchAhead(q aheadReq, st *stream) bool {
+	ld, ok := r.beginAhead(q, st)
+	if ld == nil {
+		return ok
+	}
+	r.endAhead(q, ld)
+	return true
+}
+
+// beginAhead registers a read-ahead load of a chunk and charges the
+// budget. It returns a nil load when there is nothing to fetch: true when
+// the chunk is there or coming already, false when the budget is spent
+// (counted) or the stream (if not nil) is gone.
+func (r *Reader) beginAhead(q aheadReq, st *stream) (*load, bool) {
+	ck := chunkKey(q.key, q.idx)
 	if _, ok := r.chunks.Get(ck); ok {
-		return true
+		return nil, true
 	}
 	r.mu.Lock()
-	if stream != nil {
-		if _, ok := r.mu.streams[*stream]; !ok {
-			r.mu.Unlock()
-			return false
-		}
+	defer r.mu.Unlock()
+	if (st != nil && st.gone) || r.ctx.Err() != nil {
+		return nil, false
 	}
 	_, recent := r.mu.recent[ck]
 	_, ahead := r.mu.ahead[ck]
 	_, loading := r.mu.loads[ck]
 	if recent || ahead || loading {
-		r.mu.Unlock()
-		return true
+		return nil, true
 	}
-	for r.mu.aheadBytes+length > r.cfg.ReadAheadBytes {
+	for r.mu.aheadBytes+q.length > r.cfg.ReadAheadBytes {
 		if !r.evictStaleAheadLocked(time.Now()) {
-			r.mu.Unlock()
 			r.cfg.Metrics.readAheadSkipped()
-			return false
+			return nil, false
 		}
 	}
-	if r.ctx.Err() != nil {
-		r.mu.Unlock()
-		return false
-	}
-	r.mu.aheadBytes += length
+	r.mu.aheadBytes += q.length
 	ld := &load{done: make(chan struct{}), ahead: true}
 	r.mu.loads[ck] = ld
-	r.wg.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.wg.Done()
-		ld.data, ld.err = r.get(r.ctx, key, idx*r.cfg.ChunkBytes, length)
-		r.mu.Lock()
-		delete(r.mu.loads, ck)
-		if ld.err == nil {
-			r.mu.ahead[ck] = aheadChunk{data: ld.data, at: time.Now()}
-			r.mu.aheadLog = append(r.mu.aheadLog, ck)
-			if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
-				r.compactAheadLogLocked()
-			}
-		} else {
-			r.mu.aheadBytes -= length
+	return ld, true
+}
+
+// endAhead runs a read-ahead load begun by beginAhead: the GET, then the
+// chunk into ahead (or the budget back on failure).
+func (r *Reader) endAhead(q aheadReq, ld *load) {
+	ck := chunkKey(q.key, q.idx)
+	ld.data, ld.err = r.get(r.ctx, q.key, q.idx*r.cfg.ChunkBytes, q.length)
+	r.mu.Lock()
+	delete(r.mu.loads, ck)
+	if ld.err == nil {
+		r.mu.ahead[ck] = aheadChunk{data: ld.data, at: time.Now()}
+		r.mu.aheadLog = append(r.mu.aheadLog, ck)
+		if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
+			r.compactAheadLogLocked()
 		}
-		r.mu.Unlock()
-		close(ld.done)
-	}()
-	return true
+	} else {
+		r.mu.aheadBytes -= q.length
+	}
+	r.mu.Unlock()
+	close(ld.done)
 }
 
 // evictStaleAheadLocked drops the oldest chunk read ahead if no read took

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -270,4 +274,112 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// gatedBucket holds GETs of segment objects that block says to hold until
+// release gives them a token, and counts the GETs in flight.
+type gatedBucket struct {
+	objectstore.Bucket
+	block   func(key string, off int64) bool
+	release chan struct{}
+
+	mu                  sync.Mutex
+	inFlight, maxFlight int
+	started             int
+}
+
+func (g *gatedBucket) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if !strings.HasSuffix(key, ".log") {
+		return g.Bucket.Get(ctx, key, off, n)
+	}
+	g.mu.Lock()
+	g.started++
+	g.inFlight++
+	g.maxFlight = max(g.maxFlight, g.inFlight)
+	hold := g.block(key, off)
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.inFlight--
+		g.mu.Unlock()
+	}()
+	if hold {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Bucket.Get(ctx, key, off, n)
+}
+
+func (g *gatedBucket) counts() (inFlight, maxFlight, started int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.inFlight, g.maxFlight, g.started
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+	}
+}
+
+// A sequential reader's read-ahead works as ReadAhead GET workers do: as
+// one GET ends the next chunk starts, with no read in between. It started
+// a window of GETs at each read and nothing until the next one, so a
+// replay left the store idle while the last GET of each window ended and
+// the consumer came back.
+func TestReaderReadAheadStartsTheNextGETAsEachEnds(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 400)
+	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
+	a, ms := newTestArchiver(t, g, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	r := newTestReader(t, g, 4096)
+	t.Cleanup(func() { close(g.release) }) // before r.Close, which waits
+	first := r.cfg.Layout.SegmentKey(testPartition, m.Segments[0].BaseOffset, m.Segments[0].ID)
+	// Chunks 0 and 1 of the first segment come at once; the rest wait.
+	g.block = func(key string, off int64) bool { return key != first || off >= 2*4096 }
+	off := replayFrom(t, r, m, 0, 1, 600)
+	r.Wait()
+	// The second read makes the stream sequential: chunks 2.. are
+	// queued, four fetched at a time.
+	replayFrom(t, r, m, off, 1, 600)
+	waitFor(t, "4 GETs in flight", func() bool { n, _, _ := g.counts(); return n == 4 })
+	_, _, started := g.counts()
+	for i := range 3 {
+		g.release <- struct{}{}
+		waitFor(t, "the next GET", func() bool { n, _, s := g.counts(); return n == 4 && s == started+i+1 })
+	}
+	if _, peak, _ := g.counts(); peak > 4 {
+		t.Fatalf("%d GETs in flight; ReadAhead is 4", peak)
+	}
+}
+
+// A read that spans several chunks of a segment nothing has read fetches
+// them together, not one after the other as its walk reaches each.
+func TestReaderFirstReadFetchesItsChunksTogether(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 400)
+	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
+	a, ms := newTestArchiver(t, g, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	r := newTestReader(t, g, 4096)
+	g.block = func(string, int64) bool { return true }
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(g.release) }) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Read(context.Background(), testPartition, m, 0, 3*4096, math.MaxInt64, true)
+		done <- err
+	}()
+	waitFor(t, "the read's 3 chunks in flight together", func() bool { n, _, _ := g.counts(); return n == 3 })
+	once.Do(func() { close(g.release) })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
