@@ -206,6 +206,7 @@ func produceResponseErr(body []byte) error {
 type fetched struct {
 	bytes, records int64
 	highWatermark  int64
+	next           int64 // the offset after the last whole batch (0: none)
 }
 
 func parseFetchResponse(body []byte) (fetched, error) {
@@ -230,6 +231,7 @@ func parseFetchResponse(body []byte) (fetched, error) {
 				}
 				f.bytes += int64(size)
 				f.records += int64(int32(binary.BigEndian.Uint32(recs[57:])))
+				f.next = int64(binary.BigEndian.Uint64(recs)) + int64(int32(binary.BigEndian.Uint32(recs[23:]))) + 1
 				recs = recs[size:]
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,9 +32,16 @@ import (
 //   - the upload of sealed segments (bytes over the time each upload and
 //     manifest commit took), beside raw PUTs of as many segment-sized
 //     objects, one at a time as a partition uploads;
-//   - a cold replay from offset 0 with franz-go of a partition that lives
-//     only in the bucket (segment bytes per second), beside ranged GETs of
-//     the same segment objects in chunk-sized pieces, four in flight;
+//   - a cold replay from offset 0 of a partition that lives only in the
+//     bucket (segment bytes per second), by a raw fetch loop that reads
+//     each response into one buffer and looks at batch headers alone, so
+//     the broker is measured and not a client's decoding; beside ranged
+//     GETs of the same segment objects in chunk-sized pieces, four in
+//     flight, and beside the same GETs relayed over one loopback TCP
+//     connection (the bytes cross two hops, as a replay's do); with the
+//     CPU each process used per MB, the broker's largest RSS against its
+//     cache bound, and a profile of the broker with -profile;
+//   - the same replay warm, raw and with franz-go (which decodes records);
 //   - the latency of a cold fetch (its response, the first bytes a
 //     consumer gets) at segments nothing has read, and of the same fetch
 //     again (warm), beside a GET of the segment's indexes object and then
@@ -44,7 +52,14 @@ const (
 	tierSegment    = 8 << 20
 	tierProbeSeg   = 1 << 20
 	tierChunk      = 4 << 20
-	tierProbes     = 8
+	tierProbes     = 16
+	// tierCache is the broker's --remote-cache-bytes, the bound its RSS
+	// during the replay is compared with.
+	tierCache = 256 << 20
+	// tierFetchBytes is what each Fetch of the replay asks for.
+	tierFetchBytes = 16 << 20
+	// tierProfile is how much of the replay -profile covers.
+	tierProfile = 3 * time.Second
 )
 
 func runTiering(o options) error {
@@ -65,7 +80,7 @@ func runTiering(o options) error {
 	const bucketName = "bench"
 	url := srv.URL(bucketName, "") + "&create_bucket=true"
 	to := o
-	to.shaleArgs = "--object-store=" + url + " --retention-check-interval=500ms --log-level=warn"
+	to.shaleArgs = "--object-store=" + url + " --retention-check-interval=500ms --log-level=warn --remote-cache-bytes=" + strconv.Itoa(tierCache)
 	to.shaleEnv = strings.Join(miniotest.Env(), ",")
 	sh, err := startShale(to)
 	if err != nil {
@@ -174,20 +189,56 @@ func runTiering(o options) error {
 		return err
 	}
 	waited := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
-	replay, err := coldReplay(ctx, sh.addr, localStart)
+	profiled := make(chan error, 1)
+	if o.raw.profileDir != "" {
+		// The first seconds of the replay: run with a larger -tier-mb
+		// for the profile to cover all of it.
+		go func() {
+			prefix := filepath.Join(o.raw.profileDir, "tiering-cold-replay")
+			allocs := make(chan error, 1)
+			go func() { allocs <- fetchProfile(sh.httpAddr, "allocs", prefix+".allocs.pprof", tierProfile) }()
+			profiled <- errors.Join(fetchProfile(sh.httpAddr, "profile", prefix+".pprof", tierProfile), <-allocs)
+		}()
+	} else {
+		profiled <- nil
+	}
+	rss := sampleRSS(sh.pid)
+	cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
+	replay, err := rawReplay(ctx, sh.addr, localStart)
 	if err != nil {
 		return err
 	}
+	replayCPU := cpu.stop()
+	replayRSS := rss()
 	// How much of the replay the broker spent waiting in remote reads
 	// (the object store and the cache) rather than in the client.
 	waited = metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - waited
+	if err := <-profiled; err != nil {
+		fmt.Fprintln(os.Stderr, "tiering profile:", err)
+	}
+	cpu = startCPU(srv.Pid(), os.Getpid())
 	getMBps, err := parallelGets(ctx, bucket, segs, 4)
 	if err != nil {
 		return err
 	}
+	getCPU := cpu.stop()
+	// The ceiling of anything that serves the bucket to a client over
+	// TCP: the same GETs, each chunk then written to one loopback
+	// connection that a reader drains, as the broker's response is.
+	cpu = startCPU(srv.Pid(), os.Getpid())
+	relayMBps, err := relayedGets(ctx, bucket, segs, 4)
+	if err != nil {
+		return err
+	}
+	relayCPU := cpu.stop()
 	// The same replay again, from the broker's cache: what the broker
-	// and the client cost without the object store.
-	warmReplay, err := coldReplay(ctx, sh.addr, localStart)
+	// costs without the object store; and with franz-go, which decodes
+	// every record as an application's consumer does.
+	warmReplay, err := rawReplay(ctx, sh.addr, localStart)
+	if err != nil {
+		return err
+	}
+	warmFranz, err := coldReplay(ctx, sh.addr, localStart)
 	if err != nil {
 		return err
 	}
@@ -205,11 +256,16 @@ func runTiering(o options) error {
 		remote>>20, tierSegment>>20, tierChunk>>20, loadAverage(), produceMBps, caughtUp.Round(10*time.Millisecond))
 	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, [][]string{
 		{"upload of sealed segments while producing, MB/s", fmt.Sprintf("%.0f", upMBps), "raw PUTs of the same sizes, 1 at a time, alone", fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)},
-		{"cold replay from offset 0 (franz-go), MB/s", fmt.Sprintf("%.0f", replayMBps), "ranged GETs of the segments, 4 in flight", fmt.Sprintf("%.0f", getMBps), fmt.Sprintf("%.2fx", replayMBps/getMBps)},
+		{"cold replay from offset 0 (raw fetches, 1 in flight), MB/s", fmt.Sprintf("%.0f", replayMBps), "ranged GETs of the segments, 4 in flight", fmt.Sprintf("%.0f", getMBps), fmt.Sprintf("%.2fx", replayMBps/getMBps)},
+		{"", "", "the same GETs relayed over one TCP connection", fmt.Sprintf("%.0f", relayMBps), fmt.Sprintf("%.2fx", replayMBps/relayMBps)},
 		{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replay.Seconds()), "", "", ""},
-		{"the same replay warm (cache), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmReplay)), "", "", ""},
-		{fmt.Sprintf("cold fetch latency, p50 / max of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
-		{"the same fetch warm, p50 / max", durs(warm), "", "", ""},
+		{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], remote), msPerMB(replayCPU[1], remote), msPerMB(replayCPU[2], remote)),
+			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], remote), msPerMB(getCPU[1], remote), msPerMB(relayCPU[0], remote), msPerMB(relayCPU[1], remote)), ""},
+		{"cold replay: broker RSS, max", fmt.Sprintf("%d MiB", replayRSS>>20), "cache bound + 200 MiB", fmt.Sprintf("%d MiB", (tierCache>>20)+200), fmt.Sprintf("%.2fx", float64(replayRSS)/float64(tierCache+200<<20))},
+		{"the same replay warm (cache, raw fetches), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmReplay)), "", "", ""},
+		{"the same replay warm with franz-go (decodes records), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmFranz)), "", "", ""},
+		{fmt.Sprintf("cold fetch first-record latency, p50 / p99 of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
+		{"the same fetch warm (cached), p50 / p99", durs(warm), "", "", ""},
 	})
 	return nil
 }
@@ -297,6 +353,89 @@ func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, er
 	return p.Offset, nil
 }
 
+// rawReplay reads the replay topic from offset 0 up to end as a consumer
+// does, one Fetch in flight on one connection, but reads each response
+// into one reused buffer and looks at the batch headers alone, as the GET
+// ceiling reads its chunks into a buffer: what it measures is the broker
+// and the store, not a client decoding records.
+func rawReplay(ctx context.Context, addr string, end int64) (time.Duration, error) {
+	ff, err := newFetchFrame(tierTopic, 0, tierFetchBytes)
+	if err != nil {
+		return 0, err
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	r := bufio.NewReaderSize(c, 64<<10)
+	var buf, body []byte
+	start := time.Now()
+	for corr, next := int32(0), int64(0); next < end; corr++ {
+		setCorrelationID(ff.frame, corr)
+		ff.setOffset(next)
+		if _, err := c.Write(ff.frame); err != nil {
+			return 0, err
+		}
+		if body, buf, err = readResponse(r, buf, corr); err != nil {
+			return 0, err
+		}
+		f, err := parseFetchResponse(body)
+		if err != nil {
+			return 0, err
+		}
+		if f.records == 0 {
+			return 0, fmt.Errorf("tiering: replay fetch at %d returned no whole batch", next)
+		}
+		next = f.next
+	}
+	return time.Since(start), nil
+}
+
+// sampleRSS samples a process's resident set size every 20 ms until the
+// returned function is called, which returns the largest.
+func sampleRSS(pid int) func() int64 {
+	stop, done := make(chan struct{}), make(chan int64)
+	go func() {
+		var peak int64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			peak = max(peak, rssOf(pid))
+			select {
+			case <-stop:
+				done <- max(peak, rssOf(pid))
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		return <-done
+	}
+}
+
+// rssOf is a process's resident set size now (VmRSS), 0 when unknown.
+func rssOf(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
 // coldReplay consumes the replay topic from offset 0 up to end with a new
 // franz-go client and returns how long it took.
 func coldReplay(ctx context.Context, addr string, end int64) (time.Duration, error) {
@@ -357,6 +496,110 @@ func parallelGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.
 	close(ch)
 	wg.Wait()
 	return float64(total) / time.Since(start).Seconds() / 1e6, failed
+}
+
+// relayedGets reads the objects as parallelGets does, n in flight, and
+// writes each chunk as it arrives to one loopback TCP connection whose
+// other end reads into one buffer: the bytes cross the same two hops as a
+// replay's (store to server, server to client). It returns MB/s.
+func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.Attrs, n int) (float64, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	var total int64
+	for _, o := range objs {
+		total += o.Size
+	}
+	drained := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			drained <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, tierFetchBytes)
+		for left := total; left > 0; {
+			m, err := c.Read(buf[:min(int64(len(buf)), left)])
+			if err != nil {
+				drained <- err
+				return
+			}
+			left -= int64(m)
+		}
+		drained <- nil
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	type piece struct {
+		key      string
+		off, len int64
+	}
+	ch, out := make(chan piece), make(chan []byte, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range ch {
+				data, err := getChunk(ctx, b, p.key, p.off, p.len)
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+					data = make([]byte, p.len) // keep the reader's count
+				}
+				out <- data
+			}
+		}()
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		var werr error
+		for data := range out {
+			if werr == nil {
+				_, werr = c.Write(data)
+			}
+		}
+		wrote <- werr
+	}()
+	for _, o := range objs {
+		for off := int64(0); off < o.Size; off += tierChunk {
+			ch <- piece{o.Key, off, min(tierChunk, o.Size-off)}
+		}
+	}
+	close(ch)
+	wg.Wait()
+	close(out)
+	if err := errors.Join(<-wrote, failed); err != nil {
+		return 0, err
+	}
+	if err := <-drained; err != nil {
+		return 0, err
+	}
+	return float64(total) / time.Since(start).Seconds() / 1e6, nil
+}
+
+func getChunk(ctx context.Context, b objectstore.Bucket, key string, off, n int64) ([]byte, error) {
+	body, err := b.Get(ctx, key, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	buf := make([]byte, n)
+	_, err = io.ReadFull(body, buf)
+	return buf, err
 }
 
 func getRange(ctx context.Context, b objectstore.Bucket, key string, off, n int64) error {
@@ -477,5 +720,5 @@ func pct(ds []time.Duration, p int) time.Duration {
 }
 
 func durs(ds []time.Duration) string {
-	return pct(ds, 50).Round(10*time.Microsecond).String() + " / " + pct(ds, 100).Round(10*time.Microsecond).String()
+	return pct(ds, 50).Round(10*time.Microsecond).String() + " / " + pct(ds, 99).Round(10*time.Microsecond).String()
 }

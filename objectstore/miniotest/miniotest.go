@@ -317,6 +317,17 @@ func (s *Server) Pause() {
 
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
 
+// Pid is the server process's id (0 when it is not running), for
+// benchmarks that measure the CPU it uses.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Close stops the server for good.
 func (s *Server) Close() { s.Kill() }
 
