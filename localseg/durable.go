@@ -31,6 +31,8 @@ var maxSyncsInFlight = 1
 // commit and a cache flush) would be paid twice per window. Held, one sync
 // covers the whole window; the hold costs at most half a sync's latency,
 // and nothing when a lone producer (one request in flight) comes back.
+// Holds that end by their deadline halve the next one's, so that where
+// producers do not come back in time holding costs little.
 //
 // Up to maxSyncsInFlight syncs may overlap: a producer that arrives
 // mid-sync then starts another at once rather than waiting for the running
@@ -60,13 +62,22 @@ type SyncScheduler struct {
 		expect    int
 		holdTimer *time.Timer
 		holdGen   uint64
-		syncDur   time.Duration // moving average of recent syncs' durations
+		// holdMisses counts the holds in a row that ended by their
+		// deadline: each halves the next one's (up to maxHoldMisses).
+		holdMisses int
+		syncDur    time.Duration // moving average of recent syncs' durations
 	}
 }
 
 // maxSyncHold bounds a hold (see SyncScheduler); a var so that tests can
 // change it.
 var maxSyncHold = 2 * time.Millisecond
+
+// maxHoldMisses bounds the halvings of the hold after holds that ended by
+// their deadline (the answered producers did not come back in time: a
+// loaded machine, or producers that do not keep a window), so that a
+// hold that does not pay costs little, and one that pays again restores it.
+const maxHoldMisses = 4
 
 // syncFlight is one sync: it makes durable every batch below end, unless a
 // truncation (a new recovery-point generation than gen) came first.
@@ -112,7 +123,7 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 	s.mu.waiters = append(s.mu.waiters, durableWaiter{offset: offset, fn: fn})
 	if s.mu.held {
 		if s.mu.expect--; s.mu.expect <= 0 {
-			s.mu.held = false
+			s.mu.held, s.mu.holdMisses = false, 0
 		}
 	}
 	s.requestLocked(offset)
@@ -195,7 +206,7 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 // holdLocked holds the next sync back until n more waiters have come, for
 // half the recent sync duration at most (and maxSyncHold). Requires s.mu.
 func (s *SyncScheduler) holdLocked(n int) {
-	d := min(s.mu.syncDur/2, maxSyncHold)
+	d := min(s.mu.syncDur/2, maxSyncHold) >> s.mu.holdMisses
 	if s.mu.stopped || d <= 0 {
 		return
 	}
@@ -207,6 +218,7 @@ func (s *SyncScheduler) holdLocked(n int) {
 		defer s.mu.Unlock()
 		if s.mu.held && s.mu.holdGen == gen {
 			s.mu.held = false
+			s.mu.holdMisses = min(s.mu.holdMisses+1, maxHoldMisses)
 			s.startLocked()
 		}
 	}
