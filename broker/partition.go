@@ -214,6 +214,9 @@ func (p *partition) maybeAdvanceHW() {
 		}
 		if p.hw.CompareAndSwap(cur, hw) {
 			p.log.SetHighWatermark(hw) // checkpointed periodically and at close
+			if p.tier != nil {
+				p.tier.hwPassed(hw)
+			}
 			return
 		}
 	}

@@ -130,6 +130,17 @@ type partitionTier struct {
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
+	// hwWait, when above 0, is the end of a sealed segment the high
+	// watermark had not passed when it was sealed: the high watermark
+	// reaching it wakes the archive loop (hwPassed).
+	hwWait atomic.Int64
+
+	// sealed holds when the segments not yet uploaded were sealed (the
+	// wait before an upload starts is measured from it).
+	sealed struct {
+		sync.Mutex
+		at map[int64]time.Time // base offset -> seal time
+	}
 
 	mu struct {
 		sync.Mutex
@@ -143,12 +154,52 @@ func (s *tierService) newPartitionTier(topic string, id [16]byte, index int32) *
 	return &partitionTier{svc: s, part: part, store: tiering.NewManifestStore(s.bucket, s.layout.ManifestKey(part), nil), wake: make(chan struct{}, 1)}
 }
 
-// onSeal is localseg's seal hook: it only wakes the archive loop.
-func (t *partitionTier) onSeal(localseg.SegmentInfo) {
+// onSeal is localseg's seal hook: it notes the time, and wakes the archive
+// loop now, or when the high watermark passes the segment (hwPassed).
+func (t *partitionTier) onSeal(s localseg.SegmentInfo) {
+	now := time.Now()
+	end := t.manifest().End()
+	t.sealed.Lock()
+	if t.sealed.at == nil {
+		t.sealed.at = make(map[int64]time.Time)
+	}
+	for base := range t.sealed.at {
+		if base < end {
+			delete(t.sealed.at, base) // uploaded, or gone
+		}
+	}
+	t.sealed.at[s.BaseOffset] = now
+	t.sealed.Unlock()
+	for {
+		w := t.hwWait.Load()
+		if w >= s.NextOffset || t.hwWait.CompareAndSwap(w, s.NextOffset) {
+			break
+		}
+	}
+	t.poke()
+}
+
+// hwPassed is called when a leader's high watermark moves to hw: it wakes
+// the archive loop when hw passes a segment sealed before it.
+func (t *partitionTier) hwPassed(hw int64) {
+	if w := t.hwWait.Load(); w > 0 && hw >= w && t.hwWait.CompareAndSwap(w, 0) {
+		t.poke()
+	}
+}
+
+// poke wakes the archive loop (one pending signal).
+func (t *partitionTier) poke() {
 	select {
 	case t.wake <- struct{}{}:
 	default:
 	}
+}
+
+// sealedAt is when the segment at base was sealed (zero: not seen).
+func (t *partitionTier) sealedAt(base int64) time.Time {
+	t.sealed.Lock()
+	defer t.sealed.Unlock()
+	return t.sealed.at[base]
 }
 
 // manifest is the last manifest this broker read or committed.
@@ -216,45 +267,42 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	}
 	arch := tiering.NewArchiver(tiering.ArchiverConfig{
 		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
-		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault,
+		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault, SealedAt: t.sealedAt,
 		OnCommit: func(m *tiering.Manifest) {
 			p.log.SetUploadedEnd(m.End())
 			t.lastUpload.Store(time.Now().UnixMilli())
+			backoff = 0 // Run calls it on this goroutine
 		},
 	})
 	var lastRetention time.Time
 	backoff = 0
-	for ctx.Err() == nil {
-		leader, epoch := p.leaderState()
-		if leader != p.nodeID {
-			return
-		}
-		uploaded, err := arch.UploadNext(ctx, epoch, p.lastStableOffset())
+	_, epoch := p.leaderState()
+	hooks := tiering.RunHooks{
+		Limit: p.lastStableOffset,
+		Wake:  t.wake,
+		Idle:  t.svc.cfg.UploadInterval,
+		Tick: func() bool {
+			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch {
+				return false
+			}
+			if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval {
+				lastRetention = now
+				t.applyRetention(ctx, p, epoch, now)
+			}
+			return true
+		},
+	}
+	for ctx.Err() == nil && hooks.Tick() {
+		err := arch.Run(ctx, epoch, hooks)
 		switch {
+		case err == nil:
+			return
 		case errors.Is(err, tiering.ErrFenced):
 			log.Warn("a newer leader owns the remote manifest; this broker stops uploading", "epoch", epoch)
 			return
-		case err != nil:
-			if ctx.Err() != nil || !retry("segment upload failed", err) {
-				return
-			}
-			continue
+		case ctx.Err() != nil || !retry("segment upload failed", err):
+			return
 		}
-		backoff = 0
-		if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval {
-			lastRetention = now
-			t.applyRetention(ctx, p, epoch, now)
-		}
-		if uploaded {
-			continue
-		}
-		timer := time.NewTimer(t.svc.cfg.UploadInterval)
-		select {
-		case <-ctx.Done():
-		case <-t.wake:
-		case <-timer.C:
-		}
-		timer.Stop()
 	}
 }
 
@@ -596,10 +644,7 @@ func (t *partitionTier) setLogStart(epoch int32, offset int64) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", tiering.ErrUnavailable, err)
 	}
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
+	t.poke()
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/shale-log/shale/localseg"
@@ -38,8 +39,16 @@ type ArchiverConfig struct {
 	// manifest (the broker moves the local retention guard).
 	OnCommit func(*Manifest)
 	// Fault, when set, is called at the points of an upload where
-	// crash tests kill the process (FaultUploaded, FaultCommitted).
+	// crash tests kill the process (FaultUploaded, FaultCommitted), once
+	// per batch.
 	Fault func(point string)
+	// MaxBatch is the most segments one UploadNext uploads at once and
+	// commits in one manifest write (default 4).
+	MaxBatch int
+	// SealedAt, when set, says when the segment at a base offset was
+	// sealed (zero: unknown), so that the wait before its upload starts
+	// is measured.
+	SealedAt func(base int64) time.Time
 }
 
 // Fault points of an upload (ArchiverConfig.Fault).
@@ -66,94 +75,329 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 4
+	}
 	return &Archiver{cfg: cfg}
 }
 
-// UploadNext uploads the oldest sealed local segment that ends above the
+// upload is one segment of a batch on its way to the bucket.
+type upload struct {
+	next    int64 // the segment's next offset
+	started time.Time
+	done    chan struct{} // closed when the fields below are set
+	seg     Segment
+	logKey  string
+	compKey string
+	err     error
+	phases  [numPhases]time.Duration
+}
+
+// UploadNext uploads the oldest sealed local segments that end above the
 // manifest's end and at or below limit (the high watermark, or the last
-// stable offset), then commits it to the manifest as leader of epoch. It
-// reports whether it committed a segment. ErrFenced means a newer leader
-// has taken over: stop.
-func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (bool, error) {
+// stable offset), up to MaxBatch of them at once, then commits them to the
+// manifest in one write as leader of epoch. It returns how many segments
+// it committed. ErrFenced means a newer leader has taken over: stop.
+//
+// The segments of a batch and their companions are PUT in parallel; the
+// commit names the longest run of them, from the oldest, whose objects
+// are all in the bucket, so the manifest never has a gap. The objects of
+// the others are deleted (the next call uploads them again under new
+// names).
+func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (int, error) {
 	m := a.cfg.Manifest.Current()
 	end := m.End()
-	var pick *localseg.SegmentInfo
+	var ups []*upload
 	for _, s := range a.cfg.Source.Segments() {
-		if s.Active || s.NextOffset > limit {
+		if s.Active || s.NextOffset > limit || len(ups) == a.cfg.MaxBatch {
 			break
 		}
 		if s.NextOffset > end && s.Size > 0 {
-			pick = &s
-			break
+			ups = append(ups, a.start(ctx, epoch, s, len(ups) == 0 && m.SegmentCount() > 0, end))
 		}
 	}
-	if pick == nil {
-		return false, nil
+	if len(ups) == 0 {
+		return 0, nil
 	}
-	ss, err := a.cfg.Source.OpenSealed(pick.BaseOffset)
-	if errors.Is(err, localseg.ErrNotSealed) {
-		return false, nil // deleted or truncated meanwhile: look again next time
+	for _, u := range ups {
+		<-u.done
 	}
+	// The committable run: from the oldest, up to the first failure.
+	n := 0
+	for n < len(ups) && ups[n].err == nil {
+		n++
+	}
+	var failed error
+	if n < len(ups) {
+		failed = ups[n].err
+		for _, u := range ups[n+1:] {
+			if u.err == nil {
+				a.deleteQuietly(u.logKey, u.compKey)
+			}
+		}
+	}
+	if n == 0 {
+		if errors.Is(failed, localseg.ErrNotSealed) {
+			return 0, nil // deleted or truncated meanwhile: look again next time
+		}
+		return 0, failed
+	}
+	committed, err := a.commit(ctx, epoch, ups[:n])
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	defer ss.Close()
-	if m.SegmentCount() > 0 && ss.BaseOffset > end {
-		a.cfg.Logger.Warn("remote log has a gap: local data below the segment was deleted before upload",
-			"partition", a.cfg.Partition.String(), "remote_end", end, "segment", ss.BaseOffset)
+	if failed != nil && !errors.Is(failed, localseg.ErrNotSealed) {
+		a.cfg.Logger.Warn("segment upload failed; retrying", "partition", a.cfg.Partition.String(), "err", failed)
 	}
-	seg := Segment{BaseOffset: ss.BaseOffset, NextOffset: ss.NextOffset, Size: ss.Size, MaxTimestamp: ss.MaxTimestamp,
-		UploadEpoch: epoch, Epochs: ss.Epochs}
-	if _, err := rand.Read(seg.ID[:]); err != nil {
-		return false, err
+	return committed, nil
+}
+
+// RunHooks are what Run needs of its caller.
+type RunHooks struct {
+	// Limit is the offset uploads may reach (the high watermark, or the
+	// last stable offset); read before each pick.
+	Limit func() int64
+	// Wake signals that a segment was sealed or the limit moved.
+	Wake <-chan struct{}
+	// Idle is how long Run waits without a wake before it looks again.
+	Idle time.Duration
+	// Tick, when set, is called after every commit and wake (remote
+	// retention, leadership checks); false stops Run.
+	Tick func() bool
+}
+
+// Run uploads sealed segments as they come, as leader of epoch, until ctx
+// ends, Tick says stop (nil), or an upload or commit fails (the error; the
+// caller backs off and runs it again). Up to MaxBatch uploads are in flight
+// at once, each started as soon as its segment is sealed below the limit;
+// whenever the oldest ones are in the bucket, one manifest commit names
+// them all, while the younger ones go on uploading. The manifest never has
+// a gap: a failed upload stops Run, and the younger uploads' objects are
+// deleted.
+func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
+	var inflight []*upload
+	drain := func() {
+		for _, u := range inflight {
+			<-u.done
+			if u.err == nil {
+				a.deleteQuietly(u.logKey, u.compKey)
+			}
+		}
+		inflight = nil
 	}
-	comp := EncodeCompanion(&Companion{OffsetIndex: ss.OffsetIndex, TimeIndex: ss.TimeIndex, ProducerSnapshot: ss.ProducerSnapshot, Epochs: ss.Epochs})
-	seg.CompanionSize = int64(len(comp))
-	p, l := a.cfg.Partition, a.cfg.Layout
-	logKey, compKey := l.SegmentKey(p, seg.BaseOffset, seg.ID), l.CompanionKey(p, seg.BaseOffset, seg.ID)
-	start := time.Now()
-	if err := a.put(ctx, logKey, io.NewSectionReader(ss, 0, ss.Size), ss.Size); err != nil {
-		return false, err
+	defer drain()
+	idle := time.NewTimer(h.Idle)
+	defer idle.Stop()
+	for {
+		// Start what the limit and the slots allow.
+		m := a.cfg.Manifest.Current()
+		picked := m.End()
+		if n := len(inflight); n > 0 {
+			picked = inflight[n-1].next
+		}
+		limit := h.Limit()
+		for _, s := range a.cfg.Source.Segments() {
+			if s.Active || s.NextOffset > limit || len(inflight) == a.cfg.MaxBatch {
+				break
+			}
+			if s.NextOffset > picked && s.Size > 0 {
+				inflight = append(inflight, a.start(ctx, epoch, s, len(inflight) == 0 && m.SegmentCount() > 0, picked))
+				picked = s.NextOffset
+			}
+		}
+		var oldest <-chan struct{}
+		if len(inflight) > 0 {
+			oldest = inflight[0].done
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.Wake:
+			if h.Tick != nil && !h.Tick() {
+				return nil
+			}
+			continue
+		case <-idle.C:
+			idle.Reset(h.Idle)
+			if h.Tick != nil && !h.Tick() {
+				return nil
+			}
+			continue
+		case <-oldest:
+		}
+		// The oldest is done: commit it with every done one after it.
+		n := 0
+		for n < len(inflight) && isDone(inflight[n]) && inflight[n].err == nil {
+			n++
+		}
+		if n == 0 {
+			err := inflight[0].err
+			inflight = inflight[1:]
+			drain()
+			if errors.Is(err, localseg.ErrNotSealed) {
+				continue // deleted or truncated meanwhile: look again
+			}
+			return err
+		}
+		ups := inflight[:n]
+		inflight = inflight[n:]
+		if _, err := a.commit(ctx, epoch, ups); err != nil {
+			return err
+		}
+		if h.Tick != nil && !h.Tick() {
+			return nil
+		}
 	}
-	if err := a.put(ctx, compKey, bytes.NewReader(comp), int64(len(comp))); err != nil {
-		return false, err
+}
+
+func isDone(u *upload) bool {
+	select {
+	case <-u.done:
+		return true
+	default:
+		return false
 	}
+}
+
+// start begins the upload of a sealed segment in its own goroutine. With
+// checkGap, it warns when the segment does not start at end (the remote
+// log's end).
+func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInfo, checkGap bool, end int64) *upload {
+	u := &upload{next: s.NextOffset, started: time.Now(), done: make(chan struct{})}
+	if a.cfg.SealedAt != nil {
+		if at := a.cfg.SealedAt(s.BaseOffset); !at.IsZero() && at.Before(u.started) {
+			u.phases[phaseWait] = u.started.Sub(at)
+		}
+	}
+	gapAt := int64(-1)
+	if checkGap {
+		gapAt = end
+	}
+	go func() {
+		defer close(u.done)
+		u.err = a.uploadOne(ctx, epoch, s.BaseOffset, gapAt, u)
+	}()
+	return u
+}
+
+// commit names the uploaded segments ups (consecutive, the oldest first)
+// in the manifest in one write, and returns how many it named (those a
+// previous commit named already are not). Objects it does not name are
+// deleted.
+func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int, error) {
 	a.fault(FaultUploaded)
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	committed := false
+	var committed []*upload
+	commitStart := time.Now()
 	nm, err := a.cfg.Manifest.Commit(cctx, epoch, func(m *Manifest) error {
-		committed = false
-		if m.End() >= seg.NextOffset {
-			return nil // someone committed this range already
+		committed = committed[:0]
+		for _, u := range ups {
+			if m.End() >= u.seg.NextOffset {
+				continue // someone committed this range already
+			}
+			m.Segments = append(m.Segments, u.seg)
+			committed = append(committed, u)
 		}
-		m.Segments = append(m.Segments, seg)
-		committed = true
 		return nil
 	})
 	cancel()
+	commitTook := time.Since(commitStart)
 	if err != nil {
 		if errors.Is(err, ErrFenced) {
-			a.deleteQuietly(logKey, compKey)
+			for _, u := range ups {
+				a.deleteQuietly(u.logKey, u.compKey)
+			}
 		}
 		// Otherwise the commit may or may not have landed: the
 		// objects stay; orphan cleanup removes them if it did not.
 		a.cfg.Metrics.uploadError()
-		return false, fmt.Errorf("tiering: committing %s at %d: %w", p, seg.BaseOffset, err)
+		return 0, fmt.Errorf("tiering: committing %s at %d: %w", a.cfg.Partition, ups[0].seg.BaseOffset, err)
 	}
-	if !committed {
-		a.deleteQuietly(logKey, compKey)
-	} else {
+	for _, u := range ups {
+		if !slices.Contains(committed, u) {
+			a.deleteQuietly(u.logKey, u.compKey)
+		}
+	}
+	if len(committed) > 0 {
 		a.fault(FaultCommitted)
-		took := time.Since(start)
-		a.cfg.Metrics.uploaded(seg.Size+seg.CompanionSize, took)
-		// One line per sealed segment: bounded by segment.bytes and
-		// segment.ms, as Kafka's segment roll lines are.
-		a.cfg.Logger.Info("segment uploaded", "partition", p.String(), "base", seg.BaseOffset, "next", seg.NextOffset, "bytes", seg.Size, "took", took.Round(time.Millisecond))
+		a.cfg.Metrics.committed()
+		for _, u := range committed {
+			took := time.Since(u.started)
+			// The commit is shared: each segment is charged its part.
+			u.phases[phaseCommit] = commitTook / time.Duration(len(committed))
+			a.cfg.Metrics.uploaded(u.seg.Size+u.seg.CompanionSize, took, u.phases)
+			// One line per sealed segment: bounded by segment.bytes
+			// and segment.ms, as Kafka's segment roll lines are.
+			a.cfg.Logger.Info("segment uploaded", "partition", a.cfg.Partition.String(), "base", u.seg.BaseOffset, "next", u.seg.NextOffset,
+				"bytes", u.seg.Size, "took", took.Round(time.Millisecond), "batch", len(committed))
+		}
 	}
 	if a.cfg.OnCommit != nil {
 		a.cfg.OnCommit(nm)
 	}
-	return committed, nil
+	return len(committed), nil
+}
+
+// uploadOne PUTs one sealed segment and its companion (at once) under new
+// names, recording in u what to commit and where its time went. It warns
+// when the segment starts above gapAt (-1: no check).
+func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64, u *upload) error {
+	t0 := time.Now()
+	ss, err := a.cfg.Source.OpenSealed(base)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	if gapAt >= 0 && ss.BaseOffset > gapAt {
+		a.cfg.Logger.Warn("remote log has a gap: local data below the segment was deleted before upload",
+			"partition", a.cfg.Partition.String(), "remote_end", gapAt, "segment", ss.BaseOffset)
+	}
+	seg := Segment{BaseOffset: ss.BaseOffset, NextOffset: ss.NextOffset, Size: ss.Size, MaxTimestamp: ss.MaxTimestamp,
+		UploadEpoch: epoch, Epochs: ss.Epochs}
+	if _, err := rand.Read(seg.ID[:]); err != nil {
+		return err
+	}
+	u.phases[phaseOpen] = time.Since(t0)
+	p, l := a.cfg.Partition, a.cfg.Layout
+	u.logKey, u.compKey = l.SegmentKey(p, seg.BaseOffset, seg.ID), l.CompanionKey(p, seg.BaseOffset, seg.ID)
+	compDone := make(chan error, 1)
+	go func() {
+		t := time.Now()
+		comp := EncodeCompanion(&Companion{OffsetIndex: ss.OffsetIndex, TimeIndex: ss.TimeIndex, ProducerSnapshot: ss.ProducerSnapshot, Epochs: ss.Epochs})
+		seg.CompanionSize = int64(len(comp))
+		err := a.put(ctx, u.compKey, bytes.NewReader(comp), int64(len(comp)))
+		u.phases[phaseCompanion] = time.Since(t)
+		compDone <- err
+	}()
+	t := time.Now()
+	r := &timedReader{r: io.NewSectionReader(ss, 0, ss.Size)}
+	err = a.put(ctx, u.logKey, r, ss.Size)
+	u.phases[phaseRead] = r.took
+	u.phases[phaseSegmentPut] = time.Since(t) - r.took
+	if cerr := <-compDone; err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Not committed: nothing may name these objects.
+		a.deleteQuietly(u.logKey, u.compKey)
+		return err
+	}
+	u.seg = seg
+	return nil
+}
+
+// timedReader adds up the time its reads take (the segment file's share
+// of an upload).
+type timedReader struct {
+	r    io.Reader
+	took time.Duration
+}
+
+func (t *timedReader) Read(p []byte) (int, error) {
+	start := time.Now()
+	n, err := t.r.Read(p)
+	t.took += time.Since(start)
+	return n, err
 }
 
 func (a *Archiver) fault(point string) {

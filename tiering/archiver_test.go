@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,8 +109,10 @@ func TestArchiverKilledBeforeCommitLeavesAnOrphanNotAGap(t *testing.T) {
 	if len(m.Segments) != 1 || m.End() != log.Segments()[0].NextOffset {
 		t.Fatalf("manifest %+v", m)
 	}
+	// The failed commit named a batch of segments: each left two
+	// objects.
 	orphans := PlanOrphans(m, nil, listAttrs(t, fb, a2.cfg.Layout.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), time.Minute)
-	if len(orphans) != 2 {
+	if batch := min(a.cfg.MaxBatch, len(log.Segments())-1); len(orphans) != 2*batch {
 		t.Fatalf("orphans %v", orphans)
 	}
 	for _, k := range orphans {
@@ -133,4 +137,106 @@ func listAttrs(t *testing.T, b objectstore.Bucket, prefix string) []objectstore.
 		t.Fatal(err)
 	}
 	return out
+}
+
+func TestArchiverBatchCommitsOnlyTheSegmentsBeforeAFailedUpload(t *testing.T) {
+	log, _ := testLog(t, 2000, 40)
+	segs := log.Segments()
+	if len(segs) < 5 {
+		t.Fatalf("only %d segments", len(segs))
+	}
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	// The second segment of the first batch fails: the first alone is
+	// committed, and the third and fourth, uploaded, are not named (a
+	// manifest with a gap would lose the second's records).
+	fb.add(&fault{op: "put", match: fmt.Sprintf("%020d-", segs[1].BaseOffset), n: 1})
+	n, err := a.UploadNext(context.Background(), 0, log.LogEndOffset())
+	if err != nil || n != 1 {
+		t.Fatalf("first batch: %d committed (%v)", n, err)
+	}
+	if m := ms.Current(); len(m.Segments) != 1 || m.End() != segs[0].NextOffset {
+		t.Fatalf("manifest %+v", m)
+	}
+	if keys := listKeys(t, fb, ".log"); len(keys) != 1 {
+		t.Fatalf("objects left by the batch: %v", keys)
+	}
+	// The next calls upload the rest, in order, with no gap.
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	if len(m.Segments) != len(segs)-1 {
+		t.Fatalf("manifest names %d of %d sealed segments", len(m.Segments), len(segs)-1)
+	}
+	for i, s := range m.Segments {
+		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
+			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
+		}
+	}
+	if keys := listKeys(t, fb, ".log"); len(keys) != len(segs)-1 {
+		t.Fatalf("%d segment objects for %d segments", len(keys), len(segs)-1)
+	}
+}
+
+func TestArchiverRunUploadsSegmentsAsTheyAreSealedWithoutAGap(t *testing.T) {
+	log, _ := testLog(t, 2000, 10)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	var limit atomic.Int64
+	limit.Store(log.LogEndOffset())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: limit.Load, Wake: wake, Idle: time.Hour})
+	}()
+	// Seal more segments while Run uploads, and fail one upload once:
+	// Run stops with the error, and a second Run goes on from the
+	// manifest's end.
+	for i := 10; i < 60; i++ {
+		if _, err := log.AppendAsLeader(testBatch(t, 1+i%3, 200, int64(1_700_000_000_000+i)), 0); err != nil {
+			t.Fatal(err)
+		}
+		limit.Store(log.LogEndOffset())
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+		if i == 30 {
+			segs := log.Segments()
+			fb.add(&fault{op: "put", match: fmt.Sprintf("%020d-", segs[len(segs)-2].BaseOffset), n: 1})
+		}
+	}
+	sealed := log.Segments()[len(log.Segments())-2].NextOffset
+	deadline := time.Now().Add(20 * time.Second)
+	for ms.Current().End() < sealed {
+		select {
+		case err := <-done:
+			if !errors.Is(err, errInjected) {
+				t.Fatalf("Run: %v", err)
+			}
+			go func() {
+				done <- a.Run(ctx, 0, RunHooks{Limit: limit.Load, Wake: wake, Idle: 10 * time.Millisecond})
+			}()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	m := ms.Current()
+	segs := log.Segments()
+	for i, s := range m.Segments {
+		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
+			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
+		}
+	}
+	// Every object in the bucket is named: no upload was left behind.
+	if keys := listKeys(t, fb, ".log"); len(keys) != len(m.Segments) {
+		t.Fatalf("%d segment objects, %d named", len(keys), len(m.Segments))
+	}
 }

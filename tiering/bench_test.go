@@ -225,14 +225,14 @@ func BenchmarkUpload(b *testing.B) {
 			ms := NewManifestStore(bucket, l.ManifestKey(p), nil)
 			a := NewArchiver(ArchiverConfig{Bucket: bucket, Layout: l, Partition: p, Manifest: ms, Source: log, Logger: quietLogger()})
 			for {
-				ok, err := a.UploadNext(context.Background(), 0, log.LogEndOffset())
+				k, err := a.UploadNext(context.Background(), 0, log.LogEndOffset())
 				if err != nil {
 					b.Fatal(err)
 				}
-				if !ok {
+				if k == 0 {
 					break
 				}
-				uploaded++
+				uploaded += k
 			}
 		}
 		b.ReportMetric(float64(bucket.Calls(faulty.Put)-puts)/float64(uploaded), "puts/segment")

@@ -66,7 +66,7 @@ func fillBucket(ctx context.Context, bucket objectstore.Bucket, layout tiering.L
 	store.Load(ctx)
 	a := tiering.NewArchiver(tiering.ArchiverConfig{Bucket: bucket, Layout: layout, Partition: p, Manifest: store, Source: log})
 	for {
-		if ok, err := a.UploadNext(ctx, 0, log.LogEndOffset()); !ok || err != nil {
+		if n, err := a.UploadNext(ctx, 0, log.LogEndOffset()); n == 0 || err != nil {
 			break
 		}
 	}

@@ -151,13 +151,13 @@ func uploadAll(t testing.TB, a *Archiver, epoch int32, limit int64) int {
 	t.Helper()
 	n := 0
 	for {
-		ok, err := a.UploadNext(context.Background(), epoch, limit)
+		k, err := a.UploadNext(context.Background(), epoch, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ok {
+		if k == 0 {
 			return n
 		}
-		n++
+		n += k
 	}
 }

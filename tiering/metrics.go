@@ -13,6 +13,8 @@ type Metrics struct {
 	uploadedSegments prometheus.Counter
 	uploadErrors     prometheus.Counter
 	uploadSeconds    prometheus.Histogram
+	uploadPhases     *prometheus.CounterVec
+	commits          prometheus.Counter
 	cacheHits        prometheus.Counter
 	cacheMisses      prometheus.Counter
 	cacheEvictions   prometheus.Counter
@@ -35,6 +37,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed segment uploads and manifest commits (retried)."}),
 		uploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "shale_tiering_upload_seconds",
 			Help: "Time to upload and commit one segment.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		uploadPhases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_tiering_upload_phase_seconds_total",
+			Help: "Where committed uploads spent their time, summed over segments, by phase: wait (from the seal to the upload's start), " +
+				"open (the segment's indexes and producer snapshot), read (the segment file), put (the segment's PUT less its reads), " +
+				"companion (building and PUT of the companion object, alongside the segment's), commit (each segment's share of its manifest commit)."},
+			[]string{"phase"}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_tiering_upload_commits_total",
+			Help: "Manifest commits naming uploaded segments (one per batch)."}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_remote_cache_hits_total",
 			Help: "Remote chunk reads served from the cache."}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_remote_cache_misses_total",
@@ -55,19 +64,41 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Chunks read ahead and dropped unread to make room for other read-ahead."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.uploadedBytes, m.uploadedSegments, m.uploadErrors, m.uploadSeconds, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.gets, m.getErrors,
+		reg.MustRegister(m.uploadedBytes, m.uploadedSegments, m.uploadErrors, m.uploadSeconds, m.uploadPhases, m.commits, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.gets, m.getErrors,
 			m.deletes, m.remoteFetch, m.aheadSkipped, m.aheadEvicted)
 	}
 	return m
 }
 
-func (m *Metrics) uploaded(bytes int64, d time.Duration) {
+// The phases of an upload (shale_tiering_upload_phase_seconds_total).
+const (
+	phaseWait = iota
+	phaseOpen
+	phaseRead
+	phaseSegmentPut
+	phaseCompanion
+	phaseCommit
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"wait", "open", "read", "put", "companion", "commit"}
+
+func (m *Metrics) uploaded(bytes int64, d time.Duration, phases [numPhases]time.Duration) {
 	if m == nil {
 		return
 	}
 	m.uploadedBytes.Add(float64(bytes))
 	m.uploadedSegments.Inc()
 	m.uploadSeconds.Observe(d.Seconds())
+	for i, p := range phases {
+		m.uploadPhases.WithLabelValues(phaseNames[i]).Add(p.Seconds())
+	}
+}
+
+func (m *Metrics) committed() {
+	if m != nil {
+		m.commits.Inc()
+	}
 }
 
 func (m *Metrics) uploadError() {

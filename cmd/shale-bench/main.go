@@ -53,6 +53,7 @@ type options struct {
 
 	groupMembers int
 	tierMB       int // MiB the tiering workload replays
+	upload       uploadOptions
 
 	failoverTTLs   string // session TTLs of the failover run, comma-separated
 	failoverRounds int
@@ -76,6 +77,13 @@ func main() {
 	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold")
+	flag.Float64Var(&o.upload.rateMBps, "tier-ingest-rate", 150, "tiering run: produce rate (MB/s) while uploads are measured")
+	flag.IntVar(&o.upload.partitions, "tier-ingest-partitions", 4, "tiering run: partitions (and connections) of the ingest run")
+	flag.DurationVar(&o.upload.duration, "tier-ingest-duration", 10*time.Second, "tiering run: length of the ingest run")
+	flag.IntVar(&o.upload.latRounds, "tier-latency-rounds", 2, "tiering run: produce latency rounds alone and with a cold replay, alternating")
+	flag.Float64Var(&o.upload.latRate, "tier-latency-rate", 10, "tiering run: produce rate (MB/s) of the latency rounds")
+	flag.DurationVar(&o.upload.latLength, "tier-latency-duration", 4*time.Second, "tiering run: length of each latency round")
+	flag.IntVar(&o.upload.coldMB, "tier-cold-mb", 128, "tiering run: MiB of each topic a latency round replays cold")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
 	flag.StringVar(&o.shaleEnv, "shale-env", "", "extra environment for `shale dev` alone, comma-separated (e.g. GOGC=400,GOMEMLIMIT=1GiB)")

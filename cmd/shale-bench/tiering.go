@@ -267,7 +267,7 @@ func runTiering(o options) error {
 		{fmt.Sprintf("cold fetch first-record latency, p50 / p99 of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
 		{"the same fetch warm (cached), p50 / p99", durs(warm), "", "", ""},
 	})
-	return nil
+	return runTierUploadTables(o, sh, bucket, cl)
 }
 
 func ptr(s string) *string { return &s }
