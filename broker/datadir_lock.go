@@ -50,7 +50,7 @@ func LockDataDir(dir string) (unlock func(), err error) {
 		}
 		return nil, fmt.Errorf("data dir %s: locking %s: %w", dir, path, err)
 	}
-	if err := f.Truncate(0); err == nil {
+	if err = f.Truncate(0); err == nil {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	if err != nil {
