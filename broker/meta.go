@@ -39,7 +39,6 @@ type metaStore interface {
 var (
 	errTopicExists      = errors.New("broker: topic already exists")
 	errMetaConflict     = errors.New("broker: metadata changed concurrently")
-	errMetaNoSuchTopic  = errUnknownTopic
 	errNotEnoughBrokers = errors.New("broker: not enough live brokers")
 )
 

@@ -130,15 +130,6 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 	return false
 }
 
-// request asks for a sync up to offset without waiting for it.
-func (s *SyncScheduler) request(offset int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.mu.stopped {
-		s.requestLocked(offset)
-	}
-}
-
 // Requires s.mu.
 func (s *SyncScheduler) requestLocked(offset int64) {
 	s.mu.want = max(s.mu.want, offset)

@@ -19,18 +19,6 @@ func (c *epochCache) clone() epochCache {
 	return epochCache{entries: append([]EpochEntry(nil), c.entries...)}
 }
 
-func (c *epochCache) equal(o *epochCache) bool {
-	if len(c.entries) != len(o.entries) {
-		return false
-	}
-	for i := range c.entries {
-		if c.entries[i] != o.entries[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func (c *epochCache) latest() (EpochEntry, bool) {
 	if len(c.entries) == 0 {
 		return EpochEntry{}, false
@@ -107,18 +95,6 @@ func (c *epochCache) endOffsetFor(epoch int32, logEnd int64) (int32, int64, bool
 		return epoch, c.entries[0].StartOffset, true
 	}
 	return c.entries[higher-1].Epoch, c.entries[higher].StartOffset, true
-}
-
-// epochAt is the epoch that wrote offset (-1 when unknown).
-func (c *epochCache) epochAt(offset int64) int32 {
-	epoch := int32(-1)
-	for _, e := range c.entries {
-		if e.StartOffset > offset {
-			break
-		}
-		epoch = e.Epoch
-	}
-	return epoch
 }
 
 func (c *epochCache) encode() []byte {

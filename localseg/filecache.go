@@ -159,25 +159,6 @@ func (c *FileCache) closeLocked(s *segment) {
 	s.idx, s.tidx, s.loaded = nil, nil, false
 }
 
-// withIndexes runs fn with the segment's offset and time indexes (and its
-// file) held, loading a sealed segment's index files first if needed. The
-// loading happens outside the cache lock, so a slow or rebuilding load
-// delays only the readers of that segment.
-func (c *FileCache) withIndexes(s *segment, fn func(f File, idx []indexEntry, tidx []timeEntry) error) error {
-	f, err := c.acquire(s)
-	if err != nil {
-		return err
-	}
-	defer c.release(s)
-	if err := c.ensureLoaded(s, f); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	idx, tidx := s.indexesLocked()
-	c.mu.Unlock()
-	return fn(f, idx, tidx)
-}
-
 // ensureLoaded loads a sealed segment's indexes. The caller holds a
 // reference, so they are not dropped before it is done with them.
 func (c *FileCache) ensureLoaded(s *segment, f File) error {

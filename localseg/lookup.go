@@ -190,8 +190,6 @@ func (l *Log) walkStoredBatch(ctx context.Context, f File, pos, n int64, fn func
 	}
 }
 
-var errStopScan = errors.New("stop")
-
 // Epochs returns the leader-epoch checkpoint entries, oldest first.
 // It takes no lock: appends in progress do not delay it.
 func (l *Log) Epochs() []EpochEntry {

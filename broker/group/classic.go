@@ -641,18 +641,3 @@ func (g *classicGroup) stopTimers() {
 	g.s.cancelTimer(g.joinTimer)
 	g.s.cancelTimer(g.syncTimer)
 }
-
-// failAll answers every waiting request with code (the group is being
-// deleted or converted).
-func (g *classicGroup) failAll(code int16) {
-	for _, m := range g.members {
-		if m.joinReply != nil {
-			m.joinReply(joinError(m.joinVersion, m.id, code))
-			m.joinReply = nil
-		}
-		if m.syncReply != nil {
-			m.syncReply(syncError(m.syncVersion, code))
-			m.syncReply = nil
-		}
-	}
-}

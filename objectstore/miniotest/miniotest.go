@@ -261,18 +261,6 @@ func (s *Server) wait() {
 	<-done
 }
 
-// Stop stops the server gracefully (SIGTERM) and waits for it to exit.
-func (s *Server) Stop() {
-	s.signal(syscall.SIGCONT)
-	s.signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.Kill()
-	}
-	s.wait()
-}
-
 // Kill kills the server (SIGKILL) and waits for it to exit.
 func (s *Server) Kill() {
 	s.signal(syscall.SIGKILL)
