@@ -82,7 +82,9 @@ func TestFetchSessionLifecycle(t *testing.T) {
 		t.Fatalf("unknown session: %d", code)
 	}
 	// The final epoch closes the session.
-	plan, _ = c.planFetch(fetchReq(12, id, sessionEpochFinal, nil), "c@h")
+	if _, code := c.planFetch(fetchReq(12, id, sessionEpochFinal, nil), "c@h"); code != 0 {
+		t.Fatalf("final epoch: %d", code)
+	}
 	if _, code := c.planFetch(fetchReq(12, id, 2, nil), "c@h"); code != kerr.FetchSessionIDNotFound.Code {
 		t.Fatalf("closed session still answers: %d", code)
 	}

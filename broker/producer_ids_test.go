@@ -122,12 +122,10 @@ func TestProducerIDsAreKnownAfterFailover(t *testing.T) {
 		t.Fatalf("invented producer id: %+v", got)
 	}
 	prod := c.Client(kgo.DefaultProduceTopic("pids"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	var acked []int
 	for i := 0; i < 20; i++ {
 		if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
-		acked = append(acked, i)
 	}
 	leader, lepoch, _ := partitionState(t, adm, "pids")
 	c.Stop(leader)
@@ -147,7 +145,6 @@ func TestProducerIDsAreKnownAfterFailover(t *testing.T) {
 		if err != nil {
 			t.Fatalf("franz-go idempotent producer after the failover: %v", err)
 		}
-		acked = append(acked, i)
 	}
 	if end := endOffset(t, adm2, "pids"); end != 42 {
 		t.Fatalf("log end %d, want 42", end)

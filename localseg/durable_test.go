@@ -620,10 +620,9 @@ func (g *syncOnceFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File
 
 type syncOnceFile struct {
 	vfs.File
-	g      *syncOnceFS
-	name   string
-	used   bool // written through or fsynced; under g.mu
-	synced bool
+	g    *syncOnceFS
+	name string
+	used bool // written through or fsynced; under g.mu
 }
 
 func (f *syncOnceFile) WriteAt(p []byte, off int64) (int, error) {
