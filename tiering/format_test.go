@@ -1,11 +1,13 @@
 package tiering
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"testing"
 
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/objectstore"
 )
 
 func sampleManifest() *Manifest {
@@ -121,6 +123,26 @@ func TestDescriptorsRoundTripAndRejectNonsense(t *testing.T) {
 		if !errors.Is(e1, ErrCorrupt) || !errors.Is(e2, ErrCorrupt) {
 			t.Fatalf("%q accepted: %v %v", bad, e1, e2)
 		}
+	}
+}
+
+// ReadTopic (a bucket reader that knows the topic's name and id) reads back
+// what PutTopic wrote, and says ErrNotFound for a topic the bucket lacks.
+func TestReadTopicReadsWhatPutTopicWrote(t *testing.T) {
+	ctx := context.Background()
+	b := objectstore.NewMem()
+	l := Layout{Prefix: "archive"}
+	id := [16]byte{1, 2, 3}
+	d := TopicDescriptor{Name: "orders", ID: TopicDir("orders", id)[len("orders-"):], Partitions: 4}
+	if err := PutTopic(ctx, b, l, d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadTopic(ctx, b, l, "orders", id)
+	if err != nil || got.Name != "orders" || got.Partitions != 4 {
+		t.Fatalf("ReadTopic: %+v %v", got, err)
+	}
+	if _, err := ReadTopic(ctx, b, l, "orders", [16]byte{9}); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("ReadTopic of a missing topic: %v", err)
 	}
 }
 
