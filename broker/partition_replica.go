@@ -282,8 +282,13 @@ func (p *partition) asFollower(leader, leaderEpoch int32, fn func() error) error
 }
 
 // followerAppend appends batches fetched from leader at leaderEpoch, and
-// takes the leader's high watermark (capped at the local log end).
-func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, leaderHW int64) error {
+// takes the leader's high watermark and log start (each capped at the
+// local log end), as Kafka's follower does: without the log start, records
+// the leader deleted (DeleteRecords, retention) stayed on the followers and
+// came back readable when one of them took over. A tiered leader sends the
+// whole log's start, at or below its local one: it moves this log only
+// past what the whole log no longer holds.
+func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, leaderHW, leaderLogStart int64) error {
 	return p.asFollower(leader, leaderEpoch, func() error {
 		if len(batches) > 0 {
 			if _, err := p.log.AppendAsFollower(batches); err != nil {
@@ -292,6 +297,11 @@ func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, le
 		}
 		if hw := min(leaderHW, p.log.LogEndOffset()); hw != p.hw.Load() {
 			p.setHW(hw)
+		}
+		if start := min(leaderLogStart, p.log.LogEndOffset()); start > p.log.LogStartOffset() {
+			if err := p.log.SetLogStartOffset(start); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

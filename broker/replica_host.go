@@ -116,8 +116,8 @@ func (r followerReplica) EndOffsetForEpoch(epoch int32) (int32, int64, bool) {
 	return r.p.log.EndOffsetForEpoch(epoch)
 }
 
-func (r followerReplica) Append(leader, leaderEpoch int32, batches []byte, leaderHW int64) error {
-	return r.p.followerAppend(leader, leaderEpoch, batches, leaderHW)
+func (r followerReplica) Append(leader, leaderEpoch int32, batches []byte, leaderHW, leaderLogStart int64) error {
+	return r.p.followerAppend(leader, leaderEpoch, batches, leaderHW, leaderLogStart)
 }
 
 func (r followerReplica) Truncate(leader, leaderEpoch int32, offset int64) error {

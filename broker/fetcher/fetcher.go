@@ -58,8 +58,10 @@ type Replica interface {
 	// LogStartOffset is the start of the local log.
 	LogStartOffset() int64
 	// Append appends whole batches with the leader's offsets and epochs
-	// and takes the leader's high watermark, capped at the log end.
-	Append(leader, leaderEpoch int32, batches []byte, leaderHW int64) error
+	// and takes the leader's high watermark, capped at the log end, and
+	// the leader's log start when it is past the local one (records the
+	// leader deleted: DeleteRecords, retention), capped the same way.
+	Append(leader, leaderEpoch int32, batches []byte, leaderHW, leaderLogStart int64) error
 	// Truncate cuts the log at offset (a divergent tail).
 	Truncate(leader, leaderEpoch int32, offset int64) error
 	// Restart empties the log and starts it at offset: the leader's log
@@ -477,7 +479,7 @@ func (f *fetcher) apply(fp followed, lastEpoch int32, offset int64, rp *kmsg.Fet
 		return p.Truncate(f.leader, fp.st.epoch, off)
 	}
 	data := recordbatch.WholePrefix(rp.RecordBatches)
-	if err := p.Append(f.leader, fp.st.epoch, data, rp.HighWatermark); err != nil {
+	if err := p.Append(f.leader, fp.st.epoch, data, rp.HighWatermark, rp.LogStartOffset); err != nil {
 		if errors.Is(err, localseg.ErrOffsetsNotIncreasing) {
 			// The log moved under us (a truncation): the next fetch
 			// asks from its new end.

@@ -65,7 +65,7 @@ func (r *replica) record(format string, args ...any) {
 	r.calls = append(r.calls, fmt.Sprintf(format, args...))
 }
 
-func (r *replica) Append(leader, epoch int32, batches []byte, hw int64) error {
+func (r *replica) Append(leader, epoch int32, batches []byte, hw, _ int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("append leader %d epoch %d bytes %d hw %d", leader, epoch, len(batches), hw)

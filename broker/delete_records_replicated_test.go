@@ -1,0 +1,83 @@
+package broker_test
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// TestDeleteRecordsSurvivesALeaderChange: records deleted through the
+// leader (DeleteRecords) stay deleted when a follower takes over: followers
+// take the leader's log start from its fetch answers, as Kafka's do. They
+// kept their own, so the new leader's earliest offset went back to 0 and
+// the deleted records read again.
+func TestDeleteRecordsSurvivesALeaderChange(t *testing.T) {
+	c := brokertest.StartCluster(t, 3)
+	ctx := testCtx(t)
+	const topic = "dr-replicated"
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	var recs []*kgo.Record
+	for i := 0; i < 100; i++ {
+		recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	adm := c.Admin()
+	dr, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: 60}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	// One more record, so every follower fetches after the deletion.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("100")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	leader, epoch, _ := storedState(t, c, topic)
+	brokertest.WaitFor(t, 15*time.Second, "every replica in sync past the deletion", func() (bool, string) {
+		_, _, isr := storedState(t, c, topic)
+		return len(isr) == 3, fmt.Sprintf("isr %v", isr)
+	})
+	time.Sleep(500 * time.Millisecond) // a few follower fetches
+	c.Stop(leader)
+	brokertest.WaitFor(t, 30*time.Second, "a new leader", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return l >= 0 && l != leader && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	adm = c.Admin()
+	brokertest.WaitFor(t, 15*time.Second, "the new leader's earliest offset", func() (bool, string) {
+		start, err := adm.ListStartOffsets(ctx, topic)
+		if err != nil {
+			return false, err.Error()
+		}
+		o, _ := start.Lookup(topic, 0)
+		if o.Err != nil {
+			return false, o.Err.Error()
+		}
+		if o.Offset != 60 {
+			t.Fatalf("earliest offset under the new leader: %d, want 60 (deleted records came back)", o.Offset)
+		}
+		return true, ""
+	})
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for {
+		recs := cons.PollFetches(ctx).Records()
+		if ctx.Err() != nil {
+			t.Fatal("no record read under the new leader")
+		}
+		if len(recs) > 0 {
+			if recs[0].Offset != 60 {
+				t.Fatalf("first record under the new leader at offset %d, want 60", recs[0].Offset)
+			}
+			break
+		}
+	}
+}
