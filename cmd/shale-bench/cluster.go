@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -42,13 +44,23 @@ func runCluster(o options, single, ceiling *target) error {
 	// Rounds alternate between the targets and each keeps its best, so
 	// that a burst of load from elsewhere on the machine does not decide
 	// a ratio.
+	// Each keeps the broker CPU per MB of its best run: on a machine with
+	// few cores the brokers and the load generator share them, so CPU per
+	// MB is what bounds the cluster's throughput.
 	tps := make([]throughput, len(runs))
-	for range max(1, o.clusterRounds) {
+	cpus := make([]float64, len(runs))
+	for round := range max(1, o.clusterRounds) {
 		for i, r := range runs {
 			o := o
 			o.acksAll = r.acksAll
-			if tp := produceThroughput(r.t.addr, o); tp.perSec() > tps[i].perSec() || tps[i].elapsed == 0 {
+			profiled := profileRun(r.t, o, round == 0, "cluster-tput-"+strconv.Itoa(i))
+			cpu := startCPU(r.t.pid)
+			tp := produceThroughput(r.t.addr, o)
+			used := cpu.stop()[0]
+			<-profiled
+			if tp.perSec() > tps[i].perSec() || tps[i].elapsed == 0 {
 				tps[i] = tp
+				cpus[i] = msPerMB(used, tp.records*int64(o.recordSize))
 			}
 		}
 	}
@@ -57,19 +69,52 @@ func runCluster(o options, single, ceiling *target) error {
 	var rows [][]string
 	for i, r := range runs {
 		rows = append(rows, []string{r.name, fmt.Sprintf("%.0f", tps[i].perSec()), fmt.Sprintf("%.1f", mb(tps[i])),
-			fmt.Sprintf("%.2fx", tps[i].perSec()/ref)})
+			fmt.Sprintf("%.2fx", tps[i].perSec()/ref), cpuCell(cpus[i])})
 	}
-	printTable([]string{fmt.Sprintf("cluster produce, %d partitions, 1 client, best of %d", o.partitions, max(1, o.clusterRounds)), "rec/s", "MB/s", "vs 1 broker acks=1"}, rows)
+	printTable([]string{fmt.Sprintf("cluster produce, %d partitions, 1 client, best of %d (load %s)", o.partitions, max(1, o.clusterRounds), loadAverage()),
+		"rec/s", "MB/s", "vs 1 broker acks=1", "broker CPU ms/MB"}, rows)
 	fmt.Println()
 	rows = nil
-	for _, r := range runs {
+	for i, r := range runs {
 		o := o
 		o.acksAll = r.acksAll
+		profiled := profileRun(r.t, o, true, "cluster-latency-"+strconv.Itoa(i))
+		cpu := startCPU(r.t.pid)
 		l := produceLatency(r.t.addr, o)
-		rows = append(rows, []string{r.name, l.p50.String(), l.p99.String(), l.p999.String(), fmt.Sprintf("%.1f", l.mbps)})
+		used := cpu.stop()[0]
+		<-profiled
+		rows = append(rows, []string{r.name, l.p50.String(), l.p99.String(), l.p999.String(), fmt.Sprintf("%.1f", l.mbps),
+			cpuCell(msPerMB(used, int64(l.mbps*1e6*o.duration.Seconds())))})
 	}
-	printTable([]string{"cluster produce latency @" + strconv.FormatFloat(o.rateMBps, 'f', 0, 64) + " MB/s", "p50", "p99", "p999", "achieved MB/s"}, rows)
+	printTable([]string{"cluster produce latency @" + strconv.FormatFloat(o.rateMBps, 'f', 0, 64) + " MB/s (load " + loadAverage() + ")",
+		"p50", "p99", "p999", "achieved MB/s", "broker CPU ms/MB"}, rows)
 	return nil
+}
+
+// profileRun saves a CPU profile of t's process taken during a run of
+// o.duration when -profile names a directory, want is set and t serves
+// /debug/pprof (with three brokers in one process, one profile holds the
+// leaders and the followers). The channel is closed when it is saved.
+func profileRun(t *target, o options, want bool, name string) <-chan struct{} {
+	done := make(chan struct{})
+	if !want || o.raw.profileDir == "" || t.httpAddr == "" || t.pid == 0 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := fetchProfile(t.httpAddr, "profile", filepath.Join(o.raw.profileDir, name+".pprof"), o.duration); err != nil {
+			fmt.Fprintf(os.Stderr, "profile %s: %v\n", name, err)
+		}
+	}()
+	return done
+}
+
+func cpuCell(msPerMB float64) string {
+	if msPerMB < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", msPerMB)
 }
 
 // createReplicatedTopic creates a topic with rf replicas per partition and
