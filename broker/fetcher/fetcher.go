@@ -74,7 +74,9 @@ type Replica interface {
 }
 
 // Conn is one authenticated connection to a leader broker issuing one
-// request at a time. Any error from Request leaves it unusable.
+// request at a time. A response's byte fields (record batches) may alias a
+// buffer the next Request reuses: the fetcher is done with them when it
+// asks again. Any error from Request leaves it unusable.
 type Conn interface {
 	Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error)
 	Close()
