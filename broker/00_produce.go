@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,8 +24,9 @@ func init() {
 // produceWait answers a produce once every partition that must wait has
 // its batch durable (acks=all with the leader alone in sync, or
 // flush.messages reached) or replicated (acks=all, the high watermark), or
-// once the request's timeout passes. Durability waits are callbacks from
-// the log's group commit: no goroutine per request.
+// once the request's timeout passes. The waits are callbacks, from the
+// log's group commit or from whatever moves the high watermark: no
+// goroutine per request.
 type produceWait struct {
 	r    *request
 	resp *kmsg.ProduceResponse
@@ -34,6 +36,8 @@ type produceWait struct {
 	left     int
 	answered bool
 	timer    *time.Timer
+	// stopClosed stops the call of expire when the connection closes.
+	stopClosed func() bool
 }
 
 type waitSlot struct {
@@ -42,6 +46,7 @@ type waitSlot struct {
 	durable bool  // wait for the log's fsync rather than the high watermark
 	ti, pi  int   // where its answer sits in the response
 	done    bool
+	hw      *hwWait // the registered high watermark wait, until done
 }
 
 // complete records slot i's outcome, answering when it was the last.
@@ -68,9 +73,13 @@ func (w *produceWait) expire() {
 	if w.answered {
 		return
 	}
-	for _, sl := range w.slots {
+	for i := range w.slots {
+		sl := &w.slots[i]
 		if !sl.done {
 			w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kerr.RequestTimedOut.Code
+			if sl.hw != nil {
+				sl.p.cancelHW(sl.hw)
+			}
 		}
 	}
 	w.answerLocked()
@@ -82,6 +91,9 @@ func (w *produceWait) answerLocked() {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
+	if w.stopClosed != nil {
+		w.stopClosed()
+	}
 	w.r.conn.b.addProduceLeaderHints(w.resp)
 	w.r.respond(w.resp)
 }
@@ -91,6 +103,9 @@ func (w *produceWait) start(timeout time.Duration) {
 	w.mu.Lock()
 	w.left = len(w.slots)
 	w.timer = time.AfterFunc(timeout, w.expire)
+	// A closed connection ends the waits at once: nothing is answered,
+	// and the request's budget is given back.
+	w.stopClosed = context.AfterFunc(w.r.ctx(), w.expire)
 	w.mu.Unlock()
 	for i, sl := range w.slots {
 		if sl.durable {
@@ -100,11 +115,21 @@ func (w *produceWait) start(timeout time.Duration) {
 			continue
 		}
 		// Replication waits (acks=all with followers in sync).
-		go func() {
-			ctx, cancel := context.WithTimeout(w.r.ctx(), timeout)
-			defer cancel()
-			w.complete(i, sl.p.waitHW(ctx, sl.offset))
-		}()
+		hw, reached, err := sl.p.whenHW(sl.offset, func(err error) { w.complete(i, err) })
+		if reached {
+			w.complete(i, err)
+			continue
+		}
+		w.mu.Lock()
+		answered := w.answered
+		if !answered {
+			w.slots[i].hw = hw
+		}
+		w.mu.Unlock()
+		if answered {
+			// Timed out meanwhile: expire did not see this wait.
+			sl.p.cancelHW(hw)
+		}
 	}
 }
 
@@ -119,6 +144,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	now := time.Now()
 	var waits []waitSlot
+	var appended []*partition
 	anyError := false
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
@@ -132,6 +158,9 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
 			p, res, err := produceOne(r.ctx(), b, req, rt, rp, now, &sp)
+			if err == nil && !slices.Contains(appended, p) {
+				appended = append(appended, p)
+			}
 			switch {
 			case err != nil:
 				anyError = true
@@ -151,6 +180,7 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
+	wakeAppended(appended)
 	if req.Acks == 0 {
 		// No response: an error can only be signalled by closing the
 		// connection, which makes the producer refresh its metadata.
@@ -168,6 +198,15 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 	w := &produceWait{r: r, resp: resp, slots: waits}
 	w.start(time.Duration(req.TimeoutMillis) * time.Millisecond)
 	return nil
+}
+
+// wakeAppended wakes the waiters of the partitions a produce request
+// appended to, once all its appends are done: a follower's fetch parked on
+// several of them then carries all their batches in one answer.
+func wakeAppended(ps []*partition) {
+	for _, p := range ps {
+		p.wake()
+	}
 }
 
 // produceOne validates and appends one partition's records, filling sp. It

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,9 +70,22 @@ type partition struct {
 	mu struct {
 		sync.Mutex
 		// waiters are woken whenever the log end or the high
-		// watermark moves (long-poll fetches, acks=all produces).
+		// watermark moves (long-poll fetches).
 		waiters map[*waiter]struct{}
+		// hwWaits are acks=all produces waiting for the high
+		// watermark: wake answers those it passed, on the goroutine
+		// that moved it, with no goroutine parked per produce.
+		// hwWaitMin is the smallest offset among them.
+		hwWaits   map[*hwWait]struct{}
+		hwWaitMin int64
 	}
+}
+
+// hwWait is a callback for when the high watermark reaches offset (nil
+// error) or the partition stops being the leader (errNotLeader) first.
+type hwWait struct {
+	offset int64
+	done   func(error)
 }
 
 // partitionState is a partition's leadership; never modified once stored.
@@ -102,6 +116,7 @@ func newPartition(topic string, topicID [16]byte, index, nodeID int32, log *loca
 	p.state.Store(&partitionState{leader: -1})
 	p.repl.partitionEpoch = -1
 	p.mu.waiters = make(map[*waiter]struct{})
+	p.mu.hwWaits = make(map[*hwWait]struct{})
 	// The checkpointed high watermark until the leader (this broker or
 	// another) says more.
 	p.hw.Store(log.HighWatermark())
@@ -222,14 +237,84 @@ func (p *partition) maybeAdvanceHW() {
 	}
 }
 
-// wake wakes every registered waiter.
+// wake wakes every registered waiter, and calls back the high watermark
+// waits it passed (all of them, with errNotLeader, when this broker no
+// longer leads). Every change of the high watermark, the log end or the
+// leadership is followed by a wake.
 func (p *partition) wake() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for w := range p.mu.waiters {
 		w.wake()
 		delete(p.mu.waiters, w)
 	}
+	var ready []*hwWait
+	var err error
+	if len(p.mu.hwWaits) > 0 {
+		ready, err = p.takeHWWaitsLocked()
+	}
+	p.mu.Unlock()
+	for _, w := range ready {
+		w.done(err)
+	}
+}
+
+// takeHWWaitsLocked removes and returns the high watermark waits that are
+// due, with the error to call them with. Requires mu.
+func (p *partition) takeHWWaitsLocked() ([]*hwWait, error) {
+	if !p.isLeader() {
+		ready := make([]*hwWait, 0, len(p.mu.hwWaits))
+		for w := range p.mu.hwWaits {
+			ready = append(ready, w)
+		}
+		clear(p.mu.hwWaits)
+		return ready, errNotLeader
+	}
+	hw := p.hw.Load()
+	if hw < p.mu.hwWaitMin {
+		return nil, nil
+	}
+	var ready []*hwWait
+	next := int64(math.MaxInt64)
+	for w := range p.mu.hwWaits {
+		if w.offset <= hw {
+			ready = append(ready, w)
+			delete(p.mu.hwWaits, w)
+		} else {
+			next = min(next, w.offset)
+		}
+	}
+	p.mu.hwWaitMin = next
+	return ready, nil
+}
+
+// whenHW calls done once the high watermark reaches offset, or with
+// errNotLeader once this broker stops leading first. When either is
+// already so it returns that (reached true) and never calls done;
+// otherwise the returned wait may be given to cancelHW.
+func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// A high watermark or leadership change after these loads is
+	// followed by a wake, which takes mu after this registration.
+	if p.hw.Load() >= offset {
+		return nil, true, nil
+	}
+	if !p.isLeader() {
+		return nil, true, errNotLeader
+	}
+	w = &hwWait{offset: offset, done: done}
+	if len(p.mu.hwWaits) == 0 || offset < p.mu.hwWaitMin {
+		p.mu.hwWaitMin = offset
+	}
+	p.mu.hwWaits[w] = struct{}{}
+	return w, false, nil
+}
+
+// cancelHW drops a wait whose produce was answered otherwise (its timeout).
+func (p *partition) cancelHW(w *hwWait) {
+	p.mu.Lock()
+	delete(p.mu.hwWaits, w)
+	p.mu.Unlock()
 }
 
 // watch registers w to be woken on the next change. Registration is one
@@ -252,7 +337,10 @@ func (p *partition) unwatch(w *waiter) {
 // time for LogAppendTime topics, or else makes the header's max timestamp
 // the records' (the time index and retention trust it); and advances the
 // high watermark. It returns the append result and the log append time
-// (-1 for CreateTime).
+// (-1 for CreateTime). The caller wakes the partition's waiters once the
+// request's appends are all done (wakeAppended), so that a follower whose
+// fetch is parked on several partitions of this leader gets them in one
+// answer rather than one round trip each.
 func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
 	cfg := p.cfg.Load()
 	appendTime := int64(-1)
@@ -293,7 +381,6 @@ func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, 
 	if res.Duplicate {
 		appendTime = -1
 	}
-	p.wake()
 	return res, appendTime, nil
 }
 
