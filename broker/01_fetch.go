@@ -23,7 +23,10 @@ type fetchOp struct {
 	follower bool
 	// replicaID is the fetching follower's broker id (-1: a client).
 	replicaID int32
-	targets   []fetchTarget
+	// servesReads: the follower may serve consumers (KIP-392), so it
+	// is answered as soon as the high watermark it was sent moves.
+	servesReads bool
+	targets     []fetchTarget
 }
 
 type fetchTarget struct {
@@ -44,6 +47,7 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	}
 	replicaID := fetchReplicaID(req)
 	op := &fetchOp{b: b, req: req, plan: plan, follower: replicaID >= 0, replicaID: replicaID}
+	op.servesReads = op.follower && b.servesReads(replicaID)
 	// A replica id is honoured only on a connection that authenticated
 	// as that broker with the cluster secret; anyone else asking to read
 	// past the high watermark as a follower is refused (CVE-2018-1288).
@@ -164,7 +168,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			// elsewhere, is answered at once.
 			anyError = true
 		}
-		if op.follower && t.p.followerNeedsHW(op.replicaID, fp.HighWatermark) {
+		if op.servesReads && t.p.followerNeedsHW(op.replicaID, fp.HighWatermark) {
 			anyError = true
 		}
 		total += fp.size()

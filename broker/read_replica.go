@@ -83,10 +83,24 @@ func (p *partition) checkClientRead(clientEpoch int32, followerReads bool) error
 	return s.checkLeaderEpoch(clientEpoch)
 }
 
+// servesReads reports whether consumers may be pointed at broker id to
+// read (KIP-392): the rack-aware selector only chooses a follower in the
+// client's rack, so never one without a rack.
+func (b *Broker) servesReads(id int32) bool {
+	if b.cfg.ReplicaSelector == LeaderSelector {
+		return false
+	}
+	bv, ok := b.meta.snapshot().broker(id)
+	return ok && bv.rack != nil && *bv.rack != ""
+}
+
 // followerNeedsHW reports whether follower id was last sent a high
-// watermark below hw: its fetch is then answered without waiting for
-// data, so that the consumers it serves see records as soon as they are
-// committed (Kafka's followerNeedsHwUpdate).
+// watermark below hw: a fetch of a follower that serves reads is then
+// answered without waiting for data, so that the consumers it serves see
+// records as soon as they are committed (Kafka's followerNeedsHwUpdate).
+// Other followers learn it with their next data or at the end of their
+// wait, as Kafka's do: answering each high watermark move at once doubles
+// the replica fetches of a loaded partition (KAFKA-9731, KAFKA-9952).
 func (p *partition) followerNeedsHW(id int32, hw int64) bool {
 	p.repl.Lock()
 	defer p.repl.Unlock()
