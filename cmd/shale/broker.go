@@ -164,6 +164,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err := applyTestHooks(&cfg.Tiering); err != nil {
 		return err
 	}
+	setMemoryLimit(cfg, 1, log)
 	startCtx, cancel := context.WithTimeout(ctx, f.sessionTTL+30*time.Second)
 	b, err := broker.Start(startCtx, broker.Options{Config: cfg, Etcd: cli, EtcdPrefix: prefix, Logger: log, Registry: reg, BrokerSessionTTL: f.sessionTTL})
 	cancel()

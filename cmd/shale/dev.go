@@ -261,6 +261,7 @@ func runDev(ctx context.Context, f devFlags) error {
 		defer bucket.Close()
 		cfg.Tiering.Bucket = bucket
 	}
+	setMemoryLimit(cfg, f.brokers, log)
 	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log, Registry: reg})
 	if err != nil {
 		return err
