@@ -326,21 +326,40 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout+time.Duration(float64(size)/float64(b.opts.MinThroughput)*float64(time.Second)))
 	defer cancel()
 	putID := newPutID()
-	in := &transfermanager.UploadObjectInput{
-		Bucket:   aws.String(b.opts.Bucket),
-		Key:      aws.String(key),
-		Body:     newExactReader(ctx, key, r, size),
-		Metadata: map[string]string{putIDMeta: putID},
-	}
+	var ifNoneMatch, ifMatch *string
 	switch {
 	case opts.IfNoneMatch:
-		in.IfNoneMatch = aws.String("*")
+		ifNoneMatch = aws.String("*")
 	case opts.IfMatch != "":
-		in.IfMatch = aws.String(opts.IfMatch)
+		ifMatch = aws.String(opts.IfMatch)
 	}
-	out, err := b.tm.UploadObject(ctx, in)
+	var etag string
+	var err error
+	if rs, ok := seekableBody(r, size); ok && size < b.opts.MultipartThreshold {
+		// One PUT streaming the body: the transfer manager would
+		// first copy it into a buffer grown as it reads (most of the
+		// CPU an upload of a segment file took). The SDK rewinds it
+		// for a retry.
+		var out *s3.PutObjectOutput
+		out, err = b.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), Body: rs, ContentLength: aws.Int64(size),
+			Metadata: map[string]string{putIDMeta: putID}, IfNoneMatch: ifNoneMatch, IfMatch: ifMatch,
+		})
+		if err == nil {
+			etag = aws.ToString(out.ETag)
+		}
+	} else {
+		var out *transfermanager.UploadObjectOutput
+		out, err = b.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
+			Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), Body: newExactReader(ctx, key, r, size),
+			Metadata: map[string]string{putIDMeta: putID}, IfNoneMatch: ifNoneMatch, IfMatch: ifMatch,
+		})
+		if err == nil {
+			etag = aws.ToString(out.ETag)
+		}
+	}
 	if err == nil {
-		return Attrs{Key: key, Size: size, ETag: aws.ToString(out.ETag), LastModified: time.Now()}, nil
+		return Attrs{Key: key, Size: size, ETag: etag, LastModified: time.Now()}, nil
 	}
 	// An attempt may have succeeded and lost its response: its retry
 	// then fails its condition against the object it wrote, or (for a
@@ -358,6 +377,24 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 		err = fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
 	}
 	return Attrs{}, err
+}
+
+// seekableBody returns r as an io.ReadSeeker when it is one holding
+// exactly size bytes from where it stands.
+func seekableBody(r io.Reader, size int64) (io.ReadSeeker, bool) {
+	rs, ok := r.(io.ReadSeeker)
+	if !ok {
+		return nil, false
+	}
+	at, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, false
+	}
+	end, err := rs.Seek(0, io.SeekEnd)
+	if _, serr := rs.Seek(at, io.SeekStart); err != nil || serr != nil || end-at != size {
+		return nil, false
+	}
+	return rs, true
 }
 
 // wroteIt reports whether key holds the version the put with putID wrote

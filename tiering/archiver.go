@@ -387,9 +387,10 @@ func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64
 }
 
 // timedReader adds up the time its reads take (the segment file's share
-// of an upload).
+// of an upload). It seeks, so that a store can stream it and rewind it
+// for a retry.
 type timedReader struct {
-	r    io.Reader
+	r    *io.SectionReader
 	took time.Duration
 }
 
@@ -399,6 +400,8 @@ func (t *timedReader) Read(p []byte) (int, error) {
 	t.took += time.Since(start)
 	return n, err
 }
+
+func (t *timedReader) Seek(off int64, whence int) (int64, error) { return t.r.Seek(off, whence) }
 
 func (a *Archiver) fault(point string) {
 	if a.cfg.Fault != nil {

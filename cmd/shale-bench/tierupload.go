@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,6 +114,11 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 	}()
 	cfg := rawConfig{conns: uo.partitions, inflight: 4, partitions: uo.partitions, recordBytes: 1000, batchBytes: 256 << 10,
 		duration: uo.duration, rateMBps: uo.rateMBps}
+	if o.raw.profileDir != "" {
+		// Where the broker's CPU goes while it ingests and uploads.
+		go fetchProfile(sh.httpAddr, "profile", filepath.Join(o.raw.profileDir, "tier-upload.cpu.pprof"), uo.duration)
+		go fetchProfile(sh.httpAddr, "allocs", filepath.Join(o.raw.profileDir, "tier-upload.allocs.pprof"), uo.duration)
+	}
 	start := time.Now()
 	res, err := rawProduce(sh.addr, tierUpTopic, 1, cfg)
 	if err != nil {
@@ -315,6 +321,9 @@ func runTierLatency(ctx context.Context, o options, sh *target, cl *kgo.Client) 
 			n, err := replayTopic(rctx, sh.addr, cold[r], ends[r])
 			done <- replayed{n, time.Since(start), err}
 		}()
+		if o.raw.profileDir != "" && r == 0 {
+			go fetchProfile(sh.httpAddr, "profile", filepath.Join(o.raw.profileDir, "tier-latency-replay.cpu.pprof"), cfg.warmup+cfg.duration)
+		}
 		res, err = rawProduce(sh.addr, tierHotTopic, 1, cfg)
 		cancel()
 		rp := <-done
