@@ -432,16 +432,7 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		// Indeterminate: re-read to learn whether our write landed.
-		// Indeterminate: re-read to learn whether our write landed; if
-		// it did, the key's modification revision is the write's.
-		rctx, rcancel := resolveContext(ctx)
-		defer rcancel()
-		got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
-		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
-			return got, rev, nil
-		}
-		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
+		return s.resolvePartitionWrite(ctx, p, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
@@ -451,6 +442,21 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
 	}
 	return p, resp.Header.Revision, nil
+}
+
+// resolvePartitionWrite settles a partition write (p, its epoch bumped)
+// whose etcd call failed with err after it may have been sent: it re-reads
+// the partition, and when p is what is stored the write landed, at the
+// key's modification revision; otherwise err is returned with the state
+// read.
+func (s *Store) resolvePartitionWrite(ctx context.Context, p Partition, err error) (Partition, int64, error) {
+	rctx, cancel := resolveContext(ctx)
+	defer cancel()
+	got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
+	if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
+		return got, rev, nil
+	}
+	return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
 }
 
 func samePartition(a, b Partition) bool {
@@ -582,15 +588,7 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 	resp, err := l.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		// Indeterminate: re-read to learn whether our write landed; if
-		// it did, the key's modification revision is the write's.
-		rctx, rcancel := resolveContext(ctx)
-		defer rcancel()
-		got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
-		if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
-			return got, rev, nil
-		}
-		return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
+		return s.resolvePartitionWrite(ctx, p, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
