@@ -116,6 +116,25 @@ func produceToEach(t *testing.T, b *brokertest.Broker, topic string, partitions 
 	produceSync(t, cl, recs...)
 }
 
+// deleteWithRemovalHeld starts a broker whose disk holds the removal of
+// topic's directories, creates topic with five records a partition, deletes
+// it, and returns once the removal is held.
+func deleteWithRemovalHeld(t *testing.T, topic string, parts int32) (*brokertest.Broker, *gatedFS) {
+	t.Helper()
+	gate := newGatedFS(topic)
+	b := brokertest.StartOn(t, t.TempDir(), gate)
+	t.Cleanup(func() { gate.release(nil) })
+	createTopic(t, b.Admin(), topic, parts, nil)
+	produceToEach(t, b, topic, parts, 5, "old")
+	if code := deleteTopicCode(t, b.Client(), topic, 5*time.Second); code != 0 {
+		t.Fatalf("delete: error code %d", code)
+	}
+	brokertest.WaitFor(t, 30*time.Second, "the removal to reach the disk", func() (bool, string) {
+		return gate.heldCalls() > 0, "no removal held yet"
+	})
+	return b, gate
+}
+
 // Deleting a 2000-partition topic answers within a short request timeout:
 // the partition directories are removed in the background, after the
 // answer. (DeleteTopics used to close every log, with its fsyncs, and
@@ -160,18 +179,7 @@ func TestDeleteWideTopicAnswersBeforeItsLogsAreRemoved(t *testing.T) {
 // the old directories are gone, and no old record shows through.
 func TestTopicRecreatedWhileItsOldLogsAreRemovedStartsEmpty(t *testing.T) {
 	const topic, parts = "again", 8
-	gate := newGatedFS(topic)
-	b := brokertest.StartOn(t, t.TempDir(), gate)
-	t.Cleanup(func() { gate.release(nil) })
-	cl := b.Client()
-	createTopic(t, b.Admin(), topic, parts, nil)
-	produceToEach(t, b, topic, parts, 5, "old")
-	if code := deleteTopicCode(t, cl, topic, 5*time.Second); code != 0 {
-		t.Fatalf("delete: error code %d", code)
-	}
-	brokertest.WaitFor(t, 30*time.Second, "the removal to reach the disk", func() (bool, string) {
-		return gate.heldCalls() > 0, "no removal held yet"
-	})
+	b, gate := deleteWithRemovalHeld(t, topic, parts)
 	createTopic(t, b.Admin(), topic, parts, nil)
 	if n := topicDirs(t, b, topic); n != parts {
 		t.Fatalf("%d directories while the old ones are held, want %d", n, parts)
@@ -192,18 +200,7 @@ func TestTopicRecreatedWhileItsOldLogsAreRemovedStartsEmpty(t *testing.T) {
 // records.
 func TestDeletedTopicRemovalCutShortResumesAtStart(t *testing.T) {
 	const topic, parts = "cut", 4
-	gate := newGatedFS(topic)
-	b := brokertest.StartOn(t, t.TempDir(), gate)
-	t.Cleanup(func() { gate.release(nil) })
-	cl := b.Client()
-	createTopic(t, b.Admin(), topic, parts, nil)
-	produceToEach(t, b, topic, parts, 5, "old")
-	if code := deleteTopicCode(t, cl, topic, 5*time.Second); code != 0 {
-		t.Fatalf("delete: error code %d", code)
-	}
-	brokertest.WaitFor(t, 30*time.Second, "the removal to reach the disk", func() (bool, string) {
-		return gate.heldCalls() > 0, "no removal held yet"
-	})
+	b, gate := deleteWithRemovalHeld(t, topic, parts)
 	gate.release(syscall.EIO)
 	b.RestartOn(nil)
 	brokertest.WaitFor(t, 30*time.Second, "the deleted topic's directories to be removed after the restart", func() (bool, string) {
