@@ -263,7 +263,11 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			}
 		}
 	}
-	if err := p.checkTierReady(); err != nil {
+	if err := p.checkTierReady(); err != nil && (op.follower || p.isLeader() || sp.fetchOffset < p.log.LogStartOffset()) {
+		// Only a leader reads its manifest and becomes ready; a
+		// follower serving a consumer (KIP-392) needs none for the
+		// records on its disk, and refused them all: the consumer went
+		// back to the leader, which pointed it here again.
 		return err
 	}
 	log := p.log

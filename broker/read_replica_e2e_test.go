@@ -15,6 +15,7 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
 )
 
 func rackOf(id int32) string { return "zone-" + strconv.Itoa(int(id)) }
@@ -174,4 +175,48 @@ func directClient(t *testing.T, addr string, fetchVersion int16) *kgo.Client {
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// TestConsumerReadsATieredTopicFromReplicaInItsRack: the same on a tiered
+// topic. A follower has not read the manifest as leader (only the leader
+// does), and refused every consumer read until it had, so a consumer the
+// leader pointed at it went back and forth between the two and read
+// nothing; it serves the records it holds on its disk.
+func TestConsumerReadsATieredTopicFromReplicaInItsRack(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Rack = rackOf(cfg.NodeID)
+		cfg.Tiering = broker.TieringConfig{Bucket: objectstore.NewMem(), UploadInterval: 50 * time.Millisecond}
+	})
+	ctx, cancel := context.WithTimeout(testCtx(t), 30*time.Second)
+	defer cancel()
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, nil, "zoned-tiered"); err != nil {
+		t.Fatal(err)
+	}
+	prod := c.Client(kgo.DefaultProduceTopic("zoned-tiered"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 100; i++ {
+		produceSync(t, prod, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+	}
+	waitReplicated(t, c, "zoned-tiered", 100)
+	leader, _, _ := partitionState(t, adm, "zoned-tiered")
+	follower := (leader + 1) % 3
+	src := &fetchSources{from: map[int32]int{}}
+	cons := c.Client(kgo.Rack(rackOf(follower)), kgo.WithHooks(src),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"zoned-tiered": {0: kgo.NewOffset().AtStart()}}))
+	var got []string
+	for len(got) < 100 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 100: %v (sources %v)", len(got), err, src.snapshot())
+		}
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	for i, v := range got {
+		if v != strconv.Itoa(i) {
+			t.Fatalf("record %d is %q", i, v)
+		}
+	}
+	if from := src.snapshot(); from[follower] != 100 {
+		t.Fatalf("records by broker %v: want all 100 from broker %d in the consumer's rack (leader %d)", from, follower, leader)
+	}
 }
