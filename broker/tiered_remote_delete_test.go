@@ -127,7 +127,10 @@ func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 		}
 	}
 
-	// The leader stops; the next one cleans up what its predecessor left.
+	// The leader stops; the next one cleans up what its predecessor left,
+	// once the objects are older than the orphan grace (an upload in
+	// flight is younger): the sweep runs as a leader's term starts.
+	time.Sleep(time.Second)
 	leader, epoch, _ := storedState(t, c, topic)
 	noDeletes.Remove()
 	c.Stop(leader)
