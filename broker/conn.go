@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -32,7 +31,8 @@ const maxUnsentPerConn = 1 << 20
 // requests in order; a second writes their responses in the same order as
 // each becomes ready. Handlers that wait (acks=all, long-poll fetch, group
 // joins) return without a response and answer later, so only the response
-// order, not the work, is serialized.
+// order, not the work, is serialized. An answer ready when its handler
+// returns, with nothing queued before it, is written by the reader itself.
 type conn struct {
 	b      *Broker
 	nc     net.Conn
@@ -46,6 +46,16 @@ type conn struct {
 	// connection from one waiting on a long poll.
 	inflight  atomic.Int32
 	lastWrite atomic.Int64
+	// queued counts requests handed to the writer and not yet written
+	// (or dropped). While it is zero the writer has nothing to write and
+	// takes nothing new, so the reader may write an answer ready when
+	// its handler returns itself, sparing the writer's wake-up.
+	queued atomic.Int32
+	// held are answers ready when their handlers returned, with nothing
+	// queued before them, kept by the reader to be written together
+	// (flushHeld); heldBufs is their write's vector. Owned by the reader.
+	held     []*pending
+	heldBufs net.Buffers
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool
@@ -145,10 +155,15 @@ func (c *conn) uncharge(p *pending) {
 // connection's unsent responses fit its share and the response budget
 // has room. A connection with nothing unsent is always read.
 func (c *conn) awaitResponseRoom() error {
-	for {
+	for first := true; ; first = false {
 		u := c.unsent.Load()
 		if u == 0 || (u < maxUnsentPerConn && !c.b.responseMemory.full()) {
 			return nil
+		}
+		if first && len(c.held) > 0 {
+			// Some of what is unsent is the reader's own.
+			c.flushHeld()
+			continue
 		}
 		t := time.NewTimer(50 * time.Millisecond) // other connections free budget too
 		select {
@@ -216,14 +231,16 @@ func (r *request) closeConnection(resp kmsg.Response) {
 func (b *Broker) serveConn(nc net.Conn) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	c := &conn{
-		b:      b,
-		nc:     nc,
-		ctx:    ctx,
-		cancel: cancel,
-		queue:  make(chan *pending, maxInflightPerConn),
-		log:    b.log.With("remote", nc.RemoteAddr().String()),
-		w:      newConnWriter(nc, b.cfg.ResponseWriteTimeout),
-		sent:   make(chan struct{}, 1),
+		b:        b,
+		nc:       nc,
+		ctx:      ctx,
+		cancel:   cancel,
+		queue:    make(chan *pending, maxInflightPerConn),
+		log:      b.log.With("remote", nc.RemoteAddr().String()),
+		w:        newConnWriter(nc, b.cfg.ResponseWriteTimeout),
+		sent:     make(chan struct{}, 1),
+		held:     make([]*pending, 0, maxWriteBatch),
+		heldBufs: make(net.Buffers, 0, maxWriteBatch),
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
 	if !b.trackConn(c, true) {
@@ -271,16 +288,22 @@ func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Now()) }
 const (
 	firstFrameStep = 64 << 10
 	frameGrowth    = 4
-	readBufferSize = 4 << 10 // small requests in one read; large frames bypass it
+	readBufferSize = 4 << 10 // an idle connection's buffer (frameReader)
 )
 
 // errIdle: the connection was idle for connections.max.idle.ms.
 var errIdle = errors.New("broker: connection idle")
 
 func (c *conn) readLoop() error {
-	br := bufio.NewReaderSize(c.nc, readBufferSize)
-	var sizeBuf [4]byte
+	fr := newFrameReader(c)
+	defer fr.close()
+	// Answers still held when reading stops are written (or, once the
+	// connection is marked broken, dropped) before the writer is told.
+	defer c.flushHeld()
 	for {
+		// The frame handled last is done with: the chunk it lay in may
+		// go back to the pool.
+		fr.settle()
 		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.ConnectionsMaxIdle))
 		// Checked after arming the deadline: shutdown cancels the
 		// context and then sets the deadline to now.
@@ -290,8 +313,9 @@ func (c *conn) readLoop() error {
 		if err := c.awaitResponseRoom(); err != nil {
 			return err
 		}
-		if n, err := io.ReadFull(br, sizeBuf[:]); err != nil {
-			if n == 0 && isTimeout(err) {
+		sizeBuf, partial, err := fr.header()
+		if err != nil {
+			if !partial && isTimeout(err) {
 				if c.busy() {
 					continue
 				}
@@ -305,21 +329,50 @@ func (c *conn) readLoop() error {
 		}
 		deadline := time.Now().Add(c.b.cfg.RequestReadTimeout)
 		c.nc.SetReadDeadline(deadline)
-		buf, reserved, err := c.readFrame(br, int(size), deadline)
+		buf, reserved, inPlace, err := fr.frame(int(size), deadline)
 		if err != nil {
 			if isTimeout(err) {
 				return fmt.Errorf("broker: a %d-byte request did not arrive within %s: %w", size, c.b.cfg.RequestReadTimeout, err)
 			}
 			return err
 		}
+		if inPlace && !pooledAfterHandle(buf) {
+			// Kept past the handler: copied out of the shared
+			// buffer, with its own reservation.
+			if buf, reserved, err = c.copyFrame(buf, deadline); err != nil {
+				return err
+			}
+			inPlace = false
+		}
 		if reserved, err = c.reserveDecoded(buf, reserved, deadline); err != nil {
-			c.releaseBuf(buf, 0)
+			if !inPlace {
+				c.releaseBuf(buf, 0)
+			}
 			return err
 		}
-		if err := c.handleFrame(buf, reserved); err != nil {
+		if err := c.handleFrame(buf, reserved, inPlace); err != nil {
 			return err
 		}
 	}
+}
+
+// pooledAfterHandle reports whether the frame's request keeps nothing of
+// it once its handler returns (framePooledAfterHandle).
+func pooledAfterHandle(frame []byte) bool {
+	return len(frame) >= 2 && framePooledAfterHandle[int16(binary.BigEndian.Uint16(frame))]
+}
+
+// copyFrame copies a frame read in place into a pooled buffer of its own,
+// reserved in the request budget (waiting at most until deadline).
+func (c *conn) copyFrame(frame []byte, deadline time.Time) ([]byte, int64, error) {
+	c.flushHeld() // answers held are written before waiting for budget
+	want := int64(bufCap(len(frame)))
+	if err := c.b.requestMemory.acquire(c.ctx, want, deadline); err != nil {
+		return nil, 0, err
+	}
+	buf := getBuf(len(frame))
+	copy(buf, frame)
+	return buf, want, nil
 }
 
 func isTimeout(err error) bool {
@@ -340,7 +393,7 @@ func (c *conn) busy() bool {
 // request budget as the bytes arrive (waiting at most until deadline for
 // budget). It returns the frame and the bytes reserved for it, which
 // releaseFrame gives back.
-func (c *conn) readFrame(br *bufio.Reader, size int, deadline time.Time) ([]byte, int64, error) {
+func (c *conn) readFrame(br io.Reader, size int, deadline time.Time) ([]byte, int64, error) {
 	budget := c.b.requestMemory
 	step := min(size, firstFrameStep)
 	var buf []byte
@@ -416,17 +469,26 @@ func (c *conn) releaseBuf(buf []byte, reserved int64) {
 var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 
 // handleFrame decodes and dispatches one request frame. The frame's bytes
-// are reserved until the request is answered.
-func (c *conn) handleFrame(frame []byte, reserved int64) error {
+// are reserved until the request is answered. A frame read in place
+// (inPlace) belongs to the frame reader and is not given back here.
+func (c *conn) handleFrame(frame []byte, reserved int64, inPlace bool) error {
+	release := func() {
+		if inPlace {
+			// The frame's memory is the reader's.
+			c.b.requestMemory.release(reserved)
+			return
+		}
+		c.releaseBuf(frame, reserved)
+	}
 	h, req, err := decodeRequest(frame)
 	c.clientID = h.clientID
 	if err != nil {
-		c.releaseBuf(frame, reserved)
+		release()
 		return err
 	}
 	p := &pending{header: h, done: make(chan struct{}), start: time.Now()}
 	if req == nil {
-		c.releaseBuf(frame, reserved)
+		release()
 		if h.key != int16(kmsg.ApiVersions) {
 			if resp := unsupportedVersionResponse(h); resp != nil {
 				c.answer(p, resp)
@@ -463,8 +525,14 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 	if !pooled {
 		p.reserved = reserved
 	}
-	if !c.enqueue(p) {
-		c.releaseBuf(frame, reserved)
+	// With nothing queued, the answer may go out from here if it is
+	// ready when the handler returns; otherwise the request takes its
+	// place in the writer's queue first.
+	direct := c.queued.Load() == 0
+	if direct {
+		c.inflight.Add(1)
+	} else if !c.enqueue(p) {
+		release()
 		return c.ctx.Err()
 	}
 	r := &request{conn: c, header: h, p: p}
@@ -472,18 +540,61 @@ func (c *conn) handleFrame(frame []byte, reserved int64) error {
 		r.respond(resp)
 	}
 	if pooled {
-		c.releaseBuf(frame, reserved)
+		release()
+	}
+	if direct {
+		c.sendOrQueue(p)
 	}
 	return nil
 }
 
+// sendOrQueue holds p's answer for the reader to write if it is ready, or
+// else queues p for the writer. Requires that nothing be queued (queued ==
+// 0), so the queue has room and the writer is not writing.
+func (c *conn) sendOrQueue(p *pending) {
+	if answered(p) && gatherable(p) {
+		c.held = append(c.held, p)
+		if len(c.held) == maxWriteBatch {
+			c.flushHeld()
+		}
+		return
+	}
+	c.flushHeld()
+	c.queued.Add(1)
+	c.queue <- p
+}
+
+// flushHeld writes the answers the reader holds, with one system call. The
+// reader holds answers while it handles frames already read, and writes
+// them before anything that may wait (a read, the request or response
+// budget) and before queueing a request for the writer, which must not
+// overtake them. Requires that nothing be queued (true while any are held).
+func (c *conn) flushHeld() {
+	if len(c.held) == 0 {
+		return
+	}
+	if c.broken.Load() {
+		for _, p := range c.held {
+			c.send(p) // dropped
+		}
+	} else {
+		c.sendBatch(c.held, c.heldBufs[:0])
+	}
+	c.inflight.Add(-int32(len(c.held)))
+	clear(c.held)
+	c.held = c.held[:0]
+}
+
 func (c *conn) enqueue(p *pending) bool {
+	c.flushHeld()
 	c.inflight.Add(1)
+	c.queued.Add(1)
 	select {
 	case c.queue <- p:
 		return true
 	case <-c.ctx.Done():
 		c.inflight.Add(-1)
+		c.queued.Add(-1)
 		return false
 	}
 }
@@ -508,6 +619,7 @@ func (c *conn) writeLoop() {
 		c.inflight.Add(-1)
 		if !gatherable(p) || c.broken.Load() {
 			c.send(p)
+			c.queued.Add(-1)
 			continue
 		}
 		// Answers already waiting behind this one go out with it in
@@ -535,6 +647,7 @@ func (c *conn) writeLoop() {
 			}
 		}
 		c.sendBatch(batch, bufs[:0])
+		c.queued.Add(-int32(len(batch)))
 		clear(batch)
 		if closed {
 			return
