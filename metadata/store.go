@@ -142,17 +142,6 @@ func (s *Store) ensureRandom(ctx context.Context, key string, n int, what string
 	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
 }
 
-// Registration is a broker's live registration, held by an etcd lease.
-type Registration struct {
-	session *concurrency.Session
-}
-
-// Done is closed when the registration is lost (lease expired or revoked).
-func (r *Registration) Done() <-chan struct{} { return r.session.Done() }
-
-// Close revokes the registration at once.
-func (r *Registration) Close() error { return r.session.Close() }
-
 // newSession grants a lease of ttl (at least a second) within ctx and
 // keeps it alive until the session is closed or the lease is lost.
 // concurrency.NewSession alone grants with no deadline: a broker cut from
@@ -181,19 +170,19 @@ func (s *Store) newSession(ctx context.Context, ttl time.Duration) (*concurrency
 // RegisterBroker registers b under a lease of ttl that this process keeps
 // alive. A broker id held by another live registration is refused.
 func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration) (*Registration, error) {
-	session, err := s.newSession(ctx, ttl)
+	reg, err := s.grantRegistration(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: broker lease: %w", err)
 	}
 	val, err := json.Marshal(b)
 	if err != nil {
-		session.Close()
+		reg.Close()
 		return nil, err
 	}
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
 	key := s.brokerKey(b.ID)
-	put := clientv3.OpPut(key, string(val), clientv3.WithLease(session.Lease()))
+	put := clientv3.OpPut(key, string(val), clientv3.WithLease(reg.lease))
 	// A controlled shutdown a previous incarnation asked for (its lease
 	// may still run after kill -9) does not apply to this one.
 	unmark := clientv3.OpDelete(s.shuttingDownKey(b.ID))
@@ -214,14 +203,14 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 		}
 	}
 	if err != nil {
-		session.Close()
+		reg.Close()
 		return nil, fmt.Errorf("metadata: registering broker %d: %w", b.ID, err)
 	}
 	if !resp.Succeeded {
-		session.Close()
+		reg.Close()
 		return nil, fmt.Errorf("%w: %d", ErrBrokerIDInUse, b.ID)
 	}
-	return &Registration{session: session}, nil
+	return reg, nil
 }
 
 // RequestControlledShutdown records that broker id, registered by reg, is
@@ -231,7 +220,7 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 func (s *Store) RequestControlledShutdown(ctx context.Context, reg *Registration, id int32) error {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
-	if _, err := s.cli.Put(ctx, s.shuttingDownKey(id), "", clientv3.WithLease(reg.session.Lease())); err != nil {
+	if _, err := s.cli.Put(ctx, s.shuttingDownKey(id), "", clientv3.WithLease(reg.lease)); err != nil {
 		return fmt.Errorf("metadata: controlled shutdown of broker %d: %w", id, err)
 	}
 	return nil

@@ -1,0 +1,126 @@
+package metadata
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+)
+
+// renewalSpy sees every lease renewal a client sends and can hold one
+// back, standing in for one slow round trip to etcd.
+type renewalSpy struct {
+	mu    sync.Mutex
+	sends []time.Time
+	// holdNth > 0 holds the holdNth renewal's send for hold.
+	holdNth int
+	hold    time.Duration
+}
+
+type spiedStream struct {
+	grpc.ClientStream
+	spy *renewalSpy
+}
+
+func (s spiedStream) SendMsg(m any) error {
+	s.spy.mu.Lock()
+	s.spy.sends = append(s.spy.sends, time.Now())
+	held := s.spy.holdNth > 0 && len(s.spy.sends) == s.spy.holdNth
+	s.spy.mu.Unlock()
+	if held {
+		time.Sleep(s.spy.hold)
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *renewalSpy) gaps() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []time.Duration
+	for i := 1; i < len(s.sends); i++ {
+		out = append(out, s.sends[i].Sub(s.sends[i-1]))
+	}
+	return out
+}
+
+// spiedClient is a client of a fresh etcd whose lease renewals spy sees.
+func spiedClient(t *testing.T, spy *renewalSpy) *Store {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	e, err := StartEmbedded(ctxT(t), EmbeddedConfig{Dir: t.TempDir(), ClientAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	intercept := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != "/etcdserverpb.Lease/LeaseKeepAlive" {
+			return cs, err
+		}
+		return spiedStream{cs, spy}, nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 5 * time.Second,
+		DialOptions: append(DialOptions(), grpc.WithChainStreamInterceptor(intercept))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return NewStore(cli, "")
+}
+
+// A registration's lease is renewed several times per TTL: etcd's own
+// keep-alive renewed a 1 s lease every 500 ms to 1 s, so one late renewal
+// let it expire.
+func TestRegistrationRenewsSeveralTimesPerTTL(t *testing.T) {
+	spy := &renewalSpy{}
+	s := spiedClient(t, spy)
+	const ttl = time.Second
+	reg, err := s.RegisterBroker(ctxT(t), Broker{ID: 1, Host: "h", Port: 1}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	time.Sleep(3 * ttl)
+	gaps := spy.gaps()
+	if len(gaps) < 4 {
+		t.Fatalf("%d renewals in %s of a %s lease", len(gaps)+1, 3*ttl, ttl)
+	}
+	slices.Sort(gaps)
+	if median := gaps[len(gaps)/2]; median > ttl/4 {
+		t.Fatalf("the lease is renewed every %s (median of %d), want at most a quarter of its %s TTL", median, len(gaps), ttl)
+	}
+}
+
+// One renewal held back for most of the TTL (a slow round trip) neither
+// loses the registration nor lets etcd expire it: the renewals after it
+// do not wait for it.
+func TestRegistrationSurvivesOneSlowRenewal(t *testing.T) {
+	const ttl = time.Second
+	spy := &renewalSpy{holdNth: 3, hold: ttl * 8 / 10}
+	s := spiedClient(t, spy)
+	ctx := ctxT(t)
+	reg, err := s.RegisterBroker(ctx, Broker{ID: 1, Host: "h", Port: 1}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	select {
+	case <-reg.Done():
+		t.Fatalf("the registration was lost after one renewal was held for %s", spy.hold)
+	case <-time.After(3 * ttl):
+	}
+	bs, err := s.Brokers(ctx)
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("registered brokers %v (%v): the lease expired", bs, err)
+	}
+}
