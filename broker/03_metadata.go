@@ -68,7 +68,7 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
 		for _, name := range view.sortedTopicNames() {
-			resp.Topics = append(resp.Topics, describeTopic(view, view.topics[name], req))
+			resp.Topics = append(resp.Topics, b.describeTopic(view, view.topics[name], req))
 		}
 		return resp
 	}
@@ -102,14 +102,14 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 			mt.ErrorCode = kerr.InvalidRequest.Code
 		}
 		if tv != nil {
-			mt = describeTopic(view, tv, req)
+			mt = b.describeTopic(view, tv, req)
 		}
 		resp.Topics = append(resp.Topics, mt)
 	}
 	return resp
 }
 
-func describeTopic(view *metaView, tv *topicView, req *kmsg.MetadataRequest) kmsg.MetadataResponseTopic {
+func (b *Broker) describeTopic(view *metaView, tv *topicView, req *kmsg.MetadataRequest) kmsg.MetadataResponseTopic {
 	mt := kmsg.NewMetadataResponseTopic()
 	name := tv.name
 	mt.Topic = &name
@@ -123,8 +123,13 @@ func describeTopic(view *metaView, tv *topicView, req *kmsg.MetadataRequest) kms
 		mp.LeaderEpoch = pv.leaderEpoch
 		mp.Replicas = pv.replicas
 		mp.ISR = pv.isr
+		if sup := b.supersededView(tv.name, pv.index, pv.leader, pv.leaderEpoch); sup != nil {
+			// This broker's leadership is over (a follower's metadata
+			// says so) though its own metadata, cut from etcd, lags.
+			mp.Leader, mp.LeaderEpoch, mp.Replicas, mp.ISR = sup.leader, sup.leaderEpoch, sup.replicas, sup.isr
+		}
 		mp.OfflineReplicas = []int32{}
-		for _, id := range pv.replicas {
+		for _, id := range mp.Replicas {
 			if _, ok := view.broker(id); !ok {
 				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -64,6 +65,17 @@ func (m *etcdMeta) currentRegistration() *metadata.Registration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.registration
+}
+
+// provenUntil is when the current registration may expire at the latest
+// as far as this broker knows (zero without one).
+func (m *etcdMeta) provenUntil() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.registration == nil {
+		return time.Time{}
+	}
+	return m.registration.ProvenUntil()
 }
 
 // registrationDone is closed when the current registration is lost.

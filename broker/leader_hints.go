@@ -73,6 +73,9 @@ func (b *Broker) addProduceLeaderHints(resp *kmsg.ProduceResponse) {
 				id = rt.TopicID
 			}
 			if l, e, ok := leaderHint(view, rt.Topic, id, sp.Partition); ok {
+				if sup := b.supersededView(b.topicName(rt.Topic, id), sp.Partition, l, e); sup != nil {
+					l, e = sup.leader, sup.leaderEpoch
+				}
 				sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = l, e
 				leaders = append(leaders, l)
 			}
@@ -95,6 +98,9 @@ func (b *Broker) fetchLeaderHint(view **metaView, p *partition, topic string, id
 	l, e := int32(-1), int32(-1)
 	if p != nil {
 		l, e = p.leaderState()
+		if sup := p.supersededAt(e); sup != nil && l == b.cfg.NodeID {
+			l, e = sup.leader, sup.leaderEpoch
+		}
 	} else {
 		if *view == nil {
 			*view = b.meta.snapshot()

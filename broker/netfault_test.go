@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -264,6 +265,41 @@ func TestLeaderCutFromEtcdIsFenced(t *testing.T) {
 	c.readAll("fenced", acked)
 }
 
+// TestLeaderCutFromEtcdStopsClaimingLeadership: once a leader cut from
+// etcd may have lost its registration and a follower's metadata names a
+// newer leader, it stops claiming the partition: produce is answered
+// NOT_LEADER_OR_FOLLOWER naming the new leader (KIP-951), and Metadata
+// names the new leader, so clients leave it at once instead of waiting
+// for an answer from another broker. After the cut heals it follows the
+// new leader and rejoins the ISR.
+func TestLeaderCutFromEtcdStopsClaimingLeadership(t *testing.T) {
+	c := startNetCluster(t, 3)
+	c.createTopic("superseded")
+	old, epoch, _ := c.state(0, "superseded")
+	other := (old + 1) % 3
+	c.nodes[old].etcdProxy.Cut()
+	var leader, newEpoch int32
+	brokertest.WaitFor(t, 15*time.Second, "another leader elected", func() (bool, string) {
+		l, e, isr := c.state(other, "superseded")
+		leader, newEpoch = l, e
+		return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	brokertest.WaitFor(t, 10*time.Second, "the cut broker names the new leader", func() (bool, string) {
+		l, e, _ := c.state(old, "superseded")
+		return l == leader && e == newEpoch, fmt.Sprintf("leader %d epoch %d", l, e)
+	})
+	got := rawProduce(t, directClient(t, c.nodes[old].addr, 16), "superseded", idempotentBatch(-1, -1, 0, 1))
+	if got.ErrorCode != kerr.NotLeaderForPartition.Code || got.CurrentLeader.LeaderID != leader || got.CurrentLeader.LeaderEpoch != newEpoch {
+		t.Fatalf("the cut broker answered produce with %s, current leader %d epoch %d; want NOT_LEADER_OR_FOLLOWER naming %d epoch %d",
+			kerr.ErrorForCode(got.ErrorCode), got.CurrentLeader.LeaderID, got.CurrentLeader.LeaderEpoch, leader, newEpoch)
+	}
+	c.nodes[old].etcdProxy.Heal()
+	brokertest.WaitFor(t, 15*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
+		l, _, isr := c.state(old, "superseded")
+		return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+}
+
 // TestFollowerCutFromLeaderLeavesAndRejoinsISR: a follower that cannot
 // reach its leader leaves the ISR after replica.lag.time.max.ms while
 // acks=all production goes on with the other two, and rejoins once the
@@ -304,8 +340,18 @@ func TestEtcdRestartKeepsRolesAndData(t *testing.T) {
 	brokertest.WaitFor(t, 10*time.Second, "records acknowledged", func() (bool, string) { return pl.count() > 30, fmt.Sprint(pl.count()) })
 	leader, epoch, _ := c.state(0, "steady")
 	c.etcd.Close()
+	down := time.Now()
 	n := pl.count()
 	brokertest.WaitFor(t, 10*time.Second, "writes acknowledged while etcd is down", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })
+	// Down for longer than the brokers' lease TTL (2 s): the leader can
+	// no longer prove its registration, but its followers name no newer
+	// leader, so it keeps leading.
+	time.Sleep(3*time.Second - time.Since(down))
+	n = pl.count()
+	brokertest.WaitFor(t, 10*time.Second, "writes acknowledged with etcd down for longer than the lease TTL", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })
+	if l, e, _ := c.state(leader, "steady"); l != leader || e != epoch {
+		t.Fatalf("with etcd down, leader %d names leader %d epoch %d, want itself at epoch %d", leader, l, e, epoch)
+	}
 	c.startEtcd()
 	n = pl.count()
 	brokertest.WaitFor(t, 15*time.Second, "writes acknowledged after etcd is back", func() (bool, string) { return pl.count() > n+30, fmt.Sprint(pl.count()) })

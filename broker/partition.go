@@ -54,6 +54,10 @@ type partition struct {
 	// replaced whole: readers (fetch, list offsets, metadata) load it
 	// and never wait for an append, its write or its fsync.
 	state atomic.Pointer[partitionState]
+	// superseded is a peer's proof that this broker's leadership at
+	// some epoch has ended, found while cut off from etcd
+	// (superseded.go); it applies while state is at that epoch.
+	superseded atomic.Pointer[supersession]
 	// appendMu is held shared by appends and exclusively by leadership
 	// changes and close, so that an append stamps the leader epoch that
 	// is current for its whole duration (Kafka's leaderIsrUpdateLock).
@@ -191,6 +195,8 @@ func (p *partition) writable(s *partitionState) error {
 	case s.closed:
 		return errPartitionClosed
 	case s.leader != p.nodeID:
+		return errNotLeader
+	case p.supersededAt(s.leaderEpoch) != nil:
 		return errNotLeader
 	}
 	return nil

@@ -147,6 +147,11 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		defer b.wg.Done()
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.watchSupersession(ms.provenUntil)
+	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
 		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log})
 	// Start returns once the cluster has a controller (at once when one
