@@ -30,12 +30,12 @@ func TestCloseDoesNotWaitForClients(t *testing.T) {
 	if err := idle.Ping(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	// A group consumer in a long poll.
-	group := b.Client(kgo.ConsumerGroup("g"), kgo.ConsumeTopics("shut"), kgo.FetchMaxWait(5*time.Second))
+	// A group consumer in a long poll far longer than Close may take.
+	group := b.Client(kgo.ConsumerGroup("g"), kgo.ConsumeTopics("shut"), kgo.FetchMaxWait(30*time.Second))
 	polled := make(chan struct{})
 	go func() {
 		defer close(polled)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		for ctx.Err() == nil {
 			if fs := group.PollFetches(ctx); fs.IsClientClosed() {
@@ -50,9 +50,12 @@ func TestCloseDoesNotWaitForClients(t *testing.T) {
 	half.Write([]byte{0, 0, 1, 0, 0, 3})
 	time.Sleep(500 * time.Millisecond)
 
+	// Waiting on any of them would take 30 s or forever; the bound is
+	// ShutdownTimeout with room for closing the logs and etcd on a loaded
+	// machine under -race (4.2-5.8 s seen), not a performance target.
 	start := time.Now()
 	b.Stop()
-	if d := time.Since(start); d > 4*time.Second {
+	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("Close took %s with idle clients connected", d)
 	}
 	for _, c := range []interface{ SetDeadline(time.Time) error }{raw, half} {
