@@ -19,7 +19,9 @@ import (
 // healthy checks that a new client is served promptly.
 func healthy(t *testing.T, b *brokertest.Broker) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// A blocked client waits until the clients blocking it go away; 15 s
+	// only leaves room for creating the topic on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	cl := b.Client(kgo.AllowAutoTopicCreation())
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "healthy", Value: []byte("v")}).FirstErr(); err != nil {
