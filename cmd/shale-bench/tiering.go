@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -461,41 +462,36 @@ func coldReplay(ctx context.Context, addr string, end int64) (time.Duration, err
 	return time.Since(start), nil
 }
 
+// chunk is one ranged GET of a replay: tierChunk bytes of an object (less
+// at its end).
+type chunk struct {
+	key      string
+	off, len int64
+}
+
+// chunksOf splits the objects into the chunks a replay GETs, in order.
+func chunksOf(objs []objectstore.Attrs) (out []chunk, total int64) {
+	for _, o := range objs {
+		for off := int64(0); off < o.Size; off += tierChunk {
+			out = append(out, chunk{o.Key, off, min(tierChunk, o.Size-off)})
+		}
+		total += o.Size
+	}
+	return out, total
+}
+
 // parallelGets reads the objects in chunk-sized ranged GETs, n in flight,
 // and returns MB/s.
 func parallelGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.Attrs, n int) (float64, error) {
-	type piece struct {
-		key      string
-		off, len int64
-	}
-	ch := make(chan piece)
-	var total int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
+	chunks, total := chunksOf(objs)
+	var g errgroup.Group
+	g.SetLimit(n)
 	start := time.Now()
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range ch {
-				if err := getRange(ctx, b, p.key, p.off, p.len); err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
+	for _, c := range chunks {
+		g.Go(func() error { return getRange(ctx, b, c.key, c.off, c.len) })
 	}
-	for _, o := range objs {
-		for off := int64(0); off < o.Size; off += tierChunk {
-			ch <- piece{o.Key, off, min(tierChunk, o.Size-off)}
-			total += min(tierChunk, o.Size-off)
-		}
-	}
-	close(ch)
-	wg.Wait()
-	return float64(total) / time.Since(start).Seconds() / 1e6, failed
+	err := g.Wait()
+	return float64(total) / time.Since(start).Seconds() / 1e6, err
 }
 
 // relayedGets reads the objects as parallelGets does, n in flight, and
@@ -508,10 +504,7 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 		return 0, err
 	}
 	defer l.Close()
-	var total int64
-	for _, o := range objs {
-		total += o.Size
-	}
+	chunks, total := chunksOf(objs)
 	drained := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
@@ -539,31 +532,7 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	type piece struct {
-		key      string
-		off, len int64
-	}
-	ch, out := make(chan piece), make(chan []byte, n)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
-	start := time.Now()
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range ch {
-				data, err := getChunk(ctx, b, p.key, p.off, p.len)
-				if err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-					data = make([]byte, p.len) // keep the reader's count
-				}
-				out <- data
-			}
-		}()
-	}
+	out := make(chan []byte, n)
 	wrote := make(chan error, 1)
 	go func() {
 		var werr error
@@ -574,13 +543,20 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 		}
 		wrote <- werr
 	}()
-	for _, o := range objs {
-		for off := int64(0); off < o.Size; off += tierChunk {
-			ch <- piece{o.Key, off, min(tierChunk, o.Size-off)}
-		}
+	var g errgroup.Group
+	g.SetLimit(n)
+	start := time.Now()
+	for _, ch := range chunks {
+		g.Go(func() error {
+			data, err := getChunk(ctx, b, ch.key, ch.off, ch.len)
+			if err != nil {
+				data = make([]byte, ch.len) // keep the reader's count
+			}
+			out <- data
+			return err
+		})
 	}
-	close(ch)
-	wg.Wait()
+	failed := g.Wait()
 	close(out)
 	if err := errors.Join(<-wrote, failed); err != nil {
 		return 0, err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shale-log/shale/objectstore"
 )
@@ -219,30 +220,17 @@ func scrape(httpAddr string) map[string]float64 {
 // time, and returns MB/s.
 func parallelPuts(ctx context.Context, b objectstore.Bucket, prefix string, n int, size int64, inflight int) (float64, error) {
 	data := make([]byte, size)
-	ch := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
+	var g errgroup.Group
+	g.SetLimit(inflight)
 	start := time.Now()
-	for range inflight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range ch {
-				if _, err := b.Put(ctx, fmt.Sprintf("%s/%d", prefix, i), bytes.NewReader(data), size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
 	for i := range n {
-		ch <- i
+		g.Go(func() error {
+			_, err := b.Put(ctx, fmt.Sprintf("%s/%d", prefix, i), bytes.NewReader(data), size, objectstore.PutOptions{IfNoneMatch: true})
+			return err
+		})
 	}
-	close(ch)
-	wg.Wait()
-	return float64(int64(n)*size) / time.Since(start).Seconds() / 1e6, failed
+	err := g.Wait()
+	return float64(int64(n)*size) / time.Since(start).Seconds() / 1e6, err
 }
 
 // runTierLatency measures produce latency at a low fixed rate on a tiered

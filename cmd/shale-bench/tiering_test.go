@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// The object-store ceilings PUT and read back every byte they count:
+// parallelPuts writes n objects, and parallelGets and relayedGets read
+// them in chunks (one object larger than a chunk, one smaller).
+func TestObjectStoreCeilingsMoveEveryByte(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := objectstore.NewMem()
+	if _, err := parallelPuts(ctx, b, "big", 2, tierChunk+123, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parallelPuts(ctx, b, "small", 1, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	var objs []objectstore.Attrs
+	if err := b.List(ctx, "", func(a objectstore.Attrs) error { objs = append(objs, a); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 3 {
+		t.Fatalf("%d objects, want 3", len(objs))
+	}
+	chunks, total := chunksOf(objs)
+	if want := int64(2*(tierChunk+123) + 1000); total != want || len(chunks) != 5 {
+		t.Fatalf("%d chunks of %d bytes, want 5 of %d", len(chunks), total, want)
+	}
+	if _, err := parallelGets(ctx, b, objs, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayedGets(ctx, b, objs, 3); err != nil {
+		t.Fatal(err)
+	}
+	// A missing object is an error, not a short count.
+	objs = append(objs, objectstore.Attrs{Key: "gone", Size: 10})
+	if _, err := parallelGets(ctx, b, objs, 3); err == nil {
+		t.Fatal("parallelGets of a missing object did not fail")
+	}
+	if _, err := relayedGets(ctx, b, objs, 3); err == nil {
+		t.Fatal("relayedGets of a missing object did not fail")
+	}
+}
