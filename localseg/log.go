@@ -1206,13 +1206,19 @@ func (l *Log) Close() error {
 	return l.closeErr
 }
 
-func (l *Log) close() (err error) {
+// stopWriting refuses appends from now on, halts the sync scheduler and
+// waits for the background flushes: what Close and Discard both do first.
+func (l *Log) stopWriting() {
 	l.mu.Lock()
 	l.mu.closed = true
 	l.closed.Store(true)
 	l.mu.Unlock()
 	l.sync.halt()
 	l.flushes.Wait()
+}
+
+func (l *Log) close() (err error) {
+	l.stopWriting()
 	// Whoever waits for durability learns the outcome of the last flush.
 	defer func() { l.sync.stop(err) }()
 	l.lockDrained()
@@ -1283,12 +1289,7 @@ func (l *Log) retireAll() {
 // or Close after Discard, does nothing.
 func (l *Log) Discard() {
 	l.closeOnce.Do(func() {
-		l.mu.Lock()
-		l.mu.closed = true
-		l.closed.Store(true)
-		l.mu.Unlock()
-		l.sync.halt()
-		l.flushes.Wait()
+		l.stopWriting()
 		l.lockDrained()
 		l.retireAll()
 		l.mu.Unlock()
