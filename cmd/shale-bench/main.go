@@ -58,6 +58,10 @@ type options struct {
 	failoverTTLs   string // session TTLs of the failover run, comma-separated
 	failoverRounds int
 
+	rejoinMB         int // MiB a wiped follower copies back in the rejoin run
+	rejoinPartitions int
+	rejoinRounds     int
+
 	raw       rawOptions
 	kfakeHost bool // serve kfake in this process (the child the benchmark starts)
 }
@@ -69,12 +73,15 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,tiering")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
 	flag.StringVar(&o.failoverTTLs, "failover-ttls", "1s,2s", "failover run: the brokers' --session-ttl values to measure, comma-separated")
 	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
+	flag.IntVar(&o.rejoinMB, "rejoin-mb", 64, "rejoin run: MiB in the topic a wiped follower copies back")
+	flag.IntVar(&o.rejoinPartitions, "rejoin-partitions", 3, "rejoin run: partitions of the topic")
+	flag.IntVar(&o.rejoinRounds, "rejoin-rounds", 3, "rejoin run: rounds of the reference read and the follower's rejoin, alternating")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
 	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold")
 	flag.Float64Var(&o.upload.rateMBps, "tier-ingest-rate", 150, "tiering run: produce rate (MB/s) while uploads are measured")
@@ -129,6 +136,9 @@ func run(o options) error {
 	if o.only == "failover" {
 		// Its own cluster of broker processes: no shale dev, no kfake.
 		return runFailover(o)
+	}
+	if o.only == "rejoin" {
+		return runRejoin(o)
 	}
 	fmt.Printf("shale-bench: %d-byte records, %d partitions, acks=1, linger 5ms, %s per run, GOMAXPROCS-visible cores: %d\n",
 		o.recordSize, o.partitions, o.duration, numCPU())
@@ -243,7 +253,13 @@ func run(o options) error {
 	}
 	if want("failover") {
 		fmt.Println()
-		return runFailover(o)
+		if err := runFailover(o); err != nil {
+			return err
+		}
+	}
+	if want("rejoin") {
+		fmt.Println()
+		return runRejoin(o)
 	}
 	return nil
 }
