@@ -66,6 +66,9 @@ func (c *failoverCluster) start(b *failoverBroker) error {
 	b.cmd = exec.Command(c.o.shaleBin, "broker", "--id", strconv.Itoa(b.id), "--data-dir", b.dir,
 		"--kafka-addr", b.kafkaAddr, "--http-addr", b.httpAddr, "--etcd", c.etcd, "--cluster", c.name,
 		"--object-store", "none", "--session-ttl", c.ttl.String(), "--log-level", "warn")
+	if c.o.raw.profileDir != "" {
+		b.cmd.Args = append(b.cmd.Args, "--pprof")
+	}
 	b.cmd.Stderr = os.Stderr
 	if err := b.cmd.Start(); err != nil {
 		return err

@@ -149,6 +149,19 @@ func (c *failoverCluster) rejoinRound(f *failoverBroker, partitions int) (health
 		return 0, 0, err
 	}
 	healthy = time.Since(t0)
+	if c.o.raw.profileDir != "" {
+		// The follower's CPU while it copies (the profile's shortest
+		// length is a second: use -rejoin-mb large enough to fill it).
+		path := filepath.Join(c.o.raw.profileDir, fmt.Sprintf("rejoin-follower-%d.pprof", time.Now().UnixNano()))
+		profiled := make(chan struct{})
+		defer func() { <-profiled }()
+		go func() {
+			defer close(profiled)
+			if err := fetchProfile(f.httpAddr, "profile", path, time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "profile of the rejoining follower: %v\n", err)
+			}
+		}()
+	}
 	in, err := waitFor(10*time.Minute, func() bool { return inEveryISR(c.cache.Snapshot().Topics[rejoinTopic], int32(f.id), partitions) })
 	if err != nil {
 		return 0, 0, fmt.Errorf("broker %d back in every ISR: %w", f.id, err)
