@@ -351,8 +351,6 @@ func TestStaticMemberRestartsWithoutRebalance(t *testing.T) {
 	waitFor(t, "two members to share the partitions", 30*time.Second, func() bool {
 		return len(static.owns()) > 0 && len(other.owns())+len(static.owns()) == 4
 	})
-	before := static.owns()
-	rounds := other.assignments.Load()
 	describe := func() kadm.DescribedGroup {
 		d, err := adm.DescribeGroups(testCtx(t), "sg")
 		if err != nil {
@@ -360,6 +358,18 @@ func TestStaticMemberRestartsWithoutRebalance(t *testing.T) {
 		}
 		return d["sg"]
 	}
+	// The join's rounds are over once the group is stable and the other
+	// member's count of assignments stops moving: with cooperative
+	// rebalancing the other member may be told of the join's last round
+	// after the new member is.
+	var rounds int64
+	waitFor(t, "the join's rebalance to settle", 30*time.Second, func() bool {
+		n := other.assignments.Load()
+		time.Sleep(500 * time.Millisecond)
+		rounds = other.assignments.Load()
+		return n == rounds && describe().State == "Stable"
+	})
+	before := static.owns()
 	if d := describe(); d.State != "Stable" || len(d.Members) != 2 {
 		t.Fatalf("group: %s with %d members", d.State, len(d.Members))
 	}
