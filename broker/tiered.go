@@ -34,6 +34,8 @@ type TieringConfig struct {
 	UploadInterval time.Duration
 	// OrphanGrace is how old an object the manifest does not name must
 	// be before cleanup deletes it (default 1h: longer than any upload).
+	// A leader sweeps at the start of its term and then about once per
+	// grace (one LIST per partition, jittered).
 	OrphanGrace time.Duration
 	// FetchTimeout bounds one remote read serving a fetch (default 10s);
 	// past it the fetch gets a retriable KAFKA_STORAGE_ERROR.
@@ -268,6 +270,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	arch := tiering.NewArchiver(tiering.ArchiverConfig{
 		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
 		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault, SealedAt: t.sealedAt,
+		// Objects remote retention or a failed upload could not delete
+		// go within about a grace period, not at the next leader change.
+		SweepEvery: t.svc.cfg.OrphanGrace, OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
 		OnCommit: func(m *tiering.Manifest) {
 			p.log.SetUploadedEnd(m.End())
 			t.lastUpload.Store(time.Now().UnixMilli())

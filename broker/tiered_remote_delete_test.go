@@ -198,3 +198,89 @@ func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 		return len(keys) == 0, fmt.Sprintf("left: %v", keys)
 	})
 }
+
+// TestPeriodicOrphanSweepDeletesWhatRetentionLeftWithoutALeaderChange:
+// remote retention cannot delete the expired objects (the store refuses
+// deletes); once the store accepts deletes again, the same leader, in the
+// same epoch, deletes them at its next periodic sweep (not only as a
+// leader's term starts).
+func TestPeriodicOrphanSweepDeletesWhatRetentionLeftWithoutALeaderChange(t *testing.T) {
+	bucket := faulty.New(objectstore.NewMem())
+	c := brokertest.StartCluster(t, 1, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			OrphanGrace: 300 * time.Millisecond}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+	ctx := testCtx(t)
+	const topic = "swept"
+	str := func(s string) *string { return &s }
+	if _, err := c.Admin().CreateTopic(ctx, 1, 1, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	for i := 0; i < 1000; i += 50 {
+		var recs []*kgo.Record
+		for j := i; j < i+50; j++ {
+			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := c.Admin()
+	brokertest.WaitFor(t, 30*time.Second, "uploads past offset 600", func() (bool, string) {
+		_, _, m := segmentObjects(t, bucket, adm, topic)
+		return m.End() > 600, fmt.Sprintf("manifest ends at %d", m.End())
+	})
+	leader, epoch, _ := storedState(t, c, topic)
+
+	noDeletes := bucket.Add(faulty.Rule{Op: faulty.Delete, Fail: true})
+	dr, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: 500}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	brokertest.WaitFor(t, 30*time.Second, "remote retention leaving objects the manifest does not name", func() (bool, string) {
+		objs, named, m := segmentObjects(t, bucket, adm, topic)
+		n := 0
+		for _, k := range objs {
+			if !named[k] {
+				n++
+			}
+		}
+		return m.LogStartOffset == 500 && n > 0 && noDeletes.Fired() > 0,
+			fmt.Sprintf("log start %d, %d objects not named, %d deletes refused", m.LogStartOffset, n, noDeletes.Fired())
+	})
+	noDeletes.Remove()
+	brokertest.WaitFor(t, 30*time.Second, "the leader's periodic sweep deleting the objects the manifest does not name", func() (bool, string) {
+		objs, named, _ := segmentObjects(t, bucket, adm, topic)
+		var left []string
+		for _, k := range objs {
+			if !named[k] {
+				left = append(left, k)
+			}
+		}
+		return len(left) == 0 && len(objs) > 0, fmt.Sprintf("%d objects, not named: %v", len(objs), left)
+	})
+	if l, e, _ := storedState(t, c, topic); l != leader || e != epoch {
+		t.Fatalf("leader changed from %d (epoch %d) to %d (epoch %d): the sweep at a term's start did the work", leader, epoch, l, e)
+	}
+	// Everything the manifest names is still there: the records from
+	// the new log start read back.
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	defer cons.Close()
+	var got []*kgo.Record
+	for len(got) < 500 {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of 500: %v", len(got), err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	for i, r := range got[:500] {
+		if r.Offset != int64(500+i) || string(r.Value) != string(tieredValue(500+i)) {
+			t.Fatalf("record %d after the log start: offset %d", i, r.Offset)
+		}
+	}
+}

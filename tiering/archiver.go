@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"slices"
 	"time"
 
@@ -49,6 +50,18 @@ type ArchiverConfig struct {
 	// sealed (zero: unknown), so that the wait before its upload starts
 	// is measured.
 	SealedAt func(base int64) time.Time
+	// SweepEvery, when above 0, is about how often Run deletes the
+	// partition's orphaned objects (CleanOrphans: one LIST), each wait
+	// drawn from [SweepEvery/2, 3*SweepEvery/2) so that partitions do not
+	// all LIST at once. It needs Spills.
+	SweepEvery time.Duration
+	// OrphanGrace is how old an object the manifest does not name must be
+	// before a sweep deletes it, counted back from the start of the
+	// oldest upload in flight (whose objects, and those of the uploads
+	// after it, a commit may still name).
+	OrphanGrace time.Duration
+	// Spills reads the manifest's spilled parts for the sweep.
+	Spills SpillLoader
 }
 
 // Fault points of an upload (ArchiverConfig.Fault).
@@ -65,6 +78,9 @@ const (
 // manifest. The partition's leader runs it; a new leader runs a new one.
 type Archiver struct {
 	cfg ArchiverConfig
+	// nextSweep is when Run next sweeps orphans (Run's goroutine only;
+	// kept across Run calls so that failing uploads do not postpone it).
+	nextSweep time.Time
 }
 
 // NewArchiver returns an archiver.
@@ -78,7 +94,16 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 4
 	}
-	return &Archiver{cfg: cfg}
+	a := &Archiver{cfg: cfg}
+	if cfg.SweepEvery > 0 {
+		a.nextSweep = time.Now().Add(sweepWait(cfg.SweepEvery))
+	}
+	return a
+}
+
+// sweepWait is a wait in [every/2, 3*every/2).
+func sweepWait(every time.Duration) time.Duration {
+	return every/2 + mrand.N(every)
 }
 
 // upload is one segment of a batch on its way to the bucket.
@@ -216,11 +241,17 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			if h.Tick != nil && !h.Tick() {
 				return nil
 			}
+			if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
+				return err
+			}
 			continue
 		case <-idle.C:
 			idle.Reset(h.Idle)
 			if h.Tick != nil && !h.Tick() {
 				return nil
+			}
+			if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
+				return err
 			}
 			continue
 		case <-oldest:
@@ -247,7 +278,59 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 		if h.Tick != nil && !h.Tick() {
 			return nil
 		}
+		if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
+			return err
+		}
 	}
+}
+
+// maybeSweep deletes the partition's orphaned objects when the sweep is
+// due. It never deletes an object that a commit may still name:
+//   - the names come from the manifest read from the bucket now (the
+//     copy in memory may miss a commit whose outcome was unknown) and
+//     from the one in memory; a manifest of a newer leader stops it
+//     (ErrFenced) before it deletes anything;
+//   - the grace is counted back from the start of the oldest upload in
+//     flight, not from now: the uploads in flight (up to MaxBatch) wait
+//     for the oldest one to be committed with it, however long it takes.
+//
+// Other failures are logged: the next sweep retries.
+func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*upload) error {
+	if a.cfg.SweepEvery <= 0 || a.cfg.Spills == nil {
+		return nil
+	}
+	now := time.Now()
+	if now.Before(a.nextSweep) {
+		return nil
+	}
+	a.nextSweep = now.Add(sweepWait(a.cfg.SweepEvery))
+	cutoff := now
+	for _, u := range inflight {
+		if u.started.Before(cutoff) {
+			cutoff = u.started
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	stored, _, err := a.cfg.Manifest.read(sctx)
+	if err != nil {
+		a.cfg.Logger.Warn("orphan sweep: reading the manifest", "partition", a.cfg.Partition.String(), "err", err)
+		return nil
+	}
+	if stored.LeaderEpoch > epoch {
+		return fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
+	}
+	// Segments the copy in memory names and the stored one does not (none
+	// unless a commit raced the read) are kept too.
+	extra := &Manifest{Segments: a.cfg.Manifest.Current().Segments}
+	n, err := cleanOrphans(sctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+	switch {
+	case err != nil:
+		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "deleted", n, "err", err)
+	case n > 0:
+		a.cfg.Logger.Info("orphan sweep deleted objects no manifest names", "partition", a.cfg.Partition.String(), "count", n)
+	}
+	return nil
 }
 
 func isDone(u *upload) bool {

@@ -240,3 +240,102 @@ func TestArchiverRunUploadsSegmentsAsTheyAreSealedWithoutAGap(t *testing.T) {
 		t.Fatalf("%d segment objects, %d named", len(keys), len(m.Segments))
 	}
 }
+
+// TestOrphanSweepKeepsTheObjectsOfUploadsInFlight: the oldest upload of a
+// batch stalls for many grace periods while the younger ones are in the
+// bucket waiting to be committed with it; the periodic sweeps that run
+// meanwhile delete none of them, and every object the manifest names in
+// the end is there.
+func TestOrphanSweepKeepsTheObjectsOfUploadsInFlight(t *testing.T) {
+	log, _ := testLog(t, 2000, 60)
+	segs := log.Segments()
+	if len(segs) < 5 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	release := make(chan struct{})
+	stalled := fmt.Sprintf("%020d-", segs[0].BaseOffset)
+	fb := &faultyBucket{Bucket: objectstore.NewMem(), putGate: func(key string) {
+		if strings.Contains(key, stalled) && strings.HasSuffix(key, ".log") {
+			<-release
+		}
+	}}
+	l := Layout{Prefix: "archive"}
+	ms := NewManifestStore(fb, l.ManifestKey(testPartition), nil)
+	sweeps := 0
+	a := NewArchiver(ArchiverConfig{Bucket: fb, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
+		SweepEvery: 10 * time.Millisecond, OrphanGrace: 10 * time.Millisecond, Spills: BucketSpills{fb, l}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: 2 * time.Millisecond,
+			Tick: func() bool { sweeps++; return true }})
+	}()
+	// The younger uploads land and wait for the oldest.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(listKeys(t, fb, ".log")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("younger uploads not in the bucket: %v", listKeys(t, fb, ".log"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // 30 grace periods, sweeps due throughout
+	close(release)
+	sealed := segs[len(segs)-2].NextOffset
+	for ms.Current().End() < sealed {
+		select {
+		case err := <-done:
+			t.Fatalf("Run: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, s := range ms.Current().Segments {
+		for _, k := range []string{l.SegmentKey(testPartition, s.BaseOffset, s.ID), l.CompanionKey(testPartition, s.BaseOffset, s.ID)} {
+			if _, err := fb.Head(context.Background(), k); err != nil {
+				t.Fatalf("named object %s: %v", k, err)
+			}
+		}
+	}
+	if sweeps < 10 {
+		t.Fatalf("only %d ticks while the upload stalled", sweeps)
+	}
+}
+
+// TestOrphanSweepStopsForANewerLeader: a sweep that finds the manifest of
+// a newer leader epoch stops Run with ErrFenced, deleting nothing.
+func TestOrphanSweepStopsForANewerLeader(t *testing.T) {
+	log, _ := testLog(t, 2000, 30)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	l := Layout{Prefix: "archive"}
+	ms := NewManifestStore(fb, l.ManifestKey(testPartition), nil)
+	a := NewArchiver(ArchiverConfig{Bucket: fb, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
+		SweepEvery: time.Millisecond, OrphanGrace: time.Millisecond, Spills: BucketSpills{fb, l}})
+	uploadAll(t, a, 1, log.LogEndOffset())
+	// A newer leader commits: the old leader's next sweep reads its
+	// manifest and stops there.
+	other := NewManifestStore(fb, l.ManifestKey(testPartition), nil)
+	if _, err := other.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Commit(context.Background(), 2, func(m *Manifest) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	before := listKeys(t, fb, ".log")
+	time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := a.Run(ctx, 1, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Millisecond})
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("Run: %v", err)
+	}
+	if after := listKeys(t, fb, ".log"); len(after) != len(before) {
+		t.Fatalf("%d objects before the sweep, %d after", len(before), len(after))
+	}
+}

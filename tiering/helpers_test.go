@@ -25,6 +25,9 @@ type faultyBucket struct {
 	mu    sync.Mutex
 	rules []*fault
 	gets  int
+	// putGate, when set, is called before every Put (a test holds an
+	// upload there).
+	putGate func(key string)
 }
 
 type fault struct {
@@ -56,6 +59,9 @@ func (f *faultyBucket) check(op, key string, after bool) error {
 }
 
 func (f *faultyBucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) (objectstore.Attrs, error) {
+	if f.putGate != nil {
+		f.putGate(key)
+	}
 	if err := f.check("put", key, false); err != nil {
 		return objectstore.Attrs{}, err
 	}

@@ -210,6 +210,11 @@ func PlanOrphans(m *Manifest, parts []*Manifest, listing []objectstore.Attrs, no
 // reading every spilled part of m through spills. Only the partition's
 // leader runs it, after loading the manifest.
 func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
+	return cleanOrphans(ctx, b, l, p, m, nil, spills, now, grace, metrics)
+}
+
+// cleanOrphans is CleanOrphans that also keeps what keep names.
+func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	var listing []objectstore.Attrs
 	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
 		listing = append(listing, a)
@@ -217,7 +222,7 @@ func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	}); err != nil {
 		return 0, err
 	}
-	parts := make([]*Manifest, 0, len(m.Spills))
+	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
 	for _, s := range m.Spills {
 		part, err := spills.LoadSpill(ctx, p, s)
 		if err != nil {
