@@ -73,8 +73,9 @@ type tierService struct {
 	metrics *tiering.Metrics
 	wg      sync.WaitGroup
 
-	archiveOnce sync.Once
-	deleting    sync.Map // topic dir -> true while a deletion runs
+	// archived: the archive descriptor is known to be in the bucket.
+	archived atomic.Bool
+	deleting sync.Map // topic dir -> true while a deletion runs
 }
 
 func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {
@@ -350,18 +351,21 @@ func (t *partitionTier) lag(p *partition) (lagBytes, lagSegs, remoteBytes int64)
 	return lagBytes, lagSegs, m.Bytes()
 }
 
-// metadataObjects writes the archive descriptor (once per broker) and,
+// metadataObjects writes the archive descriptor (until it succeeds once
+// on this broker) and,
 // from partition 0's leader, the topic descriptor: with them the bucket
 // describes itself. Best effort: a failure is logged and retried at the
 // next leadership change.
 func (s *tierService) metadataObjects(ctx context.Context, p *partition) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	s.archiveOnce.Do(func() {
+	if !s.archived.Load() {
 		if err := tiering.EnsureArchive(ctx, s.bucket, s.layout, time.Now()); err != nil {
 			s.b.log.Warn("writing the archive descriptor", "err", err)
+		} else {
+			s.archived.Store(true)
 		}
-	})
+	}
 	if p.index != 0 {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/tiering"
 )
 
 // fetchCode fetches partition 0 of topic at offset and returns the
@@ -122,4 +123,26 @@ func TestDeletingATieredTopicDeletesItsObjects(t *testing.T) {
 	if len(listBucket(t, bucket, ".log")) == 0 {
 		t.Fatal("the other topic's segments went too")
 	}
+}
+
+// Regression: the archive descriptor was written under a sync.Once, so a
+// broker whose first try failed (the store down as it took its first
+// leadership) never wrote it, and the bucket did not describe itself until
+// another broker did. Now a later leadership on the same broker retries.
+func TestArchiveDescriptorIsRetriedAfterAFailure(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	key := tiering.Layout{}.ArchiveKey()
+	down := fb.Add(faulty.Rule{Op: faulty.Any, KeyPrefix: key, Fail: true})
+	b := startTiered(t, fb)
+	createTieredTopic(t, b, "first")
+	waitFor(t, "the descriptor's first try", 30*time.Second, func() bool { return down.Fired() > 0 })
+	down.Remove()
+	if _, err := fb.Inner().Head(testCtx(t), key); err == nil {
+		t.Fatal("the archive descriptor was written while the store refused it")
+	}
+	createTieredTopic(t, b, "second") // a new leadership on this broker
+	waitFor(t, "the archive descriptor", 30*time.Second, func() bool {
+		_, err := fb.Inner().Head(testCtx(t), key)
+		return err == nil
+	})
 }
