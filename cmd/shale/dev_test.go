@@ -83,6 +83,41 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// freeRange returns an address whose port and the n-1 ports after it are
+// free (shale dev --brokers n serves broker i at port+i). They stay held
+// until release, so that ranges picked in turn do not overlap: the kernel
+// may hand out neighbouring ports, and a broker's HTTP port then fell on
+// another's Kafka port.
+func freeRange(t *testing.T, n int) (addr string, release func()) {
+	t.Helper()
+	for range 100 {
+		first, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := []net.Listener{first}
+		release = func() {
+			for _, l := range held {
+				l.Close()
+			}
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		for i := 1; i < n; i++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+i)))
+			if err != nil {
+				break
+			}
+			held = append(held, l)
+		}
+		if len(held) == n {
+			return first.Addr().String(), release
+		}
+		release()
+	}
+	t.Fatalf("no %d free ports in a row", n)
+	return "", nil
+}
+
 // startDev starts `shale dev` on dataDir (a new temp dir when empty) and
 // waits until /healthz answers.
 func startDev(t *testing.T, dataDir string, env ...string) *devProc {
@@ -90,7 +125,12 @@ func startDev(t *testing.T, dataDir string, env ...string) *devProc {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	p := &devProc{t: t, dataDir: dataDir, kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	// Three ports each: SHALE_DEV_BROKERS=3 serves broker i at port+i.
+	kafkaAddr, releaseKafka := freeRange(t, 3)
+	httpAddr, releaseHTTP := freeRange(t, 3)
+	releaseKafka()
+	releaseHTTP()
+	p := &devProc{t: t, dataDir: dataDir, kafkaAddr: kafkaAddr, httpAddr: httpAddr, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(shaleBin, "dev", "--data-dir", dataDir, "--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr,
 		"--group-initial-rebalance-delay", "0s")
 	p.cmd.Env = append(os.Environ(), env...)
