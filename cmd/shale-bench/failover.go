@@ -216,21 +216,31 @@ func (c *failoverCluster) round(sig syscall.Signal) (failoverRound, error) {
 	return r, nil
 }
 
+// startBenchEtcd makes a temporary directory for a cluster run and starts
+// an embedded etcd in it; cleanup stops etcd and removes the directory.
+func startBenchEtcd(name string) (dir, addr string, e *metadata.Embedded, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", "shale-bench-"+name+"-")
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr = freeAddr()
+	e, err = metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: addr})
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", nil, nil, err
+	}
+	return dir, addr, e, func() { e.Close(); os.RemoveAll(dir) }, nil
+}
+
 // runFailover runs the failover rounds for each session TTL.
 func runFailover(o options) error {
-	dir, err := os.MkdirTemp("", "shale-bench-failover-")
+	dir, etcdAddr, e, cleanup, err := startBenchEtcd("failover")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	etcdAddr := freeAddr()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: etcdAddr})
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer e.Close()
+	defer cleanup()
 	var rows [][]string
 	for _, s := range strings.Split(o.failoverTTLs, ",") {
 		ttl, err := time.ParseDuration(strings.TrimSpace(s))

@@ -39,19 +39,11 @@ const rejoinTopic = "rejoin"
 const rejoinRecordBytes = 1000
 
 func runRejoin(o options) error {
-	dir, err := os.MkdirTemp("", "shale-bench-rejoin-")
+	dir, etcdAddr, e, cleanup, err := startBenchEtcd("rejoin")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	etcdAddr := freeAddr()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(dir, "etcd"), ClientAddr: etcdAddr})
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer e.Close()
+	defer cleanup()
 	c := &failoverCluster{o: o, etcd: etcdAddr, name: "bench-rejoin", ttl: 2 * time.Second, stop: make(chan struct{})}
 	defer c.stopAll()
 	for id := 0; id < 3; id++ {
@@ -61,7 +53,7 @@ func runRejoin(o options) error {
 			return err
 		}
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cache, err := metadata.NewCache(ctx, metadata.NewStore(e.Client(), "/"+c.name+"/"), nil)
 	if err != nil {
