@@ -518,7 +518,10 @@ func startShaleBrokers(o options, n int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	kafkaAddrs, httpAddrs := freeAddrRun(n), freeAddrRun(n)
+	kafkaAddrs, releaseKafka := freeAddrRun(n)
+	httpAddrs, releaseHTTP := freeAddrRun(n)
+	releaseKafka()
+	releaseHTTP()
 	kafkaAddr, httpAddr := kafkaAddrs[0], httpAddrs[0]
 	args := []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", kafkaAddr, "--http-addr", httpAddr}
 	if o.raw.profileDir != "" {
@@ -560,25 +563,36 @@ func startShaleBrokers(o options, n int) (*target, error) {
 }
 
 // freeAddrRun finds n free loopback ports in a row (for `shale dev
-// --brokers n`, whose broker i listens on the first port plus i).
-func freeAddrRun(n int) []string {
+// --brokers n`, whose broker i listens on the first port plus i). They
+// stay held until release, so that runs picked in turn do not overlap: the
+// kernel may hand out a port just after another run's first one.
+func freeAddrRun(n int) (addrs []string, release func()) {
 	for {
-		first := freeAddr()
-		_, port, _ := net.SplitHostPort(first)
-		base, _ := strconv.Atoi(port)
-		addrs := []string{first}
+		first, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		held := []net.Listener{first}
+		release = func() {
+			for _, l := range held {
+				l.Close()
+			}
+		}
+		base := first.Addr().(*net.TCPAddr).Port
+		addrs = []string{first.Addr().String()}
 		for i := 1; i < n && base+i < 65536; i++ {
 			a := net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i))
 			l, err := net.Listen("tcp", a)
 			if err != nil {
 				break
 			}
-			l.Close()
+			held = append(held, l)
 			addrs = append(addrs, a)
 		}
 		if len(addrs) == n {
-			return addrs
+			return addrs, release
 		}
+		release()
 	}
 }
 
