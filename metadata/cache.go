@@ -32,6 +32,10 @@ type Snapshot struct {
 	// Unreadable are the topic and partition records that could not be
 	// decoded, by key.
 	Unreadable []UnreadableRecord
+	// BrokerConfigs are the dynamic broker configs by broker id, the
+	// cluster-wide default under DefaultBrokerConfigs. Readers must not
+	// modify the maps.
+	BrokerConfigs map[int32]map[string]string
 }
 
 // Cache keeps a Snapshot current by watching the store's keys. Snapshot is
@@ -140,6 +144,9 @@ type state struct {
 	candidates map[string]candidate
 	// shuttingDown are the brokers in a controlled shutdown.
 	shuttingDown map[int32]bool
+	// brokerConfigs are the dynamic broker configs by id
+	// (DefaultBrokerConfigs: the cluster-wide default).
+	brokerConfigs map[int32]map[string]string
 }
 
 type candidate struct {
@@ -164,7 +171,8 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		unreadable: map[string]UnreadableRecord{},
 		candidates: map[string]candidate{},
 
-		shuttingDown: map[int32]bool{},
+		shuttingDown:  map[int32]bool{},
+		brokerConfigs: map[int32]map[string]string{},
 	}
 	for _, kv := range resp.Kvs {
 		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
@@ -237,6 +245,8 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 	switch {
 	case rest == "cluster/id":
 		st.clusterID = string(val)
+	case strings.HasPrefix(rest, "broker-configs/"):
+		st.putBrokerConfigs(log, key, strings.TrimPrefix(rest, "broker-configs/"), val)
 	case strings.HasPrefix(rest, "brokers/"):
 		var b Broker
 		if err := json.Unmarshal(val, &b); err != nil {
@@ -329,6 +339,8 @@ func (st *state) del(key string) {
 	rest := strings.TrimPrefix(key, st.prefix)
 	delete(st.unreadable, key)
 	switch {
+	case strings.HasPrefix(rest, "broker-configs/"):
+		st.delBrokerConfigs(rest)
 	case strings.HasPrefix(rest, "brokers/"):
 		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
 		if err == nil {
@@ -364,6 +376,10 @@ func (st *state) snapshot() *Snapshot {
 		TopicsByID: make(map[UUID]*TopicState, len(st.topics)),
 
 		DeletedTopics: make(map[UUID]DeletedTopic, len(st.deleted)),
+		BrokerConfigs: make(map[int32]map[string]string, len(st.brokerConfigs)),
+	}
+	for id, m := range st.brokerConfigs {
+		s.BrokerConfigs[id] = m // replaced, never changed, by put
 	}
 	for id, d := range st.deleted {
 		s.DeletedTopics[id] = d

@@ -11,6 +11,8 @@
 //	<prefix>cluster/id                     the cluster id, a 22-character base64url UUID, written once
 //	<prefix>cluster/secret                 the inter-broker secret (43 characters of base64url), written once
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
+//	<prefix>broker-configs/<id>            a broker's dynamic configs, a JSON object of name to value (kafka-configs --entity-type brokers)
+//	<prefix>broker-configs/default         the cluster-wide default dynamic broker configs (--entity-default)
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag, partition count
 //	<prefix>creating/<name>                a creation (or addition of partitions) under way: its topic id, on a lease
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch

@@ -1,0 +1,120 @@
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultBrokerConfigs is the entity of the cluster-wide default broker
+// configs (Kafka's broker entity with an empty name,
+// kafka-configs --entity-type brokers --entity-default), in
+// Snapshot.BrokerConfigs and UpdateBrokerConfigs.
+const DefaultBrokerConfigs int32 = -1
+
+func (s *Store) brokerConfigsPrefix() string { return s.prefix + "broker-configs/" }
+
+// brokerConfigsKey is broker-configs/<id>, or broker-configs/default for
+// the cluster-wide default.
+func (s *Store) brokerConfigsKey(id int32) string {
+	if id == DefaultBrokerConfigs {
+		return s.brokerConfigsPrefix() + "default"
+	}
+	return s.brokerConfigsPrefix() + pad(id)
+}
+
+// parseBrokerConfigsKey is brokerConfigsKey's inverse on the part after
+// the prefix's broker-configs/.
+func parseBrokerConfigsKey(s string) (int32, bool) {
+	if s == "default" {
+		return DefaultBrokerConfigs, true
+	}
+	id, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || id < 0 {
+		return 0, false
+	}
+	return int32(id), true
+}
+
+// UpdateBrokerConfigs replaces the dynamic configs of broker id (or, with
+// DefaultBrokerConfigs, the cluster-wide default) with mutate's result,
+// retrying when another writer changed them in between. An empty result
+// removes the record. The configs need not name a live broker: as in
+// Kafka, they wait for a broker of that id.
+func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
+	if id < DefaultBrokerConfigs {
+		return 0, fmt.Errorf("metadata: broker id %d", id)
+	}
+	key := s.brokerConfigsKey(id)
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		rctx, cancel := withDeadline(ctx)
+		resp, err := s.cli.Get(rctx, key)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		cur := map[string]string{}
+		var modRev int64
+		if len(resp.Kvs) > 0 {
+			modRev = resp.Kvs[0].ModRevision
+			if err := json.Unmarshal(resp.Kvs[0].Value, &cur); err != nil {
+				return 0, fmt.Errorf("metadata: broker configs %s: %w", key, err)
+			}
+		}
+		next, err := mutate(cur)
+		if err != nil {
+			return 0, err
+		}
+		op := clientv3.OpDelete(key)
+		if len(next) > 0 {
+			val, err := json.Marshal(next)
+			if err != nil {
+				return 0, err
+			}
+			op = clientv3.OpPut(key, string(val))
+		}
+		wctx, cancel := withDeadline(ctx)
+		tresp, err := s.cli.Txn(wctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+			Then(op).Commit()
+		cancel()
+		if err != nil {
+			// Indeterminate; the next round re-reads and re-applies
+			// mutate, which is idempotent for config replacement.
+			continue
+		}
+		if tresp.Succeeded {
+			return tresp.Header.Revision, nil
+		}
+	}
+}
+
+// putBrokerConfigs records a broker-configs/ key in the watcher's state.
+func (st *state) putBrokerConfigs(log *slog.Logger, key, rest string, val []byte) {
+	id, ok := parseBrokerConfigsKey(rest)
+	if !ok {
+		log.Error("bad broker configs key", "key", key)
+		return
+	}
+	var m map[string]string
+	if err := json.Unmarshal(val, &m); err != nil {
+		// The broker keeps its previous configs for this entity.
+		log.Error("unreadable broker configs record: the previous configs stay in force", "key", key, "err", err)
+		return
+	}
+	st.brokerConfigs[id] = m
+}
+
+func (st *state) delBrokerConfigs(rest string) {
+	if id, ok := parseBrokerConfigsKey(strings.TrimPrefix(rest, "broker-configs/")); ok {
+		delete(st.brokerConfigs, id)
+	}
+}
