@@ -42,6 +42,12 @@ type ReaderConfig struct {
 	// chunk ahead; a read that starts where the previous one of its
 	// partition ended fetches the whole window.
 	ReadAhead int
+	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
+	// together (default twice ReadAhead): the broker's GET workers, shared
+	// by the sequential readers in turn, a chunk each, so one replay
+	// cannot take every GET and many replays do not multiply them. A
+	// read's own GETs (the chunk it waits for) are not counted.
+	ReadAheadGets int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
 	// CacheBytes). Read-ahead data does not enter the cache until a read
@@ -65,6 +71,9 @@ func (c *ReaderConfig) ensureDefaults() {
 		c.ReadAhead = 4
 	case c.ReadAhead < 0:
 		c.ReadAhead = 0
+	}
+	if c.ReadAheadGets <= 0 {
+		c.ReadAheadGets = 2 * c.ReadAhead
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
@@ -114,15 +123,26 @@ type Reader struct {
 		// streams are the sequential readers, by partition and the
 		// offset their next read starts at.
 		streams map[streamKey]*stream
+		// ready are the streams with chunks queued and room for another
+		// GET, in the order the GET workers serve them (a chunk each,
+		// then to the back of the line).
+		ready []*stream
+		// aheadGets counts the read-ahead GET slots taken, by workers
+		// and by a read's prefetches, within cfg.ReadAheadGets;
+		// starting counts the workers started that have not yet taken
+		// their first chunk.
+		aheadGets, starting int
 	}
 }
 
 // stream is one sequential reader's read-ahead: the chunks to fetch next,
-// in order, and the workers fetching them (at most cfg.ReadAhead). Its
-// fields are guarded by Reader.mu.
+// in order, and how many of the reader's GET workers fetch them now (at
+// most cfg.ReadAhead). Its fields are guarded by Reader.mu.
 type stream struct {
 	queue   []aheadReq
 	workers int
+	// ready: the stream is in Reader.mu.ready.
+	ready bool
 	// gen counts the reads that refilled the queue: a lookup of the
 	// following segments started by an older read adds nothing.
 	gen int
@@ -705,54 +725,120 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 	}()
 }
 
-// spawnLocked starts workers for a stream's queue, up to cfg.ReadAhead.
+// spawnLocked puts a stream with chunks queued in line for the GET
+// workers, and starts workers while read-ahead GET slots are free.
 // Requires mu.
 func (r *Reader) spawnLocked(st *stream) {
-	for st.workers < r.cfg.ReadAhead && st.workers < len(st.queue) && r.ctx.Err() == nil {
-		st.workers++
-		r.wg.Add(1)
-		go r.aheadWorker(st)
+	r.enqueueLocked(st)
+	r.startWorkersLocked()
+}
+
+// enqueueLocked puts st at the back of the workers' line if it has
+// chunks queued, room for another GET and is not in line. Requires mu.
+func (r *Reader) enqueueLocked(st *stream) {
+	if !st.ready && !st.gone && len(st.queue) > 0 && st.workers < r.cfg.ReadAhead {
+		st.ready = true
+		r.mu.ready = append(r.mu.ready, st)
 	}
 }
 
-// aheadWorker fetches a stream's queue in order, one GET at a time, until
-// it is empty, the stream is gone or the read-ahead budget is spent.
-func (r *Reader) aheadWorker(st *stream) {
-	defer r.wg.Done()
-	for {
-		r.mu.Lock()
-		if st.gone || len(st.queue) == 0 || r.ctx.Err() != nil {
-			st.workers--
-			r.mu.Unlock()
-			return
+// startWorkersLocked starts GET workers for the chunks in line that no
+// running worker will take next, while slots are free. Requires mu.
+func (r *Reader) startWorkersLocked() {
+	if r.mu.aheadGets >= r.cfg.ReadAheadGets || len(r.mu.ready) == 0 || r.ctx.Err() != nil {
+		return
+	}
+	want := 0
+	for _, st := range r.mu.ready {
+		want += min(len(st.queue), r.cfg.ReadAhead-st.workers)
+	}
+	for r.mu.starting < want && r.mu.aheadGets < r.cfg.ReadAheadGets {
+		r.mu.starting++
+		r.mu.aheadGets++
+		r.wg.Add(1)
+		go r.aheadWorker()
+	}
+}
+
+// nextAheadLocked takes the next chunk to fetch: the first chunk of the
+// first stream in line, which goes to the back of the line if it has
+// more and room for another GET. Requires mu.
+func (r *Reader) nextAheadLocked() (*stream, aheadReq, bool) {
+	for len(r.mu.ready) > 0 && r.ctx.Err() == nil {
+		st := r.mu.ready[0]
+		r.mu.ready[0] = nil
+		r.mu.ready = r.mu.ready[1:]
+		st.ready = false
+		if st.gone || len(st.queue) == 0 || st.workers >= r.cfg.ReadAhead {
+			continue
 		}
 		q := st.queue[0]
 		st.queue = st.queue[1:]
-		r.mu.Unlock()
-		if !r.fetchAhead(q, st) {
-			r.mu.Lock()
-			st.workers--
-			st.queue = nil
+		st.workers++
+		r.enqueueLocked(st)
+		return st, q, true
+	}
+	return nil, aheadReq{}, false
+}
+
+// aheadWorker holds one read-ahead GET slot: it fetches a chunk of each
+// stream in line in turn until the line is empty.
+func (r *Reader) aheadWorker() {
+	defer r.wg.Done()
+	r.mu.Lock()
+	r.mu.starting--
+	for {
+		st, q, ok := r.nextAheadLocked()
+		if !ok {
+			r.mu.aheadGets--
 			r.mu.Unlock()
 			return
 		}
+		r.mu.Unlock()
+		fetched := r.fetchAhead(q, st)
+		r.mu.Lock()
+		st.workers--
+		if !fetched {
+			st.queue = nil // the budget is spent or the stream gone
+		}
+		r.enqueueLocked(st)
 	}
 }
 
 // startAhead starts a GET of a chunk for read-ahead in the background
 // unless it is read, loading or cached already. It returns false when the
-// read-ahead budget is spent (and counts the chunk skipped).
+// read-ahead budget or every GET slot is spent (and counts the chunk
+// skipped).
 func (r *Reader) startAhead(q aheadReq) bool {
+	r.mu.Lock()
+	if r.mu.aheadGets >= r.cfg.ReadAheadGets {
+		r.mu.Unlock()
+		r.cfg.Metrics.readAheadSkipped()
+		return false
+	}
+	r.mu.aheadGets++
+	r.mu.Unlock()
 	ld, ok := r.beginAhead(q, nil)
 	if ld == nil {
+		r.releaseAheadGet()
 		return ok
 	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		r.endAhead(q, ld)
+		r.releaseAheadGet()
 	}()
 	return true
+}
+
+// releaseAheadGet gives back a prefetch's GET slot, to a worker if
+// streams wait for one.
+func (r *Reader) releaseAheadGet() {
+	r.mu.Lock()
+	r.mu.aheadGets--
+	r.startWorkersLocked()
+	r.mu.Unlock()
 }
 
 // fetchAhead GETs a chunk for a stream's read-ahead, in the calling

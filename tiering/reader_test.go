@@ -286,6 +286,7 @@ type gatedBucket struct {
 	mu                  sync.Mutex
 	inFlight, maxFlight int
 	started             int
+	keys                []string // the keys of the GETs held, in order
 }
 
 func (g *gatedBucket) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
@@ -297,6 +298,9 @@ func (g *gatedBucket) Get(ctx context.Context, key string, off, n int64) (io.Rea
 	g.inFlight++
 	g.maxFlight = max(g.maxFlight, g.inFlight)
 	hold := g.block(key, off)
+	if hold {
+		g.keys = append(g.keys, key)
+	}
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
@@ -381,5 +385,60 @@ func TestReaderFirstReadFetchesItsChunksTogether(t *testing.T) {
 	once.Do(func() { close(g.release) })
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Read-ahead GETs are a budget of the reader, shared by its sequential
+// readers in turn, not a number per reader: six replays at once keep
+// ReadAheadGets GETs in flight, not six times ReadAhead, and each gets its
+// turn as GETs end. Before, every stream ran its own ReadAhead workers.
+func TestReaderReadAheadGETsAreSharedByAllReaders(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 1000)
+	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
+	a, ms := newTestArchiver(t, g, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	const streams, gets = 6, 3
+	if len(m.Segments) < streams {
+		t.Fatalf("%d segments", len(m.Segments))
+	}
+	r, err := NewReader(ReaderConfig{Bucket: g, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
+		ReadAhead: 4, ReadAheadGets: gets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	open := func() { once.Do(func() { close(g.release) }) }
+	t.Cleanup(func() { open(); r.Close() })
+	// Chunks 0 and 1 of every segment come at once (the reads use
+	// them); every read-ahead GET past them waits for a token.
+	g.block = func(_ string, off int64) bool { return off >= 2*4096 }
+	keys := map[string]int{}
+	for i, seg := range m.Segments[:streams] {
+		keys[r.cfg.Layout.SegmentKey(testPartition, seg.BaseOffset, seg.ID)] = i
+		// Two reads in chunk 0 make the stream sequential: it queues
+		// its whole window.
+		replayFrom(t, r, m, seg.BaseOffset, 2, 600)
+	}
+	waitFor(t, "the shared GETs in flight", func() bool { n, _, _ := g.counts(); return n == gets })
+	_, _, started := g.counts()
+	// As each GET ends its worker goes to the next stream in line, a
+	// chunk each: every stream gets GETs while the budget holds. (The
+	// streams' unheld chunk 1 pass quickly, so allow two rounds.)
+	for i := range 2 * streams {
+		g.release <- struct{}{}
+		waitFor(t, "the next GET", func() bool { n, _, s := g.counts(); return n == gets && s == started+i+1 })
+	}
+	if _, peak, _ := g.counts(); peak > gets {
+		t.Fatalf("%d read-ahead GETs in flight at once; ReadAheadGets is %d", peak, gets)
+	}
+	g.mu.Lock()
+	served := map[int]bool{}
+	for _, k := range g.keys {
+		served[keys[k]] = true
+	}
+	g.mu.Unlock()
+	if len(served) != streams {
+		t.Fatalf("read-ahead GETs went to %d of %d streams: %v", len(served), streams, served)
 	}
 }
