@@ -135,25 +135,13 @@ func BenchmarkRead(b *testing.B) {
 // each of 4 logs takes 32 KiB batches from a producer that keeps 8 of them
 // waiting for durability (the raw generator's window), so that its MB/s
 // is the group commit's, bounded by the fsync's latency and not the CPU.
-// Sub-benchmarks: syncs in flight per log, and whether a sync that
-// answered waiters holds the next one for their return (nohold: the next
-// starts at once).
+// Sub-benchmarks: syncs in flight per log.
 func BenchmarkDurableAppend(b *testing.B) {
-	for _, c := range []struct {
-		k    int
-		hold bool
-	}{{1, true}, {1, false}, {2, true}} {
-		name := fmt.Sprint(c.k)
-		if !c.hold {
-			name += "-nohold"
-		}
-		b.Run(name, func(b *testing.B) {
-			oldK, oldHold := maxSyncsInFlight, maxSyncHold
-			maxSyncsInFlight = c.k
-			if !c.hold {
-				maxSyncHold = 0
-			}
-			defer func() { maxSyncsInFlight, maxSyncHold = oldK, oldHold }()
+	for _, k := range []int{1, 2} {
+		b.Run(fmt.Sprint(k), func(b *testing.B) {
+			old := maxSyncsInFlight
+			maxSyncsInFlight = k
+			defer func() { maxSyncsInFlight = old }()
 			benchDurableAppend(b)
 		})
 	}

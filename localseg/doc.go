@@ -151,12 +151,10 @@
 // descriptor of its own (a writeback error is reported once per open file);
 // it then moves the recovery point (in memory) to the log end it saw
 // before it started and runs the callbacks it covers. Appends that arrive
-// during a sync share the next, which starts when it ends, or, when it
-// answered waiters, once as many have come again (the answered producers'
-// next requests) or half a sync's time has passed, so that one sync covers
-// a producer's whole window (syncs may be let overlap; outcomes then apply
-// in start order, so a later sync that succeeds never acknowledges past
-// an earlier one still running or failed).
+// during a sync share the next, which starts when it ends (syncs may be
+// let overlap; outcomes then apply in start order, so a later sync that
+// succeeds never acknowledges past an earlier one still running or
+// failed).
 // flush.ms arms a timer at the first unflushed append. The recovery-point
 // file is written by rolls, Flush and Close, so recovery may scan more than
 // the group commit made durable, never less. Open fsyncs the parent
