@@ -135,17 +135,7 @@ func BenchmarkRead(b *testing.B) {
 // each of 4 logs takes 32 KiB batches from a producer that keeps 8 of them
 // waiting for durability (the raw generator's window), so that its MB/s
 // is the group commit's, bounded by the fsync's latency and not the CPU.
-// Sub-benchmarks: syncs in flight per log.
-func BenchmarkDurableAppend(b *testing.B) {
-	for _, k := range []int{1, 2} {
-		b.Run(fmt.Sprint(k), func(b *testing.B) {
-			old := maxSyncsInFlight
-			maxSyncsInFlight = k
-			defer func() { maxSyncsInFlight = old }()
-			benchDurableAppend(b)
-		})
-	}
-}
+func BenchmarkDurableAppend(b *testing.B) { benchDurableAppend(b) }
 
 func benchDurableAppend(b *testing.B) {
 	const logs, window = 4, 8

@@ -147,14 +147,13 @@
 // flush.messages). The SyncScheduler (durable.go) is the group commit: a
 // sync, on a goroutine of its own, fdatasyncs the segments above the
 // recovery point and, when a segment was created since the last directory
-// fsync, the directory, all outside the log's lock and each file through a
-// descriptor of its own (a writeback error is reported once per open file);
-// it then moves the recovery point (in memory) to the log end it saw
-// before it started and runs the callbacks it covers. Appends that arrive
-// during a sync share the next, which starts when it ends (syncs may be
-// let overlap; outcomes then apply in start order, so a later sync that
-// succeeds never acknowledges past an earlier one still running or
-// failed).
+// fsync, the directory, all outside the log's lock, each segment through its
+// cached descriptor, one sync at a time (a writeback error is reported once
+// per open file description, so a segment keeps its first fsync failure
+// and fails every later sync with it); it then moves the recovery point
+// (in memory) to the log end it saw before it started and runs the
+// callbacks it covers. Appends that arrive during a sync share the next,
+// which starts when it ends.
 // flush.ms arms a timer at the first unflushed append. The recovery-point
 // file is written by rolls, Flush and Close, so recovery may scan more than
 // the group commit made durable, never less. Open fsyncs the parent

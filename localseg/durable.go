@@ -7,12 +7,13 @@ import (
 	"time"
 )
 
-// maxSyncsInFlight bounds the syncs of one log that run at once. One: on
-// the ext4 disk measured (BenchmarkDurableAppend, shale-bench), two
-// overlapping syncs moved no more data (the journal commits follow each
-// other anyway) and took more CPU and fsyncs; a var so that tests and the
-// benchmark run both.
-var maxSyncsInFlight = 1
+// maxSyncsInFlight bounds the syncs of one log that run at once. One: the
+// fsyncs of a segment go through its one descriptor, one at a time (see
+// Log.syncSegment), so a second sync would only queue behind the first;
+// and on the ext4 disk measured, two overlapping syncs moved no more data
+// when each had a descriptor of its own (the journal commits follow each
+// other anyway).
+const maxSyncsInFlight = 1
 
 // SyncScheduler is a log's group commit. Callers that need records on
 // stable storage (an acks=all produce whose in-sync replicas are the leader
@@ -28,13 +29,13 @@ var maxSyncsInFlight = 1
 // sync covered a whole window, was measured on the raw load generator and
 // gained nothing.)
 //
-// Up to maxSyncsInFlight syncs may overlap: a producer that arrives
-// mid-sync then starts another at once rather than waiting for the running
-// one to end. Outcomes are applied in the order the syncs started: the
-// recovery point moves to a sync's end only once every sync started before
-// it succeeded, and callbacks run when the recovery point covers them. Each sync fsyncs (fdatasync where the
-// file allows it) through descriptors of its own (see syncSegment), so a
-// writeback error reaches every sync it concerns.
+// Outcomes are applied in the order the syncs started (were
+// maxSyncsInFlight raised): the recovery point moves to a sync's end only
+// once every sync started before it succeeded, and callbacks run when the
+// recovery point covers them. Each sync fdatasyncs through the segments'
+// descriptors, and a segment whose fsync failed once fails every later
+// one (see Log.syncSegment), so a writeback error reaches every sync it
+// concerns.
 //
 // A failed fsync takes the log offline: the callbacks get the error, the
 // outcomes of syncs still running are discarded, and the log never fsyncs

@@ -243,13 +243,6 @@ func TestDurableAppendsSurviveRandomCrashes(t *testing.T) {
 	for seed := 0; seed < seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { crashOnce(t, uint64(seed)) })
 	}
-	// And with overlapping syncs, whose outcomes apply in start order.
-	old := maxSyncsInFlight
-	maxSyncsInFlight = 2
-	defer func() { maxSyncsInFlight = old }()
-	for seed := 0; seed < seeds/2; seed++ {
-		t.Run(fmt.Sprint("overlapping-", seed), func(t *testing.T) { crashOnce(t, uint64(1000+seed)) })
-	}
 }
 
 func crashOnce(t *testing.T, seed uint64) {
@@ -537,15 +530,33 @@ func (f *failFirstSyncFile) Sync() error {
 	return f.File.Sync()
 }
 
-// Overlapping syncs are applied in the order they started: a later sync
-// that succeeds while an earlier one is still running acknowledges
-// nothing, and once the earlier one fails, nothing is acknowledged at all
-// (its waiters and the later sync's get the error, the recovery point
-// stays where it was).
-func TestOverlappingSyncsApplyInStartOrder(t *testing.T) {
-	old := maxSyncsInFlight
-	maxSyncsInFlight = 2
-	defer func() { maxSyncsInFlight = old }()
+// Linux reports a writeback error once per open file description: an
+// fsync through the same descriptor after the failed one succeeds (errorfs
+// fails the one sync, as the kernel does). Every fsync of the segment after
+// a failed one must fail too, whichever path asks for it.
+func TestSegmentSyncAfterAFailedOneFails(t *testing.T) {
+	efs := errorfs.New(nil)
+	l, err := Open(t.TempDir(), Config{}, Options{FS: efs, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.AppendAsLeader(batch(1, 100, 0), 0); err != nil {
+		t.Fatal(err)
+	}
+	efs.Inject(errorfs.Fault{Op: errorfs.OpSync, PathContains: ".log", Err: syscall.EIO})
+	s := l.active()
+	for i := 0; i < 2; i++ {
+		if err := l.syncSegment(s); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("sync %d after the failure: %v, want the failed fsync's EIO", i, err)
+		}
+	}
+}
+
+// A sealed segment's background flush fails while the group commit's sync,
+// which covers that segment too (the recovery point is below it), waits
+// for it: the waiter gets the failure, not an acknowledgement over it.
+func TestGroupCommitBehindAFailedSealedFlushFails(t *testing.T) {
 	g := &failFirstSyncFS{FS: vfs.OSFS{}, gate: make(chan struct{}), held: make(chan struct{})}
 	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
 	if err != nil {
@@ -554,145 +565,41 @@ func TestOverlappingSyncsApplyInStartOrder(t *testing.T) {
 	defer l.Close()
 	release := sync.OnceFunc(func() { close(g.gate) })
 	defer release()
-	rp := l.RecoveryPoint()
-	waitFor := func() chan error {
-		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch := make(chan error, 1)
-		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
-			ch <- nil
-		}
-		return ch
+	if _, err := l.AppendAsLeader(batch(1, 100, 0), 0); err != nil {
+		t.Fatal(err)
 	}
-	first := waitFor()
-	<-g.held // the first sync runs
-	second := waitFor()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		g.mu.Lock()
-		n := g.syncs
-		g.mu.Unlock()
-		if n >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no second sync while the first runs")
-		}
+	if err := l.Roll(); err != nil {
+		t.Fatal(err)
 	}
-	// The second sync succeeded; it must not be applied yet.
-	select {
-	case err := <-second:
-		t.Fatalf("answered (%v) while an earlier sync still runs", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	if l.RecoveryPoint() != rp {
-		t.Fatalf("recovery point moved to %d while an earlier sync still runs", l.RecoveryPoint())
-	}
-	release()
-	for i, ch := range []chan error{first, second} {
-		if err := <-ch; !errors.Is(err, ErrOffline) || !errors.Is(err, syscall.EIO) {
-			t.Fatalf("waiter %d: %v, want the failed fsync", i, err)
-		}
-	}
-	if l.RecoveryPoint() != rp {
-		t.Fatalf("recovery point moved from %d to %d past a failed fsync", rp, l.RecoveryPoint())
-	}
-}
-
-// syncOnceFS records every fsync of a segment file made through a handle
-// that was written through, or already fsynced: Linux reports a writeback
-// error once per open file, so a sync on a shared handle can miss an error
-// another sync consumed, and succeed over lost pages.
-type syncOnceFS struct {
-	vfs.FS
-	mu     sync.Mutex
-	shared []string
-}
-
-func (g *syncOnceFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &syncOnceFile{File: f, g: g, name: name}, nil
-}
-
-type syncOnceFile struct {
-	vfs.File
-	g    *syncOnceFS
-	name string
-	used bool // written through or fsynced; under g.mu
-}
-
-func (f *syncOnceFile) WriteAt(p []byte, off int64) (int, error) {
-	f.g.mu.Lock()
-	f.used = true
-	f.g.mu.Unlock()
-	return f.File.WriteAt(p, off)
-}
-
-func (f *syncOnceFile) Sync() error {
-	f.g.mu.Lock()
-	if f.used {
-		f.g.shared = append(f.g.shared, filepath.Base(f.name))
-	}
-	f.used = true
-	f.g.mu.Unlock()
-	return f.File.Sync()
-}
-
-// Every fsync of a segment's log file (group commit, sealed-segment flush,
-// Flush, Close) goes through a descriptor opened for it, so that each sees
-// a writeback error that concerns it.
-func TestSegmentSyncsUseDescriptorsOfTheirOwn(t *testing.T) {
-	g := &syncOnceFS{FS: vfs.OSFS{}}
-	one := len(batch(1, 100, 0))
-	l, err := Open(t.TempDir(), Config{SegmentBytes: int64(one * 3)}, Options{FS: g, Logger: quietLogger()})
+	<-g.held // the sealed segment's flush runs its fsync
+	res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 10; i++ {
-		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i%2 == 0 {
-			if err := waitDurable(l, res.LastOffset+1); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if i%3 == 0 {
-			if err := l.Flush(); err != nil {
-				t.Fatal(err)
-			}
-		}
+	done := make(chan error, 1)
+	if l.WhenDurable(res.LastOffset+1, func(err error) { done <- err }) {
+		t.Fatal("durable before any sync succeeded")
 	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-done:
+		t.Fatalf("answered (%v) while the sealed segment's fsync still runs", err)
+	case <-time.After(100 * time.Millisecond):
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.shared) > 0 {
-		t.Fatalf("%d fsyncs through a shared descriptor: %v", len(g.shared), g.shared)
+	release()
+	if err := <-done; !errors.Is(err, ErrOffline) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("waiter: %v, want the failed fsync", err)
+	}
+	if rp := l.RecoveryPoint(); rp != 0 {
+		t.Fatalf("recovery point %d past a failed fsync", rp)
 	}
 }
 
 // Every batch acknowledged as durable is, when its callback runs, in the
 // bytes a crash would keep (crashfs's durable copy of its segment, entered
 // durably in the directory), with producers that each keep a window of
-// batches waiting, rolls
-// (sealed segments flushed in the background) and, in the second run,
-// overlapping syncs.
+// batches waiting, and rolls (sealed segments flushed in the background).
 func TestAcknowledgedBatchesWereCoveredByACompletedSync(t *testing.T) {
-	for _, inFlight := range []int{1, 2} {
-		t.Run(fmt.Sprint("syncs-in-flight-", inFlight), func(t *testing.T) {
-			old := maxSyncsInFlight
-			maxSyncsInFlight = inFlight
-			defer func() { maxSyncsInFlight = old }()
-			checkAcksCovered(t)
-		})
-	}
+	checkAcksCovered(t)
 }
 
 func checkAcksCovered(t *testing.T) {

@@ -3,7 +3,6 @@ package localseg
 import (
 	"container/list"
 	"errors"
-	"os"
 	"sync"
 )
 
@@ -244,19 +243,4 @@ func (c *FileCache) retire(s *segment) {
 		c.mu.lru.Remove(s.cache.elem)
 		s.cache.elem = nil
 	}
-}
-
-// openForSync opens a descriptor of its own on the segment's log file, for
-// one fsync: Linux reports a writeback error once per open file, so syncs
-// that overlap on a shared descriptor could see it in one and miss it in
-// the other; each on its own descriptor, each sees it. errSegmentGone when
-// the segment was retired (it is renamed only after that, under the same
-// lock).
-func (c *FileCache) openForSync(fs FS, s *segment) (File, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s.cache.deleted {
-		return nil, errSegmentGone
-	}
-	return fs.OpenFile(s.path(".log"), os.O_RDONLY, 0)
 }

@@ -765,23 +765,36 @@ func (l *Log) syncAllLocked() error {
 	return l.setRecoveryPoint(l.LogEndOffset(), gen)
 }
 
-// syncSegment makes a segment's log file durable through a descriptor of
-// its own (see openForSync; fdatasync when the file is the operating
-// system's: the size of an appended file is flushed with its data, its
-// times need not be), and, when sealed, its index files, which a roll
-// writes without syncing. A segment deleted meanwhile needs nothing.
+// syncSegment makes a segment's log file durable (fdatasync when the file
+// is the operating system's: the size of an appended file is flushed with
+// its data, its times need not be), and, when sealed, its index files,
+// which a roll writes without syncing. A segment deleted meanwhile needs
+// nothing.
+//
+// The fsync goes through the segment's cached descriptor (FileCache
+// acquire: no open per sync), one at a time (syncMu). Linux reports a
+// writeback error once per open file description, to the first fsync on it
+// that follows, and a later one succeeds: so the first failure is kept
+// (syncErr) and every later sync of the segment returns it, whoever asks
+// (the group commit, a sealed segment's flush, Flush, Close) and even
+// after the cache reopened the file. An error the kernel recorded while
+// no descriptor was open is reported to the next one opened, as it was
+// seen by none.
 func (l *Log) syncSegment(s *segment) error {
-	f, err := l.fc.openForSync(l.fs, s)
-	if errors.Is(err, errSegmentGone) {
-		return nil
+	s.syncMu.Lock()
+	err := s.syncErr
+	if err == nil {
+		var f File
+		if f, err = l.fc.acquire(s); err == nil {
+			if err = vfs.Datasync(f); err != nil {
+				s.syncErr = err
+			}
+			l.fc.release(s)
+		} else if errors.Is(err, errSegmentGone) {
+			err = nil
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
-	}
-	err = vfs.Datasync(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	s.syncMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
 	}

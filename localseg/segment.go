@@ -49,6 +49,11 @@ type segment struct {
 	firstTs    int64 // max timestamp of the first batch (-1 none): segment.ms on append
 
 	loadMu sync.Mutex // one loader of a sealed segment's index files at a time
+	// syncMu serializes the fsyncs of the .log file, which all go
+	// through the segment's one cached descriptor (see Log.syncSegment);
+	// syncErr is the first that failed, returned by every later one.
+	syncMu  sync.Mutex
+	syncErr error
 	// damage is what a scan found in this sealed segment after a read met
 	// a corrupt batch (nil: not scanned). Guarded by loadMu.
 	damage *[]Damage
