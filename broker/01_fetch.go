@@ -171,6 +171,10 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 		if op.servesReads && t.p.followerNeedsHW(op.replicaID, fp.HighWatermark) {
 			anyError = true
 		}
+		if op.follower && t.p.followerNeedsLogStart(op.replicaID, fp.LogStartOffset, t.sp.logStartOffset, t.sp.fetchOffset) {
+			// A DeleteRecords waits for the follower's log start.
+			anyError = true
+		}
 		total += fp.size()
 		remaining -= fp.size()
 	}
@@ -183,7 +187,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	if op.follower {
 		for i, t := range op.targets {
 			if t.p != nil && parts[i].ErrorCode == 0 {
-				t.p.sentHW(op.replicaID, parts[i].HighWatermark)
+				t.p.sentHW(op.replicaID, parts[i].HighWatermark, parts[i].LogStartOffset)
 			}
 		}
 	}

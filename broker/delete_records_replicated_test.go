@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 )
 
@@ -78,6 +79,74 @@ func TestDeleteRecordsSurvivesALeaderChange(t *testing.T) {
 				t.Fatalf("first record under the new leader at offset %d, want 60", recs[0].Offset)
 			}
 			break
+		}
+	}
+}
+
+// TestDeleteRecordsAnswersTheLowWatermarkOfEveryLiveReplica: DeleteRecords
+// answers, as Kafka's does, once every live replica's log start has reached
+// the requested offset, and reports that low watermark. The leader
+// answered its own log start at once, while its followers, waiting in a
+// long poll (replica.fetch.wait.max.ms 20 s here), still served the deleted
+// records. A stopped follower does not hold the answer back.
+func TestDeleteRecordsAnswersTheLowWatermarkOfEveryLiveReplica(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.ReplicaFetchWaitMax = 20 * time.Second
+	})
+	ctx := testCtx(t)
+	const topic = "dr-low-watermark"
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	produce := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 100)
+	leader, _, _ := storedState(t, c, topic)
+	brokertest.WaitFor(t, 30*time.Second, "every replica holds the 100 records", func() (bool, string) {
+		var ends []int64
+		for _, nd := range c.Brokers {
+			leo, _, _ := nd.B.ReplicaOffsets(topic, 0)
+			ends = append(ends, leo)
+		}
+		_, _, isr := storedState(t, c, topic)
+		return len(isr) == 3 && ends[0] == 100 && ends[1] == 100 && ends[2] == 100, fmt.Sprintf("log ends %v, isr %v", ends, isr)
+	})
+	deleteAt := func(offset int64) {
+		t.Helper()
+		dr, err := kadm.NewClient(cl).DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: offset}}})
+		if err != nil || dr.Error() != nil {
+			t.Fatalf("delete records to %d: %v %v", offset, err, dr.Error())
+		}
+		r, _ := dr.Lookup(topic, 0)
+		if r.LowWatermark != offset {
+			t.Fatalf("low watermark %d, want %d", r.LowWatermark, offset)
+		}
+	}
+	deleteAt(60)
+	// Answered: every replica has moved its log start already.
+	for _, nd := range c.Brokers {
+		if start, _ := nd.B.ReplicaLogStart(topic, 0); start < 60 {
+			t.Fatalf("broker %d's log starts at %d once DeleteRecords answered 60", nd.ID, start)
+		}
+	}
+	// A stopped follower is not waited for.
+	c.Stop((leader + 1) % 3)
+	produce(100, 110)
+	deleteAt(105)
+	for _, nd := range c.Brokers {
+		if nd.B == nil {
+			continue
+		}
+		if start, _ := nd.B.ReplicaLogStart(topic, 0); start < 105 {
+			t.Fatalf("broker %d's log starts at %d once DeleteRecords answered 105", nd.ID, start)
 		}
 	}
 }

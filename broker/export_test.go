@@ -52,3 +52,13 @@ func (b *Broker) Crash() {
 	b.connsMu.Unlock()
 	b.Close()
 }
+
+// ReplicaLogStart is the log start of this broker's replica of a
+// partition, as its local log holds it (ok false when it hosts none).
+func (b *Broker) ReplicaLogStart(topic string, index int32) (int64, bool) {
+	p, ok := b.replicas.lookupByName(topic, index)
+	if !ok {
+		return 0, false
+	}
+	return p.log.LogStartOffset(), true
+}

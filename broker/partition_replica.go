@@ -144,6 +144,8 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 		i = len(r.followers) - 1
 	}
 	r.followers[i] = replication.RecordFetch(r.followers[i], fetchOffset, leo, now.UnixMilli())
+	// A moved log start may complete a DeleteRecords waiting on it.
+	startMoved := r.followers[i].LogStartOffset != logStartOffset
 	r.followers[i].LogStartOffset = logStartOffset
 	p.repl.Unlock()
 	old := p.hw.Load()
@@ -153,10 +155,47 @@ func (p *partition) followerFetch(replicaID, currentEpoch int32, fetchOffset, lo
 	p.maybeExpandISRLocked(s, replicaID, now)
 	p.repl.Unlock()
 	p.appendMu.RUnlock()
-	if moved {
+	if moved || startMoved {
 		p.wake()
 	}
 	return ans, nil
+}
+
+// lowWatermark is Kafka's Partition.lowWatermarkIfLeader: the lowest log
+// start among this leader (the whole log's) and the followers alive says
+// are live, each as its last fetch reported it (-1, so the lowest, until
+// it has fetched since this broker took leadership). DeleteRecords answers
+// once it reaches the requested offset: only then are the records gone
+// from every live replica, and none that takes over can serve them.
+func (p *partition) lowWatermark(alive func(id int32) bool) int64 {
+	lw := p.logStartOffset()
+	s := p.state.Load()
+	p.repl.Lock()
+	defer p.repl.Unlock()
+	for _, f := range p.repl.followers {
+		if f.LogStartOffset < lw && slices.Contains(s.replicas, f.ID) && alive(f.ID) {
+			lw = f.LogStartOffset
+		}
+	}
+	return lw
+}
+
+// followerNeedsLogStart reports whether follower id, whose fetch says its
+// log starts at reported and asks from fetchOffset, should be answered at
+// once with the leader's log start: it can move its own there (it holds
+// the offsets up to it) and was not sent it already.
+func (p *partition) followerNeedsLogStart(id int32, start, reported, fetchOffset int64) bool {
+	if reported < 0 || reported >= start || fetchOffset < start {
+		return false
+	}
+	p.repl.Lock()
+	defer p.repl.Unlock()
+	for _, f := range p.repl.followers {
+		if f.ID == id {
+			return start > f.LastSentLogStart
+		}
+	}
+	return false
 }
 
 // fetchEpochEnds is where the leader looks up the end of a follower's last

@@ -112,13 +112,14 @@ func (p *partition) followerNeedsHW(id int32, hw int64) bool {
 	return false
 }
 
-// sentHW records the high watermark sent to follower id.
-func (p *partition) sentHW(id int32, hw int64) {
+// sentHW records the high watermark and log start sent to follower id.
+func (p *partition) sentHW(id int32, hw, logStart int64) {
 	p.repl.Lock()
 	defer p.repl.Unlock()
 	for i := range p.repl.followers {
 		if p.repl.followers[i].ID == id {
 			p.repl.followers[i].LastSentHW = hw
+			p.repl.followers[i].LastSentLogStart = logStart
 		}
 	}
 }

@@ -43,7 +43,8 @@ type Follower struct {
 	// fetch: it has everything below. -1 until its first fetch.
 	LogEndOffset int64
 	// LogStartOffset is the start of the follower's log, as its last
-	// fetch said (-1 until then); rack-aware reads use it.
+	// fetch said (-1 until then); rack-aware reads and DeleteRecords'
+	// low watermark use it.
 	LogStartOffset int64
 	// LastCaughtUpMs is the last time the follower was known to have
 	// everything the leader had (Kafka's lastCaughtUpTimeMs).
@@ -57,13 +58,19 @@ type Follower struct {
 	// watermark has moved past it, so that followers, and the consumers
 	// reading from them (KIP-392), learn it without waiting for data.
 	LastSentHW int64
+	// LastSentLogStart is the log start the leader last sent it (-1:
+	// none). A fetch waiting for data is answered at once when the
+	// leader's log start has moved past the follower's and past what it
+	// was last sent, so that DeleteRecords, which waits for every live
+	// replica's log start, does not wait out the follower's long poll.
+	LastSentLogStart int64
 }
 
 // NewFollower is a follower the leader has not heard from since it took
 // leadership at nowMs: it counts as caught up at that time, so a follower
 // gets replica.lag.time.max.ms to show up before it leaves the ISR.
 func NewFollower(id int32, nowMs int64) Follower {
-	return Follower{ID: id, LogEndOffset: -1, LogStartOffset: -1, LastCaughtUpMs: nowMs, LastFetchMs: nowMs, LastFetchLeaderLEO: -1, LastSentHW: -1}
+	return Follower{ID: id, LogEndOffset: -1, LogStartOffset: -1, LastCaughtUpMs: nowMs, LastFetchMs: nowMs, LastFetchLeaderLEO: -1, LastSentHW: -1, LastSentLogStart: -1}
 }
 
 // RecordFetch updates a follower after the leader accepted its fetch at
