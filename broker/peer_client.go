@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +19,8 @@ import (
 const maxPeerResponse = 64 << 20
 
 // peerClient is one connection to another broker, authenticated with the
-// cluster secret, issuing one request at a time at pinned versions. It is
+// cluster secret, issuing requests at pinned versions, one at a time or
+// pipelined (Send, Receive). It is
 // what a replica fetcher talks through (a fetcher.Conn).
 type peerClient struct {
 	nc   net.Conn
@@ -31,6 +33,13 @@ type peerClient struct {
 	// per round, and allocating (and zeroing, and collecting) that much
 	// per fetch costs more CPU than copying it.
 	body []byte
+	// sent are the requests sent and not yet answered, oldest first.
+	sent []sentRequest
+}
+
+type sentRequest struct {
+	corr int32
+	req  kmsg.Request
 }
 
 // dialPeer connects to addr and authenticates as broker self.
@@ -74,21 +83,43 @@ func (c *peerClient) Close() { c.nc.Close() }
 
 // Request sends req (its version set by the caller) and reads the answer.
 // The answer's byte fields (a fetch's record batches) alias a buffer the
-// next Request reuses: a caller that keeps them copies them first. Any
-// error leaves the connection unusable: the caller closes it.
+// next Request or Receive reuses: a caller that keeps them copies them
+// first. Any error leaves the connection unusable: the caller closes it.
 func (c *peerClient) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(30 * time.Second)
+	if err := c.Send(ctx, req); err != nil {
+		return nil, err
 	}
-	c.nc.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	return c.Receive(ctx)
+}
+
+// Send writes req (its version set by the caller) without waiting for its
+// answer, which Receive reads: answers come in the order requests were
+// sent (the broker serves a connection's requests in order). Any error
+// leaves the connection unusable.
+func (c *peerClient) Send(ctx context.Context, req kmsg.Request) error {
+	stop := c.deadline(ctx)
 	defer stop()
 	c.corr++
 	c.buf = c.fmtr.AppendRequest(c.buf[:0], req, c.corr)
 	if _, err := c.nc.Write(c.buf); err != nil {
-		return nil, err
+		return err
 	}
+	c.sent = append(c.sent, sentRequest{corr: c.corr, req: req})
+	return nil
+}
+
+// Receive reads the answer to the oldest request sent and not yet
+// answered. Its byte fields alias a buffer the next Receive reuses. Any
+// error leaves the connection unusable.
+func (c *peerClient) Receive(ctx context.Context) (kmsg.Response, error) {
+	if len(c.sent) == 0 {
+		return nil, errors.New("broker: receiving from a peer with no request sent")
+	}
+	s := c.sent[0]
+	c.sent = c.sent[1:]
+	stop := c.deadline(ctx)
+	defer stop()
+	req := s.req
 	var hdr [8]byte
 	if _, err := io.ReadFull(c.rd, hdr[:]); err != nil {
 		return nil, err
@@ -97,8 +128,8 @@ func (c *peerClient) Request(ctx context.Context, req kmsg.Request) (kmsg.Respon
 	if size < 4 || size > maxPeerResponse {
 		return nil, fmt.Errorf("broker: peer response of %d bytes", size)
 	}
-	if corr := int32(binary.BigEndian.Uint32(hdr[4:])); corr != c.corr {
-		return nil, fmt.Errorf("broker: peer answered request %d, expected %d", corr, c.corr)
+	if corr := int32(binary.BigEndian.Uint32(hdr[4:])); corr != s.corr {
+		return nil, fmt.Errorf("broker: peer answered request %d, expected %d", corr, s.corr)
 	}
 	if cap(c.body) < int(size-4) {
 		c.body = make([]byte, size-4)
@@ -119,4 +150,15 @@ func (c *peerClient) Request(ctx context.Context, req kmsg.Request) (kmsg.Respon
 		return nil, fmt.Errorf("broker: decoding a peer's %s response: %w", kmsg.NameForKey(req.Key()), err)
 	}
 	return resp, nil
+}
+
+// deadline bounds the connection's I/O by ctx's deadline (30 s without
+// one) and cuts it short when ctx ends; the returned func stops the latter.
+func (c *peerClient) deadline(ctx context.Context) (stop func() bool) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(30 * time.Second)
+	}
+	c.nc.SetDeadline(deadline)
+	return context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
 }

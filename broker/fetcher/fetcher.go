@@ -15,6 +15,7 @@ package fetcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -73,12 +74,17 @@ type Replica interface {
 	RestoreFromBucket(ctx context.Context, leader, leaderEpoch int32, offset int64) error
 }
 
-// Conn is one authenticated connection to a leader broker issuing one
-// request at a time. A response's byte fields (record batches) may alias a
-// buffer the next Request reuses: the fetcher is done with them when it
-// asks again. Any error from Request leaves it unusable.
+// Conn is one authenticated connection to a leader broker. Request sends
+// a request and reads its answer; Send and Receive do the two halves apart,
+// so that a request can be in flight while the caller works, and answers
+// come back in the order requests were sent. A response's byte fields
+// (record batches) may alias a buffer the next Request or Receive reuses:
+// the fetcher is done with them when it reads again. Any error leaves it
+// unusable.
 type Conn interface {
 	Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error)
+	Send(ctx context.Context, req kmsg.Request) error
+	Receive(ctx context.Context) (kmsg.Response, error)
 	Close()
 }
 
@@ -242,19 +248,30 @@ func (f *fetcher) markTruncated(p Replica, epoch int32, done bool) {
 	}
 }
 
+// run is the fetcher's loop. It keeps at most one fetch in flight ahead
+// of the answer it applies: when an answer brings only data below the
+// leader's high watermark (see pipelineFrom), the next fetch, asking from
+// where the logs will end, is sent before the answer is appended, so that
+// the leader reads and sends while this broker writes. Every other round
+// applies its answer before asking again.
 func (f *fetcher) run() {
 	var pc Conn
 	var addr string
+	var inflight *round // sent on pc, not yet received
 	defer func() {
 		if pc != nil {
 			pc.Close()
 		}
 	}()
-	fail := func(err error) {
+	drop := func() {
 		if pc != nil {
 			pc.Close()
 			pc = nil
 		}
+		inflight = nil
+	}
+	fail := func(err error) {
+		drop()
 		if f.ctx.Err() == nil {
 			f.log.Debug("replica fetcher", "err", err)
 		}
@@ -263,6 +280,7 @@ func (f *fetcher) run() {
 	for f.ctx.Err() == nil {
 		parts := f.snapshot()
 		if len(parts) == 0 {
+			drop()
 			select {
 			case <-f.ctx.Done():
 			case <-f.wake:
@@ -271,13 +289,12 @@ func (f *fetcher) run() {
 		}
 		a, ok := f.cfg.Addr(f.leader)
 		if !ok {
+			drop()
 			f.sleep(200 * time.Millisecond)
 			continue
 		}
 		if pc == nil || a != addr {
-			if pc != nil {
-				pc.Close()
-			}
+			drop()
 			ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
 			var err error
 			pc, err = f.cfg.Dial(ctx, a)
@@ -289,12 +306,44 @@ func (f *fetcher) run() {
 			}
 			addr = a
 		}
-		if err := f.truncate(pc, parts); err != nil {
+		if inflight == nil {
+			if err := f.truncate(pc, parts); err != nil {
+				fail(err)
+				continue
+			}
+			inflight = f.newRound(parts, nil)
+			if inflight == nil {
+				// Every partition still waits for its divergence check.
+				f.sleep(100 * time.Millisecond)
+				continue
+			}
+			if err := f.send(pc, inflight); err != nil {
+				fail(err)
+				continue
+			}
+		}
+		cur := inflight
+		inflight = nil
+		resp, err := f.receive(pc, cur)
+		if err != nil {
 			fail(err)
 			continue
 		}
-		if err := f.fetch(pc, parts); err != nil {
-			fail(err)
+		var sendErr error
+		if at, ok := pipelineFrom(cur, resp); ok {
+			if next := f.newRound(f.snapshot(), at); next != nil && next.pipelined {
+				if sendErr = f.send(pc, next); sendErr == nil {
+					inflight = next
+				}
+			}
+		}
+		backoff := f.applyAll(cur, resp)
+		if sendErr != nil {
+			fail(sendErr)
+			continue
+		}
+		if backoff {
+			f.sleep(100 * time.Millisecond)
 		}
 	}
 }
@@ -379,9 +428,51 @@ func (f *fetcher) truncate(pc Conn, parts []followed) error {
 	return nil
 }
 
-// fetch issues one fetch for every partition whose divergence was checked
-// and applies the answer.
-func (f *fetcher) fetch(pc Conn, parts []followed) error {
+// round is one fetch: the request and, per partition, where it asked
+// from.
+type round struct {
+	req  *kmsg.FetchRequest
+	sent []sent
+	// pipelined: sent before the previous answer was applied, from where
+	// that answer leaves the logs.
+	pipelined bool
+}
+
+type sent struct {
+	fp        followed
+	lastEpoch int32
+	offset    int64
+}
+
+// stale reports whether the log no longer ends where the fetch asked from
+// (an answer before it failed to apply, or a pipelined fetch raced a
+// truncation): its answer would leave a gap or cut records.
+func (s *sent) stale() bool {
+	return s.fp.p.LogEndOffset() != s.offset || s.fp.p.LatestEpoch() != s.lastEpoch
+}
+
+func (r *round) find(topic string, partition int32) *sent {
+	for i := range r.sent {
+		if r.sent[i].fp.p.Partition() == partition && r.sent[i].fp.p.Topic() == topic {
+			return &r.sent[i]
+		}
+	}
+	return nil
+}
+
+// position is where a partition's log will end once an answer is applied.
+type position struct {
+	offset    int64
+	lastEpoch int32
+}
+
+// newRound builds a fetch for every partition whose divergence was
+// checked, from its log end, or from at[p] where the answer being applied
+// will leave it. It returns nil when no partition can be fetched. When at
+// is given (a pipelined fetch) and a partition still waits for its
+// divergence check, which needs the connection, it returns a round that
+// is not pipelined: the caller sends none then.
+func (f *fetcher) newRound(parts []followed, at map[Replica]position) *round {
 	req := kmsg.NewPtrFetchRequest()
 	req.Version = FetchVersion
 	req.ReplicaID = f.cfg.Self
@@ -389,15 +480,11 @@ func (f *fetcher) fetch(pc Conn, parts []followed) error {
 	req.MinBytes = 1
 	req.MaxBytes = FetchMaxBytes
 	req.SessionID, req.SessionEpoch = 0, -1
-	type sent struct {
-		fp        followed
-		lastEpoch int32
-		offset    int64
-	}
-	var all []sent
+	r := &round{req: req, pipelined: at != nil}
 	byTopic := map[string]int{}
 	for _, fp := range parts {
 		if !fp.st.truncated {
+			r.pipelined = false
 			continue
 		}
 		topic := fp.p.Topic()
@@ -412,41 +499,123 @@ func (f *fetcher) fetch(pc Conn, parts []followed) error {
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = fp.p.Partition()
 		rp.CurrentLeaderEpoch = fp.st.epoch
-		rp.FetchOffset = fp.p.LogEndOffset()
-		rp.LastFetchedEpoch = fp.p.LatestEpoch()
+		if pos, ok := at[fp.p]; ok {
+			rp.FetchOffset, rp.LastFetchedEpoch = pos.offset, pos.lastEpoch
+		} else {
+			rp.FetchOffset, rp.LastFetchedEpoch = fp.p.LogEndOffset(), fp.p.LatestEpoch()
+		}
 		rp.LogStartOffset = fp.p.LogStartOffset()
 		rp.PartitionMaxBytes = partitionMaxBytes
 		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
-		all = append(all, sent{fp, rp.LastFetchedEpoch, rp.FetchOffset})
+		r.sent = append(r.sent, sent{fp, rp.LastFetchedEpoch, rp.FetchOffset})
 	}
-	if len(all) == 0 {
-		// Every partition still waits for its divergence check.
-		f.sleep(100 * time.Millisecond)
+	if len(r.sent) == 0 {
 		return nil
 	}
+	return r
+}
+
+func (f *fetcher) send(pc Conn, r *round) error {
+	ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+	defer cancel()
+	return pc.Send(ctx, r.req)
+}
+
+func (f *fetcher) receive(pc Conn, r *round) (*kmsg.FetchResponse, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.FetchWaitMax+10*time.Second)
 	defer cancel()
-	raw, err := pc.Request(ctx, req)
+	raw, err := pc.Receive(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp := raw.(*kmsg.FetchResponse)
+	resp, ok := raw.(*kmsg.FetchResponse)
+	if !ok {
+		return nil, fmt.Errorf("fetcher: a %T answered a fetch", raw)
+	}
 	if resp.ErrorCode != 0 {
-		return kerr.ErrorForCode(resp.ErrorCode)
+		return nil, kerr.ErrorForCode(resp.ErrorCode)
 	}
-	backoff := false
+	return resp, nil
+}
+
+// pipelineFrom decides whether the next fetch may be sent before resp, the
+// answer to r, is applied, and from where: only when every partition's
+// answer is plain data or nothing (no error, no diverging epoch, which
+// change the log in other ways), some brings data, and each that does ends
+// below the high watermark the leader sent with it, and the log still ends
+// where r asked from (else the answer is dropped). A fetch offset tells
+// the leader the follower has everything below it; a pipelined one claims
+// records not yet written, so it must claim none the high watermark or
+// the ISR could count: below the high watermark it never moves the high
+// watermark and never adds the follower to the ISR. A follower in the ISR
+// thus never pipelines (the high watermark is at most its last fetch
+// offset); one catching up, as after losing its disk, does.
+func pipelineFrom(r *round, resp *kmsg.FetchResponse) (map[Replica]position, bool) {
+	var at map[Replica]position
 	for _, t := range resp.Topics {
-		for _, rp := range t.Partitions {
-			var s *sent
-			for i := range all {
-				if all[i].fp.p.Topic() == t.Topic && all[i].fp.p.Partition() == rp.Partition {
-					s = &all[i]
-				}
-			}
+		for i := range t.Partitions {
+			rp := &t.Partitions[i]
+			s := r.find(t.Topic, rp.Partition)
 			if s == nil {
 				continue
 			}
-			if err := f.apply(s.fp, s.lastEpoch, s.offset, &rp); err != nil {
+			if rp.ErrorCode != 0 || diverging(rp) || s.stale() {
+				return nil, false
+			}
+			end, epoch, ok := lastBatch(recordbatch.WholePrefix(rp.RecordBatches))
+			if !ok {
+				continue
+			}
+			if end >= rp.HighWatermark {
+				return nil, false
+			}
+			if epoch < 0 {
+				epoch = s.lastEpoch
+			}
+			if at == nil {
+				at = map[Replica]position{}
+			}
+			at[s.fp.p] = position{end, epoch}
+		}
+	}
+	return at, at != nil
+}
+
+func diverging(rp *kmsg.FetchResponseTopicPartition) bool {
+	return rp.DivergingEpoch.EndOffset >= 0 || rp.DivergingEpoch.Epoch >= 0
+}
+
+// lastBatch is the offset after the last of whole batches and its leader
+// epoch (ok false: no batch).
+func lastBatch(data []byte) (next int64, epoch int32, ok bool) {
+	for len(data) > 0 {
+		b, rest, err := recordbatch.Next(data)
+		if err != nil || b == nil {
+			break
+		}
+		next, epoch, ok = b.NextOffset(), b.PartitionLeaderEpoch(), true
+		data = rest
+	}
+	return next, epoch, ok
+}
+
+// applyAll applies each partition's answer in resp to r, and reports
+// whether one failed (the caller backs off). A stale answer is dropped:
+// the next fetch asks from the log's real end.
+func (f *fetcher) applyAll(r *round, resp *kmsg.FetchResponse) (backoff bool) {
+	for _, t := range resp.Topics {
+		for i := range t.Partitions {
+			rp := &t.Partitions[i]
+			s := r.find(t.Topic, rp.Partition)
+			if s == nil {
+				continue
+			}
+			if s.stale() {
+				f.log.Debug("replica fetch answer dropped: the log moved", "topic", t.Topic, "partition", rp.Partition,
+					"asked", s.offset, "asked_epoch", s.lastEpoch)
+				continue
+			}
+			if err := f.apply(s.fp, s.lastEpoch, s.offset, rp); err != nil {
 				backoff = true
 				if !errors.Is(err, ErrNotFollower) {
 					f.log.Debug("replica fetch", "topic", t.Topic, "partition", rp.Partition, "err", err)
@@ -454,10 +623,7 @@ func (f *fetcher) fetch(pc Conn, parts []followed) error {
 			}
 		}
 	}
-	if backoff {
-		f.sleep(100 * time.Millisecond)
-	}
-	return nil
+	return backoff
 }
 
 // apply applies one partition's fetch answer.
@@ -476,7 +642,7 @@ func (f *fetcher) apply(fp followed, lastEpoch int32, offset int64, rp *kmsg.Fet
 		return kerr.OffsetOutOfRange
 	case rp.ErrorCode != 0:
 		return kerr.ErrorForCode(rp.ErrorCode)
-	case rp.DivergingEpoch.EndOffset >= 0 || rp.DivergingEpoch.Epoch >= 0:
+	case diverging(rp):
 		off := replication.TruncationOffset(lastEpoch, rp.DivergingEpoch.Epoch, rp.DivergingEpoch.EndOffset, p.EndOffsetForEpoch, p.LogEndOffset())
 		return p.Truncate(f.leader, fp.st.epoch, off)
 	}
