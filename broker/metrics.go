@@ -230,10 +230,10 @@ var (
 		"1 for each partition this broker leads whose in-sync replicas are fewer than its replicas, else 0 (one series per led partition; sum for the total).",
 		[]string{"topic", "partition"}, nil)
 	tierLagBytesDesc = prometheus.NewDesc("shale_tiering_lag_bytes",
-		"Bytes of sealed local segments not yet uploaded to the object store, for each tiered partition this broker leads.",
+		"Bytes of sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now, those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagBytes; local retention cannot delete them).",
 		[]string{"topic", "partition"}, nil)
 	tierLagSegmentsDesc = prometheus.NewDesc("shale_tiering_lag_segments",
-		"Sealed local segments not yet uploaded to the object store, for each tiered partition this broker leads.",
+		"Sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now (up to 4 per partition at once), those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagSegments; local retention cannot delete them).",
 		[]string{"topic", "partition"}, nil)
 	tierRemoteBytesDesc = prometheus.NewDesc("shale_tiering_remote_bytes",
 		"Bytes of a tiered partition's segments in the object store, for each tiered partition this broker leads.",

@@ -33,7 +33,8 @@ type PartitionTierStatus struct {
 	RemoteEndOffset   int64
 
 	// UploadLagBytes and UploadLagSegments are the sealed local segments
-	// the manifest does not hold yet.
+	// the manifest does not hold yet: uploading now, waiting for an upload
+	// slot, or not yet below the high watermark (the lag metrics' count).
 	UploadLagBytes    int64
 	UploadLagSegments int64
 	// LastUpload is when this broker last committed an upload, or, when

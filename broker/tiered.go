@@ -337,13 +337,18 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 	}
 }
 
-// lag returns the bytes and count of sealed local segments not yet
-// uploaded, and the bytes in the object store (metrics, at scrape time).
+// lag returns the bytes and count of sealed local segments the manifest
+// does not hold yet, and the bytes in the object store (metrics, at scrape
+// time). As Kafka's RemoteCopyLagSegments and RemoteCopyLagBytes, that is
+// every sealed segment past the remote log's end: an upload in flight is
+// not copied until its commit, and one not yet below the high watermark
+// is on the local disk alone all the same. Empty segments are never
+// uploaded, so they are no lag.
 func (t *partitionTier) lag(p *partition) (lagBytes, lagSegs, remoteBytes int64) {
 	m := t.manifest()
 	end := m.End()
 	for _, s := range p.log.Segments() {
-		if !s.Active && s.NextOffset > end {
+		if !s.Active && s.NextOffset > end && s.Size > 0 {
 			lagBytes += s.Size
 			lagSegs++
 		}
