@@ -197,7 +197,7 @@ func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (
 	if err != nil {
 		return 0, offsetsLogError(err)
 	}
-	if err := l.p.waitHW(ctx, res.LastOffset+1); err != nil {
+	if err := l.waitHW(ctx, res.LastOffset+1); err != nil {
 		return 0, offsetsLogError(err)
 	}
 	if l.p.inSyncAlone() {
@@ -209,6 +209,25 @@ func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (
 		}
 	}
 	return res.FirstOffset, nil
+}
+
+// waitHW waits until the high watermark reaches offset, the context ends
+// or the partition loses leadership. The wait is a callback that whatever
+// moves the mark (the follower fetch) runs, as an acks=all produce's is:
+// nothing looks again at every append and fetch of the partition.
+func (l *offsetsLog) waitHW(ctx context.Context, offset int64) error {
+	done := make(chan error, 1)
+	w, reached, err := l.p.whenHW(offset, func(err error) { done <- err })
+	if reached {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		l.p.cancelHW(w)
+		return ctx.Err()
+	}
 }
 
 // waitDurable waits for the records below offset to be on stable storage.

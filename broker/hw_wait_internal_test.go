@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -101,5 +103,81 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 	}
 	if _, reached, err := p.whenHW(end+1, done); !reached || !errors.Is(err, errNotLeader) {
 		t.Fatalf("wait on a follower: reached %v, %v; want errNotLeader at once", reached, err)
+	}
+}
+
+// TestOffsetsLogWaitsAsAHighWatermarkCallback: the group coordinator's
+// append waits for the high watermark the way an acks=all produce does,
+// as a callback the follower fetch that moves the mark runs, not as a
+// waiter woken (and looking again) on every append and fetch; a wait
+// given up (its context ended) is not kept, and a leadership lost first
+// answers group.ErrNotLeader.
+func TestOffsetsLogWaitsAsAHighWatermarkCallback(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p := newPartition(offsetsTopic, [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	l := &offsetsLog{p: p}
+	type result struct {
+		off int64
+		err error
+	}
+	appendAsync := func(ctx context.Context) <-chan result {
+		out := make(chan result, 1)
+		go func() {
+			off, err := l.Append(ctx, []recordbatch.Record{{Key: []byte("k"), Value: []byte("v")}})
+			out <- result{off, err}
+		}()
+		// Parked once its wait is registered, one way or the other.
+		for {
+			p.mu.Lock()
+			hw, woken := len(p.mu.hwWaits), len(p.mu.waiters)
+			p.mu.Unlock()
+			if woken > 0 {
+				t.Fatalf("the append waits as a waiter woken on every change (%d), not as a high watermark callback", woken)
+			}
+			if hw == 1 {
+				return out
+			}
+			select {
+			case r := <-out:
+				t.Fatalf("the append returned (%d, %v) before the followers had its record", r.off, r.err)
+			default:
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	fetch := func(id int32, offset int64) {
+		t.Helper()
+		if _, err := p.followerFetch(id, 1, offset, 0, 1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	got := appendAsync(context.Background())
+	end := p.log.LogEndOffset()
+	fetch(2, end)
+	fetch(3, end)
+	if r := <-got; r.err != nil || r.off != end-1 {
+		t.Fatalf("append answered (%d, %v), want (%d, nil)", r.off, r.err, end-1)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	got = appendAsync(ctx)
+	cancel()
+	if r := <-got; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("append whose context ended answered (%d, %v)", r.off, r.err)
+	}
+	if n := len(p.mu.hwWaits); n != 0 {
+		t.Fatalf("%d waits kept after the only one was given up", n)
+	}
+
+	got = appendAsync(context.Background())
+	p.setLeadership(leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3}, partitionEpoch: 1})
+	if r := <-got; !errors.Is(r.err, group.ErrNotLeader) {
+		t.Fatalf("append whose leadership moved answered (%d, %v), want group.ErrNotLeader", r.off, r.err)
 	}
 }

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"errors"
 	"math"
 	"slices"
@@ -403,29 +402,6 @@ func checkTimestamps(sum recordbatch.Summary, nowMs int64, cfg *topicConfig) err
 		return errInvalidTimestamp
 	}
 	return nil
-}
-
-// waitHW blocks until the high watermark reaches offset, the context ends
-// or the partition loses leadership.
-func (p *partition) waitHW(ctx context.Context, offset int64) error {
-	w := newWaiter()
-	for {
-		p.watch(w)
-		if p.hw.Load() >= offset {
-			p.unwatch(w)
-			return nil
-		}
-		if !p.isLeader() {
-			p.unwatch(w)
-			return errNotLeader
-		}
-		select {
-		case <-w.ch:
-		case <-ctx.Done():
-			p.unwatch(w)
-			return ctx.Err()
-		}
-	}
 }
 
 // close marks the partition closed and wakes everyone waiting on it. The
