@@ -18,7 +18,7 @@
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch
 //	<prefix>deleted-topics/<topic id>      DeletedTopic: name, id, time; the tombstone of a deleted topic
 //	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
-//	<prefix>controller/<lease>             controller election candidates (etcd concurrency.Election)
+//	<prefix>controller//<lease>            controller candidates (the lease id in hex), each on its lease; the oldest holds the role (etcd concurrency.Election's layout)
 //
 // <topic id> is base64url without padding, as Kafka prints topic ids.
 // <id> and <index> are decimal, zero-padded to 10 digits so that keys sort

@@ -124,3 +124,35 @@ func TestRegistrationSurvivesOneSlowRenewal(t *testing.T) {
 		t.Fatalf("registered brokers %v (%v): the lease expired", bs, err)
 	}
 }
+
+// The controller's lease is renewed like a registration's: one renewal
+// held back for most of the TTL neither ends the controller's role nor
+// lets etcd expire its candidacy. etcd's session keep-alive renewed a 1 s
+// lease a third of the TTL after the last answer, one request at a time,
+// and ended the session when no answer came within the TTL.
+func TestControllerSurvivesOneSlowRenewal(t *testing.T) {
+	const ttl = time.Second
+	spy := &renewalSpy{holdNth: 3, hold: ttl * 8 / 10}
+	s := spiedClient(t, spy)
+	ctx := ctxT(t)
+	lead, err := s.Campaign(ctx, 7, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lead.Resign(ctx)
+	select {
+	case <-lead.Done():
+		t.Fatalf("the controller role was lost after one renewal was held for %s", spy.hold)
+	case <-time.After(3 * ttl):
+	}
+	if id, err := s.Controller(ctx); err != nil || id != 7 {
+		t.Fatalf("controller %d (%v) after one slow renewal, want 7: the lease expired", id, err)
+	}
+	resp, err := lead.Txn(ctx).Commit()
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("a write guarded by the candidacy failed (%v): its key is gone", err)
+	}
+	if len(spy.gaps()) < 8 {
+		t.Fatalf("%d renewals in %s of a %s lease, want several per TTL", len(spy.gaps())+1, 3*ttl, ttl)
+	}
+}

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -140,31 +140,6 @@ func (s *Store) ensureRandom(ctx context.Context, key string, n int, what string
 		return value, nil
 	}
 	return string(resp.Responses[0].GetResponseRange().Kvs[0].Value), nil
-}
-
-// newSession grants a lease of ttl (at least a second) within ctx and
-// keeps it alive until the session is closed or the lease is lost.
-// concurrency.NewSession alone grants with no deadline: a broker cut from
-// etcd waited there for good, and could not shut down.
-func (s *Store) newSession(ctx context.Context, ttl time.Duration) (*concurrency.Session, error) {
-	secs := int(ttl / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	gctx, cancel := withDeadline(ctx)
-	defer cancel()
-	lease, err := s.cli.Grant(gctx, int64(secs))
-	if err != nil {
-		return nil, err
-	}
-	session, err := concurrency.NewSession(s.cli, concurrency.WithTTL(secs), concurrency.WithLease(lease.ID), concurrency.WithContext(context.Background()))
-	if err != nil {
-		rctx, rcancel := context.WithTimeout(context.Background(), resolveTimeout)
-		s.cli.Revoke(rctx, lease.ID)
-		rcancel()
-		return nil, err
-	}
-	return session, nil
 }
 
 // RegisterBroker registers b under a lease of ttl that this process keeps
@@ -507,46 +482,119 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 
 // Leadership is held while this process is the controller.
 type Leadership struct {
-	session  *concurrency.Session
-	election *concurrency.Election
-	store    *Store
+	reg   *Registration
+	key   string // this candidacy's key under the controller prefix
+	rev   int64  // its create revision: the guard of every controller write
+	store *Store
+	// resigned is set once Resign has run: no write is tried after it.
+	resigned atomic.Bool
 }
 
 // Campaign blocks until this broker is elected controller or ctx ends.
+//
+// The election is etcd's concurrency.Election's, on the same keys (a
+// candidate's key under the controller prefix, attached to its lease; the
+// oldest key holds the role), but its lease is a Registration's, renewed
+// renewEvery times per TTL on streams of its own: a concurrency.Session
+// renews a third of the TTL after the last answer and ends itself when no
+// answer comes within the TTL, so one slow round trip to etcd cost a live
+// controller its role, and made the cluster wait for another election.
+// The role ends when etcd says the lease is gone (Done), or when another
+// candidate's key is the oldest: every write is guarded by the key's
+// create revision, so a controller whose lease expired while it was cut
+// from etcd writes nothing.
 func (s *Store) Campaign(ctx context.Context, brokerID int32, ttl time.Duration) (*Leadership, error) {
-	session, err := s.newSession(ctx, ttl)
+	reg, err := s.grantRegistration(ctx, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: controller lease: %w", err)
 	}
-	e := concurrency.NewElection(session, s.controllerPrefix())
-	// When ctx ends while it waits, concurrency.Election.Campaign resigns
-	// with the etcd client's own context, which has no deadline: cut from
-	// etcd, it blocked there until etcd answered, and a broker could not
-	// shut down. Campaign does not wait for it then: closing the session
-	// (bounded by its TTL) gives the candidacy up, and the campaign ends
-	// when etcd answers or the client closes.
-	done := make(chan error, 1)
-	go func() { done <- e.Campaign(ctx, strconv.Itoa(int(brokerID))) }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+	l, err := s.campaign(ctx, reg, strconv.Itoa(int(brokerID)))
 	if err != nil {
-		session.Close()
+		// Closing the registration revokes the lease (waiting at most
+		// its TTL for etcd), and the candidacy goes with it: a
+		// candidate cut from etcd can still give up and shut down.
+		reg.Close()
 		return nil, fmt.Errorf("metadata: campaign: %w", err)
 	}
-	return &Leadership{session: session, election: e, store: s}, nil
+	return l, nil
 }
 
-// Done is closed when leadership is lost.
-func (l *Leadership) Done() <-chan struct{} { return l.session.Done() }
+// campaign puts this candidacy's key under reg's lease and waits until
+// every older candidacy's key is gone.
+func (s *Store) campaign(ctx context.Context, reg *Registration, val string) (*Leadership, error) {
+	prefix := s.controllerPrefix() + "/"
+	key := fmt.Sprintf("%s%x", prefix, reg.lease)
+	pctx, cancel := withDeadline(ctx)
+	resp, err := s.cli.Txn(pctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, val, clientv3.WithLease(reg.lease))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	rev := resp.Header.Revision
+	if !resp.Succeeded {
+		rev = resp.Responses[0].GetResponseRange().Kvs[0].CreateRevision
+	}
+	l := &Leadership{reg: reg, key: key, rev: rev, store: s}
+	for {
+		// The newest of the older candidacies; once it is gone, look
+		// again (an older one may remain).
+		gctx, cancel := withDeadline(ctx)
+		older, err := s.cli.Get(gctx, prefix, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if len(older.Kvs) == 0 {
+			return l, nil
+		}
+		if err := s.waitDeleted(ctx, reg, string(older.Kvs[0].Key), older.Header.Revision+1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitDeleted waits until key is deleted at or after revision rev, ctx
+// ends or reg is lost.
+func (s *Store) waitDeleted(ctx context.Context, reg *Registration, key string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.cli.Watch(wctx, key, clientv3.WithRev(rev))
+	for {
+		select {
+		case <-reg.Done():
+			return errors.New("controller lease lost while campaigning")
+		case wr, ok := <-wch:
+			if !ok {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return errors.New("lost the watch on an older candidacy")
+			}
+			if err := wr.Err(); err != nil {
+				return err
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// Done is closed when leadership is lost: etcd answered that the lease is
+// gone (expired or revoked).
+func (l *Leadership) Done() <-chan struct{} { return l.reg.Done() }
 
 // Txn starts a transaction that succeeds only while this leadership holds:
 // callers add their own comparisons with If and must check Succeeded;
 // a failure means leadership (or their own comparison) was lost.
 func (l *Leadership) Txn(ctx context.Context, cmps ...clientv3.Cmp) clientv3.Txn {
-	guard := clientv3.Compare(clientv3.CreateRevision(l.election.Key()), "=", l.election.Rev())
+	guard := clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)
 	return l.store.cli.Txn(ctx).If(append([]clientv3.Cmp{guard}, cmps...)...)
 }
 
@@ -556,7 +604,7 @@ func (l *Leadership) Txn(ctx context.Context, cmps ...clientv3.Cmp) clientv3.Txn
 // indeterminate etcd error is resolved by re-reading.
 func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected int32) (Partition, int64, error) {
 	s := l.store
-	if l.election.Key() == "" {
+	if l.resigned.Load() {
 		return p, 0, fmt.Errorf("%w: resigned", ErrNotLeader)
 	}
 	key := s.partitionKey(p.Topic, p.Index)
@@ -585,7 +633,7 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 			return got, 0, fmt.Errorf("%w: partition %s/%d changed, and re-reading it failed: %w", ErrConflict, p.Topic, p.Index, rerr)
 		}
 		if got.PartitionEpoch == expected {
-			return got, 0, fmt.Errorf("%w: controller of election revision %d", ErrNotLeader, l.election.Rev())
+			return got, 0, fmt.Errorf("%w: controller of election revision %d", ErrNotLeader, l.rev)
 		}
 		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
 	}
@@ -628,8 +676,10 @@ func (l *Leadership) PruneDeletedTopics(ctx context.Context, ids []UUID) error {
 func (l *Leadership) Resign(ctx context.Context) error {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
-	err := l.election.Resign(ctx)
-	l.session.Close()
+	l.resigned.Store(true)
+	_, err := l.store.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		Then(clientv3.OpDelete(l.key)).Commit()
+	l.reg.Close()
 	return err
 }
 
