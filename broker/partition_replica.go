@@ -374,9 +374,9 @@ func (p *partition) followerRestart(leader, leaderEpoch int32, offset int64) err
 
 // latestEpoch is the newest leader epoch in the local log (-1: none).
 func (p *partition) latestEpoch() int32 {
-	eps := p.log.Epochs()
-	if len(eps) == 0 {
+	e, ok := p.log.LatestEpoch()
+	if !ok {
 		return replication.NoEpoch
 	}
-	return eps[len(eps)-1].Epoch
+	return e.Epoch
 }

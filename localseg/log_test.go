@@ -589,6 +589,9 @@ func TestTruncateToAndFully(t *testing.T) {
 	if h.log.LogStartOffset() != 100 || h.log.LogEndOffset() != 100 || len(h.log.Epochs()) != 0 {
 		t.Fatalf("after full truncation: %d %d %v", h.log.LogStartOffset(), h.log.LogEndOffset(), h.log.Epochs())
 	}
+	if e, ok := h.log.LatestEpoch(); ok {
+		t.Fatalf("latest epoch after full truncation: %+v", e)
+	}
 	if res := h.append(batch(1, 50, 0)); res.FirstOffset != 100 {
 		t.Fatalf("append at %d", res.FirstOffset)
 	}
@@ -615,6 +618,9 @@ func TestFollowerAppendKeepsOffsetsAndEpochs(t *testing.T) {
 	}
 	if eps := follower.log.Epochs(); len(eps) != 2 || eps[0] != (EpochEntry{3, 0}) || eps[1] != (EpochEntry{4, 4}) {
 		t.Fatalf("follower epochs: %+v", eps)
+	}
+	if e, ok := follower.log.LatestEpoch(); !ok || e != (EpochEntry{4, 4}) {
+		t.Fatalf("follower latest epoch: %+v %v", e, ok)
 	}
 	if _, err := follower.log.AppendAsFollower(data); !errors.Is(err, ErrOffsetsNotIncreasing) {
 		t.Fatalf("appending the same batches again: %v", err)

@@ -196,6 +196,16 @@ func (l *Log) Epochs() []EpochEntry {
 	return append([]EpochEntry(nil), l.epochs.Load().entries...)
 }
 
+// LatestEpoch is the newest leader epoch entry (ok false: none), without
+// the copy Epochs makes. It takes no lock.
+func (l *Log) LatestEpoch() (EpochEntry, bool) {
+	entries := l.epochs.Load().entries
+	if len(entries) == 0 {
+		return EpochEntry{}, false
+	}
+	return entries[len(entries)-1], true
+}
+
 // EndOffsetForEpoch answers OffsetForLeaderEpoch as Kafka's
 // LeaderEpochFileCache.endOffsetFor does: for the latest epoch, the log
 // end; for an older one, the largest epoch at or below it and the start

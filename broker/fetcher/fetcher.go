@@ -559,14 +559,14 @@ func pipelineFrom(r *round, resp *kmsg.FetchResponse) (map[Replica]position, boo
 			if s == nil {
 				continue
 			}
-			if rp.ErrorCode != 0 || diverging(rp) || s.stale() {
+			if rp.ErrorCode != 0 || diverging(rp) {
 				return nil, false
 			}
 			end, epoch, ok := lastBatch(recordbatch.WholePrefix(rp.RecordBatches))
 			if !ok {
 				continue
 			}
-			if end >= rp.HighWatermark {
+			if end >= rp.HighWatermark || s.stale() {
 				return nil, false
 			}
 			if epoch < 0 {
