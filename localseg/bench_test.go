@@ -135,7 +135,24 @@ func BenchmarkRead(b *testing.B) {
 // each of 4 logs takes 32 KiB batches from a producer that keeps 8 of them
 // waiting for durability (the raw generator's window), so that its MB/s
 // is the group commit's, bounded by the fsync's latency and not the CPU.
-func BenchmarkDurableAppend(b *testing.B) { benchDurableAppend(b) }
+// Sub-benchmarks: whether a sync that answered waiters holds the next one
+// for their return (nohold: the next starts at once).
+func BenchmarkDurableAppend(b *testing.B) {
+	for _, hold := range []bool{true, false} {
+		name := "hold"
+		if !hold {
+			name = "nohold"
+		}
+		b.Run(name, func(b *testing.B) {
+			old := maxSyncHold
+			if !hold {
+				maxSyncHold = 0
+			}
+			defer func() { maxSyncHold = old }()
+			benchDurableAppend(b)
+		})
+	}
+}
 
 func benchDurableAppend(b *testing.B) {
 	const logs, window = 4, 8

@@ -153,7 +153,9 @@
 // and fails every later sync with it); it then moves the recovery point
 // (in memory) to the log end it saw before it started and runs the
 // callbacks it covers. Appends that arrive during a sync share the next,
-// which starts when it ends.
+// which starts when it ends, or, when it answered waiters, once as many
+// have come again (the answered producers' next requests) or half a sync's
+// time has passed, so that one sync covers a producer's whole window.
 // flush.ms arms a timer at the first unflushed append. The recovery-point
 // file is written by rolls, Flush and Close, so recovery may scan more than
 // the group commit made durable, never less. Open fsyncs the parent

@@ -22,12 +22,22 @@ const maxSyncsInFlight = 1
 // meanwhile); each covers the log end published when it starts, so that
 // every producer that arrives during a sync shares the next one.
 //
-// A sync starts as soon as the one before it ends, covering whatever was
-// published meanwhile: with a window of requests in flight, the producers
-// it answers send their next ones while the following sync runs. (Holding
-// the next sync back until the answered producers came again, so that one
-// sync covered a whole window, was measured on the raw load generator and
-// gained nothing.)
+// A sync that releases waiters holds the next one back until as many
+// waiters have come again (the producers it answered, which keep a window
+// of requests in flight, send their next ones) or for half the recent sync
+// duration at most (maxSyncHold). Started at once, the next sync would
+// cover only the waiters that arrived during the last one: with a window
+// of w requests in flight, syncs would alternate between covering some of
+// them and the rest, about w/2 each, and the fsync's fixed cost (a journal
+// commit and a cache flush) would be paid twice per window. Held, one sync
+// covers the whole window; the hold costs at most half a sync's latency,
+// and nothing when a lone producer (one request in flight) comes back.
+// Holds that end by their deadline halve the next one's, so that where
+// producers do not come back in time holding costs little. Measured
+// (BenchmarkDurableAppend, interleaved, 2 cores at load 28-37) the hold won
+// 6 of 8 pairs, 335 against 278 MB/s on average (the disk's own window
+// ceiling: 385); on a quiet machine the raw load generator showed no
+// difference either way.
 //
 // Outcomes are applied in the order the syncs started (were
 // maxSyncsInFlight raised): the recovery point moves to a sync's end only
@@ -50,8 +60,29 @@ type SyncScheduler struct {
 		waiters []durableWaiter
 		timer   *time.Timer // flush.ms, armed by the first unflushed append
 		stopped bool
+		// hold: no sync starts while held; expect counts the waiters
+		// still awaited before it ends; holdTimer ends it at the
+		// latest, holdGen tells a stale timer from the current hold.
+		held      bool
+		expect    int
+		holdTimer *time.Timer
+		holdGen   uint64
+		// holdMisses counts the holds in a row that ended by their
+		// deadline: each halves the next one's (up to maxHoldMisses).
+		holdMisses int
+		syncDur    time.Duration // moving average of recent syncs' durations
 	}
 }
+
+// maxSyncHold bounds a hold (see SyncScheduler); a var so that tests can
+// change it.
+var maxSyncHold = 2 * time.Millisecond
+
+// maxHoldMisses bounds the halvings of the hold after holds that ended by
+// their deadline (the answered producers did not come back in time: a
+// loaded machine, or producers that do not keep a window), so that a
+// hold that does not pay costs little, and one that pays again restores it.
+const maxHoldMisses = 4
 
 // syncFlight is one sync: it makes durable every batch below end, unless a
 // truncation (a new recovery-point generation than gen) came first.
@@ -95,6 +126,11 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 		return false
 	}
 	s.mu.waiters = append(s.mu.waiters, durableWaiter{offset: offset, fn: fn})
+	if s.mu.held {
+		if s.mu.expect--; s.mu.expect <= 0 {
+			s.mu.held, s.mu.holdMisses = false, 0
+		}
+	}
 	s.requestLocked(offset)
 	return false
 }
@@ -114,7 +150,7 @@ func (s *SyncScheduler) startLocked() {
 		s.fireLocked(err)
 		return
 	}
-	if s.mu.stopped || s.mu.want <= s.mu.covered || len(s.mu.flights) >= maxSyncsInFlight {
+	if s.mu.stopped || s.mu.held || s.mu.want <= s.mu.covered || len(s.mu.flights) >= maxSyncsInFlight {
 		return
 	}
 	s.l.rp.Lock()
@@ -143,12 +179,49 @@ func (s *SyncScheduler) startLocked() {
 // run does one sync and applies the outcomes that are due.
 func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	defer s.l.flushes.Done()
+	start := time.Now()
 	err := s.l.syncActive(rp)
+	took := time.Since(start)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f.done, f.err = true, err
+	if s.mu.syncDur == 0 {
+		s.mu.syncDur = took
+	} else {
+		s.mu.syncDur += (took - s.mu.syncDur) / 8
+	}
+	released := len(s.mu.waiters)
 	s.applyLocked()
+	released -= len(s.mu.waiters)
+	if released > 0 && err == nil {
+		s.holdLocked(released)
+	}
 	s.startLocked()
+}
+
+// holdLocked holds the next sync back until n more waiters have come, for
+// half the recent sync duration at most (and maxSyncHold). Requires s.mu.
+func (s *SyncScheduler) holdLocked(n int) {
+	d := min(s.mu.syncDur/2, maxSyncHold) >> s.mu.holdMisses
+	if s.mu.stopped || d <= 0 {
+		return
+	}
+	s.mu.held, s.mu.expect = true, n
+	s.mu.holdGen++
+	gen := s.mu.holdGen
+	end := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.mu.held && s.mu.holdGen == gen {
+			s.mu.held = false
+			s.mu.holdMisses = min(s.mu.holdMisses+1, maxHoldMisses)
+			s.startLocked()
+		}
+	}
+	if s.mu.holdTimer != nil {
+		s.mu.holdTimer.Stop()
+	}
+	s.mu.holdTimer = time.AfterFunc(d, end)
 }
 
 // applyLocked applies, in start order, the outcomes of the syncs that are
@@ -233,6 +306,11 @@ func (s *SyncScheduler) halt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mu.stopped = true
+	s.mu.held = false
+	if s.mu.holdTimer != nil {
+		s.mu.holdTimer.Stop()
+		s.mu.holdTimer = nil
+	}
 	if s.mu.timer != nil {
 		s.mu.timer.Stop()
 		s.mu.timer = nil

@@ -597,7 +597,8 @@ func TestGroupCommitBehindAFailedSealedFlushFails(t *testing.T) {
 // Every batch acknowledged as durable is, when its callback runs, in the
 // bytes a crash would keep (crashfs's durable copy of its segment, entered
 // durably in the directory), with producers that each keep a window of
-// batches waiting, and rolls (sealed segments flushed in the background).
+// batches waiting (so that syncs are held for returning producers), and
+// rolls (sealed segments flushed in the background).
 func TestAcknowledgedBatchesWereCoveredByACompletedSync(t *testing.T) {
 	checkAcksCovered(t)
 }
@@ -677,5 +678,67 @@ func checkAcksCovered(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// A sync that answers waiters holds the next one back until as many have
+// come again, so that a producer's returning requests and those that
+// waited share one fsync instead of the waiting ones starting a sync of
+// their own at once.
+func TestSyncHeldForReturningProducers(t *testing.T) {
+	old := maxSyncHold
+	maxSyncHold = time.Minute
+	defer func() { maxSyncHold = old }()
+	gate := make(chan struct{})
+	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	appendWait := func() chan error {
+		ch := make(chan error, 1)
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
+			ch <- nil
+		}
+		return ch
+	}
+	first := appendWait()
+	<-g.held // the first sync runs (and takes its time: the hold is half of it)
+	var waiting []chan error
+	for i := 0; i < 3; i++ {
+		waiting = append(waiting, appendWait())
+	}
+	time.Sleep(time.Second)
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The first sync answered one waiter: the next waits for one more
+	// (for half a second at most, half the first sync's time), here
+	// one that comes back after a while.
+	time.Sleep(50 * time.Millisecond)
+	g.mu.Lock()
+	syncs := g.syncs
+	g.mu.Unlock()
+	if syncs != 1 {
+		t.Fatalf("%d fsyncs before the answered producer came back, want 1", syncs)
+	}
+	waiting = append(waiting, appendWait())
+	for _, ch := range waiting {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.syncs != 2 {
+		t.Fatalf("%d fsyncs for 5 durable appends, want 2 (the held sync covers the waiting ones and the returning one)", g.syncs)
 	}
 }
