@@ -70,9 +70,10 @@ type S3Options struct {
 	MaxAttempts int
 	MaxBackoff  time.Duration
 	// PartSize of multipart uploads (min 5 MiB), MultipartThreshold the
-	// size from which they are used, Concurrency the parts in flight
-	// (an upload buffers (Concurrency+1)*PartSize bytes). Defaults
-	// 8 MiB, PartSize, 4.
+	// size from which they are used, Concurrency the parts in flight.
+	// A body that seeks and reads at offsets (io.ReaderAt, as a file)
+	// is read part by part where it lies; any other is buffered,
+	// (Concurrency+1)*PartSize bytes. Defaults 8 MiB, PartSize, 4.
 	PartSize           int64
 	MultipartThreshold int64
 	Concurrency        int
@@ -146,6 +147,9 @@ type S3 struct {
 	client    *s3.Client
 	tm        *transfermanager.Client
 	transport *http.Transport
+	// checksum is the algorithm multipart uploads declare and their
+	// parts carry ("" when checksums are computed only when required).
+	checksum types.ChecksumAlgorithm
 }
 
 var _ Bucket = (*S3)(nil)
@@ -236,7 +240,11 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		o.FailTimeout = opts.RequestTimeout // abort a failed multipart upload even after ctx ends
 		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	})
-	return &S3{opts: opts, client: client, tm: tm, transport: transport}, nil
+	b := &S3{opts: opts, client: client, tm: tm, transport: transport}
+	if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
+		b.checksum = types.ChecksumAlgorithmCrc32
+	}
+	return b, nil
 }
 
 // unsignedPayload signs request bodies as UNSIGNED-PAYLOAD, as the SDK
@@ -348,6 +356,11 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 		if err == nil {
 			etag = aws.ToString(out.ETag)
 		}
+	} else if ra, base, ok := readerAtBody(r, size); ok {
+		// A multipart upload whose parts are read straight from the
+		// body (a segment file): no part is copied into a buffer, and
+		// a part's retry reads it again.
+		etag, err = b.putMultipart(ctx, key, ra, base, size, putID, ifNoneMatch, ifMatch)
 	} else {
 		var out *transfermanager.UploadObjectOutput
 		out, err = b.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
@@ -395,6 +408,106 @@ func seekableBody(r io.Reader, size int64) (io.ReadSeeker, bool) {
 		return nil, false
 	}
 	return rs, true
+}
+
+// readerAtBody returns r as an io.ReaderAt and the offset it stands at,
+// when it is a seekable reader holding exactly size bytes from there that
+// also reads at offsets.
+func readerAtBody(r io.Reader, size int64) (io.ReaderAt, int64, bool) {
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		return nil, 0, false
+	}
+	rs, ok := seekableBody(r, size)
+	if !ok {
+		return nil, 0, false
+	}
+	at, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, 0, false
+	}
+	return ra, at, true
+}
+
+// putMultipart uploads size bytes of ra from base as a multipart upload
+// of PartSize parts, Concurrency of them in flight, each PUT from a
+// section of ra (memory stays bounded by the HTTP buffers, whatever the
+// size). The condition goes on the completion, the only call of an
+// upload that takes one. A failed upload is aborted, even after ctx ends.
+func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base, size int64, putID string, ifNoneMatch, ifMatch *string) (string, error) {
+	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(b.opts.Bucket), Key: aws.String(key),
+		Metadata: map[string]string{putIDMeta: putID}, ChecksumAlgorithm: b.checksum,
+	})
+	if err != nil {
+		return "", err
+	}
+	uploadID := created.UploadId
+	abort := func() {
+		actx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+		defer cancel()
+		_, _ = b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), UploadId: uploadID})
+	}
+	ps := b.opts.PartSize
+	n := int((size + ps - 1) / ps)
+	parts := make([]types.CompletedPart, n)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	slots := make(chan struct{}, b.opts.Concurrency)
+	for i := 0; i < n && pctx.Err() == nil; i++ {
+		select {
+		case slots <- struct{}{}:
+		case <-pctx.Done():
+			continue
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-slots }()
+			off := int64(i) * ps
+			l := min(ps, size-off)
+			num := aws.Int32(int32(i + 1))
+			out, err := b.client.UploadPart(pctx, &s3.UploadPartInput{
+				Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), UploadId: uploadID, PartNumber: num,
+				Body: io.NewSectionReader(ra, base+off, l), ContentLength: aws.Int64(l), ChecksumAlgorithm: b.checksum,
+			})
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("part %d: %w", i+1, err)
+				}
+				mu.Unlock()
+				cancel()
+				return
+			}
+			parts[i] = types.CompletedPart{PartNumber: num, ETag: out.ETag, ChecksumCRC32: out.ChecksumCRC32,
+				ChecksumCRC32C: out.ChecksumCRC32C, ChecksumCRC64NVME: out.ChecksumCRC64NVME, ChecksumSHA1: out.ChecksumSHA1, ChecksumSHA256: out.ChecksumSHA256}
+		}(i)
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		abort()
+		return "", firstErr
+	}
+	out, err := b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), UploadId: uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, IfNoneMatch: ifNoneMatch, IfMatch: ifMatch,
+	})
+	if err != nil {
+		// A completion that took and lost its answer leaves nothing
+		// to abort (the caller checks what the key holds).
+		abort()
+		return "", err
+	}
+	return aws.ToString(out.ETag), nil
 }
 
 // wroteIt reports whether key holds the version the put with putID wrote

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/shale-log/shale/localseg"
@@ -455,8 +456,9 @@ func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64
 	t := time.Now()
 	r := &timedReader{r: io.NewSectionReader(ss, 0, ss.Size)}
 	err = a.put(ctx, u.logKey, r, ss.Size)
-	u.phases[phaseRead] = r.took
-	u.phases[phaseSegmentPut] = time.Since(t) - r.took
+	took := time.Duration(r.took.Load())
+	u.phases[phaseRead] = took
+	u.phases[phaseSegmentPut] = max(0, time.Since(t)-took) // parts read at once can add up past it
 	if cerr := <-compDone; err == nil {
 		err = cerr
 	}
@@ -471,16 +473,24 @@ func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64
 
 // timedReader adds up the time its reads take (the segment file's share
 // of an upload). It seeks, so that a store can stream it and rewind it
-// for a retry.
+// for a retry, and reads at offsets, so that a multipart upload reads its
+// parts at once, straight from the file.
 type timedReader struct {
 	r    *io.SectionReader
-	took time.Duration
+	took atomic.Int64 // nanoseconds
 }
 
 func (t *timedReader) Read(p []byte) (int, error) {
 	start := time.Now()
 	n, err := t.r.Read(p)
-	t.took += time.Since(start)
+	t.took.Add(int64(time.Since(start)))
+	return n, err
+}
+
+func (t *timedReader) ReadAt(p []byte, off int64) (int, error) {
+	start := time.Now()
+	n, err := t.r.ReadAt(p, off)
+	t.took.Add(int64(time.Since(start)))
 	return n, err
 }
 
