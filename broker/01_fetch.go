@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -316,13 +315,16 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			return err
 		}
 	}
-	// A replica a reassignment is adding copies at most
+	// A throttled replica out of the ISR copies at most
 	// leader.replication.throttled.rate: while the budget is spent it is
-	// sent nothing, as Kafka leaves throttled partitions out. A read is
-	// charged even when a long poll drops it unsent, which only slows
-	// the copy.
-	throttled := op.follower && op.b.reassignThrottle != nil && op.b.addingReplica(p, op.replicaID)
-	if throttled && !op.b.reassignThrottle.Allow(time.Now()) {
+	// sent nothing, as Kafka leaves throttled partitions out
+	// (replication_quota.go). A read is charged even when a long poll
+	// drops it unsent, which only slows the copy.
+	var throttled, hold bool
+	if op.follower {
+		throttled, hold = op.b.quotas.leaderThrottled(op.b.meta.snapshot(), p.topic, p.index, op.replicaID)
+	}
+	if hold && !op.b.quotas.leader.Allow(time.Now()) {
 		return nil
 	}
 	rng, err := log.Read(sp.fetchOffset, int(max), upper, first)
@@ -330,18 +332,8 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		return err
 	}
 	if throttled {
-		op.b.reassignThrottle.Charge(time.Now(), rng.Len())
+		op.b.quotas.leader.Charge(time.Now(), rng.Len())
 	}
 	fp.rng = rng
 	return nil
-}
-
-// addingReplica reports whether broker id is a replica that a
-// reassignment of p is adding.
-func (b *Broker) addingReplica(p *partition, id int32) bool {
-	tv := b.meta.snapshot().topics[p.topic]
-	if tv == nil || int(p.index) >= len(tv.partitions) {
-		return false
-	}
-	return slices.Contains(tv.partitions[p.index].adding, id)
 }

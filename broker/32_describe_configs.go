@@ -48,8 +48,18 @@ func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsReque
 				out.Configs = append(out.Configs, c)
 			}
 		case kmsg.ConfigResourceTypeBroker:
+			if res.ResourceName == "" {
+				// The cluster-wide default: only the dynamic
+				// defaults set, as Kafka describes it.
+				for _, def := range dynamicBrokerConfigDefs {
+					if v, ok := view.brokerConfigs[defaultBrokerConfigs][def.name]; ok && wanted(def.name) {
+						out.Configs = append(out.Configs, describedConfig(req, def.name, v, kmsg.ConfigSourceDynamicDefaultBrokerConfig, def.typ, def.doc, false))
+					}
+				}
+				break
+			}
 			id, err := strconv.ParseInt(res.ResourceName, 10, 32)
-			if res.ResourceName != "" && (err != nil || int32(id) != b.cfg.NodeID) {
+			if err != nil || int32(id) != b.cfg.NodeID {
 				out.ErrorCode = kerr.InvalidRequest.Code
 				out.ErrorMessage = kmsg.StringPtr("this broker describes only its own configs (node.id " + strconv.Itoa(int(b.cfg.NodeID)) + ")")
 				break
@@ -58,6 +68,18 @@ func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsReque
 				if wanted(e.name) {
 					out.Configs = append(out.Configs, describedConfig(req, e.name, e.value, kmsg.ConfigSourceStaticBrokerConfig, e.typ, "", true))
 				}
+			}
+			for i := range dynamicBrokerConfigDefs {
+				def := &dynamicBrokerConfigDefs[i]
+				if !wanted(def.name) {
+					continue
+				}
+				v, src := brokerConfigValue(view, b.cfg.NodeID, &b.cfg, def)
+				c := describedConfig(req, def.name, v, src, def.typ, def.doc, false)
+				if req.IncludeSynonyms {
+					c.ConfigSynonyms = brokerConfigSynonyms(view, b.cfg.NodeID, &b.cfg, def)
+				}
+				out.Configs = append(out.Configs, c)
 			}
 		default:
 			out.ErrorCode = kerr.InvalidRequest.Code
@@ -96,6 +118,10 @@ func topicConfigSynonyms(def topicConfigDef, topic, broker map[string]string) []
 	}
 	if v, ok := topic[def.name]; ok {
 		add(def.name, v, kmsg.ConfigSourceDynamicTopicConfig)
+	}
+	if def.synonym == "" {
+		add(def.name, def.def, kmsg.ConfigSourceDefaultConfig)
+		return out
 	}
 	if v, ok := broker[def.synonym]; ok {
 		add(def.synonym, v, kmsg.ConfigSourceStaticBrokerConfig)

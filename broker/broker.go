@@ -20,7 +20,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/fetcher"
-	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -144,12 +143,13 @@ type Config struct {
 	// ReplicaFetchWaitMax is replica.fetch.wait.max.ms, how long a
 	// follower's fetch waits at the leader for data (default 500ms).
 	ReplicaFetchWaitMax time.Duration
-	// LeaderReplicationThrottledRate is Kafka's
-	// leader.replication.throttled.rate in bytes per second: what this
-	// broker, as leader, sends at most to the replicas a reassignment is
-	// adding, all partitions together (0: no bound). In-sync followers
-	// are never throttled.
-	LeaderReplicationThrottledRate int64
+	// LeaderReplicationThrottledRate and FollowerReplicationThrottledRate
+	// are the static values of Kafka's leader.replication.throttled.rate
+	// and follower.replication.throttled.rate in bytes per second (0: no
+	// bound); the dynamic broker configs in etcd override them (see
+	// replication_quota.go). In-sync followers are never held back.
+	LeaderReplicationThrottledRate   int64
+	FollowerReplicationThrottledRate int64
 	// DialPeer connects to another broker (replica fetchers); nil is a
 	// plain TCP dial. Tests route it through a fault-injecting proxy.
 	DialPeer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -289,6 +289,9 @@ func validHostPort(addr string) bool {
 }
 
 func topicDefByBrokerName(name string) *topicConfigDef {
+	if name == "" {
+		return nil
+	}
 	for i := range topicConfigDefs {
 		if topicConfigDefs[i].synonym == name {
 			return &topicConfigDefs[i]
@@ -324,6 +327,9 @@ func (c *Config) describe() []describedEntry {
 		{"log.retention.check.interval.ms", strconv.FormatInt(c.LogRetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong},
 	}
 	for _, def := range topicConfigDefs {
+		if def.synonym == "" {
+			continue // no broker-wide default
+		}
 		v, ok := c.TopicDefaults[def.synonym]
 		if !ok {
 			v = def.def
@@ -361,9 +367,8 @@ type Broker struct {
 	secret   string
 	tier     *tierService // nil: no object store
 	fetchers *fetcher.Manager
-	// reassignThrottle bounds what follower fetches of adding replicas
-	// read (Config.LeaderReplicationThrottledRate); nil: no bound.
-	reassignThrottle *replication.Throttle
+	// quotas are the replication throttles (KIP-73).
+	quotas *replicationQuotas
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -435,7 +440,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		logSpace:       newSpaceGuard("log directory", logDir, cfg.LogDirReserveBytes),
 		metaSpace:      newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
 	}
-	b.reassignThrottle = replication.NewThrottle(cfg.LeaderReplicationThrottledRate)
+	b.quotas = newReplicationQuotas(&b.cfg, reg)
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 	}
@@ -616,6 +621,7 @@ func (b *Broker) watchStorage() {
 }
 
 func (b *Broker) applyView(view *metaView) {
+	b.quotas.apply(view)
 	b.replicas.apply(view)
 	b.appliedMu.Lock()
 	if view.revision > b.applied {

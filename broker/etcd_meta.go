@@ -107,6 +107,8 @@ func convertSnapshot(s *metadata.Snapshot) *metaView {
 		topicsByID:   make(map[[16]byte]*topicView, len(s.Topics)),
 		deleted:      make(map[[16]byte]bool, len(s.DeletedTopics)),
 		unreadable:   map[string]map[int32]string{},
+
+		brokerConfigs: s.BrokerConfigs,
 	}
 	for id := range s.DeletedTopics {
 		v.deleted[id] = true
@@ -192,6 +194,14 @@ func (m *etcdMeta) updateTopicConfigs(ctx context.Context, name string, mutate f
 		return 0, err
 	}
 	rev, err := m.store.UpdateTopicConfigs(ctx, name, mutate)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) updateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
+	rev, err := m.store.UpdateBrokerConfigs(ctx, id, mutate)
 	return rev, metaError(err)
 }
 

@@ -18,6 +18,10 @@ type metaStore interface {
 	deleteTopic(ctx context.Context, name string) (int64, error)
 	createPartitions(ctx context.Context, name string, seen int, add []partitionView) (int64, error)
 	updateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error)
+	// updateBrokerConfigs replaces the dynamic configs of broker id
+	// (defaultBrokerConfigs: the cluster-wide default) with mutate's
+	// result.
+	updateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error)
 	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
 	// alterISR replaces a partition's ISR as its leader: only while the
 	// stored partition still names leader at leaderEpoch and is at
@@ -57,6 +61,9 @@ type metaView struct {
 	// decoded: topic name, then partition index (-1: the topic record),
 	// then the reason. They are offline, their data kept.
 	unreadable map[string]map[int32]string
+	// brokerConfigs are the dynamic broker configs by broker id, the
+	// cluster-wide default under defaultBrokerConfigs. Read-only.
+	brokerConfigs map[int32]map[string]string
 }
 
 // unreadableReason says why a topic's partition cannot be served because

@@ -32,7 +32,11 @@ func (b *Broker) newFetchers() *fetcher.Manager {
 			}
 			return c, nil
 		},
-		Log: b.log,
+		Log:      b.log,
+		Throttle: b.quotas.follower,
+		Throttled: func(p fetcher.Replica) (bool, bool) {
+			return b.quotas.followerThrottled(b.meta.snapshot(), p.Topic(), p.Partition())
+		},
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
 )
 
@@ -82,6 +83,8 @@ var topicConfigDefs = []topicConfigDef{
 		"Force an fsync after this much time (default: never)."},
 	{"index.interval.bytes", kmsg.ConfigTypeInt, "4096", "log.index.interval.bytes", intRange(0, math.MaxInt32),
 		"How often an offset index entry is added."},
+	{"follower.replication.throttled.replicas", kmsg.ConfigTypeList, "", "", validateThrottledReplicas,
+		"Replicas whose replication the follower throttles to follower.replication.throttled.rate while they are out of the ISR: partition:brokerId pairs (the broker is the follower's) separated by commas, or * for all replicas of the topic."},
 	{"max.compaction.lag.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.cleaner.max.compaction.lag.ms", intRange(1, maxLong),
 		"Maximum time a message remains ineligible for compaction."},
 	{"max.message.bytes", kmsg.ConfigTypeInt, "1048588", "message.max.bytes", intRange(0, math.MaxInt32),
@@ -100,6 +103,8 @@ var topicConfigDefs = []topicConfigDef{
 		"Minimum in-sync replicas that must acknowledge an acks=all write."},
 	{"preallocate", kmsg.ConfigTypeBoolean, "false", "log.preallocate", isBool,
 		"Preallocate segment files."},
+	{"leader.replication.throttled.replicas", kmsg.ConfigTypeList, "", "", validateThrottledReplicas,
+		"Replicas whose replication the leader throttles to leader.replication.throttled.rate while they are out of the ISR: partition:brokerId pairs (the broker is the leader's) separated by commas, or * for all replicas of the topic."},
 	{"local.retention.bytes", kmsg.ConfigTypeLong, "-2", "log.local.retention.bytes", intRange(-2, maxLong),
 		"Size the local part of a tiered partition may grow to before its uploaded segments are deleted locally (-2: retention.bytes)."},
 	{"local.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.local.retention.ms", intRange(-2, maxLong),
@@ -141,6 +146,11 @@ func validateCleanupPolicy(s string) error {
 		}
 	}
 	return nil
+}
+
+func validateThrottledReplicas(s string) error {
+	_, err := replication.ParseThrottledReplicas(s)
+	return err
 }
 
 func validateCompressionType(s string) error {
@@ -248,7 +258,7 @@ func configValue(name string, topic, broker map[string]string) (string, kmsg.Con
 		return v, kmsg.ConfigSourceDynamicTopicConfig
 	}
 	def := topicConfigIndex[name]
-	if v, ok := broker[def.synonym]; ok {
+	if v, ok := broker[def.synonym]; ok && def.synonym != "" {
 		return v, kmsg.ConfigSourceStaticBrokerConfig
 	}
 	return def.def, kmsg.ConfigSourceDefaultConfig

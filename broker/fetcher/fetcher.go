@@ -100,6 +100,14 @@ type Config struct {
 	// Dial connects and authenticates to another broker.
 	Dial func(ctx context.Context, addr string) (Conn, error)
 	Log  *slog.Logger
+	// Throttle is follower.replication.throttled.rate, shared by every
+	// fetcher of the broker (nil: none).
+	Throttle *replication.Throttle
+	// Throttled says whether the bytes fetched for p count against
+	// Throttle, and whether p is left out of fetches while Throttle is
+	// spent (a throttled replica out of the ISR, KIP-73). nil: nothing
+	// is throttled.
+	Throttled func(p Replica) (throttled, hold bool)
 }
 
 // Manager runs one fetcher per leader broker this broker follows
@@ -313,7 +321,8 @@ func (f *fetcher) run() {
 			}
 			inflight = f.newRound(parts, nil)
 			if inflight == nil {
-				// Every partition still waits for its divergence check.
+				// Every partition still waits for its divergence
+				// check, or for the throttle.
 				f.sleep(100 * time.Millisecond)
 				continue
 			}
@@ -329,6 +338,9 @@ func (f *fetcher) run() {
 			fail(err)
 			continue
 		}
+		// Charged before a pipelined fetch is built, so that it sees
+		// the throttle spent.
+		f.charge(cur, resp)
 		var sendErr error
 		if at, ok := pipelineFrom(cur, resp); ok {
 			if next := f.newRound(f.snapshot(), at); next != nil && next.pipelined {
@@ -442,6 +454,8 @@ type sent struct {
 	fp        followed
 	lastEpoch int32
 	offset    int64
+	// throttled: the answer's bytes count against Config.Throttle.
+	throttled bool
 }
 
 // stale reports whether the log no longer ends where the fetch asked from
@@ -482,9 +496,27 @@ func (f *fetcher) newRound(parts []followed, at map[Replica]position) *round {
 	req.SessionID, req.SessionEpoch = 0, -1
 	r := &round{req: req, pipelined: at != nil}
 	byTopic := map[string]int{}
+	allowed := 0 // 1: the throttle allows, -1: it is spent; asked once
+	held := false
 	for _, fp := range parts {
 		if !fp.st.truncated {
 			r.pipelined = false
+			continue
+		}
+		var throttled, hold bool
+		if f.cfg.Throttled != nil {
+			throttled, hold = f.cfg.Throttled(fp.p)
+		}
+		if hold && allowed == 0 {
+			allowed = -1
+			if f.cfg.Throttle.Allow(time.Now()) {
+				allowed = 1
+			}
+		}
+		if hold && allowed < 0 {
+			// Left out of this fetch while the throttle is spent,
+			// as Kafka's follower does.
+			held = true
 			continue
 		}
 		topic := fp.p.Topic()
@@ -507,10 +539,15 @@ func (f *fetcher) newRound(parts []followed, at map[Replica]position) *round {
 		rp.LogStartOffset = fp.p.LogStartOffset()
 		rp.PartitionMaxBytes = partitionMaxBytes
 		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
-		r.sent = append(r.sent, sent{fp, rp.LastFetchedEpoch, rp.FetchOffset})
+		r.sent = append(r.sent, sent{fp, rp.LastFetchedEpoch, rp.FetchOffset, throttled})
 	}
 	if len(r.sent) == 0 {
 		return nil
+	}
+	if held {
+		// Do not long-poll far past the throttle's refill on the
+		// partitions left in.
+		req.MaxWaitMillis = min(req.MaxWaitMillis, 100)
 	}
 	return r
 }
@@ -597,6 +634,19 @@ func lastBatch(data []byte) (next int64, epoch int32, ok bool) {
 		data = rest
 	}
 	return next, epoch, ok
+}
+
+// charge counts the bytes resp brought for throttled partitions against
+// the follower throttle.
+func (f *fetcher) charge(r *round, resp *kmsg.FetchResponse) {
+	now := time.Now()
+	for _, t := range resp.Topics {
+		for i := range t.Partitions {
+			if s := r.find(t.Topic, t.Partitions[i].Partition); s != nil && s.throttled {
+				f.cfg.Throttle.Charge(now, int64(len(t.Partitions[i].RecordBatches)))
+			}
+		}
+	}
 }
 
 // applyAll applies each partition's answer in resp to r, and reports

@@ -33,6 +33,7 @@ type clusterFlags struct {
 	sessionTTL      time.Duration
 	replicaLagMax   time.Duration
 	throttledRate   int64
+	followerRate    int64
 	replicationFctr int16
 	offsetsRF       int16
 	ctlShutdown     time.Duration
@@ -72,7 +73,8 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 10*time.Second, "the broker's etcd lease: how long after it dies its partitions move")
 	fs.DurationVar(&f.replicaLagMax, "replica-lag-time-max", 30*time.Second, "a follower not caught up for this long leaves the ISR (replica.lag.time.max.ms)")
-	fs.Int64Var(&f.throttledRate, "leader-replication-throttled-rate", 0, "bytes per second this broker sends at most, as leader, to replicas a reassignment is adding, all partitions together (leader.replication.throttled.rate; 0: no bound)")
+	fs.Int64Var(&f.throttledRate, "leader-replication-throttled-rate", 0, "bytes per second this broker sends at most, as leader, to throttled replicas out of the ISR (those a reassignment adds, and those leader.replication.throttled.replicas names), all partitions together (static leader.replication.throttled.rate, under the dynamic broker config; 0: no bound)")
+	fs.Int64Var(&f.followerRate, "follower-replication-throttled-rate", 0, "bytes per second this broker fetches at most, as follower, for its throttled replicas out of the ISR (follower.replication.throttled.replicas), all partitions together (static follower.replication.throttled.rate, under the dynamic broker config; 0: no bound)")
 	fs.Int16Var(&f.replicationFctr, "default-replication-factor", 1, "replicas of auto-created topics (default.replication.factor)")
 	fs.Int16Var(&f.offsetsRF, "offsets-topic-replication-factor", 3, "replicas of __consumer_offsets, capped at the live brokers (offsets.topic.replication.factor)")
 	fs.DurationVar(&f.ctlShutdown, "controlled-shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for the controller to move this broker's leaderships to other in-sync replicas (negative: exit without, as controlled.shutdown.enable=false)")
@@ -149,6 +151,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		LeaderImbalanceCheckInterval:  f.imbalanceCheck,
 	}
 	cfg.LeaderReplicationThrottledRate = f.throttledRate
+	cfg.FollowerReplicationThrottledRate = f.followerRate
 	if !f.autoRebalance || f.imbalanceCheck <= 0 {
 		cfg.LeaderImbalanceCheckInterval = -1
 	}
