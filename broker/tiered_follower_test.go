@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -368,4 +369,69 @@ func TestIdempotentProducerAcrossTheRestoredFollowerLeading(t *testing.T) {
 // that segments roll.
 func idempotentValue(i int) []byte {
 	return []byte(fmt.Sprintf("p%07d-%s", i, strings.Repeat("i", 200)))
+}
+
+// TestRestoredLeaderAnswersEveryEpochOfTheTieredHistory: the history is
+// written in three leader epochs (two leader changes), uploaded, and
+// trimmed from the leaders' disks; then the follower, down all along,
+// loses its log directory and restores from the bucket, with only the
+// epochs in force where the remote log ends. Leading alone, it answers
+// OffsetForLeaderEpoch for every epoch of the history from the remote
+// epochs, as a broker holding the whole history would, and every record
+// reads once from offset 0.
+func TestRestoredLeaderAnswersEveryEpochOfTheTieredHistory(t *testing.T) {
+	rc := newRestoreCase(t, "epochs", 15*time.Second, func(leader int32, _ []int32) int32 { return (leader + 1) % 3 })
+	e0 := rc.epoch
+	// Epoch e1: the bystander leads.
+	rc.c.Stop(rc.leader)
+	e1 := rc.waitLeader(t, rc.bystander)
+	rc.produce(rc.client(), 1000, 1300)
+	rc.c.Start(rc.leader)
+	brokertest.WaitFor(t, 30*time.Second, "the first leader back in the ISR", func() (bool, string) {
+		_, _, isr := storedState(t, rc.c, rc.topic)
+		return slices.Contains(isr, rc.leader), fmt.Sprintf("isr %v", isr)
+	})
+	// Epoch e2: the first leader again.
+	rc.c.Stop(rc.bystander)
+	e2 := rc.waitLeader(t, rc.leader)
+	rc.produce(rc.client(), 1300, 1600)
+	brokertest.WaitFor(t, 30*time.Second, "the leader uploads and trims past epoch e2's start", func() (bool, string) {
+		b := localBases(t, rc.c.Brokers[rc.leader], rc.topic)
+		return len(b) > 0 && b[0] > 1300, fmt.Sprintf("leader's local segments %v", b)
+	})
+	if !(e0 < e1 && e1 < e2) {
+		t.Fatalf("epochs %d, %d, %d", e0, e1, e2)
+	}
+	// The follower's log disk is lost while it is down.
+	if err := os.RemoveAll(filepath.Join(rc.c.Brokers[rc.follower].Dir, rc.topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	rc.startFollower(t)
+	if b := localBases(t, rc.c.Brokers[rc.follower], rc.topic); b[0] <= 1300 {
+		t.Fatalf("restored follower's segments %v: want it restarted past epoch e2's start", b)
+	}
+	// It leads alone.
+	rc.c.Stop(rc.leader)
+	e3 := rc.waitLeader(t, rc.follower)
+	cl := rc.client()
+	rc.produce(cl, 1600, 1700)
+	for _, w := range []struct {
+		epoch, wantEpoch int32
+		wantEnd          int64
+	}{
+		{e0, e0, 1000},
+		{e1, e1, 1300},
+		{e2, e2, 1600},
+		{e3, e3, 1700},
+	} {
+		if e, end := rc.epochEnd(t, cl, w.epoch); e != w.wantEpoch || end != w.wantEnd {
+			t.Errorf("end of epoch %d: epoch %d, offset %d; want %d, %d", w.epoch, e, end, w.wantEpoch, w.wantEnd)
+		}
+	}
+	for ep := e0 + 1; ep < e1; ep++ { // epochs that never wrote
+		if e, end := rc.epochEnd(t, cl, ep); e != e0 || end != 1000 {
+			t.Errorf("end of unused epoch %d: epoch %d, offset %d; want %d, 1000", ep, e, end, e0)
+		}
+	}
+	rc.checkTiered(t, 1700)
 }
