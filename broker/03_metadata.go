@@ -132,6 +132,11 @@ func (b *Broker) describeTopic(view *metaView, tv *topicView, req *kmsg.Metadata
 		for _, id := range mp.Replicas {
 			if _, ok := view.broker(id); !ok {
 				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
+			} else if id == b.cfg.NodeID && b.replicas.offline.errOf(partitionKey{tv.name, pv.index}) != nil {
+				// This broker's replica cannot be served: its log
+				// failed or cannot open (produce and fetch answer
+				// KAFKA_STORAGE_ERROR).
+				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
 			}
 		}
 		if _, ok := view.broker(pv.leader); !ok {

@@ -219,7 +219,7 @@ func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topi
 	}
 	b.log.Info("topic created", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id),
 		"partitions", len(tv.partitions), "replication_factor", len(tv.partitions[0].replicas), "configs", tv.configs}, by...)...)
-	return tv, b.waitOpened(ctx, rev)
+	return tv, b.waitOpened(ctx, rev, tv.name)
 }
 
 func randomStart(n int) int {

@@ -81,5 +81,5 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 	if err != nil {
 		return err
 	}
-	return b.waitOpened(ctx, rev)
+	return b.waitOpened(ctx, rev, t.Topic)
 }

@@ -464,6 +464,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		brokerConfig: cfg.TopicDefaults,
 		removal:      newLogRemoval(nil),
 		b:            b,
+		opened:       make(chan struct{}, 1),
 	}
 	b.replicas.removal.reapply = func() { b.applyView(b.meta.snapshot()) }
 	b.replicas.removal.log = b.log.Error
@@ -488,6 +489,10 @@ func (b *Broker) start() {
 	if b.tier != nil {
 		b.tier.start()
 	}
+	// The logs open in parallel; the second apply installs them.
+	b.applyView(view)
+	b.replicas.waitOpening()
+	view = b.meta.snapshot()
 	b.applyView(view)
 	b.replicas.scanStrays(view)
 	changes := b.meta.subscribe(b.ctx)
@@ -529,7 +534,16 @@ func (b *Broker) start() {
 	}()
 	go func() {
 		defer b.wg.Done()
-		for range changes {
+		// Metadata changes and logs opened in the background (which a
+		// later apply installs) are applied in turn.
+		for {
+			select {
+			case _, ok := <-changes:
+				if !ok {
+					return
+				}
+			case <-b.replicas.opened:
+			}
 			b.applyView(b.meta.snapshot())
 		}
 	}()
@@ -654,15 +668,17 @@ func (b *Broker) waitApplied(ctx context.Context, rev int64) error {
 	}
 }
 
-// waitOpened waits, after a committed write that adds partitions (a topic's
-// creation, CreatePartitions), until this broker's metadata has it and, for
-// at most three quarters of the time ctx leaves, until the replica manager
-// has applied it (opened the new logs, a time that grows with their count).
-// When the request's deadline would pass first it answers nil: the write
-// stands and the partitions are served once their logs are open (clients
-// retry NOT_LEADER_OR_FOLLOWER meanwhile), which tells the client the truth
-// where REQUEST_TIMED_OUT would have it retry into TOPIC_ALREADY_EXISTS.
-func (b *Broker) waitOpened(ctx context.Context, rev int64) error {
+// waitOpened waits, after a committed write that adds partitions to topic
+// (its creation, CreatePartitions), until this broker's metadata has it
+// and, for at most three quarters of the time ctx leaves, until the replica
+// manager has opened and installed the topic's new logs (a time that grows
+// with their count; the logs of other topics opening meanwhile are not
+// waited for). When the request's deadline would pass first it answers
+// nil: the write stands and the partitions are served once their logs are
+// open (clients retry NOT_LEADER_OR_FOLLOWER meanwhile), which tells the
+// client the truth where REQUEST_TIMED_OUT would have it retry into
+// TOPIC_ALREADY_EXISTS.
+func (b *Broker) waitOpened(ctx context.Context, rev int64, topic string) error {
 	if err := b.meta.waitRevision(ctx, rev); err != nil {
 		return err
 	}
@@ -673,8 +689,19 @@ func (b *Broker) waitOpened(ctx context.Context, rev int64) error {
 		defer cancel()
 	}
 	err := b.waitApplied(wctx, rev)
+	for err == nil {
+		busy, settled := b.replicas.openingTopic(topic)
+		if !busy {
+			break
+		}
+		select {
+		case <-settled:
+		case <-wctx.Done():
+			err = wctx.Err()
+		}
+	}
 	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		b.log.Info("answering before this broker opened every new partition log; they open in the background", "revision", rev)
+		b.log.Info("answering before this broker opened every new partition log; they open in the background", "topic", topic, "revision", rev)
 		return nil
 	}
 	return err

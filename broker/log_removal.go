@@ -44,6 +44,9 @@ type logRemoval struct {
 		pending map[string]*localseg.Log
 		// waited: an open was put off since the last removal.
 		waited bool
+		// failed holds the error of the last try of the pending
+		// directories whose removal failed.
+		failed map[string]error
 	}
 }
 
@@ -53,6 +56,7 @@ func newLogRemoval(fsys localseg.FS) *logRemoval {
 	}
 	r := &logRemoval{fs: fsys, kick: make(chan struct{}, 1)}
 	r.mu.pending = map[string]*localseg.Log{}
+	r.mu.failed = map[string]error{}
 	return r
 }
 
@@ -83,6 +87,17 @@ func (r *logRemoval) busy(dir string) bool {
 		r.mu.waited = true
 	}
 	return ok
+}
+
+// failure is the error of the last try to remove dir when it failed and
+// dir is still pending; nil otherwise.
+func (r *logRemoval) failure(dir string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.mu.pending[dir]; !ok {
+		return nil
+	}
+	return r.mu.failed[dir]
 }
 
 // run removes queued directories until ctx ends; then it discards the logs
@@ -145,10 +160,14 @@ func (r *logRemoval) drain(ctx context.Context) (failed []string) {
 		if err := removePartitionDir(r.fs, dir); err != nil {
 			r.log("cannot remove a partition directory; retrying", "dir", dir, "err", err)
 			failed = append(failed, dir)
+			r.mu.Lock()
+			r.mu.failed[dir] = err
+			r.mu.Unlock()
 			continue
 		}
 		r.mu.Lock()
 		delete(r.mu.pending, dir)
+		delete(r.mu.failed, dir)
 		r.mu.Unlock()
 	}
 	return failed

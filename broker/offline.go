@@ -65,6 +65,20 @@ func (o *offlineSet) failed(k partitionKey, err error, now time.Time) {
 	st.next = now.Add(st.backoff)
 }
 
+// blocked records that the partition cannot open for a reason outside its
+// log (the removal of an old directory in its place fails), due to be
+// tried again as soon as that clears. It reports whether the partition
+// was not already offline for this reason.
+func (o *offlineSet) blocked(k partitionKey, err error, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	st := o.stateLocked(k)
+	news := st.err == nil || st.err.Error() != err.Error()
+	st.err = err
+	st.next = now
+	return news
+}
+
 // noteFailure records that an open log went offline (once) and reports
 // whether it is time to reopen it.
 func (o *offlineSet) noteFailure(k partitionKey, err error, now time.Time) bool {

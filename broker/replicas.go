@@ -69,6 +69,97 @@ type replicaManager struct {
 	// assign them here and no deletion of their topic is recorded.
 	// Guarded by mu.
 	strays map[string][16]byte
+	// opening are the logs being opened in the background (openLog), by
+	// directory, until an apply installs or disposes of them. While a
+	// directory is here, nothing queues it for removal. Guarded by mu.
+	opening map[string]*pendingOpen
+	// settled is closed (and replaced) when an apply installed or
+	// disposed of opened logs. Guarded by mu.
+	settled chan struct{}
+	// openQueue feeds the open workers; opened is kicked when an open is
+	// done, for the broker to apply the metadata again.
+	openQueue openQueue
+	opened    chan struct{}
+	opens     sync.WaitGroup // the open workers
+}
+
+// openQueue holds the opens waiting for one of at most openWorkers
+// workers, by topic, served round-robin: a topic created after a wide one
+// waits for one open of it, not for all of them.
+type openQueue struct {
+	mu      sync.Mutex
+	byTopic map[string][]*pendingOpen
+	order   []string // topics with opens waiting, next first
+	workers int      // running
+}
+
+// push queues po and reports whether a worker should be started for it.
+func (q *openQueue) push(po *pendingOpen) (startWorker bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.byTopic == nil {
+		q.byTopic = map[string][]*pendingOpen{}
+	}
+	if len(q.byTopic[po.topic]) == 0 {
+		q.order = append(q.order, po.topic)
+	}
+	q.byTopic[po.topic] = append(q.byTopic[po.topic], po)
+	if q.workers < openWorkers {
+		q.workers++
+		return true
+	}
+	return false
+}
+
+// pop takes the next open, the first of the next topic in turn; with none
+// left the calling worker is counted out and pop returns nil.
+func (q *openQueue) pop() *pendingOpen {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.order) == 0 {
+		q.workers--
+		return nil
+	}
+	topic := q.order[0]
+	q.order = q.order[1:]
+	ps := q.byTopic[topic]
+	po := ps[0]
+	if len(ps) == 1 {
+		delete(q.byTopic, topic)
+	} else {
+		q.byTopic[topic] = ps[1:]
+		q.order = append(q.order, topic)
+	}
+	return po
+}
+
+// openWorkers is how many partition logs a broker opens at once: enough
+// to overlap the fsyncs and reads of a wide topic's creation or of a
+// start-up's recovery, few enough to leave the disk to the others.
+const openWorkers = 8
+
+// pendingOpen is a log being opened in the background. p and err are set
+// before done is closed.
+type pendingOpen struct {
+	topic            string
+	id               [16]byte
+	index            int32
+	cfg              topicConfig
+	tiered, internal bool
+
+	done chan struct{}
+	p    *partition
+	err  error
+}
+
+// result returns the open's outcome once it is done.
+func (po *pendingOpen) result() (p *partition, err error, done bool) {
+	select {
+	case <-po.done:
+		return po.p, po.err, true
+	default:
+		return nil, nil, false
+	}
 }
 
 // replicaTable is an immutable snapshot of the hosted partitions.
@@ -131,7 +222,14 @@ func (m *replicaManager) apply(view *metaView) {
 	defer m.mu.Unlock()
 	now := time.Now()
 	assigned := map[partitionKey]bool{}
+	settled := false // opened logs were installed or disposed of
+	// wanted are the logs being opened that the view still assigns here.
+	wanted := map[*pendingOpen]bool{}
 	defer func() {
+		if settled && m.settled != nil {
+			close(m.settled)
+			m.settled = nil
+		}
 		m.offline.forgetExcept(assigned)
 		m.b.metrics.offlinePartitions.Set(float64(m.offline.count()))
 	}()
@@ -181,31 +279,40 @@ func (m *replicaManager) apply(view *metaView) {
 			}
 			wasLeader := p != nil && p.isLeader()
 			if p == nil {
-				if !m.offline.due(key, now) {
+				dir := partitionDir(m.dir, tv.name, pv.index)
+				po := m.opening[dir]
+				if po == nil {
+					if po = m.startOpenLocked(tv, pv.index, &cfg, view.deleted, now); po != nil {
+						wanted[po] = true
+					}
 					continue
 				}
-				if m.removal.busy(partitionDir(m.dir, tv.name, pv.index)) {
-					// The directory of a deleted topic of the same
-					// name (or of this replica, reassigned away
-					// and back) is being removed: the log opens
-					// once it is gone.
+				if po.id != tv.id {
+					// Opened for a topic of this name since
+					// deleted: disposed of below.
 					continue
 				}
-				var err error
-				if p, err = m.open(tv, pv.index, &cfg, view.deleted); errors.Is(err, errOldLogBeingRemoved) {
-					m.removal.busy(partitionDir(m.dir, tv.name, pv.index)) // opens once removed
+				wanted[po] = true
+				opened, err, done := po.result()
+				if !done {
 					continue
-				} else if err != nil {
+				}
+				delete(m.opening, dir)
+				settled = true
+				if err != nil {
 					m.offline.failed(key, err, now)
 					m.b.log.Error("cannot open partition log; retrying", "topic", tv.name, "partition", pv.index, "err", err, "retry_in", m.offline.backoffOf(key))
 					continue
 				}
+				p = opened
+				m.installLocked(p)
 				m.offline.opened(key, now)
-			} else {
-				c := cfg
-				p.cfg.Store(&c)
-				p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			}
+			// The configs (of a new log too: they may have changed
+			// while it opened).
+			c := cfg
+			p.cfg.Store(&c)
+			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
 			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch})
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
@@ -258,9 +365,44 @@ func (m *replicaManager) apply(view *metaView) {
 		}
 		m.addStrayLocked(p.log.Dir(), p.topicID, p.topic, p.index, removalReason(view, p))
 	}
-	// A kept directory whose topic's deletion is now recorded goes.
+	// Logs opened for partitions the metadata no longer assigns here (or
+	// for a topic of the same name since deleted) go as removed ones do.
+	disposed := false
+	for dir, po := range m.opening {
+		opened, err, done := po.result()
+		if !done || wanted[po] {
+			// Opening; or done since the loop above passed it, to
+			// be installed by the next apply (the open kicked it).
+			continue
+		}
+		delete(m.opening, dir)
+		settled = true
+		if err != nil {
+			continue
+		}
+		disposed = true
+		if view.deleted[po.id] || view.retiredHere(po.id, po.index, m.nodeID) {
+			m.removal.queue(dir, opened.log)
+			m.removal.busy(dir) // a new topic of the same name opens once removed
+			continue
+		}
+		if err := opened.log.Close(); err != nil {
+			m.b.log.Error("closing partition log", "topic", po.topic, "partition", po.index, "err", err)
+		}
+		m.addStrayLocked(dir, po.id, po.topic, po.index, removalReason(view, opened))
+	}
+	if disposed {
+		// A topic of the same name may wait for the directory: the next
+		// apply opens it (or says why it cannot).
+		select {
+		case m.opened <- struct{}{}:
+		default:
+		}
+	}
+	// A kept directory whose topic's deletion is now recorded goes (once
+	// no log opens in it).
 	for dir, id := range m.strays {
-		if view.deleted[id] {
+		if view.deleted[id] && m.opening[dir] == nil {
 			m.removeDeletedLocked(dir)
 		}
 	}
@@ -326,37 +468,111 @@ func (m *replicaManager) removeDeletedLocked(dir string) {
 // (same name, other id) whose deletion is not recorded.
 var errLogOfAnotherTopic = errors.New("broker: the partition directory holds the log of another topic id")
 
-// errOldLogBeingRemoved: a partition's directory holds the log of a deleted
-// topic of the same name, queued for removal; the partition opens once it
-// is gone.
-var errOldLogBeingRemoved = errors.New("broker: the partition directory holds the log of a deleted topic, being removed")
+// errOldLogNotRemoved: a partition's directory holds the log of a deleted
+// topic of the same name (or of this replica, reassigned away before), and
+// its removal failed: the partition is offline until a retry succeeds.
+var errOldLogNotRemoved = errors.New("broker: the partition directory holds an old log that cannot be removed")
 
-// open opens (or creates) a partition's log. A directory left by an older
-// topic of the same name (another topic id) is removed first, in the
-// background, only when that topic's deletion is recorded; otherwise the
-// partition stays offline and the directory is kept.
-func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, deleted map[[16]byte]bool) (*partition, error) {
+// noteRemovalWaitLocked: the partition key waits for the removal of dir.
+// Once that removal has failed, the partition is offline (clients get
+// KAFKA_STORAGE_ERROR, shale_offline_partitions and the health check count
+// it) until the removal succeeds and the log opens. Requires mu.
+func (m *replicaManager) noteRemovalWaitLocked(key partitionKey, dir string, now time.Time) {
+	rerr := m.removal.failure(dir)
+	if rerr == nil {
+		return
+	}
+	if m.offline.blocked(key, fmt.Errorf("%w: %w", errOldLogNotRemoved, rerr), now) {
+		m.b.log.Error("partition offline: the old log in its directory cannot be removed; it opens once the removal succeeds",
+			"topic", key.topic, "partition", key.index, "dir", dir, "err", rerr)
+	}
+}
+
+// startOpenLocked starts opening (or creating) a partition's log in the
+// background, unless its retry is not due or its directory may not be
+// opened now. A directory left by an older topic of the same name
+// (another topic id) is removed first, in the background, only when that
+// topic's deletion is recorded; otherwise the partition stays offline and
+// the directory is kept. The opened log is installed by a later apply
+// (opened is kicked when it is done). It returns the open started, if
+// any. Requires mu.
+func (m *replicaManager) startOpenLocked(tv topicView, index int32, cfg *topicConfig, deleted map[[16]byte]bool, now time.Time) *pendingOpen {
+	key := partitionKey{tv.name, index}
+	if !m.offline.due(key, now) {
+		return nil
+	}
 	dir := partitionDir(m.dir, tv.name, index)
+	if m.removal.busy(dir) {
+		// The directory of a deleted topic of the same name (or of
+		// this replica, reassigned away and back) is being removed:
+		// the log opens once it is gone.
+		m.noteRemovalWaitLocked(key, dir, now)
+		return nil
+	}
 	id, err := readPartitionMetadata(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, err
 	case id != tv.id && deleted[id]:
 		m.removeDeletedLocked(dir)
-		return nil, fmt.Errorf("%w: %s", errOldLogBeingRemoved, dir)
+		m.removal.busy(dir) // opens once removed
+		return nil
 	case id != tv.id:
-		return nil, fmt.Errorf("%w: %s holds topic id %s, the metadata names %s; keeping it",
+		err = fmt.Errorf("%w: %s holds topic id %s, the metadata names %s; keeping it",
 			errLogOfAnotherTopic, dir, base64.RawURLEncoding.EncodeToString(id[:]), base64.RawURLEncoding.EncodeToString(tv.id[:]))
 	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.offline.failed(key, err, now)
+		m.b.log.Error("cannot open partition log; retrying", "topic", tv.name, "partition", index, "err", err, "retry_in", m.offline.backoffOf(key))
+		return nil
+	}
+	if m.opening == nil {
+		m.opening = map[string]*pendingOpen{}
+	}
+	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{})}
+	po.tiered = m.tiers(tv, &po.cfg)
+	po.internal = tv.internal || isInternalTopic(tv.name)
+	m.opening[dir] = po
+	if m.openQueue.push(po) {
+		m.opens.Add(1)
+		go m.openWorker()
+	}
+	return po
+}
+
+// openWorker opens queued logs until none is left. Once the broker is
+// closing, those left give up.
+func (m *replicaManager) openWorker() {
+	defer m.opens.Done()
+	for po := m.openQueue.pop(); po != nil; po = m.openQueue.pop() {
+		if err := m.b.ctx.Err(); err != nil {
+			po.err = err
+		} else {
+			po.p, po.err = m.openLog(po)
+		}
+		close(po.done)
+		select {
+		case m.opened <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// openLog opens (or creates) the log of po's partition in dir, writing
+// its partition.metadata first. It runs without mu, beside other opens;
+// nothing else touches dir meanwhile (startOpenLocked checked it, and no
+// removal is queued for a directory being opened).
+func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
+	cfg := &po.cfg
+	dir := partitionDir(m.dir, po.topic, po.index)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := writePartitionMetadata(dir, tv.id); err != nil {
+	if err := writePartitionMetadata(dir, po.id); err != nil {
 		return nil, err
 	}
 	var self atomic.Pointer[partition] // for OnDamage, set once the partition exists
-	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", tv.name, "partition", index), ScanBudget: m.b.scanBudget,
+	opts := localseg.Options{Files: m.files, FS: m.fs, Logger: m.b.log.With("topic", po.topic, "partition", po.index), ScanBudget: m.b.scanBudget,
 		OnDamage: func(localseg.Damage) {
 			m.b.metrics.lostRanges.Inc()
 			if p := self.Load(); p != nil && m.b.repairs != nil {
@@ -364,33 +580,67 @@ func (m *replicaManager) open(tv topicView, index int32, cfg *topicConfig, delet
 			}
 		}}
 	var tier *partitionTier
-	if m.tiers(tv, cfg) {
-		tier = m.b.tier.newPartitionTier(tv.name, tv.id, index)
+	if po.tiered {
+		tier = m.b.tier.newPartitionTier(po.topic, po.id, po.index)
 		opts.OnSeal = tier.onSeal
 	}
 	log, err := localseg.Open(dir, cfg.logConfig(tier != nil), opts)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := m.strays[dir]; ok {
-		delete(m.strays, dir)
-		m.b.metrics.strayLogs.Set(float64(len(m.strays)))
-	}
 	if tier != nil {
 		// Nothing is known to be uploaded until the manifest is read.
 		log.SetUploadedEnd(0)
 	}
-	c := *cfg
-	p := newPartition(tv.name, tv.id, index, m.nodeID, log, &c)
-	p.internal = tv.internal || isInternalTopic(tv.name)
+	p := newPartition(po.topic, po.id, po.index, m.nodeID, log, cfg)
+	p.internal = po.internal
 	p.tier = tier
 	p.host = m.b
-	p.counters = m.b.metrics.forTopic(tv.name)
+	p.counters = m.b.metrics.forTopic(po.topic)
 	self.Store(p)
-	if tier != nil {
-		tier.startFollowerSync(p)
-	}
 	return p, nil
+}
+
+// installLocked takes an opened partition into service. Requires mu.
+func (m *replicaManager) installLocked(p *partition) {
+	if _, ok := m.strays[p.log.Dir()]; ok {
+		delete(m.strays, p.log.Dir())
+		m.b.metrics.strayLogs.Set(float64(len(m.strays)))
+	}
+	if p.tier != nil {
+		p.tier.startFollowerSync(p)
+	}
+}
+
+// waitOpening waits until no log is being opened (at start-up, so that
+// the broker serves what it hosts once started).
+func (m *replicaManager) waitOpening() {
+	m.mu.Lock()
+	var dones []chan struct{}
+	for _, po := range m.opening {
+		dones = append(dones, po.done)
+	}
+	m.mu.Unlock()
+	for _, d := range dones {
+		<-d
+	}
+}
+
+// openingTopic reports whether a log of topic is being opened or waits to
+// be installed, with a channel closed when some apply installed or
+// disposed of opened logs.
+func (m *replicaManager) openingTopic(topic string) (bool, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.settled == nil {
+		m.settled = make(chan struct{})
+	}
+	for _, po := range m.opening {
+		if po.topic == topic {
+			return true, m.settled
+		}
+	}
+	return false, m.settled
 }
 
 // tiers says whether a partition of tv with cfg is tiered on this broker.
@@ -420,7 +670,7 @@ func (m *replicaManager) scanStrays(view *metaView) {
 			continue
 		}
 		dir := filepath.Join(m.dir, e.Name())
-		if hosted[dir] {
+		if hosted[dir] || m.opening[dir] != nil {
 			continue
 		}
 		id, err := readPartitionMetadata(dir)
@@ -452,10 +702,21 @@ func (m *replicaManager) scanStrays(view *metaView) {
 	}
 }
 
-// closeAll closes every log cleanly (writing their clean-shutdown markers).
+// closeAll closes every log cleanly (writing their clean-shutdown markers),
+// those opened in the background but not installed too, once their opens
+// are done (the broker's context is cancelled: those not started give up).
 func (m *replicaManager) closeAll() {
+	m.opens.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for dir, po := range m.opening {
+		delete(m.opening, dir)
+		if p, _, _ := po.result(); p != nil {
+			if err := p.log.Close(); err != nil {
+				m.b.log.Error("closing partition log", "topic", p.topic, "partition", p.index, "err", err)
+			}
+		}
+	}
 	for _, p := range m.all() {
 		p.close()
 		if err := p.log.Close(); err != nil {

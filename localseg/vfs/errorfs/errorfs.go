@@ -146,6 +146,14 @@ func (f *FS) Remove(name string) error {
 	return f.FS.Remove(name)
 }
 
+// RemoveAll fails as Remove does: OpRemove rules match it too.
+func (f *FS) RemoveAll(dir string) error {
+	if r := f.check(OpRemove, dir); r != nil {
+		return &os.PathError{Op: "removeall", Path: dir, Err: r.Err}
+	}
+	return f.FS.RemoveAll(dir)
+}
+
 func (f *FS) SyncDir(dir string) error {
 	if r := f.check(OpSyncDir, dir); r != nil {
 		return &os.PathError{Op: "sync", Path: dir, Err: r.Err}
