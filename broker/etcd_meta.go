@@ -67,13 +67,19 @@ func (m *etcdMeta) currentRegistration() *metadata.Registration {
 	return m.registration
 }
 
-// provenUntil is when the current registration may expire at the latest
-// as far as this broker knows (zero without one).
+// provenUntil is the earliest the current registration may expire, as
+// far as this broker knows: zero without one, or once etcd has said it
+// is gone.
 func (m *etcdMeta) provenUntil() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.registration == nil {
 		return time.Time{}
+	}
+	select {
+	case <-m.registration.Done():
+		return time.Time{}
+	default:
 	}
 	return m.registration.ProvenUntil()
 }

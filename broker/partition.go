@@ -57,6 +57,10 @@ type partition struct {
 	// some epoch has ended, found while cut off from etcd
 	// (superseded.go); it applies while state is at that epoch.
 	superseded atomic.Pointer[supersession]
+	// contact is an in-sync follower's latest word that this broker's
+	// leadership holds, asked while its lease was running out
+	// (superseded.go).
+	contact atomic.Pointer[contactProof]
 	// appendMu is held shared by appends and exclusively by leadership
 	// changes and close, so that an append stamps the leader epoch that
 	// is current for its whole duration (Kafka's leaderIsrUpdateLock).
@@ -367,6 +371,10 @@ func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, 
 		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, -1, err
 	}
+	if !p.leadershipProven(s, now) {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, -1, errLeadershipUnproven
+	}
 	if err := p.checkTierReady(); err != nil {
 		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, -1, err
@@ -431,6 +439,10 @@ func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, 
 	if err := p.writable(s); err != nil {
 		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, err
+	}
+	if !p.leadershipProven(s, time.Now()) {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, errLeadershipUnproven
 	}
 	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
 	if err == nil {

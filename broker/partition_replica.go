@@ -41,6 +41,9 @@ type replicaHost interface {
 	// (stopped, or its session lost), whose last fetch says nothing of
 	// what it holds now.
 	isrIneligible(id int32) bool
+	// leaseProvenUntil is when this broker's registration may have
+	// expired at the earliest, as far as it knows (zero: lost).
+	leaseProvenUntil() time.Time
 }
 
 // applyReplicationLocked brings the replication state in line with new

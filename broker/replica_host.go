@@ -46,6 +46,13 @@ func (b *Broker) follow(p *partition, leader, leaderEpoch int32) {
 
 func (b *Broker) replicaLagMax() time.Duration { return b.cfg.ReplicaLagTimeMax }
 
+func (b *Broker) leaseProvenUntil() time.Time {
+	if em, ok := b.meta.(*etcdMeta); ok {
+		return em.provenUntil()
+	}
+	return time.Time{}
+}
+
 func (b *Broker) isrIneligible(id int32) bool {
 	bv, ok := b.meta.snapshot().broker(id)
 	return !ok || bv.shuttingDown

@@ -150,7 +150,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		b.watchSupersession(ms.provenUntil)
+		b.watchSupersession(ms.provenUntil, opts.BrokerSessionTTL)
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
 		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log})

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +22,50 @@ import (
 // NOT_LEADER_OR_FOLLOWER and Metadata names the newer leader, so clients
 // leave the cut broker at once. Without that proof (every replica sees
 // the same epoch: etcd itself is away) nothing changes.
+//
+// # Acknowledging only a leadership it can prove
+//
+// A leader cut from etcd and from every follower as well hears no such
+// proof, yet the controller elects one of its in-sync followers once the
+// lease has expired in etcd; whatever the old leader appends after that
+// is truncated when it comes back as a follower, so an acks=1 write it
+// acknowledged is lost. Kafka accepts that loss: a ZooKeeper-era leader
+// and a KRaft broker fenced by the controller (its heartbeats missed for
+// broker.session.timeout.ms) keep leading in their own eyes until they
+// hear of the new epoch. Their acks=all writes stall, since the
+// followers have moved on and the ISR cannot shrink without the
+// controller (the same holds here), but acks=1 writes are acknowledged
+// there until then. Shale's leader instead stops accepting writes once
+// it can prove neither of the two things that rule out another leader,
+// as etcd's raft leader steps down under CheckQuorum when it has not
+// heard from a quorum for an election timeout:
+//
+//   - its lease: until ProvenUntil (the send time of the newest renewal
+//     etcd answered, plus the TTL) etcd cannot have expired it, and the
+//     controller elects a new leader only for a broker whose lease is
+//     gone;
+//   - contact with an in-sync follower, newer than contactHolds: a
+//     follower in the ISR that still names this broker leader at its
+//     epoch has not seen a newer leader, and (etcd reachable for it)
+//     would see one within a watch's delay. With etcd down for everyone
+//     the followers keep answering so, and the leader keeps leading, as
+//     no controller can elect another meanwhile.
+//
+// Neither proven, the partition answers produce NOT_LEADER_OR_FOLLOWER
+// (retriable: a client refreshes its metadata and tries again) until one
+// is proven again. This applies only where another replica could be
+// elected: an ISR with another member (pending additions counted), or
+// unclean.leader.election.enable with another replica. A partition whose
+// only in-sync replica is this broker (replication factor 1 among them)
+// keeps serving: the controller marks it offline when the lease expires
+// (replication.ElectLeader elects no one from outside the ISR) and this
+// broker leads it again, log intact, when it registers again. Reads are
+// not refused: what is below the high watermark is on every in-sync
+// replica, and a deposed leader's high watermark only lags.
+//
+// What remains: a follower cut from etcd too, yet reaching the leader,
+// keeps the leadership proven while the controller elects the third
+// replica; no broker can tell that without etcd.
 
 // supersedeCheckInterval is how often a broker whose registration is
 // unproven asks its followers; supersedeAskTimeout bounds one ask.
@@ -28,7 +74,65 @@ const (
 	supersedeAskTimeout    = time.Second
 	// supersedeMetadataVersion: leader epochs (v7+), topic ids (v10+).
 	supersedeMetadataVersion = 12
+	// contactHolds is how long a follower's answer naming this
+	// broker leader at its epoch proves the leadership, counted
+	// from when it was asked: long enough to cover the next ask.
+	contactHolds = supersedeAskTimeout + 2*supersedeCheckInterval
 )
+
+// errLeadershipUnproven: neither the lease nor an in-sync follower
+// proves the leadership; the client is told NOT_LEADER_OR_FOLLOWER.
+var errLeadershipUnproven = fmt.Errorf("%w: its lease may have expired and no in-sync follower answers", errNotLeader)
+
+// contactProof is an in-sync follower's word, asked at a time, that this
+// broker leads at epoch; it holds until until.
+type contactProof struct {
+	epoch int32
+	until time.Time
+}
+
+// leadershipProven reports whether this broker may append as the leader
+// of state s at now (see above): its lease is proven, or an in-sync
+// follower answered lately, or no other replica can be elected. Requires
+// appendMu (shared).
+func (p *partition) leadershipProven(s *partitionState, now time.Time) bool {
+	if p.host == nil || now.Before(p.host.leaseProvenUntil()) {
+		return true
+	}
+	if c := p.contact.Load(); c != nil && c.epoch == s.leaderEpoch && now.Before(c.until) {
+		return true
+	}
+	return !p.othersCanLead(s)
+}
+
+// othersCanLead reports whether the controller could elect a replica
+// other than this broker as leader in its place.
+func (p *partition) othersCanLead(s *partitionState) bool {
+	p.repl.Lock()
+	isr := p.maximalISRLocked(s)
+	p.repl.Unlock()
+	for _, id := range isr {
+		if id != p.nodeID {
+			return true
+		}
+	}
+	return p.cfg.Load().uncleanLeaderElect && len(s.replicas) > 1
+}
+
+// provedBy records that an in-sync follower named this broker leader at
+// epoch when asked at sent.
+func (p *partition) provedBy(epoch int32, sent time.Time) {
+	next := &contactProof{epoch: epoch, until: sent.Add(contactHolds)}
+	for {
+		cur := p.contact.Load()
+		if cur != nil && cur.epoch == epoch && !cur.until.Before(next.until) {
+			return
+		}
+		if p.contact.CompareAndSwap(cur, next) {
+			return
+		}
+	}
+}
 
 // supersession is a peer's word that a partition's leadership at epoch
 // has ended: the peer's metadata names leader at leaderEpoch.
@@ -49,10 +153,13 @@ func (p *partition) supersededAt(epoch int32) *supersession {
 	return nil
 }
 
-// watchSupersession asks peers, while the registration is unproven,
-// whether this broker's leaderships have been superseded, until the
-// broker closes.
-func (b *Broker) watchSupersession(provenUntil func() time.Time) {
+// watchSupersession asks peers, while the registration is unproven or
+// about to be (less than half its TTL left: three renewals in a row have
+// failed), whether this broker's leaderships have been superseded, and
+// gathers its in-sync followers' word that they have not, until the
+// broker closes. Asking before the lease is out keeps a leader whose
+// followers answer from refusing writes for a moment as it runs out.
+func (b *Broker) watchSupersession(provenUntil func() time.Time, ttl time.Duration) {
 	t := time.NewTicker(supersedeCheckInterval)
 	defer t.Stop()
 	for {
@@ -61,7 +168,7 @@ func (b *Broker) watchSupersession(provenUntil func() time.Time) {
 			return
 		case <-t.C:
 		}
-		if until := provenUntil(); until.IsZero() || time.Now().Before(until) {
+		if time.Now().Before(provenUntil().Add(-ttl / 2)) {
 			continue
 		}
 		b.askPeersForLeaders()
@@ -79,6 +186,8 @@ func (b *Broker) askPeersForLeaders() {
 		if s.closed || s.leader != self || p.supersededAt(s.leaderEpoch) != nil {
 			continue
 		}
+		// Asked also for the followers' word that the leadership
+		// holds (leadershipProven).
 		for _, r := range s.replicas {
 			if r != self {
 				byPeer[r] = append(byPeer[r], p)
@@ -89,6 +198,7 @@ func (b *Broker) askPeersForLeaders() {
 		return
 	}
 	view := b.meta.snapshot()
+	sent := time.Now()
 	ctx, cancel := context.WithTimeout(b.ctx, supersedeAskTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -105,7 +215,7 @@ func (b *Broker) askPeersForLeaders() {
 				b.log.Debug("asking a follower for its metadata (leadership unproven)", "peer", peer, "err", err)
 				return
 			}
-			b.recordSupersessions(peer, parts, resp)
+			b.recordSupersessions(peer, parts, resp, sent)
 		}()
 	}
 	wg.Wait()
@@ -136,8 +246,9 @@ func (b *Broker) askPeerMetadata(ctx context.Context, addr string, parts []*part
 }
 
 // recordSupersessions marks the partitions of parts whose leader epoch
-// in peer's answer is above this broker's.
-func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.MetadataResponse) {
+// in peer's answer (asked at sent) is above this broker's, and records
+// the word of an in-sync peer that names this broker leader at its epoch.
+func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.MetadataResponse, sent time.Time) {
 	type key struct {
 		topic string
 		index int32
@@ -161,7 +272,13 @@ func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.
 			continue
 		}
 		s := p.state.Load()
-		if s.closed || s.leader != b.cfg.NodeID || rp.LeaderEpoch <= s.leaderEpoch {
+		if s.closed || s.leader != b.cfg.NodeID || rp.LeaderEpoch < s.leaderEpoch {
+			continue
+		}
+		if rp.LeaderEpoch == s.leaderEpoch {
+			if rp.Leader == b.cfg.NodeID && slices.Contains(s.isr, peer) {
+				p.provedBy(s.leaderEpoch, sent)
+			}
 			continue
 		}
 		p.superseded.Store(&supersession{epoch: s.leaderEpoch, leader: rp.Leader, leaderEpoch: rp.LeaderEpoch, replicas: rp.Replicas, isr: rp.ISR})

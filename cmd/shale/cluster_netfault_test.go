@@ -143,3 +143,74 @@ func TestFollowerProcessCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
 		t.Logf("round %d: link healed; follower %d back in the ISR after %s", round, f, time.Since(start).Round(time.Millisecond))
 	})
 }
+
+// TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing: the
+// leader's links to etcd and to both followers are cut (its followers'
+// fetches and its own questions to them), while clients still reach it.
+// No follower can tell it of the new leader the controller elects once
+// its lease has expired; it must stop acknowledging writes by itself: an
+// acks=1 producer talking to it alone gets no acknowledgement, which the
+// partition would lose when the old leader comes back as a follower and
+// truncates. Once the links heal it rejoins the ISR. Twice, under an
+// idempotent acks=all producer; every acknowledged record is read back
+// once, in order.
+func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
+	etcdLinks := map[int]*brokertest.Proxy{}
+	listeners := map[int]*brokertest.Proxy{}
+	setup := func(p *brokerProc) {
+		etcdLinks[p.id] = brokertest.NewProxy(t, p.etcd)
+		p.etcd = etcdLinks[p.id].Addr()
+		listeners[p.id] = brokertest.NewKafkaProxy(t, p.kafkaAddr)
+		p.extra = []string{"--advertised-addr", listeners[p.id].Addr()}
+	}
+	peer := func(id int32) string { return "broker-" + strconv.Itoa(int(id)) }
+	failoverWorkloadWith(t, setup, func(t *testing.T, c *testCluster, round int) {
+		old := c.leader()
+		others := []int32{(old + 1) % 3, (old + 2) % 3}
+		view := kadm.NewClient(directClient(t, c.procs[others[0]].kafkaAddr))
+		_, epoch, _ := partitionSeenBy(c.ctx, view)
+		etcdLinks[int(old)].Cut()
+		for _, f := range others {
+			listeners[int(old)].CutClient(peer(f))
+			listeners[int(f)].CutClient(peer(old))
+		}
+		start := time.Now()
+		var leader int32
+		brokertest.WaitFor(t, 20*time.Second, "another leader elected", func() (bool, string) {
+			l, e, isr := partitionSeenBy(c.ctx, view)
+			leader = l
+			return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+		})
+		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads after %s", round, old, leader, time.Since(start).Round(time.Millisecond))
+		// Its lease has expired (the controller has elected another),
+		// so it cannot prove its leadership: no acks=1 write is
+		// acknowledged, though its own metadata still names it leader.
+		zombie := directClient(t, c.procs[old].kafkaAddr, kgo.DefaultProduceTopic("acked"),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite(),
+			kgo.RequiredAcks(kgo.LeaderAck()), kgo.ProduceRequestTimeout(2*time.Second),
+			kgo.RecordDeliveryTimeout(3*time.Second))
+		for i := range 3 {
+			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+			// A value past any the producer sends: were it kept, the
+			// read-back would find it out of order.
+			err := zombie.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(1<<40 + i))}).FirstErr()
+			cancel()
+			if err == nil {
+				t.Fatalf("broker %d, cut from etcd and its followers and replaced by broker %d, acknowledged an acks=1 write", old, leader)
+			}
+		}
+		c.waitAcked(c.ackedCount() + 100)
+		etcdLinks[int(old)].Heal()
+		for _, f := range others {
+			listeners[int(old)].HealClient(peer(f))
+			listeners[int(f)].HealClient(peer(old))
+		}
+		start = time.Now()
+		rejoined := kadm.NewClient(directClient(t, c.procs[old].kafkaAddr))
+		brokertest.WaitFor(t, 30*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
+			l, _, isr := partitionSeenBy(c.ctx, rejoined)
+			return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+		})
+		t.Logf("round %d: links healed; broker %d back in the ISR after %s", round, old, time.Since(start).Round(time.Millisecond))
+	})
+}

@@ -1,0 +1,113 @@
+package broker
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// leaseHost is a replicaHost whose registration is proven until a set
+// time; it replicates nothing.
+type leaseHost struct{ until time.Time }
+
+func (h *leaseHost) follow(*partition, int32, int32)            {}
+func (h *leaseHost) alterISR(*partition, []int32, int32, int32) {}
+func (h *leaseHost) replicaLagMax() time.Duration               { return time.Hour }
+func (h *leaseHost) isrIneligible(int32) bool                   { return false }
+func (h *leaseHost) leaseProvenUntil() time.Time                { return h.until }
+
+// TestLeaderRefusesWritesItCannotProve: a leader whose lease may have
+// expired, with no in-sync follower's recent word that it still leads,
+// accepts no write (acks=1 or the group coordinator's), since the
+// controller may have elected one of those followers; it accepts them
+// again once a follower's word or a renewal proves the leadership, and
+// always when no other replica can be elected (it is alone in the ISR,
+// unclean election off).
+func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cfg := &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62}
+	p := newPartition("fence", [16]byte{1}, 0, 1, log, cfg)
+	host := &leaseHost{until: time.Now().Add(time.Hour)}
+	p.host = host
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	produce := func(now time.Time) error {
+		t.Helper()
+		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
+			[]recordbatch.Record{{Value: []byte("v")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, 1, now)
+		return err
+	}
+	internal := func() error {
+		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
+			[]recordbatch.Record{{Value: []byte("g")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = p.appendInternal(recordbatch.Batch(raw))
+		return err
+	}
+	now := time.Now()
+	if err := produce(now); err != nil {
+		t.Fatalf("with the lease proven: %v", err)
+	}
+
+	host.until = now.Add(-time.Millisecond)
+	if err := produce(now); !errors.Is(err, errNotLeader) {
+		t.Fatalf("lease unproven, no follower's word: %v, want errNotLeader", err)
+	}
+	if err := internal(); !errors.Is(err, errNotLeader) {
+		t.Fatalf("coordinator append with the lease unproven, no follower's word: %v, want errNotLeader", err)
+	}
+
+	// A follower's word at an older epoch proves nothing; at this one it
+	// proves the leadership for contactHolds after it was asked.
+	p.provedBy(2, now)
+	if err := produce(now); !errors.Is(err, errNotLeader) {
+		t.Fatalf("with a follower's word at an older epoch: %v, want errNotLeader", err)
+	}
+	p.provedBy(3, now)
+	if err := produce(now.Add(contactHolds / 2)); err != nil {
+		t.Fatalf("with an in-sync follower's word: %v", err)
+	}
+	if err := produce(now.Add(contactHolds)); !errors.Is(err, errNotLeader) {
+		t.Fatalf("a follower's word older than contactHolds: %v, want errNotLeader", err)
+	}
+
+	// Alone in the ISR: nobody else can be elected, so it keeps serving...
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1}, partitionEpoch: 1})
+	if err := produce(now.Add(time.Hour)); err != nil {
+		t.Fatalf("alone in the ISR with the lease unproven: %v", err)
+	}
+	// ...unless the topic allows an unclean election.
+	ucfg := *cfg
+	ucfg.uncleanLeaderElect = true
+	p.cfg.Store(&ucfg)
+	if err := produce(now.Add(time.Hour)); !errors.Is(err, errNotLeader) {
+		t.Fatalf("alone in the ISR, unclean election allowed, lease unproven: %v, want errNotLeader", err)
+	}
+	p.cfg.Store(cfg)
+
+	// A replication factor of 1: nobody else at all.
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 4, replicas: []int32{1}, isr: []int32{1}, partitionEpoch: 2})
+	p.cfg.Store(&ucfg)
+	if err := produce(now.Add(time.Hour)); err != nil {
+		t.Fatalf("replication factor 1 with the lease unproven: %v", err)
+	}
+
+	// A renewal proves it again.
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 5, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 3})
+	host.until = now.Add(2 * time.Hour)
+	if err := produce(now.Add(time.Hour)); err != nil {
+		t.Fatalf("with the lease proven again: %v", err)
+	}
+}
