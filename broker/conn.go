@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sys/unix"
 )
 
 // maxInflightPerConn bounds the requests a connection may have read but not
@@ -282,14 +283,26 @@ func (b *Broker) serveConn(nc net.Conn) {
 // stopReading makes the connection's reader return (shutdown).
 func (c *conn) stopReading() { c.nc.SetReadDeadline(time.Now()) }
 
-// Frame reading. A frame's buffer grows as its bytes arrive, in steps of
-// frameGrowth from firstFrameStep, and each step's memory is reserved in
-// the broker's request budget before it is allocated.
+// Frame reading. A frame larger than a chunk is read into a buffer of its
+// own, whose memory is reserved in the broker's request budget before it
+// is allocated: the whole frame at once when enough of it has arrived,
+// otherwise frameGrowth times what has (at least firstFrameStep), growing
+// by frameGrowth as more comes (frameStep).
 const (
 	firstFrameStep = 64 << 10
 	frameGrowth    = 4
 	readBufferSize = 4 << 10 // an idle connection's buffer (frameReader)
 )
+
+// frameStep is the size of the buffer a frame of size bytes is read into
+// next, when arrived of its bytes have been received (read, or queued in
+// the socket) and its last buffer had prev bytes (0: none yet). It never
+// exceeds frameGrowth times what arrived (nor firstFrameStep, before
+// anything has): a client that declares a large frame and stops sending
+// holds little of the budget.
+func frameStep(size, arrived, prev int) int {
+	return min(size, max(firstFrameStep, frameGrowth*prev, frameGrowth*arrived))
+}
 
 // errIdle: the connection was idle for connections.max.idle.ms.
 var errIdle = errors.New("broker: connection idle")
@@ -389,20 +402,25 @@ func (c *conn) busy() bool {
 	return time.Since(time.Unix(0, c.lastWrite.Load())) < c.b.cfg.ConnectionsMaxIdle
 }
 
-// readFrame reads a frame of size bytes, reserving its memory in the
-// request budget as the bytes arrive (waiting at most until deadline for
-// budget). It returns the frame and the bytes reserved for it, which
-// releaseFrame gives back.
-func (c *conn) readFrame(br io.Reader, size int, deadline time.Time) ([]byte, int64, error) {
+// readFrame reads a frame of size bytes whose first bytes, first, were
+// read already (done is called once they are copied), reserving its memory
+// in the request budget before each buffer is allocated (waiting at most
+// until deadline for budget). It returns the frame and the bytes reserved
+// for it, which releaseBuf gives back.
+func (c *conn) readFrame(first []byte, done func(), size int, deadline time.Time) ([]byte, int64, error) {
 	budget := c.b.requestMemory
-	step := min(size, firstFrameStep)
 	var buf []byte
 	var reserved int64
+	have := 0
 	for {
-		// Reserve and allocate the next step, then read into it. The
-		// previous step's reservation is given back first, so that a
+		// Reserve and allocate the next buffer, then read into it. The
+		// previous one's reservation is given back first, so that a
 		// frame larger than the whole budget can still grow alone.
-		c.b.requestMemory.release(reserved)
+		step := frameStep(size, have+c.unreadBytes(), len(buf))
+		if buf == nil {
+			step = frameStep(size, len(first)+c.unreadBytes(), 0)
+		}
+		budget.release(reserved)
 		reserved = 0
 		want := int64(bufCap(step))
 		if err := budget.acquire(c.ctx, want, deadline); err != nil {
@@ -410,18 +428,39 @@ func (c *conn) readFrame(br io.Reader, size int, deadline time.Time) ([]byte, in
 			return nil, 0, err
 		}
 		next := getBuf(step)
-		have := copy(next, buf)
-		c.releaseBuf(buf, 0)
+		if buf == nil {
+			have = copy(next, first)
+			done()
+		} else {
+			copy(next, buf[:have])
+			c.releaseBuf(buf, 0)
+		}
 		buf, reserved = next, want
-		if _, err := io.ReadFull(br, buf[have:]); err != nil {
+		n, err := io.ReadFull(c.nc, buf[have:])
+		have += n
+		if err != nil {
 			c.releaseBuf(buf, reserved)
 			return nil, 0, err
 		}
 		if step == size {
 			return buf, reserved, nil
 		}
-		step = min(size, step*frameGrowth)
 	}
+}
+
+// unreadBytes is how many bytes the connection's socket has received that
+// were not read yet (0 when it cannot tell).
+func (c *conn) unreadBytes() int {
+	if c.w.raw == nil {
+		return 0
+	}
+	n := 0
+	c.w.raw.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+			n = v
+		}
+	})
+	return n
 }
 
 // decodeExpansion bounds how many bytes of decoded request one frame byte

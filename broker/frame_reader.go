@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"io"
 	"time"
 )
@@ -13,7 +12,7 @@ import (
 // read system call and each frame lying whole in the chunk is handled where
 // it lies. The chunk goes back to the pool once what is left unread fits
 // the small buffer. Frames larger than a chunk are read into buffers of
-// their own, as they arrive (readFrame).
+// their own, sized from the bytes that have arrived (readFrame).
 type frameReader struct {
 	c   *conn
 	own []byte // readBufferSize bytes, the connection's for its life
@@ -121,10 +120,10 @@ func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved 
 		f.r += size
 		return buf, 0, true, nil
 	}
-	// Larger than a chunk: what is unread is the frame's beginning.
+	// Larger than a chunk: what is unread is the frame's beginning,
+	// copied into the frame's buffer, after which the chunk goes back.
 	f.c.flushHeld()
-	src := io.MultiReader(bytes.NewReader(f.buf[f.r:f.w]), f.c.nc)
-	buf, reserved, err = f.c.readFrame(src, size, deadline)
+	buf, reserved, err = f.c.readFrame(f.buf[f.r:f.w], f.close, size, deadline)
 	f.close()
 	return buf, reserved, false, err
 }

@@ -1,0 +1,79 @@
+package broker
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// A frame larger than a chunk is read into one buffer of its size once a
+// quarter of it has arrived; before, its buffer grew from 64 KiB whatever
+// had arrived, copying at each step. What a client that stops sending can
+// hold stays bounded by what it sent.
+func TestFrameStepSizesFromWhatArrived(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		size, arrived, prev int
+		want                int
+	}{
+		{"a pipelined 1 MiB frame, a quarter arrived", 1 << 20, 256 << 10, 0, 1 << 20},
+		{"a 1 MiB frame, all arrived", 1 << 20, 1 << 20, 0, 1 << 20},
+		{"a declared 100 MiB, 4 bytes sent", 100 << 20, 4, 0, firstFrameStep},
+		{"a declared 100 MiB, 3 MiB sent", 100 << 20, 3 << 20, 0, 12 << 20},
+		{"growing past the last buffer", 100 << 20, 65 << 10, 64 << 10, 260 << 10},
+		{"the last step is the frame", 300 << 10, 80 << 10, 64 << 10, 300 << 10},
+	} {
+		if got := frameStep(c.size, c.arrived, c.prev); got != c.want {
+			t.Errorf("%s: frameStep(%d, %d, %d) = %d, want %d", c.name, c.size, c.arrived, c.prev, got, c.want)
+		}
+	}
+	for size := chunkSize + 1; size < 64<<20; size = size*3 + 7 {
+		for arrived := 0; arrived <= size; arrived = arrived*2 + 1 {
+			got := frameStep(size, arrived, 0)
+			if got > size || got > max(firstFrameStep, frameGrowth*arrived) || got < min(size, firstFrameStep) {
+				t.Fatalf("frameStep(%d, %d, 0) = %d", size, arrived, got)
+			}
+		}
+	}
+}
+
+// unreadBytes reads what the socket holds: without it, frames are sized
+// from the reader's buffer alone and grow in steps again.
+func TestUnreadBytesCountsWhatTheSocketHolds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	c := &conn{nc: server, w: newConnWriter(server, 0)}
+	if n := c.unreadBytes(); n != 0 {
+		t.Fatalf("%d bytes unread before any were sent", n)
+	}
+	const sent = 48 << 10
+	if _, err := client.Write(make([]byte, sent)); err != nil {
+		t.Fatal(err)
+	}
+	for n := c.unreadBytes(); n != sent; n = c.unreadBytes() {
+		if n > sent {
+			t.Fatalf("%d bytes unread, %d sent", n, sent)
+		}
+		time.Sleep(time.Millisecond) // until the bytes are delivered
+	}
+	if _, err := io.ReadFull(server, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.unreadBytes(); n != sent-1000 {
+		t.Fatalf("%d bytes unread after reading 1000 of %d", n, sent)
+	}
+}
