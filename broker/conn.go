@@ -587,8 +587,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace bool) error {
 	return nil
 }
 
-// sendOrQueue holds p's answer for the reader to write if it is ready, or
-// else queues p for the writer. Requires that nothing be queued (queued ==
+// sendOrQueue holds p's answer for the reader to write if it is ready (or
+// writes it at once, if it is a raw response), or else queues p for the
+// writer. Requires that nothing be queued (queued ==
 // 0), so the queue has room and the writer is not writing.
 func (c *conn) sendOrQueue(p *pending) {
 	if answered(p) && gatherable(p) {
@@ -599,6 +600,14 @@ func (c *conn) sendOrQueue(p *pending) {
 		return
 	}
 	c.flushHeld()
+	if answered(p) && p.raw != nil {
+		// A fetch answered at once (hot data) is written from here,
+		// after the answers before it: waking the writer for each
+		// would cost a hand-off per response.
+		c.send(p)
+		c.inflight.Add(-1)
+		return
+	}
 	c.queued.Add(1)
 	c.queue <- p
 }

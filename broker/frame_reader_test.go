@@ -17,8 +17,9 @@ import (
 // requests small enough for the connection's own buffer, ones read in
 // place in a shared chunk, one larger than a chunk (whose beginning was
 // read with the frames before it), and other requests copied out of the
-// chunk because their handlers keep them. Every request is answered, in
-// order, and every batch is stored where its answer says.
+// chunk because their handlers keep them, and a fetch answered at once with
+// record data. Every request is answered, in order, and every batch is
+// stored where its answer says.
 func TestPipelinedFramesOfEverySizeAreAnsweredInOrder(t *testing.T) {
 	b := brokertest.Start(t)
 	createTopic(t, b.Admin(), "pipelined", 1, nil)
@@ -42,8 +43,14 @@ func TestPipelinedFramesOfEverySizeAreAnsweredInOrder(t *testing.T) {
 	versions := kmsg.NewPtrApiVersionsRequest()
 	versions.Version = 3
 	versions.ClientSoftwareName, versions.ClientSoftwareVersion = "test", "1"
+	// A fetch answered at once with record data (a sendfile response,
+	// written by the reader between held answers).
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version, fetch.ReplicaID, fetch.MaxBytes = 12, -1, 1<<20
+	fetch.Topics = []kmsg.FetchRequestTopic{{Topic: "pipelined", Partitions: []kmsg.FetchRequestTopicPartition{{Partition: 0, FetchOffset: 0, PartitionMaxBytes: 1 << 20, CurrentLeaderEpoch: -1, LastFetchedEpoch: -1, LogStartOffset: -1}}}}
 	reqs := []kmsg.Request{
 		produce(3, 10),      // the connection's own buffer
+		fetch,               // a raw answer
 		produce(300, 100),   // a chunk
 		meta,                // copied out of the chunk
 		produce(300, 100),   //
@@ -83,6 +90,17 @@ func TestPipelinedFramesOfEverySizeAreAnsweredInOrder(t *testing.T) {
 				body := readFrame(t, c)
 				if id := int32(binary.BigEndian.Uint32(body)); id != int32(i) {
 					t.Fatalf("answer %d has correlation id %d", i, id)
+				}
+				if _, ok := r.(*kmsg.FetchRequest); ok {
+					resp := kmsg.NewPtrFetchResponse()
+					resp.Version = 12
+					if err := resp.ReadFrom(body[5:]); err != nil {
+						t.Fatalf("answer %d: %v", i, err)
+					}
+					if sp := resp.Topics[0].Partitions[0]; sp.ErrorCode != 0 || len(sp.RecordBatches) == 0 {
+						t.Fatalf("answer %d: fetch error %d, %d bytes of records", i, sp.ErrorCode, len(sp.RecordBatches))
+					}
+					continue
 				}
 				p, ok := r.(*kmsg.ProduceRequest)
 				if !ok {

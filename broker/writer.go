@@ -21,6 +21,8 @@ type connWriter struct {
 	nc  net.Conn
 	raw syscall.RawConn // nil when the connection cannot sendfile
 	hdr [16]byte        // a raw response's header
+	// more holds what writeMore sends before a file range.
+	more []byte
 	// timeout: each write must make progress of at least a MiB per
 	// timeout, or the connection is given up (a client that stops
 	// reading cannot hold its responses' memory forever).
@@ -34,11 +36,17 @@ func (w *connWriter) arm(n int64) {
 	}
 }
 
+// moreSize bounds the bytes writeMore sends ahead of a file range: a
+// response's header and its first partition's fields, or the fields
+// between two partitions' records.
+const moreSize = 512
+
 func newConnWriter(nc net.Conn, timeout time.Duration) *connWriter {
 	w := &connWriter{nc: nc, timeout: timeout}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if _, isTCP := nc.(*net.TCPConn); isTCP {
 			w.raw, _ = sc.SyscallConn()
+			w.more = make([]byte, moreSize)
 		}
 	}
 	return w
@@ -108,7 +116,11 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	prev := 0
 	for i := range r.cuts {
 		c := &r.cuts[i]
-		if err := w.write(hdr, r.body[prev:c.at]); err != nil {
+		write := w.write
+		if c.data == nil {
+			write = w.writeMore // the bytes go out with the file range
+		}
+		if err := write(hdr, r.body[prev:c.at]); err != nil {
 			return err
 		}
 		hdr = nil
@@ -148,6 +160,43 @@ func (w *connWriter) write(a, b []byte) error {
 	bufs := net.Buffers{a, b}
 	_, err := bufs.WriteTo(w.nc)
 	return err
+}
+
+// writeMore sends a then b, as write does, but with MSG_MORE: they wait
+// in the socket for the file range sent next, so they go out in its first
+// packet instead of one of their own (on loopback, a wake-up of the
+// client for a few bytes). Larger than the scratch buffer, they are sent
+// as write sends them.
+func (w *connWriter) writeMore(a, b []byte) error {
+	n := len(a) + len(b)
+	if w.raw == nil || n > len(w.more) || n == 0 {
+		return w.write(a, b)
+	}
+	buf := append(append(w.more[:0], a...), b...)
+	w.arm(int64(n))
+	var werr error
+	err := w.raw.Write(func(fd uintptr) bool {
+		for len(buf) > 0 {
+			m, err := syscall.SendmsgN(int(fd), buf, nil, nil, syscall.MSG_MORE)
+			if m > 0 {
+				buf = buf[m:]
+			}
+			switch {
+			case err == syscall.EAGAIN:
+				return false
+			case err == syscall.EINTR:
+				continue
+			case err != nil:
+				werr = fmt.Errorf("broker: send: %w", err)
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
 }
 
 var errShortFile = errors.New("broker: segment file ended before the range it promised")
