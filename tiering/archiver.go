@@ -168,10 +168,11 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (in
 		}
 		return 0, failed
 	}
-	committed, err := a.commit(ctx, epoch, ups[:n])
+	committed, nm, err := a.commit(ctx, epoch, ups[:n])
 	if err != nil {
 		return 0, err
 	}
+	a.onCommit(nm)
 	if failed != nil && !errors.Is(failed, localseg.ErrNotSealed) {
 		a.cfg.Logger.Warn("segment upload failed; retrying", "partition", a.cfg.Partition.String(), "err", failed)
 	}
@@ -197,11 +198,16 @@ type RunHooks struct {
 // caller backs off and runs it again). Up to MaxBatch uploads are in flight
 // at once, each started as soon as its segment is sealed below the limit;
 // whenever the oldest ones are in the bucket, one manifest commit names
-// them all, while the younger ones go on uploading. The manifest never has
-// a gap: a failed upload stops Run, and the younger uploads' objects are
-// deleted.
+// them all. The commit runs on its own goroutine, one at a time: the
+// slots its uploads held take new uploads at once, so a slow commit does
+// not hold the next uploads back. The manifest never has a gap: a failed
+// upload stops Run, and the younger uploads' objects are deleted.
 func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
-	var inflight []*upload
+	var (
+		inflight   []*upload // uploading, or uploaded and not yet committing
+		committing []*upload // named by the commit in flight (nil: none)
+		commitDone chan commitResult
+	)
 	drain := func() {
 		for _, u := range inflight {
 			<-u.done
@@ -212,12 +218,24 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 		inflight = nil
 	}
 	defer drain()
+	defer func() {
+		// The commit in flight is waited for: the objects it names
+		// are left to it (deleted if it is fenced).
+		if commitDone != nil {
+			if r := <-commitDone; r.err == nil {
+				a.onCommit(r.m)
+			}
+		}
+	}()
 	idle := time.NewTimer(h.Idle)
 	defer idle.Stop()
 	for {
 		// Start what the limit and the slots allow.
 		m := a.cfg.Manifest.Current()
 		picked := m.End()
+		if n := len(committing); n > 0 {
+			picked = max(picked, committing[n-1].next)
+		}
 		if n := len(inflight); n > 0 {
 			picked = inflight[n-1].next
 		}
@@ -227,12 +245,13 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 				break
 			}
 			if s.NextOffset > picked && s.Size > 0 {
-				inflight = append(inflight, a.start(ctx, epoch, s, len(inflight) == 0 && m.SegmentCount() > 0, picked))
+				first := len(inflight) == 0 && len(committing) == 0
+				inflight = append(inflight, a.start(ctx, epoch, s, first && m.SegmentCount() > 0, picked))
 				picked = s.NextOffset
 			}
 		}
 		var oldest <-chan struct{}
-		if len(inflight) > 0 {
+		if len(inflight) > 0 && commitDone == nil {
 			oldest = inflight[0].done
 		}
 		select {
@@ -242,12 +261,25 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			if h.Tick != nil && !h.Tick() {
 				return nil
 			}
-			if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
+			if err := a.maybeSweep(ctx, epoch, slices.Concat(committing, inflight)); err != nil {
 				return err
 			}
 			continue
 		case <-idle.C:
 			idle.Reset(h.Idle)
+			if h.Tick != nil && !h.Tick() {
+				return nil
+			}
+			if err := a.maybeSweep(ctx, epoch, slices.Concat(committing, inflight)); err != nil {
+				return err
+			}
+			continue
+		case r := <-commitDone:
+			committing, commitDone = nil, nil
+			if r.err != nil {
+				return r.err
+			}
+			a.onCommit(r.m)
 			if h.Tick != nil && !h.Tick() {
 				return nil
 			}
@@ -271,18 +303,20 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			}
 			return err
 		}
-		ups := inflight[:n]
-		inflight = inflight[n:]
-		if _, err := a.commit(ctx, epoch, ups); err != nil {
-			return err
-		}
-		if h.Tick != nil && !h.Tick() {
-			return nil
-		}
-		if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
-			return err
-		}
+		committing = slices.Clone(inflight[:n])
+		inflight = slices.Clone(inflight[n:])
+		commitDone = make(chan commitResult, 1)
+		go func(ups []*upload, done chan<- commitResult) {
+			_, nm, err := a.commit(ctx, epoch, ups)
+			done <- commitResult{m: nm, err: err}
+		}(committing, commitDone)
 	}
+}
+
+// commitResult is the outcome of a commit run on its own goroutine.
+type commitResult struct {
+	m   *Manifest
+	err error
 }
 
 // maybeSweep deletes the partition's orphaned objects when the sweep is
@@ -366,9 +400,9 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 
 // commit names the uploaded segments ups (consecutive, the oldest first)
 // in the manifest in one write, and returns how many it named (those a
-// previous commit named already are not). Objects it does not name are
-// deleted.
-func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int, error) {
+// previous commit named already are not) and the manifest committed.
+// Objects it does not name are deleted. It does not call OnCommit.
+func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int, *Manifest, error) {
 	a.fault(FaultUploaded)
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	var committed []*upload
@@ -395,7 +429,7 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 		// Otherwise the commit may or may not have landed: the
 		// objects stay; orphan cleanup removes them if it did not.
 		a.cfg.Metrics.uploadError()
-		return 0, fmt.Errorf("tiering: committing %s at %d: %w", a.cfg.Partition, ups[0].seg.BaseOffset, err)
+		return 0, nil, fmt.Errorf("tiering: committing %s at %d: %w", a.cfg.Partition, ups[0].seg.BaseOffset, err)
 	}
 	for _, u := range ups {
 		if !slices.Contains(committed, u) {
@@ -416,10 +450,15 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 				"bytes", u.seg.Size, "took", took.Round(time.Millisecond), "batch", len(committed))
 		}
 	}
+	return len(committed), nm, nil
+}
+
+// onCommit tells the caller of a commit's new manifest, on the goroutine
+// of UploadNext or Run.
+func (a *Archiver) onCommit(nm *Manifest) {
 	if a.cfg.OnCommit != nil {
 		a.cfg.OnCommit(nm)
 	}
-	return len(committed), nil
 }
 
 // uploadOne PUTs one sealed segment and its companion (at once) under new

@@ -339,3 +339,61 @@ func TestOrphanSweepStopsForANewerLeader(t *testing.T) {
 		t.Fatalf("%d objects before the sweep, %d after", len(before), len(after))
 	}
 }
+
+// TestArchiverRunStartsUploadsWhileACommitIsSlow: while a manifest commit
+// is held in the store, the slots its uploads held take the next sealed
+// segments: a slow commit does not hold the next uploads back (Run
+// committed on its own goroutine and started nothing until the commit
+// returned). Every segment is committed in the end, in order.
+func TestArchiverRunStartsUploadsWhileACommitIsSlow(t *testing.T) {
+	log, _ := testLog(t, 2000, 60)
+	sealed := log.Segments()[len(log.Segments())-2].NextOffset
+	var logPuts, manifestPuts atomic.Int32
+	release := make(chan struct{})
+	fb := &faultyBucket{Bucket: objectstore.NewMem(), putGate: func(key string) {
+		switch {
+		case strings.HasSuffix(key, ".log"):
+			logPuts.Add(1)
+		case strings.HasSuffix(key, "/manifest"):
+			if manifestPuts.Add(1) == 1 {
+				<-release // the first commit is slow
+			}
+		}
+	}}
+	a, ms := newTestArchiver(t, fb, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for manifestPuts.Load() == 0 || logPuts.Load() <= int32(a.cfg.MaxBatch) {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("with the first commit held, %d segment uploads started (MaxBatch %d): none after the committing ones", logPuts.Load(), a.cfg.MaxBatch)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for ms.Current().End() < sealed {
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	m := ms.Current()
+	segs := log.Segments()
+	for i, s := range m.Segments {
+		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
+			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
+		}
+	}
+	if keys := listKeys(t, fb, ".log"); len(keys) != len(m.Segments) {
+		t.Fatalf("%d segment objects, %d named", len(keys), len(m.Segments))
+	}
+}
