@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,8 +18,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -172,7 +177,19 @@ func TestSIGSTOPOfLeaderPastItsLease(t *testing.T) {
 		c.waitAcked(c.ackedCount() + 1)
 		t.Logf("round %d: paused leader %d; leadership moved after %s, next acknowledgement after %s", round, l,
 			moved.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		// Writes sent to the zombie while it sleeps, read when it wakes
+		// (values past any the producer sends: were one kept, the
+		// read-back would find it out of order).
+		var late []*queuedProduce
+		for i, acks := range []int16{1, -1} {
+			late = append(late, queueProduce(t, c.procs[l].kafkaAddr, "acked", acks, strconv.Itoa(1<<40+2*round+i)))
+		}
 		c.procs[l].cmd.Process.Signal(syscall.SIGCONT)
+		for i, q := range late {
+			if code := q.errorCode(); code == 0 {
+				t.Fatalf("round %d: the resumed zombie %d acknowledged a write (acks=%d) sent while it was paused", round, l, []int{1, -1}[i])
+			}
+		}
 		c.waitISR(3)
 	})
 }
@@ -447,4 +464,61 @@ func firstDifference(a, b []byte) int {
 		}
 	}
 	return -1
+}
+
+// queuedProduce is a Produce request (v7, acks as given, one record of
+// value to partition 0 of topic) written to a connection to addr: to a
+// paused broker it waits in the socket until the broker resumes.
+type queuedProduce struct {
+	t  *testing.T
+	nc net.Conn
+}
+
+func queueProduce(t *testing.T, addr, topic string, acks int16, value string) *queuedProduce {
+	t.Helper()
+	batch, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: recordbatch.NoProducerID, ProducerEpoch: recordbatch.NoProducerEpoch,
+		BaseSequence: recordbatch.NoSequence, BaseTimestamp: time.Now().UnixMilli()}, []recordbatch.Record{{Value: []byte(value)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Version = 7
+	req.Acks = acks
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write(kmsg.NewRequestFormatter(kmsg.FormatterClientID("zombie-probe")).AppendRequest(nil, req, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return &queuedProduce{t: t, nc: nc}
+}
+
+// errorCode reads the answer: the partition's error code, or -1 with no
+// answer (the connection closed) within 30 s.
+func (q *queuedProduce) errorCode() int16 {
+	q.t.Helper()
+	q.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var size [4]byte
+	if _, err := io.ReadFull(q.nc, size[:]); err != nil {
+		return -1
+	}
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(q.nc, body); err != nil || len(body) < 4 {
+		return -1
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.Version = 7
+	if err := resp.ReadFrom(body[4:]); err != nil || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		q.t.Fatalf("produce answer %v: %+v", err, resp)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
 }
