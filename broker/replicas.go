@@ -703,26 +703,42 @@ func (m *replicaManager) scanStrays(view *metaView) {
 }
 
 // closeAll closes every log cleanly (writing their clean-shutdown markers),
-// those opened in the background but not installed too, once their opens
-// are done (the broker's context is cancelled: those not started give up).
+// openWorkers at once, those opened in the background but not installed
+// too, once their opens are done (the broker's context is cancelled: those
+// not started give up).
 func (m *replicaManager) closeAll() {
 	m.opens.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var logs []*partition
 	for dir, po := range m.opening {
 		delete(m.opening, dir)
 		if p, _, _ := po.result(); p != nil {
-			if err := p.log.Close(); err != nil {
-				m.b.log.Error("closing partition log", "topic", p.topic, "partition", p.index, "err", err)
-			}
+			logs = append(logs, p)
 		}
 	}
 	for _, p := range m.all() {
 		p.close()
-		if err := p.log.Close(); err != nil {
-			m.b.log.Error("closing partition log", "topic", p.topic, "partition", p.index, "err", err)
-		}
+		logs = append(logs, p)
 	}
+	var wg sync.WaitGroup
+	next := make(chan *partition)
+	for range min(openWorkers, len(logs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range next {
+				if err := p.log.Close(); err != nil {
+					m.b.log.Error("closing partition log", "topic", p.topic, "partition", p.index, "err", err)
+				}
+			}
+		}()
+	}
+	for _, p := range logs {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
 	m.table.store(&replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}})
 }
 
