@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -51,50 +52,23 @@ func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(m
 		return 0, fmt.Errorf("metadata: broker id %d", id)
 	}
 	key := s.brokerConfigsKey(id)
-	for {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		rctx, cancel := withDeadline(ctx)
-		resp, err := s.cli.Get(rctx, key)
-		cancel()
-		if err != nil {
-			return 0, fmt.Errorf("metadata: %w", err)
-		}
+	// Indeterminate writes are retried like refused ones: mutate is
+	// applied again to what is read, which for config replacement is the
+	// same result.
+	return s.swapKey(ctx, key, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		cur := map[string]string{}
-		var modRev int64
-		if len(resp.Kvs) > 0 {
-			modRev = resp.Kvs[0].ModRevision
-			if err := json.Unmarshal(resp.Kvs[0].Value, &cur); err != nil {
-				return 0, fmt.Errorf("metadata: broker configs %s: %w", key, err)
+		if kv != nil {
+			if err := json.Unmarshal(kv.Value, &cur); err != nil {
+				return clientv3.Op{}, fmt.Errorf("metadata: broker configs %s: %w", key, err)
 			}
 		}
 		next, err := mutate(cur)
-		if err != nil {
-			return 0, err
+		if err != nil || len(next) == 0 {
+			return clientv3.OpDelete(key), err
 		}
-		op := clientv3.OpDelete(key)
-		if len(next) > 0 {
-			val, err := json.Marshal(next)
-			if err != nil {
-				return 0, err
-			}
-			op = clientv3.OpPut(key, string(val))
-		}
-		wctx, cancel := withDeadline(ctx)
-		tresp, err := s.cli.Txn(wctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-			Then(op).Commit()
-		cancel()
-		if err != nil {
-			// Indeterminate; the next round re-reads and re-applies
-			// mutate, which is idempotent for config replacement.
-			continue
-		}
-		if tresp.Succeeded {
-			return tresp.Header.Revision, nil
-		}
-	}
+		val, err := json.Marshal(next)
+		return clientv3.OpPut(key, string(val)), err
+	})
 }
 
 // putBrokerConfigs records a broker-configs/ key in the watcher's state.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -447,7 +448,29 @@ func (s *Store) partition(ctx context.Context, topic string, index int32) (Parti
 // AllocateProducerIDs reserves n consecutive producer ids and returns the
 // first. Ids are never handed out twice, across brokers and restarts.
 func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error) {
-	key := s.producerIDKey()
+	var first int64
+	_, err := s.swapKey(ctx, s.producerIDKey(), func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+		first = 0
+		if kv != nil {
+			var err error
+			if first, err = strconv.ParseInt(string(kv.Value), 10, 64); err != nil {
+				return clientv3.Op{}, fmt.Errorf("metadata: producer id counter: %w", err)
+			}
+		}
+		// A write whose outcome is unknown is tried again on what is
+		// read next: the block may have been ours, and skipping it
+		// wastes ids, never hands them out twice.
+		return clientv3.OpPut(s.producerIDKey(), strconv.FormatInt(first+n, 10)), nil
+	})
+	return first, err
+}
+
+// swapKey reads key, asks next for the write that replaces what it read
+// (kv is nil when the key is absent), and applies it only if the key has
+// not changed since the read, over and over until one applies; a write
+// whose outcome is unknown counts as refused. It returns the revision of
+// the write that applied.
+func (s *Store) swapKey(ctx context.Context, key string, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -458,24 +481,20 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 		if err != nil {
 			return 0, fmt.Errorf("metadata: %w", err)
 		}
-		var next int64
-		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		var kv *mvccpb.KeyValue
+		var modRev int64 // 0 for a key that does not exist
 		if len(resp.Kvs) > 0 {
-			if next, err = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64); err != nil {
-				return 0, fmt.Errorf("metadata: producer id counter: %w", err)
-			}
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+			kv, modRev = resp.Kvs[0], resp.Kvs[0].ModRevision
+		}
+		op, err := next(kv)
+		if err != nil {
+			return 0, err
 		}
 		wctx, cancel := withDeadline(ctx)
-		tresp, err := s.cli.Txn(wctx).If(cmp).Then(clientv3.OpPut(key, strconv.FormatInt(next+n, 10))).Commit()
+		tresp, err := s.cli.Txn(wctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).Then(op).Commit()
 		cancel()
-		if err != nil {
-			// Indeterminate: the block may be ours but we cannot
-			// know; skipping it wastes ids, never duplicates them.
-			continue
-		}
-		if tresp.Succeeded {
-			return next, nil
+		if err == nil && tresp.Succeeded {
+			return tresp.Header.Revision, nil
 		}
 	}
 }

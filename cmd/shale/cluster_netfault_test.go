@@ -53,6 +53,55 @@ func partitionSeenBy(ctx context.Context, adm *kadm.Client) (leader, epoch int32
 	return pd.Leader, pd.LeaderEpoch, isr
 }
 
+// waitForAnotherLeader waits until broker view's metadata names a leader
+// other than old at an epoch past epoch, and returns it.
+func waitForAnotherLeader(t *testing.T, c *testCluster, view *kadm.Client, old, epoch int32) int32 {
+	t.Helper()
+	start := time.Now()
+	var leader int32
+	brokertest.WaitFor(t, 20*time.Second, "another leader elected", func() (bool, string) {
+		l, e, isr := partitionSeenBy(c.ctx, view)
+		leader = l
+		return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	t.Logf("broker %d leads in place of broker %d after %s", leader, old, time.Since(start).Round(time.Millisecond))
+	return leader
+}
+
+// requireNoAcknowledgement sends three writes with acks to the replaced
+// leader old alone and fails the test if it acknowledges any; why says
+// how it was replaced.
+func requireNoAcknowledgement(t *testing.T, c *testCluster, old int32, acks kgo.Acks, why string) {
+	t.Helper()
+	zombie := directClient(t, c.procs[old].kafkaAddr, kgo.DefaultProduceTopic("acked"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite(),
+		kgo.RequiredAcks(acks), kgo.ProduceRequestTimeout(2*time.Second),
+		kgo.RecordDeliveryTimeout(4*time.Second), kgo.RecordRetries(1))
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		// A value past any the producer sends: were it kept, the
+		// read-back would find it out of order.
+		err := zombie.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(1<<40 + i))}).FirstErr()
+		cancel()
+		if err == nil {
+			t.Fatalf("broker %d, %s, acknowledged a write", old, why)
+		}
+	}
+}
+
+// waitRejoinedAsFollower waits until broker old's own metadata names
+// leader as the leader with all three replicas in the ISR.
+func waitRejoinedAsFollower(t *testing.T, c *testCluster, old, leader int32) {
+	t.Helper()
+	start := time.Now()
+	rejoined := kadm.NewClient(directClient(t, c.procs[old].kafkaAddr))
+	brokertest.WaitFor(t, 30*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
+		l, _, isr := partitionSeenBy(c.ctx, rejoined)
+		return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+	t.Logf("links healed; broker %d back in the ISR after %s", old, time.Since(start).Round(time.Millisecond))
+}
+
 // TestLeaderProcessCutFromEtcdIsFenced: the leader's link to etcd is cut
 // (its clients and followers still reach it). Its lease ends, another
 // in-sync replica is elected with a newer epoch, and from then on the old
@@ -72,39 +121,14 @@ func TestLeaderProcessCutFromEtcdIsFenced(t *testing.T) {
 		view := kadm.NewClient(directClient(t, c.procs[other].kafkaAddr))
 		_, epoch, _ := partitionSeenBy(c.ctx, view)
 		etcdLinks[int(old)].Cut()
-		start := time.Now()
-		var leader int32
-		brokertest.WaitFor(t, 20*time.Second, "another leader elected", func() (bool, string) {
-			l, e, isr := partitionSeenBy(c.ctx, view)
-			leader = l
-			return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
-		})
-		t.Logf("round %d: leader %d cut from etcd; broker %d leads after %s", round, old, leader, time.Since(start).Round(time.Millisecond))
+		leader := waitForAnotherLeader(t, c, view, old, epoch)
+		t.Logf("round %d: leader %d cut from etcd; broker %d leads", round, old, leader)
 		// The old leader's lease has ended: it still answers clients, and
 		// acknowledges none of their acks=all writes.
-		zombie := directClient(t, c.procs[old].kafkaAddr, kgo.DefaultProduceTopic("acked"),
-			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite(),
-			kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProduceRequestTimeout(2*time.Second),
-			kgo.RecordDeliveryTimeout(4*time.Second), kgo.RecordRetries(1))
-		for i := range 3 {
-			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-			// A value past any the producer sends: were it kept, the
-			// read-back would find it out of order.
-			err := zombie.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(1<<40 + i))}).FirstErr()
-			cancel()
-			if err == nil {
-				t.Fatalf("broker %d, cut from etcd and replaced by broker %d, acknowledged an acks=all write", old, leader)
-			}
-		}
+		requireNoAcknowledgement(t, c, old, kgo.AllISRAcks(), fmt.Sprintf("cut from etcd and replaced by broker %d", leader))
 		c.waitAcked(c.ackedCount() + 100)
 		etcdLinks[int(old)].Heal()
-		start = time.Now()
-		rejoined := kadm.NewClient(directClient(t, c.procs[old].kafkaAddr))
-		brokertest.WaitFor(t, 30*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
-			l, _, isr := partitionSeenBy(c.ctx, rejoined)
-			return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
-		})
-		t.Logf("round %d: link healed; broker %d back in the ISR after %s", round, old, time.Since(start).Round(time.Millisecond))
+		waitRejoinedAsFollower(t, c, old, leader)
 	})
 }
 
@@ -174,43 +198,18 @@ func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
 			listeners[int(old)].CutClient(peer(f))
 			listeners[int(f)].CutClient(peer(old))
 		}
-		start := time.Now()
-		var leader int32
-		brokertest.WaitFor(t, 20*time.Second, "another leader elected", func() (bool, string) {
-			l, e, isr := partitionSeenBy(c.ctx, view)
-			leader = l
-			return l >= 0 && l != old && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
-		})
-		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads after %s", round, old, leader, time.Since(start).Round(time.Millisecond))
+		leader := waitForAnotherLeader(t, c, view, old, epoch)
+		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads", round, old, leader)
 		// Its lease has expired (the controller has elected another),
 		// so it cannot prove its leadership: no acks=1 write is
 		// acknowledged, though its own metadata still names it leader.
-		zombie := directClient(t, c.procs[old].kafkaAddr, kgo.DefaultProduceTopic("acked"),
-			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite(),
-			kgo.RequiredAcks(kgo.LeaderAck()), kgo.ProduceRequestTimeout(2*time.Second),
-			kgo.RecordDeliveryTimeout(3*time.Second))
-		for i := range 3 {
-			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-			// A value past any the producer sends: were it kept, the
-			// read-back would find it out of order.
-			err := zombie.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(1<<40 + i))}).FirstErr()
-			cancel()
-			if err == nil {
-				t.Fatalf("broker %d, cut from etcd and its followers and replaced by broker %d, acknowledged an acks=1 write", old, leader)
-			}
-		}
+		requireNoAcknowledgement(t, c, old, kgo.LeaderAck(), fmt.Sprintf("cut from etcd and its followers and replaced by broker %d", leader))
 		c.waitAcked(c.ackedCount() + 100)
 		etcdLinks[int(old)].Heal()
 		for _, f := range others {
 			listeners[int(old)].HealClient(peer(f))
 			listeners[int(f)].HealClient(peer(old))
 		}
-		start = time.Now()
-		rejoined := kadm.NewClient(directClient(t, c.procs[old].kafkaAddr))
-		brokertest.WaitFor(t, 30*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
-			l, _, isr := partitionSeenBy(c.ctx, rejoined)
-			return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
-		})
-		t.Logf("round %d: links healed; broker %d back in the ISR after %s", round, old, time.Since(start).Round(time.Millisecond))
+		waitRejoinedAsFollower(t, c, old, leader)
 	})
 }
