@@ -114,6 +114,14 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Again under s.mu: a sync of the whole log outside the group commit
+	// (a roll's, a sealed segment's flush) may have moved the recovery
+	// point past offset since the look above, and its waiters are only
+	// answered by fireLocked, which that sync does not run before a
+	// waiter is added (see recoveryPointRaised).
+	if offset <= s.l.RecoveryPoint() {
+		return true
+	}
 	if s.mu.stopped {
 		err := s.l.Offline()
 		if err == nil && offset > s.l.RecoveryPoint() {
@@ -280,6 +288,27 @@ func (s *SyncScheduler) afterAppend(cfg *Config, leo int64) bool {
 		})
 	}
 	return due
+}
+
+// recoveryPointRaised answers the waiters a recovery point moved outside
+// the group commit now covers (a roll's sync of the whole log, a sealed
+// segment's background flush): the group commit only answers them when a
+// sync of its own ends, and none may be running. Called without the
+// recovery point's lock.
+func (s *SyncScheduler) recoveryPointRaised() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fireLocked(nil)
+}
+
+// recoveryPointLowered forgets what syncs covered above off (a
+// truncation): the offsets above it are written again, and a waiter for
+// one of them needs a sync that covers the new records, not the ones a
+// sync covered before. Called without the recovery point's lock.
+func (s *SyncScheduler) recoveryPointLowered(off int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.covered = min(s.mu.covered, off)
 }
 
 // fireLocked runs the callbacks the recovery point now covers, and all of

@@ -742,3 +742,40 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 		t.Fatalf("%d fsyncs for 5 durable appends, want 2 (the held sync covers the waiting ones and the returning one)", g.syncs)
 	}
 }
+
+// A truncation forgets what the group commit's syncs covered above it: a
+// waiter for records appended again there gets a sync of its own. The
+// scheduler kept the old covered end, so a waiter at or below it started
+// no sync and waited for one that would never come.
+func TestWaiterForRecordsAppendedAfterATruncationIsSynced(t *testing.T) {
+	h := newHarness(t, Config{})
+	var ends []int64
+	for i := 0; i < 4; i++ {
+		ends = append(ends, h.append(batch(1, 100, 0)).LastOffset+1)
+	}
+	if err := waitDurable(h.log, ends[3]); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.log.TruncateTo(ends[0]); err != nil {
+		t.Fatal(err)
+	}
+	end := h.append(batch(1, 100, 0)).LastOffset + 1
+	if end > ends[3] {
+		t.Fatalf("appended up to %d after the truncation, want at most %d", end, ends[3])
+	}
+	done := make(chan error, 1)
+	if h.log.WhenDurable(end, func(err error) { done <- err }) {
+		done <- nil
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no sync made offset %d durable after a truncation (recovery point %d)", end, h.log.RecoveryPoint())
+	}
+	if rp := h.log.RecoveryPoint(); rp < end {
+		t.Fatalf("recovery point %d, want at least %d", rp, end)
+	}
+}

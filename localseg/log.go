@@ -825,26 +825,35 @@ func syncPath(fs FS, path string) error {
 // (or the point the group commit reached past it), unless a truncation
 // happened since gen was read.
 func (l *Log) setRecoveryPoint(off, gen int64) error {
+	raised, err := l.raiseRecoveryPoint(off, gen)
+	if raised {
+		l.sync.recoveryPointRaised()
+	}
+	return err
+}
+
+func (l *Log) raiseRecoveryPoint(off, gen int64) (raised bool, err error) {
 	l.rp.Lock()
 	defer l.rp.Unlock()
 	if gen != l.rp.gen {
-		return nil
+		return false, nil
 	}
 	off = max(off, l.rp.point)
 	if off <= l.rp.persisted {
-		return nil
+		return false, nil
 	}
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
-		return fmt.Errorf("localseg: writing the recovery point: %w", err)
+		return false, fmt.Errorf("localseg: writing the recovery point: %w", err)
 	}
 	l.rp.point, l.rp.persisted = off, off
-	return nil
+	return true, nil
 }
 
 // lowerRecoveryPointLocked moves the recovery point back to off (a
 // truncation) before the data below the old one changes, and makes stale
 // background flushes give up. Requires mu.
 func (l *Log) lowerRecoveryPointLocked(off int64) error {
+	defer l.sync.recoveryPointLowered(off)
 	l.rp.Lock()
 	defer l.rp.Unlock()
 	l.rp.gen++
