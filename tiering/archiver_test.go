@@ -167,14 +167,7 @@ func TestArchiverBatchCommitsOnlyTheSegmentsBeforeAFailedUpload(t *testing.T) {
 	if len(m.Segments) != len(segs)-1 {
 		t.Fatalf("manifest names %d of %d sealed segments", len(m.Segments), len(segs)-1)
 	}
-	for i, s := range m.Segments {
-		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
-			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
-		}
-	}
-	if keys := listKeys(t, fb, ".log"); len(keys) != len(segs)-1 {
-		t.Fatalf("%d segment objects for %d segments", len(keys), len(segs)-1)
-	}
+	requireManifestIsTheLog(t, m, log.Segments(), fb, len(segs)-1)
 }
 
 func TestArchiverRunUploadsSegmentsAsTheyAreSealedWithoutAGap(t *testing.T) {
@@ -228,17 +221,9 @@ func TestArchiverRunUploadsSegmentsAsTheyAreSealedWithoutAGap(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
-	m := ms.Current()
-	segs := log.Segments()
-	for i, s := range m.Segments {
-		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
-			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
-		}
-	}
 	// Every object in the bucket is named: no upload was left behind.
-	if keys := listKeys(t, fb, ".log"); len(keys) != len(m.Segments) {
-		t.Fatalf("%d segment objects, %d named", len(keys), len(m.Segments))
-	}
+	m := ms.Current()
+	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
 }
 
 // TestOrphanSweepKeepsTheObjectsOfUploadsInFlight: the oldest upload of a
@@ -387,13 +372,5 @@ func TestArchiverRunStartsUploadsWhileACommitIsSlow(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	m := ms.Current()
-	segs := log.Segments()
-	for i, s := range m.Segments {
-		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
-			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
-		}
-	}
-	if keys := listKeys(t, fb, ".log"); len(keys) != len(m.Segments) {
-		t.Fatalf("%d segment objects, %d named", len(keys), len(m.Segments))
-	}
+	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
 }

@@ -167,3 +167,18 @@ func uploadAll(t testing.TB, a *Archiver, epoch int32, limit int64) int {
 		n += k
 	}
 }
+
+// requireManifestIsTheLog fails t unless each segment m names has the
+// offsets of the local segment at its place, and the bucket holds objects
+// segment objects.
+func requireManifestIsTheLog(t *testing.T, m *Manifest, segs []localseg.SegmentInfo, b objectstore.Bucket, objects int) {
+	t.Helper()
+	for i, s := range m.Segments {
+		if s.BaseOffset != segs[i].BaseOffset || s.NextOffset != segs[i].NextOffset {
+			t.Fatalf("manifest segment %d is [%d, %d), local [%d, %d)", i, s.BaseOffset, s.NextOffset, segs[i].BaseOffset, segs[i].NextOffset)
+		}
+	}
+	if keys := listKeys(t, b, ".log"); len(keys) != objects {
+		t.Fatalf("%d segment objects, want %d (the manifest names %d)", len(keys), objects, len(m.Segments))
+	}
+}
