@@ -60,27 +60,15 @@ func segmentObjects(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, t
 	return objects, named, m
 }
 
-// TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader: the leader's
-// remote retention commits the manifest without the expired segments but
-// cannot delete their objects (the store refuses deletes), then stops; the
-// next leader finds the objects no manifest entry names and deletes them,
-// leaving the bucket holding exactly what the manifest names, and the
-// records from the new log start read back. Then the topic is deleted while
-// deletes still fail and every broker stops before it could finish; a
-// broker started again resumes the deletion from its marker and leaves
-// nothing of the topic in the bucket.
-func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
-	bucket := faulty.New(objectstore.NewMem())
-	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
-		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
-			OrphanGrace: 500 * time.Millisecond}
-		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
-		cfg.ReplicaLagTimeMax = 15 * time.Second
-	})
+// produceTieredPast600 creates topic (one partition, replication factor
+// rf, 64 KiB segments, one byte kept locally, no total retention),
+// produces records 0-999 to it and waits until the manifest in bucket
+// names the segments past offset 600.
+func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstore.Bucket, topic string, rf int16) *kadm.Client {
+	t.Helper()
 	ctx := testCtx(t)
-	const topic = "expiring"
 	str := func(s string) *string { return &s }
-	if _, err := c.Admin().CreateTopic(ctx, 1, 3, map[string]*string{
+	if _, err := c.Admin().CreateTopic(ctx, 1, rf, map[string]*string{
 		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
 	}, topic); err != nil {
 		t.Fatal(err)
@@ -100,6 +88,29 @@ func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 		_, _, m := segmentObjects(t, bucket, adm, topic)
 		return m.End() > 600, fmt.Sprintf("manifest ends at %d", m.End())
 	})
+	return adm
+}
+
+// TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader: the leader's
+// remote retention commits the manifest without the expired segments but
+// cannot delete their objects (the store refuses deletes), then stops; the
+// next leader finds the objects no manifest entry names and deletes them,
+// leaving the bucket holding exactly what the manifest names, and the
+// records from the new log start read back. Then the topic is deleted while
+// deletes still fail and every broker stops before it could finish; a
+// broker started again resumes the deletion from its marker and leaves
+// nothing of the topic in the bucket.
+func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
+	bucket := faulty.New(objectstore.NewMem())
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			OrphanGrace: 500 * time.Millisecond}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 15 * time.Second
+	})
+	ctx := testCtx(t)
+	const topic = "expiring"
+	adm := produceTieredPast600(t, c, bucket, topic, 3)
 
 	// Retention under a store that refuses deletes: the manifest moves,
 	// the objects stay.
@@ -213,27 +224,7 @@ func TestPeriodicOrphanSweepDeletesWhatRetentionLeftWithoutALeaderChange(t *test
 	})
 	ctx := testCtx(t)
 	const topic = "swept"
-	str := func(s string) *string { return &s }
-	if _, err := c.Admin().CreateTopic(ctx, 1, 1, map[string]*string{
-		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
-	}, topic); err != nil {
-		t.Fatal(err)
-	}
-	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	for i := 0; i < 1000; i += 50 {
-		var recs []*kgo.Record
-		for j := i; j < i+50; j++ {
-			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	adm := c.Admin()
-	brokertest.WaitFor(t, 30*time.Second, "uploads past offset 600", func() (bool, string) {
-		_, _, m := segmentObjects(t, bucket, adm, topic)
-		return m.End() > 600, fmt.Sprintf("manifest ends at %d", m.End())
-	})
+	adm := produceTieredPast600(t, c, bucket, topic, 1)
 	leader, epoch, _ := storedState(t, c, topic)
 
 	noDeletes := bucket.Add(faulty.Rule{Op: faulty.Delete, Fail: true})
