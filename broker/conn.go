@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -296,12 +297,20 @@ const (
 
 // frameStep is the size of the buffer a frame of size bytes is read into
 // next, when arrived of its bytes have been received (read, or queued in
-// the socket) and its last buffer had prev bytes (0: none yet). It never
-// exceeds frameGrowth times what arrived (nor firstFrameStep, before
-// anything has): a client that declares a large frame and stops sending
-// holds little of the budget.
-func frameStep(size, arrived, prev int) int {
-	return min(size, max(firstFrameStep, frameGrowth*prev, frameGrowth*arrived))
+// the socket) and its last buffer had prev bytes (0: none yet), under a
+// request budget of limit bytes (0: none). It never exceeds frameGrowth
+// times what arrived (nor firstFrameStep, before anything has), and never
+// the budget's limit for bytes that have not arrived: a client that
+// declares a large frame and stops sending holds little of the budget, and
+// at most firstFrameStep beyond it (the budget grants a lone reservation of
+// any size, so that a frame larger than the whole budget can be read at
+// all; past the limit it grows a step at a time as its bytes arrive).
+func frameStep(size, arrived, prev, limit int) int {
+	step := min(size, max(firstFrameStep, frameGrowth*prev, frameGrowth*arrived))
+	if limit > 0 && step > limit {
+		step = min(step, max(limit, arrived+firstFrameStep))
+	}
+	return step
 }
 
 // errIdle: the connection was idle for connections.max.idle.ms.
@@ -416,9 +425,10 @@ func (c *conn) readFrame(first []byte, done func(), size int, deadline time.Time
 		// Reserve and allocate the next buffer, then read into it. The
 		// previous one's reservation is given back first, so that a
 		// frame larger than the whole budget can still grow alone.
-		step := frameStep(size, have+c.unreadBytes(), len(buf))
+		limit := int(min(budget.limit, math.MaxInt32))
+		step := frameStep(size, have+c.unreadBytes(), len(buf), limit)
 		if buf == nil {
-			step = frameStep(size, len(first)+c.unreadBytes(), 0)
+			step = frameStep(size, len(first)+c.unreadBytes(), 0, limit)
 		}
 		budget.release(reserved)
 		reserved = 0

@@ -15,24 +15,40 @@ func TestFrameStepSizesFromWhatArrived(t *testing.T) {
 	for _, c := range []struct {
 		name                string
 		size, arrived, prev int
+		limit               int
 		want                int
 	}{
-		{"a pipelined 1 MiB frame, a quarter arrived", 1 << 20, 256 << 10, 0, 1 << 20},
-		{"a 1 MiB frame, all arrived", 1 << 20, 1 << 20, 0, 1 << 20},
-		{"a declared 100 MiB, 4 bytes sent", 100 << 20, 4, 0, firstFrameStep},
-		{"a declared 100 MiB, 3 MiB sent", 100 << 20, 3 << 20, 0, 12 << 20},
-		{"growing past the last buffer", 100 << 20, 65 << 10, 64 << 10, 260 << 10},
-		{"the last step is the frame", 300 << 10, 80 << 10, 64 << 10, 300 << 10},
+		{"a pipelined 1 MiB frame, a quarter arrived", 1 << 20, 256 << 10, 0, 100 << 20, 1 << 20},
+		{"a 1 MiB frame, all arrived", 1 << 20, 1 << 20, 0, 100 << 20, 1 << 20},
+		{"a declared 100 MiB, 4 bytes sent", 100 << 20, 4, 0, 100 << 20, firstFrameStep},
+		{"a declared 100 MiB, 3 MiB sent", 100 << 20, 3 << 20, 0, 100 << 20, 12 << 20},
+		{"growing past the last buffer", 100 << 20, 65 << 10, 64 << 10, 100 << 20, 260 << 10},
+		{"the last step is the frame", 300 << 10, 80 << 10, 64 << 10, 100 << 20, 300 << 10},
+		// Regression: a clean-clone CI run saw a stalled client that had
+		// sent 3 MiB of a declared 100 MiB hold 16 MiB of a 4 MiB budget.
+		{"3 MiB sent of 100 MiB, a 4 MiB budget", 100 << 20, 3 << 20, 0, 4 << 20, 4 << 20},
+		{"past the budget, a step beyond what arrived", 100 << 20, 5 << 20, 5 << 20, 4 << 20, 5<<20 + firstFrameStep},
+		{"no budget", 100 << 20, 3 << 20, 0, 0, 12 << 20},
 	} {
-		if got := frameStep(c.size, c.arrived, c.prev); got != c.want {
-			t.Errorf("%s: frameStep(%d, %d, %d) = %d, want %d", c.name, c.size, c.arrived, c.prev, got, c.want)
+		if got := frameStep(c.size, c.arrived, c.prev, c.limit); got != c.want {
+			t.Errorf("%s: frameStep(%d, %d, %d, %d) = %d, want %d", c.name, c.size, c.arrived, c.prev, c.limit, got, c.want)
 		}
 	}
-	for size := chunkSize + 1; size < 64<<20; size = size*3 + 7 {
-		for arrived := 0; arrived <= size; arrived = arrived*2 + 1 {
-			got := frameStep(size, arrived, 0)
-			if got > size || got > max(firstFrameStep, frameGrowth*arrived) || got < min(size, firstFrameStep) {
-				t.Fatalf("frameStep(%d, %d, 0) = %d", size, arrived, got)
+	for _, limit := range []int{0, 1 << 20, 4 << 20, 100 << 20} {
+		for size := chunkSize + 1; size < 64<<20; size = size*3 + 7 {
+			for arrived := 0; arrived <= size; arrived = arrived*2 + 1 {
+				got := frameStep(size, arrived, 0, limit)
+				if got > size || got > max(firstFrameStep, frameGrowth*arrived) || got < min(size, firstFrameStep) {
+					t.Fatalf("frameStep(%d, %d, 0, %d) = %d", size, arrived, limit, got)
+				}
+				if limit > 0 && got > max(limit, arrived+firstFrameStep) {
+					t.Fatalf("frameStep(%d, %d, 0, %d) = %d: past the budget for bytes not arrived", size, arrived, limit, got)
+				}
+				// Every step reads something: a frame's buffer never
+				// stops growing before it holds the frame.
+				if got < size && got <= arrived && arrived > 0 && got == arrived {
+					t.Fatalf("frameStep(%d, %d, 0, %d) = %d: no room to read", size, arrived, limit, got)
+				}
 			}
 		}
 	}
