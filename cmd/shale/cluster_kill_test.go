@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -415,55 +414,6 @@ func TestBrokerSecondSIGTERMExitsAtOnce(t *testing.T) {
 	startClusterBroker(t, p)
 	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 	secondSIGTERMExitsAtOnce(t, p.cmd, p.stderr, p.exited, p.kafkaAddr)
-}
-
-// checkReplicasAgree kills the brokers (production has stopped) and
-// checks that the log of partition 0 of topic on each is a prefix of the
-// others' or the same, byte for byte: followers keep the leader's bytes,
-// so a divergent tail left untruncated on any replica (a broker that was
-// leader, or behind one, before a failover) is a difference, even one
-// that no consumer reading from the current leader would see.
-func checkReplicasAgree(t *testing.T, procs []*brokerProc, topic string) {
-	t.Helper()
-	for _, p := range procs {
-		p.kill(syscall.SIGKILL)
-	}
-	var logs [][]byte
-	for _, p := range procs {
-		files, _ := filepath.Glob(filepath.Join(p.dataDir, topic+"-0", "*.log"))
-		more, _ := filepath.Glob(filepath.Join(p.dataDir, "*", topic+"-0", "*.log"))
-		files = append(files, more...)
-		if len(files) == 0 {
-			t.Fatalf("broker %d holds no log of %s-0 under %s", p.id, topic, p.dataDir)
-		}
-		slices.Sort(files) // zero-padded base offsets
-		var all []byte
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, b...)
-		}
-		logs = append(logs, all)
-	}
-	for i := 1; i < len(logs); i++ {
-		a, b := logs[0], logs[i]
-		n := min(len(a), len(b))
-		if j := firstDifference(a[:n], b[:n]); j >= 0 {
-			t.Fatalf("the logs of %s-0 on brokers %d and %d differ at byte %d of %d and %d", topic, procs[0].id, procs[i].id, j, len(a), len(b))
-		}
-	}
-	t.Logf("the replicas' logs agree (%d, %d and %d bytes)", len(logs[0]), len(logs[1]), len(logs[2]))
-}
-
-func firstDifference(a, b []byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return -1
 }
 
 // queuedProduce is a Produce request (v7, acks as given, one record of
