@@ -52,7 +52,9 @@ type options struct {
 	clusterRate     float64
 
 	groupMembers int
-	tierMB       int // MiB the tiering workload replays
+	tierMB       int // MiB the tiering workload replays each round
+	tierRounds   int // cold replay rounds, each beside its ceilings
+	tierOnly     bool
 	upload       uploadOptions
 
 	failoverTTLs   string // session TTLs of the failover run, comma-separated
@@ -83,7 +85,9 @@ func main() {
 	flag.IntVar(&o.rejoinPartitions, "rejoin-partitions", 3, "rejoin run: partitions of the topic")
 	flag.IntVar(&o.rejoinRounds, "rejoin-rounds", 3, "rejoin run: rounds of the reference read and the follower's rejoin, alternating")
 	flag.IntVar(&o.groupMembers, "group-members", 100, "group members committing at once in the commits run")
-	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold")
+	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold, per round")
+	flag.IntVar(&o.tierRounds, "tier-rounds", 5, "tiering run: cold replay rounds (a topic each), each beside the GET ceilings; medians are printed")
+	flag.BoolVar(&o.tierOnly, "tier-replay-only", false, "tiering run: only the cold replay rounds, not the upload, latency and probe measurements")
 	flag.Float64Var(&o.upload.rateMBps, "tier-ingest-rate", 150, "tiering run: produce rate (MB/s) while uploads are measured")
 	flag.IntVar(&o.upload.partitions, "tier-ingest-partitions", 4, "tiering run: partitions (and connections) of the ingest run")
 	flag.DurationVar(&o.upload.duration, "tier-ingest-duration", 10*time.Second, "tiering run: length of the ingest run")

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,15 +34,19 @@ import (
 //   - the upload of sealed segments (bytes over the time each upload and
 //     manifest commit took), beside raw PUTs of as many segment-sized
 //     objects, one at a time as a partition uploads;
-//   - a cold replay from offset 0 of a partition that lives only in the
-//     bucket (segment bytes per second), by a raw fetch loop that reads
+//   - in rounds (-tier-rounds, a topic each so that every replay is
+//     cold), a cold replay from offset 0 of a partition that lives only
+//     in the bucket (segment bytes per second), by a raw fetch loop that reads
 //     each response into one buffer and looks at batch headers alone, so
 //     the broker is measured and not a client's decoding; beside ranged
 //     GETs of the same segment objects in chunk-sized pieces, four in
 //     flight, and beside the same GETs relayed over one loopback TCP
 //     connection (the bytes cross two hops, as a replay's do); with the
 //     CPU each process used per MB, the broker's largest RSS against its
-//     cache bound, and a profile of the broker with -profile;
+//     cache bound, and a profile of the broker with -profile; the
+//     replay and its ceilings run in each round, in turn first, and the
+//     table prints their medians (a shared machine swings from run to
+//     run, and one replay beside one ceiling swung with it);
 //   - the same replay warm, raw and with franz-go (which decodes records);
 //   - the latency of a cold fetch (its response, the first bytes a
 //     consumer gets) at segments nothing has read, and of the same fetch
@@ -50,10 +55,12 @@ import (
 const (
 	tierTopic      = "tier"
 	tierProbeTopic = "tierprobe"
-	tierSegment    = 8 << 20
-	tierProbeSeg   = 1 << 20
-	tierChunk      = 4 << 20
-	tierProbes     = 16
+	// tierSegment is above the S3 backend's multipart threshold (8 MiB),
+	// so uploads take the multipart path, as a broker's segments do.
+	tierSegment  = 16 << 20
+	tierProbeSeg = 1 << 20
+	tierChunk    = 4 << 20
+	tierProbes   = 16
 	// tierCache is the broker's --remote-cache-bytes, the bound its RSS
 	// during the replay is compared with.
 	tierCache = 256 << 20
@@ -88,7 +95,7 @@ func runTiering(o options) error {
 		return err
 	}
 	defer sh.close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	bucket, err := objectstore.Open(ctx, url, objectstore.OpenOptions{})
 	if err != nil {
@@ -103,10 +110,22 @@ func runTiering(o options) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	for _, t := range []struct {
+	// A replay topic per round, so that every round's replay is cold.
+	rounds := max(o.tierRounds, 1)
+	replayTopics := make([]string, rounds)
+	type tierTopicSeg struct {
 		name string
 		seg  int
-	}{{tierTopic, tierSegment}, {tierProbeTopic, tierProbeSeg}} {
+	}
+	var create []tierTopicSeg
+	for i := range replayTopics {
+		replayTopics[i] = fmt.Sprintf("%s%d", tierTopic, i)
+		create = append(create, tierTopicSeg{replayTopics[i], tierSegment})
+	}
+	if !o.tierOnly {
+		create = append(create, tierTopicSeg{tierProbeTopic, tierProbeSeg})
+	}
+	for _, t := range create {
 		cfg := map[string]*string{"segment.bytes": ptr(strconv.Itoa(t.seg)), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
 		resp, err := adm.CreateTopic(ctx, 1, 1, cfg, t.name)
 		if err == nil {
@@ -116,7 +135,7 @@ func runTiering(o options) error {
 			return fmt.Errorf("creating %s: %w", t.name, err)
 		}
 	}
-	// Fill: the replay topic with o.tierMB, the probe topic with one
+	// Fill: each replay topic with o.tierMB, the probe topic with one
 	// small segment per probe and two between probes.
 	value := make([]byte, 1000)
 	fill := func(topic string, bytes int) error {
@@ -137,19 +156,29 @@ func runTiering(o options) error {
 		return failed
 	}
 	fillStart := time.Now()
-	if err := fill(tierTopic, o.tierMB<<20); err != nil {
-		return err
+	filled := 0
+	for _, t := range replayTopics {
+		if err := fill(t, o.tierMB<<20); err != nil {
+			return err
+		}
+		filled += o.tierMB << 20
 	}
-	if err := fill(tierProbeTopic, 3*tierProbes*tierProbeSeg+tierProbeSeg); err != nil {
-		return err
+	if !o.tierOnly {
+		if err := fill(tierProbeTopic, 3*tierProbes*tierProbeSeg+tierProbeSeg); err != nil {
+			return err
+		}
+		filled += 3*tierProbes*tierProbeSeg + tierProbeSeg
 	}
 	produced := time.Now()
-	produceMBps := float64((o.tierMB<<20)+3*tierProbes*tierProbeSeg+tierProbeSeg) / produced.Sub(fillStart).Seconds() / 1e6
+	produceMBps := float64(filled) / produced.Sub(fillStart).Seconds() / 1e6
 	// Wait until every sealed segment is uploaded and deleted locally.
 	for {
 		lag := metricSum(sh.httpAddr, "shale_tiering_lag_bytes")
-		local := localSegments(sh.dataDir, tierTopic+"-0") + localSegments(sh.dataDir, tierProbeTopic+"-0")
-		if lag == 0 && local == 2 {
+		local := 0
+		for _, t := range create {
+			local += localSegments(sh.dataDir, t.name+"-0")
+		}
+		if lag == 0 && local == len(create) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -161,20 +190,26 @@ func runTiering(o options) error {
 	upBytes, upSecs := metricSum(sh.httpAddr, "shale_tiering_uploaded_bytes_total"), metricSum(sh.httpAddr, "shale_tiering_upload_seconds_sum")
 	upSegs := metricSum(sh.httpAddr, "shale_tiering_uploaded_segments_total")
 
-	// The objects in the bucket: the replay topic's segments.
-	var segs []objectstore.Attrs
+	// The objects in the bucket: each replay topic's segments.
+	segs := make([][]objectstore.Attrs, rounds)
+	remote := make([]int64, rounds)
 	err = bucket.List(ctx, "", func(a objectstore.Attrs) error {
-		if strings.HasSuffix(a.Key, ".log") && inTopic(a.Key, tierTopic) {
-			segs = append(segs, a)
+		for i, t := range replayTopics {
+			if strings.HasSuffix(a.Key, ".log") && inTopic(a.Key, t) {
+				segs[i] = append(segs[i], a)
+				remote[i] += a.Size
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	var remote int64
-	for _, s := range segs {
-		remote += s.Size
+	ends := make([]int64, rounds)
+	for i, t := range replayTopics {
+		if ends[i], err = earliestLocal(ctx, cl, t); err != nil {
+			return err
+		}
 	}
 
 	// Ceiling of the upload: PUTs of as many segment-sized objects, one
@@ -184,91 +219,167 @@ func runTiering(o options) error {
 		return err
 	}
 
-	// Cold replay of the replay topic, then the GET ceiling.
-	localStart, err := earliestLocal(ctx, cl, tierTopic)
-	if err != nil {
-		return err
+	// Rounds: the cold replay of a round's topic and the GET ceilings of
+	// the same objects, the replay first in even rounds and last in odd
+	// ones, so neither side always runs on a store the other has warmed.
+	replayLoad := loadAverage()
+	var (
+		replayMBps, getMBps, relayMBps, ratio, relayRatio []float64
+		replayCPU, getCPU, relayCPU                       = make([]time.Duration, 3), make([]time.Duration, 2), make([]time.Duration, 2)
+		replayTime                                        time.Duration
+		replayed                                          int64
+		waited                                            float64
+	)
+	add := func(sum, d []time.Duration) {
+		for i := range sum {
+			sum[i] += d[i]
+		}
 	}
-	waited := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
 	profiled := make(chan error, 1)
-	if o.raw.profileDir != "" {
-		// The first seconds of the replay: run with a larger -tier-mb
-		// for the profile to cover all of it.
-		go func() {
-			prefix := filepath.Join(o.raw.profileDir, "tiering-cold-replay")
-			allocs := make(chan error, 1)
-			go func() { allocs <- fetchProfile(sh.httpAddr, "allocs", prefix+".allocs.pprof", tierProfile) }()
-			profiled <- errors.Join(fetchProfile(sh.httpAddr, "profile", prefix+".pprof", tierProfile), <-allocs)
-		}()
-	} else {
+	if o.raw.profileDir == "" {
 		profiled <- nil
 	}
 	rss := sampleRSS(sh.pid)
-	cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
-	replay, err := rawReplay(ctx, sh.addr, localStart)
-	if err != nil {
-		return err
+	for i, t := range replayTopics {
+		replay := func() error {
+			if i == 0 && o.raw.profileDir != "" {
+				// The first seconds of the first replay: run with a larger
+				// -tier-mb for the profile to cover all of it.
+				go func() {
+					prefix := filepath.Join(o.raw.profileDir, "tiering-cold-replay")
+					allocs := make(chan error, 1)
+					go func() { allocs <- fetchProfile(sh.httpAddr, "allocs", prefix+".allocs.pprof", tierProfile) }()
+					profiled <- errors.Join(fetchProfile(sh.httpAddr, "profile", prefix+".pprof", tierProfile), <-allocs)
+				}()
+			}
+			w := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
+			cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
+			took, err := rawReplay(ctx, sh.addr, t, ends[i])
+			if err != nil {
+				return err
+			}
+			add(replayCPU, cpu.stop())
+			// How much of the replay the broker spent waiting in remote
+			// reads (the object store and the cache) rather than in the
+			// client.
+			waited += metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - w
+			replayTime += took
+			replayed += remote[i]
+			replayMBps = append(replayMBps, float64(remote[i])/took.Seconds()/1e6)
+			return nil
+		}
+		ceilings := func() error {
+			cpu := startCPU(srv.Pid(), os.Getpid())
+			g, err := parallelGets(ctx, bucket, segs[i], 4)
+			if err != nil {
+				return err
+			}
+			add(getCPU, cpu.stop())
+			// The ceiling of anything that serves the bucket to a client
+			// over TCP: the same GETs, each chunk then written to one
+			// loopback connection that a reader drains, as the broker's
+			// response is.
+			cpu = startCPU(srv.Pid(), os.Getpid())
+			rl, err := relayedGets(ctx, bucket, segs[i], 4)
+			if err != nil {
+				return err
+			}
+			add(relayCPU, cpu.stop())
+			getMBps, relayMBps = append(getMBps, g), append(relayMBps, rl)
+			return nil
+		}
+		steps := []func() error{replay, ceilings}
+		if i%2 == 1 {
+			steps[0], steps[1] = ceilings, replay
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				rss()
+				return err
+			}
+		}
+		ratio = append(ratio, replayMBps[i]/getMBps[i])
+		relayRatio = append(relayRatio, replayMBps[i]/relayMBps[i])
 	}
-	replayCPU := cpu.stop()
 	replayRSS := rss()
-	// How much of the replay the broker spent waiting in remote reads
-	// (the object store and the cache) rather than in the client.
-	waited = metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - waited
 	if err := <-profiled; err != nil {
 		fmt.Fprintln(os.Stderr, "tiering profile:", err)
 	}
-	cpu = startCPU(srv.Pid(), os.Getpid())
-	getMBps, err := parallelGets(ctx, bucket, segs, 4)
-	if err != nil {
-		return err
-	}
-	getCPU := cpu.stop()
-	// The ceiling of anything that serves the bucket to a client over
-	// TCP: the same GETs, each chunk then written to one loopback
-	// connection that a reader drains, as the broker's response is.
-	cpu = startCPU(srv.Pid(), os.Getpid())
-	relayMBps, err := relayedGets(ctx, bucket, segs, 4)
-	if err != nil {
-		return err
-	}
-	relayCPU := cpu.stop()
-	// The same replay again, from the broker's cache: what the broker
-	// costs without the object store; and with franz-go, which decodes
-	// every record as an application's consumer does.
-	warmReplay, err := rawReplay(ctx, sh.addr, localStart)
-	if err != nil {
-		return err
-	}
-	warmFranz, err := coldReplay(ctx, sh.addr, localStart)
-	if err != nil {
-		return err
-	}
-
-	// Cold and warm fetch latency at probe segments, and the ceiling.
-	cold, warm, ceil, err := fetchProbes(ctx, cl, bucket)
-	if err != nil {
-		return err
-	}
-
+	last := replayTopics[rounds-1]
+	lastRemote := remote[rounds-1]
 	mbps := func(b float64, d time.Duration) float64 { return b / d.Seconds() / 1e6 }
-	replayMBps := mbps(float64(remote), replay)
-	upMBps := upBytes / upSecs / 1e6
-	fmt.Printf("tiering to MinIO (%d MiB replayed, %d MiB segments, %d MiB chunks; load %s); produced at %.0f MB/s, uploads caught up %s after the last acknowledgement\n",
-		remote>>20, tierSegment>>20, tierChunk>>20, loadAverage(), produceMBps, caughtUp.Round(10*time.Millisecond))
-	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, [][]string{
-		{"upload of sealed segments while producing, MB/s", fmt.Sprintf("%.0f", upMBps), "raw PUTs of the same sizes, 1 at a time, alone", fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)},
-		{"cold replay from offset 0 (raw fetches, 1 in flight), MB/s", fmt.Sprintf("%.0f", replayMBps), "ranged GETs of the segments, 4 in flight", fmt.Sprintf("%.0f", getMBps), fmt.Sprintf("%.2fx", replayMBps/getMBps)},
-		{"", "", "the same GETs relayed over one TCP connection", fmt.Sprintf("%.0f", relayMBps), fmt.Sprintf("%.2fx", replayMBps/relayMBps)},
-		{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replay.Seconds()), "", "", ""},
-		{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], remote), msPerMB(replayCPU[1], remote), msPerMB(replayCPU[2], remote)),
-			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], remote), msPerMB(getCPU[1], remote), msPerMB(relayCPU[0], remote), msPerMB(relayCPU[1], remote)), ""},
-		{"cold replay: broker RSS, max", fmt.Sprintf("%d MiB", replayRSS>>20), "cache bound + 200 MiB", fmt.Sprintf("%d MiB", (tierCache>>20)+200), fmt.Sprintf("%.2fx", float64(replayRSS)/float64(tierCache+200<<20))},
-		{"the same replay warm (cache, raw fetches), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmReplay)), "", "", ""},
-		{"the same replay warm with franz-go (decodes records), MB/s", fmt.Sprintf("%.0f", mbps(float64(remote), warmFranz)), "", "", ""},
-		{fmt.Sprintf("cold fetch first-record latency, p50 / p99 of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
-		{"the same fetch warm (cached), p50 / p99", durs(warm), "", "", ""},
-	})
+	var rows [][]string
+	if !o.tierOnly {
+		upMBps := upBytes / upSecs / 1e6
+		rows = append(rows, []string{"upload of sealed segments while producing, MB/s", fmt.Sprintf("%.0f", upMBps), "raw PUTs of the same sizes, 1 at a time, alone", fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)})
+	}
+	rows = append(rows,
+		[]string{fmt.Sprintf("cold replay from offset 0 (raw fetches, 1 in flight), MB/s, median (min-max) of %d", rounds), medianRange(replayMBps),
+			"ranged GETs of the segments, 4 in flight", medianRange(getMBps), fmt.Sprintf("%.2fx", median(ratio))},
+		[]string{"", "", "the same GETs relayed over one TCP connection", medianRange(relayMBps), fmt.Sprintf("%.2fx", median(relayRatio))},
+		[]string{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replayTime.Seconds()), "", "", ""},
+		[]string{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], replayed), msPerMB(replayCPU[1], replayed), msPerMB(replayCPU[2], replayed)),
+			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], replayed), msPerMB(getCPU[1], replayed), msPerMB(relayCPU[0], replayed), msPerMB(relayCPU[1], replayed)), ""},
+		[]string{"cold replay: broker RSS, max", fmt.Sprintf("%d MiB", replayRSS>>20), "cache bound + 200 MiB", fmt.Sprintf("%d MiB", (tierCache>>20)+200), fmt.Sprintf("%.2fx", float64(replayRSS)/float64(tierCache+200<<20))},
+	)
+	if !o.tierOnly {
+		// The last round's replay again, from the broker's cache: what
+		// the broker costs without the object store; and with franz-go,
+		// which decodes every record as an application's consumer does.
+		warmReplay, err := rawReplay(ctx, sh.addr, last, ends[rounds-1])
+		if err != nil {
+			return err
+		}
+		warmFranz, err := coldReplay(ctx, sh.addr, last, ends[rounds-1])
+		if err != nil {
+			return err
+		}
+		// Cold and warm fetch latency at probe segments, and the ceiling.
+		cold, warm, ceil, err := fetchProbes(ctx, cl, bucket)
+		if err != nil {
+			return err
+		}
+		rows = append(rows,
+			[]string{"the same replay warm (cache, raw fetches), MB/s", fmt.Sprintf("%.0f", mbps(float64(lastRemote), warmReplay)), "", "", ""},
+			[]string{"the same replay warm with franz-go (decodes records), MB/s", fmt.Sprintf("%.0f", mbps(float64(lastRemote), warmFranz)), "", "", ""},
+			[]string{fmt.Sprintf("cold fetch first-record latency, p50 / p99 of %d", len(cold)), durs(cold), "GET of the indexes, then of the chunk", durs(ceil), fmt.Sprintf("%.2fx", float64(pct(ceil, 50))/float64(pct(cold, 50)))},
+			[]string{"the same fetch warm (cached), p50 / p99", durs(warm), "", "", ""},
+		)
+	}
+	fmt.Printf("tiering to MinIO (%d rounds of %d MiB replayed, %d MiB segments, %d MiB chunks; load %s at the replays); produced at %.0f MB/s, uploads caught up %s after the last acknowledgement\n",
+		rounds, lastRemote>>20, tierSegment>>20, tierChunk>>20, replayLoad, produceMBps, caughtUp.Round(10*time.Millisecond))
+	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
+	var each []string
+	for i := range replayMBps {
+		each = append(each, fmt.Sprintf("%.0f / %.0f / %.0f", replayMBps[i], getMBps[i], relayMBps[i]))
+	}
+	fmt.Printf("cold replay / GETs / relayed GETs by round, MB/s: %s\n", strings.Join(each, ", "))
+	if o.tierOnly {
+		return nil
+	}
 	return runTierUploadTables(o, sh, bucket, cl)
+}
+
+// median is the median of xs (the mean of the middle two when even).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// medianRange prints xs as "median (min-max)", or the value alone when
+// there is one.
+func medianRange(xs []float64) string {
+	if len(xs) == 1 {
+		return fmt.Sprintf("%.0f", xs[0])
+	}
+	return fmt.Sprintf("%.0f (%.0f-%.0f)", median(xs), slices.Min(xs), slices.Max(xs))
 }
 
 func ptr(s string) *string { return &s }
@@ -359,8 +470,8 @@ func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, er
 // into one reused buffer and looks at the batch headers alone, as the GET
 // ceiling reads its chunks into a buffer: what it measures is the broker
 // and the store, not a client decoding records.
-func rawReplay(ctx context.Context, addr string, end int64) (time.Duration, error) {
-	ff, err := newFetchFrame(tierTopic, 0, tierFetchBytes)
+func rawReplay(ctx context.Context, addr, topic string, end int64) (time.Duration, error) {
+	ff, err := newFetchFrame(topic, 0, tierFetchBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -439,8 +550,8 @@ func rssOf(pid int) int64 {
 
 // coldReplay consumes the replay topic from offset 0 up to end with a new
 // franz-go client and returns how long it took.
-func coldReplay(ctx context.Context, addr string, end int64) (time.Duration, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tierTopic: {0: kgo.NewOffset().At(0)}}),
+func coldReplay(ctx context.Context, addr, topic string, end int64) (time.Duration, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(0)}}),
 		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
 	if err != nil {
 		return 0, err
