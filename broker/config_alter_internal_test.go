@@ -123,7 +123,8 @@ func TestBrokerConfigValueSources(t *testing.T) {
 // TestThrottledReplicaSelection: the leader counts the bytes of every
 // throttled replica but holds back only those out of the ISR; a list
 // names the broker that throttles; replicas a reassignment adds are
-// throttled on the leader without a list.
+// throttled on the leader without a list while it has a leader rate, and
+// not at all without one.
 func TestThrottledReplicaSelection(t *testing.T) {
 	view := &metaView{topics: map[string]*topicView{
 		"listed": {name: "listed", configs: map[string]string{"leader.replication.throttled.replicas": "0:1", "follower.replication.throttled.replicas": "0:3"},
@@ -131,8 +132,16 @@ func TestThrottledReplicaSelection(t *testing.T) {
 		"moving": {name: "moving", configs: map[string]string{},
 			partitions: []partitionView{{index: 0, replicas: []int32{1, 2, 4}, isr: []int32{1, 2}, adding: []int32{4}}}},
 	}}
-	q := newReplicationQuotas(&Config{NodeID: 1}, nil)
+	q := newReplicationQuotas(&Config{NodeID: 1, LeaderReplicationThrottledRate: 1 << 20}, nil)
 	q.apply(view)
+	unbounded := newReplicationQuotas(&Config{NodeID: 1}, nil)
+	unbounded.apply(view)
+	if th, hold := unbounded.leaderThrottled(view, "moving", 0, 4); th || hold {
+		t.Errorf("with no leader rate, a replica a reassignment adds is throttled %v, held %v", th, hold)
+	}
+	if th, hold := unbounded.leaderThrottled(view, "listed", 0, 3); !th || !hold {
+		t.Errorf("with no leader rate, a listed replica out of the ISR is throttled %v, held %v: want both (Kafka counts listed bytes)", th, hold)
+	}
 	for _, tc := range []struct {
 		topic           string
 		replica         int32

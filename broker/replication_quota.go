@@ -22,9 +22,18 @@ import (
 // topic names its throttled replicas in
 // leader.replication.throttled.replicas and
 // follower.replication.throttled.replicas ("partition:brokerId,..." with
-// the broker on which the throttle applies, or "*"). The replicas a
-// reassignment is adding are throttled on their leader as well, as
-// kafka-reassign-partitions --throttle would list them.
+// the broker on which the throttle applies, or "*").
+//
+// Kafka's brokers throttle only the replicas the lists name, and
+// kafka-reassign-partitions --execute --throttle writes them: the moving
+// partitions' current replicas as leader-throttled, the replicas it adds
+// as follower-throttled, and both rates on every broker involved;
+// --verify deletes them all once every move is done. Shale honours them
+// the same way. It differs in one thing: while a broker has a leader rate
+// in force (dynamic, or static from its flags), it also throttles, as
+// leader, the replicas a reassignment is adding to its partitions, listed
+// or not, so that a rate alone bounds every reassignment's copy. With no
+// leader rate (as after --verify) that extra throttle is gone.
 //
 // As in Kafka, the bytes of every throttled replica count against the
 // rate, but only replicas out of the ISR are held back: when the rate is
@@ -201,7 +210,10 @@ func (q *replicationQuotas) leaderThrottled(view *metaView, topic string, index,
 	if !ok {
 		return false, false
 	}
-	throttled = slices.Contains(pv.adding, replicaID)
+	// A replica a reassignment adds is throttled while a leader rate is
+	// in force, listed or not; without a rate nothing holds it back and
+	// its bytes are not counted as throttled.
+	throttled = slices.Contains(pv.adding, replicaID) && q.leader.Rate() > 0
 	if r, ok := q.lists.Load().leader[topic]; ok && r.Contains(index, q.self) {
 		throttled = true
 	}
