@@ -114,9 +114,12 @@ type Log struct {
 		sync.Mutex
 		hwState
 	}
-	flushes   sync.WaitGroup // background flushes of sealed segments
-	closeOnce sync.Once
-	closeErr  error
+	flushes sync.WaitGroup // background flushes of sealed segments
+	// writeBacks counts the write-behind goroutines (see writeBehind):
+	// Close and Discard wait for them once no write can publish.
+	writeBacks sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 type flushTicket struct {
@@ -712,6 +715,61 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 		s.activeTidx.Store(&p)
 	}
 	s.setEnd(pos+int64(len(run)), next)
+	l.writeBehind(s)
+}
+
+// writeBehindBytes is how much of a segment may be written and not yet
+// handed to the disk's write-back before a background write-back of it
+// starts (see writeBehind); a var so that tests can change it.
+var writeBehindBytes int64 = 4 << 20
+
+// writeBehind starts writing back the part of s not yet handed to
+// write-back once it reaches writeBehindBytes, on a goroutine of its own
+// (one per segment at a time), without waiting for the disk and without
+// making anything durable (vfs.WriteBehind).
+//
+// Without it, a log that takes acks=1 or acks=0 traffic leaves everything
+// it wrote to the page cache until the kernel's dirty thresholds (a share
+// of memory: gigabytes) or a sync: the next fsync (an acks=all producer's,
+// flush.ms, a roll's) then writes the whole backlog at once, and every
+// producer waiting for it waits that long (p99 above a second, measured
+// right after an acks=1 run). With it, an fsync finds at most about
+// writeBehindBytes of the segment not already on its way to the disk.
+// Called after a publication (under pub); cheap when there is nothing to
+// do.
+func (l *Log) writeBehind(s *segment) {
+	if s.size.Load()-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
+		return
+	}
+	l.writeBacks.Add(1)
+	go func() {
+		defer l.writeBacks.Done()
+		for {
+			from, to := s.wbFrom.Load(), s.size.Load()
+			if to-from < writeBehindBytes {
+				s.wbBusy.Store(false)
+				// A publication between the look and the store saw
+				// the goroutine busy: look again.
+				if s.size.Load()-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
+					return
+				}
+				continue
+			}
+			f, err := l.fc.acquire(s)
+			if err != nil {
+				s.wbBusy.Store(false) // the segment is gone
+				return
+			}
+			err = vfs.WriteBehind(f, from, to-from)
+			l.fc.release(s)
+			if err != nil {
+				// Only a hint: the next fsync writes the range and
+				// reports what failed.
+				l.log.Debug("background write-back", "segment", s.path(".log"), "err", err)
+			}
+			s.wbFrom.Store(to)
+		}
+	}()
 }
 
 // Flush writes every appended byte and index to stable storage and moves
@@ -1246,6 +1304,7 @@ func (l *Log) close() (err error) {
 	l.lockDrained()
 	defer l.mu.Unlock()
 	defer l.retireAll()
+	l.writeBacks.Wait()
 	if err := l.Offline(); err != nil {
 		// Nothing is flushed and no clean-shutdown marker written:
 		// the next open recovers from the last durable point.
@@ -1313,6 +1372,7 @@ func (l *Log) Discard() {
 	l.closeOnce.Do(func() {
 		l.stopWriting()
 		l.lockDrained()
+		l.writeBacks.Wait()
 		l.retireAll()
 		l.mu.Unlock()
 		l.sync.stop(ErrClosed)

@@ -358,6 +358,7 @@ func (l *Log) installActive(s *segment, f File, size, next int64, idx []indexEnt
 	s.activeTidx.Store(&tidx)
 	s.maxTs.Store(ib.maxTs)
 	s.maxTsOffset.Store(ib.maxOff)
+	s.wbFrom.Store(size) // what is there is written back or its fsync's
 	s.setEnd(size, next)
 }
 

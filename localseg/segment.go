@@ -48,6 +48,12 @@ type segment struct {
 	created    int64 // wall-clock ms of the first append: segment.ms in ApplyRetention
 	firstTs    int64 // max timestamp of the first batch (-1 none): segment.ms on append
 
+	// wbFrom is where the part of the file not yet handed to background
+	// write-back starts; wbBusy is set while a write-back goroutine runs
+	// for the segment (see Log.writeBehind).
+	wbFrom atomic.Int64
+	wbBusy atomic.Bool
+
 	loadMu sync.Mutex // one loader of a sealed segment's index files at a time
 	// syncMu serializes the fsyncs of the .log file, which all go
 	// through the segment's one cached descriptor (see Log.syncSegment);

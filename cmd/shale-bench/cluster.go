@@ -53,6 +53,7 @@ func runCluster(o options, single, ceiling *target) error {
 		for i, r := range runs {
 			o := o
 			o.acksAll = r.acksAll
+			settleDisk()
 			profiled := profileRun(r.t, o, round == 0, "cluster-tput-"+strconv.Itoa(i))
 			cpu := startCPU(r.t.pid)
 			tp := produceThroughput(r.t.addr, o)
@@ -78,6 +79,7 @@ func runCluster(o options, single, ceiling *target) error {
 	for i, r := range runs {
 		o := o
 		o.acksAll = r.acksAll
+		settleDisk()
 		profiled := profileRun(r.t, o, true, "cluster-latency-"+strconv.Itoa(i))
 		cpu := startCPU(r.t.pid)
 		l := produceLatency(r.t.addr, o)

@@ -199,6 +199,7 @@ func run(o options) error {
 	if want("latency") {
 		fmt.Println()
 		kl := produceLatency(ceiling.addr, o)
+		settleDisk()
 		sl := produceLatency(shale.addr, o)
 		printTable([]string{"produce latency @" + strconv.FormatFloat(o.rateMBps, 'f', 0, 64) + " MB/s", "p50", "p99", "achieved MB/s"}, [][]string{
 			{"shale", sl.p50.String(), sl.p99.String(), fmt.Sprintf("%.1f", sl.mbps)},

@@ -329,6 +329,7 @@ func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawC
 		gc0      int64 = -1
 		profiled       = make(chan error, 1)
 	)
+	settleDisk()
 	cfg.onMeasure = func() {
 		cpu = startCPU(t.pid, os.Getpid())
 		if profile != "" {

@@ -183,3 +183,12 @@ func dataDirOf(t *target) string {
 func fdatasync(f *os.File) error {
 	return syscall.Fdatasync(int(f.Fd()))
 }
+
+// settleDisk writes the machine's dirty pages back (sync(2)) before a
+// measured run, so that a run does not pay for the write-back the run
+// before it left (an acks=1 run leaves its data in the page cache: the
+// next fsync, or the kernel's flusher, writes it during the next run) and
+// each figure measures one thing.
+func settleDisk() {
+	syscall.Sync()
+}

@@ -71,6 +71,48 @@ func Datasync(f File) error {
 	return f.Sync()
 }
 
+// WriteBehinder is a file that can start writing a range of its dirty
+// pages back to the disk without waiting for them (see WriteBehind).
+type WriteBehinder interface {
+	WriteBehind(off, n int64) error
+}
+
+// WriteBehind starts writing back the dirty pages of f in [off, off+n)
+// and returns without waiting for them (sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE alone, when f is the operating system's; nothing
+// for a file that is not a WriteBehinder). It makes nothing durable: it
+// only keeps the page cache from holding a backlog that the next fsync
+// would have to write all at once. Without the WAIT flags it neither waits
+// for pages already under write-back nor looks at, or consumes, a
+// write-back error: the next fsync still reports it.
+func WriteBehind(f File, off, n int64) error {
+	if w, ok := f.(WriteBehinder); ok {
+		return w.WriteBehind(off, n)
+	}
+	return nil
+}
+
+func (f osFile) WriteBehind(off, n int64) error {
+	rc, err := f.File.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
 func (f osFile) datasync() error {
 	rc, err := f.File.SyscallConn()
 	if err != nil {

@@ -185,6 +185,10 @@ func (f *file) Sync() error {
 	return f.File.Sync()
 }
 
+// WriteBehind passes the hint on (it makes nothing durable, so no fault
+// applies to it).
+func (f *file) WriteBehind(off, n int64) error { return vfs.WriteBehind(f.File, off, n) }
+
 func (f *file) Truncate(size int64) error {
 	if r := f.fs.check(OpTruncate, f.name); r != nil {
 		return &os.PathError{Op: "truncate", Path: f.name, Err: r.Err}
