@@ -206,7 +206,11 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			fp.rng.Release()
 			continue
 		}
-		if t.p != nil && !op.follower {
+		if t.p != nil && op.follower {
+			if n := fp.size(); n > 0 {
+				t.p.counters.replicationOut.Add(float64(n))
+			}
+		} else if t.p != nil {
 			if fp.remote != nil {
 				t.p.counters.fetchedRemote.Add(float64(fp.size()))
 			} else if n := fp.size(); n > 0 {

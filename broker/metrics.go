@@ -36,8 +36,11 @@ type brokerMetrics struct {
 	producedBytes   *prometheus.CounterVec // topic
 	producedRecords *prometheus.CounterVec // topic
 	fetchedBytes    *prometheus.CounterVec // topic, source
-	topicsMu        sync.Mutex
-	topics          map[string]*topicCounters
+	// replicationIn, replicationOut: KIP-973's per-topic
+	// ReplicationBytesInPerSec and ReplicationBytesOutPerSec.
+	replicationIn, replicationOut *prometheus.CounterVec // topic
+	topicsMu                      sync.Mutex
+	topics                        map[string]*topicCounters
 
 	partitions        prometheus.Gauge
 	strayLogs         prometheus.Gauge
@@ -64,6 +67,7 @@ type requestChildren struct {
 type topicCounters struct {
 	producedBytes, producedRecords prometheus.Counter
 	fetchedLocal, fetchedRemote    prometheus.Counter
+	replicationIn, replicationOut  prometheus.Counter
 }
 
 // unregisteredCounters count for partitions made without a broker (tests).
@@ -96,6 +100,14 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "fetched_bytes_total",
 			Help: "Record bytes sent to consumers (not to follower replicas), by topic and source: local (the partition's log) or remote (the object store).",
 		}, []string{"topic", "source"}),
+		replicationIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "replication_bytes_in_total",
+			Help: "Record bytes this broker appended as follower, fetched from the leaders, by topic (Kafka's ReplicationBytesInPerSec, KIP-973).",
+		}, []string{"topic"}),
+		replicationOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "replication_bytes_out_total",
+			Help: "Record bytes this broker sent as leader to follower replicas, by topic (Kafka's ReplicationBytesOutPerSec, KIP-973).",
+		}, []string{"topic"}),
 		topics: map[string]*topicCounters{},
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "partitions", Help: "Partition replicas hosted by this broker.",
@@ -127,7 +139,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
-			m.fetchedBytes, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
+			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions)
 	}
 	return m
 }
@@ -187,6 +199,8 @@ func (m *brokerMetrics) forTopic(topic string) *topicCounters {
 		producedRecords: m.producedRecords.WithLabelValues(topic),
 		fetchedLocal:    m.fetchedBytes.WithLabelValues(topic, "local"),
 		fetchedRemote:   m.fetchedBytes.WithLabelValues(topic, "remote"),
+		replicationIn:   m.replicationIn.WithLabelValues(topic),
+		replicationOut:  m.replicationOut.WithLabelValues(topic),
 	}
 	m.topics[topic] = c
 	return c
@@ -206,6 +220,8 @@ func (m *brokerMetrics) forgetTopicsExcept(keep map[string]*localTopic) {
 		m.producedRecords.DeleteLabelValues(topic)
 		m.fetchedBytes.DeleteLabelValues(topic, "local")
 		m.fetchedBytes.DeleteLabelValues(topic, "remote")
+		m.replicationIn.DeleteLabelValues(topic)
+		m.replicationOut.DeleteLabelValues(topic)
 	}
 }
 

@@ -336,6 +336,7 @@ func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, le
 			if _, err := p.log.AppendAsFollower(batches); err != nil {
 				return err
 			}
+			p.counters.replicationIn.Add(float64(len(batches)))
 		}
 		if hw := min(leaderHW, p.log.LogEndOffset()); hw != p.hw.Load() {
 			p.setHW(hw)
