@@ -89,7 +89,12 @@ func runTiering(o options) error {
 	url := srv.URL(bucketName, "") + "&create_bucket=true"
 	to := o
 	to.shaleArgs = "--object-store=" + url + " --retention-check-interval=500ms --log-level=warn --remote-cache-bytes=" + strconv.Itoa(tierCache)
-	to.shaleEnv = strings.Join(miniotest.Env(), ",")
+	// MinIO's credentials, and -shale-env after them.
+	env := miniotest.Env()
+	if o.shaleEnv != "" {
+		env = append(env, strings.Split(o.shaleEnv, ",")...)
+	}
+	to.shaleEnv = strings.Join(env, ",")
 	sh, err := startShale(to)
 	if err != nil {
 		return err
