@@ -767,7 +767,7 @@ func (l *Log) writeBehind(s *segment) {
 				// reports what failed.
 				l.log.Debug("background write-back", "segment", s.path(".log"), "err", err)
 			}
-			s.wbFrom.Store(to)
+			s.wroteBack(to)
 		}
 	}()
 }
@@ -844,8 +844,11 @@ func (l *Log) syncSegment(s *segment) error {
 	if err == nil {
 		var f File
 		if f, err = l.fc.acquire(s); err == nil {
+			size := s.size.Load()
 			if err = vfs.Datasync(f); err != nil {
 				s.syncErr = err
+			} else {
+				s.wroteBack(size) // no write-back of what is synced
 			}
 			l.fc.release(s)
 		} else if errors.Is(err, errSegmentGone) {

@@ -72,6 +72,17 @@ type segment struct {
 	loaded bool
 }
 
+// wroteBack records that the file below to was handed to write-back (or
+// synced): wbFrom only moves forward.
+func (s *segment) wroteBack(to int64) {
+	for {
+		from := s.wbFrom.Load()
+		if to <= from || s.wbFrom.CompareAndSwap(from, to) {
+			return
+		}
+	}
+}
+
 // setEnd publishes the segment's size and next offset, together.
 func (s *segment) setEnd(size, next int64) {
 	s.size.Store(size)

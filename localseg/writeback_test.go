@@ -105,3 +105,31 @@ func TestWriteBackBoundsWhatAnFsyncWrites(t *testing.T) {
 		at = r[1]
 	}
 }
+
+// What fsyncs cover is never handed to write-back again: a log whose
+// appends are all synced (acks=all, flush.messages=1) makes no write-back
+// calls.
+func TestSyncedAppendsAreNotWrittenBack(t *testing.T) {
+	fs := newWriteBackFS()
+	l, err := Open(t.TempDir(), Config{SegmentBytes: 1 << 30, FlushMessages: 1}, Options{FS: fs, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	b := batch(64, 1000, 0)
+	for l.Size() < 3*writeBehindBytes {
+		res, err := l.AppendAsLeader(b, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := waitDurable(l, res.LastOffset+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.writeBacks.Wait()
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if r := fs.ranges[l.active().path(".log")]; len(r) > 0 {
+		t.Fatalf("synced appends handed to write-back: %v", r)
+	}
+}
