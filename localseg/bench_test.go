@@ -237,3 +237,50 @@ func BenchmarkDurableAppendDisk(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkFsyncAfterUnsyncedAppends times the fsync an acks=all producer
+// waits for after 64 MiB of appends nobody waited for (acks=1 traffic on
+// the same partition), given half a second for the disk to catch up: with
+// background write-back the backlog is on its way to the disk already;
+// without it (the kernel starts writing only at its dirty thresholds) the
+// fsync writes all of it. Run with -benchtime=Nx; the two interleave best
+// as -count rounds.
+func BenchmarkFsyncAfterUnsyncedAppends(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		bytes int64
+	}{{"write-back", writeBehindBytes}, {"none", math.MaxInt64}} {
+		b.Run(bc.name, func(b *testing.B) {
+			defer func(v int64) { writeBehindBytes = v }(writeBehindBytes)
+			writeBehindBytes = bc.bytes
+			bt := batch(64, 1000, 1)
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				l, err := Open(b.TempDir(), Config{SegmentBytes: 1 << 30}, Options{Logger: quietLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for l.Size() < 64<<20 {
+					if _, err := l.AppendAsLeader(bt, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+				time.Sleep(500 * time.Millisecond)
+				res, err := l.AppendAsLeader(bt, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				if err := waitDurable(l, res.LastOffset+1); err != nil {
+					b.Fatal(err)
+				}
+				total += time.Since(start)
+				b.StopTimer()
+				l.Discard()
+			}
+			b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "ms/fsync")
+		})
+	}
+}
