@@ -232,7 +232,7 @@ func runTiering(o options) error {
 		replayMBps, getMBps, relayMBps, ratio, relayRatio []float64
 		replayCPU, getCPU, relayCPU                       = make([]time.Duration, 3), make([]time.Duration, 2), make([]time.Duration, 2)
 		replayTime                                        time.Duration
-		replayed                                          int64
+		replayed, faults                                  int64
 		waited                                            float64
 	)
 	add := func(sum, d []time.Duration) {
@@ -259,11 +259,13 @@ func runTiering(o options) error {
 			}
 			w := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
 			cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
+			f := minorFaults(sh.pid)
 			took, err := rawReplay(ctx, sh.addr, t, ends[i])
 			if err != nil {
 				return err
 			}
 			add(replayCPU, cpu.stop())
+			faults += minorFaults(sh.pid) - f
 			// How much of the replay the broker spent waiting in remote
 			// reads (the object store and the cache) rather than in the
 			// client.
@@ -325,6 +327,10 @@ func runTiering(o options) error {
 		[]string{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replayTime.Seconds()), "", "", ""},
 		[]string{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], replayed), msPerMB(replayCPU[1], replayed), msPerMB(replayCPU[2], replayed)),
 			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], replayed), msPerMB(getCPU[1], replayed), msPerMB(relayCPU[0], replayed), msPerMB(relayCPU[1], replayed)), ""},
+		// A chunk read into memory the process has not touched yet faults
+		// in each of its pages (the kernel zeroes each one first): the
+		// share of the replayed bytes' pages that faulted.
+		[]string{"cold replay: broker page faults per replayed 4 KiB page", fmt.Sprintf("%.2f", float64(faults)/(float64(replayed)/4096)), "", "", ""},
 		[]string{"cold replay: broker RSS, max", fmt.Sprintf("%d MiB", replayRSS>>20), "cache bound + 200 MiB", fmt.Sprintf("%d MiB", (tierCache>>20)+200), fmt.Sprintf("%.2fx", float64(replayRSS)/float64(tierCache+200<<20))},
 	)
 	if !o.tierOnly {
@@ -363,6 +369,24 @@ func runTiering(o options) error {
 		return nil
 	}
 	return runTierUploadTables(o, sh, bucket, cl)
+}
+
+// minorFaults is the count of minor page faults of a process so far
+// (/proc/<pid>/stat field 10), 0 when unknown.
+func minorFaults(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name's closing parenthesis: minflt is
+	// the eighth (field 10).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 8 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(f[7], 10, 64)
+	return n
 }
 
 // median is the median of xs (the mean of the middle two when even).
