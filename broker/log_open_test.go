@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/vfs/errorfs"
@@ -184,6 +187,89 @@ func TestRecreatedPartitionWaitingOnAFailingRemovalIsOffline(t *testing.T) {
 	for _, r := range consumeN(t, b, topic, 1) {
 		if string(r.Value) != "new" || r.Offset != 0 {
 			t.Errorf("offset %d holds %q: the re-created partition shows the deleted one's data", r.Offset, r.Value)
+		}
+	}
+}
+
+// TestWideCreateDoesNotDelayALeaderMove: on three brokers whose disks
+// hold the opens of a wide topic's logs (every broker has a replica of
+// each of its partitions, and at most 8 opens are in flight on each), a
+// preferred leader election of another partition completes while the
+// wide topic is still being created: the new leader is recorded, takes an
+// acks=all write (its followers follow it) and is named by Metadata,
+// though none of the wide topic's logs has opened. Were a leadership
+// change applied only after the wide topic's logs, it would wait for
+// opens that are never let through, and the test fails at its bound
+// saying so.
+func TestWideCreateDoesNotDelayALeaderMove(t *testing.T) {
+	const wide, parts = "wide", 48
+	gates := []*openGateFS{newOpenGateFS(wide), newOpenGateFS(wide), newOpenGateFS(wide)}
+	c := brokertest.StartClusterOn(t, 3, func(id int32) localseg.FS { return gates[id] },
+		func(cfg *broker.Config) { cfg.LeaderImbalanceCheckInterval = -1 })
+	for _, g := range gates {
+		t.Cleanup(g.release)
+	}
+	ctx := testCtx(t)
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, nil, "moving"); err != nil {
+		t.Fatal(err)
+	}
+	pref := preferredAway(t, c, adm, "moving")
+	before, epoch, _ := storedState(t, c, "moving")
+
+	req := createTopicsRequest(false, topicReq(wide, parts))
+	req.Topics[0].ReplicationFactor = 3
+	req.TimeoutMillis = 2000 // answered (the write stands) while logs are held
+	if code := createTopicsCodes(t, c.Client(), req)[wide]; code != 0 {
+		t.Fatalf("creating %s: error code %d", wide, code)
+	}
+	brokertest.WaitFor(t, 30*time.Second, "every broker's disk holds opens of the wide topic", func() (bool, string) {
+		held := []int{gates[0].heldCalls(), gates[1].heldCalls(), gates[2].heldCalls()}
+		return !slices.Contains(held, 0), fmt.Sprintf("opens held by broker: %v", held)
+	})
+
+	start := time.Now()
+	set := kadm.TopicsSet{}
+	set.Add("moving", 0)
+	res, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res["moving"][0].Err; err != nil {
+		t.Fatalf("preferred election of moving/0 (led by %d at epoch %d, preferred %d): %v", before, epoch, pref, err)
+	}
+	// The bound is generous: the move takes well under a second, and
+	// waiting for the wide topic means waiting for ever.
+	const bound = 20 * time.Second
+	brokertest.WaitFor(t, bound, "the leader move to complete while the wide topic's logs are held (a move that waits for the wide create never completes)", func() (bool, string) {
+		l, e, isr := storedState(t, c, "moving")
+		return l == pref && e > epoch && len(isr) == 3, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	pctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	prod := c.Client(kgo.DefaultProduceTopic("moving"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := prod.ProduceSync(pctx, &kgo.Record{Value: []byte("moved")}).FirstErr(); err != nil {
+		t.Fatalf("an acks=all write to moving/0 after its leader moved to %d, with the wide topic's logs held: %v (the brokers have not applied the move: it waits for the wide create)", pref, err)
+	}
+	view := kadm.NewClient(c.Client(kgo.MetadataMinAge(10 * time.Millisecond)))
+	if l, _, _ := partitionReplicas(t, view, "moving"); l != pref {
+		t.Fatalf("Metadata names %d as the leader of moving/0, want %d", l, pref)
+	}
+	for id, g := range gates {
+		if n := g.heldCalls(); n >= parts {
+			t.Fatalf("broker %d holds %d of %d opens at once: not bounded", id, n, parts)
+		}
+	}
+	t.Logf("leadership of moving/0 moved from %d to %d and took a write in %s, with %d, %d and %d opens of %s held", before, pref,
+		time.Since(start).Round(time.Millisecond), gates[0].heldCalls(), gates[1].heldCalls(), gates[2].heldCalls(), wide)
+
+	for _, g := range gates {
+		g.release()
+	}
+	wp := c.Client(kgo.DefaultProduceTopic(wide), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for p := int32(0); p < parts; p += parts / 4 {
+		if err := wp.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte("wide")}).FirstErr(); err != nil {
+			t.Fatalf("producing to %s/%d once its logs opened: %v", wide, p, err)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -26,6 +27,7 @@ type Cluster struct {
 	etcd    *metadata.Embedded
 	Brokers []*Node
 	cfg     func(*broker.Config)
+	fs      func(id int32) localseg.FS // nil: the OS's
 }
 
 // Node is one broker of a Cluster.
@@ -45,7 +47,14 @@ type Node struct {
 // cleanup.
 func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Dir: t.TempDir(), cfg: func(cfg *broker.Config) {
+	return StartClusterOn(t, n, nil, opts...)
+}
+
+// StartClusterOn is StartCluster with broker id's logs on fs(id) (a fault
+// or gated filesystem), at every start.
+func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Dir: t.TempDir(), fs: fs, cfg: func(cfg *broker.Config) {
 		for _, o := range opts {
 			o(cfg)
 		}
@@ -101,7 +110,11 @@ func (c *Cluster) Start(id int32) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: c.etcd.Client(), Logger: logger().With("node", id), Registry: reg, BrokerSessionTTL: 3 * time.Second})
+	var fs localseg.FS
+	if c.fs != nil {
+		fs = c.fs(id)
+	}
+	br, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: c.etcd.Client(), Logger: logger().With("node", id), Registry: reg, BrokerSessionTTL: 3 * time.Second, FS: fs})
 	if err != nil {
 		ln.Close()
 		c.t.Fatal(err)
