@@ -3,6 +3,7 @@ package localseg
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -79,6 +80,11 @@ type Log struct {
 		sync.Mutex
 		cond  sync.Cond
 		queue []*writeTicket
+		// cut is where the first failed write cut its segment.
+		cut struct {
+			s   *segment
+			pos int64
+		}
 	}
 	// sync is the group commit (durable.go).
 	sync SyncScheduler
@@ -267,48 +273,133 @@ func (l *Log) writableLocked() error {
 // may reuse its memory at once (the broker returns produce frames to a
 // pool).
 func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
-	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
-		return AppendResult{}, fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
+	if err := checkLeaderBatch(b); err != nil {
+		return AppendResult{}, err
 	}
-	t, res, cfg, err := l.reserve(b, leaderEpoch)
+	var t *writeTicket
+	var res AppendResult
+	var cfg Config
+	var err error
+	func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		t, res, _, err = l.reserveLocked(b, leaderEpoch, true)
+		cfg = l.mu.cfg
+	}()
 	if err != nil || res.Duplicate {
 		return res, err
 	}
-	if err := l.writeAndPublish(t); err != nil {
+	if err := l.writeAndPublish([]*writeTicket{t}); err != nil {
 		return AppendResult{}, err
 	}
 	res.FlushDue = l.sync.afterAppend(&cfg, b.NextOffset())
 	return res, nil
 }
 
-// reserve does an append's work under the log's lock: checks, offsets,
-// the epoch checkpoint, a roll when the batch does not fit, and the
-// batch's place in the active segment, queued for publication. t is nil
-// for a duplicate.
-func (l *Log) reserve(b Batch, leaderEpoch int32) (t *writeTicket, res AppendResult, cfg Config, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// AppendBatchesAsLeader appends producer batches, in order, as
+// AppendAsLeader appends each (res[i] and errs[i], which must have room for
+// len(bs) elements, are batch i's outcome: each has its own checks,
+// offsets and sequence check), with fewer system calls: batches reserved
+// together, those that fit the active segment after the writes in flight,
+// are written with one vectored write (a batch that needs a roll starts a
+// new run). A failed write fails every batch of its run and every batch
+// after it (none of them is acknowledged) and takes the log offline. Like
+// AppendAsLeader, every batch is written (or has failed) before it
+// returns, and none is retained.
+func (l *Log) AppendBatchesAsLeader(bs []Batch, leaderEpoch int32, res []AppendResult, errs []error) {
+	res, errs = res[:len(bs)], errs[:len(bs)]
+	tickets := make([]*writeTicket, len(bs))
+	for i := 0; i < len(bs); {
+		var cfg Config
+		n, run := 0, 0
+		func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			cfg = l.mu.cfg
+			for ; i+n < len(bs); n++ {
+				j := i + n
+				tickets[j] = nil
+				if err := checkLeaderBatch(bs[j]); err != nil {
+					res[j], errs[j] = AppendResult{}, err
+					continue
+				}
+				t, r, stop, err := l.reserveLocked(bs[j], leaderEpoch, run == 0)
+				if stop {
+					break
+				}
+				res[j], errs[j], tickets[j] = r, err, t
+				if t != nil {
+					run++
+				}
+			}
+		}()
+		var ts []*writeTicket
+		for _, t := range tickets[i : i+n] {
+			if t != nil {
+				ts = append(ts, t)
+			}
+		}
+		var werr error
+		if len(ts) > 0 {
+			werr = l.writeAndPublish(ts)
+		}
+		for j := i; j < i+n; j++ {
+			if tickets[j] == nil {
+				continue
+			}
+			tickets[j] = nil
+			if werr != nil {
+				res[j], errs[j] = AppendResult{}, werr
+				continue
+			}
+			res[j].FlushDue = l.sync.afterAppend(&cfg, bs[j].NextOffset())
+		}
+		i += n
+	}
+}
+
+// checkLeaderBatch refuses a batch whose length field does not match its
+// bytes.
+func checkLeaderBatch(b Batch) error {
+	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
+		return fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
+	}
+	return nil
+}
+
+// reserveLocked does an append's work under the log's lock: checks,
+// offsets, the epoch checkpoint, a roll when the batch does not fit, and
+// the batch's place in the active segment, queued for publication. t is
+// nil for a duplicate. With may roll false (the caller holds reserved
+// writes of its own, which a roll would wait for), a batch that does not
+// surely fit after the pending writes is not reserved: stop is set and
+// nothing changed. Requires mu.
+func (l *Log) reserveLocked(b Batch, leaderEpoch int32, mayRoll bool) (t *writeTicket, res AppendResult, stop bool, err error) {
 	if err := l.writableLocked(); err != nil {
-		return nil, res, cfg, err
+		return nil, res, false, err
+	}
+	s, pos, leo, ok := l.reservedEnd()
+	fits := ok && l.fitsPendingLocked(s, pos, leo, b)
+	if !fits && !mayRoll {
+		return nil, res, true, nil
 	}
 	if b.HasProducerID() {
 		dup, err := l.mu.producers.check(b)
 		if err != nil {
-			return nil, res, cfg, err
+			return nil, res, false, err
 		}
 		if dup != nil {
 			return nil, AppendResult{FirstOffset: dup.firstOffset, LastOffset: dup.lastOffset, MaxTimestamp: dup.timestamp,
-				Duplicate: true, LogStartOffset: l.logStart.Load()}, cfg, nil
+				Duplicate: true, LogStartOffset: l.logStart.Load()}, false, nil
 		}
 	}
-	s, pos, leo, ok := l.reservedEnd()
-	if !ok || !l.fitsPendingLocked(s, pos, leo, b) {
+	if !fits {
 		// Rolls and the full roll checks see the published state.
 		l.drainLocked()
 		s = l.active()
 		if n, rollAt := l.fitLocked(s, b); n == 0 {
 			if err := l.rollLocked(rollAt); err != nil {
-				return nil, res, cfg, l.goOffline(err)
+				return nil, res, false, l.goOffline(err)
 			}
 			s = l.active()
 		}
@@ -321,14 +412,14 @@ func (l *Log) reserve(b Batch, leaderEpoch int32) (t *writeTicket, res AppendRes
 	// which is harmless; the other order could leave batches of an epoch
 	// the checkpoint does not know.
 	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
-		return nil, res, cfg, l.goOffline(err)
+		return nil, res, false, l.goOffline(err)
 	}
 	t = &writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset()}
 	l.pub.Lock()
 	l.pub.queue = append(l.pub.queue, t)
 	l.pub.Unlock()
 	l.mu.producers.update(b)
-	return t, AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, l.mu.cfg, nil
+	return t, AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, false, nil
 }
 
 // AppendAsFollower appends batches copied from the leader, keeping their
@@ -434,21 +525,30 @@ func (l *Log) fitsPendingLocked(s *segment, pos, next int64, b Batch) bool {
 		next+(b.LastOffset()-b.BaseOffset())-s.base <= math.MaxInt32
 }
 
-// writeAndPublish writes a reserved batch outside the log's lock, then
-// publishes every written batch at the head of the queue, in order, and
-// waits until its own is published. A failed write takes the log offline
-// and fails every write queued after it (they are never published).
-func (l *Log) writeAndPublish(t *writeTicket) error {
-	w, err := l.fc.acquire(t.s)
+// writeAndPublish writes reserved batches outside the log's lock (a run
+// reserved together, contiguous in one segment, with one vectored write),
+// then publishes every written batch at the head of the queue, in order,
+// and waits until its own are published. A failed write fails every batch
+// of the run, takes the log offline and fails every write queued after
+// it (they are never published).
+func (l *Log) writeAndPublish(run []*writeTicket) error {
+	first := run[0]
+	w, err := l.fc.acquire(first.s)
 	if err == nil {
-		err = writeFull(w, t.buf, t.pos)
-		l.fc.release(t.s)
+		if len(run) == 1 {
+			err = writeFull(w, first.buf, first.pos)
+		} else {
+			err = writeRun(w, run)
+		}
+		l.fc.release(first.s)
 	}
 	l.pub.Lock()
 	defer l.pub.Unlock()
-	t.done = true
-	if err != nil {
-		t.err = err
+	for _, t := range run {
+		t.done = true
+		if err != nil {
+			t.err = err
+		}
 	}
 	for len(l.pub.queue) > 0 && l.pub.queue[0].done {
 		h := l.pub.queue[0]
@@ -458,9 +558,17 @@ func (l *Log) writeAndPublish(t *writeTicket) error {
 		if h.err != nil {
 			// Cut what the failed write left, so the file ends at a
 			// whole batch; recovery cuts anything a later write put
-			// past it.
+			// past it. The writes failed after it (queued behind it,
+			// or in its run) cut at the first cut, never past it: a
+			// truncation past the end would extend the file with
+			// zeros.
+			cut := h.pos
+			if l.pub.cut.s == h.s {
+				cut = min(cut, l.pub.cut.pos)
+			}
+			l.pub.cut.s, l.pub.cut.pos = h.s, cut
 			if w, terr := l.fc.acquire(h.s); terr == nil {
-				if terr := w.Truncate(h.pos); terr != nil {
+				if terr := w.Truncate(cut); terr != nil {
 					l.log.Error("cannot cut a failed write", "segment", h.s.path(".log"), "err", terr)
 				}
 				l.fc.release(h.s)
@@ -482,15 +590,36 @@ func (l *Log) writeAndPublish(t *writeTicket) error {
 		l.pub.queue = l.pub.queue[:0:0]
 	}
 	l.pub.cond.Broadcast()
-	for !t.finished {
-		if t.err != nil && t.done {
-			// Failed, and its turn may never come: an earlier write
-			// failed and the queue is being failed whole.
-			break
+	for _, t := range run {
+		for !t.finished {
+			if t.err != nil && t.done {
+				// Failed, and its turn may never come: an earlier
+				// write failed and the queue is being failed whole.
+				break
+			}
+			l.pub.cond.Wait()
 		}
-		l.pub.cond.Wait()
+		if t.err != nil {
+			return t.err
+		}
 	}
-	return t.err
+	return nil
+}
+
+// writeRun writes a run of reserved batches, contiguous from the first's
+// position, with one vectored write.
+func writeRun(w File, run []*writeTicket) error {
+	bufs := make([][]byte, len(run))
+	total := 0
+	for i, t := range run {
+		bufs[i] = t.buf
+		total += len(t.buf)
+	}
+	n, err := vfs.WriteVAt(w, bufs, run[0].pos)
+	if err == nil && n != total {
+		err = io.ErrShortWrite
+	}
+	return err
 }
 
 // drainLocked waits until every reserved write is published or failed.

@@ -134,6 +134,81 @@ func (f osFile) datasync() error {
 	return nil
 }
 
+// VectorWriterAt is a File that writes several buffers, one after the
+// other, with one call (the operating system's: pwritev(2)).
+type VectorWriterAt interface {
+	WriteVAt(bufs [][]byte, off int64) (int, error)
+}
+
+// WriteVAt writes bufs one after the other at off: with one call when f is
+// a VectorWriterAt, with one WriteAt per buffer otherwise (wrappers in
+// tests keep their semantics: each buffer's write may fail on its own). It
+// returns the bytes written; after an error the bytes past them may or may
+// not be in the file.
+func WriteVAt(f File, bufs [][]byte, off int64) (int, error) {
+	if v, ok := f.(VectorWriterAt); ok && len(bufs) > 1 {
+		return v.WriteVAt(bufs, off)
+	}
+	total := 0
+	for _, b := range bufs {
+		n, err := f.WriteAt(b, off)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n != len(b) {
+			return total, io.ErrShortWrite
+		}
+		off += int64(n)
+	}
+	return total, nil
+}
+
+// WriteVAt writes bufs with pwritev(2), again for what a short write
+// left.
+func (f osFile) WriteVAt(bufs [][]byte, off int64) (int, error) {
+	rc, err := f.File.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for len(bufs) > 0 {
+			n, err := unix.Pwritev(int(fd), bufs, off)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				serr = err
+				return
+			}
+			if n == 0 {
+				serr = io.ErrShortWrite
+				return
+			}
+			total += n
+			off += int64(n)
+			// Drop what was written; a short write resumes mid-buffer.
+			for n > 0 && len(bufs) > 0 {
+				if n < len(bufs[0]) {
+					bufs = append([][]byte{bufs[0][n:]}, bufs[1:]...)
+					n = 0
+					break
+				}
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			}
+		}
+	}); err != nil {
+		return total, err
+	}
+	if serr != nil {
+		return total, &os.PathError{Op: "pwritev", Path: f.Name(), Err: serr}
+	}
+	return total, nil
+}
+
 func (OSFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	f, err := os.OpenFile(name, flag, perm)
 	if err != nil {
