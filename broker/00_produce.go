@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -139,52 +140,153 @@ func (w *produceWait) start(timeout time.Duration) {
 // batch is durable on the leader (when it is the only in-sync replica) or
 // covered by the high watermark (when followers are in sync), or the
 // request's timeout passes. A batch that reaches flush.messages is answered
-// once it is durable whatever the acks.
+// once it is durable whatever the acks. Pipelined produce requests that
+// arrived together are handled as one group (produceGroup): validated one
+// by one, then appended together, then answered in order.
 func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Response {
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	pc := validateProduce(b, r, req)
+	appendProduces([]*produceCall{pc})
+	return pc.finish()
+}
+
+// produceCall is one produce request between its validation and its
+// answer.
+type produceCall struct {
+	b    *Broker
+	r    *request
+	req  *kmsg.ProduceRequest
+	resp *kmsg.ProduceResponse
+	// parts are the partitions whose batch passed validation, in
+	// request order.
+	parts    []producePart
+	anyError bool
+}
+
+// producePart is one partition's batch of a produce request: validated,
+// then appended.
+type producePart struct {
+	p      *partition
+	batch  recordbatch.Batch
+	sum    recordbatch.Summary
+	acks   int16
+	now    time.Time
+	ti, pi int // where its answer sits in the response
+	// Set by the append (appendProduceRun).
+	res        localseg.AppendResult
+	appendTime int64
+	err        error
+}
+
+// validateProduce checks each partition's batch of req, and builds the
+// response with the errors of those refused.
+func validateProduce(b *Broker, r *request, req *kmsg.ProduceRequest) *produceCall {
+	pc := &produceCall{b: b, r: r, req: req, resp: req.ResponseKind().(*kmsg.ProduceResponse)}
 	now := time.Now()
-	var waits []waitSlot
-	var appended []*partition
-	anyError := false
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
-			sp := kmsg.NewProduceResponseTopicPartition()
+			sp := &st.Partitions[pi]
+			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
-			p, res, err := produceOne(r.ctx(), b, req, rt, rp, now, &sp)
-			if err == nil && !slices.Contains(appended, p) {
-				appended = append(appended, p)
+			p, batch, sum, err := validateOne(r.ctx(), b, req, rt, rp, sp)
+			if err != nil {
+				pc.refuse(sp, rt, rp.Partition, err)
+				continue
 			}
-			switch {
-			case err != nil:
-				anyError = true
-				sp.ErrorCode = kafkaError(err)
-				if refusedBatch(err) {
-					r.refused("refused a produce batch", "topic", b.topicName(rt.Topic, rt.TopicID), "partition", rp.Partition, "err", err)
-				}
-				if req.Version >= 8 {
-					sp.ErrorMessage = errorMessage(err)
-				}
-			case req.Acks == -1 && p.inSyncAlone(), req.Acks != 0 && res.FlushDue:
-				waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, durable: true, ti: ti, pi: pi})
-			case req.Acks == -1 && p.highWatermark() <= res.LastOffset:
-				waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, ti: ti, pi: pi})
-			}
-			st.Partitions = append(st.Partitions, sp)
+			pc.parts = append(pc.parts, producePart{p: p, batch: batch, sum: sum, acks: req.Acks, now: now, ti: ti, pi: pi})
 		}
-		resp.Topics = append(resp.Topics, st)
+		pc.resp.Topics = append(pc.resp.Topics, st)
+	}
+	return pc
+}
+
+// refuse puts err in a partition's answer.
+func (pc *produceCall) refuse(sp *kmsg.ProduceResponseTopicPartition, rt *kmsg.ProduceRequestTopic, partition int32, err error) {
+	pc.anyError = true
+	sp.ErrorCode = kafkaError(err)
+	if refusedBatch(err) {
+		pc.r.refused("refused a produce batch", "topic", pc.b.topicName(rt.Topic, rt.TopicID), "partition", partition, "err", err)
+	}
+	if pc.req.Version >= 8 {
+		sp.ErrorMessage = errorMessage(err)
+	}
+}
+
+// appendProduces appends the validated batches of produce requests read
+// one after the other: each partition's batches together, in request
+// order (appendProduceRun).
+func appendProduces(pcs []*produceCall) {
+	var all []*producePart
+	for _, pc := range pcs {
+		for i := range pc.parts {
+			all = append(all, &pc.parts[i])
+		}
+	}
+	if len(all) == 1 {
+		all[0].p.appendProduceRun(all)
+		return
+	}
+	done := make([]bool, len(all))
+	var run []*producePart
+	for i, pt := range all {
+		if done[i] {
+			continue
+		}
+		run = append(run[:0], pt)
+		for j := i + 1; j < len(all); j++ {
+			if !done[j] && all[j].p == pt.p {
+				done[j] = true
+				run = append(run, all[j])
+			}
+		}
+		pt.p.appendProduceRun(run)
+	}
+}
+
+// finish completes the response from the appends' results: it returns it
+// when it is ready (acks=1, or acks=all already satisfied), or nil when it
+// is answered later (waits) or not at all (acks=0).
+func (pc *produceCall) finish() kmsg.Response {
+	b, r, req, resp := pc.b, pc.r, pc.req, pc.resp
+	var waits []waitSlot
+	var appended []*partition
+	for i := range pc.parts {
+		pt := &pc.parts[i]
+		rt := &req.Topics[pt.ti]
+		sp := &resp.Topics[pt.ti].Partitions[pt.pi]
+		if pt.err != nil {
+			pc.refuse(sp, rt, sp.Partition, pt.err)
+			continue
+		}
+		p, res, batch := pt.p, pt.res, pt.batch
+		b.logSpace.wrote(int64(len(batch)))
+		p.counters.producedBytes.Add(float64(len(batch)))
+		p.counters.producedRecords.Add(float64(batch.RecordCount()))
+		sp.BaseOffset = res.FirstOffset
+		sp.LogAppendTime = pt.appendTime
+		sp.LogStartOffset = p.logStartOffset()
+		if !slices.Contains(appended, p) {
+			appended = append(appended, p)
+		}
+		switch {
+		case req.Acks == -1 && p.inSyncAlone(), req.Acks != 0 && res.FlushDue:
+			waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, durable: true, ti: pt.ti, pi: pt.pi})
+		case req.Acks == -1 && p.highWatermark() <= res.LastOffset:
+			waits = append(waits, waitSlot{p: p, offset: res.LastOffset + 1, ti: pt.ti, pi: pt.pi})
+		}
 	}
 	wakeAppended(appended)
 	if req.Acks == 0 {
 		// No response: an error can only be signalled by closing the
 		// connection, which makes the producer refresh its metadata.
-		if anyError {
+		if pc.anyError {
 			r.closeConnection(resp)
 		} else {
 			r.respondNothing()
@@ -200,6 +302,79 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 	return nil
 }
 
+// Pipelined produce requests that arrive together (read with one read, and
+// handled where they lie in the reader's chunk) form a group: each is
+// validated as it is read, then, once the next frame is not a produce
+// request read already, all are appended, each partition's batches
+// together (the log writes a run of them with one system call), and
+// answered in order. Up to maxProduceGroup requests form a group.
+const maxProduceGroup = 32
+
+// produceGroup is a connection's open group (owned by its reader):
+// validated requests, and what gives each one's frame back.
+type produceGroup struct {
+	calls   []*produceCall
+	release []func()
+}
+
+func (g *produceGroup) add(pc *produceCall, release func()) {
+	g.calls = append(g.calls, pc)
+	g.release = append(g.release, release)
+}
+
+// groupableProduce reports whether a frame that begins with head (api key
+// and version) is a produce request of a version the broker serves.
+func groupableProduce(head []byte) bool {
+	if len(head) < 4 || int16(binary.BigEndian.Uint16(head)) != int16(kmsg.Produce) {
+		return false
+	}
+	v, a := int16(binary.BigEndian.Uint16(head[2:])), apis[int16(kmsg.Produce)]
+	return v >= a.min && v <= a.max
+}
+
+// groupProduce reports whether frame, read in place, joins a group: it is
+// a produce request, and a group is open or the next frame, read already,
+// is one too. A full group is ended first.
+func (c *conn) groupProduce(frame []byte, fr *frameReader) bool {
+	if !groupableProduce(frame) {
+		return false
+	}
+	if len(c.group.calls) >= maxProduceGroup {
+		c.endGroup()
+	}
+	return len(c.group.calls) > 0 || groupableProduce(fr.next())
+}
+
+// endGroup appends the open group's batches, answers its requests, gives
+// their frames back and places them in the response order: held for the
+// reader's next write when answered with nothing queued before them, or
+// else queued for the writer.
+func (c *conn) endGroup() {
+	g := &c.group
+	if len(g.calls) == 0 {
+		return
+	}
+	appendProduces(g.calls)
+	for i, pc := range g.calls {
+		if resp := pc.finish(); resp != nil {
+			pc.r.respond(resp)
+		}
+		g.release[i]()
+		p := pc.r.p
+		if c.queued.Load() == 0 {
+			c.sendOrQueue(p)
+			continue
+		}
+		// Behind a request the writer has: it follows. The writer
+		// takes every queued request until the queue is closed.
+		c.queued.Add(1)
+		c.queue <- p
+	}
+	clear(g.calls)
+	clear(g.release)
+	g.calls, g.release = g.calls[:0], g.release[:0]
+}
+
 // wakeAppended wakes the waiters of the partitions a produce request
 // appended to, once all its appends are done: a follower's fetch parked on
 // several of them then carries all their batches in one answer.
@@ -209,12 +384,13 @@ func wakeAppended(ps []*partition) {
 	}
 }
 
-// produceOne validates and appends one partition's records, filling sp. It
-// returns the partition appended to and the append's result.
-func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, now time.Time, sp *kmsg.ProduceResponseTopicPartition) (*partition, localseg.AppendResult, error) {
-	var none localseg.AppendResult
+// validateOne checks one partition's records, filling sp's log start
+// offset. It returns the partition, the batch and what validation read
+// from its records.
+func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition, sp *kmsg.ProduceResponseTopicPartition) (*partition, recordbatch.Batch, recordbatch.Summary, error) {
+	var none recordbatch.Summary
 	if req.Acks != 0 && req.Acks != 1 && req.Acks != -1 {
-		return nil, none, errInvalidRequiredAcks
+		return nil, nil, none, errInvalidRequiredAcks
 	}
 	var p *partition
 	var err error
@@ -227,34 +403,34 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 		p, err = b.partitionByName(rt.Topic, rp.Partition)
 	}
 	if err != nil {
-		return nil, none, err
+		return nil, nil, none, err
 	}
 	if p.internal {
 		// Kafka's answer to a client writing an internal topic: only
 		// the coordinators write them, and a forged record there would
 		// become a group's committed offset.
-		return nil, none, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
+		return nil, nil, none, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
 	}
 	sp.LogStartOffset = p.logStartOffset()
 	if req.TransactionID != nil {
-		return nil, none, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
+		return nil, nil, none, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
 	}
 	cfg := p.cfg.Load()
 	if len(rp.Records) > int(cfg.maxMessageBytes) {
-		return nil, none, fmt.Errorf("%w: batch of %d bytes exceeds max.message.bytes %d", errMessageTooLarge, len(rp.Records), cfg.maxMessageBytes)
+		return nil, nil, none, fmt.Errorf("%w: batch of %d bytes exceeds max.message.bytes %d", errMessageTooLarge, len(rp.Records), cfg.maxMessageBytes)
 	}
 	batch, rest, err := recordbatch.Next(rp.Records)
 	if err != nil {
-		return nil, none, err
+		return nil, nil, none, err
 	}
 	if batch == nil || len(rest) != 0 {
-		return nil, none, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
+		return nil, nil, none, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
 	}
 	if batch.Control() || batch.Transactional() {
-		return nil, none, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
+		return nil, nil, none, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
 	}
 	if pid := batch.ProducerID(); pid >= 0 && !b.producerIDs.known(pid) {
-		return nil, none, fmt.Errorf("%w: %d", errUnknownProducerID, pid)
+		return nil, nil, none, fmt.Errorf("%w: %d", errUnknownProducerID, pid)
 	}
 	// Every record is looked at, compressed or not (as Kafka's
 	// LogValidator does): the header's record count and timestamps are
@@ -265,22 +441,12 @@ func produceOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *km
 	})
 	if err != nil {
 		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
-		return nil, none, err
+		return nil, nil, none, err
 	}
 	if err := b.logSpace.check(int64(len(batch))); err != nil {
-		return nil, none, err
+		return nil, nil, none, err
 	}
-	res, appendTime, err := p.appendProduce(batch, sum, req.Acks, now)
-	if err != nil {
-		return nil, none, err
-	}
-	b.logSpace.wrote(int64(len(batch)))
-	p.counters.producedBytes.Add(float64(len(batch)))
-	p.counters.producedRecords.Add(float64(batch.RecordCount()))
-	sp.BaseOffset = res.FirstOffset
-	sp.LogAppendTime = appendTime
-	sp.LogStartOffset = p.logStartOffset()
-	return p, res, nil
+	return p, batch, sum, nil
 }
 
 // topicName names a topic a request gives by name or, from v13, by id.

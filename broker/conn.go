@@ -58,6 +58,9 @@ type conn struct {
 	// (flushHeld); heldBufs is their write's vector. Owned by the reader.
 	held     []*pending
 	heldBufs net.Buffers
+	// group holds pipelined produce requests read together, validated
+	// and not yet appended (endGroup); owned by the reader.
+	group produceGroup
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool
@@ -322,18 +325,27 @@ func (c *conn) readLoop() error {
 	// Answers still held when reading stops are written (or, once the
 	// connection is marked broken, dropped) before the writer is told.
 	defer c.flushHeld()
+	// A group of produce requests still open is appended and answered
+	// first (its frames lie in the reader's chunk).
+	defer c.endGroup()
 	for {
-		// The frame handled last is done with: the chunk it lay in may
-		// go back to the pool.
-		fr.settle()
+		if len(c.group.calls) == 0 {
+			// The frame handled last is done with: the chunk it lay
+			// in may go back to the pool.
+			fr.settle()
+		}
 		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.ConnectionsMaxIdle))
 		// Checked after arming the deadline: shutdown cancels the
 		// context and then sets the deadline to now.
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
-		if err := c.awaitResponseRoom(); err != nil {
-			return err
+		// A group open is bounded by the chunk its frames lie in; the
+		// next frame, read already, joins it without waiting.
+		if len(c.group.calls) == 0 {
+			if err := c.awaitResponseRoom(); err != nil {
+				return err
+			}
 		}
 		sizeBuf, partial, err := fr.header()
 		if err != nil {
@@ -372,8 +384,15 @@ func (c *conn) readLoop() error {
 			}
 			return err
 		}
-		if err := c.handleFrame(buf, reserved, inPlace); err != nil {
+		grouped := inPlace && c.groupProduce(buf, fr)
+		if !grouped {
+			c.endGroup()
+		}
+		if err := c.handleFrame(buf, reserved, inPlace, grouped); err != nil {
 			return err
+		}
+		if grouped && (len(c.group.calls) >= maxProduceGroup || !groupableProduce(fr.next())) {
+			c.endGroup()
 		}
 	}
 }
@@ -519,8 +538,10 @@ var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 
 // handleFrame decodes and dispatches one request frame. The frame's bytes
 // are reserved until the request is answered. A frame read in place
-// (inPlace) belongs to the frame reader and is not given back here.
-func (c *conn) handleFrame(frame []byte, reserved int64, inPlace bool) error {
+// (inPlace) belongs to the frame reader and is not given back here. A
+// grouped frame (a produce request, groupProduce) is validated and joins
+// the open group.
+func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) error {
 	release := func() {
 		if inPlace {
 			// The frame's memory is the reader's.
@@ -568,6 +589,13 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace bool) error {
 			c.uncharge(p)
 			return c.ctx.Err()
 		}
+		return nil
+	}
+	if grouped {
+		// Validated now, appended and placed in the response order
+		// when the group ends; in flight until then.
+		c.inflight.Add(1)
+		c.group.add(validateProduce(c.b, &request{conn: c, header: h, p: p}, req.(*kmsg.ProduceRequest)), release)
 		return nil
 	}
 	pooled := framePooledAfterHandle[h.key]

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/binary"
 	"io"
 	"time"
 )
@@ -126,4 +127,18 @@ func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved 
 	buf, reserved, err = f.c.readFrame(f.buf[f.r:f.w], f.close, size, deadline)
 	f.close()
 	return buf, reserved, false, err
+}
+
+// next returns the first bytes of the next frame (its api key and
+// version) when the whole frame is read already, and nil otherwise. It
+// takes nothing.
+func (f *frameReader) next() []byte {
+	if f.w-f.r < 8 {
+		return nil
+	}
+	size := int64(binary.BigEndian.Uint32(f.buf[f.r:]))
+	if size < 4 || int64(f.w-f.r-4) < size {
+		return nil
+	}
+	return f.buf[f.r+4 : f.r+8]
 }

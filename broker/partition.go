@@ -341,60 +341,97 @@ func (p *partition) unwatch(w *waiter) {
 }
 
 // appendProduce appends one validated producer batch (sum is what
-// validation read from its records) as leader. It checks leadership, the
-// ISR size for acks=all, and the records' timestamps; stamps the broker's
-// time for LogAppendTime topics, or else makes the header's max timestamp
-// the records' (the time index and retention trust it); and advances the
-// high watermark. It returns the append result and the log append time
-// (-1 for CreateTime). The caller wakes the partition's waiters once the
+// validation read from its records) as leader, as appendProduceRun does.
+// It returns the append result and the log append time (-1 for
+// CreateTime).
+func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
+	part := producePart{batch: b, sum: sum, acks: acks, now: now}
+	p.appendProduceRun([]*producePart{&part})
+	return part.res, part.appendTime, part.err
+}
+
+// appendProduceRun appends validated producer batches of this partition,
+// in order (one request's, or several pipelined requests'), setting each
+// part's result, log append time (-1 for CreateTime) and error. It checks
+// leadership, the ISR size for acks=all, and the records' timestamps;
+// stamps the broker's time for LogAppendTime topics, or else makes the
+// header's max timestamp the records' (the time index and retention trust
+// it); and advances the high watermark. The batches that pass go to the
+// log together, which writes those that fit the active segment with one
+// system call. The caller wakes the partition's waiters once the
 // request's appends are all done (wakeAppended), so that a follower whose
 // fetch is parked on several partitions of this leader gets them in one
 // answer rather than one round trip each.
-func (p *partition) appendProduce(b recordbatch.Batch, sum recordbatch.Summary, acks int16, now time.Time) (localseg.AppendResult, int64, error) {
+func (p *partition) appendProduceRun(parts []*producePart) {
 	cfg := p.cfg.Load()
-	appendTime := int64(-1)
-	nowMs := now.UnixMilli()
-	if cfg.logAppendTime {
-		appendTime = nowMs
-		b.SetLogAppendTime(nowMs)
-	} else {
-		if err := checkTimestamps(sum, nowMs, cfg); err != nil {
-			return localseg.AppendResult{}, -1, err
-		}
-		if b.MaxTimestamp() != sum.MaxTimestamp {
-			b.SetMaxTimestamp(sum.MaxTimestamp)
+	for _, pt := range parts {
+		pt.appendTime = -1
+		nowMs := pt.now.UnixMilli()
+		if cfg.logAppendTime {
+			pt.appendTime = nowMs
+			pt.batch.SetLogAppendTime(nowMs)
+		} else {
+			if err := checkTimestamps(pt.sum, nowMs, cfg); err != nil {
+				pt.err = err
+				continue
+			}
+			if pt.batch.MaxTimestamp() != pt.sum.MaxTimestamp {
+				pt.batch.SetMaxTimestamp(pt.sum.MaxTimestamp)
+			}
 		}
 	}
 	p.appendMu.RLock()
+	defer p.appendMu.RUnlock()
 	s := p.state.Load()
-	if err := p.writable(s); err != nil {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, -1, err
+	var ok []*producePart
+	for _, pt := range parts {
+		if pt.err != nil {
+			continue
+		}
+		switch {
+		case p.writable(s) != nil:
+			pt.err = p.writable(s)
+		case !p.leadershipProven(s, pt.now):
+			pt.err = errLeadershipUnproven
+		case p.checkTierReady() != nil:
+			pt.err = p.checkTierReady()
+		case pt.acks == -1 && int32(len(s.isr)) < cfg.minInsyncReplicas:
+			pt.err = errNotEnoughReplicas
+		default:
+			ok = append(ok, pt)
+		}
 	}
-	if !p.leadershipProven(s, now) {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, -1, errLeadershipUnproven
+	switch len(ok) {
+	case 0:
+		return
+	case 1:
+		ok[0].res, ok[0].err = p.log.AppendAsLeader(ok[0].batch, s.leaderEpoch)
+	default:
+		bs := make([]localseg.Batch, len(ok))
+		res := make([]localseg.AppendResult, len(ok))
+		errs := make([]error, len(ok))
+		for i, pt := range ok {
+			bs[i] = pt.batch
+		}
+		p.log.AppendBatchesAsLeader(bs, s.leaderEpoch, res, errs)
+		for i, pt := range ok {
+			pt.res, pt.err = res[i], errs[i]
+		}
 	}
-	if err := p.checkTierReady(); err != nil {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, -1, err
+	appended := false
+	for _, pt := range ok {
+		if pt.err != nil {
+			pt.res, pt.appendTime = localseg.AppendResult{}, -1
+			continue
+		}
+		appended = true
+		if pt.res.Duplicate {
+			pt.appendTime = -1
+		}
 	}
-	if acks == -1 && int32(len(s.isr)) < cfg.minInsyncReplicas {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, -1, errNotEnoughReplicas
-	}
-	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
-	if err == nil {
+	if appended {
 		p.maybeAdvanceHW()
 	}
-	p.appendMu.RUnlock()
-	if err != nil {
-		return res, -1, err
-	}
-	if res.Duplicate {
-		appendTime = -1
-	}
-	return res, appendTime, nil
 }
 
 // checkTimestamps enforces message.timestamp.before/after.max.ms on a
