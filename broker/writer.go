@@ -111,6 +111,17 @@ func (r *rawResponse) release() {
 
 func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	defer r.release()
+	if w.raw != nil && len(r.cuts) > 0 {
+		// Corked, the partial last packet of each file range waits
+		// for the bytes after it (the next partition's fields, the
+		// response's last bytes) instead of going out alone: with
+		// TCP_NODELAY, a sendfile ends with a push, and the few bytes
+		// written after it would take a packet of their own (and, on
+		// loopback, a wake-up of the client). Uncorking sends what
+		// waits.
+		w.cork(true)
+		defer w.cork(false)
+	}
 	hdr := appendResponseHeader(w.hdr[:0], h)
 	binary.BigEndian.PutUint32(hdr, uint32(int64(len(hdr)-4)+r.size()))
 	prev := 0
@@ -142,6 +153,18 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 		}
 	}
 	return w.write(hdr, r.body[prev:])
+}
+
+// cork sets TCP_CORK on the connection (errors are ignored: uncorked,
+// the bytes still go out, in more packets).
+func (w *connWriter) cork(on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	w.raw.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v)
+	})
 }
 
 // write sends a then b with one system call when both are present.
