@@ -50,6 +50,7 @@ type options struct {
 	clusterDuration time.Duration
 	clusterRounds   int
 	clusterRate     float64
+	clusterFranz    bool
 
 	groupMembers int
 	tierMB       int // MiB the tiering workload replays each round
@@ -79,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
+	flag.BoolVar(&o.clusterFranz, "cluster-franz", true, "cluster: after the raw load generator's latency runs, franz-go's throughput and latency runs")
 	flag.StringVar(&o.failoverTTLs, "failover-ttls", "1s,2s", "failover run: the brokers' --session-ttl values to measure, comma-separated")
 	flag.IntVar(&o.failoverRounds, "failover-rounds", 3, "failover run: leader stops of each kind per session TTL")
 	flag.IntVar(&o.rejoinMB, "rejoin-mb", 64, "rejoin run: MiB in the topic a wiped follower copies back")

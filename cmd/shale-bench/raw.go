@@ -29,6 +29,10 @@ type rawConfig struct {
 	// onMeasure, if set, is called when the warm-up ends and the
 	// measured part begins.
 	onMeasure func()
+	// leaders, if set, is each partition's leader address (a cluster):
+	// a connection produces to its partition's leader, not to the
+	// address the run was given.
+	leaders []string
 }
 
 // rawResult counts what the broker acknowledged (produce) or returned
@@ -138,7 +142,11 @@ func rawProduceBatch(addr, topic string, acks int16, cfg rawConfig, batch []byte
 		if cfg.rateMBps > 0 && acks != 0 {
 			pc.every = time.Duration(float64(len(batch)) / (cfg.rateMBps * 1e6 / float64(cfg.conns)) * float64(time.Second))
 		}
-		return pc.run(addr, m, cfg.inflight, warmAt, stopAt)
+		to := addr
+		if int(partition) < len(cfg.leaders) {
+			to = cfg.leaders[partition]
+		}
+		return pc.run(to, m, cfg.inflight, warmAt, stopAt)
 	})
 }
 
