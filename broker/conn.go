@@ -105,7 +105,20 @@ type pending struct {
 	// observed: the metric already counts it.
 	start    time.Time
 	observed bool
+	// handoff says who writes an answer that comes after its handler
+	// returned (see awaitAnswer); sentOff is how much of enc the
+	// answering goroutine wrote when the socket took only part of it.
+	handoff atomic.Int32
+	sentOff int
 }
+
+// The states of pending.handoff.
+const (
+	handoffNone        = iota // the writer writes the answer
+	handoffWriterWaits        // the writer waits for this answer alone, everything before it written
+	handoffWritten            // the answering goroutine wrote it all
+	handoffPartial            // it wrote enc[:sentOff]; the writer writes the rest
+)
 
 // errorCode is the response's first error code, for the requests metric.
 func (p *pending) errorCode() int16 {
@@ -127,8 +140,50 @@ func (c *conn) answer(p *pending, resp kmsg.Response) {
 		c.encodeHint.Store(int64(len(buf)))
 		p.enc = buf
 		c.charge(p, int64(cap(buf)))
+		if p.handoff.CompareAndSwap(handoffWriterWaits, handoffWritten) {
+			c.writeAnswer(p)
+		}
 	}
 	close(p.done)
+}
+
+// writeAnswer writes p's encoded answer from the goroutine that answered
+// it, while the writer waits for it with every answer before it written:
+// an acks=all produce answered when a follower's fetch moves the high
+// watermark goes out from that fetch's goroutine, instead of waking the
+// writer first, a hand-off that took about as long as the replication's
+// own round trip on a loaded machine. It never waits: what the socket
+// does not take now (a client that stopped reading) is left to the
+// writer, so the answering goroutine, which may be serving a follower,
+// is never held by this connection.
+func (c *conn) writeAnswer(p *pending) {
+	if c.broken.Load() || c.w.raw == nil {
+		p.handoff.Store(handoffNone)
+		return
+	}
+	c.observe(p)
+	p.observed = true
+	c.w.arm(int64(len(p.enc)))
+	n, err := c.w.tryWrite(p.enc)
+	if err == nil && n < len(p.enc) {
+		p.sentOff = n
+		p.handoff.Store(handoffPartial)
+		return
+	}
+	c.uncharge(p)
+	c.releaseReserved(p)
+	c.wrote(err)
+}
+
+// awaitAnswer waits for p's answer. Every answer before p is written, so
+// when p is not answered yet its answering goroutine may write it itself
+// (writeAnswer). It reports whether that wrote it all.
+func (c *conn) awaitAnswer(p *pending) (written bool) {
+	if !answered(p) {
+		p.handoff.CompareAndSwap(handoffNone, handoffWriterWaits)
+	}
+	<-p.done
+	return p.handoff.Load() == handoffWritten
 }
 
 // charge counts n bytes of p's response as queued.
@@ -701,8 +756,12 @@ func (c *conn) writeLoop() {
 		// Handlers finish promptly once the connection's context is
 		// cancelled (client gone or broker shutting down); wait for
 		// each so that what it holds is released.
-		<-p.done
+		written := c.awaitAnswer(p)
 		c.inflight.Add(-1)
+		if written {
+			c.queued.Add(-1)
+			continue
+		}
 		if !gatherable(p) || c.broken.Load() {
 			c.send(p)
 			c.queued.Add(-1)
@@ -756,7 +815,7 @@ func answered(p *pending) bool {
 // gatherable reports whether p's answer, once done, is encoded bytes (or
 // nothing) that may go out in one write with others.
 func gatherable(p *pending) bool {
-	return p.raw == nil && !p.closeConn
+	return p.raw == nil && !p.closeConn && p.handoff.Load() != handoffPartial
 }
 
 // sendBatch sends the answers in batch (gatherable, done, in order) with
@@ -807,7 +866,7 @@ func (c *conn) send(p *pending) {
 	if p.raw != nil {
 		err = c.w.writeRaw(p.header, p.raw)
 	} else {
-		err = c.w.writeFrame(p.enc)
+		err = c.w.writeFrame(p.enc[p.sentOff:])
 	}
 	c.uncharge(p)
 	// Written: the request's memory is no longer needed (held until now

@@ -68,6 +68,35 @@ func (w *connWriter) writeFrame(buf []byte) error {
 	return err
 }
 
+// tryWrite writes what the socket takes of buf now, without waiting for
+// room: n < len(buf) with a nil error when it is full. Requires raw.
+func (w *connWriter) tryWrite(buf []byte) (n int, err error) {
+	rerr := w.raw.Write(func(fd uintptr) bool {
+		for n < len(buf) {
+			m, e := syscall.Write(int(fd), buf[n:])
+			if m > 0 {
+				n += m
+			}
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true
+			case e != nil:
+				err = e
+				return true
+			case m <= 0:
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	return n, err
+}
+
 // rawResponse is an encoded response body with file ranges spliced in:
 // bytes up to each cut, then that cut's range, then the bytes after the last
 // cut. The fetch path builds it so that record data goes from the segment

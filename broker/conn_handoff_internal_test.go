@@ -1,0 +1,134 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// An answer that comes while the writer waits for it alone (an acks=all
+// produce answered when a follower's fetch moves the high watermark) is
+// written by the answering goroutine, which never waits for the socket:
+// with a client that stopped reading it writes what the socket takes and
+// returns, and the writer sends the rest, once, in order.
+func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
+	c := &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, 4), w: newConnWriter(server, time.Minute),
+		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	// queue hands p to the writer and waits until it waits for p's answer.
+	queue := func(corr int32) *pending {
+		p := &pending{header: requestHeader{key: int16(kmsg.Fetch), version: 12, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
+		c.inflight.Add(1)
+		c.queued.Add(1)
+		c.queue <- p
+		for p.handoff.Load() != handoffWriterWaits {
+			time.Sleep(time.Millisecond)
+		}
+		return p
+	}
+	fetchResponse := func(records int) *kmsg.FetchResponse {
+		resp := kmsg.NewPtrFetchResponse()
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic = "t"
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.RecordBatches = bytes.Repeat([]byte{'x'}, records)
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp
+	}
+	// Far more than the socket buffers hold while the client reads
+	// nothing.
+	const big = 64 << 20
+	p1 := queue(1)
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		c.answer(p1, fetchResponse(big))
+	}()
+	select {
+	case <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the answering goroutine waited for a client that reads nothing")
+	}
+	if got := p1.handoff.Load(); got != handoffPartial {
+		t.Fatalf("handoff %d after answering with %d bytes to a client that reads nothing, want %d (partial)", got, big, handoffPartial)
+	}
+	// The writer sends the rest once the client reads; then a small
+	// answer goes out whole from its answerer.
+	readFrame := func(wantCorr int32) []byte {
+		t.Helper()
+		client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var size [4]byte
+		if _, err := io.ReadFull(client, size[:]); err != nil {
+			t.Fatal(err)
+		}
+		frame := make([]byte, binary.BigEndian.Uint32(size[:]))
+		if _, err := io.ReadFull(client, frame); err != nil {
+			t.Fatal(err)
+		}
+		if corr := int32(binary.BigEndian.Uint32(frame)); corr != wantCorr {
+			t.Fatalf("correlation id %d, want %d", corr, wantCorr)
+		}
+		return frame[4:]
+	}
+	decode := func(body []byte) *kmsg.FetchResponse {
+		t.Helper()
+		resp := kmsg.NewPtrFetchResponse()
+		resp.Version = 12
+		body = body[1:] // the flexible header's empty tagged fields
+		if err := resp.ReadFrom(body); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if n := len(decode(readFrame(1)).Topics[0].Partitions[0].RecordBatches); n != big {
+		t.Fatalf("%d record bytes in the first answer, want %d", n, big)
+	}
+	<-p1.done
+	p2 := queue(2)
+	c.answer(p2, fetchResponse(100))
+	if got := p2.handoff.Load(); got != handoffWritten {
+		t.Fatalf("handoff %d after a small answer, want %d (written by the answerer)", got, handoffWritten)
+	}
+	if n := len(decode(readFrame(2)).Topics[0].Partitions[0].RecordBatches); n != 100 {
+		t.Fatalf("%d record bytes in the second answer, want 100", n)
+	}
+	// Nothing is written twice.
+	client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d more bytes (err %v) after both answers", n, err)
+	}
+	close(c.queue)
+	<-writerDone
+	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
+		t.Fatalf("after both answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
+	}
+}
