@@ -1,5 +1,7 @@
 package broker
 
+import "context"
+
 // Every test of the package runs with poisoned buffer pools: a buffer
 // used after it went back to a pool shows as corrupt data.
 func init() { poisonBuffers = true }
@@ -61,4 +63,13 @@ func (b *Broker) ReplicaLogStart(topic string, index int32) (int64, bool) {
 		return 0, false
 	}
 	return p.log.LogStartOffset(), true
+}
+
+// PeerClient is an inter-broker connection, for tests.
+type PeerClient = peerClient
+
+// DialAsPeer connects to addr authenticated as broker self of b's cluster
+// (its Fetch requests with replica id self are a follower's).
+func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*PeerClient, error) {
+	return dialPeer(ctx, nil, addr, self, b.secret)
 }
