@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -84,6 +85,25 @@ func (m *etcdMeta) provenUntil() time.Time {
 	return m.registration.ProvenUntil()
 }
 
+// registrationDeleted reports whether the metadata, at or past the
+// revision that wrote reg's key, no longer holds broker id's key: its
+// lease has expired (or was revoked) in etcd.
+func (m *etcdMeta) registrationDeleted(reg *metadata.Registration, id int32) bool {
+	if reg == nil || reg.Revision() == 0 {
+		return false
+	}
+	s := m.cache.Snapshot()
+	if s.Revision < reg.Revision() {
+		return false
+	}
+	for _, b := range s.Brokers {
+		if b.ID == id {
+			return false
+		}
+	}
+	return true
+}
+
 // registrationDone is closed when the current registration is lost.
 func (m *etcdMeta) registrationDone() <-chan struct{} {
 	m.mu.Lock()
@@ -99,12 +119,14 @@ func (m *etcdMeta) snapshot() *metaView {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s != m.last {
-		m.last, m.view = s, convertSnapshot(s)
+		m.last, m.view = s, convertSnapshot(s, m.view)
 	}
 	return m.view
 }
 
-func convertSnapshot(s *metadata.Snapshot) *metaView {
+// convertSnapshot converts s; the brokers prev saw (nil: none) are kept
+// as last seen.
+func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 	v := &metaView{
 		revision:     s.Revision,
 		clusterID:    s.ClusterID,
@@ -134,6 +156,13 @@ func convertSnapshot(s *metadata.Snapshot) *metaView {
 			bv.rack = &rack
 		}
 		v.brokers = append(v.brokers, bv)
+	}
+	v.lastSeen = make(map[int32]brokerView, len(v.brokers))
+	if prev != nil {
+		maps.Copy(v.lastSeen, prev.lastSeen)
+	}
+	for _, bv := range v.brokers {
+		v.lastSeen[bv.id] = bv
 	}
 	if v.controllerID < 0 && len(v.brokers) > 0 {
 		// No elected controller yet: any broker serves admin requests

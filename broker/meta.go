@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 )
 
 // metaStore is what the broker needs from cluster metadata (etcd through
@@ -52,8 +54,12 @@ type metaView struct {
 	clusterID    string
 	controllerID int32
 	brokers      []brokerView // live brokers, by id
-	topics       map[string]*topicView
-	topicsByID   map[[16]byte]*topicView
+	// lastSeen are the brokers this process has seen registered, by
+	// id, as last registered, those whose registration is gone among
+	// them (nil: none kept). See brokerAddr.
+	lastSeen   map[int32]brokerView
+	topics     map[string]*topicView
+	topicsByID map[[16]byte]*topicView
 	// deleted are the ids of deleted topics (their tombstones): the only
 	// reason a broker removes a log directory.
 	deleted map[[16]byte]bool
@@ -95,6 +101,25 @@ func (v *metaView) broker(id int32) (brokerView, bool) {
 		return v.brokers[i], true
 	}
 	return brokerView{}, false
+}
+
+// brokerAddr is broker id's Kafka address as registered or, when its
+// registration is gone, as it was last registered (ok false for a broker
+// this process never saw). For the paths between brokers that a missing
+// registration must not cut: a registration can vanish while the broker
+// lives and serves (its lease expired unrenewed after an etcd restart),
+// and its followers' fetchers, or a leader asking its followers whether
+// its leadership holds, must still reach it. Decisions about liveness
+// (ISR membership, placement, leader election) use broker instead.
+func (v *metaView) brokerAddr(id int32) (string, bool) {
+	bv, ok := v.broker(id)
+	if !ok {
+		bv, ok = v.lastSeen[id]
+	}
+	if !ok {
+		return "", false
+	}
+	return net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port))), true
 }
 
 func (v *metaView) brokerIDs() []int32 {

@@ -364,3 +364,30 @@ func TestEtcdRestartKeepsRolesAndData(t *testing.T) {
 	acked := pl.finish()
 	c.readAll("steady", acked)
 }
+
+// TestBrokerRegistersAgainWhenItsKeyIsGone: a broker whose registration
+// key is deleted while its lease still answers renewals (as when etcd
+// expired the lease unrenewed after a restart and the broker's renewals
+// went unanswered until etcd was away again) registers again as soon as
+// its metadata shows the key gone, not only when a renewal is refused.
+// Before, it stayed unregistered for as long as its renewals succeeded:
+// the other brokers no longer listed it.
+func TestBrokerRegistersAgainWhenItsKeyIsGone(t *testing.T) {
+	c := startNetCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store := metadata.NewStore(c.etcd.Client(), "")
+	key := metadata.DefaultPrefix + "brokers/" + fmt.Sprintf("%010d", 0)
+	for round := 0; round < 2; round++ {
+		resp, err := c.etcd.Client().Delete(ctx, key)
+		if err != nil || resp.Deleted != 1 {
+			t.Fatalf("deleting %s: %v (%+v)", key, err, resp)
+		}
+		deleted := time.Now()
+		brokertest.WaitFor(t, 5*time.Second, "the broker registers again", func() (bool, string) {
+			bs, err := store.Brokers(ctx)
+			return err == nil && len(bs) == 1, fmt.Sprintf("%v %v", bs, err)
+		})
+		t.Logf("round %d: registered again %s after its key was deleted", round, time.Since(deleted).Round(time.Millisecond))
+	}
+}

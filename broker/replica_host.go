@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/shale-log/shale/broker/fetcher"
@@ -18,13 +16,11 @@ func (b *Broker) newFetchers() *fetcher.Manager {
 	return fetcher.NewManager(b.ctx, fetcher.Config{
 		Self:         b.cfg.NodeID,
 		FetchWaitMax: b.cfg.ReplicaFetchWaitMax,
-		Addr: func(id int32) (string, bool) {
-			bv, ok := b.meta.snapshot().broker(id)
-			if !ok {
-				return "", false
-			}
-			return net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port))), true
-		},
+		// A leader whose registration vanished (its lease expired
+		// unrenewed after an etcd restart) still leads until the
+		// controller moves its partitions: its followers go on
+		// fetching from it, or its high watermark stops.
+		Addr: func(id int32) (string, bool) { return b.meta.snapshot().brokerAddr(id) },
 		Dial: func(ctx context.Context, addr string) (fetcher.Conn, error) {
 			c, err := dialPeer(ctx, b.cfg.DialPeer, addr, b.cfg.NodeID, b.secret)
 			if err != nil {

@@ -145,6 +145,11 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		metadata.WatchConnection(b.ctx, opts.Etcd, log)
+	}()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
 		b.keepRegistered(ms, self, opts.BrokerSessionTTL)
 	}()
 	b.wg.Add(1)
@@ -206,15 +211,36 @@ func registerWithRetry(ctx context.Context, store *metadata.Store, self metadata
 }
 
 // keepRegistered re-registers the broker when its lease is lost (etcd
-// unreachable for longer than the TTL), until the broker closes.
+// unreachable for longer than the TTL), until the broker closes. It
+// learns that from etcd's answer to a renewal, or from the metadata it
+// watches: its key deleted after its registration wrote it. The second
+// covers a lease that etcd expired because no renewal reached it in time
+// after a restart, when etcd went away again before the next renewal was
+// answered: the renewals may stay unanswered for a while after etcd is
+// back (the connection waiting out its reconnect backoff), while the
+// watch catching up already shows the key gone, and meanwhile the other
+// brokers no longer list this one.
 func (b *Broker) keepRegistered(ms *etcdMeta, self metadata.Broker, ttl time.Duration) {
+	changed := ms.subscribe(b.ctx)
 	for {
+		reg := ms.currentRegistration()
+		if reg == nil {
+			return // closing
+		}
 		select {
 		case <-b.ctx.Done():
 			return
-		case <-ms.registrationDone():
+		case <-reg.Done():
+			b.log.Warn("broker registration lost; registering again")
+		case <-changed:
+			if !ms.registrationDeleted(reg, self.ID) {
+				continue
+			}
+			b.log.Warn("broker registration deleted from etcd (its lease expired unrenewed); registering again", "lease", fmt.Sprintf("%x", reg.Lease()))
+			// Revokes what may remain of the lease; etcd answers at
+			// once (it was just seen).
+			reg.Close()
 		}
-		b.log.Warn("broker registration lost; registering again")
 		for b.ctx.Err() == nil {
 			ctx, cancel := context.WithTimeout(b.ctx, ttl+5*time.Second)
 			reg, err := registerWithRetry(ctx, ms.store, self, ttl)

@@ -3,12 +3,11 @@ package broker
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -203,14 +202,17 @@ func (b *Broker) askPeersForLeaders() {
 	defer cancel()
 	var wg sync.WaitGroup
 	for peer, parts := range byPeer {
-		bv, ok := view.broker(peer)
+		// A follower whose registration vanished (its lease expired
+		// unrenewed after an etcd restart) may still be in the ISR and
+		// prove the leadership: asked at its last registered address.
+		addr, ok := view.brokerAddr(peer)
 		if !ok {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := b.askPeerMetadata(ctx, net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port))), parts)
+			resp, err := b.askPeerMetadata(ctx, addr, parts)
 			if err != nil {
 				b.log.Debug("asking a follower for its metadata (leadership unproven)", "peer", peer, "err", err)
 				return
@@ -261,7 +263,10 @@ func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.
 		}
 		ids[*rt.Topic] = rt.TopicID
 		for _, rp := range rt.Partitions {
-			if rp.ErrorCode == 0 {
+			// LEADER_NOT_AVAILABLE with the leader's epoch: the peer
+			// no longer lists the leader as registered (its lease
+			// expired while etcd was away), and names no other.
+			if rp.ErrorCode == 0 || rp.ErrorCode == kerr.LeaderNotAvailable.Code {
 				theirs[key{*rt.Topic, rp.Partition}] = rp
 			}
 		}
@@ -276,7 +281,10 @@ func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.
 			continue
 		}
 		if rp.LeaderEpoch == s.leaderEpoch {
-			if rp.Leader == b.cfg.NodeID && slices.Contains(s.isr, peer) {
+			// One leader per epoch: a peer at this epoch that names
+			// no leader (it does not list this broker as registered)
+			// has not seen another either.
+			if (rp.Leader == b.cfg.NodeID || rp.Leader < 0) && slices.Contains(s.isr, peer) {
 				p.provedBy(s.leaderEpoch, sent)
 			}
 			continue

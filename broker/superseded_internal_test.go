@@ -2,8 +2,13 @@ package broker
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -109,5 +114,50 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	host.until = now.Add(2 * time.Hour)
 	if err := produce(now.Add(time.Hour)); err != nil {
 		t.Fatalf("with the lease proven again: %v", err)
+	}
+}
+
+// TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership: a follower
+// whose metadata no longer lists its leader as registered (the leader's
+// lease expired while etcd was away) answers LEADER_NOT_AVAILABLE, with
+// no leader, at the leader's epoch: it has seen no other leader, so its
+// answer proves the leadership as one naming the leader does. Taken as
+// no answer, the leader refused every write while etcd was away. At a
+// newer epoch it is proof that the leadership is over.
+func TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cfg := &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62}
+	p := newPartition("fence", [16]byte{1}, 0, 1, log, cfg)
+	p.host = &leaseHost{until: time.Now().Add(-time.Second)}
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	b := &Broker{cfg: Config{NodeID: 1}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	answer := func(epoch int32) *kmsg.MetadataResponse {
+		resp := kmsg.NewPtrMetadataResponse()
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic = kmsg.StringPtr("fence")
+		rt.TopicID = [16]byte{1}
+		rp := kmsg.NewMetadataResponseTopicPartition()
+		rp.ErrorCode = kerr.LeaderNotAvailable.Code
+		rp.Leader, rp.LeaderEpoch = -1, epoch
+		rp.Replicas, rp.ISR = []int32{1, 2, 3}, []int32{1, 2, 3}
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp
+	}
+	now := time.Now()
+	b.recordSupersessions(2, []*partition{p}, answer(3), now)
+	if !p.leadershipProven(p.state.Load(), now) {
+		t.Fatal("a follower at the leader's epoch that names no leader did not prove the leadership")
+	}
+	if p.supersededAt(3) != nil {
+		t.Fatal("superseded by a follower at the same epoch")
+	}
+	b.recordSupersessions(3, []*partition{p}, answer(4), now)
+	if p.supersededAt(3) == nil {
+		t.Fatal("a follower at a newer epoch did not end the leadership")
 	}
 }

@@ -23,7 +23,11 @@ import (
 // the TTL, in turn, so that the lease is renewed renewEvery times per TTL
 // and one slow answer holds up only its own stream. The streams are kept
 // open (an etcd shutting down serves open streams while it drains, but
-// refuses new ones).
+// refuses new ones). A renewal that finds no connection makes the client
+// connect at once (reconnectNow) rather than wait out gRPC's reconnect
+// backoff, grown while etcd was away: etcd gives a lease its TTL again
+// when it restarts, and a broker that sent nothing within that TTL lost
+// its registration although it was alive and etcd was back.
 const (
 	renewEvery   = 6 // renewals per TTL
 	renewStreams = 3
@@ -35,6 +39,7 @@ type Registration struct {
 	cli   *clientv3.Client
 	lease clientv3.LeaseID
 	ttl   time.Duration // as granted by etcd
+	rev   int64         // the revision that wrote the registered key (0: none)
 	// provenUntil (unix nanoseconds) is when the lease may expire at the
 	// latest as far as this process knows: the send time of the newest
 	// renewal etcd answered, plus the TTL.
@@ -119,6 +124,7 @@ func (r *Registration) renewOn(offset, period time.Duration) {
 			if stream, err = r.openStream(ctx); err != nil {
 				cancel()
 				stream = nil
+				reconnectNow(r.cli)
 				continue
 			}
 		}
@@ -135,6 +141,7 @@ func (r *Registration) renewOn(offset, period time.Duration) {
 		case err != nil:
 			cancel()
 			stream = nil
+			reconnectNow(r.cli)
 		default:
 			r.proven(sent.Add(time.Duration(ttl) * time.Second))
 		}
@@ -193,6 +200,14 @@ func (r *Registration) proven(until time.Time) {
 
 // Lease is the registration's etcd lease.
 func (r *Registration) Lease() clientv3.LeaseID { return r.lease }
+
+// Revision is the etcd revision that wrote the key this registration
+// holds (a broker's registration), 0 for one that holds none yet (a
+// controller candidacy). A snapshot at or past it that lacks the key
+// shows the registration gone: its lease expired, or it was revoked,
+// while this process may not have heard of it (etcd was away when the
+// lease ran out, and went away again before a renewal was answered).
+func (r *Registration) Revision() int64 { return r.rev }
 
 // TTL is the lease's time to live, as etcd granted it.
 func (r *Registration) TTL() time.Duration { return r.ttl }

@@ -186,6 +186,7 @@ func (s *Store) RegisterBroker(ctx context.Context, b Broker, ttl time.Duration)
 		reg.Close()
 		return nil, fmt.Errorf("%w: %d", ErrBrokerIDInUse, b.ID)
 	}
+	reg.rev = resp.Header.Revision
 	return reg, nil
 }
 
