@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -47,13 +48,60 @@ type brokerProc struct {
 // brokers' processes are killed.
 func startTestEtcd(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	addr := freeAddr(t)
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: addr})
+	return startRestartableEtcd(t, ctx).addr
+}
+
+// testEtcd is a single-member etcd in the test process that can be
+// stopped and started again on the same data directory and client
+// address, as an operator restarts etcd.
+type testEtcd struct {
+	t    *testing.T
+	dir  string
+	addr string
+	mu   sync.Mutex
+	e    *metadata.Embedded // nil while stopped
+}
+
+// startRestartableEtcd starts a testEtcd; it stops when the test ends,
+// after the brokers' processes are killed.
+func startRestartableEtcd(t *testing.T, ctx context.Context) *testEtcd {
+	t.Helper()
+	te := &testEtcd{t: t, dir: filepath.Join(t.TempDir(), "etcd"), addr: freeAddr(t)}
+	te.start(ctx)
+	t.Cleanup(te.stop)
+	return te
+}
+
+// start starts the server (stopped) on its directory and address.
+func (te *testEtcd) start(ctx context.Context) {
+	te.t.Helper()
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: te.dir, ClientAddr: te.addr})
 	if err != nil {
-		t.Fatal(err)
+		te.t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
-	return addr
+	te.e = e
+}
+
+// client is a client of the running server.
+func (te *testEtcd) client() *clientv3.Client {
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	if te.e == nil {
+		te.t.Fatal("etcd is stopped")
+	}
+	return te.e.Client()
+}
+
+// stop stops the server, if it runs.
+func (te *testEtcd) stop() {
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	if te.e != nil {
+		te.e.Close()
+		te.e = nil
+	}
 }
 
 // startBrokerProcs starts n `shale broker` processes (ids 0 to n-1) on
@@ -217,6 +265,7 @@ func TestLaggingFollowerLeavesAndRejoinsTheISR(t *testing.T) {
 type testCluster struct {
 	t     *testing.T
 	ctx   context.Context
+	etcd  *testEtcd
 	procs []*brokerProc
 	adm   *kadm.Client
 	mu    sync.Mutex
@@ -292,10 +341,16 @@ func failoverWorkload(t *testing.T, extra []string, fault func(t *testing.T, c *
 // broker before it first starts (its flags, the etcd endpoint it is
 // given).
 func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t *testing.T, c *testCluster, round int)) {
+	failoverWorkloadRounds(t, 2, setup, fault)
+}
+
+// failoverWorkloadRounds is failoverWorkloadWith applying fault rounds
+// times.
+func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc), fault func(t *testing.T, c *testCluster, round int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	etcdAddr := startTestEtcd(t, ctx)
-	procs, seeds := startBrokerProcs(t, etcdAddr, 3, setup)
+	etcd := startRestartableEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("acked"),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second))
 	if err != nil {
@@ -317,7 +372,7 @@ func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t 
 		t.Fatal(err)
 	}
 
-	c := &testCluster{t: t, ctx: ctx, procs: procs, adm: adm}
+	c := &testCluster{t: t, ctx: ctx, etcd: etcd, procs: procs, adm: adm}
 	// Produce until told to stop, recording what was acknowledged.
 	stop := make(chan struct{})
 	produced := make(chan struct{})
@@ -340,7 +395,7 @@ func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t 
 			c.mu.Unlock()
 		}
 	}()
-	for round := 0; round < 2; round++ {
+	for round := 0; round < rounds; round++ {
 		c.waitAcked(c.ackedCount() + 200)
 		fault(t, c, round)
 	}
