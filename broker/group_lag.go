@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"net"
-	"strconv"
 	"sync"
 	"time"
 
@@ -88,11 +86,12 @@ func (r *remoteHighWatermarks) get(ctx context.Context, need map[partitionKey]bo
 		hws = map[partitionKey]int64{}
 	)
 	for leader, parts := range byLeader {
-		bv, ok := view.broker(leader)
+		// A leader whose registration lapsed while it serves (etcd
+		// restarted) is still asked.
+		addr, ok := view.brokerAddr(leader)
 		if !ok {
 			continue
 		}
-		addr := net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port)))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,12 +228,13 @@ const repairMaxBytes = 64 << 20
 // fromReplica reads the batches of [lr.From, lr.To) from replica id as a
 // consumer does.
 func (r *repairer) fromReplica(ctx context.Context, p *partition, id int32, lr localseg.LostRange) ([]byte, error) {
-	view := r.b.meta.snapshot()
-	bv, ok := view.broker(id)
+	// A replica whose registration lapsed while it serves (etcd
+	// restarted) is still asked.
+	addr, ok := r.b.meta.snapshot().brokerAddr(id)
 	if !ok {
-		return nil, errors.New("not registered")
+		return nil, errors.New("never registered")
 	}
-	pc, err := dialPeer(ctx, r.b.cfg.DialPeer, net.JoinHostPort(bv.host, strconv.Itoa(int(bv.port))), r.b.cfg.NodeID, r.b.secret)
+	pc, err := dialPeer(ctx, r.b.cfg.DialPeer, addr, r.b.cfg.NodeID, r.b.secret)
 	if err != nil {
 		return nil, err
 	}
