@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -464,5 +465,57 @@ func TestReaderReadAheadGETsAreSharedByAllReaders(t *testing.T) {
 	g.mu.Unlock()
 	if len(served) != streams {
 		t.Fatalf("read-ahead GETs went to %d of %d streams: %v", len(served), streams, served)
+	}
+}
+
+// TestReaderHoldsNoMoreThanItsCacheBytesDuringAReplay replays a log twice
+// the size of the reader's budget and checks, after each read (its
+// read-ahead ended, the caches' sets applied, a collection run), that the
+// live heap grew by no more than CacheBytes since the reader was made: the
+// chunk cache, recent and read-ahead chunks, loads and companions together.
+func TestReaderHoldsNoMoreThanItsCacheBytesDuringAReplay(t *testing.T) {
+	const cacheBytes = 4 << 20
+	log, _ := testLog(t, 1<<20, 20000)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	var total int64
+	for _, seg := range m.Segments {
+		total += seg.Size
+	}
+	if total < 2*cacheBytes {
+		t.Fatalf("%d bytes uploaded, want more than twice the cache", total)
+	}
+	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: 64 << 10, CacheBytes: cacheBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	live := func() int64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	base := live()
+	var peak int64
+	off := m.Start()
+	for reads := 0; off < m.End(); reads++ {
+		parts, err := r.Read(context.Background(), testPartition, m, off, 256<<10, math.MaxInt64, true)
+		if err != nil || parts == nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		off = lastWholeBatchEnd(parts, off)
+		if reads%8 == 0 {
+			r.Wait()
+			peak = max(peak, live()-base)
+		}
+	}
+	r.Wait()
+	peak = max(peak, live()-base)
+	t.Logf("replayed %d MiB; the reader held at most %d KiB (budget %d KiB)", total>>20, peak>>10, cacheBytes>>10)
+	if peak > cacheBytes {
+		t.Fatalf("the reader held %d bytes during a replay, above its CacheBytes %d", peak, cacheBytes)
 	}
 }
