@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -18,21 +17,7 @@ import (
 // with a client that stopped reading it writes what the socket takes and
 // returns, and the writer sends the rest, once, in order.
 func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}

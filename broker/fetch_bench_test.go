@@ -10,9 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sys/unix"
-
-	"github.com/shale-log/shale/broker"
-	"github.com/shale-log/shale/broker/brokertest"
 )
 
 // segsIn is how many TCP segments the socket has received.
@@ -36,17 +33,7 @@ func segsIn(b *testing.B, c net.Conn) uint32 {
 func BenchmarkFetchConnection(b *testing.B) {
 	for _, size := range []int{16 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
-			broker.SetPoisonBuffers(false)
-			defer broker.SetPoisonBuffers(true)
-			br := brokertest.Start(b)
-			if _, err := br.Admin().CreateTopic(b.Context(), 1, 1, nil, "bench"); err != nil {
-				b.Fatal(err)
-			}
-			c, err := net.Dial("tcp", br.Addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
+			c := benchTopicConn(b)
 			pipeline(b, c, produceFrame(b, "bench"), 256) // 8 MiB of 32 KiB batches
 			req := kmsg.NewPtrFetchRequest()
 			req.Version, req.ReplicaID, req.MaxBytes = 12, -1, int32(size)

@@ -57,21 +57,7 @@ func TestFrameStepSizesFromWhatArrived(t *testing.T) {
 // unreadBytes reads what the socket holds: without it, frames are sized
 // from the reader's buffer alone and grow in steps again.
 func TestUnreadBytesCountsWhatTheSocketHolds(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	c := &conn{nc: server, w: newConnWriter(server, 0)}
 	if n := c.unreadBytes(); n != 0 {
 		t.Fatalf("%d bytes unread before any were sent", n)
@@ -92,4 +78,24 @@ func TestUnreadBytesCountsWhatTheSocketHolds(t *testing.T) {
 	if n := c.unreadBytes(); n != sent-1000 {
 		t.Fatalf("%d bytes unread after reading 1000 of %d", n, sent)
 	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if client, err = net.Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if server, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }

@@ -108,17 +108,7 @@ func BenchmarkProduceConnection(b *testing.B) {
 		pipeline(b, c, frame, b.N)
 	})
 	b.Run("shale", func(b *testing.B) {
-		broker.SetPoisonBuffers(false)
-		defer broker.SetPoisonBuffers(true)
-		br := brokertest.Start(b)
-		if _, err := br.Admin().CreateTopic(b.Context(), 1, 1, nil, "bench"); err != nil {
-			b.Fatal(err)
-		}
-		c, err := net.Dial("tcp", br.Addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c := benchTopicConn(b)
 		frame := produceFrame(b, "bench")
 		pipeline(b, c, frame, 100) // warm up
 		b.SetBytes(int64(len(frame)))
@@ -126,4 +116,22 @@ func BenchmarkProduceConnection(b *testing.B) {
 		b.ResetTimer()
 		pipeline(b, c, frame, b.N)
 	})
+}
+
+// benchTopicConn starts a broker with unpoisoned buffers (as in
+// production), creates its topic "bench" of one partition, and returns a
+// connection to it, closed when b ends.
+func benchTopicConn(b *testing.B) net.Conn {
+	broker.SetPoisonBuffers(false)
+	b.Cleanup(func() { broker.SetPoisonBuffers(true) })
+	br := brokertest.Start(b)
+	if _, err := br.Admin().CreateTopic(b.Context(), 1, 1, nil, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	c, err := net.Dial("tcp", br.Addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
 }

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,11 +23,7 @@ type countingFS struct {
 }
 
 func (c *countingFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := c.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &countingFile{File: f, c: c}, nil
+	return openSegment(c.FS, name, flag, perm, func(f vfs.File) vfs.File { return &countingFile{File: f, c: c} })
 }
 
 type countingFile struct {

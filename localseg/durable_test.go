@@ -144,6 +144,16 @@ func TestFailedBackgroundFlushTakesTheLogOffline(t *testing.T) {
 	}
 }
 
+// openSegment opens name on fs, wrapped by wrap when it is a segment file
+// (the files the fault-injecting test filesystems watch).
+func openSegment(fs vfs.FS, name string, flag int, perm os.FileMode, wrap func(vfs.File) vfs.File) (vfs.File, error) {
+	f, err := fs.OpenFile(name, flag, perm)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return wrap(f), nil
+}
+
 // syncGateFS counts the fsyncs of segment files and can hold the next one.
 type syncGateFS struct {
 	vfs.FS
@@ -153,11 +163,7 @@ type syncGateFS struct {
 }
 
 func (g *syncGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &syncGateFile{File: f, g: g}, nil
+	return openSegment(g.FS, name, flag, perm, func(f vfs.File) vfs.File { return &syncGateFile{File: f, g: g} })
 }
 
 type syncGateFile struct {
@@ -365,11 +371,7 @@ type writeGateFS struct {
 }
 
 func (g *writeGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &writeGateFile{File: f, g: g}, nil
+	return openSegment(g.FS, name, flag, perm, func(f vfs.File) vfs.File { return &writeGateFile{File: f, g: g} })
 }
 
 type writeGateFile struct {
@@ -505,11 +507,7 @@ type failFirstSyncFS struct {
 }
 
 func (g *failFirstSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &failFirstSyncFile{File: f, g: g}, nil
+	return openSegment(g.FS, name, flag, perm, func(f vfs.File) vfs.File { return &failFirstSyncFile{File: f, g: g} })
 }
 
 type failFirstSyncFile struct {

@@ -2,7 +2,6 @@ package localseg
 
 import (
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
@@ -24,11 +23,7 @@ func newWriteBackFS() *writeBackFS {
 }
 
 func (g *writeBackFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return &writeBackFile{File: f, g: g, name: name}, nil
+	return openSegment(g.FS, name, flag, perm, func(f vfs.File) vfs.File { return &writeBackFile{File: f, g: g, name: name} })
 }
 
 type writeBackFile struct {

@@ -93,27 +93,18 @@ func WriteBehind(f File, off, n int64) error {
 }
 
 func (f osFile) WriteBehind(off, n int64) error {
-	rc, err := f.File.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			if serr = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE); serr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: serr}
-	}
-	return nil
+	return f.syscall("sync_file_range", func(fd int) error {
+		return unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
+	})
 }
 
 func (f osFile) datasync() error {
+	return f.syscall("fdatasync", unix.Fdatasync)
+}
+
+// syscall runs call on the file's descriptor, again while it is
+// interrupted (EINTR), and names op and the file in what it returns.
+func (f osFile) syscall(op string, call func(fd int) error) error {
 	rc, err := f.File.SyscallConn()
 	if err != nil {
 		return err
@@ -121,7 +112,7 @@ func (f osFile) datasync() error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			if serr = unix.Fdatasync(int(fd)); serr != unix.EINTR {
+			if serr = call(int(fd)); serr != unix.EINTR {
 				return
 			}
 		}
@@ -129,7 +120,7 @@ func (f osFile) datasync() error {
 		return err
 	}
 	if serr != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+		return &os.PathError{Op: op, Path: f.Name(), Err: serr}
 	}
 	return nil
 }
@@ -167,25 +158,15 @@ func WriteVAt(f File, bufs [][]byte, off int64) (int, error) {
 // WriteVAt writes bufs with pwritev(2), again for what a short write
 // left.
 func (f osFile) WriteVAt(bufs [][]byte, off int64) (int, error) {
-	rc, err := f.File.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
 	total := 0
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	err := f.syscall("pwritev", func(fd int) error {
 		for len(bufs) > 0 {
-			n, err := unix.Pwritev(int(fd), bufs, off)
-			if err == unix.EINTR {
-				continue
-			}
+			n, err := unix.Pwritev(fd, bufs, off)
 			if err != nil {
-				serr = err
-				return
+				return err // EINTR: again, from what is left
 			}
 			if n == 0 {
-				serr = io.ErrShortWrite
-				return
+				return io.ErrShortWrite
 			}
 			total += n
 			off += int64(n)
@@ -200,13 +181,9 @@ func (f osFile) WriteVAt(bufs [][]byte, off int64) (int, error) {
 				bufs = bufs[1:]
 			}
 		}
-	}); err != nil {
-		return total, err
-	}
-	if serr != nil {
-		return total, &os.PathError{Op: "pwritev", Path: f.Name(), Err: serr}
-	}
-	return total, nil
+		return nil
+	})
+	return total, err
 }
 
 func (OSFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
