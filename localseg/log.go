@@ -62,8 +62,15 @@ type Log struct {
 	now    func() time.Time
 
 	// segs is the immutable list of segments, oldest first; the last is
-	// the active one. Replaced (never modified) under mu.
-	segs     atomic.Pointer[[]*segment]
+	// the active one. Replaced (never modified) under mu, by setSegments.
+	segs atomic.Pointer[[]*segment]
+	// end is the log end offset: the active segment's next offset, stored
+	// after it (by publishRun and setSegments), so a reader that loads end
+	// finds the bytes below it published, without the three dependent
+	// loads of segs, the list and the segment. Its writers are serialized
+	// as the active segment's are: under pub for a reserved write, under
+	// mu with no write in flight for the rest.
+	end      atomic.Int64
 	logStart atomic.Int64
 	closed   atomic.Bool
 	tiered   tieredState
@@ -189,6 +196,14 @@ func (l *Log) Dir() string { return l.dir }
 
 func (l *Log) segments() []*segment { return *l.segs.Load() }
 
+// setSegments replaces the segment list and publishes its active segment's
+// next offset as the log end. Requires mu, and no write in flight (or the
+// load of the log).
+func (l *Log) setSegments(list []*segment) {
+	l.segs.Store(&list)
+	l.end.Store(list[len(list)-1].next.Load())
+}
+
 func (l *Log) active() *segment {
 	s := l.segments()
 	return s[len(s)-1]
@@ -205,7 +220,7 @@ func (l *Log) LocalLogStartOffset() int64 {
 }
 
 // LogEndOffset is the offset the next appended record will get.
-func (l *Log) LogEndOffset() int64 { return l.active().next.Load() }
+func (l *Log) LogEndOffset() int64 { return l.end.Load() }
 
 // Size is the total size of the local segment files.
 func (l *Log) Size() int64 {
@@ -844,6 +859,7 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 		s.activeTidx.Store(&p)
 	}
 	s.setEnd(pos+int64(len(run)), next)
+	l.end.Store(next) // s is the active segment: rolls wait for the writes in flight
 	l.writeBehind(s)
 }
 
@@ -1089,7 +1105,7 @@ func (l *Log) rollLocked(base int64) error {
 			return err
 		}
 		list := append(append([]*segment(nil), segs[:len(segs)-1]...), next)
-		l.segs.Store(&list)
+		l.setSegments(list)
 		l.deleteSegmentsLocked([]*segment{old})
 		return nil
 	}
@@ -1105,7 +1121,7 @@ func (l *Log) rollLocked(base int64) error {
 		return err
 	}
 	list := append(append([]*segment(nil), segs...), next)
-	l.segs.Store(&list)
+	l.setSegments(list)
 	l.fc.seal(old, idx, tidx)
 	old.w = nil
 	// A producer snapshot at the new base: recovery and truncation

@@ -79,7 +79,7 @@ func (l *Log) load() error {
 		if err != nil {
 			return err
 		}
-		l.segs.Store(&[]*segment{s})
+		l.setSegments([]*segment{s})
 		l.logStart.Store(logStart)
 		l.rp.point, l.rp.persisted = logStart, recoveryPoint
 		l.mu.epochs = epochCache{}
@@ -125,7 +125,7 @@ func (l *Log) load() error {
 	for i := 0; i+1 < len(segs); i++ {
 		segs[i].setEnd(segs[i].size.Load(), segs[i+1].base)
 	}
-	l.segs.Store(&segs)
+	l.setSegments(segs)
 	leo := segs[len(segs)-1].next.Load()
 	if !clean {
 		level := slog.LevelInfo

@@ -71,7 +71,7 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 			return 0, err
 		}
 	}
-	l.segs.Store(&rest)
+	l.setSegments(rest)
 	l.deleteSegmentsLocked(doomed)
 	// Snapshots below the first kept segment are no longer needed (the
 	// one at its base stays).

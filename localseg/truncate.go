@@ -67,7 +67,7 @@ func (l *Log) TruncateTo(offset int64) error {
 		return fmt.Errorf("localseg: truncating %s (log closed): %w", l.dir, err)
 	}
 	list := append(append([]*segment(nil), segs[:i]...), reopened)
-	l.segs.Store(&list)
+	l.setSegments(list)
 	return l.afterTruncateLocked()
 }
 
@@ -150,7 +150,7 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 		return fmt.Errorf("localseg: truncating %s (log closed): %w", l.dir, err)
 	}
 	list := []*segment{s}
-	l.segs.Store(&list)
+	l.setSegments(list)
 	l.deleteSnapshotsWhere(func(int64) bool { return true })
 	empty := epochCache{}
 	if err := l.writeEpochs(&empty); err != nil {
