@@ -391,3 +391,54 @@ func TestBrokerRegistersAgainWhenItsKeyIsGone(t *testing.T) {
 		t.Logf("round %d: registered again %s after its key was deleted", round, time.Since(deleted).Round(time.Millisecond))
 	}
 }
+
+// TestBrokerCampaignsAgainWhenItsCandidacyIsGone: a broker whose
+// controller candidacy key is deleted while its lease still answers
+// renewals (as when etcd expired the lease unrenewed after a restart and
+// the renewals went unanswered until etcd was away again) campaigns again
+// as soon as it sees the key gone: as the controller (round 0, the other
+// broker takes the role) and as a candidate waiting for the role (round
+// 1). Before, it stayed out of the election for as long as its renewals
+// succeeded: a controller that had nothing to write went on believing it
+// held the role, and a candidate waited for a role it could no longer win.
+func TestBrokerCampaignsAgainWhenItsCandidacyIsGone(t *testing.T) {
+	c := startNetCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cli := c.etcd.Client()
+	prefix := metadata.DefaultPrefix + "controller/"
+	// candidacies are the candidacy keys by broker id, oldest first.
+	candidacies := func() ([]string, map[string]bool, error) {
+		resp, err := cli.Get(ctx, prefix, append(clientv3.WithFirstCreate(), clientv3.WithLimit(0))...)
+		if err != nil {
+			return nil, nil, err
+		}
+		var keys []string
+		ids := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			keys = append(keys, string(kv.Key))
+			ids[string(kv.Value)] = true
+		}
+		return keys, ids, nil
+	}
+	bothCampaign := func(what string) []string {
+		var keys []string
+		brokertest.WaitFor(t, 10*time.Second, what, func() (bool, string) {
+			k, ids, err := candidacies()
+			keys = k
+			return err == nil && len(k) == 2 && ids["0"] && ids["1"], fmt.Sprintf("%v %v", k, err)
+		})
+		return keys
+	}
+	keys := bothCampaign("both brokers campaign")
+	for round, which := range []int{0, 1} { // the controller's key, then the candidate's
+		key := keys[which]
+		resp, err := cli.Delete(ctx, key)
+		if err != nil || resp.Deleted != 1 {
+			t.Fatalf("deleting %s: %v (%+v)", key, err, resp)
+		}
+		deleted := time.Now()
+		keys = bothCampaign("the broker whose candidacy was deleted campaigns again")
+		t.Logf("round %d: campaigning again %s after its candidacy was deleted", round, time.Since(deleted).Round(time.Millisecond))
+	}
+}

@@ -25,8 +25,11 @@ type Snapshot struct {
 	ClusterID  string
 	Controller int32    // -1 when none is elected
 	Brokers    []Broker // live brokers by id
-	Topics     map[string]*TopicState
-	TopicsByID map[UUID]*TopicState
+	// Candidacies are the controller candidacies' keys with their
+	// create revisions (see Leadership.Gone). Readers must not modify it.
+	Candidacies map[string]int64
+	Topics      map[string]*TopicState
+	TopicsByID  map[UUID]*TopicState
 	// DeletedTopics are the tombstones of deleted topics, by id.
 	DeletedTopics map[UUID]DeletedTopic
 	// Unreadable are the topic and partition records that could not be
@@ -409,7 +412,9 @@ func (st *state) snapshot() *Snapshot {
 		s.TopicsByID[t.ID] = ts
 	}
 	var best int64
-	for _, c := range st.candidates {
+	s.Candidacies = make(map[string]int64, len(st.candidates))
+	for key, c := range st.candidates {
+		s.Candidacies[key] = c.createRev
 		if best == 0 || c.createRev < best {
 			best, s.Controller = c.createRev, c.id
 		}

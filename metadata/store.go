@@ -561,28 +561,42 @@ func (s *Store) campaign(ctx context.Context, reg *Registration, val string) (*L
 	l := &Leadership{reg: reg, key: key, rev: rev, store: s}
 	for {
 		// The newest of the older candidacies; once it is gone, look
-		// again (an older one may remain).
+		// again (an older one may remain). This candidacy's own key
+		// is read at the same revision: gone already, it could never
+		// win (a winner whose key is gone learns it from the
+		// metadata, Leadership.Gone).
 		gctx, cancel := withDeadline(ctx)
-		older, err := s.cli.Get(gctx, prefix, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+		tresp, err := s.cli.Txn(gctx).Then(
+			clientv3.OpGet(prefix, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...),
+			clientv3.OpGet(key)).Commit()
 		cancel()
 		if err != nil {
 			return nil, err
 		}
+		older := tresp.Responses[0].GetResponseRange()
 		if len(older.Kvs) == 0 {
 			return l, nil
 		}
-		if err := s.waitDeleted(ctx, reg, string(older.Kvs[0].Key), older.Header.Revision+1); err != nil {
+		if own := tresp.Responses[1].GetResponseRange(); len(own.Kvs) == 0 || own.Kvs[0].CreateRevision != rev {
+			return nil, errors.New("candidacy key deleted while campaigning")
+		}
+		if err := s.waitDeleted(ctx, reg, key, string(older.Kvs[0].Key), tresp.Header.Revision+1); err != nil {
 			return nil, err
 		}
 	}
 }
 
 // waitDeleted waits until key is deleted at or after revision rev, ctx
-// ends or reg is lost.
-func (s *Store) waitDeleted(ctx context.Context, reg *Registration, key string, rev int64) error {
+// ends or reg is lost. It fails when own, this candidacy's key, is
+// deleted meanwhile: its lease may still be renewed as far as this
+// process knows (etcd expired it unrenewed after a restart and went away
+// again before a renewal was answered, so reg.Done is not closed), but
+// the candidacy is gone and could never win; the caller campaigns again.
+func (s *Store) waitDeleted(ctx context.Context, reg *Registration, own, key string, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.cli.Watch(wctx, key, clientv3.WithRev(rev))
+	// Both keys are under the controller prefix: one watch on it.
+	wch := s.cli.Watch(wctx, s.controllerPrefix()+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
 	for {
 		select {
 		case <-reg.Done():
@@ -598,7 +612,13 @@ func (s *Store) waitDeleted(ctx context.Context, reg *Registration, key string, 
 				return err
 			}
 			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
+				if ev.Type != clientv3.EventTypeDelete {
+					continue
+				}
+				switch string(ev.Kv.Key) {
+				case own:
+					return errors.New("candidacy key deleted while campaigning")
+				case key:
 					return nil
 				}
 			}
@@ -609,6 +629,22 @@ func (s *Store) waitDeleted(ctx context.Context, reg *Registration, key string, 
 // Done is closed when leadership is lost: etcd answered that the lease is
 // gone (expired or revoked).
 func (l *Leadership) Done() <-chan struct{} { return l.reg.Done() }
+
+// Gone reports whether s, a snapshot of the metadata, shows this
+// candidacy's key deleted: s is at or past the revision that wrote it and
+// lacks it. Its lease may still be renewed as far as this process knows
+// (etcd expired it unrenewed after a restart and went away again before a
+// renewal was answered, so Done is not closed), but no other broker sees
+// the candidacy, and the leadership's writes, guarded by the key's create
+// revision, all fail: the controller learns it here without writing,
+// resigns and campaigns again.
+func (l *Leadership) Gone(s *Snapshot) bool {
+	if s == nil || s.Revision < l.rev {
+		return false
+	}
+	rev, ok := s.Candidacies[l.key]
+	return !ok || rev != l.rev
+}
 
 // Txn starts a transaction that succeeds only while this leadership holds:
 // callers add their own comparisons with If and must check Succeeded;

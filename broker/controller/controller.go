@@ -230,6 +230,14 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	}
 	for {
 		snap := c.cache.Snapshot()
+		if lead.Gone(snap) {
+			// Its lease may still be renewed, but the candidacy key
+			// is gone (etcd expired the lease unrenewed after a
+			// restart): no other broker sees this one as controller
+			// and every write would fail. Campaign again.
+			c.log.Warn("controller candidacy deleted from etcd (its lease expired unrenewed); campaigning again")
+			return
+		}
 		restarted := map[int32]bool{}
 		for _, b := range snap.Brokers {
 			if inc, ok := seen[b.ID]; ok && inc != b.Incarnation {
