@@ -149,4 +149,6 @@ func TestProducerIDsAreKnownAfterFailover(t *testing.T) {
 	if end := endOffset(t, adm2, "pids"); end != 42 {
 		t.Fatalf("log end %d, want 42", end)
 	}
+	// The stopped leader's log, a prefix of the others'.
+	c.CheckReplicasAgree(t, "pids", 0, 1, 2)
 }

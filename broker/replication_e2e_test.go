@@ -120,6 +120,7 @@ func TestReplicationAcksAllFailoverAndRejoin(t *testing.T) {
 		return l == newLeader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
 	})
 	waitReplicated(t, c, "replicated", 60)
+	c.CheckReplicasAgree(t, "replicated", 0, 1, 2)
 }
 
 // TestClientPosingAsFollowerIsRefused: a Fetch carrying a replica id from a

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
@@ -30,102 +30,22 @@ func checkReplicasAgree(t *testing.T, procs []*brokerProc, topic string) {
 	for _, p := range procs {
 		p.kill(syscall.SIGKILL)
 	}
-	logs := make([]replicaLog, 0, len(procs))
+	logs := make([]brokertest.ReplicaLog, 0, len(procs))
 	for _, p := range procs {
-		l, err := readReplicaLog(p.id, p.dataDir, topic+"-0")
+		l, err := brokertest.ReadReplicaLog(p.id, p.dataDir, topic+"-0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		logs = append(logs, l)
 	}
-	if err := replicaLogsDisagree(logs); err != nil {
+	if err := brokertest.ReplicaLogsDisagree(logs); err != nil {
 		t.Fatal(err)
 	}
 	sizes := make([]string, len(logs))
 	for i, l := range logs {
-		sizes[i] = fmt.Sprintf("broker %d: %d bytes", l.broker, len(l.bytes))
+		sizes[i] = fmt.Sprintf("broker %d: %d bytes", l.Broker, len(l.Bytes))
 	}
 	t.Logf("the replicas' logs of %s-0 agree (%s)", topic, strings.Join(sizes, ", "))
-}
-
-// replicaLog is one broker's log of a partition: its segments' bytes in
-// offset order, one after the other.
-type replicaLog struct {
-	broker int
-	bytes  []byte
-}
-
-// readReplicaLog reads broker's log of partition (as "topic-0") from its
-// data directory (or a log directory directly under it).
-func readReplicaLog(broker int, dataDir, partition string) (replicaLog, error) {
-	files, _ := filepath.Glob(filepath.Join(dataDir, partition, "*.log"))
-	more, _ := filepath.Glob(filepath.Join(dataDir, "*", partition, "*.log"))
-	files = append(files, more...)
-	if len(files) == 0 {
-		return replicaLog{}, fmt.Errorf("broker %d holds no log of %s under %s", broker, partition, dataDir)
-	}
-	slices.Sort(files) // zero-padded base offsets
-	l := replicaLog{broker: broker}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return replicaLog{}, err
-		}
-		l.bytes = append(l.bytes, b...)
-	}
-	return l, nil
-}
-
-// replicaLogsDisagree returns nil when, of every two of logs, one is a
-// prefix of the other (a replica may be behind, or end in a torn write),
-// and each holds at least one whole batch; otherwise an error that names
-// the two brokers, the byte where they part and the offsets of the batch
-// it falls in. Every pair is compared: were only the first compared with
-// each other, two longer logs could part past the end of a short first.
-func replicaLogsDisagree(logs []replicaLog) error {
-	for _, l := range logs {
-		if len(recordbatch.WholePrefix(l.bytes)) == 0 {
-			return fmt.Errorf("the log of broker %d holds no whole batch (%d bytes): nothing to compare", l.broker, len(l.bytes))
-		}
-	}
-	for i := range logs {
-		for k := i + 1; k < len(logs); k++ {
-			a, b := logs[i], logs[k]
-			n := min(len(a.bytes), len(b.bytes))
-			j := firstDifference(a.bytes[:n], b.bytes[:n])
-			if j < 0 {
-				continue
-			}
-			return fmt.Errorf("the logs of brokers %d and %d differ at byte %d (of %d and %d), %s", a.broker, b.broker, j,
-				len(a.bytes), len(b.bytes), batchAt(a.bytes, j))
-		}
-	}
-	return nil
-}
-
-// batchAt names the batch of log that holds byte pos.
-func batchAt(log []byte, pos int) string {
-	at := 0
-	for rest := log; ; {
-		batch, next, err := recordbatch.Next(rest)
-		if err != nil || batch == nil {
-			return fmt.Sprintf("past the last whole batch, which ends at byte %d", at)
-		}
-		if pos < at+len(batch) {
-			return fmt.Sprintf("in the batch of offsets %d to %d (bytes %d to %d)", batch.BaseOffset(), batch.LastOffset(), at, at+len(batch))
-		}
-		at += len(batch)
-		rest = next
-	}
-}
-
-func firstDifference(a, b []byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return -1
 }
 
 // testBatches returns n one-record batches of offsets 0 to n-1, the
@@ -177,11 +97,11 @@ func TestReplicaLogsDisagreeFindsDivergence(t *testing.T) {
 		{"an empty replica", [][]byte{full, nil, full}, "the log of broker 1 holds no whole batch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs []replicaLog
+			var logs []brokertest.ReplicaLog
 			for id, b := range tc.logs {
-				logs = append(logs, replicaLog{broker: id, bytes: b})
+				logs = append(logs, brokertest.ReplicaLog{Broker: id, Bytes: b})
 			}
-			err := replicaLogsDisagree(logs)
+			err := brokertest.ReplicaLogsDisagree(logs)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("logs that agree were refused: %v", err)
@@ -274,15 +194,15 @@ func TestReplicaLogsDisagreeOnARecordEditedOnOneBroker(t *testing.T) {
 	if !edited {
 		t.Fatalf("no batch of offset 10 in broker 2's log %v", files)
 	}
-	var logs []replicaLog
+	var logs []brokertest.ReplicaLog
 	for _, p := range procs {
-		l, err := readReplicaLog(p.id, p.dataDir, "edited-0")
+		l, err := brokertest.ReadReplicaLog(p.id, p.dataDir, "edited-0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		logs = append(logs, l)
 	}
-	err = replicaLogsDisagree(logs)
+	err = brokertest.ReplicaLogsDisagree(logs)
 	if err == nil {
 		t.Fatal("the comparison accepted a log with a different record at offset 10")
 	}
