@@ -72,6 +72,11 @@ func BenchmarkFollowerFetchManyPartitions(b *testing.B) {
 		for i := int32(0); i < parts; i++ {
 			fp := kmsg.NewFetchRequestTopicPartition()
 			fp.Partition, fp.PartitionMaxBytes = i, 1<<20
+			// The log start broker 1's own fetcher reports: another
+			// (kmsg's default is -1) would move the follower's log
+			// start at every request, each move waking the partition's
+			// waiters, broker 1's fetcher among them.
+			fp.LogStartOffset = 0
 			ft.Partitions = append(ft.Partitions, fp)
 		}
 		f.Topics = append(f.Topics, ft)
