@@ -145,6 +145,15 @@ func TestControlledShutdownMovesLeadershipBeforeExit(t *testing.T) {
 	}
 	t.Logf("broker %d stopped in %s, leadership moved before it left; %d records acknowledged", leader, took.Round(time.Millisecond), len(acked))
 	brokertest.CheckAckedReadOnce(t, ctx, c.Client(kgo.ConsumeTopics("handover"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "handover", acked)
+	// The stopped leader may hold an unacknowledged tail that its
+	// successor wrote otherwise (a batch it appended while leadership
+	// moved, the producer's retry of it at a newer epoch on the new
+	// leader): restarted, it truncates that tail, catches up, and the
+	// three logs agree.
+	c.Start(leader)
+	end := endOffset(t, c.Admin(), "handover")
+	waitReplicated(t, c, "handover", end)
+	c.CheckReplicasAgree(t, "handover", 0, 1, 2)
 }
 
 // TestStoppedFollowerIsNotAddedBackToTheISR: a follower stopped cleanly
