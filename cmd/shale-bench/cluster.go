@@ -183,14 +183,11 @@ func runClusterRawLatency(o options, cluster, single *target) error {
 
 // partitionLeaders returns the address of each partition's leader.
 func partitionLeaders(addr, name string, partitions int) ([]string, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	md, err := kadm.NewClient(cl).Metadata(ctx, name)
+	var md kadm.Metadata
+	err := withAdmin(addr, func(ctx context.Context, adm *kadm.Client) (err error) {
+		md, err = adm.Metadata(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

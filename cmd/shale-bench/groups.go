@@ -359,6 +359,18 @@ func (d *cutDialer) cut() {
 }
 
 func createTopicNamed(addr, name string, partitions int) error {
+	return withAdmin(addr, func(ctx context.Context, adm *kadm.Client) error {
+		resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, name)
+		if err == nil {
+			err = resp.Err
+		}
+		return err
+	})
+}
+
+// withAdmin runs fn with an admin client of the cluster at addr and 30 s
+// to do its work.
+func withAdmin(addr string, fn func(ctx context.Context, adm *kadm.Client) error) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
 		return err
@@ -366,9 +378,5 @@ func createTopicNamed(addr, name string, partitions int) error {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, nil, name)
-	if err == nil {
-		err = resp.Err
-	}
-	return err
+	return fn(ctx, kadm.NewClient(cl))
 }

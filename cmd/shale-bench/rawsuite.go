@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // rawOptions are the raw load generator's flags.
@@ -425,14 +424,11 @@ func rawRows(workload string, ms [2]rawMeasure, ref float64, refName string) [][
 
 // endOffsets returns each partition's high watermark.
 func endOffsets(addr, topic string, partitions int) ([]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	offs, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	var offs kadm.ListedOffsets
+	err := withAdmin(addr, func(ctx context.Context, adm *kadm.Client) (err error) {
+		offs, err = adm.ListEndOffsets(ctx, topic)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -451,14 +447,11 @@ func endOffsets(addr, topic string, partitions int) ([]int64, error) {
 }
 
 func deleteTopic(addr, topic string) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	err := withAdmin(addr, func(ctx context.Context, adm *kadm.Client) error {
+		_, err := adm.DeleteTopics(ctx, topic)
+		return err
+	})
 	if err != nil {
-		return
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, topic); err != nil {
 		fmt.Fprintf(os.Stderr, "deleting %s: %v\n", topic, err)
 	}
 }
