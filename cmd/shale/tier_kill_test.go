@@ -211,18 +211,27 @@ func killDuringUpload(t *testing.T, point string) {
 func ptr(s string) *string { return &s }
 
 // readTierState returns the one partition manifest in bucket and every
-// key there.
+// key there, listed after the manifest was read: a live broker puts a
+// segment's objects before the commit that names them, so every object
+// the manifest names is in the listing (listed first, a commit between
+// the listing and the read named objects the listing had missed).
 func readTierState(t *testing.T, ctx context.Context, mc *minio.Client, bucket string) (*tiering.Manifest, map[string]bool) {
 	t.Helper()
-	keys := map[string]bool{}
-	var manifest string
-	for o := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
-		if o.Err != nil {
-			t.Fatal(o.Err)
+	list := func() map[string]bool {
+		keys := map[string]bool{}
+		for o := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			keys[o.Key] = true
 		}
-		keys[o.Key] = true
-		if strings.HasSuffix(o.Key, "/0/manifest") {
-			manifest = o.Key
+		return keys
+	}
+	keys := list()
+	var manifest string
+	for k := range keys {
+		if strings.HasSuffix(k, "/0/manifest") {
+			manifest = k
 		}
 	}
 	if manifest == "" {
@@ -244,7 +253,7 @@ func readTierState(t *testing.T, ctx context.Context, mc *minio.Client, bucket s
 	if len(m.Spills) > 0 {
 		t.Fatalf("%s spilled", manifest)
 	}
-	return m, keys
+	return m, list()
 }
 
 // unnamed lists the segment and companion objects m does not name.
