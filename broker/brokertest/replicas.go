@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,32 +14,64 @@ import (
 
 // CheckReplicasAgree stops every broker (production has stopped) and
 // checks that the log of partition 0 of topic on each broker that holds
-// one is a prefix of the others' or the same, byte for byte: followers
-// keep the leader's bytes, so a divergent tail left untruncated on any
-// replica (a broker that was leader, or behind one, before a failover)
-// is a difference, even one that no consumer reading from the current
-// leader would see. replicas are the brokers that must hold the log.
+// one is a prefix of the others' or the same, byte for byte, from the
+// higher of every two replicas' log starts (see ReplicaLogsDisagree):
+// followers keep the leader's bytes, so a divergent tail left untruncated
+// on any replica (a broker that was leader, or behind one, before a
+// failover) is a difference, even one that no consumer reading from the
+// current leader would see. replicas are the brokers that must hold the
+// log.
 func (c *Cluster) CheckReplicasAgree(t testing.TB, topic string, replicas ...int32) {
+	t.Helper()
+	c.CheckReplicasAgreeBelow(t, topic+"-0", math.MaxInt64, replicas...)
+}
+
+// CheckReplicasAgreeBelow is CheckReplicasAgree for partition (as
+// "topic-N") over the batches below offset end.
+func (c *Cluster) CheckReplicasAgreeBelow(t testing.TB, partition string, end int64, replicas ...int32) {
 	t.Helper()
 	for _, nd := range c.Brokers {
 		c.Stop(nd.ID)
 	}
-	logs := make([]ReplicaLog, 0, len(replicas))
+	dirs := make([]ReplicaDir, 0, len(replicas))
 	for _, id := range replicas {
-		l, err := ReadReplicaLog(int(id), c.Brokers[id].Dir, topic+"-0")
+		dirs = append(dirs, ReplicaDir{Broker: int(id), Dir: c.Brokers[id].Dir})
+	}
+	CheckLogsAgree(t, partition, end, dirs...)
+}
+
+// ReplicaDir is the data directory of a broker that holds a replica.
+type ReplicaDir struct {
+	Broker int
+	Dir    string
+}
+
+// CheckLogsAgree reads partition's log (as "topic-N") from every one of
+// dirs, whose brokers are stopped, and fails t unless they agree below
+// offset end (math.MaxInt64: everywhere), as ReplicaLogsDisagreeBelow
+// says.
+func CheckLogsAgree(t testing.TB, partition string, end int64, dirs ...ReplicaDir) {
+	t.Helper()
+	logs := make([]ReplicaLog, 0, len(dirs))
+	for _, d := range dirs {
+		l, err := ReadReplicaLog(d.Broker, d.Dir, partition)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logs = append(logs, l)
 	}
-	if err := ReplicaLogsDisagree(logs); err != nil {
+	if err := ReplicaLogsDisagreeBelow(logs, end); err != nil {
 		t.Fatal(err)
 	}
 	sizes := make([]string, len(logs))
 	for i, l := range logs {
-		sizes[i] = fmt.Sprintf("broker %d: %d bytes", l.Broker, len(l.Bytes))
+		sizes[i] = fmt.Sprintf("broker %d: %d bytes from offset %d", l.Broker, len(l.Bytes), l.Start())
 	}
-	t.Logf("the replicas' logs of %s-0 agree (%s)", topic, strings.Join(sizes, ", "))
+	bound := ""
+	if end < math.MaxInt64 {
+		bound = fmt.Sprintf(" below offset %d", end)
+	}
+	t.Logf("the replicas' logs of %s agree%s (%s)", partition, bound, strings.Join(sizes, ", "))
 }
 
 // ReplicaLog is one broker's log of a partition: its segments' bytes in
@@ -69,31 +102,107 @@ func ReadReplicaLog(broker int, dataDir, partition string) (ReplicaLog, error) {
 	return l, nil
 }
 
+// Start is the base offset of the log's first batch: its local log
+// start (a DeleteRecords, retention or a tiered topic's local retention
+// removed the segments below it), or -1 when it holds no whole batch.
+func (l ReplicaLog) Start() int64 {
+	b, _, err := recordbatch.Next(l.Bytes)
+	if err != nil || b == nil {
+		return -1
+	}
+	return b.BaseOffset()
+}
+
 // ReplicaLogsDisagree returns nil when, of every two of logs, one is a
-// prefix of the other (a replica may be behind, or end in a torn write),
-// and each holds at least one whole batch; otherwise an error that names
-// the two brokers, the byte where they part and the offsets of the batch
-// it falls in. Every pair is compared: were only the first compared with
+// prefix of the other (a replica may be behind, or end in a torn write)
+// from the higher of their starts on, and each holds at least one whole
+// batch from there; otherwise an error that names the two brokers, the
+// byte where they part and the offsets of the batch it falls in.
+// DeleteRecords, retention, a tiered topic's local retention and a
+// replica that rejoined from the leader's log start leave replicas whose
+// local logs start at different offsets: every two are compared over what
+// both hold. Every pair is compared: were only the first compared with
 // each other, two longer logs could part past the end of a short first.
 func ReplicaLogsDisagree(logs []ReplicaLog) error {
+	return ReplicaLogsDisagreeBelow(logs, math.MaxInt64)
+}
+
+// ReplicaLogsDisagreeBelow is ReplicaLogsDisagree over the batches below
+// offset end only: what every replica must agree on when one may still
+// hold a tail that no in-sync replica has (a leader cut off or killed
+// that never rejoined, or the loser of an unclean election), which the
+// high watermark bounds.
+func ReplicaLogsDisagreeBelow(logs []ReplicaLog, end int64) error {
 	for _, l := range logs {
-		if len(recordbatch.WholePrefix(l.Bytes)) == 0 {
+		if l.Start() < 0 {
 			return fmt.Errorf("the log of broker %d holds no whole batch (%d bytes): nothing to compare", l.Broker, len(l.Bytes))
 		}
 	}
 	for i := range logs {
 		for k := i + 1; k < len(logs); k++ {
-			a, b := logs[i], logs[k]
-			n := min(len(a.Bytes), len(b.Bytes))
-			j := firstDifference(a.Bytes[:n], b.Bytes[:n])
-			if j < 0 {
-				continue
+			if err := pairDisagrees(logs[i], logs[k], end); err != nil {
+				return err
 			}
-			return fmt.Errorf("the logs of brokers %d and %d differ at byte %d (of %d and %d), %s", a.Broker, b.Broker, j,
-				len(a.Bytes), len(b.Bytes), batchAt(a.Bytes, j))
 		}
 	}
 	return nil
+}
+
+// pairDisagrees compares a and b from the higher of their starts to end.
+func pairDisagrees(x, y ReplicaLog, end int64) error {
+	from, fromBroker := x.Start(), x.Broker
+	if s := y.Start(); s > from {
+		from, fromBroker = s, y.Broker
+	}
+	a, b := span(x.Bytes, from, end), span(y.Bytes, from, end)
+	for _, s := range []struct {
+		l ReplicaLog
+		b []byte
+	}{{x, a}, {y, b}} {
+		if len(recordbatch.WholePrefix(s.b)) == 0 {
+			bound := ""
+			if end < math.MaxInt64 {
+				bound = fmt.Sprintf(" below offset %d", end)
+			}
+			return fmt.Errorf("the log of broker %d (from offset %d, %d bytes) holds no whole batch from offset %d (broker %d's log start)%s: nothing to compare",
+				s.l.Broker, s.l.Start(), len(s.l.Bytes), from, fromBroker, bound)
+		}
+	}
+	n := min(len(a), len(b))
+	j := firstDifference(a[:n], b[:n])
+	if j < 0 {
+		return nil
+	}
+	return fmt.Errorf("the logs of brokers %d and %d differ at byte %d (of %d and %d from offset %d), %s", x.Broker, y.Broker, j,
+		len(a), len(b), from, batchAt(a, j))
+}
+
+// span is the part of log from the batch holding offset from (or the
+// first after it) to the first batch that ends at or past offset end (or
+// to the end of log, torn tail included, when it holds none).
+func span(log []byte, from, end int64) []byte {
+	at, start := 0, -1
+	for rest := log; ; {
+		batch, next, err := recordbatch.Next(rest)
+		if err != nil || batch == nil {
+			break
+		}
+		if start < 0 && batch.LastOffset() >= from {
+			start = at
+		}
+		if batch.LastOffset() >= end {
+			if start < 0 {
+				return nil
+			}
+			return log[start:at]
+		}
+		at += len(batch)
+		rest = next
+	}
+	if start < 0 {
+		return nil
+	}
+	return log[start:]
 }
 
 // batchAt names the batch of log that holds byte pos.

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,100 +21,29 @@ import (
 
 // checkReplicasAgree kills the brokers (production has stopped) and
 // checks that the log of partition 0 of topic on each is a prefix of the
-// others' or the same, byte for byte: followers keep the leader's bytes,
-// so a divergent tail left untruncated on any replica (a broker that was
-// leader, or behind one, before a failover) is a difference, even one
-// that no consumer reading from the current leader would see.
+// others' or the same, byte for byte, from the higher of every two
+// replicas' log starts (brokertest.ReplicaLogsDisagree): followers keep
+// the leader's bytes, so a divergent tail left untruncated on any replica
+// (a broker that was leader, or behind one, before a failover) is a
+// difference, even one that no consumer reading from the current leader
+// would see.
 func checkReplicasAgree(t *testing.T, procs []*brokerProc, topic string) {
+	t.Helper()
+	checkReplicasAgreeBelow(t, procs, topic+"-0", math.MaxInt64)
+}
+
+// checkReplicasAgreeBelow is checkReplicasAgree for partition (as
+// "topic-N") over the batches below offset end.
+func checkReplicasAgreeBelow(t *testing.T, procs []*brokerProc, partition string, end int64) {
 	t.Helper()
 	for _, p := range procs {
 		p.kill(syscall.SIGKILL)
 	}
-	logs := make([]brokertest.ReplicaLog, 0, len(procs))
+	dirs := make([]brokertest.ReplicaDir, 0, len(procs))
 	for _, p := range procs {
-		l, err := brokertest.ReadReplicaLog(p.id, p.dataDir, topic+"-0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs = append(logs, l)
+		dirs = append(dirs, brokertest.ReplicaDir{Broker: p.id, Dir: p.dataDir})
 	}
-	if err := brokertest.ReplicaLogsDisagree(logs); err != nil {
-		t.Fatal(err)
-	}
-	sizes := make([]string, len(logs))
-	for i, l := range logs {
-		sizes[i] = fmt.Sprintf("broker %d: %d bytes", l.Broker, len(l.Bytes))
-	}
-	t.Logf("the replicas' logs of %s-0 agree (%s)", topic, strings.Join(sizes, ", "))
-}
-
-// testBatches returns n one-record batches of offsets 0 to n-1, the
-// record at offset i of value value(i), encoded one after the other.
-func testBatches(t *testing.T, n int, value func(i int) string) []byte {
-	t.Helper()
-	var log []byte
-	for i := 0; i < n; i++ {
-		var err error
-		log, err = recordbatch.Build(log, recordbatch.BuildOptions{BaseOffset: int64(i), ProducerID: recordbatch.NoProducerID,
-			ProducerEpoch: recordbatch.NoProducerEpoch, BaseSequence: recordbatch.NoSequence, BaseTimestamp: 1_700_000_000_000},
-			[]recordbatch.Record{{Value: []byte(value(i))}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return log
-}
-
-// TestReplicaLogsDisagreeFindsDivergence: the comparison that ends every
-// fault test of three broker processes fails on replica logs that part,
-// and names where; it passes logs that are prefixes of each other.
-func TestReplicaLogsDisagreeFindsDivergence(t *testing.T) {
-	same := func(i int) string { return fmt.Sprintf("v%03d", i) }
-	other := func(at int) func(int) string { // a different record at offset at, as long
-		return func(i int) string {
-			if i == at {
-				return fmt.Sprintf("x%03d", i)
-			}
-			return same(i)
-		}
-	}
-	full := testBatches(t, 20, same)
-	batchSize := len(full) / 20 // every batch is as long
-	for _, tc := range []struct {
-		name string
-		logs [][]byte
-		want string // in the error; "" when they agree
-	}{
-		{"equal", [][]byte{full, full, full}, ""},
-		{"one behind and one torn", [][]byte{full, testBatches(t, 12, same), full[:len(full)-7]}, ""},
-		{"a different record at offset 15", [][]byte{full, full, testBatches(t, 20, other(15))},
-			"brokers 0 and 2 differ at byte " + strconv.Itoa(15*batchSize+17) + " (of 1440 and 1440), in the batch of offsets 15 to 15"}, // its CRC
-		{"a divergent tail", [][]byte{full, append(testBatches(t, 12, same), testBatches(t, 20, other(12))[12*batchSize:]...), full},
-			"in the batch of offsets 12 to 12"},
-		// The first log is the shortest: the two others part past its end.
-		{"two long logs parting past a short one", [][]byte{testBatches(t, 5, same), full, testBatches(t, 20, other(17))},
-			"brokers 1 and 2 differ at byte " + strconv.Itoa(17*batchSize+17) + " (of 1440 and 1440), in the batch of offsets 17 to 17"},
-		{"an empty replica", [][]byte{full, nil, full}, "the log of broker 1 holds no whole batch"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var logs []brokertest.ReplicaLog
-			for id, b := range tc.logs {
-				logs = append(logs, brokertest.ReplicaLog{Broker: id, Bytes: b})
-			}
-			err := brokertest.ReplicaLogsDisagree(logs)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("logs that agree were refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("logs that part were accepted (want %q)", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q does not say %q", err, tc.want)
-			}
-			if err != nil {
-				t.Log(err)
-			}
-		})
-	}
+	brokertest.CheckLogsAgree(t, partition, end, dirs...)
 }
 
 // TestReplicaLogsDisagreeOnARecordEditedOnOneBroker: three broker
