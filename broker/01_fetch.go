@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -246,6 +247,13 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		// The follower's position is recorded (it may move the high
 		// watermark) before the high watermark it is sent is read.
 		ans, err := p.followerFetch(op.replicaID, sp.currentLeaderEpoch, sp.fetchOffset, sp.logStartOffset, sp.lastFetchedEpoch, time.Now())
+		if errors.Is(err, localseg.ErrOffsetOutOfRange) {
+			// The answer says where the log starts, as a consumer's
+			// does: a follower whose log ends below it starts over
+			// from there, and without it took the answer for a fetch
+			// past the leader's end and asked again forever.
+			fp.HighWatermark, fp.LastStableOffset, fp.LogStartOffset = p.highWatermark(), p.lastStableOffset(), p.logStartOffset()
+		}
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -17,21 +19,25 @@ import (
 // leader (DeleteRecords) stay deleted when a follower takes over: followers
 // take the leader's log start from its fetch answers, as Kafka's do. They
 // kept their own, so the new leader's earliest offset went back to 0 and
-// the deleted records read again.
+// the deleted records read again. The old leader, back with its log lost,
+// follows from the log start, and the replicas' logs agree.
 func TestDeleteRecordsSurvivesALeaderChange(t *testing.T) {
 	c := brokertest.StartCluster(t, 3)
 	ctx := testCtx(t)
 	const topic = "dr-replicated"
-	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
+	// Small segments: the deletion removes whole segments too.
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, map[string]*string{"segment.bytes": kadm.StringPtr("1024"), "file.delete.delay.ms": kadm.StringPtr("1")}, topic); err != nil {
 		t.Fatal(err)
 	}
 	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
-	var recs []*kgo.Record
-	for i := 0; i < 100; i++ {
-		recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(i))})
-	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 100; i += 5 {
+		var recs []*kgo.Record
+		for j := i; j < i+5; j++ {
+			recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(j))})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	adm := c.Admin()
 	dr, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: 60}}})
@@ -81,6 +87,19 @@ func TestDeleteRecordsSurvivesALeaderChange(t *testing.T) {
 			break
 		}
 	}
+	// The old leader, back with its log lost, starts it at the leader's
+	// log start and follows; the replicas' logs, starting at different
+	// offsets, agree from the highest of their starts.
+	if err := os.RemoveAll(filepath.Join(c.Brokers[leader].Dir, topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(leader)
+	cl = c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("101")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitReplicated(t, c, topic, 102)
+	c.CheckReplicasAgree(t, topic, 0, 1, 2)
 }
 
 // TestDeleteRecordsAnswersTheLowWatermarkOfEveryLiveReplica: DeleteRecords
@@ -149,4 +168,52 @@ func TestDeleteRecordsAnswersTheLowWatermarkOfEveryLiveReplica(t *testing.T) {
 			t.Fatalf("broker %d's log starts at %d once DeleteRecords answered 105", nd.ID, start)
 		}
 	}
+}
+
+// TestFollowerBehindTheLeadersLogStartStartsOverThere: a follower down
+// while the leader's log start passed its log end (DeleteRecords) is
+// answered OFFSET_OUT_OF_RANGE when it fetches again, and starts its log
+// over at the leader's log start. The leader's answer to a follower named
+// no log start (-1), so the follower took it for a fetch past the leader's
+// end, checked its divergence and asked again, forever, never rejoining.
+func TestFollowerBehindTheLeadersLogStartStartsOverThere(t *testing.T) {
+	c := brokertest.StartCluster(t, 3)
+	ctx := testCtx(t)
+	const topic = "dr-behind"
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	produce := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i += 5 {
+			var recs []*kgo.Record
+			for j := i; j < i+5; j++ {
+				recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(j))})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(0, 50)
+	waitReplicated(t, c, topic, 50)
+	leader, _, _ := storedState(t, c, topic)
+	follower := (leader + 1) % 3
+	c.Stop(follower)
+	produce(50, 100)
+	dr, err := c.Admin().DeleteRecords(ctx, kadm.Offsets{topic: {0: {At: 80}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	c.Start(follower)
+	waitReplicated(t, c, topic, 100)
+	if start, _ := c.Brokers[follower].B.ReplicaLogStart(topic, 0); start != 80 {
+		t.Fatalf("the follower's log starts at %d, want 80", start)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "the follower back in the ISR", func() (bool, string) {
+		_, _, isr := storedState(t, c, topic)
+		return len(isr) == 3, fmt.Sprintf("isr %v", isr)
+	})
+	c.CheckReplicasAgree(t, topic, 0, 1, 2)
 }
