@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
@@ -73,7 +74,8 @@ func TestAutoLeaderRebalanceReturnsLeadershipToThePreferredReplica(t *testing.T)
 // TestElectLeaders: with the automatic rebalance off, kadm's preferred
 // election moves leadership back to the preferred replica (and a second
 // one is not needed); an unclean election gives a partition whose only
-// in-sync replica is gone a leader from outside the ISR.
+// in-sync replica is gone a leader from outside the ISR, and the old
+// leader, back, truncates the records the election lost and follows.
 func TestElectLeaders(t *testing.T) {
 	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) { cfg.LeaderImbalanceCheckInterval = -1 })
 	ctx := testCtx(t)
@@ -135,7 +137,32 @@ func TestElectLeaders(t *testing.T) {
 		}
 		return leader >= 0 && len(p.ISR) == 2, fmt.Sprint(p)
 	})
+	// Records both hold, then records the leader alone holds: the tail
+	// the unclean election loses.
+	produce := func(values ...string) {
+		t.Helper()
+		cl := c.Client(kgo.DefaultProduceTopic("orphaned"), kgo.ProducerLinger(0))
+		for _, v := range values {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+				t.Fatalf("producing %s: %v", v, err)
+			}
+		}
+		cl.Close()
+	}
+	produce("a0", "a1", "a2", "a3", "a4")
+	brokertest.WaitFor(t, 10*time.Second, "the follower holds the first records", func() (bool, string) {
+		leo, _, _ := c.Brokers[follower].B.ReplicaOffsets("orphaned", 0)
+		return leo == 5, fmt.Sprint("follower's log end ", leo)
+	})
 	c.Stop(follower)
+	brokertest.WaitFor(t, 10*time.Second, "the follower out of the ISR", func() (bool, string) {
+		_, _, isr := storedState(t, c, "orphaned")
+		return len(isr) == 1, fmt.Sprint(isr)
+	})
+	produce("lost5", "lost6", "lost7")
+	if leo, _, _ := c.Brokers[leader].B.ReplicaOffsets("orphaned", 0); leo != 8 {
+		t.Fatalf("the leader's log ends at %d, want 8", leo)
+	}
 	c.Stop(leader)
 	c.Start(follower)
 	brokertest.WaitFor(t, 15*time.Second, "the partition offline", func() (bool, string) {
@@ -152,4 +179,25 @@ func TestElectLeaders(t *testing.T) {
 		l, _, isr := storedState(t, c, "orphaned")
 		return l == follower && len(isr) == 1 && isr[0] == follower, fmt.Sprint(l, isr)
 	})
+	// The new leader writes other records where the old leader's tail
+	// was; the old leader, back, truncates that tail and follows, and the
+	// two logs agree.
+	produce("b5", "b6", "b7", "b8")
+	c.Start(leader)
+	brokertest.WaitFor(t, 15*time.Second, "the old leader back in the ISR", func() (bool, string) {
+		l, _, isr := storedState(t, c, "orphaned")
+		return l == follower && len(isr) == 2, fmt.Sprint(l, isr)
+	})
+	brokertest.WaitFor(t, 15*time.Second, "both replicas hold the nine records", func() (bool, string) {
+		var state []string
+		for _, id := range []int32{leader, follower} {
+			leo, hw, _ := c.Brokers[id].B.ReplicaOffsets("orphaned", 0)
+			state = append(state, fmt.Sprintf("broker %d: leo %d hw %d", id, leo, hw))
+			if leo != 9 || hw != 9 {
+				return false, fmt.Sprint(state)
+			}
+		}
+		return true, ""
+	})
+	c.CheckReplicasAgree(t, "orphaned", leader, follower)
 }

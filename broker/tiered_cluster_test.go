@@ -18,7 +18,8 @@ import (
 // share a bucket. Followers learn from the manifest what the leader
 // uploaded and trim their local logs too; after the leader stops, the new
 // leader continues the manifest (a higher epoch) and every record reads
-// from offset 0.
+// from offset 0. The old leader, restarted, catches up and the replicas'
+// local logs agree.
 func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 	bucket := objectstore.NewMem()
 	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
@@ -89,4 +90,10 @@ func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 			t.Fatalf("record %d: offset %d", i, r.Offset)
 		}
 	}
+	// The old leader comes back behind the new leader's local log, starts
+	// where the bucket ends and catches up; the three local logs, which
+	// start where each trimmed its own, agree from there.
+	c.Start(leader)
+	waitReplicated(t, c, "shared", 1600)
+	c.CheckReplicasAgree(t, "shared", 0, 1, 2)
 }

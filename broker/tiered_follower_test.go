@@ -185,6 +185,18 @@ func (rc *restoreCase) checkTiered(t *testing.T, n int) {
 	}
 }
 
+// checkReplicasAgree starts the stopped brokers again, waits until the
+// three replicas hold the n records, and compares their local logs, which
+// start where each trimmed or restored its own.
+func (rc *restoreCase) checkReplicasAgree(t *testing.T, n int64) {
+	t.Helper()
+	for _, nd := range rc.c.Brokers {
+		rc.c.Start(nd.ID)
+	}
+	waitReplicated(t, rc.c, rc.topic, n)
+	rc.c.CheckReplicasAgree(t, rc.topic, 0, 1, 2)
+}
+
 // TestFollowerBehindTheLocalLogRestartsFromTheBucket: a follower is down
 // while the leader uploads and deletes its local segments. Back, it is
 // answered OFFSET_MOVED_TO_TIERED_STORAGE, restarts its log where the
@@ -210,6 +222,7 @@ func TestFollowerBehindTheLocalLogRestartsFromTheBucket(t *testing.T) {
 		t.Fatalf("end of epoch %d: epoch %d, offset %d; want %d, 1000", rc.epoch, e, end, rc.epoch)
 	}
 	rc.checkTiered(t, 1200)
+	rc.checkReplicasAgree(t, 1200)
 }
 
 // TestRestoredFollowerLeadsAfterAnIntermediateLeader: leadership passes
@@ -252,6 +265,7 @@ func TestRestoredFollowerLeadsAfterAnIntermediateLeader(t *testing.T) {
 		t.Fatalf("end of epoch %d: epoch %d, offset %d; want %d, 1100", middle, e, end, middle)
 	}
 	rc.checkTiered(t, 1200)
+	rc.checkReplicasAgree(t, 1200)
 }
 
 // TestIdempotentProducerAcrossTheRestoredFollowerLeading: a franz-go
@@ -363,6 +377,7 @@ func TestIdempotentProducerAcrossTheRestoredFollowerLeading(t *testing.T) {
 			n++
 		}
 	}
+	rc.checkReplicasAgree(t, int64(1000+sent))
 }
 
 // idempotentValue is produced record i of the idempotence test, padded so
@@ -434,4 +449,5 @@ func TestRestoredLeaderAnswersEveryEpochOfTheTieredHistory(t *testing.T) {
 		}
 	}
 	rc.checkTiered(t, 1700)
+	rc.checkReplicasAgree(t, 1700)
 }
