@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,13 +178,23 @@ func TestDeleteRecordsAnswersTheLowWatermarkOfEveryLiveReplica(t *testing.T) {
 // no log start (-1), so the follower took it for a fetch past the leader's
 // end, checked its divergence and asked again, forever, never rejoining.
 func TestFollowerBehindTheLeadersLogStartStartsOverThere(t *testing.T) {
+	c, _ := followerStartedOverAtTheLogStart(t, "dr-behind")
+	c.CheckReplicasAgree(t, "dr-behind", 0, 1, 2)
+}
+
+// followerStartedOverAtTheLogStart produces records 0 to 99 (values their
+// numbers, uncompressed batches of five) to topic on three brokers, the
+// follower it returns down from 50 on, deletes the records below 80 and
+// waits until the follower, back, started its log over at 80 and is in
+// the ISR again.
+func followerStartedOverAtTheLogStart(t *testing.T, topic string) (*brokertest.Cluster, int32) {
+	t.Helper()
 	c := brokertest.StartCluster(t, 3)
 	ctx := testCtx(t)
-	const topic = "dr-behind"
 	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	produce := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i += 5 {
@@ -215,5 +226,66 @@ func TestFollowerBehindTheLeadersLogStartStartsOverThere(t *testing.T) {
 		_, _, isr := storedState(t, c, topic)
 		return len(isr) == 3, fmt.Sprintf("isr %v", isr)
 	})
-	c.CheckReplicasAgree(t, topic, 0, 1, 2)
+	return c, follower
+}
+
+// TestReplicaLogsDisagreeFromTheHighestStartOnARecordEditedOnOneBroker:
+// the replicas' logs start at different offsets (a follower started over
+// at the leader's log start, 80; the others start at 0) and agree; then a
+// record is rewritten (another value as long, the batch's CRC recomputed)
+// at offset 90 on the follower, or at offset 20 on one of the two others,
+// below the follower's start, and the comparison fails naming the two
+// brokers that part and the batch.
+func TestReplicaLogsDisagreeFromTheHighestStartOnARecordEditedOnOneBroker(t *testing.T) {
+	c, follower := followerStartedOverAtTheLogStart(t, "edited-late")
+	c.CheckReplicasAgree(t, "edited-late", 0, 1, 2) // stops them
+	var others []int32
+	for id := int32(0); id < 3; id++ {
+		if id != follower {
+			others = append(others, id)
+		}
+	}
+	read := func() []brokertest.ReplicaLog {
+		var logs []brokertest.ReplicaLog
+		for _, nd := range c.Brokers {
+			l, err := brokertest.ReadReplicaLog(int(nd.ID), nd.Dir, "edited-late-0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs = append(logs, l)
+		}
+		return logs
+	}
+	pair := func(a, b int32) string { return fmt.Sprintf("brokers %d and %d ", min(a, b), max(a, b)) }
+	for _, tc := range []struct {
+		name       string
+		on         int32
+		base       int64
+		old, value string
+		want       []string
+	}{
+		{"above the highest start, on the follower", follower, 90, "92", "29",
+			[]string{pair(others[0], follower), "from offset 80", "in the batch of offsets 90 to 94"}},
+		{"below the highest start", others[1], 20, "21", "12",
+			[]string{pair(others[0], others[1]), "from offset 0", "in the batch of offsets 20 to 24"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			brokertest.RewriteValue(t, c.Brokers[tc.on].Dir, "edited-late-0", tc.base, tc.old, tc.value)
+			defer brokertest.RewriteValue(t, c.Brokers[tc.on].Dir, "edited-late-0", tc.base, tc.value, tc.old)
+			err := brokertest.ReplicaLogsDisagree(read())
+			if err == nil {
+				t.Fatalf("the comparison accepted a log with a record rewritten at offset %d on broker %d", tc.base, tc.on)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("the comparison failed without saying %q: %v", w, err)
+				}
+			}
+			t.Log(err)
+		})
+	}
+	// Put back, they agree again.
+	if err := brokertest.ReplicaLogsDisagree(read()); err != nil {
+		t.Fatal(err)
+	}
 }

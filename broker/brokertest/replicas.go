@@ -1,6 +1,7 @@
 package brokertest
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"os"
@@ -228,4 +229,48 @@ func firstDifference(a, b []byte) int {
 		}
 	}
 	return -1
+}
+
+// RewriteValue rewrites, in broker's log of partition under dataDir, the
+// value old of the batch whose base offset is base to value, as long,
+// and recomputes the batch's CRC: a log a broker would serve, which no
+// longer holds what the others do. old is found with its length prefix,
+// so that it cannot match the batch's header.
+func RewriteValue(t testing.TB, dataDir, partition string, base int64, old, value string) {
+	t.Helper()
+	if len(old) != len(value) || len(old) > 63 {
+		t.Fatalf("RewriteValue: %q and %q: want values as long, under 64 bytes", old, value)
+	}
+	files, _ := filepath.Glob(filepath.Join(dataDir, partition, "*.log"))
+	more, _ := filepath.Glob(filepath.Join(dataDir, "*", partition, "*.log"))
+	for _, f := range append(files, more...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rest := b; ; {
+			batch, next, err := recordbatch.Next(rest)
+			if err != nil || batch == nil {
+				break
+			}
+			if batch.BaseOffset() == base {
+				prefix := []byte{byte(len(old) << 1)} // the value's length, a zigzag varint
+				v := bytes.Index(batch[recordbatch.HeaderSize:], append(prefix, old...))
+				if v < 0 {
+					t.Fatalf("the batch of offset %d in %s holds no value %q", base, f, old)
+				}
+				copy(batch[recordbatch.HeaderSize+v+1:], value)
+				batch.SetMaxTimestamp(batch.MaxTimestamp()) // recomputes the CRC
+				if err := recordbatch.Check(batch); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(f, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			rest = next
+		}
+	}
+	t.Fatalf("no batch of base offset %d in the log of %s under %s", base, partition, dataDir)
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
-	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
 // checkReplicasAgree kills the brokers (production has stopped) and
@@ -88,41 +84,7 @@ func TestReplicaLogsDisagreeOnARecordEditedOnOneBroker(t *testing.T) {
 	}
 	checkReplicasAgree(t, procs, "edited") // stops them
 
-	files, _ := filepath.Glob(filepath.Join(procs[2].dataDir, "*", "edited-0", "*.log"))
-	more, _ := filepath.Glob(filepath.Join(procs[2].dataDir, "edited-0", "*.log"))
-	files = append(files, more...)
-	edited := false
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rest := b; !edited; {
-			batch, next, err := recordbatch.Next(rest)
-			if err != nil || batch == nil {
-				break
-			}
-			if batch.BaseOffset() == 10 {
-				v := bytes.LastIndex(batch, []byte("010"))
-				if v < 0 {
-					t.Fatalf("the batch of offset 10 on broker 2 does not hold its value: %x", []byte(batch))
-				}
-				copy(batch[v:], "999")
-				batch.SetMaxTimestamp(batch.MaxTimestamp()) // recomputes the CRC
-				if err := recordbatch.Check(batch); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(f, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				edited = true
-			}
-			rest = next
-		}
-	}
-	if !edited {
-		t.Fatalf("no batch of offset 10 in broker 2's log %v", files)
-	}
+	brokertest.RewriteValue(t, procs[2].dataDir, "edited-0", 10, "010", "999")
 	var logs []brokertest.ReplicaLog
 	for _, p := range procs {
 		l, err := brokertest.ReadReplicaLog(p.id, p.dataDir, "edited-0")
