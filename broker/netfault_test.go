@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -192,6 +193,20 @@ func (c *netCluster) readAll(topic string, acked []string) {
 	checkAcknowledgedRead(c.t, c.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}})), acked)
 }
 
+// checkReplicasAgree stops the brokers (production has stopped) and
+// compares their logs of partition 0 of topic (brokertest.CheckLogsAgree).
+func (c *netCluster) checkReplicasAgree(topic string) {
+	c.t.Helper()
+	var dirs []brokertest.ReplicaDir
+	for _, nd := range c.nodes {
+		nd.ln.Close()
+		<-nd.served
+		nd.b.Close()
+		dirs = append(dirs, brokertest.ReplicaDir{Broker: int(nd.id), Dir: filepath.Join(c.dir, fmt.Sprintf("broker-%d", nd.id))})
+	}
+	brokertest.CheckLogsAgree(c.t, topic+"-0", math.MaxInt64, dirs...)
+}
+
 func (c *netCluster) createTopic(topic string) {
 	c.t.Helper()
 	adm := kadm.NewClient(c.client())
@@ -263,6 +278,7 @@ func TestLeaderCutFromEtcdIsFenced(t *testing.T) {
 	})
 	acked := pl.finish()
 	c.readAll("fenced", acked)
+	c.checkReplicasAgree("fenced")
 }
 
 // TestLeaderCutFromEtcdStopsClaimingLeadership: once a leader cut from
@@ -326,6 +342,7 @@ func TestFollowerCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
 	})
 	acked := pl.finish()
 	c.readAll("lagging", acked)
+	c.checkReplicasAgree("lagging")
 }
 
 // TestEtcdRestartKeepsRolesAndData: etcd stopped under acks=all load and
@@ -363,6 +380,7 @@ func TestEtcdRestartKeepsRolesAndData(t *testing.T) {
 	}
 	acked := pl.finish()
 	c.readAll("steady", acked)
+	c.checkReplicasAgree("steady")
 }
 
 // TestBrokerRegistersAgainWhenItsKeyIsGone: a broker whose registration

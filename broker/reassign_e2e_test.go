@@ -159,8 +159,8 @@ func logDirExists(nd *brokertest.Node, topic string) bool {
 // acks=all: the new replica joins as a follower, catches up and enters the
 // ISR, the controller then drops the old leader and moves leadership;
 // ListPartitionReassignments shows the move while it runs. Nothing
-// acknowledged is lost, the new replicas hold every record, and the
-// removed broker deleted its log.
+// acknowledged is lost, the new replicas hold every record and their logs
+// agree, and the removed broker deleted its log.
 func TestReassignmentMovesLeaderWhileProducing(t *testing.T) {
 	c := brokertest.StartCluster(t, 4, func(cfg *broker.Config) { cfg.ReplicaLagTimeMax = 3 * time.Second })
 	ctx := testCtx(t)
@@ -231,6 +231,7 @@ func TestReassignmentMovesLeaderWhileProducing(t *testing.T) {
 	brokertest.WaitFor(t, 5*time.Second, "the removed broker deletes its log", func() (bool, string) {
 		return !logDirExists(old, "moving"), old.Dir
 	})
+	c.CheckReplicasAgree(t, "moving", target...)
 }
 
 // TestReassignmentCancelAndErrors: a reassignment onto a broker that

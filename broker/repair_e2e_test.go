@@ -96,7 +96,7 @@ func TestLostRangeIsRepairedFromTheBucket(t *testing.T) {
 }
 
 // RF=3 without tiering: a byte flipped in the leader's sealed segment is
-// put back from an in-sync follower.
+// put back from an in-sync follower: the three logs agree again.
 func TestLostRangeIsRepairedFromAReplica(t *testing.T) {
 	c := brokertest.StartCluster(t, 3, func(c *broker.Config) { c.ScrubInterval = 300 * time.Millisecond })
 	ctx := testCtx(t)
@@ -127,6 +127,7 @@ func TestLostRangeIsRepairedFromAReplica(t *testing.T) {
 		recs = append(recs, fs.Records()...)
 	}
 	checkRepairedRead(t, recs, value)
+	c.CheckReplicasAgree(t, "mended", 0, 1, 2)
 }
 
 // A lost range that neither the bucket nor another replica holds stays
