@@ -389,9 +389,8 @@ func (c *conn) readLoop() error {
 			// in may go back to the pool.
 			fr.settle()
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.b.cfg.ConnectionsMaxIdle))
-		// Checked after arming the deadline: shutdown cancels the
-		// context and then sets the deadline to now.
+		// The frame reader checks it again after arming the socket's
+		// read deadline, before each read.
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
@@ -417,7 +416,6 @@ func (c *conn) readLoop() error {
 			return fmt.Errorf("%w: frame of %d bytes (limit %d)", errBadRequest, size, c.b.cfg.SocketRequestMaxBytes)
 		}
 		deadline := time.Now().Add(c.b.cfg.RequestReadTimeout)
-		c.nc.SetReadDeadline(deadline)
 		buf, reserved, inPlace, err := fr.frame(int(size), deadline)
 		if err != nil {
 			if isTimeout(err) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -227,4 +228,88 @@ func TestClientThatStopsReadingIsDisconnected(t *testing.T) {
 		t.Fatalf("%d bytes of request memory held", used)
 	}
 	healthy(t, b)
+}
+
+// The request read timeout bounds each frame from its size prefix, whether
+// the frame is read into the connection's own buffer, in place in a chunk
+// or into a buffer of its own, and whether frames answered before it came
+// with the same read: the socket's read deadline is set only before a read
+// that waits, so these check that such a read always waits for the frame's
+// deadline, never for one left from an earlier frame, and that a frame
+// whose pieces each come in time but which as a whole does not is refused
+// (the deadline is the frame's, not each read's).
+func TestFramesCutShortTimeOutAfterTheFramesBeforeThem(t *testing.T) {
+	const timeout = time.Second
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.RequestReadTimeout = timeout
+		c.ConnectionsMaxIdle = time.Hour
+	})
+	versions := kmsg.NewPtrApiVersionsRequest()
+	versions.Version = 3
+	versions.ClientSoftwareName, versions.ClientSoftwareVersion = "test", "1"
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("cut"))
+	whole := f.AppendRequest(nil, versions, 1)
+	cut := func(size, sent int) []byte {
+		return append(binary.BigEndian.AppendUint32(nil, uint32(size)), make([]byte, sent)...)
+	}
+	for _, tc := range []struct {
+		name  string
+		after []byte // sent with the whole request, then nothing
+	}{
+		{"own buffer", cut(1000, 10)},
+		{"in a chunk", cut(100<<10, 50<<10)},
+		{"own frame buffer", cut(2<<20, 600<<10)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, b.Addr)
+			start := time.Now()
+			if _, err := c.Write(append(slices.Clip(whole), tc.after...)); err != nil {
+				t.Fatal(err)
+			}
+			if corr := binary.BigEndian.Uint32(readFrame(t, c)); corr != 1 {
+				t.Fatalf("correlation id %d", corr)
+			}
+			expectClosed(t, c)
+			if d := time.Since(start); d < timeout-100*time.Millisecond {
+				t.Fatalf("closed after %s, before the request read timeout", d)
+			}
+		})
+	}
+	t.Run("trickled", func(t *testing.T) {
+		// Each piece comes well within the timeout, the frame does not.
+		c := dial(t, b.Addr)
+		if _, err := c.Write(whole); err != nil {
+			t.Fatal(err)
+		}
+		readFrame(t, c)
+		start := time.Now()
+		next := f.AppendRequest(nil, versions, 2)
+		for i := 0; i < len(next); i++ {
+			if _, err := c.Write(next[i : i+1]); err != nil {
+				break // closed
+			}
+			time.Sleep(timeout / 5)
+		}
+		expectClosed(t, c)
+		if d := time.Since(start); d > 3*timeout+2*time.Second {
+			t.Fatalf("closed after %s", d)
+		}
+	})
+	t.Run("in time", func(t *testing.T) {
+		// A frame in pieces that all come within the timeout is served.
+		c := dial(t, b.Addr)
+		next := f.AppendRequest(nil, versions, 3)
+		all := append(slices.Clip(whole), next...)
+		for _, piece := range [][]byte{all[:len(whole)+2], all[len(whole)+2 : len(whole)+8], all[len(whole)+8:]} {
+			if _, err := c.Write(piece); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(timeout / 5)
+		}
+		for _, want := range []uint32{1, 3} {
+			if corr := binary.BigEndian.Uint32(readFrame(t, c)); corr != want {
+				t.Fatalf("correlation id %d, want %d", corr, want)
+			}
+		}
+	})
 }

@@ -22,6 +22,15 @@ type frameReader struct {
 	r, w int
 	// chunked: buf is a pooled chunk whose budget is held.
 	chunked bool
+	// deadline bounds the reads of the frame being taken: the frame's
+	// own once its size prefix is taken (frame), and until then the
+	// idle time counted from the first read that waits for the prefix
+	// (zero until that read). armed is the socket's read deadline as
+	// last set. The socket's deadline is set only before a read, and
+	// only when it differs, so that frames read already cost no timer
+	// (two per frame cost a few percent of the broker's CPU under
+	// pipelined produce).
+	deadline, armed time.Time
 }
 
 // chunkSize is the buffer a busy connection reads into: 8 pipelined
@@ -73,9 +82,13 @@ func (f *frameReader) fill(n int) error {
 		f.r = 0
 	}
 	for f.w-f.r < n {
+		if err := f.arm(); err != nil {
+			return err
+		}
 		m, err := f.c.nc.Read(f.buf[f.w:])
 		f.w += m
 		if err != nil {
+			f.armed = time.Time{} // a timeout or stopReading may have moved it
 			if f.w-f.r >= n {
 				return nil
 			}
@@ -88,9 +101,26 @@ func (f *frameReader) fill(n int) error {
 	return nil
 }
 
-// header reads the next frame's size prefix; partial reports, with an
-// error, that some of it had arrived.
+// arm sets the socket's read deadline to the frame reader's before a read
+// that may wait, if it is not set already, and reports whether the
+// connection is done (checked after setting it: shutdown cancels the
+// context and then sets the deadline to now, stopReading).
+func (f *frameReader) arm() error {
+	if f.deadline.IsZero() {
+		f.deadline = time.Now().Add(f.c.b.cfg.ConnectionsMaxIdle)
+	}
+	if !f.deadline.Equal(f.armed) {
+		f.c.nc.SetReadDeadline(f.deadline)
+		f.armed = f.deadline
+	}
+	return f.c.ctx.Err()
+}
+
+// header reads the next frame's size prefix, waiting at most the idle time
+// (connections.max.idle.ms) from the first read that waits for it; partial
+// reports, with an error, that some of it had arrived.
 func (f *frameReader) header() (h [4]byte, partial bool, err error) {
+	f.deadline = time.Time{}
 	if err := f.fill(4); err != nil {
 		return h, f.w > f.r, err
 	}
@@ -99,12 +129,13 @@ func (f *frameReader) header() (h [4]byte, partial bool, err error) {
 	return h, false, nil
 }
 
-// frame reads the size bytes of the frame whose prefix header took. A
-// frame that fits a chunk is returned in place (inPlace; valid until the
+// frame reads the size bytes of the frame whose prefix header took, each
+// read waiting at most until deadline. A frame that fits a chunk is returned in place (inPlace; valid until the
 // next call to settle, fill or frame, and reserved by the buffer it lies
 // in); a larger one is read into a pooled buffer of its own whose budget,
 // reserved, releaseBuf gives back.
 func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved int64, inPlace bool, err error) {
+	f.deadline = deadline
 	if size > len(f.buf) && size <= chunkSize {
 		// Answers held are written before waiting for budget.
 		f.c.flushHeld()
@@ -126,7 +157,11 @@ func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved 
 	// Larger than a chunk: what is unread is the frame's beginning,
 	// copied into the frame's buffer, after which the chunk goes back.
 	f.c.flushHeld()
+	if err := f.arm(); err != nil {
+		return nil, 0, false, err
+	}
 	buf, reserved, err = f.c.readFrame(f.buf[f.r:f.w], f.close, size, deadline)
+	f.armed = time.Time{} // read on the socket directly: not tracked
 	f.close()
 	return buf, reserved, false, err
 }
