@@ -82,7 +82,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.objectStore, "object-store", "", "object store for tiered storage: s3://BUCKET[/PREFIX]?endpoint=...&region=..., file:///ABS/PATH, mem:// or none (dev default: file://DATA-DIR/objects)")
 	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
 	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address (with mutex and block profiles sampled)")
 }
 
 // check refuses flag values the broker cannot run with, naming the flag.

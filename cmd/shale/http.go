@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,12 @@ func serveStatus(ln net.Listener, reg *prometheus.Registry, withPprof bool) *sta
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if withPprof {
+		// The mutex and block profiles record nothing unless sampled:
+		// one contention event in 100, and blocking of about a
+		// millisecond and longer (shorter waits in proportion), cheap
+		// enough to leave on where the profiler is served.
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(int(time.Millisecond))
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
