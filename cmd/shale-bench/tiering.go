@@ -114,6 +114,9 @@ func runTiering(o options) error {
 		return err
 	}
 	defer cl.Close()
+	if o.upload.latOnly {
+		return runTierUploadTables(o, sh, bucket, cl, srv.Pid())
+	}
 	adm := kadm.NewClient(cl)
 	// A replay topic per round, so that every round's replay is cold.
 	rounds := max(o.tierRounds, 1)
@@ -368,7 +371,7 @@ func runTiering(o options) error {
 	if o.tierOnly {
 		return nil
 	}
-	return runTierUploadTables(o, sh, bucket, cl)
+	return runTierUploadTables(o, sh, bucket, cl, srv.Pid())
 }
 
 // minorFaults is the count of minor page faults of a process so far

@@ -47,3 +47,35 @@ func TestObjectStoreCeilingsMoveEveryByte(t *testing.T) {
 		t.Fatal("relayedGets of a missing object did not fail")
 	}
 }
+
+// The non-Shale load of the latency rounds GETs and relays chunks until
+// its context ends, wrapping around the objects, and reports where it
+// stopped and what it moved.
+func TestPacedRelayedGetsWrapAroundUntilCancelled(t *testing.T) {
+	b := objectstore.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := parallelPuts(ctx, b, "obj", 2, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	var objs []objectstore.Attrs
+	if err := b.List(ctx, "", func(a objectstore.Attrs) error { objs = append(objs, a); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	chunks, _ := chunksOf(objs)
+	// 2 chunks of 1000 bytes at 0.01 MB/s: about 10 chunks a second.
+	lctx, lcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer lcancel()
+	at, moved, err := pacedRelayedGets(lctx, b, chunks, 1, 0.01, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at < 3 || moved < 2000 || moved%1000 != 0 {
+		t.Fatalf("stopped at chunk %d having moved %d bytes: want past one wrap-around, whole chunks of 1000 bytes", at, moved)
+	}
+	objs = append(objs, objectstore.Attrs{Key: "gone", Size: 10})
+	chunks, _ = chunksOf(objs)
+	if _, _, err := pacedRelayedGets(ctx, b, chunks, 2, 1, 1); err == nil {
+		t.Fatal("a missing object did not fail the load")
+	}
+}

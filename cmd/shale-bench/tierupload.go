@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +29,9 @@ import (
 //   - where an upload's time goes (the broker's per-phase sums);
 //   - object PUTs per GiB ingested, beside the target of two per segment
 //     plus the manifest commits;
-//   - produce latency at a low fixed rate, alone and while a cold replay
-//     runs, in interleaved rounds.
+//   - produce latency at a low fixed rate, alone, while a cold replay
+//     runs and while a non-Shale load of equal CPU runs, in interleaved
+//     rounds (tierlatency.go).
 const (
 	tierUpTopic   = "tierup"
 	tierHotTopic  = "tierhot"
@@ -42,28 +42,32 @@ type uploadOptions struct {
 	rateMBps   float64       // ingest rate of the upload run
 	partitions int           // partitions (and connections) of the upload run
 	duration   time.Duration // length of the upload run
-	latRounds  int           // rounds of produce latency without and with a replay
+	latRounds  int           // rounds of produce latency alone, with a replay, with a non-Shale load
 	latRate    float64       // produce rate of the latency rounds, MB/s
-	latLength  time.Duration // length of each latency round
-	coldMB     int           // MiB of each cold topic a latency round replays
+	latLength  time.Duration // length of each phase of a latency round
+	coldMB     int           // MiB of the cold topic the latency rounds replay
+	latOnly    bool          // the latency rounds alone
 }
 
 // runTierUploadTables runs the upload and latency measurements and prints
 // their table.
-func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, minioPid int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	load := loadAverage()
-	rows, err := runTierUpload(ctx, o, sh, bucket, cl)
+	if !o.upload.latOnly {
+		load := loadAverage()
+		rows, err := runTierUpload(ctx, o, sh, bucket, cl)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\nuploads while producing to MinIO (%d MiB segments; load %s before, %s after)\n", tierSegment>>20, load, loadAverage())
+		printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
+	}
+	lat, err := runTierLatency(ctx, o, sh, bucket, cl, minioPid)
 	if err != nil {
 		return err
 	}
-	lat, err := runTierLatency(ctx, o, sh, cl)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\nuploads while producing to MinIO (%d MiB segments; load %s before, %s after)\n", tierSegment>>20, load, loadAverage())
-	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, append(rows, lat...))
+	printTable([]string{"workload", "shale", "same phases", "", "difference from alone, per round"}, lat)
 	return nil
 }
 
@@ -233,140 +237,9 @@ func parallelPuts(ctx context.Context, b objectstore.Bucket, prefix string, n in
 	return float64(int64(n)*size) / time.Since(start).Seconds() / 1e6, err
 }
 
-// runTierLatency measures produce latency at a low fixed rate on a tiered
-// topic, in rounds alone and while a cold replay of another topic (one
-// that lives only in the bucket, a new one each round) runs, alternating.
-func runTierLatency(ctx context.Context, o options, sh *target, cl *kgo.Client) ([][]string, error) {
-	uo := o.upload
-	adm := kadm.NewClient(cl)
-	cold := make([]string, uo.latRounds)
-	topics := []string{tierHotTopic}
-	for i := range cold {
-		cold[i] = fmt.Sprintf("%s-%d", tierColdTopic, i)
-		topics = append(topics, cold[i])
-	}
-	for _, name := range topics {
-		cfg := map[string]*string{"segment.bytes": ptr(strconv.Itoa(tierSegment)), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
-		resp, err := adm.CreateTopic(ctx, 1, 1, cfg, name)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", name, err)
-		}
-	}
-	value := make([]byte, 1000)
-	for _, name := range cold {
-		for n := 0; n < uo.coldMB<<20; n += len(value) {
-			cl.Produce(ctx, &kgo.Record{Topic: name, Value: value}, nil)
-		}
-	}
-	if err := cl.Flush(ctx); err != nil {
-		return nil, err
-	}
-	ends := make([]int64, len(cold))
-	for {
-		local := 0
-		for _, name := range cold {
-			local += localSegments(sh.dataDir, name+"-0")
-		}
-		if local == len(cold) {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("tiering: the cold topics were not uploaded (%d local segments)", local)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for i, name := range cold {
-		end, err := earliestLocal(ctx, cl, name)
-		if err != nil {
-			return nil, err
-		}
-		ends[i] = end
-	}
-
-	cfg := rawConfig{conns: 1, inflight: 8, partitions: 1, recordBytes: 1000, batchBytes: 16 << 10,
-		warmup: 500 * time.Millisecond, duration: uo.latLength, rateMBps: uo.latRate}
-	var alone, replaying rawResult
-	var replayBytes int64
-	var replayTime time.Duration
-	for r := range uo.latRounds {
-		res, err := rawProduce(sh.addr, tierHotTopic, 1, cfg)
-		if err != nil {
-			return nil, err
-		}
-		alone.latencies = append(alone.latencies, res.latencies...)
-		rctx, cancel := context.WithCancel(ctx)
-		type replayed struct {
-			bytes int64
-			took  time.Duration
-			err   error
-		}
-		done := make(chan replayed, 1)
-		go func() {
-			start := time.Now()
-			n, err := replayTopic(rctx, sh.addr, cold[r], ends[r])
-			done <- replayed{n, time.Since(start), err}
-		}()
-		if o.raw.profileDir != "" && r == 0 {
-			go fetchProfile(sh.httpAddr, "profile", filepath.Join(o.raw.profileDir, "tier-latency-replay.cpu.pprof"), cfg.warmup+cfg.duration)
-		}
-		res, err = rawProduce(sh.addr, tierHotTopic, 1, cfg)
-		cancel()
-		rp := <-done
-		if err != nil {
-			return nil, err
-		}
-		if rp.err != nil && rctx.Err() == nil {
-			return nil, rp.err
-		}
-		replaying.latencies = append(replaying.latencies, res.latencies...)
-		replayBytes += rp.bytes
-		replayTime += rp.took
-	}
-	slices.Sort(alone.latencies)
-	slices.Sort(replaying.latencies)
-	r := func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
-	diff := replaying.percentile(0.99) - alone.percentile(0.99)
-	return [][]string{
-		{fmt.Sprintf("produce p50 / p99 at %.0f MB/s, with a cold replay (%.0f MB/s)", uo.latRate, float64(replayBytes)/replayTime.Seconds()/1e6),
-			r(replaying.percentile(0.5)) + " / " + r(replaying.percentile(0.99)), "alone, same run",
-			r(alone.percentile(0.5)) + " / " + r(alone.percentile(0.99)), "p99 " + signed(diff) + " (target < +1ms)"},
-	}, nil
-}
-
 func signed(d time.Duration) string {
 	if d >= 0 {
 		return "+" + d.Round(10*time.Microsecond).String()
 	}
 	return "-" + (-d).Round(10*time.Microsecond).String()
-}
-
-// replayTopic consumes topic's partition 0 from offset 0 up to end (or
-// until ctx ends) and returns the record bytes read.
-func replayTopic(ctx context.Context, addr, topic string, end int64) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(0)}}),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	var n int64
-	for next := int64(0); next < end; {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return n, ctx.Err()
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return n, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			next = r.Offset + 1
-			n += int64(len(r.Value))
-		})
-	}
-	return n, nil
 }

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// The produce latency of hot traffic beside a cold replay. Raw Produce
+// requests (acks=1, one connection, paced at -tier-latency-rate, latency
+// counted from when each request was due) go to a tiered topic in rounds
+// of three phases, each round in another order:
+//   - alone;
+//   - while a cold replay runs: raw fetches, one in flight, of a topic
+//     that lives only in the bucket, each phase going on from where the
+//     last one stopped (wrapping around at the end: the topic is several
+//     times the broker's cache, and the share of the replayed bytes the
+//     broker had to GET is printed);
+//   - while a load that is not Shale runs on the same machine: ranged GETs
+//     of the same objects from MinIO relayed over a loopback connection,
+//     paced so that the CPU it adds (MinIO and this process) matches what
+//     the replay added (broker, MinIO and this process) over the alone
+//     phases; its rate is corrected after each phase.
+//
+// The replay's difference from the alone phases says what Shale's replay
+// costs hot traffic; the hog's says what the same CPU costs anything on
+// this machine, the part no broker change can remove.
+
+type latPhase int
+
+const (
+	phaseAlone latPhase = iota
+	phaseReplay
+	phaseHog
+	phases
+)
+
+var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU"}
+
+// phaseResult is one phase of one round.
+type phaseResult struct {
+	p50, p99 time.Duration
+	samples  int
+	cores    [3]float64 // broker, MinIO, this process: CPU seconds per second
+	mbps     float64    // the replay's or the hog's rate (0 alone)
+	elapsed  time.Duration
+	// broker50, broker99: the broker's own produce latency (its last
+	// byte read to its answer written), as the bounds of its histogram's
+	// buckets; what the client sees beyond it waited in a socket or in
+	// the client.
+	broker50, broker99 float64
+}
+
+func (r phaseResult) totalCores() float64 { return r.cores[0] + r.cores[1] + r.cores[2] }
+
+// runTierLatency runs the rounds and returns the table rows.
+func runTierLatency(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, minioPid int) ([][]string, error) {
+	uo := o.upload
+	adm := kadm.NewClient(cl)
+	for _, name := range []string{tierHotTopic, tierColdTopic} {
+		cfg := map[string]*string{"segment.bytes": ptr(strconv.Itoa(tierSegment)), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
+		resp, err := adm.CreateTopic(ctx, 1, 1, cfg, name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", name, err)
+		}
+	}
+	value := make([]byte, 1000)
+	for n := 0; n < uo.coldMB<<20; n += len(value) {
+		cl.Produce(ctx, &kgo.Record{Topic: tierColdTopic, Value: value}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return nil, err
+	}
+	for localSegments(sh.dataDir, tierColdTopic+"-0") != 1 {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("tiering: %s was not uploaded", tierColdTopic)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	end, err := earliestLocal(ctx, cl, tierColdTopic)
+	if err != nil {
+		return nil, err
+	}
+	var objs []objectstore.Attrs
+	err = bucket.List(ctx, "", func(a objectstore.Attrs) error {
+		if strings.HasSuffix(a.Key, ".log") && inTopic(a.Key, tierColdTopic) {
+			objs = append(objs, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The hog reads the objects from the last one back, the replay from
+	// the first one on.
+	slices.Reverse(objs)
+	hogChunks, _ := chunksOf(objs)
+
+	cfg := rawConfig{conns: 1, inflight: 8, partitions: 1, recordBytes: 1000, batchBytes: 16 << 10,
+		warmup: 500 * time.Millisecond, duration: uo.latLength, rateMBps: uo.latRate}
+	rounds := max(uo.latRounds, 1)
+	res := make([][phases]phaseResult, rounds)
+	var (
+		next, hogAt           int64 // where the next replay and hog phases start
+		replayBytes, gotBytes float64
+		lastAlone, lastReplay = -1.0, -1.0
+		hogRate               float64
+		load                  = loadAverage()
+		profiled              bool
+		getsBefore            float64
+		chunkBytes            = float64(tierChunk)
+		orders                = [][]latPhase{{phaseAlone, phaseReplay, phaseHog}, {phaseReplay, phaseHog, phaseAlone}, {phaseHog, phaseAlone, phaseReplay}}
+	)
+	for r := range rounds {
+		for _, ph := range orders[r%len(orders)] {
+			pctx, cancel := context.WithCancel(ctx)
+			var (
+				wg      sync.WaitGroup
+				moved   int64
+				loadErr error
+			)
+			switch ph {
+			case phaseReplay:
+				getsBefore = metricSum(sh.httpAddr, "shale_tiering_get_requests_total")
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					next, moved, loadErr = replayLoop(pctx, sh.addr, tierColdTopic, next, end)
+				}()
+				if o.raw.profileDir != "" && !profiled {
+					profiled = true
+					prefix := filepath.Join(o.raw.profileDir, "tier-latency-replay")
+					d := cfg.warmup + cfg.duration
+					for _, kind := range []string{"profile", "mutex", "block", "trace"} {
+						go func() {
+							if err := fetchProfile(sh.httpAddr, kind, prefix+"."+kind+".pprof", d); err != nil {
+								fmt.Fprintln(os.Stderr, "tier latency profile:", err)
+							}
+						}()
+					}
+				}
+			case phaseHog:
+				if hogRate == 0 {
+					hogRate = res[max(r-1, 0)][phaseReplay].mbps
+					if hogRate == 0 {
+						hogRate = 100
+					}
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					hogAt, moved, loadErr = pacedRelayedGets(pctx, bucket, hogChunks, hogAt, hogRate, 4)
+				}()
+			}
+			before := scrape(sh.httpAddr)
+			cpu := startCPU(sh.pid, minioPid, os.Getpid())
+			start := time.Now()
+			pr, err := rawProduce(sh.addr, tierHotTopic, 1, cfg)
+			cancel()
+			wg.Wait()
+			elapsed := time.Since(start)
+			used := cpu.stop()
+			if err != nil {
+				return nil, fmt.Errorf("round %d, produce %s: %w", r, phaseNames[ph], err)
+			}
+			if loadErr != nil && !errors.Is(loadErr, context.Canceled) {
+				return nil, fmt.Errorf("round %d, load %s: %w", r, phaseNames[ph], loadErr)
+			}
+			out := phaseResult{p50: pr.percentile(0.5), p99: pr.percentile(0.99), samples: len(pr.latencies), elapsed: elapsed,
+				mbps: float64(moved) / elapsed.Seconds() / 1e6}
+			for i, u := range used {
+				out.cores[i] = u.Seconds() / elapsed.Seconds()
+			}
+			out.broker50, out.broker99 = histogramBounds(before, scrape(sh.httpAddr), `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+			res[r][ph] = out
+			switch ph {
+			case phaseAlone:
+				lastAlone = out.totalCores()
+			case phaseReplay:
+				lastReplay = out.totalCores()
+				replayBytes += float64(moved)
+				gotBytes += (metricSum(sh.httpAddr, "shale_tiering_get_requests_total") - getsBefore) * chunkBytes
+			case phaseHog:
+				// Correct the hog's rate towards the CPU the replay added.
+				if lastAlone >= 0 && lastReplay >= 0 {
+					want, got := lastReplay-lastAlone, out.totalCores()-lastAlone
+					if want > 0 && got > 0 {
+						hogRate *= min(max(want/got, 0.5), 2)
+					}
+				}
+			}
+		}
+	}
+
+	// Tables: medians (min-max) over the rounds, and each round's p99
+	// difference from its own alone phase.
+	var rows [][]string
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	col := func(ph latPhase, f func(phaseResult) float64) []float64 {
+		var xs []float64
+		for r := range res {
+			xs = append(xs, f(res[r][ph]))
+		}
+		return xs
+	}
+	mr := func(xs []float64, format string) string {
+		if len(xs) == 1 {
+			return fmt.Sprintf(format, xs[0])
+		}
+		return fmt.Sprintf(format+" ("+format+" to "+format+")", median(xs), slices.Min(xs), slices.Max(xs))
+	}
+	alone99 := col(phaseAlone, func(p phaseResult) float64 { return ms(p.p99) })
+	for _, ph := range []latPhase{phaseAlone, phaseReplay, phaseHog} {
+		p50 := col(ph, func(p phaseResult) float64 { return ms(p.p50) })
+		p99 := col(ph, func(p phaseResult) float64 { return ms(p.p99) })
+		cores := col(ph, phaseResult.totalCores)
+		row := []string{fmt.Sprintf("produce at %.0f MB/s %s: p50 / p99 ms", uo.latRate, phaseNames[ph]), mr(p50, "%.2f") + " / " + mr(p99, "%.2f"),
+			"CPU cores busy (broker+MinIO+bench)", mr(cores, "%.2f"), ""}
+		if ph != phaseAlone {
+			diff := make([]float64, len(p99))
+			for i := range p99 {
+				diff[i] = p99[i] - alone99[i]
+			}
+			row[4] = "p99 " + mr(diff, "%+.2f") + " ms"
+		}
+		rows = append(rows, row)
+		rows = append(rows, []string{"  the same, the broker's own time (histogram bucket bounds), p50 / p99 ms",
+			mr(col(ph, func(p phaseResult) float64 { return p.broker50 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.broker99 * 1e3 }), "%.2f"), "", "", ""})
+	}
+	rows = append(rows,
+		[]string{"  the replay's rate during its phases, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.mbps }), "%.0f"),
+			"share of its bytes GET from MinIO (cold)", fmt.Sprintf("%.0f%%", 100*gotBytes/max(replayBytes, 1)), ""},
+		[]string{"  the non-Shale load's rate (relayed GETs), MB/s", mr(col(phaseHog, func(p phaseResult) float64 { return p.mbps }), "%.0f"), "", "", ""},
+	)
+	fmt.Printf("\nproduce latency beside a cold replay: %d rounds of %s (+%s warm-up) per phase, %d requests of %d KiB per phase; load %s before, %s after\n",
+		rounds, uo.latLength, cfg.warmup, res[0][phaseAlone].samples, cfg.batchBytes>>10, load, loadAverage())
+	for r := range res {
+		a, rp, h := res[r][phaseAlone], res[r][phaseReplay], res[r][phaseHog]
+		fmt.Printf("  round %d: p99 alone %.2f ms, replay %.2f ms (%+.2f), hog %.2f ms (%+.2f); broker's own p99 %.2f / %.2f / %.2f ms; cores %.2f / %.2f / %.2f (broker %.2f / %.2f / %.2f, bench %.2f / %.2f / %.2f)\n",
+			r, ms(a.p99), ms(rp.p99), ms(rp.p99-a.p99), ms(h.p99), ms(h.p99-a.p99), a.broker99*1e3, rp.broker99*1e3, h.broker99*1e3,
+			a.totalCores(), rp.totalCores(), h.totalCores(), a.cores[0], rp.cores[0], h.cores[0], a.cores[2], rp.cores[2], h.cores[2])
+	}
+	return rows, nil
+}
+
+// replayLoop reads topic's partition 0 with raw fetches, one in flight,
+// from offset from until ctx ends, going back to offset 0 at end. It
+// returns where it stopped and the bytes of whole batches read.
+func replayLoop(ctx context.Context, addr, topic string, from, end int64) (int64, int64, error) {
+	ff, err := newFetchFrame(topic, 0, tierFetchBytes)
+	if err != nil {
+		return from, 0, err
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return from, 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	r := bufio.NewReaderSize(c, 64<<10)
+	var buf, body []byte
+	next, moved := from, int64(0)
+	for corr := int32(0); ; corr++ {
+		if next >= end {
+			next = 0
+		}
+		setCorrelationID(ff.frame, corr)
+		ff.setOffset(next)
+		if _, err := c.Write(ff.frame); err != nil {
+			return next, moved, errors.Join(ctx.Err(), err)
+		}
+		if body, buf, err = readResponse(r, buf, corr); err != nil {
+			return next, moved, errors.Join(ctx.Err(), err)
+		}
+		f, err := parseFetchResponse(body)
+		if err != nil {
+			return next, moved, err
+		}
+		if f.records == 0 {
+			return next, moved, fmt.Errorf("replay fetch at %d returned no whole batch", next)
+		}
+		next, moved = f.next, moved+f.bytes
+		if ctx.Err() != nil {
+			return next, moved, ctx.Err()
+		}
+	}
+}
+
+// pacedRelayedGets GETs chunks from index at on (wrapping around),
+// inflight at a time, paced to rate MB/s, and writes each to a loopback
+// connection another goroutine drains, until ctx ends: the work of
+// relaying the bucket to a client, done outside the broker. It returns the
+// next chunk's index and the bytes moved.
+func pacedRelayedGets(ctx context.Context, b objectstore.Bucket, chunks []chunk, at int64, rate float64, inflight int) (int64, int64, error) {
+	if len(chunks) == 0 {
+		return at, 0, errors.New("no objects to GET")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return at, 0, err
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return at, 0, err
+	}
+	defer c.Close()
+	var (
+		mu    sync.Mutex
+		moved int64
+		first error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, inflight)
+	)
+	start := time.Now()
+	for i := at; ctx.Err() == nil; i++ {
+		ch := chunks[i%int64(len(chunks))]
+		mu.Lock()
+		due := start.Add(time.Duration(float64(moved) / (rate * 1e6) * float64(time.Second)))
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(due)):
+		}
+		select {
+		case <-ctx.Done():
+		case slots <- struct{}{}:
+		}
+		if ctx.Err() != nil {
+			at = i
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			data, err := getChunk(ctx, b, ch.key, ch.off, ch.len)
+			if err == nil {
+				mu.Lock()
+				_, err = c.Write(data)
+				moved += int64(len(data))
+				mu.Unlock()
+			}
+			if err != nil && ctx.Err() == nil {
+				mu.Lock()
+				first = cmpOr(first, err)
+				mu.Unlock()
+			}
+		}()
+		at = i + 1
+	}
+	wg.Wait()
+	return at, moved, first
+}
+
+// histogramBounds returns the upper bounds of the buckets holding the
+// quantiles qs of what a Prometheus histogram (the series whose names
+// start with prefix, then le="...") counted between two scrapes.
+func histogramBounds(before, after map[string]float64, prefix string, qs ...float64) (float64, float64) {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for k, v := range after {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		i := strings.Index(rest, `le="`)
+		if i < 0 {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSuffix(rest[i+4:], "}"), `"`), 64)
+		if err != nil {
+			continue // +Inf
+		}
+		bs = append(bs, bucket{le, v - before[k]})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	out := make([]float64, len(qs))
+	if len(bs) == 0 {
+		return -1, -1
+	}
+	total := bs[len(bs)-1].n
+	for i, q := range qs {
+		out[i] = bs[len(bs)-1].le
+		for _, b := range bs {
+			if b.n >= q*total {
+				out[i] = b.le
+				break
+			}
+		}
+	}
+	return out[0], out[1]
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
