@@ -180,7 +180,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	}
 	if !final && !anyError && req.MaxWaitMillis > 0 && total < int64(req.MinBytes) {
 		for i := range parts {
-			parts[i].rng.Release()
+			parts[i].release()
 		}
 		return nil, false
 	}
@@ -204,7 +204,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	for i, t := range op.targets {
 		fp := &parts[i]
 		if !included[i] {
-			fp.rng.Release()
+			fp.release()
 			continue
 		}
 		if t.p != nil && op.follower {
@@ -212,7 +212,7 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 				t.p.counters.replicationOut.Add(float64(n))
 			}
 		} else if t.p != nil {
-			if fp.remote != nil {
+			if fp.remote.Bufs != nil {
 				t.p.counters.fetchedRemote.Add(float64(fp.size()))
 			} else if n := fp.size(); n > 0 {
 				t.p.counters.fetchedLocal.Add(float64(n))
@@ -322,7 +322,7 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	if p.tier != nil && sp.fetchOffset < log.LocalLogStartOffset() {
 		// Below the local log: the object store has it.
 		data, err := p.tier.remoteRead(sp.fetchOffset, int(max), upper, first)
-		if err != nil || data != nil {
+		if err != nil || data.Bufs != nil {
 			fp.remote = data
 			return err
 		}

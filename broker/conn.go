@@ -254,19 +254,24 @@ func (r *request) respond(resp kmsg.Response) {
 
 // respondRaw answers with a response whose body is written with sendfile.
 func (r *request) respondRaw(raw *rawResponse) {
+	taken := false
 	r.p.once.Do(func() {
+		taken = true
 		r.p.raw = raw
 		// The body and any record data read from the object store are
 		// in memory until sent; file ranges are not.
 		n := int64(cap(raw.body))
 		for i := range raw.cuts {
-			if raw.cuts[i].data != nil {
+			if raw.cuts[i].data.Bufs != nil {
 				n += raw.cuts[i].len()
 			}
 		}
 		r.conn.charge(r.p, n)
 		close(r.p.done)
 	})
+	if !taken {
+		raw.release() // answered already: never sent
+	}
 }
 
 // respondNothing completes the request without sending anything.

@@ -6,6 +6,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/tiering"
 )
 
 // fetchTopic and fetchPart hold a fetch response before encoding. A part's
@@ -22,24 +23,22 @@ type fetchPart struct {
 	kmsg.FetchResponseTopicPartition
 	rng localseg.Range
 	// remote holds record data read from the object store (slices of
-	// cached chunks, never modified) instead of a file range.
-	remote [][]byte
+	// shared chunks, never modified) instead of a file range.
+	remote tiering.Data
 }
 
 // size is the length of the part's record data.
 func (p *fetchPart) size() int64 {
-	if p.remote != nil {
-		return buffersLen(p.remote)
+	if p.remote.Bufs != nil {
+		return p.remote.Len()
 	}
 	return p.rng.Len()
 }
 
-func buffersLen(bufs [][]byte) int64 {
-	var n int64
-	for _, b := range bufs {
-		n += int64(len(b))
-	}
-	return n
+// release gives back the part's record data unsent.
+func (p *fetchPart) release() {
+	p.rng.Release()
+	p.remote.Release()
 }
 
 // encodeFetch encodes a fetch response body of the given version, byte for
@@ -104,7 +103,7 @@ func encodeFetch(version int16, top *kmsg.FetchResponse, topics []fetchTopic) *r
 			if n > 0 {
 				raw.cuts = append(raw.cuts, rawCut{at: len(dst), rng: p.rng, data: p.remote})
 				p.rng = localseg.Range{}
-				p.remote = nil
+				p.remote = tiering.Data{}
 			}
 			if flexible {
 				dst = appendPartitionTags(dst, &p.FetchResponseTopicPartition)

@@ -416,14 +416,14 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 }
 
 // remoteRead serves a fetch below the local log start from the object
-// store. Nil data and no error: the remote log does not hold offset (the
-// local one does, or neither).
-func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, minOneBatch bool) ([][]byte, error) {
+// store; the caller releases the data. Empty data and no error: the remote
+// log does not hold offset (the local one does, or neither).
+func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (tiering.Data, error) {
 	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
 	defer cancel()
-	data, err := t.svc.reader.Read(ctx, t.part, t.manifest(), offset, maxBytes, maxOffset, minOneBatch)
+	data, err := t.svc.reader.ReadShared(ctx, t.part, t.manifest(), offset, maxBytes, maxOffset, minOneBatch)
 	if errors.Is(err, tiering.ErrOutOfRange) {
-		return nil, fmt.Errorf("%w: %w", localseg.ErrOffsetOutOfRange, err)
+		return tiering.Data{}, fmt.Errorf("%w: %w", localseg.ErrOffsetOutOfRange, err)
 	}
 	return data, err
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,4 +215,75 @@ func produceLogStart(t *testing.T, cl *kgo.Client, topic string) int64 {
 		t.Fatalf("produce: error %d", sp.ErrorCode)
 	}
 	return sp.LogStartOffset
+}
+
+// TestRemoteFetchesKeepTheirBytesWhileTheReaderReusesChunks replays a
+// tiered topic many times the broker's remote cache with several
+// consumers at once, one of them with a MinBytes no fetch reaches (each of
+// its fetches reads remote data, drops it to wait, then reads it again),
+// and checks every record byte for byte. The reader gives chunk buffers
+// back to its pool as the cache evicts them and as responses are written
+// or dropped: a buffer reused while a response still held it would send
+// another chunk's bytes (or, built with -tags invariants, poison).
+func TestRemoteFetchesKeepTheirBytesWhileTheReaderReusesChunks(t *testing.T) {
+	bucket, err := objectstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 2 << 20}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+	str := func(s string) *string { return &s }
+	createTopic(t, b.Admin(), "replay", 1, map[string]*string{
+		"segment.bytes":         str("131072"),
+		"local.retention.bytes": str("100000"),
+		"retention.ms":          str("-1"),
+		"file.delete.delay.ms":  str("1"),
+	})
+	cl := b.Client(kgo.DefaultProduceTopic("replay"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	const n = 12000 // about 5.5 MB: 40 segments, each two chunks
+	for i := 0; i < n; i += 100 {
+		var recs []*kgo.Record
+		for j := i; j < i+100; j++ {
+			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+		}
+		produceSync(t, cl, recs...)
+	}
+	waitFor(t, "uploads and local retention", 60*time.Second, func() bool {
+		return listOffset(t, cl, "replay", -4) > n*9/10
+	})
+	consume := func(opts ...kgo.Opt) {
+		c := b.Client(append([]kgo.Opt{kgo.ConsumeTopics("replay"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
+		ctx := testCtx(t)
+		for next := 0; next < n; {
+			fs := c.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Errorf("consumed %d of %d records before the deadline", next, n)
+				return
+			}
+			fs.EachError(func(topic string, p int32, err error) { t.Errorf("fetch %s/%d: %v", topic, p, err) })
+			for _, r := range fs.Records() {
+				if r.Offset != int64(next) || !bytes.Equal(r.Value, tieredValue(next)) {
+					t.Errorf("record %d: offset %d, value %.20q", next, r.Offset, r.Value)
+					return
+				}
+				next++
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, opts := range [][]kgo.Opt{
+		{kgo.FetchMaxPartitionBytes(100 << 10)},
+		{kgo.FetchMaxPartitionBytes(300 << 10)},
+		{kgo.FetchMaxPartitionBytes(1 << 20), kgo.FetchMaxBytes(1 << 20)},
+		{kgo.FetchMaxPartitionBytes(200 << 10), kgo.FetchMinBytes(8 << 20), kgo.FetchMaxWait(20 * time.Millisecond)},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			consume(opts...)
+		}()
+	}
+	wg.Wait()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/tiering"
 )
 
 // connWriter writes response frames to one connection; only the
@@ -113,12 +114,12 @@ type rawCut struct {
 	rng localseg.Range
 	// data, when set, is written instead of rng: record data read from
 	// the object store.
-	data [][]byte
+	data tiering.Data
 }
 
 func (c *rawCut) len() int64 {
-	if c.data != nil {
-		return buffersLen(c.data)
+	if c.data.Bufs != nil {
+		return c.data.Len()
 	}
 	return c.rng.Len()
 }
@@ -134,6 +135,8 @@ func (r *rawResponse) size() int64 {
 func (r *rawResponse) release() {
 	for i := range r.cuts {
 		r.cuts[i].rng.Release()
+		// Written or dropped: no write holds the chunks any more.
+		r.cuts[i].data.Release()
 	}
 	r.cuts = nil
 }
@@ -157,7 +160,7 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	for i := range r.cuts {
 		c := &r.cuts[i]
 		write := w.write
-		if c.data == nil {
+		if c.data.Bufs == nil {
 			write = w.writeMore // the bytes go out with the file range
 		}
 		if err := write(hdr, r.body[prev:c.at]); err != nil {
@@ -165,8 +168,8 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 		}
 		hdr = nil
 		prev = c.at
-		if c.data != nil {
-			bufs := net.Buffers(append([][]byte(nil), c.data...))
+		if c.data.Bufs != nil {
+			bufs := net.Buffers(append([][]byte(nil), c.data.Bufs...))
 			var n int64
 			for _, d := range bufs {
 				n += int64(len(d))

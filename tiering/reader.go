@@ -90,7 +90,8 @@ func (c *ReaderConfig) ensureDefaults() {
 // within CacheBytes, or ReadAheadBytes more when that is set above it.
 type Reader struct {
 	cfg    ReaderConfig
-	chunks *ristretto.Cache[string, []byte]
+	chunks *ristretto.Cache[string, *cacheRef]
+	pool   *chunkPool
 	comps  *ristretto.Cache[string, *Companion]
 	spills *ristretto.Cache[string, *Manifest]
 	// recentMax is how many freshly read chunks stay outside the cache.
@@ -106,7 +107,7 @@ type Reader struct {
 		// recent holds the last chunks read, so a chunk the cache's
 		// admission policy refused (or has not applied yet) is not
 		// fetched again by the very next read of the same stream.
-		recent    map[string][]byte
+		recent    map[string]*chunk
 		recentLog []string
 		// recentComps and recentSpills do the same for companions and
 		// spilled manifest parts.
@@ -158,15 +159,14 @@ type aheadReq struct {
 type load struct {
 	done  chan struct{}
 	ahead bool // a read-ahead load: its chunk goes to ahead, not the cache
-	data  []byte
 	comp  *Companion
 	spill *Manifest
 	err   error
 }
 
 type aheadChunk struct {
-	data []byte
-	at   time.Time
+	c  *chunk // the read-ahead's reference
+	at time.Time
 }
 
 type streamKey struct {
@@ -189,15 +189,19 @@ const (
 func NewReader(cfg ReaderConfig) (*Reader, error) {
 	cfg.ensureDefaults()
 	r := &Reader{cfg: cfg, recentMax: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 16))}
+	r.pool = &chunkPool{size: cfg.ChunkBytes, max: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 8)), poison: invariants}
 	counters := max(10*cfg.CacheBytes/cfg.ChunkBytes, 1000)
 	// The chunk cache gets what the companions, spilled parts, recent
-	// chunks and read-ahead leave.
+	// chunks, read-ahead and free pool buffers leave.
 	side := max(cfg.CacheBytes/16, 1<<20)
-	chunkCost := max(cfg.CacheBytes-2*side-cfg.ReadAheadBytes-int64(r.recentMax)*cfg.ChunkBytes, 2*cfg.ChunkBytes)
+	chunkCost := max(cfg.CacheBytes-2*side-cfg.ReadAheadBytes-int64(r.recentMax+r.pool.max)*cfg.ChunkBytes, 2*cfg.ChunkBytes)
 	var err error
-	r.chunks, err = ristretto.NewCache(&ristretto.Config[string, []byte]{
+	r.chunks, err = ristretto.NewCache(&ristretto.Config[string, *cacheRef]{
 		NumCounters: counters, MaxCost: chunkCost, BufferItems: 64,
-		OnEvict: func(*ristretto.Item[[]byte]) { cfg.Metrics.evicted() },
+		OnEvict: func(*ristretto.Item[*cacheRef]) { cfg.Metrics.evicted() },
+		// Evicted, rejected by the admission policy or replaced: the
+		// cache's reference goes.
+		OnExit: func(cr *cacheRef) { cr.drop() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tiering: %w", err)
@@ -221,7 +225,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mu.loads = map[string]*load{}
-	r.mu.recent = map[string][]byte{}
+	r.mu.recent = map[string]*chunk{}
 	r.mu.recentComps = map[string]*Companion{}
 	r.mu.recentSpills = map[string]*Manifest{}
 	r.mu.ahead = map[string]aheadChunk{}
@@ -297,36 +301,78 @@ func (r *Reader) LoadSpill(ctx context.Context, p Partition, s Spill) (*Manifest
 	return ld.spill, nil
 }
 
-// Read returns the record batches of partition p from the remote segment
-// holding offset (or the next one after a gap): from the batch holding
-// offset, at most maxBytes (the first batch whole with minOneBatch, else it
-// may end mid-batch as Kafka's reads do), never a batch whose last offset
-// is at or past maxOffset, never spanning two segments. The result is a
-// list of slices of cached chunks, to be written out as they are (never
-// modified). Nil with no error means offset is at or past the manifest's
-// end (the local log holds it). An offset below the manifest's start is
-// ErrOutOfRange; a store that fails is ErrUnavailable.
+// Data is record data read from the object store: Bufs are slices of
+// chunks the reader shares (with its cache and other reads), to be
+// written out as they are, never modified, and not touched after Release,
+// which gives the chunks back for reuse. The zero Data is empty.
+type Data struct {
+	Bufs [][]byte
+	refs []*chunk
+}
+
+// Len is the length of the data.
+func (d *Data) Len() int64 {
+	var n int64
+	for _, b := range d.Bufs {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// Release gives the chunks back; the data must not be used after it.
+// Releasing again, or the zero Data, does nothing.
+func (d *Data) Release() {
+	for _, c := range d.refs {
+		c.release()
+	}
+	d.Bufs, d.refs = nil, nil
+}
+
+// Read is ReadShared with the bytes copied out: the result, one slice or
+// nil, is the caller's to keep.
 func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int64, maxBytes int, maxOffset int64, minOneBatch bool) ([][]byte, error) {
+	d, err := r.ReadShared(ctx, p, m, offset, maxBytes, maxOffset, minOneBatch)
+	if err != nil || d.Bufs == nil {
+		return nil, err
+	}
+	defer d.Release()
+	buf := make([]byte, 0, d.Len())
+	for _, b := range d.Bufs {
+		buf = append(buf, b...)
+	}
+	return [][]byte{buf}, nil
+}
+
+// ReadShared returns the record batches of partition p from the remote
+// segment holding offset (or the next one after a gap): from the batch
+// holding offset, at most maxBytes (the first batch whole with
+// minOneBatch, else it may end mid-batch as Kafka's reads do), never a
+// batch whose last offset is at or past maxOffset, never spanning two
+// segments. The result holds slices of the chunks read; the caller
+// releases it. Empty with no error means offset is at or past the
+// manifest's end (the local log holds it). An offset below the manifest's
+// start is ErrOutOfRange; a store that fails is ErrUnavailable.
+func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (Data, error) {
 	start := time.Now()
 	defer func() { r.cfg.Metrics.ObserveRemoteFetch(time.Since(start)) }()
 	if s := m.Start(); s < 0 || offset < s {
 		if s < 0 {
-			return nil, nil
+			return Data{}, nil
 		}
-		return nil, fmt.Errorf("%w: %d below %d", ErrOutOfRange, offset, s)
+		return Data{}, fmt.Errorf("%w: %d below %d", ErrOutOfRange, offset, s)
 	}
 	if offset >= maxOffset {
-		return nil, nil
+		return Data{}, nil
 	}
 	seg, ok, err := FindSegment(ctx, r, p, m, offset)
 	if err != nil || !ok {
-		return nil, err
+		return Data{}, err
 	}
 	asked := offset
 	offset = max(offset, seg.BaseOffset)
 	comp, err := r.companion(ctx, p, seg)
 	if err != nil {
-		return nil, err
+		return Data{}, err
 	}
 	var pos int64
 	if i := sort.Search(len(comp.OffsetIndex), func(i int) bool {
@@ -335,6 +381,21 @@ func (r *Reader) Read(ctx context.Context, p Partition, m *Manifest, offset int6
 		pos = int64(comp.OffsetIndex[i-1].Position)
 	}
 	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1}
+	out, err := r.readSeg(sr, m, seg, asked, offset, pos, maxBytes, maxOffset, minOneBatch)
+	if err != nil || out == nil {
+		// The chunks the read looked at are not returned.
+		for _, c := range sr.refs {
+			c.release()
+		}
+		return Data{}, err
+	}
+	return Data{Bufs: out, refs: sr.refs}, nil
+}
+
+// readSeg is ReadShared's walk of one segment from pos, the indexed
+// position at or before offset.
+func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset, pos int64, maxBytes int, maxOffset int64, minOneBatch bool) ([][]byte, error) {
+	p := sr.p
 	r.prefetch(seg, sr.key, pos, min(seg.Size, pos+int64(max(maxBytes, 0))))
 	// Find the first batch whose last offset reaches offset.
 	var first int64 = -1
@@ -447,6 +508,8 @@ type segReader struct {
 	// cur is the last chunk read (its index, or -1 when none).
 	cur     int64
 	curData []byte
+	// refs are the chunks read, a reference each.
+	refs []*chunk
 }
 
 // header returns the base offset, last offset and size of the batch at pos.
@@ -481,11 +544,12 @@ func (s *segReader) slices(from, to int64) ([][]byte, error) {
 	for at := from; at < to; {
 		idx := at / cb
 		if idx != s.cur {
-			chunk, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx))
+			c, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx))
 			if err != nil {
 				return nil, err
 			}
-			s.cur, s.curData = idx, chunk
+			s.refs = append(s.refs, c)
+			s.cur, s.curData = idx, c.data
 		}
 		chunk := s.curData
 		lo := at - idx*cb
@@ -505,93 +569,112 @@ func (r *Reader) chunkLen(seg Segment, idx int64) int64 {
 
 func chunkKey(key string, idx int64) string { return key + "#" + strconv.FormatInt(idx, 10) }
 
-// chunk returns one chunk of an object: from the recent reads, the
-// read-ahead, the cache, a load in flight, or a ranged GET.
-func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) ([]byte, error) {
+// chunk returns one chunk of an object, with a reference for the caller:
+// from the recent reads, the read-ahead, the cache, a load in flight, or a
+// ranged GET.
+func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chunk, error) {
 	ck := chunkKey(key, idx)
-	r.mu.Lock()
-	if data, ok := r.mu.recent[ck]; ok {
-		r.mu.Unlock()
-		r.cfg.Metrics.cacheHit(true)
-		return data, nil
-	}
-	if a, ok := r.mu.ahead[ck]; ok {
-		r.takeAheadLocked(ck, a.data)
-		r.mu.Unlock()
-		r.cfg.Metrics.cacheHit(true)
-		r.chunks.Set(ck, a.data, int64(len(a.data)))
-		return a.data, nil
-	}
-	if data, ok := r.chunks.Get(ck); ok {
-		r.mu.Unlock()
-		r.cfg.Metrics.cacheHit(true)
-		return data, nil
-	}
-	if ld, ok := r.mu.loads[ck]; ok {
-		r.mu.Unlock()
-		r.cfg.Metrics.cacheHit(true)
-		select {
-		case <-ld.done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	counted := false
+	hit := func(h bool) {
+		if !counted {
+			counted = true
+			r.cfg.Metrics.cacheHit(h)
 		}
-		if ld.err != nil {
-			return nil, ld.err
-		}
-		if ld.ahead {
-			r.mu.Lock()
-			_, ok := r.mu.ahead[ck]
-			if ok {
-				r.takeAheadLocked(ck, ld.data)
-			}
+	}
+	for {
+		r.mu.Lock()
+		if c, ok := r.mu.recent[ck]; ok {
+			c.ref() // recent's reference holds it while mu is held
 			r.mu.Unlock()
-			if ok {
-				r.chunks.Set(ck, ld.data, int64(len(ld.data)))
-			}
+			hit(true)
+			return c, nil
 		}
-		return ld.data, nil
+		if a, ok := r.mu.ahead[ck]; ok {
+			r.takeAheadLocked(ck, a.c) // read-ahead's reference to recent
+			a.c.ref()                  // the cache's
+			a.c.ref()                  // the caller's
+			r.mu.Unlock()
+			hit(true)
+			r.cache(ck, a.c)
+			return a.c, nil
+		}
+		if cr, ok := r.chunks.Get(ck); ok && cr.c.acquire() {
+			r.mu.Unlock()
+			hit(true)
+			return cr.c, nil
+		}
+		if ld, ok := r.mu.loads[ck]; ok {
+			r.mu.Unlock()
+			hit(true)
+			select {
+			case <-ld.done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+			}
+			if ld.err != nil {
+				return nil, ld.err
+			}
+			// The chunk is in recent or ahead now (or, if both have
+			// dropped it since, is fetched again).
+			continue
+		}
+		ld := &load{done: make(chan struct{})}
+		r.mu.loads[ck] = ld
+		r.mu.Unlock()
+		hit(false)
+		c, err := r.get(ctx, key, idx*r.cfg.ChunkBytes, length)
+		ld.err = err
+		r.mu.Lock()
+		delete(r.mu.loads, ck)
+		if err == nil {
+			r.rememberLocked(ck, c.ref())
+		}
+		r.mu.Unlock()
+		close(ld.done)
+		if err != nil {
+			return nil, err
+		}
+		r.cache(ck, c.ref())
+		return c, nil
 	}
-	ld := &load{done: make(chan struct{})}
-	r.mu.loads[ck] = ld
-	r.mu.Unlock()
-	r.cfg.Metrics.cacheHit(false)
-	ld.data, ld.err = r.get(ctx, key, idx*r.cfg.ChunkBytes, length)
-	r.mu.Lock()
-	delete(r.mu.loads, ck)
-	if ld.err == nil {
-		r.rememberLocked(ck, ld.data)
-	}
-	r.mu.Unlock()
-	close(ld.done)
-	if ld.err == nil {
-		r.chunks.Set(ck, ld.data, int64(len(ld.data)))
-	}
-	return ld.data, ld.err
 }
 
-// takeAheadLocked moves a chunk read ahead to the recent reads: a read
-// has used it. Requires mu.
-func (r *Reader) takeAheadLocked(ck string, data []byte) {
+// cache puts a chunk in the chunk cache, with the reference given; the
+// cache drops it when the chunk leaves (or never enters).
+func (r *Reader) cache(ck string, c *chunk) {
+	cr := &cacheRef{c: c}
+	if !r.chunks.Set(ck, cr, int64(cap(c.data))) {
+		cr.drop()
+	}
+}
+
+// takeAheadLocked moves a chunk read ahead, with read-ahead's reference,
+// to the recent reads: a read has used it. Requires mu.
+func (r *Reader) takeAheadLocked(ck string, c *chunk) {
 	delete(r.mu.ahead, ck)
-	r.mu.aheadBytes -= int64(len(data))
-	r.rememberLocked(ck, data)
+	r.mu.aheadBytes -= int64(len(c.data))
+	r.rememberLocked(ck, c)
 }
 
-// Requires mu.
-func (r *Reader) rememberLocked(ck string, data []byte) {
+// rememberLocked adds a chunk, with the reference given, to the recent
+// reads. Requires mu.
+func (r *Reader) rememberLocked(ck string, c *chunk) {
 	if _, ok := r.mu.recent[ck]; ok {
+		c.release()
 		return
 	}
 	if len(r.mu.recentLog) >= r.recentMax {
+		r.mu.recent[r.mu.recentLog[0]].release()
 		delete(r.mu.recent, r.mu.recentLog[0])
 		r.mu.recentLog = append(r.mu.recentLog[:0], r.mu.recentLog[1:]...)
 	}
-	r.mu.recent[ck] = data
+	r.mu.recent[ck] = c
 	r.mu.recentLog = append(r.mu.recentLog, ck)
 }
 
-// get reads exactly length bytes at off, within the call deadline.
-func (r *Reader) get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+// get reads exactly length bytes at off, within the call deadline, into a
+// chunk with one reference.
+func (r *Reader) get(ctx context.Context, key string, off, length int64) (*chunk, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
 	body, err := r.cfg.Bucket.Get(ctx, key, off, length)
@@ -600,13 +683,27 @@ func (r *Reader) get(ctx context.Context, key string, off, length int64) ([]byte
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
 	}
 	defer body.Close()
-	data := make([]byte, length)
-	if _, err := io.ReadFull(body, data); err != nil {
+	c := r.pool.newChunk(length)
+	if _, err := io.ReadFull(body, c.data); err != nil {
+		c.release()
 		r.cfg.Metrics.get(err)
 		return nil, fmt.Errorf("%w: %s at %d: %v", ErrUnavailable, key, off, err)
 	}
 	r.cfg.Metrics.get(nil)
-	return data, nil
+	return c, nil
+}
+
+// getBytes reads exactly length bytes at off into a new slice.
+func (r *Reader) getBytes(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	c, err := r.get(ctx, key, off, length)
+	if err != nil {
+		return nil, err
+	}
+	if c.pool == nil {
+		return c.data, nil
+	}
+	defer c.release()
+	return append([]byte(nil), c.data...), nil
 }
 
 // companion returns a segment's decoded companion: from the cache, the
@@ -636,7 +733,7 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 	ld := &load{done: make(chan struct{})}
 	r.mu.loads[key] = ld
 	r.mu.Unlock()
-	data, err := r.get(ctx, key, 0, seg.CompanionSize)
+	data, err := r.getBytes(ctx, key, 0, seg.CompanionSize)
 	if err == nil {
 		ld.comp, err = DecodeCompanion(data, &seg)
 		if err != nil {
@@ -889,11 +986,13 @@ func (r *Reader) beginAhead(q aheadReq, st *stream) (*load, bool) {
 // chunk into ahead (or the budget back on failure).
 func (r *Reader) endAhead(q aheadReq, ld *load) {
 	ck := chunkKey(q.key, q.idx)
-	ld.data, ld.err = r.get(r.ctx, q.key, q.idx*r.cfg.ChunkBytes, q.length)
+	c, err := r.get(r.ctx, q.key, q.idx*r.cfg.ChunkBytes, q.length)
+	ld.err = err
 	r.mu.Lock()
 	delete(r.mu.loads, ck)
-	if ld.err == nil {
-		r.mu.ahead[ck] = aheadChunk{data: ld.data, at: time.Now()}
+	if err == nil {
+		// The GET's reference is read-ahead's now.
+		r.mu.ahead[ck] = aheadChunk{c: c, at: time.Now()}
 		r.mu.aheadLog = append(r.mu.aheadLog, ck)
 		if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
 			r.compactAheadLogLocked()
@@ -921,7 +1020,8 @@ func (r *Reader) evictStaleAheadLocked(now time.Time) bool {
 		}
 		r.mu.aheadLog = r.mu.aheadLog[1:]
 		delete(r.mu.ahead, ck)
-		r.mu.aheadBytes -= int64(len(a.data))
+		r.mu.aheadBytes -= int64(len(a.c.data))
+		a.c.release()
 		r.cfg.Metrics.readAheadEvicted()
 		return true
 	}
