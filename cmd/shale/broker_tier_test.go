@@ -20,7 +20,8 @@ import (
 // with an s3:// object store (a real MinIO, the bucket created by the
 // brokers through create_bucket=true) upload the sealed segments of an
 // RF=3 topic with segment.bytes=65536, produced in small acks=all batches,
-// within seconds: segment objects appear in the bucket.
+// within seconds: segment objects appear in the bucket, and the replicas'
+// logs agree.
 func TestBrokerUploadsSealedSegmentsToMinIO(t *testing.T) {
 	srv := miniotest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -86,6 +87,9 @@ func TestBrokerUploadsSealedSegmentsToMinIO(t *testing.T) {
 		}
 		return len(rows) == 1 && rows[0].Reported && rows[0].Tiered && rows[0].RemoteSegments >= 1
 	})
+	// The followers copy the leader's bytes: a replica may be behind,
+	// never different.
+	checkReplicasAgree(t, procs, "up")
 }
 
 // uploadedSegments sums shale_tiering_uploaded_segments_total over the
