@@ -195,7 +195,19 @@ func (w *walker) walk(spec walkSpec, fn recordFn) (Summary, error) {
 	sum := Summary{MinTimestamp: -1, MaxTimestamp: -1}
 	last := int32(-1)
 	for i := int32(0); i < spec.count; i++ {
-		od, td, ok := w.record()
+		var od int32
+		var td int64
+		var ok bool
+		if w.r == nil {
+			// In memory (an uncompressed batch at produce): the record
+			// walked in line, without the calls of record.
+			var next int
+			if od, td, next, ok = recordAt(w.buf, w.pos); next >= 0 {
+				w.pos = next
+			}
+		} else {
+			od, td, ok = w.record()
+		}
 		if !ok {
 			if err := w.streamErr(); err != nil {
 				return sum, fmt.Errorf("record %d: %w", i, err)
