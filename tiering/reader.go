@@ -590,9 +590,11 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chu
 			return c, nil
 		}
 		if a, ok := r.mu.ahead[ck]; ok {
-			r.takeAheadLocked(ck, a.c) // read-ahead's reference to recent
-			a.c.ref()                  // the cache's
-			a.c.ref()                  // the caller's
+			// The cache's and the caller's references, taken while
+			// read-ahead's holds it; then read-ahead's moves to recent.
+			a.c.ref()
+			a.c.ref()
+			r.takeAheadLocked(ck, a.c)
 			r.mu.Unlock()
 			hit(true)
 			r.cache(ck, a.c)
