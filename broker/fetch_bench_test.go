@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -26,10 +29,39 @@ func segsIn(b *testing.B, c net.Conn) uint32 {
 	return info.Segs_in
 }
 
+// threadSwitches is how many times the threads of this process were
+// switched out (voluntarily or not), from /proc/self/task/*/status.
+func threadSwitches(b *testing.B) int64 {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	for _, t := range tasks {
+		st, err := os.ReadFile("/proc/self/task/" + t.Name() + "/status")
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			}
+		}
+	}
+	return n
+}
+
 // BenchmarkFetchConnection measures hot fetches of one partition on one
-// connection, one at a time, answered with sendfile: bytes per second and
-// the TCP segments the client received per fetch (packets/op; on loopback
-// a segment carries up to 64 KiB, so a 1 MiB answer needs 16 or 17).
+// connection, one at a time, answered with sendfile: bytes per second, the
+// TCP segments the client received per fetch (packets/op; on loopback a
+// segment carries up to 64 KiB, so a 1 MiB answer needs 16 or 17) and the
+// thread switches of the process, broker and client, per fetch
+// (switches/op; a thread that waits in a system call long enough loses its
+// P to another thread, and takes one back after).
 func BenchmarkFetchConnection(b *testing.B) {
 	for _, size := range []int{16 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
@@ -56,7 +88,7 @@ func BenchmarkFetchConnection(b *testing.B) {
 				return n
 			}
 			n := fetch() // warm up
-			before := segsIn(b, c)
+			before, switches := segsIn(b, c), threadSwitches(b)
 			b.SetBytes(int64(n))
 			b.ResetTimer()
 			for range b.N {
@@ -64,6 +96,7 @@ func BenchmarkFetchConnection(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(segsIn(b, c)-before)/float64(b.N), "packets/op")
+			b.ReportMetric(float64(threadSwitches(b)-switches)/float64(b.N), "switches/op")
 		})
 	}
 }

@@ -7,8 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/tiering"
@@ -258,6 +262,14 @@ var errShortFile = errors.New("broker: segment file ended before the range it pr
 
 // sendfile copies a file range to the socket in the kernel. Connections
 // that cannot (not TCP) get a copying fallback.
+//
+// A range of at least cachedSendfileMin bytes wholly in the page cache is
+// sent without the runtime's system call bookkeeping (sendfileCached), a
+// MiB per call: a sendfile of a MiB takes some hundreds of microseconds,
+// long enough for the runtime to hand the goroutine's P to another thread
+// while it runs and to take one back after, a few thread switches per
+// fetch. A range that may need the disk goes through syscall.Sendfile, so
+// that a slow read never holds a P.
 func (w *connWriter) sendfile(rng *localseg.Range) error {
 	off, n := rng.Offset(), rng.Len()
 	if n == 0 {
@@ -272,15 +284,16 @@ func (w *connWriter) sendfile(rng *localseg.Range) error {
 	if err != nil {
 		return err
 	}
+	send, most := syscall.Sendfile, int64(1<<30)
+	if n >= cachedSendfileMin && pageCached(infd, off, n) {
+		send, most = sendfileCached, 1<<20
+	}
 	w.arm(n)
 	var werr error
 	err = w.raw.Write(func(fd uintptr) bool {
 		for n > 0 {
-			chunk := n
-			if chunk > 1<<30 {
-				chunk = 1 << 30
-			}
-			written, err := syscall.Sendfile(int(fd), infd, &off, int(chunk))
+			chunk := min(n, most)
+			written, err := send(int(fd), infd, &off, int(chunk))
 			if written > 0 {
 				n -= int64(written)
 			}
@@ -303,6 +316,47 @@ func (w *connWriter) sendfile(rng *localseg.Range) error {
 		return err
 	}
 	return werr
+}
+
+// cachedSendfileMin is the smallest file range sendfile checks for in the
+// page cache: a shorter one is sent before the runtime would take the P.
+const cachedSendfileMin = 64 << 10
+
+// sendfileCached is syscall.Sendfile without entering the runtime's system
+// call state: the thread keeps its P, as it does for any short call. Only
+// for a range in the page cache, to a non-blocking socket, a MiB at most:
+// it returns without waiting for the disk or the client (EAGAIN when the
+// socket is full), and between calls the goroutine can be preempted.
+func sendfileCached(outfd, infd int, off *int64, count int) (int, error) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDFILE, uintptr(outfd), uintptr(infd), uintptr(unsafe.Pointer(off)), uintptr(count), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// cachestatMissing is set once cachestat(2) failed for want of the call
+// (Linux before 6.5, or a filter refusing it): pageCached then answers
+// false without asking again.
+var cachestatMissing atomic.Bool
+
+// pageCached reports whether every page of the file range [off, off+n) is
+// in the page cache (cachestat(2)); false when it cannot tell.
+func pageCached(fd int, off, n int64) bool {
+	if n <= 0 || off < 0 || cachestatMissing.Load() {
+		return false
+	}
+	var st unix.Cachestat_t
+	err := unix.Cachestat(uint(fd), &unix.CachestatRange{Off: uint64(off), Len: uint64(n)}, &st, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) {
+			cachestatMissing.Store(true)
+		}
+		return false
+	}
+	page := int64(os.Getpagesize())
+	pages := (off+n+page-1)/page - off/page
+	return st.Cache >= uint64(pages)
 }
 
 // fileFd returns the descriptor of f without switching it to blocking mode
