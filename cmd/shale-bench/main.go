@@ -108,6 +108,7 @@ func main() {
 	flag.IntVar(&o.raw.recordBytes, "raw-record-bytes", 100, "raw load: record value size")
 	flag.IntVar(&o.raw.batchBytes, "raw-batch-bytes", 32<<10, "raw load: record batch size of each Produce request")
 	flag.IntVar(&o.raw.fetchBytes, "raw-fetch-bytes", 1<<20, "raw load: bytes each Fetch asks for (0: no fetch run)")
+	flag.IntVar(&o.raw.fetchInflight, "raw-fetch-inflight", 1, "raw load: Fetch requests in flight per connection (1: as a Kafka consumer, which sends the next Fetch to a broker once the last is answered)")
 	flag.DurationVar(&o.raw.duration, "raw-duration", 5*time.Second, "raw load: measured length of each run")
 	flag.DurationVar(&o.raw.warmup, "raw-warmup", time.Second, "raw load: unmeasured load before each run")
 	flag.StringVar(&o.raw.acks, "raw-acks", "0,1,all", "raw load: produce runs by acks, in order (the fetch run reads acks=1's data)")

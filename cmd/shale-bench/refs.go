@@ -171,6 +171,27 @@ func loopbackRef(conns int, d time.Duration) (float64, error) {
 	return float64(got) / elapsed.Seconds(), nil
 }
 
+// loopbackCPU is loopbackRef with the CPU this process used per MB
+// received (ms), sender and receiver together: beside a fetch's broker
+// plus client CPU per MB, it says how far the fetch path is from the
+// machine's own TCP over loopback.
+func loopbackCPU(conns int, d time.Duration) (bps, msPerMB float64, err error) {
+	before, err := processCPU(os.Getpid())
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if bps, err = loopbackRef(conns, d); err != nil {
+		return 0, 0, err
+	}
+	elapsed := time.Since(start)
+	after, err := processCPU(os.Getpid())
+	if err != nil {
+		return 0, 0, err
+	}
+	return bps, float64((after - before).Milliseconds()) / (bps * elapsed.Seconds() / 1e6), nil
+}
+
 // dataDirOf is where the disk reference writes: beside the broker's data,
 // on the same file system.
 func dataDirOf(t *target) string {
