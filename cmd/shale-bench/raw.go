@@ -163,9 +163,9 @@ func (pc produceConn) run(addr string, m *meter, inflight int, warmAt, stopAt ti
 		return nil, err
 	}
 	defer c.Close()
-	// sent holds each request awaiting its answer; its capacity is the
-	// window of requests in flight.
-	sent := make(chan sentRequest, inflight)
+	// sent holds each request awaiting its answer but the one whose
+	// answer is being read: with that one, the window in flight.
+	sent := make(chan sentRequest, max(1, inflight)-1)
 	wrote := make(chan error, 1)
 	go func() {
 		defer close(sent)
@@ -255,7 +255,7 @@ func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, in
 		return nil, err
 	}
 	defer c.Close()
-	sent := make(chan sentRequest, inflight)
+	sent := make(chan sentRequest, max(1, inflight)-1) // as in produceConn.run
 	wrote := make(chan error, 1)
 	go func() {
 		defer close(sent)

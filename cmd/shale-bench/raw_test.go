@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/brokertest"
 )
@@ -81,4 +86,83 @@ func TestRawWireAgainstBroker(t *testing.T) {
 	if res.requests == 0 || res.bytes%int64(len(batch)) != 0 || res.records != res.bytes/int64(len(batch))*int64(perBatch) {
 		t.Fatalf("fetch: %d requests, %d bytes, %d records of %d-byte batches", res.requests, res.bytes, res.records, len(batch))
 	}
+}
+
+// TestRawConnectionKeepsItsWindowInFlight checks that a connection of the
+// raw generator has at most its window of requests unanswered: a server
+// that answers nothing for a while sees exactly that many, then, answering
+// each as it comes, never more. The window was one larger: the reader took
+// a request's place in the window before its answer came, not after.
+func TestRawConnectionKeepsItsWindowInFlight(t *testing.T) {
+	for _, inflight := range []int{1, 3} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		seen := make(chan int, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			var unanswered []int32
+			most := 0
+			answer := func() bool {
+				resp := kmsg.NewPtrProduceResponse()
+				resp.Version = rawProduceVersion
+				for _, corr := range unanswered {
+					frame := appendFlexibleResponse(corr, resp)
+					if _, err := c.Write(frame); err != nil {
+						return false
+					}
+				}
+				unanswered = unanswered[:0]
+				return true
+			}
+			r := bufio.NewReader(c)
+			for start := time.Now(); ; {
+				// Nothing is answered for the first 300 ms.
+				if time.Since(start) > 300*time.Millisecond && !answer() {
+					break
+				}
+				c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				var size [4]byte
+				if _, err := io.ReadFull(r, size[:]); err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						continue
+					}
+					break
+				}
+				frame := make([]byte, binary.BigEndian.Uint32(size[:]))
+				c.SetReadDeadline(time.Time{})
+				if _, err := io.ReadFull(r, frame); err != nil {
+					break
+				}
+				unanswered = append(unanswered, int32(binary.BigEndian.Uint32(frame[4:])))
+				most = max(most, len(unanswered))
+			}
+			seen <- most
+		}()
+		batch, records := encodeBatch(50, 1<<10, time.Now())
+		pc := produceConn{frame: produceFrame("t", 0, 1, batch), acks: 1, bytes: int64(len(batch)), records: int64(records)}
+		now := time.Now()
+		if _, err := pc.run(ln.Addr().String(), &meter{warmAt: now}, inflight, now, now.Add(500*time.Millisecond)); err != nil {
+			t.Fatalf("inflight %d: %v", inflight, err)
+		}
+		if most := <-seen; most != inflight {
+			t.Errorf("inflight %d: the server saw %d requests unanswered at once", inflight, most)
+		}
+	}
+}
+
+// appendFlexibleResponse frames resp as a broker answers request corr
+// (response header v1).
+func appendFlexibleResponse(corr int32, resp kmsg.Response) []byte {
+	frame := binary.BigEndian.AppendUint32(make([]byte, 4), uint32(corr))
+	frame = append(frame, 0) // no tagged fields
+	frame = resp.AppendTo(frame)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+	return frame
 }
