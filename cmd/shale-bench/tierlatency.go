@@ -64,6 +64,12 @@ type phaseResult struct {
 	// buckets; what the client sees beyond it waited in a socket or in
 	// the client.
 	broker50, broker99 float64
+	// gcs and gcPause: the broker's garbage collections in the phase and
+	// the time their stop-the-world pauses took (a pause stops every
+	// goroutine, produce included; on a loaded machine it lasts until
+	// the OS runs every thread that holds a P).
+	gcs     float64
+	gcPause time.Duration
 }
 
 func (r phaseResult) totalCores() float64 { return r.cores[0] + r.cores[1] + r.cores[2] }
@@ -189,7 +195,10 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			for i, u := range used {
 				out.cores[i] = u.Seconds() / elapsed.Seconds()
 			}
-			out.broker50, out.broker99 = histogramBounds(before, scrape(sh.httpAddr), `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+			after := scrape(sh.httpAddr)
+			out.broker50, out.broker99 = histogramBounds(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+			out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
+			out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
 			res[r][ph] = out
 			switch ph {
 			case phaseAlone:
@@ -243,7 +252,8 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		}
 		rows = append(rows, row)
 		rows = append(rows, []string{"  the same, the broker's own time (histogram bucket bounds), p50 / p99 ms",
-			mr(col(ph, func(p phaseResult) float64 { return p.broker50 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.broker99 * 1e3 }), "%.2f"), "", "", ""})
+			mr(col(ph, func(p phaseResult) float64 { return p.broker50 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.broker99 * 1e3 }), "%.2f"),
+			"the broker's GCs / their pauses, ms", mr(col(ph, func(p phaseResult) float64 { return p.gcs }), "%.0f") + " / " + mr(col(ph, func(p phaseResult) float64 { return ms(p.gcPause) }), "%.1f"), ""})
 	}
 	rows = append(rows,
 		[]string{"  the replay's rate during its phases, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.mbps }), "%.0f"),
