@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -35,7 +36,8 @@ type ReaderConfig struct {
 	// 4 MiB).
 	ChunkBytes int64
 	// ReadAhead is how many GETs a sequential reader keeps in flight
-	// ahead of its reads (default 4; negative: none): as each ends the
+	// ahead of its reads (default half of GOMAXPROCS, 1 to 4; negative:
+	// none): as each ends the
 	// next chunk starts, as a pool of ReadAhead workers reading a segment
 	// in order would, up to twice ReadAhead chunks past the reader's last
 	// read, across segment boundaries. A stream's first read fetches one
@@ -43,10 +45,16 @@ type ReaderConfig struct {
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
-	// together (default twice ReadAhead): the broker's GET workers, shared
-	// by the sequential readers in turn, a chunk each, so one replay
-	// cannot take every GET and many replays do not multiply them. A
-	// read's own GETs (the chunk it waits for) are not counted.
+	// together (default twice ReadAhead, but fewer than GOMAXPROCS, at
+	// least 1): the broker's GET workers, shared by the sequential
+	// readers in turn, a chunk each, so one replay cannot take every GET
+	// and many replays do not multiply them. A read's own GETs (the chunk
+	// it waits for) are not counted. A worker reading a body the store
+	// sends faster than it is read never blocks: it keeps its processor
+	// until preempted, and the goroutines of hot traffic (a produce's
+	// reader, woken by the network) wait behind it in the run queue, Go
+	// having no priorities. Fewer workers than processors leave one for
+	// them.
 	ReadAheadGets int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
@@ -66,14 +74,15 @@ func (c *ReaderConfig) ensureDefaults() {
 	if c.ChunkBytes <= 0 {
 		c.ChunkBytes = 4 << 20
 	}
+	procs := runtime.GOMAXPROCS(0)
 	switch {
 	case c.ReadAhead == 0:
-		c.ReadAhead = 4
+		c.ReadAhead = min(4, max(1, procs/2))
 	case c.ReadAhead < 0:
 		c.ReadAhead = 0
 	}
 	if c.ReadAheadGets <= 0 {
-		c.ReadAheadGets = 2 * c.ReadAhead
+		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs-1))
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
