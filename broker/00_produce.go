@@ -63,7 +63,7 @@ func (w *produceWait) complete(i int, err error) {
 		w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kafkaError(err)
 	}
 	if w.left--; w.left == 0 {
-		w.answerLocked()
+		w.answerLocked(sl.durable)
 	}
 }
 
@@ -83,11 +83,14 @@ func (w *produceWait) expire() {
 			}
 		}
 	}
-	w.answerLocked()
+	w.answerLocked(false)
 }
 
+// answerLocked sends the response. gather: the last wait done was the
+// log's group commit, which answers a window of requests at once; the
+// connection's writer then writes them together (respondGathered).
 // Requires mu.
-func (w *produceWait) answerLocked() {
+func (w *produceWait) answerLocked(gather bool) {
 	w.answered = true
 	if w.timer != nil {
 		w.timer.Stop()
@@ -96,7 +99,11 @@ func (w *produceWait) answerLocked() {
 		w.stopClosed()
 	}
 	w.r.conn.b.addProduceLeaderHints(w.resp)
-	w.r.respond(w.resp)
+	if gather {
+		w.r.respondGathered(w.resp)
+	} else {
+		w.r.respond(w.resp)
+	}
 }
 
 // start begins every wait; the response goes out when they are done.

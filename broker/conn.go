@@ -129,8 +129,13 @@ func (p *pending) errorCode() int16 {
 }
 
 // answer completes p with resp, encoded now and charged to the response
-// budget until the writer has sent it.
-func (c *conn) answer(p *pending, resp kmsg.Response) {
+// budget until the writer has sent it. When the writer waits for p alone,
+// the answering goroutine writes it itself (writeAnswer), unless gather is
+// set: then the writer writes it, with the answers after it that are
+// ready by then (see answerGathered).
+func (c *conn) answer(p *pending, resp kmsg.Response) { c.answerTo(p, resp, false) }
+
+func (c *conn) answerTo(p *pending, resp kmsg.Response, gather bool) {
 	p.errCode = responseErrorCode(resp)
 	if !c.broken.Load() {
 		resp.SetVersion(p.header.version)
@@ -140,7 +145,7 @@ func (c *conn) answer(p *pending, resp kmsg.Response) {
 		c.encodeHint.Store(int64(len(buf)))
 		p.enc = buf
 		c.charge(p, int64(cap(buf)))
-		if p.handoff.CompareAndSwap(handoffWriterWaits, handoffWritten) {
+		if !gather && p.handoff.CompareAndSwap(handoffWriterWaits, handoffWritten) {
 			c.writeAnswer(p)
 		}
 	}
@@ -250,6 +255,18 @@ func (r *request) ctx() context.Context { return r.conn.ctx }
 // respond answers the request (at most once; later calls are ignored).
 func (r *request) respond(resp kmsg.Response) {
 	r.p.once.Do(func() { r.conn.answer(r.p, resp) })
+}
+
+// respondGathered answers the request as respond does, but never writes
+// the answer from the calling goroutine: the writer does, with the
+// answers queued after it that are ready when it runs, in one write. A
+// group commit's sync answers the requests of a connection's whole
+// window one after the other: written by the syncing goroutine one by
+// one, each was a system call and a wake-up of the writer, which found
+// the next one not yet answered and waited again; left to the writer,
+// which runs once the sync's callbacks are done, they go out together.
+func (r *request) respondGathered(resp kmsg.Response) {
+	r.p.once.Do(func() { r.conn.answerTo(r.p, resp, true) })
 }
 
 // respondRaw answers with a response whose body is written with sendfile.

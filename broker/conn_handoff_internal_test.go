@@ -117,3 +117,57 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 		t.Fatalf("after both answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
 	}
 }
+
+// Answers a group commit gives (respondGathered) are never written by the
+// answering goroutine, even while the writer waits for the first alone:
+// the writer writes them, those ready by then together, in order.
+func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
+	client, server := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
+	c := &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, 8), w: newConnWriter(server, time.Minute),
+		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
+	var ps []*pending
+	for corr := int32(1); corr <= 4; corr++ {
+		p := &pending{header: requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
+		c.inflight.Add(1)
+		c.queued.Add(1)
+		c.queue <- p
+		ps = append(ps, p)
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	for ps[0].handoff.Load() != handoffWriterWaits {
+		time.Sleep(time.Millisecond)
+	}
+	for _, p := range ps {
+		r := &request{conn: c, header: p.header, p: p}
+		r.respondGathered(kmsg.NewPtrProduceResponse())
+		if got := p.handoff.Load(); got == handoffWritten {
+			t.Fatalf("answer %d written by its answerer", p.header.correlationID)
+		}
+	}
+	for corr := int32(1); corr <= 4; corr++ {
+		client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var size [4]byte
+		if _, err := io.ReadFull(client, size[:]); err != nil {
+			t.Fatal(err)
+		}
+		frame := make([]byte, binary.BigEndian.Uint32(size[:]))
+		if _, err := io.ReadFull(client, frame); err != nil {
+			t.Fatal(err)
+		}
+		if got := int32(binary.BigEndian.Uint32(frame)); got != corr {
+			t.Fatalf("correlation id %d, want %d", got, corr)
+		}
+	}
+	close(c.queue)
+	<-writerDone
+	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
+		t.Fatalf("after the answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
+	}
+}
