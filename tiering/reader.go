@@ -36,8 +36,8 @@ type ReaderConfig struct {
 	// 4 MiB).
 	ChunkBytes int64
 	// ReadAhead is how many GETs a sequential reader keeps in flight
-	// ahead of its reads (default half of GOMAXPROCS, 1 to 4; negative:
-	// none): as each ends the
+	// ahead of its reads (default GOMAXPROCS, 1 to 4; negative: none):
+	// as each ends the
 	// next chunk starts, as a pool of ReadAhead workers reading a segment
 	// in order would, up to twice ReadAhead chunks past the reader's last
 	// read, across segment boundaries. A stream's first read fetches one
@@ -45,16 +45,16 @@ type ReaderConfig struct {
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
-	// together (default twice ReadAhead, but fewer than GOMAXPROCS, at
-	// least 1): the broker's GET workers, shared by the sequential
+	// together (default twice ReadAhead, but at most GOMAXPROCS): the
+	// broker's GET workers, shared by the sequential
 	// readers in turn, a chunk each, so one replay cannot take every GET
 	// and many replays do not multiply them. A read's own GETs (the chunk
 	// it waits for) are not counted. A worker reading a body the store
 	// sends faster than it is read never blocks: it keeps its processor
 	// until preempted, and the goroutines of hot traffic (a produce's
 	// reader, woken by the network) wait behind it in the run queue, Go
-	// having no priorities. Fewer workers than processors leave one for
-	// them.
+	// having no priorities: more workers than processors queue them
+	// behind several.
 	ReadAheadGets int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
@@ -77,12 +77,12 @@ func (c *ReaderConfig) ensureDefaults() {
 	procs := runtime.GOMAXPROCS(0)
 	switch {
 	case c.ReadAhead == 0:
-		c.ReadAhead = min(4, max(1, procs/2))
+		c.ReadAhead = min(4, max(1, procs))
 	case c.ReadAhead < 0:
 		c.ReadAhead = 0
 	}
 	if c.ReadAheadGets <= 0 {
-		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs-1))
+		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs))
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
