@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -68,22 +69,6 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 	}
 	// The writer sends the rest once the client reads; then a small
 	// answer goes out whole from its answerer.
-	readFrame := func(wantCorr int32) []byte {
-		t.Helper()
-		client.SetReadDeadline(time.Now().Add(30 * time.Second))
-		var size [4]byte
-		if _, err := io.ReadFull(client, size[:]); err != nil {
-			t.Fatal(err)
-		}
-		frame := make([]byte, binary.BigEndian.Uint32(size[:]))
-		if _, err := io.ReadFull(client, frame); err != nil {
-			t.Fatal(err)
-		}
-		if corr := int32(binary.BigEndian.Uint32(frame)); corr != wantCorr {
-			t.Fatalf("correlation id %d, want %d", corr, wantCorr)
-		}
-		return frame[4:]
-	}
 	decode := func(body []byte) *kmsg.FetchResponse {
 		t.Helper()
 		resp := kmsg.NewPtrFetchResponse()
@@ -94,7 +79,7 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 		}
 		return resp
 	}
-	if n := len(decode(readFrame(1)).Topics[0].Partitions[0].RecordBatches); n != big {
+	if n := len(decode(readAnswer(t, client, 1)).Topics[0].Partitions[0].RecordBatches); n != big {
 		t.Fatalf("%d record bytes in the first answer, want %d", n, big)
 	}
 	<-p1.done
@@ -103,7 +88,7 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 	if got := p2.handoff.Load(); got != handoffWritten {
 		t.Fatalf("handoff %d after a small answer, want %d (written by the answerer)", got, handoffWritten)
 	}
-	if n := len(decode(readFrame(2)).Topics[0].Partitions[0].RecordBatches); n != 100 {
+	if n := len(decode(readAnswer(t, client, 2)).Topics[0].Partitions[0].RecordBatches); n != 100 {
 		t.Fatalf("%d record bytes in the second answer, want 100", n)
 	}
 	// Nothing is written twice.
@@ -152,22 +137,30 @@ func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
 		}
 	}
 	for corr := int32(1); corr <= 4; corr++ {
-		client.SetReadDeadline(time.Now().Add(30 * time.Second))
-		var size [4]byte
-		if _, err := io.ReadFull(client, size[:]); err != nil {
-			t.Fatal(err)
-		}
-		frame := make([]byte, binary.BigEndian.Uint32(size[:]))
-		if _, err := io.ReadFull(client, frame); err != nil {
-			t.Fatal(err)
-		}
-		if got := int32(binary.BigEndian.Uint32(frame)); got != corr {
-			t.Fatalf("correlation id %d, want %d", got, corr)
-		}
+		readAnswer(t, client, corr)
 	}
 	close(c.queue)
 	<-writerDone
 	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
 		t.Fatalf("after the answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
 	}
+}
+
+// readAnswer reads the next answer frame from the client's end of the
+// connection, checks that it answers wantCorr and returns its body.
+func readAnswer(t *testing.T, client net.Conn, wantCorr int32) []byte {
+	t.Helper()
+	client.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var size [4]byte
+	if _, err := io.ReadFull(client, size[:]); err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(client, frame); err != nil {
+		t.Fatal(err)
+	}
+	if corr := int32(binary.BigEndian.Uint32(frame)); corr != wantCorr {
+		t.Fatalf("correlation id %d, want %d", corr, wantCorr)
+	}
+	return frame[4:]
 }
