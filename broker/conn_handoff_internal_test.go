@@ -18,17 +18,7 @@ import (
 // with a client that stopped reading it writes what the socket takes and
 // returns, and the writer sends the rest, once, in order.
 func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
-	client, server := tcpPair(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
-	c := &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, 4), w: newConnWriter(server, time.Minute),
-		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
+	client, c, writerDone := startWriter(t, 4)
 	// queue hands p to the writer and waits until it waits for p's answer.
 	queue := func(corr int32) *pending {
 		p := &pending{header: requestHeader{key: int16(kmsg.Fetch), version: 12, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
@@ -96,23 +86,14 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 	if n, err := client.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("read %d more bytes (err %v) after both answers", n, err)
 	}
-	close(c.queue)
-	<-writerDone
-	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
-		t.Fatalf("after both answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
-	}
+	stopWriter(t, c, writerDone)
 }
 
 // Answers a group commit gives (respondGathered) are never written by the
 // answering goroutine, even while the writer waits for the first alone:
 // the writer writes them, those ready by then together, in order.
 func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
-	client, server := tcpPair(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
-	c := &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, 8), w: newConnWriter(server, time.Minute),
-		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
+	client, c, writerDone := startWriter(t, 8)
 	var ps []*pending
 	for corr := int32(1); corr <= 4; corr++ {
 		p := &pending{header: requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
@@ -121,11 +102,6 @@ func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
 		c.queue <- p
 		ps = append(ps, p)
 	}
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
 	for ps[0].handoff.Load() != handoffWriterWaits {
 		time.Sleep(time.Millisecond)
 	}
@@ -139,11 +115,7 @@ func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
 	for corr := int32(1); corr <= 4; corr++ {
 		readAnswer(t, client, corr)
 	}
-	close(c.queue)
-	<-writerDone
-	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
-		t.Fatalf("after the answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
-	}
+	stopWriter(t, c, writerDone)
 }
 
 // readAnswer reads the next answer frame from the client's end of the
@@ -163,4 +135,32 @@ func readAnswer(t *testing.T, client net.Conn, wantCorr int32) []byte {
 		t.Fatalf("correlation id %d, want %d", corr, wantCorr)
 	}
 	return frame[4:]
+}
+
+// startWriter starts the writer of a connection whose client end it
+// returns, with a queue of queueLen requests.
+func startWriter(t *testing.T, queueLen int) (client net.Conn, c *conn, writerDone <-chan struct{}) {
+	client, server := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
+	c = &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, queueLen), w: newConnWriter(server, time.Minute),
+		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.writeLoop()
+	}()
+	return client, c, done
+}
+
+// stopWriter ends the writer and checks that it left nothing queued, in
+// flight, unsent or charged to the response budget.
+func stopWriter(t *testing.T, c *conn, writerDone <-chan struct{}) {
+	t.Helper()
+	close(c.queue)
+	<-writerDone
+	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), c.b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
+		t.Fatalf("after the answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
+	}
 }

@@ -32,16 +32,8 @@ func (h *leaseHost) leaseProvenUntil() time.Time                { return h.until
 // always when no other replica can be elected (it is alone in the ISR,
 // unclean election off).
 func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	cfg := &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62}
-	p := newPartition("fence", [16]byte{1}, 0, 1, log, cfg)
-	host := &leaseHost{until: time.Now().Add(time.Hour)}
-	p.host = host
-	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	p, host := leaderOfThree(t, time.Now().Add(time.Hour))
+	cfg := p.cfg.Load()
 	produce := func(now time.Time) error {
 		t.Helper()
 		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
@@ -125,15 +117,7 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 // no answer, the leader refused every write while etcd was away. At a
 // newer epoch it is proof that the leadership is over.
 func TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	cfg := &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62}
-	p := newPartition("fence", [16]byte{1}, 0, 1, log, cfg)
-	p.host = &leaseHost{until: time.Now().Add(-time.Second)}
-	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	p, _ := leaderOfThree(t, time.Now().Add(-time.Second))
 	b := &Broker{cfg: Config{NodeID: 1}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	answer := func(epoch int32) *kmsg.MetadataResponse {
 		resp := kmsg.NewPtrMetadataResponse()
@@ -160,4 +144,21 @@ func TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership(t *testing.T) {
 	if p.supersededAt(3) == nil {
 		t.Fatal("a follower at a newer epoch did not end the leadership")
 	}
+}
+
+// leaderOfThree returns a partition led by broker 1 at epoch 3, with
+// brokers 1, 2 and 3 in its ISR, whose lease is proven until until.
+func leaderOfThree(t *testing.T, until time.Time) (*partition, *leaseHost) {
+	t.Helper()
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	cfg := &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62}
+	p := newPartition("fence", [16]byte{1}, 0, 1, log, cfg)
+	host := &leaseHost{until: until}
+	p.host = host
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	return p, host
 }
