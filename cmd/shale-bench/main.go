@@ -93,7 +93,7 @@ func main() {
 	flag.Float64Var(&o.upload.rateMBps, "tier-ingest-rate", 150, "tiering run: produce rate (MB/s) while uploads are measured")
 	flag.IntVar(&o.upload.partitions, "tier-ingest-partitions", 4, "tiering run: partitions (and connections) of the ingest run")
 	flag.DurationVar(&o.upload.duration, "tier-ingest-duration", 10*time.Second, "tiering run: length of the ingest run")
-	flag.IntVar(&o.upload.latRounds, "tier-latency-rounds", 6, "tiering run: produce latency rounds, each alone, with a cold replay and with a non-Shale load of equal CPU, in turn first")
+	flag.IntVar(&o.upload.latRounds, "tier-latency-rounds", 6, "tiering run: produce latency rounds, each alone, with a cold replay, with its GETs made by a non-Shale client and with a non-Shale load of equal CPU, in turn first")
 	flag.Float64Var(&o.upload.latRate, "tier-latency-rate", 10, "tiering run: produce rate (MB/s) of the latency rounds")
 	flag.DurationVar(&o.upload.latLength, "tier-latency-duration", 3*time.Second, "tiering run: measured length of each phase of a latency round")
 	flag.IntVar(&o.upload.coldMB, "tier-cold-mb", 1024, "tiering run: MiB of the topic the latency rounds replay cold (several times the broker's cache, as the replay wraps around)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -48,34 +49,65 @@ func TestObjectStoreCeilingsMoveEveryByte(t *testing.T) {
 	}
 }
 
-// The non-Shale load of the latency rounds GETs and relays chunks until
-// its context ends, wrapping around the objects, and reports where it
-// stopped and what it moved.
-func TestPacedRelayedGetsWrapAroundUntilCancelled(t *testing.T) {
-	b := objectstore.NewMem()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := parallelPuts(ctx, b, "obj", 2, 1000, 1); err != nil {
-		t.Fatal(err)
-	}
-	var objs []objectstore.Attrs
-	if err := b.List(ctx, "", func(a objectstore.Attrs) error { objs = append(objs, a); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	chunks, _ := chunksOf(objs)
-	// 2 chunks of 1000 bytes at 0.01 MB/s: about 10 chunks a second.
-	lctx, lcancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer lcancel()
-	at, moved, err := pacedRelayedGets(lctx, b, chunks, 1, 0.01, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if at < 3 || moved < 2000 || moved%1000 != 0 {
-		t.Fatalf("stopped at chunk %d having moved %d bytes: want past one wrap-around, whole chunks of 1000 bytes", at, moved)
-	}
-	objs = append(objs, objectstore.Attrs{Key: "gone", Size: 10})
-	chunks, _ = chunksOf(objs)
-	if _, _, err := pacedRelayedGets(ctx, b, chunks, 2, 1, 1); err == nil {
-		t.Fatal("a missing object did not fail the load")
+// The non-Shale loads of the latency rounds (GETs relayed to a loopback
+// connection, and GETs alone) GET chunks until their context ends,
+// wrapping around the objects, and report where they stopped and what
+// they moved; a missing object fails them.
+func TestPacedGetsWrapAroundUntilCancelled(t *testing.T) {
+	for _, relay := range []bool{true, false} {
+		t.Run(fmt.Sprintf("relay=%v", relay), func(t *testing.T) {
+			b := objectstore.NewMem()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := parallelPuts(ctx, b, "obj", 2, 1000, 1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := parallelPuts(ctx, b, "big", 1, tierChunk+10, 1); err != nil {
+				t.Fatal(err)
+			}
+			var objs []objectstore.Attrs
+			if err := b.List(ctx, "obj", func(a objectstore.Attrs) error { objs = append(objs, a); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			chunks, _ := chunksOf(objs)
+			// 2 chunks of 1000 bytes at 0.01 MB/s: about 10 chunks a second.
+			lctx, lcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer lcancel()
+			at, moved, err := pacedGets(lctx, b, chunks, 1, 0.01, 2, relay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if at < 3 || moved < 2000 || moved%1000 != 0 {
+				t.Fatalf("stopped at chunk %d having moved %d bytes: want past one wrap-around, whole chunks of 1000 bytes", at, moved)
+			}
+			// Chunks of other sizes, a small one after a large one in
+			// the same slot: each is counted at its own length.
+			var big []objectstore.Attrs
+			if err := b.List(ctx, "big", func(a objectstore.Attrs) error { big = append(big, a); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			mixed, total := chunksOf(append(big, objs...))
+			lctx2, lcancel2 := context.WithCancel(ctx)
+			var got int64
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				_, got, err = pacedGets(lctx2, b, mixed, 0, 1000, 1, relay)
+				done <- err
+			}()
+			time.Sleep(time.Second)
+			lcancel2()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got < total {
+				t.Fatalf("moved %d bytes in a second at 1000 MB/s of in-memory objects, want at least one pass of %d", got, total)
+			}
+			objs = append(objs, objectstore.Attrs{Key: "gone", Size: 10})
+			chunks, _ = chunksOf(objs)
+			if _, _, err := pacedGets(ctx, b, chunks, 2, 1, 1, relay); err == nil {
+				t.Fatal("a missing object did not fail the load")
+			}
+		})
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,11 +37,18 @@ import (
 //     of the same objects from MinIO relayed over a loopback connection,
 //     paced so that the CPU it adds (MinIO and this process) matches what
 //     the replay added (broker, MinIO and this process) over the alone
-//     phases; its rate is corrected after each phase.
+//     phases; its rate is corrected after each phase;
+//   - while this process makes the replay's GETs itself: ranged GETs of
+//     the same objects, of the broker's chunk size, as many in flight as
+//     the broker's read-ahead GET workers (GOMAXPROCS), paced to the rate
+//     the broker's replay GETs reached (the median of the replay phases
+//     so far), each body read into a reused buffer and dropped.
 //
 // The replay's difference from the alone phases says what Shale's replay
 // costs hot traffic; the hog's says what the same CPU costs anything on
-// this machine, the part no broker change can remove.
+// this machine, the part no broker change can remove; the GETs' says what
+// MinIO serving the replay's GETs, and a client reading them, cost on
+// their own: the replay's excess over it is what the broker adds.
 
 type latPhase int
 
@@ -47,17 +56,19 @@ const (
 	phaseAlone latPhase = iota
 	phaseReplay
 	phaseHog
+	phaseGets
 	phases
 )
 
-var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU"}
+var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU", "with the replay's GETs by a non-Shale client"}
 
 // phaseResult is one phase of one round.
 type phaseResult struct {
 	p50, p99 time.Duration
 	samples  int
 	cores    [3]float64 // broker, MinIO, this process: CPU seconds per second
-	mbps     float64    // the replay's or the hog's rate (0 alone)
+	mbps     float64    // the replay's, the hog's or the GETs' rate (0 alone)
+	getMBps  float64    // the replay's GETs (chunks), MB/s
 	elapsed  time.Duration
 	// broker50, broker99: the broker's own produce latency (its last
 	// byte read to its answer written), as the bounds of its histogram's
@@ -119,21 +130,28 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	// the first one on.
 	slices.Reverse(objs)
 	hogChunks, _ := chunksOf(objs)
+	// The GETs phases read them from the middle on.
+	getChunks := append(slices.Clone(hogChunks[len(hogChunks)/2:]), hogChunks[:len(hogChunks)/2]...)
 
 	cfg := rawConfig{conns: 1, inflight: 8, partitions: 1, recordBytes: 1000, batchBytes: 16 << 10,
 		warmup: 500 * time.Millisecond, duration: uo.latLength, rateMBps: uo.latRate}
 	rounds := max(uo.latRounds, 1)
 	res := make([][phases]phaseResult, rounds)
 	var (
-		next, hogAt           int64 // where the next replay and hog phases start
+		next, hogAt, getsAt   int64 // where the next replay, hog and GETs phases start
 		replayBytes, gotBytes float64
 		lastAlone, lastReplay = -1.0, -1.0
 		hogRate               float64
+		replayGets            []float64 // the replay phases' GET rates, MB/s
+		getsInflight          = runtime.GOMAXPROCS(0)
 		load                  = loadAverage()
 		profiled              bool
 		getsBefore            float64
 		chunkBytes            = float64(tierChunk)
-		orders                = [][]latPhase{{phaseAlone, phaseReplay, phaseHog}, {phaseReplay, phaseHog, phaseAlone}, {phaseHog, phaseAlone, phaseReplay}}
+		// A replay phase comes before the first GETs phase, which
+		// takes its rate.
+		orders = [][]latPhase{{phaseAlone, phaseReplay, phaseGets, phaseHog}, {phaseReplay, phaseGets, phaseHog, phaseAlone},
+			{phaseGets, phaseHog, phaseAlone, phaseReplay}, {phaseHog, phaseAlone, phaseReplay, phaseGets}}
 	)
 	for r := range rounds {
 		for _, ph := range orders[r%len(orders)] {
@@ -173,7 +191,17 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					hogAt, moved, loadErr = pacedRelayedGets(pctx, bucket, hogChunks, hogAt, hogRate, 4)
+					hogAt, moved, loadErr = pacedGets(pctx, bucket, hogChunks, hogAt, hogRate, 4, true)
+				}()
+			case phaseGets:
+				rate := median(replayGets)
+				if rate <= 0 {
+					rate = 100
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					getsAt, moved, loadErr = pacedGets(pctx, bucket, getChunks, getsAt, rate, getsInflight, false)
 				}()
 			}
 			before := scrape(sh.httpAddr)
@@ -206,7 +234,12 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			case phaseReplay:
 				lastReplay = out.totalCores()
 				replayBytes += float64(moved)
-				gotBytes += (metricSum(sh.httpAddr, "shale_tiering_get_requests_total") - getsBefore) * chunkBytes
+				got := (metricSum(sh.httpAddr, "shale_tiering_get_requests_total") - getsBefore) * chunkBytes
+				gotBytes += got
+				// Chunk GETs, so the companions' small GETs count as
+				// chunks: no more than what the replay moved.
+				res[r][ph].getMBps = min(got, float64(moved)) / elapsed.Seconds() / 1e6
+				replayGets = append(replayGets, res[r][ph].getMBps)
 			case phaseHog:
 				// Correct the hog's rate towards the CPU the replay added.
 				if lastAlone >= 0 && lastReplay >= 0 {
@@ -237,7 +270,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		return fmt.Sprintf(format+" ("+format+" to "+format+")", median(xs), slices.Min(xs), slices.Max(xs))
 	}
 	alone99 := col(phaseAlone, func(p phaseResult) float64 { return ms(p.p99) })
-	for _, ph := range []latPhase{phaseAlone, phaseReplay, phaseHog} {
+	for _, ph := range []latPhase{phaseAlone, phaseReplay, phaseGets, phaseHog} {
 		p50 := col(ph, func(p phaseResult) float64 { return ms(p.p50) })
 		p99 := col(ph, func(p phaseResult) float64 { return ms(p.p99) })
 		cores := col(ph, phaseResult.totalCores)
@@ -258,15 +291,25 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	rows = append(rows,
 		[]string{"  the replay's rate during its phases, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.mbps }), "%.0f"),
 			"share of its bytes GET from MinIO (cold)", fmt.Sprintf("%.0f%%", 100*gotBytes/max(replayBytes, 1)), ""},
+		[]string{"  the replay's GETs, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.getMBps }), "%.0f"),
+			"the same GETs by a non-Shale client, MB/s (in flight)", mr(col(phaseGets, func(p phaseResult) float64 { return p.mbps }), "%.0f") + fmt.Sprintf(" (%d)", getsInflight), ""},
 		[]string{"  the non-Shale load's rate (relayed GETs), MB/s", mr(col(phaseHog, func(p phaseResult) float64 { return p.mbps }), "%.0f"), "", "", ""},
 	)
+	// The replay's p99 excess over its GETs made by a non-Shale client,
+	// round by round: what the broker adds beyond the machine's part.
+	var broker []float64
+	for r := range res {
+		broker = append(broker, ms(res[r][phaseReplay].p99-res[r][phaseGets].p99))
+	}
+	rows = append(rows, []string{"  p99 of the replay less that of its GETs by a non-Shale client (the broker's part), ms", mr(broker, "%+.2f"), "", "", ""})
 	fmt.Printf("\nproduce latency beside a cold replay: %d rounds of %s (+%s warm-up) per phase, %d requests of %d KiB per phase; load %s before, %s after\n",
 		rounds, uo.latLength, cfg.warmup, res[0][phaseAlone].samples, cfg.batchBytes>>10, load, loadAverage())
 	for r := range res {
-		a, rp, h := res[r][phaseAlone], res[r][phaseReplay], res[r][phaseHog]
-		fmt.Printf("  round %d: p99 alone %.2f ms, replay %.2f ms (%+.2f), hog %.2f ms (%+.2f); broker's own p99 %.2f / %.2f / %.2f ms; cores %.2f / %.2f / %.2f (broker %.2f / %.2f / %.2f, bench %.2f / %.2f / %.2f)\n",
-			r, ms(a.p99), ms(rp.p99), ms(rp.p99-a.p99), ms(h.p99), ms(h.p99-a.p99), a.broker99*1e3, rp.broker99*1e3, h.broker99*1e3,
-			a.totalCores(), rp.totalCores(), h.totalCores(), a.cores[0], rp.cores[0], h.cores[0], a.cores[2], rp.cores[2], h.cores[2])
+		a, rp, g, h := res[r][phaseAlone], res[r][phaseReplay], res[r][phaseGets], res[r][phaseHog]
+		fmt.Printf("  round %d: p99 alone %.2f ms, replay %.2f ms (%+.2f), GETs %.2f ms (%+.2f), hog %.2f ms (%+.2f); broker's own p99 %.2f / %.2f / %.2f / %.2f ms; cores %.2f / %.2f / %.2f / %.2f (broker %.2f / %.2f / %.2f / %.2f, MinIO %.2f / %.2f / %.2f / %.2f, bench %.2f / %.2f / %.2f / %.2f)\n",
+			r, ms(a.p99), ms(rp.p99), ms(rp.p99-a.p99), ms(g.p99), ms(g.p99-a.p99), ms(h.p99), ms(h.p99-a.p99), a.broker99*1e3, rp.broker99*1e3, g.broker99*1e3, h.broker99*1e3,
+			a.totalCores(), rp.totalCores(), g.totalCores(), h.totalCores(), a.cores[0], rp.cores[0], g.cores[0], h.cores[0],
+			a.cores[1], rp.cores[1], g.cores[1], h.cores[1], a.cores[2], rp.cores[2], g.cores[2], h.cores[2])
 	}
 	return rows, nil
 }
@@ -315,45 +358,53 @@ func replayLoop(ctx context.Context, addr, topic string, from, end int64) (int64
 	}
 }
 
-// pacedRelayedGets GETs chunks from index at on (wrapping around),
-// inflight at a time, paced to rate MB/s, and writes each to a loopback
-// connection another goroutine drains, until ctx ends: the work of
-// relaying the bucket to a client, done outside the broker. It returns the
-// next chunk's index and the bytes moved.
-func pacedRelayedGets(ctx context.Context, b objectstore.Bucket, chunks []chunk, at int64, rate float64, inflight int) (int64, int64, error) {
+// pacedGets GETs chunks from index at on (wrapping around), inflight at
+// a time, paced to rate MB/s, until ctx ends, and returns the next chunk's
+// index and the bytes moved. With relay, each chunk is written to a
+// loopback connection another goroutine drains: the work of relaying the
+// bucket to a client, done outside the broker. Without, each GET's body is
+// read into a buffer of its slot, reused (as the broker reads into pooled
+// chunk buffers), and dropped: the object store's and a client's part of
+// a replay's GETs alone.
+func pacedGets(ctx context.Context, b objectstore.Bucket, chunks []chunk, at int64, rate float64, inflight int, relay bool) (int64, int64, error) {
 	if len(chunks) == 0 {
 		return at, 0, errors.New("no objects to GET")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return at, 0, err
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
+	var c net.Conn
+	if relay {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return
+			return at, 0, err
 		}
-		defer c.Close()
-		buf := make([]byte, 1<<20)
-		for {
-			if _, err := c.Read(buf); err != nil {
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
 				return
 			}
+			defer c.Close()
+			buf := make([]byte, 1<<20)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		if c, err = net.Dial("tcp", l.Addr().String()); err != nil {
+			return at, 0, err
 		}
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		return at, 0, err
+		defer c.Close()
 	}
-	defer c.Close()
 	var (
 		mu    sync.Mutex
 		moved int64
 		first error
 		wg    sync.WaitGroup
-		slots = make(chan struct{}, inflight)
+		slots = make(chan []byte, inflight)
 	)
+	for range inflight {
+		slots <- nil
+	}
 	start := time.Now()
 	for i := at; ctx.Err() == nil; i++ {
 		ch := chunks[i%int64(len(chunks))]
@@ -368,9 +419,10 @@ func pacedRelayedGets(ctx context.Context, b objectstore.Bucket, chunks []chunk,
 		case <-ctx.Done():
 		case <-time.After(time.Until(due)):
 		}
+		var buf []byte
 		select {
 		case <-ctx.Done():
-		case slots <- struct{}{}:
+		case buf = <-slots:
 		}
 		if ctx.Err() != nil {
 			at = i
@@ -379,24 +431,47 @@ func pacedRelayedGets(ctx context.Context, b objectstore.Bucket, chunks []chunk,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-slots }()
-			data, err := getChunk(ctx, b, ch.key, ch.off, ch.len)
-			if err == nil {
-				mu.Lock()
-				_, err = c.Write(data)
-				moved += int64(len(data))
-				mu.Unlock()
+			var err error
+			if relay {
+				var data []byte
+				if data, err = getChunk(ctx, b, ch.key, ch.off, ch.len); err == nil {
+					mu.Lock()
+					_, err = c.Write(data)
+					moved += int64(len(data))
+					mu.Unlock()
+				}
+			} else {
+				if int64(cap(buf)) < ch.len {
+					buf = make([]byte, ch.len)
+				}
+				if err = readChunk(ctx, b, ch, buf[:ch.len]); err == nil {
+					mu.Lock()
+					moved += ch.len
+					mu.Unlock()
+				}
 			}
 			if err != nil && ctx.Err() == nil {
 				mu.Lock()
 				first = cmpOr(first, err)
 				mu.Unlock()
 			}
+			slots <- buf
 		}()
 		at = i + 1
 	}
 	wg.Wait()
 	return at, moved, first
+}
+
+// readChunk reads a chunk whole into buf (of its length).
+func readChunk(ctx context.Context, b objectstore.Bucket, ch chunk, buf []byte) error {
+	body, err := b.Get(ctx, ch.key, ch.off, ch.len)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	_, err = io.ReadFull(body, buf)
+	return err
 }
 
 // histogramBounds returns the upper bounds of the buckets holding the

@@ -128,10 +128,14 @@ func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
 }
 
 // newRegistry is the process's metrics registry, with Go's runtime and
-// process collectors.
+// process collectors. The runtime's scheduler metrics come with the
+// default ones: go_sched_latencies_seconds is how long goroutines waited
+// runnable for a processor, what a produce beside busy goroutines (a cold
+// replay's GETs and fetches) waits in the broker before it runs.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
 
