@@ -81,6 +81,10 @@ type phaseResult struct {
 	// the OS runs every thread that holds a P).
 	gcs     float64
 	gcPause time.Duration
+	// sched99 and sched999: how long the broker's goroutines waited
+	// runnable for a processor (Go's /sched/latencies:seconds), as the
+	// bounds of its histogram's buckets (-1: not served).
+	sched99, sched999 float64
 }
 
 func (r phaseResult) totalCores() float64 { return r.cores[0] + r.cores[1] + r.cores[2] }
@@ -225,6 +229,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			}
 			after := scrape(sh.httpAddr)
 			out.broker50, out.broker99 = histogramBounds(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+			out.sched99, out.sched999 = histogramBounds(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
 			out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
 			out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
 			res[r][ph] = out
@@ -287,6 +292,8 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		rows = append(rows, []string{"  the same, the broker's own time (histogram bucket bounds), p50 / p99 ms",
 			mr(col(ph, func(p phaseResult) float64 { return p.broker50 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.broker99 * 1e3 }), "%.2f"),
 			"the broker's GCs / their pauses, ms", mr(col(ph, func(p phaseResult) float64 { return p.gcs }), "%.0f") + " / " + mr(col(ph, func(p phaseResult) float64 { return ms(p.gcPause) }), "%.1f"), ""})
+		rows = append(rows, []string{"  the broker's goroutines' wait for a processor (histogram bucket bounds), p99 / p99.9 ms",
+			mr(col(ph, func(p phaseResult) float64 { return p.sched99 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.sched999 * 1e3 }), "%.2f"), "", "", ""})
 	}
 	rows = append(rows,
 		[]string{"  the replay's rate during its phases, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.mbps }), "%.0f"),
