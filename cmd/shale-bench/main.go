@@ -67,6 +67,9 @@ type options struct {
 
 	raw       rawOptions
 	kfakeHost bool // serve kfake in this process (the child the benchmark starts)
+	// sendfileHost, when set, serves the sendfile reference in this
+	// process (the child the benchmark starts), its file in this directory.
+	sendfileHost string
 }
 
 func main() {
@@ -107,7 +110,9 @@ func main() {
 	flag.IntVar(&o.raw.partitions, "raw-partitions", 0, "raw load: partitions (connection i uses partition i mod this; 0: one per connection)")
 	flag.IntVar(&o.raw.recordBytes, "raw-record-bytes", 100, "raw load: record value size")
 	flag.IntVar(&o.raw.batchBytes, "raw-batch-bytes", 32<<10, "raw load: record batch size of each Produce request")
-	flag.IntVar(&o.raw.fetchBytes, "raw-fetch-bytes", 1<<20, "raw load: bytes each Fetch asks for (0: no fetch run)")
+	flag.IntVar(&o.raw.fetchBytes, "raw-fetch-bytes", 1<<20, "raw load: bytes each Fetch asks for per partition, a Kafka consumer's max.partition.fetch.bytes (default 1 MiB, as its) (0: no fetch run)")
+	flag.IntVar(&o.raw.fetchMaxBytes, "raw-fetch-max-bytes", 50<<20, "raw load: bytes each Fetch asks for in all, a Kafka consumer's fetch.max.bytes (default 50 MiB, as its)")
+	flag.IntVar(&o.raw.fetchPartitions, "raw-fetch-partitions", 0, "raw load: partitions each Fetch asks for (0: all the topic's, as one consumer of the whole topic asks a broker for all its partitions there in one Fetch)")
 	flag.IntVar(&o.raw.fetchInflight, "raw-fetch-inflight", 1, "raw load: Fetch requests in flight per connection (1: as a Kafka consumer, which sends the next Fetch to a broker once the last is answered)")
 	flag.DurationVar(&o.raw.duration, "raw-duration", 5*time.Second, "raw load: measured length of each run")
 	flag.DurationVar(&o.raw.warmup, "raw-warmup", time.Second, "raw load: unmeasured load before each run")
@@ -117,7 +122,15 @@ func main() {
 	flag.StringVar(&o.raw.compressed, "raw-compressed", "zstd", "raw load: codec (gzip, snappy, lz4, zstd) of an acks=1 run of compressed batches, which Shale decompresses to validate (\"\": none)")
 	flag.StringVar(&o.raw.profileDir, "profile", "", "save CPU and allocation profiles of the broker during each raw run into this directory")
 	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
+	flag.StringVar(&o.sendfileHost, "sendfile-host", "", "internal: serve the raw fetch's sendfile reference from a file in this directory and print its address")
 	flag.Parse()
+	if o.sendfileHost != "" {
+		if err := hostSendfileRef(o.sendfileHost, o.raw.recordBytes, o.raw.batchBytes); err != nil {
+			fmt.Fprintln(os.Stderr, "shale-bench sendfile reference:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.kfakeHost {
 		if err := hostKfake(o); err != nil {
 			fmt.Fprintln(os.Stderr, "shale-bench kfake:", err)

@@ -20,8 +20,14 @@ type rawConfig struct {
 	partitions  int // connection i uses partition i % partitions
 	recordBytes int
 	batchBytes  int // produce: record batch size; fetch: partition max bytes
-	warmup      time.Duration
-	duration    time.Duration
+	// fetchMaxBytes is a Fetch request's limit over all its partitions
+	// (fetch.max.bytes); 0: batchBytes times the partitions fetched.
+	fetchMaxBytes int
+	// fetchPartitions is how many partitions each Fetch asks for
+	// (0: all of them, as one consumer of the whole topic).
+	fetchPartitions int
+	warmup          time.Duration
+	duration        time.Duration
 	// rateMBps, if set, paces produce requests to this many MB/s in
 	// all (acks 1 and all only); latency is then counted from the time
 	// each request was due, so a stalled broker cannot hide the wait.
@@ -227,29 +233,47 @@ type sentRequest struct {
 	at   time.Time
 }
 
-// rawFetch reads each connection's partition from offset 0 to end (its
-// high watermark, as the caller read it), then again from 0, until the
-// run's time is up: hot data, in the page cache. Requests in flight ask
-// for consecutive ranges: the next offset is guessed from the records a
-// full response holds, so they need not wait for each other's answers.
+// rawFetch has each connection read its partitions from offset 0 to end
+// (their high watermarks, as the caller read them), then again from 0,
+// until the run's time is up: hot data, in the page cache. Each Fetch asks
+// for cfg.fetchPartitions partitions (connection i's run from partition i
+// on), up to cfg.batchBytes each, as a consumer assigned them asks for all
+// its partitions in one Fetch. Requests in flight ask for consecutive
+// ranges: each partition's next offset is guessed from the records a full
+// response holds, so they need not wait for each other's answers.
 func rawFetch(addr, topic string, ends []int64, recordsPerFetch int64, cfg rawConfig) (rawResult, error) {
+	partitions := max(1, cfg.partitions)
+	per := cfg.fetchPartitions
+	if per <= 0 || per > partitions {
+		per = partitions
+	}
+	// Connections reading the same partition start at different places.
+	sharing := max(1, cfg.conns*per/partitions)
 	return runConns(cfg, func(i int, m *meter, warmAt, stopAt time.Time) ([]time.Duration, error) {
-		partition := i % max(1, cfg.partitions)
-		if ends[partition] <= 0 {
-			return nil, fmt.Errorf("partition %d is empty", partition)
+		var parts []int32
+		var starts, partEnds []int64
+		for k := 0; k < per; k++ {
+			p := (i + k) % partitions
+			if ends[p] <= 0 {
+				return nil, fmt.Errorf("partition %d is empty", p)
+			}
+			parts = append(parts, int32(p))
+			partEnds = append(partEnds, ends[p])
+			starts = append(starts, ends[p]*int64(i%sharing)/int64(sharing))
 		}
-		ff, err := newFetchFrame(topic, int32(partition), int32(cfg.batchBytes))
+		maxBytes := cfg.fetchMaxBytes
+		if maxBytes <= 0 {
+			maxBytes = cfg.batchBytes * per
+		}
+		ff, err := newFetchFrame(topic, parts, int32(cfg.batchBytes), int32(maxBytes))
 		if err != nil {
 			return nil, err
 		}
-		// Connections sharing a partition start at different places.
-		sharing := max(1, cfg.conns/max(1, cfg.partitions))
-		start := ends[partition] * int64(i/max(1, cfg.partitions)%sharing) / int64(sharing)
-		return fetchConn(addr, ff, m, start, ends[partition], max(1, recordsPerFetch), cfg.inflight, warmAt, stopAt)
+		return fetchConn(addr, ff, m, starts, partEnds, max(1, recordsPerFetch), cfg.inflight, warmAt, stopAt)
 	})
 }
 
-func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, inflight int, warmAt, stopAt time.Time) ([]time.Duration, error) {
+func fetchConn(addr string, ff *fetchFrame, m *meter, start, end []int64, step int64, inflight int, warmAt, stopAt time.Time) ([]time.Duration, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -259,17 +283,19 @@ func fetchConn(addr string, ff *fetchFrame, m *meter, start, end, step int64, in
 	wrote := make(chan error, 1)
 	go func() {
 		defer close(sent)
-		off := start
+		off := slices.Clone(start)
 		for corr := int32(0); time.Now().Before(stopAt); corr++ {
 			sent <- sentRequest{corr, time.Now()}
 			setCorrelationID(ff.frame, corr)
-			ff.setOffset(off)
+			for k := range off {
+				ff.setOffset(k, off[k])
+				if off[k] += step; off[k] >= end[k] {
+					off[k] = 0
+				}
+			}
 			if _, err := c.Write(ff.frame); err != nil {
 				wrote <- err
 				return
-			}
-			if off += step; off >= end {
-				off = 0
 			}
 		}
 		wrote <- nil

@@ -77,14 +77,27 @@ func TestRawWireAgainstBroker(t *testing.T) {
 		})
 	}
 
-	fcfg := cfg
-	fcfg.batchBytes = 3 * len(batch)
-	res, err = rawFetch(b.Addr, topic, ends, 3*int64(perBatch), fcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.requests == 0 || res.bytes%int64(len(batch)) != 0 || res.records != res.bytes/int64(len(batch))*int64(perBatch) {
-		t.Fatalf("fetch: %d requests, %d bytes, %d records of %d-byte batches", res.requests, res.bytes, res.records, len(batch))
+	// One partition per Fetch, then both in each (a consumer of the
+	// whole topic), with the request's limit below the partitions' sum.
+	for _, shape := range []struct{ partitions, maxBytes int }{{1, 0}, {0, 0}, {0, 5 * len(batch)}} {
+		fcfg := cfg
+		fcfg.batchBytes = 3 * len(batch)
+		fcfg.fetchPartitions, fcfg.fetchMaxBytes = shape.partitions, shape.maxBytes
+		res, err = rawFetch(b.Addr, topic, ends, 3*int64(perBatch), fcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.requests == 0 || res.bytes%int64(len(batch)) != 0 || res.records != res.bytes/int64(len(batch))*int64(perBatch) {
+			t.Fatalf("fetch %+v: %d requests, %d bytes, %d records of %d-byte batches", shape, res.requests, res.bytes, res.records, len(batch))
+		}
+		perRequest := float64(res.bytes) / float64(res.requests) / float64(len(batch))
+		want := map[int]float64{1: 3, 0: 6}[shape.partitions]
+		if shape.maxBytes > 0 {
+			want = 5
+		}
+		if perRequest > want {
+			t.Fatalf("fetch %+v: %.1f batches per response, at most %.0f asked", shape, perRequest, want)
+		}
 	}
 }
 
@@ -165,4 +178,38 @@ func appendFlexibleResponse(corr int32, resp kmsg.Response) []byte {
 	frame = resp.AppendTo(frame)
 	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
 	return frame
+}
+
+// TestSendfileReferenceAnswersTheRawFetch checks that the sendfile
+// reference answers the raw fetch's requests as a broker does: whole
+// batches of the generator's own, each partition up to its limit and the
+// request up to its own, at least one batch.
+func TestSendfileReferenceAnswersTheRawFetch(t *testing.T) {
+	cfg := rawConfig{conns: 2, inflight: 1, partitions: 3, recordBytes: 50, batchBytes: 4 << 10, duration: 150 * time.Millisecond}
+	ref, err := newSendfileRef(t.TempDir(), cfg.recordBytes, cfg.batchBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go ref.accept(ln)
+	batch, perBatch := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
+	ends := []int64{1000 * int64(perBatch), 10 * int64(perBatch), 1 << 40}
+	for _, shape := range []struct{ partMax, maxBytes, want int }{
+		{3 * len(batch), 0, 9}, {3 * len(batch), 5 * len(batch), 5}, {len(batch) / 2, 0, 1},
+	} {
+		fcfg := cfg
+		fcfg.batchBytes, fcfg.fetchMaxBytes = shape.partMax, shape.maxBytes
+		res, err := rawFetch(ln.Addr().String(), "t", ends, 3*int64(perBatch), fcfg)
+		if err != nil {
+			t.Fatalf("%+v: %v", shape, err)
+		}
+		if res.requests == 0 || res.bytes != res.requests*int64(shape.want*len(batch)) || res.records != res.bytes/int64(len(batch))*int64(perBatch) {
+			t.Fatalf("%+v: %d requests, %d bytes, %d records of %d-byte batches, want %d batches each", shape, res.requests, res.bytes, res.records, len(batch), shape.want)
+		}
+	}
 }

@@ -19,7 +19,9 @@ import (
 type rawOptions struct {
 	conns, inflight, partitions int
 	recordBytes, batchBytes     int
-	fetchBytes                  int
+	fetchBytes                  int // per partition (max.partition.fetch.bytes)
+	fetchMaxBytes               int // per request (fetch.max.bytes)
+	fetchPartitions             int // per request, 0: all
 	fetchInflight               int // Fetch requests in flight per connection
 	warmup, duration            time.Duration
 	rounds                      int
@@ -90,8 +92,12 @@ type rawWorkload struct {
 func runRawSuite(o options, shale, kfake *target) error {
 	ro := o.raw
 	cfg := ro.config()
-	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d bytes with %d in flight per connection, %d round(s) of %s measured after %s of warm-up\n",
-		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, ro.fetchBytes, max(1, ro.fetchInflight), max(1, ro.rounds), cfg.duration, cfg.warmup)
+	fetchParts := ro.fetchPartitions
+	if fetchParts <= 0 || fetchParts > cfg.partitions {
+		fetchParts = cfg.partitions
+	}
+	fmt.Printf("raw load: %d connections x %d requests in flight, %d partitions, %d-byte records in %d-byte batches, fetches of %d partitions x %d bytes (%d at most in all) with %d in flight per connection, %d round(s) of %s measured after %s of warm-up\n",
+		cfg.conns, cfg.inflight, cfg.partitions, cfg.recordBytes, cfg.batchBytes, fetchParts, ro.fetchBytes, ro.fetchMaxBytes, max(1, ro.fetchInflight), max(1, ro.rounds), cfg.duration, cfg.warmup)
 	disk, loop, loopMs, err := references(shale, cfg.conns)
 	if err != nil {
 		return err
@@ -106,11 +112,12 @@ func runRawSuite(o options, shale, kfake *target) error {
 	targets := [2]*target{kfake, shale}
 	// rounds runs one workload on both targets, rounds times, each
 	// round in the other order; run gets the round, for profiles.
-	rounds := func(name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([2]rawMeasure, error) {
-		var ms [2]rawMeasure
+	// roundsOf is rounds over any targets, each round in another order.
+	roundsOf := func(targets []*target, name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([]rawMeasure, error) {
+		ms := make([]rawMeasure, len(targets))
 		for r := 0; r < max(1, ro.rounds); r++ {
 			for k := range targets {
-				ti := (k + r) % 2
+				ti := (k + r) % len(targets)
 				t := targets[ti]
 				profile := ""
 				if r == 0 && ro.profileDir != "" && t.httpAddr != "" {
@@ -125,8 +132,16 @@ func runRawSuite(o options, shale, kfake *target) error {
 		}
 		return ms, nil
 	}
+	rounds := func(name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([2]rawMeasure, error) {
+		ms, err := roundsOf(targets[:], name, cfg, run)
+		if err != nil {
+			return [2]rawMeasure{}, err
+		}
+		return [2]rawMeasure{ms[0], ms[1]}, nil
+	}
 
 	var done []rawWorkload
+	var sendfileMeasure *rawMeasure // the fetch's sendfile reference
 	fetchTopic := ""
 	for _, a := range strings.Split(ro.acks, ",") {
 		acks, name, err := parseAcks(a)
@@ -185,6 +200,12 @@ func runRawSuite(o options, shale, kfake *target) error {
 	if fetchTopic != "" && ro.fetchBytes > 0 {
 		fcfg := cfg
 		fcfg.batchBytes = ro.fetchBytes
+		// A Kafka consumer's defaults: each partition up to
+		// max.partition.fetch.bytes (1 MiB), the request up to
+		// fetch.max.bytes (50 MiB), all its partitions on the broker
+		// in one Fetch.
+		fcfg.fetchMaxBytes = ro.fetchMaxBytes
+		fcfg.fetchPartitions = ro.fetchPartitions
 		// A Kafka consumer has one Fetch in flight per connection
 		// (per broker); more in flight is a load no consumer makes.
 		fcfg.inflight = max(1, ro.fetchInflight)
@@ -196,14 +217,25 @@ func runRawSuite(o options, shale, kfake *target) error {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
 		}
-		ms, err := rounds("fetch", fcfg, func(t *target, cfg rawConfig) (rawResult, error) {
+		// Beside kfake and Shale, the sendfile reference answers the
+		// same requests with the same batches from a page-cached file.
+		ref, err := startSendfileRef(dataDirOf(shale), cfg.recordBytes, cfg.batchBytes)
+		if err != nil {
+			return fmt.Errorf("sendfile reference: %w", err)
+		}
+		defer ref.close()
+		ms3, err := roundsOf([]*target{kfake, shale, ref}, "fetch", fcfg, func(t *target, cfg rawConfig) (rawResult, error) {
+			if t == ref {
+				return rawFetch(t.addr, fetchTopic, ends[1], perFetch, cfg)
+			}
 			ti := slices.Index(targets[:], t)
 			return rawFetch(t.addr, fetchTopic, ends[ti], perFetch, cfg)
 		})
 		if err != nil {
 			return err
 		}
-		done = append(done, rawWorkload{"fetch (hot)", "loopback", ms})
+		done = append(done, rawWorkload{"fetch (hot)", "loopback", [2]rawMeasure{ms3[0], ms3[1]}})
+		sendfileMeasure = &ms3[2]
 		deleteRawTopic(targets, fetchTopic)
 	}
 	disk2, loop2, loopMs2, err := references(shale, cfg.conns)
@@ -219,15 +251,20 @@ func runRawSuite(o options, shale, kfake *target) error {
 	var rows [][]string
 	for _, w := range done {
 		rows = append(rows, rawRows(w.name, w.ms, refs[w.refFor], w.refFor)...)
+		if w.name == "fetch (hot)" && sendfileMeasure != nil {
+			r := rawRows(w.name, [2]rawMeasure{w.ms[0], *sendfileMeasure}, refs[w.refFor], w.refFor)[1]
+			r[1], r[len(r)-1] = "sendfile ref", ""
+			rows = append(rows, r)
+		}
 	}
 	printTable([]string{"raw workload", "target", "MB/s", "records/s", "p50", "p99", "broker CPU ms/MB", "client CPU ms/MB", "broker GC/s", "of reference (mean)", "vs kfake"}, rows)
-	printRawTargets(done, refs, cfg.inflight)
+	printRawTargets(done, refs, cfg.inflight, sendfileMeasure)
 	return nil
 }
 
 // printRawTargets sets the figures beside the throughput targets Shale
 // aims for on this machine.
-func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int) {
+func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, sendfileRef *rawMeasure) {
 	find := func(name string) *rawMeasure {
 		for i := range done {
 			if done[i].name == name {
@@ -273,6 +310,14 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int) 
 		b, c := msPerMB(f.brokerCPU, f.res.bytes), msPerMB(f.clientCPU, f.res.bytes)
 		lines = append(lines, fmt.Sprintf("fetch: %.0f MB/s (target >= 3000), %.0f%% of loopback TCP (%.0f MB/s); %.2f broker + %.2f client CPU ms/MB against loopback's %.2f for both ends",
 			f.res.mbps(), 100*f.res.mbps()*1e6/refs["loopback"], refs["loopback"]/1e6, b, c, refs["loopback CPU"]))
+		if s := sendfileRef; s != nil {
+			// The same requests answered by a server doing nothing
+			// but sendfile of a page-cached file: what a
+			// sendfile-based broker can reach here, with the client
+			// beside it on the same cores.
+			lines = append(lines, fmt.Sprintf("fetch: %.0f%% of the same-run sendfile reference (%.0f MB/s, %.2f server + %.2f client CPU ms/MB; %.0f%% of loopback TCP)",
+				100*f.res.mbps()/s.res.mbps(), s.res.mbps(), msPerMB(s.brokerCPU, s.res.bytes), msPerMB(s.clientCPU, s.res.bytes), 100*s.res.mbps()*1e6/refs["loopback"]))
+		}
 	}
 	for _, l := range lines {
 		fmt.Println("  " + l)

@@ -91,15 +91,18 @@ func produceFrame(topic string, partition int32, acks int16, batch []byte) []byt
 	return rawFormatter.AppendRequest(nil, req, 0)
 }
 
-// fetchFrame is a pre-encoded Fetch request for one partition whose
-// correlation id and fetch offset are patched before each send.
+// fetchFrame is a pre-encoded Fetch request for some partitions of a topic
+// whose correlation id and fetch offsets are patched before each send.
 type fetchFrame struct {
 	frame    []byte
-	offsetAt int // where the partition's fetch offset sits in frame
+	offsetAt []int // where each partition's fetch offset sits in frame
 }
 
-func newFetchFrame(topic string, partition int32, maxBytes int32) (*fetchFrame, error) {
-	enc := func(offset int64) []byte {
+// newFetchFrame encodes a Fetch of partitions, each up to partitionMax
+// bytes, up to maxBytes in all (a Kafka consumer's max.partition.fetch.bytes
+// and fetch.max.bytes).
+func newFetchFrame(topic string, partitions []int32, partitionMax, maxBytes int32) (*fetchFrame, error) {
+	enc := func(moved int) []byte {
 		req := kmsg.NewPtrFetchRequest()
 		req.Version = rawFetchVersion
 		req.ReplicaID = -1
@@ -107,31 +110,44 @@ func newFetchFrame(topic string, partition int32, maxBytes int32) (*fetchFrame, 
 		req.MinBytes = 1
 		req.MaxBytes = maxBytes
 		req.SessionEpoch = -1
-		p := kmsg.NewFetchRequestTopicPartition()
-		p.Partition = partition
-		p.FetchOffset = offset
-		p.PartitionMaxBytes = maxBytes
 		t := kmsg.NewFetchRequestTopic()
 		t.Topic = topic
-		t.Partitions = append(t.Partitions, p)
+		for i, partition := range partitions {
+			p := kmsg.NewFetchRequestTopicPartition()
+			p.Partition = partition
+			if i == moved {
+				p.FetchOffset = -1
+			}
+			p.PartitionMaxBytes = partitionMax
+			t.Partitions = append(t.Partitions, p)
+		}
 		req.Topics = append(req.Topics, t)
 		return rawFormatter.AppendRequest(nil, req, 0)
 	}
-	// The offset is where two encodings with different offsets differ.
-	a, b := enc(0), enc(-1)
-	for i := range a {
-		if a[i] != b[i] {
-			if i+8 > len(a) {
+	// A partition's offset is where the encoding with its offset moved
+	// differs from the one with every offset 0.
+	a := enc(-1)
+	f := &fetchFrame{frame: a}
+	for k := range partitions {
+		b := enc(k)
+		at := -1
+		for i := range a {
+			if a[i] != b[i] {
+				at = i
 				break
 			}
-			return &fetchFrame{frame: a, offsetAt: i}, nil
 		}
+		if at < 0 || at+8 > len(a) {
+			return nil, errors.New("fetch offset not found in the encoded request")
+		}
+		f.offsetAt = append(f.offsetAt, at)
 	}
-	return nil, errors.New("fetch offset not found in the encoded request")
+	return f, nil
 }
 
-func (f *fetchFrame) setOffset(off int64) {
-	binary.BigEndian.PutUint64(f.frame[f.offsetAt:], uint64(off))
+// setOffset sets the fetch offset of the k-th partition of the request.
+func (f *fetchFrame) setOffset(k int, off int64) {
+	binary.BigEndian.PutUint64(f.frame[f.offsetAt[k]:], uint64(off))
 }
 
 func setCorrelationID(frame []byte, id int32) {

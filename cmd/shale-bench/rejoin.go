@@ -285,7 +285,7 @@ func (c *failoverCluster) readFromLeaders(ends []int64) (int64, time.Duration, e
 // A fetch that finds nothing yet (a new leader's high watermark still
 // below end) waits in the broker and is asked again.
 func readPartition(addr, topic string, partition int32, end int64) (bytes, records int64, err error) {
-	ff, err := newFetchFrame(topic, partition, 1<<20)
+	ff, err := newFetchFrame(topic, []int32{partition}, 1<<20, 1<<20)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -300,7 +300,7 @@ func readPartition(addr, topic string, partition int32, end int64) (bytes, recor
 	var off int64
 	for corr := int32(0); off < end; corr++ {
 		setCorrelationID(ff.frame, corr)
-		ff.setOffset(off)
+		ff.setOffset(0, off)
 		if _, err := conn.Write(ff.frame); err != nil {
 			return bytes, records, err
 		}

@@ -503,7 +503,7 @@ func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, er
 // ceiling reads its chunks into a buffer: what it measures is the broker
 // and the store, not a client decoding records.
 func rawReplay(ctx context.Context, addr, topic string, end int64) (time.Duration, error) {
-	ff, err := newFetchFrame(topic, 0, tierFetchBytes)
+	ff, err := newFetchFrame(topic, []int32{0}, tierFetchBytes, tierFetchBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -520,7 +520,7 @@ func rawReplay(ctx context.Context, addr, topic string, end int64) (time.Duratio
 	start := time.Now()
 	for corr, next := int32(0), int64(0); next < end; corr++ {
 		setCorrelationID(ff.frame, corr)
-		ff.setOffset(next)
+		ff.setOffset(0, next)
 		if _, err := c.Write(ff.frame); err != nil {
 			return 0, err
 		}

@@ -325,7 +325,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 // from offset from until ctx ends, going back to offset 0 at end. It
 // returns where it stopped and the bytes of whole batches read.
 func replayLoop(ctx context.Context, addr, topic string, from, end int64) (int64, int64, error) {
-	ff, err := newFetchFrame(topic, 0, tierFetchBytes)
+	ff, err := newFetchFrame(topic, []int32{0}, tierFetchBytes, tierFetchBytes)
 	if err != nil {
 		return from, 0, err
 	}
@@ -344,7 +344,7 @@ func replayLoop(ctx context.Context, addr, topic string, from, end int64) (int64
 			next = 0
 		}
 		setCorrelationID(ff.frame, corr)
-		ff.setOffset(next)
+		ff.setOffset(0, next)
 		if _, err := c.Write(ff.frame); err != nil {
 			return next, moved, errors.Join(ctx.Err(), err)
 		}
