@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -283,4 +284,39 @@ func BenchmarkFsyncAfterUnsyncedAppends(b *testing.B) {
 			b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "ms/fsync")
 		})
 	}
+}
+
+// BenchmarkRoll rolls 4 MiB segments back to back, so each roll meets the
+// background flush of the one before (its fsync and recovery-point
+// write): the log's lock is held for the whole roll, appends waiting. It
+// reports the rolls' median, p90 and longest times.
+func BenchmarkRoll(b *testing.B) {
+	l := benchLog(b, Config{SegmentBytes: 8 << 20})
+	bt := batch(16, 1000, 1)
+	var times []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for l.active().size.Load() < 4<<20 {
+			if _, err := l.AppendAsLeader(bt, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := l.Roll(); err != nil {
+			b.Fatal(err)
+		}
+		times = append(times, time.Since(start))
+		if i%16 == 15 {
+			b.StopTimer()
+			l.ApplyRetention(time.Now())
+			b.StartTimer()
+		}
+	}
+	slices.Sort(times)
+	q := func(f float64) float64 { return float64(times[int(f*float64(len(times)-1))].Microseconds()) }
+	b.ReportMetric(q(0.5), "p50-us")
+	b.ReportMetric(q(0.9), "p90-us")
+	b.ReportMetric(q(1), "max-us")
 }

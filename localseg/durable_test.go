@@ -777,3 +777,110 @@ func TestWaiterForRecordsAppendedAfterATruncationIsSynced(t *testing.T) {
 		t.Fatalf("recovery point %d, want at least %d", rp, end)
 	}
 }
+
+// rpGateFS holds the next fsync of the recovery-point file's temporary.
+type rpGateFS struct {
+	vfs.FS
+	mu         sync.Mutex
+	gate, held chan struct{}
+}
+
+func (g *rpGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || filepath.Base(name) != recoveryPointFile+".tmp" {
+		return f, err
+	}
+	return &rpGateFile{File: f, g: g}, nil
+}
+
+type rpGateFile struct {
+	vfs.File
+	g *rpGateFS
+}
+
+func (f *rpGateFile) Sync() error {
+	f.g.mu.Lock()
+	gate, held := f.g.gate, f.g.held
+	f.g.gate = nil
+	f.g.mu.Unlock()
+	if gate != nil {
+		close(held)
+		<-gate
+	}
+	return f.File.Sync()
+}
+
+// A sealed segment's background flush writes the recovery-point file
+// without holding rp: while that write's fsync hangs, rolls (which read rp
+// under the log's lock, appends waiting behind them), the group commit and
+// RecoveryPoint go on. A truncation meanwhile waits for the write, then
+// lowers the point: the file never ends above it.
+func TestRecoveryPointWriteHoldsNoRollOrTruncationBack(t *testing.T) {
+	gate := make(chan struct{})
+	g := &rpGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	dir := t.TempDir()
+	l, err := Open(dir, Config{SegmentBytes: 4 << 10}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	for held := false; !held; {
+		select {
+		case <-g.held:
+			held = true
+		default:
+			if _, err := l.AppendAsLeader(batch(1, 1000, 0), 0); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// A sealed segment's flush now holds the recovery-point write.
+	done := make(chan error, 1)
+	go func() {
+		for range 20 { // several rolls
+			res, err := l.AppendAsLeader(batch(1, 1000, 0), 0)
+			if err == nil {
+				err = waitDurable(l, res.LastOffset+1)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- l.Roll()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("rolls and durable appends wait for a recovery-point write")
+	}
+	if rp, end := l.RecoveryPoint(), l.LogEndOffset(); rp != end {
+		t.Fatalf("recovery point %d beside a log end of %d after durable appends", rp, end)
+	}
+	// A truncation waits for the write in flight, then lowers the point
+	// and the file.
+	truncated := make(chan error, 1)
+	go func() { truncated <- l.TruncateTo(3) }()
+	select {
+	case err := <-truncated:
+		t.Fatalf("truncation done (%v) while a recovery-point write was in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if err := <-truncated; err != nil {
+		t.Fatal(err)
+	}
+	l.flushes.Wait()
+	if rp := l.RecoveryPoint(); rp > 3 {
+		t.Fatalf("recovery point %d after a truncation to 3", rp)
+	}
+	if got := l.readOffsetCheckpoint(recoveryPointFile, "recovery-point"); got > 3 {
+		t.Fatalf("recovery-point file at %d after a truncation to 3", got)
+	}
+}

@@ -117,13 +117,21 @@ type Log struct {
 	// storage (and so are the indexes of the sealed segments below it).
 	// The checkpoint file may lag (persisted): the group commit moves the
 	// point without writing the file, and recovery scans from the file's.
+	// rp is held only to read or set these fields, never across a file
+	// write: rolls and the group commit read them under mu or on the
+	// produce path.
 	rp struct {
 		sync.Mutex
 		point     int64
 		persisted int64
 		gen       int64 // bumped by truncation: stale background flushes give up
 	}
-	hw struct {
+	// rpFile serializes the writers of the recovery-point file, held
+	// from their check of rp.gen to their update of rp.persisted: a
+	// raise cannot write a stale point after a truncation lowered it.
+	// Lock order: mu, then rpFile, then rp.
+	rpFile sync.Mutex
+	hw     struct {
 		sync.Mutex
 		hwState
 	}
@@ -1038,20 +1046,30 @@ func (l *Log) setRecoveryPoint(off, gen int64) error {
 	return err
 }
 
+// raiseRecoveryPoint writes the checkpoint file with rpFile held and rp
+// free: its fsyncs can take long on a busy disk, and rp is taken on the
+// produce path (the group commit) and by rolls. Only writers of the file
+// change rp.gen and rp.persisted (under rpFile and rp both), so what was
+// checked stays true until the write is done; rp.point may move forward
+// meanwhile (the group commit), never back (a truncation lowers it with
+// rpFile).
 func (l *Log) raiseRecoveryPoint(off, gen int64) (raised bool, err error) {
+	l.rpFile.Lock()
+	defer l.rpFile.Unlock()
 	l.rp.Lock()
-	defer l.rp.Unlock()
-	if gen != l.rp.gen {
-		return false, nil
-	}
+	stale := gen != l.rp.gen
 	off = max(off, l.rp.point)
-	if off <= l.rp.persisted {
+	persisted := l.rp.persisted
+	l.rp.Unlock()
+	if stale || off <= persisted {
 		return false, nil
 	}
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
 		return false, fmt.Errorf("localseg: writing the recovery point: %w", err)
 	}
-	l.rp.point, l.rp.persisted = off, off
+	l.rp.Lock()
+	l.rp.point, l.rp.persisted = max(l.rp.point, off), off
+	l.rp.Unlock()
 	return true, nil
 }
 
@@ -1060,16 +1078,22 @@ func (l *Log) raiseRecoveryPoint(off, gen int64) (raised bool, err error) {
 // background flushes give up. Requires mu.
 func (l *Log) lowerRecoveryPointLocked(off int64) error {
 	defer l.sync.recoveryPointLowered(off)
+	l.rpFile.Lock()
+	defer l.rpFile.Unlock()
 	l.rp.Lock()
-	defer l.rp.Unlock()
 	l.rp.gen++
-	if off < l.rp.persisted {
-		if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
-			return fmt.Errorf("localseg: writing the recovery point: %w", err)
-		}
-		l.rp.persisted = off
-	}
 	l.rp.point = min(l.rp.point, off)
+	lower := off < l.rp.persisted
+	l.rp.Unlock()
+	if !lower {
+		return nil
+	}
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, recoveryPointFile), encodeOffsetCheckpoint("recovery-point", off)); err != nil {
+		return fmt.Errorf("localseg: writing the recovery point: %w", err)
+	}
+	l.rp.Lock()
+	l.rp.persisted = off
+	l.rp.Unlock()
 	return nil
 }
 
