@@ -884,3 +884,136 @@ func TestRecoveryPointWriteHoldsNoRollOrTruncationBack(t *testing.T) {
 		t.Fatalf("recovery-point file at %d after a truncation to 3", got)
 	}
 }
+
+// openGateFS holds the creation of the next file whose name ends with
+// suffix.
+type openGateFS struct {
+	vfs.FS
+	suffix     string
+	mu         sync.Mutex
+	gate, held chan struct{}
+}
+
+func (g *openGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	if strings.HasSuffix(name, g.suffix) {
+		g.mu.Lock()
+		gate, held := g.gate, g.held
+		g.gate = nil
+		g.mu.Unlock()
+		if gate != nil {
+			close(held)
+			<-gate
+		}
+	}
+	return g.FS.OpenFile(name, flag, perm)
+}
+
+// A roll leaves the sealed segment's index files and the producer
+// snapshot at its end to the segment's background flush: while their
+// writing hangs, appends and further rolls go on, the indexes are read
+// from memory, and OpenSealed (which ships the snapshot) and a truncation
+// wait for them. The files are there after, and the log reopens whole.
+func TestRollLeavesItsFileWritesToTheFlush(t *testing.T) {
+	gate := make(chan struct{})
+	g := &openGateFS{FS: vfs.OSFS{}, suffix: ".index.tmp", gate: gate, held: make(chan struct{})}
+	dir := t.TempDir()
+	l, err := Open(dir, Config{SegmentBytes: 4 << 10}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { l.Close() }()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	seq := int32(0)
+	appendOne := func() error {
+		_, err := l.AppendAsLeader(idemBatch(7, 0, seq, 4), 0)
+		seq += 4
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Append until the first sealed segment's flush holds its
+		// index write, then roll several times more.
+		for held := false; !held; {
+			select {
+			case <-g.held:
+				held = true
+			default:
+				if err := appendOne(); err != nil {
+					done <- err
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		for range 20 {
+			if err := appendOne(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- l.Roll()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("appends and rolls wait for a sealed segment's file writes")
+	}
+	first := l.Segments()[0]
+	// Its records read (the indexes are in memory).
+	if rng, err := l.Read(first.BaseOffset, 1<<20, first.NextOffset, true); err != nil || rng.Len() == 0 {
+		t.Fatalf("reading the sealed segment: %v (%d bytes)", err, rng.Len())
+	} else {
+		rng.Release()
+	}
+	opened := make(chan *SealedSegment, 1)
+	go func() {
+		ss, err := l.OpenSealed(first.BaseOffset)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- ss
+	}()
+	select {
+	case <-opened:
+		t.Fatal("a sealed segment opened for upload before its producer snapshot was written")
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	ss := <-opened
+	if ss == nil {
+		t.FailNow()
+	}
+	if len(ss.ProducerSnapshot) == 0 {
+		t.Fatal("the sealed segment was opened without its producer snapshot")
+	}
+	ss.Close()
+	if err := l.TruncateTo(first.NextOffset + 4); err != nil {
+		t.Fatal(err)
+	}
+	end := l.LogEndOffset()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{segmentName(first.BaseOffset, ".index"), segmentName(first.BaseOffset, ".timeindex"), segmentName(first.NextOffset, snapshotExt)} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("after the roll: %v", err)
+		}
+	}
+	l, err = Open(dir, Config{SegmentBytes: 4 << 10}, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.LogEndOffset(); got != end {
+		t.Fatalf("log end %d after reopening, want %d", got, end)
+	}
+	// The producer state was rebuilt to the truncation: the producer goes
+	// on from the sequence after its last kept batch.
+	if _, err := l.AppendAsLeader(idemBatch(7, 0, int32(end), 4), 0); err != nil {
+		t.Fatalf("appending the producer's next batch after reopening: %v", err)
+	}
+	l.Close()
+}

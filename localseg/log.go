@@ -1013,6 +1013,7 @@ func (l *Log) syncSegment(s *segment) error {
 		return fmt.Errorf("localseg: flushing %s: %w", s.path(".log"), err)
 	}
 	if !s.isActive() {
+		s.waitRollFiles()
 		for _, ext := range []string{".index", ".timeindex"} {
 			if err := syncPath(l.fs, s.path(ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("localseg: flushing %s: %w", s.path(ext), err)
@@ -1133,30 +1134,67 @@ func (l *Log) rollLocked(base int64) error {
 		l.deleteSegmentsLocked([]*segment{old})
 		return nil
 	}
-	idx, tidx := l.sealIndexes(old)
-	if err := writeFileNoSync(l.fs, old.path(".index"), encodeOffsetIndex(idx)); err != nil {
-		return fmt.Errorf("localseg: writing index: %w", err)
-	}
-	if err := writeFileNoSync(l.fs, old.path(".timeindex"), encodeTimeIndex(tidx)); err != nil {
-		return fmt.Errorf("localseg: writing time index: %w", err)
-	}
 	next, err := l.newSegment(base)
 	if err != nil {
 		return err
 	}
+	idx, tidx := l.sealIndexes(old)
+	// The sealed segment's index files and a producer snapshot at the
+	// new base (recovery and truncation replay from the newest one at or
+	// below where they start, and tiering ships it with the sealed
+	// segment) are encoded here and written by the background flush,
+	// before its fsyncs: the file system's metadata work (creates and
+	// renames wait behind other writers' journal commits) stays out of
+	// the lock that appends wait for. Their readers wait for them
+	// (rollFiles); until then the indexes are read from memory.
+	files := rollFiles{
+		index:     encodeOffsetIndex(idx),
+		timeIndex: encodeTimeIndex(tidx),
+		snapshot:  l.mu.producers.encode(),
+		done:      make(chan struct{}),
+	}
+	old.rollFiles.Store(&files.done)
 	list := append(append([]*segment(nil), segs...), next)
 	l.setSegments(list)
 	l.fc.seal(old, idx, tidx)
 	old.w = nil
-	// A producer snapshot at the new base: recovery and truncation
-	// replay from the newest one at or below where they start, and
-	// tiering ships it with the sealed segment.
-	if err := l.writeSnapshotLocked(base, false); err != nil {
-		l.log.Warn("writing a producer snapshot", "dir", l.dir, "err", err)
-	}
-	l.flushSealedLocked(old, base)
+	l.flushSealedLocked(old, base, &files)
 	l.notifySealed(old)
 	return nil
+}
+
+// rollFiles are the files a roll leaves to its background flush to write:
+// the sealed segment's indexes and the producer snapshot at its end.
+type rollFiles struct {
+	index, timeIndex, snapshot []byte
+	done                       chan struct{} // closed once written (or failed)
+}
+
+// write writes the files of the roll that sealed s, without fsync (the
+// flush syncs them next). An index that cannot be written fails the
+// flush: the recovery point must not pass a segment whose indexes are not
+// on stable storage. A snapshot that cannot be written is only logged, as
+// recovery replays from an older one. The caller closes done after it,
+// whatever happened.
+func (f *rollFiles) write(l *Log, s *segment, snapshotAt int64) error {
+	if err := writeFileNoSync(l.fs, s.path(".index"), f.index); err != nil {
+		return fmt.Errorf("writing index: %w", err)
+	}
+	if err := writeFileNoSync(l.fs, s.path(".timeindex"), f.timeIndex); err != nil {
+		return fmt.Errorf("writing time index: %w", err)
+	}
+	if err := writeFileNoSync(l.fs, l.snapshotPath(snapshotAt), f.snapshot); err != nil {
+		l.log.Warn("writing a producer snapshot", "dir", l.dir, "err", err)
+	}
+	return nil
+}
+
+// waitRollFiles waits until the files of every roll are written. Requires
+// mu (no roll starts meanwhile).
+func (l *Log) waitRollFiles() {
+	for _, s := range l.segments() {
+		s.waitRollFiles()
+	}
 }
 
 // sealIndexes returns the final indexes of an active segment: the live
@@ -1170,11 +1208,11 @@ func (l *Log) sealIndexes(s *segment) ([]indexEntry, []timeEntry) {
 	return idx, tidx
 }
 
-// flushSealedLocked fsyncs a just-sealed segment (and the producer
-// snapshot taken at snapshotAt) in the background. The recovery point moves
-// past it once it and every segment sealed before it are synced. Requires
-// mu.
-func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
+// flushSealedLocked writes the files of the roll that sealed s (files)
+// and fsyncs the segment, they and the producer snapshot taken at
+// snapshotAt, in the background. The recovery point moves past it once it
+// and every segment sealed before it are synced. Requires mu.
+func (l *Log) flushSealedLocked(s *segment, snapshotAt int64, files *rollFiles) {
 	l.rp.Lock()
 	gen := l.rp.gen
 	l.rp.Unlock()
@@ -1188,6 +1226,10 @@ func (l *Log) flushSealedLocked(s *segment, snapshotAt int64) {
 		defer l.flushes.Done()
 		defer close(t.done)
 		err := l.Offline()
+		if err == nil {
+			err = files.write(l, s, snapshotAt)
+		}
+		close(files.done)
 		if err == nil {
 			err = l.syncSegment(s)
 		}
@@ -1545,6 +1587,7 @@ func (l *Log) Discard() {
 		l.stopWriting()
 		l.lockDrained()
 		l.writeBacks.Wait()
+		l.waitRollFiles() // no file is created after the caller removes the directory
 		l.retireAll()
 		l.mu.Unlock()
 		l.sync.stop(ErrClosed)

@@ -246,6 +246,7 @@ func TestRollsOnSegmentBytesAndReadsNeverSpanSegments(t *testing.T) {
 	if got := h.readAll(0); len(got) != 10 {
 		t.Fatalf("%d batches", len(got))
 	}
+	h.log.waitRollFiles() // written by the rolls' background flushes
 	for _, ext := range []string{".index", ".timeindex"} {
 		if _, err := os.Stat(filepath.Join(h.dir, segmentName(0, ext))); err != nil {
 			t.Fatalf("sealed segment has no %s: %v", ext, err)

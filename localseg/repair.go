@@ -144,6 +144,7 @@ func checkReplacement(batches []byte, from, to, n int64) error {
 // same batch there. An index that is missing or does not check out says
 // nothing (the length and offset checks still apply).
 func (l *Log) checkAgainstIndex(s *segment, batches []byte, from, to int64) error {
+	s.waitRollFiles()
 	idx, err := readOffsetIndexFile(l.fs, s.path(".index"), s.size.Load())
 	if err != nil {
 		return nil

@@ -89,6 +89,7 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 	for _, s := range segs {
 		s.w = nil
 		l.fc.retire(s)
+		s.waitRollFiles()
 		for _, ext := range []string{".log", ".index", ".timeindex"} {
 			p := s.path(ext)
 			if err := l.fs.Rename(p, p+deletedExt); err != nil {

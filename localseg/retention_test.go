@@ -139,7 +139,9 @@ func TestSnapshotsGoWithTheirSegments(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Segments at 0..4, snapshots at 1..4.
+	// Segments at 0..4, snapshots at 1..4 (once the rolls' background
+	// flushes wrote them).
+	h.log.waitRollFiles()
 	if got := h.log.snapshotOffsets(); len(got) != 4 || got[0] != 1 {
 		t.Fatalf("snapshots %v", got)
 	}

@@ -63,6 +63,11 @@ type segment struct {
 	// damage is what a scan found in this sealed segment after a read met
 	// a corrupt batch (nil: not scanned). Guarded by loadMu.
 	damage *[]Damage
+	// rollFiles, set by the roll that sealed the segment, is closed once
+	// the files that roll writes in the background (the segment's index
+	// files and the producer snapshot at its end) are written: whoever
+	// reads, syncs, renames or removes them waits for it (waitRollFiles).
+	rollFiles atomic.Pointer[chan struct{}]
 
 	// Guarded by FileCache.mu: the open handle and loaded indexes.
 	cache  cacheState
@@ -137,11 +142,20 @@ func (s *segment) indexesLocked() ([]indexEntry, []timeEntry) {
 	return s.idx, s.tidx
 }
 
+// waitRollFiles waits until the files of the roll that sealed s are
+// written (at once when s was not sealed by a roll of this process).
+func (s *segment) waitRollFiles() {
+	if ch := s.rollFiles.Load(); ch != nil {
+		<-*ch
+	}
+}
+
 // readIndexes reads a sealed segment's index files, rebuilding them from
 // the segment when they are missing or do not check out (and rewriting
 // them, best effort). It refreshes the segment's max timestamp from the
 // verified time index.
 func (s *segment) readIndexes(f File) ([]indexEntry, []timeEntry, error) {
+	s.waitRollFiles()
 	size := s.size.Load()
 	idx, err1 := readOffsetIndexFile(s.fs, s.path(".index"), size)
 	tidx, err2 := readTimeIndexFile(s.fs, s.path(".timeindex"), size)

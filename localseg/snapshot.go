@@ -51,6 +51,10 @@ func (l *Log) writeSnapshotLocked(offset int64, sync bool) error {
 }
 
 // deleteSnapshotsWhere removes the snapshots whose offsets match.
+//
+// A roll's background flush may still be writing the snapshot at the
+// active segment's base (rollFiles): a caller whose match can take that
+// offset waits for it first (the truncations do; retention's never can).
 func (l *Log) deleteSnapshotsWhere(match func(off int64) bool) {
 	for _, off := range l.snapshotOffsets() {
 		if match(off) {
@@ -64,7 +68,8 @@ func (l *Log) deleteSnapshotsWhere(match func(off int64) bool) {
 // rebuildProducersLocked restores the producer state as of end: the newest
 // good snapshot at or below end (and not below the first segment), then
 // the batches after it. A bad snapshot is skipped for an older one; with
-// none, every local batch is replayed. Requires mu.
+// none, every local batch is replayed. Requires mu, and no roll's files
+// still being written (the truncations wait for them).
 func (l *Log) rebuildProducersLocked(end int64) error {
 	first := l.segments()[0].base
 	state, from := newProducerState(), first

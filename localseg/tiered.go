@@ -86,6 +86,7 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 		return nil, fmt.Errorf("%w: %d", ErrNotSealed, base)
 	}
 	s := segs[i]
+	s.waitRollFiles() // its producer snapshot
 	f, err := l.fc.acquire(s)
 	if err != nil {
 		if errors.Is(err, errSegmentGone) {

@@ -16,6 +16,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err := l.writableLocked(); err != nil {
 		return err
 	}
+	l.waitRollFiles()
 	if offset >= l.LogEndOffset() {
 		return nil
 	}
@@ -136,6 +137,7 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 	if offset < 0 {
 		return fmt.Errorf("%w: cannot start the log at %d", ErrOffsetOutOfRange, offset)
 	}
+	l.waitRollFiles()
 	if err := l.lowerRecoveryPointLocked(0); err != nil {
 		return err
 	}
