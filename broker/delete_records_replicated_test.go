@@ -50,11 +50,17 @@ func TestDeleteRecordsSurvivesALeaderChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader, epoch, _ := storedState(t, c, topic)
-	brokertest.WaitFor(t, 15*time.Second, "every replica in sync past the deletion", func() (bool, string) {
+	brokertest.WaitFor(t, 15*time.Second, "every replica in sync past the deletion, its log starting at 60", func() (bool, string) {
 		_, _, isr := storedState(t, c, topic)
-		return len(isr) == 3, fmt.Sprintf("isr %v", isr)
+		state := fmt.Sprintf("isr %v, log starts", isr)
+		ok := len(isr) == 3
+		for _, nd := range c.Brokers {
+			start, hosted := nd.B.ReplicaLogStart(topic, 0)
+			state += fmt.Sprintf(" %d", start)
+			ok = ok && hosted && start == 60
+		}
+		return ok, state
 	})
-	time.Sleep(500 * time.Millisecond) // a few follower fetches
 	c.Stop(leader)
 	brokertest.WaitFor(t, 30*time.Second, "a new leader", func() (bool, string) {
 		l, e, isr := storedState(t, c, topic)
