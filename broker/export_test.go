@@ -55,6 +55,20 @@ func (b *Broker) Crash() {
 	b.Close()
 }
 
+// ServesConnFrom reports whether the broker still serves a client
+// connection from addr: false once its reader and writer have returned,
+// with everything they held given back.
+func (b *Broker) ServesConnFrom(addr string) bool {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	for c := range b.conns {
+		if c.nc.RemoteAddr().String() == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // ReplicaLogStart is the log start of this broker's replica of a
 // partition, as its local log holds it (ok false when it hosts none).
 func (b *Broker) ReplicaLogStart(topic string, index int32) (int64, bool) {
