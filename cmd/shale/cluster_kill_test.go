@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -355,10 +357,26 @@ func failoverWorkloadWith(t *testing.T, setup func(p *brokerProc), fault func(t 
 // failoverWorkloadRounds is failoverWorkloadWith applying fault rounds
 // times.
 func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc), fault func(t *testing.T, c *testCluster, round int)) {
+	failoverWorkloadOn(t, workload{rounds: rounds, setup: setup}, fault)
+}
+
+// workload is what failoverWorkloadOn runs: rounds of the fault, setup
+// applied to each broker before it first starts, configs of the topic
+// besides min.insync.replicas=2, and keyBytes of key on each record
+// (padding, so that segments fill).
+type workload struct {
+	rounds   int
+	setup    func(p *brokerProc)
+	configs  map[string]*string
+	keyBytes int
+}
+
+// failoverWorkloadOn is failoverWorkload as w says.
+func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *testCluster, round int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)
-	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
+	procs, seeds := startBrokerProcs(t, etcd.addr, 3, w.setup)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("acked"),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second))
 	if err != nil {
@@ -375,13 +393,20 @@ func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc),
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	minISR := "2"
-	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": &minISR}, "acked"); err != nil {
+	configs := map[string]*string{"min.insync.replicas": ptr("2")}
+	maps.Copy(configs, w.configs)
+	if _, err := adm.CreateTopic(ctx, 1, 3, configs, "acked"); err != nil {
 		t.Fatal(err)
 	}
 
 	c := &testCluster{t: t, ctx: ctx, etcd: etcd, procs: procs, adm: adm}
 	// Produce until told to stop, recording what was acknowledged.
+	var key []byte // null unless padded
+	if w.keyBytes > 0 {
+		// Random bytes: the producer's compression keeps them whole.
+		key = make([]byte, w.keyBytes)
+		rand.NewChaCha8([32]byte{}).Read(key)
+	}
 	stop := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
@@ -392,7 +417,7 @@ func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc),
 				return
 			default:
 			}
-			r := &kgo.Record{Value: []byte(strconv.Itoa(i))}
+			r := &kgo.Record{Key: key, Value: []byte(strconv.Itoa(i))}
 			err := cl.ProduceSync(ctx, r).FirstErr()
 			c.mu.Lock()
 			if err == nil {
@@ -403,7 +428,7 @@ func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc),
 			c.mu.Unlock()
 		}
 	}()
-	for round := 0; round < rounds; round++ {
+	for round := 0; round < w.rounds; round++ {
 		c.waitAcked(c.ackedCount() + 200)
 		fault(t, c, round)
 	}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+// TestSIGKILLOfATieredLeaderLosesNoRecord: three `shale broker` processes
+// on MinIO, an RF=3 topic with 16 KiB segments that keeps about two of
+// them on local disk (local.retention.bytes), under an idempotent acks=all
+// producer. Once the manifest names several segments and every replica has
+// deleted offset 0 from its disk, the leader is killed with SIGKILL
+// mid-stream; another leads and uploads on from the manifest, and the
+// killed broker restarts and rejoins the ISR. Every acknowledged record
+// is read back once, in order, from offset 0, the first of them from the
+// bucket alone (no replica's disk holds them), and the replicas' logs
+// agree from the higher of their log starts.
+func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
+	srv := miniotest.Start(t)
+	const bucket = "tiered-kill"
+	mc := srv.Client()
+	w := workload{
+		rounds: 1,
+		setup: func(p *brokerProc) {
+			p.objectStore, p.env = srv.URL(bucket, "")+"&create_bucket=true", miniotest.Env()
+			// Followers read the manifest, and every replica applies
+			// local retention, at this interval.
+			p.extra = []string{"--retention-check-interval", "200ms"}
+		},
+		configs: map[string]*string{"segment.bytes": ptr("16384"), "local.retention.bytes": ptr("32768"), "file.delete.delay.ms": ptr("1")},
+		// About 700 bytes a record, one to a batch: 23 to a segment.
+		keyBytes: 600,
+	}
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+		trimmed := func() (bool, string) {
+			m, _ := readTierState(t, c.ctx, mc, bucket)
+			starts := localStarts(c.procs, "acked")
+			return len(m.Segments) >= 3 && allPastZero(starts), fmt.Sprintf("%d segments in the manifest, local log starts %v", len(m.Segments), starts)
+		}
+		waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool { ok, _ := trimmed(); return ok })
+		l := c.leader()
+		m, _ := readTierState(t, c.ctx, mc, bucket)
+		_, state := trimmed()
+		c.procs[l].kill(syscall.SIGKILL)
+		start := time.Now()
+		for c.leader() == l {
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.waitAcked(c.ackedCount() + 1)
+		t.Logf("killed leader %d with the manifest ending at %d (%s); another acknowledged after %s", l, m.End(), state, time.Since(start).Round(time.Millisecond))
+		waitUntil(t, "the next leader uploads past the manifest's end at the kill", func() bool {
+			now, _ := readTierState(t, c.ctx, mc, bucket)
+			return now.End() > m.End()
+		})
+		startClusterBroker(t, c.procs[l])
+		c.waitISR(3)
+		// Local retention never moves a log start back: offset 0 stays
+		// in the bucket alone while the records are read from it.
+		starts := localStarts(c.procs, "acked")
+		if !allPastZero(starts) {
+			t.Fatalf("after the restart of broker %d, local log starts %v: offset 0 is on a disk, or a replica holds no log", l, starts)
+		}
+		t.Logf("broker %d restarted and back in the ISR; local log starts %v", l, starts)
+	})
+}
+
+// allPastZero reports whether every log start of starts is past offset 0.
+func allPastZero(starts []int64) bool {
+	return !slices.ContainsFunc(starts, func(s int64) bool { return s <= 0 })
+}
+
+// localStarts lists, for each broker, the base offset of the first local
+// segment of partition 0 of topic (-1 when it holds none).
+func localStarts(procs []*brokerProc, topic string) []int64 {
+	out := make([]int64, len(procs))
+	for i, p := range procs {
+		out[i] = -1
+		files, _ := filepath.Glob(filepath.Join(p.dataDir, "*", topic+"-0", "*.log"))
+		for _, f := range files {
+			base, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64)
+			if err == nil && (out[i] < 0 || base < out[i]) {
+				out[i] = base
+			}
+		}
+	}
+	return out
+}
