@@ -320,3 +320,38 @@ func BenchmarkRoll(b *testing.B) {
 	b.ReportMetric(q(0.9), "p90-us")
 	b.ReportMetric(q(1), "max-us")
 }
+
+// BenchmarkRemoveDeletedSegments deletes four 4 MiB segments per
+// iteration and removes their files once their delay has passed, as
+// ApplyRetention does: it reports the median and longest time to unlink
+// them (the work ApplyRetention does after releasing the log's lock).
+func BenchmarkRemoveDeletedSegments(b *testing.B) {
+	l := benchLog(b, Config{SegmentBytes: 4 << 20})
+	l.SetConfig(Config{SegmentBytes: 4 << 20, FileDeleteDelayMs: 1, RetentionMs: -1, RetentionBytes: -1})
+	bt := batch(16, 1000, 1)
+	var times []time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for l.LogEndOffset()-l.LogStartOffset() < 4*(4<<20)/int64(len(bt))*16 {
+			if _, err := l.AppendAsLeader(bt, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		l.Roll()
+		if err := l.SetLogStartOffset(l.LogEndOffset()); err != nil {
+			b.Fatal(err)
+		}
+		l.ApplyRetention(time.Now())
+		time.Sleep(2 * time.Millisecond)
+		l.mu.Lock()
+		due := l.takeDueLocked(time.Now(), false)
+		l.mu.Unlock()
+		b.StartTimer()
+		start := time.Now()
+		l.removeFiles(due)
+		times = append(times, time.Since(start))
+	}
+	slices.Sort(times)
+	b.ReportMetric(float64(times[len(times)/2].Microseconds()), "p50-us")
+	b.ReportMetric(float64(times[len(times)-1].Microseconds()), "max-us")
+}

@@ -17,12 +17,20 @@ import (
 // file.delete.delay.ms has passed. It returns how many segments it
 // deleted. The log start offset moves to the first remaining segment.
 func (l *Log) ApplyRetention(now time.Time) (int, error) {
+	// The files of deleted segments whose delay has passed are removed
+	// once the lock is released (deferred before its unlock): unlinking
+	// a segment frees its blocks, which can take long on a busy disk,
+	// and appends wait for the lock. Their segments left the list when
+	// they were renamed; a crash meanwhile leaves .deleted files, which
+	// recovery removes.
+	var due []string
+	defer func() { l.removeFiles(due) }()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return 0, err
 	}
-	l.removeDueLocked(now, false)
+	due = l.takeDueLocked(now, false)
 	cfg := &l.mu.cfg
 	nowMs := now.UnixMilli()
 	if act := l.active(); act.size.Load() > 0 && nowMs-act.created > cfg.SegmentMs {
@@ -124,20 +132,34 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 // removeDueLocked removes the .deleted files whose delay has passed (all
 // of them with all). Requires mu.
 func (l *Log) removeDueLocked(now time.Time, all bool) {
+	l.removeFiles(l.takeDueLocked(now, all))
+}
+
+// takeDueLocked takes the .deleted files whose delay has passed (all of
+// them with all) off the pending deletes and returns them. Requires mu.
+func (l *Log) takeDueLocked(now time.Time, all bool) []string {
+	var due []string
 	kept := l.mu.deletes[:0]
 	for _, d := range l.mu.deletes {
 		if !all && now.Before(d.due) {
 			kept = append(kept, d)
 			continue
 		}
-		for _, p := range d.paths {
-			if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				l.log.Warn("removing a deleted segment file", "file", p, "err", err)
-			}
-		}
+		due = append(due, d.paths...)
 	}
 	clear(l.mu.deletes[len(kept):])
 	l.mu.deletes = kept
+	return due
+}
+
+// removeFiles removes files taken off the pending deletes (no lock: no
+// one else names them).
+func (l *Log) removeFiles(paths []string) {
+	for _, p := range paths {
+		if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			l.log.Warn("removing a deleted segment file", "file", p, "err", err)
+		}
+	}
 }
 
 // SetLogStartOffset moves the log start forward (DeleteRecords, and later

@@ -4,8 +4,11 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/shale-log/shale/localseg/vfs"
 )
 
 func dirFiles(t *testing.T, dir, suffix string) []string {
@@ -205,5 +208,84 @@ func TestProducersExpireByTimeOnly(t *testing.T) {
 	h.log.ApplyRetention(h.clock.Now())
 	if _, err := h.log.AppendAsLeader(idemBatch(3, 0, 77, 1), 0); err != nil {
 		t.Fatalf("expired producer: %v", err)
+	}
+}
+
+// removeGateFS holds the next removal of a file whose name ends with
+// suffix.
+type removeGateFS struct {
+	vfs.FS
+	suffix     string
+	mu         sync.Mutex
+	gate, held chan struct{}
+}
+
+func (g *removeGateFS) Remove(name string) error {
+	if strings.HasSuffix(name, g.suffix) {
+		g.mu.Lock()
+		gate, held := g.gate, g.held
+		g.gate = nil
+		g.mu.Unlock()
+		if gate != nil {
+			close(held)
+			<-gate
+		}
+	}
+	return g.FS.Remove(name)
+}
+
+// The files of deleted segments are removed, once their delay has passed,
+// after ApplyRetention releases the log's lock: while an unlink hangs,
+// appends go on. They are all gone when it returns.
+func TestDeletedFilesAreRemovedOutsideTheLock(t *testing.T) {
+	gate := make(chan struct{})
+	g := &removeGateFS{FS: vfs.OSFS{}, suffix: deletedExt, gate: gate, held: make(chan struct{})}
+	h := newHarness(t, Config{SegmentBytes: 4 << 10, FileDeleteDelayMs: 1000, RetentionMs: -1})
+	h.log.Close()
+	h.opts.FS = g
+	h.open()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	for range 20 {
+		h.append(batch(1, 1000, h.clock.Now().UnixMilli()))
+	}
+	if err := h.log.SetLogStartOffset(10); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n == 0 {
+		t.Fatalf("retention deleted %d segments: %v", n, err)
+	}
+	h.clock.advance(2 * time.Second)
+	applied := make(chan error, 1)
+	go func() {
+		_, err := h.log.ApplyRetention(h.clock.Now())
+		applied <- err
+	}()
+	<-g.held
+	appended := make(chan error, 1)
+	go func() {
+		_, err := h.log.AppendAsLeader(batch(1, 1000, h.clock.Now().UnixMilli()), 0)
+		appended <- err
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an append waits for the removal of a deleted segment's files")
+	}
+	release()
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	names, err := os.ReadDir(h.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range names {
+		if strings.HasSuffix(e.Name(), deletedExt) {
+			t.Fatalf("%s left after the delay", e.Name())
+		}
 	}
 }
