@@ -28,6 +28,18 @@ type connWriter struct {
 	hdr [16]byte        // a raw response's header
 	// more holds what writeMore sends before a file range.
 	more []byte
+	// The send in progress, for the callbacks raw.Write takes: each is
+	// made once, in newConnWriter, where a closure made per call (and
+	// the variables it captured) cost allocations on every fetch.
+	// moreBuf and moreErr are writeMore's; sfIn, sfOff, sfLeft,
+	// sfCached and sfErr are sendfile's.
+	moreStep, sendfileStep func(fd uintptr) bool
+	moreBuf                []byte
+	moreErr                error
+	sfIn                   int
+	sfOff, sfLeft          int64
+	sfCached               bool
+	sfErr                  error
 	// timeout: each write must make progress of at least a MiB per
 	// timeout, or the connection is given up (a client that stops
 	// reading cannot hold its responses' memory forever).
@@ -52,6 +64,7 @@ func newConnWriter(nc net.Conn, timeout time.Duration) *connWriter {
 		if _, isTCP := nc.(*net.TCPConn); isTCP {
 			w.raw, _ = sc.SyscallConn()
 			w.more = make([]byte, moreSize)
+			w.moreStep, w.sendfileStep = w.sendMore, w.sendFileRange
 		}
 	}
 	return w
@@ -213,31 +226,36 @@ func (w *connWriter) writeMore(a, b []byte) error {
 	if w.raw == nil || n > len(w.more) || n == 0 {
 		return w.write(a, b)
 	}
-	buf := append(append(w.more[:0], a...), b...)
+	w.moreBuf = append(append(w.more[:0], a...), b...)
+	w.moreErr = nil
 	w.arm(int64(n))
-	var werr error
-	err := w.raw.Write(func(fd uintptr) bool {
-		for len(buf) > 0 {
-			m, err := syscall.SendmsgN(int(fd), buf, nil, nil, syscall.MSG_MORE)
-			if m > 0 {
-				buf = buf[m:]
-			}
-			switch {
-			case err == syscall.EAGAIN:
-				return false
-			case err == syscall.EINTR:
-				continue
-			case err != nil:
-				werr = fmt.Errorf("broker: send: %w", err)
-				return true
-			}
-		}
-		return true
-	})
+	err := w.raw.Write(w.moreStep)
+	w.moreBuf = nil
 	if err != nil {
 		return err
 	}
-	return werr
+	return w.moreErr
+}
+
+// sendMore is writeMore's callback for raw.Write: it sends moreBuf with
+// MSG_MORE, false when the socket is full.
+func (w *connWriter) sendMore(fd uintptr) bool {
+	for len(w.moreBuf) > 0 {
+		m, err := syscall.SendmsgN(int(fd), w.moreBuf, nil, nil, syscall.MSG_MORE)
+		if m > 0 {
+			w.moreBuf = w.moreBuf[m:]
+		}
+		switch {
+		case err == syscall.EAGAIN:
+			return false
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			w.moreErr = fmt.Errorf("broker: send: %w", err)
+			return true
+		}
+	}
+	return true
 }
 
 var errShortFile = errors.New("broker: segment file ended before the range it promised")
@@ -266,38 +284,42 @@ func (w *connWriter) sendfile(rng *localseg.Range) error {
 	if err != nil {
 		return err
 	}
-	send, most := syscall.Sendfile, int64(1<<30)
-	if n >= cachedSendfileMin && pageCached(infd, off, n) {
-		send, most = sendfileCached, 1<<20
-	}
+	w.sfIn, w.sfOff, w.sfLeft, w.sfErr = infd, off, n, nil
+	w.sfCached = n >= cachedSendfileMin && pageCached(infd, off, n)
 	w.arm(n)
-	var werr error
-	err = w.raw.Write(func(fd uintptr) bool {
-		for n > 0 {
-			chunk := min(n, most)
-			written, err := send(int(fd), infd, &off, int(chunk))
-			if written > 0 {
-				n -= int64(written)
-			}
-			switch {
-			case err == syscall.EAGAIN:
-				return false // wait until the socket is writable
-			case err == syscall.EINTR:
-				continue
-			case err != nil:
-				werr = fmt.Errorf("broker: sendfile: %w", err)
-				return true
-			case written == 0:
-				werr = errShortFile
-				return true
-			}
-		}
-		return true
-	})
-	if err != nil {
+	if err := w.raw.Write(w.sendfileStep); err != nil {
 		return err
 	}
-	return werr
+	return w.sfErr
+}
+
+// sendFileRange is sendfile's callback for raw.Write: it sends what is
+// left of the range, false when the socket is full.
+func (w *connWriter) sendFileRange(fd uintptr) bool {
+	send, most := syscall.Sendfile, int64(1<<30)
+	if w.sfCached {
+		send, most = sendfileCached, 1<<20
+	}
+	for w.sfLeft > 0 {
+		chunk := min(w.sfLeft, most)
+		written, err := send(int(fd), w.sfIn, &w.sfOff, int(chunk))
+		if written > 0 {
+			w.sfLeft -= int64(written)
+		}
+		switch {
+		case err == syscall.EAGAIN:
+			return false // wait until the socket is writable
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			w.sfErr = fmt.Errorf("broker: sendfile: %w", err)
+			return true
+		case written == 0:
+			w.sfErr = errShortFile
+			return true
+		}
+	}
+	return true
 }
 
 // cachedSendfileMin is the smallest file range sendfile checks for in the
