@@ -102,6 +102,7 @@ func (p *chunkPool) newChunk(n int64) *chunk {
 	c.refs.Store(1)
 	if !p.pooled(n) {
 		c.data = make([]byte, n)
+		prefault(c.data)
 		return c
 	}
 	c.pool = p
@@ -117,6 +118,7 @@ func (p *chunkPool) newChunk(n int64) *chunk {
 	p.made++
 	p.mu.Unlock()
 	c.data = make([]byte, n, p.size)
+	prefault(c.data[:p.size])
 	return c
 }
 
