@@ -126,6 +126,11 @@ type Log struct {
 		persisted int64
 		gen       int64 // bumped by truncation: stale background flushes give up
 	}
+	// startMu serializes the changes of the log start (retention,
+	// DeleteRecords, truncations), so that retention can write the
+	// log-start checkpoint with mu released. Lock order: startMu, then
+	// mu.
+	startMu sync.Mutex
 	// rpFile serializes the writers of the recovery-point file, held
 	// from their check of rp.gen to their update of rp.persisted: a
 	// raise cannot write a stale point after a truncation lowered it.

@@ -25,6 +25,11 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	// recovery removes.
 	var due []string
 	defer func() { l.removeFiles(due) }()
+	// No other change of the log start (DeleteRecords, truncations) runs
+	// until this one is done: the checkpoint is written with mu released
+	// (see below).
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -74,9 +79,42 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	}
 	doomed := segs[:n]
 	rest := append([]*segment(nil), segs[n:]...)
-	if rest[0].base > l.logStart.Load() {
-		if err := l.setLogStartLocked(rest[0].base); err != nil {
-			return 0, err
+	if start := rest[0].base; start > l.logStart.Load() {
+		if l.dirSynced.Load() < l.dirGen.Load() {
+			// A segment kept may not be in the directory on stable
+			// storage yet (a roll just now): the checkpoint and its
+			// directory fsync, under the lock, make it so before the
+			// others' files go, so a crash cannot leave a log without
+			// it that restarts at a stale start.
+			if err := l.setLogStartLocked(start); err != nil {
+				return 0, err
+			}
+		} else {
+			// The checkpoint, with its fsyncs, is written with mu
+			// released (appends wait for mu, and a busy disk takes
+			// tens of milliseconds). startMu keeps the log start and
+			// the head of the segment list as they are meanwhile
+			// (only this, DeleteRecords and truncations change them);
+			// rolls may add segments at the tail. A crash after the
+			// write and before the deletes leaves segments below the
+			// start, which the next retention deletes.
+			l.mu.Unlock()
+			err := l.writeLogStart(start)
+			l.lockDrained()
+			if err != nil {
+				return 0, err
+			}
+			if err := l.writableLocked(); err != nil {
+				return 0, err
+			}
+			segs = l.segments()
+			if len(segs) <= n || segs[n] != rest[0] {
+				// An empty active segment replaced by a roll past a
+				// gap: the next retention decides again.
+				return 0, nil
+			}
+			rest = append([]*segment(nil), segs[n:]...)
+			l.publishLogStartLocked(start)
 		}
 	}
 	l.setSegments(rest)
@@ -167,6 +205,8 @@ func (l *Log) removeFiles(paths []string) {
 // below it are deleted by the next ApplyRetention. Moving it backwards or
 // past the log end is an ErrOffsetOutOfRange.
 func (l *Log) SetLogStartOffset(offset int64) error {
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -187,9 +227,24 @@ func (l *Log) setLogStartLocked(offset int64) error {
 	if offset == l.logStart.Load() {
 		return nil
 	}
+	if err := l.writeLogStart(offset); err != nil {
+		return err
+	}
+	l.publishLogStartLocked(offset)
+	return nil
+}
+
+// writeLogStart makes offset the log start on stable storage.
+func (l *Log) writeLogStart(offset int64) error {
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, logStartFile), encodeOffsetCheckpoint("log-start-offset", offset)); err != nil {
 		return fmt.Errorf("localseg: writing the log start: %w", err)
 	}
+	return nil
+}
+
+// publishLogStartLocked publishes a log start already on stable storage,
+// and drops the leader epochs wholly below it. Requires mu.
+func (l *Log) publishLogStartLocked(offset int64) {
 	l.logStart.Store(offset)
 	c := l.mu.epochs.clone()
 	if c.truncateFromStart(offset) {
@@ -199,5 +254,4 @@ func (l *Log) setLogStartLocked(offset int64) error {
 			l.setEpochsLocked(c)
 		}
 	}
-	return nil
 }

@@ -3,6 +3,7 @@ package localseg
 import (
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -287,5 +288,110 @@ func TestDeletedFilesAreRemovedOutsideTheLock(t *testing.T) {
 		if strings.HasSuffix(e.Name(), deletedExt) {
 			t.Fatalf("%s left after the delay", e.Name())
 		}
+	}
+}
+
+// syncGateNameFS holds the next fsync of a file with a given name.
+type syncGateNameFS struct {
+	vfs.FS
+	name       string
+	mu         sync.Mutex
+	gate, held chan struct{}
+}
+
+func (g *syncGateNameFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || filepath.Base(name) != g.name {
+		return f, err
+	}
+	return &syncGateNameFile{File: f, g: g}, nil
+}
+
+type syncGateNameFile struct {
+	vfs.File
+	g *syncGateNameFS
+}
+
+func (f *syncGateNameFile) Sync() error {
+	f.g.mu.Lock()
+	gate, held := f.g.gate, f.g.held
+	f.g.gate = nil
+	f.g.mu.Unlock()
+	if gate != nil {
+		close(held)
+		<-gate
+	}
+	return f.File.Sync()
+}
+
+// Retention writes the log-start checkpoint it moves with the log's lock
+// released: while its fsync hangs, appends (and rolls) go on, and a
+// DeleteRecords waits for it. The segments below go once it is written.
+func TestRetentionWritesTheLogStartOutsideTheLock(t *testing.T) {
+	gate := make(chan struct{})
+	g := &syncGateNameFS{FS: vfs.OSFS{}, name: logStartFile + ".tmp", gate: gate, held: make(chan struct{})}
+	h := newHarness(t, Config{SegmentBytes: 4 << 10, RetentionMs: -1, FileDeleteDelayMs: 1})
+	h.log.Close()
+	h.opts.FS = g
+	h.open()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	for range 20 {
+		h.append(batch(1, 1000, h.clock.Now().UnixMilli()))
+	}
+	h.log.flushes.Wait() // the directory holds every segment durably
+	h.log.SetConfig(Config{SegmentBytes: 4 << 10, RetentionMs: -1, RetentionBytes: 8 << 10, FileDeleteDelayMs: 1})
+	applied := make(chan int, 1)
+	go func() {
+		n, err := h.log.ApplyRetention(h.clock.Now())
+		if err != nil {
+			t.Error(err)
+		}
+		applied <- n
+	}()
+	<-g.held
+	appended := make(chan error, 1)
+	go func() {
+		for range 8 { // a roll or two
+			if _, err := h.log.AppendAsLeader(batch(1, 1000, h.clock.Now().UnixMilli()), 0); err != nil {
+				appended <- err
+				return
+			}
+		}
+		appended <- nil
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("appends wait for the log-start checkpoint of retention")
+	}
+	deleted := make(chan error, 1)
+	target := h.log.LogEndOffset() - 1
+	go func() { deleted <- h.log.SetLogStartOffset(target) }()
+	select {
+	case err := <-deleted:
+		t.Fatalf("DeleteRecords done (%v) while retention wrote the log start", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if n := <-applied; n == 0 {
+		t.Fatal("retention deleted nothing")
+	}
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	start, first := h.log.LogStartOffset(), h.log.Segments()[0].BaseOffset
+	if start != target || first == 0 || first > start {
+		t.Fatalf("log start %d (DeleteRecords to %d), first segment at %d", start, target, first)
+	}
+	h.restart()
+	if got := h.log.LogStartOffset(); got != start {
+		t.Fatalf("log start %d after a restart, want %d", got, start)
+	}
+	if got := h.readAll(start); len(got) == 0 || got[len(got)-1].LastOffset() != h.log.LogEndOffset()-1 {
+		t.Fatalf("%d batches from the log start after a restart", len(got))
 	}
 }

@@ -11,6 +11,8 @@ import (
 // from its leader). The batch containing offset goes too, so the log end
 // may land below offset. Producer state and epochs are truncated with it.
 func (l *Log) TruncateTo(offset int64) error {
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -124,6 +126,8 @@ func (l *Log) afterTruncateLocked() error {
 // TruncateFullyAndStartAt empties the log and restarts it at offset (a
 // follower far behind a leader whose log starts past it).
 func (l *Log) TruncateFullyAndStartAt(offset int64) error {
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -188,6 +192,8 @@ func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, produce
 			return fmt.Errorf("localseg: restoring leader epochs: entry %d (%d at %d) out of order", i, e.Epoch, e.StartOffset)
 		}
 	}
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
