@@ -240,7 +240,14 @@ func TestKillNineKeepsAcknowledgedRecords(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	// Killed mid-stream once records are acknowledged (the topic's
+	// auto-creation and the first answers take seconds on a loaded
+	// machine: a fixed time could end with none).
+	waitUntil(t, "records acknowledged before the kill", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 1000
+	})
 	p.stop(syscall.SIGKILL)
 	time.Sleep(300 * time.Millisecond)
 	cancel()
