@@ -1551,7 +1551,7 @@ func (l *Log) close() (err error) {
 	}
 	idx, tidx := l.sealIndexes(act)
 	errs = append(errs,
-		l.writeSnapshotLocked(act.next.Load(), true),
+		l.writeSnapshotLocked(act.next.Load()),
 		writeFileAtomic(l.fs, act.path(".index"), encodeOffsetIndex(idx)),
 		writeFileAtomic(l.fs, act.path(".timeindex"), encodeTimeIndex(tidx)))
 	l.removeDueLocked(time.Time{}, true)

@@ -40,14 +40,10 @@ func (l *Log) snapshotOffsets() []int64 {
 }
 
 // writeSnapshotLocked writes the producer state as of offset (the log
-// end). With sync it is durable on return; without, a background flush or
-// Close makes it so. Requires mu.
-func (l *Log) writeSnapshotLocked(offset int64, sync bool) error {
-	data := l.mu.producers.encode()
-	if sync {
-		return writeFileAtomic(l.fs, l.snapshotPath(offset), data)
-	}
-	return writeFileNoSync(l.fs, l.snapshotPath(offset), data)
+// end), durable on return. (A roll's snapshot is written by its
+// background flush instead: rollFiles.) Requires mu.
+func (l *Log) writeSnapshotLocked(offset int64) error {
+	return writeFileAtomic(l.fs, l.snapshotPath(offset), l.mu.producers.encode())
 }
 
 // deleteSnapshotsWhere removes the snapshots whose offsets match.

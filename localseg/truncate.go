@@ -208,7 +208,7 @@ func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, produce
 	}
 	l.setEpochsLocked(c)
 	l.mu.producers = producers
-	if err := l.writeSnapshotLocked(offset, true); err != nil {
+	if err := l.writeSnapshotLocked(offset); err != nil {
 		return fmt.Errorf("localseg: writing the restored producer snapshot: %w", err)
 	}
 	return nil
