@@ -39,7 +39,7 @@ type fetchTarget struct {
 // error to report, or no wait was asked for; otherwise it parks until an
 // append wakes one of the partitions or MaxWaitMs passes.
 func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
-	plan, code := b.fetchSessions.planFetch(req, fetchClient(r.header.clientID, r.conn.nc.RemoteAddr()))
+	plan, code := b.fetchSessions.planFetch(req, r.conn.fetchClient(r.header.clientID))
 	if code != 0 {
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.ErrorCode = code

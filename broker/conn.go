@@ -69,6 +69,10 @@ type conn struct {
 	// logged (both owned by the reader).
 	clientID      string
 	refusalLogged bool
+	// fetchOwner is fetchClient(fetchOwnerID, the remote address), once
+	// fetchOwnerSet (owned by the reader).
+	fetchOwnerID, fetchOwner string
+	fetchOwnerSet            bool
 	// peer is 1 + the id of the broker this connection authenticated
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.

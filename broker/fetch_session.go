@@ -93,6 +93,17 @@ func fetchClient(clientID string, remote net.Addr) string {
 	return clientID + "@" + host
 }
 
+// fetchClient is fetchClient of the connection's remote address, kept for
+// the last client id seen: formatting the address cost two allocations
+// per fetch. Only the reader calls it (fetches are handled there).
+func (c *conn) fetchClient(clientID string) string {
+	if !c.fetchOwnerSet || clientID != c.fetchOwnerID {
+		c.fetchOwnerID, c.fetchOwner = clientID, fetchClient(clientID, c.nc.RemoteAddr())
+		c.fetchOwnerSet = true
+	}
+	return c.fetchOwner
+}
+
 // randomSessionID is an unguessable positive session id.
 func randomSessionID() int32 {
 	var b [4]byte
