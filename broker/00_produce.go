@@ -167,6 +167,13 @@ type produceCall struct {
 	// request order.
 	parts    []producePart
 	anyError bool
+	// The storage of a request of one topic and one partition, the
+	// common case: the call, its response and its part are then one
+	// allocation.
+	respBuf  kmsg.ProduceResponse
+	topicBuf [1]kmsg.ProduceResponseTopic
+	partBuf  [1]kmsg.ProduceResponseTopicPartition
+	partsBuf [1]producePart
 }
 
 // producePart is one partition's batch of a produce request: validated,
@@ -187,13 +194,24 @@ type producePart struct {
 // validateProduce checks each partition's batch of req, and builds the
 // response with the errors of those refused.
 func validateProduce(b *Broker, r *request, req *kmsg.ProduceRequest) *produceCall {
-	pc := &produceCall{b: b, r: r, req: req, resp: req.ResponseKind().(*kmsg.ProduceResponse)}
+	pc := &produceCall{b: b, r: r, req: req}
+	pc.respBuf = kmsg.NewProduceResponse()
+	pc.respBuf.Version = req.Version
+	pc.resp = &pc.respBuf
+	pc.parts = pc.partsBuf[:0]
+	if len(req.Topics) == 1 {
+		pc.resp.Topics = pc.topicBuf[:0]
+	}
 	now := time.Now()
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := kmsg.NewProduceResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		if len(req.Topics) == 1 && len(rt.Partitions) == 1 {
+			st.Partitions = pc.partBuf[:]
+		} else {
+			st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		}
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
 			sp := &st.Partitions[pi]
@@ -321,10 +339,10 @@ const maxProduceGroup = 32
 // validated requests, and what gives each one's frame back.
 type produceGroup struct {
 	calls   []*produceCall
-	release []func()
+	release []frameHold
 }
 
-func (g *produceGroup) add(pc *produceCall, release func()) {
+func (g *produceGroup) add(pc *produceCall, release frameHold) {
 	g.calls = append(g.calls, pc)
 	g.release = append(g.release, release)
 }
@@ -366,7 +384,7 @@ func (c *conn) endGroup() {
 		if resp := pc.finish(); resp != nil {
 			pc.r.respond(resp)
 		}
-		g.release[i]()
+		c.releaseFrame(g.release[i])
 		p := pc.r.p
 		if c.queued.Load() == 0 {
 			c.sendOrQueue(p)

@@ -114,6 +114,9 @@ type pending struct {
 	// answering goroutine wrote when the socket took only part of it.
 	handoff atomic.Int32
 	sentOff int
+	// req is the request a handler answers p through (in p, to save an
+	// allocation per request).
+	req request
 }
 
 // The states of pending.handoff.
@@ -608,6 +611,24 @@ func (c *conn) releaseBuf(buf []byte, reserved int64) {
 	c.b.requestMemory.release(reserved)
 }
 
+// frameHold is what a handled frame holds until it is given back: its
+// request budget, and its buffer unless the frame was read in place (the
+// frame reader's memory).
+type frameHold struct {
+	frame    []byte
+	reserved int64
+	inPlace  bool
+}
+
+// releaseFrame gives back what fh holds.
+func (c *conn) releaseFrame(fh frameHold) {
+	if fh.inPlace {
+		c.b.requestMemory.release(fh.reserved)
+		return
+	}
+	c.releaseBuf(fh.frame, fh.reserved)
+}
+
 // framePooledAfterHandle: requests whose handlers keep nothing of the
 // frame once they return (Produce appends its batch to the log before
 // returning), so the frame goes back to the pool at once. Other frames are
@@ -621,14 +642,8 @@ var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 // grouped frame (a produce request, groupProduce) is validated and joins
 // the open group.
 func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) error {
-	release := func() {
-		if inPlace {
-			// The frame's memory is the reader's.
-			c.b.requestMemory.release(reserved)
-			return
-		}
-		c.releaseBuf(frame, reserved)
-	}
+	fh := frameHold{frame: frame, reserved: reserved, inPlace: inPlace}
+	release := func() { c.releaseFrame(fh) }
 	h, req, err := decodeRequest(frame)
 	c.clientID = h.clientID
 	if err != nil {
@@ -636,6 +651,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) 
 		return err
 	}
 	p := &pending{header: h, done: make(chan struct{}), start: time.Now()}
+	p.req = request{conn: c, header: h, p: p}
 	if req == nil {
 		release()
 		if h.key != int16(kmsg.ApiVersions) {
@@ -674,7 +690,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) 
 		// Validated now, appended and placed in the response order
 		// when the group ends; in flight until then.
 		c.inflight.Add(1)
-		c.group.add(validateProduce(c.b, &request{conn: c, header: h, p: p}, req.(*kmsg.ProduceRequest)), release)
+		c.group.add(validateProduce(c.b, &p.req, req.(*kmsg.ProduceRequest)), fh)
 		return nil
 	}
 	pooled := framePooledAfterHandle[h.key]
@@ -691,7 +707,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) 
 		release()
 		return c.ctx.Err()
 	}
-	r := &request{conn: c, header: h, p: p}
+	r := &p.req
 	if resp := apis[h.key].handle(c.b, r, req); resp != nil {
 		r.respond(resp)
 	}
@@ -941,13 +957,31 @@ func (p *pending) releaseRaw() {
 // answers with header v0 so that clients can parse it before they know the
 // versions.
 func responseHeaderFlexible(key, version int16) bool {
-	if key == int16(kmsg.ApiVersions) {
+	if key < 0 || int(key) >= len(flexibleFrom) {
 		return false
 	}
-	req := kmsg.RequestForKey(key)
-	if req == nil {
-		return false
-	}
-	req.SetVersion(version)
-	return req.IsFlexible()
+	from := flexibleFrom[key]
+	return from >= 0 && version >= from
 }
+
+// flexibleFrom is, by API key, the first version whose response header is
+// flexible (-1: none), read once from kmsg: asked per response, kmsg
+// allocates a request to answer.
+var flexibleFrom = func() []int16 {
+	var from []int16
+	for key := int16(0); key <= kmsg.MaxKey; key++ {
+		from = append(from, -1)
+		req := kmsg.RequestForKey(key)
+		if req == nil || key == int16(kmsg.ApiVersions) {
+			continue
+		}
+		for v := int16(0); v <= req.MaxVersion(); v++ {
+			req.SetVersion(v)
+			if req.IsFlexible() {
+				from[key] = v
+				break
+			}
+		}
+	}
+	return from
+}()

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // byteBudget bounds the bytes of requests held at once across all
@@ -146,7 +147,7 @@ func getBuf(n int) []byte {
 		return make([]byte, n)
 	}
 	if v := bufPools[c].Get(); v != nil {
-		return (*(v.(*[]byte)))[:n]
+		return unsafe.Slice(v.(*byte), 1<<c)[:n]
 	}
 	return make([]byte, n, 1<<c)
 }
@@ -164,8 +165,10 @@ func putBuf(b []byte) {
 			b[i] = 0xdb
 		}
 	}
-	b = b[: 0 : 1<<c]
-	bufPools[c].Put(&b)
+	// The pool holds the first byte's pointer, which an interface holds
+	// without allocating (a *[]byte would be an allocation per Put), and
+	// which keeps the whole buffer alive.
+	bufPools[c].Put(unsafe.SliceData(b))
 }
 
 // poisonBuffers overwrites buffers as they return to the pools, so that a
