@@ -45,16 +45,29 @@ type connWriter struct {
 	// given up (a client that stops reading cannot hold its responses'
 	// memory forever).
 	timeout time.Duration
+	// deadline is the write deadline set on the connection (zero: none).
+	deadline time.Time
 }
 
-// arm sets the write deadline for sending n bytes: once per response (or
-// batch of responses), before its first write. The writes of a raw
-// response (its bytes between file ranges, each range) are not armed one
-// by one: a deadline set per write cost about 9 SetWriteDeadline calls per
-// fetch of 4 partitions, with the same protection as one for the whole.
+// arm makes sure the write deadline lets n bytes be sent (a response, or
+// a batch of responses written together), before their first write: a
+// timeout per MiB from now, at least. The writes of a raw response (its
+// bytes between file ranges, each range) are not armed one by one. The
+// deadline is moved only when it falls short, and then a quarter of the
+// timeout further, so that a stream of answers moves it a few times per
+// timeout instead of once per answer (each a change of the runtime's
+// timer, under its lock); it is also moved when it lies more than a
+// timeout beyond what n needs, so that the allowance of a large response
+// does not stay with the small ones after it. A response thus gets
+// between its own allowance and a timeout more.
 func (w *connWriter) arm(n int64) {
-	if w.timeout > 0 {
-		w.nc.SetWriteDeadline(time.Now().Add(w.timeout * time.Duration(1+n>>20)))
+	if w.timeout <= 0 {
+		return
+	}
+	want := time.Now().Add(w.timeout * time.Duration(1+n>>20))
+	if w.deadline.Before(want) || w.deadline.After(want.Add(w.timeout)) {
+		w.deadline = want.Add(w.timeout / 4)
+		w.nc.SetWriteDeadline(w.deadline)
 	}
 }
 
