@@ -58,6 +58,7 @@ type SyncScheduler struct {
 		covered int64         // the highest end of a sync started (or done)
 		flights []*syncFlight // started, in start order, outcome not applied yet
 		waiters []durableWaiter
+		due     []dueCall   // taken by fireLocked, run by unlock
 		timer   *time.Timer // flush.ms, armed by the first unflushed append
 		stopped bool
 		// hold: no sync starts while held; expect counts the waiters
@@ -113,7 +114,7 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 		return true
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	// Again under s.mu: a sync of the whole log outside the group commit
 	// (a roll's, a sealed segment's flush) may have moved the recovery
 	// point past offset since the look above, and its waiters are only
@@ -191,7 +192,7 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	err := s.l.syncActive(rp)
 	took := time.Since(start)
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	f.done, f.err = true, err
 	if s.mu.syncDur == 0 {
 		s.mu.syncDur = took
@@ -219,7 +220,7 @@ func (s *SyncScheduler) holdLocked(n int) {
 	gen := s.mu.holdGen
 	end := func() {
 		s.mu.Lock()
-		defer s.mu.Unlock()
+		defer s.unlock()
 		if s.mu.held && s.mu.holdGen == gen {
 			s.mu.held = false
 			s.mu.holdMisses = min(s.mu.holdMisses+1, maxHoldMisses)
@@ -270,7 +271,7 @@ func (s *SyncScheduler) applyLocked() {
 func (s *SyncScheduler) afterAppend(cfg *Config, leo int64) bool {
 	due := cfg.FlushMessages != math.MaxInt64 && leo-s.l.RecoveryPoint() >= cfg.FlushMessages
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.mu.stopped {
 		return false
 	}
@@ -280,7 +281,7 @@ func (s *SyncScheduler) afterAppend(cfg *Config, leo int64) bool {
 	if cfg.FlushMs != math.MaxInt64 && s.mu.timer == nil {
 		s.mu.timer = time.AfterFunc(time.Duration(cfg.FlushMs)*time.Millisecond, func() {
 			s.mu.Lock()
-			defer s.mu.Unlock()
+			defer s.unlock()
 			s.mu.timer = nil
 			if !s.mu.stopped {
 				s.requestLocked(s.l.LogEndOffset())
@@ -297,7 +298,7 @@ func (s *SyncScheduler) afterAppend(cfg *Config, leo int64) bool {
 // recovery point's lock.
 func (s *SyncScheduler) recoveryPointRaised() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	s.fireLocked(nil)
 }
 
@@ -307,21 +308,21 @@ func (s *SyncScheduler) recoveryPointRaised() {
 // sync covered before. Called without the recovery point's lock.
 func (s *SyncScheduler) recoveryPointLowered(off int64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	s.mu.covered = min(s.mu.covered, off)
 }
 
-// fireLocked runs the callbacks the recovery point now covers, and all of
-// them with err when it is not nil. Requires s.mu.
+// fireLocked takes the callbacks the recovery point now covers, and all
+// of them with err when it is not nil, to be run by unlock. Requires s.mu.
 func (s *SyncScheduler) fireLocked(err error) {
 	rp := s.l.RecoveryPoint()
 	kept := s.mu.waiters[:0]
 	for _, w := range s.mu.waiters {
 		switch {
 		case w.offset <= rp:
-			w.fn(nil)
+			s.mu.due = append(s.mu.due, dueCall{w.fn, nil})
 		case err != nil:
-			w.fn(err)
+			s.mu.due = append(s.mu.due, dueCall{w.fn, err})
 		default:
 			kept = append(kept, w)
 		}
@@ -330,10 +331,30 @@ func (s *SyncScheduler) fireLocked(err error) {
 	s.mu.waiters = kept
 }
 
+// dueCall is a callback fireLocked took, and its argument.
+type dueCall struct {
+	fn  func(error)
+	err error
+}
+
+// unlock releases s.mu, then runs the callbacks fireLocked took meanwhile:
+// they answer producers (encoding and queueing a response each), which
+// under s.mu would hold back every append that registers a wait, and the
+// next sync's start. Calls that come through unlock return after their
+// callbacks ran, as when they ran under the lock.
+func (s *SyncScheduler) unlock() {
+	due := s.mu.due
+	s.mu.due = nil
+	s.mu.Unlock()
+	for i := range due {
+		due[i].fn(due[i].err)
+	}
+}
+
 // halt starts no more syncs (Close, before it waits for the running ones).
 func (s *SyncScheduler) halt() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	s.mu.stopped = true
 	s.mu.held = false
 	if s.mu.holdTimer != nil {
@@ -351,7 +372,7 @@ func (s *SyncScheduler) halt() {
 // or ErrClosed.
 func (s *SyncScheduler) stop(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if err == nil {
 		err = ErrClosed
 	}
