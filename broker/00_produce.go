@@ -50,8 +50,10 @@ type waitSlot struct {
 	hw      *hwWait // the registered high watermark wait, until done
 }
 
-// complete records slot i's outcome, answering when it was the last.
-func (w *produceWait) complete(i int, err error) {
+// complete records slot i's outcome, answering when it was the last;
+// gather: its answer is left to the connection's writer, with others
+// released at the same time (respondGathered).
+func (w *produceWait) complete(i int, err error, gather bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	sl := &w.slots[i]
@@ -63,7 +65,7 @@ func (w *produceWait) complete(i int, err error) {
 		w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kafkaError(err)
 	}
 	if w.left--; w.left == 0 {
-		w.answerLocked(sl.durable)
+		w.answerLocked(gather)
 	}
 }
 
@@ -87,8 +89,10 @@ func (w *produceWait) expire() {
 }
 
 // answerLocked sends the response. gather: the last wait done was the
-// log's group commit, which answers a window of requests at once; the
-// connection's writer then writes them together (respondGathered).
+// log's group commit, which answers a window of requests at once, or a
+// move of the high watermark that released others of the connection's
+// requests; the connection's writer then writes them together
+// (respondGathered).
 // Requires mu.
 func (w *produceWait) answerLocked(gather bool) {
 	w.answered = true
@@ -117,15 +121,15 @@ func (w *produceWait) start(timeout time.Duration) {
 	w.mu.Unlock()
 	for i, sl := range w.slots {
 		if sl.durable {
-			if sl.p.log.WhenDurable(sl.offset, func(err error) { w.complete(i, err) }) {
-				w.complete(i, nil)
+			if sl.p.log.WhenDurable(sl.offset, func(err error) { w.complete(i, err, true) }) {
+				w.complete(i, nil, true)
 			}
 			continue
 		}
 		// Replication waits (acks=all with followers in sync).
-		hw, reached, err := sl.p.whenHW(sl.offset, func(err error) { w.complete(i, err) })
+		hw, reached, err := sl.p.whenHWOn(sl.offset, w.r.conn, func(err error, gather bool) { w.complete(i, err, gather) })
 		if reached {
-			w.complete(i, err)
+			w.complete(i, err, false)
 			continue
 		}
 		w.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -180,4 +182,87 @@ func TestOffsetsLogWaitsAsAHighWatermarkCallback(t *testing.T) {
 	if r := <-got; !errors.Is(r.err, group.ErrNotLeader) {
 		t.Fatalf("append whose leadership moved answered (%d, %v), want group.ErrNotLeader", r.off, r.err)
 	}
+}
+
+// Answers one move of the high watermark releases together are written
+// by the connection's writer, in one write and in order, not each by the
+// follower fetch that moved it (as the group commit's are, see
+// TestGatheredAnswersAreWrittenByTheWriter); one released alone while
+// the writer waits for it is written by that fetch.
+func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p := newPartition("hw", [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62, minInsyncReplicas: 1})
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	client, c, writerDone := startWriter(t, 8)
+	var ps []*pending
+	// produce appends a batch and registers its acks=all wait as a
+	// produce request on c whose answer the writer waits for.
+	produce := func(corr int32) int64 {
+		t.Helper()
+		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
+			[]recordbatch.Record{{Value: []byte("v")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _, err := p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, -1, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.wake()
+		h := requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}
+		pe := &pending{header: h, done: make(chan struct{}), start: time.Now(), observed: true}
+		c.inflight.Add(1)
+		c.queued.Add(1)
+		c.queue <- pe
+		ps = append(ps, pe)
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = 9
+		resp.Topics = []kmsg.ProduceResponseTopic{{Topic: "hw", Partitions: []kmsg.ProduceResponseTopicPartition{{Partition: 0, BaseOffset: res.FirstOffset}}}}
+		w := &produceWait{r: &request{conn: c, header: h, p: pe}, resp: resp, slots: []waitSlot{{p: p, offset: res.LastOffset + 1}}}
+		w.start(time.Minute)
+		return res.LastOffset + 1
+	}
+	fetch := func(id int32, offset int64) {
+		t.Helper()
+		if _, err := p.followerFetch(id, 1, offset, 0, 1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writerWaits := func(pe *pending) {
+		for pe.handoff.Load() != handoffWriterWaits {
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	var end int64
+	for corr := int32(1); corr <= 4; corr++ {
+		end = produce(corr)
+	}
+	writerWaits(ps[0])
+	fetch(2, end)
+	fetch(3, end) // moves the high watermark past all four
+	for i, pe := range ps {
+		<-pe.done
+		if got := pe.handoff.Load(); got == handoffWritten {
+			t.Fatalf("answer %d of 4 released together written by the fetch", i+1)
+		}
+	}
+	for corr := int32(1); corr <= 4; corr++ {
+		readAnswer(t, client, corr)
+	}
+
+	end = produce(5)
+	writerWaits(ps[4])
+	fetch(2, end)
+	fetch(3, end)
+	<-ps[4].done
+	if got := ps[4].handoff.Load(); got != handoffWritten {
+		t.Fatalf("an answer released alone, the writer waiting for it: hand-off state %d, want written by the fetch (%d)", got, handoffWritten)
+	}
+	readAnswer(t, client, 5)
+	stopWriter(t, c, writerDone)
 }

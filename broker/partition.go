@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"slices"
@@ -92,7 +93,11 @@ type partition struct {
 // error) or the partition stops being the leader (errNotLeader) first.
 type hwWait struct {
 	offset int64
-	done   func(error)
+	// owner is the connection the wait answers on (nil: none); done's
+	// gather says that the same high watermark move released others of
+	// its connection (see wake).
+	owner *conn
+	done  func(err error, gather bool)
 }
 
 // partitionState is a partition's leadership; never modified once stored.
@@ -262,8 +267,28 @@ func (p *partition) wake() {
 		ready, err = p.takeHWWaitsLocked()
 	}
 	p.mu.Unlock()
+	if len(ready) == 1 {
+		ready[0].done(err, false)
+		return
+	}
+	// Released together, a connection's answers are gathered: its
+	// writer writes them in one system call (respondGathered), in
+	// request order, instead of this goroutine writing each alone, a
+	// system call and a wake-up of the writer each. A lone answer is
+	// written by this goroutine when the writer waits for it alone
+	// (writeAnswer): that saves the writer's wake-up.
+	slices.SortFunc(ready, func(a, b *hwWait) int { return cmp.Compare(a.offset, b.offset) })
+	var per map[*conn]int
 	for _, w := range ready {
-		w.done(err)
+		if w.owner != nil {
+			if per == nil {
+				per = make(map[*conn]int)
+			}
+			per[w.owner]++
+		}
+	}
+	for _, w := range ready {
+		w.done(err, w.owner != nil && per[w.owner] > 1)
 	}
 }
 
@@ -301,6 +326,12 @@ func (p *partition) takeHWWaitsLocked() ([]*hwWait, error) {
 // already so it returns that (reached true) and never calls done;
 // otherwise the returned wait may be given to cancelHW.
 func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached bool, err error) {
+	return p.whenHWOn(offset, nil, func(err error, _ bool) { done(err) })
+}
+
+// whenHWOn is whenHW for a wait that answers on connection owner: done
+// learns whether others of owner's were released with it (see wake).
+func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gather bool)) (w *hwWait, reached bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// A high watermark or leadership change after these loads is
@@ -311,7 +342,7 @@ func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached b
 	if !p.isLeader() {
 		return nil, true, errNotLeader
 	}
-	w = &hwWait{offset: offset, done: done}
+	w = &hwWait{offset: offset, owner: owner, done: done}
 	if len(p.mu.hwWaits) == 0 || offset < p.mu.hwWaitMin {
 		p.mu.hwWaitMin = offset
 	}
