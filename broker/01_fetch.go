@@ -135,7 +135,12 @@ func (op *fetchOp) unwatch(w *waiter) {
 // the session (if any) records what was sent and moves to its next epoch.
 func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	req := op.req
-	parts := make([]fetchPart, len(op.targets))
+	// The parts as read, then (second half) grouped by topic: one
+	// allocation where a slice per topic grown by append cost one per
+	// doubling.
+	n := len(op.targets)
+	partsBuf := make([]fetchPart, 2*n)
+	parts := partsBuf[:n:n]
 	var total int64
 	anyError := false
 	var errCode int16
@@ -193,17 +198,22 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	}
 	// Group by topic in order of first appearance; an incremental
 	// response carries only the partitions with something new.
-	var topics []fetchTopic
+	var topicsBuf [4]fetchTopic
+	topics := topicsBuf[:0]
 	at := map[sessionKey]int{}
-	included := make([]bool, len(op.targets))
+	// topicOf[i] is the index in topics of target i's topic, -1 when
+	// its part is not included.
+	topicOf := make([]int32, n)
 	op.plan.record(func() {
 		for i, t := range op.targets {
-			included[i] = op.plan.include(t.sp, &parts[i])
+			if !op.plan.include(t.sp, &parts[i]) {
+				topicOf[i] = -1
+			}
 		}
 	})
 	for i, t := range op.targets {
 		fp := &parts[i]
-		if !included[i] {
+		if topicOf[i] < 0 {
 			fp.release()
 			continue
 		}
@@ -229,7 +239,18 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			}
 			topics = append(topics, ft)
 		}
-		topics[ti].parts = append(topics[ti].parts, *fp)
+		topicOf[i] = int32(ti)
+		topics[ti].n++
+	}
+	grouped := partsBuf[n:]
+	for ti := range topics {
+		k := topics[ti].n
+		topics[ti].parts, grouped = grouped[:0:k], grouped[k:]
+	}
+	for i, ti := range topicOf {
+		if ti >= 0 {
+			topics[ti].parts = append(topics[ti].parts, parts[i])
+		}
 	}
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.SessionID = op.plan.sessionID()

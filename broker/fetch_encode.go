@@ -16,6 +16,7 @@ type fetchTopic struct {
 	name  string
 	id    [16]byte
 	parts []fetchPart
+	n     int // parts counted while grouping them
 }
 
 type fetchPart struct {
