@@ -480,11 +480,19 @@ func createTopic(addr string, partitions int) error {
 // program again, with -kfake-host), so that its CPU is read apart from the
 // load generator's.
 func startKfake(o options) (*target, error) {
+	return startChild("kfake", "-kfake-host", "-partitions", strconv.Itoa(o.partitions))
+}
+
+// startChild starts this program again with args as the target named
+// name, in a process of its own so that its CPU is read apart from the
+// load generator's. The child prints the address it serves on its first
+// line and exits when its stdin closes.
+func startChild(name string, args ...string) (*target, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-kfake-host", "-partitions", strconv.Itoa(o.partitions))
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -497,7 +505,7 @@ func startKfake(o options) (*target, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	t := &target{name: "kfake", pid: cmd.Process.Pid, close: func() {
+	t := &target{name: name, pid: cmd.Process.Pid, close: func() {
 		stdin.Close() // the child exits when its stdin closes
 		cmd.Wait()
 	}}
@@ -513,7 +521,7 @@ func startKfake(o options) (*target, error) {
 	}
 	if t.addr == "" {
 		t.close()
-		return nil, errors.New("kfake child did not report its address")
+		return nil, fmt.Errorf("%s did not report its address", name)
 	}
 	return t, nil
 }

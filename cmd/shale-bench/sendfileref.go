@@ -8,9 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -34,42 +32,7 @@ const sendfileRefFileBytes = 64 << 20
 // again, with -sendfile-host), its file in dir, made of batches as
 // encodeBatch builds them for recordBytes and batchBytes.
 func startSendfileRef(dir string, recordBytes, batchBytes int) (*target, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "-sendfile-host", dir, "-raw-record-bytes", strconv.Itoa(recordBytes), "-raw-batch-bytes", strconv.Itoa(batchBytes))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	t := &target{name: "sendfile ref", pid: cmd.Process.Pid, close: func() {
-		stdin.Close() // the child exits when its stdin closes
-		cmd.Wait()
-	}}
-	addr := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		addr <- strings.TrimSpace(line)
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case t.addr = <-addr:
-	case <-time.After(30 * time.Second):
-	}
-	if t.addr == "" {
-		t.close()
-		return nil, errors.New("sendfile reference did not report its address")
-	}
-	return t, nil
+	return startChild("sendfile ref", "-sendfile-host", dir, "-raw-record-bytes", strconv.Itoa(recordBytes), "-raw-batch-bytes", strconv.Itoa(batchBytes))
 }
 
 // hostSendfileRef is the child's side: it serves the reference, prints
