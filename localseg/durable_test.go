@@ -154,16 +154,26 @@ func openSegment(fs vfs.FS, name string, flag int, perm os.FileMode, wrap func(v
 	return wrap(f), nil
 }
 
-// syncGateFS counts the fsyncs of segment files and can hold the next one.
+// syncGateFS counts the fsyncs of segment files (or, with name set, of
+// the files of that base name) and can hold the next one.
 type syncGateFS struct {
 	vfs.FS
+	name       string
 	mu         sync.Mutex
 	syncs      int
 	gate, held chan struct{}
 }
 
 func (g *syncGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	return openSegment(g.FS, name, flag, perm, func(f vfs.File) vfs.File { return &syncGateFile{File: f, g: g} })
+	wrap := func(f vfs.File) vfs.File { return &syncGateFile{File: f, g: g} }
+	if g.name == "" {
+		return openSegment(g.FS, name, flag, perm, wrap)
+	}
+	f, err := g.FS.OpenFile(name, flag, perm)
+	if err != nil || filepath.Base(name) != g.name {
+		return f, err
+	}
+	return wrap(f), nil
 }
 
 type syncGateFile struct {
@@ -778,38 +788,6 @@ func TestWaiterForRecordsAppendedAfterATruncationIsSynced(t *testing.T) {
 	}
 }
 
-// rpGateFS holds the next fsync of the recovery-point file's temporary.
-type rpGateFS struct {
-	vfs.FS
-	mu         sync.Mutex
-	gate, held chan struct{}
-}
-
-func (g *rpGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || filepath.Base(name) != recoveryPointFile+".tmp" {
-		return f, err
-	}
-	return &rpGateFile{File: f, g: g}, nil
-}
-
-type rpGateFile struct {
-	vfs.File
-	g *rpGateFS
-}
-
-func (f *rpGateFile) Sync() error {
-	f.g.mu.Lock()
-	gate, held := f.g.gate, f.g.held
-	f.g.gate = nil
-	f.g.mu.Unlock()
-	if gate != nil {
-		close(held)
-		<-gate
-	}
-	return f.File.Sync()
-}
-
 // A sealed segment's background flush writes the recovery-point file
 // without holding rp: while that write's fsync hangs, rolls (which read rp
 // under the log's lock, appends waiting behind them), the group commit and
@@ -817,7 +795,7 @@ func (f *rpGateFile) Sync() error {
 // lowers the point: the file never ends above it.
 func TestRecoveryPointWriteHoldsNoRollOrTruncationBack(t *testing.T) {
 	gate := make(chan struct{})
-	g := &rpGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	g := &syncGateFS{FS: vfs.OSFS{}, name: recoveryPointFile + ".tmp", gate: gate, held: make(chan struct{})}
 	dir := t.TempDir()
 	l, err := Open(dir, Config{SegmentBytes: 4 << 10}, Options{FS: g, Logger: quietLogger()})
 	if err != nil {

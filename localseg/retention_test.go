@@ -3,7 +3,6 @@ package localseg
 import (
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -291,45 +290,12 @@ func TestDeletedFilesAreRemovedOutsideTheLock(t *testing.T) {
 	}
 }
 
-// syncGateNameFS holds the next fsync of a file with a given name.
-type syncGateNameFS struct {
-	vfs.FS
-	name       string
-	mu         sync.Mutex
-	gate, held chan struct{}
-}
-
-func (g *syncGateNameFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := g.FS.OpenFile(name, flag, perm)
-	if err != nil || filepath.Base(name) != g.name {
-		return f, err
-	}
-	return &syncGateNameFile{File: f, g: g}, nil
-}
-
-type syncGateNameFile struct {
-	vfs.File
-	g *syncGateNameFS
-}
-
-func (f *syncGateNameFile) Sync() error {
-	f.g.mu.Lock()
-	gate, held := f.g.gate, f.g.held
-	f.g.gate = nil
-	f.g.mu.Unlock()
-	if gate != nil {
-		close(held)
-		<-gate
-	}
-	return f.File.Sync()
-}
-
 // Retention writes the log-start checkpoint it moves with the log's lock
 // released: while its fsync hangs, appends (and rolls) go on, and a
 // DeleteRecords waits for it. The segments below go once it is written.
 func TestRetentionWritesTheLogStartOutsideTheLock(t *testing.T) {
 	gate := make(chan struct{})
-	g := &syncGateNameFS{FS: vfs.OSFS{}, name: logStartFile + ".tmp", gate: gate, held: make(chan struct{})}
+	g := &syncGateFS{FS: vfs.OSFS{}, name: logStartFile + ".tmp", gate: gate, held: make(chan struct{})}
 	h := newHarness(t, Config{SegmentBytes: 4 << 10, RetentionMs: -1, FileDeleteDelayMs: 1})
 	h.log.Close()
 	h.opts.FS = g
