@@ -42,6 +42,19 @@ func (p *fetchPart) release() {
 	p.remote.Release()
 }
 
+// countCuts counts the parts with record data, each a cut.
+func countCuts(topics []fetchTopic) int {
+	n := 0
+	for ti := range topics {
+		for pi := range topics[ti].parts {
+			if topics[ti].parts[pi].size() > 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // encodeFetch encodes a fetch response body of the given version, byte for
 // byte what kmsg.FetchResponse.AppendTo writes, except that each
 // partition's records are a cut to be filled from its file range. The
@@ -49,7 +62,14 @@ func (p *fetchPart) release() {
 func encodeFetch(version int16, top *kmsg.FetchResponse, topics []fetchTopic) *rawResponse {
 	flexible := version >= 12
 	raw := &rawResponse{}
-	dst := make([]byte, 0, 64+len(topics)*64)
+	raw.cuts = raw.cutBuf[:0]
+	if cuts := countCuts(topics); cuts > len(raw.cutBuf) {
+		raw.cuts = make([]rawCut, 0, cuts)
+	}
+	dst := raw.bodyBuf[:0]
+	if n := 64 + len(topics)*64; n > len(raw.bodyBuf) {
+		dst = make([]byte, 0, n)
+	}
 	if version >= 1 {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(top.ThrottleMillis))
 	}

@@ -142,6 +142,11 @@ type rawResponse struct {
 	cuts []rawCut
 	// errCode is the first partition error code (the requests metric).
 	errCode int16
+	// cutBuf and bodyBuf hold the cuts and body of a small response
+	// (a fetch of up to 4 partitions), which then takes one allocation
+	// instead of three or more.
+	cutBuf  [4]rawCut
+	bodyBuf [256]byte
 }
 
 type rawCut struct {
@@ -173,6 +178,7 @@ func (r *rawResponse) release() {
 		// Written or dropped: no write holds the chunks any more.
 		r.cuts[i].data.Release()
 	}
+	clear(r.cuts)
 	r.cuts = nil
 }
 
