@@ -28,17 +28,7 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
 	produce := func() int64 {
 		t.Helper()
-		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
-			[]recordbatch.Record{{Value: []byte("v")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, _, err := p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, -1, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.wake()
-		return res.LastOffset + 1
+		return appendOneRecord(t, p).LastOffset + 1
 	}
 	fetch := func(id int32, offset int64) {
 		t.Helper()
@@ -203,16 +193,7 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 	// produce request on c whose answer the writer waits for.
 	produce := func(corr int32) int64 {
 		t.Helper()
-		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
-			[]recordbatch.Record{{Value: []byte("v")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, _, err := p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, -1, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.wake()
+		res := appendOneRecord(t, p)
 		h := requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}
 		pe := &pending{header: h, done: make(chan struct{}), start: time.Now(), observed: true}
 		c.inflight.Add(1)
@@ -265,4 +246,21 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 	}
 	readAnswer(t, client, 5)
 	stopWriter(t, c, writerDone)
+}
+
+// appendOneRecord appends a batch of one record to p as its leader and
+// wakes the waits on it.
+func appendOneRecord(t *testing.T, p *partition) localseg.AppendResult {
+	t.Helper()
+	raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
+		[]recordbatch.Record{{Value: []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, -1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.wake()
+	return res
 }
