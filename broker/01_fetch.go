@@ -27,6 +27,9 @@ type fetchOp struct {
 	// is answered as soon as the high watermark it was sent moves.
 	servesReads bool
 	targets     []fetchTarget
+	// targetBuf holds the targets of a fetch of up to 4 partitions,
+	// sparing their allocations (one per doubling of targets).
+	targetBuf [4]fetchTarget
 }
 
 type fetchTarget struct {
@@ -48,6 +51,10 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	replicaID := fetchReplicaID(req)
 	op := &fetchOp{b: b, req: req, plan: plan, follower: replicaID >= 0, replicaID: replicaID}
 	op.servesReads = op.follower && b.servesReads(replicaID)
+	op.targets = op.targetBuf[:0]
+	if len(plan.parts) > len(op.targetBuf) {
+		op.targets = make([]fetchTarget, 0, len(plan.parts))
+	}
 	// A replica id is honoured only on a connection that authenticated
 	// as that broker with the cluster secret; anyone else asking to read
 	// past the high watermark as a follower is refused (CVE-2018-1288).
