@@ -169,6 +169,7 @@ type fetchPlan struct {
 	session     *fetchSession // nil for sessionless fetches
 	incremental bool
 	parts       []*sessionPartition
+	partBuf     [4]*sessionPartition
 }
 
 // planFetch applies the session rules of a request from owner (see
@@ -199,25 +200,24 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 			plan.session = c.create(owner)
 		}
 		s := plan.session
-		if s != nil {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-		}
-		fromRequest(func(p *sessionPartition) {
-			if s != nil {
-				if old := s.index[p.key]; old != nil {
-					*old = *p
-					return
-				}
-				s.index[p.key] = p
-				s.parts = append(s.parts, p)
-			}
-		})
-		if s != nil {
-			plan.parts = s.snapshotLocked()
-		} else {
+		if s == nil {
+			// Sessionless: the parts are read once, into the plan
+			// (up to 4 without an allocation of their own).
+			plan.parts = plan.partBuf[:0]
 			fromRequest(func(p *sessionPartition) { plan.parts = append(plan.parts, p) })
+			return plan, 0
 		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		fromRequest(func(p *sessionPartition) {
+			if old := s.index[p.key]; old != nil {
+				*old = *p
+				return
+			}
+			s.index[p.key] = p
+			s.parts = append(s.parts, p)
+		})
+		plan.parts = s.snapshotLocked()
 		return plan, 0
 	}
 	s := c.get(req.SessionID, owner)
