@@ -189,7 +189,7 @@ func TestFollowerBehindTheLeadersLogStartStartsOverThere(t *testing.T) {
 }
 
 // followerStartedOverAtTheLogStart produces records 0 to 99 (values their
-// numbers, uncompressed batches of five) to topic on three brokers, the
+// numbers, uncompressed, a batch each) to topic on three brokers, the
 // follower it returns down from 50 on, deletes the records below 80 and
 // waits until the follower, back, started its log over at 80 and is in
 // the ISR again.
@@ -201,14 +201,13 @@ func followerStartedOverAtTheLogStart(t *testing.T, topic string) (*brokertest.C
 		t.Fatal(err)
 	}
 	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	// One record at a time: the records of one ProduceSync go out in one
+	// batch or several, as the client's sender happens to drain them, and
+	// the rewrites below name the batch of a record by its offset.
 	produce := func(from, to int) {
 		t.Helper()
-		for i := from; i < to; i += 5 {
-			var recs []*kgo.Record
-			for j := i; j < i+5; j++ {
-				recs = append(recs, &kgo.Record{Value: []byte(strconv.Itoa(j))})
-			}
-			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		for i := from; i < to; i++ {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -239,7 +238,7 @@ func followerStartedOverAtTheLogStart(t *testing.T, topic string) (*brokertest.C
 // the replicas' logs start at different offsets (a follower started over
 // at the leader's log start, 80; the others start at 0) and agree; then a
 // record is rewritten (another value as long, the batch's CRC recomputed)
-// at offset 90 on the follower, or at offset 20 on one of the two others,
+// at offset 92 on the follower, or at offset 21 on one of the two others,
 // below the follower's start, and the comparison fails naming the two
 // brokers that part and the batch.
 func TestReplicaLogsDisagreeFromTheHighestStartOnARecordEditedOnOneBroker(t *testing.T) {
@@ -270,10 +269,10 @@ func TestReplicaLogsDisagreeFromTheHighestStartOnARecordEditedOnOneBroker(t *tes
 		old, value string
 		want       []string
 	}{
-		{"above the highest start, on the follower", follower, 90, "92", "29",
-			[]string{pair(others[0], follower), "from offset 80", "in the batch of offsets 90 to 94"}},
-		{"below the highest start", others[1], 20, "21", "12",
-			[]string{pair(others[0], others[1]), "from offset 0", "in the batch of offsets 20 to 24"}},
+		{"above the highest start, on the follower", follower, 92, "92", "29",
+			[]string{pair(others[0], follower), "from offset 80", "in the batch of offsets 92 to 92"}},
+		{"below the highest start", others[1], 21, "21", "12",
+			[]string{pair(others[0], others[1]), "from offset 0", "in the batch of offsets 21 to 21"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			brokertest.RewriteValue(t, c.Brokers[tc.on].Dir, "edited-late-0", tc.base, tc.old, tc.value)
