@@ -78,9 +78,16 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		}
 		op.targets = append(op.targets, t)
 	}
+	// Most fetches of hot data are answered by the first read, which
+	// needs no waiter: it is made and registered only for a fetch that
+	// will wait, before a second read, so that an append between the
+	// two reads is not missed. (Registered before every first read, the
+	// waiter cost two allocations and a lock of each partition twice.)
+	if raw, ok := op.read(false); ok {
+		r.respondRaw(raw)
+		return nil
+	}
 	w := newWaiter()
-	// Register before the first read so that an append between the read
-	// and the wait is not missed.
 	op.watch(w)
 	if raw, ok := op.read(false); ok {
 		op.unwatch(w)
