@@ -644,7 +644,7 @@ var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) error {
 	fh := frameHold{frame: frame, reserved: reserved, inPlace: inPlace}
 	release := func() { c.releaseFrame(fh) }
-	h, req, err := decodeRequest(frame)
+	h, req, err := decodeRequest(frame, c.clientID)
 	c.clientID = h.clientID
 	if err != nil {
 		release()

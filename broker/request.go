@@ -24,8 +24,10 @@ type requestHeader struct {
 
 // parseRequestHeader reads the header fields every version shares: key,
 // version and correlation id, then the client id. It returns the rest of the
-// frame (the tagged fields of a v2 header and the body).
-func parseRequestHeader(frame []byte) (requestHeader, []byte, error) {
+// frame (the tagged fields of a v2 header and the body). A client id equal
+// to lastClientID (the connection's last request's) is that string, not a
+// new copy: a client names itself the same in every request.
+func parseRequestHeader(frame []byte, lastClientID string) (requestHeader, []byte, error) {
 	var h requestHeader
 	if len(frame) < 10 {
 		return h, nil, fmt.Errorf("%w: %d-byte frame cannot hold a request header", errBadRequest, len(frame))
@@ -39,7 +41,11 @@ func parseRequestHeader(frame []byte) (requestHeader, []byte, error) {
 		if int(n) > len(rest) {
 			return h, nil, fmt.Errorf("%w: client id of %d bytes in %d", errBadRequest, n, len(rest))
 		}
-		h.clientID = string(rest[:n])
+		if id := rest[:n]; string(id) == lastClientID {
+			h.clientID = lastClientID
+		} else {
+			h.clientID = string(id)
+		}
 		rest = rest[n:]
 	} else if n < -1 {
 		return h, nil, fmt.Errorf("%w: client id length %d", errBadRequest, n)
@@ -72,9 +78,10 @@ func skipTags(b []byte) ([]byte, error) {
 
 // decodeRequest parses a whole request frame into its kmsg type. An unknown
 // key or an unsupported version is not an error here: the request is
-// returned nil and the caller answers or closes as Kafka does.
-func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
-	h, rest, err := parseRequestHeader(frame)
+// returned nil and the caller answers or closes as Kafka does. lastClientID
+// is as parseRequestHeader takes it.
+func decodeRequest(frame []byte, lastClientID string) (requestHeader, kmsg.Request, error) {
+	h, rest, err := parseRequestHeader(frame, lastClientID)
 	if err != nil {
 		return h, nil, err
 	}

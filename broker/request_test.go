@@ -27,7 +27,7 @@ func TestDecodeRequestRoundTripsEveryAdvertisedVersion(t *testing.T) {
 			req := kmsg.RequestForKey(key)
 			req.SetVersion(v)
 			frame := encodeRequest(req, 42, &id)
-			h, got, err := decodeRequest(frame)
+			h, got, err := decodeRequest(frame, "")
 			if err != nil {
 				t.Fatalf("%s v%d: %v", kmsg.NameForKey(key), v, err)
 			}
@@ -45,7 +45,7 @@ func TestDecodeRequestUnsupportedVersionIsNotAnError(t *testing.T) {
 	frame = binary.BigEndian.AppendUint16(frame, 99)
 	frame = binary.BigEndian.AppendUint32(frame, 7)
 	frame = binary.BigEndian.AppendUint16(frame, 0xffff) // null client id
-	h, got, err := decodeRequest(frame)
+	h, got, err := decodeRequest(frame, "")
 	if err != nil || got != nil || h.version != 99 || h.correlationID != 7 {
 		t.Fatalf("got %+v %v %v", h, got, err)
 	}
@@ -60,7 +60,7 @@ func TestDecodeRequestRefusesGarbage(t *testing.T) {
 		"bad tag section": {0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f},
 	}
 	for name, frame := range cases {
-		if _, _, err := decodeRequest(frame); !errors.Is(err, errBadRequest) {
+		if _, _, err := decodeRequest(frame, ""); !errors.Is(err, errBadRequest) {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}
@@ -80,7 +80,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		watchdog := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("decoding took over 5s: %x", frame)) })
 		defer watchdog.Stop()
-		_, req, err := decodeRequest(frame)
+		_, req, err := decodeRequest(frame, "")
 		if err != nil && !errors.Is(err, errBadRequest) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}
@@ -89,4 +89,31 @@ func FuzzDecodeRequest(f *testing.F) {
 			_ = req.AppendTo(nil)
 		}
 	})
+}
+
+// A client id equal to the connection's last one is taken without a copy;
+// another is read as sent.
+func TestRequestHeaderKeepsTheLastClientID(t *testing.T) {
+	frame := func(id string) []byte {
+		f := binary.BigEndian.AppendUint16(nil, uint16(kmsg.Metadata))
+		f = binary.BigEndian.AppendUint16(f, 1)
+		f = binary.BigEndian.AppendUint32(f, 7)
+		f = binary.BigEndian.AppendUint16(f, uint16(len(id)))
+		return append(f, id...)
+	}
+	last := "producer-1"
+	same := frame(last)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if h, _, err := parseRequestHeader(same, last); err != nil || h.clientID != last {
+			t.Fatalf("client id %q, %v", h.clientID, err)
+		}
+	}); allocs != 0 {
+		t.Fatalf("%v allocations reading the last client id again", allocs)
+	}
+	for _, id := range []string{"producer-2", "producer-", "producer-10", ""} {
+		h, _, err := parseRequestHeader(frame(id), last)
+		if err != nil || h.clientID != id {
+			t.Fatalf("client id %q read as %q, %v", id, h.clientID, err)
+		}
+	}
 }
