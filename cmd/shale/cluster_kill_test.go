@@ -207,9 +207,7 @@ func TestSIGKILLOfLeaderLosesNoAcknowledgedRecord(t *testing.T) {
 		// own (answered before the kill, counted after): the failover
 		// is over once another broker leads and acknowledges.
 		start := time.Now()
-		for c.leader() == l {
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.leaderOtherThan(l)
 		moved := time.Since(start)
 		c.waitAcked(c.ackedCount() + 1)
 		t.Logf("round %d: killed leader %d; leadership moved after %s, next acknowledgement after %s", round, l,
@@ -227,9 +225,7 @@ func TestSIGSTOPOfLeaderPastItsLease(t *testing.T) {
 		l := c.leader()
 		c.procs[l].cmd.Process.Signal(syscall.SIGSTOP)
 		start := time.Now()
-		for c.leader() == l {
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.leaderOtherThan(l)
 		moved := time.Since(start)
 		c.waitAcked(c.ackedCount() + 1)
 		t.Logf("round %d: paused leader %d; leadership moved after %s, next acknowledgement after %s", round, l,
@@ -304,6 +300,18 @@ func (c *testCluster) waitAcked(n int) {
 			c.t.Fatalf("production stalled at %d acknowledged records", c.ackedCount())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leaderOtherThan waits until a broker other than old leads, and returns
+// it.
+func (c *testCluster) leaderOtherThan(old int32) int32 {
+	c.t.Helper()
+	for {
+		if l := c.leader(); l != old {
+			return l
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

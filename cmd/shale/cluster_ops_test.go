@@ -56,17 +56,11 @@ func TestDoubleFailoverStopsAndResumesWrites(t *testing.T) {
 		// killed leader's (its answer read before the kill, counted
 		// after), so the next leader is waited for, not read at the
 		// next acknowledgement.
-		second := c.leader()
-		for second == first {
-			time.Sleep(50 * time.Millisecond)
-			second = c.leader()
-		}
+		second := c.leaderOtherThan(first)
 		c.waitAcked(c.ackedCount() + 1)
 		c.procs[second].kill(syscall.SIGKILL)
 		start := time.Now()
-		for c.leader() == second {
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.leaderOtherThan(second)
 		// One replica left: acks=all stops.
 		stalled := c.ackedCount()
 		time.Sleep(time.Second)

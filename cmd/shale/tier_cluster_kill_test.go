@@ -51,9 +51,7 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 		_, state := trimmed()
 		c.procs[l].kill(syscall.SIGKILL)
 		start := time.Now()
-		for c.leader() == l {
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.leaderOtherThan(l)
 		c.waitAcked(c.ackedCount() + 1)
 		t.Logf("killed leader %d with the manifest ending at %d (%s); another acknowledged after %s", l, m.End(), state, time.Since(start).Round(time.Millisecond))
 		waitUntil(t, "the next leader uploads past the manifest's end at the kill", func() bool {
