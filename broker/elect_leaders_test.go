@@ -36,11 +36,19 @@ func storedState(t *testing.T, c *brokertest.Cluster, topic string) (leader int3
 func preferredAway(t *testing.T, c *brokertest.Cluster, adm *kadm.Client, topic string) int32 {
 	t.Helper()
 	ctx := testCtx(t)
-	td, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pref := td[topic].Partitions[0].Replicas[0]
+	// A topic just created may be listed before its partitions are.
+	var pref int32
+	brokertest.WaitFor(t, 10*time.Second, "the topic's partition listed with its replicas", func() (bool, string) {
+		td, err := adm.ListTopics(ctx, topic)
+		if err != nil {
+			return false, err.Error()
+		}
+		if p, ok := td[topic].Partitions[0]; ok && len(p.Replicas) > 0 {
+			pref = p.Replicas[0]
+			return true, ""
+		}
+		return false, fmt.Sprint(td[topic].Partitions)
+	})
 	brokertest.WaitFor(t, 10*time.Second, "the preferred replica leads with three in sync", func() (bool, string) {
 		l, _, isr := storedState(t, c, topic)
 		return l == pref && len(isr) == 3, fmt.Sprint(l, isr)
