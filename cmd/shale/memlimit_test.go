@@ -75,8 +75,11 @@ func TestSetMemoryLimitStaysBelowTheBoundByWhatTheRuntimeDoesNotCount(t *testing
 	if got > bound-memorySlack {
 		t.Fatalf("soft limit %d leaves less than %d below the bound %d", got, memorySlack, bound)
 	}
-	if ok && outside > 0 && got > bound-memorySlack-outside/2 {
+	if ok && outside > 0 && got > max(bound-memorySlack-outside/2, bound/2) {
 		// The measure moves a little between the two reads, not by half.
+		// The limit never goes below the bound's half (softLimit): under
+		// the race detector, after the package's other tests, the
+		// process can hold gigabytes the runtime does not count.
 		t.Fatalf("soft limit %d does not leave the %d bytes outside the runtime below the bound %d", got, outside, bound)
 	}
 }
