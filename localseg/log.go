@@ -141,6 +141,10 @@ type Log struct {
 		hwState
 	}
 	flushes sync.WaitGroup // background flushes of sealed segments
+	// retiring counts the retentions renaming their segments' files
+	// with mu released: Close and Discard wait for them once no
+	// retention can start.
+	retiring sync.WaitGroup
 	// writeBacks counts the write-behind goroutines (see writeBehind):
 	// Close and Discard wait for them once no write can publish.
 	writeBacks sync.WaitGroup
@@ -1514,6 +1518,7 @@ func (l *Log) stopWriting() {
 	l.mu.Unlock()
 	l.sync.halt()
 	l.flushes.Wait()
+	l.retiring.Wait()
 }
 
 func (l *Log) close() (err error) {

@@ -182,9 +182,13 @@ func (l *Log) forgetLost(r LostRange) error {
 // forgetLostOf removes the ranges of segments that are gone (retention,
 // truncation): nothing is left to skip or repair, and records of them
 // must not pile up.
-func (l *Log) forgetLostOf(bases map[int64]bool) {
+func (l *Log) forgetLostOf(segs []*segment) {
 	if !l.hasLost.Load() {
 		return
+	}
+	bases := make(map[int64]bool, len(segs))
+	for _, s := range segs {
+		bases[s.base] = true
 	}
 	if err := l.keepLost(func(o LostRange) bool { return !bases[o.SegmentBase] }); err != nil {
 		l.log.Warn("pruning the lost ranges of deleted segments", "dir", l.dir, "err", err)

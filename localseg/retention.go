@@ -26,21 +26,57 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	var due []string
 	defer func() { l.removeFiles(due) }()
 	// No other change of the log start (DeleteRecords, truncations) runs
-	// until this one is done: the checkpoint is written with mu released
-	// (see below).
+	// until this one is done: the checkpoint is written, and the
+	// segments' files renamed, with mu released (see below).
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
+	doomed, keep, err := l.pickRetention(now, &due)
+	if err != nil || len(doomed) == 0 {
+		return 0, err
+	}
+	// The doomed segments left the list and their files were retired
+	// under the lock; their renames to .deleted (directory updates that
+	// wait behind other writers' journal commits on a busy disk) happen
+	// here, with only startMu held: no segment is created at their base
+	// offsets meanwhile (rolls start at the log end, above them, and
+	// truncations wait for startMu). Reads that hold one of them keep
+	// its open descriptor. A crash before the renames leaves segments
+	// below the log start, which is on stable storage: the log opens at
+	// that start and the next retention deletes them.
+	defer l.retiring.Done()
+	paths := l.renameToDeleted(doomed)
+	l.forgetLostOf(doomed)
+	// Snapshots below the first kept segment are no longer needed (the
+	// one at its base stays). Rolls write theirs at higher offsets.
+	l.deleteSnapshotsWhere(func(off int64) bool { return off < keep })
+	l.mu.Lock()
+	if l.mu.cfg.FileDeleteDelayMs <= 0 {
+		due = append(due, paths...)
+	} else {
+		l.queueDeletesLocked(paths)
+	}
+	l.mu.Unlock()
+	return len(doomed), nil
+}
+
+// pickRetention decides, under the log's lock, which segments retention
+// deletes, moves the log start past them and takes them out of the
+// segment list (keep is the base of the first one left); their files are retired (closed once the last reader
+// releases them), not yet renamed: the caller renames them, then calls
+// retiring.Done. It appends to due the .deleted files whose delay has
+// passed. Requires startMu.
+func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, keep int64, err error) {
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	due = l.takeDueLocked(now, false)
+	*due = l.takeDueLocked(now, false)
 	cfg := &l.mu.cfg
 	nowMs := now.UnixMilli()
 	if act := l.active(); act.size.Load() > 0 && nowMs-act.created > cfg.SegmentMs {
 		if err := l.rollLocked(act.next.Load()); err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 	}
 	l.mu.producers.expire(nowMs - cfg.ProducerIDExpirationMs)
@@ -67,17 +103,17 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 		n++
 	}
 	if n == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
 	if n == len(segs) {
 		// Everything goes, the active segment too: roll so that an
 		// empty one remains at the log end.
 		if err := l.rollLocked(l.LogEndOffset()); err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 		segs = l.segments()
 	}
-	doomed := segs[:n]
+	doomed = segs[:n]
 	rest := append([]*segment(nil), segs[n:]...)
 	if start := rest[0].base; start > l.logStart.Load() {
 		if l.dirSynced.Load() < l.dirGen.Load() {
@@ -87,7 +123,7 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 			// others' files go, so a crash cannot leave a log without
 			// it that restarts at a stale start.
 			if err := l.setLogStartLocked(start); err != nil {
-				return 0, err
+				return nil, 0, err
 			}
 		} else {
 			// The checkpoint, with its fsyncs, is written with mu
@@ -102,27 +138,25 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 			err := l.writeLogStart(start)
 			l.lockDrained()
 			if err != nil {
-				return 0, err
+				return nil, 0, err
 			}
 			if err := l.writableLocked(); err != nil {
-				return 0, err
+				return nil, 0, err
 			}
 			segs = l.segments()
 			if len(segs) <= n || segs[n] != rest[0] {
 				// An empty active segment replaced by a roll past a
 				// gap: the next retention decides again.
-				return 0, nil
+				return nil, 0, nil
 			}
 			rest = append([]*segment(nil), segs[n:]...)
 			l.publishLogStartLocked(start)
 		}
 	}
 	l.setSegments(rest)
-	l.deleteSegmentsLocked(doomed)
-	// Snapshots below the first kept segment are no longer needed (the
-	// one at its base stays).
-	l.deleteSnapshotsWhere(func(off int64) bool { return off < rest[0].base })
-	return n, nil
+	l.retireSegmentsLocked(doomed)
+	l.retiring.Add(1) // Close waits for the renames
+	return doomed, rest[0].base, nil
 }
 
 // deleteSegmentsLocked retires segments already unlinked from the segment
@@ -130,11 +164,32 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 // file.delete.delay.ms has passed. Open Ranges keep reading their files
 // until released. Requires mu.
 func (l *Log) deleteSegmentsLocked(segs []*segment) {
-	due := l.now().Add(time.Duration(l.mu.cfg.FileDeleteDelayMs) * time.Millisecond)
-	var paths []string
+	l.retireSegmentsLocked(segs)
+	paths := l.renameToDeleted(segs)
+	l.forgetLostOf(segs)
+	l.queueDeletesLocked(paths)
+	if l.mu.cfg.FileDeleteDelayMs <= 0 {
+		l.removeDueLocked(time.Time{}, true)
+	}
+}
+
+// retireSegmentsLocked gives up the files of segments already unlinked
+// from the segment list: each closes when its last reader releases it.
+// Requires mu.
+func (l *Log) retireSegmentsLocked(segs []*segment) {
 	for _, s := range segs {
 		s.w = nil
 		l.fc.retire(s)
+	}
+}
+
+// renameToDeleted renames the files of retired segments to .deleted (once
+// their roll's files are written) and returns the new names. No other
+// file of their names may be created meanwhile: the caller holds mu, or
+// startMu with the segments below the log start.
+func (l *Log) renameToDeleted(segs []*segment) []string {
+	var paths []string
+	for _, s := range segs {
 		s.waitRollFiles()
 		for _, ext := range []string{".log", ".index", ".timeindex"} {
 			p := s.path(ext)
@@ -152,18 +207,15 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 			paths = append(paths, p+deletedExt)
 		}
 	}
+	return paths
+}
+
+// queueDeletesLocked queues .deleted files for removal once
+// file.delete.delay.ms has passed. Requires mu.
+func (l *Log) queueDeletesLocked(paths []string) {
 	if len(paths) > 0 {
+		due := l.now().Add(time.Duration(l.mu.cfg.FileDeleteDelayMs) * time.Millisecond)
 		l.mu.deletes = append(l.mu.deletes, pendingDelete{paths: paths, due: due})
-	}
-	if l.hasLost.Load() {
-		bases := make(map[int64]bool, len(segs))
-		for _, s := range segs {
-			bases[s.base] = true
-		}
-		l.forgetLostOf(bases)
-	}
-	if l.mu.cfg.FileDeleteDelayMs <= 0 {
-		l.removeDueLocked(time.Time{}, true)
 	}
 }
 

@@ -1,13 +1,17 @@
 package localseg
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/localseg/vfs"
 )
 
@@ -359,5 +363,171 @@ func TestRetentionWritesTheLogStartOutsideTheLock(t *testing.T) {
 	}
 	if got := h.readAll(start); len(got) == 0 || got[len(got)-1].LastOffset() != h.log.LogEndOffset()-1 {
 		t.Fatalf("%d batches from the log start after a restart", len(got))
+	}
+}
+
+// renameGateFS holds the next rename to a name ending with suffix.
+type renameGateFS struct {
+	vfs.FS
+	suffix     string
+	mu         sync.Mutex
+	gate, held chan struct{}
+}
+
+func (g *renameGateFS) Rename(from, to string) error {
+	if strings.HasSuffix(to, g.suffix) {
+		g.mu.Lock()
+		gate, held := g.gate, g.held
+		g.gate = nil
+		g.mu.Unlock()
+		if gate != nil {
+			close(held)
+			<-gate
+		}
+	}
+	return g.FS.Rename(from, to)
+}
+
+// copyDir copies the regular files of a directory: the image a crash of
+// the process would leave at this moment.
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Retention renames the files of the segments it deletes to .deleted
+// after releasing the log's lock: while a rename hangs, appends (with
+// rolls) and reads of the log go on, and a read that held a deleted
+// segment goes on reading it. A crash at that point (the segments out of
+// the list, their files not renamed) opens at the new log start, and the
+// next retention deletes what was left.
+func TestRetentionRenamesOutsideTheLock(t *testing.T) {
+	gate := make(chan struct{})
+	g := &renameGateFS{FS: vfs.OSFS{}, suffix: ".log" + deletedExt, gate: gate, held: make(chan struct{})}
+	cfg := Config{SegmentBytes: 4 << 10, RetentionMs: -1, FileDeleteDelayMs: 1000}
+	h := newHarness(t, cfg)
+	h.log.Close()
+	h.opts.FS = g
+	h.open()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	for range 20 {
+		h.append(batch(1, 1000, h.clock.Now().UnixMilli()))
+	}
+	h.log.flushes.Wait()
+	held, err := h.log.Read(0, 1<<20, math.MaxInt64, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	want, err := held.Bytes()
+	if err != nil || len(want) == 0 {
+		t.Fatalf("reading the first segment: %v (%d bytes)", err, len(want))
+	}
+	cfg.RetentionBytes = 8 << 10
+	h.log.SetConfig(cfg)
+	applied := make(chan int, 1)
+	go func() {
+		n, err := h.log.ApplyRetention(h.clock.Now())
+		if err != nil {
+			t.Error(err)
+		}
+		applied <- n
+	}()
+	<-g.held
+	start := h.log.LogStartOffset()
+	if start == 0 {
+		t.Fatal("the log start did not move before the renames")
+	}
+	image := t.TempDir()
+	copyDir(t, h.dir, image)
+	appended := make(chan error, 1)
+	go func() {
+		for range 8 { // a roll or two
+			if _, err := h.log.AppendAsLeader(batch(1, 1000, h.clock.Now().UnixMilli()), 0); err != nil {
+				appended <- err
+				return
+			}
+			r, err := h.log.Read(h.log.LogEndOffset()-1, 1<<20, math.MaxInt64, true)
+			if err == nil && r.Len() == 0 {
+				err = fmt.Errorf("empty read of the last batch")
+			}
+			r.Release()
+			if err != nil {
+				appended <- err
+				return
+			}
+		}
+		appended <- nil
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("appends wait for the renames of retention's deleted segments")
+	}
+	if got, err := held.Bytes(); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("a range held across its segment's deletion read %d bytes (%v), want the %d it had", len(got), err, len(want))
+	}
+	release()
+	if n := <-applied; n == 0 {
+		t.Fatal("retention deleted nothing")
+	}
+	for _, s := range h.log.Segments() {
+		if s.BaseOffset < start {
+			t.Fatalf("segment %d left below the log start %d", s.BaseOffset, start)
+		}
+	}
+
+	// The crash image: segments below the durable log start, still named
+	// as live ones.
+	l, err := Open(image, cfg, Options{Now: h.clock.Now, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := l.LogStartOffset(); got != start {
+		t.Fatalf("log start %d after the crash, want %d", got, start)
+	}
+	if n, err := l.ApplyRetention(h.clock.Now()); err != nil || n == 0 {
+		t.Fatalf("retention after the crash deleted %d segments: %v", n, err)
+	}
+	if first := l.Segments()[0].BaseOffset; first > start {
+		t.Fatalf("first segment at %d after retention, above the log start %d", first, start)
+	}
+	for off := start; off < l.LogEndOffset(); {
+		r, err := l.Read(off, 1<<20, math.MaxInt64, true)
+		if err != nil || r.Len() == 0 {
+			t.Fatalf("read at %d after the crash: %v", off, err)
+		}
+		buf, err := r.Bytes()
+		r.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(buf) > 0 {
+			b, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off, buf = b.NextOffset(), rest
+		}
 	}
 }
