@@ -27,7 +27,8 @@ func init() {
 // flush.messages reached) or replicated (acks=all, the high watermark), or
 // once the request's timeout passes. The waits are callbacks, from the
 // log's group commit or from whatever moves the high watermark: no
-// goroutine per request.
+// goroutine per request, and no timer either: the connection's list of
+// waits expires them (waitDeadlines).
 type produceWait struct {
 	r    *request
 	resp *kmsg.ProduceResponse
@@ -36,9 +37,11 @@ type produceWait struct {
 	slots    []waitSlot
 	left     int
 	answered bool
-	timer    *time.Timer
-	// stopClosed stops the call of expire when the connection closes.
-	stopClosed func() bool
+	// deadline is when the wait answers REQUEST_TIMED_OUT: the request's
+	// timeout from when it was read. idx is its place in the
+	// connection's list (-1: not on it), under the list's lock.
+	deadline time.Time
+	idx      int
 }
 
 type waitSlot struct {
@@ -96,12 +99,7 @@ func (w *produceWait) expire() {
 // Requires mu.
 func (w *produceWait) answerLocked(gather bool) {
 	w.answered = true
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-	if w.stopClosed != nil {
-		w.stopClosed()
-	}
+	w.r.conn.removeWait(w)
 	w.r.conn.b.addProduceLeaderHints(w.resp)
 	if gather {
 		w.r.respondGathered(w.resp)
@@ -110,14 +108,21 @@ func (w *produceWait) answerLocked(gather bool) {
 	}
 }
 
-// start begins every wait; the response goes out when they are done.
+// start begins every wait; the response goes out when they are done, or
+// with REQUEST_TIMED_OUT once timeout has passed since the request was
+// read.
 func (w *produceWait) start(timeout time.Duration) {
 	w.mu.Lock()
 	w.left = len(w.slots)
-	w.timer = time.AfterFunc(timeout, w.expire)
+	w.idx = -1
+	w.deadline = w.r.p.start.Add(timeout)
 	// A closed connection ends the waits at once: nothing is answered,
 	// and the request's budget is given back.
-	w.stopClosed = context.AfterFunc(w.r.ctx(), w.expire)
+	if !w.r.conn.addWait(w) {
+		w.mu.Unlock()
+		w.expire()
+		return
+	}
 	w.mu.Unlock()
 	for i, sl := range w.slots {
 		if sl.durable {

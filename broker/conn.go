@@ -61,6 +61,8 @@ type conn struct {
 	// group holds pipelined produce requests read together, validated
 	// and not yet appended (endGroup); owned by the reader.
 	group produceGroup
+	// waits are the produce waits not answered yet, and their timer.
+	waits waitDeadlines
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool

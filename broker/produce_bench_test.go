@@ -17,7 +17,10 @@ import (
 
 // produceFrame is a pre-encoded acks=1 Produce request of one 32 KiB batch
 // of 100-byte records.
-func produceFrame(b *testing.B, topic string) []byte {
+func produceFrame(b *testing.B, topic string) []byte { return produceFrameAcks(b, topic, 1) }
+
+// produceFrameAcks is produceFrame with the given acks.
+func produceFrameAcks(b *testing.B, topic string, acks int16) []byte {
 	recs := make([]recordbatch.Record, 300)
 	for i := range recs {
 		recs[i].Value = make([]byte, 100)
@@ -27,7 +30,7 @@ func produceFrame(b *testing.B, topic string) []byte {
 		b.Fatal(err)
 	}
 	req := kmsg.NewPtrProduceRequest()
-	req.Version, req.Acks, req.TimeoutMillis = 9, 1, 10000
+	req.Version, req.Acks, req.TimeoutMillis = 9, acks, 10000
 	req.Topics = []kmsg.ProduceRequestTopic{{Topic: topic, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch}}}}
 	var f kmsg.RequestFormatter
 	return f.AppendRequest(nil, req, 1)
@@ -67,7 +70,8 @@ func pipeline(b *testing.B, c net.Conn, frame []byte, n int) {
 // connection (allocations per request are the broker's: the client side is
 // pre-encoded), beside the same bytes through a loopback server that only
 // reads frames and answers each with a fixed response: the ceiling of
-// this connection on this machine.
+// this connection on this machine. acks=all: the same requests answered
+// once fsynced (the broker alone in sync), through the group commit.
 func BenchmarkProduceConnection(b *testing.B) {
 	b.Run("ceiling=loopback", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -110,6 +114,15 @@ func BenchmarkProduceConnection(b *testing.B) {
 	b.Run("shale", func(b *testing.B) {
 		c := benchTopicConn(b)
 		frame := produceFrame(b, "bench")
+		pipeline(b, c, frame, 100) // warm up
+		b.SetBytes(int64(len(frame)))
+		b.ReportAllocs()
+		b.ResetTimer()
+		pipeline(b, c, frame, b.N)
+	})
+	b.Run("shale/acks=all", func(b *testing.B) {
+		c := benchTopicConn(b)
+		frame := produceFrameAcks(b, "bench", -1)
 		pipeline(b, c, frame, 100) // warm up
 		b.SetBytes(int64(len(frame)))
 		b.ReportAllocs()
