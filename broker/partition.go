@@ -146,17 +146,22 @@ type leadership struct {
 
 // setLeadership applies the partition's state from metadata. A new leader
 // or leader epoch changes the replica's role (partition_replica.go).
-// A new leader or leader epoch changes the replica's role
-// (partition_replica.go).
+//
+// The new state is published only after the replication state follows it:
+// readers that take no lock (OffsetForLeaderEpoch, a follower's fetch)
+// must not see this broker lead before its log records the new leader
+// epoch. In between, a follower holding a newer epoch than this log (the
+// old leader's records this broker never got) would be told its epoch is
+// unknown here, and would cut its log further than it diverges.
 func (p *partition) setLeadership(l leadership) {
 	p.appendMu.Lock()
 	roleChanged := false
 	if old := p.state.Load(); !old.closed {
 		p.repl.Lock()
 		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
+		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
 			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr)})
-		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.repl.Unlock()
 		p.maybeAdvanceHW()
 	}

@@ -234,15 +234,23 @@ func AcceptFollowerFetch(l Leader, r FetchRequest) (FetchAnswer, error) {
 // follower looks that epoch up in its own log and takes the smaller end.
 // The result never exceeds the follower's log end. leaderEpoch NoEpoch
 // (the leader knows nothing of the follower's epochs) cuts to leaderEnd.
+//
+// A leaderEnd below zero is UNDEFINED_EPOCH_OFFSET: the leader could not
+// place the epoch (it knows none as new, or none at all). That says
+// nothing of where the logs diverge, so nothing is cut, as Kafka's
+// fetcher then truncates to its fetch offset, the log end: the fetches
+// that follow carry the follower's last epoch, and the leader's check of
+// it finds the divergence, if any. Cutting to zero would discard
+// committed records the follower may be the last to hold.
 func TruncationOffset(asked, leaderEpoch int32, leaderEnd int64, local EndOffsetForEpoch, localLEO int64) int64 {
+	if leaderEnd < 0 {
+		return localLEO
+	}
 	end := leaderEnd
 	if leaderEpoch >= 0 && leaderEpoch != asked && local != nil {
 		if e, localEnd, ok := local(leaderEpoch); ok && e == leaderEpoch {
 			end = min(end, localEnd)
 		}
-	}
-	if end < 0 {
-		end = 0
 	}
 	return min(end, localLEO)
 }

@@ -200,7 +200,8 @@ func TestTruncationOffset(t *testing.T) {
 		{"leader answers an older epoch: the smaller of both ends", 4, 2, 65, 65},
 		{"leader answers an older epoch ending later than ours", 4, 2, 80, 70},
 		{"leader knows nothing of our epochs", 4, NoEpoch, 30, 30},
-		{"never below zero", 4, NoEpoch, -1, 0},
+		{"leader cannot place the epoch (UNDEFINED_EPOCH_OFFSET): keep all", 4, NoEpoch, -1, 90},
+		{"leader cannot place an epoch it names: keep all", 4, 2, -1, 90},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := TruncationOffset(tc.asked, tc.leaderEpoch, tc.leaderEnd, local, 90); got != tc.want {
