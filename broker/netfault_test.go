@@ -70,8 +70,10 @@ func startNetCluster(t *testing.T, n int) *netCluster {
 	t.Helper()
 	c := &netCluster{t: t, dir: t.TempDir(), etcdAddr: freeAddr(t), links: map[string]*brokertest.Proxy{}}
 	c.startEtcd()
+	var ids []int32
 	for i := 0; i < n; i++ {
 		c.startNode(int32(i))
+		ids = append(ids, int32(i))
 	}
 	// Registered after the nodes' proxies, so it runs before they close.
 	t.Cleanup(func() {
@@ -83,6 +85,7 @@ func startNetCluster(t *testing.T, n int) *netCluster {
 		}
 		c.etcd.Close()
 	})
+	brokertest.WaitListed(t, 30*time.Second, c.addrs(), ids...)
 	return c
 }
 

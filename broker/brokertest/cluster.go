@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/localseg"
@@ -77,10 +79,17 @@ func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...
 		c.Brokers = append(c.Brokers, nd)
 		c.Start(nd.ID)
 	}
+	WaitListed(t, startWait, c.Addrs(), c.running()...)
 	return c
 }
 
-// Start starts (or restarts) broker id on its data directory and address.
+// startWait bounds how long a broker's start, and its registration
+// reaching the other brokers, may take on a loaded machine.
+const startWait = 30 * time.Second
+
+// Start starts (or restarts) broker id on its data directory and address,
+// and returns once every running broker lists it in its metadata (so that
+// a topic created next can place a replica on it).
 func (c *Cluster) Start(id int32) {
 	c.t.Helper()
 	nd := c.Brokers[id]
@@ -107,7 +116,7 @@ func (c *Cluster) Start(id int32) {
 		AutoCreateTopics: true,
 	}
 	c.cfg(&cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startWait)
 	defer cancel()
 	reg := prometheus.NewRegistry()
 	var fs localseg.FS
@@ -125,6 +134,72 @@ func (c *Cluster) Start(id int32) {
 		defer close(nd.served)
 		br.Serve(ln)
 	}()
+	WaitListed(c.t, startWait, c.Addrs(), id)
+}
+
+// running lists the ids of the running brokers.
+func (c *Cluster) running() []int32 {
+	var ids []int32
+	for _, nd := range c.Brokers {
+		if nd.B != nil {
+			ids = append(ids, nd.ID)
+		}
+	}
+	return ids
+}
+
+// WaitListed waits, up to timeout, until the Metadata answer of the broker
+// at each of addrs lists every broker of ids. A broker is registered in
+// etcd when its start returns, but the other brokers learn of it through
+// their watch of the metadata, a moment later (seconds on a loaded
+// machine): until then they leave it out of topic placement, and a topic
+// created with a replica per broker fails with INVALID_REPLICATION_FACTOR.
+func WaitListed(t testing.TB, timeout time.Duration, addrs []string, ids ...int32) {
+	t.Helper()
+	clients := make([]*kgo.Client, len(addrs))
+	for i, addr := range addrs {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		clients[i] = cl
+	}
+	WaitFor(t, timeout, fmt.Sprintf("every broker lists brokers %v", ids), func() (bool, string) {
+		for i, cl := range clients {
+			listed, err := listedBrokers(cl)
+			if err != nil {
+				return false, fmt.Sprintf("%s: %v", addrs[i], err)
+			}
+			for _, id := range ids {
+				if !slices.Contains(listed, id) {
+					return false, fmt.Sprintf("%s lists %v", addrs[i], listed)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// listedBrokers is the broker ids in the Metadata answer of cl's seed
+// broker.
+func listedBrokers(cl *kgo.Client) ([]int32, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{} // none
+	resp, err := cl.SeedBrokers()[0].Request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int32
+	for _, b := range resp.(*kmsg.MetadataResponse).Brokers {
+		ids = append(ids, b.NodeID)
+	}
+	return ids, nil
 }
 
 // Stop shuts broker id down cleanly.

@@ -108,10 +108,12 @@ func (te *testEtcd) stop() {
 
 // startBrokerProcs starts n `shale broker` processes (ids 0 to n-1) on
 // the etcd at etcdAddr, setup (if not nil) applied to each before it
-// starts, and returns them with their Kafka addresses. They are killed
-// with SIGKILL when the test ends, their stderr logged first if it failed.
+// starts, and returns them with their Kafka addresses once each lists
+// every one in its metadata. They are killed with SIGKILL when the test
+// ends, their stderr logged first if it failed.
 func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *brokerProc)) (procs []*brokerProc, seeds []string) {
 	t.Helper()
+	var ids []int32
 	for id := 0; id < n; id++ {
 		p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr}
 		if setup != nil {
@@ -121,6 +123,7 @@ func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *broker
 		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 		procs = append(procs, p)
 		seeds = append(seeds, p.kafkaAddr)
+		ids = append(ids, int32(id))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -129,6 +132,7 @@ func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *broker
 			}
 		}
 	})
+	brokertest.WaitListed(t, 30*time.Second, seeds, ids...)
 	return procs, seeds
 }
 
