@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,14 +32,49 @@ func (c *Cluster) CheckReplicasAgree(t testing.TB, topic string, replicas ...int
 // "topic-N") over the batches below offset end.
 func (c *Cluster) CheckReplicasAgreeBelow(t testing.TB, partition string, end int64, replicas ...int32) {
 	t.Helper()
+	// What each replica held as the brokers stopped one by one: when the
+	// logs disagree, it says at which stop a replica's log changed.
+	var trace []string
+	record := func(when string) {
+		var state []string
+		for _, id := range replicas {
+			state = append(state, c.replicaState(id, partition))
+		}
+		trace = append(trace, when+": "+strings.Join(state, "; "))
+	}
+	record("before the stops")
 	for _, nd := range c.Brokers {
 		c.Stop(nd.ID)
+		record(fmt.Sprintf("broker %d stopped", nd.ID))
 	}
 	dirs := make([]ReplicaDir, 0, len(replicas))
 	for _, id := range replicas {
 		dirs = append(dirs, ReplicaDir{Broker: int(id), Dir: c.Brokers[id].Dir})
 	}
-	CheckLogsAgree(t, partition, end, dirs...)
+	if !logsAgree(t, partition, end, dirs...) {
+		t.Fatalf("the replicas as the brokers stopped:\n%s", strings.Join(trace, "\n"))
+	}
+}
+
+// replicaState describes broker id's replica of partition ("topic-N"): the
+// log end and high watermark it serves while running, and the sizes of its
+// segment files on disk.
+func (c *Cluster) replicaState(id int32, partition string) string {
+	nd := c.Brokers[id]
+	s := fmt.Sprintf("broker %d", id)
+	if nd.B != nil {
+		i := strings.LastIndexByte(partition, '-')
+		index, _ := strconv.Atoi(partition[i+1:])
+		leo, hw, ok := nd.B.ReplicaOffsets(partition[:i], int32(index))
+		s += fmt.Sprintf(" (running: hosted %v, leo %d, hw %d)", ok, leo, hw)
+	}
+	files, _ := filepath.Glob(filepath.Join(nd.Dir, partition, "*.log"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			s += fmt.Sprintf(" %s:%d", filepath.Base(f), fi.Size())
+		}
+	}
+	return s
 }
 
 // ReplicaDir is the data directory of a broker that holds a replica.
@@ -53,16 +89,27 @@ type ReplicaDir struct {
 // says.
 func CheckLogsAgree(t testing.TB, partition string, end int64, dirs ...ReplicaDir) {
 	t.Helper()
+	if !logsAgree(t, partition, end, dirs...) {
+		t.FailNow()
+	}
+}
+
+// logsAgree is CheckLogsAgree reporting a disagreement as an error of t
+// and false.
+func logsAgree(t testing.TB, partition string, end int64, dirs ...ReplicaDir) bool {
+	t.Helper()
 	logs := make([]ReplicaLog, 0, len(dirs))
 	for _, d := range dirs {
 		l, err := ReadReplicaLog(d.Broker, d.Dir, partition)
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return false
 		}
 		logs = append(logs, l)
 	}
 	if err := ReplicaLogsDisagreeBelow(logs, end); err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return false
 	}
 	sizes := make([]string, len(logs))
 	for i, l := range logs {
@@ -73,6 +120,7 @@ func CheckLogsAgree(t testing.TB, partition string, end int64, dirs ...ReplicaDi
 		bound = fmt.Sprintf(" below offset %d", end)
 	}
 	t.Logf("the replicas' logs of %s agree%s (%s)", partition, bound, strings.Join(sizes, ", "))
+	return true
 }
 
 // ReplicaLog is one broker's log of a partition: its segments' bytes in
