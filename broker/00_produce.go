@@ -183,6 +183,11 @@ type produceCall struct {
 	topicBuf [1]kmsg.ProduceResponseTopic
 	partBuf  [1]kmsg.ProduceResponseTopicPartition
 	partsBuf [1]producePart
+	// The wait of a request answered later (acks=all, flush.messages),
+	// and its partition's slot in the common case: the wait holds the
+	// response, which lies in the call already.
+	wait     produceWait
+	slotsBuf [1]waitSlot
 }
 
 // producePart is one partition's batch of a produce request: validated,
@@ -289,7 +294,7 @@ func appendProduces(pcs []*produceCall) {
 // is answered later (waits) or not at all (acks=0).
 func (pc *produceCall) finish() kmsg.Response {
 	b, r, req, resp := pc.b, pc.r, pc.req, pc.resp
-	var waits []waitSlot
+	waits := pc.slotsBuf[:0]
 	var appended []*partition
 	for i := range pc.parts {
 		pt := &pc.parts[i]
@@ -331,7 +336,8 @@ func (pc *produceCall) finish() kmsg.Response {
 		b.addProduceLeaderHints(resp)
 		return resp
 	}
-	w := &produceWait{r: r, resp: resp, slots: waits}
+	w := &pc.wait
+	w.r, w.resp, w.slots = r, resp, waits
 	w.start(time.Duration(req.TimeoutMillis) * time.Millisecond)
 	return nil
 }
