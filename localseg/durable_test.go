@@ -717,20 +717,27 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 		}
 		return ch
 	}
+	// The syncs have taken a minute, as far as the scheduler knows: it
+	// holds the next sync back for up to half of that (and maxSyncHold),
+	// so that the producer coming back below is in time on a machine
+	// however loaded. (The first sync, held for a second here, made the
+	// hold half a second, and a test goroutine slower than that to come
+	// back saw a third sync.)
+	l.sync.mu.Lock()
+	l.sync.mu.syncDur = time.Minute
+	l.sync.mu.Unlock()
 	first := appendWait()
-	<-g.held // the first sync runs (and takes its time: the hold is half of it)
+	<-g.held // the first sync runs
 	var waiting []chan error
 	for i := 0; i < 3; i++ {
 		waiting = append(waiting, appendWait())
 	}
-	time.Sleep(time.Second)
 	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	// The first sync answered one waiter: the next waits for one more
-	// (for half a second at most, half the first sync's time), here
-	// one that comes back after a while.
+	// The first sync answered one waiter: the next waits for one more,
+	// here one that comes back after a while.
 	time.Sleep(50 * time.Millisecond)
 	g.mu.Lock()
 	syncs := g.syncs
