@@ -59,8 +59,10 @@ type ReaderConfig struct {
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
 	// CacheBytes). Read-ahead data does not enter the cache until a read
-	// takes it, so speculation never evicts what readers use. Read-ahead
-	// past the bound is skipped, and counted.
+	// takes it, so speculation never evicts what readers use; and a
+	// chunk read ahead enters it only when it is fetched for the second
+	// time (see Reader). Read-ahead past the bound is skipped, and
+	// counted.
 	ReadAheadBytes int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
@@ -97,6 +99,17 @@ func (c *ReaderConfig) ensureDefaults() {
 // takes no lock a produce or a local fetch needs. Its memory (chunk cache,
 // indexes, spilled manifest parts, recent loads and read-ahead) stays
 // within CacheBytes, or ReadAheadBytes more when that is set above it.
+//
+// Admission: a chunk a read fetches itself (a first read, a random one)
+// enters the cache. A chunk a sequential reader's read-ahead fetched does
+// not, the first time: a replay reads each chunk once, in order, and
+// would fill the cache with data nobody reads again, in fresh memory,
+// evicting what other readers use. It stays in the recent reads (the
+// reader's next reads, and a second reader close behind, find it there),
+// and its buffer goes back to the pool once the last read holding it is
+// released, for the replay's next GETs. Its key is remembered (seen): a
+// chunk read ahead again while remembered (a second reader of the range,
+// further behind) enters the cache, so a third finds it there.
 type Reader struct {
 	cfg    ReaderConfig
 	chunks *ristretto.Cache[string, *cacheRef]
@@ -105,6 +118,8 @@ type Reader struct {
 	spills *ristretto.Cache[string, *Manifest]
 	// recentMax is how many freshly read chunks stay outside the cache.
 	recentMax int
+	// seenMax is how many chunk keys seen remembers.
+	seenMax int
 
 	ctx    context.Context // ends on Close: read-ahead stops
 	cancel context.CancelFunc
@@ -124,6 +139,11 @@ type Reader struct {
 		recentCompsLog  []string
 		recentSpills    map[string]*Manifest
 		recentSpillsLog []string
+		// seen holds the keys of the last chunks read ahead that were
+		// not admitted to the cache, oldest first in seenLog (some
+		// stale): one read ahead again while remembered is admitted.
+		seen    map[string]struct{}
+		seenLog []string
 		// ahead holds chunks read ahead and not read yet; aheadBytes
 		// counts them and the read-ahead GETs in flight, within
 		// cfg.ReadAheadBytes.
@@ -215,6 +235,9 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tiering: %w", err)
 	}
+	// Twice the chunks the cache holds: a second reader up to a cache's
+	// worth of data behind the first still finds its chunks remembered.
+	r.seenMax = int(min(max(2*chunkCost/cfg.ChunkBytes, 64), 1<<16))
 	// Companions (offset and time indexes) get a sixteenth of the budget.
 	r.comps, err = ristretto.NewCache(&ristretto.Config[string, *Companion]{
 		NumCounters: counters, MaxCost: side, BufferItems: 64,
@@ -238,6 +261,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	r.mu.recentComps = map[string]*Companion{}
 	r.mu.recentSpills = map[string]*Manifest{}
 	r.mu.ahead = map[string]aheadChunk{}
+	r.mu.seen = map[string]struct{}{}
 	r.mu.streams = map[streamKey]*stream{}
 	return r, nil
 }
@@ -599,14 +623,20 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chu
 			return c, nil
 		}
 		if a, ok := r.mu.ahead[ck]; ok {
-			// The cache's and the caller's references, taken while
-			// read-ahead's holds it; then read-ahead's moves to recent.
+			// The caller's reference (and the cache's, when admitted),
+			// taken while read-ahead's holds it; then read-ahead's moves
+			// to recent.
 			a.c.ref()
-			a.c.ref()
+			admit := r.admitAheadLocked(ck)
+			if admit {
+				a.c.ref()
+			}
 			r.takeAheadLocked(ck, a.c)
 			r.mu.Unlock()
 			hit(true)
-			r.cache(ck, a.c)
+			if admit {
+				r.cache(ck, a.c)
+			}
 			return a.c, nil
 		}
 		if cr, ok := r.chunks.Get(ck); ok && cr.c.acquire() {
@@ -657,6 +687,36 @@ func (r *Reader) cache(ck string, c *chunk) {
 	if !r.chunks.Set(ck, cr, int64(cap(c.data))) {
 		cr.drop()
 	}
+}
+
+// admitAheadLocked reports whether a chunk read ahead, now taken by a
+// read, enters the cache: only when it was read ahead before and is still
+// remembered (then it is forgotten); otherwise it is remembered. Requires
+// mu.
+func (r *Reader) admitAheadLocked(ck string) bool {
+	if _, ok := r.mu.seen[ck]; ok {
+		delete(r.mu.seen, ck)
+		return true
+	}
+	for len(r.mu.seen) >= r.seenMax && len(r.mu.seenLog) > 0 {
+		delete(r.mu.seen, r.mu.seenLog[0])
+		r.mu.seenLog[0] = ""
+		r.mu.seenLog = r.mu.seenLog[1:]
+	}
+	r.mu.seen[ck] = struct{}{}
+	r.mu.seenLog = append(r.mu.seenLog, ck)
+	if len(r.mu.seenLog) > 2*len(r.mu.seen)+64 {
+		kept := make(map[string]bool, len(r.mu.seen))
+		log := make([]string, 0, len(r.mu.seen))
+		for _, k := range r.mu.seenLog {
+			if _, ok := r.mu.seen[k]; ok && !kept[k] {
+				kept[k] = true
+				log = append(log, k)
+			}
+		}
+		r.mu.seenLog = log
+	}
+	return false
 }
 
 // takeAheadLocked moves a chunk read ahead, with read-ahead's reference,

@@ -546,3 +546,157 @@ func TestReaderReadAheadDefaultsStayWithinTheProcessors(t *testing.T) {
 		}
 	}
 }
+
+// cachedChunks counts the chunks of m's segments in r's chunk cache.
+func cachedChunks(r *Reader, m *Manifest) (cached, total int) {
+	cb := r.cfg.ChunkBytes
+	for _, seg := range m.Segments {
+		key := r.cfg.Layout.SegmentKey(testPartition, seg.BaseOffset, seg.ID)
+		for i := int64(0); i <= (seg.Size-1)/cb; i++ {
+			total++
+			if _, ok := r.chunks.Get(chunkKey(key, i)); ok {
+				cached++
+			}
+		}
+	}
+	return cached, total
+}
+
+// A replay's chunks, read ahead, stay out of the cache the first time (its
+// buffers go back to the pool instead of filling the cache with fresh
+// memory); a second replay of the range fetches them again and admits
+// them; a third reads them from the cache.
+func TestReaderAdmitsAReplaysChunksOnlyWhenTheyAreReadAheadAgain(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 1200)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	r := newTestReader(t, fb, 4096)
+	replay := func() (gets, cached, total int) {
+		t.Helper()
+		before := fb.getCount()
+		if end := replayFrom(t, r, m, 0, 1<<20, 3000); end != m.End() {
+			t.Fatalf("replay ended at %d, want %d", end, m.End())
+		}
+		r.Wait()
+		cached, total = cachedChunks(r, m)
+		return fb.getCount() - before, cached, total
+	}
+	gets1, cached1, total := replay()
+	t.Logf("%d chunks in %d segments; first replay: %d GETs, %d chunks cached", total, len(m.Segments), gets1, cached1)
+	if total < 100 {
+		t.Fatalf("only %d chunks", total)
+	}
+	// The chunks a read loaded itself (a segment's first ones, when a
+	// read got there before the read-ahead's lookup of the segment) are
+	// cached; those read ahead are not.
+	if cached1 > total/4 {
+		t.Fatalf("the first replay left %d of %d chunks in the cache", cached1, total)
+	}
+	gets2, cached2, _ := replay()
+	t.Logf("second replay: %d GETs, %d chunks cached", gets2, cached2)
+	if gets2 < (total-cached1)*3/4 {
+		t.Fatalf("the second replay made %d GETs; %d chunks were not cached", gets2, total-cached1)
+	}
+	if cached2 < total*9/10 {
+		t.Fatalf("after a second replay %d of %d chunks are cached", cached2, total)
+	}
+	gets3, _, _ := replay()
+	if gets3 > total/10 {
+		t.Fatalf("the third replay made %d GETs for %d chunks, most cached", gets3, total)
+	}
+}
+
+// TestAReplayReusesChunkBuffersOnlyOnceNoReadHoldsThem replays a log many
+// times the reader's cache with one reader that keeps what it read across
+// its next reads, and a second reader trailing it, checking every batch
+// byte for byte when it releases it. A replay's chunks stay out of the
+// cache, so their buffers go back to the pool as reads release them and
+// the replay's next GETs take them again: a buffer reused while a read
+// still held it would show (poisoned on release) in the bytes checked.
+// Run with -race.
+func TestAReplayReusesChunkBuffersOnlyOnceNoReadHoldsThem(t *testing.T) {
+	log, batches := testLog(t, 96<<10, 8000)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	want := map[int64][]byte{}
+	for _, b := range batches {
+		want[recordbatch.Batch(b).BaseOffset()] = b
+	}
+	const chunkBytes = 16 << 10
+	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunkBytes, CacheBytes: 4 << 20,
+		ReadAhead: 4, ReadAheadGets: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	r.pool.poison = true
+	check := func(d Data, from int64) {
+		buf := bytes.Join(d.Bufs, nil)
+		for len(buf) > 0 {
+			bt, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				break // a partial last batch
+			}
+			if w, ok := want[bt.BaseOffset()]; !ok || !bytes.Equal(bt, w) {
+				t.Errorf("read from %d: the batch at %d differs from the one uploaded", from, bt.BaseOffset())
+				return
+			}
+			buf = rest
+		}
+	}
+	replay := func(maxBytes, keep int) {
+		type held struct {
+			d    Data
+			from int64
+		}
+		var hold []held
+		for off := m.Start(); off < m.End(); {
+			d, err := r.ReadShared(context.Background(), testPartition, m, off, maxBytes, math.MaxInt64, true)
+			if err != nil || d.Bufs == nil {
+				t.Errorf("read at %d: %v", off, err)
+				return
+			}
+			next := lastWholeBatchEnd(d.Bufs, off)
+			if next <= off {
+				t.Errorf("no whole batch at %d", off)
+				return
+			}
+			hold = append(hold, held{d, off})
+			if len(hold) > keep {
+				check(hold[0].d, hold[0].from)
+				hold[0].d.Release()
+				hold = hold[1:]
+			}
+			off = next
+		}
+		for _, h := range hold {
+			check(h.d, h.from)
+			h.d.Release()
+		}
+	}
+	// One replay alone: its buffers cycle through the pool, so it makes
+	// about as many as its read-ahead, recent reads, held reads and the
+	// free pool hold at once, not one per chunk.
+	replay(40<<10, 3)
+	r.Wait()
+	_, total := cachedChunks(r, m)
+	made, reused, _ := r.pool.counts()
+	t.Logf("%d chunks; one replay: pool buffers made %d, reused %d", total, made, reused)
+	if made > int64(total)/3 || reused == 0 {
+		t.Fatalf("one replay of %d chunks made %d buffers and reused %d", total, made, reused)
+	}
+	// Then two at once, the second admitting to the cache what it reads
+	// ahead again, and the cache evicting.
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); replay(40<<10, 3) }()
+	go func() { defer wg.Done(); replay(9<<10, 1) }()
+	wg.Wait()
+	r.Wait()
+	made2, reused2, _ := r.pool.counts()
+	t.Logf("two replays: pool buffers made %d, reused %d", made2-made, reused2-reused)
+}
