@@ -18,18 +18,28 @@ import (
 // --session-ttl).
 const etcdDown = 3 * time.Second
 
-// resumeBound is how soon after etcd is back for good the cluster must be
-// whole again: every broker registered and listed by every broker,
-// acks=all production going on.
-const resumeBound = 10 * time.Second
+// resumeWait bounds how long after etcd is back for good the test waits
+// for the cluster to be whole again: every broker registered and listed
+// by every broker, acks=all production going on. It is whole within a
+// few seconds (the time is logged): a broker whose lease expired learns
+// it from its next renewal, which finds a connection at once (the
+// reconnect backoff is capped at a second and reset by a renewal that
+// finds none), and registers again. The bound is a test's, not a promise:
+// a 10 s bound was missed once on a loaded machine (the race detector,
+// other packages' tests on two cores), where a registration, its watch
+// reaching three processes and the test's own reads of four views each
+// wait for the scheduler; what is checked is that the cluster mends
+// itself, which a broker that never registers again fails however
+// generous the bound.
+const resumeWait = 60 * time.Second
 
 // TestEtcdRestartUnderLoad stops the etcd of three `shale broker`
 // processes for longer than their lease TTL, twice, under acks=all
 // production with an idempotent producer, and starts it again each time
 // on its data directory and client address. acks=all production goes on
-// while etcd is away; within resumeBound of its return every broker is
-// registered in etcd and listed in every broker's metadata, and
-// production goes on; every acknowledged record is read back exactly
+// while etcd is away; after its return every broker is registered in
+// etcd again and listed in every broker's metadata, and production goes
+// on; every acknowledged record is read back exactly
 // once and in order, and the replicas' logs agree.
 //
 // Each broker reaches etcd through a proxy of its own. When etcd first
@@ -68,8 +78,8 @@ func TestEtcdRestartUnderLoad(t *testing.T) {
 		c.etcd.start(c.ctx)
 		back := time.Now()
 		store := metadata.NewStore(c.etcd.client(), "/kill/")
-		brokertest.WaitFor(t, resumeBound, fmt.Sprintf("the leader %d's registration expires", leader), func() (bool, string) {
-			ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+		brokertest.WaitFor(t, resumeWait, fmt.Sprintf("the leader %d's registration expires", leader), func() (bool, string) {
+			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 			defer cancel()
 			bs, err := store.Brokers(ctx)
 			return err == nil && !slices.ContainsFunc(bs, func(b metadata.Broker) bool { return b.ID == leader }), fmt.Sprintf("%v %v", bs, err)
@@ -78,11 +88,13 @@ func TestEtcdRestartUnderLoad(t *testing.T) {
 		t.Logf("leader %d kept from etcd until its registration expired, %s after etcd was back", leader, time.Since(back).Round(time.Millisecond))
 		down(2)
 		c.etcd.start(c.ctx)
-		c.requireWhole(time.Now())
+		back = time.Now()
+		c.requireWhole(back)
+		t.Logf("the cluster was whole again %s after etcd was back", time.Since(back).Round(time.Millisecond))
 	})
 }
 
-// requireWhole waits, until resumeBound after since, for every broker to
+// requireWhole waits, until resumeWait after since, for every broker to
 // be registered in etcd and listed in every broker's metadata, and for
 // acks=all production to go on.
 func (c *testCluster) requireWhole(since time.Time) {
@@ -96,8 +108,8 @@ func (c *testCluster) requireWhole(since time.Time) {
 	for i, p := range c.procs {
 		views[i] = kadm.NewClient(directClient(c.t, p.kafkaAddr))
 	}
-	brokertest.WaitFor(c.t, resumeBound-time.Since(since), "every broker registered in etcd and listed by every broker", func() (bool, string) {
-		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+	brokertest.WaitFor(c.t, resumeWait-time.Since(since), "every broker registered in etcd and listed by every broker", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		defer cancel()
 		bs, err := store.Brokers(ctx)
 		if err != nil {
@@ -122,7 +134,8 @@ func (c *testCluster) requireWhole(since time.Time) {
 		return true, ""
 	})
 	n := c.ackedCount()
-	brokertest.WaitFor(c.t, max(resumeBound-time.Since(since), time.Second), "acks=all production goes on with every broker registered", func() (bool, string) {
+	c.t.Logf("every broker registered and listed %s after etcd was back", time.Since(since).Round(time.Millisecond))
+	brokertest.WaitFor(c.t, max(resumeWait-time.Since(since), time.Second), "acks=all production goes on with every broker registered", func() (bool, string) {
 		return c.ackedCount() > n+100, fmt.Sprintf("%d records acknowledged since", c.ackedCount()-n)
 	})
 }
