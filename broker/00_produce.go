@@ -216,7 +216,9 @@ func validateProduce(b *Broker, r *request, req *kmsg.ProduceRequest) *produceCa
 	if len(req.Topics) == 1 {
 		pc.resp.Topics = pc.topicBuf[:0]
 	}
-	now := time.Now()
+	// When the request was read, a moment ago (validation follows the
+	// read): the append time and the leadership lease's check.
+	now := r.p.start
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := kmsg.NewProduceResponseTopic()

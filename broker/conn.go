@@ -175,9 +175,10 @@ func (c *conn) writeAnswer(p *pending) {
 		p.handoff.Store(handoffNone)
 		return
 	}
-	c.observe(p)
+	now := time.Now()
+	c.observeAt(p, now)
 	p.observed = true
-	c.w.arm(int64(len(p.enc)))
+	c.w.armAt(int64(len(p.enc)), now)
 	n, err := c.w.tryWrite(p.enc)
 	if err == nil && n < len(p.enc) {
 		p.sentOff = n
@@ -186,7 +187,7 @@ func (c *conn) writeAnswer(p *pending) {
 	}
 	c.uncharge(p)
 	c.releaseReserved(p)
-	c.wrote(err)
+	c.wroteAt(err, now)
 }
 
 // awaitAnswer waits for p's answer. Every answer before p is written, so
@@ -446,7 +447,14 @@ func (c *conn) readLoop() error {
 		if size < 0 || int64(size) > c.b.cfg.SocketRequestMaxBytes {
 			return fmt.Errorf("%w: frame of %d bytes (limit %d)", errBadRequest, size, c.b.cfg.SocketRequestMaxBytes)
 		}
-		deadline := time.Now().Add(c.b.cfg.RequestReadTimeout)
+		// A frame read already is handled at once: the reading taken
+		// for its deadline is when it was read. Otherwise its reads may
+		// wait, and handleFrame reads the clock again.
+		now := time.Now()
+		deadline := now.Add(c.b.cfg.RequestReadTimeout)
+		if fr.buffered() < int(size) {
+			now = time.Time{}
+		}
 		buf, reserved, inPlace, err := fr.frame(int(size), deadline)
 		if err != nil {
 			if isTimeout(err) {
@@ -472,7 +480,7 @@ func (c *conn) readLoop() error {
 		if !grouped {
 			c.endGroup()
 		}
-		if err := c.handleFrame(buf, reserved, inPlace, grouped); err != nil {
+		if err := c.handleFrame(buf, reserved, inPlace, grouped, now); err != nil {
 			return err
 		}
 		if grouped && (len(c.group.calls) >= maxProduceGroup || !groupableProduce(fr.next())) {
@@ -638,12 +646,16 @@ func (c *conn) releaseFrame(fh frameHold) {
 // since their decoded requests may be retained (group metadata, for one).
 var framePooledAfterHandle = map[int16]bool{int16(kmsg.Produce): true}
 
-// handleFrame decodes and dispatches one request frame. The frame's bytes
+// handleFrame decodes and dispatches one request frame, read at read (zero:
+// now). The frame's bytes
 // are reserved until the request is answered. A frame read in place
 // (inPlace) belongs to the frame reader and is not given back here. A
 // grouped frame (a produce request, groupProduce) is validated and joins
 // the open group.
-func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) error {
+func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, read time.Time) error {
+	if read.IsZero() {
+		read = time.Now()
+	}
 	fh := frameHold{frame: frame, reserved: reserved, inPlace: inPlace}
 	release := func() { c.releaseFrame(fh) }
 	h, req, err := decodeRequest(frame, c.clientID)
@@ -652,7 +664,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool) 
 		release()
 		return err
 	}
-	p := &pending{header: h, done: make(chan struct{}), start: time.Now()}
+	p := &pending{header: h, done: make(chan struct{}), start: read}
 	p.req = request{conn: c, header: h, p: p}
 	if req == nil {
 		release()
@@ -868,9 +880,10 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 		return
 	}
 	var n int64
+	now := time.Now() // one reading for the batch's metrics, deadline and write
 	for _, p := range batch {
 		// Counted before the write, as in send.
-		c.observe(p)
+		c.observeAt(p, now)
 		if !p.silent && p.enc != nil {
 			bufs = append(bufs, p.enc)
 			n += int64(len(p.enc))
@@ -878,14 +891,14 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 	}
 	var err error
 	if n > 0 {
-		c.w.arm(n)
+		c.w.armAt(n, now)
 		_, err = bufs.WriteTo(c.nc)
 	}
 	for _, p := range batch {
 		c.uncharge(p)
 		c.releaseReserved(p)
 	}
-	c.wrote(err)
+	c.wroteAt(err, now)
 }
 
 // send writes p's answer (unless there is none to write) and gives back
@@ -894,8 +907,9 @@ func (c *conn) send(p *pending) {
 	if p.closeConn {
 		c.markBroken()
 	}
+	now := time.Now()
 	if p.silent || c.broken.Load() {
-		c.observe(p)
+		c.observeAt(p, now)
 		p.releaseRaw()
 		c.uncharge(p)
 		c.releaseReserved(p)
@@ -903,24 +917,26 @@ func (c *conn) send(p *pending) {
 	}
 	// Counted before the write, so that a client that has its answer
 	// finds it in the metrics.
-	c.observe(p)
+	c.observeAt(p, now)
 	var err error
 	if p.raw != nil {
 		err = c.w.writeRaw(p.header, p.raw)
 	} else {
-		err = c.w.writeFrame(p.enc[p.sentOff:])
+		err = c.w.writeFrame(p.enc[p.sentOff:], now)
 	}
 	c.uncharge(p)
 	// Written: the request's memory is no longer needed (held until now
 	// so that the budget also bounds answers queued for a client that
 	// reads slowly).
 	c.releaseReserved(p)
-	c.wrote(err)
+	c.wroteAt(err, now)
 }
 
-// wrote records the end of a write; a failed write breaks the connection.
-func (c *conn) wrote(err error) {
-	c.lastWrite.Store(time.Now().UnixNano())
+// wroteAt records the end of a write that began at now (the connection's
+// last write, for idleness, need not be finer); a failed write breaks the
+// connection.
+func (c *conn) wroteAt(err error, now time.Time) {
+	c.lastWrite.Store(now.UnixNano())
 	if err != nil {
 		c.log.Debug("write failed", "err", err)
 		c.markBroken()
@@ -936,10 +952,11 @@ func (c *conn) markBroken() {
 	c.nc.Close()
 }
 
-// observe counts an answered request in the requests metrics.
-func (c *conn) observe(p *pending) {
+// observeAt counts an answered request in the requests metrics, answered
+// at now.
+func (c *conn) observeAt(p *pending, now time.Time) {
 	if !p.observed {
-		c.b.metrics.observeRequest(p.header.key, p.header.version, p.errorCode(), time.Since(p.start))
+		c.b.metrics.observeRequest(p.header.key, p.header.version, p.errorCode(), now.Sub(p.start))
 	}
 }
 

@@ -166,6 +166,9 @@ func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved 
 	return buf, reserved, false, err
 }
 
+// buffered is how many bytes were read and not yet taken.
+func (f *frameReader) buffered() int { return f.w - f.r }
+
 // next returns the first bytes of the next frame (its api key and
 // version) when the whole frame is read already, and nil otherwise. It
 // takes nothing.
