@@ -100,15 +100,16 @@ func (c *ReaderConfig) ensureDefaults() {
 // indexes, spilled manifest parts, recent loads and read-ahead) stays
 // within CacheBytes, or ReadAheadBytes more when that is set above it.
 //
-// Admission: a chunk a read fetches itself (a first read, a random one)
-// enters the cache. A chunk a sequential reader's read-ahead fetched does
-// not, the first time: a replay reads each chunk once, in order, and
+// Admission: a chunk a stream's first read or a random read fetches
+// itself enters the cache. A chunk a sequential reader fetched (its
+// read-ahead, or a read continuing the previous one) does not, the first
+// time: a replay reads each chunk once, in order, and
 // would fill the cache with data nobody reads again, in fresh memory,
 // evicting what other readers use. It stays in the recent reads (the
 // reader's next reads, and a second reader close behind, find it there),
 // and its buffer goes back to the pool once the last read holding it is
 // released, for the replay's next GETs. Its key is remembered (seen): a
-// chunk read ahead again while remembered (a second reader of the range,
+// chunk fetched so again while remembered (a second reader of the range,
 // further behind) enters the cache, so a third finds it there.
 type Reader struct {
 	cfg    ReaderConfig
@@ -413,7 +414,8 @@ func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offse
 	}); i > 0 {
 		pos = int64(comp.OffsetIndex[i-1].Position)
 	}
-	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1}
+	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1,
+		seq: r.sequential(p, asked)}
 	out, err := r.readSeg(sr, m, seg, asked, offset, pos, maxBytes, maxOffset, minOneBatch)
 	if err != nil || out == nil {
 		// The chunks the read looked at are not returned.
@@ -484,6 +486,18 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 	return out, nil
 }
 
+// sequential reports whether a read of p at offset continues a stream (a
+// previous read ended there).
+func (r *Reader) sequential(p Partition, offset int64) bool {
+	if r.cfg.ReadAhead == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.mu.streams[streamKey{p, offset}]
+	return ok
+}
+
 // window returns the stream a read of p at offset that ends before resume
 // belongs to, and how many chunks past the read to fetch ahead: twice
 // cfg.ReadAhead when the read continues the previous one of a stream,
@@ -538,6 +552,8 @@ type segReader struct {
 	p   Partition
 	seg Segment
 	key string
+	// seq: the read continues a stream (see Reader on admission).
+	seq bool
 	// cur is the last chunk read (its index, or -1 when none).
 	cur     int64
 	curData []byte
@@ -577,7 +593,7 @@ func (s *segReader) slices(from, to int64) ([][]byte, error) {
 	for at := from; at < to; {
 		idx := at / cb
 		if idx != s.cur {
-			c, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx))
+			c, err := s.r.chunk(s.ctx, s.key, idx, s.chunkLen(idx), s.seq)
 			if err != nil {
 				return nil, err
 			}
@@ -605,7 +621,10 @@ func chunkKey(key string, idx int64) string { return key + "#" + strconv.FormatI
 // chunk returns one chunk of an object, with a reference for the caller:
 // from the recent reads, the read-ahead, the cache, a load in flight, or a
 // ranged GET.
-func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chunk, error) {
+//
+// A chunk read ahead, or fetched by a sequential read (seq), enters the
+// cache only when seen again (admitOnceSeenLocked); others enter it.
+func (r *Reader) chunk(ctx context.Context, key string, idx, length int64, seq bool) (*chunk, error) {
 	ck := chunkKey(key, idx)
 	counted := false
 	hit := func(h bool) {
@@ -627,7 +646,7 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chu
 			// taken while read-ahead's holds it; then read-ahead's moves
 			// to recent.
 			a.c.ref()
-			admit := r.admitAheadLocked(ck)
+			admit := r.admitOnceSeenLocked(ck)
 			if admit {
 				a.c.ref()
 			}
@@ -665,17 +684,21 @@ func (r *Reader) chunk(ctx context.Context, key string, idx, length int64) (*chu
 		hit(false)
 		c, err := r.get(ctx, key, idx*r.cfg.ChunkBytes, length)
 		ld.err = err
+		admit := false
 		r.mu.Lock()
 		delete(r.mu.loads, ck)
 		if err == nil {
 			r.rememberLocked(ck, c.ref())
+			admit = !seq || r.admitOnceSeenLocked(ck)
 		}
 		r.mu.Unlock()
 		close(ld.done)
 		if err != nil {
 			return nil, err
 		}
-		r.cache(ck, c.ref())
+		if admit {
+			r.cache(ck, c.ref())
+		}
 		return c, nil
 	}
 }
@@ -689,11 +712,11 @@ func (r *Reader) cache(ck string, c *chunk) {
 	}
 }
 
-// admitAheadLocked reports whether a chunk read ahead, now taken by a
-// read, enters the cache: only when it was read ahead before and is still
-// remembered (then it is forgotten); otherwise it is remembered. Requires
-// mu.
-func (r *Reader) admitAheadLocked(ck string) bool {
+// admitOnceSeenLocked reports whether a chunk read ahead or by a
+// sequential read, now taken by a read, enters the cache: only when it
+// was seen before and is still remembered (then it is forgotten);
+// otherwise it is remembered. Requires mu.
+func (r *Reader) admitOnceSeenLocked(ck string) bool {
 	if _, ok := r.mu.seen[ck]; ok {
 		delete(r.mu.seen, ck)
 		return true

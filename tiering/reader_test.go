@@ -562,49 +562,64 @@ func cachedChunks(r *Reader, m *Manifest) (cached, total int) {
 	return cached, total
 }
 
-// A replay's chunks, read ahead, stay out of the cache the first time (its
-// buffers go back to the pool instead of filling the cache with fresh
-// memory); a second replay of the range fetches them again and admits
-// them; a third reads them from the cache.
-func TestReaderAdmitsAReplaysChunksOnlyWhenTheyAreReadAheadAgain(t *testing.T) {
+// A replay's chunks stay out of the cache the first time (its buffers go
+// back to the pool instead of filling the cache with fresh memory),
+// whether read ahead or, by reads larger than the read-ahead window,
+// fetched by the reads themselves; a second replay of the range fetches
+// them again and admits them; a third reads them from the cache.
+func TestReaderAdmitsAReplaysChunksOnlyWhenTheyAreReadAgain(t *testing.T) {
 	log, _ := testLog(t, 64<<10, 1200)
 	fb := &faultyBucket{Bucket: objectstore.NewMem()}
 	a, ms := newTestArchiver(t, fb, log)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	m := ms.Current()
-	r := newTestReader(t, fb, 4096)
-	replay := func() (gets, cached, total int) {
-		t.Helper()
-		before := fb.getCount()
-		if end := replayFrom(t, r, m, 0, 1<<20, 3000); end != m.End() {
-			t.Fatalf("replay ended at %d, want %d", end, m.End())
-		}
-		r.Wait()
-		cached, total = cachedChunks(r, m)
-		return fb.getCount() - before, cached, total
-	}
-	gets1, cached1, total := replay()
-	t.Logf("%d chunks in %d segments; first replay: %d GETs, %d chunks cached", total, len(m.Segments), gets1, cached1)
-	if total < 100 {
-		t.Fatalf("only %d chunks", total)
-	}
-	// The chunks a read loaded itself (a segment's first ones, when a
-	// read got there before the read-ahead's lookup of the segment) are
-	// cached; those read ahead are not.
-	if cached1 > total/4 {
-		t.Fatalf("the first replay left %d of %d chunks in the cache", cached1, total)
-	}
-	gets2, cached2, _ := replay()
-	t.Logf("second replay: %d GETs, %d chunks cached", gets2, cached2)
-	if gets2 < (total-cached1)*3/4 {
-		t.Fatalf("the second replay made %d GETs; %d chunks were not cached", gets2, total-cached1)
-	}
-	if cached2 < total*9/10 {
-		t.Fatalf("after a second replay %d of %d chunks are cached", cached2, total)
-	}
-	gets3, _, _ := replay()
-	if gets3 > total/10 {
-		t.Fatalf("the third replay made %d GETs for %d chunks, most cached", gets3, total)
+	for _, tc := range []struct {
+		name                string
+		ahead, gets, readSz int
+	}{
+		{"reads within a chunk", 4, 8, 3000},
+		{"reads of four chunks, one GET ahead", 1, 1, 4 * 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewReader(ReaderConfig{Bucket: fb, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
+				ReadAhead: tc.ahead, ReadAheadGets: tc.gets})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			replay := func() (gets, cached, total int) {
+				t.Helper()
+				before := fb.getCount()
+				if end := replayFrom(t, r, m, 0, 1<<20, tc.readSz); end != m.End() {
+					t.Fatalf("replay ended at %d, want %d", end, m.End())
+				}
+				r.Wait()
+				cached, total = cachedChunks(r, m)
+				return fb.getCount() - before, cached, total
+			}
+			gets1, cached1, total := replay()
+			t.Logf("%d chunks in %d segments; first replay: %d GETs, %d chunks cached", total, len(m.Segments), gets1, cached1)
+			if total < 100 {
+				t.Fatalf("only %d chunks", total)
+			}
+			// The chunks of a stream's first read are cached; those read
+			// ahead or by the reads that continue it are not.
+			if cached1 > total/4 {
+				t.Fatalf("the first replay left %d of %d chunks in the cache", cached1, total)
+			}
+			gets2, cached2, _ := replay()
+			t.Logf("second replay: %d GETs, %d chunks cached", gets2, cached2)
+			if gets2 < (total-cached1)*3/4 {
+				t.Fatalf("the second replay made %d GETs; %d chunks were not cached", gets2, total-cached1)
+			}
+			if cached2 < total*9/10 {
+				t.Fatalf("after a second replay %d of %d chunks are cached", cached2, total)
+			}
+			gets3, _, _ := replay()
+			if gets3 > total/10 {
+				t.Fatalf("the third replay made %d GETs for %d chunks, most cached", gets3, total)
+			}
+		})
 	}
 }
 
