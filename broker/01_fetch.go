@@ -30,6 +30,8 @@ type fetchOp struct {
 	// targetBuf holds the targets of a fetch of up to 4 partitions,
 	// sparing their allocations (one per doubling of targets).
 	targetBuf [4]fetchTarget
+	// planBuf is the plan, in the same allocation.
+	planBuf fetchPlan
 }
 
 type fetchTarget struct {
@@ -42,14 +44,15 @@ type fetchTarget struct {
 // error to report, or no wait was asked for; otherwise it parks until an
 // append wakes one of the partitions or MaxWaitMs passes.
 func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
-	plan, code := b.fetchSessions.planFetch(req, r.conn.fetchClient(r.header.clientID))
+	replicaID := fetchReplicaID(req)
+	op := &fetchOp{b: b, req: req, follower: replicaID >= 0, replicaID: replicaID}
+	plan, code := b.fetchSessions.planFetchInto(req, r.conn.fetchClient(r.header.clientID), &op.planBuf)
 	if code != 0 {
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.ErrorCode = code
 		return resp
 	}
-	replicaID := fetchReplicaID(req)
-	op := &fetchOp{b: b, req: req, plan: plan, follower: replicaID >= 0, replicaID: replicaID}
+	op.plan = plan
 	op.servesReads = op.follower && b.servesReads(replicaID)
 	op.targets = op.targetBuf[:0]
 	if len(plan.parts) > len(op.targetBuf) {

@@ -170,14 +170,26 @@ type fetchPlan struct {
 	incremental bool
 	parts       []*sessionPartition
 	partBuf     [4]*sessionPartition
+	// partVals hold the parts of a sessionless fetch of up to 4
+	// partitions, sparing an allocation each.
+	partVals [4]sessionPartition
 }
 
 // planFetch applies the session rules of a request from owner (see
 // fetchClient). It returns a top-level error code when the session is
 // unknown or out of step.
 func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fetchPlan, int16) {
+	return c.planFetchInto(req, owner, &fetchPlan{})
+}
+
+// planFetchInto is planFetch filling plan, which must be zero (the fetch's
+// own, sparing its allocation); it returns plan, or nil with an error code.
+func (c *fetchSessionCache) planFetchInto(req *kmsg.FetchRequest, owner string, plan *fetchPlan) (*fetchPlan, int16) {
 	useIDs := req.Version >= 13
-	fromRequest := func(add func(*sessionPartition)) {
+	// fromRequest gives add each partition of the request; into, when
+	// not nil, is where the part is made (a new one otherwise).
+	fromRequest := func(into func(i int) *sessionPartition, add func(*sessionPartition)) {
+		i := 0
 		for _, rt := range req.Topics {
 			for _, rp := range rt.Partitions {
 				k := sessionKey{index: rp.Partition}
@@ -186,8 +198,17 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 				} else {
 					k.topic = rt.Topic
 				}
-				add(&sessionPartition{key: k, fetchOffset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes,
-					currentLeaderEpoch: rp.CurrentLeaderEpoch, lastFetchedEpoch: rp.LastFetchedEpoch, logStartOffset: rp.LogStartOffset, hw: -1, lso: -1, lss: -1})
+				var p *sessionPartition
+				if into != nil {
+					p = into(i)
+				}
+				if p == nil {
+					p = new(sessionPartition)
+				}
+				*p = sessionPartition{key: k, fetchOffset: rp.FetchOffset, maxBytes: rp.PartitionMaxBytes,
+					currentLeaderEpoch: rp.CurrentLeaderEpoch, lastFetchedEpoch: rp.LastFetchedEpoch, logStartOffset: rp.LogStartOffset, hw: -1, lso: -1, lss: -1}
+				add(p)
+				i++
 			}
 		}
 	}
@@ -195,7 +216,6 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 		if req.Version >= 7 && req.SessionID != 0 {
 			c.remove(req.SessionID, owner)
 		}
-		plan := &fetchPlan{}
 		if req.Version >= 7 && req.SessionEpoch == sessionEpochInitial {
 			plan.session = c.create(owner)
 		}
@@ -204,12 +224,18 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 			// Sessionless: the parts are read once, into the plan
 			// (up to 4 without an allocation of their own).
 			plan.parts = plan.partBuf[:0]
-			fromRequest(func(p *sessionPartition) { plan.parts = append(plan.parts, p) })
+			into := func(i int) *sessionPartition {
+				if i < len(plan.partVals) {
+					return &plan.partVals[i]
+				}
+				return nil
+			}
+			fromRequest(into, func(p *sessionPartition) { plan.parts = append(plan.parts, p) })
 			return plan, 0
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		fromRequest(func(p *sessionPartition) {
+		fromRequest(nil, func(p *sessionPartition) {
 			if old := s.index[p.key]; old != nil {
 				*old = *p
 				return
@@ -232,7 +258,7 @@ func (c *fetchSessionCache) planFetch(req *kmsg.FetchRequest, owner string) (*fe
 	if s.epoch++; s.epoch <= 0 {
 		s.epoch = 1
 	}
-	fromRequest(func(p *sessionPartition) {
+	fromRequest(nil, func(p *sessionPartition) {
 		if old := s.index[p.key]; old != nil {
 			old.fetchOffset, old.maxBytes, old.currentLeaderEpoch, old.logStartOffset = p.fetchOffset, p.maxBytes, p.currentLeaderEpoch, p.logStartOffset
 			old.lastFetchedEpoch = p.lastFetchedEpoch
