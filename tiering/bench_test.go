@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"runtime/metrics"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
@@ -32,7 +36,8 @@ func BenchmarkRemoteRead(b *testing.B) {
 	})
 }
 
-func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
+// uploadBenchLog uploads 64 MiB in 16 KiB batches, 8 MiB segments.
+func uploadBenchLog(b *testing.B, bucket objectstore.Bucket) (*Manifest, Layout) {
 	log, err := localseg.Open(b.TempDir(), localseg.Config{SegmentBytes: 8 << 20, RetentionMs: -1}, localseg.Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
@@ -46,7 +51,11 @@ func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
 	log.Roll()
 	a, ms := newTestArchiver(b, bucket, log)
 	uploadAll(b, a, 0, log.LogEndOffset())
-	m := ms.Current()
+	return ms.Current(), a.cfg.Layout
+}
+
+func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
+	m, layout := uploadBenchLog(b, bucket)
 	const chunk = 4 << 20
 	replay := func(b *testing.B, r *Reader) {
 		for off := m.Start(); off < m.End(); {
@@ -64,7 +73,7 @@ func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
 	var pieces []piece
 	for _, s := range m.Segments {
 		for off := int64(0); off < s.Size; off += chunk {
-			pieces = append(pieces, piece{a.cfg.Layout.SegmentKey(testPartition, s.BaseOffset, s.ID), off, min(chunk, s.Size-off)})
+			pieces = append(pieces, piece{layout.SegmentKey(testPartition, s.BaseOffset, s.ID), off, min(chunk, s.Size-off)})
 		}
 	}
 	rawGet := func(b *testing.B, p piece) {
@@ -110,7 +119,7 @@ func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
 	b.Run("cold", func(b *testing.B) {
 		b.SetBytes(m.Bytes())
 		for b.Loop() {
-			r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: a.cfg.Layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
+			r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -119,7 +128,7 @@ func benchRemoteRead(b *testing.B, bucket objectstore.Bucket) {
 		}
 	})
 	b.Run("warm", func(b *testing.B) {
-		r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: a.cfg.Layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
+		r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: layout, ChunkBytes: chunk, CacheBytes: 256 << 20})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -237,4 +246,144 @@ func BenchmarkUpload(b *testing.B) {
 		}
 		b.ReportMetric(float64(bucket.Calls(faulty.Put)-puts)/float64(uploaded), "puts/segment")
 	})
+}
+
+// BenchmarkHotTrafficBesideAColdReplay measures what a cold replay
+// through the Reader (from a real MinIO, a new cache each pass, fetches of
+// 16 MiB, read-ahead at its defaults) costs hot traffic in the same
+// process: requests of 16 KiB, one every 2 ms at most, over a loopback
+// connection to an echo of 8 bytes, each round trip timed from its send
+// (two goroutines woken by the network, as a produce wakes its
+// connection's reader and then its client). Beside the round trip it
+// prints how long the process's goroutines waited runnable for a
+// processor (p99, the upper bound of the runtime's own histogram bucket,
+// far finer than the buckets /metrics exports), which tells the wait the
+// Go scheduler adds from the wait for the machine's CPUs. The ceiling is
+// the same requests alone; the replay's MB/s is printed beside.
+func BenchmarkHotTrafficBesideAColdReplay(b *testing.B) {
+	bucket := miniotest.Start(b).NewS3(b, nil)
+	m, layout := uploadBenchLog(b, bucket)
+	run := func(b *testing.B, load func()) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go echo(ln)
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		before := schedLatencies()
+		stop := make(chan struct{})
+		done := make(chan []time.Duration)
+		go func() { done <- pingEvery(c, 2*time.Millisecond, stop) }()
+		for b.Loop() {
+			load()
+		}
+		close(stop)
+		rtts := <-done
+		if len(rtts) == 0 {
+			b.Fatal("no round trip")
+		}
+		slices.Sort(rtts)
+		b.ReportMetric(float64(rtts[len(rtts)/2])/1e6, "hot-p50-ms")
+		b.ReportMetric(float64(rtts[len(rtts)*99/100])/1e6, "hot-p99-ms")
+		b.ReportMetric(histogramQuantile(before, schedLatencies(), 0.99)*1e3, "sched-p99-ms")
+	}
+	b.Run("ceiling-alone", func(b *testing.B) {
+		run(b, func() { time.Sleep(time.Second) })
+	})
+	b.Run("replay", func(b *testing.B) {
+		b.SetBytes(m.Bytes())
+		run(b, func() {
+			r, err := NewReader(ReaderConfig{Bucket: bucket, Layout: layout, ChunkBytes: 4 << 20, CacheBytes: 256 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			for off := m.Start(); off < m.End(); {
+				d, err := r.ReadShared(context.Background(), testPartition, m, off, 16<<20, math.MaxInt64, true)
+				if err != nil || d.Bufs == nil {
+					b.Fatalf("at %d: %v", off, err)
+				}
+				off = lastWholeBatchEnd(d.Bufs, off)
+				d.Release()
+			}
+		})
+	})
+}
+
+// echo answers each 16 KiB request of each connection ln accepts with
+// 8 bytes.
+func echo(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 16<<10)
+			for {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				if _, err := c.Write(buf[:8]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// pingEvery sends a 16 KiB request on c at most every interval and waits
+// for its 8-byte answer, until stop is closed or c fails; it returns the
+// round trips.
+func pingEvery(c net.Conn, interval time.Duration, stop <-chan struct{}) []time.Duration {
+	req := make([]byte, 16<<10)
+	var rtts []time.Duration
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return rtts
+		case <-tick.C:
+		}
+		sent := time.Now()
+		if _, err := c.Write(req); err != nil {
+			return rtts
+		}
+		if _, err := io.ReadFull(c, req[:8]); err != nil {
+			return rtts
+		}
+		rtts = append(rtts, time.Since(sent))
+	}
+}
+
+// schedLatencies is the runtime's histogram of how long goroutines waited
+// runnable for a processor, since the process started.
+func schedLatencies() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	return s[0].Value.Float64Histogram()
+}
+
+// histogramQuantile is the upper bound of the bucket holding quantile q
+// of what after counted beyond before (the same histogram, read twice).
+func histogramQuantile(before, after *metrics.Float64Histogram, q float64) float64 {
+	var total uint64
+	for i := range after.Counts {
+		total += after.Counts[i] - before.Counts[i]
+	}
+	var seen uint64
+	for i := range after.Counts {
+		seen += after.Counts[i] - before.Counts[i]
+		if total > 0 && float64(seen) >= q*float64(total) {
+			return after.Buckets[i+1]
+		}
+	}
+	return 0
 }
