@@ -355,3 +355,46 @@ func BenchmarkRemoveDeletedSegments(b *testing.B) {
 	b.ReportMetric(float64(times[len(times)/2].Microseconds()), "p50-us")
 	b.ReportMetric(float64(times[len(times)-1].Microseconds()), "max-us")
 }
+
+// BenchmarkAppendAcrossRolls appends 32 KiB batches back to back to a log
+// of 4 MiB segments (a roll every 128 appends) and reports the latency of
+// the appends that rolled (which create the next segment's file under the
+// log's lock) beside that of the others, its same-run ceiling. The
+// rolling appends also meet the background work of the roll before
+// (the sealed segment's index files, fsyncs and directory fsync).
+func BenchmarkAppendAcrossRolls(b *testing.B) {
+	l := benchLog(b, Config{SegmentBytes: 4 << 20})
+	bt := batch(32, 1000, 1)
+	var rolls, others []time.Duration
+	b.SetBytes(int64(len(bt)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		segs := len(l.segments())
+		start := time.Now()
+		if _, err := l.AppendAsLeader(bt, 1); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		if len(l.segments()) != segs {
+			rolls = append(rolls, d)
+		} else {
+			others = append(others, d)
+		}
+		if i%1024 == 1023 {
+			b.StopTimer()
+			l.ApplyRetention(time.Now())
+			b.StartTimer()
+		}
+	}
+	q := func(ts []time.Duration, f float64) float64 {
+		if len(ts) == 0 {
+			return 0
+		}
+		slices.Sort(ts)
+		return float64(ts[int(f*float64(len(ts)-1))].Microseconds())
+	}
+	b.ReportMetric(q(rolls, 0.5), "roll-p50-us")
+	b.ReportMetric(q(rolls, 0.9), "roll-p90-us")
+	b.ReportMetric(q(others, 0.5), "append-p50-us")
+	b.ReportMetric(q(others, 0.99), "append-p99-us")
+}
