@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -21,7 +22,11 @@ import (
 // record data. Every request is answered, in order, and every batch is
 // stored where its answer says.
 func TestPipelinedFramesOfEverySizeAreAnsweredInOrder(t *testing.T) {
-	b := brokertest.Start(t)
+	// Sent byte by byte, the 600 KB frame takes a write per byte: on a
+	// loaded machine under the race detector, longer than the default
+	// 30 s the broker gives a request to arrive, after which it closes
+	// the connection (as it must for a stalled client).
+	b := brokertest.Start(t, func(c *broker.Config) { c.RequestReadTimeout = 5 * time.Minute })
 	createTopic(t, b.Admin(), "pipelined", 1, nil)
 	produce := func(values, valueBytes int) kmsg.Request {
 		recs := make([]recordbatch.Record, values)
@@ -73,7 +78,7 @@ func TestPipelinedFramesOfEverySizeAreAnsweredInOrder(t *testing.T) {
 	for _, split := range []string{"one write", "byte by byte"} {
 		t.Run(split, func(t *testing.T) {
 			c := dial(t, b.Addr)
-			c.SetDeadline(time.Now().Add(100 * time.Second))
+			c.SetDeadline(time.Now().Add(5 * time.Minute))
 			go func() {
 				if split == "one write" {
 					c.Write(all)
