@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -94,15 +95,63 @@ func (s *Store) grantCreation(ctx context.Context, name, marker string) (*creati
 	return &creation{s: s, key: s.creatingKey(name), marker: marker, lease: l.ID}, nil
 }
 
-// release revokes the marker's lease (the marker goes with it); best
-// effort, since the lease expires anyway.
-func (c *creation) release(ctx context.Context) {
-	if c.s.cli.Ctx().Err() != nil {
+// maxSettleRoom bounds the time a creation keeps, before its caller's
+// deadline, for what follows its writes (see splitDeadline).
+const maxSettleRoom = time.Second
+
+// settle holds the deadlines of what follows a creation's writes: the
+// re-read of an indeterminate commit, then the release of the marker's
+// lease. Zero: the caller has no deadline (resolveTimeout each).
+type settle struct{ resolve, release time.Time }
+
+// splitDeadline returns the context of a creation's writes: when ctx has a
+// deadline (a Kafka request's timeout), it ends earlier by a quarter of the
+// time left, at most maxSettleRoom, so that the re-read of a commit cut
+// off and the release of the marker both fit before that deadline, and
+// the answer does not come seconds after it.
+func splitDeadline(ctx context.Context) (context.Context, context.CancelFunc, settle) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		wctx, cancel := context.WithCancel(ctx)
+		return wctx, cancel, settle{}
+	}
+	room := min(max(time.Until(d)/4, 0), maxSettleRoom)
+	wctx, cancel := context.WithDeadline(ctx, d.Add(-room))
+	return wctx, cancel, settle{resolve: d.Add(-room / 2), release: d}
+}
+
+// context is resolveContext's, ending by at too when it is set.
+func (settle) context(ctx context.Context, at time.Time) (context.Context, context.CancelFunc) {
+	rctx, cancel := resolveContext(ctx)
+	if at.IsZero() {
+		return rctx, cancel
+	}
+	dctx, dcancel := context.WithDeadline(rctx, at)
+	return dctx, func() { dcancel(); cancel() }
+}
+
+// release revokes the marker's lease (the marker goes with it), by the
+// deadline st gives. Best effort, since the lease expires anyway; but
+// until it does, a retry of a failed creation would be refused as another
+// creation under way. So a revocation that does not make the deadline
+// (etcd slow or unreachable) is tried again in the background, for
+// resolveTimeout at most and no longer than the client lives.
+func (c *creation) release(ctx context.Context, st settle) {
+	cli := c.s.cli
+	if cli.Ctx().Err() != nil {
 		return // the client is closing: the lease expires
 	}
-	rctx, cancel := resolveContext(ctx)
-	defer cancel()
-	c.s.cli.Revoke(rctx, c.lease)
+	rctx, cancel := st.context(ctx, st.release)
+	_, err := cli.Revoke(rctx, c.lease)
+	cancel()
+	if err == nil || rctx.Err() == nil {
+		return // revoked, or refused (the lease expired already)
+	}
+	go func() {
+		bctx, cancel := context.WithTimeout(cli.Ctx(), resolveTimeout)
+		defer cancel()
+		cli.Revoke(bctx, c.lease)
+	}()
 }
 
 // writeChunks puts ops in chunks while the marker is ours.
@@ -155,11 +204,13 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 		return 0, err
 	}
 	key := s.topicKey(t.Name)
+	ctx, wcancel, st := splitDeadline(ctx)
+	defer wcancel()
 	c, err := s.grantCreation(ctx, t.Name, t.ID.String())
 	if err != nil {
 		return 0, err
 	}
-	defer c.release(ctx)
+	defer c.release(ctx, st)
 	what := fmt.Sprintf("creating topic %s with %d partitions", t.Name, len(parts))
 	// 1. The marker, and no leftovers.
 	wctx, cancel := withDeadline(ctx)
@@ -191,7 +242,7 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	}
 	if err != nil {
 		// Indeterminate: the topic may have been created. Re-read.
-		rctx, rcancel := resolveContext(ctx)
+		rctx, rcancel := st.context(ctx, st.resolve)
 		defer rcancel()
 		if got, rerr := s.topic(rctx, t.Name); rerr == nil && got.ID == t.ID {
 			return s.Revision(rctx)
@@ -250,11 +301,13 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 	} else if int(t.PartitionCount) != seen {
 		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
 	}
+	ctx, wcancel, st := splitDeadline(ctx)
+	defer wcancel()
 	c, err := s.grantCreation(ctx, name, t.ID.String()+"+"+fmt.Sprint(seen))
 	if err != nil {
 		return 0, err
 	}
-	defer c.release(ctx)
+	defer c.release(ctx, st)
 	counted := t
 	counted.PartitionCount = int32(seen)
 	cv, err := json.Marshal(counted)

@@ -1,0 +1,178 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// stallingEtcd is an etcd client whose requests stall from the commit of
+// a topic record on (the put of key) until lifted: each then waits for
+// its context to end, and fails as a request to an unresponsive etcd does.
+// With landed, the commit is applied and only its answer stalls (lost).
+type stallingEtcd struct {
+	clientv3.KV
+	clientv3.Lease
+	key    string
+	landed bool
+
+	mu      sync.Mutex
+	stalled bool
+	lifted  chan struct{}
+}
+
+func newStallingStore(t *testing.T, e *Embedded, key string, landed bool) (*Store, *stallingEtcd) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	se := &stallingEtcd{KV: cli.KV, Lease: cli.Lease, key: key, landed: landed, lifted: make(chan struct{})}
+	cli.KV, cli.Lease = se, se
+	return NewStore(cli, ""), se
+}
+
+// wait stalls while the stall is on: it reports whether ctx ended first.
+func (se *stallingEtcd) wait(ctx context.Context) error {
+	se.mu.Lock()
+	stalled := se.stalled
+	se.mu.Unlock()
+	if !stalled {
+		return nil
+	}
+	select {
+	case <-se.lifted:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (se *stallingEtcd) lift() { close(se.lifted) }
+
+func (se *stallingEtcd) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if err := se.wait(ctx); err != nil {
+		return nil, err
+	}
+	return se.KV.Get(ctx, key, opts...)
+}
+
+func (se *stallingEtcd) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	if err := se.wait(ctx); err != nil {
+		return nil, err
+	}
+	return se.Lease.Revoke(ctx, id)
+}
+
+func (se *stallingEtcd) Txn(ctx context.Context) clientv3.Txn {
+	return &stallingTxn{Txn: se.KV.Txn(context.WithoutCancel(ctx)), se: se, ctx: ctx}
+}
+
+// Close is the KV's and the Lease's: the client closes both.
+func (se *stallingEtcd) Close() error { return se.Lease.Close() }
+
+type stallingTxn struct {
+	clientv3.Txn
+	se     *stallingEtcd
+	ctx    context.Context
+	commit bool // puts the topic record
+}
+
+func (t *stallingTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
+func (t *stallingTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Else(ops...)
+	return t
+}
+func (t *stallingTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	for _, op := range ops {
+		if op.IsPut() && string(op.KeyBytes()) == t.se.key {
+			t.commit = true
+		}
+	}
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+
+func (t *stallingTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.commit && t.se.landed {
+		// Applied, and its answer lost: only this request stalls.
+		t.Txn.Commit()
+		select {
+		case <-t.se.lifted:
+		case <-t.ctx.Done():
+		}
+		return nil, context.DeadlineExceeded
+	}
+	if t.commit {
+		t.se.mu.Lock()
+		t.se.stalled = true
+		t.se.mu.Unlock()
+	}
+	if err := t.se.wait(t.ctx); err != nil {
+		return nil, err
+	}
+	return t.Txn.Commit()
+}
+
+// A creation whose commit stalls past the request's deadline answers by
+// that deadline, not seconds after it: REQUEST_TIMED_OUT (a deadline
+// error) when the commit did not land, the topic when it did; and a retry
+// after a failed creation is not refused for long as another creation
+// under way (the marker's lease is released even when etcd answers only
+// after the deadline).
+func TestCreateTopicAnswersByItsDeadline(t *testing.T) {
+	e := startStockEtcd(t)
+	const timeout = 2 * time.Second
+	const margin = 300 * time.Millisecond
+	for _, landed := range []bool{false, true} {
+		name := "stalled"
+		if landed {
+			name = "landed"
+		}
+		t.Run(name, func(t *testing.T) {
+			s, se := newStallingStore(t, e, NewStore(e.Client(), "").topicKey(name), landed)
+			topic, parts := testTopic(name, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			deadline, _ := ctx.Deadline()
+			_, err := s.CreateTopic(ctx, topic, parts)
+			late := time.Since(deadline)
+			se.lift()
+			if late > margin {
+				t.Errorf("answered %v after the deadline", late)
+			}
+			if landed {
+				if err != nil {
+					t.Fatalf("a creation whose commit landed: %v", err)
+				}
+				got, err := NewStore(e.Client(), "").topic(ctxT(t), name)
+				if err != nil || got.ID != topic.ID {
+					t.Fatalf("the topic: %+v, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a creation past its deadline returned %v, want a deadline error", err)
+			}
+			// The retry: refused only briefly, while the lease's
+			// release goes through.
+			retryBy := time.Now().Add(2 * time.Second)
+			for {
+				_, err := NewStore(e.Client(), "").CreateTopic(ctxT(t), topic, parts)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, ErrTopicExists) || time.Now().After(retryBy) {
+					t.Fatalf("the retry: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
