@@ -551,7 +551,7 @@ func (l *Log) fitsPendingLocked(s *segment, pos, next int64, b Batch) bool {
 	l.pub.Lock()
 	pending := int64(len(l.pub.queue))
 	l.pub.Unlock()
-	idx := int64(len(*s.activeIdx.Load())) + pending + 1
+	idx := s.activeIdx.Load().len() + pending + 1
 	return s == l.active() && pos+int64(len(b)) <= cfg.SegmentBytes &&
 		idx < cfg.SegmentIndexBytes/timeIndexEntrySize && idx < cfg.SegmentIndexBytes/indexEntrySize &&
 		next+(b.LastOffset()-b.BaseOffset())-s.base <= math.MaxInt32
@@ -761,8 +761,8 @@ func (l *Log) appendLocked(buf []byte) error {
 func (l *Log) fitLocked(s *segment, buf []byte) (n int, rollAt int64) {
 	cfg := &l.mu.cfg
 	size := s.size.Load()
-	idxN := int64(len(*s.activeIdx.Load()))
-	tidxN := int64(len(*s.activeTidx.Load()))
+	idxN := s.activeIdx.Load().len()
+	tidxN := s.activeTidx.Load().len()
 	since, firstTs := s.sinceIndex, s.firstTs
 	var nowMs int64 = -1
 	for n < len(buf) {
@@ -841,7 +841,7 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 	}
 	idx := s.activeIdx.Load()
 	tidx := s.activeTidx.Load()
-	newIdx, newTidx := *idx, *tidx
+	newIdx, newTidx := idx, tidx
 	var next int64
 	for off := 0; off < len(run); {
 		b := recordbatch.Batch(run[off:])
@@ -849,9 +849,11 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 		h := header{base: b.BaseOffset(), size: int64(blen), last: b.LastOffset(), maxTs: b.MaxTimestamp()}
 		at := pos + int64(off)
 		if s.sinceIndex >= s.interval {
-			newIdx = append(newIdx, indexEntry{rel: uint32(h.base - s.base), pos: uint32(at)})
+			newIdx = newIdx.add(indexEntry{rel: uint32(h.base - s.base), pos: uint32(at)})
 			if ts := s.maxTs.Load(); ts >= 0 {
-				newTidx = appendTime(newTidx, timeEntry{ts: ts, rel: uint32(s.maxTsOffset.Load() - s.base)})
+				if n := newTidx.len(); n == 0 || ts > newTidx.es[n-1].ts {
+					newTidx = newTidx.add(timeEntry{ts: ts, rel: uint32(s.maxTsOffset.Load() - s.base)})
+				}
 			}
 			s.sinceIndex = 0
 		}
@@ -864,16 +866,13 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 		s.recent.push(recentBatch{base: h.base, next: next, pos: at, size: h.size})
 		off += blen
 	}
-	// Readers hold the old slices; appending within capacity writes only
-	// past their length, so the swap needs no lock. (The copies are
-	// declared here so that only a run that adds entries allocates.)
-	if len(newIdx) != len(*idx) {
-		p := newIdx
-		s.activeIdx.Store(&p)
+	// Readers of the old arrays keep the entries they saw (see
+	// liveEntries); a grown array is published once for the run.
+	if newIdx != idx {
+		s.activeIdx.Store(newIdx)
 	}
-	if len(newTidx) != len(*tidx) {
-		p := newTidx
-		s.activeTidx.Store(&p)
+	if newTidx != tidx {
+		s.activeTidx.Store(newTidx)
 	}
 	s.setEnd(pos+int64(len(run)), next)
 	l.end.Store(next) // s is the active segment: rolls wait for the writes in flight
@@ -1209,8 +1208,8 @@ func (l *Log) waitRollFiles() {
 // sealIndexes returns the final indexes of an active segment: the live
 // ones, the time index ending with the segment's largest timestamp.
 func (l *Log) sealIndexes(s *segment) ([]indexEntry, []timeEntry) {
-	idx := *s.activeIdx.Load()
-	tidx := *s.activeTidx.Load()
+	idx := s.activeIdx.Load().entries()
+	tidx := s.activeTidx.Load().entries()
 	if ts := s.maxTs.Load(); ts >= 0 && (len(tidx) == 0 || ts > tidx[len(tidx)-1].ts) {
 		tidx = append(tidx[:len(tidx):len(tidx)], timeEntry{ts: ts, rel: uint32(s.maxTsOffset.Load() - s.base)})
 	}
@@ -1286,8 +1285,8 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	s.setEnd(0, base)
 	s.maxTs.Store(-1)
 	s.maxTsOffset.Store(base)
-	s.activeIdx.Store(&[]indexEntry{})
-	s.activeTidx.Store(&[]timeEntry{})
+	s.activeIdx.Store(newLiveEntries[indexEntry](nil))
+	s.activeTidx.Store(newLiveEntries[timeEntry](nil))
 	s.created = l.now().UnixMilli()
 	s.firstTs = -1
 	l.fc.admit(s, w)

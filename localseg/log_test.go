@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -916,4 +917,86 @@ func TestDiscardClosesWithoutWriting(t *testing.T) {
 	if h.log.LogEndOffset() != 20 {
 		t.Fatalf("log end %d after reopening a discarded log, want 20", h.log.LogEndOffset())
 	}
+}
+
+func TestLiveEntriesReadersSeeAWrittenPrefix(t *testing.T) {
+	var p atomic.Pointer[liveEntries[indexEntry]]
+	p.Store(newLiveEntries([]indexEntry{{rel: 0, pos: 0}}))
+	const n = 5000
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := 0
+			for last < n {
+				es := p.Load().entries()
+				if len(es) < last {
+					t.Errorf("entries went from %d to %d", last, len(es))
+					return
+				}
+				for i, e := range es {
+					if e.rel != uint32(i) || e.pos != uint32(i*10) {
+						t.Errorf("entry %d of %d: %+v", i, len(es), e)
+						return
+					}
+				}
+				last = len(es)
+			}
+		}()
+	}
+	for i := 1; i < n; i++ {
+		b := p.Load()
+		if nb := b.add(indexEntry{rel: uint32(i), pos: uint32(i * 10)}); nb != b {
+			p.Store(nb)
+		}
+	}
+	wg.Wait()
+	if es := p.Load().entries(); cap(es) != len(es) {
+		t.Fatalf("entries of cap %d for %d: an append to them would write into the live array", cap(es), len(es))
+	}
+}
+
+// Readers at every offset, through the live offset index of the active
+// segment (an entry per batch) while an appender adds entries to it.
+func TestReadsThroughTheLiveIndexWhileAppending(t *testing.T) {
+	one := batch(1, 100, 0)
+	h := newHarness(t, Config{IndexIntervalBytes: 1, SegmentBytes: int64(len(one)) * 1500})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(r); ; i += 7 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				leo := h.log.LogEndOffset()
+				if leo == 0 {
+					continue
+				}
+				off := i % leo
+				ts, err := h.log.Read(off, 1<<10, leo, true)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				buf, _ := ts.Bytes()
+				ts.Release()
+				b, _, err := recordbatch.Next(buf)
+				if err != nil || b.BaseOffset() > off || b.LastOffset() < off {
+					t.Errorf("read at %d (end %d): %v", off, leo, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 2000; i++ {
+		h.append(batch(1, 100, 0))
+	}
+	close(stop)
+	wg.Wait()
 }

@@ -345,17 +345,11 @@ func (l *Log) resumeActive(s *segment, f File, size int64, idx []indexEntry, tid
 
 // installActive publishes the state of an active segment.
 func (l *Log) installActive(s *segment, f File, size, next int64, idx []indexEntry, tidx []timeEntry, ib indexBuilder) {
-	if idx == nil {
-		idx = []indexEntry{}
-	}
-	if tidx == nil {
-		tidx = []timeEntry{}
-	}
 	s.w = f
 	s.sinceIndex = ib.since
 	s.created = l.now().UnixMilli()
-	s.activeIdx.Store(&idx)
-	s.activeTidx.Store(&tidx)
+	s.activeIdx.Store(newLiveEntries(idx))
+	s.activeTidx.Store(newLiveEntries(tidx))
 	s.maxTs.Store(ib.maxTs)
 	s.maxTsOffset.Store(ib.maxOff)
 	s.wbFrom.Store(size) // what is there is written back or its fsync's

@@ -75,7 +75,7 @@ func TestCleanRestartResumesTheActiveSegmentFromItsIndexes(t *testing.T) {
 		t.Fatalf("log end %d", h.log.LogEndOffset())
 	}
 	act := h.log.active()
-	if n := len(*act.activeIdx.Load()); n == 0 {
+	if n := act.activeIdx.Load().len(); n == 0 {
 		t.Fatal("active index not loaded")
 	}
 	// Appends continue the index as if there had been no restart.
@@ -86,7 +86,7 @@ func TestCleanRestartResumesTheActiveSegmentFromItsIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := *act.activeIdx.Load()
+	got := act.activeIdx.Load().entries()
 	if len(got) != len(fresh) {
 		t.Fatalf("index after restart has %d entries, a rebuild %d", len(got), len(fresh))
 	}

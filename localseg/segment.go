@@ -41,8 +41,8 @@ type segment struct {
 	// seal, a retirement or a failed truncation). The live indexes are
 	// nil once the segment is sealed.
 	w          File
-	activeIdx  atomic.Pointer[[]indexEntry]
-	activeTidx atomic.Pointer[[]timeEntry]
+	activeIdx  atomic.Pointer[liveEntries[indexEntry]]
+	activeTidx atomic.Pointer[liveEntries[timeEntry]]
 	recent     recentBatches
 	sinceIndex int64 // bytes appended since the last index entry
 	created    int64 // wall-clock ms of the first append: segment.ms in ApplyRetention
@@ -137,7 +137,7 @@ func (s *segment) closeFileLocked() {
 // segment, or the loaded ones of a sealed segment. Requires FileCache.mu.
 func (s *segment) indexesLocked() ([]indexEntry, []timeEntry) {
 	if p := s.activeIdx.Load(); p != nil {
-		return *p, *s.activeTidx.Load()
+		return p.entries(), s.activeTidx.Load().entries()
 	}
 	return s.idx, s.tidx
 }
@@ -417,4 +417,51 @@ func (r *recentBatches) find(offset int64) (recentBatch, bool) {
 // indexMemory is what loaded indexes cost in memory.
 func indexMemory(idx []indexEntry, tidx []timeEntry) int64 {
 	return int64(len(idx))*8 + int64(len(tidx))*16
+}
+
+// liveEntries is an active segment's growing index, read without a lock:
+// es is a backing array used up to n, the count of entries published.
+// The one writer (under the log's pub) writes an entry past n and then
+// raises n, so a reader that loads n reads only written entries; when es
+// is full, the writer copies them into an array of twice the capacity and
+// publishes that one instead. A reader of the old array keeps a consistent
+// prefix. Only a full array allocates, not each entry.
+type liveEntries[T any] struct {
+	es []T
+	n  atomic.Int64
+}
+
+// newLiveEntries returns es published as a live index. It never writes
+// into es's array (whose spare capacity may be shared): the first add
+// copies.
+func newLiveEntries[T any](es []T) *liveEntries[T] {
+	b := &liveEntries[T]{es: es[:len(es):len(es)]}
+	b.n.Store(int64(len(es)))
+	return b
+}
+
+// entries returns the published entries, capped so that an append to
+// them copies.
+func (b *liveEntries[T]) entries() []T {
+	n := b.n.Load()
+	return b.es[:n:n]
+}
+
+// len returns the count of published entries.
+func (b *liveEntries[T]) len() int64 { return b.n.Load() }
+
+// add publishes e after the entries and returns the index to publish from
+// then on: b, or a larger copy when b is full. Requires the one writer.
+func (b *liveEntries[T]) add(e T) *liveEntries[T] {
+	n := b.n.Load()
+	if int(n) < len(b.es) {
+		b.es[n] = e
+		b.n.Store(n + 1)
+		return b
+	}
+	nb := &liveEntries[T]{es: make([]T, max(2*len(b.es), 16))}
+	copy(nb.es, b.es[:n])
+	nb.es[n] = e
+	nb.n.Store(n + 1)
+	return nb
 }
