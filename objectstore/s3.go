@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -73,7 +74,8 @@ type S3Options struct {
 	// size from which they are used, Concurrency the parts in flight.
 	// A body that seeks and reads at offsets (io.ReaderAt, as a file)
 	// is read part by part where it lies; any other is buffered,
-	// (Concurrency+1)*PartSize bytes. Defaults 8 MiB, PartSize, 4.
+	// (Concurrency+1)*PartSize bytes. Defaults 8 MiB, PartSize,
+	// GOMAXPROCS at most 4.
 	PartSize           int64
 	MultipartThreshold int64
 	Concurrency        int
@@ -112,7 +114,7 @@ func (o *S3Options) EnsureDefaults() {
 		o.MultipartThreshold = o.PartSize
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = min(runtime.GOMAXPROCS(0), 4)
 	}
 	if o.ListPageSize <= 0 {
 		o.ListPageSize = 1000

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,8 @@ type ArchiverConfig struct {
 	// per batch.
 	Fault func(point string)
 	// MaxBatch is the most segments one UploadNext uploads at once and
-	// commits in one manifest write (default 4).
+	// commits in one manifest write (default GOMAXPROCS, at most 4: on
+	// 2 cores, 2 in flight caught up with the ingest sooner than 4).
 	MaxBatch int
 	// SealedAt, when set, says when the segment at a base offset was
 	// sealed (zero: unknown), so that the wait before its upload starts
@@ -93,7 +95,7 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 		cfg.CallTimeout = 30 * time.Second
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 4
+		cfg.MaxBatch = min(runtime.GOMAXPROCS(0), 4)
 	}
 	a := &Archiver{cfg: cfg}
 	if cfg.SweepEvery > 0 {

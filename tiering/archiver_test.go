@@ -248,7 +248,8 @@ func TestOrphanSweepKeepsTheObjectsOfUploadsInFlight(t *testing.T) {
 	ms := NewManifestStore(fb, l.ManifestKey(testPartition), nil)
 	sweeps := 0
 	a := NewArchiver(ArchiverConfig{Bucket: fb, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
-		SweepEvery: 10 * time.Millisecond, OrphanGrace: 10 * time.Millisecond, Spills: BucketSpills{fb, l}})
+		SweepEvery: 10 * time.Millisecond, OrphanGrace: 10 * time.Millisecond, Spills: BucketSpills{fb, l},
+		MaxBatch: 4}) // three younger uploads wait for the oldest, whatever the default
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
