@@ -62,12 +62,12 @@ type SyncScheduler struct {
 		timer   *time.Timer // flush.ms, armed by the first unflushed append
 		stopped bool
 		// hold: no sync starts while held; expect counts the waiters
-		// still awaited before it ends; holdTimer ends it at the
-		// latest, holdGen tells a stale timer from the current hold.
+		// still awaited before it ends; holdTimer, one for the
+		// scheduler's life, ends it at holdUntil at the latest.
 		held      bool
 		expect    int
 		holdTimer *time.Timer
-		holdGen   uint64
+		holdUntil time.Time
 		// holdMisses counts the holds in a row that ended by their
 		// deadline: each halves the next one's (up to maxHoldMisses).
 		holdMisses int
@@ -216,21 +216,31 @@ func (s *SyncScheduler) holdLocked(n int) {
 		return
 	}
 	s.mu.held, s.mu.expect = true, n
-	s.mu.holdGen++
-	gen := s.mu.holdGen
-	end := func() {
-		s.mu.Lock()
-		defer s.unlock()
-		if s.mu.held && s.mu.holdGen == gen {
-			s.mu.held = false
-			s.mu.holdMisses = min(s.mu.holdMisses+1, maxHoldMisses)
-			s.startLocked()
-		}
+	s.mu.holdUntil = time.Now().Add(d)
+	if s.mu.holdTimer == nil {
+		s.mu.holdTimer = time.AfterFunc(d, s.holdExpired)
+	} else {
+		s.mu.holdTimer.Reset(d)
 	}
-	if s.mu.holdTimer != nil {
-		s.mu.holdTimer.Stop()
+}
+
+// holdExpired ends the hold once its deadline has passed. The timer is
+// reused for every hold: a run that started for an earlier hold finds the
+// current one's deadline ahead and leaves it to the timer (re-armed for
+// what is left).
+func (s *SyncScheduler) holdExpired() {
+	s.mu.Lock()
+	defer s.unlock()
+	if !s.mu.held || s.mu.stopped {
+		return
 	}
-	s.mu.holdTimer = time.AfterFunc(d, end)
+	if left := time.Until(s.mu.holdUntil); left > 0 {
+		s.mu.holdTimer.Reset(left)
+		return
+	}
+	s.mu.held = false
+	s.mu.holdMisses = min(s.mu.holdMisses+1, maxHoldMisses)
+	s.startLocked()
 }
 
 // applyLocked applies, in start order, the outcomes of the syncs that are
@@ -238,8 +248,9 @@ func (s *SyncScheduler) holdLocked(n int) {
 func (s *SyncScheduler) applyLocked() {
 	for len(s.mu.flights) > 0 && s.mu.flights[0].done {
 		f := s.mu.flights[0]
-		s.mu.flights[0] = nil
-		s.mu.flights = s.mu.flights[1:]
+		n := copy(s.mu.flights, s.mu.flights[1:])
+		s.mu.flights[n] = nil
+		s.mu.flights = s.mu.flights[:n]
 		err := f.err
 		if err == nil {
 			// A sync that succeeded after an earlier one failed
@@ -258,7 +269,6 @@ func (s *SyncScheduler) applyLocked() {
 		s.fireLocked(nil)
 	}
 	if len(s.mu.flights) == 0 {
-		s.mu.flights = s.mu.flights[:0:0]
 		// Nothing runs: what was covered and not made durable (a
 		// truncation came first) must be asked again.
 		s.mu.covered = s.l.RecoveryPoint()

@@ -1002,3 +1002,49 @@ func TestRollLeavesItsFileWritesToTheFlush(t *testing.T) {
 	}
 	l.Close()
 }
+
+// A hold whose producers do not come back ends by its deadline, hold after
+// hold on the scheduler's one timer, also when a hold is re-armed before
+// the timer of the one before has fired.
+func TestHoldsEndByTheirDeadlineOnOneTimer(t *testing.T) {
+	old := maxSyncHold
+	maxSyncHold = 40 * time.Millisecond
+	defer func() { maxSyncHold = old }()
+	l, err := Open(t.TempDir(), Config{}, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var timer *time.Timer
+	for i := 0; i < 8; i++ {
+		l.sync.mu.Lock()
+		l.sync.mu.syncDur = time.Minute
+		l.sync.holdLocked(100)
+		if i%2 == 0 {
+			l.sync.holdLocked(100)
+		}
+		if timer == nil {
+			timer = l.sync.mu.holdTimer
+		} else if l.sync.mu.holdTimer != timer {
+			l.sync.mu.Unlock()
+			t.Fatalf("hold %d has a timer of its own", i)
+		}
+		l.sync.mu.Unlock()
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan error, 1)
+		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
+			ch <- nil
+		}
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("hold %d never ended", i)
+		}
+	}
+}
