@@ -12,7 +12,7 @@ import (
 )
 
 // stallingEtcd is an etcd client whose requests stall from the commit of
-// a topic record on (the put of key) until lifted: each then waits for
+// a topic record on (a put or delete of key) until lifted: each then waits for
 // its context to end, and fails as a request to an unresponsive etcd does.
 // With landed, the commit is applied and only its answer stalls (lost).
 type stallingEtcd struct {
@@ -81,7 +81,7 @@ type stallingTxn struct {
 	clientv3.Txn
 	se     *stallingEtcd
 	ctx    context.Context
-	commit bool // puts the topic record
+	commit bool // puts or deletes the topic record
 }
 
 func (t *stallingTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
@@ -91,7 +91,7 @@ func (t *stallingTxn) Else(ops ...clientv3.Op) clientv3.Txn {
 }
 func (t *stallingTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	for _, op := range ops {
-		if op.IsPut() && string(op.KeyBytes()) == t.se.key {
+		if (op.IsPut() || op.IsDelete()) && string(op.KeyBytes()) == t.se.key {
 			t.commit = true
 		}
 	}
@@ -172,6 +172,50 @@ func TestCreateTopicAnswersByItsDeadline(t *testing.T) {
 					t.Fatalf("the retry: %v", err)
 				}
 				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// A deletion whose commit stalls past the request's deadline answers by
+// that deadline: a deadline error when the commit did not land, the
+// deletion when it did.
+func TestDeleteTopicAnswersByItsDeadline(t *testing.T) {
+	e := startStockEtcd(t)
+	const timeout = 2 * time.Second
+	const margin = 300 * time.Millisecond
+	for _, landed := range []bool{false, true} {
+		name := "stalled"
+		if landed {
+			name = "landed"
+		}
+		t.Run(name, func(t *testing.T) {
+			direct := NewStore(e.Client(), "")
+			topic, parts := testTopic(name, 3)
+			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+				t.Fatal(err)
+			}
+			s, se := newStallingStore(t, e, direct.topicKey(name), landed)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			deadline, _ := ctx.Deadline()
+			_, err := s.DeleteTopic(ctx, name)
+			late := time.Since(deadline)
+			se.lift()
+			if late > margin {
+				t.Errorf("answered %v after the deadline", late)
+			}
+			if landed {
+				if err != nil {
+					t.Fatalf("a deletion whose commit landed: %v", err)
+				}
+				if _, err := direct.topic(ctxT(t), name); !errors.Is(err, ErrUnknownTopic) {
+					t.Fatalf("the deleted topic: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a deletion past its deadline returned %v, want a deadline error", err)
 			}
 		})
 	}

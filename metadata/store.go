@@ -246,6 +246,9 @@ func (s *Store) topic(ctx context.Context, name string) (Topic, error) {
 // (and report) its directories.
 func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 	key := s.topicKey(name)
+	// The re-read of a deletion cut off by ctx's deadline fits before it.
+	ctx, wcancel, st := splitDeadline(ctx)
+	defer wcancel()
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -292,7 +295,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 		if err != nil {
 			// Indeterminate: deleted if the topic is gone and its
 			// tombstones are there.
-			rctx, rcancel := resolveContext(ctx)
+			rctx, rcancel := st.context(ctx, st.resolve)
 			rev, ok := s.deletedSince(rctx, name, ids)
 			rcancel()
 			if ok {
