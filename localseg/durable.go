@@ -59,6 +59,7 @@ type SyncScheduler struct {
 		flights []*syncFlight // started, in start order, outcome not applied yet
 		waiters []durableWaiter
 		due     []dueCall   // taken by fireLocked, run by unlock
+		spare   []dueCall   // an emptied due array, for the next fireLocked
 		timer   *time.Timer // flush.ms, armed by the first unflushed append
 		stopped bool
 		// hold: no sync starts while held; expect counts the waiters
@@ -326,6 +327,9 @@ func (s *SyncScheduler) recoveryPointLowered(off int64) {
 // of them with err when it is not nil, to be run by unlock. Requires s.mu.
 func (s *SyncScheduler) fireLocked(err error) {
 	rp := s.l.RecoveryPoint()
+	if s.mu.due == nil {
+		s.mu.due, s.mu.spare = s.mu.spare, nil
+	}
 	kept := s.mu.waiters[:0]
 	for _, w := range s.mu.waiters {
 		switch {
@@ -351,14 +355,24 @@ type dueCall struct {
 // they answer producers (encoding and queueing a response each), which
 // under s.mu would hold back every append that registers a wait, and the
 // next sync's start. Calls that come through unlock return after their
-// callbacks ran, as when they ran under the lock.
+// callbacks ran, as when they ran under the lock. The emptied array is
+// kept for the next callbacks (a sync answers a window of producers).
 func (s *SyncScheduler) unlock() {
 	due := s.mu.due
 	s.mu.due = nil
 	s.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
 	for i := range due {
 		due[i].fn(due[i].err)
 	}
+	clear(due)
+	s.mu.Lock()
+	if cap(due) > cap(s.mu.spare) {
+		s.mu.spare = due[:0]
+	}
+	s.mu.Unlock()
 }
 
 // halt starts no more syncs (Close, before it waits for the running ones).
