@@ -729,15 +729,10 @@ func (r *Reader) admitOnceSeenLocked(ck string) bool {
 	r.mu.seen[ck] = struct{}{}
 	r.mu.seenLog = append(r.mu.seenLog, ck)
 	if len(r.mu.seenLog) > 2*len(r.mu.seen)+64 {
-		kept := make(map[string]bool, len(r.mu.seen))
-		log := make([]string, 0, len(r.mu.seen))
-		for _, k := range r.mu.seenLog {
-			if _, ok := r.mu.seen[k]; ok && !kept[k] {
-				kept[k] = true
-				log = append(log, k)
-			}
-		}
-		r.mu.seenLog = log
+		r.mu.seenLog = compactKeyLog(r.mu.seenLog, len(r.mu.seen), func(k string) bool {
+			_, ok := r.mu.seen[k]
+			return ok
+		})
 	}
 	return false
 }
@@ -1125,13 +1120,23 @@ func (r *Reader) evictStaleAheadLocked(now time.Time) bool {
 // compactAheadLogLocked drops the keys of chunks already taken from the
 // read-ahead log. Requires mu.
 func (r *Reader) compactAheadLogLocked() {
-	seen := make(map[string]bool, len(r.mu.ahead))
-	log := make([]string, 0, len(r.mu.ahead))
-	for _, ck := range r.mu.aheadLog {
-		if _, ok := r.mu.ahead[ck]; ok && !seen[ck] {
-			seen[ck] = true
-			log = append(log, ck)
+	r.mu.aheadLog = compactKeyLog(r.mu.aheadLog, len(r.mu.ahead), func(ck string) bool {
+		_, ok := r.mu.ahead[ck]
+		return ok
+	})
+}
+
+// compactKeyLog returns the keys of log that live reports, each once, in
+// the order of their first place in log; n, the count of live keys, sizes
+// the result.
+func compactKeyLog(log []string, n int, live func(string) bool) []string {
+	kept := make(map[string]bool, n)
+	out := make([]string, 0, n)
+	for _, k := range log {
+		if live(k) && !kept[k] {
+			kept[k] = true
+			out = append(out, k)
 		}
 	}
-	r.mu.aheadLog = log
+	return out
 }
