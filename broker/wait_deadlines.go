@@ -60,14 +60,21 @@ func (c *conn) removeWait(w *produceWait) {
 	d := &c.waits
 	d.mu.Lock()
 	if i := w.idx; i >= 0 && i < len(d.waits) && d.waits[i] == w {
-		last := len(d.waits) - 1
-		d.waits[i] = d.waits[last]
-		d.waits[i].idx = i
-		d.waits[last] = nil
-		d.waits = d.waits[:last]
+		d.removeAtLocked(i)
 	}
 	w.idx = -1
 	d.mu.Unlock()
+}
+
+// removeAtLocked takes the wait at i off the list, moving the last one
+// into its place. Requires d.mu.
+func (d *waitDeadlines) removeAtLocked(i int) {
+	w, last := d.waits[i], len(d.waits)-1
+	d.waits[i] = d.waits[last]
+	d.waits[i].idx = i
+	d.waits[last] = nil
+	d.waits = d.waits[:last]
+	w.idx = -1
 }
 
 // armLocked sets the timer to fire at at. Requires d.mu.
@@ -101,12 +108,7 @@ func (d *waitDeadlines) fire() {
 			continue
 		}
 		due = append(due, w)
-		last := len(d.waits) - 1
-		d.waits[i] = d.waits[last]
-		d.waits[i].idx = i
-		d.waits[last] = nil
-		d.waits = d.waits[:last]
-		w.idx = -1
+		d.removeAtLocked(i)
 	}
 	d.at = time.Time{}
 	if !next.IsZero() {
