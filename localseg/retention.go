@@ -61,10 +61,10 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 
 // pickRetention decides, under the log's lock, which segments retention
 // deletes, moves the log start past them and takes them out of the
-// segment list (keep is the base of the first one left); their files are retired (closed once the last reader
-// releases them), not yet renamed: the caller renames them, then calls
-// retiring.Done. It appends to due the .deleted files whose delay has
-// passed. Requires startMu.
+// segment list (keep is the base of the first one left). Their files are
+// retired (closed once the last reader releases them), not yet renamed:
+// the caller renames them, then calls retiring.Done. It sets due to the
+// .deleted files whose delay has passed. Requires startMu.
 func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, keep int64, err error) {
 	l.lockDrained()
 	defer l.mu.Unlock()
