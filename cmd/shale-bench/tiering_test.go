@@ -111,3 +111,37 @@ func TestPacedGetsWrapAroundUntilCancelled(t *testing.T) {
 		})
 	}
 }
+
+// A quantile of a histogram reads as the bucket it lay in, never as the
+// bucket's upper bound alone: go_sched_latencies_seconds has bounds at
+// 0.92, 10.49 and 63.96 ms, and a p99 in its second bucket lay anywhere
+// from 0.92 to 10.49 ms.
+func TestHistogramQuantilesPrintTheirBucket(t *testing.T) {
+	const name = "go_sched_latencies_seconds_bucket{"
+	key := func(le string) string { return name + `le="` + le + `"}` }
+	before := map[string]float64{key("0.000917504"): 100, key("0.010485759"): 100, key("0.063963136"): 100, key("+Inf"): 100}
+	after := map[string]float64{key("0.000917504"): 1080, key("0.010485759"): 1098, key("0.063963136"): 1100, key("+Inf"): 1100}
+	p99, p999 := histogramBuckets(before, after, name, 0.99, 0.999)
+	if got := p99.String(); got != "0.92-10.49" {
+		t.Errorf("p99 %q, want 0.92-10.49", got)
+	}
+	if got := p999.String(); got != "10.49-63.96" {
+		t.Errorf("p99.9 %q, want 10.49-63.96", got)
+	}
+	p50, _ := histogramBuckets(before, after, name, 0.5, 0.5)
+	if got := p50.String(); got != "0.00-0.92" {
+		t.Errorf("p50 %q, want 0.00-0.92", got)
+	}
+	after[key("+Inf")] = 2000 // 900 waits above the last bound
+	_, p999 = histogramBuckets(before, after, name, 0.99, 0.999)
+	if got := p999.String(); got != ">63.96" {
+		t.Errorf("p99.9 above the last bound %q, want >63.96", got)
+	}
+	if got, _ := histogramBuckets(after, after, name, 0.99, 0.999); got.String() != "n/a" {
+		t.Errorf("nothing counted: %q, want n/a", got)
+	}
+	rounds := []bucketRange{{0.000917504, 0.010485759}, {0, 0.000917504}, {0.000917504, 0.010485759}}
+	if got := medianBucket(rounds); got != "0.92-10.49 (0.00-0.92 to 0.92-10.49)" {
+		t.Errorf("rounds %q", got)
+	}
+}

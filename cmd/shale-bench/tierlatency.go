@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -71,10 +72,10 @@ type phaseResult struct {
 	getMBps  float64    // the replay's GETs (chunks), MB/s
 	elapsed  time.Duration
 	// broker50, broker99: the broker's own produce latency (its last
-	// byte read to its answer written), as the bounds of its histogram's
-	// buckets; what the client sees beyond it waited in a socket or in
-	// the client.
-	broker50, broker99 float64
+	// byte read to its answer written), as the buckets of its histogram
+	// the quantiles fell in; what the client sees beyond it waited in a
+	// socket or in the client.
+	broker50, broker99 bucketRange
 	// gcs and gcPause: the broker's garbage collections in the phase and
 	// the time their stop-the-world pauses took (a pause stops every
 	// goroutine, produce included; on a loaded machine it lasts until
@@ -83,8 +84,9 @@ type phaseResult struct {
 	gcPause time.Duration
 	// sched99 and sched999: how long the broker's goroutines waited
 	// runnable for a processor (Go's /sched/latencies:seconds), as the
-	// bounds of its histogram's buckets (-1: not served).
-	sched99, sched999 float64
+	// buckets of its histogram the quantiles fell in (go_sched_latencies
+	// has few: a wait at p99 "in 0.92-10.49 ms" is all it can say).
+	sched99, sched999 bucketRange
 }
 
 func (r phaseResult) totalCores() float64 { return r.cores[0] + r.cores[1] + r.cores[2] }
@@ -228,8 +230,8 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 				out.cores[i] = u.Seconds() / elapsed.Seconds()
 			}
 			after := scrape(sh.httpAddr)
-			out.broker50, out.broker99 = histogramBounds(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
-			out.sched99, out.sched999 = histogramBounds(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
+			out.broker50, out.broker99 = histogramBuckets(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+			out.sched99, out.sched999 = histogramBuckets(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
 			out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
 			out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
 			res[r][ph] = out
@@ -289,11 +291,18 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			row[4] = "p99 " + mr(diff, "%+.2f") + " ms"
 		}
 		rows = append(rows, row)
-		rows = append(rows, []string{"  the same, the broker's own time (histogram bucket bounds), p50 / p99 ms",
-			mr(col(ph, func(p phaseResult) float64 { return p.broker50 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.broker99 * 1e3 }), "%.2f"),
+		buckets := func(f func(phaseResult) bucketRange) string {
+			var rs []bucketRange
+			for r := range res {
+				rs = append(rs, f(res[r][ph]))
+			}
+			return medianBucket(rs)
+		}
+		rows = append(rows, []string{"  the same, the broker's own time (the histogram bucket each lay in), p50 / p99 ms",
+			buckets(func(p phaseResult) bucketRange { return p.broker50 }) + " / " + buckets(func(p phaseResult) bucketRange { return p.broker99 }),
 			"the broker's GCs / their pauses, ms", mr(col(ph, func(p phaseResult) float64 { return p.gcs }), "%.0f") + " / " + mr(col(ph, func(p phaseResult) float64 { return ms(p.gcPause) }), "%.1f"), ""})
-		rows = append(rows, []string{"  the broker's goroutines' wait for a processor (histogram bucket bounds), p99 / p99.9 ms",
-			mr(col(ph, func(p phaseResult) float64 { return p.sched99 * 1e3 }), "%.2f") + " / " + mr(col(ph, func(p phaseResult) float64 { return p.sched999 * 1e3 }), "%.2f"), "", "", ""})
+		rows = append(rows, []string{"  the broker's goroutines' wait for a processor (the histogram bucket each lay in), p99 / p99.9 ms",
+			buckets(func(p phaseResult) bucketRange { return p.sched99 }) + " / " + buckets(func(p phaseResult) bucketRange { return p.sched999 }), "", "", ""})
 	}
 	rows = append(rows,
 		[]string{"  the replay's rate during its phases, MB/s", mr(col(phaseReplay, func(p phaseResult) float64 { return p.mbps }), "%.0f"),
@@ -313,8 +322,8 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		rounds, uo.latLength, cfg.warmup, res[0][phaseAlone].samples, cfg.batchBytes>>10, load, loadAverage())
 	for r := range res {
 		a, rp, g, h := res[r][phaseAlone], res[r][phaseReplay], res[r][phaseGets], res[r][phaseHog]
-		fmt.Printf("  round %d: p99 alone %.2f ms, replay %.2f ms (%+.2f), GETs %.2f ms (%+.2f), hog %.2f ms (%+.2f); broker's own p99 %.2f / %.2f / %.2f / %.2f ms; cores %.2f / %.2f / %.2f / %.2f (broker %.2f / %.2f / %.2f / %.2f, MinIO %.2f / %.2f / %.2f / %.2f, bench %.2f / %.2f / %.2f / %.2f)\n",
-			r, ms(a.p99), ms(rp.p99), ms(rp.p99-a.p99), ms(g.p99), ms(g.p99-a.p99), ms(h.p99), ms(h.p99-a.p99), a.broker99*1e3, rp.broker99*1e3, g.broker99*1e3, h.broker99*1e3,
+		fmt.Printf("  round %d: p99 alone %.2f ms, replay %.2f ms (%+.2f), GETs %.2f ms (%+.2f), hog %.2f ms (%+.2f); broker's own p99 in %s / %s / %s / %s ms; cores %.2f / %.2f / %.2f / %.2f (broker %.2f / %.2f / %.2f / %.2f, MinIO %.2f / %.2f / %.2f / %.2f, bench %.2f / %.2f / %.2f / %.2f)\n",
+			r, ms(a.p99), ms(rp.p99), ms(rp.p99-a.p99), ms(g.p99), ms(g.p99-a.p99), ms(h.p99), ms(h.p99-a.p99), a.broker99, rp.broker99, g.broker99, h.broker99,
 			a.totalCores(), rp.totalCores(), g.totalCores(), h.totalCores(), a.cores[0], rp.cores[0], g.cores[0], h.cores[0],
 			a.cores[1], rp.cores[1], g.cores[1], h.cores[1], a.cores[2], rp.cores[2], g.cores[2], h.cores[2])
 	}
@@ -481,10 +490,27 @@ func readChunk(ctx context.Context, b objectstore.Bucket, ch chunk, buf []byte) 
 	return err
 }
 
-// histogramBounds returns the upper bounds of the buckets holding the
-// quantiles qs of what a Prometheus histogram (the series whose names
-// start with prefix, then le="...") counted between two scrapes.
-func histogramBounds(before, after map[string]float64, prefix string, qs ...float64) (float64, float64) {
+// bucketRange is the bucket of a histogram a quantile fell in, in
+// seconds: the quantile lay above lo and at most hi (lo 0 for the first
+// bucket, hi +Inf above the last bound; both -1: no histogram). A bucket's
+// bound is not a measurement: the quantile may lie anywhere in it.
+type bucketRange struct{ lo, hi float64 }
+
+// String prints the bucket in milliseconds, "lo-hi".
+func (r bucketRange) String() string {
+	switch {
+	case r.hi < 0:
+		return "n/a"
+	case math.IsInf(r.hi, 1):
+		return fmt.Sprintf(">%.2f", r.lo*1e3)
+	}
+	return fmt.Sprintf("%.2f-%.2f", r.lo*1e3, r.hi*1e3)
+}
+
+// histogramBuckets returns the buckets holding the quantiles qs of what a
+// Prometheus histogram (the series whose names start with prefix, then
+// le="...") counted between two scrapes.
+func histogramBuckets(before, after map[string]float64, prefix string, qs ...float64) (bucketRange, bucketRange) {
 	type bucket struct{ le, n float64 }
 	var bs []bucket
 	for k, v := range after {
@@ -496,28 +522,52 @@ func histogramBounds(before, after map[string]float64, prefix string, qs ...floa
 		if i < 0 {
 			continue
 		}
-		le, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSuffix(rest[i+4:], "}"), `"`), 64)
+		le, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSuffix(rest[i+4:], "}"), `"`), 64) // +Inf included
 		if err != nil {
-			continue // +Inf
+			continue
 		}
 		bs = append(bs, bucket{le, v - before[k]})
 	}
 	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
-	out := make([]float64, len(qs))
+	out := make([]bucketRange, len(qs))
 	if len(bs) == 0 {
-		return -1, -1
+		return bucketRange{-1, -1}, bucketRange{-1, -1}
 	}
 	total := bs[len(bs)-1].n
+	if total <= 0 {
+		return bucketRange{-1, -1}, bucketRange{-1, -1}
+	}
 	for i, q := range qs {
-		out[i] = bs[len(bs)-1].le
+		lo := 0.0
+		out[i] = bucketRange{lo, bs[len(bs)-1].le}
 		for _, b := range bs {
 			if b.n >= q*total {
-				out[i] = b.le
+				out[i] = bucketRange{lo, b.le}
 				break
 			}
+			lo = b.le
+		}
+		if math.IsInf(out[i].hi, 1) && len(bs) > 1 {
+			out[i].lo = bs[len(bs)-2].le
 		}
 	}
 	return out[0], out[1]
+}
+
+// medianBucket prints the buckets of several rounds: the median round's
+// (by upper bound, the upper of the two middle ones for an even count),
+// then the lowest and highest rounds' when they differ from it.
+func medianBucket(rs []bucketRange) string {
+	if len(rs) == 0 {
+		return "n/a"
+	}
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b bucketRange) int { return cmp.Or(cmp.Compare(a.hi, b.hi), cmp.Compare(a.lo, b.lo)) })
+	m := s[len(s)/2]
+	if s[0] == s[len(s)-1] {
+		return m.String()
+	}
+	return fmt.Sprintf("%s (%s to %s)", m, s[0], s[len(s)-1])
 }
 
 func cmpOr(a, b error) error {
