@@ -114,7 +114,7 @@ func runTiering(o options) error {
 		return err
 	}
 	defer cl.Close()
-	if o.upload.latOnly {
+	if o.upload.latOnly || o.upload.upOnly {
 		return runTierUploadTables(o, sh, bucket, cl, srv.Pid())
 	}
 	adm := kadm.NewClient(cl)

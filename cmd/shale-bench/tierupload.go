@@ -28,7 +28,8 @@ import (
 //     segment-sized objects with as many in flight as partitions;
 //   - where an upload's time goes (the broker's per-phase sums);
 //   - object PUTs per GiB ingested, beside the target of two per segment
-//     plus the manifest commits;
+//     plus the manifest commits (counted from when the topic's one-time
+//     descriptors are in the bucket; a multipart PUT counts once);
 //   - produce latency at a low fixed rate, alone, while a cold replay
 //     runs and while a non-Shale load of equal CPU runs, in interleaved
 //     rounds (tierlatency.go).
@@ -47,6 +48,7 @@ type uploadOptions struct {
 	latLength  time.Duration // length of each phase of a latency round
 	coldMB     int           // MiB of the cold topic the latency rounds replay
 	latOnly    bool          // the latency rounds alone
+	upOnly     bool          // the upload run alone
 }
 
 // runTierUploadTables runs the upload and latency measurements and prints
@@ -62,6 +64,9 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 		}
 		fmt.Printf("\nuploads while producing to MinIO (%d MiB segments; load %s before, %s after)\n", tierSegment>>20, load, loadAverage())
 		printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
+	}
+	if o.upload.upOnly {
+		return nil
 	}
 	lat, err := runTierLatency(ctx, o, sh, bucket, cl, minioPid)
 	if err != nil {
@@ -90,6 +95,12 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		return nil, err
 	}
 
+	// The topic's one-time objects (the archive and topic descriptors,
+	// written when its partitions' leaders start) are not part of the
+	// ingest's cost: wait for them before counting PUTs.
+	if err := waitForDescriptors(ctx, bucket, tierUpTopic); err != nil {
+		return nil, err
+	}
 	before := scrape(sh.httpAddr)
 	var (
 		mu     sync.Mutex
@@ -189,6 +200,34 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		{"object PUTs per GiB ingested", fmt.Sprintf("%.0f", puts/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", puts/(2*upSegs+commits))},
 	}
 	return rows, nil
+}
+
+// waitForDescriptors waits until the bucket holds the archive descriptor
+// and the topic's descriptor.
+func waitForDescriptors(ctx context.Context, bucket objectstore.Bucket, topic string) error {
+	for {
+		archive, desc := false, false
+		err := bucket.List(ctx, "", func(a objectstore.Attrs) error {
+			switch {
+			case strings.HasSuffix(a.Key, "shale-archive.json"):
+				archive = true
+			case strings.HasSuffix(a.Key, "/topic.json") && inTopic(a.Key, topic):
+				desc = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if archive && desc {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tiering: the descriptors of %s are not in the bucket: %w", topic, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // scrape reads a broker's /metrics into a map from series (name and
