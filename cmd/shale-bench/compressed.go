@@ -43,7 +43,7 @@ func compressedRawWorkload(codec string, targets [2]*target, cfg rawConfig,
 	if err != nil {
 		return rawWorkload{}, err
 	}
-	return rawWorkload{workload, "disk", ms}, nil
+	return rawWorkload{name: workload, refFor: "disk", ms: ms}, nil
 }
 
 // encodeCompressedBatch builds a v2 batch of records of recordBytes each

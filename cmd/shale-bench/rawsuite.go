@@ -81,6 +81,9 @@ type rawWorkload struct {
 	name   string
 	refFor string // "disk", "window" (the disk at the acks=all window) or "loopback"
 	ms     [2]rawMeasure
+	// diskLatency, for acks=all at a fixed rate, is the disk's own
+	// latency at that load (diskLatencyRef), sorted.
+	diskLatency []time.Duration
 }
 
 // runRawSuite runs raw produce (for each acks, then at a fixed rate) and raw
@@ -163,7 +166,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 		if acks == -1 {
 			ref = "window" // fsynced: the disk at the window in flight
 		}
-		done = append(done, rawWorkload{workload, ref, ms})
+		done = append(done, rawWorkload{name: workload, refFor: ref, ms: ms})
 		if fetchTopic == "" && name == "1" {
 			fetchTopic = topic // read back by the fetch run
 		} else {
@@ -187,13 +190,35 @@ func runRawSuite(o options, shale, kfake *target) error {
 			rcfg := cfg
 			rcfg.rateMBps = ro.rateMBps
 			workload := fmt.Sprintf("produce acks=%s @%g MB/s", name, ro.rateMBps)
+			// acks=all's latency beside the disk's own at the same
+			// load, measured before and after it.
+			var diskLat []time.Duration
+			latencyRef := func() error {
+				if acks != -1 {
+					return nil
+				}
+				settleDisk()
+				lat, err := diskLatencyRef(dataDirOf(shale), rcfg)
+				if err != nil {
+					return fmt.Errorf("disk latency reference: %w", err)
+				}
+				diskLat = append(diskLat, lat...)
+				return nil
+			}
+			if err := latencyRef(); err != nil {
+				return err
+			}
 			ms, err := rounds(workload, rcfg, func(t *target, cfg rawConfig) (rawResult, error) {
 				return rawProduce(t.addr, topic, acks, cfg)
 			})
 			if err != nil {
 				return err
 			}
-			done = append(done, rawWorkload{workload, "disk", ms})
+			if err := latencyRef(); err != nil {
+				return err
+			}
+			slices.Sort(diskLat)
+			done = append(done, rawWorkload{name: workload, refFor: "disk", ms: ms, diskLatency: diskLat})
 			deleteRawTopic(targets, topic)
 		}
 	}
@@ -234,7 +259,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 		if err != nil {
 			return err
 		}
-		done = append(done, rawWorkload{"fetch (hot)", "loopback", [2]rawMeasure{ms3[0], ms3[1]}})
+		done = append(done, rawWorkload{name: "fetch (hot)", refFor: "loopback", ms: [2]rawMeasure{ms3[0], ms3[1]}})
 		sendfileMeasure = &ms3[2]
 		deleteRawTopic(targets, fetchTopic)
 	}
@@ -255,6 +280,12 @@ func runRawSuite(o options, shale, kfake *target) error {
 			r := rawRows(w.name, [2]rawMeasure{w.ms[0], *sendfileMeasure}, refs[w.refFor], w.refFor)[1]
 			r[1], r[len(r)-1] = "sendfile ref", ""
 			rows = append(rows, r)
+		}
+		if len(w.diskLatency) > 0 {
+			ref := rawResult{latencies: w.diskLatency}
+			rows = append(rows, []string{w.name, "disk latency ref", "-", "-",
+				ref.percentile(0.5).Round(10 * time.Microsecond).String(), ref.percentile(0.99).Round(10 * time.Microsecond).String(),
+				"-", "-", "-", "-", ""})
 		}
 	}
 	printTable([]string{"raw workload", "target", "MB/s", "records/s", "p50", "p99", "broker CPU ms/MB", "client CPU ms/MB", "broker GC/s", "of reference (mean)", "vs kfake"}, rows)
@@ -299,9 +330,21 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 		}
 	}
 	for _, w := range done {
-		if strings.Contains(w.name, "@") {
-			lines = append(lines, fmt.Sprintf("%s: p99 %s (target < 5ms)", w.name, w.ms[1].res.percentile(0.99).Round(10*time.Microsecond)))
+		if !strings.Contains(w.name, "@") {
+			continue
 		}
+		s := w.ms[1].res
+		line := fmt.Sprintf("%s: p99 %s (target < 5ms)", w.name, s.percentile(0.99).Round(10*time.Microsecond))
+		if len(w.diskLatency) > 0 {
+			// The disk's own latency at this load, with the best
+			// group commit and no broker: what of acks=all's
+			// latency is the disk's.
+			d := rawResult{latencies: w.diskLatency}
+			line += fmt.Sprintf(", p50 %s; the disk alone at this load (same batches, fdatasync as soon as the last returned): p50 %s, p99 %s; the broker adds %s at p50, %s at p99",
+				s.percentile(0.5).Round(10*time.Microsecond), d.percentile(0.5).Round(10*time.Microsecond), d.percentile(0.99).Round(10*time.Microsecond),
+				(s.percentile(0.5) - d.percentile(0.5)).Round(10*time.Microsecond), (s.percentile(0.99) - d.percentile(0.99)).Round(10*time.Microsecond))
+		}
+		lines = append(lines, line)
 	}
 	if f := find("fetch (hot)"); f != nil {
 		// Broker and client share the machine's cores: the CPU both

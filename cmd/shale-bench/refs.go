@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -212,4 +213,122 @@ func fdatasync(f *os.File) error {
 // each figure measures one thing.
 func settleDisk() {
 	syscall.Sync()
+}
+
+// diskLatencyRef is the disk's own latency at the paced produce load of
+// cfg (cfg.rateMBps in cfg.batchBytes writes, cfg.conns writers each at
+// its share of the rate, writer i into file i % cfg.partitions), without a
+// broker: each write is made when its request would be due, and each
+// file's syncer fdatasyncs what was written to it as soon as its last
+// fdatasync returned. That is the best a group commit with one sync in
+// flight can do: a batch written while a sync runs waits for it and the
+// next. It returns, sorted, each batch's latency from when it was due to
+// the return of the first fdatasync that started after its write, for
+// the batches due after cfg.warmup, over cfg.duration.
+func diskLatencyRef(dir string, cfg rawConfig) ([]time.Duration, error) {
+	files := max(1, cfg.partitions)
+	every := time.Duration(float64(cfg.batchBytes) / (cfg.rateMBps * 1e6 / float64(cfg.conns)) * float64(time.Second))
+	block := make([]byte, cfg.batchBytes)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	type file struct {
+		f       *os.File
+		mu      sync.Mutex
+		pending []time.Time // the due times of the batches written, not yet syncing
+		kick    chan struct{}
+		lat     []time.Duration
+	}
+	fs := make([]*file, files)
+	for i := range fs {
+		f, err := os.CreateTemp(dir, "disk-latency-ref-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		fs[i] = &file{f: f, kick: make(chan struct{}, 1)}
+	}
+	start := time.Now()
+	warmAt := start.Add(cfg.warmup)
+	stopAt := warmAt.Add(cfg.duration)
+	var writers, syncers sync.WaitGroup
+	errs := make(chan error, cfg.conns+files)
+	for w := 0; w < cfg.conns; w++ {
+		fl := fs[w%files]
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for k := 0; ; k++ {
+				at := start.Add(time.Duration(k) * every)
+				if !at.Before(stopAt) {
+					return
+				}
+				time.Sleep(time.Until(at))
+				fl.mu.Lock()
+				_, err := fl.f.Write(block)
+				fl.pending = append(fl.pending, at)
+				fl.mu.Unlock()
+				if err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case fl.kick <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	for _, fl := range fs {
+		syncers.Add(1)
+		go func() {
+			defer syncers.Done()
+			var syncing []time.Time
+			for {
+				select {
+				case <-fl.kick:
+				case <-done:
+					// The writers have stopped: a last kick may
+					// be pending.
+					select {
+					case <-fl.kick:
+					default:
+						return
+					}
+				}
+				fl.mu.Lock()
+				syncing, fl.pending = fl.pending, syncing[:0]
+				fl.mu.Unlock()
+				if len(syncing) == 0 {
+					continue
+				}
+				if err := fdatasync(fl.f); err != nil {
+					errs <- err
+					return
+				}
+				now := time.Now()
+				for _, at := range syncing {
+					if !at.Before(warmAt) {
+						fl.lat = append(fl.lat, now.Sub(at))
+					}
+				}
+			}
+		}()
+	}
+	writers.Wait()
+	close(done)
+	syncers.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	var lat []time.Duration
+	for _, fl := range fs {
+		lat = append(lat, fl.lat...)
+	}
+	slices.Sort(lat)
+	return lat, err
 }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestDiskLatencyRefTimesEveryBatchDue: the disk latency reference times
+// each batch due in its measured part once, from when it was due to an
+// fdatasync after it, with writers sharing files when there are more of
+// them than files, and leaves no file behind.
+func TestDiskLatencyRefTimesEveryBatchDue(t *testing.T) {
+	dir := t.TempDir()
+	cfg := rawConfig{conns: 3, partitions: 2, batchBytes: 4 << 10, rateMBps: 1,
+		warmup: 100 * time.Millisecond, duration: 300 * time.Millisecond}
+	lat, err := diskLatencyRef(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	every := time.Duration(float64(cfg.batchBytes) / (cfg.rateMBps * 1e6 / float64(cfg.conns)) * float64(time.Second))
+	want := 0
+	for k := 0; time.Duration(k)*every < cfg.warmup+cfg.duration; k++ {
+		if time.Duration(k)*every >= cfg.warmup {
+			want += cfg.conns
+		}
+	}
+	if len(lat) != want {
+		t.Fatalf("%d latencies, want one for each of the %d batches due in the measured part", len(lat), want)
+	}
+	if !slices.IsSorted(lat) || lat[0] <= 0 {
+		t.Fatalf("latencies not sorted or not positive: %v", lat)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("%d files left behind", len(left))
+	}
+}
