@@ -160,7 +160,14 @@ func (w *produceWait) start(timeout time.Duration) {
 // arrived together are handled as one group (produceGroup): validated one
 // by one, then appended together, then answered in order.
 func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Response {
-	pc := validateProduce(b, r, req)
+	pc := new(produceCall)
+	pc.validate(b, r, req)
+	return pc.handle()
+}
+
+// handle appends the call's validated batches and answers as
+// handleProduce does.
+func (pc *produceCall) handle() kmsg.Response {
 	appendProduces([]*produceCall{pc})
 	return pc.finish()
 }
@@ -188,6 +195,21 @@ type produceCall struct {
 	// response, which lies in the call already.
 	wait     produceWait
 	slotsBuf [1]waitSlot
+	// A request read by the connection is decoded into its call
+	// (decodeProduce), with storage for one topic of one partition, and
+	// the call holds its place in the response order too: the request,
+	// its pending, the call and its response are one allocation.
+	reqBuf      kmsg.ProduceRequest
+	reqTopicBuf [1]kmsg.ProduceRequestTopic
+	reqPartBuf  [1]kmsg.ProduceRequestTopicPartition
+	pend        pending
+}
+
+// prepareRequest gives the call's request its storage for one topic of
+// one partition, for decodeProduce to fill.
+func (pc *produceCall) prepareRequest() {
+	pc.reqTopicBuf[0].Partitions = pc.reqPartBuf[:0]
+	pc.reqBuf.Topics = pc.reqTopicBuf[:0]
 }
 
 // producePart is one partition's batch of a produce request: validated,
@@ -205,10 +227,10 @@ type producePart struct {
 	err        error
 }
 
-// validateProduce checks each partition's batch of req, and builds the
-// response with the errors of those refused.
-func validateProduce(b *Broker, r *request, req *kmsg.ProduceRequest) *produceCall {
-	pc := &produceCall{b: b, r: r, req: req}
+// validate checks each partition's batch of req, and builds the response
+// with the errors of those refused.
+func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest) {
+	pc.b, pc.r, pc.req = b, r, req
 	pc.respBuf = kmsg.NewProduceResponse()
 	pc.respBuf.Version = req.Version
 	pc.resp = &pc.respBuf
@@ -245,7 +267,6 @@ func validateProduce(b *Broker, r *request, req *kmsg.ProduceRequest) *produceCa
 		}
 		pc.resp.Topics = append(pc.resp.Topics, st)
 	}
-	return pc
 }
 
 // refuse puts err in a partition's answer.

@@ -658,13 +658,29 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	}
 	fh := frameHold{frame: frame, reserved: reserved, inPlace: inPlace}
 	release := func() { c.releaseFrame(fh) }
-	h, req, err := decodeRequest(frame, c.clientID)
+	var (
+		h   requestHeader
+		req kmsg.Request
+		p   *pending
+		pc  *produceCall
+		err error
+	)
+	if groupableProduce(frame) {
+		// Decoded into its call, which holds its pending too.
+		pc = new(produceCall)
+		pc.prepareRequest()
+		h, err = decodeProduce(frame, c.clientID, &pc.reqBuf, c.b.produceTopicName)
+		req, p = &pc.reqBuf, &pc.pend
+	} else {
+		h, req, err = decodeRequest(frame, c.clientID)
+		p = new(pending)
+	}
 	c.clientID = h.clientID
 	if err != nil {
 		release()
 		return err
 	}
-	p := &pending{header: h, done: make(chan struct{}), start: read}
+	p.header, p.done, p.start = h, make(chan struct{}), read
 	p.req = request{conn: c, header: h, p: p}
 	if req == nil {
 		release()
@@ -704,7 +720,8 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 		// Validated now, appended and placed in the response order
 		// when the group ends; in flight until then.
 		c.inflight.Add(1)
-		c.group.add(validateProduce(c.b, &p.req, req.(*kmsg.ProduceRequest)), fh)
+		pc.validate(c.b, &p.req, &pc.reqBuf)
+		c.group.add(pc, fh)
 		return nil
 	}
 	pooled := framePooledAfterHandle[h.key]
@@ -722,7 +739,14 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 		return c.ctx.Err()
 	}
 	r := &p.req
-	if resp := apis[h.key].handle(c.b, r, req); resp != nil {
+	var resp kmsg.Response
+	if pc != nil {
+		pc.validate(c.b, r, &pc.reqBuf)
+		resp = pc.handle()
+	} else {
+		resp = apis[h.key].handle(c.b, r, req)
+	}
+	if resp != nil {
 		r.respond(resp)
 	}
 	if pooled {
