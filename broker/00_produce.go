@@ -285,7 +285,9 @@ func (pc *produceCall) refuse(sp *kmsg.ProduceResponseTopicPartition, rt *kmsg.P
 // one after the other: each partition's batches together, in request
 // order (appendProduceRun).
 func appendProduces(pcs []*produceCall) {
-	var all []*producePart
+	// On the stack for a group of requests of one partition each.
+	var allBuf, runBuf [maxProduceGroup]*producePart
+	all := allBuf[:0]
 	for _, pc := range pcs {
 		for i := range pc.parts {
 			all = append(all, &pc.parts[i])
@@ -295,8 +297,13 @@ func appendProduces(pcs []*produceCall) {
 		all[0].p.appendProduceRun(all)
 		return
 	}
-	done := make([]bool, len(all))
-	var run []*producePart
+	var doneBuf [maxProduceGroup]bool
+	done := doneBuf[:]
+	if len(all) > len(done) {
+		done = make([]bool, len(all))
+	}
+	done = done[:len(all)]
+	run := runBuf[:0]
 	for i, pt := range all {
 		if done[i] {
 			continue

@@ -419,7 +419,10 @@ func (p *partition) appendProduceRun(parts []*producePart) {
 	p.appendMu.RLock()
 	defer p.appendMu.RUnlock()
 	s := p.state.Load()
-	var ok []*producePart
+	// On the stack for a group's run (maxProduceGroup batches at most,
+	// unless its requests carry several batches of the partition).
+	var okBuf [maxProduceGroup]*producePart
+	ok := okBuf[:0]
 	for _, pt := range parts {
 		if pt.err != nil {
 			continue
@@ -443,9 +446,14 @@ func (p *partition) appendProduceRun(parts []*producePart) {
 	case 1:
 		ok[0].res, ok[0].err = p.log.AppendAsLeader(ok[0].batch, s.leaderEpoch)
 	default:
-		bs := make([]localseg.Batch, len(ok))
-		res := make([]localseg.AppendResult, len(ok))
-		errs := make([]error, len(ok))
+		var bsBuf [maxProduceGroup]localseg.Batch
+		var resBuf [maxProduceGroup]localseg.AppendResult
+		var errsBuf [maxProduceGroup]error
+		bs, res, errs := bsBuf[:], resBuf[:], errsBuf[:]
+		if len(ok) > maxProduceGroup {
+			bs, res, errs = make([]localseg.Batch, len(ok)), make([]localseg.AppendResult, len(ok)), make([]error, len(ok))
+		}
+		bs, res, errs = bs[:len(ok)], res[:len(ok)], errs[:len(ok)]
 		for i, pt := range ok {
 			bs[i] = pt.batch
 		}
