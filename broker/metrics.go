@@ -249,7 +249,10 @@ var (
 		"Bytes of sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now, those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagBytes; local retention cannot delete them).",
 		[]string{"topic", "partition"}, nil)
 	tierLagSegmentsDesc = prometheus.NewDesc("shale_tiering_lag_segments",
-		"Sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now (up to 4 per partition at once), those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagSegments; local retention cannot delete them).",
+		"Sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now, those uploaded and waiting for the commit of an older one, those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagSegments; local retention cannot delete them).",
+		[]string{"topic", "partition"}, nil)
+	tierEligibleSegmentsDesc = prometheus.NewDesc("shale_tiering_lag_eligible_segments",
+		"Of shale_tiering_lag_segments, those whose last offset is below the last stable offset (eligible for upload), for each tiered partition this broker leads: uploading now, uploaded and waiting for a manifest commit or named by the one in flight, or waiting for an upload slot. The upload lag the uploader answers for; the others wait for the high watermark.",
 		[]string{"topic", "partition"}, nil)
 	tierRemoteBytesDesc = prometheus.NewDesc("shale_tiering_remote_bytes",
 		"Bytes of a tiered partition's segments in the object store, for each tiered partition this broker leads.",
@@ -265,7 +268,7 @@ const groupLagScrapeTimeout = 2 * time.Second
 
 func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc,
-		tierLagBytesDesc, tierLagSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
+		tierLagBytesDesc, tierLagSegmentsDesc, tierEligibleSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
 		ch <- d
 	}
 }
@@ -290,10 +293,11 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(underReplicatedDesc, under, p.topic, part)
 		if p.tier != nil && p.tier.ready.Load() {
-			lagBytes, lagSegs, remote := p.tier.lag(p)
-			gauge(tierLagBytesDesc, lagBytes, p.topic, part)
-			gauge(tierLagSegmentsDesc, lagSegs, p.topic, part)
-			gauge(tierRemoteBytesDesc, remote, p.topic, part)
+			l := p.tier.lag(p)
+			gauge(tierLagBytesDesc, l.bytes, p.topic, part)
+			gauge(tierLagSegmentsDesc, l.segments, p.topic, part)
+			gauge(tierEligibleSegmentsDesc, l.eligible, p.topic, part)
+			gauge(tierRemoteBytesDesc, l.remoteBytes, p.topic, part)
 		}
 	}
 	if b.groups == nil {

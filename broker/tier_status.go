@@ -33,8 +33,9 @@ type PartitionTierStatus struct {
 	RemoteEndOffset   int64
 
 	// UploadLagBytes and UploadLagSegments are the sealed local segments
-	// the manifest does not hold yet: uploading now, waiting for an upload
-	// slot, or not yet below the high watermark (the lag metrics' count).
+	// the manifest does not hold yet: uploading now, uploaded and waiting
+	// for a commit, waiting for an upload slot, or not yet below the high
+	// watermark (the lag metrics' count).
 	UploadLagBytes    int64
 	UploadLagSegments int64
 	// LastUpload is when this broker last committed an upload, or, when
@@ -70,7 +71,8 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			if st.RemoteStartOffset < 0 {
 				st.RemoteEndOffset = -1
 			}
-			st.UploadLagBytes, st.UploadLagSegments, _ = t.lag(p)
+			l := t.lag(p)
+			st.UploadLagBytes, st.UploadLagSegments = l.bytes, l.segments
 			if ms := t.lastUpload.Load(); ms > 0 {
 				st.LastUpload = time.UnixMilli(ms)
 			} else if m.CommittedAtMs > 0 && st.RemoteSegments > 0 {

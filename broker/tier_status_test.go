@@ -102,7 +102,8 @@ func (g *gatedBucket) Put(ctx context.Context, key string, r io.Reader, size int
 // (shale_tiering_lag_segments and _bytes, and TierStatus) counts every
 // sealed local segment the manifest does not hold yet, uploads in flight
 // included, as Kafka's RemoteCopyLagSegments does; never the active
-// segment. Once the uploads are committed it is 0.
+// segment. Once the uploads are committed it is 0. The eligible part
+// (shale_tiering_lag_eligible_segments) is all of it on a lone broker.
 func TestUploadLagCountsEverySealedSegmentTheManifestLacks(t *testing.T) {
 	gate := &gatedBucket{Bucket: objectstore.NewMem(), open: make(chan struct{})}
 	b := startTiered(t, gate)
@@ -143,6 +144,11 @@ func TestUploadLagCountsEverySealedSegmentTheManifestLacks(t *testing.T) {
 		}
 		if v, _ := s.get("shale_tiering_lag_bytes", "partition=0,topic=lag"); int64(v) != bytes {
 			t.Fatalf("shale_tiering_lag_bytes %v, want %d", v, bytes)
+		}
+		// A lone broker's high watermark is past every sealed segment:
+		// all of them are eligible.
+		if v, _ := s.get("shale_tiering_lag_eligible_segments", "partition=0,topic=lag"); int64(v) != segs {
+			t.Fatalf("shale_tiering_lag_eligible_segments %v, want %d", v, segs)
 		}
 	}
 	check(int64(len(sealed)), wantBytes)

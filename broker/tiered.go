@@ -337,23 +337,42 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 	}
 }
 
-// lag returns the bytes and count of sealed local segments the manifest
-// does not hold yet, and the bytes in the object store (metrics, at scrape
-// time). As Kafka's RemoteCopyLagSegments and RemoteCopyLagBytes, that is
-// every sealed segment past the remote log's end: an upload in flight is
-// not copied until its commit, and one not yet below the high watermark
-// is on the local disk alone all the same. Empty segments are never
-// uploaded, so they are no lag.
-func (t *partitionTier) lag(p *partition) (lagBytes, lagSegs, remoteBytes int64) {
+// uploadLag is a tiered partition's upload lag at one instant.
+type uploadLag struct {
+	// bytes and segments: the sealed local segments the manifest does
+	// not hold yet (Kafka's RemoteCopyLagBytes and RemoteCopyLagSegments).
+	bytes, segments int64
+	// eligible: those of them whose last offset is below the last stable
+	// offset, the ones the archive loop may upload now (uploading, waiting
+	// for a slot, or named by a commit in flight). What the tiering
+	// target bounds: a segment sealed before the high watermark reached
+	// its end waits for replication, not for the uploader.
+	eligible int64
+	// remoteBytes: the bytes the manifest holds.
+	remoteBytes int64
+}
+
+// lag returns the partition's upload lag (metrics, at scrape time). As
+// Kafka's RemoteCopyLagSegments and RemoteCopyLagBytes, the lag is every
+// sealed segment past the remote log's end: an upload in flight is not
+// copied until its commit, and one not yet below the high watermark is on
+// the local disk alone all the same. Empty segments are never uploaded, so
+// they are no lag.
+func (t *partitionTier) lag(p *partition) uploadLag {
 	m := t.manifest()
 	end := m.End()
+	limit := p.lastStableOffset()
+	l := uploadLag{remoteBytes: m.Bytes()}
 	for _, s := range p.log.Segments() {
 		if !s.Active && s.NextOffset > end && s.Size > 0 {
-			lagBytes += s.Size
-			lagSegs++
+			l.bytes += s.Size
+			l.segments++
+			if s.NextOffset <= limit {
+				l.eligible++
+			}
 		}
 	}
-	return lagBytes, lagSegs, m.Bytes()
+	return l
 }
 
 // metadataObjects writes the archive descriptor (until it succeeds once

@@ -102,10 +102,18 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		return nil, err
 	}
 	before := scrape(sh.httpAddr)
+	// The lag, sampled per partition every 50 ms: the sealed segments
+	// eligible for upload (below the high watermark) that the manifest
+	// does not hold yet, as the target counts them (uploads in flight
+	// included), and all sealed segments it does not hold (those waiting
+	// for the high watermark too). Without the eligible series (an older
+	// broker) its rows print n/a.
 	var (
-		mu     sync.Mutex
-		maxLag float64
+		mu                sync.Mutex
+		maxLag, maxSealed float64
+		lagSamples        []float64 // per sample, the largest eligible lag of any partition
 	)
+	eligibleSeen := false
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -120,11 +128,21 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 			}
 			s := scrape(sh.httpAddr)
 			mu.Lock()
+			top := 0.0
 			for k, v := range s {
-				if strings.HasPrefix(k, "shale_tiering_lag_segments{") && strings.Contains(k, `topic="`+tierUpTopic+`"`) {
-					maxLag = max(maxLag, v)
+				if !strings.Contains(k, `topic="`+tierUpTopic+`"`) {
+					continue
+				}
+				switch {
+				case strings.HasPrefix(k, "shale_tiering_lag_eligible_segments{"):
+					eligibleSeen = true
+					top = max(top, v)
+				case strings.HasPrefix(k, "shale_tiering_lag_segments{"):
+					maxSealed = max(maxSealed, v)
 				}
 			}
+			maxLag = max(maxLag, top)
+			lagSamples = append(lagSamples, top)
 			mu.Unlock()
 		}
 	}()
@@ -187,12 +205,24 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		return fmt.Sprintf("%.1f", d(`shale_tiering_upload_phase_seconds_total{phase="`+phase+`"}`)/max(upSegs, 1)*1e3)
 	}
 	gib := ingested / (1 << 30)
+	lagMax, lagShares := "n/a", "n/a"
+	if eligibleSeen {
+		lagMax = fmt.Sprintf("%.0f", maxLag)
+		var n [4]int
+		for _, v := range lagSamples {
+			n[min(int(v), 3)]++
+		}
+		total := float64(max(len(lagSamples), 1))
+		lagShares = fmt.Sprintf("%.0f%% / %.0f%% / %.0f%% / %.0f%%", 100*float64(n[0])/total, 100*float64(n[1])/total, 100*float64(n[2])/total, 100*float64(n[3])/total)
+	}
 	rows := [][]string{
 		{fmt.Sprintf("ingest, %d partitions, raw produce acks=1, MB/s", uo.partitions), fmt.Sprintf("%.0f", res.mbps()), "asked", fmt.Sprintf("%.0f", uo.rateMBps), fmt.Sprintf("%.2fx", res.mbps()/uo.rateMBps)},
 		{"upload while producing (first produce to caught up), MB/s", fmt.Sprintf("%.0f", upMBps),
 			fmt.Sprintf("raw PUTs of %d MiB, %d in flight, alone", segSize>>20, uo.partitions), fmt.Sprintf("%.0f", putMBps), fmt.Sprintf("%.2fx", upMBps/putMBps)},
 		{"", "", "raw PUTs, 1 in flight, alone", fmt.Sprintf("%.0f", serialMBps), ""},
-		{"upload lag, max sealed segments waiting in a partition", fmt.Sprintf("%.0f", maxLag), "target", "< 2", ""},
+		{"upload lag, eligible segments not in the manifest, max in a partition", lagMax, "target", "< 2", ""},
+		{"the same, share of 50 ms samples whose largest is 0 / 1 / 2 / 3+", lagShares, "", "", ""},
+		{"sealed segments not in the manifest (with those not yet below the high watermark), max", fmt.Sprintf("%.0f", maxSealed), "", "", ""},
 		{"uploads caught up after the last acknowledgement", caughtUp.Sub(produced).Round(10 * time.Millisecond).String(), "", "", ""},
 		{"upload time per segment, ms: wait / open / read / put / companion / commit",
 			strings.Join([]string{ms("wait"), ms("open"), ms("read"), ms("put"), ms("companion"), ms("commit")}, " / "), "", "", ""},
