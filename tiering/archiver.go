@@ -141,7 +141,7 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (in
 			break
 		}
 		if s.NextOffset > end && s.Size > 0 {
-			ups = append(ups, a.start(ctx, epoch, s, len(ups) == 0 && m.SegmentCount() > 0, end))
+			ups = append(ups, a.start(ctx, epoch, s, len(ups) == 0 && m.SegmentCount() > 0, end, nil))
 		}
 	}
 	if len(ups) == 0 {
@@ -202,8 +202,12 @@ type RunHooks struct {
 // whenever the oldest ones are in the bucket, one manifest commit names
 // them all. The commit runs on its own goroutine, one at a time: the
 // slots its uploads held take new uploads at once, so a slow commit does
-// not hold the next uploads back. The manifest never has a gap: a failed
-// upload stops Run, and the younger uploads' objects are deleted.
+// not hold the next uploads back. An upload that is in the bucket frees
+// its slot too, as soon as it ends, though it waits for an older one (or
+// the commit in flight) to be committed: only the commits keep the order
+// of offsets, never the uploads (at most 2*MaxBatch are uploading or
+// waiting). The manifest never has a gap: a failed upload stops Run, and
+// the younger uploads' objects are deleted.
 func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 	var (
 		inflight   []*upload // uploading, or uploaded and not yet committing
@@ -231,6 +235,8 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 	}()
 	idle := time.NewTimer(h.Idle)
 	defer idle.Stop()
+	// ended has a signal whenever an upload ends (one pending at most).
+	ended := make(chan struct{}, 1)
 	for {
 		// Start what the limit and the slots allow.
 		m := a.cfg.Manifest.Current()
@@ -242,19 +248,46 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			picked = inflight[n-1].next
 		}
 		limit := h.Limit()
+		uploading := 0
+		for _, u := range inflight {
+			if !isDone(u) {
+				uploading++
+			}
+		}
 		for _, s := range a.cfg.Source.Segments() {
-			if s.Active || s.NextOffset > limit || len(inflight) == a.cfg.MaxBatch {
+			if s.Active || s.NextOffset > limit || uploading == a.cfg.MaxBatch || len(inflight) == 2*a.cfg.MaxBatch {
 				break
 			}
 			if s.NextOffset > picked && s.Size > 0 {
 				first := len(inflight) == 0 && len(committing) == 0
-				inflight = append(inflight, a.start(ctx, epoch, s, first && m.SegmentCount() > 0, picked))
+				inflight = append(inflight, a.start(ctx, epoch, s, first && m.SegmentCount() > 0, picked, ended))
 				picked = s.NextOffset
+				uploading++
 			}
 		}
-		var oldest <-chan struct{}
-		if len(inflight) > 0 && commitDone == nil {
-			oldest = inflight[0].done
+		if commitDone == nil && len(inflight) > 0 && isDone(inflight[0]) {
+			// The oldest is done: commit it with every done one after it.
+			n := 0
+			for n < len(inflight) && isDone(inflight[n]) && inflight[n].err == nil {
+				n++
+			}
+			if n == 0 {
+				err := inflight[0].err
+				inflight = inflight[1:]
+				drain()
+				if errors.Is(err, localseg.ErrNotSealed) {
+					continue // deleted or truncated meanwhile: look again
+				}
+				return err
+			}
+			committing = slices.Clone(inflight[:n])
+			inflight = slices.Clone(inflight[n:])
+			commitDone = make(chan commitResult, 1)
+			go func(ups []*upload, done chan<- commitResult) {
+				_, nm, err := a.commit(ctx, epoch, ups)
+				done <- commitResult{m: nm, err: err}
+			}(committing, commitDone)
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -266,7 +299,6 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			if err := a.maybeSweep(ctx, epoch, slices.Concat(committing, inflight)); err != nil {
 				return err
 			}
-			continue
 		case <-idle.C:
 			idle.Reset(h.Idle)
 			if h.Tick != nil && !h.Tick() {
@@ -275,7 +307,6 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			if err := a.maybeSweep(ctx, epoch, slices.Concat(committing, inflight)); err != nil {
 				return err
 			}
-			continue
 		case r := <-commitDone:
 			committing, commitDone = nil, nil
 			if r.err != nil {
@@ -288,30 +319,9 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 			if err := a.maybeSweep(ctx, epoch, inflight); err != nil {
 				return err
 			}
-			continue
-		case <-oldest:
+		case <-ended:
+			// A slot is free, or the oldest can be committed: look.
 		}
-		// The oldest is done: commit it with every done one after it.
-		n := 0
-		for n < len(inflight) && isDone(inflight[n]) && inflight[n].err == nil {
-			n++
-		}
-		if n == 0 {
-			err := inflight[0].err
-			inflight = inflight[1:]
-			drain()
-			if errors.Is(err, localseg.ErrNotSealed) {
-				continue // deleted or truncated meanwhile: look again
-			}
-			return err
-		}
-		committing = slices.Clone(inflight[:n])
-		inflight = slices.Clone(inflight[n:])
-		commitDone = make(chan commitResult, 1)
-		go func(ups []*upload, done chan<- commitResult) {
-			_, nm, err := a.commit(ctx, epoch, ups)
-			done <- commitResult{m: nm, err: err}
-		}(committing, commitDone)
 	}
 }
 
@@ -381,8 +391,9 @@ func isDone(u *upload) bool {
 
 // start begins the upload of a sealed segment in its own goroutine. With
 // checkGap, it warns when the segment does not start at end (the remote
-// log's end).
-func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInfo, checkGap bool, end int64) *upload {
+// log's end). When the upload ends it sends on ended if ended has room
+// (nil: no signal).
+func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInfo, checkGap bool, end int64, ended chan<- struct{}) *upload {
 	u := &upload{next: s.NextOffset, started: time.Now(), done: make(chan struct{})}
 	if a.cfg.SealedAt != nil {
 		if at := a.cfg.SealedAt(s.BaseOffset); !at.IsZero() && at.Before(u.started) {
@@ -394,8 +405,14 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 		gapAt = end
 	}
 	go func() {
-		defer close(u.done)
 		u.err = a.uploadOne(ctx, epoch, s.BaseOffset, gapAt, u)
+		close(u.done)
+		if ended != nil {
+			select {
+			case ended <- struct{}{}:
+			default:
+			}
+		}
 	}()
 	return u
 }

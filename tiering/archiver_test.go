@@ -249,7 +249,7 @@ func TestOrphanSweepKeepsTheObjectsOfUploadsInFlight(t *testing.T) {
 	sweeps := 0
 	a := NewArchiver(ArchiverConfig{Bucket: fb, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
 		SweepEvery: 10 * time.Millisecond, OrphanGrace: 10 * time.Millisecond, Spills: BucketSpills{fb, l},
-		MaxBatch: 4}) // three younger uploads wait for the oldest, whatever the default
+		MaxBatch: 4}) // younger uploads wait for the oldest, whatever the default
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -360,6 +360,79 @@ func TestArchiverRunStartsUploadsWhileACommitIsSlow(t *testing.T) {
 			t.Fatalf("with the first commit held, %d segment uploads started (MaxBatch %d): none after the committing ones", logPuts.Load(), a.cfg.MaxBatch)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for ms.Current().End() < sealed {
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	m := ms.Current()
+	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
+}
+
+// TestArchiverRunStartsUploadsWhileTheOldestIsSlow: while the oldest
+// upload is held, a younger upload that ends frees its slot for the next
+// sealed segment (the uploads waiting to be committed are bounded at
+// twice MaxBatch); nothing is committed before the oldest, and every
+// segment is committed in the end, in order.
+func TestArchiverRunStartsUploadsWhileTheOldestIsSlow(t *testing.T) {
+	log, _ := testLog(t, 2000, 60)
+	segs := log.Segments()
+	sealed := segs[len(segs)-2].NextOffset
+	if len(segs) < 8 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	var logPuts, manifestPuts atomic.Int32
+	release := make(chan struct{})
+	stalled := fmt.Sprintf("%020d-", segs[0].BaseOffset)
+	fb := &faultyBucket{Bucket: objectstore.NewMem(), putGate: func(key string) {
+		switch {
+		case strings.HasSuffix(key, ".log"):
+			logPuts.Add(1)
+			if strings.Contains(key, stalled) {
+				<-release
+			}
+		case strings.HasSuffix(key, "/manifest"):
+			manifestPuts.Add(1)
+		}
+	}}
+	a, ms := newTestArchiver(t, fb, log)
+	a.cfg.MaxBatch = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for logPuts.Load() < 4 {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("with the oldest upload held, %d segment uploads started, want 4 (twice MaxBatch)", logPuts.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for len(listKeys(t, fb, ".log")) < 3 {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("the younger uploads are not in the bucket: %v", listKeys(t, fb, ".log"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for more than allowed to start
+	if n := logPuts.Load(); n != 4 {
+		close(release)
+		t.Fatalf("%d segment uploads started while the oldest was held, want 4 (twice MaxBatch)", n)
+	}
+	if n := manifestPuts.Load(); n != 0 {
+		close(release)
+		t.Fatalf("%d manifest commits before the oldest upload ended", n)
 	}
 	close(release)
 	for ms.Current().End() < sealed {

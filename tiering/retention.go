@@ -113,6 +113,15 @@ func (p *RetentionPlan) apply(m *Manifest) {
 // PlanOrphans finds. It returns the committed manifest (nil when nothing
 // expired).
 func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, ms *ManifestStore, spills SpillLoader, epoch int32, pol RetentionPolicy, now time.Time, localBytes int64, metrics *Metrics) (*Manifest, error) {
+	// First a plan on the manifest as it stands, without the store's
+	// commit lock: the lock is held by an upload's commit in flight, and
+	// the archive loop, which runs retention between the starts of
+	// uploads, must not wait for that commit when nothing has expired (as
+	// almost always). A commit in flight only adds segments at the end;
+	// what it makes expire is found at the next run.
+	if plan, err := PlanRetention(ctx, spills, p, ms.Current(), pol, now.UnixMilli(), localBytes); err == nil && plan.empty() {
+		return nil, nil
+	}
 	var plan RetentionPlan
 	var doomedHead []Segment
 	var old []Spill // the spilled parts the plan drops or replaces

@@ -3,6 +3,9 @@ package tiering
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +94,74 @@ func TestDeleteTopicIsResumable(t *testing.T) {
 	}
 	if left := listKeys(t, fb, ""); len(left) != 0 {
 		t.Fatalf("left %v", left)
+	}
+}
+
+// TestRetentionWithNothingExpiredDoesNotWaitForACommit: remote retention
+// that finds nothing expired answers while a manifest commit is held in
+// the store (the archive loop runs it between the starts of uploads, and
+// waited for an upload's commit on every run); with something expired it
+// waits for the commit, and then commits.
+func TestRetentionWithNothingExpiredDoesNotWaitForACommit(t *testing.T) {
+	log, _ := testLog(t, 2000, 30)
+	release := make(chan struct{})
+	var hold atomic.Bool
+	fb := &faultyBucket{Bucket: objectstore.NewMem(), putGate: func(key string) {
+		if strings.HasSuffix(key, "/manifest") && hold.Load() {
+			<-release
+		}
+	}}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m0 := ms.Current()
+	hold.Store(true)
+	held := make(chan error, 1)
+	go func() {
+		_, err := ms.Commit(context.Background(), 0, func(m *Manifest) error { return nil })
+		held <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the commit takes the lock and waits in its PUT
+	spills := BucketSpills{fb, a.cfg.Layout}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keep := RetentionPolicy{RetentionMs: -1, RetentionBytes: -1}
+	kept := make(chan error, 1)
+	go func() {
+		m, err := ApplyRetention(ctx, fb, a.cfg.Layout, testPartition, ms, spills, 0, keep, time.Now(), 0, nil)
+		if m != nil && err == nil {
+			err = fmt.Errorf("committed %+v", m)
+		}
+		kept <- err
+	}()
+	select {
+	case err := <-kept:
+		if err != nil {
+			t.Fatalf("nothing expired: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("retention with nothing expired waited for the commit held in the store")
+	}
+	expire := RetentionPolicy{RetentionMs: -1, RetentionBytes: m0.Bytes() - m0.Segments[0].Size}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := ApplyRetention(ctx, fb, a.cfg.Layout, testPartition, ms, spills, 0, expire, time.Now(), 0, nil)
+		applied <- err
+	}()
+	select {
+	case err := <-applied:
+		t.Fatalf("retention with a segment expired answered during the commit: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	hold.Store(false)
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	if m := ms.Current(); len(m.Segments) != len(m0.Segments)-1 {
+		t.Fatalf("%d segments after retention, want %d", len(m.Segments), len(m0.Segments)-1)
 	}
 }
