@@ -28,6 +28,8 @@ type connWriter struct {
 	hdr [16]byte        // a raw response's header
 	// more holds what writeMore sends before a file range.
 	more []byte
+	// iov gathers what writeRaw sends with one writev.
+	iov net.Buffers
 	// The send in progress, for the callbacks raw.Write takes: each is
 	// made once, in newConnWriter, where a closure made per call (and
 	// the variables it captured) cost allocations on every fetch.
@@ -198,61 +200,69 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	size := r.size()
 	binary.BigEndian.PutUint32(hdr, uint32(int64(len(hdr)-4)+size))
 	w.arm(int64(len(hdr)) + size)
+	// The bytes in memory up to the next file range (the header, the
+	// body's pieces and record data read from the object store) are
+	// gathered and sent with one writev: a remote read's answer is one
+	// system call (more only while the socket is full), not one for the
+	// bytes before its records, one for them and one after.
+	iov := append(w.iov[:0], hdr)
+	defer func() { clear(iov[:cap(iov)]); w.iov = iov[:0] }()
 	prev := 0
 	for i := range r.cuts {
 		c := &r.cuts[i]
-		write := w.write
-		if c.data.Bufs == nil {
-			write = w.writeMore // the bytes go out with the file range
-		}
-		if err := write(hdr, r.body[prev:c.at]); err != nil {
-			return err
-		}
-		hdr = nil
+		iov = append(iov, r.body[prev:c.at])
 		prev = c.at
 		if c.data.Bufs != nil {
-			bufs := net.Buffers(append([][]byte(nil), c.data.Bufs...))
-			if _, err := bufs.WriteTo(w.nc); err != nil {
-				return err
-			}
+			iov = append(iov, c.data.Bufs...)
 			continue
 		}
+		if err := w.writeMore(iov); err != nil {
+			return err
+		}
+		iov = iov[:0]
 		if err := w.sendfile(&c.rng); err != nil {
 			return err
 		}
 	}
-	return w.write(hdr, r.body[prev:])
+	iov = append(iov, r.body[prev:])
+	return w.writev(iov)
 }
 
-// write sends a then b with one system call when both are present. The
-// caller has armed the deadline.
-func (w *connWriter) write(a, b []byte) error {
+// writev sends bufs with one system call (more while the socket is full).
+// It consumes bufs. The caller has armed the deadline.
+func (w *connWriter) writev(bufs net.Buffers) error {
+	var n int
+	for _, b := range bufs {
+		n += len(b)
+	}
 	switch {
-	case len(a) == 0 && len(b) == 0:
+	case n == 0:
 		return nil
-	case len(a) == 0:
-		_, err := w.nc.Write(b)
-		return err
-	case len(b) == 0:
-		_, err := w.nc.Write(a)
+	case len(bufs) == 1:
+		_, err := w.nc.Write(bufs[0])
 		return err
 	}
-	bufs := net.Buffers{a, b}
 	_, err := bufs.WriteTo(w.nc)
 	return err
 }
 
-// writeMore sends a then b, as write does, but with MSG_MORE: they wait
-// in the socket for the file range sent next, so they go out in its first
-// packet instead of one of their own (on loopback, a wake-up of the
-// client for a few bytes). Larger than the scratch buffer, they are sent
-// as write sends them.
-func (w *connWriter) writeMore(a, b []byte) error {
-	n := len(a) + len(b)
-	if w.raw == nil || n > len(w.more) || n == 0 {
-		return w.write(a, b)
+// writeMore sends bufs ahead of a file range, as writev does, but with
+// MSG_MORE: they wait in the socket for the file range sent next, so they
+// go out in its first packet instead of one of their own (on loopback, a
+// wake-up of the client for a few bytes). Larger than the scratch buffer,
+// they are sent as writev sends them. It consumes bufs.
+func (w *connWriter) writeMore(bufs net.Buffers) error {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
 	}
-	w.moreBuf = append(append(w.more[:0], a...), b...)
+	if w.raw == nil || n > len(w.more) || n == 0 {
+		return w.writev(bufs)
+	}
+	w.moreBuf = w.more[:0]
+	for _, b := range bufs {
+		w.moreBuf = append(w.moreBuf, b...)
+	}
 	w.moreErr = nil
 	err := w.raw.Write(w.moreStep)
 	w.moreBuf = nil
