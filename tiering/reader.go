@@ -40,7 +40,8 @@ type ReaderConfig struct {
 	// as each ends the
 	// next chunk starts, as a pool of ReadAhead workers reading a segment
 	// in order would, up to twice ReadAhead chunks past the reader's last
-	// read, across segment boundaries. A stream's first read fetches one
+	// read (or the chunks of its next two reads, if its reads span more),
+	// across segment boundaries. A stream's first read fetches one
 	// chunk ahead; a read that starts where the previous one of its
 	// partition ended fetches the whole window.
 	ReadAhead int
@@ -481,7 +482,8 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 	if err != nil {
 		return nil, err
 	}
-	st, depth := r.window(p, asked, resume)
+	cb := r.cfg.ChunkBytes
+	st, depth := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
 	r.readAhead(p, m, seg, end, st, depth)
 	return out, nil
 }
@@ -499,10 +501,22 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 }
 
 // window returns the stream a read of p at offset that ends before resume
-// belongs to, and how many chunks past the read to fetch ahead: twice
-// cfg.ReadAhead when the read continues the previous one of a stream,
-// one chunk for a stream's first read.
-func (r *Reader) window(p Partition, offset, resume int64) (*stream, int) {
+// belongs to, and how many chunks past the read to fetch ahead: when the
+// read continues the previous one of a stream, twice cfg.ReadAhead, or
+// the chunks of two reads as large as this one (span chunks) if that is
+// more, within the read-ahead budget; one chunk for a stream's first
+// read.
+//
+// Two reads' worth: a reader sends its next read once it has this one's
+// answer, so with one read's worth ahead the GETs stop while the next
+// read's answer is written (its chunks are in, and what comes after it is
+// not asked for until it arrives), and the read after waits for all of its
+// GETs. With the chunks of the read after next in flight too, GETs go on
+// while answers are written. A consumer asking for a segment at a time
+// (16 MiB per partition) spans four 4 MiB chunks, twice ReadAhead on two
+// cores: the window was one read ahead, and the broker waited 40-60% of
+// a cold replay for its GETs.
+func (r *Reader) window(p Partition, offset, resume, span int64) (*stream, int) {
 	if r.cfg.ReadAhead == 0 {
 		return nil, 0
 	}
@@ -524,7 +538,9 @@ func (r *Reader) window(p Partition, offset, resume int64) (*stream, int) {
 	}
 	r.mu.streams[streamKey{p, resume}] = st
 	if seq {
-		return st, 2 * r.cfg.ReadAhead
+		// The two reads' worth stays within what the read-ahead budget
+		// holds, so that one stream does not overrun it at every read.
+		return st, max(2*r.cfg.ReadAhead, int(min(2*span, r.cfg.ReadAheadBytes/r.cfg.ChunkBytes)))
 	}
 	return st, 1
 }

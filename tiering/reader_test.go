@@ -382,6 +382,34 @@ func TestReaderReadAheadStartsTheNextGETAsEachEnds(t *testing.T) {
 	}
 }
 
+// A sequential reader whose reads span several chunks has the chunks of
+// its next two reads fetched ahead, not only twice ReadAhead chunks: with
+// one read's worth ahead, the GETs stopped while an answer was written
+// and the next read waited for all of its own.
+func TestReaderReadAheadCoversTheNextTwoReadsOfTheirSize(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 400)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	const chunk = 4096
+	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunk, CacheBytes: 64 << 20,
+		ReadAhead: 1, ReadAheadGets: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	// Two reads of four chunks' bytes: the second continues the first.
+	replayFrom(t, r, m, 0, 2, 4*chunk)
+	r.Wait()
+	r.mu.Lock()
+	ahead := len(r.mu.ahead)
+	r.mu.Unlock()
+	if ahead < 8 {
+		t.Fatalf("%d chunks read ahead of a reader reading four at a time, want the next two reads' 8 or more", ahead)
+	}
+}
+
 // A read that spans several chunks of a segment nothing has read fetches
 // them together, not one after the other as its walk reaches each.
 func TestReaderFirstReadFetchesItsChunksTogether(t *testing.T) {
