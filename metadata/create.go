@@ -154,6 +154,27 @@ func (c *creation) release(ctx context.Context, st settle) {
 	}()
 }
 
+// settleCommit learns whether the commit of a creation, whose etcd call
+// failed with err after it may have been sent, applied: landed re-reads,
+// by the deadline st gives, whether the commit shows, and a revision at
+// or past it. The answer: the commit applied (at or before rev), or an
+// error: err when the re-read shows it did not (a commit still on its way
+// in etcd applies before the marker's release or never; a retry, refused
+// until that release, reads which), and one wrapping ErrIndeterminate too
+// when the re-read failed.
+func settleCommit(ctx context.Context, st settle, what string, err error, landed func(context.Context) (int64, bool, error)) (int64, error) {
+	rctx, cancel := st.context(ctx, st.resolve)
+	defer cancel()
+	rev, ok, rerr := landed(rctx)
+	switch {
+	case rerr != nil:
+		return 0, fmt.Errorf("%w: %s: %w (re-reading: %w)", ErrIndeterminate, what, err, rerr)
+	case !ok:
+		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+	}
+	return rev, nil
+}
+
 // writeChunks puts ops in chunks while the marker is ours.
 func (c *creation) writeChunks(ctx context.Context, what string, ops []clientv3.Op) error {
 	for i, ch := range chunk(ops) {
@@ -242,12 +263,13 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	}
 	if err != nil {
 		// Indeterminate: the topic may have been created. Re-read.
-		rctx, rcancel := st.context(ctx, st.resolve)
-		defer rcancel()
-		if got, rerr := s.topic(rctx, t.Name); rerr == nil && got.ID == t.ID {
-			return s.Revision(rctx)
-		}
-		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+		return settleCommit(ctx, st, what, err, func(rctx context.Context) (int64, bool, error) {
+			got, rev, err := s.topicKV(rctx, t.Name)
+			if errors.Is(err, ErrUnknownTopic) {
+				return rev, false, nil
+			}
+			return rev, err == nil && got.ID == t.ID, err
+		})
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
@@ -355,8 +377,20 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 			Else(clientv3.OpGet(c.key)).
 			Commit()
 		cancel()
+		if err != nil && isTooLarge(err) {
+			return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, what, err)
+		}
 		if err != nil {
-			return 0, fmt.Errorf("metadata: %s: %w", what, err)
+			// Indeterminate: the partitions were added if the topic
+			// record, still this topic, counts them (no other
+			// addition could start while the marker was ours).
+			return settleCommit(ctx, st, what, err, func(rctx context.Context) (int64, bool, error) {
+				got, rev, err := s.topicKV(rctx, name)
+				if errors.Is(err, ErrUnknownTopic) {
+					return rev, false, nil
+				}
+				return rev, err == nil && got.ID == t.ID && int(got.PartitionCount) >= seen+len(add), err
+			})
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil

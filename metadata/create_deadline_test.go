@@ -15,6 +15,7 @@ import (
 // a topic record on (a put or delete of key) until lifted: each then waits for
 // its context to end, and fails as a request to an unresponsive etcd does.
 // With landed, the commit is applied and only its answer stalls (lost).
+// The first skip commits that put or delete key go through untouched.
 type stallingEtcd struct {
 	clientv3.KV
 	clientv3.Lease
@@ -22,6 +23,7 @@ type stallingEtcd struct {
 	landed bool
 
 	mu      sync.Mutex
+	skip    int
 	stalled bool
 	lifted  chan struct{}
 }
@@ -100,6 +102,14 @@ func (t *stallingTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 }
 
 func (t *stallingTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.commit {
+		t.se.mu.Lock()
+		if t.se.skip > 0 {
+			t.se.skip--
+			t.commit = false
+		}
+		t.se.mu.Unlock()
+	}
 	if t.commit && t.se.landed {
 		// Applied, and its answer lost: only this request stalls.
 		t.Txn.Commit()
@@ -216,6 +226,128 @@ func TestDeleteTopicAnswersByItsDeadline(t *testing.T) {
 			}
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("a deletion past its deadline returned %v, want a deadline error", err)
+			}
+		})
+	}
+}
+
+// An addition of partitions whose commit (the topic record's new count)
+// stalls past the request's deadline answers by that deadline: a deadline
+// error when the commit did not land, and a retry then adds the
+// partitions; success when it did land, though its answer was lost, so
+// that the client is not sent to retry into INVALID_PARTITIONS.
+func TestCreatePartitionsAnswersByItsDeadline(t *testing.T) {
+	e := startStockEtcd(t)
+	const timeout = 2 * time.Second
+	const margin = 300 * time.Millisecond
+	for _, landed := range []bool{false, true} {
+		name := "stalled"
+		if landed {
+			name = "landed"
+		}
+		t.Run(name, func(t *testing.T) {
+			direct := NewStore(e.Client(), "")
+			topic, parts := testTopic(name, 2)
+			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+				t.Fatal(err)
+			}
+			_, more := testTopic(name, 5)
+			add := more[2:]
+			s, se := newStallingStore(t, e, direct.topicKey(name), landed)
+			// The first write of the topic record (the count made
+			// explicit, with the marker) goes through; the commit
+			// stalls.
+			se.skip = 1
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			deadline, _ := ctx.Deadline()
+			rev, err := s.CreatePartitions(ctx, name, 2, add)
+			late := time.Since(deadline)
+			se.lift()
+			if late > margin {
+				t.Errorf("answered %v after the deadline", late)
+			}
+			if landed {
+				if err != nil {
+					t.Fatalf("an addition whose commit landed: %v", err)
+				}
+				got, mod, err := direct.topicKV(ctxT(t), name)
+				if err != nil || got.PartitionCount != 5 || rev < mod {
+					t.Fatalf("the topic at revision %d: %+v (modified at %d), %v", rev, got, mod, err)
+				}
+				return
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("an addition past its deadline returned %v, want a deadline error", err)
+			}
+			if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 2 {
+				t.Fatalf("the topic after a failed addition: %+v, %v", got, err)
+			}
+			// The retry: refused only briefly, while the marker's
+			// release goes through.
+			retryBy := time.Now().Add(2 * time.Second)
+			for {
+				_, err := direct.CreatePartitions(ctxT(t), name, 2, add)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, ErrConflict) || time.Now().After(retryBy) {
+					t.Fatalf("the retry: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 5 {
+				t.Fatalf("the topic after the retry: %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+// A partition update whose commit stalls past its caller's deadline (an
+// ISR change, an election asked for) answers by that deadline: the update
+// when it landed; when it cannot tell, a deadline error that says the
+// outcome is unknown (ErrIndeterminate), so the caller re-reads before it
+// decides again.
+func TestUpdatePartitionAnswersByItsDeadline(t *testing.T) {
+	e := startStockEtcd(t)
+	const timeout = 2 * time.Second
+	const margin = 300 * time.Millisecond
+	for _, landed := range []bool{false, true} {
+		name := "stalled"
+		if landed {
+			name = "landed"
+		}
+		t.Run(name, func(t *testing.T) {
+			direct := NewStore(e.Client(), "")
+			topic, parts := testTopic(name, 1)
+			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+				t.Fatal(err)
+			}
+			cur, err := direct.Partition(ctxT(t), name, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := cur
+			next.ISR = []int32{1, 2}
+			next.Replicas = []int32{1, 2}
+			s, se := newStallingStore(t, e, direct.partitionKey(name, 0), landed)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			deadline, _ := ctx.Deadline()
+			got, _, err := s.UpdatePartition(ctx, next, cur.PartitionEpoch)
+			late := time.Since(deadline)
+			se.lift()
+			if late > margin {
+				t.Errorf("answered %v after the deadline", late)
+			}
+			if landed {
+				if err != nil || got.PartitionEpoch != cur.PartitionEpoch+1 {
+					t.Fatalf("an update whose commit landed: %+v, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("an update past its deadline returned %v, want an indeterminate deadline error", err)
 			}
 		})
 	}

@@ -59,6 +59,28 @@ func isTooLarge(err error) bool {
 	return status.Code(err) == codes.ResourceExhausted
 }
 
+// IsUnavailable reports an error of an etcd call that says etcd could
+// not answer now (no leader, a leader change, a server-side timeout, a
+// lost or refused connection, overload) rather than refuse the request:
+// the same request may succeed when tried again. A write that failed so
+// may also have applied.
+func IsUnavailable(err error) bool {
+	for _, e := range []error{
+		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrStopped,
+		rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost,
+		rpctypes.ErrTimeoutWaitAppliedIndex, rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
 // resolveTimeout bounds the re-read that resolves an indeterminate write.
 const resolveTimeout = 3 * time.Second
 
@@ -388,6 +410,9 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 	if err != nil {
 		return p, 0, err
 	}
+	// The re-read of a write cut off by ctx's deadline fits before it.
+	ctx, wcancel, st := splitDeadline(ctx)
+	defer wcancel()
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
 	cur, modRev, err := s.partition(ctx, p.Topic, p.Index)
@@ -401,7 +426,7 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		return s.resolvePartitionWrite(ctx, p, err)
+		return s.resolvePartitionWrite(ctx, st, p, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
@@ -415,14 +440,20 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 
 // resolvePartitionWrite settles a partition write (p, its epoch bumped)
 // whose etcd call failed with err after it may have been sent: it re-reads
-// the partition, and when p is what is stored the write landed, at the
-// key's modification revision; otherwise err is returned with the state
-// read.
-func (s *Store) resolvePartitionWrite(ctx context.Context, p Partition, err error) (Partition, int64, error) {
-	rctx, cancel := resolveContext(ctx)
+// the partition, by the deadline st gives, and when p is what is stored
+// the write landed, at the key's modification revision; otherwise err is
+// returned with the state read. When the re-read fails too, the error
+// wraps ErrIndeterminate: the write may have landed, and whoever acts on
+// the partition next must learn its state first (the epoch it expects
+// fences a decision made on a stale one).
+func (s *Store) resolvePartitionWrite(ctx context.Context, st settle, p Partition, err error) (Partition, int64, error) {
+	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
 	got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
-	if rerr == nil && got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
+	if rerr != nil {
+		return got, 0, fmt.Errorf("%w: updating partition %s/%d: %w (re-reading it: %w)", ErrIndeterminate, p.Topic, p.Index, err, rerr)
+	}
+	if got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
 		return got, rev, nil
 	}
 	return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
@@ -672,6 +703,8 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 	if err != nil {
 		return p, 0, err
 	}
+	ctx, wcancel, st := splitDeadline(ctx)
+	defer wcancel()
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
 	cur, modRev, err := s.partition(ctx, p.Topic, p.Index)
@@ -684,7 +717,7 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 	resp, err := l.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		return s.resolvePartitionWrite(ctx, p, err)
+		return s.resolvePartitionWrite(ctx, st, p, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)

@@ -20,6 +20,11 @@ var (
 	// ErrTooLarge: a write exceeds etcd's limits (operations per
 	// transaction or request size); it was not made.
 	ErrTooLarge = errors.New("metadata: write exceeds etcd's request limits")
+	// ErrIndeterminate: a write's etcd call failed after it may have
+	// been sent (a deadline, a lost connection), and re-reading could
+	// not tell whether it applied. It may have. A retry of the same
+	// request learns the outcome from what it reads.
+	ErrIndeterminate = errors.New("metadata: the write's outcome is unknown")
 )
 
 // UUID is a topic id. In JSON and logs it is base64url without padding, as
