@@ -12,6 +12,7 @@ import (
 	"github.com/shale-log/shale/broker/controller"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/tiering"
 )
 
@@ -70,6 +71,11 @@ var errorCodes = []struct {
 	{is(tiering.ErrUnavailable), kerr.KafkaStorageError},
 	{is(tiering.ErrCorrupt), kerr.KafkaStorageError},
 	// Deadlines: the request's time ran out or the broker is stopping.
+	// A metadata write whose outcome is unknown, or etcd unable to
+	// answer now, is the same to the client: a retry reads what
+	// happened and converges.
+	{is(errMetaIndeterminate), kerr.RequestTimedOut},
+	{metadata.IsUnavailable, kerr.RequestTimedOut},
 	{is(context.DeadlineExceeded), kerr.RequestTimedOut},
 	{is(context.Canceled), kerr.RequestTimedOut},
 	// Storage: a log taken offline, or an I/O error from the disk.

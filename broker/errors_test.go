@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -39,6 +42,15 @@ func TestErrorCodes(t *testing.T) {
 		{metaError(fmt.Errorf("%w: big", metadata.ErrTooLarge)), kerr.PolicyViolation},
 		{metaError(fmt.Errorf("%w: t", metadata.ErrUnknownTopic)), kerr.UnknownTopicOrPartition},
 		{fmt.Errorf("%w: %w", errInvalidReplicationFactor, errNotEnoughBrokers), kerr.InvalidReplicationFactor},
+		// etcd could not answer, or a write's outcome is unknown:
+		// retriable, and a retry reads what happened. They were
+		// UNKNOWN_SERVER_ERROR, which clients do not retry.
+		{metaError(fmt.Errorf("%w: w: %w", metadata.ErrIndeterminate, context.DeadlineExceeded)), kerr.RequestTimedOut},
+		{fmt.Errorf("metadata: %w", status.Error(codes.Unavailable, "error reading from server: EOF")), kerr.RequestTimedOut},
+		{fmt.Errorf("metadata: %w", rpctypes.ErrLeaderChanged), kerr.RequestTimedOut},
+		{fmt.Errorf("metadata: %w", rpctypes.ErrTimeout), kerr.RequestTimedOut},
+		{fmt.Errorf("metadata: %w", rpctypes.ErrNoLeader), kerr.RequestTimedOut},
+		{fmt.Errorf("metadata: %w", rpctypes.ErrNoSpace), kerr.UnknownServerError},
 	} {
 		if got := kafkaError(tc.err); got != tc.want.Code {
 			t.Errorf("%v: %v, want %v", tc.err, kerr.ErrorForCode(got), tc.want)

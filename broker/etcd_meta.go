@@ -260,6 +260,11 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
+func (m *etcdMeta) partitionEpoch(ctx context.Context, topic string, index int32) (int32, error) {
+	p, err := m.store.Partition(ctx, topic, index)
+	return p.PartitionEpoch, metaError(err)
+}
+
 // electLeader runs an election an operator asked for (ElectLeaders) on a
 // partition: preferred (the first replica, when in sync) or unclean (a
 // leaderless partition). The write is a compare-and-swap on the partition
@@ -305,6 +310,8 @@ func metaError(err error) error {
 		return fmt.Errorf("%w: %w", errMetaConflict, err)
 	case errors.Is(err, metadata.ErrTooLarge):
 		return fmt.Errorf("%w: %w", errPolicyViolation, err)
+	case errors.Is(err, metadata.ErrIndeterminate):
+		return fmt.Errorf("%w: %w", errMetaIndeterminate, err)
 	}
 	return err
 }

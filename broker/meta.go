@@ -29,6 +29,9 @@ type metaStore interface {
 	// stored partition still names leader at leaderEpoch and is at
 	// partitionEpoch (errMetaConflict otherwise).
 	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
+	// partitionEpoch reads a partition's current partition epoch from
+	// the store (not the snapshot, which may lag).
+	partitionEpoch(ctx context.Context, topic string, index int32) (int32, error)
 	// reassign starts moving a partition to the target replicas, or
 	// cancels its reassignment when target is nil (KIP-455); the
 	// controller completes it.
@@ -43,9 +46,12 @@ type metaStore interface {
 
 // Errors a metaStore returns, matched with errors.Is.
 var (
-	errTopicExists      = errors.New("broker: topic already exists")
-	errMetaConflict     = errors.New("broker: metadata changed concurrently")
-	errNotEnoughBrokers = errors.New("broker: not enough live brokers")
+	errTopicExists  = errors.New("broker: topic already exists")
+	errMetaConflict = errors.New("broker: metadata changed concurrently")
+	// errMetaIndeterminate: a metadata write failed after it may have
+	// been sent, and re-reading could not tell whether it applied.
+	errMetaIndeterminate = errors.New("broker: the metadata write's outcome is unknown")
+	errNotEnoughBrokers  = errors.New("broker: not enough live brokers")
 )
 
 // metaView is one consistent snapshot of the cluster metadata.

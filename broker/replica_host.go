@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/shale-log/shale/broker/fetcher"
@@ -57,11 +59,26 @@ func (b *Broker) isrIneligible(id int32) bool {
 // alterISR writes a leader's ISR change in the background. The partition
 // learns the outcome from the metadata it watches (success) or from
 // isrWriteFailed. Close waits for the write.
+//
+// A write whose outcome is unknown may have landed: the change stays
+// pending (its members stay in the ISR the high watermark waits for, as
+// Kafka keeps an AlterPartition in flight until it is answered) until a
+// re-read tells, so that an expansion that landed never goes unheeded.
 func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch int32) {
 	started := b.goBackground(func() {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-		defer cancel()
 		err := b.meta.alterISR(ctx, p.topic, p.index, b.cfg.NodeID, leaderEpoch, partitionEpoch, isr)
+		cancel()
+		if errors.Is(err, errMetaIndeterminate) {
+			b.log.Info("ISR change's outcome unknown; re-reading", "topic", p.topic, "partition", p.index, "isr", isr, "err", err)
+			if err = b.settleISRWrite(p, partitionEpoch); err == nil {
+				// The partition moved past the epoch the change
+				// was sent against (this change or another): the
+				// metadata brings it, and with it the end of the
+				// pending change.
+				return
+			}
+		}
 		if err != nil {
 			b.log.Info("ISR change not applied", "topic", p.topic, "partition", p.index, "isr", isr, "err", err)
 			p.isrWriteFailed(partitionEpoch)
@@ -73,6 +90,35 @@ func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch
 		// Closing. The caller holds p.repl: report the failure from
 		// another goroutine.
 		go p.isrWriteFailed(partitionEpoch)
+	}
+}
+
+// settleISRWrite re-reads, until it can, the partition epoch of p after
+// an ISR change sent against partitionEpoch whose outcome is unknown: nil
+// when the partition has moved past it, an error when it has not (the
+// change did not land) or the broker is closing.
+func (b *Broker) settleISRWrite(p *partition, partitionEpoch int32) error {
+	wait := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		epoch, err := b.meta.partitionEpoch(ctx, p.topic, p.index)
+		cancel()
+		switch {
+		case err == nil && epoch > partitionEpoch:
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: partition %s/%d is still at partition epoch %d", errMetaConflict, p.topic, p.index, epoch)
+		case errors.Is(err, errUnknownTopic):
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-b.ctx.Done():
+			t.Stop()
+			return b.ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
 }
 
