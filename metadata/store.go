@@ -389,6 +389,10 @@ func (s *Store) UpdateTopicConfigs(ctx context.Context, name string, mutate func
 			If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
 			Then(clientv3.OpPut(string(kv.Key), string(val))).Commit()
 		cancel()
+		if err != nil && isTooLarge(err) {
+			// Refused, and refused again however often tried.
+			return 0, fmt.Errorf("%w: configs of topic %s: %w", ErrTooLarge, name, err)
+		}
 		if err != nil {
 			// Indeterminate; the next round re-reads and re-applies
 			// mutate, which is idempotent for config replacement.
@@ -503,8 +507,9 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 // swapKey reads key, asks next for the write that replaces what it read
 // (kv is nil when the key is absent), and applies it only if the key has
 // not changed since the read, over and over until one applies; a write
-// whose outcome is unknown counts as refused. It returns the revision of
-// the write that applied.
+// whose outcome is unknown counts as refused; one too large for etcd
+// ends it (ErrTooLarge). It returns the revision of the write that
+// applied.
 func (s *Store) swapKey(ctx context.Context, key string, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -528,6 +533,10 @@ func (s *Store) swapKey(ctx context.Context, key string, next func(kv *mvccpb.Ke
 		wctx, cancel := withDeadline(ctx)
 		tresp, err := s.cli.Txn(wctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).Then(op).Commit()
 		cancel()
+		if err != nil && isTooLarge(err) {
+			// Refused, and refused again however often tried.
+			return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, key, err)
+		}
 		if err == nil && tresp.Succeeded {
 			return tresp.Header.Revision, nil
 		}

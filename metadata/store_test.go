@@ -526,6 +526,26 @@ func TestCreateTopicBeyondEtcdLimitsIsErrTooLarge(t *testing.T) {
 	}
 }
 
+// Regression: a config change beyond etcd's request limit was tried
+// again and again (as if its outcome were unknown) until its caller's
+// deadline, and answered a timeout instead of the refusal.
+func TestConfigsBeyondEtcdLimitsAreErrTooLarge(t *testing.T) {
+	s := newTestStore(t)
+	topic, parts := testTopic("configs", 1)
+	if _, err := s.CreateTopic(ctxT(t), topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	huge := func(map[string]string) (map[string]string, error) {
+		return map[string]string{"huge": strings.Repeat("x", MaxRequestBytes+1)}, nil
+	}
+	if _, err := s.UpdateTopicConfigs(ctxT(t), "configs", huge); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("topic configs of %d bytes: %v, want ErrTooLarge", MaxRequestBytes, err)
+	}
+	if _, err := s.UpdateBrokerConfigs(ctxT(t), 1, huge); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("broker configs of %d bytes: %v, want ErrTooLarge", MaxRequestBytes, err)
+	}
+}
+
 func TestClusterSecretIsCreatedOnce(t *testing.T) {
 	s := newTestStore(t)
 	a, err := s.EnsureClusterSecret(ctxT(t))
