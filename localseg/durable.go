@@ -39,6 +39,13 @@ const maxSyncsInFlight = 1
 // ceiling: 385); on a quiet machine the raw load generator showed no
 // difference either way.
 //
+// A sync that answered a single waiter holds nothing, unless recent syncs
+// answered two or more on average (a window coming back one by one): at
+// a low rate each sync answers the one request that came, the requests
+// that arrived during it are already there, and the next producer comes
+// when its own rate says, not when an answer lets it. Held, those waiting
+// would wait for it or the hold's deadline with the disk idle.
+//
 // Outcomes are applied in the order the syncs started (were
 // maxSyncsInFlight raised): the recovery point moves to a sync's end only
 // once every sync started before it succeeded, and callbacks run when the
@@ -73,6 +80,9 @@ type SyncScheduler struct {
 		// deadline: each halves the next one's (up to maxHoldMisses).
 		holdMisses int
 		syncDur    time.Duration // moving average of recent syncs' durations
+		// answeredAvg is a moving average of the waiters a sync
+		// answered, in sixteenths.
+		answeredAvg int
 	}
 }
 
@@ -204,7 +214,10 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	s.applyLocked()
 	released -= len(s.mu.waiters)
 	if released > 0 && err == nil {
-		s.holdLocked(released)
+		s.mu.answeredAvg += (16*released - s.mu.answeredAvg) / 4
+		if released > 1 || s.mu.answeredAvg >= 2*16 {
+			s.holdLocked(released)
+		}
 	}
 	s.startLocked()
 }

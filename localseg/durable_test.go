@@ -723,8 +723,11 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 	// however loaded. (The first sync, held for a second here, made the
 	// hold half a second, and a test goroutine slower than that to come
 	// back saw a third sync.)
+	// And its recent syncs answered windows of producers (a sync that
+	// answers one holds the next only then).
 	l.sync.mu.Lock()
 	l.sync.mu.syncDur = time.Minute
+	l.sync.mu.answeredAvg = 4 * 16
 	l.sync.mu.Unlock()
 	first := appendWait()
 	<-g.held // the first sync runs
@@ -755,6 +758,59 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 	defer g.mu.Unlock()
 	if g.syncs != 2 {
 		t.Fatalf("%d fsyncs for 5 durable appends, want 2 (the held sync covers the waiting ones and the returning one)", g.syncs)
+	}
+}
+
+// A sync that answers one waiter, where recent syncs answered one each
+// (producers at a low rate), holds nothing: the waiter that arrived during
+// it is synced at once, not after the next producer or the hold's deadline.
+func TestLoneProducerIsNotHeld(t *testing.T) {
+	old := maxSyncHold
+	maxSyncHold = time.Hour
+	defer func() { maxSyncHold = old }()
+	gate := make(chan struct{})
+	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+	appendWait := func() chan error {
+		ch := make(chan error, 1)
+		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
+			ch <- nil
+		}
+		return ch
+	}
+	// Syncs as long as an hour, as far as the scheduler knows: a hold
+	// would last until a producer comes, which none does.
+	l.sync.mu.Lock()
+	l.sync.mu.syncDur = 2 * time.Hour
+	l.sync.mu.Unlock()
+	first := appendWait()
+	<-g.held // the first sync runs
+	second := appendWait()
+	release()
+	for i, ch := range []chan error{first, second} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("append %d not durable after a minute: the sync was held for a producer that never came", i)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.syncs != 2 {
+		t.Fatalf("%d fsyncs for 2 durable appends, one during the other's sync: want 2", g.syncs)
 	}
 }
 
