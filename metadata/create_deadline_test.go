@@ -130,6 +130,42 @@ func (t *stallingTxn) Commit() (*clientv3.TxnResponse, error) {
 	return t.Txn.Commit()
 }
 
+// The deadline the tests below give a call whose commit stalls, and how
+// late past it an answer may come.
+const (
+	deadlineTimeout = 2 * time.Second
+	deadlineMargin  = 300 * time.Millisecond
+)
+
+// eachOutcome runs f as the subtest "stalled", where the stalled commit
+// does not land, and as "landed", where it lands and only its answer is
+// lost.
+func eachOutcome(t *testing.T, f func(t *testing.T, name string, landed bool)) {
+	for _, landed := range []bool{false, true} {
+		name := "stalled"
+		if landed {
+			name = "landed"
+		}
+		t.Run(name, func(t *testing.T) { f(t, name, landed) })
+	}
+}
+
+// answerByDeadline makes call with a context that ends after
+// deadlineTimeout, lifts se's stall once it returns, and fails t if it
+// returned more than deadlineMargin after the deadline.
+func answerByDeadline(t *testing.T, se *stallingEtcd, call func(ctx context.Context)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadlineTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	call(ctx)
+	late := time.Since(deadline)
+	se.lift()
+	if late > deadlineMargin {
+		t.Errorf("answered %v after the deadline", late)
+	}
+}
+
 // A creation whose commit stalls past the request's deadline answers by
 // that deadline, not seconds after it: REQUEST_TIMED_OUT (a deadline
 // error) when the commit did not land, the topic when it did; and a retry
@@ -138,53 +174,38 @@ func (t *stallingTxn) Commit() (*clientv3.TxnResponse, error) {
 // after the deadline).
 func TestCreateTopicAnswersByItsDeadline(t *testing.T) {
 	e := startStockEtcd(t)
-	const timeout = 2 * time.Second
-	const margin = 300 * time.Millisecond
-	for _, landed := range []bool{false, true} {
-		name := "stalled"
+	eachOutcome(t, func(t *testing.T, name string, landed bool) {
+		s, se := newStallingStore(t, e, NewStore(e.Client(), "").topicKey(name), landed)
+		topic, parts := testTopic(name, 3)
+		var err error
+		answerByDeadline(t, se, func(ctx context.Context) { _, err = s.CreateTopic(ctx, topic, parts) })
 		if landed {
-			name = "landed"
+			if err != nil {
+				t.Fatalf("a creation whose commit landed: %v", err)
+			}
+			got, err := NewStore(e.Client(), "").topic(ctxT(t), name)
+			if err != nil || got.ID != topic.ID {
+				t.Fatalf("the topic: %+v, %v", got, err)
+			}
+			return
 		}
-		t.Run(name, func(t *testing.T) {
-			s, se := newStallingStore(t, e, NewStore(e.Client(), "").topicKey(name), landed)
-			topic, parts := testTopic(name, 3)
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			deadline, _ := ctx.Deadline()
-			_, err := s.CreateTopic(ctx, topic, parts)
-			late := time.Since(deadline)
-			se.lift()
-			if late > margin {
-				t.Errorf("answered %v after the deadline", late)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a creation past its deadline returned %v, want a deadline error", err)
+		}
+		// The retry: refused only briefly, while the lease's
+		// release goes through.
+		retryBy := time.Now().Add(2 * time.Second)
+		for {
+			_, err := NewStore(e.Client(), "").CreateTopic(ctxT(t), topic, parts)
+			if err == nil {
+				break
 			}
-			if landed {
-				if err != nil {
-					t.Fatalf("a creation whose commit landed: %v", err)
-				}
-				got, err := NewStore(e.Client(), "").topic(ctxT(t), name)
-				if err != nil || got.ID != topic.ID {
-					t.Fatalf("the topic: %+v, %v", got, err)
-				}
-				return
+			if !errors.Is(err, ErrTopicExists) || time.Now().After(retryBy) {
+				t.Fatalf("the retry: %v", err)
 			}
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("a creation past its deadline returned %v, want a deadline error", err)
-			}
-			// The retry: refused only briefly, while the lease's
-			// release goes through.
-			retryBy := time.Now().Add(2 * time.Second)
-			for {
-				_, err := NewStore(e.Client(), "").CreateTopic(ctxT(t), topic, parts)
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, ErrTopicExists) || time.Now().After(retryBy) {
-					t.Fatalf("the retry: %v", err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		})
-	}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 }
 
 // A deletion whose commit stalls past the request's deadline answers by
@@ -192,43 +213,28 @@ func TestCreateTopicAnswersByItsDeadline(t *testing.T) {
 // deletion when it did.
 func TestDeleteTopicAnswersByItsDeadline(t *testing.T) {
 	e := startStockEtcd(t)
-	const timeout = 2 * time.Second
-	const margin = 300 * time.Millisecond
-	for _, landed := range []bool{false, true} {
-		name := "stalled"
-		if landed {
-			name = "landed"
+	eachOutcome(t, func(t *testing.T, name string, landed bool) {
+		direct := NewStore(e.Client(), "")
+		topic, parts := testTopic(name, 3)
+		if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			direct := NewStore(e.Client(), "")
-			topic, parts := testTopic(name, 3)
-			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-				t.Fatal(err)
+		s, se := newStallingStore(t, e, direct.topicKey(name), landed)
+		var err error
+		answerByDeadline(t, se, func(ctx context.Context) { _, err = s.DeleteTopic(ctx, name) })
+		if landed {
+			if err != nil {
+				t.Fatalf("a deletion whose commit landed: %v", err)
 			}
-			s, se := newStallingStore(t, e, direct.topicKey(name), landed)
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			deadline, _ := ctx.Deadline()
-			_, err := s.DeleteTopic(ctx, name)
-			late := time.Since(deadline)
-			se.lift()
-			if late > margin {
-				t.Errorf("answered %v after the deadline", late)
+			if _, err := direct.topic(ctxT(t), name); !errors.Is(err, ErrUnknownTopic) {
+				t.Fatalf("the deleted topic: %v", err)
 			}
-			if landed {
-				if err != nil {
-					t.Fatalf("a deletion whose commit landed: %v", err)
-				}
-				if _, err := direct.topic(ctxT(t), name); !errors.Is(err, ErrUnknownTopic) {
-					t.Fatalf("the deleted topic: %v", err)
-				}
-				return
-			}
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("a deletion past its deadline returned %v, want a deadline error", err)
-			}
-		})
-	}
+			return
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a deletion past its deadline returned %v, want a deadline error", err)
+		}
+	})
 }
 
 // An addition of partitions whose commit (the topic record's new count)
@@ -238,69 +244,55 @@ func TestDeleteTopicAnswersByItsDeadline(t *testing.T) {
 // that the client is not sent to retry into INVALID_PARTITIONS.
 func TestCreatePartitionsAnswersByItsDeadline(t *testing.T) {
 	e := startStockEtcd(t)
-	const timeout = 2 * time.Second
-	const margin = 300 * time.Millisecond
-	for _, landed := range []bool{false, true} {
-		name := "stalled"
-		if landed {
-			name = "landed"
+	eachOutcome(t, func(t *testing.T, name string, landed bool) {
+		direct := NewStore(e.Client(), "")
+		topic, parts := testTopic(name, 2)
+		if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			direct := NewStore(e.Client(), "")
-			topic, parts := testTopic(name, 2)
-			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-				t.Fatal(err)
+		_, more := testTopic(name, 5)
+		add := more[2:]
+		s, se := newStallingStore(t, e, direct.topicKey(name), landed)
+		// The first write of the topic record (the count made
+		// explicit, with the marker) goes through; the commit
+		// stalls.
+		se.skip = 1
+		var rev int64
+		var err error
+		answerByDeadline(t, se, func(ctx context.Context) { rev, err = s.CreatePartitions(ctx, name, 2, add) })
+		if landed {
+			if err != nil {
+				t.Fatalf("an addition whose commit landed: %v", err)
 			}
-			_, more := testTopic(name, 5)
-			add := more[2:]
-			s, se := newStallingStore(t, e, direct.topicKey(name), landed)
-			// The first write of the topic record (the count made
-			// explicit, with the marker) goes through; the commit
-			// stalls.
-			se.skip = 1
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			deadline, _ := ctx.Deadline()
-			rev, err := s.CreatePartitions(ctx, name, 2, add)
-			late := time.Since(deadline)
-			se.lift()
-			if late > margin {
-				t.Errorf("answered %v after the deadline", late)
+			got, mod, err := direct.topicKV(ctxT(t), name)
+			if err != nil || got.PartitionCount != 5 || rev < mod {
+				t.Fatalf("the topic at revision %d: %+v (modified at %d), %v", rev, got, mod, err)
 			}
-			if landed {
-				if err != nil {
-					t.Fatalf("an addition whose commit landed: %v", err)
-				}
-				got, mod, err := direct.topicKV(ctxT(t), name)
-				if err != nil || got.PartitionCount != 5 || rev < mod {
-					t.Fatalf("the topic at revision %d: %+v (modified at %d), %v", rev, got, mod, err)
-				}
-				return
+			return
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("an addition past its deadline returned %v, want a deadline error", err)
+		}
+		if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 2 {
+			t.Fatalf("the topic after a failed addition: %+v, %v", got, err)
+		}
+		// The retry: refused only briefly, while the marker's
+		// release goes through.
+		retryBy := time.Now().Add(2 * time.Second)
+		for {
+			_, err := direct.CreatePartitions(ctxT(t), name, 2, add)
+			if err == nil {
+				break
 			}
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("an addition past its deadline returned %v, want a deadline error", err)
+			if !errors.Is(err, ErrConflict) || time.Now().After(retryBy) {
+				t.Fatalf("the retry: %v", err)
 			}
-			if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 2 {
-				t.Fatalf("the topic after a failed addition: %+v, %v", got, err)
-			}
-			// The retry: refused only briefly, while the marker's
-			// release goes through.
-			retryBy := time.Now().Add(2 * time.Second)
-			for {
-				_, err := direct.CreatePartitions(ctxT(t), name, 2, add)
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, ErrConflict) || time.Now().After(retryBy) {
-					t.Fatalf("the retry: %v", err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 5 {
-				t.Fatalf("the topic after the retry: %+v, %v", got, err)
-			}
-		})
-	}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got, _, err := direct.topicKV(ctxT(t), name); err != nil || got.PartitionCount != 5 {
+			t.Fatalf("the topic after the retry: %+v, %v", got, err)
+		}
+	})
 }
 
 // A partition update whose commit stalls past its caller's deadline (an
@@ -310,45 +302,30 @@ func TestCreatePartitionsAnswersByItsDeadline(t *testing.T) {
 // decides again.
 func TestUpdatePartitionAnswersByItsDeadline(t *testing.T) {
 	e := startStockEtcd(t)
-	const timeout = 2 * time.Second
-	const margin = 300 * time.Millisecond
-	for _, landed := range []bool{false, true} {
-		name := "stalled"
-		if landed {
-			name = "landed"
+	eachOutcome(t, func(t *testing.T, name string, landed bool) {
+		direct := NewStore(e.Client(), "")
+		topic, parts := testTopic(name, 1)
+		if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			direct := NewStore(e.Client(), "")
-			topic, parts := testTopic(name, 1)
-			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-				t.Fatal(err)
+		cur, err := direct.Partition(ctxT(t), name, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := cur
+		next.ISR = []int32{1, 2}
+		next.Replicas = []int32{1, 2}
+		s, se := newStallingStore(t, e, direct.partitionKey(name, 0), landed)
+		var got Partition
+		answerByDeadline(t, se, func(ctx context.Context) { got, _, err = s.UpdatePartition(ctx, next, cur.PartitionEpoch) })
+		if landed {
+			if err != nil || got.PartitionEpoch != cur.PartitionEpoch+1 {
+				t.Fatalf("an update whose commit landed: %+v, %v", got, err)
 			}
-			cur, err := direct.Partition(ctxT(t), name, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			next := cur
-			next.ISR = []int32{1, 2}
-			next.Replicas = []int32{1, 2}
-			s, se := newStallingStore(t, e, direct.partitionKey(name, 0), landed)
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			deadline, _ := ctx.Deadline()
-			got, _, err := s.UpdatePartition(ctx, next, cur.PartitionEpoch)
-			late := time.Since(deadline)
-			se.lift()
-			if late > margin {
-				t.Errorf("answered %v after the deadline", late)
-			}
-			if landed {
-				if err != nil || got.PartitionEpoch != cur.PartitionEpoch+1 {
-					t.Fatalf("an update whose commit landed: %+v, %v", got, err)
-				}
-				return
-			}
-			if !errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("an update past its deadline returned %v, want an indeterminate deadline error", err)
-			}
-		})
-	}
+			return
+		}
+		if !errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("an update past its deadline returned %v, want an indeterminate deadline error", err)
+		}
+	})
 }
