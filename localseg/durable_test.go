@@ -689,24 +689,26 @@ func checkAcksCovered(t *testing.T) {
 	}
 }
 
-// A sync that answers waiters holds the next one back until as many have
-// come again, so that a producer's returning requests and those that
-// waited share one fsync instead of the waiting ones starting a sync of
-// their own at once.
-func TestSyncHeldForReturningProducers(t *testing.T) {
+// openHeldLog opens a log whose syncs wait for release (g.held tells when
+// one does), with maxSyncHold at hold for the test's length.
+// appendWait appends a batch and returns the channel its durability's
+// outcome comes on.
+func openHeldLog(t *testing.T, hold time.Duration) (l *Log, g *syncGateFS, release func(), appendWait func() chan error) {
+	t.Helper()
 	old := maxSyncHold
-	maxSyncHold = time.Minute
-	defer func() { maxSyncHold = old }()
+	maxSyncHold = hold
+	t.Cleanup(func() { maxSyncHold = old })
 	gate := make(chan struct{})
-	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
+	g = &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
 	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	release := sync.OnceFunc(func() { close(gate) })
-	defer release()
-	appendWait := func() chan error {
+	release = sync.OnceFunc(func() { close(gate) })
+	// Cleanups run last first: the gate opens before the log closes.
+	t.Cleanup(func() { l.Close() })
+	t.Cleanup(release)
+	appendWait = func() chan error {
 		ch := make(chan error, 1)
 		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
 		if err != nil {
@@ -717,6 +719,15 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 		}
 		return ch
 	}
+	return l, g, release, appendWait
+}
+
+// A sync that answers waiters holds the next one back until as many have
+// come again, so that a producer's returning requests and those that
+// waited share one fsync instead of the waiting ones starting a sync of
+// their own at once.
+func TestSyncHeldForReturningProducers(t *testing.T) {
+	l, g, release, appendWait := openHeldLog(t, time.Minute)
 	// The syncs have taken a minute, as far as the scheduler knows: it
 	// holds the next sync back for up to half of that (and maxSyncHold),
 	// so that the producer coming back below is in time on a machine
@@ -765,29 +776,7 @@ func TestSyncHeldForReturningProducers(t *testing.T) {
 // (producers at a low rate), holds nothing: the waiter that arrived during
 // it is synced at once, not after the next producer or the hold's deadline.
 func TestLoneProducerIsNotHeld(t *testing.T) {
-	old := maxSyncHold
-	maxSyncHold = time.Hour
-	defer func() { maxSyncHold = old }()
-	gate := make(chan struct{})
-	g := &syncGateFS{FS: vfs.OSFS{}, gate: gate, held: make(chan struct{})}
-	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	release := sync.OnceFunc(func() { close(gate) })
-	defer release()
-	appendWait := func() chan error {
-		ch := make(chan error, 1)
-		res, err := l.AppendAsLeader(batch(1, 100, 0), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l.WhenDurable(res.LastOffset+1, func(err error) { ch <- err }) {
-			ch <- nil
-		}
-		return ch
-	}
+	l, g, release, appendWait := openHeldLog(t, time.Hour)
 	// Syncs as long as an hour, as far as the scheduler knows: a hold
 	// would last until a producer comes, which none does.
 	l.sync.mu.Lock()
