@@ -674,9 +674,10 @@ func (b *Broker) waitApplied(ctx context.Context, rev int64) error {
 // manager has opened and installed the topic's new logs (a time that grows
 // with their count; the logs of other topics opening meanwhile are not
 // waited for). When the request's deadline would pass first (or passes
-// while this broker's metadata catches up) it answers nil: the write stands and the partitions are served once their logs are
-// open (clients retry NOT_LEADER_OR_FOLLOWER meanwhile), which tells the
-// client the truth where REQUEST_TIMED_OUT would have it retry into
+// while this broker's metadata catches up) it answers nil: the write
+// stands and the partitions are served once their logs are open (clients
+// retry NOT_LEADER_OR_FOLLOWER meanwhile), which tells the client the
+// truth where REQUEST_TIMED_OUT would have it retry into
 // TOPIC_ALREADY_EXISTS.
 func (b *Broker) waitOpened(ctx context.Context, rev int64, topic string) error {
 	if err := b.meta.waitRevision(ctx, rev); err != nil {

@@ -130,10 +130,11 @@ func (f *frameReader) header() (h [4]byte, partial bool, err error) {
 }
 
 // frame reads the size bytes of the frame whose prefix header took, each
-// read waiting at most until deadline. A frame that fits a chunk is returned in place (inPlace; valid until the
-// next call to settle, fill or frame, and reserved by the buffer it lies
-// in); a larger one is read into a pooled buffer of its own whose budget,
-// reserved, releaseBuf gives back.
+// read waiting at most until deadline. A frame that fits a chunk is
+// returned in place (inPlace; valid until the next call to settle, fill
+// or frame, and reserved by the buffer it lies in); a larger one is read
+// into a pooled buffer of its own whose budget, reserved, releaseBuf
+// gives back.
 func (f *frameReader) frame(size int, deadline time.Time) (buf []byte, reserved int64, inPlace bool, err error) {
 	f.deadline = deadline
 	if size > len(f.buf) && size <= chunkSize {
