@@ -430,7 +430,7 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		return s.resolvePartitionWrite(ctx, st, p, err)
+		return s.resolvePartitionWrite(ctx, st, p, modRev, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
@@ -442,20 +442,57 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 	return p, resp.Header.Revision, nil
 }
 
-// resolvePartitionWrite settles a partition write (p, its epoch bumped)
-// whose etcd call failed with err after it may have been sent: it re-reads
-// the partition, by the deadline st gives, and when p is what is stored
-// the write landed, at the key's modification revision; otherwise err is
-// returned with the state read. When the re-read fails too, the error
-// wraps ErrIndeterminate: the write may have landed, and whoever acts on
-// the partition next must learn its state first (the epoch it expects
-// fences a decision made on a stale one).
-func (s *Store) resolvePartitionWrite(ctx context.Context, st settle, p Partition, err error) (Partition, int64, error) {
+// resolvePartitionWrite settles a partition write (p, its epoch bumped,
+// guarded on the key's modification revision being modRev) whose etcd
+// call failed with err after it may have been sent: it re-reads the
+// partition, by the deadline st gives. When p is what is stored, the write
+// landed, at the key's modification revision. When the key has moved past
+// modRev to something else, the write can no longer apply (its guard no
+// longer holds), and err is returned with the state read.
+//
+// When the key is still at modRev, the re-read alone is no answer: the
+// write may still be on its way in etcd (held in a leader that lost its
+// quorum, say) and apply after the re-read. So it is fenced: the value
+// read is written back unchanged, guarded on modRev too. That moves the
+// key's modification revision, so the write, if it comes later, fails its
+// guard: did not land, and err is returned with the state read. When the
+// fence's guard fails, the key moved in between (the write landed, or
+// another changed it) and it is read again to tell which.
+//
+// When a re-read or the fence fails too, the error wraps ErrIndeterminate:
+// the write may have landed, and whoever acts on the partition next must
+// learn its state first (the epoch it expects fences a decision made on a
+// stale one).
+func (s *Store) resolvePartitionWrite(ctx context.Context, st settle, p Partition, modRev int64, err error) (Partition, int64, error) {
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
-	got, rev, rerr := s.partition(rctx, p.Topic, p.Index)
+	indeterminate := func(got Partition, step string, rerr error) (Partition, int64, error) {
+		return got, 0, fmt.Errorf("%w: updating partition %s/%d: %w (%s: %w)", ErrIndeterminate, p.Topic, p.Index, err, step, rerr)
+	}
+	key := s.partitionKey(p.Topic, p.Index)
+	resp, rerr := s.cli.Get(rctx, key)
 	if rerr != nil {
-		return got, 0, fmt.Errorf("%w: updating partition %s/%d: %w (re-reading it: %w)", ErrIndeterminate, p.Topic, p.Index, err, rerr)
+		return indeterminate(Partition{}, "re-reading it", rerr)
+	}
+	got, rev, rerr := decodePartition(resp, p.Topic, p.Index)
+	if rerr != nil {
+		return indeterminate(got, "re-reading it", rerr)
+	}
+	if rev == modRev {
+		// Not landed yet: the fence.
+		fresp, ferr := s.cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+			Then(clientv3.OpPut(key, string(resp.Kvs[0].Value))).
+			Commit()
+		if ferr != nil {
+			return indeterminate(got, "fencing it", ferr)
+		}
+		if fresp.Succeeded {
+			return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
+		}
+		if got, rev, rerr = s.partition(rctx, p.Topic, p.Index); rerr != nil {
+			return indeterminate(got, "re-reading it after a fence refused", rerr)
+		}
 	}
 	if got.PartitionEpoch == p.PartitionEpoch && samePartition(got, p) {
 		return got, rev, nil
@@ -474,6 +511,12 @@ func (s *Store) partition(ctx context.Context, topic string, index int32) (Parti
 	if err != nil {
 		return Partition{}, 0, fmt.Errorf("metadata: %w", err)
 	}
+	return decodePartition(resp, topic, index)
+}
+
+// decodePartition is the partition a read of its key found, with the key's
+// modification revision.
+func decodePartition(resp *clientv3.GetResponse, topic string, index int32) (Partition, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return Partition{}, 0, fmt.Errorf("%w: %s/%d", ErrUnknownTopic, topic, index)
 	}
@@ -726,7 +769,7 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 	resp, err := l.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 		Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {
-		return s.resolvePartitionWrite(ctx, st, p, err)
+		return s.resolvePartitionWrite(ctx, st, p, modRev, err)
 	}
 	if !resp.Succeeded {
 		got, _, rerr := s.partition(ctx, p.Topic, p.Index)
