@@ -8,7 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // stallingEtcd is an etcd client whose requests stall from the commit of
@@ -30,11 +29,7 @@ type stallingEtcd struct {
 
 func newStallingStore(t *testing.T, e *Embedded, key string, landed bool) (*Store, *stallingEtcd) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := ownClient(t, e)
 	se := &stallingEtcd{KV: cli.KV, Lease: cli.Lease, key: key, landed: landed, lifted: make(chan struct{})}
 	cli.KV, cli.Lease = se, se
 	return NewStore(cli, ""), se
@@ -303,20 +298,13 @@ func TestCreatePartitionsAnswersByItsDeadline(t *testing.T) {
 func TestUpdatePartitionAnswersByItsDeadline(t *testing.T) {
 	e := startStockEtcd(t)
 	eachOutcome(t, func(t *testing.T, name string, landed bool) {
-		direct := NewStore(e.Client(), "")
-		topic, parts := testTopic(name, 1)
-		if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-			t.Fatal(err)
-		}
-		cur, err := direct.Partition(ctxT(t), name, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		direct, cur := createOnePartition(t, e, name)
 		next := cur
 		next.ISR = []int32{1, 2}
 		next.Replicas = []int32{1, 2}
 		s, se := newStallingStore(t, e, direct.partitionKey(name, 0), landed)
 		var got Partition
+		var err error
 		answerByDeadline(t, se, func(ctx context.Context) { got, _, err = s.UpdatePartition(ctx, next, cur.PartitionEpoch) })
 		if landed {
 			if err != nil || got.PartitionEpoch != cur.PartitionEpoch+1 {

@@ -112,16 +112,24 @@ func TestTopicsBeyondEtcdDefaultLimits(t *testing.T) {
 	}
 }
 
-// crashingStore is a store on a client of its own, closed by the test
-// between two chunks of a creation: the process stops there, its marker's
-// lease is not revoked.
-func crashingStore(t *testing.T, e *Embedded, prefix string, atChunk int) *Store {
+// ownClient is a client of e of the test's own, closed when the test ends
+// (a client the test may wrap or close early without touching e's).
+func ownClient(t *testing.T, e *Embedded) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// crashingStore is a store on a client of its own, closed by the test
+// between two chunks of a creation: the process stops there, its marker's
+// lease is not revoked.
+func crashingStore(t *testing.T, e *Embedded, prefix string, atChunk int) *Store {
+	t.Helper()
+	cli := ownClient(t, e)
 	afterChunk = func(i int) error {
 		if i == atChunk {
 			cli.Close()

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // holdingEtcd is an etcd client that holds back the first commit writing
@@ -32,11 +31,7 @@ type holdingEtcd struct {
 
 func newHoldingStore(t *testing.T, e *Embedded, key string) (*Store, *holdingEtcd) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := ownClient(t, e)
 	he := &holdingEtcd{KV: cli.KV, key: key}
 	cli.KV = he
 	return NewStore(cli, ""), he
@@ -108,6 +103,22 @@ func (t *holdingTxn) Commit() (*clientv3.TxnResponse, error) {
 	return t.Txn.Commit()
 }
 
+// createOnePartition creates the topic name with one partition through
+// e's own client and returns a store on that client and the partition.
+func createOnePartition(t *testing.T, e *Embedded, name string) (*Store, Partition) {
+	t.Helper()
+	direct := NewStore(e.Client(), "")
+	topic, parts := testTopic(name, 1)
+	if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := direct.Partition(ctxT(t), name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return direct, cur
+}
+
 // A partition update whose commit is cut off by its deadline while etcd
 // still holds it is settled with a fence, not a re-read alone: the caller
 // is told it did not land, and the held commit, applied after that
@@ -118,15 +129,7 @@ func TestUpdatePartitionOfUnknownOutcomeIsFenced(t *testing.T) {
 	for _, via := range []string{"store", "controller"} {
 		t.Run(via, func(t *testing.T) {
 			name := "fenced-" + via
-			direct := NewStore(e.Client(), "")
-			topic, parts := testTopic(name, 1)
-			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-				t.Fatal(err)
-			}
-			cur, err := direct.Partition(ctxT(t), name, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			direct, cur := createOnePartition(t, e, name)
 			next := cur
 			next.ISR = append(append([]int32(nil), cur.ISR...), 99)
 			s, he := newHoldingStore(t, e, direct.partitionKey(name, 0))
@@ -172,15 +175,7 @@ func TestUpdatePartitionOfUnknownOutcomeIsFenced(t *testing.T) {
 func TestUpdatePartitionLandingBeforeItsFenceIsFound(t *testing.T) {
 	e := startStockEtcd(t)
 	name := "lands-before-fence"
-	direct := NewStore(e.Client(), "")
-	topic, parts := testTopic(name, 1)
-	if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
-		t.Fatal(err)
-	}
-	cur, err := direct.Partition(ctxT(t), name, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct, cur := createOnePartition(t, e, name)
 	next := cur
 	next.ISR = append(append([]int32(nil), cur.ISR...), 99)
 	s, he := newHoldingStore(t, e, direct.partitionKey(name, 0))
