@@ -175,6 +175,19 @@ func settleCommit(ctx context.Context, st settle, what string, err error, landed
 	return rev, nil
 }
 
+// topicShows is settleCommit's landed for a commit of the topic record of
+// name: whether the record read is there and shows it (shows), with the
+// revision read.
+func (s *Store) topicShows(name string, shows func(Topic) bool) func(context.Context) (int64, bool, error) {
+	return func(rctx context.Context) (int64, bool, error) {
+		got, rev, err := s.topicKV(rctx, name)
+		if errors.Is(err, ErrUnknownTopic) {
+			return rev, false, nil
+		}
+		return rev, err == nil && shows(got), err
+	}
+}
+
 // writeChunks puts ops in chunks while the marker is ours.
 func (c *creation) writeChunks(ctx context.Context, what string, ops []clientv3.Op) error {
 	for i, ch := range chunk(ops) {
@@ -263,13 +276,7 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	}
 	if err != nil {
 		// Indeterminate: the topic may have been created. Re-read.
-		return settleCommit(ctx, st, what, err, func(rctx context.Context) (int64, bool, error) {
-			got, rev, err := s.topicKV(rctx, t.Name)
-			if errors.Is(err, ErrUnknownTopic) {
-				return rev, false, nil
-			}
-			return rev, err == nil && got.ID == t.ID, err
-		})
+		return settleCommit(ctx, st, what, err, s.topicShows(t.Name, func(got Topic) bool { return got.ID == t.ID }))
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
@@ -384,13 +391,9 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 			// Indeterminate: the partitions were added if the topic
 			// record, still this topic, counts them (no other
 			// addition could start while the marker was ours).
-			return settleCommit(ctx, st, what, err, func(rctx context.Context) (int64, bool, error) {
-				got, rev, err := s.topicKV(rctx, name)
-				if errors.Is(err, ErrUnknownTopic) {
-					return rev, false, nil
-				}
-				return rev, err == nil && got.ID == t.ID && int(got.PartitionCount) >= seen+len(add), err
-			})
+			return settleCommit(ctx, st, what, err, s.topicShows(name, func(got Topic) bool {
+				return got.ID == t.ID && int(got.PartitionCount) >= seen+len(add)
+			}))
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
