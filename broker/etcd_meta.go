@@ -260,9 +260,9 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
-func (m *etcdMeta) partitionEpoch(ctx context.Context, topic string, index int32) (int32, error) {
-	p, err := m.store.Partition(ctx, topic, index)
-	return p.PartitionEpoch, metaError(err)
+func (m *etcdMeta) settlePartitionEpoch(ctx context.Context, topic string, index, epoch int32) (int32, error) {
+	got, err := m.store.FencePartition(ctx, topic, index, epoch)
+	return got, metaError(err)
 }
 
 // electLeader runs an election an operator asked for (ElectLeaders) on a

@@ -28,7 +28,7 @@ func loopbackAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// lostAnswerKV is an etcd KV whose transactions lose their answer: the
+// lostAnswerKV is an etcd KV whose first transaction loses its answer: the
 // commit applies (or, without apply, is never sent), the caller gets a
 // lost connection, and from then on reads fail too while down is set: a
 // write whose outcome is unknown, and an etcd that cannot say for a
@@ -37,6 +37,7 @@ type lostAnswerKV struct {
 	clientv3.KV
 	apply bool
 	down  atomic.Bool
+	lost  atomic.Bool  // the first transaction's answer was lost
 	reads atomic.Int32 // reads refused while down
 }
 
@@ -62,6 +63,9 @@ func (t *lostAnswerTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Th
 func (t *lostAnswerTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
 
 func (t *lostAnswerTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.kv.lost.Swap(true) {
+		return t.Txn.Commit() // only the first answer is lost
+	}
 	if t.kv.apply {
 		if _, err := t.Txn.Commit(); err != nil {
 			return nil, err

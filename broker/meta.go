@@ -29,9 +29,11 @@ type metaStore interface {
 	// stored partition still names leader at leaderEpoch and is at
 	// partitionEpoch (errMetaConflict otherwise).
 	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
-	// partitionEpoch reads a partition's current partition epoch from
-	// the store (not the snapshot, which may lag).
-	partitionEpoch(ctx context.Context, topic string, index int32) (int32, error)
+	// settlePartitionEpoch settles a write of unknown outcome sent
+	// against a partition's epoch: it returns the partition's current
+	// epoch from the store (not the snapshot, which may lag), and when
+	// that is still epoch, the write can no longer apply (it is fenced).
+	settlePartitionEpoch(ctx context.Context, topic string, index, epoch int32) (int32, error)
 	// reassign starts moving a partition to the target replicas, or
 	// cancels its reassignment when target is nil (KIP-455); the
 	// controller completes it.

@@ -94,14 +94,16 @@ func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch
 }
 
 // settleISRWrite re-reads, until it can, the partition epoch of p after
-// an ISR change sent against partitionEpoch whose outcome is unknown: nil
-// when the partition has moved past it, an error when it has not (the
-// change did not land) or the broker is closing.
+// an ISR change sent against partitionEpoch whose outcome is unknown,
+// fencing the change when the epoch is unchanged (so that it cannot land
+// after this answer): nil when the partition has moved past it, an error
+// when it has not (the change did not land and never will) or the broker
+// is closing.
 func (b *Broker) settleISRWrite(p *partition, partitionEpoch int32) error {
 	wait := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-		epoch, err := b.meta.partitionEpoch(ctx, p.topic, p.index)
+		epoch, err := b.meta.settlePartitionEpoch(ctx, p.topic, p.index, partitionEpoch)
 		cancel()
 		switch {
 		case err == nil && epoch > partitionEpoch:

@@ -194,3 +194,54 @@ func TestUpdatePartitionLandingBeforeItsFenceIsFound(t *testing.T) {
 		t.Fatalf("the partition: %+v, want %+v", after, got)
 	}
 }
+
+// FencePartition, at the partition epoch a write of unknown outcome was
+// sent against, leaves that write unable to apply after its answer; once
+// the partition has moved on, it answers the later epoch and writes
+// nothing.
+func TestFencePartitionStopsAWriteStillOnItsWay(t *testing.T) {
+	e := startStockEtcd(t)
+	name := "fence-partition"
+	direct, cur := createOnePartition(t, e, name)
+	key := direct.partitionKey(name, 0)
+	read, err := e.Client().Get(ctxT(t), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A write guarded as UpdatePartition's are, not yet applied.
+	held := e.Client().Txn(ctxT(t)).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", read.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, "the held write"))
+	epoch, err := direct.FencePartition(ctxT(t), name, 0, cur.PartitionEpoch)
+	if err != nil || epoch != cur.PartitionEpoch {
+		t.Fatalf("FencePartition at the current epoch: %d, %v", epoch, err)
+	}
+	resp, err := held.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Succeeded {
+		t.Fatal("the held write applied after the fence")
+	}
+	if after, err := direct.Partition(ctxT(t), name, 0); err != nil || !samePartition(after, cur) {
+		t.Fatalf("the partition after the fence: %+v, %v; want %+v", after, err, cur)
+	}
+
+	next := cur
+	next.ISR = append(append([]int32(nil), cur.ISR...), 99)
+	moved, _, err := direct.UpdatePartition(ctxT(t), next, cur.PartitionEpoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Client().Get(ctxT(t), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, err = direct.FencePartition(ctxT(t), name, 0, cur.PartitionEpoch)
+	if err != nil || epoch != moved.PartitionEpoch {
+		t.Fatalf("FencePartition after the partition moved on: %d, %v; want %d", epoch, err, moved.PartitionEpoch)
+	}
+	if again, err := e.Client().Get(ctxT(t), key); err != nil || again.Kvs[0].ModRevision != before.Kvs[0].ModRevision {
+		t.Fatalf("FencePartition wrote a partition that had moved on: %v", err)
+	}
+}

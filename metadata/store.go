@@ -480,14 +480,11 @@ func (s *Store) resolvePartitionWrite(ctx context.Context, st settle, p Partitio
 	}
 	if rev == modRev {
 		// Not landed yet: the fence.
-		fresp, ferr := s.cli.Txn(rctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-			Then(clientv3.OpPut(key, string(resp.Kvs[0].Value))).
-			Commit()
+		fenced, ferr := s.fence(rctx, key, resp.Kvs[0].Value, modRev)
 		if ferr != nil {
 			return indeterminate(got, "fencing it", ferr)
 		}
-		if fresp.Succeeded {
+		if fenced {
 			return got, 0, fmt.Errorf("metadata: updating partition %s/%d: %w", p.Topic, p.Index, err)
 		}
 		if got, rev, rerr = s.partition(rctx, p.Topic, p.Index); rerr != nil {
@@ -782,6 +779,51 @@ func (l *Leadership) UpdatePartition(ctx context.Context, p Partition, expected 
 		return got, 0, fmt.Errorf("%w: partition %s/%d changed", ErrConflict, p.Topic, p.Index)
 	}
 	return p, resp.Header.Revision, nil
+}
+
+// fence writes value, which key holds at modification revision rev, back
+// unchanged, guarded on that revision: it moves the key's revision and
+// nothing else, so that a write guarded on rev (or on any revision before
+// it) whose outcome is unknown can no longer apply. It reports whether the
+// guard held; when not, the key moved on since it was read.
+func (s *Store) fence(ctx context.Context, key string, value []byte, rev int64) (bool, error) {
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(value))).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+// FencePartition settles a partition write of unknown outcome sent
+// against partition epoch epoch, after resolvePartitionWrite could not
+// (ErrIndeterminate): it reads the partition's epoch and, while it is
+// still epoch, fences the key (see fence), so that the write, if it is
+// still on its way in etcd, can no longer apply after this answer. It
+// returns the partition epoch read: epoch means the write did not land
+// and never will; a later one, that the partition moved on (this write or
+// another).
+func (s *Store) FencePartition(ctx context.Context, topic string, index, epoch int32) (int32, error) {
+	key := s.partitionKey(topic, index)
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		got, rev, err := decodePartition(resp, topic, index)
+		if err != nil || got.PartitionEpoch != epoch {
+			return got.PartitionEpoch, err
+		}
+		fenced, err := s.fence(ctx, key, resp.Kvs[0].Value, rev)
+		if err != nil {
+			return 0, fmt.Errorf("metadata: %w", err)
+		}
+		if fenced {
+			return epoch, nil
+		}
+	}
 }
 
 // Partition reads one partition's current state.
