@@ -75,6 +75,8 @@ type conn struct {
 	// fetchOwnerSet (owned by the reader).
 	fetchOwnerID, fetchOwner string
 	fetchOwnerSet            bool
+	// unreadAsks counts unreadBytes' calls (owned by the reader).
+	unreadAsks int
 	// peer is 1 + the id of the broker this connection authenticated
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.
@@ -536,10 +538,17 @@ func (c *conn) readFrame(first []byte, done func(), size int, deadline time.Time
 		// Reserve and allocate the next buffer, then read into it. The
 		// previous one's reservation is given back first, so that a
 		// frame larger than the whole budget can still grow alone.
+		// The socket is asked what has arrived (a system call) once per
+		// step, and only when it may make the step larger: frameStep
+		// grows with what arrived, and never past the frame.
 		limit := int(min(budget.limit, math.MaxInt32))
-		step := frameStep(size, have+c.unreadBytes(), len(buf), limit)
+		arrived := have
 		if buf == nil {
-			step = frameStep(size, len(first)+c.unreadBytes(), 0, limit)
+			arrived = len(first)
+		}
+		step := frameStep(size, arrived, len(buf), limit)
+		if step < size {
+			step = frameStep(size, arrived+c.unreadBytes(), len(buf), limit)
 		}
 		budget.release(reserved)
 		reserved = 0
@@ -570,8 +579,11 @@ func (c *conn) readFrame(first []byte, done func(), size int, deadline time.Time
 }
 
 // unreadBytes is how many bytes the connection's socket has received that
-// were not read yet (0 when it cannot tell).
+// were not read yet (0 when it cannot tell): an ioctl (SIOCINQ), asked
+// only while reading a frame larger than a chunk (readFrame), never for
+// the frames read into the frame reader's buffers.
 func (c *conn) unreadBytes() int {
+	c.unreadAsks++
 	if c.w.raw == nil {
 		return 0
 	}

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net"
 	"testing"
@@ -98,4 +100,53 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	}
 	t.Cleanup(func() { server.Close() })
 	return client, server
+}
+
+// The socket is asked what has arrived (SIOCINQ, a system call) at most
+// once per step of a frame larger than a chunk, and not when the step is
+// the whole frame anyway; frames that fit a chunk, the produce requests of
+// a pipelining client, never ask. The first step of a large frame asked
+// twice before.
+func TestFramesAskTheSocketOnlyWhenTheStepDependsOnIt(t *testing.T) {
+	client, server := tcpPair(t)
+	c := &conn{b: &Broker{requestMemory: newByteBudget(64 << 20)}, nc: server, w: newConnWriter(server, 0), ctx: context.Background()}
+	deadline := time.Now().Add(time.Minute)
+	send := func(n int) {
+		go client.Write(bytes.Repeat([]byte{'x'}, n))
+	}
+
+	// A chunk-sized frame, through the frame reader.
+	fr := newFrameReader(c)
+	send(300 << 10)
+	if buf, _, inPlace, err := fr.frame(300<<10, deadline); err != nil || !inPlace || len(buf) != 300<<10 {
+		t.Fatalf("chunk-sized frame: %d bytes, in place %v, %v", len(buf), inPlace, err)
+	}
+	fr.close()
+	if c.unreadAsks != 0 {
+		t.Fatalf("a frame that fits a chunk asked the socket %d times", c.unreadAsks)
+	}
+
+	for _, tc := range []struct {
+		name        string
+		size, first int
+		asks        int
+	}{
+		// Its first step (256 KiB) depends on what arrived: one ask;
+		// the next is the whole frame whatever arrived.
+		{"64 KiB of 1 MiB read already", 1 << 20, 64 << 10, 1},
+		// A quarter read: the first step is the frame.
+		{"a quarter of 1 MiB read already", 1 << 20, 256 << 10, 0},
+	} {
+		c.unreadAsks = 0
+		send(tc.size - tc.first)
+		first := bytes.Repeat([]byte{'x'}, tc.first)
+		buf, reserved, err := c.readFrame(first, func() {}, tc.size, deadline)
+		if err != nil || len(buf) != tc.size || bytes.Count(buf, []byte{'x'}) != tc.size {
+			t.Fatalf("%s: %d bytes, %v", tc.name, len(buf), err)
+		}
+		c.releaseBuf(buf, reserved)
+		if c.unreadAsks != tc.asks {
+			t.Errorf("%s: asked the socket %d times, want %d", tc.name, c.unreadAsks, tc.asks)
+		}
+	}
 }
