@@ -106,8 +106,20 @@ type syncFlight struct {
 
 type durableWaiter struct {
 	offset int64
-	fn     func(error)
+	w      DurableWaiter
 }
+
+// A DurableWaiter is told, once, that the records it waits for are on
+// stable storage (Durable(nil)) or cannot be (the error).
+type DurableWaiter interface {
+	Durable(err error)
+}
+
+// DurableFunc is a function that is a DurableWaiter.
+type DurableFunc func(error)
+
+// Durable calls f.
+func (f DurableFunc) Durable(err error) { f(err) }
 
 // WhenDurable arranges for fn to be called once every record below offset
 // is on stable storage, or with the error that prevents it (ErrOffline
@@ -117,10 +129,19 @@ type durableWaiter struct {
 // offset must be appended (AppendAsLeader and AppendAsFollower have
 // returned) before the call.
 func (l *Log) WhenDurable(offset int64, fn func(error)) bool {
-	return l.sync.whenDurable(offset, fn)
+	return l.sync.whenDurable(offset, DurableFunc(fn))
 }
 
-func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
+// WhenDurableTell is WhenDurable with a waiter instead of a function: a
+// caller that waits for many appends (the broker, one wait per acks=all
+// produce) passes a pointer it has already and allocates nothing, where a
+// function that says which wait it ends is a new closure each time. w is
+// told at most once, as fn would be called.
+func (l *Log) WhenDurableTell(offset int64, w DurableWaiter) bool {
+	return l.sync.whenDurable(offset, w)
+}
+
+func (s *SyncScheduler) whenDurable(offset int64, w DurableWaiter) bool {
 	if offset <= s.l.RecoveryPoint() {
 		return true
 	}
@@ -142,10 +163,10 @@ func (s *SyncScheduler) whenDurable(offset int64, fn func(error)) bool {
 		if err == nil {
 			return true
 		}
-		go fn(err)
+		go w.Durable(err)
 		return false
 	}
-	s.mu.waiters = append(s.mu.waiters, durableWaiter{offset: offset, fn: fn})
+	s.mu.waiters = append(s.mu.waiters, durableWaiter{offset: offset, w: w})
 	if s.mu.held {
 		if s.mu.expect--; s.mu.expect <= 0 {
 			s.mu.held, s.mu.holdMisses = false, 0
@@ -347,9 +368,9 @@ func (s *SyncScheduler) fireLocked(err error) {
 	for _, w := range s.mu.waiters {
 		switch {
 		case w.offset <= rp:
-			s.mu.due = append(s.mu.due, dueCall{w.fn, nil})
+			s.mu.due = append(s.mu.due, dueCall{w.w, nil})
 		case err != nil:
-			s.mu.due = append(s.mu.due, dueCall{w.fn, err})
+			s.mu.due = append(s.mu.due, dueCall{w.w, err})
 		default:
 			kept = append(kept, w)
 		}
@@ -360,7 +381,7 @@ func (s *SyncScheduler) fireLocked(err error) {
 
 // dueCall is a callback fireLocked took, and its argument.
 type dueCall struct {
-	fn  func(error)
+	w   DurableWaiter
 	err error
 }
 
@@ -378,7 +399,7 @@ func (s *SyncScheduler) unlock() {
 		return
 	}
 	for i := range due {
-		due[i].fn(due[i].err)
+		due[i].w.Durable(due[i].err)
 	}
 	clear(due)
 	s.mu.Lock()

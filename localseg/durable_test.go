@@ -1093,3 +1093,73 @@ func TestHoldsEndByTheirDeadlineOnOneTimer(t *testing.T) {
 		}
 	}
 }
+
+// tellCount is a DurableWaiter that counts what it was told.
+type tellCount struct {
+	mu        sync.Mutex
+	told, err int
+}
+
+func (c *tellCount) Durable(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.told++
+	if err != nil {
+		c.err++
+	}
+}
+
+// An append as leader, alone or as a group of one, and a wait for its
+// durability told to a waiter the caller has (WhenDurableTell) allocate
+// nothing: the write's ticket is one a published append gave back, the
+// queue of writes keeps its array, and the waiter is not a new closure.
+// Every waiter is told once when the sync covers it.
+func TestAppendsAndDurableWaitsAllocateNothing(t *testing.T) {
+	l, g, release, _ := openHeldLog(t, time.Millisecond)
+	b := batch(3, 100, 0)
+	var w tellCount
+	waits := 0
+	appendTell := func(group bool) {
+		var res AppendResult
+		var err error
+		if group {
+			var rs [1]AppendResult
+			var errs [1]error
+			l.AppendBatchesAsLeader([]Batch{b}, 0, rs[:], errs[:])
+			res, err = rs[0], errs[0]
+		} else {
+			res, err = l.AppendAsLeader(b, 0)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits++
+		if l.WhenDurableTell(res.LastOffset+1, &w) {
+			t.Fatal("durable already while the sync is held")
+		}
+	}
+	appendTell(false)
+	<-g.held // the first sync runs, and waits: the next waits queue
+	for range 150 {
+		appendTell(false) // the waiters' array grows to what follows
+	}
+	for _, group := range []bool{false, true} {
+		if allocs := testing.AllocsPerRun(50, func() { appendTell(group) }); allocs != 0 {
+			t.Errorf("group %v: %v allocations per append and wait", group, allocs)
+		}
+	}
+	release()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		w.mu.Lock()
+		told, errs := w.told, w.err
+		w.mu.Unlock()
+		if told == waits && errs == 0 {
+			break
+		}
+		if told > waits || errs > 0 || time.Now().After(deadline) {
+			t.Fatalf("%d waits told %d times (%d errors)", waits, told, errs)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -87,6 +87,13 @@ type Log struct {
 		sync.Mutex
 		cond  sync.Cond
 		queue []*writeTicket
+		// base is queue's array from its first element: an emptied
+		// queue starts again there instead of in a new array (queue
+		// moves along its array as its head is published).
+		base []*writeTicket
+		// free are tickets published and given back by their writers
+		// (at most maxFreeTickets), taken by the next reservations.
+		free []*writeTicket
 		// cut is where the first failed write cut its segment.
 		cut struct {
 			s   *segment
@@ -321,7 +328,8 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	if err != nil || res.Duplicate {
 		return res, err
 	}
-	if err := l.writeAndPublish([]*writeTicket{t}); err != nil {
+	run := [1]*writeTicket{t}
+	if err := l.writeAndPublish(run[:]); err != nil {
 		return AppendResult{}, err
 	}
 	res.FlushDue = l.sync.afterAppend(&cfg, b.NextOffset())
@@ -340,7 +348,13 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 // returns, and none is retained.
 func (l *Log) AppendBatchesAsLeader(bs []Batch, leaderEpoch int32, res []AppendResult, errs []error) {
 	res, errs = res[:len(bs)], errs[:len(bs)]
-	tickets := make([]*writeTicket, len(bs))
+	// On the stack for up to maxStackRun batches.
+	var ticketsBuf, tsBuf [maxStackRun]*writeTicket
+	tickets := ticketsBuf[:]
+	if len(bs) > len(tickets) {
+		tickets = make([]*writeTicket, len(bs))
+	}
+	tickets = tickets[:len(bs)]
 	for i := 0; i < len(bs); {
 		var cfg Config
 		n, run := 0, 0
@@ -365,7 +379,7 @@ func (l *Log) AppendBatchesAsLeader(bs []Batch, leaderEpoch int32, res []AppendR
 				}
 			}
 		}()
-		var ts []*writeTicket
+		ts := tsBuf[:0]
 		for _, t := range tickets[i : i+n] {
 			if t != nil {
 				ts = append(ts, t)
@@ -446,9 +460,14 @@ func (l *Log) reserveLocked(b Batch, leaderEpoch int32, mayRoll bool) (t *writeT
 	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
 		return nil, res, false, l.goOffline(err)
 	}
-	t = &writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset()}
 	l.pub.Lock()
-	l.pub.queue = append(l.pub.queue, t)
+	t = l.newTicketLocked()
+	*t = writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset()}
+	q := append(l.pub.queue, t)
+	if cap(q) != cap(l.pub.queue) {
+		l.pub.base = q // a new array
+	}
+	l.pub.queue = q
 	l.pub.Unlock()
 	l.mu.producers.update(b)
 	return t, AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, false, nil
@@ -526,6 +545,38 @@ type writeTicket struct {
 	done      bool  // written (or failed); under pub
 	err       error // under pub
 	finished  bool  // published or failed for good; under pub
+}
+
+// maxFreeTickets bounds the tickets a log keeps for reuse: more than a
+// group of appends reserves at once (a connection's pipelined produce
+// requests, several connections).
+const maxFreeTickets = 64
+
+// newTicketLocked returns a ticket for a reservation: one given back, or a
+// new one. Requires pub.
+func (l *Log) newTicketLocked() *writeTicket {
+	if n := len(l.pub.free); n > 0 {
+		t := l.pub.free[n-1]
+		l.pub.free[n-1] = nil
+		l.pub.free = l.pub.free[:n-1]
+		return t
+	}
+	return new(writeTicket)
+}
+
+// freeTicketsLocked takes back the tickets of run that are published or
+// failed for good (finished): those are off the queue, and no one but
+// their writer, which gives them back, refers to them. A failed ticket
+// not finished yet may still be on the queue, to be failed by the writer
+// at its head: it is left to the garbage collector. Requires pub.
+func (l *Log) freeTicketsLocked(run []*writeTicket) {
+	for _, t := range run {
+		if !t.finished || len(l.pub.free) >= maxFreeTickets {
+			continue
+		}
+		*t = writeTicket{} // its batch is the caller's memory
+		l.pub.free = append(l.pub.free, t)
+	}
 }
 
 // reservedEnd returns where the next batch goes: the end of the last
@@ -619,9 +670,10 @@ func (l *Log) writeAndPublish(run []*writeTicket) error {
 		l.pub.queue = l.pub.queue[1:]
 	}
 	if len(l.pub.queue) == 0 {
-		l.pub.queue = l.pub.queue[:0:0]
+		l.pub.queue = l.pub.base[:0]
 	}
 	l.pub.cond.Broadcast()
+	var failed error
 	for _, t := range run {
 		for !t.finished {
 			if t.err != nil && t.done {
@@ -632,11 +684,18 @@ func (l *Log) writeAndPublish(run []*writeTicket) error {
 			l.pub.cond.Wait()
 		}
 		if t.err != nil {
-			return t.err
+			failed = t.err
+			break
 		}
 	}
-	return nil
+	l.freeTicketsLocked(run)
+	return failed
 }
+
+// maxStackRun is the batches an append of several (AppendBatchesAsLeader)
+// keeps its tickets for on the stack: a connection's group of pipelined
+// produce requests (the broker's maxProduceGroup).
+const maxStackRun = 32
 
 // writeRun writes a run of reserved batches, contiguous from the first's
 // position, with one vectored write.
