@@ -119,6 +119,9 @@ type upload struct {
 	compKey string
 	err     error
 	phases  [numPhases]time.Duration
+	// uploaded is when the segment and its companion were in the
+	// bucket (set with err, before done is closed).
+	uploaded time.Time
 }
 
 // UploadNext uploads the oldest sealed local segments that end above the
@@ -406,6 +409,7 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 	}
 	go func() {
 		u.err = a.uploadOne(ctx, epoch, s.BaseOffset, gapAt, u)
+		u.uploaded = time.Now()
 		close(u.done)
 		if ended != nil {
 			select {
@@ -462,6 +466,7 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 			took := time.Since(u.started)
 			// The commit is shared: each segment is charged its part.
 			u.phases[phaseCommit] = commitTook / time.Duration(len(committed))
+			u.phases[phaseQueue] = max(0, commitStart.Sub(u.uploaded))
 			a.cfg.Metrics.uploaded(u.seg.Size+u.seg.CompanionSize, took, u.phases)
 			// One line per sealed segment: bounded by segment.bytes
 			// and segment.ms, as Kafka's segment roll lines are.

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/shale-log/shale/objectstore"
 )
 
@@ -447,4 +450,59 @@ func TestArchiverRunStartsUploadsWhileTheOldestIsSlow(t *testing.T) {
 	}
 	m := ms.Current()
 	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
+}
+
+// TestArchiverRunChargesTheWaitForACommitToQueue: an upload that ends
+// while an older one's commit is held waits for that commit before its
+// own; the wait is its queue phase (shale_tiering_upload_phase_seconds_total
+// {phase="queue"}), not its PUT's or its commit's time.
+func TestArchiverRunChargesTheWaitForACommitToQueue(t *testing.T) {
+	log, _ := testLog(t, 2000, 60)
+	sealed := log.Segments()[len(log.Segments())-2].NextOffset
+	const hold = 300 * time.Millisecond
+	var manifestPuts atomic.Int32
+	release := make(chan struct{})
+	fb := &faultyBucket{Bucket: objectstore.NewMem(), putGate: func(key string) {
+		if strings.HasSuffix(key, "/manifest") && manifestPuts.Add(1) == 1 {
+			<-release // the first commit is held
+		}
+	}}
+	a, ms := newTestArchiver(t, fb, log)
+	reg := prometheus.NewRegistry()
+	a.cfg.Metrics = NewMetrics(reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
+	}()
+	// Hold the first commit until an upload after the ones it names is
+	// in the bucket, and then for hold more.
+	deadline := time.Now().Add(20 * time.Second)
+	for manifestPuts.Load() == 0 || len(listKeys(t, fb, ".log")) <= a.cfg.MaxBatch {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("with the first commit held, %d segments in the bucket", len(listKeys(t, fb, ".log")))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(hold)
+	close(release)
+	for ms.Current().End() < sealed {
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	phase := func(name string) time.Duration {
+		return time.Duration(testutil.ToFloat64(a.cfg.Metrics.uploadPhases.WithLabelValues(name)) * float64(time.Second))
+	}
+	if q := phase("queue"); q < hold {
+		t.Errorf("queue phase %v in all, want at least the %v an upload waited for the held commit", q, hold)
+	}
+	t.Logf("phases summed: queue %v, commit %v, put %v", phase("queue"), phase("commit"), phase("put"))
 }

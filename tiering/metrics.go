@@ -40,7 +40,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		uploadPhases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_tiering_upload_phase_seconds_total",
 			Help: "Where committed uploads spent their time, summed over segments, by phase: wait (from the seal to the upload's start), " +
 				"open (the segment's indexes and producer snapshot), read (the segment file), put (the segment's PUT less its reads), " +
-				"companion (building and PUT of the companion object, alongside the segment's), commit (each segment's share of its manifest commit)."},
+				"companion (building and PUT of the companion object, alongside the segment's), queue (from the end of the upload to the start of the manifest commit naming it: " +
+				"waiting for an older upload or for the commit in flight), commit (each segment's share of its manifest commit)."},
 			[]string{"phase"}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_tiering_upload_commits_total",
 			Help: "Manifest commits naming uploaded segments (one per batch)."}),
@@ -77,11 +78,12 @@ const (
 	phaseRead
 	phaseSegmentPut
 	phaseCompanion
+	phaseQueue
 	phaseCommit
 	numPhases
 )
 
-var phaseNames = [numPhases]string{"wait", "open", "read", "put", "companion", "commit"}
+var phaseNames = [numPhases]string{"wait", "open", "read", "put", "companion", "queue", "commit"}
 
 func (m *Metrics) uploaded(bytes int64, d time.Duration, phases [numPhases]time.Duration) {
 	if m == nil {

@@ -224,8 +224,8 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		{"the same, share of 50 ms samples whose largest is 0 / 1 / 2 / 3+", lagShares, "", "", ""},
 		{"sealed segments not in the manifest (with those not yet below the high watermark), max", fmt.Sprintf("%.0f", maxSealed), "", "", ""},
 		{"uploads caught up after the last acknowledgement", caughtUp.Sub(produced).Round(10 * time.Millisecond).String(), "", "", ""},
-		{"upload time per segment, ms: wait / open / read / put / companion / commit",
-			strings.Join([]string{ms("wait"), ms("open"), ms("read"), ms("put"), ms("companion"), ms("commit")}, " / "), "", "", ""},
+		{"upload time per segment, ms: wait / open / read / put / companion / queue / commit",
+			strings.Join([]string{ms("wait"), ms("open"), ms("read"), ms("put"), ms("companion"), ms("queue"), ms("commit")}, " / "), "", "", ""},
 		{"segments per manifest commit", fmt.Sprintf("%.1f", upSegs/max(commits, 1)), "", "", ""},
 		{"object PUTs per GiB ingested", fmt.Sprintf("%.0f", puts/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", puts/(2*upSegs+commits))},
 	}
