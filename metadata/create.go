@@ -100,13 +100,13 @@ func (s *Store) grantCreation(ctx context.Context, name, marker string) (*creati
 const maxSettleRoom = time.Second
 
 // settle holds the deadlines of what follows a creation's writes: the
-// re-read of an indeterminate commit, then the release of the marker's
-// lease. Zero: the caller has no deadline (resolveTimeout each).
+// settle of an indeterminate commit (creation.settle), then the release of
+// the marker's lease. Zero: the caller has no deadline (resolveTimeout each).
 type settle struct{ resolve, release time.Time }
 
 // splitDeadline returns the context of a creation's writes: when ctx has a
 // deadline (a Kafka request's timeout), it ends earlier by a quarter of the
-// time left, at most maxSettleRoom, so that the re-read of a commit cut
+// time left, at most maxSettleRoom, so that the settle of a commit cut
 // off and the release of the marker both fit before that deadline, and
 // the answer does not come seconds after it.
 func splitDeadline(ctx context.Context) (context.Context, context.CancelFunc, settle) {
@@ -154,38 +154,46 @@ func (c *creation) release(ctx context.Context, st settle) {
 	}()
 }
 
-// settleCommit learns whether the commit of a creation, whose etcd call
-// failed with err after it may have been sent, applied: landed re-reads,
-// by the deadline st gives, whether the commit shows, and a revision at
-// or past it. The answer: the commit applied (at or before rev), or an
-// error: err when the re-read shows it did not (a commit still on its way
-// in etcd applies before the marker's release or never; a retry, refused
-// until that release, reads which), and one wrapping ErrIndeterminate too
-// when the re-read failed.
-func settleCommit(ctx context.Context, st settle, what string, err error, landed func(context.Context) (int64, bool, error)) (int64, error) {
+// settle learns whether the commit of a creation (or an addition), whose
+// etcd call failed with err after it may have been sent, applied; shows
+// tells whether a topic record read shows it. A re-read alone is no
+// answer: the commit may still be on its way in etcd (held in a leader
+// that lost its quorum, say) and apply after the re-read, and the marker's
+// release, which would stop it, may not make the deadline. So the commit's
+// own guard is fenced: the marker is deleted while it is still ours, in
+// one transaction that reads the topic record when it is not. The commit
+// is guarded on the marker being ours and deletes it, so:
+//
+//   - the marker deleted: the commit had not applied, and now never will
+//     (err is returned);
+//   - the marker not ours: the commit applied, or the marker's lease ran
+//     out; either way nothing can apply any more, and the topic record
+//     read in the same transaction tells which: the revision of the
+//     record that shows it, or err.
+//
+// When the fence's own call fails (by the deadline st gives), the error
+// wraps ErrIndeterminate: the commit may have applied, or may yet.
+func (c *creation) settle(ctx context.Context, st settle, what string, err error, topicKey string, shows func(Topic) bool) (int64, error) {
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
-	rev, ok, rerr := landed(rctx)
+	resp, ferr := c.s.cli.Txn(rctx).
+		If(c.ours()).
+		Then(clientv3.OpDelete(c.key)).
+		Else(clientv3.OpGet(topicKey)).
+		Commit()
 	switch {
-	case rerr != nil:
-		return 0, fmt.Errorf("%w: %s: %w (re-reading: %w)", ErrIndeterminate, what, err, rerr)
-	case !ok:
+	case ferr != nil:
+		return 0, fmt.Errorf("%w: %s: %w (fencing it: %w)", ErrIndeterminate, what, err, ferr)
+	case resp.Succeeded:
 		return 0, fmt.Errorf("metadata: %s: %w", what, err)
 	}
-	return rev, nil
-}
-
-// topicShows is settleCommit's landed for a commit of the topic record of
-// name: whether the record read is there and shows it (shows), with the
-// revision read.
-func (s *Store) topicShows(name string, shows func(Topic) bool) func(context.Context) (int64, bool, error) {
-	return func(rctx context.Context) (int64, bool, error) {
-		got, rev, err := s.topicKV(rctx, name)
-		if errors.Is(err, ErrUnknownTopic) {
-			return rev, false, nil
+	if got := resp.Responses[0].GetResponseRange(); got != nil && len(got.Kvs) == 1 {
+		var t Topic
+		if json.Unmarshal(got.Kvs[0].Value, &t) == nil && shows(t) {
+			return got.Kvs[0].ModRevision, nil
 		}
-		return rev, err == nil && shows(got), err
 	}
+	return 0, fmt.Errorf("metadata: %s: %w", what, err)
 }
 
 // writeChunks puts ops in chunks while the marker is ours.
@@ -275,8 +283,8 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 		return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, what, err)
 	}
 	if err != nil {
-		// Indeterminate: the topic may have been created. Re-read.
-		return settleCommit(ctx, st, what, err, s.topicShows(t.Name, func(got Topic) bool { return got.ID == t.ID }))
+		// Indeterminate: the topic may have been created, or may yet.
+		return c.settle(ctx, st, what, err, key, func(got Topic) bool { return got.ID == t.ID })
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
@@ -391,9 +399,9 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 			// Indeterminate: the partitions were added if the topic
 			// record, still this topic, counts them (no other
 			// addition could start while the marker was ours).
-			return settleCommit(ctx, st, what, err, s.topicShows(name, func(got Topic) bool {
+			return c.settle(ctx, st, what, err, s.topicKey(name), func(got Topic) bool {
 				return got.ID == t.ID && int(got.PartitionCount) >= seen+len(add)
-			}))
+			})
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // holdingEtcd is an etcd client that holds back the first commit writing
@@ -20,13 +22,16 @@ type holdingEtcd struct {
 	clientv3.KV
 	key string
 
+	// skip: the first skip commits writing key go through untouched.
+	skip int
 	// landsFirst: the held commit applies just before the next commit
-	// writing key (it lands between the settle's re-read and its fence).
-	landsFirst bool
+	// writing landsBefore (key when empty): it lands between the
+	// settle's re-read and its fence.
+	landsFirst  bool
+	landsBefore string
 
 	mu   sync.Mutex
 	held clientv3.Txn // the held commit, built on a context that does not end
-	n    int          // commits that wrote key
 }
 
 func newHoldingStore(t *testing.T, e *Embedded, key string) (*Store, *holdingEtcd) {
@@ -57,7 +62,8 @@ type holdingTxn struct {
 	bg     clientv3.Txn // the same transaction, for release
 	he     *holdingEtcd
 	ctx    context.Context
-	writes bool
+	writes bool // writes key
+	fences bool // writes landsBefore
 }
 
 func (t *holdingTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
@@ -67,9 +73,15 @@ func (t *holdingTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
 
 func (t *holdingTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	for _, op := range ops {
-		if (op.IsPut() || op.IsDelete()) && string(op.KeyBytes()) == t.he.key {
-			t.writes = true
+		if !op.IsPut() && !op.IsDelete() {
+			continue
 		}
+		before := t.he.landsBefore
+		if before == "" {
+			before = t.he.key
+		}
+		t.writes = t.writes || string(op.KeyBytes()) == t.he.key
+		t.fences = t.fences || string(op.KeyBytes()) == before
 	}
 	t.Txn, t.bg = t.Txn.Then(ops...), t.bg.Then(ops...)
 	return t
@@ -81,23 +93,28 @@ func (t *holdingTxn) Else(ops ...clientv3.Op) clientv3.Txn {
 }
 
 func (t *holdingTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.writes {
-		t.he.mu.Lock()
-		t.he.n++
-		first := t.he.n == 1
-		if first {
-			t.he.held = t.bg
-		}
-		t.he.mu.Unlock()
-		if first {
-			<-t.ctx.Done()
-			return nil, t.ctx.Err()
-		}
-		if t.he.landsFirst {
-			t.he.landsFirst = false
-			if resp, err := t.he.release(); err != nil || !resp.Succeeded {
-				return nil, fmt.Errorf("the held commit, applied before the next: %v, %v", resp, err)
-			}
+	t.he.mu.Lock()
+	if t.writes && t.he.skip > 0 {
+		t.he.skip--
+		t.writes = false
+	}
+	held := t.he.held != nil
+	first := t.writes && !held
+	if first {
+		t.he.held = t.bg
+	}
+	landsNow := held && t.fences && t.he.landsFirst
+	if landsNow {
+		t.he.landsFirst = false
+	}
+	t.he.mu.Unlock()
+	if first {
+		<-t.ctx.Done()
+		return nil, t.ctx.Err()
+	}
+	if landsNow {
+		if resp, err := t.he.release(); err != nil || !resp.Succeeded {
+			return nil, fmt.Errorf("the held commit, applied before the next: %v, %v", resp, err)
 		}
 	}
 	return t.Txn.Commit()
@@ -243,5 +260,90 @@ func TestFencePartitionStopsAWriteStillOnItsWay(t *testing.T) {
 	}
 	if again, err := e.Client().Get(ctxT(t), key); err != nil || again.Kvs[0].ModRevision != before.Kvs[0].ModRevision {
 		t.Fatalf("FencePartition wrote a partition that had moved on: %v", err)
+	}
+}
+
+// refusingLease is an etcd lease client that refuses every revocation, as
+// an etcd that cannot apply one in time: a creation's marker stays until
+// its lease runs out.
+type refusingLease struct{ clientv3.Lease }
+
+func (refusingLease) Revoke(context.Context, clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	return nil, status.Error(codes.Unavailable, "etcd unable to apply the revocation")
+}
+
+// A creation, or an addition of partitions, whose commit is cut off by
+// its deadline while etcd still holds it is settled with a fence, not a
+// re-read alone: the caller is told it did not land, and the held commit,
+// applied after that answer, fails its guard, also when the release of
+// the creation's marker did not go through (before, that release was what
+// stopped it, and a held commit applied after a refused one created the
+// topic the caller was told was not created). When the held commit applies
+// between the settle's start and its fence, the creation is found landed.
+func TestCreationOfUnknownOutcomeIsFenced(t *testing.T) {
+	e := startStockEtcd(t)
+	for _, tc := range []struct {
+		name       string
+		add        bool // an addition of partitions, not a creation
+		landsFirst bool
+	}{
+		{"creation", false, false},
+		{"addition", true, false},
+		{"creation-lands-before-fence", false, true},
+		{"addition-lands-before-fence", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := tc.name
+			direct := NewStore(e.Client(), "")
+			topic, parts := testTopic(name, 5)
+			if tc.add {
+				if _, err := direct.CreateTopic(ctxT(t), topic, parts[:2]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, he := newHoldingStore(t, e, direct.topicKey(name))
+			s.cli.Lease = refusingLease{s.cli.Lease}
+			he.landsFirst, he.landsBefore = tc.landsFirst, direct.creatingKey(name)
+			ctx, cancel := context.WithTimeout(context.Background(), deadlineTimeout)
+			var err error
+			if tc.add {
+				// The first write of the topic record (the count made
+				// explicit, with the marker) goes through.
+				he.skip = 1
+				_, err = s.CreatePartitions(ctx, name, 2, parts[2:])
+			} else {
+				_, err = s.CreateTopic(ctx, topic, parts)
+			}
+			cancel()
+			want := int32(len(parts))
+			if tc.landsFirst {
+				if err != nil {
+					t.Fatalf("a commit that landed before its fence: %v", err)
+				}
+			} else {
+				if err == nil || errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("a commit held past its deadline returned %v, want a deadline error saying it did not land", err)
+				}
+				// etcd applies the held commit now, after the answer.
+				resp, err := he.release()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.Succeeded {
+					t.Fatal("the held commit applied after the caller was told it did not land")
+				}
+				want = 0
+				if tc.add {
+					want = 2
+				}
+			}
+			got, _, err := direct.topicKV(ctxT(t), name)
+			switch {
+			case want == 0 && !errors.Is(err, ErrUnknownTopic):
+				t.Fatalf("the topic after a creation that did not land: %+v, %v", got, err)
+			case want > 0 && (err != nil || got.PartitionCount != want):
+				t.Fatalf("the topic: %+v, %v; want %d partitions", got, err, want)
+			}
+		})
 	}
 }
