@@ -71,11 +71,25 @@ func (cr *cacheRef) drop() {
 }
 
 // chunkPool keeps the buffers of released chunks, all of one size, for
-// the next GETs. It holds at most max free buffers; more go to the
-// garbage collector.
+// the next GETs. It keeps a released buffer while the buffers alive (in
+// use or free) number at most limit, and always while fewer than max are
+// free; a buffer released past both goes to the garbage collector.
+//
+// limit is every buffer the reader's memory bound holds (its cache, its
+// read-ahead, its recent reads and max free ones): the chunks in use rise
+// and fall by several at a time as a replay goes on (a read taking the
+// read-ahead window, the cache evicting, reads released together), and a
+// pool that kept only max free ones dropped the buffers of each fall and
+// allocated them again at the next rise. On two processors, a replay's
+// fresh 4 MiB buffers were most of the broker's allocation and set off a
+// garbage collection every second or two, whose pauses and mark work a
+// produce beside the replay waited for. Kept, a steady replay allocates
+// nothing per chunk; the memory is what the reader's bound allows, and
+// only what its chunks in use once reached.
 type chunkPool struct {
-	size int64
-	max  int
+	size  int64
+	max   int
+	limit int
 	// poison fills a buffer given back with poisonByte, so that a use
 	// after release shows in the bytes a test reads (invariants builds
 	// and tests).
@@ -83,8 +97,10 @@ type chunkPool struct {
 
 	mu   sync.Mutex
 	free [][]byte
-	// made and reused count the buffers allocated and taken from free.
+	// made and reused count the buffers allocated and taken from free;
+	// alive counts the buffers made and not dropped.
 	made, reused int64
+	alive        int
 }
 
 const poisonByte = 0xdb
@@ -116,6 +132,7 @@ func (p *chunkPool) newChunk(n int64) *chunk {
 		return c
 	}
 	p.made++
+	p.alive++
 	p.mu.Unlock()
 	c.data = make([]byte, n, p.size)
 	prefault(c.data[:p.size])
@@ -130,8 +147,10 @@ func (p *chunkPool) put(b []byte) {
 		}
 	}
 	p.mu.Lock()
-	if len(p.free) < p.max {
+	if len(p.free) < p.max || p.alive <= p.limit {
 		p.free = append(p.free, b)
+	} else {
+		p.alive--
 	}
 	p.mu.Unlock()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -133,5 +134,64 @@ func TestSharedReadsKeepTheirBytesWhileTheCacheReusesChunks(t *testing.T) {
 	t.Logf("pool buffers made %d, reused %d", made, reused)
 	if reused == 0 {
 		t.Fatal("no chunk buffer was reused: the test did not exercise the pool")
+	}
+}
+
+// TestASteadyReplayAllocatesNoChunkBuffers: a replay going round a
+// partition twice the size of the cache, one read of four chunks at a
+// time as a consumer asking for 16 MiB of 4 MiB chunks does, on the
+// read-ahead of two processors, takes every chunk's buffer from the pool
+// once it has gone round once: the chunks in use rise and fall by several
+// at a time, and a pool that kept only its few free buffers dropped the
+// rest at each fall and allocated them again at the next rise (a fifth of
+// the chunks read here; in a broker, most of its allocation during a
+// replay, and so its garbage collections). What else a read allocates
+// stays far below a chunk's size.
+func TestASteadyReplayAllocatesNoChunkBuffers(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 5000)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	const chunkBytes = 16 << 10
+	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunkBytes, CacheBytes: 1 << 20,
+		ReadAhead: 2, ReadAheadGets: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	if m.Bytes() < 2*r.cfg.CacheBytes {
+		t.Fatalf("the partition holds %d bytes, not twice the cache's %d", m.Bytes(), r.cfg.CacheBytes)
+	}
+	off := m.Start()
+	replay := func(reads int) {
+		for range reads {
+			if off >= m.End() {
+				off = m.Start()
+			}
+			d, err := r.ReadShared(context.Background(), testPartition, m, off, 4*chunkBytes, math.MaxInt64, true)
+			if err != nil || d.Bufs == nil {
+				t.Fatalf("read at %d: %v", off, err)
+			}
+			off = lastWholeBatchEnd(d.Bufs, off)
+			d.Release()
+		}
+	}
+	// Once round, and a bit.
+	replay(int(m.Bytes()/(4*chunkBytes)) + 10)
+	r.Wait()
+	made0, reused0, _ := r.pool.counts()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	replay(int(2 * m.Bytes() / (4 * chunkBytes)))
+	runtime.ReadMemStats(&after)
+	made, reused, free := r.pool.counts()
+	t.Logf("first round: %d buffers made, %d reused; then %d made, %d reused (%d free now); %d bytes allocated per chunk",
+		made0, reused0, made-made0, reused-reused0, free, (after.TotalAlloc-before.TotalAlloc)/uint64(max(reused-reused0, 1)))
+	if made != made0 || reused == reused0 {
+		t.Fatalf("after a first round, the replay made %d chunk buffers and reused %d", made-made0, reused-reused0)
+	}
+	if per := (after.TotalAlloc - before.TotalAlloc) / uint64(reused-reused0); per > chunkBytes/2 {
+		t.Fatalf("a steady replay allocated %d bytes per chunk of %d", per, chunkBytes)
 	}
 }

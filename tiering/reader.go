@@ -226,6 +226,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	// chunks, read-ahead and free pool buffers leave.
 	side := max(cfg.CacheBytes/16, 1<<20)
 	chunkCost := max(cfg.CacheBytes-2*side-cfg.ReadAheadBytes-int64(r.recentMax+r.pool.max)*cfg.ChunkBytes, 2*cfg.ChunkBytes)
+	r.pool.limit = int((chunkCost+cfg.ReadAheadBytes)/cfg.ChunkBytes) + r.recentMax + r.pool.max
 	var err error
 	r.chunks, err = ristretto.NewCache(&ristretto.Config[string, *cacheRef]{
 		NumCounters: counters, MaxCost: chunkCost, BufferItems: 64,
