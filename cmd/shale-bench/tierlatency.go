@@ -82,6 +82,9 @@ type phaseResult struct {
 	// the OS runs every thread that holds a P).
 	gcs     float64
 	gcPause time.Duration
+	// allocMB: what the broker allocated in the phase (MB), which sets
+	// how often it collects.
+	allocMB float64
 	// sched99 and sched999: how long the broker's goroutines waited
 	// runnable for a processor (Go's /sched/latencies:seconds), as the
 	// buckets of its histogram the quantiles fell in (go_sched_latencies
@@ -179,7 +182,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 					profiled = true
 					prefix := filepath.Join(o.raw.profileDir, "tier-latency-replay")
 					d := cfg.warmup + cfg.duration
-					for _, kind := range []string{"profile", "mutex", "block", "trace"} {
+					for _, kind := range []string{"profile", "mutex", "block", "trace", "allocs"} {
 						go func() {
 							if err := fetchProfile(sh.httpAddr, kind, prefix+"."+kind+".pprof", d); err != nil {
 								fmt.Fprintln(os.Stderr, "tier latency profile:", err)
@@ -234,6 +237,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			out.sched99, out.sched999 = histogramBuckets(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
 			out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
 			out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
+			out.allocMB = (after["go_memstats_alloc_bytes_total"] - before["go_memstats_alloc_bytes_total"]) / 1e6
 			res[r][ph] = out
 			switch ph {
 			case phaseAlone:
@@ -300,7 +304,8 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		}
 		rows = append(rows, []string{"  the same, the broker's own time (the histogram bucket each lay in), p50 / p99 ms",
 			buckets(func(p phaseResult) bucketRange { return p.broker50 }) + " / " + buckets(func(p phaseResult) bucketRange { return p.broker99 }),
-			"the broker's GCs / their pauses, ms", mr(col(ph, func(p phaseResult) float64 { return p.gcs }), "%.0f") + " / " + mr(col(ph, func(p phaseResult) float64 { return ms(p.gcPause) }), "%.1f"), ""})
+			"the broker's GCs / their pauses, ms / MB it allocated", mr(col(ph, func(p phaseResult) float64 { return p.gcs }), "%.0f") + " / " + mr(col(ph, func(p phaseResult) float64 { return ms(p.gcPause) }), "%.1f") +
+				" / " + mr(col(ph, func(p phaseResult) float64 { return p.allocMB }), "%.0f"), ""})
 		rows = append(rows, []string{"  the broker's goroutines' wait for a processor (the histogram bucket each lay in), p99 / p99.9 ms",
 			buckets(func(p phaseResult) bucketRange { return p.sched99 }) + " / " + buckets(func(p phaseResult) bucketRange { return p.sched999 }), "", "", ""})
 	}
