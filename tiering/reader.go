@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -65,6 +66,17 @@ type ReaderConfig struct {
 	// time (see Reader). Read-ahead past the bound is skipped, and
 	// counted.
 	ReadAheadBytes int64
+	// ReadAheadSpan bounds the bytes of one read-ahead GET (default
+	// 16 MiB, at least ChunkBytes): a GET worker takes the chunks
+	// queued next of one object, in order, up to this many bytes, in
+	// one ranged GET, each chunk into its own buffer and handed to the
+	// reads as soon as its bytes are in. A replay's GETs are then a
+	// quarter as many with 4 MiB chunks, and each costs the broker (the
+	// SDK's request, signing and response handling) and the store (its
+	// lookup of the object and opening of its data) once per 16 MiB
+	// rather than per chunk; AWS advises ranges of 8 to 16 MB. A read's
+	// own GETs (the chunk it waits for) stay one chunk each.
+	ReadAheadSpan int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
 	Metrics     *Metrics
@@ -93,6 +105,10 @@ func (c *ReaderConfig) ensureDefaults() {
 	if c.ReadAheadBytes <= 0 {
 		c.ReadAheadBytes = max(c.CacheBytes/8, c.ChunkBytes)
 	}
+	if c.ReadAheadSpan <= 0 {
+		c.ReadAheadSpan = 16 << 20
+	}
+	c.ReadAheadSpan = max(c.ReadAheadSpan, c.ChunkBytes)
 }
 
 // Reader reads remote segments through a byte-bounded chunk cache. One
@@ -780,23 +796,46 @@ func (r *Reader) rememberLocked(ck string, c *chunk) {
 
 // get reads exactly length bytes at off, within the call deadline, into a
 // chunk with one reference.
-func (r *Reader) get(ctx context.Context, key string, off, length int64) (*chunk, error) {
+func (r *Reader) get(ctx context.Context, key string, off, length int64) (c *chunk, err error) {
+	r.getChunks(ctx, key, off, []int64{length}, func(_ int, gc *chunk, gerr error) { c, err = gc, gerr })
+	return c, err
+}
+
+// getChunks reads consecutive chunks of the given lengths from off in one
+// ranged GET within the call deadline, each straight into a chunk of its
+// own (one io.ReadFull from the body), and hands each to got in order
+// with one reference as soon as its bytes are in, or with the error that
+// failed it and every one after it.
+func (r *Reader) getChunks(ctx context.Context, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) {
+	var total int64
+	for _, n := range lengths {
+		total += n
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
-	body, err := r.cfg.Bucket.Get(ctx, key, off, length)
+	body, err := r.cfg.Bucket.Get(ctx, key, off, total)
 	if err != nil {
-		r.cfg.Metrics.get(err)
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
+		err = fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
+	} else {
+		defer body.Close()
 	}
-	defer body.Close()
-	c := r.pool.newChunk(length)
-	if _, err := io.ReadFull(body, c.data); err != nil {
-		c.release()
-		r.cfg.Metrics.get(err)
-		return nil, fmt.Errorf("%w: %s at %d: %v", ErrUnavailable, key, off, err)
+	at := off
+	for i, n := range lengths {
+		if err != nil {
+			got(i, nil, err)
+			continue
+		}
+		c := r.pool.newChunk(n)
+		if _, rerr := io.ReadFull(body, c.data); rerr != nil {
+			c.release()
+			err = fmt.Errorf("%w: %s at %d: %v", ErrUnavailable, key, at, rerr)
+			got(i, nil, err)
+			continue
+		}
+		at += n
+		got(i, c, nil)
 	}
-	r.cfg.Metrics.get(nil)
-	return c, nil
+	r.cfg.Metrics.get(err)
 }
 
 // getBytes reads exactly length bytes at off into a new slice.
@@ -889,7 +928,7 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 	}
 	st.gen++
 	gen := st.gen
-	st.queue = queue
+	st.queue = r.missingLocked(queue)
 	r.spawnLocked(st)
 	r.mu.Unlock()
 	if n == 0 || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
@@ -913,7 +952,7 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 				r.mu.Unlock()
 				return
 			}
-			st.queue = append(st.queue, more...)
+			st.queue = append(st.queue, r.missingLocked(more)...)
 			r.spawnLocked(st)
 			r.mu.Unlock()
 			// A read of the segment needs its companion first: fetch it
@@ -926,6 +965,19 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 			from = next.NextOffset
 		}
 	}()
+}
+
+// missingLocked drops from q the chunks read ahead, loading or recently
+// read already, so that the chunks queued next to each other are those a
+// GET worker fetches together (takeRunLocked). Requires mu.
+func (r *Reader) missingLocked(q []aheadReq) []aheadReq {
+	return slices.DeleteFunc(q, func(q aheadReq) bool {
+		ck := chunkKey(q.key, q.idx)
+		_, recent := r.mu.recent[ck]
+		_, ahead := r.mu.ahead[ck]
+		_, loading := r.mu.loads[ck]
+		return recent || ahead || loading
+	})
 }
 
 // spawnLocked puts a stream with chunks queued in line for the GET
@@ -997,8 +1049,9 @@ func (r *Reader) aheadWorker() {
 			r.mu.Unlock()
 			return
 		}
+		run := r.takeRunLocked(st, q)
 		r.mu.Unlock()
-		fetched := r.fetchAhead(q, st)
+		fetched := r.fetchAhead(run, st)
 		r.mu.Lock()
 		st.workers--
 		if !fetched {
@@ -1006,6 +1059,24 @@ func (r *Reader) aheadWorker() {
 		}
 		r.enqueueLocked(st)
 	}
+}
+
+// takeRunLocked returns q and the chunks queued next in st that follow it
+// in the same object, taken off the queue, while their bytes stay within
+// cfg.ReadAheadSpan: the chunks of one read-ahead GET. Requires mu.
+func (r *Reader) takeRunLocked(st *stream, q aheadReq) []aheadReq {
+	run := []aheadReq{q}
+	n := q.length
+	for len(st.queue) > 0 {
+		next, last := st.queue[0], run[len(run)-1]
+		if next.key != last.key || next.idx != last.idx+1 || n+next.length > r.cfg.ReadAheadSpan {
+			break
+		}
+		run = append(run, next)
+		n += next.length
+		st.queue = st.queue[1:]
+	}
+	return run
 }
 
 // startAhead starts a GET of a chunk for read-ahead in the background
@@ -1029,7 +1100,7 @@ func (r *Reader) startAhead(q aheadReq) bool {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.endAhead(q, ld)
+		r.endAhead([]aheadReq{q}, []*load{ld})
 		r.releaseAheadGet()
 	}()
 	return true
@@ -1044,15 +1115,38 @@ func (r *Reader) releaseAheadGet() {
 	r.mu.Unlock()
 }
 
-// fetchAhead GETs a chunk for a stream's read-ahead, in the calling
-// worker, unless it is read, loading or cached already. It returns false
-// when the read-ahead budget is spent or the stream is gone.
-func (r *Reader) fetchAhead(q aheadReq, st *stream) bool {
-	ld, ok := r.beginAhead(q, st)
-	if ld == nil {
-		return ok
+// fetchAhead GETs a run of consecutive chunks (takeRunLocked) for a
+// stream's read-ahead, in the calling worker, skipping those read,
+// loading or cached already: each stretch of the run that needs fetching
+// is one ranged GET. It returns false when the read-ahead budget is spent
+// or the stream is gone.
+func (r *Reader) fetchAhead(run []aheadReq, st *stream) bool {
+	for i := 0; i < len(run); {
+		ld, ok := r.beginAhead(run[i], st)
+		if ld == nil {
+			if !ok {
+				return false
+			}
+			i++
+			continue
+		}
+		lds := []*load{ld}
+		j, stop := i+1, false
+		for ; j < len(run); j++ {
+			ld, ok := r.beginAhead(run[j], st)
+			if ld == nil {
+				stop = !ok
+				j++ // there or coming already (or skipped)
+				break
+			}
+			lds = append(lds, ld)
+		}
+		r.endAhead(run[i:i+len(lds)], lds)
+		if stop {
+			return false
+		}
+		i = j
 	}
-	r.endAhead(q, ld)
 	return true
 }
 
@@ -1088,26 +1182,33 @@ func (r *Reader) beginAhead(q aheadReq, st *stream) (*load, bool) {
 	return ld, true
 }
 
-// endAhead runs a read-ahead load begun by beginAhead: the GET, then the
-// chunk into ahead (or the budget back on failure).
-func (r *Reader) endAhead(q aheadReq, ld *load) {
-	ck := chunkKey(q.key, q.idx)
-	c, err := r.get(r.ctx, q.key, q.idx*r.cfg.ChunkBytes, q.length)
-	ld.err = err
-	r.mu.Lock()
-	delete(r.mu.loads, ck)
-	if err == nil {
-		// The GET's reference is read-ahead's now.
-		r.mu.ahead[ck] = aheadChunk{c: c, at: time.Now()}
-		r.mu.aheadLog = append(r.mu.aheadLog, ck)
-		if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
-			r.compactAheadLogLocked()
-		}
-	} else {
-		r.mu.aheadBytes -= q.length
+// endAhead runs the read-ahead loads begun by beginAhead of consecutive
+// chunks of one object: one GET, each chunk into ahead as soon as its
+// bytes are in (or the budget back on failure).
+func (r *Reader) endAhead(run []aheadReq, lds []*load) {
+	lengths := make([]int64, len(run))
+	for i, q := range run {
+		lengths[i] = q.length
 	}
-	r.mu.Unlock()
-	close(ld.done)
+	r.getChunks(r.ctx, run[0].key, run[0].idx*r.cfg.ChunkBytes, lengths, func(i int, c *chunk, err error) {
+		q, ld := run[i], lds[i]
+		ck := chunkKey(q.key, q.idx)
+		ld.err = err
+		r.mu.Lock()
+		delete(r.mu.loads, ck)
+		if err == nil {
+			// The GET's reference is read-ahead's now.
+			r.mu.ahead[ck] = aheadChunk{c: c, at: time.Now()}
+			r.mu.aheadLog = append(r.mu.aheadLog, ck)
+			if len(r.mu.aheadLog) > 2*len(r.mu.ahead)+64 {
+				r.compactAheadLogLocked()
+			}
+		} else {
+			r.mu.aheadBytes -= q.length
+		}
+		r.mu.Unlock()
+		close(ld.done)
+	})
 }
 
 // evictStaleAheadLocked drops the oldest chunk read ahead if no read took

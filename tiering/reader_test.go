@@ -20,8 +20,9 @@ import (
 
 func newTestReader(t testing.TB, b objectstore.Bucket, chunk int64) *Reader {
 	t.Helper()
+	// A GET per chunk: these tests count GETs as chunks.
 	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunk, CacheBytes: 64 << 20,
-		ReadAhead: 4, ReadAheadGets: 8})
+		ReadAhead: 4, ReadAheadGets: 8, ReadAheadSpan: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func TestReaderReadAheadStaysWithinItsBoundAndCountsWhatItSkips(t *testing.T) {
 	m := ms.Current()
 	reg := prometheus.NewRegistry()
 	r, err := NewReader(ReaderConfig{Bucket: fb, Layout: Layout{Prefix: "archive"}, ChunkBytes: 1024, CacheBytes: 64 << 20,
-		ReadAhead: 8, ReadAheadBytes: 3 * 1024, Metrics: NewMetrics(reg)})
+		ReadAhead: 8, ReadAheadBytes: 3 * 1024, ReadAheadSpan: 1024, Metrics: NewMetrics(reg)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +450,7 @@ func TestReaderReadAheadGETsAreSharedByAllReaders(t *testing.T) {
 		t.Fatalf("%d segments", len(m.Segments))
 	}
 	r, err := NewReader(ReaderConfig{Bucket: g, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
-		ReadAhead: 4, ReadAheadGets: gets})
+		ReadAhead: 4, ReadAheadGets: gets, ReadAheadSpan: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +611,7 @@ func TestReaderAdmitsAReplaysChunksOnlyWhenTheyAreReadAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := NewReader(ReaderConfig{Bucket: fb, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
-				ReadAhead: tc.ahead, ReadAheadGets: tc.gets})
+				ReadAhead: tc.ahead, ReadAheadGets: tc.gets, ReadAheadSpan: 4096})
 			if err != nil {
 				t.Fatal(err)
 			}
