@@ -44,7 +44,8 @@ func parseBrokerConfigsKey(s string) (int32, bool) {
 
 // UpdateBrokerConfigs replaces the dynamic configs of broker id (or, with
 // DefaultBrokerConfigs, the cluster-wide default) with mutate's result,
-// retrying when another writer changed them in between. An empty result
+// retrying when another writer changed them in between; a write whose
+// outcome is unknown is settled (see swapKey). An empty result
 // removes the record. The configs need not name a live broker: as in
 // Kafka, they wait for a broker of that id.
 func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
@@ -52,10 +53,8 @@ func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(m
 		return 0, fmt.Errorf("metadata: broker id %d", id)
 	}
 	key := s.brokerConfigsKey(id)
-	// Indeterminate writes are retried like refused ones: mutate is
-	// applied again to what is read, which for config replacement is the
-	// same result.
-	return s.swapKey(ctx, key, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+	// A write whose outcome is unknown is settled (see swapKey).
+	return s.swapKey(ctx, key, true, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		cur := map[string]string{}
 		if kv != nil {
 			if err := json.Unmarshal(kv.Value, &cur); err != nil {

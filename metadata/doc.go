@@ -51,7 +51,12 @@
 // A partition changes only through UpdatePartition, a compare-and-swap on
 // its partition epoch, which every change bumps. Writes that depend on
 // being the controller are fenced on the election key's revision
-// (Leadership.Txn, Leadership.UpdatePartition). An etcd error after a request was sent is
-// indeterminate: the compare-and-swap helpers re-read before they report a
-// conflict or retry.
+// (Leadership.Txn, Leadership.UpdatePartition). An etcd error after a
+// request was sent is indeterminate: the write may still apply later (held
+// in a leader that lost its quorum), so a re-read alone is no answer. The
+// write is settled with a fence, a write that makes its guard fail if it
+// comes later: a partition update's or a config change's key is written
+// back unchanged on the revision it was guarded on (Store.fence), a
+// creation's marker is deleted while it is still its own. What the fence
+// cannot settle is reported as ErrIndeterminate.
 package metadata

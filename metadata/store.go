@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -351,57 +352,34 @@ func (s *Store) deletedSince(ctx context.Context, name string, ids map[UUID]bool
 }
 
 // UpdateTopicConfigs replaces a topic's configs with mutate's result,
-// retrying when another writer changed the topic in between.
+// retrying when another writer changed the topic in between. A write whose
+// outcome is unknown is settled (see swapKey): the change when it landed,
+// an error wrapping ErrIndeterminate when that cannot be told.
 func (s *Store) UpdateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return 0, err
+	key := s.topicKey(name)
+	return s.swapKey(ctx, key, true, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+		if kv == nil {
+			return clientv3.Op{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 		}
-		rctx, cancel := withDeadline(ctx)
-		resp, err := s.cli.Get(rctx, s.topicKey(name))
-		cancel()
-		if err != nil {
-			return 0, fmt.Errorf("metadata: %w", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return 0, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
-		}
-		kv := resp.Kvs[0]
 		var t Topic
 		if err := json.Unmarshal(kv.Value, &t); err != nil {
-			return 0, fmt.Errorf("metadata: topic %s: %w", name, err)
+			return clientv3.Op{}, fmt.Errorf("metadata: topic %s: %w", name, err)
 		}
-		cur := map[string]string{}
-		for k, v := range t.Configs {
-			cur[k] = v
+		cur := maps.Clone(t.Configs)
+		if cur == nil {
+			cur = map[string]string{}
 		}
 		next, err := mutate(cur)
 		if err != nil {
-			return 0, err
+			return clientv3.Op{}, err
 		}
 		t.Configs = next
 		val, err := json.Marshal(t)
 		if err != nil {
-			return 0, err
+			return clientv3.Op{}, err
 		}
-		wctx, cancel := withDeadline(ctx)
-		tresp, err := s.cli.Txn(wctx).
-			If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
-			Then(clientv3.OpPut(string(kv.Key), string(val))).Commit()
-		cancel()
-		if err != nil && isTooLarge(err) {
-			// Refused, and refused again however often tried.
-			return 0, fmt.Errorf("%w: configs of topic %s: %w", ErrTooLarge, name, err)
-		}
-		if err != nil {
-			// Indeterminate; the next round re-reads and re-applies
-			// mutate, which is idempotent for config replacement.
-			continue
-		}
-		if tresp.Succeeded {
-			return tresp.Header.Revision, nil
-		}
-	}
+		return clientv3.OpPut(key, string(val)), nil
+	})
 }
 
 // UpdatePartition writes p if the stored partition epoch is still
@@ -528,7 +506,10 @@ func decodePartition(resp *clientv3.GetResponse, topic string, index int32) (Par
 // first. Ids are never handed out twice, across brokers and restarts.
 func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error) {
 	var first int64
-	_, err := s.swapKey(ctx, s.producerIDKey(), func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+	// A write whose outcome is unknown is tried again on what is read
+	// next (not settled): the block may have been ours, and skipping it
+	// wastes ids, never hands them out twice.
+	_, err := s.swapKey(ctx, s.producerIDKey(), false, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		first = 0
 		if kv != nil {
 			var err error
@@ -536,9 +517,6 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 				return clientv3.Op{}, fmt.Errorf("metadata: producer id counter: %w", err)
 			}
 		}
-		// A write whose outcome is unknown is tried again on what is
-		// read next: the block may have been ours, and skipping it
-		// wastes ids, never hands them out twice.
 		return clientv3.OpPut(s.producerIDKey(), strconv.FormatInt(first+n, 10)), nil
 	})
 	return first, err
@@ -546,11 +524,26 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 
 // swapKey reads key, asks next for the write that replaces what it read
 // (kv is nil when the key is absent), and applies it only if the key has
-// not changed since the read, over and over until one applies; a write
-// whose outcome is unknown counts as refused; one too large for etcd
-// ends it (ErrTooLarge). It returns the revision of the write that
-// applied.
-func (s *Store) swapKey(ctx context.Context, key string, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
+// not changed since the read, over and over until one applies; one too
+// large for etcd ends it (ErrTooLarge). It returns the revision of the
+// write that applied.
+//
+// A write whose outcome is unknown (its etcd call failed after it may have
+// been sent) counts as refused when settled is false: fit only for a write
+// that may as well apply twice. Otherwise it is settled first (settleSwap),
+// by a deadline that leaves room for that before ctx's: found landed, its
+// revision is returned; found fenced (it did not land, and now never
+// will), the next round reads and decides again; neither, the error wraps
+// ErrIndeterminate. Re-applying next to a read that may already show the
+// write would apply the change twice (a list APPEND), or over a change
+// another writer made after it (which it would undo).
+func (s *Store) swapKey(ctx context.Context, key string, settled bool, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
+	var st settle
+	if settled {
+		var wcancel context.CancelFunc
+		ctx, wcancel, st = splitDeadline(ctx)
+		defer wcancel()
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -577,10 +570,66 @@ func (s *Store) swapKey(ctx context.Context, key string, next func(kv *mvccpb.Ke
 			// Refused, and refused again however often tried.
 			return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, key, err)
 		}
+		if err != nil && settled {
+			rev, landed, serr := s.settleSwap(ctx, st, key, op, modRev, err)
+			if serr != nil || landed {
+				return rev, serr
+			}
+			continue // fenced: decided again on what is read next
+		}
 		if err == nil && tresp.Succeeded {
 			return tresp.Header.Revision, nil
 		}
 	}
+}
+
+// settleSwap settles a swapKey write, op (a put or a delete of key,
+// guarded on the key's modification revision being modRev), whose etcd
+// call failed with err after it may have been sent, by the deadline st
+// gives. It re-reads the key:
+//
+//   - still at modRev, and present: the write has not applied, but may
+//     still be on its way in etcd (held in a leader that lost its quorum,
+//     say), so it is fenced (see fence): it can no longer apply, and
+//     settleSwap reports it did not land. When the fence's guard fails,
+//     the key moved in between, and it is read again as below.
+//   - moved, and holding what op writes (for a delete: gone): the write
+//     landed (or another wrote the same), at the revision returned.
+//   - moved to something else, or still absent (a write that creates the
+//     key cannot be fenced without creating it): the outcome cannot be
+//     told, and the error wraps ErrIndeterminate and err.
+func (s *Store) settleSwap(ctx context.Context, st settle, key string, op clientv3.Op, modRev int64, err error) (int64, bool, error) {
+	rctx, cancel := st.context(ctx, st.resolve)
+	defer cancel()
+	indeterminate := func(step string, rerr error) (int64, bool, error) {
+		if rerr == nil {
+			return 0, false, fmt.Errorf("%w: writing %s: %w", ErrIndeterminate, key, err)
+		}
+		return 0, false, fmt.Errorf("%w: writing %s: %w (%s: %w)", ErrIndeterminate, key, err, step, rerr)
+	}
+	resp, rerr := s.cli.Get(rctx, key)
+	if rerr != nil {
+		return indeterminate("re-reading it", rerr)
+	}
+	if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision == modRev {
+		fenced, ferr := s.fence(rctx, key, resp.Kvs[0].Value, modRev)
+		if ferr != nil {
+			return indeterminate("fencing it", ferr)
+		}
+		if fenced {
+			return 0, false, nil
+		}
+		if resp, rerr = s.cli.Get(rctx, key); rerr != nil {
+			return indeterminate("re-reading it after a fence refused", rerr)
+		}
+	}
+	switch {
+	case len(resp.Kvs) == 0 && op.IsDelete() && modRev != 0:
+		return resp.Header.Revision, true, nil
+	case len(resp.Kvs) > 0 && op.IsPut() && resp.Kvs[0].ModRevision != modRev && string(resp.Kvs[0].Value) == string(op.ValueBytes()):
+		return resp.Kvs[0].ModRevision, true, nil
+	}
+	return indeterminate("", nil)
 }
 
 // Leadership is held while this process is the controller.
