@@ -108,7 +108,7 @@ func BenchmarkMinIOPut(b *testing.B) {
 	s3b, err := objectstore.NewS3(ctx, objectstore.S3Options{
 		Bucket: bucket, Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
 		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
-		PartSize: part, Concurrency: conc,
+		PartSize: part, MultipartThreshold: part, Concurrency: conc,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -163,3 +163,67 @@ func TestS3LargeSeekablePutStreamsItsParts(t *testing.T) {
 		t.Fatalf("a second create of the large object: %v, want a failed precondition", err)
 	}
 }
+
+// TestS3SegmentSizedPutIsOnePut: with the default options, a 16 MiB body
+// that seeks and reads at offsets (a segment file of the tiering bench's
+// size) is one streaming PUT, not a multipart upload (a request to create
+// it, one per 8 MiB part and one to complete it, each billed as a PUT,
+// and more work for the store per byte); the object is the body, and its
+// condition holds. Bodies from MultipartThreshold (64 MiB by default, at
+// least PartSize) still go in parts.
+func TestS3SegmentSizedPutIsOnePut(t *testing.T) {
+	const size = 16 << 20
+	var puts, posts, parts atomic.Int32
+	b := miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
+		o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				switch {
+				case r.Method == http.MethodPost:
+					posts.Add(1) // creates and completes a multipart upload
+				case r.Method == http.MethodPut && strings.Contains(r.URL.RawQuery, "partNumber="):
+					parts.Add(1)
+				case r.Method == http.MethodPut:
+					puts.Add(1)
+				}
+				return next.RoundTrip(r)
+			})
+		}
+	})
+	ctx := context.Background()
+	body := &synthBody{size: size}
+	if _, err := b.Put(ctx, "segment", body, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("read %d KiB in sequence, %d KiB at offsets", body.read.Load()>>10, body.readAt.Load()>>10)
+	if puts.Load() != 1 || posts.Load() != 0 || parts.Load() != 0 {
+		t.Errorf("a %d MiB put made %d PUTs, %d POSTs and %d part uploads, want one PUT", size>>20, puts.Load(), posts.Load(), parts.Load())
+	}
+	obj, err := miniotest.Shared(t).Client().GetObject(ctx, b.BucketName(), "segment", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	got, err := io.ReadAll(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != size {
+		t.Fatalf("object of %d bytes, want %d", len(got), size)
+	}
+	for off, c := range got {
+		if c != synthByte(int64(off)) {
+			t.Fatalf("byte %d of the object: %d, want %d", off, c, synthByte(int64(off)))
+		}
+	}
+	if _, err := b.Put(ctx, "segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Fatalf("a second create of the object: %v, want a failed precondition", err)
+	}
+
+	for _, c := range []struct{ part, want int64 }{{0, 64 << 20}, {8 << 20, 64 << 20}, {128 << 20, 128 << 20}} {
+		o := objectstore.S3Options{PartSize: c.part}
+		o.EnsureDefaults()
+		if o.MultipartThreshold != c.want {
+			t.Errorf("part size %d: multipart threshold %d by default, want %d", c.part, o.MultipartThreshold, c.want)
+		}
+	}
+}

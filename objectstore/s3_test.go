@@ -17,12 +17,14 @@ import (
 func TestMain(m *testing.M) { miniotest.Main(m) }
 
 // newMinIOBucket is an S3 bucket on the package's MinIO, with the
-// smallest part size S3 allows (so the suite's large object is a
-// multipart upload) and small list pages (so listing paginates).
+// smallest part size S3 allows and multipart uploads from there (so the
+// suite's large object is a multipart upload) and small list pages (so
+// listing paginates).
 func newMinIOBucket(t *testing.T, tune func(*objectstore.S3Options)) *objectstore.S3 {
 	t.Helper()
 	return miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
 		o.PartSize = 5 << 20
+		o.MultipartThreshold = o.PartSize
 		o.ListPageSize = 100
 		if tune != nil {
 			tune(o)

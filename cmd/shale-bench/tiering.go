@@ -55,8 +55,9 @@ import (
 const (
 	tierTopic      = "tier"
 	tierProbeTopic = "tierprobe"
-	// tierSegment is above the S3 backend's multipart threshold (8 MiB),
-	// so uploads take the multipart path, as a broker's segments do.
+	// tierSegment is below the S3 backend's multipart threshold (64 MiB),
+	// so each segment is one PUT, as a broker's segments up to that size
+	// are; larger ones take the multipart path.
 	tierSegment  = 16 << 20
 	tierProbeSeg = 1 << 20
 	tierChunk    = 4 << 20

@@ -23,7 +23,8 @@ import (
 
 // LargeSize is the size of the object the suite stores to exercise
 // multipart uploads: above the S3 backend's multipart threshold when it
-// is configured with the 5 MiB minimum part size.
+// is configured with the 5 MiB minimum part size and multipart uploads
+// from there.
 const LargeSize = 12<<20 + 12345
 
 // Run runs the suite. newBucket returns an empty bucket; it is called
