@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -32,7 +33,11 @@ func init() {
 type produceWait struct {
 	r    *request
 	resp *kmsg.ProduceResponse
-	mu   sync.Mutex
+	// pc is the call the wait lies in: each callback registered, and
+	// the connection's list while the wait is on it, hold a reference
+	// to it (nil: a wait of its own, in tests).
+	pc *produceCall
+	mu sync.Mutex
 	// slots are the partitions waited for; left counts those not done.
 	slots    []waitSlot
 	left     int
@@ -51,6 +56,19 @@ type waitSlot struct {
 	ti, pi  int   // where its answer sits in the response
 	done    bool
 	hw      *hwWait // the registered high watermark wait, until done
+	// w and i are the wait the slot is in and its place there, for
+	// Durable.
+	w *produceWait
+	i int
+}
+
+// Durable is the log's answer to the slot's durability wait
+// (WhenDurableTell): the slot is its own waiter, so the wait allocates
+// nothing.
+func (sl *waitSlot) Durable(err error) {
+	w := sl.w
+	w.complete(sl.i, err, true)
+	w.pc.unref() // the callback's reference
 }
 
 // complete records slot i's outcome, answering when it was the last;
@@ -83,8 +101,8 @@ func (w *produceWait) expire() {
 		sl := &w.slots[i]
 		if !sl.done {
 			w.resp.Topics[sl.ti].Partitions[sl.pi].ErrorCode = kerr.RequestTimedOut.Code
-			if sl.hw != nil {
-				sl.p.cancelHW(sl.hw)
+			if sl.hw != nil && sl.p.cancelHW(sl.hw) {
+				w.pc.unref() // its callback will not come
 			}
 		}
 	}
@@ -117,23 +135,38 @@ func (w *produceWait) start(timeout time.Duration) {
 	w.idx = -1
 	w.deadline = w.r.p.start.Add(timeout)
 	// A closed connection ends the waits at once: nothing is answered,
-	// and the request's budget is given back.
+	// and the request's budget is given back. On the list, the wait
+	// holds a reference to its call.
+	w.pc.ref()
 	if !w.r.conn.addWait(w) {
+		w.pc.unref()
 		w.mu.Unlock()
 		w.expire()
 		return
 	}
 	w.mu.Unlock()
-	for i, sl := range w.slots {
+	// The caller holds a reference to the call throughout: one taken
+	// for a callback and given back here, when it will not come, is
+	// never the last.
+	for i := range w.slots {
+		sl := &w.slots[i]
 		if sl.durable {
-			if sl.p.log.WhenDurable(sl.offset, func(err error) { w.complete(i, err, true) }) {
+			sl.w, sl.i = w, i
+			w.pc.ref()
+			if sl.p.log.WhenDurableTell(sl.offset, sl) {
+				w.pc.unref()
 				w.complete(i, nil, true)
 			}
 			continue
 		}
 		// Replication waits (acks=all with followers in sync).
-		hw, reached, err := sl.p.whenHWOn(sl.offset, w.r.conn, func(err error, gather bool) { w.complete(i, err, gather) })
+		w.pc.ref()
+		hw, reached, err := sl.p.whenHWOn(sl.offset, w.r.conn, func(err error, gather bool) {
+			w.complete(i, err, gather)
+			w.pc.unref()
+		})
 		if reached {
+			w.pc.unref()
 			w.complete(i, err, false)
 			continue
 		}
@@ -143,9 +176,9 @@ func (w *produceWait) start(timeout time.Duration) {
 			w.slots[i].hw = hw
 		}
 		w.mu.Unlock()
-		if answered {
+		if answered && sl.p.cancelHW(hw) {
 			// Timed out meanwhile: expire did not see this wait.
-			sl.p.cancelHW(hw)
+			w.pc.unref()
 		}
 	}
 }
@@ -203,6 +236,58 @@ type produceCall struct {
 	reqTopicBuf [1]kmsg.ProduceRequestTopic
 	reqPartBuf  [1]kmsg.ProduceRequestTopicPartition
 	pend        pending
+	// owner is the connection whose call this is (newCall), nil for
+	// one made otherwise; refs counts the references to it (see
+	// newCall): at zero, nothing refers to it and it is reused.
+	owner *conn
+	refs  atomic.Int32
+}
+
+// newCall returns a produce call for a request the reader read: one
+// nothing refers to any more, or a new one. It holds two references, the
+// reader's (given back once the reader is done with it: handleFrame, or
+// endGroup for a grouped request) and the response order's (given back
+// once the answer is written or dropped: pending.sentOrDropped); a wait
+// takes more (produceWait). The last to give one back returns the call to
+// the connection (unref).
+func (c *conn) newCall() *produceCall {
+	var pc *produceCall
+	select {
+	case pc = <-c.calls:
+		*pc = produceCall{}
+	default:
+		pc = new(produceCall)
+	}
+	pc.owner = c
+	pc.refs.Store(2)
+	pc.pend.call = pc
+	return pc
+}
+
+// ref takes a reference to a call of a connection (nothing for one made
+// otherwise, handleProduce's).
+func (pc *produceCall) ref() {
+	if pc != nil && pc.owner != nil {
+		pc.refs.Add(1)
+	}
+}
+
+// unref gives a reference back; the last returns the call to its
+// connection for a later request (or, when the connection keeps enough,
+// to the garbage collector).
+func (pc *produceCall) unref() {
+	if pc == nil || pc.owner == nil {
+		return
+	}
+	switch n := pc.refs.Add(-1); {
+	case n == 0:
+		select {
+		case pc.owner.calls <- pc:
+		default:
+		}
+	case n < 0:
+		panic("broker: produce call released more often than referenced")
+	}
 }
 
 // prepareRequest gives the call's request its storage for one topic of
@@ -367,7 +452,7 @@ func (pc *produceCall) finish() kmsg.Response {
 		return resp
 	}
 	w := &pc.wait
-	w.r, w.resp, w.slots = r, resp, waits
+	w.r, w.resp, w.slots, w.pc = r, resp, waits, pc
 	w.start(time.Duration(req.TimeoutMillis) * time.Millisecond)
 	return nil
 }
@@ -433,12 +518,14 @@ func (c *conn) endGroup() {
 		p := pc.r.p
 		if c.queued.Load() == 0 {
 			c.sendOrQueue(p)
-			continue
+		} else {
+			// Behind a request the writer has: it follows. The
+			// writer takes every queued request until the queue
+			// is closed.
+			c.queued.Add(1)
+			c.queue <- p
 		}
-		// Behind a request the writer has: it follows. The writer
-		// takes every queued request until the queue is closed.
-		c.queued.Add(1)
-		c.queue <- p
+		pc.unref() // the reader is done with it
 	}
 	clear(g.calls)
 	clear(g.release)

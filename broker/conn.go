@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,13 +87,24 @@ type conn struct {
 	unsent     atomic.Int64
 	sent       chan struct{}
 	encodeHint atomic.Int64
+	// answers wakes the writer when the answer it waits for is made
+	// (awaitAnswer): at most one signal pending, checked again after
+	// each, so a stale one costs a look.
+	answers chan struct{}
+	// calls are produce calls nothing refers to any more, for the
+	// reader's next produce requests (newCall).
+	calls chan *produceCall
 }
 
 // pending is a request's place in the response order.
 type pending struct {
 	header requestHeader
-	done   chan struct{}
-	once   sync.Once
+	// state tells whether the request is answered: open, then taken
+	// by the one answer that counts (take), then done once the answer
+	// is made (finishAnswer). Once done, the writer may write and let
+	// go of p at any time: a p that lies in a produce call is then
+	// reused, so whoever answers one holds a reference to its call.
+	state atomic.Int32
 	// enc is the encoded response frame (a pooled buffer), encoded when
 	// the request is answered so that the memory a queued response holds
 	// is counted (charged) in the response budget.
@@ -121,6 +131,45 @@ type pending struct {
 	// req is the request a handler answers p through (in p, to save an
 	// allocation per request).
 	req request
+	// call is the produce call p lies in when it came from the
+	// connection's calls (newCall): the response order holds one of
+	// its references, given back once p is written or dropped
+	// (sentOrDropped).
+	call *produceCall
+}
+
+// The states of pending.state.
+const (
+	answerOpen  = iota
+	answerTaken // an answer is being made
+	answerDone  // answered
+)
+
+// take reports whether the caller makes p's answer: only the first to
+// ask does.
+func (p *pending) take() bool { return p.state.CompareAndSwap(answerOpen, answerTaken) }
+
+// finishAnswer marks p answered and wakes the writer if it waits for p.
+// The writer sets handoff before it looks at state, and this looks at
+// handoff after setting state: one of the two sees the other, so a writer
+// that waits is always woken.
+func (c *conn) finishAnswer(p *pending) {
+	p.state.Store(answerDone)
+	if p.handoff.Load() != handoffNone {
+		select {
+		case c.answers <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sentOrDropped is called once p's answer is written or dropped, when
+// nothing of the response order refers to p any more: the produce call p
+// lies in loses the response order's reference.
+func (p *pending) sentOrDropped() {
+	if p.call != nil {
+		p.call.unref()
+	}
 }
 
 // The states of pending.handoff.
@@ -160,7 +209,7 @@ func (c *conn) answerTo(p *pending, resp kmsg.Response, gather bool) {
 			c.writeAnswer(p)
 		}
 	}
-	close(p.done)
+	c.finishAnswer(p)
 }
 
 // writeAnswer writes p's encoded answer from the goroutine that answered
@@ -198,8 +247,10 @@ func (c *conn) writeAnswer(p *pending) {
 func (c *conn) awaitAnswer(p *pending) (written bool) {
 	if !answered(p) {
 		p.handoff.CompareAndSwap(handoffNone, handoffWriterWaits)
+		for !answered(p) {
+			<-c.answers
+		}
 	}
-	<-p.done
 	return p.handoff.Load() == handoffWritten
 }
 
@@ -266,7 +317,9 @@ func (r *request) ctx() context.Context { return r.conn.ctx }
 
 // respond answers the request (at most once; later calls are ignored).
 func (r *request) respond(resp kmsg.Response) {
-	r.p.once.Do(func() { r.conn.answer(r.p, resp) })
+	if r.p.take() {
+		r.conn.answer(r.p, resp)
+	}
 }
 
 // respondGathered answers the request as respond does, but never writes
@@ -278,14 +331,15 @@ func (r *request) respond(resp kmsg.Response) {
 // the next one not yet answered and waited again; left to the writer,
 // which runs once the sync's callbacks are done, they go out together.
 func (r *request) respondGathered(resp kmsg.Response) {
-	r.p.once.Do(func() { r.conn.answerTo(r.p, resp, true) })
+	if r.p.take() {
+		r.conn.answerTo(r.p, resp, true)
+	}
 }
 
 // respondRaw answers with a response whose body is written with sendfile.
 func (r *request) respondRaw(raw *rawResponse) {
-	taken := false
-	r.p.once.Do(func() {
-		taken = true
+	taken := r.p.take()
+	if taken {
 		r.p.raw = raw
 		// The body and any record data read from the object store are
 		// in memory until sent; file ranges are not.
@@ -296,8 +350,8 @@ func (r *request) respondRaw(raw *rawResponse) {
 			}
 		}
 		r.conn.charge(r.p, n)
-		close(r.p.done)
-	})
+		r.conn.finishAnswer(r.p)
+	}
 	if !taken {
 		raw.release() // answered already: never sent
 	}
@@ -305,21 +359,21 @@ func (r *request) respondRaw(raw *rawResponse) {
 
 // respondNothing completes the request without sending anything.
 func (r *request) respondNothing() {
-	r.p.once.Do(func() {
+	if r.p.take() {
 		r.p.silent = true
-		close(r.p.done)
-	})
+		r.conn.finishAnswer(r.p)
+	}
 }
 
 // closeConnection completes the request by closing the connection once the
 // responses before it are written (acks=0 produce errors, as Kafka does).
 // resp, never sent, is what the requests metric counts.
 func (r *request) closeConnection(resp kmsg.Response) {
-	r.p.once.Do(func() {
+	if r.p.take() {
 		r.p.errCode = responseErrorCode(resp)
 		r.p.closeConn = true
-		close(r.p.done)
-	})
+		r.conn.finishAnswer(r.p)
+	}
 }
 
 func (b *Broker) serveConn(nc net.Conn) {
@@ -333,6 +387,8 @@ func (b *Broker) serveConn(nc net.Conn) {
 		log:      b.log.With("remote", nc.RemoteAddr().String()),
 		w:        newConnWriter(nc, b.cfg.ResponseWriteTimeout),
 		sent:     make(chan struct{}, 1),
+		answers:  make(chan struct{}, 1),
+		calls:    make(chan *produceCall, maxInflightPerConn),
 		held:     make([]*pending, 0, maxWriteBatch),
 		heldBufs: make(net.Buffers, 0, maxWriteBatch),
 	}
@@ -679,7 +735,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	)
 	if groupableProduce(frame) {
 		// Decoded into its call, which holds its pending too.
-		pc = new(produceCall)
+		pc = c.newCall()
 		pc.prepareRequest()
 		h, err = decodeProduce(frame, c.clientID, &pc.reqBuf, c.b.produceTopicName)
 		req, p = &pc.reqBuf, &pc.pend
@@ -692,7 +748,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 		release()
 		return err
 	}
-	p.header, p.done, p.start = h, make(chan struct{}), read
+	p.header, p.start = h, read
 	p.req = request{conn: c, header: h, p: p}
 	if req == nil {
 		release()
@@ -733,7 +789,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 		// when the group ends; in flight until then.
 		c.inflight.Add(1)
 		pc.validate(c.b, &p.req, &pc.reqBuf)
-		c.group.add(pc, fh)
+		c.group.add(pc, fh) // endGroup gives the reader's reference back
 		return nil
 	}
 	pooled := framePooledAfterHandle[h.key]
@@ -766,6 +822,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	}
 	if direct {
 		c.sendOrQueue(p)
+	}
+	if pc != nil {
+		pc.unref() // the reader is done with it
 	}
 	return nil
 }
@@ -850,6 +909,7 @@ func (c *conn) writeLoop() {
 		c.inflight.Add(-1)
 		if written {
 			c.queued.Add(-1)
+			p.sentOrDropped()
 			continue
 		}
 		if !gatherable(p) || c.broken.Load() {
@@ -893,14 +953,7 @@ func (c *conn) writeLoop() {
 // maxWriteBatch bounds the answers sent with one system call.
 const maxWriteBatch = 16
 
-func answered(p *pending) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func answered(p *pending) bool { return p.state.Load() == answerDone }
 
 // gatherable reports whether p's answer, once done, is encoded bytes (or
 // nothing) that may go out in one write with others.
@@ -933,6 +986,7 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 	for _, p := range batch {
 		c.uncharge(p)
 		c.releaseReserved(p)
+		p.sentOrDropped()
 	}
 	c.wroteAt(err, now)
 }
@@ -949,6 +1003,7 @@ func (c *conn) send(p *pending) {
 		p.releaseRaw()
 		c.uncharge(p)
 		c.releaseReserved(p)
+		p.sentOrDropped()
 		return
 	}
 	// Counted before the write, so that a client that has its answer
@@ -965,6 +1020,7 @@ func (c *conn) send(p *pending) {
 	// so that the budget also bounds answers queued for a client that
 	// reads slowly).
 	c.releaseReserved(p)
+	p.sentOrDropped()
 	c.wroteAt(err, now)
 }
 

@@ -21,7 +21,7 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 	client, c, writerDone := startWriter(t, 4)
 	// queue hands p to the writer and waits until it waits for p's answer.
 	queue := func(corr int32) *pending {
-		p := &pending{header: requestHeader{key: int16(kmsg.Fetch), version: 12, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
+		p := &pending{header: requestHeader{key: int16(kmsg.Fetch), version: 12, correlationID: corr}, start: time.Now(), observed: true}
 		c.inflight.Add(1)
 		c.queued.Add(1)
 		c.queue <- p
@@ -72,7 +72,7 @@ func TestAnswerTheWriterWaitsForIsWrittenByItsAnswerer(t *testing.T) {
 	if n := len(decode(readAnswer(t, client, 1)).Topics[0].Partitions[0].RecordBatches); n != big {
 		t.Fatalf("%d record bytes in the first answer, want %d", n, big)
 	}
-	<-p1.done
+	waitAnswered(t, p1)
 	p2 := queue(2)
 	c.answer(p2, fetchResponse(100))
 	if got := p2.handoff.Load(); got != handoffWritten {
@@ -96,7 +96,7 @@ func TestGatheredAnswersAreWrittenByTheWriter(t *testing.T) {
 	client, c, writerDone := startWriter(t, 8)
 	var ps []*pending
 	for corr := int32(1); corr <= 4; corr++ {
-		p := &pending{header: requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}, done: make(chan struct{}), start: time.Now(), observed: true}
+		p := &pending{header: requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}, start: time.Now(), observed: true}
 		c.inflight.Add(1)
 		c.queued.Add(1)
 		c.queue <- p
@@ -145,7 +145,8 @@ func startWriter(t *testing.T, queueLen int) (client net.Conn, c *conn, writerDo
 	t.Cleanup(cancel)
 	b := &Broker{requestMemory: newByteBudget(64 << 20), responseMemory: newByteBudget(64 << 20)}
 	c = &conn{b: b, nc: server, ctx: ctx, cancel: cancel, queue: make(chan *pending, queueLen), w: newConnWriter(server, time.Minute),
-		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch)}
+		sent: make(chan struct{}, 1), held: make([]*pending, 0, maxWriteBatch),
+		answers: make(chan struct{}, 1), calls: make(chan *produceCall, maxInflightPerConn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -162,5 +163,17 @@ func stopWriter(t *testing.T, c *conn, writerDone <-chan struct{}) {
 	<-writerDone
 	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), c.b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
 		t.Fatalf("after the answers: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
+	}
+}
+
+// waitAnswered waits until p is answered (30 s at most).
+func waitAnswered(t *testing.T, p *pending) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !answered(p) {
+		if time.Now().After(deadline) {
+			t.Fatalf("request %d not answered in 30s", p.header.correlationID)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

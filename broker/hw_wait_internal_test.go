@@ -195,7 +195,7 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 		t.Helper()
 		res := appendOneRecord(t, p)
 		h := requestHeader{key: int16(kmsg.Produce), version: 9, correlationID: corr}
-		pe := &pending{header: h, done: make(chan struct{}), start: time.Now(), observed: true}
+		pe := &pending{header: h, start: time.Now(), observed: true}
 		c.inflight.Add(1)
 		c.queued.Add(1)
 		c.queue <- pe
@@ -227,7 +227,7 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 	fetch(2, end)
 	fetch(3, end) // moves the high watermark past all four
 	for i, pe := range ps {
-		<-pe.done
+		waitAnswered(t, pe)
 		if got := pe.handoff.Load(); got == handoffWritten {
 			t.Fatalf("answer %d of 4 released together written by the fetch", i+1)
 		}
@@ -240,7 +240,7 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 	writerWaits(ps[4])
 	fetch(2, end)
 	fetch(3, end)
-	<-ps[4].done
+	waitAnswered(t, ps[4])
 	if got := ps[4].handoff.Load(); got != handoffWritten {
 		t.Fatalf("an answer released alone, the writer waiting for it: hand-off state %d, want written by the fetch (%d)", got, handoffWritten)
 	}

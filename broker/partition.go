@@ -355,11 +355,15 @@ func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gat
 	return w, false, nil
 }
 
-// cancelHW drops a wait whose produce was answered otherwise (its timeout).
-func (p *partition) cancelHW(w *hwWait) {
+// cancelHW drops a wait whose produce was answered otherwise (its
+// timeout). It reports whether it did: false when the wait was taken to
+// be called back already.
+func (p *partition) cancelHW(w *hwWait) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.mu.hwWaits[w]
 	delete(p.mu.hwWaits, w)
-	p.mu.Unlock()
+	return ok
 }
 
 // watch registers w to be woken on the next change. Registration is one

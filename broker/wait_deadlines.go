@@ -55,15 +55,21 @@ func (c *conn) addWait(w *produceWait) bool {
 }
 
 // removeWait takes an answered wait off the list (nothing if it is not on
-// it). Requires w.mu.
+// it), with the list's reference to its call: the caller answering it
+// holds another. Requires w.mu.
 func (c *conn) removeWait(w *produceWait) {
 	d := &c.waits
 	d.mu.Lock()
+	listed := false
 	if i := w.idx; i >= 0 && i < len(d.waits) && d.waits[i] == w {
 		d.removeAtLocked(i)
+		listed = true
 	}
 	w.idx = -1
 	d.mu.Unlock()
+	if listed {
+		w.pc.unref()
+	}
 }
 
 // removeAtLocked takes the wait at i off the list, moving the last one
@@ -117,6 +123,7 @@ func (d *waitDeadlines) fire() {
 	d.mu.Unlock()
 	for _, w := range due {
 		w.expire()
+		w.pc.unref() // taken off the list above
 	}
 }
 
@@ -139,5 +146,6 @@ func (c *conn) closeWaits() {
 	d.mu.Unlock()
 	for _, w := range all {
 		w.expire()
+		w.pc.unref() // taken off the list above
 	}
 }

@@ -33,7 +33,7 @@ func startProduceWait(t *testing.T, c *conn, p *partition, corr int32, start tim
 	t.Helper()
 	res := appendOneRecord(t, p)
 	h := requestHeader{key: int16(kmsg.Produce), version: 7, correlationID: corr}
-	pe := &pending{header: h, done: make(chan struct{}), start: start, observed: true}
+	pe := &pending{header: h, start: start, observed: true}
 	c.inflight.Add(1)
 	c.queued.Add(1)
 	c.queue <- pe
@@ -82,18 +82,18 @@ func TestProduceWaitsTimeOutAtTheirOwnDeadlines(t *testing.T) {
 	// Read a while ago: its timeout counts from then.
 	late, _ := startProduceWait(t, c, p, 4, now.Add(-time.Hour), time.Second)
 
-	<-late.done
+	waitAnswered(t, late)
 	if n := listedWaits(c); n != 3 {
 		t.Fatalf("%d waits listed after the one past its deadline was answered, want 3", n)
 	}
-	<-short.done
+	waitAnswered(t, short)
 	if d := time.Since(now); d < 100*time.Millisecond {
 		t.Fatalf("the 100ms wait answered after %s", d)
 	}
 	if answered(long) {
 		t.Fatal("the 2s wait answered with the 100ms one")
 	}
-	<-long.done
+	waitAnswered(t, long)
 	if d := time.Since(now); d < 2*time.Second {
 		t.Fatalf("the 2s wait answered after %s", d)
 	}
@@ -108,7 +108,7 @@ func TestProduceWaitsTimeOutAtTheirOwnDeadlines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-answeredInTime.done
+	waitAnswered(t, answeredInTime)
 	if n := listedWaits(c); n != 0 {
 		t.Fatalf("%d waits listed after the last was answered", n)
 	}
@@ -134,15 +134,11 @@ func TestClosedConnectionReleasesItsProduceWaits(t *testing.T) {
 		ps = append(ps, pe)
 	}
 	c.markBroken()
-	for i, pe := range ps {
-		select {
-		case <-pe.done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("wait %d of 3 not answered when its connection closed", i+1)
-		}
+	for _, pe := range ps {
+		waitAnswered(t, pe)
 	}
 	after, _ := startProduceWait(t, c, p, 4, time.Now(), time.Minute)
-	<-after.done
+	waitAnswered(t, after)
 	if n := listedWaits(c); n != 0 {
 		t.Fatalf("%d waits listed on a closed connection", n)
 	}
