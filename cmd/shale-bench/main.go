@@ -101,6 +101,7 @@ func main() {
 	flag.DurationVar(&o.upload.latLength, "tier-latency-duration", 3*time.Second, "tiering run: measured length of each phase of a latency round")
 	flag.IntVar(&o.upload.coldMB, "tier-cold-mb", 1024, "tiering run: MiB of the topic the latency rounds replay cold (several times the broker's cache, as the replay wraps around)")
 	flag.BoolVar(&o.upload.latOnly, "tier-latency-only", false, "tiering run: only the produce latency rounds")
+	flag.StringVar(&o.upload.latPhases, "tier-latency-phases", "alone,replay,gets,hog", "tiering run: the phases of each latency round, comma-separated (alone, replay, gets: the replay's GETs by a non-Shale client, hog: a non-Shale load of equal CPU)")
 	flag.BoolVar(&o.upload.upOnly, "tier-upload-only", false, "tiering run: only the uploads while producing")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")

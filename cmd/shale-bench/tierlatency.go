@@ -63,6 +63,22 @@ const (
 
 var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU", "with the replay's GETs by a non-Shale client"}
 
+// phaseFlags are the phases' names in -tier-latency-phases.
+var phaseFlags = [phases]string{"alone", "replay", "hog", "gets"}
+
+// latencyPhases parses -tier-latency-phases.
+func latencyPhases(list string) ([phases]bool, error) {
+	var on [phases]bool
+	for _, name := range strings.Split(list, ",") {
+		i := slices.Index(phaseFlags[:], strings.TrimSpace(name))
+		if i < 0 {
+			return on, fmt.Errorf("-tier-latency-phases: unknown phase %q (alone, replay, gets, hog)", name)
+		}
+		on[i] = true
+	}
+	return on, nil
+}
+
 // phaseResult is one phase of one round.
 type phaseResult struct {
 	p50, p99 time.Duration
@@ -97,6 +113,10 @@ func (r phaseResult) totalCores() float64 { return r.cores[0] + r.cores[1] + r.c
 // runTierLatency runs the rounds and returns the table rows.
 func runTierLatency(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, minioPid int) ([][]string, error) {
 	uo := o.upload
+	on, err := latencyPhases(uo.latPhases)
+	if err != nil {
+		return nil, err
+	}
 	adm := kadm.NewClient(cl)
 	for _, name := range []string{tierHotTopic, tierColdTopic} {
 		cfg := map[string]*string{"segment.bytes": ptr(strconv.Itoa(tierSegment)), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
@@ -164,6 +184,9 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	)
 	for r := range rounds {
 		for _, ph := range orders[r%len(orders)] {
+			if !on[ph] {
+				continue
+			}
 			pctx, cancel := context.WithCancel(ctx)
 			var (
 				wg      sync.WaitGroup
@@ -282,6 +305,9 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	}
 	alone99 := col(phaseAlone, func(p phaseResult) float64 { return ms(p.p99) })
 	for _, ph := range []latPhase{phaseAlone, phaseReplay, phaseGets, phaseHog} {
+		if !on[ph] {
+			continue
+		}
 		p50 := col(ph, func(p phaseResult) float64 { return ms(p.p50) })
 		p99 := col(ph, func(p phaseResult) float64 { return ms(p.p99) })
 		cores := col(ph, phaseResult.totalCores)
@@ -318,11 +344,13 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	)
 	// The replay's p99 excess over its GETs made by a non-Shale client,
 	// round by round: what the broker adds beyond the machine's part.
-	var broker []float64
-	for r := range res {
-		broker = append(broker, ms(res[r][phaseReplay].p99-res[r][phaseGets].p99))
+	if on[phaseReplay] && on[phaseGets] {
+		var broker []float64
+		for r := range res {
+			broker = append(broker, ms(res[r][phaseReplay].p99-res[r][phaseGets].p99))
+		}
+		rows = append(rows, []string{"  p99 of the replay less that of its GETs by a non-Shale client (the broker's part), ms", mr(broker, "%+.2f"), "", "", ""})
 	}
-	rows = append(rows, []string{"  p99 of the replay less that of its GETs by a non-Shale client (the broker's part), ms", mr(broker, "%+.2f"), "", "", ""})
 	fmt.Printf("\nproduce latency beside a cold replay: %d rounds of %s (+%s warm-up) per phase, %d requests of %d KiB per phase; load %s before, %s after\n",
 		rounds, uo.latLength, cfg.warmup, res[0][phaseAlone].samples, cfg.batchBytes>>10, load, loadAverage())
 	for r := range res {

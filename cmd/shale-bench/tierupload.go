@@ -48,6 +48,7 @@ type uploadOptions struct {
 	latLength  time.Duration // length of each phase of a latency round
 	coldMB     int           // MiB of the cold topic the latency rounds replay
 	latOnly    bool          // the latency rounds alone
+	latPhases  string        // the phases of each latency round, comma-separated
 	upOnly     bool          // the upload run alone
 }
 
