@@ -17,12 +17,18 @@ var errNoReassignment = errors.New("broker: no reassignment in progress")
 // reassign writes the start (or the cancellation, target nil) of a
 // partition's reassignment as a compare-and-swap on its partition epoch,
 // deciding again when a leader or the controller changed it meanwhile.
+//
+// A start the partition already shows (a client's retry of a start that
+// landed though its answer was lost or timed out, or the same request
+// twice) writes nothing and answers success at the revision the partition
+// was read at: nothing to do is not a second reassignment, and the
+// partition epoch is not bumped under the leader's ISR changes.
 func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, target []int32) (int64, error) {
 	if err := m.space.check(0); err != nil {
 		return 0, err
 	}
 	for {
-		cur, err := m.store.Partition(ctx, topic, index)
+		cur, curRev, err := m.store.PartitionRevision(ctx, topic, index)
 		if err != nil {
 			return 0, metaError(err)
 		}
@@ -51,6 +57,9 @@ func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, targ
 		case err != nil:
 			return 0, err
 		}
+		if sameAssignment(next, controller.AssignmentOf(cur)) {
+			return curRev, nil
+		}
 		_, rev, err := m.store.UpdatePartition(ctx, controller.WithAssignment(cur, next), cur.PartitionEpoch)
 		if errors.Is(err, metadata.ErrConflict) {
 			if err := ctx.Err(); err != nil {
@@ -76,4 +85,11 @@ func (v *metaView) retiredHere(topicID [16]byte, index, id int32) bool {
 		}
 	}
 	return false
+}
+
+// sameAssignment reports whether a and b place the same replicas in the
+// same roles.
+func sameAssignment(a, b replication.Assignment) bool {
+	return a.Leader == b.Leader && slices.Equal(a.Replicas, b.Replicas) && slices.Equal(a.ISR, b.ISR) &&
+		slices.Equal(a.Adding, b.Adding) && slices.Equal(a.Removing, b.Removing) && slices.Equal(a.Retired, b.Retired)
 }

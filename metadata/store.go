@@ -877,10 +877,16 @@ func (s *Store) FencePartition(ctx context.Context, topic string, index, epoch i
 
 // Partition reads one partition's current state.
 func (s *Store) Partition(ctx context.Context, topic string, index int32) (Partition, error) {
+	p, _, err := s.PartitionRevision(ctx, topic, index)
+	return p, err
+}
+
+// PartitionRevision reads one partition's current state, with the
+// revision that wrote it.
+func (s *Store) PartitionRevision(ctx context.Context, topic string, index int32) (Partition, int64, error) {
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
-	p, _, err := s.partition(ctx, topic, index)
-	return p, err
+	return s.partition(ctx, topic, index)
 }
 
 // PruneDeletedTopics removes the tombstones of the topic ids given, as the
