@@ -55,8 +55,9 @@ type conn struct {
 	// held are answers ready when their handlers returned, with nothing
 	// queued before them, kept by the reader to be written together
 	// (flushHeld); heldBufs is their write's vector. Owned by the reader.
-	held     []*pending
-	heldBufs net.Buffers
+	// writerBufs is the writer's.
+	held                 []*pending
+	heldBufs, writerBufs iovec
 	// group holds pipelined produce requests read together, validated
 	// and not yet appended (endGroup); owned by the reader.
 	group produceGroup
@@ -390,7 +391,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		answers:  make(chan struct{}, 1),
 		calls:    make(chan *produceCall, maxInflightPerConn),
 		held:     make([]*pending, 0, maxWriteBatch),
-		heldBufs: make(net.Buffers, 0, maxWriteBatch),
+		heldBufs: iovec{base: make(net.Buffers, 0, maxWriteBatch)},
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
 	if !b.trackConn(c, true) {
@@ -868,7 +869,7 @@ func (c *conn) flushHeld() {
 			c.send(p) // dropped
 		}
 	} else {
-		c.sendBatch(c.held, c.heldBufs[:0])
+		c.sendBatch(c.held, &c.heldBufs)
 	}
 	c.inflight.Add(-int32(len(c.held)))
 	clear(c.held)
@@ -892,7 +893,7 @@ func (c *conn) enqueue(p *pending) bool {
 func (c *conn) writeLoop() {
 	var next *pending // taken off the queue while gathering, sent next
 	batch := make([]*pending, 0, maxWriteBatch)
-	bufs := make(net.Buffers, 0, maxWriteBatch)
+	c.writerBufs.base = make(net.Buffers, 0, maxWriteBatch)
 	for {
 		p := next
 		next = nil
@@ -941,7 +942,7 @@ func (c *conn) writeLoop() {
 				break gather
 			}
 		}
-		c.sendBatch(batch, bufs[:0])
+		c.sendBatch(batch, &c.writerBufs)
 		c.queued.Add(-int32(len(batch)))
 		clear(batch)
 		if closed {
@@ -963,7 +964,7 @@ func gatherable(p *pending) bool {
 
 // sendBatch sends the answers in batch (gatherable, done, in order) with
 // one write, as send does for one.
-func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
+func (c *conn) sendBatch(batch []*pending, bufs *iovec) {
 	if len(batch) == 1 {
 		c.send(batch[0])
 		return
@@ -974,14 +975,14 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 		// Counted before the write, as in send.
 		c.observeAt(p, now)
 		if !p.silent && p.enc != nil {
-			bufs = append(bufs, p.enc)
+			bufs.base = append(bufs.base, p.enc)
 			n += int64(len(p.enc))
 		}
 	}
 	var err error
 	if n > 0 {
 		c.w.armAt(n, now)
-		_, err = bufs.WriteTo(c.nc)
+		_, err = bufs.writeTo(c.nc)
 	}
 	for _, p := range batch {
 		c.uncharge(p)
@@ -989,6 +990,24 @@ func (c *conn) sendBatch(batch []*pending, bufs net.Buffers) {
 		p.sentOrDropped()
 	}
 	c.wroteAt(err, now)
+}
+
+// iovec is a vector of buffers for one writev whose array is kept from one
+// write to the next: net.Buffers' WriteTo takes the vector's address and
+// consumes it, so that a vector on the stack or in a parameter was moved
+// to the heap, an allocation per write.
+type iovec struct {
+	base, cur net.Buffers
+}
+
+// writeTo writes the buffers appended to base, then empties it.
+func (v *iovec) writeTo(w io.Writer) (int64, error) {
+	v.cur = v.base
+	n, err := v.cur.WriteTo(w)
+	v.cur = nil
+	clear(v.base) // the buffers go back to their pools
+	v.base = v.base[:0]
+	return n, err
 }
 
 // send writes p's answer (unless there is none to write) and gives back

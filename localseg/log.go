@@ -462,7 +462,7 @@ func (l *Log) reserveLocked(b Batch, leaderEpoch int32, mayRoll bool) (t *writeT
 	}
 	l.pub.Lock()
 	t = l.newTicketLocked()
-	*t = writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset()}
+	*t = writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset(), iov: t.iov}
 	q := append(l.pub.queue, t)
 	if cap(q) != cap(l.pub.queue) {
 		l.pub.base = q // a new array
@@ -545,6 +545,10 @@ type writeTicket struct {
 	done      bool  // written (or failed); under pub
 	err       error // under pub
 	finished  bool  // published or failed for good; under pub
+	// iov is the vector of a run's write when the ticket is the run's
+	// first (writeRun); its array stays with the ticket when it is
+	// reused, so that runs written one after the other allocate none.
+	iov [][]byte
 }
 
 // maxFreeTickets bounds the tickets a log keeps for reuse: more than a
@@ -574,7 +578,7 @@ func (l *Log) freeTicketsLocked(run []*writeTicket) {
 		if !t.finished || len(l.pub.free) >= maxFreeTickets {
 			continue
 		}
-		*t = writeTicket{} // its batch is the caller's memory
+		*t = writeTicket{iov: t.iov} // its batch is the caller's memory
 		l.pub.free = append(l.pub.free, t)
 	}
 }
@@ -700,12 +704,14 @@ const maxStackRun = 32
 // writeRun writes a run of reserved batches, contiguous from the first's
 // position, with one vectored write.
 func writeRun(w File, run []*writeTicket) error {
-	bufs := make([][]byte, len(run))
+	bufs := run[0].iov[:0]
 	total := 0
-	for i, t := range run {
-		bufs[i] = t.buf
+	for _, t := range run {
+		bufs = append(bufs, t.buf)
 		total += len(t.buf)
 	}
+	run[0].iov = bufs
+	defer clear(bufs) // the batches are the callers' memory
 	n, err := vfs.WriteVAt(w, bufs, run[0].pos)
 	if err == nil && n != total {
 		err = io.ErrShortWrite
