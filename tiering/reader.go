@@ -47,8 +47,8 @@ type ReaderConfig struct {
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
-	// together (default twice ReadAhead, but at most GOMAXPROCS): the
-	// broker's GET workers, shared by the sequential
+	// together (default twice ReadAhead, but fewer than GOMAXPROCS, and
+	// at least one): the broker's GET workers, shared by the sequential
 	// readers in turn, a chunk each, so one replay cannot take every GET
 	// and many replays do not multiply them. A read's own GETs (the chunk
 	// it waits for) are not counted. A worker reading a body the store
@@ -56,7 +56,10 @@ type ReaderConfig struct {
 	// until preempted, and the goroutines of hot traffic (a produce's
 	// reader, woken by the network) wait behind it in the run queue, Go
 	// having no priorities: more workers than processors queue them
-	// behind several.
+	// behind several, and as many as the processors leave none to a
+	// produce returning from its write (the runtime hands a processor to
+	// a worker while the produce is in the system call, and the produce
+	// then waits for one to come free). One fewer leaves it one.
 	ReadAheadGets int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
@@ -97,7 +100,7 @@ func (c *ReaderConfig) ensureDefaults() {
 		c.ReadAhead = 0
 	}
 	if c.ReadAheadGets <= 0 {
-		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs))
+		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs-1))
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
