@@ -41,7 +41,8 @@ import (
 //     bytes per second), by a raw fetch loop that reads
 //     each response into one buffer and looks at batch headers alone, so
 //     the broker is measured and not a client's decoding; beside ranged
-//     GETs of the same segment objects in chunk-sized pieces, four in
+//     GETs of the same segment objects, as wide as the broker's
+//     read-ahead GETs (tierGet) and read a chunk at a time, four in
 //     flight, and beside the same GETs relayed over one loopback TCP
 //     connection (the bytes cross two hops, as a replay's do); with the
 //     CPU each process used per MB, the broker's largest RSS against its
@@ -65,7 +66,13 @@ const (
 	tierSegment  = 16 << 20
 	tierProbeSeg = 1 << 20
 	tierChunk    = 4 << 20
-	tierProbes   = 16
+	// tierGet is the size of the ceilings' ranged GETs: that of the
+	// broker's read-ahead GETs (tiering's default ReadAheadSpan), which
+	// fetch most of a replay. A store serves wide GETs for less CPU per
+	// byte than chunk-sized ones, so a ceiling of narrower GETs would
+	// sit below what the same store can do.
+	tierGet    = 16 << 20
+	tierProbes = 16
 	// tierCache is the broker's --remote-cache-bytes, the bound its RSS
 	// during the replay is compared with.
 	tierCache = 256 << 20
@@ -358,7 +365,7 @@ func runTiering(o options) error {
 	}
 	rows = append(rows,
 		[]string{fmt.Sprintf("cold replay from offset 0 (raw fetches, 1 in flight), MB/s, median (min-max) of %d", rounds), medianRange(replayMBps),
-			"ranged GETs of the segments, 4 in flight", medianRange(getMBps), fmt.Sprintf("%.2fx", median(ratio))},
+			fmt.Sprintf("ranged GETs of the segments, %d MiB each, 4 in flight", tierGet>>20), medianRange(getMBps), fmt.Sprintf("%.2fx", median(ratio))},
 		[]string{"", "", "the same GETs relayed over one TCP connection", medianRange(relayMBps), fmt.Sprintf("%.2fx", median(relayRatio))},
 		[]string{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replayTime.Seconds()), "", "", ""},
 		[]string{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], replayed), msPerMB(replayCPU[1], replayed), msPerMB(replayCPU[2], replayed)),
@@ -645,40 +652,63 @@ func coldReplay(ctx context.Context, addr, topic string, end int64) (time.Durati
 	return time.Since(start), nil
 }
 
-// chunk is one ranged GET of a replay: tierChunk bytes of an object (less
-// at its end).
+// chunk is one ranged GET: tierChunk bytes of an object (less at its
+// end), or as many as chunksOf was asked for.
 type chunk struct {
 	key      string
 	off, len int64
 }
 
-// chunksOf splits the objects into the chunks a replay GETs, in order.
-func chunksOf(objs []objectstore.Attrs) (out []chunk, total int64) {
+// chunksOf splits the objects into ranged GETs of size bytes (less at an
+// object's end), in order.
+func chunksOf(objs []objectstore.Attrs, size int64) (out []chunk, total int64) {
 	for _, o := range objs {
-		for off := int64(0); off < o.Size; off += tierChunk {
-			out = append(out, chunk{o.Key, off, min(tierChunk, o.Size-off)})
+		for off := int64(0); off < o.Size; off += size {
+			out = append(out, chunk{o.Key, off, min(size, o.Size-off)})
 		}
 		total += o.Size
 	}
 	return out, total
 }
 
-// parallelGets reads the objects in chunk-sized ranged GETs, n in flight,
-// and returns MB/s. Each GET reads into a buffer of a pool of n, as the
-// broker reads into its pooled chunk buffers: a fresh buffer per GET
-// would add the zeroing, page faults and garbage collection of 4 MiB per
-// GET to the ceiling's CPU, which on a loaded machine MinIO then lacks.
+// getSpan reads one ranged GET a chunk at a time, each into a buffer
+// taken from bufs and handed to done as soon as it is full, as the
+// broker's read-ahead hands over each chunk of a wide GET as it arrives.
+// done takes the buffer on an error too.
+func getSpan(ctx context.Context, b objectstore.Bucket, s chunk, bufs chan []byte, done func([]byte)) error {
+	body, err := b.Get(ctx, s.key, s.off, s.len)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	for left := s.len; left > 0; {
+		buf := <-bufs
+		n := min(left, int64(len(buf)))
+		_, err := io.ReadFull(body, buf[:n])
+		done(buf[:n])
+		if err != nil {
+			return err
+		}
+		left -= n
+	}
+	return nil
+}
+
+// parallelGets reads the objects in tierGet-sized ranged GETs, n in
+// flight, and returns MB/s. Each GET reads into buffers of a pool of n,
+// as the broker reads into its pooled chunk buffers: a fresh buffer per
+// chunk would add the zeroing, page faults and garbage collection of
+// 4 MiB per chunk to the ceiling's CPU, which on a loaded machine MinIO
+// then lacks.
 func parallelGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.Attrs, n int) (float64, error) {
-	chunks, total := chunksOf(objs)
+	spans, total := chunksOf(objs, tierGet)
 	bufs := newChunkBufs(n)
 	var g errgroup.Group
 	g.SetLimit(n)
 	start := time.Now()
-	for _, c := range chunks {
+	for _, s := range spans {
 		g.Go(func() error {
-			buf := <-bufs
-			defer func() { bufs <- buf }()
-			return readChunk(ctx, b, c, buf[:c.len])
+			return getSpan(ctx, b, s, bufs, func(buf []byte) { bufs <- buf[:cap(buf)] })
 		})
 	}
 	err := g.Wait()
@@ -709,7 +739,7 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 		return 0, err
 	}
 	defer l.Close()
-	chunks, total := chunksOf(objs)
+	spans, total := chunksOf(objs, tierGet)
 	drained := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
@@ -739,7 +769,8 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 	}
 	// The GETs read into a pool of buffers, one back once written (as
 	// parallelGets does); n more than in flight, so a GET need not wait
-	// for the write of the chunk before it.
+	// for the write of the chunk before it. Each chunk is written as it
+	// arrives.
 	bufs := newChunkBufs(2 * n)
 	out := make(chan []byte, n)
 	wrote := make(chan error, 1)
@@ -756,12 +787,9 @@ func relayedGets(ctx context.Context, b objectstore.Bucket, objs []objectstore.A
 	var g errgroup.Group
 	g.SetLimit(n)
 	start := time.Now()
-	for _, ch := range chunks {
+	for _, s := range spans {
 		g.Go(func() error {
-			buf := <-bufs
-			err := readChunk(ctx, b, ch, buf[:ch.len])
-			out <- buf[:ch.len] // on an error too: keeps the reader's count
-			return err
+			return getSpan(ctx, b, s, bufs, func(buf []byte) { out <- buf })
 		})
 	}
 	failed := g.Wait()

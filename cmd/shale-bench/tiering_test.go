@@ -29,9 +29,12 @@ func TestObjectStoreCeilingsMoveEveryByte(t *testing.T) {
 	if len(objs) != 3 {
 		t.Fatalf("%d objects, want 3", len(objs))
 	}
-	chunks, total := chunksOf(objs)
+	chunks, total := chunksOf(objs, tierChunk)
 	if want := int64(2*(tierChunk+123) + 1000); total != want || len(chunks) != 5 {
 		t.Fatalf("%d chunks of %d bytes, want 5 of %d", len(chunks), total, want)
+	}
+	if spans, _ := chunksOf(objs, tierGet); len(spans) != 3 {
+		t.Fatalf("%d GETs of up to %d bytes, want 3", len(spans), tierGet)
 	}
 	if _, err := parallelGets(ctx, b, objs, 3); err != nil {
 		t.Fatal(err)
@@ -69,7 +72,7 @@ func TestPacedGetsWrapAroundUntilCancelled(t *testing.T) {
 			if err := b.List(ctx, "obj", func(a objectstore.Attrs) error { objs = append(objs, a); return nil }); err != nil {
 				t.Fatal(err)
 			}
-			chunks, _ := chunksOf(objs)
+			chunks, _ := chunksOf(objs, tierChunk)
 			// 2 chunks of 1000 bytes at 0.01 MB/s: about 10 chunks a second.
 			lctx, lcancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer lcancel()
@@ -86,7 +89,7 @@ func TestPacedGetsWrapAroundUntilCancelled(t *testing.T) {
 			if err := b.List(ctx, "big", func(a objectstore.Attrs) error { big = append(big, a); return nil }); err != nil {
 				t.Fatal(err)
 			}
-			mixed, total := chunksOf(append(big, objs...))
+			mixed, total := chunksOf(append(big, objs...), tierChunk)
 			lctx2, lcancel2 := context.WithCancel(ctx)
 			var got int64
 			done := make(chan error, 1)
@@ -104,7 +107,7 @@ func TestPacedGetsWrapAroundUntilCancelled(t *testing.T) {
 				t.Fatalf("moved %d bytes in a second at 1000 MB/s of in-memory objects, want at least one pass of %d", got, total)
 			}
 			objs = append(objs, objectstore.Attrs{Key: "gone", Size: 10})
-			chunks, _ = chunksOf(objs)
+			chunks, _ = chunksOf(objs, tierChunk)
 			if _, _, err := pacedGets(ctx, b, chunks, 2, 1, 1, relay); err == nil {
 				t.Fatal("a missing object did not fail the load")
 			}

@@ -158,7 +158,7 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 	// The hog reads the objects from the last one back, the replay from
 	// the first one on.
 	slices.Reverse(objs)
-	hogChunks, _ := chunksOf(objs)
+	hogChunks, _ := chunksOf(objs, tierChunk)
 	// The GETs phases read them from the middle on.
 	getChunks := append(slices.Clone(hogChunks[len(hogChunks)/2:]), hogChunks[:len(hogChunks)/2]...)
 
