@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,9 +80,12 @@ type creation struct {
 	lease  clientv3.LeaseID
 }
 
-// ours compares the marker with ours.
+// ours compares the marker with ours: the key under our lease. Its value
+// (the topic id, and for an addition the count it starts from) may be
+// another creation's too: two additions from the same count write the
+// same value; the lease is this creation's alone.
 func (c *creation) ours() clientv3.Cmp {
-	return clientv3.Compare(clientv3.Value(c.key), "=", c.marker)
+	return clientv3.Compare(clientv3.LeaseValue(c.key), "=", c.lease)
 }
 
 // grant takes the marker's lease.
@@ -196,7 +200,63 @@ func (c *creation) settle(ctx context.Context, st settle, what string, err error
 	return 0, fmt.Errorf("metadata: %s: %w", what, err)
 }
 
-// writeChunks puts ops in chunks while the marker is ours.
+// retryUnavailable runs write until it succeeds, fails otherwise than
+// with etcd unable to answer now (IsUnavailable: a server-side timeout of
+// an overloaded etcd, a leader change), or ctx ends; between tries it
+// waits, from 50 ms doubling up to a second. Only for a write that may
+// apply twice: a try that failed so may have applied.
+func retryUnavailable(ctx context.Context, write func() error) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := write()
+		if err == nil || !IsUnavailable(err) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// start puts the marker, under its lease, with ops, if cmps hold and no
+// marker exists; it reports whether it did. A try that failed with etcd
+// unable to answer now is tried again (retryUnavailable): when the marker
+// read then is under our lease, an earlier try applied (with ops, in the
+// same transaction).
+func (c *creation) start(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, error) {
+	var ok bool
+	err := retryUnavailable(ctx, func() error {
+		wctx, cancel := withDeadline(ctx)
+		defer cancel()
+		resp, err := c.s.cli.Txn(wctx).
+			If(append(slices.Clone(cmps), clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0))...).
+			Then(append([]clientv3.Op{clientv3.OpPut(c.key, c.marker, clientv3.WithLease(c.lease))}, ops...)...).
+			Else(clientv3.OpGet(c.key)).
+			Commit()
+		if err != nil {
+			return err
+		}
+		ok = resp.Succeeded
+		if got := resp.Responses[0].GetResponseRange(); !ok && got != nil && len(got.Kvs) == 1 && got.Kvs[0].Lease == int64(c.lease) {
+			ok = true
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("metadata: %s: %w", what, err)
+	}
+	return ok, nil
+}
+
+// writeChunks puts ops in chunks while the marker is ours. A chunk whose
+// write failed with etcd unable to answer now is written again
+// (retryUnavailable): its puts apply twice as well as once, and nobody
+// sees them before the commit.
 func (c *creation) writeChunks(ctx context.Context, what string, ops []clientv3.Op) error {
 	for i, ch := range chunk(ops) {
 		if i > 0 && afterChunk != nil {
@@ -204,9 +264,14 @@ func (c *creation) writeChunks(ctx context.Context, what string, ops []clientv3.
 				return err
 			}
 		}
-		wctx, cancel := withDeadline(ctx)
-		resp, err := c.s.cli.Txn(wctx).If(c.ours()).Then(ch...).Commit()
-		cancel()
+		var resp *clientv3.TxnResponse
+		err := retryUnavailable(ctx, func() error {
+			wctx, cancel := withDeadline(ctx)
+			defer cancel()
+			var err error
+			resp, err = c.s.cli.Txn(wctx).If(c.ours()).Then(ch...).Commit()
+			return err
+		})
 		if err != nil && isTooLarge(err) {
 			return fmt.Errorf("%w: %s: %w", ErrTooLarge, what, err)
 		}
@@ -255,16 +320,13 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 	defer c.release(ctx, st)
 	what := fmt.Sprintf("creating topic %s with %d partitions", t.Name, len(parts))
 	// 1. The marker, and no leftovers.
-	wctx, cancel := withDeadline(ctx)
-	resp, err := s.cli.Txn(wctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0)).
-		Then(clientv3.OpPut(c.key, c.marker, clientv3.WithLease(c.lease)), clientv3.OpDelete(s.partitionPrefix(t.Name), clientv3.WithPrefix())).
-		Commit()
-	cancel()
+	ok, err := c.start(ctx, what,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		clientv3.OpDelete(s.partitionPrefix(t.Name), clientv3.WithPrefix()))
 	if err != nil {
-		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+		return 0, err
 	}
-	if !resp.Succeeded {
+	if !ok {
 		// The topic exists, or another creation of it is under way.
 		return 0, fmt.Errorf("%w: %s", ErrTopicExists, t.Name)
 	}
@@ -273,9 +335,9 @@ func (s *Store) CreateTopic(ctx context.Context, t Topic, parts []Partition) (in
 		return 0, err
 	}
 	// 3. The topic record: the commit point.
-	wctx, cancel = withDeadline(ctx)
+	wctx, cancel := withDeadline(ctx)
 	defer cancel()
-	resp, err = s.cli.Txn(wctx).
+	resp, err := s.cli.Txn(wctx).
 		If(c.ours(), clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(tv)), clientv3.OpDelete(c.key)).
 		Commit()
@@ -352,18 +414,13 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 		return 0, err
 	}
 	// 1. The marker, the count made explicit, and no leftovers past it.
-	wctx, cancel := withDeadline(ctx)
-	resp, err := s.cli.Txn(wctx).
-		If(append(cmps, clientv3.Compare(clientv3.CreateRevision(c.key), "=", 0))...).
-		Then(clientv3.OpPut(c.key, c.marker, clientv3.WithLease(c.lease)),
-			clientv3.OpPut(s.topicKey(name), string(cv)),
-			clientv3.OpDelete(s.partitionKey(name, int32(seen)), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.partitionPrefix(name))))).
-		Commit()
-	cancel()
+	ok, err := c.start(ctx, what, cmps,
+		clientv3.OpPut(s.topicKey(name), string(cv)),
+		clientv3.OpDelete(s.partitionKey(name, int32(seen)), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.partitionPrefix(name)))))
 	if err != nil {
-		return 0, fmt.Errorf("metadata: %s: %w", what, err)
+		return 0, err
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return 0, fmt.Errorf("%w: partitions of %s changed", ErrConflict, name)
 	}
 	// 2. The new partitions, unseen past the count.
@@ -406,7 +463,7 @@ func (s *Store) CreatePartitions(ctx context.Context, name string, seen int, add
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
 		}
-		if got := resp.Responses[0].GetResponseRange(); got == nil || len(got.Kvs) == 0 || string(got.Kvs[0].Value) != c.marker {
+		if got := resp.Responses[0].GetResponseRange(); got == nil || len(got.Kvs) == 0 || got.Kvs[0].Lease != int64(c.lease) {
 			return 0, fmt.Errorf("metadata: %s: the creation's marker expired", what)
 		}
 		if err := ctx.Err(); err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -234,5 +236,96 @@ func TestCrashBetweenChunksLeavesNoHalfTopic(t *testing.T) {
 	}
 	if n := partitionCount(t, cache, rev, "torn"); n != 1250 {
 		t.Fatalf("%d partitions, want 1250", n)
+	}
+}
+
+// timingOutEtcd is an etcd client on which the first try of each write of
+// a creation but its commit (the marker, each chunk; told apart by their
+// first key) fails as an overloaded etcd's does ("etcd request timed
+// out"): every other one after applying, the others before.
+type timingOutEtcd struct {
+	clientv3.KV
+	commitKey string
+
+	mu    sync.Mutex
+	tried map[string]bool
+	fails int
+}
+
+func (te *timingOutEtcd) Txn(ctx context.Context) clientv3.Txn {
+	return &timingOutTxn{Txn: te.KV.Txn(ctx), te: te}
+}
+
+type timingOutTxn struct {
+	clientv3.Txn
+	te    *timingOutEtcd
+	first string
+}
+
+func (t *timingOutTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.Txn = t.Txn.If(cs...); return t }
+func (t *timingOutTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
+func (t *timingOutTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	if len(ops) > 0 && (ops[0].IsPut() || ops[0].IsDelete()) {
+		t.first = string(ops[0].KeyBytes())
+	}
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+
+func (t *timingOutTxn) Commit() (*clientv3.TxnResponse, error) {
+	t.te.mu.Lock()
+	fail := t.first != "" && t.first != t.te.commitKey && !t.te.tried[t.first]
+	t.te.tried[t.first] = true
+	apply := false
+	if fail {
+		t.te.fails++
+		apply = t.te.fails%2 == 1
+	}
+	t.te.mu.Unlock()
+	if !fail {
+		return t.Txn.Commit()
+	}
+	if apply {
+		if _, err := t.Txn.Commit(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, rpctypes.ErrTimeout
+}
+
+// Regression: one write of a creation that an overloaded etcd answered
+// with its own timeout ("etcd request timed out", seen at high load in a
+// creation of 10,000 partitions) failed the whole creation, though the
+// caller's deadline was far. The marker and the chunks are tried again
+// (they may apply twice; a marker found ours was put by an earlier try),
+// and the creation and an addition of partitions complete whole.
+func TestCreationRidesOutEtcdTimeouts(t *testing.T) {
+	e := startStockEtcd(t)
+	direct := NewStore(e.Client(), "")
+	cli := ownClient(t, e)
+	te := &timingOutEtcd{KV: cli.KV, commitKey: direct.topicKey("slow"), tried: map[string]bool{}}
+	cli.KV = te
+	s := NewStore(cli, "")
+	topic, parts := testTopic("slow", 500)
+	if _, err := s.CreateTopic(ctxT(t), topic, parts[:250]); err != nil {
+		t.Fatalf("a creation through etcd timeouts: %v", err)
+	}
+	te.mu.Lock()
+	te.tried = map[string]bool{}
+	te.mu.Unlock()
+	if _, err := s.CreatePartitions(ctxT(t), "slow", 250, parts[250:]); err != nil {
+		t.Fatalf("an addition through etcd timeouts: %v", err)
+	}
+	got, _, err := direct.topicKV(ctxT(t), "slow")
+	if err != nil || got.PartitionCount != 500 {
+		t.Fatalf("the topic: %+v, %v", got, err)
+	}
+	if n := keyCount(t, e.Client(), direct.partitionPrefix("slow")); n != 500 {
+		t.Fatalf("%d partition records, want 500", n)
+	}
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	if te.fails < 8 {
+		t.Fatalf("%d writes timed out, want the marker and every chunk of both", te.fails)
 	}
 }
