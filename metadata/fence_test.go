@@ -347,3 +347,53 @@ func TestCreationOfUnknownOutcomeIsFenced(t *testing.T) {
 		})
 	}
 }
+
+// A deletion of a topic whose commit is cut off by its deadline while
+// etcd still holds it is settled with a fence, not a re-read alone: the
+// caller is told it did not land, and the held deletion, applied after
+// that answer, fails its guard, so the topic the caller was told is still
+// there stays. When the held deletion applies just before the fence, it
+// is found landed.
+func TestDeleteTopicOfUnknownOutcomeIsFenced(t *testing.T) {
+	e := startStockEtcd(t)
+	for _, landsFirst := range []bool{false, true} {
+		name := "deletion-held"
+		if landsFirst {
+			name = "deletion-lands-before-fence"
+		}
+		t.Run(name, func(t *testing.T) {
+			direct := NewStore(e.Client(), "")
+			topic, parts := testTopic(name, 2)
+			if _, err := direct.CreateTopic(ctxT(t), topic, parts); err != nil {
+				t.Fatal(err)
+			}
+			s, he := newHoldingStore(t, e, direct.topicKey(name))
+			he.landsFirst = landsFirst
+			ctx, cancel := context.WithTimeout(context.Background(), deadlineTimeout)
+			_, err := s.DeleteTopic(ctx, name)
+			cancel()
+			if landsFirst {
+				if err != nil {
+					t.Fatalf("a deletion that landed before its fence: %v", err)
+				}
+				if _, err := direct.topic(ctxT(t), name); !errors.Is(err, ErrUnknownTopic) {
+					t.Fatalf("the deleted topic: %v", err)
+				}
+				return
+			}
+			if err == nil || errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a deletion held past its deadline returned %v, want a deadline error saying it did not land", err)
+			}
+			resp, err := he.release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Succeeded {
+				t.Fatal("the held deletion applied after the caller was told it did not land")
+			}
+			if got, err := direct.topic(ctxT(t), name); err != nil || got.ID != topic.ID {
+				t.Fatalf("the topic after a deletion that did not land: %+v, %v", got, err)
+			}
+		})
+	}
+}

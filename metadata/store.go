@@ -316,15 +316,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 			Then(ops...).Commit()
 		cancel()
 		if err != nil {
-			// Indeterminate: deleted if the topic is gone and its
-			// tombstones are there.
-			rctx, rcancel := st.context(ctx, st.resolve)
-			rev, ok := s.deletedSince(rctx, name, ids)
-			rcancel()
-			if ok {
-				return rev, nil
-			}
-			return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
+			return s.settleDeletion(ctx, st, name, ids, tresp.Kvs[0].ModRevision, err)
 		}
 		if resp.Succeeded {
 			return resp.Header.Revision, nil
@@ -333,22 +325,64 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 	}
 }
 
-// deletedSince reports whether the topic name is gone and tombstones for
-// ids are present, with the current revision.
-func (s *Store) deletedSince(ctx context.Context, name string, ids map[UUID]bool) (int64, bool) {
-	ctx, cancel := withDeadline(ctx)
+// settleDeletion settles a deletion of topic name (its record guarded on
+// modification revision modRev, tombstones for ids) whose etcd call failed
+// with err after it may have been sent, by the deadline st gives. It reads
+// the topic record and the tombstones in one transaction:
+//
+//   - the record still at modRev: the deletion has not applied, but may
+//     still be on its way in etcd, so it is fenced (the record written
+//     back unchanged on modRev; see fence): it can no longer apply, and
+//     err is returned. When the fence's guard fails, the record moved in
+//     between, and it is read again as below.
+//   - the record gone or replaced (another topic id) and every tombstone
+//     there (none to expect: the record gone): the deletion landed (or
+//     another of the same topic did), at the revision read.
+//   - anything else (the record changed, the tombstones missing): the
+//     outcome cannot be told, and the error wraps ErrIndeterminate.
+func (s *Store) settleDeletion(ctx context.Context, st settle, name string, ids map[UUID]bool, modRev int64, err error) (int64, error) {
+	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.topicKey(name), clientv3.WithCountOnly())
-	if err != nil || resp.Count != 0 {
-		return 0, false
-	}
-	for id := range ids {
-		r, err := s.cli.Get(ctx, s.deletedTopicKey(id), clientv3.WithCountOnly())
-		if err != nil || r.Count == 0 {
-			return 0, false
+	indeterminate := func(step string, rerr error) (int64, error) {
+		if rerr == nil {
+			return 0, fmt.Errorf("%w: deleting topic %s: %w", ErrIndeterminate, name, err)
 		}
+		return 0, fmt.Errorf("%w: deleting topic %s: %w (%s: %w)", ErrIndeterminate, name, err, step, rerr)
 	}
-	return resp.Header.Revision, true
+	key := s.topicKey(name)
+	reads := []clientv3.Op{clientv3.OpGet(key)}
+	for id := range ids {
+		reads = append(reads, clientv3.OpGet(s.deletedTopicKey(id), clientv3.WithCountOnly()))
+	}
+	for fenced := false; ; fenced = true {
+		resp, rerr := s.cli.Txn(rctx).Then(reads...).Commit()
+		if rerr != nil {
+			return indeterminate("re-reading it", rerr)
+		}
+		topic := resp.Responses[0].GetResponseRange()
+		if len(topic.Kvs) == 1 && topic.Kvs[0].ModRevision == modRev && !fenced {
+			ok, ferr := s.fence(rctx, key, topic.Kvs[0].Value, modRev)
+			if ferr != nil {
+				return indeterminate("fencing it", ferr)
+			}
+			if ok {
+				return 0, fmt.Errorf("metadata: deleting topic %s: %w", name, err)
+			}
+			continue // moved in between: read again
+		}
+		gone := len(topic.Kvs) == 0
+		if !gone {
+			var t Topic
+			gone = len(ids) > 0 && json.Unmarshal(topic.Kvs[0].Value, &t) == nil && !ids[t.ID]
+		}
+		for _, r := range resp.Responses[1:] {
+			gone = gone && r.GetResponseRange().Count > 0
+		}
+		if gone {
+			return resp.Header.Revision, nil
+		}
+		return indeterminate("", nil)
+	}
 }
 
 // UpdateTopicConfigs replaces a topic's configs with mutate's result,
