@@ -175,8 +175,6 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		getsInflight          = runtime.GOMAXPROCS(0)
 		load                  = loadAverage()
 		profiled              bool
-		getsBefore            float64
-		chunkBytes            = float64(tierChunk)
 		// A replay phase comes before the first GETs phase, which
 		// takes its rate.
 		orders = [][]latPhase{{phaseAlone, phaseReplay, phaseGets, phaseHog}, {phaseReplay, phaseGets, phaseHog, phaseAlone},
@@ -195,7 +193,6 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			)
 			switch ph {
 			case phaseReplay:
-				getsBefore = metricSum(sh.httpAddr, "shale_tiering_get_requests_total")
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -268,11 +265,13 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			case phaseReplay:
 				lastReplay = out.totalCores()
 				replayBytes += float64(moved)
-				got := (metricSum(sh.httpAddr, "shale_tiering_get_requests_total") - getsBefore) * chunkBytes
+				// The bytes of the broker's GET bodies: a read-ahead GET
+				// spans several chunks, so GETs times the chunk size is
+				// not what was fetched.
+				const getBytes = `shale_objectstore_bytes_total{op="get"}`
+				got := after[getBytes] - before[getBytes]
 				gotBytes += got
-				// Chunk GETs, so the companions' small GETs count as
-				// chunks: no more than what the replay moved.
-				res[r][ph].getMBps = min(got, float64(moved)) / elapsed.Seconds() / 1e6
+				res[r][ph].getMBps = got / elapsed.Seconds() / 1e6
 				replayGets = append(replayGets, res[r][ph].getMBps)
 			case phaseHog:
 				// Correct the hog's rate towards the CPU the replay added.
