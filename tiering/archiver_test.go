@@ -271,20 +271,7 @@ func TestOrphanSweepKeepsTheObjectsOfUploadsInFlight(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // 30 grace periods, sweeps due throughout
 	close(release)
 	sealed := segs[len(segs)-2].NextOffset
-	for ms.Current().End() < sealed {
-		select {
-		case err := <-done:
-			t.Fatalf("Run: %v", err)
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stopOnceCommitted(t, ms, sealed, deadline, cancel, done)
 	for _, s := range ms.Current().Segments {
 		for _, k := range []string{l.SegmentKey(testPartition, s.BaseOffset, s.ID), l.CompanionKey(testPartition, s.BaseOffset, s.ID)} {
 			if _, err := fb.Head(context.Background(), k); err != nil {
@@ -365,16 +352,7 @@ func TestArchiverRunStartsUploadsWhileACommitIsSlow(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(release)
-	for ms.Current().End() < sealed {
-		if time.Now().After(deadline) {
-			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stopOnceCommitted(t, ms, sealed, deadline, cancel, done)
 	m := ms.Current()
 	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
 }
@@ -438,16 +416,7 @@ func TestArchiverRunStartsUploadsWhileTheOldestIsSlow(t *testing.T) {
 		t.Fatalf("%d manifest commits before the oldest upload ended", n)
 	}
 	close(release)
-	for ms.Current().End() < sealed {
-		if time.Now().After(deadline) {
-			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stopOnceCommitted(t, ms, sealed, deadline, cancel, done)
 	m := ms.Current()
 	requireManifestIsTheLog(t, m, log.Segments(), fb, len(m.Segments))
 }
@@ -488,16 +457,7 @@ func TestArchiverRunChargesTheWaitForACommitToQueue(t *testing.T) {
 	}
 	time.Sleep(hold)
 	close(release)
-	for ms.Current().End() < sealed {
-		if time.Now().After(deadline) {
-			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stopOnceCommitted(t, ms, sealed, deadline, cancel, done)
 	phase := func(name string) time.Duration {
 		return time.Duration(testutil.ToFloat64(a.cfg.Metrics.uploadPhases.WithLabelValues(name)) * float64(time.Second))
 	}
@@ -505,4 +465,25 @@ func TestArchiverRunChargesTheWaitForACommitToQueue(t *testing.T) {
 		t.Errorf("queue phase %v in all, want at least the %v an upload waited for the held commit", q, hold)
 	}
 	t.Logf("phases summed: queue %v, commit %v, put %v", phase("queue"), phase("commit"), phase("put"))
+}
+
+// stopOnceCommitted waits, until deadline, for the manifest to reach
+// sealed while Run (answering on done) goes on, then stops Run with
+// cancel and fails t unless it ended cleanly.
+func stopOnceCommitted(t *testing.T, ms *ManifestStore, sealed int64, deadline time.Time, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	for ms.Current().End() < sealed {
+		select {
+		case err := <-done:
+			t.Fatalf("Run: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the manifest ends at %d, the sealed segments at %d", ms.Current().End(), sealed)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }
