@@ -55,9 +55,10 @@ type waitSlot struct {
 	durable bool  // wait for the log's fsync rather than the high watermark
 	ti, pi  int   // where its answer sits in the response
 	done    bool
-	hw      *hwWait // the registered high watermark wait, until done
+	hw      *hwWait // the registered high watermark wait (hwBuf), until done
+	hwBuf   hwWait
 	// w and i are the wait the slot is in and its place there, for
-	// Durable.
+	// Durable and hwDone.
 	w *produceWait
 	i int
 }
@@ -68,6 +69,14 @@ type waitSlot struct {
 func (sl *waitSlot) Durable(err error) {
 	w := sl.w
 	w.complete(sl.i, err, true)
+	w.pc.unref() // the callback's reference
+}
+
+// hwDone is the partition's answer to the slot's high watermark wait
+// (whenHWInto), as Durable is the log's.
+func (sl *waitSlot) hwDone(err error, gather bool) {
+	w := sl.w
+	w.complete(sl.i, err, gather)
 	w.pc.unref() // the callback's reference
 }
 
@@ -150,8 +159,8 @@ func (w *produceWait) start(timeout time.Duration) {
 	// never the last.
 	for i := range w.slots {
 		sl := &w.slots[i]
+		sl.w, sl.i = w, i
 		if sl.durable {
-			sl.w, sl.i = w, i
 			w.pc.ref()
 			if sl.p.log.WhenDurableTell(sl.offset, sl) {
 				w.pc.unref()
@@ -161,10 +170,8 @@ func (w *produceWait) start(timeout time.Duration) {
 		}
 		// Replication waits (acks=all with followers in sync).
 		w.pc.ref()
-		hw, reached, err := sl.p.whenHWOn(sl.offset, w.r.conn, func(err error, gather bool) {
-			w.complete(i, err, gather)
-			w.pc.unref()
-		})
+		hw := &sl.hwBuf
+		reached, err := sl.p.whenHWInto(hw, sl.offset, w.r.conn, sl)
 		if reached {
 			w.pc.unref()
 			w.complete(i, err, false)

@@ -264,3 +264,22 @@ func appendOneRecord(t *testing.T, p *partition) localseg.AppendResult {
 	p.wake()
 	return res
 }
+
+// An acks=all produce's high watermark wait (followers in sync) lies in
+// its slot, which is also what the partition tells: registering and
+// dropping it allocate nothing (a wait and a closure per request before).
+func TestProduceHighWatermarkWaitAllocatesNothing(t *testing.T) {
+	p := waitTestPartition(t)
+	end := appendOneRecord(t, p).LastOffset + 1
+	var sl waitSlot
+	if allocs := testing.AllocsPerRun(100, func() {
+		if reached, err := p.whenHWInto(&sl.hwBuf, end, nil, &sl); reached || err != nil {
+			t.Fatalf("reached %v, %v, with the followers behind", reached, err)
+		}
+		if !p.cancelHW(&sl.hwBuf) {
+			t.Fatal("the wait was not registered")
+		}
+	}); allocs != 0 {
+		t.Fatalf("%v allocations per high watermark wait", allocs)
+	}
+}

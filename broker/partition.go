@@ -97,8 +97,18 @@ type hwWait struct {
 	// gather says that the same high watermark move released others of
 	// its connection (see wake).
 	owner *conn
-	done  func(err error, gather bool)
+	done  hwWaiter
 }
+
+// hwWaiter is told when a high watermark wait ends (hwWait).
+type hwWaiter interface {
+	hwDone(err error, gather bool)
+}
+
+// hwFunc is a function that is an hwWaiter.
+type hwFunc func(err error, gather bool)
+
+func (f hwFunc) hwDone(err error, gather bool) { f(err, gather) }
 
 // partitionState is a partition's leadership; never modified once stored.
 type partitionState struct {
@@ -273,7 +283,7 @@ func (p *partition) wake() {
 	}
 	p.mu.Unlock()
 	if len(ready) == 1 {
-		ready[0].done(err, false)
+		ready[0].done.hwDone(err, false)
 		return
 	}
 	// Released together, a connection's answers are gathered: its
@@ -293,7 +303,7 @@ func (p *partition) wake() {
 		}
 	}
 	for _, w := range ready {
-		w.done(err, w.owner != nil && per[w.owner] > 1)
+		w.done.hwDone(err, w.owner != nil && per[w.owner] > 1)
 	}
 }
 
@@ -337,22 +347,34 @@ func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached b
 // whenHWOn is whenHW for a wait that answers on connection owner: done
 // learns whether others of owner's were released with it (see wake).
 func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gather bool)) (w *hwWait, reached bool, err error) {
+	w = new(hwWait)
+	if reached, err = p.whenHWInto(w, offset, owner, hwFunc(done)); reached {
+		return nil, reached, err
+	}
+	return w, false, nil
+}
+
+// whenHWInto is whenHWOn with the wait's storage and its waiter given: an
+// acks=all produce's are its slot (waitSlot), so that the wait allocates
+// nothing. w is the partition's until its waiter is told or cancelHW
+// drops it.
+func (p *partition) whenHWInto(w *hwWait, offset int64, owner *conn, done hwWaiter) (reached bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// A high watermark or leadership change after these loads is
 	// followed by a wake, which takes mu after this registration.
 	if p.hw.Load() >= offset {
-		return nil, true, nil
+		return true, nil
 	}
 	if !p.isLeader() {
-		return nil, true, errNotLeader
+		return true, errNotLeader
 	}
-	w = &hwWait{offset: offset, owner: owner, done: done}
+	*w = hwWait{offset: offset, owner: owner, done: done}
 	if len(p.mu.hwWaits) == 0 || offset < p.mu.hwWaitMin {
 		p.mu.hwWaitMin = offset
 	}
 	p.mu.hwWaits[w] = struct{}{}
-	return w, false, nil
+	return false, nil
 }
 
 // cancelHW drops a wait whose produce was answered otherwise (its
