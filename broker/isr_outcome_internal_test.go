@@ -18,14 +18,22 @@ import (
 	"github.com/shale-log/shale/metadata"
 )
 
-func loopbackAddr(t *testing.T) string {
+// startEtcd starts an embedded etcd on a free loopback port for the
+// test, closed when it ends.
+func startEtcd(ctx context.Context, t *testing.T) *metadata.Embedded {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	addr := l.Addr().String()
+	l.Close()
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
 }
 
 // lostAnswerKV is an etcd KV whose first transaction loses its answer: the
@@ -85,11 +93,7 @@ func (t *lostAnswerTxn) Commit() (*clientv3.TxnResponse, error) {
 func TestISRChangeOfUnknownOutcomeStaysPendingUntilReRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: loopbackAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e := startEtcd(ctx, t)
 	for i, apply := range []bool{true, false} {
 		name := "landed"
 		if !apply {
