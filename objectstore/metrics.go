@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,10 +14,17 @@ import (
 // operation and result, bytes moved, and latency (a Get's to its response,
 // not through its body). Expected outcomes (not found, a failed
 // precondition) have results of their own and are not errors.
+//
+// A call is not what a store bills: an S3 bucket's calls also count the
+// HTTP requests they make, by S3 operation and billing class
+// (shale_objectstore_s3_requests_total): a multipart upload is one put
+// call but a request to create it, one per part and one to complete it,
+// and every retried attempt is a request of its own.
 type Metrics struct {
-	requests *prometheus.CounterVec
-	bytes    *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
+	requests   *prometheus.CounterVec
+	bytes      *prometheus.CounterVec
+	seconds    *prometheus.HistogramVec
+	s3Requests *prometheus.CounterVec
 }
 
 // NewMetrics registers the collectors with reg (nil: unregistered).
@@ -30,15 +38,48 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shale_objectstore_request_seconds",
 			Help:    "Object store call latency (a get's until its body starts).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}, []string{"op"}),
+		s3Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_s3_requests_total",
+			Help: "HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), " +
+				"by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, " +
+				"CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload)."},
+			[]string{"operation", "class"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytes, m.seconds)
+		reg.MustRegister(m.requests, m.bytes, m.seconds, m.s3Requests)
 	}
 	return m
 }
 
-// Wrap returns b instrumented with m.
-func (m *Metrics) Wrap(b Bucket) Bucket { return &instrumented{b: b, m: m} }
+// Wrap returns b instrumented with m. When b is an S3 bucket (under a
+// prefix or not), its HTTP requests are counted into m from now on.
+func (m *Metrics) Wrap(b Bucket) Bucket {
+	if rc, ok := b.(requestCounted); ok {
+		rc.countRequests(m.s3Requests)
+	}
+	return &instrumented{b: b, m: m}
+}
+
+// requestCounted is a bucket that counts the requests it sends into a
+// counter labelled by operation and class.
+type requestCounted interface {
+	countRequests(c *prometheus.CounterVec)
+}
+
+// S3RequestClass is the billing class of an S3 operation, as S3's price
+// list groups requests: "put" for PUT, COPY, POST and LIST requests,
+// "free" for DELETE and the cancellation of a multipart upload, "get" for
+// GET, HEAD and every other request.
+func S3RequestClass(operation string) string {
+	switch {
+	case strings.HasPrefix(operation, "Delete"), operation == "AbortMultipartUpload":
+		return "free"
+	case strings.HasPrefix(operation, "Put"), strings.HasPrefix(operation, "Copy"), strings.HasPrefix(operation, "List"),
+		strings.HasPrefix(operation, "Create"), strings.HasPrefix(operation, "Upload"), operation == "CompleteMultipartUpload",
+		operation == "RestoreObject":
+		return "put"
+	}
+	return "get"
+}
 
 type instrumented struct {
 	b Bucket

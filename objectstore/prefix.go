@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // prefixed keeps a bucket's keys under prefix/: what the rest of the
@@ -15,6 +17,12 @@ type prefixed struct {
 }
 
 var _ Bucket = (*prefixed)(nil)
+
+func (p *prefixed) countRequests(c *prometheus.CounterVec) {
+	if rc, ok := p.b.(requestCounted); ok {
+		rc.countRequests(c)
+	}
+}
 
 // WithPrefix returns b seen from under prefix (a valid key, or "" for b
 // itself): keys are stored as prefix + "/" + key, List sees only them.

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,6 +29,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 	smithymw "github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // S3Options configure an S3 bucket. Zero values take the defaults that
@@ -160,6 +163,9 @@ type S3 struct {
 	// checksum is the algorithm multipart uploads declare and their
 	// parts carry ("" when checksums are computed only when required).
 	checksum types.ChecksumAlgorithm
+	// requests counts the HTTP requests the store answered, by
+	// operation and class (nil: not counted).
+	requests atomic.Pointer[prometheus.CounterVec]
 }
 
 var _ Bucket = (*S3)(nil)
@@ -234,11 +240,13 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		rt = opts.WrapTransport(rt)
 	}
 	cfg.HTTPClient = &http.Client{Transport: rt}
+	b := &S3{opts: opts, transport: transport}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
+		o.APIOptions = append(o.APIOptions, b.countAttempts)
 		if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
 			o.APIOptions = append(o.APIOptions, unsignedPayload)
 		}
@@ -252,7 +260,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		o.FailTimeout = opts.RequestTimeout // abort a failed multipart upload even after ctx ends
 		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
 	})
-	b := &S3{opts: opts, client: client, tm: tm, transport: transport}
+	b.client, b.tm = client, tm
 	if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
 		b.checksum = types.ChecksumAlgorithmCrc32
 	}
@@ -268,6 +276,25 @@ func unsignedPayload(stack *smithymw.Stack) error {
 		func(ctx context.Context, in smithymw.FinalizeInput, next smithymw.FinalizeHandler) (smithymw.FinalizeOutput, smithymw.Metadata, error) {
 			return next.HandleFinalize(v4.SetPayloadHash(ctx, "UNSIGNED-PAYLOAD"), in)
 		}), smithymw.Before)
+}
+
+func (b *S3) countRequests(c *prometheus.CounterVec) { b.requests.Store(c) }
+
+// countAttempts counts each attempt of a call (it sits below the
+// retryer) whose request the store answered, by the call's operation: a
+// store bills the requests it receives, not the calls that made them.
+func (b *S3) countAttempts(stack *smithymw.Stack) error {
+	return stack.Deserialize.Add(smithymw.DeserializeMiddlewareFunc("shale:CountRequests",
+		func(ctx context.Context, in smithymw.DeserializeInput, next smithymw.DeserializeHandler) (smithymw.DeserializeOutput, smithymw.Metadata, error) {
+			out, md, err := next.HandleDeserialize(ctx, in)
+			if c := b.requests.Load(); c != nil {
+				if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil {
+					op := smithymw.GetOperationName(ctx)
+					c.WithLabelValues(op, S3RequestClass(op)).Inc()
+				}
+			}
+			return out, md, err
+		}), smithymw.After)
 }
 
 // Client is the underlying SDK client (benchmarks and tools).

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -224,6 +226,64 @@ func TestS3SegmentSizedPutIsOnePut(t *testing.T) {
 		o.EnsureDefaults()
 		if o.MultipartThreshold != c.want {
 			t.Errorf("part size %d: multipart threshold %d by default, want %d", c.part, o.MultipartThreshold, c.want)
+		}
+	}
+}
+
+// TestS3RequestMetricsCountWhatIsBilled: an instrumented S3 bucket (here
+// under a prefix, as the broker opens it) counts the HTTP requests of its
+// calls by S3 operation and billing class, beside its calls: a multipart
+// upload is one put call but a create, one request per part and a
+// completion, all billed as PUTs, whether its body reads at offsets (a
+// segment file) or only streams.
+func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
+	const size = 6*(5<<20) + 12345 // seven parts of 5 MiB
+	reg := prometheus.NewRegistry()
+	s3b := newMinIOBucket(t, nil)
+	pb, err := objectstore.WithPrefix(s3b, "cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := objectstore.NewMetrics(reg).Wrap(pb)
+	ctx := context.Background()
+	if _, err := b.Put(ctx, "segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "streamed", io.LimitReader(&synthBody{size: size}, size), size, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "small", strings.NewReader("hello"), 5, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	body, err := b.Get(ctx, "small", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(body)
+	body.Close()
+	b.Head(ctx, "missing")
+	b.List(ctx, "", func(objectstore.Attrs) error { return nil })
+	b.Delete(ctx, "small")
+	want := `
+# HELP shale_objectstore_s3_requests_total HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload).
+# TYPE shale_objectstore_s3_requests_total counter
+shale_objectstore_s3_requests_total{class="free",operation="DeleteObject"} 1
+shale_objectstore_s3_requests_total{class="get",operation="GetObject"} 1
+shale_objectstore_s3_requests_total{class="get",operation="HeadObject"} 1
+shale_objectstore_s3_requests_total{class="put",operation="CompleteMultipartUpload"} 2
+shale_objectstore_s3_requests_total{class="put",operation="CreateMultipartUpload"} 2
+shale_objectstore_s3_requests_total{class="put",operation="ListObjectsV2"} 1
+shale_objectstore_s3_requests_total{class="put",operation="PutObject"} 1
+shale_objectstore_s3_requests_total{class="put",operation="UploadPart"} 14
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shale_objectstore_s3_requests_total"); err != nil {
+		t.Fatal(err)
+	}
+	for op, class := range map[string]string{"PutObject": "put", "UploadPart": "put", "CopyObject": "put", "ListObjectsV2": "put",
+		"CreateMultipartUpload": "put", "CompleteMultipartUpload": "put", "GetObject": "get", "HeadObject": "get",
+		"HeadBucket": "get", "DeleteObject": "free", "DeleteObjects": "free", "AbortMultipartUpload": "free"} {
+		if got := objectstore.S3RequestClass(op); got != class {
+			t.Errorf("class of %s: %s, want %s", op, got, class)
 		}
 	}
 }
