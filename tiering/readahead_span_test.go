@@ -77,25 +77,53 @@ func (h *heldBody) Read(p []byte) (int, error) {
 // object, up to ReadAheadSpan, instead of one GET per chunk; every chunk
 // is still fetched once and the replay reads every batch byte for byte.
 func TestReaderReadAheadGETsSpanConsecutiveChunks(t *testing.T) {
+	const chunk = 4096
+	// Reads of four chunks' bytes, as a consumer asking a segment's worth
+	// per Fetch.
+	gets, chunks := replayGETs(t, 4*chunk, chunk, 2)
+	if int64(gets) > chunks/2 {
+		t.Fatalf("%d GETs for %d chunks; read-ahead GETs of up to 4 chunks should make fewer than half", gets, chunks)
+	}
+}
+
+// A replay asking a quarter of a chunk per read (a consumer with Kafka's
+// 1 MiB max.partition.fetch.bytes over 4 MiB chunks) moves its read-ahead
+// window one chunk every four reads; its read-ahead is still queued, and
+// fetched, a span of consecutive chunks at a time: about a GET per four
+// chunks, not one per chunk.
+func TestReaderSmallSequentialReadsReadAheadInWideGETs(t *testing.T) {
+	const chunk = 4096
+	gets, chunks := replayGETs(t, chunk/4, chunk, 1)
+	if int64(gets) > chunks/3 {
+		t.Fatalf("%d GETs for %d chunks; reads of a quarter chunk should read ahead in GETs of up to 4 chunks, about a quarter as many", gets, chunks)
+	}
+}
+
+// replayGETs reads a log of several segments from the remote store from
+// start to end in reads of readBytes, through a reader of chunk-byte
+// chunks, GETs of up to 4 chunks and workers read-ahead GET workers, and
+// returns its segment GETs and the chunks of the segments. It checks the
+// batches read, and that every GET is of whole chunks, at most 4, and
+// every chunk fetched once.
+func replayGETs(t *testing.T, readBytes int, chunk int64, workers int) (int, int64) {
+	t.Helper()
 	log, batches := testLog(t, 64<<10, 600)
 	sb := &spanBucket{Bucket: objectstore.NewMem()}
 	a, ms := newTestArchiver(t, sb, log)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	m := ms.Current()
-	const chunk = 4096
 	r, err := NewReader(ReaderConfig{Bucket: sb, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunk, CacheBytes: 64 << 20,
-		ReadAhead: 2, ReadAheadGets: 2, ReadAheadSpan: 4 * chunk})
+		ReadAhead: 2, ReadAheadGets: workers, ReadAheadSpan: 4 * chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
-	// Reads of four chunks' bytes, as a consumer asking a segment's worth
-	// per Fetch, each once the read-ahead the one before started has
-	// ended (the consumer's time with an answer, which an in-memory store
-	// does not leave).
+	// Each read once the read-ahead the one before started has ended (the
+	// consumer's time with an answer, which an in-memory store does not
+	// leave).
 	var got [][]byte
 	for off := int64(0); off < m.End(); {
-		parts, err := r.Read(context.Background(), testPartition, m, off, 4*chunk, math.MaxInt64, true)
+		parts, err := r.Read(context.Background(), testPartition, m, off, readBytes, math.MaxInt64, true)
 		if err != nil || parts == nil {
 			t.Fatalf("read at %d: %v", off, err)
 		}
@@ -140,13 +168,11 @@ func TestReaderReadAheadGETsSpanConsecutiveChunks(t *testing.T) {
 		}
 		fetched += g[1]
 	}
-	t.Logf("%d chunks of %d segments in %d GETs, %d of them of several chunks", chunks, len(m.Segments), len(gets), wide)
+	t.Logf("reads of %d bytes: %d chunks of %d segments in %d GETs, %d of them of several chunks", readBytes, chunks, len(m.Segments), len(gets), wide)
 	if fetched != size {
 		t.Fatalf("the GETs fetched %d bytes of %d: a chunk fetched twice or not at all", fetched, size)
 	}
-	if int64(len(gets)) > chunks/2 {
-		t.Fatalf("%d GETs for %d chunks; read-ahead GETs of up to 4 chunks should make fewer than half", len(gets), chunks)
-	}
+	return len(gets), chunks
 }
 
 // readAheadRun starts a read-ahead GET of chunks [0, n) of the first

@@ -78,7 +78,11 @@ type ReaderConfig struct {
 	// SDK's request, signing and response handling) and the store (its
 	// lookup of the object and opening of its data) once per 16 MiB
 	// rather than per chunk; AWS advises ranges of 8 to 16 MB. A read's
-	// own GETs (the chunk it waits for) stay one chunk each.
+	// own GETs (the chunk it waits for) stay one chunk each. A
+	// sequential reader's window is refilled this far past its end once
+	// a chunk of it is missing, so that a reader asking less than a
+	// chunk per read (Kafka's 1 MiB per partition) gets its read-ahead a
+	// span at a time too, not a chunk as its window moves one.
 	ReadAheadSpan int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
@@ -503,8 +507,8 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 		return nil, err
 	}
 	cb := r.cfg.ChunkBytes
-	st, depth := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
-	r.readAhead(p, m, seg, end, st, depth)
+	st, depth, extra := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
+	r.readAhead(p, m, seg, end, st, depth, extra)
 	return out, nil
 }
 
@@ -525,7 +529,9 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 // read continues the previous one of a stream, twice cfg.ReadAhead, or
 // the chunks of two reads as large as this one (span chunks) if that is
 // more, within the read-ahead budget; one chunk for a stream's first
-// read.
+// read. For a read continuing a stream it also returns extra, the chunks
+// a refill of the window fetches past it (see readAhead): one fewer than
+// a read-ahead GET spans, within the budget.
 //
 // Two reads' worth: a reader sends its next read once it has this one's
 // answer, so with one read's worth ahead the GETs stop while the next
@@ -536,9 +542,9 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 // (16 MiB per partition) spans four 4 MiB chunks, twice ReadAhead on two
 // cores: the window was one read ahead, and the broker waited 40-60% of
 // a cold replay for its GETs.
-func (r *Reader) window(p Partition, offset, resume, span int64) (*stream, int) {
+func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, depth, extra int) {
 	if r.cfg.ReadAhead == 0 {
-		return nil, 0
+		return nil, 0, 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -560,9 +566,12 @@ func (r *Reader) window(p Partition, offset, resume, span int64) (*stream, int) 
 	if seq {
 		// The two reads' worth stays within what the read-ahead budget
 		// holds, so that one stream does not overrun it at every read.
-		return st, max(2*r.cfg.ReadAhead, int(min(2*span, r.cfg.ReadAheadBytes/r.cfg.ChunkBytes)))
+		budget := int(r.cfg.ReadAheadBytes / r.cfg.ChunkBytes)
+		depth = max(2*r.cfg.ReadAhead, int(min(2*span, int64(budget))))
+		extra = min(int(r.cfg.ReadAheadSpan/r.cfg.ChunkBytes)-1, budget-depth)
+		return st, depth, max(extra, 0)
 	}
-	return st, 1
+	return st, 1, 0
 }
 
 // prefetch starts GETs of the chunks [from, to) of a segment that a read
@@ -913,15 +922,25 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 // never waits: the following segments are looked up (perhaps in a
 // spilled manifest part) in the background, and what that finds is
 // queued only if no later read of the stream has refilled the queue.
-func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st *stream, depth int) {
+//
+// A refill fetches extra chunks past the window too, and takes place only
+// when a chunk of the window is missing (not read ahead, loading or read
+// already) or chunks are still queued: a reader whose reads are smaller
+// than a chunk moves its window a chunk every few reads, and refilling it
+// then with the one chunk it moved made one GET per chunk; refilled
+// extra chunks further, it gets its read-ahead a span of consecutive
+// chunks at a time, in one GET (takeRunLocked).
+func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st *stream, depth, extra int) {
 	if depth <= 0 || st == nil {
 		return
 	}
 	cb := r.cfg.ChunkBytes
 	key := r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID)
-	n := depth
+	// at is the place in the window of the next chunk; the chunks at
+	// depth and past are the extra ones.
+	at, total := 0, depth+extra
 	var queue []aheadReq
-	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && n > 0; i, n = i+1, n-1 {
+	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && at < total; i, at = i+1, at+1 {
 		queue = append(queue, aheadReq{key, i, r.chunkLen(seg, i)})
 	}
 	r.mu.Lock()
@@ -929,25 +948,40 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 		r.mu.Unlock()
 		return
 	}
+	// widen: the refill takes the extra chunks too.
+	widen := extra == 0 || len(st.queue) > 0 || r.anyMissingLocked(queue[:min(len(queue), depth)])
+	if !widen && at >= depth {
+		// The window lies in seg and is there or coming: nothing to
+		// queue, and a lookup of the following segments an earlier
+		// refill started may still queue its extra chunks.
+		r.mu.Unlock()
+		return
+	}
+	if !widen {
+		// The window goes on into the following segments: the refill
+		// takes place if a chunk of it there is missing.
+		queue = nil
+	}
 	st.gen++
 	gen := st.gen
 	st.queue = r.missingLocked(queue)
 	r.spawnLocked(st)
 	r.mu.Unlock()
-	if n == 0 || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
+	if at >= total || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
 		return
 	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		for from := seg.NextOffset; n > 0 && from < m.End(); {
+		for from := seg.NextOffset; at < total && from < m.End(); {
 			next, ok, err := FindSegment(r.ctx, r, p, m, from)
 			if err != nil || !ok {
 				return
 			}
 			key := r.cfg.Layout.SegmentKey(p, next.BaseOffset, next.ID)
 			var more []aheadReq
-			for i := int64(0); i <= (next.Size-1)/cb && n > 0; i, n = i+1, n-1 {
+			first := at
+			for i := int64(0); i <= (next.Size-1)/cb && at < total; i, at = i+1, at+1 {
 				more = append(more, aheadReq{key, i, r.chunkLen(next, i)})
 			}
 			r.mu.Lock()
@@ -955,9 +989,17 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 				r.mu.Unlock()
 				return
 			}
-			st.queue = append(st.queue, r.missingLocked(more)...)
-			r.spawnLocked(st)
+			if !widen && r.anyMissingLocked(more[:min(len(more), depth-first)]) {
+				widen = true
+			}
+			if widen {
+				st.queue = append(st.queue, r.missingLocked(more)...)
+				r.spawnLocked(st)
+			}
 			r.mu.Unlock()
+			if !widen && at >= depth {
+				return // the window is there or coming
+			}
 			// A read of the segment needs its companion first: fetch it
 			// beside the chunks (it is small and cached apart).
 			r.wg.Add(1)
@@ -968,6 +1010,21 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 			from = next.NextOffset
 		}
 	}()
+}
+
+// anyMissingLocked reports whether a chunk of q is not read ahead,
+// loading or read already. Requires mu.
+func (r *Reader) anyMissingLocked(q []aheadReq) bool {
+	for _, q := range q {
+		ck := chunkKey(q.key, q.idx)
+		_, recent := r.mu.recent[ck]
+		_, ahead := r.mu.ahead[ck]
+		_, loading := r.mu.loads[ck]
+		if !recent && !ahead && !loading {
+			return true
+		}
+	}
+	return false
 }
 
 // missingLocked drops from q the chunks read ahead, loading or recently
