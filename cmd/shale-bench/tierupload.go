@@ -29,12 +29,19 @@ import (
 //   - where an upload's time goes (the broker's per-phase sums);
 //   - object PUTs per GiB ingested, beside the target of two per segment
 //     plus the manifest commits (counted from when the topic's one-time
-//     descriptors are in the bucket; a multipart PUT counts once);
+//     descriptors are in the bucket; a multipart PUT counts once), and
+//     the PUT-class HTTP requests a bill counts (a multipart upload's
+//     create, parts and completion each, retries too) from the broker's
+//     shale_objectstore_s3_requests_total;
+//   - the same upload run, shorter, with larger segments (-tier-upload-large-mb,
+//     128 MiB by default; a broker's default is 1 GiB), whose uploads take the
+//     S3 backend's path for large bodies;
 //   - produce latency at a low fixed rate, alone, while a cold replay
 //     runs and while a non-Shale load of equal CPU runs, in interleaved
 //     rounds (tierlatency.go).
 const (
 	tierUpTopic   = "tierup"
+	tierUpLarge   = "tierup-large"
 	tierHotTopic  = "tierhot"
 	tierColdTopic = "tiercold"
 )
@@ -50,6 +57,7 @@ type uploadOptions struct {
 	latOnly    bool          // the latency rounds alone
 	latPhases  string        // the phases of each latency round, comma-separated
 	upOnly     bool          // the upload run alone
+	largeMB    int           // segment size of the second upload run, MiB (0: none)
 }
 
 // runTierUploadTables runs the upload and latency measurements and prints
@@ -59,12 +67,23 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 	defer cancel()
 	if !o.upload.latOnly {
 		load := loadAverage()
-		rows, err := runTierUpload(ctx, o, sh, bucket, cl)
+		rows, err := runTierUpload(ctx, o, sh, bucket, cl, tierUpTopic, tierSegment, o.upload.duration)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("\nuploads while producing to MinIO (%d MiB segments; load %s before, %s after)\n", tierSegment>>20, load, loadAverage())
 		printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
+		if seg := o.upload.largeMB << 20; seg > 0 {
+			// Half as long: enough for a few sealed segments per
+			// partition at the default rate.
+			load = loadAverage()
+			rows, err := runTierUpload(ctx, o, sh, bucket, cl, tierUpLarge, seg, max(o.upload.duration/2, time.Second))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("\nuploads while producing to MinIO (%d MiB segments; load %s before, %s after)\n", seg>>20, load, loadAverage())
+			printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
+		}
 	}
 	if o.upload.upOnly {
 		return nil
@@ -77,8 +96,9 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 	return nil
 }
 
-// runTierUpload measures uploads while producing; it returns table rows.
-func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client) ([][]string, error) {
+// runTierUpload measures uploads while producing for duration to topic,
+// created with segments of seg bytes; it returns table rows.
+func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, topic string, seg int, duration time.Duration) ([][]string, error) {
 	uo := o.upload
 	adm := kadm.NewClient(cl)
 	create := func(name string, partitions int, seg int) error {
@@ -92,14 +112,14 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		}
 		return nil
 	}
-	if err := create(tierUpTopic, uo.partitions, tierSegment); err != nil {
+	if err := create(topic, uo.partitions, seg); err != nil {
 		return nil, err
 	}
 
 	// The topic's one-time objects (the archive and topic descriptors,
 	// written when its partitions' leaders start) are not part of the
 	// ingest's cost: wait for them before counting PUTs.
-	if err := waitForDescriptors(ctx, bucket, tierUpTopic); err != nil {
+	if err := waitForDescriptors(ctx, bucket, topic); err != nil {
 		return nil, err
 	}
 	before := scrape(sh.httpAddr)
@@ -131,7 +151,7 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 			mu.Lock()
 			top := 0.0
 			for k, v := range s {
-				if !strings.Contains(k, `topic="`+tierUpTopic+`"`) {
+				if !strings.Contains(k, `topic="`+topic+`"`) {
 					continue
 				}
 				switch {
@@ -148,14 +168,14 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		}
 	}()
 	cfg := rawConfig{conns: uo.partitions, inflight: 4, partitions: uo.partitions, recordBytes: 1000, batchBytes: 256 << 10,
-		duration: uo.duration, rateMBps: uo.rateMBps}
-	if o.raw.profileDir != "" {
+		duration: duration, rateMBps: uo.rateMBps}
+	if o.raw.profileDir != "" && topic == tierUpTopic {
 		// Where the broker's CPU goes while it ingests and uploads.
 		go fetchProfile(sh.httpAddr, "profile", filepath.Join(o.raw.profileDir, "tier-upload.cpu.pprof"), uo.duration)
 		go fetchProfile(sh.httpAddr, "allocs", filepath.Join(o.raw.profileDir, "tier-upload.allocs.pprof"), uo.duration)
 	}
 	start := time.Now()
-	res, err := rawProduce(sh.addr, tierUpTopic, 1, cfg)
+	res, err := rawProduce(sh.addr, topic, 1, cfg)
 	if err != nil {
 		close(stop)
 		return nil, err
@@ -166,7 +186,7 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		s := scrape(sh.httpAddr)
 		lag := 0.0
 		for k, v := range s {
-			if strings.HasPrefix(k, "shale_tiering_lag_segments{") && strings.Contains(k, `topic="`+tierUpTopic+`"`) {
+			if strings.HasPrefix(k, "shale_tiering_lag_segments{") && strings.Contains(k, `topic="`+topic+`"`) {
 				lag += v
 			}
 		}
@@ -175,7 +195,7 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		}
 		if ctx.Err() != nil {
 			close(stop)
-			return nil, fmt.Errorf("tiering: uploads of %s did not catch up", tierUpTopic)
+			return nil, fmt.Errorf("tiering: uploads of %s did not catch up", topic)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -187,17 +207,33 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 	upBytes, upSegs := d("shale_tiering_uploaded_bytes_total"), d("shale_tiering_uploaded_segments_total")
 	commits := d("shale_tiering_upload_commits_total")
 	puts := d(`shale_objectstore_requests_total{op="put",result="ok"}`)
+	// What a bill counts: every PUT-class request the broker's bucket
+	// sent (a multipart upload's create, parts and completion, retried
+	// attempts, lists), by operation.
+	var billable float64
+	byOp := map[string]float64{}
+	for k := range after {
+		if op, ok := strings.CutPrefix(k, `shale_objectstore_s3_requests_total{class="put",operation="`); ok {
+			op = strings.TrimSuffix(op, `"}`)
+			byOp[op] = d(k)
+			billable += byOp[op]
+		}
+	}
+	var opCounts []string
+	for _, op := range []string{"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "ListObjectsV2"} {
+		opCounts = append(opCounts, fmt.Sprintf("%.0f", byOp[op]))
+	}
 	upMBps := upBytes / caughtUp.Sub(start).Seconds() / 1e6
 	ingested := float64(res.bytes)
 
 	// Ceiling: PUTs of as many segment-sized objects, as many in flight
 	// as partitions, alone.
 	segSize := int64(upBytes / max(upSegs, 1))
-	putMBps, err := parallelPuts(ctx, bucket, "ceiling/upload-parallel", int(upSegs), segSize, uo.partitions)
+	putMBps, err := parallelPuts(ctx, bucket, "ceiling/"+topic+"/upload-parallel", int(upSegs), segSize, uo.partitions)
 	if err != nil {
 		return nil, err
 	}
-	serialMBps, err := parallelPuts(ctx, bucket, "ceiling/upload-serial", min(int(upSegs), 16), segSize, 1)
+	serialMBps, err := parallelPuts(ctx, bucket, "ceiling/"+topic+"/upload-serial", min(int(upSegs), 16), segSize, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +265,9 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 			strings.Join([]string{ms("wait"), ms("open"), ms("read"), ms("put"), ms("companion"), ms("queue"), ms("commit")}, " / "), "", "", ""},
 		{"segments per manifest commit", fmt.Sprintf("%.1f", upSegs/max(commits, 1)), "", "", ""},
 		{"object PUTs per GiB ingested", fmt.Sprintf("%.0f", puts/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", puts/(2*upSegs+commits))},
+		{"S3 PUT-class requests per GiB ingested (billable, retries included)", fmt.Sprintf("%.0f", billable/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", billable/(2*upSegs+commits))},
+		{"the same per segment, manifest commits left out", fmt.Sprintf("%.1f", (billable-commits)/max(upSegs, 1)), "target", "2", ""},
+		{"PUT-class requests: PutObject / CreateMultipartUpload / UploadPart / CompleteMultipartUpload / ListObjectsV2", strings.Join(opCounts, " / "), "", "", ""},
 	}
 	return rows, nil
 }
