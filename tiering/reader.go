@@ -79,10 +79,11 @@ type ReaderConfig struct {
 	// lookup of the object and opening of its data) once per 16 MiB
 	// rather than per chunk; AWS advises ranges of 8 to 16 MB. A read's
 	// own GETs (the chunk it waits for) stay one chunk each. A
-	// sequential reader's window is refilled this far past its end once
-	// a chunk of it is missing, so that a reader asking less than a
-	// chunk per read (Kafka's 1 MiB per partition) gets its read-ahead a
-	// span at a time too, not a chunk as its window moves one.
+	// sequential reader's window is refilled once a chunk of it is
+	// missing, on to the end of a span of the object (spans laid from its
+	// start), so that a reader asking less than a chunk per read (Kafka's
+	// 1 MiB per partition) gets its read-ahead a span at a time too, not
+	// a chunk each time its window moves one.
 	ReadAheadSpan int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
@@ -507,8 +508,8 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 		return nil, err
 	}
 	cb := r.cfg.ChunkBytes
-	st, depth, extra := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
-	r.readAhead(p, m, seg, end, st, depth, extra)
+	st, depth, align := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
+	r.readAhead(p, m, seg, end, st, depth, align)
 	return out, nil
 }
 
@@ -529,9 +530,10 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 // read continues the previous one of a stream, twice cfg.ReadAhead, or
 // the chunks of two reads as large as this one (span chunks) if that is
 // more, within the read-ahead budget; one chunk for a stream's first
-// read. For a read continuing a stream it also returns extra, the chunks
-// a refill of the window fetches past it (see readAhead): one fewer than
-// a read-ahead GET spans, within the budget.
+// read. It also returns align, the chunks a read-ahead GET spans (1 for
+// a stream's first read, or when the budget does not hold a window and
+// a GET more): a refill of a stream's window goes on to a multiple of
+// align chunks in the object (see readAhead).
 //
 // Two reads' worth: a reader sends its next read once it has this one's
 // answer, so with one read's worth ahead the GETs stop while the next
@@ -542,7 +544,7 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 // (16 MiB per partition) spans four 4 MiB chunks, twice ReadAhead on two
 // cores: the window was one read ahead, and the broker waited 40-60% of
 // a cold replay for its GETs.
-func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, depth, extra int) {
+func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, depth, align int) {
 	if r.cfg.ReadAhead == 0 {
 		return nil, 0, 0
 	}
@@ -568,8 +570,11 @@ func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, de
 		// holds, so that one stream does not overrun it at every read.
 		budget := int(r.cfg.ReadAheadBytes / r.cfg.ChunkBytes)
 		depth = max(2*r.cfg.ReadAhead, int(min(2*span, int64(budget))))
-		extra = min(int(r.cfg.ReadAheadSpan/r.cfg.ChunkBytes)-1, budget-depth)
-		return st, depth, max(extra, 0)
+		align = int(r.cfg.ReadAheadSpan / r.cfg.ChunkBytes)
+		if depth+align-1 > budget {
+			align = 1
+		}
+		return st, depth, align
 	}
 	return st, 1, 0
 }
@@ -923,24 +928,26 @@ func (r *Reader) companion(ctx context.Context, p Partition, seg Segment) (*Comp
 // spilled manifest part) in the background, and what that finds is
 // queued only if no later read of the stream has refilled the queue.
 //
-// A refill fetches extra chunks past the window too, and takes place only
-// when a chunk of the window is missing (not read ahead, loading or read
-// already) or chunks are still queued: a reader whose reads are smaller
-// than a chunk moves its window a chunk every few reads, and refilling it
-// then with the one chunk it moved made one GET per chunk; refilled
-// extra chunks further, it gets its read-ahead a span of consecutive
-// chunks at a time, in one GET (takeRunLocked).
-func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st *stream, depth, extra int) {
+// With align above 1, a refill takes place only when a chunk of the
+// window is missing (not read ahead, loading or read already) or chunks
+// are still queued, and goes on past the window to a chunk whose index
+// in its object is a multiple of align: a reader whose reads are
+// smaller than a chunk moves its window a chunk every few reads, and
+// refilling it then with the one chunk it moved made one GET per chunk;
+// refilled to the next multiple, it gets its read-ahead align chunks at
+// a time, in one GET (takeRunLocked), each run starting where the one
+// before ended, at a multiple of align or an object's start.
+func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st *stream, depth, align int) {
 	if depth <= 0 || st == nil {
 		return
 	}
-	cb := r.cfg.ChunkBytes
+	cb, al := r.cfg.ChunkBytes, int64(max(align, 1))
 	key := r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID)
-	// at is the place in the window of the next chunk; the chunks at
-	// depth and past are the extra ones.
-	at, total := 0, depth+extra
+	// at is the place in the window of the next chunk; those at depth
+	// and past complete the last run to a multiple of align.
+	at := 0
 	var queue []aheadReq
-	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && at < total; i, at = i+1, at+1 {
+	for i := (end-1)/cb + 1; i <= (seg.Size-1)/cb && (at < depth || i%al != 0); i, at = i+1, at+1 {
 		queue = append(queue, aheadReq{key, i, r.chunkLen(seg, i)})
 	}
 	r.mu.Lock()
@@ -948,16 +955,15 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 		r.mu.Unlock()
 		return
 	}
-	// widen: the refill takes the extra chunks too.
-	widen := extra == 0 || len(st.queue) > 0 || r.anyMissingLocked(queue[:min(len(queue), depth)])
-	if !widen && at >= depth {
+	refill := al == 1 || len(st.queue) > 0 || r.anyMissingLocked(queue[:min(len(queue), depth)])
+	if !refill && at >= depth {
 		// The window lies in seg and is there or coming: nothing to
 		// queue, and a lookup of the following segments an earlier
-		// refill started may still queue its extra chunks.
+		// refill started may still queue the rest of its run.
 		r.mu.Unlock()
 		return
 	}
-	if !widen {
+	if !refill {
 		// The window goes on into the following segments: the refill
 		// takes place if a chunk of it there is missing.
 		queue = nil
@@ -967,13 +973,13 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 	st.queue = r.missingLocked(queue)
 	r.spawnLocked(st)
 	r.mu.Unlock()
-	if at >= total || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
+	if at >= depth || seg.NextOffset >= m.End() || r.ctx.Err() != nil {
 		return
 	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		for from := seg.NextOffset; at < total && from < m.End(); {
+		for from := seg.NextOffset; at < depth && from < m.End(); {
 			next, ok, err := FindSegment(r.ctx, r, p, m, from)
 			if err != nil || !ok {
 				return
@@ -981,7 +987,7 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 			key := r.cfg.Layout.SegmentKey(p, next.BaseOffset, next.ID)
 			var more []aheadReq
 			first := at
-			for i := int64(0); i <= (next.Size-1)/cb && at < total; i, at = i+1, at+1 {
+			for i := int64(0); i <= (next.Size-1)/cb && (at < depth || i%al != 0); i, at = i+1, at+1 {
 				more = append(more, aheadReq{key, i, r.chunkLen(next, i)})
 			}
 			r.mu.Lock()
@@ -989,15 +995,15 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 				r.mu.Unlock()
 				return
 			}
-			if !widen && r.anyMissingLocked(more[:min(len(more), depth-first)]) {
-				widen = true
+			if !refill && r.anyMissingLocked(more[:min(len(more), depth-first)]) {
+				refill = true
 			}
-			if widen {
+			if refill {
 				st.queue = append(st.queue, r.missingLocked(more)...)
 				r.spawnLocked(st)
 			}
 			r.mu.Unlock()
-			if !widen && at >= depth {
+			if !refill && at >= depth {
 				return // the window is there or coming
 			}
 			// A read of the segment needs its companion first: fetch it
