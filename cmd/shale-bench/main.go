@@ -56,6 +56,7 @@ type options struct {
 	tierMB       int // MiB the tiering workload replays each round
 	tierRounds   int // cold replay rounds, each beside its ceilings
 	tierOnly     bool
+	tierPartMax  int // max.partition.fetch.bytes of the raw replays
 	upload       uploadOptions
 
 	failoverTTLs   string // session TTLs of the failover run, comma-separated
@@ -93,6 +94,7 @@ func main() {
 	flag.IntVar(&o.tierMB, "tier-mb", 128, "tiering run: MiB produced, uploaded to MinIO and replayed cold, per round")
 	flag.IntVar(&o.tierRounds, "tier-rounds", 5, "tiering run: cold replay rounds (a topic each), each beside the GET ceilings; medians are printed")
 	flag.BoolVar(&o.tierOnly, "tier-replay-only", false, "tiering run: only the cold replay rounds, not the upload, latency and probe measurements")
+	flag.IntVar(&o.tierPartMax, "tier-partition-fetch-bytes", tierFetchBytes, "tiering run: what each Fetch of the raw replays asks of the partition (Kafka's max.partition.fetch.bytes; its consumers' default is 1 MiB)")
 	flag.Float64Var(&o.upload.rateMBps, "tier-ingest-rate", 150, "tiering run: produce rate (MB/s) while uploads are measured")
 	flag.IntVar(&o.upload.partitions, "tier-ingest-partitions", 4, "tiering run: partitions (and connections) of the ingest run")
 	flag.DurationVar(&o.upload.duration, "tier-ingest-duration", 10*time.Second, "tiering run: length of the ingest run")

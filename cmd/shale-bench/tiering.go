@@ -76,7 +76,8 @@ const (
 	// tierCache is the broker's --remote-cache-bytes, the bound its RSS
 	// during the replay is compared with.
 	tierCache = 256 << 20
-	// tierFetchBytes is what each Fetch of the replay asks for.
+	// tierFetchBytes is what each Fetch of the replay asks for, and of
+	// its partition unless -tier-partition-fetch-bytes says less.
 	tierFetchBytes = 16 << 20
 	// tierProfile is how much of the replay -profile covers.
 	tierProfile = 3 * time.Second
@@ -261,7 +262,7 @@ func runTiering(o options) error {
 	// the rounds takes that one-time cost, so that the first round is as
 	// cold as the others, not the first of the broker's life.
 	warmFaults := minorFaults(sh.pid)
-	warmTook, err := rawReplay(ctx, sh.addr, tierWarmTopic, warmEnd)
+	warmTook, err := rawReplay(ctx, sh.addr, tierWarmTopic, warmEnd, o.tierPartMax)
 	if err != nil {
 		return err
 	}
@@ -276,6 +277,7 @@ func runTiering(o options) error {
 		replayCPU, getCPU, relayCPU                       = make([]time.Duration, 3), make([]time.Duration, 2), make([]time.Duration, 2)
 		replayTime                                        time.Duration
 		replayed, faults                                  int64
+		replayGets                                        float64
 		waited                                            float64
 	)
 	add := func(sum, d []time.Duration) {
@@ -301,9 +303,10 @@ func runTiering(o options) error {
 				}()
 			}
 			w := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
+			gets := scrape(sh.httpAddr)[replayGetsMetric]
 			cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
 			f := minorFaults(sh.pid)
-			took, err := rawReplay(ctx, sh.addr, t, ends[i])
+			took, err := rawReplay(ctx, sh.addr, t, ends[i], o.tierPartMax)
 			if err != nil {
 				return err
 			}
@@ -313,6 +316,7 @@ func runTiering(o options) error {
 			// reads (the object store and the cache) rather than in the
 			// client.
 			waited += metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - w
+			replayGets += scrape(sh.httpAddr)[replayGetsMetric] - gets
 			replayTime += took
 			replayed += remote[i]
 			replayMBps = append(replayMBps, float64(remote[i])/took.Seconds()/1e6)
@@ -368,6 +372,8 @@ func runTiering(o options) error {
 			fmt.Sprintf("ranged GETs of the segments, %d MiB each, 4 in flight", tierGet>>20), medianRange(getMBps), fmt.Sprintf("%.2fx", median(ratio))},
 		[]string{"", "", "the same GETs relayed over one TCP connection", medianRange(relayMBps), fmt.Sprintf("%.2fx", median(relayRatio))},
 		[]string{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replayTime.Seconds()), "", "", ""},
+		[]string{"cold replay: broker's GETs per GiB replayed", fmt.Sprintf("%.0f", replayGets/(float64(replayed)/(1<<30))),
+			"GETs of the ceilings", fmt.Sprintf("%d", (1<<30)/tierGet), ""},
 		[]string{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], replayed), msPerMB(replayCPU[1], replayed), msPerMB(replayCPU[2], replayed)),
 			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], replayed), msPerMB(getCPU[1], replayed), msPerMB(relayCPU[0], replayed), msPerMB(relayCPU[1], replayed)), ""},
 		// A chunk read into memory the process has not touched yet faults
@@ -382,10 +388,10 @@ func runTiering(o options) error {
 		// which decodes every record as an application's consumer does.
 		// A replay's chunks enter the cache when read a second time, so
 		// one unmeasured replay first puts them there.
-		if _, err := rawReplay(ctx, sh.addr, last, ends[rounds-1]); err != nil {
+		if _, err := rawReplay(ctx, sh.addr, last, ends[rounds-1], o.tierPartMax); err != nil {
 			return err
 		}
-		warmReplay, err := rawReplay(ctx, sh.addr, last, ends[rounds-1])
+		warmReplay, err := rawReplay(ctx, sh.addr, last, ends[rounds-1], o.tierPartMax)
 		if err != nil {
 			return err
 		}
@@ -405,8 +411,8 @@ func runTiering(o options) error {
 			[]string{"the same fetch warm (cached), p50 / p99", durs(warm), "", "", ""},
 		)
 	}
-	fmt.Printf("tiering to MinIO (%d rounds of %d MiB replayed, %d MiB segments, %d MiB chunks; load %s at the replays); produced at %.0f MB/s, uploads caught up %s after the last acknowledgement\n",
-		rounds, lastRemote>>20, tierSegment>>20, tierChunk>>20, replayLoad, produceMBps, caughtUp.Round(10*time.Millisecond))
+	fmt.Printf("tiering to MinIO (%d rounds of %d MiB replayed in fetches of %d KiB, %d MiB segments, %d MiB chunks; load %s at the replays); produced at %.0f MB/s, uploads caught up %s after the last acknowledgement\n",
+		rounds, lastRemote>>20, o.tierPartMax>>10, tierSegment>>20, tierChunk>>20, replayLoad, produceMBps, caughtUp.Round(10*time.Millisecond))
 	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
 	var each []string
 	for i := range replayMBps {
@@ -544,13 +550,18 @@ func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, er
 	return p.Offset, nil
 }
 
+// replayGetsMetric counts the broker's GETs (segment chunks, companions,
+// manifests).
+const replayGetsMetric = `shale_objectstore_requests_total{op="get",result="ok"}`
+
 // rawReplay reads the replay topic from offset 0 up to end as a consumer
 // does, one Fetch in flight on one connection, but reads each response
 // into one reused buffer and looks at the batch headers alone, as the GET
 // ceiling reads its chunks into a buffer: what it measures is the broker
-// and the store, not a client decoding records.
-func rawReplay(ctx context.Context, addr, topic string, end int64) (time.Duration, error) {
-	ff, err := newFetchFrame(topic, []int32{0}, tierFetchBytes, tierFetchBytes)
+// and the store, not a client decoding records. Each Fetch asks partMax
+// bytes of the partition.
+func rawReplay(ctx context.Context, addr, topic string, end int64, partMax int) (time.Duration, error) {
+	ff, err := newFetchFrame(topic, []int32{0}, int32(partMax), int32(max(partMax, tierFetchBytes)))
 	if err != nil {
 		return 0, err
 	}
