@@ -21,7 +21,7 @@ type OpenOptions struct {
 //	s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true|false
 //	     &request_checksum=when_supported|when_required
 //	     &response_checksum=when_supported|when_required&part_size=BYTES
-//	     &create_bucket=true|false]
+//	     &multipart_threshold=BYTES&create_bucket=true|false]
 //	file:///ABSOLUTE/PATH
 //	mem://
 //
@@ -72,6 +72,15 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 					return nil, fmt.Errorf("objectstore: open %q: part_size: %w", rawURL, err)
 				}
 				o.PartSize = n
+			case "multipart_threshold":
+				// Bodies from this size go in parts (S3Options):
+				// for partitions whose segments one PUT stream
+				// cannot upload as fast as they fill.
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("objectstore: open %q: multipart_threshold: %w", rawURL, err)
+				}
+				o.MultipartThreshold = n
 			case "create_bucket":
 				if create, err = strconv.ParseBool(v); err != nil {
 					return nil, fmt.Errorf("objectstore: open %q: create_bucket=%q: want true or false", rawURL, v)

@@ -171,8 +171,7 @@ func TestS3LargeSeekablePutStreamsItsParts(t *testing.T) {
 // size) is one streaming PUT, not a multipart upload (a request to create
 // it, one per 8 MiB part and one to complete it, each billed as a PUT,
 // and more work for the store per byte); the object is the body, and its
-// condition holds. Bodies from MultipartThreshold (64 MiB by default, at
-// least PartSize) still go in parts.
+// condition holds.
 func TestS3SegmentSizedPutIsOnePut(t *testing.T) {
 	const size = 16 << 20
 	var puts, posts, parts atomic.Int32
@@ -221,12 +220,81 @@ func TestS3SegmentSizedPutIsOnePut(t *testing.T) {
 		t.Fatalf("a second create of the object: %v, want a failed precondition", err)
 	}
 
-	for _, c := range []struct{ part, want int64 }{{0, 64 << 20}, {8 << 20, 64 << 20}, {128 << 20, 128 << 20}} {
-		o := objectstore.S3Options{PartSize: c.part}
-		o.EnsureDefaults()
-		if o.MultipartThreshold != c.want {
-			t.Errorf("part size %d: multipart threshold %d by default, want %d", c.part, o.MultipartThreshold, c.want)
+}
+
+// TestS3LargeSegmentPutRequests: with the default options a body that
+// seeks and reads at offsets goes up in one PUT up to S3's 5 GiB limit,
+// so a segment of a broker's default 1 GiB (or Kafka's largest, 2 GiB) is
+// one request, not a multipart upload of 130 (8 MiB parts). A body above
+// the former 64 MiB threshold is uploaded for real, one request without
+// buffering; the counts of larger ones are PutRequests' arithmetic, which
+// the multipart upload of a smaller threshold checks against what it
+// sends.
+func TestS3LargeSegmentPutRequests(t *testing.T) {
+	var def objectstore.S3Options
+	for _, c := range []struct{ size, want int64 }{
+		{16 << 20, 1}, {1 << 30, 1}, {2 << 30, 1}, {objectstore.MaxSinglePut - 1, 1},
+		{objectstore.MaxSinglePut, 5<<30/(8<<20) + 2},
+		// Past 10,000 parts of 8 MiB the parts grow (11 MiB for 100 GiB).
+		{100 << 30, (100<<30+11<<20-1)/(11<<20) + 2},
+	} {
+		if got := def.PutRequests(c.size); got != c.want {
+			t.Errorf("a put of %d bytes with the default options: %d requests, want %d", c.size, got, c.want)
 		}
+	}
+	if n := def.PutRequests(5 << 40); n > objectstore.MaxParts+2 {
+		t.Errorf("a put of 5 TiB: %d requests, more than %d parts", n, objectstore.MaxParts)
+	}
+
+	count := func(o *objectstore.S3Options, n *atomic.Int32) {
+		o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				n.Add(1)
+				return next.RoundTrip(r)
+			})
+		}
+	}
+	ctx := context.Background()
+	const size = 80 << 20
+	var n atomic.Int32
+	b := miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) { count(o, &n) })
+	if _, err := b.Put(ctx, "warm", strings.NewReader("w"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.Store(0)
+	body := &synthBody{size: size}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := b.Put(ctx, "segment", body, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d MiB: %d requests, allocated %d KiB", size>>20, n.Load(), allocated>>10)
+	if n.Load() != 1 {
+		t.Errorf("a %d MiB put with the default options made %d requests, want 1", size>>20, n.Load())
+	}
+	if allocated > size/4 {
+		t.Errorf("a %d-byte put allocated %d bytes: the body was buffered", size, allocated)
+	}
+	if a, err := b.Head(ctx, "segment"); err != nil || a.Size != size {
+		t.Fatalf("head: %+v %v", a, err)
+	}
+
+	// A threshold below the body: the count PutRequests gives is the
+	// count sent.
+	var m atomic.Int32
+	small := miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
+		o.MultipartThreshold = 16 << 20
+		count(o, &m)
+	})
+	if _, err := small.Put(ctx, "segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := objectstore.S3Options{MultipartThreshold: 16 << 20}.PutRequests(size)
+	if int64(m.Load()) != want || want != size/(8<<20)+2 {
+		t.Errorf("a %d MiB put in 8 MiB parts made %d requests, PutRequests says %d, want %d", size>>20, m.Load(), want, size/(8<<20)+2)
 	}
 }
 

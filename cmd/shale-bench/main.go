@@ -105,7 +105,7 @@ func main() {
 	flag.BoolVar(&o.upload.latOnly, "tier-latency-only", false, "tiering run: only the produce latency rounds")
 	flag.StringVar(&o.upload.latPhases, "tier-latency-phases", "alone,replay,gets,hog", "tiering run: the phases of each latency round, comma-separated (alone, replay, gets: the replay's GETs by a non-Shale client, hog: a non-Shale load of equal CPU)")
 	flag.BoolVar(&o.upload.upOnly, "tier-upload-only", false, "tiering run: only the uploads while producing")
-	flag.IntVar(&o.upload.largeMB, "tier-upload-large-mb", 128, "tiering run: segment size (MiB) of a second, shorter upload run, whose segments take the S3 backend's path for large bodies (a broker's default segment is 1 GiB; 0: no second run)")
+	flag.IntVar(&o.upload.largeMB, "tier-upload-large-mb", 128, "tiering run: segment size (MiB) of a second, shorter upload run, checking how many requests a larger segment takes (a broker's default segment is 1 GiB; 0: no second run)")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",
 		"extra arguments for `shale dev`, space-separated; the default measures the local log as a broker runs it (Kafka's 1 GiB segments, no tiering), not shale dev's 8 MiB segments each copied to file://DATA/objects; '' keeps shale dev's defaults")
 	flag.StringVar(&o.shaleEnv, "shale-env", "", "extra environment for `shale dev` alone, comma-separated (e.g. GOGC=400,GOMEMLIMIT=1GiB)")

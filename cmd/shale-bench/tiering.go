@@ -60,9 +60,9 @@ const (
 	tierProbeTopic = "tierprobe"
 	// tierWarmTopic is replayed once before the rounds, unmeasured.
 	tierWarmTopic = "tierwarm"
-	// tierSegment is below the S3 backend's multipart threshold (64 MiB),
-	// so each segment is one PUT, as a broker's segments up to that size
-	// are; larger ones take the multipart path.
+	// tierSegment: each segment is one PUT, as a broker's segments below
+	// the S3 backend's multipart threshold (5 GiB, S3's largest PUT) are;
+	// the upload run repeats with larger ones (-tier-upload-large-mb).
 	tierSegment  = 16 << 20
 	tierProbeSeg = 1 << 20
 	tierChunk    = 4 << 20

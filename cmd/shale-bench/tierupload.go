@@ -34,8 +34,8 @@ import (
 //     create, parts and completion each, retries too) from the broker's
 //     shale_objectstore_s3_requests_total;
 //   - the same upload run, shorter, with larger segments (-tier-upload-large-mb,
-//     128 MiB by default; a broker's default is 1 GiB), whose uploads take the
-//     S3 backend's path for large bodies;
+//     128 MiB by default; a broker's default is 1 GiB), above the 64 MiB
+//     from which the S3 backend used to upload in 8 MiB parts;
 //   - produce latency at a low fixed rate, alone, while a cold replay
 //     runs and while a non-Shale load of equal CPU runs, in interleaved
 //     rounds (tierlatency.go).
