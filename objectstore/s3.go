@@ -319,12 +319,14 @@ func (b *S3) countRequests(c *prometheus.CounterVec) { b.requests.Store(c) }
 // countAttempts counts each attempt of a call (it sits below the
 // retryer) whose request the store answered, by the call's operation: a
 // store bills the requests it receives, not the calls that made them.
+// An attempt whose connection failed before an answer has, from the SDK,
+// a placeholder response of status 0, and is not counted.
 func (b *S3) countAttempts(stack *smithymw.Stack) error {
 	return stack.Deserialize.Add(smithymw.DeserializeMiddlewareFunc("shale:CountRequests",
 		func(ctx context.Context, in smithymw.DeserializeInput, next smithymw.DeserializeHandler) (smithymw.DeserializeOutput, smithymw.Metadata, error) {
 			out, md, err := next.HandleDeserialize(ctx, in)
 			if c := b.requests.Load(); c != nil {
-				if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil {
+				if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Response != nil && resp.StatusCode != 0 {
 					op := smithymw.GetOperationName(ctx)
 					c.WithLabelValues(op, S3RequestClass(op)).Inc()
 				}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
@@ -306,4 +309,71 @@ func TestS3PutBodiesCarryAChecksum(t *testing.T) {
 			t.Errorf("when_required: signature payload %q, want the body's SHA-256", got)
 		}
 	}
+}
+
+// TestS3LargePutRetrySendsItWhole: a segment goes up in one PUT, so a
+// connection reset part way through its body is answered by sending the
+// whole body again (the SDK rewinds it): the put succeeds, the object is
+// whole, and what the failure cost is the bytes sent before it plus a
+// second request (counted once the store answers it).
+func TestS3LargePutRetrySendsItWhole(t *testing.T) {
+	const size, cut = 24 << 20, 10 << 20
+	var attempts atomic.Int32
+	var sent atomic.Int64
+	reg := prometheus.NewRegistry()
+	s3b := miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
+		o.MaxBackoff = 10 * time.Millisecond
+		o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.Method != http.MethodPut {
+					return next.RoundTrip(r)
+				}
+				if attempts.Add(1) == 1 {
+					n, _ := io.CopyN(io.Discard, r.Body, cut)
+					sent.Add(n)
+					r.Body.Close()
+					return nil, errors.New("write tcp: connection reset by peer")
+				}
+				r.Body = countedBody{r.Body, &sent}
+				return next.RoundTrip(r)
+			})
+		}
+	})
+	b := objectstore.NewMetrics(reg).Wrap(s3b)
+	ctx := context.Background()
+	if _, err := b.Put(ctx, "segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d attempts, %d MiB sent for a %d MiB object", attempts.Load(), sent.Load()>>20, size>>20)
+	if attempts.Load() != 2 || sent.Load() != cut+size {
+		t.Errorf("%d attempts sending %d bytes, want 2 sending %d", attempts.Load(), sent.Load(), cut+size)
+	}
+	a, err := b.Head(ctx, "segment")
+	if err != nil || a.Size != size {
+		t.Fatalf("head: %+v %v", a, err)
+	}
+	// The reset attempt had no answer: only the PUT the store answered
+	// (and the head) are counted.
+	want := `
+# HELP shale_objectstore_s3_requests_total ` + "HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), " +
+		"by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, " +
+		"CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload)." + `
+# TYPE shale_objectstore_s3_requests_total counter
+shale_objectstore_s3_requests_total{class="get",operation="HeadObject"} 1
+shale_objectstore_s3_requests_total{class="put",operation="PutObject"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shale_objectstore_s3_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+type countedBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countedBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
