@@ -234,9 +234,9 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 	var def objectstore.S3Options
 	for _, c := range []struct{ size, want int64 }{
 		{16 << 20, 1}, {1 << 30, 1}, {2 << 30, 1}, {objectstore.MaxSinglePut - 1, 1},
-		{objectstore.MaxSinglePut, 5<<30/(8<<20) + 2},
-		// Past 10,000 parts of 8 MiB the parts grow (11 MiB for 100 GiB).
-		{100 << 30, (100<<30+11<<20-1)/(11<<20) + 2},
+		// From 5 GiB, in eight parts, or parts of 5 GiB from 40 GiB.
+		{objectstore.MaxSinglePut, objectstore.SeekableParts + 2},
+		{100 << 30, 20 + 2},
 	} {
 		if got := def.PutRequests(c.size); got != c.want {
 			t.Errorf("a put of %d bytes with the default options: %d requests, want %d", c.size, got, c.want)
@@ -244,6 +244,12 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 	}
 	if n := def.PutRequests(5 << 40); n > objectstore.MaxParts+2 {
 		t.Errorf("a put of 5 TiB: %d requests, more than %d parts", n, objectstore.MaxParts)
+	}
+	// With a lower threshold, a 1 GiB segment goes in eight parts of
+	// 128 MiB, and a small body in parts of PartSize.
+	low := objectstore.S3Options{MultipartThreshold: 64 << 20}
+	if got := low.PutRequests(1 << 30); got != objectstore.SeekableParts+2 {
+		t.Errorf("a 1 GiB put with a 64 MiB threshold: %d requests, want %d", got, objectstore.SeekableParts+2)
 	}
 
 	count := func(o *objectstore.S3Options, n *atomic.Int32) {
@@ -283,7 +289,7 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 	}
 
 	// A threshold below the body: the count PutRequests gives is the
-	// count sent.
+	// count sent (8 MiB parts: the body's eighth is 10 MiB).
 	var m atomic.Int32
 	small := miniotest.Shared(t).NewS3(t, func(o *objectstore.S3Options) {
 		o.MultipartThreshold = 16 << 20
@@ -293,8 +299,8 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := objectstore.S3Options{MultipartThreshold: 16 << 20}.PutRequests(size)
-	if int64(m.Load()) != want || want != size/(8<<20)+2 {
-		t.Errorf("a %d MiB put in 8 MiB parts made %d requests, PutRequests says %d, want %d", size>>20, m.Load(), want, size/(8<<20)+2)
+	if int64(m.Load()) != want || want != objectstore.SeekableParts+2 {
+		t.Errorf("a %d MiB put in parts made %d requests, PutRequests says %d, want %d", size>>20, m.Load(), want, objectstore.SeekableParts+2)
 	}
 }
 
