@@ -67,7 +67,7 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 	defer cancel()
 	if !o.upload.latOnly {
 		load := loadAverage()
-		rows, err := runTierUpload(ctx, o, sh, bucket, cl, tierUpTopic, tierSegment, o.upload.duration)
+		rows, err := runTierUpload(ctx, o, sh, bucket, cl, minioPid, tierUpTopic, tierSegment, o.upload.duration)
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 			// Half as long: enough for a few sealed segments per
 			// partition at the default rate.
 			load = loadAverage()
-			rows, err := runTierUpload(ctx, o, sh, bucket, cl, tierUpLarge, seg, max(o.upload.duration/2, time.Second))
+			rows, err := runTierUpload(ctx, o, sh, bucket, cl, minioPid, tierUpLarge, seg, max(o.upload.duration/2, time.Second))
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func runTierUploadTables(o options, sh *target, bucket objectstore.Bucket, cl *k
 
 // runTierUpload measures uploads while producing for duration to topic,
 // created with segments of seg bytes; it returns table rows.
-func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, topic string, seg int, duration time.Duration) ([][]string, error) {
+func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstore.Bucket, cl *kgo.Client, minioPid int, topic string, seg int, duration time.Duration) ([][]string, error) {
 	uo := o.upload
 	adm := kadm.NewClient(cl)
 	create := func(name string, partitions int, seg int) error {
@@ -174,6 +174,7 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		go fetchProfile(sh.httpAddr, "profile", filepath.Join(o.raw.profileDir, "tier-upload.cpu.pprof"), uo.duration)
 		go fetchProfile(sh.httpAddr, "allocs", filepath.Join(o.raw.profileDir, "tier-upload.allocs.pprof"), uo.duration)
 	}
+	cpu := startCPU(sh.pid, minioPid)
 	start := time.Now()
 	res, err := rawProduce(sh.addr, topic, 1, cfg)
 	if err != nil {
@@ -200,6 +201,7 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		time.Sleep(20 * time.Millisecond)
 	}
 	caughtUp := time.Now()
+	used := cpu.stop()
 	close(stop)
 	<-sampled
 	after := scrape(sh.httpAddr)
@@ -263,6 +265,8 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 		{"uploads caught up after the last acknowledgement", caughtUp.Sub(produced).Round(10 * time.Millisecond).String(), "", "", ""},
 		{"upload time per segment, ms: wait / open / read / put / companion / queue / commit",
 			strings.Join([]string{ms("wait"), ms("open"), ms("read"), ms("put"), ms("companion"), ms("queue"), ms("commit")}, " / "), "", "", ""},
+		{"CPU ms per MB, first produce to caught up: broker per MB ingested (and uploaded) / MinIO per MB uploaded",
+			fmt.Sprintf("%.2f / %.2f", msPerMB(used[0], res.bytes), msPerMB(used[1], int64(upBytes))), "", "", ""},
 		{"segments per manifest commit", fmt.Sprintf("%.1f", upSegs/max(commits, 1)), "", "", ""},
 		{"object PUTs per GiB ingested", fmt.Sprintf("%.0f", puts/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", puts/(2*upSegs+commits))},
 		{"S3 PUT-class requests per GiB ingested (billable, retries included)", fmt.Sprintf("%.0f", billable/gib), "target: 2 per segment + commits", fmt.Sprintf("%.0f", (2*upSegs+commits)/gib), fmt.Sprintf("%.2fx", billable/(2*upSegs+commits))},
