@@ -42,16 +42,17 @@ type ReaderConfig struct {
 	// next chunk starts, as a pool of ReadAhead workers reading a segment
 	// in order would, up to twice ReadAhead chunks past the reader's last
 	// read (or the chunks of its next two reads, if its reads span more),
-	// across segment boundaries. A stream's first read fetches one
+	// across segment boundaries, and on to the end of the span holding
+	// the last (see ReadAheadSpan). A stream's first read fetches one
 	// chunk ahead; a read that starts where the previous one of its
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
 	// together (default twice ReadAhead, but fewer than GOMAXPROCS, and
 	// at least one): the broker's GET workers, shared by the sequential
-	// readers in turn, a chunk each, so one replay cannot take every GET
-	// and many replays do not multiply them. A read's own GETs (the chunk
-	// it waits for) are not counted. A worker reading a body the store
+	// readers in turn, a GET each (see ReadAheadSpan), so one replay
+	// cannot take every GET and many replays do not multiply them. A
+	// read's own GETs (the chunk it waits for) are not counted. A worker reading a body the store
 	// sends faster than it is read never blocks: it keeps its processor
 	// until preempted, and the goroutines of hot traffic (a produce's
 	// reader, woken by the network) wait behind it in the run queue, Go
