@@ -48,19 +48,19 @@ type ReaderConfig struct {
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
-	// together (default twice ReadAhead, but fewer than GOMAXPROCS, and
-	// at least one): the broker's GET workers, shared by the sequential
-	// readers in turn, a GET each (see ReadAheadSpan), so one replay
-	// cannot take every GET and many replays do not multiply them. A
-	// read's own GETs (the chunk it waits for) are not counted. A worker reading a body the store
-	// sends faster than it is read never blocks: it keeps its processor
-	// until preempted, and the goroutines of hot traffic (a produce's
-	// reader, woken by the network) wait behind it in the run queue, Go
-	// having no priorities: more workers than processors queue them
-	// behind several, and as many as the processors leave none to a
-	// produce returning from its write (the runtime hands a processor to
-	// a worker while the produce is in the system call, and the produce
-	// then waits for one to come free). One fewer leaves it one.
+	// together (default twice ReadAhead, but fewer than GOMAXPROCS, and at
+	// least one): the broker's GET workers, shared by the sequential
+	// readers in turn, a GET each (see ReadAheadSpan), so one replay cannot
+	// take every GET and many replays do not multiply them. A read's own
+	// GETs (the chunk it waits for) are not counted. A worker reading a
+	// body the store sends faster than it is read never blocks: it keeps
+	// its processor until preempted, and the goroutines of hot traffic (a
+	// produce's reader, woken by the network) wait behind it in the run
+	// queue, Go having no priorities: more workers than processors queue
+	// them behind several, and as many as the processors leave none to a
+	// produce returning from its write (the runtime hands a processor to a
+	// worker while the produce is in the system call, and the produce then
+	// waits for one to come free). One fewer leaves it one.
 	ReadAheadGets int
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
