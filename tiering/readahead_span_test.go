@@ -80,7 +80,7 @@ func TestReaderReadAheadGETsSpanConsecutiveChunks(t *testing.T) {
 	const chunk = 4096
 	// Reads of four chunks' bytes, as a consumer asking a segment's worth
 	// per Fetch.
-	gets, chunks := replayGETs(t, 4*chunk, chunk, 2)
+	gets, chunks, _ := replayGETs(t, 64<<10, 4*chunk, chunk, 2)
 	if int64(gets) > chunks/2 {
 		t.Fatalf("%d GETs for %d chunks; read-ahead GETs of up to 4 chunks should make fewer than half", gets, chunks)
 	}
@@ -93,22 +93,30 @@ func TestReaderReadAheadGETsSpanConsecutiveChunks(t *testing.T) {
 // chunks, not one per chunk.
 func TestReaderSmallSequentialReadsReadAheadInWideGETs(t *testing.T) {
 	const chunk = 4096
-	gets, chunks := replayGETs(t, chunk/4, chunk, 1)
+	gets, chunks, _ := replayGETs(t, 64<<10, chunk/4, chunk, 1)
 	// A quarter, and the first read's GET and the first read-ahead's.
 	if int64(gets) > chunks/4+2 {
 		t.Fatalf("%d GETs for %d chunks; reads of a quarter chunk should read ahead in GETs of 4 chunks, about a quarter as many", gets, chunks)
 	}
+	// Segments of 6 chunks: a GET of 4 and one of 2 each, the spans laid
+	// from each object's start, not one GET per chunk, nor runs that
+	// straddle two objects and split into more GETs.
+	gets, chunks, segs := replayGETs(t, 6*chunk, chunk/4, chunk, 1)
+	if gets > 2*segs+2 {
+		t.Fatalf("%d GETs for %d chunks of %d segments; want at most 2 a segment", gets, chunks, segs)
+	}
 }
 
-// replayGETs reads a log of several segments from the remote store from
-// start to end in reads of readBytes, through a reader of chunk-byte
-// chunks, GETs of up to 4 chunks and workers read-ahead GET workers, and
-// returns its segment GETs and the chunks of the segments. It checks the
+// replayGETs reads a log of segments of segBytes from the remote store
+// from start to end in reads of readBytes, through a reader of
+// chunk-byte chunks, GETs of up to 4 chunks and workers read-ahead GET
+// workers, and returns its segment GETs, the chunks of the segments and
+// the segments. It checks the
 // batches read, and that every GET is of whole chunks, at most 4, and
 // every chunk fetched once.
-func replayGETs(t *testing.T, readBytes int, chunk int64, workers int) (int, int64) {
+func replayGETs(t *testing.T, segBytes int64, readBytes int, chunk int64, workers int) (int, int64, int) {
 	t.Helper()
-	log, batches := testLog(t, 64<<10, 600)
+	log, batches := testLog(t, segBytes, 600)
 	sb := &spanBucket{Bucket: objectstore.NewMem()}
 	a, ms := newTestArchiver(t, sb, log)
 	uploadAll(t, a, 0, log.LogEndOffset())
@@ -173,7 +181,7 @@ func replayGETs(t *testing.T, readBytes int, chunk int64, workers int) (int, int
 	if fetched != size {
 		t.Fatalf("the GETs fetched %d bytes of %d: a chunk fetched twice or not at all", fetched, size)
 	}
-	return len(gets), chunks
+	return len(gets), chunks, len(m.Segments)
 }
 
 // readAheadRun starts a read-ahead GET of chunks [0, n) of the first
