@@ -213,3 +213,15 @@ func TestSendfileReferenceAnswersTheRawFetch(t *testing.T) {
 		}
 	}
 }
+
+// A workload with a reference measured beside it is a fraction of that
+// one, not of the suite's.
+func TestRawWorkloadPrefersItsOwnReference(t *testing.T) {
+	refs := map[string]float64{"window": 500e6}
+	if got := (rawWorkload{refFor: "window"}).ref(refs); got != 500e6 {
+		t.Fatalf("without its own: %v, want the suite's 500e6", got)
+	}
+	if got := (rawWorkload{refFor: "window", ownRef: 700e6}).ref(refs); got != 700e6 {
+		t.Fatalf("with its own: %v, want 700e6", got)
+	}
+}
