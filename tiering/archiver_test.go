@@ -337,12 +337,7 @@ func TestArchiverRunStartsUploadsWhileACommitIsSlow(t *testing.T) {
 		}
 	}}
 	a, ms := newTestArchiver(t, fb, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
-	}()
+	cancel, done := startRun(t, a, log.LogEndOffset)
 	deadline := time.Now().Add(20 * time.Second)
 	for manifestPuts.Load() == 0 || logPuts.Load() <= int32(a.cfg.MaxBatch) {
 		if time.Now().After(deadline) {
@@ -385,12 +380,7 @@ func TestArchiverRunStartsUploadsWhileTheOldestIsSlow(t *testing.T) {
 	}}
 	a, ms := newTestArchiver(t, fb, log)
 	a.cfg.MaxBatch = 2
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
-	}()
+	cancel, done := startRun(t, a, log.LogEndOffset)
 	deadline := time.Now().Add(20 * time.Second)
 	for logPuts.Load() < 4 {
 		if time.Now().After(deadline) {
@@ -439,12 +429,7 @@ func TestArchiverRunChargesTheWaitForACommitToQueue(t *testing.T) {
 	a, ms := newTestArchiver(t, fb, log)
 	reg := prometheus.NewRegistry()
 	a.cfg.Metrics = NewMetrics(reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Hour})
-	}()
+	cancel, done := startRun(t, a, log.LogEndOffset)
 	// Hold the first commit until an upload after the ones it names is
 	// in the bucket, and then for hold more.
 	deadline := time.Now().Add(20 * time.Second)
@@ -465,6 +450,18 @@ func TestArchiverRunChargesTheWaitForACommitToQueue(t *testing.T) {
 		t.Errorf("queue phase %v in all, want at least the %v an upload waited for the held commit", q, hold)
 	}
 	t.Logf("phases summed: queue %v, commit %v, put %v", phase("queue"), phase("commit"), phase("put"))
+}
+
+// startRun runs a's upload loop, up to limit, until the test ends or
+// cancel is called; done gets what Run returned.
+func startRun(t *testing.T, a *Archiver, limit func() int64) (cancel context.CancelFunc, done chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done = make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: limit, Wake: make(chan struct{}), Idle: time.Hour})
+	}()
+	return cancel, done
 }
 
 // stopOnceCommitted waits, until deadline, for the manifest to reach
