@@ -187,7 +187,7 @@ func (c *creation) settle(ctx context.Context, st settle, what string, err error
 		Commit()
 	switch {
 	case ferr != nil:
-		return 0, fmt.Errorf("%w: %s: %w (fencing it: %w)", ErrIndeterminate, what, err, ferr)
+		return 0, indeterminateErr(what, err, "fencing it", ferr)
 	case resp.Succeeded:
 		return 0, fmt.Errorf("metadata: %s: %w", what, err)
 	}

@@ -82,6 +82,17 @@ func IsUnavailable(err error) bool {
 	return false
 }
 
+// indeterminateErr is the error of a write (what) whose etcd call failed
+// with err and whose outcome its settle could not tell: ErrIndeterminate,
+// with the step of the settle that failed and its error when one did
+// (serr; nil when the state read tells nothing).
+func indeterminateErr(what string, err error, step string, serr error) error {
+	if serr == nil {
+		return fmt.Errorf("%w: %s: %w", ErrIndeterminate, what, err)
+	}
+	return fmt.Errorf("%w: %s: %w (%s: %w)", ErrIndeterminate, what, err, step, serr)
+}
+
 // resolveTimeout bounds the re-read that resolves an indeterminate write.
 const resolveTimeout = 3 * time.Second
 
@@ -343,11 +354,9 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) (int64, error) {
 func (s *Store) settleDeletion(ctx context.Context, st settle, name string, ids map[UUID]bool, modRev int64, err error) (int64, error) {
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
+	what := "deleting topic " + name
 	indeterminate := func(step string, rerr error) (int64, error) {
-		if rerr == nil {
-			return 0, fmt.Errorf("%w: deleting topic %s: %w", ErrIndeterminate, name, err)
-		}
-		return 0, fmt.Errorf("%w: deleting topic %s: %w (%s: %w)", ErrIndeterminate, name, err, step, rerr)
+		return 0, indeterminateErr(what, err, step, rerr)
 	}
 	key := s.topicKey(name)
 	reads := []clientv3.Op{clientv3.OpGet(key)}
@@ -478,8 +487,9 @@ func (s *Store) UpdatePartition(ctx context.Context, p Partition, expected int32
 func (s *Store) resolvePartitionWrite(ctx context.Context, st settle, p Partition, modRev int64, err error) (Partition, int64, error) {
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
+	what := fmt.Sprintf("updating partition %s/%d", p.Topic, p.Index)
 	indeterminate := func(got Partition, step string, rerr error) (Partition, int64, error) {
-		return got, 0, fmt.Errorf("%w: updating partition %s/%d: %w (%s: %w)", ErrIndeterminate, p.Topic, p.Index, err, step, rerr)
+		return got, 0, indeterminateErr(what, err, step, rerr)
 	}
 	key := s.partitionKey(p.Topic, p.Index)
 	resp, rerr := s.cli.Get(rctx, key)
@@ -636,10 +646,7 @@ func (s *Store) settleSwap(ctx context.Context, st settle, key string, op client
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
 	indeterminate := func(step string, rerr error) (int64, bool, error) {
-		if rerr == nil {
-			return 0, false, fmt.Errorf("%w: writing %s: %w", ErrIndeterminate, key, err)
-		}
-		return 0, false, fmt.Errorf("%w: writing %s: %w (%s: %w)", ErrIndeterminate, key, err, step, rerr)
+		return 0, false, indeterminateErr("writing "+key, err, step, rerr)
 	}
 	resp, rerr := s.cli.Get(rctx, key)
 	if rerr != nil {
