@@ -1022,29 +1022,24 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 // anyMissingLocked reports whether a chunk of q is not read ahead,
 // loading or read already. Requires mu.
 func (r *Reader) anyMissingLocked(q []aheadReq) bool {
-	for _, q := range q {
-		ck := chunkKey(q.key, q.idx)
-		_, recent := r.mu.recent[ck]
-		_, ahead := r.mu.ahead[ck]
-		_, loading := r.mu.loads[ck]
-		if !recent && !ahead && !loading {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(q, func(q aheadReq) bool { return !r.haveLocked(q) })
 }
 
 // missingLocked drops from q the chunks read ahead, loading or recently
 // read already, so that the chunks queued next to each other are those a
 // GET worker fetches together (takeRunLocked). Requires mu.
 func (r *Reader) missingLocked(q []aheadReq) []aheadReq {
-	return slices.DeleteFunc(q, func(q aheadReq) bool {
-		ck := chunkKey(q.key, q.idx)
-		_, recent := r.mu.recent[ck]
-		_, ahead := r.mu.ahead[ck]
-		_, loading := r.mu.loads[ck]
-		return recent || ahead || loading
-	})
+	return slices.DeleteFunc(q, r.haveLocked)
+}
+
+// haveLocked reports whether q's chunk is read ahead, loading or
+// recently read. Requires mu.
+func (r *Reader) haveLocked(q aheadReq) bool {
+	ck := chunkKey(q.key, q.idx)
+	_, recent := r.mu.recent[ck]
+	_, ahead := r.mu.ahead[ck]
+	_, loading := r.mu.loads[ck]
+	return recent || ahead || loading
 }
 
 // spawnLocked puts a stream with chunks queued in line for the GET
