@@ -517,9 +517,10 @@ func readerAtBody(r io.Reader, size int64) (io.ReaderAt, int64, bool) {
 }
 
 // putMultipart uploads size bytes of ra from base as a multipart upload
-// (of partSize), Concurrency of them in flight, each PUT from a section of ra (memory stays bounded by the HTTP buffers, whatever the
-// size). The condition goes on the completion, the only call of an
-// upload that takes one. A failed upload is aborted, even after ctx ends.
+// (of partSize), Concurrency of them in flight, each PUT from a section
+// of ra (memory stays bounded by the HTTP buffers, whatever the size).
+// The condition goes on the completion, the only call of an upload that
+// takes one. A failed upload is aborted, even after ctx ends.
 func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base, size int64, putID string, ifNoneMatch, ifMatch *string) (string, error) {
 	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(b.opts.Bucket), Key: aws.String(key),
