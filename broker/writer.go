@@ -231,12 +231,8 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 // writev sends bufs with one system call (more while the socket is full).
 // It consumes bufs. The caller has armed the deadline.
 func (w *connWriter) writev(bufs net.Buffers) error {
-	var n int
-	for _, b := range bufs {
-		n += len(b)
-	}
 	switch {
-	case n == 0:
+	case buffersLen(bufs) == 0:
 		return nil
 	case len(bufs) == 1:
 		_, err := w.nc.Write(bufs[0])
@@ -252,10 +248,7 @@ func (w *connWriter) writev(bufs net.Buffers) error {
 // wake-up of the client for a few bytes). Larger than the scratch buffer,
 // they are sent as writev sends them. It consumes bufs.
 func (w *connWriter) writeMore(bufs net.Buffers) error {
-	n := 0
-	for _, b := range bufs {
-		n += len(b)
-	}
+	n := buffersLen(bufs)
 	if w.raw == nil || n > len(w.more) || n == 0 {
 		return w.writev(bufs)
 	}
@@ -408,4 +401,13 @@ func fileFd(f *os.File) (int, error) {
 		return 0, err
 	}
 	return fd, nil
+}
+
+// buffersLen is the bytes bufs hold.
+func buffersLen(bufs net.Buffers) int {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	return n
 }
