@@ -71,6 +71,11 @@ type Rule struct {
 	Err  error
 	// LoseResponse performs a Put or Delete, then reports ErrLostResponse.
 	LoseResponse bool
+	// Meanwhile, with LoseResponse, is called with the key after the
+	// call took effect and before its response is lost: what another
+	// writer does while the response is on its way (a newer leader's
+	// commit, say).
+	Meanwhile func(key string)
 	// Truncate cuts a Get's body after TruncateAfter bytes with
 	// io.ErrUnexpectedEOF: a connection that died mid-body.
 	Truncate      bool
@@ -158,6 +163,7 @@ type effects struct {
 	stall        bool
 	err          error
 	loseResponse bool
+	meanwhile    []func(string)
 	truncate     int64 // -1: whole body
 }
 
@@ -184,6 +190,9 @@ func (b *Bucket) match(op Op, key string) effects {
 			e.err = fmt.Errorf("faulty: %s %s: %w", op, key, e.err)
 		}
 		e.loseResponse = e.loseResponse || r.LoseResponse
+		if r.LoseResponse && r.Meanwhile != nil {
+			e.meanwhile = append(e.meanwhile, r.Meanwhile)
+		}
 		if r.Truncate && (e.truncate < 0 || r.TruncateAfter < e.truncate) {
 			e.truncate = max(r.TruncateAfter, 0)
 		}
@@ -193,6 +202,13 @@ func (b *Bucket) match(op Op, key string) effects {
 	}
 	b.faults = kept
 	return e
+}
+
+// runMeanwhile calls the Meanwhile hooks of a call whose response is lost.
+func (e effects) runMeanwhile(key string) {
+	for _, f := range e.meanwhile {
+		f(key)
+	}
 }
 
 // before applies latency, stall and error.
@@ -220,6 +236,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	}
 	a, err := b.inner.Put(ctx, key, r, size, opts)
 	if err == nil && e.loseResponse {
+		e.runMeanwhile(key)
 		return objectstore.Attrs{}, fmt.Errorf("faulty: put %s: %w", key, ErrLostResponse)
 	}
 	return a, err
@@ -277,6 +294,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	}
 	err := b.inner.Delete(ctx, key)
 	if err == nil && e.loseResponse {
+		e.runMeanwhile(key)
 		return fmt.Errorf("faulty: delete %s: %w", key, ErrLostResponse)
 	}
 	return err

@@ -63,6 +63,30 @@ func TestLostResponseTakesEffect(t *testing.T) {
 	}
 }
 
+func TestMeanwhileRunsBetweenTheEffectAndTheLostResponse(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	var seen string
+	b.Add(faulty.Rule{Op: faulty.Put, Times: 1, LoseResponse: true, Meanwhile: func(key string) {
+		// The lost put took effect; another writer replaces it.
+		seen = key
+		if err := put(b.Inner(), key, "theirs"); err != nil {
+			t.Error(err)
+		}
+	}})
+	if err := put(b, "k", "mine"); !errors.Is(err, faulty.ErrLostResponse) || seen != "k" {
+		t.Fatalf("put: %v, meanwhile saw %q", err, seen)
+	}
+	body, err := b.Get(context.Background(), "k", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(body)
+	body.Close()
+	if string(data) != "theirs" {
+		t.Fatalf("stored %q", data)
+	}
+}
+
 func TestTruncatedBody(t *testing.T) {
 	b := faulty.New(objectstore.NewMem())
 	put(b, "k", "0123456789")
