@@ -136,6 +136,9 @@ type upload struct {
 // the others are deleted (the next call uploads them again under new
 // names).
 func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (int, error) {
+	if err := a.settle(ctx); err != nil {
+		return 0, err
+	}
 	m := a.cfg.Manifest.Current()
 	end := m.End()
 	var ups []*upload
@@ -227,6 +230,9 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 		inflight = nil
 	}
 	defer drain()
+	if err := a.settle(ctx); err != nil {
+		return err
+	}
 	defer func() {
 		// The commit in flight is waited for: the objects it names
 		// are left to it (deleted if it is fenced).
@@ -424,7 +430,8 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 // commit names the uploaded segments ups (consecutive, the oldest first)
 // in the manifest in one write, and returns how many it named (those a
 // previous commit named already are not) and the manifest committed.
-// Objects it does not name are deleted. It does not call OnCommit.
+// Objects it does not name are deleted (when it is fenced, those the newer
+// leader's manifest does not name). It does not call OnCommit.
 func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int, *Manifest, error) {
 	a.fault(FaultUploaded)
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
@@ -445,9 +452,7 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 	commitTook := time.Since(commitStart)
 	if err != nil {
 		if errors.Is(err, ErrFenced) {
-			for _, u := range ups {
-				a.deleteQuietly(u.logKey, u.compKey)
-			}
+			a.deleteUnnamed(ctx, ups)
 		}
 		// Otherwise the commit may or may not have landed: the
 		// objects stay; orphan cleanup removes them if it did not.
@@ -475,6 +480,44 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 		}
 	}
 	return len(committed), nm, nil
+}
+
+// deleteUnnamed deletes the objects of the uploads ups whose commit was
+// fenced, except those the newer leader's manifest (the one the commit read
+// back) names: the fenced write may have landed, its response lost, before
+// the newer leader read it and built on it. An upload whose naming cannot
+// be checked keeps its objects (orphan cleanup under the newer leader
+// decides).
+func (a *Archiver) deleteUnnamed(ctx context.Context, ups []*upload) {
+	m := a.cfg.Manifest.Current()
+	var spills SpillLoader = BucketSpills{Bucket: a.cfg.Bucket, Layout: a.cfg.Layout}
+	if a.cfg.Spills != nil {
+		spills = a.cfg.Spills
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	for _, u := range ups {
+		seg, ok, err := FindSegment(ctx, spills, a.cfg.Partition, m, u.seg.BaseOffset)
+		switch {
+		case err != nil:
+			a.cfg.Logger.Warn("keeping a fenced upload's objects: the newer manifest could not be read", "partition", a.cfg.Partition.String(), "base", u.seg.BaseOffset, "err", err)
+		case ok && seg.ID == u.seg.ID:
+			// The newer leader's manifest names it: it is theirs now.
+		default:
+			a.deleteQuietly(u.logKey, u.compKey)
+		}
+	}
+}
+
+// settle reads the manifest back when a commit's outcome is unknown, so
+// that segments it committed are not uploaded again.
+func (a *Archiver) settle(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	if err := a.cfg.Manifest.Settle(ctx); err != nil {
+		return fmt.Errorf("tiering: reading back %s's manifest after a commit of unknown outcome: %w", a.cfg.Partition, err)
+	}
+	return nil
 }
 
 // onCommit tells the caller of a commit's new manifest, on the goroutine

@@ -33,6 +33,9 @@ type ManifestStore struct {
 	mu       sync.Mutex
 	cur      *Manifest // never modified once stored
 	etag     string    // "" when the manifest does not exist
+	// unsettled: a commit failed with its outcome unknown and could not
+	// read the manifest back, so cur may miss it (Settle reads it).
+	unsettled bool
 }
 
 // NewManifestStore returns a store for the manifest at key; Load reads it.
@@ -53,8 +56,22 @@ func (s *ManifestStore) Current() *Manifest {
 
 func (s *ManifestStore) set(m *Manifest, etag string) {
 	s.mu.Lock()
-	s.cur, s.etag = m, etag
+	s.cur, s.etag, s.unsettled = m, etag, false
 	s.mu.Unlock()
+}
+
+// Settle reads the manifest back when a commit failed with its outcome
+// unknown and the copy in memory may miss it (a no-op otherwise), so that
+// what is picked next starts where the stored manifest ends.
+func (s *ManifestStore) Settle(ctx context.Context) error {
+	s.mu.Lock()
+	unsettled := s.unsettled
+	s.mu.Unlock()
+	if !unsettled {
+		return nil
+	}
+	_, err := s.Load(ctx)
+	return err
 }
 
 // Load reads the stored manifest; a missing one reads as empty.
@@ -110,11 +127,16 @@ func (s *ManifestStore) read(ctx context.Context) (*Manifest, string, error) {
 // below the stored one gets ErrFenced and must stop. A conflict under the
 // same epoch (a retry of its own write that did land) re-reads and applies
 // mutate again. A write whose outcome is unknown is settled by reading the
-// manifest back. mutate may be called more than once; it returns an error
-// to abandon the commit (returned as is).
+// manifest back; when that read fails too, the error is returned and the
+// store is unsettled (Settle, and the next Commit, read it first). mutate
+// may be called more than once; it returns an error to abandon the commit
+// (returned as is).
 func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	if err := s.Settle(ctx); err != nil {
+		return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err)
+	}
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
 		cur, etag := s.cur, s.etag
@@ -155,22 +177,51 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		// Lost the condition, or the outcome is unknown: look.
 		stored, storedTag, rerr := s.read(ctx)
 		if rerr != nil {
+			s.mu.Lock()
+			s.unsettled = true
+			s.mu.Unlock()
 			return nil, fmt.Errorf("tiering: committing %s: %w (re-read: %v)", s.key, err, rerr)
 		}
 		s.set(stored, storedTag)
 		if stored.CommitID == next.CommitID {
 			return stored, nil // the write took
 		}
-		s.deleteSpills(written) // it did not: nothing names them
+		// It did not take, or it did and a newer commit replaced it: a
+		// newer leader's, built on it, which names what it named. So
+		// the spilled parts this attempt wrote go only when the stored
+		// manifest does not name them and this write can no longer
+		// land (it failed its condition, or the version it was
+		// conditional on is gone). A write that may still be on its
+		// way keeps them: orphan cleanup removes them if it never
+		// lands.
+		if errors.Is(err, objectstore.ErrPreconditionFailed) || storedTag != etag {
+			s.deleteSpills(s.unnamedSpills(written, stored))
+		}
 		switch {
 		case stored.LeaderEpoch > epoch:
 			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 		case !errors.Is(err, objectstore.ErrPreconditionFailed) && storedTag == etag:
-			return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err) // not written
+			return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err) // not written (yet)
 		case attempt >= 3:
 			return nil, fmt.Errorf("%w: %s", ErrConflict, s.key)
 		}
 	}
+}
+
+// unnamedSpills returns the keys of written that m names no spilled part
+// under.
+func (s *ManifestStore) unnamedSpills(written []string, m *Manifest) []string {
+	named := make(map[string]bool, len(m.Spills))
+	for _, sp := range m.Spills {
+		named[spillKeyFor(s.key, sp.BaseOffset, sp.ID)] = true
+	}
+	var out []string
+	for _, k := range written {
+		if !named[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // writeSpills writes the pending spilled parts of next (and forgets their

@@ -112,6 +112,14 @@ func putJSON(ctx context.Context, b objectstore.Bucket, key string, v any, opts 
 	}
 	data = append(data, '\n')
 	_, err = b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil && !errors.Is(err, objectstore.ErrPreconditionFailed) && ctx.Err() == nil {
+		// The outcome is unknown (a response lost after the write
+		// took): it took if the key holds these bytes (each descriptor
+		// carries its time, so no older write holds the same).
+		if got, rerr := objectstore.ReadAll(ctx, b, key, int64(len(data))); rerr == nil && bytes.Equal(got, data) {
+			return nil
+		}
+	}
 	return err
 }
 

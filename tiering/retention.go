@@ -148,18 +148,26 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 	if err != nil {
 		return nil, err
 	}
+	// Every object goes, whatever the others' outcome: a delete whose
+	// response was lost took effect, and one that failed is left for
+	// orphan cleanup; the first error is returned.
 	deleted := 0
 	defer func() { metrics.deleted(deleted) }()
-	del := func(segs []Segment) error {
-		for _, s := range segs {
-			for _, k := range []string{l.SegmentKey(p, s.BaseOffset, s.ID), l.CompanionKey(p, s.BaseOffset, s.ID)} {
-				if err := b.Delete(ctx, k); err != nil {
-					return fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
-				}
-				deleted++
+	var first error
+	del := func(k string) {
+		if err := b.Delete(ctx, k); err != nil {
+			if first == nil {
+				first = fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
 			}
+			return
 		}
-		return nil
+		deleted++
+	}
+	delSegments := func(segs []Segment) {
+		for _, s := range segs {
+			del(l.SegmentKey(p, s.BaseOffset, s.ID))
+			del(l.CompanionKey(p, s.BaseOffset, s.ID))
+		}
 	}
 	for i, s := range old {
 		var segs []Segment
@@ -168,20 +176,20 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 		} else {
 			part, err := spills.LoadSpill(ctx, p, s)
 			if err != nil {
-				return m, fmt.Errorf("tiering: reading a dropped spilled part (left for orphan cleanup): %w", err)
+				// The part and its segments are left for orphan
+				// cleanup (no manifest names them now).
+				if first == nil {
+					first = fmt.Errorf("tiering: reading a dropped spilled part (left for orphan cleanup): %w", err)
+				}
+				continue
 			}
 			segs = part.Segments
 		}
-		if err := del(segs); err != nil {
-			return m, err
-		}
-		k := l.SpillKey(p, s.BaseOffset, s.ID)
-		if err := b.Delete(ctx, k); err != nil {
-			return m, fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
-		}
-		deleted++
+		delSegments(segs)
+		del(l.SpillKey(p, s.BaseOffset, s.ID))
 	}
-	return m, del(doomedHead)
+	delSegments(doomedHead)
+	return m, first
 }
 
 var errNothingToDo = errors.New("tiering: nothing to do")

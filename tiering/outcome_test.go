@@ -1,0 +1,303 @@
+package tiering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+)
+
+// Writes whose outcome is unknown: each test loses the response of a write
+// that took effect (faulty's LoseResponse) and checks that the partition
+// ends with no gap, no duplicate, no object a manifest names missing, and
+// no orphan the next sweep would not find.
+
+// requireNamedObjectsExist fails t unless every segment the manifest at key
+// names (spilled parts included) has its segment and companion objects,
+// and every spilled part it names reads.
+func requireNamedObjectsExist(t *testing.T, b objectstore.Bucket, l Layout, key string) *Manifest {
+	t.Helper()
+	ctx := context.Background()
+	m, err := NewManifestStore(b, key, nil).Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = WalkSegments(ctx, BucketSpills{b, l}, testPartition, m, -1, nil, func(s Segment) bool {
+		for _, k := range []string{l.SegmentKey(testPartition, s.BaseOffset, s.ID), l.CompanionKey(testPartition, s.BaseOffset, s.ID)} {
+			if _, err := b.Head(ctx, k); err != nil {
+				t.Errorf("the manifest names %s: %v", k, err)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("walking the stored manifest: %v", err)
+	}
+	return m
+}
+
+// newerLeaderCommits is a Meanwhile hook: a leader of epoch reads the
+// manifest at key (the lost write's, which took effect) and commits on top
+// of it.
+func newerLeaderCommits(t *testing.T, b objectstore.Bucket, key string, epoch int32) func(string) {
+	return func(string) {
+		ctx := context.Background()
+		nw := NewManifestStore(b, key, nil)
+		if _, err := nw.Load(ctx); err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := nw.Commit(ctx, epoch, func(*Manifest) error { return nil }); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// Regression: a commit whose write took effect but whose response was lost
+// read back a newer leader's manifest, built on its own, and so was
+// fenced; the fenced leader then deleted the objects it had uploaded,
+// which the newer leader's manifest named.
+func TestAFencedCommitThatLandedKeepsTheObjectsTheNewerManifestNames(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	old, _ := newTestArchiver(t, fb, log)
+	l := old.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	lost := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true, Meanwhile: newerLeaderCommits(t, fb.Inner(), key, 2)})
+	if _, err := old.UploadNext(ctx, 1, log.LogEndOffset()); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the old leader: %v", err)
+	}
+	if lost.Fired() != 1 {
+		t.Fatal("the commit's response was not lost")
+	}
+	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
+	if m.LeaderEpoch != 2 || len(m.Segments) == 0 {
+		t.Fatalf("stored manifest at epoch %d with %d segments", m.LeaderEpoch, len(m.Segments))
+	}
+	// Nothing else is left: the old leader's objects are the ones named.
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("orphans %v", orphans)
+	}
+}
+
+// The same with a spilled part: the lost commit's manifest named a part
+// it had just written, and the newer leader's manifest names it too.
+func TestAFencedCommitThatLandedKeepsTheSpilledPartTheNewerManifestNames(t *testing.T) {
+	ctx := context.Background()
+	fb := faulty.New(objectstore.NewMem())
+	l := Layout{Prefix: "archive"}
+	key := l.ManifestKey(testPartition)
+	ms := NewManifestStore(fb, key, nil)
+	if _, err := ms.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	commitSynth(t, ms, 0, 880, 880) // just under the spill threshold
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true, Meanwhile: newerLeaderCommits(t, fb.Inner(), key, 5)})
+	_, err := ms.Commit(ctx, 0, func(m *Manifest) error {
+		for i := 880; i < 890; i++ {
+			m.Segments = append(m.Segments, synthSegment(i))
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("commit: %v", err)
+	}
+	m, err := NewManifestStore(fb.Inner(), key, nil).Load(ctx)
+	if err != nil || len(m.Spills) != 1 || m.SegmentCount() != 890 {
+		t.Fatalf("stored: %d spills, %d segments (%v)", len(m.Spills), m.SegmentCount(), err)
+	}
+	if _, err := (BucketSpills{fb.Inner(), l}).LoadSpill(ctx, testPartition, m.Spills[0]); err != nil {
+		t.Fatalf("the newer manifest's spilled part: %v", err)
+	}
+}
+
+// A commit whose write failed with its outcome unknown and whose re-read
+// failed too, and which did land, is settled before the next upload: the
+// segments it committed are not uploaded again.
+func TestAnUnsettledCommitIsReadBackBeforeTheNextUpload(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	first := log.Segments()[0]
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Head, KeyPrefix: key, Times: 1, Fail: true})
+	if _, err := a.UploadNext(ctx, 0, first.NextOffset); err == nil || errors.Is(err, ErrFenced) {
+		t.Fatalf("upload: %v", err)
+	}
+	if ms.Current().End() != 0 {
+		t.Fatal("the manifest in memory moved without a known outcome")
+	}
+	// The next call reads the manifest (which took the commit) and has
+	// nothing to upload below the limit.
+	again := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", first.BaseOffset)})
+	if n, err := a.UploadNext(ctx, 0, first.NextOffset); err != nil || n != 0 {
+		t.Fatalf("upload again: %d, %v", n, err)
+	}
+	if again.Fired() != 0 || ms.Current().End() != first.NextOffset {
+		t.Fatalf("the committed segment was uploaded again (%d puts); manifest ends at %d", again.Fired(), ms.Current().End())
+	}
+	requireNamedObjectsExist(t, fb.Inner(), l, key)
+	m := ms.Current()
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("orphans %v", orphans)
+	}
+}
+
+// Lost responses on every kind of upload write (segment, companion,
+// manifest) cost a retry at most: the manifest ends as the local log, each
+// segment once, and no object is left that it does not name.
+func TestLostUploadResponsesLeaveNoGapNoDuplicateNoOrphan(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 40)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	segs := log.Segments()
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", segs[1].BaseOffset), Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", segs[3].BaseOffset), Times: 2, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 3, LoseResponse: true})
+	failures := 0
+	for ms.Current().End() < segs[len(segs)-2].NextOffset {
+		if _, err := a.UploadNext(ctx, 0, log.LogEndOffset()); err != nil {
+			if failures++; failures > 5 || errors.Is(err, ErrFenced) {
+				t.Fatalf("upload failure %d: %v", failures, err)
+			}
+		}
+	}
+	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
+	requireManifestIsTheLog(t, m, segs, fb.Inner(), len(segs)-1)
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("orphans %v", orphans)
+	}
+}
+
+// The orphan sweep after a commit whose outcome is unknown (it landed;
+// neither its response nor the re-read came back) keeps what the stored
+// manifest names, though the copy in memory does not name it.
+func TestOrphanSweepAfterAnUnknownCommitKeepsWhatItCommitted(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, _ := newTestArchiver(t, fb, log)
+	a.cfg.SweepEvery, a.cfg.OrphanGrace, a.cfg.Spills = time.Hour, 0, BucketSpills{fb, a.cfg.Layout}
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Head, KeyPrefix: key, Times: 1, Fail: true})
+	if _, err := a.UploadNext(ctx, 0, log.LogEndOffset()); err == nil {
+		t.Fatal("the commit's outcome was known")
+	}
+	a.nextSweep = time.Time{}
+	time.Sleep(time.Millisecond) // the objects are older than the sweep's now
+	if err := a.maybeSweep(ctx, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m := requireNamedObjectsExist(t, fb.Inner(), l, key); len(m.Segments) == 0 {
+		t.Fatal("the commit did not land")
+	}
+}
+
+// Remote retention whose manifest commit and object deletes lose their
+// responses: the commit is settled, every expired object goes (a lost
+// delete does not stop the others), nothing named goes.
+func TestRemoteRetentionWithLostResponsesDeletesEveryExpiredObject(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 40)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	before := ms.Current()
+	keep := before.Segments[len(before.Segments)-2].BaseOffset
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true})
+	lostDelete := fb.Add(faulty.Rule{Op: faulty.Delete, KeyPrefix: l.PartitionPrefix(testPartition), Times: 1, LoseResponse: true})
+	var err error
+	for try := 0; try < 3; try++ {
+		// DeleteRecords moved the log start; retention drops what is below it.
+		if _, err = ms.Commit(ctx, 0, func(m *Manifest) error { m.LogStartOffset = keep; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err = ApplyRetention(ctx, fb, l, testPartition, ms, BucketSpills{fb, l}, 0, RetentionPolicy{RetentionMs: -1, RetentionBytes: -1}, time.Now(), 0, nil); err == nil {
+			break
+		}
+	}
+	if lostDelete.Fired() != 1 {
+		t.Fatal("no delete lost its response")
+	}
+	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
+	if m.Start() != keep || len(m.Segments) != 2 {
+		t.Fatalf("manifest from %d with %d segments", m.Start(), len(m.Segments))
+	}
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("expired objects left: %v", orphans)
+	}
+}
+
+// Topic deletion whose writes lose their responses (the marker, an object
+// delete, the marker's delete) finishes when run again, as the broker does
+// until it succeeds.
+func TestDeleteTopicWithLostResponsesFinishesWhenRunAgain(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, _ := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	l := a.cfg.Layout
+	p := testPartition
+	if err := PutTopic(ctx, fb, l, TopicDescriptor{Name: p.Topic, ID: TopicDir(p.Topic, p.TopicID)[len(p.Topic)+1:], Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	marker := l.DeletedKey(p.Topic, p.TopicID)
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: marker, Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Delete, KeyPrefix: l.PartitionPrefix(p), Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Delete, KeyPrefix: marker, Times: 1, LoseResponse: true})
+	runs := 0
+	for {
+		runs++
+		if err := DeleteTopic(ctx, fb, l, p.Topic, p.TopicID, time.Now(), nil); err == nil {
+			break
+		} else if runs > 4 {
+			t.Fatalf("run %d: %v", runs, err)
+		}
+	}
+	if left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID)); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+	if pending, err := PendingDeletions(ctx, fb.Inner(), l); err != nil || len(pending) != 0 {
+		t.Fatalf("pending %v (%v)", pending, err)
+	}
+}
+
+// The bucket's descriptors: a write that lost its response is in the
+// bucket, and writing it again is no error.
+func TestDescriptorsWithLostResponses(t *testing.T) {
+	ctx := context.Background()
+	fb := faulty.New(objectstore.NewMem())
+	l := Layout{Prefix: "archive"}
+	fb.Add(faulty.Rule{Op: faulty.Put, Times: 2, LoseResponse: true})
+	if err := EnsureArchive(ctx, fb, l, time.Now()); err != nil {
+		t.Fatalf("the archive descriptor whose write landed: %v", err)
+	}
+	p := testPartition
+	d := TopicDescriptor{Name: p.Topic, ID: TopicDir(p.Topic, p.TopicID)[len(p.Topic)+1:], Partitions: 3}
+	if err := PutTopic(ctx, fb, l, d); err != nil {
+		t.Fatalf("the topic descriptor whose write landed: %v", err)
+	}
+	if err := EnsureArchive(ctx, fb, l, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadTopic(ctx, fb, l, p.Topic, p.TopicID)
+	if err != nil || got.Partitions != 3 {
+		t.Fatalf("topic descriptor %+v, %v", got, err)
+	}
+}
