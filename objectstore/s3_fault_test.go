@@ -109,6 +109,43 @@ func TestS3MultipartPutWithLostCompletionSucceeds(t *testing.T) {
 	}
 }
 
+// loseFirstDelete lets the first DELETE reach the store, then drops its
+// response: the SDK's retry deletes a key that is gone.
+func loseFirstDelete(lost *atomic.Int32) func(http.RoundTripper) http.RoundTripper {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(r)
+			if err == nil && r.Method == http.MethodDelete && lost.CompareAndSwap(0, 1) {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return nil, errors.New("read tcp 127.0.0.1: connection reset by peer")
+			}
+			return resp, err
+		})
+	}
+}
+
+// A delete whose response was lost is retried and reports success (the
+// key it finds gone is what it asked for), not an error a caller would
+// retry or log as a failure.
+func TestS3DeleteWithLostResponseSucceeds(t *testing.T) {
+	ctx := context.Background()
+	var lost atomic.Int32
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = loseFirstDelete(&lost) })
+	if _, err := b.Put(ctx, "doomed", strings.NewReader("x"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "doomed"); err != nil {
+		t.Fatalf("delete whose first response was lost: %v", err)
+	}
+	if lost.Load() != 1 {
+		t.Fatal("no response was lost")
+	}
+	if _, err := b.Head(ctx, "doomed"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("head after delete: %v", err)
+	}
+}
+
 // stallBodies makes every GET body deliver a few bytes and then nothing
 // until the request is cancelled.
 func stallBodies(next http.RoundTripper) http.RoundTripper {
