@@ -226,7 +226,7 @@ func (s *ManifestStore) unnamedSpills(written []string, m *Manifest) []string {
 
 // writeSpills writes the pending spilled parts of next (and forgets their
 // content: they are read back through a SpillLoader). It returns the keys
-// written.
+// written (on failure, with the one that failed: it may have landed).
 func (s *ManifestStore) writeSpills(ctx context.Context, next *Manifest) ([]string, error) {
 	var written []string
 	for i := range next.Spills {
@@ -243,7 +243,9 @@ func (s *ManifestStore) writeSpills(ctx context.Context, next *Manifest) ([]stri
 		}
 		data := EncodeManifest(sp.part, true)
 		if _, err := s.bucket.Put(ctx, key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{IfNoneMatch: true}); err != nil {
-			return written, fmt.Errorf("tiering: writing the spilled manifest part %s: %w", key, err)
+			// It may have landed (a lost response): no manifest
+			// names it, so it goes with the others.
+			return append(written, key), fmt.Errorf("tiering: writing the spilled manifest part %s: %w", key, err)
 		}
 		written = append(written, key)
 		sp.part = nil

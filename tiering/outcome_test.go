@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -299,5 +300,107 @@ func TestDescriptorsWithLostResponses(t *testing.T) {
 	got, err := ReadTopic(ctx, fb, l, p.Topic, p.TopicID)
 	if err != nil || got.Partitions != 3 {
 		t.Fatalf("topic descriptor %+v, %v", got, err)
+	}
+}
+
+// retryFailsItsCondition is a store whose Put of key, once, takes effect
+// and then answers as the store's own retry of it would: with a failed
+// precondition against the object it wrote.
+type retryFailsItsCondition struct {
+	objectstore.Bucket
+	key   string
+	fired int
+}
+
+func (b *retryFailsItsCondition) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) (objectstore.Attrs, error) {
+	a, err := b.Bucket.Put(ctx, key, r, size, opts)
+	if err == nil && key == b.key && b.fired == 0 {
+		b.fired++
+		return objectstore.Attrs{}, fmt.Errorf("%w: the retry of a put whose response was lost", objectstore.ErrPreconditionFailed)
+	}
+	return a, err
+}
+
+// A manifest commit whose write took effect and whose retry then failed
+// its condition against that very write is a success: not a lost
+// leadership, not a re-upload, no orphan, and the next commit goes on.
+func TestACommitWhoseRetryFailsItsConditionOnItsOwnWriteSucceeds(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	l := Layout{Prefix: "archive"}
+	rb := &retryFailsItsCondition{Bucket: objectstore.NewMem(), key: l.ManifestKey(testPartition)}
+	a, ms := newTestArchiver(t, rb, log)
+	segs := log.Segments()
+	if n, err := a.UploadNext(ctx, 3, segs[0].NextOffset); err != nil || n != 1 || rb.fired != 1 {
+		t.Fatalf("upload: %d, %v (condition failed %d times)", n, err, rb.fired)
+	}
+	if ms.Current().End() != segs[0].NextOffset || ms.Current().LeaderEpoch != 3 {
+		t.Fatalf("manifest ends at %d, epoch %d", ms.Current().End(), ms.Current().LeaderEpoch)
+	}
+	uploadAll(t, a, 3, log.LogEndOffset())
+	m := requireNamedObjectsExist(t, rb, l, l.ManifestKey(testPartition))
+	requireManifestIsTheLog(t, m, segs, rb, len(segs)-1)
+	if orphans := PlanOrphans(m, nil, listAttrs(t, rb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("orphans %v", orphans)
+	}
+}
+
+// A spilled part whose write lost its response fails the commit before
+// the manifest is written: the part is deleted with the commit's others,
+// not left for the sweep.
+func TestASpilledPartWhoseResponseWasLostIsNotLeft(t *testing.T) {
+	ctx := context.Background()
+	fb := faulty.New(objectstore.NewMem())
+	l := Layout{Prefix: "archive"}
+	key := l.ManifestKey(testPartition)
+	ms := NewManifestStore(fb, key, nil)
+	if _, err := ms.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	commitSynth(t, ms, 0, 880, 880)
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + "spill-", Times: 1, LoseResponse: true})
+	_, err := ms.Commit(ctx, 0, func(m *Manifest) error {
+		for i := 880; i < 890; i++ {
+			m.Segments = append(m.Segments, synthSegment(i))
+		}
+		return nil
+	})
+	if !errors.Is(err, faulty.ErrLostResponse) {
+		t.Fatalf("commit: %v", err)
+	}
+	if left := listKeys(t, fb, ".manifest"); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+	// The retry spills and commits.
+	commitSynth(t, ms, 880, 890, 10)
+	if m := ms.Current(); len(m.Spills) != 1 || m.SegmentCount() != 890 {
+		t.Fatalf("%d spills, %d segments", len(m.Spills), m.SegmentCount())
+	}
+}
+
+// DeleteRecords' commit of a new log start, which landed with its outcome
+// unknown (response and re-read lost), is seen by the next retention run:
+// the segments below the start go without waiting for another commit.
+func TestRetentionReadsBackALogStartOfUnknownOutcome(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 40)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	start := ms.Current().Segments[2].BaseOffset
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true})
+	fb.Add(faulty.Rule{Op: faulty.Head, KeyPrefix: key, Times: 1, Fail: true})
+	if _, err := ms.Commit(ctx, 0, func(m *Manifest) error { m.LogStartOffset = start; return nil }); err == nil {
+		t.Fatal("the commit's outcome was known")
+	}
+	m, err := ApplyRetention(ctx, fb, l, testPartition, ms, BucketSpills{fb, l}, 0, RetentionPolicy{RetentionMs: -1, RetentionBytes: -1}, time.Now(), 0, nil)
+	if err != nil || m == nil || m.Start() != start {
+		t.Fatalf("retention: %v, manifest %+v", err, m)
+	}
+	m = requireNamedObjectsExist(t, fb.Inner(), l, key)
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("expired objects left: %v", orphans)
 	}
 }

@@ -119,6 +119,11 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 	// uploads, must not wait for that commit when nothing has expired (as
 	// almost always). A commit in flight only adds segments at the end;
 	// what it makes expire is found at the next run.
+	// A commit of unknown outcome (DeleteRecords' moving the log start,
+	// say) is read back first: the plan must see it.
+	if err := ms.Settle(ctx); err != nil {
+		return nil, err
+	}
 	if plan, err := PlanRetention(ctx, spills, p, ms.Current(), pol, now.UnixMilli(), localBytes); err == nil && plan.empty() {
 		return nil, nil
 	}
