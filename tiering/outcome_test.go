@@ -404,3 +404,34 @@ func TestRetentionReadsBackALogStartOfUnknownOutcome(t *testing.T) {
 		t.Fatalf("expired objects left: %v", orphans)
 	}
 }
+
+// An orphan sweep whose delete loses its response goes on with the
+// others: one pass leaves no orphan.
+func TestOrphanSweepWithALostDeleteDeletesEveryOrphan(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, _ := newTestArchiver(t, fb, log)
+	l := a.cfg.Layout
+	// A commit that failed before its write leaves its batch's objects.
+	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.ManifestKey(testPartition), Times: 1, Fail: true})
+	if _, err := a.UploadNext(ctx, 0, log.LogEndOffset()); err == nil {
+		t.Fatal("the commit succeeded")
+	}
+	m, err := NewManifestStore(fb, l.ManifestKey(testPartition), nil).Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0)
+	if len(left) < 2 {
+		t.Fatalf("orphans %v", left)
+	}
+	lost := fb.Add(faulty.Rule{Op: faulty.Delete, Times: 1, LoseResponse: true})
+	n, err := CleanOrphans(ctx, fb, l, testPartition, m, BucketSpills{fb, l}, time.Now().Add(time.Hour), 0, nil)
+	if !errors.Is(err, faulty.ErrLostResponse) || lost.Fired() != 1 || n != len(left)-1 {
+		t.Fatalf("cleaned %d of %d: %v", n, len(left), err)
+	}
+	if got := listAttrs(t, fb, l.PartitionPrefix(testPartition)); len(got) != 0 {
+		t.Fatalf("left %v", got)
+	}
+}

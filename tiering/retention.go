@@ -252,15 +252,21 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 		}
 		parts = append(parts, part)
 	}
+	// Every orphan is tried, whatever the others' outcome (a delete
+	// whose response was lost took effect); the first error is returned.
 	n := 0
 	defer func() { metrics.deleted(n) }()
+	var first error
 	for _, k := range PlanOrphans(m, parts, listing, now, grace) {
 		if err := b.Delete(ctx, k); err != nil {
-			return n, err
+			if first == nil {
+				first = err
+			}
+			continue
 		}
 		n++
 	}
-	return n, nil
+	return n, first
 }
 
 // DeleteTopic removes a deleted topic's objects: it writes the deletion
@@ -281,13 +287,24 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 	}); err != nil {
 		return err
 	}
+	// Every object is tried, whatever the others' outcome (a delete
+	// whose response was lost took effect); the marker goes only once
+	// they all went.
+	deleted := 0
+	var first error
 	for _, k := range keys {
 		if err := b.Delete(ctx, k); err != nil {
-			metrics.deleted(0)
-			return fmt.Errorf("tiering: deleting %s: %w", k, err)
+			if first == nil {
+				first = fmt.Errorf("tiering: deleting %s: %w", k, err)
+			}
+			continue
 		}
+		deleted++
 	}
-	metrics.deleted(len(keys))
+	metrics.deleted(deleted)
+	if first != nil {
+		return first
+	}
 	return b.Delete(ctx, marker)
 }
 
