@@ -608,14 +608,27 @@ func (a *Archiver) fault(point string) {
 	}
 }
 
+// put uploads one object of an upload under its new key. A put whose
+// outcome is unknown (its response lost) is settled by looking: the key is
+// this upload's alone and the put is create-only and atomic, so an object
+// of the size under it is this put's, whole, and need not go up again.
 func (a *Archiver) put(ctx context.Context, key string, r io.Reader, size int64) error {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout+time.Duration(size>>20)*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout+time.Duration(size>>20)*time.Second)
 	defer cancel()
-	if _, err := a.cfg.Bucket.Put(ctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
-		a.cfg.Metrics.uploadError()
-		return fmt.Errorf("tiering: uploading %s: %w", key, err)
+	_, err := a.cfg.Bucket.Put(pctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true})
+	if err == nil {
+		return nil
 	}
-	return nil
+	if ctx.Err() == nil {
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+		at, herr := a.cfg.Bucket.Head(hctx, key)
+		cancel()
+		if herr == nil && at.Size == size {
+			return nil
+		}
+	}
+	a.cfg.Metrics.uploadError()
+	return fmt.Errorf("tiering: uploading %s: %w", key, err)
 }
 
 // deleteQuietly removes objects of an upload that will never be committed

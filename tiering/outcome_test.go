@@ -435,3 +435,31 @@ func TestOrphanSweepWithALostDeleteDeletesEveryOrphan(t *testing.T) {
 		t.Fatalf("left %v", got)
 	}
 }
+
+// A segment or companion PUT that took effect and lost its response is
+// settled by looking at its key: the batch commits at once, nothing goes
+// up twice.
+func TestALostUploadResponseIsSettledWithoutAReUpload(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	l := a.cfg.Layout
+	segs := log.Segments()
+	prefix := l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", segs[0].BaseOffset)
+	lost := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: prefix, Times: 2, LoseResponse: true}) // the segment and its companion
+	n, err := a.UploadNext(ctx, 0, segs[0].NextOffset)
+	if err != nil || n != 1 || lost.Fired() != 2 {
+		t.Fatalf("upload: %d, %v (lost %d)", n, err, lost.Fired())
+	}
+	if puts := fb.Calls(faulty.Put); puts != 3 { // segment, companion, manifest
+		t.Fatalf("%d puts", puts)
+	}
+	m := requireNamedObjectsExist(t, fb.Inner(), l, l.ManifestKey(testPartition))
+	if m.End() != segs[0].NextOffset || ms.Current().End() != m.End() {
+		t.Fatalf("manifest ends at %d", m.End())
+	}
+	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("orphans %v", orphans)
+	}
+}
