@@ -88,6 +88,11 @@ type rawWorkload struct {
 	// (before and after it), which its row is a fraction of instead of
 	// the suite's.
 	ownRef float64
+	// roundTripRef, for acks=all, is the disk at its window with the
+	// producers' round trip between syncs (diskRoundTripRef), measured
+	// beside it: what of the window a closed loop of producers can reach
+	// without a broker's work.
+	roundTripRef float64
 }
 
 // ref is the reference w's Shale figure is a fraction of: its own, or
@@ -174,14 +179,22 @@ func runRawSuite(o options, shale, kfake *target) error {
 		// writes gigabytes) leave this machine's disk slower for a
 		// while, which the references at the start of the suite do not
 		// see, and both should meet the same disk.
-		var beside []float64
+		var beside, besideRT []float64
 		besideRef := func() error {
 			if acks != -1 {
 				return nil
 			}
 			w, err := windowReference(shale, cfg)
+			if err != nil {
+				return err
+			}
 			beside = append(beside, w)
-			return err
+			rt, err := diskRoundTripRef(dataDirOf(shale), cfg.conns, cfg.batchBytes, cfg.inflight*cfg.batchBytes, 2*time.Second)
+			if err != nil {
+				return fmt.Errorf("disk round trip reference: %w", err)
+			}
+			besideRT = append(besideRT, rt)
+			return nil
 		}
 		if err := besideRef(); err != nil {
 			return err
@@ -199,7 +212,9 @@ func runRawSuite(o options, shale, kfake *target) error {
 		if acks == -1 {
 			w.refFor = "window" // fsynced: the disk at the window in flight
 			w.ownRef = (beside[0] + beside[1]) / 2
-			fmt.Printf("reference beside produce acks=all: disk at the acks=all window %.0f MB/s before it, %.0f after it\n", beside[0]/1e6, beside[1]/1e6)
+			w.roundTripRef = (besideRT[0] + besideRT[1]) / 2
+			fmt.Printf("reference beside produce acks=all: disk at the acks=all window %.0f MB/s before it, %.0f after it; with a loopback round trip per fdatasync (the window sent, synced, answered, as producers keeping it in flight) %.0f before, %.0f after\n",
+				beside[0]/1e6, beside[1]/1e6, besideRT[0]/1e6, besideRT[1]/1e6)
 		}
 		done = append(done, w)
 		if fetchTopic == "" && name == "1" {
@@ -354,10 +369,10 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 			// The disk's own window reference bounds it: when that
 			// is below 0.6x acks=1, the target is out of reach at
 			// this window on this disk, whatever the broker does.
-			win := refs["window"] / 1e6
+			win, rt := refs["window"]/1e6, 0.0
 			for _, w := range done {
 				if w.name == "produce acks=all" {
-					win = w.ref(refs) / 1e6
+					win, rt = w.ref(refs)/1e6, w.roundTripRef/1e6
 				}
 			}
 			reach := "reachable"
@@ -367,6 +382,10 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 			lines = append(lines, fmt.Sprintf("acks=all: %.0f MB/s beside acks=1 %.0f MB/s and the disk at the acks=all window %.0f MB/s: %.2fx acks=1 (target >= 0.6x: %s, the disk's window is %.2fx acks=1), %.0f%% of the disk at its window, p50 %s with %d in flight per connection (-raw-inflight)",
 				all.res.mbps(), a1.res.mbps(), win, all.res.mbps()/a1.res.mbps(), reach, win/a1.res.mbps(),
 				100*all.res.mbps()/win, all.res.percentile(0.5).Round(10*time.Microsecond), inflight))
+			if rt > 0 {
+				lines = append(lines, fmt.Sprintf("acks=all: %.0f%% of the disk at its window with the producers' round trip per fdatasync (%.0f MB/s, %.2fx acks=1, %.0f%% of the window): what is left to the broker",
+					100*all.res.mbps()/rt, rt, rt/a1.res.mbps(), 100*rt/win))
+			}
 		}
 	}
 	for _, w := range done {

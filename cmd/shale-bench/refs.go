@@ -98,6 +98,98 @@ func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float
 	return float64(written.Load()) / time.Since(start).Seconds(), err
 }
 
+// diskRoundTripRef is diskWindowRef with the producers' round trip: each
+// of files loopback TCP connections carries a window of batch-byte writes
+// at a time to a receiver, which reads them, writes them to its file and
+// fdatasyncs it, then answers with a few bytes, on which the sender sends
+// the next window, for about d (the sender stops, the receiver reads to
+// the end). It returns the bytes per second the disk
+// sustained that way: the ceiling of fsynced produce from producers that
+// keep window bytes in flight, with no broker work beyond reading, writing
+// and fsyncing. A group commit that syncs a producer's whole window at
+// once waits, between two syncs, for its answers to reach the producer
+// and the next requests to arrive; diskWindowRef, which writes the next
+// window at once, does not.
+func diskRoundTripRef(dir string, files, batch, window int, d time.Duration) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	window = window / batch * batch
+	var written atomic.Int64
+	errs := make(chan error, 2*files)
+	start := time.Now()
+	for i := 0; i < files; i++ {
+		go func() { // the sender: a producer with window bytes in flight
+			errs <- func() error {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				block := make([]byte, batch)
+				for i := range block {
+					block[i] = byte(i * 7)
+				}
+				answer := make([]byte, 8)
+				for time.Since(start) < d {
+					for w := 0; w < window; w += batch {
+						if _, err := c.Write(block); err != nil {
+							return err
+						}
+					}
+					if _, err := io.ReadFull(c, answer); err != nil {
+						return err
+					}
+				}
+				return nil
+			}()
+		}()
+		c, err := ln.Accept()
+		if err != nil {
+			return 0, err
+		}
+		go func() { // the receiver: read a window, write it, fdatasync, answer
+			errs <- func() error {
+				defer c.Close()
+				f, err := os.CreateTemp(dir, "disk-round-trip-ref-")
+				if err != nil {
+					return err
+				}
+				defer os.Remove(f.Name())
+				defer f.Close()
+				buf := make([]byte, batch)
+				answer := make([]byte, 8)
+				for {
+					for w := 0; w < window; w += batch {
+						if _, err := io.ReadFull(c, buf); err != nil {
+							if w == 0 && errors.Is(err, io.EOF) {
+								return nil // the sender is done
+							}
+							return err
+						}
+						if _, err := f.Write(buf); err != nil {
+							return err
+						}
+					}
+					if err := fdatasync(f); err != nil {
+						return err
+					}
+					written.Add(int64(window))
+					if _, err := c.Write(answer); err != nil {
+						return err
+					}
+				}
+			}()
+		}()
+	}
+	for i := 0; i < 2*files; i++ {
+		err = errors.Join(err, <-errs)
+	}
+	return float64(written.Load()) / time.Since(start).Seconds(), err
+}
+
 // loopbackRef sends over conns loopback TCP connections at once, 1 MiB
 // writes read into 1 MiB buffers, for about d, and returns the bytes per
 // second received.

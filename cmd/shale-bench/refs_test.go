@@ -40,3 +40,24 @@ func TestDiskLatencyRefTimesEveryBatchDue(t *testing.T) {
 		t.Fatalf("%d files left behind", len(left))
 	}
 }
+
+// TestDiskRoundTripRefSyncsWindowsAndCleansUp: the round-trip reference
+// carries whole windows through each connection until its senders stop,
+// reports a positive rate, and leaves no file behind.
+func TestDiskRoundTripRefSyncsWindowsAndCleansUp(t *testing.T) {
+	dir := t.TempDir()
+	bps, err := diskRoundTripRef(dir, 3, 4<<10, 16<<10, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bps <= 0 {
+		t.Fatalf("rate %v, want positive", bps)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("%d files left behind", len(left))
+	}
+}
