@@ -111,7 +111,11 @@
 // version it read> after. A writer whose leader epoch is below the one in
 // the stored manifest is fenced and gives up. A PUT whose outcome is
 // unknown (timeout, lost response) is settled by reading the manifest
-// again: the commit id says whether the write took. The order of an upload
+// again: the commit id says whether the write took. A write that took and
+// was then replaced by a newer leader's manifest (built on it) reads back
+// as fenced: a fenced writer deletes only the objects the stored manifest
+// does not name, and a writer whose write may still land deletes nothing
+// (orphan cleanup does, later). The order of an upload
 // is: segment, companion, the spilled part the commit creates (if any),
 // then the manifest; a segment is deleted from
 // local disk only after the manifest that names it is committed. Remote
