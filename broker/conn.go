@@ -1029,9 +1029,15 @@ func (c *conn) send(p *pending) {
 	// finds it in the metrics.
 	c.observeAt(p, now)
 	var err error
-	if p.raw != nil {
+	switch {
+	case p.raw != nil && p.raw.remote() && c.b.tier != nil:
+		// Record data read from the object store goes out from the
+		// reader's cold threads, as it came in: a replay's writes
+		// yield to hot traffic.
+		c.b.tier.reader.RunCold(func() { err = c.w.writeRaw(p.header, p.raw) })
+	case p.raw != nil:
 		err = c.w.writeRaw(p.header, p.raw)
-	} else {
+	default:
 		err = c.w.writeFrame(p.enc[p.sentOff:], now)
 	}
 	c.uncharge(p)

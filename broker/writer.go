@@ -179,6 +179,17 @@ func (r *rawResponse) size() int64 {
 	return n
 }
 
+// remote reports whether the response holds record data read from the
+// object store.
+func (r *rawResponse) remote() bool {
+	for i := range r.cuts {
+		if r.cuts[i].data.Bufs != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *rawResponse) release() {
 	for i := range r.cuts {
 		r.cuts[i].rng.Release()

@@ -88,6 +88,15 @@ type ReaderConfig struct {
 	ReadAheadSpan int64
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
+	// ColdNice is how much lower than the process's the scheduling
+	// priority of the threads that make the GETs is (their niceness
+	// added, default 10; negative: none, the GETs run on the goroutines
+	// that ask for them): see ColdThreads. The reader's cold threads
+	// (RunCold) also write what it read to clients.
+	ColdNice int
+	// ColdThreads bounds the cold threads (default 64); work past it
+	// runs on the goroutine that asks for it.
+	ColdThreads int
 	Metrics     *Metrics
 }
 
@@ -110,6 +119,12 @@ func (c *ReaderConfig) ensureDefaults() {
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
+	}
+	if c.ColdNice == 0 {
+		c.ColdNice = 10
+	}
+	if c.ColdThreads <= 0 {
+		c.ColdThreads = 64
 	}
 	if c.ReadAheadBytes <= 0 {
 		c.ReadAheadBytes = max(c.CacheBytes/8, c.ChunkBytes)
@@ -139,6 +154,7 @@ func (c *ReaderConfig) ensureDefaults() {
 // further behind) enters the cache, so a third finds it there.
 type Reader struct {
 	cfg    ReaderConfig
+	cold   *ColdThreads
 	chunks *ristretto.Cache[string, *cacheRef]
 	pool   *chunkPool
 	comps  *ristretto.Cache[string, *Companion]
@@ -245,6 +261,7 @@ const (
 func NewReader(cfg ReaderConfig) (*Reader, error) {
 	cfg.ensureDefaults()
 	r := &Reader{cfg: cfg, recentMax: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 16))}
+	r.cold = NewColdThreads(cfg.ColdNice, cfg.ColdThreads)
 	r.pool = &chunkPool{size: cfg.ChunkBytes, max: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 8)), poison: invariants}
 	counters := max(10*cfg.CacheBytes/cfg.ChunkBytes, 1000)
 	// The chunk cache gets what the companions, spilled parts, recent
@@ -298,10 +315,17 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 func (r *Reader) Close() {
 	r.cancel()
 	r.wg.Wait()
+	r.cold.Close()
 	r.chunks.Close()
 	r.comps.Close()
 	r.spills.Close()
 }
+
+// RunCold runs fn on one of the reader's cold threads, the ones that make
+// its GETs, and returns when fn has returned: work on the data it read
+// (writing a replay's answer to its client) then yields to hot traffic as
+// the GETs do. See ColdThreads.
+func (r *Reader) RunCold(fn func()) { r.cold.Run(fn) }
 
 // Wait waits until the caches have applied every Set and the read-ahead
 // started has ended (tests).
@@ -825,6 +849,12 @@ func (r *Reader) get(ctx context.Context, key string, off, length int64) (c *chu
 // with one reference as soon as its bytes are in, or with the error that
 // failed it and every one after it.
 func (r *Reader) getChunks(ctx context.Context, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) {
+	// The request, and the copy of its body (most of the CPU a replay
+	// costs the broker), run on a cold thread.
+	r.cold.Run(func() { r.getChunksHere(ctx, key, off, lengths, got) })
+}
+
+func (r *Reader) getChunksHere(ctx context.Context, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) {
 	var total int64
 	for _, n := range lengths {
 		total += n

@@ -1,0 +1,183 @@
+package tiering
+
+import (
+	"runtime"
+	"sync"
+	"time"
+)
+
+// ColdThreads runs cold work (a replay's GETs, and the writes of what
+// they read) on OS threads of lower scheduling priority than the rest of
+// the process: threads of their own, each niced once when started and
+// kept for the work alone, so that when hot traffic (a produce, a fetch
+// of the local log) and cold work want the same CPUs, the kernel runs hot
+// traffic first, and cold work takes what it leaves.
+//
+// Go's scheduler has no priorities: a goroutine that copies a GET's body
+// or writes megabytes of it to a client holds a processor until it blocks
+// or is preempted, and the kernel shares the CPUs equally between the
+// threads that run them and the thread of a produce. On a machine whose
+// CPUs a replay keeps busy (the object store and the consumer beside the
+// broker), a produce's thread then waits its turn behind them, for
+// milliseconds. Niced, the cold threads wait instead; when nothing hot
+// runs, they have the CPUs to themselves.
+//
+// A thread whose niceness was raised cannot lower it again without
+// privilege, so a cold thread never goes back to the runtime's pool:
+// its goroutine stays locked to it, and when it has been idle for a
+// while the goroutine ends and the runtime ends the thread with it.
+// Beyond max threads busy at once, work runs on the caller's goroutine,
+// at the process's priority. Where threads cannot be niced (not Linux),
+// or with nice 0, all work runs on the caller's goroutine.
+type ColdThreads struct {
+	nice int
+	max  int
+	// idleFor is how long an idle thread waits for work before it ends.
+	idleFor time.Duration
+
+	mu struct {
+		sync.Mutex
+		idle   []*coldThread // most recently idle last
+		alive  int
+		closed bool
+	}
+	// started counts the threads started (tests).
+	started int
+}
+
+type coldThread struct {
+	work chan func()
+	done chan struct{}
+}
+
+// coldIdleFor is how long an idle cold thread is kept.
+const coldIdleFor = 30 * time.Second
+
+// NewColdThreads returns a set of at most max cold threads, niced by nice
+// (1 to 19); with nice 0 or less, or max 0 or less, Run calls its work
+// directly.
+func NewColdThreads(nice, max int) *ColdThreads {
+	if !coldThreadsSupported {
+		nice = 0
+	}
+	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor}
+}
+
+// Run runs fn on a cold thread and returns when it has returned; on the
+// caller's goroutine when every cold thread is busy, the set is closed or
+// disabled. A nil set runs fn directly.
+func (p *ColdThreads) Run(fn func()) {
+	t := p.take()
+	if t == nil {
+		fn()
+		return
+	}
+	t.work <- fn
+	<-t.done
+	p.put(t)
+}
+
+// take returns an idle thread, or starts one if fewer than max are alive;
+// nil when there is none to be had.
+func (p *ColdThreads) take() *coldThread {
+	if p == nil || p.nice <= 0 || p.max <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return nil
+	}
+	if n := len(p.mu.idle); n > 0 {
+		t := p.mu.idle[n-1]
+		p.mu.idle[n-1] = nil
+		p.mu.idle = p.mu.idle[:n-1]
+		return t
+	}
+	if p.mu.alive >= p.max {
+		return nil
+	}
+	p.mu.alive++
+	p.started++
+	t := &coldThread{work: make(chan func()), done: make(chan struct{})}
+	go p.loop(t)
+	return t
+}
+
+// put returns a thread that finished its work to the idle ones.
+func (p *ColdThreads) put(t *coldThread) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		close(t.work) // its goroutine ends, and the thread with it
+		p.mu.alive--
+		return
+	}
+	p.mu.idle = append(p.mu.idle, t)
+}
+
+// retire ends an idle thread that waited idleFor: true when it was idle
+// (it is no longer), false when Run has just taken it.
+func (p *ColdThreads) retire(t *coldThread) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, it := range p.mu.idle {
+		if it == t {
+			p.mu.idle = append(p.mu.idle[:i], p.mu.idle[i+1:]...)
+			p.mu.alive--
+			return true
+		}
+	}
+	return false
+}
+
+// loop is a cold thread: its goroutine, locked to a thread niced for it,
+// runs the work it is given until it is retired or the set closes.
+func (p *ColdThreads) loop(t *coldThread) {
+	// Never unlocked: the niced thread must not run anything else, and
+	// ends when this goroutine does.
+	runtime.LockOSThread()
+	niceThread(p.nice)
+	idle := time.NewTimer(p.idleFor)
+	defer idle.Stop()
+	for {
+		select {
+		case fn, ok := <-t.work:
+			if !ok {
+				return
+			}
+			fn()
+			t.done <- struct{}{}
+			idle.Reset(p.idleFor)
+		case <-idle.C:
+			if p.retire(t) {
+				return
+			}
+			// Taken as the timer fired: its work is on the way.
+			idle.Reset(p.idleFor)
+		}
+	}
+}
+
+// Close ends the idle threads; those busy end when their work returns.
+// Run calls its work directly from then on.
+func (p *ColdThreads) Close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mu.closed = true
+	for _, t := range p.mu.idle {
+		close(t.work)
+		p.mu.alive--
+	}
+	p.mu.idle = nil
+}
+
+// counts returns the threads alive and idle, and started so far (tests).
+func (p *ColdThreads) counts() (alive, idle, started int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.alive, len(p.mu.idle), p.started
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package tiering
+
+const coldThreadsSupported = false
+
+func niceThread(int) {}

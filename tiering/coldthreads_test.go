@@ -1,0 +1,64 @@
+package tiering
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestColdThreadsReuseAThreadAndRunInlineBeyondTheirBound(t *testing.T) {
+	p := NewColdThreads(5, 1)
+	t.Cleanup(p.Close)
+	ran := 0
+	for range 3 {
+		p.Run(func() { ran++ })
+	}
+	if alive, idle, started := p.counts(); ran != 3 || (coldThreadsSupported && (alive != 1 || idle != 1 || started != 1)) {
+		t.Fatalf("3 runs one after the other: ran %d, threads alive %d, idle %d, started %d; want one thread, reused", ran, alive, idle, started)
+	}
+	// Work asking for a cold thread while the only one is busy runs
+	// where it is asked (here, on that thread), not after it.
+	nested := false
+	p.Run(func() { p.Run(func() { nested = true }) })
+	if _, _, started := p.counts(); !nested || started > 1 {
+		t.Fatalf("nested run: ran %v, threads started %d", nested, started)
+	}
+}
+
+func TestColdThreadsEndWhenIdleOrClosed(t *testing.T) {
+	if !coldThreadsSupported {
+		t.Skip("cold threads run work inline on this system")
+	}
+	p := NewColdThreads(5, 4)
+	p.idleFor = time.Millisecond
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	for range 3 {
+		wg.Go(func() { p.Run(func() { <-hold }) })
+	}
+	waitFor(t, "three busy cold threads", func() bool { alive, idle, _ := p.counts(); return alive == 3 && idle == 0 })
+	close(hold)
+	wg.Wait()
+	// Idle past idleFor, each ends (and its thread with it).
+	waitFor(t, "the idle cold threads to end", func() bool { alive, _, _ := p.counts(); return alive == 0 })
+
+	p.idleFor = time.Hour
+	hold = make(chan struct{})
+	wg.Go(func() { p.Run(func() { <-hold }) })
+	p.Run(func() {}) // a second thread, idle after
+	waitFor(t, "one busy and one idle cold thread", func() bool { alive, idle, _ := p.counts(); return alive == 2 && idle == 1 })
+	p.Close()
+	if alive, idle, _ := p.counts(); alive != 1 || idle != 0 {
+		t.Fatalf("after Close: %d alive, %d idle; want the busy one alone", alive, idle)
+	}
+	close(hold)
+	wg.Wait()
+	if alive, _, _ := p.counts(); alive != 0 {
+		t.Fatalf("the busy thread is still alive after its work, closed: %d", alive)
+	}
+	ran := false
+	p.Run(func() { ran = true })
+	if _, _, started := p.counts(); !ran || started != 5 {
+		t.Fatalf("closed: ran %v, threads started %d (want the work run inline)", ran, started)
+	}
+}
