@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +230,9 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		WithTransportOptions(func(t *http.Transport) {
 			t.ResponseHeaderTimeout = opts.AttemptTimeout
 			t.MaxIdleConnsPerHost = 64
+			if strings.HasPrefix(opts.Endpoint, "http://") {
+				t.DialContext = bulkDial(t.DialContext)
+			}
 		})
 	loadOpts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
