@@ -221,6 +221,13 @@ type stream struct {
 	gen int
 	// gone: the stream was dropped; its workers stop.
 	gone bool
+	// segID, segBase and pos say where the stream's next read starts:
+	// in the segment with that ID and base offset, at byte pos (the
+	// batch holding its offset, or the one after the last read), so
+	// that it needs no lookup in the segment's offset index.
+	segID   [16]byte
+	segBase int64
+	pos     int64
 }
 
 type aheadReq struct {
@@ -455,15 +462,25 @@ func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offse
 	}
 	asked := offset
 	offset = max(offset, seg.BaseOffset)
-	comp, err := r.companion(ctx, p, seg)
-	if err != nil {
-		return Data{}, err
-	}
+	// A read from the segment's first offset starts at its first byte,
+	// and one continuing a stream where the stream's last read left it:
+	// only another read looks its place up in the offset index (the
+	// companion object). A replay then reads no companion: with 16 MiB
+	// segments that was a GET of every two, and each costs the broker
+	// and the store as much as one of a 16 MiB span.
 	var pos int64
-	if i := sort.Search(len(comp.OffsetIndex), func(i int) bool {
-		return seg.BaseOffset+int64(comp.OffsetIndex[i].RelOffset) > offset
-	}); i > 0 {
-		pos = int64(comp.OffsetIndex[i-1].Position)
+	if at, ok := r.resumeAt(p, asked, seg); ok && offset > seg.BaseOffset {
+		pos = at
+	} else if offset > seg.BaseOffset {
+		comp, err := r.companion(ctx, p, seg)
+		if err != nil {
+			return Data{}, err
+		}
+		if i := sort.Search(len(comp.OffsetIndex), func(i int) bool {
+			return seg.BaseOffset+int64(comp.OffsetIndex[i].RelOffset) > offset
+		}); i > 0 {
+			pos = int64(comp.OffsetIndex[i-1].Position)
+		}
 	}
 	sr := &segReader{r: r, ctx: ctx, p: p, seg: seg, key: r.cfg.Layout.SegmentKey(p, seg.BaseOffset, seg.ID), cur: -1,
 		seq: r.sequential(p, asked)}
@@ -506,10 +523,12 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 		return nil, nil
 	}
 	// Take whole batches below maxOffset while they fit maxBytes.
+	// rpos is where the batch holding resume starts (or the next one).
 	end := pos + first
+	rpos := end
 	if first > int64(maxBytes) && !minOneBatch {
 		end = pos + int64(max(maxBytes, 0))
-		resume = offset
+		resume, rpos = offset, pos
 	}
 	for end < seg.Size && end-pos < int64(maxBytes) {
 		base, last, size, err := sr.header(end)
@@ -520,10 +539,11 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 			break
 		}
 		if end+size > pos+int64(maxBytes) {
-			end, resume = pos+int64(maxBytes), base
+			end, resume, rpos = pos+int64(maxBytes), base, end
 			break
 		}
 		end, resume = end+size, last+1
+		rpos = end
 	}
 	if end <= pos {
 		return nil, nil
@@ -533,7 +553,7 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 		return nil, err
 	}
 	cb := r.cfg.ChunkBytes
-	st, depth, align := r.window(p, asked, resume, (end-1)/cb-pos/cb+1)
+	st, depth, align := r.window(p, asked, resume, (end-1)/cb-pos/cb+1, seg, rpos)
 	r.readAhead(p, m, seg, end, st, depth, align)
 	return out, nil
 }
@@ -550,8 +570,23 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 	return ok
 }
 
+// resumeAt returns the byte of seg at which a read of p at offset starts,
+// when the read continues a stream whose last read left off in seg.
+func (r *Reader) resumeAt(p Partition, offset int64, seg Segment) (int64, bool) {
+	if r.cfg.ReadAhead == 0 {
+		return 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.mu.streams[streamKey{p, offset}]
+	if !ok || st.segID != seg.ID || st.segBase != seg.BaseOffset || st.pos <= 0 || st.pos >= seg.Size {
+		return 0, false
+	}
+	return st.pos, true
+}
+
 // window returns the stream a read of p at offset that ends before resume
-// belongs to, and how many chunks past the read to fetch ahead: when the
+// (the batch holding it starting at byte rpos of seg) belongs to, and how many chunks past the read to fetch ahead: when the
 // read continues the previous one of a stream, twice cfg.ReadAhead, or
 // the chunks of two reads as large as this one (span chunks) if that is
 // more, within the read-ahead budget; one chunk for a stream's first
@@ -569,7 +604,7 @@ func (r *Reader) sequential(p Partition, offset int64) bool {
 // (16 MiB per partition) spans four 4 MiB chunks, twice ReadAhead on two
 // cores: the window was one read ahead, and the broker waited 40-60% of
 // a cold replay for its GETs.
-func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, depth, align int) {
+func (r *Reader) window(p Partition, offset, resume, span int64, seg Segment, rpos int64) (st *stream, depth, align int) {
 	if r.cfg.ReadAhead == 0 {
 		return nil, 0, 0
 	}
@@ -590,6 +625,7 @@ func (r *Reader) window(p Partition, offset, resume, span int64) (st *stream, de
 		st = &stream{}
 	}
 	r.mu.streams[streamKey{p, resume}] = st
+	st.segID, st.segBase, st.pos = seg.ID, seg.BaseOffset, rpos
 	if seq {
 		// The two reads' worth stays within what the read-ahead budget
 		// holds, so that one stream does not overrun it at every read.
@@ -1037,13 +1073,8 @@ func (r *Reader) readAhead(p Partition, m *Manifest, seg Segment, end int64, st 
 			if !refill && at >= depth {
 				return // the window is there or coming
 			}
-			// A read of the segment needs its companion first: fetch it
-			// beside the chunks (it is small and cached apart).
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.companion(r.ctx, p, next)
-			}()
+			// The stream reads the segment from its first offset, which
+			// needs no companion (see ReadShared).
 			from = next.NextOffset
 		}
 	}()

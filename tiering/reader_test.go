@@ -212,8 +212,9 @@ func TestReaderReadsAheadAcrossSegmentsAndFetchesEachObjectOnce(t *testing.T) {
 			t.Fatalf("segment %d not read ahead", i+1)
 		}
 	}
-	// A whole replay makes one GET per chunk and one per companion: none
-	// twice, however read-ahead and reads race.
+	// A whole replay makes one GET per chunk, none twice, however
+	// read-ahead and reads race, and none of a companion: each segment
+	// is read from its first offset, which needs no index.
 	fb2 := &faultyBucket{Bucket: fb.Bucket}
 	r2 := newTestReader(t, fb2, 8192)
 	if end := replayFrom(t, r2, m, 0, 1<<20, 1000); end != m.End() {
@@ -222,10 +223,10 @@ func TestReaderReadsAheadAcrossSegmentsAndFetchesEachObjectOnce(t *testing.T) {
 	r2.Wait()
 	want := 0
 	for _, seg := range m.Segments {
-		want += int((seg.Size+8191)/8192) + 1
+		want += int((seg.Size + 8191) / 8192)
 	}
 	if n := fb2.getCount(); n != want {
-		t.Fatalf("a replay made %d GETs, want %d (one per chunk and companion)", n, want)
+		t.Fatalf("a replay made %d GETs, want %d (one per chunk)", n, want)
 	}
 }
 
@@ -745,4 +746,70 @@ func TestAReplayReusesChunkBuffersOnlyOnceNoReadHoldsThem(t *testing.T) {
 	r.Wait()
 	made2, reused2, _ := r.pool.counts()
 	t.Logf("two replays: pool buffers made %d, reused %d", made2-made, reused2-reused)
+}
+
+// A read continuing a stream starts where the stream's last read left
+// off, and one at a segment's first offset at its first byte: neither
+// needs the segment's offset index, so a replay in reads of any size
+// (whole batches, a batch cut at maxBytes, a first batch cut without
+// minOneBatch) reads no companion object, and returns the same batches.
+func TestReaderStreamReadsNeedNoCompanion(t *testing.T) {
+	log, batches := testLog(t, 3000, 60)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	if len(m.Segments) < 3 {
+		t.Fatalf("%d segments", len(m.Segments))
+	}
+	// Every GET of a companion fails from now on.
+	fb.add(&fault{op: "get", match: ".indexes", n: 1 << 30})
+	r := newTestReader(t, fb, 1024)
+	var want [][]byte
+	for _, b := range batches {
+		if recordbatch.Batch(b).NextOffset() <= m.End() {
+			want = append(want, b)
+		}
+	}
+	for _, maxBytes := range []int{1, 700, 5000} {
+		got := readRemoteAll(t, r, m, 0, maxBytes)
+		if len(got) != len(want) {
+			t.Fatalf("maxBytes %d: %d batches, want %d", maxBytes, len(got), len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("maxBytes %d: batch %d differs", maxBytes, i)
+			}
+		}
+	}
+	// A read cut inside its first batch (no minOneBatch) leaves the
+	// stream at that batch: the read at the same offset returns it.
+	seg := m.Segments[1]
+	parts, err := r.Read(context.Background(), testPartition, m, seg.BaseOffset, 700, math.MaxInt64, true)
+	if err != nil || parts == nil {
+		t.Fatalf("read at %d: %v", seg.BaseOffset, err)
+	}
+	off := lastWholeBatchEnd(parts, seg.BaseOffset)
+	if parts, err := r.Read(context.Background(), testPartition, m, off, 10, math.MaxInt64, false); err != nil || len(bytes.Join(parts, nil)) != 10 {
+		t.Fatalf("cut read at %d: %d bytes, %v", off, len(bytes.Join(parts, nil)), err)
+	}
+	parts, err = r.Read(context.Background(), testPartition, m, off, 1, math.MaxInt64, true)
+	if err != nil {
+		t.Fatalf("read at %d: %v", off, err)
+	}
+	var at []byte
+	for _, b := range want {
+		if recordbatch.Batch(b).BaseOffset() == off {
+			at = b
+		}
+	}
+	if at == nil || !bytes.Equal(bytes.Join(parts, nil), at) {
+		t.Fatalf("read at %d after a cut read: not the batch there", off)
+	}
+	// A read in the middle of a segment that no stream left there looks
+	// its place up in the index, whose GET fails.
+	r2 := newTestReader(t, fb, 1024)
+	if _, err := r2.Read(context.Background(), testPartition, m, off, 5000, math.MaxInt64, true); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a random read inside a segment with its index unreadable: %v, want ErrUnavailable", err)
+	}
 }
