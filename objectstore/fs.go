@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,8 +42,23 @@ import (
 // renames the file into place and fsyncs the directory: an object is
 // either wholly there or not at all after a crash, and conditional puts
 // are linearisable across goroutines and processes sharing the root.
+//
+// A directory fsync that fails after the change it was to make durable (a
+// rename into place, a removal, a new directory) leaves the change visible
+// but perhaps lost at the next crash, and Linux reports a writeback error
+// once: a later fsync may succeed without making it durable. A reader of
+// the visible state (a manifest commit reading back its write of unknown
+// outcome) would then build on what a crash can take back, such as local
+// segments deleted because the bucket names them. So from the first such
+// failure the bucket answers every call with that error, as a store that
+// is down, until it is opened again (after the disk has been seen to).
 type FS struct {
 	root, objects, tmp, locks string
+	// syncDir fsyncs a directory (the package's syncDir; tests fail it).
+	syncDir func(dir string) error
+	// broken is the first failed directory fsync after a change; nil
+	// while there is none.
+	broken atomic.Pointer[error]
 }
 
 var _ Bucket = (*FS)(nil)
@@ -60,7 +76,7 @@ func NewFS(dir string) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("objectstore: %w", err)
 	}
-	f := &FS{root: root, objects: filepath.Join(root, "objects"), tmp: filepath.Join(root, "tmp"), locks: filepath.Join(root, "locks")}
+	f := &FS{root: root, objects: filepath.Join(root, "objects"), tmp: filepath.Join(root, "tmp"), locks: filepath.Join(root, "locks"), syncDir: syncDir}
 	for _, d := range []string{f.objects, f.tmp, f.locks} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("objectstore: %w", err)
@@ -140,7 +156,7 @@ func openFile(key, path string) (*os.File, error) {
 }
 
 func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
-	if err := ctx.Err(); err != nil {
+	if err := f.usable(ctx); err != nil {
 		return Attrs{}, err
 	}
 	path, err := f.path(key)
@@ -222,7 +238,7 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 		}
 	}
 	committed = true
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := f.syncChange(filepath.Dir(path)); err != nil {
 		return Attrs{}, err
 	}
 	return Attrs{Key: key, Size: size, ETag: etag, LastModified: info.ModTime()}, nil
@@ -243,7 +259,7 @@ func (f *FS) mkdirs(dir string) error {
 		next := filepath.Join(cur, name)
 		switch err := os.Mkdir(next, 0o755); {
 		case err == nil:
-			if err := syncDir(cur); err != nil {
+			if err := f.syncChange(cur); err != nil {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
@@ -256,6 +272,30 @@ func (f *FS) mkdirs(dir string) error {
 		cur = next
 	}
 	return nil
+}
+
+// usable returns the context's error, or the bucket's if a directory
+// fsync failed (see FS).
+func (f *FS) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := f.broken.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// syncChange fsyncs dir after a change to it; on failure the bucket is
+// unusable from then on (see FS).
+func (f *FS) syncChange(dir string) error {
+	err := f.syncDir(dir)
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("objectstore: the bucket at %s is unusable until reopened, a change may not survive a crash: %w", f.root, err)
+	f.broken.CompareAndSwap(nil, &err)
+	return *f.broken.Load()
 }
 
 func syncDir(dir string) error {
@@ -293,7 +333,7 @@ func (f *FS) lock(key string) (unlock func(), err error) {
 }
 
 func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	if err := ctx.Err(); err != nil {
+	if err := f.usable(ctx); err != nil {
 		return nil, err
 	}
 	path, err := f.path(key)
@@ -325,7 +365,7 @@ func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 }
 
 func (f *FS) Head(ctx context.Context, key string) (Attrs, error) {
-	if err := ctx.Err(); err != nil {
+	if err := f.usable(ctx); err != nil {
 		return Attrs{}, err
 	}
 	path, err := f.path(key)
@@ -384,7 +424,7 @@ func fsETag(crc uint32, info os.FileInfo) string {
 }
 
 func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
-	if err := ctx.Err(); err != nil {
+	if err := f.usable(ctx); err != nil {
 		return err
 	}
 	// Walk the deepest directory the prefix names in full.
@@ -446,7 +486,7 @@ func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) erro
 }
 
 func (f *FS) Delete(ctx context.Context, key string) error {
-	if err := ctx.Err(); err != nil {
+	if err := f.usable(ctx); err != nil {
 		return err
 	}
 	path, err := f.path(key)
@@ -468,7 +508,7 @@ func (f *FS) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("objectstore: delete %s: %w", key, err)
 	}
 	dir := filepath.Dir(path)
-	if err := syncDir(dir); err != nil {
+	if err := f.syncChange(dir); err != nil {
 		return err
 	}
 	// Remove directories the delete emptied (rmdir refuses non-empty
