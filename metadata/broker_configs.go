@@ -42,28 +42,42 @@ func parseBrokerConfigsKey(s string) (int32, bool) {
 	return int32(id), true
 }
 
+// noBrokerConfigs is the record of an entity without dynamic configs: it
+// reads as no record (see putBrokerConfigs).
+var noBrokerConfigs = []byte("{}")
+
 // UpdateBrokerConfigs replaces the dynamic configs of broker id (or, with
 // DefaultBrokerConfigs, the cluster-wide default) with mutate's result,
 // retrying when another writer changed them in between; a write whose
-// outcome is unknown is settled (see swapKey). An empty result
-// removes the record. The configs need not name a live broker: as in
-// Kafka, they wait for a broker of that id.
+// outcome is unknown is settled (see swapKey), a first one (no record
+// yet) too: the settle fences it by creating the record as
+// noBrokerConfigs. An empty result is written as noBrokerConfigs, never
+// removes the record: a write guarded on the record's absence (the first)
+// whose outcome was unknown would apply again whenever the record were
+// gone. So a record, once written, stays, one per entity. The configs
+// need not name a live broker: as in Kafka, they wait for a broker of
+// that id.
 func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
 	if id < DefaultBrokerConfigs {
 		return 0, fmt.Errorf("metadata: broker id %d", id)
 	}
 	key := s.brokerConfigsKey(id)
-	// A write whose outcome is unknown is settled (see swapKey).
-	return s.swapKey(ctx, key, true, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+	return s.swapKey(ctx, key, true, noBrokerConfigs, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		cur := map[string]string{}
 		if kv != nil {
 			if err := json.Unmarshal(kv.Value, &cur); err != nil {
 				return clientv3.Op{}, fmt.Errorf("metadata: broker configs %s: %w", key, err)
 			}
+			if cur == nil { // a record of null
+				cur = map[string]string{}
+			}
 		}
 		next, err := mutate(cur)
-		if err != nil || len(next) == 0 {
-			return clientv3.OpDelete(key), err
+		if err != nil {
+			return clientv3.Op{}, err
+		}
+		if len(next) == 0 {
+			return clientv3.OpPut(key, string(noBrokerConfigs)), nil
 		}
 		val, err := json.Marshal(next)
 		return clientv3.OpPut(key, string(val)), err
@@ -81,6 +95,11 @@ func (st *state) putBrokerConfigs(log *slog.Logger, key, rest string, val []byte
 	if err := json.Unmarshal(val, &m); err != nil {
 		// The broker keeps its previous configs for this entity.
 		log.Error("unreadable broker configs record: the previous configs stay in force", "key", key, "err", err)
+		return
+	}
+	if len(m) == 0 {
+		// noBrokerConfigs: no configs, as no record.
+		delete(st.brokerConfigs, id)
 		return
 	}
 	st.brokerConfigs[id] = m

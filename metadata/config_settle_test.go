@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -196,18 +197,72 @@ func TestConfigChangeOfUnknownOutcomeIsSettled(t *testing.T) {
 	}
 }
 
-// A broker's first configs (no record yet) whose write's outcome is
-// unknown cannot be fenced without creating the record: when the settle
-// finds none, the answer is ErrIndeterminate, never "did not land".
-func TestFirstBrokerConfigsOfUnknownOutcomeAreIndeterminate(t *testing.T) {
+// A broker's first configs (one broker's, or the cluster-wide default's;
+// no record yet) whose write's outcome is unknown are settled like a
+// change of an existing record: the settle fences the missing record by
+// creating it as noBrokerConfigs (no configs).
+//   - held by etcd past the deadline: fenced, and the caller told it did
+//     not land (a deadline error without ErrIndeterminate); the configs
+//     are then emptied (which keeps the record), and the held write,
+//     applied after that, still fails its guard. Before, the answer was
+//     ErrIndeterminate (REQUEST_TIMED_OUT at the broker).
+//   - applied just before the fence: found landed;
+//   - landed with its answer lost: found landed.
+func TestFirstBrokerConfigsOfUnknownOutcomeAreSettled(t *testing.T) {
 	e := startStockEtcd(t)
-	direct := NewStore(e.Client(), "")
-	cli := ownClient(t, e)
-	he := &holdingEtcd{KV: cli.KV, key: direct.brokerConfigsKey(1)}
-	cli.KV = he
-	ctx, cancel := context.WithTimeout(context.Background(), deadlineTimeout)
-	defer cancel()
-	if _, err := NewStore(cli, "").UpdateBrokerConfigs(ctx, 1, set(map[string]string{"a": "b"})); !errors.Is(err, ErrIndeterminate) {
-		t.Fatalf("first broker configs held past the deadline: %v, want ErrIndeterminate", err)
+	ours := map[string]string{"leader.replication.throttled.rate": "1000"}
+	for _, id := range []int32{1, DefaultBrokerConfigs} {
+		for _, tc := range []string{"held", "lands-before-fence", "landed"} {
+			t.Run(fmt.Sprintf("%d/%s", id, tc), func(t *testing.T) {
+				prefix := fmt.Sprintf("/first-%d-%s/", id, tc)
+				direct := NewStore(e.Client(), prefix)
+				key := direct.brokerConfigsKey(id)
+				cli := ownClient(t, e)
+				var he *holdingEtcd
+				if tc == "landed" {
+					cli.KV = &lostAnswerEtcd{KV: cli.KV, key: key}
+				} else {
+					he = &holdingEtcd{KV: cli.KV, key: key, landsFirst: tc == "lands-before-fence"}
+					cli.KV = he
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), deadlineTimeout)
+				defer cancel()
+				rev, err := NewStore(cli, prefix).UpdateBrokerConfigs(ctx, id, set(ours))
+				want := ours
+				if tc == "held" {
+					if err == nil || errors.Is(err, ErrIndeterminate) || !errors.Is(err, context.DeadlineExceeded) {
+						t.Fatalf("first configs held past their deadline returned %v, want a deadline error saying they did not land", err)
+					}
+					if _, err := direct.UpdateBrokerConfigs(ctxT(t), id, set(nil)); err != nil {
+						t.Fatal(err)
+					}
+					resp, err := he.release()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if resp.Succeeded {
+						t.Fatal("the held first write applied after the caller was told it did not land")
+					}
+					want = nil
+				} else if err != nil || rev == 0 {
+					t.Fatalf("first configs that landed: revision %d, %v", rev, err)
+				}
+				resp, err := direct.cli.Get(ctxT(t), key)
+				if err != nil || len(resp.Kvs) != 1 {
+					t.Fatalf("broker configs record: %v, %v", resp, err)
+				}
+				var got map[string]string
+				if err := json.Unmarshal(resp.Kvs[0].Value, &got); err != nil {
+					t.Fatal(err)
+				}
+				if !maps.Equal(got, want) {
+					t.Fatalf("configs %v, want %v", got, want)
+				}
+				cache := newTestCache(t, ctxT(t), direct)
+				if got := cache.Snapshot().BrokerConfigs[id]; !maps.Equal(got, want) {
+					t.Fatalf("configs in a cache %v, want %v", got, want)
+				}
+			})
+		}
 	}
 }

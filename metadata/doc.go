@@ -11,7 +11,7 @@
 //	<prefix>cluster/id                     the cluster id, a 22-character base64url UUID, written once
 //	<prefix>cluster/secret                 the inter-broker secret (43 characters of base64url), written once
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
-//	<prefix>broker-configs/<id>            a broker's dynamic configs, a JSON object of name to value (kafka-configs --entity-type brokers)
+//	<prefix>broker-configs/<id>            a broker's dynamic configs, a JSON object of name to value (kafka-configs --entity-type brokers); {} (no configs) once emptied: kept once written
 //	<prefix>broker-configs/default         the cluster-wide default dynamic broker configs (--entity-default)
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag, partition count
 //	<prefix>creating/<name>                a creation (or addition of partitions) under way: its topic id, on a lease
@@ -56,7 +56,10 @@
 // in a leader that lost its quorum), so a re-read alone is no answer. The
 // write is settled with a fence, a write that makes its guard fail if it
 // comes later: a partition update's or a config change's key is written
-// back unchanged on the revision it was guarded on (Store.fence), a
-// creation's marker is deleted while it is still its own. What the fence
-// cannot settle is reported as ErrIndeterminate.
+// back unchanged on the revision it was guarded on (Store.fence), a broker
+// config record still missing is created as {} (no configs; a record of
+// broker configs is never removed after, which would let a write guarded
+// on its absence apply again), a creation's marker is deleted while it is
+// still its own. What the fence cannot settle is reported as
+// ErrIndeterminate.
 package metadata

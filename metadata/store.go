@@ -400,7 +400,7 @@ func (s *Store) settleDeletion(ctx context.Context, st settle, name string, ids 
 // an error wrapping ErrIndeterminate when that cannot be told.
 func (s *Store) UpdateTopicConfigs(ctx context.Context, name string, mutate func(map[string]string) (map[string]string, error)) (int64, error) {
 	key := s.topicKey(name)
-	return s.swapKey(ctx, key, true, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+	return s.swapKey(ctx, key, true, nil, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		if kv == nil {
 			return clientv3.Op{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 		}
@@ -553,7 +553,7 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 	// A write whose outcome is unknown is tried again on what is read
 	// next (not settled): the block may have been ours, and skipping it
 	// wastes ids, never hands them out twice.
-	_, err := s.swapKey(ctx, s.producerIDKey(), false, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+	_, err := s.swapKey(ctx, s.producerIDKey(), false, nil, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
 		first = 0
 		if kv != nil {
 			var err error
@@ -581,7 +581,13 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 // ErrIndeterminate. Re-applying next to a read that may already show the
 // write would apply the change twice (a list APPEND), or over a change
 // another writer made after it (which it would undo).
-func (s *Store) swapKey(ctx context.Context, key string, settled bool, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
+//
+// absent, when not nil, is a record that reads as the key's absence (for
+// broker configs: "{}", no configs): a settle fences a write that would
+// create the key, while the key is still missing, by creating it with
+// absent (see settleSwap). Without it, such a write's unknown outcome
+// cannot be told while the key stays missing.
+func (s *Store) swapKey(ctx context.Context, key string, settled bool, absent []byte, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
 	var st settle
 	if settled {
 		var wcancel context.CancelFunc
@@ -615,7 +621,7 @@ func (s *Store) swapKey(ctx context.Context, key string, settled bool, next func
 			return 0, fmt.Errorf("%w: %s: %w", ErrTooLarge, key, err)
 		}
 		if err != nil && settled {
-			rev, landed, serr := s.settleSwap(ctx, st, key, op, modRev, err)
+			rev, landed, serr := s.settleSwap(ctx, st, key, op, modRev, absent, err)
 			if serr != nil || landed {
 				return rev, serr
 			}
@@ -628,21 +634,25 @@ func (s *Store) swapKey(ctx context.Context, key string, settled bool, next func
 }
 
 // settleSwap settles a swapKey write, op (a put or a delete of key,
-// guarded on the key's modification revision being modRev), whose etcd
-// call failed with err after it may have been sent, by the deadline st
-// gives. It re-reads the key:
+// guarded on the key's modification revision being modRev, 0 for a key
+// that was missing), whose etcd call failed with err after it may have
+// been sent, by the deadline st gives. It re-reads the key:
 //
 //   - still at modRev, and present: the write has not applied, but may
 //     still be on its way in etcd (held in a leader that lost its quorum,
 //     say), so it is fenced (see fence): it can no longer apply, and
 //     settleSwap reports it did not land. When the fence's guard fails,
 //     the key moved in between, and it is read again as below.
+//   - still missing, for a put that creates it, with absent given: the
+//     same, the fence creating the key with absent (what reads as its
+//     absence), so the write's guard (no key) no longer holds. The record
+//     stays: removing it would let the write apply again.
 //   - moved, and holding what op writes (for a delete: gone): the write
 //     landed (or another wrote the same), at the revision returned.
-//   - moved to something else, or still absent (a write that creates the
-//     key cannot be fenced without creating it): the outcome cannot be
-//     told, and the error wraps ErrIndeterminate and err.
-func (s *Store) settleSwap(ctx context.Context, st settle, key string, op clientv3.Op, modRev int64, err error) (int64, bool, error) {
+//   - moved to something else, or still missing without absent: the
+//     outcome cannot be told, and the error wraps ErrIndeterminate and
+//     err.
+func (s *Store) settleSwap(ctx context.Context, st settle, key string, op clientv3.Op, modRev int64, absent []byte, err error) (int64, bool, error) {
 	rctx, cancel := st.context(ctx, st.resolve)
 	defer cancel()
 	indeterminate := func(step string, rerr error) (int64, bool, error) {
@@ -652,8 +662,14 @@ func (s *Store) settleSwap(ctx context.Context, st settle, key string, op client
 	if rerr != nil {
 		return indeterminate("re-reading it", rerr)
 	}
+	// The fence writes back on modRev what is there, or absent for a key
+	// still missing.
+	fence, fencing := absent, len(resp.Kvs) == 0 && modRev == 0 && op.IsPut() && absent != nil
 	if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision == modRev {
-		fenced, ferr := s.fence(rctx, key, resp.Kvs[0].Value, modRev)
+		fence, fencing = resp.Kvs[0].Value, true
+	}
+	if fencing {
+		fenced, ferr := s.fence(rctx, key, fence, modRev)
 		if ferr != nil {
 			return indeterminate("fencing it", ferr)
 		}
