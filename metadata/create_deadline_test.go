@@ -126,9 +126,12 @@ func (t *stallingTxn) Commit() (*clientv3.TxnResponse, error) {
 }
 
 // The deadline the tests below give a call whose commit stalls, and how
-// late past it an answer may come.
+// late past it an answer may come. The settle gets an eighth of the
+// deadline (at most maxSettleRoom/2): 4 s leaves it 500 ms, room for a
+// fence's transaction on a loaded machine under the race detector (with
+// 2 s, 250 ms was missed there once).
 const (
-	deadlineTimeout = 2 * time.Second
+	deadlineTimeout = 4 * time.Second
 	deadlineMargin  = 300 * time.Millisecond
 )
 
