@@ -58,6 +58,16 @@ func newerLeaderCommits(t *testing.T, b objectstore.Bucket, key string, epoch in
 	}
 }
 
+// requireNoOrphans fails t when b holds objects of the test partition that
+// m does not name (a sweep an hour from now, with no grace, would delete
+// them).
+func requireNoOrphans(t *testing.T, b objectstore.Bucket, l Layout, m *Manifest) {
+	t.Helper()
+	if orphans := PlanOrphans(m, nil, listAttrs(t, b, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
+		t.Fatalf("objects no manifest names: %v", orphans)
+	}
+}
+
 // Regression: a commit whose write took effect but whose response was lost
 // read back a newer leader's manifest, built on its own, and so was
 // fenced; the fenced leader then deleted the objects it had uploaded,
@@ -81,9 +91,7 @@ func TestAFencedCommitThatLandedKeepsTheObjectsTheNewerManifestNames(t *testing.
 		t.Fatalf("stored manifest at epoch %d with %d segments", m.LeaderEpoch, len(m.Segments))
 	}
 	// Nothing else is left: the old leader's objects are the ones named.
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("orphans %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }
 
 // The same with a spilled part: the lost commit's manifest named a part
@@ -91,20 +99,9 @@ func TestAFencedCommitThatLandedKeepsTheObjectsTheNewerManifestNames(t *testing.
 func TestAFencedCommitThatLandedKeepsTheSpilledPartTheNewerManifestNames(t *testing.T) {
 	ctx := context.Background()
 	fb := faulty.New(objectstore.NewMem())
-	l := Layout{Prefix: "archive"}
-	key := l.ManifestKey(testPartition)
-	ms := NewManifestStore(fb, key, nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	commitSynth(t, ms, 0, 880, 880) // just under the spill threshold
+	ms, l, key := nearSpill(t, fb)
 	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true, Meanwhile: newerLeaderCommits(t, fb.Inner(), key, 5)})
-	_, err := ms.Commit(ctx, 0, func(m *Manifest) error {
-		for i := 880; i < 890; i++ {
-			m.Segments = append(m.Segments, synthSegment(i))
-		}
-		return nil
-	})
+	_, err := ms.Commit(ctx, 0, addSynth(880, 890))
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("commit: %v", err)
 	}
@@ -147,9 +144,7 @@ func TestAnUnsettledCommitIsReadBackBeforeTheNextUpload(t *testing.T) {
 	}
 	requireNamedObjectsExist(t, fb.Inner(), l, key)
 	m := ms.Current()
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("orphans %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }
 
 // Lost responses on every kind of upload write (segment, companion,
@@ -176,9 +171,7 @@ func TestLostUploadResponsesLeaveNoGapNoDuplicateNoOrphan(t *testing.T) {
 	}
 	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
 	requireManifestIsTheLog(t, m, segs, fb.Inner(), len(segs)-1)
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("orphans %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }
 
 // The orphan sweep after a commit whose outcome is unknown (it landed;
@@ -239,9 +232,7 @@ func TestRemoteRetentionWithLostResponsesDeletesEveryExpiredObject(t *testing.T)
 	if m.Start() != keep || len(m.Segments) != 2 {
 		t.Fatalf("manifest from %d with %d segments", m.Start(), len(m.Segments))
 	}
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("expired objects left: %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }
 
 // Topic deletion whose writes lose their responses (the marker, an object
@@ -340,9 +331,7 @@ func TestACommitWhoseRetryFailsItsConditionOnItsOwnWriteSucceeds(t *testing.T) {
 	uploadAll(t, a, 3, log.LogEndOffset())
 	m := requireNamedObjectsExist(t, rb, l, l.ManifestKey(testPartition))
 	requireManifestIsTheLog(t, m, segs, rb, len(segs)-1)
-	if orphans := PlanOrphans(m, nil, listAttrs(t, rb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("orphans %v", orphans)
-	}
+	requireNoOrphans(t, rb, l, m)
 }
 
 // A spilled part whose write lost its response fails the commit before
@@ -351,20 +340,9 @@ func TestACommitWhoseRetryFailsItsConditionOnItsOwnWriteSucceeds(t *testing.T) {
 func TestASpilledPartWhoseResponseWasLostIsNotLeft(t *testing.T) {
 	ctx := context.Background()
 	fb := faulty.New(objectstore.NewMem())
-	l := Layout{Prefix: "archive"}
-	key := l.ManifestKey(testPartition)
-	ms := NewManifestStore(fb, key, nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	commitSynth(t, ms, 0, 880, 880)
+	ms, l, _ := nearSpill(t, fb)
 	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + "spill-", Times: 1, LoseResponse: true})
-	_, err := ms.Commit(ctx, 0, func(m *Manifest) error {
-		for i := 880; i < 890; i++ {
-			m.Segments = append(m.Segments, synthSegment(i))
-		}
-		return nil
-	})
+	_, err := ms.Commit(ctx, 0, addSynth(880, 890))
 	if !errors.Is(err, faulty.ErrLostResponse) {
 		t.Fatalf("commit: %v", err)
 	}
@@ -400,9 +378,7 @@ func TestRetentionReadsBackALogStartOfUnknownOutcome(t *testing.T) {
 		t.Fatalf("retention: %v, manifest %+v", err, m)
 	}
 	m = requireNamedObjectsExist(t, fb.Inner(), l, key)
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("expired objects left: %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }
 
 // An orphan sweep whose delete loses its response goes on with the
@@ -459,7 +435,5 @@ func TestALostUploadResponseIsSettledWithoutAReUpload(t *testing.T) {
 	if m.End() != segs[0].NextOffset || ms.Current().End() != m.End() {
 		t.Fatalf("manifest ends at %d", m.End())
 	}
-	if orphans := PlanOrphans(m, nil, listAttrs(t, fb, l.PartitionPrefix(testPartition)), time.Now().Add(time.Hour), 0); len(orphans) != 0 {
-		t.Fatalf("orphans %v", orphans)
-	}
+	requireNoOrphans(t, fb, l, m)
 }

@@ -26,17 +26,40 @@ func synthSegment(i int) Segment {
 	return s
 }
 
+// nearSpill returns the store of the test partition's manifest in b (its
+// layout, and its key), loaded and holding 880 synthetic segments: just
+// under the spill threshold, so that ten more (addSynth(880, 890)) make
+// the next commit write a spilled part.
+func nearSpill(t testing.TB, b objectstore.Bucket) (*ManifestStore, Layout, string) {
+	t.Helper()
+	l := Layout{Prefix: "archive"}
+	key := l.ManifestKey(testPartition)
+	ms := NewManifestStore(b, key, nil)
+	if _, err := ms.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	commitSynth(t, ms, 0, 880, 880)
+	if len(ms.Current().Spills) != 0 {
+		t.Fatal("880 entries spilled")
+	}
+	return ms, l, key
+}
+
+// addSynth is a commit's mutation adding the synthetic segments from to to.
+func addSynth(from, to int) func(*Manifest) error {
+	return func(m *Manifest) error {
+		for i := from; i < to; i++ {
+			m.Segments = append(m.Segments, synthSegment(i))
+		}
+		return nil
+	}
+}
+
 // commitSynth appends synthetic segments [from, to) in commits of batch.
 func commitSynth(t testing.TB, ms *ManifestStore, from, to, batch int) {
 	t.Helper()
 	for i := from; i < to; i += batch {
-		_, err := ms.Commit(context.Background(), int32(i/1000), func(m *Manifest) error {
-			for j := i; j < min(i+batch, to); j++ {
-				m.Segments = append(m.Segments, synthSegment(j))
-			}
-			return nil
-		})
-		if err != nil {
+		if _, err := ms.Commit(context.Background(), int32(i/1000), addSynth(i, min(i+batch, to))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -184,25 +207,12 @@ func TestRemoteRetentionDropsAndTrimsSpilledParts(t *testing.T) {
 func TestACommitThatFailsLeavesItsSpilledPartAnOrphan(t *testing.T) {
 	ctx := context.Background()
 	fb := &faultyBucket{Bucket: objectstore.NewMem()}
-	l := Layout{Prefix: "archive"}
-	ms := NewManifestStore(fb, l.ManifestKey(testPartition), nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	commitSynth(t, ms, 0, 880, 880) // just under the threshold
-	if len(ms.Current().Spills) != 0 {
-		t.Fatal("880 entries spilled")
-	}
+	ms, l, _ := nearSpill(t, fb)
 	// The part is written, then the manifest PUT fails before it lands
 	// and the re-read fails too (a broker that dies here).
 	fb.add(&fault{op: "put", match: "/manifest", n: 1})
 	fb.add(&fault{op: "head", match: "/manifest", n: 1})
-	if _, err := ms.Commit(ctx, 0, func(m *Manifest) error {
-		for i := 880; i < 890; i++ {
-			m.Segments = append(m.Segments, synthSegment(i))
-		}
-		return nil
-	}); err == nil {
+	if _, err := ms.Commit(ctx, 0, addSynth(880, 890)); err == nil {
 		t.Fatal("the commit succeeded")
 	}
 	if len(listKeys(t, fb, ".manifest")) != 1 {
