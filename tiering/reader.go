@@ -586,7 +586,8 @@ func (r *Reader) resumeAt(p Partition, offset int64, seg Segment) (int64, bool) 
 }
 
 // window returns the stream a read of p at offset that ends before resume
-// (the batch holding it starting at byte rpos of seg) belongs to, and how many chunks past the read to fetch ahead: when the
+// (the batch holding it starting at byte rpos of seg) belongs to, and how
+// many chunks past the read to fetch ahead: when the
 // read continues the previous one of a stream, twice cfg.ReadAhead, or
 // the chunks of two reads as large as this one (span chunks) if that is
 // more, within the read-ahead budget; one chunk for a stream's first

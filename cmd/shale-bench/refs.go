@@ -103,8 +103,8 @@ func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float
 // at a time to a receiver, which reads them, writes them to its file and
 // fdatasyncs it, then answers with a few bytes, on which the sender sends
 // the next window, for about d (the sender stops, the receiver reads to
-// the end). It returns the bytes per second the disk
-// sustained that way: the ceiling of fsynced produce from producers that
+// the end). It returns the bytes per second the disk sustained that way:
+// the ceiling of fsynced produce from producers that
 // keep window bytes in flight, with no broker work beyond reading, writing
 // and fsyncing. A group commit that syncs a producer's whole window at
 // once waits, between two syncs, for its answers to reach the producer
