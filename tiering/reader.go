@@ -587,14 +587,14 @@ func (r *Reader) resumeAt(p Partition, offset int64, seg Segment) (int64, bool) 
 
 // window returns the stream a read of p at offset that ends before resume
 // (the batch holding it starting at byte rpos of seg) belongs to, and how
-// many chunks past the read to fetch ahead: when the
-// read continues the previous one of a stream, twice cfg.ReadAhead, or
-// the chunks of two reads as large as this one (span chunks) if that is
-// more, within the read-ahead budget; one chunk for a stream's first
-// read. It also returns align, the chunks a read-ahead GET spans (1 for
-// a stream's first read, or when the budget does not hold a window and
-// a GET more): a refill of a stream's window goes on to a multiple of
-// align chunks in the object (see readAhead).
+// many chunks past the read to fetch ahead: when the read continues the
+// previous one of a stream, twice cfg.ReadAhead, or the chunks of two
+// reads as large as this one (span chunks) if that is more, within the
+// read-ahead budget; one chunk for a stream's first read. It also
+// returns align, the chunks a read-ahead GET spans (1 for a stream's
+// first read, or when the budget does not hold a window and a GET more):
+// a refill of a stream's window goes on to a multiple of align chunks in
+// the object (see readAhead).
 //
 // Two reads' worth: a reader sends its next read once it has this one's
 // answer, so with one read's worth ahead the GETs stop while the next
