@@ -136,7 +136,11 @@ func TestRebalanceLatencyAfterMemberDeath(t *testing.T) {
 	took := time.Since(died)
 	t.Logf("rebalance complete %v after the member's last heartbeat (session timeout %v, survivor heartbeat interval %v)", took.Round(time.Millisecond), session, session/10)
 	fmt.Printf("rebalance latency after member death: %v (session timeout %v)\n", took.Round(time.Millisecond), session)
-	if took < session || took > session+session/2 {
+	// A member is not expired before its session timeout. How soon after
+	// it the rebalance completes is a figure, which drifts on a loaded
+	// machine (483 ms once under two test suites at once): the upper
+	// bound only catches expiry found by a slow poll instead of a timer.
+	if took < session || took > 4*session {
 		t.Fatalf("rebalance took %v with a %v session timeout", took, session)
 	}
 }
