@@ -559,7 +559,10 @@ func secondSIGTERMExitsAtOnce(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer,
 	case <-time.After(10 * time.Second):
 		t.Fatalf("still running 10s after a second SIGTERM:\n%s", stderr)
 	}
-	if d := time.Since(second); d > time.Second {
+	// The held shutdown has about 4s left (5s from the first SIGTERM):
+	// an exit within 2.5s is the second signal's, with room for a loaded
+	// machine.
+	if d := time.Since(second); d > 2500*time.Millisecond {
 		t.Errorf("exit took %s after the second SIGTERM", d)
 	}
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
