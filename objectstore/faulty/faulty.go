@@ -6,6 +6,7 @@
 package faulty
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,8 +52,8 @@ var (
 
 // Rule is one fault. A call matches when its operation is in Op and its
 // key (a List's prefix) starts with KeyPrefix. The effects apply in this
-// order: Latency, then Stall, then Err or the call, then LoseResponse or
-// TruncateAfter.
+// order: Latency, then Stall, then Err, Late or the call, then
+// LoseResponse or TruncateAfter.
 type Rule struct {
 	Op        Op
 	KeyPrefix string
@@ -76,6 +77,15 @@ type Rule struct {
 	// writer does while the response is on its way (a newer leader's
 	// commit, say).
 	Meanwhile func(key string)
+	// Late holds a Put or Delete on its way to the store until Late is
+	// closed, then performs it whatever became of its caller: a request
+	// the store received and acts on late, after the writer gave up on
+	// it. The caller waits for the release or for its context, which
+	// fails the call with the context's error (outcome unknown) while
+	// the write still lands at the release; a Put's body is read at the
+	// call, so the caller may close it. Landed on the Fault counts the
+	// writes that landed so.
+	Late <-chan struct{}
 	// Truncate cuts a Get's body after TruncateAfter bytes with
 	// io.ErrUnexpectedEOF: a connection that died mid-body.
 	Truncate      bool
@@ -84,9 +94,18 @@ type Rule struct {
 
 // Fault is an added rule.
 type Fault struct {
-	rule  Rule
-	b     *Bucket
-	fired int
+	rule   Rule
+	b      *Bucket
+	fired  int
+	landed int
+}
+
+// Landed is how many writes a Late rule held have reached the store
+// (whether the store took them or refused them, their condition failed).
+func (f *Fault) Landed() int {
+	f.b.mu.Lock()
+	defer f.b.mu.Unlock()
+	return f.landed
 }
 
 // Fired is how many calls the rule has fired on.
@@ -165,6 +184,8 @@ type effects struct {
 	loseResponse bool
 	meanwhile    []func(string)
 	truncate     int64 // -1: whole body
+	late         <-chan struct{}
+	lateFault    *Fault
 }
 
 func (b *Bucket) match(op Op, key string) effects {
@@ -192,6 +213,9 @@ func (b *Bucket) match(op Op, key string) effects {
 		e.loseResponse = e.loseResponse || r.LoseResponse
 		if r.LoseResponse && r.Meanwhile != nil {
 			e.meanwhile = append(e.meanwhile, r.Meanwhile)
+		}
+		if r.Late != nil && e.late == nil {
+			e.late, e.lateFault = r.Late, f
 		}
 		if r.Truncate && (e.truncate < 0 || r.TruncateAfter < e.truncate) {
 			e.truncate = max(r.TruncateAfter, 0)
@@ -229,12 +253,53 @@ func (e effects) before(ctx context.Context) error {
 	return e.err
 }
 
+// lateResult is the outcome of a write a Late rule held.
+type lateResult struct {
+	a   objectstore.Attrs
+	err error
+}
+
+// hold performs write at the release of the Late rule that matched, on a
+// context of its own, and returns its outcome, or the caller's context
+// error when that ends first (the write still lands at the release).
+func (b *Bucket) hold(ctx context.Context, e effects, write func(ctx context.Context) (objectstore.Attrs, error)) (objectstore.Attrs, error) {
+	done := make(chan lateResult, 1)
+	go func() {
+		<-e.late
+		a, err := write(context.WithoutCancel(ctx))
+		b.mu.Lock()
+		e.lateFault.landed++
+		b.mu.Unlock()
+		done <- lateResult{a, err}
+	}()
+	select {
+	case r := <-done:
+		return r.a, r.err
+	case <-ctx.Done():
+		return objectstore.Attrs{}, ctx.Err()
+	}
+}
+
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objectstore.PutOptions) (objectstore.Attrs, error) {
 	e := b.match(Put, key)
 	if err := e.before(ctx); err != nil {
 		return objectstore.Attrs{}, err
 	}
-	a, err := b.inner.Put(ctx, key, r, size, opts)
+	var (
+		a   objectstore.Attrs
+		err error
+	)
+	if e.late != nil {
+		body, rerr := io.ReadAll(io.LimitReader(r, size))
+		if rerr != nil {
+			return objectstore.Attrs{}, rerr
+		}
+		a, err = b.hold(ctx, e, func(ctx context.Context) (objectstore.Attrs, error) {
+			return b.inner.Put(ctx, key, bytes.NewReader(body), int64(len(body)), opts)
+		})
+	} else {
+		a, err = b.inner.Put(ctx, key, r, size, opts)
+	}
 	if err == nil && e.loseResponse {
 		e.runMeanwhile(key)
 		return objectstore.Attrs{}, fmt.Errorf("faulty: put %s: %w", key, ErrLostResponse)
@@ -292,7 +357,14 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	if err := e.before(ctx); err != nil {
 		return err
 	}
-	err := b.inner.Delete(ctx, key)
+	var err error
+	if e.late != nil {
+		_, err = b.hold(ctx, e, func(ctx context.Context) (objectstore.Attrs, error) {
+			return objectstore.Attrs{}, b.inner.Delete(ctx, key)
+		})
+	} else {
+		err = b.inner.Delete(ctx, key)
+	}
 	if err == nil && e.loseResponse {
 		e.runMeanwhile(key)
 		return fmt.Errorf("faulty: delete %s: %w", key, ErrLostResponse)

@@ -131,3 +131,38 @@ func TestLatency(t *testing.T) {
 		t.Fatalf("list took %v", d)
 	}
 }
+
+func TestALateWriteLandsAfterItsCallerGaveUp(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	release := make(chan struct{})
+	late := b.Add(faulty.Rule{Op: faulty.Put | faulty.Delete, KeyPrefix: "k", Times: 1, Late: release})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	body := strings.NewReader("mine")
+	if _, err := b.Put(ctx, "k", body, 4, objectstore.PutOptions{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("put: %v", err)
+	}
+	body.Reset("") // the caller reuses its buffer: the held write kept its bytes
+	if _, err := b.Inner().Head(context.Background(), "k"); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("the held put landed before its release: %v", err)
+	}
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); late.Landed() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held put never landed")
+		}
+	}
+	rc, err := b.Get(context.Background(), "k", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(data) != "mine" {
+		t.Fatalf("stored %q", data)
+	}
+	// The budget is spent: the next write goes straight through.
+	if err := put(b, "k2", "x"); err != nil || late.Fired() != 1 {
+		t.Fatalf("put: %v, fired %d", err, late.Fired())
+	}
+}
