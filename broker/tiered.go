@@ -245,16 +245,27 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 		return sleepCtx(ctx, backoff)
 	}
 	var m *tiering.Manifest
+	_, epoch := p.leaderState()
 	for {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		var err error
 		m, err = t.store.Load(lctx)
+		if err == nil {
+			// Fenced before the orphan sweep: a commit of an
+			// older leader still on its way can no longer land
+			// and name objects the sweep deletes.
+			m, err = t.store.Fence(lctx, epoch)
+		}
 		if err == nil {
 			err = p.adoptRemoteEnd(lctx, m)
 		}
 		cancel()
 		if err == nil {
 			break
+		}
+		if errors.Is(err, tiering.ErrFenced) {
+			log.Warn("a newer leader owns the remote manifest; this broker does not upload", "epoch", epoch)
+			return
 		}
 		if ctx.Err() != nil || !retry("reading the remote manifest", err) {
 			return
@@ -282,7 +293,6 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	})
 	var lastRetention time.Time
 	backoff = 0
-	_, epoch := p.leaderState()
 	hooks := tiering.RunHooks{
 		Limit: p.lastStableOffset,
 		Wake:  t.wake,

@@ -348,7 +348,9 @@ type commitResult struct {
 //     (ErrFenced) before it deletes anything;
 //   - the grace is counted back from the start of the oldest upload in
 //     flight, not from now: the uploads in flight (up to MaxBatch) wait
-//     for the oldest one to be committed with it, however long it takes.
+//     for the oldest one to be committed with it, however long it takes;
+//   - a commit of this leader's whose outcome is unknown and which may
+//     still land postpones the sweep until it is settled (fenced).
 //
 // Other failures are logged: the next sweep retries.
 func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*upload) error {
@@ -356,7 +358,10 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 		return nil
 	}
 	now := time.Now()
-	if now.Before(a.nextSweep) {
+	if now.Before(a.nextSweep) || a.cfg.Manifest.hasPending() {
+		// A commit of unknown outcome may still land and name
+		// objects no stored manifest names: the next settle fences
+		// it, and the sweep waits until then.
 		return nil
 	}
 	a.nextSweep = now.Add(sweepWait(a.cfg.SweepEvery))

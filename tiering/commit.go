@@ -36,6 +36,15 @@ type ManifestStore struct {
 	// unsettled: a commit failed with its outcome unknown and could not
 	// read the manifest back, so cur may miss it (Settle reads it).
 	unsettled bool
+	// pending: a write of this store's whose outcome is unknown may
+	// still land (a request the store has not acted on yet): it can
+	// while the stored manifest is the version it was conditional on,
+	// pendingTag ("" for the first), and Settle fences it with a write
+	// of its own, as leader of pendingEpoch, before anything relies on
+	// the stored manifest being final.
+	pending      bool
+	pendingTag   string
+	pendingEpoch int32
 }
 
 // NewManifestStore returns a store for the manifest at key; Load reads it.
@@ -62,16 +71,71 @@ func (s *ManifestStore) set(m *Manifest, etag string) {
 
 // Settle reads the manifest back when a commit failed with its outcome
 // unknown and the copy in memory may miss it (a no-op otherwise), so that
-// what is picked next starts where the stored manifest ends.
+// what is picked next starts where the stored manifest ends. When that
+// write has not landed and still can (the stored manifest is the version
+// it was conditional on), Settle fences it: it commits the manifest
+// unchanged, so that the write fails its condition whenever it arrives.
+// Without that, a write held on its way could land after an orphan sweep
+// deleted the objects it names.
 func (s *ManifestStore) Settle(ctx context.Context) error {
 	s.mu.Lock()
-	unsettled := s.unsettled
+	busy := s.unsettled || s.pending
 	s.mu.Unlock()
-	if !unsettled {
+	if !busy {
 		return nil
 	}
-	_, err := s.Load(ctx)
-	return err
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	return s.settleLocked(ctx)
+}
+
+// settleLocked is Settle. Requires commitMu.
+func (s *ManifestStore) settleLocked(ctx context.Context) error {
+	s.mu.Lock()
+	unsettled, pending, tag, epoch := s.unsettled, s.pending, s.pendingTag, s.pendingEpoch
+	s.mu.Unlock()
+	if !unsettled && !pending {
+		return nil
+	}
+	m, etag, err := s.read(ctx)
+	if err != nil {
+		return err
+	}
+	s.set(m, etag)
+	if !pending || etag != tag {
+		// Landed, or replaced by another write: either way the
+		// version it was conditional on is gone for good.
+		s.clearPending()
+		return nil
+	}
+	if _, err := s.commitLocked(ctx, epoch, func(*Manifest) error { return nil }); err != nil {
+		return fmt.Errorf("tiering: fencing a write of unknown outcome to %s: %w", s.key, err)
+	}
+	return nil
+}
+
+func (s *ManifestStore) clearPending() {
+	s.mu.Lock()
+	s.pending = false
+	s.mu.Unlock()
+}
+
+// hasPending reports a write of unknown outcome that may still land (not
+// settled yet): an orphan sweep must wait, since it may name objects
+// no stored manifest names yet.
+func (s *ManifestStore) hasPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
+}
+
+// Fence commits the stored manifest unchanged as leader of epoch, so that
+// no write conditional on an earlier version (an older leader's commit
+// still on its way to the store) can land after it: a new leader fences
+// before it sweeps orphans, whose grace would otherwise have to outlast
+// every write in flight. ErrFenced: a newer leader has fenced already.
+func (s *ManifestStore) Fence(ctx context.Context, epoch int32) (*Manifest, error) {
+	return s.Commit(ctx, epoch, func(*Manifest) error { return nil })
 }
 
 // Load reads the stored manifest; a missing one reads as empty.
@@ -134,9 +198,14 @@ func (s *ManifestStore) read(ctx context.Context) (*Manifest, string, error) {
 func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if err := s.Settle(ctx); err != nil {
+	if err := s.settleLocked(ctx); err != nil {
 		return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err)
 	}
+	return s.commitLocked(ctx, epoch, mutate)
+}
+
+// commitLocked is Commit once settled. Requires commitMu.
+func (s *ManifestStore) commitLocked(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
 		cur, etag := s.cur, s.etag
@@ -172,6 +241,7 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		a, err := s.bucket.Put(ctx, s.key, bytes.NewReader(data), int64(len(data)), opts)
 		if err == nil {
 			s.set(next, a.ETag)
+			s.clearPending()
 			return next, nil
 		}
 		// Lost the condition, or the outcome is unknown: look.
@@ -179,10 +249,16 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		if rerr != nil {
 			s.mu.Lock()
 			s.unsettled = true
+			if !errors.Is(err, objectstore.ErrPreconditionFailed) {
+				s.pending, s.pendingTag, s.pendingEpoch = true, etag, epoch
+			}
 			s.mu.Unlock()
 			return nil, fmt.Errorf("tiering: committing %s: %w (re-read: %v)", s.key, err, rerr)
 		}
 		s.set(stored, storedTag)
+		if storedTag != etag {
+			s.clearPending() // its condition can never hold again
+		}
 		if stored.CommitID == next.CommitID {
 			return stored, nil // the write took
 		}
@@ -201,7 +277,12 @@ func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *
 		case stored.LeaderEpoch > epoch:
 			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 		case !errors.Is(err, objectstore.ErrPreconditionFailed) && storedTag == etag:
-			return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err) // not written (yet)
+			// Not written yet, and it still may be: Settle fences it
+			// before the next commit or sweep.
+			s.mu.Lock()
+			s.pending, s.pendingTag, s.pendingEpoch = true, etag, epoch
+			s.mu.Unlock()
+			return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err)
 		case attempt >= 3:
 			return nil, fmt.Errorf("%w: %s", ErrConflict, s.key)
 		}

@@ -115,7 +115,14 @@
 // was then replaced by a newer leader's manifest (built on it) reads back
 // as fenced: a fenced writer deletes only the objects the stored manifest
 // does not name, and a writer whose write may still land deletes nothing
-// (orphan cleanup does, later). The order of an upload
+// (orphan cleanup does, later). A write may reach the store late, after
+// its writer gave up on it: it lands only while the manifest is still the
+// version it was conditional on. So a new leader first commits the
+// manifest unchanged under its epoch (a fence) before it sweeps orphans,
+// and a leader whose own write's outcome is unknown, and which reads back
+// the version that write was conditional on, fences it the same way
+// before it commits or sweeps again: after the fence no such write can
+// land and name objects a sweep deleted. The order of an upload
 // is: segment, companion, the spilled part the commit creates (if any),
 // then the manifest; a segment is deleted from
 // local disk only after the manifest that names it is committed. Remote

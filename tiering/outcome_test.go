@@ -437,3 +437,144 @@ func TestALostUploadResponseIsSettledWithoutAReUpload(t *testing.T) {
 	}
 	requireNoOrphans(t, fb, l, m)
 }
+
+// Writes that land late: the store acts on a request after its writer
+// gave up on it (faulty's Late), after a newer leader took over and its
+// orphan sweep ran past the grace. Each test checks that the partition
+// ends with no object a manifest names missing, and no orphan a later
+// sweep would not find.
+
+// waitLanded waits until the writes f held have reached the store.
+func waitLanded(t *testing.T, f *faulty.Fault, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); f.Landed() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d held writes landed", f.Landed(), n)
+		}
+	}
+}
+
+// sweepPastGrace deletes the test partition's orphans as a sweep an hour
+// from now would, with a grace of a minute.
+func sweepPastGrace(t *testing.T, b objectstore.Bucket, l Layout, m *Manifest) int {
+	t.Helper()
+	n, err := CleanOrphans(context.Background(), b, l, testPartition, m, BucketSpills{b, l}, time.Now().Add(time.Hour), time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Regression: an older leader's manifest commit, held on its way, landed
+// after a newer leader had swept the older one's uploads as orphans, and
+// nothing had changed the manifest meanwhile, so its condition held: the
+// manifest named deleted objects. A newer leader fences the manifest
+// before it sweeps.
+func TestALateCommitOfAnOlderLeaderCannotNameWhatTheSweepDeleted(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	old, _ := newTestArchiver(t, fb, log)
+	old.cfg.CallTimeout = 100 * time.Millisecond
+	l := old.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	segs := log.Segments()
+	uploadAll(t, old, 1, segs[1].NextOffset) // a manifest to build on
+	release := make(chan struct{})
+	late := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, Late: release})
+	if _, err := old.UploadNext(ctx, 1, log.LogEndOffset()); err == nil {
+		t.Fatal("the held commit returned")
+	}
+
+	// The newer leader's term starts: read, fence, sweep.
+	nw := NewManifestStore(fb, key, nil)
+	if _, err := nw.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := nw.Fence(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sweepPastGrace(t, fb, l, m) == 0 {
+		t.Fatal("the sweep found none of the older leader's uploads")
+	}
+	close(release)
+	waitLanded(t, late, 1)
+	m = requireNamedObjectsExist(t, fb.Inner(), l, key)
+	if m.LeaderEpoch != 2 {
+		t.Fatalf("stored manifest at epoch %d: the late commit landed", m.LeaderEpoch)
+	}
+	requireNoOrphans(t, fb, l, m)
+}
+
+// The same within one leader's term: its commit of unknown outcome (the
+// write held, the read back failing) is fenced when it is settled, so
+// the sweep after the segments' second upload may delete the first's.
+func TestALateCommitOfUnknownOutcomeIsFencedBeforeTheSweep(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	a.cfg.CallTimeout = 100 * time.Millisecond
+	a.cfg.SweepEvery, a.cfg.OrphanGrace, a.cfg.Spills = time.Hour, 0, BucketSpills{fb, a.cfg.Layout}
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	segs := log.Segments()
+	uploadAll(t, a, 1, segs[1].NextOffset)
+	release := make(chan struct{})
+	late := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, Late: release})
+	if _, err := a.UploadNext(ctx, 1, log.LogEndOffset()); err == nil {
+		t.Fatal("the held commit returned")
+	}
+	// While the write may still land, the sweep waits.
+	a.nextSweep = time.Time{}
+	if err := a.maybeSweep(ctx, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !a.nextSweep.IsZero() {
+		t.Fatal("the sweep ran with a commit of unknown outcome pending")
+	}
+	uploadAll(t, a, 1, log.LogEndOffset())
+	if ms.hasPending() {
+		t.Fatal("still pending after the next commits")
+	}
+	if sweepPastGrace(t, fb, l, ms.Current()) == 0 {
+		t.Fatal("the sweep found none of the first upload's objects")
+	}
+	close(release)
+	waitLanded(t, late, 1)
+	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
+	requireManifestIsTheLog(t, m, segs, fb.Inner(), len(segs)-1)
+	requireNoOrphans(t, fb, l, m)
+}
+
+// A segment PUT held on its way lands after its upload was given up and
+// its objects deleted, and after the sweep: no manifest names it, and the
+// next sweep past the grace deletes it.
+func TestALateSegmentWriteIsAnOrphanTheNextSweepDeletes(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	a.cfg.CallTimeout = 100 * time.Millisecond
+	l := a.cfg.Layout
+	key := l.ManifestKey(testPartition)
+	segs := log.Segments()
+	release := make(chan struct{})
+	late := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", segs[0].BaseOffset), Times: 1, Late: release})
+	if _, err := a.UploadNext(ctx, 1, log.LogEndOffset()); err == nil {
+		t.Fatal("the held upload returned")
+	}
+	uploadAll(t, a, 1, log.LogEndOffset())
+	sweepPastGrace(t, fb, l, ms.Current())
+	close(release)
+	waitLanded(t, late, 1)
+	m := requireNamedObjectsExist(t, fb.Inner(), l, key)
+	if len(m.Segments) != len(segs)-1 || m.Segments[0].BaseOffset != segs[0].BaseOffset {
+		t.Fatalf("the manifest names %d segments, want %d from %d", len(m.Segments), len(segs)-1, segs[0].BaseOffset)
+	}
+	if sweepPastGrace(t, fb, l, m) != 1 {
+		t.Fatal("the next sweep did not delete the late object")
+	}
+	requireNoOrphans(t, fb, l, m)
+}
