@@ -93,6 +93,11 @@ type rawWorkload struct {
 	// beside it: what of the window a closed loop of producers can reach
 	// without a broker's work.
 	roundTripRef float64
+	// pipelineRef, for acks=all, is the disk with the producers' round
+	// trip and each batch answered once synced (diskPipelineRef), with 1
+	// and with 2 fdatasyncs in flight per file, measured beside it: what
+	// overlapping syncs could buy a group commit on this disk.
+	pipelineRef [2]float64
 }
 
 // ref is the reference w's Shale figure is a fraction of: its own, or
@@ -180,6 +185,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 		// while, which the references at the start of the suite do not
 		// see, and both should meet the same disk.
 		var beside, besideRT []float64
+		var besidePipe [2][]float64 // 1 and 2 syncs in flight per file
 		besideRef := func() error {
 			if acks != -1 {
 				return nil
@@ -194,6 +200,13 @@ func runRawSuite(o options, shale, kfake *target) error {
 				return fmt.Errorf("disk round trip reference: %w", err)
 			}
 			besideRT = append(besideRT, rt)
+			for k := range besidePipe {
+				p, err := diskPipelineRef(dataDirOf(shale), cfg.conns, cfg.batchBytes, cfg.inflight, k+1, 2*time.Second)
+				if err != nil {
+					return fmt.Errorf("disk pipeline reference: %w", err)
+				}
+				besidePipe[k] = append(besidePipe[k], p)
+			}
 			return nil
 		}
 		if err := besideRef(); err != nil {
@@ -213,8 +226,11 @@ func runRawSuite(o options, shale, kfake *target) error {
 			w.refFor = "window" // fsynced: the disk at the window in flight
 			w.ownRef = (beside[0] + beside[1]) / 2
 			w.roundTripRef = (besideRT[0] + besideRT[1]) / 2
-			fmt.Printf("reference beside produce acks=all: disk at the acks=all window %.0f MB/s before it, %.0f after it; with a loopback round trip per fdatasync (the window sent, synced, answered, as producers keeping it in flight) %.0f before, %.0f after\n",
-				beside[0]/1e6, beside[1]/1e6, besideRT[0]/1e6, besideRT[1]/1e6)
+			for k := range besidePipe {
+				w.pipelineRef[k] = (besidePipe[k][0] + besidePipe[k][1]) / 2
+			}
+			fmt.Printf("reference beside produce acks=all: disk at the acks=all window %.0f MB/s before it, %.0f after it; with a loopback round trip per fdatasync (the window sent, synced, answered, as producers keeping it in flight) %.0f before, %.0f after; with the round trip and each batch answered once synced, 1 fdatasync in flight per file %.0f before, %.0f after, 2 in flight %.0f before, %.0f after\n",
+				beside[0]/1e6, beside[1]/1e6, besideRT[0]/1e6, besideRT[1]/1e6, besidePipe[0][0]/1e6, besidePipe[0][1]/1e6, besidePipe[1][0]/1e6, besidePipe[1][1]/1e6)
 		}
 		done = append(done, w)
 		if fetchTopic == "" && name == "1" {
@@ -369,10 +385,11 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 			// The disk's own window reference bounds it: when that
 			// is below 0.6x acks=1, the target is out of reach at
 			// this window on this disk, whatever the broker does.
-			win, rt := refs["window"]/1e6, 0.0
+			win, rt, pipe := refs["window"]/1e6, 0.0, [2]float64{}
 			for _, w := range done {
 				if w.name == "produce acks=all" {
 					win, rt = w.ref(refs)/1e6, w.roundTripRef/1e6
+					pipe = [2]float64{w.pipelineRef[0] / 1e6, w.pipelineRef[1] / 1e6}
 				}
 			}
 			reach := "reachable"
@@ -385,6 +402,10 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 			if rt > 0 {
 				lines = append(lines, fmt.Sprintf("acks=all: %.0f%% of the disk at its window with the producers' round trip per fdatasync (%.0f MB/s, %.2fx acks=1, %.0f%% of the window): what is left to the broker",
 					100*all.res.mbps()/rt, rt, rt/a1.res.mbps(), 100*rt/win))
+			}
+			if pipe[0] > 0 && pipe[1] > 0 {
+				lines = append(lines, fmt.Sprintf("acks=all: the disk with the round trip, each batch answered once synced: %.0f MB/s with 1 fdatasync in flight per file (%.2fx acks=1), %.0f MB/s with 2 (%.2fx acks=1, %.2fx of 1 in flight): what overlapping syncs could buy",
+					pipe[0], pipe[0]/a1.res.mbps(), pipe[1], pipe[1]/a1.res.mbps(), pipe[1]/pipe[0]))
 			}
 		}
 	}

@@ -61,3 +61,27 @@ func TestDiskRoundTripRefSyncsWindowsAndCleansUp(t *testing.T) {
 		t.Fatalf("%d files left behind", len(left))
 	}
 }
+
+// TestDiskPipelineRefAnswersEveryBatch: the pipelined reference, with one
+// and with two syncs in flight, answers every batch its senders sent (they
+// wait for each before stopping), reports a positive rate, and leaves no
+// file behind.
+func TestDiskPipelineRefAnswersEveryBatch(t *testing.T) {
+	for _, syncs := range []int{1, 2} {
+		dir := t.TempDir()
+		bps, err := diskPipelineRef(dir, 3, 4<<10, 4, syncs, 200*time.Millisecond)
+		if err != nil {
+			t.Fatalf("%d in flight: %v", syncs, err)
+		}
+		if bps <= 0 {
+			t.Fatalf("%d in flight: rate %v, want positive", syncs, bps)
+		}
+		left, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) != 0 {
+			t.Fatalf("%d in flight: %d files left behind", syncs, len(left))
+		}
+	}
+}
