@@ -407,6 +407,19 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 				lines = append(lines, fmt.Sprintf("acks=all: the disk with the round trip, each batch answered once synced: %.0f MB/s with 1 fdatasync in flight per file (%.2fx acks=1), %.0f MB/s with 2 (%.2fx acks=1, %.2fx of 1 in flight): what overlapping syncs could buy",
 					pipe[0], pipe[0]/a1.res.mbps(), pipe[1], pipe[1]/a1.res.mbps(), pipe[1]/pipe[0]))
 			}
+			// Producers that keep a window in flight wait a round
+			// trip between a sync's answers and the next requests:
+			// the best of the references that have it (one sync per
+			// window, or syncs as soon as possible, one or two in
+			// flight) bounds what a group commit can reach here.
+			if loop := max(rt, pipe[0], pipe[1]); loop > 0 {
+				reach := "reachable"
+				if loop < 0.6*a1.res.mbps() {
+					reach = "beyond this disk with the producers' round trip"
+				}
+				lines = append(lines, fmt.Sprintf("acks=all: the best disk reference with the producers' round trip is %.0f MB/s, %.2fx acks=1 (target >= 0.6x: %s); Shale reaches %.0f%% of it",
+					loop, loop/a1.res.mbps(), reach, 100*all.res.mbps()/loop))
+			}
 		}
 	}
 	for _, w := range done {
