@@ -17,9 +17,10 @@ import (
 // sync's cost is mostly fixed, so splitting a producer's window over two
 // overlapping syncs pays it twice); shale-bench's pipelined reference
 // (producers' round trip, each batch answered once synced, no broker)
-// moved 0.79-1.16x as much with two syncs in flight per file as with one,
-// in four runs, and both less than one sync per window; and the broker with
-// two in flight stayed within the noise of one.
+// moved 0.8-1.75x as much with two syncs in flight per file as with one
+// (median 1.1x over eleven runs on a loaded machine), in most runs less
+// than one sync per window; and the broker with two in flight stayed within
+// the noise of one.
 const maxSyncsInFlight = 1
 
 // SyncScheduler is a log's group commit. Callers that need records on
