@@ -416,7 +416,8 @@ func (s *tierService) metadataObjects(ctx context.Context, p *partition) {
 
 // deleteTopic removes a deleted topic's objects in the background,
 // retrying until it succeeds or the broker stops (a restart resumes it
-// from the deletion marker).
+// from the deletion marker), then once more an orphan grace later, for
+// the writes that were on their way when it ran.
 func (s *tierService) deleteTopic(topic string, id [16]byte) {
 	dir := tiering.TopicDir(topic, id)
 	if _, running := s.deleting.LoadOrStore(dir, true); running {
@@ -433,6 +434,14 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 			cancel()
 			if err == nil {
 				s.b.log.Info("deleted the topic's objects", "topic", topic)
+				if !sleepCtx(s.b.ctx, s.cfg.OrphanGrace) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
+				defer cancel()
+				if err := tiering.DeleteTopic(ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics); err != nil {
+					s.b.log.Warn("deleting what landed under a deleted topic (the next start retries)", "topic", topic, "err", err)
+				}
 				return
 			}
 			s.b.log.Warn("deleting a topic's objects; retrying", "topic", topic, "in", backoff, "err", err)

@@ -97,10 +97,10 @@ func TestTieredWritesWithLostResponsesOnMinIO(t *testing.T) {
 	if _, err := adm.DeleteTopic(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	brokertest.WaitFor(t, 60*time.Second, "the topic's objects to go", func() (bool, string) {
+	brokertest.WaitFor(t, 60*time.Second, "the topic's objects to go, but the deletion marker", func() (bool, string) {
 		var left []string
 		for _, k := range listBucket(t, fb.Inner(), "") {
-			if strings.HasPrefix(k, l.TopicPrefix(topic, part.TopicID)) {
+			if strings.HasPrefix(k, l.TopicPrefix(topic, part.TopicID)) && k != l.DeletedKey(topic, part.TopicID) {
 				left = append(left, k)
 			}
 		}

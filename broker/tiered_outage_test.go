@@ -116,9 +116,9 @@ func TestDeletingATieredTopicDeletesItsObjects(t *testing.T) {
 	if _, err := b.Admin().DeleteTopic(testCtx(t), "doomed"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deleted topic's objects to go", 30*time.Second, func() bool {
+	waitFor(t, "the deleted topic's objects to go, but its deletion marker", 30*time.Second, func() bool {
 		for _, k := range listBucket(t, bucket, "") {
-			if strings.HasPrefix(k, "doomed-") {
+			if strings.HasPrefix(k, "doomed-") && !strings.HasSuffix(k, "/deleted.json") {
 				return false
 			}
 		}

@@ -136,7 +136,11 @@
 //	topic.json          {"name", "id" (base64url), "partitions",
 //	                     "configs" (Kafka names), "updated_at"}
 //	deleted.json        {"name", "id", "deleted_at"}: the topic was deleted;
-//	                     its objects are being removed (the marker goes last)
+//	                     its other objects are being removed, or are gone.
+//	                     The marker stays, a tombstone: a write that lands
+//	                     after the deletion (a descriptor, a segment held on
+//	                     its way) does not bring the topic back, and the
+//	                     next deletion pass removes it
 //
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the

@@ -262,8 +262,8 @@ func TestDeleteTopicWithLostResponsesFinishesWhenRunAgain(t *testing.T) {
 			t.Fatalf("run %d: %v", runs, err)
 		}
 	}
-	if left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID)); len(left) != 0 {
-		t.Fatalf("left %v", left)
+	if left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID)); len(left) != 1 || left[0].Key != marker {
+		t.Fatalf("left %v, want the deletion marker alone", left)
 	}
 	if pending, err := PendingDeletions(ctx, fb.Inner(), l); err != nil || len(pending) != 0 {
 		t.Fatalf("pending %v (%v)", pending, err)
@@ -577,4 +577,54 @@ func TestALateSegmentWriteIsAnOrphanTheNextSweepDeletes(t *testing.T) {
 		t.Fatal("the next sweep did not delete the late object")
 	}
 	requireNoOrphans(t, fb, l, m)
+}
+
+// A topic descriptor write held on its way lands after the topic's
+// deletion finished: the deletion marker stays, so the bucket reader does
+// not list the topic again, and the next deletion pass removes the
+// descriptor.
+func TestALateTopicDescriptorDoesNotResurrectADeletedTopic(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, _ := newTestArchiver(t, fb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	l := a.cfg.Layout
+	p := testPartition
+	d := TopicDescriptor{Name: p.Topic, ID: TopicDir(p.Topic, p.TopicID)[len(p.Topic)+1:], Partitions: 1}
+	if err := PutTopic(ctx, fb, l, d); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	late := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.TopicKey(p.Topic, p.TopicID), Times: 1, Late: release})
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	d.Configs = map[string]string{"retention.ms": "-1"}
+	if err := PutTopic(wctx, fb, l, d); err == nil {
+		t.Fatal("the held descriptor write returned")
+	}
+	cancel()
+	if err := DeleteTopic(ctx, fb, l, p.Topic, p.TopicID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if pending, err := PendingDeletions(ctx, fb, l); err != nil || len(pending) != 0 {
+		t.Fatalf("pending after the deletion: %v (%v)", pending, err)
+	}
+	close(release)
+	waitLanded(t, late, 1)
+	if _, err := fb.Inner().Head(ctx, l.TopicKey(p.Topic, p.TopicID)); err != nil {
+		t.Fatalf("the late descriptor did not land: %v", err)
+	}
+	if topics, err := ListTopics(ctx, fb, l); err != nil || len(topics) != 0 {
+		t.Fatalf("the bucket lists %d topics after the deletion (%v)", len(topics), err)
+	}
+	pending, err := PendingDeletions(ctx, fb, l)
+	if err != nil || len(pending) != 1 || pending[0].Name != p.Topic {
+		t.Fatalf("pending: %+v (%v)", pending, err)
+	}
+	if err := DeleteTopic(ctx, fb, l, p.Topic, p.TopicID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID)); len(left) != 1 || left[0].Key != l.DeletedKey(p.Topic, p.TopicID) {
+		t.Fatalf("left %v, want the deletion marker alone", left)
+	}
 }

@@ -270,12 +270,17 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 }
 
 // DeleteTopic removes a deleted topic's objects: it writes the deletion
-// marker first (so a reader of the bucket knows), deletes every object
-// under the topic, and the marker last. Resumable: run it again after a
-// crash (PendingDeletions finds the marked topics).
+// marker first (so a reader of the bucket knows) and deletes every other
+// object under the topic. The marker stays, a tombstone: a write still on
+// its way when the topic was deleted (its descriptor, a segment) may land
+// after, and with the marker a reader still skips the topic, and
+// PendingDeletions finds what landed. Resumable: run it again after a
+// crash (PendingDeletions finds the unfinished ones); a run again keeps
+// the first marker's time.
 func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string, id [16]byte, now time.Time, metrics *Metrics) error {
 	marker := l.DeletedKey(topic, id)
-	if err := putJSON(ctx, b, marker, DeletionMarker{Name: topic, ID: TopicDir(topic, id)[len(topic)+1:], DeletedAt: now.UTC()}, objectstore.PutOptions{}); err != nil {
+	err := putJSON(ctx, b, marker, DeletionMarker{Name: topic, ID: TopicDir(topic, id)[len(topic)+1:], DeletedAt: now.UTC()}, objectstore.PutOptions{IfNoneMatch: true})
+	if err != nil && !errors.Is(err, objectstore.ErrPreconditionFailed) {
 		return fmt.Errorf("tiering: marking %s deleted: %w", topic, err)
 	}
 	var keys []string
@@ -288,8 +293,7 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 		return err
 	}
 	// Every object is tried, whatever the others' outcome (a delete
-	// whose response was lost took effect); the marker goes only once
-	// they all went.
+	// whose response was lost took effect).
 	deleted := 0
 	var first error
 	for _, k := range keys {
@@ -302,31 +306,46 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 		deleted++
 	}
 	metrics.deleted(deleted)
-	if first != nil {
-		return first
-	}
-	return b.Delete(ctx, marker)
+	return first
 }
 
-// PendingDeletions lists the topics whose deletion marker is in the
-// bucket (a deletion that has not finished).
+// PendingDeletions lists the deleted topics whose directory holds objects
+// besides the deletion marker: a deletion that has not finished, or a
+// write that landed after it.
 func PendingDeletions(ctx context.Context, b objectstore.Bucket, l Layout) ([]DeletionMarker, error) {
 	prefix := strings.TrimSuffix(l.join("x"), "x")
-	var out []DeletionMarker
+	var markers []string
+	others := map[string]bool{} // topic directories holding other objects
 	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
-		if _, name, ok := cutOnce(a.Key[len(prefix):]); !ok || name != deletedName {
+		rest := a.Key[len(prefix):]
+		dir, _, ok := strings.Cut(rest, "/")
+		if !ok {
 			return nil
 		}
-		data, err := objectstore.ReadAll(ctx, b, a.Key, maxDescriptorSize)
+		if _, name, ok := cutOnce(rest); ok && name == deletedName {
+			markers = append(markers, a.Key)
+		} else {
+			others[dir] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []DeletionMarker
+	for _, k := range markers {
+		if dir, _, _ := cutOnce(k[len(prefix):]); !others[dir] {
+			continue // finished: the tombstone alone
+		}
+		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d, err := DecodeDeletionMarker(data)
 		if err != nil {
-			return fmt.Errorf("%s: %w", a.Key, err)
+			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		out = append(out, *d)
-		return nil
-	})
-	return out, err
+	}
+	return out, nil
 }

@@ -93,8 +93,11 @@ func TestDeleteTopicIsResumable(t *testing.T) {
 	if err := DeleteTopic(ctx, fb, l, "events", testPartition.TopicID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if left := listKeys(t, fb, ""); len(left) != 0 {
-		t.Fatalf("left %v", left)
+	if left := listKeys(t, fb, ""); len(left) != 1 || left[0] != l.DeletedKey("events", testPartition.TopicID) {
+		t.Fatalf("left %v, want the deletion marker alone", left)
+	}
+	if pending, err := PendingDeletions(ctx, fb, l); err != nil || len(pending) != 0 {
+		t.Fatalf("pending after the deletion %+v %v", pending, err)
 	}
 }
 
