@@ -1032,9 +1032,11 @@ func (c *conn) send(p *pending) {
 	switch {
 	case p.raw != nil && p.raw.remote() && c.b.tier != nil:
 		// Record data read from the object store goes out from the
-		// reader's cold threads, as it came in: a replay's writes
-		// yield to hot traffic.
-		c.b.tier.reader.RunCold(func() { err = c.w.writeRaw(p.header, p.raw) })
+		// reader's cold threads, as it came in, through their gate: a
+		// replay's writes yield to hot traffic, and never hold every
+		// processor.
+		cold := c.b.tier.reader.Cold()
+		cold.Run(func() { err = c.w.writeRawCold(p.header, p.raw, cold) })
 	case p.raw != nil:
 		err = c.w.writeRaw(p.header, p.raw)
 	default:

@@ -42,6 +42,15 @@ type connWriter struct {
 	sfOff, sfLeft          int64
 	sfCached               bool
 	sfErr                  error
+	// cold, while a response holding record data read from the object
+	// store is written (writeRawCold), gates its writes: see coldWritev.
+	// coldStep is coldWritev's callback, coldBufs what it has left to
+	// send, coldIov its vector, coldErr its error.
+	cold     *tiering.ColdThreads
+	coldStep func(fd uintptr) bool
+	coldBufs net.Buffers
+	coldIov  []syscall.Iovec
+	coldErr  error
 	// timeout: each response (or batch of responses written together)
 	// must be sent at a MiB or more per timeout, or the connection is
 	// given up (a client that stops reading cannot hold its responses'
@@ -89,7 +98,7 @@ func newConnWriter(nc net.Conn, timeout time.Duration) *connWriter {
 		if _, isTCP := nc.(*net.TCPConn); isTCP {
 			w.raw, _ = sc.SyscallConn()
 			w.more = make([]byte, moreSize)
-			w.moreStep, w.sendfileStep = w.sendMore, w.sendFileRange
+			w.moreStep, w.sendfileStep, w.coldStep = w.sendMore, w.sendFileRange, w.sendCold
 		}
 	}
 	return w
@@ -239,12 +248,24 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 	return w.writev(iov)
 }
 
+// writeRawCold is writeRaw for a response holding record data read from
+// the object store, run on one of cold's threads: its bytes in memory go
+// out in steps of at most coldWriteMax, each passing cold's gate, so
+// that a replay's writes never hold every processor.
+func (w *connWriter) writeRawCold(h requestHeader, r *rawResponse, cold *tiering.ColdThreads) error {
+	w.cold = cold
+	defer func() { w.cold = nil }()
+	return w.writeRaw(h, r)
+}
+
 // writev sends bufs with one system call (more while the socket is full).
 // It consumes bufs. The caller has armed the deadline.
 func (w *connWriter) writev(bufs net.Buffers) error {
 	switch {
 	case buffersLen(bufs) == 0:
 		return nil
+	case w.cold != nil && w.raw != nil:
+		return w.coldWritev(bufs)
 	case len(bufs) == 1:
 		_, err := w.nc.Write(bufs[0])
 		return err
@@ -274,6 +295,87 @@ func (w *connWriter) writeMore(bufs net.Buffers) error {
 		return err
 	}
 	return w.moreErr
+}
+
+// coldWriteMax bounds what one gated write of cold bytes sends: a copy
+// into the socket of some tens of microseconds, where an unbounded writev
+// of a 16 MiB fetch's records copied megabytes in one system call.
+const coldWriteMax = 256 << 10
+
+// coldIovMax bounds the buffers of one gated write (Linux's UIO_MAXIOV is
+// 1024).
+const coldIovMax = 1024
+
+// coldWritev sends bufs as writev does, in non-blocking writes of at most
+// coldWriteMax bytes, each holding a step of w.cold's gate: a write that
+// finds the socket full waits for room with its step released, so a slow
+// client holds no processor either.
+func (w *connWriter) coldWritev(bufs net.Buffers) error {
+	w.coldBufs, w.coldErr = bufs, nil
+	err := w.raw.Write(w.coldStep)
+	w.coldBufs = nil
+	clear(w.coldIov[:cap(w.coldIov)]) // the buffers go back to their pools
+	if err != nil {
+		return err
+	}
+	return w.coldErr
+}
+
+// sendCold is coldWritev's callback for raw.Write: it sends what is left
+// of coldBufs, false when the socket is full.
+func (w *connWriter) sendCold(fd uintptr) bool {
+	for {
+		iov, n := w.coldIov[:0], 0
+		for _, b := range w.coldBufs {
+			if n >= coldWriteMax || len(iov) == coldIovMax {
+				break
+			}
+			if len(b) == 0 {
+				continue
+			}
+			take := min(len(b), coldWriteMax-n)
+			v := syscall.Iovec{Base: &b[0]}
+			v.SetLen(take)
+			iov = append(iov, v)
+			n += take
+		}
+		w.coldIov = iov
+		if n == 0 {
+			return true
+		}
+		w.cold.Hold()
+		m, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		w.cold.Release()
+		switch {
+		case e == syscall.EAGAIN:
+			return false // wait, released, until the socket is writable
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			w.coldErr = fmt.Errorf("broker: writev: %w", e)
+			return true
+		}
+		w.coldBufs = consumeBuffers(w.coldBufs, int(m))
+	}
+}
+
+// consumeBuffers drops the first n bytes of bufs, as net.Buffers' own
+// consume does.
+func consumeBuffers(bufs net.Buffers, n int) net.Buffers {
+	for len(bufs) > 0 && n > 0 {
+		if n < len(bufs[0]) {
+			bufs[0] = bufs[0][n:]
+			return bufs
+		}
+		n -= len(bufs[0])
+		bufs[0] = nil
+		bufs = bufs[1:]
+	}
+	for len(bufs) > 0 && len(bufs[0]) == 0 {
+		bufs[0] = nil
+		bufs = bufs[1:]
+	}
+	return bufs
 }
 
 // sendMore is writeMore's callback for raw.Write: it sends moreBuf with

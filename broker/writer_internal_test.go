@@ -6,8 +6,12 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -162,5 +166,127 @@ func TestRawResponseMixesRemoteBytesAndFileRanges(t *testing.T) {
 	}
 	if g := <-got; !bytes.Equal(g, frame) {
 		t.Fatalf("the client read %d bytes that differ from the %d of the response", len(g), len(frame))
+	}
+}
+
+// TestColdResponseReleasesItsStepWhileTheClientDoesNotRead checks that
+// a response holding record data read from the object store goes out
+// whole through the cold threads' gate, and that a write waiting for
+// room in the socket holds no step of it: a slow consumer of a replay
+// must not keep the other cold work (or, through it, hot traffic) from
+// a processor.
+func TestColdResponseReleasesItsStepWhileTheClientDoesNotRead(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client.(*net.TCPConn).SetReadBuffer(64 << 10)
+	server.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	w := newConnWriter(server, time.Minute)
+	cold := tiering.NewColdThreads(5, 2)
+	defer cold.Close()
+
+	// Several times the socket's buffers, in buffers of uneven sizes.
+	var bufs [][]byte
+	var want []byte
+	for i := range 40 {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, 100<<10+i*777)
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	body := []byte("0123456789")
+	r := &rawResponse{body: body, cuts: []rawCut{{at: 4, data: tiering.Data{Bufs: bufs}}}}
+	h := requestHeader{key: 1, version: 11, correlationID: 7}
+	frame := appendResponseHeader(nil, h)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4+len(body)+len(want)))
+	frame = append(frame, body[:4]...)
+	frame = append(frame, want...)
+	frame = append(frame, body[4:]...)
+
+	wrote := make(chan error, 1)
+	go func() {
+		var err error
+		cold.Run(func() { err = w.writeRawCold(h, r, cold) })
+		wrote <- err
+	}()
+	// The socket fills: the write waits for room.
+	sc, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for queued := 0; queued < 32<<10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the response's first bytes never filled the socket (%d queued)", queued)
+		}
+		time.Sleep(time.Millisecond)
+		sc.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+	}
+	// Every step of the gate can be held meanwhile.
+	steps := max(runtime.GOMAXPROCS(0)-1, 1)
+	held := make(chan struct{})
+	go func() {
+		for range steps {
+			cold.Hold()
+		}
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write waiting for room in the socket holds a step of the cold gate")
+	}
+	for range steps {
+		cold.Release()
+	}
+	got := make([]byte, len(frame))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, frame) {
+		t.Fatalf("the client read %d bytes that differ from the %d of the response", len(got), len(frame))
+	}
+	if w.cold != nil || w.coldBufs != nil {
+		t.Fatal("the writer kept the gate or the buffers of a response it wrote")
+	}
+}
+
+func TestConsumeBuffersDropsWhatWasWritten(t *testing.T) {
+	for _, c := range []struct {
+		lens []int
+		n    int
+		want []int
+	}{
+		{[]int{3, 4}, 0, []int{3, 4}},
+		{[]int{3, 4}, 2, []int{1, 4}},
+		{[]int{3, 4}, 3, []int{4}},
+		{[]int{3, 0, 4}, 3, []int{4}},
+		{[]int{3, 4}, 7, nil},
+	} {
+		var bufs net.Buffers
+		for _, n := range c.lens {
+			bufs = append(bufs, make([]byte, n))
+		}
+		var got []int
+		for _, b := range consumeBuffers(bufs, c.n) {
+			got = append(got, len(b))
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%v less %d: %v, want %v", c.lens, c.n, got, c.want)
+		}
 	}
 }

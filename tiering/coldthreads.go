@@ -29,9 +29,24 @@ import (
 // Beyond max threads busy at once, work runs on the caller's goroutine,
 // at the process's priority. Where threads cannot be niced (not Linux),
 // or with nice 0, all work runs on the caller's goroutine.
+//
+// Niced threads are not enough on their own: the kernel runs a niced
+// thread last, but while it waits (or runs) with one of Go's processors
+// (a P) in hand, that P serves nothing else until the runtime takes it
+// back, which for a thread in a system call is sysmon's next look (20 us
+// to 10 ms) and for one running Go code a preemption the thread must run
+// to honour. Cold threads holding every P leave a produce's goroutine
+// runnable with no P to run on, however eager the kernel is to run its
+// thread, and a garbage collection's stop-the-world waits for them. So
+// the steps of cold work that hold a P for long (the system calls that
+// copy a GET's body or a response's bytes) pass a gate, Hold, that lets
+// at most GOMAXPROCS-1 of them run at once: one P at least is always
+// left to hot traffic.
 type ColdThreads struct {
 	nice int
 	max  int
+	// gate holds a token per step of cold work holding a P (Hold).
+	gate chan struct{}
 	// idleFor is how long an idle thread waits for work before it ends.
 	idleFor time.Duration
 
@@ -60,7 +75,31 @@ func NewColdThreads(nice, max int) *ColdThreads {
 	if !coldThreadsSupported {
 		nice = 0
 	}
-	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor}
+	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor, gate: make(chan struct{}, coldSteps(runtime.GOMAXPROCS(0)))}
+}
+
+// coldSteps is how many cold steps may hold a processor at once with
+// procs processors: all but one, and one with a single processor (cold
+// work must progress; the kernel still runs it last).
+func coldSteps(procs int) int { return max(procs-1, 1) }
+
+// Hold waits until fewer than GOMAXPROCS-1 steps of cold work hold a
+// processor, and counts the caller's step among them until it calls
+// Release. A step is a system call that copies (a read of a GET's body,
+// a write of what it read to a client) and the Go code around it, never
+// a wait: a step that would block releases first, and holds again once
+// it can go on. A nil set holds nothing.
+func (p *ColdThreads) Hold() {
+	if p != nil {
+		p.gate <- struct{}{}
+	}
+}
+
+// Release ends the step Hold began.
+func (p *ColdThreads) Release() {
+	if p != nil {
+		<-p.gate
+	}
 }
 
 // Run runs fn on a cold thread and returns when it has returned; on the
@@ -181,3 +220,7 @@ func (p *ColdThreads) counts() (alive, idle, started int) {
 	defer p.mu.Unlock()
 	return p.mu.alive, len(p.mu.idle), p.started
 }
+
+// Cold returns the reader's cold threads, those RunCold runs work on, for
+// work that also passes their gate (Hold).
+func (r *Reader) Cold() *ColdThreads { return r.cold }

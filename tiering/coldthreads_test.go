@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -61,4 +62,36 @@ func TestColdThreadsEndWhenIdleOrClosed(t *testing.T) {
 	if _, _, started := p.counts(); !ran || started != 5 {
 		t.Fatalf("closed: ran %v, threads started %d (want the work run inline)", ran, started)
 	}
+}
+
+func TestColdStepsLeaveOneProcessorToHotTraffic(t *testing.T) {
+	for _, c := range []struct{ procs, steps int }{{1, 1}, {2, 1}, {3, 2}, {8, 7}} {
+		if got := coldSteps(c.procs); got != c.steps {
+			t.Errorf("coldSteps(%d) = %d, want %d", c.procs, got, c.steps)
+		}
+	}
+	p := NewColdThreads(5, 4)
+	t.Cleanup(p.Close)
+	steps := coldSteps(runtime.GOMAXPROCS(0))
+	for range steps {
+		p.Hold()
+	}
+	held := make(chan struct{})
+	go func() {
+		p.Hold()
+		close(held)
+	}()
+	select {
+	case <-held:
+		t.Fatalf("a step held beyond the %d the gate allows", steps)
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.Release()
+	<-held // the released step's place
+	for range steps {
+		p.Release()
+	}
+	var nilSet *ColdThreads
+	nilSet.Hold() // holds nothing, never waits
+	nilSet.Release()
 }
