@@ -99,7 +99,7 @@ func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstor
 // records from the new log start read back. Then the topic is deleted while
 // deletes still fail and every broker stops before it could finish; a
 // broker started again resumes the deletion from its marker and leaves
-// nothing of the topic in the bucket.
+// nothing of the topic in the bucket but its deletion marker.
 func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 	bucket := faulty.New(objectstore.NewMem())
 	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
