@@ -103,7 +103,7 @@ func main() {
 	flag.DurationVar(&o.upload.latLength, "tier-latency-duration", 3*time.Second, "tiering run: measured length of each phase of a latency round")
 	flag.IntVar(&o.upload.coldMB, "tier-cold-mb", 1024, "tiering run: MiB of the topic the latency rounds replay cold (several times the broker's cache, as the replay wraps around)")
 	flag.BoolVar(&o.upload.latOnly, "tier-latency-only", false, "tiering run: only the produce latency rounds")
-	flag.StringVar(&o.upload.latPhases, "tier-latency-phases", "alone,replay,gets,hog", "tiering run: the phases of each latency round, comma-separated (alone, replay, gets: the replay's GETs by a non-Shale client, hog: a non-Shale load of equal CPU)")
+	flag.StringVar(&o.upload.latPhases, "tier-latency-phases", "alone,replay,gets,hog", "tiering run: the phases of each latency round, comma-separated (alone, replay, gets: the replay's GETs by a non-Shale client, hog: a non-Shale load of equal CPU; remote, not by default: after those rounds, as many of alone and the replay with MinIO and its client at nice 19, as on other machines)")
 	flag.BoolVar(&o.upload.upOnly, "tier-upload-only", false, "tiering run: only the uploads while producing")
 	flag.IntVar(&o.upload.largeMB, "tier-upload-large-mb", 128, "tiering run: segment size (MiB) of a second, shorter upload run, checking how many requests a larger segment takes (a broker's default segment is 1 GiB; 0: no second run)")
 	flag.StringVar(&o.shaleArgs, "shale-args", "--object-store=none --topic-default=log.segment.bytes=1073741824,log.roll.ms=604800000",

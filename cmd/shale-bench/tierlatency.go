@@ -20,6 +20,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/shale-log/shale/objectstore"
 )
@@ -43,7 +44,14 @@ import (
 //     the same objects, of the broker's chunk size, as many in flight as
 //     the broker's read-ahead GET workers (GOMAXPROCS), paced to the rate
 //     the broker's replay GETs reached (the median of the replay phases
-//     so far), each body read into a reused buffer and dropped.
+//     so far), each body read into a reused buffer and dropped;
+//   - after those rounds, as many again of two phases, alone and with
+//     the cold replay while MinIO's threads and the replay's client run
+//     at nice 19: in a deployment the object store and the consumer run
+//     on other machines, and do not compete with the broker for its CPUs
+//     as they do here; niced, they take only what the broker leaves. A
+//     thread's niceness cannot be lowered again without privilege, so
+//     these rounds come last.
 //
 // The replay's difference from the alone phases says what Shale's replay
 // costs hot traffic; the hog's says what the same CPU costs anything on
@@ -58,13 +66,15 @@ const (
 	phaseReplay
 	phaseHog
 	phaseGets
+	phaseRemote
 	phases
 )
 
-var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU", "with the replay's GETs by a non-Shale client"}
+var phaseNames = [phases]string{"alone", "with a cold replay", "with a non-Shale load of equal CPU", "with the replay's GETs by a non-Shale client",
+	"with a cold replay, MinIO and the replay's client at nice 19 (on other machines in a deployment)"}
 
 // phaseFlags are the phases' names in -tier-latency-phases.
-var phaseFlags = [phases]string{"alone", "replay", "hog", "gets"}
+var phaseFlags = [phases]string{"alone", "replay", "hog", "gets", "remote"}
 
 // latencyPhases parses -tier-latency-phases.
 func latencyPhases(list string) ([phases]bool, error) {
@@ -72,7 +82,7 @@ func latencyPhases(list string) ([phases]bool, error) {
 	for _, name := range strings.Split(list, ",") {
 		i := slices.Index(phaseFlags[:], strings.TrimSpace(name))
 		if i < 0 {
-			return on, fmt.Errorf("-tier-latency-phases: unknown phase %q (alone, replay, gets, hog)", name)
+			return on, fmt.Errorf("-tier-latency-phases: unknown phase %q (alone, replay, gets, hog, remote)", name)
 		}
 		on[i] = true
 	}
@@ -180,106 +190,139 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		orders = [][]latPhase{{phaseAlone, phaseReplay, phaseGets, phaseHog}, {phaseReplay, phaseGets, phaseHog, phaseAlone},
 			{phaseGets, phaseHog, phaseAlone, phaseReplay}, {phaseHog, phaseAlone, phaseReplay, phaseGets}}
 	)
+	// measure runs phase ph of round r.
+	measure := func(r int, ph latPhase) (phaseResult, error) {
+		pctx, cancel := context.WithCancel(ctx)
+		var (
+			wg      sync.WaitGroup
+			moved   int64
+			loadErr error
+		)
+		switch ph {
+		case phaseReplay:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				next, moved, loadErr = replayLoop(pctx, sh.addr, tierColdTopic, next, end, false)
+			}()
+			if o.raw.profileDir != "" && !profiled {
+				profiled = true
+				prefix := filepath.Join(o.raw.profileDir, "tier-latency-replay")
+				d := cfg.warmup + cfg.duration
+				for _, kind := range []string{"profile", "mutex", "block", "trace", "allocs"} {
+					go func() {
+						if err := fetchProfile(sh.httpAddr, kind, prefix+"."+kind+".pprof", d); err != nil {
+							fmt.Fprintln(os.Stderr, "tier latency profile:", err)
+						}
+					}()
+				}
+			}
+		case phaseRemote:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				next, moved, loadErr = replayLoop(pctx, sh.addr, tierColdTopic, next, end, true)
+			}()
+		case phaseHog:
+			if hogRate == 0 {
+				hogRate = res[max(r-1, 0)][phaseReplay].mbps
+				if hogRate == 0 {
+					hogRate = 100
+				}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hogAt, moved, loadErr = pacedGets(pctx, bucket, hogChunks, hogAt, hogRate, 4, true)
+			}()
+		case phaseGets:
+			rate := median(replayGets)
+			if rate <= 0 {
+				rate = 100
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				getsAt, moved, loadErr = pacedGets(pctx, bucket, getChunks, getsAt, rate, getsInflight, false)
+			}()
+		}
+		before := scrape(sh.httpAddr)
+		cpu := startCPU(sh.pid, minioPid, os.Getpid())
+		start := time.Now()
+		pr, err := rawProduce(sh.addr, tierHotTopic, 1, cfg)
+		cancel()
+		wg.Wait()
+		elapsed := time.Since(start)
+		used := cpu.stop()
+		if err != nil {
+			return phaseResult{}, fmt.Errorf("round %d, produce %s: %w", r, phaseNames[ph], err)
+		}
+		if loadErr != nil && !errors.Is(loadErr, context.Canceled) {
+			return phaseResult{}, fmt.Errorf("round %d, load %s: %w", r, phaseNames[ph], loadErr)
+		}
+		out := phaseResult{p50: pr.percentile(0.5), p99: pr.percentile(0.99), samples: len(pr.latencies), elapsed: elapsed,
+			mbps: float64(moved) / elapsed.Seconds() / 1e6}
+		for i, u := range used {
+			out.cores[i] = u.Seconds() / elapsed.Seconds()
+		}
+		after := scrape(sh.httpAddr)
+		out.broker50, out.broker99 = histogramBuckets(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
+		out.sched99, out.sched999 = histogramBuckets(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
+		out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
+		out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
+		out.allocMB = (after["go_memstats_alloc_bytes_total"] - before["go_memstats_alloc_bytes_total"]) / 1e6
+		switch ph {
+		case phaseAlone:
+			lastAlone = out.totalCores()
+		case phaseReplay:
+			lastReplay = out.totalCores()
+			replayBytes += float64(moved)
+			// The bytes of the broker's GET bodies: a read-ahead GET
+			// spans several chunks, so GETs times the chunk size is
+			// not what was fetched.
+			const getBytes = `shale_objectstore_bytes_total{op="get"}`
+			got := after[getBytes] - before[getBytes]
+			gotBytes += got
+			out.getMBps = got / elapsed.Seconds() / 1e6
+			replayGets = append(replayGets, out.getMBps)
+		case phaseHog:
+			// Correct the hog's rate towards the CPU the replay added.
+			if lastAlone >= 0 && lastReplay >= 0 {
+				want, got := lastReplay-lastAlone, out.totalCores()-lastAlone
+				if want > 0 && got > 0 {
+					hogRate *= min(max(want/got, 0.5), 2)
+				}
+			}
+		}
+		return out, nil
+	}
 	for r := range rounds {
 		for _, ph := range orders[r%len(orders)] {
 			if !on[ph] {
 				continue
 			}
-			pctx, cancel := context.WithCancel(ctx)
-			var (
-				wg      sync.WaitGroup
-				moved   int64
-				loadErr error
-			)
-			switch ph {
-			case phaseReplay:
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					next, moved, loadErr = replayLoop(pctx, sh.addr, tierColdTopic, next, end)
-				}()
-				if o.raw.profileDir != "" && !profiled {
-					profiled = true
-					prefix := filepath.Join(o.raw.profileDir, "tier-latency-replay")
-					d := cfg.warmup + cfg.duration
-					for _, kind := range []string{"profile", "mutex", "block", "trace", "allocs"} {
-						go func() {
-							if err := fetchProfile(sh.httpAddr, kind, prefix+"."+kind+".pprof", d); err != nil {
-								fmt.Fprintln(os.Stderr, "tier latency profile:", err)
-							}
-						}()
-					}
-				}
-			case phaseHog:
-				if hogRate == 0 {
-					hogRate = res[max(r-1, 0)][phaseReplay].mbps
-					if hogRate == 0 {
-						hogRate = 100
-					}
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					hogAt, moved, loadErr = pacedGets(pctx, bucket, hogChunks, hogAt, hogRate, 4, true)
-				}()
-			case phaseGets:
-				rate := median(replayGets)
-				if rate <= 0 {
-					rate = 100
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					getsAt, moved, loadErr = pacedGets(pctx, bucket, getChunks, getsAt, rate, getsInflight, false)
-				}()
+			if res[r][ph], err = measure(r, ph); err != nil {
+				return nil, err
 			}
-			before := scrape(sh.httpAddr)
-			cpu := startCPU(sh.pid, minioPid, os.Getpid())
-			start := time.Now()
-			pr, err := rawProduce(sh.addr, tierHotTopic, 1, cfg)
-			cancel()
-			wg.Wait()
-			elapsed := time.Since(start)
-			used := cpu.stop()
-			if err != nil {
-				return nil, fmt.Errorf("round %d, produce %s: %w", r, phaseNames[ph], err)
+		}
+	}
+	// The rounds with MinIO and the replay's client niced, last: the
+	// niceness stays.
+	var remote [][2]phaseResult // alone, remote
+	if on[phaseRemote] {
+		if err := niceProcess(minioPid, 19); err != nil {
+			return nil, fmt.Errorf("nicing MinIO: %w", err)
+		}
+		remote = make([][2]phaseResult, rounds)
+		for r := range rounds {
+			order := []int{0, 1}
+			if r%2 == 1 {
+				order = []int{1, 0}
 			}
-			if loadErr != nil && !errors.Is(loadErr, context.Canceled) {
-				return nil, fmt.Errorf("round %d, load %s: %w", r, phaseNames[ph], loadErr)
-			}
-			out := phaseResult{p50: pr.percentile(0.5), p99: pr.percentile(0.99), samples: len(pr.latencies), elapsed: elapsed,
-				mbps: float64(moved) / elapsed.Seconds() / 1e6}
-			for i, u := range used {
-				out.cores[i] = u.Seconds() / elapsed.Seconds()
-			}
-			after := scrape(sh.httpAddr)
-			out.broker50, out.broker99 = histogramBuckets(before, after, `shale_kafka_request_duration_seconds_bucket{api="Produce",`, 0.5, 0.99)
-			out.sched99, out.sched999 = histogramBuckets(before, after, "go_sched_latencies_seconds_bucket{", 0.99, 0.999)
-			out.gcs = after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]
-			out.gcPause = time.Duration((after["go_gc_duration_seconds_sum"] - before["go_gc_duration_seconds_sum"]) * 1e9)
-			out.allocMB = (after["go_memstats_alloc_bytes_total"] - before["go_memstats_alloc_bytes_total"]) / 1e6
-			res[r][ph] = out
-			switch ph {
-			case phaseAlone:
-				lastAlone = out.totalCores()
-			case phaseReplay:
-				lastReplay = out.totalCores()
-				replayBytes += float64(moved)
-				// The bytes of the broker's GET bodies: a read-ahead GET
-				// spans several chunks, so GETs times the chunk size is
-				// not what was fetched.
-				const getBytes = `shale_objectstore_bytes_total{op="get"}`
-				got := after[getBytes] - before[getBytes]
-				gotBytes += got
-				res[r][ph].getMBps = got / elapsed.Seconds() / 1e6
-				replayGets = append(replayGets, res[r][ph].getMBps)
-			case phaseHog:
-				// Correct the hog's rate towards the CPU the replay added.
-				if lastAlone >= 0 && lastReplay >= 0 {
-					want, got := lastReplay-lastAlone, out.totalCores()-lastAlone
-					if want > 0 && got > 0 {
-						hogRate *= min(max(want/got, 0.5), 2)
-					}
+			for _, i := range order {
+				ph := []latPhase{phaseAlone, phaseRemote}[i]
+				if remote[r][i], err = measure(r, ph); err != nil {
+					return nil, err
 				}
 			}
 		}
@@ -350,6 +393,23 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 		}
 		rows = append(rows, []string{"  p99 of the replay less that of its GETs by a non-Shale client (the broker's part), ms", mr(broker, "%+.2f"), "", "", ""})
 	}
+	// The rounds with MinIO and the replay's client niced: a figure of
+	// their own, beside the alone phases of the same rounds.
+	if len(remote) > 0 {
+		var a50, a99, r50, r99, diff []float64
+		var aBroker, rBroker, rSched []bucketRange
+		for _, rr := range remote {
+			a50, a99 = append(a50, ms(rr[0].p50)), append(a99, ms(rr[0].p99))
+			r50, r99 = append(r50, ms(rr[1].p50)), append(r99, ms(rr[1].p99))
+			diff = append(diff, ms(rr[1].p99-rr[0].p99))
+			aBroker, rBroker, rSched = append(aBroker, rr[0].broker99), append(rBroker, rr[1].broker99), append(rSched, rr[1].sched99)
+		}
+		rows = append(rows,
+			[]string{fmt.Sprintf("produce at %.0f MB/s alone, in the rounds after MinIO was niced: p50 / p99 ms", uo.latRate), mr(a50, "%.2f") + " / " + mr(a99, "%.2f"),
+				"the broker's own p99, ms", medianBucket(aBroker), ""},
+			[]string{fmt.Sprintf("produce at %.0f MB/s %s: p50 / p99 ms", uo.latRate, phaseNames[phaseRemote]), mr(r50, "%.2f") + " / " + mr(r99, "%.2f"),
+				"the broker's own p99 / its goroutines' wait p99, ms", medianBucket(rBroker) + " / " + medianBucket(rSched), "p99 " + mr(diff, "%+.2f") + " ms"})
+	}
 	fmt.Printf("\nproduce latency beside a cold replay: %d rounds of %s (+%s warm-up) per phase, %d requests of %d KiB per phase; load %s before, %s after\n",
 		rounds, uo.latLength, cfg.warmup, res[0][phaseAlone].samples, cfg.batchBytes>>10, load, loadAverage())
 	for r := range res {
@@ -359,13 +419,26 @@ func runTierLatency(ctx context.Context, o options, sh *target, bucket objectsto
 			a.totalCores(), rp.totalCores(), g.totalCores(), h.totalCores(), a.cores[0], rp.cores[0], g.cores[0], h.cores[0],
 			a.cores[1], rp.cores[1], g.cores[1], h.cores[1], a.cores[2], rp.cores[2], g.cores[2], h.cores[2])
 	}
+	for r, rr := range remote {
+		fmt.Printf("  round %d, MinIO and the replay's client at nice 19: p99 alone %.2f ms, replay %.2f ms (%+.2f); broker's own p99 in %s / %s ms; cores %.2f / %.2f (broker %.2f / %.2f, MinIO %.2f / %.2f, bench %.2f / %.2f)\n",
+			r, ms(rr[0].p99), ms(rr[1].p99), ms(rr[1].p99-rr[0].p99), rr[0].broker99, rr[1].broker99, rr[0].totalCores(), rr[1].totalCores(),
+			rr[0].cores[0], rr[1].cores[0], rr[0].cores[1], rr[1].cores[1], rr[0].cores[2], rr[1].cores[2])
+	}
 	return rows, nil
 }
 
 // replayLoop reads topic's partition 0 with raw fetches, one in flight,
 // from offset from until ctx ends, going back to offset 0 at end. It
-// returns where it stopped and the bytes of whole batches read.
-func replayLoop(ctx context.Context, addr, topic string, from, end int64) (int64, int64, error) {
+// returns where it stopped and the bytes of whole batches read. With
+// niced, it runs on a thread of its own at nice 19.
+func replayLoop(ctx context.Context, addr, topic string, from, end int64, niced bool) (int64, int64, error) {
+	if niced {
+		// Never unlocked: the thread ends with the goroutine.
+		runtime.LockOSThread()
+		if err := niceThread(19); err != nil {
+			return from, 0, err
+		}
+	}
 	ff, err := newFetchFrame(topic, []int32{0}, tierFetchBytes, tierFetchBytes)
 	if err != nil {
 		return from, 0, err
@@ -607,4 +680,29 @@ func cmpOr(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// niceThread sets the calling thread's niceness (Linux nices threads one
+// by one).
+func niceThread(n int) error {
+	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), n)
+}
+
+// niceProcess sets the niceness of every thread of process pid; the
+// threads it starts later inherit it from theirs.
+func niceProcess(pid, n int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, n); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
+	}
+	return nil
 }
