@@ -117,9 +117,10 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 	}
 
 	// The topic's one-time objects (the archive and topic descriptors,
-	// written when its partitions' leaders start) are not part of the
-	// ingest's cost: wait for them before counting PUTs.
-	if err := waitForDescriptors(ctx, bucket, topic); err != nil {
+	// and each partition's manifest, fenced when its leader starts) are
+	// not part of the ingest's cost: wait for them before counting PUTs
+	// (and producing: a leader takes produce once it has fenced).
+	if err := waitForDescriptors(ctx, bucket, topic, uo.partitions); err != nil {
 		return nil, err
 	}
 	before := scrape(sh.httpAddr)
@@ -276,24 +277,26 @@ func runTierUpload(ctx context.Context, o options, sh *target, bucket objectstor
 	return rows, nil
 }
 
-// waitForDescriptors waits until the bucket holds the archive descriptor
-// and the topic's descriptor.
-func waitForDescriptors(ctx context.Context, bucket objectstore.Bucket, topic string) error {
+// waitForDescriptors waits until the bucket holds the archive descriptor,
+// the topic's descriptor and the manifests of its partitions.
+func waitForDescriptors(ctx context.Context, bucket objectstore.Bucket, topic string, partitions int) error {
 	for {
-		archive, desc := false, false
+		archive, desc, manifests := false, false, 0
 		err := bucket.List(ctx, "", func(a objectstore.Attrs) error {
 			switch {
 			case strings.HasSuffix(a.Key, "shale-archive.json"):
 				archive = true
 			case strings.HasSuffix(a.Key, "/topic.json") && inTopic(a.Key, topic):
 				desc = true
+			case strings.HasSuffix(a.Key, "/manifest") && inTopic(a.Key, topic):
+				manifests++
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if archive && desc {
+		if archive && desc && manifests >= partitions {
 			return nil
 		}
 		select {
