@@ -333,6 +333,10 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 	// When the request was read, a moment ago (validation follows the
 	// read): the append time and the leadership lease's check.
 	now := r.p.start
+	if b.tier != nil {
+		// A replay's read-ahead yields to hot traffic.
+		b.tier.reader.NoteHot(now)
+	}
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := kmsg.NewProduceResponseTopic()

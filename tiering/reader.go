@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -48,10 +49,11 @@ type ReaderConfig struct {
 	// partition ended fetches the whole window.
 	ReadAhead int
 	// ReadAheadGets bounds the read-ahead GETs in flight, all partitions
-	// together (default twice ReadAhead, but fewer than GOMAXPROCS, and at
-	// least one): the broker's GET workers, shared by the sequential
-	// readers in turn, a GET each (see ReadAheadSpan), so one replay cannot
-	// take every GET and many replays do not multiply them. A read's own
+	// together, while hot traffic is seen (see IdleGets; default twice
+	// ReadAhead, but fewer than GOMAXPROCS, and at least one): the
+	// broker's GET workers, shared by the sequential readers in turn, a
+	// GET each (see ReadAheadSpan), so one replay cannot take every GET
+	// and many replays do not multiply them. A read's own
 	// GETs (the chunk it waits for) are not counted. A worker reading a
 	// body the store sends faster than it is read never blocks: it keeps
 	// its processor until preempted, and the goroutines of hot traffic (a
@@ -62,6 +64,17 @@ type ReaderConfig struct {
 	// worker while the produce is in the system call, and the produce then
 	// waits for one to come free). One fewer leaves it one.
 	ReadAheadGets int
+	// IdleGets bounds the read-ahead GETs in flight, all partitions
+	// together and one partition alone, while no hot traffic has been
+	// seen for HotQuiet (see NoteHot), when it is above ReadAheadGets and
+	// ReadAhead (default twice ReadAhead): with no produce to wait behind
+	// the GET workers, a replay keeps as many GETs going as a client of
+	// the store's own would. Once hot traffic is seen, the workers past
+	// ReadAheadGets stop as their GET ends.
+	IdleGets int
+	// HotQuiet is how long after hot traffic was last seen the
+	// read-ahead keeps to ReadAheadGets (default 250ms).
+	HotQuiet time.Duration
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
 	// CacheBytes). Read-ahead data does not enter the cache until a read
@@ -117,6 +130,12 @@ func (c *ReaderConfig) ensureDefaults() {
 	if c.ReadAheadGets <= 0 {
 		c.ReadAheadGets = max(1, min(2*c.ReadAhead, procs-1))
 	}
+	if c.IdleGets <= 0 {
+		c.IdleGets = 2 * c.ReadAhead
+	}
+	if c.HotQuiet <= 0 {
+		c.HotQuiet = 250 * time.Millisecond
+	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
 	}
@@ -163,6 +182,10 @@ type Reader struct {
 	recentMax int
 	// seenMax is how many chunk keys seen remembers.
 	seenMax int
+
+	// hotAt is when hot traffic was last seen (NoteHot), in Unix
+	// nanoseconds.
+	hotAt atomic.Int64
 
 	ctx    context.Context // ends on Close: read-ahead stops
 	cancel context.CancelFunc
@@ -326,6 +349,30 @@ func (r *Reader) Close() {
 	r.chunks.Close()
 	r.comps.Close()
 	r.spills.Close()
+}
+
+// NoteHot tells the reader that hot traffic (a produce) is served at
+// now: for cfg.HotQuiet from then, read-ahead keeps to ReadAheadGets GETs
+// in flight rather than IdleGets.
+func (r *Reader) NoteHot(now time.Time) {
+	n := now.UnixNano()
+	// At most one store a millisecond: produces on many connections do
+	// not all write the same cache line.
+	if n-r.hotAt.Load() >= int64(time.Millisecond) {
+		r.hotAt.Store(n)
+	}
+}
+
+// gets returns the read-ahead GETs allowed in flight at now, all
+// partitions together and one partition alone: ReadAheadGets and
+// ReadAhead while hot traffic was seen within cfg.HotQuiet, raised to
+// IdleGets when not.
+func (r *Reader) gets(now time.Time) (all, stream int) {
+	all, stream = r.cfg.ReadAheadGets, r.cfg.ReadAhead
+	if now.UnixNano()-r.hotAt.Load() >= int64(r.cfg.HotQuiet) {
+		all, stream = max(all, r.cfg.IdleGets), max(stream, r.cfg.IdleGets)
+	}
+	return all, stream
 }
 
 // RunCold runs fn on one of the reader's cold threads, the ones that make
@@ -588,7 +635,8 @@ func (r *Reader) resumeAt(p Partition, offset int64, seg Segment) (int64, bool) 
 // window returns the stream a read of p at offset that ends before resume
 // (the batch holding it starting at byte rpos of seg) belongs to, and how
 // many chunks past the read to fetch ahead: when the read continues the
-// previous one of a stream, twice cfg.ReadAhead, or the chunks of two
+// previous one of a stream, twice the GETs a stream may have in flight
+// (cfg.ReadAhead, or IdleGets without hot traffic), or the chunks of two
 // reads as large as this one (span chunks) if that is more, within the
 // read-ahead budget; one chunk for a stream's first read. It also
 // returns align, the chunks a read-ahead GET spans (1 for a stream's
@@ -631,7 +679,8 @@ func (r *Reader) window(p Partition, offset, resume, span int64, seg Segment, rp
 		// The two reads' worth stays within what the read-ahead budget
 		// holds, so that one stream does not overrun it at every read.
 		budget := int(r.cfg.ReadAheadBytes / r.cfg.ChunkBytes)
-		depth = max(2*r.cfg.ReadAhead, int(min(2*span, int64(budget))))
+		_, per := r.gets(time.Now())
+		depth = max(2*per, int(min(2*span, int64(budget))))
 		align = int(r.cfg.ReadAheadSpan / r.cfg.ChunkBytes)
 		if depth+align-1 > budget {
 			align = 1
@@ -1115,7 +1164,8 @@ func (r *Reader) spawnLocked(st *stream) {
 // enqueueLocked puts st at the back of the workers' line if it has
 // chunks queued, room for another GET and is not in line. Requires mu.
 func (r *Reader) enqueueLocked(st *stream) {
-	if !st.ready && !st.gone && len(st.queue) > 0 && st.workers < r.cfg.ReadAhead {
+	_, per := r.gets(time.Now())
+	if !st.ready && !st.gone && len(st.queue) > 0 && st.workers < per {
 		st.ready = true
 		r.mu.ready = append(r.mu.ready, st)
 	}
@@ -1124,14 +1174,15 @@ func (r *Reader) enqueueLocked(st *stream) {
 // startWorkersLocked starts GET workers for the chunks in line that no
 // running worker will take next, while slots are free. Requires mu.
 func (r *Reader) startWorkersLocked() {
-	if r.mu.aheadGets >= r.cfg.ReadAheadGets || len(r.mu.ready) == 0 || r.ctx.Err() != nil {
+	all, per := r.gets(time.Now())
+	if r.mu.aheadGets >= all || len(r.mu.ready) == 0 || r.ctx.Err() != nil {
 		return
 	}
 	want := 0
 	for _, st := range r.mu.ready {
-		want += min(len(st.queue), r.cfg.ReadAhead-st.workers)
+		want += max(0, min(len(st.queue), per-st.workers))
 	}
-	for r.mu.starting < want && r.mu.aheadGets < r.cfg.ReadAheadGets {
+	for r.mu.starting < want && r.mu.aheadGets < all {
 		r.mu.starting++
 		r.mu.aheadGets++
 		r.wg.Add(1)
@@ -1143,12 +1194,14 @@ func (r *Reader) startWorkersLocked() {
 // first stream in line, which goes to the back of the line if it has
 // more and room for another GET. Requires mu.
 func (r *Reader) nextAheadLocked() (*stream, aheadReq, bool) {
-	for len(r.mu.ready) > 0 && r.ctx.Err() == nil {
+	all, per := r.gets(time.Now())
+	// A worker past the bound (hot traffic came back) stops.
+	for len(r.mu.ready) > 0 && r.ctx.Err() == nil && r.mu.aheadGets <= all {
 		st := r.mu.ready[0]
 		r.mu.ready[0] = nil
 		r.mu.ready = r.mu.ready[1:]
 		st.ready = false
-		if st.gone || len(st.queue) == 0 || st.workers >= r.cfg.ReadAhead {
+		if st.gone || len(st.queue) == 0 || st.workers >= per {
 			continue
 		}
 		q := st.queue[0]
@@ -1161,7 +1214,8 @@ func (r *Reader) nextAheadLocked() (*stream, aheadReq, bool) {
 }
 
 // aheadWorker holds one read-ahead GET slot: it fetches a chunk of each
-// stream in line in turn until the line is empty.
+// stream in line in turn until the line is empty, or the slots taken are
+// more than the GETs allowed now (see gets).
 func (r *Reader) aheadWorker() {
 	defer r.wg.Done()
 	r.mu.Lock()
@@ -1209,7 +1263,7 @@ func (r *Reader) takeRunLocked(st *stream, q aheadReq) []aheadReq {
 // skipped).
 func (r *Reader) startAhead(q aheadReq) bool {
 	r.mu.Lock()
-	if r.mu.aheadGets >= r.cfg.ReadAheadGets {
+	if all, _ := r.gets(time.Now()); r.mu.aheadGets >= all {
 		r.mu.Unlock()
 		r.cfg.Metrics.readAheadSkipped()
 		return false

@@ -20,9 +20,10 @@ import (
 
 func newTestReader(t testing.TB, b objectstore.Bucket, chunk int64) *Reader {
 	t.Helper()
-	// A GET per chunk: these tests count GETs as chunks.
+	// A GET per chunk: these tests count GETs as chunks. Hot traffic or
+	// not, a stream has 4 GETs.
 	r, err := NewReader(ReaderConfig{Bucket: b, Layout: Layout{Prefix: "archive"}, ChunkBytes: chunk, CacheBytes: 64 << 20,
-		ReadAhead: 4, ReadAheadGets: 8, ReadAheadSpan: chunk})
+		ReadAhead: 4, ReadAheadGets: 8, IdleGets: 4, ReadAheadSpan: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +452,7 @@ func TestReaderReadAheadGETsAreSharedByAllReaders(t *testing.T) {
 		t.Fatalf("%d segments", len(m.Segments))
 	}
 	r, err := NewReader(ReaderConfig{Bucket: g, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
-		ReadAhead: 4, ReadAheadGets: gets, ReadAheadSpan: 4096})
+		ReadAhead: 4, ReadAheadGets: gets, IdleGets: gets, ReadAheadSpan: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,6 +570,10 @@ func TestReaderReadAheadDefaultsStayWithinTheProcessors(t *testing.T) {
 		c.ensureDefaults()
 		if c.ReadAhead != tc.ahead || c.ReadAheadGets != tc.gets {
 			t.Errorf("GOMAXPROCS %d: ReadAhead %d, ReadAheadGets %d; want %d, %d", tc.procs, c.ReadAhead, c.ReadAheadGets, tc.ahead, tc.gets)
+		}
+		// Without hot traffic, twice ReadAhead.
+		if c.IdleGets != 2*tc.ahead {
+			t.Errorf("GOMAXPROCS %d: IdleGets %d; want %d", tc.procs, c.IdleGets, 2*tc.ahead)
 		}
 		// Set explicitly, they are kept.
 		c = ReaderConfig{ReadAhead: 4, ReadAheadGets: 8}
@@ -812,4 +817,49 @@ func TestReaderStreamReadsNeedNoCompanion(t *testing.T) {
 	if _, err := r2.Read(context.Background(), testPartition, m, off, 5000, math.MaxInt64, true); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a random read inside a segment with its index unreadable: %v, want ErrUnavailable", err)
 	}
+}
+
+// While no hot traffic is seen, a replay's read-ahead takes IdleGets GETs
+// at once; once a produce is seen (NoteHot), the workers past
+// ReadAheadGets stop as their GET ends, and no more start until the
+// traffic has been quiet for HotQuiet.
+func TestReaderReadAheadTakesIdleGETsOnlyWithoutHotTraffic(t *testing.T) {
+	log, _ := testLog(t, 64<<10, 1000)
+	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
+	a, ms := newTestArchiver(t, g, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	const idle = 3
+	r, err := NewReader(ReaderConfig{Bucket: g, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
+		ReadAhead: 1, ReadAheadGets: 1, IdleGets: idle, ReadAheadSpan: 4096, HotQuiet: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	open := func() { once.Do(func() { close(g.release) }) }
+	t.Cleanup(func() { open(); r.Close() })
+	// Chunks 0 and 1 come at once (the reads use them); read-ahead GETs
+	// past them wait for a token.
+	g.block = func(_ string, off int64) bool { return off >= 2*4096 }
+	replayFrom(t, r, m, 0, 2, 600)
+	waitFor(t, "IdleGets GETs in flight", func() bool { held, _ := g.heldCount(); return held == idle })
+	// Hot traffic: as the GETs end, the workers past ReadAheadGets stop
+	// and start no other.
+	r.NoteHot(time.Now())
+	for range idle - 1 {
+		g.release <- struct{}{}
+	}
+	waitFor(t, "one GET in flight", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.heldNow == 1 })
+	time.Sleep(20 * time.Millisecond)
+	if held, _ := g.heldCount(); held != idle {
+		t.Fatalf("%d read-ahead GETs started, want no more than the %d in flight when hot traffic came", held, idle)
+	}
+	// The one left goes on to the next chunk as its GET ends.
+	g.release <- struct{}{}
+	waitFor(t, "the next GET", func() bool {
+		held, _ := g.heldCount()
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return held == idle+1 && g.heldNow == 1
+	})
 }
