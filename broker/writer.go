@@ -299,7 +299,11 @@ func (w *connWriter) writeMore(bufs net.Buffers) error {
 
 // coldWriteMax bounds what one gated write of cold bytes sends: a copy
 // into the socket of some tens of microseconds, where an unbounded writev
-// of a 16 MiB fetch's records copied megabytes in one system call.
+// of a 16 MiB fetch's records copied megabytes in one system call. In
+// shale-bench's produce latency rounds (4 runs of each, alternating, on a
+// loaded 2-core machine), a produce's p50 beside a cold replay lay 0.3 ms
+// above its p50 alone with 256 KiB, 0.7 ms with 4 MiB and 0.9 ms without
+// the gate, for the same replay rate (medians 363, 387 and 360 MB/s).
 const coldWriteMax = 256 << 10
 
 // coldIovMax bounds the buffers of one gated write (Linux's UIO_MAXIOV is
