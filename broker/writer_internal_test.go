@@ -94,21 +94,7 @@ func TestRawResponseMixesRemoteBytesAndFileRanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	w := newConnWriter(server, time.Minute)
 	if w.raw == nil {
 		t.Fatal("a TCP connection has no raw connection")
@@ -176,21 +162,7 @@ func TestRawResponseMixesRemoteBytesAndFileRanges(t *testing.T) {
 // must not keep the other cold work (or, through it, hot traffic) from
 // a processor.
 func TestColdResponseReleasesItsStepWhileTheClientDoesNotRead(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	client.(*net.TCPConn).SetReadBuffer(64 << 10)
 	server.(*net.TCPConn).SetWriteBuffer(64 << 10)
 	w := newConnWriter(server, time.Minute)
