@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
 )
@@ -68,15 +69,24 @@ func requireNoOrphans(t *testing.T, b objectstore.Bucket, l Layout, m *Manifest)
 	}
 }
 
+// faultyArchiver is where the outcome tests start: a log of 20 batches in
+// segments of 2000 bytes, archived into a memory bucket the test injects
+// faults into.
+func faultyArchiver(t *testing.T) (*localseg.Log, *faulty.Bucket, *Archiver, *ManifestStore) {
+	t.Helper()
+	log, _ := testLog(t, 2000, 20)
+	fb := faulty.New(objectstore.NewMem())
+	a, ms := newTestArchiver(t, fb, log)
+	return log, fb, a, ms
+}
+
 // Regression: a commit whose write took effect but whose response was lost
 // read back a newer leader's manifest, built on its own, and so was
 // fenced; the fenced leader then deleted the objects it had uploaded,
 // which the newer leader's manifest named.
 func TestAFencedCommitThatLandedKeepsTheObjectsTheNewerManifestNames(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	old, _ := newTestArchiver(t, fb, log)
+	log, fb, old, _ := faultyArchiver(t)
 	l := old.cfg.Layout
 	key := l.ManifestKey(testPartition)
 	lost := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, LoseResponse: true, Meanwhile: newerLeaderCommits(t, fb.Inner(), key, 2)})
@@ -119,9 +129,7 @@ func TestAFencedCommitThatLandedKeepsTheSpilledPartTheNewerManifestNames(t *test
 // segments it committed are not uploaded again.
 func TestAnUnsettledCommitIsReadBackBeforeTheNextUpload(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, ms := newTestArchiver(t, fb, log)
+	log, fb, a, ms := faultyArchiver(t)
 	l := a.cfg.Layout
 	key := l.ManifestKey(testPartition)
 	first := log.Segments()[0]
@@ -179,9 +187,7 @@ func TestLostUploadResponsesLeaveNoGapNoDuplicateNoOrphan(t *testing.T) {
 // manifest names, though the copy in memory does not name it.
 func TestOrphanSweepAfterAnUnknownCommitKeepsWhatItCommitted(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, _ := newTestArchiver(t, fb, log)
+	log, fb, a, _ := faultyArchiver(t)
 	a.cfg.SweepEvery, a.cfg.OrphanGrace, a.cfg.Spills = time.Hour, 0, BucketSpills{fb, a.cfg.Layout}
 	l := a.cfg.Layout
 	key := l.ManifestKey(testPartition)
@@ -240,9 +246,7 @@ func TestRemoteRetentionWithLostResponsesDeletesEveryExpiredObject(t *testing.T)
 // until it succeeds.
 func TestDeleteTopicWithLostResponsesFinishesWhenRunAgain(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, _ := newTestArchiver(t, fb, log)
+	log, fb, a, _ := faultyArchiver(t)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	l := a.cfg.Layout
 	p := testPartition
@@ -385,9 +389,7 @@ func TestRetentionReadsBackALogStartOfUnknownOutcome(t *testing.T) {
 // others: one pass leaves no orphan.
 func TestOrphanSweepWithALostDeleteDeletesEveryOrphan(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, _ := newTestArchiver(t, fb, log)
+	log, fb, a, _ := faultyArchiver(t)
 	l := a.cfg.Layout
 	// A commit that failed before its write leaves its batch's objects.
 	fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: l.ManifestKey(testPartition), Times: 1, Fail: true})
@@ -417,9 +419,7 @@ func TestOrphanSweepWithALostDeleteDeletesEveryOrphan(t *testing.T) {
 // up twice.
 func TestALostUploadResponseIsSettledWithoutAReUpload(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, ms := newTestArchiver(t, fb, log)
+	log, fb, a, ms := faultyArchiver(t)
 	l := a.cfg.Layout
 	segs := log.Segments()
 	prefix := l.PartitionPrefix(testPartition) + fmt.Sprintf("%020d", segs[0].BaseOffset)
@@ -472,9 +472,7 @@ func sweepPastGrace(t *testing.T, b objectstore.Bucket, l Layout, m *Manifest) i
 // before it sweeps.
 func TestALateCommitOfAnOlderLeaderCannotNameWhatTheSweepDeleted(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	old, _ := newTestArchiver(t, fb, log)
+	log, fb, old, _ := faultyArchiver(t)
 	old.cfg.CallTimeout = 100 * time.Millisecond
 	l := old.cfg.Layout
 	key := l.ManifestKey(testPartition)
@@ -512,9 +510,7 @@ func TestALateCommitOfAnOlderLeaderCannotNameWhatTheSweepDeleted(t *testing.T) {
 // the sweep after the segments' second upload may delete the first's.
 func TestALateCommitOfUnknownOutcomeIsFencedBeforeTheSweep(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, ms := newTestArchiver(t, fb, log)
+	log, fb, a, ms := faultyArchiver(t)
 	a.cfg.CallTimeout = 100 * time.Millisecond
 	a.cfg.SweepEvery, a.cfg.OrphanGrace, a.cfg.Spills = time.Hour, 0, BucketSpills{fb, a.cfg.Layout}
 	l := a.cfg.Layout
@@ -553,9 +549,7 @@ func TestALateCommitOfUnknownOutcomeIsFencedBeforeTheSweep(t *testing.T) {
 // next sweep past the grace deletes it.
 func TestALateSegmentWriteIsAnOrphanTheNextSweepDeletes(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, ms := newTestArchiver(t, fb, log)
+	log, fb, a, ms := faultyArchiver(t)
 	a.cfg.CallTimeout = 100 * time.Millisecond
 	l := a.cfg.Layout
 	key := l.ManifestKey(testPartition)
@@ -585,9 +579,7 @@ func TestALateSegmentWriteIsAnOrphanTheNextSweepDeletes(t *testing.T) {
 // descriptor.
 func TestALateTopicDescriptorDoesNotResurrectADeletedTopic(t *testing.T) {
 	ctx := context.Background()
-	log, _ := testLog(t, 2000, 20)
-	fb := faulty.New(objectstore.NewMem())
-	a, _ := newTestArchiver(t, fb, log)
+	log, fb, a, _ := faultyArchiver(t)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	l := a.cfg.Layout
 	p := testPartition
