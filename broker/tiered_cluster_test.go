@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -76,20 +75,7 @@ func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 		n := len(listBucket(t, bucket, ".log"))
 		return n > before+3, fmt.Sprintf("%d segments in the bucket, %d before", n, before)
 	})
-	cons := c.Client(kgo.ConsumeTopics("shared"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
-	var got []*kgo.Record
-	for len(got) < 1600 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of 1600: %v", len(got), err)
-		}
-		got = append(got, fs.Records()...)
-	}
-	for i, r := range got[:1600] {
-		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
-			t.Fatalf("record %d: offset %d", i, r.Offset)
-		}
-	}
+	requireTieredRecords(ctx, t, c, "shared", 0, 1600)
 	// The old leader comes back behind the new leader's local log, starts
 	// where the bucket ends and catches up; the three local logs, which
 	// start where each trimmed its own, agree from there.

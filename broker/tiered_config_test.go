@@ -79,18 +79,5 @@ func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	}())
 	produce(400, 500)
 
-	cons := b.Client(kgo.ConsumeTopics("later"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
-	var got []*kgo.Record
-	for len(got) < 500 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of 500: %v", len(got), err)
-		}
-		got = append(got, fs.Records()...)
-	}
-	for i, r := range got {
-		if r.Offset != int64(i) || string(r.Value) != string(tieredValue(i)) {
-			t.Fatalf("record %d: offset %d", i, r.Offset)
-		}
-	}
+	requireTieredRecords(ctx, t, b, "later", 0, 500)
 }

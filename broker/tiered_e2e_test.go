@@ -65,6 +65,28 @@ func tieredValue(i int) []byte {
 	return []byte(fmt.Sprintf("%06d-%s", i, strings.Repeat("v", 400+i%50)))
 }
 
+// requireTieredRecords reads topic from its log start, in fetches small
+// enough to cross segments, until it has n records, and fails t unless
+// they are offsets from, from+1, ... with tieredValue's values.
+func requireTieredRecords(ctx context.Context, t *testing.T, c interface{ Client(...kgo.Opt) *kgo.Client }, topic string, from, n int) {
+	t.Helper()
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
+	defer cons.Close()
+	var got []*kgo.Record
+	for len(got) < n {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of %d: %v", len(got), n, err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	for i, r := range got[:n] {
+		if r.Offset != int64(from+i) || !bytes.Equal(r.Value, tieredValue(from+i)) {
+			t.Fatalf("record %d from offset %d: offset %d", i, from, r.Offset)
+		}
+	}
+}
+
 // TestTieredTopicServesHistoryFromTheBucket: produce with small segments
 // and a small local retention; once uploaded, the local segments go, and
 // franz-go and kcat still read every record from offset 0.

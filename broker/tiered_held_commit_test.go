@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"fmt"
 	"testing"
 	"time"
@@ -121,21 +120,7 @@ func TestAHeldManifestCommitWhileLeadershipMovesOnMinIO(t *testing.T) {
 			fmt.Sprintf("epoch %d, %d segments, not named %v, missing %v, gap %s", m.LeaderEpoch, len(m.Segments), orphans, missing, gap)
 	})
 
-	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
-	defer cons.Close()
-	var got []*kgo.Record
-	for len(got) < 2200 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of 2200: %v", len(got), err)
-		}
-		got = append(got, fs.Records()...)
-	}
-	for i, r := range got {
-		if r.Offset != int64(i) || !bytes.Equal(r.Value, tieredValue(i)) {
-			t.Fatalf("record %d: offset %d", i, r.Offset)
-		}
-	}
+	requireTieredRecords(ctx, t, c, topic, 0, 2200)
 	c.Start(leader)
 	waitReplicated(t, c, topic, 2200)
 	c.CheckReplicasAgree(t, topic, 0, 1, 2)

@@ -159,21 +159,7 @@ func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 		}
 		return len(left) == 0 && len(objs) > 0, fmt.Sprintf("%d objects, not named: %v", len(objs), left)
 	})
-	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
-	var got []*kgo.Record
-	for len(got) < 500 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of 500: %v", len(got), err)
-		}
-		got = append(got, fs.Records()...)
-	}
-	for i, r := range got[:500] {
-		if r.Offset != int64(500+i) || string(r.Value) != string(tieredValue(500+i)) {
-			t.Fatalf("record %d after the log start: offset %d", i, r.Offset)
-		}
-	}
-	cons.Close()
+	requireTieredRecords(ctx, t, c, topic, 500, 500)
 
 	// Topic deletion that cannot finish before every broker stops, then
 	// resumes on one broker's start.
@@ -259,19 +245,5 @@ func TestPeriodicOrphanSweepDeletesWhatRetentionLeftWithoutALeaderChange(t *test
 	}
 	// Everything the manifest names is still there: the records from
 	// the new log start read back.
-	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(30000))
-	defer cons.Close()
-	var got []*kgo.Record
-	for len(got) < 500 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consumed %d of 500: %v", len(got), err)
-		}
-		got = append(got, fs.Records()...)
-	}
-	for i, r := range got[:500] {
-		if r.Offset != int64(500+i) || string(r.Value) != string(tieredValue(500+i)) {
-			t.Fatalf("record %d after the log start: offset %d", i, r.Offset)
-		}
-	}
+	requireTieredRecords(ctx, t, c, topic, 500, 500)
 }
