@@ -246,22 +246,36 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	}
 	var m *tiering.Manifest
 	_, epoch := p.leaderState()
-	for {
+	// The manifest is fenced under this term's epoch before the orphan
+	// sweep: a commit of an older leader still on its way can no longer
+	// land and name objects the sweep deletes. A log that adopts the
+	// remote end is fenced first, so that it adopts the final manifest;
+	// any other takes produce once the manifest is read, and fences
+	// after (a write, which a produce to a new leader need not wait for).
+	fenced := false
+	for !t.ready.Load() || !fenced {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		var err error
-		m, err = t.store.Load(lctx)
-		if err == nil {
-			// Fenced before the orphan sweep: a commit of an
-			// older leader still on its way can no longer land
-			// and name objects the sweep deletes.
+		if !t.ready.Load() {
+			m, err = t.store.Load(lctx)
+			if err == nil && p.log.LogEndOffset() < m.End() {
+				m, err = t.store.Fence(lctx, epoch)
+				fenced = err == nil
+			}
+			if err == nil {
+				err = p.adoptRemoteEnd(lctx, m)
+			}
+			if err == nil {
+				p.log.SetUploadedEnd(m.End())
+				t.ready.Store(true)
+			}
+		} else {
 			m, err = t.store.Fence(lctx, epoch)
-		}
-		if err == nil {
-			err = p.adoptRemoteEnd(lctx, m)
+			fenced = err == nil
 		}
 		cancel()
 		if err == nil {
-			break
+			continue
 		}
 		if errors.Is(err, tiering.ErrFenced) {
 			log.Warn("a newer leader owns the remote manifest; this broker does not upload", "epoch", epoch)
@@ -271,8 +285,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 			return
 		}
 	}
-	p.log.SetUploadedEnd(m.End())
-	t.ready.Store(true)
+	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
 	t.svc.metadataObjects(ctx, p)
 	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, t.svc.reader, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
 		log.Warn("cleaning orphaned objects", "err", err)
