@@ -35,15 +35,7 @@ func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 	}
 	cl := c.Client(kgo.DefaultProduceTopic("shared"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	produce := func(from, to int) {
-		for i := from; i < to; i += 50 {
-			var recs []*kgo.Record
-			for j := i; j < i+50; j++ {
-				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-			}
-			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		produceTieredValues(t, cl, from, to, 50)
 	}
 	produce(0, 800)
 	segments := func(nd *brokertest.Node) int {

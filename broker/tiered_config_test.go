@@ -42,15 +42,7 @@ func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	}
 	cl := b.Client(kgo.DefaultProduceTopic("later"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	produce := func(from, to int) {
-		for i := from; i < to; i += 50 {
-			var recs []*kgo.Record
-			for j := i; j < i+50; j++ {
-				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-			}
-			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		produceTieredValues(t, cl, from, to, 50)
 	}
 	produce(0, 400)
 	time.Sleep(300 * time.Millisecond) // several upload intervals

@@ -65,6 +65,19 @@ func tieredValue(i int) []byte {
 	return []byte(fmt.Sprintf("%06d-%s", i, strings.Repeat("v", 400+i%50)))
 }
 
+// produceTieredValues produces tieredValue(from) to tieredValue(to-1)
+// through cl, batch records a request.
+func produceTieredValues(t *testing.T, cl *kgo.Client, from, to, batch int) {
+	t.Helper()
+	for i := from; i < to; i += batch {
+		var recs []*kgo.Record
+		for j := i; j < min(i+batch, to); j++ {
+			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
+		}
+		produceSync(t, cl, recs...)
+	}
+}
+
 // requireTieredRecords reads topic from its log start, in fetches small
 // enough to cross segments, until it has n records, and fails t unless
 // they are offsets from, from+1, ... with tieredValue's values.
@@ -265,13 +278,7 @@ func TestRemoteFetchesKeepTheirBytesWhileTheReaderReusesChunks(t *testing.T) {
 	})
 	cl := b.Client(kgo.DefaultProduceTopic("replay"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	const n = 12000 // about 5.5 MB: 40 segments, each two chunks
-	for i := 0; i < n; i += 100 {
-		var recs []*kgo.Record
-		for j := i; j < i+100; j++ {
-			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-		}
-		produceSync(t, cl, recs...)
-	}
+	produceTieredValues(t, cl, 0, n, 100)
 	waitFor(t, "uploads and local retention", 60*time.Second, func() bool {
 		return listOffset(t, cl, "replay", -4) > n*9/10
 	})

@@ -38,15 +38,7 @@ func TestAHeldManifestCommitWhileLeadershipMovesOnMinIO(t *testing.T) {
 	produce := func(from, to int) {
 		cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 		defer cl.Close()
-		for i := from; i < to; i += 50 {
-			var recs []*kgo.Record
-			for j := i; j < i+50; j++ {
-				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-			}
-			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		produceTieredValues(t, cl, from, to, 50)
 	}
 	tds, err := adm.ListTopics(ctx, topic)
 	if err != nil {

@@ -112,13 +112,7 @@ func TestLocalRetentionBoundsTheDiskOfATieredTopic(t *testing.T) {
 	produceTiered2 := func(from, to int) {
 		pc := b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 		defer pc.Close()
-		for i := from; i < to; i += 50 {
-			var recs []*kgo.Record
-			for j := i; j < i+50 && j < to; j++ {
-				recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-			}
-			produceSync(t, pc, recs...)
-		}
+		produceTieredValues(t, pc, from, to, 50)
 	}
 	produceTiered2(n, n+1500)
 	time.Sleep(time.Second) // ten retention checks

@@ -19,13 +19,7 @@ import (
 func produceTiered(t *testing.T, b *brokertest.Broker, topic string, n int) {
 	t.Helper()
 	cl := b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	for i := 0; i < n; i += 50 {
-		var recs []*kgo.Record
-		for j := i; j < i+50 && j < n; j++ {
-			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-		}
-		produceSync(t, cl, recs...)
-	}
+	produceTieredValues(t, cl, 0, n, 50)
 }
 
 func createTieredTopic(t *testing.T, b *brokertest.Broker, topic string) {

@@ -66,13 +66,7 @@ func TestObjectStoreOutageKeepsProducingAndCatchesUp(t *testing.T) {
 	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
 	before := localSegments(t, b, "outage")
 	cp := b.Client(kgo.DefaultProduceTopic("outage"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	for i := half; i < 2*half; i += 50 {
-		var recs []*kgo.Record
-		for j := i; j < i+50; j++ {
-			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-		}
-		produceSync(t, cp, recs...)
-	}
+	produceTieredValues(t, cp, half, 2*half, 50)
 	time.Sleep(500 * time.Millisecond) // several retention passes
 	if n := localSegments(t, b, "outage"); n <= before+3 {
 		t.Fatalf("%d local segments during the outage (%d before): unuploaded data was deleted or never sealed", n, before)

@@ -74,15 +74,7 @@ func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstor
 		t.Fatal(err)
 	}
 	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	for i := 0; i < 1000; i += 50 {
-		var recs []*kgo.Record
-		for j := i; j < i+50; j++ {
-			recs = append(recs, &kgo.Record{Value: tieredValue(j)})
-		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produceTieredValues(t, cl, 0, 1000, 50)
 	adm := c.Admin()
 	brokertest.WaitFor(t, 30*time.Second, "uploads past offset 600", func() (bool, string) {
 		_, _, m := segmentObjects(t, bucket, adm, topic)
