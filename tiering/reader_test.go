@@ -344,6 +344,17 @@ func (g *gatedBucket) counts() (inFlight, maxFlight, started int) {
 	return g.inFlight, g.maxFlight, g.started
 }
 
+// gatedArchive archives a log of batches in segments of 64 KiB into a
+// gatedBucket, and returns the bucket and the manifest.
+func gatedArchive(t *testing.T, batches int) (*gatedBucket, *Manifest) {
+	t.Helper()
+	log, _ := testLog(t, 64<<10, batches)
+	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
+	a, ms := newTestArchiver(t, g, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	return g, ms.Current()
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
@@ -359,11 +370,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // replay left the store idle while the last GET of each window ended and
 // the consumer came back.
 func TestReaderReadAheadStartsTheNextGETAsEachEnds(t *testing.T) {
-	log, _ := testLog(t, 64<<10, 400)
-	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
-	a, ms := newTestArchiver(t, g, log)
-	uploadAll(t, a, 0, log.LogEndOffset())
-	m := ms.Current()
+	g, m := gatedArchive(t, 400)
 	r := newTestReader(t, g, 4096)
 	t.Cleanup(func() { close(g.release) }) // before r.Close, which waits
 	first := r.cfg.Layout.SegmentKey(testPartition, m.Segments[0].BaseOffset, m.Segments[0].ID)
@@ -416,11 +423,7 @@ func TestReaderReadAheadCoversTheNextTwoReadsOfTheirSize(t *testing.T) {
 // A read that spans several chunks of a segment nothing has read fetches
 // them together, not one after the other as its walk reaches each.
 func TestReaderFirstReadFetchesItsChunksTogether(t *testing.T) {
-	log, _ := testLog(t, 64<<10, 400)
-	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
-	a, ms := newTestArchiver(t, g, log)
-	uploadAll(t, a, 0, log.LogEndOffset())
-	m := ms.Current()
+	g, m := gatedArchive(t, 400)
 	r := newTestReader(t, g, 4096)
 	g.block = func(string, int64) bool { return true }
 	var once sync.Once
@@ -442,11 +445,7 @@ func TestReaderFirstReadFetchesItsChunksTogether(t *testing.T) {
 // ReadAheadGets GETs in flight, not six times ReadAhead, and each gets its
 // turn as GETs end. Before, every stream ran its own ReadAhead workers.
 func TestReaderReadAheadGETsAreSharedByAllReaders(t *testing.T) {
-	log, _ := testLog(t, 64<<10, 1000)
-	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
-	a, ms := newTestArchiver(t, g, log)
-	uploadAll(t, a, 0, log.LogEndOffset())
-	m := ms.Current()
+	g, m := gatedArchive(t, 1000)
 	const streams, gets = 6, 3
 	if len(m.Segments) < streams {
 		t.Fatalf("%d segments", len(m.Segments))
@@ -824,11 +823,7 @@ func TestReaderStreamReadsNeedNoCompanion(t *testing.T) {
 // ReadAheadGets stop as their GET ends, and no more start until the
 // traffic has been quiet for HotQuiet.
 func TestReaderReadAheadTakesIdleGETsOnlyWithoutHotTraffic(t *testing.T) {
-	log, _ := testLog(t, 64<<10, 1000)
-	g := &gatedBucket{Bucket: objectstore.NewMem(), release: make(chan struct{})}
-	a, ms := newTestArchiver(t, g, log)
-	uploadAll(t, a, 0, log.LogEndOffset())
-	m := ms.Current()
+	g, m := gatedArchive(t, 1000)
 	const idle = 3
 	r, err := NewReader(ReaderConfig{Bucket: g, Layout: Layout{Prefix: "archive"}, ChunkBytes: 4096, CacheBytes: 64 << 20,
 		ReadAhead: 1, ReadAheadGets: 1, IdleGets: idle, ReadAheadSpan: 4096, HotQuiet: time.Hour})
