@@ -7,7 +7,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -26,12 +25,7 @@ import (
 func TestAHeldManifestCommitWhileLeadershipMovesOnMinIO(t *testing.T) {
 	srv := miniotest.Start(t)
 	bucket := faulty.New(srv.NewS3(t, nil))
-	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
-		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
-			OrphanGrace: 500 * time.Millisecond}
-		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
-		cfg.ReplicaLagTimeMax = 15 * time.Second
-	})
+	c := startSweepingCluster(t, bucket)
 	ctx := testCtx(t)
 	const topic = "held"
 	adm := produceTieredPast600(t, c, bucket, topic, 3) // records 0-999

@@ -83,6 +83,17 @@ func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstor
 	return adm
 }
 
+// startSweepingCluster starts 3 brokers tiering to bucket, with a short
+// orphan grace (500 ms) and frequent retention checks.
+func startSweepingCluster(t *testing.T, bucket objectstore.Bucket) *brokertest.Cluster {
+	return brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			OrphanGrace: 500 * time.Millisecond}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 15 * time.Second
+	})
+}
+
 // TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader: the leader's
 // remote retention commits the manifest without the expired segments but
 // cannot delete their objects (the store refuses deletes), then stops; the
@@ -94,12 +105,7 @@ func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstor
 // nothing of the topic in the bucket but its deletion marker.
 func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 	bucket := faulty.New(objectstore.NewMem())
-	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
-		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
-			OrphanGrace: 500 * time.Millisecond}
-		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
-		cfg.ReplicaLagTimeMax = 15 * time.Second
-	})
+	c := startSweepingCluster(t, bucket)
 	ctx := testCtx(t)
 	const topic = "expiring"
 	adm := produceTieredPast600(t, c, bucket, topic, 3)
