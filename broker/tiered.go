@@ -244,46 +244,54 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 		log.Warn(what+"; retrying", "in", backoff, "err", err)
 		return sleepCtx(ctx, backoff)
 	}
-	var m *tiering.Manifest
 	_, epoch := p.leaderState()
+	// until runs step, a deadline per try, until it succeeds: false when
+	// the term ends or a newer leader owns the manifest.
+	until := func(what string, step func(context.Context) error) bool {
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := step(sctx)
+			cancel()
+			switch {
+			case err == nil:
+				return true
+			case errors.Is(err, tiering.ErrFenced):
+				log.Warn("a newer leader owns the remote manifest; this broker does not upload", "epoch", epoch)
+				return false
+			case ctx.Err() != nil || !retry(what, err):
+				return false
+			}
+		}
+	}
 	// The manifest is fenced under this term's epoch before the orphan
 	// sweep: a commit of an older leader still on its way can no longer
 	// land and name objects the sweep deletes. A log that adopts the
 	// remote end is fenced first, so that it adopts the final manifest;
 	// any other takes produce once the manifest is read, and fences
 	// after (a write, which a produce to a new leader need not wait for).
+	var m *tiering.Manifest
 	fenced := false
-	for !t.ready.Load() || !fenced {
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		var err error
-		if !t.ready.Load() {
-			m, err = t.store.Load(lctx)
-			if err == nil && p.log.LogEndOffset() < m.End() {
-				m, err = t.store.Fence(lctx, epoch)
-				fenced = err == nil
+	if !until("reading the remote manifest", func(sctx context.Context) (err error) {
+		if m, err = t.store.Load(sctx); err != nil {
+			return err
+		}
+		if p.log.LogEndOffset() < m.End() {
+			if m, err = t.store.Fence(sctx, epoch); err != nil {
+				return err
 			}
-			if err == nil {
-				err = p.adoptRemoteEnd(lctx, m)
-			}
-			if err == nil {
-				p.log.SetUploadedEnd(m.End())
-				t.ready.Store(true)
-			}
-		} else {
-			m, err = t.store.Fence(lctx, epoch)
-			fenced = err == nil
+			fenced = true
 		}
-		cancel()
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, tiering.ErrFenced) {
-			log.Warn("a newer leader owns the remote manifest; this broker does not upload", "epoch", epoch)
-			return
-		}
-		if ctx.Err() != nil || !retry("reading the remote manifest", err) {
-			return
-		}
+		return p.adoptRemoteEnd(sctx, m)
+	}) {
+		return
+	}
+	p.log.SetUploadedEnd(m.End())
+	t.ready.Store(true)
+	if !fenced && !until("fencing the remote manifest", func(sctx context.Context) (err error) {
+		m, err = t.store.Fence(sctx, epoch)
+		return err
+	}) {
+		return
 	}
 	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
 	t.svc.metadataObjects(ctx, p)
