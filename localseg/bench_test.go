@@ -138,30 +138,32 @@ func BenchmarkRead(b *testing.B) {
 // is the group commit's, bounded by the fsync's latency and not the CPU.
 // Sub-benchmarks: whether a sync that answered waiters holds the next one
 // for their return (nohold: the next starts at once).
+// BenchmarkDurableAppend: producers waiting for their appends to be
+// durable, with and without the sync hold, and with the hold and
+// preallocation (prealloc: the appends overwrite zeros written ahead).
 func BenchmarkDurableAppend(b *testing.B) {
-	for _, hold := range []bool{true, false} {
-		name := "hold"
-		if !hold {
-			name = "nohold"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, bc := range []struct {
+		name           string
+		hold, prealloc bool
+	}{{"hold", true, false}, {"nohold", false, false}, {"prealloc", true, true}} {
+		b.Run(bc.name, func(b *testing.B) {
 			old := maxSyncHold
-			if !hold {
+			if !bc.hold {
 				maxSyncHold = 0
 			}
 			defer func() { maxSyncHold = old }()
-			benchDurableAppend(b)
+			benchDurableAppend(b, bc.prealloc)
 		})
 	}
 }
 
-func benchDurableAppend(b *testing.B) {
+func benchDurableAppend(b *testing.B, prealloc bool) {
 	const logs, window = 4, 8
 	bt := batch(300, 100, 1)
 	b.SetBytes(int64(len(bt)))
 	ls := make([]*Log, logs)
 	for i := range ls {
-		ls[i] = benchLog(b, Config{SegmentBytes: 256 << 20})
+		ls[i] = benchLog(b, Config{SegmentBytes: 256 << 20, Preallocate: prealloc})
 	}
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -204,7 +206,13 @@ func benchDurableAppend(b *testing.B) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(lat.Load())/float64(b.N)/1e6, "ms/ack")
-
+	var syncDur time.Duration
+	for _, l := range ls {
+		l.sync.mu.Lock()
+		syncDur += l.sync.mu.syncDur
+		l.sync.mu.Unlock()
+	}
+	b.ReportMetric(float64(syncDur)/float64(len(ls))/1e6, "ms/sync")
 }
 
 // BenchmarkDurableAppendDisk is BenchmarkDurableAppend's ceiling: the same

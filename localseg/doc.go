@@ -48,7 +48,12 @@
 // never go back. The segment's name is its base offset. Only the last
 // segment (the active one) is written to; a sealed segment never changes
 // except by truncation. Nothing else is in a .log file: no header, no
-// padding, no preallocation.
+// padding. With preallocation (the preallocate topic config) the active
+// segment's file runs on past its last batch with zeros written ahead of
+// the appends; they are not part of the log (a batch header of zeros is
+// no batch: its length is 0), and a roll or Close cuts them, so a sealed
+// segment, or the active one after a clean shutdown, ends at its last
+// batch.
 //
 // # Offset index (.index)
 //
@@ -187,9 +192,13 @@
 // it); at the first bad batch the segment is cut (the cut bytes, up to 64
 // MiB, are saved to <base>.log.broken, which Shale never reads or deletes),
 // later segments are removed, and the cut segment becomes the active one.
-// The checked segments' indexes are rebuilt; leader epochs are replayed
-// from their batches; producer state is rebuilt from the newest good
-// snapshot at or below the log end plus the batches after it.
+// Only zeros after the last good batch are a preallocated tail, not
+// damage, when the segment is the last one or its batches end where the
+// next segment begins (sealed just before the crash): the zeros are cut
+// and nothing else changes. The checked segments' indexes are rebuilt;
+// leader epochs are replayed from their batches; producer state is
+// rebuilt from the newest good snapshot at or below the log end plus the
+// batches after it.
 //
 // # Reads and resources
 //

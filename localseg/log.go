@@ -155,8 +155,11 @@ type Log struct {
 	// writeBacks counts the write-behind goroutines (see writeBehind):
 	// Close and Discard wait for them once no write can publish.
 	writeBacks sync.WaitGroup
-	closeOnce  sync.Once
-	closeErr   error
+	// zeroers counts the goroutines writing zeros ahead of the active
+	// segment (prealloc.go): Close and Discard wait for them.
+	zeroers   sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type flushTicket struct {
@@ -460,9 +463,10 @@ func (l *Log) reserveLocked(b Batch, leaderEpoch int32, mayRoll bool) (t *writeT
 	if err := l.assignEpochLocked(leaderEpoch, leo); err != nil {
 		return nil, res, false, l.goOffline(err)
 	}
+	wait := l.reserveZeros(s, pos+int64(len(b)))
 	l.pub.Lock()
 	t = l.newTicketLocked()
-	*t = writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset(), iov: t.iov}
+	*t = writeTicket{s: s, pos: pos, buf: b, next: b.NextOffset(), iov: t.iov, zeros: wait}
 	q := append(l.pub.queue, t)
 	if cap(q) != cap(l.pub.queue) {
 		l.pub.base = q // a new array
@@ -545,6 +549,9 @@ type writeTicket struct {
 	done      bool  // written (or failed); under pub
 	err       error // under pub
 	finished  bool  // published or failed for good; under pub
+	// zeros, when not nil, is closed once the zeros being written
+	// where the batch goes are written (see reserveZeros).
+	zeros <-chan struct{}
 	// iov is the vector of a run's write when the ticket is the run's
 	// first (writeRun); its array stays with the ticket when it is
 	// reused, so that runs written one after the other allocate none.
@@ -620,6 +627,11 @@ func (l *Log) fitsPendingLocked(s *segment, pos, next int64, b Batch) bool {
 // it (they are never published).
 func (l *Log) writeAndPublish(run []*writeTicket) error {
 	first := run[0]
+	for _, t := range run {
+		if t.zeros != nil {
+			<-t.zeros
+		}
+	}
 	w, err := l.fc.acquire(first.s)
 	if err == nil {
 		if len(run) == 1 {
@@ -875,6 +887,9 @@ func (l *Log) fitLocked(s *segment, buf []byte) (n int, rollAt int64) {
 // in the file. Requires mu.
 func (l *Log) writeRunLocked(s *segment, run []byte) error {
 	pos := s.size.Load()
+	if wait := l.reserveZeros(s, pos+int64(len(run))); wait != nil {
+		<-wait
+	}
 	w, err := l.fc.acquire(s)
 	if err != nil {
 		return fmt.Errorf("localseg: writing %s: %w", s.path(".log"), err)
@@ -1071,7 +1086,16 @@ func (l *Log) syncSegment(s *segment) error {
 		var f File
 		if f, err = l.fc.acquire(s); err == nil {
 			size := s.size.Load()
-			if err = vfs.Datasync(f); err != nil {
+			if s.fullSync.Load() {
+				// The file was cut (its preallocated zeros): the
+				// smaller size must reach the disk too.
+				if err = f.Sync(); err == nil {
+					s.fullSync.Store(false)
+				}
+			} else {
+				err = vfs.Datasync(f)
+			}
+			if err != nil {
 				s.syncErr = err
 			} else {
 				s.wroteBack(size) // no write-back of what is synced
@@ -1194,6 +1218,13 @@ func (l *Log) Roll() error {
 func (l *Log) rollLocked(base int64) error {
 	old := l.active()
 	segs := l.segments()
+	if old.zero.stop() && old.size.Load() > 0 {
+		// A sealed segment ends at its last batch (sendfile, uploads
+		// and recovery take the file as it is): cut the zeros ahead.
+		if err := l.trimZeros(old); err != nil {
+			return err
+		}
+	}
 	if old.size.Load() == 0 {
 		if old.base == base {
 			return nil
@@ -1355,6 +1386,8 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	s.created = l.now().UnixMilli()
 	s.firstTs = -1
 	l.fc.admit(s, w)
+	s.zero.init(0, l.mu.cfg.SegmentBytes)
+	l.reserveZeros(s, 0) // zeros for the first appends, with preallocation
 	return s, nil
 }
 
@@ -1593,6 +1626,8 @@ func (l *Log) close() (err error) {
 	defer l.mu.Unlock()
 	defer l.retireAll()
 	l.writeBacks.Wait()
+	l.active().zero.stop()
+	l.zeroers.Wait()
 	if err := l.Offline(); err != nil {
 		// Nothing is flushed and no clean-shutdown marker written:
 		// the next open recovers from the last durable point.
@@ -1605,12 +1640,13 @@ func (l *Log) close() (err error) {
 		return fmt.Errorf("localseg: closing %s: the log lost its active segment", l.dir)
 	}
 	var errs []error
-	// A write that failed and could not be cut left bytes past the
-	// published size: cut them now, so the clean open trusts only
-	// whole batches.
+	// A write that failed and could not be cut, or preallocation, left
+	// bytes past the published size: cut them now, so the clean open
+	// trusts only whole batches.
 	if w, err := l.fc.acquire(act); err == nil {
 		if n, err := w.Size(); err == nil && n > act.size.Load() {
 			errs = append(errs, w.Truncate(act.size.Load()))
+			act.fullSync.Store(true)
 		}
 		l.fc.release(act)
 	}
@@ -1644,6 +1680,7 @@ func (l *Log) retireAll() {
 		return
 	}
 	for _, s := range *p {
+		s.zero.stop()
 		s.w = nil
 		l.fc.retire(s)
 	}
@@ -1663,6 +1700,7 @@ func (l *Log) Discard() {
 		l.writeBacks.Wait()
 		l.waitRollFiles() // no file is created after the caller removes the directory
 		l.retireAll()
+		l.zeroers.Wait()
 		l.mu.Unlock()
 		l.sync.stop(ErrClosed)
 	})

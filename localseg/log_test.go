@@ -74,6 +74,7 @@ func (h *harness) crash() {
 	h.t.Helper()
 	h.log.flushes.Wait()
 	h.log.retireAll()
+	h.log.zeroers.Wait()
 	h.log = nil
 	h.open()
 }

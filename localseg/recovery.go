@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -214,6 +215,7 @@ func (l *Log) readOffsetCheckpoint(name, kind string) int64 {
 // retireSegments releases segments of a failed load.
 func (l *Log) retireSegments(segs []*segment) {
 	for _, s := range segs {
+		s.zero.stop()
 		if s.w != nil && !l.fc.admitted(s) {
 			s.w.Close()
 		}
@@ -354,6 +356,7 @@ func (l *Log) installActive(s *segment, f File, size, next int64, idx []indexEnt
 	s.maxTsOffset.Store(ib.maxOff)
 	s.wbFrom.Store(size) // what is there is written back or its fsync's
 	s.setEnd(size, next)
+	s.zero.init(size, l.mu.cfg.SegmentBytes)
 }
 
 // fillActive rebuilds an active segment's in-memory state from its file
@@ -377,12 +380,36 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 		f.Close()
 		return false, fmt.Errorf("localseg: %w", err)
 	}
-	valid, err := validateSegment(f, s.base, size)
+	valid, next, err := validateSegment(f, s.base, size)
 	if err != nil {
 		f.Close()
 		return false, err
 	}
 	cut := valid < size
+	if cut {
+		// Zeros after the last batch are a preallocated tail (see
+		// prealloc.go), not damage, when the segment is the last one
+		// or ends where the next begins (sealed just before the crash,
+		// before its tail was cut). Anything else after the batches is
+		// a torn or corrupt tail, kept in the .broken file.
+		zeroTail, err := onlyZeros(f, valid, size)
+		if err != nil {
+			f.Close()
+			return false, err
+		}
+		if zeroTail && (last || (len(later) > 0 && next == later[0])) {
+			l.log.Info("cutting a preallocated tail", "segment", s.path(".log"), "kept", valid, "zeros", size-valid)
+			if err := f.Truncate(valid); err != nil {
+				f.Close()
+				return false, fmt.Errorf("localseg: truncating %s: %w", s.path(".log"), err)
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return false, fmt.Errorf("localseg: truncating %s: %w", s.path(".log"), err)
+			}
+			cut = false
+		}
+	}
 	if cut {
 		l.log.Warn("cutting a torn or corrupt log tail", "segment", s.path(".log"), "kept", valid, "dropped", size-valid)
 		l.recovered.truncatedBytes += size - valid
@@ -473,25 +500,26 @@ const maxRecoveryBuffer = 8 << 20
 
 // validateSegment checks every batch of a segment: whole, magic 2, CRC,
 // offsets at or above the base, increasing, and within the relative offset
-// range. It returns the size of the valid prefix; an error only for I/O.
-func validateSegment(f File, base, size int64) (int64, error) {
+// range. It returns the size of the valid prefix and the offset after its
+// last batch (base when none); an error only for I/O.
+func validateSegment(f File, base, size int64) (valid, next int64, err error) {
 	var buf []byte
-	next := base
+	next = base
 	for pos := int64(0); pos < size; {
 		if size-pos < recordbatch.HeaderSize {
-			return pos, nil
+			return pos, next, nil
 		}
 		var hb [recordbatch.HeaderSize]byte
 		if _, err := f.ReadAt(hb[:], pos); err != nil {
-			return 0, fmt.Errorf("localseg: reading for recovery: %w", err)
+			return 0, 0, fmt.Errorf("localseg: reading for recovery: %w", err)
 		}
 		n, err := recordbatch.Size(hb[:])
 		if err != nil || int64(n) > size-pos {
-			return pos, nil
+			return pos, next, nil
 		}
 		hdr := recordbatch.Batch(hb[:])
 		if hdr.BaseOffset() < next || hdr.LastOffset() < hdr.BaseOffset() || hdr.LastOffset()-base > math.MaxInt32 {
-			return pos, nil
+			return pos, next, nil
 		}
 		if n <= maxRecoveryBuffer {
 			if cap(buf) < n {
@@ -499,20 +527,38 @@ func validateSegment(f File, base, size int64) (int64, error) {
 			}
 			buf = buf[:n]
 			if _, err := f.ReadAt(buf, pos); err != nil {
-				return 0, fmt.Errorf("localseg: reading for recovery: %w", err)
+				return 0, 0, fmt.Errorf("localseg: reading for recovery: %w", err)
 			}
 			if recordbatch.Check(recordbatch.Batch(buf)) != nil {
-				return pos, nil
+				return pos, next, nil
 			}
 		} else if ok, err := checkLargeBatch(f, pos, int64(n), hdr); err != nil {
-			return 0, err
+			return 0, 0, err
 		} else if !ok {
-			return pos, nil
+			return pos, next, nil
 		}
 		next = hdr.NextOffset()
 		pos += int64(n)
 	}
-	return size, nil
+	return size, next, nil
+}
+
+// onlyZeros reports whether the bytes of f in [from, to) are all zero.
+func onlyZeros(f File, from, to int64) (bool, error) {
+	buf := make([]byte, min(to-from, 1<<20))
+	for pos := from; pos < to; {
+		c := buf[:min(int64(len(buf)), to-pos)]
+		if _, err := f.ReadAt(c, pos); err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("localseg: reading for recovery: %w", err)
+		}
+		for _, b := range c {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		pos += int64(len(c))
+	}
+	return true, nil
 }
 
 // checkLargeBatch verifies a batch too large to buffer: the header fields

@@ -14,6 +14,7 @@ func (h *harness) abandon() {
 	h.t.Helper()
 	h.log.flushes.Wait()
 	h.log.retireAll()
+	h.log.zeroers.Wait()
 	h.log = nil
 }
 

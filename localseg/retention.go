@@ -178,6 +178,7 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 // Requires mu.
 func (l *Log) retireSegmentsLocked(segs []*segment) {
 	for _, s := range segs {
+		s.zero.stop()
 		s.w = nil
 		l.fc.retire(s)
 	}

@@ -53,6 +53,11 @@ type segment struct {
 	// for the segment (see Log.writeBehind).
 	wbFrom atomic.Int64
 	wbBusy atomic.Bool
+	// zero is the preallocation of an active segment (prealloc.go);
+	// fullSync asks the next sync of the file for an fsync, not an
+	// fdatasync: its preallocated tail was cut.
+	zero     zeroState
+	fullSync atomic.Bool
 
 	loadMu sync.Mutex // one loader of a sealed segment's index files at a time
 	// syncMu serializes the fsyncs of the .log file, which all go

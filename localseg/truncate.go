@@ -59,6 +59,7 @@ func (l *Log) TruncateTo(offset int64) error {
 			return l.goOffline(fmt.Errorf("localseg: truncating %s (log closed): syncing the directory: %w", l.dir, err))
 		}
 	}
+	s.zero.stop()
 	s.w = nil
 	l.fc.retire(s)
 	reopened, err := l.reopenActive(s.base, pos)

@@ -98,6 +98,32 @@ func (f osFile) WriteBehind(off, n int64) error {
 	})
 }
 
+// WriteOuter is a file that can write a range of its dirty pages back to
+// the disk and wait for them (see WriteOut).
+type WriteOuter interface {
+	WriteOut(off, n int64) error
+}
+
+// WriteOut writes the dirty pages of f in [off, off+n) back to the disk
+// and waits for them (sync_file_range(2) with WAIT_BEFORE, WRITE and
+// WAIT_AFTER, when f is the operating system's; nothing for a file that is
+// not a WriteOuter). It makes nothing durable (no metadata, no cache
+// flush). Waiting, it reports a write-back error and so consumes it for
+// f's open file description: use it only on a descriptor of its own, whose
+// errors no fsync relies on.
+func WriteOut(f File, off, n int64) error {
+	if w, ok := f.(WriteOuter); ok {
+		return w.WriteOut(off, n)
+	}
+	return nil
+}
+
+func (f osFile) WriteOut(off, n int64) error {
+	return f.syscall("sync_file_range", func(fd int) error {
+		return unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	})
+}
+
 func (f osFile) datasync() error {
 	return f.syscall("fdatasync", unix.Fdatasync)
 }
