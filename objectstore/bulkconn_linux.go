@@ -4,7 +4,10 @@ package objectstore
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 )
@@ -34,6 +37,7 @@ func bulkDial(dial func(ctx context.Context, network, addr string) (net.Conn, er
 		}
 		bc := &bulkConn{TCPConn: tc, rc: rc}
 		bc.lowat.Store(1)
+		bc.gatedStep = bc.readGated
 		return bc, nil
 	}
 }
@@ -58,11 +62,36 @@ func bulkDial(dial func(ctx context.Context, network, addr string) (net.Conn, er
 //
 // Only for plain HTTP: over TLS, crypto/tls asks the connection for as
 // much as its buffer holds, whatever the peer will send.
+//
+// While a gated body's read is in progress (gateOn), the connection reads
+// through the gate instead (see readGated).
 type bulkConn struct {
 	*net.TCPConn
 	rc    syscall.RawConn
 	lowat atomic.Int32 // the socket's SO_RCVLOWAT as last set
+	// gate is the gated body whose read is in progress, nil when none.
+	gate atomic.Pointer[gatedBody]
+	// The gated read in progress, for the callback rc.Read takes (made
+	// once, at dial): gatedStep is readGated, gatedBuf what it reads
+	// into, gatedN what it has read, gatedG its gate, gatedErr its error
+	// and gatedEOF whether the peer closed its side.
+	gatedStep func(fd uintptr) bool
+	gatedBuf  []byte
+	gatedN    int
+	gatedG    Gate
+	gatedErr  error
+	gatedEOF  bool
 }
+
+var _ gatedConn = (*bulkConn)(nil)
+
+// gateOn makes the connection's reads, until gateOff(b), go through b's
+// gate.
+func (c *bulkConn) gateOn(b *gatedBody) { c.gate.Store(b) }
+
+// gateOff ends gateOn(b); a later gateOn (the next request on the
+// connection) is left as it is.
+func (c *bulkConn) gateOff(b *gatedBody) { c.gate.CompareAndSwap(b, nil) }
 
 func (c *bulkConn) Read(p []byte) (int, error) {
 	want := 1
@@ -83,5 +112,71 @@ func (c *bulkConn) Read(p []byte) (int, error) {
 			c.TCPConn.Close()
 		}
 	}
+	if b := c.gate.Load(); b != nil && len(p) > 0 {
+		return c.readThrough(b.g, p)
+	}
 	return c.TCPConn.Read(p)
+}
+
+// readThrough reads into p as TCPConn.Read does, in non-blocking reads
+// of at most GateReadMax bytes, each holding a step of g: a read that
+// finds nothing queued waits for bytes (within the connection's read
+// deadline, and until it is closed) with its step released. It reads on
+// while bytes are queued and p has room, so a body's read into a large
+// buffer is one wait and several steps, not a call per step.
+func (c *bulkConn) readThrough(g Gate, p []byte) (int, error) {
+	c.gatedBuf, c.gatedN, c.gatedG, c.gatedErr, c.gatedEOF = p, 0, g, nil, false
+	err := c.rc.Read(c.gatedStep)
+	n, rerr, eof := c.gatedN, c.gatedErr, c.gatedEOF
+	c.gatedBuf, c.gatedG, c.gatedErr = nil, nil, nil
+	switch {
+	case n > 0 && rerr != nil:
+		return n, c.opError(rerr)
+	case n > 0:
+		return n, nil // the end shows again at the next read
+	case err != nil:
+		return 0, c.opError(err)
+	case rerr != nil:
+		return 0, c.opError(rerr)
+	case eof:
+		return 0, io.EOF
+	}
+	return 0, nil
+}
+
+// readGated is readThrough's callback for rc.Read: false when nothing is
+// queued yet (rc.Read then waits until the socket is readable).
+func (c *bulkConn) readGated(fd uintptr) bool {
+	for c.gatedN < len(c.gatedBuf) {
+		want := min(len(c.gatedBuf)-c.gatedN, GateReadMax)
+		c.gatedG.Hold()
+		m, e := syscall.Read(int(fd), c.gatedBuf[c.gatedN:c.gatedN+want])
+		c.gatedG.Release()
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			return c.gatedN > 0
+		case e != nil:
+			c.gatedErr = os.NewSyscallError("read", e)
+			return true
+		case m == 0:
+			c.gatedEOF = true
+			return true
+		}
+		c.gatedN += m
+		if m < want {
+			return true // what was queued is read
+		}
+	}
+	return true
+}
+
+// opError wraps err as TCPConn.Read's errors are.
+func (c *bulkConn) opError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err // rc.Read's own, as a "raw-read"
+	}
+	return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

@@ -361,7 +361,7 @@ func (f *FS) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 	if length >= 0 && length < n-off { // not off+length: it may overflow
 		end = off + length
 	}
-	return ctxReadCloser{ctx: ctx, Reader: io.NewSectionReader(file, off, end-off), Closer: file}, nil
+	return ctxReadCloser{ctx: ctx, Reader: gateReader(ctx, io.NewSectionReader(file, off, end-off)), Closer: file}, nil
 }
 
 func (f *FS) Head(ctx context.Context, key string) (Attrs, error) {

@@ -79,7 +79,7 @@ func (m *Mem) Get(ctx context.Context, key string, off, length int64) (io.ReadCl
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s at %d", err, key, off)
 	}
-	return io.NopCloser(bytes.NewReader(data)), nil
+	return io.NopCloser(gateReader(ctx, bytes.NewReader(data))), nil
 }
 
 // cutRange applies Get's range rules to a whole object.

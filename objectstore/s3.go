@@ -646,6 +646,11 @@ func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 	// a timer bounds the wait for the response, then the watchdog the
 	// gaps between the body's bytes.
 	reqCtx, cancel := context.WithCancel(ctx)
+	var gb *gatedBody
+	if g := gateOf(ctx); g != nil {
+		gb = &gatedBody{g: g}
+		reqCtx = gb.trace(reqCtx)
+	}
 	timer := time.AfterFunc(b.opts.RequestTimeout, cancel)
 	out, err := b.client.GetObject(reqCtx, in)
 	if !timer.Stop() && err == nil {
@@ -661,7 +666,9 @@ func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 		}
 		return nil, err
 	}
-	return newStallReader(out.Body, cancel, b.opts.StallTimeout, key), nil
+	s := newStallReader(out.Body, cancel, b.opts.StallTimeout, key)
+	s.gate = gb
+	return s, nil
 }
 
 // emptyRange answers a Get whose answer holds no bytes, after checking
@@ -683,9 +690,10 @@ func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // stallReader cancels a body's request when no byte arrives for the
 // stall timeout, so a stuck connection fails the read instead of
-// hanging it.
+// hanging it. With a gate, the body's reads go through it (see Gate).
 type stallReader struct {
 	body    io.ReadCloser
+	gate    *gatedBody // nil: none
 	cancel  context.CancelFunc
 	timer   *time.Timer
 	timeout time.Duration
@@ -706,7 +714,7 @@ func newStallReader(body io.ReadCloser, cancel context.CancelFunc, timeout time.
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
-	n, err := s.body.Read(p)
+	n, err := s.gate.read(s.body, p)
 	if n > 0 {
 		s.timer.Reset(s.timeout)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/objectstore/miniotest"
+	"github.com/shale-log/shale/objectstore/objectstoretest"
 )
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -413,4 +416,55 @@ func (c countedBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// A GET whose context carries a gate reads the object byte for byte,
+// through the gate (on Linux, over MinIO's plain HTTP), while others hold
+// its one step in turn; cut short mid-body by the faulty wrapper, it
+// yields the bytes before the cut, then io.ErrUnexpectedEOF. No step is
+// left held.
+func TestS3GatedGetReadsThroughTheGate(t *testing.T) {
+	b := newMinIOBucket(t, nil)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstu"), 6<<20/31)
+	if _, err := b.Put(ctx, "gated", bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	read := func(bk objectstore.Bucket, g *objectstoretest.Gate) ([]byte, error) {
+		body, err := bk.Get(objectstore.WithGate(ctx, g), "gated", 0, -1)
+		if err != nil {
+			return nil, err
+		}
+		defer body.Close()
+		buf := make([]byte, 8<<20) // one read asks for more than the body
+		n, err := io.ReadFull(body, buf)
+		if errors.Is(err, io.ErrUnexpectedEOF) && n == len(data) {
+			err = nil
+		}
+		return buf[:n], err
+	}
+	alone := objectstoretest.NewGate(1)
+	if got, err := read(b, alone); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("gated get: %d bytes, %v", len(got), err)
+	}
+	if _, _, holds := alone.Counts(); runtime.GOOS == "linux" && holds < len(data)/objectstore.GateReadMax {
+		t.Fatalf("%d holds for %d bytes: the body's reads did not pass the gate", holds, len(data))
+	}
+	g := objectstoretest.NewGate(1)
+	stop := g.Contend()
+	defer stop()
+	if got, err := read(b, g); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("gated get, the gate contended: %d bytes, %v", len(got), err)
+	}
+	fb := faulty.New(b)
+	cut := int64(1<<20 + 5)
+	fb.Add(faulty.Rule{Op: faulty.Get, Times: 1, Truncate: true, TruncateAfter: cut})
+	got, err := read(fb, g)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Equal(got, data[:cut]) {
+		t.Fatalf("cut gated get: %d bytes, %v; want the %d before the cut", len(got), err, cut)
+	}
+	stop()
+	if held, most, _ := g.Counts(); held != 0 || most > 1 {
+		t.Fatalf("gate of 1 step: %d held after the reads, %d at once", held, most)
+	}
 }

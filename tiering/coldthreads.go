@@ -4,10 +4,12 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/shale-log/shale/objectstore"
 )
 
-// ColdThreads runs cold work (a replay's GETs, and the writes of what
-// they read) on OS threads of lower scheduling priority than the rest of
+// ColdThreads runs cold work (the reads of a replay's GET bodies, and the
+// writes of what they read) on OS threads of lower scheduling priority than the rest of
 // the process: threads of their own, each niced once when started and
 // kept for the work alone, so that when hot traffic (a produce, a fetch
 // of the local log) and cold work want the same CPUs, the kernel runs hot
@@ -39,9 +41,13 @@ import (
 // runnable with no P to run on, however eager the kernel is to run its
 // thread, and a garbage collection's stop-the-world waits for them. So
 // the steps of cold work that hold a P for long (the system calls that
-// copy a GET's body or a response's bytes) pass a gate, Hold, that lets
-// at most GOMAXPROCS-1 of them run at once: one P at least is always
-// left to hot traffic.
+// copy a GET's body or a response's bytes, each of at most 256 KiB) pass
+// a gate, Hold, that lets at most GOMAXPROCS-1 of them run at once: one
+// P at least is always left to hot traffic. The gate does not reach the
+// Go code between those steps, so what runs on a cold thread is kept to
+// the copies and little else: a GET's request (the SDK's signing and
+// parsing, tens of microseconds of Go code) runs on the goroutine that
+// asks for it, at the process's priority.
 type ColdThreads struct {
 	nice int
 	max  int
@@ -64,6 +70,10 @@ type coldThread struct {
 	work chan func()
 	done chan struct{}
 }
+
+// A Get whose context carries the set (objectstore.WithGate) reads its
+// body through the gate.
+var _ objectstore.Gate = (*ColdThreads)(nil)
 
 // coldIdleFor is how long an idle cold thread is kept.
 const coldIdleFor = 30 * time.Second

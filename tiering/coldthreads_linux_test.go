@@ -44,29 +44,51 @@ func TestColdThreadsRunWorkOnNicedThreadsOfTheirOwn(t *testing.T) {
 	}
 }
 
-// niceBucket records the niceness of the threads its GETs are made on.
+// niceBucket records the niceness of the threads its GETs are made on,
+// and of those their bodies are read on.
 type niceBucket struct {
 	objectstore.Bucket
 	t     testing.TB
 	mu    sync.Mutex
-	nices map[int]int
+	nices map[int]int // of Gets
+	reads map[int]int // of their bodies' reads
 }
 
 func (b *niceBucket) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	_, nice := threadNice(b.t)
-	b.mu.Lock()
-	b.nices[nice]++
-	b.mu.Unlock()
-	return b.Bucket.Get(ctx, key, off, length)
+	b.record(b.nices)
+	body, err := b.Bucket.Get(ctx, key, off, length)
+	if err != nil {
+		return nil, err
+	}
+	return niceBody{body, b}, nil
 }
 
-func TestReaderGETsRunOnItsColdThreads(t *testing.T) {
+func (b *niceBucket) record(m map[int]int) {
+	_, nice := threadNice(b.t)
+	b.mu.Lock()
+	m[nice]++
+	b.mu.Unlock()
+}
+
+type niceBody struct {
+	io.ReadCloser
+	b *niceBucket
+}
+
+func (n niceBody) Read(p []byte) (int, error) {
+	n.b.record(n.b.reads)
+	return n.ReadCloser.Read(p)
+}
+
+// A replay's GET bodies are read on the reader's cold threads, niced by
+// ColdNice; the requests themselves are made at the process's niceness.
+func TestReaderGETBodiesAreReadOnItsColdThreads(t *testing.T) {
 	log, _ := testLog(t, 64<<10, 400)
 	_, nice := threadNice(t)
 	for _, tc := range []struct {
 		coldNice, want int
 	}{{0, min(nice+10, 19)}, {3, min(nice+3, 19)}, {-1, nice}} {
-		nb := &niceBucket{Bucket: objectstore.NewMem(), t: t, nices: map[int]int{}}
+		nb := &niceBucket{Bucket: objectstore.NewMem(), t: t, nices: map[int]int{}, reads: map[int]int{}}
 		a, ms := newTestArchiver(t, nb, log)
 		uploadAll(t, a, 0, log.LogEndOffset())
 		m := ms.Current()
@@ -76,6 +98,7 @@ func TestReaderGETsRunOnItsColdThreads(t *testing.T) {
 		}
 		nb.mu.Lock()
 		clear(nb.nices) // the archiver's
+		clear(nb.reads)
 		nb.mu.Unlock()
 		// A replay: companions, chunks read and read ahead.
 		for off := int64(0); off < m.End(); {
@@ -87,8 +110,11 @@ func TestReaderGETsRunOnItsColdThreads(t *testing.T) {
 		}
 		r.Close()
 		nb.mu.Lock()
-		if len(nb.nices) != 1 || nb.nices[tc.want] == 0 {
-			t.Errorf("ColdNice %d: GETs by thread niceness %v, want all at %d", tc.coldNice, nb.nices, tc.want)
+		if len(nb.reads) != 1 || nb.reads[tc.want] == 0 {
+			t.Errorf("ColdNice %d: GET bodies read by thread niceness %v, want all at %d", tc.coldNice, nb.reads, tc.want)
+		}
+		if len(nb.nices) != 1 || nb.nices[nice] == 0 {
+			t.Errorf("ColdNice %d: GETs made by thread niceness %v, want all at the process's %d", tc.coldNice, nb.nices, nice)
 		}
 		nb.mu.Unlock()
 	}

@@ -102,10 +102,10 @@ type ReaderConfig struct {
 	// CallTimeout bounds each GET (default 30s).
 	CallTimeout time.Duration
 	// ColdNice is how much lower than the process's the scheduling
-	// priority of the threads that make the GETs is (their niceness
-	// added, default 10; negative: none, the GETs run on the goroutines
-	// that ask for them): see ColdThreads. The reader's cold threads
-	// (RunCold) also write what it read to clients.
+	// priority of the threads that read the GETs' bodies is (their
+	// niceness added, default 10; negative: none, the bodies are read on
+	// the goroutines that ask for them): see ColdThreads. The reader's
+	// cold threads (RunCold) also write what it read to clients.
 	ColdNice int
 	// ColdThreads bounds the cold threads (default 64); work past it
 	// runs on the goroutine that asks for it.
@@ -375,10 +375,10 @@ func (r *Reader) gets(now time.Time) (all, stream int) {
 	return all, stream
 }
 
-// RunCold runs fn on one of the reader's cold threads, the ones that make
-// its GETs, and returns when fn has returned: work on the data it read
-// (writing a replay's answer to its client) then yields to hot traffic as
-// the GETs do. See ColdThreads.
+// RunCold runs fn on one of the reader's cold threads, the ones that read
+// its GETs' bodies, and returns when fn has returned: work on the data it
+// read (writing a replay's answer to its client) then yields to hot
+// traffic as the GETs' copies do. See ColdThreads.
 func (r *Reader) RunCold(fn func()) { r.cold.Run(fn) }
 
 // Wait waits until the caches have applied every Set and the read-ahead
@@ -934,25 +934,42 @@ func (r *Reader) get(ctx context.Context, key string, off, length int64) (c *chu
 // own (one io.ReadFull from the body), and hands each to got in order
 // with one reference as soon as its bytes are in, or with the error that
 // failed it and every one after it.
+//
+// The request runs on the caller's goroutine, the copy of its body (most
+// of the CPU a replay costs the broker) on a cold thread, through its
+// gate. The request is Go code (the SDK signs it and parses the answer's
+// headers, some tens of microseconds) between waits, where the gate does
+// not reach: on a niced thread the kernel may stop it there with a
+// processor in hand, and a garbage collection's stop-the-world, or a hot
+// goroutine wanting that processor, waits until the kernel runs it again.
+// At the process's priority it runs to its next wait as any goroutine
+// does.
 func (r *Reader) getChunks(ctx context.Context, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) {
-	// The request, and the copy of its body (most of the CPU a replay
-	// costs the broker), run on a cold thread.
-	r.cold.Run(func() { r.getChunksHere(ctx, key, off, lengths, got) })
-}
-
-func (r *Reader) getChunksHere(ctx context.Context, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) {
 	var total int64
 	for _, n := range lengths {
 		total += n
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
-	body, err := r.cfg.Bucket.Get(ctx, key, off, total)
+	// The body's reads pass the cold threads' gate, as the writes of
+	// what they read do: at most GOMAXPROCS-1 of them hold a processor.
+	body, err := r.cfg.Bucket.Get(objectstore.WithGate(ctx, r.cold), key, off, total)
 	if err != nil {
 		err = fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
+		for i := range lengths {
+			got(i, nil, err)
+		}
 	} else {
-		defer body.Close()
+		r.cold.Run(func() { err = r.readChunks(body, key, off, lengths, got) })
+		body.Close()
 	}
+	r.cfg.Metrics.get(err)
+}
+
+// readChunks reads the chunks of getChunks from its GET's body, and
+// returns the error that failed one, if any.
+func (r *Reader) readChunks(body io.Reader, key string, off int64, lengths []int64, got func(i int, c *chunk, err error)) error {
+	var err error
 	at := off
 	for i, n := range lengths {
 		if err != nil {
@@ -969,7 +986,7 @@ func (r *Reader) getChunksHere(ctx context.Context, key string, off int64, lengt
 		at += n
 		got(i, c, nil)
 	}
-	r.cfg.Metrics.get(err)
+	return err
 }
 
 // getBytes reads exactly length bytes at off into a new slice.

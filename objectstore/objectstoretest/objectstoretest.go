@@ -60,6 +60,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"ConcurrentIfMatchNoLostUpdate", testConcurrentCAS},
 		{"ReadersSeeWholeVersions", testAtomicReplace},
 		{"CanceledContext", testCanceled},
+		{"GatedGetReadsTheSameBytes", testGatedGet},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBucket(t)
@@ -668,5 +669,106 @@ func testCanceled(t *testing.T, b objectstore.Bucket) {
 	}
 	if _, err := b.Head(ctx(t), "c2"); !errors.Is(err, objectstore.ErrNotFound) {
 		t.Errorf("canceled put stored the object: %v", err)
+	}
+}
+
+// Gate is a gate of n steps for tests: it counts the steps held and the
+// most held at once.
+type Gate struct {
+	steps chan struct{}
+	mu    sync.Mutex
+	held  int
+	most  int
+	holds int
+}
+
+// NewGate returns a gate of n steps.
+func NewGate(n int) *Gate { return &Gate{steps: make(chan struct{}, n)} }
+
+func (g *Gate) Hold() {
+	g.steps <- struct{}{}
+	g.mu.Lock()
+	g.held++
+	g.holds++
+	g.most = max(g.most, g.held)
+	g.mu.Unlock()
+}
+
+func (g *Gate) Release() {
+	g.mu.Lock()
+	g.held--
+	g.mu.Unlock()
+	<-g.steps
+}
+
+// Counts returns the steps held now, the most held at once and the holds
+// so far.
+func (g *Gate) Counts() (held, most, holds int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held, g.most, g.holds
+}
+
+// Contend holds g's every step in turn from other goroutines, as other
+// steps of cold work do, until the returned stop is called (once or
+// more).
+func (g *Gate) Contend() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range cap(g.steps) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				g.Hold()
+				time.Sleep(50 * time.Microsecond)
+				g.Release()
+			}
+		}()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
+}
+
+// A Get whose context carries a gate, its one step held by others in
+// turn, reads the same bytes as without, and leaves no step held.
+func testGatedGet(t *testing.T, b objectstore.Bucket) {
+	data := randBytes(7, 3<<20+4321)
+	put(t, b, "gated", data)
+	g := NewGate(1)
+	stop := g.Contend()
+	defer stop()
+	gctx := objectstore.WithGate(ctx(t), g)
+	for _, r := range [][2]int64{{0, -1}, {12345, 2 << 20}, {int64(len(data)) - 10, 10}} {
+		off, n := r[0], r[1]
+		end := int64(len(data))
+		if n >= 0 {
+			end = off + n
+		}
+		body, err := b.Get(gctx, "gated", off, n)
+		if err != nil {
+			t.Fatalf("get %v: %v", r, err)
+		}
+		buf := make([]byte, 4<<20) // one read asks for more than the body
+		got, err := io.ReadFull(body, buf)
+		body.Close()
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("get %v: %v", r, err)
+		}
+		if !bytes.Equal(buf[:got], data[off:end]) {
+			t.Fatalf("get %v: read %d bytes, not the object's", r, got)
+		}
+	}
+	stop()
+	if held, most, _ := g.Counts(); held != 0 || most > 1 {
+		t.Fatalf("gate of 1 step: %d held after the reads, %d at once", held, most)
 	}
 }
