@@ -46,6 +46,7 @@ func TestColdThreadsEndWhenIdleOrClosed(t *testing.T) {
 	p.idleFor = time.Hour
 	hold = make(chan struct{})
 	wg.Go(func() { p.Run(func() { <-hold }) })
+	waitFor(t, "one busy cold thread", func() bool { alive, idle, _ := p.counts(); return alive == 1 && idle == 0 })
 	p.Run(func() {}) // a second thread, idle after
 	waitFor(t, "one busy and one idle cold thread", func() bool { alive, idle, _ := p.counts(); return alive == 2 && idle == 1 })
 	p.Close()
