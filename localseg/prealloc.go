@@ -32,10 +32,15 @@ import (
 // zeroAhead is how far ahead of the reserved writes the zeroing keeps the
 // file; zeroPiece is what one write of zeros covers (appends that catch up
 // with the zeroing wait for at most one piece). Vars so that tests can
-// change them.
+// change them. Measured (BenchmarkDurableAppend, 4 logs of 8 producers'
+// windows, interleaved, 2 cores at load 17-20): 32 MiB in 1 MiB pieces
+// moved 259 MB/s on average against 232 without preallocation (6 of 7
+// pairs won); 8 MiB in 256 KiB pieces 217-239 against 207-251 (no
+// gain: a fixed cost, the fdatasync that ends each stretch, paid four
+// times as often); 64 MiB in 1 MiB pieces 241-268 against 229-277.
 var (
-	zeroAhead int64 = 8 << 20
-	zeroPiece int64 = 256 << 10
+	zeroAhead int64 = 32 << 20
+	zeroPiece int64 = maxZeroPiece
 )
 
 // maxZeroPiece bounds zeroPiece: the size of the one buffer of zeros.
