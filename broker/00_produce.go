@@ -520,9 +520,24 @@ func (c *conn) endGroup() {
 	if len(g.calls) == 0 {
 		return
 	}
-	appendProduces(g.calls)
+	// From the first request that must wait for a partition's manifest
+	// on, the group's requests are parked, in order (park).
+	k := len(g.calls)
+	if c.parking() {
+		k = 0
+	} else {
+		for i, pc := range g.calls {
+			if pc.loading() {
+				k = i
+				break
+			}
+		}
+	}
+	appendProduces(g.calls[:k])
 	for i, pc := range g.calls {
-		if resp := pc.finish(); resp != nil {
+		if i >= k {
+			c.park(pc)
+		} else if resp := pc.finish(); resp != nil {
 			pc.r.respond(resp)
 		}
 		c.releaseFrame(g.release[i])

@@ -63,6 +63,9 @@ type conn struct {
 	group produceGroup
 	// waits are the produce waits not answered yet, and their timer.
 	waits waitDeadlines
+	// parked are produce requests waiting for a leader to read its
+	// tiered partitions' manifests (park).
+	parked parkedProduces
 	// broken: the client is gone or broke the protocol, or a write
 	// failed; nothing more is written.
 	broken atomic.Bool
@@ -414,6 +417,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		// when Close closes the socket.
 		close(c.queue)
 		<-writerDone
+		c.parked.wg.Wait()
 		nc.Close()
 		return
 	}
@@ -428,6 +432,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 	c.markBroken()
 	close(c.queue)
 	<-writerDone
+	c.parked.wg.Wait()
 }
 
 // stopReading makes the connection's reader return (shutdown).
@@ -811,7 +816,11 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	var resp kmsg.Response
 	if pc != nil {
 		pc.validate(c.b, r, &pc.reqBuf)
-		resp = pc.handle()
+		if c.mustPark(pc) {
+			c.park(pc)
+		} else {
+			resp = pc.handle()
+		}
 	} else {
 		resp = apis[h.key].handle(c.b, r, req)
 	}

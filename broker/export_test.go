@@ -87,3 +87,7 @@ type PeerClient = peerClient
 func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*PeerClient, error) {
 	return dialPeer(ctx, nil, addr, self, b.secret)
 }
+
+// ParkedProduces counts the produce requests that waited for a tiered
+// leader to read its manifest, for tests.
+func (b *Broker) ParkedProduces() int64 { return b.tier.parked.Load() }

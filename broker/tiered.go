@@ -76,6 +76,9 @@ type tierService struct {
 	// archived: the archive descriptor is known to be in the bucket.
 	archived atomic.Bool
 	deleting sync.Map // topic dir -> true while a deletion runs
+	// parked counts the produce requests that waited for a leader
+	// term to read its manifest (park).
+	parked atomic.Int64
 }
 
 func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {
@@ -130,6 +133,11 @@ type partitionTier struct {
 	store *tiering.ManifestStore
 	wake  chan struct{} // a segment was sealed; one pending signal
 	ready atomic.Bool   // this leader term has read the manifest
+	// gate is closed when ready may have changed: when the term that
+	// installed it became ready, or when it ended (a new gate is in
+	// place first). Produce requests that arrive while the manifest is
+	// read wait on it (tierGate) rather than fail.
+	gate atomic.Pointer[readyGate]
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
@@ -154,8 +162,20 @@ type partitionTier struct {
 
 func (s *tierService) newPartitionTier(topic string, id [16]byte, index int32) *partitionTier {
 	part := tiering.Partition{Topic: topic, TopicID: id, Index: index}
-	return &partitionTier{svc: s, part: part, store: tiering.NewManifestStore(s.bucket, s.layout.ManifestKey(part), nil), wake: make(chan struct{}, 1)}
+	t := &partitionTier{svc: s, part: part, store: tiering.NewManifestStore(s.bucket, s.layout.ManifestKey(part), nil), wake: make(chan struct{}, 1)}
+	t.gate.Store(newReadyGate())
+	return t
 }
+
+// readyGate is one leader term's readiness signal (partitionTier.gate).
+type readyGate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newReadyGate() *readyGate { return &readyGate{ch: make(chan struct{})} }
+
+func (g *readyGate) open() { g.once.Do(func() { close(g.ch) }) }
 
 // onSeal is localseg's seal hook: it notes the time, and wakes the archive
 // loop now, or when the high watermark passes the segment (hwPassed).
@@ -219,6 +239,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 		t.mu.cancel, t.mu.done = nil, nil
 	}
 	t.ready.Store(false)
+	// Whoever waits on the old term's gate looks again, at the new one.
+	gate := newReadyGate()
+	t.gate.Swap(gate).open()
 	if !leader {
 		return
 	}
@@ -229,14 +252,15 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 	go func() {
 		defer t.svc.wg.Done()
 		defer close(done)
-		t.run(ctx, p)
+		t.run(ctx, p, gate)
 	}()
 }
 
 // run is one leader term of the archive loop: read the manifest, then
 // upload sealed segments below the last stable offset as they come, and
 // apply remote retention.
-func (t *partitionTier) run(ctx context.Context, p *partition) {
+// gate is the term's readiness gate, opened once the manifest is read.
+func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) {
 	log := t.svc.b.log.With("topic", t.part.Topic, "partition", t.part.Index)
 	backoff := time.Duration(0)
 	retry := func(what string, err error) bool {
@@ -287,6 +311,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition) {
 	}
 	p.log.SetUploadedEnd(m.End())
 	t.ready.Store(true)
+	gate.open()
 	if !fenced && !until("fencing the remote manifest", func(sctx context.Context) (err error) {
 		m, err = t.store.Fence(sctx, epoch)
 		return err
@@ -519,6 +544,27 @@ func (p *partition) checkTierReady() error {
 		return errTierLoading
 	}
 	return nil
+}
+
+// tierGate reports whether the partition leads a term that has not read
+// its manifest yet, with the gate that is opened when that may change
+// (the term became ready, or ended).
+func (p *partition) tierGate() (<-chan struct{}, bool) {
+	if p.tier == nil {
+		return nil, false
+	}
+	g := p.tier.gate.Load() // before ready: a later change opens it
+	if p.tier.ready.Load() || !p.isLeader() {
+		return nil, false
+	}
+	return g.ch, true
+}
+
+// tierLoading reports whether the partition leads a term that has not
+// read its manifest yet.
+func (p *partition) tierLoading() bool {
+	_, loading := p.tierGate()
+	return loading
 }
 
 // adoptRemoteEnd moves an empty or shorter local log past the remote

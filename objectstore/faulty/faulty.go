@@ -52,7 +52,7 @@ var (
 
 // Rule is one fault. A call matches when its operation is in Op and its
 // key (a List's prefix) starts with KeyPrefix. The effects apply in this
-// order: Latency, then Stall, then Err, Late or the call, then
+// order: Latency, then Hold, then Stall, then Err, Late or the call, then
 // LoseResponse or TruncateAfter.
 type Rule struct {
 	Op        Op
@@ -66,6 +66,10 @@ type Rule struct {
 	// the context's error: a store that accepted the connection and
 	// went silent.
 	Stall bool
+	// Hold blocks the call until Hold is closed, then lets it go on (or
+	// until its context ends, which fails it with the context's error):
+	// a slow answer that the test, not a clock, ends.
+	Hold <-chan struct{}
 	// Fail fails the call before it reaches the store with Err, or
 	// ErrInjected when Err is nil.
 	Fail bool
@@ -179,6 +183,7 @@ func (b *Bucket) Calls(op Op) int {
 // effects is what the matching rules ask of one call.
 type effects struct {
 	latency      time.Duration
+	holds        []<-chan struct{}
 	stall        bool
 	err          error
 	loseResponse bool
@@ -202,6 +207,9 @@ func (b *Bucket) match(op Op, key string) effects {
 		}
 		f.fired++
 		e.latency += r.Latency
+		if r.Hold != nil {
+			e.holds = append(e.holds, r.Hold)
+		}
 		e.stall = e.stall || r.Stall
 		if r.Fail && e.err == nil {
 			e.err = r.Err
@@ -243,6 +251,13 @@ func (e effects) before(ctx context.Context) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			return ctx.Err()
+		}
+	}
+	for _, h := range e.holds {
+		select {
+		case <-h:
+		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}

@@ -120,6 +120,41 @@ func TestStallEndsWithTheDeadline(t *testing.T) {
 	}
 }
 
+func TestHoldLetsTheCallGoOnceReleased(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	if err := put(b, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	f := b.Add(faulty.Rule{Op: faulty.Get, Hold: release, Times: 1})
+	got := make(chan error, 1)
+	go func() {
+		body, err := b.Get(context.Background(), "k", 0, -1)
+		if err == nil {
+			body.Close()
+		}
+		got <- err
+	}()
+	for f.Fired() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("the held get returned before its release: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Add(faulty.Rule{Op: faulty.Head, Hold: make(chan struct{})})
+	cancel()
+	if _, err := b.Head(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a held head whose context ended: %v", err)
+	}
+}
+
 func TestLatency(t *testing.T) {
 	b := faulty.New(objectstore.NewMem())
 	b.Add(faulty.Rule{Op: faulty.List, Latency: 30 * time.Millisecond, Times: 1})

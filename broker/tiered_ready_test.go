@@ -1,0 +1,268 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+)
+
+// heldTieredTopic starts a tiered broker, holds every read of topic's
+// objects (its manifest first of all) until the returned release is
+// called, and creates the topic: its leader term stays loading its
+// manifest until then. It returns once the manifest read reached the
+// store.
+func heldTieredTopic(t *testing.T, topic string) (b *brokertest.Broker, release func()) {
+	t.Helper()
+	fb := faulty.New(objectstore.NewMem())
+	b = startTiered(t, fb)
+	hold := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	f := fb.Add(faulty.Rule{Op: faulty.Get | faulty.Head, KeyPrefix: topic + "-", Hold: hold})
+	createTopic(t, b.Admin(), topic, 1, nil)
+	waitFor(t, "the manifest read to reach the store", 30*time.Second, func() bool { return f.Fired() > 0 })
+	return b, release
+}
+
+// partitionMetadata is what a Metadata request to b says of topic's
+// partition 0, b's node id and the topic's id.
+func partitionMetadata(t *testing.T, cl *kgo.Client, topic string) (kmsg.MetadataResponseTopicPartition, int32, [16]byte) {
+	t.Helper()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || len(resp.Brokers) != 1 {
+		t.Fatalf("metadata of %s: %+v", topic, resp)
+	}
+	return resp.Topics[0].Partitions[0], resp.Brokers[0].NodeID, resp.Topics[0].TopicID
+}
+
+// produceRequest is a Produce request of one batch of values to topic's
+// partition 0 (named, and given by id from v13).
+func produceRequest(topic string, id [16]byte, acks int16, timeout time.Duration, values ...string) *kmsg.ProduceRequest {
+	recs := make([]recordbatch.Record, len(values))
+	for i, v := range values {
+		recs[i].Value = []byte(v)
+	}
+	batch, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, BaseTimestamp: time.Now().UnixMilli()}, recs)
+	if err != nil {
+		panic(err)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = acks
+	req.TimeoutMillis = int32(timeout / time.Millisecond)
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic, rt.TopicID = topic, id
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Records = batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	return req
+}
+
+// requireValues reads topic from its start until it has every value in
+// want, and fails t if a value is missing or comes twice.
+func requireValues(t *testing.T, b *brokertest.Broker, topic string, want map[string]bool) {
+	t.Helper()
+	ctx := testCtx(t)
+	cons := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer cons.Close()
+	got := map[string]bool{}
+	for len(got) < len(want) {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of %d records: %v", len(got), len(want), err)
+		}
+		for _, r := range fs.Records() {
+			v := string(r.Value)
+			if !want[v] || got[v] {
+				t.Fatalf("record %q at offset %d: not produced, or read twice", v, r.Offset)
+			}
+			got[v] = true
+		}
+	}
+}
+
+// Regression: a new tiered topic's leader reads its manifest from the
+// bucket before it takes produce, and answered NOT_LEADER_OR_FOLLOWER
+// meanwhile, to a client told of the leader by Metadata; an acks=0
+// producer's records were lost (Kafka's answer to an acks=0 error is a
+// closed connection, and the client drops what it sent). Now Metadata
+// answers LEADER_NOT_AVAILABLE until the leader can take writes, and a
+// produce that arrives meanwhile waits for it: franz-go producers with
+// acks=0 and acks=1, started as soon as the topic exists, and raw produce
+// requests sent to the loading leader, all land.
+func TestProduceToANewTieredTopicWhileItsManifestLoads(t *testing.T) {
+	const topic = "fresh"
+	b, release := heldTieredTopic(t, topic)
+	cl := b.Client()
+	mp, node, id := partitionMetadata(t, cl, topic)
+	if mp.ErrorCode != kerr.LeaderNotAvailable.Code || mp.Leader != -1 {
+		t.Fatalf("metadata while the leader loads its manifest: error %d, leader %d; want LEADER_NOT_AVAILABLE, -1", mp.ErrorCode, mp.Leader)
+	}
+
+	want := map[string]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for _, acks := range []kgo.Acks{kgo.NoAck(), kgo.LeaderAck()} {
+		var vs []*kgo.Record
+		for i := range 50 {
+			v := fmt.Sprintf("client-acks%d-%d", len(want), i)
+			want[v] = true
+			vs = append(vs, &kgo.Record{Value: []byte(v)})
+		}
+		pcl := b.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(acks), kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range vs {
+				pcl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+					if err != nil {
+						errs <- err
+					}
+				})
+			}
+			if err := pcl.Flush(testCtx(t)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	// Raw requests to the leader, as from a client that knew it before
+	// its term began (two pipelined on one connection): they wait for
+	// the manifest.
+	acks1 := make(chan kmsg.ProduceResponseTopicPartition, 2)
+	clients := map[int16]*kgo.Client{
+		0: b.Client(kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(), kgo.ProduceRequestTimeout(30*time.Second)),
+		1: b.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite()),
+	}
+	for i, acks := range []int16{1, 0, 1} {
+		v := fmt.Sprintf("raw-acks%d-%d", acks, i)
+		want[v] = true
+		req := produceRequest(topic, id, acks, 30*time.Second, v)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := clients[acks].Broker(int(node)).Request(testCtx(t), req)
+			switch {
+			case err != nil:
+				errs <- err
+			case acks == 1:
+				acks1 <- resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+			}
+		}()
+	}
+	waitFor(t, "the raw produce requests to wait for the manifest", 30*time.Second, func() bool {
+		return b.B.ParkedProduces() >= 3
+	})
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("producing while the leader loaded: %v", err)
+	}
+	close(acks1)
+	for sp := range acks1 {
+		if sp.ErrorCode != 0 {
+			t.Fatalf("a raw acks=1 produce sent while the leader loaded: error %d", sp.ErrorCode)
+		}
+	}
+	if mp, _, _ := partitionMetadata(t, cl, topic); mp.ErrorCode != 0 || mp.Leader != node {
+		t.Fatalf("metadata once the manifest is read: error %d, leader %d", mp.ErrorCode, mp.Leader)
+	}
+	requireValues(t, b, topic, want)
+}
+
+// A produce whose leader does not read its manifest within the request's
+// timeout is answered with a retriable error, not held longer, and not
+// appended; so are ListOffsets and Fetch meanwhile (and OffsetForLeaderEpoch
+// for an epoch older than the leader's).
+// Once the manifest is read, produce goes through.
+func TestProduceWaitForAManifestEndsWithARetriableError(t *testing.T) {
+	const topic = "stuck"
+	b, release := heldTieredTopic(t, topic)
+	cl := b.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	_, node, id := partitionMetadata(t, cl, topic)
+	resp, err := cl.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, 1, 200*time.Millisecond, "refused"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+	if err := kerr.ErrorForCode(sp.ErrorCode); err == nil || !kerr.IsRetriable(err) {
+		t.Fatalf("a produce whose wait for the manifest ended: error %v, want a retriable one", err)
+	}
+	// The reads a loading leader cannot answer yet are refused with a
+	// retriable error too, never one that makes a client give up or
+	// reset its position.
+	ctx := testCtx(t)
+	retriable := func(what string, code int16) {
+		t.Helper()
+		if err := kerr.ErrorForCode(code); err == nil || !kerr.IsRetriable(err) {
+			t.Fatalf("%s while the leader loads its manifest: error %v, want a retriable one", what, err)
+		}
+	}
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lot := kmsg.NewListOffsetsRequestTopic()
+	lot.Topic = topic
+	lop := kmsg.NewListOffsetsRequestTopicPartition()
+	lop.Timestamp = -2
+	lot.Partitions = append(lot.Partitions, lop)
+	lo.Topics = append(lo.Topics, lot)
+	if r, err := cl.Broker(int(node)).Request(ctx, lo); err != nil {
+		t.Fatal(err)
+	} else {
+		retriable("ListOffsets", r.(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode)
+	}
+	fe := kmsg.NewPtrFetchRequest()
+	fe.MaxWaitMillis, fe.MaxBytes = 100, 1<<20
+	fet := kmsg.NewFetchRequestTopic()
+	fet.Topic, fet.TopicID = topic, id
+	fep := kmsg.NewFetchRequestTopicPartition()
+	fep.PartitionMaxBytes = 1 << 20
+	fet.Partitions = append(fet.Partitions, fep)
+	fe.Topics = append(fe.Topics, fet)
+	if r, err := cl.Broker(int(node)).Request(ctx, fe); err != nil {
+		t.Fatal(err)
+	} else if fr := r.(*kmsg.FetchResponse); fr.ErrorCode != 0 {
+		t.Fatalf("fetch: error %d", fr.ErrorCode)
+	} else {
+		retriable("Fetch", fr.Topics[0].Partitions[0].ErrorCode)
+	}
+	oe := kmsg.NewPtrOffsetForLeaderEpochRequest()
+	oe.ReplicaID = -1
+	oet := kmsg.NewOffsetForLeaderEpochRequestTopic()
+	oet.Topic = topic
+	oep := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+	oep.CurrentLeaderEpoch, oep.LeaderEpoch = -1, 0
+	oet.Partitions = append(oet.Partitions, oep)
+	oe.Topics = append(oe.Topics, oet)
+	if r, err := cl.Broker(int(node)).Request(ctx, oe); err != nil {
+		t.Fatal(err)
+	} else {
+		// The leader's own epoch is answered from its log (its local
+		// epochs begin with it); only older ones need the manifest.
+		if sp := r.(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0]; sp.ErrorCode != 0 {
+			retriable("OffsetForLeaderEpoch", sp.ErrorCode)
+		}
+	}
+
+	release()
+	produceSync(t, b.Client(kgo.DefaultProduceTopic(topic)), &kgo.Record{Value: []byte("after")})
+	requireValues(t, b, topic, map[string]bool{"after": true})
+}
