@@ -91,3 +91,11 @@ func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*Peer
 // ParkedProduces counts the produce requests that waited for a tiered
 // leader to read its manifest, for tests.
 func (b *Broker) ParkedProduces() int64 { return b.tier.parked.Load() }
+
+// DeletionsRunning counts the topic deletions this broker runs or whose
+// directories it still watches, for tests.
+func (b *Broker) DeletionsRunning() int {
+	n := 0
+	b.tier.deleting.Range(func(any, any) bool { n++; return true })
+	return n
+}

@@ -37,6 +37,12 @@ type TieringConfig struct {
 	// A leader sweeps at the start of its term and then about once per
 	// grace (one LIST per partition, jittered).
 	OrphanGrace time.Duration
+	// DeletedTopicWatch is how long a deleted topic's directory must
+	// have held its deletion marker alone before the broker that deleted
+	// it stops looking (one LIST about once per OrphanGrace) for writes
+	// that land there late (default 3 OrphanGrace). Later ones go at the
+	// broker's next start.
+	DeletedTopicWatch time.Duration
 	// FetchTimeout bounds one remote read serving a fetch (default 10s);
 	// past it the fetch gets a retriable KAFKA_STORAGE_ERROR.
 	FetchTimeout time.Duration
@@ -51,6 +57,9 @@ func (c *TieringConfig) ensureDefaults() {
 	}
 	if c.OrphanGrace <= 0 {
 		c.OrphanGrace = time.Hour
+	}
+	if c.DeletedTopicWatch <= 0 {
+		c.DeletedTopicWatch = 3 * c.OrphanGrace
 	}
 	if c.FetchTimeout <= 0 {
 		c.FetchTimeout = 10 * time.Second
@@ -98,14 +107,15 @@ func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*t
 	return &tierService{b: b, cfg: cfg, bucket: bucket, layout: layout, reader: r, metrics: m}, nil
 }
 
-// start resumes topic deletions a crash interrupted.
+// start resumes topic deletions a crash interrupted, and the watch of
+// those recent enough that writes on their way may still land.
 func (s *tierService) start() {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.b.ctx, time.Minute)
 		defer cancel()
-		pending, err := tiering.PendingDeletions(ctx, s.bucket, s.layout)
+		pending, err := tiering.RecentDeletions(ctx, s.bucket, s.layout, time.Now().Add(-s.cfg.DeletedTopicWatch))
 		if err != nil {
 			s.b.log.Warn("listing unfinished topic deletions in the object store", "err", err)
 			return
@@ -462,8 +472,11 @@ func (s *tierService) metadataObjects(ctx context.Context, p *partition) {
 
 // deleteTopic removes a deleted topic's objects in the background,
 // retrying until it succeeds or the broker stops (a restart resumes it
-// from the deletion marker), then once more an orphan grace later, for
-// the writes that were on their way when it ran.
+// from the deletion marker). Then it keeps an eye on the topic's
+// directory, for the writes that were on their way when it ran (an
+// upload of a leader that stalled, a store that acts on a request late):
+// about once per orphan grace, one LIST, deleting what landed, until the
+// directory has held its deletion marker alone for DeletedTopicWatch.
 func (s *tierService) deleteTopic(topic string, id [16]byte) {
 	dir := tiering.TopicDir(topic, id)
 	if _, running := s.deleting.LoadOrStore(dir, true); running {
@@ -479,22 +492,30 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 			err := tiering.DeleteTopic(ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics)
 			cancel()
 			if err == nil {
-				s.b.log.Info("deleted the topic's objects", "topic", topic)
-				if !sleepCtx(s.b.ctx, s.cfg.OrphanGrace) {
-					return
-				}
-				ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
-				defer cancel()
-				if err := tiering.DeleteTopic(ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics); err != nil {
-					s.b.log.Warn("deleting what landed under a deleted topic (the next start retries)", "topic", topic, "err", err)
-				}
-				return
+				break
 			}
 			s.b.log.Warn("deleting a topic's objects; retrying", "topic", topic, "in", backoff, "err", err)
 			if !sleepCtx(s.b.ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, time.Minute)
+		}
+		s.b.log.Info("deleted the topic's objects", "topic", topic)
+		quiet := time.Now() // since when the directory holds its marker alone
+		for sleepCtx(s.b.ctx, s.cfg.OrphanGrace) {
+			ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
+			n, err := tiering.SweepDeletedTopic(ctx, s.bucket, s.layout, topic, id, s.metrics)
+			cancel()
+			switch {
+			case err != nil:
+				s.b.log.Warn("deleting what landed under a deleted topic; retrying", "topic", topic, "in", s.cfg.OrphanGrace, "err", err)
+				quiet = time.Now()
+			case n > 0:
+				s.b.log.Info("deleted objects that landed under a deleted topic", "topic", topic, "count", n)
+				quiet = time.Now()
+			case time.Since(quiet) >= s.cfg.DeletedTopicWatch:
+				return
+			}
 		}
 	}()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -617,6 +618,53 @@ func TestALateTopicDescriptorDoesNotResurrectADeletedTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	if left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID)); len(left) != 1 || left[0].Key != l.DeletedKey(p.Topic, p.TopicID) {
+		t.Fatalf("left %v, want the deletion marker alone", left)
+	}
+}
+
+// A write held on its way lands under a topic after its deletion
+// finished: SweepDeletedTopic finds it with one LIST and deletes it,
+// keeping the marker; RecentDeletions names the topic while its marker is
+// recent, though its directory holds the marker alone, which
+// PendingDeletions does not.
+func TestSweepDeletedTopicDeletesALateWrite(t *testing.T) {
+	ctx := context.Background()
+	fb := faulty.New(objectstore.NewMem())
+	l := Layout{Prefix: "archive"}
+	p := testPartition
+	key := l.TopicPrefix(p.Topic, p.TopicID) + "0/late.log"
+	release := make(chan struct{})
+	late := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Times: 1, Late: release})
+	go fb.Put(ctx, key, strings.NewReader("late"), 4, objectstore.PutOptions{})
+	waitFor(t, "the late write to be on its way", func() bool { return late.Fired() == 1 })
+	before := time.Now()
+	if err := DeleteTopic(ctx, fb, l, p.Topic, p.TopicID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if pending, err := PendingDeletions(ctx, fb, l); err != nil || len(pending) != 0 {
+		t.Fatalf("pending after the deletion: %+v (%v)", pending, err)
+	}
+	recent, err := RecentDeletions(ctx, fb, l, before.Add(-time.Minute))
+	if err != nil || len(recent) != 1 || recent[0].Name != p.Topic {
+		t.Fatalf("recent deletions: %+v (%v)", recent, err)
+	}
+	if old, err := RecentDeletions(ctx, fb, l, time.Now().Add(time.Minute)); err != nil || len(old) != 0 {
+		t.Fatalf("deletions since a minute from now: %+v (%v)", old, err)
+	}
+	lists := fb.Calls(faulty.List)
+	if n, err := SweepDeletedTopic(ctx, fb, l, p.Topic, p.TopicID, nil); n != 0 || err != nil {
+		t.Fatalf("a sweep of the marker alone found %d (%v)", n, err)
+	}
+	if got := fb.Calls(faulty.List) - lists; got != 1 {
+		t.Fatalf("a sweep made %d LISTs, want 1", got)
+	}
+	close(release)
+	waitLanded(t, late, 1)
+	if n, err := SweepDeletedTopic(ctx, fb, l, p.Topic, p.TopicID, nil); n != 1 || err != nil {
+		t.Fatalf("the sweep after the late write found %d (%v)", n, err)
+	}
+	left := listAttrs(t, fb.Inner(), l.TopicPrefix(p.Topic, p.TopicID))
+	if len(left) != 1 || left[0].Key != l.DeletedKey(p.Topic, p.TopicID) {
 		t.Fatalf("left %v, want the deletion marker alone", left)
 	}
 }

@@ -309,13 +309,60 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 	return first
 }
 
+// SweepDeletedTopic deletes what lies under a deleted topic besides its
+// deletion marker: a write that was on its way when the topic was deleted
+// and landed after DeleteTopic ran. One LIST when nothing did. It returns
+// how many objects it found (deleted, or not when err says so).
+func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string, id [16]byte, metrics *Metrics) (int, error) {
+	marker := l.DeletedKey(topic, id)
+	var keys []string
+	if err := b.List(ctx, l.TopicPrefix(topic, id), func(a objectstore.Attrs) error {
+		if a.Key != marker {
+			keys = append(keys, a.Key)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	deleted := 0
+	var first error
+	for _, k := range keys {
+		if err := b.Delete(ctx, k); err != nil {
+			if first == nil {
+				first = fmt.Errorf("tiering: deleting %s: %w", k, err)
+			}
+			continue
+		}
+		deleted++
+	}
+	metrics.deleted(deleted)
+	return len(keys), first
+}
+
 // PendingDeletions lists the deleted topics whose directory holds objects
 // besides the deletion marker: a deletion that has not finished, or a
 // write that landed after it.
 func PendingDeletions(ctx context.Context, b objectstore.Bucket, l Layout) ([]DeletionMarker, error) {
+	return deletions(ctx, b, l, time.Time{})
+}
+
+// RecentDeletions lists PendingDeletions' topics and, besides them, those
+// whose deletion marker was written at or after since: writes on their
+// way when they were deleted may still land there.
+func RecentDeletions(ctx context.Context, b objectstore.Bucket, l Layout, since time.Time) ([]DeletionMarker, error) {
+	if since.IsZero() {
+		since = time.Unix(0, 1) // every marker
+	}
+	return deletions(ctx, b, l, since)
+}
+
+// deletions lists the deleted topics with objects besides their marker,
+// and those whose marker is not older than since (zero: none).
+func deletions(ctx context.Context, b objectstore.Bucket, l Layout, since time.Time) ([]DeletionMarker, error) {
 	prefix := strings.TrimSuffix(l.join("x"), "x")
 	var markers []string
 	others := map[string]bool{} // topic directories holding other objects
+	recent := map[string]bool{} // markers written at or after since
 	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
 		rest := a.Key[len(prefix):]
 		dir, _, ok := strings.Cut(rest, "/")
@@ -324,6 +371,9 @@ func PendingDeletions(ctx context.Context, b objectstore.Bucket, l Layout) ([]De
 		}
 		if _, name, ok := cutOnce(rest); ok && name == deletedName {
 			markers = append(markers, a.Key)
+			if !since.IsZero() && !a.LastModified.Before(since) {
+				recent[a.Key] = true
+			}
 		} else {
 			others[dir] = true
 		}
@@ -334,7 +384,7 @@ func PendingDeletions(ctx context.Context, b objectstore.Bucket, l Layout) ([]De
 	}
 	var out []DeletionMarker
 	for _, k := range markers {
-		if dir, _, _ := cutOnce(k[len(prefix):]); !others[dir] {
+		if dir, _, _ := cutOnce(k[len(prefix):]); !others[dir] && !recent[k] {
 			continue // finished: the tombstone alone
 		}
 		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
