@@ -3,6 +3,7 @@ package tiering
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shale-log/shale/objectstore"
@@ -51,8 +52,13 @@ import (
 type ColdThreads struct {
 	nice int
 	max  int
-	// gate holds a token per step of cold work holding a P (Hold).
-	gate chan struct{}
+	// steps is how many steps of cold work may hold a P at once, held
+	// how many do (Hold), waiting how many wait in Hold for one, and
+	// wake carries a wake-up from Release to a waiting Hold.
+	steps   int32
+	held    atomic.Int32
+	waiting atomic.Int32
+	wake    chan struct{}
 	// idleFor is how long an idle thread waits for work before it ends.
 	idleFor time.Duration
 
@@ -85,7 +91,7 @@ func NewColdThreads(nice, max int) *ColdThreads {
 	if !coldThreadsSupported {
 		nice = 0
 	}
-	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor, gate: make(chan struct{}, coldSteps(runtime.GOMAXPROCS(0)))}
+	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor, steps: int32(coldSteps(runtime.GOMAXPROCS(0))), wake: make(chan struct{}, coldWakes)}
 }
 
 // coldSteps is how many cold steps may hold a processor at once with
@@ -99,18 +105,60 @@ func coldSteps(procs int) int { return max(procs-1, 1) }
 // a write of what it read to a client) and the Go code around it, never
 // a wait: a step that would block releases first, and holds again once
 // it can go on. A nil set holds nothing.
+//
+// A step released is taken by whichever Hold gets to it first, not handed
+// to the longest waiting: a released step handed to a cold thread the
+// kernel has not run yet (niced, on a busy machine, it may wait for
+// milliseconds) stays unused until it runs, while the cold threads that
+// are running wait for it. Release wakes a waiter, which tries again.
 func (p *ColdThreads) Hold() {
-	if p != nil {
-		p.gate <- struct{}{}
+	if p == nil {
+		return
+	}
+	for !p.tryHold() {
+		p.waiting.Add(1)
+		if p.tryHold() {
+			p.waiting.Add(-1)
+			return
+		}
+		<-p.wake
+		p.waiting.Add(-1)
 	}
 }
 
-// Release ends the step Hold began.
-func (p *ColdThreads) Release() {
-	if p != nil {
-		<-p.gate
+// tryHold takes a step if one is free.
+func (p *ColdThreads) tryHold() bool {
+	for {
+		n := p.held.Load()
+		if n >= p.steps {
+			return false
+		}
+		if p.held.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
 }
+
+// Release ends the step Hold began, and wakes a waiting Hold, if any.
+// A wake-up that finds the wake channel full is dropped: the wake-ups
+// in it wake the waiters, who try again.
+func (p *ColdThreads) Release() {
+	if p == nil {
+		return
+	}
+	p.held.Add(-1)
+	if p.waiting.Load() > 0 {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// coldWakes bounds the wake-ups waiting for a Hold to take them: more
+// than the cold threads that can wait at once (a wake-up left when its
+// waiter took a step without it only costs a later waiter a retry).
+const coldWakes = 256
 
 // Run runs fn on a cold thread and returns when it has returned; on the
 // caller's goroutine when every cold thread is busy, the set is closed or

@@ -3,6 +3,7 @@ package tiering
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -95,4 +96,36 @@ func TestColdStepsLeaveOneProcessorToHotTraffic(t *testing.T) {
 	var nilSet *ColdThreads
 	nilSet.Hold() // holds nothing, never waits
 	nilSet.Release()
+}
+
+// Many goroutines taking steps at once never hold more than the gate
+// allows, and all of them get through: no wake-up is lost.
+func TestColdStepsAreNeverExceededNorLost(t *testing.T) {
+	p := NewColdThreads(5, 4)
+	t.Cleanup(p.Close)
+	var now, most atomic.Int32
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for range 2000 {
+				p.Hold()
+				n := now.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				if n > p.steps {
+					t.Errorf("%d steps held at once, the gate allows %d", n, p.steps)
+				}
+				now.Add(-1)
+				p.Release()
+			}
+		})
+	}
+	wg.Wait()
+	if held := p.held.Load(); held != 0 {
+		t.Fatalf("%d steps held after every step released", held)
+	}
 }
