@@ -1,7 +1,12 @@
 package localseg
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
 // The decoders of the files the log writes itself must refuse any bytes
@@ -61,6 +66,55 @@ func FuzzDecodeProducerSnapshot(f *testing.F) {
 			if _, err := decodeProducerState(st.encode()); err != nil {
 				t.Fatalf("re-encoded snapshot does not decode: %v", err)
 			}
+		}
+	})
+}
+
+// FuzzRecoveryScan runs recovery's scan of a segment (validateSegment,
+// then onlyZeros on what follows the valid batches) over any bytes: it
+// never reads past the file or keeps a batch that does not check out, and
+// takes only zeros for a preallocated tail.
+func FuzzRecoveryScan(f *testing.F) {
+	good := append(append([]byte(nil), batch(2, 10, 0)...), batch(1, 20, 5)...)
+	recordbatch.Batch(good[len(batch(2, 10, 0)):]).SetBaseOffset(2)
+	f.Add(good)
+	f.Add(append(append([]byte(nil), good...), make([]byte, 200)...))
+	f.Add(append(append(append([]byte(nil), good...), make([]byte, 100)...), 7))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), segmentName(0, ".log"))
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		file, err := OSFS{}.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		size := int64(len(data))
+		valid, next, err := validateSegment(file, 0, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if valid < 0 || valid > size || next < 0 {
+			t.Fatalf("valid prefix %d of %d bytes, next offset %d", valid, size, next)
+		}
+		for buf := data[:valid]; len(buf) > 0; {
+			b, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				t.Fatalf("the valid prefix does not split into batches: %v", err)
+			}
+			if err := recordbatch.Check(b); err != nil {
+				t.Fatalf("the valid prefix holds a bad batch: %v", err)
+			}
+			buf = rest
+		}
+		zero, err := onlyZeros(file, valid, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := bytes.Count(data[valid:], []byte{0}) == len(data[valid:]); zero != want {
+			t.Fatalf("onlyZeros %v over %x", zero, data[valid:])
 		}
 	})
 }
