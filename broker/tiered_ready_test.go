@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"testing"
@@ -265,4 +266,77 @@ func TestProduceWaitForAManifestEndsWithARetriableError(t *testing.T) {
 	release()
 	produceSync(t, b.Client(kgo.DefaultProduceTopic(topic)), &kgo.Record{Value: []byte("after")})
 	requireValues(t, b, topic, map[string]bool{"after": true})
+}
+
+// Produce requests pipelined in one write while a partition's leader
+// loads its manifest: from the first that writes the loading partition
+// on, the connection's requests wait, then are appended in the order
+// they were read (a ready partition's too) and answered in order.
+func TestPipelinedProducesWaitForAManifestInOrder(t *testing.T) {
+	b, release := heldTieredTopic(t, "loading")
+	createTopic(t, b.Admin(), "other", 1, nil)
+	produceSync(t, b.Client(kgo.DefaultProduceTopic("other")), &kgo.Record{Value: []byte("first")})
+	batch := func(n int) []byte {
+		recs := make([]recordbatch.Record, n)
+		for i := range recs {
+			recs[i].Value = []byte(fmt.Sprint(i))
+		}
+		bt, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, BaseTimestamp: time.Now().UnixMilli()}, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bt
+	}
+	calls := []struct {
+		acks     int16
+		topic    string
+		n        int
+		wantBase int64
+	}{
+		{1, "other", 2, 1},   // before anything waits: appended at once
+		{1, "loading", 3, 0}, // waits for the manifest
+		{1, "other", 1, 3},   // behind it
+		{0, "loading", 1, 3}, // no answer
+		{1, "loading", 2, 4},
+	}
+	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("pipelined"))
+	var all []byte
+	for i, c := range calls {
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = 9, c.acks, 30000
+		req.Topics = []kmsg.ProduceRequestTopic{{Topic: c.topic, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch(c.n)}}}}
+		all = append(all, f.AppendRequest(nil, req, int32(i))...)
+	}
+	conn := dial(t, b.Addr)
+	if _, err := conn.Write(all); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the requests behind the loading partition to wait", 30*time.Second, func() bool { return b.B.ParkedProduces() >= 4 })
+	release()
+	for i, c := range calls {
+		if c.acks == 0 {
+			continue
+		}
+		body := readFrame(t, conn)
+		if id := int32(binary.BigEndian.Uint32(body)); id != int32(i) {
+			t.Fatalf("answer %d has correlation id %d", i, id)
+		}
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = 9
+		if err := resp.ReadFrom(body[5:]); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if sp := resp.Topics[0].Partitions[0]; sp.ErrorCode != 0 || sp.BaseOffset != c.wantBase {
+			t.Fatalf("answer %d (%s): error %d at %d, want %d", i, c.topic, sp.ErrorCode, sp.BaseOffset, c.wantBase)
+		}
+	}
+	ends, err := b.Admin().ListEndOffsets(testCtx(t), "loading", "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, want := range map[string]int64{"loading": 6, "other": 4} {
+		if o, _ := ends.Lookup(topic, 0); o.Offset != want {
+			t.Fatalf("%s ends at %d, want %d", topic, o.Offset, want)
+		}
+	}
 }
