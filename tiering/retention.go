@@ -252,21 +252,7 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 		}
 		parts = append(parts, part)
 	}
-	// Every orphan is tried, whatever the others' outcome (a delete
-	// whose response was lost took effect); the first error is returned.
-	n := 0
-	defer func() { metrics.deleted(n) }()
-	var first error
-	for _, k := range PlanOrphans(m, parts, listing, now, grace) {
-		if err := b.Delete(ctx, k); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		n++
-	}
-	return n, first
+	return deleteEach(ctx, b, PlanOrphans(m, parts, listing, now, grace), metrics)
 }
 
 // DeleteTopic removes a deleted topic's objects: it writes the deletion
@@ -283,30 +269,8 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 	if err != nil && !errors.Is(err, objectstore.ErrPreconditionFailed) {
 		return fmt.Errorf("tiering: marking %s deleted: %w", topic, err)
 	}
-	var keys []string
-	if err := b.List(ctx, l.TopicPrefix(topic, id), func(a objectstore.Attrs) error {
-		if a.Key != marker {
-			keys = append(keys, a.Key)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	// Every object is tried, whatever the others' outcome (a delete
-	// whose response was lost took effect).
-	deleted := 0
-	var first error
-	for _, k := range keys {
-		if err := b.Delete(ctx, k); err != nil {
-			if first == nil {
-				first = fmt.Errorf("tiering: deleting %s: %w", k, err)
-			}
-			continue
-		}
-		deleted++
-	}
-	metrics.deleted(deleted)
-	return first
+	_, err = SweepDeletedTopic(ctx, b, l, topic, id, metrics)
+	return err
 }
 
 // SweepDeletedTopic deletes what lies under a deleted topic besides its
@@ -324,6 +288,14 @@ func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topi
 	}); err != nil {
 		return 0, err
 	}
+	_, err := deleteEach(ctx, b, keys, metrics)
+	return len(keys), err
+}
+
+// deleteEach deletes keys, each whatever the others' outcome (a delete
+// whose response was lost took effect), and returns how many it deleted
+// and the first error.
+func deleteEach(ctx context.Context, b objectstore.Bucket, keys []string, metrics *Metrics) (int, error) {
 	deleted := 0
 	var first error
 	for _, k := range keys {
@@ -336,7 +308,7 @@ func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topi
 		deleted++
 	}
 	metrics.deleted(deleted)
-	return len(keys), first
+	return deleted, first
 }
 
 // PendingDeletions lists the deleted topics whose directory holds objects
