@@ -399,21 +399,12 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 		}
 		if zeroTail && (last || (len(later) > 0 && next == later[0])) {
 			l.log.Info("cutting a preallocated tail", "segment", s.path(".log"), "kept", valid, "zeros", size-valid)
-			if err := f.Truncate(valid); err != nil {
-				f.Close()
-				return false, fmt.Errorf("localseg: truncating %s: %w", s.path(".log"), err)
-			}
-			if err := f.Sync(); err != nil {
-				f.Close()
-				return false, fmt.Errorf("localseg: truncating %s: %w", s.path(".log"), err)
-			}
 			cut = false
+		} else {
+			l.log.Warn("cutting a torn or corrupt log tail", "segment", s.path(".log"), "kept", valid, "dropped", size-valid)
+			l.recovered.truncatedBytes += size - valid
+			l.keepBroken(f, s, valid, size)
 		}
-	}
-	if cut {
-		l.log.Warn("cutting a torn or corrupt log tail", "segment", s.path(".log"), "kept", valid, "dropped", size-valid)
-		l.recovered.truncatedBytes += size - valid
-		l.keepBroken(f, s, valid, size)
 		if err := f.Truncate(valid); err != nil {
 			f.Close()
 			return false, fmt.Errorf("localseg: truncating %s: %w", s.path(".log"), err)
