@@ -4,11 +4,9 @@ package objectstore
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"math/rand"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -25,35 +23,11 @@ import (
 func TestBulkConnBodyReadsEndWithTheBody(t *testing.T) {
 	data := make([]byte, 3<<20+12345)
 	rand.New(rand.NewSource(1)).Read(data)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		body := data[:n]
-		w.Header().Set("Content-Length", strconv.Itoa(n))
-		// In pieces of 10 KiB, with a pause now and then, so the
-		// client's reads find less queued than they ask.
-		for i := 0; len(body) > 0; i++ {
-			piece := body[:min(len(body), 10<<10)]
-			body = body[len(piece):]
-			w.Write(piece)
-			w.(http.Flusher).Flush()
-			if i%64 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}))
+	// In pieces of 10 KiB, with a pause now and then, so the client's
+	// reads find less queued than they ask.
+	srv := piecewiseServer(data, 10<<10, 64)
 	defer srv.Close()
-	dialer := &net.Dialer{}
-	var conns []*bulkConn
-	dial := bulkDial(dialer.DialContext)
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if bc, ok := c.(*bulkConn); ok {
-			conns = append(conns, bc)
-		}
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr}
+	cl, dialled := bulkClient(t)
 	for _, n := range []int{len(data), 100 << 10, 1 << 20, 70 << 10, 10, 0, bulkLowatMax + 1, 5 << 10} {
 		resp, err := cl.Get(srv.URL + "/?n=" + strconv.Itoa(n))
 		if err != nil {
@@ -69,6 +43,7 @@ func TestBulkConnBodyReadsEndWithTheBody(t *testing.T) {
 			t.Fatalf("body of %d: read %d bytes, not the body", n, got)
 		}
 	}
+	conns := dialled()
 	if len(conns) != 1 {
 		t.Fatalf("%d connections, want 1 kept alive through every request (and a bulkConn)", len(conns))
 	}
@@ -78,4 +53,24 @@ func TestBulkConnBodyReadsEndWithTheBody(t *testing.T) {
 	if want := int(conns[0].lowat.Load()); lowat != want {
 		t.Fatalf("SO_RCVLOWAT %d, the connection's record %d", lowat, want)
 	}
+}
+
+// piecewiseServer answers GET /?n=N with data's first N bytes, written in
+// pieces of piece bytes, each flushed, with a millisecond's pause before
+// every pauseEvery-th piece.
+func piecewiseServer(data []byte, piece, pauseEvery int) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		body := data[:n]
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		for i := 0; len(body) > 0; i++ {
+			p := body[:min(len(body), piece)]
+			body = body[len(p):]
+			w.Write(p)
+			w.(http.Flusher).Flush()
+			if i%pauseEvery == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}))
 }

@@ -122,20 +122,7 @@ func gatedGet(ctx context.Context, t *testing.T, cl *http.Client, url string, g 
 func TestGatedBodyReadIsTheBody(t *testing.T) {
 	data := make([]byte, 5<<20+777)
 	rand.New(rand.NewSource(2)).Read(data)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		w.Header().Set("Content-Length", strconv.Itoa(n))
-		body := data[:n]
-		for i := 0; len(body) > 0; i++ {
-			piece := body[:min(len(body), 300<<10)]
-			body = body[len(piece):]
-			w.Write(piece)
-			w.(http.Flusher).Flush()
-			if i%4 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}))
+	srv := piecewiseServer(data, 300<<10, 4)
 	defer srv.Close()
 	cl, conns := bulkClient(t)
 	g := newStepGate(1)
