@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"encoding/binary"
+	"net"
 	"testing"
 	"time"
 
@@ -90,15 +91,7 @@ func TestPipelinedProducesAreGroupedAndAnsweredInOrder(t *testing.T) {
 		if cl.acks == 0 {
 			continue
 		}
-		body := readFrame(t, c)
-		if id := int32(binary.BigEndian.Uint32(body)); id != int32(i) {
-			t.Fatalf("answer %d has correlation id %d", i, id)
-		}
-		resp := kmsg.NewPtrProduceResponse()
-		resp.Version = 9
-		if err := resp.ReadFrom(body[5:]); err != nil {
-			t.Fatalf("answer %d: %v", i, err)
-		}
+		resp := readProduceAnswer(t, c, i)
 		for j, p := range cl.parts {
 			sp := resp.Topics[j].Partitions[0]
 			if sp.ErrorCode != p.wantErr || (p.wantBase >= 0 && sp.BaseOffset != p.wantBase) {
@@ -128,4 +121,20 @@ func TestPipelinedProducesAreGroupedAndAnsweredInOrder(t *testing.T) {
 		}
 		next[r.Partition]++
 	}
+}
+
+// readProduceAnswer reads the next frame from c, a version 9 Produce
+// answer that must carry correlation id corr.
+func readProduceAnswer(t *testing.T, c net.Conn, corr int) *kmsg.ProduceResponse {
+	t.Helper()
+	body := readFrame(t, c)
+	if id := int32(binary.BigEndian.Uint32(body)); id != int32(corr) {
+		t.Fatalf("answer %d has correlation id %d", corr, id)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.Version = 9
+	if err := resp.ReadFrom(body[5:]); err != nil {
+		t.Fatalf("answer %d: %v", corr, err)
+	}
+	return resp
 }

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sync"
 	"testing"
@@ -317,15 +316,7 @@ func TestPipelinedProducesWaitForAManifestInOrder(t *testing.T) {
 		if c.acks == 0 {
 			continue
 		}
-		body := readFrame(t, conn)
-		if id := int32(binary.BigEndian.Uint32(body)); id != int32(i) {
-			t.Fatalf("answer %d has correlation id %d", i, id)
-		}
-		resp := kmsg.NewPtrProduceResponse()
-		resp.Version = 9
-		if err := resp.ReadFrom(body[5:]); err != nil {
-			t.Fatalf("answer %d: %v", i, err)
-		}
+		resp := readProduceAnswer(t, conn, i)
 		if sp := resp.Topics[0].Partitions[0]; sp.ErrorCode != 0 || sp.BaseOffset != c.wantBase {
 			t.Fatalf("answer %d (%s): error %d at %d, want %d", i, c.topic, sp.ErrorCode, sp.BaseOffset, c.wantBase)
 		}
