@@ -139,7 +139,7 @@ func (b *Broker) describeTopic(view *metaView, tv *topicView, req *kmsg.Metadata
 				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
 			}
 		}
-		if _, ok := view.broker(pv.leader); !ok || mp.Leader == b.cfg.NodeID && b.leaderLoading(tv.name, pv.index) {
+		if _, ok := view.broker(pv.leader); !ok {
 			mp.ErrorCode = kerr.LeaderNotAvailable.Code
 			mp.Leader = -1
 		}
@@ -174,20 +174,4 @@ func (b *Broker) autoCreateTopic(ctx context.Context, name string) error {
 	}
 	_, err := b.createTopic(ctx, name, b.cfg.NumPartitions, rf, nil, nil, false)
 	return err
-}
-
-// leaderLoading reports whether this broker, which its metadata names the
-// partition's leader, cannot take writes for it yet: its log is still
-// opening, its replica has not taken the leadership yet, or the term has
-// not read its tiered manifest. Metadata then answers LEADER_NOT_AVAILABLE,
-// Kafka's retriable answer while a leader is elected or loads, as a
-// client told of the leader would produce at once and be refused (an
-// acks=0 producer losing its records). A log that failed (offline) is not
-// loading: it is answered as such (OfflineReplicas).
-func (b *Broker) leaderLoading(topic string, index int32) bool {
-	p, ok := b.replicas.lookupByName(topic, index)
-	if !ok {
-		return b.replicas.offline.errOf(partitionKey{topic, index}) == nil
-	}
-	return !p.isLeader() || p.tierLoading()
 }

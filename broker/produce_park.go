@@ -16,9 +16,11 @@ import (
 // are ready or its wait ends (the request's timeout, at most
 // maxTierReadyWait), and is then appended and answered as any other;
 // a partition still loading is answered NOT_LEADER_OR_FOLLOWER, which
-// every client retries. Metadata meanwhile answers LEADER_NOT_AVAILABLE
-// for such a partition (leaderLoading), so that a client that asks first
-// waits for the leader before producing.
+// every client retries. Metadata names the leader meanwhile, as Kafka's
+// does while a new leader loads: an answer of LEADER_NOT_AVAILABLE would
+// be cached by admin clients (franz-go's kadm fails a DeleteRecords or
+// ListOffsets at once on a cached partition error), and the produce that
+// the named leader receives waits here instead.
 //
 // Appends keep the connection's order: once one produce request is
 // parked, every later produce request of the connection is parked behind
