@@ -325,8 +325,18 @@ func (m *replicaManager) apply(view *metaView) {
 			}
 			lt.parts[pv.index] = p
 			keep[p] = true
-			if isLeader := p.isLeader(); isLeader != wasLeader && m.onLeader != nil {
+			switch isLeader := p.isLeader(); {
+			case m.onLeader == nil:
+			case isLeader != wasLeader:
 				m.onLeader(p, isLeader)
+			case isLeader && pv.leaderEpoch != oldEpoch:
+				// Still the leader, of a later term: this broker's
+				// view skipped the terms between (another broker
+				// led, and may have fenced the remote manifest or
+				// written the offsets topic). The old term ends and
+				// the new one starts as after a leader change.
+				m.onLeader(p, false)
+				m.onLeader(p, true)
 			}
 		}
 	}
