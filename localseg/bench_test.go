@@ -22,9 +22,15 @@ import (
 
 func benchLog(b *testing.B, cfg Config) *Log {
 	b.Helper()
+	return benchLogOn(b, cfg, nil)
+}
+
+// benchLogOn is benchLog on fs (nil: the operating system's).
+func benchLogOn(b *testing.B, cfg Config, fs FS) *Log {
+	b.Helper()
 	cfg.RetentionBytes = 64 << 20 // keep the disk use of long runs bounded
 	cfg.FileDeleteDelayMs = 1
-	l, err := Open(b.TempDir(), cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	l, err := Open(b.TempDir(), cfg, Options{FS: fs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,22 +189,17 @@ func benchDurableAppend(b *testing.B, prealloc bool) {
 				sem <- struct{}{}
 				copy(buf, bt)
 				start := time.Now()
-				res, err := l.AppendAsLeader(buf, 1)
-				if err != nil {
-					b.Error(err)
-					return
-				}
 				waits.Add(1)
-				done := func(err error) {
+				if !appendWhenDurable(b, l, buf, func(err error) {
 					if err != nil {
 						b.Error(err)
 					}
 					lat.Add(int64(time.Since(start)))
 					<-sem
 					waits.Done()
-				}
-				if l.WhenDurable(res.LastOffset+1, done) {
-					done(nil)
+				}) {
+					waits.Done()
+					return
 				}
 			}
 			waits.Wait()
@@ -206,6 +207,11 @@ func benchDurableAppend(b *testing.B, prealloc bool) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(lat.Load())/float64(b.N)/1e6, "ms/ack")
+	reportSyncTime(b, ls)
+}
+
+// reportSyncTime reports the logs' mean time in fdatasync, ms per log.
+func reportSyncTime(b *testing.B, ls []*Log) {
 	var syncDur time.Duration
 	for _, l := range ls {
 		l.sync.mu.Lock()
@@ -213,6 +219,20 @@ func benchDurableAppend(b *testing.B, prealloc bool) {
 		l.sync.mu.Unlock()
 	}
 	b.ReportMetric(float64(syncDur)/float64(len(ls))/1e6, "ms/sync")
+}
+
+// appendWhenDurable appends batch to l as its leader and calls done once
+// the batch is durable (at once when it is already).
+func appendWhenDurable(b *testing.B, l *Log, batch []byte, done func(error)) bool {
+	res, err := l.AppendAsLeader(batch, 1)
+	if err != nil {
+		b.Error(err)
+		return false
+	}
+	if l.WhenDurable(res.LastOffset+1, done) {
+		done(nil)
+	}
+	return true
 }
 
 // BenchmarkDurableAppendDisk is BenchmarkDurableAppend's ceiling: the same

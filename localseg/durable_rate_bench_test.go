@@ -1,8 +1,6 @@
 package localseg
 
 import (
-	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -73,13 +71,7 @@ func benchDurableFixedRate(b *testing.B, fs vfs.FS) {
 	b.SetBytes(int64(len(bt)) * logs)
 	ls := make([]*Log, logs)
 	for i := range ls {
-		l, err := Open(b.TempDir(), Config{SegmentBytes: 256 << 20, RetentionBytes: 64 << 20, FileDeleteDelayMs: 1},
-			Options{FS: fs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { l.Close() })
-		ls[i] = l
+		ls[i] = benchLogOn(b, Config{SegmentBytes: 256 << 20}, fs)
 	}
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -98,14 +90,8 @@ func benchDurableFixedRate(b *testing.B, fs vfs.FS) {
 			for k := range b.N {
 				at := first.Add(time.Duration(k) * every)
 				time.Sleep(time.Until(at))
-				buf := slices.Clone(bt)
-				res, err := l.AppendAsLeader(buf, 1)
-				if err != nil {
-					b.Error(err)
-					return
-				}
 				waits.Add(1)
-				done := func(err error) {
+				if !appendWhenDurable(b, l, slices.Clone(bt), func(err error) {
 					if err != nil {
 						b.Error(err)
 					}
@@ -113,9 +99,9 @@ func benchDurableFixedRate(b *testing.B, fs vfs.FS) {
 					mine = append(mine, time.Since(at))
 					mineMu.Unlock()
 					waits.Done()
-				}
-				if l.WhenDurable(res.LastOffset+1, done) {
-					done(nil)
+				}) {
+					waits.Done()
+					return
 				}
 			}
 			waits.Wait()
@@ -132,11 +118,5 @@ func benchDurableFixedRate(b *testing.B, fs vfs.FS) {
 	}
 	b.ReportMetric(float64(lats[len(lats)/2])/1e6, "p50-ms")
 	b.ReportMetric(float64(lats[len(lats)*99/100])/1e6, "p99-ms")
-	var syncDur time.Duration
-	for _, l := range ls {
-		l.sync.mu.Lock()
-		syncDur += l.sync.mu.syncDur
-		l.sync.mu.Unlock()
-	}
-	b.ReportMetric(float64(syncDur)/float64(len(ls))/1e6, "ms/sync")
+	reportSyncTime(b, ls)
 }
