@@ -206,8 +206,10 @@ func handleProduce(b *Broker, r *request, req *kmsg.ProduceRequest) kmsg.Respons
 }
 
 // handle appends the call's validated batches and answers as
-// handleProduce does.
+// handleProduce does. A partition whose log was still opening is looked
+// up again first (resolveOpening).
 func (pc *produceCall) handle() kmsg.Response {
+	pc.resolveOpening()
 	appendProduces([]*produceCall{pc})
 	return pc.finish()
 }
@@ -221,7 +223,11 @@ type produceCall struct {
 	resp *kmsg.ProduceResponse
 	// parts are the partitions whose batch passed validation, in
 	// request order.
-	parts    []producePart
+	parts []producePart
+	// opening are the partitions this broker leads whose logs were
+	// still opening when the request was read: validated once they are
+	// open (resolveOpening).
+	opening  []openingPart
 	anyError bool
 	// The storage of a request of one topic and one partition, the
 	// common case: the call, its response and its part are then one
@@ -356,6 +362,10 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 			sp.LogStartOffset = -1
 			p, batch, sum, err := validateOne(r.ctx(), b, req, rt, rp, sp)
 			if err != nil {
+				if po, epoch := b.leaderOpening(req, rt, rp.Partition, err); po != nil {
+					pc.opening = append(pc.opening, openingPart{po: po, epoch: epoch, ti: ti, pi: pi})
+					continue
+				}
 				pc.refuse(sp, rt, rp.Partition, err)
 				continue
 			}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -408,6 +409,9 @@ type Broker struct {
 	liveProbe    *lockProbe
 	shutdownOnce sync.Once // ControlledShutdown
 	onClose      []func()  // run last by Close, in order
+
+	// parkedProduces counts the produce requests parked (park).
+	parkedProduces atomic.Int64
 }
 
 // New returns a broker over a metadata store. Start it with Start, then

@@ -90,7 +90,7 @@ func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*Peer
 
 // ParkedProduces counts the produce requests that waited for a tiered
 // leader to read its manifest, for tests.
-func (b *Broker) ParkedProduces() int64 { return b.tier.parked.Load() }
+func (b *Broker) ParkedProduces() int64 { return b.parkedProduces.Load() }
 
 // DeletionsRunning counts the topic deletions this broker runs or whose
 // directories it still watches, for tests.

@@ -73,6 +73,9 @@ type replicaManager struct {
 	// directory, until an apply installs or disposes of them. While a
 	// directory is here, nothing queues it for removal. Guarded by mu.
 	opening map[string]*pendingOpen
+	// openingByKey is opening by partition, for lock-free lookups
+	// (openingLog), published at the end of each apply.
+	openingByKey atomic.Pointer[map[partitionKey]*pendingOpen]
 	// settled is closed (and replaced) when an apply installed or
 	// disposed of opened logs. Guarded by mu.
 	settled chan struct{}
@@ -150,6 +153,9 @@ type pendingOpen struct {
 	done chan struct{}
 	p    *partition
 	err  error
+	// settled is closed once an apply installed the opened log (its
+	// partition is in the table) or disposed of the open.
+	settled chan struct{}
 }
 
 // result returns the open's outcome once it is done.
@@ -223,9 +229,16 @@ func (m *replicaManager) apply(view *metaView) {
 	now := time.Now()
 	assigned := map[partitionKey]bool{}
 	settled := false // opened logs were installed or disposed of
+	// settledOpens are the opens installed or disposed of: their
+	// waiters are told once the table holds the installed ones.
+	var settledOpens []*pendingOpen
 	// wanted are the logs being opened that the view still assigns here.
 	wanted := map[*pendingOpen]bool{}
 	defer func() {
+		m.publishOpeningLocked()
+		for _, po := range settledOpens {
+			close(po.settled)
+		}
 		if settled && m.settled != nil {
 			close(m.settled)
 			m.settled = nil
@@ -298,6 +311,7 @@ func (m *replicaManager) apply(view *metaView) {
 					continue
 				}
 				delete(m.opening, dir)
+				settledOpens = append(settledOpens, po)
 				settled = true
 				if err != nil {
 					m.offline.failed(key, err, now)
@@ -386,6 +400,7 @@ func (m *replicaManager) apply(view *metaView) {
 			continue
 		}
 		delete(m.opening, dir)
+		settledOpens = append(settledOpens, po)
 		settled = true
 		if err != nil {
 			continue
@@ -539,7 +554,7 @@ func (m *replicaManager) startOpenLocked(tv topicView, index int32, cfg *topicCo
 	if m.opening == nil {
 		m.opening = map[string]*pendingOpen{}
 	}
-	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{})}
+	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{})}
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
@@ -636,6 +651,29 @@ func (m *replicaManager) waitOpening() {
 	}
 }
 
+// publishOpeningLocked publishes opening for openingLog. Requires mu.
+func (m *replicaManager) publishOpeningLocked() {
+	byKey := make(map[partitionKey]*pendingOpen, len(m.opening))
+	for _, po := range m.opening {
+		byKey[partitionKey{po.topic, po.index}] = po
+	}
+	m.openingByKey.Store(&byKey)
+}
+
+// openingLog returns the open of the log of topic id's partition index,
+// while it is being opened or waits to be installed (nil: none). Its
+// settled channel is closed when that is over. It takes no lock.
+func (m *replicaManager) openingLog(topic string, id [16]byte, index int32) *pendingOpen {
+	byKey := m.openingByKey.Load()
+	if byKey == nil {
+		return nil
+	}
+	if po := (*byKey)[partitionKey{topic, index}]; po != nil && po.id == id {
+		return po
+	}
+	return nil
+}
+
 // openingTopic reports whether a log of topic is being opened or waits to
 // be installed, with a channel closed when some apply installed or
 // disposed of opened logs.
@@ -723,10 +761,12 @@ func (m *replicaManager) closeAll() {
 	var logs []*partition
 	for dir, po := range m.opening {
 		delete(m.opening, dir)
+		close(po.settled)
 		if p, _, _ := po.result(); p != nil {
 			logs = append(logs, p)
 		}
 	}
+	m.publishOpeningLocked()
 	for _, p := range m.all() {
 		p.close()
 		logs = append(logs, p)

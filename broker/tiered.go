@@ -85,9 +85,6 @@ type tierService struct {
 	// archived: the archive descriptor is known to be in the bucket.
 	archived atomic.Bool
 	deleting sync.Map // topic dir -> true while a deletion runs
-	// parked counts the produce requests that waited for a leader
-	// term to read its manifest (park).
-	parked atomic.Int64
 }
 
 func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {

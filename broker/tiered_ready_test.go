@@ -77,9 +77,10 @@ func produceRequest(topic string, id [16]byte, acks int16, timeout time.Duration
 	return req
 }
 
-// requireValues reads topic from its start until it has every value in
-// want, and fails t if a value is missing or comes twice.
-func requireValues(t *testing.T, b *brokertest.Broker, topic string, want map[string]bool) {
+// requireValues reads topic from its start (through a client of b, a
+// broker or a cluster) until it has every value in want, and fails t if a
+// value is missing or comes twice.
+func requireValues(t *testing.T, b interface{ Client(...kgo.Opt) *kgo.Client }, topic string, want map[string]bool) {
 	t.Helper()
 	ctx := testCtx(t)
 	cons := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
