@@ -53,7 +53,8 @@ type Config struct {
 	// active segment's appends, so that they overwrite written blocks
 	// and an fsync of them writes no inode (see prealloc.go). For logs
 	// that are fsynced often (acks=all on a leader alone,
-	// flush.messages); it doubles the bytes written, keeps up to 32 MiB
+	// flush.messages), and zeros only while the group commit is asked to
+	// sync the log; it doubles the bytes written, keeps up to 32 MiB
 	// of zeros per active segment on disk, and holds a descriptor of its
 	// own, outside the FileCache's bound, while it writes them.
 	Preallocate bool

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,7 +67,15 @@ const maxSyncsInFlight = 1
 // outcomes of syncs still running are discarded, and the log never fsyncs
 // again (see Log.Offline).
 type SyncScheduler struct {
-	l  *Log
+	l *Log
+	// asked is set by every request for a sync (a wait for durable
+	// records, flush.messages, flush.ms) and cleared when the zeroing
+	// of the active segment starts: preallocation only serves logs that
+	// the group commit syncs (see reserveZeros).
+	asked atomic.Bool
+	// ended is closed, and replaced, by the end of each sync: the
+	// zeroing waits for it to write its next piece right after a sync
+	// rather than beside one (see awaitSyncEnd).
 	mu struct {
 		sync.Mutex
 		want    int64         // the highest offset asked to be durable
@@ -91,6 +100,8 @@ type SyncScheduler struct {
 		// answeredAvg is a moving average of the waiters a sync
 		// answered, in sixteenths.
 		answeredAvg int
+		// ended, when not nil, is closed when the running sync ends.
+		ended chan struct{}
 	}
 }
 
@@ -186,6 +197,9 @@ func (s *SyncScheduler) whenDurable(offset int64, w DurableWaiter) bool {
 
 // Requires s.mu.
 func (s *SyncScheduler) requestLocked(offset int64) {
+	if !s.asked.Load() {
+		s.asked.Store(true)
+	}
 	s.mu.want = max(s.mu.want, offset)
 	s.startLocked()
 }
@@ -228,12 +242,18 @@ func (s *SyncScheduler) startLocked() {
 // run does one sync and applies the outcomes that are due.
 func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	defer s.l.flushes.Done()
+	s.l.diskTurn.Lock()
 	start := time.Now()
 	err := s.l.syncActive(rp)
 	took := time.Since(start)
+	s.l.diskTurn.Unlock()
 	s.mu.Lock()
 	defer s.unlock()
 	f.done, f.err = true, err
+	if s.mu.ended != nil {
+		close(s.mu.ended)
+		s.mu.ended = nil
+	}
 	if s.mu.syncDur == 0 {
 		s.mu.syncDur = took
 	} else {
@@ -249,6 +269,22 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 		}
 	}
 	s.startLocked()
+}
+
+// awaitSyncEnd returns at once when no sync runs, otherwise when the
+// running one ends (or the scheduler halts).
+func (s *SyncScheduler) awaitSyncEnd() {
+	s.mu.Lock()
+	if len(s.mu.flights) == 0 || s.mu.stopped {
+		s.unlock()
+		return
+	}
+	if s.mu.ended == nil {
+		s.mu.ended = make(chan struct{})
+	}
+	ended := s.mu.ended
+	s.unlock()
+	<-ended
 }
 
 // holdLocked holds the next sync back until n more waiters have come, for
@@ -423,6 +459,10 @@ func (s *SyncScheduler) halt() {
 	defer s.unlock()
 	s.mu.stopped = true
 	s.mu.held = false
+	if s.mu.ended != nil {
+		close(s.mu.ended)
+		s.mu.ended = nil
+	}
 	if s.mu.holdTimer != nil {
 		s.mu.holdTimer.Stop()
 		s.mu.holdTimer = nil

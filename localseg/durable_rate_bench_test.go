@@ -18,23 +18,24 @@ import (
 // any hold) on this disk, and again on a disk whose every sync takes 3.5
 // ms exactly (sync=3.5ms: a sleep in place of the fsync), where a loaded
 // machine's disk tail does not hide what the scheduler adds; hold and
-// nohold interleave best as -count rounds. b.N is the batches of each log.
+// nohold interleave best as -count rounds. prealloc is hold with
+// preallocation: the zeroing's cost to the syncs at this rate. b.N is the batches of each log.
 func BenchmarkDurableFixedRate(b *testing.B) {
 	for _, disk := range []struct {
 		name string
 		fs   vfs.FS
 	}{{"disk", nil}, {"sync=3.5ms", fixedSyncFS{d: 3500 * time.Microsecond}}} {
 		for _, bc := range []struct {
-			name string
-			hold bool
-		}{{"hold", true}, {"nohold", false}} {
+			name           string
+			hold, prealloc bool
+		}{{"hold", true, false}, {"nohold", false, false}, {"prealloc", true, true}} {
 			b.Run(disk.name+"/"+bc.name, func(b *testing.B) {
 				old := maxSyncHold
 				if !bc.hold {
 					maxSyncHold = 0
 				}
 				defer func() { maxSyncHold = old }()
-				benchDurableFixedRate(b, disk.fs)
+				benchDurableFixedRate(b, disk.fs, bc.prealloc)
 			})
 		}
 	}
@@ -64,14 +65,14 @@ type fixedSyncFile struct {
 
 func (f fixedSyncFile) Sync() error { time.Sleep(f.d); return nil }
 
-func benchDurableFixedRate(b *testing.B, fs vfs.FS) {
+func benchDurableFixedRate(b *testing.B, fs vfs.FS, prealloc bool) {
 	const logs = 4
 	const every = 2621 * time.Microsecond // 32 KiB at 12.5 MB/s
 	bt := batch(300, 100, 1)
 	b.SetBytes(int64(len(bt)) * logs)
 	ls := make([]*Log, logs)
 	for i := range ls {
-		ls[i] = benchLogOn(b, Config{SegmentBytes: 256 << 20}, fs)
+		ls[i] = benchLogOn(b, Config{SegmentBytes: 256 << 20, Preallocate: prealloc}, fs)
 	}
 	b.ResetTimer()
 	var wg sync.WaitGroup

@@ -157,7 +157,12 @@ type Log struct {
 	writeBacks sync.WaitGroup
 	// zeroers counts the goroutines writing zeros ahead of the active
 	// segment (prealloc.go): Close and Discard wait for them.
-	zeroers   sync.WaitGroup
+	zeroers sync.WaitGroup
+	// diskTurn is taken by each group-commit sync for its fsyncs and by
+	// the zeroing for each piece of zeros it writes and writes back (and
+	// for its fdatasync), so that the two never run beside each other
+	// (prealloc.go).
+	diskTurn  sync.Mutex
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -22,6 +22,21 @@ import (
 // zeros, and the group commit's fdatasyncs (acks=all on a leader alone,
 // flush.messages) find no size or extent to write.
 //
+// The zeros' writes and syncs must not compete with the group commit's:
+// each piece is written and written back, and each stretch fdatasynced,
+// right after a group-commit sync ends and with the disk's turn
+// (Log.diskTurn), so that a sync waits for one piece at most and never
+// shares the disk with zeros. And only logs the group commit syncs get
+// zeros (a stretch starts only if a sync was asked since the last one
+// started): acks=0 and acks=1 traffic would pay for the doubled writes
+// and save no fsync. fallocate is no substitute on ext4: its unwritten
+// extents (FALLOC_FL_ZERO_RANGE's too) are converted by the first write,
+// and the conversion is metadata the next fdatasync writes. Measured
+// (256 KiB written then fdatasynced, 64 MiB a file, 8 rounds on a loaded
+// ext4 without a journal, median): a growing file 1.47 ms per sync, written
+// zeros 0.97, fallocate 2.85, with FALLOC_FL_KEEP_SIZE 2.52,
+// FALLOC_FL_ZERO_RANGE 2.25.
+//
 // The zeros are never part of the log: the segment's size in memory says
 // where its batches end, and every reader (fetch, indexes, tiering, scrub,
 // the size metrics) goes by it. A roll cuts the file to its batches before
@@ -94,7 +109,8 @@ func (l *Log) reserveZeros(s *segment, to int64) <-chan struct{} {
 		wait = z.done
 	}
 	start := l.mu.cfg.Preallocate && !z.stopped && !z.running &&
-		max(z.end, z.reserved) < z.limit && z.end-z.reserved < zeroAhead/2
+		max(z.end, z.reserved) < z.limit && z.end-z.reserved < zeroAhead/2 &&
+		l.sync.asked.CompareAndSwap(true, false)
 	if start {
 		z.running = true
 	}
@@ -174,18 +190,23 @@ func (l *Log) zeroAheadOf(s *segment) {
 	defer f.Close()
 	wrote := false
 	for {
+		// A piece at a time, right after a sync of the group commit
+		// ends and never beside one: each piece is written and written
+		// back (so that no sync finds zeros to write) with the disk's
+		// turn, which the next sync waits for.
+		l.sync.awaitSyncEnd()
+		l.diskTurn.Lock()
 		start, n, ok := s.zero.next()
 		if !ok {
+			l.diskTurn.Unlock()
 			break
 		}
 		err := writeFull(f, zeros(n), start)
 		s.zero.wrote(n, err)
 		if err == nil {
-			// Each piece goes to the disk on its own: a sync of the
-			// segment waits for the zeros under write-back, and so
-			// finds at most a piece of them, not all at once.
 			err = vfs.WriteOut(f, start, n)
 		}
+		l.diskTurn.Unlock()
 		if err != nil {
 			// Only a loss of speed: appends past the zeros extend the
 			// file as without preallocation.
@@ -195,7 +216,11 @@ func (l *Log) zeroAheadOf(s *segment) {
 		wrote = true
 	}
 	if wrote {
-		if err := vfs.Datasync(f); err != nil {
+		l.sync.awaitSyncEnd()
+		l.diskTurn.Lock()
+		err := vfs.Datasync(f)
+		l.diskTurn.Unlock()
+		if err != nil {
 			l.log.Debug("syncing a segment's preallocated zeros", "segment", s.path(".log"), "err", err)
 		}
 	}

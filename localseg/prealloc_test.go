@@ -20,6 +20,16 @@ func smallZeros(t *testing.T) {
 	t.Cleanup(func() { zeroAhead, zeroPiece = ahead, piece })
 }
 
+// appendSynced appends b and waits until it is durable: preallocation
+// zeros only for logs that the group commit syncs.
+func (h *harness) appendSynced(b Batch) {
+	h.t.Helper()
+	res := h.append(b)
+	if err := waitDurable(h.log, res.LastOffset+1); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
 	st, err := os.Stat(path)
@@ -72,7 +82,7 @@ func TestPreallocatedSegmentIsCutToItsBatchesOnRollAndClose(t *testing.T) {
 	one := int64(len(batch(1, 100, 0)))
 	h := newHarness(t, Config{Preallocate: true, SegmentBytes: one * 50})
 	for i := 0; i < 20; i++ {
-		h.append(batch(1, 100, int64(i)))
+		h.appendSynced(batch(1, 100, int64(i)))
 	}
 	h.log.zeroers.Wait()
 	act := h.log.active()
@@ -88,7 +98,7 @@ func TestPreallocatedSegmentIsCutToItsBatchesOnRollAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		h.append(batch(1, 100, int64(100+i)))
+		h.appendSynced(batch(1, 100, int64(100+i)))
 	}
 	h.log.zeroers.Wait()
 	segs := h.log.Segments()
@@ -97,7 +107,7 @@ func TestPreallocatedSegmentIsCutToItsBatchesOnRollAndClose(t *testing.T) {
 	}
 	// A roll on segment.bytes cuts the zeros too.
 	for i := 0; i < 50; i++ {
-		h.append(batch(1, 100, int64(200+i)))
+		h.appendSynced(batch(1, 100, int64(200+i)))
 	}
 	segs = h.log.Segments()
 	if len(segs) != 3 {
@@ -124,13 +134,35 @@ func TestPreallocatedSegmentIsCutToItsBatchesOnRollAndClose(t *testing.T) {
 	}
 }
 
+// Appends that nobody waits to be durable for (acks=0 and acks=1, with no
+// flush.messages or flush.ms) get no zeros: preallocation would double
+// their writes and save no fsync.
+func TestPreallocationZerosOnlyForLogsTheGroupCommitSyncs(t *testing.T) {
+	smallZeros(t)
+	h := newHarness(t, Config{Preallocate: true})
+	for i := 0; i < 20; i++ {
+		h.append(batch(1, 100, int64(i)))
+	}
+	h.log.zeroers.Wait()
+	act := h.log.active()
+	if n := fileSize(t, act.path(".log")); n != act.size.Load() {
+		t.Fatalf("the active segment's file has %d bytes, %d of batches: zeros without a sync asked", n, act.size.Load())
+	}
+	h.appendSynced(batch(1, 100, 20))
+	h.append(batch(1, 100, 21)) // the next append after a sync was asked starts the zeros
+	h.log.zeroers.Wait()
+	if n := fileSize(t, act.path(".log")); n <= act.size.Load() {
+		t.Fatalf("the active segment's file has %d bytes, %d of batches: no zeros once syncs are asked", n, act.size.Load())
+	}
+}
+
 func TestRecoveryCutsAPreallocatedTailAsTheLogEnd(t *testing.T) {
 	smallZeros(t)
 	h := newHarness(t, Config{Preallocate: true})
 	var want [][]byte
 	for i := 0; i < 30; i++ {
 		b := batch(1+i%3, 100, int64(i))
-		h.append(b)
+		h.appendSynced(b)
 		want = append(want, append([]byte(nil), b...))
 	}
 	if err := h.log.Flush(); err != nil {

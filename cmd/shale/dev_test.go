@@ -223,6 +223,24 @@ func TestKillNineKeepsAcknowledgedRecordsWithPreallocation(t *testing.T) {
 	killNineKeepsAcknowledgedRecords(t, "SHALE_TOPIC_DEFAULT=log.preallocate=true")
 }
 
+// endsWithZeros reports whether the file at path ends with 4 KiB of zeros.
+func endsWithZeros(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() < 4096 {
+		return false
+	}
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, st.Size()-4096); err != nil {
+		return false
+	}
+	return bytes.Count(buf, []byte{0}) == len(buf)
+}
+
 func killNineKeepsAcknowledgedRecords(t *testing.T, env ...string) {
 	p := startDev(t, "", env...)
 	dataDir := p.dataDir
@@ -257,6 +275,20 @@ func killNineKeepsAcknowledgedRecords(t *testing.T, env ...string) {
 		defer mu.Unlock()
 		return len(acked) >= 1000
 	})
+	if len(env) > 0 {
+		// Preallocation zeros ahead of the logs the group commit
+		// syncs, once it has been asked to: the kill comes once zeros
+		// are there.
+		waitUntil(t, "zeros ahead of the batches", func() bool {
+			logs, _ := filepath.Glob(filepath.Join(dataDir, "log", "crash-*", "*.log"))
+			for _, path := range logs {
+				if endsWithZeros(path) {
+					return true
+				}
+			}
+			return false
+		})
+	}
 	p.stop(syscall.SIGKILL)
 	time.Sleep(300 * time.Millisecond)
 	cancel()
