@@ -42,7 +42,9 @@ const maxSyncsInFlight = 1
 // covers the whole window; the hold costs at most half a sync's latency,
 // and nothing when a lone producer (one request in flight) comes back.
 // Holds that end by their deadline halve the next one's, so that where
-// producers do not come back in time holding costs little. Measured
+// producers do not come back in time holding costs little, and no sync is
+// held after a watch saw the answered producers not come back within the
+// hold's bound (producers at a fixed rate; see watchLocked). Measured
 // (BenchmarkDurableAppend, interleaved, 2 cores at load 28-37) the hold won
 // 6 of 8 pairs, 335 against 278 MB/s on average (the disk's own window
 // ceiling: 385); on a quiet machine the raw load generator showed no
@@ -100,6 +102,15 @@ type SyncScheduler struct {
 		// answeredAvg is a moving average of the waiters a sync
 		// answered, in sixteenths.
 		answeredAvg int
+		// back watches whether the waiters a sync answered come back
+		// within a round trip (see watchLocked); noHold is set while
+		// the last watch saw them not come back in time.
+		back struct {
+			at   time.Time
+			n    int // waiters still awaited; 0: nothing watched
+			till time.Duration
+		}
+		noHold bool
 		// ended, when not nil, is closed when the running sync ends.
 		ended chan struct{}
 	}
@@ -186,6 +197,9 @@ func (s *SyncScheduler) whenDurable(offset int64, w DurableWaiter) bool {
 		return false
 	}
 	s.mu.waiters = append(s.mu.waiters, durableWaiter{offset: offset, w: w})
+	if s.mu.back.n > 0 {
+		s.cameBackLocked()
+	}
 	if s.mu.held {
 		if s.mu.expect--; s.mu.expect <= 0 {
 			s.mu.held, s.mu.holdMisses = false, 0
@@ -265,7 +279,10 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	if released > 0 && err == nil {
 		s.mu.answeredAvg += (16*released - s.mu.answeredAvg) / 4
 		if released > 1 || s.mu.answeredAvg >= 2*16 {
-			s.holdLocked(released)
+			s.watchLocked(released)
+			if !s.mu.noHold {
+				s.holdLocked(released)
+			}
 		}
 	}
 	s.startLocked()
@@ -285,6 +302,38 @@ func (s *SyncScheduler) awaitSyncEnd() {
 	ended := s.mu.ended
 	s.unlock()
 	<-ended
+}
+
+// watchLocked watches whether the n waiters a sync just answered come back
+// (n new waiters arrive) within the hold's bound, half the recent sync
+// duration (and maxSyncHold): producers that keep a window of requests in
+// flight do, a round trip after their answers, and a hold then covers
+// their whole window with one sync. Producers at a fixed rate, whose next
+// requests come when their rate says whatever the answers, do not: a hold
+// would only delay the requests that come meanwhile (about 1 ms at p50 at
+// a fixed rate with 3.5 ms syncs). The next sync is held only when the
+// last watch saw them come back in time, and a watch still open when the
+// next one starts saw them not (cameBackLocked ends it otherwise). The
+// watch runs whether the sync is held or not, so that producers that
+// start keeping a window get the hold back after one sync. Requires s.mu.
+func (s *SyncScheduler) watchLocked(n int) {
+	if s.mu.back.n > 0 {
+		s.mu.noHold = true
+	}
+	s.mu.back.at, s.mu.back.n = time.Now(), n
+	s.mu.back.till = min(s.mu.syncDur/2, maxSyncHold)
+}
+
+// cameBackLocked counts a new waiter for the watch watchLocked started,
+// and ends it once n have come or its bound has passed. Requires s.mu.
+func (s *SyncScheduler) cameBackLocked() {
+	if time.Since(s.mu.back.at) > s.mu.back.till {
+		s.mu.back.n, s.mu.noHold = 0, true
+		return
+	}
+	if s.mu.back.n--; s.mu.back.n == 0 {
+		s.mu.noHold = false
+	}
 }
 
 // holdLocked holds the next sync back until n more waiters have come, for

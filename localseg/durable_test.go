@@ -1055,6 +1055,65 @@ func TestRollLeavesItsFileWritesToTheFlush(t *testing.T) {
 	l.Close()
 }
 
+// A sync is held only while the producers it answered come back within
+// the hold's bound: once a watch saw them not come back in time (producers
+// at a fixed rate), the next sync starts at once for the waiters that
+// arrived during the last one, and producers that come back in time bring
+// the hold back.
+func TestHoldOnlyWhileProducersComeBack(t *testing.T) {
+	l, g, release, appendWait := openHeldLog(t, time.Hour)
+	// Syncs as long as two hours, as far as the scheduler knows, that
+	// answered windows of producers: a hold would last until the
+	// producer comes back, for an hour at most.
+	l.sync.mu.Lock()
+	l.sync.mu.syncDur = 2 * time.Hour
+	l.sync.mu.answeredAvg = 4 * 16
+	// The last watch saw producers not come back in time.
+	l.sync.mu.noHold = true
+	l.sync.mu.Unlock()
+	first := appendWait()
+	<-g.held // the first sync runs
+	second := appendWait()
+	release()
+	for i, ch := range []chan error{first, second} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("waiter %d not answered: the sync after the first was held", i)
+		}
+	}
+	// The producer the second sync answered comes back (within the
+	// hour): the hold is back.
+	if err := <-appendWait(); err != nil {
+		t.Fatal(err)
+	}
+	l.sync.mu.Lock()
+	noHold := l.sync.mu.noHold
+	l.sync.mu.Unlock()
+	if noHold {
+		t.Fatal("no hold after the answered producer came back in time")
+	}
+	// A watch whose bound passes before the producer comes back ends
+	// the hold again.
+	l.sync.mu.Lock()
+	l.sync.watchLocked(1)
+	l.sync.mu.back.till = time.Millisecond
+	l.sync.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	if err := <-appendWait(); err != nil {
+		t.Fatal(err)
+	}
+	l.sync.mu.Lock()
+	noHold = l.sync.mu.noHold
+	l.sync.mu.Unlock()
+	if !noHold {
+		t.Fatal("the hold stays after the answered producer came back late")
+	}
+}
+
 // A hold whose producers do not come back ends by its deadline, hold after
 // hold on the scheduler's one timer, also when a hold is re-armed before
 // the timer of the one before has fired.
