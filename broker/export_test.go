@@ -88,8 +88,8 @@ func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*Peer
 	return dialPeer(ctx, nil, addr, self, b.secret)
 }
 
-// ParkedProduces counts the produce requests that waited for a tiered
-// leader to read its manifest, for tests.
+// ParkedProduces counts the produce requests that waited for a leader to
+// read its manifest or open its log, for tests.
 func (b *Broker) ParkedProduces() int64 { return b.parkedProduces.Load() }
 
 // DeletionsRunning counts the topic deletions this broker runs or whose

@@ -1,9 +1,7 @@
 package broker_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,106 +68,8 @@ func TestProduceToALeaderWhoseLogIsStillOpening(t *testing.T) {
 	}
 	id := topicIDOf(t, cl, topic)
 
-	// Reads meanwhile: retriable errors, never one that makes a client
-	// give up or reset its position.
-	ctx := testCtx(t)
-	retriable := func(what string, code int16) {
-		t.Helper()
-		if err := kerr.ErrorForCode(code); err == nil || !kerr.IsRetriable(err) {
-			t.Fatalf("%s while the leader's log opens: error %v, want a retriable one", what, err)
-		}
-	}
-	lo := kmsg.NewPtrListOffsetsRequest()
-	lot := kmsg.NewListOffsetsRequestTopic()
-	lot.Topic = topic
-	lop := kmsg.NewListOffsetsRequestTopicPartition()
-	lop.Timestamp = -1
-	lot.Partitions = append(lot.Partitions, lop)
-	lo.Topics = append(lo.Topics, lot)
-	if r, err := cl.Broker(int(leader)).Request(ctx, lo); err != nil {
-		t.Fatal(err)
-	} else {
-		retriable("ListOffsets", r.(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode)
-	}
-	fe := kmsg.NewPtrFetchRequest()
-	fe.MaxWaitMillis, fe.MaxBytes = 100, 1<<20
-	fet := kmsg.NewFetchRequestTopic()
-	fet.Topic, fet.TopicID = topic, id
-	fep := kmsg.NewFetchRequestTopicPartition()
-	fep.PartitionMaxBytes = 1 << 20
-	fet.Partitions = append(fet.Partitions, fep)
-	fe.Topics = append(fe.Topics, fet)
-	if r, err := cl.Broker(int(leader)).Request(ctx, fe); err != nil {
-		t.Fatal(err)
-	} else if fr := r.(*kmsg.FetchResponse); fr.ErrorCode != 0 {
-		t.Fatalf("fetch: error %d", fr.ErrorCode)
-	} else {
-		retriable("Fetch", fr.Topics[0].Partitions[0].ErrorCode)
-	}
-
-	want := map[string]bool{}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for _, acks := range []kgo.Acks{kgo.NoAck(), kgo.LeaderAck()} {
-		var vs []*kgo.Record
-		for i := range 50 {
-			v := fmt.Sprintf("client-acks%d-%d", len(want), i)
-			want[v] = true
-			vs = append(vs, &kgo.Record{Value: []byte(v)})
-		}
-		pcl := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(acks), kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, r := range vs {
-				pcl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
-					if err != nil {
-						errs <- err
-					}
-				})
-			}
-			if err := pcl.Flush(testCtx(t)); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	// Raw requests to the leader, one of them by topic id (v13).
-	acks1 := make(chan kmsg.ProduceResponseTopicPartition, 2)
-	clients := map[int16]*kgo.Client{
-		0: c.Client(kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(), kgo.ProduceRequestTimeout(30*time.Second)),
-		1: c.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite()),
-	}
-	for i, acks := range []int16{1, 0, 1} {
-		v := fmt.Sprintf("raw-acks%d-%d", acks, i)
-		want[v] = true
-		req := produceRequest(topic, id, acks, 30*time.Second, v)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := clients[acks].Broker(int(leader)).Request(testCtx(t), req)
-			switch {
-			case err != nil:
-				errs <- err
-			case acks == 1:
-				acks1 <- resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
-			}
-		}()
-	}
-	waitFor(t, "the raw produce requests to wait for the log", 30*time.Second, func() bool {
-		return lb.B.ParkedProduces() >= 3
-	})
-	release()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("producing while the leader's log opened: %v", err)
-	}
-	close(acks1)
-	for sp := range acks1 {
-		if sp.ErrorCode != 0 {
-			t.Fatalf("a raw acks=1 produce sent while the leader's log opened: error %d", sp.ErrorCode)
-		}
-	}
+	requireRetriableReads(t, cl, leader, topic, id)
+	want := produceWhileParked(t, c, leader, topic, id, lb.B.ParkedProduces, release)
 	requireValues(t, c, topic, want)
 }
 

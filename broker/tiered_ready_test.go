@@ -80,7 +80,7 @@ func produceRequest(topic string, id [16]byte, acks int16, timeout time.Duration
 // requireValues reads topic from its start (through a client of b, a
 // broker or a cluster) until it has every value in want, and fails t if a
 // value is missing or comes twice.
-func requireValues(t *testing.T, b interface{ Client(...kgo.Opt) *kgo.Client }, topic string, want map[string]bool) {
+func requireValues(t *testing.T, b clientMaker, topic string, want map[string]bool) {
 	t.Helper()
 	ctx := testCtx(t)
 	cons := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -98,6 +98,127 @@ func requireValues(t *testing.T, b interface{ Client(...kgo.Opt) *kgo.Client }, 
 			}
 			got[v] = true
 		}
+	}
+}
+
+// clientMaker is a broker or a cluster of the test harness.
+type clientMaker interface{ Client(...kgo.Opt) *kgo.Client }
+
+// produceWhileParked sends to topic's partition 0, whose leader (node)
+// cannot take produce yet (its manifest or its log loading), from
+// franz-go producers with acks=0 and acks=1 (50 records each) and three
+// raw Produce requests to the leader (acks 1, 0 and 1, as from a client
+// that knew the leader before it could take them). Once parked counts
+// the raw requests waiting, it calls release and waits for every send. It
+// fails t on any error, and returns the values sent.
+func produceWhileParked(t *testing.T, c clientMaker, node int32, topic string, id [16]byte, parked func() int64, release func()) map[string]bool {
+	t.Helper()
+	before := parked()
+	want := map[string]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for _, acks := range []kgo.Acks{kgo.NoAck(), kgo.LeaderAck()} {
+		var vs []*kgo.Record
+		for i := range 50 {
+			v := fmt.Sprintf("client-acks%d-%d", len(want), i)
+			want[v] = true
+			vs = append(vs, &kgo.Record{Value: []byte(v)})
+		}
+		pcl := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(acks), kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range vs {
+				pcl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+					if err != nil {
+						errs <- err
+					}
+				})
+			}
+			if err := pcl.Flush(testCtx(t)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	acks1 := make(chan kmsg.ProduceResponseTopicPartition, 2)
+	clients := map[int16]*kgo.Client{
+		0: c.Client(kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(), kgo.ProduceRequestTimeout(30*time.Second)),
+		1: c.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite()),
+	}
+	for i, acks := range []int16{1, 0, 1} {
+		v := fmt.Sprintf("raw-acks%d-%d", acks, i)
+		want[v] = true
+		req := produceRequest(topic, id, acks, 30*time.Second, v)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := clients[acks].Broker(int(node)).Request(testCtx(t), req)
+			switch {
+			case err != nil:
+				errs <- err
+			case acks == 1:
+				acks1 <- resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+			}
+		}()
+	}
+	waitFor(t, "the raw produce requests to wait", 30*time.Second, func() bool {
+		return parked()-before >= 3
+	})
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("producing while the leader could not take it yet: %v", err)
+	}
+	close(acks1)
+	for sp := range acks1 {
+		if sp.ErrorCode != 0 {
+			t.Fatalf("a raw acks=1 produce sent while the leader could not take it yet: error %d", sp.ErrorCode)
+		}
+	}
+	return want
+}
+
+// requireRetriableReads checks that ListOffsets and Fetch of topic's
+// partition 0 at its leader (node) are refused with retriable errors,
+// never ones that make a client give up or reset its position.
+func requireRetriableReads(t *testing.T, cl *kgo.Client, node int32, topic string, id [16]byte) {
+	t.Helper()
+	ctx := testCtx(t)
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lot := kmsg.NewListOffsetsRequestTopic()
+	lot.Topic = topic
+	lop := kmsg.NewListOffsetsRequestTopicPartition()
+	lop.Timestamp = -2
+	lot.Partitions = append(lot.Partitions, lop)
+	lo.Topics = append(lo.Topics, lot)
+	if r, err := cl.Broker(int(node)).Request(ctx, lo); err != nil {
+		t.Fatal(err)
+	} else {
+		requireRetriable(t, "ListOffsets", r.(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode)
+	}
+	fe := kmsg.NewPtrFetchRequest()
+	fe.MaxWaitMillis, fe.MaxBytes = 100, 1<<20
+	fet := kmsg.NewFetchRequestTopic()
+	fet.Topic, fet.TopicID = topic, id
+	fep := kmsg.NewFetchRequestTopicPartition()
+	fep.PartitionMaxBytes = 1 << 20
+	fet.Partitions = append(fet.Partitions, fep)
+	fe.Topics = append(fe.Topics, fet)
+	if r, err := cl.Broker(int(node)).Request(ctx, fe); err != nil {
+		t.Fatal(err)
+	} else if fr := r.(*kmsg.FetchResponse); fr.ErrorCode != 0 {
+		t.Fatalf("fetch: error %d", fr.ErrorCode)
+	} else {
+		requireRetriable(t, "Fetch", fr.Topics[0].Partitions[0].ErrorCode)
+	}
+}
+
+// requireRetriable fails t unless code is a retriable error.
+func requireRetriable(t *testing.T, what string, code int16) {
+	t.Helper()
+	if err := kerr.ErrorForCode(code); err == nil || !kerr.IsRetriable(err) {
+		t.Fatalf("%s while the leader cannot answer yet: error %v, want a retriable one", what, err)
 	}
 }
 
@@ -119,71 +240,7 @@ func TestProduceToANewTieredTopicWhileItsManifestLoads(t *testing.T) {
 		t.Fatalf("metadata while the leader loads its manifest: error %d, leader %d; want the leader, %d", mp.ErrorCode, mp.Leader, node)
 	}
 
-	want := map[string]bool{}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for _, acks := range []kgo.Acks{kgo.NoAck(), kgo.LeaderAck()} {
-		var vs []*kgo.Record
-		for i := range 50 {
-			v := fmt.Sprintf("client-acks%d-%d", len(want), i)
-			want[v] = true
-			vs = append(vs, &kgo.Record{Value: []byte(v)})
-		}
-		pcl := b.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(acks), kgo.DisableIdempotentWrite(), kgo.ProducerLinger(0))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, r := range vs {
-				pcl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
-					if err != nil {
-						errs <- err
-					}
-				})
-			}
-			if err := pcl.Flush(testCtx(t)); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	// Raw requests to the leader, as from a client that knew it before
-	// its term began (two pipelined on one connection): they wait for
-	// the manifest.
-	acks1 := make(chan kmsg.ProduceResponseTopicPartition, 2)
-	clients := map[int16]*kgo.Client{
-		0: b.Client(kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(), kgo.ProduceRequestTimeout(30*time.Second)),
-		1: b.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite()),
-	}
-	for i, acks := range []int16{1, 0, 1} {
-		v := fmt.Sprintf("raw-acks%d-%d", acks, i)
-		want[v] = true
-		req := produceRequest(topic, id, acks, 30*time.Second, v)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := clients[acks].Broker(int(node)).Request(testCtx(t), req)
-			switch {
-			case err != nil:
-				errs <- err
-			case acks == 1:
-				acks1 <- resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
-			}
-		}()
-	}
-	waitFor(t, "the raw produce requests to wait for the manifest", 30*time.Second, func() bool {
-		return b.B.ParkedProduces() >= 3
-	})
-	release()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("producing while the leader loaded: %v", err)
-	}
-	close(acks1)
-	for sp := range acks1 {
-		if sp.ErrorCode != 0 {
-			t.Fatalf("a raw acks=1 produce sent while the leader loaded: error %d", sp.ErrorCode)
-		}
-	}
+	want := produceWhileParked(t, b, node, topic, id, b.B.ParkedProduces, release)
 	if mp, _, _ := partitionMetadata(t, cl, topic); mp.ErrorCode != 0 || mp.Leader != node {
 		t.Fatalf("metadata once the manifest is read: error %d, leader %d", mp.ErrorCode, mp.Leader)
 	}
@@ -209,42 +266,9 @@ func TestProduceWaitForAManifestEndsWithARetriableError(t *testing.T) {
 		t.Fatalf("a produce whose wait for the manifest ended: error %v, want a retriable one", err)
 	}
 	// The reads a loading leader cannot answer yet are refused with a
-	// retriable error too, never one that makes a client give up or
-	// reset its position.
+	// retriable error too.
+	requireRetriableReads(t, cl, node, topic, id)
 	ctx := testCtx(t)
-	retriable := func(what string, code int16) {
-		t.Helper()
-		if err := kerr.ErrorForCode(code); err == nil || !kerr.IsRetriable(err) {
-			t.Fatalf("%s while the leader loads its manifest: error %v, want a retriable one", what, err)
-		}
-	}
-	lo := kmsg.NewPtrListOffsetsRequest()
-	lot := kmsg.NewListOffsetsRequestTopic()
-	lot.Topic = topic
-	lop := kmsg.NewListOffsetsRequestTopicPartition()
-	lop.Timestamp = -2
-	lot.Partitions = append(lot.Partitions, lop)
-	lo.Topics = append(lo.Topics, lot)
-	if r, err := cl.Broker(int(node)).Request(ctx, lo); err != nil {
-		t.Fatal(err)
-	} else {
-		retriable("ListOffsets", r.(*kmsg.ListOffsetsResponse).Topics[0].Partitions[0].ErrorCode)
-	}
-	fe := kmsg.NewPtrFetchRequest()
-	fe.MaxWaitMillis, fe.MaxBytes = 100, 1<<20
-	fet := kmsg.NewFetchRequestTopic()
-	fet.Topic, fet.TopicID = topic, id
-	fep := kmsg.NewFetchRequestTopicPartition()
-	fep.PartitionMaxBytes = 1 << 20
-	fet.Partitions = append(fet.Partitions, fep)
-	fe.Topics = append(fe.Topics, fet)
-	if r, err := cl.Broker(int(node)).Request(ctx, fe); err != nil {
-		t.Fatal(err)
-	} else if fr := r.(*kmsg.FetchResponse); fr.ErrorCode != 0 {
-		t.Fatalf("fetch: error %d", fr.ErrorCode)
-	} else {
-		retriable("Fetch", fr.Topics[0].Partitions[0].ErrorCode)
-	}
 	oe := kmsg.NewPtrOffsetForLeaderEpochRequest()
 	oe.ReplicaID = -1
 	oet := kmsg.NewOffsetForLeaderEpochRequestTopic()
@@ -259,7 +283,7 @@ func TestProduceWaitForAManifestEndsWithARetriableError(t *testing.T) {
 		// The leader's own epoch is answered from its log (its local
 		// epochs begin with it); only older ones need the manifest.
 		if sp := r.(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0]; sp.ErrorCode != 0 {
-			retriable("OffsetForLeaderEpoch", sp.ErrorCode)
+			requireRetriable(t, "OffsetForLeaderEpoch", sp.ErrorCode)
 		}
 	}
 
