@@ -17,9 +17,16 @@ const clockTicks = 100
 // processCPU returns the user plus system CPU time a process has used, all
 // its threads together, from /proc/<pid>/stat.
 func processCPU(pid int) (time.Duration, error) {
+	user, system, err := processTimes(pid)
+	return user + system, err
+}
+
+// processTimes returns the user and the system (kernel) CPU time a process
+// has used, all its threads together, from /proc/<pid>/stat.
+func processTimes(pid int) (user, system time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces:
 	// count the fields after its closing one. utime and stime are
@@ -27,49 +34,57 @@ func processCPU(pid int) (time.Duration, error) {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	var ticks int64
-	for _, v := range f[11:13] {
+	var ticks [2]int64
+	for j, v := range f[11:13] {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
+		ticks[j] = n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return time.Duration(ticks[0]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks, nil
 }
 
 // cpuMeter measures the CPU time a set of processes use between start and
 // stop.
 type cpuMeter struct {
-	pids   []int
-	before []time.Duration
+	pids              []int
+	before, beforeSys []time.Duration
+	// system is each process's system (kernel) CPU time from start to
+	// the last stop (-1 when it could not be read).
+	system []time.Duration
 }
 
 func startCPU(pids ...int) *cpuMeter {
-	m := &cpuMeter{pids: pids, before: make([]time.Duration, len(pids))}
+	m := &cpuMeter{pids: pids, before: make([]time.Duration, len(pids)), beforeSys: make([]time.Duration, len(pids))}
 	for i, pid := range pids {
-		m.before[i], _ = processCPU(pid)
+		user, system, err := processTimes(pid)
+		m.before[i], m.beforeSys[i] = user+system, system
+		if err != nil {
+			m.before[i] = -1
+		}
 	}
 	return m
 }
 
 // stop returns each process's CPU time since start (-1 when it could not
-// be read).
+// be read), and keeps the system part of it in system.
 func (m *cpuMeter) stop() []time.Duration {
 	used := make([]time.Duration, len(m.pids))
+	m.system = make([]time.Duration, len(m.pids))
 	for i, pid := range m.pids {
-		after, err := processCPU(pid)
+		user, system, err := processTimes(pid)
 		if err != nil || m.before[i] < 0 {
-			used[i] = -1
+			used[i], m.system[i] = -1, -1
 			continue
 		}
-		used[i] = after - m.before[i]
+		used[i], m.system[i] = user+system-m.before[i], system-m.beforeSys[i]
 	}
 	return used
 }

@@ -18,6 +18,9 @@ func TestProcessCPUCountsThisProcess(t *testing.T) {
 		for start := time.Now(); time.Since(start) < 10*time.Millisecond; {
 		}
 	}
+	if used, sys := m.stop()[0], m.system[0]; sys < 0 || sys > used {
+		t.Fatalf("system CPU %v of %v in all", sys, used)
+	}
 	if got := msPerMB(2*time.Second, 4e6); got != 500 {
 		t.Fatalf("2s for 4 MB: %v ms/MB", got)
 	}
