@@ -45,9 +45,11 @@ type connWriter struct {
 	// cold, while a response holding record data read from the object
 	// store is written (writeRawCold), gates its writes: see coldWritev.
 	// coldStep is coldWritev's callback, coldBufs what it has left to
-	// send, coldIov its vector, coldErr its error.
+	// send, coldIov its vector, coldErr its error, coldMax the bytes of
+	// a step (cold.Step(), taken once per writev).
 	cold     *tiering.ColdThreads
 	coldStep func(fd uintptr) bool
+	coldMax  int
 	coldBufs net.Buffers
 	coldIov  []syscall.Iovec
 	coldErr  error
@@ -250,8 +252,9 @@ func (w *connWriter) writeRaw(h requestHeader, r *rawResponse) error {
 
 // writeRawCold is writeRaw for a response holding record data read from
 // the object store, run on one of cold's threads: its bytes in memory go
-// out in steps of at most coldWriteMax, each passing cold's gate, so
-// that a replay's writes never hold every processor.
+// out in steps of at most cold.Step() (coldWriteMax beside hot traffic),
+// each passing cold's gate, so that a replay's writes never hold every
+// processor.
 func (w *connWriter) writeRawCold(h requestHeader, r *rawResponse, cold *tiering.ColdThreads) error {
 	w.cold = cold
 	defer func() { w.cold = nil }()
@@ -304,18 +307,19 @@ func (w *connWriter) writeMore(bufs net.Buffers) error {
 // loaded 2-core machine), a produce's p50 beside a cold replay lay 0.3 ms
 // above its p50 alone with 256 KiB, 0.7 ms with 4 MiB and 0.9 ms without
 // the gate, for the same replay rate (medians 363, 387 and 360 MB/s).
-const coldWriteMax = 256 << 10
+// With no hot traffic seen, steps are tiering.ColdStepIdle.
+const coldWriteMax = tiering.ColdStepHot
 
 // coldIovMax bounds the buffers of one gated write (Linux's UIO_MAXIOV is
 // 1024).
 const coldIovMax = 1024
 
 // coldWritev sends bufs as writev does, in non-blocking writes of at most
-// coldWriteMax bytes, each holding a step of w.cold's gate: a write that
+// w.cold.Step() bytes, each holding a step of w.cold's gate: a write that
 // finds the socket full waits for room with its step released, so a slow
 // client holds no processor either.
 func (w *connWriter) coldWritev(bufs net.Buffers) error {
-	w.coldBufs, w.coldErr = bufs, nil
+	w.coldBufs, w.coldErr, w.coldMax = bufs, nil, w.cold.Step()
 	err := w.raw.Write(w.coldStep)
 	w.coldBufs = nil
 	clear(w.coldIov[:cap(w.coldIov)]) // the buffers go back to their pools
@@ -331,13 +335,13 @@ func (w *connWriter) sendCold(fd uintptr) bool {
 	for {
 		iov, n := w.coldIov[:0], 0
 		for _, b := range w.coldBufs {
-			if n >= coldWriteMax || len(iov) == coldIovMax {
+			if n >= w.coldMax || len(iov) == coldIovMax {
 				break
 			}
 			if len(b) == 0 {
 				continue
 			}
-			take := min(len(b), coldWriteMax-n)
+			take := min(len(b), w.coldMax-n)
 			v := syscall.Iovec{Base: &b[0]}
 			v.SetLen(take)
 			iov = append(iov, v)

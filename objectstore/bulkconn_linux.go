@@ -74,8 +74,10 @@ type bulkConn struct {
 	// The gated read in progress, for the callback rc.Read takes (made
 	// once, at dial): gatedStep is readGated, gatedBuf what it reads
 	// into, gatedN what it has read, gatedG its gate, gatedErr its error
-	// and gatedEOF whether the peer closed its side.
+	// and gatedEOF whether the peer closed its side; gatedMax bounds a
+	// step (stepOf the gate, taken once per read).
 	gatedStep func(fd uintptr) bool
+	gatedMax  int
 	gatedBuf  []byte
 	gatedN    int
 	gatedG    Gate
@@ -119,13 +121,14 @@ func (c *bulkConn) Read(p []byte) (int, error) {
 }
 
 // readThrough reads into p as TCPConn.Read does, in non-blocking reads
-// of at most GateReadMax bytes, each holding a step of g: a read that
+// of at most stepOf(g) bytes, each holding a step of g: a read that
 // finds nothing queued waits for bytes (within the connection's read
 // deadline, and until it is closed) with its step released. It reads on
 // while bytes are queued and p has room, so a body's read into a large
 // buffer is one wait and several steps, not a call per step.
 func (c *bulkConn) readThrough(g Gate, p []byte) (int, error) {
 	c.gatedBuf, c.gatedN, c.gatedG, c.gatedErr, c.gatedEOF = p, 0, g, nil, false
+	c.gatedMax = stepOf(g)
 	err := c.rc.Read(c.gatedStep)
 	n, rerr, eof := c.gatedN, c.gatedErr, c.gatedEOF
 	c.gatedBuf, c.gatedG, c.gatedErr = nil, nil, nil
@@ -148,7 +151,7 @@ func (c *bulkConn) readThrough(g Gate, p []byte) (int, error) {
 // queued yet (rc.Read then waits until the socket is readable).
 func (c *bulkConn) readGated(fd uintptr) bool {
 	for c.gatedN < len(c.gatedBuf) {
-		want := min(len(c.gatedBuf)-c.gatedN, GateReadMax)
+		want := min(len(c.gatedBuf)-c.gatedN, c.gatedMax)
 		c.gatedG.Hold()
 		m, e := syscall.Read(int(fd), c.gatedBuf[c.gatedN:c.gatedN+want])
 		c.gatedG.Release()

@@ -15,7 +15,7 @@ import (
 // processor it holds.
 //
 // A Get whose context carries a gate reads its body in steps of at most
-// GateReadMax bytes, each holding the gate only while it copies: over
+// GateReadMax bytes (or what the gate's Step answers, see GateStep), each holding the gate only while it copies: over
 // plain HTTP (S3 to an http:// endpoint, on Linux) around each read
 // system call of the connection, released while the read waits for
 // bytes to arrive; from the filesystem and memory backends around each
@@ -27,9 +27,28 @@ type Gate interface {
 	Release()
 }
 
-// GateReadMax bounds the bytes one gated step of a body's read copies: a
-// copy of some tens of microseconds.
+// GateReadMax bounds the bytes one gated step of a body's read copies
+// when the gate does not say (GateStep): a copy of some tens of
+// microseconds.
 const GateReadMax = 256 << 10
+
+// GateStep is a Gate that says how many bytes one step of a body's read
+// may copy now: fewer while the work it yields to is running, more when
+// none is (a step is a system call, and fewer, larger ones cost less per
+// byte). An answer of 0 or less is GateReadMax.
+type GateStep interface {
+	Step() int
+}
+
+// stepOf returns the bytes one step of g may copy now.
+func stepOf(g Gate) int {
+	if s, ok := g.(GateStep); ok {
+		if n := s.Step(); n > 0 {
+			return n
+		}
+	}
+	return GateReadMax
+}
 
 type gateKey struct{}
 
@@ -44,7 +63,7 @@ func gateOf(ctx context.Context) Gate {
 	return g
 }
 
-// gatedReader reads r in steps of at most GateReadMax bytes, each holding
+// gatedReader reads r in steps of at most stepOf(g) bytes, each holding
 // g: for readers that copy without waiting on a network (a file, memory).
 type gatedReader struct {
 	r io.Reader
@@ -60,8 +79,8 @@ func gateReader(ctx context.Context, r io.Reader) io.Reader {
 }
 
 func (g gatedReader) Read(p []byte) (int, error) {
-	if len(p) > GateReadMax {
-		p = p[:GateReadMax]
+	if step := stepOf(g.g); len(p) > step {
+		p = p[:step]
 	}
 	g.g.Hold()
 	defer g.g.Release()

@@ -18,13 +18,17 @@ import (
 	"time"
 )
 
-// stepGate is a gate of n steps that counts the steps held and the holds.
+// stepGate is a gate of n steps that counts the steps held and the holds;
+// with step set, it answers Step with it (GateStep).
 type stepGate struct {
 	steps chan struct{}
+	step  int
 	mu    sync.Mutex
 	held  int
 	holds int
 }
+
+func (g *stepGate) Step() int { return g.step }
 
 func newStepGate(n int) *stepGate { return &stepGate{steps: make(chan struct{}, n)} }
 
@@ -165,6 +169,21 @@ func TestGatedBodyReadIsTheBody(t *testing.T) {
 	}
 	if mine == 0 {
 		t.Fatal("no holds at all")
+	}
+	// A gate that says its step: the reads keep to it.
+	g3 := newStepGate(1)
+	g3.step = 64 << 10
+	body, err = gatedGet(context.Background(), t, cl, srv.URL+"/?n="+strconv.Itoa(len(data)), g3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(body)
+	body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (%v), not the body", len(got), err)
+	}
+	if _, holds := g3.counts(); holds < len(data)/g3.step {
+		t.Fatalf("%d holds for %d bytes: the reads were larger than the gate's step of %d bytes", holds, len(data), g3.step)
 	}
 	resp, err := cl.Get(srv.URL + "/?n=1000")
 	if err != nil {

@@ -42,7 +42,7 @@ import (
 // runnable with no P to run on, however eager the kernel is to run its
 // thread, and a garbage collection's stop-the-world waits for them. So
 // the steps of cold work that hold a P for long (the system calls that
-// copy a GET's body or a response's bytes, each of at most 256 KiB) pass
+// copy a GET's body or a response's bytes, each of at most Step bytes) pass
 // a gate, Hold, that lets at most GOMAXPROCS-1 of them run at once: one
 // P at least is always left to hot traffic. The gate does not reach the
 // Go code between those steps, so what runs on a cold thread is kept to
@@ -61,6 +61,10 @@ type ColdThreads struct {
 	wake    chan struct{}
 	// idleFor is how long an idle thread waits for work before it ends.
 	idleFor time.Duration
+	// hotAt is when hot traffic was last seen (NoteHot), in Unix
+	// nanoseconds; quiet is how long after it steps stay ColdStepHot.
+	hotAt atomic.Int64
+	quiet time.Duration
 
 	mu struct {
 		sync.Mutex
@@ -91,8 +95,53 @@ func NewColdThreads(nice, max int) *ColdThreads {
 	if !coldThreadsSupported {
 		nice = 0
 	}
-	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor, steps: int32(coldSteps(runtime.GOMAXPROCS(0))), wake: make(chan struct{}, coldWakes)}
+	return &ColdThreads{nice: min(nice, 19), max: max, idleFor: coldIdleFor, quiet: 250 * time.Millisecond,
+		steps: int32(coldSteps(runtime.GOMAXPROCS(0))), wake: make(chan struct{}, coldWakes)}
 }
+
+// ColdStepHot and ColdStepIdle bound the bytes one step of cold work
+// copies (Step): ColdStepHot while hot traffic was seen within the quiet
+// time, ColdStepIdle when none was.
+//
+// A step is a system call, and one longer than sysmon's 20 us look has
+// its P handed to another thread while it runs and taken back after, a
+// few thread switches each: in 256 KiB steps those cost the broker about
+// as much as the copies (a cold replay alone, 3 rounds of 511 MiB: 1.29-
+// 1.39 broker CPU ms per MB against 0.92-1.21 in 1 MiB steps). Beside hot
+// traffic, steps stay short, so that a step holds a processor for some
+// tens of microseconds at a time (see coldWriteMax's figures in broker).
+const (
+	ColdStepHot  = 256 << 10
+	ColdStepIdle = 1 << 20
+)
+
+// NoteHot tells the set that hot traffic (a produce) is served at now:
+// for the quiet time from then, steps are ColdStepHot.
+func (p *ColdThreads) NoteHot(now time.Time) {
+	n := now.UnixNano()
+	// At most one store a millisecond: produces on many connections do
+	// not all write the same cache line.
+	if n-p.hotAt.Load() >= int64(time.Millisecond) {
+		p.hotAt.Store(n)
+	}
+}
+
+// hot reports whether hot traffic was seen within d of now.
+func (p *ColdThreads) hot(now time.Time, d time.Duration) bool {
+	return now.UnixNano()-p.hotAt.Load() < int64(d)
+}
+
+// Step returns the bytes one step of cold work may copy now (see
+// ColdStepHot). A nil set answers ColdStepHot.
+func (p *ColdThreads) Step() int {
+	if p == nil || p.hot(time.Now(), p.quiet) {
+		return ColdStepHot
+	}
+	return ColdStepIdle
+}
+
+// A gated read of a GET's body takes its step's size from the set.
+var _ objectstore.GateStep = (*ColdThreads)(nil)
 
 // coldSteps is how many cold steps may hold a processor at once with
 // procs processors: all but one, and one with a single processor (cold

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shale-log/shale/objectstore"
 )
 
 func TestColdThreadsReuseAThreadAndRunInlineBeyondTheirBound(t *testing.T) {
@@ -128,4 +130,37 @@ func TestColdStepsAreNeverExceededNorLost(t *testing.T) {
 	if held := p.held.Load(); held != 0 {
 		t.Fatalf("%d steps held after every step released", held)
 	}
+}
+
+// Steps are ColdStepIdle until hot traffic is seen, ColdStepHot for the
+// quiet time after it, then ColdStepIdle again.
+func TestColdStepIsShortWhileHotTrafficIsSeen(t *testing.T) {
+	p := NewColdThreads(0, 0)
+	p.quiet = 50 * time.Millisecond
+	if got := p.Step(); got != ColdStepIdle {
+		t.Fatalf("step %d before any hot traffic, want %d", got, ColdStepIdle)
+	}
+	p.NoteHot(time.Now())
+	if got := p.Step(); got != ColdStepHot {
+		t.Fatalf("step %d just after hot traffic, want %d", got, ColdStepHot)
+	}
+	if got := stepOfGate(p); got != ColdStepHot {
+		t.Fatalf("the gate answers a step of %d, want %d", got, ColdStepHot)
+	}
+	time.Sleep(2 * p.quiet)
+	if got := p.Step(); got != ColdStepIdle {
+		t.Fatalf("step %d after the quiet time, want %d", got, ColdStepIdle)
+	}
+	var none *ColdThreads
+	if got := none.Step(); got != ColdStepHot {
+		t.Fatalf("a nil set's step %d, want %d", got, ColdStepHot)
+	}
+}
+
+// stepOfGate returns the step g says, through objectstore's interface.
+func stepOfGate(g objectstore.Gate) int {
+	if s, ok := g.(objectstore.GateStep); ok {
+		return s.Step()
+	}
+	return objectstore.GateReadMax
 }

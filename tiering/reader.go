@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -183,10 +182,6 @@ type Reader struct {
 	// seenMax is how many chunk keys seen remembers.
 	seenMax int
 
-	// hotAt is when hot traffic was last seen (NoteHot), in Unix
-	// nanoseconds.
-	hotAt atomic.Int64
-
 	ctx    context.Context // ends on Close: read-ahead stops
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -292,6 +287,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	cfg.ensureDefaults()
 	r := &Reader{cfg: cfg, recentMax: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 16))}
 	r.cold = NewColdThreads(cfg.ColdNice, cfg.ColdThreads)
+	r.cold.quiet = cfg.HotQuiet
 	r.pool = &chunkPool{size: cfg.ChunkBytes, max: int(min(max(cfg.CacheBytes/16/cfg.ChunkBytes, 2), 8)), poison: invariants}
 	counters := max(10*cfg.CacheBytes/cfg.ChunkBytes, 1000)
 	// The chunk cache gets what the companions, spilled parts, recent
@@ -353,15 +349,9 @@ func (r *Reader) Close() {
 
 // NoteHot tells the reader that hot traffic (a produce) is served at
 // now: for cfg.HotQuiet from then, read-ahead keeps to ReadAheadGets GETs
-// in flight rather than IdleGets.
-func (r *Reader) NoteHot(now time.Time) {
-	n := now.UnixNano()
-	// At most one store a millisecond: produces on many connections do
-	// not all write the same cache line.
-	if n-r.hotAt.Load() >= int64(time.Millisecond) {
-		r.hotAt.Store(n)
-	}
-}
+// in flight rather than IdleGets, and its cold threads copy in steps of
+// ColdStepHot rather than ColdStepIdle.
+func (r *Reader) NoteHot(now time.Time) { r.cold.NoteHot(now) }
 
 // gets returns the read-ahead GETs allowed in flight at now, all
 // partitions together and one partition alone: ReadAheadGets and
@@ -369,7 +359,7 @@ func (r *Reader) NoteHot(now time.Time) {
 // IdleGets when not.
 func (r *Reader) gets(now time.Time) (all, stream int) {
 	all, stream = r.cfg.ReadAheadGets, r.cfg.ReadAhead
-	if now.UnixNano()-r.hotAt.Load() >= int64(r.cfg.HotQuiet) {
+	if !r.cold.hot(now, r.cfg.HotQuiet) {
 		all, stream = max(all, r.cfg.IdleGets), max(stream, r.cfg.IdleGets)
 	}
 	return all, stream
