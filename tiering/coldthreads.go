@@ -106,13 +106,16 @@ func NewColdThreads(nice, max int) *ColdThreads {
 // A step is a system call, and one longer than sysmon's 20 us look has
 // its P handed to another thread while it runs and taken back after, a
 // few thread switches each: in 256 KiB steps those cost the broker about
-// as much as the copies (a cold replay alone, 3 rounds of 511 MiB: 1.29-
-// 1.39 broker CPU ms per MB against 0.92-1.21 in 1 MiB steps). Beside hot
-// traffic, steps stay short, so that a step holds a processor for some
-// tens of microseconds at a time (see coldWriteMax's figures in broker).
+// as much as the copies. A cold replay alone, 3 rounds of 511 MiB, broker
+// CPU ms per replayed MB: 1.29-1.39 in 256 KiB steps against 0.92-1.21
+// in 1 MiB steps (interleaved, load 18-25), and 0.80-0.85 in 1 MiB steps
+// against 0.58 in 4 MiB steps, a chunk (interleaved, load 3-5). Beside
+// hot traffic, steps stay short, so that a step holds a processor for
+// some tens of microseconds at a time (see coldWriteMax's figures in
+// broker).
 const (
 	ColdStepHot  = 256 << 10
-	ColdStepIdle = 1 << 20
+	ColdStepIdle = 4 << 20
 )
 
 // NoteHot tells the set that hot traffic (a produce) is served at now:
