@@ -200,7 +200,7 @@ func followerStartedOverAtTheLogStart(t *testing.T, topic string) (*brokertest.C
 	if _, err := c.Admin().CreateTopic(ctx, 1, 3, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(c, topic)
 	// One record at a time: the records of one ProduceSync go out in one
 	// batch or several, as the client's sender happens to drain them, and
 	// the rewrites below name the batch of a record by its offset.

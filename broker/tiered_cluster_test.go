@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/objectstore"
@@ -33,7 +31,7 @@ func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 	}, "shared"); err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(kgo.DefaultProduceTopic("shared"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(c, "shared")
 	produce := func(from, to int) {
 		produceTieredValues(t, cl, from, to, 50)
 	}
@@ -61,7 +59,7 @@ func TestTieredClusterFollowersTrimAndANewLeaderContinues(t *testing.T) {
 		l, e, _ := partitionState(t, adm2, "shared")
 		return l >= 0 && l != leader && e > epoch, fmt.Sprintf("leader %d epoch %d", l, e)
 	})
-	cl = c.Client(kgo.DefaultProduceTopic("shared"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl = tieredProducer(c, "shared")
 	produce(800, 1600)
 	brokertest.WaitFor(t, 30*time.Second, "the new leader uploads", func() (bool, string) {
 		n := len(listBucket(t, bucket, ".log"))

@@ -7,7 +7,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/objectstore"
 )
@@ -40,7 +39,7 @@ func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	}, "later"); err != nil {
 		t.Fatal(err)
 	}
-	cl := b.Client(kgo.DefaultProduceTopic("later"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(b, "later")
 	produce := func(from, to int) {
 		produceTieredValues(t, cl, from, to, 50)
 	}

@@ -65,6 +65,14 @@ func tieredValue(i int) []byte {
 	return []byte(fmt.Sprintf("%06d-%s", i, strings.Repeat("v", 400+i%50)))
 }
 
+// tieredProducer is a client that produces to topic uncompressed and
+// without lingering: the bytes on disk, and so where segments roll, do
+// not depend on how many records the client gathers in a batch (a
+// compressed batch of 50 records is a tenth the size of 50 single ones).
+func tieredProducer(c interface{ Client(...kgo.Opt) *kgo.Client }, topic string, opts ...kgo.Opt) *kgo.Client {
+	return c.Client(append([]kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression())}, opts...)...)
+}
+
 // produceTieredValues produces tieredValue(from) to tieredValue(to-1)
 // through cl, batch records a request.
 func produceTieredValues(t *testing.T, cl *kgo.Client, from, to, batch int) {
@@ -116,7 +124,7 @@ func TestTieredTopicServesHistoryFromTheBucket(t *testing.T) {
 		"retention.ms":          str("-1"),
 		"file.delete.delay.ms":  str("1"),
 	})
-	cl := b.Client(kgo.DefaultProduceTopic("history"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(b, "history")
 	const n = 1500
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	for i := 0; i < n; i += 50 {
@@ -276,7 +284,7 @@ func TestRemoteFetchesKeepTheirBytesWhileTheReaderReusesChunks(t *testing.T) {
 		"retention.ms":          str("-1"),
 		"file.delete.delay.ms":  str("1"),
 	})
-	cl := b.Client(kgo.DefaultProduceTopic("replay"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(b, "replay")
 	const n = 12000 // about 5.5 MB: 40 segments, each two chunks
 	produceTieredValues(t, cl, 0, n, 100)
 	waitFor(t, "uploads and local retention", 60*time.Second, func() bool {

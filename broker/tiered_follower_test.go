@@ -117,7 +117,7 @@ func newRestoreCase(t *testing.T, topic string, lagMax time.Duration, pick func(
 
 // client is a producer and consumer client of the running brokers.
 func (rc *restoreCase) client(opts ...kgo.Opt) *kgo.Client {
-	return rc.c.Client(append([]kgo.Opt{kgo.DefaultProduceTopic(rc.topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression())}, opts...)...)
+	return tieredProducer(rc.c, rc.topic, opts...)
 }
 
 // startFollower starts the follower again and waits until it restarted

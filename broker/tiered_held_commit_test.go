@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -30,7 +28,7 @@ func TestAHeldManifestCommitWhileLeadershipMovesOnMinIO(t *testing.T) {
 	const topic = "held"
 	adm := produceTieredPast600(t, c, bucket, topic, 3) // records 0-999
 	produce := func(from, to int) {
-		cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+		cl := tieredProducer(c, topic)
 		defer cl.Close()
 		produceTieredValues(t, cl, from, to, 50)
 	}

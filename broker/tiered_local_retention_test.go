@@ -110,7 +110,7 @@ func TestLocalRetentionBoundsTheDiskOfATieredTopic(t *testing.T) {
 	// retention deletes nothing the manifest does not hold.
 	srv.Kill()
 	produceTiered2 := func(from, to int) {
-		pc := b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+		pc := tieredProducer(b, topic)
 		defer pc.Close()
 		produceTieredValues(t, pc, from, to, 50)
 	}

@@ -18,7 +18,7 @@ import (
 // produceTiered writes n records of tieredValue to topic, uncompressed.
 func produceTiered(t *testing.T, b *brokertest.Broker, topic string, n int) {
 	t.Helper()
-	cl := b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(b, topic)
 	produceTieredValues(t, cl, 0, n, 50)
 }
 

@@ -65,7 +65,7 @@ func TestObjectStoreOutageKeepsProducingAndCatchesUp(t *testing.T) {
 
 	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
 	before := localSegments(t, b, "outage")
-	cp := b.Client(kgo.DefaultProduceTopic("outage"), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cp := tieredProducer(b, "outage")
 	produceTieredValues(t, cp, half, 2*half, 50)
 	time.Sleep(500 * time.Millisecond) // several retention passes
 	if n := localSegments(t, b, "outage"); n <= before+3 {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
@@ -73,7 +72,7 @@ func produceTieredPast600(t *testing.T, c *brokertest.Cluster, bucket objectstor
 	}, topic); err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := tieredProducer(c, topic)
 	produceTieredValues(t, cl, 0, 1000, 50)
 	adm := c.Admin()
 	brokertest.WaitFor(t, 30*time.Second, "uploads past offset 600", func() (bool, string) {

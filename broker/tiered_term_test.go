@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 )
@@ -43,7 +41,7 @@ func TestALeaderEpochThatMovesOnUnderTheSameLeaderStartsANewTerm(t *testing.T) {
 	waitFor(t, "the manifest fenced under the new epoch", 60*time.Second, func() bool {
 		return remoteManifest(t, bucket, adm, topic).LeaderEpoch == next.LeaderEpoch
 	})
-	produceTieredValues(t, b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0)), 600, 1200, 50)
+	produceTieredValues(t, tieredProducer(b, topic), 600, 1200, 50)
 	waitFor(t, "uploads in the new term", 60*time.Second, func() bool {
 		return remoteManifest(t, bucket, adm, topic).End() >= 1000
 	})
