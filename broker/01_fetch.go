@@ -381,6 +381,12 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	if err != nil {
 		return err
 	}
+	if op.b.tier != nil && rng.Len() > 0 {
+		// Records from the local log are hot traffic, as a produce
+		// is: a replay's read-ahead and cold copies yield to them. A
+		// long poll at the end reads nothing and yields nothing.
+		op.b.tier.reader.NoteHot(time.Now())
+	}
 	if throttled {
 		op.b.quotas.leader.Charge(time.Now(), rng.Len())
 	}

@@ -88,6 +88,10 @@ func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*Peer
 	return dialPeer(ctx, nil, addr, self, b.secret)
 }
 
+// ColdStep is the step a tiered broker's cold work copies in now (see
+// tiering.Reader.ColdStep), for tests.
+func (b *Broker) ColdStep() int { return b.tier.reader.ColdStep() }
+
 // ParkedProduces counts the produce requests that waited for a leader to
 // read its manifest or open its log, for tests.
 func (b *Broker) ParkedProduces() int64 { return b.parkedProduces.Load() }

@@ -118,8 +118,9 @@ const (
 	ColdStepIdle = 4 << 20
 )
 
-// NoteHot tells the set that hot traffic (a produce) is served at now:
-// for the quiet time from then, steps are ColdStepHot.
+// NoteHot tells the set that hot traffic (a produce, a fetch from the
+// local log) is served at now: for the quiet time from then, steps are
+// ColdStepHot.
 func (p *ColdThreads) NoteHot(now time.Time) {
 	n := now.UnixNano()
 	// At most one store a millisecond: produces on many connections do

@@ -347,11 +347,16 @@ func (r *Reader) Close() {
 	r.spills.Close()
 }
 
-// NoteHot tells the reader that hot traffic (a produce) is served at
-// now: for cfg.HotQuiet from then, read-ahead keeps to ReadAheadGets GETs
+// NoteHot tells the reader that hot traffic (a produce, or a fetch
+// served from the local log) is served at now: for cfg.HotQuiet from then, read-ahead keeps to ReadAheadGets GETs
 // in flight rather than IdleGets, and its cold threads copy in steps of
 // ColdStepHot rather than ColdStepIdle.
 func (r *Reader) NoteHot(now time.Time) { r.cold.NoteHot(now) }
+
+// ColdStep is the bytes one step of the reader's cold work copies now:
+// ColdStepHot while hot traffic was seen within cfg.HotQuiet, else
+// ColdStepIdle.
+func (r *Reader) ColdStep() int { return r.cold.Step() }
 
 // gets returns the read-ahead GETs allowed in flight at now, all
 // partitions together and one partition alone: ReadAheadGets and
