@@ -95,6 +95,11 @@ type rawWorkload struct {
 	// beside it: what of the window a closed loop of producers can reach
 	// without a broker's work.
 	roundTripRef float64
+	// pageCacheRef, for acks=1, is the kernel's CPU per MB (ms) of
+	// plain writes of as many bytes into new files, measured right
+	// after it (pageCacheRef): the machine's share of the broker's
+	// kernel time.
+	pageCacheRef float64
 	// pipelineRef, for acks=all, is the disk with the producers' round
 	// trip and each batch answered once synced (diskPipelineRef), with 1
 	// and with 2 fdatasyncs in flight per file, measured beside it: what
@@ -224,6 +229,12 @@ func runRawSuite(o options, shale, kfake *target) error {
 			return err
 		}
 		w := rawWorkload{name: workload, refFor: "disk", ms: ms}
+		if acks == 1 {
+			perRound := ms[1].res.bytes / int64(max(1, ro.rounds))
+			if w.pageCacheRef, err = pageCacheRef(dataDirOf(shale), cfg.conns, cfg.batchBytes, perRound); err != nil {
+				return fmt.Errorf("page cache reference: %w", err)
+			}
+		}
 		if acks == -1 {
 			w.refFor = "window" // fsynced: the disk at the window in flight
 			w.ownRef = (beside[0] + beside[1]) / 2
@@ -382,6 +393,12 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 				// own code.
 				lines = append(lines, fmt.Sprintf("acks=1: %.2fx kfake (target >= 1.5x), %.2f broker CPU ms/MB (<= 1.2; %.2f of it in the kernel), %.0f%% of disk (>= 70%%)",
 					a1.res.mbps()/k.res.mbps(), msPerMB(a1.brokerCPU, a1.res.bytes), msPerMB(a1.brokerSys, a1.res.bytes), 100*a1.res.mbps()*1e6/refs["disk"]))
+				if pc := done[i].pageCacheRef; pc > 0 {
+					// Most of the kernel's part is the copies into
+					// the page cache, whose cost is the machine's.
+					lines = append(lines, fmt.Sprintf("acks=1: plain writes of as many bytes into new files, right after it, cost the kernel %.2f ms/MB here (page-cache reference): the broker's CPU beside it is %.2f ms/MB",
+						pc, msPerMB(a1.brokerCPU, a1.res.bytes)-pc))
+				}
 			}
 		}
 		if all := find("produce acks=all"); all != nil {

@@ -85,3 +85,27 @@ func TestDiskPipelineRefAnswersEveryBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestPageCacheRefCostsTheKernelAndLeavesNoFile: the page-cache reference
+// writes what it is asked, reads a kernel cost per MB above zero (the
+// copies are the kernel's), and leaves no file behind.
+func TestPageCacheRefCostsTheKernelAndLeavesNoFile(t *testing.T) {
+	dir := t.TempDir()
+	ms, err := pageCacheRef(dir, 2, 32<<10, 256<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms <= 0 {
+		t.Fatalf("%.3f kernel ms per MB for 256 MiB of writes, want above 0", ms)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("%d files left behind", len(left))
+	}
+	if _, err := pageCacheRef(dir, 4, 32<<10, 1<<10); err == nil {
+		t.Fatal("a reference that writes nothing returned no error")
+	}
+}
