@@ -52,6 +52,22 @@ func metricValue(m *dto.Metric) float64 {
 	return 0
 }
 
+// histogramSum is the sum of the observations of an unlabelled histogram.
+func histogramSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0
+}
+
 // get returns a sample's value and whether it exists.
 func (s series) get(name, labels string) (float64, bool) {
 	v, ok := s[name][labels]
@@ -157,6 +173,15 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 	if v, _ := s.get("shale_produced_records_total", "topic=m"); v != 10 {
 		t.Errorf("produced records of m = %v, want 10", v)
+	}
+	// franz-go produces with acks=all: on a leader alone, each produce
+	// waited for a sync of the log's group commit.
+	flushes, _ := s.get("shale_log_flush_duration_seconds", "")
+	if w, _ := s.get("shale_log_flush_waiters", ""); flushes < 1 || w != flushes {
+		t.Errorf("%v group-commit syncs timed and %v counted by their waiters, want as many, at least one", flushes, w)
+	}
+	if answered := histogramSum(t, b.Registry, "shale_log_flush_waiters"); answered < 1 {
+		t.Errorf("%v group-commit syncs answered %v waiters, want some", flushes, answered)
 	}
 
 	// A deleted topic's series go.

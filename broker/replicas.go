@@ -603,7 +603,8 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 			if p := self.Load(); p != nil && m.b.repairs != nil {
 				m.b.repairs.damaged(p)
 			}
-		}}
+		},
+		OnSync: m.b.metrics.observeSync}
 	var tier *partitionTier
 	if po.tiered {
 		tier = m.b.tier.newPartitionTier(po.topic, po.id, po.index)

@@ -129,6 +129,25 @@ type Options struct {
 	// a sealed segment (reads then skip it): replication or tiering may
 	// fetch the range again from a replica or the bucket.
 	OnDamage func(Damage)
+	// OnSync, if set, is told of every sync of the group commit (see
+	// SyncScheduler) once it ended, outside the log's locks: it must
+	// only take note (the broker's flush metrics), never block or call
+	// the log.
+	OnSync func(SyncStats)
+}
+
+// SyncStats describes one sync of the group commit.
+type SyncStats struct {
+	// Took is the sync's own time: its fdatasyncs, from the first to
+	// the return of the last (waiting its turn with the zeroing ahead
+	// of the active segment not included).
+	Took time.Duration
+	// Answered is how many waiters (acks=all produces, WhenDurable
+	// calls) it answered, made durable or told of its failure: how much
+	// the group commit batched.
+	Answered int
+	// Err is the sync's failure (the log is then offline), nil if none.
+	Err error
 }
 
 // AppendResult describes an append.

@@ -261,6 +261,12 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	err := s.l.syncActive(rp)
 	took := time.Since(start)
 	s.l.diskTurn.Unlock()
+	released := 0
+	if fn := s.l.onSync; fn != nil {
+		// Told after the waiters were answered (unlock runs their
+		// callbacks), so that a note's cost never delays an answer.
+		defer func() { fn(SyncStats{Took: took, Answered: released, Err: err}) }()
+	}
 	s.mu.Lock()
 	defer s.unlock()
 	f.done, f.err = true, err
@@ -273,7 +279,7 @@ func (s *SyncScheduler) run(f *syncFlight, rp int64) {
 	} else {
 		s.mu.syncDur += (took - s.mu.syncDur) / 8
 	}
-	released := len(s.mu.waiters)
+	released = len(s.mu.waiters)
 	s.applyLocked()
 	released -= len(s.mu.waiters)
 	if released > 0 && err == nil {

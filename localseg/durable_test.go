@@ -1236,3 +1236,62 @@ func TestAppendsAndDurableWaitsAllocateNothing(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestEverySyncIsToldWithTheWaitersItAnswered: OnSync hears of each sync of
+// the group commit, after it, with the waiters it answered (together, every
+// durable wait) and, for a failed one, its error.
+func TestEverySyncIsToldWithTheWaitersItAnswered(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		syncs []SyncStats
+	)
+	h, ffs := newFaultyHarness(t, Config{})
+	h.opts.OnSync = func(s SyncStats) {
+		mu.Lock()
+		defer mu.Unlock()
+		syncs = append(syncs, s)
+	}
+	h.restart()
+	const producers = 6
+	errs := make(chan error, producers)
+	for p := 0; p < producers; p++ {
+		go func() {
+			res, err := h.log.AppendAsLeader(batch(1, 100, 0), 0)
+			if err == nil {
+				err = waitDurable(h.log, res.LastOffset+1)
+			}
+			errs <- err
+		}()
+	}
+	for p := 0; p < producers; p++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.log.flushes.Wait() // the last sync's note comes after its answers
+	mu.Lock()
+	answered := 0
+	for _, s := range syncs {
+		if s.Err != nil || s.Took <= 0 || s.Answered < 0 {
+			t.Fatalf("a sync that succeeded was told as %+v", s)
+		}
+		answered += s.Answered
+	}
+	if len(syncs) == 0 || answered != producers {
+		t.Fatalf("%d syncs told, answering %d waiters in all, want at least one answering %d", len(syncs), answered, producers)
+	}
+	syncs = nil
+	mu.Unlock()
+
+	ffs.FailSyncs(1, syscall.EIO)
+	res := h.append(batch(1, 10, 0))
+	if err := waitDurable(h.log, res.LastOffset+1); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("durability of an append whose fsync failed: %v", err)
+	}
+	h.log.flushes.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(syncs) != 1 || !errors.Is(syncs[0].Err, syscall.EIO) || syncs[0].Answered != 1 {
+		t.Fatalf("the failed sync was told as %+v, want one with its error and its one waiter", syncs)
+	}
+}

@@ -41,6 +41,7 @@ const (
 // written batches. Lock order: mu, then rp, then FileCache.mu.
 type Log struct {
 	onDamage func(Damage)
+	onSync   func(SyncStats)
 	lostMu   sync.Mutex  // serializes the lost-ranges file
 	hasLost  atomic.Bool // the lost-ranges file may exist
 	// scrubbed caches the scrubbed file (unix ms; 0: never; -1: not
@@ -187,7 +188,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget, onDamage: opts.OnDamage}
+	l := &Log{dir: dir, fs: opts.FS, fc: opts.Files, log: opts.Logger, now: opts.Now, budget: opts.ScanBudget, onDamage: opts.OnDamage, onSync: opts.OnSync}
 	l.scrubbed.Store(-1)
 	if l.fs == nil {
 		l.fs = OSFS{}
