@@ -48,6 +48,29 @@ type rawMeasure struct {
 	brokerSys time.Duration // the part of brokerCPU in the kernel
 	clientCPU time.Duration
 	gcs       int64 // broker GC cycles during the run, -1: unknown
+	// flush is the broker's group commit during the run (from its
+	// metrics; zero for kfake): syncs, their seconds, the waiters they
+	// answered.
+	flush flushStats
+}
+
+// flushStats are a broker's group-commit syncs (shale_log_flush_*).
+type flushStats struct{ syncs, seconds, waiters float64 }
+
+func scrapeFlush(httpAddr string) flushStats {
+	if httpAddr == "" {
+		return flushStats{}
+	}
+	s := scrape(httpAddr)
+	return flushStats{s["shale_log_flush_duration_seconds_count"], s["shale_log_flush_duration_seconds_sum"], s["shale_log_flush_waiters_sum"]}
+}
+
+func (f flushStats) minus(o flushStats) flushStats {
+	return flushStats{f.syncs - o.syncs, f.seconds - o.seconds, f.waiters - o.waiters}
+}
+
+func (f flushStats) plus(o flushStats) flushStats {
+	return flushStats{f.syncs + o.syncs, f.seconds + o.seconds, f.waiters + o.waiters}
 }
 
 func (m *rawMeasure) merge(o rawMeasure) {
@@ -69,6 +92,7 @@ func (m *rawMeasure) merge(o rawMeasure) {
 	}
 	m.brokerCPU = sum(m.brokerCPU, o.brokerCPU)
 	m.brokerSys = sum(m.brokerSys, o.brokerSys)
+	m.flush = m.flush.plus(o.flush)
 	m.clientCPU = sum(m.clientCPU, o.clientCPU)
 	if m.gcs < 0 || o.gcs < 0 {
 		m.gcs = -1
@@ -368,13 +392,13 @@ func runRawSuite(o options, shale, kfake *target) error {
 		}
 	}
 	printTable([]string{"raw workload", "target", "MB/s", "records/s", "p50", "p99", "broker CPU ms/MB", "client CPU ms/MB", "broker GC/s", "of reference (mean)", "vs kfake"}, rows)
-	printRawTargets(done, refs, cfg.inflight, sendfileMeasure)
+	printRawTargets(done, refs, cfg.inflight, cfg.partitions, sendfileMeasure)
 	return nil
 }
 
 // printRawTargets sets the figures beside the throughput targets Shale
 // aims for on this machine.
-func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, sendfileRef *rawMeasure) {
+func printRawTargets(done []rawWorkload, refs map[string]float64, inflight, partitions int, sendfileRef *rawMeasure) {
 	find := func(name string) *rawMeasure {
 		for i := range done {
 			if done[i].name == name {
@@ -424,6 +448,16 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight int, 
 			if rt > 0 {
 				lines = append(lines, fmt.Sprintf("acks=all: %.0f%% of the disk at its window with the producers' round trip per fdatasync (%.0f MB/s, %.2fx acks=1, %.0f%% of the window): what is left to the broker",
 					100*all.res.mbps()/rt, rt, rt/a1.res.mbps(), 100*rt/win))
+			}
+			if f := all.flush; f.syncs > 0 {
+				// How the group commit batched: a sync's fixed cost
+				// paid per this many produces, and the share of the
+				// run each partition's log spent in its syncs (the
+				// rest: the producers' round trip and the reading,
+				// validating and appending of what they sent).
+				secs := all.res.elapsed.Seconds()
+				lines = append(lines, fmt.Sprintf("acks=all: group commit: %.0f syncs a second, %.2f ms each, %.1f produces answered per sync (of %d in flight per connection); each of the %d partitions' logs syncing %.0f%% of the run",
+					f.syncs/secs, 1e3*f.seconds/f.syncs, f.waiters/f.syncs, inflight, partitions, 100*f.seconds/secs/float64(partitions)))
 			}
 			if pipe[0] > 0 && pipe[1] > 0 {
 				lines = append(lines, fmt.Sprintf("acks=all: the disk with the round trip, each batch answered once synced: %.0f MB/s with 1 fdatasync in flight per file (%.2fx acks=1), %.0f MB/s with 2 (%.2fx acks=1, %.2fx of 1 in flight): what overlapping syncs could buy",
@@ -540,7 +574,8 @@ func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawC
 		m        rawMeasure
 		cpu      *cpuMeter
 		gc0      int64 = -1
-		profiled       = make(chan error, 1)
+		flush0   flushStats
+		profiled = make(chan error, 1)
 	)
 	settleDisk()
 	cfg.onMeasure = func() {
@@ -556,6 +591,7 @@ func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawC
 			profiled <- nil
 		}
 		gc0 = gcCount(t.httpAddr)
+		flush0 = scrapeFlush(t.httpAddr)
 	}
 	res, err := run(t, cfg)
 	if cpu == nil {
@@ -563,6 +599,7 @@ func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawC
 	}
 	used := cpu.stop()
 	gc1 := gcCount(t.httpAddr)
+	m.flush = scrapeFlush(t.httpAddr).minus(flush0)
 	if perr := <-profiled; perr != nil {
 		fmt.Fprintf(os.Stderr, "profile %s: %v\n", profile, perr)
 	}
