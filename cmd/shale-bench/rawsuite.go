@@ -119,10 +119,10 @@ type rawWorkload struct {
 	// beside it: what of the window a closed loop of producers can reach
 	// without a broker's work.
 	roundTripRef float64
-	// pageCacheRef, for acks=1, is the kernel's CPU per MB (ms) of
-	// plain writes of as many bytes into new files, measured right
-	// after it (pageCacheRef): the machine's share of the broker's
-	// kernel time.
+	// pageCacheRef, for acks=1 and acks=all, is the kernel's CPU per
+	// MB (ms) of plain writes of as many bytes into new files, measured
+	// right after it (pageCacheRef): the machine's share of the
+	// broker's kernel time.
 	pageCacheRef float64
 	// pipelineRef, for acks=all, is the disk with the producers' round
 	// trip and each batch answered once synced (diskPipelineRef), with 1
@@ -253,7 +253,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 			return err
 		}
 		w := rawWorkload{name: workload, refFor: "disk", ms: ms}
-		if acks == 1 {
+		if acks != 0 {
 			perRound := ms[1].res.bytes / int64(max(1, ro.rounds))
 			if w.pageCacheRef, err = pageCacheRef(dataDirOf(shale), cfg.conns, cfg.batchBytes, perRound); err != nil {
 				return fmt.Errorf("page cache reference: %w", err)
@@ -417,12 +417,7 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight, part
 				// own code.
 				lines = append(lines, fmt.Sprintf("acks=1: %.2fx kfake (target >= 1.5x), %.2f broker CPU ms/MB (<= 1.2; %.2f of it in the kernel), %.0f%% of disk (>= 70%%)",
 					a1.res.mbps()/k.res.mbps(), msPerMB(a1.brokerCPU, a1.res.bytes), msPerMB(a1.brokerSys, a1.res.bytes), 100*a1.res.mbps()*1e6/refs["disk"]))
-				if pc := done[i].pageCacheRef; pc > 0 {
-					// Most of the kernel's part is the copies into
-					// the page cache, whose cost is the machine's.
-					lines = append(lines, fmt.Sprintf("acks=1: plain writes of as many bytes into new files, right after it, cost the kernel %.2f ms/MB here (page-cache reference): the broker's CPU beside it is %.2f ms/MB",
-						pc, msPerMB(a1.brokerCPU, a1.res.bytes)-pc))
-				}
+				lines = append(lines, pageCacheLines("acks=1", done[i])...)
 			}
 		}
 		if all := find("produce acks=all"); all != nil {
@@ -449,16 +444,6 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight, part
 				lines = append(lines, fmt.Sprintf("acks=all: %.0f%% of the disk at its window with the producers' round trip per fdatasync (%.0f MB/s, %.2fx acks=1, %.0f%% of the window): what is left to the broker",
 					100*all.res.mbps()/rt, rt, rt/a1.res.mbps(), 100*rt/win))
 			}
-			if f := all.flush; f.syncs > 0 {
-				// How the group commit batched: a sync's fixed cost
-				// paid per this many produces, and the share of the
-				// run each partition's log spent in its syncs (the
-				// rest: the producers' round trip and the reading,
-				// validating and appending of what they sent).
-				secs := all.res.elapsed.Seconds()
-				lines = append(lines, fmt.Sprintf("acks=all: group commit: %.0f syncs a second, %.2f ms each, %.1f produces answered per sync (of %d in flight per connection); each of the %d partitions' logs syncing %.0f%% of the run",
-					f.syncs/secs, 1e3*f.seconds/f.syncs, f.waiters/f.syncs, inflight, partitions, 100*f.seconds/secs/float64(partitions)))
-			}
 			if pipe[0] > 0 && pipe[1] > 0 {
 				lines = append(lines, fmt.Sprintf("acks=all: the disk with the round trip, each batch answered once synced: %.0f MB/s with 1 fdatasync in flight per file (%.2fx acks=1), %.0f MB/s with 2 (%.2fx acks=1, %.2fx of 1 in flight): what overlapping syncs could buy",
 					pipe[0], pipe[0]/a1.res.mbps(), pipe[1], pipe[1]/a1.res.mbps(), pipe[1]/pipe[0]))
@@ -477,6 +462,22 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight, part
 					loop, loop/a1.res.mbps(), reach, 100*all.res.mbps()/loop))
 			}
 		}
+	}
+	for _, w := range done {
+		if w.name != "produce acks=all" {
+			continue
+		}
+		// With or without an acks=1 run to set it beside.
+		if f, secs := w.ms[1].flush, w.ms[1].res.elapsed.Seconds(); f.syncs > 0 && secs > 0 {
+			// How the group commit batched: a sync's fixed cost paid
+			// per this many produces, and the share of the run each
+			// partition's log spent in its syncs (the rest: the
+			// producers' round trip and the reading, validating and
+			// appending of what they sent).
+			lines = append(lines, fmt.Sprintf("acks=all: group commit: %.0f syncs a second, %.2f ms each, %.1f produces answered per sync (of %d in flight per connection); each of the %d partitions' logs syncing %.0f%% of the run",
+				f.syncs/secs, 1e3*f.seconds/f.syncs, f.waiters/f.syncs, inflight, partitions, 100*f.seconds/secs/float64(partitions)))
+		}
+		lines = append(lines, pageCacheLines("acks=all", w)...)
 	}
 	for _, w := range done {
 		if !strings.Contains(w.name, "@") {
@@ -514,6 +515,20 @@ func printRawTargets(done []rawWorkload, refs map[string]float64, inflight, part
 	for _, l := range lines {
 		fmt.Println("  " + l)
 	}
+}
+
+// pageCacheLines sets a produce run's broker CPU beside the page-cache
+// reference measured after it, if any: most of the kernel's part of the
+// broker's CPU is the copies into the page cache, whose cost is the
+// machine's (see pageCacheRef).
+func pageCacheLines(name string, w rawWorkload) []string {
+	m := w.ms[1]
+	if w.pageCacheRef <= 0 || m.brokerCPU < 0 || m.res.bytes == 0 {
+		return nil
+	}
+	cpu := msPerMB(m.brokerCPU, m.res.bytes)
+	return []string{fmt.Sprintf("%s: plain writes of as many bytes into new files, right after it, cost the kernel %.2f ms/MB here (page-cache reference): the broker's CPU beside it is %.2f ms/MB (%.2f in all)",
+		name, w.pageCacheRef, cpu-w.pageCacheRef, cpu)}
 }
 
 func createRawTopic(targets [2]*target, prefix string, partitions int) (string, error) {
