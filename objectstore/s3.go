@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -632,7 +633,28 @@ func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 	if length == 0 {
 		return b.emptyRange(ctx, key, off)
 	}
+	body, size, etag, err := b.get(ctx, key, off, length, "")
+	if err != nil {
+		if errors.Is(err, ErrInvalidRange) && off == 0 {
+			// S3 refuses any range of an empty object.
+			return b.emptyRange(ctx, key, off)
+		}
+		return nil, err
+	}
+	if size < 0 || etag == "" {
+		return body, nil
+	}
+	return &resumingBody{b: b, ctx: ctx, key: key, off: off, size: size, etag: etag, body: body}, nil
+}
+
+// get sends one GET of the range (ifMatch, when set, the ETag the object
+// must still have) and returns its body, the body's length (-1 when the
+// response does not say) and the object's ETag.
+func (b *S3) get(ctx context.Context, key string, off, length int64, ifMatch string) (*stallReader, int64, string, error) {
 	in := &s3.GetObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)}
+	if ifMatch != "" {
+		in.IfMatch = aws.String(ifMatch)
+	}
 	if length > math.MaxInt64-off {
 		length = -1 // to the end; off+length would overflow
 	}
@@ -659,16 +681,92 @@ func (b *S3) Get(ctx context.Context, key string, off, length int64) (io.ReadClo
 	}
 	if err != nil {
 		cancel()
-		err = s3Err("get", key, err)
-		if errors.Is(err, ErrInvalidRange) && off == 0 {
-			// S3 refuses any range of an empty object.
-			return b.emptyRange(ctx, key, off)
-		}
-		return nil, err
+		return nil, 0, "", s3Err("get", key, err)
 	}
 	s := newStallReader(out.Body, cancel, b.opts.StallTimeout, key)
 	s.gate = gb
-	return s, nil
+	size := int64(-1)
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	return s, size, aws.ToString(out.ETag), nil
+}
+
+// maxGetResumes bounds the GETs a body's read sends after its first to
+// resume it (see resumingBody).
+const maxGetResumes = 3
+
+// resumingBody is a GET's body that, when the connection ends before the
+// body does (the store closed it early, or reset it: an unexpected EOF or
+// ECONNRESET mid-body), goes on with a GET of the rest of the range,
+// conditional on the object's ETag, at most maxGetResumes times. A store
+// that drops a long transfer now and then (S3 resets some, MinIO closes
+// a response whose reader it finds too slow) then costs a request, not
+// the read. A stalled body (no byte for the stall timeout) is not
+// resumed: the store is stuck, and the caller decides. What was read is
+// never read again: the rest starts where the bytes handed out end.
+type resumingBody struct {
+	b       *S3
+	ctx     context.Context
+	key     string
+	off     int64  // the range's first byte
+	size    int64  // the range's length, as the first response said
+	etag    string // the object's, as the first response said
+	body    *stallReader
+	read    int64 // bytes handed out so far
+	resumes int
+	broken  error // the error that ended the current body, nil if none
+	failed  error // set once resuming failed: every later read's answer
+}
+
+func (r *resumingBody) Read(p []byte) (int, error) {
+	for {
+		if r.failed != nil {
+			return 0, r.failed
+		}
+		if r.broken != nil {
+			if err := r.resume(); err != nil {
+				r.failed = err
+				return 0, err
+			}
+		}
+		n, err := r.body.Read(p)
+		r.read += int64(n)
+		if err == nil || err == io.EOF || !resumable(err) || r.read >= r.size {
+			return n, err
+		}
+		r.broken = err
+		if n > 0 {
+			return n, nil // the rest at the next read
+		}
+	}
+}
+
+// resume replaces the broken body with a GET of the rest of the range.
+func (r *resumingBody) resume() error {
+	broken := r.broken
+	if r.resumes >= maxGetResumes || r.ctx.Err() != nil {
+		return broken
+	}
+	r.body.Close()
+	r.resumes++
+	body, size, _, err := r.b.get(r.ctx, r.key, r.off+r.read, r.size-r.read, r.etag)
+	if err != nil {
+		return fmt.Errorf("%w (resuming the body at byte %d after: %v)", err, r.read, broken)
+	}
+	r.body, r.broken = body, nil
+	if size != r.size-r.read {
+		return fmt.Errorf("objectstore: s3 get %s: resumed at byte %d, the store sent %d bytes of the %d left", r.key, r.read, size, r.size-r.read)
+	}
+	return nil
+}
+
+func (r *resumingBody) Close() error { return r.body.Close() }
+
+// resumable reports whether a body's read error is a connection that
+// ended early, which a GET of the rest may get past.
+func resumable(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // emptyRange answers a Get whose answer holds no bytes, after checking

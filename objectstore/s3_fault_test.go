@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -466,5 +469,110 @@ func TestS3GatedGetReadsThroughTheGate(t *testing.T) {
 	stop()
 	if held, most, _ := g.Counts(); held != 0 || most > 1 {
 		t.Fatalf("gate of 1 step: %d held after the reads, %d at once", held, most)
+	}
+}
+
+// cutBodies ends the first cuts GET bodies after every bytes, as a store
+// that closes a response early does (an unexpected EOF), and records each
+// GET's Range and If-Match headers.
+type cutBodies struct {
+	mu     sync.Mutex
+	cuts   int
+	every  int
+	ranges []string
+	match  []string
+}
+
+func (c *cutBodies) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(r)
+		if err != nil || r.Method != http.MethodGet || resp.StatusCode/100 != 2 {
+			return resp, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.ranges = append(c.ranges, r.Header.Get("Range"))
+		c.match = append(c.match, r.Header.Get("If-Match"))
+		if c.cuts > 0 {
+			c.cuts--
+			resp.Body = &cutBody{ReadCloser: resp.Body, left: c.every}
+		}
+		return resp, nil
+	})
+}
+
+type cutBody struct {
+	io.ReadCloser
+	left int
+}
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n, err := c.ReadCloser.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	return n, err
+}
+
+// TestS3GetBodyCutShortIsResumed: a GET body the connection ends early
+// goes on with GETs of the rest of the range, conditional on the object's
+// ETag, and reads the same bytes; past maxGetResumes resumptions the read
+// fails with the cause, having handed out only bytes of the object.
+func TestS3GetBodyCutShortIsResumed(t *testing.T) {
+	ctx := context.Background()
+	cut := &cutBodies{}
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = cut.wrap })
+	data := make([]byte, 3<<20)
+	for i := range data {
+		data[i] = byte(i * 31 >> 8)
+	}
+	if _, err := b.Put(ctx, "cut", bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	read := func(off, length int64) ([]byte, error) {
+		body, err := b.Get(ctx, "cut", off, length)
+		if err != nil {
+			return nil, err
+		}
+		defer body.Close()
+		return io.ReadAll(body)
+	}
+
+	// The whole object, cut twice: three GETs, the later two from where
+	// the bytes read end, each conditional on the first one's ETag.
+	cut.mu.Lock()
+	cut.cuts, cut.every, cut.ranges, cut.match = 2, 1<<20+123, nil, nil
+	cut.mu.Unlock()
+	got, err := read(0, -1)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (equal %v), %v; want the object's %d", len(got), bytes.Equal(got, data), err, len(data))
+	}
+	cut.mu.Lock()
+	want := []string{"", fmt.Sprintf("bytes=%d-%d", 1<<20+123, len(data)-1), fmt.Sprintf("bytes=%d-%d", 2*(1<<20+123), len(data)-1)}
+	if !slices.Equal(cut.ranges, want) || cut.match[0] != "" || cut.match[1] == "" || cut.match[2] != cut.match[1] {
+		t.Fatalf("GETs with ranges %q and If-Match %q; want ranges %q, the later two on the object's ETag", cut.ranges, cut.match, want)
+	}
+
+	// A range, cut once: resumed within it.
+	cut.cuts, cut.every = 1, 1000
+	cut.mu.Unlock()
+	if got, err := read(5000, 1<<20); err != nil || !bytes.Equal(got, data[5000:5000+1<<20]) {
+		t.Fatalf("range read %d bytes, %v; want the range's %d", len(got), err, 1<<20)
+	}
+
+	// Cut every time: the read fails with the cause after the first GET
+	// and three resumptions, having read only the object's bytes.
+	cut.mu.Lock()
+	cut.cuts, cut.every, cut.ranges = 100, 1<<18, nil
+	cut.mu.Unlock()
+	got, err = read(0, -1)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || len(got) != 4<<18 || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("read %d bytes, %v; want 4 cut bodies' %d bytes of the object and the unexpected EOF", len(got), err, 4<<18)
+	}
+	cut.mu.Lock()
+	defer cut.mu.Unlock()
+	if len(cut.ranges) != 4 {
+		t.Fatalf("%d GETs for a body cut every time, want 4 (the first and 3 resumptions)", len(cut.ranges))
 	}
 }
