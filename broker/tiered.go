@@ -145,6 +145,9 @@ type partitionTier struct {
 	// place first). Produce requests that arrive while the manifest is
 	// read wait on it (tierGate) rather than fail.
 	gate atomic.Pointer[readyGate]
+	// readWarned is when a failed remote read was last logged (unix
+	// nanoseconds): at most one a remoteReadWarnEvery.
+	readWarned atomic.Int64
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
@@ -527,8 +530,20 @@ func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, 
 	if errors.Is(err, tiering.ErrOutOfRange) {
 		return tiering.Data{}, fmt.Errorf("%w: %w", localseg.ErrOffsetOutOfRange, err)
 	}
+	if err != nil && t.svc.b.ctx.Err() == nil {
+		// The consumer only sees KAFKA_STORAGE_ERROR: the cause goes to
+		// the log, once in a while per partition.
+		now := time.Now().UnixNano()
+		if last := t.readWarned.Load(); now-last >= int64(remoteReadWarnEvery) && t.readWarned.CompareAndSwap(last, now) {
+			t.svc.b.log.Warn("remote read failed; the fetch gets a retriable KAFKA_STORAGE_ERROR", "topic", t.part.Topic, "partition", t.part.Index, "offset", offset, "err", err)
+		}
+	}
 	return data, err
 }
+
+// remoteReadWarnEvery bounds the warnings of a partition's failed remote
+// reads: a store that is down fails every fetch of every consumer.
+const remoteReadWarnEvery = 10 * time.Second
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
