@@ -60,12 +60,33 @@ func diskWriteRef(dir string, d time.Duration) (float64, error) {
 // dominates.
 func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float64, error) {
 	var written atomic.Int64
-	errs := make(chan error, files)
 	start := time.Now()
+	err := writeFiles(dir, "disk-window-ref-", files, batch, func(f *os.File, block []byte) error {
+		for n := 0; time.Since(start) < d && n < 2<<30; {
+			for w := 0; w < window; w += batch {
+				if _, err := f.Write(block); err != nil {
+					return err
+				}
+				n += batch
+			}
+			if err := fdatasync(f); err != nil {
+				return err
+			}
+			written.Add(int64(window / batch * batch))
+		}
+		return nil
+	})
+	return float64(written.Load()) / time.Since(start).Seconds(), err
+}
+
+// writeFiles runs write on files new files in dir at once, each given a
+// block of batch patterned bytes to write, and removes the files after.
+func writeFiles(dir, prefix string, files, batch int, write func(f *os.File, block []byte) error) error {
+	errs := make(chan error, files)
 	for i := 0; i < files; i++ {
 		go func() {
 			errs <- func() error {
-				f, err := os.CreateTemp(dir, "disk-window-ref-")
+				f, err := os.CreateTemp(dir, prefix)
 				if err != nil {
 					return err
 				}
@@ -75,19 +96,7 @@ func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float
 				for i := range block {
 					block[i] = byte(i * 7)
 				}
-				for n := 0; time.Since(start) < d && n < 2<<30; {
-					for w := 0; w < window; w += batch {
-						if _, err := f.Write(block); err != nil {
-							return err
-						}
-						n += batch
-					}
-					if err := fdatasync(f); err != nil {
-						return err
-					}
-					written.Add(int64(window / batch * batch))
-				}
-				return nil
+				return write(f, block)
 			}()
 		}()
 	}
@@ -95,7 +104,7 @@ func diskWindowRef(dir string, files, batch, window int, d time.Duration) (float
 	for i := 0; i < files; i++ {
 		err = errors.Join(err, <-errs)
 	}
-	return float64(written.Load()) / time.Since(start).Seconds(), err
+	return err
 }
 
 // diskRoundTripRef is diskWindowRef with the producers' round trip: each
@@ -442,32 +451,14 @@ func pageCacheRef(dir string, files, batch int, size int64) (float64, error) {
 		return 0, err
 	}
 	per := size / int64(files)
-	errs := make(chan error, files)
-	for i := 0; i < files; i++ {
-		go func() {
-			errs <- func() error {
-				f, err := os.CreateTemp(dir, "page-cache-ref-")
-				if err != nil {
-					return err
-				}
-				defer os.Remove(f.Name())
-				defer f.Close()
-				block := make([]byte, batch)
-				for i := range block {
-					block[i] = byte(i * 7)
-				}
-				for n := int64(0); n < per; n += int64(batch) {
-					if _, err := f.Write(block); err != nil {
-						return err
-					}
-				}
-				return nil
-			}()
-		}()
-	}
-	for i := 0; i < files; i++ {
-		err = errors.Join(err, <-errs)
-	}
+	err = writeFiles(dir, "page-cache-ref-", files, batch, func(f *os.File, block []byte) error {
+		for n := int64(0); n < per; n += int64(batch) {
+			if _, err := f.Write(block); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
