@@ -25,6 +25,7 @@ type Metrics struct {
 	bytes      *prometheus.CounterVec
 	seconds    *prometheus.HistogramVec
 	s3Requests *prometheus.CounterVec
+	getResumes prometheus.Counter
 }
 
 // NewMetrics registers the collectors with reg (nil: unregistered).
@@ -43,9 +44,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 				"by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, " +
 				"CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload)."},
 			[]string{"operation", "class"}),
+		getResumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_objectstore_get_resumes_total",
+			Help: "GET bodies of an S3 bucket that the connection ended early (an unexpected EOF or a reset), resumed with a GET of the rest: a store that drops transfers."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytes, m.seconds, m.s3Requests)
+		reg.MustRegister(m.requests, m.bytes, m.seconds, m.s3Requests, m.getResumes)
 	}
 	return m
 }
@@ -54,15 +57,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // prefix or not), its HTTP requests are counted into m from now on.
 func (m *Metrics) Wrap(b Bucket) Bucket {
 	if rc, ok := b.(requestCounted); ok {
-		rc.countRequests(m.s3Requests)
+		rc.countRequests(m)
 	}
 	return &instrumented{b: b, m: m}
 }
 
-// requestCounted is a bucket that counts the requests it sends into a
-// counter labelled by operation and class.
+// requestCounted is a bucket that counts the requests it sends (and the
+// bodies it resumes) into m's S3 counters.
 type requestCounted interface {
-	countRequests(c *prometheus.CounterVec)
+	countRequests(m *Metrics)
 }
 
 // S3RequestClass is the billing class of an S3 operation, as S3's price

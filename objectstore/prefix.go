@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // prefixed keeps a bucket's keys under prefix/: what the rest of the
@@ -18,9 +16,9 @@ type prefixed struct {
 
 var _ Bucket = (*prefixed)(nil)
 
-func (p *prefixed) countRequests(c *prometheus.CounterVec) {
+func (p *prefixed) countRequests(m *Metrics) {
 	if rc, ok := p.b.(requestCounted); ok {
-		rc.countRequests(c)
+		rc.countRequests(m)
 	}
 }
 

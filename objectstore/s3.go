@@ -214,6 +214,9 @@ type S3 struct {
 	// requests counts the HTTP requests the store answered, by
 	// operation and class (nil: not counted).
 	requests atomic.Pointer[prometheus.CounterVec]
+	// resumes counts the GET bodies resumed (see resumingBody; nil:
+	// not counted).
+	resumes atomic.Pointer[prometheus.Counter]
 }
 
 var _ Bucket = (*S3)(nil)
@@ -329,7 +332,10 @@ func unsignedPayload(stack *smithymw.Stack) error {
 		}), smithymw.Before)
 }
 
-func (b *S3) countRequests(c *prometheus.CounterVec) { b.requests.Store(c) }
+func (b *S3) countRequests(m *Metrics) {
+	b.requests.Store(m.s3Requests)
+	b.resumes.Store(&m.getResumes)
+}
 
 // countAttempts counts each attempt of a call (it sits below the
 // retryer) whose request the store answered, by the call's operation: a
@@ -750,6 +756,9 @@ func (r *resumingBody) resume() error {
 	}
 	r.body.Close()
 	r.resumes++
+	if c := r.b.resumes.Load(); c != nil {
+		(*c).Inc()
+	}
 	body, size, _, err := r.b.get(r.ctx, r.key, r.off+r.read, r.size-r.read, r.etag)
 	if err != nil {
 		return fmt.Errorf("%w (resuming the body at byte %d after: %v)", err, r.read, broken)

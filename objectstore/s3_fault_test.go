@@ -522,7 +522,8 @@ func (c *cutBody) Read(p []byte) (int, error) {
 func TestS3GetBodyCutShortIsResumed(t *testing.T) {
 	ctx := context.Background()
 	cut := &cutBodies{}
-	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = cut.wrap })
+	reg := prometheus.NewRegistry()
+	b := objectstore.NewMetrics(reg).Wrap(newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = cut.wrap }))
 	data := make([]byte, 3<<20)
 	for i := range data {
 		data[i] = byte(i * 31 >> 8)
@@ -574,5 +575,20 @@ func TestS3GetBodyCutShortIsResumed(t *testing.T) {
 	defer cut.mu.Unlock()
 	if len(cut.ranges) != 4 {
 		t.Fatalf("%d GETs for a body cut every time, want 4 (the first and 3 resumptions)", len(cut.ranges))
+	}
+	// 2 + 1 + 3 resumptions, counted.
+	if n, err := testutil.GatherAndCount(reg, "shale_objectstore_get_resumes_total"); err != nil || n != 1 {
+		t.Fatalf("shale_objectstore_get_resumes_total: %d series, %v", n, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "shale_objectstore_get_resumes_total" {
+			if v := mf.GetMetric()[0].GetCounter().GetValue(); v != 6 {
+				t.Fatalf("shale_objectstore_get_resumes_total = %v, want 6", v)
+			}
+		}
 	}
 }
