@@ -32,7 +32,6 @@ import (
 	"github.com/aws/smithy-go/logging"
 	smithymw "github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // S3Options configure an S3 bucket. Zero values take the defaults that
@@ -211,12 +210,10 @@ type S3 struct {
 	// checksum is the algorithm multipart uploads declare and their
 	// parts carry ("" when checksums are computed only when required).
 	checksum types.ChecksumAlgorithm
-	// requests counts the HTTP requests the store answered, by
-	// operation and class (nil: not counted).
-	requests atomic.Pointer[prometheus.CounterVec]
-	// resumes counts the GET bodies resumed (see resumingBody; nil:
-	// not counted).
-	resumes atomic.Pointer[prometheus.Counter]
+	// metrics counts the HTTP requests the store answered, by
+	// operation and class, and the GET bodies resumed (see
+	// resumingBody); nil: not counted.
+	metrics atomic.Pointer[Metrics]
 }
 
 var _ Bucket = (*S3)(nil)
@@ -332,10 +329,7 @@ func unsignedPayload(stack *smithymw.Stack) error {
 		}), smithymw.Before)
 }
 
-func (b *S3) countRequests(m *Metrics) {
-	b.requests.Store(m.s3Requests)
-	b.resumes.Store(&m.getResumes)
-}
+func (b *S3) countRequests(m *Metrics) { b.metrics.Store(m) }
 
 // countAttempts counts each attempt of a call (it sits below the
 // retryer) whose request the store answered, by the call's operation: a
@@ -346,10 +340,10 @@ func (b *S3) countAttempts(stack *smithymw.Stack) error {
 	return stack.Deserialize.Add(smithymw.DeserializeMiddlewareFunc("shale:CountRequests",
 		func(ctx context.Context, in smithymw.DeserializeInput, next smithymw.DeserializeHandler) (smithymw.DeserializeOutput, smithymw.Metadata, error) {
 			out, md, err := next.HandleDeserialize(ctx, in)
-			if c := b.requests.Load(); c != nil {
+			if m := b.metrics.Load(); m != nil {
 				if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Response != nil && resp.StatusCode != 0 {
 					op := smithymw.GetOperationName(ctx)
-					c.WithLabelValues(op, S3RequestClass(op)).Inc()
+					m.s3Requests.WithLabelValues(op, S3RequestClass(op)).Inc()
 				}
 			}
 			return out, md, err
@@ -756,8 +750,8 @@ func (r *resumingBody) resume() error {
 	}
 	r.body.Close()
 	r.resumes++
-	if c := r.b.resumes.Load(); c != nil {
-		(*c).Inc()
+	if m := r.b.metrics.Load(); m != nil {
+		m.getResumes.Inc()
 	}
 	body, size, _, err := r.b.get(r.ctx, r.key, r.off+r.read, r.size-r.read, r.etag)
 	if err != nil {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -95,30 +93,6 @@ func msPerMB(cpu time.Duration, bytes int64) float64 {
 		return -1
 	}
 	return float64(cpu.Milliseconds()) / (float64(bytes) / 1e6)
-}
-
-// gcCount reads the broker's completed GC cycles from its Prometheus
-// endpoint (go_gc_duration_seconds_count); -1 when it cannot.
-func gcCount(httpAddr string) int64 {
-	if httpAddr == "" {
-		return -1
-	}
-	cl := http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_duration_seconds_count "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err == nil {
-				return n
-			}
-		}
-	}
-	return -1
 }
 
 // loadAverage is the 1-minute load average, to print beside figures

@@ -57,12 +57,18 @@ type rawMeasure struct {
 // flushStats are a broker's group-commit syncs (shale_log_flush_*).
 type flushStats struct{ syncs, seconds, waiters float64 }
 
-func scrapeFlush(httpAddr string) flushStats {
+// brokerCounters reads, in one scrape of a broker's metrics, its GC
+// cycles (-1: unknown, as for kfake) and its group commit's syncs.
+func brokerCounters(httpAddr string) (int64, flushStats) {
 	if httpAddr == "" {
-		return flushStats{}
+		return -1, flushStats{}
 	}
 	s := scrape(httpAddr)
-	return flushStats{s["shale_log_flush_duration_seconds_count"], s["shale_log_flush_duration_seconds_sum"], s["shale_log_flush_waiters_sum"]}
+	gcs, ok := s["go_gc_duration_seconds_count"]
+	if !ok {
+		gcs = -1
+	}
+	return int64(gcs), flushStats{s["shale_log_flush_duration_seconds_count"], s["shale_log_flush_duration_seconds_sum"], s["shale_log_flush_waiters_sum"]}
 }
 
 func (f flushStats) minus(o flushStats) flushStats {
@@ -605,16 +611,15 @@ func measureRaw(t *target, profile string, cfg rawConfig, run func(*target, rawC
 		} else {
 			profiled <- nil
 		}
-		gc0 = gcCount(t.httpAddr)
-		flush0 = scrapeFlush(t.httpAddr)
+		gc0, flush0 = brokerCounters(t.httpAddr)
 	}
 	res, err := run(t, cfg)
 	if cpu == nil {
 		return m, err
 	}
 	used := cpu.stop()
-	gc1 := gcCount(t.httpAddr)
-	m.flush = scrapeFlush(t.httpAddr).minus(flush0)
+	gc1, flush1 := brokerCounters(t.httpAddr)
+	m.flush = flush1.minus(flush0)
 	if perr := <-profiled; perr != nil {
 		fmt.Fprintf(os.Stderr, "profile %s: %v\n", profile, perr)
 	}
