@@ -1,0 +1,501 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+// edgeBatch is how many records each produced batch of the edge tests
+// holds: offsets inside a batch are "mid-batch".
+const edgeBatch = 10
+
+// edgeTs is the timestamp of record i of the edge tests: 10 ms apart, so
+// a timestamp between two records exists.
+func edgeTs(base int64, i int) int64 { return base + 10*int64(i) }
+
+// produceEdge produces records from to to-1 of partition p of topic, in
+// batches of edgeBatch, with edgeTs timestamps.
+func produceEdge(t *testing.T, cl *kgo.Client, p int32, base int64, from, to int) {
+	t.Helper()
+	for i := from; i < to; i += edgeBatch {
+		var recs []*kgo.Record
+		for j := i; j < min(i+edgeBatch, to); j++ {
+			recs = append(recs, &kgo.Record{Partition: p, Key: []byte(strconv.Itoa(j)), Value: tieredValue(j), Timestamp: time.UnixMilli(edgeTs(base, j))})
+		}
+		produceSync(t, cl, recs...)
+	}
+}
+
+// listOffsetP asks for one timestamp of one partition; it returns the
+// offset, timestamp, epoch and error code.
+func listOffsetP(t *testing.T, cl *kgo.Client, topic string, p int32, ts int64, isolation int8) (int64, int64, int32, int16) {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.Version = 9
+	req.IsolationLevel = isolation
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Partition = p
+	rp.Timestamp = ts
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := resp.Topics[0].Partitions[0]
+	return sp.Offset, sp.Timestamp, sp.LeaderEpoch, sp.ErrorCode
+}
+
+type edgeFetchPart struct {
+	p      int32
+	offset int64
+	max    int32
+}
+
+type edgeFetchResult struct {
+	code      int16
+	hw, start int64
+	batches   []recordbatch.Batch
+	bytes     int
+}
+
+// rawFetch sends one Fetch (up to v12, no session, MinBytes 0) and parses the
+// batches of each partition.
+func rawFetch(t *testing.T, cl *kgo.Client, topic string, maxBytes int32, isolation int8, parts ...edgeFetchPart) map[int32]edgeFetchResult {
+	t.Helper()
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = 12
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 0
+	req.MinBytes = 0
+	req.MaxBytes = maxBytes
+	req.IsolationLevel = isolation
+	req.SessionEpoch = -1
+	tds, err := kadm.NewClient(cl).ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = topic
+	rt.TopicID = tds[topic].ID
+	for _, fp := range parts {
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition = fp.p
+		rp.FetchOffset = fp.offset
+		rp.PartitionMaxBytes = fp.max
+		rp.CurrentLeaderEpoch = -1
+		rp.LastFetchedEpoch = -1
+		rp.LogStartOffset = -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ErrorCode != 0 {
+		t.Fatalf("fetch: top-level error %d", resp.ErrorCode)
+	}
+	out := map[int32]edgeFetchResult{}
+	for _, st := range resp.Topics {
+		for _, sp := range st.Partitions {
+			r := edgeFetchResult{code: sp.ErrorCode, hw: sp.HighWatermark, start: sp.LogStartOffset, bytes: len(sp.RecordBatches)}
+			for rest := sp.RecordBatches; len(rest) > 0; {
+				b, next, err := recordbatch.Next(rest)
+				if err != nil {
+					break // a partial last batch, as Kafka may send
+				}
+				if err := recordbatch.Check(b); err != nil {
+					t.Fatalf("fetch %d: batch at %d: %v", sp.Partition, b.BaseOffset(), err)
+				}
+				r.batches = append(r.batches, b)
+				rest = next
+			}
+			out[sp.Partition] = r
+		}
+	}
+	return out
+}
+
+// edgeSetup starts MinIO and a tiered broker, creates topic with two
+// partitions (64 KiB segments, one byte kept locally), produces n records
+// to partition 0 and 20 to partition 1, and waits until partition 0's
+// local log starts past half of it.
+func edgeSetup(t *testing.T, topic string, n int, extra map[string]string) (*brokertest.Broker, *objectstore.S3, *kgo.Client, int64) {
+	t.Helper()
+	srv := miniotest.Start(t)
+	s3 := srv.NewS3(t, nil)
+	b := startTiered(t, s3)
+	str := func(s string) *string { return &s }
+	cfg := map[string]*string{
+		"segment.bytes":         str("65536"),
+		"local.retention.bytes": str("1"),
+		"retention.ms":          str("-1"),
+		"file.delete.delay.ms":  str("1"),
+	}
+	for k, v := range extra {
+		cfg[k] = str(v)
+	}
+	createTopic(t, b.Admin(), topic, 2, cfg)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	pc := tieredProducer(b, topic, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	defer pc.Close()
+	produceEdge(t, pc, 0, base, 0, n)
+	produceEdge(t, pc, 1, base, 0, 20)
+	cl := b.Client()
+	waitFor(t, "uploads and local retention", 60*time.Second, func() bool {
+		return localSegments(t, b, topic) <= 2 && listOffset(t, cl, topic, -4) > int64(n/2)
+	})
+	return b, s3, cl, base
+}
+
+// TestTieredEdgeListOffsetsAndFetch probes, on a real MinIO, the Kafka
+// semantics of ListOffsets and Fetch around the boundary between the
+// remote and the local log.
+func TestTieredEdgeListOffsetsAndFetch(t *testing.T) {
+	const topic, n = "edge", 1200
+	b, _, cl, base := edgeSetup(t, topic, n, nil)
+	localStart := listOffset(t, cl, topic, -4)
+	t.Logf("local log starts at %d of %d", localStart, n)
+	if localStart%edgeBatch != 0 {
+		t.Fatalf("local log start %d is not a batch boundary", localStart)
+	}
+
+	t.Run("ListOffsets", func(t *testing.T) {
+		type want struct {
+			ts      int64
+			off, rt int64
+		}
+		cases := []want{
+			{-2, 0, -1},
+			{-1, n, -1},
+			{-4, localStart, -1},
+			{-3, n - 1, edgeTs(base, n-1)},
+			{base - 100000, 0, base},                  // before everything
+			{base, 0, base},                           // the first record
+			{edgeTs(base, 5), 5, edgeTs(base, 5)},     // mid-batch, remote
+			{edgeTs(base, 5) - 3, 5, edgeTs(base, 5)}, // between records, remote
+			{edgeTs(base, int(localStart)-1), localStart - 1, edgeTs(base, int(localStart)-1)}, // last remote
+			{edgeTs(base, int(localStart)-1) + 1, localStart, edgeTs(base, int(localStart))},   // between the last remote and the first local
+			{edgeTs(base, int(localStart)), localStart, edgeTs(base, int(localStart))},         // first local
+			{edgeTs(base, int(localStart)+3), localStart + 3, edgeTs(base, int(localStart)+3)}, // mid-batch, local
+			{edgeTs(base, n-1), n - 1, edgeTs(base, n-1)},                                      // last
+			{edgeTs(base, n-1) + 1, -1, -1},                                                    // after everything
+		}
+		for _, c := range cases {
+			for _, iso := range []int8{0, 1} {
+				off, ts, epoch, code := listOffsetP(t, cl, topic, 0, c.ts, iso)
+				if code != 0 || off != c.off || (c.rt != -1 && ts != c.rt) {
+					t.Errorf("isolation %d, timestamp %d: offset %d, timestamp %d, error %d; want offset %d, timestamp %d", iso, c.ts, off, ts, code, c.off, c.rt)
+				}
+				if off >= 0 && epoch < 0 {
+					t.Errorf("isolation %d, timestamp %d: offset %d without a leader epoch", iso, c.ts, off)
+				}
+			}
+		}
+		// Partition 1 holds only local records.
+		for _, c := range []struct{ ts, off int64 }{{-2, 0}, {-4, 0}, {-1, 20}, {-3, 19}, {base, 0}, {edgeTs(base, 19) + 1, -1}} {
+			if off, _, _, code := listOffsetP(t, cl, topic, 1, c.ts, 0); code != 0 || off != c.off {
+				t.Errorf("partition 1, timestamp %d: offset %d, error %d; want %d", c.ts, off, code, c.off)
+			}
+		}
+	})
+
+	t.Run("Fetch", func(t *testing.T) {
+		// checkFirst fails unless the first batch holds offset.
+		checkFirst := func(what string, r edgeFetchResult, offset int64) {
+			t.Helper()
+			if r.code != 0 {
+				t.Errorf("%s: error %d", what, r.code)
+				return
+			}
+			if len(r.batches) == 0 {
+				t.Errorf("%s: no whole batch (%d bytes)", what, r.bytes)
+				return
+			}
+			if f := r.batches[0]; f.BaseOffset() > offset || f.LastOffset() < offset {
+				t.Errorf("%s: first batch %d-%d does not hold %d", what, f.BaseOffset(), f.LastOffset(), offset)
+			}
+			if r.hw != n || r.start != 0 {
+				t.Errorf("%s: high watermark %d, log start %d", what, r.hw, r.start)
+			}
+			for i := 1; i < len(r.batches); i++ {
+				if r.batches[i].BaseOffset() != r.batches[i-1].NextOffset() {
+					t.Errorf("%s: batch %d starts at %d after one ending at %d", what, i, r.batches[i].BaseOffset(), r.batches[i-1].LastOffset())
+				}
+			}
+		}
+		for _, off := range []int64{0, 5, 9, 10, localStart / 2, localStart/2 + 7, localStart - 1, localStart - 5, localStart, localStart + 1, n - 1} {
+			for _, max := range []int32{1, 100, 5000, 1 << 20} {
+				for _, iso := range []int8{0, 1} {
+					r := rawFetch(t, cl, topic, max, iso, edgeFetchPart{0, off, max})[0]
+					checkFirst("offset "+strconv.FormatInt(off, 10)+" max "+strconv.Itoa(int(max))+" iso "+strconv.Itoa(int(iso)), r, off)
+				}
+			}
+		}
+		// At the high watermark: nothing, no error. Past it: out of range.
+		if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, n, 1 << 20})[0]; r.code != 0 || r.bytes != 0 {
+			t.Errorf("fetch at the high watermark: error %d, %d bytes", r.code, r.bytes)
+		}
+		if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, n + 1, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+			t.Errorf("fetch past the high watermark: error %d", r.code)
+		}
+		if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, -1, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+			t.Errorf("fetch at -1: error %d", r.code)
+		}
+
+		// Several partitions in one fetch: remote, local, remote again.
+		rs := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, 3, 20000}, edgeFetchPart{1, 4, 20000})
+		checkFirst("p0 remote with p1", rs[0], 3)
+		if r := rs[1]; r.code != 0 || len(r.batches) == 0 || r.batches[0].BaseOffset() > 4 || r.hw != 20 {
+			t.Errorf("p1 local with p0 remote: %+v", r)
+		}
+		rs = rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{1, 0, 20000}, edgeFetchPart{0, localStart - 1, 20000})
+		checkFirst("p0 remote after p1", rs[0], localStart-1)
+		// A response budget smaller than the first batch: the first
+		// partition still gets it whole, the second nothing or whole.
+		for _, first := range []int32{0, 1} {
+			other := 1 - first
+			offs := map[int32]int64{0: 17, 1: 2}
+			rs = rawFetch(t, cl, topic, 1, 0, edgeFetchPart{first, offs[first], 1}, edgeFetchPart{other, offs[other], 1})
+			if r := rs[first]; r.code != 0 || len(r.batches) != 1 {
+				t.Errorf("budget 1, first partition %d: error %d, %d batches, %d bytes", first, r.code, len(r.batches), r.bytes)
+			}
+			if r := rs[other]; r.code != 0 || r.bytes != 0 {
+				t.Errorf("budget 1, second partition %d: error %d, %d bytes", other, r.code, r.bytes)
+			}
+		}
+	})
+
+	t.Run("franz-go", func(t *testing.T) {
+		// A consumer starting mid-batch in the remote log and one at
+		// the local log start get exactly the records from there.
+		for _, from := range []int64{7, localStart - 3, localStart} {
+			c := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}), kgo.FetchMaxPartitionBytes(1))
+			ctx := testCtx(t)
+			next := from
+			for next < n {
+				fs := c.PollFetches(ctx)
+				if ctx.Err() != nil {
+					t.Fatalf("from %d: consumed up to %d", from, next)
+				}
+				fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("from %d: %v", from, err) })
+				for _, r := range fs.Records() {
+					if r.Offset != next || !bytes.Equal(r.Value, tieredValue(int(next))) || r.Timestamp.UnixMilli() != edgeTs(base, int(next)) {
+						t.Fatalf("from %d: record %d at offset %d", from, next, r.Offset)
+					}
+					next++
+				}
+			}
+			c.Close()
+		}
+	})
+
+	t.Run("kcat", func(t *testing.T) {
+		brokertest.KcatPath(t)
+		out := brokertest.Kcat(t, "", "-b", b.Addr, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-f", "%o|%k|%T|%s\n")
+		var want strings.Builder
+		for i := range n {
+			want.WriteString(strconv.Itoa(i) + "|" + strconv.Itoa(i) + "|" + strconv.FormatInt(edgeTs(base, i), 10) + "|" + string(tieredValue(i)) + "\n")
+		}
+		if out != want.String() {
+			got := strings.Split(out, "\n")
+			w := strings.Split(want.String(), "\n")
+			for i := range min(len(got), len(w)) {
+				if got[i] != w[i] {
+					t.Fatalf("kcat line %d: %.60q, want %.60q (%d lines)", i, got[i], w[i], len(got))
+				}
+			}
+			t.Fatalf("kcat: %d lines, want %d", len(got), len(w))
+		}
+	})
+
+	t.Run("OffsetForLeaderEpoch", func(t *testing.T) {
+		_, _, epoch, _ := listOffsetP(t, cl, topic, 0, -1, 0)
+		for _, e := range []int32{epoch, epoch - 1} {
+			if e < 0 {
+				continue
+			}
+			req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+			req.ReplicaID = -1
+			rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+			rt.Topic = topic
+			rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+			rp.Partition = 0
+			rp.CurrentLeaderEpoch = epoch
+			rp.LeaderEpoch = e
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(testCtx(t), cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sp := resp.Topics[0].Partitions[0]
+			t.Logf("epoch %d: error %d, leader epoch %d, end %d", e, sp.ErrorCode, sp.LeaderEpoch, sp.EndOffset)
+			if e == epoch && (sp.ErrorCode != 0 || sp.EndOffset != n || sp.LeaderEpoch != epoch) {
+				t.Errorf("epoch %d (current): error %d, epoch %d, end %d", e, sp.ErrorCode, sp.LeaderEpoch, sp.EndOffset)
+			}
+		}
+	})
+}
+
+// TestTieredEdgeDeleteRecords moves the log start into the remote log
+// (mid-batch), then into the local log, and checks what Fetch,
+// ListOffsets and the bucket show.
+func TestTieredEdgeDeleteRecords(t *testing.T) {
+	const topic, n = "edgedel", 1200
+	b, s3, cl, base := edgeSetup(t, topic, n, nil)
+	adm := kadm.NewClient(cl)
+	localStart := listOffset(t, cl, topic, -4)
+	deleteTo := func(at int64) {
+		t.Helper()
+		dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: at}}})
+		if err != nil || dr.Error() != nil {
+			t.Fatalf("delete records to %d: %v %v", at, err, dr.Error())
+		}
+		if lw := dr[topic][0].LowWatermark; lw != at {
+			t.Fatalf("delete records to %d: low watermark %d", at, lw)
+		}
+	}
+	check := func(start int64) {
+		t.Helper()
+		if off, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0); code != 0 || off != start {
+			t.Errorf("log start %d: earliest %d, error %d", start, off, code)
+		}
+		if off, _, _, code := listOffsetP(t, cl, topic, 0, -4, 0); code != 0 || off < start {
+			t.Errorf("log start %d: earliest local %d, error %d", start, off, code)
+		}
+		for _, ts := range []int64{base - 1000, base, edgeTs(base, int(start)-1)} {
+			if off, rts, _, code := listOffsetP(t, cl, topic, 0, ts, 0); code != 0 || off != start || rts != edgeTs(base, int(start)) {
+				t.Errorf("log start %d: offset for timestamp %d: %d (timestamp %d), error %d", start, ts, off, rts, code)
+			}
+		}
+		if off, _, _, code := listOffsetP(t, cl, topic, 0, -3, 0); code != 0 || off != n-1 {
+			t.Errorf("log start %d: max timestamp offset %d, error %d", start, off, code)
+		}
+		if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, start - 1, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+			t.Errorf("log start %d: fetch below it: error %d, %d bytes", start, r.code, r.bytes)
+		}
+		r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, start, 100})[0]
+		if r.code != 0 || len(r.batches) == 0 || r.batches[0].BaseOffset() > start || r.batches[0].LastOffset() < start || r.start != start {
+			t.Errorf("log start %d: fetch at it: %+v", start, r)
+		}
+		recs := consumeN(t, b, topic, 1)
+		if recs[0].Offset != start {
+			t.Errorf("log start %d: a consumer from the start reads %d first", start, recs[0].Offset)
+		}
+	}
+	remoteStart := localStart/2 + 3 // mid-batch, remote
+	deleteTo(remoteStart)
+	check(remoteStart)
+	localTo := localStart + 13 // mid-batch, local
+	deleteTo(localTo)
+	check(localTo)
+	waitFor(t, "remote retention below the log start", 30*time.Second, func() bool {
+		m := remoteManifest(t, s3, adm, topic)
+		for _, s := range m.Segments {
+			if s.NextOffset <= localTo {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "segment objects below the log start to go", 30*time.Second, func() bool {
+		objs, named, _ := segmentObjects(t, s3, adm, topic)
+		for _, o := range objs {
+			if !named[o] {
+				return false
+			}
+		}
+		return true
+	})
+	check(localTo)
+}
+
+// TestTieredEdgeRetentionUnderAReader: remote retention deletes segments
+// while consumers read them; a raw fetch below the new start is out of
+// range, and a franz-go consumer resetting to the earliest offset moves
+// on, reading only correct records.
+func TestTieredEdgeRetentionUnderAReader(t *testing.T) {
+	const topic, n = "edgeret", 1500
+	b, _, cl, _ := edgeSetup(t, topic, n, nil)
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	type result struct {
+		read, jumps int
+		err         string
+	}
+	done := make(chan result, 1)
+	go func() {
+		c := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(0)}}),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(4000))
+		defer c.Close()
+		var res result
+		next := int64(-1)
+		for next < n {
+			fs := c.PollFetches(ctx)
+			if ctx.Err() != nil {
+				res.err = "deadline at offset " + strconv.FormatInt(next, 10)
+				break
+			}
+			for _, r := range fs.Records() {
+				if next >= 0 && r.Offset != next {
+					if r.Offset < next {
+						res.err = "went back from " + strconv.FormatInt(next, 10) + " to " + strconv.FormatInt(r.Offset, 10)
+						done <- res
+						return
+					}
+					res.jumps++
+				}
+				if !bytes.Equal(r.Value, tieredValue(int(r.Offset))) {
+					res.err = "wrong value at " + strconv.FormatInt(r.Offset, 10)
+					done <- res
+					return
+				}
+				res.read++
+				next = r.Offset + 1
+			}
+			time.Sleep(20 * time.Millisecond) // a slow reader
+		}
+		done <- res
+	}()
+	time.Sleep(300 * time.Millisecond)
+	rs, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.bytes", Value: func() *string { s := strconv.Itoa(3 * 65536); return &s }()}}, topic)
+	if err == nil {
+		err = rs[0].Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "remote retention", 60*time.Second, func() bool { return listOffset(t, cl, topic, -2) > 0 })
+	start := listOffset(t, cl, topic, -2)
+	t.Logf("log start moved to %d", start)
+	if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, start - 1, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+		t.Errorf("fetch below the retained log: error %d, %d bytes", r.code, r.bytes)
+	}
+	if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, 0, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+		t.Errorf("fetch at 0: error %d, %d bytes", r.code, r.bytes)
+	}
+	res := <-done
+	t.Logf("consumer read %d records, %d jumps", res.read, res.jumps)
+	if res.err != "" {
+		t.Fatal(res.err)
+	}
+}
