@@ -499,3 +499,189 @@ func TestTieredEdgeRetentionUnderAReader(t *testing.T) {
 		t.Fatal(res.err)
 	}
 }
+
+// tsRecord is what a consumer read of one record: its offset and
+// timestamp.
+type tsRecord struct{ off, ts int64 }
+
+// readTimestamps reads partition 0 of topic from start to end with
+// franz-go, the oracle of the timestamp checks.
+func readTimestamps(t *testing.T, b *brokertest.Broker, topic string, start, end int64) []tsRecord {
+	t.Helper()
+	c := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(start)}}))
+	defer c.Close()
+	ctx := testCtx(t)
+	var out []tsRecord
+	for int64(len(out)) < end-start {
+		fs := c.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records", len(out), end-start)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("reading %s: %v", topic, err) })
+		for _, r := range fs.Records() {
+			if r.Offset != start+int64(len(out)) {
+				t.Fatalf("record at %d, want %d", r.Offset, start+int64(len(out)))
+			}
+			out = append(out, tsRecord{r.Offset, r.Timestamp.UnixMilli()})
+		}
+	}
+	return out
+}
+
+// checkTimestampLookups compares ListOffsets by timestamp (and -3) for
+// every record's timestamp, and one below and above it, with the first
+// record of recs (the readable log) at or after it, as Kafka answers.
+func checkTimestampLookups(t *testing.T, cl *kgo.Client, topic string, recs []tsRecord) {
+	t.Helper()
+	want := func(ts int64) (int64, int64) {
+		for _, r := range recs {
+			if r.ts >= ts {
+				return r.off, r.ts
+			}
+		}
+		return -1, -1
+	}
+	seen := map[int64]bool{}
+	bad := 0
+	for _, r := range recs {
+		for _, ts := range []int64{r.ts - 1, r.ts, r.ts + 1} {
+			if seen[ts] {
+				continue
+			}
+			seen[ts] = true
+			woff, wts := want(ts)
+			off, gts, _, code := listOffsetP(t, cl, topic, 0, ts, 0)
+			if code != 0 || off != woff || gts != wts {
+				if bad++; bad <= 10 {
+					t.Errorf("timestamp %d: offset %d (timestamp %d), error %d; want offset %d (timestamp %d)", ts, off, gts, code, woff, wts)
+				}
+			}
+		}
+	}
+	if bad > 10 {
+		t.Errorf("... %d wrong answers in all", bad)
+	}
+	maxRec := recs[0]
+	for _, r := range recs {
+		if r.ts > maxRec.ts {
+			maxRec = r
+		}
+	}
+	if off, ts, _, code := listOffsetP(t, cl, topic, 0, -3, 0); code != 0 || off != maxRec.off || ts != maxRec.ts {
+		t.Errorf("max timestamp: offset %d (timestamp %d), error %d; want offset %d (timestamp %d)", off, ts, code, maxRec.off, maxRec.ts)
+	}
+}
+
+// TestTieredEdgeTimestamps: ListOffsets by timestamp and by the largest
+// timestamp agree with what a consumer reads, for out-of-order create
+// times, compressed batches and log-append times, across the remote and
+// the local log, before and after DeleteRecords into each.
+func TestTieredEdgeTimestamps(t *testing.T) {
+	srv := miniotest.Start(t)
+	s3 := srv.NewS3(t, nil)
+	b := startTiered(t, s3)
+	cl := b.Client()
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	const n = 1200
+	// Out of order by up to 1.5 s either way, with the largest
+	// timestamp at offset 5 and the next largest at 300.
+	jitter := func(i int) int64 {
+		switch i {
+		case 5:
+			return base + 3_000_000
+		case 300:
+			return base + 2_999_999
+		}
+		return base + 10*int64(i) + (int64(i*7919)%100-50)*30
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		opts []kgo.Opt
+	}{
+		{"unordered", nil, nil},
+		{"zstd", map[string]string{"segment.bytes": "4096"}, []kgo.Opt{kgo.ProducerBatchCompression(kgo.ZstdCompression())}},
+		{"appendtime", map[string]string{"message.timestamp.type": "LogAppendTime"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			topic := "ts" + tc.name
+			str := func(s string) *string { return &s }
+			cfg := map[string]*string{
+				"segment.bytes":         str("65536"),
+				"local.retention.bytes": str("1"),
+				"retention.ms":          str("-1"),
+				"file.delete.delay.ms":  str("1"),
+			}
+			for k, v := range tc.cfg {
+				cfg[k] = str(v)
+			}
+			createTopic(t, b.Admin(), topic, 1, cfg)
+			pc := tieredProducer(b, topic, tc.opts...)
+			for i := 0; i < n; i += edgeBatch {
+				var recs []*kgo.Record
+				for j := i; j < i+edgeBatch; j++ {
+					recs = append(recs, &kgo.Record{Value: tieredValue(j), Timestamp: time.UnixMilli(jitter(j))})
+				}
+				produceSync(t, pc, recs...)
+				if tc.name == "appendtime" && i%100 == 0 {
+					time.Sleep(3 * time.Millisecond) // distinct append times
+				}
+			}
+			pc.Close()
+			waitFor(t, "uploads and local retention", 60*time.Second, func() bool {
+				return localSegments(t, b, topic) <= 2 && listOffset(t, cl, topic, -4) > n/2
+			})
+			localStart := listOffset(t, cl, topic, -4)
+			t.Logf("local log starts at %d", localStart)
+			recs := readTimestamps(t, b, topic, 0, n)
+			checkTimestampLookups(t, cl, topic, recs)
+
+			adm := kadm.NewClient(cl)
+			for _, at := range []int64{6, localStart + 3} {
+				dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: at}}})
+				if err != nil || dr.Error() != nil {
+					t.Fatalf("delete records to %d: %v %v", at, err, dr.Error())
+				}
+				t.Run("from"+strconv.FormatInt(at, 10), func(t *testing.T) {
+					checkTimestampLookups(t, cl, topic, recs[at:])
+				})
+			}
+		})
+	}
+}
+
+// TestTieredEdgeMaxTimestampBelowLocalLogStart: the record with the
+// largest timestamp of the local log is below a DeleteRecords log start;
+// ListOffsets -3 answers the largest timestamp of the records left.
+func TestTieredEdgeMaxTimestampBelowLocalLogStart(t *testing.T) {
+	srv := miniotest.Start(t)
+	b := startTiered(t, srv.NewS3(t, nil))
+	cl := b.Client()
+	const topic = "localmax"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	pc := tieredProducer(b, topic)
+	var recs []*kgo.Record
+	for i := range 30 {
+		ts := base + int64(i)
+		switch i {
+		case 1:
+			ts = base + 3_000_000
+		case 20:
+			ts = base + 2_999_999
+		}
+		recs = append(recs, &kgo.Record{Value: tieredValue(i), Timestamp: time.UnixMilli(ts)})
+	}
+	produceSync(t, pc, recs[:10]...)
+	produceSync(t, pc, recs[10:]...)
+	if off, _, _, code := listOffsetP(t, cl, topic, 0, -3, 0); code != 0 || off != 1 {
+		t.Fatalf("max timestamp: offset %d, error %d; want 1", off, code)
+	}
+	dr, err := b.Admin().DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: 2}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	if off, ts, _, code := listOffsetP(t, cl, topic, 0, -3, 0); code != 0 || off != 20 || ts != base+2_999_999 {
+		t.Fatalf("max timestamp after deleting offset 1: offset %d (timestamp %d), error %d; want 20", off, ts, code)
+	}
+}

@@ -68,19 +68,52 @@ func (l *Log) maxTimestamp(ctx context.Context) (int64, int64, int32, bool, erro
 		return 0, 0, 0, false, ErrClosed
 	}
 	start := l.logStart.Load()
-	var best *segment
+	var segs []*segment
 	for _, s := range l.segments() {
 		if s.next.Load() <= start || s.size.Load() == 0 || s.maxTs.Load() < 0 {
 			continue
 		}
-		if best == nil || s.maxTs.Load() > best.maxTs.Load() {
-			best = s
+		segs = append(segs, s)
+	}
+	// A segment's largest timestamp may be a record below the log start
+	// (a DeleteRecords inside the segment holding it): only the segment
+	// holding the log start can be so. Its largest timestamp at or above
+	// the start is then read from its records, and the search repeats.
+	var partial *segment
+	partialTs := int64(-1)
+	for {
+		var best *segment
+		bestTs := int64(-1)
+		for _, s := range segs {
+			ts := s.maxTs.Load()
+			if s == partial {
+				ts = partialTs
+			}
+			if ts >= 0 && (best == nil || ts > bestTs) {
+				best, bestTs = s, ts
+			}
+		}
+		if best == nil {
+			return 0, 0, 0, false, nil
+		}
+		off, ts, ep, ok, err := l.maxTimestampIn(ctx, best, bestTs, start)
+		if err != nil || ok || best == partial || best.base >= start {
+			return off, ts, ep, ok, err
+		}
+		partial = best
+		if partialTs, err = l.maxTimestampFrom(ctx, best, start); err != nil {
+			return 0, 0, 0, false, err
 		}
 	}
-	if best == nil {
-		return 0, 0, 0, false, nil
+}
+
+// maxTimestampIn finds the first record at or above start in s whose
+// timestamp is want.
+func (l *Log) maxTimestampIn(ctx context.Context, best *segment, want, start int64) (int64, int64, int32, bool, error) {
+	at := best.maxTsOffset.Load()
+	if want != best.maxTs.Load() {
+		at = best.base // not the segment's own largest: no index hint
 	}
-	want, at := best.maxTs.Load(), best.maxTsOffset.Load()
 	off, ts, ep, ok, err := l.scanForRecord(ctx, best, func(idx []indexEntry, _ []timeEntry) int64 {
 		// The batch holding the largest timestamp ends at at; the
 		// first batch reaching it cannot come after that one.
@@ -88,17 +121,36 @@ func (l *Log) maxTimestamp(ctx context.Context) (int64, int64, int32, bool, erro
 			return int64(floorEntry(idx, uint32(at-best.base)).pos)
 		}
 		return 0
-	}, func(h header) bool { return h.maxTs == want && h.last >= start },
+	}, func(h header) bool { return h.maxTs >= want && h.last >= start },
 		func(off, ts int64) bool { return ts == want && off >= start })
 	if err == nil && !ok {
 		// The time index pointed past the first batch holding the
 		// timestamp (or the first one lay below the log start): scan
 		// the whole segment.
 		off, ts, ep, ok, err = l.scanForRecord(ctx, best, func([]indexEntry, []timeEntry) int64 { return 0 },
-			func(h header) bool { return h.maxTs == want && h.last >= start },
+			func(h header) bool { return h.maxTs >= want && h.last >= start },
 			func(off, ts int64) bool { return ts == want && off >= start })
 	}
 	return off, ts, ep, ok, err
+}
+
+// maxTimestampFrom is the largest timestamp of s's records at or above
+// start (-1 when none is).
+func (l *Log) maxTimestampFrom(ctx context.Context, s *segment, start int64) (int64, error) {
+	largest := int64(-1)
+	_, _, _, _, err := l.scanForRecord(ctx, s, func(idx []indexEntry, _ []timeEntry) int64 {
+		if start > s.base {
+			return int64(floorEntry(idx, uint32(start-s.base)).pos)
+		}
+		return 0
+	}, func(h header) bool { return h.last >= start && h.maxTs > largest },
+		func(off, ts int64) bool {
+			if off >= start && ts > largest {
+				largest = ts
+			}
+			return false
+		})
+	return largest, err
 }
 
 // scanForRecord walks s's batches from the position from returns; in the
