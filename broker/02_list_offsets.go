@@ -84,8 +84,11 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 		if p.tier != nil && err == nil {
 			// The remote log holds the record when its largest
 			// timestamp is at least the local one (the first wins).
+			// The manifest's bound skips the remote log when it cannot;
+			// the remote log's own answer counts only the records at
+			// or above its start.
 			if rts := p.tier.manifest().MaxTimestamp(); rts >= 0 && (!ok || rts >= ts) {
-				if roff, rts, repoch, rok, rerr := p.tier.offsetForTimestamp(ctx, rts); rerr != nil || rok {
+				if roff, rts, repoch, rok, rerr := p.tier.maxTimestamp(ctx); rerr != nil || (rok && (!ok || rts >= ts)) {
 					off, ts, epoch, ok, err = roff, rts, repoch, rok, rerr
 				}
 			}

@@ -783,6 +783,15 @@ func (t *partitionTier) offsetForTimestamp(ctx context.Context, ts int64) (int64
 	return t.svc.reader.OffsetForTimestamp(ctx, t.part, m, ts)
 }
 
+// maxTimestamp answers ListOffsets MAX_TIMESTAMP from the remote log: the
+// first remote record at or above the log start with the largest
+// timestamp (ok false when none is).
+func (t *partitionTier) maxTimestamp(ctx context.Context) (int64, int64, int32, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	return t.svc.reader.MaxTimestampRecord(ctx, t.part, t.manifest())
+}
+
 // setLogStart records a DeleteRecords in the manifest: the remote log
 // start moves to offset (never back). Remote retention then deletes the
 // objects wholly below it.

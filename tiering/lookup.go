@@ -79,6 +79,88 @@ func (r *Reader) searchSegment(ctx context.Context, p Partition, m *Manifest, se
 	return 0, 0, 0, false, nil
 }
 
+// MaxTimestampRecord returns the remote record with the largest timestamp
+// at or above the log start (ListOffsets MAX_TIMESTAMP), the first of
+// those sharing it; ok is false when the remote log holds none. The
+// manifest's largest timestamps are those of whole segments: the segment
+// holding a log start a DeleteRecords moved inside it may have its largest
+// below the start, so that one's is read from its records when it matters.
+func (r *Reader) MaxTimestampRecord(ctx context.Context, p Partition, m *Manifest) (offset, timestamp int64, epoch int32, ok bool, err error) {
+	start := m.Start()
+	if start < 0 {
+		return 0, 0, 0, false, nil
+	}
+	largest := int64(-1)
+	var partial Segment
+	havePartial := false
+	err = WalkSegments(ctx, r, p, m, start, func(s Spill) bool {
+		if s.BaseOffset >= start {
+			largest = max(largest, s.MaxTimestamp)
+			return true
+		}
+		return false
+	}, func(seg Segment) bool {
+		if seg.BaseOffset >= start {
+			largest = max(largest, seg.MaxTimestamp)
+		} else {
+			partial, havePartial = seg, true
+		}
+		return true
+	})
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	if havePartial && partial.MaxTimestamp > largest {
+		ts, err := r.maxTimestampFrom(ctx, p, m, partial, start)
+		if err != nil {
+			return 0, 0, 0, false, err
+		}
+		largest = max(largest, ts)
+	}
+	if largest < 0 {
+		return 0, 0, 0, false, nil
+	}
+	return r.OffsetForTimestamp(ctx, p, m, largest)
+}
+
+// maxTimestampFrom is the largest timestamp of seg's records at or above
+// start (-1 when none is).
+func (r *Reader) maxTimestampFrom(ctx context.Context, p Partition, m *Manifest, seg Segment, start int64) (int64, error) {
+	largest := int64(-1)
+	for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
+		parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
+		if err != nil || parts == nil {
+			return largest, err
+		}
+		next := off
+		for buf := bytes.Join(parts, nil); len(buf) > 0; {
+			b, rest, err := recordbatch.Next(buf)
+			if err != nil {
+				break // a partial last batch: read again from it
+			}
+			buf = rest
+			next = b.NextOffset()
+			if b.LastOffset() < start || b.MaxTimestamp() <= largest {
+				continue
+			}
+			err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
+				if o >= start && t > largest {
+					largest = t
+				}
+				return true
+			})
+			if err != nil {
+				return 0, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
+			}
+		}
+		if next <= off {
+			return 0, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
+		}
+		off = next
+	}
+	return largest, nil
+}
+
 // MaxTimestamp is the largest record timestamp in the remote log (-1 when
 // unknown), from the manifest alone.
 func (m *Manifest) MaxTimestamp() int64 {
