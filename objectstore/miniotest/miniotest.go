@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,12 +217,29 @@ func (s *Server) launch() error {
 	cmd.Stdout, cmd.Stderr = log, log
 	// The server dies with the test binary, however that ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Linux sends Pdeathsig when the thread that forked the child ends,
+	// not the process: a thread the Go runtime later hands to a
+	// goroutine that locks it and ends locked (the tier's cold threads
+	// do, when idle and when a broker closes) would take the server down
+	// with it in the middle of a test. The server is started, and waited
+	// for, on a thread locked for as long as it runs.
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the server
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+		log.Close()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		log.Close()
 		return fmt.Errorf("miniotest: start %s: %w", s.bin, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); log.Close(); close(done) }()
 	s.cmd, s.done, s.log = cmd, done, log
 	deadline := time.Now().Add(time.Minute) // a loaded machine starts it slowly
 	for time.Now().Before(deadline) {
