@@ -15,6 +15,7 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
@@ -684,4 +685,148 @@ func TestTieredEdgeMaxTimestampBelowLocalLogStart(t *testing.T) {
 	if off, ts, _, code := listOffsetP(t, cl, topic, 0, -3, 0); code != 0 || off != 20 || ts != base+2_999_999 {
 		t.Fatalf("max timestamp after deleting offset 1: offset %d (timestamp %d), error %d; want 20", off, ts, code)
 	}
+}
+
+// offsetForEpoch asks partition 0's end offset of epoch.
+func offsetForEpoch(t *testing.T, cl *kgo.Client, topic string, current, epoch int32) (int16, int32, int64) {
+	t.Helper()
+	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+	req.ReplicaID = -1
+	rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+	rp.CurrentLeaderEpoch = current
+	rp.LeaderEpoch = epoch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(testCtx(t), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := resp.Topics[0].Partitions[0]
+	return sp.ErrorCode, sp.LeaderEpoch, sp.EndOffset
+}
+
+// TestTieredEdgeEpochsOnlyInTheBucket: three leader epochs, the first two
+// only in the bucket: OffsetForLeaderEpoch, the epochs ListOffsets and
+// Fetch carry, and a consumer from offset 0 agree with Kafka's leader
+// epoch cache; after a DeleteRecords into the second epoch too.
+func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
+	srv := miniotest.Start(t)
+	s3 := srv.NewS3(t, nil)
+	b := startTiered(t, s3)
+	const topic = "edgeepochs"
+	createTieredTopic(t, b, topic)
+	cl := b.Client()
+	adm := b.Admin()
+	store := metadata.NewStore(b.Etcd(), "")
+	bump := func() int32 {
+		t.Helper()
+		ctx := testCtx(t)
+		cur, err := store.Partition(ctx, topic, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := cur
+		next.LeaderEpoch += 2
+		if _, _, err := store.UpdatePartition(ctx, next, cur.PartitionEpoch); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the manifest fenced under the new epoch", 60*time.Second, func() bool {
+			return remoteManifest(t, s3, adm, topic).LeaderEpoch == next.LeaderEpoch
+		})
+		return next.LeaderEpoch
+	}
+	pc := tieredProducer(b, topic)
+	produceTieredValues(t, pc, 0, 400, 10)
+	_, _, e0, _ := listOffsetP(t, cl, topic, 0, -1, 0)
+	e1 := bump()
+	pc.Close()
+	pc = tieredProducer(b, topic)
+	produceTieredValues(t, pc, 400, 800, 10)
+	e2 := bump()
+	pc.Close()
+	pc = tieredProducer(b, topic)
+	produceTieredValues(t, pc, 800, 1200, 10)
+	pc.Close()
+	waitFor(t, "uploads and local retention past the second epoch", 60*time.Second, func() bool {
+		return listOffset(t, cl, topic, -4) > 900
+	})
+	t.Logf("epochs %d %d %d; local log starts at %d", e0, e1, e2, listOffset(t, cl, topic, -4))
+
+	check := func(what string, start int64) {
+		t.Helper()
+		type want struct {
+			epoch, wantEpoch int32
+			end              int64
+		}
+		cases := []want{{e0, e0, 400}, {e0 + 1, e0, 400}, {e1, e1, 800}, {e1 + 1, e1, 800}, {e2, e2, 1200}, {e2 + 1, -1, -1}}
+		for _, c := range cases {
+			code, epoch, end := offsetForEpoch(t, cl, topic, e2, c.epoch)
+			if c.epoch < e1 && start > 400 && code == 0 && (epoch == e0 || epoch == c.epoch) && end >= 400 && end <= start {
+				// Below the log start: Kafka's cache starts its
+				// first entry at the log start (end 450); Shale's
+				// remote epochs keep the first remaining segment's
+				// (400, or that segment's base once remote retention
+				// deleted the one where epoch 0 ended), and an epoch
+				// before the first known answers itself. All end at
+				// or below the log start: no consumer sees a
+				// truncation.
+				if end != start {
+					t.Logf("%s: epoch %d: epoch %d, end %d (Kafka: end %d)", what, c.epoch, epoch, end, start)
+				}
+				continue
+			}
+			if code != 0 || epoch != c.wantEpoch || end != c.end {
+				t.Errorf("%s: epoch %d: error %d, epoch %d, end %d; want epoch %d, end %d", what, c.epoch, code, epoch, end, c.wantEpoch, c.end)
+			}
+		}
+		for _, c := range []struct {
+			ts    int64
+			epoch int32
+		}{{-2, map[bool]int32{true: e0, false: e1}[start < 400]}, {-1, e2}, {-4, e2}} {
+			if _, _, epoch, code := listOffsetP(t, cl, topic, 0, c.ts, 0); code != 0 || epoch != c.epoch {
+				t.Errorf("%s: list offsets %d: epoch %d, error %d; want %d", what, c.ts, epoch, code, c.epoch)
+			}
+		}
+		for _, off := range []int64{start, 399, 400, 799, 800} {
+			if off < start {
+				continue
+			}
+			r := rawFetch(t, cl, topic, 1, 0, edgeFetchPart{0, off, 1})[0]
+			want := e0
+			if off >= 800 {
+				want = e2
+			} else if off >= 400 {
+				want = e1
+			}
+			if r.code != 0 || len(r.batches) != 1 || r.batches[0].PartitionLeaderEpoch() != want {
+				t.Errorf("%s: fetch %d: error %d, %d batches", what, off, r.code, len(r.batches))
+			} else if got := r.batches[0].PartitionLeaderEpoch(); got != want {
+				t.Errorf("%s: fetch %d: batch epoch %d, want %d", what, off, got, want)
+			}
+		}
+	}
+	check("whole log", 0)
+	requireTieredRecords(testCtx(t), t, b, topic, 0, 1200)
+	dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: 450}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	check("from 450", 450)
+	waitFor(t, "remote retention below 450", 30*time.Second, func() bool {
+		m := remoteManifest(t, s3, adm, topic)
+		return m.Start() == 450 && len(m.Segments) > 0 && m.Segments[0].BaseOffset > 300
+	})
+	check("from 450 after remote retention", 450)
+	b.Restart()
+	cl = b.Client()
+	waitFor(t, "the restarted broker ready", 30*time.Second, func() bool {
+		_, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0)
+		if code != 0 {
+			t.Logf("after the restart: list offsets: error %d", code)
+		}
+		return code == 0
+	})
+	check("from 450 after a restart", 450)
 }
