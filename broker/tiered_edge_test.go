@@ -434,6 +434,15 @@ func TestTieredEdgeDeleteRecords(t *testing.T) {
 // range, and a franz-go consumer resetting to the earliest offset moves
 // on, reading only correct records.
 func TestTieredEdgeRetentionUnderAReader(t *testing.T) {
+	for _, c := range []struct{ name, value string }{
+		{"retention.bytes", strconv.Itoa(3 * 65536)},
+		{"retention.ms", "1800000"}, // the records are an hour old
+	} {
+		t.Run(c.name, func(t *testing.T) { edgeRetentionUnderAReader(t, c.name, c.value) })
+	}
+}
+
+func edgeRetentionUnderAReader(t *testing.T, name, value string) {
 	const topic, n = "edgeret", 1500
 	b, _, cl, _ := edgeSetup(t, topic, n, nil)
 	adm := kadm.NewClient(cl)
@@ -478,7 +487,7 @@ func TestTieredEdgeRetentionUnderAReader(t *testing.T) {
 		done <- res
 	}()
 	time.Sleep(300 * time.Millisecond)
-	rs, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.bytes", Value: func() *string { s := strconv.Itoa(3 * 65536); return &s }()}}, topic)
+	rs, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: name, Value: &value}}, topic)
 	if err == nil {
 		err = rs[0].Err
 	}
@@ -829,4 +838,48 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 		return code == 0
 	})
 	check("from 450 after a restart", 450)
+}
+
+// TestTieredEdgeDeleteEverything: DeleteRecords to the high watermark
+// (-1) of a topic whose history is in the bucket leaves an empty log
+// starting there; Fetch and ListOffsets answer as Kafka does, and new
+// records are read from there.
+func TestTieredEdgeDeleteEverything(t *testing.T) {
+	const topic, n = "edgeall", 1200
+	b, s3, cl, base := edgeSetup(t, topic, n, nil)
+	adm := kadm.NewClient(cl)
+	dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: -1}}})
+	if err != nil || dr.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, dr.Error())
+	}
+	if lw := dr[topic][0].LowWatermark; lw != n {
+		t.Fatalf("low watermark %d, want %d", lw, n)
+	}
+	for _, c := range []struct{ ts, off int64 }{{-2, n}, {-1, n}, {-3, -1}, {base, -1}, {edgeTs(base, n-1), -1}} {
+		if off, _, _, code := listOffsetP(t, cl, topic, 0, c.ts, 0); code != 0 || off != c.off {
+			t.Errorf("list offsets %d: offset %d, error %d; want %d", c.ts, off, code, c.off)
+		}
+	}
+	if off, _, _, code := listOffsetP(t, cl, topic, 0, -4, 0); code != 0 || off != n {
+		t.Errorf("earliest local: offset %d, error %d; want %d", off, code, n)
+	}
+	for _, off := range []int64{0, n / 2, n - 1} {
+		if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, off, 1 << 20})[0]; r.code != kerr.OffsetOutOfRange.Code {
+			t.Errorf("fetch %d: error %d, %d bytes", off, r.code, r.bytes)
+		}
+	}
+	if r := rawFetch(t, cl, topic, 1<<20, 0, edgeFetchPart{0, n, 1 << 20})[0]; r.code != 0 || r.bytes != 0 || r.start != n || r.hw != n {
+		t.Errorf("fetch at the end: %+v", r)
+	}
+	waitFor(t, "remote retention of everything", 30*time.Second, func() bool {
+		return len(remoteManifest(t, s3, adm, topic).Segments) == 0
+	})
+	pc := tieredProducer(b, topic)
+	produceTieredValues(t, pc, n, n+10, 10)
+	if rec := consumeN(t, b, topic, 1)[0]; rec.Offset != n || !bytes.Equal(rec.Value, tieredValue(n)) {
+		t.Errorf("first record after the delete at %d", rec.Offset)
+	}
+	if off, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0); code != 0 || off != n {
+		t.Errorf("earliest after new records: offset %d, error %d", off, code)
+	}
 }
