@@ -3,8 +3,11 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,9 +177,6 @@ func TestTieredEdgeListOffsetsAndFetch(t *testing.T) {
 	b, _, cl, base := edgeSetup(t, topic, n, nil)
 	localStart := listOffset(t, cl, topic, -4)
 	t.Logf("local log starts at %d of %d", localStart, n)
-	if localStart%edgeBatch != 0 {
-		t.Fatalf("local log start %d is not a batch boundary", localStart)
-	}
 
 	t.Run("ListOffsets", func(t *testing.T) {
 		type want struct {
@@ -324,6 +324,17 @@ func TestTieredEdgeListOffsetsAndFetch(t *testing.T) {
 				}
 			}
 			t.Fatalf("kcat: %d lines, want %d", len(got), len(w))
+		}
+		// librdkafka's offset-for-timestamp start (-o s@ts) and
+		// an offset relative to the end, landing in the remote log.
+		for _, c := range []struct{ from, want string }{
+			{"s@" + strconv.FormatInt(edgeTs(base, 5)-3, 10), "5\n6\n7\n"},
+			{"s@" + strconv.FormatInt(edgeTs(base, int(localStart)-1)+1, 10), strconv.FormatInt(localStart, 10) + "\n" + strconv.FormatInt(localStart+1, 10) + "\n" + strconv.FormatInt(localStart+2, 10) + "\n"},
+			{strconv.Itoa(-(n - 11)), "11\n12\n13\n"},
+		} {
+			if out := brokertest.Kcat(t, "", "-b", b.Addr, "-C", "-t", topic, "-p", "0", "-o", c.from, "-c", "3", "-e", "-q", "-f", "%o\n"); out != c.want {
+				t.Errorf("kcat -o %s: %q, want %q", c.from, out, c.want)
+			}
 		}
 	})
 
@@ -882,4 +893,127 @@ func TestTieredEdgeDeleteEverything(t *testing.T) {
 	if off, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0); code != 0 || off != n {
 		t.Errorf("earliest after new records: offset %d, error %d", off, code)
 	}
+}
+
+// TestTieredEdgeFetchesRaceTheLogStart: raw fetches at and around the log
+// start while DeleteRecords moves it up through the remote log, and remote
+// retention deletes the objects below it: each answer is records from the
+// offset asked (checked byte for byte), OFFSET_OUT_OF_RANGE when that is
+// below the start, or a retriable error; never other records, and never a
+// hang.
+func TestTieredEdgeFetchesRaceTheLogStart(t *testing.T) {
+	const topic, n = "edgerace", 1500
+	b, _, cl, _ := edgeSetup(t, topic, n, nil)
+	adm := kadm.NewClient(cl)
+	localStart := listOffset(t, cl, topic, -4)
+	stop := make(chan struct{})
+	errs := make(chan string, 100)
+	var counts [4]atomic.Int64 // records, out of range, retriable, empty
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fc := b.Client()
+			defer fc.Close()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := listOffset(t, fc, topic, -2)
+				off := start + int64((i*7+w*13)%40) - 20
+				if off < 0 {
+					off = 0
+				}
+				r := rawFetch(t, fc, topic, 1<<20, 0, edgeFetchPart{0, off, int32(2000 + w*20000)})[0]
+				switch {
+				case r.code == kerr.OffsetOutOfRange.Code:
+					counts[1].Add(1)
+				case r.code != 0:
+					if !kerr.IsRetriable(kerr.ErrorForCode(r.code)) {
+						errs <- "fetch " + strconv.FormatInt(off, 10) + ": error " + strconv.Itoa(int(r.code))
+						return
+					}
+					counts[2].Add(1)
+				case len(r.batches) == 0:
+					counts[3].Add(1)
+					if off < r.hw && r.bytes == 0 {
+						errs <- "fetch " + strconv.FormatInt(off, 10) + ": nothing below the high watermark, no error"
+						return
+					}
+				default:
+					counts[0].Add(1)
+					if f := r.batches[0]; f.BaseOffset() > off || f.LastOffset() < off {
+						errs <- "fetch " + strconv.FormatInt(off, 10) + ": first batch " + strconv.FormatInt(f.BaseOffset(), 10)
+						return
+					}
+					if off < r.start {
+						errs <- "fetch " + strconv.FormatInt(off, 10) + ": records below the log start " + strconv.FormatInt(r.start, 10)
+						return
+					}
+					for i, bt := range r.batches {
+						if i > 0 && bt.BaseOffset() != r.batches[i-1].NextOffset() {
+							errs <- "fetch " + strconv.FormatInt(off, 10) + ": a gap before " + strconv.FormatInt(bt.BaseOffset(), 10)
+							return
+						}
+						if e := checkEdgeValues(bt); e != "" {
+							errs <- "fetch " + strconv.FormatInt(off, 10) + ": " + e
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	for at := int64(3); at < localStart+50; at += 37 {
+		dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: at}}})
+		if err != nil || dr.Error() != nil {
+			t.Fatalf("delete records to %d: %v %v", at, err, dr.Error())
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(time.Minute):
+		t.Fatal("fetchers hung")
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	t.Logf("fetches: %d with records, %d out of range, %d retriable, %d empty", counts[0].Load(), counts[1].Load(), counts[2].Load(), counts[3].Load())
+	// The records themselves, byte for byte, from the final start.
+	start := listOffset(t, cl, topic, -2)
+	recs := readTimestamps(t, b, topic, start, n)
+	if len(recs) != n-int(start) {
+		t.Fatalf("read %d records from %d", len(recs), start)
+	}
+}
+
+// checkEdgeValues checks that the records of an uncompressed batch hold
+// tieredValue of their offsets.
+func checkEdgeValues(bt recordbatch.Batch) string {
+	body := []byte(bt[recordbatch.HeaderSize:])
+	for i := range int(bt.RecordCount()) {
+		l, n := binary.Varint(body)
+		if n <= 0 || int(l) > len(body)-n {
+			return "batch at " + strconv.FormatInt(bt.BaseOffset(), 10) + ": bad record " + strconv.Itoa(i)
+		}
+		var r kmsg.Record
+		if err := r.ReadFrom(body[:n+int(l)]); err != nil {
+			return "batch at " + strconv.FormatInt(bt.BaseOffset(), 10) + ": " + err.Error()
+		}
+		off := bt.BaseOffset() + int64(r.OffsetDelta)
+		if !bytes.Equal(r.Value, tieredValue(int(off))) {
+			return "record " + strconv.FormatInt(off, 10) + ": wrong value"
+		}
+		body = body[n+int(l):]
+	}
+	return ""
 }
