@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -415,6 +416,17 @@ func TestTieredEdgeDeleteRecords(t *testing.T) {
 	remoteStart := localStart/2 + 3 // mid-batch, remote
 	deleteTo(remoteStart)
 	check(remoteStart)
+	// Below the log start: nothing moves, the answer is the start.
+	dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: 5}}})
+	if err != nil || dr.Error() != nil || dr[topic][0].LowWatermark != remoteStart {
+		t.Errorf("delete records below the log start: %v %v, low watermark %d", err, dr.Error(), dr[topic][0].LowWatermark)
+	}
+	// Past the high watermark: OFFSET_OUT_OF_RANGE.
+	dr, err = adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: n + 5}}})
+	if err != nil || !errors.Is(dr[topic][0].Err, kerr.OffsetOutOfRange) {
+		t.Errorf("delete records past the high watermark: %v %v", err, dr[topic][0].Err)
+	}
+	check(remoteStart)
 	localTo := localStart + 13 // mid-batch, local
 	deleteTo(localTo)
 	check(localTo)
@@ -775,6 +787,9 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 
 	check := func(what string, start int64) {
 		t.Helper()
+		if off, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0); code != 0 || off != start {
+			t.Errorf("%s: earliest offset %d, error %d; want %d", what, off, code, start)
+		}
 		type want struct {
 			epoch, wantEpoch int32
 			end              int64
