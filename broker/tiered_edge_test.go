@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -84,8 +85,13 @@ type edgeFetchResult struct {
 // batches of each partition.
 func rawFetch(t *testing.T, cl *kgo.Client, topic string, maxBytes int32, isolation int8, parts ...edgeFetchPart) map[int32]edgeFetchResult {
 	t.Helper()
+	return rawFetchV(t, cl, 12, topic, maxBytes, isolation, parts...)
+}
+
+func rawFetchV(t *testing.T, cl *kgo.Client, version int16, topic string, maxBytes int32, isolation int8, parts ...edgeFetchPart) map[int32]edgeFetchResult {
+	t.Helper()
 	req := kmsg.NewPtrFetchRequest()
-	req.Version = 12
+	req.Version = version
 	req.ReplicaID = -1
 	req.MaxWaitMillis = 0
 	req.MinBytes = 0
@@ -249,6 +255,22 @@ func TestTieredEdgeListOffsetsAndFetch(t *testing.T) {
 					r := rawFetch(t, cl, topic, max, iso, edgeFetchPart{0, off, max})[0]
 					checkFirst("offset "+strconv.FormatInt(off, 10)+" max "+strconv.Itoa(int(max))+" iso "+strconv.Itoa(int(iso)), r, off)
 				}
+			}
+		}
+		// Every Fetch version: remote, at the boundary, local.
+		for _, v := range []int16{4, 5, 7, 10, 11, 12, 13, 16, 17, 18} {
+			vers := kversion.Stable()
+			vers.SetMaxKeyVersion(kmsg.Fetch.Int16(), v)
+			vc := b.Client(kgo.MaxVersions(vers))
+			for _, off := range []int64{5, localStart - 1, localStart} {
+				r := rawFetchV(t, vc, v, topic, 1<<20, 0, edgeFetchPart{0, off, 3000})[0]
+				if v < 5 {
+					if r.start != -1 {
+						t.Errorf("version %d answered a log start: the version was not used", v)
+					}
+					r.start = 0 // not in the response
+				}
+				checkFirst("version "+strconv.Itoa(int(v))+" offset "+strconv.FormatInt(off, 10), r, off)
 			}
 		}
 		// At the high watermark: nothing, no error. Past it: out of range.
