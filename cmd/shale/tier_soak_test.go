@@ -1,0 +1,583 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/miniotest"
+	"github.com/shale-log/shale/tiering"
+)
+
+// soakKey and soakValue are record seq of partition p: the value is long
+// enough (300 to 700 bytes) that 64 KiB segments seal every hundred or
+// so records, and differs with seq so that a misplaced byte shows.
+func soakKey(p int32, seq int) []byte { return []byte(fmt.Sprintf("p%d-s%08d", p, seq)) }
+
+func soakValue(p int32, seq int) []byte {
+	return []byte(fmt.Sprintf("p%d-s%08d-%s", p, seq, strings.Repeat(string(rune('a'+seq%26)), 300+(seq*7919)%400)))
+}
+
+func parseSoakKey(k []byte) (p int32, seq int, ok bool) {
+	ps, ss, found := strings.Cut(string(k), "-s")
+	if !found || !strings.HasPrefix(ps, "p") {
+		return 0, 0, false
+	}
+	pn, err1 := strconv.Atoi(ps[1:])
+	sn, err2 := strconv.Atoi(ss)
+	return int32(pn), sn, err1 == nil && err2 == nil
+}
+
+// soakRecord is one record as a reader saw it.
+type soakRecord struct {
+	offset     int64
+	key, value []byte
+}
+
+// TestTierSoakKillsAndOutages runs one `shale broker` with a MinIO store
+// and a topic of 64 KiB segments whose uploaded segments leave the local
+// disk at once, while an idempotent acks=all producer writes numbered
+// records to every partition; meanwhile the broker is killed with SIGKILL
+// (at random moments, or by the test hook at an upload's fault points)
+// and restarted on its data directory, and MinIO is killed, paused and
+// restarted. At the end every partition, read from offset 0 by franz-go,
+// by kcat and from the bucket alone, holds every acknowledged record
+// once, in order, byte for byte, at contiguous offsets.
+//
+// SHALE_SOAK_SECONDS sets the length of the fault phase (default 15),
+// SHALE_SOAK_SEED the first seed, SHALE_SOAK_ROUNDS the number of rounds
+// (default 1).
+func TestTierSoakKillsAndOutages(t *testing.T) {
+	brokertest.KcatPath(t)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SHALE_SOAK_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	rounds := 1
+	if v := os.Getenv("SHALE_SOAK_ROUNDS"); v != "" {
+		rounds, _ = strconv.Atoi(v)
+	}
+	dur := 15 * time.Second
+	if v := os.Getenv("SHALE_SOAK_SECONDS"); v != "" {
+		n, _ := strconv.Atoi(v)
+		dur = time.Duration(n) * time.Second
+	}
+	for i := range rounds {
+		s := seed + uint64(i)
+		t.Run(fmt.Sprintf("seed=%d", s), func(t *testing.T) { tierSoak(t, s, dur) })
+	}
+}
+
+type tierSoakState struct {
+	t      *testing.T
+	srv    *miniotest.Server
+	p      *brokerProc
+	env    []string
+	events []string
+	start  time.Time
+}
+
+func (s *tierSoakState) logf(format string, args ...any) {
+	s.events = append(s.events, fmt.Sprintf("%6.2fs ", time.Since(s.start).Seconds())+fmt.Sprintf(format, args...))
+}
+
+func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	srv := miniotest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
+	defer cancel()
+	etcdAddr := startTestEtcd(t, ctx)
+	const bucket, topic, partitions = "soak", "soak", 4
+	storeURL := srv.URL(bucket, "")
+	env := append(miniotest.Env(), "SHALE_TEST_ORPHAN_GRACE=1ms")
+	p := &brokerProc{t: t, id: 0, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr,
+		objectStore: storeURL + "&create_bucket=true", env: env,
+		extra: []string{"--retention-check-interval", "200ms"}}
+	s := &tierSoakState{t: t, srv: srv, p: p, env: env, start: time.Now()}
+	if err := launchBroker(p, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+	defer func() {
+		if t.Failed() {
+			t.Logf("seed %d; events:\n%s", seed, strings.Join(s.events, "\n"))
+			t.Logf("broker:\n%s", tail(p.stderr.String(), 8000))
+		}
+	}()
+
+	adm, err := kgo.NewClient(kgo.SeedBrokers(p.kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	configs := map[string]*string{"segment.bytes": ptr("65536"), "local.retention.ms": ptr("1"), "file.delete.delay.ms": ptr("1")}
+	if _, err := kadm.NewClient(adm).CreateTopic(ctx, partitions, 1, configs, topic); err != nil {
+		t.Fatal(err)
+	}
+
+	// The producer: idempotent (franz-go's default), acks=all, records
+	// numbered per partition.
+	var (
+		mu     sync.Mutex
+		acked  [partitions]map[int]int64 // seq -> offset
+		failed [partitions]map[int]error
+	)
+	for i := range acked {
+		acked[i], failed[i] = map[int]int64{}, map[int]error{}
+	}
+	// Odd seeds compress (snappy: the values shrink tenfold), even ones
+	// do not (a segment every hundred or so records).
+	codec := kgo.NoCompression()
+	if seed%2 == 1 {
+		codec = kgo.SnappyCompression()
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(p.kafkaAddr), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(codec),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
+		kgo.MaxBufferedRecords(2000), kgo.RequestTimeoutOverhead(3*time.Second),
+		kgo.RetryTimeout(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	stopProducing := make(chan struct{})
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var next [partitions]int
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProducing:
+				return
+			case <-tick.C:
+			}
+			// About 2 records a millisecond at most (in practice fewer).
+			for range 2 {
+				part := int32(rng.IntN(partitions))
+				seq := next[part]
+				next[part]++
+				r := &kgo.Record{Partition: part, Key: soakKey(part, seq), Value: soakValue(part, seq)}
+				prod.Produce(ctx, r, func(r *kgo.Record, err error) {
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						failed[part][seq] = err
+					} else {
+						acked[part][seq] = r.Offset
+					}
+				})
+			}
+		}
+	}()
+
+	// The faults.
+	deadline := time.Now().Add(dur)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
+		switch a := rng.IntN(12); {
+		case a < 4:
+			s.logf("kill -9 broker")
+			p.kill(syscall.SIGKILL)
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			s.restartBroker(nil)
+		case a < 6:
+			d := time.Duration(500+rng.IntN(3000)) * time.Millisecond
+			s.logf("kill MinIO for %v", d)
+			srv.Kill()
+			time.Sleep(d)
+			s.restartMinIO()
+		case a < 7:
+			d := time.Duration(500+rng.IntN(2500)) * time.Millisecond
+			s.logf("pause MinIO for %v", d)
+			srv.Pause()
+			time.Sleep(d)
+			srv.Resume()
+		case a < 8:
+			// The broker restarts while MinIO is down.
+			s.logf("kill MinIO, then kill -9 broker and restart it while MinIO is down")
+			srv.Kill()
+			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+			p.kill(syscall.SIGKILL)
+			s.p.env = append([]string(nil), s.env...)
+			errc := make(chan error, 1)
+			go func() { errc <- launchBroker(p, 20*time.Second) }()
+			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+			s.restartMinIO()
+			if err := <-errc; err != nil {
+				s.logf("  the broker did not start while MinIO was down: %.300s", err)
+				p.kill(syscall.SIGKILL)
+				s.restartBroker(nil)
+			}
+		default:
+			point := []string{tiering.FaultUploaded, tiering.FaultCommitted}[rng.IntN(2)]
+			n := 1 + rng.IntN(6)
+			s.logf("restart broker to kill itself at %s:%d", point, n)
+			p.kill(syscall.SIGKILL)
+			s.restartBroker([]string{"SHALE_TEST_KILL_AT=" + point + ":" + strconv.Itoa(n)})
+			select {
+			case <-p.exited:
+				s.logf("  killed itself: %v", strings.Contains(p.stderr.String(), "SHALE_TEST_KILL_AT"))
+			case <-time.After(8 * time.Second):
+				s.logf("  did not reach it in 8s; kill -9")
+				p.kill(syscall.SIGKILL)
+			}
+			s.restartBroker(nil)
+		}
+	}
+	close(stopProducing)
+	<-produced
+	s.logf("faults over")
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Minute)
+	if err := prod.Flush(fctx); err != nil {
+		t.Fatalf("flushing the producer: %v", err)
+	}
+	fcancel()
+	// One more record per partition, after the faults, seals nothing but
+	// lets the broker's producer state be current; then wait for the
+	// uploads to catch up with every sealed segment.
+	mu.Lock()
+	var nAcked, nFailed int
+	for i := range acked {
+		nAcked += len(acked[i])
+		nFailed += len(failed[i])
+	}
+	var someErr error
+	for i := range failed {
+		for _, e := range failed[i] {
+			someErr = e
+		}
+	}
+	mu.Unlock()
+	s.logf("%d acknowledged, %d failed (%v)", nAcked, nFailed, someErr)
+
+	var status []tierPartition
+	waitUntilFor(t, 90*time.Second, "uploads caught up", func() bool {
+		status = tierStatus(t, p.httpAddr, topic)
+		if len(status) != partitions {
+			return false
+		}
+		for _, st := range status {
+			if st.Loading || st.UploadLagSegments != 0 || st.RemoteSegments == 0 || st.LocalStartOffset < st.RemoteEndOffset {
+				return false
+			}
+		}
+		return true
+	})
+
+	kadmc := kadm.NewClient(adm)
+	starts, err := kadmc.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := kadmc.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Everything read back, three ways.
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": miniotest.AccessKey, "AWS_SECRET_ACCESS_KEY": miniotest.SecretKey, "AWS_REGION": "us-east-1"} {
+		t.Setenv(k, v)
+	}
+	bkt, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bkt.Close()
+	reader, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bkt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	tds, err := tiering.ListTopics(ctx, bkt, tiering.Layout{})
+	if err != nil || len(tds) != 1 {
+		t.Fatalf("topic descriptors in the bucket: %v %v", tds, err)
+	}
+	topicID, err := tds[0].TopicID()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var totalLocal, totalRemote int64
+	for part := int32(0); part < partitions; part++ {
+		start, _ := starts.Lookup(topic, part)
+		end, _ := ends.Lookup(topic, part)
+		if start.Err != nil || end.Err != nil || start.Offset != 0 {
+			t.Errorf("partition %d: ListOffsets earliest %d (%v), latest %d (%v)", part, start.Offset, start.Err, end.Offset, end.Err)
+		}
+		got := consumePartition(t, ctx, p.kafkaAddr, topic, part, end.Offset)
+		mu.Lock()
+		checkSoakPartition(t, part, got, end.Offset, acked[part], failed[part])
+		mu.Unlock()
+
+		// kcat reads the same.
+		out := brokertest.Kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", topic, "-p", strconv.Itoa(int(part)), "-o", "beginning", "-e",
+			"-f", "%o %k %s\n")
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != len(got) {
+			t.Errorf("partition %d: kcat read %d records, franz-go %d", part, len(lines), len(got))
+		}
+		for i := 0; i < min(len(lines), len(got)); i++ {
+			want := fmt.Sprintf("%d %s %s", got[i].offset, got[i].key, got[i].value)
+			if lines[i] != want {
+				t.Errorf("partition %d: kcat line %d %.60q, franz-go %.60q", part, i, lines[i], want)
+				break
+			}
+		}
+
+		// The bucket alone holds the same records up to its manifest's end.
+		tp := tiering.Partition{Topic: topic, TopicID: topicID, Index: part}
+		m, err := tiering.LoadManifest(ctx, bkt, tiering.Layout{}, tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, seg := range m.Segments {
+			if i > 0 && seg.BaseOffset != m.Segments[i-1].NextOffset {
+				t.Errorf("partition %d: manifest segments [%d, %d) then [%d, %d)", part, m.Segments[i-1].BaseOffset, m.Segments[i-1].NextOffset, seg.BaseOffset, seg.NextOffset)
+			}
+		}
+		if m.Start() != 0 || m.End() > end.Offset || m.End() == 0 {
+			t.Errorf("partition %d: manifest [%d, %d), log end %d", part, m.Start(), m.End(), end.Offset)
+		}
+		var remote []soakRecord
+		err = tiering.ReadBatches(ctx, reader, tp, m, 0, func(b recordbatch.Batch) error {
+			return recordbatch.Records(ctx, b, recordbatch.ValidateOptions{}, func(r recordbatch.Record) error {
+				remote = append(remote, soakRecord{offset: r.Offset, key: bytes.Clone(r.Key), value: bytes.Clone(r.Value)})
+				return nil
+			})
+		})
+		if err != nil {
+			t.Errorf("partition %d: reading the bucket: %v", part, err)
+		}
+		if int64(len(remote)) != m.End() {
+			t.Errorf("partition %d: %d records in the bucket, its manifest ends at %d", part, len(remote), m.End())
+		}
+		for i := 0; i < min(len(remote), len(got)); i++ {
+			r, g := remote[i], got[i]
+			if r.offset != g.offset || !bytes.Equal(r.key, g.key) || !bytes.Equal(r.value, g.value) {
+				t.Errorf("partition %d: bucket record %d at %d %q, broker's at %d %q", part, i, r.offset, r.key, g.offset, g.key)
+				break
+			}
+		}
+
+		st := status[0]
+		for _, x := range status {
+			if x.Partition == part {
+				st = x
+			}
+		}
+		totalLocal += st.LocalBytes
+		totalRemote += st.RemoteBytes
+		if st.LocalStartOffset == 0 || st.LocalStartOffset < m.End() {
+			t.Errorf("partition %d: local log starts at %d, the bucket ends at %d", part, st.LocalStartOffset, m.End())
+		}
+	}
+	onDisk := sizeOfLogs(filepath.Join(p.dataDir, "log"))
+	if onDisk*2 > totalRemote {
+		t.Errorf("%d bytes of segments on the local disk, %d in the bucket", onDisk, totalRemote)
+	}
+	s.logf("local %d bytes (status %d), remote %d bytes", onDisk, totalLocal, totalRemote)
+	t.Logf("seed %d: %d records acknowledged, %d failed; events:\n%s", seed, nAcked, nFailed, strings.Join(s.events, "\n"))
+}
+
+// restartBroker starts the broker (stopped) with extra environment and
+// waits until it is healthy.
+func (s *tierSoakState) restartBroker(extraEnv []string) {
+	s.t.Helper()
+	s.p.env = append(append([]string(nil), s.env...), extraEnv...)
+	if err := launchBroker(s.p, 30*time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// restartMinIO restarts the killed MinIO.
+func (s *tierSoakState) restartMinIO() {
+	s.t.Helper()
+	if err := s.srv.Restart(); err != nil {
+		s.t.Fatalf("restarting MinIO: %v", err)
+	}
+}
+
+// launchBroker starts (or restarts, on the same directory and addresses)
+// p and waits up to wait for it to be healthy.
+func launchBroker(p *brokerProc, wait time.Duration) error {
+	p.stderr, p.exited = &lockedBuffer{}, make(chan struct{})
+	p.cmd = exec.Command(shaleBin, "broker", "--id", strconv.Itoa(p.id), "--data-dir", p.dataDir,
+		"--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr, "--etcd", p.etcd, "--cluster", "kill",
+		"--object-store", p.objectStore, "--session-ttl", "2s", "--replica-lag-time-max", "5s",
+		"--group-initial-rebalance-delay", "0s")
+	p.cmd.Args = append(p.cmd.Args, p.extra...)
+	p.cmd.Stderr = p.stderr
+	p.cmd.Env = append(os.Environ(), p.env...)
+	if err := p.cmd.Start(); err != nil {
+		return err
+	}
+	exited, cmd := p.exited, p.cmd
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	deadline := time.Now().Add(wait)
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("broker exited:\n%s", tail(p.stderr.String(), 4000))
+		default:
+		}
+		if resp, err := http.Get("http://" + p.httpAddr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("broker not healthy after %v", wait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tierStatus is the broker's /v1/tier answer for topic.
+func tierStatus(t *testing.T, httpAddr, topic string) []tierPartition {
+	resp, err := http.Get("http://" + httpAddr + "/v1/tier?topic=" + topic)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var doc partitionsDocument[tierPartition]
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&doc) != nil {
+		return nil
+	}
+	return doc.Partitions
+}
+
+func waitUntilFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sizeOfLogs sums the sizes of the .log files under dir.
+func sizeOfLogs(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".log") {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// consumePartition reads partition part of topic from offset 0 to end.
+func consumePartition(t *testing.T, ctx context.Context, addr, topic string, part int32, end int64) []soakRecord {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: kgo.NewOffset().At(0)}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var out []soakRecord
+	next := int64(0)
+	for next < end {
+		fs := cl.PollFetches(cctx)
+		if cctx.Err() != nil {
+			t.Fatalf("partition %d: read up to %d of %d", part, next, end)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Logf("partition %d: fetch error: %v", part, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			out = append(out, soakRecord{offset: r.Offset, key: r.Key, value: r.Value})
+			next = r.Offset + 1
+		})
+	}
+	return out
+}
+
+// checkSoakPartition checks what was read of partition part against what
+// the producer was told.
+func checkSoakPartition(t *testing.T, part int32, got []soakRecord, end int64, acked map[int]int64, failed map[int]error) {
+	t.Helper()
+	seen := map[int]int64{}
+	last := -1
+	errs := 0
+	fail := func(format string, args ...any) {
+		errs++
+		if errs <= 20 {
+			t.Errorf("partition %d: "+format, append([]any{part}, args...)...)
+		}
+	}
+	for i, r := range got {
+		if r.offset != int64(i) {
+			fail("record %d at offset %d (a gap or a repeat)", i, r.offset)
+		}
+		p, seq, ok := parseSoakKey(r.key)
+		if !ok || p != part {
+			fail("offset %d: key %q", r.offset, r.key)
+			continue
+		}
+		if !bytes.Equal(r.value, soakValue(p, seq)) {
+			fail("offset %d: seq %d's value differs: %.60q", r.offset, seq, r.value)
+		}
+		if prev, dup := seen[seq]; dup {
+			fail("seq %d at offsets %d and %d", seq, prev, r.offset)
+		}
+		seen[seq] = r.offset
+		if seq <= last {
+			fail("offset %d: seq %d after seq %d", r.offset, seq, last)
+		}
+		last = seq
+		if off, ok := acked[seq]; ok && off != r.offset {
+			fail("seq %d acknowledged at offset %d, read at %d", seq, off, r.offset)
+		}
+	}
+	if int64(len(got)) != end {
+		fail("%d records read, log end offset %d", len(got), end)
+	}
+	lost := 0
+	for seq, off := range acked {
+		if _, ok := seen[seq]; !ok {
+			lost++
+			if lost <= 10 {
+				fail("acknowledged seq %d (offset %d) is missing", seq, off)
+			}
+		}
+	}
+	unacked := 0
+	for seq := range failed {
+		if _, ok := seen[seq]; ok {
+			unacked++
+		}
+	}
+	if lost > 0 || unacked > 0 {
+		t.Logf("partition %d: %d acknowledged records lost; %d of %d failed records present", part, lost, unacked, len(failed))
+	}
+}
