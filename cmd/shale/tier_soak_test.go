@@ -116,6 +116,9 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+	// The bucket exists now: restarts do not ask for it, so that a broker
+	// may start while MinIO is down.
+	p.objectStore = storeURL
 	defer func() {
 		if t.Failed() {
 			t.Logf("seed %d; events:\n%s", seed, strings.Join(s.events, "\n"))
@@ -157,6 +160,15 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
+	ackCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for i := range acked {
+			n += len(acked[i])
+		}
+		return n
+	}
 	stopProducing := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
@@ -190,11 +202,62 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		}
 	}()
 
+	// A consumer reads every partition from offset 0 throughout, as the
+	// broker restarts: what it is served must be what the log holds at
+	// the end, and it must not skip offsets.
+	type seenRec struct {
+		key   string
+		valid bool
+	}
+	var (
+		liveMu    sync.Mutex
+		live      [partitions]map[int64]seenRec
+		liveSkips []string
+	)
+	for i := range live {
+		live[i] = map[int64]seenRec{}
+	}
+	liveCons, err := kgo.NewClient(kgo.SeedBrokers(p.kafkaAddr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(256<<10), kgo.FetchMaxPartitionBytes(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveCtx, liveCancel := context.WithCancel(ctx)
+	liveDone := make(chan struct{})
+	go func() {
+		defer close(liveDone)
+		defer liveCons.Close()
+		var next [partitions]int64
+		for liveCtx.Err() == nil {
+			fs := liveCons.PollFetches(liveCtx)
+			liveMu.Lock()
+			fs.EachRecord(func(r *kgo.Record) {
+				if r.Offset > next[r.Partition] {
+					liveSkips = append(liveSkips, fmt.Sprintf("partition %d: served %d after %d", r.Partition, r.Offset, next[r.Partition]-1))
+				}
+				next[r.Partition] = r.Offset + 1
+				pp, seq, ok := parseSoakKey(r.Key)
+				live[r.Partition][r.Offset] = seenRec{key: string(r.Key), valid: ok && pp == r.Partition && bytes.Equal(r.Value, soakValue(pp, seq))}
+			})
+			liveMu.Unlock()
+		}
+	}()
+
 	// The faults.
+	// SHALE_SOAK_ONLY=N narrows the faults to one kind (0 to 11, as in
+	// the switch below).
+	only := -1
+	if v := os.Getenv("SHALE_SOAK_ONLY"); v != "" {
+		only, _ = strconv.Atoi(v)
+	}
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
-		switch a := rng.IntN(12); {
+		a := rng.IntN(13)
+		if only >= 0 {
+			a = only
+		}
+		switch {
 		case a < 4:
 			s.logf("kill -9 broker")
 			p.kill(syscall.SIGKILL)
@@ -228,6 +291,21 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 				p.kill(syscall.SIGKILL)
 				s.restartBroker(nil)
 			}
+		case a == 12:
+			// A long outage: the broker is killed and restarted twice
+			// while MinIO is down, producing goes on to the local disk.
+			s.logf("kill MinIO; kill -9 broker twice while it is down")
+			srv.Kill()
+			before := ackCount()
+			for range 2 {
+				time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond)
+				p.kill(syscall.SIGKILL)
+				s.restartBroker(nil)
+				s.logf("  restarted; %d acknowledged so far in the outage", ackCount()-before)
+			}
+			time.Sleep(time.Duration(2000+rng.IntN(2000)) * time.Millisecond)
+			s.logf("  %d records acknowledged while MinIO was down", ackCount()-before)
+			s.restartMinIO()
 		default:
 			point := []string{tiering.FaultUploaded, tiering.FaultCommitted}[rng.IntN(2)]
 			n := 1 + rng.IntN(6)
@@ -284,6 +362,17 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		return true
 	})
 
+	liveCancel()
+	<-liveDone
+	nLive := 0
+	for i := range live {
+		nLive += len(live[i])
+	}
+	s.logf("the live consumer read %d offsets", nLive)
+	for _, sk := range liveSkips {
+		t.Errorf("live consumer: %s", sk)
+	}
+
 	kadmc := kadm.NewClient(adm)
 	starts, err := kadmc.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -328,6 +417,14 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		mu.Lock()
 		checkSoakPartition(t, part, got, end.Offset, acked[part], failed[part])
 		mu.Unlock()
+		bad := 0
+		for off, sr := range live[part] {
+			if !sr.valid || off >= int64(len(got)) || string(got[off].key) != sr.key {
+				if bad++; bad <= 5 {
+					t.Errorf("partition %d: the live consumer was served %q (valid %v) at %d, the log holds another", part, sr.key, sr.valid, off)
+				}
+			}
+		}
 
 		// kcat reads the same.
 		out := brokertest.Kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", topic, "-p", strconv.Itoa(int(part)), "-o", "beginning", "-e",
