@@ -33,6 +33,10 @@ import (
 func soakKey(p int32, seq int) []byte { return []byte(fmt.Sprintf("p%d-s%08d", p, seq)) }
 
 func soakValue(p int32, seq int) []byte {
+	if seq%997 == 500 {
+		// Now and then a record larger than a segment.
+		return []byte(fmt.Sprintf("p%d-s%08d-%s", p, seq, bytes.Repeat([]byte{byte('A' + seq%26)}, 90_000)))
+	}
 	return []byte(fmt.Sprintf("p%d-s%08d-%s", p, seq, strings.Repeat(string(rune('a'+seq%26)), 300+(seq*7919)%400)))
 }
 
@@ -266,7 +270,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
-		a := rng.IntN(13)
+		a := rng.IntN(15)
 		if only >= 0 {
 			a = only
 		}
@@ -303,6 +307,37 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 				s.logf("  the broker did not start while MinIO was down: %.300s", err)
 				p.kill(syscall.SIGKILL)
 				s.restartBroker(nil)
+			}
+		case a == 13:
+			// Requests sent to a frozen MinIO land after the broker that
+			// sent them died and another process took over its data.
+			s.logf("pause MinIO; kill -9 broker and restart it; resume MinIO")
+			srv.Pause()
+			time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+			p.kill(syscall.SIGKILL)
+			s.p.env = append([]string(nil), s.env...)
+			errc := make(chan error, 1)
+			go func() { errc <- launchBroker(p, 20*time.Second) }()
+			time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond)
+			srv.Resume()
+			if err := <-errc; err != nil {
+				s.logf("  the broker did not start while MinIO was paused: %.300s", err)
+				p.kill(syscall.SIGKILL)
+				s.restartBroker(nil)
+			}
+		case a == 14:
+			// The broker freezes: the producer's requests time out and
+			// are retried; sometimes it is killed while frozen.
+			d := time.Duration(500+rng.IntN(4000)) * time.Millisecond
+			kill := rng.IntN(2) == 0
+			s.logf("SIGSTOP broker for %v (then kill -9: %v)", d, kill)
+			p.cmd.Process.Signal(syscall.SIGSTOP)
+			time.Sleep(d)
+			if kill {
+				p.kill(syscall.SIGKILL)
+				s.restartBroker(nil)
+			} else {
+				p.cmd.Process.Signal(syscall.SIGCONT)
 			}
 		case a == 12:
 			// A long outage: the broker is killed and restarted twice
