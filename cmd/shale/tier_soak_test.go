@@ -142,6 +142,11 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	if retention {
 		configs["retention.bytes"] = ptr("1048576")
 	}
+	// Seeds of 3 mod 4 also roll segments every 250 ms: many small ones,
+	// on the partitions that get few records too.
+	if seed%4 == 3 {
+		configs["segment.ms"] = ptr("250")
+	}
 	if _, err := kadm.NewClient(adm).CreateTopic(ctx, partitions, 1, configs, topic); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +200,11 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			}
 			// About 2 records a millisecond at most (in practice fewer).
 			for range 2 {
-				part := int32(rng.IntN(partitions))
+				// Partition 3 gets one record in 50.
+				part := int32(rng.IntN(partitions - 1))
+				if rng.IntN(50) == 0 {
+					part = partitions - 1
+				}
 				seq := next[part]
 				next[part]++
 				r := &kgo.Record{Partition: part, Key: soakKey(part, seq), Value: soakValue(part, seq)}
