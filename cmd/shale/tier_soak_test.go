@@ -270,8 +270,14 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	}()
 
 	// The faults.
-	// SHALE_SOAK_ONLY=N narrows the faults to one kind (0 to 11, as in
-	// the switch below).
+	// SHALE_SOAK_ONLY=N narrows the faults to one kind (0 to 15, as in
+	// the switch below); SHALE_SOAK_DISKLOSS=1 adds the loss of the log
+	// directory (15).
+	kinds := 15
+	if os.Getenv("SHALE_SOAK_DISKLOSS") == "1" {
+		kinds = 16
+	}
+	lostAcked := 0
 	only := -1
 	if v := os.Getenv("SHALE_SOAK_ONLY"); v != "" {
 		only, _ = strconv.Atoi(v)
@@ -279,7 +285,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
-		a := rng.IntN(15)
+		a := rng.IntN(kinds)
 		if only >= 0 {
 			a = only
 		}
@@ -348,6 +354,56 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			} else {
 				p.cmd.Process.Signal(syscall.SIGCONT)
 			}
+		case a == 15:
+			// The log disk is lost while the broker is down: what the
+			// bucket holds stays readable, acknowledged records past
+			// the bucket's end are gone (one replica), and new records
+			// continue after the bucket's end, never at an offset a
+			// reader was already served something else at.
+			s.logf("kill -9 broker and lose its log directory")
+			td, err := kadm.NewClient(adm).ListTopics(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := td[topic].ID
+			p.kill(syscall.SIGKILL)
+			time.Sleep(200 * time.Millisecond) // the last callbacks
+			if err := os.RemoveAll(filepath.Join(p.dataDir, "log")); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": miniotest.AccessKey, "AWS_SECRET_ACCESS_KEY": miniotest.SecretKey, "AWS_REGION": "us-east-1"} {
+				t.Setenv(k, v)
+			}
+			b, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for part := int32(0); part < partitions; part++ {
+				m, err := tiering.LoadManifest(ctx, b, tiering.Layout{}, tiering.Partition{Topic: topic, TopicID: id, Index: part})
+				if err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				n := 0
+				for seq, off := range acked[part] {
+					if off >= m.End() {
+						delete(acked[part], seq)
+						n++
+					}
+				}
+				mu.Unlock()
+				liveMu.Lock()
+				for off := range live[part] {
+					if off >= m.End() {
+						delete(live[part], off)
+					}
+				}
+				liveMu.Unlock()
+				lostAcked += n
+				s.logf("  partition %d: the bucket ends at %d; %d acknowledged records past it lost with the disk", part, m.End(), n)
+			}
+			b.Close()
+			s.restartBroker(nil)
 		case a == 12:
 			// A long outage: the broker is killed and restarted twice
 			// while MinIO is down, producing goes on to the local disk.
