@@ -67,6 +67,7 @@ type soakRecord struct {
 // once, in order, byte for byte, at contiguous offsets.
 //
 // SHALE_SOAK_SECONDS sets the length of the fault phase (default 15),
+// SHALE_SOAK_CLIENTLOG=1 logs the producer (franz-go) to stderr,
 // SHALE_SOAK_SEED the first seed, SHALE_SOAK_ROUNDS the number of rounds
 // (default 1).
 func TestTierSoakKillsAndOutages(t *testing.T) {
@@ -167,10 +168,14 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	if seed%2 == 1 {
 		codec = kgo.SnappyCompression()
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(p.kafkaAddr), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(codec),
+	var clientLog []kgo.Opt
+	if os.Getenv("SHALE_SOAK_CLIENTLOG") == "1" {
+		clientLog = append(clientLog, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelInfo, func() string { return time.Now().Format("15:04:05.000 ") })))
+	}
+	prod, err := kgo.NewClient(append(clientLog, kgo.SeedBrokers(p.kafkaAddr), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(codec),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
 		kgo.MaxBufferedRecords(2000), kgo.RequestTimeoutOverhead(3*time.Second),
-		kgo.RetryTimeout(2*time.Minute))
+		kgo.RetryTimeout(2*time.Minute))...)
 	if err != nil {
 		t.Fatal(err)
 	}
