@@ -57,19 +57,28 @@ type soakRecord struct {
 }
 
 // TestTierSoakKillsAndOutages runs one `shale broker` with a MinIO store
-// and a topic of 64 KiB segments whose uploaded segments leave the local
-// disk at once, while an idempotent acks=all producer writes numbered
-// records to every partition; meanwhile the broker is killed with SIGKILL
-// (at random moments, or by the test hook at an upload's fault points)
-// and restarted on its data directory, and MinIO is killed, paused and
-// restarted. At the end every partition, read from offset 0 by franz-go,
-// by kcat and from the bucket alone, holds every acknowledged record
-// once, in order, byte for byte, at contiguous offsets.
+// and a 4-partition topic of 64 KiB segments whose uploaded segments leave
+// the local disk at once, while an idempotent acks=all producer writes
+// numbered records (one partition gets few; now and then one is larger
+// than a segment). Meanwhile, at random: the broker is killed with
+// SIGKILL (at any moment, at an upload's fault points through the test
+// hook, or while frozen with SIGSTOP) and restarted on its data
+// directory; MinIO is killed or frozen and restarted, the broker
+// restarting while it is down or frozen too. A consumer reads from offset
+// 0 over and over throughout. At the end every partition, read by
+// franz-go, by kcat and from the bucket alone (tiering.ReadBatches), holds
+// every acknowledged record once, in order, byte for byte, at contiguous
+// offsets; ListOffsets (earliest, latest, by timestamp) agrees; what the
+// live consumer was served is what the log holds; the local disk holds
+// little beyond the bucket's end. Seeds of 1 mod 2 compress, of 2 mod 3
+// add remote retention (retention.bytes), of 3 mod 4 roll every 250 ms.
 //
-// SHALE_SOAK_SECONDS sets the length of the fault phase (default 15),
-// SHALE_SOAK_CLIENTLOG=1 logs the producer (franz-go) to stderr,
-// SHALE_SOAK_SEED the first seed, SHALE_SOAK_ROUNDS the number of rounds
-// (default 1).
+// SHALE_SOAK_SECONDS sets the length of the fault phase (default 15;
+// the test then takes about 21 s), SHALE_SOAK_SEED the first seed
+// (default: the clock's), SHALE_SOAK_ROUNDS the number of rounds (default
+// 1), SHALE_SOAK_ONLY one kind of fault, SHALE_SOAK_DISKLOSS=1 adds the
+// loss of the log directory, SHALE_SOAK_CLIENTLOG=1 logs the producer
+// (franz-go) to stderr.
 func TestTierSoakKillsAndOutages(t *testing.T) {
 	brokertest.KcatPath(t)
 	seed := uint64(time.Now().UnixNano())
