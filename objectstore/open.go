@@ -3,6 +3,7 @@ package objectstore
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,9 @@ type OpenOptions struct {
 	// S3 holds the defaults of s3:// buckets (timeouts, retries, part
 	// size); the URL's bucket and query parameters override them.
 	S3 S3Options
+	// Logger tells of a create_bucket that waits for the store (nil:
+	// slog's default).
+	Logger *slog.Logger
 }
 
 // Open opens the bucket a URL names:
@@ -31,7 +35,10 @@ type OpenOptions struct {
 // and most S3-compatible stores), false for AWS. An s3:// prefix puts
 // every key under PREFIX/. create_bucket=true creates the bucket when it
 // is missing (a fresh MinIO); by default a missing bucket is an error of
-// the first upload.
+// the first upload. A store that cannot be reached (no answer, or a 5xx)
+// does not fail create_bucket: the bucket is created in the background as
+// soon as the store answers, as a broker's uploads wait for it too. An
+// answer refusing it (credentials, a bad name) fails Open.
 func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -103,8 +110,16 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 		}
 		if create {
 			if err := b.CreateBucket(ctx); err != nil {
-				b.Close()
-				return nil, err
+				if !Unreachable(err) {
+					b.Close()
+					return nil, err
+				}
+				log := opts.Logger
+				if log == nil {
+					log = slog.Default()
+				}
+				log.Warn("object store not reachable; creating the bucket once it is", "bucket", o.Bucket, "err", err)
+				go b.createLater(log)
 			}
 		}
 		return WithPrefix(b, strings.TrimSuffix(strings.TrimPrefix(u.Path, "/"), "/"))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 
@@ -171,5 +172,52 @@ func TestOpenS3CreateBucketMakesAMissingBucketOnce(t *testing.T) {
 	}
 	if ok, err := srv.Client().BucketExists(ctx, bucket); err != nil || !ok {
 		t.Fatalf("bucket missing after create_bucket=true: %v %v", ok, err)
+	}
+}
+
+// A broker started while its store is down must still start: with
+// create_bucket=true, Open then succeeds and the bucket is made once the
+// store answers. A store that answers with a refusal still fails Open.
+func TestOpenS3CreateBucketWaitsForAStoreThatIsDown(t *testing.T) {
+	srv := miniotest.Start(t)
+	for _, kv := range miniotest.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	ctx := context.Background()
+	const bucket = "made-later"
+	url := srv.URL(bucket, "p") + "&create_bucket=true"
+
+	srv.Kill()
+	b, err := objectstore.Open(ctx, url, objectstore.OpenOptions{})
+	if err != nil {
+		t.Fatalf("open with the store down: %v", err)
+	}
+	defer b.Close()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ok, err := srv.Client().BucketExists(ctx, bucket)
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket not made a minute after the store came back: %v %v", ok, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := b.Put(ctx, "k", strings.NewReader("v"), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatalf("put once the bucket is made: %v", err)
+	}
+
+	// Wrong credentials: the store answers, and Open fails at once.
+	t.Setenv("AWS_ACCESS_KEY_ID", "nobody")
+	if b, err := objectstore.Open(ctx, srv.URL("refused", "")+"&create_bucket=true", objectstore.OpenOptions{}); err == nil {
+		b.Close()
+		t.Fatal("open with credentials the store refuses succeeded")
+	} else if objectstore.Unreachable(err) {
+		t.Fatalf("a refusal taken for an outage: %v", err)
 	}
 }

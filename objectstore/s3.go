@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -214,6 +215,10 @@ type S3 struct {
 	// operation and class, and the GET bodies resumed (see
 	// resumingBody); nil: not counted.
 	metrics atomic.Pointer[Metrics]
+	// closed is closed by Close: a bucket still being created in the
+	// background (createLater) stops trying.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 var _ Bucket = (*S3)(nil)
@@ -291,7 +296,7 @@ func NewS3(ctx context.Context, opts S3Options) (*S3, error) {
 		rt = opts.WrapTransport(rt)
 	}
 	cfg.HTTPClient = &http.Client{Transport: rt}
-	b := &S3{opts: opts, transport: transport}
+	b := &S3{opts: opts, transport: transport, closed: make(chan struct{})}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -889,6 +894,57 @@ func (b *S3) Delete(ctx context.Context, key string) error {
 
 // Close closes idle connections; calls in flight finish.
 func (b *S3) Close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
 	b.transport.CloseIdleConnections()
 	return nil
+}
+
+// createLater calls CreateBucket until it succeeds, the store refuses it
+// (an answer, not an outage), or the bucket is closed: every second at
+// first, then less often, up to every 30 s.
+func (b *S3) createLater(log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-b.closed
+		cancel()
+	}()
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		t := time.NewTimer(wait)
+		select {
+		case <-b.closed:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		err := b.CreateBucket(ctx)
+		switch {
+		case err == nil:
+			log.Info("object store reachable; bucket ready", "bucket", b.opts.Bucket)
+			return
+		case ctx.Err() != nil:
+			return
+		case !Unreachable(err):
+			log.Error("object store refused to create the bucket", "bucket", b.opts.Bucket, "err", err)
+			return
+		}
+	}
+}
+
+// Unreachable reports whether err is an S3 call's failure to get an answer
+// from the store (refused or lost connections, timeouts) or an answer
+// that the store is unavailable (HTTP 5xx): an outage to wait out, not a
+// refusal.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	// The SDK wraps a request that got no response in a ResponseError
+	// too, of status 0.
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
+		return re.HTTPStatusCode() >= 500
+	}
+	var ae smithy.APIError
+	return !errors.As(err, &ae)
 }

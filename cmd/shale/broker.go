@@ -156,7 +156,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		cfg.LeaderImbalanceCheckInterval = -1
 	}
 	f.brokerFlags.apply(&cfg)
-	bucket, err := f.openObjectStore(ctx)
+	bucket, err := f.openObjectStore(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -132,11 +132,11 @@ func (f *brokerFlags) apply(c *broker.Config) {
 
 // openObjectStore opens the --object-store bucket; "none" means no tiered
 // storage (nil).
-func (f *brokerFlags) openObjectStore(ctx context.Context) (objectstore.Bucket, error) {
+func (f *brokerFlags) openObjectStore(ctx context.Context, log *slog.Logger) (objectstore.Bucket, error) {
 	if f.objectStore == "none" || f.objectStore == "" {
 		return nil, nil
 	}
-	b, err := objectstore.Open(ctx, f.objectStore, objectstore.OpenOptions{})
+	b, err := objectstore.Open(ctx, f.objectStore, objectstore.OpenOptions{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("--object-store: %w", err)
 	}
@@ -253,7 +253,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	if f.objectStore == "" {
 		f.objectStore = "file://" + filepath.Join(dataDir, "objects")
 	}
-	bucket, err := f.openObjectStore(ctx)
+	bucket, err := f.openObjectStore(ctx, log)
 	if err != nil {
 		return err
 	}
