@@ -42,23 +42,11 @@ func localSegments(t *testing.T, b *brokertest.Broker, topic string) int {
 // -5 latest tiered) of partition 0.
 func listOffset(t *testing.T, cl *kgo.Client, topic string, ts int64) int64 {
 	t.Helper()
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.Version = 9
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewListOffsetsRequestTopicPartition()
-	rp.Timestamp = ts
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(testCtx(t), cl)
-	if err != nil {
-		t.Fatal(err)
+	off, _, _, code := listOffsetP(t, cl, topic, 0, ts, 0)
+	if code != 0 {
+		t.Fatalf("list offsets %d: error %d", ts, code)
 	}
-	sp := resp.Topics[0].Partitions[0]
-	if sp.ErrorCode != 0 {
-		t.Fatalf("list offsets %d: error %d", ts, sp.ErrorCode)
-	}
-	return sp.Offset
+	return off
 }
 
 func tieredValue(i int) []byte {

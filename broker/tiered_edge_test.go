@@ -20,7 +20,6 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
-	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
@@ -772,24 +771,7 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 	createTieredTopic(t, b, topic)
 	cl := b.Client()
 	adm := b.Admin()
-	store := metadata.NewStore(b.Etcd(), "")
-	bump := func() int32 {
-		t.Helper()
-		ctx := testCtx(t)
-		cur, err := store.Partition(ctx, topic, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		next := cur
-		next.LeaderEpoch += 2
-		if _, _, err := store.UpdatePartition(ctx, next, cur.PartitionEpoch); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "the manifest fenced under the new epoch", 60*time.Second, func() bool {
-			return remoteManifest(t, s3, adm, topic).LeaderEpoch == next.LeaderEpoch
-		})
-		return next.LeaderEpoch
-	}
+	bump := func() int32 { return bumpLeaderEpoch(t, b, s3, topic) }
 	pc := tieredProducer(b, topic)
 	produceTieredValues(t, pc, 0, 400, 10)
 	_, _, e0, _ := listOffsetP(t, cl, topic, 0, -1, 0)

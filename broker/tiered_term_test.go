@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 )
@@ -27,6 +28,19 @@ func TestALeaderEpochThatMovesOnUnderTheSameLeaderStartsANewTerm(t *testing.T) {
 	adm := b.Admin()
 	waitFor(t, "the first uploads", 60*time.Second, func() bool { return remoteManifest(t, bucket, adm, topic).End() > 0 })
 
+	bumpLeaderEpoch(t, b, bucket, topic)
+	produceTieredValues(t, tieredProducer(b, topic), 600, 1200, 50)
+	waitFor(t, "uploads in the new term", 60*time.Second, func() bool {
+		return remoteManifest(t, bucket, adm, topic).End() >= 1000
+	})
+	requireTieredRecords(testCtx(t), t, b, topic, 0, 1200)
+}
+
+// bumpLeaderEpoch moves partition 0's leader epoch on by 2 in etcd under
+// the same leader, and waits until the leader has fenced the manifest
+// under it; it returns the new epoch.
+func bumpLeaderEpoch(t *testing.T, b *brokertest.Broker, bucket objectstore.Bucket, topic string) int32 {
+	t.Helper()
 	ctx := testCtx(t)
 	store := metadata.NewStore(b.Etcd(), "")
 	cur, err := store.Partition(ctx, topic, 0)
@@ -39,11 +53,7 @@ func TestALeaderEpochThatMovesOnUnderTheSameLeaderStartsANewTerm(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the manifest fenced under the new epoch", 60*time.Second, func() bool {
-		return remoteManifest(t, bucket, adm, topic).LeaderEpoch == next.LeaderEpoch
+		return remoteManifest(t, bucket, b.Admin(), topic).LeaderEpoch == next.LeaderEpoch
 	})
-	produceTieredValues(t, tieredProducer(b, topic), 600, 1200, 50)
-	waitFor(t, "uploads in the new term", 60*time.Second, func() bool {
-		return remoteManifest(t, bucket, adm, topic).End() >= 1000
-	})
-	requireTieredRecords(ctx, t, b, topic, 0, 1200)
+	return next.LeaderEpoch
 }
