@@ -496,10 +496,12 @@ func edgeRetentionUnderAReader(t *testing.T, name, value string) {
 		err         string
 	}
 	done := make(chan result, 1)
-	go func() {
-		c := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(0)}}),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(4000))
-		defer c.Close()
+	// The test's cleanup closes the consumer, once: franz-go's Close must
+	// not run twice at once (a Close of its own after the result was
+	// sent raced with it).
+	c := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(0)}}),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(4000))
+	read := func() result {
 		var res result
 		next := int64(-1)
 		for next < n {
@@ -512,23 +514,22 @@ func edgeRetentionUnderAReader(t *testing.T, name, value string) {
 				if next >= 0 && r.Offset != next {
 					if r.Offset < next {
 						res.err = "went back from " + strconv.FormatInt(next, 10) + " to " + strconv.FormatInt(r.Offset, 10)
-						done <- res
-						return
+						return res
 					}
 					res.jumps++
 				}
 				if !bytes.Equal(r.Value, tieredValue(int(r.Offset))) {
 					res.err = "wrong value at " + strconv.FormatInt(r.Offset, 10)
-					done <- res
-					return
+					return res
 				}
 				res.read++
 				next = r.Offset + 1
 			}
 			time.Sleep(20 * time.Millisecond) // a slow reader
 		}
-		done <- res
-	}()
+		return res
+	}
+	go func() { done <- read() }()
 	time.Sleep(300 * time.Millisecond)
 	rs, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: name, Value: &value}}, topic)
 	if err == nil {
