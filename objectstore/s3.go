@@ -906,8 +906,11 @@ func (b *S3) createLater(log *slog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		<-b.closed
-		cancel()
+		select {
+		case <-b.closed:
+			cancel()
+		case <-ctx.Done(): // created, or refused
+		}
 	}()
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		t := time.NewTimer(wait)

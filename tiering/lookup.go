@@ -40,10 +40,27 @@ func (r *Reader) OffsetForTimestamp(ctx context.Context, p Partition, m *Manifes
 // searchSegment looks for the first record at or above start with a
 // timestamp at or above ts in one remote segment.
 func (r *Reader) searchSegment(ctx context.Context, p Partition, m *Manifest, seg Segment, start, ts int64) (offset, timestamp int64, epoch int32, ok bool, err error) {
+	err = r.walkSegmentRecords(ctx, p, m, seg, start, func(b recordbatch.Batch) bool { return b.MaxTimestamp() < ts },
+		func(b recordbatch.Batch, o, t int64) bool {
+			if t >= ts {
+				offset, timestamp, epoch, ok = o, t, b.PartitionLeaderEpoch(), true
+			}
+			return !ok
+		})
+	if err != nil || !ok {
+		return 0, 0, 0, false, err
+	}
+	return offset, timestamp, epoch, true, nil
+}
+
+// walkSegmentRecords calls fn with each record of seg at or above start,
+// in order, in the batches skip does not pass over, until fn returns
+// false. It reads the segment through the cache a MiB at a time.
+func (r *Reader) walkSegmentRecords(ctx context.Context, p Partition, m *Manifest, seg Segment, start int64, skip func(recordbatch.Batch) bool, fn func(b recordbatch.Batch, offset, timestamp int64) bool) error {
 	for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
 		parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
 		if err != nil || parts == nil {
-			return 0, 0, 0, false, err
+			return err
 		}
 		next := off
 		for buf := bytes.Join(parts, nil); len(buf) > 0; {
@@ -53,30 +70,29 @@ func (r *Reader) searchSegment(ctx context.Context, p Partition, m *Manifest, se
 			}
 			buf = rest
 			next = b.NextOffset()
-			if b.LastOffset() < off || b.MaxTimestamp() < ts {
+			if b.LastOffset() < start || skip(b) {
 				continue
 			}
-			found := false
+			more := true
 			err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
-				if t >= ts && o >= start {
-					offset, timestamp, found = o, t, true
-					return false
+				if o >= start {
+					more = fn(b, o, t)
 				}
-				return true
+				return more
 			})
 			if err != nil {
-				return 0, 0, 0, false, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
+				return fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
 			}
-			if found {
-				return offset, timestamp, b.PartitionLeaderEpoch(), true, nil
+			if !more {
+				return nil
 			}
 		}
 		if next <= off {
-			return 0, 0, 0, false, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
+			return fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
 		}
 		off = next
 	}
-	return 0, 0, 0, false, nil
+	return nil
 }
 
 // MaxTimestampRecord returns the remote record with the largest timestamp
@@ -127,36 +143,13 @@ func (r *Reader) MaxTimestampRecord(ctx context.Context, p Partition, m *Manifes
 // start (-1 when none is).
 func (r *Reader) maxTimestampFrom(ctx context.Context, p Partition, m *Manifest, seg Segment, start int64) (int64, error) {
 	largest := int64(-1)
-	for off := max(seg.BaseOffset, start); off < seg.NextOffset; {
-		parts, err := r.Read(ctx, p, m, off, 1<<20, seg.NextOffset, true)
-		if err != nil || parts == nil {
-			return largest, err
-		}
-		next := off
-		for buf := bytes.Join(parts, nil); len(buf) > 0; {
-			b, rest, err := recordbatch.Next(buf)
-			if err != nil {
-				break // a partial last batch: read again from it
-			}
-			buf = rest
-			next = b.NextOffset()
-			if b.LastOffset() < start || b.MaxTimestamp() <= largest {
-				continue
-			}
-			err = recordbatch.WalkRecords(ctx, b, recordbatch.ValidateOptions{MaxDecompressed: maxLookupDecompressed}, func(o, t int64) bool {
-				if o >= start && t > largest {
-					largest = t
-				}
-				return true
-			})
-			if err != nil {
-				return 0, fmt.Errorf("tiering: %s at %d: %w", p, b.BaseOffset(), err)
-			}
-		}
-		if next <= off {
-			return 0, fmt.Errorf("%w: %s: no whole batch at %d", ErrCorrupt, p, off)
-		}
-		off = next
+	err := r.walkSegmentRecords(ctx, p, m, seg, start, func(b recordbatch.Batch) bool { return b.MaxTimestamp() <= largest },
+		func(_ recordbatch.Batch, _, t int64) bool {
+			largest = max(largest, t)
+			return true
+		})
+	if err != nil {
+		return 0, err
 	}
 	return largest, nil
 }
