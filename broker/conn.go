@@ -227,7 +227,11 @@ func (c *conn) answerTo(p *pending, resp kmsg.Response, gather bool) {
 // is never held by this connection.
 func (c *conn) writeAnswer(p *pending) {
 	if c.broken.Load() || c.w.raw == nil {
-		p.handoff.Store(handoffNone)
+		// The writer still waits for p, and writes or drops it: the
+		// state must tell finishAnswer to wake it (handoffNone would
+		// not, and a connection broken between answerTo's look and
+		// this one left its writer, and so Close, waiting forever).
+		p.handoff.Store(handoffWriterWaits)
 		return
 	}
 	now := time.Now()

@@ -177,3 +177,39 @@ func waitAnswered(t *testing.T, p *pending) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// brokenWhileEncoded is a response whose encoding sees the connection
+// broken (its client gone) after the answerer looked.
+type brokenWhileEncoded struct {
+	*kmsg.HeartbeatResponse
+	c *conn
+}
+
+func (r brokenWhileEncoded) AppendTo(dst []byte) []byte {
+	r.c.markBroken()
+	return r.HeartbeatResponse.AppendTo(dst)
+}
+
+// A connection broken while the answer the writer waits for is made still
+// wakes the writer, which drops the answer and ends: the writer once
+// waited forever there, and the broker's Close with it.
+func TestAnswerOfAConnectionBrokenMeanwhileWakesTheWriter(t *testing.T) {
+	_, c, writerDone := startWriter(t, 4)
+	p := &pending{header: requestHeader{key: int16(kmsg.Heartbeat), version: 4, correlationID: 1}, start: time.Now(), observed: true}
+	c.inflight.Add(1)
+	c.queued.Add(1)
+	c.queue <- p
+	for p.handoff.Load() != handoffWriterWaits {
+		time.Sleep(time.Millisecond)
+	}
+	c.answer(p, brokenWhileEncoded{kmsg.NewPtrHeartbeatResponse(), c})
+	close(c.queue)
+	select {
+	case <-writerDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer still waits for an answer given while the connection broke")
+	}
+	if q, in, unsent, mem := c.queued.Load(), c.inflight.Load(), c.unsent.Load(), c.b.responseMemory.inUse(); q != 0 || in != 0 || unsent != 0 || mem != 0 {
+		t.Fatalf("after the writer ended: %d queued, %d in flight, %d bytes unsent, %d of the response budget held", q, in, unsent, mem)
+	}
+}
