@@ -143,7 +143,7 @@ func (b *Broker) Stop() {
 	}
 	b.ln.Close()
 	<-b.served
-	b.B.Close()
+	closeBounded(b.t.Name(), func() { b.B.Close() })
 	b.etcd.Close()
 	b.B = nil
 }

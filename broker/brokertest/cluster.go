@@ -210,7 +210,7 @@ func (c *Cluster) Stop(id int32) {
 	}
 	nd.ln.Close()
 	<-nd.served
-	nd.B.Close()
+	closeBounded(fmt.Sprintf("%s: broker %d", c.t.Name(), id), func() { nd.B.Close() })
 	nd.B = nil
 }
 
