@@ -57,6 +57,9 @@ type Log struct {
 		truncatedBytes  int64
 		removedSegments int
 	}
+	// openedClean: Open found the clean-shutdown marker and the log as
+	// it describes (set while the log loads; see OpenedClean).
+	openedClean bool
 	// budget bounds the memory of looking inside batches (shared with
 	// the broker's other readers); nil means unbounded.
 	budget *recordbatch.Budget
@@ -263,6 +266,12 @@ func (l *Log) Size() int64 {
 	}
 	return n
 }
+
+// OpenedClean reports whether Open found the log as its previous run
+// closed it cleanly (the clean-shutdown marker present and the log as it
+// says): then every record that run appended is here, and the log ends
+// where it ended. After a crash it is false, whatever recovery kept.
+func (l *Log) OpenedClean() bool { return l.openedClean }
 
 // RecoveryPoint is the offset below which everything is on stable storage
 // (fsynced): what survives a crash of the machine, not just the process.

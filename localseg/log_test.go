@@ -481,10 +481,16 @@ func TestCleanRestartSkipsRecoveryAndKeepsEverything(t *testing.T) {
 	if h.log.LogEndOffset() != 100 || len(h.readAll(0)) != 50 {
 		t.Fatalf("log end %d", h.log.LogEndOffset())
 	}
+	if !h.log.OpenedClean() {
+		t.Fatal("a log reopened after Close does not say it was opened clean")
+	}
 	// A second restart without closing is a crash: recovery runs.
 	h.crash()
 	if h.log.LogEndOffset() != 100 {
 		t.Fatalf("log end %d after crash", h.log.LogEndOffset())
+	}
+	if h.log.OpenedClean() {
+		t.Fatal("a log reopened after a crash says it was opened clean")
 	}
 }
 

@@ -284,6 +284,7 @@ func (l *Log) loadActiveClean(s *segment, markerEnd int64, epochsOK bool) (*segm
 		}
 		if err == nil {
 			l.fc.admit(s, f)
+			l.openedClean = true
 			return s, true, nil
 		}
 	}

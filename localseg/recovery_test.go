@@ -180,6 +180,9 @@ func TestCorruptCheckpointsFallBackSafely(t *testing.T) {
 			if h.log.LogEndOffset() != 10 {
 				t.Fatalf("log end %d", h.log.LogEndOffset())
 			}
+			if h.log.OpenedClean() {
+				t.Fatal("a log whose clean-shutdown marker was damaged says it was opened clean")
+			}
 		}},
 		{"producer snapshot: an older one or the log", segmentName(10, snapshotExt), func(t *testing.T, h *harness) {
 			if res, err := h.log.AppendAsLeader(idemBatch(7, 0, 9, 1), 3); err != nil || !res.Duplicate {
