@@ -316,11 +316,15 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			}
 		}
 	}
-	if err := p.checkTierReady(); err != nil && (op.follower || p.isLeader() || sp.fetchOffset < p.log.LogStartOffset()) {
+	if err := p.checkTierReady(); err != nil && (op.follower || (p.isLeader() && !p.tier.early.Load()) || sp.fetchOffset < p.log.LogStartOffset()) {
 		// Only a leader reads its manifest and becomes ready; a
 		// follower serving a consumer (KIP-392) needs none for the
 		// records on its disk, and refused them all: the consumer went
-		// back to the leader, which pointed it here again.
+		// back to the leader, which pointed it here again. Nor does a
+		// leader that appends before it has read its manifest
+		// (appendsBeforeManifest), for a consumer's fetch; followers
+		// wait, as they would cut their logs to the log start this
+		// leader gives, its local one until then.
 		return err
 	}
 	log := p.log

@@ -177,7 +177,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 		for _, p := range ts.Partitions {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
-				adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
+				uncleanEpoch: p.UncleanEpoch, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
 			})
 		}
 		v.topics[name] = tv

@@ -117,6 +117,9 @@ type partitionState struct {
 	leaderEpoch int32
 	replicas    []int32
 	isr         []int32
+	// uncleanEpoch: the leader epoch of the last unclean election (0:
+	// none).
+	uncleanEpoch int32
 }
 
 // waiter is woken (at most one pending signal) when a partition it is
@@ -152,6 +155,7 @@ type leadership struct {
 	replicas       []int32
 	isr            []int32
 	partitionEpoch int32
+	uncleanEpoch   int32
 }
 
 // setLeadership applies the partition's state from metadata. A new leader
@@ -171,7 +175,7 @@ func (p *partition) setLeadership(l leadership) {
 		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
 		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
-			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr)})
+			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr), uncleanEpoch: l.uncleanEpoch})
 		p.repl.Unlock()
 		p.maybeAdvanceHW()
 	}
@@ -458,8 +462,8 @@ func (p *partition) appendProduceRun(parts []*producePart) {
 			pt.err = p.writable(s)
 		case !p.leadershipProven(s, pt.now):
 			pt.err = errLeadershipUnproven
-		case p.checkTierReady() != nil:
-			pt.err = p.checkTierReady()
+		case p.checkTierAppend() != nil:
+			pt.err = p.checkTierAppend()
 		case pt.acks == -1 && int32(len(s.isr)) < cfg.minInsyncReplicas:
 			pt.err = errNotEnoughReplicas
 		default:

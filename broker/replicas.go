@@ -37,6 +37,9 @@ type partitionView struct {
 	// partitionEpoch is bumped by every change of the partition's
 	// state; ISR changes are compare-and-swap writes on it.
 	partitionEpoch int32
+	// uncleanEpoch is the leader epoch of the last unclean election (0:
+	// none; metadata.Partition.UncleanEpoch).
+	uncleanEpoch int32
 	// adding and removing describe a reassignment in progress; retired
 	// are brokers a finished reassignment removed, which delete their
 	// copy of the log.
@@ -328,7 +331,7 @@ func (m *replicaManager) apply(view *metaView) {
 			p.cfg.Store(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
-			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch})
+			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch})
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
 				m.logLeadership(p, pv)
 			}

@@ -67,8 +67,9 @@ func (c *TieringConfig) ensureDefaults() {
 }
 
 // errTierLoading: a tiered partition's leader has not read its manifest
-// yet; until it has, it neither appends (the log end may have to move past
-// the remote end) nor answers for offsets below its local log.
+// yet; until it has, it answers for no offset below its local log, and it
+// appends only if its log is sure to reach the remote end already
+// (appendsBeforeManifest): otherwise the log end may have to move past it.
 var errTierLoading = fmt.Errorf("%w: loading the partition's remote manifest", errNotLeader)
 
 // tierService is the broker's tiered storage: the shared remote reader,
@@ -140,6 +141,9 @@ type partitionTier struct {
 	store *tiering.ManifestStore
 	wake  chan struct{} // a segment was sealed; one pending signal
 	ready atomic.Bool   // this leader term has read the manifest
+	// early: this leader term appends before it has read the manifest
+	// (appendsBeforeManifest).
+	early atomic.Bool
 	// gate is closed when ready may have changed: when the term that
 	// installed it became ready, or when it ended (a new gate is in
 	// place first). Produce requests that arrive while the manifest is
@@ -155,6 +159,10 @@ type partitionTier struct {
 	// watermark had not passed when it was sealed: the high watermark
 	// reaching it wakes the archive loop (hwPassed).
 	hwWait atomic.Int64
+	// durableWait is the end of the sealed segment the archive loop last
+	// asked the log to tell it is on stable storage (uploadLimit); only
+	// the archive loop uses it.
+	durableWait atomic.Int64
 
 	// sealed holds when the segments not yet uploaded were sealed (the
 	// wait before an upload starts is measured from it).
@@ -249,6 +257,7 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 		t.mu.cancel, t.mu.done = nil, nil
 	}
 	t.ready.Store(false)
+	t.early.Store(leader && appendsBeforeManifest(p))
 	// Whoever waits on the old term's gate looks again, at the new one.
 	gate := newReadyGate()
 	t.gate.Swap(gate).open()
@@ -264,6 +273,43 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 		defer close(done)
 		t.run(ctx, p, gate)
 	}()
+}
+
+// appendsBeforeManifest reports whether a new leader term of p may append
+// before it has read the manifest, so that a broker restarted while the
+// object store is down takes produce again: it may when its log is sure to
+// hold every offset the bucket holds, so that nothing it appends lands at
+// an offset the bucket has already. That is so when the log has held
+// records (a new or lost log directory has none: it waits, to continue
+// where the bucket ends), the term began with a clean election (a leader
+// from outside the ISR may hold less than was uploaded), and either
+//   - the log is as this broker's previous run closed it (OpenedClean):
+//     a replica elected from the ISR holds everything below the high
+//     watermark, and only that is uploaded; a clean shutdown lost none of
+//     it, or
+//   - this broker is the partition's only replica, so that it made every
+//     upload itself, each only once the segment was on its stable storage
+//     (uploadLimit): a crash of the machine kept all of it.
+//
+// What it cannot see: a log directory restored from an old copy, and a
+// single-replica partition moved here by a reassignment whose copy a crash
+// of this machine cut below what the old replica had uploaded. Should the
+// manifest, once read, end past the log all the same, the log is moved to
+// the remote end (run), and what was appended early is lost; it is logged
+// as an error.
+func appendsBeforeManifest(p *partition) bool {
+	s := p.state.Load()
+	switch {
+	case s.leader != p.nodeID:
+		return false
+	case s.uncleanEpoch > 0 && s.uncleanEpoch == s.leaderEpoch:
+		return false
+	case p.log.LogEndOffset() == 0:
+		return false
+	case p.log.OpenedClean():
+		return true
+	}
+	return len(s.replicas) == 1 && s.replicas[0] == p.nodeID
 }
 
 // run is one leader term of the archive loop: read the manifest, then
@@ -309,7 +355,12 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		if m, err = t.store.Load(sctx); err != nil {
 			return err
 		}
-		if p.log.LogEndOffset() < m.End() {
+		if leo := p.log.LogEndOffset(); leo < m.End() {
+			if t.early.Load() {
+				log.Error("the remote log ends past the local log, which took produce before the manifest was read: "+
+					"the local log moves to the remote end, and the records appended meanwhile are lost",
+					"log_end_offset", leo, "remote_end", m.End())
+			}
 			if m, err = t.store.Fence(sctx, epoch); err != nil {
 				return err
 			}
@@ -349,8 +400,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	})
 	var lastRetention time.Time
 	backoff = 0
+	t.durableWait.Store(0)
 	hooks := tiering.RunHooks{
-		Limit: p.lastStableOffset,
+		Limit: func() int64 { return t.uploadLimit(p) },
 		Wake:  t.wake,
 		Idle:  t.svc.cfg.UploadInterval,
 		Tick: func() bool {
@@ -376,6 +428,33 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return
 		}
 	}
+}
+
+// uploadLimit is the offset uploads may reach: the last stable offset, and
+// no further than the log's recovery point, so that the bucket never holds
+// a record that a crash of this machine could take from the local log (a
+// single-replica leader that appends before it has read its manifest
+// relies on it: appendsBeforeManifest). A sealed segment's fsync starts
+// when it is sealed; the archive loop is woken when it has ended.
+func (t *partitionTier) uploadLimit(p *partition) int64 {
+	limit := p.lastStableOffset()
+	rp := p.log.RecoveryPoint()
+	if rp >= limit {
+		return limit
+	}
+	sealed := int64(-1) // the end of the last sealed segment to wait for
+	for _, s := range p.log.Segments() {
+		if !s.Active && s.NextOffset <= limit && s.NextOffset > rp {
+			sealed = s.NextOffset
+		}
+	}
+	if sealed > t.durableWait.Load() {
+		t.durableWait.Store(sealed)
+		if p.log.WhenDurable(sealed, func(error) { t.poke() }) {
+			return min(limit, p.log.RecoveryPoint())
+		}
+	}
+	return rp
 }
 
 // applyRetention applies the topic's total retention to the remote log,
@@ -579,22 +658,32 @@ func (p *partition) checkTierReady() error {
 	return nil
 }
 
-// tierGate reports whether the partition leads a term that has not read
-// its manifest yet, with the gate that is opened when that may change
-// (the term became ready, or ended).
+// checkTierAppend fails while a tiered partition's leader may not append
+// yet: it has not read its manifest, and its log may end short of the
+// remote end (appendsBeforeManifest).
+func (p *partition) checkTierAppend() error {
+	if p.tier != nil && !p.tier.ready.Load() && !p.tier.early.Load() {
+		return errTierLoading
+	}
+	return nil
+}
+
+// tierGate reports whether the partition leads a term that may not append
+// until it has read its manifest, with the gate that is opened when that
+// may change (the term became ready, or ended).
 func (p *partition) tierGate() (<-chan struct{}, bool) {
 	if p.tier == nil {
 		return nil, false
 	}
 	g := p.tier.gate.Load() // before ready: a later change opens it
-	if p.tier.ready.Load() || !p.isLeader() {
+	if p.tier.ready.Load() || p.tier.early.Load() || !p.isLeader() {
 		return nil, false
 	}
 	return g.ch, true
 }
 
-// tierLoading reports whether the partition leads a term that has not
-// read its manifest yet.
+// tierLoading reports whether the partition leads a term that may not
+// append until it has read its manifest.
 func (p *partition) tierLoading() bool {
 	_, loading := p.tierGate()
 	return loading

@@ -102,6 +102,11 @@ type Partition struct {
 	LeaderEpoch    int32   `json:"leaderEpoch"`
 	ISR            []int32 `json:"isr"`
 	PartitionEpoch int32   `json:"partitionEpoch"`
+	// UncleanEpoch is the leader epoch of the last unclean election
+	// (a leader from outside the ISR), 0 if there was none: a leader of
+	// that epoch may hold less than was acknowledged, and in a tiered
+	// partition less than the bucket holds.
+	UncleanEpoch int32 `json:"uncleanEpoch,omitempty"`
 	// AddingReplicas and RemovingReplicas describe a reassignment in
 	// progress (Kafka's KIP-455): Replicas is then the target followed
 	// by the original replicas being removed.

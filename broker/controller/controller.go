@@ -95,6 +95,9 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 				if next.Leader != p.Leader {
 					next.LeaderEpoch = p.LeaderEpoch + 1
 				}
+				if e.Unclean {
+					next.UncleanEpoch = next.LeaderEpoch
+				}
 			}
 			if next.Leader == p.Leader && slices.Equal(next.ISR, p.ISR) {
 				continue

@@ -33,6 +33,11 @@ func TestPlan(t *testing.T) {
 	p := func(leader, epoch int32, isr ...int32) metadata.Partition {
 		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7}
 	}
+	// unclean marks an expected partition as led by an unclean election.
+	unclean := func(p metadata.Partition) metadata.Partition {
+		p.UncleanEpoch = p.LeaderEpoch
+		return p
+	}
 	for _, tc := range []struct {
 		name      string
 		snap      *metadata.Snapshot
@@ -47,7 +52,7 @@ func TestPlan(t *testing.T) {
 		{"no live ISR member: offline, ISR kept", snapshot(brokers(2, 3), nil, p(1, 3, 1)), nil, []metadata.Partition{p(-1, 4, 1)}},
 		{"offline stays offline without change", snapshot(brokers(2, 3), nil, p(-1, 4, 1)), nil, nil},
 		{"the last ISR member returns and leads", snapshot(brokers(1, 2, 3), nil, p(-1, 4, 1)), nil, []metadata.Partition{p(1, 5, 1)}},
-		{"unclean election when the topic allows it", snapshot(brokers(2, 3), map[string]string{UncleanElectionConfig: "true"}, p(1, 3, 1)), nil, []metadata.Partition{p(2, 4, 2)}},
+		{"unclean election when the topic allows it", snapshot(brokers(2, 3), map[string]string{UncleanElectionConfig: "true"}, p(1, 3, 1)), nil, []metadata.Partition{unclean(p(2, 4, 2))}},
 		{"a restarted leader loses leadership and the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{1: true}, []metadata.Partition{p(2, 4, 2, 3)}},
 		{"a restarted follower leaves the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{3: true}, []metadata.Partition{p(1, 3, 1, 2)}},
 		{"a clean ISR member is chosen over an unclean one",
@@ -73,7 +78,7 @@ func TestPlan(t *testing.T) {
 			for i, ch := range got {
 				w := tc.want[i]
 				n := ch.Next
-				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || ch.Expected != 7 {
+				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || n.UncleanEpoch != w.UncleanEpoch || ch.Expected != 7 {
 					t.Fatalf("change %d = %+v (expected %d), want %+v", i, n, ch.Expected, w)
 				}
 			}

@@ -81,6 +81,9 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Leader, next.ISR, next.LeaderEpoch = e.Leader, e.ISR, p.LeaderEpoch+1
+	if e.Unclean {
+		next.UncleanEpoch = next.LeaderEpoch
+	}
 	return next, nil
 }
 

@@ -18,16 +18,19 @@ func TestElectPreferredAndUnclean(t *testing.T) {
 		unclean bool
 		leader  int32
 		err     error
+		// uncleanEpoch: the election takes a leader from outside the
+		// ISR, and records its epoch (5) as unclean.
+		uncleanEpoch int32
 	}{
-		{"preferred in sync takes over", brokers(1, 2, 3), p(2, 1, 2, 3), false, 1, nil},
-		{"preferred leads already", brokers(1, 2, 3), p(1, 1, 2, 3), false, 1, ErrElectionNotNeeded},
-		{"preferred out of the ISR", brokers(1, 2, 3), p(2, 2, 3), false, 2, ErrPreferredNotAvailable},
-		{"preferred dead", brokers(2, 3), p(2, 1, 2, 3), false, 2, ErrPreferredNotAvailable},
-		{"preferred shutting down", []metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}}, p(2, 1, 2), false, 2, ErrPreferredNotAvailable},
-		{"unclean: a live leader needs none", brokers(1, 2, 3), p(2, 2), true, 2, ErrElectionNotNeeded},
-		{"unclean: a live replica outside the ISR", brokers(3), p(-1, 1), true, 3, nil},
-		{"unclean: a live ISR member first", brokers(2, 3), p(1, 1, 3), true, 3, nil},
-		{"unclean: nobody live", brokers(4), p(-1, 1), true, -1, ErrEligibleNotAvailable},
+		{"preferred in sync takes over", brokers(1, 2, 3), p(2, 1, 2, 3), false, 1, nil, 0},
+		{"preferred leads already", brokers(1, 2, 3), p(1, 1, 2, 3), false, 1, ErrElectionNotNeeded, 0},
+		{"preferred out of the ISR", brokers(1, 2, 3), p(2, 2, 3), false, 2, ErrPreferredNotAvailable, 0},
+		{"preferred dead", brokers(2, 3), p(2, 1, 2, 3), false, 2, ErrPreferredNotAvailable, 0},
+		{"preferred shutting down", []metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}}, p(2, 1, 2), false, 2, ErrPreferredNotAvailable, 0},
+		{"unclean: a live leader needs none", brokers(1, 2, 3), p(2, 2), true, 2, ErrElectionNotNeeded, 0},
+		{"unclean: a live replica outside the ISR", brokers(3), p(-1, 1), true, 3, nil, 5},
+		{"unclean: a live ISR member first", brokers(2, 3), p(1, 1, 3), true, 3, nil, 0},
+		{"unclean: nobody live", brokers(4), p(-1, 1), true, -1, ErrEligibleNotAvailable, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := snapshot(tc.brokers, nil, tc.p)
@@ -39,8 +42,8 @@ func TestElectPreferredAndUnclean(t *testing.T) {
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}
-			if err == nil && (next.Leader != tc.leader || next.LeaderEpoch != 5) {
-				t.Fatalf("elected %+v, want leader %d at epoch 5", next, tc.leader)
+			if err == nil && (next.Leader != tc.leader || next.LeaderEpoch != 5 || next.UncleanEpoch != tc.uncleanEpoch) {
+				t.Fatalf("elected %+v, want leader %d at epoch 5, unclean epoch %d", next, tc.leader, tc.uncleanEpoch)
 			}
 		})
 	}

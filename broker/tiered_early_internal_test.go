@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+)
+
+// TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd: a tiered
+// leader appends before it has read its manifest only when its log is
+// sure to reach the bucket's end: it has held records, its term began
+// with a clean election, and it either was closed cleanly or is the
+// partition's only replica (which uploads only what it fsynced).
+func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
+	const self = 1
+	open := func(t *testing.T, dir string) *localseg.Log {
+		t.Helper()
+		log, err := localseg.Open(dir, localseg.Config{}, localseg.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return log
+	}
+	// written is a log dir holding one batch, closed cleanly or not.
+	written := func(t *testing.T, clean bool) string {
+		t.Helper()
+		dir := t.TempDir()
+		log := open(t, dir)
+		b, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
+			[]recordbatch.Record{{Value: []byte("v")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.AppendAsLeader(b, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := log.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !clean {
+			// What a crash leaves: the log without its marker.
+			if err := os.Remove(filepath.Join(dir, ".clean-shutdown")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	for _, tc := range []struct {
+		name     string
+		dir      func(t *testing.T) string // "": a new, empty log
+		l        leadership
+		want     bool
+		wantOpen bool // the log says it was opened clean
+	}{
+		{"closed cleanly, three replicas", func(t *testing.T) string { return written(t, true) },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true, true},
+		{"crashed, the only replica", func(t *testing.T) string { return written(t, false) },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1}, isr: []int32{1}}, true, false},
+		{"crashed, three replicas", func(t *testing.T) string { return written(t, false) },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1}}, false, false},
+		{"closed cleanly, elected uncleanly", func(t *testing.T) string { return written(t, true) },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}, false, true},
+		{"closed cleanly, an older term was unclean", func(t *testing.T) string { return written(t, true) },
+			leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}, true, true},
+		{"an empty log (new, or its disk lost)", func(t *testing.T) string { return t.TempDir() },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1}, isr: []int32{1}}, false, false},
+		{"a follower", func(t *testing.T) string { return written(t, true) },
+			leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1, 2}}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := open(t, tc.dir(t))
+			defer log.Close()
+			if log.OpenedClean() != tc.wantOpen {
+				t.Fatalf("OpenedClean %v, want %v", log.OpenedClean(), tc.wantOpen)
+			}
+			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
+			p.setLeadership(tc.l)
+			if got := appendsBeforeManifest(p); got != tc.want {
+				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
