@@ -18,6 +18,7 @@ import (
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
@@ -26,7 +27,14 @@ import (
 // fast upload and retention loops.
 func startTiered(t *testing.T, bucket objectstore.Bucket) *brokertest.Broker {
 	t.Helper()
-	return brokertest.Start(t, func(c *broker.Config) {
+	return startTieredOn(t, t.TempDir(), nil, bucket)
+}
+
+// startTieredOn is startTiered with the data under dir and the partition
+// logs on fs (nil: the operating system's).
+func startTieredOn(t *testing.T, dir string, fs localseg.FS, bucket objectstore.Bucket) *brokertest.Broker {
+	t.Helper()
+	return brokertest.StartOn(t, dir, fs, func(c *broker.Config) {
 		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
 		c.LogRetentionCheckInterval = 100 * time.Millisecond
 	})

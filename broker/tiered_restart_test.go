@@ -1,0 +1,196 @@
+package broker_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/localseg/vfs"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+)
+
+// A broker restarted while the object store is down, after a clean
+// shutdown or a crash of the machine (what was not fsynced is gone), takes
+// acks=all produce at once and serves its local log to consumers, while
+// reads below it get a retriable error. Once the store is back, the
+// manifest is read, the uploads catch up, and every record reads from
+// offset 0, once, in order.
+func TestBrokerRestartedWhileTheStoreIsDownTakesProduce(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		name := "clean shutdown"
+		if crash {
+			name = "machine crash"
+		}
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			cfs := newCrashFS(t, brokertest.LogDir(root))
+			fb := faulty.New(objectstore.NewMem())
+			b := startTieredOn(t, root, cfs, fb)
+			const topic, n = "restarted", 600
+			createTieredTopic(t, b, topic)
+			cl := b.Client()
+			produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
+			waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
+				return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
+			})
+			localStart := listOffset(t, cl, topic, -4)
+
+			down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+			if crash {
+				if err := cfs.Crash(nil); err != nil {
+					t.Fatal(err)
+				}
+				b.RestartOn(nil)
+			} else {
+				b.Restart()
+			}
+			p := tieredProducer(b, topic, kgo.RecordDeliveryTimeout(30*time.Second))
+			produceTieredValues(t, p, n, n+300, 50)
+			cons := b.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(localStart)}}),
+				kgo.FetchMaxPartitionBytes(30000))
+			for next := localStart; next < n+300; {
+				fs := cons.PollFetches(testCtx(t))
+				if err := testCtx(t).Err(); err != nil {
+					t.Fatalf("consumed up to %d of the local log during the outage: %v", next, err)
+				}
+				for _, r := range fs.Records() {
+					if r.Offset != next || !bytes.Equal(r.Value, tieredValue(int(next))) {
+						t.Fatalf("record at %d during the outage, want %d", r.Offset, next)
+					}
+					next++
+				}
+			}
+			cons.Close()
+			requireRetriable(t, "a fetch below the local log", fetchCode(t, b.Client(), topic, 0))
+			if down.Fired() == 0 {
+				t.Fatal("the restarted broker never asked the store")
+			}
+
+			down.Remove()
+			waitFor(t, "the uploads to catch up", 45*time.Second, func() bool {
+				return localSegments(t, b, topic) <= 2
+			})
+			requireTieredRecords(testCtx(t), t, b, topic, 0, n+300)
+		})
+	}
+}
+
+// A leader whose log directory was lost (the metadata kept) must continue
+// where the bucket ends: restarted while the store is down, it takes no
+// produce (a retriable error, nothing appended) until the store is back,
+// then appends at the remote end.
+func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	b := startTiered(t, fb)
+	const topic, n = "lostdisk", 600
+	createTieredTopic(t, b, topic)
+	cl := b.Client()
+	produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
+	waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
+		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
+	})
+	remoteEnd := listOffset(t, cl, topic, -5) + 1
+
+	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	b.RestartOn(nil)
+	raw := b.Client()
+	_, node, id := partitionMetadata(t, raw, topic)
+	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
+
+	down.Remove()
+	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
+	// The history from the bucket, then the new records right after it
+	// (the active segment's records went with the disk).
+	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+}
+
+// holdSyncFS holds every fsync of the files whose path contains match
+// while held: a disk whose flushes stall.
+type holdSyncFS struct {
+	vfs.FS
+	match string
+	mu    sync.Mutex
+	gate  chan struct{} // nil: not held
+}
+
+// hold holds the fsyncs until the returned release is called.
+func (h *holdSyncFS) hold() (release func()) {
+	gate := make(chan struct{})
+	h.mu.Lock()
+	h.gate = gate
+	h.mu.Unlock()
+	return sync.OnceFunc(func() {
+		h.mu.Lock()
+		h.gate = nil
+		h.mu.Unlock()
+		close(gate)
+	})
+}
+
+func (h *holdSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := h.FS.OpenFile(name, flag, perm)
+	if err != nil || !strings.Contains(name, h.match) {
+		return f, err
+	}
+	return &holdSyncFile{File: f, h: h}, nil
+}
+
+type holdSyncFile struct {
+	vfs.File
+	h *holdSyncFS
+}
+
+func (f *holdSyncFile) Sync() error {
+	f.h.mu.Lock()
+	gate := f.h.gate
+	f.h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return f.File.Sync()
+}
+
+// A sealed segment is uploaded only once it is on the local disk's stable
+// storage: the bucket never holds records a crash of the machine could
+// take from the local log, so that a leader restarted after one may take
+// produce before it reads its manifest.
+func TestASealedSegmentIsUploadedOnlyOnceFsynced(t *testing.T) {
+	const topic = "unsynced"
+	hfs := &holdSyncFS{FS: vfs.OSFS{}, match: topic + "-0/"}
+	bucket := objectstore.NewMem()
+	b := startTieredOn(t, t.TempDir(), hfs, bucket)
+	createTieredTopic(t, b, topic)
+	release := hfs.hold()
+	t.Cleanup(release) // before the broker's Close, which fsyncs
+	cl := tieredProducer(b, topic, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	produceTieredValues(t, cl, 0, 600, 50)
+	if n := localSegments(t, b, topic); n < 3 {
+		t.Fatalf("%d local segments: too few sealed", n)
+	}
+	time.Sleep(time.Second) // many upload intervals
+	if keys := listBucket(t, bucket, ".log"); len(keys) > 0 {
+		t.Fatalf("uploaded before its fsync ended: %v", keys)
+	}
+	release()
+	waitFor(t, "the uploads once the fsyncs end", 30*time.Second, func() bool {
+		return localSegments(t, b, topic) == 1 && len(listBucket(t, bucket, ".log")) > 0
+	})
+	requireTieredRecords(testCtx(t), t, b, topic, 0, 600)
+}
