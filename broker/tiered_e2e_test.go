@@ -17,8 +17,8 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
-	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
