@@ -189,8 +189,9 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (in
 
 // RunHooks are what Run needs of its caller.
 type RunHooks struct {
-	// Limit is the offset uploads may reach (the high watermark, or the
-	// last stable offset); read before each pick.
+	// Limit is the offset uploads may reach (the broker's: the last
+	// stable offset, and no further than what its disk has fsynced); read
+	// before each pick.
 	Limit func() int64
 	// Wake signals that a segment was sealed or the limit moved.
 	Wake <-chan struct{}
