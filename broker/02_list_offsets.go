@@ -37,6 +37,11 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			}
 			if err == nil {
 				err = p.checkTierReady()
+				if err != nil && p.tier.early.Load() && (rp.Timestamp == listLatest || rp.Timestamp == listEarliestLocal) {
+					// A leader that appends before it has read its
+					// manifest answers what its log alone decides.
+					err = nil
+				}
 			}
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)

@@ -71,6 +71,16 @@ func TestBrokerRestartedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 			}
 			cons.Close()
 			requireRetriable(t, "a fetch below the local log", fetchCode(t, b.Client(), topic, 0))
+			// ListOffsets: the latest and the local log's start from the
+			// log; the earliest needs the bucket.
+			if got := listOffset(t, cl, topic, -1); got != n+300 {
+				t.Fatalf("latest offset during the outage: %d, want %d", got, n+300)
+			}
+			if got := listOffset(t, cl, topic, -4); got != localStart {
+				t.Fatalf("earliest local offset during the outage: %d, want %d", got, localStart)
+			}
+			_, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0)
+			requireRetriable(t, "ListOffsets earliest", code)
 			if down.Fired() == 0 {
 				t.Fatal("the restarted broker never asked the store")
 			}
