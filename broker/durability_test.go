@@ -72,20 +72,23 @@ func TestFailedFsyncFailsAcksAll(t *testing.T) {
 }
 
 // gateFS holds the writes to files whose path contains match while a gate
-// is armed, as a disk that stalls.
+// is armed, as a disk that stalls: the first one, or with every, all of
+// them until the gate is closed.
 type gateFS struct {
 	vfs.FS
 	match string
 	syncs bool // hold fsyncs rather than writes
+	every bool
 	mu    sync.Mutex
 	gate  chan struct{} // writes wait for it to close
 	held  chan struct{} // closed when a write is held
+	told  bool          // held is closed
 }
 
 func (g *gateFS) arm() (held, release chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.gate, g.held = make(chan struct{}), make(chan struct{})
+	g.gate, g.held, g.told = make(chan struct{}), make(chan struct{}), false
 	return g.held, g.gate
 }
 
@@ -108,12 +111,18 @@ func (f *gateFile) hold(sync bool) {
 	if sync != f.g.syncs {
 		gate = nil
 	}
-	if gate != nil {
+	tell := gate != nil && !f.g.told
+	if gate != nil && !f.g.every {
 		f.g.gate = nil
 	}
+	if tell {
+		f.g.told = true
+	}
 	f.g.mu.Unlock()
-	if gate != nil {
+	if tell {
 		close(held)
+	}
+	if gate != nil {
 		<-gate
 	}
 }

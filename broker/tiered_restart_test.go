@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +16,18 @@ import (
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
 )
+
+// produceUploaded creates the tiered topic, produces n records to it, and
+// waits until every sealed segment is in the bucket and off the local disk.
+func produceUploaded(t *testing.T, b *brokertest.Broker, topic string, n int) {
+	t.Helper()
+	createTieredTopic(t, b, topic)
+	produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
+	cl := b.Client()
+	waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
+		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
+	})
+}
 
 // A broker restarted while the object store is down, after a clean
 // shutdown or a crash of the machine (what was not fsynced is gone), takes
@@ -36,12 +47,8 @@ func TestBrokerRestartedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 			fb := faulty.New(objectstore.NewMem())
 			b := startTieredOn(t, root, cfs, fb)
 			const topic, n = "restarted", 600
-			createTieredTopic(t, b, topic)
 			cl := b.Client()
-			produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
-			waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
-				return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
-			})
+			produceUploaded(t, b, topic, n)
 			localStart := listOffset(t, cl, topic, -4)
 
 			down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
@@ -70,17 +77,17 @@ func TestBrokerRestartedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 				}
 			}
 			cons.Close()
-			requireRetriable(t, "a fetch below the local log", fetchCode(t, b.Client(), topic, 0))
-			// ListOffsets: the latest and the local log's start from the
-			// log; the earliest needs the bucket.
+			// A fetch below the local log and ListOffsets earliest need
+			// the bucket; the latest offset and the local log's start
+			// are the log's.
+			_, node, id := partitionMetadata(t, cl, topic)
+			requireRetriableReads(t, cl, node, topic, id)
 			if got := listOffset(t, cl, topic, -1); got != n+300 {
 				t.Fatalf("latest offset during the outage: %d, want %d", got, n+300)
 			}
 			if got := listOffset(t, cl, topic, -4); got != localStart {
 				t.Fatalf("earliest local offset during the outage: %d, want %d", got, localStart)
 			}
-			_, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0)
-			requireRetriable(t, "ListOffsets earliest", code)
 			if down.Fired() == 0 {
 				t.Fatal("the restarted broker never asked the store")
 			}
@@ -102,12 +109,8 @@ func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
 	fb := faulty.New(objectstore.NewMem())
 	b := startTiered(t, fb)
 	const topic, n = "lostdisk", 600
-	createTieredTopic(t, b, topic)
 	cl := b.Client()
-	produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
-	waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
-		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
-	})
+	produceUploaded(t, b, topic, n)
 	remoteEnd := listOffset(t, cl, topic, -5) + 1
 
 	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
@@ -131,63 +134,18 @@ func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
 	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
 }
 
-// holdSyncFS holds every fsync of the files whose path contains match
-// while held: a disk whose flushes stall.
-type holdSyncFS struct {
-	vfs.FS
-	match string
-	mu    sync.Mutex
-	gate  chan struct{} // nil: not held
-}
-
-// hold holds the fsyncs until the returned release is called.
-func (h *holdSyncFS) hold() (release func()) {
-	gate := make(chan struct{})
-	h.mu.Lock()
-	h.gate = gate
-	h.mu.Unlock()
-	return sync.OnceFunc(func() {
-		h.mu.Lock()
-		h.gate = nil
-		h.mu.Unlock()
-		close(gate)
-	})
-}
-
-func (h *holdSyncFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	f, err := h.FS.OpenFile(name, flag, perm)
-	if err != nil || !strings.Contains(name, h.match) {
-		return f, err
-	}
-	return &holdSyncFile{File: f, h: h}, nil
-}
-
-type holdSyncFile struct {
-	vfs.File
-	h *holdSyncFS
-}
-
-func (f *holdSyncFile) Sync() error {
-	f.h.mu.Lock()
-	gate := f.h.gate
-	f.h.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
-	return f.File.Sync()
-}
-
 // A sealed segment is uploaded only once it is on the local disk's stable
 // storage: the bucket never holds records a crash of the machine could
 // take from the local log, so that a leader restarted after one may take
 // produce before it reads its manifest.
 func TestASealedSegmentIsUploadedOnlyOnceFsynced(t *testing.T) {
 	const topic = "unsynced"
-	hfs := &holdSyncFS{FS: vfs.OSFS{}, match: topic + "-0/"}
+	gfs := &gateFS{FS: vfs.OSFS{}, match: topic + "-0/", syncs: true, every: true}
 	bucket := objectstore.NewMem()
-	b := startTieredOn(t, t.TempDir(), hfs, bucket)
+	b := startTieredOn(t, t.TempDir(), gfs, bucket)
 	createTieredTopic(t, b, topic)
-	release := hfs.hold()
+	_, gate := gfs.arm()
+	release := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(release) // before the broker's Close, which fsyncs
 	cl := tieredProducer(b, topic, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
 	produceTieredValues(t, cl, 0, 600, 50)
