@@ -328,9 +328,21 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
 			p.kill(syscall.SIGKILL)
 			s.p.env = append([]string(nil), s.env...)
+			before := ackCount()
 			errc := make(chan error, 1)
 			go func() { errc <- launchBroker(p, 20*time.Second) }()
 			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+			// Its logs reach the bucket's end (each partition's only
+			// replica, which uploads only what it fsynced): it takes
+			// produce before MinIO is back.
+			for wait := time.Now().Add(15 * time.Second); ackCount() == before && time.Now().Before(wait); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if n := ackCount() - before; n == 0 {
+				t.Errorf("the broker restarted while MinIO was down acknowledged nothing in 15 s")
+			} else {
+				s.logf("  %d records acknowledged before MinIO was back", n)
+			}
 			s.restartMinIO()
 			if err := <-errc; err != nil {
 				s.logf("  the broker did not start while MinIO was down: %.300s", err)
