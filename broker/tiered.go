@@ -258,6 +258,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 	}
 	t.ready.Store(false)
 	t.early.Store(leader && appendsBeforeManifest(p))
+	if leader {
+		syncOnLead(p)
+	}
 	// Whoever waits on the old term's gate looks again, at the new one.
 	gate := newReadyGate()
 	t.gate.Swap(gate).open()
@@ -293,7 +296,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 //
 // What it cannot see: a log directory restored from an old copy, and a
 // single-replica partition moved here by a reassignment whose copy a crash
-// of this machine cut below what the old replica had uploaded. Should the
+// of this machine cut below what the old replica had uploaded, in the
+// moment before the fsync this broker asks for as it takes over
+// (syncOnLead). Should the
 // manifest, once read, end past the log all the same, the log is moved to
 // the remote end (run), and what was appended early is lost; it is logged
 // as an error.
@@ -310,6 +315,17 @@ func appendsBeforeManifest(p *partition) bool {
 		return true
 	}
 	return len(s.replicas) == 1 && s.replicas[0] == p.nodeID
+}
+
+// syncOnLead asks for everything p's log holds to reach stable storage, as
+// a term begins. A replica that took over a single-replica partition (a
+// reassignment) holds the records its predecessor uploaded, copied as a
+// follower, which does not fsync: once they are synced, a crash of this
+// machine cannot leave its log short of the bucket, which a single
+// replica that appends before reading its manifest relies on
+// (appendsBeforeManifest). After a clean start the log is synced already.
+func syncOnLead(p *partition) {
+	p.log.WhenDurable(p.log.LogEndOffset(), func(error) {})
 }
 
 // run is one leader term of the archive loop: read the manifest, then

@@ -85,3 +85,31 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 		})
 	}
 }
+
+// A term that begins syncs what the log holds (syncOnLead): records a
+// follower copied, never fsynced, reach stable storage.
+func TestANewTermSyncsWhatTheLogHolds(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	b, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
+		[]recordbatch.Record{{Value: []byte("copied")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.AppendAsFollower(b); err != nil {
+		t.Fatal(err)
+	}
+	if rp := log.RecoveryPoint(); rp != 0 {
+		t.Fatalf("recovery point %d before the term, want 0 (nothing synced)", rp)
+	}
+	p := newPartition("t", [16]byte{1}, 0, 1, log, &topicConfig{})
+	syncOnLead(p)
+	for deadline := time.Now().Add(10 * time.Second); log.RecoveryPoint() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recovery point %d after the term began, want 1", log.RecoveryPoint())
+		}
+	}
+}
