@@ -801,7 +801,11 @@ func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool, error) {
 				return -1, -1, false, err
 			}
 			if ok {
-				return e, end, true, nil
+				// As Kafka's leader epoch cache, whose first entry
+				// starts at the log start: the remote history keeps
+				// the epochs of the segments the log start passed
+				// into, and an epoch that ended below it ends there.
+				return e, max(end, p.logStartOffset()), true, nil
 			}
 		}
 	}
