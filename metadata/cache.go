@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,68 +74,13 @@ func NewCache(ctx context.Context, store *Store, log *slog.Logger) (*Cache, erro
 	}
 	c.publish(st.snapshot())
 	c.ctx, c.stop = context.WithCancel(context.Background())
-	c.follower.Add(2)
+	c.follower.Add(1)
 	go func() {
 		defer c.follower.Done()
 		c.followConnection()
 	}()
-	go func() {
-		defer c.follower.Done()
-		c.checkBrokers()
-	}()
 	go c.run(st)
 	return c, nil
-}
-
-// brokerCheckEvery is how often the cache compares the brokers it lists
-// with etcd's (checkBrokers). A variable for tests.
-var brokerCheckEvery = 5 * time.Second
-
-// checkBrokers compares, every brokerCheckEvery until the cache closes,
-// the registered brokers in etcd with those of the snapshot once it has
-// caught up with that read, and signals reconnected, which makes the cache
-// read everything again, when they differ: a watch was seen, after etcd
-// restarted, to go on delivering changes but never the registration of a
-// broker made as etcd came back, which its peers then never listed.
-func (c *Cache) checkBrokers() {
-	t := time.NewTicker(brokerCheckEvery)
-	defer t.Stop()
-	signaled := int64(-1) // the snapshot revision last found to differ
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := withDeadline(c.ctx)
-		resp, err := c.store.cli.Get(ctx, c.store.brokersPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		cancel()
-		if err != nil {
-			continue
-		}
-		snap := c.Snapshot()
-		if snap.Revision < resp.Header.Revision {
-			continue // not caught up with the read: no verdict
-		}
-		same := len(resp.Kvs) == len(snap.Brokers)
-		for _, kv := range resp.Kvs {
-			id, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), c.store.brokersPrefix()))
-			if err != nil || !slices.ContainsFunc(snap.Brokers, func(b Broker) bool { return b.ID == int32(id) }) {
-				same = false
-			}
-		}
-		if !same && snap.Revision != signaled {
-			// Once per snapshot: a broker record the cache cannot
-			// decode differs for good, and reading again changes
-			// nothing.
-			signaled = snap.Revision
-			c.log.Warn("the metadata's brokers differ from etcd's: reading the metadata again", "revision", snap.Revision)
-			select {
-			case c.reconnected <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 // followConnection signals reconnected each time the client's connection

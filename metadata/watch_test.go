@@ -20,8 +20,7 @@ type silentWatcher struct {
 	mu      sync.Mutex
 	silent  bool
 	watches int
-	muted   int    // the watches numbered up to it deliver nothing
-	drop    string // events on keys containing it are not delivered
+	muted   int // the watches numbered up to it deliver nothing
 }
 
 func (w *silentWatcher) setSilent(s bool) {
@@ -76,17 +75,6 @@ func (w *silentWatcher) Watch(ctx context.Context, key string, opts ...clientv3.
 			if muted || w.isSilent() {
 				continue
 			}
-			w.mu.Lock()
-			if w.drop != "" {
-				var kept []*clientv3.Event
-				for _, ev := range wr.Events {
-					if !strings.Contains(string(ev.Kv.Key), w.drop) {
-						kept = append(kept, ev)
-					}
-				}
-				wr.Events = kept
-			}
-			w.mu.Unlock()
 			select {
 			case out <- wr:
 			case <-ctx.Done():
@@ -227,35 +215,4 @@ func TestCacheRestartsAWatchThatWentSilent(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitID("spoken")
-}
-
-// A cache whose watch delivers changes but skipped a broker's registration
-// finds its brokers differ from etcd's and reads everything again.
-func TestCacheReadsAgainWhenItsBrokersDifferFromEtcds(t *testing.T) {
-	every, checks := watchCheckEvery, brokerCheckEvery
-	watchCheckEvery, brokerCheckEvery = time.Hour, 50*time.Millisecond
-	t.Cleanup(func() { watchCheckEvery, brokerCheckEvery = every, checks })
-	ctx := ctxT(t)
-	e := startNetEtcd(t, t.TempDir(), "")
-	defer e.Close()
-	cli := e.Client()
-	sw := &silentWatcher{Watcher: cli.Watcher, drop: "/brokers/"}
-	cli.Watcher = sw
-	s := NewStore(cli, "/skipped/")
-	c := newTestCache(t, ctx, s)
-	for sw.started() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if _, err := cli.Put(ctx, s.brokersPrefix()+"7", `{"id":7,"host":"h","port":1}`); err != nil {
-		t.Fatal(err)
-	}
-	// A change the watch delivers, after the skipped one.
-	if _, err := cli.Put(ctx, s.clusterIDKey(), "later"); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); len(c.Snapshot().Brokers) != 1; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("brokers %+v in the snapshot at revision %d, want broker 7", c.Snapshot().Brokers, c.Snapshot().Revision)
-		}
-	}
 }
