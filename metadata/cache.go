@@ -16,7 +16,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
 )
 
 // Snapshot is one consistent view of a cluster's metadata, at an etcd
@@ -51,10 +50,6 @@ type Cache struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	done  chan struct{}
-	// reconnected has a signal (one pending) each time the connection
-	// to etcd is ready again after it was lost (followConnection).
-	reconnected chan struct{}
-	follower    sync.WaitGroup
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every new snapshot
@@ -66,47 +61,15 @@ func NewCache(ctx context.Context, store *Store, log *slog.Logger) (*Cache, erro
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Cache{store: store, log: log, done: make(chan struct{}), changed: make(chan struct{}), subs: map[chan struct{}]struct{}{},
-		reconnected: make(chan struct{}, 1)}
+	c := &Cache{store: store, log: log, done: make(chan struct{}), changed: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
 	st, err := c.load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.publish(st.snapshot())
 	c.ctx, c.stop = context.WithCancel(context.Background())
-	c.follower.Add(1)
-	go func() {
-		defer c.follower.Done()
-		c.followConnection()
-	}()
 	go c.run(st)
 	return c, nil
-}
-
-// followConnection signals reconnected each time the client's connection
-// to etcd is ready again after it was lost, until the cache closes. A
-// client inside the etcd process has no connection: it returns at once.
-func (c *Cache) followConnection() {
-	conn := c.store.cli.ActiveConnection()
-	if conn == nil {
-		return
-	}
-	state := conn.GetState()
-	lost := false
-	for conn.WaitForStateChange(c.ctx, state) {
-		next := conn.GetState()
-		switch {
-		case state == connectivity.Ready:
-			lost = true
-		case next == connectivity.Ready && lost:
-			lost = false
-			select {
-			case c.reconnected <- struct{}{}:
-			default:
-			}
-		}
-		state = next
-	}
 }
 
 // Snapshot returns the current view.
@@ -116,7 +79,6 @@ func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
 func (c *Cache) Close() {
 	c.stop()
 	<-c.done
-	c.follower.Wait()
 }
 
 // Subscribe returns a channel that receives a value after each change
@@ -232,30 +194,14 @@ func (c *Cache) run(st *state) {
 		c.mu.Unlock()
 	}()
 	for c.ctx.Err() == nil {
-		// A connection to etcd ready again ends the watch too: a watch
-		// resumed across the reconnection was seen to miss a change
-		// made as it came back (a broker's new registration, never
-		// listed), so the metadata is read again instead.
-		wctx, cancel := context.WithCancel(c.ctx)
-		ended := make(chan struct{})
-		go func() {
-			select {
-			case <-c.reconnected:
-				cancel()
-			case <-ended:
-			}
-		}()
-		err := c.watch(wctx, st)
-		close(ended)
-		cancel()
+		err := c.watch(st)
 		if c.ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, rpctypes.ErrCompacted) || err != nil {
-			// Missed history (compaction), a broken or silent watch, or
-			// a reconnection: reload everything and continue from the
-			// new revision.
-			c.log.Info("metadata watch restarting: reading the metadata again", "err", err)
+			// Missed history (compaction) or a broken watch: reload
+			// everything and continue from the new revision.
+			c.log.Debug("metadata watch restarting", "err", err)
 			for c.ctx.Err() == nil {
 				fresh, lerr := c.load(c.ctx)
 				if lerr == nil {
@@ -272,8 +218,8 @@ func (c *Cache) run(st *state) {
 	}
 }
 
-func (c *Cache) watch(ctx context.Context, st *state) error {
-	return c.store.watch(ctx, c.store.prefix, st.revision+1, func(resp clientv3.WatchResponse) (bool, error) {
+func (c *Cache) watch(st *state) error {
+	return c.store.watch(c.ctx, c.store.prefix, st.revision+1, func(resp clientv3.WatchResponse) (bool, error) {
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
 			if ev.Type == mvccpb.DELETE {
