@@ -3,20 +3,14 @@ package metadata
 import (
 	"context"
 	"errors"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	grpcmd "google.golang.org/grpc/metadata"
 )
 
 // errWatchSilent ends a watch that answered nothing, not even the progress
 // notification it was asked for, for watchSilentAfter.
 var errWatchSilent = errors.New("metadata: the etcd watch went silent")
-
-// watchSeq numbers the watches, each on a stream of its own.
-var watchSeq atomic.Int64
 
 // How often a watch is asked to show it is alive, and how long it may stay
 // silent after the question. Variables for tests.
@@ -36,14 +30,13 @@ var (
 // delivered nothing since the last look is asked for a progress
 // notification (once etcd's revision has reached its start, the first
 // that can be answered); if it answers nothing for watchSilentAfter, it
-// ends with errWatchSilent. Each watch has a gRPC stream of its own (the
-// client shares one among the watches whose contexts carry the same
-// metadata), which closes with it, so the caller's next watch opens a new
-// stream rather than join the silent one.
+// ends with
+// errWatchSilent, and its stream closes with it (its context is its own),
+// so the caller's next watch opens a new one rather than join the silent
+// one.
 func (s *Store) watch(ctx context.Context, prefix string, rev int64, fn func(clientv3.WatchResponse) (done bool, err error)) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wctx = grpcmd.AppendToOutgoingContext(wctx, "shale-watch", strconv.FormatInt(watchSeq.Add(1), 10))
 	wch := s.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	tick := time.NewTicker(watchCheckEvery)
 	defer tick.Stop()
