@@ -219,7 +219,15 @@ func (c *Cache) run(st *state) {
 }
 
 func (c *Cache) watch(st *state) error {
-	return c.store.watch(c.ctx, c.store.prefix, st.revision+1, func(resp clientv3.WatchResponse) (bool, error) {
+	ctx := clientv3.WithRequireLeader(c.ctx)
+	wch := c.store.cli.Watch(ctx, c.store.prefix, clientv3.WithPrefix(), clientv3.WithRev(st.revision+1))
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
 			if ev.Type == mvccpb.DELETE {
@@ -230,8 +238,8 @@ func (c *Cache) watch(st *state) error {
 		}
 		st.revision = resp.Header.Revision
 		c.publish(st.snapshot())
-		return false, nil
-	})
+	}
+	return errors.New("metadata: watch closed")
 }
 
 func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev int64) {

@@ -782,39 +782,37 @@ func (s *Store) campaign(ctx context.Context, reg *Registration, val string) (*L
 // again before a renewal was answered, so reg.Done is not closed), but
 // the candidacy is gone and could never win; the caller campaigns again.
 func (s *Store) waitDeleted(ctx context.Context, reg *Registration, own, key string, rev int64) error {
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	go func() {
+	// Both keys are under the controller prefix: one watch on it.
+	wch := s.cli.Watch(wctx, s.controllerPrefix()+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for {
 		select {
 		case <-reg.Done():
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
-	// Both keys are under the controller prefix: one watch on it.
-	err := s.watch(wctx, s.controllerPrefix()+"/", rev, func(wr clientv3.WatchResponse) (bool, error) {
-		for _, ev := range wr.Events {
-			if ev.Type != clientv3.EventTypeDelete {
-				continue
+			return errors.New("controller lease lost while campaigning")
+		case wr, ok := <-wch:
+			if !ok {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return errors.New("lost the watch on an older candidacy")
 			}
-			switch string(ev.Kv.Key) {
-			case own:
-				return true, errors.New("candidacy key deleted while campaigning")
-			case key:
-				return true, nil
+			if err := wr.Err(); err != nil {
+				return err
+			}
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypeDelete {
+					continue
+				}
+				switch string(ev.Kv.Key) {
+				case own:
+					return errors.New("candidacy key deleted while campaigning")
+				case key:
+					return nil
+				}
 			}
 		}
-		return false, nil
-	})
-	select {
-	case <-reg.Done():
-		return errors.New("controller lease lost while campaigning")
-	default:
 	}
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("lost the watch on an older candidacy: %w", err)
-	}
-	return err
 }
 
 // Done is closed when leadership is lost: etcd answered that the lease is
