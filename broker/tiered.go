@@ -298,10 +298,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 // single-replica partition moved here by a reassignment whose copy a crash
 // of this machine cut below what the old replica had uploaded, in the
 // moment before the fsync this broker asks for as it takes over
-// (syncOnLead). Should the
-// manifest, once read, end past the log all the same, the log is moved to
-// the remote end (run), and what was appended early is lost; it is logged
-// as an error.
+// (syncOnLead). Should the manifest, once read, end past the log all the
+// same, the log is moved to the remote end (run), and what was appended
+// early is lost; it is logged as an error.
 func appendsBeforeManifest(p *partition) bool {
 	s := p.state.Load()
 	switch {
@@ -674,11 +673,15 @@ func (p *partition) checkTierReady() error {
 	return nil
 }
 
+// appends reports whether this leader term may append: it has read its
+// manifest, or its log is sure to reach the remote end already
+// (appendsBeforeManifest).
+func (t *partitionTier) appends() bool { return t.ready.Load() || t.early.Load() }
+
 // checkTierAppend fails while a tiered partition's leader may not append
-// yet: it has not read its manifest, and its log may end short of the
-// remote end (appendsBeforeManifest).
+// yet (partitionTier.appends).
 func (p *partition) checkTierAppend() error {
-	if p.tier != nil && !p.tier.ready.Load() && !p.tier.early.Load() {
+	if p.tier != nil && !p.tier.appends() {
 		return errTierLoading
 	}
 	return nil
@@ -692,7 +695,7 @@ func (p *partition) tierGate() (<-chan struct{}, bool) {
 		return nil, false
 	}
 	g := p.tier.gate.Load() // before ready: a later change opens it
-	if p.tier.ready.Load() || p.tier.early.Load() || !p.isLeader() {
+	if p.tier.appends() || !p.isLeader() {
 		return nil, false
 	}
 	return g.ch, true

@@ -10,6 +10,17 @@ import (
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
+// oneRecordBatch is a batch of one record with value v.
+func oneRecordBatch(t *testing.T, v string) recordbatch.Batch {
+	t.Helper()
+	b, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
+		[]recordbatch.Record{{Value: []byte(v)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd: a tiered
 // leader appends before it has read its manifest only when its log is
 // sure to reach the bucket's end: it has held records, its term began
@@ -30,12 +41,7 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 		t.Helper()
 		dir := t.TempDir()
 		log := open(t, dir)
-		b, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
-			[]recordbatch.Record{{Value: []byte("v")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := log.AppendAsLeader(b, 1); err != nil {
+		if _, err := log.AppendAsLeader(oneRecordBatch(t, "v"), 1); err != nil {
 			t.Fatal(err)
 		}
 		if err := log.Close(); err != nil {
@@ -51,7 +57,7 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name     string
-		dir      func(t *testing.T) string // "": a new, empty log
+		dir      func(t *testing.T) string // the log's directory
 		l        leadership
 		want     bool
 		wantOpen bool // the log says it was opened clean
@@ -94,12 +100,7 @@ func TestANewTermSyncsWhatTheLogHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	b, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: time.Now().UnixMilli()},
-		[]recordbatch.Record{{Value: []byte("copied")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := log.AppendAsFollower(b); err != nil {
+	if _, err := log.AppendAsFollower(oneRecordBatch(t, "copied")); err != nil {
 		t.Fatal(err)
 	}
 	if rp := log.RecoveryPoint(); rp != 0 {
