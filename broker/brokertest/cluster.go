@@ -170,7 +170,7 @@ func WaitListed(t testing.TB, timeout time.Duration, addrs []string, ids ...int3
 	}
 	WaitFor(t, timeout, fmt.Sprintf("every broker lists brokers %v", ids), func() (bool, string) {
 		for i, cl := range clients {
-			listed, err := listedBrokers(cl)
+			listed, err := ListedBrokers(cl)
 			if err != nil {
 				return false, fmt.Sprintf("%s: %v", addrs[i], err)
 			}
@@ -184,9 +184,11 @@ func WaitListed(t testing.TB, timeout time.Duration, addrs []string, ids ...int3
 	})
 }
 
-// listedBrokers is the broker ids in the Metadata answer of cl's seed
-// broker.
-func listedBrokers(cl *kgo.Client) ([]int32, error) {
+// ListedBrokers is the broker ids in the Metadata answer of cl's seed
+// broker, asked now. A poll must ask this way: kadm's BrokerMetadata
+// answers from the brokers the client learnt by its last metadata
+// refresh, and a client that only polls refreshes every five minutes.
+func ListedBrokers(cl *kgo.Client) ([]int32, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req := kmsg.NewPtrMetadataRequest()

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
@@ -104,9 +104,9 @@ func (c *testCluster) requireWhole(since time.Time) {
 		want[i] = int32(p.id)
 	}
 	store := metadata.NewStore(c.etcd.client(), "/kill/")
-	views := make([]*kadm.Client, len(c.procs))
+	views := make([]*kgo.Client, len(c.procs))
 	for i, p := range c.procs {
-		views[i] = kadm.NewClient(directClient(c.t, p.kafkaAddr))
+		views[i] = directClient(c.t, p.kafkaAddr)
 	}
 	brokertest.WaitFor(c.t, resumeWait-time.Since(since), "every broker registered in etcd and listed by every broker", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -123,11 +123,11 @@ func (c *testCluster) requireWhole(since time.Time) {
 			return false, fmt.Sprintf("registered in etcd: %v", ids)
 		}
 		for i, v := range views {
-			md, err := v.BrokerMetadata(ctx)
+			ids, err := brokertest.ListedBrokers(v)
 			if err != nil {
 				return false, fmt.Sprintf("broker %d: %v", i, err)
 			}
-			if ids := md.Brokers.NodeIDs(); len(ids) != len(want) {
+			if !slices.Equal(ids, want) {
 				return false, fmt.Sprintf("broker %d lists %v", i, ids)
 			}
 		}

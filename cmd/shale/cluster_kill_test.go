@@ -477,12 +477,12 @@ func TestDevThreeBrokersReplicate(t *testing.T) {
 	cl := p.client(kgo.DefaultProduceTopic("three"), kgo.AllowAutoTopicCreation())
 	adm := kadm.NewClient(cl)
 	for {
-		md, err := adm.BrokerMetadata(ctx)
-		if err == nil && len(md.Brokers) == 3 {
+		ids, err := brokertest.ListedBrokers(cl)
+		if err == nil && len(ids) == 3 {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("three brokers never registered: %v %v\n%s", md.Brokers, err, tail(p.stderr.String(), 3000))
+			t.Fatalf("three brokers never registered: %v %v\n%s", ids, err, tail(p.stderr.String(), 3000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
