@@ -177,7 +177,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 		for _, p := range ts.Partitions {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
-				uncleanEpoch: p.UncleanEpoch, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
+				uncleanEpoch: p.UncleanEpoch, unarchived: p.Unarchived, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
 			})
 		}
 		v.topics[name] = tv
@@ -198,7 +198,7 @@ func (m *etcdMeta) createTopic(ctx context.Context, t topicView) (int64, error) 
 	}
 	var parts []metadata.Partition
 	for _, p := range t.partitions {
-		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
+		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr, Unarchived: true})
 	}
 	rev, err := m.store.CreateTopic(ctx, metadata.Topic{Name: t.name, ID: t.id, Configs: t.configs, Internal: t.internal}, parts)
 	return rev, metaError(err)
@@ -218,7 +218,7 @@ func (m *etcdMeta) createPartitions(ctx context.Context, name string, seen int, 
 	}
 	var parts []metadata.Partition
 	for _, p := range add {
-		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr})
+		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr, Unarchived: true})
 	}
 	rev, err := m.store.CreatePartitions(ctx, name, seen, parts)
 	return rev, metaError(err)
@@ -258,6 +258,28 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	cur.ISR = isr
 	_, _, err = m.store.UpdatePartition(ctx, cur, partitionEpoch)
 	return metaError(err)
+}
+
+func (m *etcdMeta) markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error {
+	// A concurrent change of the partition (an ISR change) makes it
+	// read again; a new leader ends it.
+	for attempt := 0; ; attempt++ {
+		cur, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return metaError(err)
+		}
+		if !cur.Unarchived {
+			return nil
+		}
+		if cur.Leader != leader || cur.LeaderEpoch != leaderEpoch {
+			return fmt.Errorf("%w: %s/%d is at leader %d epoch %d", errMetaConflict, topic, index, cur.Leader, cur.LeaderEpoch)
+		}
+		cur.Unarchived = false
+		_, _, err = m.store.UpdatePartition(ctx, cur, cur.PartitionEpoch)
+		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
+			return metaError(err)
+		}
+	}
 }
 
 func (m *etcdMeta) settlePartitionEpoch(ctx context.Context, topic string, index, epoch int32) (int32, error) {

@@ -29,6 +29,11 @@ type metaStore interface {
 	// stored partition still names leader at leaderEpoch and is at
 	// partitionEpoch (errMetaConflict otherwise).
 	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
+	// markArchiving clears a partition's unarchived mark (see
+	// partitionView.unarchived) as its leader: only while the stored
+	// partition still names leader at leaderEpoch (errMetaConflict
+	// otherwise). Clearing a mark already cleared is no error.
+	markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error
 	// settlePartitionEpoch settles a write of unknown outcome sent
 	// against a partition's epoch: it returns the partition's current
 	// epoch from the store (not the snapshot, which may lag), and when

@@ -120,6 +120,9 @@ type partitionState struct {
 	// uncleanEpoch: the leader epoch of the last unclean election (0:
 	// none).
 	uncleanEpoch int32
+	// unarchived: none of the partition's records has reached the
+	// object store (metadata.Partition.Unarchived).
+	unarchived bool
 }
 
 // waiter is woken (at most one pending signal) when a partition it is
@@ -156,6 +159,7 @@ type leadership struct {
 	isr            []int32
 	partitionEpoch int32
 	uncleanEpoch   int32
+	unarchived     bool
 }
 
 // setLeadership applies the partition's state from metadata. A new leader
@@ -175,7 +179,7 @@ func (p *partition) setLeadership(l leadership) {
 		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
 		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
-			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr), uncleanEpoch: l.uncleanEpoch})
+			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr), uncleanEpoch: l.uncleanEpoch, unarchived: l.unarchived})
 		p.repl.Unlock()
 		p.maybeAdvanceHW()
 	}

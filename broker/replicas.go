@@ -40,6 +40,9 @@ type partitionView struct {
 	// uncleanEpoch is the leader epoch of the last unclean election (0:
 	// none; metadata.Partition.UncleanEpoch).
 	uncleanEpoch int32
+	// unarchived: none of the partition's records has reached the
+	// object store (metadata.Partition.Unarchived).
+	unarchived bool
 	// adding and removing describe a reassignment in progress; retired
 	// are brokers a finished reassignment removed, which delete their
 	// copy of the log.
@@ -331,7 +334,7 @@ func (m *replicaManager) apply(view *metaView) {
 			p.cfg.Store(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
-			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch})
+			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived})
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
 				m.logLeadership(p, pv)
 			}

@@ -256,13 +256,19 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 		<-t.mu.done
 		t.mu.cancel, t.mu.done = nil, nil
 	}
-	t.ready.Store(false)
+	// A partition none of whose records is in the bucket has an empty
+	// manifest, or none: the term needs nothing from it to serve.
+	empty := leader && p.state.Load().unarchived
+	t.ready.Store(empty)
 	t.early.Store(leader && appendsBeforeManifest(p))
 	if leader {
 		syncOnLead(p)
 	}
 	// Whoever waits on the old term's gate looks again, at the new one.
 	gate := newReadyGate()
+	if empty {
+		gate.open()
+	}
 	t.gate.Swap(gate).open()
 	if !leader {
 		return
@@ -280,9 +286,12 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 
 // appendsBeforeManifest reports whether a new leader term of p may append
 // before it has read the manifest, so that a broker restarted while the
-// object store is down takes produce again: it may when its log is sure to
-// hold every offset the bucket holds, so that nothing it appends lands at
-// an offset the bucket has already. That is so when the log has held
+// object store is down, or a topic created then, takes produce: it may
+// when its log is sure to hold every offset the bucket holds, so that
+// nothing it appends lands at an offset the bucket has already. That is
+// so when none of the partition's records has reached the bucket (the
+// partition's metadata says it is unarchived: a leader records that it
+// archives before its first upload may commit), or when the log has held
 // records (a new or lost log directory has none: it waits, to continue
 // where the bucket ends), the term began with a clean election (a leader
 // from outside the ISR may hold less than was uploaded), and either
@@ -306,6 +315,8 @@ func appendsBeforeManifest(p *partition) bool {
 	switch {
 	case s.leader != p.nodeID:
 		return false
+	case s.unarchived:
+		return true
 	case s.uncleanEpoch > 0 && s.uncleanEpoch == s.leaderEpoch:
 		return false
 	case p.log.LogEndOffset() == 0:
@@ -395,6 +406,11 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		return
 	}
 	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
+	if p.state.Load().unarchived && !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
+		return t.svc.b.meta.markArchiving(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
+	}) {
+		return
+	}
 	t.svc.metadataObjects(ctx, p)
 	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, t.svc.reader, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
 		log.Warn("cleaning orphaned objects", "err", err)

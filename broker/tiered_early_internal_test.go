@@ -76,6 +76,13 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1}, isr: []int32{1}}, false, false},
 		{"a follower", func(t *testing.T) string { return written(t, true) },
 			leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1, 2}}, false, true},
+		// Nothing in the bucket: any log is consistent with it.
+		{"unarchived, an empty log", func(t *testing.T) string { return t.TempDir() },
+			leadership{leader: self, leaderEpoch: 0, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, unarchived: true}, true, false},
+		{"unarchived, crashed, elected uncleanly", func(t *testing.T) string { return written(t, false) },
+			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2, unarchived: true}, true, false},
+		{"unarchived, a follower", func(t *testing.T) string { return t.TempDir() },
+			leadership{leader: 2, leaderEpoch: 0, replicas: []int32{1, 2}, isr: []int32{1, 2}, unarchived: true}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log := open(t, tc.dir(t))

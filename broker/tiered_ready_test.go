@@ -13,27 +13,43 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
 )
 
-// heldTieredTopic starts a tiered broker, holds every read of topic's
-// objects (its manifest first of all) until the returned release is
-// called, and creates the topic: its leader term stays loading its
-// manifest until then. It returns once the manifest read reached the
-// store.
+// heldTieredTopic starts a tiered broker with topic on it, empty and
+// marked as archiving (its first term has told etcd it uploads), then
+// restarts it holding every read of topic's objects (its manifest first
+// of all) until the returned release is called: the new leader term, of
+// a log that holds nothing, stays loading its manifest until then (it
+// must learn where the bucket ends before it appends). It returns once
+// the manifest read reached the store.
 func heldTieredTopic(t *testing.T, topic string) (b *brokertest.Broker, release func()) {
 	t.Helper()
 	fb := faulty.New(objectstore.NewMem())
 	b = startTiered(t, fb)
+	createTopic(t, b.Admin(), topic, 1, nil)
+	waitArchiving(t, b, topic)
 	hold := make(chan struct{})
 	var once sync.Once
 	release = func() { once.Do(func() { close(hold) }) }
 	t.Cleanup(release)
 	f := fb.Add(faulty.Rule{Op: faulty.Get | faulty.Head, KeyPrefix: topic + "-", Hold: hold})
-	createTopic(t, b.Admin(), topic, 1, nil)
+	b.Restart()
 	waitFor(t, "the manifest read to reach the store", 30*time.Second, func() bool { return f.Fired() > 0 })
 	return b, release
+}
+
+// waitArchiving waits until topic's partition 0 is no longer marked
+// unarchived in etcd: its leader has recorded that it uploads.
+func waitArchiving(t *testing.T, b *brokertest.Broker, topic string) {
+	t.Helper()
+	store := metadata.NewStore(b.Etcd(), "")
+	waitFor(t, "the leader to record that it uploads", 30*time.Second, func() bool {
+		p, err := store.Partition(testCtx(t), topic, 0)
+		return err == nil && !p.Unarchived
+	})
 }
 
 // partitionMetadata is what a Metadata request to b says of topic's
@@ -222,16 +238,16 @@ func requireRetriable(t *testing.T, what string, code int16) {
 	}
 }
 
-// Regression: a new tiered topic's leader reads its manifest from the
-// bucket before it takes produce, and answered NOT_LEADER_OR_FOLLOWER
-// meanwhile, to a client told of the leader by Metadata; an acks=0
-// producer's records were lost (Kafka's answer to an acks=0 error is a
-// closed connection, and the client drops what it sent). Metadata still
-// names the leader, and a produce that arrives meanwhile waits for the
-// manifest: franz-go producers with
-// acks=0 and acks=1, started as soon as the topic exists, and raw produce
-// requests sent to the loading leader, all land.
-func TestProduceToANewTieredTopicWhileItsManifestLoads(t *testing.T) {
+// Regression: a tiered leader that must read its manifest from the bucket
+// before it takes produce (then any new topic's) answered
+// NOT_LEADER_OR_FOLLOWER meanwhile, to a client told of the leader by
+// Metadata; an acks=0 producer's records were lost (Kafka's answer to an
+// acks=0 error is a closed connection, and the client drops what it
+// sent). Metadata still names the leader, and a produce that arrives
+// meanwhile waits for the manifest: franz-go producers with acks=0 and
+// acks=1, started as soon as the broker is back, and raw produce requests
+// sent to the loading leader, all land.
+func TestProduceToATieredTopicWhileItsManifestLoads(t *testing.T) {
 	const topic = "fresh"
 	b, release := heldTieredTopic(t, topic)
 	cl := b.Client()

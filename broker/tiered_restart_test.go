@@ -13,6 +13,7 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/vfs"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
 )
@@ -161,4 +162,64 @@ func TestASealedSegmentIsUploadedOnlyOnceFsynced(t *testing.T) {
 		return localSegments(t, b, topic) == 1 && len(listBucket(t, bucket, ".log")) > 0
 	})
 	requireTieredRecords(testCtx(t), t, b, topic, 0, 600)
+}
+
+// A tiered topic created while the object store is down takes acks=all
+// produce at once, and serves every read from its log (ListOffsets
+// earliest included): none of its records is in the bucket, which its
+// partition's metadata says (unarchived) until its leader, once the store
+// is back, records that it uploads, before the first upload can commit.
+// From then on a term whose log lost its records waits for the bucket
+// again.
+func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	b := startTiered(t, fb)
+	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	const topic, n = "born-in-an-outage", 600
+	createTieredTopic(t, b, topic)
+	produceTieredValues(t, tieredProducer(b, topic, kgo.RecordDeliveryTimeout(30*time.Second)), 0, n, 50)
+	requireTieredRecords(testCtx(t), t, b, topic, 0, n)
+	cl := b.Client()
+	for _, ts := range []int64{-2, -4} {
+		if got := listOffset(t, cl, topic, ts); got != 0 {
+			t.Fatalf("ListOffsets %d during the outage: %d, want 0", ts, got)
+		}
+	}
+	if got := listOffset(t, cl, topic, -1); got != n {
+		t.Fatalf("latest offset during the outage: %d, want %d", got, n)
+	}
+	store := metadata.NewStore(b.Etcd(), "")
+	if p, err := store.Partition(testCtx(t), topic, 0); err != nil || !p.Unarchived {
+		t.Fatalf("the partition during the outage: %+v %v; want it unarchived", p, err)
+	}
+	if down.Fired() == 0 {
+		t.Fatal("the leader never asked the store")
+	}
+	if localSegments(t, b, topic) < 2 {
+		t.Fatal("no segment was sealed during the outage")
+	}
+
+	down.Remove()
+	waitArchiving(t, b, topic)
+	waitFor(t, "the sealed segments uploaded", 45*time.Second, func() bool {
+		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
+	})
+	requireTieredRecords(testCtx(t), t, b, topic, 0, n)
+
+	// The log lost, with the store down: the bucket holds records now,
+	// so the leader waits to continue where they end.
+	down = fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	b.RestartOn(nil)
+	raw := b.Client()
+	_, node, id := partitionMetadata(t, raw, topic)
+	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
+	down.Remove()
 }

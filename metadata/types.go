@@ -107,6 +107,15 @@ type Partition struct {
 	// that epoch may hold less than was acknowledged, and in a tiered
 	// partition less than the bucket holds.
 	UncleanEpoch int32 `json:"uncleanEpoch,omitempty"`
+	// Unarchived says that none of the partition's records has reached
+	// the object store: its remote manifest names no segment, so any
+	// leader's log is consistent with the bucket and may take produce
+	// before the manifest is read (a topic created while the store is
+	// down). Set when the partition is created (with a new topic id);
+	// a tiered leader clears it, as the leader of its epoch, before its
+	// first upload can commit, and nothing sets it again. A record
+	// without it (older, or cleared) may have archived records.
+	Unarchived bool `json:"unarchived,omitempty"`
 	// AddingReplicas and RemovingReplicas describe a reassignment in
 	// progress (Kafka's KIP-455): Replicas is then the target followed
 	// by the original replicas being removed.
