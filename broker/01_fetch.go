@@ -282,6 +282,12 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 // readPartition reads one partition into fp.
 func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPart, remaining int64, first bool) error {
 	if op.follower {
+		if p.isLeader() && p.checkTierReady() != nil && sp.fetchOffset < p.log.LogStartOffset() {
+			// Below the local log of a leader that appends before it
+			// has read its manifest: where the follower starts over
+			// is the bucket's to say.
+			return errTierLoading
+		}
 		// The follower's position is recorded (it may move the high
 		// watermark) before the high watermark it is sent is read.
 		ans, err := p.followerFetch(op.replicaID, sp.currentLeaderEpoch, sp.fetchOffset, sp.logStartOffset, sp.lastFetchedEpoch, time.Now())
@@ -316,16 +322,16 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			}
 		}
 	}
-	if err := p.checkTierReady(); err != nil && (op.follower || (p.isLeader() && !p.tier.early.Load()) || sp.fetchOffset < p.log.LogStartOffset()) {
+	tierErr := p.checkTierReady()
+	if tierErr != nil && ((p.isLeader() && !p.tier.early.Load()) || sp.fetchOffset < p.log.LogStartOffset()) {
 		// Only a leader reads its manifest and becomes ready; a
 		// follower serving a consumer (KIP-392) needs none for the
 		// records on its disk, and refused them all: the consumer went
 		// back to the leader, which pointed it here again. Nor does a
 		// leader that appends before it has read its manifest
-		// (appendsBeforeManifest), for a consumer's fetch; followers
-		// wait, as they would cut their logs to the log start this
-		// leader gives, its local one until then.
-		return err
+		// (appendsBeforeManifest), for its local log: its followers
+		// copy it, or acks=all would wait for the store.
+		return tierErr
 	}
 	log := p.log
 	hw := p.highWatermark()
@@ -341,6 +347,12 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	}
 	if sp.fetchOffset < fp.LogStartOffset || sp.fetchOffset > log.LogEndOffset() {
 		return localseg.ErrOffsetOutOfRange
+	}
+	if tierErr != nil && op.follower {
+		// Until the manifest is read, the whole log's start is
+		// unknown: the local one may be above it, and a follower moves
+		// its own log start to the one it is told (followerAppend).
+		fp.LogStartOffset = -1
 	}
 	if sp.fetchOffset >= upper {
 		return nil

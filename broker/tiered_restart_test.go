@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/vfs"
 	"github.com/shale-log/shale/metadata"
@@ -222,4 +224,72 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 	}
 	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
 	down.Remove()
+}
+
+// A replica that takes a tiered partition over while the object store is
+// down (its log was opened clean, so it appends before it has read its
+// manifest) is followed by the other in-sync replica: acks=all with
+// min.insync.replicas=2 goes on, and the ISR keeps both. Once the store
+// is back, every record reads from offset 0 and the three logs agree.
+func TestReplicasFollowALeaderThatTookOverDuringAStoreOutage(t *testing.T) {
+	fs, err := objectstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := faulty.New(fs)
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 5 * time.Second
+	})
+	const topic = "taken-over"
+	ctx := testCtx(t)
+	str := func(s string) *string { return &s }
+	if _, err := c.Admin().CreateTopic(ctx, 1, 3, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"),
+		"file.delete.delay.ms": str("1"), "min.insync.replicas": str("2"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(from, to int) {
+		t.Helper()
+		produceTieredValues(t, tieredProducer(c, topic, kgo.RecordDeliveryTimeout(30*time.Second)), from, to, 50)
+	}
+	produce(0, 600)
+	waitReplicated(t, c, topic, 600)
+	// Each broker restarted cleanly, so that each log opens clean.
+	for id := range int32(3) {
+		c.Stop(id)
+		c.Start(id)
+		brokertest.WaitFor(t, 30*time.Second, fmt.Sprintf("broker %d back in the ISR", id), func() (bool, string) {
+			l, _, isr := storedState(t, c, topic)
+			return l >= 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+		})
+	}
+
+	down := bucket.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	old, _, _ := storedState(t, c, topic)
+	c.Stop(old)
+	var leader int32
+	brokertest.WaitFor(t, 30*time.Second, "another broker leads", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		leader = l
+		return l >= 0 && l != old, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	produce(600, 900)
+	// Longer than the replica lag time: the follower stays in sync.
+	time.Sleep(6 * time.Second)
+	produce(900, 1000)
+	if l, _, isr := storedState(t, c, topic); l != leader || len(isr) != 2 {
+		t.Fatalf("during the outage: leader %d isr %v; want %d and both live replicas", l, isr, leader)
+	}
+	if down.Fired() == 0 {
+		t.Fatal("the new leader never asked the store")
+	}
+
+	down.Remove()
+	c.Start(old)
+	waitReplicated(t, c, topic, 1000)
+	requireTieredRecords(ctx, t, c, topic, 0, 1000)
+	c.CheckReplicasAgree(t, topic, 0, 1, 2)
 }
