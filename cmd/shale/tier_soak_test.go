@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +65,8 @@ type soakRecord struct {
 // SIGKILL (at any moment, at an upload's fault points through the test
 // hook, or while frozen with SIGSTOP) and restarted on its data
 // directory; MinIO is killed or frozen and restarted, the broker
-// restarting while it is down or frozen too. A consumer reads from offset
+// restarting while it is down or frozen too, or a topic created and
+// written while it is down (bornInAnOutage). A consumer reads from offset
 // 0 over and over throughout. At the end every partition, read by
 // franz-go, by kcat and from the bucket alone (tiering.ReadBatches), holds
 // every acknowledged record once, in order, byte for byte, at contiguous
@@ -292,6 +294,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		kinds = 16
 	}
 	lostAcked := 0
+	born := 0 // topics created while MinIO was down
 	only := -1
 	if v := os.Getenv("SHALE_SOAK_ONLY"); v != "" {
 		only, _ = strconv.Atoi(v)
@@ -309,12 +312,15 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			p.kill(syscall.SIGKILL)
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 			s.restartBroker(nil)
-		case a < 6:
+		case a < 5:
 			d := time.Duration(500+rng.IntN(3000)) * time.Millisecond
 			s.logf("kill MinIO for %v", d)
 			srv.Kill()
 			time.Sleep(d)
 			s.restartMinIO()
+		case a < 6:
+			born++
+			s.bornInAnOutage(ctx, adm, fmt.Sprintf("born-%d", born), configs, storeURL)
 		case a < 7:
 			d := time.Duration(500+rng.IntN(2500)) * time.Millisecond
 			s.logf("pause MinIO for %v", d)
@@ -397,13 +403,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			if err := os.RemoveAll(filepath.Join(p.dataDir, "log")); err != nil {
 				t.Fatal(err)
 			}
-			for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": miniotest.AccessKey, "AWS_SECRET_ACCESS_KEY": miniotest.SecretKey, "AWS_REGION": "us-east-1"} {
-				t.Setenv(k, v)
-			}
-			b, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := soakBucket(ctx, t, storeURL)
 			for part := int32(0); part < partitions; part++ {
 				m, err := tiering.LoadManifest(ctx, b, tiering.Layout{}, tiering.Partition{Topic: topic, TopicID: id, Index: part})
 				if err != nil {
@@ -554,13 +554,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	}
 
 	// Everything read back, three ways.
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": miniotest.AccessKey, "AWS_SECRET_ACCESS_KEY": miniotest.SecretKey, "AWS_REGION": "us-east-1"} {
-		t.Setenv(k, v)
-	}
-	bkt, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bkt := soakBucket(ctx, t, storeURL)
 	defer bkt.Close()
 	reader, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bkt})
 	if err != nil {
@@ -568,10 +562,14 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	}
 	defer reader.Close()
 	tds, err := tiering.ListTopics(ctx, bkt, tiering.Layout{})
-	if err != nil || len(tds) != 1 {
-		t.Fatalf("topic descriptors in the bucket: %v %v", tds, err)
+	if err != nil || len(tds) != 1+born {
+		t.Fatalf("%d topic descriptors in the bucket, want %d: %v", len(tds), 1+born, err)
 	}
-	topicID, err := tds[0].TopicID()
+	i := slices.IndexFunc(tds, func(d *tiering.TopicDescriptor) bool { return d.Name == topic })
+	if i < 0 {
+		t.Fatalf("no descriptor of topic %s in the bucket", topic)
+	}
+	topicID, err := tds[i].TopicID()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -705,6 +703,94 @@ func (s *tierSoakState) restartBroker(extraEnv []string) {
 }
 
 // restartMinIO restarts the killed MinIO.
+// bornInAnOutage kills MinIO, creates topic (one partition, configs) and
+// produces bornRecords records to it with acks=all, which must all be
+// acknowledged while MinIO is down (none of its records is in the bucket,
+// so its leader needs nothing from it). Once MinIO is back, the sealed
+// segments reach the bucket, and every record reads from offset 0, the
+// first ones from the bucket.
+func (s *tierSoakState) bornInAnOutage(ctx context.Context, adm *kgo.Client, topic string, configs map[string]*string, storeURL string) {
+	t := s.t
+	t.Helper()
+	const bornRecords = 300
+	s.logf("kill MinIO, create topic %s and produce %d records to it", topic, bornRecords)
+	s.srv.Kill()
+	if _, err := kadm.NewClient(adm).CreateTopic(ctx, 1, 1, configs, topic); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(s.p.kafkaAddr), kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(20*time.Second),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	start := time.Now()
+	// Uncompressed batches of 50 records (about 25 KB): segments seal as
+	// they come.
+	for i := 0; i < bornRecords; i += 50 {
+		var recs []*kgo.Record
+		for j := i; j < i+50; j++ {
+			recs = append(recs, &kgo.Record{Key: soakKey(0, j), Value: soakValue(0, j)})
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatalf("producing to %s, created while MinIO was down: %v", topic, err)
+		}
+	}
+	s.logf("  acknowledged while MinIO was down, %v after the creation", time.Since(start).Round(time.Millisecond))
+	s.restartMinIO()
+
+	td, err := kadm.NewClient(adm).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := soakBucket(ctx, t, storeURL)
+	defer b.Close()
+	part := tiering.Partition{Topic: topic, TopicID: td[topic].ID, Index: 0}
+	for wait := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		m, err := tiering.LoadManifest(ctx, b, tiering.Layout{}, part)
+		if err == nil && m.End() > 0 {
+			s.logf("  its first %d records uploaded", m.End())
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("%s, created while MinIO was down, uploaded nothing in 60 s after MinIO was back: %v", topic, err)
+		}
+	}
+	cons, err := kgo.NewClient(kgo.SeedBrokers(s.p.kafkaAddr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for next := 0; next < bornRecords; {
+		fs := cons.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			t.Fatalf("read %d of %s's %d records: %v", next, topic, bornRecords, err)
+		}
+		for _, r := range fs.Records() {
+			if r.Offset != int64(next) || !bytes.Equal(r.Value, soakValue(0, next)) {
+				t.Fatalf("%s: record at offset %d, want %d", topic, r.Offset, next)
+			}
+			next++
+		}
+	}
+}
+
+// soakBucket opens the soak's bucket, with MinIO's credentials, as the
+// test's own client.
+func soakBucket(ctx context.Context, t *testing.T, storeURL string) objectstore.Bucket {
+	t.Helper()
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": miniotest.AccessKey, "AWS_SECRET_ACCESS_KEY": miniotest.SecretKey, "AWS_REGION": "us-east-1"} {
+		t.Setenv(k, v)
+	}
+	b, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func (s *tierSoakState) restartMinIO() {
 	s.t.Helper()
 	if err := s.srv.Restart(); err != nil {
