@@ -21,6 +21,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestComposeClusterProducesAndConsumesThroughEveryBroker runs
@@ -87,18 +88,31 @@ func TestComposeClusterProducesAndConsumesThroughEveryBroker(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	adm := kadm.NewClient(newClient(t, kafka[0]))
-	meta, err := adm.BrokerMetadata(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var advertised []string
-	for _, b := range meta.Brokers {
-		advertised = append(advertised, net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))))
-	}
-	slices.Sort(advertised)
-	if want := slices.Sorted(slices.Values(kafka)); !slices.Equal(advertised, want) {
-		t.Fatalf("brokers advertise %v, want the published %v", advertised, want)
+	cl := newClient(t, kafka[0])
+	adm := kadm.NewClient(cl)
+	// Asked until the first broker's metadata lists the last to become
+	// ready, a Metadata request each time (kadm's BrokerMetadata would
+	// answer from the client's first answer).
+	published := slices.Sorted(slices.Values(kafka))
+	for {
+		req := kmsg.NewPtrMetadataRequest()
+		req.Topics = []kmsg.MetadataRequestTopic{}
+		meta, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var advertised []string
+		for _, b := range meta.Brokers {
+			advertised = append(advertised, net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))))
+		}
+		slices.Sort(advertised)
+		if slices.Equal(advertised, published) {
+			break
+		}
+		if len(advertised) >= len(published) || ctx.Err() != nil {
+			t.Fatalf("brokers advertise %v, want the published %v", advertised, published)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	const topic, partitions = "deploy", 3
 	resp, err := adm.CreateTopic(ctx, partitions, 3, map[string]*string{
