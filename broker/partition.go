@@ -39,6 +39,11 @@ type partition struct {
 	// coordinator's records); clients may not produce to it.
 	internal bool
 	tier     *partitionTier // nil: not tiered
+	// sinceCreation: this process created the log while none of the
+	// partition's records had reached the object store (the partition
+	// was unarchived), so the log has lost nothing of the history it
+	// holds: no crash since, and no earlier copy gone.
+	sinceCreation bool
 	// counters are the topic's produced and fetched byte counters.
 	counters *topicCounters
 	// host is the broker's side of replication (fetchers, ISR writes);

@@ -155,6 +155,9 @@ type pendingOpen struct {
 	index            int32
 	cfg              topicConfig
 	tiered, internal bool
+	// fresh: the partition has no directory here yet, and none of its
+	// records is in the object store (partition.sinceCreation).
+	fresh bool
 
 	done chan struct{}
 	p    *partition
@@ -561,6 +564,10 @@ func (m *replicaManager) startOpenLocked(tv topicView, index int32, cfg *topicCo
 		m.opening = map[string]*pendingOpen{}
 	}
 	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{})}
+	if errors.Is(err, fs.ErrNotExist) {
+		i := slices.IndexFunc(tv.partitions, func(pv partitionView) bool { return pv.index == index })
+		po.fresh = i >= 0 && tv.partitions[i].unarchived
+	}
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
@@ -627,6 +634,7 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 	p := newPartition(po.topic, po.id, po.index, m.nodeID, log, cfg)
 	p.internal = po.internal
 	p.tier = tier
+	p.sinceCreation = po.fresh
 	p.host = m.b
 	p.counters = m.b.metrics.forTopic(po.topic)
 	self.Store(p)

@@ -286,30 +286,34 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 
 // appendsBeforeManifest reports whether a new leader term of p may append
 // before it has read the manifest, so that a broker restarted while the
-// object store is down, or a topic created then, takes produce: it may
-// when its log is sure to hold every offset the bucket holds, so that
-// nothing it appends lands at an offset the bucket has already. That is
-// so when none of the partition's records has reached the bucket (the
-// partition's metadata says it is unarchived: a leader records that it
-// archives before its first upload may commit), or when the log has held
-// records (a new or lost log directory has none: it waits, to continue
-// where the bucket ends), the term began with a clean election (a leader
-// from outside the ISR may hold less than was uploaded), and either
-//   - the log is as this broker's previous run closed it (OpenedClean):
-//     a replica elected from the ISR holds everything below the high
-//     watermark, and only that is uploaded; a clean shutdown lost none of
-//     it, or
-//   - this broker is the partition's only replica, so that it made every
-//     upload itself, each only once the segment was on its stable storage
-//     (uploadLimit): a crash of the machine kept all of it.
+// object store is down, a replica taking over then, or a topic created
+// then, takes produce: it may when its log is sure to hold every offset
+// the bucket holds, so that nothing it appends lands at an offset the
+// bucket has already. That is so when none of the partition's records has
+// reached the bucket (the partition's metadata says it is unarchived: a
+// leader records that it archives before its first upload may commit), or
+// when the term began with a clean election (a leader from outside the ISR
+// may hold less than was uploaded) and the log has lost nothing of what it
+// was given: a replica elected from the ISR holds everything below the
+// high watermark, and only that is uploaded. The log has lost nothing when
+//   - this process created it while the partition was unarchived
+//     (sinceCreation): everything it got since, from offset 0 or from a
+//     restore at the bucket's end, is still there (no crash since), or
+//   - it has held records (a new or lost log directory has none: it
+//     waits, to continue where the bucket ends), and it is as this
+//     broker's previous run closed it (OpenedClean), or
+//   - it has held records, and this broker is the partition's only
+//     replica, so that it made every upload itself, each only once the
+//     segment was on its stable storage (uploadLimit): a crash of the
+//     machine kept all of it.
 //
 // What it cannot see: a log directory restored from an old copy, and a
 // single-replica partition moved here by a reassignment whose copy a crash
 // of this machine cut below what the old replica had uploaded, in the
 // moment before the fsync this broker asks for as it takes over
-// (syncOnLead). Should the manifest, once read, end past the log all the
-// same, the log is moved to the remote end (run), and what was appended
-// early is lost; it is logged as an error.
+// (syncOnLead). Should the manifest, once read, end past the
+// log all the same, the log is moved to the remote end (run), and what was
+// appended early is lost; it is logged as an error.
 func appendsBeforeManifest(p *partition) bool {
 	s := p.state.Load()
 	switch {
@@ -319,6 +323,8 @@ func appendsBeforeManifest(p *partition) bool {
 		return true
 	case s.uncleanEpoch > 0 && s.uncleanEpoch == s.leaderEpoch:
 		return false
+	case p.sinceCreation:
+		return true
 	case p.log.LogEndOffset() == 0:
 		return false
 	case p.log.OpenedClean():

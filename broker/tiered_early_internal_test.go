@@ -99,6 +99,42 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 	}
 }
 
+// A log this process created while the partition was unarchived has lost
+// nothing it was given, empty or not: a clean term of it appends before
+// the manifest is read, an unclean one does not.
+func TestAppendsBeforeManifestOnALogCreatedHere(t *testing.T) {
+	const self = 1
+	for _, tc := range []struct {
+		name    string
+		records int
+		l       leadership
+		want    bool
+	}{
+		{"three replicas, empty", 0, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
+		{"three replicas, copied records", 1, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
+		{"elected uncleanly", 1, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			for range tc.records {
+				if _, err := log.AppendAsFollower(oneRecordBatch(t, "copied")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
+			p.sinceCreation = true
+			p.setLeadership(tc.l)
+			if got := appendsBeforeManifest(p); got != tc.want {
+				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // A term that begins syncs what the log holds (syncOnLead): records a
 // follower copied, never fsynced, reach stable storage.
 func TestANewTermSyncsWhatTheLogHolds(t *testing.T) {

@@ -227,11 +227,23 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 }
 
 // A replica that takes a tiered partition over while the object store is
-// down (its log was opened clean, so it appends before it has read its
-// manifest) is followed by the other in-sync replica: acks=all with
-// min.insync.replicas=2 goes on, and the ISR keeps both. Once the store
-// is back, every record reads from offset 0 and the three logs agree.
+// down appends before it has read its manifest when its log has lost
+// nothing: created by its broker's process with the topic, or opened clean
+// after a clean restart. The other in-sync replica follows it: acks=all
+// with min.insync.replicas=2 goes on, and the ISR keeps both. Once the
+// store is back, every record reads from offset 0 and the three logs
+// agree.
 func TestReplicasFollowALeaderThatTookOverDuringAStoreOutage(t *testing.T) {
+	for _, restarted := range []bool{false, true} {
+		name := "running since the topic's creation"
+		if restarted {
+			name = "restarted cleanly"
+		}
+		t.Run(name, func(t *testing.T) { takeOverDuringAStoreOutage(t, restarted) })
+	}
+}
+
+func takeOverDuringAStoreOutage(t *testing.T, restarted bool) {
 	fs, err := objectstore.NewFS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -257,14 +269,20 @@ func TestReplicasFollowALeaderThatTookOverDuringAStoreOutage(t *testing.T) {
 	}
 	produce(0, 600)
 	waitReplicated(t, c, topic, 600)
-	// Each broker restarted cleanly, so that each log opens clean.
-	for id := range int32(3) {
-		c.Stop(id)
-		c.Start(id)
-		brokertest.WaitFor(t, 30*time.Second, fmt.Sprintf("broker %d back in the ISR", id), func() (bool, string) {
-			l, _, isr := storedState(t, c, topic)
-			return l >= 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
-		})
+	brokertest.WaitFor(t, 30*time.Second, "the leader records that it uploads", func() (bool, string) {
+		p, err := metadata.NewStore(c.Etcd().Client(), "").Partition(ctx, topic, 0)
+		return err == nil && !p.Unarchived, fmt.Sprintf("%+v %v", p, err)
+	})
+	if restarted {
+		// Each broker restarted cleanly, so that each log opens clean.
+		for id := range int32(3) {
+			c.Stop(id)
+			c.Start(id)
+			brokertest.WaitFor(t, 30*time.Second, fmt.Sprintf("broker %d back in the ISR", id), func() (bool, string) {
+				l, _, isr := storedState(t, c, topic)
+				return l >= 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+			})
+		}
 	}
 
 	down := bucket.Add(faulty.Rule{Op: faulty.Any, Fail: true})
