@@ -116,21 +116,7 @@ func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
 	produceUploaded(t, b, topic, n)
 	remoteEnd := listOffset(t, cl, topic, -5) + 1
 
-	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
-	b.Stop()
-	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
-		t.Fatal(err)
-	}
-	b.RestartOn(nil)
-	raw := b.Client()
-	_, node, id := partitionMetadata(t, raw, topic)
-	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
-
-	down.Remove()
+	loseLogWhileStoreDown(t, b, fb, topic).Remove()
 	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
 	// The history from the bucket, then the new records right after it
 	// (the active segment's records went with the disk).
@@ -210,7 +196,16 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 
 	// The log lost, with the store down: the bucket holds records now,
 	// so the leader waits to continue where they end.
-	down = fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	loseLogWhileStoreDown(t, b, fb, topic).Remove()
+}
+
+// loseLogWhileStoreDown takes the store down, stops b, removes topic's
+// partition 0 directory and restarts b: a produce to the leader, which
+// must learn where the bucket ends first, gets a retriable error. It
+// returns the outage's rule.
+func loseLogWhileStoreDown(t *testing.T, b *brokertest.Broker, fb *faulty.Bucket, topic string) *faulty.Fault {
+	t.Helper()
+	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
 	b.Stop()
 	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
 		t.Fatal(err)
@@ -223,7 +218,7 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
-	down.Remove()
+	return down
 }
 
 // A replica that takes a tiered partition over while the object store is
