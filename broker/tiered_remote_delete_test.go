@@ -108,6 +108,9 @@ func TestRemoteRetentionAndTopicDeletionFinishUnderANewLeader(t *testing.T) {
 	ctx := testCtx(t)
 	const topic = "expiring"
 	adm := produceTieredPast600(t, c, bucket, topic, 3)
+	// Every replica at the end, the leader's high watermark too (one
+	// that took over meanwhile would refuse offsets past its own).
+	waitReplicated(t, c, topic, 1000)
 
 	// Retention under a store that refuses deletes: the manifest moves,
 	// the objects stay.
