@@ -451,3 +451,51 @@ func TestRestoredLeaderAnswersEveryEpochOfTheTieredHistory(t *testing.T) {
 	rc.checkTiered(t, 1700)
 	rc.checkReplicasAgree(t, 1700)
 }
+
+// TestFollowerBehindALeaderThatTookOverDuringAStoreOutageWaitsForTheBucket:
+// the store goes down and leadership passes to the bystander, whose log
+// was created with the topic: it takes produce before reading its
+// manifest. Restarted cleanly (so that it knows no manifest at all), it
+// leads again and takes produce again. The follower, started again far
+// behind the bystander's local log, is refused with a retriable error
+// rather than told to start over at the local log's start (where its log
+// would begin without the history's producer state and leader epochs): it
+// keeps its log, out of the ISR, until the store is back, then restores
+// from the bucket and rejoins.
+func TestFollowerBehindALeaderThatTookOverDuringAStoreOutageWaitsForTheBucket(t *testing.T) {
+	rc := newRestoreCase(t, "outage", 15*time.Second, func(leader int32, _ []int32) int32 { return (leader + 1) % 3 })
+	brokertest.WaitFor(t, 30*time.Second, "the bystander trims its local log", func() (bool, string) {
+		b := localBases(t, rc.c.Brokers[rc.bystander], rc.topic)
+		return len(b) > 0 && b[0] > 500, fmt.Sprintf("bystander's local segments %v", b)
+	})
+	down := rc.bucket.Add(faulty.Rule{Op: faulty.Any, Fail: true})
+	rc.c.Stop(rc.leader)
+	rc.waitLeader(t, rc.bystander)
+	cl := rc.client(kgo.RecordDeliveryTimeout(30 * time.Second))
+	rc.produce(cl, 1000, 1100)
+	rc.c.Stop(rc.bystander)
+	rc.c.Start(rc.bystander)
+	rc.produce(rc.client(kgo.RecordDeliveryTimeout(30*time.Second)), 1100, 1200)
+
+	before := localBases(t, rc.c.Brokers[rc.follower], rc.topic)
+	rc.c.Start(rc.follower)
+	time.Sleep(3 * time.Second) // many fetches
+	if got := localBases(t, rc.c.Brokers[rc.follower], rc.topic); !slices.Equal(got, before) {
+		t.Fatalf("the follower's local segments during the outage: %v, before %v", got, before)
+	}
+	if _, _, isr := storedState(t, rc.c, rc.topic); slices.Contains(isr, rc.follower) {
+		t.Fatalf("the follower joined the ISR %v during the outage", isr)
+	}
+	if down.Fired() == 0 {
+		t.Fatal("nobody asked the store")
+	}
+
+	down.Remove()
+	brokertest.WaitFor(t, 30*time.Second, "the follower restores from the bucket, back in the ISR", func() (bool, string) {
+		_, _, isr := storedState(t, rc.c, rc.topic)
+		b := localBases(t, rc.c.Brokers[rc.follower], rc.topic)
+		return slices.Contains(isr, rc.follower) && len(b) > 0 && b[0] > 500, fmt.Sprintf("isr %v, follower's segments %v", isr, b)
+	})
+	rc.checkTiered(t, 1200)
+	rc.checkReplicasAgree(t, 1200)
+}
