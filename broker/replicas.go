@@ -304,7 +304,7 @@ func (m *replicaManager) apply(view *metaView) {
 				dir := partitionDir(m.dir, tv.name, pv.index)
 				po := m.opening[dir]
 				if po == nil {
-					if po = m.startOpenLocked(tv, pv.index, &cfg, view.deleted, now); po != nil {
+					if po = m.startOpenLocked(tv, pv, &cfg, view.deleted, now); po != nil {
 						wanted[po] = true
 					}
 					continue
@@ -530,7 +530,8 @@ func (m *replicaManager) noteRemovalWaitLocked(key partitionKey, dir string, now
 // the directory is kept. The opened log is installed by a later apply
 // (opened is kicked when it is done). It returns the open started, if
 // any. Requires mu.
-func (m *replicaManager) startOpenLocked(tv topicView, index int32, cfg *topicConfig, deleted map[[16]byte]bool, now time.Time) *pendingOpen {
+func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *topicConfig, deleted map[[16]byte]bool, now time.Time) *pendingOpen {
+	index := pv.index
 	key := partitionKey{tv.name, index}
 	if !m.offline.due(key, now) {
 		return nil
@@ -563,11 +564,8 @@ func (m *replicaManager) startOpenLocked(tv topicView, index int32, cfg *topicCo
 	if m.opening == nil {
 		m.opening = map[string]*pendingOpen{}
 	}
-	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{})}
-	if errors.Is(err, fs.ErrNotExist) {
-		i := slices.IndexFunc(tv.partitions, func(pv partitionView) bool { return pv.index == index })
-		po.fresh = i >= 0 && tv.partitions[i].unarchived
-	}
+	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{}),
+		fresh: errors.Is(err, fs.ErrNotExist) && pv.unarchived}
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po

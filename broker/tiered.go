@@ -311,9 +311,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 // single-replica partition moved here by a reassignment whose copy a crash
 // of this machine cut below what the old replica had uploaded, in the
 // moment before the fsync this broker asks for as it takes over
-// (syncOnLead). Should the manifest, once read, end past the
-// log all the same, the log is moved to the remote end (run), and what was
-// appended early is lost; it is logged as an error.
+// (syncOnLead). Should the manifest, once read, end past the log all the
+// same, the log is moved to the remote end (run), and what was appended
+// early is lost; it is logged as an error.
 func appendsBeforeManifest(p *partition) bool {
 	s := p.state.Load()
 	switch {

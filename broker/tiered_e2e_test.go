@@ -40,6 +40,17 @@ func startTieredOn(t *testing.T, dir string, fs localseg.FS, bucket objectstore.
 	})
 }
 
+// startTieredCluster starts 3 brokers tiering to bucket, as startTiered
+// does one, with followers out of the ISR after lagMax.
+func startTieredCluster(t *testing.T, bucket objectstore.Bucket, lagMax time.Duration) *brokertest.Cluster {
+	t.Helper()
+	return brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = lagMax
+	})
+}
+
 func localSegments(t *testing.T, b *brokertest.Broker, topic string) int {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0", "*.log"))

@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
@@ -63,11 +62,7 @@ func newRestoreCase(t *testing.T, topic string, lagMax time.Duration, pick func(
 		t.Fatal(err)
 	}
 	bucket := faulty.New(fs)
-	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
-		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
-		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
-		cfg.ReplicaLagTimeMax = lagMax
-	})
+	c := startTieredCluster(t, bucket, lagMax)
 	ctx := testCtx(t)
 	str := func(s string) *string { return &s }
 	if _, err := c.Admin().CreateTopic(ctx, 1, 3, map[string]*string{

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -30,7 +31,7 @@ func heldTieredTopic(t *testing.T, topic string) (b *brokertest.Broker, release 
 	fb := faulty.New(objectstore.NewMem())
 	b = startTiered(t, fb)
 	createTopic(t, b.Admin(), topic, 1, nil)
-	waitArchiving(t, b, topic)
+	waitArchiving(t, b.Etcd(), topic)
 	hold := make(chan struct{})
 	var once sync.Once
 	release = func() { once.Do(func() { close(hold) }) }
@@ -43,9 +44,9 @@ func heldTieredTopic(t *testing.T, topic string) (b *brokertest.Broker, release 
 
 // waitArchiving waits until topic's partition 0 is no longer marked
 // unarchived in etcd: its leader has recorded that it uploads.
-func waitArchiving(t *testing.T, b *brokertest.Broker, topic string) {
+func waitArchiving(t *testing.T, etcd *clientv3.Client, topic string) {
 	t.Helper()
-	store := metadata.NewStore(b.Etcd(), "")
+	store := metadata.NewStore(etcd, "")
 	waitFor(t, "the leader to record that it uploads", 30*time.Second, func() bool {
 		p, err := store.Partition(testCtx(t), topic, 0)
 		return err == nil && !p.Unarchived

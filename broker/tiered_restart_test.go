@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/vfs"
 	"github.com/shale-log/shale/metadata"
@@ -188,7 +187,7 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 	}
 
 	down.Remove()
-	waitArchiving(t, b, topic)
+	waitArchiving(t, b.Etcd(), topic)
 	waitFor(t, "the sealed segments uploaded", 45*time.Second, func() bool {
 		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
 	})
@@ -244,11 +243,7 @@ func takeOverDuringAStoreOutage(t *testing.T, restarted bool) {
 		t.Fatal(err)
 	}
 	bucket := faulty.New(fs)
-	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
-		cfg.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
-		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
-		cfg.ReplicaLagTimeMax = 5 * time.Second
-	})
+	c := startTieredCluster(t, bucket, 5*time.Second)
 	const topic = "taken-over"
 	ctx := testCtx(t)
 	str := func(s string) *string { return &s }
@@ -264,10 +259,7 @@ func takeOverDuringAStoreOutage(t *testing.T, restarted bool) {
 	}
 	produce(0, 600)
 	waitReplicated(t, c, topic, 600)
-	brokertest.WaitFor(t, 30*time.Second, "the leader records that it uploads", func() (bool, string) {
-		p, err := metadata.NewStore(c.Etcd().Client(), "").Partition(ctx, topic, 0)
-		return err == nil && !p.Unarchived, fmt.Sprintf("%+v %v", p, err)
-	})
+	waitArchiving(t, c.Etcd().Client(), topic)
 	if restarted {
 		// Each broker restarted cleanly, so that each log opens clean.
 		for id := range int32(3) {
