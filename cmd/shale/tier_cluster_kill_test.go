@@ -70,6 +70,60 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 	})
 }
 
+// TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord is the test
+// above with MinIO killed first: a zone that loses the leader and the
+// object store together. Another replica takes over before it can read
+// the manifest and takes acks=all produce at once (it has run since the
+// topic was created, so its log holds everything the bucket does); the
+// killed broker restarts and rejoins the ISR while the store is still
+// down; once the store is back the new leader uploads on from the
+// manifest's end, and every acknowledged record is read back once, in
+// order, from offset 0, the first of them from the bucket alone.
+func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
+	srv := miniotest.Start(t)
+	const bucket = "tiered-outage-kill"
+	mc := srv.Client()
+	w := workload{
+		rounds: 1,
+		setup: func(p *brokerProc) {
+			p.objectStore, p.env = srv.URL(bucket, "")+"&create_bucket=true", miniotest.Env()
+			p.extra = []string{"--retention-check-interval", "200ms"}
+		},
+		configs:  map[string]*string{"segment.bytes": ptr("16384"), "local.retention.bytes": ptr("32768"), "file.delete.delay.ms": ptr("1")},
+		keyBytes: 600,
+	}
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+		waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool {
+			m, _ := readTierState(t, c.ctx, mc, bucket)
+			return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked"))
+		})
+		l := c.leader()
+		m, _ := readTierState(t, c.ctx, mc, bucket)
+		srv.Kill()
+		c.procs[l].kill(syscall.SIGKILL)
+		start := time.Now()
+		next := c.leaderOtherThan(l)
+		acked := c.ackedCount()
+		c.waitAcked(acked + 100)
+		t.Logf("store and leader %d killed with the manifest ending at %d; broker %d leads, 100 records acknowledged %s later with the store down",
+			l, m.End(), next, time.Since(start).Round(time.Millisecond))
+		startClusterBroker(t, c.procs[l])
+		c.waitISR(3)
+		c.waitAcked(c.ackedCount() + 50)
+		t.Logf("broker %d restarted and back in the ISR with the store still down", l)
+		if err := srv.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the new leader uploads past the manifest's end at the kill", func() bool {
+			now, _ := readTierState(t, c.ctx, mc, bucket)
+			return now.End() > m.End()
+		})
+		if starts := localStarts(c.procs, "acked"); !allPastZero(starts) {
+			t.Fatalf("local log starts %v: offset 0 is on a disk, or a replica holds no log", starts)
+		}
+	})
+}
+
 // allPastZero reports whether every log start of starts is past offset 0.
 func allPastZero(starts []int64) bool {
 	return !slices.ContainsFunc(starts, func(s int64) bool { return s <= 0 })
