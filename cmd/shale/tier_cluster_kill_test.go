@@ -27,19 +27,7 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 	srv := miniotest.Start(t)
 	const bucket = "tiered-kill"
 	mc := srv.Client()
-	w := workload{
-		rounds: 1,
-		setup: func(p *brokerProc) {
-			p.objectStore, p.env = srv.URL(bucket, "")+"&create_bucket=true", miniotest.Env()
-			// Followers read the manifest, and every replica applies
-			// local retention, at this interval.
-			p.extra = []string{"--retention-check-interval", "200ms"}
-		},
-		configs: map[string]*string{"segment.bytes": ptr("16384"), "local.retention.bytes": ptr("32768"), "file.delete.delay.ms": ptr("1")},
-		// About 700 bytes a record, one to a batch: 23 to a segment.
-		keyBytes: 600,
-	}
-	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+	failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
 		trimmed := func() (bool, string) {
 			m, _ := readTierState(t, c.ctx, mc, bucket)
 			starts := localStarts(c.procs, "acked")
@@ -83,16 +71,7 @@ func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
 	srv := miniotest.Start(t)
 	const bucket = "tiered-outage-kill"
 	mc := srv.Client()
-	w := workload{
-		rounds: 1,
-		setup: func(p *brokerProc) {
-			p.objectStore, p.env = srv.URL(bucket, "")+"&create_bucket=true", miniotest.Env()
-			p.extra = []string{"--retention-check-interval", "200ms"}
-		},
-		configs:  map[string]*string{"segment.bytes": ptr("16384"), "local.retention.bytes": ptr("32768"), "file.delete.delay.ms": ptr("1")},
-		keyBytes: 600,
-	}
-	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+	failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
 		waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool {
 			m, _ := readTierState(t, c.ctx, mc, bucket)
 			return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked"))
@@ -122,6 +101,24 @@ func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
 			t.Fatalf("local log starts %v: offset 0 is on a disk, or a replica holds no log", starts)
 		}
 	})
+}
+
+// tieredKillWorkload is one round of the failover workload on srv's
+// bucket, with 16 KiB segments of which a replica keeps about two on its
+// disk once they are uploaded.
+func tieredKillWorkload(srv *miniotest.Server, bucket string) workload {
+	return workload{
+		rounds: 1,
+		setup: func(p *brokerProc) {
+			p.objectStore, p.env = srv.URL(bucket, "")+"&create_bucket=true", miniotest.Env()
+			// Followers read the manifest, and every replica applies
+			// local retention, at this interval.
+			p.extra = []string{"--retention-check-interval", "200ms"}
+		},
+		configs: map[string]*string{"segment.bytes": ptr("16384"), "local.retention.bytes": ptr("32768"), "file.delete.delay.ms": ptr("1")},
+		// About 700 bytes a record, one to a batch: 23 to a segment.
+		keyBytes: 600,
+	}
 }
 
 // allPastZero reports whether every log start of starts is past offset 0.
