@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // OpenOptions are the settings a URL does not carry.
@@ -19,6 +20,11 @@ type OpenOptions struct {
 	// slog's default).
 	Logger *slog.Logger
 }
+
+// createWait bounds Open's wait for the store's answers to create_bucket
+// (the request timeout, 30s by default, is for calls that need their
+// answer); a var so that tests can shorten it.
+var createWait = 3 * time.Second
 
 // Open opens the bucket a URL names:
 //
@@ -38,7 +44,10 @@ type OpenOptions struct {
 // the first upload. A store that cannot be reached (no answer, or a 5xx)
 // does not fail create_bucket: the bucket is created in the background as
 // soon as the store answers, as a broker's uploads wait for it too. An
-// answer refusing it (credentials, a bad name) fails Open.
+// answer refusing it (credentials, a bad name) fails Open. Open waits
+// createWait at most for the store's answers: a store that hangs
+// (accepts connections, answers nothing) must not hold up a broker's
+// start, which needs no bucket to take produce.
 func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -109,7 +118,10 @@ func Open(ctx context.Context, rawURL string, opts OpenOptions) (Bucket, error) 
 			return nil, err
 		}
 		if create {
-			if err := b.CreateBucket(ctx); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, createWait)
+			err := b.CreateBucket(cctx)
+			cancel()
+			if err != nil {
 				if !Unreachable(err) {
 					b.Close()
 					return nil, err

@@ -177,7 +177,9 @@ func TestOpenS3CreateBucketMakesAMissingBucketOnce(t *testing.T) {
 
 // A broker started while its store is down must still start: with
 // create_bucket=true, Open then succeeds and the bucket is made once the
-// store answers. A store that answers with a refusal still fails Open.
+// store answers; a store that hangs (frozen: connections accepted, nothing
+// answered) holds Open for createWait, not for the request timeout (30s).
+// A store that answers with a refusal still fails Open.
 func TestOpenS3CreateBucketWaitsForAStoreThatIsDown(t *testing.T) {
 	srv := miniotest.Start(t)
 	for _, kv := range miniotest.Env() {
@@ -185,31 +187,45 @@ func TestOpenS3CreateBucketWaitsForAStoreThatIsDown(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	ctx := context.Background()
-	const bucket = "made-later"
-	url := srv.URL(bucket, "p") + "&create_bucket=true"
-
-	srv.Kill()
-	b, err := objectstore.Open(ctx, url, objectstore.OpenOptions{})
-	if err != nil {
-		t.Fatalf("open with the store down: %v", err)
-	}
-	defer b.Close()
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ok, err := srv.Client().BucketExists(ctx, bucket)
-		if err == nil && ok {
-			break
+	for _, down := range []struct {
+		name     string
+		stop, up func() error
+	}{
+		{"killed", func() error { srv.Kill(); return nil }, srv.Restart},
+		{"frozen", func() error { srv.Pause(); return nil }, func() error { srv.Resume(); return nil }},
+	} {
+		bucket := "made-later-" + down.name
+		url := srv.URL(bucket, "p") + "&create_bucket=true"
+		if err := down.stop(); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bucket not made a minute after the store came back: %v %v", ok, err)
+		start := time.Now()
+		b, err := objectstore.Open(ctx, url, objectstore.OpenOptions{})
+		if err != nil {
+			t.Fatalf("open with the store %s: %v", down.name, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := b.Put(ctx, "k", strings.NewReader("v"), 1, objectstore.PutOptions{}); err != nil {
-		t.Fatalf("put once the bucket is made: %v", err)
+		defer b.Close()
+		// Far above createWait (3s), far below the request timeout.
+		if took := time.Since(start); took > 15*time.Second {
+			t.Fatalf("open with the store %s took %s", down.name, took)
+		}
+		if err := down.up(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			ok, err := srv.Client().BucketExists(ctx, bucket)
+			if err == nil && ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("store %s: bucket not made a minute after the store came back: %v %v", down.name, ok, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := b.Put(ctx, "k", strings.NewReader("v"), 1, objectstore.PutOptions{}); err != nil {
+			t.Fatalf("store %s: put once the bucket is made: %v", down.name, err)
+		}
 	}
 
 	// Wrong credentials: the store answers, and Open fails at once.
