@@ -59,7 +59,8 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 }
 
 // TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord is the test
-// above with MinIO killed first: a zone that loses the leader and the
+// above with MinIO down first, killed (connections refused) or frozen
+// with SIGSTOP (requests hang): a zone that loses the leader and the
 // object store together. Another replica takes over before it can read
 // the manifest and takes acks=all produce at once (it has run since the
 // topic was created, so its log holds everything the bucket does); the
@@ -69,38 +70,49 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 // order, from offset 0, the first of them from the bucket alone.
 func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
 	srv := miniotest.Start(t)
-	const bucket = "tiered-outage-kill"
 	mc := srv.Client()
-	failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
-		waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool {
-			m, _ := readTierState(t, c.ctx, mc, bucket)
-			return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked"))
+	for _, store := range []struct {
+		name     string
+		down, up func() error
+	}{
+		{"killed", func() error { srv.Kill(); return nil }, srv.Restart},
+		{"frozen", func() error { srv.Pause(); return nil }, func() error { srv.Resume(); return nil }},
+	} {
+		t.Run("store="+store.name, func(t *testing.T) {
+			bucket := "tiered-outage-kill-" + store.name
+			failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
+				waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool {
+					m, _ := readTierState(t, c.ctx, mc, bucket)
+					return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked"))
+				})
+				l := c.leader()
+				m, _ := readTierState(t, c.ctx, mc, bucket)
+				if err := store.down(); err != nil {
+					t.Fatal(err)
+				}
+				c.procs[l].kill(syscall.SIGKILL)
+				start := time.Now()
+				next := c.leaderOtherThan(l)
+				c.waitAcked(c.ackedCount() + 100)
+				t.Logf("store %s and leader %d killed with the manifest ending at %d; broker %d leads, 100 records acknowledged %s later with the store down",
+					store.name, l, m.End(), next, time.Since(start).Round(time.Millisecond))
+				startClusterBroker(t, c.procs[l])
+				c.waitISR(3)
+				c.waitAcked(c.ackedCount() + 50)
+				t.Logf("broker %d restarted and back in the ISR %s after the kill, the store still down", l, time.Since(start).Round(time.Millisecond))
+				if err := store.up(); err != nil {
+					t.Fatal(err)
+				}
+				waitUntil(t, "the new leader uploads past the manifest's end at the kill", func() bool {
+					now, _ := readTierState(t, c.ctx, mc, bucket)
+					return now.End() > m.End()
+				})
+				if starts := localStarts(c.procs, "acked"); !allPastZero(starts) {
+					t.Fatalf("local log starts %v: offset 0 is on a disk, or a replica holds no log", starts)
+				}
+			})
 		})
-		l := c.leader()
-		m, _ := readTierState(t, c.ctx, mc, bucket)
-		srv.Kill()
-		c.procs[l].kill(syscall.SIGKILL)
-		start := time.Now()
-		next := c.leaderOtherThan(l)
-		acked := c.ackedCount()
-		c.waitAcked(acked + 100)
-		t.Logf("store and leader %d killed with the manifest ending at %d; broker %d leads, 100 records acknowledged %s later with the store down",
-			l, m.End(), next, time.Since(start).Round(time.Millisecond))
-		startClusterBroker(t, c.procs[l])
-		c.waitISR(3)
-		c.waitAcked(c.ackedCount() + 50)
-		t.Logf("broker %d restarted and back in the ISR with the store still down", l)
-		if err := srv.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		waitUntil(t, "the new leader uploads past the manifest's end at the kill", func() bool {
-			now, _ := readTierState(t, c.ctx, mc, bucket)
-			return now.End() > m.End()
-		})
-		if starts := localStarts(c.procs, "acked"); !allPastZero(starts) {
-			t.Fatalf("local log starts %v: offset 0 is on a disk, or a replica holds no log", starts)
-		}
-	})
+	}
 }
 
 // tieredKillWorkload is one round of the failover workload on srv's
