@@ -477,7 +477,7 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	// may also come after the store committed. Look before failing
 	// (unless the caller gave up: then the outcome stays unknown).
 	if caller.Err() == nil {
-		if a, ok := b.wroteIt(key, putID); ok {
+		if a, ok := b.wroteIt(caller, key, putID); ok {
 			return a, nil
 		}
 	}
@@ -530,7 +530,8 @@ func readerAtBody(r io.Reader, size int64) (io.ReaderAt, int64, bool) {
 // (of partSize), Concurrency of them in flight, each PUT from a section
 // of ra (memory stays bounded by the HTTP buffers, whatever the size).
 // The condition goes on the completion, the only call of an upload that
-// takes one. A failed upload is aborted, even after ctx ends.
+// takes one. A failed upload is aborted, even after ctx ends (for
+// CleanupGrace then: a store that hangs must not hold up a shutdown).
 func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base, size int64, putID string, ifNoneMatch, ifMatch *string) (string, error) {
 	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(b.opts.Bucket), Key: aws.String(key),
@@ -541,7 +542,7 @@ func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base,
 	}
 	uploadID := created.UploadId
 	abort := func() {
-		actx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+		actx, cancel := CleanupContext(ctx, b.opts.RequestTimeout)
 		defer cancel()
 		_, _ = b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key), UploadId: uploadID})
 	}
@@ -608,10 +609,11 @@ func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base,
 }
 
 // wroteIt reports whether key holds the version the put with putID wrote
-// (one attempt: a store that cannot answer leaves the put failed, which
-// is the indeterminate outcome callers are told to re-read after).
-func (b *S3) wroteIt(key, putID string) (Attrs, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AttemptTimeout)
+// (one attempt, while the caller waits: a store that cannot answer leaves
+// the put failed, which is the indeterminate outcome callers are told to
+// re-read after).
+func (b *S3) wroteIt(caller context.Context, key, putID string) (Attrs, bool) {
+	ctx, cancel := context.WithTimeout(caller, b.opts.AttemptTimeout)
 	defer cancel()
 	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(key)},
 		func(o *s3.Options) { o.RetryMaxAttempts = 1 })

@@ -166,7 +166,7 @@ func (a *Archiver) UploadNext(ctx context.Context, epoch int32, limit int64) (in
 		failed = ups[n].err
 		for _, u := range ups[n+1:] {
 			if u.err == nil {
-				a.deleteQuietly(u.logKey, u.compKey)
+				a.deleteQuietly(ctx, u.logKey, u.compKey)
 			}
 		}
 	}
@@ -225,7 +225,7 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 		for _, u := range inflight {
 			<-u.done
 			if u.err == nil {
-				a.deleteQuietly(u.logKey, u.compKey)
+				a.deleteQuietly(ctx, u.logKey, u.compKey)
 			}
 		}
 		inflight = nil
@@ -467,7 +467,7 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 	}
 	for _, u := range ups {
 		if !slices.Contains(committed, u) {
-			a.deleteQuietly(u.logKey, u.compKey)
+			a.deleteQuietly(ctx, u.logKey, u.compKey)
 		}
 	}
 	if len(committed) > 0 {
@@ -510,7 +510,7 @@ func (a *Archiver) deleteUnnamed(ctx context.Context, ups []*upload) {
 		case ok && seg.ID == u.seg.ID:
 			// The newer leader's manifest names it: it is theirs now.
 		default:
-			a.deleteQuietly(u.logKey, u.compKey)
+			a.deleteQuietly(ctx, u.logKey, u.compKey)
 		}
 	}
 }
@@ -576,7 +576,7 @@ func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64
 	}
 	if err != nil {
 		// Not committed: nothing may name these objects.
-		a.deleteQuietly(u.logKey, u.compKey)
+		a.deleteQuietly(ctx, u.logKey, u.compKey)
 		return err
 	}
 	u.seg = seg
@@ -638,9 +638,12 @@ func (a *Archiver) put(ctx context.Context, key string, r io.Reader, size int64)
 }
 
 // deleteQuietly removes objects of an upload that will never be committed
-// (best effort: orphan cleanup catches what remains).
-func (a *Archiver) deleteQuietly(keys ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.CallTimeout)
+// (best effort: orphan cleanup catches what remains), going on for a
+// moment after ctx ends (objectstore.CleanupContext): a shutdown that
+// ends an upload to a store that hangs is not held up for the call
+// timeout.
+func (a *Archiver) deleteQuietly(ctx context.Context, keys ...string) {
+	ctx, cancel := objectstore.CleanupContext(ctx, a.cfg.CallTimeout)
 	defer cancel()
 	for _, k := range keys {
 		if err := a.cfg.Bucket.Delete(ctx, k); err != nil {

@@ -233,7 +233,7 @@ func (s *ManifestStore) commitLocked(ctx context.Context, epoch int32, mutate fu
 		// manifest naming a missing part.
 		written, err := s.writeSpills(ctx, next)
 		if err != nil {
-			s.deleteSpills(written)
+			s.deleteSpills(ctx, written)
 			return nil, err
 		}
 		data := EncodeManifest(next, false)
@@ -271,7 +271,7 @@ func (s *ManifestStore) commitLocked(ctx context.Context, epoch int32, mutate fu
 		// way keeps them: orphan cleanup removes them if it never
 		// lands.
 		if errors.Is(err, objectstore.ErrPreconditionFailed) || storedTag != etag {
-			s.deleteSpills(s.unnamedSpills(written, stored))
+			s.deleteSpills(ctx, s.unnamedSpills(written, stored))
 		}
 		switch {
 		case stored.LeaderEpoch > epoch:
@@ -335,12 +335,13 @@ func (s *ManifestStore) writeSpills(ctx context.Context, next *Manifest) ([]stri
 }
 
 // deleteSpills removes spilled parts no manifest names (best effort:
-// orphan cleanup removes what remains).
-func (s *ManifestStore) deleteSpills(keys []string) {
+// orphan cleanup removes what remains), for a moment after ctx ends
+// (objectstore.CleanupContext).
+func (s *ManifestStore) deleteSpills(ctx context.Context, keys []string) {
 	if len(keys) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := objectstore.CleanupContext(ctx, 30*time.Second)
 	defer cancel()
 	for _, k := range keys {
 		s.bucket.Delete(ctx, k)
