@@ -200,6 +200,19 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		}
 		return n
 	}
+	// ackedInOutage fails the test unless records are acknowledged past
+	// before within 15 s, while MinIO is still down (how: "down",
+	// "paused"; until: when it is over).
+	ackedInOutage := func(before int, how, until string) {
+		for wait := time.Now().Add(15 * time.Second); ackCount() == before && time.Now().Before(wait); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := ackCount() - before; n == 0 {
+			t.Errorf("the broker restarted while MinIO was %s acknowledged nothing in 15 s", how)
+		} else {
+			s.logf("  %d records acknowledged before MinIO %s", n, until)
+		}
+	}
 	stopProducing := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
@@ -341,14 +354,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			// Its logs reach the bucket's end (each partition's only
 			// replica, which uploads only what it fsynced): it takes
 			// produce before MinIO is back.
-			for wait := time.Now().Add(15 * time.Second); ackCount() == before && time.Now().Before(wait); {
-				time.Sleep(50 * time.Millisecond)
-			}
-			if n := ackCount() - before; n == 0 {
-				t.Errorf("the broker restarted while MinIO was down acknowledged nothing in 15 s")
-			} else {
-				s.logf("  %d records acknowledged before MinIO was back", n)
-			}
+			ackedInOutage(before, "down", "was back")
 			s.restartMinIO()
 			if err := <-errc; err != nil {
 				// It needs no bucket to start (objectstore.Open gives
@@ -372,14 +378,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			errc := make(chan error, 1)
 			go func() { errc <- launchBroker(p, 20*time.Second) }()
 			time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond)
-			for wait := time.Now().Add(15 * time.Second); ackCount() == before && time.Now().Before(wait); {
-				time.Sleep(50 * time.Millisecond)
-			}
-			if n := ackCount() - before; n == 0 {
-				t.Errorf("the broker restarted while MinIO was paused acknowledged nothing in 15 s")
-			} else {
-				s.logf("  %d records acknowledged before MinIO thawed", n)
-			}
+			ackedInOutage(before, "paused", "thawed")
 			srv.Resume()
 			if err := <-errc; err != nil {
 				t.Errorf("the broker did not start while MinIO was paused: %.300s", err)
