@@ -23,8 +23,8 @@ type OpenOptions struct {
 
 // createWait bounds Open's wait for the store's answers to create_bucket
 // (the request timeout, 30s by default, is for calls that need their
-// answer); a var so that tests can shorten it.
-var createWait = 3 * time.Second
+// answer).
+const createWait = 3 * time.Second
 
 // Open opens the bucket a URL names:
 //
