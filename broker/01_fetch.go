@@ -32,6 +32,9 @@ type fetchOp struct {
 	targetBuf [4]fetchTarget
 	// planBuf is the plan, in the same allocation.
 	planBuf fetchPlan
+	// remoteUntil is when the fetch stops waiting for remote reads
+	// (RemoteFetchMaxWait from its first one; zero before it).
+	remoteUntil time.Time
 }
 
 type fetchTarget struct {
@@ -375,7 +378,15 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	}
 	if p.tier != nil && sp.fetchOffset < log.LocalLogStartOffset() {
 		// Below the local log: the object store has it.
-		data, err := p.tier.remoteRead(sp.fetchOffset, int(max), upper, first)
+		if op.remoteUntil.IsZero() {
+			op.remoteUntil = time.Now().Add(op.b.tier.cfg.RemoteFetchMaxWait)
+		}
+		data, err := p.tier.remoteRead(p, sp.fetchOffset, int(max), upper, first, op.remoteUntil)
+		if errors.Is(err, errRemotePending) {
+			// Answered without records: the read goes on, and wakes
+			// this fetch if it waits (a long poll) when it ends.
+			return nil
+		}
 		if err != nil || data.Bufs != nil {
 			fp.remote = data
 			return err

@@ -403,6 +403,18 @@ func (p *partition) cancelHW(w *hwWait) bool {
 
 // watch registers w to be woken on the next change. Registration is one
 // shot: a woken waiter re-registers before it looks again.
+// wakeReaders wakes the fetches waiting on the partition, as an append
+// does, but not what waits for the high watermark: a remote read they may
+// wait for has ended.
+func (p *partition) wakeReaders() {
+	p.mu.Lock()
+	for w := range p.mu.waiters {
+		w.wake()
+		delete(p.mu.waiters, w)
+	}
+	p.mu.Unlock()
+}
+
 func (p *partition) watch(w *waiter) {
 	p.mu.Lock()
 	p.mu.waiters[w] = struct{}{}

@@ -43,9 +43,15 @@ type TieringConfig struct {
 	// that land there late (default 3 OrphanGrace). Later ones go at the
 	// broker's next start.
 	DeletedTopicWatch time.Duration
-	// FetchTimeout bounds one remote read serving a fetch (default 10s);
-	// past it the fetch gets a retriable KAFKA_STORAGE_ERROR.
+	// FetchTimeout bounds one remote read serving fetches (default 10s);
+	// past it the next fetch at its offset gets a retriable
+	// KAFKA_STORAGE_ERROR.
 	FetchTimeout time.Duration
+	// RemoteFetchMaxWait is how long a fetch waits for a remote read
+	// before it is answered without that partition's records (default
+	// 500ms, Kafka's remote.fetch.max.wait.ms); the read goes on, and the
+	// next fetch at its offset takes its result (remoteFetch).
+	RemoteFetchMaxWait time.Duration
 	// Fault is a test hook called at the fault points of every upload
 	// (tiering.ArchiverConfig.Fault); nil outside crash tests.
 	Fault func(point string)
@@ -63,6 +69,9 @@ func (c *TieringConfig) ensureDefaults() {
 	}
 	if c.FetchTimeout <= 0 {
 		c.FetchTimeout = 10 * time.Second
+	}
+	if c.RemoteFetchMaxWait <= 0 {
+		c.RemoteFetchMaxWait = 500 * time.Millisecond
 	}
 }
 
@@ -171,6 +180,13 @@ type partitionTier struct {
 		at map[int64]time.Time // base offset -> seal time
 	}
 
+	// reads holds the remote reads at most one fetch waited for, by
+	// offset, until a fetch takes their result (remoteFetch).
+	reads struct {
+		sync.Mutex
+		at map[int64]*remoteFetch
+	}
+
 	mu struct {
 		sync.Mutex
 		cancel context.CancelFunc
@@ -182,6 +198,7 @@ func (s *tierService) newPartitionTier(topic string, id [16]byte, index int32) *
 	part := tiering.Partition{Topic: topic, TopicID: id, Index: index}
 	t := &partitionTier{svc: s, part: part, store: tiering.NewManifestStore(s.bucket, s.layout.ManifestKey(part), nil), wake: make(chan struct{}, 1)}
 	t.gate.Store(newReadyGate())
+	t.reads.at = map[int64]*remoteFetch{}
 	return t
 }
 
@@ -634,27 +651,6 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 			}
 		}
 	}()
-}
-
-// remoteRead serves a fetch below the local log start from the object
-// store; the caller releases the data. Empty data and no error: the remote
-// log does not hold offset (the local one does, or neither).
-func (t *partitionTier) remoteRead(offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (tiering.Data, error) {
-	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
-	data, err := t.svc.reader.ReadShared(ctx, t.part, t.manifest(), offset, maxBytes, maxOffset, minOneBatch)
-	if errors.Is(err, tiering.ErrOutOfRange) {
-		return tiering.Data{}, fmt.Errorf("%w: %w", localseg.ErrOffsetOutOfRange, err)
-	}
-	if err != nil && t.svc.b.ctx.Err() == nil {
-		// The consumer only sees KAFKA_STORAGE_ERROR: the cause goes to
-		// the log, once in a while per partition.
-		now := time.Now().UnixNano()
-		if last := t.readWarned.Load(); now-last >= int64(remoteReadWarnEvery) && t.readWarned.CompareAndSwap(last, now) {
-			t.svc.b.log.Warn("remote read failed; the fetch gets a retriable KAFKA_STORAGE_ERROR", "topic", t.part.Topic, "partition", t.part.Index, "offset", offset, "err", err)
-		}
-	}
-	return data, err
 }
 
 // remoteReadWarnEvery bounds the warnings of a partition's failed remote

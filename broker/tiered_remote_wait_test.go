@@ -1,0 +1,185 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+)
+
+// fetchAt is one partition (0) of a fetch: its topic and offset.
+type fetchAt struct {
+	topic  string
+	id     [16]byte
+	offset int64
+}
+
+// fetchedPart is what a fetch answered for one partition.
+type fetchedPart struct {
+	code  int16
+	bytes int
+}
+
+// fetchParts sends one fetch of the partitions at, waiting up to maxWait
+// for a byte, and returns what each got (in the order asked) and how long
+// the answer took.
+func fetchParts(cl *kgo.Client, maxWait time.Duration, at ...fetchAt) ([]fetchedPart, time.Duration, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis = int32(maxWait / time.Millisecond)
+	req.MinBytes = 1
+	req.MaxBytes = 4 << 20
+	for _, a := range at {
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = a.topic, a.id
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.FetchOffset = a.offset
+		rp.PartitionMaxBytes = 1 << 20
+		rp.CurrentLeaderEpoch = -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	resp, err := req.RequestWith(ctx, cl)
+	took := time.Since(start)
+	if err != nil {
+		return nil, took, err
+	}
+	// The client sends the newest version both sides know: topics are
+	// named by their IDs in the answer.
+	got := map[[16]byte]fetchedPart{}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			got[rt.TopicID] = fetchedPart{code: rp.ErrorCode, bytes: len(rp.RecordBatches)}
+		}
+	}
+	out := make([]fetchedPart, len(at))
+	for i, a := range at {
+		p, ok := got[a.id]
+		if !ok {
+			return nil, took, fmt.Errorf("the answer has no partition of %s", a.topic)
+		}
+		out[i] = p
+	}
+	return out, took, nil
+}
+
+// startStoreWaitBroker starts a tiered broker on fb whose remote reads may
+// take a minute (longer than any wait below), with one tiered topic "cold"
+// whose first records are in the bucket alone and one topic "hot" with
+// records on disk; it returns the two partitions at offset 0.
+func startStoreWaitBroker(t *testing.T, fb *faulty.Bucket, fetchTimeout time.Duration) (*brokertest.Broker, fetchAt, fetchAt) {
+	t.Helper()
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: fb, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			FetchTimeout: fetchTimeout}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+	createTieredTopic(t, b, "cold")
+	produceTiered(t, b, "cold", 600)
+	createTieredTopic(t, b, "hot")
+	produceTiered(t, b, "hot", 5)
+	cl := b.Client()
+	waitFor(t, "the cold topic's first records to leave the disk", 30*time.Second, func() bool {
+		return listOffset(t, cl, "cold", -4) > 0
+	})
+	return b, fetchAt{topic: "cold", id: topicIDOf(t, cl, "cold")}, fetchAt{topic: "hot", id: topicIDOf(t, cl, "hot")}
+}
+
+// TestAStoreThatHangsHoldsNoOtherPartitionOfAFetch: a fetch of a cold
+// partition and a hot one, while the object store has gone silent, is
+// answered within remote.fetch.max.wait.ms with the hot partition's
+// records and none of the cold one's, not after the remote read's
+// timeout. Once that read fails, the next fetch of the cold partition gets
+// a retriable KAFKA_STORAGE_ERROR at once; once the store answers again,
+// the cold records come.
+func TestAStoreThatHangsHoldsNoOtherPartitionOfAFetch(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	const fetchTimeout = 4 * time.Second
+	b, cold, hot := startStoreWaitBroker(t, fb, fetchTimeout)
+	stall := fb.Add(faulty.Rule{Op: faulty.Get, Stall: true})
+	cl := b.Client()
+
+	began := time.Now()
+	got, took, err := fetchParts(cl, 100*time.Millisecond, cold, hot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took >= fetchTimeout/2 {
+		t.Fatalf("the fetch took %v: the silent store held it (remote reads time out after %v)", took, fetchTimeout)
+	}
+	if got[0].code != 0 || got[0].bytes != 0 {
+		t.Fatalf("the cold partition, with the store silent: error %d, %d bytes; want no error and no records yet", got[0].code, got[0].bytes)
+	}
+	if got[1].code != 0 || got[1].bytes == 0 {
+		t.Fatalf("the hot partition: error %d, %d bytes", got[1].code, got[1].bytes)
+	}
+	if stall.Fired() == 0 {
+		t.Fatal("the cold read never reached the store")
+	}
+
+	// The read the first fetch left goes on until its timeout; then a
+	// fetch of the cold partition learns it failed, at once.
+	var code int16
+	waitFor(t, "a fetch to report the failed remote read", 3*fetchTimeout, func() bool {
+		got, took, err := fetchParts(cl, 100*time.Millisecond, cold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took >= fetchTimeout/2 {
+			t.Fatalf("a fetch of the cold partition took %v", took)
+		}
+		code = got[0].code
+		return code != 0
+	})
+	if code != kerr.KafkaStorageError.Code {
+		t.Fatalf("the failed remote read: error %d, want KAFKA_STORAGE_ERROR", code)
+	}
+	if d := time.Since(began); d < fetchTimeout {
+		t.Fatalf("the failure came %v after the read began, before its timeout", d)
+	}
+
+	stall.Remove()
+	waitFor(t, "the cold records, the store back", 3*fetchTimeout, func() bool {
+		got, _, err := fetchParts(cl, 100*time.Millisecond, cold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0].code == 0 && got[0].bytes > 0
+	})
+}
+
+// TestASlowRemoteReadAnswersALongPollWhenItEnds: a fetch that waits for
+// records (a long poll) and whose cold read outlasts
+// remote.fetch.max.wait.ms is answered when the read ends, with its
+// records, not at the end of the poll.
+func TestASlowRemoteReadAnswersALongPollWhenItEnds(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	b, cold, _ := startStoreWaitBroker(t, fb, time.Minute)
+	const slow = 1500 * time.Millisecond
+	fb.Add(faulty.Rule{Op: faulty.Get, Latency: slow})
+	const poll = 30 * time.Second
+	got, took, err := fetchParts(b.Client(), poll, cold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].code != 0 || got[0].bytes == 0 {
+		t.Fatalf("the cold partition: error %d, %d bytes", got[0].code, got[0].bytes)
+	}
+	if took < slow {
+		t.Fatalf("answered in %v, before the store could (%v a GET)", took, slow)
+	}
+	if took >= poll/2 {
+		t.Fatalf("answered in %v: the long poll was not woken when the remote read ended", took)
+	}
+}
