@@ -24,6 +24,8 @@ const (
 
 func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	remote, cancel := b.remoteLookups(r.ctx())
+	defer cancel()
 	for _, rt := range req.Topics {
 		st := kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
@@ -46,7 +48,7 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
 			} else {
-				listOffset(r.ctx(), p, req, &rp, &sp)
+				listOffset(r.ctx(), remote, p, req, &rp, &sp)
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}
@@ -55,7 +57,9 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 	return resp
 }
 
-func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
+// listOffset answers one partition of a ListOffsets: ctx bounds its
+// local lookups, remote those in the object store.
+func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsetsRequest, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
 	log := p.log
 	// Clients see up to the high watermark (or the last stable offset for
 	// read_committed); followers (replica id >= 0) see the whole log.
@@ -68,20 +72,20 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 	switch rp.Timestamp {
 	case listLatest:
 		sp.Offset = upper
-		sp.LeaderEpoch = epochAt(p, upper-1)
+		sp.LeaderEpoch = epochAt(remote, p, upper-1)
 	case listEarliest:
 		sp.Offset = p.logStartOffset()
-		sp.LeaderEpoch = epochAt(p, sp.Offset)
+		sp.LeaderEpoch = epochAt(remote, p, sp.Offset)
 	case listEarliestLocal:
 		sp.Offset = log.LocalLogStartOffset()
-		sp.LeaderEpoch = epochAt(p, sp.Offset)
+		sp.LeaderEpoch = epochAt(remote, p, sp.Offset)
 	case listLatestTiered:
 		// The last offset in the object store; -1 without an epoch
 		// when nothing is, as Kafka answers.
 		if p.tier != nil {
 			if m := p.tier.manifest(); m.SegmentCount() > 0 {
 				sp.Offset = m.End() - 1
-				sp.LeaderEpoch = epochAt(p, sp.Offset)
+				sp.LeaderEpoch = epochAt(remote, p, sp.Offset)
 			}
 		}
 	case listMaxTimestamp:
@@ -93,7 +97,7 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 			// the remote log's own answer counts only the records at
 			// or above its start.
 			if rts := p.tier.manifest().MaxTimestamp(); rts >= 0 && (!ok || rts >= ts) {
-				if roff, rts, repoch, rok, rerr := p.tier.maxTimestamp(ctx); rerr != nil || (rok && (!ok || rts >= ts)) {
+				if roff, rts, repoch, rok, rerr := p.tier.maxTimestamp(remote); rerr != nil || (rok && (!ok || rts >= ts)) {
 					off, ts, epoch, ok, err = roff, rts, repoch, rok, rerr
 				}
 			}
@@ -114,7 +118,7 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 		var err error
 		if p.tier != nil {
 			// Remote offsets come first: look there before the disk.
-			off, ts, epoch, ok, err = p.tier.offsetForTimestamp(ctx, rp.Timestamp)
+			off, ts, epoch, ok, err = p.tier.offsetForTimestamp(remote, rp.Timestamp)
 		}
 		if !ok && err == nil {
 			off, ts, epoch, ok, err = log.OffsetForTimestamp(ctx, rp.Timestamp)
@@ -129,9 +133,9 @@ func listOffset(ctx context.Context, p *partition, req *kmsg.ListOffsetsRequest,
 
 // epochAt is the leader epoch that wrote offset, from the leader-epoch
 // checkpoint (-1 when unknown).
-func epochAt(p *partition, offset int64) int32 {
+func epochAt(ctx context.Context, p *partition, offset int64) int32 {
 	if p.tier != nil && offset < p.log.LocalLogStartOffset() {
-		if e, ok := p.tier.epochAt(offset); ok {
+		if e, ok := p.tier.epochAt(ctx, offset); ok {
 			return e
 		}
 	}

@@ -13,6 +13,8 @@ func init() {
 // tail.
 func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeaderEpochRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+	remote, cancel := b.remoteLookups(r.ctx())
+	defer cancel()
 	for _, rt := range req.Topics {
 		st := kmsg.NewOffsetForLeaderEpochResponseTopic()
 		st.Topic = rt.Topic
@@ -30,7 +32,7 @@ func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeader
 				ok    bool
 			)
 			if err == nil {
-				epoch, end, ok, err = p.endOffsetForEpoch(rp.LeaderEpoch)
+				epoch, end, ok, err = p.endOffsetForEpoch(remote, rp.LeaderEpoch)
 			}
 			switch {
 			case err != nil:

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"time"
@@ -218,7 +219,9 @@ func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) (replication.EndOffse
 	if local := p.log.Epochs(); len(local) > 0 && lastFetchedEpoch >= local[0].Epoch {
 		return p.log.EndOffsetForEpoch, nil
 	}
-	e, end, ok, err := p.endOffsetForEpoch(lastFetchedEpoch)
+	ctx, cancel := context.WithTimeout(p.tier.svc.b.ctx, p.tier.svc.cfg.FetchTimeout)
+	defer cancel()
+	e, end, ok, err := p.endOffsetForEpoch(ctx, lastFetchedEpoch)
 	if err != nil {
 		return nil, err
 	}

@@ -653,6 +653,19 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 	}()
 }
 
+// remoteLookups bounds the object store reads of one request that looks
+// offsets or epochs up (ListOffsets, OffsetForLeaderEpoch): FetchTimeout
+// for all its partitions together, not for each, so that a store that
+// hangs fails the request's cold partitions within one timeout, before
+// clients give up on the request (franz-go after 10 s, Java's after 30 s),
+// not after one timeout per partition.
+func (b *Broker) remoteLookups(ctx context.Context) (context.Context, context.CancelFunc) {
+	if b.tier == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.tier.cfg.FetchTimeout)
+}
+
 // remoteReadWarnEvery bounds the warnings of a partition's failed remote
 // reads: a store that is down fails every fetch of every consumer.
 const remoteReadWarnEvery = 10 * time.Second
@@ -811,13 +824,15 @@ func (p *partition) followerRestoreFromBucket(ctx context.Context, leader, leade
 // follower would keep a divergent tail. So an error, not the local answer,
 // while the leader has not read its manifest (it may be empty or a
 // follower's old copy) or when the remote history cannot be read.
-func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool, error) {
+//
+// ctx bounds the reads of the object store.
+func (p *partition) endOffsetForEpoch(ctx context.Context, epoch int32) (int32, int64, bool, error) {
 	if p.tier != nil && epoch >= 0 {
 		if local := p.log.Epochs(); len(local) == 0 || epoch < local[0].Epoch {
 			if err := p.checkTierReady(); err != nil {
 				return -1, -1, false, err
 			}
-			e, end, ok, err := p.tier.endOffsetForEpoch(epoch, local, p.log.LogEndOffset())
+			e, end, ok, err := p.tier.endOffsetForEpoch(ctx, epoch, local, p.log.LogEndOffset())
 			if err != nil {
 				return -1, -1, false, err
 			}
@@ -837,9 +852,7 @@ func (p *partition) endOffsetForEpoch(epoch int32) (int32, int64, bool, error) {
 // endOffsetForEpoch finds where epoch (or the latest one before it) ended,
 // from the remote epochs followed by the local ones; not ok when the
 // remote log records no epoch.
-func (t *partitionTier) endOffsetForEpoch(epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool, error) {
-	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
+func (t *partitionTier) endOffsetForEpoch(ctx context.Context, epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool, error) {
 	remote, err := tiering.RemoteEpochs(ctx, t.svc.reader, t.part, t.manifest())
 	if err != nil {
 		if !errors.Is(err, tiering.ErrUnavailable) && !errors.Is(err, tiering.ErrCorrupt) {
@@ -884,9 +897,7 @@ func replicationEndOffset(entries []localseg.EpochEntry, epoch int32, logEnd int
 
 // epochAt is the leader epoch that wrote a remote offset, from the
 // manifest entry holding it.
-func (t *partitionTier) epochAt(offset int64) (int32, bool) {
-	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
+func (t *partitionTier) epochAt(ctx context.Context, offset int64) (int32, bool) {
 	seg, ok, err := tiering.FindSegment(ctx, t.svc.reader, t.part, t.manifest(), offset)
 	if err != nil || !ok || offset < seg.BaseOffset {
 		return -1, false
@@ -908,8 +919,6 @@ func (t *partitionTier) offsetForTimestamp(ctx context.Context, ts int64) (int64
 	if m.MaxTimestamp() < ts {
 		return 0, 0, 0, false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
 	return t.svc.reader.OffsetForTimestamp(ctx, t.part, m, ts)
 }
 
@@ -917,8 +926,6 @@ func (t *partitionTier) offsetForTimestamp(ctx context.Context, ts int64) (int64
 // first remote record at or above the log start with the largest
 // timestamp (ok false when none is).
 func (t *partitionTier) maxTimestamp(ctx context.Context) (int64, int64, int32, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
 	return t.svc.reader.MaxTimestampRecord(ctx, t.part, t.manifest())
 }
 

@@ -118,7 +118,7 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 	if ans, err := p.followerFetch(2, 3, 600, 0, 1, time.Now()); err != nil || ans.Diverging {
 		t.Fatalf("follower at 600 in epoch 1: %+v, %v; want accepted", ans, err)
 	}
-	if e, end, ok, err := p.endOffsetForEpoch(1); err != nil || !ok || e != 1 || end != 600 {
+	if e, end, ok, err := p.endOffsetForEpoch(context.Background(), 1); err != nil || !ok || e != 1 || end != 600 {
 		t.Fatalf("end of epoch 1: %d, %d, %v, %v; want 1, 600", e, end, ok, err)
 	}
 }
@@ -136,14 +136,14 @@ func TestLeaderFindsAFollowersDivergenceInRemoteEpochs(t *testing.T) {
 func TestLeaderWithoutItsRemoteEpochsDecidesNoDivergence(t *testing.T) {
 	t.Run("manifest not read yet", func(t *testing.T) {
 		p, tier := divergenceCase(t, objectstore.NewMem(), false)
-		if _, _, _, err := p.endOffsetForEpoch(1); !errors.Is(err, errNotLeader) {
+		if _, _, _, err := p.endOffsetForEpoch(context.Background(), 1); !errors.Is(err, errNotLeader) {
 			t.Fatalf("end of epoch 1 before the manifest is read: %v; want a retriable NOT_LEADER", err)
 		}
 		if ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now()); !errors.Is(err, errNotLeader) {
 			t.Fatalf("follower at 620 in epoch 1 before the manifest is read: %+v, %v; want a retriable NOT_LEADER", ans, err)
 		}
 		// Epochs the local log holds need no manifest.
-		if e, end, ok, err := p.endOffsetForEpoch(3); err != nil || !ok || e != 3 || end != 700 {
+		if e, end, ok, err := p.endOffsetForEpoch(context.Background(), 3); err != nil || !ok || e != 3 || end != 700 {
 			t.Fatalf("end of epoch 3: %d, %d, %v, %v; want 3, 700", e, end, ok, err)
 		}
 		if _, err := tier.store.Load(context.Background()); err != nil {
@@ -160,7 +160,7 @@ func TestLeaderWithoutItsRemoteEpochsDecidesNoDivergence(t *testing.T) {
 			t.Fatal(err)
 		}
 		tier.ready.Store(true)
-		if _, _, _, err := p.endOffsetForEpoch(1); kafkaError(err) != kerr.KafkaStorageError.Code {
+		if _, _, _, err := p.endOffsetForEpoch(context.Background(), 1); kafkaError(err) != kerr.KafkaStorageError.Code {
 			t.Fatalf("end of epoch 1 with its spilled part unreadable: %v; want KAFKA_STORAGE_ERROR", err)
 		}
 		if ans, err := p.followerFetch(2, 3, 620, 0, 1, time.Now()); kafkaError(err) != kerr.KafkaStorageError.Code {

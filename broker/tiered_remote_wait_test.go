@@ -183,3 +183,64 @@ func TestASlowRemoteReadAnswersALongPollWhenItEnds(t *testing.T) {
 		t.Fatalf("answered in %v: the long poll was not woken when the remote read ended", took)
 	}
 }
+
+// TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce: a ListOffsets by
+// timestamp of several partitions whose records are in the bucket alone,
+// while the store has gone silent, fails them all with a retriable
+// KAFKA_STORAGE_ERROR within one remote read timeout. Each partition
+// waited a timeout of its own, one after another: four partitions at 10 s
+// outlasted every client's request timeout, so the client never got an
+// answer, only a connection to drop and the same wait again.
+func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	const fetchTimeout = 2 * time.Second
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: fb, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
+			FetchTimeout: fetchTimeout}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
+	topics := []string{"c0", "c1", "c2", "c3"}
+	for _, topic := range topics {
+		createTieredTopic(t, b, topic)
+		produceTiered(t, b, topic, 600)
+	}
+	cl := b.Client()
+	waitFor(t, "every topic's first records to leave the disk", 30*time.Second, func() bool {
+		for _, topic := range topics {
+			if listOffset(t, cl, topic, -4) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	stall := fb.Add(faulty.Rule{Op: faulty.Get, Stall: true})
+
+	req := kmsg.NewPtrListOffsetsRequest()
+	for _, topic := range topics {
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Timestamp = 0 // the first record: in the bucket
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+	}
+	start := time.Now()
+	resp, err := req.RequestWith(testCtx(t), cl)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stall.Fired() == 0 {
+		t.Fatal("the lookups never reached the store")
+	}
+	if took >= 2*fetchTimeout {
+		t.Fatalf("the ListOffsets took %v: a remote timeout (%v) a partition", took, fetchTimeout)
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != kerr.KafkaStorageError.Code {
+				t.Errorf("%s: error %d, offset %d; want KAFKA_STORAGE_ERROR", rt.Topic, rp.ErrorCode, rp.Offset)
+			}
+		}
+	}
+}
