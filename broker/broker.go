@@ -326,6 +326,12 @@ func (c *Config) describe() []describedEntry {
 		{"max.broker.partitions", strconv.FormatInt(c.MaxBrokerPartitions, 10), kmsg.ConfigTypeLong},
 		{"default.replication.factor", strconv.Itoa(int(c.DefaultReplicationFactor)), kmsg.ConfigTypeInt},
 		{"log.retention.check.interval.ms", strconv.FormatInt(c.LogRetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong},
+		{"remote.log.storage.system.enable", strconv.FormatBool(c.Tiering.Bucket != nil), kmsg.ConfigTypeBoolean},
+	}
+	if c.Tiering.Bucket != nil {
+		tc := c.Tiering
+		tc.ensureDefaults()
+		entries = append(entries, describedEntry{"remote.fetch.max.wait.ms", strconv.FormatInt(tc.RemoteFetchMaxWait.Milliseconds(), 10), kmsg.ConfigTypeInt})
 	}
 	for _, def := range topicConfigDefs {
 		if def.synonym == "" {

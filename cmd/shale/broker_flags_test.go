@@ -10,10 +10,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 )
 
-// The connection limits and the replica selector reach the broker from
-// flags or SHALE_* variables, as DescribeConfigs of the broker shows.
+// The connection limits, the replica selector and the remote fetch wait
+// reach the broker from flags or SHALE_* variables, as DescribeConfigs of
+// the broker shows.
 func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
-	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_REPLICA_SELECTOR=leader")
+	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_REPLICA_SELECTOR=leader", "SHALE_REMOTE_FETCH_MAX_WAIT=250ms")
 	adm := kadm.NewClient(p.client())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -29,7 +30,8 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 	for _, c := range rc.Configs {
 		got[c.Key] = c.MaybeValue()
 	}
-	for k, want := range map[string]string{"max.connections": "50", "max.connections.per.ip": "20", "replica.selector.class": ""} {
+	for k, want := range map[string]string{"max.connections": "50", "max.connections.per.ip": "20", "replica.selector.class": "",
+		"remote.log.storage.system.enable": "true", "remote.fetch.max.wait.ms": "250"} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %q (present %v), want %q", k, v, ok, want)
 		}
@@ -44,6 +46,7 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--replica-selector", "nearest"}, "--replica-selector \"nearest\""},
 		{[]string{"--max-connections", "0"}, "--max-connections 0"},
 		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1"},
+		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s"},
 	} {
 		for _, sub := range []string{"dev", "broker"} {
 			args := append([]string{sub, "--data-dir", t.TempDir(), "--kafka-addr", freeAddr(t), "--http-addr", freeAddr(t)}, tc.args...)

@@ -58,6 +58,7 @@ type brokerFlags struct {
 	objectStore       string
 	remoteCache       int64
 	remoteChunk       int64
+	remoteFetchWait   time.Duration
 	pprof             bool
 }
 
@@ -82,6 +83,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.objectStore, "object-store", "", "object store for tiered storage: s3://BUCKET[/PREFIX]?endpoint=...&region=..., file:///ABS/PATH, mem:// or none (dev default: file://DATA-DIR/objects)")
 	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
 	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
+	fs.DurationVar(&f.remoteFetchWait, "remote-fetch-max-wait", 500*time.Millisecond, "how long a fetch waits for a read of the object store before it is answered without that partition's records; the read goes on for the next fetch (remote.fetch.max.wait.ms)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address (with mutex and block profiles sampled)")
 }
 
@@ -92,6 +94,9 @@ func (f *brokerFlags) check() error {
 	}
 	if f.maxConnsPerIP < 0 {
 		return fmt.Errorf("--max-connections-per-ip %d: 0 (no limit) or more", f.maxConnsPerIP)
+	}
+	if f.remoteFetchWait <= 0 {
+		return fmt.Errorf("--remote-fetch-max-wait %v: more than 0", f.remoteFetchWait)
 	}
 	sel, ok := replicaSelectors[f.replicaSelector]
 	if !ok {
@@ -128,6 +133,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.TopicDefaults = f.topicDefaults
 	c.Tiering.CacheBytes = f.remoteCache
 	c.Tiering.ChunkBytes = f.remoteChunk
+	c.Tiering.RemoteFetchMaxWait = f.remoteFetchWait
 }
 
 // openObjectStore opens the --object-store bucket; "none" means no tiered
