@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -23,6 +24,10 @@ func init() {
 // reports is true of every live replica; past the request's timeout the
 // partition gets REQUEST_TIMED_OUT (its log start has moved all the same).
 func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) kmsg.Response {
+	// The manifest commits go on if the client goes away: a commit
+	// cut short leaves its outcome unknown until the next one.
+	remote, cancel := b.remoteLookups(b.ctx)
+	defer cancel()
 	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	type pending struct {
 		p        *partition
@@ -46,7 +51,7 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 			}
 			var required int64
 			if err == nil {
-				required, err = deleteRecords(p, rp.Offset)
+				required, err = deleteRecords(remote, p, rp.Offset)
 			}
 			if err != nil {
 				sp.ErrorCode = kafkaError(err)
@@ -144,8 +149,9 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 }
 
 // deleteRecords moves p's log start to offset (-1: the high watermark) and
-// returns the offset the records are deleted up to.
-func deleteRecords(p *partition, offset int64) (int64, error) {
+// returns the offset the records are deleted up to; ctx bounds the
+// manifest's commit in the object store.
+func deleteRecords(ctx context.Context, p *partition, offset int64) (int64, error) {
 	hw := p.highWatermark()
 	if offset == -1 {
 		offset = hw
@@ -164,7 +170,7 @@ func deleteRecords(p *partition, offset int64) (int64, error) {
 		}
 		if p.tier.manifest().Start() >= 0 {
 			_, epoch := p.leaderState()
-			if err := p.tier.setLogStart(epoch, offset); err != nil {
+			if err := p.tier.setLogStart(ctx, epoch, offset); err != nil {
 				return 0, err
 			}
 		}

@@ -653,8 +653,9 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 	}()
 }
 
-// remoteLookups bounds the object store reads of one request that looks
-// offsets or epochs up (ListOffsets, OffsetForLeaderEpoch): FetchTimeout
+// remoteLookups bounds the object store calls of one request that looks
+// offsets or epochs up (ListOffsets, OffsetForLeaderEpoch) or moves log
+// starts (DeleteRecords): FetchTimeout
 // for all its partitions together, not for each, so that a store that
 // hangs fails the request's cold partitions within one timeout, before
 // clients give up on the request (franz-go after 10 s, Java's after 30 s),
@@ -932,9 +933,7 @@ func (t *partitionTier) maxTimestamp(ctx context.Context) (int64, int64, int32, 
 // setLogStart records a DeleteRecords in the manifest: the remote log
 // start moves to offset (never back). Remote retention then deletes the
 // objects wholly below it.
-func (t *partitionTier) setLogStart(epoch int32, offset int64) error {
-	ctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
-	defer cancel()
+func (t *partitionTier) setLogStart(ctx context.Context, epoch int32, offset int64) error {
 	_, err := t.store.Commit(ctx, epoch, func(m *tiering.Manifest) error {
 		m.LogStartOffset = max(m.LogStartOffset, min(offset, m.End()))
 		return nil

@@ -184,16 +184,11 @@ func TestASlowRemoteReadAnswersALongPollWhenItEnds(t *testing.T) {
 	}
 }
 
-// TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce: a ListOffsets by
-// timestamp of several partitions whose records are in the bucket alone,
-// while the store has gone silent, fails them all with a retriable
-// KAFKA_STORAGE_ERROR within one remote read timeout. Each partition
-// waited a timeout of its own, one after another: four partitions at 10 s
-// outlasted every client's request timeout, so the client never got an
-// answer, only a connection to drop and the same wait again.
-func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
-	fb := faulty.New(objectstore.NewMem())
-	const fetchTimeout = 2 * time.Second
+// startColdTopics starts a tiered broker on fb whose remote calls time out
+// after fetchTimeout, with four tiered topics whose first records are in
+// the bucket alone; it returns a client and the topics.
+func startColdTopics(t *testing.T, fb *faulty.Bucket, fetchTimeout time.Duration) (*kgo.Client, []string) {
+	t.Helper()
 	b := brokertest.Start(t, func(c *broker.Config) {
 		c.Tiering = broker.TieringConfig{Bucket: fb, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20,
 			FetchTimeout: fetchTimeout}
@@ -213,6 +208,20 @@ func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
 		}
 		return true
 	})
+	return cl, topics
+}
+
+// TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce: a ListOffsets by
+// timestamp of several partitions whose records are in the bucket alone,
+// while the store has gone silent, fails them all with a retriable
+// KAFKA_STORAGE_ERROR within one remote read timeout. Each partition
+// waited a timeout of its own, one after another: four partitions at 10 s
+// outlasted every client's request timeout, so the client never got an
+// answer, only a connection to drop and the same wait again.
+func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	const fetchTimeout = 2 * time.Second
+	cl, topics := startColdTopics(t, fb, fetchTimeout)
 	stall := fb.Add(faulty.Rule{Op: faulty.Get, Stall: true})
 
 	req := kmsg.NewPtrListOffsetsRequest()
@@ -241,6 +250,54 @@ func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
 			if rp.ErrorCode != kerr.KafkaStorageError.Code {
 				t.Errorf("%s: error %d, offset %d; want KAFKA_STORAGE_ERROR", rt.Topic, rp.ErrorCode, rp.Offset)
 			}
+		}
+	}
+}
+
+// TestADeleteRecordsOfColdPartitionsWaitsForAHungStoreOnce: a DeleteRecords
+// of several partitions whose log starts are in the bucket, while the
+// store hangs, fails them all with a retriable KAFKA_STORAGE_ERROR within
+// one remote timeout, not one timeout a partition (each commits the new
+// start to its manifest first), and deletes nothing.
+func TestADeleteRecordsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	const fetchTimeout = 2 * time.Second
+	cl, topics := startColdTopics(t, fb, fetchTimeout)
+	stall := fb.Add(faulty.Rule{Op: faulty.Put, Stall: true})
+
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.TimeoutMillis = 60_000
+	for _, topic := range topics {
+		rt := kmsg.NewDeleteRecordsRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+		rp.Offset = 100
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+	}
+	start := time.Now()
+	resp, err := req.RequestWith(testCtx(t), cl)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stall.Fired() == 0 {
+		t.Fatal("the commits never reached the store")
+	}
+	if took >= 2*fetchTimeout {
+		t.Fatalf("the DeleteRecords took %v: a remote timeout (%v) a partition", took, fetchTimeout)
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != kerr.KafkaStorageError.Code {
+				t.Errorf("%s: error %d, low watermark %d; want KAFKA_STORAGE_ERROR", rt.Topic, rp.ErrorCode, rp.LowWatermark)
+			}
+		}
+	}
+	stall.Remove()
+	for _, topic := range topics {
+		if got := listOffset(t, cl, topic, -2); got != 0 {
+			t.Errorf("%s starts at %d after a DeleteRecords that failed", topic, got)
 		}
 	}
 }
