@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -299,5 +300,76 @@ func TestADeleteRecordsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
 		if got := listOffset(t, cl, topic, -2); got != 0 {
 			t.Errorf("%s starts at %d after a DeleteRecords that failed", topic, got)
 		}
+	}
+}
+
+// TestAFollowerRestoringFromAHungStoreKeepsCopyingItsOtherPartitions: a
+// follower back from a long absence, whose log ends below its leader's
+// local log, restores that partition from the bucket; while the store
+// hangs, the restore waits, and the partitions it copies from the same
+// leader go on replicating. The restore ran in the fetcher's loop: every
+// partition from that leader waited for its timeout (30 s), at each try.
+func TestAFollowerRestoringFromAHungStoreKeepsCopyingItsOtherPartitions(t *testing.T) {
+	fs, err := objectstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := faulty.New(fs)
+	c := startTieredCluster(t, bucket, 15*time.Second)
+	ctx := testCtx(t)
+	// Both topics led by broker 0, followed by 1 and 2.
+	req := kmsg.NewPtrCreateTopicsRequest()
+	req.TimeoutMillis = 30_000
+	for _, topic := range []string{"cold", "hot"} {
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, -1, -1
+		a := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
+		a.Replicas = []int32{0, 1, 2}
+		rt.ReplicaAssignment = append(rt.ReplicaAssignment, a)
+		for k, v := range map[string]string{"segment.bytes": "65536", "local.retention.bytes": "1", "retention.ms": "-1", "file.delete.delay.ms": "1"} {
+			cfg := kmsg.NewCreateTopicsRequestTopicConfig()
+			cfg.Name, cfg.Value = k, kmsg.StringPtr(v)
+			rt.Configs = append(rt.Configs, cfg)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, c.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range resp.Topics {
+		if rt.ErrorCode != 0 {
+			t.Fatalf("creating %s: %v", rt.Topic, kerr.ErrorForCode(rt.ErrorCode))
+		}
+	}
+	for _, topic := range []string{"cold", "hot"} {
+		brokertest.WaitFor(t, 30*time.Second, topic+" led by 0 with three in sync", func() (bool, string) {
+			l, _, isr := storedState(t, c, topic)
+			return l == 0 && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+		})
+	}
+
+	const follower = 1
+	c.Stop(follower)
+	produceTieredValues(t, tieredProducer(c, "cold"), 0, 1000, 50)
+	brokertest.WaitFor(t, 30*time.Second, "the leader uploads and trims", func() (bool, string) {
+		b := localBases(t, c.Brokers[0], "cold")
+		return len(b) > 0 && b[0] > 500, fmt.Sprintf("leader's local segments %v", b)
+	})
+
+	stall := bucket.Add(faulty.Rule{Op: faulty.Any, Stall: true})
+	c.Start(follower)
+	brokertest.WaitFor(t, 30*time.Second, "the follower's restore to reach the store", func() (bool, string) {
+		return stall.Fired() > 0, ""
+	})
+	hot := tieredProducer(c, "hot")
+	const n = 200
+	produceTieredValues(t, hot, 0, n, 20)
+	brokertest.WaitFor(t, 15*time.Second, "the follower copies the hot partition", func() (bool, string) {
+		leo, _, ok := c.Brokers[follower].B.ReplicaOffsets("hot", 0)
+		return ok && leo == n, fmt.Sprintf("its log ends at %d (%v), the leader's at %d", leo, ok, n)
+	})
+	if b := localBases(t, c.Brokers[follower], "cold"); slices.ContainsFunc(b, func(o int64) bool { return o > 0 }) {
+		t.Fatalf("the follower restored the cold partition (%v) while the store hung: the test did not hold its restore", b)
 	}
 }

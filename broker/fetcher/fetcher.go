@@ -186,18 +186,29 @@ type fetcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	wake   chan struct{}
-	mu     struct {
+	// restores counts the restores from the bucket running (restore).
+	restores sync.WaitGroup
+	mu       struct {
 		sync.Mutex
 		parts map[Replica]*followState
 	}
 }
 
 // followState is one followed partition: the leader epoch it is followed
-// at, and whether its divergence was checked at that epoch.
+// at, whether its divergence was checked at that epoch, and whether a
+// restore from the bucket keeps it out of fetches (restore).
 type followState struct {
 	epoch     int32
 	truncated bool
+	restoring bool
+	// retryAt: the last restore failed; the partition is fetched again
+	// (and restored again) from then.
+	retryAt time.Time
 }
+
+// restoreRetry is how long a partition whose restore from the bucket
+// failed waits before it is fetched, and restored, again.
+const restoreRetry = time.Second
 
 func newFetcher(m *Manager, leader int32) *fetcher {
 	ctx, cancel := context.WithCancel(m.ctx)
@@ -214,6 +225,7 @@ func newFetcher(m *Manager, leader int32) *fetcher {
 func (f *fetcher) stop() {
 	f.cancel()
 	<-f.done
+	f.restores.Wait()
 }
 
 func (f *fetcher) add(p Replica, epoch int32) {
@@ -498,9 +510,13 @@ func (f *fetcher) newRound(parts []followed, at map[Replica]position) *round {
 	byTopic := map[string]int{}
 	allowed := 0 // 1: the throttle allows, -1: it is spent; asked once
 	held := false
+	now := time.Now()
 	for _, fp := range parts {
 		if !fp.st.truncated {
 			r.pipelined = false
+			continue
+		}
+		if fp.st.restoring || now.Before(fp.st.retryAt) {
 			continue
 		}
 		var throttled, hold bool
@@ -649,6 +665,40 @@ func (f *fetcher) charge(r *round, resp *kmsg.FetchResponse) {
 	}
 }
 
+// restore restarts fp's log where the bucket ends, in the background: it
+// reads the object store, which may hang, and the partitions fetched with
+// fp must not wait for it. A restore held every partition this broker
+// copies from the leader for the restore's timeout, again at each try,
+// while the store hung: they fell out of the ISR, and acks=all produce to
+// them waited. The partition is left out of fetches until the restore
+// ends, and for restoreRetry after one that failed.
+func (f *fetcher) restore(fp followed, offset int64) {
+	f.mu.Lock()
+	st := f.mu.parts[fp.p]
+	if st == nil || st.epoch != fp.st.epoch || st.restoring {
+		f.mu.Unlock()
+		return
+	}
+	st.restoring = true
+	f.mu.Unlock()
+	f.restores.Add(1)
+	go func() {
+		defer f.restores.Done()
+		err := fp.p.RestoreFromBucket(f.ctx, f.leader, fp.st.epoch, offset)
+		f.mu.Lock()
+		// st may have been replaced since (followed at a new epoch):
+		// the new state was never restoring.
+		st.restoring = false
+		if err != nil {
+			st.retryAt = time.Now().Add(restoreRetry)
+		}
+		f.mu.Unlock()
+		if err != nil && f.ctx.Err() == nil {
+			f.log.Debug("restoring a replica from the bucket; retrying", "topic", fp.p.Topic(), "partition", fp.p.Partition(), "in", restoreRetry, "err", err)
+		}
+	}()
+}
+
 // applyAll applies each partition's answer in resp to r, and reports
 // whether one failed (the caller backs off). A stale answer is dropped:
 // the next fetch asks from the log's real end.
@@ -685,7 +735,8 @@ func (f *fetcher) apply(fp followed, lastEpoch int32, offset int64, rp *kmsg.Fet
 		return p.Restart(f.leader, fp.st.epoch, rp.LogStartOffset)
 	case rp.ErrorCode == kerr.OffsetMovedToTieredStorage.Code:
 		// Below the leader's local log: start where the bucket ends.
-		return p.RestoreFromBucket(f.ctx, f.leader, fp.st.epoch, offset)
+		f.restore(fp, offset)
+		return nil
 	case rp.ErrorCode == kerr.OffsetOutOfRange.Code:
 		// Past the leader's end: check divergence again.
 		f.markTruncated(p, fp.st.epoch, false)
