@@ -201,14 +201,20 @@ type followState struct {
 	epoch     int32
 	truncated bool
 	restoring bool
-	// retryAt: the last restore failed; the partition is fetched again
-	// (and restored again) from then.
+	// retryAt: the last answer for it failed, or its last restore; it
+	// is left out of fetches until then.
 	retryAt time.Time
 }
 
-// restoreRetry is how long a partition whose restore from the bucket
-// failed waits before it is fetched, and restored, again.
-const restoreRetry = time.Second
+const (
+	// fetchBackoff is how long a partition whose answer failed sits out
+	// the fetches (Kafka's replica.fetch.backoff.ms); the others are
+	// fetched meanwhile.
+	fetchBackoff = 100 * time.Millisecond
+	// restoreRetry is how long a partition whose restore from the
+	// bucket failed waits before it is fetched, and restored, again.
+	restoreRetry = time.Second
+)
 
 func newFetcher(m *Manager, leader int32) *fetcher {
 	ctx, cancel := context.WithCancel(m.ctx)
@@ -361,13 +367,10 @@ func (f *fetcher) run() {
 				}
 			}
 		}
-		backoff := f.applyAll(cur, resp)
+		f.applyAll(cur, resp)
 		if sendErr != nil {
 			fail(sendErr)
 			continue
-		}
-		if backoff {
-			f.sleep(100 * time.Millisecond)
 		}
 	}
 }
@@ -699,10 +702,24 @@ func (f *fetcher) restore(fp followed, offset int64) {
 	}()
 }
 
-// applyAll applies each partition's answer in resp to r, and reports
-// whether one failed (the caller backs off). A stale answer is dropped:
-// the next fetch asks from the log's real end.
-func (f *fetcher) applyAll(r *round, resp *kmsg.FetchResponse) (backoff bool) {
+// delay leaves fp out of the fetches for d, unless it is followed at
+// another epoch since.
+func (f *fetcher) delay(fp followed, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st := f.mu.parts[fp.p]; st != nil && st.epoch == fp.st.epoch {
+		st.retryAt = time.Now().Add(d)
+	}
+}
+
+// applyAll applies each partition's answer in resp to r; a partition
+// whose answer failed sits out the fetches for fetchBackoff. (The whole
+// fetcher backed off: a partition that kept failing, as one whose leader
+// cannot read its manifest while the object store is down, slowed the
+// copy of every other partition from that leader, and acks=all with it,
+// by the backoff at each fetch.) A stale answer is dropped: the next fetch
+// asks from the log's real end.
+func (f *fetcher) applyAll(r *round, resp *kmsg.FetchResponse) {
 	for _, t := range resp.Topics {
 		for i := range t.Partitions {
 			rp := &t.Partitions[i]
@@ -716,14 +733,13 @@ func (f *fetcher) applyAll(r *round, resp *kmsg.FetchResponse) (backoff bool) {
 				continue
 			}
 			if err := f.apply(s.fp, s.lastEpoch, s.offset, rp); err != nil {
-				backoff = true
+				f.delay(s.fp, fetchBackoff)
 				if !errors.Is(err, ErrNotFollower) {
 					f.log.Debug("replica fetch", "topic", t.Topic, "partition", rp.Partition, "err", err)
 				}
 			}
 		}
 	}
-	return backoff
 }
 
 // apply applies one partition's fetch answer.

@@ -20,6 +20,8 @@ import (
 // replica is a follower partition in memory: a log end, one leader epoch
 // per range, and a record of what the fetcher asked of it.
 type replica struct {
+	// part is its partition of topic "t".
+	part   int32
 	mu     sync.Mutex
 	leo    int64
 	epochs [][2]int64 // (epoch, start offset), ascending
@@ -37,7 +39,7 @@ type replica struct {
 }
 
 func (r *replica) Topic() string     { return "t" }
-func (r *replica) Partition() int32  { return 0 }
+func (r *replica) Partition() int32  { return r.part }
 func (r *replica) TopicID() [16]byte { return [16]byte{1} }
 func (r *replica) LogStartOffset() int64 {
 	return 0
@@ -333,6 +335,45 @@ func TestFetcherAppliesLeaderAnswers(t *testing.T) {
 			waitFor(t, tc.want, func() bool { return slices.Contains(r.history(), tc.want) })
 		})
 	}
+}
+
+// TestAFailingPartitionSitsOutAloneWhileTheOthersAreFetched: a partition
+// whose answers keep failing (its leader cannot read its manifest while
+// the object store is down, say) is left out of the fetches for the
+// backoff, and fetched again after it; the partitions fetched with it are
+// fetched meanwhile. The whole fetcher slept the backoff after each such
+// answer, and every other partition's copy with it.
+func TestAFailingPartitionSitsOutAloneWhileTheOthersAreFetched(t *testing.T) {
+	failing, fine := &replica{part: 0}, &replica{part: 1}
+	conn := &leaderConn{serve: func(p kmsg.FetchRequestTopicPartition, rp *kmsg.FetchResponseTopicPartition) {
+		if p.Partition == failing.part {
+			rp.ErrorCode = kerr.KafkaStorageError.Code
+		}
+	}}
+	m := startManager(t, conn)
+	m.Follow(failing, 2, 1)
+	m.Follow(fine, 2, 1)
+	asks := func() (both, fineAlone int) {
+		for _, f := range conn.fetchRequests() {
+			var has [2]bool
+			for _, rt := range f.Topics {
+				for _, rp := range rt.Partitions {
+					has[rp.Partition] = true
+				}
+			}
+			switch has {
+			case [2]bool{true, true}:
+				both++
+			case [2]bool{false, true}:
+				fineAlone++
+			}
+		}
+		return both, fineAlone
+	}
+	waitFor(t, "fetches of the fine partition alone, and of the failing one again after its backoff", func() bool {
+		both, fineAlone := asks()
+		return both >= 3 && fineAlone >= 10
+	})
 }
 
 // TestFollowMovesPartitionsBetweenFetchers: a partition is fetched from
