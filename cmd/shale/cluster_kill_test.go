@@ -374,18 +374,23 @@ func failoverWorkloadRounds(t *testing.T, rounds int, setup func(p *brokerProc),
 
 // workload is what failoverWorkloadOn runs: rounds of the fault, setup
 // applied to each broker before it first starts, configs of the topic
-// besides min.insync.replicas=2, and keyBytes of key on each record
-// (padding, so that segments fill).
+// besides min.insync.replicas=2, keyBytes of key on each record
+// (padding, so that segments fill), and the time it may take (default
+// 2 minutes).
 type workload struct {
 	rounds   int
 	setup    func(p *brokerProc)
 	configs  map[string]*string
 	keyBytes int
+	timeout  time.Duration
 }
 
 // failoverWorkloadOn is failoverWorkload as w says.
 func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *testCluster, round int)) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	if w.timeout <= 0 {
+		w.timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)
 	procs, seeds := startBrokerProcs(t, etcd.addr, 3, w.setup)

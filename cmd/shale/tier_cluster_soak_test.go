@@ -1,0 +1,128 @@
+package main
+
+import (
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+// TestTieredClusterSoak: three `shale broker` processes on MinIO, an RF=3
+// topic with min.insync.replicas=2 whose uploaded segments leave the
+// disks (tieredKillWorkload), under an idempotent acks=all producer. Round
+// after round, one fault drawn at random, healed before the next: the
+// leader or a follower killed with SIGKILL or stopped with SIGTERM and
+// started again, the leader frozen with SIGSTOP past its lease, MinIO
+// killed or frozen for a few seconds while produce goes on, or MinIO and
+// the leader lost together, the broker restarting before the store
+// returns. Produce must go on through each (records acknowledged during
+// the fault, where two replicas are up). At the end every acknowledged
+// record reads back once, in order, from offset 0, and the replicas'
+// logs agree.
+//
+// SHALE_CLUSTER_SOAK_SEED sets the seed (default: the clock's), and
+// SHALE_CLUSTER_SOAK_ROUNDS the rounds (default 6).
+func TestTieredClusterSoak(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SHALE_CLUSTER_SOAK_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	rounds := 6
+	if v := os.Getenv("SHALE_CLUSTER_SOAK_ROUNDS"); v != "" {
+		rounds, _ = strconv.Atoi(v)
+	}
+	t.Logf("seed %d (SHALE_CLUSTER_SOAK_SEED), %d rounds", seed, rounds)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	srv := miniotest.Start(t)
+	w := tieredKillWorkload(srv, "cluster-soak")
+	w.rounds = rounds
+	// A round takes 1 to 13 s (a frozen leader's lease runs out, and it
+	// rejoins).
+	w.timeout = time.Minute + time.Duration(rounds)*20*time.Second
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, round int) {
+		f := clusterSoakFaults[rng.IntN(len(clusterSoakFaults))]
+		start := time.Now()
+		before := c.ackedCount()
+		f.run(t, c, srv, rng)
+		t.Logf("round %d: %s, healed in %s; %d records acknowledged meanwhile", round, f.name, time.Since(start).Round(time.Millisecond), c.ackedCount()-before)
+	})
+}
+
+// clusterSoakFault is one kind of fault of TestTieredClusterSoak: run
+// applies it and heals it.
+type clusterSoakFault struct {
+	name string
+	run  func(t *testing.T, c *testCluster, srv *miniotest.Server, rng *rand.Rand)
+}
+
+var clusterSoakFaults = []clusterSoakFault{
+	{"SIGKILL of the leader", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, l)
+	}},
+	{"SIGKILL of a follower", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		f := soakFollower(c, rng)
+		c.procs[f].kill(syscall.SIGKILL)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, f)
+	}},
+	{"SIGTERM of a broker", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		b := int32(rng.IntN(len(c.procs)))
+		c.procs[b].kill(syscall.SIGTERM)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, b)
+	}},
+	{"SIGSTOP of the leader past its lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].cmd.Process.Signal(syscall.SIGSTOP)
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		c.procs[l].cmd.Process.Signal(syscall.SIGCONT)
+		c.waitISR(3)
+	}},
+	{"MinIO killed", func(t *testing.T, c *testCluster, srv *miniotest.Server, rng *rand.Rand) {
+		srv.Kill()
+		c.waitAcked(c.ackedCount() + 50)
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+		if err := srv.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"MinIO frozen", func(t *testing.T, c *testCluster, srv *miniotest.Server, rng *rand.Rand) {
+		srv.Pause()
+		c.waitAcked(c.ackedCount() + 50)
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+		srv.Resume()
+	}},
+	{"MinIO frozen and the leader killed, restarted before the store returns", func(t *testing.T, c *testCluster, srv *miniotest.Server, _ *rand.Rand) {
+		srv.Pause()
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, l)
+		srv.Resume()
+	}},
+}
+
+// soakFollower picks a broker that does not lead.
+func soakFollower(c *testCluster, rng *rand.Rand) int32 {
+	n := int32(len(c.procs))
+	return (c.leader() + 1 + int32(rng.IntN(int(n)-1))) % n
+}
+
+// restartSoakBroker starts broker id again and waits until the ISR holds
+// every replica and produce goes on.
+func restartSoakBroker(t *testing.T, c *testCluster, id int32) {
+	t.Helper()
+	startClusterBroker(t, c.procs[id])
+	c.waitISR(3)
+	c.waitAcked(c.ackedCount() + 20)
+}
