@@ -280,7 +280,28 @@ type testCluster struct {
 	adm   *kadm.Client
 	mu    sync.Mutex
 	acked []int
-	errs  []error // production errors
+	// ackedAt is when each of acked was acknowledged.
+	ackedAt []time.Time
+	errs    []error // production errors
+}
+
+// longestWait is the longest time from since to until without an
+// acknowledgement.
+func (c *testCluster) longestWait(since, until time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	last, worst := since, time.Duration(0)
+	for _, at := range c.ackedAt {
+		if at.Before(since) {
+			continue
+		}
+		if at.After(until) {
+			break
+		}
+		worst = max(worst, at.Sub(last))
+		last = at
+	}
+	return max(worst, until.Sub(last))
 }
 
 // errors returns the production errors so far.
@@ -439,6 +460,7 @@ func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *te
 			c.mu.Lock()
 			if err == nil {
 				c.acked = append(c.acked, i)
+				c.ackedAt = append(c.ackedAt, time.Now())
 			} else {
 				c.errs = append(c.errs, err)
 			}

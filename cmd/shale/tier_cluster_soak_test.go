@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
@@ -20,12 +24,17 @@ import (
 // killed or frozen for a few seconds while produce goes on, or MinIO and
 // the leader lost together, the broker restarting before the store
 // returns. Produce must go on through each (records acknowledged during
-// the fault, where two replicas are up). At the end every acknowledged
-// record reads back once, in order, from offset 0, and the replicas'
-// logs agree.
+// the fault, where two replicas are up). Throughout, a consumer replays
+// the partition from offset 0 again and again, its first records from
+// the bucket alone: each pass must see contiguous offsets and the
+// producer's records in order, and never stall. At the end every
+// acknowledged record reads back once, in order, from offset 0, and the
+// replicas' logs agree.
 //
-// SHALE_CLUSTER_SOAK_SEED sets the seed (default: the clock's), and
-// SHALE_CLUSTER_SOAK_ROUNDS the rounds (default 6).
+// SHALE_CLUSTER_SOAK_SEED sets the seed (default: the clock's),
+// SHALE_CLUSTER_SOAK_ROUNDS the rounds (default 6), and
+// SHALE_CLUSTER_SOAK_ONLY one kind of fault (its index in
+// clusterSoakFaults).
 func TestTieredClusterSoak(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("SHALE_CLUSTER_SOAK_SEED"); v != "" {
@@ -35,6 +44,11 @@ func TestTieredClusterSoak(t *testing.T) {
 	if v := os.Getenv("SHALE_CLUSTER_SOAK_ROUNDS"); v != "" {
 		rounds, _ = strconv.Atoi(v)
 	}
+	only := -1 // SHALE_CLUSTER_SOAK_ONLY: one kind of fault, by index
+	if v := os.Getenv("SHALE_CLUSTER_SOAK_ONLY"); v != "" {
+		only, _ = strconv.Atoi(v)
+		only = min(max(only, 0), len(clusterSoakFaults)-1)
+	}
 	t.Logf("seed %d (SHALE_CLUSTER_SOAK_SEED), %d rounds", seed, rounds)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	srv := miniotest.Start(t)
@@ -43,12 +57,29 @@ func TestTieredClusterSoak(t *testing.T) {
 	// A round takes 1 to 13 s (a frozen leader's lease runs out, and it
 	// rejoins).
 	w.timeout = time.Minute + time.Duration(rounds)*20*time.Second
+	var replay *soakReplayer
 	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, round int) {
+		if round == 0 {
+			replay = startSoakReplayer(c)
+		}
+		if round == rounds-1 {
+			defer func() {
+				passes, err := replay.stop()
+				if err != nil {
+					t.Error(err)
+				}
+				t.Logf("the replaying consumer read the partition from offset 0 %d times", passes)
+			}()
+		}
 		f := clusterSoakFaults[rng.IntN(len(clusterSoakFaults))]
+		if only >= 0 {
+			f = clusterSoakFaults[only]
+		}
 		start := time.Now()
 		before := c.ackedCount()
 		f.run(t, c, srv, rng)
-		t.Logf("round %d: %s, healed in %s; %d records acknowledged meanwhile", round, f.name, time.Since(start).Round(time.Millisecond), c.ackedCount()-before)
+		t.Logf("round %d: %s, healed in %s; %d records acknowledged meanwhile, at most %s apart",
+			round, f.name, time.Since(start).Round(time.Millisecond), c.ackedCount()-before, c.longestWait(start, time.Now()).Round(time.Millisecond))
 	})
 }
 
@@ -125,4 +156,82 @@ func restartSoakBroker(t *testing.T, c *testCluster, id int32) {
 	startClusterBroker(t, c.procs[id])
 	c.waitISR(3)
 	c.waitAcked(c.ackedCount() + 20)
+}
+
+// soakReplayer reads partition 0 of "acked" from offset 0 to about the
+// records acknowledged when the pass began, pass after pass, each with a
+// new client.
+type soakReplayer struct {
+	quit, done chan struct{}
+	passes     int
+	err        error
+}
+
+func startSoakReplayer(c *testCluster) *soakReplayer {
+	r := &soakReplayer{quit: make(chan struct{}), done: make(chan struct{})}
+	var seeds []string
+	for _, p := range c.procs {
+		seeds = append(seeds, p.kafkaAddr)
+	}
+	go func() {
+		defer close(r.done)
+		for r.err == nil {
+			select {
+			case <-r.quit:
+				return
+			default:
+			}
+			r.err = r.pass(c, seeds, c.ackedCount())
+			if r.err == nil {
+				r.passes++
+			}
+		}
+	}()
+	return r
+}
+
+// pass reads offsets 0 to n-1: contiguous, the producer's values
+// increasing. It gives up quietly when told to stop.
+func (r *soakReplayer) pass(c *testCluster, seeds []string, n int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics("acked"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(256<<10))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	next, last := int64(0), -1
+	progress := time.Now()
+	for next < int64(n) {
+		select {
+		case <-r.quit:
+			return nil
+		default:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		for _, rec := range fs.Records() {
+			if rec.Offset != next {
+				return fmt.Errorf("replay pass %d: offset %d after %d", r.passes, rec.Offset, next-1)
+			}
+			v, err := strconv.Atoi(string(rec.Value))
+			if err != nil || v <= last {
+				return fmt.Errorf("replay pass %d: offset %d holds %q after record %d", r.passes, rec.Offset, rec.Value, last)
+			}
+			next, last = next+1, v
+			progress = time.Now()
+		}
+		if time.Since(progress) > time.Minute {
+			return fmt.Errorf("replay pass %d: no record for a minute at offset %d", r.passes, next)
+		}
+	}
+	return nil
+}
+
+// stop ends the replays and returns the passes completed and the first
+// fault seen.
+func (r *soakReplayer) stop() (int, error) {
+	close(r.quit)
+	<-r.done
+	return r.passes, r.err
 }
