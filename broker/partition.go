@@ -401,8 +401,6 @@ func (p *partition) cancelHW(w *hwWait) bool {
 	return ok
 }
 
-// watch registers w to be woken on the next change. Registration is one
-// shot: a woken waiter re-registers before it looks again.
 // wakeReaders wakes the fetches waiting on the partition, as an append
 // does, but not what waits for the high watermark: a remote read they may
 // wait for has ended.
@@ -415,6 +413,8 @@ func (p *partition) wakeReaders() {
 	p.mu.Unlock()
 }
 
+// watch registers w to be woken on the next change. Registration is one
+// shot: a woken waiter re-registers before it looks again.
 func (p *partition) watch(w *waiter) {
 	p.mu.Lock()
 	p.mu.waiters[w] = struct{}{}

@@ -180,8 +180,9 @@ type partitionTier struct {
 		at map[int64]time.Time // base offset -> seal time
 	}
 
-	// reads holds the remote reads at most one fetch waited for, by
-	// offset, until a fetch takes their result (remoteFetch).
+	// reads holds the remote reads started for fetches, by offset,
+	// until a fetch takes their result or remoteFetchKeep passes
+	// (remoteFetch).
 	reads struct {
 		sync.Mutex
 		at map[int64]*remoteFetch
@@ -655,11 +656,10 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 
 // remoteLookups bounds the object store calls of one request that looks
 // offsets or epochs up (ListOffsets, OffsetForLeaderEpoch) or moves log
-// starts (DeleteRecords): FetchTimeout
-// for all its partitions together, not for each, so that a store that
-// hangs fails the request's cold partitions within one timeout, before
-// clients give up on the request (franz-go after 10 s, Java's after 30 s),
-// not after one timeout per partition.
+// starts (DeleteRecords): FetchTimeout for all its partitions together,
+// not for each, so that a store that hangs fails the request's cold
+// partitions within one timeout, not one timeout a partition, which
+// outlasted the clients' request timeouts (franz-go's 10 s, Java's 30 s).
 func (b *Broker) remoteLookups(ctx context.Context) (context.Context, context.CancelFunc) {
 	if b.tier == nil {
 		return ctx, func() {}
