@@ -103,8 +103,8 @@ func (t *partitionTier) remoteFetchAt(p *partition, offset int64, maxBytes int, 
 		t.reads.at[offset] = rf
 	}
 	// Fetches run only while the broker's connections are open, and the
-	// tier service's close waits for them to end: the group's counter
-	// is not at rest when this adds to it.
+	// tier service's close waits on the group only once they have all
+	// ended: no Add races its Wait.
 	t.svc.wg.Add(1)
 	go func() {
 		defer t.svc.wg.Done()
