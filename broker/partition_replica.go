@@ -209,9 +209,10 @@ func (p *partition) followerNeedsLogStart(id int32, start, reported, fetchOffset
 // at the entry a restore from the bucket brought, so they alone would put
 // an older epoch's end at their first entry and keep a follower's
 // divergent tail. The remote lookup may read the object store: it is done
-// here, before any lock is taken. It fails, and the fetch with it, while
-// the remote epochs cannot be read: accepting the fetch on the local
-// epochs alone could keep a divergent tail.
+// here, before any lock is taken, and waits RemoteFetchMaxWait at most
+// (remoteEpochs). It fails, and the fetch with it, while the remote epochs
+// cannot be read: accepting the fetch on the local epochs alone could keep
+// a divergent tail.
 func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) (replication.EndOffsetForEpoch, error) {
 	if p.tier == nil || lastFetchedEpoch < 0 {
 		return p.log.EndOffsetForEpoch, nil
@@ -219,7 +220,9 @@ func (p *partition) fetchEpochEnds(lastFetchedEpoch int32) (replication.EndOffse
 	if local := p.log.Epochs(); len(local) > 0 && lastFetchedEpoch >= local[0].Epoch {
 		return p.log.EndOffsetForEpoch, nil
 	}
-	ctx, cancel := context.WithTimeout(p.tier.svc.b.ctx, p.tier.svc.cfg.FetchTimeout)
+	// The fetch of the follower's other partitions waits with it: no
+	// longer than a consumer's fetch waits for a remote read.
+	ctx, cancel := context.WithTimeout(p.tier.svc.b.ctx, p.tier.svc.cfg.RemoteFetchMaxWait)
 	defer cancel()
 	e, end, ok, err := p.endOffsetForEpoch(ctx, lastFetchedEpoch)
 	if err != nil {

@@ -180,6 +180,15 @@ type partitionTier struct {
 		at map[int64]time.Time // base offset -> seal time
 	}
 
+	// epochs is the remote log's leader epochs of one manifest, and the
+	// read of them in flight (remoteEpochs).
+	epochs struct {
+		sync.Mutex
+		of   *tiering.Manifest
+		list []localseg.EpochEntry
+		load *epochsLoad
+	}
+
 	// reads holds the remote reads started for fetches, by offset,
 	// until a fetch takes their result or remoteFetchKeep passes
 	// (remoteFetch).
@@ -854,7 +863,7 @@ func (p *partition) endOffsetForEpoch(ctx context.Context, epoch int32) (int32, 
 // from the remote epochs followed by the local ones; not ok when the
 // remote log records no epoch.
 func (t *partitionTier) endOffsetForEpoch(ctx context.Context, epoch int32, local []localseg.EpochEntry, logEnd int64) (int32, int64, bool, error) {
-	remote, err := tiering.RemoteEpochs(ctx, t.svc.reader, t.part, t.manifest())
+	remote, err := t.remoteEpochs(ctx)
 	if err != nil {
 		if !errors.Is(err, tiering.ErrUnavailable) && !errors.Is(err, tiering.ErrCorrupt) {
 			err = fmt.Errorf("%w: %w", tiering.ErrUnavailable, err)
@@ -864,7 +873,7 @@ func (t *partitionTier) endOffsetForEpoch(ctx context.Context, epoch int32, loca
 	if len(remote) == 0 {
 		return -1, -1, false, nil
 	}
-	all := remote
+	all := remote[:len(remote):len(remote)] // shared: appends copy
 	for _, e := range local {
 		if e.Epoch > all[len(all)-1].Epoch {
 			all = append(all, e)
@@ -872,6 +881,61 @@ func (t *partitionTier) endOffsetForEpoch(ctx context.Context, epoch int32, loca
 	}
 	e, end, ok := replicationEndOffset(all, epoch, logEnd)
 	return e, end, ok, nil
+}
+
+// epochsLoad is a read of the remote leader epochs of manifest m.
+type epochsLoad struct {
+	m    *tiering.Manifest
+	done chan struct{}
+	list []localseg.EpochEntry
+	err  error
+}
+
+// remoteEpochs returns the leader epochs of the remote log as the current
+// manifest holds them, read once per manifest: a manifest that spilled
+// parts reads them from the store. The read goes on in the background
+// within FetchTimeout; the caller waits for it until ctx ends, and a later
+// call takes its result. A follower's fetch that needs them so waits no
+// longer than RemoteFetchMaxWait for a store that hangs, and the fetch of
+// its other partitions with it.
+func (t *partitionTier) remoteEpochs(ctx context.Context) ([]localseg.EpochEntry, error) {
+	m := t.manifest()
+	t.epochs.Lock()
+	if t.epochs.of == m && m != nil {
+		list := t.epochs.list
+		t.epochs.Unlock()
+		return list, nil
+	}
+	ld := t.epochs.load
+	if ld == nil || ld.m != m {
+		ld = &epochsLoad{m: m, done: make(chan struct{})}
+		t.epochs.load = ld
+		// As remoteFetchAt: requests run only while the connections
+		// are open, and close waits on the group after they end.
+		t.svc.wg.Add(1)
+		go func() {
+			defer t.svc.wg.Done()
+			lctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
+			ld.list, ld.err = tiering.RemoteEpochs(lctx, t.svc.reader, t.part, m)
+			cancel()
+			t.epochs.Lock()
+			if t.epochs.load == ld {
+				t.epochs.load = nil
+				if ld.err == nil {
+					t.epochs.of, t.epochs.list = m, ld.list
+				}
+			}
+			t.epochs.Unlock()
+			close(ld.done)
+		}()
+	}
+	t.epochs.Unlock()
+	select {
+	case <-ld.done:
+		return ld.list, ld.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: the remote leader epochs: %w", tiering.ErrUnavailable, ctx.Err())
+	}
 }
 
 // replicationEndOffset is Kafka's LeaderEpochFileCache.endOffsetFor over

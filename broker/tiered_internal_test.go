@@ -10,6 +10,7 @@ import (
 
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/tiering"
 )
 
@@ -53,7 +54,7 @@ func divergenceCase(t *testing.T, bucket objectstore.Bucket, spill bool) (*parti
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
-	svc := &tierService{b: &Broker{ctx: ctx}, cfg: TieringConfig{FetchTimeout: 5 * time.Second}, bucket: bucket, reader: r}
+	svc := &tierService{b: &Broker{ctx: ctx}, cfg: TieringConfig{FetchTimeout: 5 * time.Second, RemoteFetchMaxWait: 500 * time.Millisecond}, bucket: bucket, reader: r}
 	tier := svc.newPartitionTier("diverge", [16]byte{1}, 0)
 	seg := func(base, next int64, id byte, epochs ...localseg.EpochEntry) tiering.Segment {
 		return tiering.Segment{BaseOffset: base, NextOffset: next, Size: 1, MaxTimestamp: -1, ID: [16]byte{id}, Epochs: epochs}
@@ -167,4 +168,34 @@ func TestLeaderWithoutItsRemoteEpochsDecidesNoDivergence(t *testing.T) {
 			t.Fatalf("follower at 620 in epoch 1 with the spilled part unreadable: %+v, %v; want KAFKA_STORAGE_ERROR", ans, err)
 		}
 	})
+}
+
+// TestAFollowerFetchWaitsForRemoteEpochsNoLongerThanTheRemoteFetchWait: a
+// follower's fetch that needs the leader's remote epochs, while the store
+// hangs on the manifest's spilled part, fails with a retriable error after
+// RemoteFetchMaxWait, not after the remote read's timeout: the follower's
+// fetch of every other partition from this leader waits with it. The read
+// goes on, and a fetch meanwhile waits no longer.
+func TestAFollowerFetchWaitsForRemoteEpochsNoLongerThanTheRemoteFetchWait(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	p, tier := divergenceCase(t, fb, true)
+	if _, err := tier.store.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tier.ready.Store(true)
+	stall := fb.Add(faulty.Rule{Op: faulty.Get, Stall: true})
+	for i := range 2 {
+		start := time.Now()
+		_, err := p.followerFetch(2, 3, 620, 0, 1, time.Now())
+		took := time.Since(start)
+		if kafkaError(err) != kerr.KafkaStorageError.Code {
+			t.Fatalf("fetch %d with the store hung: %v; want KAFKA_STORAGE_ERROR", i, err)
+		}
+		if took >= 2*time.Second {
+			t.Fatalf("fetch %d took %v: the remote read's timeout (5s), not the remote fetch wait (500ms)", i, took)
+		}
+	}
+	if stall.Fired() != 1 {
+		t.Fatalf("the store was asked %d times; want one read, the second fetch waiting on the first's", stall.Fired())
+	}
 }
