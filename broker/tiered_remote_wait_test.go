@@ -212,6 +212,26 @@ func startColdTopics(t *testing.T, fb *faulty.Bucket, fetchTimeout time.Duration
 	return cl, topics
 }
 
+// requestWithinOneTimeout sends req through cl while stall holds the
+// store, and fails t unless the store was asked and the answer came within
+// one remote timeout, not one a partition.
+func requestWithinOneTimeout(t *testing.T, cl *kgo.Client, req kmsg.Request, stall *faulty.Fault, fetchTimeout time.Duration) kmsg.Response {
+	t.Helper()
+	start := time.Now()
+	resp, err := cl.Request(testCtx(t), req)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stall.Fired() == 0 {
+		t.Fatal("the request never reached the store")
+	}
+	if took >= 2*fetchTimeout {
+		t.Fatalf("the %s took %v: a remote timeout (%v) a partition", kmsg.NameForKey(req.Key()), took, fetchTimeout)
+	}
+	return resp
+}
+
 // TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce: a ListOffsets by
 // timestamp of several partitions whose records are in the bucket alone,
 // while the store has gone silent, fails them all with a retriable
@@ -234,18 +254,7 @@ func TestAListOffsetsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 	}
-	start := time.Now()
-	resp, err := req.RequestWith(testCtx(t), cl)
-	took := time.Since(start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stall.Fired() == 0 {
-		t.Fatal("the lookups never reached the store")
-	}
-	if took >= 2*fetchTimeout {
-		t.Fatalf("the ListOffsets took %v: a remote timeout (%v) a partition", took, fetchTimeout)
-	}
+	resp := requestWithinOneTimeout(t, cl, req, stall, fetchTimeout).(*kmsg.ListOffsetsResponse)
 	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
 			if rp.ErrorCode != kerr.KafkaStorageError.Code {
@@ -276,18 +285,7 @@ func TestADeleteRecordsOfColdPartitionsWaitsForAHungStoreOnce(t *testing.T) {
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 	}
-	start := time.Now()
-	resp, err := req.RequestWith(testCtx(t), cl)
-	took := time.Since(start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stall.Fired() == 0 {
-		t.Fatal("the commits never reached the store")
-	}
-	if took >= 2*fetchTimeout {
-		t.Fatalf("the DeleteRecords took %v: a remote timeout (%v) a partition", took, fetchTimeout)
-	}
+	resp := requestWithinOneTimeout(t, cl, req, stall, fetchTimeout).(*kmsg.DeleteRecordsResponse)
 	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
 			if rp.ErrorCode != kerr.KafkaStorageError.Code {
