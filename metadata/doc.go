@@ -19,6 +19,8 @@
 //	<prefix>deleted-topics/<topic id>      DeletedTopic: name, id, time; the tombstone of a deleted topic
 //	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
 //	<prefix>controller//<lease>            controller candidates (the lease id in hex), each on its lease; the oldest holds the role (etcd concurrency.Election's layout)
+//	<prefix>controller-state/incarnations  the broker incarnations (registration revisions) the controller last acted on, a JSON object of id to revision: a broker registered since restarted, and leaves ISRs and leaderships even when the controller that saw it go died too
+//	<prefix>shutting-down/<id>             present while broker <id> is in a controlled shutdown, on its lease
 //
 // <topic id> is base64url without padding, as Kafka prints topic ids.
 // <id> and <index> are decimal, zero-padded to 10 digits so that keys sort

@@ -125,6 +125,7 @@ func (s *Store) creatingKey(name string) string { return s.creatingPrefix() + na
 func (s *Store) producerIDKey() string          { return s.prefix + "producer-ids/next" }
 func (s *Store) controllerPrefix() string       { return s.prefix + "controller/" }
 func (s *Store) shuttingDownPrefix() string     { return s.prefix + "shutting-down/" }
+func (s *Store) actedIncarnationsKey() string   { return s.prefix + "controller-state/incarnations" }
 func (s *Store) shuttingDownKey(id int32) string {
 	return s.shuttingDownPrefix() + pad(id)
 }
@@ -966,6 +967,50 @@ func (l *Leadership) PruneDeletedTopics(ctx context.Context, ids []UUID) error {
 			return fmt.Errorf("%w: pruning deleted-topic tombstones", ErrNotLeader)
 		}
 		ids = ids[n:]
+	}
+	return nil
+}
+
+// ActedIncarnations reads the broker incarnations (registration
+// revisions, by broker id) that a controller last recorded acting on
+// (Leadership.RecordActedIncarnations), and the revision it read at;
+// acted is nil when none is recorded. A record that cannot be decoded is
+// ErrUnreadable.
+func (s *Store) ActedIncarnations(ctx context.Context) (acted map[int32]int64, rev int64, err error) {
+	ctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.actedIncarnationsKey())
+	if err != nil {
+		return nil, 0, fmt.Errorf("metadata: reading the controller's acted incarnations: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, resp.Header.Revision, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &acted); err != nil || acted == nil {
+		return nil, resp.Header.Revision, fmt.Errorf("%w: the controller's acted incarnations: %v", ErrUnreadable, err)
+	}
+	return acted, resp.Header.Revision, nil
+}
+
+// RecordActedIncarnations records, while this leadership holds, the
+// broker incarnations the controller has acted on: a broker registered
+// again since (a restart, or a lease lost and taken again) has lost its
+// in-memory state and maybe its disk, and whichever controller comes
+// next treats it as restarted even when the controller that would have
+// seen the restart died first (its own restart, say).
+func (l *Leadership) RecordActedIncarnations(ctx context.Context, acted map[int32]int64) error {
+	val, err := json.Marshal(acted)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := withDeadline(ctx)
+	defer cancel()
+	resp, err := l.Txn(wctx).Then(clientv3.OpPut(l.store.actedIncarnationsKey(), string(val))).Commit()
+	if err != nil {
+		return fmt.Errorf("metadata: recording the controller's acted incarnations: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: recording the controller's acted incarnations", ErrNotLeader)
 	}
 	return nil
 }

@@ -25,6 +25,8 @@ var (
 	// not tell whether it applied. It may have. A retry of the same
 	// request learns the outcome from what it reads.
 	ErrIndeterminate = errors.New("metadata: the write's outcome is unknown")
+	// ErrUnreadable: a stored record cannot be decoded.
+	ErrUnreadable = errors.New("metadata: record cannot be decoded")
 )
 
 // UUID is a topic id. In JSON and logs it is base64url without padding, as

@@ -224,12 +224,19 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	// retention, at most a minute).
 	pruneEvery := min(max(c.cfg.DeletedTopicRetention/10, time.Millisecond), time.Minute)
 	nextPrune := time.Now()
-	// Incarnations this controller has acted on. It starts from the
-	// snapshot it was elected with: restarts before that were the
-	// previous controller's to handle, or are seen as a lease expiry.
-	seen := map[int32]int64{}
-	for _, b := range c.cache.Snapshot().Brokers {
-		seen[b.ID] = b.Incarnation
+	// Incarnations this controller has acted on. It starts from those
+	// the previous controller recorded acting on, so that a broker that
+	// registered again after that controller's last round is handled as
+	// restarted: the previous controller may have died before it could
+	// (it was that broker, say, back at once on an empty disk, still
+	// named leader and in-sync), and this controller's first snapshot
+	// already shows the new registration. With no record (the cluster's
+	// first controller) it starts from the snapshot it was elected with.
+	seen, recorded, err := c.startingIncarnations(ctx)
+	if err != nil {
+		c.log.Warn("reading the broker incarnations the last controller acted on; campaigning again", "err", err)
+		sleep(ctx, time.Second)
+		return
 	}
 	for {
 		snap := c.cache.Snapshot()
@@ -293,6 +300,17 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			for _, b := range snap.Brokers {
 				seen[b.ID] = b.Incarnation
 			}
+			if !maps.Equal(seen, recorded) {
+				if err := lead.RecordActedIncarnations(ctx, seen); err != nil {
+					if errors.Is(err, metadata.ErrNotLeader) {
+						c.log.Warn("controller role lost", "err", err)
+						return
+					}
+					c.log.Warn("recording the broker incarnations acted on", "err", err)
+				} else {
+					recorded = seen
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -306,6 +324,31 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			preferred = true
 		}
 	}
+}
+
+// startingIncarnations returns the broker incarnations a newly elected
+// controller starts from (see lead), and what etcd holds of them (nil when
+// nothing), once the cache has caught up with the record: a snapshot
+// older than it would show a broker's previous registration and count it
+// as restarted.
+func (c *Controller) startingIncarnations(ctx context.Context) (seen, recorded map[int32]int64, err error) {
+	acted, rev, err := c.store.ActedIncarnations(ctx)
+	if errors.Is(err, metadata.ErrUnreadable) {
+		c.log.Error("ignoring the broker incarnations the last controller acted on", "err", err)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	if err := c.cache.WaitForRevision(ctx, rev); err != nil {
+		return nil, nil, err
+	}
+	if acted != nil {
+		return maps.Clone(acted), acted, nil
+	}
+	seen = map[int32]int64{}
+	for _, b := range c.cache.Snapshot().Brokers {
+		seen[b.ID] = b.Incarnation
+	}
+	return seen, nil, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -161,5 +162,80 @@ func TestPlanTombstonePrune(t *testing.T) {
 		if got := PlanTombstonePrune(snap, now, tc.retention); !slices.Equal(got, tc.want) {
 			t.Errorf("retention %v: pruned %v, want %v", tc.retention, got, tc.want)
 		}
+	}
+}
+
+// TestARestartNoControllerSawIsHandledByTheNextOne: broker 1 leads a
+// partition and is the controller; it dies and comes back (a new
+// registration, on an empty disk) before any other broker is elected
+// controller, so the new controller's first snapshot already holds the
+// new incarnation. The restart counts all the same (the last controller
+// recorded which incarnations it acted on): broker 1 leaves the ISR and
+// the leadership, as it would have under a live controller, and does not
+// lead on with a log that lost what the ISR acknowledged.
+func TestARestartNoControllerSawIsHandledByTheNextOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	store := metadata.NewStore(e.Client(), "/ctl/")
+	cache, err := metadata.NewCache(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	var regs []*metadata.Registration
+	for id := int32(1); id <= 3; id++ {
+		r, err := store.RegisterBroker(ctx, metadata.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id, DirectoryID: fmt.Sprint("dir-", id)}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		regs = append(regs, r)
+	}
+	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
+	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
+		t.Fatal(err)
+	}
+	first := Start(store, cache, Config{BrokerID: 1, SessionTTL: 10 * time.Second, Logger: testLogger()})
+	for {
+		acted, _, err := store.ActedIncarnations(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(acted) == 3 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the first controller never recorded the incarnations it acted on")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first.Close()
+	// Broker 1 comes back on an empty disk: its old registration gone,
+	// a new one under a new directory id.
+	regs[0].Close()
+	again, err := store.RegisterBroker(ctx, metadata.Broker{ID: 1, Host: "127.0.0.1", Port: 9001, DirectoryID: "dir-1-replaced"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := cache.WaitForRevision(ctx, again.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	next := Start(store, cache, Config{BrokerID: 2, SessionTTL: 10 * time.Second, Logger: testLogger()})
+	defer next.Close()
+	for {
+		p := cache.Snapshot().Topics["t"].Partitions[0]
+		if p.Leader == 2 && p.LeaderEpoch == 1 && slices.Equal(p.ISR, []int32{2, 3}) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("broker 1's restart was not handled: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
