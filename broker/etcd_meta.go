@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -150,7 +151,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 		m[u.Partition] = fmt.Sprintf("metadata record %s cannot be decoded: %s", u.Key, u.Err)
 	}
 	for _, b := range s.Brokers {
-		bv := brokerView{id: b.ID, host: b.Host, port: b.Port, shuttingDown: b.ShuttingDown}
+		bv := brokerView{id: b.ID, host: b.Host, port: b.Port, shuttingDown: b.ShuttingDown, incarnation: b.Incarnation}
 		if b.Rack != "" {
 			rack := b.Rack
 			bv.rack = &rack
@@ -178,6 +179,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
 				uncleanEpoch: p.UncleanEpoch, unarchived: p.Unarchived, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
+				created: p.Created,
 			})
 		}
 		v.topics[name] = tv
@@ -258,6 +260,27 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	cur.ISR = isr
 	_, _, err = m.store.UpdatePartition(ctx, cur, partitionEpoch)
 	return metaError(err)
+}
+
+func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32) error {
+	for attempt := 0; ; attempt++ {
+		cur, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return metaError(err)
+		}
+		if !slices.Contains(cur.ISR, self) || len(cur.ISR) == 1 {
+			return nil
+		}
+		next := cur
+		next.ISR = slices.DeleteFunc(slices.Clone(cur.ISR), func(id int32) bool { return id == self })
+		if cur.Leader == self {
+			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
+		}
+		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
+		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
+			return metaError(err)
+		}
+	}
 }
 
 func (m *etcdMeta) markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error {

@@ -29,6 +29,12 @@ type metaStore interface {
 	// stored partition still names leader at leaderEpoch and is at
 	// partitionEpoch (errMetaConflict otherwise).
 	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
+	// leaveISR takes broker self out of a partition's ISR, its log lost
+	// (replicaManager.applyLostLocked): when self is named leader, the
+	// partition is left without one, at a new leader epoch, for the
+	// controller to elect another in-sync replica. An ISR that does not
+	// name self, or names it alone, is left as it is.
+	leaveISR(ctx context.Context, topic string, index, self int32) error
 	// markArchiving clears a partition's unarchived mark (see
 	// partitionView.unarchived) as its leader: only while the stored
 	// partition still names leader at leaderEpoch (errMetaConflict
@@ -106,6 +112,9 @@ type brokerView struct {
 	// shuttingDown: in a controlled shutdown, so leaders do not add it
 	// to their ISRs.
 	shuttingDown bool
+	// incarnation is the etcd revision of the broker's registration
+	// (metadata.Broker.Incarnation; 0 when unknown).
+	incarnation int64
 }
 
 func (v *metaView) broker(id int32) (brokerView, bool) {

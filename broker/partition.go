@@ -44,6 +44,15 @@ type partition struct {
 	// was unarchived), so the log has lost nothing of the history it
 	// holds: no crash since, and no earlier copy gone.
 	sinceCreation bool
+	// logLost: this process found no log of the partition on its disk
+	// though the ISR named this broker (lostLog), so the history the
+	// ISR counted on it is gone. Until the metadata shows it out of the
+	// ISR it leads nothing and asks to leave (replicaManager.applyLost).
+	// Set before the partition is installed; read and cleared under the
+	// replica manager's lock.
+	logLost bool
+	// leavingISR: a request to take this broker out of the ISR runs.
+	leavingISR atomic.Bool
 	// counters are the topic's produced and fetched byte counters.
 	counters *topicCounters
 	// host is the broker's side of replication (fetchers, ISR writes);

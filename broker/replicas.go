@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type partitionView struct {
 	// are brokers a finished reassignment removed, which delete their
 	// copy of the log.
 	adding, removing, retired []int32
+	// created is the metadata revision that created the partition's
+	// record (0: unknown).
+	created int64
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -158,6 +162,9 @@ type pendingOpen struct {
 	// fresh: the partition has no directory here yet, and none of its
 	// records is in the object store (partition.sinceCreation).
 	fresh bool
+	// lost: the partition has no directory here, though the ISR names
+	// this broker (partition.logLost).
+	lost bool
 
 	done chan struct{}
 	p    *partition
@@ -258,6 +265,10 @@ func (m *replicaManager) apply(view *metaView) {
 	old := m.table.load()
 	next := &replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}}
 	keep := map[*partition]bool{}
+	var selfSince int64
+	if bv, ok := view.broker(m.nodeID); ok {
+		selfSince = bv.incarnation
+	}
 	for _, tv := range view.topicList() {
 		cfg := parseTopicConfig(tv.configs, m.brokerConfig)
 		var lt *localTopic
@@ -304,7 +315,7 @@ func (m *replicaManager) apply(view *metaView) {
 				dir := partitionDir(m.dir, tv.name, pv.index)
 				po := m.opening[dir]
 				if po == nil {
-					if po = m.startOpenLocked(tv, pv, &cfg, view.deleted, now); po != nil {
+					if po = m.startOpenLocked(tv, pv, &cfg, view.deleted, selfSince, now); po != nil {
 						wanted[po] = true
 					}
 					continue
@@ -337,7 +348,11 @@ func (m *replicaManager) apply(view *metaView) {
 			p.cfg.Store(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
-			p.setLeadership(leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived})
+			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
+			if p.logLost {
+				l = m.applyLostLocked(p, l)
+			}
+			p.setLeadership(l)
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
 				m.logLeadership(p, pv)
 			}
@@ -530,7 +545,10 @@ func (m *replicaManager) noteRemovalWaitLocked(key partitionKey, dir string, now
 // the directory is kept. The opened log is installed by a later apply
 // (opened is kicked when it is done). It returns the open started, if
 // any. Requires mu.
-func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *topicConfig, deleted map[[16]byte]bool, now time.Time) *pendingOpen {
+//
+// selfSince is the metadata revision of this broker's registration (0:
+// unknown).
+func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *topicConfig, deleted map[[16]byte]bool, selfSince int64, now time.Time) *pendingOpen {
 	index := pv.index
 	key := partitionKey{tv.name, index}
 	if !m.offline.due(key, now) {
@@ -565,7 +583,8 @@ func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *to
 		m.opening = map[string]*pendingOpen{}
 	}
 	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{}),
-		fresh: errors.Is(err, fs.ErrNotExist) && pv.unarchived}
+		fresh: errors.Is(err, fs.ErrNotExist) && pv.unarchived,
+		lost:  errors.Is(err, fs.ErrNotExist) && lostLog(pv, m.nodeID, selfSince)}
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
@@ -633,6 +652,7 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 	p.internal = po.internal
 	p.tier = tier
 	p.sinceCreation = po.fresh
+	p.logLost = po.lost
 	p.host = m.b
 	p.counters = m.b.metrics.forTopic(po.topic)
 	self.Store(p)
@@ -647,6 +667,68 @@ func (m *replicaManager) installLocked(p *partition) {
 	}
 	if p.tier != nil {
 		p.tier.startFollowerSync(p)
+	}
+}
+
+// lostLog reports whether a partition with no log on this broker's disk
+// should have had one: the ISR names this broker beside others, and the
+// partition's record is older than this broker's registration (since, 0
+// unknown), so the ISR counted on records of a log this broker held
+// before it registered again. Its disk was lost, or replaced, while it
+// was down. A partition created since (a new topic), or one whose ISR
+// does not name this broker (a replica being added), has no log yet.
+func lostLog(pv partitionView, self int32, since int64) bool {
+	return pv.created > 0 && since > pv.created && len(pv.isr) > 1 && slices.Contains(pv.isr, self)
+}
+
+// applyLostLocked is what a partition whose log was lost (partition.logLost)
+// applies of the leadership l the metadata gives it. While the ISR names
+// this broker among others, it must not lead: the metadata may still
+// name it leader, at the epoch it held before its restart, when no
+// controller has yet seen the restart (the controller itself, back at
+// once), and its followers would cut their logs to its empty one. The
+// partition is then leaderless here, and this broker asks to leave the
+// ISR (the controller elects another leader). Once the ISR no longer
+// names it, or names it alone (its log is then all there is), the
+// partition is like any other: it rejoins the ISR as a follower that
+// caught up. Requires m.mu.
+func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership {
+	if !slices.Contains(l.isr, m.nodeID) || len(l.isr) == 1 {
+		p.logLost = false
+		m.b.log.Info("a partition whose log was lost is out of the ISR (or its only member); it is a replica like any other again",
+			"topic", p.topic, "partition", p.index, "isr", l.isr)
+		return l
+	}
+	if p.leavingISR.CompareAndSwap(false, true) {
+		m.b.log.Warn("this broker's log of the partition was lost (no directory, though the ISR names this broker and the partition is older than its registration); leaving the ISR, leading nothing until then",
+			"topic", p.topic, "partition", p.index, "leader", l.leader, "leaderEpoch", l.leaderEpoch, "isr", l.isr)
+		if !m.b.goBackground(func() { m.leaveISR(p) }) {
+			p.leavingISR.Store(false)
+		}
+	}
+	if l.leader == m.nodeID {
+		l.leader = -1
+	}
+	return l
+}
+
+// leaveISR takes this broker out of p's ISR (leaving the partition
+// leaderless when it was named leader), retrying until it is done or the
+// broker closes.
+func (m *replicaManager) leaveISR(p *partition) {
+	defer p.leavingISR.Store(false)
+	for m.b.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(m.b.ctx, 10*time.Second)
+		err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID)
+		cancel()
+		if err == nil {
+			return
+		}
+		m.b.log.Warn("leaving the ISR of a partition whose log was lost; retrying", "topic", p.topic, "partition", p.index, "err", err)
+		select {
+		case <-m.b.ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 }
 

@@ -294,6 +294,7 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 			m = map[int32]Partition{}
 			st.partitions[p.Topic] = m
 		}
+		p.Created = createRev
 		m[p.Index] = p
 	case strings.HasPrefix(rest, "deleted-topics/"):
 		var d DeletedTopic

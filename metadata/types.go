@@ -127,6 +127,10 @@ type Partition struct {
 	// reassignment removed from Replicas: the recorded decision that lets
 	// them delete their copy of the log.
 	RetiredReplicas []int32 `json:"retiredReplicas,omitempty"`
+	// Created is the etcd revision that created the record (not
+	// stored): a broker registered after it that finds no log of the
+	// partition on its disk, though the ISR names it, has lost that log.
+	Created int64 `json:"-"`
 }
 
 // DeletedTopic is the tombstone of a deleted topic: the recorded decision
