@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -20,10 +21,12 @@ import (
 // disks (tieredKillWorkload), under an idempotent acks=all producer. Round
 // after round, one fault drawn at random, healed before the next: the
 // leader or a follower killed with SIGKILL or stopped with SIGTERM and
-// started again, the leader frozen with SIGSTOP past its lease, MinIO
-// killed or frozen for a few seconds while produce goes on, or MinIO and
-// the leader lost together, the broker restarting before the store
-// returns. Produce must go on through each (records acknowledged during
+// started again, the leader frozen with SIGSTOP past its lease, the log
+// disk of a follower, of the leader or of the controller lost while it
+// is down (the leader's and the controller's back at once, before or
+// while another is elected), MinIO killed or frozen for a few seconds
+// while produce goes on, or MinIO and the leader lost together, the
+// broker restarting before the store returns. Produce must go on through each (records acknowledged during
 // the fault, where two replicas are up). Throughout, a consumer replays
 // the partition from offset 0 again and again, its first records from
 // the bucket alone: each pass must see contiguous offsets and the
@@ -118,6 +121,34 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.procs[l].cmd.Process.Signal(syscall.SIGCONT)
 		c.waitISR(3)
 	}},
+	{"the log disk of a follower lost", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		f := soakFollower(c, rng)
+		c.procs[f].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[f])
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, f)
+	}},
+	{"the log disk of the leader lost", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[l])
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, l)
+	}},
+	{"the log disk of the leader lost, the broker restarted at once", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[l])
+		restartSoakBroker(t, c, l)
+	}},
+	{"the log disk of the controller lost, the broker restarted at once", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		k := c.controller()
+		t.Logf("the controller is broker %d, the leader broker %d", k, c.leader())
+		c.procs[k].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[k])
+		restartSoakBroker(t, c, k)
+	}},
 	{"MinIO killed", func(t *testing.T, c *testCluster, srv *miniotest.Server, rng *rand.Rand) {
 		srv.Kill()
 		c.waitAcked(c.ackedCount() + 50)
@@ -141,6 +172,30 @@ var clusterSoakFaults = []clusterSoakFault{
 		restartSoakBroker(t, c, l)
 		srv.Resume()
 	}},
+}
+
+// loseLogDisk empties a stopped broker's log directory, as a replaced
+// disk would (its meta.properties, which lives there, goes too).
+func loseLogDisk(t *testing.T, p *brokerProc) {
+	t.Helper()
+	if err := os.RemoveAll(filepath.Join(p.dataDir, "log")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// controller returns the broker the cluster names its controller.
+func (c *testCluster) controller() int32 {
+	c.t.Helper()
+	for {
+		m, err := c.adm.BrokerMetadata(c.ctx)
+		if err == nil && m.Controller >= 0 {
+			return m.Controller
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatal("no controller")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // soakFollower picks a broker that does not lead.
