@@ -20,6 +20,7 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
@@ -794,7 +795,10 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 	})
 	t.Logf("epochs %d %d %d; local log starts at %d", e0, e1, e2, listOffset(t, cl, topic, -4))
 
-	check := func(what string, start int64) {
+	// cur is the partition's leader epoch: e2, and after the restart one
+	// more (the controller elects a restarted leader again, at a new
+	// epoch).
+	check := func(what string, start int64, cur int32) {
 		t.Helper()
 		if off, _, _, code := listOffsetP(t, cl, topic, 0, -2, 0); code != 0 || off != start {
 			t.Errorf("%s: earliest offset %d, error %d; want %d", what, off, code, start)
@@ -803,9 +807,9 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 			epoch, wantEpoch int32
 			end              int64
 		}
-		cases := []want{{e0, e0, 400}, {e0 + 1, e0, 400}, {e1, e1, 800}, {e1 + 1, e1, 800}, {e2, e2, 1200}, {e2 + 1, -1, -1}}
+		cases := []want{{e0, e0, 400}, {e0 + 1, e0, 400}, {e1, e1, 800}, {e1 + 1, e1, 800}, {e2, e2, 1200}, {cur, cur, 1200}, {cur + 1, -1, -1}}
 		for _, c := range cases {
-			code, epoch, end := offsetForEpoch(t, cl, topic, e2, c.epoch)
+			code, epoch, end := offsetForEpoch(t, cl, topic, cur, c.epoch)
 			if c.epoch < e1 && start > 400 {
 				// Ended below the log start: at the log start, as
 				// Kafka's cache, whose first entry starts there,
@@ -846,18 +850,18 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 			}
 		}
 	}
-	check("whole log", 0)
+	check("whole log", 0, e2)
 	requireTieredRecords(testCtx(t), t, b, topic, 0, 1200)
 	dr, err := adm.DeleteRecords(testCtx(t), kadm.Offsets{topic: {0: {At: 450}}})
 	if err != nil || dr.Error() != nil {
 		t.Fatalf("delete records: %v %v", err, dr.Error())
 	}
-	check("from 450", 450)
+	check("from 450", 450, e2)
 	waitFor(t, "remote retention below 450", 30*time.Second, func() bool {
 		m := remoteManifest(t, s3, adm, topic)
 		return m.Start() == 450 && len(m.Segments) > 0 && m.Segments[0].BaseOffset > 300
 	})
-	check("from 450 after remote retention", 450)
+	check("from 450 after remote retention", 450, e2)
 	b.Restart()
 	cl = b.Client()
 	waitFor(t, "the restarted broker ready", 30*time.Second, func() bool {
@@ -867,7 +871,15 @@ func TestTieredEdgeEpochsOnlyInTheBucket(t *testing.T) {
 		}
 		return code == 0
 	})
-	check("from 450 after a restart", 450)
+	waitFor(t, "the restarted leader at a new epoch", 30*time.Second, func() bool {
+		p, err := metadata.NewStore(b.Etcd(), "").Partition(testCtx(t), topic, 0)
+		return err == nil && p.LeaderEpoch == e2+1
+	})
+	waitFor(t, "the restarted leader serving its new epoch", 30*time.Second, func() bool {
+		code, _, _ := offsetForEpoch(t, cl, topic, e2+1, e2)
+		return code == 0
+	})
+	check("from 450 after a restart", 450, e2+1)
 }
 
 // TestTieredEdgeDeleteEverything: DeleteRecords to the high watermark

@@ -38,7 +38,10 @@ type Change struct {
 // brokers that registered again since the controller last acted on them:
 // they count as gone for this round (their in-memory state, and maybe
 // their unflushed tail, is lost), so they leave ISRs and leadership and
-// rejoin as followers. A partition whose leader is live keeps it and only
+// rejoin as followers; a restarted leader that is its partition's only
+// live in-sync replica leads again, at a new epoch, so that what it
+// appends from now on is told apart from what its previous incarnation
+// wrote at the same offsets. A partition whose leader is live keeps it and only
 // sheds dead ISR members; one whose leader is gone gets a new one from its
 // live ISR (clean shutdowns first, then replica order), or goes offline
 // (leader -1) with its ISR kept, unless unclean election is enabled.
@@ -48,13 +51,20 @@ type Change struct {
 // that has another member, so that acks=all stops waiting for it.
 func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
+	// registered counts the restarted as live: a restarted leader that
+	// is its partition's only live in-sync replica leads again, at a
+	// new epoch, in one write rather than going offline for a round.
+	registered := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
 	leaving := map[int32]bool{}
 	for _, b := range snap.Brokers {
 		ok := !restarted[b.ID]
 		live[b.ID] = ok
 		leaving[b.ID] = b.ShuttingDown
-		cands = append(cands, replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown})
+		c := replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown}
+		cands = append(cands, c)
+		c.Live = true
+		registered = append(registered, c)
 	}
 	// staying is the ISR without the dead and, when someone else
 	// remains, without those shutting down.
@@ -92,14 +102,19 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 				if e.Leader >= 0 && !e.Unclean {
 					next.ISR = staying(e.ISR)
 				}
-				if next.Leader != p.Leader {
+				if e.Leader < 0 && p.Leader >= 0 && restarted[p.Leader] {
+					if again := replication.ElectLeader(p.Replicas, p.ISR, registered, false); again.Leader >= 0 {
+						next.Leader, next.ISR = again.Leader, again.ISR
+					}
+				}
+				if next.Leader != p.Leader || next.Leader >= 0 && restarted[next.Leader] {
 					next.LeaderEpoch = p.LeaderEpoch + 1
 				}
 				if e.Unclean {
 					next.UncleanEpoch = next.LeaderEpoch
 				}
 			}
-			if next.Leader == p.Leader && slices.Equal(next.ISR, p.ISR) {
+			if next.Leader == p.Leader && next.LeaderEpoch == p.LeaderEpoch && slices.Equal(next.ISR, p.ISR) {
 				continue
 			}
 			next.Replicas = slices.Clone(p.Replicas)

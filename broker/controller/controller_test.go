@@ -55,6 +55,8 @@ func TestPlan(t *testing.T) {
 		{"the last ISR member returns and leads", snapshot(brokers(1, 2, 3), nil, p(-1, 4, 1)), nil, []metadata.Partition{p(1, 5, 1)}},
 		{"unclean election when the topic allows it", snapshot(brokers(2, 3), map[string]string{UncleanElectionConfig: "true"}, p(1, 3, 1)), nil, []metadata.Partition{unclean(p(2, 4, 2))}},
 		{"a restarted leader loses leadership and the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{1: true}, []metadata.Partition{p(2, 4, 2, 3)}},
+		{"a restarted leader that is the only live ISR member leads again at a new epoch",
+			snapshot(brokers(1, 2, 3), nil, p(1, 3, 1)), map[int32]bool{1: true}, []metadata.Partition{p(1, 4, 1)}},
 		{"a restarted follower leaves the ISR", snapshot(brokers(1, 2, 3), nil, p(1, 3, 1, 2, 3)), map[int32]bool{3: true}, []metadata.Partition{p(1, 3, 1, 2)}},
 		{"a clean ISR member is chosen over an unclean one",
 			snapshot([]metadata.Broker{{ID: 2, UncleanShutdown: true}, {ID: 3}}, nil, p(1, 3, 1, 2, 3)), nil, []metadata.Partition{p(3, 4, 2, 3)}},
