@@ -44,6 +44,10 @@ type partition struct {
 	// was unarchived), so the log has lost nothing of the history it
 	// holds: no crash since, and no earlier copy gone.
 	sinceCreation bool
+	// createdHere: this process created the log (its directory did not
+	// exist: a new replica, or a disk lost), so whatever it holds it
+	// has held since, without a crash.
+	createdHere bool
 	// logLost: this process found no log of the partition on its disk
 	// though the ISR named this broker (lostLog), so the history the
 	// ISR counted on it is gone. Until the metadata shows it out of the

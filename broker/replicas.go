@@ -162,9 +162,10 @@ type pendingOpen struct {
 	// fresh: the partition has no directory here yet, and none of its
 	// records is in the object store (partition.sinceCreation).
 	fresh bool
-	// lost: the partition has no directory here, though the ISR names
-	// this broker (partition.logLost).
-	lost bool
+	// created: the partition has no directory here yet
+	// (partition.createdHere); lost: neither, though the ISR names this
+	// broker (partition.logLost).
+	created, lost bool
 
 	done chan struct{}
 	p    *partition
@@ -583,8 +584,9 @@ func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *to
 		m.opening = map[string]*pendingOpen{}
 	}
 	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{}),
-		fresh: errors.Is(err, fs.ErrNotExist) && pv.unarchived,
-		lost:  errors.Is(err, fs.ErrNotExist) && lostLog(pv, m.nodeID, selfSince)}
+		fresh:   errors.Is(err, fs.ErrNotExist) && pv.unarchived,
+		created: errors.Is(err, fs.ErrNotExist),
+		lost:    errors.Is(err, fs.ErrNotExist) && lostLog(pv, m.nodeID, selfSince)}
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
@@ -652,6 +654,7 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 	p.internal = po.internal
 	p.tier = tier
 	p.sinceCreation = po.fresh
+	p.createdHere = po.created
 	p.logLost = po.lost
 	p.host = m.b
 	p.counters = m.b.metrics.forTopic(po.topic)

@@ -328,7 +328,10 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 //     restore at the bucket's end, is still there (no crash since), or
 //   - it has held records (a new or lost log directory has none: it
 //     waits, to continue where the bucket ends), and it is as this
-//     broker's previous run closed it (OpenedClean), or
+//     broker's previous run closed it (OpenedClean), or this process
+//     created it (createdHere: a new replica, or one whose disk was lost,
+//     given everything it holds by its fetches and a restore at the
+//     bucket's end, with no crash since), or
 //   - it has held records, and this broker is the partition's only
 //     replica, so that it made every upload itself, each only once the
 //     segment was on its stable storage (uploadLimit): a crash of the
@@ -354,7 +357,7 @@ func appendsBeforeManifest(p *partition) bool {
 		return true
 	case p.log.LogEndOffset() == 0:
 		return false
-	case p.log.OpenedClean():
+	case p.log.OpenedClean(), p.createdHere:
 		return true
 	}
 	return len(s.replicas) == 1 && s.replicas[0] == p.nodeID

@@ -135,6 +135,53 @@ func TestAppendsBeforeManifestOnALogCreatedHere(t *testing.T) {
 	}
 }
 
+// A log this process created for a partition whose records are in the
+// bucket (a replica whose disk was lost, restored at the bucket's end and
+// caught up, then elected from the ISR during an outage) has lost nothing
+// it was given either: once it holds records, a clean term of it appends
+// before the manifest is read. Empty, it waits, to continue where the
+// bucket ends; elected uncleanly, it waits.
+func TestAppendsBeforeManifestOnAnArchivedLogCreatedHere(t *testing.T) {
+	const self = 1
+	for _, tc := range []struct {
+		name    string
+		records int
+		l       leadership
+		want    bool
+	}{
+		{"three replicas, restored and caught up", 2, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
+		{"three replicas, empty", 0, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, false},
+		{"elected uncleanly", 2, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 3}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			if tc.records > 0 {
+				// Restored where the bucket ended, then fetched.
+				if err := log.TruncateFullyAndStartAt(500); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range tc.records {
+				b := oneRecordBatch(t, "copied")
+				b.SetBaseOffset(log.LogEndOffset())
+				if _, err := log.AppendAsFollower(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
+			p.createdHere = true
+			p.setLeadership(tc.l)
+			if got := appendsBeforeManifest(p); got != tc.want {
+				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // A term that begins syncs what the log holds (syncOnLead): records a
 // follower copied, never fsynced, reach stable storage.
 func TestANewTermSyncsWhatTheLogHolds(t *testing.T) {

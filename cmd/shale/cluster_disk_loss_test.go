@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
 // TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing: the
@@ -53,4 +55,41 @@ func leadingController(t *testing.T, c *testCluster) int32 {
 	}
 	t.Fatalf("the controller (%d) never led the partition (leader %d)", c.controller(), c.leader())
 	return -1
+}
+
+// TestAReplicaBackFromALostDiskLeadsThroughAStoreOutage: a follower of a
+// tiered partition loses its log disk and comes back: restored where the
+// bucket ends, it catches up and rejoins the ISR. Then the object store
+// freezes, and the leader and the other follower are killed together, so
+// the restored replica is elected, and cannot read its manifest. Its log
+// was created by this process and has lost nothing it was given, so it
+// takes produce before the store returns (the other follower, restarted,
+// rejoins it): acknowledgements go on while the store is frozen.
+func TestAReplicaBackFromALostDiskLeadsThroughAStoreOutage(t *testing.T) {
+	srv := miniotest.Start(t)
+	w := tieredKillWorkload(srv, "disk-loss-outage")
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+		l := c.leader()
+		restored, other := (l+1)%3, (l+2)%3
+		c.procs[restored].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[restored])
+		c.waitAcked(c.ackedCount() + 50)
+		startClusterBroker(t, c.procs[restored])
+		c.waitISR(3)
+		c.waitAcked(c.ackedCount() + 50)
+
+		srv.Pause()
+		defer srv.Resume()
+		c.procs[l].kill(syscall.SIGKILL)
+		c.procs[other].kill(syscall.SIGKILL)
+		if got := c.leaderOtherThan(l); got != restored {
+			t.Fatalf("broker %d leads, want the restored broker %d", got, restored)
+		}
+		startClusterBroker(t, c.procs[other])
+		c.waitAcked(c.ackedCount() + 50)
+		t.Logf("acknowledged with the store frozen, led by the broker whose disk was lost")
+		srv.Resume()
+		startClusterBroker(t, c.procs[l])
+		c.waitISR(3)
+	})
 }
