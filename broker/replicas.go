@@ -585,8 +585,8 @@ func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *to
 	}
 	po := &pendingOpen{topic: tv.name, id: tv.id, index: index, cfg: *cfg, done: make(chan struct{}), settled: make(chan struct{}),
 		fresh:   errors.Is(err, fs.ErrNotExist) && pv.unarchived,
-		created: errors.Is(err, fs.ErrNotExist),
-		lost:    errors.Is(err, fs.ErrNotExist) && lostLog(pv, m.nodeID, selfSince)}
+		created: errors.Is(err, fs.ErrNotExist)}
+	po.lost = lostAtOpen(dir, po.created, pv, m.nodeID, selfSince)
 	po.tiered = m.tiers(tv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
@@ -626,6 +626,9 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 		return nil, err
 	}
 	if err := writePartitionMetadata(dir, po.id); err != nil {
+		return nil, err
+	}
+	if err := markLost(dir, po.lost); err != nil {
 		return nil, err
 	}
 	var self atomic.Pointer[partition] // for OnDamage, set once the partition exists
@@ -681,7 +684,46 @@ func (m *replicaManager) installLocked(p *partition) {
 // was down. A partition created since (a new topic), or one whose ISR
 // does not name this broker (a replica being added), has no log yet.
 func lostLog(pv partitionView, self int32, since int64) bool {
-	return pv.created > 0 && since > pv.created && len(pv.isr) > 1 && slices.Contains(pv.isr, self)
+	return pv.created > 0 && since > pv.created && countedOn(pv, self)
+}
+
+// lostAtOpen reports whether the log of pv in dir, about to be opened
+// (created: its directory does not exist), was lost: it is created for a
+// partition older than this broker's registration (since) whose ISR counts
+// on it (lostLog), or it was found lost before, by a run that stopped
+// before it saw itself out of the ISR (lostLogFile), and the ISR still
+// counts on it.
+func lostAtOpen(dir string, created bool, pv partitionView, self int32, since int64) bool {
+	if created {
+		return lostLog(pv, self, since)
+	}
+	_, err := os.Stat(filepath.Join(dir, lostLogFile))
+	return err == nil && countedOn(pv, self)
+}
+
+// countedOn reports whether the partition's ISR names self beside others,
+// who count on its log as much as on theirs.
+func countedOn(pv partitionView, self int32) bool {
+	return len(pv.isr) > 1 && slices.Contains(pv.isr, self)
+}
+
+// lostLogFile, in a partition's directory, marks a log found lost
+// (lostLog) whose broker has not yet seen itself out of the ISR: a restart
+// meanwhile finds the directory, and the mark says it holds less than the
+// ISR counted on.
+const lostLogFile = "lost-log"
+
+// markLost writes (lost) or removes the lost-log mark of the partition
+// directory dir.
+func markLost(dir string, lost bool) error {
+	path := filepath.Join(dir, lostLogFile)
+	if lost {
+		return writeFileAtomic(path, nil)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // applyLostLocked is what a partition whose log was lost (partition.logLost)
@@ -700,6 +742,9 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership 
 		p.logLost = false
 		m.b.log.Info("a partition whose log was lost is out of the ISR (or its only member); it is a replica like any other again",
 			"topic", p.topic, "partition", p.index, "isr", l.isr)
+		if err := markLost(partitionDir(m.dir, p.topic, p.index), false); err != nil {
+			m.b.log.Warn("removing a partition's lost-log mark", "topic", p.topic, "partition", p.index, "err", err)
+		}
 		return l
 	}
 	if p.leavingISR.CompareAndSwap(false, true) {
