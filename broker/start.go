@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,6 +128,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		DirectoryID:     props.directoryID,
 		UncleanShutdown: !clean,
 	}
+	b.leaveLostISRs(ctx, ms)
 	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
 	if err != nil {
 		ms.close()
@@ -189,6 +191,40 @@ func takeCleanShutdownMarker(dir string) bool {
 func writeCleanShutdownMarker(dir string, log *slog.Logger) {
 	if err := writeFileAtomic(filepath.Join(dir, cleanShutdownFile), nil); err != nil {
 		log.Error("writing the clean-shutdown marker", "err", err)
+	}
+}
+
+// leaveLostISRs takes this broker, before it registers, out of the ISR of
+// every partition that counts on a log it no longer has (lostAtOpen: the
+// partition's directory is gone, or marked lost, and the ISR names this
+// broker beside others). Unregistered, the broker is dead to the
+// controller, which cannot elect it meanwhile on the strength of a
+// membership its lost log earned: when the others of such an ISR are
+// down, the partition then waits for them, offline, instead of being led
+// from an empty log that they would cut theirs to on their return. A
+// failed write is logged: the partition's open does the same
+// (replicaManager.applyLostLocked), though a controller may act first.
+func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta) {
+	self := b.cfg.NodeID
+	for _, tv := range ms.snapshot().topicList() {
+		for _, pv := range tv.partitions {
+			if !countedOn(pv, self) {
+				continue
+			}
+			dir := partitionDir(b.replicas.dir, tv.name, pv.index)
+			_, err := readPartitionMetadata(dir)
+			if !lostAtOpen(dir, errors.Is(err, fs.ErrNotExist), pv, self, math.MaxInt64) {
+				continue
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = ms.leaveISR(wctx, tv.name, pv.index, self)
+			cancel()
+			if err != nil {
+				b.log.Error("leaving the ISR of a partition whose log this broker lost, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
+				continue
+			}
+			b.log.Warn("this broker's log of the partition was lost while it was down; it left the ISR before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr)
+		}
 	}
 }
 

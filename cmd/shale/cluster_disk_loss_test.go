@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
@@ -90,6 +91,52 @@ func TestAReplicaBackFromALostDiskLeadsThroughAStoreOutage(t *testing.T) {
 		t.Logf("acknowledged with the store frozen, led by the broker whose disk was lost")
 		srv.Resume()
 		startClusterBroker(t, c.procs[l])
+		c.waitISR(3)
+	})
+}
+
+// TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected: the ISR is down
+// to the leader and one follower (the third replica is down), and a
+// fourth broker, no replica of the partition, is the controller. The
+// leader and the follower are killed; the follower comes back on an
+// empty disk while the leader is still away. The ISR still names it, and
+// it is the only live member, so the controller would elect it as soon
+// as it registers, and the leader, back, would cut its log to the empty
+// one. It leaves the ISRs that counted on its lost logs before it
+// registers: the partition waits, offline, for the leader, and every
+// acknowledged record is read back.
+func TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected(t *testing.T) {
+	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
+		l := c.leader()
+		lost, away := (l+1)%3, (l+2)%3
+		c.procs[away].kill(syscall.SIGKILL)
+		c.waitISR(2)
+		c.waitAcked(c.ackedCount() + 50)
+		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
+		startClusterBroker(t, ctl)
+		t.Cleanup(func() { ctl.kill(syscall.SIGKILL) })
+		c.procs[l].kill(syscall.SIGKILL)
+		c.procs[lost].kill(syscall.SIGKILL)
+		// The controller (the fourth broker, the only one up) takes the
+		// partition offline, its ISR kept.
+		store := metadata.NewStore(c.etcd.client(), "/kill/")
+		for {
+			p, err := store.Partition(c.ctx, "acked", 0)
+			if err == nil && p.Leader < 0 {
+				break
+			}
+			if c.ctx.Err() != nil {
+				t.Fatalf("the partition never went offline: %+v %v", p, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		loseLogDisk(t, c.procs[lost])
+		startClusterBroker(t, c.procs[lost])
+		// Whatever the controller does with it, it does at once.
+		time.Sleep(time.Second)
+		startClusterBroker(t, c.procs[l])
+		startClusterBroker(t, c.procs[away])
+		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
 	})
 }
