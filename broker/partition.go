@@ -48,12 +48,12 @@ type partition struct {
 	// exist: a new replica, or a disk lost), so whatever it holds it
 	// has held since, without a crash.
 	createdHere bool
-	// logLost: this process found no log of the partition on its disk
-	// though the ISR named this broker (lostLog), so the history the
+	// logLost: the log of the partition on this broker's disk was lost
+	// though the ISR named this broker (lostAtOpen), so the history the
 	// ISR counted on it is gone. Until the metadata shows it out of the
-	// ISR it leads nothing and asks to leave (replicaManager.applyLost).
-	// Set before the partition is installed; read and cleared under the
-	// replica manager's lock.
+	// ISR it leads nothing and asks to leave
+	// (replicaManager.applyLostLocked). Set before the partition is
+	// installed; read and cleared under the replica manager's lock.
 	logLost bool
 	// leavingISR: a request to take this broker out of the ISR runs.
 	leavingISR atomic.Bool

@@ -163,8 +163,8 @@ type pendingOpen struct {
 	// records is in the object store (partition.sinceCreation).
 	fresh bool
 	// created: the partition has no directory here yet
-	// (partition.createdHere); lost: neither, though the ISR names this
-	// broker (partition.logLost).
+	// (partition.createdHere); lost: its log was lost (lostAtOpen,
+	// partition.logLost).
 	created, lost bool
 
 	done chan struct{}
@@ -748,7 +748,7 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership 
 		return l
 	}
 	if p.leavingISR.CompareAndSwap(false, true) {
-		m.b.log.Warn("this broker's log of the partition was lost (no directory, though the ISR names this broker and the partition is older than its registration); leaving the ISR, leading nothing until then",
+		m.b.log.Warn("this broker's log of the partition was lost while it was down, though the ISR names it; leaving the ISR, leading nothing until then",
 			"topic", p.topic, "partition", p.index, "leader", l.leader, "leaderEpoch", l.leaderEpoch, "isr", l.isr)
 		if !m.b.goBackground(func() { m.leaveISR(p) }) {
 			p.leavingISR.Store(false)
