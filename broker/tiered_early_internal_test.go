@@ -99,20 +99,30 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 	}
 }
 
-// A log this process created while the partition was unarchived has lost
-// nothing it was given, empty or not: a clean term of it appends before
-// the manifest is read, an unclean one does not.
+// A log this process created has lost nothing it was given. Created while
+// the partition was unarchived (sinceCreation), empty or not, a clean term
+// of it appends before the manifest is read. Created for a partition whose
+// records are in the bucket (createdHere: a replica whose disk was lost,
+// restored at the bucket's end and caught up, then elected from the ISR
+// during an outage), it does once it holds records; empty, it waits, to
+// continue where the bucket ends. Elected uncleanly, neither does.
 func TestAppendsBeforeManifestOnALogCreatedHere(t *testing.T) {
 	const self = 1
+	three := leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}
+	unclean := leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}
 	for _, tc := range []struct {
-		name    string
-		records int
-		l       leadership
-		want    bool
+		name     string
+		archived bool // createdHere; otherwise sinceCreation
+		records  int
+		l        leadership
+		want     bool
 	}{
-		{"three replicas, empty", 0, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
-		{"three replicas, copied records", 1, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
-		{"elected uncleanly", 1, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}, false},
+		{"unarchived, three replicas, empty", false, 0, three, true},
+		{"unarchived, three replicas, copied records", false, 1, three, true},
+		{"unarchived, elected uncleanly", false, 1, unclean, false},
+		{"archived, three replicas, restored and caught up", true, 2, three, true},
+		{"archived, three replicas, empty", true, 0, three, false},
+		{"archived, elected uncleanly", true, 2, unclean, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
@@ -120,46 +130,7 @@ func TestAppendsBeforeManifestOnALogCreatedHere(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer log.Close()
-			for range tc.records {
-				if _, err := log.AppendAsFollower(oneRecordBatch(t, "copied")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
-			p.sinceCreation = true
-			p.setLeadership(tc.l)
-			if got := appendsBeforeManifest(p); got != tc.want {
-				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-// A log this process created for a partition whose records are in the
-// bucket (a replica whose disk was lost, restored at the bucket's end and
-// caught up, then elected from the ISR during an outage) has lost nothing
-// it was given either: once it holds records, a clean term of it appends
-// before the manifest is read. Empty, it waits, to continue where the
-// bucket ends; elected uncleanly, it waits.
-func TestAppendsBeforeManifestOnAnArchivedLogCreatedHere(t *testing.T) {
-	const self = 1
-	for _, tc := range []struct {
-		name    string
-		records int
-		l       leadership
-		want    bool
-	}{
-		{"three replicas, restored and caught up", 2, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, true},
-		{"three replicas, empty", 0, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1, 2}}, false},
-		{"elected uncleanly", 2, leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 3}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer log.Close()
-			if tc.records > 0 {
+			if tc.archived && tc.records > 0 {
 				// Restored where the bucket ended, then fetched.
 				if err := log.TruncateFullyAndStartAt(500); err != nil {
 					t.Fatal(err)
@@ -173,7 +144,7 @@ func TestAppendsBeforeManifestOnAnArchivedLogCreatedHere(t *testing.T) {
 				}
 			}
 			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
-			p.createdHere = true
+			p.sinceCreation, p.createdHere = !tc.archived, true
 			p.setLeadership(tc.l)
 			if got := appendsBeforeManifest(p); got != tc.want {
 				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)

@@ -93,31 +93,7 @@ func TestPlan(t *testing.T) {
 // the leader's registration lapses, the partition gets a new leader from
 // the ISR with a bumped epoch.
 func TestLeaseExpiryMovesLeadership(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	store := metadata.NewStore(e.Client(), "/ctl/")
-	cache, err := metadata.NewCache(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	var regs []*metadata.Registration
-	for id := int32(1); id <= 3; id++ {
-		r, err := store.RegisterBroker(ctx, metadata.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id}, time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		regs = append(regs, r)
-	}
-	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
-	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
-		t.Fatal(err)
-	}
+	_, store, cache, regs := startThreeBrokers(t, time.Second)
 	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, Logger: testLogger()})
 	defer ctl.Close()
 	regs[0].Close()
@@ -135,6 +111,41 @@ func TestLeaseExpiryMovesLeadership(t *testing.T) {
 	if c := cache.Snapshot().Controller; c != 2 {
 		t.Fatalf("controller = %d, want 2", c)
 	}
+}
+
+// startThreeBrokers starts an etcd and registers brokers 1 to 3 (their
+// directories "dir-1" to "dir-3") under leases of ttl, and creates topic
+// "t" with one partition led by broker 1, all three in sync. Everything
+// ends with the test.
+func startThreeBrokers(t *testing.T, ttl time.Duration) (context.Context, *metadata.Store, *metadata.Cache, []*metadata.Registration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	store := metadata.NewStore(e.Client(), "/ctl/")
+	cache, err := metadata.NewCache(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	var regs []*metadata.Registration
+	for id := int32(1); id <= 3; id++ {
+		r, err := store.RegisterBroker(ctx, metadata.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id, DirectoryID: fmt.Sprint("dir-", id)}, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		regs = append(regs, r)
+	}
+	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
+	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, store, cache, regs
 }
 
 func testLogger() *slog.Logger {
@@ -176,32 +187,7 @@ func TestPlanTombstonePrune(t *testing.T) {
 // the leadership, as it would have under a live controller, and does not
 // lead on with a log that lost what the ISR acknowledged.
 func TestARestartNoControllerSawIsHandledByTheNextOne(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	store := metadata.NewStore(e.Client(), "/ctl/")
-	cache, err := metadata.NewCache(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	var regs []*metadata.Registration
-	for id := int32(1); id <= 3; id++ {
-		r, err := store.RegisterBroker(ctx, metadata.Broker{ID: id, Host: "127.0.0.1", Port: 9000 + id, DirectoryID: fmt.Sprint("dir-", id)}, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		regs = append(regs, r)
-	}
-	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
-	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
-		t.Fatal(err)
-	}
+	ctx, store, cache, regs := startThreeBrokers(t, 10*time.Second)
 	first := Start(store, cache, Config{BrokerID: 1, SessionTTL: 10 * time.Second, Logger: testLogger()})
 	for {
 		acted, _, err := store.ActedIncarnations(ctx)
