@@ -18,8 +18,10 @@ import (
 // acts: the metadata still names the broker leader, at its old epoch, of
 // a log it no longer has, and its followers still fetch from it. It must
 // not lead that log (its followers would cut theirs to its empty one):
-// it leaves the ISR, and the next controller elects a follower. Every
-// acknowledged record is read back, and the replicas' logs agree.
+// it leaves the ISR (before it registers, and again as the partition
+// opens, should that write have failed), and the next controller elects
+// a follower. Every acknowledged record is read back, and the replicas'
+// logs agree.
 func TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing(t *testing.T) {
 	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
 		l := leadingController(t, c)
