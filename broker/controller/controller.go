@@ -51,20 +51,13 @@ type Change struct {
 // that has another member, so that acks=all stops waiting for it.
 func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
-	// registered counts the restarted as live: a restarted leader that
-	// is its partition's only live in-sync replica leads again, at a
-	// new epoch, in one write rather than going offline for a round.
-	registered := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
 	leaving := map[int32]bool{}
 	for _, b := range snap.Brokers {
 		ok := !restarted[b.ID]
 		live[b.ID] = ok
 		leaving[b.ID] = b.ShuttingDown
-		c := replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown}
-		cands = append(cands, c)
-		c.Live = true
-		registered = append(registered, c)
+		cands = append(cands, replication.Candidate{ID: b.ID, Live: ok, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown})
 	}
 	// staying is the ISR without the dead and, when someone else
 	// remains, without those shutting down.
@@ -103,6 +96,14 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 					next.ISR = staying(e.ISR)
 				}
 				if e.Leader < 0 && p.Leader >= 0 && restarted[p.Leader] {
+					// The restarted count as live here: a restarted
+					// leader that is its partition's only live
+					// in-sync replica leads again, at a new epoch, in
+					// one write rather than going offline for a round.
+					registered := slices.Clone(cands)
+					for i := range registered {
+						registered[i].Live = true
+					}
 					if again := replication.ElectLeader(p.Replicas, p.ISR, registered, false); again.Leader >= 0 {
 						next.Leader, next.ISR = again.Leader, again.ISR
 					}

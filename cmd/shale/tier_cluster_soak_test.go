@@ -26,8 +26,8 @@ import (
 // is down (the leader's and the controller's back at once, before or
 // while another is elected), MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
-// broker restarting before the store returns. Produce must go on through each (records acknowledged during
-// the fault, where two replicas are up). Throughout, a consumer replays
+// broker restarting before the store returns. Produce must go on through
+// each (records acknowledged during the fault, where two replicas are up). Throughout, a consumer replays
 // the partition from offset 0 again and again, its first records from
 // the bucket alone: each pass must see contiguous offsets and the
 // producer's records in order, and never stall. At the end every
@@ -128,20 +128,8 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, f)
 	}},
-	{"the log disk of the leader lost", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
-		l := c.leader()
-		c.procs[l].kill(syscall.SIGKILL)
-		loseLogDisk(t, c.procs[l])
-		c.leaderOtherThan(l)
-		c.waitAcked(c.ackedCount() + 50)
-		restartSoakBroker(t, c, l)
-	}},
-	{"the log disk of the leader lost, the broker restarted at once", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
-		l := c.leader()
-		c.procs[l].kill(syscall.SIGKILL)
-		loseLogDisk(t, c.procs[l])
-		restartSoakBroker(t, c, l)
-	}},
+	{"the log disk of the leader lost", loseLeaderDisk(false)},
+	{"the log disk of the leader lost, the broker restarted at once", loseLeaderDisk(true)},
 	{"the log disk of the controller lost, the broker restarted at once", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
 		k := c.controller()
 		t.Logf("the controller is broker %d, the leader broker %d", k, c.leader())
@@ -180,6 +168,22 @@ func loseLogDisk(t *testing.T, p *brokerProc) {
 	t.Helper()
 	if err := os.RemoveAll(filepath.Join(p.dataDir, "log")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// loseLeaderDisk is the fault that kills the leader and loses its log
+// disk, the broker restarted at once, or once another leads and produce
+// goes on.
+func loseLeaderDisk(atOnce bool) func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+	return func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		loseLogDisk(t, c.procs[l])
+		if !atOnce {
+			c.leaderOtherThan(l)
+			c.waitAcked(c.ackedCount() + 50)
+		}
+		restartSoakBroker(t, c, l)
 	}
 }
 
