@@ -986,10 +986,19 @@ func (s *Store) ActedIncarnations(ctx context.Context) (acted map[int32]int64, r
 	if len(resp.Kvs) == 0 {
 		return nil, resp.Header.Revision, nil
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &acted); err != nil || acted == nil {
-		return nil, resp.Header.Revision, fmt.Errorf("%w: the controller's acted incarnations: %v", ErrUnreadable, err)
+	acted, err = decodeActedIncarnations(resp.Kvs[0].Value)
+	return acted, resp.Header.Revision, err
+}
+
+// decodeActedIncarnations decodes the record RecordActedIncarnations
+// writes: a JSON object of broker id to registration revision. Anything
+// else is ErrUnreadable.
+func decodeActedIncarnations(b []byte) (map[int32]int64, error) {
+	var acted map[int32]int64
+	if err := json.Unmarshal(b, &acted); err != nil || acted == nil {
+		return nil, fmt.Errorf("%w: the controller's acted incarnations: %v", ErrUnreadable, err)
 	}
-	return acted, resp.Header.Revision, nil
+	return acted, nil
 }
 
 // RecordActedIncarnations records, while this leadership holds, the
