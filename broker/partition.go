@@ -48,9 +48,10 @@ type partition struct {
 	// exist: a new replica, or a disk lost), so whatever it holds it
 	// has held since, without a crash.
 	createdHere bool
-	// logLost: the log of the partition on this broker's disk was lost
-	// though the ISR named this broker (lostAtOpen), so the history the
-	// ISR counted on it is gone. Until the metadata shows it out of the
+	// logLost: the log of the partition on this broker's disk was lost,
+	// or may have lost its unflushed tail in a machine crash, though the
+	// ISR named this broker (lostAtOpen), so history the ISR counted on
+	// it may be gone. Until the metadata shows it out of the
 	// ISR it leads nothing and asks to leave
 	// (replicaManager.applyLostLocked). Set before the partition is
 	// installed; read and cleared under the replica manager's lock.

@@ -690,9 +690,9 @@ func lostLog(pv partitionView, self int32, since int64) bool {
 // lostAtOpen reports whether the log of pv in dir, about to be opened
 // (created: its directory does not exist), was lost: it is created for a
 // partition older than this broker's registration (since) whose ISR counts
-// on it (lostLog), or it was found lost before, by a run that stopped
-// before it saw itself out of the ISR (lostLogFile), and the ISR still
-// counts on it.
+// on it (lostLog), or it is marked lost (lostLogFile: found lost by a run
+// that stopped before it saw itself out of the ISR, or after a machine
+// crash), and the ISR still counts on it.
 func lostAtOpen(dir string, created bool, pv partitionView, self int32, since int64) bool {
 	if created {
 		return lostLog(pv, self, since)
@@ -708,9 +708,10 @@ func countedOn(pv partitionView, self int32) bool {
 }
 
 // lostLogFile, in a partition's directory, marks a log found lost
-// (lostLog) whose broker has not yet seen itself out of the ISR: a restart
-// meanwhile finds the directory, and the mark says it holds less than the
-// ISR counted on.
+// (lostLog), or one that may have lost its unflushed tail in a machine
+// crash (Broker.leaveLostISRs), whose broker has not yet seen itself out
+// of the ISR: a restart meanwhile finds the directory, and the mark says
+// it may hold less than the ISR counted on.
 const lostLogFile = "lost-log"
 
 // markLost writes (lost) or removes the lost-log mark of the partition
@@ -731,7 +732,8 @@ func markLost(dir string, lost bool) error {
 // this broker among others, it must not lead: the metadata may still
 // name it leader, at the epoch it held before its restart, when no
 // controller has yet seen the restart (the controller itself, back at
-// once), and its followers would cut their logs to its empty one. The
+// once), and its followers would cut their logs to its empty, or short,
+// one. The
 // partition is then leaderless here, and this broker asks to leave the
 // ISR (the controller elects another leader). Once the ISR no longer
 // names it, or names it alone (its log is then all there is), the
@@ -740,7 +742,7 @@ func markLost(dir string, lost bool) error {
 func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership {
 	if !slices.Contains(l.isr, m.nodeID) || len(l.isr) == 1 {
 		p.logLost = false
-		m.b.log.Info("a partition whose log was lost is out of the ISR (or its only member); it is a replica like any other again",
+		m.b.log.Info("a partition whose log lost records is out of the ISR (or its only member); it is a replica like any other again",
 			"topic", p.topic, "partition", p.index, "isr", l.isr)
 		if err := markLost(partitionDir(m.dir, p.topic, p.index), false); err != nil {
 			m.b.log.Warn("removing a partition's lost-log mark", "topic", p.topic, "partition", p.index, "err", err)
@@ -748,7 +750,7 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership 
 		return l
 	}
 	if p.leavingISR.CompareAndSwap(false, true) {
-		m.b.log.Warn("this broker's log of the partition was lost while it was down, though the ISR names it; leaving the ISR, leading nothing until then",
+		m.b.log.Warn("this broker's log of the partition may lack what the ISR counted on (its disk lost, or its unflushed tail in a machine crash); leaving the ISR, leading nothing until then",
 			"topic", p.topic, "partition", p.index, "leader", l.leader, "leaderEpoch", l.leaderEpoch, "isr", l.isr)
 		if !m.b.goBackground(func() { m.leaveISR(p) }) {
 			p.leavingISR.Store(false)
@@ -772,7 +774,7 @@ func (m *replicaManager) leaveISR(p *partition) {
 		if err == nil {
 			return
 		}
-		m.b.log.Warn("leaving the ISR of a partition whose log was lost; retrying", "topic", p.topic, "partition", p.index, "err", err)
+		m.b.log.Warn("leaving the ISR of a partition whose log lost records; retrying", "topic", p.topic, "partition", p.index, "err", err)
 		select {
 		case <-m.b.ctx.Done():
 		case <-time.After(time.Second):

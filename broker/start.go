@@ -94,6 +94,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		b.replicas.removal.fs = opts.FS
 	}
 	clean := takeCleanShutdownMarker(b.cfg.DataDir)
+	rebooted, bootID := machineRebooted(b.cfg.DataDir)
 	if b.cfg.Tiering.Bucket != nil {
 		if b.tier, err = newTierService(b, b.cfg.Tiering, opts.Registry); err != nil {
 			ms.close()
@@ -128,7 +129,10 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		DirectoryID:     props.directoryID,
 		UncleanShutdown: !clean,
 	}
-	b.leaveLostISRs(ctx, ms)
+	crashed := !clean && rebooted
+	if b.leaveLostISRs(ctx, ms, crashed) {
+		recordBootID(b.cfg.DataDir, bootID, b.log)
+	}
 	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
 	if err != nil {
 		ms.close()
@@ -195,17 +199,27 @@ func writeCleanShutdownMarker(dir string, log *slog.Logger) {
 }
 
 // leaveLostISRs takes this broker, before it registers, out of the ISR of
-// every partition that counts on a log it no longer has (lostAtOpen: the
-// partition's directory is gone, or marked lost, and the ISR names this
-// broker beside others). Unregistered, the broker is dead to the
+// every partition that counts on a log it no longer has whole (lostAtOpen:
+// the partition's directory is gone, or marked lost, and the ISR names
+// this broker beside others). Unregistered, the broker is dead to the
 // controller, which cannot elect it meanwhile on the strength of a
 // membership its lost log earned: when the others of such an ISR are
 // down, the partition then waits for them, offline, instead of being led
-// from an empty log that they would cut theirs to on their return. A
-// failed write is logged: the partition's open does the same
-// (replicaManager.applyLostLocked), though a controller may act first.
-func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta) {
+// from a log that lacks what they acknowledged, which they would cut
+// theirs to on their return. A failed write is logged: the partition's
+// open does the same (replicaManager.applyLostLocked), though a
+// controller may act first.
+//
+// crashed says that the machine went down since the broker's last start
+// (an unclean shutdown, and another boot): the page cache, and with it
+// the unflushed tail of every log, may be gone, so every log the ISR
+// counts on is marked lost first. Process crashes (kill -9, OOM) keep the
+// page cache and lose nothing. It reports whether every mark was
+// written: when one was not, the boot is not recorded, and the next
+// start marks again.
+func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) (marked bool) {
 	self := b.cfg.NodeID
+	marked = true
 	for _, tv := range ms.snapshot().topicList() {
 		for _, pv := range tv.partitions {
 			if !countedOn(pv, self) {
@@ -213,18 +227,65 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta) {
 			}
 			dir := partitionDir(b.replicas.dir, tv.name, pv.index)
 			_, err := readPartitionMetadata(dir)
-			if !lostAtOpen(dir, errors.Is(err, fs.ErrNotExist), pv, self, math.MaxInt64) {
+			created := errors.Is(err, fs.ErrNotExist)
+			if crashed && !created {
+				if err := markLost(dir, true); err != nil {
+					b.log.Error("marking a log that may have lost its unflushed tail in a machine crash", "topic", tv.name, "partition", pv.index, "err", err)
+					marked = false
+					continue
+				}
+			}
+			if !lostAtOpen(dir, created, pv, self, math.MaxInt64) {
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err = ms.leaveISR(wctx, tv.name, pv.index, self)
 			cancel()
 			if err != nil {
-				b.log.Error("leaving the ISR of a partition whose log this broker lost, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
+				b.log.Error("leaving the ISR of a partition whose log on this broker lacks what the ISR counted on, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
 				continue
 			}
-			b.log.Warn("this broker's log of the partition was lost while it was down; it left the ISR before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr)
+			b.log.Warn("this broker's log of the partition may lack what the ISR counted on (its disk lost, or its unflushed tail in a machine crash); it left the ISR before registering",
+				"topic", tv.name, "partition", pv.index, "isr", pv.isr, "machine_crash", crashed && !created)
 		}
+	}
+	return marked
+}
+
+// bootIDFile, in the data directory, holds the boot id of the machine the
+// broker last started on, so that a start after an unclean shutdown tells
+// a machine crash (the page cache lost) from a process crash.
+const bootIDFile = "boot-id"
+
+// bootIDPath is where Linux gives the running kernel's boot id, a random
+// UUID drawn at every boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// machineRebooted reports whether the machine booted again since the broker
+// last recorded its boot in dir, and returns the current boot id. When
+// either id cannot be read (another system, or a directory from a version
+// that did not record it) it says yes: the caller then treats an unclean
+// shutdown as a machine crash, giving up availability rather than records.
+func machineRebooted(dir string) (rebooted bool, current string) {
+	data, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return true, ""
+	}
+	current = strings.TrimSpace(string(data))
+	recorded, err := os.ReadFile(filepath.Join(dir, bootIDFile))
+	if err != nil || current == "" {
+		return true, current
+	}
+	return strings.TrimSpace(string(recorded)) != current, current
+}
+
+// recordBootID records the current boot id (machineRebooted) in dir.
+func recordBootID(dir, current string, log *slog.Logger) {
+	if current == "" {
+		return
+	}
+	if err := writeFileAtomic(filepath.Join(dir, bootIDFile), []byte(current+"\n")); err != nil {
+		log.Error("recording the machine's boot id", "err", err)
 	}
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -141,4 +143,52 @@ func TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected(t *testing.T) {
 		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
 	})
+}
+
+// TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing: the
+// partition's leader is also the controller. Its machine crashes: the
+// broker dies, and the tail of its log that was only in the page cache is
+// gone (the test cuts the log and gives the directory another boot id).
+// The machine comes back at once. The broker's registration is replaced
+// at once (the same directory), but its dead controller candidacy holds
+// the role for up to a lease, so no controller acts: the metadata still
+// names the broker leader, at its old epoch, and its followers, which
+// hold the records it lost, still fetch from it. It must not lead its
+// short log (they would cut theirs to it): after an unclean shutdown on
+// another boot it leaves the ISRs that count on it, as a broker back on
+// an empty disk does. Every acknowledged record is read back.
+func TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing(t *testing.T) {
+	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
+		l := leadingController(t, c)
+		c.procs[l].kill(syscall.SIGKILL)
+		loseUnflushedTail(t, c.procs[l], "acked-0")
+		startClusterBroker(t, c.procs[l])
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		c.waitISR(3)
+	})
+}
+
+// loseUnflushedTail does to the stopped broker p what a machine crash does
+// when the page cache held the tail of partition's log: the last segment
+// loses its second half (cut wherever that falls, a torn batch included),
+// and the machine boots again (another boot id).
+func loseUnflushedTail(t *testing.T, p *brokerProc, partition string) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(p.dataDir, "log", partition, "*.log"))
+	if len(logs) == 0 {
+		t.Fatalf("no segment of %s in %s", partition, p.dataDir)
+	}
+	last := logs[len(logs)-1] // zero-padded base offsets sort by name
+	st, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, st.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("broker %d: %s cut from %d to %d bytes", p.id, filepath.Base(last), st.Size(), st.Size()/2)
+	if err := os.WriteFile(filepath.Join(p.dataDir, "log", "boot-id"), []byte("another-boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
