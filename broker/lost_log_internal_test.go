@@ -61,3 +61,28 @@ func TestALostLogIsKnownAtOpenAndAfterARestart(t *testing.T) {
 		t.Fatalf("removing a mark that is not there: %v", err)
 	}
 }
+
+// TestAMachineRebootIsToldFromAProcessRestart: the boot id a start records
+// in the data directory is the running kernel's, so the next start on the
+// same boot finds it unchanged; another id recorded (the machine booted
+// again), or none (a directory from before the record), reads as a reboot.
+func TestAMachineRebootIsToldFromAProcessRestart(t *testing.T) {
+	if _, err := os.Stat(bootIDPath); err != nil {
+		t.Fatalf("this test needs Linux's boot id: %v", err)
+	}
+	dir := t.TempDir()
+	rebooted, current := machineRebooted(dir)
+	if !rebooted || current == "" {
+		t.Fatalf("with no boot recorded: rebooted %v, current %q; want a reboot and the current id", rebooted, current)
+	}
+	recordBootID(dir, current, nil)
+	if rebooted, again := machineRebooted(dir); rebooted || again != current {
+		t.Fatalf("on the recorded boot: rebooted %v, current %q (recorded %q)", rebooted, again, current)
+	}
+	if err := os.WriteFile(filepath.Join(dir, bootIDFile), []byte("another-boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rebooted, _ := machineRebooted(dir); !rebooted {
+		t.Fatal("another boot recorded reads as the same boot")
+	}
+}
