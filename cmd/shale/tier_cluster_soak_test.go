@@ -24,7 +24,8 @@ import (
 // started again, the leader frozen with SIGSTOP past its lease, the log
 // disk of a follower, of the leader or of the controller lost while it
 // is down (the leader's and the controller's back at once, before or
-// while another is elected), MinIO killed or frozen for a few seconds
+// while another is elected), a machine crash of the leader (back at once)
+// or of a follower, MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
 // broker restarting before the store returns. Produce must go on through
 // each (records acknowledged during the fault, where two replicas are up). Throughout, a consumer replays
@@ -159,6 +160,19 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, l)
 		srv.Resume()
+	}},
+	{"a machine crash of the leader (its unflushed tail lost), back at once", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].kill(syscall.SIGKILL)
+		loseUnflushedTail(t, c.procs[l], "acked-0")
+		restartSoakBroker(t, c, l)
+	}},
+	{"a machine crash of a follower (its unflushed tail lost)", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		f := soakFollower(c, rng)
+		c.procs[f].kill(syscall.SIGKILL)
+		loseUnflushedTail(t, c.procs[f], "acked-0")
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, f)
 	}},
 }
 
