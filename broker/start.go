@@ -93,7 +93,11 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.FS != nil {
 		b.replicas.removal.fs = opts.FS
 	}
-	clean := takeCleanShutdownMarker(b.cfg.DataDir)
+	clean, err := takeCleanShutdownMarker(b.cfg.DataDir)
+	if err != nil {
+		ms.close()
+		return nil, err
+	}
 	rebooted, bootID := machineRebooted(b.cfg.DataDir)
 	if b.cfg.Tiering.Bucket != nil {
 		if b.tier, err = newTierService(b, b.cfg.Tiering, opts.Registry); err != nil {
@@ -183,13 +187,25 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 const cleanShutdownFile = "clean-shutdown"
 
 // takeCleanShutdownMarker reports whether the previous run on dir shut down
-// cleanly (or there was none), and removes the marker.
-func takeCleanShutdownMarker(dir string) bool {
+// cleanly (or there was none), and removes the marker, durably: a removal
+// that a machine crash undid would pass that crash off as a clean
+// shutdown, and the logs' lost tails as whole.
+func takeCleanShutdownMarker(dir string) (bool, error) {
 	if _, err := os.Stat(filepath.Join(dir, metaPropertiesFile)); errors.Is(err, fs.ErrNotExist) {
-		return true
+		return true, nil
 	}
-	err := os.Remove(filepath.Join(dir, cleanShutdownFile))
-	return err == nil
+	if err := os.Remove(filepath.Join(dir, cleanShutdownFile)); err != nil {
+		return false, nil
+	}
+	d, err := os.Open(dir)
+	if err == nil {
+		err = d.Sync()
+		d.Close()
+	}
+	if err != nil {
+		return false, fmt.Errorf("broker: removing the clean-shutdown marker durably: %w", err)
+	}
+	return true, nil
 }
 
 func writeCleanShutdownMarker(dir string, log *slog.Logger) {
