@@ -25,7 +25,8 @@ import (
 // disk of a follower, of the leader or of the controller lost while it
 // is down (the leader's and the controller's back at once, before or
 // while another is elected), a machine crash of the leader (back at once)
-// or of a follower, MinIO killed or frozen for a few seconds
+// or of a follower, etcd stopped past the brokers' lease (alone, or with
+// the leader killed meanwhile), MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
 // broker restarting before the store returns. Produce must go on through
 // each (records acknowledged during the fault, where two replicas are up). Throughout, a consumer replays
@@ -173,6 +174,25 @@ var clusterSoakFaults = []clusterSoakFault{
 		loseUnflushedTail(t, c.procs[f], "acked-0")
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, f)
+	}},
+	{"etcd stopped past the brokers' lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		c.etcd.stop()
+		c.waitAcked(c.ackedCount() + 50)
+		time.Sleep(etcdDown + time.Duration(rng.IntN(2000))*time.Millisecond)
+		c.etcd.start(c.ctx)
+		c.requireWhole(time.Now())
+		c.waitISR(3)
+	}},
+	{"etcd stopped and the leader killed meanwhile", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.etcd.stop()
+		c.waitAcked(c.ackedCount() + 20)
+		c.procs[l].kill(syscall.SIGKILL)
+		time.Sleep(etcdDown)
+		c.etcd.start(c.ctx)
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		restartSoakBroker(t, c, l)
 	}},
 }
 
