@@ -170,24 +170,36 @@ func TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing(t *test
 }
 
 // loseUnflushedTail does to the stopped broker p what a machine crash does
-// when the page cache held the tail of partition's log: the last segment
-// loses its second half (cut wherever that falls, a torn batch included),
-// and the machine boots again (another boot id).
-func loseUnflushedTail(t *testing.T, p *brokerProc, partition string) {
+// when the page cache held the tails of its logs: the last segment of
+// each partition directory matching pattern (a glob: "acked-0", "*") loses
+// its second half (cut wherever that falls, a torn batch included), and
+// the machine boots again (another boot id).
+func loseUnflushedTail(t *testing.T, p *brokerProc, pattern string) {
 	t.Helper()
-	logs, _ := filepath.Glob(filepath.Join(p.dataDir, "log", partition, "*.log"))
-	if len(logs) == 0 {
-		t.Fatalf("no segment of %s in %s", partition, p.dataDir)
+	dirs, _ := filepath.Glob(filepath.Join(p.dataDir, "log", pattern))
+	cut := 0
+	for _, dir := range dirs {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		if len(logs) == 0 {
+			continue
+		}
+		last := logs[len(logs)-1] // zero-padded base offsets sort by name
+		st, err := os.Stat(last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() == 0 {
+			continue
+		}
+		if err := os.Truncate(last, st.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("broker %d: %s cut from %d to %d bytes", p.id, filepath.Join(filepath.Base(dir), filepath.Base(last)), st.Size(), st.Size()/2)
+		cut++
 	}
-	last := logs[len(logs)-1] // zero-padded base offsets sort by name
-	st, err := os.Stat(last)
-	if err != nil {
-		t.Fatal(err)
+	if cut == 0 {
+		t.Fatalf("no segment in %s of broker %d", pattern, p.id)
 	}
-	if err := os.Truncate(last, st.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("broker %d: %s cut from %d to %d bytes", p.id, filepath.Base(last), st.Size(), st.Size()/2)
 	if err := os.WriteFile(filepath.Join(p.dataDir, "log", "boot-id"), []byte("another-boot\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -24,3 +24,22 @@ func TestSIGKILLOfGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
 		procs[coordinator].kill(syscall.SIGKILL)
 	})
 }
+
+// TestAMachineCrashOfTheGroupCoordinatorLosesNoCommittedOffset: as above,
+// but the coordinator's machine crashes: the tails of its logs that only
+// the page cache held are gone (the group's commits in __consumer_offsets
+// and the consumed records), and the broker is back at once, on another
+// boot. It follows before it leads again, so another replica coordinates
+// the group: no acknowledged commit is lost or moves backwards, and every
+// acknowledged record is consumed.
+func TestAMachineCrashOfTheGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	etcdAddr := startTestEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcdAddr, 3, nil)
+	brokertest.RunGroupFailover(t, seeds, func(coordinator int32) {
+		procs[coordinator].kill(syscall.SIGKILL)
+		loseUnflushedTail(t, procs[coordinator], "*-*")
+		startClusterBroker(t, procs[coordinator])
+	})
+}
