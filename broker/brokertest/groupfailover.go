@@ -55,13 +55,116 @@ func (l *groupLedger) violateLocked(format string, args ...any) {
 // brokers' __consumer_offsets must have three replicas.
 func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
+	w := startGroupWorkload(t, seeds, 120*time.Second)
+	defer w.stop()
+	coordinator := groupCoordinator(t, w.ctx, w.adm)
+	before := w.consumed()
+	kill(coordinator)
+	t.Logf("killed the coordinator, broker %d, after %d records consumed", coordinator, before)
+	WaitFor(t, 30*time.Second, "another broker coordinates the group", func() (bool, string) {
+		c := groupCoordinator(t, w.ctx, w.adm)
+		return c >= 0 && c != coordinator, fmt.Sprintf("coordinator %d", c)
+	})
+	w.goesOn(before)
+	w.finish()
+}
+
+// RunGroupSoak runs RunGroupFailover's group through rounds faults, with
+// its checks: fault applies one (given the round and the group's
+// coordinator) and heals it before it returns, and after each the group
+// must commit and consume on.
+func RunGroupSoak(t testing.TB, seeds []string, rounds int, fault func(round int, coordinator int32)) {
+	t.Helper()
+	w := startGroupWorkload(t, seeds, 90*time.Second+time.Duration(rounds)*45*time.Second)
+	defer w.stop()
+	for round := range rounds {
+		before := w.consumed()
+		fault(round, groupCoordinator(t, w.ctx, w.adm))
+		w.goesOn(before)
+	}
+	w.finish()
+}
+
+// groupWorkload is the producer, the group's members and the observer of
+// committed offsets that RunGroupFailover and RunGroupSoak run.
+type groupWorkload struct {
+	t       testing.TB
+	ctx     context.Context
+	adm     *kadm.Client
+	l       *groupLedger
+	observe func()
+	// stopProducing ends the producer, produced closes once it has.
+	stopProducing, produced chan struct{}
+	stop                    func()
+}
+
+// consumed is how many distinct records the members have consumed.
+func (w *groupWorkload) consumed() int {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	return len(w.l.consumed)
+}
+
+// goesOn waits until the group commits again and consumes on, past
+// before records consumed.
+func (w *groupWorkload) goesOn(before int) {
+	w.t.Helper()
+	w.l.mu.Lock()
+	commits := w.l.commits
+	w.l.mu.Unlock()
+	WaitFor(w.t, 45*time.Second, "the group commits again and consumes on", func() (bool, string) {
+		w.l.mu.Lock()
+		defer w.l.mu.Unlock()
+		return w.l.commits > commits+20 && len(w.l.consumed) > before+600, fmt.Sprintf("%d commits, %d consumed", w.l.commits-commits, len(w.l.consumed)-before)
+	})
+}
+
+// finish stops the producer, waits until every acknowledged record is
+// consumed, and reports the violations found.
+func (w *groupWorkload) finish() {
+	t, l := w.t, w.l
+	t.Helper()
+	close(w.stopProducing)
+	<-w.produced
+	w.stopProducing = make(chan struct{})
+	WaitFor(t, 45*time.Second, "every acknowledged record consumed", func() (bool, string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		missing := 0
+		for v := range l.acked {
+			if l.consumed[v] == 0 {
+				missing++
+			}
+		}
+		return missing == 0, fmt.Sprintf("%d of %d acknowledged records not consumed", missing, len(l.acked))
+	})
+	w.observe()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.violations {
+		t.Error(v)
+	}
+	dups := 0
+	for _, n := range l.consumed {
+		if n > 1 {
+			dups++
+		}
+	}
+	t.Logf("%d records acknowledged, %d consumed (%d more than once, within the uncommitted window), %d commits acknowledged", len(l.acked), len(l.consumed), dups, l.commits)
+}
+
+// startGroupWorkload creates GroupFailoverTopic and starts the producer,
+// the members and the observer, within timeout; it returns once every
+// partition has a committed offset. Its stop ends them.
+func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *groupWorkload {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond), kgo.RetryTimeout(20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admCl.Close()
+	t.Cleanup(admCl.Close)
 	adm := kadm.NewClient(admCl)
 	if _, err := adm.CreateTopic(ctx, GroupFailoverPartitions, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, GroupFailoverTopic); err != nil {
 		t.Fatal(err)
@@ -74,7 +177,7 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer prod.Close()
+	t.Cleanup(prod.Close)
 	stopProducing := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
@@ -114,7 +217,7 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer cl.Close()
+		t.Cleanup(cl.Close)
 		members.Add(1)
 		go func() {
 			defer members.Done()
@@ -199,18 +302,20 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 			}
 		}
 	}()
-	defer func() {
-		close(stopProducing)
-		close(stopConsuming)
-		select {
-		case <-stopObserving:
-		default:
+	w := &groupWorkload{t: t, ctx: ctx, adm: adm, l: l, observe: observe, stopProducing: stopProducing, produced: produced}
+	var once sync.Once
+	w.stop = func() {
+		once.Do(func() {
+			close(w.stopProducing)
+			close(stopConsuming)
 			close(stopObserving)
-		}
-		<-produced
-		members.Wait()
-		<-observed
-	}()
+			<-produced
+			members.Wait()
+			<-observed
+			cancel()
+		})
+	}
+	t.Cleanup(w.stop)
 
 	WaitFor(t, 60*time.Second, "every partition has a committed offset", func() (bool, string) {
 		l.mu.Lock()
@@ -226,51 +331,7 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 			}
 		}
 	}
-	coordinator := groupCoordinator(t, ctx, adm)
-	l.mu.Lock()
-	before := len(l.consumed)
-	l.mu.Unlock()
-	kill(coordinator)
-	t.Logf("killed the coordinator, broker %d, after %d records consumed", coordinator, before)
-	WaitFor(t, 30*time.Second, "another broker coordinates the group", func() (bool, string) {
-		c := groupCoordinator(t, ctx, adm)
-		return c >= 0 && c != coordinator, fmt.Sprintf("coordinator %d", c)
-	})
-	l.mu.Lock()
-	commitsAfterKill := l.commits
-	l.mu.Unlock()
-	WaitFor(t, 45*time.Second, "the group commits again and consumes on", func() (bool, string) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.commits > commitsAfterKill+20 && len(l.consumed) > before+600, fmt.Sprintf("%d commits, %d consumed", l.commits-commitsAfterKill, len(l.consumed)-before)
-	})
-	close(stopProducing)
-	<-produced
-	stopProducing = make(chan struct{})
-	WaitFor(t, 45*time.Second, "every acknowledged record consumed", func() (bool, string) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		missing := 0
-		for v := range l.acked {
-			if l.consumed[v] == 0 {
-				missing++
-			}
-		}
-		return missing == 0, fmt.Sprintf("%d of %d acknowledged records not consumed", missing, len(l.acked))
-	})
-	observe()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, v := range l.violations {
-		t.Error(v)
-	}
-	dups := 0
-	for _, n := range l.consumed {
-		if n > 1 {
-			dups++
-		}
-	}
-	t.Logf("%d records acknowledged, %d consumed (%d more than once, within the uncommitted window), %d commits acknowledged", len(l.acked), len(l.consumed), dups, l.commits)
+	return w
 }
 
 // groupCoordinator is the group's coordinator as FindCoordinator answers,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -177,7 +178,7 @@ func TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing(t *test
 func loseUnflushedTail(t *testing.T, p *brokerProc, pattern string) {
 	t.Helper()
 	dirs, _ := filepath.Glob(filepath.Join(p.dataDir, "log", pattern))
-	cut := 0
+	var cut []string
 	for _, dir := range dirs {
 		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 		if len(logs) == 0 {
@@ -194,12 +195,12 @@ func loseUnflushedTail(t *testing.T, p *brokerProc, pattern string) {
 		if err := os.Truncate(last, st.Size()/2); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("broker %d: %s cut from %d to %d bytes", p.id, filepath.Join(filepath.Base(dir), filepath.Base(last)), st.Size(), st.Size()/2)
-		cut++
+		cut = append(cut, fmt.Sprintf("%s %d to %d bytes", filepath.Join(filepath.Base(dir), filepath.Base(last)), st.Size(), st.Size()/2))
 	}
-	if cut == 0 {
+	if len(cut) == 0 {
 		t.Fatalf("no segment in %s of broker %d", pattern, p.id)
 	}
+	t.Logf("broker %d's machine crashed: cut %s", p.id, strings.Join(cut, ", "))
 	if err := os.WriteFile(filepath.Join(p.dataDir, "log", "boot-id"), []byte("another-boot\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

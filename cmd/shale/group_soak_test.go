@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// TestGroupSoak: three `shale broker` processes; a consumer group of three
+// franz-go members consumes an RF=3 topic under an acks=all producer and
+// commits after each poll (brokertest.RunGroupSoak). Round after round,
+// one fault drawn at random, healed before the next: the coordinator
+// killed with SIGKILL or stopped with SIGTERM, any broker killed, the
+// coordinator frozen with SIGSTOP past its lease, the coordinator's
+// machine or another broker's crashed (the tails of their logs that only
+// the page cache held lost, back at once), etcd stopped past the brokers'
+// lease. After each the group must commit and consume on; throughout, no
+// acknowledged commit is lost or moves backwards, no member is handed a
+// record below an acknowledged commit, and every acknowledged record is
+// consumed.
+//
+// SHALE_GROUP_SOAK_SEED sets the seed (default: the clock's),
+// SHALE_GROUP_SOAK_ROUNDS the rounds (default 5), and
+// SHALE_GROUP_SOAK_ONLY one kind of fault (its index in groupSoakFaults).
+func TestGroupSoak(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SHALE_GROUP_SOAK_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	rounds := 5
+	if v := os.Getenv("SHALE_GROUP_SOAK_ROUNDS"); v != "" {
+		rounds, _ = strconv.Atoi(v)
+	}
+	only := -1
+	if v := os.Getenv("SHALE_GROUP_SOAK_ONLY"); v != "" {
+		only, _ = strconv.Atoi(v)
+		only = min(max(only, 0), len(groupSoakFaults)-1)
+	}
+	t.Logf("seed %d (SHALE_GROUP_SOAK_SEED), %d rounds", seed, rounds)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*time.Minute)
+	defer cancel()
+	etcd := startRestartableEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcd.addr, 3, nil)
+	g := &groupSoak{t: t, ctx: ctx, etcd: etcd, procs: procs, rng: rng}
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	g.adm = kadm.NewClient(admCl)
+	brokertest.RunGroupSoak(t, seeds, rounds, func(round int, coordinator int32) {
+		f := groupSoakFaults[rng.IntN(len(groupSoakFaults))]
+		if only >= 0 {
+			f = groupSoakFaults[only]
+		}
+		start := time.Now()
+		f.run(g, coordinator)
+		g.wholeAgain()
+		t.Logf("round %d: %s (the coordinator was broker %d), healed in %s", round, f.name, coordinator, time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// groupSoak is what TestGroupSoak's faults act on.
+type groupSoak struct {
+	t     *testing.T
+	ctx   context.Context
+	etcd  *testEtcd
+	procs []*brokerProc
+	rng   *rand.Rand
+	adm   *kadm.Client
+}
+
+// restart starts broker id again, on its directory.
+func (g *groupSoak) restart(id int32) { startClusterBroker(g.t, g.procs[id]) }
+
+// other is a broker other than id, drawn at random.
+func (g *groupSoak) other(id int32) int32 {
+	return (id + 1 + int32(g.rng.IntN(len(g.procs)-1))) % int32(len(g.procs))
+}
+
+// wholeAgain waits until every partition of the consumed topic and of
+// __consumer_offsets has all three replicas in its ISR, so that the next
+// fault meets a whole cluster.
+func (g *groupSoak) wholeAgain() {
+	g.t.Helper()
+	brokertest.WaitFor(g.t, 60*time.Second, "every ISR whole again", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+		defer cancel()
+		td, err := g.adm.ListTopics(ctx, brokertest.GroupFailoverTopic, "__consumer_offsets")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, topic := range td {
+			if topic.Err != nil {
+				return false, fmt.Sprintf("%s: %v", topic.Topic, topic.Err)
+			}
+			for _, p := range topic.Partitions {
+				if len(p.ISR) != 3 || p.Leader < 0 {
+					return false, fmt.Sprintf("%s-%d: leader %d, ISR %v", topic.Topic, p.Partition, p.Leader, p.ISR)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// groupSoakFaults are the faults of TestGroupSoak: each applies one and
+// heals it.
+var groupSoakFaults = []struct {
+	name string
+	run  func(g *groupSoak, coordinator int32)
+}{
+	{"SIGKILL of the coordinator", func(g *groupSoak, c int32) {
+		g.procs[c].kill(syscall.SIGKILL)
+		time.Sleep(time.Duration(g.rng.IntN(3000)) * time.Millisecond)
+		g.restart(c)
+	}},
+	{"SIGTERM of the coordinator", func(g *groupSoak, c int32) {
+		g.procs[c].kill(syscall.SIGTERM)
+		g.restart(c)
+	}},
+	{"SIGKILL of another broker", func(g *groupSoak, c int32) {
+		b := g.other(c)
+		g.procs[b].kill(syscall.SIGKILL)
+		time.Sleep(time.Duration(g.rng.IntN(3000)) * time.Millisecond)
+		g.restart(b)
+	}},
+	{"SIGSTOP of the coordinator past its lease", func(g *groupSoak, c int32) {
+		g.procs[c].cmd.Process.Signal(syscall.SIGSTOP)
+		time.Sleep(3 * time.Second)
+		g.procs[c].cmd.Process.Signal(syscall.SIGCONT)
+	}},
+	{"a machine crash of the coordinator, back at once", func(g *groupSoak, c int32) {
+		g.procs[c].kill(syscall.SIGKILL)
+		loseUnflushedTail(g.t, g.procs[c], "*-*")
+		g.restart(c)
+	}},
+	{"a machine crash of another broker, back at once", func(g *groupSoak, c int32) {
+		b := g.other(c)
+		g.procs[b].kill(syscall.SIGKILL)
+		loseUnflushedTail(g.t, g.procs[b], "*-*")
+		g.restart(b)
+	}},
+	{"etcd stopped past the brokers' lease", func(g *groupSoak, _ int32) {
+		g.etcd.stop()
+		time.Sleep(etcdDown)
+		g.etcd.start(g.ctx)
+	}},
+}
