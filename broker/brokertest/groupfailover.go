@@ -57,7 +57,7 @@ func RunGroupFailover(t testing.TB, seeds []string, kill func(coordinator int32)
 	t.Helper()
 	w := startGroupWorkload(t, seeds, 120*time.Second)
 	defer w.stop()
-	coordinator := groupCoordinator(t, w.ctx, w.adm)
+	coordinator := w.coordinator()
 	before := w.consumed()
 	kill(coordinator)
 	t.Logf("killed the coordinator, broker %d, after %d records consumed", coordinator, before)
@@ -78,8 +78,9 @@ func RunGroupSoak(t testing.TB, seeds []string, rounds int, fault func(round int
 	w := startGroupWorkload(t, seeds, 90*time.Second+time.Duration(rounds)*45*time.Second)
 	defer w.stop()
 	for round := range rounds {
+		coordinator := w.coordinator()
 		before := w.consumed()
-		fault(round, groupCoordinator(t, w.ctx, w.adm))
+		fault(round, coordinator)
 		w.goesOn(before)
 	}
 	w.finish()
@@ -96,6 +97,18 @@ type groupWorkload struct {
 	// stopProducing ends the producer, produced closes once it has.
 	stopProducing, produced chan struct{}
 	stop                    func()
+}
+
+// coordinator waits until FindCoordinator names the group's coordinator,
+// and returns it.
+func (w *groupWorkload) coordinator() int32 {
+	w.t.Helper()
+	c := int32(-1)
+	WaitFor(w.t, 30*time.Second, "the group has a coordinator", func() (bool, string) {
+		c = groupCoordinator(w.t, w.ctx, w.adm)
+		return c >= 0, "FindCoordinator names none"
+	})
+	return c
 }
 
 // consumed is how many distinct records the members have consumed.
