@@ -179,7 +179,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
 				uncleanEpoch: p.UncleanEpoch, unarchived: p.Unarchived, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
-				created: p.Created,
+				created: p.Created, recovering: p.Recovering,
 			})
 		}
 		v.topics[name] = tv
@@ -273,6 +273,35 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 		}
 		next := cur
 		next.ISR = slices.DeleteFunc(slices.Clone(cur.ISR), func(id int32) bool { return id == self })
+		if cur.Leader == self {
+			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
+		}
+		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
+		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
+			return metaError(err)
+		}
+	}
+}
+
+// markRecovering records this broker as an ISR member of the partition back from
+// a machine crash (metadata.Partition.Recovering) whose log ends at logEnd
+// (-1: not yet opened), leaving the partition leaderless at a new epoch
+// when it was named leader: it leads nothing until the controller has
+// compared it with the others. Nothing is written when the ISR no longer
+// names it, or the record already says so.
+func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error {
+	for attempt := 0; ; attempt++ {
+		cur, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return metaError(err)
+		}
+		had, recovering := cur.RecoveringEnd(self)
+		if !slices.Contains(cur.ISR, self) || (recovering && had == logEnd) || (recovering && logEnd < 0) {
+			return nil
+		}
+		next := cur
+		next.Recovering = slices.DeleteFunc(slices.Clone(cur.Recovering), func(r metadata.RecoveringReplica) bool { return r.ID == self })
+		next.Recovering = append(next.Recovering, metadata.RecoveringReplica{ID: self, LogEnd: logEnd})
 		if cur.Leader == self {
 			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
 		}

@@ -35,6 +35,10 @@ type metaStore interface {
 	// controller to elect another in-sync replica. An ISR that does not
 	// name self, or names it alone, is left as it is.
 	leaveISR(ctx context.Context, topic string, index, self int32) error
+	// markRecovering records broker self as an ISR member back from a
+	// machine crash whose log ends at logEnd (-1: not yet opened), for
+	// the controller to compare (metadata.Partition.Recovering).
+	markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error
 	// markArchiving clears a partition's unarchived mark (see
 	// partitionView.unarchived) as its leader: only while the stored
 	// partition still names leader at leaderEpoch (errMetaConflict

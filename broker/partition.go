@@ -56,7 +56,8 @@ type partition struct {
 	// (replicaManager.applyLostLocked). Set before the partition is
 	// installed; read and cleared under the replica manager's lock.
 	logLost bool
-	// leavingISR: a request to take this broker out of the ISR runs.
+	// leavingISR: a request about this broker's place in the ISR runs
+	// (leaving it, or reporting a recovered log end).
 	leavingISR atomic.Bool
 	// counters are the topic's produced and fetched byte counters.
 	counters *topicCounters

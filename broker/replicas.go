@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/metadata"
 )
 
 // topicView and partitionView are what the replica manager needs to know of
@@ -51,6 +52,20 @@ type partitionView struct {
 	// created is the metadata revision that created the partition's
 	// record (0: unknown).
 	created int64
+	// recovering are the ISR members back from a machine crash that the
+	// controller has yet to compare (metadata.Partition.Recovering).
+	recovering []metadata.RecoveringReplica
+}
+
+// recoveringEnd reports whether broker id is recovering in pv, and the log
+// end it reported (-1: not yet).
+func (pv partitionView) recoveringEnd(id int32) (int64, bool) {
+	for _, r := range pv.recovering {
+		if r.ID == id {
+			return r.LogEnd, true
+		}
+	}
+	return 0, false
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -350,8 +365,8 @@ func (m *replicaManager) apply(view *metaView) {
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
 			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
-			if p.logLost {
-				l = m.applyLostLocked(p, l)
+			if _, recovering := pv.recoveringEnd(m.nodeID); p.logLost || recovering {
+				l = m.applyLostLocked(p, l, pv)
 			}
 			p.setLeadership(l)
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
@@ -728,18 +743,35 @@ func markLost(dir string, lost bool) error {
 }
 
 // applyLostLocked is what a partition whose log was lost (partition.logLost)
-// applies of the leadership l the metadata gives it. While the ISR names
-// this broker among others, it must not lead: the metadata may still
+// applies of the leadership l the metadata gives it (pv). While the ISR
+// names this broker among others, it must not lead: the metadata may still
 // name it leader, at the epoch it held before its restart, when no
 // controller has yet seen the restart (the controller itself, back at
 // once), and its followers would cut their logs to its empty, or short,
-// one. The
-// partition is then leaderless here, and this broker asks to leave the
-// ISR (the controller elects another leader). Once the ISR no longer
-// names it, or names it alone (its log is then all there is), the
+// one. The partition is then leaderless here, and this broker asks to
+// leave the ISR (the controller elects another leader). Once the ISR no
+// longer names it, or names it alone (its log is then all there is), the
 // partition is like any other: it rejoins the ISR as a follower that
-// caught up. Requires m.mu.
-func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership {
+// caught up.
+//
+// A broker back from a machine crash when no other ISR member that kept
+// its log was up stays in the ISR, recovering (pv.recovering): it leads
+// nothing, and reports its recovered log end for the controller to
+// compare with the others'. Requires m.mu.
+func (m *replicaManager) applyLostLocked(p *partition, l leadership, pv partitionView) leadership {
+	if end, recovering := pv.recoveringEnd(m.nodeID); recovering {
+		if leo := p.log.LogEndOffset(); end != leo && p.leavingISR.CompareAndSwap(false, true) {
+			m.b.log.Warn("this broker is back from a machine crash and no other in-sync replica that kept its log is up: it leads nothing and reports its recovered log end, for the controller to elect the longest log",
+				"topic", p.topic, "partition", p.index, "log_end_offset", leo, "isr", l.isr)
+			if !m.b.goBackground(func() { m.reportRecovered(p, leo) }) {
+				p.leavingISR.Store(false)
+			}
+		}
+		if l.leader == m.nodeID {
+			l.leader = -1
+		}
+		return l
+	}
 	if !slices.Contains(l.isr, m.nodeID) || len(l.isr) == 1 {
 		p.logLost = false
 		m.b.log.Info("a partition whose log lost records is out of the ISR (or its only member); it is a replica like any other again",
@@ -760,6 +792,26 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership) leadership 
 		l.leader = -1
 	}
 	return l
+}
+
+// reportRecovered records logEnd as the recovered end of p's log on this
+// broker, recovering from a machine crash, retrying until it is done or
+// the broker closes.
+func (m *replicaManager) reportRecovered(p *partition, logEnd int64) {
+	defer p.leavingISR.Store(false)
+	for m.b.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(m.b.ctx, 10*time.Second)
+		err := m.b.meta.markRecovering(ctx, p.topic, p.index, m.nodeID, logEnd)
+		cancel()
+		if err == nil {
+			return
+		}
+		m.b.log.Warn("reporting the recovered log end of a partition; retrying", "topic", p.topic, "partition", p.index, "err", err)
+		select {
+		case <-m.b.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // leaveISR takes this broker out of p's ISR (leaving the partition

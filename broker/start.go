@@ -230,13 +230,19 @@ func writeCleanShutdownMarker(dir string, log *slog.Logger) {
 // (an unclean shutdown, and another boot): the page cache, and with it
 // the unflushed tail of every log, may be gone, so every log the ISR
 // counts on is marked lost first. Process crashes (kill -9, OOM) keep the
-// page cache and lose nothing. It reports whether every mark was
-// written: when one was not, the boot is not recorded, and the next
-// start marks again.
+// page cache and lose nothing. Such a log (not an empty one) leaves the
+// ISR only when another member that kept its log is up; when none is,
+// the others may have crashed too and this log may be the longest left,
+// so the broker stays in the ISR as recovering (metadata.Partition.
+// Recovering), leading nothing, and the controller elects the longest
+// once every member has reported (controller.planRecovering). It reports
+// whether every mark was written: when one was not, the boot is not
+// recorded, and the next start marks again.
 func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) (marked bool) {
 	self := b.cfg.NodeID
 	marked = true
-	for _, tv := range ms.snapshot().topicList() {
+	view := ms.snapshot()
+	for _, tv := range view.topicList() {
 		for _, pv := range tv.partitions {
 			if !countedOn(pv, self) {
 				continue
@@ -255,6 +261,21 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if !created && !keptByAnother(view, pv, self) {
+				// No other member that kept its log is up: this log
+				// may be the longest left. Stay, recovering, for the
+				// controller to compare (its end is reported once it
+				// has opened).
+				err = ms.markRecovering(wctx, tv.name, pv.index, self, -1)
+				cancel()
+				if err != nil {
+					b.log.Error("recording a partition as recovering from a machine crash, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
+					continue
+				}
+				b.log.Warn("this broker is back from a machine crash and no other in-sync replica that kept its log is up; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
+					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
+				continue
+			}
 			err = ms.leaveISR(wctx, tv.name, pv.index, self)
 			cancel()
 			if err != nil {
@@ -266,6 +287,21 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 		}
 	}
 	return marked
+}
+
+// keptByAnother reports whether another member of pv's ISR that kept its
+// log (not recovering from a machine crash) is registered: leaving the ISR
+// to it loses nothing.
+func keptByAnother(view *metaView, pv partitionView, self int32) bool {
+	for _, id := range pv.isr {
+		if _, recovering := pv.recoveringEnd(id); id == self || recovering {
+			continue
+		}
+		if _, ok := view.broker(id); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // bootIDFile, in the data directory, holds the boot id of the machine the

@@ -127,10 +127,39 @@ type Partition struct {
 	// reassignment removed from Replicas: the recorded decision that lets
 	// them delete their copy of the log.
 	RetiredReplicas []int32 `json:"retiredReplicas,omitempty"`
+	// Recovering are ISR members back from a machine crash (an unclean
+	// shutdown, then another boot) when no other member was up: each
+	// may lack the unflushed tail the ISR counted on, and none of them
+	// leads until the controller has compared them. A member that kept
+	// its log leads instead when one is up, and the recovering ones leave
+	// the ISR; when every member is recovering and has reported its log
+	// end, the longest log leads, alone in the ISR (KIP-966's unclean
+	// recovery, without its choice of a strategy).
+	Recovering []RecoveringReplica `json:"recovering,omitempty"`
 	// Created is the etcd revision that created the record (not
 	// stored): a broker registered after it that finds no log of the
 	// partition on its disk, though the ISR names it, has lost that log.
 	Created int64 `json:"-"`
+}
+
+// RecoveringReplica is an ISR member back from a machine crash
+// (Partition.Recovering).
+type RecoveringReplica struct {
+	ID int32 `json:"id"`
+	// LogEnd is the end of its log once the log has opened and
+	// recovered; -1 until then.
+	LogEnd int64 `json:"logEnd"`
+}
+
+// RecoveringEnd reports whether broker id is recovering in p, and the log
+// end it reported (-1: not yet).
+func (p Partition) RecoveringEnd(id int32) (int64, bool) {
+	for _, r := range p.Recovering {
+		if r.ID == id {
+			return r.LogEnd, true
+		}
+	}
+	return 0, false
 }
 
 // DeletedTopic is the tombstone of a deleted topic: the recorded decision

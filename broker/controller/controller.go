@@ -82,6 +82,12 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		ts := snap.Topics[n]
 		unclean := ts.Configs[UncleanElectionConfig] == "true"
 		for _, p := range ts.Partitions {
+			if len(p.Recovering) > 0 {
+				if next, ok := planRecovering(p, cands, live); ok {
+					out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
+				}
+				continue
+			}
 			next := p
 			leaderOK := p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader)
 			if leaderOK && leaving[p.Leader] && !slices.Contains(staying(p.ISR), p.Leader) {
@@ -123,6 +129,73 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		}
 	}
 	return out
+}
+
+// planRecovering decides for a partition some of whose ISR members are
+// back from a machine crash (metadata.Partition.Recovering), and may lack
+// what the ISR counted on. They count as gone while a member that kept its
+// log can lead: the live leader stays, or one of those members is
+// elected, and the recovering ones leave the ISR (they follow, and rejoin
+// once caught up). When no such member is live, the partition is offline
+// until every ISR member is back: a member that did not crash leads once
+// back; when all crashed, the longest recovered log leads (the first in
+// replica order among equals), alone in the ISR, once every one has
+// reported its end. Recovering members out of the ISR (a leader shrank
+// it) are forgotten. It reports false when nothing changes.
+func planRecovering(p metadata.Partition, cands []replication.Candidate, live map[int32]bool) (metadata.Partition, bool) {
+	next := p
+	next.Replicas = slices.Clone(p.Replicas)
+	next.Recovering = slices.DeleteFunc(slices.Clone(p.Recovering), func(r metadata.RecoveringReplica) bool { return !slices.Contains(p.ISR, r.ID) })
+	if len(next.Recovering) == 0 {
+		next.Recovering = nil
+		return next, true // the next round plans it as any other
+	}
+	recovering := func(id int32) bool { _, ok := next.RecoveringEnd(id); return ok }
+	kept := slices.Clone(cands)
+	for i := range kept {
+		if recovering(kept[i].ID) {
+			kept[i].Live = false
+		}
+	}
+	if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
+		next.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] })
+		next.Recovering = nil
+		return next, true
+	}
+	if e := replication.ElectLeader(p.Replicas, p.ISR, kept, false); e.Leader >= 0 {
+		next.Leader, next.ISR, next.LeaderEpoch = e.Leader, e.ISR, p.LeaderEpoch+1
+		next.Recovering = nil
+		return next, true
+	}
+	// No member that kept its log is up. The longest recovered log
+	// leads once every member is back, recovering, and has reported.
+	best, bestEnd := int32(-1), int64(-1)
+	for _, id := range p.Replicas {
+		if !slices.Contains(p.ISR, id) {
+			continue
+		}
+		end, ok := next.RecoveringEnd(id)
+		if !ok || end < 0 || !live[id] {
+			best = -1
+			break
+		}
+		if end > bestEnd {
+			best, bestEnd = id, end
+		}
+	}
+	if best < 0 {
+		// Offline meanwhile: the recovering lead nothing.
+		if p.Leader < 0 && len(next.Recovering) == len(p.Recovering) {
+			return p, false
+		}
+		if p.Leader >= 0 {
+			next.Leader, next.LeaderEpoch = -1, p.LeaderEpoch+1
+		}
+		return next, true
+	}
+	next.Leader, next.ISR, next.LeaderEpoch = best, []int32{best}, p.LeaderEpoch+1
+	next.Recovering = nil
+	return next, true
 }
 
 // Config configures a controller candidate.

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,6 +87,64 @@ func TestPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanRecovering: ISR members back from a machine crash
+// (Partition.Recovering) lead nothing while a member that kept its log can
+// lead; when none can, the partition waits for every member, and the
+// longest recovered log leads alone.
+func TestPlanRecovering(t *testing.T) {
+	r := func(id int32, logEnd int64) metadata.RecoveringReplica {
+		return metadata.RecoveringReplica{ID: id, LogEnd: logEnd}
+	}
+	p := func(leader, epoch int32, isr []int32, recovering ...metadata.RecoveringReplica) metadata.Partition {
+		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7, Recovering: recovering}
+	}
+	all := []int32{1, 2, 3}
+	for _, tc := range []struct {
+		name      string
+		snap      *metadata.Snapshot
+		restarted map[int32]bool
+		want      []metadata.Partition // nil: no change
+	}{
+		{"a live leader that kept its log stays; the recovering follower leaves the ISR",
+			snapshot(brokers(1, 2, 3), nil, p(1, 3, all, r(3, 10))), nil, []metadata.Partition{p(1, 3, []int32{1, 2})}},
+		{"a recovering leader hands over to a member that kept its log",
+			snapshot(brokers(1, 2, 3), nil, p(1, 3, all, r(1, -1))), nil, []metadata.Partition{p(2, 4, []int32{2, 3})}},
+		{"no member that kept its log is up: offline until all are back",
+			snapshot(brokers(1, 2), nil, p(1, 3, all, r(1, 50), r(2, 40))), nil, []metadata.Partition{p(-1, 4, all, r(1, 50), r(2, 40))}},
+		{"offline and waiting: no change", snapshot(brokers(1, 2), nil, p(-1, 4, all, r(1, 50), r(2, 40))), nil, nil},
+		{"the member that did not crash leads once back, the others leave the ISR",
+			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 40))), nil, []metadata.Partition{p(3, 5, []int32{3})}},
+		{"all recovering, one end not reported: offline",
+			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 40), r(3, -1))), nil, nil},
+		{"all recovering, one just restarted: offline",
+			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 40), r(3, 70))), map[int32]bool{3: true}, nil},
+		{"all recovering and reported: the longest log leads alone",
+			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 70), r(3, 60))), nil, []metadata.Partition{p(2, 5, []int32{2})}},
+		{"among equal ends, replica order",
+			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 70), r(3, 70))), nil, []metadata.Partition{p(2, 5, []int32{2})}},
+		{"a recovering member out of the ISR is forgotten",
+			snapshot(brokers(1, 2, 3), nil, p(1, 3, []int32{1, 2}, r(3, 10))), nil, []metadata.Partition{p(1, 3, []int32{1, 2})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Plan(tc.snap, tc.restarted)
+			if len(got) != len(tc.want) {
+				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
+			}
+			for i, ch := range got {
+				w, n := tc.want[i], ch.Next
+				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || !slices.Equal(n.Recovering, w.Recovering) || ch.Expected != 7 {
+					t.Fatalf("change %d = %+v, want %+v", i, n, w)
+				}
+			}
+		})
+	}
+	// Neither the preferred election nor the automatic rebalance picks a
+	// recovering replica.
+	if _, err := ElectPreferred(snapshot(brokers(1, 2, 3), nil, p(2, 3, all, r(1, 10))), p(2, 3, all, r(1, 10))); !errors.Is(err, ErrPreferredNotAvailable) {
+		t.Fatalf("ElectPreferred of a recovering replica: %v", err)
 	}
 }
 

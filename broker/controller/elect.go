@@ -52,7 +52,7 @@ func electPreferred(live map[int32]metadata.Broker, p metadata.Partition) (metad
 		return p, ErrElectionNotNeeded
 	}
 	b, ok := live[pref]
-	if !ok || b.ShuttingDown || !slices.Contains(p.ISR, pref) {
+	if _, recovering := p.RecoveringEnd(pref); !ok || b.ShuttingDown || !slices.Contains(p.ISR, pref) || recovering {
 		return p, ErrPreferredNotAvailable
 	}
 	next := p
@@ -64,7 +64,9 @@ func electPreferred(live map[int32]metadata.Broker, p metadata.Partition) (metad
 // ElectUnclean elects a leader for p when it has none that is live: from
 // its live ISR if it can, else the first live replica, whatever the
 // topic's unclean.leader.election.enable (an operator asked for it; records
-// the old leader acknowledged may be lost).
+// the old leader acknowledged may be lost). Members recovering from a
+// machine crash count as any other: the operator does not wait for the
+// others to come back.
 func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Partition, error) {
 	live := brokerIndex(snap)
 	if _, ok := live[p.Leader]; ok && p.Leader >= 0 {
@@ -81,6 +83,7 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Leader, next.ISR, next.LeaderEpoch = e.Leader, e.ISR, p.LeaderEpoch+1
+	next.Recovering = nil // the operator chose over the comparison
 	if e.Unclean {
 		next.UncleanEpoch = next.LeaderEpoch
 	}

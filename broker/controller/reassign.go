@@ -55,7 +55,9 @@ func PlanReassignments(snap *metadata.Snapshot, restarted map[int32]bool, planne
 	var out []Change
 	for _, n := range names {
 		for _, p := range snap.Topics[n].Partitions {
-			if busy[n][p.Index] || (len(p.AddingReplicas) == 0 && len(p.RemovingReplicas) == 0) {
+			if busy[n][p.Index] || (len(p.AddingReplicas) == 0 && len(p.RemovingReplicas) == 0) || len(p.Recovering) > 0 {
+				// (A partition recovering from a machine crash
+				// completes its reassignment once it has a leader.)
 				continue
 			}
 			a, done := replication.CompleteReassignment(AssignmentOf(p), cands)

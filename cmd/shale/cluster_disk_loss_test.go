@@ -41,6 +41,44 @@ func TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing(t *testing.
 	})
 }
 
+// TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads: the machines of
+// all three replicas crash at once (a power cut): each loses a different
+// share of its log's unflushed tail, and the one that kept the most comes
+// back first, the one that kept the least last. None of them can tell
+// alone whether its log is the longest left, so none leaves the ISR or
+// leads: each stays in it, recovering, and reports its recovered log end,
+// and once all have, the controller elects the longest. Every
+// acknowledged record that log kept (here: all) is read back; the others
+// truncate to it.
+func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
+	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
+		for _, p := range c.procs {
+			p.kill(syscall.SIGKILL)
+		}
+		// Their registrations lapse (no controller is left to act).
+		store := metadata.NewStore(c.etcd.client(), "/kill/")
+		for {
+			bs, err := store.Brokers(c.ctx)
+			if err == nil && len(bs) == 0 {
+				break
+			}
+			if c.ctx.Err() != nil {
+				t.Fatalf("the registrations never lapsed: %v %v", bs, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		keep := []float64{1, 0.5, 0.25}
+		for i, p := range c.procs {
+			crashMachine(t, p, "acked-0", keep[i])
+		}
+		for _, p := range c.procs {
+			startClusterBroker(t, p)
+		}
+		c.waitAcked(c.ackedCount() + 50)
+		c.waitISR(3)
+	})
+}
+
 // leadingController restarts brokers that are neither the controller nor
 // the leader of the workload's partition until the controller leads it
 // (the oldest candidacy is the controller: each restart moves a broker's
@@ -177,6 +215,13 @@ func TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing(t *test
 // the machine boots again (another boot id).
 func loseUnflushedTail(t *testing.T, p *brokerProc, pattern string) {
 	t.Helper()
+	crashMachine(t, p, pattern, 0.5)
+}
+
+// crashMachine is loseUnflushedTail keeping the given share of each last
+// segment (1: the page cache had flushed everything).
+func crashMachine(t *testing.T, p *brokerProc, pattern string, keep float64) {
+	t.Helper()
 	dirs, _ := filepath.Glob(filepath.Join(p.dataDir, "log", pattern))
 	var cut []string
 	for _, dir := range dirs {
@@ -192,10 +237,11 @@ func loseUnflushedTail(t *testing.T, p *brokerProc, pattern string) {
 		if st.Size() == 0 {
 			continue
 		}
-		if err := os.Truncate(last, st.Size()/2); err != nil {
+		size := int64(float64(st.Size()) * keep)
+		if err := os.Truncate(last, size); err != nil {
 			t.Fatal(err)
 		}
-		cut = append(cut, fmt.Sprintf("%s %d to %d bytes", filepath.Join(filepath.Base(dir), filepath.Base(last)), st.Size(), st.Size()/2))
+		cut = append(cut, fmt.Sprintf("%s %d to %d bytes", filepath.Join(filepath.Base(dir), filepath.Base(last)), st.Size(), size))
 	}
 	if len(cut) == 0 {
 		t.Fatalf("no segment in %s of broker %d", pattern, p.id)
