@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,18 +56,7 @@ func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
 		for _, p := range c.procs {
 			p.kill(syscall.SIGKILL)
 		}
-		// Their registrations lapse (no controller is left to act).
-		store := metadata.NewStore(c.etcd.client(), "/kill/")
-		for {
-			bs, err := store.Brokers(c.ctx)
-			if err == nil && len(bs) == 0 {
-				break
-			}
-			if c.ctx.Err() != nil {
-				t.Fatalf("the registrations never lapsed: %v %v", bs, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.waitUnregistered()
 		keep := []float64{1, 0.5, 0.25}
 		for i, p := range c.procs {
 			crashMachine(t, p, "acked-0", keep[i])
@@ -77,6 +67,28 @@ func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
 		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
 	})
+}
+
+// waitUnregistered waits until no broker is registered: the machines stay
+// down longer than the brokers' lease (no controller is left to act).
+func (c *testCluster) waitUnregistered() {
+	c.t.Helper()
+	waitUnregistered(c.t, c.ctx, c.etcd)
+}
+
+func waitUnregistered(t *testing.T, ctx context.Context, etcd *testEtcd) {
+	t.Helper()
+	store := metadata.NewStore(etcd.client(), "/kill/")
+	for {
+		bs, err := store.Brokers(ctx)
+		if err == nil && len(bs) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the registrations never lapsed: %v %v", bs, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // leadingController restarts brokers that are neither the controller nor

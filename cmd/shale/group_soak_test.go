@@ -23,8 +23,8 @@ import (
 // killed with SIGKILL or stopped with SIGTERM, any broker killed, the
 // coordinator frozen with SIGSTOP past its lease, the coordinator's
 // machine or another broker's crashed (the tails of their logs that only
-// the page cache held lost, back at once), etcd stopped past the brokers'
-// lease. After each the group must commit and consume on; throughout, no
+// the page cache held lost, back at once), every broker's machine crashed
+// (one of them with its whole logs), etcd stopped past the brokers' lease. After each the group must commit and consume on; throughout, no
 // acknowledged commit is lost or moves backwards, no member is handed a
 // record below an acknowledged commit, and every acknowledged record is
 // consumed.
@@ -151,6 +151,23 @@ var groupSoakFaults = []struct {
 		g.procs[b].kill(syscall.SIGKILL)
 		loseUnflushedTail(g.t, g.procs[b], "*-*")
 		g.restart(b)
+	}},
+	{"every broker's machine crashed at once, one keeping its whole logs, back past the lease in a random order", func(g *groupSoak, _ int32) {
+		for _, p := range g.procs {
+			p.kill(syscall.SIGKILL)
+		}
+		waitUnregistered(g.t, g.ctx, g.etcd)
+		whole := g.rng.IntN(len(g.procs))
+		for i, p := range g.procs {
+			keep := g.rng.Float64()
+			if i == whole {
+				keep = 1
+			}
+			crashMachine(g.t, p, "*-*", keep)
+		}
+		for _, i := range g.rng.Perm(len(g.procs)) {
+			g.restart(int32(i))
+		}
 	}},
 	{"etcd stopped past the brokers' lease", func(g *groupSoak, _ int32) {
 		g.etcd.stop()

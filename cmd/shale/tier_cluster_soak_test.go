@@ -25,7 +25,9 @@ import (
 // disk of a follower, of the leader or of the controller lost while it
 // is down (the leader's and the controller's back at once, before or
 // while another is elected), a machine crash of the leader (back at once)
-// or of a follower, etcd stopped past the brokers' lease (alone, or with
+// or of a follower, or of every broker at once (one of them with its whole
+// log, back past the lease in a random order),
+// etcd stopped past the brokers' lease (alone, or with
 // the leader killed meanwhile), MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
 // broker restarting before the store returns. Produce must go on through
@@ -174,6 +176,27 @@ var clusterSoakFaults = []clusterSoakFault{
 		loseUnflushedTail(t, c.procs[f], "acked-0")
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, f)
+	}},
+	{"every broker's machine crashed at once, one keeping its whole log and the others a random share of its tail, back past the lease in a random order", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		for _, p := range c.procs {
+			p.kill(syscall.SIGKILL)
+		}
+		c.waitUnregistered()
+		// One of them had flushed everything (else records every
+		// replica lost are gone, which nothing can help).
+		whole := rng.IntN(len(c.procs))
+		for i, p := range c.procs {
+			keep := rng.Float64()
+			if i == whole {
+				keep = 1
+			}
+			crashMachine(t, p, "acked-0", keep)
+		}
+		for _, i := range rng.Perm(len(c.procs)) {
+			startClusterBroker(t, c.procs[i])
+		}
+		c.waitISR(3)
+		c.waitAcked(c.ackedCount() + 50)
 	}},
 	{"etcd stopped past the brokers' lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
 		c.etcd.stop()
