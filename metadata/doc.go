@@ -15,7 +15,7 @@
 //	<prefix>broker-configs/default         the cluster-wide default dynamic broker configs (--entity-default)
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag, partition count
 //	<prefix>creating/<name>                a creation (or addition of partitions) under way: its topic id, on a lease
-//	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch; unarchived until a tiered leader first uploads
+//	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch; unarchived until a tiered leader first uploads; recovering: ISR members back from a machine crash, with their recovered log ends, until the controller has elected
 //	<prefix>deleted-topics/<topic id>      DeletedTopic: name, id, time; the tombstone of a deleted topic
 //	<prefix>producer-ids/next              the next unallocated producer id (a JSON number)
 //	<prefix>controller//<lease>            controller candidates (the lease id in hex), each on its lease; the oldest holds the role (etcd concurrency.Election's layout)
