@@ -83,7 +83,7 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		unclean := ts.Configs[UncleanElectionConfig] == "true"
 		for _, p := range ts.Partitions {
 			if len(p.Recovering) > 0 {
-				if next, ok := planRecovering(p, cands, live); ok {
+				if next, ok := planRecovering(p, cands, live, unclean); ok {
 					out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
 				}
 				continue
@@ -140,9 +140,12 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 // until every ISR member is back: a member that did not crash leads once
 // back; when all crashed, the longest recovered log leads (the first in
 // replica order among equals), alone in the ISR, once every one has
-// reported its end. Recovering members out of the ISR (a leader shrank
-// it) are forgotten. It reports false when nothing changes.
-func planRecovering(p metadata.Partition, cands []replication.Candidate, live map[int32]bool) (metadata.Partition, bool) {
+// reported its end. A topic that allows unclean election does not wait:
+// the longest log among the live members that reported leads, else any
+// live replica, as an unclean election. Recovering members out of the
+// ISR (a leader shrank it) are forgotten. It reports false when nothing
+// changes.
+func planRecovering(p metadata.Partition, cands []replication.Candidate, live map[int32]bool, unclean bool) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Recovering = slices.DeleteFunc(slices.Clone(p.Recovering), func(r metadata.RecoveringReplica) bool { return !slices.Contains(p.ISR, r.ID) })
@@ -181,6 +184,25 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live ma
 		}
 		if end > bestEnd {
 			best, bestEnd = id, end
+		}
+	}
+	if best < 0 && unclean {
+		bestEnd = -1
+		for _, id := range p.Replicas {
+			if end, ok := next.RecoveringEnd(id); ok && end > bestEnd && live[id] {
+				best, bestEnd = id, end
+			}
+		}
+		if best < 0 {
+			if e := replication.ElectLeader(p.Replicas, p.ISR, cands, true); e.Leader >= 0 {
+				best = e.Leader
+			}
+		}
+		if best >= 0 {
+			next.Leader, next.ISR, next.LeaderEpoch = best, []int32{best}, p.LeaderEpoch+1
+			next.UncleanEpoch = next.LeaderEpoch
+			next.Recovering = nil
+			return next, true
 		}
 	}
 	if best < 0 {

@@ -102,6 +102,10 @@ func TestPlanRecovering(t *testing.T) {
 		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7, Recovering: recovering}
 	}
 	all := []int32{1, 2, 3}
+	unclean := func(p metadata.Partition) metadata.Partition {
+		p.UncleanEpoch = p.LeaderEpoch
+		return p
+	}
 	for _, tc := range []struct {
 		name      string
 		snap      *metadata.Snapshot
@@ -125,6 +129,10 @@ func TestPlanRecovering(t *testing.T) {
 			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 70), r(3, 60))), nil, []metadata.Partition{p(2, 5, []int32{2})}},
 		{"among equal ends, replica order",
 			snapshot(brokers(1, 2, 3), nil, p(-1, 4, all, r(1, 50), r(2, 70), r(3, 70))), nil, []metadata.Partition{p(2, 5, []int32{2})}},
+		{"a topic that allows unclean election does not wait: the longest reported log among the live leads",
+			snapshot(brokers(1, 2), map[string]string{UncleanElectionConfig: "true"}, p(-1, 4, all, r(1, 50), r(2, 60))), nil, []metadata.Partition{unclean(p(2, 5, []int32{2}))}},
+		{"a topic that allows unclean election, no end reported: the first live replica",
+			snapshot(brokers(1, 2), map[string]string{UncleanElectionConfig: "true"}, p(-1, 4, all, r(1, -1), r(2, -1))), nil, []metadata.Partition{unclean(p(1, 5, []int32{1}))}},
 		{"a recovering member out of the ISR is forgotten",
 			snapshot(brokers(1, 2, 3), nil, p(1, 3, []int32{1, 2}, r(3, 10))), nil, []metadata.Partition{p(1, 3, []int32{1, 2})}},
 	} {
@@ -135,7 +143,7 @@ func TestPlanRecovering(t *testing.T) {
 			}
 			for i, ch := range got {
 				w, n := tc.want[i], ch.Next
-				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || !slices.Equal(n.Recovering, w.Recovering) || ch.Expected != 7 {
+				if n.Leader != w.Leader || n.LeaderEpoch != w.LeaderEpoch || !slices.Equal(n.ISR, w.ISR) || !slices.Equal(n.Recovering, w.Recovering) || n.UncleanEpoch != w.UncleanEpoch || ch.Expected != 7 {
 					t.Fatalf("change %d = %+v, want %+v", i, n, w)
 				}
 			}
