@@ -295,7 +295,7 @@ func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self
 		if err != nil {
 			return metaError(err)
 		}
-		had, recovering := cur.RecoveringEnd(self)
+		had, recovering := cur.Recovering.End(self)
 		if !slices.Contains(cur.ISR, self) || (recovering && had == logEnd) || (recovering && logEnd < 0) {
 			return nil
 		}

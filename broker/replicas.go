@@ -54,18 +54,7 @@ type partitionView struct {
 	created int64
 	// recovering are the ISR members back from a machine crash that the
 	// controller has yet to compare (metadata.Partition.Recovering).
-	recovering []metadata.RecoveringReplica
-}
-
-// recoveringEnd reports whether broker id is recovering in pv, and the log
-// end it reported (-1: not yet).
-func (pv partitionView) recoveringEnd(id int32) (int64, bool) {
-	for _, r := range pv.recovering {
-		if r.ID == id {
-			return r.LogEnd, true
-		}
-	}
-	return 0, false
+	recovering metadata.Recovering
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -365,7 +354,7 @@ func (m *replicaManager) apply(view *metaView) {
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			oldLeader, oldEpoch := p.leaderState()
 			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
-			if _, recovering := pv.recoveringEnd(m.nodeID); p.logLost || recovering {
+			if _, recovering := pv.recovering.End(m.nodeID); p.logLost || recovering {
 				l = m.applyLostLocked(p, l, pv)
 			}
 			p.setLeadership(l)
@@ -759,7 +748,7 @@ func markLost(dir string, lost bool) error {
 // nothing, and reports its recovered log end for the controller to
 // compare with the others'. Requires m.mu.
 func (m *replicaManager) applyLostLocked(p *partition, l leadership, pv partitionView) leadership {
-	if end, recovering := pv.recoveringEnd(m.nodeID); recovering {
+	if end, recovering := pv.recovering.End(m.nodeID); recovering {
 		if leo := p.log.LogEndOffset(); end != leo && p.leavingISR.CompareAndSwap(false, true) {
 			m.b.log.Warn("this broker is back from a machine crash and no other in-sync replica that kept its log is up: it leads nothing and reports its recovered log end, for the controller to elect the longest log",
 				"topic", p.topic, "partition", p.index, "log_end_offset", leo, "isr", l.isr)

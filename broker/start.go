@@ -294,7 +294,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 // to it loses nothing.
 func keptByAnother(view *metaView, pv partitionView, self int32) bool {
 	for _, id := range pv.isr {
-		if _, recovering := pv.recoveringEnd(id); id == self || recovering {
+		if _, recovering := pv.recovering.End(id); id == self || recovering {
 			continue
 		}
 		if _, ok := view.broker(id); ok {

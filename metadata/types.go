@@ -134,8 +134,9 @@ type Partition struct {
 	// its log leads instead when one is up, and the recovering ones leave
 	// the ISR; when every member is recovering and has reported its log
 	// end, the longest log leads, alone in the ISR (KIP-966's unclean
-	// recovery, without its choice of a strategy).
-	Recovering []RecoveringReplica `json:"recovering,omitempty"`
+	// recovery); a topic that allows unclean election does not wait for
+	// all of them.
+	Recovering Recovering `json:"recovering,omitempty"`
 	// Created is the etcd revision that created the record (not
 	// stored): a broker registered after it that finds no log of the
 	// partition on its disk, though the ISR names it, has lost that log.
@@ -151,10 +152,14 @@ type RecoveringReplica struct {
 	LogEnd int64 `json:"logEnd"`
 }
 
-// RecoveringEnd reports whether broker id is recovering in p, and the log
-// end it reported (-1: not yet).
-func (p Partition) RecoveringEnd(id int32) (int64, bool) {
-	for _, r := range p.Recovering {
+// Recovering are a partition's ISR members back from a machine crash
+// (Partition.Recovering).
+type Recovering []RecoveringReplica
+
+// End reports whether broker id is recovering, and the log end it reported
+// (-1: not yet).
+func (rs Recovering) End(id int32) (int64, bool) {
+	for _, r := range rs {
 		if r.ID == id {
 			return r.LogEnd, true
 		}

@@ -153,7 +153,7 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live ma
 		next.Recovering = nil
 		return next, true // the next round plans it as any other
 	}
-	recovering := func(id int32) bool { _, ok := next.RecoveringEnd(id); return ok }
+	recovering := func(id int32) bool { _, ok := next.Recovering.End(id); return ok }
 	kept := slices.Clone(cands)
 	for i := range kept {
 		if recovering(kept[i].ID) {
@@ -177,7 +177,7 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live ma
 		if !slices.Contains(p.ISR, id) {
 			continue
 		}
-		end, ok := next.RecoveringEnd(id)
+		end, ok := next.Recovering.End(id)
 		if !ok || end < 0 || !live[id] {
 			best = -1
 			break
@@ -189,7 +189,7 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live ma
 	if best < 0 && unclean {
 		bestEnd = -1
 		for _, id := range p.Replicas {
-			if end, ok := next.RecoveringEnd(id); ok && end > bestEnd && live[id] {
+			if end, ok := next.Recovering.End(id); ok && end > bestEnd && live[id] {
 				best, bestEnd = id, end
 			}
 		}

@@ -52,7 +52,7 @@ func electPreferred(live map[int32]metadata.Broker, p metadata.Partition) (metad
 		return p, ErrElectionNotNeeded
 	}
 	b, ok := live[pref]
-	if _, recovering := p.RecoveringEnd(pref); !ok || b.ShuttingDown || !slices.Contains(p.ISR, pref) || recovering {
+	if _, recovering := p.Recovering.End(pref); !ok || b.ShuttingDown || !slices.Contains(p.ISR, pref) || recovering {
 		return p, ErrPreferredNotAvailable
 	}
 	next := p
