@@ -787,35 +787,33 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership, pv partitio
 // broker, recovering from a machine crash, retrying until it is done or
 // the broker closes.
 func (m *replicaManager) reportRecovered(p *partition, logEnd int64) {
-	defer p.leavingISR.Store(false)
-	for m.b.ctx.Err() == nil {
-		ctx, cancel := context.WithTimeout(m.b.ctx, 10*time.Second)
-		err := m.b.meta.markRecovering(ctx, p.topic, p.index, m.nodeID, logEnd)
-		cancel()
-		if err == nil {
-			return
-		}
-		m.b.log.Warn("reporting the recovered log end of a partition; retrying", "topic", p.topic, "partition", p.index, "err", err)
-		select {
-		case <-m.b.ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	m.isrRequest(p, "reporting the recovered log end of a partition", func(ctx context.Context) error {
+		return m.b.meta.markRecovering(ctx, p.topic, p.index, m.nodeID, logEnd)
+	})
 }
 
 // leaveISR takes this broker out of p's ISR (leaving the partition
 // leaderless when it was named leader), retrying until it is done or the
 // broker closes.
 func (m *replicaManager) leaveISR(p *partition) {
+	m.isrRequest(p, "leaving the ISR of a partition whose log lost records", func(ctx context.Context) error {
+		return m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID)
+	})
+}
+
+// isrRequest runs write, a request about this broker's place in p's ISR,
+// until it succeeds or the broker closes, a second apart, then clears
+// p.leavingISR.
+func (m *replicaManager) isrRequest(p *partition, what string, write func(context.Context) error) {
 	defer p.leavingISR.Store(false)
 	for m.b.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(m.b.ctx, 10*time.Second)
-		err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID)
+		err := write(ctx)
 		cancel()
 		if err == nil {
 			return
 		}
-		m.b.log.Warn("leaving the ISR of a partition whose log lost records; retrying", "topic", p.topic, "partition", p.index, "err", err)
+		m.b.log.Warn(what+"; retrying", "topic", p.topic, "partition", p.index, "err", err)
 		select {
 		case <-m.b.ctx.Done():
 		case <-time.After(time.Second):

@@ -31,14 +31,15 @@ func brokers(ids ...int32) []metadata.Broker {
 	return out
 }
 
+// unclean marks an expected partition as led by an unclean election.
+func unclean(p metadata.Partition) metadata.Partition {
+	p.UncleanEpoch = p.LeaderEpoch
+	return p
+}
+
 func TestPlan(t *testing.T) {
 	p := func(leader, epoch int32, isr ...int32) metadata.Partition {
 		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7}
-	}
-	// unclean marks an expected partition as led by an unclean election.
-	unclean := func(p metadata.Partition) metadata.Partition {
-		p.UncleanEpoch = p.LeaderEpoch
-		return p
 	}
 	for _, tc := range []struct {
 		name      string
@@ -102,10 +103,6 @@ func TestPlanRecovering(t *testing.T) {
 		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: leader, LeaderEpoch: epoch, ISR: isr, PartitionEpoch: 7, Recovering: recovering}
 	}
 	all := []int32{1, 2, 3}
-	unclean := func(p metadata.Partition) metadata.Partition {
-		p.UncleanEpoch = p.LeaderEpoch
-		return p
-	}
 	for _, tc := range []struct {
 		name      string
 		snap      *metadata.Snapshot

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -33,21 +31,7 @@ import (
 // SHALE_GROUP_SOAK_ROUNDS the rounds (default 5), and
 // SHALE_GROUP_SOAK_ONLY one kind of fault (its index in groupSoakFaults).
 func TestGroupSoak(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("SHALE_GROUP_SOAK_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	rounds := 5
-	if v := os.Getenv("SHALE_GROUP_SOAK_ROUNDS"); v != "" {
-		rounds, _ = strconv.Atoi(v)
-	}
-	only := -1
-	if v := os.Getenv("SHALE_GROUP_SOAK_ONLY"); v != "" {
-		only, _ = strconv.Atoi(v)
-		only = min(max(only, 0), len(groupSoakFaults)-1)
-	}
-	t.Logf("seed %d (SHALE_GROUP_SOAK_SEED), %d rounds", seed, rounds)
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng, rounds, only := soakSettings(t, "SHALE_GROUP_SOAK", 5, len(groupSoakFaults))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*time.Minute)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)

@@ -43,21 +43,7 @@ import (
 // SHALE_CLUSTER_SOAK_ONLY one kind of fault (its index in
 // clusterSoakFaults).
 func TestTieredClusterSoak(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("SHALE_CLUSTER_SOAK_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	rounds := 6
-	if v := os.Getenv("SHALE_CLUSTER_SOAK_ROUNDS"); v != "" {
-		rounds, _ = strconv.Atoi(v)
-	}
-	only := -1 // SHALE_CLUSTER_SOAK_ONLY: one kind of fault, by index
-	if v := os.Getenv("SHALE_CLUSTER_SOAK_ONLY"); v != "" {
-		only, _ = strconv.Atoi(v)
-		only = min(max(only, 0), len(clusterSoakFaults)-1)
-	}
-	t.Logf("seed %d (SHALE_CLUSTER_SOAK_SEED), %d rounds", seed, rounds)
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng, rounds, only := soakSettings(t, "SHALE_CLUSTER_SOAK", 6, len(clusterSoakFaults))
 	srv := miniotest.Start(t)
 	w := tieredKillWorkload(srv, "cluster-soak")
 	w.rounds = rounds
@@ -88,6 +74,29 @@ func TestTieredClusterSoak(t *testing.T) {
 		t.Logf("round %d: %s, healed in %s; %d records acknowledged meanwhile, at most %s apart",
 			round, f.name, time.Since(start).Round(time.Millisecond), c.ackedCount()-before, c.longestWait(start, time.Now()).Round(time.Millisecond))
 	})
+}
+
+// soakSettings reads a randomized soak's settings from the environment:
+// PREFIX_SEED the seed (default: the clock's), PREFIX_ROUNDS the rounds
+// (default rounds) and PREFIX_ONLY one kind of fault, by its index among
+// kinds (-1: all). It logs them, and returns the seed's random source.
+func soakSettings(t *testing.T, prefix string, rounds, kinds int) (rng *rand.Rand, n, only int) {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(prefix + "_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	n = rounds
+	if v := os.Getenv(prefix + "_ROUNDS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	only = -1
+	if v := os.Getenv(prefix + "_ONLY"); v != "" {
+		only, _ = strconv.Atoi(v)
+		only = min(max(only, 0), kinds-1)
+	}
+	t.Logf("seed %d (%s_SEED), %d rounds", seed, prefix, n)
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), n, only
 }
 
 // clusterSoakFault is one kind of fault of TestTieredClusterSoak: run
