@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,6 +243,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 	self := b.cfg.NodeID
 	marked = true
 	view := ms.snapshot()
+	up := map[int32]bool{}
 	for _, tv := range view.topicList() {
 		for _, pv := range tv.partitions {
 			if !countedOn(pv, self) {
@@ -261,7 +263,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if !created && !keptByAnother(view, pv, self) {
+			if !created && !keptByAnother(view, pv, self, up) {
 				// No other member that kept its log is up: this log
 				// may be the longest left. Stay, recovering, for the
 				// controller to compare (its end is reported once it
@@ -290,14 +292,30 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 }
 
 // keptByAnother reports whether another member of pv's ISR that kept its
-// log (not recovering from a machine crash) is registered: leaving the ISR
-// to it loses nothing.
-func keptByAnother(view *metaView, pv partitionView, self int32) bool {
+// log (not recovering from a machine crash) is up: leaving the ISR to it
+// loses nothing. Up is registered and answering: a registration outlives
+// its broker by up to a lease, and when every machine restarted faster
+// than that, the others' old registrations would pass for members that
+// kept their logs, so each is checked by connecting to its address (up,
+// taken for down, only makes this broker wait as recovering, and the
+// controller then elects that member all the same). up caches the checks.
+func keptByAnother(view *metaView, pv partitionView, self int32, up map[int32]bool) bool {
 	for _, id := range pv.isr {
 		if _, recovering := pv.recovering.End(id); id == self || recovering {
 			continue
 		}
-		if _, ok := view.broker(id); ok {
+		answers, checked := up[id]
+		if !checked {
+			if bv, ok := view.broker(id); ok {
+				addr, _ := view.brokerAddr(bv.id)
+				if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+					conn.Close()
+					answers = true
+				}
+			}
+			up[id] = answers
+		}
+		if answers {
 			return true
 		}
 	}

@@ -52,11 +52,25 @@ func TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing(t *testing.
 // acknowledged record that log kept (here: all) is read back; the others
 // truncate to it.
 func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
+	everyReplicaBackFromAMachineCrash(t, true)
+}
+
+// TestEveryReplicaBackAtOnceFromAMachineCrashTheLongestLogLeads: as above,
+// but the machines are back before the brokers' lease has run out, so
+// each broker finds the others' old registrations: it checks that they
+// answer before it counts on them.
+func TestEveryReplicaBackAtOnceFromAMachineCrashTheLongestLogLeads(t *testing.T) {
+	everyReplicaBackFromAMachineCrash(t, false)
+}
+
+func everyReplicaBackFromAMachineCrash(t *testing.T, pastTheLease bool) {
 	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
 		for _, p := range c.procs {
 			p.kill(syscall.SIGKILL)
 		}
-		c.waitUnregistered()
+		if pastTheLease {
+			c.waitUnregistered()
+		}
 		keep := []float64{1, 0.5, 0.25}
 		for i, p := range c.procs {
 			crashMachine(t, p, "acked-0", keep[i])

@@ -136,11 +136,13 @@ var groupSoakFaults = []struct {
 		loseUnflushedTail(g.t, g.procs[b], "*-*")
 		g.restart(b)
 	}},
-	{"every broker's machine crashed at once, one keeping its whole logs, back past the lease in a random order", func(g *groupSoak, _ int32) {
+	{"every broker's machine crashed at once, one keeping its whole logs, back at once or past the lease, in a random order", func(g *groupSoak, _ int32) {
 		for _, p := range g.procs {
 			p.kill(syscall.SIGKILL)
 		}
-		waitUnregistered(g.t, g.ctx, g.etcd)
+		if g.rng.IntN(2) == 0 {
+			waitUnregistered(g.t, g.ctx, g.etcd)
+		}
 		whole := g.rng.IntN(len(g.procs))
 		for i, p := range g.procs {
 			keep := g.rng.Float64()
