@@ -45,6 +45,7 @@ type brokerMetrics struct {
 
 	partitions        prometheus.Gauge
 	strayLogs         prometheus.Gauge
+	lostLogs          prometheus.Gauge
 	refusedBatches    *prometheus.CounterVec
 	offlinePartitions prometheus.Gauge
 	lostRanges        prometheus.Counter
@@ -117,6 +118,10 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "partitions", Help: "Partition replicas hosted by this broker.",
 		}),
+		lostLogs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "lost_partition_logs",
+			Help: "Partition logs on this broker that may hold less than their ISR counted on (a lost disk, or a machine crash) and are not settled yet: it leads none of them, and is leaving their ISRs or, recovering, waits for the controller to compare the logs of in-sync replicas that all crashed.",
+		}),
 		strayLogs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "stray_partition_logs",
 			Help: "Partition directories kept but not served: the metadata does not assign them to this broker (or cannot be read) and no deletion of their topic is recorded.",
@@ -154,7 +159,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
-			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.refusedBatches, m.offlinePartitions,
+			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.offlinePartitions,
 			m.flushSeconds, m.flushWaiters)
 	}
 	return m

@@ -270,6 +270,7 @@ func (m *replicaManager) apply(view *metaView) {
 	old := m.table.load()
 	next := &replicaTable{byName: map[string]*localTopic{}, byID: map[[16]byte]*localTopic{}}
 	keep := map[*partition]bool{}
+	lostLogs := 0 // partitions not settled after a lost disk or a machine crash
 	var selfSince int64
 	if bv, ok := view.broker(m.nodeID); ok {
 		selfSince = bv.incarnation
@@ -356,6 +357,9 @@ func (m *replicaManager) apply(view *metaView) {
 			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
 			if _, recovering := pv.recovering.End(m.nodeID); p.logLost || recovering {
 				l = m.applyLostLocked(p, l, pv)
+				if p.logLost || recovering {
+					lostLogs++
+				}
 			}
 			p.setLeadership(l)
 			if pv.leader != oldLeader || pv.leaderEpoch != oldEpoch {
@@ -384,6 +388,7 @@ func (m *replicaManager) apply(view *metaView) {
 		}
 	}
 	m.table.store(next)
+	m.b.metrics.lostLogs.Set(float64(lostLogs))
 	m.b.metrics.forgetTopicsExcept(next.byName)
 	var removed []*partition
 	for _, lt := range old.byName {

@@ -75,8 +75,14 @@ func everyReplicaBackFromAMachineCrash(t *testing.T, pastTheLease bool) {
 		for i, p := range c.procs {
 			crashMachine(t, p, "acked-0", keep[i])
 		}
-		for _, p := range c.procs {
+		for i, p := range c.procs {
 			startClusterBroker(t, p)
+			if i == 0 {
+				// Alone, it waits for the others, recovering.
+				if n := scrape(t, p.httpAddr)["shale_lost_partition_logs"]; n != 1 {
+					t.Fatalf("shale_lost_partition_logs of the first broker back = %v, want 1", n)
+				}
+			}
 		}
 		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
