@@ -296,7 +296,7 @@ func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self
 			return metaError(err)
 		}
 		had, recovering := cur.Recovering.End(self)
-		if !slices.Contains(cur.ISR, self) || (recovering && had == logEnd) || (recovering && logEnd < 0) {
+		if !slices.Contains(cur.ISR, self) || recovering && (had == logEnd || logEnd < 0) {
 			return nil
 		}
 		next := cur

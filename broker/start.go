@@ -259,7 +259,8 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 					continue
 				}
 			}
-			if !lostAtOpen(dir, created, pv, self, math.MaxInt64) {
+			// A log just marked is lost without looking at the mark.
+			if !(crashed && !created) && !lostAtOpen(dir, created, pv, self, math.MaxInt64) {
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)

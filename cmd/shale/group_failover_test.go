@@ -16,11 +16,7 @@ import (
 // their committed offsets: none lost or moved backwards, every
 // acknowledged record consumed.
 func TestSIGKILLOfGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	etcdAddr := startTestEtcd(t, ctx)
-	procs, seeds := startBrokerProcs(t, etcdAddr, 3, nil)
-	brokertest.RunGroupFailover(t, seeds, func(coordinator int32) {
+	groupFailoverOfBrokerProcs(t, func(procs []*brokerProc, coordinator int32) {
 		procs[coordinator].kill(syscall.SIGKILL)
 	})
 }
@@ -33,13 +29,20 @@ func TestSIGKILLOfGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
 // the group: no acknowledged commit is lost or moves backwards, and every
 // acknowledged record is consumed.
 func TestAMachineCrashOfTheGroupCoordinatorLosesNoCommittedOffset(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	etcdAddr := startTestEtcd(t, ctx)
-	procs, seeds := startBrokerProcs(t, etcdAddr, 3, nil)
-	brokertest.RunGroupFailover(t, seeds, func(coordinator int32) {
+	groupFailoverOfBrokerProcs(t, func(procs []*brokerProc, coordinator int32) {
 		procs[coordinator].kill(syscall.SIGKILL)
 		loseUnflushedTail(t, procs[coordinator], "*-*")
 		startClusterBroker(t, procs[coordinator])
 	})
+}
+
+// groupFailoverOfBrokerProcs runs brokertest.RunGroupFailover on three
+// `shale broker` processes, fault given them and the group's coordinator.
+func groupFailoverOfBrokerProcs(t *testing.T, fault func(procs []*brokerProc, coordinator int32)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	etcdAddr := startTestEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcdAddr, 3, nil)
+	brokertest.RunGroupFailover(t, seeds, func(coordinator int32) { fault(procs, coordinator) })
 }
