@@ -1,0 +1,59 @@
+package controller
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+// FuzzPlanOnAPartitionRecord: a partition record read from etcd, whatever
+// it holds (recovering members outside the ISR or the replicas, repeated
+// ids, negative or huge log ends, leaders that are no replica), is planned
+// for without a panic, and no change hands leadership to a member still
+// recovering: a change that keeps recovering members leaves the partition
+// leaderless.
+func FuzzPlanOnAPartitionRecord(f *testing.F) {
+	for _, s := range []string{
+		`{"replicas":[1,2,3],"leader":1,"leaderEpoch":3,"isr":[1,2,3],"partitionEpoch":7,"recovering":[{"id":3,"logEnd":10}]}`,
+		`{"replicas":[1,2,3],"leader":-1,"leaderEpoch":4,"isr":[1,2,3],"recovering":[{"id":1,"logEnd":50},{"id":2,"logEnd":70},{"id":3,"logEnd":-1}]}`,
+		`{"replicas":[1,2,3],"leader":2,"isr":[1,2],"recovering":[{"id":2,"logEnd":5},{"id":2,"logEnd":9},{"id":7,"logEnd":1}]}`,
+		`{"replicas":[],"leader":9,"isr":[9],"recovering":[{"id":9,"logEnd":-5}]}`,
+		`{"replicas":[1,2,3],"leader":1,"isr":[1,2,3],"addingReplicas":[3],"recovering":[{"id":1,"logEnd":1}]}`,
+	} {
+		f.Add([]byte(s), uint8(0), false)
+		f.Add([]byte(s), uint8(5), true)
+	}
+	f.Fuzz(func(t *testing.T, record []byte, down uint8, unclean bool) {
+		var p metadata.Partition
+		if json.Unmarshal(record, &p) != nil {
+			return
+		}
+		var live []metadata.Broker
+		restarted := map[int32]bool{}
+		for id := int32(1); id <= 3; id++ {
+			switch down >> (2 * (id - 1)) & 3 {
+			case 0:
+				live = append(live, metadata.Broker{ID: id})
+			case 1:
+				live = append(live, metadata.Broker{ID: id})
+				restarted[id] = true
+			case 2:
+				live = append(live, metadata.Broker{ID: id, ShuttingDown: true})
+			}
+		}
+		configs := map[string]string{}
+		if unclean {
+			configs[UncleanElectionConfig] = "true"
+		}
+		snap := snapshot(live, configs, p)
+		plan := Plan(snap, restarted)
+		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
+		plan = append(plan, PlanPreferredLeaders(snap)...)
+		for _, ch := range plan {
+			if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
+				t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
+			}
+		}
+	})
+}
