@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -29,10 +28,8 @@ func handleDescribeLogDirs(b *Broker, r *request, req *kmsg.DescribeLogDirsReque
 		dir.Dir = abs
 	}
 	dir.TotalBytes, dir.UsableBytes = -1, -1
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir.Dir, &st); err == nil {
-		dir.TotalBytes = int64(st.Blocks) * int64(st.Bsize)
-		dir.UsableBytes = int64(st.Bavail) * int64(st.Bsize)
+	if total, usable, err := logDirSpace(dir.Dir); err == nil {
+		dir.TotalBytes, dir.UsableBytes = total, usable
 	}
 
 	byTopic := map[string][]*partition{}

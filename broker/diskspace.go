@@ -74,6 +74,16 @@ func (g *spaceGuard) problem() string {
 	return ""
 }
 
+// logDirSpace is the size of the filesystem holding dir and the space on
+// it left to unprivileged writers (KIP-827's TotalBytes and UsableBytes).
+func logDirSpace(dir string) (total, usable int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Blocks) * int64(st.Bsize), int64(st.Bavail) * int64(st.Bsize), nil
+}
+
 // errPartitionOffline: the partition's log could not be opened or went
 // offline; the broker retries with backoff.
 var errPartitionOffline = errors.New("broker: partition log offline")

@@ -157,6 +157,9 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
 		m.refusedBatches.WithLabelValues(r)
 	}
+	for _, r := range []string{"repaired", "failed"} {
+		m.repairs.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.offlinePartitions,
@@ -278,6 +281,18 @@ var (
 	tierRemoteBytesDesc = prometheus.NewDesc("shale_tiering_remote_bytes",
 		"Bytes of a tiered partition's segments in the object store, for each tiered partition this broker leads.",
 		[]string{"topic", "partition"}, nil)
+	logDirTotalDesc = prometheus.NewDesc("shale_log_dir_total_bytes",
+		"Size of the filesystem holding the broker's data directory (KIP-827's TotalBytes, as DescribeLogDirs answers).",
+		nil, nil)
+	logDirUsableDesc = prometheus.NewDesc("shale_log_dir_usable_bytes",
+		"Free space of the filesystem holding the broker's data directory that the broker may use (KIP-827's UsableBytes): produce is refused with KAFKA_STORAGE_ERROR once it falls below shale_log_dir_reserve_bytes.",
+		nil, nil)
+	logDirReserveDesc = prometheus.NewDesc("shale_log_dir_reserve_bytes",
+		"Free space the log directory keeps (--log-dir-reserve-bytes): produce is refused below it; 0 when the guard is off.",
+		nil, nil)
+	localLogBytesDesc = prometheus.NewDesc("shale_local_log_bytes",
+		"Bytes of local segments of each topic on this broker's disk, its leaders' and its followers' replicas alike (Kafka's Log Size summed per topic): what local retention and uploads to the object store keep in check.",
+		[]string{"topic"}, nil)
 	groupLagDesc = prometheus.NewDesc("shale_consumer_group_lag",
 		"High watermark minus committed offset, for each group this broker coordinates and each partition the group has committed offsets for: the high watermark is this broker's where it leads the partition, else its leader's (asked with ListOffsets at most every 5s; a partition whose leader does not answer within 1s is left out of that scrape).",
 		[]string{"group", "topic", "partition"}, nil)
@@ -288,7 +303,7 @@ var (
 const groupLagScrapeTimeout = 2 * time.Second
 
 func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc,
+	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc, logDirTotalDesc, logDirUsableDesc, logDirReserveDesc, localLogBytesDesc,
 		tierLagBytesDesc, tierLagSegmentsDesc, tierEligibleSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
 		ch <- d
 	}
@@ -299,9 +314,19 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
+	if total, usable, err := logDirSpace(b.cfg.DataDir); err == nil {
+		gauge(logDirTotalDesc, total)
+		gauge(logDirUsableDesc, usable)
+	}
+	gauge(logDirReserveDesc, max(b.cfg.LogDirReserveBytes, 0))
+	local := map[string]int64{}
 	for _, p := range b.replicas.all() {
 		s := p.state.Load()
-		if s.closed || s.leader != p.nodeID {
+		if s.closed {
+			continue
+		}
+		local[p.topic] += p.log.Size()
+		if s.leader != p.nodeID {
 			continue
 		}
 		part := strconv.Itoa(int(p.index))
@@ -320,6 +345,9 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(tierEligibleSegmentsDesc, l.eligible, p.topic, part)
 			gauge(tierRemoteBytesDesc, l.remoteBytes, p.topic, part)
 		}
+	}
+	for topic, n := range local {
+		gauge(localLogBytesDesc, n, topic)
 	}
 	if b.groups == nil {
 		return

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,10 +66,22 @@ type promServer struct {
 	addr string
 }
 
-func startPrometheus(t *testing.T, bin, target string) *promServer {
+// startPrometheus starts a Prometheus server scraping target every second,
+// with ruleFiles as its rule_files.
+func startPrometheus(t *testing.T, bin, target string, ruleFiles ...string) *promServer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: shale\n    static_configs:\n      - targets: [%q]\n", target)
+	if len(ruleFiles) > 0 {
+		cfg += "rule_files:\n"
+		for _, f := range ruleFiles {
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg += fmt.Sprintf("  - %q\n", abs)
+		}
+	}
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -147,6 +161,53 @@ func (pr *promServer) waitSeries(what string, exprs []string) {
 	}
 }
 
+// waitRulesEvaluated waits until Prometheus has evaluated every loaded
+// rule, and fails the test for one whose evaluation failed.
+func (pr *promServer) waitRulesEvaluated() {
+	pr.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + pr.addr + "/api/v1/rules")
+		if err != nil {
+			pr.t.Fatal(err)
+		}
+		var out struct {
+			Data struct {
+				Groups []struct {
+					Rules []struct {
+						Name, Health, LastError string
+					}
+				}
+			}
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil {
+			pr.t.Fatal(err)
+		}
+		rules, unknown := 0, 0
+		for _, g := range out.Data.Groups {
+			for _, r := range g.Rules {
+				rules++
+				switch r.Health {
+				case "ok":
+				case "unknown":
+					unknown++
+				default:
+					pr.t.Fatalf("rule %s: %s: %s", r.Name, r.Health, r.LastError)
+				}
+			}
+		}
+		if rules > 0 && unknown == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			pr.t.Fatalf("%d of %d rules not evaluated after 20s", unknown, rules)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // dashboardExprs are the queries of the Grafana dashboard, with Grafana's
 // $__rate_interval replaced by a range the test's scrapes fill.
 func dashboardExprs(t *testing.T) []string {
@@ -208,7 +269,8 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 	if code, _ := httpStatus(t, "http://"+p.httpAddr+"/debug/pprof/cmdline"); code != http.StatusOK {
 		t.Errorf("/debug/pprof/cmdline with --pprof: %d", code)
 	}
-	pr := startPrometheus(t, promBin, p.httpAddr)
+	alertsPath := filepath.Join("..", "..", "deploy", "prometheus", "shale-alerts.yml")
+	pr := startPrometheus(t, promBin, p.httpAddr, alertsPath)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -296,6 +358,8 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		`shale_remote_cache_misses_total > 0`,
 		`shale_consumer_group_lag{group="prom-group",topic="prom",partition="0"} == 0`,
 		`shale_objectstore_requests_total{op="put",result="ok"}`,
+		`shale_local_log_bytes{topic="prom-local"} > 0`,
+		`shale_log_dir_usable_bytes > 0`, `shale_log_dir_total_bytes >= shale_log_dir_usable_bytes`, `shale_log_dir_reserve_bytes`,
 		`go_goroutines`, `go_memstats_heap_inuse_bytes`, `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 	}
 	pr.waitSeries("after the first round of traffic", families)
@@ -318,6 +382,24 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		`increase(process_cpu_seconds_total[1m]) > 0`,
 	}
 	pr.waitSeries("after the second round of traffic", moving)
+
+	// The alerting rules name only families the broker serves, and
+	// Prometheus evaluates each of them without an error.
+	var named []string
+	rulesText, err := os.ReadFile(alertsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`shale_[a-z0-9_]+`).FindAllString(string(rulesText), -1) {
+		if !slices.Contains(named, name) {
+			named = append(named, name)
+			pr.waitSeries("a family the alerting rules name", []string{fmt.Sprintf(`{__name__=%q}`, name)})
+		}
+	}
+	if len(named) < 10 {
+		t.Fatalf("the alerting rules name only %d families: %v", len(named), named)
+	}
+	pr.waitRulesEvaluated()
 
 	// Every dashboard query returns a series, asked through promtool.
 	for _, e := range exprs {
