@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -41,6 +43,8 @@ var nonDefaultValues = []string{
 	"objectStore.accessKeyId=AKIDEXAMPLE",
 	"objectStore.secretAccessKey=secret",
 	"metrics.serviceMonitor.enabled=true",
+	"metrics.prometheusRule.enabled=true",
+	"metrics.prometheusRule.labels.release=kube-prometheus",
 	"rackFromZoneLabel=true",
 	"ports.kafka=19092",
 	"persistence.size=1Ti",
@@ -142,11 +146,11 @@ func TestHelmTemplateDefaults(t *testing.T) {
 }
 
 // TestHelmTemplateNonDefaults renders every optional part: credentials in
-// a Secret, the ServiceMonitor, the rack from the zone label, topic
+// a Secret, the ServiceMonitor, the PrometheusRule, the rack from the zone label, topic
 // defaults, other ports and sizes.
 func TestHelmTemplateNonDefaults(t *testing.T) {
 	objs := helmTemplate(t, nonDefaultValues)
-	if got := kinds(objs); !slices.Equal(got, []string{"PodDisruptionBudget", "Secret", "Service", "Service", "ServiceAccount", "ServiceMonitor", "StatefulSet"}) {
+	if got := kinds(objs); !slices.Equal(got, []string{"PodDisruptionBudget", "PrometheusRule", "Secret", "Service", "Service", "ServiceAccount", "ServiceMonitor", "StatefulSet"}) {
 		t.Fatalf("kinds %v", got)
 	}
 	sts := only(t, objs, "StatefulSet", "")
@@ -182,6 +186,17 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	sm := only(t, objs, "ServiceMonitor", "")
 	if dig(sm, "spec", "endpoints", 0, "port") != "http" || dig(sm, "spec", "endpoints", 0, "path") != "/metrics" {
 		t.Errorf("servicemonitor %v", dig(sm, "spec"))
+	}
+	// The PrometheusRule holds the alerting rules of deploy/prometheus as
+	// they are, with the labels its ruleSelector picks.
+	pr := only(t, objs, "PrometheusRule", "")
+	var rules map[string]any
+	path, _ := alertRules(t)
+	if raw, err := os.ReadFile(path); err != nil || yaml.Unmarshal(raw, &rules) != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if !reflect.DeepEqual(dig(pr, "spec"), rules) || dig(pr, "metadata", "labels", "release") != "kube-prometheus" {
+		t.Errorf("prometheusrule %v", pr)
 	}
 	vct := dig(sts, "spec", "volumeClaimTemplates", 0, "spec")
 	if dig(vct, "storageClassName") != "nvme" || dig(vct, "resources", "requests", "storage") != "1Ti" {
