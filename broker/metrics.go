@@ -231,14 +231,16 @@ func (m *brokerMetrics) forTopic(topic string) *topicCounters {
 }
 
 // forgetTopicsExcept removes the series of every topic not in keep (their
-// last partition left this broker: deleted or moved away).
-func (m *brokerMetrics) forgetTopicsExcept(keep map[string]*localTopic) {
+// last partition left this broker: deleted or moved away), and returns
+// those topics.
+func (m *brokerMetrics) forgetTopicsExcept(keep map[string]*localTopic) (gone []string) {
 	m.topicsMu.Lock()
 	defer m.topicsMu.Unlock()
 	for topic := range m.topics {
 		if _, ok := keep[topic]; ok {
 			continue
 		}
+		gone = append(gone, topic)
 		delete(m.topics, topic)
 		m.producedBytes.DeleteLabelValues(topic)
 		m.producedRecords.DeleteLabelValues(topic)
@@ -247,6 +249,7 @@ func (m *brokerMetrics) forgetTopicsExcept(keep map[string]*localTopic) {
 		m.replicationIn.DeleteLabelValues(topic)
 		m.replicationOut.DeleteLabelValues(topic)
 	}
+	return gone
 }
 
 // partitionCollector reports per-partition state when scraped, walking the

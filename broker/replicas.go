@@ -389,7 +389,11 @@ func (m *replicaManager) apply(view *metaView) {
 	}
 	m.table.store(next)
 	m.b.metrics.lostLogs.Set(float64(lostLogs))
-	m.b.metrics.forgetTopicsExcept(next.byName)
+	for _, topic := range m.b.metrics.forgetTopicsExcept(next.byName) {
+		if t := m.b.tier; t != nil && t.storeMetrics != nil {
+			t.storeMetrics.ForgetTopic(topic)
+		}
+	}
 	var removed []*partition
 	for _, lt := range old.byName {
 		for _, p := range lt.parts {

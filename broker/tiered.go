@@ -90,7 +90,10 @@ type tierService struct {
 	layout  tiering.Layout
 	reader  *tiering.Reader
 	metrics *tiering.Metrics
-	wg      sync.WaitGroup
+	// storeMetrics count the calls to the object store (nil: not
+	// registered).
+	storeMetrics *objectstore.Metrics
+	wg           sync.WaitGroup
 
 	// archived: the archive descriptor is known to be in the bucket.
 	archived atomic.Bool
@@ -99,19 +102,23 @@ type tierService struct {
 
 func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*tierService, error) {
 	bucket := cfg.Bucket
+	layout := tiering.Layout{Prefix: cfg.Prefix}
+	var om *objectstore.Metrics
 	if reg != nil {
 		// Every call the broker makes to the object store is counted
-		// (shale_objectstore_*).
-		bucket = objectstore.NewMetrics(reg).Wrap(bucket)
+		// (shale_objectstore_*), and the requests it is billed for by
+		// the topic whose objects they touch.
+		om = objectstore.NewMetrics(reg)
+		om.AttributeToTopics(layout.TopicOfKey)
+		bucket = om.Wrap(bucket)
 	}
 	cfg.ensureDefaults()
 	m := tiering.NewMetrics(reg)
-	layout := tiering.Layout{Prefix: cfg.Prefix}
 	r, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bucket, Layout: layout, CacheBytes: cfg.CacheBytes, ChunkBytes: cfg.ChunkBytes, Metrics: m})
 	if err != nil {
 		return nil, err
 	}
-	return &tierService{b: b, cfg: cfg, bucket: bucket, layout: layout, reader: r, metrics: m}, nil
+	return &tierService{b: b, cfg: cfg, bucket: bucket, layout: layout, reader: r, metrics: m, storeMetrics: om}, nil
 }
 
 // start resumes topic deletions a crash interrupted, and the watch of
@@ -660,6 +667,12 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 				s.b.log.Info("deleted objects that landed under a deleted topic", "topic", topic, "count", n)
 				quiet = time.Now()
 			case time.Since(quiet) >= s.cfg.DeletedTopicWatch:
+				// Its requests are over: its series go (a topic made
+				// since under the same name starts its count again,
+				// which rates take for a counter reset).
+				if s.storeMetrics != nil {
+					s.storeMetrics.ForgetTopic(topic)
+				}
 				return
 			}
 		}

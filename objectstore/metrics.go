@@ -20,13 +20,24 @@ import (
 // (shale_objectstore_s3_requests_total): a multipart upload is one put
 // call but a request to create it, one per part and one to complete it,
 // and every retried attempt is a request of its own.
+//
+// With AttributeToTopics, the billed requests are also counted by the
+// topic whose objects they touch (shale_objectstore_topic_requests_total),
+// the base of a topic's object-store cost.
 type Metrics struct {
-	requests   *prometheus.CounterVec
-	bytes      *prometheus.CounterVec
-	seconds    *prometheus.HistogramVec
-	s3Requests *prometheus.CounterVec
-	getResumes prometheus.Counter
+	requests      *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	seconds       *prometheus.HistogramVec
+	s3Requests    *prometheus.CounterVec
+	getResumes    prometheus.Counter
+	topicRequests *prometheus.CounterVec // topic, class
+	// topicOf names the topic a key or list prefix belongs to (ok
+	// false: none); nil counts no topic.
+	topicOf func(key string) (topic string, ok bool)
 }
+
+// billingClasses are the classes of S3RequestClass.
+var billingClasses = []string{"put", "get", "free"}
 
 // NewMetrics registers the collectors with reg (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -46,20 +57,57 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"operation", "class"}),
 		getResumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_objectstore_get_resumes_total",
 			Help: "GET bodies of an S3 bucket that the connection ended early (an unexpected EOF or a reset), resumed with a GET of the rest: a store that drops transfers."}),
+		topicRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_topic_requests_total",
+			Help: "Requests the store bills, by the topic whose objects they touch and billing class (as shale_objectstore_s3_requests_total): " +
+				"for an S3 bucket each HTTP request it answered, retries and multipart parts included; for other stores each call " +
+				"(list is a put, head a get, delete free). Requests for objects of no topic (the archive descriptor) are not counted here."},
+			[]string{"topic", "class"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.bytes, m.seconds, m.s3Requests, m.getResumes)
+		reg.MustRegister(m.requests, m.bytes, m.seconds, m.s3Requests, m.getResumes, m.topicRequests)
 	}
 	return m
+}
+
+// AttributeToTopics counts the billed requests of the calls through m's
+// buckets by topic: topicOf names the topic of a call's key (or list
+// prefix), ok false for a key of no topic. Call it before Wrap.
+func (m *Metrics) AttributeToTopics(topicOf func(key string) (topic string, ok bool)) {
+	m.topicOf = topicOf
+}
+
+// ForgetTopic drops a topic's series (its objects are deleted).
+func (m *Metrics) ForgetTopic(topic string) {
+	for _, c := range billingClasses {
+		m.topicRequests.DeleteLabelValues(topic, c)
+	}
+}
+
+// topicKey is the context key of the topic a call's requests are billed
+// to: an S3 bucket reads it in the middleware that counts attempts.
+type topicKey struct{}
+
+// billedTopic is the topic ctx bills its requests to ("" and false: none).
+func billedTopic(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(topicKey{}).(string)
+	return t, ok
+}
+
+// countTopicRequest counts one billed request of class for ctx's topic.
+func (m *Metrics) countTopicRequest(ctx context.Context, class string) {
+	if t, ok := billedTopic(ctx); ok {
+		m.topicRequests.WithLabelValues(t, class).Inc()
+	}
 }
 
 // Wrap returns b instrumented with m. When b is an S3 bucket (under a
 // prefix or not), its HTTP requests are counted into m from now on.
 func (m *Metrics) Wrap(b Bucket) Bucket {
-	if rc, ok := b.(requestCounted); ok {
+	rc, ok := b.(requestCounted)
+	if ok {
 		rc.countRequests(m)
 	}
-	return &instrumented{b: b, m: m}
+	return &instrumented{b: b, m: m, perCall: !ok}
 }
 
 // requestCounted is a bucket that counts the requests it sends (and the
@@ -87,6 +135,27 @@ func S3RequestClass(operation string) string {
 type instrumented struct {
 	b Bucket
 	m *Metrics
+	// perCall: the bucket counts no requests of its own, so each call
+	// is one billed request of its topic.
+	perCall bool
+}
+
+// bill attributes the call on key to its topic: the context carries it
+// to an S3 bucket's request counter, or the call is counted here as one
+// request of class.
+func (i *instrumented) bill(ctx context.Context, key, class string) context.Context {
+	if i.m.topicOf == nil {
+		return ctx
+	}
+	t, ok := i.m.topicOf(key)
+	if !ok {
+		return ctx
+	}
+	ctx = context.WithValue(ctx, topicKey{}, t)
+	if i.perCall {
+		i.m.countTopicRequest(ctx, class)
+	}
+	return ctx
 }
 
 var _ Bucket = (*instrumented)(nil)
@@ -112,6 +181,7 @@ func (i *instrumented) observe(op string, start time.Time, err error) {
 
 func (i *instrumented) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Attrs, error) {
 	start := time.Now()
+	ctx = i.bill(ctx, key, "put")
 	a, err := i.b.Put(ctx, key, r, size, opts)
 	i.observe("put", start, err)
 	if err == nil {
@@ -122,6 +192,7 @@ func (i *instrumented) Put(ctx context.Context, key string, r io.Reader, size in
 
 func (i *instrumented) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
 	start := time.Now()
+	ctx = i.bill(ctx, key, "get")
 	body, err := i.b.Get(ctx, key, off, length)
 	i.observe("get", start, err)
 	if err != nil {
@@ -143,6 +214,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 
 func (i *instrumented) Head(ctx context.Context, key string) (Attrs, error) {
 	start := time.Now()
+	ctx = i.bill(ctx, key, "get")
 	a, err := i.b.Head(ctx, key)
 	i.observe("head", start, err)
 	return a, err
@@ -150,6 +222,7 @@ func (i *instrumented) Head(ctx context.Context, key string) (Attrs, error) {
 
 func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
 	start := time.Now()
+	ctx = i.bill(ctx, prefix, "put")
 	var fnErr error
 	err := i.b.List(ctx, prefix, func(a Attrs) error {
 		fnErr = fn(a)
@@ -165,6 +238,7 @@ func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) e
 
 func (i *instrumented) Delete(ctx context.Context, key string) error {
 	start := time.Now()
+	ctx = i.bill(ctx, key, "free")
 	err := i.b.Delete(ctx, key)
 	i.observe("delete", start, err)
 	return err

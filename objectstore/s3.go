@@ -348,7 +348,9 @@ func (b *S3) countAttempts(stack *smithymw.Stack) error {
 			if m := b.metrics.Load(); m != nil {
 				if resp, ok := out.RawResponse.(*smithyhttp.Response); ok && resp != nil && resp.Response != nil && resp.StatusCode != 0 {
 					op := smithymw.GetOperationName(ctx)
-					m.s3Requests.WithLabelValues(op, S3RequestClass(op)).Inc()
+					class := S3RequestClass(op)
+					m.s3Requests.WithLabelValues(op, class).Inc()
+					m.countTopicRequest(ctx, class)
 				}
 			}
 			return out, md, err

@@ -309,7 +309,8 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 // calls by S3 operation and billing class, beside its calls: a multipart
 // upload is one put call but a create, one request per part and a
 // completion, all billed as PUTs, whether its body reads at offsets (a
-// segment file) or only streams.
+// segment file) or only streams. Attributed to topics, each request counts
+// for the topic of its call's key.
 func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
 	const size = 6*(5<<20) + 12345 // seven parts of 5 MiB
 	reg := prometheus.NewRegistry()
@@ -318,26 +319,28 @@ func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := objectstore.NewMetrics(reg).Wrap(pb)
+	m := objectstore.NewMetrics(reg)
+	m.AttributeToTopics(topicOfFirstDir)
+	b := m.Wrap(pb)
 	ctx := context.Background()
-	if _, err := b.Put(ctx, "segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+	if _, err := b.Put(ctx, "t1/segment", &synthBody{size: size}, size, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Put(ctx, "streamed", io.LimitReader(&synthBody{size: size}, size), size, objectstore.PutOptions{}); err != nil {
+	if _, err := b.Put(ctx, "t1/streamed", io.LimitReader(&synthBody{size: size}, size), size, objectstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Put(ctx, "small", strings.NewReader("hello"), 5, objectstore.PutOptions{}); err != nil {
+	if _, err := b.Put(ctx, "t2/small", strings.NewReader("hello"), 5, objectstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	body, err := b.Get(ctx, "small", 0, -1)
+	body, err := b.Get(ctx, "t2/small", 0, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.ReadAll(body)
 	body.Close()
-	b.Head(ctx, "missing")
-	b.List(ctx, "", func(objectstore.Attrs) error { return nil })
-	b.Delete(ctx, "small")
+	b.Head(ctx, "t2/missing")
+	b.List(ctx, "t1/", func(objectstore.Attrs) error { return nil })
+	b.Delete(ctx, "t2/small")
 	want := `
 # HELP shale_objectstore_s3_requests_total HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload).
 # TYPE shale_objectstore_s3_requests_total counter
@@ -349,8 +352,14 @@ shale_objectstore_s3_requests_total{class="put",operation="CreateMultipartUpload
 shale_objectstore_s3_requests_total{class="put",operation="ListObjectsV2"} 1
 shale_objectstore_s3_requests_total{class="put",operation="PutObject"} 1
 shale_objectstore_s3_requests_total{class="put",operation="UploadPart"} 14
+# HELP shale_objectstore_topic_requests_total Requests the store bills, by the topic whose objects they touch and billing class (as shale_objectstore_s3_requests_total): for an S3 bucket each HTTP request it answered, retries and multipart parts included; for other stores each call (list is a put, head a get, delete free). Requests for objects of no topic (the archive descriptor) are not counted here.
+# TYPE shale_objectstore_topic_requests_total counter
+shale_objectstore_topic_requests_total{class="free",topic="t2"} 1
+shale_objectstore_topic_requests_total{class="get",topic="t2"} 2
+shale_objectstore_topic_requests_total{class="put",topic="t1"} 19
+shale_objectstore_topic_requests_total{class="put",topic="t2"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shale_objectstore_s3_requests_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shale_objectstore_s3_requests_total", "shale_objectstore_topic_requests_total"); err != nil {
 		t.Fatal(err)
 	}
 	for op, class := range map[string]string{"PutObject": "put", "UploadPart": "put", "CopyObject": "put", "ListObjectsV2": "put",

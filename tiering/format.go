@@ -78,6 +78,33 @@ func TopicDir(topic string, id [16]byte) string {
 	return topic + "-" + base64.RawURLEncoding.EncodeToString(id[:])
 }
 
+// TopicOfKey names the topic whose objects key (or a list prefix) is
+// under: the name of the topic directory it starts with, below the
+// layout's prefix. ok is false for a key of no topic (the archive
+// descriptor, a prefix above the topics, a key outside the layout).
+func (l Layout) TopicOfKey(key string) (topic string, ok bool) {
+	if p := strings.Trim(l.Prefix, "/"); p != "" {
+		if key, ok = strings.CutPrefix(key, p+"/"); !ok {
+			return "", false
+		}
+	}
+	dir, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(dir, "-")
+	if i < 0 || len(dir)-i-1 != topicIDLen {
+		return "", false
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(dir[i+1:]); err != nil {
+		return "", false
+	}
+	return dir[:i], true
+}
+
+// topicIDLen is the length of a topic id in a topic directory's name.
+var topicIDLen = base64.RawURLEncoding.EncodedLen(16)
+
 // ArchiveKey is the archive descriptor's key.
 func (l Layout) ArchiveKey() string { return l.join(archiveName) }
 

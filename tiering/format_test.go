@@ -166,3 +166,28 @@ func TestKeysFollowTheDocumentedLayout(t *testing.T) {
 		t.Fatalf("parse: %v %v", got, ok)
 	}
 }
+
+// TestTopicOfKey: every key and list prefix under a topic's directory
+// names that topic (a name with dashes too); the archive descriptor, the
+// prefix above the topics and keys outside the layout name none.
+func TestTopicOfKey(t *testing.T) {
+	id := [16]byte{1, 2, 3}
+	for _, l := range []Layout{{Prefix: "/shale/"}, {}} {
+		p := Partition{Topic: "web-clicks-v2", TopicID: id, Index: 7}
+		for _, key := range []string{l.TopicKey(p.Topic, id), l.DeletedKey(p.Topic, id), l.TopicPrefix(p.Topic, id),
+			l.PartitionPrefix(p), l.ManifestKey(p), l.SegmentKey(p, 42, id), l.CompanionKey(p, 42, id), l.SpillKey(p, 42, id)} {
+			if got, ok := l.TopicOfKey(key); !ok || got != p.Topic {
+				t.Errorf("layout %q: TopicOfKey(%s) = %q, %v; want %s", l.Prefix, key, got, ok, p.Topic)
+			}
+		}
+		for _, key := range []string{l.ArchiveKey(), l.join(""), l.join("orders") + "/x", l.join("orders-short") + "/x", l.join(TopicDir("t", id)),
+			l.join("orders-AQIDAAAAAAAAAAAAAAAA!A") + "/x"} {
+			if got, ok := l.TopicOfKey(key); ok {
+				t.Errorf("layout %q: TopicOfKey(%s) = %q, want none", l.Prefix, key, got)
+			}
+		}
+	}
+	if got, ok := (Layout{Prefix: "shale"}).TopicOfKey("other/" + TopicDir("t", id) + "/topic.json"); ok {
+		t.Errorf("a key outside the prefix names topic %q", got)
+	}
+}

@@ -358,6 +358,8 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		`shale_remote_cache_misses_total > 0`,
 		`shale_consumer_group_lag{group="prom-group",topic="prom",partition="0"} == 0`,
 		`shale_objectstore_requests_total{op="put",result="ok"}`,
+		`shale_objectstore_topic_requests_total{topic="prom",class="put"} > 0`,
+		`shale_objectstore_topic_requests_total{topic="prom",class="get"} > 0`,
 		`shale_local_log_bytes{topic="prom-local"} > 0`,
 		`shale_log_dir_usable_bytes > 0`, `shale_log_dir_total_bytes >= shale_log_dir_usable_bytes`, `shale_log_dir_reserve_bytes`,
 		`go_goroutines`, `go_memstats_heap_inuse_bytes`, `process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -378,6 +380,7 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		`increase(shale_tiering_uploaded_bytes_total[1m]) > 0`,
 		`increase(shale_remote_cache_hits_total[1m]) > 0`,
 		`increase(shale_remote_cache_misses_total[1m]) > 0`,
+		`increase(shale_objectstore_topic_requests_total{topic="prom",class="put"}[1m]) > 0`,
 		`shale_consumer_group_lag{group="prom-group",topic="prom",partition="0"} == 200`,
 		`increase(process_cpu_seconds_total[1m]) > 0`,
 	}
