@@ -187,15 +187,20 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	if dig(sm, "spec", "endpoints", 0, "port") != "http" || dig(sm, "spec", "endpoints", 0, "path") != "/metrics" {
 		t.Errorf("servicemonitor %v", dig(sm, "spec"))
 	}
-	// The PrometheusRule holds the alerting rules of deploy/prometheus as
-	// they are, with the labels its ruleSelector picks.
+	// The PrometheusRule holds the rule groups of deploy/prometheus's
+	// alerts and costs as they are, with the labels its ruleSelector
+	// picks.
 	pr := only(t, objs, "PrometheusRule", "")
-	var rules map[string]any
-	path, _ := alertRules(t)
-	if raw, err := os.ReadFile(path); err != nil || yaml.Unmarshal(raw, &rules) != nil {
-		t.Fatalf("%s: %v", path, err)
+	var groups []any
+	for _, name := range []string{"shale-alerts.yml", "shale-cost.yml"} {
+		path := filepath.Join(moduleRoot(t), "deploy", "prometheus", name)
+		var rules struct{ Groups []any }
+		if raw, err := os.ReadFile(path); err != nil || yaml.Unmarshal(raw, &rules) != nil || len(rules.Groups) == 0 {
+			t.Fatalf("%s: %v", path, err)
+		}
+		groups = append(groups, rules.Groups...)
 	}
-	if !reflect.DeepEqual(dig(pr, "spec"), rules) || dig(pr, "metadata", "labels", "release") != "kube-prometheus" {
+	if !reflect.DeepEqual(dig(pr, "spec", "groups"), groups) || dig(pr, "metadata", "labels", "release") != "kube-prometheus" {
 		t.Errorf("prometheusrule %v", pr)
 	}
 	vct := dig(sts, "spec", "volumeClaimTemplates", 0, "spec")

@@ -270,7 +270,8 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		t.Errorf("/debug/pprof/cmdline with --pprof: %d", code)
 	}
 	alertsPath := filepath.Join("..", "..", "deploy", "prometheus", "shale-alerts.yml")
-	pr := startPrometheus(t, promBin, p.httpAddr, alertsPath)
+	costPath := filepath.Join("..", "..", "deploy", "prometheus", "shale-cost.yml")
+	pr := startPrometheus(t, promBin, p.httpAddr, alertsPath, costPath)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -387,7 +388,7 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 	pr.waitSeries("after the second round of traffic", moving)
 
 	// The alerting rules name only families the broker serves, and
-	// Prometheus evaluates each of them without an error.
+	// Prometheus evaluates each rule (alerts and costs) without an error.
 	var named []string
 	rulesText, err := os.ReadFile(alertsPath)
 	if err != nil {
@@ -403,6 +404,15 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		t.Fatalf("the alerting rules name only %d families: %v", len(named), named)
 	}
 	pr.waitRulesEvaluated()
+	// The cost rules price the tiered topic, not the local one.
+	pr.waitSeries("the cost recording rules", []string{
+		`topic:shale_objectstore_storage_dollars_per_month{topic="prom"} > 0`,
+		`topic:shale_objectstore_request_dollars_per_month{topic="prom"} > 0`,
+		`topic:shale_objectstore_dollars_per_month{topic="prom"} > 0`,
+	})
+	if got := pr.query(`topic:shale_objectstore_dollars_per_month{topic="prom-local"}`); len(got) != 0 {
+		t.Errorf("a topic kept on the local disk has an object-store cost: %v", got)
+	}
 
 	// Every dashboard query returns a series, asked through promtool.
 	for _, e := range exprs {

@@ -12,6 +12,31 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// promtool finds promtool, which `make prometheus` installs.
+func promtool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		missing(t, "no promtool: run `make prometheus` (installs the Debian package)")
+	}
+	return p
+}
+
+// TestCostRules checks deploy/prometheus/shale-cost.yml with promtool: the
+// recording rules parse, and price storage and requests per topic as
+// their unit tests (shale-cost_test.yml) expect.
+func TestCostRules(t *testing.T) {
+	promtool := promtool(t)
+	dir := filepath.Join(moduleRoot(t), "deploy", "prometheus")
+	for _, args := range [][]string{{"check", "rules", "shale-cost.yml"}, {"test", "rules", "shale-cost_test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
 // alertRule is one alerting rule of prometheus/shale-alerts.yml.
 type alertRule struct {
 	Alert       string
@@ -146,10 +171,7 @@ var alertCases = []alertCase{
 // at all (test rules). Every alert has a case where it fires, and each
 // has a severity, a summary and a description.
 func TestAlertRules(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		missing(t, "no promtool: run `make prometheus` (installs the Debian package)")
-	}
+	promtool := promtool(t)
 	path, rules := alertRules(t)
 	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
