@@ -103,17 +103,18 @@ func (m *Metrics) countTopicRequest(ctx context.Context, class string) {
 // Wrap returns b instrumented with m. When b is an S3 bucket (under a
 // prefix or not), its HTTP requests are counted into m from now on.
 func (m *Metrics) Wrap(b Bucket) Bucket {
-	rc, ok := b.(requestCounted)
-	if ok {
-		rc.countRequests(m)
+	counted := false
+	if rc, ok := b.(requestCounted); ok {
+		counted = rc.countRequests(m)
 	}
-	return &instrumented{b: b, m: m, perCall: !ok}
+	return &instrumented{b: b, m: m, perCall: !counted}
 }
 
-// requestCounted is a bucket that counts the requests it sends (and the
-// bodies it resumes) into m's S3 counters.
+// requestCounted is a bucket that may count the requests it sends (and
+// the bodies it resumes) into m's S3 counters: countRequests reports
+// whether it does.
 type requestCounted interface {
-	countRequests(m *Metrics)
+	countRequests(m *Metrics) bool
 }
 
 // S3RequestClass is the billing class of an S3 operation, as S3's price

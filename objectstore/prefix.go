@@ -16,10 +16,9 @@ type prefixed struct {
 
 var _ Bucket = (*prefixed)(nil)
 
-func (p *prefixed) countRequests(m *Metrics) {
-	if rc, ok := p.b.(requestCounted); ok {
-		rc.countRequests(m)
-	}
+func (p *prefixed) countRequests(m *Metrics) bool {
+	rc, ok := p.b.(requestCounted)
+	return ok && rc.countRequests(m)
 }
 
 // WithPrefix returns b seen from under prefix (a valid key, or "" for b

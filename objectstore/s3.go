@@ -334,7 +334,10 @@ func unsignedPayload(stack *smithymw.Stack) error {
 		}), smithymw.Before)
 }
 
-func (b *S3) countRequests(m *Metrics) { b.metrics.Store(m) }
+func (b *S3) countRequests(m *Metrics) bool {
+	b.metrics.Store(m)
+	return true
+}
 
 // countAttempts counts each attempt of a call (it sits below the
 // retryer) whose request the store answered, by the call's operation: a

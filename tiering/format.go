@@ -92,8 +92,10 @@ func (l Layout) TopicOfKey(key string) (topic string, ok bool) {
 	if !ok {
 		return "", false
 	}
-	i := strings.LastIndex(dir, "-")
-	if i < 0 || len(dir)-i-1 != topicIDLen {
+	// The id is the last topicIDLen characters (base64url has '-' among
+	// its digits), after a '-'.
+	i := len(dir) - topicIDLen - 1
+	if i < 0 || dir[i] != '-' {
 		return "", false
 	}
 	if _, err := base64.RawURLEncoding.DecodeString(dir[i+1:]); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/shale-log/shale/localseg"
@@ -168,11 +169,21 @@ func TestKeysFollowTheDocumentedLayout(t *testing.T) {
 }
 
 // TestTopicOfKey: every key and list prefix under a topic's directory
-// names that topic (a name with dashes too); the archive descriptor, the
-// prefix above the topics and keys outside the layout name none.
+// names that topic (a name with dashes too, and an id with dashes among
+// its base64url digits); the archive descriptor, the prefix above the
+// topics and keys outside the layout name none.
 func TestTopicOfKey(t *testing.T) {
 	id := [16]byte{1, 2, 3}
+	dashed := [16]byte{0xfb, 0xef, 0xbe, 0, 0, 0, 0xfb, 0xef, 0xbe} // "----AAAA----..."
+	if !strings.Contains(TopicDir("t", dashed)[2:], "-") {
+		t.Fatalf("%s: no dash in the id", TopicDir("t", dashed))
+	}
 	for _, l := range []Layout{{Prefix: "/shale/"}, {}} {
+		for _, key := range []string{l.ManifestKey(Partition{Topic: "a-b", TopicID: dashed}), l.TopicPrefix("a-b", dashed)} {
+			if got, ok := l.TopicOfKey(key); !ok || got != "a-b" {
+				t.Errorf("layout %q: TopicOfKey(%s) = %q, %v; want a-b", l.Prefix, key, got, ok)
+			}
+		}
 		p := Partition{Topic: "web-clicks-v2", TopicID: id, Index: 7}
 		for _, key := range []string{l.TopicKey(p.Topic, id), l.DeletedKey(p.Topic, id), l.TopicPrefix(p.Topic, id),
 			l.PartitionPrefix(p), l.ManifestKey(p), l.SegmentKey(p, 42, id), l.CompanionKey(p, 42, id), l.SpillKey(p, 42, id)} {
