@@ -85,8 +85,13 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		return err
 	}
 	configs := map[string]string{}
+	restoreID := ""
 	for _, c := range t.Configs {
 		if c.Value == nil {
+			continue
+		}
+		if c.Name == restoreTopicIDConfig {
+			restoreID = *c.Value
 			continue
 		}
 		if err := validateTopicConfig(c.Name, *c.Value); err != nil {
@@ -113,6 +118,13 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 	tv, err := b.planTopic(t.Topic, partitions, rf, assignment, configs, false)
 	if err != nil {
 		return err
+	}
+	if restoreID != "" {
+		if tv.id, err = b.checkRestore(ctx, t.Topic, restoreID, len(tv.partitions)); err != nil {
+			return err
+		}
+		tv.restored = true
+		by = append(by, "origin", "restored from the object store")
 	}
 	if !req.ValidateOnly {
 		if tv, err = b.commitTopic(ctx, tv, by...); err != nil {
@@ -207,12 +219,14 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 // by: who asked), and waits until this broker serves the partitions it
 // leads, or for as long as ctx allows (waitOpened).
 func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topicView, error) {
-	if _, err := rand.Read(tv.id[:]); err != nil {
-		return tv, err
+	if !tv.restored {
+		if _, err := rand.Read(tv.id[:]); err != nil {
+			return tv, err
+		}
+		// Kafka's topic ids are version-4 UUIDs.
+		tv.id[6] = tv.id[6]&0x0f | 0x40
+		tv.id[8] = tv.id[8]&0x3f | 0x80
 	}
-	// Kafka's topic ids are version-4 UUIDs.
-	tv.id[6] = tv.id[6]&0x0f | 0x40
-	tv.id[8] = tv.id[8]&0x3f | 0x80
 	rev, err := b.meta.createTopic(ctx, tv)
 	if err != nil {
 		return tv, err

@@ -28,6 +28,10 @@ type topicView struct {
 	configs    map[string]string
 	internal   bool
 	partitions []partitionView
+	// restored: the topic is being created again from the object store
+	// (restoreTopicIDConfig), under its id there; its partitions are not
+	// unarchived, so that their leaders start where the bucket ends.
+	restored bool
 }
 
 type partitionView struct {

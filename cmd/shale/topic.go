@@ -23,7 +23,7 @@ func newTopicCmd() *cobra.Command {
 		RunE:  helpOrUnknown,
 	}
 	addClientFlags(cmd)
-	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicLostRangesCmd())
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicLostRangesCmd(), newTopicRestoreCmd())
 	return cmd
 }
 

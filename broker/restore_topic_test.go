@@ -1,0 +1,151 @@
+package broker_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/tiering"
+)
+
+// restoreTopic asks b to create topic again from its bucket under id, with
+// partitions partitions.
+func restoreTopic(t *testing.T, b *brokertest.Broker, topic string, id [16]byte, partitions int32) (kadm.CreateTopicResponse, error) {
+	t.Helper()
+	sid := tiering.TopicDir(topic, id)[len(topic)+1:]
+	resp, err := b.Admin().CreateTopic(testCtx(t), partitions, 1, map[string]*string{"shale.restore.topic.id": &sid}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	return resp, err
+}
+
+// TestARestoredTopicContinuesWhereItsBucketEnds: a topic one broker tiered
+// is restored on a new broker (its own etcd and disk) on the same bucket.
+// While the new leader's manifest read is held, a produce waits: it would
+// otherwise land at offset 0, over the records the bucket holds, and be
+// lost when the log moves to the bucket's end. Once the manifest is read
+// it lands at the bucket's end, and the history reads back from offset 0
+// under the topic's old id. The broker refuses a restore under another
+// partition count, of a topic with a deletion marker, and of one the
+// cluster has.
+func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
+	const topic = "orders"
+	fb := faulty.New(objectstore.NewMem())
+	old := startTiered(t, fb)
+	seg := "16384"
+	created := createTopic(t, old.Admin(), topic, 1, map[string]*string{"segment.bytes": &seg})
+	part := tiering.Partition{Topic: topic, TopicID: created.ID}
+	manifest := tiering.NewManifestStore(fb, tiering.Layout{}.ManifestKey(part), nil)
+	prod := old.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	var values []string
+	for i := 0; i < 200; i += 20 {
+		var recs []*kgo.Record
+		for j := i; j < i+20; j++ {
+			v := fmt.Sprintf("%05d-%s", j, strings.Repeat("v", 300))
+			values = append(values, v)
+			recs = append(recs, &kgo.Record{Value: []byte(v)})
+		}
+		if err := prod.ProduceSync(testCtx(t), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var end int64
+	waitFor(t, "segments uploaded and the topic described in the bucket", 30*time.Second, func() bool {
+		m, err := manifest.Load(testCtx(t))
+		if err != nil {
+			return false
+		}
+		end = m.End()
+		_, err = tiering.ReadTopic(testCtx(t), fb, tiering.Layout{}, topic, created.ID)
+		return end >= 100 && err == nil
+	})
+	old.Stop()
+	m, err := manifest.Load(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end = m.End()
+
+	nb := startTiered(t, fb)
+	if _, err := restoreTopic(t, nb, topic, created.ID, 2); !errors.Is(err, kerr.InvalidPartitions) {
+		t.Fatalf("restore with 2 partitions of a 1-partition topic: %v", err)
+	}
+	hold := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	held := fb.Add(faulty.Rule{Op: faulty.Get | faulty.Head, KeyPrefix: tiering.Layout{}.PartitionPrefix(part), Hold: hold})
+	resp, err := restoreTopic(t, nb, topic, created.ID, 1)
+	if err != nil || resp.ID != created.ID {
+		t.Fatalf("restore: id %x, %v; want %x", resp.ID, err, created.ID)
+	}
+	waitFor(t, "the new leader's manifest read to reach the store", 30*time.Second, func() bool { return held.Fired() > 0 })
+
+	before := nb.B.ParkedProduces()
+	answered := make(chan kmsg.ProduceResponseTopicPartition, 1)
+	go func() {
+		cl := nb.Client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+		r, err := cl.Request(testCtx(t), produceRequest(topic, created.ID, 1, 30*time.Second, "early"))
+		if err != nil {
+			t.Error(err)
+			close(answered)
+			return
+		}
+		answered <- r.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+	}()
+	waitFor(t, "the produce to wait for the manifest", 30*time.Second, func() bool { return nb.B.ParkedProduces() > before })
+	select {
+	case sp := <-answered:
+		t.Fatalf("a produce answered before the manifest was read: offset %d, error %d", sp.BaseOffset, sp.ErrorCode)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if sp, ok := <-answered; !ok || sp.ErrorCode != 0 || sp.BaseOffset != end {
+		t.Fatalf("the produce that waited: offset %d, error %d; want offset %d, the bucket's end", sp.BaseOffset, sp.ErrorCode, end)
+	}
+
+	cons := nb.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	next := int64(0)
+	for next <= end {
+		fs := cons.PollFetches(testCtx(t))
+		if err := testCtx(t).Err(); err != nil {
+			t.Fatalf("read %d of %d records: %v", next, end+1, err)
+		}
+		for _, r := range fs.Records() {
+			want := "early"
+			if r.Offset < end {
+				want = values[r.Offset]
+			}
+			if r.Offset != next || string(r.Value) != want {
+				t.Fatalf("offset %d (want %d): %.12q, want %.12q", r.Offset, next, r.Value, want)
+			}
+			next++
+		}
+	}
+
+	if _, err := restoreTopic(t, nb, topic, created.ID, 1); !errors.Is(err, kerr.TopicAlreadyExists) {
+		t.Fatalf("restoring a topic the cluster has: %v", err)
+	}
+	goneID := [16]byte{7}
+	if _, err := fb.Put(testCtx(t), tiering.Layout{}.DeletedKey("gone", goneID), strings.NewReader("{}"), 2, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tiering.PutTopic(testCtx(t), fb, tiering.Layout{}, tiering.TopicDescriptor{Name: "gone", ID: tiering.TopicDir("gone", goneID)[5:], Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restoreTopic(t, nb, "gone", goneID, 1); !errors.Is(err, kerr.InvalidConfig) {
+		t.Fatalf("restoring a deleted topic: %v", err)
+	}
+}

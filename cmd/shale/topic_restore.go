@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/tiering"
+)
+
+// restoreTopicIDConfig is the CreateTopics config that asks a broker to
+// create a topic again under its id in the object store (the broker's
+// restoreTopicIDConfig).
+const restoreTopicIDConfig = "shale.restore.topic.id"
+
+type restoredTopic struct {
+	Topic             string `json:"topic"`
+	ID                string `json:"id"`
+	Partitions        int32  `json:"partitions"`
+	ReplicationFactor int16  `json:"replication_factor,omitempty"`
+	// Result: restored, valid (--dry-run), or exists (the cluster has the
+	// topic under that id already).
+	Result string `json:"result"`
+}
+
+func newTopicRestoreCmd() *cobra.Command {
+	var (
+		out      outputFlag
+		rf       int16
+		storeURL string
+		dryRun   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore [NAME...] --object-store URL",
+		Short: "Create a lost cluster's topics again from the object store",
+		Long: `Rebuilds topics from the object store alone, after their cluster's metadata
+(etcd) and disks are lost: reads the topics the bucket holds (each one's name,
+id, partitions and configs, from its topic.json) and creates them in the
+cluster under the same ids. Every topic of the bucket that is not deleted, or
+the NAMEs. The brokers must tier to the same object store (their
+--object-store), which they check. Each partition's leader reads its
+manifest before it takes produce, serves the history from the bucket, and
+continues the offsets where the bucket ends; what was never uploaded (the
+last segments of each partition) is lost with the disks. Committed offsets of
+consumer groups are not in the bucket: consumers start from their
+auto.offset.reset. Topics the cluster holds under the same id already are
+left as they are, so the command can run again.`,
+		Example: `  shale topic restore --object-store 's3://logs/shale?region=eu-west-1' -r 3
+  shale topic restore orders --object-store file:///var/lib/shale/objects --dry-run`,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			if storeURL == "" {
+				return fmt.Errorf("--object-store: the URL the cluster's brokers tier to")
+			}
+			return runAdmin(cmd, func(ctx context.Context, adm *kadm.Client, _ *cliClient) error {
+				bucket, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+				if err != nil {
+					return fmt.Errorf("--object-store: %w", err)
+				}
+				defer bucket.Close()
+				descs, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
+				if err != nil {
+					return fmt.Errorf("listing the object store's topics: %w", err)
+				}
+				descs, err = pickTopics(descs, names)
+				if err != nil {
+					return err
+				}
+				existing, err := adm.ListTopicsWithInternal(ctx)
+				if err != nil {
+					return err
+				}
+				var done []restoredTopic
+				var errs []error
+				for _, d := range descs {
+					r := restoredTopic{Topic: d.Name, ID: d.ID, Partitions: d.Partitions}
+					if td, ok := existing[d.Name]; ok {
+						if kafkaUUID(td.ID) != d.ID {
+							errs = append(errs, fmt.Errorf("topic %s: the cluster has a topic of that name with the id %s, the object store's is %s", d.Name, kafkaUUID(td.ID), d.ID))
+							continue
+						}
+						r.Result = "exists"
+						done = append(done, r)
+						continue
+					}
+					cfg := map[string]*string{restoreTopicIDConfig: &d.ID}
+					for k, v := range d.Configs {
+						cfg[k] = &v
+					}
+					create := adm.CreateTopics
+					r.Result = "restored"
+					if dryRun {
+						create, r.Result = adm.ValidateCreateTopics, "valid"
+					}
+					resps, err := create(ctx, d.Partitions, rf, cfg, d.Name)
+					if err == nil {
+						err = resps[d.Name].Err
+					}
+					if err != nil {
+						errs = append(errs, kafkaErr("topic", d.Name, err, resps[d.Name].ErrMessage))
+						continue
+					}
+					r.ReplicationFactor = resps[d.Name].ReplicationFactor
+					done = append(done, r)
+				}
+				if out.json() {
+					if err := writeJSON(cmd, done); err != nil {
+						return err
+					}
+				} else if len(done) > 0 {
+					t := newTable(cmd, "TOPIC", "ID", "PARTITIONS", "REPLICATION-FACTOR", "RESULT")
+					for _, r := range done {
+						t.row(r.Topic, r.ID, r.Partitions, r.ReplicationFactor, r.Result)
+					}
+					t.flush()
+				}
+				return joinErrs(errs)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&storeURL, "object-store", "", "the object store the cluster's brokers tier to (their --object-store URL)")
+	fs.Int16VarP(&rf, "replication-factor", "r", -1, "replicas of each partition (default: the broker's default.replication.factor)")
+	fs.BoolVar(&dryRun, "dry-run", false, "check every topic with the brokers (ValidateOnly) and create none")
+	out.register(fs)
+	return cmd
+}
+
+// pickTopics keeps the descriptors named (all of them without names), in
+// name order; a name the bucket does not hold is an error.
+func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.TopicDescriptor, error) {
+	slices.SortFunc(descs, func(a, b *tiering.TopicDescriptor) int { return strings.Compare(a.Name, b.Name) })
+	if len(names) == 0 {
+		return descs, nil
+	}
+	var out []*tiering.TopicDescriptor
+	var missing []string
+	for _, n := range names {
+		i := slices.IndexFunc(descs, func(d *tiering.TopicDescriptor) bool { return d.Name == n })
+		if i < 0 {
+			missing = append(missing, n)
+			continue
+		}
+		out = append(out, descs[i])
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the object store holds no topic %s", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
