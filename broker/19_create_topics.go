@@ -124,6 +124,9 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 			return err
 		}
 		tv.restored = true
+		if err := b.restoreEpochs(ctx, &tv); err != nil {
+			return err
+		}
 		by = append(by, "origin", "restored from the object store")
 	}
 	if !req.ValidateOnly {

@@ -15,8 +15,9 @@ import (
 // restore` sends it to rebuild a lost cluster's topics from their bucket.
 // The partitions start archived, so that each leader reads its manifest
 // before it takes produce and continues the offsets where the bucket ends
-// (a replica with an empty log waits for it: appendsBeforeManifest). It is
-// not kept among the topic's configs.
+// (a replica with an empty log waits for it: appendsBeforeManifest), and
+// at a leader epoch above the manifest's (restoreEpochs). It is not kept
+// among the topic's configs.
 const restoreTopicIDConfig = "shale.restore.topic.id"
 
 // checkRestore checks that topic may be restored under id, with partitions
@@ -53,4 +54,22 @@ func (b *Broker) checkRestore(ctx context.Context, topic, id string, partitions 
 		return raw, fmt.Errorf("%w: the object store's topic %q has %d partitions, not %d", errInvalidPartitions, topic, got.Partitions, partitions)
 	}
 	return raw, nil
+}
+
+// restoreEpochs starts each partition of tv, being restored, at a leader
+// epoch above its manifest's: the manifest in the bucket is fenced by the
+// lost cluster's last leader epoch, and a leader at a lower one could
+// neither adopt the bucket's end nor upload (tiering.ErrFenced).
+func (b *Broker) restoreEpochs(ctx context.Context, tv *topicView) error {
+	s := b.tier
+	for i := range tv.partitions {
+		p := &tv.partitions[i]
+		key := s.layout.ManifestKey(tiering.Partition{Topic: tv.name, TopicID: tv.id, Index: p.index})
+		m, err := tiering.NewManifestStore(s.bucket, key, nil).Load(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: reading partition %d's manifest: %w", tiering.ErrUnavailable, p.index, err)
+		}
+		p.leaderEpoch = max(p.leaderEpoch, m.LeaderEpoch+1)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -20,11 +21,13 @@ import (
 )
 
 // restoreTopic asks b to create topic again from its bucket under id, with
-// partitions partitions.
-func restoreTopic(t *testing.T, b *brokertest.Broker, topic string, id [16]byte, partitions int32) (kadm.CreateTopicResponse, error) {
+// partitions partitions and configs.
+func restoreTopic(t *testing.T, b *brokertest.Broker, topic string, id [16]byte, partitions int32, configs map[string]*string) (kadm.CreateTopicResponse, error) {
 	t.Helper()
 	sid := tiering.TopicDir(topic, id)[len(topic)+1:]
-	resp, err := b.Admin().CreateTopic(testCtx(t), partitions, 1, map[string]*string{"shale.restore.topic.id": &sid}, topic)
+	cfg := map[string]*string{"shale.restore.topic.id": &sid}
+	maps.Copy(cfg, configs)
+	resp, err := b.Admin().CreateTopic(testCtx(t), partitions, 1, cfg, topic)
 	if err == nil {
 		err = resp.Err
 	}
@@ -72,22 +75,26 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 		return end >= 100 && err == nil
 	})
 	old.Stop()
-	m, err := manifest.Load(testCtx(t))
+	// The lost cluster's last leader was of epoch 7: its manifest is
+	// fenced so.
+	m, err := manifest.Fence(testCtx(t), 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	end = m.End()
 
 	nb := startTiered(t, fb)
-	if _, err := restoreTopic(t, nb, topic, created.ID, 2); !errors.Is(err, kerr.InvalidPartitions) {
+	if _, err := restoreTopic(t, nb, topic, created.ID, 2, nil); !errors.Is(err, kerr.InvalidPartitions) {
 		t.Fatalf("restore with 2 partitions of a 1-partition topic: %v", err)
 	}
 	hold := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(hold) }) }
 	t.Cleanup(release)
-	held := fb.Add(faulty.Rule{Op: faulty.Get | faulty.Head, KeyPrefix: tiering.Layout{}.PartitionPrefix(part), Hold: hold})
-	resp, err := restoreTopic(t, nb, topic, created.ID, 1)
+	// The restore reads the manifest's epoch first (a Head, a Get and a
+	// Head); the leader's read after it is held.
+	held := fb.Add(faulty.Rule{Op: faulty.Get | faulty.Head, KeyPrefix: tiering.Layout{}.PartitionPrefix(part), After: 3, Hold: hold})
+	resp, err := restoreTopic(t, nb, topic, created.ID, 1, map[string]*string{"segment.bytes": &seg})
 	if err != nil || resp.ID != created.ID {
 		t.Fatalf("restore: id %x, %v; want %x", resp.ID, err, created.ID)
 	}
@@ -135,7 +142,26 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 		}
 	}
 
-	if _, err := restoreTopic(t, nb, topic, created.ID, 1); !errors.Is(err, kerr.TopicAlreadyExists) {
+	// The new leader is of a later epoch than the lost one, and uploads.
+	if mp, _, _ := partitionMetadata(t, nb.Client(), topic); mp.LeaderEpoch != 8 {
+		t.Errorf("the restored partition's leader epoch: %d, want 8, above the manifest's", mp.LeaderEpoch)
+	}
+	prod = nb.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	for i := 0; i < 100; i += 20 {
+		var recs []*kgo.Record
+		for j := i; j < i+20; j++ {
+			recs = append(recs, &kgo.Record{Value: []byte(strings.Repeat("w", 300))})
+		}
+		if err := prod.ProduceSync(testCtx(t), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the restored partition's leader to upload", 30*time.Second, func() bool {
+		m, err := manifest.Load(testCtx(t))
+		return err == nil && m.End() > end+1 && m.LeaderEpoch == 8
+	})
+
+	if _, err := restoreTopic(t, nb, topic, created.ID, 1, nil); !errors.Is(err, kerr.TopicAlreadyExists) {
 		t.Fatalf("restoring a topic the cluster has: %v", err)
 	}
 	goneID := [16]byte{7}
@@ -145,7 +171,7 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 	if err := tiering.PutTopic(testCtx(t), fb, tiering.Layout{}, tiering.TopicDescriptor{Name: "gone", ID: tiering.TopicDir("gone", goneID)[5:], Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := restoreTopic(t, nb, "gone", goneID, 1); !errors.Is(err, kerr.InvalidConfig) {
+	if _, err := restoreTopic(t, nb, "gone", goneID, 1, nil); !errors.Is(err, kerr.InvalidConfig) {
 		t.Fatalf("restoring a deleted topic: %v", err)
 	}
 }

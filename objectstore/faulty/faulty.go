@@ -60,6 +60,9 @@ type Rule struct {
 	// Times is how many matching calls the rule fires on; 0 means
 	// every one until it is removed.
 	Times int
+	// After is how many matching calls pass untouched before the rule
+	// fires: the one that comes after a known number of reads.
+	After int
 	// Latency delays the call (or until the context ends).
 	Latency time.Duration
 	// Stall blocks the call until its context ends, then fails it with
@@ -100,6 +103,7 @@ type Rule struct {
 type Fault struct {
 	rule   Rule
 	b      *Bucket
+	passed int // matching calls let through (Rule.After)
 	fired  int
 	landed int
 }
@@ -202,6 +206,11 @@ func (b *Bucket) match(op Op, key string) effects {
 	for _, f := range b.faults {
 		r := f.rule
 		if r.Op&op == 0 || !strings.HasPrefix(key, r.KeyPrefix) {
+			kept = append(kept, f)
+			continue
+		}
+		if f.passed < r.After {
+			f.passed++
 			kept = append(kept, f)
 			continue
 		}
