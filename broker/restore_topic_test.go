@@ -175,3 +175,75 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 		t.Fatalf("restoring a deleted topic: %v", err)
 	}
 }
+
+// TestARestoredTopicIsReplicatedAgain: a topic one broker tiered is
+// restored with three replicas on a new three-broker cluster on the same
+// bucket: every replica joins the ISR (the followers, their logs empty,
+// start at the bucket's end), the history reads from offset 0, and acks=all
+// produce continues the offsets.
+func TestARestoredTopicIsReplicatedAgain(t *testing.T) {
+	const topic = "orders"
+	fb := faulty.New(objectstore.NewMem())
+	old := startTiered(t, fb)
+	seg := "16384"
+	created := createTopic(t, old.Admin(), topic, 1, map[string]*string{"segment.bytes": &seg})
+	manifest := tiering.NewManifestStore(fb, tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: created.ID}), nil)
+	prod := old.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	for i := 0; i < 150; i += 10 { // batches well under a segment
+		var recs []*kgo.Record
+		for j := i; j < i+10; j++ {
+			recs = append(recs, &kgo.Record{Value: []byte(fmt.Sprintf("%05d-%s", j, strings.Repeat("v", 300)))})
+		}
+		if err := prod.ProduceSync(testCtx(t), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "segments uploaded and the topic described", 30*time.Second, func() bool {
+		m, err := manifest.Load(testCtx(t))
+		_, derr := tiering.ReadTopic(testCtx(t), fb, tiering.Layout{}, topic, created.ID)
+		return err == nil && m.End() >= 40 && derr == nil
+	})
+	old.Stop()
+	m, err := manifest.Load(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := m.End()
+
+	c := startTieredCluster(t, fb, 10*time.Second)
+	sid := tiering.TopicDir(topic, created.ID)[len(topic)+1:]
+	resp, err := c.Admin().CreateTopic(testCtx(t), 1, 3, map[string]*string{"shale.restore.topic.id": &sid, "segment.bytes": &seg}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil || resp.ID != created.ID {
+		t.Fatalf("restore with three replicas: %v", err)
+	}
+	cl := c.Client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic(topic))
+	adm := c.Admin()
+	waitFor(t, "every replica in the ISR", 30*time.Second, func() bool {
+		tds, err := adm.ListTopics(testCtx(t), topic)
+		return err == nil && len(tds[topic].Partitions[0].ISR) == 3
+	})
+	res, err := cl.ProduceSync(testCtx(t), &kgo.Record{Value: []byte("after")}).First()
+	if err != nil || res.Offset != end {
+		t.Fatalf("acks=all produce after the restore: offset %d, %v; want %d", res.Offset, err, end)
+	}
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for next := int64(0); next <= end; {
+		fs := cons.PollFetches(testCtx(t))
+		if err := testCtx(t).Err(); err != nil {
+			t.Fatalf("read %d of %d records: %v", next, end+1, err)
+		}
+		for _, r := range fs.Records() {
+			want := "after"
+			if r.Offset < end {
+				want = fmt.Sprintf("%05d-", r.Offset)
+			}
+			if r.Offset != next || !strings.HasPrefix(string(r.Value), want) {
+				t.Fatalf("offset %d (want %d): %.12q, want %q", r.Offset, next, r.Value, want)
+			}
+			next++
+		}
+	}
+}
