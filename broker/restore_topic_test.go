@@ -247,3 +247,34 @@ func TestARestoredTopicIsReplicatedAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestTheBucketDescribesATopicAsItIs: partitions added to a tiered topic
+// and its config changes reach its descriptor in the bucket without a
+// change of leader, so that a reader of the bucket alone, or a restore,
+// sees the topic as it is.
+func TestTheBucketDescribesATopicAsItIs(t *testing.T) {
+	const topic = "grows"
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	created := createTopic(t, b.Admin(), topic, 1, nil)
+	describes := func(what string, ok func(*tiering.TopicDescriptor) bool) {
+		t.Helper()
+		var d *tiering.TopicDescriptor
+		waitFor(t, what, 30*time.Second, func() bool {
+			var err error
+			d, err = tiering.ReadTopic(testCtx(t), bucket, tiering.Layout{}, topic, created.ID)
+			return err == nil && ok(d)
+		})
+	}
+	describes("the topic described", func(d *tiering.TopicDescriptor) bool { return d.Partitions == 1 })
+	adm := b.Admin()
+	if _, err := adm.CreatePartitions(testCtx(t), 2, topic); err != nil {
+		t.Fatal(err)
+	}
+	describes("three partitions described", func(d *tiering.TopicDescriptor) bool { return d.Partitions == 3 })
+	week := "604800000"
+	if _, err := adm.AlterTopicConfigs(testCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &week}}, topic); err != nil {
+		t.Fatal(err)
+	}
+	describes("the new retention described", func(d *tiering.TopicDescriptor) bool { return d.Configs["retention.ms"] == week })
+}

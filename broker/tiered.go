@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,6 +196,10 @@ type partitionTier struct {
 		list []localseg.EpochEntry
 		load *epochsLoad
 	}
+
+	// described is what this term last wrote to the topic's descriptor
+	// (partition 0's leader only; the archive loop alone uses it).
+	described describedTopic
 
 	// reads holds the remote reads started for fetches, by offset,
 	// until a fetch takes their result or remoteFetchKeep passes
@@ -487,6 +492,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 				lastRetention = now
 				t.applyRetention(ctx, p, epoch, now)
 			}
+			if t.describedStale(p) {
+				t.svc.metadataObjects(ctx, p)
+			}
 			return true
 		},
 	}
@@ -620,7 +628,29 @@ func (s *tierService) metadataObjects(ctx context.Context, p *partition) {
 		Partitions: int32(len(tv.partitions)), Configs: tv.configs, UpdatedAt: time.Now().UTC()}
 	if err := tiering.PutTopic(ctx, s.bucket, s.layout, d); err != nil {
 		s.b.log.Warn("writing the topic descriptor", "topic", p.topic, "err", err)
+		return
 	}
+	p.tier.described = describedTopic{partitions: len(tv.partitions), configs: tv.configs}
+}
+
+// describedTopic is what partition 0's leader last wrote to the topic's
+// descriptor in the bucket.
+type describedTopic struct {
+	partitions int
+	configs    map[string]string
+}
+
+// describedStale reports whether the topic's partitions or configs
+// changed since partition 0's leader (this term) last wrote its
+// descriptor, or the write failed: the bucket must describe the topic as
+// it is, for a reader or a restore from the bucket alone.
+func (t *partitionTier) describedStale(p *partition) bool {
+	if p.index != 0 {
+		return false
+	}
+	tv := t.svc.b.meta.snapshot().topics[p.topic]
+	return tv != nil && tv.id == p.topicID &&
+		(len(tv.partitions) != t.described.partitions || !maps.Equal(tv.configs, t.described.configs))
 }
 
 // deleteTopic removes a deleted topic's objects in the background,
