@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +56,13 @@ type TieringConfig struct {
 	// 500ms, Kafka's remote.fetch.max.wait.ms); the read goes on, and the
 	// next fetch at its offset takes its result (remoteFetch).
 	RemoteFetchMaxWait time.Duration
+	// GroupOffsetsInterval is how often each broker writes the committed
+	// offsets of the groups it coordinates to the bucket, one object per
+	// offsets-topic partition that changed (default 1 minute: at most 50
+	// PUTs a minute a cluster, with Kafka's 50 partitions), so that a
+	// cluster rebuilt from the bucket gives its groups back their offsets
+	// (`shale topic restore`).
+	GroupOffsetsInterval time.Duration
 	// Fault is a test hook called at the fault points of every upload
 	// (tiering.ArchiverConfig.Fault); nil outside crash tests.
 	Fault func(point string)
@@ -73,6 +83,9 @@ func (c *TieringConfig) ensureDefaults() {
 	}
 	if c.RemoteFetchMaxWait <= 0 {
 		c.RemoteFetchMaxWait = 500 * time.Millisecond
+	}
+	if c.GroupOffsetsInterval <= 0 {
+		c.GroupOffsetsInterval = time.Minute
 	}
 }
 
@@ -126,6 +139,8 @@ func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*t
 // those recent enough that writes on their way may still land.
 func (s *tierService) start() {
 	s.wg.Add(1)
+	go s.writeGroupOffsets()
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.b.ctx, time.Minute)
@@ -142,6 +157,68 @@ func (s *tierService) start() {
 			}
 		}
 	}()
+}
+
+// writeGroupOffsets writes, every GroupOffsetsInterval until the broker
+// stops, the committed offsets of each offsets-topic partition this broker
+// leads to the bucket, when they changed since its last write of that
+// partition (tiering.GroupShard). Offsets of internal topics are left out.
+func (s *tierService) writeGroupOffsets() {
+	defer s.wg.Done()
+	written := map[int32]string{} // partition -> the offsets last written, printed
+	tick := time.NewTicker(s.cfg.GroupOffsetsInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.b.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s.b.groups == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.b.ctx, 30*time.Second)
+		failed, err := s.writeGroupShards(ctx, written)
+		cancel()
+		if err != nil {
+			s.b.log.Warn("writing consumer groups' committed offsets to the object store; retrying", "partitions", failed, "in", s.cfg.GroupOffsetsInterval, "err", err)
+		}
+	}
+}
+
+// writeGroupShards is one round of writeGroupOffsets: it returns how many
+// writes failed, and the last error.
+func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]string) (failed int, err error) {
+	view := s.b.meta.snapshot()
+	for shard, offs := range s.b.groups.c.ShardOffsets(ctx) {
+		byGroup := map[string][]tiering.GroupOffset{}
+		for _, o := range offs {
+			tv := view.topics[o.Topic]
+			if tv == nil || tv.internal {
+				continue
+			}
+			byGroup[o.Group] = append(byGroup[o.Group], tiering.GroupOffset{Topic: o.Topic, TopicID: topicIDString(tv.id), Partition: o.Partition, Offset: o.Offset})
+		}
+		gs := tiering.GroupShard{Partition: shard, Groups: []tiering.GroupOffsets{}}
+		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
+			offs := byGroup[g]
+			slices.SortFunc(offs, func(a, b tiering.GroupOffset) int {
+				return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+			})
+			gs.Groups = append(gs.Groups, tiering.GroupOffsets{Group: g, Offsets: offs})
+		}
+		printed := fmt.Sprint(gs.Groups)
+		if prev, ok := written[shard]; ok && prev == printed || !ok && len(gs.Groups) == 0 {
+			continue // unchanged, or nothing to say of a partition never written
+		}
+		gs.UpdatedAt = time.Now().UTC()
+		if werr := tiering.PutGroupShard(ctx, s.bucket, s.layout, gs); werr != nil {
+			failed, err = failed+1, werr
+			continue
+		}
+		written[shard] = printed
+	}
+	return failed, err
 }
 
 // close waits for the archive loops and deletions (they end with the

@@ -30,9 +30,11 @@
 //	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
 //	P/T/N/B-U.log                           segment: Kafka record batches
 //	P/T/N/B-U.indexes                       the segment's companion (binary)
+//	P/groups/K.json                         committed offsets of the groups of
+//	                                        partition K of __consumer_offsets (JSON)
 //
-// An object is never overwritten, except the manifest and the
-// descriptors. Segment and companion objects not named by the manifest
+// An object is never overwritten, except the manifest, the descriptors
+// and the groups' offsets. Segment and companion objects not named by the manifest
 // (or one of its spilled parts) are not part of the archive: an upload in
 // progress, or one whose commit never happened; cleanup deletes them once
 // they are older than a grace period.
@@ -141,6 +143,14 @@
 //	                     after the deletion (a descriptor, a segment held on
 //	                     its way) does not bring the topic back, and the
 //	                     next deletion pass removes it
+//	groups/K.json       {"partition": K, "groups": [{"group", "offsets":
+//	                     [{"topic", "topic_id" (base64url), "partition",
+//	                     "offset"}]}], "updated_at"}: written by the leader
+//	                     of partition K of the offsets topic, about once a
+//	                     minute when its groups' offsets changed; every
+//	                     write holds all of them. A topic_id names the
+//	                     topic the offset was committed on; offsets of a
+//	                     topic since deleted or re-created do not apply
 //
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the
@@ -148,5 +158,6 @@
 // ReadBatches do exactly that (see the package example). They are also
 // enough to rebuild a cluster that lost its metadata: `shale topic restore`
 // creates each topic of the bucket again from its descriptor, under its
-// id, and each partition's leader continues from its manifest's end.
+// id, each partition's leader continues from its manifest's end, and the
+// groups get their offsets back from groups/.
 package tiering

@@ -94,6 +94,7 @@ func FuzzDecodeDescriptors(f *testing.F) {
 	f.Add([]byte(`{"format":"shale-tiered-storage","version":1,"created_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","partitions":3,"configs":{"a":"b"},"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","deleted_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"partition":7,"groups":[{"group":"g","offsets":[{"topic":"t","topic_id":"AQIDAAAAAAAAAAAAAAAAAA","partition":2,"offset":42}]}],"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		DecodeArchiveDescriptor(data)
 		if d, err := DecodeTopicDescriptor(data); err == nil {
@@ -102,6 +103,17 @@ func FuzzDecodeDescriptors(f *testing.F) {
 			}
 		}
 		DecodeDeletionMarker(data)
+		if s, err := DecodeGroupShard(data); err == nil {
+			for _, g := range s.Groups {
+				for _, o := range g.Offsets {
+					if d := (TopicDescriptor{ID: o.TopicID}); o.Offset < 0 || o.Partition < 0 || g.Group == "" {
+						t.Fatalf("accepted a group offset %+v", o)
+					} else if _, err := d.TopicID(); err != nil {
+						t.Fatalf("accepted a group offset with a bad topic id %+v", o)
+					}
+				}
+			}
+		}
 	})
 }
 

@@ -14,11 +14,22 @@ type CommittedOffset struct {
 // loaded partitions (for metrics). Each shard copies its offsets on its own
 // goroutine; a shard that does not answer before ctx ends is left out.
 func (c *Coordinator) CommittedOffsets(ctx context.Context) []CommittedOffset {
+	var all []CommittedOffset
+	for _, offs := range c.ShardOffsets(ctx) {
+		all = append(all, offs...)
+	}
+	return all
+}
+
+// ShardOffsets is CommittedOffsets by the offsets topic's partition that
+// holds them: every loaded partition that answered before ctx ended, with
+// its groups' offsets (an empty slice when it holds none).
+func (c *Coordinator) ShardOffsets(ctx context.Context) map[int32][]CommittedOffset {
 	shards, _ := c.allShards()
 	waits := make([]func() ([]CommittedOffset, int16), 0, len(shards))
 	for _, s := range shards {
 		waits = append(waits, submit(ctx, s, func(reply func([]CommittedOffset)) {
-			var out []CommittedOffset
+			out := []CommittedOffset{}
 			for id, e := range s.groups {
 				if e.dead {
 					continue
@@ -30,10 +41,10 @@ func (c *Coordinator) CommittedOffsets(ctx context.Context) []CommittedOffset {
 			reply(out)
 		}))
 	}
-	var all []CommittedOffset
-	for _, wait := range waits {
+	all := make(map[int32][]CommittedOffset, len(shards))
+	for i, wait := range waits {
 		if offs, code := wait(); code == 0 {
-			all = append(all, offs...)
+			all[shards[i].partition] = offs
 		}
 	}
 	return all

@@ -267,6 +267,9 @@ func runDev(ctx context.Context, f devFlags) error {
 		defer bucket.Close()
 		cfg.Tiering.Bucket = bucket
 	}
+	if err := applyTestHooks(&cfg.Tiering); err != nil {
+		return err
+	}
 	setMemoryLimit(cfg, f.brokers, log)
 	b, err := broker.Start(ctx, broker.Options{Config: cfg, Etcd: etcd.Client(), Logger: log, Registry: reg})
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/shale-log/shale/broker"
 )
 
-// Hooks for the process-level crash tests, set through the environment of
+// Hooks for the process-level tests, set through the environment of
 // `shale broker`. They are not part of the user interface.
 //
 // SHALE_TEST_KILL_AT=POINT[:N] makes the process kill itself with SIGKILL
@@ -21,13 +21,17 @@ import (
 // committed; "committed": manifest committed, local log not told).
 // SHALE_TEST_ORPHAN_GRACE=DURATION is the age past which orphan cleanup
 // deletes objects no manifest names (instead of an hour).
+// SHALE_TEST_GROUP_OFFSETS_INTERVAL=DURATION is how often the groups'
+// committed offsets are written to the bucket (instead of a minute).
+// `shale dev` takes them too.
 func applyTestHooks(c *broker.TieringConfig) error {
-	if v := os.Getenv("SHALE_TEST_ORPHAN_GRACE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("SHALE_TEST_ORPHAN_GRACE: %w", err)
+	for env, d := range map[string]*time.Duration{"SHALE_TEST_ORPHAN_GRACE": &c.OrphanGrace, "SHALE_TEST_GROUP_OFFSETS_INTERVAL": &c.GroupOffsetsInterval} {
+		if v := os.Getenv(env); v != "" {
+			var err error
+			if *d, err = time.ParseDuration(v); err != nil {
+				return fmt.Errorf("%s: %w", env, err)
+			}
 		}
-		c.OrphanGrace = d
 	}
 	v := os.Getenv("SHALE_TEST_KILL_AT")
 	if v == "" {

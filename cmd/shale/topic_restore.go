@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
@@ -17,6 +20,20 @@ import (
 // create a topic again under its id in the object store (the broker's
 // restoreTopicIDConfig).
 const restoreTopicIDConfig = "shale.restore.topic.id"
+
+// restoreReport is what topic restore did.
+type restoreReport struct {
+	Topics []restoredTopic `json:"topics"`
+	Groups []restoredGroup `json:"groups"`
+}
+
+type restoredGroup struct {
+	Group      string `json:"group"`
+	Partitions int    `json:"partitions"`
+	// Result: restored, or exists (the group has committed offsets in
+	// the cluster already; left as they are).
+	Result string `json:"result"`
+}
 
 type restoredTopic struct {
 	Topic             string `json:"topic"`
@@ -34,6 +51,7 @@ func newTopicRestoreCmd() *cobra.Command {
 		rf       int16
 		storeURL string
 		dryRun   bool
+		noGroups bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore [NAME...] --object-store URL",
@@ -46,10 +64,12 @@ the NAMEs. The brokers must tier to the same object store (their
 --object-store), which they check. Each partition's leader reads its
 manifest before it takes produce, serves the history from the bucket, and
 continues the offsets where the bucket ends; what was never uploaded (the
-last segments of each partition) is lost with the disks. Committed offsets of
-consumer groups are not in the bucket: consumers start from their
-auto.offset.reset. Topics the cluster holds under the same id already are
-left as they are, so the command can run again.`,
+last segments of each partition) is lost with the disks. Then the consumer
+groups get back the offsets they had committed on those topics, as the
+brokers last wrote them to the bucket (every minute), each at most the
+partition's new end (--no-groups leaves them). Topics the cluster holds under
+the same id already, and groups with committed offsets in it, are left as
+they are, so the command can run again.`,
 		Example: `  shale topic restore --object-store 's3://logs/shale?region=eu-west-1' -r 3
   shale topic restore orders --object-store file:///var/lib/shale/objects --dry-run`,
 		RunE: func(cmd *cobra.Command, names []string) error {
@@ -79,6 +99,7 @@ left as they are, so the command can run again.`,
 				}
 				var done []restoredTopic
 				var errs []error
+				restored := map[string]string{} // topic -> id, in the cluster now
 				for _, d := range descs {
 					r := restoredTopic{Topic: d.Name, ID: d.ID, Partitions: d.Partitions}
 					if td, ok := existing[d.Name]; ok {
@@ -88,6 +109,7 @@ left as they are, so the command can run again.`,
 						}
 						r.Result = "exists"
 						done = append(done, r)
+						restored[d.Name] = d.ID
 						continue
 					}
 					cfg := map[string]*string{restoreTopicIDConfig: &d.ID}
@@ -109,17 +131,35 @@ left as they are, so the command can run again.`,
 					}
 					r.ReplicationFactor = resps[d.Name].ReplicationFactor
 					done = append(done, r)
+					if !dryRun {
+						restored[d.Name] = d.ID
+					}
+				}
+				report := restoreReport{Topics: done, Groups: []restoredGroup{}}
+				if !dryRun && !noGroups && len(restored) > 0 {
+					groups, gerrs := restoreGroups(ctx, adm, bucket, restored)
+					report.Groups, errs = groups, append(errs, gerrs...)
 				}
 				if out.json() {
-					if err := writeJSON(cmd, done); err != nil {
+					if err := writeJSON(cmd, report); err != nil {
 						return err
 					}
-				} else if len(done) > 0 {
-					t := newTable(cmd, "TOPIC", "ID", "PARTITIONS", "REPLICATION-FACTOR", "RESULT")
-					for _, r := range done {
-						t.row(r.Topic, r.ID, r.Partitions, r.ReplicationFactor, r.Result)
+				} else {
+					if len(done) > 0 {
+						t := newTable(cmd, "TOPIC", "ID", "PARTITIONS", "REPLICATION-FACTOR", "RESULT")
+						for _, r := range done {
+							t.row(r.Topic, r.ID, r.Partitions, r.ReplicationFactor, r.Result)
+						}
+						t.flush()
 					}
-					t.flush()
+					if len(report.Groups) > 0 {
+						fmt.Fprintln(cmd.OutOrStdout())
+						t := newTable(cmd, "GROUP", "PARTITIONS", "RESULT")
+						for _, g := range report.Groups {
+							t.row(g.Group, g.Partitions, g.Result)
+						}
+						t.flush()
+					}
 				}
 				return joinErrs(errs)
 			})
@@ -129,6 +169,7 @@ left as they are, so the command can run again.`,
 	fs.StringVar(&storeURL, "object-store", "", "the object store the cluster's brokers tier to (their --object-store URL)")
 	fs.Int16VarP(&rf, "replication-factor", "r", -1, "replicas of each partition (default: the broker's default.replication.factor)")
 	fs.BoolVar(&dryRun, "dry-run", false, "check every topic with the brokers (ValidateOnly) and create none")
+	fs.BoolVar(&noGroups, "no-groups", false, "leave the consumer groups' committed offsets out")
 	out.register(fs)
 	return cmd
 }
@@ -154,4 +195,115 @@ func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.To
 		return nil, fmt.Errorf("the object store holds no topic %s", strings.Join(missing, ", "))
 	}
 	return out, nil
+}
+
+// restoreGroups commits, for every group in the bucket's offsets objects
+// with no committed offsets in the cluster, its offsets on the topics
+// restored (topic -> id; offsets of a topic of another id are left out),
+// each at most its partition's end. When a group is in several objects
+// (the offsets topic's partitions changed), the newest counts.
+func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Bucket, restored map[string]string) ([]restoredGroup, []error) {
+	shards, err := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
+	if err != nil {
+		return nil, []error{fmt.Errorf("listing the object store's group offsets: %w", err)}
+	}
+	newest := map[string]*tiering.GroupShard{}
+	offsets := map[string][]tiering.GroupOffset{}
+	for _, s := range shards {
+		for _, g := range s.Groups {
+			if prev, ok := newest[g.Group]; ok && prev.UpdatedAt.After(s.UpdatedAt) {
+				continue
+			}
+			newest[g.Group], offsets[g.Group] = s, g.Offsets
+		}
+	}
+	if len(offsets) == 0 {
+		return nil, nil
+	}
+	ends, err := restoredEnds(ctx, adm, slices.Collect(maps.Keys(restored)))
+	if err != nil {
+		return nil, []error{err}
+	}
+	var out []restoredGroup
+	var errs []error
+	for _, group := range slices.Sorted(maps.Keys(offsets)) {
+		commit := kadm.Offsets{}
+		for _, o := range offsets[group] {
+			end, ok := ends.Lookup(o.Topic, o.Partition)
+			if restored[o.Topic] != o.TopicID || !ok {
+				continue
+			}
+			commit.Add(kadm.Offset{Topic: o.Topic, Partition: o.Partition, At: min(o.Offset, end.Offset), LeaderEpoch: -1})
+		}
+		if len(commit) == 0 {
+			continue
+		}
+		var have kadm.OffsetResponses
+		err := retryRetriable(ctx, func() (err error) {
+			if have, err = adm.FetchOffsets(ctx, group); err == nil {
+				err = have.Error()
+			}
+			return err
+		})
+		if err != nil {
+			errs = append(errs, kafkaErr("group", group, err, ""))
+			continue
+		}
+		n := 0
+		commit.Each(func(kadm.Offset) { n++ })
+		if len(have) > 0 {
+			out = append(out, restoredGroup{Group: group, Partitions: n, Result: "exists"})
+			continue
+		}
+		err = retryRetriable(ctx, func() error {
+			resp, err := adm.CommitOffsets(ctx, group, commit)
+			if err == nil {
+				err = resp.Error()
+			}
+			return err
+		})
+		if err != nil {
+			errs = append(errs, kafkaErr("group", group, err, ""))
+			continue
+		}
+		out = append(out, restoredGroup{Group: group, Partitions: n, Result: "restored"})
+	}
+	return out, errs
+}
+
+// restoredEnds is the end offsets of topics, asked until every partition
+// answers (a restored partition's leader reads its manifest first) or ctx
+// ends.
+func restoredEnds(ctx context.Context, adm *kadm.Client, topics []string) (kadm.ListedOffsets, error) {
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topics...)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the restored topics' end offsets: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// retryRetriable calls fn again while it fails with a retriable Kafka
+// error (the coordinator of a new cluster's first group is still being
+// made, say), until ctx ends.
+func retryRetriable(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || !kerr.IsRetriable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

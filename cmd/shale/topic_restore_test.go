@@ -28,13 +28,14 @@ func restoreRecord(p int32, i int) []byte {
 // new etcd); `shale topic restore` against a new node on the same bucket
 // creates the topic again under its id, with its partitions and configs,
 // every uploaded record reads back from offset 0 as it was produced, and
-// produce continues the offsets where the bucket ends. A deleted topic is
-// not restored, a second restore changes nothing, and a broker refuses to
+// produce continues the offsets where the bucket ends. A group gets its
+// committed offsets back, at most the bucket's end. A deleted topic is not
+// restored, a second restore changes nothing, and a broker refuses to
 // restore a topic its bucket does not hold.
 func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 	storeDir := t.TempDir()
 	store := "file://" + storeDir
-	env := []string{"SHALE_OBJECT_STORE=" + store, "SHALE_TOPIC_DEFAULT=log.segment.bytes=16384,log.roll.ms=500"}
+	env := []string{"SHALE_OBJECT_STORE=" + store, "SHALE_TOPIC_DEFAULT=log.segment.bytes=16384,log.roll.ms=500", "SHALE_TEST_GROUP_OFFSETS_INTERVAL=200ms"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -63,6 +64,13 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// billing committed part of partition 0 and all of partition 1.
+	commit := kadm.Offsets{}
+	commit.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 100, LeaderEpoch: -1})
+	commit.Add(kadm.Offset{Topic: "orders", Partition: 1, At: perPartition, LeaderEpoch: -1})
+	if resp, err := adm.CommitOffsets(ctx, "billing", commit); err != nil || resp.Error() != nil {
+		t.Fatalf("committing billing's offsets: %v %v", err, resp.Error())
+	}
 	bucket, err := objectstore.Open(ctx, store, objectstore.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +93,17 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 	waitUntil(t, "gone deleted in the bucket", func() bool {
 		ds, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
 		return err == nil && len(ds) == 1 && ds[0].Name == "orders"
+	})
+	waitUntil(t, "billing's offsets in the bucket", func() bool {
+		shards, _ := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
+		for _, sh := range shards {
+			for _, g := range sh.Groups {
+				if g.Group == "billing" && len(g.Offsets) == 2 {
+					return true
+				}
+			}
+		}
+		return false
 	})
 	before, err := adm.ListTopics(ctx, "orders")
 	if err != nil {
@@ -109,9 +128,9 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 
 	// A new node on the same bucket: no topics, until restored.
 	b := startDev(t, "", env...)
-	var got []restoredTopic
+	var got restoreReport
 	cliJSON(t, &got, "topic", "restore", "--brokers", b.kafkaAddr, "--object-store", store, "--dry-run")
-	if len(got) != 1 || got[0] != (restoredTopic{Topic: "orders", ID: id, Partitions: 2, ReplicationFactor: 1, Result: "valid"}) {
+	if len(got.Topics) != 1 || got.Topics[0] != (restoredTopic{Topic: "orders", ID: id, Partitions: 2, ReplicationFactor: 1, Result: "valid"}) || len(got.Groups) != 0 {
 		t.Fatalf("restore --dry-run: %+v", got)
 	}
 	adm = kadm.NewClient(b.client())
@@ -119,11 +138,23 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 		t.Fatalf("topics after a dry run: %v %v", tds.Names(), err)
 	}
 	cliJSON(t, &got, "topic", "restore", "--brokers", b.kafkaAddr, "--object-store", store)
-	if len(got) != 1 || got[0] != (restoredTopic{Topic: "orders", ID: id, Partitions: 2, ReplicationFactor: 1, Result: "restored"}) {
+	if len(got.Topics) != 1 || got.Topics[0] != (restoredTopic{Topic: "orders", ID: id, Partitions: 2, ReplicationFactor: 1, Result: "restored"}) ||
+		len(got.Groups) != 1 || got.Groups[0] != (restoredGroup{Group: "billing", Partitions: 2, Result: "restored"}) {
 		t.Fatalf("restore: %+v", got)
 	}
+	// billing reads on where it was, or from the bucket's end where it
+	// had read past it.
+	committed, err := kadm.NewClient(b.client()).FetchOffsets(ctx, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[int32]int64{0: 100, 1: uploaded[1]} {
+		if o, ok := committed.Lookup("orders", p); !ok || o.At != want {
+			t.Errorf("billing's restored offset of partition %d: %+v, want %d", p, o, want)
+		}
+	}
 	cliJSON(t, &got, "topic", "restore", "orders", "--brokers", b.kafkaAddr, "--object-store", store)
-	if len(got) != 1 || got[0].Result != "exists" {
+	if len(got.Topics) != 1 || got.Topics[0].Result != "exists" || len(got.Groups) != 1 || got.Groups[0].Result != "exists" {
 		t.Fatalf("restore again: %+v", got)
 	}
 	if out, err := runCLI(t, "topic", "restore", "gone", "--brokers", b.kafkaAddr, "--object-store", store); err == nil || !strings.Contains(err.Error(), "holds no topic gone") {

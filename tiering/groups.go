@@ -1,0 +1,105 @@
+package tiering
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// groupsDir holds the consumer groups' committed offsets, one object per
+// partition of the offsets topic. No topic directory has its name (a
+// topic's ends in its id).
+const groupsDir = "groups"
+
+// GroupShard is the committed offsets of the groups one partition of the
+// offsets topic (__consumer_offsets) holds, as the partition's leader last
+// wrote them to the bucket: what a cluster rebuilt from the bucket gives
+// its groups back. Each write holds the whole partition, so a deleted
+// group leaves at the next one.
+type GroupShard struct {
+	Partition int32          `json:"partition"`
+	Groups    []GroupOffsets `json:"groups"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// GroupOffsets is one group's committed offsets.
+type GroupOffsets struct {
+	Group   string        `json:"group"`
+	Offsets []GroupOffset `json:"offsets"`
+}
+
+// GroupOffset is one partition's committed offset: the next record the
+// group reads.
+type GroupOffset struct {
+	Topic     string `json:"topic"`
+	TopicID   string `json:"topic_id"` // base64url, unpadded
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// GroupShardKey is the offsets object of partition shard of the offsets
+// topic.
+func (l Layout) GroupShardKey(shard int32) string {
+	return l.join(groupsDir, strconv.Itoa(int(shard))+".json")
+}
+
+// DecodeGroupShard decodes and checks an offsets object.
+func DecodeGroupShard(data []byte) (*GroupShard, error) {
+	var s GroupShard
+	if err := decodeJSON(data, &s); err != nil {
+		return nil, err
+	}
+	if s.Partition < 0 {
+		return nil, fmt.Errorf("%w: group offsets of partition %d", ErrCorrupt, s.Partition)
+	}
+	for _, g := range s.Groups {
+		if g.Group == "" {
+			return nil, fmt.Errorf("%w: group offsets without a group", ErrCorrupt)
+		}
+		for _, o := range g.Offsets {
+			d := TopicDescriptor{ID: o.TopicID}
+			if _, err := d.TopicID(); err != nil || o.Topic == "" || o.Partition < 0 || o.Offset < 0 {
+				return nil, fmt.Errorf("%w: group %q: offset %+v", ErrCorrupt, g.Group, o)
+			}
+		}
+	}
+	return &s, nil
+}
+
+// PutGroupShard writes (or replaces) a partition's group offsets.
+func PutGroupShard(ctx context.Context, b objectstore.Bucket, l Layout, s GroupShard) error {
+	return putJSON(ctx, b, l.GroupShardKey(s.Partition), s, objectstore.PutOptions{})
+}
+
+// ListGroupShards reads the group offsets of every partition in the
+// bucket.
+func ListGroupShards(ctx context.Context, b objectstore.Bucket, l Layout) ([]*GroupShard, error) {
+	prefix := l.join(groupsDir) + "/"
+	var keys []string
+	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
+		if strings.HasSuffix(a.Key, ".json") && !strings.Contains(a.Key[len(prefix):], "/") {
+			keys = append(keys, a.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*GroupShard
+	for _, k := range keys {
+		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
+		if err != nil {
+			return nil, err
+		}
+		s, err := DecodeGroupShard(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
