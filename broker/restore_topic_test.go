@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
@@ -277,4 +279,56 @@ func TestTheBucketDescribesATopicAsItIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	describes("the new retention described", func(d *tiering.TopicDescriptor) bool { return d.Configs["retention.ms"] == week })
+}
+
+// TestGroupOffsetsReachTheBucket: the committed offsets of a group reach
+// the bucket under the offsets topic's partition of the group, with the
+// topic's id; a new commit replaces them, and a deleted group leaves the
+// object at the next write.
+func TestGroupOffsetsReachTheBucket(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, GroupOffsetsInterval: 50 * time.Millisecond}
+	})
+	created := createTopic(t, b.Admin(), "orders", 2, nil)
+	adm := b.Admin()
+	commit := func(group string, p int32, at int64) {
+		t.Helper()
+		o := kadm.Offsets{}
+		o.Add(kadm.Offset{Topic: "orders", Partition: p, At: at, LeaderEpoch: -1})
+		if resp, err := adm.CommitOffsets(testCtx(t), group, o); err != nil || resp.Error() != nil {
+			t.Fatalf("commit: %v %v", err, resp.Error())
+		}
+	}
+	// in is the offsets the bucket holds for group (nil: none).
+	in := func(group string) []tiering.GroupOffset {
+		shards, err := tiering.ListGroupShards(testCtx(t), bucket, tiering.Layout{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range shards {
+			for _, g := range s.Groups {
+				if g.Group == group {
+					return g.Offsets
+				}
+			}
+		}
+		return nil
+	}
+	id := tiering.TopicDir("orders", created.ID)[len("orders")+1:]
+	commit("billing", 0, 5)
+	commit("billing", 1, 7)
+	commit("audit", 1, 3)
+	waitFor(t, "billing's offsets in the bucket", 30*time.Second, func() bool {
+		return slices.Equal(in("billing"), []tiering.GroupOffset{{Topic: "orders", TopicID: id, Partition: 0, Offset: 5}, {Topic: "orders", TopicID: id, Partition: 1, Offset: 7}})
+	})
+	commit("billing", 0, 9)
+	waitFor(t, "billing's new offset in the bucket", 30*time.Second, func() bool {
+		o := in("billing")
+		return len(o) == 2 && o[0].Offset == 9
+	})
+	if _, err := adm.DeleteGroup(testCtx(t), "audit"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "audit gone from the bucket", 30*time.Second, func() bool { return in("audit") == nil })
 }
