@@ -15,6 +15,10 @@ import (
 // topic's ends in its id).
 const groupsDir = "groups"
 
+// maxGroupShardSize bounds what reading one partition's group offsets
+// allocates: some 600 thousand committed offsets.
+const maxGroupShardSize = 64 << 20
+
 // GroupShard is the committed offsets of the groups one partition of the
 // offsets topic (__consumer_offsets) holds, as the partition's leader last
 // wrote them to the bucket: what a cluster rebuilt from the bucket gives
@@ -91,7 +95,7 @@ func ListGroupShards(ctx context.Context, b objectstore.Bucket, l Layout) ([]*Gr
 	}
 	var out []*GroupShard
 	for _, k := range keys {
-		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
+		data, err := objectstore.ReadAll(ctx, b, k, maxGroupShardSize)
 		if err != nil {
 			return nil, err
 		}
