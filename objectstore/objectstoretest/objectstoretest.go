@@ -768,7 +768,21 @@ func testGatedGet(t *testing.T, b objectstore.Bucket) {
 		}
 	}
 	stop()
-	if held, most, _ := g.Counts(); held != 0 || most > 1 {
-		t.Fatalf("gate of 1 step: %d held after the reads, %d at once", held, most)
+	// The HTTP client's reader goes on to the connection's next response
+	// as a body ends, through the gate until the body is closed: a step
+	// of that first look may still be held for a moment.
+	deadline := time.Now().Add(time.Second)
+	for {
+		held, most, _ := g.Counts()
+		if most > 1 {
+			t.Fatalf("gate of 1 step: %d held at once", most)
+		}
+		if held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gate of 1 step: %d held a second after the reads", held)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
