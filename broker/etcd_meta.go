@@ -334,6 +334,27 @@ func (m *etcdMeta) markArchiving(ctx context.Context, topic string, index, leade
 	}
 }
 
+func (m *etcdMeta) raiseLeaderEpoch(ctx context.Context, topic string, index, leader, leaderEpoch, above int32) error {
+	if err := m.space.check(0); err != nil {
+		return err
+	}
+	// Read from etcd, not the cache: a newer leader's term ends it.
+	for attempt := 0; ; attempt++ {
+		cur, err := m.store.Partition(ctx, topic, index)
+		if err != nil {
+			return metaError(err)
+		}
+		if cur.Leader != leader || cur.LeaderEpoch != leaderEpoch {
+			return fmt.Errorf("%w: %s/%d is at leader %d epoch %d", errMetaConflict, topic, index, cur.Leader, cur.LeaderEpoch)
+		}
+		cur.LeaderEpoch = max(cur.LeaderEpoch, above+1)
+		_, _, err = m.store.UpdatePartition(ctx, cur, cur.PartitionEpoch)
+		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
+			return metaError(err)
+		}
+	}
+}
+
 func (m *etcdMeta) settlePartitionEpoch(ctx context.Context, topic string, index, epoch int32) (int32, error) {
 	got, err := m.store.FencePartition(ctx, topic, index, epoch)
 	return got, metaError(err)

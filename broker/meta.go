@@ -44,6 +44,9 @@ type metaStore interface {
 	// partition still names leader at leaderEpoch (errMetaConflict
 	// otherwise). Clearing a mark already cleared is no error.
 	markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error
+	// raiseLeaderEpoch sets the leader epoch of a partition that leader
+	// leads at leaderEpoch above above (a conflict when it does not).
+	raiseLeaderEpoch(ctx context.Context, topic string, index, leader, leaderEpoch, above int32) error
 	// settlePartitionEpoch settles a write of unknown outcome sent
 	// against a partition's epoch: it returns the partition's current
 	// epoch from the store (not the snapshot, which may lag), and when

@@ -332,3 +332,65 @@ func TestGroupOffsetsReachTheBucket(t *testing.T) {
 	}
 	waitFor(t, "audit gone from the bucket", 30*time.Second, func() bool { return in("audit") == nil })
 }
+
+// TestALeaderFencedByAnEpochTheMetadataNeverReachedRaisesItsOwn: the
+// manifest of a partition is fenced at a leader epoch above the one the
+// metadata gives its leader (etcd restored from an older copy). The
+// leader, refused at its next upload, raises the partition's leader epoch
+// above the manifest's, and uploads on; every record reads back.
+func TestALeaderFencedByAnEpochTheMetadataNeverReachedRaisesItsOwn(t *testing.T) {
+	const topic = "rolled-back"
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	seg := "16384"
+	created := createTopic(t, b.Admin(), topic, 1, map[string]*string{"segment.bytes": &seg})
+	manifest := tiering.NewManifestStore(bucket, tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: created.ID}), nil)
+	prod := b.Client(kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	produced := 0
+	produce := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i += 10 {
+			var recs []*kgo.Record
+			for j := 0; j < 10; j++ {
+				recs = append(recs, &kgo.Record{Value: []byte(fmt.Sprintf("%05d-%s", produced, strings.Repeat("v", 300)))})
+				produced++
+			}
+			if err := prod.ProduceSync(testCtx(t), recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(100)
+	var end int64
+	waitFor(t, "a first upload", 30*time.Second, func() bool {
+		m, err := manifest.Load(testCtx(t))
+		end = m.End()
+		return err == nil && end > 0
+	})
+	mp, _, _ := partitionMetadata(t, b.Client(), topic)
+	if _, err := manifest.Fence(testCtx(t), mp.LeaderEpoch+9); err != nil {
+		t.Fatal(err)
+	}
+	want := mp.LeaderEpoch + 10
+	produce(150)
+	waitFor(t, "uploads under a raised leader epoch", 30*time.Second, func() bool {
+		m, err := manifest.Load(testCtx(t))
+		return err == nil && m.End() > end && m.LeaderEpoch == want
+	})
+	if mp, _, _ := partitionMetadata(t, b.Client(), topic); mp.LeaderEpoch != want || mp.ErrorCode != 0 {
+		t.Fatalf("leader epoch %d (error %d), want %d", mp.LeaderEpoch, mp.ErrorCode, want)
+	}
+	cons := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for next := 0; next < produced; {
+		fs := cons.PollFetches(testCtx(t))
+		if err := testCtx(t).Err(); err != nil {
+			t.Fatalf("read %d of %d records: %v", next, produced, err)
+		}
+		for _, r := range fs.Records() {
+			if r.Offset != int64(next) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("%05d-", next)) {
+				t.Fatalf("offset %d (want %d): %.8q", r.Offset, next, r.Value)
+			}
+			next++
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -487,7 +488,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			case err == nil:
 				return true
 			case errors.Is(err, tiering.ErrFenced):
-				log.Warn("a newer leader owns the remote manifest; this broker does not upload", "epoch", epoch)
+				t.fenced(ctx, p, epoch, log)
 				return false
 			case ctx.Err() != nil || !retry(what, err):
 				return false
@@ -581,12 +582,36 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		case err == nil:
 			return
 		case errors.Is(err, tiering.ErrFenced):
-			log.Warn("a newer leader owns the remote manifest; this broker stops uploading", "epoch", epoch)
+			t.fenced(ctx, p, epoch, log)
 			return
 		case ctx.Err() != nil || !retry("segment upload failed", err):
 			return
 		}
 	}
+}
+
+// fenced handles a manifest commit of the term of epoch refused for a
+// higher leader epoch in the manifest. That is a newer leader's, unless
+// the metadata still names this broker the leader at epoch: then the
+// manifest's epoch came from metadata that is gone (etcd restored from an
+// older copy, or a cluster rebuilt without restore's epochs), and no
+// leader of this partition could ever upload again. The broker then raises
+// the partition's leader epoch above the manifest's, a compare-and-swap
+// that fails if a newer leader did take over; the new term uploads.
+func (t *partitionTier) fenced(ctx context.Context, p *partition, epoch int32, log *slog.Logger) {
+	m, err := t.store.Load(ctx)
+	if err != nil || m.LeaderEpoch <= epoch {
+		log.Warn("a newer leader owns the remote manifest; this broker stops uploading", "epoch", epoch)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := t.svc.b.meta.raiseLeaderEpoch(wctx, p.topic, p.index, p.nodeID, epoch, m.LeaderEpoch); err != nil {
+		log.Warn("a newer leader owns the remote manifest; this broker stops uploading", "epoch", epoch, "manifest_epoch", m.LeaderEpoch, "err", err)
+		return
+	}
+	log.Error("the remote manifest is fenced by a leader epoch the metadata never reached (restored from an older copy?): "+
+		"this partition's leader epoch is raised above it", "epoch", epoch, "manifest_epoch", m.LeaderEpoch)
 }
 
 // uploadLimit is the offset uploads may reach: the last stable offset, and
