@@ -85,13 +85,13 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		return err
 	}
 	configs := map[string]string{}
-	restoreID := ""
+	restoreID, restoring := "", false
 	for _, c := range t.Configs {
 		if c.Value == nil {
 			continue
 		}
 		if c.Name == restoreTopicIDConfig {
-			restoreID = *c.Value
+			restoreID, restoring = *c.Value, true
 			continue
 		}
 		if err := validateTopicConfig(c.Name, *c.Value); err != nil {
@@ -119,7 +119,7 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 	if err != nil {
 		return err
 	}
-	if restoreID != "" {
+	if restoring {
 		if tv.id, err = b.checkRestore(ctx, t.Topic, restoreID, len(tv.partitions)); err != nil {
 			return err
 		}

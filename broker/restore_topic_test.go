@@ -86,6 +86,10 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 	end = m.End()
 
 	nb := startTiered(t, fb)
+	empty := ""
+	if resp, err := nb.Admin().CreateTopic(testCtx(t), 1, 1, map[string]*string{"shale.restore.topic.id": &empty}, topic); err == nil && !errors.Is(resp.Err, kerr.InvalidConfig) {
+		t.Fatalf("restore with an empty id: %v", resp.Err)
+	}
 	if _, err := restoreTopic(t, nb, topic, created.ID, 2, nil); !errors.Is(err, kerr.InvalidPartitions) {
 		t.Fatalf("restore with 2 partitions of a 1-partition topic: %v", err)
 	}
