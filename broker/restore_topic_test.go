@@ -36,6 +36,27 @@ func restoreTopic(t *testing.T, b *brokertest.Broker, topic string, id [16]byte,
 	return resp, err
 }
 
+// readFromStart reads topic's partition 0 through a client of c from offset
+// 0 until it has n records, and fails t unless they come in order, each
+// starting with want(its offset).
+func readFromStart(t *testing.T, c clientMaker, topic string, n int64, want func(off int64) string) {
+	t.Helper()
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer cons.Close()
+	for next := int64(0); next < n; {
+		fs := cons.PollFetches(testCtx(t))
+		if err := testCtx(t).Err(); err != nil {
+			t.Fatalf("read %d of %d records: %v", next, n, err)
+		}
+		for _, r := range fs.Records() {
+			if w := want(r.Offset); r.Offset != next || !strings.HasPrefix(string(r.Value), w) {
+				t.Fatalf("offset %d (want %d): %.12q, want %.12q", r.Offset, next, r.Value, w)
+			}
+			next++
+		}
+	}
+}
+
 // TestARestoredTopicContinuesWhereItsBucketEnds: a topic one broker tiered
 // is restored on a new broker (its own etcd and disk) on the same bucket.
 // While the new leader's manifest read is held, a produce waits: it would
@@ -129,24 +150,12 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 		t.Fatalf("the produce that waited: offset %d, error %d; want offset %d, the bucket's end", sp.BaseOffset, sp.ErrorCode, end)
 	}
 
-	cons := nb.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	next := int64(0)
-	for next <= end {
-		fs := cons.PollFetches(testCtx(t))
-		if err := testCtx(t).Err(); err != nil {
-			t.Fatalf("read %d of %d records: %v", next, end+1, err)
+	readFromStart(t, nb, topic, end+1, func(off int64) string {
+		if off < end {
+			return values[off]
 		}
-		for _, r := range fs.Records() {
-			want := "early"
-			if r.Offset < end {
-				want = values[r.Offset]
-			}
-			if r.Offset != next || string(r.Value) != want {
-				t.Fatalf("offset %d (want %d): %.12q, want %.12q", r.Offset, next, r.Value, want)
-			}
-			next++
-		}
-	}
+		return "early"
+	})
 
 	// The new leader is of a later epoch than the lost one, and uploads.
 	if mp, _, _ := partitionMetadata(t, nb.Client(), topic); mp.LeaderEpoch != 8 {
@@ -235,23 +244,12 @@ func TestARestoredTopicIsReplicatedAgain(t *testing.T) {
 	if err != nil || res.Offset != end {
 		t.Fatalf("acks=all produce after the restore: offset %d, %v; want %d", res.Offset, err, end)
 	}
-	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	for next := int64(0); next <= end; {
-		fs := cons.PollFetches(testCtx(t))
-		if err := testCtx(t).Err(); err != nil {
-			t.Fatalf("read %d of %d records: %v", next, end+1, err)
+	readFromStart(t, c, topic, end+1, func(off int64) string {
+		if off < end {
+			return fmt.Sprintf("%05d-", off)
 		}
-		for _, r := range fs.Records() {
-			want := "after"
-			if r.Offset < end {
-				want = fmt.Sprintf("%05d-", r.Offset)
-			}
-			if r.Offset != next || !strings.HasPrefix(string(r.Value), want) {
-				t.Fatalf("offset %d (want %d): %.12q, want %q", r.Offset, next, r.Value, want)
-			}
-			next++
-		}
-	}
+		return "after"
+	})
 }
 
 // TestTheBucketDescribesATopicAsItIs: partitions added to a tiered topic
@@ -384,17 +382,5 @@ func TestALeaderFencedByAnEpochTheMetadataNeverReachedRaisesItsOwn(t *testing.T)
 	if mp, _, _ := partitionMetadata(t, b.Client(), topic); mp.LeaderEpoch != want || mp.ErrorCode != 0 {
 		t.Fatalf("leader epoch %d (error %d), want %d", mp.LeaderEpoch, mp.ErrorCode, want)
 	}
-	cons := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	for next := 0; next < produced; {
-		fs := cons.PollFetches(testCtx(t))
-		if err := testCtx(t).Err(); err != nil {
-			t.Fatalf("read %d of %d records: %v", next, produced, err)
-		}
-		for _, r := range fs.Records() {
-			if r.Offset != int64(next) || !strings.HasPrefix(string(r.Value), fmt.Sprintf("%05d-", next)) {
-				t.Fatalf("offset %d (want %d): %.8q", r.Offset, next, r.Value)
-			}
-			next++
-		}
-	}
+	readFromStart(t, b, topic, int64(produced), func(off int64) string { return fmt.Sprintf("%05d-", off) })
 }

@@ -127,22 +127,6 @@ var alertCases = []alertCase{
 	}, "15m", "ShaleFetchFailing", nil},
 	{"a log recovering for 5 minutes", map[string]string{`shale_lost_partition_logs{job="shale",instance="b1:9644"}`: "0 1x10"},
 		"5m", "ShaleLostPartitionLogs", nil},
-	{"1 produce in 21 refused for want of replicas", map[string]string{
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Produce",version="11",error="NONE"}`:                "0+100x20",
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Produce",version="11",error="NOT_ENOUGH_REPLICAS"}`: "0+5x20",
-	}, "6m", "ShaleProduceFailing", []firing{{b1, "4.762% of produce requests to b1:9644 fail on the broker's side"}}},
-	{"produce to a topic that does not exist is the client's error", map[string]string{
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Produce",version="11",error="NONE"}`:                       "0+100x20",
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Produce",version="11",error="UNKNOWN_TOPIC_OR_PARTITION"}`: "0+50x20",
-	}, "10m", "ShaleProduceFailing", nil},
-	{"1 fetch in 11 fails while the store is down", map[string]string{
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Fetch",version="16",error="NONE"}`:                "0+100x20",
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Fetch",version="16",error="KAFKA_STORAGE_ERROR"}`: "0+10x20",
-	}, "11m", "ShaleFetchFailing", []firing{{b1, "9.091% of fetch requests to b1:9644 fail on the broker's side"}}},
-	{"fetches from followers that lost leadership are the client's to retry", map[string]string{
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Fetch",version="16",error="NONE"}`:                   "0+100x20",
-		`shale_kafka_requests_total{job="shale",instance="b1:9644",api="Fetch",version="16",error="NOT_LEADER_OR_FOLLOWER"}`: "0+100x20",
-	}, "15m", "ShaleFetchFailing", nil},
 	{"a log recovering for 5 minutes", map[string]string{`shale_lost_partition_logs{job="shale",instance="b1:9644"}`: "0 1x10"},
 		"6m", "ShaleLostPartitionLogs", []firing{{b1, "Partition logs lost or recovering on b1:9644: 1"}}},
 	{"under-replicated partitions summed per topic", map[string]string{
