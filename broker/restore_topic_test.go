@@ -17,6 +17,7 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/tiering"
@@ -333,6 +334,23 @@ func TestGroupOffsetsReachTheBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "audit gone from the bucket", 30*time.Second, func() bool { return in("audit") == nil })
+
+	// An object an earlier leader wrote for a partition whose groups are
+	// all gone since is emptied by the next broker that leads it.
+	ghost := group.PartitionFor("ghost", 50)
+	if ghost == group.PartitionFor("billing", 50) {
+		t.Fatal("ghost and billing share a partition: pick another name")
+	}
+	stale := tiering.GroupShard{Partition: ghost, Groups: []tiering.GroupOffsets{{Group: "ghost", Offsets: []tiering.GroupOffset{{Topic: "orders", TopicID: id, Offset: 1}}}}}
+	b.Stop()
+	if err := tiering.PutGroupShard(testCtx(t), bucket, tiering.Layout{}, stale); err != nil {
+		t.Fatal(err)
+	}
+	b.Restart()
+	waitFor(t, "the ghost group gone from the bucket", 30*time.Second, func() bool { return in("ghost") == nil })
+	if in("billing") == nil {
+		t.Fatal("billing gone from the bucket")
+	}
 }
 
 // TestALeaderFencedByAnEpochTheMetadataNeverReachedRaisesItsOwn: the

@@ -209,8 +209,21 @@ func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]st
 			gs.Groups = append(gs.Groups, tiering.GroupOffsets{Group: g, Offsets: offs})
 		}
 		printed := fmt.Sprint(gs.Groups)
-		if prev, ok := written[shard]; ok && prev == printed || !ok && len(gs.Groups) == 0 {
-			continue // unchanged, or nothing to say of a partition never written
+		prev, ok := written[shard]
+		if ok && prev == printed {
+			continue // unchanged
+		}
+		if !ok && len(gs.Groups) == 0 {
+			// A partition this broker has not written holds no group: an
+			// object of an earlier leader names groups gone since.
+			switch _, herr := s.bucket.Head(ctx, s.layout.GroupShardKey(shard)); {
+			case errors.Is(herr, objectstore.ErrNotFound):
+				written[shard] = printed
+				continue
+			case herr != nil:
+				failed, err = failed+1, herr
+				continue
+			}
 		}
 		gs.UpdatedAt = time.Now().UTC()
 		if werr := tiering.PutGroupShard(ctx, s.bucket, s.layout, gs); werr != nil {
