@@ -69,7 +69,8 @@ groups get back the offsets they had committed on those topics, as the
 brokers last wrote them to the bucket (every minute), each at most the
 partition's new end (--no-groups leaves them). Topics the cluster holds under
 the same id already, and groups with committed offsets in it, are left as
-they are, so the command can run again.`,
+they are, so the command can run again: after a --timeout (which bounds the
+whole command; raise it for many topics) it goes on where it stopped.`,
 		Example: `  shale topic restore --object-store 's3://logs/shale?region=eu-west-1' -r 3
   shale topic restore orders --object-store file:///var/lib/shale/objects --dry-run`,
 		RunE: func(cmd *cobra.Command, names []string) error {
