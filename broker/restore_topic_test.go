@@ -341,7 +341,11 @@ func TestGroupOffsetsReachTheBucket(t *testing.T) {
 	if ghost == group.PartitionFor("billing", 50) {
 		t.Fatal("ghost and billing share a partition: pick another name")
 	}
-	stale := tiering.GroupShard{Partition: ghost, Groups: []tiering.GroupOffsets{{Group: "ghost", Offsets: []tiering.GroupOffset{{Topic: "orders", TopicID: id, Offset: 1}}}}}
+	md, err := adm.Metadata(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := tiering.GroupShard{Cluster: md.Cluster, Partition: ghost, Groups: []tiering.GroupOffsets{{Group: "ghost", Offsets: []tiering.GroupOffset{{Topic: "orders", TopicID: id, Offset: 1}}}}}
 	b.Stop()
 	if err := tiering.PutGroupShard(testCtx(t), bucket, tiering.Layout{}, stale); err != nil {
 		t.Fatal(err)

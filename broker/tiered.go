@@ -162,8 +162,9 @@ func (s *tierService) start() {
 
 // writeGroupOffsets writes, every GroupOffsetsInterval until the broker
 // stops, the committed offsets of each offsets-topic partition this broker
-// leads to the bucket, when they changed since its last write of that
-// partition (tiering.GroupShard). Offsets of internal topics are left out.
+// leads to the bucket, under the cluster's id, when they changed since its
+// last write of that partition (tiering.GroupShard). Offsets of internal
+// topics are left out.
 func (s *tierService) writeGroupOffsets() {
 	defer s.wg.Done()
 	written := map[int32]string{} // partition -> the offsets last written, printed
@@ -191,6 +192,9 @@ func (s *tierService) writeGroupOffsets() {
 // writes failed, and the last error.
 func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]string) (failed int, err error) {
 	view := s.b.meta.snapshot()
+	if view.clusterID == "" {
+		return 0, nil
+	}
 	for shard, offs := range s.b.groups.c.ShardOffsets(ctx) {
 		byGroup := map[string][]tiering.GroupOffset{}
 		for _, o := range offs {
@@ -200,7 +204,7 @@ func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]st
 			}
 			byGroup[o.Group] = append(byGroup[o.Group], tiering.GroupOffset{Topic: o.Topic, TopicID: topicIDString(tv.id), Partition: o.Partition, Offset: o.Offset})
 		}
-		gs := tiering.GroupShard{Partition: shard, Groups: []tiering.GroupOffsets{}}
+		gs := tiering.GroupShard{Cluster: view.clusterID, Partition: shard, Groups: []tiering.GroupOffsets{}}
 		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
 			offs := byGroup[g]
 			slices.SortFunc(offs, func(a, b tiering.GroupOffset) int {
@@ -216,7 +220,7 @@ func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]st
 		if !ok && len(gs.Groups) == 0 {
 			// A partition this broker has not written holds no group: an
 			// object of an earlier leader names groups gone since.
-			switch _, herr := s.bucket.Head(ctx, s.layout.GroupShardKey(shard)); {
+			switch _, herr := s.bucket.Head(ctx, s.layout.GroupShardKey(gs.Cluster, shard)); {
 			case errors.Is(herr, objectstore.ErrNotFound):
 				written[shard] = printed
 				continue

@@ -30,8 +30,9 @@
 //	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
 //	P/T/N/B-U.log                           segment: Kafka record batches
 //	P/T/N/B-U.indexes                       the segment's companion (binary)
-//	P/groups/K.json                         committed offsets of the groups of
-//	                                        partition K of __consumer_offsets (JSON)
+//	P/groups/C/K.json                       committed offsets of the groups of
+//	                                        partition K of cluster C's
+//	                                        __consumer_offsets (JSON)
 //
 // An object is never overwritten, except the manifest, the descriptors
 // and the groups' offsets. Segment and companion objects not named by the manifest
@@ -143,14 +144,17 @@
 //	                     after the deletion (a descriptor, a segment held on
 //	                     its way) does not bring the topic back, and the
 //	                     next deletion pass removes it
-//	groups/K.json       {"partition": K, "groups": [{"group", "offsets":
-//	                     [{"topic", "topic_id" (base64url), "partition",
-//	                     "offset"}]}], "updated_at"}: written by the leader
-//	                     of partition K of the offsets topic, about once a
+//	groups/C/K.json     {"cluster": C, "partition": K, "groups": [{"group",
+//	                     "offsets": [{"topic", "topic_id" (base64url),
+//	                     "partition", "offset"}]}], "updated_at"}: written
+//	                     by the leader of partition K of cluster C's
+//	                     offsets topic (C is the cluster id), about once a
 //	                     minute when its groups' offsets changed; every
-//	                     write holds all of them. A topic_id names the
-//	                     topic the offset was committed on; offsets of a
-//	                     topic since deleted or re-created do not apply
+//	                     write holds all of them. A cluster rebuilt on the
+//	                     bucket writes under its own id; a reader takes
+//	                     each group's newest. A topic_id names the topic the
+//	                     offset was committed on; offsets of a topic since
+//	                     deleted or re-created do not apply
 //
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the
@@ -159,5 +163,5 @@
 // enough to rebuild a cluster that lost its metadata: `shale topic restore`
 // creates each topic of the bucket again from its descriptor, under its
 // id, each partition's leader continues from its manifest's end, and the
-// groups get their offsets back from groups/.
+// groups get their newest offsets back from groups/.
 package tiering

@@ -94,7 +94,7 @@ func FuzzDecodeDescriptors(f *testing.F) {
 	f.Add([]byte(`{"format":"shale-tiered-storage","version":1,"created_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","partitions":3,"configs":{"a":"b"},"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","deleted_at":"2026-01-01T00:00:00Z"}`))
-	f.Add([]byte(`{"partition":7,"groups":[{"group":"g","offsets":[{"topic":"t","topic_id":"AQIDAAAAAAAAAAAAAAAAAA","partition":2,"offset":42}]}],"updated_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"cluster":"c1","partition":7,"groups":[{"group":"g","offsets":[{"topic":"t","topic_id":"AQIDAAAAAAAAAAAAAAAAAA","partition":2,"offset":42}]}],"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		DecodeArchiveDescriptor(data)
 		if d, err := DecodeTopicDescriptor(data); err == nil {

@@ -10,9 +10,9 @@ import (
 	"github.com/shale-log/shale/objectstore"
 )
 
-// groupsDir holds the consumer groups' committed offsets, one object per
-// partition of the offsets topic. No topic directory has its name (a
-// topic's ends in its id).
+// groupsDir holds the consumer groups' committed offsets: a directory per
+// cluster (its id), an object per partition of the offsets topic. No topic
+// directory has its name (a topic's ends in its id).
 const groupsDir = "groups"
 
 // maxGroupShardSize bounds what reading one partition's group offsets
@@ -20,11 +20,14 @@ const groupsDir = "groups"
 const maxGroupShardSize = 64 << 20
 
 // GroupShard is the committed offsets of the groups one partition of the
-// offsets topic (__consumer_offsets) holds, as the partition's leader last
-// wrote them to the bucket: what a cluster rebuilt from the bucket gives
-// its groups back. Each write holds the whole partition, so a deleted
-// group leaves at the next one.
+// offsets topic (__consumer_offsets) of a cluster holds, as the
+// partition's leader last wrote them to the bucket: what a cluster rebuilt
+// from the bucket gives its groups back. Each write holds the whole
+// partition, so a deleted group leaves at the next one. Each cluster
+// writes under its own id: a new cluster on the bucket of a lost one does
+// not overwrite what the lost one wrote before it is restored.
 type GroupShard struct {
+	Cluster   string         `json:"cluster"`
 	Partition int32          `json:"partition"`
 	Groups    []GroupOffsets `json:"groups"`
 	UpdatedAt time.Time      `json:"updated_at"`
@@ -45,10 +48,10 @@ type GroupOffset struct {
 	Offset    int64  `json:"offset"`
 }
 
-// GroupShardKey is the offsets object of partition shard of the offsets
-// topic.
-func (l Layout) GroupShardKey(shard int32) string {
-	return l.join(groupsDir, strconv.Itoa(int(shard))+".json")
+// GroupShardKey is the offsets object of partition shard of cluster's
+// offsets topic.
+func (l Layout) GroupShardKey(cluster string, shard int32) string {
+	return l.join(groupsDir, cluster, strconv.Itoa(int(shard))+".json")
 }
 
 // DecodeGroupShard decodes and checks an offsets object.
@@ -57,8 +60,8 @@ func DecodeGroupShard(data []byte) (*GroupShard, error) {
 	if err := decodeJSON(data, &s); err != nil {
 		return nil, err
 	}
-	if s.Partition < 0 {
-		return nil, fmt.Errorf("%w: group offsets of partition %d", ErrCorrupt, s.Partition)
+	if s.Cluster == "" || strings.Contains(s.Cluster, "/") || s.Partition < 0 {
+		return nil, fmt.Errorf("%w: group offsets of cluster %q, partition %d", ErrCorrupt, s.Cluster, s.Partition)
 	}
 	for _, g := range s.Groups {
 		if g.Group == "" {
@@ -76,16 +79,16 @@ func DecodeGroupShard(data []byte) (*GroupShard, error) {
 
 // PutGroupShard writes (or replaces) a partition's group offsets.
 func PutGroupShard(ctx context.Context, b objectstore.Bucket, l Layout, s GroupShard) error {
-	return putJSON(ctx, b, l.GroupShardKey(s.Partition), s, objectstore.PutOptions{})
+	return putJSON(ctx, b, l.GroupShardKey(s.Cluster, s.Partition), s, objectstore.PutOptions{})
 }
 
-// ListGroupShards reads the group offsets of every partition in the
-// bucket.
+// ListGroupShards reads the group offsets of every partition of every
+// cluster in the bucket.
 func ListGroupShards(ctx context.Context, b objectstore.Bucket, l Layout) ([]*GroupShard, error) {
 	prefix := l.join(groupsDir) + "/"
 	var keys []string
 	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
-		if strings.HasSuffix(a.Key, ".json") && !strings.Contains(a.Key[len(prefix):], "/") {
+		if strings.HasSuffix(a.Key, ".json") && strings.Count(a.Key[len(prefix):], "/") == 1 {
 			keys = append(keys, a.Key)
 		}
 		return nil

@@ -126,8 +126,11 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 	}
 	t.Logf("uploaded before the loss: %v of %d records a partition", uploaded, perPartition)
 
-	// A new node on the same bucket: no topics, until restored.
+	// A new node on the same bucket: no topics, until restored. It
+	// writes its own groups' offsets (none yet) under its own cluster id
+	// meanwhile, and leaves the lost cluster's alone.
 	b := startDev(t, "", env...)
+	time.Sleep(time.Second)
 	var got restoreReport
 	cliJSON(t, &got, "topic", "restore", "--brokers", b.kafkaAddr, "--object-store", store, "--dry-run")
 	if len(got.Topics) != 1 || got.Topics[0] != (restoredTopic{Topic: "orders", ID: id, Partitions: 2, ReplicationFactor: 1, Result: "valid"}) || len(got.Groups) != 0 {
