@@ -90,7 +90,7 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		if c.Value == nil {
 			continue
 		}
-		if c.Name == restoreTopicIDConfig {
+		if c.Name == RestoreTopicIDConfig {
 			restoreID, restoring = *c.Value, true
 			continue
 		}

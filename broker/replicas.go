@@ -29,7 +29,7 @@ type topicView struct {
 	internal   bool
 	partitions []partitionView
 	// restored: the topic is being created again from the object store
-	// (restoreTopicIDConfig), under its id there; its partitions are not
+	// (RestoreTopicIDConfig), under its id there; its partitions are not
 	// unarchived, so that their leaders start where the bucket ends.
 	restored bool
 }

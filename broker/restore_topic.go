@@ -9,7 +9,7 @@ import (
 	"github.com/shale-log/shale/tiering"
 )
 
-// restoreTopicIDConfig, among a CreateTopics request's configs, asks for a
+// RestoreTopicIDConfig, among a CreateTopics request's configs, asks for a
 // topic the object store holds to be created again under its id there
 // (base64url, unpadded, as the bucket's layout writes it): `shale topic
 // restore` sends it to rebuild a lost cluster's topics from their bucket.
@@ -18,7 +18,7 @@ import (
 // (a replica with an empty log waits for it: appendsBeforeManifest), and
 // at a leader epoch above the manifest's (restoreEpochs). It is not kept
 // among the topic's configs.
-const restoreTopicIDConfig = "shale.restore.topic.id"
+const RestoreTopicIDConfig = "shale.restore.topic.id"
 
 // checkRestore checks that topic may be restored under id, with partitions
 // partitions: this broker's object store holds the topic's descriptor
@@ -28,10 +28,10 @@ func (b *Broker) checkRestore(ctx context.Context, topic, id string, partitions 
 	d := tiering.TopicDescriptor{Name: topic, ID: id}
 	raw, err := d.TopicID()
 	if err != nil {
-		return raw, fmt.Errorf("%w: %s: %w", errInvalidConfig, restoreTopicIDConfig, err)
+		return raw, fmt.Errorf("%w: %s: %w", errInvalidConfig, RestoreTopicIDConfig, err)
 	}
 	if b.tier == nil {
-		return raw, fmt.Errorf("%w: %s: this broker has no object store to restore the topic from", errInvalidConfig, restoreTopicIDConfig)
+		return raw, fmt.Errorf("%w: %s: this broker has no object store to restore the topic from", errInvalidConfig, RestoreTopicIDConfig)
 	}
 	if tv := b.meta.snapshot().topicsByID[raw]; tv != nil {
 		return raw, fmt.Errorf("%w: topic %q has the id %s already", errTopicExists, tv.name, id)
@@ -40,13 +40,13 @@ func (b *Broker) checkRestore(ctx context.Context, topic, id string, partitions 
 	got, err := tiering.ReadTopic(ctx, s.bucket, s.layout, topic, raw)
 	switch {
 	case errors.Is(err, objectstore.ErrNotFound):
-		return raw, fmt.Errorf("%w: %s: the object store holds no topic %q with the id %s", errInvalidConfig, restoreTopicIDConfig, topic, id)
+		return raw, fmt.Errorf("%w: %s: the object store holds no topic %q with the id %s", errInvalidConfig, RestoreTopicIDConfig, topic, id)
 	case err != nil:
 		return raw, fmt.Errorf("%w: reading the topic's descriptor: %w", tiering.ErrUnavailable, err)
 	}
 	switch _, err := s.bucket.Head(ctx, s.layout.DeletedKey(topic, raw)); {
 	case err == nil:
-		return raw, fmt.Errorf("%w: %s: topic %q with the id %s was deleted; its objects are going", errInvalidConfig, restoreTopicIDConfig, topic, id)
+		return raw, fmt.Errorf("%w: %s: topic %q with the id %s was deleted; its objects are going", errInvalidConfig, RestoreTopicIDConfig, topic, id)
 	case !errors.Is(err, objectstore.ErrNotFound):
 		return raw, fmt.Errorf("%w: looking for the topic's deletion marker: %w", tiering.ErrUnavailable, err)
 	}

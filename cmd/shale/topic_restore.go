@@ -12,14 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
-
-// restoreTopicIDConfig is the CreateTopics config that asks a broker to
-// create a topic again under its id in the object store (the broker's
-// restoreTopicIDConfig).
-const restoreTopicIDConfig = "shale.restore.topic.id"
 
 // restoreReport is what topic restore did.
 type restoreReport struct {
@@ -113,7 +109,7 @@ whole command; raise it for many topics) it goes on where it stopped.`,
 						restored[d.Name] = d.ID
 						continue
 					}
-					cfg := map[string]*string{restoreTopicIDConfig: &d.ID}
+					cfg := map[string]*string{broker.RestoreTopicIDConfig: &d.ID}
 					for k, v := range d.Configs {
 						cfg[k] = &v
 					}
