@@ -25,8 +25,7 @@ const RestoreTopicIDConfig = "shale.restore.topic.id"
 // under that id, with as many partitions, and no deletion marker, and no
 // topic of the cluster has the id. It returns the decoded id.
 func (b *Broker) checkRestore(ctx context.Context, topic, id string, partitions int) ([16]byte, error) {
-	d := tiering.TopicDescriptor{Name: topic, ID: id}
-	raw, err := d.TopicID()
+	raw, err := tiering.ParseTopicID(id)
 	if err != nil {
 		return raw, fmt.Errorf("%w: %s: %w", errInvalidConfig, RestoreTopicIDConfig, err)
 	}

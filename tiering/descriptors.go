@@ -43,11 +43,15 @@ type DeletionMarker struct {
 }
 
 // TopicID decodes the descriptor's id.
-func (d *TopicDescriptor) TopicID() ([16]byte, error) {
+func (d *TopicDescriptor) TopicID() ([16]byte, error) { return ParseTopicID(d.ID) }
+
+// ParseTopicID decodes a topic id as the archive writes it (unpadded
+// base64url of 16 bytes).
+func ParseTopicID(s string) ([16]byte, error) {
 	var id [16]byte
-	raw, err := base64.RawURLEncoding.DecodeString(d.ID)
+	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(raw) != 16 {
-		return id, fmt.Errorf("%w: topic descriptor: bad id %q", ErrCorrupt, d.ID)
+		return id, fmt.Errorf("%w: bad topic id %q", ErrCorrupt, s)
 	}
 	copy(id[:], raw)
 	return id, nil

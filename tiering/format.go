@@ -98,7 +98,7 @@ func (l Layout) TopicOfKey(key string) (topic string, ok bool) {
 	if i < 0 || dir[i] != '-' {
 		return "", false
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(dir[i+1:]); err != nil {
+	if _, err := ParseTopicID(dir[i+1:]); err != nil {
 		return "", false
 	}
 	return dir[:i], true

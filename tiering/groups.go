@@ -68,8 +68,7 @@ func DecodeGroupShard(data []byte) (*GroupShard, error) {
 			return nil, fmt.Errorf("%w: group offsets without a group", ErrCorrupt)
 		}
 		for _, o := range g.Offsets {
-			d := TopicDescriptor{ID: o.TopicID}
-			if _, err := d.TopicID(); err != nil || o.Topic == "" || o.Partition < 0 || o.Offset < 0 {
+			if _, err := ParseTopicID(o.TopicID); err != nil || o.Topic == "" || o.Partition < 0 || o.Offset < 0 {
 				return nil, fmt.Errorf("%w: group %q: offset %+v", ErrCorrupt, g.Group, o)
 			}
 		}

@@ -84,15 +84,7 @@ func TestAThreeBrokerClusterIsRebuiltFromItsBucket(t *testing.T) {
 		if _, err := tiering.ReadTopic(ctx, bucket, tiering.Layout{}, topic, id); err != nil {
 			return false
 		}
-		shards, _ := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
-		for _, s := range shards {
-			for _, g := range s.Groups {
-				if g.Group == "auditors" {
-					return true
-				}
-			}
-		}
-		return false
+		return groupInBucket(ctx, bucket, "auditors") != nil
 	})
 
 	// The cluster is lost.

@@ -198,20 +198,20 @@ func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.To
 // with no committed offsets in the cluster, its offsets on the topics
 // restored (topic -> id; offsets of a topic of another id are left out),
 // each at most its partition's end. When a group is in several objects
-// (the offsets topic's partitions changed), the newest counts.
+// (of several clusters), the newest counts.
 func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Bucket, restored map[string]string) ([]restoredGroup, []error) {
 	shards, err := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
 	if err != nil {
 		return nil, []error{fmt.Errorf("listing the object store's group offsets: %w", err)}
 	}
-	newest := map[string]*tiering.GroupShard{}
+	newest := map[string]time.Time{}
 	offsets := map[string][]tiering.GroupOffset{}
 	for _, s := range shards {
 		for _, g := range s.Groups {
-			if prev, ok := newest[g.Group]; ok && prev.UpdatedAt.After(s.UpdatedAt) {
+			if at, ok := newest[g.Group]; ok && at.After(s.UpdatedAt) {
 				continue
 			}
-			newest[g.Group], offsets[g.Group] = s, g.Offsets
+			newest[g.Group], offsets[g.Group] = s.UpdatedAt, g.Offsets
 		}
 	}
 	if len(offsets) == 0 {
@@ -224,15 +224,16 @@ func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Buc
 	var out []restoredGroup
 	var errs []error
 	for _, group := range slices.Sorted(maps.Keys(offsets)) {
-		commit := kadm.Offsets{}
+		commit, n := kadm.Offsets{}, 0
 		for _, o := range offsets[group] {
 			end, ok := ends.Lookup(o.Topic, o.Partition)
 			if restored[o.Topic] != o.TopicID || !ok {
 				continue
 			}
 			commit.Add(kadm.Offset{Topic: o.Topic, Partition: o.Partition, At: min(o.Offset, end.Offset), LeaderEpoch: -1})
+			n++
 		}
-		if len(commit) == 0 {
+		if n == 0 {
 			continue
 		}
 		var have kadm.OffsetResponses
@@ -246,8 +247,6 @@ func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Buc
 			errs = append(errs, kafkaErr("group", group, err, ""))
 			continue
 		}
-		n := 0
-		commit.Each(func(kadm.Offset) { n++ })
 		if len(have) > 0 {
 			out = append(out, restoredGroup{Group: group, Partitions: n, Result: "exists"})
 			continue
@@ -268,24 +267,20 @@ func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Buc
 	return out, errs
 }
 
-// restoredEnds is the end offsets of topics, asked until every partition
-// answers (a restored partition's leader reads its manifest first) or ctx
-// ends.
-func restoredEnds(ctx context.Context, adm *kadm.Client, topics []string) (kadm.ListedOffsets, error) {
-	for {
-		ends, err := adm.ListEndOffsets(ctx, topics...)
-		if err == nil {
+// restoredEnds is the end offsets of topics, asked again while a partition
+// answers with a retriable error (a restored partition's leader reads its
+// manifest first) until ctx ends.
+func restoredEnds(ctx context.Context, adm *kadm.Client, topics []string) (ends kadm.ListedOffsets, err error) {
+	err = retryRetriable(ctx, func() error {
+		if ends, err = adm.ListEndOffsets(ctx, topics...); err == nil {
 			err = ends.Error()
 		}
-		if err == nil {
-			return ends, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("the restored topics' end offsets: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the restored topics' end offsets: %w", err)
 	}
+	return ends, nil
 }
 
 // retryRetriable calls fn again while it fails with a retriable Kafka

@@ -23,6 +23,20 @@ func restoreRecord(p int32, i int) []byte {
 	return []byte(fmt.Sprintf("p%d-%05d-%s", p, i, strings.Repeat("r", 300+i%40)))
 }
 
+// groupInBucket is the offsets the bucket holds for group (nil: none, or
+// the bucket could not be read).
+func groupInBucket(ctx context.Context, bucket objectstore.Bucket, group string) []tiering.GroupOffset {
+	shards, _ := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
+	for _, s := range shards {
+		for _, g := range s.Groups {
+			if g.Group == group {
+				return g.Offsets
+			}
+		}
+	}
+	return nil
+}
+
 // TestTopicRestoreRebuildsALostClusterFromItsBucket: a node tiers a topic,
 // then its metadata and disk are lost (killed, a new data directory and a
 // new etcd); `shale topic restore` against a new node on the same bucket
@@ -94,17 +108,7 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 		ds, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
 		return err == nil && len(ds) == 1 && ds[0].Name == "orders"
 	})
-	waitUntil(t, "billing's offsets in the bucket", func() bool {
-		shards, _ := tiering.ListGroupShards(ctx, bucket, tiering.Layout{})
-		for _, sh := range shards {
-			for _, g := range sh.Groups {
-				if g.Group == "billing" && len(g.Offsets) == 2 {
-					return true
-				}
-			}
-		}
-		return false
-	})
+	waitUntil(t, "billing's offsets in the bucket", func() bool { return len(groupInBucket(ctx, bucket, "billing")) == 2 })
 	before, err := adm.ListTopics(ctx, "orders")
 	if err != nil {
 		t.Fatal(err)
