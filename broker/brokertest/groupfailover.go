@@ -3,6 +3,7 @@ package brokertest
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -27,12 +28,18 @@ const (
 // partition's commits were acknowledged up to.
 type groupLedger struct {
 	mu         sync.Mutex
-	acked      map[string]bool
+	acked      map[string]ackedAt // by value
 	consumed   map[string]int
 	committed  map[int32]int64 // acknowledged commits
 	observed   map[int32]int64 // OffsetFetch answers
 	violations []string
 	commits    int
+}
+
+// ackedAt is where the producer was told a record landed.
+type ackedAt struct {
+	partition int32
+	offset    int64
 }
 
 // violateLocked records a violation; past the first 20 it only fails the
@@ -91,6 +98,7 @@ func RunGroupSoak(t testing.TB, seeds []string, rounds int, fault func(round int
 type groupWorkload struct {
 	t       testing.TB
 	ctx     context.Context
+	seeds   []string
 	adm     *kadm.Client
 	l       *groupLedger
 	observe func()
@@ -140,22 +148,38 @@ func (w *groupWorkload) finish() {
 	close(w.stopProducing)
 	<-w.produced
 	w.stopProducing = make(chan struct{})
-	WaitFor(t, 45*time.Second, "every acknowledged record consumed", func() (bool, string) {
+	var missing []string
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		l.mu.Lock()
-		defer l.mu.Unlock()
-		missing := 0
+		missing = missing[:0]
 		for v := range l.acked {
 			if l.consumed[v] == 0 {
-				missing++
+				missing = append(missing, v)
 			}
 		}
-		return missing == 0, fmt.Sprintf("%d of %d acknowledged records not consumed", missing, len(l.acked))
-	})
+		l.mu.Unlock()
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	w.observe()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, v := range l.violations {
 		t.Error(v)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d acknowledged records not consumed within 45s:", len(missing), len(l.acked))
+		sort.Slice(missing, func(i, j int) bool {
+			a, b := l.acked[missing[i]], l.acked[missing[j]]
+			return a.partition < b.partition || a.partition == b.partition && a.offset < b.offset
+		})
+		for _, v := range missing[:min(len(missing), 10)] {
+			at := l.acked[v]
+			t.Errorf("  record %s, acknowledged at partition %d offset %d (commits acknowledged up to %d, read up to %d); the partition now holds %s",
+				v, at.partition, at.offset, l.committed[at.partition], l.observed[at.partition], w.heldAt(at))
+		}
+		t.FailNow()
 	}
 	dups := 0
 	for _, n := range l.consumed {
@@ -182,7 +206,7 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 	if _, err := adm.CreateTopic(ctx, GroupFailoverPartitions, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, GroupFailoverTopic); err != nil {
 		t.Fatal(err)
 	}
-	l := &groupLedger{acked: map[string]bool{}, consumed: map[string]int{}, committed: map[int32]int64{}, observed: map[int32]int64{}}
+	l := &groupLedger{acked: map[string]ackedAt{}, consumed: map[string]int{}, committed: map[int32]int64{}, observed: map[int32]int64{}}
 
 	// The producer: one record per partition in each request.
 	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(GroupFailoverTopic),
@@ -211,7 +235,7 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 			l.mu.Lock()
 			for _, r := range res {
 				if r.Err == nil {
-					l.acked[string(r.Record.Value)] = true
+					l.acked[string(r.Record.Value)] = ackedAt{r.Record.Partition, r.Record.Offset}
 				}
 			}
 			l.mu.Unlock()
@@ -315,7 +339,7 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 			}
 		}
 	}()
-	w := &groupWorkload{t: t, ctx: ctx, adm: adm, l: l, observe: observe, stopProducing: stopProducing, produced: produced}
+	w := &groupWorkload{t: t, ctx: ctx, seeds: seeds, adm: adm, l: l, observe: observe, stopProducing: stopProducing, produced: produced}
 	var once sync.Once
 	w.stop = func() {
 		once.Do(func() {
@@ -345,6 +369,36 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 		}
 	}
 	return w
+}
+
+// heldAt says what the partition holds at a record's acknowledged offset
+// now, read with a client of its own: a record lost, or another in its
+// place (a log that diverged under a commit), or the record itself (a
+// group that skipped it).
+func (w *groupWorkload) heldAt(at ackedAt) string {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(w.seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+		GroupFailoverTopic: {at.partition: kgo.NewOffset().At(at.offset)},
+	}), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fs := cl.PollRecords(ctx, 1)
+	if errs := fs.Errors(); len(errs) > 0 {
+		return fmt.Sprintf("nothing readable (%v)", errs[0].Err)
+	}
+	var held string
+	fs.EachRecord(func(r *kgo.Record) {
+		if held == "" {
+			held = fmt.Sprintf("record %s at offset %d", r.Value, r.Offset)
+		}
+	})
+	if held == "" {
+		return "nothing within 5s"
+	}
+	return held
 }
 
 // groupCoordinator is the group's coordinator as FindCoordinator answers,
