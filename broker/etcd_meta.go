@@ -262,23 +262,35 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
-func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32) error {
+func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32) (recovering bool, err error) {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
 		if err != nil {
-			return metaError(err)
+			return false, metaError(err)
 		}
 		if !slices.Contains(cur.ISR, self) || len(cur.ISR) == 1 {
-			return nil
+			return false, nil
 		}
 		next := cur
 		next.ISR = slices.DeleteFunc(slices.Clone(cur.ISR), func(id int32) bool { return id == self })
 		if cur.Leader == self {
 			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
 		}
+		kept := slices.ContainsFunc(next.ISR, func(id int32) bool { _, r := cur.Recovering.End(id); return !r })
+		if !kept {
+			// Every other member is back from a machine crash too (the
+			// caller's view was older): this log may be the longest
+			// left, so it stays, recovering, for the controller to
+			// compare. Its end is reported once its log is open.
+			if _, already := cur.Recovering.End(self); already {
+				return true, nil
+			}
+			next.ISR = cur.ISR
+			next.Recovering = append(slices.Clone(cur.Recovering), metadata.RecoveringReplica{ID: self, LogEnd: -1})
+		}
 		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
-			return metaError(err)
+			return !kept, metaError(err)
 		}
 	}
 }

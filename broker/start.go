@@ -279,8 +279,13 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
 				continue
 			}
-			err = ms.leaveISR(wctx, tv.name, pv.index, self)
+			recovering, err := ms.leaveISR(wctx, tv.name, pv.index, self)
 			cancel()
+			if err == nil && recovering {
+				b.log.Warn("this broker is back from a machine crash and every other in-sync replica that answered is recovering from one too; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
+					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
+				continue
+			}
 			if err != nil {
 				b.log.Error("leaving the ISR of a partition whose log on this broker lacks what the ISR counted on, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
 				continue
