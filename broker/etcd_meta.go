@@ -262,7 +262,7 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
-func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32) (recovering bool, err error) {
+func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error) {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
 		if err != nil {
@@ -276,12 +276,16 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 		if cur.Leader == self {
 			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
 		}
-		kept := slices.ContainsFunc(next.ISR, func(id int32) bool { _, r := cur.Recovering.End(id); return !r })
+		kept := slices.ContainsFunc(next.ISR, func(id int32) bool {
+			_, r := cur.Recovering.End(id)
+			return !r && (keepers == nil || slices.Contains(keepers, id))
+		})
 		if !kept {
-			// Every other member is back from a machine crash too (the
-			// caller's view was older): this log may be the longest
-			// left, so it stays, recovering, for the controller to
-			// compare. Its end is reported once its log is open.
+			// The members it would leave the ISR to are back from a
+			// machine crash too (the caller's view was older): this
+			// log may be the longest left, so it stays, recovering,
+			// for the controller to compare. Its end is reported once
+			// its log is open.
 			if _, already := cur.Recovering.End(self); already {
 				return true, nil
 			}

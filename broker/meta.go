@@ -33,11 +33,13 @@ type metaStore interface {
 	// (replicaManager.applyLostLocked): when self is named leader, the
 	// partition is left without one, at a new leader epoch, for the
 	// controller to elect another in-sync replica. An ISR that does not
-	// name self, or names it alone, is left as it is. When every other
-	// member is recovering from a machine crash (metadata.Partition.
-	// Recovering), self may hold the longest log left: it stays in the
-	// ISR as recovering too, as markRecovering(-1) records, and says so.
-	leaveISR(ctx context.Context, topic string, index, self int32) (recovering bool, err error)
+	// name self, or names it alone, is left as it is. It leaves only to
+	// a member that the stored partition does not name as recovering
+	// from a machine crash (metadata.Partition.Recovering), one of
+	// keepers unless that is nil (the members the caller found up). When
+	// there is none, self may hold the longest log left: it stays in the
+	// ISR as recovering, as markRecovering(-1) records, and says so.
+	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error)
 	// markRecovering records broker self as an ISR member back from a
 	// machine crash whose log ends at logEnd (-1: not yet opened), for
 	// the controller to compare (metadata.Partition.Recovering).

@@ -810,7 +810,7 @@ func (m *replicaManager) reportRecovered(p *partition, logEnd int64) {
 // broker closes.
 func (m *replicaManager) leaveISR(p *partition) {
 	m.isrRequest(p, "leaving the ISR of a partition whose log lost records", func(ctx context.Context) error {
-		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID)
+		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, nil)
 		if recovering {
 			m.b.log.Warn("every other in-sync replica of the partition is back from a machine crash too: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 				"topic", p.topic, "partition", p.index)

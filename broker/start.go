@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -264,7 +266,11 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 				continue
 			}
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if !created && !keptByAnother(view, pv, self, up) {
+			var keepers []int32
+			if !created {
+				keepers = keepersUp(view, pv, self, up)
+			}
+			if !created && len(keepers) == 0 {
 				// No other member that kept its log is up: this log
 				// may be the longest left. Stay, recovering, for the
 				// controller to compare (its end is reported once it
@@ -279,10 +285,10 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
 				continue
 			}
-			recovering, err := ms.leaveISR(wctx, tv.name, pv.index, self)
+			recovering, err := ms.leaveISR(wctx, tv.name, pv.index, self, keepers)
 			cancel()
 			if err == nil && recovering {
-				b.log.Warn("this broker is back from a machine crash and every other in-sync replica that answered is recovering from one too; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
+				b.log.Warn("this broker is back from a machine crash and the other in-sync replicas that answered are recovering from one too; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
 				continue
 			}
@@ -297,15 +303,24 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 	return marked
 }
 
-// keptByAnother reports whether another member of pv's ISR that kept its
-// log (not recovering from a machine crash) is up: leaving the ISR to it
-// loses nothing. Up is registered and answering: a registration outlives
-// its broker by up to a lease, and when every machine restarted faster
-// than that, the others' old registrations would pass for members that
-// kept their logs, so each is checked by connecting to its address (up,
-// taken for down, only makes this broker wait as recovering, and the
-// controller then elects that member all the same). up caches the checks.
-func keptByAnother(view *metaView, pv partitionView, self int32, up map[int32]bool) bool {
+// keepersUp returns the other members of pv's ISR that kept their logs
+// (not recovering from a machine crash) as far as view knows, and are up:
+// leaving the ISR to one of them loses nothing, once leaveISR has found
+// in etcd that it did keep its log. Up is registered and answering Kafka requests: a
+// registration outlives its broker by up to a lease, and when every
+// machine restarted faster than that, the others' old registrations would
+// pass for members that kept their logs, so each is asked for its API
+// versions (up, taken for down, only makes this broker wait as
+// recovering, and the controller then elects that member all the same).
+// A broker serves requests only once it has started, so one that answers
+// has written its own marks: etcd says by then whether it kept its log
+// (view, older, may not), and leaveISR reads that there. A connection
+// alone says nothing of the
+// sort: a process listens on its address from its first step, before its
+// marks, and brokers whose machines booted together each took the others
+// for members that kept their logs, and all left the ISR to the shortest
+// log. up caches the checks.
+func keepersUp(view *metaView, pv partitionView, self int32, up map[int32]bool) (keepers []int32) {
 	for _, id := range pv.isr {
 		if _, recovering := pv.recovering.End(id); id == self || recovering {
 			continue
@@ -314,18 +329,15 @@ func keptByAnother(view *metaView, pv partitionView, self int32, up map[int32]bo
 		if !checked {
 			if bv, ok := view.broker(id); ok {
 				addr, _ := view.brokerAddr(bv.id)
-				if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-					conn.Close()
-					answers = true
-				}
+				answers = answersKafka(addr, time.Second)
 			}
 			up[id] = answers
 		}
 		if answers {
-			return true
+			keepers = append(keepers, id)
 		}
 	}
-	return false
+	return keepers
 }
 
 // bootIDFile, in the data directory, holds the boot id of the machine the
@@ -336,6 +348,33 @@ const bootIDFile = "boot-id"
 // bootIDPath is where Linux gives the running kernel's boot id, a random
 // UUID drawn at every boot.
 const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// answersKafka reports whether a Kafka broker at addr answers an
+// ApiVersions request within timeout.
+func answersKafka(addr string, timeout time.Duration) bool {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	const correlationID = 0x5ea1
+	// ApiVersions v0: size, api key 18, version 0, correlation id, a null
+	// client id.
+	req := binary.BigEndian.AppendUint32(nil, 10)
+	req = binary.BigEndian.AppendUint16(req, 18)
+	req = binary.BigEndian.AppendUint16(req, 0)
+	req = binary.BigEndian.AppendUint32(req, correlationID)
+	req = binary.BigEndian.AppendUint16(req, 0xffff)
+	if _, err := conn.Write(req); err != nil {
+		return false
+	}
+	var head [8]byte
+	if _, err := io.ReadFull(conn, head[:]); err != nil {
+		return false
+	}
+	return binary.BigEndian.Uint32(head[4:]) == correlationID
+}
 
 // machineRebooted reports whether the machine booted again since the broker
 // last recorded its boot in dir, and returns the current boot id. When

@@ -52,7 +52,7 @@ func TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing(t *testing.
 // acknowledged record that log kept (here: all) is read back; the others
 // truncate to it.
 func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
-	everyReplicaBackFromAMachineCrash(t, true)
+	everyReplicaBackFromAMachineCrash(t, true, false)
 }
 
 // TestEveryReplicaBackAtOnceFromAMachineCrashTheLongestLogLeads: as above,
@@ -60,10 +60,19 @@ func TestEveryReplicaBackFromAMachineCrashTheLongestLogLeads(t *testing.T) {
 // each broker finds the others' old registrations: it checks that they
 // answer before it counts on them.
 func TestEveryReplicaBackAtOnceFromAMachineCrashTheLongestLogLeads(t *testing.T) {
-	everyReplicaBackFromAMachineCrash(t, false)
+	everyReplicaBackFromAMachineCrash(t, false, false)
 }
 
-func everyReplicaBackFromAMachineCrash(t *testing.T, pastTheLease bool) {
+// TestEveryReplicaBackTogetherFromAMachineCrashTheLongestLogLeads: as
+// above, the three brokers started at the same moment, as machines that
+// booted together start them: each finds the others answering, and must
+// tell from etcd, not from the view it started with, whether they kept
+// their logs. The broker that kept its whole log starts last.
+func TestEveryReplicaBackTogetherFromAMachineCrashTheLongestLogLeads(t *testing.T) {
+	everyReplicaBackFromAMachineCrash(t, false, true)
+}
+
+func everyReplicaBackFromAMachineCrash(t *testing.T, pastTheLease, together bool) {
 	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
 		for _, p := range c.procs {
 			p.kill(syscall.SIGKILL)
@@ -74,6 +83,12 @@ func everyReplicaBackFromAMachineCrash(t *testing.T, pastTheLease bool) {
 		keep := []float64{1, 0.5, 0.25}
 		for i, p := range c.procs {
 			crashMachine(t, p, "acked-0", keep[i])
+		}
+		if together {
+			startClusterBrokers(t, c.procs[1], c.procs[2], c.procs[0])
+			c.waitAcked(c.ackedCount() + 50)
+			c.waitISR(3)
+			return
 		}
 		for i, p := range c.procs {
 			startClusterBroker(t, p)

@@ -137,8 +137,28 @@ func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *broker
 }
 
 // startClusterBroker starts (or restarts, on the same directory and
-// addresses) broker id of cluster "kill" on the etcd at endpoint.
+// addresses) broker id of cluster "kill" on the etcd at endpoint, and
+// waits until it is healthy.
 func startClusterBroker(t *testing.T, p *brokerProc) {
+	t.Helper()
+	startClusterBrokers(t, p)
+}
+
+// startClusterBrokers starts the brokers all at once, as machines that
+// booted together do (each start races the others' marks in etcd), and
+// waits until each is healthy.
+func startClusterBrokers(t *testing.T, ps ...*brokerProc) {
+	t.Helper()
+	for _, p := range ps {
+		p.start(t)
+	}
+	for _, p := range ps {
+		p.waitHealthy(t)
+	}
+}
+
+// start starts the broker's process.
+func (p *brokerProc) start(t *testing.T) {
 	t.Helper()
 	p.stderr, p.exited = &lockedBuffer{}, make(chan struct{})
 	store := p.objectStore
@@ -163,10 +183,15 @@ func startClusterBroker(t *testing.T, p *brokerProc) {
 		cmd.Wait()
 		close(exited)
 	}()
+}
+
+// waitHealthy waits until the started broker answers /healthz.
+func (p *brokerProc) waitHealthy(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case <-exited:
+		case <-p.exited:
 			t.Fatalf("broker %d exited:\n%s", p.id, p.stderr)
 		default:
 		}

@@ -136,7 +136,7 @@ var groupSoakFaults = []struct {
 		loseUnflushedTail(g.t, g.procs[b], "*-*")
 		g.restart(b)
 	}},
-	{"every broker's machine crashed at once, one keeping its whole logs, back at once or past the lease, in a random order", func(g *groupSoak, _ int32) {
+	{"every broker's machine crashed at once, one keeping its whole logs, back at once or past the lease, together or one after another in a random order", func(g *groupSoak, _ int32) {
 		for _, p := range g.procs {
 			p.kill(syscall.SIGKILL)
 		}
@@ -150,6 +150,10 @@ var groupSoakFaults = []struct {
 				keep = 1
 			}
 			crashMachine(g.t, p, "*-*", keep)
+		}
+		if g.rng.IntN(2) == 0 {
+			startClusterBrokers(g.t, g.procs...) // the machines booted together
+			return
 		}
 		for _, i := range g.rng.Perm(len(g.procs)) {
 			g.restart(int32(i))
