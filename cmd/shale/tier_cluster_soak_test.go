@@ -186,7 +186,7 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, f)
 	}},
-	{"every broker's machine crashed at once, one keeping its whole log and the others a random share of its tail, back at once or past the lease, in a random order", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+	{"every broker's machine crashed at once, one keeping its whole log and the others a random share of its tail, back at once or past the lease, together or one after another in a random order", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
 		for _, p := range c.procs {
 			p.kill(syscall.SIGKILL)
 		}
@@ -203,8 +203,12 @@ var clusterSoakFaults = []clusterSoakFault{
 			}
 			crashMachine(t, p, "acked-0", keep)
 		}
-		for _, i := range rng.Perm(len(c.procs)) {
-			startClusterBroker(t, c.procs[i])
+		if rng.IntN(2) == 0 {
+			startClusterBrokers(t, c.procs...) // the machines booted together
+		} else {
+			for _, i := range rng.Perm(len(c.procs)) {
+				startClusterBroker(t, c.procs[i])
+			}
 		}
 		c.waitISR(3)
 		c.waitAcked(c.ackedCount() + 50)
