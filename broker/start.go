@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,7 +172,10 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		b.watchSupersession(ms.provenUntil, opts.BrokerSessionTTL)
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
-		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log})
+		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log,
+		Answers: func(_ context.Context, bv metadata.Broker) bool {
+			return answersKafka(net.JoinHostPort(bv.Host, strconv.Itoa(int(bv.Port))), time.Second)
+		}})
 	// Start returns once the cluster has a controller (at once when one
 	// runs; a new single-broker cluster elects this one in milliseconds),
 	// so that partitions whose leader is gone are already being moved.

@@ -34,7 +34,11 @@ type Change struct {
 	Expected int32
 }
 
-// Plan decides the partition changes for a snapshot. restarted names
+// Plan decides the partition changes for a snapshot. silent names
+// registered brokers that did not answer Kafka requests when asked
+// (Controller.silentKeepers): a partition some of whose in-sync replicas
+// are back from a machine crash does not count on them as members that
+// kept their logs. restarted names
 // brokers that registered again since the controller last acted on them:
 // they count as gone for this round (their in-memory state, and maybe
 // their unflushed tail, is lost), so they leave ISRs and leadership and
@@ -49,7 +53,7 @@ type Change struct {
 // A broker in a controlled shutdown hands its leaderships to another live
 // ISR member (keeping those no other member can take) and leaves every ISR
 // that has another member, so that acks=all stops waiting for it.
-func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
+func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
 	leaving := map[int32]bool{}
@@ -83,7 +87,7 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 		unclean := ts.Configs[UncleanElectionConfig] == "true"
 		for _, p := range ts.Partitions {
 			if len(p.Recovering) > 0 {
-				if next, ok := planRecovering(p, cands, live, unclean); ok {
+				if next, ok := planRecovering(p, cands, live, silent, unclean); ok {
 					out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
 				}
 				continue
@@ -143,9 +147,14 @@ func Plan(snap *metadata.Snapshot, restarted map[int32]bool) []Change {
 // reported its end. A topic that allows unclean election does not wait:
 // the longest log among the live members that reported leads, else any
 // live replica, as an unclean election. Recovering members out of the
-// ISR (a leader shrank it) are forgotten. It reports false when nothing
+// ISR (a leader shrank it) are forgotten. A registered member that is
+// silent (registered, not answering) is not counted on as one that kept
+// its log: a registration outlives a crashed broker by up to its lease,
+// and the machine, booted again, may be starting that broker, its own
+// marks not yet written; taking the recovering members out of the ISR
+// for it could leave the longest log out. It reports false when nothing
 // changes.
-func planRecovering(p metadata.Partition, cands []replication.Candidate, live map[int32]bool, unclean bool) (metadata.Partition, bool) {
+func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Recovering = slices.DeleteFunc(slices.Clone(p.Recovering), func(r metadata.RecoveringReplica) bool { return !slices.Contains(p.ISR, r.ID) })
@@ -156,11 +165,11 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live ma
 	recovering := func(id int32) bool { _, ok := next.Recovering.End(id); return ok }
 	kept := slices.Clone(cands)
 	for i := range kept {
-		if recovering(kept[i].ID) {
+		if recovering(kept[i].ID) || silent[kept[i].ID] {
 			kept[i].Live = false
 		}
 	}
-	if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
+	if p.Leader >= 0 && live[p.Leader] && !silent[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
 		next.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] })
 		next.Recovering = nil
 		return next, true
@@ -237,7 +246,10 @@ type Config struct {
 	// (logged and counted) rather than removing them: data is never
 	// removed without a recorded deletion.
 	DeletedTopicRetention time.Duration
-	Logger                *slog.Logger
+	// Answers reports whether a registered broker answers Kafka requests
+	// (see Controller.silentKeepers); nil: every registered broker does.
+	Answers func(ctx context.Context, b metadata.Broker) bool
+	Logger  *slog.Logger
 }
 
 // DefaultDeletedTopicRetention is DeletedTopicRetention's default.
@@ -366,7 +378,7 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			}
 		}
 		ok := true
-		plan := Plan(snap, restarted)
+		plan := Plan(snap, restarted, c.silentKeepers(ctx, snap, restarted))
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		if preferred && len(plan) == 0 {
 			plan = PlanPreferredLeaders(snap)
@@ -435,6 +447,48 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			preferred = true
 		}
 	}
+}
+
+// silentKeepers returns the brokers that Plan would count on as in-sync
+// replicas that kept their logs, for a partition some of whose members
+// are back from a machine crash, and that do not answer Kafka requests
+// (Config.Answers). Only those are asked, once a round each: a partition
+// in that state is rare and short-lived.
+func (c *Controller) silentKeepers(ctx context.Context, snap *metadata.Snapshot, restarted map[int32]bool) map[int32]bool {
+	if c.cfg.Answers == nil {
+		return nil
+	}
+	asked := map[int32]bool{} // by id: answers
+	var silent map[int32]bool
+	for _, ts := range snap.Topics {
+		for _, p := range ts.Partitions {
+			if len(p.Recovering) == 0 {
+				continue
+			}
+			for _, id := range p.ISR {
+				if _, r := p.Recovering.End(id); r || restarted[id] {
+					continue
+				}
+				if _, done := asked[id]; done {
+					continue
+				}
+				i := slices.IndexFunc(snap.Brokers, func(b metadata.Broker) bool { return b.ID == id })
+				if i < 0 {
+					continue // not registered: not live anyway
+				}
+				asked[id] = c.cfg.Answers(ctx, snap.Brokers[i])
+				if !asked[id] {
+					if silent == nil {
+						silent = map[int32]bool{}
+					}
+					silent[id] = true
+					c.log.Info("a registered in-sync replica does not answer; a partition whose other members are back from a machine crash does not count on it until it does",
+						"broker", id, "topic", p.Topic, "partition", p.Index)
+				}
+			}
+		}
+	}
+	return silent
 }
 
 // startingIncarnations returns the broker incarnations a newly elected

@@ -76,7 +76,7 @@ func TestPlan(t *testing.T) {
 			snapshot([]metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2, ShuttingDown: true}, {ID: 3, ShuttingDown: true}}, nil, p(1, 3, 1, 2, 3)), nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Plan(tc.snap, tc.restarted)
+			got := Plan(tc.snap, tc.restarted, nil)
 			if len(got) != len(tc.want) {
 				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
 			}
@@ -134,7 +134,7 @@ func TestPlanRecovering(t *testing.T) {
 			snapshot(brokers(1, 2, 3), nil, p(1, 3, []int32{1, 2}, r(3, 10))), nil, []metadata.Partition{p(1, 3, []int32{1, 2})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Plan(tc.snap, tc.restarted)
+			got := Plan(tc.snap, tc.restarted, nil)
 			if len(got) != len(tc.want) {
 				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
 			}
@@ -150,6 +150,40 @@ func TestPlanRecovering(t *testing.T) {
 	// recovering replica.
 	if _, err := ElectPreferred(snapshot(brokers(1, 2, 3), nil, p(2, 3, all, r(1, 10))), p(2, 3, all, r(1, 10))); !errors.Is(err, ErrPreferredNotAvailable) {
 		t.Fatalf("ElectPreferred of a recovering replica: %v", err)
+	}
+}
+
+// TestPlanRecoveringCountsOnlyOnMembersThatAnswer: a registered in-sync
+// replica that does not answer Kafka requests may be a crashed broker
+// whose registration has not lapsed yet, or its machine, booted again,
+// starting it: a partition whose other members are back from a machine
+// crash does not count on it as one that kept its log. Counted on, it
+// stayed leader and the recovering members, whose logs may be the
+// longest left, left the ISR.
+func TestPlanRecoveringCountsOnlyOnMembersThatAnswer(t *testing.T) {
+	r := func(id int32, logEnd int64) metadata.RecoveringReplica {
+		return metadata.RecoveringReplica{ID: id, LogEnd: logEnd}
+	}
+	all := []int32{1, 2, 3}
+	p := metadata.Partition{Replicas: all, Leader: 3, LeaderEpoch: 4, ISR: all, PartitionEpoch: 7, Recovering: metadata.Recovering{r(1, 50), r(2, 40)}}
+	snap := snapshot(brokers(1, 2, 3), nil, p)
+	if got := Plan(snap, nil, nil); len(got) != 1 || got[0].Next.Leader != 3 || !slices.Equal(got[0].Next.ISR, []int32{3}) {
+		t.Fatalf("a leader that answers, Plan = %+v, want it kept, alone in the ISR", got)
+	}
+	got := Plan(snap, nil, map[int32]bool{3: true})
+	if len(got) != 1 {
+		t.Fatalf("Plan = %+v, want one change", got)
+	}
+	n := got[0].Next
+	if n.Leader != -1 || n.LeaderEpoch != 5 || !slices.Equal(n.ISR, all) || !slices.Equal(n.Recovering, p.Recovering) {
+		t.Fatalf("a silent leader: %+v, want the partition offline at epoch 5, every member in the ISR, the recovering ones kept", n)
+	}
+	// Back (answering) and recovering too, reported: the longest leads.
+	back := n
+	back.Recovering = append(slices.Clone(n.Recovering), r(3, 45))
+	got = Plan(snapshot(brokers(1, 2, 3), nil, back), nil, nil)
+	if len(got) != 1 || got[0].Next.Leader != 1 || !slices.Equal(got[0].Next.ISR, []int32{1}) {
+		t.Fatalf("every member back and reported, Plan = %+v, want broker 1 (the longest) alone", got)
 	}
 }
 

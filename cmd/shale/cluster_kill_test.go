@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,7 +44,9 @@ type brokerProc struct {
 	env         []string
 	cmd         *exec.Cmd
 	stderr      *lockedBuffer
-	exited      chan struct{}
+	// earlier is what the broker's earlier processes wrote to stderr.
+	earlier strings.Builder
+	exited  chan struct{}
 }
 
 // startTestEtcd starts an embedded etcd for `shale broker` processes and
@@ -130,6 +134,7 @@ func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *broker
 			for _, p := range procs {
 				t.Logf("broker %d:\n%s", p.id, tail(p.stderr.String(), 4000))
 			}
+			keepBrokerLogs(t, procs)
 		}
 	})
 	brokertest.WaitListed(t, 30*time.Second, seeds, ids...)
@@ -160,6 +165,10 @@ func startClusterBrokers(t *testing.T, ps ...*brokerProc) {
 // start starts the broker's process.
 func (p *brokerProc) start(t *testing.T) {
 	t.Helper()
+	if p.stderr != nil {
+		p.earlier.WriteString(p.stderr.String())
+		fmt.Fprintf(&p.earlier, "--- broker %d started again ---\n", p.id)
+	}
 	p.stderr, p.exited = &lockedBuffer{}, make(chan struct{})
 	store := p.objectStore
 	if store == "" {
@@ -510,6 +519,28 @@ func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *te
 	t.Logf("%d records acknowledged, all read exactly once in order", len(acked))
 	c.waitISR(3)
 	checkReplicasAgree(t, procs, "acked")
+}
+
+// keepBrokerLogs writes the whole stderr of every process of each broker
+// to SHALE_TEST_LOG_DIR/TEST/broker-ID.log, when that is set.
+func keepBrokerLogs(t *testing.T, procs []*brokerProc) {
+	dir := os.Getenv("SHALE_TEST_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	dir = filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, p := range procs {
+		name := filepath.Join(dir, fmt.Sprintf("broker-%d.log", p.id))
+		if err := os.WriteFile(name, []byte(p.earlier.String()+p.stderr.String()), 0o644); err != nil {
+			t.Log(err)
+			continue
+		}
+		t.Logf("broker %d's whole log: %s", p.id, name)
+	}
 }
 
 func tail(s string, n int) string {
