@@ -178,6 +178,9 @@ func (p *brokerProc) start(t *testing.T) {
 		"--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr, "--etcd", p.etcd, "--cluster", "kill",
 		"--object-store", store, "--session-ttl", "2s", "--replica-lag-time-max", "5s",
 		"--group-initial-rebalance-delay", "0s")
+	if level := os.Getenv("SHALE_TEST_LOG_LEVEL"); level != "" {
+		p.cmd.Args = append(p.cmd.Args, "--log-level", level)
+	}
 	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stderr = p.stderr
 	if p.env != nil {
@@ -522,7 +525,8 @@ func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *te
 }
 
 // keepBrokerLogs writes the whole stderr of every process of each broker
-// to SHALE_TEST_LOG_DIR/TEST/broker-ID.log, when that is set.
+// to SHALE_TEST_LOG_DIR/TEST/broker-ID.log, when that is set
+// (SHALE_TEST_LOG_LEVEL sets the brokers' --log-level).
 func keepBrokerLogs(t *testing.T, procs []*brokerProc) {
 	dir := os.Getenv("SHALE_TEST_LOG_DIR")
 	if dir == "" {
