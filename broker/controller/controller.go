@@ -152,8 +152,9 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 // its log: a registration outlives a crashed broker by up to its lease,
 // and the machine, booted again, may be starting that broker, its own
 // marks not yet written; taking the recovering members out of the ISR
-// for it could leave the longest log out. It reports false when nothing
-// changes.
+// for it could leave the longest log out. A silent leader is left as it
+// is until it answers or its registration lapses. It reports false when
+// nothing changes.
 func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
@@ -169,7 +170,13 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			kept[i].Live = false
 		}
 	}
-	if p.Leader >= 0 && live[p.Leader] && !silent[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
+	if p.Leader >= 0 && live[p.Leader] && silent[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
+		// A crashed leader's registration lapses within its lease, a
+		// restarted one marks itself or answers, and a slow one
+		// answers later: nothing changes until then.
+		return p, false
+	}
+	if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
 		next.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] })
 		next.Recovering = nil
 		return next, true

@@ -170,13 +170,21 @@ func TestPlanRecoveringCountsOnlyOnMembersThatAnswer(t *testing.T) {
 	if got := Plan(snap, nil, nil); len(got) != 1 || got[0].Next.Leader != 3 || !slices.Equal(got[0].Next.ISR, []int32{3}) {
 		t.Fatalf("a leader that answers, Plan = %+v, want it kept, alone in the ISR", got)
 	}
-	got := Plan(snap, nil, map[int32]bool{3: true})
+	if got := Plan(snap, nil, map[int32]bool{3: true}); len(got) != 0 {
+		t.Fatalf("a silent leader: Plan = %+v, want no change until it answers or its registration lapses", got)
+	}
+	// Its registration lapsed: offline, every member kept, waiting.
+	got := Plan(snapshot(brokers(1, 2), nil, p), nil, nil)
 	if len(got) != 1 {
 		t.Fatalf("Plan = %+v, want one change", got)
 	}
 	n := got[0].Next
 	if n.Leader != -1 || n.LeaderEpoch != 5 || !slices.Equal(n.ISR, all) || !slices.Equal(n.Recovering, p.Recovering) {
-		t.Fatalf("a silent leader: %+v, want the partition offline at epoch 5, every member in the ISR, the recovering ones kept", n)
+		t.Fatalf("a lapsed leader: %+v, want the partition offline at epoch 5, every member in the ISR, the recovering ones kept", n)
+	}
+	// A silent member that is not the leader is not elected.
+	if got := Plan(snapshot(brokers(1, 2, 3), nil, n), nil, map[int32]bool{3: true}); len(got) != 0 {
+		t.Fatalf("offline with a silent member: Plan = %+v, want no change", got)
 	}
 	// Back (answering) and recovering too, reported: the longest leads.
 	back := n
