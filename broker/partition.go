@@ -193,10 +193,11 @@ type leadership struct {
 // unknown here, and would cut its log further than it diverges.
 func (p *partition) setLeadership(l leadership) {
 	p.appendMu.Lock()
-	roleChanged := false
+	roleChanged, alone := false, false
 	if old := p.state.Load(); !old.closed {
 		p.repl.Lock()
 		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
+		alone = l.leader == p.nodeID && len(l.isr) <= 1 && (roleChanged || len(old.isr) > 1)
 		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,
 			replicas: slices.Clone(l.replicas), isr: slices.Clone(l.isr), uncleanEpoch: l.uncleanEpoch, unarchived: l.unarchived})
@@ -205,9 +206,26 @@ func (p *partition) setLeadership(l leadership) {
 	}
 	p.appendMu.Unlock()
 	p.wake()
+	if alone {
+		p.syncAlone()
+	}
 	if roleChanged {
 		p.roleChanged(l)
 	}
+}
+
+// syncAlone starts an fsync of everything this broker's log holds, once
+// it leads the partition as its only in-sync replica. What the others
+// acknowledged by replication is then in this broker's page cache alone:
+// the others left the ISR (their machines down, say) and are not elected,
+// so a crash of this machine would lose it, even from a replica that kept
+// it. From now on acks=all waits for the fsync of each batch
+// (inSyncAlone); this covers those answered before.
+func (p *partition) syncAlone() {
+	p.log.WhenDurable(p.log.LogEndOffset(), func(error) {
+		// A failed fsync takes the log offline, which is reported
+		// and reopened as any write failure is.
+	})
 }
 
 func (p *partition) leaderState() (leader, epoch int32) {
