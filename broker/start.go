@@ -173,8 +173,8 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
 		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log,
-		Answers: func(_ context.Context, bv metadata.Broker) bool {
-			return answersKafka(net.JoinHostPort(bv.Host, strconv.Itoa(int(bv.Port))), time.Second)
+		Answers: func(ctx context.Context, bv metadata.Broker) bool {
+			return answersKafka(ctx, net.JoinHostPort(bv.Host, strconv.Itoa(int(bv.Port))), time.Second)
 		}})
 	// Start returns once the cluster has a controller (at once when one
 	// runs; a new single-broker cluster elects this one in milliseconds),
@@ -272,7 +272,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			var keepers []int32
 			if !created {
-				keepers = keepersUp(view, pv, self, up)
+				keepers = keepersUp(ctx, view, pv, self, up)
 			}
 			if !created && len(keepers) == 0 {
 				// No other member that kept its log is up: this log
@@ -310,21 +310,20 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 // keepersUp returns the other members of pv's ISR that kept their logs
 // (not recovering from a machine crash) as far as view knows, and are up:
 // leaving the ISR to one of them loses nothing, once leaveISR has found
-// in etcd that it did keep its log. Up is registered and answering Kafka requests: a
-// registration outlives its broker by up to a lease, and when every
-// machine restarted faster than that, the others' old registrations would
-// pass for members that kept their logs, so each is asked for its API
-// versions (up, taken for down, only makes this broker wait as
+// in etcd that it did keep its log. Up is registered and answering Kafka
+// requests. A registration outlives its broker by up to a lease, and when
+// every machine restarted faster than that, the others' old registrations
+// would pass for members that kept their logs, so each is asked for its
+// API versions (up, taken for down, only makes this broker wait as
 // recovering, and the controller then elects that member all the same).
 // A broker serves requests only once it has started, so one that answers
 // has written its own marks: etcd says by then whether it kept its log
 // (view, older, may not), and leaveISR reads that there. A connection
-// alone says nothing of the
-// sort: a process listens on its address from its first step, before its
-// marks, and brokers whose machines booted together each took the others
-// for members that kept their logs, and all left the ISR to the shortest
-// log. up caches the checks.
-func keepersUp(view *metaView, pv partitionView, self int32, up map[int32]bool) (keepers []int32) {
+// alone says nothing of the sort: a process listens on its address from
+// its first step, before its marks, and brokers whose machines booted
+// together each took the others for members that kept their logs, and
+// all left the ISR to the shortest log. up caches the checks.
+func keepersUp(ctx context.Context, view *metaView, pv partitionView, self int32, up map[int32]bool) (keepers []int32) {
 	for _, id := range pv.isr {
 		if _, recovering := pv.recovering.End(id); id == self || recovering {
 			continue
@@ -333,7 +332,7 @@ func keepersUp(view *metaView, pv partitionView, self int32, up map[int32]bool) 
 		if !checked {
 			if bv, ok := view.broker(id); ok {
 				addr, _ := view.brokerAddr(bv.id)
-				answers = answersKafka(addr, time.Second)
+				answers = answersKafka(ctx, addr, time.Second)
 			}
 			up[id] = answers
 		}
@@ -355,8 +354,8 @@ const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // answersKafka reports whether a Kafka broker at addr answers an
 // ApiVersions request within timeout.
-func answersKafka(addr string, timeout time.Duration) bool {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+func answersKafka(ctx context.Context, addr string, timeout time.Duration) bool {
+	conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return false
 	}
