@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -85,15 +86,23 @@ func (g *groupSoak) wholeAgain() {
 		if err != nil {
 			return false, err.Error()
 		}
-		for _, topic := range td {
+		var short []string
+		for _, topic := range td.Sorted() {
 			if topic.Err != nil {
 				return false, fmt.Sprintf("%s: %v", topic.Topic, topic.Err)
 			}
-			for _, p := range topic.Partitions {
+			for _, p := range topic.Partitions.Sorted() {
 				if len(p.ISR) != 3 || p.Leader < 0 {
-					return false, fmt.Sprintf("%s-%d: leader %d, ISR %v", topic.Topic, p.Partition, p.Leader, p.ISR)
+					short = append(short, fmt.Sprintf("%s-%d: leader %d, ISR %v", topic.Topic, p.Partition, p.Leader, p.ISR))
 				}
 			}
+		}
+		if len(short) > 0 {
+			brokers := "unknown"
+			if m, err := g.adm.BrokerMetadata(ctx); err == nil {
+				brokers = fmt.Sprint(m.Brokers.NodeIDs())
+			}
+			return false, fmt.Sprintf("%d partitions not whole (brokers listed: %s): %s", len(short), brokers, strings.Join(short, "; "))
 		}
 		return true, ""
 	})
