@@ -36,7 +36,8 @@ type metaStore interface {
 	// name self, or names it alone, is left as it is. It leaves only to
 	// a member that the stored partition does not name as recovering
 	// from a machine crash (metadata.Partition.Recovering), one of
-	// keepers unless that is nil (the members the caller found up). When
+	// keepers (the members the caller found up) unless that is nil
+	// (an empty log, which any member is longer than or as long). When
 	// there is none, self may hold the longest log left: it stays in the
 	// ISR as recovering, as markRecovering(-1) records, and says so.
 	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error)

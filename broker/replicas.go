@@ -810,7 +810,15 @@ func (m *replicaManager) reportRecovered(p *partition, logEnd int64) {
 // broker closes.
 func (m *replicaManager) leaveISR(p *partition) {
 	m.isrRequest(p, "leaving the ISR of a partition whose log lost records", func(ctx context.Context) error {
-		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, nil)
+		// Only to a member that answers: one that does not may be
+		// starting after a crash of its own, its marks not yet written
+		// (see keepersUp).
+		keepers := []int32{}
+		view := m.b.meta.snapshot()
+		if pv, ok := view.partition(p.topic, p.index); ok {
+			keepers = append(keepers, keepersUp(ctx, view, pv, m.nodeID, map[int32]bool{})...)
+		}
+		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers)
 		if recovering {
 			m.b.log.Warn("every other in-sync replica of the partition is back from a machine crash too: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 				"topic", p.topic, "partition", p.index)
