@@ -820,7 +820,7 @@ func (m *replicaManager) leaveISR(p *partition) {
 		}
 		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers)
 		if recovering {
-			m.b.log.Warn("every other in-sync replica of the partition is back from a machine crash too: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
+			m.b.log.Warn("no other in-sync replica of the partition that kept its log answers: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 				"topic", p.topic, "partition", p.index)
 		}
 		return err
