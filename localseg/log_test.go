@@ -854,6 +854,43 @@ func TestAssignEpochMarksWhereTheOldEpochEnded(t *testing.T) {
 	// assigns its epoch again when it takes the role after a restart.
 }
 
+// TestTruncatingToTheLogEndDropsAnEpochWithNothingInIt: a broker that led
+// at an epoch and appended nothing in it before another leader was
+// elected holds that epoch at its log end, and the new leader never saw
+// it. Following, it truncates to where the leader says their logs part,
+// its log end: no record goes, but that epoch must, or every fetch names
+// it, the leader answers each as diverging, and the follower never
+// catches up. (Kafka's truncateTo drops it the same way.)
+func TestTruncatingToTheLogEndDropsAnEpochWithNothingInIt(t *testing.T) {
+	h := newHarness(t, Config{})
+	if _, err := h.log.AppendAsLeader(batch(3, 10, 0), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.log.AssignEpoch(5); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := h.log.LatestEpoch(); !ok || e.Epoch != 5 {
+		t.Fatalf("latest epoch after assigning 5: %+v %v", e, ok)
+	}
+	if err := h.log.TruncateTo(h.log.LogEndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := h.log.LatestEpoch(); !ok || e.Epoch != 2 || h.log.LogEndOffset() != 3 {
+		t.Fatalf("after truncating to the log end: latest epoch %+v %v, log end %d; want epoch 2, the records kept", e, ok, h.log.LogEndOffset())
+	}
+	h.restart()
+	if e, ok := h.log.LatestEpoch(); !ok || e.Epoch != 2 {
+		t.Fatalf("after a restart: latest epoch %+v %v, want 2", e, ok)
+	}
+	// Past the log end, an epoch with records in it stays.
+	if err := h.log.TruncateTo(h.log.LogEndOffset() + 10); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := h.log.LatestEpoch(); !ok || e.Epoch != 2 || h.log.LogEndOffset() != 3 {
+		t.Fatalf("after truncating past the log end: %+v %v, log end %d", e, ok, h.log.LogEndOffset())
+	}
+}
+
 func TestTruncateFullyAndRestoreKeepsProducersAndEpochs(t *testing.T) {
 	one := idemBatch(5, 0, 0, 2)
 	src := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2})

@@ -10,6 +10,12 @@ import (
 // TruncateTo removes everything at and above offset (a follower diverged
 // from its leader). The batch containing offset goes too, so the log end
 // may land below offset. Producer state and epochs are truncated with it.
+// At or past the log end no record goes, but an epoch that starts at the
+// log end does: this broker led at that epoch and appended nothing in it
+// before another leader was elected, which never saw it. Kept, it is the
+// last epoch every fetch names, the leader answers each one as diverging,
+// and each truncation to the log end changed nothing: the follower never
+// caught up, and never said why.
 func (l *Log) TruncateTo(offset int64) error {
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
@@ -19,8 +25,8 @@ func (l *Log) TruncateTo(offset int64) error {
 		return err
 	}
 	l.waitRollFiles()
-	if offset >= l.LogEndOffset() {
-		return nil
+	if end := l.LogEndOffset(); offset >= end {
+		return l.truncateEpochsLocked(end)
 	}
 	if offset < l.logStart.Load() {
 		return l.truncateFullyLocked(offset)
@@ -113,15 +119,25 @@ func (l *Log) reopenActive(base, size int64) (*segment, error) {
 func (l *Log) afterTruncateLocked() error {
 	end := l.LogEndOffset()
 	l.lowerHighWatermark(end)
-	c := l.mu.epochs.clone()
-	if c.truncateFromEnd(end) {
-		if err := l.writeEpochs(&c); err != nil {
-			return err
-		}
-		l.setEpochsLocked(c)
+	if err := l.truncateEpochsLocked(end); err != nil {
+		return err
 	}
 	l.deleteSnapshotsWhere(func(off int64) bool { return off > end })
 	return l.rebuildProducersLocked(end)
+}
+
+// truncateEpochsLocked removes the epochs that start at or after end, on
+// disk first. Requires mu.
+func (l *Log) truncateEpochsLocked(end int64) error {
+	c := l.mu.epochs.clone()
+	if !c.truncateFromEnd(end) {
+		return nil
+	}
+	if err := l.writeEpochs(&c); err != nil {
+		return err
+	}
+	l.setEpochsLocked(c)
+	return nil
 }
 
 // TruncateFullyAndStartAt empties the log and restarts it at offset (a
