@@ -1,15 +1,12 @@
 package broker_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
@@ -52,8 +49,8 @@ func TestALeaderThatWroteNothingInItsEpochFollowsAndRejoins(t *testing.T) {
 	// end before any write.
 	led := update(func(p *metadata.Partition) { p.LeaderEpoch++ })
 	brokertest.WaitFor(t, 10*time.Second, "broker 0 records its new epoch", func() (bool, string) {
-		e, err := epochOn(t, c, 0, "empty-epoch", led.LeaderEpoch)
-		return e == led.LeaderEpoch, fmt.Sprintf("epoch %d %v", e, err)
+		code, e, _ := offsetForEpoch(t, c.Client(), "empty-epoch", -1, led.LeaderEpoch)
+		return code == 0 && e == led.LeaderEpoch, fmt.Sprintf("epoch %d, error %d", e, code)
 	})
 	// Another leader, which never saw that epoch, as a controller elects
 	// when broker 0 restarted.
@@ -70,26 +67,4 @@ func TestALeaderThatWroteNothingInItsEpochFollowsAndRejoins(t *testing.T) {
 		p, err := store.Partition(ctx, "empty-epoch", 0)
 		return err == nil && leo == end && slices.Contains(p.ISR, 0), fmt.Sprintf("log end %d of %d, ISR %v %v", leo, end, p.ISR, err)
 	})
-}
-
-// epochOn asks broker id, as OffsetForLeaderEpoch, for the latest leader
-// epoch at or below epoch that its log of topic's partition 0 holds.
-func epochOn(t *testing.T, c *brokertest.Cluster, id int32, topic string, epoch int32) (int32, error) {
-	t.Helper()
-	req := kmsg.NewPtrOffsetForLeaderEpochRequest()
-	req.ReplicaID = -1
-	rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
-	rp.CurrentLeaderEpoch, rp.LeaderEpoch = -1, epoch
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
-	defer cancel()
-	resp, err := c.Client().Broker(int(id)).Request(ctx, req)
-	if err != nil {
-		return -1, err
-	}
-	got := resp.(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0]
-	return got.LeaderEpoch, kerr.ErrorForCode(got.ErrorCode)
 }

@@ -170,13 +170,13 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			kept[i].Live = false
 		}
 	}
-	if p.Leader >= 0 && live[p.Leader] && silent[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
-		// A crashed leader's registration lapses within its lease, a
-		// restarted one marks itself or answers, and a slow one
-		// answers later: nothing changes until then.
-		return p, false
-	}
 	if p.Leader >= 0 && live[p.Leader] && slices.Contains(p.ISR, p.Leader) && !recovering(p.Leader) {
+		if silent[p.Leader] {
+			// A crashed leader's registration lapses within its
+			// lease, a restarted one marks itself or answers, and a
+			// slow one answers later: nothing changes until then.
+			return p, false
+		}
 		next.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] })
 		next.Recovering = nil
 		return next, true
