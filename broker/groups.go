@@ -197,18 +197,27 @@ func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (
 	if err != nil {
 		return 0, offsetsLogError(err)
 	}
-	if err := l.waitHW(ctx, res.LastOffset+1); err != nil {
-		return 0, offsetsLogError(err)
-	}
-	if l.p.inSyncAlone() {
-		// The high watermark is no promise when the leader is the only
-		// in-sync replica: a crash loses what it has not fsynced, as
-		// for a produce with acks=all.
-		if err := l.waitDurable(ctx, res.LastOffset+1); err != nil {
-			return 0, offsetsLogError(err)
-		}
+	if err := l.waitCommitted(ctx, res.LastOffset+1); err != nil {
+		return 0, err
 	}
 	return res.FirstOffset, nil
+}
+
+// waitCommitted waits until the records below offset are committed: the
+// high watermark passed them and, when the leader is the only in-sync
+// replica, they are on its stable storage (the high watermark is no
+// promise then: a crash loses what it has not fsynced, as for a produce
+// with acks=all).
+func (l *offsetsLog) waitCommitted(ctx context.Context, offset int64) error {
+	if err := l.waitHW(ctx, offset); err != nil {
+		return offsetsLogError(err)
+	}
+	if l.p.inSyncAlone() {
+		if err := l.waitDurable(ctx, offset); err != nil {
+			return offsetsLogError(err)
+		}
+	}
+	return nil
 }
 
 // waitHW waits until the high watermark reaches offset, the context ends
@@ -259,9 +268,14 @@ func offsetsLogError(err error) error {
 // coordinator writes batches of at most max.message.bytes.
 const maxOffsetsBatch = 64 << 20
 
-// Scan reads the partition from its log start to its log end. The new
-// leader's whole log is read: what it holds above the high watermark will
-// be committed under its leadership.
+// Scan reads the partition from its log start to its log end, and returns
+// once all of it is committed. The new leader's whole log is read: what it
+// holds above the high watermark will be committed under its leadership,
+// or cut if it loses the leadership first, to a member that lacks it. The
+// coordinator answers nothing until Scan returns, so that none of it is
+// served before it is committed: a commit the old coordinator wrote and
+// did not acknowledge, read from the new one and then gone after another
+// election, would be a committed offset moving backwards.
 func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error) error {
 	log := l.p.log
 	off := log.LogStartOffset()
@@ -271,7 +285,7 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 		}
 		end := log.LogEndOffset()
 		if off >= end {
-			return nil
+			return l.waitCommitted(ctx, end)
 		}
 		rng, err := log.Read(off, 1<<20, end, true)
 		if err != nil {

@@ -7,7 +7,12 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -41,5 +46,111 @@ func TestOffsetsLoadBoundsTheBatchSizeFromTheFile(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
 		t.Fatalf("refusing the batch allocated %d bytes", alloc)
+	}
+}
+
+// TestANewCoordinatorAnswersOnlyOnceWhatItLoadedIsCommitted: a commit the
+// coordinator wrote and did not acknowledge (its followers never fetched
+// it) is in the log of the broker that leads next. The new coordinator
+// answered it at once, from a log end above the high watermark; had that
+// leader lost the partition to a member that lacked the record, the
+// committed offset read would then have moved backwards (the group soak's
+// OffsetFetch answering 152, then 151). It now answers
+// COORDINATOR_LOAD_IN_PROGRESS until the high watermark has reached the
+// log end it loaded.
+func TestANewCoordinatorAnswersOnlyOnceWhatItLoadedIsCommitted(t *testing.T) {
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p := newPartition(offsetsTopic, [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
+	lead := func(epoch int32) {
+		p.setLeadership(leadership{leader: 1, leaderEpoch: epoch, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: epoch})
+	}
+	fetchers := func(epoch int32) {
+		t.Helper()
+		for _, id := range []int32{2, 3} {
+			if _, err := p.followerFetch(id, epoch, p.log.LogEndOffset(), 0, epoch, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cfg := group.DefaultConfig()
+	cfg.OffsetsTopicNumPartitions = 1
+	cfg.OffsetCommitTimeout = time.Second
+	c, err := group.New(cfg, group.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	commit := func(offset int64) <-chan int16 {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Version, req.Group, req.Generation = 8, "g", -1
+		rt := kmsg.NewOffsetCommitRequestTopic()
+		rt.Topic = "t"
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rp.Partition, rp.Offset = 0, offset
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		out := make(chan int16, 1)
+		go func() { out <- c.OffsetCommit(ctx, req).Topics[0].Partitions[0].ErrorCode }()
+		return out
+	}
+	committed := func() (int64, int16) {
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.Version, req.Group = 7, "g"
+		resp := c.OffsetFetch(ctx, req)
+		if resp.ErrorCode != 0 || len(resp.Topics) == 0 {
+			return -1, resp.ErrorCode
+		}
+		return resp.Topics[0].Partitions[0].Offset, 0
+	}
+	appended := func(end int64) {
+		t.Helper()
+		waitUntil(t, "the commit is in the log", func() bool { return p.log.LogEndOffset() > end })
+	}
+
+	lead(1)
+	c.Load(0, &offsetsLog{p: p})
+	waitUntil(t, "the empty partition is loaded", func() bool { return c.Loaded(0) })
+	end := p.log.LogEndOffset()
+	acked := commit(151)
+	appended(end)
+	fetchers(1)
+	if code := <-acked; code != 0 {
+		t.Fatalf("commit of 151: error %d", code)
+	}
+	end = p.log.LogEndOffset()
+	unacked := commit(152)
+	appended(end)
+	// The coordinator's broker loses the partition before the followers
+	// fetch the commit, and leads it again at the next epoch (as another
+	// broker whose log holds the record would).
+	c.Unload(0)
+	if code := <-unacked; code == 0 {
+		t.Fatal("commit of 152 acknowledged without its followers")
+	}
+	lead(2)
+	c.Load(0, &offsetsLog{p: p})
+	time.Sleep(100 * time.Millisecond)
+	if off, code := committed(); code != kerr.CoordinatorLoadInProgress.Code {
+		t.Fatalf("before the followers have the loaded log: committed offset %d (error %d), want COORDINATOR_LOAD_IN_PROGRESS", off, code)
+	}
+	fetchers(2)
+	waitUntil(t, "the partition is loaded", func() bool { return c.Loaded(0) })
+	if off, code := committed(); off != 152 || code != 0 {
+		t.Fatalf("once the loaded log is committed: committed offset %d (error %d), want 152", off, code)
+	}
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
 	}
 }

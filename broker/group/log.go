@@ -19,8 +19,10 @@ type Log interface {
 	// partition; ErrRecordTooLarge that the batch exceeds the topic's
 	// limit.
 	Append(ctx context.Context, records []recordbatch.Record) (int64, error)
-	// Scan calls fn for every batch from the log start to the committed
-	// end, in order. The batch is only valid during fn.
+	// Scan calls fn for every batch from the log start to the log end,
+	// in order, and returns once all of it is committed (as Append's
+	// batches are): the coordinator serves nothing it loaded before
+	// then. The batch is only valid during fn.
 	Scan(ctx context.Context, fn func(recordbatch.Batch) error) error
 	// DeleteBefore moves the log start forward to offset; the records
 	// below it are no longer scanned and their segments may be removed.

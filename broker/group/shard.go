@@ -147,7 +147,12 @@ func (s *shard) run() {
 		if s.ctx.Err() != nil {
 			return
 		}
-		s.c.log.Error("group: loading offsets partition failed; retrying", "partition", s.partition, "err", err)
+		if errors.Is(err, ErrNotLeader) {
+			// It is being unloaded: another broker leads now.
+			s.c.log.Info("group: lost the offsets partition while loading it", "partition", s.partition, "err", err)
+		} else {
+			s.c.log.Error("group: loading offsets partition failed; retrying", "partition", s.partition, "err", err)
+		}
 		s.groups = map[string]*groupEntry{}
 		s.numGroups.Store(0)
 		s.logBytes, s.liveBytes, s.endOffset = 0, 0, -1
