@@ -69,8 +69,18 @@ func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsets
 	} else if req.IsolationLevel == readCommittedLevel {
 		upper = p.lastStableOffset()
 	}
+	// A new leader's high watermark may lag what the last leader
+	// answered, until its followers have fetched up to the start of its
+	// epoch: "latest" then, or a timestamp found at or above the mark,
+	// would move backwards and forwards again. Kafka answers
+	// OFFSET_NOT_AVAILABLE (retriable) meanwhile (KIP-207).
+	lagging := req.ReplicaID < 0 && p.highWatermarkBehindEpochStart()
 	switch rp.Timestamp {
 	case listLatest:
+		if lagging {
+			sp.ErrorCode = kerr.OffsetNotAvailable.Code
+			return
+		}
 		sp.Offset = upper
 		sp.LeaderEpoch = epochAt(remote, p, upper-1)
 	case listEarliest:
@@ -102,10 +112,13 @@ func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsets
 				}
 			}
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			sp.ErrorCode = kafkaError(err)
-		} else if ok && off < upper {
+		case ok && off < upper:
 			sp.Offset, sp.Timestamp, sp.LeaderEpoch = off, ts, epoch
+		case lagging:
+			sp.ErrorCode = kerr.OffsetNotAvailable.Code
 		}
 	default:
 		if rp.Timestamp < 0 {
@@ -123,10 +136,13 @@ func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsets
 		if !ok && err == nil {
 			off, ts, epoch, ok, err = log.OffsetForTimestamp(ctx, rp.Timestamp)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			sp.ErrorCode = kafkaError(err)
-		} else if ok && off < upper {
+		case ok && off < upper:
 			sp.Offset, sp.Timestamp, sp.LeaderEpoch = off, ts, epoch
+		case lagging:
+			sp.ErrorCode = kerr.OffsetNotAvailable.Code
 		}
 	}
 }

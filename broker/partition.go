@@ -593,6 +593,18 @@ func (p *partition) close() {
 // highWatermark is the offset below which consumers may read.
 func (p *partition) highWatermark() int64 { return p.hw.Load() }
 
+// highWatermarkBehindEpochStart reports a leader whose high watermark has
+// not yet reached the log end at which its epoch began: what the last
+// leader counted as committed is not all known to be committed here yet.
+func (p *partition) highWatermarkBehindEpochStart() bool {
+	if !p.isLeader() {
+		return false
+	}
+	p.repl.Lock()
+	defer p.repl.Unlock()
+	return p.hw.Load() < p.repl.epochStart
+}
+
 // lastStableOffset: without transactions it is the high watermark.
 func (p *partition) lastStableOffset() int64 { return p.hw.Load() }
 

@@ -181,3 +181,35 @@ func runAdmin(cmd *cobra.Command, fn func(ctx context.Context, adm *kadm.Client,
 	defer cancel()
 	return cl.explain(fn(ctx, cl.admin(), cl))
 }
+
+// retryRetriable calls fn again while it fails with a retriable Kafka
+// error (the coordinator of a new cluster's first group is still being
+// made, say), until ctx ends.
+func retryRetriable(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || !kerr.IsRetriable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// listedOffsets runs an offset listing, again while a partition answers
+// with a retriable error, until ctx ends: a new leader answers
+// OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch's
+// start, a tiered partition's leader a retriable error until it has read
+// its manifest, and neither is the command's to report.
+func listedOffsets(ctx context.Context, list func() (kadm.ListedOffsets, error)) (listed kadm.ListedOffsets, err error) {
+	err = retryRetriable(ctx, func() error {
+		if listed, err = list(); err == nil {
+			err = listed.Error()
+		}
+		return err
+	})
+	return listed, err
+}

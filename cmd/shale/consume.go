@@ -139,26 +139,18 @@ type partitionRange struct{ from, end int64 }
 // resolveOffsets lists the topic's partitions and, for each (or only for
 // partition when it is not -1), the offset spec points to and the end.
 func resolveOffsets(ctx context.Context, adm *kadm.Client, topic string, partition int32, spec offsetSpec) (map[int32]partitionRange, error) {
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	ends, err := listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListEndOffsets(ctx, topic) })
 	if err != nil {
-		return nil, err
-	}
-	if err := ends.Error(); err != nil {
 		return nil, fmt.Errorf("topic %q: %w", topic, err)
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	starts, err := listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListStartOffsets(ctx, topic) })
 	if err != nil {
-		return nil, err
-	}
-	if err := starts.Error(); err != nil {
 		return nil, fmt.Errorf("topic %q: %w", topic, err)
 	}
 	var after kadm.ListedOffsets
 	if spec.kind == offsetAfterMs {
-		if after, err = adm.ListOffsetsAfterMilli(ctx, spec.n, topic); err != nil {
-			return nil, err
-		}
-		if err := after.Error(); err != nil {
+		after, err = listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListOffsetsAfterMilli(ctx, spec.n, topic) })
+		if err != nil {
 			return nil, fmt.Errorf("topic %q: %w", topic, err)
 		}
 	}

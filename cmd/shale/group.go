@@ -341,17 +341,18 @@ func seekGroup(ctx context.Context, adm *kadm.Client, group, topic string, targe
 	if td := tds[topic]; td.Err != nil {
 		return nil, kafkaErr("topic", topic, td.Err, "")
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err != nil {
+	// A partition's error is reported below, once no retry helps.
+	starts, err := listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListStartOffsets(ctx, topic) })
+	if err != nil && starts == nil {
 		return nil, err
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
+	ends, err := listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListEndOffsets(ctx, topic) })
+	if err != nil && ends == nil {
 		return nil, err
 	}
 	var byTime kadm.ListedOffsets
 	if target.kind == "time" {
-		if byTime, err = adm.ListOffsetsAfterMilli(ctx, target.millis, topic); err != nil {
+		if byTime, err = listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListOffsetsAfterMilli(ctx, target.millis, topic) }); err != nil && byTime == nil {
 			return nil, err
 		}
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/objectstore"
@@ -271,31 +270,9 @@ func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Buc
 // answers with a retriable error (a restored partition's leader reads its
 // manifest first) until ctx ends.
 func restoredEnds(ctx context.Context, adm *kadm.Client, topics []string) (ends kadm.ListedOffsets, err error) {
-	err = retryRetriable(ctx, func() error {
-		if ends, err = adm.ListEndOffsets(ctx, topics...); err == nil {
-			err = ends.Error()
-		}
-		return err
-	})
+	ends, err = listedOffsets(ctx, func() (kadm.ListedOffsets, error) { return adm.ListEndOffsets(ctx, topics...) })
 	if err != nil {
 		return nil, fmt.Errorf("the restored topics' end offsets: %w", err)
 	}
 	return ends, nil
-}
-
-// retryRetriable calls fn again while it fails with a retriable Kafka
-// error (the coordinator of a new cluster's first group is still being
-// made, say), until ctx ends.
-func retryRetriable(ctx context.Context, fn func() error) error {
-	for {
-		err := fn()
-		if err == nil || !kerr.IsRetriable(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
