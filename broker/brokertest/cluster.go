@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -267,11 +268,20 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 // watermark: every acknowledged record is there exactly once, in order.
 func CheckAckedReadOnce(t testing.TB, ctx context.Context, cons *kgo.Client, topic string, acked []int) {
 	t.Helper()
-	end, err := kadm.NewClient(cons).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hw, _ := end.Lookup(topic, 0)
+	var hw kadm.ListedOffset
+	// A new leader answers OFFSET_NOT_AVAILABLE until its followers have
+	// the start of its epoch (KIP-207).
+	WaitFor(t, 30*time.Second, "the high watermark of "+topic+"-0", func() (bool, string) {
+		end, err := kadm.NewClient(cons).ListEndOffsets(ctx, topic)
+		if err == nil {
+			hw, _ = end.Lookup(topic, 0)
+			err = hw.Err
+		}
+		if err != nil && !kerr.IsRetriable(err) {
+			t.Fatal(err)
+		}
+		return err == nil, fmt.Sprint(err)
+	})
 	seen := map[int]int{}
 	last := -1
 	for read := int64(0); read < hw.Offset; {
