@@ -59,23 +59,7 @@ func TestOffsetsLoadBoundsTheBatchSizeFromTheFile(t *testing.T) {
 // COORDINATOR_LOAD_IN_PROGRESS until the high watermark has reached the
 // log end it loaded.
 func TestANewCoordinatorAnswersOnlyOnceWhatItLoadedIsCommitted(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	p := newPartition(offsetsTopic, [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
-	lead := func(epoch int32) {
-		p.setLeadership(leadership{leader: 1, leaderEpoch: epoch, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: epoch})
-	}
-	fetchers := func(epoch int32) {
-		t.Helper()
-		for _, id := range []int32{2, 3} {
-			if _, err := p.followerFetch(id, epoch, p.log.LogEndOffset(), 0, epoch, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	p := newReplicatedPartition(t, offsetsTopic)
 	cfg := group.DefaultConfig()
 	cfg.OffsetsTopicNumPartitions = 1
 	cfg.OffsetCommitTimeout = time.Second
@@ -112,13 +96,13 @@ func TestANewCoordinatorAnswersOnlyOnceWhatItLoadedIsCommitted(t *testing.T) {
 		waitUntil(t, "the commit is in the log", func() bool { return p.log.LogEndOffset() > end })
 	}
 
-	lead(1)
+	leadWithAll(p, 1)
 	c.Load(0, &offsetsLog{p: p})
 	waitUntil(t, "the empty partition is loaded", func() bool { return c.Loaded(0) })
 	end := p.log.LogEndOffset()
 	acked := commit(151)
 	appended(end)
-	fetchers(1)
+	followersFetch(t, p, 1, p.log.LogEndOffset())
 	if code := <-acked; code != 0 {
 		t.Fatalf("commit of 151: error %d", code)
 	}
@@ -132,13 +116,13 @@ func TestANewCoordinatorAnswersOnlyOnceWhatItLoadedIsCommitted(t *testing.T) {
 	if code := <-unacked; code == 0 {
 		t.Fatal("commit of 152 acknowledged without its followers")
 	}
-	lead(2)
+	leadWithAll(p, 2)
 	c.Load(0, &offsetsLog{p: p})
 	time.Sleep(100 * time.Millisecond)
 	if off, code := committed(); code != kerr.CoordinatorLoadInProgress.Code {
 		t.Fatalf("before the followers have the loaded log: committed offset %d (error %d), want COORDINATOR_LOAD_IN_PROGRESS", off, code)
 	}
-	fetchers(2)
+	followersFetch(t, p, 2, p.log.LogEndOffset())
 	waitUntil(t, "the partition is loaded", func() bool { return c.Loaded(0) })
 	if off, code := committed(); off != 152 || code != 0 {
 		t.Fatalf("once the loaded log is committed: committed offset %d (error %d), want 152", off, code)

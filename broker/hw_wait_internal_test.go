@@ -19,13 +19,8 @@ import (
 // broker stops leading first; a wait given up (its produce timed out) is
 // never called and not kept.
 func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	p := newPartition("hw", [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
-	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	p := newReplicatedPartition(t, "hw")
+	leadWithAll(p, 1)
 	produce := func() int64 {
 		t.Helper()
 		return appendOneRecord(t, p).LastOffset + 1
@@ -105,13 +100,8 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 // given up (its context ended) is not kept, and a leadership lost first
 // answers group.ErrNotLeader.
 func TestOffsetsLogWaitsAsAHighWatermarkCallback(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	p := newPartition(offsetsTopic, [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
-	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 0})
+	p := newReplicatedPartition(t, offsetsTopic)
+	leadWithAll(p, 1)
 	l := &offsetsLog{p: p}
 	type result struct {
 		off int64
@@ -246,6 +236,36 @@ func TestAnswersReleasedByOneHighWatermarkMoveAreGathered(t *testing.T) {
 	}
 	readAnswer(t, client, 5)
 	stopWriter(t, c, writerDone)
+}
+
+// newReplicatedPartition opens a log in a temporary directory (closed at
+// the test's end) and returns a partition of it on broker 1, one of the
+// replicas 1, 2 and 3.
+func newReplicatedPartition(t *testing.T, topic string) *partition {
+	t.Helper()
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	return newPartition(topic, [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
+}
+
+// leadWithAll makes broker 1 the leader of p at epoch, all three replicas
+// in sync.
+func leadWithAll(p *partition, epoch int32) {
+	p.setLeadership(leadership{leader: 1, leaderEpoch: epoch, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: epoch})
+}
+
+// followersFetch has both followers of p fetch from offset at epoch,
+// telling the leader they hold everything below it.
+func followersFetch(t *testing.T, p *partition, epoch int32, offset int64) {
+	t.Helper()
+	for _, id := range []int32{2, 3} {
+		if _, err := p.followerFetch(id, epoch, offset, 0, epoch, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // appendOneRecord appends a batch of one record to p as its leader and

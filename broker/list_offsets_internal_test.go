@@ -8,7 +8,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
@@ -20,23 +19,7 @@ import (
 // (KIP-207), both answer OFFSET_NOT_AVAILABLE meanwhile, which clients
 // retry; followers, and the earliest offset, are answered as before.
 func TestANewLeaderListsNoOffsetItsHighWatermarkHasNotReached(t *testing.T) {
-	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	p := newPartition("lo", [16]byte{1}, 0, 1, log, &topicConfig{maxMessageBytes: 1 << 20, timestampBeforeMax: 1 << 62, timestampAfterMax: 1 << 62})
-	lead := func(epoch int32) {
-		p.setLeadership(leadership{leader: 1, leaderEpoch: epoch, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: epoch})
-	}
-	fetch := func(epoch int32, offset int64) {
-		t.Helper()
-		for _, id := range []int32{2, 3} {
-			if _, err := p.followerFetch(id, epoch, offset, 0, epoch, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	p := newReplicatedPartition(t, "lo")
 	list := func(replica int32, timestamp int64) (int64, int16) {
 		req := kmsg.NewPtrListOffsetsRequest()
 		req.Version, req.ReplicaID = 7, replica
@@ -48,7 +31,7 @@ func TestANewLeaderListsNoOffsetItsHighWatermarkHasNotReached(t *testing.T) {
 		return sp.Offset, sp.ErrorCode
 	}
 
-	lead(1)
+	leadWithAll(p, 1)
 	start := time.Now().UnixMilli()
 	for i := range int64(5) {
 		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: start + i},
@@ -60,11 +43,11 @@ func TestANewLeaderListsNoOffsetItsHighWatermarkHasNotReached(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fetch(1, 3)
+	followersFetch(t, p, 1, 3)
 	if hw := p.highWatermark(); hw != 3 {
 		t.Fatalf("high watermark %d after the followers fetched up to 3", hw)
 	}
-	lead(2) // the same broker elected again, at offset 5
+	leadWithAll(p, 2) // the same broker elected again, at offset 5
 	notAvailable := kerr.OffsetNotAvailable.Code
 	if off, code := list(-1, listLatest); code != notAvailable {
 		t.Fatalf("latest before the high watermark reached the epoch's start: %d (error %d), want OFFSET_NOT_AVAILABLE", off, code)
@@ -81,7 +64,7 @@ func TestANewLeaderListsNoOffsetItsHighWatermarkHasNotReached(t *testing.T) {
 	if off, code := list(2, listLatest); code != 0 || off != 5 {
 		t.Fatalf("latest for a follower: %d (error %d), want the log end 5", off, code)
 	}
-	fetch(2, 5)
+	followersFetch(t, p, 2, 5)
 	if off, code := list(-1, listLatest); code != 0 || off != 5 {
 		t.Fatalf("latest once the followers have the epoch's start: %d (error %d), want 5", off, code)
 	}
