@@ -334,6 +334,17 @@ func TestGroupOffsetsReachTheBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "audit gone from the bucket", 30*time.Second, func() bool { return in("audit") == nil })
+	// Each object records the partition count its groups map by, so a
+	// reader knows audit is gone from the object of its partition.
+	shards, err := tiering.ListGroupShards(testCtx(t), bucket, tiering.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shards {
+		if s.Partitions != 50 {
+			t.Fatalf("the object of partition %d records %d partitions, want 50", s.Partition, s.Partitions)
+		}
+	}
 
 	// An object an earlier leader wrote for a partition whose groups are
 	// all gone since is emptied by the next broker that leads it.

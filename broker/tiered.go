@@ -204,7 +204,7 @@ func (s *tierService) writeGroupShards(ctx context.Context, written map[int32]st
 			}
 			byGroup[o.Group] = append(byGroup[o.Group], tiering.GroupOffset{Topic: o.Topic, TopicID: topicIDString(tv.id), Partition: o.Partition, Offset: o.Offset})
 		}
-		gs := tiering.GroupShard{Cluster: view.clusterID, Partition: shard, Groups: []tiering.GroupOffsets{}}
+		gs := tiering.GroupShard{Cluster: view.clusterID, Partition: shard, Partitions: s.b.groups.c.Config().OffsetsTopicNumPartitions, Groups: []tiering.GroupOffsets{}}
 		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
 			offs := byGroup[g]
 			slices.SortFunc(offs, func(a, b tiering.GroupOffset) int {

@@ -144,17 +144,27 @@
 //	                     after the deletion (a descriptor, a segment held on
 //	                     its way) does not bring the topic back, and the
 //	                     next deletion pass removes it
-//	groups/C/K.json     {"cluster": C, "partition": K, "groups": [{"group",
-//	                     "offsets": [{"topic", "topic_id" (base64url),
-//	                     "partition", "offset"}]}], "updated_at"}: written
-//	                     by the leader of partition K of cluster C's
-//	                     offsets topic (C is the cluster id), about once a
-//	                     minute when its groups' offsets changed; every
-//	                     write holds all of them. A cluster rebuilt on the
-//	                     bucket writes under its own id; a reader takes
-//	                     each group's newest. A topic_id names the topic the
-//	                     offset was committed on; offsets of a topic since
-//	                     deleted or re-created do not apply
+//	groups/C/K.json     {"cluster": C, "partition": K, "partitions": N,
+//	                     "groups": [{"group", "offsets": [{"topic",
+//	                     "topic_id" (base64url), "partition", "offset"}]}],
+//	                     "updated_at"}: written by the leader of partition
+//	                     K of cluster C's offsets topic (C is the cluster
+//	                     id), about once a minute when its groups' offsets
+//	                     changed; every write holds all of them. N is the
+//	                     partition count by which C mapped a group to K
+//	                     (Kafka's: Java's String.hashCode of the group
+//	                     id, its absolute value, 0 for -2^31, modulo N), so
+//	                     the object speaks for every group that maps to K,
+//	                     named or not; objects written before N was
+//	                     recorded lack it, and speak only for the groups
+//	                     they name. A cluster rebuilt on the bucket writes
+//	                     under its own id; a reader takes, for each group,
+//	                     the newest object that speaks for it: its offsets
+//	                     there, or none when that object does not name it
+//	                     (deleted, or expired, in the newest cluster that
+//	                     held it). A topic_id names the topic the offset was
+//	                     committed on; offsets of a topic since deleted or
+//	                     re-created do not apply
 //
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the

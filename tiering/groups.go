@@ -27,10 +27,16 @@ const maxGroupShardSize = 64 << 20
 // writes under its own id: a new cluster on the bucket of a lost one does
 // not overwrite what the lost one wrote before it is restored.
 type GroupShard struct {
-	Cluster   string         `json:"cluster"`
-	Partition int32          `json:"partition"`
-	Groups    []GroupOffsets `json:"groups"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Cluster   string `json:"cluster"`
+	Partition int32  `json:"partition"`
+	// Partitions is the partition count by which the cluster mapped
+	// groups to partitions when it wrote the object (0: not recorded, as
+	// in objects written before it was). With it, the object speaks for
+	// every group that maps to Partition: one it does not name was
+	// deleted, or expired, in that cluster.
+	Partitions int32          `json:"partitions,omitempty"`
+	Groups     []GroupOffsets `json:"groups"`
+	UpdatedAt  time.Time      `json:"updated_at"`
 }
 
 // GroupOffsets is one group's committed offsets.
@@ -60,7 +66,7 @@ func DecodeGroupShard(data []byte) (*GroupShard, error) {
 	if err := decodeJSON(data, &s); err != nil {
 		return nil, err
 	}
-	if s.Cluster == "" || strings.Contains(s.Cluster, "/") || s.Partition < 0 {
+	if s.Cluster == "" || strings.Contains(s.Cluster, "/") || s.Partition < 0 || s.Partitions < 0 || (s.Partitions > 0 && s.Partition >= s.Partitions) {
 		return nil, fmt.Errorf("%w: group offsets of cluster %q, partition %d", ErrCorrupt, s.Cluster, s.Partition)
 	}
 	for _, g := range s.Groups {

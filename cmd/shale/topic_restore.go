@@ -6,12 +6,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
@@ -193,6 +193,43 @@ func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.To
 	return out, nil
 }
 
+// groupsToRestore picks each group's committed offsets from the bucket's
+// group objects (tiering.GroupShard): those of the newest object that
+// speaks for the group, or none when that object does not name it. An
+// object speaks for the groups it names and, when it records its cluster's
+// partition count, for every group that maps to its partition: a group
+// deleted in the newest cluster that held it stays deleted, though an
+// older cluster's object still names it.
+func groupsToRestore(shards []*tiering.GroupShard) map[string][]tiering.GroupOffset {
+	named := map[string]bool{}
+	for _, s := range shards {
+		for _, g := range s.Groups {
+			named[g.Group] = true
+		}
+	}
+	out := map[string][]tiering.GroupOffset{}
+	for g := range named {
+		var newest *tiering.GroupShard
+		var offsets []tiering.GroupOffset
+		has := false
+		for _, s := range shards {
+			i := slices.IndexFunc(s.Groups, func(o tiering.GroupOffsets) bool { return o.Group == g })
+			speaks := i >= 0 || s.Partitions > 0 && group.PartitionFor(g, s.Partitions) == s.Partition
+			if !speaks || newest != nil && !s.UpdatedAt.After(newest.UpdatedAt) {
+				continue
+			}
+			newest, offsets, has = s, nil, i >= 0
+			if has {
+				offsets = s.Groups[i].Offsets
+			}
+		}
+		if has {
+			out[g] = offsets
+		}
+	}
+	return out
+}
+
 // restoreGroups commits, for every group in the bucket's offsets objects
 // with no committed offsets in the cluster, its offsets on the topics
 // restored (topic -> id; offsets of a topic of another id are left out),
@@ -203,16 +240,7 @@ func restoreGroups(ctx context.Context, adm *kadm.Client, bucket objectstore.Buc
 	if err != nil {
 		return nil, []error{fmt.Errorf("listing the object store's group offsets: %w", err)}
 	}
-	newest := map[string]time.Time{}
-	offsets := map[string][]tiering.GroupOffset{}
-	for _, s := range shards {
-		for _, g := range s.Groups {
-			if at, ok := newest[g.Group]; ok && at.After(s.UpdatedAt) {
-				continue
-			}
-			newest[g.Group], offsets[g.Group] = s.UpdatedAt, g.Offsets
-		}
-	}
+	offsets := groupsToRestore(shards)
 	if len(offsets) == 0 {
 		return nil, nil
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
@@ -220,5 +223,54 @@ func TestTopicRestoreRebuildsALostClusterFromItsBucket(t *testing.T) {
 	}
 	if !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(resp.ErrMessage, "holds no topic") {
 		t.Fatalf("restoring a topic the bucket does not hold: %v (%s)", err, resp.ErrMessage)
+	}
+}
+
+// TestRestoreTakesEachGroupFromTheNewestObjectThatSpeaksForIt: a group
+// deleted in the newest cluster that held it is not restored from an older
+// cluster's object that still names it (the restore took each group's
+// newest object naming it, and brought such a group back); a group the
+// newest cluster committed again gets that cluster's offsets; one whose
+// partition the newest cluster never wrote comes from the older cluster;
+// among objects that do not record their partition count, the newest
+// naming the group counts.
+func TestRestoreTakesEachGroupFromTheNewestObjectThatSpeaksForIt(t *testing.T) {
+	const partitions = 3
+	// Three group ids, one on each partition of the newer cluster.
+	var ids [partitions]string
+	for i := 0; slices.Contains(ids[:], ""); i++ {
+		id := fmt.Sprintf("g%d", i)
+		if p := group.PartitionFor(id, partitions); ids[p] == "" {
+			ids[p] = id
+		}
+	}
+	deleted, again, older := ids[0], ids[1], ids[2]
+	at := func(offset int64) []tiering.GroupOffset {
+		return []tiering.GroupOffset{{Topic: "orders", TopicID: "AAAAAAAAAAAAAAAAAAAAAA", Partition: 0, Offset: offset}}
+	}
+	named := func(offsets map[string]int64) []tiering.GroupOffsets {
+		out := []tiering.GroupOffsets{}
+		for _, g := range slices.Sorted(maps.Keys(offsets)) {
+			out = append(out, tiering.GroupOffsets{Group: g, Offsets: at(offsets[g])})
+		}
+		return out
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	shards := []*tiering.GroupShard{
+		// The first cluster, before objects recorded their partition
+		// count: one object named them all.
+		{Cluster: "first", Partition: 0, Groups: named(map[string]int64{deleted: 5, again: 5, older: 4, "legacy": 1}), UpdatedAt: t0},
+		// A later cluster of the same kind named legacy again.
+		{Cluster: "second", Partition: 7, Groups: named(map[string]int64{"legacy": 2}), UpdatedAt: t0.Add(time.Hour)},
+		// The newest cluster, restored from them: it deleted one group,
+		// committed another again, and never wrote the partition of the
+		// third.
+		{Cluster: "third", Partition: 0, Partitions: partitions, Groups: named(nil), UpdatedAt: t0.Add(2 * time.Hour)},
+		{Cluster: "third", Partition: 1, Partitions: partitions, Groups: named(map[string]int64{again: 9}), UpdatedAt: t0.Add(2 * time.Hour)},
+	}
+	got := groupsToRestore(shards)
+	want := map[string][]tiering.GroupOffset{again: at(9), older: at(4), "legacy": at(2)}
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("groups to restore: %v, want %v", got, want)
 	}
 }
