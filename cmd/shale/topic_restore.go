@@ -201,30 +201,33 @@ func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.To
 // deleted in the newest cluster that held it stays deleted, though an
 // older cluster's object still names it.
 func groupsToRestore(shards []*tiering.GroupShard) map[string][]tiering.GroupOffset {
-	named := map[string]bool{}
-	for _, s := range shards {
+	// What each object names, by group.
+	names := make([]map[string][]tiering.GroupOffset, len(shards))
+	for i, s := range shards {
+		names[i] = make(map[string][]tiering.GroupOffset, len(s.Groups))
 		for _, g := range s.Groups {
-			named[g.Group] = true
+			names[i][g.Group] = g.Offsets
 		}
 	}
 	out := map[string][]tiering.GroupOffset{}
-	for g := range named {
-		var newest *tiering.GroupShard
-		var offsets []tiering.GroupOffset
-		has := false
-		for _, s := range shards {
-			i := slices.IndexFunc(s.Groups, func(o tiering.GroupOffsets) bool { return o.Group == g })
-			speaks := i >= 0 || s.Partitions > 0 && group.PartitionFor(g, s.Partitions) == s.Partition
-			if !speaks || newest != nil && !s.UpdatedAt.After(newest.UpdatedAt) {
+	for _, named := range names {
+		for g := range named {
+			if _, done := out[g]; done {
 				continue
 			}
-			newest, offsets, has = s, nil, i >= 0
-			if has {
-				offsets = s.Groups[i].Offsets
+			var newest *tiering.GroupShard
+			var offsets []tiering.GroupOffset
+			has := false
+			for i, s := range shards {
+				o, ok := names[i][g]
+				speaks := ok || s.Partitions > 0 && group.PartitionFor(g, s.Partitions) == s.Partition
+				if speaks && (newest == nil || s.UpdatedAt.After(newest.UpdatedAt)) {
+					newest, offsets, has = s, o, ok
+				}
 			}
-		}
-		if has {
-			out[g] = offsets
+			if has {
+				out[g] = offsets
+			}
 		}
 	}
 	return out
