@@ -48,6 +48,10 @@ type partition struct {
 	// exist: a new replica, or a disk lost), so whatever it holds it
 	// has held since, without a crash.
 	createdHere bool
+	// joinedISR: this process saw the ISR take this replica in (out of
+	// it in the metadata, then in), so its log has held everything below
+	// the high watermark since, with no crash in between.
+	joinedISR atomic.Bool
 	// logLost: the log of the partition on this broker's disk was lost,
 	// or may have lost its unflushed tail in a machine crash, though the
 	// ISR named this broker (lostAtOpen), so history the ISR counted on
@@ -197,6 +201,9 @@ func (p *partition) setLeadership(l leadership) {
 	if old := p.state.Load(); !old.closed {
 		p.repl.Lock()
 		roleChanged = old.leader != l.leader || old.leaderEpoch != l.leaderEpoch || p.repl.partitionEpoch < 0
+		if p.repl.partitionEpoch >= 0 && !slices.Contains(old.isr, p.nodeID) && slices.Contains(l.isr, p.nodeID) {
+			p.joinedISR.Store(true)
+		}
 		alone = l.leader == p.nodeID && len(l.isr) <= 1 && (roleChanged || len(old.isr) > 1)
 		p.applyReplicationLocked(l, roleChanged, time.Now())
 		p.state.Store(&partitionState{leader: l.leader, leaderEpoch: l.leaderEpoch,

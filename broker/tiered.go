@@ -438,7 +438,11 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 //     broker's previous run closed it (OpenedClean), or this process
 //     created it (createdHere: a new replica, or one whose disk was lost,
 //     given everything it holds by its fetches and a restore at the
-//     bucket's end, with no crash since), or
+//     bucket's end, with no crash since), or this process saw the ISR
+//     take it in (joinedISR: after a crash of this machine, which took
+//     it out, or a restore at the bucket's end; the leader takes in only
+//     a follower that holds everything below the high watermark, and no
+//     crash since has cut that), or
 //   - it has held records, and this broker is the partition's only
 //     replica, so that it made every upload itself, each only once the
 //     segment was on its stable storage (uploadLimit): a crash of the
@@ -464,7 +468,7 @@ func appendsBeforeManifest(p *partition) bool {
 		return true
 	case p.log.LogEndOffset() == 0:
 		return false
-	case p.log.OpenedClean(), p.createdHere:
+	case p.log.OpenedClean(), p.createdHere, p.joinedISR.Load():
 		return true
 	}
 	return len(s.replicas) == 1 && s.replicas[0] == p.nodeID

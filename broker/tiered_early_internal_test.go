@@ -175,3 +175,62 @@ func TestANewTermSyncsWhatTheLogHolds(t *testing.T) {
 		}
 	}
 }
+
+// A log that crashed (not opened clean) appends before the manifest is
+// read once this process has seen the ISR take it in again: the leader
+// takes in only a follower that holds everything below the high
+// watermark, and so everything uploaded. The tiered cluster soak stalled
+// without it: a follower back from a machine crash, caught up and in the
+// ISR, was elected while the object store was frozen and could not take
+// produce until the store came back. One the ISR named from this
+// process's first metadata on (it never left: a process crash) still
+// waits.
+func TestAppendsBeforeManifestOnceTheISRTookTheLogInAgain(t *testing.T) {
+	const self = 1
+	for _, tc := range []struct {
+		name  string
+		terms []leadership
+		want  bool
+	}{
+		{"out of the ISR, taken in, then elected", []leadership{
+			{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3}, partitionEpoch: 5},
+			{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3, 1}, partitionEpoch: 6},
+			{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{3, 1}, partitionEpoch: 7},
+		}, true},
+		{"in the ISR from the first metadata, then elected", []leadership{
+			{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3, 1}, partitionEpoch: 5},
+			{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{3, 1}, partitionEpoch: 6},
+		}, false},
+		{"out of the ISR, elected uncleanly", []leadership{
+			{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2}, partitionEpoch: 5},
+			{leader: self, leaderEpoch: 3, replicas: []int32{1, 2, 3}, isr: []int32{1}, partitionEpoch: 6, uncleanEpoch: 3},
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			log, err := localseg.Open(dir, localseg.Config{}, localseg.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := log.AppendAsLeader(oneRecordBatch(t, "v"), 1); err != nil {
+				t.Fatal(err)
+			}
+			log.Close()
+			// What a crash leaves: the log without its marker.
+			if err := os.Remove(filepath.Join(dir, ".clean-shutdown")); err != nil {
+				t.Fatal(err)
+			}
+			if log, err = localseg.Open(dir, localseg.Config{}, localseg.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			p := newPartition("t", [16]byte{1}, 0, self, log, &topicConfig{})
+			for _, l := range tc.terms {
+				p.setLeadership(l)
+			}
+			if got := appendsBeforeManifest(p); got != tc.want {
+				t.Fatalf("appendsBeforeManifest = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
