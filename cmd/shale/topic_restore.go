@@ -62,7 +62,8 @@ continues the offsets where the bucket ends; what was never uploaded (the
 last segments of each partition) is lost with the disks. Then the consumer
 groups get back the offsets they had committed on those topics, as the
 brokers last wrote them to the bucket (every minute), each at most the
-partition's new end (--no-groups leaves them). Topics the cluster holds under
+partition's new end (--no-groups leaves them); a group deleted before the
+loss stays deleted. Topics the cluster holds under
 the same id already, and groups with committed offsets in it, are left as
 they are, so the command can run again: after a --timeout (which bounds the
 whole command; raise it for many topics) it goes on where it stopped.`,
