@@ -326,14 +326,17 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		}
 	}
 	tierErr := p.checkTierReady()
-	if tierErr != nil && ((p.isLeader() && !p.tier.early.Load()) || sp.fetchOffset < p.log.LogStartOffset()) {
+	if tierErr != nil && ((p.isLeader() && (!p.tier.early.Load() || sp.fetchOffset < p.log.LocalLogStartOffset())) || sp.fetchOffset < p.log.LogStartOffset()) {
 		// Only a leader reads its manifest and becomes ready; a
 		// follower serving a consumer (KIP-392) needs none for the
 		// records on its disk, and refused them all: the consumer went
 		// back to the leader, which pointed it here again. Nor does a
 		// leader that appends before it has read its manifest
 		// (appendsBeforeManifest), for its local log: its followers
-		// copy it, or acks=all would wait for the store.
+		// copy it, or acks=all would wait for the store. Below its
+		// local log such a leader needs the manifest: read without it,
+		// the bucket's records were "out of range", and a consumer
+		// replaying the partition went back to its reset offset.
 		return tierErr
 	}
 	log := p.log

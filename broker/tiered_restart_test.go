@@ -282,6 +282,16 @@ func takeOverDuringAStoreOutage(t *testing.T, restarted bool) {
 		return l >= 0 && l != old, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
 	})
 	produce(600, 900)
+	// Below its local log the new leader needs its manifest: a fetch
+	// there gets a retriable error. Served from the copy it kept as a
+	// follower, an old one, an offset past that copy's end and below the
+	// local log was out of range, and a replaying consumer of the tiered
+	// cluster soak went back to offset 0 mid-pass.
+	td, err := c.Admin().ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireRetriableReads(t, c.Client(), leader, topic, td[topic].ID)
 	// Longer than the replica lag time: the follower stays in sync.
 	time.Sleep(6 * time.Second)
 	produce(900, 1000)
