@@ -123,7 +123,7 @@ func startBrokerProcs(t *testing.T, etcdAddr string, n int, setup func(p *broker
 		if setup != nil {
 			setup(p)
 		}
-		startClusterBroker(t, p)
+		p.startNew(t)
 		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 		procs = append(procs, p)
 		seeds = append(seeds, p.kafkaAddr)
@@ -197,20 +197,47 @@ func (p *brokerProc) start(t *testing.T) {
 	}()
 }
 
+// startNew starts the broker for the first time and waits until it is
+// healthy. Its addresses were free when freeAddr picked them, but nothing
+// holds them: another process of the test run can take one before the
+// broker binds it (seen in CI: "bind: address already in use"), and the
+// broker then starts again on others.
+func (p *brokerProc) startNew(t *testing.T) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p.start(t)
+		if !p.waitHealthyOrBusy(t, attempt < 5) {
+			return
+		}
+		t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
+		p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
+	}
+}
+
 // waitHealthy waits until the started broker answers /healthz.
 func (p *brokerProc) waitHealthy(t *testing.T) {
+	t.Helper()
+	p.waitHealthyOrBusy(t, false)
+}
+
+// waitHealthyOrBusy is waitHealthy, returning true instead when the broker
+// exited because one of its addresses was in use and busyOK.
+func (p *brokerProc) waitHealthyOrBusy(t *testing.T, busyOK bool) (busy bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case <-p.exited:
+			if busyOK && strings.Contains(p.stderr.String(), "address already in use") {
+				return true
+			}
 			t.Fatalf("broker %d exited:\n%s", p.id, p.stderr)
 		default:
 		}
 		if resp, err := http.Get("http://" + p.httpAddr + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return false
 			}
 		}
 		if time.Now().After(deadline) {
