@@ -812,7 +812,8 @@ func (m *replicaManager) leaveISR(p *partition) {
 	m.isrRequest(p, "leaving the ISR of a partition whose log lost records", func(ctx context.Context) error {
 		// Only to a member that answers: one that does not may be
 		// starting after a crash of its own, its marks not yet written
-		// (see keepersUp).
+		// (see keepersUp). Never nil, which leaveISR takes for "any
+		// member".
 		keepers := []int32{}
 		view := m.b.meta.snapshot()
 		if pv, ok := view.partition(p.topic, p.index); ok {

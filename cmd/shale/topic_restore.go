@@ -202,33 +202,30 @@ func pickTopics(descs []*tiering.TopicDescriptor, names []string) ([]*tiering.To
 // deleted in the newest cluster that held it stays deleted, though an
 // older cluster's object still names it.
 func groupsToRestore(shards []*tiering.GroupShard) map[string][]tiering.GroupOffset {
-	// What each object names, by group.
+	// What each object names, by group, and every group named.
 	names := make([]map[string][]tiering.GroupOffset, len(shards))
+	groups := map[string]bool{}
 	for i, s := range shards {
 		names[i] = make(map[string][]tiering.GroupOffset, len(s.Groups))
 		for _, g := range s.Groups {
 			names[i][g.Group] = g.Offsets
+			groups[g.Group] = true
 		}
 	}
 	out := map[string][]tiering.GroupOffset{}
-	for _, named := range names {
-		for g := range named {
-			if _, done := out[g]; done {
-				continue
+	for g := range groups {
+		var newest *tiering.GroupShard
+		var offsets []tiering.GroupOffset
+		has := false
+		for i, s := range shards {
+			o, ok := names[i][g]
+			speaks := ok || s.Partitions > 0 && group.PartitionFor(g, s.Partitions) == s.Partition
+			if speaks && (newest == nil || s.UpdatedAt.After(newest.UpdatedAt)) {
+				newest, offsets, has = s, o, ok
 			}
-			var newest *tiering.GroupShard
-			var offsets []tiering.GroupOffset
-			has := false
-			for i, s := range shards {
-				o, ok := names[i][g]
-				speaks := ok || s.Partitions > 0 && group.PartitionFor(g, s.Partitions) == s.Partition
-				if speaks && (newest == nil || s.UpdatedAt.After(newest.UpdatedAt)) {
-					newest, offsets, has = s, o, ok
-				}
-			}
-			if has {
-				out[g] = offsets
-			}
+		}
+		if has {
+			out[g] = offsets
 		}
 	}
 	return out
