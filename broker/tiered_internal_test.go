@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -197,5 +198,64 @@ func TestAFollowerFetchWaitsForRemoteEpochsNoLongerThanTheRemoteFetchWait(t *tes
 	}
 	if stall.Fired() != 1 {
 		t.Fatalf("the store was asked %d times; want one read, the second fetch waiting on the first's", stall.Fired())
+	}
+}
+
+// TestARemoteReadPastAStaleManifestCopyIsNotOutOfRange: a follower whose
+// copy of the manifest ends below an offset under its local log (serving
+// consumers, KIP-392, with a copy that predates the leader's last
+// uploads) answers a retriable NOT_LEADER_OR_FOLLOWER for it, which sends
+// the consumer to the leader; it read the local log, found the offset
+// below it and answered OFFSET_OUT_OF_RANGE, which sent the consumer to
+// its reset offset, the start of the log for a replay.
+func TestARemoteReadPastAStaleManifestCopyIsNotOutOfRange(t *testing.T) {
+	ctx := context.Background()
+	bucket := objectstore.NewMem()
+	r, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bucket, CacheBytes: 1 << 20, ChunkBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	svc := &tierService{b: &Broker{ctx: ctx, log: slog.New(slog.DiscardHandler)}, cfg: TieringConfig{FetchTimeout: 5 * time.Second}, bucket: bucket, reader: r}
+	uploader := svc.newPartitionTier("stale", [16]byte{1}, 0)
+	upload := func(base, next int64) {
+		t.Helper()
+		if _, err := uploader.store.Commit(ctx, 1, func(m *tiering.Manifest) error {
+			m.Segments = append(m.Segments, tiering.Segment{BaseOffset: base, NextOffset: next, Size: 1, MaxTimestamp: -1, ID: [16]byte{byte(base)}})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upload(0, 200)
+	tier := svc.newPartitionTier("stale", [16]byte{1}, 0)
+	if _, err := tier.store.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	upload(200, 300)
+	log, err := localseg.Open(t.TempDir(), localseg.Config{}, localseg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	// Restarted where the leader's local log starts, past the copy.
+	if err := log.TruncateFullyAndStartAt(300); err != nil {
+		t.Fatal(err)
+	}
+	p := newPartition("stale", [16]byte{1}, 0, 1, log, &topicConfig{})
+	p.tier = tier
+	p.setLeadership(leadership{leader: 2, leaderEpoch: 1, replicas: []int32{1, 2}, isr: []int32{1, 2}})
+	_, err = tier.remoteRead(p, 250, 1<<20, 300, true, time.Now().Add(time.Second))
+	if kafkaError(err) != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("read at 250, past the copy's end 200: %v, want NOT_LEADER_OR_FOLLOWER", err)
+	}
+	// Once the copy is read again, the bucket serves it (here: the
+	// store has no segment objects, so a storage error, not a range one).
+	if _, err := tier.store.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tier.remoteRead(p, 250, 1<<20, 300, true, time.Now().Add(time.Second))
+	if errors.Is(err, errManifestBehind) || kafkaError(err) == kerr.OffsetOutOfRange.Code {
+		t.Fatalf("read at 250 with a copy ending at 300: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ type ManifestStore struct {
 	key    string
 	now    func() time.Time
 
-	commitMu sync.Mutex // one commit at a time
+	commitMu sync.Mutex // one commit or Load at a time
 	mu       sync.Mutex
 	cur      *Manifest // never modified once stored
 	etag     string    // "" when the manifest does not exist
@@ -138,8 +138,14 @@ func (s *ManifestStore) Fence(ctx context.Context, epoch int32) (*Manifest, erro
 	return s.Commit(ctx, epoch, func(*Manifest) error { return nil })
 }
 
-// Load reads the stored manifest; a missing one reads as empty.
+// Load reads the stored manifest; a missing one reads as empty. Loads and
+// commits take turns: two Loads that overlapped (a follower's periodic
+// one and its restore from the bucket) could keep the older read, a copy
+// ending below a local log trimmed by the newer one, whose records then
+// read as out of range.
 func (s *ManifestStore) Load(ctx context.Context) (*Manifest, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	m, etag, err := s.read(ctx)
 	if err != nil {
 		return nil, err

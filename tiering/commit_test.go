@@ -3,7 +3,9 @@ package tiering
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shale-log/shale/objectstore"
 )
@@ -96,5 +98,74 @@ func TestCommitRetriesAConflictUnderTheSameEpoch(t *testing.T) {
 	})
 	if err != nil || len(m.Segments) != 1 {
 		t.Fatalf("%+v %v", m, err)
+	}
+}
+
+// heldBucket holds the second HEAD of key, the one that ends the first
+// read of it, until release is closed, answering what it found before.
+type heldBucket struct {
+	objectstore.Bucket
+	key     string
+	held    chan struct{} // closed when that HEAD is held
+	release chan struct{}
+	mu      sync.Mutex
+	heads   int
+}
+
+func (h *heldBucket) Head(ctx context.Context, key string) (objectstore.Attrs, error) {
+	a, err := h.Bucket.Head(ctx, key)
+	if key != h.key {
+		return a, err
+	}
+	h.mu.Lock()
+	h.heads++
+	hold := h.heads == 2
+	h.mu.Unlock()
+	if hold {
+		close(h.held)
+		<-h.release
+	}
+	return a, err
+}
+
+func TestOverlappingLoadsKeepTheNewerManifest(t *testing.T) {
+	ctx := context.Background()
+	mem := objectstore.NewMem()
+	leader := NewManifestStore(mem, "m", nil)
+	if _, err := leader.Commit(ctx, 1, appendSeg(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	hb := &heldBucket{Bucket: mem, key: "m", held: make(chan struct{}), release: make(chan struct{})}
+	follower := NewManifestStore(hb, "m", nil)
+	// A slow Load has read the manifest ending at 10 and is held before
+	// it keeps it; the leader commits more meanwhile, and a second Load
+	// starts (a follower restoring from the bucket reads the newer end).
+	slow := make(chan error, 1)
+	go func() {
+		_, err := follower.Load(ctx)
+		slow <- err
+	}()
+	<-hb.held
+	if _, err := leader.Commit(ctx, 1, appendSeg(10, 20)); err != nil {
+		t.Fatal(err)
+	}
+	fast := make(chan *Manifest, 1)
+	go func() {
+		m, err := follower.Load(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		fast <- m
+	}()
+	time.Sleep(50 * time.Millisecond) // the second Load reaches the store
+	close(hb.release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if m := <-fast; m == nil || m.End() != 20 {
+		t.Fatalf("second Load read %+v, want the manifest ending at 20", m)
+	}
+	if end := follower.Current().End(); end != 20 {
+		t.Fatalf("the follower's copy ends at %d after both Loads, want 20: the older read was kept last", end)
 	}
 }
