@@ -73,7 +73,18 @@ type testEtcd struct {
 func startRestartableEtcd(t *testing.T, ctx context.Context) *testEtcd {
 	t.Helper()
 	te := &testEtcd{t: t, dir: filepath.Join(t.TempDir(), "etcd"), addr: freeAddr(t)}
-	te.start(ctx)
+	// The address was free when freeAddr picked it, but nothing held
+	// it: another process of the test run may have taken it since.
+	for attempt := 1; ; attempt++ {
+		err := te.tryStart(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		te.addr = freeAddr(t)
+	}
 	t.Cleanup(te.stop)
 	return te
 }
@@ -81,13 +92,20 @@ func startRestartableEtcd(t *testing.T, ctx context.Context) *testEtcd {
 // start starts the server (stopped) on its directory and address.
 func (te *testEtcd) start(ctx context.Context) {
 	te.t.Helper()
+	if err := te.tryStart(ctx); err != nil {
+		te.t.Fatal(err)
+	}
+}
+
+func (te *testEtcd) tryStart(ctx context.Context) error {
 	te.mu.Lock()
 	defer te.mu.Unlock()
 	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: te.dir, ClientAddr: te.addr})
 	if err != nil {
-		te.t.Fatal(err)
+		return err
 	}
 	te.e = e
+	return nil
 }
 
 // client is a client of the running server.
@@ -151,14 +169,21 @@ func startClusterBroker(t *testing.T, p *brokerProc) {
 
 // startClusterBrokers starts the brokers all at once, as machines that
 // booted together do (each start races the others' marks in etcd), and
-// waits until each is healthy.
+// waits until each is healthy. One started for the first time whose
+// address was taken meanwhile starts again on others, as startNew.
 func startClusterBrokers(t *testing.T, ps ...*brokerProc) {
 	t.Helper()
-	for _, p := range ps {
+	first := make([]bool, len(ps))
+	for i, p := range ps {
+		first[i] = p.cmd == nil
 		p.start(t)
 	}
-	for _, p := range ps {
-		p.waitHealthy(t)
+	for i, p := range ps {
+		if p.waitHealthyOrBusy(t, first[i]) {
+			t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
+			p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
+			p.startNew(t)
+		}
 	}
 }
 

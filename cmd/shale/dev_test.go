@@ -119,40 +119,58 @@ func freeRange(t *testing.T, n int) (addr string, release func()) {
 }
 
 // startDev starts `shale dev` on dataDir (a new temp dir when empty) and
-// waits until /healthz answers.
+// waits until /healthz answers. Its ports were free when freeRange picked
+// them, but nothing holds them: another process of the test run can take
+// one before shale dev binds it ("bind: address already in use"), and it
+// then starts again on others.
 func startDev(t *testing.T, dataDir string, env ...string) *devProc {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	// Three ports each: SHALE_DEV_BROKERS=3 serves broker i at port+i.
-	kafkaAddr, releaseKafka := freeRange(t, 3)
-	httpAddr, releaseHTTP := freeRange(t, 3)
-	releaseKafka()
-	releaseHTTP()
-	p := &devProc{t: t, dataDir: dataDir, kafkaAddr: kafkaAddr, httpAddr: httpAddr, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(shaleBin, "dev", "--data-dir", dataDir, "--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr,
-		"--group-initial-rebalance-delay", "0s")
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		// Three ports each: SHALE_DEV_BROKERS=3 serves broker i at
+		// port+i.
+		kafkaAddr, releaseKafka := freeRange(t, 3)
+		httpAddr, releaseHTTP := freeRange(t, 3)
+		releaseKafka()
+		releaseHTTP()
+		p := &devProc{t: t, dataDir: dataDir, kafkaAddr: kafkaAddr, httpAddr: httpAddr, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+		p.cmd = exec.Command(shaleBin, "dev", "--data-dir", dataDir, "--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr,
+			"--group-initial-rebalance-delay", "0s")
+		p.cmd.Env = append(os.Environ(), env...)
+		p.cmd.Stderr = p.stderr
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			p.cmd.Wait()
+			close(p.exited)
+		}()
+		t.Cleanup(func() { p.stop(syscall.SIGKILL) })
+		if !p.waitHealthyOrBusy(attempt < 5) {
+			return p
+		}
+		t.Logf("shale dev: an address was taken before it could bind it; starting it on others")
 	}
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.stop(syscall.SIGKILL) })
-	p.waitHealthy()
-	return p
 }
 
 func (p *devProc) waitHealthy() {
+	p.t.Helper()
+	p.waitHealthyOrBusy(false)
+}
+
+// waitHealthyOrBusy is waitHealthy, returning true instead when the
+// process exited because an address it was given is in use and busyOK.
+func (p *devProc) waitHealthyOrBusy(busyOK bool) bool {
 	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.exited:
+			if busyOK && strings.Contains(p.stderr.String(), "address already in use") {
+				return true
+			}
 			p.t.Fatalf("shale dev exited:\n%s", p.stderr)
 		default:
 		}
@@ -160,12 +178,13 @@ func (p *devProc) waitHealthy() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return false
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.t.Fatalf("shale dev not healthy after 30s:\n%s", p.stderr)
+	return false
 }
 
 // stop signals the process and waits for it to exit.
