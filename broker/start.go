@@ -138,9 +138,11 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		UncleanShutdown: !clean,
 	}
 	crashed := !clean && rebooted
-	if b.leaveLostISRs(ctx, ms, crashed) {
-		recordBootID(b.cfg.DataDir, bootID, b.log)
+	if err := b.leaveLostISRs(ctx, ms, crashed); err != nil {
+		ms.close()
+		return nil, fmt.Errorf("broker: before registering: %w", err)
 	}
+	recordBootID(b.cfg.DataDir, bootID, b.log)
 	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
 	if err != nil {
 		ms.close()
@@ -242,12 +244,15 @@ func writeCleanShutdownMarker(dir string, log *slog.Logger) {
 // the others may have crashed too and this log may be the longest left,
 // so the broker stays in the ISR as recovering (metadata.Partition.
 // Recovering), leading nothing, and the controller elects the longest
-// once every member has reported (controller.planRecovering). It reports
-// whether every mark was written: when one was not, the boot is not
-// recorded, and the next start marks again.
-func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) (marked bool) {
+// once every member has reported (controller.planRecovering).
+//
+// A mark that cannot be written (the disk's, or etcd's after retries for
+// markRetryFor) fails the start, and the boot is not recorded: the next
+// start marks again. Registered without its marks, the broker answered
+// as a member that kept its log, and the others, back from the same
+// crash, left the ISR to it (keepersUp) until its partitions opened.
+func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) error {
 	self := b.cfg.NodeID
-	marked = true
 	view := ms.snapshot()
 	up := map[int32]bool{}
 	for _, tv := range view.topicList() {
@@ -260,16 +265,13 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 			created := errors.Is(err, fs.ErrNotExist)
 			if crashed && !created {
 				if err := markLost(dir, true); err != nil {
-					b.log.Error("marking a log that may have lost its unflushed tail in a machine crash", "topic", tv.name, "partition", pv.index, "err", err)
-					marked = false
-					continue
+					return fmt.Errorf("marking the log of %s-%d, which may have lost its unflushed tail in a machine crash: %w", tv.name, pv.index, err)
 				}
 			}
 			// A log just marked is lost without looking at the mark.
 			if !(crashed && !created) && !lostAtOpen(dir, created, pv, self, math.MaxInt64) {
 				continue
 			}
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			var keepers []int32
 			if !created {
 				keepers = keepersUp(ctx, view, pv, self, up)
@@ -279,32 +281,61 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 				// may be the longest left. Stay, recovering, for the
 				// controller to compare (its end is reported once it
 				// has opened).
-				err = ms.markRecovering(wctx, tv.name, pv.index, self, -1)
-				cancel()
+				err := b.retryMark(ctx, func(wctx context.Context) error {
+					return ms.markRecovering(wctx, tv.name, pv.index, self, -1)
+				})
 				if err != nil {
-					b.log.Error("recording a partition as recovering from a machine crash, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
-					continue
+					return fmt.Errorf("recording %s-%d as recovering from a machine crash: %w", tv.name, pv.index, err)
 				}
 				b.log.Warn("this broker is back from a machine crash and no other in-sync replica that kept its log is up; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
 				continue
 			}
-			recovering, err := ms.leaveISR(wctx, tv.name, pv.index, self, keepers)
-			cancel()
-			if err == nil && recovering {
+			var recovering bool
+			err = b.retryMark(ctx, func(wctx context.Context) (err error) {
+				recovering, err = ms.leaveISR(wctx, tv.name, pv.index, self, keepers)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("leaving the ISR of %s-%d, whose log on this broker lacks what the ISR counted on: %w", tv.name, pv.index, err)
+			}
+			if recovering {
 				b.log.Warn("this broker is back from a machine crash and the other in-sync replicas that answered are recovering from one too; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
-				continue
-			}
-			if err != nil {
-				b.log.Error("leaving the ISR of a partition whose log on this broker lacks what the ISR counted on, before registering", "topic", tv.name, "partition", pv.index, "isr", pv.isr, "err", err)
 				continue
 			}
 			b.log.Warn("this broker's log of the partition may lack what the ISR counted on (its disk lost, or its unflushed tail in a machine crash); it left the ISR before registering",
 				"topic", tv.name, "partition", pv.index, "isr", pv.isr, "machine_crash", crashed && !created)
 		}
 	}
-	return marked
+	return nil
+}
+
+// markRetryFor is how long leaveLostISRs retries a mark etcd refuses
+// before the start fails.
+var markRetryFor = 30 * time.Second
+
+// retryMark runs write, each try within 10 s, until it succeeds, the
+// topic is gone (nothing to mark), or markRetryFor has passed.
+func (b *Broker) retryMark(ctx context.Context, write func(context.Context) error) error {
+	deadline := time.Now().Add(markRetryFor)
+	backoff := 100 * time.Millisecond
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := write(wctx)
+		cancel()
+		if err == nil || errors.Is(err, errUnknownTopic) {
+			return nil
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		b.log.Warn("writing a mark before registering; retrying", "in", backoff, "err", err)
+		if !sleepCtx(ctx, backoff) {
+			return err
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // keepersUp returns the other members of pv's ISR that kept their logs
