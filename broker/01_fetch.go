@@ -286,9 +286,12 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPart, remaining int64, first bool) error {
 	if op.follower {
 		if p.isLeader() && p.checkTierReady() != nil && sp.fetchOffset < p.log.LogStartOffset() {
-			// Below the local log of a leader that appends before it
-			// has read its manifest: where the follower starts over
-			// is the bucket's to say.
+			// Below the log start of a leader that appends before it
+			// has read its manifest: that start is what its local log
+			// last recorded, and the out-of-range answer would send
+			// the follower there. Where the follower starts over is
+			// the bucket's to say. (Between that start and the local
+			// log's, the follower is sent to the bucket below.)
 			return errTierLoading
 		}
 		// The follower's position is recorded (it may move the high
