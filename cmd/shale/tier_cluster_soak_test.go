@@ -6,11 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -26,8 +28,9 @@ import (
 // is down (the leader's and the controller's back at once, before or
 // while another is elected), a machine crash of the leader (back at once)
 // or of a follower, or of every broker at once (one of them with its whole
-// log, back at once or past the lease, in a random order),
-// etcd stopped past the brokers' lease (alone, or with
+// log, back at once or past the lease, in a random order), a replica
+// (the leader's or a follower's) moved out of the partition and back in
+// by two reassignments, etcd stopped past the brokers' lease (alone, or with
 // the leader killed meanwhile), MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
 // broker restarting before the store returns. Produce must go on through
@@ -213,6 +216,16 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitISR(3)
 		c.waitAcked(c.ackedCount() + 50)
 	}},
+	{"a replica moved out of the partition and back in by two reassignments (the leader's or a follower's), produce going on", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		replicas := c.replicas()
+		out := replicas[rng.IntN(len(replicas))]
+		t.Logf("moving broker %d out of %v (the leader is broker %d)", out, replicas, c.leader())
+		rest := slices.DeleteFunc(slices.Clone(replicas), func(id int32) bool { return id == out })
+		c.reassign(rest)
+		c.waitAcked(c.ackedCount() + 50)
+		c.reassign(append(rest, out))
+		c.waitISR(3)
+	}},
 	{"etcd stopped past the brokers' lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
 		c.etcd.stop()
 		c.waitAcked(c.ackedCount() + 50)
@@ -256,6 +269,57 @@ func loseLeaderDisk(atOnce bool) func(t *testing.T, c *testCluster, _ *miniotest
 			c.waitAcked(c.ackedCount() + 50)
 		}
 		restartSoakBroker(t, c, l)
+	}
+}
+
+// replicas returns the partition's replicas, as its leader lists them.
+func (c *testCluster) replicas() []int32 {
+	c.t.Helper()
+	for {
+		td, err := c.adm.ListTopics(c.ctx, "acked")
+		if err == nil && td["acked"].Err == nil && len(td["acked"].Partitions[0].Replicas) > 0 {
+			return td["acked"].Partitions[0].Replicas
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatal("no replicas listed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// reassign moves the partition to the replicas given
+// (AlterPartitionReassignments) and waits until the move is done: no
+// reassignment in progress, and those replicas listed.
+func (c *testCluster) reassign(replicas []int32) {
+	c.t.Helper()
+	var req kadm.AlterPartitionAssignmentsReq
+	req.Assign("acked", 0, replicas)
+	for {
+		resp, err := c.adm.AlterPartitionAssignments(c.ctx, req)
+		if err == nil {
+			err = resp["acked"][0].Err
+		}
+		if err == nil {
+			break
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("reassigning to %v: %v", replicas, err)
+		}
+		c.t.Logf("reassigning to %v: %v; retrying", replicas, err)
+		time.Sleep(200 * time.Millisecond)
+	}
+	var set kadm.TopicsSet
+	set.Add("acked", 0)
+	for {
+		moving, err := c.adm.ListPartitionReassignments(c.ctx, set)
+		_, inProgress := moving["acked"][0]
+		if err == nil && !inProgress && slices.Equal(c.replicas(), replicas) {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("the reassignment to %v never ended (listed %v, %v)", replicas, moving, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
