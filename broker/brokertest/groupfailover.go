@@ -15,11 +15,11 @@ import (
 
 // GroupFailoverTopic is the topic the group failover workload consumes:
 // GroupFailoverPartitions partitions of three replicas with
-// min.insync.replicas=2.
+// min.insync.replicas=2, in the consumer group GroupFailoverGroup.
 const (
 	GroupFailoverTopic      = "group-work"
 	GroupFailoverPartitions = 6
-	groupFailoverGroup      = "failover-group"
+	GroupFailoverGroup      = "failover-group"
 	groupFailoverMembers    = 3
 )
 
@@ -248,7 +248,7 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 	stopConsuming := make(chan struct{})
 	var members sync.WaitGroup
 	for m := 0; m < groupFailoverMembers; m++ {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup(groupFailoverGroup), kgo.ConsumeTopics(GroupFailoverTopic),
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup(GroupFailoverGroup), kgo.ConsumeTopics(GroupFailoverTopic),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
 			kgo.FetchMaxWait(200*time.Millisecond), kgo.SessionTimeout(20*time.Second), kgo.RetryTimeout(30*time.Second))
 		if err != nil {
@@ -309,7 +309,7 @@ func startGroupWorkload(t testing.TB, seeds []string, timeout time.Duration) *gr
 			acknowledged[p] = o
 		}
 		l.mu.Unlock()
-		offs, err := adm.FetchOffsets(octx, groupFailoverGroup)
+		offs, err := adm.FetchOffsets(octx, GroupFailoverGroup)
 		if err != nil || offs.Error() != nil {
 			return // the coordinator is moving
 		}
@@ -407,7 +407,7 @@ func groupCoordinator(t testing.TB, ctx context.Context, adm *kadm.Client) int32
 	t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	for _, r := range adm.FindGroupCoordinators(cctx, groupFailoverGroup) {
+	for _, r := range adm.FindGroupCoordinators(cctx, GroupFailoverGroup) {
 		if r.Err == nil {
 			return r.NodeID
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/broker/group"
 )
 
 // TestGroupSoak: three `shale broker` processes; a consumer group of three
@@ -23,10 +25,12 @@ import (
 // coordinator frozen with SIGSTOP past its lease, the coordinator's
 // machine or another broker's crashed (the tails of their logs that only
 // the page cache held lost, back at once), every broker's machine crashed
-// (one of them with its whole logs), etcd stopped past the brokers' lease. After each the group must commit and consume on; throughout, no
-// acknowledged commit is lost or moves backwards, no member is handed a
-// record below an acknowledged commit, and every acknowledged record is
-// consumed.
+// (one of them with its whole logs), the group's __consumer_offsets
+// partition moved off the coordinator and back by two reassignments, etcd
+// stopped past the brokers' lease. After each the group must commit and
+// consume on; throughout, no acknowledged commit is lost or moves
+// backwards, no member is handed a record below an acknowledged commit,
+// and every acknowledged record is consumed.
 //
 // SHALE_GROUP_SOAK_SEED sets the seed (default: the clock's),
 // SHALE_GROUP_SOAK_ROUNDS the rounds (default 5), and
@@ -167,6 +171,18 @@ var groupSoakFaults = []struct {
 		for _, i := range g.rng.Perm(len(g.procs)) {
 			g.restart(int32(i))
 		}
+	}},
+	{"the group's __consumer_offsets partition moved off the coordinator and back by two reassignments", func(g *groupSoak, c int32) {
+		td, err := g.adm.ListTopics(g.ctx, "__consumer_offsets")
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		p := group.PartitionFor(brokertest.GroupFailoverGroup, int32(len(td["__consumer_offsets"].Partitions)))
+		replicas := replicasOf(g.t, g.ctx, g.adm, "__consumer_offsets", p)
+		rest := slices.DeleteFunc(slices.Clone(replicas), func(id int32) bool { return id == c })
+		reassign(g.t, g.ctx, g.adm, "__consumer_offsets", p, rest)
+		time.Sleep(time.Duration(g.rng.IntN(2000)) * time.Millisecond)
+		reassign(g.t, g.ctx, g.adm, "__consumer_offsets", p, append(rest, c))
 	}},
 	{"etcd stopped past the brokers' lease", func(g *groupSoak, _ int32) {
 		g.etcd.stop()

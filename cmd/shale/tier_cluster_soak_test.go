@@ -217,13 +217,13 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitAcked(c.ackedCount() + 50)
 	}},
 	{"a replica moved out of the partition and back in by two reassignments (the leader's or a follower's), produce going on", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
-		replicas := c.replicas()
+		replicas := replicasOf(t, c.ctx, c.adm, "acked", 0)
 		out := replicas[rng.IntN(len(replicas))]
 		t.Logf("moving broker %d out of %v (the leader is broker %d)", out, replicas, c.leader())
 		rest := slices.DeleteFunc(slices.Clone(replicas), func(id int32) bool { return id == out })
-		c.reassign(rest)
+		reassign(t, c.ctx, c.adm, "acked", 0, rest)
 		c.waitAcked(c.ackedCount() + 50)
-		c.reassign(append(rest, out))
+		reassign(t, c.ctx, c.adm, "acked", 0, append(rest, out))
 		c.waitISR(3)
 	}},
 	{"etcd stopped past the brokers' lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
@@ -272,52 +272,53 @@ func loseLeaderDisk(atOnce bool) func(t *testing.T, c *testCluster, _ *miniotest
 	}
 }
 
-// replicas returns the partition's replicas, as its leader lists them.
-func (c *testCluster) replicas() []int32 {
-	c.t.Helper()
+// replicas returns the replicas of partition p of topic, as its leader
+// lists them.
+func replicasOf(t *testing.T, ctx context.Context, adm *kadm.Client, topic string, p int32) []int32 {
+	t.Helper()
 	for {
-		td, err := c.adm.ListTopics(c.ctx, "acked")
-		if err == nil && td["acked"].Err == nil && len(td["acked"].Partitions[0].Replicas) > 0 {
-			return td["acked"].Partitions[0].Replicas
+		td, err := adm.ListTopics(ctx, topic)
+		if err == nil && td[topic].Err == nil && len(td[topic].Partitions[p].Replicas) > 0 {
+			return td[topic].Partitions[p].Replicas
 		}
-		if c.ctx.Err() != nil {
-			c.t.Fatal("no replicas listed")
+		if ctx.Err() != nil {
+			t.Fatalf("no replicas listed for %s-%d", topic, p)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// reassign moves the partition to the replicas given
+// reassign moves partition p of topic to the replicas given
 // (AlterPartitionReassignments) and waits until the move is done: no
 // reassignment in progress, and those replicas listed.
-func (c *testCluster) reassign(replicas []int32) {
-	c.t.Helper()
+func reassign(t *testing.T, ctx context.Context, adm *kadm.Client, topic string, p int32, replicas []int32) {
+	t.Helper()
 	var req kadm.AlterPartitionAssignmentsReq
-	req.Assign("acked", 0, replicas)
+	req.Assign(topic, p, replicas)
 	for {
-		resp, err := c.adm.AlterPartitionAssignments(c.ctx, req)
+		resp, err := adm.AlterPartitionAssignments(ctx, req)
 		if err == nil {
-			err = resp["acked"][0].Err
+			err = resp[topic][p].Err
 		}
 		if err == nil {
 			break
 		}
-		if c.ctx.Err() != nil {
-			c.t.Fatalf("reassigning to %v: %v", replicas, err)
+		if ctx.Err() != nil {
+			t.Fatalf("reassigning %s-%d to %v: %v", topic, p, replicas, err)
 		}
-		c.t.Logf("reassigning to %v: %v; retrying", replicas, err)
+		t.Logf("reassigning %s-%d to %v: %v; retrying", topic, p, replicas, err)
 		time.Sleep(200 * time.Millisecond)
 	}
 	var set kadm.TopicsSet
-	set.Add("acked", 0)
+	set.Add(topic, p)
 	for {
-		moving, err := c.adm.ListPartitionReassignments(c.ctx, set)
-		_, inProgress := moving["acked"][0]
-		if err == nil && !inProgress && slices.Equal(c.replicas(), replicas) {
+		moving, err := adm.ListPartitionReassignments(ctx, set)
+		_, inProgress := moving[topic][p]
+		if err == nil && !inProgress && slices.Equal(replicasOf(t, ctx, adm, topic, p), replicas) {
 			return
 		}
-		if c.ctx.Err() != nil {
-			c.t.Fatalf("the reassignment to %v never ended (listed %v, %v)", replicas, moving, err)
+		if ctx.Err() != nil {
+			t.Fatalf("the reassignment of %s-%d to %v never ended (listed %v, %v)", topic, p, replicas, moving, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
