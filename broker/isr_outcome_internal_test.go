@@ -58,30 +58,33 @@ func (kv *lostAnswerKV) Get(ctx context.Context, key string, opts ...clientv3.Op
 }
 
 func (kv *lostAnswerKV) Txn(ctx context.Context) clientv3.Txn {
-	return &lostAnswerTxn{Txn: kv.KV.Txn(ctx), kv: kv}
+	return &hookedTxn{Txn: kv.KV.Txn(ctx), commit: kv.commit}
 }
 
-type lostAnswerTxn struct {
-	clientv3.Txn
-	kv *lostAnswerKV
-}
-
-func (t *lostAnswerTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.Txn = t.Txn.If(cs...); return t }
-func (t *lostAnswerTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Then(ops...); return t }
-func (t *lostAnswerTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
-
-func (t *lostAnswerTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.kv.lost.Swap(true) {
-		return t.Txn.Commit() // only the first answer is lost
+func (kv *lostAnswerKV) commit(txn clientv3.Txn) (*clientv3.TxnResponse, error) {
+	if kv.lost.Swap(true) {
+		return txn.Commit() // only the first answer is lost
 	}
-	if t.kv.apply {
-		if _, err := t.Txn.Commit(); err != nil {
+	if kv.apply {
+		if _, err := txn.Commit(); err != nil {
 			return nil, err
 		}
 	}
-	t.kv.down.Store(true)
+	kv.down.Store(true)
 	return nil, status.Error(codes.Unavailable, "error reading from server: connection reset")
 }
+
+// hookedTxn is an etcd transaction whose Commit is commit's (a fault
+// injected around the real one).
+type hookedTxn struct {
+	clientv3.Txn
+	commit func(clientv3.Txn) (*clientv3.TxnResponse, error)
+}
+
+func (t *hookedTxn) If(cs ...clientv3.Cmp) clientv3.Txn     { t.Txn = t.Txn.If(cs...); return t }
+func (t *hookedTxn) Then(ops ...clientv3.Op) clientv3.Txn   { t.Txn = t.Txn.Then(ops...); return t }
+func (t *hookedTxn) Else(ops ...clientv3.Op) clientv3.Txn   { t.Txn = t.Txn.Else(ops...); return t }
+func (t *hookedTxn) Commit() (*clientv3.TxnResponse, error) { return t.commit(t.Txn) }
 
 // An ISR change whose write's outcome is unknown stays pending (its
 // members stay in the ISR the high watermark waits for) until a re-read

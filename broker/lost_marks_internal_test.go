@@ -25,23 +25,12 @@ type refusingKV struct {
 }
 
 func (kv *refusingKV) Txn(ctx context.Context) clientv3.Txn {
-	return &refusingTxn{Txn: kv.KV.Txn(ctx), kv: kv}
-}
-
-type refusingTxn struct {
-	clientv3.Txn
-	kv *refusingKV
-}
-
-func (t *refusingTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.Txn = t.Txn.If(cs...); return t }
-func (t *refusingTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Then(ops...); return t }
-func (t *refusingTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
-
-func (t *refusingTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.kv.refuse.Add(-1) >= 0 {
-		return nil, status.Error(codes.Unavailable, "etcdserver: no leader")
-	}
-	return t.Txn.Commit()
+	return &hookedTxn{Txn: kv.KV.Txn(ctx), commit: func(txn clientv3.Txn) (*clientv3.TxnResponse, error) {
+		if kv.refuse.Add(-1) >= 0 {
+			return nil, status.Error(codes.Unavailable, "etcdserver: no leader")
+		}
+		return txn.Commit()
+	}}
 }
 
 // A broker back from a machine crash records, before it registers, that
