@@ -70,20 +70,21 @@ func (rf *remoteFetch) wait(until time.Time) bool {
 	}
 }
 
-// errManifestBehind: a read below the local log of a broker whose copy of
-// the manifest ends at or below the offset: a follower serving consumers
-// (KIP-392) whose copy predates the leader's last uploads, or a leader
-// that has not read its own yet. The offset is not out of range, which
-// sent a consumer to its reset offset (the log start, for a replay):
-// NOT_LEADER_OR_FOLLOWER sends it to the leader.
+// errManifestBehind: a read below the local log of a follower whose copy
+// of the manifest ends at or below the offset (serving consumers, KIP-392,
+// with a copy that predates the leader's last uploads). The offset is not
+// out of range, which sent a consumer to its reset offset (the log start,
+// for a replay): NOT_LEADER_OR_FOLLOWER sends it to the leader. (A leader
+// that has not read its manifest answers errTierLoading before it reads
+// below its local log, and one that has holds the partition's manifest.)
 var errManifestBehind = fmt.Errorf("%w: this broker's copy of the remote manifest ends below the offset", errNotLeader)
 
 // remoteRead serves a fetch of p below its local log start from the
 // object store, waiting for the read until the time given:
 // errRemotePending when it has not ended by then. The caller releases the
 // data. errManifestBehind when the manifest this broker has ends at or
-// below offset, unless it leads and has read it; empty data and no error
-// when the remote log does not hold offset (the local one does, or
+// below offset, unless it leads with its manifest read; empty data and no
+// error when the remote log does not hold offset (the local one does, or
 // neither).
 func (t *partitionTier) remoteRead(p *partition, offset int64, maxBytes int, maxOffset int64, minOneBatch bool, until time.Time) (tiering.Data, error) {
 	if offset >= t.manifest().End() && !(p.isLeader() && t.ready.Load()) {

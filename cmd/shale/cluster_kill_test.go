@@ -180,8 +180,7 @@ func startClusterBrokers(t *testing.T, ps ...*brokerProc) {
 	}
 	for i, p := range ps {
 		if p.waitHealthyOrBusy(t, first[i]) {
-			t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
-			p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
+			p.moveAddrs(t)
 			p.startNew(t)
 		}
 	}
@@ -234,9 +233,16 @@ func (p *brokerProc) startNew(t *testing.T) {
 		if !p.waitHealthyOrBusy(t, attempt < 5) {
 			return
 		}
-		t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
-		p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
+		p.moveAddrs(t)
 	}
+}
+
+// moveAddrs gives a broker whose address was taken before it could bind
+// it new ones.
+func (p *brokerProc) moveAddrs(t *testing.T) {
+	t.Helper()
+	t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
+	p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
 }
 
 // waitHealthy waits until the started broker answers /healthz.

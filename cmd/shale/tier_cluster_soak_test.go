@@ -272,7 +272,7 @@ func loseLeaderDisk(atOnce bool) func(t *testing.T, c *testCluster, _ *miniotest
 	}
 }
 
-// replicas returns the replicas of partition p of topic, as its leader
+// replicasOf returns the replicas of partition p of topic, as its leader
 // lists them.
 func replicasOf(t *testing.T, ctx context.Context, adm *kadm.Client, topic string, p int32) []int32 {
 	t.Helper()
