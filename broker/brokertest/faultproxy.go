@@ -23,10 +23,10 @@ import (
 // cut one follower from that leader while clients and the other followers
 // pass.
 type Proxy struct {
-	target string
 	kafka  bool
 	ln     net.Listener
 	mu     sync.Mutex
+	target string
 	cut    bool
 	cutIDs map[string]bool
 	conns  map[net.Conn]string // the client id ("" unknown)
@@ -61,6 +61,14 @@ func newProxy(t testing.TB, target string, kafka bool) *Proxy {
 
 // Addr is the proxy's address: dial it instead of the target.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Retarget forwards new connections to target (open ones keep theirs), as
+// for a broker that started again on another port.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
 
 // Cut closes every connection through the proxy and refuses new ones.
 func (p *Proxy) Cut() {
@@ -158,7 +166,10 @@ func (p *Proxy) serve(in net.Conn) {
 			return
 		}
 	}
-	out, err := net.Dial("tcp", p.target)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	out, err := net.Dial("tcp", target)
 	if err == nil {
 		if p.track(out, id) {
 			_, err = out.Write(first)

@@ -42,8 +42,12 @@ type brokerProc struct {
 	// added to the process's environment.
 	objectStore string
 	env         []string
-	cmd         *exec.Cmd
-	stderr      *lockedBuffer
+	// etcdLink and listener are the fault proxies in front of the
+	// broker's etcd endpoint and its Kafka listener (nil unless
+	// behindProxies put them there).
+	etcdLink, listener *brokertest.Proxy
+	cmd                *exec.Cmd
+	stderr             *lockedBuffer
 	// earlier is what the broker's earlier processes wrote to stderr.
 	earlier strings.Builder
 	exited  chan struct{}
@@ -243,6 +247,24 @@ func (p *brokerProc) moveAddrs(t *testing.T) {
 	t.Helper()
 	t.Logf("broker %d: an address was taken before it could bind it; starting it on others", p.id)
 	p.kafkaAddr, p.httpAddr = freeAddr(t), freeAddr(t)
+	if p.listener != nil {
+		p.listener.Retarget(p.kafkaAddr)
+	}
+}
+
+// behindProxies puts the broker's links behind fault proxies that a test
+// can cut, with no test-only flag: its --etcd endpoint is a proxy in front
+// of etcd's, and it advertises (--advertised-addr) a proxy in front of its
+// Kafka listener, which clients past their first metadata and the other
+// brokers' replica fetchers dial. The Kafka proxy tells the fetchers of
+// broker N by the client id they present (broker-N), so one follower can
+// be cut from its leader alone. Call it before the broker first starts.
+func (p *brokerProc) behindProxies(t *testing.T) {
+	t.Helper()
+	p.etcdLink = brokertest.NewProxy(t, p.etcd)
+	p.etcd = p.etcdLink.Addr()
+	p.listener = brokertest.NewKafkaProxy(t, p.kafkaAddr)
+	p.extra = append(p.extra, "--advertised-addr", p.listener.Addr())
 }
 
 // waitHealthy waits until the started broker answers /healthz.

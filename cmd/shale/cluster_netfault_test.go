@@ -15,12 +15,8 @@ import (
 	"github.com/shale-log/shale/broker/brokertest"
 )
 
-// Network faults between `shale broker` processes, with no test-only flag:
-// each broker is given its own proxy as its --etcd endpoint, and advertises
-// a proxy in front of its Kafka listener (--advertised-addr), which other
-// brokers' replica fetchers dial like clients do. The Kafka proxy tells
-// the fetchers of broker N by the client id they present (broker-N), so
-// one follower can be cut from its leader alone.
+// Network faults between `shale broker` processes, each behind its fault
+// proxies (brokerProc.behindProxies).
 
 // directClient reaches only the broker listening at addr, whatever the
 // metadata advertises.
@@ -102,6 +98,31 @@ func waitRejoinedAsFollower(t *testing.T, c *testCluster, old, leader int32) {
 	t.Logf("links healed; broker %d back in the ISR after %s", old, time.Since(start).Round(time.Millisecond))
 }
 
+// cutFromPeers cuts broker id's Kafka links with the other brokers, both
+// ways (their replica fetchers and questions to it, its own to them);
+// clients and etcd still reach it.
+func (c *testCluster) cutFromPeers(id int32) {
+	for _, p := range c.procs {
+		if int32(p.id) != id {
+			c.procs[id].listener.CutClient(peerClientID(int32(p.id)))
+			p.listener.CutClient(peerClientID(id))
+		}
+	}
+}
+
+// healFromPeers heals what cutFromPeers cut.
+func (c *testCluster) healFromPeers(id int32) {
+	for _, p := range c.procs {
+		if int32(p.id) != id {
+			c.procs[id].listener.HealClient(peerClientID(int32(p.id)))
+			p.listener.HealClient(peerClientID(id))
+		}
+	}
+}
+
+// peerClientID is the client id broker id presents to other brokers.
+func peerClientID(id int32) string { return "broker-" + strconv.Itoa(int(id)) }
+
 // TestLeaderProcessCutFromEtcdIsFenced: the leader's link to etcd is cut
 // (its clients and followers still reach it). Its lease ends, another
 // in-sync replica is elected with a newer epoch, and from then on the old
@@ -110,24 +131,20 @@ func waitRejoinedAsFollower(t *testing.T, c *testCluster, old, leader int32) {
 // an idempotent acks=all producer; every acknowledged record is read back
 // once, in order.
 func TestLeaderProcessCutFromEtcdIsFenced(t *testing.T) {
-	etcdLinks := map[int]*brokertest.Proxy{}
-	setup := func(p *brokerProc) {
-		etcdLinks[p.id] = brokertest.NewProxy(t, p.etcd)
-		p.etcd = etcdLinks[p.id].Addr()
-	}
+	setup := func(p *brokerProc) { p.behindProxies(t) }
 	failoverWorkloadWith(t, setup, func(t *testing.T, c *testCluster, round int) {
 		old := c.leader()
 		other := (old + 1) % 3
 		view := kadm.NewClient(directClient(t, c.procs[other].kafkaAddr))
 		_, epoch, _ := partitionSeenBy(c.ctx, view)
-		etcdLinks[int(old)].Cut()
+		c.procs[old].etcdLink.Cut()
 		leader := waitForAnotherLeader(t, c, view, old, epoch)
 		t.Logf("round %d: leader %d cut from etcd; broker %d leads", round, old, leader)
 		// The old leader's lease has ended: it still answers clients, and
 		// acknowledges none of their acks=all writes.
 		requireNoAcknowledgement(t, c, old, kgo.AllISRAcks(), fmt.Sprintf("cut from etcd and replaced by broker %d", leader))
 		c.waitAcked(c.ackedCount() + 100)
-		etcdLinks[int(old)].Heal()
+		c.procs[old].etcdLink.Heal()
 		waitRejoinedAsFollower(t, c, old, leader)
 	})
 }
@@ -140,17 +157,16 @@ func TestLeaderProcessCutFromEtcdIsFenced(t *testing.T) {
 // idempotent acks=all producer; every acknowledged record is read back
 // once, in order.
 func TestFollowerProcessCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
-	listeners := map[int]*brokertest.Proxy{}
 	setup := func(p *brokerProc) {
-		listeners[p.id] = brokertest.NewKafkaProxy(t, p.kafkaAddr)
-		p.extra = []string{"--advertised-addr", listeners[p.id].Addr(), "--replica-lag-time-max", "2s"}
+		p.extra = []string{"--replica-lag-time-max", "2s"}
+		p.behindProxies(t)
 	}
 	failoverWorkloadWith(t, setup, func(t *testing.T, c *testCluster, round int) {
 		leader := c.leader()
 		f := (leader + 1) % 3
 		view := kadm.NewClient(directClient(t, c.procs[leader].kafkaAddr))
-		fetcher := "broker-" + strconv.Itoa(int(f))
-		listeners[int(leader)].CutClient(fetcher)
+		fetcher := peerClientID(f)
+		c.procs[leader].listener.CutClient(fetcher)
 		start := time.Now()
 		brokertest.WaitFor(t, 20*time.Second, "the cut follower leaves the ISR", func() (bool, string) {
 			l, _, isr := partitionSeenBy(c.ctx, view)
@@ -158,7 +174,7 @@ func TestFollowerProcessCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
 		})
 		t.Logf("round %d: follower %d cut from leader %d; left the ISR after %s", round, f, leader, time.Since(start).Round(time.Millisecond))
 		c.waitAcked(c.ackedCount() + 100)
-		listeners[int(leader)].HealClient(fetcher)
+		c.procs[leader].listener.HealClient(fetcher)
 		start = time.Now()
 		brokertest.WaitFor(t, 20*time.Second, "the follower rejoins the ISR", func() (bool, string) {
 			l, _, isr := partitionSeenBy(c.ctx, view)
@@ -179,25 +195,13 @@ func TestFollowerProcessCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
 // idempotent acks=all producer; every acknowledged record is read back
 // once, in order.
 func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
-	etcdLinks := map[int]*brokertest.Proxy{}
-	listeners := map[int]*brokertest.Proxy{}
-	setup := func(p *brokerProc) {
-		etcdLinks[p.id] = brokertest.NewProxy(t, p.etcd)
-		p.etcd = etcdLinks[p.id].Addr()
-		listeners[p.id] = brokertest.NewKafkaProxy(t, p.kafkaAddr)
-		p.extra = []string{"--advertised-addr", listeners[p.id].Addr()}
-	}
-	peer := func(id int32) string { return "broker-" + strconv.Itoa(int(id)) }
+	setup := func(p *brokerProc) { p.behindProxies(t) }
 	failoverWorkloadWith(t, setup, func(t *testing.T, c *testCluster, round int) {
 		old := c.leader()
-		others := []int32{(old + 1) % 3, (old + 2) % 3}
-		view := kadm.NewClient(directClient(t, c.procs[others[0]].kafkaAddr))
+		view := kadm.NewClient(directClient(t, c.procs[(old+1)%3].kafkaAddr))
 		_, epoch, _ := partitionSeenBy(c.ctx, view)
-		etcdLinks[int(old)].Cut()
-		for _, f := range others {
-			listeners[int(old)].CutClient(peer(f))
-			listeners[int(f)].CutClient(peer(old))
-		}
+		c.procs[old].etcdLink.Cut()
+		c.cutFromPeers(old)
 		leader := waitForAnotherLeader(t, c, view, old, epoch)
 		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads", round, old, leader)
 		// Its lease has expired (the controller has elected another),
@@ -205,11 +209,8 @@ func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
 		// acknowledged, though its own metadata still names it leader.
 		requireNoAcknowledgement(t, c, old, kgo.LeaderAck(), fmt.Sprintf("cut from etcd and its followers and replaced by broker %d", leader))
 		c.waitAcked(c.ackedCount() + 100)
-		etcdLinks[int(old)].Heal()
-		for _, f := range others {
-			listeners[int(old)].HealClient(peer(f))
-			listeners[int(f)].HealClient(peer(old))
-		}
+		c.procs[old].etcdLink.Heal()
+		c.healFromPeers(old)
 		waitRejoinedAsFollower(t, c, old, leader)
 	})
 }

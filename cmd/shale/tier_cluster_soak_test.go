@@ -33,8 +33,14 @@ import (
 // by two reassignments, etcd stopped past the brokers' lease (alone, or with
 // the leader killed meanwhile), MinIO killed or frozen for a few seconds
 // while produce goes on, or MinIO and the leader lost together, the
-// broker restarting before the store returns. Produce must go on through
-// each (records acknowledged during the fault, where two replicas are up). Throughout, a consumer replays
+// broker restarting before the store returns; and network partitions (each
+// broker behind its fault proxies, brokerProc.behindProxies): the leader,
+// a follower or the controller cut from etcd past its lease (still
+// reaching the object store, its clients and the other brokers), the
+// leader cut from etcd and from the other brokers, a follower cut from the
+// leader past replica.lag.time.max. Produce must go on through each
+// (records acknowledged during the fault, where two replicas are up).
+// Throughout, a consumer replays
 // the partition from offset 0 again and again, its first records from
 // the bucket alone: each pass must see contiguous offsets and the
 // producer's records in order, and never stall. At the end every
@@ -50,6 +56,11 @@ func TestTieredClusterSoak(t *testing.T) {
 	srv := miniotest.Start(t)
 	w := tieredKillWorkload(srv, "cluster-soak")
 	w.rounds = rounds
+	tiered := w.setup
+	w.setup = func(p *brokerProc) {
+		tiered(p)
+		p.behindProxies(t)
+	}
 	// A round takes 1 to 13 s (a frozen leader's lease runs out, and it
 	// rejoins).
 	w.timeout = time.Minute + time.Duration(rounds)*20*time.Second
@@ -244,6 +255,52 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.leaderOtherThan(l)
 		c.waitAcked(c.ackedCount() + 50)
 		restartSoakBroker(t, c, l)
+	}},
+	{"the leader cut from etcd past its lease (its clients, the other brokers and the object store still reach it)", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].etcdLink.Cut()
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		c.procs[l].etcdLink.Heal()
+		c.waitISR(3)
+	}},
+	{"the leader cut from etcd and from the other brokers past its lease (its clients and the object store still reach it)", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		l := c.leader()
+		c.procs[l].etcdLink.Cut()
+		c.cutFromPeers(l)
+		c.leaderOtherThan(l)
+		c.waitAcked(c.ackedCount() + 50)
+		c.procs[l].etcdLink.Heal()
+		c.healFromPeers(l)
+		c.waitISR(3)
+	}},
+	{"a follower cut from etcd past its lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		f := soakFollower(c, rng)
+		c.procs[f].etcdLink.Cut()
+		c.waitAcked(c.ackedCount() + 50)
+		time.Sleep(3 * time.Second) // past the lease (--session-ttl 2s)
+		c.waitAcked(c.ackedCount() + 20)
+		c.procs[f].etcdLink.Heal()
+		c.waitISR(3)
+	}},
+	{"a follower cut from the leader past replica.lag.time.max", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		l, f := c.leader(), soakFollower(c, rng)
+		c.procs[l].listener.CutClient(peerClientID(f))
+		c.waitISR(2)
+		c.waitAcked(c.ackedCount() + 50)
+		c.procs[l].listener.HealClient(peerClientID(f))
+		c.waitISR(3)
+	}},
+	{"the controller cut from etcd past its lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
+		k := c.controller()
+		t.Logf("the controller is broker %d, the leader broker %d", k, c.leader())
+		c.procs[k].etcdLink.Cut()
+		for c.controller() == k {
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.waitAcked(c.ackedCount() + 50)
+		c.procs[k].etcdLink.Heal()
+		c.waitISR(3)
 	}},
 }
 
