@@ -98,23 +98,23 @@ func waitRejoinedAsFollower(t *testing.T, c *testCluster, old, leader int32) {
 	t.Logf("links healed; broker %d back in the ISR after %s", old, time.Since(start).Round(time.Millisecond))
 }
 
-// cutFromPeers cuts broker id's Kafka links with the other brokers, both
-// ways (their replica fetchers and questions to it, its own to them);
-// clients and etcd still reach it.
-func (c *testCluster) cutFromPeers(id int32) {
-	for _, p := range c.procs {
+// cutFromPeers cuts broker id's Kafka links with the other brokers of
+// procs, both ways (their replica fetchers and questions to it, its own to
+// them); clients and etcd still reach it.
+func cutFromPeers(procs []*brokerProc, id int32) {
+	for _, p := range procs {
 		if int32(p.id) != id {
-			c.procs[id].listener.CutClient(peerClientID(int32(p.id)))
+			procs[id].listener.CutClient(peerClientID(int32(p.id)))
 			p.listener.CutClient(peerClientID(id))
 		}
 	}
 }
 
 // healFromPeers heals what cutFromPeers cut.
-func (c *testCluster) healFromPeers(id int32) {
-	for _, p := range c.procs {
+func healFromPeers(procs []*brokerProc, id int32) {
+	for _, p := range procs {
 		if int32(p.id) != id {
-			c.procs[id].listener.HealClient(peerClientID(int32(p.id)))
+			procs[id].listener.HealClient(peerClientID(int32(p.id)))
 			p.listener.HealClient(peerClientID(id))
 		}
 	}
@@ -201,7 +201,7 @@ func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
 		view := kadm.NewClient(directClient(t, c.procs[(old+1)%3].kafkaAddr))
 		_, epoch, _ := partitionSeenBy(c.ctx, view)
 		c.procs[old].etcdLink.Cut()
-		c.cutFromPeers(old)
+		cutFromPeers(c.procs, old)
 		leader := waitForAnotherLeader(t, c, view, old, epoch)
 		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads", round, old, leader)
 		// Its lease has expired (the controller has elected another),
@@ -210,7 +210,7 @@ func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
 		requireNoAcknowledgement(t, c, old, kgo.LeaderAck(), fmt.Sprintf("cut from etcd and its followers and replaced by broker %d", leader))
 		c.waitAcked(c.ackedCount() + 100)
 		c.procs[old].etcdLink.Heal()
-		c.healFromPeers(old)
+		healFromPeers(c.procs, old)
 		waitRejoinedAsFollower(t, c, old, leader)
 	})
 }

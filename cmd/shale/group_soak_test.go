@@ -27,7 +27,11 @@ import (
 // the page cache held lost, back at once), every broker's machine crashed
 // (one of them with its whole logs), the group's __consumer_offsets
 // partition moved off the coordinator and back by two reassignments, etcd
-// stopped past the brokers' lease. After each the group must commit and
+// stopped past the brokers' lease; and network partitions (each broker
+// behind its fault proxies, brokerProc.behindProxies): the coordinator cut
+// from etcd past its lease (its clients and the other brokers still reach
+// it), or from etcd and the other brokers, another broker cut from the
+// coordinator past replica.lag.time.max. After each the group must commit and
 // consume on; throughout, no acknowledged commit is lost or moves
 // backwards, no member is handed a record below an acknowledged commit,
 // and every acknowledged record is consumed.
@@ -40,7 +44,7 @@ func TestGroupSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*time.Minute)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)
-	procs, seeds := startBrokerProcs(t, etcd.addr, 3, nil)
+	procs, seeds := startBrokerProcs(t, etcd.addr, 3, func(p *brokerProc) { p.behindProxies(t) })
 	g := &groupSoak{t: t, ctx: ctx, etcd: etcd, procs: procs, rng: rng}
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond))
 	if err != nil {
@@ -188,5 +192,23 @@ var groupSoakFaults = []struct {
 		g.etcd.stop()
 		time.Sleep(etcdDown)
 		g.etcd.start(g.ctx)
+	}},
+	{"the coordinator cut from etcd past its lease (its clients and the other brokers still reach it)", func(g *groupSoak, c int32) {
+		g.procs[c].etcdLink.Cut()
+		time.Sleep(3*time.Second + time.Duration(g.rng.IntN(3000))*time.Millisecond) // past --session-ttl 2s
+		g.procs[c].etcdLink.Heal()
+	}},
+	{"the coordinator cut from etcd and from the other brokers past its lease (its clients still reach it)", func(g *groupSoak, c int32) {
+		g.procs[c].etcdLink.Cut()
+		cutFromPeers(g.procs, c)
+		time.Sleep(3*time.Second + time.Duration(g.rng.IntN(3000))*time.Millisecond)
+		g.procs[c].etcdLink.Heal()
+		healFromPeers(g.procs, c)
+	}},
+	{"another broker cut from the coordinator past replica.lag.time.max", func(g *groupSoak, c int32) {
+		b := g.other(c)
+		g.procs[c].listener.CutClient(peerClientID(b))
+		time.Sleep(6*time.Second + time.Duration(g.rng.IntN(3000))*time.Millisecond) // past --replica-lag-time-max 5s
+		g.procs[c].listener.HealClient(peerClientID(b))
 	}},
 }

@@ -267,11 +267,11 @@ var clusterSoakFaults = []clusterSoakFault{
 	{"the leader cut from etcd and from the other brokers past its lease (its clients and the object store still reach it)", func(t *testing.T, c *testCluster, _ *miniotest.Server, _ *rand.Rand) {
 		l := c.leader()
 		c.procs[l].etcdLink.Cut()
-		c.cutFromPeers(l)
+		cutFromPeers(c.procs, l)
 		c.leaderOtherThan(l)
 		c.waitAcked(c.ackedCount() + 50)
 		c.procs[l].etcdLink.Heal()
-		c.healFromPeers(l)
+		healFromPeers(c.procs, l)
 		c.waitISR(3)
 	}},
 	{"a follower cut from etcd past its lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
