@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -175,11 +176,16 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		t.Errorf("produced records of m = %v, want 10", v)
 	}
 	// franz-go produces with acks=all: on a leader alone, each produce
-	// waited for a sync of the log's group commit.
-	flushes, _ := s.get("shale_log_flush_duration_seconds", "")
-	if w, _ := s.get("shale_log_flush_waiters", ""); flushes < 1 || w != flushes {
-		t.Errorf("%v group-commit syncs timed and %v counted by their waiters, want as many, at least one", flushes, w)
-	}
+	// waited for a sync of the log's group commit. A sync observes its
+	// two series one after the other, so a scrape between them (a sync of
+	// the group's commits, say) sees one more in the first: read again.
+	var flushes float64
+	brokertest.WaitFor(t, 10*time.Second, "as many group-commit syncs timed as counted by their waiters", func() (bool, string) {
+		s := gather(t, b.Registry)
+		flushes, _ = s.get("shale_log_flush_duration_seconds", "")
+		w, _ := s.get("shale_log_flush_waiters", "")
+		return flushes >= 1 && w == flushes, fmt.Sprintf("%v syncs timed and %v counted by their waiters, want as many, at least one", flushes, w)
+	})
 	if answered := histogramSum(t, b.Registry, "shale_log_flush_waiters"); answered < 1 {
 		t.Errorf("%v group-commit syncs answered %v waiters, want some", flushes, answered)
 	}
