@@ -381,11 +381,15 @@ func reassign(t *testing.T, ctx context.Context, adm *kadm.Client, topic string,
 	}
 }
 
-// controller returns the broker the cluster names its controller.
+// controller returns the broker a broker's metadata names the cluster's
+// controller, asked anew: kadm's BrokerMetadata answers from the client's
+// cache, which a client that consumes and produces nothing never renews,
+// while a request naming a topic is sent unless the cache is younger than
+// MetadataMinAge.
 func (c *testCluster) controller() int32 {
 	c.t.Helper()
 	for {
-		m, err := c.adm.BrokerMetadata(c.ctx)
+		m, err := c.adm.Metadata(c.ctx, "acked")
 		if err == nil && m.Controller >= 0 {
 			return m.Controller
 		}
