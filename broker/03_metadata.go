@@ -127,6 +127,10 @@ func (b *Broker) describeTopic(view *metaView, tv *topicView, req *kmsg.Metadata
 			// This broker's leadership is over (a follower's metadata
 			// says so) though its own metadata, cut from etcd, lags.
 			mp.Leader, mp.LeaderEpoch, mp.Replicas, mp.ISR = sup.leader, sup.leaderEpoch, sup.replicas, sup.isr
+		} else if pv.leader == b.cfg.NodeID && b.leadershipLapsed(tv.name, pv.index) {
+			// Nor can it prove its leadership (and refuses produce):
+			// no leader, so that the client asks another broker.
+			mp.Leader, mp.ErrorCode = -1, kerr.LeaderNotAvailable.Code
 		}
 		mp.OfflineReplicas = []int32{}
 		for _, id := range mp.Replicas {

@@ -106,6 +106,9 @@ func (g *groupCoordinator) onLeader(p *partition, leader bool) {
 // coordinatorFor finds the broker leading the group's offsets partition.
 // When the offsets topic does not exist yet it starts creating it and
 // answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client retries.
+// Where this broker leads the partition in its own metadata, cut from
+// etcd, it names the newer leader a peer told it of, or, unable to prove
+// its own leadership (leadershipLapsed), answers COORDINATOR_NOT_AVAILABLE.
 func (g *groupCoordinator) coordinatorFor(groupID string) (brokerView, int16) {
 	view := g.b.meta.snapshot()
 	tv := view.topics[offsetsTopic]
@@ -117,7 +120,17 @@ func (g *groupCoordinator) coordinatorFor(groupID string) (brokerView, int16) {
 	if int(p) >= len(tv.partitions) {
 		return brokerView{}, kerr.CoordinatorNotAvailable.Code
 	}
-	bv, ok := view.broker(tv.partitions[p].leader)
+	pv := tv.partitions[p]
+	leader := pv.leader
+	if sup := g.b.supersededView(offsetsTopic, p, pv.leader, pv.leaderEpoch); sup != nil {
+		// This broker's leadership is over, though its metadata (cut
+		// from etcd) lags: a peer named the new leader.
+		leader = sup.leader
+	} else if leader == g.b.cfg.NodeID && g.b.leadershipLapsed(offsetsTopic, p) {
+		// It would answer the group's requests NOT_COORDINATOR.
+		return brokerView{}, kerr.CoordinatorNotAvailable.Code
+	}
+	bv, ok := view.broker(leader)
 	if !ok {
 		return brokerView{}, kerr.CoordinatorNotAvailable.Code
 	}
@@ -326,6 +339,8 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 		}
 	}
 }
+
+func (l *offsetsLog) Leads() bool { return l.p.leadsProvably() }
 
 func (l *offsetsLog) DeleteBefore(offset int64) error {
 	return l.p.log.SetLogStartOffset(offset)

@@ -73,8 +73,11 @@ func (b *Broker) addProduceLeaderHints(resp *kmsg.ProduceResponse) {
 				id = rt.TopicID
 			}
 			if l, e, ok := leaderHint(view, rt.Topic, id, sp.Partition); ok {
-				if sup := b.supersededView(b.topicName(rt.Topic, id), sp.Partition, l, e); sup != nil {
+				name := b.topicName(rt.Topic, id)
+				if sup := b.supersededView(name, sp.Partition, l, e); sup != nil {
 					l, e = sup.leader, sup.leaderEpoch
+				} else if l == b.cfg.NodeID && b.leadershipLapsed(name, sp.Partition) {
+					continue // no hint: the client asks for metadata
 				}
 				sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = l, e
 				leaders = append(leaders, l)

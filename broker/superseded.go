@@ -52,7 +52,12 @@ import (
 //
 // Neither proven, the partition answers produce NOT_LEADER_OR_FOLLOWER
 // (retriable: a client refreshes its metadata and tries again) until one
-// is proven again. This applies only where another replica could be
+// is proven again, with no leader hint; this broker's Metadata names no
+// leader for it (LEADER_NOT_AVAILABLE), so that a client asks another
+// broker rather than come back; and a group coordinator on it answers
+// NOT_COORDINATOR (FindCoordinator, COORDINATOR_NOT_AVAILABLE): its state
+// may lack commits the coordinator elected in its place acknowledged, and
+// a committed offset read from it would move backwards. This applies only where another replica could be
 // elected: an ISR with another member (pending additions counted), or
 // unclean.leader.election.enable with another replica. A partition whose
 // only in-sync replica is this broker (replication factor 1 among them)
@@ -102,6 +107,32 @@ func (p *partition) leadershipProven(s *partitionState, now time.Time) bool {
 		return true
 	}
 	return !p.othersCanLead(s)
+}
+
+// leadsProvably reports whether this broker leads the partition as far as
+// it can prove now: it is the leader in its metadata, no peer has named a
+// newer one, and leadershipProven holds. The group coordinator answers
+// from the state it loaded from the partition only while this holds: a
+// coordinator whose leadership is over, or unproven, may hold commits
+// older than those another coordinator has acknowledged since.
+func (p *partition) leadsProvably() bool {
+	p.appendMu.RLock()
+	defer p.appendMu.RUnlock()
+	s := p.state.Load()
+	return p.writable(s) == nil && p.leadershipProven(s, time.Now())
+}
+
+// leadershipLapsed reports whether this broker leads partition index of
+// topic in its own metadata but cannot prove it now (leadsProvably), and
+// knows of no newer leader (supersededView names it when it does). Its
+// Metadata and FindCoordinator answers then name no leader, rather than
+// itself, so that clients ask another broker, which may know the new one.
+func (b *Broker) leadershipLapsed(topic string, index int32) bool {
+	p, ok := b.replicas.lookupByName(topic, index)
+	if !ok || p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) || !p.isLeader() {
+		return false // the common case, without a lock
+	}
+	return !p.leadsProvably()
 }
 
 // othersCanLead reports whether the controller could elect a replica

@@ -26,7 +26,8 @@ func (h *leaseHost) leaseProvenUntil() time.Time                { return h.until
 
 // TestLeaderRefusesWritesItCannotProve: a leader whose lease may have
 // expired, with no in-sync follower's recent word that it still leads,
-// accepts no write (acks=1 or the group coordinator's), since the
+// accepts no write (acks=1 or the group coordinator's), and its group
+// coordinator answers nothing from the partition's state, since the
 // controller may have elected one of those followers; it accepts them
 // again once a follower's word or a renewal proves the leadership, and
 // always when no other replica can be elected (it is alone in the ISR,
@@ -65,6 +66,11 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	if err := internal(); !errors.Is(err, errNotLeader) {
 		t.Fatalf("coordinator append with the lease unproven, no follower's word: %v, want errNotLeader", err)
 	}
+	// Nor does the group coordinator answer from the partition's state.
+	coordinator := &offsetsLog{p: p}
+	if coordinator.Leads() {
+		t.Fatal("the coordinator's log leads with the lease unproven and no follower's word")
+	}
 
 	// A follower's word at an older epoch proves nothing; at this one it
 	// proves the leadership for contactHolds after it was asked.
@@ -72,6 +78,16 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	if err := produce(now); !errors.Is(err, errNotLeader) {
 		t.Fatalf("with a follower's word at an older epoch: %v, want errNotLeader", err)
 	}
+	p.provedBy(3, time.Now())
+	if !coordinator.Leads() {
+		t.Fatal("the coordinator's log does not lead with an in-sync follower's word")
+	}
+	p.superseded.Store(&supersession{epoch: 3, leader: 2, leaderEpoch: 4})
+	if coordinator.Leads() {
+		t.Fatal("the coordinator's log leads though a peer names a newer leader")
+	}
+	p.superseded.Store(nil)
+	p.contact.Store(nil)
 	p.provedBy(3, now)
 	if err := produce(now.Add(contactHolds / 2)); err != nil {
 		t.Fatalf("with an in-sync follower's word: %v", err)

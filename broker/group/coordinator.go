@@ -170,6 +170,9 @@ func (c *Coordinator) shardFor(group string) (*shard, int16) {
 	if !s.loaded.Load() {
 		return nil, kerr.CoordinatorLoadInProgress.Code
 	}
+	if !s.log.Leads() {
+		return nil, kerr.NotCoordinator.Code
+	}
 	return s, 0
 }
 
@@ -184,7 +187,8 @@ func (c *Coordinator) groupCount() int64 {
 	return n
 }
 
-// allShards returns the loaded shards in partition order, and whether any
+// allShards returns the loaded shards whose partitions this broker can
+// prove it leads (Log.Leads), in partition order, and whether any
 // partition is still loading.
 func (c *Coordinator) allShards() ([]*shard, bool) {
 	c.mu.RLock()
@@ -192,10 +196,11 @@ func (c *Coordinator) allShards() ([]*shard, bool) {
 	var out []*shard
 	loading := false
 	for _, s := range c.mu.shards {
-		if s.loaded.Load() {
-			out = append(out, s)
-		} else {
+		switch {
+		case !s.loaded.Load():
 			loading = true
+		case s.log.Leads():
+			out = append(out, s)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].partition < out[j].partition })

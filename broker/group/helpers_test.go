@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,7 +107,12 @@ type memLog struct {
 	scanGate chan struct{}
 	// latency is added to every append (a disk write and replication).
 	latency time.Duration
+	// unproven makes Leads report false (the leadership cannot be
+	// proven).
+	unproven atomic.Bool
 }
+
+func (l *memLog) Leads() bool { return !l.unproven.Load() }
 
 func (l *memLog) Append(ctx context.Context, recs []recordbatch.Record) (int64, error) {
 	if l.gate != nil {

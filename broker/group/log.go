@@ -27,6 +27,13 @@ type Log interface {
 	// DeleteBefore moves the log start forward to offset; the records
 	// below it are no longer scanned and their segments may be removed.
 	DeleteBefore(offset int64) error
+	// Leads reports whether this broker still leads the partition as far
+	// as it can prove now. A coordinator cut off from the cluster keeps
+	// its partitions in its own eyes while another broker is elected and
+	// coordinates their groups: it answers NOT_COORDINATOR once it cannot
+	// prove its leadership, rather than serve commits the new
+	// coordinator has moved past.
+	Leads() bool
 }
 
 // Errors a Log returns (wrapped), which the coordinator maps to Kafka's

@@ -45,6 +45,42 @@ func TestSimpleGroupCommitAndFetch(t *testing.T) {
 	}
 }
 
+// TestACoordinatorThatCannotProveItsLeadershipAnswersNothing: while the
+// offsets partition's log cannot prove this broker leads it (cut off from
+// the cluster, another coordinator may have been elected and acknowledged
+// newer commits), every request for its groups is answered
+// NOT_COORDINATOR, and ListGroups leaves its groups out; once proven
+// again, it answers from its state as before.
+func TestACoordinatorThatCannotProveItsLeadershipAnswersNothing(t *testing.T) {
+	e := newEnv(t)
+	if codes := e.commit(commitReq("g", "", -1, "t", map[int32]int64{0: 10})); codes[0] != 0 {
+		t.Fatalf("commit: %v", codes)
+	}
+	e.log.unproven.Store(true)
+	if _, code := e.fetchAll("g"); code != codeNotCoordinator {
+		t.Fatalf("offset fetch with the leadership unproven: code %d, want NOT_COORDINATOR", code)
+	}
+	if codes := e.commit(commitReq("g", "", -1, "t", map[int32]int64{0: 11})); codes[0] != codeNotCoordinator {
+		t.Fatalf("commit with the leadership unproven: %v, want NOT_COORDINATOR", codes)
+	}
+	if d := e.describe("g"); d.ErrorCode != codeNotCoordinator {
+		t.Fatalf("describe with the leadership unproven: code %d, want NOT_COORDINATOR", d.ErrorCode)
+	}
+	if r := e.c.JoinGroup(ctx, ClientInfo{}, joinReq(9, "g2", "", "")); r.ErrorCode != codeNotCoordinator {
+		t.Fatalf("join with the leadership unproven: code %d, want NOT_COORDINATOR", r.ErrorCode)
+	}
+	lr := kmsg.NewPtrListGroupsRequest()
+	lr.Version = 5
+	if groups := e.c.ListGroups(ctx, lr).Groups; len(groups) != 0 {
+		t.Fatalf("list with the leadership unproven: %+v, want none", groups)
+	}
+	e.log.unproven.Store(false)
+	got, code := e.fetchAll("g")
+	if code != 0 || got[topicPartition{"t", 0}] != 10 {
+		t.Fatalf("fetch with the leadership proven again: %v %d", got, code)
+	}
+}
+
 func TestCommitValidatesTopicsAndMetadata(t *testing.T) {
 	e := newEnv(t)
 	e.opts.Topics = fakeTopics{"t": {id: topicID(1), partitions: 2}}

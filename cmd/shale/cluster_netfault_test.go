@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
@@ -191,7 +193,7 @@ func TestFollowerProcessCutFromLeaderLeavesAndRejoinsISR(t *testing.T) {
 // its lease has expired; it must stop acknowledging writes by itself: an
 // acks=1 producer talking to it alone gets no acknowledgement, which the
 // partition would lose when the old leader comes back as a follower and
-// truncates. Once the links heal it rejoins the ISR. Twice, under an
+// truncates, and its metadata names no leader. Once the links heal it rejoins the ISR. Twice, under an
 // idempotent acks=all producer; every acknowledged record is read back
 // once, in order.
 func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
@@ -206,8 +208,18 @@ func TestLeaderProcessCutFromEtcdAndFollowersAcknowledgesNothing(t *testing.T) {
 		t.Logf("round %d: leader %d cut from etcd and its followers; broker %d leads", round, old, leader)
 		// Its lease has expired (the controller has elected another),
 		// so it cannot prove its leadership: no acks=1 write is
-		// acknowledged, though its own metadata still names it leader.
+		// acknowledged, and its metadata, which still has it lead,
+		// names no leader, so that clients ask another broker.
 		requireNoAcknowledgement(t, c, old, kgo.LeaderAck(), fmt.Sprintf("cut from etcd and its followers and replaced by broker %d", leader))
+		oldView := kadm.NewClient(directClient(t, c.procs[old].kafkaAddr))
+		brokertest.WaitFor(t, 10*time.Second, "the cut leader's metadata names no leader", func() (bool, string) {
+			td, err := oldView.ListTopics(c.ctx, "acked")
+			if err != nil || td["acked"].Err != nil {
+				return false, fmt.Sprint(err, td["acked"].Err)
+			}
+			pd := td["acked"].Partitions[0]
+			return pd.Leader == -1 && errors.Is(pd.Err, kerr.LeaderNotAvailable), fmt.Sprintf("leader %d, %v", pd.Leader, pd.Err)
+		})
 		c.waitAcked(c.ackedCount() + 100)
 		c.procs[old].etcdLink.Heal()
 		healFromPeers(c.procs, old)
