@@ -37,6 +37,9 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}
+			if err == nil && req.ReplicaID < 0 && p.leadershipLapsed() {
+				err = errLeadershipUnproven
+			}
 			if err == nil {
 				err = p.checkTierReady()
 				if err != nil && p.tier.early.Load() && (rp.Timestamp == listLatest || rp.Timestamp == listEarliestLocal) {

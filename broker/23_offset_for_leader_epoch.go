@@ -26,6 +26,9 @@ func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeader
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}
+			if err == nil && req.ReplicaID < 0 && p.leadershipLapsed() {
+				err = errLeadershipUnproven
+			}
 			var (
 				epoch int32
 				end   int64

@@ -129,7 +129,18 @@ func (p *partition) leadsProvably() bool {
 // itself, so that clients ask another broker, which may know the new one.
 func (b *Broker) leadershipLapsed(topic string, index int32) bool {
 	p, ok := b.replicas.lookupByName(topic, index)
-	if !ok || p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) || !p.isLeader() {
+	return ok && p.leadershipLapsed()
+}
+
+// leadershipLapsed reports whether this broker leads the partition in its
+// own metadata but cannot prove it now (leadsProvably). Besides produce
+// and the group coordinator, clients' ListOffsets and OffsetForLeaderEpoch
+// are refused then (NOT_LEADER_OR_FOLLOWER): the log end and the high
+// watermark they answer from may be behind what the leader elected in
+// this broker's place has answered. Fetches are served: what is below
+// the high watermark is on every in-sync replica.
+func (p *partition) leadershipLapsed() bool {
+	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) || !p.isLeader() {
 		return false // the common case, without a lock
 	}
 	return !p.leadsProvably()

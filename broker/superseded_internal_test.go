@@ -26,8 +26,9 @@ func (h *leaseHost) leaseProvenUntil() time.Time                { return h.until
 
 // TestLeaderRefusesWritesItCannotProve: a leader whose lease may have
 // expired, with no in-sync follower's recent word that it still leads,
-// accepts no write (acks=1 or the group coordinator's), and its group
-// coordinator answers nothing from the partition's state, since the
+// accepts no write (acks=1 or the group coordinator's), and neither its
+// group coordinator nor a client's ListOffsets or OffsetForLeaderEpoch is
+// answered from the partition's state (leadershipLapsed), since the
 // controller may have elected one of those followers; it accepts them
 // again once a follower's word or a renewal proves the leadership, and
 // always when no other replica can be elected (it is alone in the ISR,
@@ -71,6 +72,10 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	if coordinator.Leads() {
 		t.Fatal("the coordinator's log leads with the lease unproven and no follower's word")
 	}
+	// Nor are clients' ListOffsets and OffsetForLeaderEpoch answered.
+	if !p.leadershipLapsed() {
+		t.Fatal("the leadership has not lapsed with the lease unproven and no follower's word")
+	}
 
 	// A follower's word at an older epoch proves nothing; at this one it
 	// proves the leadership for contactHolds after it was asked.
@@ -79,8 +84,8 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 		t.Fatalf("with a follower's word at an older epoch: %v, want errNotLeader", err)
 	}
 	p.provedBy(3, time.Now())
-	if !coordinator.Leads() {
-		t.Fatal("the coordinator's log does not lead with an in-sync follower's word")
+	if !coordinator.Leads() || p.leadershipLapsed() {
+		t.Fatal("the leadership is not proven by an in-sync follower's word")
 	}
 	p.superseded.Store(&supersession{epoch: 3, leader: 2, leaderEpoch: 4})
 	if coordinator.Leads() {
