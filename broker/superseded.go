@@ -54,16 +54,17 @@ import (
 // (retriable: a client refreshes its metadata and tries again) until one
 // is proven again, with no leader hint; this broker's Metadata names no
 // leader for it (LEADER_NOT_AVAILABLE), so that a client asks another
-// broker rather than come back; and a group coordinator on it answers
-// NOT_COORDINATOR (FindCoordinator, COORDINATOR_NOT_AVAILABLE): its state
-// may lack commits the coordinator elected in its place acknowledged, and
-// a committed offset read from it would move backwards. This applies only where another replica could be
-// elected: an ISR with another member (pending additions counted), or
+// broker rather than come back; a group coordinator on it answers
+// NOT_COORDINATOR (FindCoordinator: COORDINATOR_NOT_AVAILABLE), since its
+// state may lack commits the coordinator elected in its place has
+// acknowledged, and a committed offset read from it would move backwards;
+// clients' ListOffsets and OffsetForLeaderEpoch are refused likewise. This
+// applies only where another replica could be elected: an ISR with another member (pending additions counted), or
 // unclean.leader.election.enable with another replica. A partition whose
 // only in-sync replica is this broker (replication factor 1 among them)
 // keeps serving: the controller marks it offline when the lease expires
 // (replication.ElectLeader elects no one from outside the ISR) and this
-// broker leads it again, log intact, when it registers again. Reads are
+// broker leads it again, log intact, when it registers again. Fetches are
 // not refused: what is below the high watermark is on every in-sync
 // replica, and a deposed leader's high watermark only lags.
 //
@@ -116,6 +117,12 @@ func (p *partition) leadershipProven(s *partitionState, now time.Time) bool {
 // coordinator whose leadership is over, or unproven, may hold commits
 // older than those another coordinator has acknowledged since.
 func (p *partition) leadsProvably() bool {
+	if p.writable(p.state.Load()) != nil {
+		return false
+	}
+	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) {
+		return true // the common case, without a lock
+	}
 	p.appendMu.RLock()
 	defer p.appendMu.RUnlock()
 	s := p.state.Load()
@@ -133,12 +140,10 @@ func (b *Broker) leadershipLapsed(topic string, index int32) bool {
 }
 
 // leadershipLapsed reports whether this broker leads the partition in its
-// own metadata but cannot prove it now (leadsProvably). Besides produce
-// and the group coordinator, clients' ListOffsets and OffsetForLeaderEpoch
-// are refused then (NOT_LEADER_OR_FOLLOWER): the log end and the high
-// watermark they answer from may be behind what the leader elected in
-// this broker's place has answered. Fetches are served: what is below
-// the high watermark is on every in-sync replica.
+// own metadata but cannot prove it now (leadsProvably): clients'
+// ListOffsets and OffsetForLeaderEpoch are refused then, as the log end and
+// high watermark they answer from may be behind what the leader elected
+// in this broker's place has answered.
 func (p *partition) leadershipLapsed() bool {
 	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) || !p.isLeader() {
 		return false // the common case, without a lock
