@@ -342,6 +342,29 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 
 func (l *offsetsLog) Leads() bool { return l.p.leadsProvably() }
 
+// ReadFence returns once this broker has proven its leadership of the
+// partition for a read that arrived at since (partition.provenSince): at
+// once while its lease is valid, else after its next in-sync follower's
+// word, which it asks for every supersedeCheckInterval while the lease is
+// out.
+func (l *offsetsLog) ReadFence(ctx context.Context, since time.Time) error {
+	deadline := time.Now().Add(readFenceWait)
+	for {
+		proven, maybe := l.p.provenSince(since)
+		switch {
+		case proven:
+			return nil
+		case !maybe || time.Now().After(deadline):
+			return fmt.Errorf("%w: %w", group.ErrNotLeader, errLeadershipUnproven)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(readFencePoll):
+		}
+	}
+}
+
 func (l *offsetsLog) DeleteBefore(offset int64) error {
 	return l.p.log.SetLogStartOffset(offset)
 }

@@ -83,6 +83,11 @@ const (
 	// broker leader at its epoch proves the leadership, counted
 	// from when it was asked: long enough to cover the next ask.
 	contactHolds = supersedeAskTimeout + 2*supersedeCheckInterval
+	// readFenceWait bounds how long a read waits for an in-sync
+	// follower's word asked after it arrived (offsetsLog.ReadFence), and
+	// readFencePoll is how often it looks.
+	readFenceWait = contactHolds + supersedeAskTimeout
+	readFencePoll = 20 * time.Millisecond
 )
 
 // errLeadershipUnproven: neither the lease nor an in-sync follower
@@ -127,6 +132,31 @@ func (p *partition) leadsProvably() bool {
 	defer p.appendMu.RUnlock()
 	s := p.state.Load()
 	return p.writable(s) == nil && p.leadershipProven(s, time.Now())
+}
+
+// provenSince reports whether this broker leads the partition and proves
+// it for reads that arrived at since: by its lease, valid now, or by an
+// in-sync follower's word asked at or after since (or no other replica can
+// be elected). A word asked before since does not do: the follower may
+// have been elected just after it answered, and, once it has seen that,
+// never names this broker at its epoch again, so no commit it acknowledged
+// as the new leader can predate a word asked after since. maybe reports
+// that such a word may still come (it leads, proven by an older word).
+func (p *partition) provenSince(since time.Time) (proven, maybe bool) {
+	if !p.leadsProvably() {
+		return false, false
+	}
+	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) {
+		return true, false
+	}
+	p.appendMu.RLock()
+	defer p.appendMu.RUnlock()
+	s := p.state.Load()
+	if !p.othersCanLead(s) {
+		return true, false
+	}
+	c := p.contact.Load()
+	return c != nil && c.epoch == s.leaderEpoch && !c.until.Add(-contactHolds).Before(since), true
 }
 
 // leadershipLapsed reports whether this broker leads partition index of

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -127,6 +129,41 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	host.until = now.Add(2 * time.Hour)
 	if err := produce(now.Add(time.Hour)); err != nil {
 		t.Fatalf("with the lease proven again: %v", err)
+	}
+}
+
+// TestACoordinatorsReadWaitsForAFollowersWordAskedAfterIt: with its lease
+// out, the group coordinator's read fence (before OffsetFetch reads
+// commits) passes at once on a valid lease, and otherwise waits for an
+// in-sync follower's word asked after the read arrived: a word asked
+// before it does not do, since that follower may have been elected and
+// have acknowledged commits since. No such word before the last one
+// lapses (or within readFenceWait): the read is refused.
+func TestACoordinatorsReadWaitsForAFollowersWordAskedAfterIt(t *testing.T) {
+	p, host := leaderOfThree(t, time.Now().Add(time.Hour))
+	l := &offsetsLog{p: p}
+	if err := l.ReadFence(context.Background(), time.Now()); err != nil {
+		t.Fatalf("read fence with the lease valid: %v", err)
+	}
+	host.until = time.Now().Add(-time.Millisecond)
+	p.provedBy(3, time.Now()) // asked before the read arrives
+	time.Sleep(10 * time.Millisecond)
+	const later = 200 * time.Millisecond
+	go func() {
+		time.Sleep(later)
+		p.provedBy(3, time.Now())
+	}()
+	start := time.Now()
+	if err := l.ReadFence(context.Background(), start); err != nil {
+		t.Fatalf("read fence with a follower's word asked after the read: %v", err)
+	}
+	if took := time.Since(start); took < later {
+		t.Fatalf("the read fence passed after %s, on a word asked before the read", took)
+	}
+	// No word after this read: refused once the last word lapses (or
+	// after readFenceWait, whichever comes first).
+	if err := l.ReadFence(context.Background(), time.Now()); !errors.Is(err, group.ErrNotLeader) {
+		t.Fatalf("read fence with no follower's word after the read: %v, want ErrNotLeader", err)
 	}
 }
 

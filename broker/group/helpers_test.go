@@ -110,9 +110,19 @@ type memLog struct {
 	// unproven makes Leads report false (the leadership cannot be
 	// proven).
 	unproven atomic.Bool
+	// fenceFails makes ReadFence fail while Leads holds (no word from a
+	// follower asked after the read arrived).
+	fenceFails atomic.Bool
 }
 
 func (l *memLog) Leads() bool { return !l.unproven.Load() }
+
+func (l *memLog) ReadFence(context.Context, time.Time) error {
+	if l.unproven.Load() || l.fenceFails.Load() {
+		return ErrNotLeader
+	}
+	return nil
+}
 
 func (l *memLog) Append(ctx context.Context, recs []recordbatch.Record) (int64, error) {
 	if l.gate != nil {

@@ -3,6 +3,7 @@ package group
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -34,6 +35,14 @@ type Log interface {
 	// prove its leadership, rather than serve commits the new
 	// coordinator has moved past.
 	Leads() bool
+	// ReadFence returns once this broker has proven that it leads the
+	// partition at a time after since (the wall-clock time a read
+	// arrived), so that no other coordinator can have acknowledged,
+	// before the read, a commit this one's state lacks; an error
+	// (ErrNotLeader) when it cannot. OffsetFetch passes it before it
+	// reads a group's commits. It may wait while the broker's lease is
+	// out (etcd away), for a follower's word.
+	ReadFence(ctx context.Context, since time.Time) error
 }
 
 // Errors a Log returns (wrapped), which the coordinator maps to Kafka's

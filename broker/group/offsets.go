@@ -3,6 +3,7 @@ package group
 import (
 	"context"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -209,9 +210,12 @@ func (s *shard) validateCommit(req *kmsg.OffsetCommitRequest) (*groupEntry, int1
 // v8).
 func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+	// The wall-clock time the read arrived: a read fence passed for one
+	// group serves the others of the same offsets partition.
+	arrived := time.Now()
 	if req.Version >= 8 {
 		for _, rg := range req.Groups {
-			resp.Groups = append(resp.Groups, c.fetchGroup(ctx, req.Version, rg))
+			resp.Groups = append(resp.Groups, c.fetchGroup(ctx, req.Version, rg, arrived))
 		}
 		return resp
 	}
@@ -223,7 +227,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 			rg.Topics = append(rg.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
 		}
 	}
-	g := c.fetchGroup(ctx, req.Version, rg)
+	g := c.fetchGroup(ctx, req.Version, rg, arrived)
 	resp.ErrorCode = g.ErrorCode
 	for _, t := range g.Topics {
 		rt := kmsg.NewOffsetFetchResponseTopic()
@@ -241,7 +245,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 	return resp
 }
 
-func (c *Coordinator) fetchGroup(ctx context.Context, version int16, rg kmsg.OffsetFetchRequestGroup) kmsg.OffsetFetchResponseGroup {
+func (c *Coordinator) fetchGroup(ctx context.Context, version int16, rg kmsg.OffsetFetchRequestGroup, arrived time.Time) kmsg.OffsetFetchResponseGroup {
 	errGroup := func(code int16) kmsg.OffsetFetchResponseGroup {
 		out := kmsg.NewOffsetFetchResponseGroup()
 		out.Group, out.ErrorCode = rg.Group, code
@@ -263,6 +267,9 @@ func (c *Coordinator) fetchGroup(ctx context.Context, version int16, rg kmsg.Off
 	s, code := c.shardFor(rg.Group)
 	if code != 0 {
 		return errGroup(code)
+	}
+	if err := s.log.ReadFence(ctx, arrived); err != nil {
+		return errGroup(codeNotCoordinator)
 	}
 	out, code := await(ctx, s, func(reply func(kmsg.OffsetFetchResponseGroup)) { reply(s.offsetFetch(version, rg)) })
 	if code != 0 {

@@ -50,7 +50,8 @@ func TestSimpleGroupCommitAndFetch(t *testing.T) {
 // the cluster, another coordinator may have been elected and acknowledged
 // newer commits), every request for its groups is answered
 // NOT_COORDINATOR, and ListGroups leaves its groups out; once proven
-// again, it answers from its state as before.
+// again, it answers from its state as before. OffsetFetch also needs the
+// log's read fence: a proof of the leadership after the read arrived.
 func TestACoordinatorThatCannotProveItsLeadershipAnswersNothing(t *testing.T) {
 	e := newEnv(t)
 	if codes := e.commit(commitReq("g", "", -1, "t", map[int32]int64{0: 10})); codes[0] != 0 {
@@ -78,6 +79,12 @@ func TestACoordinatorThatCannotProveItsLeadershipAnswersNothing(t *testing.T) {
 	got, code := e.fetchAll("g")
 	if code != 0 || got[topicPartition{"t", 0}] != 10 {
 		t.Fatalf("fetch with the leadership proven again: %v %d", got, code)
+	}
+	// Proven, but not for a read arriving now (no follower's word asked
+	// since): the commits are not read.
+	e.log.fenceFails.Store(true)
+	if _, code := e.fetchAll("g"); code != codeNotCoordinator {
+		t.Fatalf("offset fetch past a failed read fence: code %d, want NOT_COORDINATOR", code)
 	}
 }
 
