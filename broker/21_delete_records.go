@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -175,15 +176,28 @@ func deleteRecords(ctx context.Context, p *partition, offset int64) (int64, erro
 			}
 		}
 	}
-	if offset > p.log.LogStartOffset() {
-		if err := p.log.SetLogStartOffset(offset); err != nil {
-			return 0, err
-		}
+	if err := p.advanceLocalStart(offset); err != nil {
+		return 0, err
 	}
 	// Followers learn the new start from their next fetch answer: wake
 	// the ones waiting for data.
 	p.wake()
 	return offset, nil
+}
+
+// advanceLocalStart moves the local log's start forward to offset, unless
+// it is there or past already: local retention may move it past offset
+// between a look at it and the move (a tiered log keeps only what the
+// bucket does not hold), which leaves nothing to do.
+func (p *partition) advanceLocalStart(offset int64) error {
+	if offset <= p.log.LogStartOffset() {
+		return nil
+	}
+	err := p.log.SetLogStartOffset(offset)
+	if errors.Is(err, localseg.ErrOffsetOutOfRange) && offset <= p.log.LogStartOffset() {
+		return nil
+	}
+	return err
 }
 
 // brokerAlive reports whether broker id is registered (its lease live).

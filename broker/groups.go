@@ -366,7 +366,7 @@ func (l *offsetsLog) ReadFence(ctx context.Context, since time.Time) error {
 }
 
 func (l *offsetsLog) DeleteBefore(offset int64) error {
-	return l.p.log.SetLogStartOffset(offset)
+	return l.p.advanceLocalStart(offset)
 }
 
 // metaTopics answers the coordinator's topic lookups from the metadata.

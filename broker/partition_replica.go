@@ -347,10 +347,8 @@ func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, le
 		if hw := min(leaderHW, p.log.LogEndOffset()); hw != p.hw.Load() {
 			p.setHW(hw)
 		}
-		if start := min(leaderLogStart, p.log.LogEndOffset()); start > p.log.LogStartOffset() {
-			if err := p.log.SetLogStartOffset(start); err != nil {
-				return err
-			}
+		if err := p.advanceLocalStart(min(leaderLogStart, p.log.LogEndOffset())); err != nil {
+			return err
 		}
 		return nil
 	})

@@ -680,8 +680,8 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 	if err != nil {
 		t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 	}
-	if m != nil && m.LogStartOffset > p.log.LogStartOffset() {
-		if err := p.log.SetLogStartOffset(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
+	if m != nil {
+		if err := p.advanceLocalStart(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
 			t.svc.b.log.Warn("moving the log start after remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 		}
 	}
