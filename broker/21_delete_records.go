@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -183,21 +182,6 @@ func deleteRecords(ctx context.Context, p *partition, offset int64) (int64, erro
 	// the ones waiting for data.
 	p.wake()
 	return offset, nil
-}
-
-// advanceLocalStart moves the local log's start forward to offset, unless
-// it is there or past already: local retention may move it past offset
-// between a look at it and the move (a tiered log keeps only what the
-// bucket does not hold), which leaves nothing to do.
-func (p *partition) advanceLocalStart(offset int64) error {
-	if offset <= p.log.LogStartOffset() {
-		return nil
-	}
-	err := p.log.SetLogStartOffset(offset)
-	if errors.Is(err, localseg.ErrOffsetOutOfRange) && offset <= p.log.LogStartOffset() {
-		return nil
-	}
-	return err
 }
 
 // brokerAlive reports whether broker id is registered (its lease live).
