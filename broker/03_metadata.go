@@ -21,10 +21,20 @@ const noAuthorizedOperations = -2147483648
 func handleMetadata(b *Broker, r *request, req *kmsg.MetadataRequest) kmsg.Response {
 	// Auto-creation waits on etcd; do it off the connection's reader.
 	if b.cfg.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation) && b.hasUnknownNames(req) {
-		go func() { r.respond(b.metadataResponse(r.ctx(), req, true)) }()
+		go func() { r.respond(b.tellPeerOfLease(r, b.metadataResponse(r.ctx(), req, true))) }()
 		return nil
 	}
-	return b.metadataResponse(r.ctx(), req, false)
+	return b.tellPeerOfLease(r, b.metadataResponse(r.ctx(), req, false))
+}
+
+// tellPeerOfLease marks an answer to another broker (a leader whose own
+// lease is out, asking for its followers' word: superseded.go) with
+// leaseProvenTag when this broker's lease is proven as it answers.
+func (b *Broker) tellPeerOfLease(r *request, resp *kmsg.MetadataResponse) *kmsg.MetadataResponse {
+	if r.conn.peer.Load() != 0 && resp.IsFlexible() && time.Now().Before(b.leaseProvenUntil()) {
+		resp.UnknownTags.Set(leaseProvenTag, []byte{1})
+	}
+	return resp
 }
 
 func (b *Broker) hasUnknownNames(req *kmsg.MetadataRequest) bool {

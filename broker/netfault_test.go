@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker"
@@ -316,6 +317,83 @@ func TestLeaderCutFromEtcdStopsClaimingLeadership(t *testing.T) {
 	brokertest.WaitFor(t, 15*time.Second, "the old leader rejoins the ISR as a follower", func() (bool, string) {
 		l, _, isr := c.state(old, "superseded")
 		return l == leader && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+}
+
+// TestLeaderAndOneFollowerCutFromEtcdRefuseWrites: the double fault. The
+// leader is cut from etcd and from one follower; the other follower is cut
+// from etcd too but still reaches the leader. The controller drops both
+// from the ISR and elects the third replica. The follower that reaches the
+// old leader still names it leader at its epoch, yet its own lease is out
+// (it says so: leaseProvenTag missing), so its word no longer proves the
+// old leadership: the old leader refuses acks=1 writes, which the new
+// leader's log would never hold. After the cuts heal both rejoin the ISR.
+func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
+	c := startNetCluster(t, 3)
+	c.createTopic("double")
+	old, epoch, _ := c.state(0, "double")
+	reaching, elected := (old+1)%3, (old+2)%3
+	c.nodes[old].etcdProxy.Cut()
+	c.nodes[reaching].etcdProxy.Cut()
+	c.link(old, c.nodes[elected].addr).Cut()
+	c.link(elected, c.nodes[old].addr).Cut()
+	var newEpoch int32
+	brokertest.WaitFor(t, 15*time.Second, "the third replica elected", func() (bool, string) {
+		l, e, isr := c.state(elected, "double")
+		newEpoch = e
+		return l == elected && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	if l, e, _ := c.state(reaching, "double"); l != old || e != epoch {
+		t.Fatalf("broker %d, cut from etcd, names leader %d at epoch %d; the test needs it to name %d at %d", reaching, l, e, old, epoch)
+	}
+	// kgo sends a raw ProduceRequest with the client's acks.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.nodes[old].addr), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(),
+		kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, c.nodes[old].addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	td, err := kadm.NewClient(directClient(t, c.nodes[elected].addr, 16)).ListTopics(testCtx(t), "double")
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce := func() int16 {
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = 1, 2000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic, rt.TopicID = "double", td["double"].ID
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = idempotentBatch(-1, -1, 0, 1)
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(testCtx(t), cl.Broker(int(old)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Topics[0].Partitions[0].ErrorCode
+	}
+	// The last word given while the follower's lease was proven holds
+	// for contactHolds (1.5 s) after it was asked.
+	brokertest.WaitFor(t, 5*time.Second, "the old leader refuses acks=1 writes", func() (bool, string) {
+		code := produce()
+		return code == kerr.NotLeaderForPartition.Code, fmt.Sprintf("answered %v (nil: acknowledged)", kerr.ErrorForCode(code))
+	})
+	for range 5 {
+		time.Sleep(300 * time.Millisecond)
+		if code := produce(); code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("the old leader answered an acks=1 write with %v after refusing one, while broker %d leads at epoch %d", kerr.ErrorForCode(code), elected, newEpoch)
+		}
+	}
+	c.nodes[old].etcdProxy.Heal()
+	c.nodes[reaching].etcdProxy.Heal()
+	c.link(old, c.nodes[elected].addr).Heal()
+	c.link(elected, c.nodes[old].addr).Heal()
+	brokertest.WaitFor(t, 20*time.Second, "both rejoin the ISR", func() (bool, string) {
+		l, _, isr := c.state(old, "double")
+		return l == elected && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
 	})
 }
 

@@ -82,7 +82,7 @@ type partition struct {
 	// some epoch has ended, found while cut off from etcd
 	// (superseded.go); it applies while state is at that epoch.
 	superseded atomic.Pointer[supersession]
-	// contact is an in-sync follower's latest word that this broker's
+	// contact is the other replicas' latest words that this broker's
 	// leadership holds, asked while its lease was running out
 	// (superseded.go).
 	contact atomic.Pointer[contactProof]

@@ -110,6 +110,22 @@ func (p *partition) maximalISRLocked(s *partitionState) []int32 {
 	return isr
 }
 
+// minimalISRLocked is the ISR as sure as this broker can be of it: the
+// committed one less the members a change in flight drops (it may have
+// landed unseen). Requires repl.
+func (p *partition) minimalISRLocked(s *partitionState) []int32 {
+	if p.repl.pendingISR == nil {
+		return s.isr
+	}
+	var isr []int32
+	for _, id := range s.isr {
+		if slices.Contains(p.repl.pendingISR, id) {
+			isr = append(isr, id)
+		}
+	}
+	return isr
+}
+
 // followerFetch decides a follower's fetch as leader (fencing, divergence)
 // and, when accepted, records the follower's position, which may advance
 // the high watermark and add the follower to the ISR.

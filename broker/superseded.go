@@ -43,12 +43,21 @@ import (
 //     etcd answered, plus the TTL) etcd cannot have expired it, and the
 //     controller elects a new leader only for a broker whose lease is
 //     gone;
-//   - contact with an in-sync follower, newer than contactHolds: a
-//     follower in the ISR that still names this broker leader at its
-//     epoch has not seen a newer leader, and (etcd reachable for it)
-//     would see one within a watch's delay. With etcd down for everyone
-//     the followers keep answering so, and the leader keeps leading, as
-//     no controller can elect another meanwhile.
+//   - the word of its followers, asked less than contactHolds ago, that
+//     they name this broker leader at its epoch, so have seen no newer
+//     leader. One word does when it comes from an in-sync follower whose
+//     own lease was proven as it answered (it says so in a tagged field
+//     of its Metadata answer, leaseProvenTag): the controller keeps a
+//     registered broker in the ISR when it elects a new leader, so that
+//     leader's commits wait for this follower's fetches, and it would see
+//     the new leader within a watch's delay. A follower cut from etcd
+//     proves nothing alone: the controller may have dropped it from the
+//     ISR with this broker and elected the third replica, whose commits
+//     need no word from it. Without such a word, the words of every
+//     replica the controller could elect (electable) do: none of them
+//     leads, and none can lead without learning it. With etcd down for
+//     everyone the followers keep answering so, and the leader keeps
+//     leading, as no controller can elect another meanwhile.
 //
 // Neither proven, the partition answers produce NOT_LEADER_OR_FOLLOWER
 // (retriable: a client refreshes its metadata and tries again) until one
@@ -68,9 +77,10 @@ import (
 // not refused: what is below the high watermark is on every in-sync
 // replica, and a deposed leader's high watermark only lags.
 //
-// What remains: a follower cut from etcd too, yet reaching the leader,
-// keeps the leadership proven while the controller elects the third
-// replica; no broker can tell that without etcd.
+// A follower whose own lease is unproven still counts towards the words
+// of every electable replica: with etcd away for everyone, a leader whose
+// other follower is down too refuses writes, where a registered follower's
+// word alone would have done.
 
 // supersedeCheckInterval is how often a broker whose registration is
 // unproven asks its followers; supersedeAskTimeout bounds one ask.
@@ -94,25 +104,62 @@ const (
 // proves the leadership; the client is told NOT_LEADER_OR_FOLLOWER.
 var errLeadershipUnproven = fmt.Errorf("%w: its lease may have expired and no in-sync follower answers", errNotLeader)
 
-// contactProof is an in-sync follower's word, asked at a time, that this
-// broker leads at epoch; it holds until until.
+// leaseProvenTag is the tagged field of a Metadata answer (v9+) to
+// another broker that says the answering broker's own lease was proven as
+// it answered. Kafka's own tags are small numbers; this one stays clear
+// of them.
+const leaseProvenTag = 0x5348
+
+// contactProof is what the other replicas said of this broker's
+// leadership at epoch: each one's latest word that it names this broker
+// leader at that epoch. Never modified once stored.
 type contactProof struct {
 	epoch int32
-	until time.Time
+	words map[int32]followerWord // by replica id
+}
+
+// followerWord is a replica's word, asked at asked, that this broker
+// leads; registered: the replica's own lease was proven as it answered.
+type followerWord struct {
+	asked      time.Time
+	registered bool
 }
 
 // leadershipProven reports whether this broker may append as the leader
-// of state s at now (see above): its lease is proven, or an in-sync
-// follower answered lately, or no other replica can be elected. Requires
-// appendMu (shared).
+// of state s at now (see above): its lease is proven, or its followers'
+// words asked less than contactHolds ago prove it, or no other replica
+// can be elected. Requires appendMu (shared).
 func (p *partition) leadershipProven(s *partitionState, now time.Time) bool {
 	if p.host == nil || now.Before(p.host.leaseProvenUntil()) {
 		return true
 	}
-	if c := p.contact.Load(); c != nil && c.epoch == s.leaderEpoch && now.Before(c.until) {
-		return true
+	others := p.electable(s)
+	return len(others) == 0 || p.vouchedSince(s, others, now.Add(-contactHolds))
+}
+
+// vouchedSince reports whether followers' words asked at or after since
+// prove the leadership of state s: one from an in-sync follower
+// registered as it answered, or one from each of others (electable).
+// Requires appendMu (shared).
+func (p *partition) vouchedSince(s *partitionState, others []int32, since time.Time) bool {
+	c := p.contact.Load()
+	if c == nil || c.epoch != s.leaderEpoch {
+		return false
 	}
-	return !p.othersCanLead(s)
+	p.repl.Lock()
+	isr := p.minimalISRLocked(s)
+	p.repl.Unlock()
+	for id, w := range c.words {
+		if w.registered && !w.asked.Before(since) && slices.Contains(isr, id) {
+			return true
+		}
+	}
+	for _, id := range others {
+		if w, ok := c.words[id]; !ok || w.asked.Before(since) {
+			return false
+		}
+	}
+	return true
 }
 
 // leadsProvably reports whether this broker leads the partition as far as
@@ -152,11 +199,11 @@ func (p *partition) provenSince(since time.Time) (proven, maybe bool) {
 	p.appendMu.RLock()
 	defer p.appendMu.RUnlock()
 	s := p.state.Load()
-	if !p.othersCanLead(s) {
+	others := p.electable(s)
+	if len(others) == 0 {
 		return true, false
 	}
-	c := p.contact.Load()
-	return c != nil && c.epoch == s.leaderEpoch && !c.until.Add(-contactHolds).Before(since), true
+	return p.vouchedSince(s, others, since), true
 }
 
 // leadershipLapsed reports whether this broker leads partition index of
@@ -181,28 +228,42 @@ func (p *partition) leadershipLapsed() bool {
 	return !p.leadsProvably()
 }
 
-// othersCanLead reports whether the controller could elect a replica
-// other than this broker as leader in its place.
-func (p *partition) othersCanLead(s *partitionState) bool {
-	p.repl.Lock()
-	isr := p.maximalISRLocked(s)
-	p.repl.Unlock()
-	for _, id := range isr {
+// electable is the replicas the controller could elect in this broker's
+// place: the other in-sync ones (those of an ISR change in flight
+// counted), or, with unclean.leader.election.enable, every other replica.
+func (p *partition) electable(s *partitionState) []int32 {
+	var others []int32
+	set := s.replicas
+	if !p.cfg.Load().uncleanLeaderElect {
+		p.repl.Lock()
+		set = p.maximalISRLocked(s)
+		p.repl.Unlock()
+	}
+	for _, id := range set {
 		if id != p.nodeID {
-			return true
+			others = append(others, id)
 		}
 	}
-	return p.cfg.Load().uncleanLeaderElect && len(s.replicas) > 1
+	return others
 }
 
-// provedBy records that an in-sync follower named this broker leader at
-// epoch when asked at sent.
-func (p *partition) provedBy(epoch int32, sent time.Time) {
-	next := &contactProof{epoch: epoch, until: sent.Add(contactHolds)}
+// provedBy records that replica peer named this broker leader at epoch
+// when asked at asked; registered: its own lease was proven as it
+// answered.
+func (p *partition) provedBy(epoch, peer int32, asked time.Time, registered bool) {
+	w := followerWord{asked: asked, registered: registered}
 	for {
 		cur := p.contact.Load()
-		if cur != nil && cur.epoch == epoch && !cur.until.Before(next.until) {
-			return
+		next := &contactProof{epoch: epoch, words: map[int32]followerWord{peer: w}}
+		if cur != nil && cur.epoch == epoch {
+			if old, ok := cur.words[peer]; ok && !old.asked.Before(asked) {
+				return
+			}
+			for id, old := range cur.words {
+				if id != peer {
+					next.words[id] = old
+				}
+			}
 		}
 		if p.contact.CompareAndSwap(cur, next) {
 			return
@@ -326,12 +387,17 @@ func (b *Broker) askPeerMetadata(ctx context.Context, addr string, parts []*part
 
 // recordSupersessions marks the partitions of parts whose leader epoch
 // in peer's answer (asked at sent) is above this broker's, and records
-// the word of an in-sync peer that names this broker leader at its epoch.
+// the word of a peer that names this broker leader at its epoch, with
+// whether the peer's own lease was proven (leaseProvenTag).
 func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.MetadataResponse, sent time.Time) {
 	type key struct {
 		topic string
 		index int32
 	}
+	registered := false
+	resp.UnknownTags.Each(func(tag uint32, val []byte) {
+		registered = registered || tag == leaseProvenTag && len(val) == 1 && val[0] == 1
+	})
 	theirs := map[key]kmsg.MetadataResponseTopicPartition{}
 	ids := map[string][16]byte{}
 	for _, rt := range resp.Topics {
@@ -361,8 +427,8 @@ func (b *Broker) recordSupersessions(peer int32, parts []*partition, resp *kmsg.
 			// One leader per epoch: a peer at this epoch that names
 			// no leader (it does not list this broker as registered)
 			// has not seen another either.
-			if (rp.Leader == b.cfg.NodeID || rp.Leader < 0) && slices.Contains(s.isr, peer) {
-				p.provedBy(s.leaderEpoch, sent)
+			if rp.Leader == b.cfg.NodeID || rp.Leader < 0 {
+				p.provedBy(s.leaderEpoch, peer, sent, registered)
 			}
 			continue
 		}

@@ -81,11 +81,11 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 
 	// A follower's word at an older epoch proves nothing; at this one it
 	// proves the leadership for contactHolds after it was asked.
-	p.provedBy(2, now)
+	p.provedBy(2, 2, now, true)
 	if err := produce(now); !errors.Is(err, errNotLeader) {
 		t.Fatalf("with a follower's word at an older epoch: %v, want errNotLeader", err)
 	}
-	p.provedBy(3, time.Now())
+	p.provedBy(3, 2, time.Now(), true)
 	if !coordinator.Leads() || p.leadershipLapsed() {
 		t.Fatal("the leadership is not proven by an in-sync follower's word")
 	}
@@ -95,11 +95,11 @@ func TestLeaderRefusesWritesItCannotProve(t *testing.T) {
 	}
 	p.superseded.Store(nil)
 	p.contact.Store(nil)
-	p.provedBy(3, now)
+	p.provedBy(3, 2, now, true)
 	if err := produce(now.Add(contactHolds / 2)); err != nil {
 		t.Fatalf("with an in-sync follower's word: %v", err)
 	}
-	if err := produce(now.Add(contactHolds)); !errors.Is(err, errNotLeader) {
+	if err := produce(now.Add(contactHolds + time.Millisecond)); !errors.Is(err, errNotLeader) {
 		t.Fatalf("a follower's word older than contactHolds: %v, want errNotLeader", err)
 	}
 
@@ -146,12 +146,12 @@ func TestACoordinatorsReadWaitsForAFollowersWordAskedAfterIt(t *testing.T) {
 		t.Fatalf("read fence with the lease valid: %v", err)
 	}
 	host.until = time.Now().Add(-time.Millisecond)
-	p.provedBy(3, time.Now()) // asked before the read arrives
+	p.provedBy(3, 2, time.Now(), true) // asked before the read arrives
 	time.Sleep(10 * time.Millisecond)
 	const later = 200 * time.Millisecond
 	go func() {
 		time.Sleep(later)
-		p.provedBy(3, time.Now())
+		p.provedBy(3, 2, time.Now(), true)
 	}()
 	start := time.Now()
 	if err := l.ReadFence(context.Background(), start); err != nil {
@@ -167,13 +167,66 @@ func TestACoordinatorsReadWaitsForAFollowersWordAskedAfterIt(t *testing.T) {
 	}
 }
 
+// TestAFollowerCutFromEtcdTooProvesNothingAlone: the double fault. The
+// leader is cut from etcd and from follower 3; follower 2 is cut from etcd
+// too but still reaches the leader. The controller drops both from the ISR
+// and elects 3, whose commits need no word from 2, so 2's word (its own
+// lease unproven) proves nothing alone: the leader refuses writes, and its
+// coordinator's reads do not pass the fence. Words from both followers
+// (etcd away for everyone) prove it, as does one from an in-sync follower
+// registered as it answered; a registered follower that a shrink in flight
+// may have dropped from the ISR does not.
+func TestAFollowerCutFromEtcdTooProvesNothingAlone(t *testing.T) {
+	p, _ := leaderOfThree(t, time.Now().Add(-time.Millisecond))
+	proven := func() bool {
+		t.Helper()
+		p.appendMu.RLock()
+		defer p.appendMu.RUnlock()
+		return p.leadershipProven(p.state.Load(), time.Now())
+	}
+	start := time.Now()
+	p.provedBy(3, 2, start, false)
+	if proven() {
+		t.Fatal("proven by the word of one follower whose own lease is unproven")
+	}
+	if ok, _ := p.provenSince(start); ok {
+		t.Fatal("a read passes the fence on the word of one follower whose own lease is unproven")
+	}
+	p.provedBy(3, 3, start, false)
+	if !proven() {
+		t.Fatal("not proven by the words of every electable replica")
+	}
+	if ok, _ := p.provenSince(start); !ok {
+		t.Fatal("a read does not pass the fence on words of every electable replica asked after it")
+	}
+	if ok, _ := p.provenSince(start.Add(time.Millisecond)); ok {
+		t.Fatal("a read passes the fence on words asked before it")
+	}
+
+	p.contact.Store(nil)
+	p.provedBy(3, 2, time.Now(), true)
+	if !proven() {
+		t.Fatal("not proven by the word of an in-sync follower registered as it answered")
+	}
+	// A shrink to {1, 3} in flight may have landed: 2 may be out of the
+	// ISR the controller elects from.
+	p.repl.Lock()
+	p.repl.pendingISR, p.repl.pendingFrom = []int32{1, 3}, 0
+	p.repl.Unlock()
+	if proven() {
+		t.Fatal("proven by a registered follower that an ISR shrink in flight drops")
+	}
+}
+
 // TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership: a follower
 // whose metadata no longer lists its leader as registered (the leader's
 // lease expired while etcd was away) answers LEADER_NOT_AVAILABLE, with
 // no leader, at the leader's epoch: it has seen no other leader, so its
-// answer proves the leadership as one naming the leader does. Taken as
-// no answer, the leader refused every write while etcd was away. At a
-// newer epoch it is proof that the leadership is over.
+// answer counts as one naming the leader does. Taken as no answer, the
+// leader refused every write while etcd was away. Its own lease unproven,
+// it proves the leadership only with the other follower's word; with
+// leaseProvenTag, alone. At a newer epoch it is proof that the leadership
+// is over.
 func TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership(t *testing.T) {
 	p, _ := leaderOfThree(t, time.Now().Add(-time.Second))
 	b := &Broker{cfg: Config{NodeID: 1}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -192,11 +245,22 @@ func TestFollowerThatNoLongerListsTheLeaderProvesItsLeadership(t *testing.T) {
 	}
 	now := time.Now()
 	b.recordSupersessions(2, []*partition{p}, answer(3), now)
+	if p.leadershipProven(p.state.Load(), now) {
+		t.Fatal("one follower cut from etcd too (no leaseProvenTag) proved the leadership alone")
+	}
+	b.recordSupersessions(3, []*partition{p}, answer(3), now)
 	if !p.leadershipProven(p.state.Load(), now) {
-		t.Fatal("a follower at the leader's epoch that names no leader did not prove the leadership")
+		t.Fatal("every follower at the leader's epoch naming no leader did not prove the leadership")
 	}
 	if p.supersededAt(3) != nil {
 		t.Fatal("superseded by a follower at the same epoch")
+	}
+	p.contact.Store(nil)
+	registered := answer(3)
+	registered.UnknownTags.Set(leaseProvenTag, []byte{1})
+	b.recordSupersessions(2, []*partition{p}, registered, now)
+	if !p.leadershipProven(p.state.Load(), now) {
+		t.Fatal("an in-sync follower registered as it answered did not prove the leadership alone")
 	}
 	b.recordSupersessions(3, []*partition{p}, answer(4), now)
 	if p.supersededAt(3) == nil {
