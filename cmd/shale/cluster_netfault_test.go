@@ -106,8 +106,7 @@ func waitRejoinedAsFollower(t *testing.T, c *testCluster, old, leader int32) {
 func cutFromPeers(procs []*brokerProc, id int32) {
 	for _, p := range procs {
 		if int32(p.id) != id {
-			procs[id].listener.CutClient(peerClientID(int32(p.id)))
-			p.listener.CutClient(peerClientID(id))
+			cutBetween(procs, id, int32(p.id))
 		}
 	}
 }
@@ -116,10 +115,21 @@ func cutFromPeers(procs []*brokerProc, id int32) {
 func healFromPeers(procs []*brokerProc, id int32) {
 	for _, p := range procs {
 		if int32(p.id) != id {
-			procs[id].listener.HealClient(peerClientID(int32(p.id)))
-			p.listener.HealClient(peerClientID(id))
+			healBetween(procs, id, int32(p.id))
 		}
 	}
+}
+
+// cutBetween cuts the Kafka links between brokers a and b, both ways.
+func cutBetween(procs []*brokerProc, a, b int32) {
+	procs[a].listener.CutClient(peerClientID(b))
+	procs[b].listener.CutClient(peerClientID(a))
+}
+
+// healBetween heals what cutBetween cut.
+func healBetween(procs []*brokerProc, a, b int32) {
+	procs[a].listener.HealClient(peerClientID(b))
+	procs[b].listener.HealClient(peerClientID(a))
 }
 
 // peerClientID is the client id broker id presents to other brokers.

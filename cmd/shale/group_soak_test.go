@@ -30,8 +30,10 @@ import (
 // stopped past the brokers' lease; and network partitions (each broker
 // behind its fault proxies, brokerProc.behindProxies): the coordinator cut
 // from etcd past its lease (its clients and the other brokers still reach
-// it), or from etcd and the other brokers, another broker cut from the
-// coordinator past replica.lag.time.max. After each the group must commit and
+// it), or from etcd and the other brokers, the coordinator and another
+// broker cut from etcd and the coordinator from the third broker too,
+// another broker cut from the coordinator past replica.lag.time.max.
+// After each the group must commit and
 // consume on; throughout, no acknowledged commit is lost or moves
 // backwards, no member is handed a record below an acknowledged commit,
 // and every acknowledged record is consumed.
@@ -204,6 +206,20 @@ var groupSoakFaults = []struct {
 		time.Sleep(3*time.Second + time.Duration(g.rng.IntN(3000))*time.Millisecond)
 		g.procs[c].etcdLink.Heal()
 		healFromPeers(g.procs, c)
+	}},
+	{"the coordinator and another broker cut from etcd past their lease, the coordinator from the third broker too (the other still reaches it)", func(g *groupSoak, c int32) {
+		// The controller drops both from the ISR and elects the third,
+		// which acknowledges commits alone (min.insync.replicas=1); the
+		// broker cut with the coordinator still names it leader.
+		b := g.other(c)
+		third := int32(len(g.procs)) - 1 - c - b
+		g.procs[c].etcdLink.Cut()
+		g.procs[b].etcdLink.Cut()
+		cutBetween(g.procs, c, third)
+		time.Sleep(3*time.Second + time.Duration(g.rng.IntN(3000))*time.Millisecond)
+		g.procs[c].etcdLink.Heal()
+		g.procs[b].etcdLink.Heal()
+		healBetween(g.procs, c, third)
 	}},
 	{"another broker cut from the coordinator past replica.lag.time.max", func(g *groupSoak, c int32) {
 		b := g.other(c)

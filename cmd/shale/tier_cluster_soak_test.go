@@ -37,9 +37,11 @@ import (
 // broker behind its fault proxies, brokerProc.behindProxies): the leader,
 // a follower or the controller cut from etcd past its lease (still
 // reaching the object store, its clients and the other brokers), the
-// leader cut from etcd and from the other brokers, a follower cut from the
-// leader past replica.lag.time.max. Produce must go on through each
-// (records acknowledged during the fault, where two replicas are up).
+// leader cut from etcd and from the other brokers, the leader and a
+// follower cut from etcd and the leader from the other follower too, a
+// follower cut from the leader past replica.lag.time.max. Produce must go
+// on through each (records acknowledged during the fault, where two
+// replicas are up and reach etcd).
 // Throughout, a consumer replays
 // the partition from offset 0 again and again, its first records from
 // the bucket alone: each pass must see contiguous offsets and the
@@ -272,6 +274,24 @@ var clusterSoakFaults = []clusterSoakFault{
 		c.waitAcked(c.ackedCount() + 50)
 		c.procs[l].etcdLink.Heal()
 		healFromPeers(c.procs, l)
+		c.waitISR(3)
+	}},
+	{"the leader and a follower cut from etcd past their lease, the leader from the other follower too (the first still reaches it)", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
+		// The controller drops both from the ISR and elects the other
+		// follower, alone in it: acks=all waits (min.insync.replicas=2)
+		// until the links heal, and the old leader, whose follower
+		// still names it leader, acknowledges nothing meanwhile.
+		l, f := c.leader(), soakFollower(c, rng)
+		other := int32(len(c.procs)) - 1 - l - f
+		c.procs[l].etcdLink.Cut()
+		c.procs[f].etcdLink.Cut()
+		cutBetween(c.procs, l, other)
+		c.leaderOtherThan(l)
+		time.Sleep(time.Second)
+		c.procs[l].etcdLink.Heal()
+		c.procs[f].etcdLink.Heal()
+		healBetween(c.procs, l, other)
+		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
 	}},
 	{"a follower cut from etcd past its lease", func(t *testing.T, c *testCluster, _ *miniotest.Server, rng *rand.Rand) {
