@@ -120,6 +120,10 @@ func healFromPeers(procs []*brokerProc, id int32) {
 	}
 }
 
+// thirdBroker is the broker of a three-broker cluster (ids 0, 1, 2) that
+// is neither a nor b.
+func thirdBroker(a, b int32) int32 { return 0 + 1 + 2 - a - b }
+
 // cutBetween cuts the Kafka links between brokers a and b, both ways.
 func cutBetween(procs []*brokerProc, a, b int32) {
 	procs[a].listener.CutClient(peerClientID(b))

@@ -212,7 +212,7 @@ var groupSoakFaults = []struct {
 		// which acknowledges commits alone (min.insync.replicas=1); the
 		// broker cut with the coordinator still names it leader.
 		b := g.other(c)
-		third := int32(len(g.procs)) - 1 - c - b
+		third := thirdBroker(c, b)
 		g.procs[c].etcdLink.Cut()
 		g.procs[b].etcdLink.Cut()
 		cutBetween(g.procs, c, third)

@@ -282,7 +282,7 @@ var clusterSoakFaults = []clusterSoakFault{
 		// until the links heal, and the old leader, whose follower
 		// still names it leader, acknowledges nothing meanwhile.
 		l, f := c.leader(), soakFollower(c, rng)
-		other := int32(len(c.procs)) - 1 - l - f
+		other := thirdBroker(l, f)
 		c.procs[l].etcdLink.Cut()
 		c.procs[f].etcdLink.Cut()
 		cutBetween(c.procs, l, other)
