@@ -175,7 +175,7 @@ func deleteRecords(ctx context.Context, p *partition, offset int64) (int64, erro
 			}
 		}
 	}
-	if err := p.advanceLocalStart(offset); err != nil {
+	if err := p.log.SetLogStartOffset(offset); err != nil {
 		return 0, err
 	}
 	// Followers learn the new start from their next fetch answer: wake

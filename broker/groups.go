@@ -366,7 +366,7 @@ func (l *offsetsLog) ReadFence(ctx context.Context, since time.Time) error {
 }
 
 func (l *offsetsLog) DeleteBefore(offset int64) error {
-	return l.p.advanceLocalStart(offset)
+	return l.p.log.SetLogStartOffset(offset)
 }
 
 // metaTopics answers the coordinator's topic lookups from the metadata.

@@ -278,21 +278,6 @@ func (p *partition) writable(s *partitionState) error {
 	return nil
 }
 
-// advanceLocalStart moves the local log's start forward to offset, unless
-// it is there or past already: local retention may move it past offset
-// between a look at it and the move (a tiered log keeps only what the
-// bucket does not hold), which leaves nothing to do.
-func (p *partition) advanceLocalStart(offset int64) error {
-	if offset <= p.log.LogStartOffset() {
-		return nil
-	}
-	err := p.log.SetLogStartOffset(offset)
-	if errors.Is(err, localseg.ErrOffsetOutOfRange) && offset <= p.log.LogStartOffset() {
-		return nil
-	}
-	return err
-}
-
 // checkLeader returns nil when this broker leads the partition, its log is
 // online, and the client's epoch (if any) matches. It takes no lock.
 func (p *partition) checkLeader(clientEpoch int32) error {

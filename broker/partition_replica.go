@@ -363,7 +363,7 @@ func (p *partition) followerAppend(leader, leaderEpoch int32, batches []byte, le
 		if hw := min(leaderHW, p.log.LogEndOffset()); hw != p.hw.Load() {
 			p.setHW(hw)
 		}
-		if err := p.advanceLocalStart(min(leaderLogStart, p.log.LogEndOffset())); err != nil {
+		if err := p.log.SetLogStartOffset(min(leaderLogStart, p.log.LogEndOffset())); err != nil {
 			return err
 		}
 		return nil

@@ -681,7 +681,7 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 		t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 	}
 	if m != nil {
-		if err := p.advanceLocalStart(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
+		if err := p.log.SetLogStartOffset(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
 			t.svc.b.log.Warn("moving the log start after remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 		}
 	}

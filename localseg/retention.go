@@ -253,11 +253,16 @@ func (l *Log) removeFiles(paths []string) {
 	}
 }
 
-// SetLogStartOffset moves the log start forward (DeleteRecords, and later
-// remote retention). It is persisted before returning; segments wholly
-// below it are deleted by the next ApplyRetention. Moving it backwards or
-// past the log end is an ErrOffsetOutOfRange.
+// SetLogStartOffset moves the log start forward to offset (DeleteRecords,
+// a follower taking its leader's, remote retention). It is persisted
+// before returning; segments wholly below it are deleted by the next
+// ApplyRetention. A log start at or past offset already (local retention
+// may move it between a caller's look and its call) is left as it is: the
+// log start never moves back. Past the log end is ErrOffsetOutOfRange.
 func (l *Log) SetLogStartOffset(offset int64) error {
+	if offset <= l.logStart.Load() {
+		return nil // without a lock: a follower asks on every fetch
+	}
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
 	l.lockDrained()
@@ -268,8 +273,8 @@ func (l *Log) SetLogStartOffset(offset int64) error {
 	if offset > l.LogEndOffset() {
 		return fmt.Errorf("%w: %d past the log end %d", ErrOffsetOutOfRange, offset, l.LogEndOffset())
 	}
-	if offset < l.logStart.Load() {
-		return fmt.Errorf("%w: %d below the log start %d", ErrOffsetOutOfRange, offset, l.logStart.Load())
+	if offset <= l.logStart.Load() {
+		return nil
 	}
 	return l.setLogStartLocked(offset)
 }

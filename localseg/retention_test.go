@@ -175,13 +175,15 @@ func TestSetLogStartOffsetIsPersistedAndBounded(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		h.append(batch(1, 10, 0))
 	}
+	// Forward only: a move back leaves it; past the log end is refused.
 	for _, c := range []struct {
 		offset int64
 		ok     bool
-	}{{2, true}, {2, true}, {1, false}, {6, false}, {5, true}} {
+		start  int64
+	}{{2, true, 2}, {2, true, 2}, {1, true, 2}, {6, false, 2}, {5, true, 5}} {
 		err := h.log.SetLogStartOffset(c.offset)
-		if (err == nil) != c.ok {
-			t.Fatalf("SetLogStartOffset(%d): %v", c.offset, err)
+		if (err == nil) != c.ok || h.log.LogStartOffset() != c.start {
+			t.Fatalf("SetLogStartOffset(%d): %v, log start %d; want ok %v, log start %d", c.offset, err, h.log.LogStartOffset(), c.ok, c.start)
 		}
 	}
 	h.abandon()
