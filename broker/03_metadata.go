@@ -29,9 +29,11 @@ func handleMetadata(b *Broker, r *request, req *kmsg.MetadataRequest) kmsg.Respo
 
 // tellPeerOfLease marks an answer to another broker (a leader whose own
 // lease is out, asking for its followers' word: superseded.go) with
-// leaseProvenTag when this broker's lease is proven as it answers.
+// leaseProvenTag when this broker's lease is proven as it answers, and it
+// has not asked to leave the ISRs (a controlled shutdown): the controller
+// keeps it in them when it elects another leader.
 func (b *Broker) tellPeerOfLease(r *request, resp *kmsg.MetadataResponse) *kmsg.MetadataResponse {
-	if r.conn.peer.Load() != 0 && resp.IsFlexible() && time.Now().Before(b.leaseProvenUntil()) {
+	if r.conn.peer.Load() != 0 && resp.IsFlexible() && !b.shutdownAsked.Load() && time.Now().Before(b.leaseProvenUntil()) {
 		resp.UnknownTags.Set(leaseProvenTag, []byte{1})
 	}
 	return resp

@@ -414,7 +414,12 @@ type Broker struct {
 	liveMu       sync.Mutex
 	liveProbe    *lockProbe
 	shutdownOnce sync.Once // ControlledShutdown
-	onClose      []func()  // run last by Close, in order
+	// shutdownAsked: ControlledShutdown has asked (or is about to ask)
+	// the controller to move this broker out of the ISRs it is in, so
+	// its word no longer proves another broker's leadership
+	// (tellPeerOfLease).
+	shutdownAsked atomic.Bool
+	onClose       []func() // run last by Close, in order
 
 	// parkedProduces counts the produce requests parked (park).
 	parkedProduces atomic.Int64

@@ -38,6 +38,7 @@ func (b *Broker) controlledShutdown(ctx context.Context) error {
 	}
 	start := time.Now()
 	led := len(b.handOverPending(view, true))
+	b.shutdownAsked.Store(true)
 	if err := ms.store.RequestControlledShutdown(ctx, reg, b.cfg.NodeID); err != nil {
 		b.log.Warn("controlled shutdown: cannot ask the controller; leadership moves when the lease ends", "err", err)
 		return err

@@ -9,6 +9,10 @@ func init() { poisonBuffers = true }
 // RequestMemoryInUse is the request budget held, for tests.
 func (b *Broker) RequestMemoryInUse() int64 { return b.requestMemory.inUse() }
 
+// LeaseProvenTag is the tagged field of a Metadata answer to another broker
+// that says the answering broker's lease is proven, for tests.
+const LeaseProvenTag = leaseProvenTag
+
 // SetPoisonBuffers turns pool poisoning on or off (benchmarks turn it off).
 func SetPoisonBuffers(on bool) { poisonBuffers = on }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker"
@@ -394,6 +395,58 @@ func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 	brokertest.WaitFor(t, 20*time.Second, "both rejoin the ISR", func() (bool, string) {
 		l, _, isr := c.state(old, "double")
 		return l == elected && len(isr) == 3, fmt.Sprintf("leader %d isr %v", l, isr)
+	})
+}
+
+// TestABrokerTellsPeersWhetherItsLeaseIsProven: a broker's Metadata answer
+// to another broker (authenticated with the cluster secret) carries
+// leaseProvenTag while its lease is proven, and not once it is cut from
+// etcd past its lease; a client's answer never carries it. A leader whose
+// own lease is out takes the word of a follower so marked as proof of its
+// leadership on its own (superseded.go).
+func TestABrokerTellsPeersWhetherItsLeaseIsProven(t *testing.T) {
+	c := startNetCluster(t, 2)
+	secret, err := metadata.NewStore(c.nodes[0].cli, "").EnsureClusterSecret(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(node int32, asPeer bool) bool {
+		t.Helper()
+		opts := []kgo.Opt{kgo.SeedBrokers(c.nodes[node].addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, c.nodes[node].addr)
+		})}
+		if asPeer {
+			opts = append(opts, kgo.SASL(plain.Auth{User: "broker-7", Pass: secret}.AsMechanism()))
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		req := kmsg.NewPtrMetadataRequest()
+		req.Version = 12
+		resp, err := req.RequestWith(testCtx(t), cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tagged := false
+		resp.UnknownTags.Each(func(tag uint32, _ []byte) { tagged = tagged || tag == broker.LeaseProvenTag })
+		return tagged
+	}
+	if !ask(1, true) {
+		t.Fatal("a registered broker's answer to a peer lacks leaseProvenTag")
+	}
+	if ask(1, false) {
+		t.Fatal("a client's Metadata answer carries leaseProvenTag")
+	}
+	c.nodes[1].etcdProxy.Cut()
+	brokertest.WaitFor(t, 10*time.Second, "the cut broker's answer to a peer without leaseProvenTag", func() (bool, string) {
+		return !ask(1, true), "still tagged"
+	})
+	c.nodes[1].etcdProxy.Heal()
+	brokertest.WaitFor(t, 10*time.Second, "the tag back once the lease is renewed", func() (bool, string) {
+		return ask(1, true), "not tagged"
 	})
 }
 
