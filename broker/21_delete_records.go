@@ -49,6 +49,10 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 			if err == nil {
 				err = p.checkLeader(-1)
 			}
+			if err == nil && p.leadershipLapsed() {
+				// A write: refused as produce is (superseded.go).
+				err = errLeadershipUnproven
+			}
 			var required int64
 			if err == nil {
 				required, err = deleteRecords(remote, p, rp.Offset)

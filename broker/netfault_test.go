@@ -328,7 +328,8 @@ func TestLeaderCutFromEtcdStopsClaimingLeadership(t *testing.T) {
 // old leader still names it leader at its epoch, yet its own lease is out
 // (it says so: leaseProvenTag missing), so its word no longer proves the
 // old leadership: the old leader refuses acks=1 writes, which the new
-// leader's log would never hold. After the cuts heal both rejoin the ISR.
+// leader's log would never hold, and DeleteRecords. After the cuts heal
+// both rejoin the ISR.
 func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 	c := startNetCluster(t, 3)
 	c.createTopic("double")
@@ -387,6 +388,22 @@ func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 		if code := produce(); code != kerr.NotLeaderForPartition.Code {
 			t.Fatalf("the old leader answered an acks=1 write with %v after refusing one, while broker %d leads at epoch %d", kerr.ErrorForCode(code), elected, newEpoch)
 		}
+	}
+	// Nor does it move the log start (DeleteRecords is a write too).
+	del := kmsg.NewPtrDeleteRecordsRequest()
+	del.TimeoutMillis = 2000
+	dt := kmsg.NewDeleteRecordsRequestTopic()
+	dt.Topic = "double"
+	dp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	dp.Offset = -1
+	dt.Partitions = append(dt.Partitions, dp)
+	del.Topics = append(del.Topics, dt)
+	delResp, err := del.RequestWith(testCtx(t), cl.Broker(int(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := delResp.Topics[0].Partitions[0].ErrorCode; code != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("the old leader answered DeleteRecords with %v, want NOT_LEADER_OR_FOLLOWER", kerr.ErrorForCode(code))
 	}
 	c.nodes[old].etcdProxy.Heal()
 	c.nodes[reaching].etcdProxy.Heal()

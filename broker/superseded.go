@@ -67,8 +67,9 @@ import (
 // NOT_COORDINATOR (FindCoordinator: COORDINATOR_NOT_AVAILABLE), since its
 // state may lack commits the coordinator elected in its place has
 // acknowledged, and a committed offset read from it would move backwards;
-// clients' ListOffsets and OffsetForLeaderEpoch are refused likewise. This
-// applies only where another replica could be elected: an ISR with another member (pending additions counted), or
+// clients' ListOffsets and OffsetForLeaderEpoch are refused likewise, and
+// DeleteRecords, a write. This applies only where another replica could be
+// elected: an ISR with another member (pending additions counted), or
 // unclean.leader.election.enable with another replica. A partition whose
 // only in-sync replica is this broker (replication factor 1 among them)
 // keeps serving: the controller marks it offline when the lease expires
