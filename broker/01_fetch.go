@@ -355,6 +355,13 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		upper = fp.LastStableOffset
 	}
 	if sp.fetchOffset < fp.LogStartOffset || sp.fetchOffset > log.LogEndOffset() {
+		if !op.follower && sp.fetchOffset > log.LogEndOffset() && p.leadershipLapsed() {
+			// A leader that cannot prove its leadership may have been
+			// replaced by one whose log has grown past its own: a
+			// consumer that read there (one sending no leader epoch)
+			// is told to look for the leader, not to reset its offset.
+			return errLeadershipUnproven
+		}
 		return localseg.ErrOffsetOutOfRange
 	}
 	if tierErr != nil && op.follower {

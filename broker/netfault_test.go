@@ -328,8 +328,9 @@ func TestLeaderCutFromEtcdStopsClaimingLeadership(t *testing.T) {
 // old leader still names it leader at its epoch, yet its own lease is out
 // (it says so: leaseProvenTag missing), so its word no longer proves the
 // old leadership: the old leader refuses acks=1 writes, which the new
-// leader's log would never hold, and DeleteRecords. After the cuts heal
-// both rejoin the ISR.
+// leader's log would never hold, and DeleteRecords, and a consumer's fetch
+// past its log end is told to find the leader rather than that its offset
+// is out of range. After the cuts heal both rejoin the ISR.
 func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 	c := startNetCluster(t, 3)
 	c.createTopic("double")
@@ -388,6 +389,25 @@ func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 		if code := produce(); code != kerr.NotLeaderForPartition.Code {
 			t.Fatalf("the old leader answered an acks=1 write with %v after refusing one, while broker %d leads at epoch %d", kerr.ErrorForCode(code), elected, newEpoch)
 		}
+	}
+	// A consumer that read past its log end at the new leader, sending
+	// no leader epoch (Fetch v4), is sent to look for the leader, not
+	// told its offset is out of range (which resets it).
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.ReplicaID, fetch.MaxWaitMillis, fetch.MaxBytes = -1, 100, 1<<20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "double"
+	fpart := kmsg.NewFetchRequestTopicPartition()
+	fpart.FetchOffset, fpart.PartitionMaxBytes = 1000, 1<<20
+	ft.Partitions = append(ft.Partitions, fpart)
+	fetch.Topics = append(fetch.Topics, ft)
+	fetchCl := directClient(t, c.nodes[old].addr, 4)
+	fetchResp, err := fetch.RequestWith(testCtx(t), fetchCl.Broker(int(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := fetchResp.Topics[0].Partitions[0].ErrorCode; code != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("the old leader answered a fetch past its log end with %v, want NOT_LEADER_OR_FOLLOWER", kerr.ErrorForCode(code))
 	}
 	// Nor does it move the log start (DeleteRecords is a write too).
 	del := kmsg.NewPtrDeleteRecordsRequest()

@@ -76,7 +76,10 @@ import (
 // (replication.ElectLeader elects no one from outside the ISR) and this
 // broker leads it again, log intact, when it registers again. Fetches are
 // not refused: what is below the high watermark is on every in-sync
-// replica, and a deposed leader's high watermark only lags.
+// replica, and a deposed leader's high watermark only lags. A consumer's
+// fetch past its log end is answered NOT_LEADER_OR_FOLLOWER rather than
+// OFFSET_OUT_OF_RANGE: the leader elected in its place may have appended
+// that far, and a consumer that sends no leader epoch would reset.
 //
 // A follower whose own lease is unproven still counts towards the words
 // of every electable replica: with etcd away for everyone, a leader whose
