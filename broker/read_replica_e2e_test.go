@@ -99,8 +99,11 @@ func TestConsumerReadsFromReplicaInItsRack(t *testing.T) {
 // request: the leader names the follower in the client's rack and sends
 // no records; it serves a client in its own rack or naming none; the
 // follower serves Fetch v11+ up to its high watermark, answers
-// OFFSET_OUT_OF_RANGE past its log end (the client then returns to the
-// leader), and refuses older versions with NOT_LEADER_OR_FOLLOWER.
+// OFFSET_OUT_OF_RANGE past its log end to a client that sends the leader
+// epoch (it then returns to the leader) and no records to one that sends
+// none (it cannot tell an offset the follower lacks yet from one past the
+// leader's end, and would reset), and refuses older versions with
+// NOT_LEADER_OR_FOLLOWER.
 func TestFollowerReadAnswers(t *testing.T) {
 	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) { cfg.Rack = rackOf(cfg.NodeID) })
 	ctx := testCtx(t)
@@ -115,7 +118,11 @@ func TestFollowerReadAnswers(t *testing.T) {
 	waitReplicated(t, c, "answers", 10)
 	leader, _, _ := partitionState(t, adm, "answers")
 	follower := (leader + 1) % 3
+	var fetchAt func(node int32, version int16, rack string, offset int64, epoch int32) kmsg.FetchResponseTopicPartition
 	fetch := func(node int32, version int16, rack string, offset int64) kmsg.FetchResponseTopicPartition {
+		return fetchAt(node, version, rack, offset, -1)
+	}
+	fetchAt = func(node int32, version int16, rack string, offset int64, epoch int32) kmsg.FetchResponseTopicPartition {
 		t.Helper()
 		req := kmsg.NewPtrFetchRequest()
 		req.Version = version
@@ -129,6 +136,7 @@ func TestFollowerReadAnswers(t *testing.T) {
 		rt.Topic = "answers"
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.FetchOffset = offset
+		rp.CurrentLeaderEpoch = epoch
 		rp.PartitionMaxBytes = 1 << 20
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
@@ -152,8 +160,15 @@ func TestFollowerReadAnswers(t *testing.T) {
 	if p := fetch(follower, 12, rackOf(follower), 10); p.ErrorCode != 0 || len(p.RecordBatches) != 0 {
 		t.Fatalf("follower at its high watermark: error %d, %d bytes", p.ErrorCode, len(p.RecordBatches))
 	}
-	if p := fetch(follower, 12, rackOf(follower), 50); p.ErrorCode != kerr.OffsetOutOfRange.Code {
-		t.Fatalf("follower past its log end: error %d, want OFFSET_OUT_OF_RANGE", p.ErrorCode)
+	if p := fetch(follower, 12, rackOf(follower), 50); p.ErrorCode != 0 || len(p.RecordBatches) != 0 || p.HighWatermark != 10 {
+		t.Fatalf("follower past its log end, no leader epoch: error %d, %d bytes, hw %d; want no error and no records", p.ErrorCode, len(p.RecordBatches), p.HighWatermark)
+	}
+	_, epoch, _ := partitionState(t, adm, "answers")
+	if p := fetchAt(follower, 12, rackOf(follower), 50, epoch); p.ErrorCode != kerr.OffsetOutOfRange.Code {
+		t.Fatalf("follower past its log end, with the leader epoch: error %d, want OFFSET_OUT_OF_RANGE", p.ErrorCode)
+	}
+	if p := fetch(leader, 12, rackOf(leader), 50); p.ErrorCode != kerr.OffsetOutOfRange.Code {
+		t.Fatalf("leader past its log end: error %d, want OFFSET_OUT_OF_RANGE", p.ErrorCode)
 	}
 	if p := fetch(follower, 10, rackOf(follower), 0); p.ErrorCode != kerr.NotLeaderForPartition.Code {
 		t.Fatalf("follower at Fetch v10: error %d, want NOT_LEADER_OR_FOLLOWER", p.ErrorCode)
