@@ -136,6 +136,7 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 	// may start while MinIO is down.
 	p.objectStore = storeURL
 	defer func() {
+		keepBrokerLogs(t, []*brokerProc{p})
 		if t.Failed() {
 			t.Logf("seed %d; events:\n%s", seed, strings.Join(s.events, "\n"))
 			t.Logf("broker:\n%s", tail(p.stderr.String(), 8000))
@@ -814,11 +815,18 @@ func (s *tierSoakState) restartMinIO() {
 // launchBroker starts (or restarts, on the same directory and addresses)
 // p and waits up to wait for it to be healthy.
 func launchBroker(p *brokerProc, wait time.Duration) error {
+	if p.stderr != nil {
+		p.earlier.WriteString(p.stderr.String())
+		fmt.Fprintf(&p.earlier, "--- broker %d started again ---\n", p.id)
+	}
 	p.stderr, p.exited = &lockedBuffer{}, make(chan struct{})
 	p.cmd = exec.Command(shaleBin, "broker", "--id", strconv.Itoa(p.id), "--data-dir", p.dataDir,
 		"--kafka-addr", p.kafkaAddr, "--http-addr", p.httpAddr, "--etcd", p.etcd, "--cluster", "kill",
 		"--object-store", p.objectStore, "--session-ttl", "2s", "--replica-lag-time-max", "5s",
 		"--group-initial-rebalance-delay", "0s")
+	if level := os.Getenv("SHALE_TEST_LOG_LEVEL"); level != "" {
+		p.cmd.Args = append(p.cmd.Args, "--log-level", level)
+	}
 	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stderr = p.stderr
 	p.cmd.Env = append(os.Environ(), p.env...)
