@@ -44,21 +44,6 @@ import (
 // none is parked). Other requests are served meanwhile, and every answer
 // still goes out in request order.
 
-// maxTierReadyWait), and is then appended and answered as any other;
-// a partition still loading is answered NOT_LEADER_OR_FOLLOWER, which
-// every client retries. Metadata names the leader meanwhile, as Kafka's
-// does while a new leader loads: an answer of LEADER_NOT_AVAILABLE would
-// be cached by admin clients (franz-go's kadm fails a DeleteRecords or
-// ListOffsets at once on a cached partition error), and the produce that
-// the named leader receives waits here instead.
-//
-// Appends keep the connection's order: once one produce request is
-// parked, every later produce request of the connection is parked behind
-// it, and they are appended one after the other, in the order they were
-// read, by one goroutine the connection starts for them (and ends once
-// none is parked). Other requests are served meanwhile, and every answer
-// still goes out in request order.
-
 // maxTierReadyWait bounds how long a produce waits for its partitions'
 // manifests or logs (a produce with a shorter timeout waits that long):
 // long enough for a manifest GET and a retry, or a log's recovery, short
