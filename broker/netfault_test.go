@@ -257,17 +257,9 @@ func TestLeaderCutFromEtcdIsFenced(t *testing.T) {
 	})
 	// The cut-off broker still answers clients; its acks=all writes must
 	// not be acknowledged.
-	direct, err := kgo.NewClient(kgo.SeedBrokers(c.nodes[old].addr), kgo.DefaultProduceTopic("fenced"),
+	direct := pinnedClient(t, c.nodes[old].addr, kgo.DefaultProduceTopic("fenced"),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProduceRequestTimeout(2*time.Second),
-		kgo.RecordDeliveryTimeout(4*time.Second), kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, c.nodes[old].addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+		kgo.RecordDeliveryTimeout(4*time.Second), kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	if err := direct.ProduceSync(ctx, &kgo.Record{Value: []byte("zombie")}).FirstErr(); err == nil {
 		t.Fatalf("broker %d, cut from etcd and replaced by broker %d, acknowledged an acks=all write", old, leader)
@@ -350,15 +342,7 @@ func TestLeaderAndOneFollowerCutFromEtcdRefuseWrites(t *testing.T) {
 		t.Fatalf("broker %d, cut from etcd, names leader %d at epoch %d; the test needs it to name %d at %d", reaching, l, e, old, epoch)
 	}
 	// kgo sends a raw ProduceRequest with the client's acks.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.nodes[old].addr), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(),
-		kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, c.nodes[old].addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := pinnedClient(t, c.nodes[old].addr, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
 	td, err := kadm.NewClient(directClient(t, c.nodes[elected].addr, 16)).ListTopics(testCtx(t), "double")
 	if err != nil {
 		t.Fatal(err)
@@ -449,18 +433,11 @@ func TestABrokerTellsPeersWhetherItsLeaseIsProven(t *testing.T) {
 	}
 	ask := func(node int32, asPeer bool) bool {
 		t.Helper()
-		opts := []kgo.Opt{kgo.SeedBrokers(c.nodes[node].addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, c.nodes[node].addr)
-		})}
+		var opts []kgo.Opt
 		if asPeer {
 			opts = append(opts, kgo.SASL(plain.Auth{User: "broker-7", Pass: secret}.AsMechanism()))
 		}
-		cl, err := kgo.NewClient(opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
+		cl := pinnedClient(t, c.nodes[node].addr, opts...)
 		req := kmsg.NewPtrMetadataRequest()
 		req.Version = 12
 		resp, err := req.RequestWith(testCtx(t), cl)

@@ -181,10 +181,18 @@ func directClient(t *testing.T, addr string, fetchVersion int16) *kgo.Client {
 	t.Helper()
 	vs := kversion.Stable()
 	vs.SetMaxKeyVersion(kmsg.Fetch.Int16(), fetchVersion)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.MaxVersions(vs), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+	return pinnedClient(t, addr, kgo.MaxVersions(vs), kgo.RetryTimeout(5*time.Second))
+}
+
+// pinnedClient is a client with opts that talks to the broker at addr
+// only, whatever addresses its metadata names; it is closed at the test's
+// end.
+func pinnedClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
-	}), kgo.RetryTimeout(5*time.Second))
+	})}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
