@@ -355,22 +355,25 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		upper = fp.LastStableOffset
 	}
 	if sp.fetchOffset < fp.LogStartOffset || sp.fetchOffset > log.LogEndOffset() {
-		if !op.follower && sp.fetchOffset > log.LogEndOffset() && p.leadershipLapsed() {
-			// A leader that cannot prove its leadership may have been
-			// replaced by one whose log has grown past its own: a
-			// consumer that read there (one sending no leader epoch)
-			// is told to look for the leader, not to reset its offset.
-			return errLeadershipUnproven
-		}
-		if !op.follower && sp.fetchOffset > log.LogEndOffset() && sp.currentLeaderEpoch < 0 && !p.isLeader() {
-			// A follower serving a consumer that sends no leader
-			// epoch (KIP-392 reads at Fetch v11 without KIP-320, or
-			// stale metadata) cannot tell an offset it has not copied
-			// yet from one past the leader's end: as Kafka does, it
-			// answers with no records and the consumer asks again,
-			// rather than reset. One sending an epoch is told
-			// OFFSET_OUT_OF_RANGE and asks the leader.
-			return nil
+		if !op.follower && sp.fetchOffset > log.LogEndOffset() {
+			switch {
+			case p.leadershipLapsed():
+				// A leader that cannot prove its leadership may have
+				// been replaced by one whose log has grown past its
+				// own: a consumer that read there (one sending no
+				// leader epoch) is told to look for the leader, not to
+				// reset its offset.
+				return errLeadershipUnproven
+			case sp.currentLeaderEpoch < 0 && !p.isLeader():
+				// A follower serving a consumer that sends no leader
+				// epoch (KIP-392 reads at Fetch v11 without KIP-320,
+				// or stale metadata) cannot tell an offset it has not
+				// copied yet from one past the leader's end: as Kafka
+				// does, it answers with no records and the consumer
+				// asks again, rather than reset. One sending an epoch
+				// is told OFFSET_OUT_OF_RANGE and asks the leader.
+				return nil
+			}
 		}
 		return localseg.ErrOffsetOutOfRange
 	}
