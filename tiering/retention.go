@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shale-log/shale/objectstore"
@@ -156,22 +157,11 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 	// Every object goes, whatever the others' outcome: a delete whose
 	// response was lost took effect, and one that failed is left for
 	// orphan cleanup; the first error is returned.
-	deleted := 0
-	defer func() { metrics.deleted(deleted) }()
+	var keys []string
 	var first error
-	del := func(k string) {
-		if err := b.Delete(ctx, k); err != nil {
-			if first == nil {
-				first = fmt.Errorf("tiering: deleting %s (left for orphan cleanup): %w", k, err)
-			}
-			return
-		}
-		deleted++
-	}
-	delSegments := func(segs []Segment) {
+	addSegments := func(segs []Segment) {
 		for _, s := range segs {
-			del(l.SegmentKey(p, s.BaseOffset, s.ID))
-			del(l.CompanionKey(p, s.BaseOffset, s.ID))
+			keys = append(keys, l.SegmentKey(p, s.BaseOffset, s.ID), l.CompanionKey(p, s.BaseOffset, s.ID))
 		}
 	}
 	for i, s := range old {
@@ -190,10 +180,13 @@ func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Parti
 			}
 			segs = part.Segments
 		}
-		delSegments(segs)
-		del(l.SpillKey(p, s.BaseOffset, s.ID))
+		addSegments(segs)
+		keys = append(keys, l.SpillKey(p, s.BaseOffset, s.ID))
 	}
-	delSegments(doomedHead)
+	addSegments(doomedHead)
+	if _, err := deleteEach(ctx, b, keys, metrics); err != nil && first == nil {
+		first = fmt.Errorf("%w (left for orphan cleanup)", err)
+	}
 	return m, first
 }
 
@@ -292,21 +285,44 @@ func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topi
 	return len(keys), err
 }
 
+// deleteConcurrency bounds the DELETEs deleteEach has in flight. One at a
+// time, a retention pass that dropped many segments (two objects each)
+// held the archive loop, which runs it between uploads, for seconds: the
+// upload lag grew while the bucket answered deletes.
+const deleteConcurrency = 8
+
 // deleteEach deletes keys, each whatever the others' outcome (a delete
-// whose response was lost took effect), and returns how many it deleted
-// and the first error.
+// that fails is left for the next sweep), up to deleteConcurrency at once,
+// and returns how many went and the first error.
 func deleteEach(ctx context.Context, b objectstore.Bucket, keys []string, metrics *Metrics) (int, error) {
-	deleted := 0
-	var first error
+	var (
+		mu      sync.Mutex
+		deleted int
+		first   error
+		wg      sync.WaitGroup
+	)
+	slots := make(chan struct{}, deleteConcurrency)
 	for _, k := range keys {
-		if err := b.Delete(ctx, k); err != nil {
-			if first == nil {
-				first = fmt.Errorf("tiering: deleting %s: %w", k, err)
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() {
+				<-slots
+				wg.Done()
+			}()
+			err := b.Delete(ctx, k)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("tiering: deleting %s: %w", k, err)
+				}
+				return
 			}
-			continue
-		}
-		deleted++
+			deleted++
+		}()
 	}
+	wg.Wait()
 	metrics.deleted(deleted)
 	return deleted, first
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +67,66 @@ func TestRemoteRetentionCommitsTheManifestBeforeDeletingObjects(t *testing.T) {
 	}
 	if got := len(listKeys(t, fb, ".log")); got != len(m.Segments) {
 		t.Fatalf("%d segment objects for %d entries", got, len(m.Segments))
+	}
+}
+
+// pairedDeletes is a bucket whose deletes each wait (up to a second) for
+// another delete to be in flight, and which records the most in flight.
+type pairedDeletes struct {
+	objectstore.Bucket
+	mu       sync.Mutex
+	inFlight int
+	most     int
+	closed   bool
+	paired   chan struct{}
+}
+
+func (b *pairedDeletes) Delete(ctx context.Context, key string) error {
+	b.mu.Lock()
+	b.inFlight++
+	b.most = max(b.most, b.inFlight)
+	if b.inFlight == 2 && !b.closed {
+		b.closed = true
+		close(b.paired)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.paired:
+	case <-time.After(time.Second):
+	}
+	defer func() {
+		b.mu.Lock()
+		b.inFlight--
+		b.mu.Unlock()
+	}()
+	return b.Bucket.Delete(ctx, key)
+}
+
+// TestRemoteRetentionDeletesSeveralObjectsAtOnce: the objects a retention
+// pass drops are deleted several at a time. One at a time, a pass that
+// dropped many segments held the archive loop, which runs it between
+// uploads, while the bucket answered each delete (the tier soak's upload
+// lag grew to a dozen segments under retention.bytes).
+func TestRemoteRetentionDeletesSeveralObjectsAtOnce(t *testing.T) {
+	log, _ := testLog(t, 2000, 30)
+	pb := &pairedDeletes{Bucket: objectstore.NewMem(), paired: make(chan struct{})}
+	a, ms := newTestArchiver(t, pb, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m0 := ms.Current()
+	if len(m0.Segments) < 3 {
+		t.Fatalf("%d segments uploaded; the test needs 3", len(m0.Segments))
+	}
+	last := m0.Segments[len(m0.Segments)-1]
+	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: last.Size}
+	m, err := ApplyRetention(context.Background(), pb, a.cfg.Layout, testPartition, ms, BucketSpills{pb, a.cfg.Layout}, 0, pol, time.Now(), 0, nil)
+	if err != nil || m == nil || len(m.Segments) != 1 {
+		t.Fatalf("manifest %+v, %v", m, err)
+	}
+	if pb.most < 2 {
+		t.Fatalf("at most %d delete in flight at once", pb.most)
+	}
+	if got := len(listKeys(t, pb, ".log")); got != 1 {
+		t.Fatalf("%d segment objects left for 1 entry", got)
 	}
 }
 
