@@ -344,9 +344,9 @@ func (l *offsetsLog) Leads() bool { return l.p.leadsProvably() }
 
 // ReadFence returns once this broker has proven its leadership of the
 // partition for a read that arrived at since (partition.provenSince): at
-// once while its lease is valid, else after its next in-sync follower's
-// word, which it asks for every supersedeCheckInterval while the lease is
-// out.
+// once while its lease is valid, else once its followers' words asked
+// after since prove it (it asks every supersedeCheckInterval while the
+// lease is out).
 func (l *offsetsLog) ReadFence(ctx context.Context, since time.Time) error {
 	deadline := time.Now().Add(readFenceWait)
 	for {

@@ -129,16 +129,28 @@ type followerWord struct {
 	registered bool
 }
 
+// leaseValid reports whether this broker's registration cannot have
+// expired at now (always, for a partition with no replica host).
+func (p *partition) leaseValid(now time.Time) bool {
+	return p.host == nil || now.Before(p.host.leaseProvenUntil())
+}
+
 // leadershipProven reports whether this broker may append as the leader
 // of state s at now (see above): its lease is proven, or its followers'
 // words asked less than contactHolds ago prove it, or no other replica
 // can be elected. Requires appendMu (shared).
 func (p *partition) leadershipProven(s *partitionState, now time.Time) bool {
-	if p.host == nil || now.Before(p.host.leaseProvenUntil()) {
+	return p.leadershipProvenSince(s, now, now.Add(-contactHolds))
+}
+
+// leadershipProvenSince is leadershipProven with the followers' words
+// counted from since. Requires appendMu (shared).
+func (p *partition) leadershipProvenSince(s *partitionState, now, since time.Time) bool {
+	if p.leaseValid(now) {
 		return true
 	}
 	others := p.electable(s)
-	return len(others) == 0 || p.vouchedSince(s, others, now.Add(-contactHolds))
+	return len(others) == 0 || p.vouchedSince(s, others, since)
 }
 
 // vouchedSince reports whether followers' words asked at or after since
@@ -176,7 +188,7 @@ func (p *partition) leadsProvably() bool {
 	if p.writable(p.state.Load()) != nil {
 		return false
 	}
-	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) {
+	if p.leaseValid(time.Now()) {
 		return true // the common case, without a lock
 	}
 	p.appendMu.RLock()
@@ -186,9 +198,9 @@ func (p *partition) leadsProvably() bool {
 }
 
 // provenSince reports whether this broker leads the partition and proves
-// it for reads that arrived at since: by its lease, valid now, or by an
-// in-sync follower's word asked at or after since (or no other replica can
-// be elected). A word asked before since does not do: the follower may
+// it for reads that arrived at since: by its lease, valid now, or by its
+// followers' words asked at or after since (vouchedSince), or because no
+// other replica can be elected. A word asked before since does not do: the follower may
 // have been elected just after it answered, and, once it has seen that,
 // never names this broker at its epoch again, so no commit it acknowledged
 // as the new leader can predate a word asked after since. maybe reports
@@ -197,17 +209,12 @@ func (p *partition) provenSince(since time.Time) (proven, maybe bool) {
 	if !p.leadsProvably() {
 		return false, false
 	}
-	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) {
-		return true, false
+	if p.leaseValid(time.Now()) {
+		return true, false // without a lock
 	}
 	p.appendMu.RLock()
 	defer p.appendMu.RUnlock()
-	s := p.state.Load()
-	others := p.electable(s)
-	if len(others) == 0 {
-		return true, false
-	}
-	return p.vouchedSince(s, others, since), true
+	return p.leadershipProvenSince(p.state.Load(), time.Now(), since), true
 }
 
 // leadershipLapsed reports whether this broker leads partition index of
@@ -226,7 +233,7 @@ func (b *Broker) leadershipLapsed(topic string, index int32) bool {
 // high watermark they answer from may be behind what the leader elected
 // in this broker's place has answered.
 func (p *partition) leadershipLapsed() bool {
-	if p.host == nil || time.Now().Before(p.host.leaseProvenUntil()) || !p.isLeader() {
+	if p.leaseValid(time.Now()) || !p.isLeader() {
 		return false // the common case, without a lock
 	}
 	return !p.leadsProvably()
