@@ -200,7 +200,7 @@ func (m *etcdMeta) createTopic(ctx context.Context, t topicView) (int64, error) 
 	}
 	var parts []metadata.Partition
 	for _, p := range t.partitions {
-		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr, Unarchived: !t.restored})
+		parts = append(parts, metadata.Partition{Index: p.index, Replicas: p.replicas, Leader: p.leader, LeaderEpoch: p.leaderEpoch, ISR: p.isr, Unarchived: !t.restored || p.unarchived})
 	}
 	rev, err := m.store.CreateTopic(ctx, metadata.Topic{Name: t.name, ID: t.id, Configs: t.configs, Internal: t.internal}, parts)
 	return rev, metaError(err)

@@ -196,6 +196,10 @@ type leadership struct {
 // old leader's records this broker never got) would be told its epoch is
 // unknown here, and would cut its log further than it diverges.
 func (p *partition) setLeadership(l leadership) {
+	if p.tier != nil && !l.unarchived {
+		// Its records may be in the bucket: its manifest exists.
+		p.tier.store.RequireExisting()
+	}
 	p.appendMu.Lock()
 	roleChanged, alone := false, false
 	if old := p.state.Load(); !old.closed {

@@ -58,17 +58,27 @@ func (b *Broker) checkRestore(ctx context.Context, topic, id string, partitions 
 // restoreEpochs starts each partition of tv, being restored, at a leader
 // epoch above its manifest's: the manifest in the bucket is fenced by the
 // lost cluster's last leader epoch, and a leader at a lower one could
-// neither adopt the bucket's end nor upload (tiering.ErrFenced).
+// neither adopt the bucket's end nor upload (tiering.ErrFenced). A
+// partition without a manifest (none of its records reached the bucket)
+// is restored unarchived; the others archived, so that their leaders take
+// a manifest the store answers missing for an error, not for an empty one
+// (tiering.ManifestStore.RequireExisting).
 func (b *Broker) restoreEpochs(ctx context.Context, tv *topicView) error {
 	s := b.tier
 	for i := range tv.partitions {
 		p := &tv.partitions[i]
 		key := s.layout.ManifestKey(tiering.Partition{Topic: tv.name, TopicID: tv.id, Index: p.index})
-		m, err := tiering.NewManifestStore(s.bucket, key, nil).Load(ctx)
-		if err != nil {
+		st := tiering.NewManifestStore(s.bucket, key, nil)
+		st.RequireExisting()
+		m, err := st.Load(ctx)
+		switch {
+		case errors.Is(err, tiering.ErrManifestMissing):
+			p.unarchived = true
+		case err != nil:
 			return fmt.Errorf("%w: reading partition %d's manifest: %w", tiering.ErrUnavailable, p.index, err)
+		default:
+			p.leaderEpoch = max(p.leaderEpoch, m.LeaderEpoch+1)
 		}
-		p.leaderEpoch = max(p.leaderEpoch, m.LeaderEpoch+1)
 	}
 	return nil
 }

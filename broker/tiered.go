@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -256,6 +257,10 @@ type partitionTier struct {
 	// early: this leader term appends before it has read the manifest
 	// (appendsBeforeManifest).
 	early atomic.Bool
+	// termStart is the log end as this leader term began (setLeader):
+	// where its appends start when it appends before the manifest is
+	// read.
+	termStart atomic.Int64
 	// gate is closed when ready may have changed: when the term that
 	// installed it became ready, or when it ended (a new gate is in
 	// place first). Produce requests that arrive while the manifest is
@@ -393,6 +398,7 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 	// A partition none of whose records is in the bucket has an empty
 	// manifest, or none: the term needs nothing from it to serve.
 	empty := leader && p.state.Load().unarchived
+	t.termStart.Store(p.log.LogEndOffset())
 	t.ready.Store(empty)
 	t.early.Store(leader && appendsBeforeManifest(p))
 	if leader {
@@ -452,9 +458,10 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 // single-replica partition moved here by a reassignment whose copy a crash
 // of this machine cut below what the old replica had uploaded, in the
 // moment before the fsync this broker asks for as it takes over
-// (syncOnLead). Should the manifest, once read, end past the log all the
-// same, the log is moved to the remote end (run), and what was appended
-// early is lost; it is logged as an error.
+// (syncOnLead). Should the manifest, once read, end past where the term
+// began all the same, the log is moved to the remote end
+// (adoptRemoteEnd), and what was appended early is lost; it is logged as
+// an error.
 func appendsBeforeManifest(p *partition) bool {
 	s := p.state.Load()
 	switch {
@@ -522,35 +529,54 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	// remote end is fenced first, so that it adopts the final manifest;
 	// any other takes produce once the manifest is read, and fences
 	// after (a write, which a produce to a new leader need not wait for).
+	//
+	// from is where this term's appends begin: where the term began, when
+	// it appends before reading the manifest (appendsBeforeManifest), else
+	// where the log ends once the manifest is read. A manifest ending past
+	// it means the bucket holds other records at offsets the term appends
+	// at (adoptRemoteEnd).
+	from := int64(math.MaxInt64)
+	if t.appends() {
+		from = t.termStart.Load()
+	}
 	var m *tiering.Manifest
 	fenced := false
 	if !until("reading the remote manifest", func(sctx context.Context) (err error) {
 		if m, err = t.store.Load(sctx); err != nil {
 			return err
 		}
-		if leo := p.log.LogEndOffset(); leo < m.End() {
-			if t.early.Load() {
-				log.Error("the remote log ends past the local log, which took produce before the manifest was read: "+
-					"the local log moves to the remote end, and the records appended meanwhile are lost",
-					"log_end_offset", leo, "remote_end", m.End())
-			}
+		if min(from, p.log.LogEndOffset()) < m.End() {
 			if m, err = t.store.Fence(sctx, epoch); err != nil {
 				return err
 			}
 			fenced = true
 		}
-		return p.adoptRemoteEnd(sctx, m)
+		return p.adoptRemoteEnd(sctx, m, from)
 	}) {
 		return
+	}
+	if !t.appends() {
+		from = p.log.LogEndOffset() // nothing appended before this term is ready
 	}
 	p.log.SetUploadedEnd(m.End())
 	t.ready.Store(true)
 	gate.open()
-	if !fenced && !until("fencing the remote manifest", func(sctx context.Context) (err error) {
-		m, err = t.store.Fence(sctx, epoch)
-		return err
-	}) {
-		return
+	if !fenced {
+		if !until("fencing the remote manifest", func(sctx context.Context) (err error) {
+			m, err = t.store.Fence(sctx, epoch)
+			return err
+		}) {
+			return
+		}
+		// The fence's read may find a manifest the load did not see (a
+		// store that served an older version, or an older leader's
+		// commit that landed late), ending past where this term's
+		// appends began.
+		if from < m.End() && !until("moving the local log to the remote end", func(sctx context.Context) error {
+			return p.adoptRemoteEnd(sctx, m, from)
+		}) {
+			return
+		}
 	}
 	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
 	if p.state.Load().unarchived && !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
@@ -923,9 +949,22 @@ func (p *partition) tierLoading() bool {
 // the bucket ends instead of writing new records at offsets the bucket
 // already holds, with the leader epochs and producer state the bucket
 // recorded there (so idempotent producers keep their sequences).
-func (p *partition) adoptRemoteEnd(ctx context.Context, m *tiering.Manifest) error {
+//
+// from is where the leader term's appends began: when the remote log ends
+// past it and the term has appended, the bucket holds other records at
+// offsets the term wrote, and the log moves to the remote end even though
+// it reaches that far: the records the term appended are lost (logged as
+// an error), and no reader is served two different records at one
+// offset. That is a term that appended before it read its manifest while
+// its log did not reach the remote end (appendsBeforeManifest was wrong),
+// or one that read a manifest older than the one its fence found.
+func (p *partition) adoptRemoteEnd(ctx context.Context, m *tiering.Manifest, from int64) error {
 	end := m.End()
-	if p.log.LogEndOffset() >= end {
+	behind := func() bool {
+		leo := p.log.LogEndOffset()
+		return leo < end || from < end && leo > from
+	}
+	if !behind() {
 		return nil
 	}
 	rp, ok, err := p.tier.svc.reader.RestorePoint(ctx, p.tier.part, m)
@@ -934,8 +973,13 @@ func (p *partition) adoptRemoteEnd(ctx context.Context, m *tiering.Manifest) err
 	}
 	p.appendMu.Lock() // no append meanwhile
 	defer p.appendMu.Unlock()
-	if p.log.LogEndOffset() >= end {
+	if !behind() {
 		return nil
+	}
+	if leo := p.log.LogEndOffset(); leo > from {
+		p.tier.svc.b.log.Error("the remote log ends past where this leader term began to append: "+
+			"the local log moves to the remote end, and the records the term appended are lost",
+			"topic", p.topic, "partition", p.index, "appended_from", from, "log_end_offset", leo, "remote_end", end)
 	}
 	if ok && rp.Offset == end {
 		err = p.log.TruncateFullyAndRestore(end, rp.Epochs, rp.ProducerSnapshot)

@@ -17,6 +17,7 @@ import (
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/faulty"
+	"github.com/shale-log/shale/tiering"
 )
 
 // produceUploaded creates the tiered topic, produces n records to it, and
@@ -119,6 +120,116 @@ func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
 	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
 	// The history from the bucket, then the new records right after it
 	// (the active segment's records went with the disk).
+	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+}
+
+// A store that answers for a while that an archived partition's manifest
+// is missing (one starting up, or eventually consistent) is not taken for
+// an empty bucket: a leader whose log was lost takes no produce (a
+// retriable error) until the manifest reads, then appends at the remote
+// end. Taken for empty, its log took produce at offset 0, where the
+// bucket holds other records.
+func TestAManifestAnsweredMissingIsNotTakenForAnEmptyBucket(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	b := startTiered(t, fb)
+	const topic, n = "answeredmissing", 600
+	cl := b.Client()
+	produceUploaded(t, b, topic, n)
+	remoteEnd := listOffset(t, cl, topic, -5) + 1
+	_, _, id := partitionMetadata(t, cl, topic)
+	key := tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: id, Index: 0})
+	missing := fb.Add(faulty.Rule{Op: faulty.Head | faulty.Get, KeyPrefix: key, Fail: true, Err: objectstore.ErrNotFound})
+
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	b.RestartOn(nil)
+	raw := b.Client()
+	_, node, id := partitionMetadata(t, raw, topic)
+	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireRetriable(t, "a produce to a leader whose manifest the store answers missing", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
+	if missing.Fired() == 0 {
+		t.Fatal("the restarted broker never asked for the manifest")
+	}
+	missing.Remove()
+	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
+	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+}
+
+// A leader whose load of the manifest returned an older version than the
+// store holds (a store that served a stale read: eventually consistent,
+// or a cache in front of it) takes produce at offsets the bucket holds
+// other records at. Its fence, a conditional write, finds the newer
+// manifest: the log then moves to the remote end, the records the term
+// appended are lost (logged as an error) rather than served at offsets
+// where readers get the bucket's, and the offsets go on after the bucket.
+func TestAFenceThatFindsANewerManifestMovesTheLogToTheRemoteEnd(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	b := startTiered(t, fb)
+	const topic, n = "stalemanifest", 600
+	cl := b.Client()
+	createTieredTopic(t, b, topic)
+	_, _, id := partitionMetadata(t, cl, topic)
+	key := tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: id, Index: 0})
+	manifestBytes := func() []byte {
+		data, err := objectstore.ReadAll(testCtx(t), fb.Inner(), key, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	putManifest := func(data []byte) {
+		if _, err := fb.Inner().Put(testCtx(t), key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the first fence's manifest", 30*time.Second, func() bool {
+		_, err := fb.Inner().Head(testCtx(t), key)
+		return err == nil
+	})
+	empty := manifestBytes()
+	produceTieredValues(t, tieredProducer(b, topic), 0, n, 50)
+	waitFor(t, "the sealed segments uploaded", 30*time.Second, func() bool {
+		return localSegments(t, b, topic) == 1 && listOffset(t, cl, topic, -4) > 0
+	})
+	remoteEnd := listOffset(t, cl, topic, -5) + 1
+	current := manifestBytes()
+
+	// The log is lost and the store serves the first, empty manifest:
+	// the restarted leader takes produce at offset 0.
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	putManifest(empty)
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	fence := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Hold: hold})
+	b.RestartOn(nil)
+	raw := b.Client()
+	_, node, id := partitionMetadata(t, raw, topic)
+	waitFor(t, "the fence's write", 30*time.Second, func() bool { return fence.Fired() > 0 })
+	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, 1, 10*time.Second, "early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0]; p.ErrorCode != 0 || p.BaseOffset != 0 {
+		t.Fatalf("the produce on the older manifest: error %d at offset %d, want it appended at 0", p.ErrorCode, p.BaseOffset)
+	}
+
+	// The store serves the current manifest again; the fence fails its
+	// condition and reads it.
+	putManifest(current)
+	release()
+	waitFor(t, "the log moved to the remote end", 30*time.Second, func() bool {
+		return listOffset(t, raw, topic, -1) >= remoteEnd
+	})
+	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
 	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shale-log/shale/objectstore"
@@ -19,6 +20,9 @@ var (
 	// ErrConflict: the manifest changed between read and write under
 	// the same or an older epoch (the caller re-reads and retries).
 	ErrConflict = errors.New("tiering: manifest changed concurrently")
+	// ErrManifestMissing: the store answers that a manifest that must
+	// exist (RequireExisting) does not.
+	ErrManifestMissing = errors.New("tiering: the remote manifest is missing")
 )
 
 // ManifestStore reads and commits one partition's manifest. It keeps the
@@ -45,6 +49,9 @@ type ManifestStore struct {
 	pending      bool
 	pendingTag   string
 	pendingEpoch int32
+	// mustExist: a missing manifest is an error, not an empty one
+	// (RequireExisting).
+	mustExist atomic.Bool
 }
 
 // NewManifestStore returns a store for the manifest at key; Load reads it.
@@ -62,6 +69,18 @@ func (s *ManifestStore) Current() *Manifest {
 	defer s.mu.Unlock()
 	return s.cur
 }
+
+// RequireExisting makes a manifest the store answers is missing an error
+// (ErrManifestMissing) from then on, rather than an empty manifest: once a
+// partition's records may have reached the bucket (its metadata says it
+// archives), its manifest exists, since a leader fences it before the
+// first upload can commit. Taken for empty, a manifest that a store
+// answers missing for a moment (starting up, or an eventually consistent
+// one) would let a leader whose log is shorter than the bucket (its disk
+// lost) take produce at offsets the bucket holds; a bucket emptied or
+// swapped under the cluster stops the uploads, with an error, instead of
+// starting a new history over the old one.
+func (s *ManifestStore) RequireExisting() { s.mustExist.Store(true) }
 
 func (s *ManifestStore) set(m *Manifest, etag string) {
 	s.mu.Lock()
@@ -160,14 +179,17 @@ func (s *ManifestStore) read(ctx context.Context) (*Manifest, string, error) {
 	for attempt := 0; ; attempt++ {
 		a, err := s.bucket.Head(ctx, s.key)
 		if errors.Is(err, objectstore.ErrNotFound) {
+			if s.mustExist.Load() {
+				return nil, "", fmt.Errorf("%w: %s", ErrManifestMissing, s.key)
+			}
 			return &Manifest{}, "", nil
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("tiering: reading %s: %w", s.key, err)
 		}
 		data, err := objectstore.ReadAll(ctx, s.bucket, s.key, maxManifestSize)
-		if errors.Is(err, objectstore.ErrNotFound) {
-			continue
+		if errors.Is(err, objectstore.ErrNotFound) && attempt < 5 {
+			continue // deleted between the two: look again
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("tiering: reading %s: %w", s.key, err)
@@ -216,6 +238,10 @@ func (s *ManifestStore) commitLocked(ctx context.Context, epoch int32, mutate fu
 		s.mu.Lock()
 		cur, etag := s.cur, s.etag
 		s.mu.Unlock()
+		if etag == "" && s.mustExist.Load() {
+			// It would be written as the first version.
+			return nil, fmt.Errorf("%w: %s", ErrManifestMissing, s.key)
+		}
 		if cur.LeaderEpoch > epoch {
 			return nil, fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, cur.LeaderEpoch, epoch)
 		}

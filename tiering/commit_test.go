@@ -169,3 +169,29 @@ func TestOverlappingLoadsKeepTheNewerManifest(t *testing.T) {
 		t.Fatalf("the follower's copy ends at %d after both Loads, want 20: the older read was kept last", end)
 	}
 }
+
+// A store that must find its manifest (RequireExisting) takes a missing
+// one for an error, and writes nothing; before, a missing manifest reads
+// as empty.
+func TestARequiredManifestMissingIsAnError(t *testing.T) {
+	ctx := context.Background()
+	b := objectstore.NewMem()
+	s := NewManifestStore(b, "m", nil)
+	if m, err := s.Load(ctx); err != nil || m.End() != 0 || len(m.Segments) != 0 {
+		t.Fatalf("a missing manifest before RequireExisting: %+v, %v", m, err)
+	}
+	s.RequireExisting()
+	if _, err := s.Load(ctx); !errors.Is(err, ErrManifestMissing) {
+		t.Fatalf("a missing required manifest: %v", err)
+	}
+	if _, err := s.Commit(ctx, 1, appendSeg(0, 10)); !errors.Is(err, ErrManifestMissing) {
+		t.Fatalf("a commit over a missing required manifest: %v", err)
+	}
+	// Once it exists, it reads as usual.
+	if _, err := NewManifestStore(b, "m", nil).Commit(ctx, 1, appendSeg(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Load(ctx); err != nil || m.End() != 10 {
+		t.Fatalf("the required manifest once written: %+v, %v", m, err)
+	}
+}
