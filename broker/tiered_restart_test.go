@@ -138,20 +138,7 @@ func TestAManifestAnsweredMissingIsNotTakenForAnEmptyBucket(t *testing.T) {
 	remoteEnd := listOffset(t, cl, topic, -5) + 1
 	_, _, id := partitionMetadata(t, cl, topic)
 	key := tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: id, Index: 0})
-	missing := fb.Add(faulty.Rule{Op: faulty.Head | faulty.Get, KeyPrefix: key, Fail: true, Err: objectstore.ErrNotFound})
-
-	b.Stop()
-	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
-		t.Fatal(err)
-	}
-	b.RestartOn(nil)
-	raw := b.Client()
-	_, node, id := partitionMetadata(t, raw, topic)
-	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireRetriable(t, "a produce to a leader whose manifest the store answers missing", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
+	missing := loseLogUnder(t, b, fb, topic, faulty.Rule{Op: faulty.Head | faulty.Get, KeyPrefix: key, Fail: true, Err: objectstore.ErrNotFound})
 	if missing.Fired() == 0 {
 		t.Fatal("the restarted broker never asked for the manifest")
 	}
@@ -201,16 +188,14 @@ func TestAFenceThatFindsANewerManifestMovesTheLogToTheRemoteEnd(t *testing.T) {
 
 	// The log is lost and the store serves the first, empty manifest:
 	// the restarted leader takes produce at offset 0.
-	b.Stop()
-	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
-		t.Fatal(err)
-	}
-	putManifest(empty)
 	hold := make(chan struct{})
 	release := sync.OnceFunc(func() { close(hold) })
 	t.Cleanup(release)
-	fence := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Hold: hold})
-	b.RestartOn(nil)
+	var fence *faulty.Fault
+	restartWithLostLog(t, b, topic, func() {
+		putManifest(empty)
+		fence = fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Hold: hold})
+	})
 	raw := b.Client()
 	_, node, id := partitionMetadata(t, raw, topic)
 	waitFor(t, "the fence's write", 30*time.Second, func() bool { return fence.Fired() > 0 })
@@ -309,18 +294,21 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 	loseLogWhileStoreDown(t, b, fb, topic).Remove()
 }
 
-// loseLogWhileStoreDown takes the store down, stops b, removes topic's
-// partition 0 directory and restarts b: a produce to the leader, which
-// must learn where the bucket ends first, gets a retriable error. It
-// returns the outage's rule.
+// loseLogWhileStoreDown takes the store down and restarts b with topic's
+// log lost (loseLogUnder). It returns the outage's rule.
 func loseLogWhileStoreDown(t *testing.T, b *brokertest.Broker, fb *faulty.Bucket, topic string) *faulty.Fault {
 	t.Helper()
-	down := fb.Add(faulty.Rule{Op: faulty.Any, Fail: true})
-	b.Stop()
-	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
-		t.Fatal(err)
-	}
-	b.RestartOn(nil)
+	return loseLogUnder(t, b, fb, topic, faulty.Rule{Op: faulty.Any, Fail: true})
+}
+
+// loseLogUnder adds the store fault r and restarts b with topic's log
+// lost (restartWithLostLog): a produce to the leader, which must learn
+// where the bucket ends first, gets a retriable error. It returns the
+// fault.
+func loseLogUnder(t *testing.T, b *brokertest.Broker, fb *faulty.Bucket, topic string, r faulty.Rule) *faulty.Fault {
+	t.Helper()
+	f := fb.Add(r)
+	restartWithLostLog(t, b, topic, nil)
 	raw := b.Client()
 	_, node, id := partitionMetadata(t, raw, topic)
 	resp, err := raw.Broker(int(node)).Request(testCtx(t), produceRequest(topic, id, -1, 300*time.Millisecond, "too early"))
@@ -328,7 +316,22 @@ func loseLogWhileStoreDown(t *testing.T, b *brokertest.Broker, fb *faulty.Bucket
 		t.Fatal(err)
 	}
 	requireRetriable(t, "a produce to a leader whose log was lost", resp.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
-	return down
+	return f
+}
+
+// restartWithLostLog stops b, removes topic's partition 0 directory (its
+// log disk lost, the metadata kept), does meanwhile (when not nil) and
+// starts b again.
+func restartWithLostLog(t *testing.T, b *brokertest.Broker, topic string, meanwhile func()) {
+	t.Helper()
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(brokertest.LogDir(b.Dir), topic+"-0")); err != nil {
+		t.Fatal(err)
+	}
+	if meanwhile != nil {
+		meanwhile()
+	}
+	b.RestartOn(nil)
 }
 
 // A replica that takes a tiered partition over while the object store is
