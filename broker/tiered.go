@@ -439,8 +439,9 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 //   - this process created it while the partition was unarchived
 //     (sinceCreation): everything it got since, from offset 0 or from a
 //     restore at the bucket's end, is still there (no crash since), or
-//   - it has held records (a new or lost log directory has none: it
-//     waits, to continue where the bucket ends), and it is as this
+//   - it has held records (a new or lost log directory has none, nor
+//     has a log whose segments were lost, LostSegmentsAtOpen: it waits,
+//     to continue where the bucket ends), and it is as this
 //     broker's previous run closed it (OpenedClean), or this process
 //     created it (createdHere: a new replica, or one whose disk was lost,
 //     given everything it holds by its fetches and a restore at the
@@ -473,7 +474,7 @@ func appendsBeforeManifest(p *partition) bool {
 		return false
 	case p.sinceCreation:
 		return true
-	case p.log.LogEndOffset() == 0:
+	case p.log.LogEndOffset() == 0, p.log.LostSegmentsAtOpen():
 		return false
 	case p.log.OpenedClean(), p.createdHere, p.joinedISR.Load():
 		return true

@@ -74,6 +74,21 @@ func TestAppendsBeforeManifestOnlyWhereTheLogHoldsTheRemoteEnd(t *testing.T) {
 			leadership{leader: self, leaderEpoch: 3, replicas: []int32{1, 2}, isr: []int32{1}, uncleanEpoch: 2}, true, true},
 		{"an empty log (new, or its disk lost)", func(t *testing.T) string { return t.TempDir() },
 			leadership{leader: self, leaderEpoch: 2, replicas: []int32{1}, isr: []int32{1}}, false, false},
+		{"its segments lost after its start moved, the only replica", func(t *testing.T) string {
+			dir := written(t, false)
+			log := open(t, dir)
+			if err := log.SetLogStartOffset(1); err != nil {
+				t.Fatal(err)
+			}
+			log.Close()
+			segs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			for _, f := range segs {
+				if err := os.Remove(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return dir
+		}, leadership{leader: self, leaderEpoch: 2, replicas: []int32{1}, isr: []int32{1}}, false, false},
 		{"a follower", func(t *testing.T) string { return written(t, true) },
 			leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2}, isr: []int32{1, 2}}, false, true},
 		// Nothing in the bucket: any log is consistent with it.

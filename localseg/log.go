@@ -60,6 +60,9 @@ type Log struct {
 	// openedClean: Open found the clean-shutdown marker and the log as
 	// it describes (set while the log loads; see OpenedClean).
 	openedClean bool
+	// lostSegments: Open found no segment in a log whose start had
+	// moved (set while the log loads; see LostSegmentsAtOpen).
+	lostSegments bool
 	// budget bounds the memory of looking inside batches (shared with
 	// the broker's other readers); nil means unbounded.
 	budget *recordbatch.Budget
@@ -272,6 +275,13 @@ func (l *Log) Size() int64 {
 // says): then every record that run appended is here, and the log ends
 // where it ended. After a crash it is false, whatever recovery kept.
 func (l *Log) OpenedClean() bool { return l.openedClean }
+
+// LostSegmentsAtOpen reports whether Open found no segment file in a log
+// whose start had moved past 0: a log always keeps its active segment, so
+// its segments were lost (a crash in the middle of a truncation that
+// empties the log, or files removed from under it). The log then starts
+// empty at its recorded start, which says nothing of where it ended.
+func (l *Log) LostSegmentsAtOpen() bool { return l.lostSegments }
 
 // RecoveryPoint is the offset below which everything is on stable storage
 // (fsynced): what survives a crash of the machine, not just the process.

@@ -76,6 +76,10 @@ func (l *Log) load() error {
 	}
 
 	if len(bases) == 0 {
+		if logStart > 0 {
+			l.lostSegments = true
+			l.log.Warn("a log whose start had moved holds no segment: it starts empty at its recorded start", "dir", l.dir, "log_start_offset", logStart)
+		}
 		s, err := l.newSegment(logStart)
 		if err != nil {
 			return err

@@ -353,3 +353,39 @@ func TestStraySnapshotsAreRemovedOnOpen(t *testing.T) {
 		}
 	}
 }
+
+// A log whose segment files are gone while its checkpoints say its start
+// had moved (a crash in the middle of a truncation that empties it) opens
+// empty at that start, and says its segments were lost: its end says
+// nothing of where it ended. A new log, and one whose start never moved,
+// say nothing.
+func TestALogWhoseSegmentsWereLostSaysSo(t *testing.T) {
+	h := newHarness(t, Config{})
+	if h.log.LostSegmentsAtOpen() {
+		t.Fatal("a new log reports lost segments")
+	}
+	for range 4 {
+		h.append(batch(1, 10, 0))
+	}
+	if err := h.log.SetLogStartOffset(2); err != nil {
+		t.Fatal(err)
+	}
+	h.abandon()
+	logs, err := filepath.Glob(filepath.Join(h.dir, "*.log"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("segments %v, %v", logs, err)
+	}
+	for _, f := range logs {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.open()
+	if !h.log.LostSegmentsAtOpen() || h.log.LogStartOffset() != 2 || h.log.LogEndOffset() != 2 {
+		t.Fatalf("lost %v, log [%d, %d), want lost at [2, 2)", h.log.LostSegmentsAtOpen(), h.log.LogStartOffset(), h.log.LogEndOffset())
+	}
+	h.restart()
+	if h.log.LostSegmentsAtOpen() {
+		t.Fatal("the log reopened with its active segment reports lost segments")
+	}
+}
