@@ -72,7 +72,7 @@ type soakRecord struct {
 // every acknowledged record once, in order, byte for byte, at contiguous
 // offsets; ListOffsets (earliest, latest, by timestamp) agrees; what the
 // live consumer was served is what the log holds; the local disk holds
-// little beyond the bucket's end. Seeds of 1 mod 2 compress, of 2 mod 3
+// the active segments only (every sealed one is in the bucket). Seeds of 1 mod 2 compress, of 2 mod 3
 // add remote retention (retention.bytes), of 3 mod 4 roll every 250 ms.
 //
 // SHALE_SOAK_SECONDS sets the length of the fault phase (default 15;
@@ -637,7 +637,10 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 		// kcat reads the same.
 		out := brokertest.Kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", topic, "-p", strconv.Itoa(int(part)), "-o", "beginning", "-e",
 			"-f", "%o %k %s\n")
-		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		var lines []string // none for a partition whose records retention deleted
+		if out != "" {
+			lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		}
 		if len(lines) != len(got) {
 			t.Errorf("partition %d: kcat read %d records, franz-go %d", part, len(lines), len(got))
 		}
@@ -695,12 +698,21 @@ func tierSoak(t *testing.T, seed uint64, dur time.Duration) {
 			}
 			return st.LocalStartOffset >= m.End()
 		}, func() string { return fmt.Sprintf("status %+v", st) })
+		s.logf("partition %d: local [%d, %d) %d bytes, remote [%d, %d) %d bytes", part, st.LocalStartOffset, st.LogEndOffset, st.LocalBytes,
+			st.RemoteStartOffset, st.RemoteEndOffset, st.RemoteBytes)
 		totalLocal += st.LocalBytes
 		totalRemote += st.RemoteBytes
 	}
+	// Every sealed segment is in the bucket and off the local disk
+	// (checked above): what is left is the active segments, which the
+	// partitions' local bytes count, and those of the born topics. An
+	// active segment may hold far more than segment.bytes: a producer's
+	// backlog after a restart comes in batches of up to 1 MiB, and a
+	// batch is never split. Anything beyond is a file the broker lost
+	// track of.
 	onDisk := sizeOfLogs(filepath.Join(p.dataDir, "log"))
-	if onDisk*2 > totalRemote {
-		t.Errorf("%d bytes of segments on the local disk, %d in the bucket", onDisk, totalRemote)
+	if slack := int64(born) * (1 << 20); onDisk > totalLocal+slack {
+		t.Errorf("%d bytes of segments on the local disk, the partitions count %d (and %d topics born in an outage)", onDisk, totalLocal, born)
 	}
 	s.logf("local %d bytes (status %d), remote %d bytes", onDisk, totalLocal, totalRemote)
 	requireNoAppendsOverTheBucket(t, []*brokerProc{p})
