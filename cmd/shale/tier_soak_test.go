@@ -72,8 +72,9 @@ type soakRecord struct {
 // every acknowledged record once, in order, byte for byte, at contiguous
 // offsets; ListOffsets (earliest, latest, by timestamp) agrees; what the
 // live consumer was served is what the log holds; the local disk holds
-// the active segments only (every sealed one is in the bucket). Seeds of 1 mod 2 compress, of 2 mod 3
-// add remote retention (retention.bytes), of 3 mod 4 roll every 250 ms.
+// the active segments only (every sealed one is in the bucket). Seeds of
+// 1 mod 2 compress, of 2 mod 3 add remote retention (retention.bytes), of
+// 3 mod 4 roll every 250 ms.
 //
 // SHALE_SOAK_SECONDS sets the length of the fault phase (default 15;
 // the test then takes about 21 s), SHALE_SOAK_SEED the first seed
