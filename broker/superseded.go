@@ -200,11 +200,12 @@ func (p *partition) leadsProvably() bool {
 // provenSince reports whether this broker leads the partition and proves
 // it for reads that arrived at since: by its lease, valid now, or by its
 // followers' words asked at or after since (vouchedSince), or because no
-// other replica can be elected. A word asked before since does not do: the follower may
-// have been elected just after it answered, and, once it has seen that,
-// never names this broker at its epoch again, so no commit it acknowledged
-// as the new leader can predate a word asked after since. maybe reports
-// that such a word may still come (it leads, proven by an older word).
+// other replica can be elected. A word asked before since does not do:
+// the follower may have been elected just after it answered, and, once it
+// has seen that, never names this broker at its epoch again, so no commit
+// it acknowledged as the new leader can predate a word asked after since.
+// maybe reports that such a word may still come (it leads, proven by an
+// older word).
 func (p *partition) provenSince(since time.Time) (proven, maybe bool) {
 	if !p.leadsProvably() {
 		return false, false

@@ -117,10 +117,8 @@ func TestLeaderThatLostItsLogWaitsForTheBucketToProduce(t *testing.T) {
 	remoteEnd := listOffset(t, cl, topic, -5) + 1
 
 	loseLogWhileStoreDown(t, b, fb, topic).Remove()
-	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
-	// The history from the bucket, then the new records right after it
-	// (the active segment's records went with the disk).
-	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+	// (The active segment's records went with the disk.)
+	requireContinuesAtRemoteEnd(t, b, topic, remoteEnd)
 }
 
 // A store that answers for a while that an archived partition's manifest
@@ -143,8 +141,7 @@ func TestAManifestAnsweredMissingIsNotTakenForAnEmptyBucket(t *testing.T) {
 		t.Fatal("the restarted broker never asked for the manifest")
 	}
 	missing.Remove()
-	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
-	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+	requireContinuesAtRemoteEnd(t, b, topic, remoteEnd)
 }
 
 // A leader whose load of the manifest returned an older version than the
@@ -214,8 +211,7 @@ func TestAFenceThatFindsANewerManifestMovesTheLogToTheRemoteEnd(t *testing.T) {
 	waitFor(t, "the log moved to the remote end", 30*time.Second, func() bool {
 		return listOffset(t, raw, topic, -1) >= remoteEnd
 	})
-	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
-	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
+	requireContinuesAtRemoteEnd(t, b, topic, remoteEnd)
 }
 
 // A sealed segment is uploaded only once it is on the local disk's stable
@@ -292,6 +288,15 @@ func TestTopicCreatedWhileTheStoreIsDownTakesProduce(t *testing.T) {
 	// The log lost, with the store down: the bucket holds records now,
 	// so the leader waits to continue where they end.
 	loseLogWhileStoreDown(t, b, fb, topic).Remove()
+}
+
+// requireContinuesAtRemoteEnd produces 100 records to topic and requires
+// the history from the bucket, offsets 0 to remoteEnd, then the new
+// records right after it.
+func requireContinuesAtRemoteEnd(t *testing.T, b *brokertest.Broker, topic string, remoteEnd int64) {
+	t.Helper()
+	produceTieredValues(t, tieredProducer(b, topic), int(remoteEnd), int(remoteEnd)+100, 50)
+	requireTieredRecords(testCtx(t), t, b, topic, 0, int(remoteEnd)+100)
 }
 
 // loseLogWhileStoreDown takes the store down and restarts b with topic's
