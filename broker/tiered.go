@@ -257,6 +257,10 @@ type partitionTier struct {
 	// early: this leader term appends before it has read the manifest
 	// (appendsBeforeManifest).
 	early atomic.Bool
+	// dropped: this leader term dropped what it had appended, its log
+	// moved to the remote end (adoptRemoteEnd). It appends no more, and
+	// its leader epoch is raised (endDroppedTerm).
+	dropped atomic.Bool
 	// termStart is the log end as this leader term began (setLeader):
 	// where its appends start when it appends before the manifest is
 	// read.
@@ -399,6 +403,7 @@ func (t *partitionTier) setLeader(p *partition, leader bool) {
 	// manifest, or none: the term needs nothing from it to serve.
 	empty := leader && p.state.Load().unarchived
 	t.termStart.Store(p.log.LogEndOffset())
+	t.dropped.Store(false)
 	t.ready.Store(empty)
 	t.early.Store(leader && appendsBeforeManifest(p))
 	if leader {
@@ -556,6 +561,10 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	}) {
 		return
 	}
+	if t.dropped.Load() {
+		t.endDroppedTerm(ctx, p, epoch, log)
+		return
+	}
 	if !t.appends() {
 		from = p.log.LogEndOffset() // nothing appended before this term is ready
 	}
@@ -576,6 +585,10 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		if from < m.End() && !until("moving the local log to the remote end", func(sctx context.Context) error {
 			return p.adoptRemoteEnd(sctx, m, from)
 		}) {
+			return
+		}
+		if t.dropped.Load() {
+			t.endDroppedTerm(ctx, p, epoch, log)
 			return
 		}
 	}
@@ -660,6 +673,36 @@ func (t *partitionTier) fenced(ctx context.Context, p *partition, epoch int32, l
 	}
 	log.Error("the remote manifest is fenced by a leader epoch the metadata never reached (restored from an older copy?): "+
 		"this partition's leader epoch is raised above it", "epoch", epoch, "manifest_epoch", m.LeaderEpoch)
+}
+
+// endDroppedTerm ends the leader term of epoch, which dropped what it had
+// appended (adoptRemoteEnd), by raising the partition's leader epoch: the
+// followers that copied the dropped records hold them under epoch, and
+// only a new epoch makes them ask where their logs part from the
+// leader's (OffsetForLeaderEpoch). The leader's log, the bucket's below
+// the remote end, knows no epoch after the bucket's last, so the answer
+// cuts a follower's copy back to where epoch began in it, and below the
+// leader's local log the follower restarts where the remote log ends. The
+// term appends nothing meanwhile (checkTierAppend): an append under epoch
+// at the remote end would make it look continued. A raise refused because
+// a newer leader took over is retried until the term's end, which that
+// leadership change brings.
+func (t *partitionTier) endDroppedTerm(ctx context.Context, p *partition, epoch int32, log *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := t.svc.b.meta.raiseLeaderEpoch(wctx, p.topic, p.index, p.nodeID, epoch, epoch)
+		cancel()
+		if err == nil {
+			log.Warn("the leader term that dropped its appends ends: its leader epoch is raised", "epoch", epoch)
+			return
+		}
+		log.Warn("raising the leader epoch of a term that dropped its appends; retrying", "epoch", epoch, "in", backoff, "err", err)
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // uploadLimit is the offset uploads may reach: the last stable offset, and
@@ -917,8 +960,15 @@ func (t *partitionTier) appends() bool { return t.ready.Load() || t.early.Load()
 
 // checkTierAppend fails while a tiered partition's leader may not append
 // yet (partitionTier.appends).
+// A term that dropped its appends refuses them as a deposed leader does,
+// until its raised epoch arrives (endDroppedTerm).
 func (p *partition) checkTierAppend() error {
-	if p.tier != nil && !p.tier.appends() {
+	switch {
+	case p.tier == nil:
+		return nil
+	case p.tier.dropped.Load():
+		return errNotLeader
+	case !p.tier.appends():
 		return errTierLoading
 	}
 	return nil
@@ -978,6 +1028,7 @@ func (p *partition) adoptRemoteEnd(ctx context.Context, m *tiering.Manifest, fro
 		return nil
 	}
 	if leo := p.log.LogEndOffset(); leo > from {
+		p.tier.dropped.Store(true) // under appendMu: no append follows
 		p.tier.svc.b.log.Error("the remote log ends past where this leader term began to append: "+
 			"the local log moves to the remote end, and the records the term appended are lost",
 			"topic", p.topic, "partition", p.index, "appended_from", from, "log_end_offset", leo, "remote_end", end)

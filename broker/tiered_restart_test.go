@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/vfs"
 	"github.com/shale-log/shale/metadata"
@@ -212,6 +213,130 @@ func TestAFenceThatFindsANewerManifestMovesTheLogToTheRemoteEnd(t *testing.T) {
 		return listOffset(t, raw, topic, -1) >= remoteEnd
 	})
 	requireContinuesAtRemoteEnd(t, b, topic, remoteEnd)
+}
+
+// The replicated form of the test above: the leader that drops what it
+// appended on the older manifest had a follower copy it. Its term ends with
+// a raised leader epoch, and the follower, which holds the dropped records
+// under the old epoch, cuts them and restarts where the remote log ends:
+// once the follower leads, every record reads as the bucket and the
+// producers wrote it, none of the dropped ones.
+func TestAFollowerCutsWhatALeaderDroppedForANewerManifest(t *testing.T) {
+	fb := faulty.New(objectstore.NewMem())
+	c := brokertest.StartCluster(t, 2, func(cfg *broker.Config) {
+		cfg.Tiering = broker.TieringConfig{Bucket: fb, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		cfg.LogRetentionCheckInterval = 100 * time.Millisecond
+		cfg.ReplicaLagTimeMax = 5 * time.Second
+	})
+	const topic, n = "dropped-term", 600
+	ctx := testCtx(t)
+	str := func(s string) *string { return &s }
+	if _, err := c.Admin().CreateTopic(ctx, 1, 2, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	td, err := c.Admin().ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := tiering.Layout{}.ManifestKey(tiering.Partition{Topic: topic, TopicID: td[topic].ID, Index: 0})
+	manifestBytes := func() []byte {
+		data, err := objectstore.ReadAll(ctx, fb.Inner(), key, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	putManifest := func(data []byte) {
+		if _, err := fb.Inner().Put(ctx, key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the first fence's manifest", 30*time.Second, func() bool {
+		_, err := fb.Inner().Head(ctx, key)
+		return err == nil
+	})
+	empty := manifestBytes()
+	produceTieredValues(t, tieredProducer(c, topic), 0, n, 50)
+	waitReplicated(t, c, topic, n)
+	waitArchiving(t, c.Etcd().Client(), topic)
+	leader, _, _ := storedState(t, c, topic)
+	follower := 1 - leader
+	cl := c.Client()
+	brokertest.WaitFor(t, 30*time.Second, "the sealed segments uploaded", func() (bool, string) {
+		files, _ := filepath.Glob(filepath.Join(c.Brokers[leader].Dir, topic+"-0", "*.log"))
+		local := listOffset(t, cl, topic, -4)
+		return len(files) == 1 && local > 0, fmt.Sprintf("%d local segments, local log start %d", len(files), local)
+	})
+	remoteEnd := listOffset(t, cl, topic, -5) + 1
+	current := manifestBytes()
+	loseLog := func(id int32) {
+		if err := os.RemoveAll(filepath.Join(c.Brokers[id].Dir, topic+"-0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Both logs are lost, the follower's first: the leader, the only
+	// in-sync replica left, comes back to a store serving an empty
+	// manifest and takes produce at offset 0, past the remote end.
+	c.Stop(follower)
+	brokertest.WaitFor(t, 30*time.Second, "the ISR without the stopped follower", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return l == leader && len(isr) == 1, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	loseLog(follower)
+	c.Stop(leader)
+	loseLog(leader)
+	putManifest(empty)
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	fence := fb.Add(faulty.Rule{Op: faulty.Put, KeyPrefix: key, Hold: hold})
+	c.Start(leader)
+	var epoch int32
+	brokertest.WaitFor(t, 30*time.Second, "the leader back", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		epoch = e
+		return l == leader, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	waitFor(t, "the fence's write", 30*time.Second, func() bool { return fence.Fired() > 0 })
+	early := int(remoteEnd) + 100
+	var recs []*kgo.Record
+	for i := range early {
+		recs = append(recs, &kgo.Record{Value: []byte(fmt.Sprintf("dropped-%06d", i))})
+	}
+	res := tieredProducer(c, topic).ProduceSync(ctx, recs...)
+	if err := res.FirstErr(); err != nil || res[0].Record.Offset != 0 {
+		t.Fatalf("the produce on the empty manifest: %v, first at %d; want it appended at 0", err, res[0].Record.Offset)
+	}
+	c.Start(follower)
+	waitFor(t, "the follower's copy of the records the leader will drop", 30*time.Second, func() bool {
+		leo, _, ok := c.Brokers[follower].B.ReplicaOffsets(topic, 0)
+		return ok && leo == int64(early)
+	})
+
+	// The fence finds the current manifest: the leader drops what it
+	// appended, and its term ends.
+	putManifest(current)
+	release()
+	brokertest.WaitFor(t, 30*time.Second, "a raised leader epoch", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return l == leader && e > epoch, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	produceTieredValues(t, tieredProducer(c, topic, kgo.RecordDeliveryTimeout(30*time.Second)), int(remoteEnd), int(remoteEnd)+100, 50)
+	waitReplicated(t, c, topic, remoteEnd+100)
+	brokertest.WaitFor(t, 30*time.Second, "the follower back in the ISR", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return len(isr) == 2, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	c.Stop(leader)
+	brokertest.WaitFor(t, 30*time.Second, "the follower leads", func() (bool, string) {
+		l, e, isr := storedState(t, c, topic)
+		return l == follower, fmt.Sprintf("leader %d epoch %d isr %v", l, e, isr)
+	})
+	requireTieredRecords(ctx, t, c, topic, 0, int(remoteEnd)+100)
+	c.CheckReplicasAgree(t, topic, 0, 1)
 }
 
 // A sealed segment is uploaded only once it is on the local disk's stable

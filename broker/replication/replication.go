@@ -248,7 +248,13 @@ func TruncationOffset(asked, leaderEpoch int32, leaderEnd int64, local EndOffset
 	}
 	end := leaderEnd
 	if leaderEpoch >= 0 && leaderEpoch != asked && local != nil {
-		if e, localEnd, ok := local(leaderEpoch); ok && e == leaderEpoch {
+		// The follower's own answer for leaderEpoch: where it ends, or,
+		// when the follower lacks it, where the follower's epochs after
+		// it begin (or its first epoch, for one older than all). Those
+		// epochs lie between leaderEpoch and asked, which the leader
+		// does not have: what the follower holds under them is not the
+		// leader's (KIP-279's intermediate truncation, here in one step).
+		if _, localEnd, ok := local(leaderEpoch); ok {
 			end = min(end, localEnd)
 		}
 	}

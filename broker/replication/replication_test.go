@@ -199,6 +199,11 @@ func TestTruncationOffset(t *testing.T) {
 		{"same epoch, leader ended later: keep all", 4, 4, 120, 90},
 		{"leader answers an older epoch: the smaller of both ends", 4, 2, 65, 65},
 		{"leader answers an older epoch ending later than ours", 4, 2, 80, 70},
+		// KIP-279: the leader has none of our epochs between the one
+		// it names and the one asked, so what we hold under them (from
+		// 70, epoch 4) is not its.
+		{"leader answers an epoch we lack: cut where our later epochs begin", 4, 3, 85, 70},
+		{"leader answers an epoch older than all of ours: cut everything", 4, 0, 85, 0},
 		{"leader knows nothing of our epochs", 4, NoEpoch, 30, 30},
 		{"leader cannot place the epoch (UNDEFINED_EPOCH_OFFSET): keep all", 4, NoEpoch, -1, 90},
 		{"leader cannot place an epoch it names: keep all", 4, 2, -1, 90},
