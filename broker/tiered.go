@@ -958,10 +958,10 @@ func (p *partition) checkTierReady() error {
 // (appendsBeforeManifest).
 func (t *partitionTier) appends() bool { return t.ready.Load() || t.early.Load() }
 
-// checkTierAppend fails while a tiered partition's leader may not append
-// yet (partitionTier.appends).
-// A term that dropped its appends refuses them as a deposed leader does,
-// until its raised epoch arrives (endDroppedTerm).
+// checkTierAppend fails while a tiered partition's leader may not append:
+// not yet (partitionTier.appends), or no more, in a term that dropped its
+// appends, which refuses them as a deposed leader does until its raised
+// epoch arrives (endDroppedTerm).
 func (p *partition) checkTierAppend() error {
 	switch {
 	case p.tier == nil:
