@@ -389,3 +389,36 @@ func TestALogWhoseSegmentsWereLostSaysSo(t *testing.T) {
 		t.Fatal("the log reopened with its active segment reports lost segments")
 	}
 }
+
+// A roll's producer snapshot is written by its background flush; a crash
+// before it leaves none at the new segment's base. The recovery that
+// replays past that base writes it, so that once retention deletes the
+// segments below, the producers whose batches were there are still known
+// (a retry of their last batch is a duplicate, not new records).
+func TestRecoveryWritesTheSnapshotsARollLost(t *testing.T) {
+	one := idemBatch(4, 2, 0, 1)
+	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1})
+	for seq := int32(0); seq < 4; seq++ {
+		if _, err := h.log.AppendAsLeader(idemBatch(4, 2, seq, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.log.Roll(); err != nil {
+		t.Fatal(err)
+	}
+	h.log.waitRollFiles()
+	h.abandon()
+	if err := os.Remove(filepath.Join(h.dir, segmentName(4, snapshotExt))); err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	h.log.SetLogStartOffset(4)
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
+		t.Fatalf("retention deleted %d segments: %v", n, err)
+	}
+	h.crash()
+	res, err := h.log.AppendAsLeader(idemBatch(4, 2, 3, 1), 0)
+	if err != nil || !res.Duplicate || res.FirstOffset != 3 {
+		t.Fatalf("retry of a batch below the local start after two crashes: %+v %v", res, err)
+	}
+}

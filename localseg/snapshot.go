@@ -84,9 +84,24 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 		}
 		l.log.Warn("ignoring a bad producer snapshot", "file", l.snapshotPath(offs[i]), "err", err)
 	}
-	err := l.scanBatches(from, end, func(b recordbatch.Batch) { state.update(b) })
-	if err != nil {
-		return fmt.Errorf("localseg: rebuilding producer state: %w", err)
+	// The segment bases the replay passes have no good snapshot (from is
+	// the newest one): a roll's background flush did not write it before
+	// a crash, or it was bad. Each is written as the replay reaches it,
+	// since once retention deletes the segments below it, it is all that
+	// remembers the producers whose batches were there.
+	buf := make([]byte, recordbatch.HeaderSize)
+	for _, s := range l.segments() {
+		if s.base > from && s.base <= end {
+			if err := writeFileAtomic(l.fs, l.snapshotPath(s.base), state.encode()); err != nil {
+				l.log.Warn("writing a producer snapshot", "file", l.snapshotPath(s.base), "err", err)
+			}
+		}
+		if s.next.Load() <= from || s.base >= end {
+			continue
+		}
+		if err := l.scanSegment(s, from, end, buf, func(b recordbatch.Batch) { state.update(b) }); err != nil {
+			return fmt.Errorf("localseg: rebuilding producer state: %w", err)
+		}
 	}
 	l.mu.producers = state
 	return nil
