@@ -107,8 +107,10 @@
 // transaction first offset (-1: none) are reserved for transactions. A
 // snapshot is taken at the base offset of each new segment when the one
 // before it is sealed (so each sealed segment has the snapshot at its end
-// offset), and at the log end on Close. Snapshots go with the segments
-// below them, and past the log end with a truncation.
+// offset), and at the log end on Close; a rebuild of the state (Open, a
+// truncation) writes the ones it replays past that are missing or bad (a
+// roll's, lost with a crash before its background flush). Snapshots go with
+// the segments below them, and past the log end with a truncation.
 //
 // # Checkpoints (text)
 //
@@ -198,7 +200,7 @@
 // and nothing else changes. The checked segments' indexes are rebuilt;
 // leader epochs are replayed from their batches; producer state is
 // rebuilt from the newest good snapshot at or below the log end plus the
-// batches after it.
+// batches after it, writing a snapshot at each segment base on the way.
 //
 // # Reads and resources
 //

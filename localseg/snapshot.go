@@ -13,9 +13,9 @@ import (
 )
 
 // Producer snapshots: one at the base offset of every segment (taken when
-// the segment before it is sealed) and one at the log end on Close. They
-// are deleted with the segments below them, and past the log end by
-// truncation.
+// the segment before it is sealed, or by the next rebuild when that one was
+// lost) and one at the log end on Close. They are deleted with the segments
+// below them, and past the log end by truncation.
 
 func (l *Log) snapshotPath(offset int64) string {
 	return filepath.Join(l.dir, segmentName(offset, snapshotExt))
