@@ -90,10 +90,13 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 	// since once retention deletes the segments below it, it is all that
 	// remembers the producers whose batches were there.
 	buf := make([]byte, recordbatch.HeaderSize)
+	var written []int64
 	for _, s := range l.segments() {
 		if s.base > from && s.base <= end {
 			if err := writeFileAtomic(l.fs, l.snapshotPath(s.base), state.encode()); err != nil {
 				l.log.Warn("writing a producer snapshot", "file", l.snapshotPath(s.base), "err", err)
+			} else {
+				written = append(written, s.base)
 			}
 		}
 		if s.next.Load() <= from || s.base >= end {
@@ -102,6 +105,9 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 		if err := l.scanSegment(s, from, end, buf, func(b recordbatch.Batch) { state.update(b) }); err != nil {
 			return fmt.Errorf("localseg: rebuilding producer state: %w", err)
 		}
+	}
+	if len(written) > 0 {
+		l.log.Info("wrote the producer snapshots missing at segment bases", "dir", l.dir, "offsets", written)
 	}
 	l.mu.producers = state
 	return nil
