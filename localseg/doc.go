@@ -109,8 +109,10 @@
 // before it is sealed (so each sealed segment has the snapshot at its end
 // offset), and at the log end on Close; a rebuild of the state (Open, a
 // truncation) writes the ones it replays past that are missing or bad (a
-// roll's, lost with a crash before its background flush). Snapshots go with
-// the segments below them, and past the log end with a truncation.
+// roll's, lost with a crash before its background flush), and retention
+// writes the one at the first segment it keeps when it is missing (a roll's
+// that could not be written), from the segments it deletes. Snapshots go
+// with the segments below them, and past the log end with a truncation.
 //
 // # Checkpoints (text)
 //

@@ -105,6 +105,9 @@ func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, ke
 	if n == 0 {
 		return nil, 0, nil
 	}
+	if n < len(segs) {
+		l.ensureSnapshotLocked(segs, n)
+	}
 	if n == len(segs) {
 		// Everything goes, the active segment too: roll so that an
 		// empty one remains at the log end.

@@ -61,12 +61,45 @@ func (l *Log) deleteSnapshotsWhere(match func(off int64) bool) {
 	}
 }
 
-// rebuildProducersLocked restores the producer state as of end: the newest
-// good snapshot at or below end (and not below the first segment), then
-// the batches after it. A bad snapshot is skipped for an older one; with
-// none, every local batch is replayed. Requires mu, and no roll's files
-// still being written (the truncations wait for them).
+// rebuildProducersLocked restores the producer state as of end. Requires
+// mu, and no roll's files still being written (the truncations wait for
+// them).
 func (l *Log) rebuildProducersLocked(end int64) error {
+	state, err := l.producerStateAt(end)
+	if err != nil {
+		return err
+	}
+	l.mu.producers = state
+	return nil
+}
+
+// ensureSnapshotLocked makes sure a producer snapshot is at the base of
+// segs[n], before retention deletes the segments below it: a roll's
+// background flush that could not write it (a full or failing disk) leaves
+// none, and without it a restart would forget the producers whose batches
+// are deleted (a retry of their last batch would be taken for new
+// records). It is rebuilt from the segments about to go. Requires mu.
+func (l *Log) ensureSnapshotLocked(segs []*segment, n int) {
+	base := segs[n].base
+	for _, s := range segs[:n] {
+		s.waitRollFiles()
+	}
+	for _, off := range l.snapshotOffsets() {
+		if off == base {
+			return
+		}
+	}
+	if _, err := l.producerStateAt(base); err != nil {
+		l.log.Warn("rebuilding a producer snapshot missing before retention", "dir", l.dir, "offset", base, "err", err)
+	}
+}
+
+// producerStateAt rebuilds the producer state as of end: the newest good
+// snapshot at or below end (and not below the first segment), then the
+// batches after it. A bad snapshot is skipped for an older one; with none,
+// every local batch is replayed. Requires mu, and no roll's files below
+// end still being written.
+func (l *Log) producerStateAt(end int64) (producerState, error) {
 	first := l.segments()[0].base
 	state, from := newProducerState(), first
 	offs := l.snapshotOffsets()
@@ -103,14 +136,13 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 			continue
 		}
 		if err := l.scanSegment(s, from, end, buf, func(b recordbatch.Batch) { state.update(b) }); err != nil {
-			return fmt.Errorf("localseg: rebuilding producer state: %w", err)
+			return producerState{}, fmt.Errorf("localseg: rebuilding producer state: %w", err)
 		}
 	}
 	if len(written) > 0 {
 		l.log.Info("wrote the producer snapshots missing at segment bases", "dir", l.dir, "offsets", written)
 	}
-	l.mu.producers = state
-	return nil
+	return state, nil
 }
 
 // scanBatches calls fn with the header of every batch with offsets in
