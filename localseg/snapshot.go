@@ -74,11 +74,13 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 }
 
 // ensureSnapshotLocked makes sure a producer snapshot is at the base of
-// segs[n], before retention deletes the segments below it: a roll's
-// background flush that could not write it (a full or failing disk) leaves
-// none, and without it a restart would forget the producers whose batches
-// are deleted (a retry of their last batch would be taken for new
-// records). It is rebuilt from the segments about to go. Requires mu.
+// segs[n], before retention deletes the segments below it or the one
+// below it is uploaded (OpenSealed): a roll's background flush that could
+// not write it (a full or failing disk) leaves none, and without it a
+// restart, or a log restored from the bucket, would forget the producers
+// whose batches are only below it (a retry of their last batch would be
+// taken for new records). It is rebuilt from the segments below it.
+// Requires mu.
 func (l *Log) ensureSnapshotLocked(segs []*segment, n int) {
 	base := segs[n].base
 	for _, s := range segs[:n] {

@@ -109,6 +109,18 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 		ss.TimeIndex[i] = TimeEntry{Timestamp: e.ts, RelOffset: e.rel}
 	}
 	snap, err := readFile(l.fs, l.snapshotPath(ss.NextOffset), maxSnapshotSize)
+	if errors.Is(err, os.ErrNotExist) {
+		// A roll's snapshot that its background flush could not write:
+		// rebuilt, so that the bucket's copy carries it (a log restored
+		// from the bucket takes its producers from it).
+		l.mu.Lock()
+		segs := l.segments()
+		if j := sort.Search(len(segs), func(j int) bool { return segs[j].base >= ss.NextOffset }); j > 0 && j < len(segs) && segs[j].base == ss.NextOffset {
+			l.ensureSnapshotLocked(segs, j)
+		}
+		l.mu.Unlock()
+		snap, err = readFile(l.fs, l.snapshotPath(ss.NextOffset), maxSnapshotSize)
+	}
 	switch {
 	case err == nil:
 		ss.ProducerSnapshot = snap

@@ -3,6 +3,8 @@ package localseg
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -89,5 +91,34 @@ func TestTieredRetentionKeepsSegmentsNotYetUploaded(t *testing.T) {
 	}
 	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
 		t.Fatalf("deleted %d segments below the log start (%v)", n, err)
+	}
+}
+
+// A sealed segment whose producer snapshot the roll's background flush
+// could not write is uploaded with one rebuilt from the log: a log
+// restored from the bucket takes its producers from it.
+func TestOpenSealedRebuildsAMissingProducerSnapshot(t *testing.T) {
+	one := idemBatch(4, 2, 0, 1)
+	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1})
+	for seq := int32(0); seq < 5; seq++ {
+		if _, err := h.log.AppendAsLeader(idemBatch(4, 2, seq, 1), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.log.waitRollFiles()
+	if err := os.Remove(filepath.Join(h.dir, segmentName(4, snapshotExt))); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := h.log.OpenSealed(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	st, err := decodeProducerState(ss.ProducerSnapshot)
+	if err != nil {
+		t.Fatalf("producer snapshot: %v", err)
+	}
+	if e := st.producers[4]; e == nil || e.lastSeq() != 3 {
+		t.Fatalf("producer 4 in the rebuilt snapshot: %+v", e)
 	}
 }
