@@ -80,7 +80,7 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 // restart, or a log restored from the bucket, would forget the producers
 // whose batches are only below it (a retry of their last batch would be
 // taken for new records). It is rebuilt from the segments below it.
-// Requires mu.
+// Requires mu, and a writable log.
 func (l *Log) ensureSnapshotLocked(segs []*segment, n int) {
 	base := segs[n].base
 	for _, s := range segs[:n] {
@@ -92,7 +92,7 @@ func (l *Log) ensureSnapshotLocked(segs []*segment, n int) {
 		}
 	}
 	if _, err := l.producerStateAt(base); err != nil {
-		l.log.Warn("rebuilding a producer snapshot missing before retention", "dir", l.dir, "offset", base, "err", err)
+		l.log.Warn("rebuilding a missing producer snapshot", "dir", l.dir, "offset", base, "err", err)
 	}
 }
 

@@ -115,7 +115,7 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 		// from the bucket takes its producers from it).
 		l.mu.Lock()
 		segs := l.segments()
-		if j := sort.Search(len(segs), func(j int) bool { return segs[j].base >= ss.NextOffset }); j > 0 && j < len(segs) && segs[j].base == ss.NextOffset {
+		if j := sort.Search(len(segs), func(j int) bool { return segs[j].base >= ss.NextOffset }); l.writableLocked() == nil && j > 0 && j < len(segs) && segs[j].base == ss.NextOffset {
 			l.ensureSnapshotLocked(segs, j)
 		}
 		l.mu.Unlock()
