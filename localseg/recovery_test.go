@@ -393,9 +393,27 @@ func TestALogWhoseSegmentsWereLostSaysSo(t *testing.T) {
 // A roll's producer snapshot is written by its background flush; a crash
 // before it leaves none at the new segment's base. The recovery that
 // replays past that base writes it, so that once retention deletes the
-// segments below, the producers whose batches were there are still known
-// (a retry of their last batch is a duplicate, not new records).
+// segments below it, the producers whose batches were there are still
+// known (a retry of their last batch is a duplicate, not new records).
 func TestRecoveryWritesTheSnapshotsARollLost(t *testing.T) {
+	h := lostRollSnapshot(t)
+	h.crash()
+	if got := h.log.snapshotOffsets(); len(got) == 0 || got[len(got)-1] != 4 {
+		t.Fatalf("snapshots after the recovery %v, want one at 4", got)
+	}
+	h.log.SetLogStartOffset(4)
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
+		t.Fatalf("retention deleted %d segments: %v", n, err)
+	}
+	h.crash()
+	requireRetryIsDuplicate(t, h)
+}
+
+// lostRollSnapshot returns a log of producer 4's sequences 0 to 3 in
+// segments at 0 and 2, and an empty active segment at 4 whose producer
+// snapshot the roll did not leave (a crash before its background flush
+// wrote it, or a write that failed).
+func lostRollSnapshot(t *testing.T) *harness {
 	one := idemBatch(4, 2, 0, 1)
 	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1})
 	for seq := int32(0); seq < 4; seq++ {
@@ -407,18 +425,18 @@ func TestRecoveryWritesTheSnapshotsARollLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.log.waitRollFiles()
-	h.abandon()
 	if err := os.Remove(filepath.Join(h.dir, segmentName(4, snapshotExt))); err != nil {
 		t.Fatal(err)
 	}
-	h.open()
-	h.log.SetLogStartOffset(4)
-	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
-		t.Fatalf("retention deleted %d segments: %v", n, err)
-	}
-	h.crash()
+	return h
+}
+
+// requireRetryIsDuplicate fails t unless a retry of producer 4's last
+// batch (lostRollSnapshot) is answered as the duplicate it is.
+func requireRetryIsDuplicate(t *testing.T, h *harness) {
+	t.Helper()
 	res, err := h.log.AppendAsLeader(idemBatch(4, 2, 3, 1), 0)
 	if err != nil || !res.Duplicate || res.FirstOffset != 3 {
-		t.Fatalf("retry of a batch below the local start after two crashes: %+v %v", res, err)
+		t.Fatalf("retry of producer 4's last batch: %+v %v", res, err)
 	}
 }

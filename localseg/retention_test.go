@@ -538,27 +538,11 @@ func TestRetentionRenamesOutsideTheLock(t *testing.T) {
 // rebuilt before retention deletes the segments below it, so a restart
 // still knows their producers.
 func TestRetentionRebuildsAMissingProducerSnapshotFirst(t *testing.T) {
-	one := idemBatch(4, 2, 0, 1)
-	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1})
-	for seq := int32(0); seq < 4; seq++ {
-		if _, err := h.log.AppendAsLeader(idemBatch(4, 2, seq, 1), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := h.log.Roll(); err != nil {
-		t.Fatal(err)
-	}
-	h.log.waitRollFiles()
-	if err := os.Remove(filepath.Join(h.dir, segmentName(4, snapshotExt))); err != nil {
-		t.Fatal(err)
-	}
+	h := lostRollSnapshot(t)
 	h.log.SetLogStartOffset(4)
 	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
 		t.Fatalf("retention deleted %d segments: %v", n, err)
 	}
 	h.crash()
-	res, err := h.log.AppendAsLeader(idemBatch(4, 2, 3, 1), 0)
-	if err != nil || !res.Duplicate || res.FirstOffset != 3 {
-		t.Fatalf("retry of a batch retention deleted, after a crash: %+v %v", res, err)
-	}
+	requireRetryIsDuplicate(t, h)
 }

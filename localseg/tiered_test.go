@@ -3,8 +3,6 @@ package localseg
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -98,17 +96,7 @@ func TestTieredRetentionKeepsSegmentsNotYetUploaded(t *testing.T) {
 // could not write is uploaded with one rebuilt from the log: a log
 // restored from the bucket takes its producers from it.
 func TestOpenSealedRebuildsAMissingProducerSnapshot(t *testing.T) {
-	one := idemBatch(4, 2, 0, 1)
-	h := newHarness(t, Config{SegmentBytes: int64(len(one)) * 2, RetentionMs: -1})
-	for seq := int32(0); seq < 5; seq++ {
-		if _, err := h.log.AppendAsLeader(idemBatch(4, 2, seq, 1), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.log.waitRollFiles()
-	if err := os.Remove(filepath.Join(h.dir, segmentName(4, snapshotExt))); err != nil {
-		t.Fatal(err)
-	}
+	h := lostRollSnapshot(t)
 	ss, err := h.log.OpenSealed(2)
 	if err != nil {
 		t.Fatal(err)
