@@ -529,6 +529,25 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			}
 		}
 	}
+	// endDroppedTerm ends this term, which dropped what it had appended
+	// (adoptRemoteEnd), by raising the partition's leader epoch: the
+	// followers that copied the dropped records hold them under epoch,
+	// and only a new epoch makes them ask where their logs part from the
+	// leader's (OffsetForLeaderEpoch). The leader's log, the bucket's
+	// below the remote end, knows no epoch after the bucket's last, so the
+	// answer cuts a follower's copy back to where epoch began in it, and
+	// below the leader's local log the follower restarts where the remote
+	// log ends. The term appends nothing meanwhile (checkTierAppend): an
+	// append under epoch at the remote end would make it look continued.
+	// A raise refused because a newer leader took over is retried until
+	// the term's end, which that leadership change brings.
+	endDroppedTerm := func() {
+		if until("raising the leader epoch of a term that dropped its appends", func(sctx context.Context) error {
+			return t.svc.b.meta.raiseLeaderEpoch(sctx, p.topic, p.index, p.nodeID, epoch, epoch)
+		}) {
+			log.Warn("the leader term that dropped its appends ends: its leader epoch is raised", "epoch", epoch)
+		}
+	}
 	// The manifest is fenced under this term's epoch before the orphan
 	// sweep: a commit of an older leader still on its way can no longer
 	// land and name objects the sweep deletes. A log that adopts the
@@ -562,7 +581,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		return
 	}
 	if t.dropped.Load() {
-		t.endDroppedTerm(ctx, p, epoch, log)
+		endDroppedTerm()
 		return
 	}
 	if !t.appends() {
@@ -588,7 +607,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return
 		}
 		if t.dropped.Load() {
-			t.endDroppedTerm(ctx, p, epoch, log)
+			endDroppedTerm()
 			return
 		}
 	}
@@ -673,36 +692,6 @@ func (t *partitionTier) fenced(ctx context.Context, p *partition, epoch int32, l
 	}
 	log.Error("the remote manifest is fenced by a leader epoch the metadata never reached (restored from an older copy?): "+
 		"this partition's leader epoch is raised above it", "epoch", epoch, "manifest_epoch", m.LeaderEpoch)
-}
-
-// endDroppedTerm ends the leader term of epoch, which dropped what it had
-// appended (adoptRemoteEnd), by raising the partition's leader epoch: the
-// followers that copied the dropped records hold them under epoch, and
-// only a new epoch makes them ask where their logs part from the
-// leader's (OffsetForLeaderEpoch). The leader's log, the bucket's below
-// the remote end, knows no epoch after the bucket's last, so the answer
-// cuts a follower's copy back to where epoch began in it, and below the
-// leader's local log the follower restarts where the remote log ends. The
-// term appends nothing meanwhile (checkTierAppend): an append under epoch
-// at the remote end would make it look continued. A raise refused because
-// a newer leader took over is retried until the term's end, which that
-// leadership change brings.
-func (t *partitionTier) endDroppedTerm(ctx context.Context, p *partition, epoch int32, log *slog.Logger) {
-	backoff := 100 * time.Millisecond
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := t.svc.b.meta.raiseLeaderEpoch(wctx, p.topic, p.index, p.nodeID, epoch, epoch)
-		cancel()
-		if err == nil {
-			log.Warn("the leader term that dropped its appends ends: its leader epoch is raised", "epoch", epoch)
-			return
-		}
-		log.Warn("raising the leader epoch of a term that dropped its appends; retrying", "epoch", epoch, "in", backoff, "err", err)
-		if !sleepCtx(ctx, backoff) {
-			return
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
 }
 
 // uploadLimit is the offset uploads may reach: the last stable offset, and

@@ -106,7 +106,7 @@ func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, ke
 		return nil, 0, nil
 	}
 	if n < len(segs) {
-		l.ensureSnapshotLocked(segs, n)
+		l.ensureSnapshotLocked(segs[n].base)
 	}
 	if n == len(segs) {
 		// Everything goes, the active segment too: roll so that an

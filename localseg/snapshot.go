@@ -73,23 +73,26 @@ func (l *Log) rebuildProducersLocked(end int64) error {
 	return nil
 }
 
-// ensureSnapshotLocked makes sure a producer snapshot is at the base of
-// segs[n], before retention deletes the segments below it or the one
-// below it is uploaded (OpenSealed): a roll's background flush that could
-// not write it (a full or failing disk) leaves none, and without it a
-// restart, or a log restored from the bucket, would forget the producers
-// whose batches are only below it (a retry of their last batch would be
-// taken for new records). It is rebuilt from the segments below it.
-// Requires mu, and a writable log.
-func (l *Log) ensureSnapshotLocked(segs []*segment, n int) {
-	base := segs[n].base
+// ensureSnapshotLocked makes sure a producer snapshot is at base, a
+// segment's base offset, before retention deletes the segments below it or
+// the one below it is uploaded (OpenSealed): a roll's background flush
+// that could not write it (a full or failing disk) leaves none, and
+// without it a restart, or a log restored from the bucket, would forget
+// the producers whose batches are only below it (a retry of their last
+// batch would be taken for new records). It is rebuilt from the segments
+// below it. Requires mu, and a writable log.
+func (l *Log) ensureSnapshotLocked(base int64) {
+	segs := l.segments()
+	n := sort.Search(len(segs), func(i int) bool { return segs[i].base >= base })
+	if n == 0 || n == len(segs) || segs[n].base != base {
+		return
+	}
 	for _, s := range segs[:n] {
 		s.waitRollFiles()
 	}
-	for _, off := range l.snapshotOffsets() {
-		if off == base {
-			return
-		}
+	if f, err := l.fs.OpenFile(l.snapshotPath(base), os.O_RDONLY, 0); err == nil {
+		f.Close()
+		return
 	}
 	if _, err := l.producerStateAt(base); err != nil {
 		l.log.Warn("rebuilding a missing producer snapshot", "dir", l.dir, "offset", base, "err", err)

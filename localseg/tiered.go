@@ -114,9 +114,8 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 		// rebuilt, so that the bucket's copy carries it (a log restored
 		// from the bucket takes its producers from it).
 		l.mu.Lock()
-		segs := l.segments()
-		if j := sort.Search(len(segs), func(j int) bool { return segs[j].base >= ss.NextOffset }); l.writableLocked() == nil && j > 0 && j < len(segs) && segs[j].base == ss.NextOffset {
-			l.ensureSnapshotLocked(segs, j)
+		if l.writableLocked() == nil {
+			l.ensureSnapshotLocked(ss.NextOffset)
 		}
 		l.mu.Unlock()
 		snap, err = readFile(l.fs, l.snapshotPath(ss.NextOffset), maxSnapshotSize)
