@@ -143,7 +143,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("broker: before registering: %w", err)
 	}
 	recordBootID(b.cfg.DataDir, bootID, b.log)
-	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL)
+	reg, err := registerWithRetry(ctx, ms.store, self, opts.BrokerSessionTTL, b.log)
 	if err != nil {
 		ms.close()
 		return nil, fmt.Errorf("broker: registering node %d: %w", b.cfg.NodeID, err)
@@ -438,15 +438,31 @@ func recordBootID(dir, current string, log *slog.Logger) {
 	}
 }
 
-// registerWithRetry registers the broker, waiting out a previous
-// incarnation's lease (a broker restarted after kill -9 finds its own id
-// still registered until the old lease expires).
-func registerWithRetry(ctx context.Context, store *metadata.Store, self metadata.Broker, ttl time.Duration) (*metadata.Registration, error) {
-	deadline := time.Now().Add(ttl + 5*time.Second)
+// registerWithRetry registers the broker, waiting out a registration of
+// its id from another data directory until its lease expires. A broker
+// restarted after kill -9 takes over its own registration at once (the
+// same directory id); one whose log directory was lost, meta.properties
+// with it, has a new directory id and cannot tell its previous run's
+// registration from a live broker's started with the same id, so it waits
+// up to the session TTL, as a Kafka broker with a new incarnation id waits
+// out broker.session.timeout.ms. The wait is logged: the broker serves
+// nothing meanwhile.
+func registerWithRetry(ctx context.Context, store *metadata.Store, self metadata.Broker, ttl time.Duration, log *slog.Logger) (*metadata.Registration, error) {
+	start := time.Now()
+	deadline := start.Add(ttl + 5*time.Second)
+	waiting := false
 	for {
 		reg, err := store.RegisterBroker(ctx, self, ttl)
+		if err == nil && waiting {
+			log.Info("registered once the other registration of this node id expired", "id", self.ID, "waited", time.Since(start).Round(time.Millisecond))
+		}
 		if err == nil || !errors.Is(err, metadata.ErrBrokerIDInUse) || time.Now().After(deadline) {
 			return reg, err
+		}
+		if !waiting {
+			waiting = true
+			log.Warn("this node id is registered from another data directory (this broker's previous run, if its log directory was lost; else another broker started with the same id): waiting for that registration's lease to expire before registering",
+				"id", self.ID, "directory_id", self.DirectoryID, "up_to", deadline.Sub(start))
 		}
 		select {
 		case <-ctx.Done():
@@ -489,7 +505,7 @@ func (b *Broker) keepRegistered(ms *etcdMeta, self metadata.Broker, ttl time.Dur
 		}
 		for b.ctx.Err() == nil {
 			ctx, cancel := context.WithTimeout(b.ctx, ttl+5*time.Second)
-			reg, err := registerWithRetry(ctx, ms.store, self, ttl)
+			reg, err := registerWithRetry(ctx, ms.store, self, ttl, b.log)
 			cancel()
 			if err == nil {
 				ms.setRegistration(reg)
