@@ -277,8 +277,11 @@ func runTiering(o options) error {
 		replayCPU, getCPU, relayCPU                       = make([]time.Duration, 3), make([]time.Duration, 2), make([]time.Duration, 2)
 		replayTime                                        time.Duration
 		replayed, faults                                  int64
-		replayGets                                        float64
-		waited                                            float64
+		replayGets, topicGets                             float64
+		// The replayed topic's GETs per GiB and the read-ahead chunks
+		// skipped for want of budget, by round.
+		roundGets, roundSkipped []float64
+		waited                  float64
 	)
 	add := func(sum, d []time.Duration) {
 		for i := range sum {
@@ -303,7 +306,7 @@ func runTiering(o options) error {
 				}()
 			}
 			w := metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum")
-			gets := scrape(sh.httpAddr)[replayGetsMetric]
+			before := scrape(sh.httpAddr)
 			cpu := startCPU(sh.pid, srv.Pid(), os.Getpid())
 			f := minorFaults(sh.pid)
 			took, err := rawReplay(ctx, sh.addr, t, ends[i], o.tierPartMax)
@@ -316,7 +319,12 @@ func runTiering(o options) error {
 			// reads (the object store and the cache) rather than in the
 			// client.
 			waited += metricSum(sh.httpAddr, "shale_tiering_remote_fetch_seconds_sum") - w
-			replayGets += scrape(sh.httpAddr)[replayGetsMetric] - gets
+			after := scrape(sh.httpAddr)
+			replayGets += after[replayGetsMetric] - before[replayGetsMetric]
+			n := after[topicGetsMetric(t)] - before[topicGetsMetric(t)]
+			topicGets += n
+			roundGets = append(roundGets, n/(float64(remote[i])/(1<<30)))
+			roundSkipped = append(roundSkipped, after[aheadSkippedMetric]-before[aheadSkippedMetric])
 			replayTime += took
 			replayed += remote[i]
 			replayMBps = append(replayMBps, float64(remote[i])/took.Seconds()/1e6)
@@ -372,7 +380,7 @@ func runTiering(o options) error {
 			fmt.Sprintf("ranged GETs of the segments, %d MiB each, 4 in flight", tierGet>>20), medianRange(getMBps), fmt.Sprintf("%.2fx", median(ratio))},
 		[]string{"", "", "the same GETs relayed over one TCP connection", medianRange(relayMBps), fmt.Sprintf("%.2fx", median(relayRatio))},
 		[]string{"cold replay: share of its time in remote reads", fmt.Sprintf("%.0f%%", 100*waited/replayTime.Seconds()), "", "", ""},
-		[]string{"cold replay: broker's GETs per GiB replayed", fmt.Sprintf("%.0f", replayGets/(float64(replayed)/(1<<30))),
+		[]string{"cold replay: broker's GETs per GiB replayed (of the replayed topic's objects)", fmt.Sprintf("%.0f (%.0f)", replayGets/(float64(replayed)/(1<<30)), topicGets/(float64(replayed)/(1<<30))),
 			"GETs of the ceilings", fmt.Sprintf("%d", (1<<30)/tierGet), ""},
 		[]string{"cold replay: CPU ms per MB of broker + MinIO + client", fmt.Sprintf("%.2f + %.2f + %.2f", msPerMB(replayCPU[0], replayed), msPerMB(replayCPU[1], replayed), msPerMB(replayCPU[2], replayed)),
 			"MinIO + client of the GETs (relayed)", fmt.Sprintf("%.2f + %.2f (%.2f + %.2f)", msPerMB(getCPU[0], replayed), msPerMB(getCPU[1], replayed), msPerMB(relayCPU[0], replayed), msPerMB(relayCPU[1], replayed)), ""},
@@ -427,9 +435,9 @@ func runTiering(o options) error {
 	printTable([]string{"workload", "shale", "same-run ceiling", "ceiling", "ratio"}, rows)
 	var each []string
 	for i := range replayMBps {
-		each = append(each, fmt.Sprintf("%.0f / %.0f / %.0f", replayMBps[i], getMBps[i], relayMBps[i]))
+		each = append(each, fmt.Sprintf("%.0f / %.0f / %.0f (%.0f, %.0f)", replayMBps[i], getMBps[i], relayMBps[i], roundGets[i], roundSkipped[i]))
 	}
-	fmt.Printf("cold replay / GETs / relayed GETs by round, MB/s: %s\n", strings.Join(each, ", "))
+	fmt.Printf("cold replay / GETs / relayed GETs by round, MB/s (the replay's GETs per GiB, read-ahead chunks skipped): %s\n", strings.Join(each, ", "))
 	fmt.Printf("the broker's first replay, before the rounds and not in them: %.0f MB/s, %.2f page faults per replayed 4 KiB page\n",
 		mbps(float64(warmRemote), warmTook), float64(warmFaults)/(float64(max(warmRemote, 1))/4096))
 	if o.tierOnly {
@@ -562,8 +570,18 @@ func earliestLocal(ctx context.Context, cl *kgo.Client, topic string) (int64, er
 }
 
 // replayGetsMetric counts the broker's GETs (segment chunks, companions,
-// manifests).
+// manifests), of every topic: the archive loops of the others, say.
 const replayGetsMetric = `shale_objectstore_requests_total{op="get",result="ok"}`
+
+// aheadSkippedMetric counts the chunks the broker's read-ahead skipped
+// because its budget was spent (a read then GETs each itself).
+const aheadSkippedMetric = "shale_remote_readahead_skipped_total"
+
+// topicGetsMetric counts the GET-class requests of topic's objects
+// (GETs and HEADs, each attempt), those a replay of topic makes.
+func topicGetsMetric(topic string) string {
+	return `shale_objectstore_topic_requests_total{class="get",topic="` + topic + `"}`
+}
 
 // rawReplay reads the replay topic from offset 0 up to end as a consumer
 // does, one Fetch in flight on one connection, but reads each response
