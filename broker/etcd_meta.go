@@ -179,7 +179,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
 				uncleanEpoch: p.UncleanEpoch, unarchived: p.Unarchived, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
-				created: p.Created, recovering: p.Recovering,
+				created: p.Created, recovering: p.Recovering, counted: p.Counted(),
 			})
 		}
 		v.topics[name] = tv
@@ -249,7 +249,7 @@ func (m *etcdMeta) allocateProducerIDs(ctx context.Context, n int64) (int64, err
 	return m.store.AllocateProducerIDs(ctx, n)
 }
 
-func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error {
+func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32, minISR int32) error {
 	cur, err := m.store.Partition(ctx, topic, index)
 	if err != nil {
 		return metaError(err)
@@ -257,7 +257,7 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	if cur.Leader != leader || cur.LeaderEpoch != leaderEpoch || cur.PartitionEpoch != partitionEpoch {
 		return fmt.Errorf("%w: %s/%d is at leader %d epoch %d partition epoch %d", errMetaConflict, topic, index, cur.Leader, cur.LeaderEpoch, cur.PartitionEpoch)
 	}
-	cur.ISR = isr
+	cur.SetISR(isr, minISR)
 	_, _, err = m.store.UpdatePartition(ctx, cur, partitionEpoch)
 	return metaError(err)
 }
@@ -268,29 +268,51 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 		if err != nil {
 			return false, metaError(err)
 		}
-		if !slices.Contains(cur.ISR, self) || len(cur.ISR) == 1 {
+		counted := cur.Counted()
+		if !slices.Contains(counted, self) || len(counted) == 1 {
 			return false, nil
 		}
 		next := cur
-		next.ISR = slices.DeleteFunc(slices.Clone(cur.ISR), func(id int32) bool { return id == self })
+		// The members it leaves to: the ISR's others, or, when it is
+		// not in the ISR or its only member, everyone counted on (the
+		// eligible leader replicas hold every acknowledged record too).
+		members := counted
+		if slices.Contains(cur.ISR, self) && len(cur.ISR) > 1 {
+			members = cur.ISR
+		} else {
+			next.Eligible = nil
+		}
+		next.ISR = slices.DeleteFunc(slices.Clone(members), func(id int32) bool { return id == self })
+		if !slices.Contains(cur.ISR, self) {
+			// An eligible leader replica: the ISR stays as it is.
+			next.ISR = cur.ISR
+			next.Eligible = slices.DeleteFunc(slices.Clone(cur.Eligible), func(id int32) bool { return id == self })
+		}
 		if cur.Leader == self {
 			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
 		}
-		kept := slices.ContainsFunc(next.ISR, func(id int32) bool {
+		kept := slices.ContainsFunc(members, func(id int32) bool {
 			_, r := cur.Recovering.End(id)
-			return !r && (keepers == nil || slices.Contains(keepers, id))
+			return id != self && !r && (keepers == nil || slices.Contains(keepers, id))
 		})
 		if !kept {
-			// The members it would leave the ISR to are back from a
-			// machine crash too (the caller's view was older): this
-			// log may be the longest left, so it stays, recovering,
-			// for the controller to compare. Its end is reported once
-			// its log is open.
+			// The members it would leave to are back from a machine
+			// crash too (the caller's view was older), or not up: this
+			// log may be the longest left, so it stays, recovering, for
+			// the controller to compare (with the eligible leader
+			// replicas, now in the ISR). Its end is reported once its
+			// log is open.
 			if _, already := cur.Recovering.End(self); already {
 				return true, nil
 			}
-			next.ISR = cur.ISR
+			next.ISR, next.Eligible = counted, nil
+			if slices.Contains(cur.ISR, self) && len(cur.ISR) > 1 {
+				next.ISR, next.Eligible = cur.ISR, cur.Eligible
+			}
 			next.Recovering = append(slices.Clone(cur.Recovering), metadata.RecoveringReplica{ID: self, LogEnd: -1})
+		}
+		if len(next.Eligible) == 0 {
+			next.Eligible = nil
 		}
 		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
@@ -303,8 +325,10 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 // a machine crash (metadata.Partition.Recovering) whose log ends at logEnd
 // (-1: not yet opened), leaving the partition leaderless at a new epoch
 // when it was named leader: it leads nothing until the controller has
-// compared it with the others. Nothing is written when the ISR no longer
-// names it, or the record already says so.
+// compared it with the others. An eligible leader replica, or the ISR's
+// only member, takes the eligible leader replicas into the ISR first, to
+// be compared with. Nothing is written when the partition does not count
+// on it, or the record already says so.
 func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
@@ -312,10 +336,13 @@ func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self
 			return metaError(err)
 		}
 		had, recovering := cur.Recovering.End(self)
-		if !slices.Contains(cur.ISR, self) || recovering && (had == logEnd || logEnd < 0) {
+		if !slices.Contains(cur.Counted(), self) || recovering && (had == logEnd || logEnd < 0) {
 			return nil
 		}
 		next := cur
+		if !slices.Contains(cur.ISR, self) || len(cur.ISR) == 1 {
+			next.ISR, next.Eligible = cur.Counted(), nil
+		}
 		next.Recovering = slices.DeleteFunc(slices.Clone(cur.Recovering), func(r metadata.RecoveringReplica) bool { return r.ID == self })
 		next.Recovering = append(next.Recovering, metadata.RecoveringReplica{ID: self, LogEnd: logEnd})
 		if cur.Leader == self {

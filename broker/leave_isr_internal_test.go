@@ -72,3 +72,77 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 		t.Fatalf("after staying: %+v, want ISR [1 2 3] with broker 1 recovering", p)
 	}
 }
+
+// The ISR's only member, its log lost, leaves the ISR to the eligible
+// leader replicas (metadata.Partition.Eligible): they hold every
+// acknowledged record, and leading from its empty log would cut theirs.
+// When none of them is up, and its log may be the longest left (a machine
+// crash), it stays, recovering, with them back in the ISR to be compared
+// with. An eligible leader replica whose log was lost stops being one.
+// A sole member with no eligible replicas is all there is: it stays.
+func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := startEtcd(ctx, t)
+	store := metadata.NewStore(e.Client(), "")
+	sole := func(eligible ...int32) metadata.Partition {
+		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 1, LeaderEpoch: 5, ISR: []int32{1}, Eligible: eligible}
+	}
+	parts := []metadata.Partition{sole(2), sole(2), sole(2, 3), sole(2), sole()}
+	for i := range parts {
+		parts[i].Index = int32(i)
+	}
+	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{8}}, parts); err != nil {
+		t.Fatal(err)
+	}
+	m := &etcdMeta{store: store}
+	read := func(index int32) metadata.Partition {
+		t.Helper()
+		p, err := store.Partition(ctx, "t", index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// Its disk lost (any member is as long): it leaves to broker 2.
+	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil); err != nil || recovering {
+		t.Fatalf("leaving to an eligible replica: recovering %v, err %v", recovering, err)
+	}
+	if p := read(0); !slices.Equal(p.ISR, []int32{2}) || p.Eligible != nil || p.Leader != -1 || p.LeaderEpoch != 6 {
+		t.Fatalf("after leaving: %+v, want ISR [2], none eligible, no leader, epoch 6", p)
+	}
+
+	// Back from a machine crash, no eligible replica up: it stays,
+	// recovering, with broker 2 back in the ISR.
+	if recovering, err := m.leaveISR(ctx, "t", 1, 1, []int32{}); err != nil || !recovering {
+		t.Fatalf("no eligible replica up: recovering %v, err %v", recovering, err)
+	}
+	if p := read(1); !slices.Equal(p.ISR, []int32{1, 2}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
+		t.Fatalf("after staying: %+v, want ISR [1 2] with 1 recovering, none eligible, no leader", p)
+	}
+
+	// An eligible replica's disk lost: it stops being one.
+	if recovering, err := m.leaveISR(ctx, "t", 2, 3, nil); err != nil || recovering {
+		t.Fatalf("an eligible replica leaving: recovering %v, err %v", recovering, err)
+	}
+	if p := read(2); !slices.Equal(p.ISR, []int32{1}) || !slices.Equal(p.Eligible, []int32{2}) || p.Leader != 1 || p.LeaderEpoch != 5 {
+		t.Fatalf("after an eligible replica left: %+v, want ISR [1], eligible [2], leader 1 at 5", p)
+	}
+
+	// Marked recovering outright (no keeper up at its start): the same.
+	if err := m.markRecovering(ctx, "t", 3, 1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(3); !slices.Equal(p.ISR, []int32{1, 2}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
+		t.Fatalf("after marking recovering: %+v, want ISR [1 2] with 1 recovering, none eligible, no leader", p)
+	}
+
+	// No eligible replica: its log is all there is.
+	if recovering, err := m.leaveISR(ctx, "t", 4, 1, nil); err != nil || recovering {
+		t.Fatalf("the only member: recovering %v, err %v", recovering, err)
+	}
+	if p := read(4); !slices.Equal(p.ISR, []int32{1}) || p.Leader != 1 || p.LeaderEpoch != 5 {
+		t.Fatalf("the only member, no eligible replica: %+v, want it unchanged", p)
+	}
+}

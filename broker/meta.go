@@ -27,13 +27,18 @@ type metaStore interface {
 	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
 	// alterISR replaces a partition's ISR as its leader: only while the
 	// stored partition still names leader at leaderEpoch and is at
-	// partitionEpoch (errMetaConflict otherwise).
-	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32) error
+	// partitionEpoch (errMetaConflict otherwise). Members that leave an
+	// ISR smaller than minISR become its eligible leader replicas
+	// (metadata.Partition.SetISR).
+	alterISR(ctx context.Context, topic string, index, leader, leaderEpoch, partitionEpoch int32, isr []int32, minISR int32) error
 	// leaveISR takes broker self out of a partition's ISR, its log lost
 	// (replicaManager.applyLostLocked): when self is named leader, the
 	// partition is left without one, at a new leader epoch, for the
-	// controller to elect another in-sync replica. An ISR that does not
-	// name self, or names it alone, is left as it is. It leaves only to
+	// controller to elect another in-sync replica. A partition that does
+	// not count on self (metadata.Partition.Counted), or counts on it
+	// alone, is left as it is. Self as an eligible leader replica stops
+	// being one. Self as the ISR's only member leaves it to the eligible
+	// leader replicas, which hold every acknowledged record. It leaves only to
 	// a member that the stored partition does not name as recovering
 	// from a machine crash (metadata.Partition.Recovering), one of
 	// keepers (the members the caller found up) unless that is nil
@@ -43,7 +48,10 @@ type metaStore interface {
 	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error)
 	// markRecovering records broker self as an ISR member back from a
 	// machine crash whose log ends at logEnd (-1: not yet opened), for
-	// the controller to compare (metadata.Partition.Recovering).
+	// the controller to compare (metadata.Partition.Recovering). The
+	// ISR's only member takes the eligible leader replicas back into the
+	// ISR to be compared with; an eligible leader replica stops being
+	// one.
 	markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error
 	// markArchiving clears a partition's unarchived mark (see
 	// partitionView.unarchived) as its leader: only while the stored

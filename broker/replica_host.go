@@ -67,7 +67,7 @@ func (b *Broker) isrIneligible(id int32) bool {
 func (b *Broker) alterISR(p *partition, isr []int32, leaderEpoch, partitionEpoch int32) {
 	started := b.goBackground(func() {
 		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-		err := b.meta.alterISR(ctx, p.topic, p.index, b.cfg.NodeID, leaderEpoch, partitionEpoch, isr)
+		err := b.meta.alterISR(ctx, p.topic, p.index, b.cfg.NodeID, leaderEpoch, partitionEpoch, isr, p.cfg.Load().minInsyncReplicas)
 		cancel()
 		if errors.Is(err, errMetaIndeterminate) {
 			b.log.Info("ISR change's outcome unknown; re-reading", "topic", p.topic, "partition", p.index, "isr", isr, "err", err)

@@ -59,6 +59,19 @@ type partitionView struct {
 	// recovering are the ISR members back from a machine crash that the
 	// controller has yet to compare (metadata.Partition.Recovering).
 	recovering metadata.Recovering
+	// counted are the members whose logs hold every acknowledged record:
+	// the ISR and the eligible leader replicas (metadata.Partition.
+	// Counted); nil: the ISR.
+	counted []int32
+}
+
+// countedMembers are pv's members whose logs hold every acknowledged
+// record (partitionView.counted).
+func (pv partitionView) countedMembers() []int32 {
+	if pv.counted == nil {
+		return pv.isr
+	}
+	return pv.counted
 }
 
 // replicaManager holds the partitions this broker has a replica of. It
@@ -718,10 +731,12 @@ func lostAtOpen(dir string, created bool, pv partitionView, self int32, since in
 	return err == nil && countedOn(pv, self)
 }
 
-// countedOn reports whether the partition's ISR names self beside others,
-// who count on its log as much as on theirs.
+// countedOn reports whether the partition's ISR, or its eligible leader
+// replicas, name self beside others, who count on its log as much as on
+// theirs.
 func countedOn(pv partitionView, self int32) bool {
-	return len(pv.isr) > 1 && slices.Contains(pv.isr, self)
+	counted := pv.countedMembers()
+	return len(counted) > 1 && slices.Contains(counted, self)
 }
 
 // lostLogFile, in a partition's directory, marks a log found lost
@@ -774,9 +789,9 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership, pv partitio
 		}
 		return l
 	}
-	if !slices.Contains(l.isr, m.nodeID) || len(l.isr) == 1 {
+	if !countedOn(pv, m.nodeID) {
 		p.logLost = false
-		m.b.log.Info("a partition whose log lost records is out of the ISR (or its only member); it is a replica like any other again",
+		m.b.log.Info("a partition whose log lost records is out of the ISR and the eligible leader replicas (or their only member); it is a replica like any other again",
 			"topic", p.topic, "partition", p.index, "isr", l.isr)
 		if err := markLost(partitionDir(m.dir, p.topic, p.index), false); err != nil {
 			m.b.log.Warn("removing a partition's lost-log mark", "topic", p.topic, "partition", p.index, "err", err)

@@ -175,6 +175,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
 		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log,
+		TopicDefaults: b.cfg.TopicDefaults,
 		Answers: func(ctx context.Context, bv metadata.Broker) bool {
 			return answersKafka(ctx, net.JoinHostPort(bv.Host, strconv.Itoa(int(bv.Port))), time.Second)
 		}})
@@ -338,10 +339,10 @@ func (b *Broker) retryMark(ctx context.Context, write func(context.Context) erro
 	}
 }
 
-// keepersUp returns the other members of pv's ISR that kept their logs
-// (not recovering from a machine crash) as far as view knows, and are up:
-// leaving the ISR to one of them loses nothing, once leaveISR has found
-// in etcd that it did keep its log. Up is registered and answering Kafka
+// keepersUp returns the other members of pv's ISR, and its eligible
+// leader replicas, that kept their logs (not recovering from a machine
+// crash) as far as view knows, and are up: leaving the ISR to one of them
+// loses nothing, once leaveISR has found in etcd that it did keep its log. Up is registered and answering Kafka
 // requests. A registration outlives its broker by up to a lease, and when
 // every machine restarted faster than that, the others' old registrations
 // would pass for members that kept their logs, so each is asked for its
@@ -355,7 +356,7 @@ func (b *Broker) retryMark(ctx context.Context, write func(context.Context) erro
 // together each took the others for members that kept their logs, and
 // all left the ISR to the shortest log. up caches the checks.
 func keepersUp(ctx context.Context, view *metaView, pv partitionView, self int32, up map[int32]bool) (keepers []int32) {
-	for _, id := range pv.isr {
+	for _, id := range pv.countedMembers() {
 		if _, recovering := pv.recovering.End(id); id == self || recovering {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -137,10 +138,52 @@ type Partition struct {
 	// recovery); a topic that allows unclean election does not wait for
 	// all of them.
 	Recovering Recovering `json:"recovering,omitempty"`
+	// Eligible are KIP-966's eligible leader replicas: members that left
+	// the ISR, dead or lagging, while it had fewer than
+	// min.insync.replicas members, so that no acks=all write was
+	// acknowledged without them since. They hold every acknowledged
+	// record as much as the ISR does: when the ISR's last member comes
+	// back having lost its log, they, not its empty log, are what the
+	// partition is led from (the member leaves the ISR to them). Kept
+	// apart from the ISR because they may lack records acknowledged with
+	// acks=1 since. Cleared once the ISR is back to
+	// min.insync.replicas; a member that rejoins the ISR, or loses its
+	// log, leaves it (SetISR).
+	Eligible []int32 `json:"eligible,omitempty"`
 	// Created is the etcd revision that created the record (not
 	// stored): a broker registered after it that finds no log of the
 	// partition on its disk, though the ISR names it, has lost that log.
 	Created int64 `json:"-"`
+}
+
+// Counted are the members whose logs hold every acknowledged record: the
+// ISR, then the eligible leader replicas outside it.
+func (p Partition) Counted() []int32 {
+	out := slices.Clone(p.ISR)
+	for _, id := range p.Eligible {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// SetISR sets the partition's ISR to isr, keeping its eligible leader
+// replicas (Eligible) with it: members that leave the ISR join them
+// while the ISR is smaller than minISR (min.insync.replicas), except the
+// lost (whose logs lack what the ISR counted on); members in the ISR, the
+// lost and those no longer replicas leave them; once the ISR has minISR
+// members there are none.
+func (p *Partition) SetISR(isr []int32, minISR int32, lost ...int32) {
+	var eligible []int32
+	if int32(len(isr)) < minISR {
+		for _, id := range append(slices.Clone(p.Eligible), p.ISR...) {
+			if !slices.Contains(isr, id) && !slices.Contains(lost, id) && slices.Contains(p.Replicas, id) && !slices.Contains(eligible, id) {
+				eligible = append(eligible, id)
+			}
+		}
+	}
+	p.ISR, p.Eligible = isr, eligible
 }
 
 // RecoveringReplica is an ISR member back from a machine crash

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +27,10 @@ import (
 // UncleanElectionConfig is the topic config that allows a leader from
 // outside the ISR.
 const UncleanElectionConfig = "unclean.leader.election.enable"
+
+// MinInsyncReplicasConfig is the topic config (and broker default) that
+// an acks=all write needs that many in-sync replicas.
+const MinInsyncReplicasConfig = "min.insync.replicas"
 
 // Change is one partition write the controller makes: Next replaces the
 // stored partition if its partition epoch is still Expected.
@@ -53,7 +58,13 @@ type Change struct {
 // A broker in a controlled shutdown hands its leaderships to another live
 // ISR member (keeping those no other member can take) and leaves every ISR
 // that has another member, so that acks=all stops waiting for it.
-func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
+//
+// Members that leave an ISR smaller than the topic's min.insync.replicas
+// (topicDefaults gives the brokers' default) become its eligible leader
+// replicas (metadata.Partition.Eligible, KIP-966): no acks=all write was
+// acknowledged without them since. With unclean election enabled a live
+// one leads before any other replica from outside the ISR.
+func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaults map[string]string) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
 	leaving := map[int32]bool{}
@@ -85,9 +96,10 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 	for _, n := range names {
 		ts := snap.Topics[n]
 		unclean := ts.Configs[UncleanElectionConfig] == "true"
+		minISR := MinInsyncReplicas(ts.Configs, topicDefaults)
 		for _, p := range ts.Partitions {
 			if len(p.Recovering) > 0 {
-				if next, ok := planRecovering(p, cands, live, silent, unclean); ok {
+				if next, ok := planRecovering(p, cands, live, silent, unclean, minISR); ok {
 					out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
 				}
 				continue
@@ -98,12 +110,24 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 				leaderOK = false // another in-sync replica can take over
 			}
 			if leaderOK {
-				next.ISR = staying(p.ISR)
+				next.SetISR(staying(p.ISR), minISR)
 			} else {
 				e := replication.ElectLeader(p.Replicas, p.ISR, cands, unclean)
-				next.Leader, next.ISR = e.Leader, e.ISR
-				if e.Leader >= 0 && !e.Unclean {
-					next.ISR = staying(e.ISR)
+				if e.Unclean {
+					// An eligible leader replica holds every acks=all
+					// record; any other replica may not.
+					if el := replication.ElectLeader(p.Replicas, p.Eligible, cands, false); el.Leader >= 0 {
+						e.Leader, e.ISR = el.Leader, []int32{el.Leader}
+					}
+				}
+				next.Leader = e.Leader
+				switch {
+				case e.Unclean:
+					next.ISR, next.Eligible = e.ISR, nil
+				case e.Leader >= 0:
+					next.SetISR(staying(e.ISR), minISR)
+				default:
+					next.SetISR(e.ISR, minISR)
 				}
 				if e.Leader < 0 && p.Leader >= 0 && restarted[p.Leader] {
 					// The restarted count as live here: a restarted
@@ -115,7 +139,8 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 						registered[i].Live = true
 					}
 					if again := replication.ElectLeader(p.Replicas, p.ISR, registered, false); again.Leader >= 0 {
-						next.Leader, next.ISR = again.Leader, again.ISR
+						next.Leader = again.Leader
+						next.SetISR(again.ISR, minISR)
 					}
 				}
 				if next.Leader != p.Leader || next.Leader >= 0 && restarted[next.Leader] {
@@ -125,7 +150,7 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 					next.UncleanEpoch = next.LeaderEpoch
 				}
 			}
-			if next.Leader == p.Leader && next.LeaderEpoch == p.LeaderEpoch && slices.Equal(next.ISR, p.ISR) {
+			if next.Leader == p.Leader && next.LeaderEpoch == p.LeaderEpoch && slices.Equal(next.ISR, p.ISR) && slices.Equal(next.Eligible, p.Eligible) {
 				continue
 			}
 			next.Replicas = slices.Clone(p.Replicas)
@@ -153,9 +178,11 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool) []Change {
 // and the machine, booted again, may be starting that broker, its own
 // marks not yet written; taking the recovering members out of the ISR
 // for it could leave the longest log out. A silent leader is left as it
-// is until it answers or its registration lapses. It reports false when
+// is until it answers or its registration lapses. Members that leave the
+// ISR recovering are not eligible leader replicas (metadata.Partition.
+// SetISR): their logs may lack what it counted on. It reports false when
 // nothing changes.
-func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool) (metadata.Partition, bool) {
+func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool, minISR int32) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Recovering = slices.DeleteFunc(slices.Clone(p.Recovering), func(r metadata.RecoveringReplica) bool { return !slices.Contains(p.ISR, r.ID) })
@@ -164,6 +191,10 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		return next, true // the next round plans it as any other
 	}
 	recovering := func(id int32) bool { _, ok := next.Recovering.End(id); return ok }
+	var lost []int32
+	for _, r := range next.Recovering {
+		lost = append(lost, r.ID)
+	}
 	kept := slices.Clone(cands)
 	for i := range kept {
 		if recovering(kept[i].ID) || silent[kept[i].ID] {
@@ -177,12 +208,13 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			// slow one answers later: nothing changes until then.
 			return p, false
 		}
-		next.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] })
+		next.SetISR(slices.DeleteFunc(slices.Clone(p.ISR), func(id int32) bool { return recovering(id) || !live[id] }), minISR, lost...)
 		next.Recovering = nil
 		return next, true
 	}
 	if e := replication.ElectLeader(p.Replicas, p.ISR, kept, false); e.Leader >= 0 {
-		next.Leader, next.ISR, next.LeaderEpoch = e.Leader, e.ISR, p.LeaderEpoch+1
+		next.Leader, next.LeaderEpoch = e.Leader, p.LeaderEpoch+1
+		next.SetISR(e.ISR, minISR, lost...)
 		next.Recovering = nil
 		return next, true
 	}
@@ -215,7 +247,8 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			}
 		}
 		if best >= 0 {
-			next.Leader, next.ISR, next.LeaderEpoch = best, []int32{best}, p.LeaderEpoch+1
+			next.Leader, next.LeaderEpoch = best, p.LeaderEpoch+1
+			next.SetISR([]int32{best}, minISR, lost...)
 			next.UncleanEpoch = next.LeaderEpoch
 			next.Recovering = nil
 			return next, true
@@ -231,9 +264,21 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		}
 		return next, true
 	}
-	next.Leader, next.ISR, next.LeaderEpoch = best, []int32{best}, p.LeaderEpoch+1
+	next.Leader, next.LeaderEpoch = best, p.LeaderEpoch+1
+	next.SetISR([]int32{best}, minISR, lost...)
 	next.Recovering = nil
 	return next, true
+}
+
+// MinInsyncReplicas is a topic's min.insync.replicas: its own config (of
+// configs), else the brokers' default (of topicDefaults), else 1.
+func MinInsyncReplicas(configs, topicDefaults map[string]string) int32 {
+	for _, m := range []map[string]string{configs, topicDefaults} {
+		if v, err := strconv.ParseInt(m[MinInsyncReplicasConfig], 10, 32); err == nil && v >= 1 {
+			return int32(v)
+		}
+	}
+	return 1
 }
 
 // Config configures a controller candidate.
@@ -256,7 +301,10 @@ type Config struct {
 	// Answers reports whether a registered broker answers Kafka requests
 	// (see Controller.silentKeepers); nil: every registered broker does.
 	Answers func(ctx context.Context, b metadata.Broker) bool
-	Logger  *slog.Logger
+	// TopicDefaults are the brokers' defaults of topic configs
+	// (min.insync.replicas, read for the eligible leader replicas).
+	TopicDefaults map[string]string
+	Logger        *slog.Logger
 }
 
 // DefaultDeletedTopicRetention is DeletedTopicRetention's default.
@@ -385,7 +433,7 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			}
 		}
 		ok := true
-		plan := Plan(snap, restarted, c.silentKeepers(ctx, snap, restarted))
+		plan := Plan(snap, restarted, c.silentKeepers(ctx, snap, restarted), c.cfg.TopicDefaults)
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		if preferred && len(plan) == 0 {
 			plan = PlanPreferredLeaders(snap)

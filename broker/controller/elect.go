@@ -66,7 +66,7 @@ func electPreferred(live map[int32]metadata.Broker, p metadata.Partition) (metad
 // topic's unclean.leader.election.enable (an operator asked for it; records
 // the old leader acknowledged may be lost). Members recovering from a
 // machine crash count as any other: the operator does not wait for the
-// others to come back.
+// others to come back. The eligible leader replicas count as the ISR.
 func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Partition, error) {
 	live := brokerIndex(snap)
 	if _, ok := live[p.Leader]; ok && p.Leader >= 0 {
@@ -76,7 +76,7 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	for _, b := range snap.Brokers {
 		cands = append(cands, replication.Candidate{ID: b.ID, Live: true, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown})
 	}
-	e := replication.ElectLeader(p.Replicas, p.ISR, cands, true)
+	e := replication.ElectLeader(p.Replicas, p.Counted(), cands, true)
 	if e.Leader < 0 {
 		return p, ErrEligibleNotAvailable
 	}
@@ -84,7 +84,10 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Leader, next.ISR, next.LeaderEpoch = e.Leader, e.ISR, p.LeaderEpoch+1
 	next.Recovering = nil // the operator chose over the comparison
-	if e.Unclean {
+	next.Eligible = nil
+	if e.Unclean || !slices.Contains(p.ISR, e.Leader) {
+		// An eligible leader replica holds every acks=all record, but
+		// may lack acks=1 records the bucket holds.
 		next.UncleanEpoch = next.LeaderEpoch
 	}
 	return next, nil

@@ -47,7 +47,7 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 			configs[UncleanElectionConfig] = "true"
 		}
 		snap := snapshot(live, configs, p)
-		plan := Plan(snap, restarted, nil)
+		plan := Plan(snap, restarted, nil, nil)
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		plan = append(plan, PlanPreferredLeaders(snap)...)
 		for _, ch := range plan {

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -30,10 +33,7 @@ func TestALeaderBackOnAnEmptyDiskBeforeAnyControllerActsLosesNothing(t *testing.
 	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
 		l := leadingController(t, c)
 		c.procs[l].kill(syscall.SIGKILL)
-		key := fmt.Sprintf("/kill/brokers/%010d", l)
-		if _, err := c.etcd.client().Delete(c.ctx, key); err != nil {
-			t.Fatal(err)
-		}
+		expireRegistrations(t, c, l)
 		loseLogDisk(t, c.procs[l])
 		startClusterBroker(t, c.procs[l])
 		c.leaderOtherThan(l)
@@ -188,47 +188,140 @@ func TestAReplicaBackFromALostDiskLeadsThroughAStoreOutage(t *testing.T) {
 // TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected: the ISR is down
 // to the leader and one follower (the third replica is down), and a
 // fourth broker, no replica of the partition, is the controller. The
-// leader and the follower are killed; the follower comes back on an
+// leader and the follower are killed, their registrations expiring
+// together (the test deletes both keys in one transaction): the
+// partition goes offline with its ISR kept. The follower comes back on an
 // empty disk while the leader is still away. The ISR still names it, and
-// it is the only live member, so the controller would elect it as soon
-// as it registers, and the leader, back, would cut its log to the empty
-// one. It leaves the ISRs that counted on its lost logs before it
-// registers: the partition waits, offline, for the leader, and every
-// acknowledged record is read back.
+// it is the only live member, so the controller would elect it as soon as
+// it registers, and the leader, back, would cut its log to the empty one.
+// It leaves the ISRs that counted on its lost logs before it registers:
+// the partition waits, offline, for the leader, and every acknowledged
+// record is read back.
 func TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected(t *testing.T) {
+	lastMemberBackOnAnEmptyDisk(t, false)
+}
+
+// TestTheISRsLastMemberBackOnAnEmptyDiskLeavesItToTheEligibleReplica: as
+// TestTheLastInSyncReplicaBackOnAnEmptyDiskIsNotElected, but the leader's
+// registration expires first: the controller elects the follower, still
+// registered, and the ISR is down to it alone, below
+// min.insync.replicas=2, the leader an eligible leader replica (KIP-966).
+// Then its registration expires too. Back on an empty disk, it is the
+// ISR's only member, but not all there is: it leaves the ISR to the
+// eligible leader, and the partition waits for it, offline, rather than
+// being led from the empty log. Every acknowledged record is read back.
+func TestTheISRsLastMemberBackOnAnEmptyDiskLeavesItToTheEligibleReplica(t *testing.T) {
+	lastMemberBackOnAnEmptyDisk(t, true)
+}
+
+func lastMemberBackOnAnEmptyDisk(t *testing.T, leaderExpiresFirst bool) {
 	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
 		l := c.leader()
 		lost, away := (l+1)%3, (l+2)%3
 		c.procs[away].kill(syscall.SIGKILL)
 		c.waitISR(2)
 		c.waitAcked(c.ackedCount() + 50)
+		store := metadata.NewStore(c.etcd.client(), "/kill/")
+		waitPartition := func(what string, ok func(metadata.Partition) bool) metadata.Partition {
+			t.Helper()
+			for {
+				p, err := store.Partition(c.ctx, "acked", 0)
+				if err == nil && ok(p) {
+					return p
+				}
+				if c.ctx.Err() != nil {
+					t.Fatalf("the partition never %s: %+v %v", what, p, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
 		startClusterBroker(t, ctl)
-		t.Cleanup(func() { ctl.kill(syscall.SIGKILL) })
+		t.Cleanup(func() {
+			ctl.kill(syscall.SIGKILL)
+			keepBrokerLogs(t, []*brokerProc{ctl})
+		})
+		if leaderExpiresFirst {
+			// The follower restarts, so that its controller candidacy
+			// queues behind the fourth broker's: once the leader's is
+			// gone, the fourth broker controls, not the dead follower.
+			c.procs[lost].kill(syscall.SIGTERM)
+			startClusterBroker(t, c.procs[lost])
+			waitPartition("took the follower back in", func(p metadata.Partition) bool {
+				return slices.Contains(p.ISR, lost) && p.Eligible == nil
+			})
+			c.waitAcked(c.ackedCount() + 50)
+		}
 		c.procs[l].kill(syscall.SIGKILL)
 		c.procs[lost].kill(syscall.SIGKILL)
-		// The controller (the fourth broker, the only one up) takes the
-		// partition offline, its ISR kept.
-		store := metadata.NewStore(c.etcd.client(), "/kill/")
-		for {
-			p, err := store.Partition(c.ctx, "acked", 0)
-			if err == nil && p.Leader < 0 {
-				break
+		if leaderExpiresFirst {
+			expireRegistrations(t, c, l)
+			p := waitPartition("was led by the follower alone", func(p metadata.Partition) bool {
+				return p.Leader == lost && slices.Equal(p.ISR, []int32{lost})
+			})
+			if !slices.Equal(p.Eligible, []int32{l}) {
+				t.Fatalf("the ISR down to %d below min.insync.replicas: eligible %v, want [%d]", lost, p.Eligible, l)
 			}
-			if c.ctx.Err() != nil {
-				t.Fatalf("the partition never went offline: %+v %v", p, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+			expireRegistrations(t, c, lost)
+		} else {
+			expireRegistrations(t, c, l, lost)
 		}
+		// The controller (the fourth broker, the only one up) takes the
+		// partition offline.
+		waitPartition("went offline", func(p metadata.Partition) bool { return p.Leader < 0 })
 		loseLogDisk(t, c.procs[lost])
 		startClusterBroker(t, c.procs[lost])
 		// Whatever the controller does with it, it does at once.
 		time.Sleep(time.Second)
+		if p := waitPartition("was read", func(metadata.Partition) bool { return true }); p.Leader >= 0 || slices.Contains(p.Counted(), lost) {
+			t.Fatalf("the broker back on an empty disk: %+v, want the partition offline and %d neither in its ISR nor eligible", p, lost)
+		}
 		startClusterBroker(t, c.procs[l])
 		startClusterBroker(t, c.procs[away])
 		c.waitAcked(c.ackedCount() + 50)
 		c.waitISR(3)
 	})
+}
+
+// expireRegistrations does to the killed brokers ids what etcd does when
+// their leases run out, all at once: it deletes every key under their
+// leases (the registration, the controller candidacy, which has a lease of
+// its own) in one transaction.
+func expireRegistrations(t *testing.T, c *testCluster, ids ...int32) {
+	t.Helper()
+	cl := c.etcd.client()
+	leases := map[int64]bool{}
+	for _, id := range ids {
+		r, err := cl.Get(c.ctx, fmt.Sprintf("/kill/brokers/%010d", id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range r.Kvs {
+			leases[kv.Lease] = true
+		}
+		r, err = cl.Get(c.ctx, "/kill/controller/", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range r.Kvs {
+			if string(kv.Value) == fmt.Sprint(id) {
+				leases[kv.Lease] = true
+			}
+		}
+	}
+	all, err := cl.Get(c.ctx, "/kill/", clientv3.WithPrefix()) // not WithKeysOnly: it leaves out the leases
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []clientv3.Op
+	for _, kv := range all.Kvs {
+		if kv.Lease != 0 && leases[kv.Lease] {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+	}
+	if _, err := cl.Txn(c.ctx).Then(ops...).Commit(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestALeaderBackFromAMachineCrashBeforeAnyControllerActsLosesNothing: the

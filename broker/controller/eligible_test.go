@@ -1,0 +1,84 @@
+package controller
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+// The ISR's members that the controller takes out of it while it has
+// fewer than min.insync.replicas members become its eligible leader
+// replicas (KIP-966): they hold every acks=all record. The partition's
+// ISR is not given up to them while its last member may come back (that
+// member may hold acks=1 records they lack), but with unclean election
+// enabled a live one leads before any other replica from outside the
+// ISR. The topic's min.insync.replicas, else the brokers' default,
+// decides.
+func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
+	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
+	only := func(changes []Change) metadata.Partition {
+		t.Helper()
+		if len(changes) != 1 {
+			t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
+		}
+		return changes[0].Next
+	}
+
+	// The leader of ISR [1 2] dies: 2 leads alone, 1 is eligible.
+	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 1, LeaderEpoch: 4, ISR: []int32{1, 2}}
+	next := only(Plan(snapshot(brokers(2, 3), min2, p), nil, nil, nil))
+	if next.Leader != 2 || !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{1}) {
+		t.Fatalf("after the leader died: %+v, want leader 2, ISR [2], eligible [1]", next)
+	}
+	// The same from the brokers' default, and none with min.insync.replicas=1.
+	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, min2)); !slices.Equal(got.Eligible, []int32{1}) {
+		t.Fatalf("min.insync.replicas=2 by default: eligible %v, want [1]", got.Eligible)
+	}
+	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, nil)); got.Eligible != nil {
+		t.Fatalf("min.insync.replicas=1: eligible %v, want none", got.Eligible)
+	}
+
+	// Then 2 dies too: offline, its ISR and the eligible kept.
+	p = next
+	next = only(Plan(snapshot(brokers(3), min2, p), nil, nil, nil))
+	if next.Leader != -1 || !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{1}) {
+		t.Fatalf("after the last member died: %+v, want offline, ISR [2], eligible [1]", next)
+	}
+
+	// 1 comes back: the partition waits for 2.
+	p = next
+	if got := Plan(snapshot(brokers(1, 3), min2, p), nil, nil, nil); len(got) != 0 {
+		t.Fatalf("an eligible replica back while the ISR's last member is away: %+v, want no change", got)
+	}
+	// Unless unclean election is allowed: then 1 leads, before 3 (first
+	// in replica order here), and the election counts as unclean.
+	p.Replicas = []int32{3, 1, 2}
+	uncleanMin2 := map[string]string{MinInsyncReplicasConfig: "2", UncleanElectionConfig: "true"}
+	next = only(Plan(snapshot(brokers(1, 3), uncleanMin2, p), nil, nil, nil))
+	if next.Leader != 1 || !slices.Equal(next.ISR, []int32{1}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
+		t.Fatalf("unclean election with an eligible replica live: %+v, want leader 1 alone, unclean", next)
+	}
+
+	// An ISR back to min.insync.replicas has no eligible replicas; a
+	// member that leaves it then is not one.
+	p = metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 2, LeaderEpoch: 4, ISR: []int32{2, 3}, Eligible: []int32{1}}
+	next = only(Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil))
+	if !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{1, 3}) {
+		t.Fatalf("a member of an ISR at min.insync.replicas dies: %+v, want ISR [2], eligible [1 3]", next)
+	}
+}
+
+// An operator's unclean election (ElectLeaders) takes a live eligible
+// leader replica before any other replica from outside the ISR. It is
+// marked unclean all the same: the replica may lack acks=1 records.
+func TestAnUncleanElectionTakesAnEligibleReplicaFirst(t *testing.T) {
+	p := metadata.Partition{Topic: "t", Replicas: []int32{3, 1, 2}, Leader: -1, LeaderEpoch: 4, ISR: []int32{2}, Eligible: []int32{1}}
+	next, err := ElectUnclean(snapshot(brokers(1, 3), nil, p), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Leader != 1 || !slices.Equal(next.ISR, []int32{1}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
+		t.Fatalf("%+v, want leader 1, ISR [1], no eligible, unclean", next)
+	}
+}
