@@ -171,7 +171,7 @@ func (w *produceWait) start(timeout time.Duration) {
 		// Replication waits (acks=all with followers in sync).
 		w.pc.ref()
 		hw := &sl.hwBuf
-		reached, err := sl.p.whenHWInto(hw, sl.offset, w.r.conn, sl)
+		reached, err := sl.p.whenHWInto(hw, sl.offset, sl.p.cfg.Load().minInsyncReplicas, w.r.conn, sl)
 		if reached {
 			w.pc.unref()
 			w.complete(i, err, false)

@@ -30,6 +30,7 @@ var errorCodes = []struct {
 	{is(errPartitionClosed), kerr.NotLeaderForPartition},
 	{is(errLeaderNotAvailable), kerr.LeaderNotAvailable},
 	{is(errNotEnoughReplicas), kerr.NotEnoughReplicas},
+	{is(errNotEnoughReplicasAfterAppend), kerr.NotEnoughReplicasAfterAppend},
 	{is(errReplicaNotAuthorized), kerr.TopicAuthorizationFailed},
 	{is(errFencedLeaderEpoch), kerr.FencedLeaderEpoch},
 	{is(errUnknownLeaderEpoch), kerr.UnknownLeaderEpoch},

@@ -293,7 +293,7 @@ func TestProduceHighWatermarkWaitAllocatesNothing(t *testing.T) {
 	end := appendOneRecord(t, p).LastOffset + 1
 	var sl waitSlot
 	if allocs := testing.AllocsPerRun(100, func() {
-		if reached, err := p.whenHWInto(&sl.hwBuf, end, nil, &sl); reached || err != nil {
+		if reached, err := p.whenHWInto(&sl.hwBuf, end, 0, nil, &sl); reached || err != nil {
 			t.Fatalf("reached %v, %v, with the followers behind", reached, err)
 		}
 		if !p.cancelHW(&sl.hwBuf) {
@@ -301,5 +301,50 @@ func TestProduceHighWatermarkWaitAllocatesNothing(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Fatalf("%v allocations per high watermark wait", allocs)
+	}
+}
+
+// TestAnAcksAllWaitPassedOnlyAfterTheISRShrankBelowMinInsyncIsNotAcknowledged:
+// an acks=all produce appended while the ISR had min.insync.replicas
+// members, whose high watermark wait the ISR's shrink below it ends, is
+// answered NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka's delayed produce
+// is: fewer replicas than min.insync.replicas hold it, and those that
+// left the ISR (its eligible leader replicas) may lack it. A shrink that
+// keeps min.insync.replicas acknowledges it.
+func TestAnAcksAllWaitPassedOnlyAfterTheISRShrankBelowMinInsyncIsNotAcknowledged(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		isr  []int32
+		want error
+	}{
+		{"shrunk below min.insync.replicas", []int32{1}, errNotEnoughReplicasAfterAppend},
+		{"shrunk to min.insync.replicas", []int32{1, 2}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newReplicatedPartition(t, "after-append")
+			leadWithAll(p, 1)
+			end := appendOneRecord(t, p).LastOffset + 1
+			if _, err := p.followerFetch(2, 1, end, 0, 1, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			calls := make(chan error, 1)
+			var w hwWait
+			if reached, err := p.whenHWInto(&w, end, 2, nil, hwFunc(func(err error, _ bool) { calls <- err })); reached || err != nil {
+				t.Fatalf("wait past the high watermark: reached %v, %v", reached, err)
+			}
+			p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: tc.isr, partitionEpoch: 2})
+			select {
+			case err := <-calls:
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("ISR %v: answered %v, want %v", tc.isr, err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("ISR %v: the wait was never answered", tc.isr)
+			}
+			var again hwWait
+			if reached, err := p.whenHWInto(&again, end, 2, nil, hwFunc(func(error, bool) {})); !reached || !errors.Is(err, tc.want) {
+				t.Fatalf("ISR %v: a wait at the high watermark: reached %v, %v; want reached, %v", tc.isr, reached, err, tc.want)
+			}
+		})
 	}
 }

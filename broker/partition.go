@@ -16,12 +16,18 @@ import (
 
 // Partition-level errors, mapped to Kafka codes by kafkaError.
 var (
-	errNotLeader          = errors.New("broker: not the leader for this partition")
-	errNotEnoughReplicas  = errors.New("broker: fewer in-sync replicas than min.insync.replicas")
-	errInvalidTimestamp   = errors.New("broker: record timestamp out of the allowed range")
-	errFencedLeaderEpoch  = errors.New("broker: leader epoch older than the partition's")
-	errUnknownLeaderEpoch = errors.New("broker: leader epoch newer than the partition's")
-	errPartitionClosed    = errors.New("broker: partition closed")
+	errNotLeader         = errors.New("broker: not the leader for this partition")
+	errNotEnoughReplicas = errors.New("broker: fewer in-sync replicas than min.insync.replicas")
+	// errNotEnoughReplicasAfterAppend: an acks=all write reached the high
+	// watermark only after the ISR shrank below min.insync.replicas, so
+	// fewer replicas than that hold it: it is not acknowledged (the
+	// producer retries; the ISR's former members are the partition's
+	// eligible leader replicas, which hold every acknowledged record).
+	errNotEnoughReplicasAfterAppend = errors.New("broker: the ISR shrank below min.insync.replicas before the write reached the high watermark")
+	errInvalidTimestamp             = errors.New("broker: record timestamp out of the allowed range")
+	errFencedLeaderEpoch            = errors.New("broker: leader epoch older than the partition's")
+	errUnknownLeaderEpoch           = errors.New("broker: leader epoch newer than the partition's")
+	errPartitionClosed              = errors.New("broker: partition closed")
 )
 
 // partition is one partition this broker holds a replica of. The log is
@@ -117,6 +123,10 @@ type partition struct {
 // error) or the partition stops being the leader (errNotLeader) first.
 type hwWait struct {
 	offset int64
+	// minISR: the wait ends with errNotEnoughReplicasAfterAppend when
+	// the ISR is smaller than this as the high watermark passes offset
+	// (an acks=all produce's min.insync.replicas; 0: never).
+	minISR int32
 	// owner is the connection the wait answers on (nil: none); done's
 	// gather says that the same high watermark move released others of
 	// its connection (see wake).
@@ -339,8 +349,9 @@ func (p *partition) wake() {
 		ready, err = p.takeHWWaitsLocked()
 	}
 	p.mu.Unlock()
+	isr := len(p.state.Load().isr)
 	if len(ready) == 1 {
-		ready[0].done.hwDone(err, false)
+		ready[0].done.hwDone(ready[0].result(err, isr), false)
 		return
 	}
 	// Released together, a connection's answers are gathered: its
@@ -360,8 +371,18 @@ func (p *partition) wake() {
 		}
 	}
 	for _, w := range ready {
-		w.done.hwDone(err, w.owner != nil && per[w.owner] > 1)
+		w.done.hwDone(w.result(err, isr), w.owner != nil && per[w.owner] > 1)
 	}
+}
+
+// result is what the wait ends with when it is taken with err and an ISR
+// of isr members (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND check as a
+// delayed produce completes).
+func (w *hwWait) result(err error, isr int) error {
+	if err == nil && int32(isr) < w.minISR {
+		return errNotEnoughReplicasAfterAppend
+	}
+	return err
 }
 
 // takeHWWaitsLocked removes and returns the high watermark waits that are
@@ -405,7 +426,7 @@ func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached b
 // learns whether others of owner's were released with it (see wake).
 func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gather bool)) (w *hwWait, reached bool, err error) {
 	w = new(hwWait)
-	if reached, err = p.whenHWInto(w, offset, owner, hwFunc(done)); reached {
+	if reached, err = p.whenHWInto(w, offset, 0, owner, hwFunc(done)); reached {
 		return nil, reached, err
 	}
 	return w, false, nil
@@ -414,19 +435,21 @@ func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gat
 // whenHWInto is whenHWOn with the wait's storage and its waiter given: an
 // acks=all produce's are its slot (waitSlot), so that the wait allocates
 // nothing. w is the partition's until its waiter is told or cancelHW
-// drops it.
-func (p *partition) whenHWInto(w *hwWait, offset int64, owner *conn, done hwWaiter) (reached bool, err error) {
+// drops it. With minISR (an acks=all produce's min.insync.replicas; 0
+// for other waits) the wait ends with errNotEnoughReplicasAfterAppend
+// when the high watermark passes offset while the ISR is smaller.
+func (p *partition) whenHWInto(w *hwWait, offset int64, minISR int32, owner *conn, done hwWaiter) (reached bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	*w = hwWait{offset: offset, minISR: minISR, owner: owner, done: done}
 	// A high watermark or leadership change after these loads is
 	// followed by a wake, which takes mu after this registration.
 	if p.hw.Load() >= offset {
-		return true, nil
+		return true, w.result(nil, len(p.state.Load().isr))
 	}
 	if !p.isLeader() {
 		return true, errNotLeader
 	}
-	*w = hwWait{offset: offset, owner: owner, done: done}
 	if len(p.mu.hwWaits) == 0 || offset < p.mu.hwWaitMin {
 		p.mu.hwWaitMin = offset
 	}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/shale-log/shale/metadata"
@@ -12,7 +13,8 @@ import (
 // ids, negative or huge log ends, leaders that are no replica), is planned
 // for without a panic, and no change hands leadership to a member still
 // recovering: a change that keeps recovering members leaves the partition
-// leaderless.
+// leaderless. Eligible leader replicas of a record that kept them apart
+// from its ISR and among its replicas stay so.
 func FuzzPlanOnAPartitionRecord(f *testing.F) {
 	for _, s := range []string{
 		`{"replicas":[1,2,3],"leader":1,"leaderEpoch":3,"isr":[1,2,3],"partitionEpoch":7,"recovering":[{"id":3,"logEnd":10}]}`,
@@ -20,6 +22,10 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 		`{"replicas":[1,2,3],"leader":2,"isr":[1,2],"recovering":[{"id":2,"logEnd":5},{"id":2,"logEnd":9},{"id":7,"logEnd":1}]}`,
 		`{"replicas":[],"leader":9,"isr":[9],"recovering":[{"id":9,"logEnd":-5}]}`,
 		`{"replicas":[1,2,3],"leader":1,"isr":[1,2,3],"addingReplicas":[3],"recovering":[{"id":1,"logEnd":1}]}`,
+		`{"replicas":[1,2,3],"leader":1,"leaderEpoch":3,"isr":[1,2],"partitionEpoch":7}`,
+		`{"replicas":[1,2,3],"leader":-1,"leaderEpoch":3,"isr":[2],"eligible":[1,3]}`,
+		`{"replicas":[1,2,3],"leader":2,"isr":[2],"eligible":[1],"recovering":[{"id":2,"logEnd":4}]}`,
+		`{"replicas":[1,2,4],"leader":1,"isr":[1],"eligible":[2],"addingReplicas":[4],"removingReplicas":[2]}`,
 	} {
 		f.Add([]byte(s), uint8(0), false)
 		f.Add([]byte(s), uint8(5), true)
@@ -42,7 +48,7 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 				live = append(live, metadata.Broker{ID: id, ShuttingDown: true})
 			}
 		}
-		configs := map[string]string{}
+		configs := map[string]string{MinInsyncReplicasConfig: "2"}
 		if unclean {
 			configs[UncleanElectionConfig] = "true"
 		}
@@ -50,7 +56,15 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 		plan := Plan(snap, restarted, nil, nil)
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		plan = append(plan, PlanPreferredLeaders(snap)...)
+		apart := func(q metadata.Partition) bool {
+			return !slices.ContainsFunc(q.Eligible, func(id int32) bool {
+				return slices.Contains(q.ISR, id) || !slices.Contains(q.Replicas, id)
+			})
+		}
 		for _, ch := range plan {
+			if apart(p) && !apart(ch.Next) {
+				t.Fatalf("record %s: the change's eligible leader replicas are in its ISR, or no replicas: %+v", record, ch.Next)
+			}
 			if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
 				t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
 			}
