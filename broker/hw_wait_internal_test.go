@@ -97,8 +97,9 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 // append waits for the high watermark the way an acks=all produce does,
 // as a callback the follower fetch that moves the mark runs, not as a
 // waiter woken (and looking again) on every append and fetch; a wait
-// given up (its context ended) is not kept, and a leadership lost first
-// answers group.ErrNotLeader.
+// given up (its context ended) is not kept, a commit the ISR's shrink
+// below min.insync.replicas passes is not committed (and none is appended
+// below it), and a leadership lost first answers group.ErrNotLeader.
 func TestOffsetsLogWaitsAsAHighWatermarkCallback(t *testing.T) {
 	p := newReplicatedPartition(t, offsetsTopic)
 	leadWithAll(p, 1)
@@ -157,8 +158,26 @@ func TestOffsetsLogWaitsAsAHighWatermarkCallback(t *testing.T) {
 		t.Fatalf("%d waits kept after the only one was given up", n)
 	}
 
+	// With min.insync.replicas=2: a commit the ISR's shrink below it
+	// passes is not committed, and none is appended while it is below.
+	cfg := *p.cfg.Load()
+	cfg.minInsyncReplicas = 2
+	p.cfg.Store(&cfg)
 	got = appendAsync(context.Background())
-	p.setLeadership(leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3}, partitionEpoch: 1})
+	fetch(2, p.log.LogEndOffset())
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1}, partitionEpoch: 2})
+	if r := <-got; !errors.Is(r.err, errNotEnoughReplicasAfterAppend) {
+		t.Fatalf("append the ISR's shrink below min.insync.replicas passed answered (%d, %v), want errNotEnoughReplicasAfterAppend", r.off, r.err)
+	}
+	end = p.log.LogEndOffset()
+	if _, err := l.Append(context.Background(), []recordbatch.Record{{Key: []byte("k"), Value: []byte("v")}}); !errors.Is(err, errNotEnoughReplicas) || p.log.LogEndOffset() != end {
+		t.Fatalf("append below min.insync.replicas: %v, log end %d (was %d); want errNotEnoughReplicas, nothing appended", err, p.log.LogEndOffset(), end)
+	}
+	p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: []int32{1, 2, 3}, isr: []int32{1, 2, 3}, partitionEpoch: 3})
+	fetch(3, end)
+
+	got = appendAsync(context.Background())
+	p.setLeadership(leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3}, partitionEpoch: 4})
 	if r := <-got; !errors.Is(r.err, group.ErrNotLeader) {
 		t.Fatalf("append whose leadership moved answered (%d, %v), want group.ErrNotLeader", r.off, r.err)
 	}

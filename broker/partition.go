@@ -643,13 +643,19 @@ func (p *partition) highWatermarkBehindEpochStart() bool {
 func (p *partition) lastStableOffset() int64 { return p.hw.Load() }
 
 // appendInternal appends a batch the broker built itself (the group
-// coordinator's records) as leader, skipping the producer checks.
+// coordinator's records) as leader, skipping the producer checks. It is an
+// acks=all write: refused while the ISR is smaller than
+// min.insync.replicas, as Kafka's coordinator's appends are.
 func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, error) {
 	p.appendMu.RLock()
 	s := p.state.Load()
 	if err := p.writable(s); err != nil {
 		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, err
+	}
+	if int32(len(s.isr)) < p.cfg.Load().minInsyncReplicas {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, errNotEnoughReplicas
 	}
 	if !p.leadershipProven(s, time.Now()) {
 		p.appendMu.RUnlock()
