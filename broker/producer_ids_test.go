@@ -26,14 +26,16 @@ func initProducerID(t *testing.T, cl *kgo.Client) (int64, int16) {
 }
 
 // rawProduceSettled is rawProduce retried while the partition has no
-// leader yet or is moving to a new one.
+// leader yet or is moving to a new one, or the broker asked has not yet
+// seen the new topic (UNKNOWN_TOPIC_ID, as flaked once).
 func rawProduceSettled(t *testing.T, cl *kgo.Client, topic string, batch []byte) kmsg.ProduceResponseTopicPartition {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		got := rawProduce(t, cl, topic, batch)
 		switch got.ErrorCode {
-		case kerr.NotLeaderForPartition.Code, kerr.LeaderNotAvailable.Code, kerr.NotEnoughReplicas.Code:
+		case kerr.NotLeaderForPartition.Code, kerr.LeaderNotAvailable.Code, kerr.NotEnoughReplicas.Code,
+			kerr.UnknownTopicOrPartition.Code, kerr.UnknownTopicID.Code:
 			if time.Now().Before(deadline) {
 				time.Sleep(100 * time.Millisecond)
 				continue
