@@ -272,21 +272,24 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 		if !slices.Contains(counted, self) || len(counted) == 1 {
 			return false, nil
 		}
-		next := cur
-		// The members it leaves to: the ISR's others, or, when it is
-		// not in the ISR or its only member, everyone counted on (the
-		// eligible leader replicas hold every acknowledged record too).
-		members := counted
-		if slices.Contains(cur.ISR, self) && len(cur.ISR) > 1 {
-			members = cur.ISR
-		} else {
-			next.Eligible = nil
+		without := func(ids []int32) []int32 {
+			return slices.DeleteFunc(slices.Clone(ids), func(id int32) bool { return id == self })
 		}
-		next.ISR = slices.DeleteFunc(slices.Clone(members), func(id int32) bool { return id == self })
-		if !slices.Contains(cur.ISR, self) {
-			// An eligible leader replica: the ISR stays as it is.
-			next.ISR = cur.ISR
-			next.Eligible = slices.DeleteFunc(slices.Clone(cur.Eligible), func(id int32) bool { return id == self })
+		// members are those it leaves to.
+		next, members := cur, counted
+		shared := slices.Contains(cur.ISR, self) && len(cur.ISR) > 1
+		switch {
+		case shared:
+			// One of several ISR members: to the others.
+			members = cur.ISR
+			next.ISR = without(cur.ISR)
+		case slices.Contains(cur.ISR, self):
+			// The ISR's only member: the eligible leader replicas,
+			// which hold every acknowledged record too, take its place.
+			next.ISR, next.Eligible = without(counted), nil
+		default:
+			// An eligible leader replica stops being one.
+			next.Eligible = without(cur.Eligible)
 		}
 		if cur.Leader == self {
 			next.Leader, next.LeaderEpoch = -1, cur.LeaderEpoch+1
@@ -306,7 +309,7 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 				return true, nil
 			}
 			next.ISR, next.Eligible = counted, nil
-			if slices.Contains(cur.ISR, self) && len(cur.ISR) > 1 {
+			if shared {
 				next.ISR, next.Eligible = cur.ISR, cur.Eligible
 			}
 			next.Recovering = append(slices.Clone(cur.Recovering), metadata.RecoveringReplica{ID: self, LogEnd: -1})
