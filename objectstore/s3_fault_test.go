@@ -80,6 +80,37 @@ func TestS3ConditionalPutWithLostResponseSucceeds(t *testing.T) {
 	}
 }
 
+// A create-only put over an existing object whose every attempt ends in a
+// connection reset (a store that refuses the condition before reading the
+// body, and closes the connection while the body is being sent) fails its
+// condition: the bucket looks, finds another put's object, and says so,
+// instead of an error the caller cannot tell from an outage. A reset put
+// of a key that holds nothing stays an error of its own.
+func TestS3CreateOverAnObjectCutByAResetFailsItsCondition(t *testing.T) {
+	ctx := context.Background()
+	var reset atomic.Bool
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if reset.Load() && r.Method == http.MethodPut {
+					return nil, errors.New("write tcp 127.0.0.1: connection reset by peer")
+				}
+				return next.RoundTrip(r)
+			})
+		}
+	})
+	if _, err := b.Put(ctx, "segment", strings.NewReader("first"), 5, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	reset.Store(true)
+	if _, err := b.Put(ctx, "segment", strings.NewReader("again"), 5, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Fatalf("create over an existing object, reset: %v, want a failed precondition", err)
+	}
+	if _, err := b.Put(ctx, "other", strings.NewReader("first"), 5, objectstore.PutOptions{IfNoneMatch: true}); err == nil || errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Fatalf("create of a new key, reset: %v, want an error other than a failed precondition", err)
+	}
+}
+
 // loseFirstCompletion lets the first CompleteMultipartUpload reach the
 // store, then drops its response: the SDK's retry finds the upload gone.
 func loseFirstCompletion(lost *atomic.Int32) func(http.RoundTripper) http.RoundTripper {
