@@ -481,23 +481,26 @@ func (b *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 	// multipart upload's completion) finds the upload gone; a timeout
 	// may also come after the store committed. Look before failing
 	// (unless the caller gave up: then the outcome stays unknown).
-	// A create-only put that finds another put's object has failed its
-	// condition, whatever the error said: a store that refuses the
-	// condition before reading the body (MinIO, once its answer to
-	// Expect: 100-continue comes after the client's wait) closes the
-	// connection while the body is still being sent, and the client sees
-	// a reset, not the 412.
-	exists := false
+	// A conditional put that finds another put's object its condition
+	// does not hold for (any, for a create; one of another ETag, for
+	// If-Match) has failed that condition, whatever the error said: a
+	// store that refuses the condition before reading the body (MinIO,
+	// once its answer to Expect: 100-continue comes after the client's
+	// wait) closes the connection while the body is still being sent, and
+	// the client sees a reset, not the 412.
+	var other *Attrs
 	if caller.Err() == nil {
 		a, mine, found := b.wroteIt(caller, key, putID)
 		if mine {
 			return a, nil
 		}
-		exists = found
+		if found {
+			other = &a
+		}
 	}
 	err = s3Err("put", key, err)
-	if opts.IfNoneMatch && exists && !errors.Is(err, ErrPreconditionFailed) {
-		err = fmt.Errorf("%w: s3 put %s: the key holds another put's object: %w", ErrPreconditionFailed, key, err)
+	if other != nil && (opts.IfNoneMatch || opts.IfMatch != "" && other.ETag != opts.IfMatch) && !errors.Is(err, ErrPreconditionFailed) {
+		err = fmt.Errorf("%w: s3 put %s: the key holds another put's object (ETag %s): %w", ErrPreconditionFailed, key, other.ETag, err)
 	}
 	if opts.IfMatch != "" && errors.Is(err, ErrNotFound) {
 		// S3 answers If-Match on a missing key with 404.
@@ -626,9 +629,10 @@ func (b *S3) putMultipart(ctx context.Context, key string, ra io.ReaderAt, base,
 }
 
 // wroteIt reports whether key holds the version the put with putID wrote
-// (mine), or another object (found) (one attempt, while the caller waits:
-// a store that cannot answer leaves the put failed, which is the
-// indeterminate outcome callers are told to re-read after).
+// (mine), or another object (found), and its attributes (one attempt,
+// while the caller waits: a store that cannot answer leaves the put
+// failed, which is the indeterminate outcome callers are told to re-read
+// after).
 func (b *S3) wroteIt(caller context.Context, key, putID string) (a Attrs, mine, found bool) {
 	ctx, cancel := context.WithTimeout(caller, b.opts.AttemptTimeout)
 	defer cancel()
@@ -637,10 +641,7 @@ func (b *S3) wroteIt(caller context.Context, key, putID string) (a Attrs, mine, 
 	if err != nil {
 		return Attrs{}, false, false
 	}
-	if out.Metadata[putIDMeta] != putID {
-		return Attrs{}, false, true
-	}
-	return headAttrs(key, out), true, true
+	return headAttrs(key, out), out.Metadata[putIDMeta] == putID, true
 }
 
 func headAttrs(key string, out *s3.HeadObjectOutput) Attrs {

@@ -84,8 +84,10 @@ func TestS3ConditionalPutWithLostResponseSucceeds(t *testing.T) {
 // connection reset (a store that refuses the condition before reading the
 // body, and closes the connection while the body is being sent) fails its
 // condition: the bucket looks, finds another put's object, and says so,
-// instead of an error the caller cannot tell from an outage. A reset put
-// of a key that holds nothing stays an error of its own.
+// instead of an error the caller cannot tell from an outage. So does an
+// If-Match put whose ETag the object no longer has. A reset put whose
+// condition holds (a key that holds nothing, for a create; the ETag
+// given, for If-Match) stays an error of its own.
 func TestS3CreateOverAnObjectCutByAResetFailsItsCondition(t *testing.T) {
 	ctx := context.Background()
 	var reset atomic.Bool
@@ -99,10 +101,17 @@ func TestS3CreateOverAnObjectCutByAResetFailsItsCondition(t *testing.T) {
 			})
 		}
 	})
-	if _, err := b.Put(ctx, "segment", strings.NewReader("first"), 5, objectstore.PutOptions{IfNoneMatch: true}); err != nil {
+	first, err := b.Put(ctx, "segment", strings.NewReader("first"), 5, objectstore.PutOptions{IfNoneMatch: true})
+	if err != nil {
 		t.Fatal(err)
 	}
 	reset.Store(true)
+	if _, err := b.Put(ctx, "segment", strings.NewReader("later"), 5, objectstore.PutOptions{IfMatch: `"0123456789abcdef0123456789abcdef"`}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Fatalf("if-match of another ETag, reset: %v, want a failed precondition", err)
+	}
+	if _, err := b.Put(ctx, "segment", strings.NewReader("later"), 5, objectstore.PutOptions{IfMatch: first.ETag}); err == nil || errors.Is(err, objectstore.ErrPreconditionFailed) {
+		t.Fatalf("if-match of the object's ETag, reset: %v, want an error other than a failed precondition", err)
+	}
 	if _, err := b.Put(ctx, "segment", strings.NewReader("again"), 5, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
 		t.Fatalf("create over an existing object, reset: %v, want a failed precondition", err)
 	}
