@@ -179,7 +179,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 			tv.partitions = append(tv.partitions, partitionView{
 				index: p.Index, replicas: p.Replicas, isr: p.ISR, leader: p.Leader, leaderEpoch: p.LeaderEpoch, partitionEpoch: p.PartitionEpoch,
 				uncleanEpoch: p.UncleanEpoch, unarchived: p.Unarchived, adding: p.AddingReplicas, removing: p.RemovingReplicas, retired: p.RetiredReplicas,
-				created: p.Created, recovering: p.Recovering, counted: p.Counted(),
+				created: p.Created, recovering: p.Recovering, eligible: p.Eligible,
 			})
 		}
 		v.topics[name] = tv
@@ -314,9 +314,6 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 			}
 			next.Recovering = append(slices.Clone(cur.Recovering), metadata.RecoveringReplica{ID: self, LogEnd: -1})
 		}
-		if len(next.Eligible) == 0 {
-			next.Eligible = nil
-		}
 		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
 			return !kept, metaError(err)
@@ -339,12 +336,13 @@ func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self
 			return metaError(err)
 		}
 		had, recovering := cur.Recovering.End(self)
-		if !slices.Contains(cur.Counted(), self) || recovering && (had == logEnd || logEnd < 0) {
+		counted := cur.Counted()
+		if !slices.Contains(counted, self) || recovering && (had == logEnd || logEnd < 0) {
 			return nil
 		}
 		next := cur
 		if !slices.Contains(cur.ISR, self) || len(cur.ISR) == 1 {
-			next.ISR, next.Eligible = cur.Counted(), nil
+			next.ISR, next.Eligible = counted, nil
 		}
 		next.Recovering = slices.DeleteFunc(slices.Clone(cur.Recovering), func(r metadata.RecoveringReplica) bool { return r.ID == self })
 		next.Recovering = append(next.Recovering, metadata.RecoveringReplica{ID: self, LogEnd: logEnd})

@@ -236,13 +236,13 @@ func (l *offsetsLog) waitCommitted(ctx context.Context, offset int64) error {
 // waitHW waits until the high watermark reaches offset, the context ends
 // or the partition loses leadership; it fails with
 // errNotEnoughReplicasAfterAppend when the ISR shrank below
-// min.insync.replicas first, as an acks=all produce does. The wait is a callback that whatever
-// moves the mark (the follower fetch) runs, as an acks=all produce's is:
-// nothing looks again at every append and fetch of the partition.
+// min.insync.replicas first, as an acks=all produce does. The wait is a
+// callback that whatever moves the mark (the follower fetch) runs, as an
+// acks=all produce's is: nothing looks again at every append and fetch of
+// the partition.
 func (l *offsetsLog) waitHW(ctx context.Context, offset int64) error {
 	done := make(chan error, 1)
-	w := new(hwWait)
-	reached, err := l.p.whenHWInto(w, offset, l.p.cfg.Load().minInsyncReplicas, nil, hwFunc(func(err error, _ bool) { done <- err }))
+	w, reached, err := l.p.whenHW(offset, l.p.cfg.Load().minInsyncReplicas, func(err error) { done <- err })
 	if reached {
 		return err
 	}

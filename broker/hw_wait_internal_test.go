@@ -55,7 +55,7 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 	}
 
 	end := produce()
-	w, reached, err := p.whenHW(end, done)
+	w, reached, err := p.whenHW(end, 0, done)
 	if reached || err != nil {
 		t.Fatalf("wait past the high watermark: reached %v, %v", reached, err)
 	}
@@ -63,13 +63,13 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 	expectNone("one follower of two has the batch")
 	fetch(3, end)
 	expect("both followers have the batch", nil)
-	if _, reached, err := p.whenHW(end, done); !reached || err != nil {
+	if _, reached, err := p.whenHW(end, 0, done); !reached || err != nil {
 		t.Fatalf("wait at the high watermark: reached %v, %v; want reached at once", reached, err)
 	}
 
 	// A wait given up is dropped, and not called when the mark passes.
 	end = produce()
-	w, _, _ = p.whenHW(end, done)
+	w, _, _ = p.whenHW(end, 0, done)
 	p.cancelHW(w)
 	if n := len(p.mu.hwWaits); n != 0 {
 		t.Fatalf("%d waits kept after the only one was given up", n)
@@ -80,7 +80,7 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 
 	// Leadership lost first: errNotLeader, and nothing is kept.
 	end = produce()
-	if _, reached, _ := p.whenHW(end, done); reached {
+	if _, reached, _ := p.whenHW(end, 0, done); reached {
 		t.Fatal("wait past the high watermark reached at once")
 	}
 	p.setLeadership(leadership{leader: 2, leaderEpoch: 2, replicas: []int32{1, 2, 3}, isr: []int32{2, 3}, partitionEpoch: 1})
@@ -88,7 +88,7 @@ func TestHighWatermarkWaitsAreAnsweredByWhatMovesIt(t *testing.T) {
 	if n := len(p.mu.hwWaits); n != 0 {
 		t.Fatalf("%d waits kept after leadership moved", n)
 	}
-	if _, reached, err := p.whenHW(end+1, done); !reached || !errors.Is(err, errNotLeader) {
+	if _, reached, err := p.whenHW(end+1, 0, done); !reached || !errors.Is(err, errNotLeader) {
 		t.Fatalf("wait on a follower: reached %v, %v; want errNotLeader at once", reached, err)
 	}
 }

@@ -349,6 +349,9 @@ func (p *partition) wake() {
 		ready, err = p.takeHWWaitsLocked()
 	}
 	p.mu.Unlock()
+	if len(ready) == 0 {
+		return
+	}
 	isr := len(p.state.Load().isr)
 	if len(ready) == 1 {
 		ready[0].done.hwDone(ready[0].result(err, isr), false)
@@ -415,18 +418,19 @@ func (p *partition) takeHWWaitsLocked() ([]*hwWait, error) {
 }
 
 // whenHW calls done once the high watermark reaches offset, or with
-// errNotLeader once this broker stops leading first. When either is
-// already so it returns that (reached true) and never calls done;
-// otherwise the returned wait may be given to cancelHW.
-func (p *partition) whenHW(offset int64, done func(error)) (w *hwWait, reached bool, err error) {
-	return p.whenHWOn(offset, nil, func(err error, _ bool) { done(err) })
+// errNotLeader once this broker stops leading first (with minISR, see
+// whenHWInto). When either is already so it returns that (reached true)
+// and never calls done; otherwise the returned wait may be given to
+// cancelHW.
+func (p *partition) whenHW(offset int64, minISR int32, done func(error)) (w *hwWait, reached bool, err error) {
+	return p.whenHWOn(offset, minISR, nil, func(err error, _ bool) { done(err) })
 }
 
 // whenHWOn is whenHW for a wait that answers on connection owner: done
 // learns whether others of owner's were released with it (see wake).
-func (p *partition) whenHWOn(offset int64, owner *conn, done func(err error, gather bool)) (w *hwWait, reached bool, err error) {
+func (p *partition) whenHWOn(offset int64, minISR int32, owner *conn, done func(err error, gather bool)) (w *hwWait, reached bool, err error) {
 	w = new(hwWait)
-	if reached, err = p.whenHWInto(w, offset, 0, owner, hwFunc(done)); reached {
+	if reached, err = p.whenHWInto(w, offset, minISR, owner, hwFunc(done)); reached {
 		return nil, reached, err
 	}
 	return w, false, nil

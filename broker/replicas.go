@@ -59,19 +59,16 @@ type partitionView struct {
 	// recovering are the ISR members back from a machine crash that the
 	// controller has yet to compare (metadata.Partition.Recovering).
 	recovering metadata.Recovering
-	// counted are the members whose logs hold every acknowledged record:
-	// the ISR and the eligible leader replicas (metadata.Partition.
-	// Counted); nil: the ISR.
-	counted []int32
+	// eligible are the partition's eligible leader replicas
+	// (metadata.Partition.Eligible).
+	eligible []int32
 }
 
 // countedMembers are pv's members whose logs hold every acknowledged
-// record (partitionView.counted).
+// record: the ISR and the eligible leader replicas (metadata.Partition.
+// Counted).
 func (pv partitionView) countedMembers() []int32 {
-	if pv.counted == nil {
-		return pv.isr
-	}
-	return pv.counted
+	return metadata.Partition{ISR: pv.isr, Eligible: pv.eligible}.Counted()
 }
 
 // replicaManager holds the partitions this broker has a replica of. It

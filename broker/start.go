@@ -342,8 +342,8 @@ func (b *Broker) retryMark(ctx context.Context, write func(context.Context) erro
 // keepersUp returns the other members of pv's ISR, and its eligible
 // leader replicas, that kept their logs (not recovering from a machine
 // crash) as far as view knows, and are up: leaving the ISR to one of them
-// loses nothing, once leaveISR has found in etcd that it did keep its log. Up is registered and answering Kafka
-// requests. A registration outlives its broker by up to a lease, and when
+// loses nothing, once leaveISR has found in etcd that it did keep its
+// log. Up is registered and answering Kafka requests. A registration outlives its broker by up to a lease, and when
 // every machine restarted faster than that, the others' old registrations
 // would pass for members that kept their logs, so each is asked for its
 // API versions (up, taken for down, only makes this broker wait as

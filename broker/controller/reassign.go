@@ -21,9 +21,6 @@ func WithAssignment(p metadata.Partition, a replication.Assignment) metadata.Par
 	next.Replicas, next.ISR = slices.Clone(a.Replicas), slices.Clone(a.ISR)
 	next.AddingReplicas, next.RemovingReplicas, next.RetiredReplicas = slices.Clone(a.Adding), slices.Clone(a.Removing), slices.Clone(a.Retired)
 	next.Eligible = slices.DeleteFunc(slices.Clone(p.Eligible), func(id int32) bool { return !slices.Contains(next.Replicas, id) || slices.Contains(next.ISR, id) })
-	if len(next.Eligible) == 0 {
-		next.Eligible = nil
-	}
 	if a.Leader != p.Leader {
 		next.Leader = a.Leader
 		next.LeaderEpoch = p.LeaderEpoch + 1
