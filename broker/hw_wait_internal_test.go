@@ -367,3 +367,101 @@ func TestAnAcksAllWaitPassedOnlyAfterTheISRShrankBelowMinInsyncIsNotAcknowledged
 		})
 	}
 }
+
+// TestTheHighWatermarkHoldsStillWhileTheISRIsBelowMinInsyncReplicas:
+// KIP-966's strict min ISR. acks=1 appends go on while the ISR is below
+// min.insync.replicas, but the high watermark does not pass them until
+// the ISR is back (or min.insync.replicas comes down to it), so that the
+// members that left hold every record below it; an acks=all wait
+// registered meanwhile ends at once, NOT_ENOUGH_REPLICAS_AFTER_APPEND. A
+// partition with fewer replicas than min.insync.replicas needs all of
+// them.
+func TestTheHighWatermarkHoldsStillWhileTheISRIsBelowMinInsyncReplicas(t *testing.T) {
+	p := newReplicatedPartition(t, "hw")
+	setMinISR := func(n int32) {
+		cfg := *p.cfg.Load()
+		cfg.minInsyncReplicas = n
+		p.cfg.Store(&cfg)
+	}
+	setMinISR(2)
+	epoch := int32(0)
+	lead := func(replicas, isr []int32) {
+		epoch++
+		p.setLeadership(leadership{leader: 1, leaderEpoch: 1, replicas: replicas, isr: isr, partitionEpoch: epoch})
+	}
+	appendAcks1 := func() int64 {
+		t.Helper()
+		raw, err := recordbatch.Build(nil, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1},
+			[]recordbatch.Record{{Value: []byte("v")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := p.appendProduce(recordbatch.Batch(raw), recordbatch.Summary{Records: 1, MinTimestamp: recordbatch.NoTimestamp, MaxTimestamp: recordbatch.NoTimestamp}, 1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		p.wake()
+		return p.log.LogEndOffset()
+	}
+	fetch := func(id int32, offset int64) {
+		t.Helper()
+		if _, err := p.followerFetch(id, 1, offset, 0, 1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantHW := func(what string, want int64) {
+		t.Helper()
+		if hw := p.highWatermark(); hw != want {
+			t.Fatalf("%s: high watermark %d, want %d", what, hw, want)
+		}
+	}
+	all := []int32{1, 2, 3}
+
+	lead(all, all)
+	end := appendAcks1()
+	fetch(2, end)
+	fetch(3, end)
+	wantHW("ISR [1 2 3]", end)
+	lead(all, []int32{1, 2})
+	end = appendAcks1()
+	fetch(2, end)
+	wantHW("ISR [1 2], at min.insync.replicas", end)
+
+	lead(all, []int32{1})
+	held := end
+	end = appendAcks1()
+	end = appendAcks1()
+	fetch(2, end)
+	wantHW("ISR [1], below min.insync.replicas, after acks=1 appends", held)
+	if _, reached, err := p.whenHW(end, 2, func(error) {}); !reached || !errors.Is(err, errNotEnoughReplicasAfterAppend) {
+		t.Fatalf("an acks=all wait registered below min.insync.replicas: reached %v, %v; want errNotEnoughReplicasAfterAppend at once", reached, err)
+	}
+	if _, reached, err := p.whenHW(end, 0, func(error) {}); reached || err != nil {
+		t.Fatalf("a wait without min.insync.replicas below it: reached %v, %v; want it kept", reached, err)
+	}
+	// min.insync.replicas down to 1: the next metadata applied moves it.
+	setMinISR(1)
+	lead(all, []int32{1})
+	wantHW("ISR [1], min.insync.replicas=1", end)
+	setMinISR(2)
+	end = appendAcks1()
+	lead(all, []int32{1})
+	wantHW("ISR [1] again below min.insync.replicas=2", end-1)
+	// 3 back in the ISR (it fetched up to the end first).
+	fetch(3, end)
+	wantHW("3 caught up, not yet in the ISR", end-1)
+	lead(all, []int32{1, 3})
+	wantHW("ISR [1 3]", end)
+
+	// A replica set smaller than min.insync.replicas needs all of it.
+	lead([]int32{1, 2}, []int32{1, 2})
+	end = appendAcks1()
+	fetch(2, end)
+	wantHW("two replicas in sync, min.insync.replicas=2", end)
+	setMinISR(3)
+	end = appendAcks1()
+	fetch(2, end)
+	wantHW("two replicas in sync, min.insync.replicas=3", end)
+	lead([]int32{1, 2}, []int32{1})
+	end = appendAcks1()
+	wantHW("one of two replicas in sync, min.insync.replicas=3", end-1)
+}

@@ -113,9 +113,11 @@ type partition struct {
 		// hwWaits are acks=all produces waiting for the high
 		// watermark: wake answers those it passed, on the goroutine
 		// that moved it, with no goroutine parked per produce.
-		// hwWaitMin is the smallest offset among them.
-		hwWaits   map[*hwWait]struct{}
-		hwWaitMin int64
+		// hwWaitMin is the smallest offset among them, hwWaitMinISR
+		// the largest min.insync.replicas.
+		hwWaits      map[*hwWait]struct{}
+		hwWaitMin    int64
+		hwWaitMinISR int32
 	}
 }
 
@@ -309,13 +311,19 @@ func (p *partition) checkLeader(clientEpoch int32) error {
 // the in-sync replicas (those of an ISR change not yet committed included,
 // so that a follower being added already holds what the high watermark
 // covers). With this broker as the only replica that is its own log end.
-// Requires appendMu (shared is enough: it only grows).
+// It holds still while the ISR is below min.insync.replicas
+// (underMinISRLocked). Requires appendMu (shared is enough: it only
+// grows).
 func (p *partition) maybeAdvanceHW() {
 	s := p.state.Load()
 	if s.leader != p.nodeID {
 		return
 	}
 	p.repl.Lock()
+	if p.underMinISRLocked(s) {
+		p.repl.Unlock()
+		return
+	}
 	hw := replication.HighWatermark(p.hw.Load(), p.nodeID, p.log.LogEndOffset(), p.maximalISRLocked(s), p.repl.followers)
 	p.repl.Unlock()
 	for {
@@ -333,6 +341,21 @@ func (p *partition) maybeAdvanceHW() {
 	}
 }
 
+// underMinISRLocked reports whether the ISR, as sure as this broker can be
+// of it (an ISR change in flight that drops members counts as landed), has
+// fewer members than min.insync.replicas, or than the replicas when there
+// are fewer of those: KIP-966's strict min ISR. The high watermark holds
+// still then, whatever acks=1 appends: every record below it is on every
+// member that left the ISR since, the eligible leader replicas
+// (metadata.Partition.Eligible), so the controller may elect one of them
+// when the ISR's last member is gone, and the object store, which holds
+// only records below a high watermark, never holds one such a leader
+// lacks. Requires repl.
+func (p *partition) underMinISRLocked(s *partitionState) bool {
+	minISR := min(p.cfg.Load().minInsyncReplicas, int32(len(s.replicas)))
+	return int32(len(p.minimalISRLocked(s))) < minISR
+}
+
 // wake wakes every registered waiter, and calls back the high watermark
 // waits it passed (all of them, with errNotLeader, when this broker no
 // longer leads). Every change of the high watermark, the log end or the
@@ -345,14 +368,14 @@ func (p *partition) wake() {
 	}
 	var ready []*hwWait
 	var err error
+	var isr int
 	if len(p.mu.hwWaits) > 0 {
-		ready, err = p.takeHWWaitsLocked()
+		ready, isr, err = p.takeHWWaitsLocked()
 	}
 	p.mu.Unlock()
 	if len(ready) == 0 {
 		return
 	}
-	isr := len(p.state.Load().isr)
 	if len(ready) == 1 {
 		ready[0].done.hwDone(ready[0].result(err, isr), false)
 		return
@@ -389,32 +412,38 @@ func (w *hwWait) result(err error, isr int) error {
 }
 
 // takeHWWaitsLocked removes and returns the high watermark waits that are
-// due, with the error to call them with. Requires mu.
-func (p *partition) takeHWWaitsLocked() ([]*hwWait, error) {
+// due, with the error to call them with and the size of the ISR they end
+// with (hwWait.result). A wait whose min.insync.replicas the ISR is below
+// is due at once: the high watermark holds still until the ISR is back
+// (underMinISRLocked), and the wait could end only as this one does
+// (NOT_ENOUGH_REPLICAS_AFTER_APPEND, retriable), or as a timeout. Requires
+// mu.
+func (p *partition) takeHWWaitsLocked() (ready []*hwWait, isr int, err error) {
 	if !p.isLeader() {
-		ready := make([]*hwWait, 0, len(p.mu.hwWaits))
+		ready = make([]*hwWait, 0, len(p.mu.hwWaits))
 		for w := range p.mu.hwWaits {
 			ready = append(ready, w)
 		}
 		clear(p.mu.hwWaits)
-		return ready, errNotLeader
+		return ready, 0, errNotLeader
 	}
+	isr = len(p.state.Load().isr)
+	short := int32(isr) < p.mu.hwWaitMinISR
 	hw := p.hw.Load()
-	if hw < p.mu.hwWaitMin {
-		return nil, nil
+	if hw < p.mu.hwWaitMin && !short {
+		return nil, isr, nil
 	}
-	var ready []*hwWait
-	next := int64(math.MaxInt64)
+	next, nextMinISR := int64(math.MaxInt64), int32(0)
 	for w := range p.mu.hwWaits {
-		if w.offset <= hw {
+		if w.offset <= hw || int32(isr) < w.minISR {
 			ready = append(ready, w)
 			delete(p.mu.hwWaits, w)
 		} else {
-			next = min(next, w.offset)
+			next, nextMinISR = min(next, w.offset), max(nextMinISR, w.minISR)
 		}
 	}
-	p.mu.hwWaitMin = next
-	return ready, nil
+	p.mu.hwWaitMin, p.mu.hwWaitMinISR = next, nextMinISR
+	return ready, isr, nil
 }
 
 // whenHW calls done once the high watermark reaches offset, or with
@@ -441,22 +470,24 @@ func (p *partition) whenHWOn(offset int64, minISR int32, owner *conn, done func(
 // nothing. w is the partition's until its waiter is told or cancelHW
 // drops it. With minISR (an acks=all produce's min.insync.replicas; 0
 // for other waits) the wait ends with errNotEnoughReplicasAfterAppend
-// when the high watermark passes offset while the ISR is smaller.
+// when the high watermark passes offset while the ISR is smaller, or as
+// soon as the ISR is smaller (takeHWWaitsLocked).
 func (p *partition) whenHWInto(w *hwWait, offset int64, minISR int32, owner *conn, done hwWaiter) (reached bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	*w = hwWait{offset: offset, minISR: minISR, owner: owner, done: done}
-	// A high watermark or leadership change after these loads is
+	// A high watermark, ISR or leadership change after these loads is
 	// followed by a wake, which takes mu after this registration.
-	if p.hw.Load() >= offset {
-		return true, w.result(nil, len(p.state.Load().isr))
+	if isr := len(p.state.Load().isr); p.hw.Load() >= offset || int32(isr) < minISR {
+		return true, w.result(nil, isr)
 	}
 	if !p.isLeader() {
 		return true, errNotLeader
 	}
-	if len(p.mu.hwWaits) == 0 || offset < p.mu.hwWaitMin {
-		p.mu.hwWaitMin = offset
+	if len(p.mu.hwWaits) == 0 {
+		p.mu.hwWaitMin, p.mu.hwWaitMinISR = offset, minISR
 	}
+	p.mu.hwWaitMin, p.mu.hwWaitMinISR = min(p.mu.hwWaitMin, offset), max(p.mu.hwWaitMinISR, minISR)
 	p.mu.hwWaits[w] = struct{}{}
 	return false, nil
 }

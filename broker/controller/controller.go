@@ -61,9 +61,14 @@ type Change struct {
 //
 // Members that leave an ISR smaller than the topic's min.insync.replicas
 // (topicDefaults gives the brokers' default) become its eligible leader
-// replicas (metadata.Partition.Eligible, KIP-966): no acks=all write was
-// acknowledged without them since. With unclean election enabled a live
-// one leads before any other replica from outside the ISR.
+// replicas (metadata.Partition.Eligible, KIP-966): the leader's high
+// watermark holds still while the ISR is that small, so every record
+// below it is on them. When no member of such an ISR is live (and no
+// restarted leader leads again), a live eligible one leads, in a clean
+// election; what the ISR's last member appended since (acks=1 records
+// above the high watermark, never read) is cut from its log when it
+// follows. With unclean election enabled any live replica leads then, an
+// eligible one first.
 func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaults map[string]string) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
@@ -112,24 +117,12 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 			if leaderOK {
 				next.SetISR(staying(p.ISR), minISR)
 			} else {
-				e := replication.ElectLeader(p.Replicas, p.ISR, cands, unclean)
-				if e.Unclean {
-					// An eligible leader replica holds every acks=all
-					// record; any other replica may not.
-					if el := replication.ElectLeader(p.Replicas, p.Eligible, cands, false); el.Leader >= 0 {
-						e.Leader, e.ISR = el.Leader, []int32{el.Leader}
-					}
-				}
+				e := replication.ElectLeader(p.Replicas, p.ISR, cands, false)
 				next.Leader = e.Leader
 				switch {
-				case e.Unclean:
-					next.ISR, next.Eligible = e.ISR, nil
 				case e.Leader >= 0:
 					next.SetISR(staying(e.ISR), minISR)
-				default:
-					next.SetISR(e.ISR, minISR)
-				}
-				if e.Leader < 0 && p.Leader >= 0 && restarted[p.Leader] {
+				case p.Leader >= 0 && restarted[p.Leader]:
 					// The restarted count as live here: a restarted
 					// leader that is its partition's only live
 					// in-sync replica leads again, at a new epoch, in
@@ -142,6 +135,34 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 						next.Leader = again.Leader
 						next.SetISR(again.ISR, minISR)
 					}
+				}
+				if next.Leader < 0 && int32(len(p.ISR)) < minISR {
+					// No member of an ISR below min.insync.replicas is
+					// up: an eligible leader replica holds every
+					// record below the high watermark, which holds
+					// still while the ISR is that small (KIP-966), so
+					// one leads, cleanly. The ISR's members join the
+					// eligible ones (SetISR).
+					if el := replication.ElectLeader(p.Replicas, p.Eligible, cands, false); el.Leader >= 0 {
+						next.Leader = el.Leader
+						next.SetISR([]int32{el.Leader}, minISR)
+					}
+				}
+				if next.Leader < 0 && unclean {
+					// Any live replica, an eligible one first (left
+					// eligible by a larger min.insync.replicas, which
+					// the high watermark may since have passed).
+					e = replication.ElectLeader(p.Replicas, p.Eligible, cands, false)
+					if e.Leader < 0 {
+						e = replication.ElectLeader(p.Replicas, p.ISR, cands, true)
+					}
+					if e.Leader >= 0 {
+						next.Leader, next.ISR, next.Eligible = e.Leader, []int32{e.Leader}, nil
+						e.Unclean = true
+					}
+				}
+				if next.Leader < 0 {
+					next.SetISR(e.ISR, minISR)
 				}
 				if next.Leader != p.Leader || next.Leader >= 0 && restarted[next.Leader] {
 					next.LeaderEpoch = p.LeaderEpoch + 1

@@ -9,12 +9,13 @@ import (
 
 // The ISR's members that the controller takes out of it while it has
 // fewer than min.insync.replicas members become its eligible leader
-// replicas (KIP-966): they hold every acks=all record. The partition's
-// ISR is not given up to them while its last member may come back (that
-// member may hold acks=1 records they lack), but with unclean election
-// enabled a live one leads before any other replica from outside the
-// ISR. The topic's min.insync.replicas, else the brokers' default,
-// decides.
+// replicas (KIP-966): the leader's high watermark holds still while the
+// ISR is that small, so every record below it is on them. When the ISR's
+// last member is gone a live one leads, cleanly, and that member becomes
+// eligible in its place; with unclean election enabled a live one leads
+// before any other replica from outside the ISR, and eligible replicas
+// left over from a larger min.insync.replicas are not elected cleanly.
+// The topic's min.insync.replicas, else the brokers' default, decides.
 func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
 	only := func(changes []Change) metadata.Partition {
@@ -46,18 +47,39 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 		t.Fatalf("after the last member died: %+v, want offline, ISR [2], eligible [1]", next)
 	}
 
-	// 1 comes back: the partition waits for 2.
+	// 1 comes back: it leads, cleanly, and 2 is eligible in its place.
 	p = next
-	if got := Plan(snapshot(brokers(1, 3), min2, p), nil, nil, nil); len(got) != 0 {
-		t.Fatalf("an eligible replica back while the ISR's last member is away: %+v, want no change", got)
+	next = only(Plan(snapshot(brokers(1, 3), min2, p), nil, nil, nil))
+	if next.Leader != 1 || next.LeaderEpoch != p.LeaderEpoch+1 || !slices.Equal(next.ISR, []int32{1}) || !slices.Equal(next.Eligible, []int32{2}) || next.UncleanEpoch != 0 {
+		t.Fatalf("an eligible replica back while the ISR's last member is away: %+v, want leader 1 at a new epoch, ISR [1], eligible [2], clean", next)
 	}
-	// Unless unclean election is allowed: then 1 leads, before 3 (first
-	// in replica order here), and the election counts as unclean.
+	// Not while the ISR's last member, its leader, restarted and can
+	// lead again.
+	led := p
+	led.Leader = 2
+	if got := only(Plan(snapshot(brokers(1, 2, 3), min2, led), map[int32]bool{2: true}, nil, nil)); got.Leader != 2 || !slices.Equal(got.ISR, []int32{2}) || !slices.Equal(got.Eligible, []int32{1}) {
+		t.Fatalf("the ISR's last member restarted, an eligible replica live: %+v, want leader 2 again, eligible [1]", got)
+	}
+	// Nor once min.insync.replicas is down to the ISR's size: the high
+	// watermark may have passed what 1 holds since.
+	if got := Plan(snapshot(brokers(1, 3), nil, p), nil, nil, nil); len(got) != 1 || got[0].Next.Leader != -1 || got[0].Next.Eligible != nil {
+		t.Fatalf("an eligible replica left over from min.insync.replicas=2, now 1: %+v, want offline, eligible forgotten", got)
+	}
+	// With unclean election allowed it leads then, before 3 (first in
+	// replica order here), and the election counts as unclean.
 	p.Replicas = []int32{3, 1, 2}
-	uncleanMin2 := map[string]string{MinInsyncReplicasConfig: "2", UncleanElectionConfig: "true"}
-	next = only(Plan(snapshot(brokers(1, 3), uncleanMin2, p), nil, nil, nil))
+	uncleanMin1 := map[string]string{UncleanElectionConfig: "true"}
+	next = only(Plan(snapshot(brokers(1, 3), uncleanMin1, p), nil, nil, nil))
 	if next.Leader != 1 || !slices.Equal(next.ISR, []int32{1}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
-		t.Fatalf("unclean election with an eligible replica live: %+v, want leader 1 alone, unclean", next)
+		t.Fatalf("unclean election with a left-over eligible replica live: %+v, want leader 1 alone, unclean", next)
+	}
+	// With none eligible live, unclean election takes the first live
+	// replica.
+	p.Eligible = []int32{2}
+	p.ISR = []int32{1}
+	next = only(Plan(snapshot(brokers(3), map[string]string{MinInsyncReplicasConfig: "2", UncleanElectionConfig: "true"}, p), nil, nil, nil))
+	if next.Leader != 3 || !slices.Equal(next.ISR, []int32{3}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
+		t.Fatalf("unclean election with no eligible replica live: %+v, want leader 3 alone, unclean", next)
 	}
 
 	// An ISR back to min.insync.replicas has no eligible replicas; a

@@ -14,7 +14,10 @@ import (
 // for without a panic, and no change hands leadership to a member still
 // recovering: a change that keeps recovering members leaves the partition
 // leaderless. Eligible leader replicas of a record that kept them apart
-// from its ISR and among its replicas stay so.
+// from its ISR and among its replicas stay so. A change that is no
+// unclean election elects a member of the ISR, or an eligible one when
+// the ISR is below min.insync.replicas, and makes none eligible that the
+// record did not count on.
 func FuzzPlanOnAPartitionRecord(f *testing.F) {
 	for _, s := range []string{
 		`{"replicas":[1,2,3],"leader":1,"leaderEpoch":3,"isr":[1,2,3],"partitionEpoch":7,"recovering":[{"id":3,"logEnd":10}]}`,
@@ -64,6 +67,18 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 		for _, ch := range plan {
 			if apart(p) && !apart(ch.Next) {
 				t.Fatalf("record %s: the change's eligible leader replicas are in its ISR, or no replicas: %+v", record, ch.Next)
+			}
+			if ch.Next.UncleanEpoch == p.UncleanEpoch {
+				// A clean change elects a member of the ISR, or an
+				// eligible one of an ISR below min.insync.replicas,
+				// and makes none eligible that was not counted on.
+				counted := p.Counted()
+				if l := ch.Next.Leader; l >= 0 && l != p.Leader && !slices.Contains(p.ISR, l) && !(len(p.ISR) < 2 && slices.Contains(p.Eligible, l)) {
+					t.Fatalf("record %s: a clean change elects %d, neither in the ISR nor eligible: %+v", record, l, ch.Next)
+				}
+				if slices.ContainsFunc(ch.Next.Eligible, func(id int32) bool { return !slices.Contains(counted, id) }) {
+					t.Fatalf("record %s: a clean change makes eligible a replica the record did not count on: %+v", record, ch.Next)
+				}
 			}
 			if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
 				t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
