@@ -221,19 +221,9 @@ func lastMemberBackOnAnEmptyDisk(t *testing.T, leaderExpiresFirst bool) {
 		c.procs[away].kill(syscall.SIGKILL)
 		c.waitISR(2)
 		c.waitAcked(c.ackedCount() + 50)
-		store := metadata.NewStore(c.etcd.client(), "/kill/")
 		waitPartition := func(what string, ok func(metadata.Partition) bool) metadata.Partition {
 			t.Helper()
-			for {
-				p, err := store.Partition(c.ctx, "acked", 0)
-				if err == nil && ok(p) {
-					return p
-				}
-				if c.ctx.Err() != nil {
-					t.Fatalf("the partition never %s: %+v %v", what, p, err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			return waitPartitionRecord(t, c, what, ok)
 		}
 		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
 		startClusterBroker(t, ctl)

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/metadata"
+)
+
+// TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone: KIP-966 end to
+// end, min.insync.replicas=2. The third replica is down; the follower is
+// killed, and the ISR is down to the leader alone, the follower an
+// eligible leader replica. acks=1 writes still go in, but the high
+// watermark holds still: consumers never see them. The leader is killed
+// too; the follower comes back first and, eligible, leads in a clean
+// election, the leader eligible in its place. The leader, back, follows
+// it and cuts the acks=1 records it alone held; every acks=all record is
+// read back exactly once, in order, and the three logs agree.
+func TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone(t *testing.T) {
+	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
+		// A fourth broker, with no replica, controls once the others'
+		// candidacies are gone.
+		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
+		startClusterBroker(t, ctl)
+		t.Cleanup(func() {
+			ctl.kill(syscall.SIGKILL)
+			keepBrokerLogs(t, []*brokerProc{ctl})
+		})
+		l := c.leader()
+		f, away := (l+1)%3, (l+2)%3
+		c.procs[away].kill(syscall.SIGKILL)
+		expireRegistrations(t, c, away)
+		c.waitISR(2)
+		c.waitAcked(c.ackedCount() + 50)
+
+		c.procs[f].kill(syscall.SIGKILL)
+		expireRegistrations(t, c, f)
+		waitPartitionRecord(t, c, "was down to its leader, the follower eligible", func(p metadata.Partition) bool {
+			return p.Leader == l && slices.Equal(p.ISR, []int32{l}) && slices.Equal(p.Eligible, []int32{f})
+		})
+		endOffset := func() int64 {
+			t.Helper()
+			for {
+				ends, err := c.adm.ListEndOffsets(c.ctx, "acked")
+				if err == nil {
+					if o, ok := ends.Lookup("acked", 0); ok && o.Err == nil {
+						return o.Offset
+					}
+				}
+				if c.ctx.Err() != nil {
+					t.Fatalf("no end offset: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		held := endOffset()
+		acks1, err := kgo.NewClient(kgo.SeedBrokers(c.procs[l].kafkaAddr), kgo.DefaultProduceTopic("acked"),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer acks1.Close()
+		for i := range 20 {
+			// Values above any the workload writes: should one be read
+			// back, the order check fails.
+			if err := acks1.ProduceSync(c.ctx, &kgo.Record{Value: []byte(strconv.Itoa(1_000_000_000 + i))}).FirstErr(); err != nil {
+				t.Fatalf("acks=1 write with the ISR below min.insync.replicas: %v", err)
+			}
+		}
+		if end := endOffset(); end != held {
+			t.Fatalf("the high watermark moved from %d to %d over acks=1 writes with the ISR below min.insync.replicas", held, end)
+		}
+		if got := fetchFrom(t, c, held); len(got) != 0 {
+			t.Fatalf("a consumer read %d records past the held high watermark %d", len(got), held)
+		}
+
+		c.procs[l].kill(syscall.SIGKILL)
+		expireRegistrations(t, c, l)
+		waitPartitionRecord(t, c, "went offline", func(p metadata.Partition) bool { return p.Leader < 0 })
+		startClusterBroker(t, c.procs[f])
+		p := waitPartitionRecord(t, c, "was led by the eligible follower", func(p metadata.Partition) bool { return p.Leader == f })
+		if !slices.Equal(p.ISR, []int32{f}) || !slices.Equal(p.Eligible, []int32{l}) || p.UncleanEpoch == p.LeaderEpoch {
+			t.Fatalf("the eligible follower elected: %+v, want ISR [%d], eligible [%d], a clean election", p, f, l)
+		}
+		startClusterBrokers(t, c.procs[l], c.procs[away])
+		c.waitISR(3)
+		c.waitAcked(c.ackedCount() + 50)
+	})
+}
+
+// waitPartitionRecord waits until the etcd record of acked-0 satisfies ok,
+// and returns it.
+func waitPartitionRecord(t *testing.T, c *testCluster, what string, ok func(metadata.Partition) bool) metadata.Partition {
+	t.Helper()
+	store := metadata.NewStore(c.etcd.client(), "/kill/")
+	for {
+		p, err := store.Partition(c.ctx, "acked", 0)
+		if err == nil && ok(p) {
+			return p
+		}
+		if c.ctx.Err() != nil {
+			t.Fatalf("the partition never %s: %+v %v", what, p, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fetchFrom reads acked-0 from offset for a second and returns what it
+// got.
+func fetchFrom(t *testing.T, c *testCluster, offset int64) []*kgo.Record {
+	t.Helper()
+	var seeds []string
+	for _, p := range c.procs {
+		seeds = append(seeds, p.kafkaAddr)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"acked": {0: kgo.NewOffset().At(offset)}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []*kgo.Record
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithDeadline(c.ctx, deadline)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+	}
+	return got
+}
