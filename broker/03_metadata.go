@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"time"
 
@@ -93,14 +95,8 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 			mt.Topic = rt.Topic
 			tv = view.topics[*rt.Topic]
 			if tv == nil {
-				mt.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				if err := validateTopicName(*rt.Topic); err != nil {
-					mt.ErrorCode = kerr.InvalidTopicException.Code
-				} else if r := view.unreadableReason(*rt.Topic, -1); r != "" {
-					// Its record cannot be decoded: offline, not unknown
-					// (and not auto-created over).
-					mt.ErrorCode = kerr.LeaderNotAvailable.Code
-				} else if err, ok := created[*rt.Topic]; ok && err != nil && !errors.Is(err, errTopicExists) {
+				mt.ErrorCode = view.missingTopicError(*rt.Topic)
+				if err, ok := created[*rt.Topic]; ok && err != nil && !errors.Is(err, errTopicExists) && mt.ErrorCode == kerr.UnknownTopicOrPartition.Code {
 					mt.ErrorCode = kafkaError(err)
 				}
 			}
@@ -128,53 +124,123 @@ func (b *Broker) describeTopic(view *metaView, tv *topicView, req *kmsg.Metadata
 	mt.TopicID = tv.id
 	mt.IsInternal = tv.internal
 	mt.AuthorizedOperations = noAuthorizedOperations
-	for _, pv := range tv.partitions {
+	described, _ := b.describePartitions(view, tv, 0, math.MaxInt)
+	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, 0, len(described))
+	for _, dp := range described {
 		mp := kmsg.NewMetadataResponseTopicPartition()
-		mp.Partition = pv.index
-		mp.Leader = pv.leader
-		mp.LeaderEpoch = pv.leaderEpoch
-		mp.Replicas = pv.replicas
-		mp.ISR = pv.isr
-		if sup := b.supersededView(tv.name, pv.index, pv.leader, pv.leaderEpoch); sup != nil {
-			// This broker's leadership is over (a follower's metadata
-			// says so) though its own metadata, cut from etcd, lags.
-			mp.Leader, mp.LeaderEpoch, mp.Replicas, mp.ISR = sup.leader, sup.leaderEpoch, sup.replicas, sup.isr
-		} else if pv.leader == b.cfg.NodeID && b.leadershipLapsed(tv.name, pv.index) {
-			// Nor can it prove its leadership (and refuses produce):
-			// no leader, so that the client asks another broker.
-			mp.Leader, mp.ErrorCode = -1, kerr.LeaderNotAvailable.Code
-		}
-		mp.OfflineReplicas = []int32{}
-		for _, id := range mp.Replicas {
-			if _, ok := view.broker(id); !ok {
-				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
-			} else if id == b.cfg.NodeID && b.replicas.offline.errOf(partitionKey{tv.name, pv.index}) != nil {
-				// This broker's replica cannot be served: its log
-				// failed or cannot open (produce and fetch answer
-				// KAFKA_STORAGE_ERROR).
-				mp.OfflineReplicas = append(mp.OfflineReplicas, id)
-			}
-		}
-		if _, ok := view.broker(pv.leader); !ok {
-			mp.ErrorCode = kerr.LeaderNotAvailable.Code
-			mp.Leader = -1
-		}
+		mp.ErrorCode = dp.errorCode
+		mp.Partition = dp.index
+		mp.Leader = dp.leader
+		mp.LeaderEpoch = dp.leaderEpoch
+		mp.Replicas = dp.replicas
+		mp.ISR = dp.isr
+		mp.OfflineReplicas = dp.offline
 		mt.Partitions = append(mt.Partitions, mp)
 	}
-	// Partitions whose records cannot be decoded are offline.
-	for index := range view.unreadable[tv.name] {
-		if index < 0 {
-			continue
-		}
-		mp := kmsg.NewMetadataResponseTopicPartition()
-		mp.Partition = index
-		mp.Leader = -1
-		mp.ErrorCode = kerr.LeaderNotAvailable.Code
-		mp.OfflineReplicas = []int32{}
-		mt.Partitions = append(mt.Partitions, mp)
-	}
-	slices.SortFunc(mt.Partitions, func(a, b kmsg.MetadataResponseTopicPartition) int { return int(a.Partition) - int(b.Partition) })
 	return mt
+}
+
+// missingTopicError is the error for a topic name the metadata lacks:
+// INVALID_TOPIC_EXCEPTION for a name Kafka refuses, LEADER_NOT_AVAILABLE
+// for a topic whose record cannot be decoded (offline, not unknown, and
+// not auto-created over), UNKNOWN_TOPIC_OR_PARTITION otherwise.
+func (v *metaView) missingTopicError(name string) int16 {
+	if err := validateTopicName(name); err != nil {
+		return kerr.InvalidTopicException.Code
+	}
+	if v.unreadableReason(name, -1) != "" {
+		return kerr.LeaderNotAvailable.Code
+	}
+	return kerr.UnknownTopicOrPartition.Code
+}
+
+// describedPartition is what this broker tells clients of one partition, in
+// Metadata and DescribeTopicPartitions alike.
+type describedPartition struct {
+	index       int32
+	errorCode   int16
+	leader      int32 // -1: none that clients can reach
+	leaderEpoch int32
+	replicas    []int32
+	isr         []int32
+	eligible    []int32 // the eligible leader replicas (KIP-966)
+	// offline are the replicas that cannot be served: on brokers that
+	// are not registered, or this broker's own when its log failed.
+	offline []int32
+}
+
+// describePartitions describes tv's partitions from index from on, in index
+// order, at most limit of them; those whose records cannot be decoded are
+// among them, offline. next is the index of the first one the limit left
+// out (-1: none).
+func (b *Broker) describePartitions(view *metaView, tv *topicView, from int32, limit int) (described []describedPartition, next int32) {
+	var undecodable []int32
+	for index := range view.unreadable[tv.name] {
+		if index >= from && index >= 0 {
+			undecodable = append(undecodable, index)
+		}
+	}
+	slices.Sort(undecodable)
+	// tv.partitions is in index order (metadata.TopicState).
+	i, _ := slices.BinarySearchFunc(tv.partitions, from, func(pv partitionView, index int32) int { return cmp.Compare(pv.index, index) })
+	parts := tv.partitions[i:]
+	described = make([]describedPartition, 0, min(limit, len(parts)+len(undecodable)))
+	for {
+		switch {
+		case len(parts) > 0 && (len(undecodable) == 0 || parts[0].index < undecodable[0]):
+			if len(described) == limit {
+				return described, parts[0].index
+			}
+			described = append(described, b.describePartition(view, tv, parts[0]))
+			parts = parts[1:]
+		case len(undecodable) > 0:
+			if len(described) == limit {
+				return described, undecodable[0]
+			}
+			described = append(described, describedPartition{index: undecodable[0], errorCode: kerr.LeaderNotAvailable.Code, leader: -1, leaderEpoch: -1, offline: []int32{}})
+			undecodable = undecodable[1:]
+		default:
+			return described, -1
+		}
+	}
+}
+
+// describePartition describes pv, one of tv's partitions, as this broker
+// sees it.
+func (b *Broker) describePartition(view *metaView, tv *topicView, pv partitionView) describedPartition {
+	dp := describedPartition{
+		index:       pv.index,
+		leader:      pv.leader,
+		leaderEpoch: pv.leaderEpoch,
+		replicas:    pv.replicas,
+		isr:         pv.isr,
+		eligible:    pv.eligible,
+	}
+	if sup := b.supersededView(tv.name, pv.index, pv.leader, pv.leaderEpoch); sup != nil {
+		// This broker's leadership is over (a follower's metadata
+		// says so) though its own metadata, cut from etcd, lags.
+		dp.leader, dp.leaderEpoch, dp.replicas, dp.isr = sup.leader, sup.leaderEpoch, sup.replicas, sup.isr
+	} else if pv.leader == b.cfg.NodeID && b.leadershipLapsed(tv.name, pv.index) {
+		// Nor can it prove its leadership (and refuses produce):
+		// no leader, so that the client asks another broker.
+		dp.leader, dp.errorCode = -1, kerr.LeaderNotAvailable.Code
+	}
+	dp.offline = []int32{}
+	for _, id := range dp.replicas {
+		if _, ok := view.broker(id); !ok {
+			dp.offline = append(dp.offline, id)
+		} else if id == b.cfg.NodeID && b.replicas.offline.errOf(partitionKey{tv.name, pv.index}) != nil {
+			// This broker's replica cannot be served: its log
+			// failed or cannot open (produce and fetch answer
+			// KAFKA_STORAGE_ERROR).
+			dp.offline = append(dp.offline, id)
+		}
+	}
+	if _, ok := view.broker(pv.leader); !ok {
+		dp.errorCode = kerr.LeaderNotAvailable.Code
+		dp.leader = -1
+	}
+	return dp
 }
 
 // autoCreateTopic creates a topic with the broker's defaults, as
