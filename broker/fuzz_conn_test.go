@@ -37,7 +37,7 @@ func FuzzConnection(f *testing.F) {
 		kmsg.OffsetFetch, kmsg.FindCoordinator, kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.LeaveGroup,
 		kmsg.DescribeGroups, kmsg.ListGroups, kmsg.ApiVersions, kmsg.CreateTopics, kmsg.DeleteRecords,
 		kmsg.InitProducerID, kmsg.OffsetForLeaderEpoch, kmsg.DescribeConfigs, kmsg.IncrementalAlterConfigs,
-		kmsg.CreatePartitions, kmsg.DescribeCluster, kmsg.ConsumerGroupHeartbeat} {
+		kmsg.CreatePartitions, kmsg.DescribeCluster, kmsg.ConsumerGroupHeartbeat, kmsg.DescribeTopicPartitions} {
 		req := key.Request()
 		req.SetVersion(req.MaxVersion())
 		f.Add(formatter.AppendRequest(nil, req, 1)[4:])
@@ -56,6 +56,12 @@ func FuzzConnection(f *testing.F) {
 	fetch.SessionEpoch = -1
 	fetch.Topics = []kmsg.FetchRequestTopic{{Topic: "fuzz", Partitions: []kmsg.FetchRequestTopicPartition{{Partition: 0, PartitionMaxBytes: 1 << 20}}}}
 	f.Add(formatter.AppendRequest(nil, fetch, 3)[4:])
+	// A page of the real topic, from a cursor.
+	describe := kmsg.NewPtrDescribeTopicPartitionsRequest()
+	describe.Topics = []kmsg.DescribeTopicPartitionsRequestTopic{{Topic: "fuzz"}}
+	describe.ResponsePartitionLimit = 1
+	describe.Cursor = &kmsg.DescribeTopicPartitionsRequestCursor{Topic: "fuzz", Partition: 1}
+	f.Add(formatter.AppendRequest(nil, describe, 6)[4:])
 	// Hostile admin requests: counts that once sized allocations.
 	for _, validateOnly := range []bool{false, true} {
 		create := kmsg.NewPtrCreateTopicsRequest()
