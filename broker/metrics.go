@@ -272,6 +272,9 @@ var (
 	underReplicatedDesc = prometheus.NewDesc("shale_partition_under_replicated",
 		"1 for each partition this broker leads whose in-sync replicas are fewer than its replicas, else 0 (one series per led partition; sum for the total).",
 		[]string{"topic", "partition"}, nil)
+	underMinISRDesc = prometheus.NewDesc("shale_partition_under_min_isr",
+		"1 for each partition this broker leads whose in-sync replicas are fewer than min.insync.replicas (or than its replicas, when there are fewer), else 0 (Kafka's UnderMinIsrPartitionCount, one series per led partition): acks=all produce is refused, and the high watermark holds still, so acks=1 records written meanwhile are not read, until the ISR is back (KIP-966).",
+		[]string{"topic", "partition"}, nil)
 	tierLagBytesDesc = prometheus.NewDesc("shale_tiering_lag_bytes",
 		"Bytes of sealed local segments the remote manifest does not hold yet, for each tiered partition this broker leads: those uploading now, those waiting for an upload slot and those not yet below the high watermark (Kafka's RemoteCopyLagBytes; local retention cannot delete them).",
 		[]string{"topic", "partition"}, nil)
@@ -306,7 +309,7 @@ var (
 const groupLagScrapeTimeout = 2 * time.Second
 
 func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc, logDirTotalDesc, logDirUsableDesc, logDirReserveDesc, localLogBytesDesc,
+	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc, underMinISRDesc, logDirTotalDesc, logDirUsableDesc, logDirReserveDesc, localLogBytesDesc,
 		tierLagBytesDesc, tierLagSegmentsDesc, tierEligibleSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
 		ch <- d
 	}
@@ -341,6 +344,13 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 			under = 1
 		}
 		gauge(underReplicatedDesc, under, p.topic, part)
+		underMin := int64(0)
+		p.repl.Lock()
+		if p.underMinISRLocked(s) {
+			underMin = 1
+		}
+		p.repl.Unlock()
+		gauge(underMinISRDesc, underMin, p.topic, part)
 		if p.tier != nil && p.tier.ready.Load() {
 			l := p.tier.lag(p)
 			gauge(tierLagBytesDesc, l.bytes, p.topic, part)

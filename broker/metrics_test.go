@@ -172,6 +172,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	if v, ok := s.get("shale_partition_under_replicated", "partition=0,topic=m"); !ok || v != 0 {
 		t.Errorf("under-replicated m-0 = %v (present %v), want 0", v, ok)
 	}
+	if v, ok := s.get("shale_partition_under_min_isr", "partition=0,topic=m"); !ok || v != 0 {
+		t.Errorf("under min ISR m-0 = %v (present %v), want 0", v, ok)
+	}
 	if v, _ := s.get("shale_produced_records_total", "topic=m"); v != 10 {
 		t.Errorf("produced records of m = %v, want 10", v)
 	}

@@ -134,6 +134,14 @@ var alertCases = []alertCase{
 		`shale_partition_under_replicated{job="shale",instance="b2:9644",topic="t",partition="1"}`: "0 0 1x20",
 		`shale_partition_under_replicated{job="shale",instance="b2:9644",topic="u",partition="0"}`: "0x20",
 	}, "12m", "ShaleUnderReplicatedPartitions", []firing{{map[string]string{"topic": "t"}, "Partitions of topic t under-replicated for 10 minutes: 2"}}},
+	{"a partition below min.insync.replicas", map[string]string{
+		`shale_partition_under_min_isr{job="shale",instance="b1:9644",topic="t",partition="0"}`: "0 1x5",
+		`shale_partition_under_min_isr{job="shale",instance="b1:9644",topic="u",partition="0"}`: "0x6",
+	}, "1m", "ShaleUnderMinISRPartitions", nil},
+	{"a partition below min.insync.replicas", map[string]string{
+		`shale_partition_under_min_isr{job="shale",instance="b1:9644",topic="t",partition="0"}`: "0 1x5",
+		`shale_partition_under_min_isr{job="shale",instance="b1:9644",topic="u",partition="0"}`: "0x6",
+	}, "3m", "ShaleUnderMinISRPartitions", []firing{{map[string]string{"topic": "t"}, "Partitions of topic t below min.insync.replicas: 1"}}},
 	{"stray directories for an hour", map[string]string{`shale_stray_partition_logs{job="shale",instance="b1:9644"}`: "1x70"},
 		"59m", "ShaleStrayPartitionLogs", nil},
 	{"stray directories for an hour", map[string]string{`shale_stray_partition_logs{job="shale",instance="b1:9644"}`: "1x70"},

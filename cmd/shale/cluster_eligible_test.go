@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 // end, min.insync.replicas=2. The third replica is down; the follower is
 // killed, and the ISR is down to the leader alone, the follower an
 // eligible leader replica. acks=1 writes still go in, but the high
-// watermark holds still: consumers never see them. The leader is killed
+// watermark holds still: consumers never see them, and the leader's
+// metrics say the partition is under min.insync.replicas. The leader is killed
 // too; the follower comes back first and, eligible, leads in a clean
 // election, the leader eligible in its place. The leader, back, follows
 // it and cuts the acks=1 records it alone held; every acks=all record is
@@ -58,6 +60,16 @@ func TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+		}
+		metric := `shale_partition_under_min_isr{partition="0",topic="acked"} 1`
+		for {
+			if _, body := httpStatus(t, "http://"+c.procs[l].httpAddr+"/metrics"); strings.Contains(body, metric) {
+				break
+			}
+			if c.ctx.Err() != nil {
+				t.Fatalf("the leader's /metrics never said %s", metric)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		held := endOffset()
 		acks1, err := kgo.NewClient(kgo.SeedBrokers(c.procs[l].kafkaAddr), kgo.DefaultProduceTopic("acked"),

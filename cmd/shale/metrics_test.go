@@ -353,6 +353,7 @@ func TestPrometheusScrapesEveryFamily(t *testing.T) {
 		`shale_fetched_bytes_total{topic="prom",source="remote"}`,
 		`shale_partition_high_watermark{topic="prom",partition="0"}`,
 		`shale_partition_under_replicated{topic="prom",partition="0"} == 0`,
+		`shale_partition_under_min_isr{topic="prom",partition="0"} == 0`,
 		`shale_tiering_lag_bytes{topic="prom",partition="0"}`,
 		`shale_tiering_uploaded_bytes_total > 0`,
 		`shale_remote_cache_hits_total > 0`,
