@@ -285,7 +285,8 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 			next.ISR = without(cur.ISR)
 		case slices.Contains(cur.ISR, self):
 			// The ISR's only member: the eligible leader replicas,
-			// which hold every acknowledged record too, take its place.
+			// which hold every record below the high watermark too,
+			// take its place.
 			next.ISR, next.Eligible = without(counted), nil
 		default:
 			// An eligible leader replica stops being one.

@@ -21,8 +21,9 @@ var (
 	// errNotEnoughReplicasAfterAppend: an acks=all write reached the high
 	// watermark only after the ISR shrank below min.insync.replicas, so
 	// fewer replicas than that hold it: it is not acknowledged (the
-	// producer retries; the ISR's former members are the partition's
-	// eligible leader replicas, which hold every acknowledged record).
+	// producer retries; the high watermark holds still until the ISR is
+	// back, and the ISR's former members, the partition's eligible
+	// leader replicas, hold every record below it).
 	errNotEnoughReplicasAfterAppend = errors.New("broker: the ISR shrank below min.insync.replicas before the write reached the high watermark")
 	errInvalidTimestamp             = errors.New("broker: record timestamp out of the allowed range")
 	errFencedLeaderEpoch            = errors.New("broker: leader epoch older than the partition's")

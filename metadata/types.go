@@ -140,15 +140,17 @@ type Partition struct {
 	Recovering Recovering `json:"recovering,omitempty"`
 	// Eligible are KIP-966's eligible leader replicas: members that left
 	// the ISR, dead or lagging, while it had fewer than
-	// min.insync.replicas members, so that no acks=all write was
-	// acknowledged without them since. They hold every acknowledged
-	// record as much as the ISR does: when the ISR's last member comes
-	// back having lost its log, they, not its empty log, are what the
-	// partition is led from (the member leaves the ISR to them). Kept
-	// apart from the ISR because they may lack records acknowledged with
-	// acks=1 since. Cleared once the ISR is back to
-	// min.insync.replicas; a member that rejoins the ISR, or loses its
-	// log, leaves it (SetISR).
+	// min.insync.replicas members. The leader's high watermark holds
+	// still while the ISR is that small, so they hold every record below
+	// it (every acknowledged acks=all write, every record a consumer
+	// could read or the bucket holds) as much as the ISR does: when the
+	// ISR's last member is gone a live one is elected, cleanly, and when
+	// that member comes back having lost its log, they, not its empty
+	// log, are what the partition is led from (the member leaves the ISR
+	// to them). Kept apart from the ISR because they may lack acks=1
+	// records appended since, above the high watermark. Cleared once the
+	// ISR is back to min.insync.replicas; a member that rejoins the ISR,
+	// or loses its log, leaves it (SetISR).
 	Eligible []int32 `json:"eligible,omitempty"`
 	// Created is the etcd revision that created the record (not
 	// stored): a broker registered after it that finds no log of the

@@ -86,8 +86,10 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	next.Recovering = nil // the operator chose over the comparison
 	next.Eligible = nil
 	if e.Unclean || !slices.Contains(p.ISR, e.Leader) {
-		// An eligible leader replica holds every acks=all record, but
-		// may lack acks=1 records the bucket holds.
+		// An eligible leader replica holds every record below the high
+		// watermark, unless min.insync.replicas came down since (which
+		// the operator's election does not look at): marked unclean, a
+		// tiered leader reads its manifest before it appends.
 		next.UncleanEpoch = next.LeaderEpoch
 	}
 	return next, nil
