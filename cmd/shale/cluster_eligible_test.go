@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/metadata"
+	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
 // TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone: KIP-966 end to
@@ -25,10 +26,28 @@ import (
 // it and cuts the acks=1 records it alone held; every acks=all record is
 // read back exactly once, in order, and the three logs agree.
 func TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone(t *testing.T) {
-	failoverWorkloadOn(t, workload{rounds: 1}, func(t *testing.T, c *testCluster, _ int) {
+	eligibleReplicaLeads(t, workload{rounds: 1})
+}
+
+// TestAnEligibleReplicaLeadsATieredPartitionWhenTheISRsLastMemberIsGone:
+// as TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone on a tiered
+// partition whose segments leave the local disks as they are uploaded:
+// the bucket holds none of the acks=1 records the held high watermark
+// kept back, so the eligible leader's log reaches as far as the bucket
+// (no term appends over records the bucket holds), and everything is read
+// back from offset 0, the bucket's part included.
+func TestAnEligibleReplicaLeadsATieredPartitionWhenTheISRsLastMemberIsGone(t *testing.T) {
+	eligibleReplicaLeads(t, tieredKillWorkload(miniotest.Start(t), "eligible"))
+}
+
+func eligibleReplicaLeads(t *testing.T, w workload) {
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
 		// A fourth broker, with no replica, controls once the others'
 		// candidacies are gone.
 		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
+		if w.setup != nil {
+			w.setup(ctl)
+		}
 		startClusterBroker(t, ctl)
 		t.Cleanup(func() {
 			ctl.kill(syscall.SIGKILL)
