@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -200,6 +201,7 @@ type describedPartition struct {
 	LeaderEpoch    int32   `json:"leader_epoch"`
 	Replicas       []int32 `json:"replicas"`
 	ISR            []int32 `json:"isr"`
+	Eligible       []int32 `json:"eligible_leader_replicas"` // KIP-966's ELR; [] when the broker does not say
 	Offline        []int32 `json:"offline_replicas,omitempty"`
 	LogStartOffset int64   `json:"log_start_offset"`
 	HighWatermark  int64   `json:"high_watermark"`
@@ -227,10 +229,12 @@ func newTopicDescribeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "describe NAME",
-		Short: "Describe a topic: partitions, leaders, replicas, ISR, sizes and configs",
-		Long: `Describes a topic: each partition's leader, replicas and in-sync replicas,
-offsets, local size (DescribeLogDirs) and remote size (from the HTTP addresses
-the brokers advertise, or --http), and the topic's configs with their source.`,
+		Short: "Describe a topic: partitions, leaders, replicas, ISR, ELR, sizes and configs",
+		Long: `Describes a topic: each partition's leader, replicas, in-sync replicas and
+eligible leader replicas (ELR: KIP-966's replicas that left an ISR smaller than
+min.insync.replicas, from DescribeTopicPartitions), offsets, local size
+(DescribeLogDirs) and remote size (from the HTTP addresses the brokers
+advertise, or --http), and the topic's configs with their source.`,
 		Args: exactArgs(1, "topic name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := out.check(); err != nil {
@@ -241,6 +245,16 @@ the brokers advertise, or --http), and the topic's configs with their source.`,
 				d, err := describeTopic(ctx, adm, name)
 				if err != nil {
 					return err
+				}
+				// A broker older than KIP-966 does not know
+				// DescribeTopicPartitions; the describe still answers.
+				eligible, err := eligibleLeaderReplicas(ctx, cl, name)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "shale: eligible leader replicas unknown: %v\n", err)
+				}
+				for i := range d.Partitions {
+					p := &d.Partitions[i]
+					p.Eligible = orEmpty(eligible[p.Partition])
 				}
 				// Remote sizes come from the brokers' HTTP addresses; a
 				// describe without them still answers.
@@ -299,7 +313,7 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) (describe
 	}
 	for _, pd := range td.Partitions.Sorted() {
 		p := describedPartition{Partition: pd.Partition, Leader: pd.Leader, LeaderEpoch: pd.LeaderEpoch,
-			Replicas: orEmpty(pd.Replicas), ISR: orEmpty(pd.ISR), Offline: pd.OfflineReplicas,
+			Replicas: orEmpty(pd.Replicas), ISR: orEmpty(pd.ISR), Eligible: []int32{}, Offline: pd.OfflineReplicas,
 			LogStartOffset: -1, HighWatermark: -1, LocalBytes: -1, RemoteBytes: -1, ReplicaBytes: map[int32]int64{}}
 		if pd.Err != nil {
 			p.Error = pd.Err.Error()
@@ -335,6 +349,48 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) (describe
 	}
 	sort.Slice(d.Configs, func(i, j int) bool { return d.Configs[i].Name < d.Configs[j].Name })
 	return d, nil
+}
+
+// eligibleLeaderReplicas asks DescribeTopicPartitions (KIP-966) for the
+// eligible leader replicas of each of the topic's partitions, a page of at
+// most maxDescribedPartitions at a time.
+func eligibleLeaderReplicas(ctx context.Context, cl *cliClient, name string) (map[int32][]int32, error) {
+	const maxDescribedPartitions = 2000 // Kafka's max.request.partition.size.limit
+	out := map[int32][]int32{}
+	req := kmsg.NewPtrDescribeTopicPartitionsRequest()
+	rt := kmsg.NewDescribeTopicPartitionsRequestTopic()
+	rt.Topic = name
+	req.Topics = append(req.Topics, rt)
+	req.ResponsePartitionLimit = maxDescribedPartitions
+	var from int32
+	for {
+		resp, err := req.RequestWith(ctx, cl.Client)
+		if err != nil {
+			return out, fmt.Errorf("DescribeTopicPartitions: %w", err)
+		}
+		for _, t := range resp.Topics {
+			if t.Topic == nil || *t.Topic != name {
+				continue
+			}
+			if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+				return out, fmt.Errorf("DescribeTopicPartitions: %w", err)
+			}
+			for _, p := range t.Partitions {
+				out[p.Partition] = p.EligibleLeaderReplicas
+			}
+		}
+		next := resp.NextCursor
+		if next == nil || next.Topic != name {
+			return out, nil
+		}
+		// A cursor that does not move on would ask for the same page
+		// forever.
+		if next.Partition <= from {
+			return out, fmt.Errorf("the next cursor, partition %d, is not past this page's first, %d", next.Partition, from)
+		}
+		from = next.Partition
+		req.Cursor = &kmsg.DescribeTopicPartitionsRequestCursor{Topic: name, Partition: from}
+	}
 }
 
 func partitionSet(td kadm.TopicDetail) map[int32]struct{} {
@@ -375,7 +431,7 @@ func printTopic(cmd *cobra.Command, d describedTopic) error {
 	}
 	t.flush()
 	fmt.Fprintln(cmd.OutOrStdout())
-	t = newTable(cmd, "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG-START", "HIGH-WATERMARK", "LOCAL-SIZE", "REMOTE-SIZE")
+	t = newTable(cmd, "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "ELR", "LOG-START", "HIGH-WATERMARK", "LOCAL-SIZE", "REMOTE-SIZE")
 	for _, p := range d.Partitions {
 		leader := fmt.Sprint(p.Leader)
 		if p.Leader < 0 {
@@ -385,7 +441,9 @@ func printTopic(cmd *cobra.Command, d describedTopic) error {
 		if p.Error != "" {
 			isr += " (" + p.Error + ")"
 		}
-		t.row(p.Partition, leader, p.LeaderEpoch, ids(p.Replicas), isr, offset(p.LogStartOffset), offset(p.HighWatermark),
+		// ids prints nothing for none; a dash keeps the column
+		// visible.
+		t.row(p.Partition, leader, p.LeaderEpoch, ids(p.Replicas), isr, orDash(ids(p.Eligible)), offset(p.LogStartOffset), offset(p.HighWatermark),
 			humanBytes(p.LocalBytes), humanBytes(p.RemoteBytes))
 	}
 	t.flush()

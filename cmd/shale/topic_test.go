@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // adminCLI runs shale commands against p.
@@ -91,6 +97,9 @@ func TestTopicCommands(t *testing.T) {
 		if dp.RemoteBytes != 0 { // tiered (shale dev's default), nothing uploaded yet
 			t.Fatalf("partition %d: remote bytes %d", i, dp.RemoteBytes)
 		}
+		if dp.Eligible == nil || len(dp.Eligible) != 0 { // [], not null: a healthy ISR leaves none eligible
+			t.Fatalf("partition %d: eligible leader replicas %#v, want []", i, dp.Eligible)
+		}
 	}
 	configs := map[string]describedConfig{}
 	for _, c := range d.Configs {
@@ -102,11 +111,17 @@ func TestTopicCommands(t *testing.T) {
 	if c := configs["segment.bytes"]; c.Source == "topic" || c.Value == "" {
 		t.Fatalf("segment.bytes: %+v", c)
 	}
-	text := mustAdmin(t, cli, "topic", "describe", "orders", "--http", p.httpAddr)
+	text, stderr := mustCLIIO(t, "", "topic", "describe", "orders", "--http", p.httpAddr, "--brokers", p.kafkaAddr)
 	for _, want := range []string{"PARTITION  LEADER", "LOCAL-SIZE", "retention.ms", "3600000", "topic"} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("topic describe does not print %q:\n%s", want, text)
 		}
+	}
+	if stderr != "" {
+		t.Fatalf("topic describe wrote on stderr:\n%s", stderr)
+	}
+	if elr := partitionColumn(t, text, "ELR"); !slices.Equal(elr, []string{"-", "-", "-"}) {
+		t.Fatalf("ELR column %q, want a dash for each partition:\n%s", elr, text)
 	}
 	_, err = cli("topic", "describe", "nope")
 	wantErr(t, err, `topic "nope": UNKNOWN_TOPIC_OR_PARTITION`)
@@ -145,6 +160,148 @@ func TestTopicCommands(t *testing.T) {
 	wantErr(t, err, "missing topic name", "--help")
 	_, err = cli("topic", "list", "-o", "yaml")
 	wantErr(t, err, `--output "yaml"`)
+}
+
+// partitionColumn returns the cells under header in the partition table
+// `shale topic describe` printed, one a partition, after checking that ELR
+// follows ISR. The cells before REMOTE-SIZE hold no spaces.
+func partitionColumn(t *testing.T, text, header string) []string {
+	t.Helper()
+	var col []string
+	i := -1
+	for _, line := range outLines(text) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "PARTITION":
+			if j := slices.Index(f, "ISR"); j < 0 || j+1 >= len(f) || f[j+1] != "ELR" {
+				t.Fatalf("partition table header %q: want ELR right after ISR", line)
+			}
+			i = slices.Index(f, header)
+		case i >= 0 && len(f) > i:
+			col = append(col, f[i])
+		case i >= 0: // the blank line that ends the table
+			return col
+		}
+	}
+	if i < 0 {
+		t.Fatalf("no partition table with %s:\n%s", header, text)
+	}
+	return col
+}
+
+// TestTopicDescribeEligibleLeaderReplicas: topic describe reads the
+// eligible leader replicas from DescribeTopicPartitions, following its
+// cursor over pages, and a broker that does not serve it (too old, or
+// refusing) leaves them empty with a note on stderr rather than failing
+// the describe. A kfake cluster stands in for the broker: the pages and
+// refusals are its control functions.
+func TestTopicDescribeEligibleLeaderReplicas(t *testing.T) {
+	const topic, partitions = "orders", 5
+	old := kversion.Stable()
+	old.SetMaxKeyVersion(int16(kmsg.DescribeTopicPartitions), -1)
+	for _, tc := range []struct {
+		name string
+		opts []kfake.Opt
+		// control, if set, serves each DescribeTopicPartitions.
+		control func(t *testing.T, req *kmsg.DescribeTopicPartitionsRequest) kmsg.Response
+		want    [][]int32 // each partition's
+		wantELR []string  // the table's column
+		note    string    // on stderr
+	}{{
+		// Pages of two partitions, as a broker whose limit is below
+		// the 2000 asked for sends them; partition p has p+100
+		// eligible, and 4 none.
+		name: "paged",
+		control: func(t *testing.T, req *kmsg.DescribeTopicPartitionsRequest) kmsg.Response {
+			if req.ResponsePartitionLimit != 2000 || len(req.Topics) != 1 || req.Topics[0].Topic != topic {
+				t.Errorf("request: limit %d, topics %+v", req.ResponsePartitionLimit, req.Topics)
+			}
+			resp := req.ResponseKind().(*kmsg.DescribeTopicPartitionsResponse)
+			var from int32
+			if req.Cursor != nil {
+				from = req.Cursor.Partition
+			}
+			rt := kmsg.NewDescribeTopicPartitionsResponseTopic()
+			rt.Topic = kmsg.StringPtr(topic)
+			for p := from; p < min(from+2, partitions); p++ {
+				rp := kmsg.NewDescribeTopicPartitionsResponseTopicPartition()
+				rp.Partition, rp.LeaderID, rp.Replicas, rp.ISR = p, 0, []int32{0}, []int32{0}
+				if p < 4 {
+					rp.EligibleLeaderReplicas = []int32{p + 100}
+				}
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+			if from+2 < partitions {
+				resp.NextCursor = &kmsg.DescribeTopicPartitionsResponseNextCursor{Topic: topic, Partition: from + 2}
+			}
+			return resp
+		},
+		want:    [][]int32{{100}, {101}, {102}, {103}, {}},
+		wantELR: []string{"100", "101", "102", "103", "-"},
+	}, {
+		name:    "old broker",
+		opts:    []kfake.Opt{kfake.MaxVersions(old)},
+		want:    [][]int32{{}, {}, {}, {}, {}},
+		wantELR: []string{"-", "-", "-", "-", "-"},
+		note:    "shale: eligible leader replicas unknown: DescribeTopicPartitions: broker is too old",
+	}, {
+		name: "refused",
+		control: func(t *testing.T, req *kmsg.DescribeTopicPartitionsRequest) kmsg.Response {
+			resp := req.ResponseKind().(*kmsg.DescribeTopicPartitionsResponse)
+			rt := kmsg.NewDescribeTopicPartitionsResponseTopic()
+			rt.Topic = kmsg.StringPtr(topic)
+			rt.ErrorCode = kerr.UnsupportedVersion.Code
+			resp.Topics = append(resp.Topics, rt)
+			return resp
+		},
+		want:    [][]int32{{}, {}, {}, {}, {}},
+		wantELR: []string{"-", "-", "-", "-", "-"},
+		note:    "shale: eligible leader replicas unknown: DescribeTopicPartitions: UNSUPPORTED_VERSION",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic)}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			var requests atomic.Int32
+			if tc.control != nil {
+				c.ControlKey(int16(kmsg.DescribeTopicPartitions), func(r kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					requests.Add(1)
+					return tc.control(t, r.(*kmsg.DescribeTopicPartitionsRequest)), nil, true
+				})
+			}
+			// Nothing answers --http: the remote sizes are unknown too.
+			args := []string{"topic", "describe", topic, "--brokers", c.ListenAddrs()[0], "--http", freeAddr(t), "--timeout", "10s"}
+			stdout, stderr := mustCLIIO(t, "", append(args, "-o", "json")...)
+			var d describedTopic
+			if err := jsonUnmarshal(stdout, &d); err != nil {
+				t.Fatalf("%v\n%s", err, stdout)
+			}
+			var got [][]int32
+			for _, p := range d.Partitions {
+				if p.Eligible == nil {
+					t.Fatalf("partition %d: eligible leader replicas null, want a list", p.Partition)
+				}
+				got = append(got, p.Eligible)
+			}
+			if !slices.EqualFunc(got, tc.want, slices.Equal[[]int32]) {
+				t.Fatalf("eligible leader replicas %v, want %v", got, tc.want)
+			}
+			if tc.name == "paged" && requests.Load() != 3 {
+				t.Fatalf("%d DescribeTopicPartitions requests for %d partitions in pages of 2, want 3", requests.Load(), partitions)
+			}
+			if hasNote := strings.Contains(stderr, "eligible leader replicas unknown"); tc.note == "" && hasNote || !strings.Contains(stderr, tc.note) {
+				t.Fatalf("stderr:\n%s\nwant the note %q", stderr, tc.note)
+			}
+			text, _ := mustCLIIO(t, "", args...)
+			if elr := partitionColumn(t, text, "ELR"); !slices.Equal(elr, tc.wantELR) {
+				t.Fatalf("ELR column %q, want %q:\n%s", elr, tc.wantELR, text)
+			}
+		})
+	}
 }
 
 // An unreachable broker fails within --timeout with one line that names
