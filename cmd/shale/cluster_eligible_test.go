@@ -22,7 +22,8 @@ import (
 // watermark holds still: consumers never see them, and the leader's
 // metrics say the partition is under min.insync.replicas. The leader is killed
 // too; the follower comes back first and, eligible, leads in a clean
-// election, the leader eligible in its place. The leader, back, follows
+// election, the leader eligible in its place. shale topic describe shows
+// the eligible replica both times. The leader, back, follows
 // it and cuts the acks=1 records it alone held; every acks=all record is
 // read back exactly once, in order, and the three logs agree.
 func TestAnEligibleReplicaLeadsWhenTheISRsLastMemberIsGone(t *testing.T) {
@@ -65,6 +66,7 @@ func eligibleReplicaLeads(t *testing.T, w workload) {
 		waitPartitionRecord(t, c, "was down to its leader, the follower eligible", func(p metadata.Partition) bool {
 			return p.Leader == l && slices.Equal(p.ISR, []int32{l}) && slices.Equal(p.Eligible, []int32{f})
 		})
+		waitDescribedEligible(t, c, []string{c.procs[l].kafkaAddr, ctl.kafkaAddr}, []int32{l}, []int32{f})
 		endOffset := func() int64 {
 			t.Helper()
 			for {
@@ -119,6 +121,7 @@ func eligibleReplicaLeads(t *testing.T, w workload) {
 		if !slices.Equal(p.ISR, []int32{f}) || !slices.Equal(p.Eligible, []int32{l}) || p.UncleanEpoch == p.LeaderEpoch {
 			t.Fatalf("the eligible follower elected: %+v, want ISR [%d], eligible [%d], a clean election", p, f, l)
 		}
+		waitDescribedEligible(t, c, []string{c.procs[f].kafkaAddr, ctl.kafkaAddr}, []int32{f}, []int32{l})
 		startClusterBrokers(t, c.procs[l], c.procs[away])
 		c.waitISR(3)
 		c.waitAcked(c.ackedCount() + 50)
@@ -139,6 +142,36 @@ func waitPartitionRecord(t *testing.T, c *testCluster, what string, ok func(meta
 			t.Fatalf("the partition never %s: %+v %v", what, p, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitDescribedEligible waits until `shale topic describe acked` (JSON,
+// then the table), asking the brokers at seeds, shows acked-0 with the ISR
+// isr and the eligible leader replicas eligible: a broker's metadata
+// follows the etcd record a moment later.
+func waitDescribedEligible(t *testing.T, c *testCluster, seeds []string, isr, eligible []int32) {
+	t.Helper()
+	args := []string{"topic", "describe", "acked", "--brokers", strings.Join(seeds, ","), "--timeout", "10s"}
+	for {
+		stdout, stderr, err := runCLIIO(t, "", append(args, "-o", "json")...)
+		var d describedTopic
+		if err == nil {
+			err = jsonUnmarshal(stdout, &d)
+		}
+		if err == nil && len(d.Partitions) == 1 && slices.Equal(d.Partitions[0].ISR, isr) && slices.Equal(d.Partitions[0].Eligible, eligible) {
+			break
+		}
+		if c.ctx.Err() != nil {
+			t.Fatalf("topic describe never showed ISR %v, eligible %v: %+v %v\n%s", isr, eligible, d.Partitions, err, stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stdout, _, err := runCLIIO(t, "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := partitionColumn(t, stdout, "ELR"), []string{ids(eligible)}; !slices.Equal(got, want) {
+		t.Fatalf("topic describe's ELR column %q, want %q:\n%s", got, want, stdout)
 	}
 }
 
