@@ -76,7 +76,8 @@ type ReaderConfig struct {
 	HotQuiet time.Duration
 	// ReadAheadBytes bounds the bytes of read-ahead in flight or fetched
 	// and not yet read, all partitions together (default an eighth of
-	// CacheBytes). Read-ahead data does not enter the cache until a read
+	// CacheBytes, and at least three ReadAheadSpan within a quarter of
+	// it). Read-ahead data does not enter the cache until a read
 	// takes it, so speculation never evicts what readers use; and a
 	// chunk read ahead enters it only when it is fetched for the second
 	// time (see Reader). Read-ahead past the bound is skipped, and
@@ -144,13 +145,18 @@ func (c *ReaderConfig) ensureDefaults() {
 	if c.ColdThreads <= 0 {
 		c.ColdThreads = 64
 	}
-	if c.ReadAheadBytes <= 0 {
-		c.ReadAheadBytes = max(c.CacheBytes/8, c.ChunkBytes)
-	}
 	if c.ReadAheadSpan <= 0 {
 		c.ReadAheadSpan = 16 << 20
 	}
 	c.ReadAheadSpan = max(c.ReadAheadSpan, c.ChunkBytes)
+	if c.ReadAheadBytes <= 0 {
+		// At least a stream's window of two span-sized reads and one
+		// span more, within a quarter of the cache: with a window's
+		// worth alone, the chunks a reader has not yet taken block the
+		// next refill, which falls back to single-chunk GETs and skips
+		// (seen at a 256 MiB cache in later rounds of a replay).
+		c.ReadAheadBytes = max(c.CacheBytes/8, min(3*c.ReadAheadSpan, c.CacheBytes/4), c.ChunkBytes)
+	}
 }
 
 // Reader reads remote segments through a byte-bounded chunk cache. One
