@@ -199,10 +199,12 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // and the machine, booted again, may be starting that broker, its own
 // marks not yet written; taking the recovering members out of the ISR
 // for it could leave the longest log out. A silent leader is left as it
-// is until it answers or its registration lapses. Members that leave the
-// ISR recovering are not eligible leader replicas (metadata.Partition.
-// SetISR): their logs may lack what it counted on. It reports false when
-// nothing changes.
+// is until it answers or its registration lapses. When no ISR member that
+// kept its log is live, a live eligible leader replica that kept its log
+// leads (an ISR below min.insync.replicas), before any comparison of
+// recovered logs. Members that leave the ISR recovering are not eligible
+// leader replicas (metadata.Partition.SetISR): their logs may lack what
+// it counted on. It reports false when nothing changes.
 func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool, minISR int32) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
@@ -238,6 +240,20 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		next.SetISR(e.ISR, minISR, lost...)
 		next.Recovering = nil
 		return next, true
+	}
+	if int32(len(p.ISR)) < minISR {
+		// An eligible leader replica that kept its log holds every
+		// record below the high watermark, every acknowledged one among
+		// them (the ISR has been below min.insync.replicas since it
+		// left): it leads, cleanly, rather than the longest of the
+		// recovered logs, which may all have lost acknowledged records
+		// with their page caches.
+		if el := replication.ElectLeader(p.Replicas, p.Eligible, kept, false); el.Leader >= 0 {
+			next.Leader, next.LeaderEpoch = el.Leader, p.LeaderEpoch+1
+			next.SetISR([]int32{el.Leader}, minISR, lost...)
+			next.Recovering = nil
+			return next, true
+		}
 	}
 	// No member that kept its log is up. The longest recovered log
 	// leads once every member is back, recovering, and has reported.

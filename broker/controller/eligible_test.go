@@ -104,3 +104,31 @@ func TestAnUncleanElectionTakesAnEligibleReplicaFirst(t *testing.T) {
 		t.Fatalf("%+v, want leader 1, ISR [1], no eligible, unclean", next)
 	}
 }
+
+// Every member of an ISR below min.insync.replicas is back from a machine
+// crash, their unflushed tails maybe gone: a live eligible leader replica
+// that kept its log leads, cleanly, rather than the longest recovered
+// log, and the recovering members are not eligible (their logs may lack
+// what it holds). With min.insync.replicas down to the ISR's size the
+// eligible replica is left over: the logs are compared as before.
+func TestAnEligibleReplicaThatKeptItsLogLeadsBeforeRecoveredLogs(t *testing.T) {
+	min3 := map[string]string{MinInsyncReplicasConfig: "3"}
+	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: -1, LeaderEpoch: 4, ISR: []int32{1, 2}, Eligible: []int32{3},
+		Recovering: metadata.Recovering{{ID: 1, LogEnd: 90}, {ID: 2, LogEnd: -1}}}
+	changes := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, nil, nil)
+	if len(changes) != 1 {
+		t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
+	}
+	next := changes[0].Next
+	if next.Leader != 3 || next.LeaderEpoch != 5 || !slices.Equal(next.ISR, []int32{3}) || next.Eligible != nil || next.Recovering != nil || next.UncleanEpoch != 0 {
+		t.Fatalf("%+v, want leader 3 at epoch 5 alone in the ISR, none eligible or recovering, a clean election", next)
+	}
+	// Not a silent one: it may be starting after a crash of its own.
+	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil); len(got) != 0 && got[0].Next.Leader == 3 {
+		t.Fatalf("a silent eligible replica elected: %+v", got[0].Next)
+	}
+	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
+	if got := Plan(snapshot(brokers(1, 2, 3), min2, p), nil, nil, nil); len(got) != 0 && got[0].Next.Leader == 3 {
+		t.Fatalf("an eligible replica left over from a larger min.insync.replicas elected: %+v", got[0].Next)
+	}
+}
