@@ -198,3 +198,43 @@ func fetchFrom(t *testing.T, c *testCluster, offset int64) []*kgo.Record {
 	}
 	return got
 }
+
+// TestAnEligibleReplicaLeadsBeforeTheISRsRecoveredLogs: min.insync.replicas
+// is 3, so the third replica, killed, is an eligible leader replica of
+// the ISR left (the leader and the other follower). Then both of those
+// machines crash, losing the unflushed tails of their logs, which held
+// acknowledged records (acknowledged by all three). The eligible replica
+// comes back first, then the two crashed brokers, which stay in the ISR
+// as recovering. Comparing their recovered logs would elect one that lost
+// acknowledged records: the eligible replica, which kept its log, leads
+// instead, and every acknowledged record is read back.
+func TestAnEligibleReplicaLeadsBeforeTheISRsRecoveredLogs(t *testing.T) {
+	w := workload{rounds: 1, configs: map[string]*string{"min.insync.replicas": ptr("3")}}
+	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
+		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
+		startClusterBroker(t, ctl)
+		t.Cleanup(func() {
+			ctl.kill(syscall.SIGKILL)
+			keepBrokerLogs(t, []*brokerProc{ctl})
+		})
+		l := c.leader()
+		f, y := (l+1)%3, (l+2)%3
+		c.procs[y].kill(syscall.SIGKILL)
+		expireRegistrations(t, c, y)
+		waitPartitionRecord(t, c, "was down to the leader and a follower, the third eligible", func(p metadata.Partition) bool {
+			return slices.Equal(p.ISR, []int32{l, f}) && slices.Equal(p.Eligible, []int32{y})
+		})
+		c.procs[l].kill(syscall.SIGKILL)
+		c.procs[f].kill(syscall.SIGKILL)
+		loseUnflushedTail(t, c.procs[l], "acked-0")
+		loseUnflushedTail(t, c.procs[f], "acked-0")
+		startClusterBroker(t, c.procs[y])
+		startClusterBrokers(t, c.procs[l], c.procs[f])
+		p := waitPartitionRecord(t, c, "was led by the eligible replica", func(p metadata.Partition) bool { return p.Leader >= 0 })
+		if p.Leader != y || p.UncleanEpoch == p.LeaderEpoch {
+			t.Fatalf("the partition after the crashes: %+v, want led by the eligible replica %d, cleanly", p, y)
+		}
+		c.waitISR(3)
+		c.waitAcked(c.ackedCount() + 50)
+	})
+}
