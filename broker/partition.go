@@ -479,11 +479,15 @@ func (p *partition) whenHWInto(w *hwWait, offset int64, minISR int32, owner *con
 	*w = hwWait{offset: offset, minISR: minISR, owner: owner, done: done}
 	// A high watermark, ISR or leadership change after these loads is
 	// followed by a wake, which takes mu after this registration.
-	if isr := len(p.state.Load().isr); p.hw.Load() >= offset || int32(isr) < minISR {
+	isr := len(p.state.Load().isr)
+	if p.hw.Load() >= offset {
 		return true, w.result(nil, isr)
 	}
 	if !p.isLeader() {
 		return true, errNotLeader
+	}
+	if int32(isr) < minISR {
+		return true, w.result(nil, isr)
 	}
 	if len(p.mu.hwWaits) == 0 {
 		p.mu.hwWaitMin, p.mu.hwWaitMinISR = offset, minISR
