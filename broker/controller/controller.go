@@ -136,16 +136,11 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 						next.SetISR(again.ISR, minISR)
 					}
 				}
-				if next.Leader < 0 && int32(len(p.ISR)) < minISR {
-					// No member of an ISR below min.insync.replicas is
-					// up: an eligible leader replica holds every
-					// record below the high watermark, which holds
-					// still while the ISR is that small (KIP-966), so
-					// one leads, cleanly. The ISR's members join the
-					// eligible ones (SetISR).
-					if el := replication.ElectLeader(p.Replicas, p.Eligible, cands, false); el.Leader >= 0 {
-						next.Leader = el.Leader
-						next.SetISR([]int32{el.Leader}, minISR)
+				if next.Leader < 0 {
+					// The ISR's members join the eligible ones (SetISR).
+					if el := electEligible(p, cands, minISR); el >= 0 {
+						next.Leader = el
+						next.SetISR([]int32{el}, minISR)
 					}
 				}
 				if next.Leader < 0 && unclean {
@@ -241,19 +236,14 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		next.Recovering = nil
 		return next, true
 	}
-	if int32(len(p.ISR)) < minISR {
-		// An eligible leader replica that kept its log holds every
-		// record below the high watermark, every acknowledged one among
-		// them (the ISR has been below min.insync.replicas since it
-		// left): it leads, cleanly, rather than the longest of the
-		// recovered logs, which may all have lost acknowledged records
-		// with their page caches.
-		if el := replication.ElectLeader(p.Replicas, p.Eligible, kept, false); el.Leader >= 0 {
-			next.Leader, next.LeaderEpoch = el.Leader, p.LeaderEpoch+1
-			next.SetISR([]int32{el.Leader}, minISR, lost...)
-			next.Recovering = nil
-			return next, true
-		}
+	// An eligible leader replica that kept its log leads rather than the
+	// longest of the recovered logs, which may all have lost
+	// acknowledged records with their page caches.
+	if el := electEligible(p, kept, minISR); el >= 0 {
+		next.Leader, next.LeaderEpoch = el, p.LeaderEpoch+1
+		next.SetISR([]int32{el}, minISR, lost...)
+		next.Recovering = nil
+		return next, true
 	}
 	// No member that kept its log is up. The longest recovered log
 	// leads once every member is back, recovering, and has reported.
@@ -305,6 +295,19 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 	next.SetISR([]int32{best}, minISR, lost...)
 	next.Recovering = nil
 	return next, true
+}
+
+// electEligible returns the live one (of cands) of p's eligible leader
+// replicas that a clean election takes when no ISR member can lead, or -1.
+// Only while the ISR is below min.insync.replicas: the high watermark has
+// held still since they left (KIP-966), so each holds every record below
+// it, every acknowledged one among them. Once min.insync.replicas is down
+// to the ISR's size they are left over: it may have moved past them.
+func electEligible(p metadata.Partition, cands []replication.Candidate, minISR int32) int32 {
+	if int32(len(p.ISR)) >= minISR {
+		return -1
+	}
+	return replication.ElectLeader(p.Replicas, p.Eligible, cands, false).Leader
 }
 
 // MinInsyncReplicas is a topic's min.insync.replicas: its own config (of

@@ -225,12 +225,7 @@ func lastMemberBackOnAnEmptyDisk(t *testing.T, leaderExpiresFirst bool) {
 			t.Helper()
 			return waitPartitionRecord(t, c, what, ok)
 		}
-		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
-		startClusterBroker(t, ctl)
-		t.Cleanup(func() {
-			ctl.kill(syscall.SIGKILL)
-			keepBrokerLogs(t, []*brokerProc{ctl})
-		})
+		startControllingBroker(t, c, nil)
 		if leaderExpiresFirst {
 			// The follower restarts, so that its controller candidacy
 			// queues behind the fourth broker's: once the leader's is

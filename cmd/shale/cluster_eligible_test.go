@@ -45,15 +45,7 @@ func eligibleReplicaLeads(t *testing.T, w workload) {
 	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
 		// A fourth broker, with no replica, controls once the others'
 		// candidacies are gone.
-		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
-		if w.setup != nil {
-			w.setup(ctl)
-		}
-		startClusterBroker(t, ctl)
-		t.Cleanup(func() {
-			ctl.kill(syscall.SIGKILL)
-			keepBrokerLogs(t, []*brokerProc{ctl})
-		})
+		ctl := startControllingBroker(t, c, w.setup)
 		l := c.leader()
 		f, away := (l+1)%3, (l+2)%3
 		c.procs[away].kill(syscall.SIGKILL)
@@ -126,6 +118,24 @@ func eligibleReplicaLeads(t *testing.T, w workload) {
 		c.waitISR(3)
 		c.waitAcked(c.ackedCount() + 50)
 	})
+}
+
+// startControllingBroker starts a fourth broker of c (with setup applied
+// first, if any), a replica of nothing: it controls once the others'
+// controller candidacies are gone. It is killed, its log kept, at the
+// test's end.
+func startControllingBroker(t *testing.T, c *testCluster, setup func(p *brokerProc)) *brokerProc {
+	t.Helper()
+	ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
+	if setup != nil {
+		setup(ctl)
+	}
+	startClusterBroker(t, ctl)
+	t.Cleanup(func() {
+		ctl.kill(syscall.SIGKILL)
+		keepBrokerLogs(t, []*brokerProc{ctl})
+	})
+	return ctl
 }
 
 // waitPartitionRecord waits until the etcd record of acked-0 satisfies ok,
@@ -211,12 +221,7 @@ func fetchFrom(t *testing.T, c *testCluster, offset int64) []*kgo.Record {
 func TestAnEligibleReplicaLeadsBeforeTheISRsRecoveredLogs(t *testing.T) {
 	w := workload{rounds: 1, configs: map[string]*string{"min.insync.replicas": ptr("3")}}
 	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
-		ctl := &brokerProc{t: t, id: 3, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: c.etcd.addr}
-		startClusterBroker(t, ctl)
-		t.Cleanup(func() {
-			ctl.kill(syscall.SIGKILL)
-			keepBrokerLogs(t, []*brokerProc{ctl})
-		})
+		startControllingBroker(t, c, nil)
 		l := c.leader()
 		f, y := (l+1)%3, (l+2)%3
 		c.procs[y].kill(syscall.SIGKILL)
