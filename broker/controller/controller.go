@@ -182,10 +182,11 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // log can lead: the live leader stays, or one of those members is
 // elected, and the recovering ones leave the ISR (they follow, and rejoin
 // once caught up). When no such member is live, the partition is offline
-// until every ISR member is back: a member that did not crash leads once
-// back; when all crashed, the longest recovered log leads (the first in
-// replica order among equals), alone in the ISR, once every one has
-// reported its end. A topic that allows unclean election does not wait:
+// until every ISR member is back (and, while the ISR is below
+// min.insync.replicas, every eligible leader replica): a member that did
+// not crash leads once back; when all crashed, the longest recovered log
+// leads (the first in replica order among equals), alone in the ISR, once
+// every one has reported its end. A topic that allows unclean election does not wait:
 // the longest log among the live members that reported leads, else any
 // live replica, as an unclean election. Recovering members out of the
 // ISR (a leader shrank it) are forgotten. A registered member that is
@@ -246,10 +247,19 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		return next, true
 	}
 	// No member that kept its log is up. The longest recovered log
-	// leads once every member is back, recovering, and has reported.
+	// leads once every member is back, recovering, and has reported;
+	// while the ISR is below min.insync.replicas, once every eligible
+	// leader replica is back too: each holds every acknowledged record
+	// (KIP-966), and a down one may hold what every recovered log lost.
+	// Back from a crash of its own, it joins the ISR, recovering, to be
+	// compared (markRecovering); back with its log, it leads (above).
+	waitFor := p.ISR
+	if int32(len(p.ISR)) < minISR {
+		waitFor = p.Counted()
+	}
 	best, bestEnd := int32(-1), int64(-1)
 	for _, id := range p.Replicas {
-		if !slices.Contains(p.ISR, id) {
+		if !slices.Contains(waitFor, id) {
 			continue
 		}
 		end, ok := next.Recovering.End(id)

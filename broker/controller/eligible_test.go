@@ -132,3 +132,46 @@ func TestAnEligibleReplicaThatKeptItsLogLeadsBeforeRecoveredLogs(t *testing.T) {
 		t.Fatalf("an eligible replica left over from a larger min.insync.replicas elected: %+v", got[0].Next)
 	}
 }
+
+// An ISR below min.insync.replicas whose members are all back from machine
+// crashes is not compared while an eligible replica is down: it holds every
+// acknowledged record, and may hold what both recovered logs lost. Back from
+// a crash of its own, it is compared with them (markRecovering takes it into
+// the ISR); back with its log, it leads.
+func TestRecoveredLogsWaitForADownEligibleReplica(t *testing.T) {
+	min3 := map[string]string{MinInsyncReplicasConfig: "3"}
+	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: -1, LeaderEpoch: 4, ISR: []int32{1, 2}, Eligible: []int32{3},
+		Recovering: metadata.Recovering{{ID: 1, LogEnd: 90}, {ID: 2, LogEnd: 80}}}
+	if got := Plan(snapshot(brokers(1, 2), min3, p), nil, nil, nil); len(got) != 0 {
+		t.Fatalf("recovered logs compared while the eligible replica is down: %+v", got[0].Next)
+	}
+	// Registered but silent: it may be starting after a crash of its own.
+	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil); len(got) != 0 {
+		t.Fatalf("recovered logs compared while the eligible replica is silent: %+v", got[0].Next)
+	}
+	// Back from a crash of its own, with the longest log.
+	back := p
+	back.ISR, back.Eligible = []int32{1, 2, 3}, nil
+	back.Recovering = append(slices.Clone(p.Recovering), metadata.RecoveringReplica{ID: 3, LogEnd: 100})
+	changes := Plan(snapshot(brokers(1, 2, 3), min3, back), nil, nil, nil)
+	if len(changes) != 1 {
+		t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
+	}
+	if next := changes[0].Next; next.Leader != 3 || next.LeaderEpoch != 5 || !slices.Equal(next.ISR, []int32{3}) || next.Recovering != nil || next.UncleanEpoch != 0 {
+		t.Fatalf("%+v, want the longest recovered log (3) to lead at epoch 5, cleanly", next)
+	}
+	// With min.insync.replicas down to the ISR's size the eligible
+	// replica is left over, and the ISR's logs are compared without it.
+	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
+	changes = Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil)
+	if len(changes) != 1 || changes[0].Next.Leader != 1 {
+		t.Fatalf("%+v, want the longer recovered log (1) to lead", changes)
+	}
+	// Unclean election enabled: the longest live recovered log leads at
+	// once, as an unclean election.
+	unclean := map[string]string{MinInsyncReplicasConfig: "3", UncleanElectionConfig: "true"}
+	changes = Plan(snapshot(brokers(1, 2), unclean, p), nil, nil, nil)
+	if len(changes) != 1 || changes[0].Next.Leader != 1 || changes[0].Next.UncleanEpoch != changes[0].Next.LeaderEpoch {
+		t.Fatalf("%+v, want 1 elected uncleanly", changes)
+	}
+}

@@ -219,6 +219,25 @@ func fetchFrom(t *testing.T, c *testCluster, offset int64) []*kgo.Record {
 // acknowledged records: the eligible replica, which kept its log, leads
 // instead, and every acknowledged record is read back.
 func TestAnEligibleReplicaLeadsBeforeTheISRsRecoveredLogs(t *testing.T) {
+	eligibleLeadsAfterCrashes(t, false)
+}
+
+// TestRecoveredLogsWaitForTheEligibleReplicasCrashToo is the same with the
+// eligible replica's machine crashed too (its page cache had flushed
+// everything) and started last: the recovered logs of the ISR are not
+// compared while it is down, and when it is back its log, the longest, is
+// compared with them and leads.
+func TestRecoveredLogsWaitForTheEligibleReplicasCrashToo(t *testing.T) {
+	eligibleLeadsAfterCrashes(t, true)
+}
+
+// eligibleLeadsAfterCrashes: with min.insync.replicas=3 the third
+// replica y is killed (the ISR is down to the leader and a follower, y
+// eligible), then the leader's and the follower's machines crash, losing
+// half of each last segment. With crashed, y's machine crashed too and y
+// is started after the other two; else y is started first. Either way y,
+// which kept every acknowledged record, leads, cleanly.
+func eligibleLeadsAfterCrashes(t *testing.T, crashed bool) {
 	w := workload{rounds: 1, configs: map[string]*string{"min.insync.replicas": ptr("3")}}
 	failoverWorkloadOn(t, w, func(t *testing.T, c *testCluster, _ int) {
 		startControllingBroker(t, c, nil)
@@ -231,10 +250,40 @@ func TestAnEligibleReplicaLeadsBeforeTheISRsRecoveredLogs(t *testing.T) {
 		})
 		c.procs[l].kill(syscall.SIGKILL)
 		c.procs[f].kill(syscall.SIGKILL)
+		var offline metadata.Partition
+		if crashed {
+			// Both registrations lapse in one step, so that the ISR
+			// stays the two of them: were one seen gone first, the
+			// other, the ISR's only member, would take the eligible
+			// replica into the ISR when back (markRecovering), and
+			// wait for it as a member.
+			expireRegistrations(t, c, l, f)
+			offline = waitPartitionRecord(t, c, "was offline with the leader and the follower in the ISR", func(p metadata.Partition) bool {
+				return p.Leader < 0 && slices.Equal(p.ISR, []int32{l, f}) && slices.Equal(p.Eligible, []int32{y})
+			})
+		}
 		loseUnflushedTail(t, c.procs[l], "acked-0")
 		loseUnflushedTail(t, c.procs[f], "acked-0")
-		startClusterBroker(t, c.procs[y])
-		startClusterBrokers(t, c.procs[l], c.procs[f])
+		if crashed {
+			crashMachine(t, c.procs[y], "acked-0", 1)
+			startClusterBrokers(t, c.procs[l], c.procs[f])
+			waitPartitionRecord(t, c, "had both recovered logs' ends", func(p metadata.Partition) bool {
+				el, lok := p.Recovering.End(l)
+				ef, fok := p.Recovering.End(f)
+				return lok && fok && el >= 0 && ef >= 0 || p.LeaderEpoch != offline.LeaderEpoch
+			})
+			// The controller's rounds (a second apart at most) would
+			// have compared them by now.
+			time.Sleep(3 * time.Second)
+			p := waitPartitionRecord(t, c, "was read", func(metadata.Partition) bool { return true })
+			if p.Leader >= 0 || p.LeaderEpoch != offline.LeaderEpoch {
+				t.Fatalf("elected while the eligible replica was down: %+v, was %+v", p, offline)
+			}
+			startClusterBroker(t, c.procs[y])
+		} else {
+			startClusterBroker(t, c.procs[y])
+			startClusterBrokers(t, c.procs[l], c.procs[f])
+		}
 		p := waitPartitionRecord(t, c, "was led by the eligible replica", func(p metadata.Partition) bool { return p.Leader >= 0 })
 		if p.Leader != y || p.UncleanEpoch == p.LeaderEpoch {
 			t.Fatalf("the partition after the crashes: %+v, want led by the eligible replica %d, cleanly", p, y)
