@@ -8,7 +8,8 @@ import (
 // SetISR keeps the eligible leader replicas (KIP-966): members that leave
 // an ISR smaller than min.insync.replicas join them, except the lost;
 // members back in the ISR, no longer replicas, or lost leave them; an ISR
-// back to min.insync.replicas has none.
+// back to min.insync.replicas has none, and ones left over from a larger
+// min.insync.replicas are forgotten.
 func TestSetISRKeepsTheEligibleLeaderReplicas(t *testing.T) {
 	cases := []struct {
 		name         string
@@ -27,6 +28,9 @@ func TestSetISRKeepsTheEligibleLeaderReplicas(t *testing.T) {
 		{"back to min.insync.replicas", []int32{1}, []int32{2}, []int32{1, 3}, 2, nil, nil},
 		{"min.insync.replicas 1 has none", []int32{1, 2}, nil, []int32{1}, 1, nil, nil},
 		{"no longer a replica", []int32{1}, []int32{9}, []int32{1}, 2, nil, nil},
+		// min.insync.replicas came down from 3 to the ISR's 2 after 3
+		// left: the high watermark may have moved past it since.
+		{"left over from a larger min.insync.replicas", []int32{1, 2}, []int32{3}, []int32{1}, 2, nil, []int32{2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -175,11 +175,18 @@ func (p Partition) Counted() []int32 {
 // while the ISR is smaller than minISR (min.insync.replicas), except the
 // lost (whose logs lack what the ISR counted on); members in the ISR, the
 // lost and those no longer replicas leave them; once the ISR has minISR
-// members there are none.
+// members there are none. Eligible ones left over from a larger
+// min.insync.replicas (the ISR they left already has minISR members: the
+// high watermark may have moved past them since it came down) are not
+// kept, even when the ISR now falls below it.
 func (p *Partition) SetISR(isr []int32, minISR int32, lost ...int32) {
 	var eligible []int32
 	if int32(len(isr)) < minISR {
-		for _, id := range append(slices.Clone(p.Eligible), p.ISR...) {
+		kept := p.Eligible
+		if int32(len(p.ISR)) >= minISR {
+			kept = nil
+		}
+		for _, id := range append(slices.Clone(kept), p.ISR...) {
 			if !slices.Contains(isr, id) && !slices.Contains(lost, id) && slices.Contains(p.Replicas, id) && !slices.Contains(eligible, id) {
 				eligible = append(eligible, id)
 			}

@@ -286,6 +286,10 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 		if best >= 0 {
 			next.Leader, next.LeaderEpoch = best, p.LeaderEpoch+1
 			next.SetISR([]int32{best}, minISR, lost...)
+			// As Plan's unclean election: none is eligible after it
+			// (a down one left eligible would keep the elected
+			// broker, whose log is marked lost, from leading).
+			next.Eligible = nil
 			next.UncleanEpoch = next.LeaderEpoch
 			next.Recovering = nil
 			return next, true
