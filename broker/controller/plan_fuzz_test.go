@@ -17,7 +17,10 @@ import (
 // from its ISR and among its replicas stay so. A change that is no
 // unclean election elects a member of the ISR, or an eligible one when
 // the ISR is below min.insync.replicas, and makes none eligible that the
-// record did not count on.
+// record did not count on. A recovered log is elected only with no other
+// replica counted on (its broker, its log marked lost, refuses to lead
+// otherwise), and cleanly below min.insync.replicas only once every
+// eligible replica is back.
 func FuzzPlanOnAPartitionRecord(f *testing.F) {
 	for _, s := range []string{
 		`{"replicas":[1,2,3],"leader":1,"leaderEpoch":3,"isr":[1,2,3],"partitionEpoch":7,"recovering":[{"id":3,"logEnd":10}]}`,
@@ -33,22 +36,28 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 		f.Add([]byte(s), uint8(0), false)
 		f.Add([]byte(s), uint8(5), true)
 	}
+	// The ISR's recovered member, an eligible replica down (absent).
+	recovered := `{"replicas":[1,2,3],"leader":-1,"leaderEpoch":4,"isr":[1],"eligible":[2],"recovering":[{"id":1,"logEnd":50}]}`
+	f.Add([]byte(recovered), uint8(3<<2), false)
+	f.Add([]byte(recovered), uint8(3<<2), true)
 	f.Fuzz(func(t *testing.T, record []byte, down uint8, unclean bool) {
 		var p metadata.Partition
 		if json.Unmarshal(record, &p) != nil {
 			return
 		}
 		var live []metadata.Broker
-		restarted := map[int32]bool{}
+		restarted, liveIDs := map[int32]bool{}, map[int32]bool{}
 		for id := int32(1); id <= 3; id++ {
 			switch down >> (2 * (id - 1)) & 3 {
 			case 0:
 				live = append(live, metadata.Broker{ID: id})
+				liveIDs[id] = true
 			case 1:
 				live = append(live, metadata.Broker{ID: id})
 				restarted[id] = true
 			case 2:
 				live = append(live, metadata.Broker{ID: id, ShuttingDown: true})
+				liveIDs[id] = true
 			}
 		}
 		configs := map[string]string{MinInsyncReplicasConfig: "2"}
@@ -82,6 +91,20 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 			}
 			if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
 				t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
+			}
+			if _, was := p.Recovering.End(ch.Next.Leader); was && ch.Next.Leader >= 0 && ch.Next.Leader != p.Leader {
+				// A recovered log elected: its broker's log is marked
+				// lost, and it leads only once the record counts no
+				// other replica (applyLostLocked).
+				if got := ch.Next.Counted(); !slices.Equal(got, []int32{ch.Next.Leader}) {
+					t.Fatalf("record %s: elects recovered member %d with others still counted on (%v), which its broker refuses: %+v", record, ch.Next.Leader, got, ch.Next)
+				}
+				// A clean one, while the ISR is below
+				// min.insync.replicas, only once every eligible
+				// replica is back.
+				if ch.Next.UncleanEpoch == p.UncleanEpoch && len(p.ISR) < 2 && slices.ContainsFunc(p.Eligible, func(id int32) bool { return !liveIDs[id] }) {
+					t.Fatalf("record %s: compares recovered logs while an eligible replica is down: %+v", record, ch.Next)
+				}
 			}
 		}
 	})
