@@ -101,8 +101,8 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 				}
 				// A clean one, while the ISR is below
 				// min.insync.replicas, only once every eligible
-				// replica is back.
-				if ch.Next.UncleanEpoch == p.UncleanEpoch && len(p.ISR) < 2 && slices.ContainsFunc(p.Eligible, func(id int32) bool { return !liveIDs[id] }) {
+				// replica (still a replica) is back.
+				if ch.Next.UncleanEpoch == p.UncleanEpoch && len(p.ISR) < 2 && slices.ContainsFunc(p.Eligible, func(id int32) bool { return !liveIDs[id] && slices.Contains(p.Replicas, id) }) {
 					t.Fatalf("record %s: compares recovered logs while an eligible replica is down: %+v", record, ch.Next)
 				}
 			}
