@@ -186,9 +186,10 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // min.insync.replicas, every eligible leader replica): a member that did
 // not crash leads once back; when all crashed, the longest recovered log
 // leads (the first in replica order among equals), alone in the ISR, once
-// every one has reported its end. A topic that allows unclean election does not wait:
-// the longest log among the live members that reported leads, else any
-// live replica, as an unclean election. Recovering members out of the
+// every one has reported its end. A topic that allows unclean election
+// does not wait: the longest log among the live members that reported
+// leads, else any live replica, as an unclean election, and no replica is
+// eligible after it. Recovering members out of the
 // ISR (a leader shrank it) are forgotten. A registered member that is
 // silent (registered, not answering) is not counted on as one that kept
 // its log: a registration outlives a crashed broker by up to its lease,
