@@ -189,8 +189,8 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // every one has reported its end. A topic that allows unclean election
 // does not wait: the longest log among the live members that reported
 // leads, else any live replica, as an unclean election, and no replica is
-// eligible after it. Recovering members out of the
-// ISR (a leader shrank it) are forgotten. A registered member that is
+// eligible after it. Recovering members out of the ISR (a leader shrank
+// it) are forgotten. A registered member that is
 // silent (registered, not answering) is not counted on as one that kept
 // its log: a registration outlives a crashed broker by up to its lease,
 // and the machine, booted again, may be starting that broker, its own
@@ -285,12 +285,11 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			}
 		}
 		if best >= 0 {
+			// As Plan's unclean election: alone in the ISR, none
+			// eligible (a down one left eligible would keep the
+			// elected broker, whose log is marked lost, from leading).
 			next.Leader, next.LeaderEpoch = best, p.LeaderEpoch+1
-			next.SetISR([]int32{best}, minISR, lost...)
-			// As Plan's unclean election: none is eligible after it
-			// (a down one left eligible would keep the elected
-			// broker, whose log is marked lost, from leading).
-			next.Eligible = nil
+			next.ISR, next.Eligible = []int32{best}, nil
 			next.UncleanEpoch = next.LeaderEpoch
 			next.Recovering = nil
 			return next, true

@@ -250,7 +250,8 @@ func eligibleLeadsAfterCrashes(t *testing.T, crashed bool) {
 		})
 		c.procs[l].kill(syscall.SIGKILL)
 		c.procs[f].kill(syscall.SIGKILL)
-		var offline metadata.Partition
+		loseUnflushedTail(t, c.procs[l], "acked-0")
+		loseUnflushedTail(t, c.procs[f], "acked-0")
 		if crashed {
 			// Both registrations lapse in one step, so that the ISR
 			// stays the two of them: were one seen gone first, the
@@ -258,13 +259,9 @@ func eligibleLeadsAfterCrashes(t *testing.T, crashed bool) {
 			// replica into the ISR when back (markRecovering), and
 			// wait for it as a member.
 			expireRegistrations(t, c, l, f)
-			offline = waitPartitionRecord(t, c, "was offline with the leader and the follower in the ISR", func(p metadata.Partition) bool {
+			offline := waitPartitionRecord(t, c, "was offline with the leader and the follower in the ISR", func(p metadata.Partition) bool {
 				return p.Leader < 0 && slices.Equal(p.ISR, []int32{l, f}) && slices.Equal(p.Eligible, []int32{y})
 			})
-		}
-		loseUnflushedTail(t, c.procs[l], "acked-0")
-		loseUnflushedTail(t, c.procs[f], "acked-0")
-		if crashed {
 			crashMachine(t, c.procs[y], "acked-0", 1)
 			startClusterBrokers(t, c.procs[l], c.procs[f])
 			waitPartitionRecord(t, c, "had both recovered logs' ends", func(p metadata.Partition) bool {
