@@ -248,7 +248,12 @@ func startThreeBrokers(t *testing.T, ttl time.Duration) (context.Context, *metad
 		regs = append(regs, r)
 	}
 	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1, 2, 3}}}
-	if _, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts); err != nil {
+	rev, err := store.CreateTopic(ctx, metadata.Topic{Name: "t", ID: metadata.UUID{1}}, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The callers read the topic from the cache at once.
+	if err := cache.WaitForRevision(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
 	return ctx, store, cache, regs
