@@ -262,12 +262,13 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
-func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error) {
+func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (recovering bool, err error) {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
 		if err != nil {
 			return false, metaError(err)
 		}
+		cur.DropLeftOverEligible(minISR)
 		counted := cur.Counted()
 		if !slices.Contains(counted, self) || len(counted) == 1 {
 			return false, nil
@@ -330,12 +331,13 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 // only member, takes the eligible leader replicas into the ISR first, to
 // be compared with. Nothing is written when the partition does not count
 // on it, or the record already says so.
-func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error {
+func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64, minISR int32) error {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
 		if err != nil {
 			return metaError(err)
 		}
+		cur.DropLeftOverEligible(minISR)
 		had, recovering := cur.Recovering.End(self)
 		counted := cur.Counted()
 		if !slices.Contains(counted, self) || recovering && (had == logEnd || logEnd < 0) {

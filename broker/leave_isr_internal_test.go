@@ -37,7 +37,7 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 	}
 	m := &etcdMeta{store: store}
 
-	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil); err != nil || recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || recovering {
 		t.Fatalf("leaving to a member that kept its log: recovering %v, err %v", recovering, err)
 	}
 	p, err := store.Partition(ctx, "t", 0)
@@ -49,7 +49,7 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 	}
 
 	for range 2 {
-		if recovering, err := m.leaveISR(ctx, "t", 1, 1, nil); err != nil || !recovering {
+		if recovering, err := m.leaveISR(ctx, "t", 1, 1, nil, 2); err != nil || !recovering {
 			t.Fatalf("leaving to members that are all recovering: recovering %v, err %v", recovering, err)
 		}
 	}
@@ -61,7 +61,7 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 		t.Fatalf("after staying: %+v, want ISR [1 2 3] all recovering, no leader, epoch 6", p)
 	}
 
-	if recovering, err := m.leaveISR(ctx, "t", 2, 1, []int32{2}); err != nil || !recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 2, 1, []int32{2}, 2); err != nil || !recovering {
 		t.Fatalf("leaving to the one member found up, recovering: recovering %v, err %v", recovering, err)
 	}
 	p, err = store.Partition(ctx, "t", 2)
@@ -79,7 +79,9 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 // When none of them is up, and its log may be the longest left (a machine
 // crash), it stays, recovering, with them back in the ISR to be compared
 // with. An eligible leader replica whose log was lost stops being one.
-// A sole member with no eligible replicas is all there is: it stays.
+// A sole member with no eligible replicas is all there is: it stays. So
+// does one whose eligible replicas are left over from a larger
+// min.insync.replicas: they are not counted on.
 func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -88,7 +90,7 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	sole := func(eligible ...int32) metadata.Partition {
 		return metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 1, LeaderEpoch: 5, ISR: []int32{1}, Eligible: eligible}
 	}
-	parts := []metadata.Partition{sole(2), sole(2), sole(2, 3), sole(2), sole()}
+	parts := []metadata.Partition{sole(2), sole(2), sole(2, 3), sole(2), sole(), sole(2), sole(2)}
 	for i := range parts {
 		parts[i].Index = int32(i)
 	}
@@ -106,7 +108,7 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// Its disk lost (any member is as long): it leaves to broker 2.
-	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil); err != nil || recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || recovering {
 		t.Fatalf("leaving to an eligible replica: recovering %v, err %v", recovering, err)
 	}
 	if p := read(0); !slices.Equal(p.ISR, []int32{2}) || p.Eligible != nil || p.Leader != -1 || p.LeaderEpoch != 6 {
@@ -115,7 +117,7 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 
 	// Back from a machine crash, no eligible replica up: it stays,
 	// recovering, with broker 2 back in the ISR.
-	if recovering, err := m.leaveISR(ctx, "t", 1, 1, []int32{}); err != nil || !recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 1, 1, []int32{}, 2); err != nil || !recovering {
 		t.Fatalf("no eligible replica up: recovering %v, err %v", recovering, err)
 	}
 	if p := read(1); !slices.Equal(p.ISR, []int32{1, 2}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
@@ -123,7 +125,7 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// An eligible replica's disk lost: it stops being one.
-	if recovering, err := m.leaveISR(ctx, "t", 2, 3, nil); err != nil || recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 2, 3, nil, 2); err != nil || recovering {
 		t.Fatalf("an eligible replica leaving: recovering %v, err %v", recovering, err)
 	}
 	if p := read(2); !slices.Equal(p.ISR, []int32{1}) || !slices.Equal(p.Eligible, []int32{2}) || p.Leader != 1 || p.LeaderEpoch != 5 {
@@ -131,7 +133,7 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// Marked recovering outright (no keeper up at its start): the same.
-	if err := m.markRecovering(ctx, "t", 3, 1, -1); err != nil {
+	if err := m.markRecovering(ctx, "t", 3, 1, -1, 2); err != nil {
 		t.Fatal(err)
 	}
 	if p := read(3); !slices.Equal(p.ISR, []int32{1, 2}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
@@ -139,10 +141,27 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// No eligible replica: its log is all there is.
-	if recovering, err := m.leaveISR(ctx, "t", 4, 1, nil); err != nil || recovering {
+	if recovering, err := m.leaveISR(ctx, "t", 4, 1, nil, 2); err != nil || recovering {
 		t.Fatalf("the only member: recovering %v, err %v", recovering, err)
 	}
 	if p := read(4); !slices.Equal(p.ISR, []int32{1}) || p.Leader != 1 || p.LeaderEpoch != 5 {
 		t.Fatalf("the only member, no eligible replica: %+v, want it unchanged", p)
+	}
+
+	// min.insync.replicas down to 1: broker 2 is left over from a larger
+	// one (the high watermark may have moved past it since), not a
+	// replica that holds every acknowledged record. The ISR's only
+	// member neither leaves it to broker 2 nor takes it back in.
+	if recovering, err := m.leaveISR(ctx, "t", 5, 1, nil, 1); err != nil || recovering {
+		t.Fatalf("a left-over eligible replica: recovering %v, err %v", recovering, err)
+	}
+	if p := read(5); !slices.Equal(p.ISR, []int32{1}) || p.Leader != 1 || p.LeaderEpoch != 5 {
+		t.Fatalf("the only member, a left-over eligible replica: %+v, want ISR [1], leader 1 at 5", p)
+	}
+	if err := m.markRecovering(ctx, "t", 6, 1, -1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(6); !slices.Equal(p.ISR, []int32{1}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
+		t.Fatalf("after marking recovering beside a left-over eligible replica: %+v, want ISR [1] recovering, none eligible, no leader", p)
 	}
 }

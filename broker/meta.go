@@ -45,14 +45,18 @@ type metaStore interface {
 	// (an empty log, which any member is longer than or as long). When
 	// there is none, self may hold the longest log left: it stays in the
 	// ISR as recovering, as markRecovering(-1) records, and says so.
-	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32) (recovering bool, err error)
+	// Eligible leader replicas recorded beside an ISR of minISR
+	// (min.insync.replicas) members or more are left over, not counted
+	// (metadata.Partition.DropLeftOverEligible).
+	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (recovering bool, err error)
 	// markRecovering records broker self as an ISR member back from a
 	// machine crash whose log ends at logEnd (-1: not yet opened), for
 	// the controller to compare (metadata.Partition.Recovering). The
 	// ISR's only member takes the eligible leader replicas back into the
 	// ISR to be compared with; an eligible leader replica stops being
-	// one.
-	markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64) error
+	// one. Left-over eligible leader replicas are not counted, as in
+	// leaveISR.
+	markRecovering(ctx context.Context, topic string, index, self int32, logEnd int64, minISR int32) error
 	// markArchiving clears a partition's unarchived mark (see
 	// partitionView.unarchived) as its leader: only while the stored
 	// partition still names leader at leaderEpoch (errMetaConflict

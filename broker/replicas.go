@@ -813,7 +813,7 @@ func (m *replicaManager) applyLostLocked(p *partition, l leadership, pv partitio
 // the broker closes.
 func (m *replicaManager) reportRecovered(p *partition, logEnd int64) {
 	m.isrRequest(p, "reporting the recovered log end of a partition", func(ctx context.Context) error {
-		return m.b.meta.markRecovering(ctx, p.topic, p.index, m.nodeID, logEnd)
+		return m.b.meta.markRecovering(ctx, p.topic, p.index, m.nodeID, logEnd, p.cfg.Load().minInsyncReplicas)
 	})
 }
 
@@ -831,7 +831,7 @@ func (m *replicaManager) leaveISR(p *partition) {
 		if pv, ok := view.partition(p.topic, p.index); ok {
 			keepers = append(keepers, keepersUp(ctx, view, pv, m.nodeID, map[int32]bool{})...)
 		}
-		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers)
+		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers, p.cfg.Load().minInsyncReplicas)
 		if recovering {
 			m.b.log.Warn("no other in-sync replica of the partition that kept its log answers: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 				"topic", p.topic, "partition", p.index)

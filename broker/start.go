@@ -257,6 +257,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 	view := ms.snapshot()
 	up := map[int32]bool{}
 	for _, tv := range view.topicList() {
+		minISR := parseTopicConfig(tv.configs, b.replicas.brokerConfig).minInsyncReplicas
 		for _, pv := range tv.partitions {
 			if !countedOn(pv, self) {
 				continue
@@ -283,7 +284,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 				// controller to compare (its end is reported once it
 				// has opened).
 				err := b.retryMark(ctx, func(wctx context.Context) error {
-					return ms.markRecovering(wctx, tv.name, pv.index, self, -1)
+					return ms.markRecovering(wctx, tv.name, pv.index, self, -1, minISR)
 				})
 				if err != nil {
 					return fmt.Errorf("recording %s-%d as recovering from a machine crash: %w", tv.name, pv.index, err)
@@ -294,7 +295,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 			}
 			var recovering bool
 			err = b.retryMark(ctx, func(wctx context.Context) (err error) {
-				recovering, err = ms.leaveISR(wctx, tv.name, pv.index, self, keepers)
+				recovering, err = ms.leaveISR(wctx, tv.name, pv.index, self, keepers, minISR)
 				return err
 			})
 			if err != nil {

@@ -180,19 +180,28 @@ func (p Partition) Counted() []int32 {
 // high watermark may have moved past them since it came down) are not
 // kept, even when the ISR now falls below it.
 func (p *Partition) SetISR(isr []int32, minISR int32, lost ...int32) {
+	p.DropLeftOverEligible(minISR)
 	var eligible []int32
 	if int32(len(isr)) < minISR {
-		kept := p.Eligible
-		if int32(len(p.ISR)) >= minISR {
-			kept = nil
-		}
-		for _, id := range append(slices.Clone(kept), p.ISR...) {
+		for _, id := range append(slices.Clone(p.Eligible), p.ISR...) {
 			if !slices.Contains(isr, id) && !slices.Contains(lost, id) && slices.Contains(p.Replicas, id) && !slices.Contains(eligible, id) {
 				eligible = append(eligible, id)
 			}
 		}
 	}
 	p.ISR, p.Eligible = isr, eligible
+}
+
+// DropLeftOverEligible forgets p's eligible leader replicas when its ISR
+// has minISR (min.insync.replicas) members or more: they are left over
+// from a larger min.insync.replicas, and the high watermark may have moved
+// past them since it came down. The controller drops them at its next
+// round (SetISR); a write that reads the record before then must not take
+// them for replicas that hold every acknowledged record.
+func (p *Partition) DropLeftOverEligible(minISR int32) {
+	if int32(len(p.ISR)) >= minISR {
+		p.Eligible = nil
+	}
 }
 
 // RecoveringReplica is an ISR member back from a machine crash
