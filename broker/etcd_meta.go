@@ -262,16 +262,16 @@ func (m *etcdMeta) alterISR(ctx context.Context, topic string, index, leader, le
 	return metaError(err)
 }
 
-func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (recovering bool, err error) {
+func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (isrExit, error) {
 	for attempt := 0; ; attempt++ {
 		cur, err := m.store.Partition(ctx, topic, index)
 		if err != nil {
-			return false, metaError(err)
+			return isrUnchanged, metaError(err)
 		}
 		cur.DropLeftOverEligible(minISR)
 		counted := cur.Counted()
 		if !slices.Contains(counted, self) || len(counted) == 1 {
-			return false, nil
+			return isrUnchanged, nil
 		}
 		without := func(ids []int32) []int32 {
 			return slices.DeleteFunc(slices.Clone(ids), func(id int32) bool { return id == self })
@@ -308,7 +308,7 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 			// replicas, now in the ISR). Its end is reported once its
 			// log is open.
 			if _, already := cur.Recovering.End(self); already {
-				return true, nil
+				return isrRecovering, nil
 			}
 			next.ISR, next.Eligible = counted, nil
 			if shared {
@@ -318,7 +318,11 @@ func (m *etcdMeta) leaveISR(ctx context.Context, topic string, index, self int32
 		}
 		_, _, err = m.store.UpdatePartition(ctx, next, cur.PartitionEpoch)
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
-			return !kept, metaError(err)
+			exit := isrLeft
+			if !kept {
+				exit = isrRecovering
+			}
+			return exit, metaError(err)
 		}
 	}
 }

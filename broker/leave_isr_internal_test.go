@@ -37,8 +37,8 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 	}
 	m := &etcdMeta{store: store}
 
-	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || recovering {
-		t.Fatalf("leaving to a member that kept its log: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || exit != isrLeft {
+		t.Fatalf("leaving to a member that kept its log: %v, err %v", exit, err)
 	}
 	p, err := store.Partition(ctx, "t", 0)
 	if err != nil {
@@ -49,8 +49,8 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 	}
 
 	for range 2 {
-		if recovering, err := m.leaveISR(ctx, "t", 1, 1, nil, 2); err != nil || !recovering {
-			t.Fatalf("leaving to members that are all recovering: recovering %v, err %v", recovering, err)
+		if exit, err := m.leaveISR(ctx, "t", 1, 1, nil, 2); err != nil || exit != isrRecovering {
+			t.Fatalf("leaving to members that are all recovering: %v, err %v", exit, err)
 		}
 	}
 	p, err = store.Partition(ctx, "t", 1)
@@ -61,8 +61,8 @@ func TestLeavingTheISRLeavesItOnlyToAMemberThatKeptItsLog(t *testing.T) {
 		t.Fatalf("after staying: %+v, want ISR [1 2 3] all recovering, no leader, epoch 6", p)
 	}
 
-	if recovering, err := m.leaveISR(ctx, "t", 2, 1, []int32{2}, 2); err != nil || !recovering {
-		t.Fatalf("leaving to the one member found up, recovering: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 2, 1, []int32{2}, 2); err != nil || exit != isrRecovering {
+		t.Fatalf("leaving to the one member found up, recovering: %v, err %v", exit, err)
 	}
 	p, err = store.Partition(ctx, "t", 2)
 	if err != nil {
@@ -108,8 +108,8 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// Its disk lost (any member is as long): it leaves to broker 2.
-	if recovering, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || recovering {
-		t.Fatalf("leaving to an eligible replica: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 0, 1, nil, 2); err != nil || exit != isrLeft {
+		t.Fatalf("leaving to an eligible replica: %v, err %v", exit, err)
 	}
 	if p := read(0); !slices.Equal(p.ISR, []int32{2}) || p.Eligible != nil || p.Leader != -1 || p.LeaderEpoch != 6 {
 		t.Fatalf("after leaving: %+v, want ISR [2], none eligible, no leader, epoch 6", p)
@@ -117,16 +117,16 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 
 	// Back from a machine crash, no eligible replica up: it stays,
 	// recovering, with broker 2 back in the ISR.
-	if recovering, err := m.leaveISR(ctx, "t", 1, 1, []int32{}, 2); err != nil || !recovering {
-		t.Fatalf("no eligible replica up: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 1, 1, []int32{}, 2); err != nil || exit != isrRecovering {
+		t.Fatalf("no eligible replica up: %v, err %v", exit, err)
 	}
 	if p := read(1); !slices.Equal(p.ISR, []int32{1, 2}) || p.Eligible != nil || p.Leader != -1 || len(p.Recovering) != 1 {
 		t.Fatalf("after staying: %+v, want ISR [1 2] with 1 recovering, none eligible, no leader", p)
 	}
 
 	// An eligible replica's disk lost: it stops being one.
-	if recovering, err := m.leaveISR(ctx, "t", 2, 3, nil, 2); err != nil || recovering {
-		t.Fatalf("an eligible replica leaving: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 2, 3, nil, 2); err != nil || exit != isrLeft {
+		t.Fatalf("an eligible replica leaving: %v, err %v", exit, err)
 	}
 	if p := read(2); !slices.Equal(p.ISR, []int32{1}) || !slices.Equal(p.Eligible, []int32{2}) || p.Leader != 1 || p.LeaderEpoch != 5 {
 		t.Fatalf("after an eligible replica left: %+v, want ISR [1], eligible [2], leader 1 at 5", p)
@@ -141,8 +141,8 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	}
 
 	// No eligible replica: its log is all there is.
-	if recovering, err := m.leaveISR(ctx, "t", 4, 1, nil, 2); err != nil || recovering {
-		t.Fatalf("the only member: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 4, 1, nil, 2); err != nil || exit != isrUnchanged {
+		t.Fatalf("the only member: %v, err %v", exit, err)
 	}
 	if p := read(4); !slices.Equal(p.ISR, []int32{1}) || p.Leader != 1 || p.LeaderEpoch != 5 {
 		t.Fatalf("the only member, no eligible replica: %+v, want it unchanged", p)
@@ -152,8 +152,8 @@ func TestTheISRsLastMemberLeavesItToTheEligibleLeaderReplicas(t *testing.T) {
 	// one (the high watermark may have moved past it since), not a
 	// replica that holds every acknowledged record. The ISR's only
 	// member neither leaves it to broker 2 nor takes it back in.
-	if recovering, err := m.leaveISR(ctx, "t", 5, 1, nil, 1); err != nil || recovering {
-		t.Fatalf("a left-over eligible replica: recovering %v, err %v", recovering, err)
+	if exit, err := m.leaveISR(ctx, "t", 5, 1, nil, 1); err != nil || exit != isrUnchanged {
+		t.Fatalf("a left-over eligible replica: %v, err %v", exit, err)
 	}
 	if p := read(5); !slices.Equal(p.ISR, []int32{1}) || p.Leader != 1 || p.LeaderEpoch != 5 {
 		t.Fatalf("the only member, a left-over eligible replica: %+v, want ISR [1], leader 1 at 5", p)

@@ -44,11 +44,12 @@ type metaStore interface {
 	// keepers (the members the caller found up) unless that is nil
 	// (an empty log, which any member is longer than or as long). When
 	// there is none, self may hold the longest log left: it stays in the
-	// ISR as recovering, as markRecovering(-1) records, and says so.
+	// ISR as recovering, as markRecovering(-1) records. It says which
+	// it did.
 	// Eligible leader replicas recorded beside an ISR of minISR
 	// (min.insync.replicas) members or more are left over, not counted
 	// (metadata.Partition.DropLeftOverEligible).
-	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (recovering bool, err error)
+	leaveISR(ctx context.Context, topic string, index, self int32, keepers []int32, minISR int32) (isrExit, error)
 	// markRecovering records broker self as an ISR member back from a
 	// machine crash whose log ends at logEnd (-1: not yet opened), for
 	// the controller to compare (metadata.Partition.Recovering). The
@@ -313,3 +314,17 @@ func placeReplicas(view *metaView, first, count int32, rf int16, start int) ([]p
 	}
 	return parts, nil
 }
+
+// isrExit is what metaStore.leaveISR did.
+type isrExit int
+
+const (
+	// isrUnchanged: the partition does not count on the broker, or on
+	// it alone; nothing was written.
+	isrUnchanged isrExit = iota
+	// isrLeft: the broker left the ISR (or the eligible leader
+	// replicas).
+	isrLeft
+	// isrRecovering: the broker stays in the ISR, recovering.
+	isrRecovering
+)

@@ -831,8 +831,8 @@ func (m *replicaManager) leaveISR(p *partition) {
 		if pv, ok := view.partition(p.topic, p.index); ok {
 			keepers = append(keepers, keepersUp(ctx, view, pv, m.nodeID, map[int32]bool{})...)
 		}
-		recovering, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers, p.cfg.Load().minInsyncReplicas)
-		if recovering {
+		exit, err := m.b.meta.leaveISR(ctx, p.topic, p.index, m.nodeID, keepers, p.cfg.Load().minInsyncReplicas)
+		if exit == isrRecovering {
 			m.b.log.Warn("no other in-sync replica of the partition that kept its log answers: this broker stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 				"topic", p.topic, "partition", p.index)
 		}

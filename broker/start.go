@@ -293,17 +293,24 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
 				continue
 			}
-			var recovering bool
+			var exit isrExit
 			err = b.retryMark(ctx, func(wctx context.Context) (err error) {
-				recovering, err = ms.leaveISR(wctx, tv.name, pv.index, self, keepers, minISR)
+				exit, err = ms.leaveISR(wctx, tv.name, pv.index, self, keepers, minISR)
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("leaving the ISR of %s-%d, whose log on this broker lacks what the ISR counted on: %w", tv.name, pv.index, err)
 			}
-			if recovering {
+			switch exit {
+			case isrRecovering:
 				b.log.Warn("this broker is back from a machine crash and the other in-sync replicas that answered are recovering from one too; it stays in the ISR, recovering, and leads nothing until the controller has compared the logs",
 					"topic", tv.name, "partition", pv.index, "isr", pv.isr)
+				continue
+			case isrUnchanged:
+				// Its view was behind the record (the others left, or
+				// min.insync.replicas came down): the partition counts on
+				// this log alone, or not at all. The log's open decides
+				// (replicaManager.applyLostLocked).
 				continue
 			}
 			b.log.Warn("this broker's log of the partition may lack what the ISR counted on (its disk lost, or its unflushed tail in a machine crash); it left the ISR before registering",
