@@ -257,7 +257,7 @@ func (b *Broker) leaveLostISRs(ctx context.Context, ms *etcdMeta, crashed bool) 
 	view := ms.snapshot()
 	up := map[int32]bool{}
 	for _, tv := range view.topicList() {
-		minISR := parseTopicConfig(tv.configs, b.replicas.brokerConfig).minInsyncReplicas
+		minISR := controller.MinInsyncReplicas(tv.configs, b.replicas.brokerConfig)
 		for _, pv := range tv.partitions {
 			if !countedOn(pv, self) {
 				continue
