@@ -22,6 +22,11 @@ const (
 	readCommittedLevel = 1
 )
 
+// debuggingReplicaID is Kafka's replica id for a ListOffsets that any
+// replica answers, leader or not, from its whole log: the controller asks
+// it of each live replica before an unclean election (replicaLogEnds).
+const debuggingReplicaID = -2
+
 func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
 	remote, cancel := b.remoteLookups(r.ctx())
@@ -34,6 +39,15 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, -1
 			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			if err == nil && req.ReplicaID == debuggingReplicaID {
+				if err = p.checkReplica(rp.CurrentLeaderEpoch); err == nil {
+					replicaLogEnd(remote, p, &rp, &sp)
+				} else {
+					sp.ErrorCode = kafkaError(err)
+				}
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}
@@ -58,6 +72,22 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp
+}
+
+// replicaLogEnd answers one partition of a ListOffsets from the debugging
+// replica id, as this replica's log holds it, leader or not: the log end
+// (latest) with the leader epoch of its last record, or its start
+// (earliest); other timestamps are refused.
+func replicaLogEnd(remote context.Context, p *partition, rp *kmsg.ListOffsetsRequestTopicPartition, sp *kmsg.ListOffsetsResponseTopicPartition) {
+	switch rp.Timestamp {
+	case listLatest:
+		end := p.log.LogEndOffset()
+		sp.Offset, sp.LeaderEpoch = end, p.lastEpoch(remote, end)
+	case listEarliest:
+		sp.Offset = p.logStartOffset()
+	default:
+		sp.ErrorCode = kerr.InvalidRequest.Code
+	}
 }
 
 // listOffset answers one partition of a ListOffsets: ctx bounds its
@@ -153,6 +183,19 @@ func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsets
 // epochAt is the leader epoch that wrote offset, from the leader-epoch
 // checkpoint (-1 when unknown).
 func epochAt(ctx context.Context, p *partition, offset int64) int32 {
+	if epoch := p.lastEpoch(ctx, offset+1); epoch >= 0 || offset < 0 {
+		return epoch
+	}
+	// Offsets at the log end belong to the current epoch.
+	_, epoch := p.leaderState()
+	return epoch
+}
+
+// lastEpoch is the leader epoch of the record before end, as this
+// replica's log (and, below its local log, the object store) records it;
+// -1 when none is.
+func (p *partition) lastEpoch(ctx context.Context, end int64) int32 {
+	offset := end - 1
 	if p.tier != nil && offset < p.log.LocalLogStartOffset() {
 		if e, ok := p.tier.epochAt(ctx, offset); ok {
 			return e
@@ -164,10 +207,6 @@ func epochAt(ctx context.Context, p *partition, offset int64) int32 {
 			break
 		}
 		epoch = e.Epoch
-	}
-	if epoch == -1 && offset >= 0 {
-		// Offsets at the log end belong to the current epoch.
-		_, epoch = p.leaderState()
 	}
 	return epoch
 }

@@ -458,6 +458,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	b.quotas = newReplicationQuotas(&b.cfg, reg)
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
+		em.askLogs = b.replicaLogEnds
 	}
 	b.remoteHWs = newRemoteHighWatermarks(b)
 	b.refusedLog.interval = 10 * time.Second

@@ -25,6 +25,10 @@ type etcdMeta struct {
 	// space refuses admin writes when the embedded etcd's filesystem is
 	// below its reserve (nil: no guard). Set once, before serving.
 	space *spaceGuard
+	// askLogs asks a replica where its logs end, for the unclean
+	// elections an operator asks for (nil: none is asked, and the first
+	// live replica leads). Set once, before serving.
+	askLogs controller.AskReplicaLogs
 
 	mu           sync.Mutex
 	registration *metadata.Registration
@@ -413,16 +417,27 @@ func (m *etcdMeta) settlePartitionEpoch(ctx context.Context, topic string, index
 
 // electLeader runs an election an operator asked for (ElectLeaders) on a
 // partition: preferred (the first replica, when in sync) or unclean (a
-// leaderless partition). The write is a compare-and-swap on the partition
-// epoch; the controller's next round sees the new leader as live and keeps
-// it.
+// leaderless partition; from outside the ISR, the live replica whose log
+// holds the latest history leads, as in the controller's unclean
+// elections). The write is a compare-and-swap on the partition epoch; the
+// controller's next round sees the new leader as live and keeps it.
 func (m *etcdMeta) electLeader(ctx context.Context, topic string, index int32, unclean bool) error {
 	if err := m.space.check(0); err != nil {
 		return err
 	}
-	elect := controller.ElectPreferred
-	if unclean {
-		elect = controller.ElectUnclean
+	var logs controller.ReplicaLogs
+	elect := func(snap *metadata.Snapshot, p metadata.Partition) (metadata.Partition, error) {
+		if !unclean {
+			return controller.ElectPreferred(snap, p)
+		}
+		next, err := controller.ElectUnclean(snap, p, logs[controller.Ref(p)])
+		if err == nil && logs == nil && m.askLogs != nil && next.UncleanEpoch == next.LeaderEpoch {
+			// From outside the ISR: decided again with the
+			// replicas' log ends.
+			logs = controller.CollectReplicaLogs(ctx, snap, []metadata.Partition{p}, nil, m.askLogs)
+			next, err = controller.ElectUnclean(snap, p, logs[controller.Ref(p)])
+		}
+		return next, err
 	}
 	// The partition is read from etcd, not the cache, which may not yet
 	// show a change just made (an election a moment ago); a concurrent

@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The consumer group lag metric needs the high watermark of every
@@ -22,9 +20,10 @@ const (
 	remoteHWTimeout = time.Second
 	// remoteHWMaxAge is how long an answer is reused.
 	remoteHWMaxAge = 5 * time.Second
-	// remoteHWVersion is the ListOffsets version asked (v4 and up carry
-	// the current leader epoch, -1 here: no fencing wanted).
-	remoteHWVersion = 5
+	// peerListOffsetsVersion is the ListOffsets version one broker asks
+	// another (v4 and up carry the current leader epoch, -1 here: no
+	// fencing wanted, and answer the leader epoch of the offset).
+	peerListOffsetsVersion = 5
 )
 
 // remoteHighWatermarks caches the high watermarks leaders reported.
@@ -117,36 +116,12 @@ func (r *remoteHighWatermarks) get(ctx context.Context, need map[partitionKey]bo
 // ask sends one ListOffsets for parts to the broker at addr and returns
 // the high watermarks it answered without error.
 func (r *remoteHighWatermarks) ask(ctx context.Context, addr string, parts []partitionKey) (map[partitionKey]int64, error) {
-	pc, err := dialPeer(ctx, r.b.cfg.DialPeer, addr, r.b.cfg.NodeID, r.b.secret)
-	if err != nil {
-		return nil, err
-	}
-	defer pc.Close()
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.Version = remoteHWVersion
-	req.ReplicaID = -1
-	byTopic := map[string]int{}
-	for _, k := range parts {
-		i, ok := byTopic[k.topic]
-		if !ok {
-			i = len(req.Topics)
-			byTopic[k.topic] = i
-			rt := kmsg.NewListOffsetsRequestTopic()
-			rt.Topic = k.topic
-			req.Topics = append(req.Topics, rt)
-		}
-		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Partition = k.index
-		rp.CurrentLeaderEpoch = -1
-		rp.Timestamp = listLatest
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-	}
-	resp, err := pc.Request(ctx, req)
+	resp, err := r.b.askListOffsets(ctx, addr, -1, parts)
 	if err != nil {
 		return nil, err
 	}
 	out := map[partitionKey]int64{}
-	for _, rt := range resp.(*kmsg.ListOffsetsResponse).Topics {
+	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
 			if rp.ErrorCode == 0 && rp.Offset >= 0 {
 				out[partitionKey{rt.Topic, rp.Partition}] = rp.Offset

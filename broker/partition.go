@@ -308,6 +308,20 @@ func (p *partition) checkLeader(clientEpoch int32) error {
 	return s.checkLeaderEpoch(clientEpoch)
 }
 
+// checkReplica returns nil when this broker holds an online log of the
+// partition, as leader or follower, and the client's epoch (if any)
+// matches. It takes no lock.
+func (p *partition) checkReplica(clientEpoch int32) error {
+	s := p.state.Load()
+	if s.closed {
+		return errPartitionClosed
+	}
+	if err := p.log.Offline(); err != nil {
+		return err
+	}
+	return s.checkLeaderEpoch(clientEpoch)
+}
+
 // maybeAdvanceHW moves the high watermark to the smallest log end among
 // the in-sync replicas (those of an ISR change not yet committed included,
 // so that a follower being added already holds what the high watermark

@@ -67,9 +67,11 @@ type Change struct {
 // restarted leader leads again), a live eligible one leads, in a clean
 // election; what the ISR's last member appended since (acks=1 records
 // above the high watermark, never read) is cut from its log when it
-// follows. With unclean election enabled any live replica leads then, an
-// eligible one first.
-func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaults map[string]string) []Change {
+// follows. With unclean election enabled another live replica leads then
+// (electUnclean): with recovery, the one whose log holds the latest
+// history, once every replica has said where its log ends or the wait is
+// over; without, any live one, an eligible one first, as Kafka elects.
+func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaults map[string]string, recovery *UncleanRecovery) []Change {
 	cands := make([]replication.Candidate, 0, len(snap.Brokers))
 	live := map[int32]bool{}
 	leaving := map[int32]bool{}
@@ -104,7 +106,7 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 		minISR := MinInsyncReplicas(ts.Configs, topicDefaults)
 		for _, p := range ts.Partitions {
 			if len(p.Recovering) > 0 {
-				if next, ok := planRecovering(p, cands, live, silent, unclean, minISR); ok {
+				if next, ok := planRecovering(p, cands, live, silent, unclean, minISR, recovery.ends(Ref(p))); ok {
 					out = append(out, Change{Next: next, Expected: p.PartitionEpoch})
 				}
 				continue
@@ -144,16 +146,9 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 					}
 				}
 				if next.Leader < 0 && unclean {
-					// Any live replica, an eligible one first (left
-					// eligible by a larger min.insync.replicas, which
-					// the high watermark may since have passed).
-					e = replication.ElectLeader(p.Replicas, p.Eligible, cands, false)
-					if e.Leader < 0 {
-						e = replication.ElectLeader(p.Replicas, p.ISR, cands, true)
-					}
-					if e.Leader >= 0 {
-						next.Leader, next.ISR, next.Eligible = e.Leader, []int32{e.Leader}, nil
-						e.Unclean = true
+					if ue := electUnclean(p, cands, recovery); ue.Leader >= 0 {
+						e = ue
+						next.Leader, next.ISR, next.Eligible = e.Leader, e.ISR, nil
 					}
 				}
 				if next.Leader < 0 {
@@ -188,8 +183,9 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // leads (the first in replica order among equals), alone in the ISR, once
 // every one has reported its end. A topic that allows unclean election
 // does not wait: the longest log among the live members that reported
-// leads, else any live replica, as an unclean election, and no replica is
-// eligible after it. Recovering members out of the ISR (a leader shrank
+// leads, else the live replica with the longest log reported (ends), else
+// any live replica, as an unclean election, and no replica is eligible
+// after it. Recovering members out of the ISR (a leader shrank
 // it) are forgotten. A registered member that is
 // silent (registered, not answering) is not counted on as one that kept
 // its log: a registration outlives a crashed broker by up to its lease,
@@ -202,7 +198,7 @@ func Plan(snap *metadata.Snapshot, restarted, silent map[int32]bool, topicDefaul
 // recovered logs. Members that leave the ISR recovering are not eligible
 // leader replicas (metadata.Partition.SetISR): their logs may lack what
 // it counted on. It reports false when nothing changes.
-func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool, minISR int32) (metadata.Partition, bool) {
+func planRecovering(p metadata.Partition, cands []replication.Candidate, live, silent map[int32]bool, unclean bool, minISR int32, ends map[int32]replication.LogEnd) (metadata.Partition, bool) {
 	next := p
 	next.Replicas = slices.Clone(p.Replicas)
 	next.Recovering = slices.DeleteFunc(slices.Clone(p.Recovering), func(r metadata.RecoveringReplica) bool { return !slices.Contains(p.ISR, r.ID) })
@@ -280,6 +276,9 @@ func planRecovering(p metadata.Partition, cands []replication.Candidate, live, s
 			}
 		}
 		if best < 0 {
+			best = replication.Longest(p.Replicas, cands, ends)
+		}
+		if best < 0 {
 			if e := replication.ElectLeader(p.Replicas, p.ISR, cands, true); e.Leader >= 0 {
 				best = e.Leader
 			}
@@ -355,6 +354,16 @@ type Config struct {
 	// Answers reports whether a registered broker answers Kafka requests
 	// (see Controller.silentKeepers); nil: every registered broker does.
 	Answers func(ctx context.Context, b metadata.Broker) bool
+	// AskReplicaLogs asks a broker where its logs end, for unclean
+	// elections (see CollectReplicaLogs); nil: none is asked, and an
+	// unclean election takes any live replica, as Kafka's does.
+	AskReplicaLogs AskReplicaLogs
+	// UncleanRecoveryWait bounds how long an unclean election waits for
+	// replicas that have not said where their logs end (not registered,
+	// or not answering) before the longest log of those that did leads
+	// (default SessionTTL: the time a broker's registration takes to
+	// appear or lapse).
+	UncleanRecoveryWait time.Duration
 	// TopicDefaults are the brokers' defaults of topic configs
 	// (min.insync.replicas, read for the eligible leader replicas).
 	TopicDefaults map[string]string
@@ -399,6 +408,9 @@ func Start(store *metadata.Store, cache *metadata.Cache, cfg Config) *Controller
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.UncleanRecoveryWait <= 0 {
+		cfg.UncleanRecoveryWait = cfg.SessionTTL
 	}
 	if cfg.DeletedTopicRetention == 0 {
 		cfg.DeletedTopicRetention = DefaultDeletedTopicRetention
@@ -464,6 +476,9 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	// named leader and in-sync), and this controller's first snapshot
 	// already shows the new registration. With no record (the cluster's
 	// first controller) it starts from the snapshot it was elected with.
+	// The partitions waiting for their replicas' log ends before an
+	// unclean election, since when.
+	waiting := uncleanWaits{}
 	seen, recorded, err := c.startingIncarnations(ctx)
 	if err != nil {
 		c.log.Warn("reading the broker incarnations the last controller acted on; campaigning again", "err", err)
@@ -487,7 +502,19 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			}
 		}
 		ok := true
-		plan := Plan(snap, restarted, c.silentKeepers(ctx, snap, restarted), c.cfg.TopicDefaults)
+		silent := c.silentKeepers(ctx, snap, restarted)
+		plan := Plan(snap, restarted, silent, c.cfg.TopicDefaults, nil)
+		if asked := uncleanElections(snap, plan); len(asked) > 0 && c.cfg.AskReplicaLogs != nil {
+			// Decided again with the replicas' log ends: the longest
+			// log leads, once every replica has answered or the wait
+			// is over.
+			now := time.Now()
+			recovery := &UncleanRecovery{Logs: CollectReplicaLogs(ctx, snap, asked, restarted, c.cfg.AskReplicaLogs), Waited: waiting.waited(asked, now, c.cfg.UncleanRecoveryWait)}
+			plan = Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery)
+			c.logUncleanElections(asked, plan, recovery, waiting, now)
+		} else {
+			waiting.waited(nil, time.Time{}, 0)
+		}
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		if preferred && len(plan) == 0 {
 			plan = PlanPreferredLeaders(snap)

@@ -76,7 +76,7 @@ func TestPlan(t *testing.T) {
 			snapshot([]metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2, ShuttingDown: true}, {ID: 3, ShuttingDown: true}}, nil, p(1, 3, 1, 2, 3)), nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Plan(tc.snap, tc.restarted, nil, nil)
+			got := Plan(tc.snap, tc.restarted, nil, nil, nil)
 			if len(got) != len(tc.want) {
 				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
 			}
@@ -134,7 +134,7 @@ func TestPlanRecovering(t *testing.T) {
 			snapshot(brokers(1, 2, 3), nil, p(1, 3, []int32{1, 2}, r(3, 10))), nil, []metadata.Partition{p(1, 3, []int32{1, 2})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Plan(tc.snap, tc.restarted, nil, nil)
+			got := Plan(tc.snap, tc.restarted, nil, nil, nil)
 			if len(got) != len(tc.want) {
 				t.Fatalf("Plan = %+v, want %+v", got, tc.want)
 			}
@@ -167,14 +167,14 @@ func TestPlanRecoveringCountsOnlyOnMembersThatAnswer(t *testing.T) {
 	all := []int32{1, 2, 3}
 	p := metadata.Partition{Replicas: all, Leader: 3, LeaderEpoch: 4, ISR: all, PartitionEpoch: 7, Recovering: metadata.Recovering{r(1, 50), r(2, 40)}}
 	snap := snapshot(brokers(1, 2, 3), nil, p)
-	if got := Plan(snap, nil, nil, nil); len(got) != 1 || got[0].Next.Leader != 3 || !slices.Equal(got[0].Next.ISR, []int32{3}) {
+	if got := Plan(snap, nil, nil, nil, nil); len(got) != 1 || got[0].Next.Leader != 3 || !slices.Equal(got[0].Next.ISR, []int32{3}) {
 		t.Fatalf("a leader that answers, Plan = %+v, want it kept, alone in the ISR", got)
 	}
-	if got := Plan(snap, nil, map[int32]bool{3: true}, nil); len(got) != 0 {
+	if got := Plan(snap, nil, map[int32]bool{3: true}, nil, nil); len(got) != 0 {
 		t.Fatalf("a silent leader: Plan = %+v, want no change until it answers or its registration lapses", got)
 	}
 	// Its registration lapsed: offline, every member kept, waiting.
-	got := Plan(snapshot(brokers(1, 2), nil, p), nil, nil, nil)
+	got := Plan(snapshot(brokers(1, 2), nil, p), nil, nil, nil, nil)
 	if len(got) != 1 {
 		t.Fatalf("Plan = %+v, want one change", got)
 	}
@@ -183,13 +183,13 @@ func TestPlanRecoveringCountsOnlyOnMembersThatAnswer(t *testing.T) {
 		t.Fatalf("a lapsed leader: %+v, want the partition offline at epoch 5, every member in the ISR, the recovering ones kept", n)
 	}
 	// A silent member that is not the leader is not elected.
-	if got := Plan(snapshot(brokers(1, 2, 3), nil, n), nil, map[int32]bool{3: true}, nil); len(got) != 0 {
+	if got := Plan(snapshot(brokers(1, 2, 3), nil, n), nil, map[int32]bool{3: true}, nil, nil); len(got) != 0 {
 		t.Fatalf("offline with a silent member: Plan = %+v, want no change", got)
 	}
 	// Back (answering) and recovering too, reported: the longest leads.
 	back := n
 	back.Recovering = append(slices.Clone(n.Recovering), r(3, 45))
-	got = Plan(snapshot(brokers(1, 2, 3), nil, back), nil, nil, nil)
+	got = Plan(snapshot(brokers(1, 2, 3), nil, back), nil, nil, nil, nil)
 	if len(got) != 1 || got[0].Next.Leader != 1 || !slices.Equal(got[0].Next.ISR, []int32{1}) {
 		t.Fatalf("every member back and reported, Plan = %+v, want broker 1 (the longest) alone", got)
 	}

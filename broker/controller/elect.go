@@ -62,12 +62,14 @@ func electPreferred(live map[int32]metadata.Broker, p metadata.Partition) (metad
 }
 
 // ElectUnclean elects a leader for p when it has none that is live: from
-// its live ISR if it can, else the first live replica, whatever the
-// topic's unclean.leader.election.enable (an operator asked for it; records
-// the old leader acknowledged may be lost). Members recovering from a
-// machine crash count as any other: the operator does not wait for the
-// others to come back. The eligible leader replicas count as the ISR.
-func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Partition, error) {
+// its live ISR if it can, else the live replica whose log holds the latest
+// history of those ends reports (replication.Longest), else the first live
+// replica, whatever the topic's unclean.leader.election.enable (an
+// operator asked for it; records the old leader acknowledged may be lost).
+// Members recovering from a machine crash count as any other: the operator
+// does not wait for the others to come back. The eligible leader replicas
+// count as the ISR.
+func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition, ends map[int32]replication.LogEnd) (metadata.Partition, error) {
 	live := brokerIndex(snap)
 	if _, ok := live[p.Leader]; ok && p.Leader >= 0 {
 		return p, ErrElectionNotNeeded
@@ -76,7 +78,15 @@ func ElectUnclean(snap *metadata.Snapshot, p metadata.Partition) (metadata.Parti
 	for _, b := range snap.Brokers {
 		cands = append(cands, replication.Candidate{ID: b.ID, Live: true, UncleanShutdown: b.UncleanShutdown, ShuttingDown: b.ShuttingDown})
 	}
-	e := replication.ElectLeader(p.Replicas, p.Counted(), cands, true)
+	e := replication.ElectLeader(p.Replicas, p.Counted(), cands, false)
+	if e.Leader < 0 {
+		if l := replication.Longest(p.Replicas, cands, ends); l >= 0 {
+			e = replication.Election{Leader: l, ISR: []int32{l}, Unclean: true}
+		}
+	}
+	if e.Leader < 0 {
+		e = replication.ElectLeader(p.Replicas, p.Counted(), cands, true)
+	}
 	if e.Leader < 0 {
 		return p, ErrEligibleNotAvailable
 	}

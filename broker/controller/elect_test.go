@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -21,24 +22,33 @@ func TestElectPreferredAndUnclean(t *testing.T) {
 		// uncleanEpoch: the election takes a leader from outside the
 		// ISR, and records its epoch (5) as unclean.
 		uncleanEpoch int32
+		// ends: where the live replicas' logs end (unclean elections).
+		ends map[int32]replication.LogEnd
 	}{
-		{"preferred in sync takes over", brokers(1, 2, 3), p(2, 1, 2, 3), false, 1, nil, 0},
-		{"preferred leads already", brokers(1, 2, 3), p(1, 1, 2, 3), false, 1, ErrElectionNotNeeded, 0},
-		{"preferred out of the ISR", brokers(1, 2, 3), p(2, 2, 3), false, 2, ErrPreferredNotAvailable, 0},
-		{"preferred dead", brokers(2, 3), p(2, 1, 2, 3), false, 2, ErrPreferredNotAvailable, 0},
-		{"preferred shutting down", []metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}}, p(2, 1, 2), false, 2, ErrPreferredNotAvailable, 0},
-		{"unclean: a live leader needs none", brokers(1, 2, 3), p(2, 2), true, 2, ErrElectionNotNeeded, 0},
-		{"unclean: a live replica outside the ISR", brokers(3), p(-1, 1), true, 3, nil, 5},
-		{"unclean: a live ISR member first", brokers(2, 3), p(1, 1, 3), true, 3, nil, 0},
-		{"unclean: nobody live", brokers(4), p(-1, 1), true, -1, ErrEligibleNotAvailable, 0},
+		{"preferred in sync takes over", brokers(1, 2, 3), p(2, 1, 2, 3), false, 1, nil, 0, nil},
+		{"preferred leads already", brokers(1, 2, 3), p(1, 1, 2, 3), false, 1, ErrElectionNotNeeded, 0, nil},
+		{"preferred out of the ISR", brokers(1, 2, 3), p(2, 2, 3), false, 2, ErrPreferredNotAvailable, 0, nil},
+		{"preferred dead", brokers(2, 3), p(2, 1, 2, 3), false, 2, ErrPreferredNotAvailable, 0, nil},
+		{"preferred shutting down", []metadata.Broker{{ID: 1, ShuttingDown: true}, {ID: 2}}, p(2, 1, 2), false, 2, ErrPreferredNotAvailable, 0, nil},
+		{"unclean: a live leader needs none", brokers(1, 2, 3), p(2, 2), true, 2, ErrElectionNotNeeded, 0, nil},
+		{"unclean: a live replica outside the ISR", brokers(3), p(-1, 1), true, 3, nil, 5, nil},
+		{"unclean: a live ISR member first", brokers(2, 3), p(1, 1, 3), true, 3, nil, 0, nil},
+		{"unclean: nobody live", brokers(4), p(-1, 1), true, -1, ErrEligibleNotAvailable, 0, nil},
+		{"unclean: the longest log outside the ISR", brokers(2, 3), p(-1, 1), true, 3, nil, 5,
+			map[int32]replication.LogEnd{2: {Epoch: 4, Offset: 100}, 3: {Epoch: 4, Offset: 150}}},
+		{"unclean: a later last epoch before a longer log", brokers(2, 3), p(-1, 1), true, 2, nil, 5,
+			map[int32]replication.LogEnd{2: {Epoch: 4, Offset: 100}, 3: {Epoch: 3, Offset: 150}}},
+		{"unclean: a replica that did not answer is passed over", brokers(2, 3), p(-1, 1), true, 3, nil, 5,
+			map[int32]replication.LogEnd{3: {Epoch: 1, Offset: 0}}},
+		{"unclean: a live ISR member before any longer log", brokers(2, 3), p(1, 1, 3), true, 3, nil, 0,
+			map[int32]replication.LogEnd{2: {Epoch: 9, Offset: 1000}, 3: {Epoch: 4, Offset: 10}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := snapshot(tc.brokers, nil, tc.p)
-			elect := ElectPreferred
+			next, err := ElectPreferred(snap, snap.Topics["t"].Partitions[0])
 			if tc.unclean {
-				elect = ElectUnclean
+				next, err = ElectUnclean(snap, snap.Topics["t"].Partitions[0], tc.ends)
 			}
-			next, err := elect(snap, snap.Topics["t"].Partitions[0])
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}

@@ -28,28 +28,28 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 
 	// The leader of ISR [1 2] dies: 2 leads alone, 1 is eligible.
 	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 1, LeaderEpoch: 4, ISR: []int32{1, 2}}
-	next := only(Plan(snapshot(brokers(2, 3), min2, p), nil, nil, nil))
+	next := only(Plan(snapshot(brokers(2, 3), min2, p), nil, nil, nil, nil))
 	if next.Leader != 2 || !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{1}) {
 		t.Fatalf("after the leader died: %+v, want leader 2, ISR [2], eligible [1]", next)
 	}
 	// The same from the brokers' default, and none with min.insync.replicas=1.
-	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, min2)); !slices.Equal(got.Eligible, []int32{1}) {
+	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, min2, nil)); !slices.Equal(got.Eligible, []int32{1}) {
 		t.Fatalf("min.insync.replicas=2 by default: eligible %v, want [1]", got.Eligible)
 	}
-	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, nil)); got.Eligible != nil {
+	if got := only(Plan(snapshot(brokers(2, 3), nil, p), nil, nil, nil, nil)); got.Eligible != nil {
 		t.Fatalf("min.insync.replicas=1: eligible %v, want none", got.Eligible)
 	}
 
 	// Then 2 dies too: offline, its ISR and the eligible kept.
 	p = next
-	next = only(Plan(snapshot(brokers(3), min2, p), nil, nil, nil))
+	next = only(Plan(snapshot(brokers(3), min2, p), nil, nil, nil, nil))
 	if next.Leader != -1 || !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{1}) {
 		t.Fatalf("after the last member died: %+v, want offline, ISR [2], eligible [1]", next)
 	}
 
 	// 1 comes back: it leads, cleanly, and 2 is eligible in its place.
 	p = next
-	next = only(Plan(snapshot(brokers(1, 3), min2, p), nil, nil, nil))
+	next = only(Plan(snapshot(brokers(1, 3), min2, p), nil, nil, nil, nil))
 	if next.Leader != 1 || next.LeaderEpoch != p.LeaderEpoch+1 || !slices.Equal(next.ISR, []int32{1}) || !slices.Equal(next.Eligible, []int32{2}) || next.UncleanEpoch != 0 {
 		t.Fatalf("an eligible replica back while the ISR's last member is away: %+v, want leader 1 at a new epoch, ISR [1], eligible [2], clean", next)
 	}
@@ -57,19 +57,19 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 	// lead again.
 	led := p
 	led.Leader = 2
-	if got := only(Plan(snapshot(brokers(1, 2, 3), min2, led), map[int32]bool{2: true}, nil, nil)); got.Leader != 2 || !slices.Equal(got.ISR, []int32{2}) || !slices.Equal(got.Eligible, []int32{1}) {
+	if got := only(Plan(snapshot(brokers(1, 2, 3), min2, led), map[int32]bool{2: true}, nil, nil, nil)); got.Leader != 2 || !slices.Equal(got.ISR, []int32{2}) || !slices.Equal(got.Eligible, []int32{1}) {
 		t.Fatalf("the ISR's last member restarted, an eligible replica live: %+v, want leader 2 again, eligible [1]", got)
 	}
 	// Nor once min.insync.replicas is down to the ISR's size: the high
 	// watermark may have passed what 1 holds since.
-	if got := Plan(snapshot(brokers(1, 3), nil, p), nil, nil, nil); len(got) != 1 || got[0].Next.Leader != -1 || got[0].Next.Eligible != nil {
+	if got := Plan(snapshot(brokers(1, 3), nil, p), nil, nil, nil, nil); len(got) != 1 || got[0].Next.Leader != -1 || got[0].Next.Eligible != nil {
 		t.Fatalf("an eligible replica left over from min.insync.replicas=2, now 1: %+v, want offline, eligible forgotten", got)
 	}
 	// With unclean election allowed it leads then, before 3 (first in
 	// replica order here), and the election counts as unclean.
 	p.Replicas = []int32{3, 1, 2}
 	uncleanMin1 := map[string]string{UncleanElectionConfig: "true"}
-	next = only(Plan(snapshot(brokers(1, 3), uncleanMin1, p), nil, nil, nil))
+	next = only(Plan(snapshot(brokers(1, 3), uncleanMin1, p), nil, nil, nil, nil))
 	if next.Leader != 1 || !slices.Equal(next.ISR, []int32{1}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
 		t.Fatalf("unclean election with a left-over eligible replica live: %+v, want leader 1 alone, unclean", next)
 	}
@@ -77,7 +77,7 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 	// replica.
 	p.Eligible = []int32{2}
 	p.ISR = []int32{1}
-	next = only(Plan(snapshot(brokers(3), map[string]string{MinInsyncReplicasConfig: "2", UncleanElectionConfig: "true"}, p), nil, nil, nil))
+	next = only(Plan(snapshot(brokers(3), map[string]string{MinInsyncReplicasConfig: "2", UncleanElectionConfig: "true"}, p), nil, nil, nil, nil))
 	if next.Leader != 3 || !slices.Equal(next.ISR, []int32{3}) || next.Eligible != nil || next.UncleanEpoch != next.LeaderEpoch {
 		t.Fatalf("unclean election with no eligible replica live: %+v, want leader 3 alone, unclean", next)
 	}
@@ -87,7 +87,7 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 	// the ISR changes: the high watermark may have moved past it. A
 	// member that leaves the ISR then is eligible.
 	p = metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: 2, LeaderEpoch: 4, ISR: []int32{2, 3}, Eligible: []int32{1}}
-	next = only(Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil))
+	next = only(Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil, nil))
 	if !slices.Equal(next.ISR, []int32{2}) || !slices.Equal(next.Eligible, []int32{3}) {
 		t.Fatalf("a member of an ISR at min.insync.replicas dies: %+v, want ISR [2], eligible [3]", next)
 	}
@@ -98,7 +98,7 @@ func TestMembersLeavingAnISRBelowMinInsyncReplicasAreEligible(t *testing.T) {
 // marked unclean all the same: the replica may lack acks=1 records.
 func TestAnUncleanElectionTakesAnEligibleReplicaFirst(t *testing.T) {
 	p := metadata.Partition{Topic: "t", Replicas: []int32{3, 1, 2}, Leader: -1, LeaderEpoch: 4, ISR: []int32{2}, Eligible: []int32{1}}
-	next, err := ElectUnclean(snapshot(brokers(1, 3), nil, p), p)
+	next, err := ElectUnclean(snapshot(brokers(1, 3), nil, p), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestAnEligibleReplicaThatKeptItsLogLeadsBeforeRecoveredLogs(t *testing.T) {
 	min3 := map[string]string{MinInsyncReplicasConfig: "3"}
 	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: -1, LeaderEpoch: 4, ISR: []int32{1, 2}, Eligible: []int32{3},
 		Recovering: metadata.Recovering{{ID: 1, LogEnd: 90}, {ID: 2, LogEnd: -1}}}
-	changes := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, nil, nil)
+	changes := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, nil, nil, nil)
 	if len(changes) != 1 {
 		t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
 	}
@@ -126,11 +126,11 @@ func TestAnEligibleReplicaThatKeptItsLogLeadsBeforeRecoveredLogs(t *testing.T) {
 		t.Fatalf("%+v, want leader 3 at epoch 5 alone in the ISR, none eligible or recovering, a clean election", next)
 	}
 	// Not a silent one: it may be starting after a crash of its own.
-	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil); len(got) != 0 && got[0].Next.Leader == 3 {
+	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil, nil); len(got) != 0 && got[0].Next.Leader == 3 {
 		t.Fatalf("a silent eligible replica elected: %+v", got[0].Next)
 	}
 	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
-	if got := Plan(snapshot(brokers(1, 2, 3), min2, p), nil, nil, nil); len(got) != 0 && got[0].Next.Leader == 3 {
+	if got := Plan(snapshot(brokers(1, 2, 3), min2, p), nil, nil, nil, nil); len(got) != 0 && got[0].Next.Leader == 3 {
 		t.Fatalf("an eligible replica left over from a larger min.insync.replicas elected: %+v", got[0].Next)
 	}
 }
@@ -144,18 +144,18 @@ func TestRecoveredLogsWaitForADownEligibleReplica(t *testing.T) {
 	min3 := map[string]string{MinInsyncReplicasConfig: "3"}
 	p := metadata.Partition{Replicas: []int32{1, 2, 3}, Leader: -1, LeaderEpoch: 4, ISR: []int32{1, 2}, Eligible: []int32{3},
 		Recovering: metadata.Recovering{{ID: 1, LogEnd: 90}, {ID: 2, LogEnd: 80}}}
-	if got := Plan(snapshot(brokers(1, 2), min3, p), nil, nil, nil); len(got) != 0 {
+	if got := Plan(snapshot(brokers(1, 2), min3, p), nil, nil, nil, nil); len(got) != 0 {
 		t.Fatalf("recovered logs compared while the eligible replica is down: %+v", got[0].Next)
 	}
 	// Registered but silent: it may be starting after a crash of its own.
-	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil); len(got) != 0 {
+	if got := Plan(snapshot(brokers(1, 2, 3), min3, p), nil, map[int32]bool{3: true}, nil, nil); len(got) != 0 {
 		t.Fatalf("recovered logs compared while the eligible replica is silent: %+v", got[0].Next)
 	}
 	// Back from a crash of its own, with the longest log.
 	back := p
 	back.ISR, back.Eligible = []int32{1, 2, 3}, nil
 	back.Recovering = append(slices.Clone(p.Recovering), metadata.RecoveringReplica{ID: 3, LogEnd: 100})
-	changes := Plan(snapshot(brokers(1, 2, 3), min3, back), nil, nil, nil)
+	changes := Plan(snapshot(brokers(1, 2, 3), min3, back), nil, nil, nil, nil)
 	if len(changes) != 1 {
 		t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
 	}
@@ -165,14 +165,14 @@ func TestRecoveredLogsWaitForADownEligibleReplica(t *testing.T) {
 	// With min.insync.replicas down to the ISR's size the eligible
 	// replica is left over, and the ISR's logs are compared without it.
 	min2 := map[string]string{MinInsyncReplicasConfig: "2"}
-	changes = Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil)
+	changes = Plan(snapshot(brokers(1, 2), min2, p), nil, nil, nil, nil)
 	if len(changes) != 1 || changes[0].Next.Leader != 1 {
 		t.Fatalf("%+v, want the longer recovered log (1) to lead", changes)
 	}
 	// Unclean election enabled: the longest live recovered log leads at
 	// once, as an unclean election.
 	unclean := map[string]string{MinInsyncReplicasConfig: "3", UncleanElectionConfig: "true"}
-	changes = Plan(snapshot(brokers(1, 2), unclean, p), nil, nil, nil)
+	changes = Plan(snapshot(brokers(1, 2), unclean, p), nil, nil, nil, nil)
 	// None is eligible after it, as after Plan's unclean elections: the
 	// down one, still eligible, would keep 1 (its log marked lost) from
 	// leading.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -65,47 +66,82 @@ func FuzzPlanOnAPartitionRecord(f *testing.F) {
 			configs[UncleanElectionConfig] = "true"
 		}
 		snap := snapshot(live, configs, p)
-		plan := Plan(snap, restarted, nil, nil)
-		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
-		plan = append(plan, PlanPreferredLeaders(snap)...)
-		apart := func(q metadata.Partition) bool {
-			return !slices.ContainsFunc(q.Eligible, func(id int32) bool {
-				return slices.Contains(q.ISR, id) || !slices.Contains(q.Replicas, id)
-			})
+		// Log ends for the unclean elections, from the record's bytes:
+		// none asked, asked and waited for, asked and waiting.
+		ends := map[int32]replication.LogEnd{}
+		for i, id := range p.Replicas {
+			if liveIDs[id] && i < len(record) {
+				ends[id] = replication.LogEnd{Epoch: int32(record[i] % 3), Offset: int64(record[len(record)-1-i])}
+			}
 		}
-		for _, ch := range plan {
-			if apart(p) && !apart(ch.Next) {
-				t.Fatalf("record %s: the change's eligible leader replicas are in its ISR, or no replicas: %+v", record, ch.Next)
-			}
-			if ch.Next.UncleanEpoch == p.UncleanEpoch {
-				// A clean change elects a member of the ISR, or an
-				// eligible one of an ISR below min.insync.replicas,
-				// and makes none eligible that was not counted on.
-				counted := p.Counted()
-				if l := ch.Next.Leader; l >= 0 && l != p.Leader && !slices.Contains(p.ISR, l) && !(len(p.ISR) < 2 && slices.Contains(p.Eligible, l)) {
-					t.Fatalf("record %s: a clean change elects %d, neither in the ISR nor eligible: %+v", record, l, ch.Next)
-				}
-				if slices.ContainsFunc(ch.Next.Eligible, func(id int32) bool { return !slices.Contains(counted, id) }) {
-					t.Fatalf("record %s: a clean change makes eligible a replica the record did not count on: %+v", record, ch.Next)
-				}
-			}
-			if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
-				t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
-			}
-			if _, was := p.Recovering.End(ch.Next.Leader); was && ch.Next.Leader >= 0 && ch.Next.Leader != p.Leader {
-				// A recovered log elected: its broker's log is marked
-				// lost, and it leads only once the record counts no
-				// other replica (applyLostLocked).
-				if got := ch.Next.Counted(); !slices.Equal(got, []int32{ch.Next.Leader}) {
-					t.Fatalf("record %s: elects recovered member %d with others still counted on (%v), which its broker refuses: %+v", record, ch.Next.Leader, got, ch.Next)
-				}
-				// A clean one, while the ISR is below
-				// min.insync.replicas, only once every eligible
-				// replica (still a replica) is back.
-				if ch.Next.UncleanEpoch == p.UncleanEpoch && len(p.ISR) < 2 && slices.ContainsFunc(p.Eligible, func(id int32) bool { return !liveIDs[id] && slices.Contains(p.Replicas, id) }) {
-					t.Fatalf("record %s: compares recovered logs while an eligible replica is down: %+v", record, ch.Next)
-				}
-			}
+		ref := Ref(snap.Topics["t"].Partitions[0])
+		for _, recovery := range []*UncleanRecovery{nil, {Logs: ReplicaLogs{ref: ends}, Waited: map[PartitionRef]bool{ref: true}}, {Logs: ReplicaLogs{ref: ends}}} {
+			checkPlan(t, record, p, snap, restarted, liveIDs, recovery)
 		}
 	})
+}
+
+func checkPlan(t *testing.T, record []byte, p metadata.Partition, snap *metadata.Snapshot, restarted, liveIDs map[int32]bool, recovery *UncleanRecovery) {
+	plan := Plan(snap, restarted, nil, nil, recovery)
+	if recovery != nil && len(p.Recovering) == 0 {
+		// An unclean election from outside the ISR takes the longest
+		// log reported.
+		ends := recovery.ends(Ref(p))
+		for _, ch := range plan {
+			l := ch.Next.Leader
+			if ch.Next.UncleanEpoch == p.UncleanEpoch || l < 0 {
+				continue
+			}
+			if mine, ok := ends[l]; ok {
+				for id, end := range ends {
+					if end.Compare(mine) > 0 && !restarted[id] {
+						t.Fatalf("record %s: an unclean election takes %d (log end %+v), not %d (%+v): %+v", record, l, mine, id, end, ch.Next)
+					}
+				}
+			} else if len(ends) > 0 && !slices.Contains(p.Eligible, l) {
+				t.Fatalf("record %s: an unclean election takes %d, which did not say where its log ends, over those that did (%v): %+v", record, l, ends, ch.Next)
+			}
+		}
+	}
+	plan = append(plan, PlanReassignments(snap, restarted, plan)...)
+	plan = append(plan, PlanPreferredLeaders(snap)...)
+	apart := func(q metadata.Partition) bool {
+		return !slices.ContainsFunc(q.Eligible, func(id int32) bool {
+			return slices.Contains(q.ISR, id) || !slices.Contains(q.Replicas, id)
+		})
+	}
+	for _, ch := range plan {
+		if apart(p) && !apart(ch.Next) {
+			t.Fatalf("record %s: the change's eligible leader replicas are in its ISR, or no replicas: %+v", record, ch.Next)
+		}
+		if ch.Next.UncleanEpoch == p.UncleanEpoch {
+			// A clean change elects a member of the ISR, or an
+			// eligible one of an ISR below min.insync.replicas,
+			// and makes none eligible that was not counted on.
+			counted := p.Counted()
+			if l := ch.Next.Leader; l >= 0 && l != p.Leader && !slices.Contains(p.ISR, l) && !(len(p.ISR) < 2 && slices.Contains(p.Eligible, l)) {
+				t.Fatalf("record %s: a clean change elects %d, neither in the ISR nor eligible: %+v", record, l, ch.Next)
+			}
+			if slices.ContainsFunc(ch.Next.Eligible, func(id int32) bool { return !slices.Contains(counted, id) }) {
+				t.Fatalf("record %s: a clean change makes eligible a replica the record did not count on: %+v", record, ch.Next)
+			}
+		}
+		if _, recovering := ch.Next.Recovering.End(ch.Next.Leader); recovering && ch.Next.Leader >= 0 {
+			t.Fatalf("record %s: the change leads the partition by recovering member %d: %+v", record, ch.Next.Leader, ch.Next)
+		}
+		if _, was := p.Recovering.End(ch.Next.Leader); was && ch.Next.Leader >= 0 && ch.Next.Leader != p.Leader {
+			// A recovered log elected: its broker's log is marked
+			// lost, and it leads only once the record counts no
+			// other replica (applyLostLocked).
+			if got := ch.Next.Counted(); !slices.Equal(got, []int32{ch.Next.Leader}) {
+				t.Fatalf("record %s: elects recovered member %d with others still counted on (%v), which its broker refuses: %+v", record, ch.Next.Leader, got, ch.Next)
+			}
+			// A clean one, while the ISR is below
+			// min.insync.replicas, only once every eligible
+			// replica (still a replica) is back.
+			if ch.Next.UncleanEpoch == p.UncleanEpoch && len(p.ISR) < 2 && slices.ContainsFunc(p.Eligible, func(id int32) bool { return !liveIDs[id] && slices.Contains(p.Replicas, id) }) {
+				t.Fatalf("record %s: compares recovered logs while an eligible replica is down: %+v", record, ch.Next)
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@
 package replication
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 )
@@ -329,6 +330,51 @@ func ElectLeader(replicas, isr []int32, cands []Candidate, unclean bool) Electio
 		}
 	}
 	return Election{Leader: -1, ISR: slices.Clone(isr)}
+}
+
+// LogEnd is where a replica's log ends: the leader epoch of its last
+// record (NoEpoch when it holds none) and its log end offset.
+type LogEnd struct {
+	Epoch  int32
+	Offset int64
+}
+
+// Compare orders log ends by the history they hold: the later last epoch
+// first (a log that ends in an older epoch may hold a tail that a newer
+// leader never had), then the longer log.
+func (a LogEnd) Compare(b LogEnd) int {
+	if a.Epoch != b.Epoch {
+		return cmp.Compare(a.Epoch, b.Epoch)
+	}
+	return cmp.Compare(a.Offset, b.Offset)
+}
+
+// Longest chooses, for an unclean election, the live replica whose log
+// holds the latest history (KIP-966's unclean recovery): the greatest log
+// end of those ends reports (LogEnd.Compare), then one not shutting down,
+// then one that shut down cleanly, then replica order. It returns -1 when
+// no live replica reported: the caller then elects as Kafka does.
+func Longest(replicas []int32, cands []Candidate, ends map[int32]LogEnd) int32 {
+	best, bestRank := int32(-1), 0
+	var bestEnd LogEnd
+	for _, id := range replicas {
+		i := slices.IndexFunc(cands, func(c Candidate) bool { return c.ID == id })
+		end, reported := ends[id]
+		if i < 0 || !cands[i].Live || !reported {
+			continue
+		}
+		rank := 0 // lower is better among equal logs
+		if cands[i].ShuttingDown {
+			rank += 2
+		}
+		if cands[i].UncleanShutdown {
+			rank++
+		}
+		if c := end.Compare(bestEnd); best < 0 || c > 0 || c == 0 && rank < bestRank {
+			best, bestEnd, bestRank = id, end, rank
+		}
+	}
+	return best
 }
 
 // CheckMinISR refuses an acks=all write when the ISR is smaller than

@@ -256,6 +256,43 @@ func TestElectLeader(t *testing.T) {
 	}
 }
 
+func TestLongest(t *testing.T) {
+	replicas := []int32{1, 2, 3}
+	end := func(epoch int32, offset int64) LogEnd { return LogEnd{Epoch: epoch, Offset: offset} }
+	for _, tc := range []struct {
+		name  string
+		cands []Candidate
+		ends  map[int32]LogEnd
+		want  int32
+	}{
+		{"the longest log", []Candidate{{ID: 1, Live: true}, {ID: 2, Live: true}, {ID: 3, Live: true}},
+			map[int32]LogEnd{1: end(4, 100), 2: end(4, 250), 3: end(4, 180)}, 2},
+		{"a later last epoch before a longer log", []Candidate{{ID: 1, Live: true}, {ID: 2, Live: true}},
+			map[int32]LogEnd{1: end(5, 100), 2: end(4, 250)}, 1},
+		{"an empty log is still a candidate", []Candidate{{ID: 1, Live: false}, {ID: 2, Live: true}},
+			map[int32]LogEnd{1: end(5, 100), 2: end(NoEpoch, 0)}, 2},
+		{"not live: passed over, however long", []Candidate{{ID: 1, Live: false}, {ID: 3, Live: true}},
+			map[int32]LogEnd{1: end(9, 900), 3: end(2, 10)}, 3},
+		{"no report: passed over", []Candidate{{ID: 1, Live: true}, {ID: 2, Live: true}},
+			map[int32]LogEnd{2: end(1, 5)}, 2},
+		{"not a replica: passed over", []Candidate{{ID: 4, Live: true}, {ID: 3, Live: true}},
+			map[int32]LogEnd{4: end(9, 900), 3: end(2, 10)}, 3},
+		{"equal logs: a clean shutdown first", []Candidate{{ID: 1, Live: true, UncleanShutdown: true}, {ID: 2, Live: true}},
+			map[int32]LogEnd{1: end(4, 100), 2: end(4, 100)}, 2},
+		{"equal logs: one staying before a clean one shutting down", []Candidate{{ID: 1, Live: true, ShuttingDown: true}, {ID: 2, Live: true, UncleanShutdown: true}},
+			map[int32]LogEnd{1: end(4, 100), 2: end(4, 100)}, 2},
+		{"equal logs, equal ranks: replica order", []Candidate{{ID: 3, Live: true}, {ID: 2, Live: true}},
+			map[int32]LogEnd{2: end(4, 100), 3: end(4, 100)}, 2},
+		{"nobody reported", []Candidate{{ID: 1, Live: true}}, nil, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Longest(replicas, tc.cands, tc.ends); got != tc.want {
+				t.Fatalf("Longest = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestCheckMinISR(t *testing.T) {
 	for _, tc := range []struct {
 		acks   int16
