@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/controller"
 )
 
 func init() {
@@ -215,6 +217,12 @@ func (b *Broker) describePartition(view *metaView, tv *topicView, pv partitionVi
 		replicas:    pv.replicas,
 		isr:         pv.isr,
 		eligible:    pv.eligible,
+	}
+	if len(pv.eligible) > 0 && int32(len(pv.isr)) >= controller.MinInsyncReplicas(tv.configs, b.replicas.brokerConfig) {
+		// Left over from a larger min.insync.replicas, until the
+		// controller's next round drops them: eligible no longer (as
+		// Kafka clears them on the config change itself).
+		dp.eligible = nil
 	}
 	if sup := b.supersededView(tv.name, pv.index, pv.leader, pv.leaderEpoch); sup != nil {
 		// This broker's leadership is over (a follower's metadata
