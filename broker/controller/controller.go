@@ -468,6 +468,9 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	// retention, at most a minute).
 	pruneEvery := min(max(c.cfg.DeletedTopicRetention/10, time.Millisecond), time.Minute)
 	nextPrune := time.Now()
+	// The partitions waiting for their replicas' log ends before an
+	// unclean election, since when.
+	waiting := uncleanWaits{}
 	// Incarnations this controller has acted on. It starts from those
 	// the previous controller recorded acting on, so that a broker that
 	// registered again after that controller's last round is handled as
@@ -476,9 +479,6 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 	// named leader and in-sync), and this controller's first snapshot
 	// already shows the new registration. With no record (the cluster's
 	// first controller) it starts from the snapshot it was elected with.
-	// The partitions waiting for their replicas' log ends before an
-	// unclean election, since when.
-	waiting := uncleanWaits{}
 	seen, recorded, err := c.startingIncarnations(ctx)
 	if err != nil {
 		c.log.Warn("reading the broker incarnations the last controller acted on; campaigning again", "err", err)
