@@ -513,7 +513,7 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			plan = Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery)
 			c.logUncleanElections(asked, plan, recovery, waiting, now)
 		} else {
-			waiting.waited(nil, time.Time{}, 0)
+			clear(waiting) // none waits any more
 		}
 		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
 		if preferred && len(plan) == 0 {
