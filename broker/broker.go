@@ -459,6 +459,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 		em.askLogs = b.replicaLogEnds
+		em.uncleanElected = b.metrics.uncleanElections.WithLabelValues("operator")
 	}
 	b.remoteHWs = newRemoteHighWatermarks(b)
 	b.refusedLog.interval = 10 * time.Second

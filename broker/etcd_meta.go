@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker/controller"
@@ -29,6 +30,9 @@ type etcdMeta struct {
 	// elections an operator asks for (nil: none is asked, and the first
 	// live replica leads). Set once, before serving.
 	askLogs controller.AskReplicaLogs
+	// uncleanElected counts the unclean elections an operator asked for
+	// (nil: not counted). Set once, before serving.
+	uncleanElected prometheus.Counter
 
 	mu           sync.Mutex
 	registration *metadata.Registration
@@ -452,6 +456,9 @@ func (m *etcdMeta) electLeader(ctx context.Context, topic string, index int32, u
 			return err
 		}
 		_, _, err = m.store.UpdatePartition(ctx, next, p.PartitionEpoch)
+		if err == nil && next.UncleanEpoch != p.UncleanEpoch && m.uncleanElected != nil {
+			m.uncleanElected.Inc()
+		}
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
 			return metaError(err)
 		}

@@ -54,6 +54,9 @@ type brokerMetrics struct {
 	// LogFlushRateAndTimeMs), and the waiters each answered.
 	flushSeconds prometheus.Histogram
 	flushWaiters prometheus.Histogram
+	// uncleanElections: leaders this broker elected from outside the
+	// ISR, by who asked (controller, operator).
+	uncleanElections *prometheus.CounterVec
 }
 
 const (
@@ -152,6 +155,10 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Help:    "Waiters (acks=all produces, flush.messages) each group-commit sync answered: how many requests one fdatasync served.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 .. 512
 		}),
+		uncleanElections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "unclean_leader_elections_total",
+			Help: "Leaders this broker elected from outside the ISR (Kafka's UncleanLeaderElectionsPerSec), by who asked: controller (a topic with unclean.leader.election.enable) or operator (ElectLeaders, unclean). Each may lose records the ISR held; the controller's log names what each replica's log held.",
+		}, []string{"by"}),
 	}
 	// Every reason from the start, so that rates read 0, not nothing.
 	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
@@ -160,10 +167,13 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	for _, r := range []string{"repaired", "failed"} {
 		m.repairs.WithLabelValues(r)
 	}
+	for _, by := range []string{"controller", "operator"} {
+		m.uncleanElections.WithLabelValues(by)
+	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.offlinePartitions,
-			m.flushSeconds, m.flushWaiters)
+			m.flushSeconds, m.flushWaiters, m.uncleanElections)
 	}
 	return m
 }

@@ -157,6 +157,17 @@ func TestAnUncleanElectionTakesTheLongestLog(t *testing.T) {
 		})
 	}
 
+	// One unclean election each, counted by who asked.
+	var byController, byOperator float64
+	for _, id := range []int32{1, 2} {
+		s := gather(t, c.Brokers[id].Registry)
+		byController += s.sum("shale_unclean_leader_elections_total", "by=controller")
+		byOperator += s.sum("shale_unclean_leader_elections_total", "by=operator")
+	}
+	if byController != 1 || byOperator != 1 {
+		t.Fatalf("shale_unclean_leader_elections_total: %v by the controller, %v by an operator; want 1 each", byController, byOperator)
+	}
+
 	// Broker 0 back: it cuts what only it held and follows; every
 	// replica holds the six records.
 	c.Start(0)

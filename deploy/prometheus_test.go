@@ -179,6 +179,10 @@ var alertCases = []alertCase{
 		`shale_objectstore_requests_total{job="shale",instance="b1:9644",op="put",result="ok"}`:    "0+100x30",
 		`shale_objectstore_requests_total{job="shale",instance="b1:9644",op="get",result="error"}`: "0+1x30",
 	}, "20m", "ShaleObjectStoreErrors", nil},
+	{"an unclean election", map[string]string{`shale_unclean_leader_elections_total{job="shale",instance="b1:9644",by="controller"}`: "0 0 1x10"},
+		"3m", "ShaleUncleanLeaderElection", []firing{{with("by", "controller"), "b1:9644 elected a leader from outside the ISR (asked by the controller)"}}},
+	{"no unclean election", map[string]string{`shale_unclean_leader_elections_total{job="shale",instance="b1:9644",by="operator"}`: "0x12"},
+		"3m", "ShaleUncleanLeaderElection", nil},
 	{"the scrubber finds a lost range", map[string]string{`shale_lost_ranges_total{job="shale",instance="b1:9644"}`: "0 0 1x10"},
 		"3m", "ShaleLostRanges", []firing{{b1, "The scrubber found damaged segment data on b1:9644"}}},
 	{"a repair fails", map[string]string{

@@ -364,6 +364,9 @@ type Config struct {
 	// (default SessionTTL: the time a broker's registration takes to
 	// appear or lapse).
 	UncleanRecoveryWait time.Duration
+	// OnUncleanElection is called for each unclean election written
+	// (nil: none): a metric's counter.
+	OnUncleanElection func()
 	// TopicDefaults are the brokers' defaults of topic configs
 	// (min.insync.replicas, read for the eligible leader replicas).
 	TopicDefaults map[string]string
@@ -526,6 +529,9 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			case err == nil:
 				c.log.Info("partition state changed", "topic", ch.Next.Topic, "partition", ch.Next.Index,
 					"leader", ch.Next.Leader, "leaderEpoch", ch.Next.LeaderEpoch, "isr", ch.Next.ISR)
+				if c.cfg.OnUncleanElection != nil && isUncleanElection(snap, ch) {
+					c.cfg.OnUncleanElection()
+				}
 			case errors.Is(err, metadata.ErrNotLeader):
 				c.log.Warn("controller role lost", "err", err)
 				return

@@ -154,12 +154,19 @@ func CollectReplicaLogs(ctx context.Context, snap *metadata.Snapshot, parts []me
 func uncleanElections(snap *metadata.Snapshot, plan []Change) []metadata.Partition {
 	var out []metadata.Partition
 	for _, ch := range plan {
-		p, ok := partitionOf(snap, Ref(ch.Next))
-		if ok && ch.Next.Leader >= 0 && ch.Next.UncleanEpoch == ch.Next.LeaderEpoch && ch.Next.UncleanEpoch != p.UncleanEpoch {
+		if isUncleanElection(snap, ch) {
+			p, _ := partitionOf(snap, Ref(ch.Next))
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// isUncleanElection reports whether ch elects a leader for a partition of
+// snap uncleanly.
+func isUncleanElection(snap *metadata.Snapshot, ch Change) bool {
+	p, ok := partitionOf(snap, Ref(ch.Next))
+	return ok && ch.Next.Leader >= 0 && ch.Next.UncleanEpoch == ch.Next.LeaderEpoch && ch.Next.UncleanEpoch != p.UncleanEpoch
 }
 
 // logUncleanElections says, for each partition of asked, which replica
