@@ -43,7 +43,8 @@ type UncleanRecovery struct {
 	Waited map[PartitionRef]bool
 }
 
-// ends returns where p's replicas' logs end; nil for a nil recovery.
+// ends returns where the replicas' logs of partition ref end; nil for a
+// nil recovery.
 func (r *UncleanRecovery) ends(ref PartitionRef) map[int32]replication.LogEnd {
 	if r == nil {
 		return nil
