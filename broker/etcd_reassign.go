@@ -43,14 +43,20 @@ func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, targ
 			if ts, ok := snap.Topics[topic]; ok {
 				unclean = ts.Configs[controller.UncleanElectionConfig] == "true"
 			}
-			next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands, unclean)
+			next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands, unclean, nil)
+			if err == nil && next.Unclean && m.askLogs != nil {
+				// An unclean revert: decided again with the original
+				// replicas' log ends, the longest to lead.
+				logs := controller.CollectReplicaLogs(ctx, snap, []metadata.Partition{controller.WithAssignment(cur, next)}, nil, m.askLogs)
+				next, err = replication.CancelReassignment(controller.AssignmentOf(cur), cands, unclean, logs[controller.Ref(cur)])
+			}
 		} else {
 			next, err = replication.StartReassignment(controller.AssignmentOf(cur), target, registered, cands)
 		}
 		switch {
 		case errors.Is(err, replication.ErrNoReassignment):
 			return 0, fmt.Errorf("%w: %s/%d", errNoReassignment, topic, index)
-		case errors.Is(err, replication.ErrUncleanRevert):
+		case errors.Is(err, replication.ErrUncleanRevert), errors.Is(err, replication.ErrOfflineRevert):
 			return 0, fmt.Errorf("%w: unable to revert the assignment of %s/%d: %w", errInvalidReplicaAssignment, topic, index, err)
 		case errors.Is(err, replication.ErrInvalidAssignment):
 			return 0, fmt.Errorf("%w: replicas %v: each a registered broker, once, at least one", errInvalidReplicaAssignment, target)
@@ -61,6 +67,9 @@ func (m *etcdMeta) reassign(ctx context.Context, topic string, index int32, targ
 			return curRev, nil
 		}
 		_, rev, err := m.store.UpdatePartition(ctx, controller.WithAssignment(cur, next), cur.PartitionEpoch)
+		if err == nil && next.Unclean && m.uncleanElected != nil {
+			m.uncleanElected.Inc()
+		}
 		if errors.Is(err, metadata.ErrConflict) {
 			if err := ctx.Err(); err != nil {
 				return 0, err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/metadata"
 )
 
 // producerLoop produces numbered records with acks=all (idempotent) to
@@ -420,4 +421,82 @@ func TestReassignmentCancelRefusedWithNoOriginalInSync(t *testing.T) {
 		}
 		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	}
+}
+
+// TestReassignmentCancelRevertsUncleanly: on a topic that allows unclean
+// leader election, a cancellation that leaves no original replica in the
+// ISR elects a live original one from outside it. It leads alone, the
+// record marks its epoch unclean (a tiered leader reads its manifest
+// before it appends), the metric counts the election, and what only the
+// added replicas held is gone.
+func TestReassignmentCancelRevertsUncleanly(t *testing.T) {
+	var blocked atomic.Bool
+	c := brokertest.StartCluster(t, 4, func(cfg *broker.Config) {
+		if cfg.NodeID == 0 || cfg.NodeID == 3 {
+			cfg.DialPeer = dialUnlessCut(&blocked)
+		}
+	})
+	ctx := testCtx(t)
+	const topic = "unclean-revert"
+	createAssigned(t, c.Client(), topic, []int32{0, 1})
+	adm := c.Admin()
+	if ar, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "unclean.leader.election.enable", Value: kadm.StringPtr("true")}}, topic); err != nil || ar[0].Err != nil {
+		t.Fatalf("allowing unclean election: %v %v", err, ar)
+	}
+	prod := c.Client(kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 20; i++ {
+		produceSync(t, prod, &kgo.Record{Value: []byte(strconv.Itoa(i))})
+	}
+	// Broker 0 (the original leader) and the added 3 cannot fetch from
+	// another broker from now on.
+	blocked.Store(true)
+	alter := func(build func(*kadm.AlterPartitionAssignmentsReq)) error {
+		return alterAssignment(t, ctx, adm, topic, build)
+	}
+	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.Assign(topic, 0, []int32{2, 3}) }); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "broker 2 joins the ISR", func() (bool, string) {
+		_, reps, isr := partitionReplicas(t, adm, topic)
+		return slices.Contains(isr, 2), fmt.Sprintf("replicas %v isr %v", reps, isr)
+	})
+	c.Stop(1)
+	c.Stop(0)
+	adm = kadm.NewClient(c.Client(kgo.MetadataMinAge(10 * time.Millisecond)))
+	brokertest.WaitFor(t, 15*time.Second, "broker 2 leads alone", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, topic)
+		return l == 2 && slices.Equal(isr, []int32{2}), fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	prod = c.Client(kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 20; i < 25; i++ {
+		produceSync(t, prod, &kgo.Record{Value: []byte(strconv.Itoa(i))}) // on broker 2 alone
+	}
+	c.Start(0) // out of the ISR: it cannot fetch from 2
+	if err := alter(func(r *kadm.AlterPartitionAssignmentsReq) { r.CancelAssign(topic, 0) }); err != nil {
+		t.Fatalf("cancel with no original replica in the ISR, unclean election allowed: %v", err)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "broker 0 leads the original replicas alone", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, topic)
+		return l == 0 && slices.Equal(reps, []int32{0, 1}) && slices.Equal(isr, []int32{0}), fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	p, err := metadata.NewStore(c.Etcd().Client(), "").Partition(ctx, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.UncleanEpoch == 0 || p.UncleanEpoch != p.LeaderEpoch {
+		t.Fatalf("the record after the unclean revert: unclean epoch %d, leader epoch %d; want the leader's epoch marked unclean", p.UncleanEpoch, p.LeaderEpoch)
+	}
+	var byOperator float64
+	for _, nd := range c.Brokers {
+		if nd.B != nil {
+			byOperator += gather(t, nd.Registry).sum("shale_unclean_leader_elections_total", "by=operator")
+		}
+	}
+	if byOperator != 1 {
+		t.Fatalf("shale_unclean_leader_elections_total{by=operator}: %v, want 1", byOperator)
+	}
+	brokertest.WaitFor(t, 15*time.Second, "the new leader's high watermark at the 20 records it holds", func() (bool, string) {
+		leo, hw, _ := c.Brokers[0].B.ReplicaOffsets(topic, 0)
+		return leo == 20 && hw == 20, fmt.Sprintf("log end %d, high watermark %d", leo, hw)
+	})
 }

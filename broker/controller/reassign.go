@@ -16,14 +16,20 @@ func AssignmentOf(p metadata.Partition) replication.Assignment {
 
 // WithAssignment is p with a's replicas, and a new leader epoch when the
 // leader changed. Eligible leader replicas no longer replicas are dropped.
+// A leader a elected uncleanly (an unclean revert) is recorded as such
+// (metadata.Partition.UncleanEpoch), alone in the ISR with none eligible,
+// as Plan's unclean elections are.
 func WithAssignment(p metadata.Partition, a replication.Assignment) metadata.Partition {
 	next := p
 	next.Replicas, next.ISR = slices.Clone(a.Replicas), slices.Clone(a.ISR)
 	next.AddingReplicas, next.RemovingReplicas, next.RetiredReplicas = slices.Clone(a.Adding), slices.Clone(a.Removing), slices.Clone(a.Retired)
 	next.Eligible = slices.DeleteFunc(slices.Clone(p.Eligible), func(id int32) bool { return !slices.Contains(next.Replicas, id) || slices.Contains(next.ISR, id) })
-	if a.Leader != p.Leader {
+	if a.Leader != p.Leader || a.Unclean {
 		next.Leader = a.Leader
 		next.LeaderEpoch = p.LeaderEpoch + 1
+	}
+	if a.Unclean {
+		next.UncleanEpoch, next.Eligible = next.LeaderEpoch, nil
 	}
 	return next
 }

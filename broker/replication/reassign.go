@@ -18,6 +18,10 @@ var (
 	// replica in the ISR, on a topic without unclean leader election.
 	// Kafka refuses it as an INVALID_REPLICA_ASSIGNMENT.
 	ErrUncleanRevert = fmt.Errorf("%w: no original replica is in the ISR, so reverting would require an unclean leader election", ErrInvalidAssignment)
+	// ErrOfflineRevert: a cancellation that would leave no original
+	// replica in the ISR and none live to elect uncleanly: the partition
+	// would go offline.
+	ErrOfflineRevert = fmt.Errorf("%w: no original replica is in the ISR or live, so reverting would take the partition offline", ErrInvalidAssignment)
 )
 
 // Assignment is a partition's replicas as reassignment sees them. While a
@@ -33,6 +37,10 @@ type Assignment struct {
 	Adding   []int32
 	Removing []int32
 	Retired  []int32
+	// Unclean: the decision elected Leader from outside the ISR (a
+	// cancellation's unclean revert), so it may hold less than was
+	// acknowledged, and in a tiered partition less than the bucket holds.
+	Unclean bool
 }
 
 // Reassigning reports whether a reassignment is in progress.
@@ -106,10 +114,12 @@ func StartReassignment(a Assignment, target []int32, registered func(int32) bool
 // When no original replica is in the ISR (they fell out while only added
 // replicas kept up), the revert would take the partition offline: it is
 // refused with ErrUncleanRevert, as Kafka's controller does, unless
-// unclean (the topic's unclean.leader.election.enable) allows the first
-// live original replica to become the ISR and lead, losing what only the
-// added replicas hold.
-func CancelReassignment(a Assignment, cands []Candidate, unclean bool) (Assignment, error) {
+// unclean (the topic's unclean.leader.election.enable) allows a live
+// original replica to become the ISR and lead (Unclean), losing what only
+// the added replicas hold: the one whose log holds the latest history of
+// those ends reports (Longest), else the first live one. With none live it
+// is refused all the same (ErrOfflineRevert).
+func CancelReassignment(a Assignment, cands []Candidate, unclean bool, ends map[int32]LogEnd) (Assignment, error) {
 	if !a.Reassigning() {
 		return a, ErrNoReassignment
 	}
@@ -122,20 +132,14 @@ func CancelReassignment(a Assignment, cands []Candidate, unclean bool) (Assignme
 		if !unclean || len(next.Replicas) == 0 {
 			return a, ErrUncleanRevert
 		}
-		first := next.Replicas[0]
-		for _, id := range next.Replicas {
-			if slices.ContainsFunc(cands, func(c Candidate) bool { return c.ID == id && c.Live }) {
-				first = id
-				break
-			}
+		leader := Longest(next.Replicas, cands, ends)
+		if leader < 0 {
+			leader = ElectLeader(next.Replicas, nil, cands, true).Leader
 		}
-		next.ISR = []int32{first}
-		if next.Leader >= 0 && !slices.Contains(next.Replicas, next.Leader) {
-			next.Leader = first
-			if !slices.ContainsFunc(cands, func(c Candidate) bool { return c.ID == first && c.Live }) {
-				next.Leader = -1
-			}
+		if leader < 0 {
+			return a, ErrOfflineRevert
 		}
+		next.ISR, next.Leader, next.Unclean = []int32{leader}, leader, true
 	}
 	return keepLeader(next, cands), nil
 }

@@ -99,28 +99,51 @@ func TestCancelReassignment(t *testing.T) {
 	// Originals 1 and 2 fell out of the ISR while the added 3 caught up
 	// and took over; 4 has not caught up.
 	noOriginalInSync := Assignment{Replicas: []int32{3, 4, 1, 2}, ISR: []int32{3}, Leader: 3, Adding: []int32{3, 4}, Removing: []int32{1, 2}}
+	// The same with both originals live, or none.
+	both := []Candidate{{ID: 1, Live: true}, {ID: 2, Live: true}, {ID: 3, Live: true}, {ID: 4, Live: true}}
+	noneLive := []Candidate{{ID: 3, Live: true}, {ID: 4, Live: true}}
+	offline := noOriginalInSync
+	offline.Leader = -1
 	for _, tc := range []struct {
 		name    string
 		a       Assignment
 		unclean bool
 		want    Assignment
 		wantErr error
+		cands   []Candidate
+		ends    map[int32]LogEnd
 	}{
-		{"nothing to cancel", Assignment{Replicas: []int32{1}, ISR: []int32{1}, Leader: 1}, false, Assignment{}, ErrNoReassignment},
+		{"nothing to cancel", Assignment{Replicas: []int32{1}, ISR: []int32{1}, Leader: 1}, false, Assignment{}, ErrNoReassignment, nil, nil},
 		{"back to the original replicas; the added one is retired",
 			Assignment{Replicas: []int32{1, 2, 4, 3}, ISR: []int32{1, 2, 3, 4}, Leader: 1, Adding: []int32{4}, Removing: []int32{3}}, false,
-			Assignment{Replicas: []int32{1, 2, 3}, ISR: []int32{1, 2, 3}, Leader: 1, Retired: []int32{4}}, nil},
+			Assignment{Replicas: []int32{1, 2, 3}, ISR: []int32{1, 2, 3}, Leader: 1, Retired: []int32{4}}, nil, nil, nil},
 		{"order of the original replicas is kept",
 			Assignment{Replicas: []int32{3, 4, 1, 2}, ISR: []int32{1, 2}, Leader: 1, Adding: []int32{3, 4}, Removing: []int32{1, 2}}, false,
-			Assignment{Replicas: []int32{1, 2}, ISR: []int32{1, 2}, Leader: 1, Retired: []int32{3, 4}}, nil},
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{1, 2}, Leader: 1, Retired: []int32{3, 4}}, nil, nil, nil},
 		{"no original replica in the ISR: refused rather than taken offline",
-			noOriginalInSync, false, Assignment{}, ErrUncleanRevert},
-		{"no original replica in the ISR, unclean election allowed: the first live original leads alone",
+			noOriginalInSync, false, Assignment{}, ErrUncleanRevert, nil, nil},
+		{"no original replica in the ISR, unclean election allowed: the first live original leads alone, uncleanly",
 			noOriginalInSync, true,
-			Assignment{Replicas: []int32{1, 2}, ISR: []int32{2}, Leader: 2, Retired: []int32{3, 4}}, nil},
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{2}, Leader: 2, Retired: []int32{3, 4}, Unclean: true}, nil, nil, nil},
+		{"the same, both originals live: the longer log leads",
+			noOriginalInSync, true,
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{2}, Leader: 2, Retired: []int32{3, 4}, Unclean: true}, nil,
+			both, map[int32]LogEnd{1: {Epoch: 4, Offset: 10}, 2: {Epoch: 4, Offset: 30}, 3: {Epoch: 5, Offset: 90}}},
+		{"the same, both originals live, no log ends: the first",
+			noOriginalInSync, true,
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{1}, Leader: 1, Retired: []int32{3, 4}, Unclean: true}, nil, both, nil},
+		{"the same, the partition offline: the original leads all the same",
+			offline, true,
+			Assignment{Replicas: []int32{1, 2}, ISR: []int32{2}, Leader: 2, Retired: []int32{3, 4}, Unclean: true}, nil, nil, nil},
+		{"the same, no original live: refused rather than taken offline",
+			noOriginalInSync, true, Assignment{}, ErrOfflineRevert, noneLive, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := CancelReassignment(tc.a, []Candidate{{ID: 1}, {ID: 2, Live: true}, {ID: 3, Live: true}, {ID: 4, Live: true}}, tc.unclean)
+			cands := tc.cands
+			if cands == nil {
+				cands = []Candidate{{ID: 1}, {ID: 2, Live: true}, {ID: 3, Live: true}, {ID: 4, Live: true}}
+			}
+			got, err := CancelReassignment(tc.a, cands, tc.unclean, tc.ends)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err %v, want %v", err, tc.wantErr)
 			}
