@@ -24,7 +24,7 @@ func newTopicCmd() *cobra.Command {
 		RunE:  helpOrUnknown,
 	}
 	addClientFlags(cmd)
-	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicLostRangesCmd(), newTopicRestoreCmd())
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicLostRangesCmd(), newTopicRestoreCmd(), newTopicElectLeadersCmd())
 	return cmd
 }
 
