@@ -35,23 +35,8 @@ func TestAnUncleanElectionTakesTheLongestLog(t *testing.T) {
 	// auto: the controller elects (once the topic allows it); asked: an
 	// operator does.
 	topics := []string{"auto", "asked"}
-	req := kmsg.NewPtrCreateTopicsRequest()
 	for _, name := range topics {
-		rt := kmsg.NewCreateTopicsRequestTopic()
-		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, -1, -1
-		a := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
-		a.Replicas = []int32{0, 1, 2}
-		rt.ReplicaAssignment = append(rt.ReplicaAssignment, a)
-		req.Topics = append(req.Topics, rt)
-	}
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, rt := range resp.Topics {
-		if rt.ErrorCode != 0 {
-			t.Fatalf("creating %s: %v", rt.Topic, kerr.ErrorForCode(rt.ErrorCode))
-		}
+		createAssigned(t, cl, name, []int32{0, 1, 2})
 	}
 	isrIs := func(want ...int32) {
 		t.Helper()
