@@ -83,6 +83,14 @@ type Config struct {
 	// the controller moves leadership back to preferred replicas that are
 	// in sync. Negative: never (auto.leader.rebalance.enable=false).
 	LeaderImbalanceCheckInterval time.Duration
+	// UncleanRecoveryWait is KIP-966's unclean.recovery.timeout.ms: how
+	// long the controller holds a partition offline for an unclean
+	// election while some of its replicas have not said where their logs
+	// end (down, or not answering), since one of them may hold the
+	// longest log; then the longest of those that answered leads.
+	// Default (0): the broker session TTL, the time a dead broker's
+	// registration takes to lapse.
+	UncleanRecoveryWait time.Duration
 	// DeletedTopicRetention is how long a deleted topic's tombstone stays
 	// in etcd, so that a broker that was down during the deletion still
 	// removes the topic's directories when it comes back (default 7

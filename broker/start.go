@@ -175,7 +175,7 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 	}()
 	ctl := controller.Start(ms.store, ms.cache, controller.Config{BrokerID: b.cfg.NodeID, SessionTTL: opts.BrokerSessionTTL,
 		LeaderImbalanceCheckInterval: b.cfg.LeaderImbalanceCheckInterval, DeletedTopicRetention: b.cfg.DeletedTopicRetention, Logger: log,
-		TopicDefaults: b.cfg.TopicDefaults, AskReplicaLogs: b.replicaLogEnds, OnUncleanElection: b.metrics.uncleanElections.WithLabelValues("controller").Inc,
+		TopicDefaults: b.cfg.TopicDefaults, AskReplicaLogs: b.replicaLogEnds, UncleanRecoveryWait: b.cfg.UncleanRecoveryWait, OnUncleanElection: b.metrics.uncleanElections.WithLabelValues("controller").Inc,
 		Answers: func(ctx context.Context, bv metadata.Broker) bool {
 			return answersKafka(ctx, net.JoinHostPort(bv.Host, strconv.Itoa(int(bv.Port))), time.Second)
 		}})
