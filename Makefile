@@ -59,19 +59,21 @@ fuzz:
 ## soak: the fault-injection soaks, SOAK_RUNS runs of each with a new seed, with
 ## the race detector: a consumer group through broker, machine and etcd faults
 ## (SOAK_ROUNDS rounds), a tiered three-broker cluster (SOAK_ROUNDS rounds), a
-## tiered broker through kills and store outages. A failed run keeps its output
-## and every broker's whole log at debug level under SOAK_DIR, with its seed to
-## run it again (SHALE_GROUP_SOAK_SEED, SHALE_CLUSTER_SOAK_SEED, SHALE_SOAK_SEED)
+## tiered broker through kills and store outages, unclean elections on a
+## three-broker cluster (SOAK_ROUNDS rounds). A failed run keeps its output and
+## every broker's whole log at debug level under SOAK_DIR, with its seed to run
+## it again (SHALE_GROUP_SOAK_SEED, SHALE_CLUSTER_SOAK_SEED, SHALE_SOAK_SEED,
+## SHALE_UNCLEAN_SOAK_SEED)
 SOAK_RUNS   ?= 10
 SOAK_ROUNDS ?= 8
 SOAK_DIR    ?= $(CURDIR)/soak
 soak: kcat minio
 	@mkdir -p $(SOAK_DIR)
 	$(GO) test -race -tags invariants -c -o $(SOAK_DIR)/shale.test ./cmd/shale
-	@failed=0; for t in TestGroupSoak TestTieredClusterSoak TestTierSoakKillsAndOutages; do \
+	@failed=0; for t in TestGroupSoak TestTieredClusterSoak TestTierSoakKillsAndOutages TestUncleanElectionSoak; do \
 	  for i in $$(seq 1 $(SOAK_RUNS)); do \
 	    d=$(SOAK_DIR)/$$t-$$i; rm -rf $$d; mkdir -p $$d; \
-	    if (cd cmd/shale && SHALE_GROUP_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_CLUSTER_SOAK_ROUNDS=$(SOAK_ROUNDS) \
+	    if (cd cmd/shale && SHALE_GROUP_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_CLUSTER_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_UNCLEAN_SOAK_ROUNDS=$(SOAK_ROUNDS) \
 	        SHALE_TEST_LOG_DIR=$$d/logs SHALE_TEST_LOG_LEVEL=debug \
 	        $(SOAK_DIR)/shale.test -test.run "^$$t\$$" -test.v -test.timeout 30m) > $$d/out.txt 2>&1; then \
 	      echo "$$t run $$i: ok"; rm -rf $$d; \
