@@ -3,23 +3,29 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
 // uncleanSoakWait is the soak's --unclean-recovery-wait: long enough
 // for a replica started a few seconds after another to say where its log
 // ends before the controller gives up on it, on a loaded machine.
 const uncleanSoakWait = 10 * time.Second
+
+// uncleanSoakBucket is the bucket of TestUncleanElectionSoak/tiered.
+const uncleanSoakBucket = "unclean-soak"
 
 // TestUncleanElectionSoak: three `shale broker` processes, an RF=3 topic
 // with unclean.leader.election.enable=true and min.insync.replicas=1,
@@ -43,17 +49,38 @@ const uncleanSoakWait = 10 * time.Second
 //
 // At the end the replicas' logs agree byte for byte.
 //
+// It runs twice: on local logs alone, and on a tiered topic on MinIO
+// (16 KiB segments, about two kept on local disk), where what the bucket
+// held at the election (the killed leader's records below the manifest's
+// end) must be kept too, and no leader may append over the bucket
+// (requireNoAppendsOverTheBucket).
+//
 // SHALE_UNCLEAN_SOAK_SEED sets the seed (default: the clock's),
-// SHALE_UNCLEAN_SOAK_ROUNDS the rounds (default 3), and
+// SHALE_UNCLEAN_SOAK_ROUNDS the rounds of each (default 2), and
 // SHALE_UNCLEAN_SOAK_ONLY one kind of fault (its index in
 // uncleanSoakFaults).
 func TestUncleanElectionSoak(t *testing.T) {
-	rng, rounds, only := soakSettings(t, "SHALE_UNCLEAN_SOAK", 3, len(uncleanSoakFaults))
+	t.Run("local", func(t *testing.T) { uncleanElectionSoak(t, false) })
+	t.Run("tiered", func(t *testing.T) { uncleanElectionSoak(t, true) })
+}
+
+func uncleanElectionSoak(t *testing.T, tiered bool) {
+	rng, rounds, only := soakSettings(t, "SHALE_UNCLEAN_SOAK", 2, len(uncleanSoakFaults))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*time.Minute)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)
+	configs := map[string]*string{"min.insync.replicas": ptr("1"), "unclean.leader.election.enable": ptr("true")}
+	var srv *miniotest.Server
+	if tiered {
+		srv = miniotest.Start(t)
+		configs["segment.bytes"], configs["local.retention.bytes"], configs["file.delete.delay.ms"] = ptr("16384"), ptr("32768"), ptr("1")
+	}
 	procs, seeds := startBrokerProcs(t, etcd.addr, 3, func(p *brokerProc) {
 		p.extra = []string{"--unclean-recovery-wait", uncleanSoakWait.String()}
+		if tiered {
+			p.objectStore, p.env = srv.URL(uncleanSoakBucket, "")+"&create_bucket=true", miniotest.Env()
+			p.extra = append(p.extra, "--retention-check-interval", "200ms")
+		}
 	})
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond))
 	if err != nil {
@@ -61,12 +88,14 @@ func TestUncleanElectionSoak(t *testing.T) {
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	configs := map[string]*string{"min.insync.replicas": ptr("1"), "unclean.leader.election.enable": ptr("true")}
 	if _, err := adm.CreateTopic(ctx, 1, 3, configs, "acked"); err != nil {
 		t.Fatal(err)
 	}
 	c := &testCluster{t: t, ctx: ctx, etcd: etcd, procs: procs, adm: adm}
 	s := &uncleanSoak{c: c, rng: rng, seeds: seeds}
+	if tiered {
+		s.store = srv.Client()
+	}
 	stop := s.produce()
 	for round := 0; round < rounds; round++ {
 		c.waitISR(3)
@@ -88,6 +117,10 @@ func TestUncleanElectionSoak(t *testing.T) {
 	c.waitISR(3)
 	n := s.check("the end")
 	t.Logf("%d records acknowledged, %d of them in %d unclean windows; %d records in the log", c.ackedCount(), s.inWindows(), len(s.windows), n)
+	if tiered {
+		m, _ := readTierState(t, ctx, s.store, uncleanSoakBucket)
+		t.Logf("the bucket holds offsets %d to %d; local log starts %v", m.Start(), m.End(), localStarts(procs, "acked"))
+	}
 	checkReplicasAgree(t, procs, "acked")
 }
 
@@ -96,6 +129,9 @@ type uncleanSoak struct {
 	c     *testCluster
 	rng   *rand.Rand
 	seeds []string
+	// store is the MinIO server's client when the topic is tiered (nil:
+	// local logs alone).
+	store *minio.Client
 	// windows are the spans in which an acknowledgement may be lost: a
 	// record acknowledged then may have been on the logs of replicas that
 	// an unclean election left behind.
@@ -185,6 +221,9 @@ type isolation struct {
 	ends                map[int32]int64
 	firstStopped        time.Time
 	win                 window
+	// inBucket is what the bucket held at the election (the leader's
+	// records below the manifest's end, of those still on its disk).
+	inBucket map[int64]string
 }
 
 // isolateLeader stops the leader's followers one after the other
@@ -223,6 +262,18 @@ func (s *uncleanSoak) isolateLeader(crashFirst bool) *isolation {
 	}
 	i.shortest = thirdBroker(i.leader, i.longest)
 	t.Logf("broker %d led; its followers stopped: broker %d first, then %d; their logs end at %v", i.leader, i.first, i.last, i.ends)
+	if s.store != nil {
+		m, _ := readTierState(t, c.ctx, s.store, uncleanSoakBucket)
+		recs, _ := replicaRecords(t, c.procs[i.leader], "acked-0")
+		i.inBucket = map[int64]string{}
+		for o, v := range recs {
+			if o < m.End() {
+				i.inBucket[o] = v
+			}
+		}
+		maps.Copy(s.kept, i.inBucket)
+		t.Logf("the bucket holds offsets %d to %d; %d of them still on the leader's disk", m.Start(), m.End(), len(i.inBucket))
+	}
 	return i
 }
 
@@ -255,6 +306,7 @@ func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 			// The longer log was down at the election: what must be kept
 			// is the shorter one.
 			s.kept, _ = replicaRecords(t, c.procs[i.shortest], "acked-0")
+			maps.Copy(s.kept, i.inBucket)
 		}
 	} else {
 		if got != want {
