@@ -94,7 +94,7 @@ func uncleanElectionSoak(t *testing.T, tiered bool) {
 	c := &testCluster{t: t, ctx: ctx, etcd: etcd, procs: procs, adm: adm}
 	s := &uncleanSoak{c: c, rng: rng, seeds: seeds}
 	if tiered {
-		s.store = srv.Client()
+		s.srv, s.store = srv, srv.Client()
 	}
 	stop := s.produce()
 	for round := 0; round < rounds; round++ {
@@ -129,8 +129,9 @@ type uncleanSoak struct {
 	c     *testCluster
 	rng   *rand.Rand
 	seeds []string
-	// store is the MinIO server's client when the topic is tiered (nil:
-	// local logs alone).
+	// srv and store are the MinIO server and its client when the topic
+	// is tiered (nil: local logs alone).
+	srv   *miniotest.Server
 	store *minio.Client
 	// windows are the spans in which an acknowledgement may be lost: a
 	// record acknowledged then may have been on the logs of replicas that
@@ -173,6 +174,23 @@ var uncleanSoakFaults = []struct {
 		i.win.from = i.firstStopped
 		i.back(t, s, i.shortest)
 		i.elected(t, s, i.shortest)
+	}},
+	{"the same, the object store (if any) frozen through the election", func(t *testing.T, s *uncleanSoak) {
+		i := s.isolateLeader(false)
+		if s.srv == nil {
+			i.back(t, s, i.last, i.first)
+			i.elected(t, s, i.longest)
+			return
+		}
+		// The new leader must read the manifest before it takes produce
+		// (it was elected uncleanly): produce waits for the store.
+		s.srv.Pause()
+		i.back(t, s, i.last, i.first)
+		l := s.c.leaderOtherThan(i.leader)
+		time.Sleep(time.Duration(s.rng.IntN(3000)) * time.Millisecond)
+		s.srv.Resume()
+		t.Logf("broker %d elected with MinIO frozen; MinIO resumed", l)
+		i.elected(t, s, i.longest)
 	}},
 	{"the same, the leader back with its followers: it leads, nothing lost", func(t *testing.T, s *uncleanSoak) {
 		i := s.isolateLeader(false)
