@@ -29,8 +29,9 @@ const uncleanSoakBucket = "unclean-soak"
 
 // TestUncleanElectionSoak: three `shale broker` processes, an RF=3 topic
 // with unclean.leader.election.enable=true and min.insync.replicas=1,
-// under an acks=all producer (not idempotent: an unclean election cuts
-// records whose sequence numbers the producer counted). Round after
+// under an acks=all producer, idempotent or not as the seed draws (an
+// idempotent one finds the sequence numbers it counted cut by an unclean
+// election, and must go on with a new producer id). Round after
 // round, one fault drawn at random (uncleanSoakFaults): most stop both
 // followers, one after the other, so that the ISR shrinks to the leader
 // alone and the leader acknowledges records no other replica holds, then
@@ -96,7 +97,9 @@ func uncleanElectionSoak(t *testing.T, tiered bool) {
 	if tiered {
 		s.srv, s.store = srv, srv.Client()
 	}
-	stop := s.produce()
+	idempotent := rng.IntN(2) == 0
+	t.Logf("the producer is idempotent: %v", idempotent)
+	stop := s.produce(idempotent)
 	for round := 0; round < rounds; round++ {
 		c.waitISR(3)
 		c.waitAcked(c.ackedCount() + 100)
@@ -115,6 +118,9 @@ func uncleanElectionSoak(t *testing.T, tiered bool) {
 	c.waitAcked(c.ackedCount() + 100)
 	stop()
 	c.waitISR(3)
+	if errs := c.errors(); len(errs) > 0 {
+		t.Logf("%d produce errors, the last: %v", len(errs), errs[len(errs)-1])
+	}
 	n := s.check("the end")
 	t.Logf("%d records acknowledged, %d of them in %d unclean windows; %d records in the log", c.ackedCount(), s.inWindows(), len(s.windows), n)
 	if tiered {
@@ -358,11 +364,15 @@ func (s *uncleanSoak) setUnclean(t *testing.T, on bool) {
 
 // produce produces one record at a time, acks=all, recording what was
 // acknowledged and when, until the returned function is called.
-func (s *uncleanSoak) produce() (stop func()) {
+func (s *uncleanSoak) produce(idempotent bool) (stop func()) {
 	c := s.c
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.seeds...), kgo.DefaultProduceTopic("acked"), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second))
+	opts := []kgo.Opt{kgo.SeedBrokers(s.seeds...), kgo.DefaultProduceTopic("acked"), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RequestTimeoutOverhead(3 * time.Second), kgo.ProduceRequestTimeout(3 * time.Second)}
+	if !idempotent {
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
