@@ -507,42 +507,39 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 		ok := true
 		silent := c.silentKeepers(ctx, snap, restarted)
 		plan := Plan(snap, restarted, silent, c.cfg.TopicDefaults, nil)
+		var written []Change
 		if asked := uncleanElections(snap, plan); len(asked) > 0 && c.cfg.AskReplicaLogs != nil {
+			// The other partitions' changes are written first: asking
+			// the replicas may take a broker's whole timeout (one
+			// registered but hung), and a clean failover does not wait
+			// for an unclean election's answers.
+			written, plan = splitChanges(plan, asked)
+			applied, lost := c.write(ctx, lead, snap, written)
+			if lost {
+				return
+			}
+			ok = ok && applied
 			// Decided again with the replicas' log ends: the longest
 			// log leads, once every replica has answered or the wait
-			// is over.
+			// is over. Plan decides each partition on its own, so the
+			// others' changes are those just written.
 			now := time.Now()
 			recovery := &UncleanRecovery{Logs: CollectReplicaLogs(ctx, snap, asked, restarted, c.cfg.AskReplicaLogs), Waited: waiting.waited(asked, now, c.cfg.UncleanRecoveryWait)}
-			plan = Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery)
+			_, plan = splitChanges(Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery), asked)
 			c.logUncleanElections(asked, plan, recovery, waiting, now)
 		} else {
 			clear(waiting) // none waits any more
 		}
-		plan = append(plan, PlanReassignments(snap, restarted, plan)...)
-		if preferred && len(plan) == 0 {
+		plan = append(plan, PlanReassignments(snap, restarted, slices.Concat(written, plan))...)
+		if preferred && len(written)+len(plan) == 0 {
 			plan = PlanPreferredLeaders(snap)
 		}
 		preferred = false
-		for _, ch := range plan {
-			_, _, err := lead.UpdatePartition(ctx, ch.Next, ch.Expected)
-			switch {
-			case err == nil:
-				c.log.Info("partition state changed", "topic", ch.Next.Topic, "partition", ch.Next.Index,
-					"leader", ch.Next.Leader, "leaderEpoch", ch.Next.LeaderEpoch, "isr", ch.Next.ISR)
-				if c.cfg.OnUncleanElection != nil && isUncleanElection(snap, ch) {
-					c.cfg.OnUncleanElection()
-				}
-			case errors.Is(err, metadata.ErrNotLeader):
-				c.log.Warn("controller role lost", "err", err)
-				return
-			default:
-				// A conflict (a leader changed the ISR meanwhile)
-				// or an etcd error: decide again on the next
-				// snapshot.
-				ok = false
-				c.log.Debug("partition change not applied", "topic", ch.Next.Topic, "partition", ch.Next.Index, "err", err)
-			}
+		applied, lost := c.write(ctx, lead, snap, plan)
+		if lost {
+			return
 		}
+		ok = ok && applied
 		if now := time.Now(); !now.Before(nextPrune) {
 			nextPrune = now.Add(pruneEvery)
 			if ids := PlanTombstonePrune(snap, now, c.cfg.DeletedTopicRetention); len(ids) > 0 {
@@ -589,6 +586,49 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			preferred = true
 		}
 	}
+}
+
+// write writes the changes planned on snap, one after the other. applied
+// is false when one was not (a conflict: a leader changed the ISR
+// meanwhile, or an etcd error; the next round decides again); lost, when
+// the controller role is lost and the round must end.
+func (c *Controller) write(ctx context.Context, lead *metadata.Leadership, snap *metadata.Snapshot, plan []Change) (applied, lost bool) {
+	applied = true
+	for _, ch := range plan {
+		_, _, err := lead.UpdatePartition(ctx, ch.Next, ch.Expected)
+		switch {
+		case err == nil:
+			c.log.Info("partition state changed", "topic", ch.Next.Topic, "partition", ch.Next.Index,
+				"leader", ch.Next.Leader, "leaderEpoch", ch.Next.LeaderEpoch, "isr", ch.Next.ISR)
+			if c.cfg.OnUncleanElection != nil && isUncleanElection(snap, ch) {
+				c.cfg.OnUncleanElection()
+			}
+		case errors.Is(err, metadata.ErrNotLeader):
+			c.log.Warn("controller role lost", "err", err)
+			return false, true
+		default:
+			applied = false
+			c.log.Debug("partition change not applied", "topic", ch.Next.Topic, "partition", ch.Next.Index, "err", err)
+		}
+	}
+	return applied, false
+}
+
+// splitChanges splits plan into the changes of partitions other than
+// those of parts and the changes of parts, each in plan's order.
+func splitChanges(plan []Change, parts []metadata.Partition) (others, theirs []Change) {
+	of := map[PartitionRef]bool{}
+	for _, p := range parts {
+		of[Ref(p)] = true
+	}
+	for _, ch := range plan {
+		if of[Ref(ch.Next)] {
+			theirs = append(theirs, ch)
+		} else {
+			others = append(others, ch)
+		}
+	}
+	return others, theirs
 }
 
 // silentKeepers returns the brokers that Plan would count on as in-sync

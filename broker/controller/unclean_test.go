@@ -147,3 +147,72 @@ func TestUncleanWaits(t *testing.T) {
 		t.Fatalf("waiting anew: %v waited, since %v", got, w[Ref(p)])
 	}
 }
+
+// A clean failover does not wait while the controller asks the replicas
+// of a partition that needs an unclean election where their logs end (a
+// broker registered but hung takes the whole timeout to answer): broker
+// 1 leads t-0, with 2 and 3 in sync, and u-0, alone in sync on a topic
+// allowing unclean election. Broker 1 goes; t-0 gets a leader while the
+// question is still unanswered, and u-0 elects the longer log once it is
+// answered.
+func TestACleanFailoverDoesNotWaitForAnUncleanElectionsAnswers(t *testing.T) {
+	ctx, store, cache, regs := startThreeBrokers(t, time.Second)
+	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1}}}
+	rev, err := store.CreateTopic(ctx, metadata.Topic{Name: "u", ID: metadata.UUID{2}, Configs: map[string]string{UncleanElectionConfig: "true"}}, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.WaitForRevision(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	asking, answer := make(chan struct{}, 1), make(chan struct{})
+	ask := func(ctx context.Context, b metadata.Broker, refs []PartitionRef) map[PartitionRef]replication.LogEnd {
+		select {
+		case asking <- struct{}{}:
+		default:
+		}
+		select {
+		case <-answer:
+		case <-ctx.Done():
+			return nil
+		}
+		out := map[PartitionRef]replication.LogEnd{}
+		for _, ref := range refs {
+			out[ref] = replication.LogEnd{Epoch: 0, Offset: 100 * int64(b.ID)}
+		}
+		return out
+	}
+	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, AskReplicaLogs: ask,
+		UncleanRecoveryWait: 100 * time.Millisecond, Logger: testLogger()})
+	defer ctl.Close()
+	regs[0].Close()
+	select {
+	case <-asking:
+	case <-ctx.Done():
+		t.Fatal("the replicas of u-0 were never asked where their logs end")
+	}
+	waitFor := func(what, topic string, ok func(metadata.Partition) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p := cache.Snapshot().Topics[topic].Partitions[0]
+			if ok(p) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s-0 is %+v", what, topic, p)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("a clean failover while the question is unanswered", "t", func(p metadata.Partition) bool {
+		return p.Leader == 2 && slices.Equal(p.ISR, []int32{2, 3})
+	})
+	if p := cache.Snapshot().Topics["u"].Partitions[0]; p.Leader >= 0 && p.Leader != 1 {
+		t.Fatalf("u-0 elected %d before its replicas answered", p.Leader)
+	}
+	close(answer)
+	waitFor("the unclean election once answered", "u", func(p metadata.Partition) bool {
+		return p.Leader == 3 && p.UncleanEpoch == p.LeaderEpoch
+	})
+}
