@@ -505,29 +505,38 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			}
 		}
 		ok := true
-		silent := c.silentKeepers(ctx, snap, restarted)
-		plan := Plan(snap, restarted, silent, c.cfg.TopicDefaults, nil)
+		// Changes that depend on what brokers answer are decided last:
+		// those of partitions recovering from a machine crash (which
+		// members answer Kafka requests) and of those that need an
+		// unclean election (where their replicas' logs end). Asking
+		// may take a broker's whole timeout (one registered but hung),
+		// and the other partitions' changes, clean failovers among
+		// them, are written first, without waiting for the answers.
+		// Plan decides each partition on its own.
+		plan := Plan(snap, restarted, nil, c.cfg.TopicDefaults, nil)
+		pending := slices.Concat(recoveringPartitions(snap), uncleanElections(snap, plan))
 		var written []Change
-		if asked := uncleanElections(snap, plan); len(asked) > 0 && c.cfg.AskReplicaLogs != nil {
-			// The other partitions' changes are written first: asking
-			// the replicas may take a broker's whole timeout (one
-			// registered but hung), and a clean failover does not wait
-			// for an unclean election's answers.
-			written, plan = splitChanges(plan, asked)
-			applied, lost := c.write(ctx, lead, snap, written)
-			if lost {
-				return
+		written, plan = splitChanges(plan, pending)
+		applied, lost := c.write(ctx, lead, snap, written)
+		if lost {
+			return
+		}
+		ok = ok && applied
+		var asked []metadata.Partition
+		if len(pending) > 0 {
+			silent := c.silentKeepers(ctx, snap, restarted)
+			_, plan = splitChanges(Plan(snap, restarted, silent, c.cfg.TopicDefaults, nil), pending)
+			if asked = uncleanElections(snap, plan); len(asked) > 0 && c.cfg.AskReplicaLogs != nil {
+				// Decided again with the replicas' log ends: the
+				// longest log leads, once every replica has answered
+				// or the wait is over.
+				now := time.Now()
+				recovery := &UncleanRecovery{Logs: CollectReplicaLogs(ctx, snap, asked, restarted, c.cfg.AskReplicaLogs), Waited: waiting.waited(asked, now, c.cfg.UncleanRecoveryWait)}
+				_, plan = splitChanges(Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery), pending)
+				c.logUncleanElections(asked, plan, recovery, waiting, now)
 			}
-			ok = ok && applied
-			// Decided again with the replicas' log ends: the longest
-			// log leads, once every replica has answered or the wait
-			// is over. Plan decides each partition on its own, so the
-			// others' changes are those just written.
-			now := time.Now()
-			recovery := &UncleanRecovery{Logs: CollectReplicaLogs(ctx, snap, asked, restarted, c.cfg.AskReplicaLogs), Waited: waiting.waited(asked, now, c.cfg.UncleanRecoveryWait)}
-			_, plan = splitChanges(Plan(snap, restarted, silent, c.cfg.TopicDefaults, recovery), asked)
-			c.logUncleanElections(asked, plan, recovery, waiting, now)
-		} else {
+		}
+		if len(asked) == 0 || c.cfg.AskReplicaLogs == nil {
 			clear(waiting) // none waits any more
 		}
 		plan = append(plan, PlanReassignments(snap, restarted, slices.Concat(written, plan))...)
@@ -535,7 +544,7 @@ func (c *Controller) lead(lead *metadata.Leadership) {
 			plan = PlanPreferredLeaders(snap)
 		}
 		preferred = false
-		applied, lost := c.write(ctx, lead, snap, plan)
+		applied, lost = c.write(ctx, lead, snap, plan)
 		if lost {
 			return
 		}
@@ -612,6 +621,20 @@ func (c *Controller) write(ctx context.Context, lead *metadata.Leadership, snap 
 		}
 	}
 	return applied, false
+}
+
+// recoveringPartitions returns the partitions of snap some of whose
+// in-sync replicas are back from a machine crash.
+func recoveringPartitions(snap *metadata.Snapshot) []metadata.Partition {
+	var out []metadata.Partition
+	for _, ts := range snap.Topics {
+		for _, p := range ts.Partitions {
+			if len(p.Recovering) > 0 {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // splitChanges splits plan into the changes of partitions other than

@@ -148,32 +148,47 @@ func TestUncleanWaits(t *testing.T) {
 	}
 }
 
-// A clean failover does not wait while the controller asks the replicas
-// of a partition that needs an unclean election where their logs end (a
-// broker registered but hung takes the whole timeout to answer): broker
-// 1 leads t-0, with 2 and 3 in sync, and u-0, alone in sync on a topic
-// allowing unclean election. Broker 1 goes; t-0 gets a leader while the
-// question is still unanswered, and u-0 elects the longer log once it is
-// answered.
-func TestACleanFailoverDoesNotWaitForAnUncleanElectionsAnswers(t *testing.T) {
+// A clean failover does not wait while the controller asks brokers
+// questions other partitions' changes depend on, which a broker
+// registered but hung takes the whole timeout to answer: where the
+// replicas of a partition that needs an unclean election end their logs,
+// and whether the in-sync replicas of a partition whose other members are
+// back from a machine crash answer at all. Broker 1 leads t-0, with 2 and
+// 3 in sync, and u-0, alone in sync on a topic allowing unclean election;
+// broker 3 leads r-0, whose other member, 1, is back from a machine crash.
+// Broker 1 goes; t-0 gets a leader while neither question is answered,
+// and u-0 elects the longer log once they are.
+func TestACleanFailoverDoesNotWaitForAnswers(t *testing.T) {
 	ctx, store, cache, regs := startThreeBrokers(t, time.Second)
-	parts := []metadata.Partition{{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1}}}
-	rev, err := store.CreateTopic(ctx, metadata.Topic{Name: "u", ID: metadata.UUID{2}, Configs: map[string]string{UncleanElectionConfig: "true"}}, parts)
-	if err != nil {
-		t.Fatal(err)
+	create := func(topic metadata.Topic, p metadata.Partition) {
+		t.Helper()
+		rev, err := store.CreateTopic(ctx, topic, []metadata.Partition{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.WaitForRevision(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := cache.WaitForRevision(ctx, rev); err != nil {
-		t.Fatal(err)
-	}
-	asking, answer := make(chan struct{}, 1), make(chan struct{})
-	ask := func(ctx context.Context, b metadata.Broker, refs []PartitionRef) map[PartitionRef]replication.LogEnd {
+	create(metadata.Topic{Name: "u", ID: metadata.UUID{2}, Configs: map[string]string{UncleanElectionConfig: "true"}},
+		metadata.Partition{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1}})
+	create(metadata.Topic{Name: "r", ID: metadata.UUID{3}},
+		metadata.Partition{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 3, ISR: []int32{1, 3}, Recovering: metadata.Recovering{{ID: 1, LogEnd: 50}}})
+	asking, answer := make(chan string, 2), make(chan struct{})
+	wait := func(ctx context.Context, what string) bool {
 		select {
-		case asking <- struct{}{}:
+		case asking <- what:
 		default:
 		}
 		select {
 		case <-answer:
+			return true
 		case <-ctx.Done():
+			return false
+		}
+	}
+	ask := func(ctx context.Context, b metadata.Broker, refs []PartitionRef) map[PartitionRef]replication.LogEnd {
+		if !wait(ctx, "log ends") {
 			return nil
 		}
 		out := map[PartitionRef]replication.LogEnd{}
@@ -182,14 +197,16 @@ func TestACleanFailoverDoesNotWaitForAnUncleanElectionsAnswers(t *testing.T) {
 		}
 		return out
 	}
-	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, AskReplicaLogs: ask,
+	answers := func(ctx context.Context, b metadata.Broker) bool { return wait(ctx, "answers") }
+	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, AskReplicaLogs: ask, Answers: answers,
 		UncleanRecoveryWait: 100 * time.Millisecond, Logger: testLogger()})
 	defer ctl.Close()
 	regs[0].Close()
 	select {
-	case <-asking:
+	case what := <-asking:
+		t.Logf("asked first: %s", what)
 	case <-ctx.Done():
-		t.Fatal("the replicas of u-0 were never asked where their logs end")
+		t.Fatal("no broker was asked anything")
 	}
 	waitFor := func(what, topic string, ok func(metadata.Partition) bool) {
 		t.Helper()
@@ -205,7 +222,7 @@ func TestACleanFailoverDoesNotWaitForAnUncleanElectionsAnswers(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	waitFor("a clean failover while the question is unanswered", "t", func(p metadata.Partition) bool {
+	waitFor("a clean failover while the questions are unanswered", "t", func(p metadata.Partition) bool {
 		return p.Leader == 2 && slices.Equal(p.ISR, []int32{2, 3})
 	})
 	if p := cache.Snapshot().Topics["u"].Partitions[0]; p.Leader >= 0 && p.Leader != 1 {
