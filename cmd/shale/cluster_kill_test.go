@@ -435,6 +435,19 @@ func (c *testCluster) ackedCount() int {
 	return len(c.acked)
 }
 
+// produced records the outcome of producing record i: acknowledged now,
+// or err.
+func (c *testCluster) produced(i int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	c.acked = append(c.acked, i)
+	c.ackedAt = append(c.ackedAt, time.Now())
+}
+
 // waitAcked waits until n records are acknowledged.
 func (c *testCluster) waitAcked(n int) {
 	c.t.Helper()
@@ -575,14 +588,7 @@ func failoverWorkloadOn(t *testing.T, w workload, fault func(t *testing.T, c *te
 			}
 			r := &kgo.Record{Key: key, Value: []byte(strconv.Itoa(i))}
 			err := cl.ProduceSync(ctx, r).FirstErr()
-			c.mu.Lock()
-			if err == nil {
-				c.acked = append(c.acked, i)
-				c.ackedAt = append(c.ackedAt, time.Now())
-			} else {
-				c.errs = append(c.errs, err)
-			}
-			c.mu.Unlock()
+			c.produced(i, err)
 		}
 	}()
 	for round := 0; round < w.rounds; round++ {

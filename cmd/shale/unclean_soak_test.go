@@ -386,14 +386,7 @@ func (s *uncleanSoak) produce(idempotent bool) (stop func()) {
 			default:
 			}
 			err := cl.ProduceSync(c.ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr()
-			c.mu.Lock()
-			if err == nil {
-				c.acked = append(c.acked, i)
-				c.ackedAt = append(c.ackedAt, time.Now())
-			} else {
-				c.errs = append(c.errs, err)
-			}
-			c.mu.Unlock()
+			c.produced(i, err)
 		}
 	}()
 	return func() {
