@@ -657,14 +657,14 @@ func splitChanges(plan []Change, parts []metadata.Partition) (others, theirs []C
 // silentKeepers returns the brokers that Plan would count on as in-sync
 // replicas that kept their logs, for a partition some of whose members
 // are back from a machine crash, and that do not answer Kafka requests
-// (Config.Answers). Only those are asked, once a round each: a partition
-// in that state is rare and short-lived.
+// (Config.Answers). Only those are asked, once a round each and all at
+// once: a partition in that state is rare and short-lived.
 func (c *Controller) silentKeepers(ctx context.Context, snap *metadata.Snapshot, restarted map[int32]bool) map[int32]bool {
 	if c.cfg.Answers == nil {
 		return nil
 	}
-	asked := map[int32]bool{} // by id: answers
-	var silent map[int32]bool
+	// The brokers to ask, each with the first partition it is asked for.
+	ask := map[int32]metadata.Partition{}
 	for _, ts := range snap.Topics {
 		for _, p := range ts.Partitions {
 			if len(p.Recovering) == 0 {
@@ -674,25 +674,39 @@ func (c *Controller) silentKeepers(ctx context.Context, snap *metadata.Snapshot,
 				if _, r := p.Recovering.End(id); r || restarted[id] {
 					continue
 				}
-				if _, done := asked[id]; done {
-					continue
-				}
-				i := slices.IndexFunc(snap.Brokers, func(b metadata.Broker) bool { return b.ID == id })
-				if i < 0 {
-					continue // not registered: not live anyway
-				}
-				asked[id] = c.cfg.Answers(ctx, snap.Brokers[i])
-				if !asked[id] {
-					if silent == nil {
-						silent = map[int32]bool{}
-					}
-					silent[id] = true
-					c.log.Info("a registered in-sync replica does not answer; a partition whose other members are back from a machine crash does not count on it until it does",
-						"broker", id, "topic", p.Topic, "partition", p.Index)
+				if _, done := ask[id]; !done && slices.ContainsFunc(snap.Brokers, func(b metadata.Broker) bool { return b.ID == id }) {
+					ask[id] = p // (not registered: not live anyway)
 				}
 			}
 		}
 	}
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		silent map[int32]bool
+	)
+	for _, b := range snap.Brokers {
+		p, ok := ask[b.ID]
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.cfg.Answers(ctx, b) {
+				return
+			}
+			c.log.Info("a registered in-sync replica does not answer; a partition whose other members are back from a machine crash does not count on it until it does",
+				"broker", b.ID, "topic", p.Topic, "partition", p.Index)
+			mu.Lock()
+			defer mu.Unlock()
+			if silent == nil {
+				silent = map[int32]bool{}
+			}
+			silent[b.ID] = true
+		}()
+	}
+	wg.Wait()
 	return silent
 }
 

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -336,5 +338,127 @@ func TestARestartNoControllerSawIsHandledByTheNextOne(t *testing.T) {
 			t.Fatalf("broker 1's restart was not handled: %+v", p)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A clean failover does not wait while the controller asks brokers
+// questions other partitions' changes depend on, which a broker
+// registered but hung takes the whole timeout to answer: where the
+// replicas of a partition that needs an unclean election end their logs,
+// and whether the in-sync replicas of a partition whose other members are
+// back from a machine crash answer at all. Broker 1 leads t-0, with 2 and
+// 3 in sync, and u-0, alone in sync on a topic allowing unclean election;
+// broker 3 leads r-0, whose other member, 1, is back from a machine crash.
+// Broker 1 goes; t-0 gets a leader while neither question is answered,
+// and u-0 elects the longer log once they are.
+func TestACleanFailoverDoesNotWaitForAnswers(t *testing.T) {
+	ctx, store, cache, regs := startThreeBrokers(t, time.Second)
+	create := func(topic metadata.Topic, p metadata.Partition) {
+		t.Helper()
+		rev, err := store.CreateTopic(ctx, topic, []metadata.Partition{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.WaitForRevision(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(metadata.Topic{Name: "u", ID: metadata.UUID{2}, Configs: map[string]string{UncleanElectionConfig: "true"}},
+		metadata.Partition{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1}})
+	create(metadata.Topic{Name: "r", ID: metadata.UUID{3}},
+		metadata.Partition{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 3, ISR: []int32{1, 3}, Recovering: metadata.Recovering{{ID: 1, LogEnd: 50}}})
+	asking, answer := make(chan string, 2), make(chan struct{})
+	wait := func(ctx context.Context, what string) bool {
+		select {
+		case asking <- what:
+		default:
+		}
+		select {
+		case <-answer:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	ask := func(ctx context.Context, b metadata.Broker, refs []PartitionRef) map[PartitionRef]replication.LogEnd {
+		if !wait(ctx, "log ends") {
+			return nil
+		}
+		out := map[PartitionRef]replication.LogEnd{}
+		for _, ref := range refs {
+			out[ref] = replication.LogEnd{Epoch: 0, Offset: 100 * int64(b.ID)}
+		}
+		return out
+	}
+	answers := func(ctx context.Context, b metadata.Broker) bool { return wait(ctx, "answers") }
+	ctl := Start(store, cache, Config{BrokerID: 2, SessionTTL: time.Second, AskReplicaLogs: ask, Answers: answers,
+		UncleanRecoveryWait: 100 * time.Millisecond, Logger: testLogger()})
+	defer ctl.Close()
+	regs[0].Close()
+	select {
+	case what := <-asking:
+		t.Logf("asked first: %s", what)
+	case <-ctx.Done():
+		t.Fatal("no broker was asked anything")
+	}
+	waitFor := func(what, topic string, ok func(metadata.Partition) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p := cache.Snapshot().Topics[topic].Partitions[0]
+			if ok(p) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s-0 is %+v", what, topic, p)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("a clean failover while the questions are unanswered", "t", func(p metadata.Partition) bool {
+		return p.Leader == 2 && slices.Equal(p.ISR, []int32{2, 3})
+	})
+	if p := cache.Snapshot().Topics["u"].Partitions[0]; p.Leader >= 0 && p.Leader != 1 {
+		t.Fatalf("u-0 elected %d before its replicas answered", p.Leader)
+	}
+	close(answer)
+	waitFor("the unclean election once answered", "u", func(p metadata.Partition) bool {
+		return p.Leader == 3 && p.UncleanEpoch == p.LeaderEpoch
+	})
+}
+
+// The in-sync replicas of partitions recovering from a machine crash are
+// asked whether they answer all at once (each may take its whole
+// timeout), once each, and those that do not are silent.
+func TestSilentKeepersAreAskedAllAtOnce(t *testing.T) {
+	r := func(id int32) metadata.RecoveringReplica { return metadata.RecoveringReplica{ID: id, LogEnd: 10} }
+	snap := snapshot(brokers(1, 2, 3), nil,
+		metadata.Partition{Index: 0, Replicas: []int32{1, 2, 3}, Leader: 2, ISR: []int32{1, 2, 3}, Recovering: metadata.Recovering{r(1)}})
+	snap.Topics["u"] = &metadata.TopicState{Topic: metadata.Topic{Name: "u"}, Partitions: []metadata.Partition{
+		{Topic: "u", Index: 0, Replicas: []int32{1, 3}, Leader: 3, ISR: []int32{1, 3}, Recovering: metadata.Recovering{r(1)}}}}
+	var mu sync.Mutex
+	asked := map[int32]int{}
+	both := make(chan struct{})
+	answers := func(ctx context.Context, b metadata.Broker) bool {
+		mu.Lock()
+		asked[b.ID]++
+		if len(asked) == 2 && asked[b.ID] == 1 {
+			close(both)
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+		case <-time.After(5 * time.Second):
+			t.Errorf("broker %d asked alone", b.ID)
+		}
+		return b.ID != 3
+	}
+	c := &Controller{cfg: Config{Answers: answers}, log: testLogger()}
+	silent := c.silentKeepers(context.Background(), snap, nil)
+	if len(silent) != 1 || !silent[3] {
+		t.Fatalf("silent %v, want broker 3", silent)
+	}
+	if len(asked) != 2 || asked[2] != 1 || asked[3] != 1 {
+		t.Fatalf("asked %v, want brokers 2 and 3 once each", asked)
 	}
 }
