@@ -16,6 +16,7 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore/miniotest"
 )
 
@@ -157,24 +158,24 @@ var uncleanSoakFaults = []struct {
 	run  func(t *testing.T, s *uncleanSoak)
 }{
 	{"the leader left alone in the ISR and killed, its followers back at once", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		i.back(t, s, i.last, i.first)
 		i.elected(t, s, i.longest)
 	}},
 	{"the same, the shorter log back first, the longer a moment later", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		i.back(t, s, i.shortest)
 		time.Sleep(time.Duration(s.rng.IntN(2000)) * time.Millisecond)
 		i.back(t, s, i.longest)
 		i.elected(t, s, i.longest)
 	}},
 	{"the same, the shorter log from a machine crash (its unflushed tail lost)", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(true)
+		i := s.isolateLeader(isolate{crashFirst: true})
 		i.back(t, s, i.last, i.first)
 		i.elected(t, s, i.longest)
 	}},
 	{"the same, the longer log down past the wait: the shorter leads", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		// Records acknowledged since the first follower stopped are on
 		// the longer log and the leader's only.
 		i.win.from = i.firstStopped
@@ -182,7 +183,7 @@ var uncleanSoakFaults = []struct {
 		i.elected(t, s, i.shortest)
 	}},
 	{"the same, the object store (if any) frozen through the election", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		if s.srv == nil {
 			i.back(t, s, i.last, i.first)
 			i.elected(t, s, i.longest)
@@ -192,20 +193,30 @@ var uncleanSoakFaults = []struct {
 		// (it was elected uncleanly): produce waits for the store.
 		s.srv.Pause()
 		i.back(t, s, i.last, i.first)
-		l := s.c.leaderOtherThan(i.leader)
+		l := i.newLeader(t, s)
 		time.Sleep(time.Duration(s.rng.IntN(3000)) * time.Millisecond)
 		s.srv.Resume()
 		t.Logf("broker %d elected with MinIO frozen; MinIO resumed", l)
 		i.elected(t, s, i.longest)
 	}},
+	{"the same, the leader frozen past its lease rather than killed, resumed once another leads: it acknowledges nothing more", func(t *testing.T, s *uncleanSoak) {
+		i := s.isolateLeader(isolate{freezeLeader: true})
+		i.back(t, s, i.last, i.first)
+		// The loss window closes at the election: a record the old
+		// leader acknowledged once resumed, its lease long lapsed, would
+		// be lost outside it.
+		i.elected(t, s, i.longest)
+		s.c.procs[i.leader].cmd.Process.Signal(syscall.SIGCONT)
+		s.c.waitAcked(s.c.ackedCount() + 50)
+	}},
 	{"the same, the leader back with its followers: it leads, nothing lost", func(t *testing.T, s *uncleanSoak) {
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		startClusterBrokers(t, s.c.procs[i.leader], s.c.procs[i.first], s.c.procs[i.last])
 		i.elected(t, s, i.leader)
 	}},
 	{"the topic not allowing unclean election: offline until an operator's unclean election", func(t *testing.T, s *uncleanSoak) {
 		s.setUnclean(t, false)
-		i := s.isolateLeader(false)
+		i := s.isolateLeader(isolate{})
 		i.back(t, s, i.first, i.last)
 		// A moment for the controller, which must not elect either.
 		time.Sleep(2 * time.Second)
@@ -250,15 +261,19 @@ type isolation struct {
 	inBucket map[int64]string
 }
 
+// isolate says how isolateLeader goes: crashFirst, the follower stopped
+// first goes through a machine crash (some of its log's unflushed tail
+// lost); freezeLeader, the leader is frozen (SIGSTOP) rather than killed.
+type isolate struct{ crashFirst, freezeLeader bool }
+
 // isolateLeader stops the leader's followers one after the other
 // (SIGKILL), each once the ISR has shrunk past it and produce goes on, so
-// that the leader acknowledges records alone; then kills the leader. The
-// span in which records only it held were acknowledged opens a loss
-// window, closed once another leads (elected). With crashFirst, the
-// follower stopped first goes through a machine crash (some of its log's
-// unflushed tail lost). It reads the followers' logs, of which the
-// election must keep the longest.
-func (s *uncleanSoak) isolateLeader(crashFirst bool) *isolation {
+// that the leader acknowledges records alone; then kills the leader (or
+// freezes it, as how says). The span in which records only it held were
+// acknowledged opens a loss window, closed once another leads (elected).
+// It reads the followers' logs, of which the election must keep the
+// longest.
+func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 	c, t := s.c, s.c.t
 	t.Helper()
 	i := &isolation{leader: c.leader(), ends: map[int32]int64{}}
@@ -272,8 +287,12 @@ func (s *uncleanSoak) isolateLeader(crashFirst bool) *isolation {
 	c.procs[i.last].kill(syscall.SIGKILL)
 	c.waitISR(1)
 	c.waitAcked(c.ackedCount() + 30)
-	c.procs[i.leader].kill(syscall.SIGKILL)
-	if crashFirst {
+	if how.freezeLeader {
+		c.procs[i.leader].cmd.Process.Signal(syscall.SIGSTOP)
+	} else {
+		c.procs[i.leader].kill(syscall.SIGKILL)
+	}
+	if how.crashFirst {
 		crashMachine(t, c.procs[i.first], "acked-0", s.rng.Float64())
 	}
 	s.kept = nil
@@ -317,10 +336,8 @@ func (i *isolation) back(t *testing.T, s *uncleanSoak, ids ...int32) {
 func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 	t.Helper()
 	c := s.c
-	got := c.leader()
 	if want != i.leader {
-		// The leader's registration may not have lapsed yet.
-		got = c.leaderOtherThan(i.leader)
+		got := i.newLeader(t, s)
 		i.win.to = time.Now()
 		s.windows = append(s.windows, i.win)
 		if got != want && i.ends[got] != i.ends[want] {
@@ -332,10 +349,8 @@ func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 			s.kept, _ = replicaRecords(t, c.procs[i.shortest], "acked-0")
 			maps.Copy(s.kept, i.inBucket)
 		}
-	} else {
-		if got != want {
-			t.Fatalf("broker %d was elected; broker %d, the ISR's only member, was back", got, want)
-		}
+	} else if got := c.leader(); got != want {
+		t.Fatalf("broker %d was elected; broker %d, the ISR's only member, was back", got, want)
 	}
 	c.waitAcked(c.ackedCount() + 50)
 	var down []*brokerProc
@@ -347,6 +362,19 @@ func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 		}
 	}
 	startClusterBrokers(t, down...)
+}
+
+// newLeader waits until the partition's record in etcd names a leader
+// other than the isolated one, and returns it. The record is read rather
+// than a broker's metadata, which follows it a moment later, and which a
+// client may ask the frozen leader for, waiting for its request timeout:
+// the election's time closes the loss window.
+func (i *isolation) newLeader(t *testing.T, s *uncleanSoak) int32 {
+	t.Helper()
+	p := waitPartitionRecord(t, s.c, "elected a leader other than broker "+strconv.Itoa(int(i.leader)), func(p metadata.Partition) bool {
+		return p.Leader >= 0 && p.Leader != i.leader
+	})
+	return p.Leader
 }
 
 // setUnclean sets the topic's unclean.leader.election.enable.
