@@ -207,6 +207,9 @@ var uncleanSoakFaults = []struct {
 		// be lost outside it.
 		i.elected(t, s, i.longest)
 		s.c.procs[i.leader].cmd.Process.Signal(syscall.SIGCONT)
+		// Straight to it, the moment it resumes, before it can have seen
+		// the election.
+		requireNoAcknowledgement(t, s.c, i.leader, kgo.AllISRAcks(), "resumed with its lease lapsed and another elected")
 		s.c.waitAcked(s.c.ackedCount() + 50)
 	}},
 	{"the same, the leader back with its followers: it leads, nothing lost", func(t *testing.T, s *uncleanSoak) {
