@@ -81,7 +81,7 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
 	fs.DurationVar(&f.ctlShutdown, "controlled-shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for the controller to move this broker's leaderships to other in-sync replicas (negative: exit without, as controlled.shutdown.enable=false)")
 	fs.BoolVar(&f.autoRebalance, "auto-leader-rebalance", true, "move leadership back to each partition's preferred replica when it is in sync (auto.leader.rebalance.enable)")
 	fs.DurationVar(&f.imbalanceCheck, "leader-imbalance-check-interval", 300*time.Second, "how often leadership is moved back to preferred replicas (leader.imbalance.check.interval.seconds)")
-	fs.DurationVar(&f.uncleanWait, "unclean-recovery-wait", 0, "how long a partition waits, offline, for an unclean election until every replica has said where its log ends, so that the longest log leads (unclean.recovery.timeout.ms of KIP-966; default: --session-ttl)")
+	fs.DurationVar(&f.uncleanWait, "unclean-recovery-wait", 0, "how long a partition waits, offline, for an unclean election until every replica has said where its log ends, so that the longest log leads (unclean.recovery.timeout.ms of KIP-966; 0: --session-ttl)")
 	f.brokerFlags.register(cmd)
 	return cmd
 }
@@ -104,6 +104,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	}
 	if err := f.brokerFlags.check(); err != nil {
 		return err
+	}
+	if f.uncleanWait < 0 {
+		return fmt.Errorf("--unclean-recovery-wait %v: 0 (the session TTL) or more", f.uncleanWait)
 	}
 	prefix, err := clusterPrefix(f.cluster)
 	if err != nil {

@@ -42,13 +42,19 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
+		subs []string // default: dev and broker
 	}{
-		{[]string{"--replica-selector", "nearest"}, "--replica-selector \"nearest\""},
-		{[]string{"--max-connections", "0"}, "--max-connections 0"},
-		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1"},
-		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s"},
+		{[]string{"--replica-selector", "nearest"}, "--replica-selector \"nearest\"", nil},
+		{[]string{"--max-connections", "0"}, "--max-connections 0", nil},
+		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1", nil},
+		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s", nil},
+		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
 	} {
-		for _, sub := range []string{"dev", "broker"} {
+		subs := tc.subs
+		if subs == nil {
+			subs = []string{"dev", "broker"}
+		}
+		for _, sub := range subs {
 			args := append([]string{sub, "--data-dir", t.TempDir(), "--kafka-addr", freeAddr(t), "--http-addr", freeAddr(t)}, tc.args...)
 			if sub == "broker" {
 				args = append(args, "--id", "0")
