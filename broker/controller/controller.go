@@ -674,8 +674,9 @@ func (c *Controller) silentKeepers(ctx context.Context, snap *metadata.Snapshot,
 				if _, r := p.Recovering.End(id); r || restarted[id] {
 					continue
 				}
+				// One not registered is not live anyway.
 				if _, done := ask[id]; !done && slices.ContainsFunc(snap.Brokers, func(b metadata.Broker) bool { return b.ID == id }) {
-					ask[id] = p // (not registered: not live anyway)
+					ask[id] = p
 				}
 			}
 		}

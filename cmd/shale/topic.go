@@ -401,9 +401,10 @@ func partitionSet(td kadm.TopicDetail) map[int32]struct{} {
 	return s
 }
 
-func orEmpty(s []int32) []int32 {
+// orEmpty is s, or an empty slice for nil: JSON shows [] rather than null.
+func orEmpty[T any](s []T) []T {
 	if s == nil {
-		return []int32{}
+		return []T{}
 	}
 	return s
 }
@@ -524,7 +525,7 @@ func newTopicAlterConfigCmd() *cobra.Command {
 						return kafkaErr("topic", name, r.Err, r.ErrMessage)
 					}
 				}
-				res := alteredConfig{Topic: name, Set: kv, Deleted: orEmptyStrings(deletes)}
+				res := alteredConfig{Topic: name, Set: kv, Deleted: orEmpty(deletes)}
 				if out.json() {
 					return writeJSON(cmd, res)
 				}
@@ -545,13 +546,6 @@ func newTopicAlterConfigCmd() *cobra.Command {
 	fs.StringArrayVar(&deletes, "delete", nil, "config key to delete (back to the broker default), repeatable")
 	out.register(fs)
 	return cmd
-}
-
-func orEmptyStrings(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 type deletedTopic struct {

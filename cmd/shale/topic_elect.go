@@ -101,14 +101,13 @@ it has a live leader) is reported as such, not as an error.`,
 					outcomes = append(outcomes, o)
 				}
 				if out.json() {
-					if err := writeJSON(cmd, orEmptyElected(outcomes)); err != nil {
+					if err := writeJSON(cmd, orEmpty(outcomes)); err != nil {
 						return err
 					}
 				} else {
 					t := newTable(cmd, "TOPIC", "PARTITION", "RESULT")
 					for _, o := range outcomes {
-						result := map[string]string{"elected": "elected", "not_needed": "not needed", "failed": "failed"}[o.Result]
-						t.row(o.Topic, o.Partition, result)
+						t.row(o.Topic, o.Partition, strings.ReplaceAll(o.Result, "_", " "))
 					}
 					if err := t.flush(); err != nil {
 						return err
@@ -165,11 +164,4 @@ func electionSet(ctx context.Context, adm *kadm.Client, args []string) (kadm.Top
 		}
 	}
 	return set, nil
-}
-
-func orEmptyElected(s []electedLeader) []electedLeader {
-	if s == nil {
-		return []electedLeader{}
-	}
-	return s
 }

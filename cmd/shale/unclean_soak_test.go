@@ -145,7 +145,8 @@ type uncleanSoak struct {
 	// an unclean election left behind.
 	windows []window
 	// kept is what the longest log of the replicas live at this round's
-	// unclean election held, by offset (nil: no unclean election).
+	// election held, with what the bucket held, by offset (nil: no
+	// follower was stopped).
 	kept map[int64]string
 	// read is the partition as read after the previous round, by offset.
 	read []string
@@ -257,8 +258,10 @@ type isolation struct {
 	leader, first, last int32
 	longest, shortest   int32
 	ends                map[int32]int64
-	firstStopped        time.Time
-	win                 window
+	// recs are the followers' records at the election, by offset.
+	recs         map[int32]map[int64]string
+	firstStopped time.Time
+	win          window
 	// inBucket is what the bucket held at the election (the leader's
 	// records below the manifest's end, of those still on its disk).
 	inBucket map[int64]string
@@ -279,7 +282,7 @@ type isolate struct{ crashFirst, freezeLeader bool }
 func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 	c, t := s.c, s.c.t
 	t.Helper()
-	i := &isolation{leader: c.leader(), ends: map[int32]int64{}}
+	i := &isolation{leader: c.leader(), ends: map[int32]int64{}, recs: map[int32]map[int64]string{}}
 	i.first = (i.leader + 1 + int32(s.rng.IntN(2))) % 3
 	i.last = thirdBroker(i.leader, i.first)
 	i.firstStopped = time.Now()
@@ -298,15 +301,13 @@ func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 	if how.crashFirst {
 		crashMachine(t, c.procs[i.first], "acked-0", s.rng.Float64())
 	}
-	s.kept = nil
 	for _, id := range []int32{i.first, i.last} {
-		recs, end := replicaRecords(t, c.procs[id], "acked-0")
-		i.ends[id] = end
-		if s.kept == nil || end > i.ends[i.longest] {
-			s.kept, i.longest = recs, id
-		}
+		i.recs[id], i.ends[id] = replicaRecords(t, c.procs[id], "acked-0")
 	}
-	i.shortest = thirdBroker(i.leader, i.longest)
+	i.longest, i.shortest = i.last, i.first
+	if i.ends[i.first] > i.ends[i.last] {
+		i.longest, i.shortest = i.first, i.last
+	}
 	t.Logf("broker %d led; its followers stopped: broker %d first, then %d; their logs end at %v", i.leader, i.first, i.last, i.ends)
 	if s.store != nil {
 		m, _ := readTierState(t, c.ctx, s.store, uncleanSoakBucket)
@@ -317,7 +318,6 @@ func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 				i.inBucket[o] = v
 			}
 		}
-		maps.Copy(s.kept, i.inBucket)
 		t.Logf("the bucket holds offsets %d to %d; %d of them still on the leader's disk", m.Start(), m.End(), len(i.inBucket))
 	}
 	return i
@@ -335,7 +335,9 @@ func (i *isolation) back(t *testing.T, s *uncleanSoak, ids ...int32) {
 
 // elected waits until a broker leads, requires it to be want (unless
 // the logs that could lead end at the same offset), closes the loss
-// window, waits for produce to go on, and starts the brokers still down.
+// window, sets what must be kept (want's log, the longest where want is
+// the old leader, which holds it all, and the bucket's records), waits
+// for produce to go on, and starts the brokers still down.
 func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 	t.Helper()
 	c := s.c
@@ -346,15 +348,15 @@ func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 		if got != want && i.ends[got] != i.ends[want] {
 			t.Fatalf("broker %d was elected (its log ends at %d); broker %d's ends at %d", got, i.ends[got], want, i.ends[want])
 		}
-		if i.win.from.Equal(i.firstStopped) {
-			// The longer log was down at the election: what must be kept
-			// is the shorter one.
-			s.kept, _ = replicaRecords(t, c.procs[i.shortest], "acked-0")
-			maps.Copy(s.kept, i.inBucket)
-		}
 	} else if got := c.leader(); got != want {
 		t.Fatalf("broker %d was elected; broker %d, the ISR's only member, was back", got, want)
 	}
+	keptLog := want
+	if want == i.leader {
+		keptLog = i.longest
+	}
+	s.kept = maps.Clone(i.recs[keptLog])
+	maps.Copy(s.kept, i.inBucket)
 	c.waitAcked(c.ackedCount() + 50)
 	var down []*brokerProc
 	for _, p := range c.procs {
