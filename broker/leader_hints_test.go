@@ -50,6 +50,27 @@ func TestNotLeaderAnswersNameTheLeader(t *testing.T) {
 	if err := cl.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The broker asked above knew the partition; the others learn of it
+	// through their own etcd watch, each in its own time, and a broker that
+	// does not know a topic yet rightly answers UNKNOWN_TOPIC_ID.
+	for id := int32(0); id < 3; id++ {
+		brokertest.WaitFor(t, 10*time.Second, fmt.Sprintf("broker %d knowing leader %d epoch %d", id, leader, epoch), func() (bool, string) {
+			req := kmsg.NewPtrMetadataRequest()
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr("hinted")
+			req.Topics = append(req.Topics, rt)
+			kresp, err := cl.Broker(int(id)).Request(ctx, req)
+			if err != nil {
+				return false, err.Error()
+			}
+			mt := kresp.(*kmsg.MetadataResponse).Topics[0]
+			if mt.ErrorCode != 0 || len(mt.Partitions) != 1 {
+				return false, fmt.Sprintf("error %d, %d partitions", mt.ErrorCode, len(mt.Partitions))
+			}
+			p := mt.Partitions[0]
+			return p.Leader == leader && p.LeaderEpoch == epoch, fmt.Sprintf("leader %d epoch %d", p.Leader, p.LeaderEpoch)
+		})
+	}
 	checkEndpoint := func(what string, id int32, host string, port int32) {
 		t.Helper()
 		if id != leader || net.JoinHostPort(host, strconv.Itoa(int(port))) != leaderAddr {
