@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +38,9 @@ const uncleanSoakBucket = "unclean-soak"
 // followers, one after the other, so that the ISR shrinks to the leader
 // alone and the leader acknowledges records no other replica holds, then
 // kill the leader, so that only an unclean election can bring the
-// partition back. After each round, once the three replicas are in the
+// partition back; one makes two such elections in a row, so that at the
+// second a shorter log of the latest leader epoch must beat a longer one
+// of an older epoch (latestEpochLeads). After each round, once the three replicas are in the
 // ISR again, the partition read from offset 0 must
 //   - hold, offset for offset, everything the longest log of the
 //     replicas that were live at the election held (the election kept the
@@ -150,6 +153,8 @@ type uncleanSoak struct {
 	kept map[int64]string
 	// read is the partition as read after the previous round, by offset.
 	read []string
+	// hold, while set, keeps the producer from sending.
+	hold atomic.Bool
 }
 
 type window struct{ from, to time.Time }
@@ -241,6 +246,7 @@ var uncleanSoakFaults = []struct {
 		i.elected(t, s, i.longest)
 		s.setUnclean(t, true)
 	}},
+	{"a longer log of an older epoch against a shorter one of the latest: the latest leads", latestEpochLeads},
 	{"a clean failover: the leader killed, the ISR whole", func(t *testing.T, s *uncleanSoak) {
 		c := s.c
 		l := c.leader()
@@ -309,18 +315,79 @@ func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 		i.longest, i.shortest = i.first, i.last
 	}
 	t.Logf("broker %d led; its followers stopped: broker %d first, then %d; their logs end at %v", i.leader, i.first, i.last, i.ends)
-	if s.store != nil {
-		m, _ := readTierState(t, c.ctx, s.store, uncleanSoakBucket)
-		recs, _ := replicaRecords(t, c.procs[i.leader], "acked-0")
-		i.inBucket = map[int64]string{}
-		for o, v := range recs {
-			if o < m.End() {
-				i.inBucket[o] = v
-			}
-		}
-		t.Logf("the bucket holds offsets %d to %d; %d of them still on the leader's disk", m.Start(), m.End(), len(i.inBucket))
-	}
+	i.inBucket = s.inBucket(t, i.leader)
 	return i
+}
+
+// inBucket is what the bucket holds of the partition (nil on local logs):
+// the records of the stopped broker leader below the manifest's end, of
+// those still on its disk.
+func (s *uncleanSoak) inBucket(t *testing.T, leader int32) map[int64]string {
+	t.Helper()
+	if s.store == nil {
+		return nil
+	}
+	m, _ := readTierState(t, s.c.ctx, s.store, uncleanSoakBucket)
+	recs, _ := replicaRecords(t, s.c.procs[leader], "acked-0")
+	in := map[int64]string{}
+	for o, v := range recs {
+		if o < m.End() {
+			in[o] = v
+		}
+	}
+	t.Logf("the bucket holds offsets %d to %d; %d of them still on broker %d's disk", m.Start(), m.End(), len(in), leader)
+	return in
+}
+
+// latestEpochLeads makes two unclean elections in a row, so that at the
+// second the replica whose log ends in the latest leader epoch has the
+// shorter log: the old leader L acknowledges records alone and is
+// killed; its followers come back without it, and the longer, X, is
+// elected at a new epoch once L is down past the wait. The producer is
+// held once X has acknowledged a few records in it, so that the third
+// broker, Y, back in the ISR, ends its log in the new epoch but short of
+// L's (by about what L acknowledged alone). Then Y is killed, X
+// acknowledges records alone and is killed, and L and Y come back
+// together with X down past the wait: Y must lead. L's longer log ends
+// in an epoch that the partition left behind; its records past the
+// divergence were never acknowledged in the ISR, while Y's were (with
+// min.insync.replicas=1 and X and Y in the ISR) and must be kept.
+func latestEpochLeads(t *testing.T, s *uncleanSoak) {
+	c := s.c
+	i := s.isolateLeader(isolate{})
+	l := i.leader
+	lRecs, lEnd := replicaRecords(t, c.procs[l], "acked-0")
+	// Records acknowledged since the last follower stopped are L's only.
+	i.back(t, s, i.first, i.last)
+	x := i.newLeader(t, s)
+	i.win.to = time.Now()
+	s.windows = append(s.windows, i.win)
+	if x != i.longest && i.ends[x] != i.ends[i.longest] {
+		t.Fatalf("broker %d was elected (its log ends at %d); broker %d's ends at %d", x, i.ends[x], i.longest, i.ends[i.longest])
+	}
+	s.kept = maps.Clone(i.recs[x])
+	maps.Copy(s.kept, i.inBucket)
+	y := thirdBroker(l, x)
+	c.waitAcked(c.ackedCount() + 5)
+	s.hold.Store(true)
+	c.waitISR(2)
+	// Everything the first election must have kept is read back, and
+	// below the high watermark now, which Y holds.
+	s.check("after the first election")
+	yStopped := time.Now()
+	c.procs[y].kill(syscall.SIGKILL)
+	s.hold.Store(false)
+	c.waitISR(1)
+	c.waitAcked(c.ackedCount() + 30)
+	c.procs[x].kill(syscall.SIGKILL)
+
+	j := &isolation{leader: x, first: y, last: l, win: window{from: yStopped}, ends: map[int32]int64{l: lEnd}, recs: map[int32]map[int64]string{l: lRecs}}
+	j.recs[y], j.ends[y] = replicaRecords(t, c.procs[y], "acked-0")
+	j.inBucket = s.inBucket(t, x)
+	t.Logf("broker %d led at a new epoch and is killed; broker %d's log ends there at %d, the old leader %d's, an epoch before, at %d (the rule matters: %v)",
+		x, y, j.ends[y], l, lEnd, lEnd > j.ends[y])
+	j.back(t, s, l, y)
+	j.elected(t, s, y)
 }
 
 // back starts the followers given, at once.
@@ -417,6 +484,10 @@ func (s *uncleanSoak) produce(idempotent bool) (stop func()) {
 			case <-quit:
 				return
 			default:
+			}
+			if s.hold.Load() {
+				time.Sleep(5 * time.Millisecond)
+				continue
 			}
 			err := cl.ProduceSync(c.ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr()
 			c.produced(i, err)
