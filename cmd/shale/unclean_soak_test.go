@@ -359,14 +359,7 @@ func latestEpochLeads(t *testing.T, s *uncleanSoak) {
 	lRecs, lEnd := replicaRecords(t, c.procs[l], "acked-0")
 	// Records acknowledged since the last follower stopped are L's only.
 	i.back(t, s, i.first, i.last)
-	x := i.newLeader(t, s)
-	i.win.to = time.Now()
-	s.windows = append(s.windows, i.win)
-	if x != i.longest && i.ends[x] != i.ends[i.longest] {
-		t.Fatalf("broker %d was elected (its log ends at %d); broker %d's ends at %d", x, i.ends[x], i.longest, i.ends[i.longest])
-	}
-	s.kept = maps.Clone(i.recs[x])
-	maps.Copy(s.kept, i.inBucket)
+	x := i.leads(t, s, i.longest)
 	y := thirdBroker(l, x)
 	c.waitAcked(c.ackedCount() + 5)
 	s.hold.Store(true)
@@ -400,30 +393,12 @@ func (i *isolation) back(t *testing.T, s *uncleanSoak, ids ...int32) {
 	startClusterBrokers(t, ps...)
 }
 
-// elected waits until a broker leads, requires it to be want (unless
-// the logs that could lead end at the same offset), closes the loss
-// window, sets what must be kept (want's log, the longest where want is
-// the old leader, which holds it all, and the bucket's records), waits
-// for produce to go on, and starts the brokers still down.
+// elected waits until a broker leads (leads), waits for produce to go on,
+// and starts the brokers still down.
 func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 	t.Helper()
 	c := s.c
-	if want != i.leader {
-		got := i.newLeader(t, s)
-		i.win.to = time.Now()
-		s.windows = append(s.windows, i.win)
-		if got != want && i.ends[got] != i.ends[want] {
-			t.Fatalf("broker %d was elected (its log ends at %d); broker %d's ends at %d", got, i.ends[got], want, i.ends[want])
-		}
-	} else if got := c.leader(); got != want {
-		t.Fatalf("broker %d was elected; broker %d, the ISR's only member, was back", got, want)
-	}
-	keptLog := want
-	if want == i.leader {
-		keptLog = i.longest
-	}
-	s.kept = maps.Clone(i.recs[keptLog])
-	maps.Copy(s.kept, i.inBucket)
+	i.leads(t, s, want)
 	c.waitAcked(c.ackedCount() + 50)
 	var down []*brokerProc
 	for _, p := range c.procs {
@@ -434,6 +409,33 @@ func (i *isolation) elected(t *testing.T, s *uncleanSoak, want int32) {
 		}
 	}
 	startClusterBrokers(t, down...)
+}
+
+// leads waits until a broker leads, requires it to be want (unless the
+// logs that could lead end at the same offset), closes the loss window,
+// sets what must be kept (the elected log, the longest where the old
+// leader leads again, which holds it all, and the bucket's records), and
+// returns the leader.
+func (i *isolation) leads(t *testing.T, s *uncleanSoak, want int32) int32 {
+	t.Helper()
+	var got int32
+	if want != i.leader {
+		got = i.newLeader(t, s)
+		i.win.to = time.Now()
+		s.windows = append(s.windows, i.win)
+		if got != want && i.ends[got] != i.ends[want] {
+			t.Fatalf("broker %d was elected (its log ends at %d); broker %d's ends at %d", got, i.ends[got], want, i.ends[want])
+		}
+	} else if got = s.c.leader(); got != want {
+		t.Fatalf("broker %d was elected; broker %d, the ISR's only member, was back", got, want)
+	}
+	keptLog := got
+	if got == i.leader {
+		keptLog = i.longest
+	}
+	s.kept = maps.Clone(i.recs[keptLog])
+	maps.Copy(s.kept, i.inBucket)
+	return got
 }
 
 // newLeader waits until the partition's record in etcd names a leader
