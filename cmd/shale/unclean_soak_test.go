@@ -71,7 +71,9 @@ func TestUncleanElectionSoak(t *testing.T) {
 
 func uncleanElectionSoak(t *testing.T, tiered bool) {
 	rng, rounds, only := soakSettings(t, "SHALE_UNCLEAN_SOAK", 2, len(uncleanSoakFaults))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*time.Minute)
+	// A round of latestEpochLeads takes two unclean waits and about a
+	// minute on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(rounds)*3*time.Minute)
 	defer cancel()
 	etcd := startRestartableEtcd(t, ctx)
 	configs := map[string]*string{"min.insync.replicas": ptr("1"), "unclean.leader.election.enable": ptr("true")}
