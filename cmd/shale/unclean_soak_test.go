@@ -40,8 +40,8 @@ const uncleanSoakBucket = "unclean-soak"
 // kill the leader, so that only an unclean election can bring the
 // partition back; one makes two such elections in a row, so that at the
 // second a shorter log of the latest leader epoch must beat a longer one
-// of an older epoch (latestEpochLeads). After each round, once the three replicas are in the
-// ISR again, the partition read from offset 0 must
+// of an older epoch (latestEpochLeads). After each round, once the three
+// replicas are in the ISR again, the partition read from offset 0 must
 //   - hold, offset for offset, everything the longest log of the
 //     replicas that were live at the election held (the election kept the
 //     longest log and lost only what the leader alone held);
@@ -266,7 +266,8 @@ type isolation struct {
 	leader, first, last int32
 	longest, shortest   int32
 	ends                map[int32]int64
-	// recs are the followers' records at the election, by offset.
+	// recs are the replicas' records at the election (the isolated
+	// leader's too), by offset.
 	recs         map[int32]map[int64]string
 	firstStopped time.Time
 	win          window
@@ -309,35 +310,33 @@ func (s *uncleanSoak) isolateLeader(how isolate) *isolation {
 	if how.crashFirst {
 		crashMachine(t, c.procs[i.first], "acked-0", s.rng.Float64())
 	}
-	for _, id := range []int32{i.first, i.last} {
+	for _, id := range []int32{i.leader, i.first, i.last} {
 		i.recs[id], i.ends[id] = replicaRecords(t, c.procs[id], "acked-0")
 	}
 	i.longest, i.shortest = i.last, i.first
 	if i.ends[i.first] > i.ends[i.last] {
 		i.longest, i.shortest = i.first, i.last
 	}
-	t.Logf("broker %d led; its followers stopped: broker %d first, then %d; their logs end at %v", i.leader, i.first, i.last, i.ends)
-	i.inBucket = s.inBucket(t, i.leader)
+	t.Logf("broker %d led; its followers stopped: broker %d first, then %d; the logs end at %v", i.leader, i.first, i.last, i.ends)
+	if s.store != nil {
+		i.inBucket = s.inBucket(t, i.recs[i.leader])
+	}
 	return i
 }
 
-// inBucket is what the bucket holds of the partition (nil on local logs):
-// the records of the stopped broker leader below the manifest's end, of
-// those still on its disk.
-func (s *uncleanSoak) inBucket(t *testing.T, leader int32) map[int64]string {
+// inBucket is what the bucket holds of the tiered partition: of the
+// records of its stopped leader (recs, read from its disk), those below
+// the manifest's end.
+func (s *uncleanSoak) inBucket(t *testing.T, recs map[int64]string) map[int64]string {
 	t.Helper()
-	if s.store == nil {
-		return nil
-	}
 	m, _ := readTierState(t, s.c.ctx, s.store, uncleanSoakBucket)
-	recs, _ := replicaRecords(t, s.c.procs[leader], "acked-0")
 	in := map[int64]string{}
 	for o, v := range recs {
 		if o < m.End() {
 			in[o] = v
 		}
 	}
-	t.Logf("the bucket holds offsets %d to %d; %d of them still on broker %d's disk", m.Start(), m.End(), len(in), leader)
+	t.Logf("the bucket holds offsets %d to %d; %d of them still on the leader's disk", m.Start(), m.End(), len(in))
 	return in
 }
 
@@ -358,7 +357,6 @@ func latestEpochLeads(t *testing.T, s *uncleanSoak) {
 	c := s.c
 	i := s.isolateLeader(isolate{})
 	l := i.leader
-	lRecs, lEnd := replicaRecords(t, c.procs[l], "acked-0")
 	// Records acknowledged since the last follower stopped are L's only.
 	i.back(t, s, i.first, i.last)
 	x := i.leads(t, s, i.longest)
@@ -376,11 +374,14 @@ func latestEpochLeads(t *testing.T, s *uncleanSoak) {
 	c.waitAcked(c.ackedCount() + 30)
 	c.procs[x].kill(syscall.SIGKILL)
 
-	j := &isolation{leader: x, first: y, last: l, win: window{from: yStopped}, ends: map[int32]int64{l: lEnd}, recs: map[int32]map[int64]string{l: lRecs}}
+	j := &isolation{leader: x, first: y, last: l, win: window{from: yStopped}, ends: map[int32]int64{l: i.ends[l]}, recs: map[int32]map[int64]string{l: i.recs[l]}}
 	j.recs[y], j.ends[y] = replicaRecords(t, c.procs[y], "acked-0")
-	j.inBucket = s.inBucket(t, x)
+	if s.store != nil {
+		xRecs, _ := replicaRecords(t, c.procs[x], "acked-0")
+		j.inBucket = s.inBucket(t, xRecs)
+	}
 	t.Logf("broker %d led at a new epoch and is killed; broker %d's log ends there at %d, the old leader %d's, an epoch before, at %d (the rule matters: %v)",
-		x, y, j.ends[y], l, lEnd, lEnd > j.ends[y])
+		x, y, j.ends[y], l, j.ends[l], j.ends[l] > j.ends[y])
 	j.back(t, s, l, y)
 	j.elected(t, s, y)
 }
