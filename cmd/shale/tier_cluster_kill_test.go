@@ -30,7 +30,7 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 	failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
 		trimmed := func() (bool, string) {
 			m, _ := readTierState(t, c.ctx, mc, bucket)
-			starts := localStarts(c.procs, "acked")
+			starts := localStarts(c.procs, "acked-0")
 			return len(m.Segments) >= 3 && allPastZero(starts), fmt.Sprintf("%d segments in the manifest, local log starts %v", len(m.Segments), starts)
 		}
 		waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool { ok, _ := trimmed(); return ok })
@@ -50,7 +50,7 @@ func TestSIGKILLOfATieredLeaderLosesNoRecord(t *testing.T) {
 		c.waitISR(3)
 		// Local retention never moves a log start back: offset 0 stays
 		// in the bucket alone while the records are read from it.
-		starts := localStarts(c.procs, "acked")
+		starts := localStarts(c.procs, "acked-0")
 		if !allPastZero(starts) {
 			t.Fatalf("after the restart of broker %d, local log starts %v: offset 0 is on a disk, or a replica holds no log", l, starts)
 		}
@@ -83,7 +83,7 @@ func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
 			failoverWorkloadOn(t, tieredKillWorkload(srv, bucket), func(t *testing.T, c *testCluster, _ int) {
 				waitUntil(t, "uploads, and local retention on every replica past offset 0", func() bool {
 					m, _ := readTierState(t, c.ctx, mc, bucket)
-					return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked"))
+					return len(m.Segments) >= 3 && allPastZero(localStarts(c.procs, "acked-0"))
 				})
 				l := c.leader()
 				m, _ := readTierState(t, c.ctx, mc, bucket)
@@ -107,7 +107,7 @@ func TestSIGKILLOfATieredLeaderDuringAStoreOutageLosesNoRecord(t *testing.T) {
 					now, _ := readTierState(t, c.ctx, mc, bucket)
 					return now.End() > m.End()
 				})
-				if starts := localStarts(c.procs, "acked"); !allPastZero(starts) {
+				if starts := localStarts(c.procs, "acked-0"); !allPastZero(starts) {
 					t.Fatalf("local log starts %v: offset 0 is on a disk, or a replica holds no log", starts)
 				}
 			})
@@ -139,12 +139,12 @@ func allPastZero(starts []int64) bool {
 }
 
 // localStarts lists, for each broker, the base offset of the first local
-// segment of partition 0 of topic (-1 when it holds none).
-func localStarts(procs []*brokerProc, topic string) []int64 {
+// segment of partition (as "topic-N"; -1 when it holds none).
+func localStarts(procs []*brokerProc, partition string) []int64 {
 	out := make([]int64, len(procs))
 	for i, p := range procs {
 		out[i] = -1
-		files, _ := filepath.Glob(filepath.Join(p.dataDir, "*", topic+"-0", "*.log"))
+		files, _ := filepath.Glob(filepath.Join(p.dataDir, "*", partition, "*.log"))
 		for _, f := range files {
 			base, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64)
 			if err == nil && (out[i] < 0 || base < out[i]) {

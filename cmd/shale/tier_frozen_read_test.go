@@ -60,7 +60,7 @@ func TestAConsumerKeepsReadingItsHotPartitionWhileTheStoreIsFrozen(t *testing.T)
 		t.Fatal(err)
 	}
 	procs := []*brokerProc{p}
-	waitUntil(t, "partition 0's first records to leave the broker's disk", func() bool { return localStarts(procs, "t")[0] > 0 })
+	waitUntil(t, "partition 0's first records to leave the broker's disk", func() bool { return localStarts(procs, "t-0")[0] > 0 })
 
 	srv.Pause()
 	resumed := false

@@ -131,7 +131,7 @@ func uncleanElectionSoak(t *testing.T, tiered bool) {
 	t.Logf("%d records acknowledged, %d of them in %d unclean windows; %d records in the log", c.ackedCount(), s.inWindows(), len(s.windows), n)
 	if tiered {
 		m, _ := readTierState(t, ctx, s.store, uncleanSoakBucket)
-		t.Logf("the bucket holds offsets %d to %d; local log starts %v", m.Start(), m.End(), localStarts(procs, "acked"))
+		t.Logf("the bucket holds offsets %d to %d; local log starts %v", m.Start(), m.End(), localStarts(procs, "acked-0"))
 	}
 	checkReplicasAgree(t, procs, "acked")
 }

@@ -1,0 +1,433 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/metadata"
+	"github.com/shale-log/shale/objectstore/miniotest"
+)
+
+// TestSpreadClusterSoak: three `shale broker` processes and a topic of
+// six partitions, three replicas each and min.insync.replicas=2, whose
+// leaders the cluster spreads over the brokers, under an idempotent
+// acks=all producer that writes to every partition at once with several
+// requests in flight to each broker (franz-go's defaults: up to five,
+// batches of many records). The other cluster soaks produce one record
+// at a time to one partition, so a fault there hits a leader or a
+// follower; here it hits a broker, which leads some partitions and
+// follows others, with batches in flight on both sides: its fetch
+// sessions with each leader, the controller moving several leaderships
+// in one round, the producer's sequences retried to new leaders.
+//
+// Round after round one broker, drawn at random, is hit by one fault,
+// also drawn: SIGKILL, SIGKILL and back at once, SIGTERM (a controlled
+// shutdown), SIGSTOP past its lease, a machine crash (the unflushed tails
+// of its logs lost; back at once, or once produce has gone on without
+// it), or its log disk lost. While it is down, produce must
+// go on to every partition (two replicas are up); once it is back, the
+// round waits until every partition's ISR holds three replicas again and
+// produce has gone on to every partition. At the end every acknowledged
+// record reads back once, at the offset its acknowledgement named, each
+// partition's records in the order they were produced, no record twice,
+// and the replicas' logs of every partition agree.
+//
+// The subtest "tiered" does the same on MinIO, with small segments that
+// leave the disks once uploaded; there every partition is also read from
+// offset 0, from the bucket, at the end.
+//
+// SHALE_SPREAD_SOAK_SEED sets the seed (default: the clock's),
+// SHALE_SPREAD_SOAK_ROUNDS the rounds (default 3), and
+// SHALE_SPREAD_SOAK_ONLY one kind of fault (its index in
+// spreadSoakFaults).
+func TestSpreadClusterSoak(t *testing.T) {
+	for _, tiered := range []bool{false, true} {
+		name := "local"
+		if tiered {
+			name = "tiered"
+		}
+		t.Run(name, func(t *testing.T) {
+			rng, rounds, only := soakSettings(t, "SHALE_SPREAD_SOAK", 3, len(spreadSoakFaults))
+			spreadSoak(t, rng, rounds, only, tiered)
+		})
+	}
+}
+
+const (
+	spreadTopic      = "spread"
+	spreadPartitions = 6
+)
+
+// spreadCluster is the soak's cluster and what its producer was told.
+type spreadCluster struct {
+	t     *testing.T
+	ctx   context.Context
+	procs []*brokerProc
+	store *metadata.Store
+
+	mu sync.Mutex
+	// acked maps each partition's acknowledged sequence numbers to the
+	// offsets their acknowledgements named; failed holds those whose
+	// produce failed (they may or may not be in the log).
+	acked  [spreadPartitions]map[int]int64
+	failed [spreadPartitions]map[int]error
+}
+
+func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(rounds)*time.Minute)
+	defer cancel()
+	configs := map[string]*string{"min.insync.replicas": ptr("2"), "segment.bytes": ptr("32768")}
+	var tieredSetup func(p *brokerProc)
+	if tiered {
+		tieredSetup = tieredKillWorkload(miniotest.Start(t), "spread-soak").setup
+		configs["local.retention.bytes"] = ptr("65536")
+		configs["file.delete.delay.ms"] = ptr("1")
+	}
+	setup := func(p *brokerProc) {
+		if tieredSetup != nil {
+			tieredSetup(p)
+		}
+		// Leaderships go back to their preferred replicas soon after
+		// a broker is back, so that every round finds them spread.
+		p.extra = append(p.extra, "--leader-imbalance-check-interval", "1s")
+	}
+	etcd := startRestartableEtcd(t, ctx)
+	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
+	c := &spreadCluster{t: t, ctx: ctx, procs: procs, store: metadata.NewStore(etcd.client(), "/kill/")}
+	for p := range spreadPartitions {
+		c.acked[p], c.failed[p] = map[int]int64{}, map[int]error{}
+	}
+
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.MetadataMinAge(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	if _, err := kadm.NewClient(admCl).CreateTopic(ctx, spreadPartitions, 3, configs, spreadTopic); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSettled("the topic is created")
+	t.Logf("leaders: %v", c.leaders())
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(spreadTopic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
+		kgo.RequestTimeoutOverhead(3*time.Second), kgo.ProduceRequestTimeout(3*time.Second),
+		kgo.MetadataMinAge(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	stop, produced := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(produced)
+		c.produce(prod, stop)
+	}()
+
+	for round := range rounds {
+		if round == 0 {
+			// Segments have rolled (about 130 bytes a record).
+			c.waitProgress("before the first round", 400, nil)
+		}
+		f := spreadSoakFaults[rng.IntN(len(spreadSoakFaults))]
+		if only >= 0 {
+			f = spreadSoakFaults[only]
+		}
+		b := int32(rng.IntN(len(procs)))
+		leaders := c.leaders()
+		start, before := time.Now(), c.ackedTotal()
+		f.run(c, b, rng)
+		c.waitSettled("the broker is back")
+		c.waitProgress("after the round", 30, nil)
+		t.Logf("round %d: %s of broker %d (leaders were %v), healed in %s; %d records acknowledged meanwhile; leaders now %v",
+			round, f.name, b, leaders, time.Since(start).Round(time.Millisecond), c.ackedTotal()-before, c.leaders())
+	}
+	if tiered {
+		c.waitShed()
+	}
+	close(stop)
+	<-produced
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.checkReadOnce(seeds)
+	// The first check kills the brokers (production has stopped).
+	for p := range spreadPartitions {
+		checkReplicasAgreeBelow(t, procs, fmt.Sprintf("%s-%d", spreadTopic, p), math.MaxInt64)
+	}
+}
+
+// spreadSoakFaults are the faults of TestSpreadClusterSoak, each applied
+// to one broker and healed.
+var spreadSoakFaults = []struct {
+	name string
+	run  func(c *spreadCluster, b int32, rng *rand.Rand)
+}{
+	{"SIGKILL", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].kill(syscall.SIGKILL)
+		c.waitProgress("broker down", 30, &b)
+		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"SIGKILL, back at once", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].kill(syscall.SIGKILL)
+		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"SIGTERM", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].kill(syscall.SIGTERM)
+		c.waitProgress("broker shut down", 30, &b)
+		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"SIGSTOP past its lease", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].cmd.Process.Signal(syscall.SIGSTOP)
+		c.waitProgress("broker frozen", 30, &b)
+		c.procs[b].cmd.Process.Signal(syscall.SIGCONT)
+	}},
+	{"a machine crash (the unflushed tails of its logs lost)", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].kill(syscall.SIGKILL)
+		loseUnflushedTail(c.t, c.procs[b], spreadTopic+"-*")
+		if rng.IntN(2) == 0 {
+			// Back once the others have moved on without it, or at once.
+			c.waitProgress("machine down", 30, &b)
+		}
+		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"its log disk lost", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].kill(syscall.SIGKILL)
+		loseLogDisk(c.t, c.procs[b])
+		c.waitProgress("disk lost", 30, &b)
+		startClusterBroker(c.t, c.procs[b])
+	}},
+}
+
+// produce sends about three records a millisecond, spread over the
+// partitions in turn, until stop. Their values are random bytes, which
+// the producer's compression keeps whole, so that segments fill.
+func (c *spreadCluster) produce(cl *kgo.Client, stop chan struct{}) {
+	var next [spreadPartitions]int
+	random := rand.NewChaCha8([32]byte{})
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		for j := range 3 {
+			p := int32((3*i + j) % spreadPartitions)
+			seq := next[p]
+			next[p]++
+			value := make([]byte, 100)
+			random.Read(value)
+			r := &kgo.Record{Partition: p, Key: []byte(fmt.Sprintf("%d-%d", p, seq)), Value: value}
+			cl.Produce(c.ctx, r, func(r *kgo.Record, err error) {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				if err != nil {
+					c.failed[p][seq] = err
+				} else {
+					c.acked[p][seq] = r.Offset
+				}
+			})
+		}
+	}
+}
+
+func (c *spreadCluster) ackedTotal() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.acked {
+		n += len(a)
+	}
+	return n
+}
+
+// waitProgress waits until every partition has n more records
+// acknowledged than now. With down set, it first waits until no
+// partition's leader is that broker (read from etcd: a client's
+// metadata request sent to a frozen broker waits out its timeout).
+func (c *spreadCluster) waitProgress(what string, n int, down *int32) {
+	c.t.Helper()
+	if down != nil {
+		c.waitRecords(what+": leaders moved", func(ps []metadata.Partition) bool {
+			return !slices.ContainsFunc(ps, func(p metadata.Partition) bool { return p.Leader == *down })
+		})
+	}
+	var want [spreadPartitions]int
+	c.mu.Lock()
+	for p := range want {
+		want[p] = len(c.acked[p]) + n
+	}
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		var short []string
+		for p := range want {
+			if n := len(c.acked[p]); n < want[p] {
+				short = append(short, fmt.Sprintf("%d: %d of %d", p, n, want[p]))
+			}
+		}
+		c.mu.Unlock()
+		if len(short) == 0 {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("%s: produce stalled (partition: acknowledged of wanted) %s", what, strings.Join(short, ", "))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitShed waits until no broker holds any partition's first records on
+// its disk (they were uploaded and local retention removed them), so that
+// a read from offset 0 starts in the bucket.
+func (c *spreadCluster) waitShed() {
+	c.t.Helper()
+	for {
+		var held []string
+		for p := range spreadPartitions {
+			for i, start := range localStarts(c.procs, fmt.Sprintf("%s-%d", spreadTopic, p)) {
+				if start == 0 {
+					held = append(held, fmt.Sprintf("%d on broker %d", p, i))
+				}
+			}
+		}
+		if len(held) == 0 {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("local disks still hold offset 0 of partitions %s", strings.Join(held, ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitSettled waits until every partition has three replicas in its ISR
+// and is led by its preferred replica.
+func (c *spreadCluster) waitSettled(what string) {
+	c.t.Helper()
+	c.waitRecords(what+": every ISR whole, every leader preferred", func(ps []metadata.Partition) bool {
+		return !slices.ContainsFunc(ps, func(p metadata.Partition) bool { return len(p.ISR) != 3 || p.Leader != p.Replicas[0] })
+	})
+}
+
+// waitRecords waits until the partitions' etcd records satisfy ok.
+func (c *spreadCluster) waitRecords(what string, ok func([]metadata.Partition) bool) {
+	c.t.Helper()
+	var ps []metadata.Partition
+	for {
+		ps = c.records()
+		if ps != nil && ok(ps) {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("%s: never; the partitions are %+v", what, ps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// records reads the partitions' etcd records (nil on an error).
+func (c *spreadCluster) records() []metadata.Partition {
+	var ps []metadata.Partition
+	for i := range int32(spreadPartitions) {
+		p, err := c.store.Partition(c.ctx, spreadTopic, i)
+		if err != nil {
+			return nil
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// leaders lists each partition's leader.
+func (c *spreadCluster) leaders() []int32 {
+	var ls []int32
+	for _, p := range c.records() {
+		ls = append(ls, p.Leader)
+	}
+	return ls
+}
+
+// checkReadOnce reads every partition from offset 0 to its high
+// watermark: every acknowledged record must be at the offset its
+// acknowledgement named, and each partition's sequence numbers must rise
+// (no record twice, none out of order).
+func (c *spreadCluster) checkReadOnce(seeds []string) {
+	t := c.t
+	t.Helper()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(spreadTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var ends kadm.ListedOffsets
+	brokertest.WaitFor(t, 30*time.Second, "the high watermarks of "+spreadTopic, func() (bool, string) {
+		ends, err = kadm.NewClient(cons).ListEndOffsets(c.ctx, spreadTopic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil && !kerr.IsRetriable(err) {
+			t.Fatal(err)
+		}
+		return err == nil, fmt.Sprint(err)
+	})
+	var total, want int64
+	for p := range int32(spreadPartitions) {
+		o, _ := ends.Lookup(spreadTopic, p)
+		want += o.Offset
+	}
+	last := [spreadPartitions]int{-1, -1, -1, -1, -1, -1}
+	found := 0
+	for total < want {
+		fs := cons.PollFetches(c.ctx)
+		if c.ctx.Err() != nil {
+			t.Fatalf("read %d of %d records", total, want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			total++
+			var p, seq int
+			if _, err := fmt.Sscanf(string(r.Key), "%d-%d", &p, &seq); err != nil || int32(p) != r.Partition {
+				t.Errorf("partition %d offset %d: key %q", r.Partition, r.Offset, r.Key)
+				return
+			}
+			if seq <= last[p] {
+				t.Errorf("partition %d offset %d: record %d after record %d", p, r.Offset, seq, last[p])
+			}
+			last[p] = seq
+			if off, ok := c.acked[p][seq]; ok {
+				found++
+				if off != r.Offset {
+					t.Errorf("partition %d: record %d acknowledged at offset %d is at %d", p, seq, off, r.Offset)
+				}
+			}
+		})
+	}
+	acked, failed := 0, 0
+	for p := range spreadPartitions {
+		acked += len(c.acked[p])
+		failed += len(c.failed[p])
+		for seq := range c.acked[p] {
+			if seq > last[p] {
+				t.Errorf("partition %d: acknowledged record %d (offset %d) is past the end (the last record read is %d)", p, seq, c.acked[p][seq], last[p])
+			}
+		}
+	}
+	if found != acked {
+		t.Errorf("%d of %d acknowledged records read back", found, acked)
+	}
+	t.Logf("%d records acknowledged (%d failed), all read back once at their offsets, %d records in the log", acked, failed, total)
+}
