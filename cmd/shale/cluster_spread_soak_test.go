@@ -37,13 +37,20 @@ import (
 // also drawn: SIGKILL, SIGKILL and back at once, SIGTERM (a controlled
 // shutdown), SIGSTOP past its lease, a machine crash (the unflushed tails
 // of its logs lost; back at once, or once produce has gone on without
-// it), or its log disk lost. While it is down, produce must
-// go on to every partition (two replicas are up); once it is back, the
-// round waits until every partition's ISR holds three replicas again and
-// produce has gone on to every partition. At the end every acknowledged
-// record reads back once, at the offset its acknowledgement named, each
-// partition's records in the order they were produced, no record twice,
-// and the replicas' logs of every partition agree.
+// it), its log disk lost, or a network partition (each broker behind its
+// fault proxies, brokerProc.behindProxies): cut from etcd past its lease,
+// from etcd and the other brokers, or from the other brokers alone past
+// replica.lag.time.max. Produce must go on to every partition while the
+// broker is out (two replicas are up), but in the last case: there the
+// broker stays the leader of its partitions, their ISR shrinks to it,
+// and their acks=all produce waits until the links heal. Once it is
+// back, the round waits until every partition's ISR holds three replicas
+// again, its preferred replica leads it (so that the next round finds
+// the leaders spread), and produce has gone on to every partition. At
+// the end every acknowledged record reads back once, at the offset its
+// acknowledgement named, each partition's records in the order they were
+// produced, no record twice, and the replicas' logs of every partition
+// agree.
 //
 // The subtest "tiered" does the same on MinIO, with small segments that
 // leave the disks once uploaded; there every partition is also read from
@@ -103,6 +110,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		// Leaderships go back to their preferred replicas soon after
 		// a broker is back, so that every round finds them spread.
 		p.extra = append(p.extra, "--leader-imbalance-check-interval", "1s")
+		p.behindProxies(t)
 	}
 	etcd := startRestartableEtcd(t, ctx)
 	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
@@ -208,6 +216,34 @@ var spreadSoakFaults = []struct {
 		loseLogDisk(c.t, c.procs[b])
 		c.waitProgress("disk lost", 30, &b)
 		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"cut from etcd past its lease (its clients and the other brokers still reach it)", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].etcdLink.Cut()
+		c.waitProgress("cut from etcd", 30, &b)
+		c.procs[b].etcdLink.Heal()
+	}},
+	{"cut from etcd and from the other brokers past its lease (its clients still reach it)", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.procs[b].etcdLink.Cut()
+		cutFromPeers(c.procs, b)
+		c.waitProgress("cut from etcd and its peers", 30, &b)
+		c.procs[b].etcdLink.Heal()
+		healFromPeers(c.procs, b)
+	}},
+	{"cut from the other brokers past replica.lag.time.max (it still reaches etcd)", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		// It stays the leader of its partitions, their ISR shrinks to
+		// it alone, and acks=all waits there (min.insync.replicas=2)
+		// until the links heal; the others drop it from theirs and go
+		// on.
+		cutFromPeers(c.procs, b)
+		c.waitRecords("cut from its peers: the ISRs shrunk", func(ps []metadata.Partition) bool {
+			return !slices.ContainsFunc(ps, func(p metadata.Partition) bool {
+				if p.Leader == b {
+					return !slices.Equal(p.ISR, []int32{b})
+				}
+				return slices.Contains(p.ISR, b)
+			})
+		})
+		healFromPeers(c.procs, b)
 	}},
 }
 
