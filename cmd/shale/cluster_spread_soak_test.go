@@ -40,10 +40,11 @@ import (
 // it), its log disk lost, or a network partition (each broker behind its
 // fault proxies, brokerProc.behindProxies): cut from etcd past its lease,
 // from etcd and the other brokers, or from the other brokers alone past
-// replica.lag.time.max. Produce must go on to every partition while the
-// broker is out (two replicas are up), but in the last case: there the
-// broker stays the leader of its partitions, their ISR shrinks to it,
-// and their acks=all produce waits until the links heal. Once it is
+// replica.lag.time.max; or SIGKILL, and a second broker killed while it
+// is down, both back in turn. Produce must go on to every partition while
+// one broker is out (two replicas are up), but when it is cut from its
+// peers alone: then it stays the leader of its partitions, their ISR
+// shrinks to it, and their acks=all produce waits until the links heal. Once it is
 // back, the round waits until every partition's ISR holds three replicas
 // again, its preferred replica leads it (so that the next round finds
 // the leaders spread), and produce has gone on to every partition. At
@@ -216,6 +217,22 @@ var spreadSoakFaults = []struct {
 		loseLogDisk(c.t, c.procs[b])
 		c.waitProgress("disk lost", 30, &b)
 		startClusterBroker(c.t, c.procs[b])
+	}},
+	{"SIGKILL, and of a second broker while it is down; both back, in turn", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		// With one broker left, every ISR shrinks to it and acks=all
+		// waits (min.insync.replicas=2) until another is back in sync.
+		second := (b + 1 + int32(rng.IntN(2))) % 3
+		c.procs[b].kill(syscall.SIGKILL)
+		c.waitProgress("broker down", 30, &b)
+		c.procs[second].kill(syscall.SIGKILL)
+		c.t.Logf("broker %d killed too", second)
+		first, then := b, second
+		if rng.IntN(2) == 0 {
+			first, then = second, b
+		}
+		startClusterBroker(c.t, c.procs[first])
+		c.waitProgress("one broker back", 30, nil)
+		startClusterBroker(c.t, c.procs[then])
 	}},
 	{"cut from etcd past its lease (its clients and the other brokers still reach it)", func(c *spreadCluster, b int32, rng *rand.Rand) {
 		c.procs[b].etcdLink.Cut()
