@@ -23,10 +23,11 @@ import (
 // into one line.
 
 // addClientFlags registers the connection flags on cmd, for it and its
-// subcommands: --brokers (SHALE_BROKERS) and --timeout (SHALE_TIMEOUT).
+// subcommands: --brokers or -b, as kcat has it (SHALE_BROKERS), and
+// --timeout (SHALE_TIMEOUT).
 func addClientFlags(cmd *cobra.Command) {
 	fs := cmd.PersistentFlags()
-	fs.StringSlice("brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap brokers, host:port, comma-separated (env SHALE_BROKERS)")
+	fs.StringSliceP("brokers", "b", []string{"127.0.0.1:9092"}, "Kafka bootstrap brokers, host:port, comma-separated (env SHALE_BROKERS)")
 	fs.Duration("timeout", 10*time.Second, "how long a command waits for the cluster to answer (env SHALE_TIMEOUT)")
 }
 

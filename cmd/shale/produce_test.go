@@ -187,7 +187,8 @@ func TestKcatReadsShaleProduce(t *testing.T) {
 		fmt.Fprintf(&in, "key%d=value %d\n", i, i)
 		want = append(want, fmt.Sprintf("key%d|value %d|src=cli", i, i))
 	}
-	mustCLIIO(t, in.String(), "produce", "to-kcat", "--brokers", p.kafkaAddr, "-k", "=", "-z", "zstd", "-H", "src=cli")
+	// -b is --brokers, as in kcat.
+	mustCLIIO(t, in.String(), "produce", "to-kcat", "-b", p.kafkaAddr, "-k", "=", "-z", "zstd", "-H", "src=cli")
 	out := brokertest.Kcat(t, "", "-b", p.kafkaAddr, "-C", "-t", "to-kcat", "-o", "beginning", "-e", "-f", `%k|%s|%h\n`)
 	if got := outLines(out); !slices.Equal(got, want) {
 		t.Fatalf("kcat read:\n%s", out)
