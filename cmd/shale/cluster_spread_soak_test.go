@@ -62,15 +62,14 @@ import (
 // SHALE_SPREAD_SOAK_ONLY one kind of fault (its index in
 // spreadSoakFaults).
 func TestSpreadClusterSoak(t *testing.T) {
+	// The subtests draw from one source, one after the other.
+	rng, rounds, only := soakSettings(t, "SHALE_SPREAD_SOAK", 3, len(spreadSoakFaults))
 	for _, tiered := range []bool{false, true} {
 		name := "local"
 		if tiered {
 			name = "tiered"
 		}
-		t.Run(name, func(t *testing.T) {
-			rng, rounds, only := soakSettings(t, "SHALE_SPREAD_SOAK", 3, len(spreadSoakFaults))
-			spreadSoak(t, rng, rounds, only, tiered)
-		})
+		t.Run(name, func(t *testing.T) { spreadSoak(t, rng, rounds, only, tiered) })
 	}
 }
 
@@ -422,6 +421,9 @@ func (c *spreadCluster) leaders() []int32 {
 func (c *spreadCluster) checkReadOnce(seeds []string) {
 	t := c.t
 	t.Helper()
+	// The producer is flushed: nothing writes acked or failed now.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(spreadTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
