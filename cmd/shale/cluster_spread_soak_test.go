@@ -40,8 +40,9 @@ import (
 // it), its log disk lost, or a network partition (each broker behind its
 // fault proxies, brokerProc.behindProxies): cut from etcd past its lease,
 // from etcd and the other brokers, or from the other brokers alone past
-// replica.lag.time.max; or SIGKILL, and a second broker killed while it
-// is down, both back in turn. Produce must go on to every partition while
+// replica.lag.time.max; SIGKILL, and a second broker killed while it is
+// down, both back in turn; etcd stopped past the brokers' lease, alone or
+// with the broker killed meanwhile. Produce must go on to every partition while
 // one broker is out (two replicas are up), but when it is cut from its
 // peers alone: then it stays the leader of its partitions, their ISR
 // shrinks to it, and their acks=all produce waits until the links heal. Once it is
@@ -83,7 +84,7 @@ type spreadCluster struct {
 	t     *testing.T
 	ctx   context.Context
 	procs []*brokerProc
-	store *metadata.Store
+	etcd  *testEtcd
 
 	mu sync.Mutex
 	// acked maps each partition's acknowledged sequence numbers to the
@@ -114,7 +115,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	}
 	etcd := startRestartableEtcd(t, ctx)
 	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
-	c := &spreadCluster{t: t, ctx: ctx, procs: procs, store: metadata.NewStore(etcd.client(), "/kill/")}
+	c := &spreadCluster{t: t, ctx: ctx, procs: procs, etcd: etcd}
 	for p := range spreadPartitions {
 		c.acked[p], c.failed[p] = map[int]int64{}, map[int]error{}
 	}
@@ -128,7 +129,8 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		t.Fatal(err)
 	}
 	c.waitSettled("the topic is created")
-	t.Logf("leaders: %v", c.leaders())
+	leaders, _ := c.leaders()
+	t.Logf("leaders: %v", leaders)
 
 	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(spreadTopic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
@@ -154,13 +156,14 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 			f = spreadSoakFaults[only]
 		}
 		b := int32(rng.IntN(len(procs)))
-		leaders := c.leaders()
+		leaders, epochs := c.leaders()
 		start, before := time.Now(), c.ackedTotal()
 		f.run(c, b, rng)
 		c.waitSettled("the broker is back")
 		c.waitProgress("after the round", 30, nil)
-		t.Logf("round %d: %s of broker %d (leaders were %v), healed in %s; %d records acknowledged meanwhile; leaders now %v",
-			round, f.name, b, leaders, time.Since(start).Round(time.Millisecond), c.ackedTotal()-before, c.leaders())
+		now, epochsNow := c.leaders()
+		t.Logf("round %d: %s of broker %d (leaders were %v), healed in %s; %d records acknowledged meanwhile; leaders now %v, %d leader elections",
+			round, f.name, b, leaders, time.Since(start).Round(time.Millisecond), c.ackedTotal()-before, now, epochsNow-epochs)
 	}
 	if tiered {
 		c.waitShed()
@@ -232,6 +235,23 @@ var spreadSoakFaults = []struct {
 		startClusterBroker(c.t, c.procs[first])
 		c.waitProgress("one broker back", 30, nil)
 		startClusterBroker(c.t, c.procs[then])
+	}},
+	{"etcd stopped past the brokers' lease (the broker drawn is left alone)", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		// The leaders go on leading without it; once it is back, every
+		// broker registers again.
+		c.etcd.stop()
+		c.waitProgress("etcd down", 30, nil)
+		time.Sleep(etcdDown + time.Duration(rng.IntN(2000))*time.Millisecond)
+		c.etcd.start(c.ctx)
+	}},
+	{"SIGKILL while etcd is stopped past the brokers' lease", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.etcd.stop()
+		c.waitProgress("etcd down", 30, nil)
+		c.procs[b].kill(syscall.SIGKILL)
+		time.Sleep(etcdDown)
+		c.etcd.start(c.ctx)
+		c.waitProgress("etcd back, broker down", 30, &b)
+		startClusterBroker(c.t, c.procs[b])
 	}},
 	{"cut from etcd past its lease (its clients and the other brokers still reach it)", func(c *spreadCluster, b int32, rng *rand.Rand) {
 		c.procs[b].etcdLink.Cut()
@@ -368,11 +388,23 @@ func (c *spreadCluster) waitShed() {
 }
 
 // waitSettled waits until every partition has three replicas in its ISR
-// and is led by its preferred replica.
+// and is led by its preferred replica, and has been for settleFor: a
+// broker that comes back may only then register again (a lapsed lease
+// seen late; after an etcd outage, every broker), and the controller
+// then moves its leaderships off it and back, as it does for a restart.
 func (c *spreadCluster) waitSettled(what string) {
 	c.t.Helper()
+	const settleFor = 3 * time.Second
+	var since time.Time
 	c.waitRecords(what+": every ISR whole, every leader preferred", func(ps []metadata.Partition) bool {
-		return !slices.ContainsFunc(ps, func(p metadata.Partition) bool { return len(p.ISR) != 3 || p.Leader != p.Replicas[0] })
+		if slices.ContainsFunc(ps, func(p metadata.Partition) bool { return len(p.ISR) != 3 || p.Leader != p.Replicas[0] }) {
+			since = time.Time{}
+			return false
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) >= settleFor
 	})
 }
 
@@ -394,9 +426,11 @@ func (c *spreadCluster) waitRecords(what string, ok func([]metadata.Partition) b
 
 // records reads the partitions' etcd records (nil on an error).
 func (c *spreadCluster) records() []metadata.Partition {
+	// A store of the running server's client (etcd may have restarted).
+	store := metadata.NewStore(c.etcd.client(), "/kill/")
 	var ps []metadata.Partition
 	for i := range int32(spreadPartitions) {
-		p, err := c.store.Partition(c.ctx, spreadTopic, i)
+		p, err := store.Partition(c.ctx, spreadTopic, i)
 		if err != nil {
 			return nil
 		}
@@ -405,13 +439,13 @@ func (c *spreadCluster) records() []metadata.Partition {
 	return ps
 }
 
-// leaders lists each partition's leader.
-func (c *spreadCluster) leaders() []int32 {
-	var ls []int32
+// leaders lists each partition's leader, and sums their leader epochs.
+func (c *spreadCluster) leaders() (ls []int32, epochs int) {
 	for _, p := range c.records() {
 		ls = append(ls, p.Leader)
+		epochs += int(p.LeaderEpoch)
 	}
-	return ls
+	return ls, epochs
 }
 
 // checkReadOnce reads every partition from offset 0 to its high
