@@ -70,10 +70,10 @@ SOAK_DIR    ?= $(CURDIR)/soak
 soak: kcat minio
 	@mkdir -p $(SOAK_DIR)
 	$(GO) test -race -tags invariants -c -o $(SOAK_DIR)/shale.test ./cmd/shale
-	@failed=0; for t in TestGroupSoak TestTieredClusterSoak TestTierSoakKillsAndOutages TestUncleanElectionSoak; do \
+	@failed=0; for t in TestGroupSoak TestTieredClusterSoak TestSpreadClusterSoak TestTierSoakKillsAndOutages TestUncleanElectionSoak; do \
 	  for i in $$(seq 1 $(SOAK_RUNS)); do \
 	    d=$(SOAK_DIR)/$$t-$$i; rm -rf $$d; mkdir -p $$d; \
-	    if (cd cmd/shale && SHALE_GROUP_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_CLUSTER_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_UNCLEAN_SOAK_ROUNDS=$(SOAK_ROUNDS) \
+	    if (cd cmd/shale && SHALE_GROUP_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_CLUSTER_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_UNCLEAN_SOAK_ROUNDS=$(SOAK_ROUNDS) SHALE_SPREAD_SOAK_ROUNDS=$(SOAK_ROUNDS) \
 	        SHALE_TEST_LOG_DIR=$$d/logs SHALE_TEST_LOG_LEVEL=debug \
 	        $(SOAK_DIR)/shale.test -test.run "^$$t\$$" -test.v -test.timeout 30m) > $$d/out.txt 2>&1; then \
 	      echo "$$t run $$i: ok"; rm -rf $$d; \
