@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -145,6 +146,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		defer close(produced)
 		c.produce(prod, stop)
 	}()
+	reader := startSpreadReader(c, seeds)
 
 	for round := range rounds {
 		if round == 0 {
@@ -173,7 +175,8 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	if err := prod.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.checkReadOnce(seeds)
+	log := c.checkReadOnce(seeds)
+	reader.check(t, log)
 	// The first check kills the brokers (production has stopped).
 	for p := range spreadPartitions {
 		checkReplicasAgreeBelow(t, procs, fmt.Sprintf("%s-%d", spreadTopic, p), math.MaxInt64)
@@ -451,8 +454,9 @@ func (c *spreadCluster) leaders() (ls []int32, epochs int) {
 // checkReadOnce reads every partition from offset 0 to its high
 // watermark: every acknowledged record must be at the offset its
 // acknowledgement named, and each partition's sequence numbers must rise
-// (no record twice, none out of order).
-func (c *spreadCluster) checkReadOnce(seeds []string) {
+// (no record twice, none out of order). It returns each partition's keys
+// by offset.
+func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map[int64]string) {
 	t := c.t
 	t.Helper()
 	// The producer is flushed: nothing writes acked or failed now.
@@ -480,6 +484,9 @@ func (c *spreadCluster) checkReadOnce(seeds []string) {
 		want += o.Offset
 	}
 	last := [spreadPartitions]int{-1, -1, -1, -1, -1, -1}
+	for p := range log {
+		log[p] = map[int64]string{}
+	}
 	found := 0
 	for total < want {
 		fs := cons.PollFetches(c.ctx)
@@ -493,6 +500,7 @@ func (c *spreadCluster) checkReadOnce(seeds []string) {
 				t.Errorf("partition %d offset %d: key %q", r.Partition, r.Offset, r.Key)
 				return
 			}
+			log[p][r.Offset] = string(r.Key)
 			if seq <= last[p] {
 				t.Errorf("partition %d offset %d: record %d after record %d", p, r.Offset, seq, last[p])
 			}
@@ -519,4 +527,86 @@ func (c *spreadCluster) checkReadOnce(seeds []string) {
 		t.Errorf("%d of %d acknowledged records read back", found, acked)
 	}
 	t.Logf("%d records acknowledged (%d failed), all read back once at their offsets, %d records in the log", acked, failed, total)
+	return log
+}
+
+// spreadReader is a consumer that reads every partition from offset 0
+// while the faults go on, as an application would: its fetches follow
+// the leaders as they move (to the bucket, on the tiered topic, for what
+// has left the disks). What it is handed must never change: every
+// record it reads must be at the same offset in the log at the end (a
+// consumer reads below the high watermark only, and what is below it is
+// never lost or replaced), and each partition's offsets must follow on
+// from the last, without a gap.
+type spreadReader struct {
+	quit, done chan struct{}
+	seen       [spreadPartitions]map[int64]string
+	next       [spreadPartitions]int64
+	errs       []string
+}
+
+func startSpreadReader(c *spreadCluster, seeds []string) *spreadReader {
+	r := &spreadReader{quit: make(chan struct{}), done: make(chan struct{})}
+	for p := range r.seen {
+		r.seen[p] = map[int64]string{}
+	}
+	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(spreadTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.MetadataMinAge(100*time.Millisecond))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	go func() {
+		<-r.quit
+		cancel()
+	}()
+	go func() {
+		defer close(r.done)
+		defer cons.Close()
+		for ctx.Err() == nil {
+			fs := cons.PollFetches(ctx)
+			fs.EachError(func(topic string, p int32, err error) {
+				if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+					r.errs = append(r.errs, fmt.Sprintf("partition %d: %v", p, err))
+				}
+			})
+			fs.EachRecord(func(rec *kgo.Record) {
+				p := rec.Partition
+				switch {
+				case rec.Offset < r.next[p]:
+					if k := r.seen[p][rec.Offset]; k != string(rec.Key) {
+						r.errs = append(r.errs, fmt.Sprintf("partition %d offset %d read again as %q, first as %q", p, rec.Offset, rec.Key, k))
+					}
+				case rec.Offset > r.next[p]:
+					r.errs = append(r.errs, fmt.Sprintf("partition %d: offsets %d to %d skipped", p, r.next[p], rec.Offset-1))
+					fallthrough
+				default:
+					r.seen[p][rec.Offset] = string(rec.Key)
+					r.next[p] = rec.Offset + 1
+				}
+			})
+		}
+	}()
+	return r
+}
+
+// check stops the reader and compares what it read with the log, each
+// partition's keys by offset.
+func (r *spreadReader) check(t *testing.T, log [spreadPartitions]map[int64]string) {
+	t.Helper()
+	close(r.quit)
+	<-r.done
+	for _, e := range r.errs {
+		t.Error("the reader during the faults: " + e)
+	}
+	n := 0
+	for p := range spreadPartitions {
+		for off, k := range r.seen[p] {
+			n++
+			if log[p][off] != k {
+				t.Errorf("partition %d offset %d: read as %q during the faults, %q in the log", p, off, k, log[p][off])
+			}
+		}
+	}
+	t.Logf("the reader during the faults read %d records, each as the log holds it", n)
 }
