@@ -536,13 +536,19 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 // has left the disks). What it is handed must never change: every
 // record it reads must be at the same offset in the log at the end (a
 // consumer reads below the high watermark only, and what is below it is
-// never lost or replaced), and each partition's offsets must follow on
-// from the last, without a gap.
+// never lost or replaced), each partition's offsets must follow on from
+// the last, without a gap, and the client must never report data loss
+// (kgo.ErrDataLoss: the log start or end moved below what it had read)
+// or a Kafka error it cannot retry.
 type spreadReader struct {
 	quit, done chan struct{}
 	seen       [spreadPartitions]map[int64]string
 	next       [spreadPartitions]int64
 	errs       []string
+	// transient counts the connection errors the client retried past,
+	// lastTransient the last.
+	transient     int
+	lastTransient error
 }
 
 func startSpreadReader(c *spreadCluster, seeds []string) *spreadReader {
@@ -566,8 +572,18 @@ func startSpreadReader(c *spreadCluster, seeds []string) *spreadReader {
 		for ctx.Err() == nil {
 			fs := cons.PollFetches(ctx)
 			fs.EachError(func(topic string, p int32, err error) {
-				if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				var loss *kgo.ErrDataLoss
+				var ke *kerr.Error
+				switch {
+				case ctx.Err() != nil:
+				case errors.As(err, &loss), errors.As(err, &ke) && !ke.Retriable:
 					r.errs = append(r.errs, fmt.Sprintf("partition %d: %v", p, err))
+				default:
+					// A broker down or starting (its fault proxy
+					// closes what it accepts), a moved leader: the
+					// client retries.
+					r.transient++
+					r.lastTransient = err
 				}
 			})
 			fs.EachRecord(func(rec *kgo.Record) {
@@ -608,5 +624,5 @@ func (r *spreadReader) check(t *testing.T, log [spreadPartitions]map[int64]strin
 			}
 		}
 	}
-	t.Logf("the reader during the faults read %d records, each as the log holds it", n)
+	t.Logf("the reader during the faults read %d records, each as the log holds it (%d errors it retried past, the last: %v)", n, r.transient, r.lastTransient)
 }
