@@ -514,9 +514,16 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 		})
 	}
 	acked, failed := 0, 0
+	why := map[string]int{}
 	for p := range spreadPartitions {
 		acked += len(c.acked[p])
 		failed += len(c.failed[p])
+		for seq, err := range c.failed[p] {
+			why[err.Error()]++
+			if _, ok := c.acked[p][seq]; ok {
+				t.Errorf("partition %d: record %d both acknowledged and failed (%v)", p, seq, err)
+			}
+		}
 		for seq := range c.acked[p] {
 			if seq > last[p] {
 				t.Errorf("partition %d: acknowledged record %d (offset %d) is past the end (the last record read is %d)", p, seq, c.acked[p][seq], last[p])
@@ -526,7 +533,7 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 	if found != acked {
 		t.Errorf("%d of %d acknowledged records read back", found, acked)
 	}
-	t.Logf("%d records acknowledged (%d failed), all read back once at their offsets, %d records in the log", acked, failed, total)
+	t.Logf("%d records acknowledged (%d failed: %v), all read back once at their offsets, %d records in the log", acked, failed, why, total)
 	return log
 }
 
