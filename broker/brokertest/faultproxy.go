@@ -182,7 +182,13 @@ func (p *Proxy) serve(in net.Conn) {
 			out.Close()
 			p.untrack(out)
 		}
-		in.Close()
+		// The target is down (or the link was cut meanwhile): reset the
+		// client's connection, as a refused dial would end it, rather
+		// than close it after reading its first request. A client takes
+		// a clean close there for a TLS or SASL mismatch, and fails its
+		// buffered records (franz-go's ErrFirstReadEOF), where a broker
+		// that is down only makes it retry.
+		resetConn(in)
 		p.untrack(in)
 		return
 	}
@@ -198,6 +204,14 @@ func (p *Proxy) serve(in net.Conn) {
 	}
 	go pipe(out, in)
 	go pipe(in, out)
+}
+
+// resetConn closes c with a TCP reset rather than a clean close.
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // readClientID reads the start of a Kafka request (size, api key,

@@ -46,11 +46,13 @@ import (
 // with the broker killed meanwhile. Produce must go on to every partition while
 // one broker is out (two replicas are up), but when it is cut from its
 // peers alone: then it stays the leader of its partitions, their ISR
-// shrinks to it, and their acks=all produce waits until the links heal. Once it is
-// back, the round waits until every partition's ISR holds three replicas
-// again, its preferred replica leads it (so that the next round finds
-// the leaders spread), and produce has gone on to every partition. At
-// the end every acknowledged record reads back once, at the offset its
+// shrinks to it, and their acks=all produce waits until the links heal.
+// Once it is back, the round waits until every partition's ISR holds
+// three replicas again, its preferred replica leads it (so that the next
+// round finds the leaders spread), and produce has gone on to every
+// partition. At the end no record has failed (the producer retries
+// without bound, and every fault leaves a broker to retry against, or
+// heals), every acknowledged record reads back once, at the offset its
 // acknowledgement named, each partition's records in the order they were
 // produced, no record twice, and the replicas' logs of every partition
 // agree.
@@ -90,7 +92,7 @@ type spreadCluster struct {
 	mu sync.Mutex
 	// acked maps each partition's acknowledged sequence numbers to the
 	// offsets their acknowledgements named; failed holds those whose
-	// produce failed (they may or may not be in the log).
+	// produce failed (none should).
 	acked  [spreadPartitions]map[int]int64
 	failed [spreadPartitions]map[int]error
 }
@@ -519,6 +521,10 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 		acked += len(c.acked[p])
 		failed += len(c.failed[p])
 		for seq, err := range c.failed[p] {
+			// Retried without bound, a record fails only on an answer
+			// the producer cannot retry: every fault here leaves a
+			// broker it can retry against, or heals.
+			t.Errorf("partition %d: record %d failed: %v", p, seq, err)
 			why[err.Error()]++
 			if _, ok := c.acked[p][seq]; ok {
 				t.Errorf("partition %d: record %d both acknowledged and failed (%v)", p, seq, err)
