@@ -70,7 +70,7 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 		}
 	} else {
 		var err error
-		if newParts, err = placeReplicas(view, have, add, rf, randomStart(len(view.brokers))); err != nil {
+		if newParts, err = placeAdded(view, tv, add, rf); err != nil {
 			return fmt.Errorf("%w: %w", errInvalidReplicationFactor, err)
 		}
 	}
@@ -82,4 +82,55 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 		return err
 	}
 	return b.waitOpened(ctx, rev, t.Topic)
+}
+
+// placeAdded places add new partitions of tv over the live brokers so
+// that the topic's preferred leaders stay spread as it grows: each new
+// partition is led by the live broker that is the preferred leader of
+// the fewest of the topic's partitions so far (among equals, the first
+// after the previous partition's leader in placement order, so that a
+// balanced topic continues its round-robin), and its other replicas
+// follow it in placement order, as placeReplicas places them. A random
+// start for each request, as at topic creation, piles leaderships up
+// over several additions: three of four partitions added one at a time
+// to a balanced topic on three brokers could all land on one of them.
+func placeAdded(view *metaView, tv *topicView, add int32, rf int16) ([]partitionView, error) {
+	order := view.placementOrder()
+	n := len(order)
+	led := map[int32]int{}
+	for _, p := range tv.partitions {
+		if len(p.replicas) > 0 {
+			led[p.replicas[0]]++
+		}
+	}
+	prev := -1
+	if last := tv.partitions[len(tv.partitions)-1]; len(last.replicas) > 0 {
+		prev = slices.Index(order, last.replicas[0])
+	}
+	have := int32(len(tv.partitions))
+	out := make([]partitionView, 0, add)
+	for i := range add {
+		pos := -1
+		for k := 1; k <= n; k++ {
+			at := (prev + k) % n
+			if pos < 0 || led[order[at]] < led[order[pos]] {
+				pos = at
+			}
+		}
+		if pos < 0 {
+			pos = 0
+		}
+		idx := have + i
+		// placeReplicas puts partition idx's first replica at
+		// position (start+idx) mod n.
+		start := ((pos-int(idx))%max(n, 1) + max(n, 1)) % max(n, 1)
+		p, err := placeReplicas(view, idx, 1, rf, start)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p[0])
+		led[p[0].replicas[0]]++
+		prev = pos
+	}
+	return out, nil
 }

@@ -35,3 +35,87 @@ func TestRackAwarePlacementSpreadsReplicasOverRacks(t *testing.T) {
 		t.Fatalf("order without racks %v", got)
 	}
 }
+
+// Partitions added to a topic keep its preferred leaders spread: each
+// goes to the live broker leading the fewest of the topic's partitions,
+// continuing the round-robin of a balanced topic, one request at a time
+// or several partitions in one.
+func TestAddedPartitionsKeepLeadersSpread(t *testing.T) {
+	view := &metaView{brokers: []brokerView{{id: 1}, {id: 2}, {id: 3}}}
+	topic := func(leaders ...int32) *topicView {
+		tv := &topicView{}
+		for i, l := range leaders {
+			tv.partitions = append(tv.partitions, partitionView{index: int32(i), replicas: []int32{l}})
+		}
+		return tv
+	}
+	leadersOf := func(ps []partitionView) (ls []int32) {
+		for _, p := range ps {
+			ls = append(ls, p.replicas[0])
+		}
+		return ls
+	}
+	for _, c := range []struct {
+		name     string
+		existing []int32
+		add      int32
+		want     []int32
+	}{
+		{"a balanced topic goes on round-robin", []int32{2, 3, 1, 2, 3, 1}, 4, []int32{2, 3, 1, 2}},
+		{"leaders piled on one broker", []int32{1, 1, 1}, 4, []int32{2, 3, 2, 3}},
+		{"the last leader is gone", []int32{1, 4}, 2, []int32{2, 3}},
+	} {
+		tv := topic(c.existing...)
+		var got []int32
+		// One request for all, then one request per partition: the same.
+		parts, err := placeAdded(view, tv, c.add, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := leadersOf(parts); !slices.Equal(l, c.want) {
+			t.Errorf("%s: %v added at once are led by %v, want %v", c.name, c.existing, l, c.want)
+		}
+		for range c.add {
+			parts, err := placeAdded(view, tv, 1, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if parts[0].index != int32(len(tv.partitions)) || parts[0].replicas[0] == parts[0].replicas[1] {
+				t.Fatalf("%s: placed %+v", c.name, parts[0])
+			}
+			got = append(got, parts[0].replicas[0])
+			tv.partitions = append(tv.partitions, parts[0])
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v added one at a time are led by %v, want %v", c.name, c.existing, got, c.want)
+		}
+	}
+
+	// With racks, the replicas of an added partition still use every rack.
+	rack := func(s string) *string { return &s }
+	racked := &metaView{brokers: []brokerView{
+		{id: 1, rack: rack("a")}, {id: 2, rack: rack("a")}, {id: 3, rack: rack("b")},
+		{id: 4, rack: rack("b")}, {id: 5, rack: rack("c")}, {id: 6, rack: rack("c")},
+	}}
+	racks := map[int32]string{1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"}
+	parts, err := placeAdded(racked, topic(1, 1, 3), 6, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	led := map[int32]int{1: 2, 3: 1}
+	for _, p := range parts {
+		led[p.replicas[0]]++
+		seen := map[string]bool{}
+		for _, r := range p.replicas {
+			if seen[racks[r]] {
+				t.Errorf("added partition %d has replicas %v sharing rack %s", p.index, p.replicas, racks[r])
+			}
+			seen[racks[r]] = true
+		}
+	}
+	for id := int32(1); id <= 6; id++ {
+		if led[id] < 1 || led[id] > 2 {
+			t.Errorf("broker %d leads %d of 9 partitions: %v", id, led[id], led)
+		}
+	}
+}
