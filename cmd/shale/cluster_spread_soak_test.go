@@ -43,7 +43,11 @@ import (
 // from etcd and the other brokers, or from the other brokers alone past
 // replica.lag.time.max; SIGKILL, and a second broker killed while it is
 // down, both back in turn; etcd stopped past the brokers' lease, alone or
-// with the broker killed meanwhile. Produce must go on to every partition
+// with the broker killed meanwhile. Some rounds add a partition to the
+// topic while producing (CreatePartitions, the cluster placing its
+// replicas), one of them with the broker SIGKILLed as the partition is
+// created; once the producer's client knows it, it writes there too, and
+// the reader finds it. Produce must go on to every partition
 // while one broker is out (two replicas are up), but when it is cut from
 // its peers alone: then it stays the leader of its partitions, their ISR
 // shrinks to it, and their acks=all produce waits until the links heal.
@@ -78,8 +82,11 @@ func TestSpreadClusterSoak(t *testing.T) {
 }
 
 const (
-	spreadTopic      = "spread"
-	spreadPartitions = 6
+	spreadTopic = "spread"
+	// spreadPartitions is the topic's partitions at first; rounds that
+	// add partitions take it up to spreadMaxPartitions.
+	spreadPartitions    = 6
+	spreadMaxPartitions = 10
 )
 
 // spreadCluster is the soak's cluster and what its producer was told.
@@ -88,12 +95,16 @@ type spreadCluster struct {
 	ctx   context.Context
 	procs []*brokerProc
 	etcd  *testEtcd
+	seeds []string
 
 	mu sync.Mutex
+	// parts is how many partitions the producer writes to: the topic's,
+	// once the producer's client knows them all.
+	parts int
 	// acked maps each partition's acknowledged sequence numbers to the
 	// offsets their acknowledgements named; failed describes the records
 	// whose produce failed (none should).
-	acked  [spreadPartitions]map[int]int64
+	acked  [spreadMaxPartitions]map[int]int64
 	failed []string
 }
 
@@ -118,8 +129,8 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	}
 	etcd := startRestartableEtcd(t, ctx)
 	procs, seeds := startBrokerProcs(t, etcd.addr, 3, setup)
-	c := &spreadCluster{t: t, ctx: ctx, procs: procs, etcd: etcd}
-	for p := range spreadPartitions {
+	c := &spreadCluster{t: t, ctx: ctx, procs: procs, etcd: etcd, seeds: seeds, parts: spreadPartitions}
+	for p := range c.acked {
 		c.acked[p] = map[int]int64{}
 	}
 
@@ -164,6 +175,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		start, before := time.Now(), c.ackedTotal()
 		f.run(c, b, rng)
 		c.waitSettled("the broker is back")
+		c.produceToAll(prod)
 		c.waitProgress("after the round", 30, nil)
 		now, epochsNow := c.leaders()
 		t.Logf("round %d: %s of broker %d (leaders were %v), healed in %s; %d records acknowledged meanwhile; leaders now %v, %d leader elections",
@@ -180,7 +192,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	log := c.checkReadOnce(seeds)
 	reader.check(t, log)
 	// The first check kills the brokers (production has stopped).
-	for p := range spreadPartitions {
+	for p := range c.parts {
 		checkReplicasAgreeBelow(t, procs, fmt.Sprintf("%s-%d", spreadTopic, p), math.MaxInt64)
 	}
 }
@@ -287,13 +299,110 @@ var spreadSoakFaults = []struct {
 		})
 		healFromPeers(c.procs, b)
 	}},
+	{"a partition added while producing", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.addPartition(-1, rng)
+	}},
+	{"a partition added, and the broker SIGKILLed as it is created", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		if !c.addPartition(b, rng) {
+			c.waitProgress("broker down", 30, &b)
+			startClusterBroker(c.t, c.procs[b])
+		}
+	}},
+}
+
+// addPartition adds a partition to the topic through the Kafka API (the
+// cluster places its replicas) and waits until etcd records it. With
+// kill set, that broker is SIGKILLed a moment after the request is sent:
+// before, while or after the brokers create the partition's logs; if the
+// partition was not added then, the broker is started again (three
+// replicas need three live brokers) and the request sent again, and
+// addPartition says it restarted the broker. A topic that has
+// spreadMaxPartitions already gets none (the broker is killed all the
+// same).
+func (c *spreadCluster) addPartition(kill int32, rng *rand.Rand) (restarted bool) {
+	c.t.Helper()
+	want := c.partitionCount() + 1
+	if want > spreadMaxPartitions {
+		c.t.Logf("the topic has %d partitions already: none added", want-1)
+		if kill >= 0 {
+			c.procs[kill].kill(syscall.SIGKILL)
+		}
+		return false
+	}
+	update := func() error {
+		// A client of its own each time: franz-go sends admin requests
+		// to the controller its metadata named, and forgets it on a
+		// refused dial only, where a broker down behind its fault proxy
+		// resets the connection the proxy accepted.
+		cl, err := kgo.NewClient(kgo.SeedBrokers(c.seeds...))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		defer cancel()
+		rs, err := kadm.NewClient(cl).UpdatePartitions(ctx, want, spreadTopic)
+		if err == nil {
+			err = rs.Error()
+		}
+		return err
+	}
+	answered := make(chan error, 1)
+	go func() { answered <- update() }()
+	if kill >= 0 {
+		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		c.procs[kill].kill(syscall.SIGKILL)
+	}
+	err := <-answered
+	// A request cut by the kill may have been applied or not: an admin
+	// sends it again (to another broker), and then it may find the
+	// partition there.
+	for n := c.partitionCount(); n != want; n = c.partitionCount() {
+		if kill < 0 || n > want || c.ctx.Err() != nil {
+			c.t.Fatalf("partition %d: not added (%d partitions; the request's error: %v)", want-1, n, err)
+		}
+		if !restarted {
+			c.t.Logf("partition %d: not added (the request's error: %v); broker %d started again", want-1, err, kill)
+			startClusterBroker(c.t, c.procs[kill])
+			restarted = true
+		}
+		err = update()
+		if err != nil {
+			c.t.Logf("partition %d: not added yet (the request's error: %v)", want-1, err)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	c.t.Logf("partition %d added (the request's error: %v)", want-1, err)
+	return restarted
+}
+
+// produceToAll makes the producer write to every partition of the topic,
+// once its client knows them: a partition it has not learned of yet
+// fails a record sent to it at once.
+func (c *spreadCluster) produceToAll(prod *kgo.Client) {
+	c.t.Helper()
+	n := c.partitionCount()
+	c.mu.Lock()
+	parts := c.parts
+	c.mu.Unlock()
+	if n == parts {
+		return
+	}
+	brokertest.WaitFor(c.t, 30*time.Second, "the producer learns the new partitions", func() (bool, string) {
+		prod.ForceMetadataRefresh()
+		leader, _, err := prod.PartitionLeader(spreadTopic, int32(n-1))
+		return leader >= 0, fmt.Sprintf("partition %d: leader %d, %v", n-1, leader, err)
+	})
+	c.mu.Lock()
+	c.parts = n
+	c.mu.Unlock()
 }
 
 // produce sends about three records a millisecond, spread over the
 // partitions in turn, until stop. Their values are random bytes, which
 // the producer's compression keeps whole, so that segments fill.
 func (c *spreadCluster) produce(cl *kgo.Client, stop chan struct{}) {
-	var next [spreadPartitions]int
+	var next [spreadMaxPartitions]int
 	random := rand.NewChaCha8([32]byte{})
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -303,8 +412,11 @@ func (c *spreadCluster) produce(cl *kgo.Client, stop chan struct{}) {
 			return
 		case <-tick.C:
 		}
+		c.mu.Lock()
+		parts := c.parts
+		c.mu.Unlock()
 		for j := range 3 {
-			p := int32((3*i + j) % spreadPartitions)
+			p := int32((3*i + j) % parts)
 			seq := next[p]
 			next[p]++
 			value := make([]byte, 100)
@@ -344,8 +456,8 @@ func (c *spreadCluster) waitProgress(what string, n int, down *int32) {
 			return !slices.ContainsFunc(ps, func(p metadata.Partition) bool { return p.Leader == *down })
 		})
 	}
-	var want [spreadPartitions]int
 	c.mu.Lock()
+	want := make([]int, c.parts)
 	for p := range want {
 		want[p] = len(c.acked[p]) + n
 	}
@@ -376,7 +488,7 @@ func (c *spreadCluster) waitShed() {
 	c.t.Helper()
 	for {
 		var held []string
-		for p := range spreadPartitions {
+		for p := range c.partitionCount() {
 			for i, start := range localStarts(c.procs, fmt.Sprintf("%s-%d", spreadTopic, p)) {
 				if start == 0 {
 					held = append(held, fmt.Sprintf("%d on broker %d", p, i))
@@ -435,14 +547,27 @@ func (c *spreadCluster) records() []metadata.Partition {
 	// A store of the running server's client (etcd may have restarted).
 	store := metadata.NewStore(c.etcd.client(), "/kill/")
 	var ps []metadata.Partition
-	for i := range int32(spreadPartitions) {
+	for i := range int32(spreadMaxPartitions) {
 		p, err := store.Partition(c.ctx, spreadTopic, i)
+		if errors.Is(err, metadata.ErrUnknownTopic) && i >= spreadPartitions {
+			break
+		}
 		if err != nil {
 			return nil
 		}
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// partitionCount reads how many partitions etcd records for the topic.
+func (c *spreadCluster) partitionCount() int {
+	var n int
+	c.waitRecords("the partitions are read", func(ps []metadata.Partition) bool {
+		n = len(ps)
+		return true
+	})
+	return n
 }
 
 // leaders lists each partition's leader, and sums their leader epochs.
@@ -459,7 +584,7 @@ func (c *spreadCluster) leaders() (ls []int32, epochs int) {
 // acknowledgement named, and each partition's sequence numbers must rise
 // (no record twice, none out of order). It returns each partition's keys
 // by offset.
-func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map[int64]string) {
+func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadMaxPartitions]map[int64]string) {
 	t := c.t
 	t.Helper()
 	// The producer is flushed: nothing writes acked or failed now.
@@ -482,11 +607,13 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 		return err == nil, fmt.Sprint(err)
 	})
 	var total, want int64
-	for p := range int32(spreadPartitions) {
-		o, _ := ends.Lookup(spreadTopic, p)
+	if n := len(ends[spreadTopic]); n != c.parts {
+		t.Errorf("the topic has %d partitions, the producer wrote to %d", n, c.parts)
+	}
+	for _, o := range ends[spreadTopic] {
 		want += o.Offset
 	}
-	var last [spreadPartitions]int
+	var last [spreadMaxPartitions]int
 	for p := range log {
 		log[p], last[p] = map[int64]string{}, -1
 	}
@@ -523,7 +650,7 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 		t.Error(f)
 	}
 	acked := 0
-	for p := range spreadPartitions {
+	for p := range c.parts {
 		acked += len(c.acked[p])
 		for seq := range c.acked[p] {
 			if seq > last[p] {
@@ -551,8 +678,8 @@ func (c *spreadCluster) checkReadOnce(seeds []string) (log [spreadPartitions]map
 type spreadReader struct {
 	stop context.CancelFunc
 	done chan struct{}
-	seen [spreadPartitions]map[int64]string
-	next [spreadPartitions]int64
+	seen [spreadMaxPartitions]map[int64]string
+	next [spreadMaxPartitions]int64
 	errs []string
 	// transient counts the connection errors the client retried past,
 	// lastTransient the last.
@@ -566,7 +693,9 @@ func startSpreadReader(c *spreadCluster, seeds []string) *spreadReader {
 		r.seen[p] = map[int64]string{}
 	}
 	cons, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(spreadTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.MetadataMinAge(100*time.Millisecond))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.MetadataMinAge(100*time.Millisecond),
+		// New partitions are found by a metadata refresh.
+		kgo.MetadataMaxAge(time.Second))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -614,7 +743,7 @@ func startSpreadReader(c *spreadCluster, seeds []string) *spreadReader {
 
 // check stops the reader and compares what it read with the log, each
 // partition's keys by offset.
-func (r *spreadReader) check(t *testing.T, log [spreadPartitions]map[int64]string) {
+func (r *spreadReader) check(t *testing.T, log [spreadMaxPartitions]map[int64]string) {
 	t.Helper()
 	r.stop()
 	<-r.done
@@ -622,7 +751,7 @@ func (r *spreadReader) check(t *testing.T, log [spreadPartitions]map[int64]strin
 		t.Error("the reader during the faults: " + e)
 	}
 	n := 0
-	for p := range spreadPartitions {
+	for p := range r.seen {
 		for off, k := range r.seen[p] {
 			n++
 			if log[p][off] != k {
