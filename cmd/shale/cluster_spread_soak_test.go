@@ -299,6 +299,12 @@ var spreadSoakFaults = []struct {
 		})
 		healFromPeers(c.procs, b)
 	}},
+	{"every replica on the broker moved out in one reassignment and back in another", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.moveOutAndBack(b, false, rng)
+	}},
+	{"every replica on the broker moved out in one reassignment and back in another, a second broker SIGKILLed as they catch up", func(c *spreadCluster, b int32, rng *rand.Rand) {
+		c.moveOutAndBack(b, true, rng)
+	}},
 	{"a partition added while producing", func(c *spreadCluster, b int32, rng *rand.Rand) {
 		c.addPartition(-1, rng)
 	}},
@@ -330,22 +336,13 @@ func (c *spreadCluster) addPartition(kill int32, rng *rand.Rand) (restarted bool
 		return false
 	}
 	update := func() error {
-		// A client of its own each time: franz-go sends admin requests
-		// to the controller its metadata named, and forgets it on a
-		// refused dial only, where a broker down behind its fault proxy
-		// resets the connection the proxy accepted.
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.seeds...))
-		if err != nil {
+		return c.admin(func(ctx context.Context, adm *kadm.Client) error {
+			rs, err := adm.UpdatePartitions(ctx, want, spreadTopic)
+			if err == nil {
+				err = rs.Error()
+			}
 			return err
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-		defer cancel()
-		rs, err := kadm.NewClient(cl).UpdatePartitions(ctx, want, spreadTopic)
-		if err == nil {
-			err = rs.Error()
-		}
-		return err
+		})
 	}
 	answered := make(chan error, 1)
 	go func() { answered <- update() }()
@@ -374,6 +371,101 @@ func (c *spreadCluster) addPartition(kill int32, rng *rand.Rand) (restarted bool
 	}
 	c.t.Logf("partition %d added (the request's error: %v)", want-1, err)
 	return restarted
+}
+
+// admin calls do with an admin client of its own, within 30 s: franz-go
+// sends admin requests to the controller its metadata named, and forgets
+// it on a refused dial only, where a broker down behind its fault proxy
+// resets the connection the proxy accepted.
+func (c *spreadCluster) admin(do func(ctx context.Context, adm *kadm.Client) error) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.seeds...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	return do(ctx, kadm.NewClient(cl))
+}
+
+// moveOutAndBack moves every replica broker b holds out of its partition
+// in one reassignment (each partition down to two replicas), waits until
+// produce has gone on without it, then moves them all back in another,
+// to the replicas each partition had, in their order (so that b leads
+// again what it led). With kill, another broker is SIGKILLed while b's
+// replicas catch up, and started again a moment later: until then the
+// partitions it was in have one replica in sync besides the ones still
+// catching up, and their acks=all produce waits.
+func (c *spreadCluster) moveOutAndBack(b int32, kill bool, rng *rand.Rand) {
+	c.t.Helper()
+	var before []metadata.Partition
+	c.waitRecords("the partitions are read", func(ps []metadata.Partition) bool {
+		before = ps
+		return true
+	})
+	out, back := map[int32][]int32{}, map[int32][]int32{}
+	for _, p := range before {
+		back[p.Index] = p.Replicas
+		out[p.Index] = slices.DeleteFunc(slices.Clone(p.Replicas), func(id int32) bool { return id == b })
+	}
+	c.reassignAll("out of broker "+fmt.Sprint(b), out)
+	c.waitReassigned("moved out", out)
+	c.waitProgress("moved out", 30, &b)
+	c.reassignAll("back into broker "+fmt.Sprint(b), back)
+	if kill {
+		n := int32(len(c.procs))
+		other := (b + 1 + int32(rng.IntN(int(n)-1))) % n
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+		c.procs[other].kill(syscall.SIGKILL)
+		c.t.Logf("broker %d killed while broker %d's replicas catch up", other, b)
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
+		startClusterBroker(c.t, c.procs[other])
+	}
+	c.waitReassigned("moved back", back)
+}
+
+// reassignAll sends one AlterPartitionReassignments request moving the
+// topic's partitions to the replicas given, again until it is answered
+// without an error.
+func (c *spreadCluster) reassignAll(what string, to map[int32][]int32) {
+	c.t.Helper()
+	for {
+		err := c.admin(func(ctx context.Context, adm *kadm.Client) error {
+			var req kadm.AlterPartitionAssignmentsReq
+			for p, rs := range to {
+				req.Assign(spreadTopic, p, rs)
+			}
+			resp, err := adm.AlterPartitionAssignments(ctx, req)
+			if err != nil {
+				return err
+			}
+			for p := range to {
+				if err := resp[spreadTopic][p].Err; err != nil {
+					return fmt.Errorf("partition %d: %w", p, err)
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("reassigning %s: %v", what, err)
+		}
+		c.t.Logf("reassigning %s: %v; sent again", what, err)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitReassigned waits until etcd records every partition with the
+// replicas given and no reassignment in progress.
+func (c *spreadCluster) waitReassigned(what string, to map[int32][]int32) {
+	c.t.Helper()
+	c.waitRecords(what+": reassignments done", func(ps []metadata.Partition) bool {
+		return !slices.ContainsFunc(ps, func(p metadata.Partition) bool {
+			return !slices.Equal(p.Replicas, to[p.Index]) || len(p.AddingReplicas) > 0 || len(p.RemovingReplicas) > 0
+		})
+	})
 }
 
 // produceToAll makes the producer write to every partition of the topic,
