@@ -24,7 +24,8 @@ func newTopicCmd() *cobra.Command {
 		RunE:  helpOrUnknown,
 	}
 	addClientFlags(cmd)
-	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicLostRangesCmd(), newTopicRestoreCmd(), newTopicElectLeadersCmd())
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd(), newTopicAddPartitionsCmd(), newTopicReassignCmd(), newTopicReassignmentsCmd(),
+		newTopicLostRangesCmd(), newTopicRestoreCmd(), newTopicElectLeadersCmd())
 	return cmd
 }
 
