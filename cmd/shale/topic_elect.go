@@ -131,19 +131,18 @@ func electionSet(ctx context.Context, adm *kadm.Client, args []string) (kadm.Top
 	set := kadm.TopicsSet{}
 	var whole []string
 	for _, a := range args {
-		name, part, ok := strings.Cut(a, ":")
-		if name == "" {
+		if a == "" || a[0] == ':' {
 			return nil, fmt.Errorf("%q: want NAME or NAME:PARTITION", a)
 		}
-		if !ok {
-			whole = append(whole, name)
+		if !strings.Contains(a, ":") {
+			whole = append(whole, a)
 			continue
 		}
-		p, err := strconv.ParseInt(part, 10, 32)
-		if err != nil || p < 0 {
-			return nil, fmt.Errorf("%q: the partition is not a number", a)
+		name, p, err := topicPartitionArg(a)
+		if err != nil {
+			return nil, err
 		}
-		set.Add(name, int32(p))
+		set.Add(name, p)
 	}
 	if len(whole) > 0 {
 		tds, err := adm.ListTopicsWithInternal(ctx, whole...)
