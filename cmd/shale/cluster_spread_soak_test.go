@@ -43,14 +43,16 @@ import (
 // from etcd and the other brokers, or from the other brokers alone past
 // replica.lag.time.max; SIGKILL, and a second broker killed while it is
 // down, both back in turn; etcd stopped past the brokers' lease, alone or
-// with the broker killed meanwhile. Some rounds add a partition to the
-// topic while producing (CreatePartitions, the cluster placing its
-// replicas), one of them with the broker SIGKILLed as the partition is
-// created; once the producer's client knows it, it writes there too, and
-// the reader finds it. Produce must go on to every partition
-// while one broker is out (two replicas are up), but when it is cut from
-// its peers alone: then it stays the leader of its partitions, their ISR
-// shrinks to it, and their acks=all produce waits until the links heal.
+// with the broker killed meanwhile. Other rounds move every replica the
+// broker holds out of its partition in one reassignment and back in
+// another (once with a second broker SIGKILLed as they catch up), or add
+// a partition to the topic (CreatePartitions, the cluster placing its
+// replicas; once with the broker SIGKILLed as it is created): once the
+// producer's client knows the partition, it writes there too, and the
+// reader finds it. Produce must go on to every partition while one
+// broker is out (two replicas are up), but when it is cut from its peers
+// alone: then it stays the leader of its partitions, their ISR shrinks
+// to it, and their acks=all produce waits until the links heal.
 // Once it is back, the round waits until every partition's ISR holds
 // three replicas again, its preferred replica leads it (so that the next
 // round finds the leaders spread), and produce has gone on to every
