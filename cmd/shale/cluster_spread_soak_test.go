@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -636,16 +637,24 @@ func (c *spreadCluster) waitRecords(what string, ok func([]metadata.Partition) b
 	}
 }
 
-// records reads the partitions' etcd records (nil on an error).
+// records reads the partitions' etcd records (nil on an error): as many
+// as the topic's record counts. An addition cut short may have left
+// records past the count, which no broker serves (the next addition
+// deletes them).
 func (c *spreadCluster) records() []metadata.Partition {
-	// A store of the running server's client (etcd may have restarted).
-	store := metadata.NewStore(c.etcd.client(), "/kill/")
+	cli := c.etcd.client() // the running server's (etcd may have restarted)
+	resp, err := cli.Get(c.ctx, "/kill/topics/"+spreadTopic)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	var topic metadata.Topic
+	if err := json.Unmarshal(resp.Kvs[0].Value, &topic); err != nil {
+		c.t.Fatalf("the topic's record %q: %v", resp.Kvs[0].Value, err)
+	}
+	store := metadata.NewStore(cli, "/kill/")
 	var ps []metadata.Partition
-	for i := range int32(spreadMaxPartitions) {
+	for i := range topic.PartitionCount {
 		p, err := store.Partition(c.ctx, spreadTopic, i)
-		if errors.Is(err, metadata.ErrUnknownTopic) && i >= spreadPartitions {
-			break
-		}
 		if err != nil {
 			return nil
 		}
