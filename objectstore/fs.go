@@ -423,6 +423,81 @@ func fsETag(crc uint32, info os.FileInfo) string {
 	return fmt.Sprintf(`"%08x-%x-%x-%x"`, crc, info.Size(), info.ModTime().UnixNano(), ino)
 }
 
+func (f *FS) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	if err := f.usable(ctx); err != nil {
+		return err
+	}
+	// The deepest directory the prefix names in full, and the start of
+	// the names in it.
+	dir, base, rest := f.objects, "", prefix
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		for _, s := range strings.Split(prefix[:i], "/") {
+			if s == "" || s == "." || s == ".." {
+				return nil // no valid key has this prefix
+			}
+			dir = filepath.Join(dir, s)
+		}
+		base, rest = prefix[:i+1], prefix[i+1:]
+	}
+	entries, err := os.ReadDir(dir)
+	if notFound(err) || errors.Is(err, syscall.ENAMETOOLONG) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("objectstore: list %q: %w", prefix, err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), rest) {
+			continue
+		}
+		// A directory whose objects were all deleted may stay behind:
+		// it names a directory only while it holds an object.
+		held, err := f.holdsObject(ctx, filepath.Join(dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("objectstore: list %q: %w", prefix, err)
+		}
+		if held {
+			dirs = append(dirs, base+e.Name()+"/")
+		}
+	}
+	sort.Strings(dirs) // by key: "a-b/" comes before "a/"
+	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdsObject reports whether the directory holds an object, at any
+// depth; it stops at the first.
+func (f *FS) holdsObject(ctx context.Context, dir string) (bool, error) {
+	errFound := errors.New("found")
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if notFound(err) {
+				return nil // deleted meanwhile
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, ok := f.keyOf(path); ok && !d.IsDir() {
+			return errFound
+		}
+		return nil
+	})
+	if err == errFound {
+		return true, nil
+	}
+	return false, err
+}
+
 func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
 	if err := f.usable(ctx); err != nil {
 		return err

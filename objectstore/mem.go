@@ -132,6 +132,42 @@ func (m *Mem) List(ctx context.Context, prefix string, fn func(Attrs) error) err
 	return nil
 }
 
+func (m *Mem) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	m.mu.Lock()
+	seen := map[string]bool{}
+	var dirs []string
+	for k := range m.objects {
+		if d, ok := dirOf(k, prefix); ok && !seen[d] {
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	m.mu.Unlock()
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dirOf is the directory under prefix that key is in (see ListDirs), if
+// any.
+func dirOf(key, prefix string) (string, bool) {
+	if !strings.HasPrefix(key, prefix) {
+		return "", false
+	}
+	i := strings.IndexByte(key[len(prefix):], '/')
+	if i < 0 {
+		return "", false
+	}
+	return key[:len(prefix)+i+1], true
+}
+
 func (m *Mem) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err

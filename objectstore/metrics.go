@@ -237,6 +237,22 @@ func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) e
 	return err
 }
 
+func (i *instrumented) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	start := time.Now()
+	ctx = i.bill(ctx, prefix, "put")
+	var fnErr error
+	err := i.b.ListDirs(ctx, prefix, func(d string) error {
+		fnErr = fn(d)
+		return fnErr
+	})
+	if err != nil && err == fnErr {
+		i.observe("list", start, nil) // the caller stopped it
+	} else {
+		i.observe("list", start, err)
+	}
+	return err
+}
+
 func (i *instrumented) Delete(ctx context.Context, key string) error {
 	start := time.Now()
 	ctx = i.bill(ctx, key, "free")

@@ -114,6 +114,14 @@ type Bucket interface {
 	// List calls fn for every object whose key starts with prefix, in
 	// ascending key order, until fn returns an error (returned as is).
 	List(ctx context.Context, prefix string, fn func(Attrs) error) error
+	// ListDirs calls fn once for every "directory" under prefix: each
+	// distinct beginning of the keys that start with prefix, up to and
+	// including the first "/" after prefix (S3's common prefixes with
+	// delimiter "/"), in ascending order, until fn returns an error
+	// (returned as is). Keys without a "/" after prefix name none. Its
+	// cost follows the directories, not the objects under them: the way
+	// to find a bucket's topics without listing every segment.
+	ListDirs(ctx context.Context, prefix string, fn func(dir string) error) error
 	// Delete removes an object. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 	// Close releases the backend's resources.

@@ -78,6 +78,12 @@ func (p *prefixed) List(ctx context.Context, prefix string, fn func(Attrs) error
 	})
 }
 
+func (p *prefixed) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	return p.b.ListDirs(ctx, p.prefix+prefix, func(d string) error {
+		return fn(strings.TrimPrefix(d, p.prefix))
+	})
+}
+
 func (p *prefixed) Delete(ctx context.Context, key string) error {
 	k, err := p.key(key)
 	if err != nil {

@@ -902,6 +902,29 @@ func (b *S3) List(ctx context.Context, prefix string, fn func(Attrs) error) erro
 	return nil
 }
 
+func (b *S3) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+		Bucket:    aws.String(b.opts.Bucket),
+		Prefix:    aws.String(prefix),
+		Delimiter: aws.String("/"),
+		MaxKeys:   aws.Int32(b.opts.ListPageSize),
+	})
+	for p.HasMorePages() {
+		pctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+		page, err := p.NextPage(pctx)
+		cancel()
+		if err != nil {
+			return s3Err("list", prefix, err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			if err := fn(aws.ToString(cp.Prefix)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (b *S3) Delete(ctx context.Context, key string) error {
 	if err := CheckKey(key); err != nil {
 		return err

@@ -376,6 +376,14 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.At
 	return b.inner.List(ctx, prefix, fn)
 }
 
+func (b *Bucket) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	e := b.match(List, prefix)
+	if err := e.before(ctx); err != nil {
+		return err
+	}
+	return b.inner.ListDirs(ctx, prefix, fn)
+}
+
 func (b *Bucket) Delete(ctx context.Context, key string) error {
 	e := b.match(Delete, key)
 	if err := e.before(ctx); err != nil {

@@ -49,6 +49,8 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"ListByPrefix", testListPrefix},
 		{"ListPaginates", testListPaginates},
 		{"ListStopsOnCallbackError", testListStops},
+		{"ListDirs", testListDirs},
+		{"ListDirsPaginates", testListDirsPaginates},
 		{"KeyThatIsAPrefixOfAnother", testKeyPrefixOfAnother},
 		{"UnicodeKeys", testUnicodeKeys},
 		{"DeleteIsIdempotent", testDelete},
@@ -365,6 +367,93 @@ func testListStops(t *testing.T, b objectstore.Bucket) {
 	})
 	if err != stop || calls != 2 {
 		t.Fatalf("list returned %v after %d calls, want the callback's error after 2", err, calls)
+	}
+}
+
+func listDirs(t *testing.T, b objectstore.Bucket, prefix string) []string {
+	t.Helper()
+	dirs := []string{}
+	if err := b.ListDirs(ctx(t), prefix, func(d string) error {
+		dirs = append(dirs, d)
+		return nil
+	}); err != nil {
+		t.Fatalf("list dirs %q: %v", prefix, err)
+	}
+	return dirs
+}
+
+// testListDirs: a directory is named once however many objects it holds,
+// at any depth, in key order ("a-b/" before "a/"); a key without a "/"
+// after the prefix names none; an emptied directory is gone; a callback's
+// error stops the listing.
+func testListDirs(t *testing.T, b objectstore.Bucket) {
+	for _, k := range []string{"top", "ab", "a/1", "a/2/x", "a/3/q/r", "a-b/y", "b/z/w", "c/d"} {
+		put(t, b, k, []byte(k))
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   string
+	}{
+		{"", "[a-b/ a/ b/ c/]"},
+		{"a", "[a-b/ a/]"},
+		{"a/", "[a/2/ a/3/]"},
+		{"a/3/", "[a/3/q/]"},
+		{"a/2/", "[]"},
+		{"b/z", "[b/z/]"},
+		{"top", "[]"},
+		{"zz/", "[]"},
+	} {
+		if got := fmt.Sprint(listDirs(t, b, tc.prefix)); got != tc.want {
+			t.Errorf("list dirs %q: %s, want %s", tc.prefix, got, tc.want)
+		}
+	}
+	if err := b.Delete(ctx(t), "b/z/w"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(listDirs(t, b, "")); got != "[a-b/ a/ c/]" {
+		t.Errorf("list dirs after b/z/w is deleted: %s", got)
+	}
+	stop := errors.New("stop")
+	calls := 0
+	err := b.ListDirs(ctx(t), "", func(string) error {
+		calls++
+		if calls == 2 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || calls != 2 {
+		t.Fatalf("list dirs returned %v after %d calls, want the callback's error after 2", err, calls)
+	}
+}
+
+// testListDirsPaginates: more directories than a page of keys.
+func testListDirsPaginates(t *testing.T, b objectstore.Bucket) {
+	const n = 1100 // above S3's 1000-key page
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, k := range []string{fmt.Sprintf("p/%05d/x", i), fmt.Sprintf("p/%05d/y/z", i)} {
+				if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	dirs := listDirs(t, b, "p/")
+	if len(dirs) != n {
+		t.Fatalf("listed %d directories, want %d", len(dirs), n)
+	}
+	for i, d := range dirs {
+		if want := fmt.Sprintf("p/%05d/", i); d != want {
+			t.Fatalf("directory %d is %s, want %s", i, d, want)
+		}
 	}
 }
 
