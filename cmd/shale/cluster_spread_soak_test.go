@@ -20,7 +20,9 @@ import (
 
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
+	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
+	"github.com/shale-log/shale/tiering"
 )
 
 // TestSpreadClusterSoak: three `shale broker` processes and a topic of
@@ -115,9 +117,17 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(rounds)*time.Minute)
 	defer cancel()
 	configs := map[string]*string{"min.insync.replicas": ptr("2"), "segment.bytes": ptr("32768")}
-	var tieredSetup func(p *brokerProc)
+	var (
+		tieredSetup func(p *brokerProc)
+		storeURL    string
+	)
 	if tiered {
-		tieredSetup = tieredKillWorkload(miniotest.Start(t), "spread-soak").setup
+		srv := miniotest.Start(t)
+		for _, kv := range miniotest.Env() {
+			k, v, _ := strings.Cut(kv, "=")
+			t.Setenv(k, v) // for waitDescribed's reads of the bucket
+		}
+		tieredSetup, storeURL = tieredKillWorkload(srv, "spread-soak").setup, srv.URL("spread-soak", "")
 		configs["local.retention.bytes"] = ptr("65536")
 		configs["file.delete.delay.ms"] = ptr("1")
 	}
@@ -186,6 +196,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	}
 	if tiered {
 		c.waitShed()
+		c.waitDescribed(storeURL)
 	}
 	close(stop)
 	<-produced
@@ -597,6 +608,30 @@ func (c *spreadCluster) waitShed() {
 			c.t.Fatalf("local disks still hold offset 0 of partitions %s", strings.Join(held, ", "))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitDescribed waits until the topic's descriptor in the bucket counts
+// every partition the topic has: the bucket describes itself, for a
+// reader or a restore from it alone, partitions added included.
+func (c *spreadCluster) waitDescribed(storeURL string) {
+	c.t.Helper()
+	bucket, err := objectstore.Open(c.ctx, storeURL, objectstore.OpenOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer bucket.Close()
+	want := c.partitionCount()
+	var got []*tiering.TopicDescriptor
+	for {
+		got, err = tiering.ListTopics(c.ctx, bucket, tiering.Layout{})
+		if err == nil && len(got) == 1 && got[0].Name == spreadTopic && int(got[0].Partitions) == want {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.t.Fatalf("the bucket's topics %+v (%v), want %s with %d partitions", got, err, spreadTopic, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
