@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shale-log/shale/objectstore"
 )
@@ -164,60 +167,72 @@ func ReadTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string
 }
 
 // ListTopics lists the topic descriptors in the bucket, skipping deleted
-// topics.
+// topics, in the order of their directories. It lists the bucket's
+// directories, not its objects, and reads each topic's descriptor and
+// marker: its cost follows the topics, however many segments they hold.
 func ListTopics(ctx context.Context, b objectstore.Bucket, l Layout) ([]*TopicDescriptor, error) {
-	prefix := l.join("x")
-	prefix = prefix[:len(prefix)-1]
-	var keys []string
-	deleted := map[string]bool{}
-	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
-		rest := a.Key[len(prefix):]
-		dir, name, ok := cutOnce(rest)
-		if !ok {
-			return nil
+	dirs, err := topicDirs(ctx, b, l)
+	if err != nil {
+		return nil, err
+	}
+	found := make([]*TopicDescriptor, len(dirs))
+	err = eachDir(ctx, dirs, func(ctx context.Context, i int, dir string) error {
+		if _, err := b.Head(ctx, dir+deletedName); err == nil {
+			return nil // deleted
+		} else if !errors.Is(err, objectstore.ErrNotFound) {
+			return err
 		}
-		switch name {
-		case topicName:
-			keys = append(keys, a.Key)
-		case deletedName:
-			deleted[dir] = true
+		data, err := objectstore.ReadAll(ctx, b, dir+topicName, maxDescriptorSize)
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return nil // no descriptor (yet): not a topic of the archive
 		}
+		if err != nil {
+			return err
+		}
+		d, err := DecodeTopicDescriptor(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir+topicName, err)
+		}
+		found[i] = d
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	var out []*TopicDescriptor
-	for _, k := range keys {
-		dir, _, _ := cutOnce(k[len(prefix):])
-		if deleted[dir] {
-			continue
+	for _, d := range found {
+		if d != nil {
+			out = append(out, d)
 		}
-		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
-		if err != nil {
-			return nil, err
-		}
-		d, err := DecodeTopicDescriptor(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		out = append(out, d)
 	}
 	return out, nil
 }
 
-// cutOnce splits "dir/name" with exactly one slash.
-func cutOnce(s string) (dir, name string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			dir, name = s[:i], s[i+1:]
-			for j := 0; j < len(name); j++ {
-				if name[j] == '/' {
-					return "", "", false
-				}
-			}
-			return dir, name, true
+// dirConcurrency bounds the requests in flight when every topic
+// directory of a bucket is looked at.
+const dirConcurrency = 16
+
+// topicDirs lists the bucket's topic directories ("P/T/"), in key order:
+// every directory under the prefix but the groups' offsets.
+func topicDirs(ctx context.Context, b objectstore.Bucket, l Layout) ([]string, error) {
+	prefix := strings.TrimSuffix(l.join("x"), "x")
+	var dirs []string
+	err := b.ListDirs(ctx, prefix, func(d string) error {
+		if d != prefix+groupsDir+"/" {
+			dirs = append(dirs, d)
 		}
+		return nil
+	})
+	return dirs, err
+}
+
+// eachDir calls fn for every directory of dirs, up to dirConcurrency at
+// once, and returns the first error.
+func eachDir(ctx context.Context, dirs []string, fn func(ctx context.Context, i int, dir string) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(dirConcurrency)
+	for i, d := range dirs {
+		g.Go(func() error { return fn(gctx, i, d) })
 	}
-	return "", "", false
+	return g.Wait()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -345,45 +344,60 @@ func RecentDeletions(ctx context.Context, b objectstore.Bucket, l Layout, since 
 }
 
 // deletions lists the deleted topics with objects besides their marker,
-// and those whose marker is not older than since (zero: none).
+// and those whose marker is not older than since (zero: none), in the
+// order of their directories. It lists the bucket's directories and
+// looks for each one's marker, and lists only a deleted topic's
+// directory, as far as its first object besides the marker: its cost
+// follows the topics, not the segments they hold.
 func deletions(ctx context.Context, b objectstore.Bucket, l Layout, since time.Time) ([]DeletionMarker, error) {
-	prefix := strings.TrimSuffix(l.join("x"), "x")
-	var markers []string
-	others := map[string]bool{} // topic directories holding other objects
-	recent := map[string]bool{} // markers written at or after since
-	err := b.List(ctx, prefix, func(a objectstore.Attrs) error {
-		rest := a.Key[len(prefix):]
-		dir, _, ok := strings.Cut(rest, "/")
-		if !ok {
-			return nil
+	dirs, err := topicDirs(ctx, b, l)
+	if err != nil {
+		return nil, err
+	}
+	found := make([]*DeletionMarker, len(dirs))
+	errOther := errors.New("an object besides the marker")
+	err = eachDir(ctx, dirs, func(ctx context.Context, i int, dir string) error {
+		k := dir + deletedName
+		a, err := b.Head(ctx, k)
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return nil // not deleted
 		}
-		if _, name, ok := cutOnce(rest); ok && name == deletedName {
-			markers = append(markers, a.Key)
-			if !since.IsZero() && !a.LastModified.Before(since) {
-				recent[a.Key] = true
+		if err != nil {
+			return err
+		}
+		if since.IsZero() || a.LastModified.Before(since) {
+			err := b.List(ctx, dir, func(o objectstore.Attrs) error {
+				if o.Key != k {
+					return errOther
+				}
+				return nil
+			})
+			if err == nil {
+				return nil // finished: the tombstone alone
 			}
-		} else {
-			others[dir] = true
+			if err != errOther {
+				return err
+			}
 		}
+		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
+		if err != nil {
+			return err
+		}
+		d, err := DecodeDeletionMarker(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		found[i] = d
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	var out []DeletionMarker
-	for _, k := range markers {
-		if dir, _, _ := cutOnce(k[len(prefix):]); !others[dir] && !recent[k] {
-			continue // finished: the tombstone alone
+	for _, d := range found {
+		if d != nil {
+			out = append(out, *d)
 		}
-		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
-		if err != nil {
-			return nil, err
-		}
-		d, err := DecodeDeletionMarker(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		out = append(out, *d)
 	}
 	return out, nil
 }

@@ -1,0 +1,112 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/objectstore"
+)
+
+// listCounting counts the objects List hands out.
+type listCounting struct {
+	objectstore.Bucket
+	listed atomic.Int64
+}
+
+func (c *listCounting) List(ctx context.Context, prefix string, fn func(objectstore.Attrs) error) error {
+	return c.Bucket.List(ctx, prefix, func(a objectstore.Attrs) error {
+		c.listed.Add(1)
+		return fn(a)
+	})
+}
+
+// Finding a bucket's topics, and its unfinished or recent deletions (what
+// every broker does when it starts), costs requests per topic, not per
+// segment: ListTopics lists no object at all, and the deletions list a
+// deleted topic's directory only as far as its first object besides the
+// marker. A year of history is millions of objects.
+func TestListingTopicsAndDeletionsDoesNotListSegments(t *testing.T) {
+	ctx := context.Background()
+	mem := objectstore.NewMem()
+	l := Layout{Prefix: "archive"}
+	put := func(key string) {
+		t.Helper()
+		if _, err := mem.Put(ctx, key, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topic := func(name string, id byte, segments int) [16]byte {
+		t.Helper()
+		tid := [16]byte{id}
+		d := TopicDescriptor{Name: name, ID: TopicDir(name, tid)[len(name)+1:], Partitions: 2}
+		if err := PutTopic(ctx, mem, l, d); err != nil {
+			t.Fatal(err)
+		}
+		for p := range int32(2) {
+			part := Partition{Topic: name, TopicID: tid, Index: p}
+			for s := range segments {
+				put(l.SegmentKey(part, int64(s)*100, [16]byte{byte(s), byte(s >> 8)}))
+				put(l.CompanionKey(part, int64(s)*100, [16]byte{byte(s), byte(s >> 8)}))
+			}
+		}
+		return tid
+	}
+	topic("orders", 1, 300)
+	topic("clicks", 2, 300)
+	gone := topic("gone", 3, 300)
+	done := topic("done", 4, 0)
+	put(l.GroupShardKey("cluster", 0))
+	if err := EnsureArchive(ctx, mem, l, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// "gone" is being deleted: its marker, and its segments still there.
+	// "done" was deleted: its marker alone.
+	for _, d := range []struct {
+		name string
+		id   [16]byte
+	}{{"gone", gone}, {"done", done}} {
+		m := DeletionMarker{Name: d.name, ID: TopicDir(d.name, d.id)[len(d.name)+1:], DeletedAt: time.Now().UTC()}
+		if err := putJSON(ctx, mem, l.DeletedKey(d.name, d.id), m, objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mem.Delete(ctx, l.TopicKey("done", done)); err != nil {
+		t.Fatal(err)
+	}
+
+	b := &listCounting{Bucket: mem}
+	topics, err := ListTopics(ctx, b, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range topics {
+		names = append(names, d.Name)
+	}
+	if !slices.Equal(names, []string{"clicks", "orders"}) || b.listed.Load() != 0 {
+		t.Fatalf("ListTopics: %v, listing %d objects; want [clicks orders] (in directory order), none listed", names, b.listed.Load())
+	}
+	pending, err := PendingDeletions(ctx, b, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].Name != "gone" || b.listed.Load() > 2 {
+		t.Fatalf("PendingDeletions: %+v, listing %d objects; want gone, at most 2 listed (done's marker, gone's first segment)", pending, b.listed.Load())
+	}
+	b.listed.Store(0)
+	recent, err := RecentDeletions(ctx, b, l, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deleted []string
+	for _, m := range recent {
+		deleted = append(deleted, m.Name)
+	}
+	if !slices.Equal(deleted, []string{"done", "gone"}) || b.listed.Load() != 0 {
+		t.Fatalf("RecentDeletions: %+v, listing %d objects; want done and gone, none listed", recent, b.listed.Load())
+	}
+}
