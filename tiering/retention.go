@@ -197,6 +197,24 @@ var errNothingToDo = errors.New("tiering: nothing to do")
 // modified before now-grace (an upload in progress is younger). Pure:
 // listing is the partition prefix's listing.
 func PlanOrphans(m *Manifest, parts []*Manifest, listing []objectstore.Attrs, now time.Time, grace time.Duration) []string {
+	o := newOrphanPlan(m, parts, now, grace)
+	for _, a := range listing {
+		o.consider(a)
+	}
+	return o.keys
+}
+
+// orphanPlan collects a partition's orphaned objects from its listing,
+// one object at a time: what it holds is the names the manifest and its
+// parts keep, and the orphans, not the listing (a partition with a year
+// of history lists hundreds of thousands of objects).
+type orphanPlan struct {
+	live   map[[16]byte]bool
+	before time.Time
+	keys   []string
+}
+
+func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Duration) *orphanPlan {
 	live := map[[16]byte]bool{}
 	for _, s := range m.Segments {
 		live[s.ID] = true
@@ -209,15 +227,15 @@ func PlanOrphans(m *Manifest, parts []*Manifest, listing []objectstore.Attrs, no
 			live[s.ID] = true
 		}
 	}
-	var out []string
-	for _, a := range listing {
-		id, ok := parseObjectID(a.Key)
-		if !ok || live[id] || !a.LastModified.Before(now.Add(-grace)) {
-			continue
-		}
-		out = append(out, a.Key)
+	return &orphanPlan{live: live, before: now.Add(-grace)}
+}
+
+// consider adds a to the orphans if it is one.
+func (o *orphanPlan) consider(a objectstore.Attrs) {
+	id, ok := parseObjectID(a.Key)
+	if ok && !o.live[id] && a.LastModified.Before(o.before) {
+		o.keys = append(o.keys, a.Key)
 	}
-	return out
 }
 
 // CleanOrphans deletes a partition's orphaned objects (see PlanOrphans),
@@ -227,15 +245,15 @@ func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	return cleanOrphans(ctx, b, l, p, m, nil, spills, now, grace, metrics)
 }
 
-// cleanOrphans is CleanOrphans that also keeps what keep names.
+// cleanOrphans is CleanOrphans that also keeps what keep names. The
+// spilled parts m names are read before the listing, which is planned as
+// it comes. A commit that lands meanwhile (the leader's own, on its
+// commit goroutine) changes nothing: it names only objects written since
+// the oldest upload in flight began, which now must precede by the grace,
+// and it moves the names it already had into a new spilled part, never
+// out of what was read; only retention, on the leader's goroutine that
+// also sweeps, drops names.
 func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
-	var listing []objectstore.Attrs
-	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
-		listing = append(listing, a)
-		return nil
-	}); err != nil {
-		return 0, err
-	}
 	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
 	for _, s := range m.Spills {
 		part, err := spills.LoadSpill(ctx, p, s)
@@ -244,7 +262,14 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 		}
 		parts = append(parts, part)
 	}
-	return deleteEach(ctx, b, PlanOrphans(m, parts, listing, now, grace), metrics)
+	plan := newOrphanPlan(m, parts, now, grace)
+	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
+		plan.consider(a)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	return deleteEach(ctx, b, plan.keys, metrics)
 }
 
 // DeleteTopic removes a deleted topic's objects: it writes the deletion
