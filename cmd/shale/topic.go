@@ -19,7 +19,7 @@ import (
 func newTopicCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "topic",
-		Short: "Create, list, describe, configure and delete topics",
+		Short: "Create, list, describe, configure, grow, move and delete topics",
 		Args:  noCommand,
 		RunE:  helpOrUnknown,
 	}
