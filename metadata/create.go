@@ -41,10 +41,15 @@ const (
 	chunkBytes = 512 << 10
 )
 
-// creatingTTL is the lease of a creation's marker, in seconds: how long a
-// creation may take, and how long after a crash its leftovers wait for the
-// controller.
-var creatingTTL int64 = 60
+// creatingTTL is the lease of a creation's marker, in seconds. The
+// creator renews it while it writes, so a creation may take longer; it is
+// how long after the creator stopped (crashed, or lost etcd) the marker
+// lasts: until then another creation of the name, or an addition to the
+// topic, is refused as one under way (a client retries), and the
+// controller leaves its leftovers alone. A broker killed while it added
+// partitions held the next addition back for a minute when the lease was
+// 60 s and not renewed.
+var creatingTTL int64 = 10
 
 // afterChunk, when set (tests), is called after each chunk a creation
 // writes; an error stops the creation there.
@@ -78,6 +83,8 @@ type creation struct {
 	key    string // the marker
 	marker string // its value
 	lease  clientv3.LeaseID
+	// stopRenewing ends the renewals of the lease.
+	stopRenewing context.CancelFunc
 }
 
 // ours compares the marker with ours: the key under our lease. Its value
@@ -88,15 +95,26 @@ func (c *creation) ours() clientv3.Cmp {
 	return clientv3.Compare(clientv3.LeaseValue(c.key), "=", c.lease)
 }
 
-// grant takes the marker's lease.
+// grantCreation takes the marker's lease and renews it until the
+// creation's release (or the client's end).
 func (s *Store) grantCreation(ctx context.Context, name, marker string) (*creation, error) {
-	ctx, cancel := withDeadline(ctx)
+	gctx, cancel := withDeadline(ctx)
 	defer cancel()
-	l, err := s.cli.Grant(ctx, creatingTTL)
+	l, err := s.cli.Grant(gctx, creatingTTL)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	return &creation{s: s, key: s.creatingKey(name), marker: marker, lease: l.ID}, nil
+	rctx, stop := context.WithCancel(s.cli.Ctx())
+	renewals, err := s.cli.KeepAlive(rctx, l.ID)
+	if err != nil {
+		stop() // the lease expires unrenewed
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	go func() {
+		for range renewals {
+		}
+	}()
+	return &creation{s: s, key: s.creatingKey(name), marker: marker, lease: l.ID, stopRenewing: stop}, nil
 }
 
 // maxSettleRoom bounds the time a creation keeps, before its caller's
@@ -141,6 +159,7 @@ func (settle) context(ctx context.Context, at time.Time) (context.Context, conte
 // (etcd slow or unreachable) is tried again in the background, for
 // resolveTimeout at most and no longer than the client lives.
 func (c *creation) release(ctx context.Context, st settle) {
+	c.stopRenewing()
 	cli := c.s.cli
 	if cli.Ctx().Err() != nil {
 		return // the client is closing: the lease expires

@@ -329,3 +329,32 @@ func TestCreationRidesOutEtcdTimeouts(t *testing.T) {
 		t.Fatalf("%d writes timed out, want the marker and every chunk of both", te.fails)
 	}
 }
+
+// A creation renews its marker's lease while it writes: a creation, and
+// an addition of partitions, that take longer than the lease complete
+// (TestCrashBetweenChunksLeavesNoHalfTopic: a creator that stops renewing
+// loses the marker within the lease).
+func TestCreationOutlivesItsMarkersLease(t *testing.T) {
+	e := startStockEtcd(t)
+	old := creatingTTL
+	creatingTTL = 1
+	defer func() { creatingTTL = old }()
+	afterChunk = func(int) error {
+		time.Sleep(1500 * time.Millisecond)
+		return nil
+	}
+	defer func() { afterChunk = nil }()
+	s := NewStore(e.Client(), "")
+	ctx := ctxT(t)
+	topic, parts := testTopic("slow", 250) // three chunks
+	if _, err := s.CreateTopic(ctx, topic, parts); err != nil {
+		t.Fatalf("a creation slower than its marker's lease: %v", err)
+	}
+	_, more := testTopic("slow", 350)
+	if _, err := s.CreatePartitions(ctx, "slow", 250, more[250:]); err != nil {
+		t.Fatalf("an addition slower than its marker's lease: %v", err)
+	}
+	if n := keyCount(t, e.Client(), s.partitionPrefix("slow")); n != 350 {
+		t.Fatalf("%d partition records, want 350", n)
+	}
+}
