@@ -222,30 +222,29 @@ func (i *instrumented) Head(ctx context.Context, key string) (Attrs, error) {
 }
 
 func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
-	start := time.Now()
-	ctx = i.bill(ctx, prefix, "put")
-	var fnErr error
-	err := i.b.List(ctx, prefix, func(a Attrs) error {
-		fnErr = fn(a)
-		return fnErr
+	return i.listing(ctx, prefix, func(ctx context.Context, stop func(error) error) error {
+		return i.b.List(ctx, prefix, func(a Attrs) error { return stop(fn(a)) })
 	})
-	if err != nil && err == fnErr {
-		i.observe("list", start, nil) // the caller stopped it
-	} else {
-		i.observe("list", start, err)
-	}
-	return err
 }
 
 func (i *instrumented) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
+	return i.listing(ctx, prefix, func(ctx context.Context, stop func(error) error) error {
+		return i.b.ListDirs(ctx, prefix, func(d string) error { return stop(fn(d)) })
+	})
+}
+
+// listing observes one listing as a "list" call. run passes each of its
+// callback's results through stop, so that a listing the caller's
+// callback stopped counts as a success.
+func (i *instrumented) listing(ctx context.Context, prefix string, run func(ctx context.Context, stop func(error) error) error) error {
 	start := time.Now()
 	ctx = i.bill(ctx, prefix, "put")
-	var fnErr error
-	err := i.b.ListDirs(ctx, prefix, func(d string) error {
-		fnErr = fn(d)
-		return fnErr
+	var stopped error
+	err := run(ctx, func(err error) error {
+		stopped = err
+		return err
 	})
-	if err != nil && err == fnErr {
+	if err != nil && err == stopped {
 		i.observe("list", start, nil) // the caller stopped it
 	} else {
 		i.observe("list", start, err)
