@@ -461,16 +461,7 @@ func (f *FS) ListDirs(ctx context.Context, prefix string, fn func(string) error)
 			dirs = append(dirs, base+e.Name()+"/")
 		}
 	}
-	sort.Strings(dirs) // by key: "a-b/" comes before "a/"
-	for _, d := range dirs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(d); err != nil {
-			return err
-		}
-	}
-	return nil
+	return handDirs(ctx, dirs, fn)
 }
 
 // holdsObject reports whether the directory holds an object, at any

@@ -143,7 +143,12 @@ func (m *Mem) ListDirs(ctx context.Context, prefix string, fn func(string) error
 		}
 	}
 	m.mu.Unlock()
-	sort.Strings(dirs)
+	return handDirs(ctx, dirs, fn)
+}
+
+// handDirs sorts dirs by key and hands them to fn, as ListDirs does.
+func handDirs(ctx context.Context, dirs []string, fn func(string) error) error {
+	sort.Strings(dirs) // by key: "a-b/" comes before "a/"
 	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return err

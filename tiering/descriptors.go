@@ -171,68 +171,63 @@ func ReadTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string
 // directories, not its objects, and reads each topic's descriptor and
 // marker: its cost follows the topics, however many segments they hold.
 func ListTopics(ctx context.Context, b objectstore.Bucket, l Layout) ([]*TopicDescriptor, error) {
-	dirs, err := topicDirs(ctx, b, l)
-	if err != nil {
-		return nil, err
-	}
-	found := make([]*TopicDescriptor, len(dirs))
-	err = eachDir(ctx, dirs, func(ctx context.Context, i int, dir string) error {
+	return eachTopicDir(ctx, b, l, func(ctx context.Context, dir string) (*TopicDescriptor, error) {
 		if _, err := b.Head(ctx, dir+deletedName); err == nil {
-			return nil // deleted
+			return nil, nil // deleted
 		} else if !errors.Is(err, objectstore.ErrNotFound) {
-			return err
+			return nil, err
 		}
 		data, err := objectstore.ReadAll(ctx, b, dir+topicName, maxDescriptorSize)
 		if errors.Is(err, objectstore.ErrNotFound) {
-			return nil // no descriptor (yet): not a topic of the archive
+			return nil, nil // no descriptor (yet): not a topic of the archive
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d, err := DecodeTopicDescriptor(data)
 		if err != nil {
-			return fmt.Errorf("%s: %w", dir+topicName, err)
+			return nil, fmt.Errorf("%s: %w", dir+topicName, err)
 		}
-		found[i] = d
-		return nil
+		return d, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	var out []*TopicDescriptor
-	for _, d := range found {
-		if d != nil {
-			out = append(out, d)
-		}
-	}
-	return out, nil
 }
 
 // dirConcurrency bounds the requests in flight when every topic
 // directory of a bucket is looked at.
 const dirConcurrency = 16
 
-// topicDirs lists the bucket's topic directories ("P/T/"), in key order:
-// every directory under the prefix but the groups' offsets.
-func topicDirs(ctx context.Context, b objectstore.Bucket, l Layout) ([]string, error) {
+// eachTopicDir calls fn for each of the bucket's topic directories ("P/T/":
+// every directory under the prefix but the groups' offsets), up to
+// dirConcurrency at once, and returns what fn found, in directory order,
+// leaving out nils; or the first error.
+func eachTopicDir[T any](ctx context.Context, b objectstore.Bucket, l Layout, fn func(ctx context.Context, dir string) (*T, error)) ([]*T, error) {
 	prefix := strings.TrimSuffix(l.join("x"), "x")
 	var dirs []string
-	err := b.ListDirs(ctx, prefix, func(d string) error {
+	if err := b.ListDirs(ctx, prefix, func(d string) error {
 		if d != prefix+groupsDir+"/" {
 			dirs = append(dirs, d)
 		}
 		return nil
-	})
-	return dirs, err
-}
-
-// eachDir calls fn for every directory of dirs, up to dirConcurrency at
-// once, and returns the first error.
-func eachDir(ctx context.Context, dirs []string, fn func(ctx context.Context, i int, dir string) error) error {
+	}); err != nil {
+		return nil, err
+	}
+	found := make([]*T, len(dirs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(dirConcurrency)
 	for i, d := range dirs {
-		g.Go(func() error { return fn(gctx, i, d) })
+		g.Go(func() (err error) {
+			found[i], err = fn(gctx, d)
+			return err
+		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []*T
+	for _, v := range found {
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }

@@ -375,20 +375,15 @@ func RecentDeletions(ctx context.Context, b objectstore.Bucket, l Layout, since 
 // directory, as far as its first object besides the marker: its cost
 // follows the topics, not the segments they hold.
 func deletions(ctx context.Context, b objectstore.Bucket, l Layout, since time.Time) ([]DeletionMarker, error) {
-	dirs, err := topicDirs(ctx, b, l)
-	if err != nil {
-		return nil, err
-	}
-	found := make([]*DeletionMarker, len(dirs))
 	errOther := errors.New("an object besides the marker")
-	err = eachDir(ctx, dirs, func(ctx context.Context, i int, dir string) error {
+	found, err := eachTopicDir(ctx, b, l, func(ctx context.Context, dir string) (*DeletionMarker, error) {
 		k := dir + deletedName
 		a, err := b.Head(ctx, k)
 		if errors.Is(err, objectstore.ErrNotFound) {
-			return nil // not deleted
+			return nil, nil // not deleted
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if since.IsZero() || a.LastModified.Before(since) {
 			err := b.List(ctx, dir, func(o objectstore.Attrs) error {
@@ -398,31 +393,28 @@ func deletions(ctx context.Context, b objectstore.Bucket, l Layout, since time.T
 				return nil
 			})
 			if err == nil {
-				return nil // finished: the tombstone alone
+				return nil, nil // finished: the tombstone alone
 			}
 			if err != errOther {
-				return err
+				return nil, err
 			}
 		}
 		data, err := objectstore.ReadAll(ctx, b, k, maxDescriptorSize)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d, err := DecodeDeletionMarker(data)
 		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
+			return nil, fmt.Errorf("%s: %w", k, err)
 		}
-		found[i] = d
-		return nil
+		return d, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	var out []DeletionMarker
 	for _, d := range found {
-		if d != nil {
-			out = append(out, *d)
-		}
+		out = append(out, *d)
 	}
 	return out, nil
 }
