@@ -490,6 +490,12 @@ func (f *FS) holdsObject(ctx context.Context, dir string) (bool, error) {
 }
 
 func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	return f.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter skips the files up to after by name, unopened, and the
+// directories whose keys all sort before it.
+func (f *FS) ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error {
 	if err := f.usable(ctx); err != nil {
 		return err
 	}
@@ -514,11 +520,16 @@ func (f *FS) List(ctx context.Context, prefix string, fn func(Attrs) error) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		key, ok := f.keyOf(path)
 		if d.IsDir() {
+			// An after beyond "d/" but not starting with it is
+			// beyond every key in d: skip d unread.
+			if dir := key + "/"; ok && after > dir && !strings.HasPrefix(after, dir) {
+				return filepath.SkipDir
+			}
 			return nil
 		}
-		key, ok := f.keyOf(path)
-		if !ok || !strings.HasPrefix(key, prefix) {
+		if !ok || key <= after || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		file, err := os.Open(path)

@@ -112,10 +112,14 @@ func (m *Mem) Head(ctx context.Context, key string) (Attrs, error) {
 }
 
 func (m *Mem) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
+	return m.ListAfter(ctx, prefix, "", fn)
+}
+
+func (m *Mem) ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error {
 	m.mu.Lock()
 	var attrs []Attrs
 	for k, o := range m.objects {
-		if strings.HasPrefix(k, prefix) {
+		if k > after && strings.HasPrefix(k, prefix) {
 			attrs = append(attrs, o.attrs)
 		}
 	}

@@ -227,6 +227,12 @@ func (i *instrumented) List(ctx context.Context, prefix string, fn func(Attrs) e
 	})
 }
 
+func (i *instrumented) ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error {
+	return i.listing(ctx, prefix, func(ctx context.Context, stop func(error) error) error {
+		return i.b.ListAfter(ctx, prefix, after, func(a Attrs) error { return stop(fn(a)) })
+	})
+}
+
 func (i *instrumented) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {
 	return i.listing(ctx, prefix, func(ctx context.Context, stop func(error) error) error {
 		return i.b.ListDirs(ctx, prefix, func(d string) error { return stop(fn(d)) })

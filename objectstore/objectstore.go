@@ -88,9 +88,9 @@ type PutOptions struct {
 // Bucket is a flat namespace of immutable-once-written objects.
 //
 // Keys: Put, Get, Head and Delete refuse a key CheckKey refuses with
-// ErrInvalidKey; List takes any prefix. Keep layouts prefix-free (never
-// both "x" and "x/y"): S3 stores both but MinIO lists only "x", and the
-// filesystem backend refuses the second with ErrInvalidKey.
+// ErrInvalidKey; the listings take any prefix. Keep layouts prefix-free
+// (never both "x" and "x/y"): S3 stores both but MinIO lists only "x",
+// and the filesystem backend refuses the second with ErrInvalidKey.
 //
 // Consistency: strong read-after-write, as S3 gives since 2020: a Get,
 // Head or List that starts after a Put or Delete returned sees its effect.
@@ -114,6 +114,16 @@ type Bucket interface {
 	// List calls fn for every object whose key starts with prefix, in
 	// ascending key order, until fn returns an error (returned as is).
 	List(ctx context.Context, prefix string, fn func(Attrs) error) error
+	// ListAfter is List restricted to the keys that sort after after
+	// (S3's StartAfter): it calls fn for every object whose key starts
+	// with prefix and is greater than after, byte by byte, in ascending
+	// key order, until fn returns an error (returned as is). after need
+	// not be a key nor start with prefix; "" lists what List lists. The
+	// store passes over the keys up to after itself, neither handing
+	// them out nor fetching their attributes: a caller whose keys embed
+	// zero-padded numbers lists the tail of a long directory in the
+	// requests the tail needs.
+	ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error
 	// ListDirs calls fn once for every "directory" under prefix: each
 	// distinct beginning of the keys that start with prefix, up to and
 	// including the first "/" after prefix (S3's common prefixes with

@@ -72,10 +72,27 @@ func (p *prefixed) Head(ctx context.Context, key string) (Attrs, error) {
 }
 
 func (p *prefixed) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
-	return p.b.List(ctx, p.prefix+prefix, func(a Attrs) error {
+	return p.b.List(ctx, p.prefix+prefix, p.unprefixed(fn))
+}
+
+// ListAfter asks for the stored keys after P/after, P the wrapper's
+// prefix: k sorts after after exactly when P/k sorts after P/after. An
+// after of "" stays "" (not P/), so it lists what List lists, even an
+// object another client stored as P/ itself.
+func (p *prefixed) ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error {
+	if after != "" {
+		after = p.prefix + after
+	}
+	return p.b.ListAfter(ctx, p.prefix+prefix, after, p.unprefixed(fn))
+}
+
+// unprefixed passes fn the attributes of the stored objects with the keys
+// seen from under the prefix.
+func (p *prefixed) unprefixed(fn func(Attrs) error) func(Attrs) error {
+	return func(a Attrs) error {
 		a.Key = strings.TrimPrefix(a.Key, p.prefix)
 		return fn(a)
-	})
+	}
 }
 
 func (p *prefixed) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {

@@ -880,11 +880,19 @@ func (b *S3) Head(ctx context.Context, key string) (Attrs, error) {
 }
 
 func (b *S3) List(ctx context.Context, prefix string, fn func(Attrs) error) error {
-	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+	return b.ListAfter(ctx, prefix, "", fn)
+}
+
+func (b *S3) ListAfter(ctx context.Context, prefix, after string, fn func(Attrs) error) error {
+	in := &s3.ListObjectsV2Input{
 		Bucket:  aws.String(b.opts.Bucket),
 		Prefix:  aws.String(prefix),
 		MaxKeys: aws.Int32(b.opts.ListPageSize),
-	})
+	}
+	if after != "" {
+		in.StartAfter = aws.String(after)
+	}
+	p := s3.NewListObjectsV2Paginator(b.client, in)
 	for p.HasMorePages() {
 		pctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
 		page, err := p.NextPage(pctx)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
@@ -66,6 +69,39 @@ func TestS3ChecksumsWhenRequired(t *testing.T) {
 	}
 	if _, err := b.Put(ctx, "k", bytes.NewReader(nil), 0, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
 		t.Fatalf("create over an object: %v", err)
+	}
+}
+
+// ListAfter has the store skip the keys up to after: the tail of a
+// directory of many pages is one list request.
+func TestS3ListAfterAsksForTheTailOnly(t *testing.T) {
+	var lists atomic.Int32
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.ListPageSize = 10
+		o.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.URL.Query().Get("list-type") == "2" {
+					lists.Add(1)
+				}
+				return next.RoundTrip(r)
+			})
+		}
+	})
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := b.Put(ctx, fmt.Sprintf("p/%05d", i), bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []string
+	if err := b.ListAfter(ctx, "p/", "p/00045", func(a objectstore.Attrs) error {
+		keys = append(keys, a.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(keys) != "[p/00046 p/00047 p/00048 p/00049]" || lists.Load() != 1 {
+		t.Fatalf("listed %v in %d requests, want p/00046 to p/00049 in 1", keys, lists.Load())
 	}
 }
 

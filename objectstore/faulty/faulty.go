@@ -25,6 +25,7 @@ const (
 	Put Op = 1 << iota
 	Get
 	Head
+	// List is every listing: List, ListAfter and ListDirs.
 	List
 	Delete
 	// Any matches every operation.
@@ -51,7 +52,7 @@ var (
 )
 
 // Rule is one fault. A call matches when its operation is in Op and its
-// key (a List's prefix) starts with KeyPrefix. The effects apply in this
+// key (a listing's prefix) starts with KeyPrefix. The effects apply in this
 // order: Latency, then Hold, then Stall, then Err, Late or the call, then
 // LoseResponse or TruncateAfter.
 type Rule struct {
@@ -374,6 +375,14 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(objectstore.At
 		return err
 	}
 	return b.inner.List(ctx, prefix, fn)
+}
+
+func (b *Bucket) ListAfter(ctx context.Context, prefix, after string, fn func(objectstore.Attrs) error) error {
+	e := b.match(List, prefix)
+	if err := e.before(ctx); err != nil {
+		return err
+	}
+	return b.inner.ListAfter(ctx, prefix, after, fn)
 }
 
 func (b *Bucket) ListDirs(ctx context.Context, prefix string, fn func(string) error) error {

@@ -49,6 +49,8 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"ListByPrefix", testListPrefix},
 		{"ListPaginates", testListPaginates},
 		{"ListStopsOnCallbackError", testListStops},
+		{"ListAfter", testListAfter},
+		{"ListAfterPaginates", testListAfterPaginates},
 		{"ListDirs", testListDirs},
 		{"ListDirsPaginates", testListDirsPaginates},
 		{"KeyThatIsAPrefixOfAnother", testKeyPrefixOfAnother},
@@ -367,6 +369,139 @@ func testListStops(t *testing.T, b objectstore.Bucket) {
 	})
 	if err != stop || calls != 2 {
 		t.Fatalf("list returned %v after %d calls, want the callback's error after 2", err, calls)
+	}
+}
+
+func listAfter(t *testing.T, b objectstore.Bucket, prefix, after string) []string {
+	t.Helper()
+	keys := []string{}
+	if err := b.ListAfter(ctx(t), prefix, after, func(a objectstore.Attrs) error {
+		keys = append(keys, a.Key)
+		return nil
+	}); err != nil {
+		t.Fatalf("list %q after %q: %v", prefix, after, err)
+	}
+	return keys
+}
+
+// testListAfter: ListAfter lists the keys under the prefix greater than
+// after, byte by byte, whether after is a key, a directory's name, or
+// outside the prefix; "" lists what List lists; a callback's error stops
+// it. Keys embedding zero-padded numbers sort by number, and before those
+// starting with a letter: a segment's base offset is the after that
+// lists the segments from it on.
+func testListAfter(t *testing.T, b objectstore.Bucket) {
+	const (
+		seg7   = "p/00000000000000000007-f00.log"
+		seg42  = "p/00000000000000000042-abc.log"
+		seg100 = "p/00000000000000000100-def.log"
+		man    = "p/manifest.json"
+		spill  = "p/spill-00000000000000000100.json"
+	)
+	for _, k := range []string{"a/1", "a/3", "a/5", "a/sub/x", "b", seg100, man, seg7, spill, seg42} {
+		put(t, b, k, []byte(k))
+	}
+	aAll := "[a/1 a/3 a/5 a/sub/x]"
+	pAll := fmt.Sprint([]string{seg7, seg42, seg100, man, spill})
+	for _, tc := range []struct {
+		prefix, after string
+		want          string
+	}{
+		{"a/", "", aAll},
+		{"a/", "a/2", "[a/3 a/5 a/sub/x]"},
+		{"a/", "a/3", "[a/5 a/sub/x]"},
+		{"a/", "a/0", aAll},
+		{"a/", "a/", aAll},
+		{"a/", "a/sub", "[a/sub/x]"},
+		{"a/", "a/sub/", "[a/sub/x]"},
+		{"a/", "a/sub/a", "[a/sub/x]"},
+		{"a/", "a/sub/x", "[]"},
+		{"a/", "a/t", "[]"},
+		{"a/", "a/zzz", "[]"},
+		{"a/", "0", aAll},
+		{"a/", "a", aAll},
+		{"a/", "a.", aAll}, // '.' < '/'
+		{"a/", "a0", "[]"}, // '0' > '/'
+		{"a/", "b", "[]"},
+		{"a/s", "a/1", "[a/sub/x]"},
+		{"", "a/5", fmt.Sprint([]string{"a/sub/x", "b", seg7, seg42, seg100, man, spill})},
+		{"", "b", pAll},
+		{"", "p/zzz", "[]"},
+		{"p/", "", pAll},
+		{"p/", "p/00000000000000000007", pAll},
+		{"p/", seg7, fmt.Sprint([]string{seg42, seg100, man, spill})},
+		{"p/", "p/00000000000000000042", fmt.Sprint([]string{seg42, seg100, man, spill})},
+		{"p/", "p/00000000000000000043", fmt.Sprint([]string{seg100, man, spill})},
+		{"p/", "p/00000000000000000101", fmt.Sprint([]string{man, spill})},
+		{"p/", "p/9", fmt.Sprint([]string{man, spill})},
+		{"p/", man, fmt.Sprint([]string{spill})},
+		{"p/0", "p/00000000000000000042", fmt.Sprint([]string{seg42, seg100})},
+		{"q/", "", "[]"},
+		{"q/", "a", "[]"},
+	} {
+		if got := fmt.Sprint(listAfter(t, b, tc.prefix, tc.after)); got != tc.want {
+			t.Errorf("list %q after %q: %s, want %s", tc.prefix, tc.after, got, tc.want)
+		}
+	}
+	// After "": what List lists, attributes included.
+	attrs := func(list func(fn func(objectstore.Attrs) error) error) string {
+		var s []string
+		if err := list(func(a objectstore.Attrs) error {
+			s = append(s, fmt.Sprintf("%s %d %s %d", a.Key, a.Size, a.ETag, a.LastModified.UnixNano()))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(s, "\n")
+	}
+	for _, prefix := range []string{"", "a", "a/", "a/sub/x", "p/0", "q"} {
+		listed := attrs(func(fn func(objectstore.Attrs) error) error { return b.List(ctx(t), prefix, fn) })
+		after := attrs(func(fn func(objectstore.Attrs) error) error { return b.ListAfter(ctx(t), prefix, "", fn) })
+		if after != listed {
+			t.Errorf("list %q after \"\":\n%s\nlist:\n%s", prefix, after, listed)
+		}
+	}
+	stop := errors.New("stop")
+	var called []string
+	err := b.ListAfter(ctx(t), "", "a/3", func(a objectstore.Attrs) error {
+		called = append(called, a.Key)
+		if len(called) == 2 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || fmt.Sprint(called) != "[a/5 a/sub/x]" {
+		t.Fatalf("list after returned %v after calls for %v, want the callback's error after [a/5 a/sub/x]", err, called)
+	}
+}
+
+// testListAfterPaginates: more keys after after than a page of keys.
+func testListAfterPaginates(t *testing.T, b objectstore.Bucket) {
+	const skipped, n = 100, 1100 // n above S3's 1000-key page
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range skipped + n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			k := fmt.Sprintf("p/%05d", i)
+			if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	put(t, b, "q", nil)
+	keys := listAfter(t, b, "p/", fmt.Sprintf("p/%05d", skipped-1))
+	if len(keys) != n {
+		t.Fatalf("listed %d keys, want %d", len(keys), n)
+	}
+	for i, k := range keys {
+		if want := fmt.Sprintf("p/%05d", skipped+i); k != want {
+			t.Fatalf("key %d is %s, want %s", i, k, want)
+		}
 	}
 }
 
