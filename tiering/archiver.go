@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"runtime"
 	"slices"
@@ -54,10 +55,17 @@ type ArchiverConfig struct {
 	// is measured.
 	SealedAt func(base int64) time.Time
 	// SweepEvery, when above 0, is about how often Run deletes the
-	// partition's orphaned objects (CleanOrphans: one LIST), each wait
-	// drawn from [SweepEvery/2, 3*SweepEvery/2) so that partitions do not
-	// all LIST at once. It needs Spills.
+	// partition's orphaned objects, each wait drawn from [SweepEvery/2,
+	// 3*SweepEvery/2) so that partitions do not all LIST at once. It
+	// needs Spills.
 	SweepEvery time.Duration
+	// FullSweepEvery, when above 0, is about how often (jittered the
+	// same way) a sweep lists all of the partition's objects, as
+	// CleanOrphans does; the sweeps between list only the tail where
+	// this archiver's own uploads can have left orphans (maybeSweep), a
+	// page or two where a full listing of a year of history is hundreds
+	// of pages. 0: every sweep lists everything.
+	FullSweepEvery time.Duration
 	// OrphanGrace is how old an object the manifest does not name must be
 	// before a sweep deletes it, counted back from the start of the
 	// oldest upload in flight (whose objects, and those of the uploads
@@ -81,9 +89,21 @@ const (
 // manifest. The partition's leader runs it; a new leader runs a new one.
 type Archiver struct {
 	cfg ArchiverConfig
-	// nextSweep is when Run next sweeps orphans (Run's goroutine only;
-	// kept across Run calls so that failing uploads do not postpone it).
-	nextSweep time.Time
+	// nextSweep is when Run next sweeps orphans, and nextFullSweep when
+	// that sweep lists everything (Run's goroutine only; kept across Run
+	// calls so that failing uploads do not postpone them).
+	nextSweep, nextFullSweep time.Time
+	// fullSweepDue makes the next sweep list everything (SweepFully).
+	fullSweepDue atomic.Bool
+	// What a tail sweep must cover of this archiver's uploads (the
+	// caller's goroutine: start and maybeSweep). open: the uploads
+	// started that may still be committed (the committed ones are dropped
+	// whenever open has doubled, and at every sweep). leftover: by base
+	// offset, when the last upload of that base ended that was never
+	// committed, until a sweep has looked at its objects.
+	open      []*upload
+	compactAt int
+	leftover  map[int64]time.Time
 }
 
 // NewArchiver returns an archiver.
@@ -97,12 +117,25 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = min(runtime.GOMAXPROCS(0), 4)
 	}
-	a := &Archiver{cfg: cfg}
+	a := &Archiver{cfg: cfg, compactAt: minCompact, leftover: map[int64]time.Time{}}
 	if cfg.SweepEvery > 0 {
 		a.nextSweep = time.Now().Add(sweepWait(cfg.SweepEvery))
 	}
+	if cfg.FullSweepEvery > 0 {
+		a.nextFullSweep = time.Now().Add(sweepWait(cfg.FullSweepEvery))
+	}
 	return a
 }
+
+// minCompact is the length of open at which start first drops the
+// committed uploads from it.
+const minCompact = 64
+
+// SweepFully makes the next orphan sweep list all of the partition's
+// objects: the caller knows of objects a tail sweep would not reach (a
+// remote retention pass that could not delete the objects it dropped
+// from the manifest). Safe from any goroutine.
+func (a *Archiver) SweepFully() { a.fullSweepDue.Store(true) }
 
 // sweepWait is a wait in [every/2, 3*every/2).
 func sweepWait(every time.Duration) time.Duration {
@@ -111,14 +144,18 @@ func sweepWait(every time.Duration) time.Duration {
 
 // upload is one segment of a batch on its way to the bucket.
 type upload struct {
+	base    int64 // the segment's base offset
 	next    int64 // the segment's next offset
 	started time.Time
-	done    chan struct{} // closed when the fields below are set
-	seg     Segment
-	logKey  string
-	compKey string
-	err     error
-	phases  [numPhases]time.Duration
+	// committed is set once a manifest commit named the upload's objects
+	// (by the goroutine that committed it).
+	committed atomic.Bool
+	done      chan struct{} // closed when the fields below are set
+	seg       Segment
+	logKey    string
+	compKey   string
+	err       error
+	phases    [numPhases]time.Duration
 	// uploaded is when the segment and its companion were in the
 	// bucket (set with err, before done is closed).
 	uploaded time.Time
@@ -353,11 +390,25 @@ type commitResult struct {
 //   - a commit of this leader's whose outcome is unknown and which may
 //     still land postpones the sweep until it is settled (fenced).
 //
+// Between full sweeps (FullSweepEvery, SweepFully), a sweep lists only the
+// tail of the partition's objects (Layout.TailAfter): the segments from
+// the lowest base offset of the stored manifest's end and of this
+// archiver's uploads that may have left objects behind (tailFloor), the
+// manifest and the spilled parts. Every orphan this archiver's uploads can
+// leave is there: an upload starts at or above the manifest's end, and
+// one never committed counts until a sweep that began well after it ended
+// (its objects old enough, and listed) has passed. What the tail misses
+// waits for the next full sweep: objects remote retention dropped and
+// could not delete (the caller calls SweepFully), and writes of an older
+// leader that landed after this term's first sweep (the broker's, at the
+// start of the term: CleanOrphans).
+//
 // Other failures are logged: the next sweep retries.
 func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*upload) error {
 	if a.cfg.SweepEvery <= 0 || a.cfg.Spills == nil {
 		return nil
 	}
+	a.settleOpen(inflight)
 	now := time.Now()
 	if now.Before(a.nextSweep) || a.cfg.Manifest.hasPending() {
 		// A commit of unknown outcome may still land and name
@@ -382,16 +433,35 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 	if stored.LeaderEpoch > epoch {
 		return fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 	}
+	asked := a.fullSweepDue.Swap(false)
+	full := asked || a.cfg.FullSweepEvery <= 0 || !now.Before(a.nextFullSweep)
+	after := ""
+	if !full {
+		after = a.cfg.Layout.TailAfter(a.cfg.Partition, a.tailFloor(stored))
+	}
 	// Segments the copy in memory names and the stored one does not (none
 	// unless a commit raced the read) are kept too.
 	extra := &Manifest{Segments: a.cfg.Manifest.Current().Segments}
-	n, err := cleanOrphans(sctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+	n, err := cleanOrphans(sctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, after, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
 	switch {
 	case err != nil:
-		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "deleted", n, "err", err)
+		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "full", full, "deleted", n, "err", err)
+		if full {
+			a.fullSweepDue.Store(true)
+		}
+		return nil
 	case n > 0:
-		a.cfg.Logger.Info("orphan sweep deleted objects no manifest names", "partition", a.cfg.Partition.String(), "count", n)
+		a.cfg.Logger.Info("orphan sweep deleted objects no manifest names", "partition", a.cfg.Partition.String(), "full", full, "count", n)
 	}
+	if full && a.cfg.FullSweepEvery > 0 {
+		a.nextFullSweep = now.Add(sweepWait(a.cfg.FullSweepEvery))
+	}
+	// An upload that ended a grace before the objects this sweep could
+	// delete were written is done with: its objects, if any are left,
+	// were old enough, and listed. (A grace more than needed: the store's
+	// clock stamps the objects, not this one.)
+	swept := cutoff.Add(-2 * a.cfg.OrphanGrace)
+	maps.DeleteFunc(a.leftover, func(_ int64, ended time.Time) bool { return ended.Before(swept) })
 	return nil
 }
 
@@ -409,7 +479,8 @@ func isDone(u *upload) bool {
 // log's end). When the upload ends it sends on ended if ended has room
 // (nil: no signal).
 func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInfo, checkGap bool, end int64, ended chan<- struct{}) *upload {
-	u := &upload{next: s.NextOffset, started: time.Now(), done: make(chan struct{})}
+	u := &upload{base: s.BaseOffset, next: s.NextOffset, started: time.Now(), done: make(chan struct{})}
+	a.track(u)
 	if a.cfg.SealedAt != nil {
 		if at := a.cfg.SealedAt(s.BaseOffset); !at.IsZero() && at.Before(u.started) {
 			u.phases[phaseWait] = u.started.Sub(at)
@@ -431,6 +502,53 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 		}
 	}()
 	return u
+}
+
+// track adds u to the uploads a tail sweep must cover (when Run sweeps).
+func (a *Archiver) track(u *upload) {
+	if a.cfg.SweepEvery <= 0 {
+		return
+	}
+	a.open = append(a.open, u)
+	if len(a.open) < a.compactAt {
+		return
+	}
+	a.open = slices.DeleteFunc(a.open, func(u *upload) bool { return u.committed.Load() })
+	a.compactAt = max(minCompact, 2*len(a.open))
+}
+
+// settleOpen moves out of open the uploads that are over: the committed
+// ones go, and those done and no longer in flight (inflight: the ones a
+// commit may still name) go to leftover.
+func (a *Archiver) settleOpen(inflight []*upload) {
+	a.open = slices.DeleteFunc(a.open, func(u *upload) bool {
+		switch {
+		case u.committed.Load():
+			return true
+		case !isDone(u) || slices.Contains(inflight, u):
+			return false
+		}
+		if at, ok := a.leftover[u.base]; !ok || at.Before(u.uploaded) {
+			a.leftover[u.base] = u.uploaded
+		}
+		return true
+	})
+}
+
+// tailFloor is the lowest base offset a tail sweep lists from: the stored
+// manifest's end (every upload after starts there or above), or the base
+// of an upload that may have left objects behind.
+func (a *Archiver) tailFloor(stored *Manifest) int64 {
+	floor := stored.End()
+	for _, u := range a.open {
+		if !u.committed.Load() {
+			floor = min(floor, u.base)
+		}
+	}
+	for base := range a.leftover {
+		floor = min(floor, base)
+	}
+	return floor
 }
 
 // commit names the uploaded segments ups (consecutive, the oldest first)
@@ -474,6 +592,7 @@ func (a *Archiver) commit(ctx context.Context, epoch int32, ups []*upload) (int,
 		a.fault(FaultCommitted)
 		a.cfg.Metrics.committed()
 		for _, u := range committed {
+			u.committed.Store(true)
 			took := time.Since(u.started)
 			// The commit is shared: each segment is charged its part.
 			u.phases[phaseCommit] = commitTook / time.Duration(len(committed))

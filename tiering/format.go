@@ -149,6 +149,15 @@ func (l Layout) SpillKey(p Partition, base int64, id [16]byte) string {
 	return l.PartitionPrefix(p) + "spill-" + objectBase(base, id) + ".manifest"
 }
 
+// TailAfter is the key after which a listing of p's objects (ListAfter)
+// holds the segments and companions of base offset base and above, the
+// manifest and every spilled part, and nothing else: base offsets are
+// fixed-width decimal, and the names that do not start with one
+// ("manifest", "spill-...") sort after every digit.
+func (l Layout) TailAfter(p Partition, base int64) string {
+	return l.PartitionPrefix(p) + fmt.Sprintf("%020d", max(base, 0))
+}
+
 func objectBase(base int64, id [16]byte) string {
 	return fmt.Sprintf("%020d-%s", base, hex.EncodeToString(id[:]))
 }

@@ -11,14 +11,18 @@ import (
 	"github.com/shale-log/shale/objectstore"
 )
 
-// listCounting counts the objects List hands out.
+// listCounting counts the objects List and ListAfter hand out.
 type listCounting struct {
 	objectstore.Bucket
 	listed atomic.Int64
 }
 
 func (c *listCounting) List(ctx context.Context, prefix string, fn func(objectstore.Attrs) error) error {
-	return c.Bucket.List(ctx, prefix, func(a objectstore.Attrs) error {
+	return c.ListAfter(ctx, prefix, "", fn)
+}
+
+func (c *listCounting) ListAfter(ctx context.Context, prefix, after string, fn func(objectstore.Attrs) error) error {
+	return c.Bucket.ListAfter(ctx, prefix, after, func(a objectstore.Attrs) error {
 		c.listed.Add(1)
 		return fn(a)
 	})

@@ -242,10 +242,12 @@ func (o *orphanPlan) consider(a objectstore.Attrs) {
 // reading every spilled part of m through spills. Only the partition's
 // leader runs it, after loading the manifest.
 func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
-	return cleanOrphans(ctx, b, l, p, m, nil, spills, now, grace, metrics)
+	return cleanOrphans(ctx, b, l, p, m, nil, "", spills, now, grace, metrics)
 }
 
-// cleanOrphans is CleanOrphans that also keeps what keep names. The
+// cleanOrphans is CleanOrphans that also keeps what keep names and looks
+// only at the keys that sort after after ("": all; see
+// Layout.TailAfter). The
 // spilled parts m names are read before the listing, which is planned as
 // it comes. A commit that lands meanwhile (the leader's own, on its
 // commit goroutine) changes nothing: it names only objects written since
@@ -253,7 +255,7 @@ func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 // and it moves the names it already had into a new spilled part, never
 // out of what was read; only retention, on the leader's goroutine that
 // also sweeps, drops names.
-func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
+func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, after string, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
 	for _, s := range m.Spills {
 		part, err := spills.LoadSpill(ctx, p, s)
@@ -263,7 +265,7 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 		parts = append(parts, part)
 	}
 	plan := newOrphanPlan(m, parts, now, grace)
-	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
+	if err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
 		plan.consider(a)
 		return nil
 	}); err != nil {
