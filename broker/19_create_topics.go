@@ -211,7 +211,7 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 			return tv, err
 		}
 		var err error
-		if tv.partitions, err = placeReplicas(view, 0, partitions, rf, randomStart(len(live))); err != nil {
+		if tv.partitions, err = placeReplicas(view, 0, partitions, rf, leastLedStart(view, partitions)); err != nil {
 			return tv, err
 		}
 	}
@@ -237,6 +237,45 @@ func (b *Broker) commitTopic(ctx context.Context, tv topicView, by ...any) (topi
 	b.log.Info("topic created", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id),
 		"partitions", len(tv.partitions), "replication_factor", len(tv.partitions[0].replicas), "configs", tv.configs}, by...)...)
 	return tv, b.waitOpened(ctx, rev, tv.name)
+}
+
+// leastLedStart is where placeReplicas starts a new topic of count
+// partitions so that the cluster's preferred leaders stay spread over
+// its brokers: whole rounds of the placement order lead once on every
+// broker, and the rest (count mod the brokers) go to the run of brokers
+// in placement order that are preferred leaders of the fewest partitions
+// of every topic, the first such run at or after a random position. A
+// random start for each topic, as Kafka's, leaves a cluster of many
+// small topics unevenly led: a hundred single-partition topics on three
+// brokers put 38 on the busiest on average (34 is even), and the
+// leader-imbalance check keeps that, never fixes it.
+func leastLedStart(view *metaView, count int32) int {
+	order := view.placementOrder()
+	n := len(order)
+	from := randomStart(n)
+	rest := int(count) % max(n, 1)
+	if rest == 0 {
+		return from
+	}
+	led := map[int32]int{}
+	for _, tv := range view.topics {
+		for _, p := range tv.partitions {
+			if len(p.replicas) > 0 {
+				led[p.replicas[0]]++
+			}
+		}
+	}
+	best, least := from, -1
+	for k := range n {
+		start, load := (from+k)%n, 0
+		for i := range rest {
+			load += led[order[(start+i)%n]]
+		}
+		if least < 0 || load < least {
+			best, least = start, load
+		}
+	}
+	return best
 }
 
 func randomStart(n int) int {
