@@ -629,17 +629,15 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		return
 	}
 	t.svc.metadataObjects(ctx, p)
-	if n, err := tiering.CleanOrphans(ctx, t.svc.bucket, t.svc.layout, t.part, m, t.svc.reader, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics); err != nil {
-		log.Warn("cleaning orphaned objects", "err", err)
-	} else if n > 0 {
-		log.Info("deleted orphaned objects", "count", n)
-	}
 	arch := tiering.NewArchiver(tiering.ArchiverConfig{
 		Bucket: t.svc.bucket, Layout: t.svc.layout, Partition: t.part, Manifest: t.store, Source: p.log,
 		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault, SealedAt: t.sealedAt,
 		// Objects a failed upload or remote retention could not delete
 		// go within about a grace period, not at the next leader change.
-		SweepEvery: t.svc.cfg.OrphanGrace, FullSweepEvery: t.svc.cfg.FullSweepEvery, OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
+		// The term's first sweep, beside its first uploads, lists
+		// everything: what earlier leaders left.
+		SweepEvery: t.svc.cfg.OrphanGrace, FullSweepEvery: t.svc.cfg.FullSweepEvery, SweepAtStart: true,
+		OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
 		OnCommit: func(m *tiering.Manifest) {
 			p.log.SetUploadedEnd(m.End())
 			t.lastUpload.Store(time.Now().UnixMilli())

@@ -66,6 +66,10 @@ type ArchiverConfig struct {
 	// page or two where a full listing of a year of history is hundreds
 	// of pages. 0: every sweep lists everything.
 	FullSweepEvery time.Duration
+	// SweepAtStart makes Run's first look sweep, and list everything: a
+	// new leader's, for the orphans its predecessors left (their failed
+	// uploads, and their remote retention's failed deletes).
+	SweepAtStart bool
 	// OrphanGrace is how old an object the manifest does not name must be
 	// before a sweep deletes it, counted back from the start of the
 	// oldest upload in flight (whose objects, and those of the uploads
@@ -93,8 +97,14 @@ type Archiver struct {
 	// that sweep lists everything (Run's goroutine only; kept across Run
 	// calls so that failing uploads do not postpone them).
 	nextSweep, nextFullSweep time.Time
-	// fullSweepDue makes the next sweep list everything (SweepFully).
-	fullSweepDue atomic.Bool
+	// fullSweepAsked is when a full sweep was last asked for (Unix
+	// nanoseconds; 0: none stands). The request stands until a full
+	// sweep has succeeded that looked at the objects written before then
+	// (whose age cutoff is past it): every sweep is full until then.
+	fullSweepAsked atomic.Int64
+	// sweeping is the sweep on its own goroutine (nil: none), whose end
+	// the next maybeSweep takes in.
+	sweeping *sweep
 	// What a tail sweep must cover of this archiver's uploads (the
 	// caller's goroutine: start and maybeSweep). open: the uploads
 	// started that may still be committed (the committed ones are dropped
@@ -118,8 +128,11 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 		cfg.MaxBatch = min(runtime.GOMAXPROCS(0), 4)
 	}
 	a := &Archiver{cfg: cfg, compactAt: minCompact, leftover: map[int64]time.Time{}}
-	if cfg.SweepEvery > 0 {
+	if cfg.SweepEvery > 0 && !cfg.SweepAtStart {
 		a.nextSweep = time.Now().Add(sweepWait(cfg.SweepEvery))
+	}
+	if cfg.SweepAtStart {
+		a.SweepFully()
 	}
 	if cfg.FullSweepEvery > 0 {
 		a.nextFullSweep = time.Now().Add(sweepWait(cfg.FullSweepEvery))
@@ -131,11 +144,13 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 // committed uploads from it.
 const minCompact = 64
 
-// SweepFully makes the next orphan sweep list all of the partition's
-// objects: the caller knows of objects a tail sweep would not reach (a
-// remote retention pass that could not delete the objects it dropped
-// from the manifest). Safe from any goroutine.
-func (a *Archiver) SweepFully() { a.fullSweepDue.Store(true) }
+// SweepFully makes the orphan sweeps list all of the partition's objects
+// until one has succeeded that looked at every object written before
+// now (some as young as the grace are not, the first time): the caller
+// knows of objects a tail sweep would not reach (a remote retention pass
+// that could not delete the objects it dropped from the manifest). Safe
+// from any goroutine.
+func (a *Archiver) SweepFully() { a.fullSweepAsked.Store(time.Now().UnixNano()) }
 
 // sweepWait is a wait in [every/2, 3*every/2).
 func sweepWait(every time.Duration) time.Duration {
@@ -268,6 +283,13 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 		inflight = nil
 	}
 	defer drain()
+	defer func() {
+		// A sweep in flight goes on past a failed Run, and ends with
+		// the caller's ctx.
+		if s := a.sweeping; s != nil && ctx.Err() != nil {
+			<-s.done
+		}
+	}()
 	if err := a.settle(ctx); err != nil {
 		return err
 	}
@@ -372,14 +394,31 @@ func (a *Archiver) Run(ctx context.Context, epoch int32, h RunHooks) error {
 	}
 }
 
+// sweep is an orphan sweep running on its own goroutine: a full listing
+// of a year of history takes a minute, which the uploads and commits of
+// Run's loop do not wait for.
+type sweep struct {
+	done    chan struct{} // closed when deleted and err are set
+	started time.Time
+	full    bool
+	asked   int64 // fullSweepAsked when it started
+	// eligible: the objects written before it were old enough to go.
+	// swept: the uploads that ended before it are done with once the
+	// sweep has succeeded.
+	eligible, swept time.Time
+	deleted         int
+	err             error
+}
+
 // commitResult is the outcome of a commit run on its own goroutine.
 type commitResult struct {
 	m   *Manifest
 	err error
 }
 
-// maybeSweep deletes the partition's orphaned objects when the sweep is
-// due. It never deletes an object that a commit may still name:
+// maybeSweep starts a sweep of the partition's orphaned objects on its own
+// goroutine when one is due and none is in flight, and takes in the end of
+// the one before. A sweep never deletes an object that a commit may still name:
 //   - the names come from the manifest read from the bucket now (the
 //     copy in memory may miss a commit whose outcome was unknown) and
 //     from the one in memory; a manifest of a newer leader stops it
@@ -403,12 +442,22 @@ type commitResult struct {
 // leader that landed after this term's first sweep (the broker's, at the
 // start of the term: CleanOrphans).
 //
-// Other failures are logged: the next sweep retries.
+// The sweep runs concurrently with the commits (which name only objects
+// younger than its cutoff, or already named) and with remote retention
+// (which only drops names, and deletes the objects itself). Failures are
+// logged: the next sweep retries.
 func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*upload) error {
 	if a.cfg.SweepEvery <= 0 || a.cfg.Spills == nil {
 		return nil
 	}
 	a.settleOpen(inflight)
+	if s := a.sweeping; s != nil {
+		if !isClosed(s.done) {
+			return nil // one at a time
+		}
+		a.sweeping = nil
+		a.sweepEnded(s)
+	}
 	now := time.Now()
 	if now.Before(a.nextSweep) || a.cfg.Manifest.hasPending() {
 		// A commit of unknown outcome may still land and name
@@ -423,9 +472,9 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 			cutoff = u.started
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	defer cancel()
-	stored, _, err := a.cfg.Manifest.read(sctx)
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	stored, _, err := a.cfg.Manifest.read(rctx)
+	cancel()
 	if err != nil {
 		a.cfg.Logger.Warn("orphan sweep: reading the manifest", "partition", a.cfg.Partition.String(), "err", err)
 		return nil
@@ -433,8 +482,8 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 	if stored.LeaderEpoch > epoch {
 		return fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 	}
-	asked := a.fullSweepDue.Swap(false)
-	full := asked || a.cfg.FullSweepEvery <= 0 || !now.Before(a.nextFullSweep)
+	asked := a.fullSweepAsked.Load()
+	full := asked != 0 || a.cfg.FullSweepEvery <= 0 || !now.Before(a.nextFullSweep)
 	after := ""
 	if !full {
 		after = a.cfg.Layout.TailAfter(a.cfg.Partition, a.tailFloor(stored))
@@ -442,32 +491,55 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 	// Segments the copy in memory names and the stored one does not (none
 	// unless a commit raced the read) are kept too.
 	extra := &Manifest{Segments: a.cfg.Manifest.Current().Segments}
-	n, err := cleanOrphans(sctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, after, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
-	switch {
-	case err != nil:
-		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "full", full, "deleted", n, "err", err)
-		if full {
-			a.fullSweepDue.Store(true)
-		}
-		return nil
-	case n > 0:
-		a.cfg.Logger.Info("orphan sweep deleted objects no manifest names", "partition", a.cfg.Partition.String(), "full", full, "count", n)
-	}
-	if full && a.cfg.FullSweepEvery > 0 {
-		a.nextFullSweep = now.Add(sweepWait(a.cfg.FullSweepEvery))
-	}
-	// An upload that ended a grace before the objects this sweep could
-	// delete were written is done with: its objects, if any are left,
-	// were old enough, and listed. (A grace more than needed: the store's
-	// clock stamps the objects, not this one.)
-	swept := cutoff.Add(-2 * a.cfg.OrphanGrace)
-	maps.DeleteFunc(a.leftover, func(_ int64, ended time.Time) bool { return ended.Before(swept) })
+	// An upload that ended a grace before the objects this sweep may
+	// delete were written is done with once it succeeds: its objects, if
+	// any are left, were old enough, and listed. (A grace more than
+	// needed: the store's clock stamps the objects, not this one.)
+	s := &sweep{done: make(chan struct{}), started: now, full: full, asked: asked,
+		eligible: cutoff.Add(-a.cfg.OrphanGrace), swept: cutoff.Add(-2 * a.cfg.OrphanGrace)}
+	a.sweeping = s
+	go func() {
+		defer close(s.done)
+		// No deadline on the whole: each call has its own, and a full
+		// listing of a year of history is hundreds of them.
+		s.deleted, s.err = cleanOrphans(ctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, after, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+	}()
 	return nil
 }
 
-func isDone(u *upload) bool {
+// sweepEnded takes in the end of sweep s.
+func (a *Archiver) sweepEnded(s *sweep) {
+	switch {
+	case s.err != nil:
+		// A full sweep asked for or due is still asked for or due.
+		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "full", s.full, "deleted", s.deleted, "err", s.err)
+		return
+	case s.deleted > 0:
+		a.cfg.Logger.Info("orphan sweep deleted objects no manifest names", "partition", a.cfg.Partition.String(), "full", s.full, "count", s.deleted)
+	}
+	if s.full && a.cfg.FullSweepEvery > 0 {
+		a.nextFullSweep = s.started.Add(sweepWait(a.cfg.FullSweepEvery))
+	}
+	if s.full && s.asked != 0 && !time.Unix(0, s.asked).After(s.eligible) {
+		a.fullSweepAsked.CompareAndSwap(s.asked, 0) // unless asked again since
+	}
+	maps.DeleteFunc(a.leftover, func(_ int64, ended time.Time) bool { return ended.Before(s.swept) })
+}
+
+// waitSweep waits for the sweep in flight, if any, and takes in its end.
+func (a *Archiver) waitSweep() {
+	if s := a.sweeping; s != nil {
+		<-s.done
+		a.sweeping = nil
+		a.sweepEnded(s)
+	}
+}
+
+func isDone(u *upload) bool { return isClosed(u.done) }
+
+func isClosed(c <-chan struct{}) bool {
 	select {
-	case <-u.done:
+	case <-c:
 		return true
 	default:
 		return false

@@ -202,6 +202,7 @@ func TestOrphanSweepAfterAnUnknownCommitKeepsWhatItCommitted(t *testing.T) {
 	if err := a.maybeSweep(ctx, 0, nil); err != nil {
 		t.Fatal(err)
 	}
+	a.waitSweep()
 	if m := requireNamedObjectsExist(t, fb.Inner(), l, key); len(m.Segments) == 0 {
 		t.Fatal("the commit did not land")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 // by the next sweep though its base offset was uploaded again and
 // committed, and so is a spilled part no manifest names; an orphan far
 // below the manifest's end (an older leader's late write) is not listed
-// until a full sweep, asked for (SweepFully) or due (FullSweepEvery). A
-// year of history is hundreds of LIST pages a full sweep.
+// until a full sweep, asked for (SweepFully: until one could delete what
+// was written before the request) or due (FullSweepEvery). A year of
+// history is hundreds of LIST pages a full sweep.
 func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	ctx := context.Background()
 	log, _ := testLog(t, 2000, 120)
@@ -57,6 +59,7 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 		if err := a.maybeSweep(ctx, 1, nil); err != nil {
 			t.Fatal(err)
 		}
+		a.waitSweep()
 		return counting.listed.Load() - before
 	}
 
@@ -117,6 +120,23 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	if listed := sweep(); listed != 1 {
 		t.Fatalf("the tail sweep after the full one listed %d objects", listed)
 	}
+	// Asked for while the object is younger than the grace, the request
+	// stands until a full sweep could delete it.
+	p(late)
+	a.cfg.OrphanGrace = time.Hour
+	a.SweepFully()
+	for range 2 {
+		if listed := sweep(); listed < total-3 || !exists(late) {
+			t.Fatalf("the full sweep listed %d of %d objects; young late write deleted: %v", listed, total, !exists(late))
+		}
+	}
+	a.cfg.OrphanGrace = grace
+	if listed := sweep(); listed < total-3 || exists(late) {
+		t.Fatalf("the full sweep listed %d of %d objects; late write left: %v", listed, total, exists(late))
+	}
+	if listed := sweep(); listed != 1 {
+		t.Fatalf("the tail sweep after the full one listed %d objects", listed)
+	}
 	// Due, the same.
 	p(late)
 	a.nextFullSweep = time.Now()
@@ -128,4 +148,55 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	}
 	// Every object the manifest names is still there.
 	requireManifestIsTheLog(t, ms.Current(), log.Segments(), fb, len(ms.Current().Segments))
+}
+
+// heldListing holds every listing until released (or its ctx ends).
+type heldListing struct {
+	objectstore.Bucket
+	entered chan struct{} // closed at the first listing
+	once    sync.Once
+	release chan struct{}
+}
+
+func (h *heldListing) ListAfter(ctx context.Context, prefix, after string, fn func(objectstore.Attrs) error) error {
+	h.once.Do(func() { close(h.entered) })
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return h.Bucket.ListAfter(ctx, prefix, after, fn)
+}
+
+// A sweep runs beside the uploads, not between them: a full listing of a
+// year of history takes a minute, and the term's first sweep starts with
+// its first uploads. While the sweep's listing is held, every sealed
+// segment is uploaded and committed; Run, stopped, waits for the sweep.
+func TestASweepDoesNotHoldTheUploadsBack(t *testing.T) {
+	log, _ := testLog(t, 2000, 60)
+	segs := log.Segments()
+	held := &heldListing{Bucket: objectstore.NewMem(), entered: make(chan struct{}), release: make(chan struct{})}
+	l := Layout{Prefix: "archive"}
+	ms := NewManifestStore(held, l.ManifestKey(testPartition), nil)
+	a := NewArchiver(ArchiverConfig{Bucket: held, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
+		SweepEvery: time.Millisecond, FullSweepEvery: time.Hour, SweepAtStart: true, OrphanGrace: time.Millisecond, Spills: BucketSpills{held, l},
+		MaxBatch: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Run(ctx, 0, RunHooks{Limit: log.LogEndOffset, Wake: make(chan struct{}), Idle: time.Millisecond})
+	}()
+	select {
+	case <-held.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sweep started")
+	}
+	if ms.Current().End() >= segs[len(segs)-2].NextOffset {
+		t.Fatal("everything was committed before the sweep started: nothing shown")
+	}
+	stopOnceCommitted(t, ms, segs[len(segs)-2].NextOffset, time.Now().Add(10*time.Second), cancel, done)
+	if a.sweeping == nil || !isClosed(a.sweeping.done) {
+		t.Fatal("Run returned before the sweep in flight ended")
+	}
 }
