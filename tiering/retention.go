@@ -247,14 +247,14 @@ func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 
 // cleanOrphans is CleanOrphans that also keeps what keep names and looks
 // only at the keys that sort after after ("": all; see
-// Layout.TailAfter). The
-// spilled parts m names are read before the listing, which is planned as
-// it comes. A commit that lands meanwhile (the leader's own, on its
-// commit goroutine) changes nothing: it names only objects written since
-// the oldest upload in flight began, which now must precede by the grace,
-// and it moves the names it already had into a new spilled part, never
-// out of what was read; only retention, on the leader's goroutine that
-// also sweeps, drops names.
+// Layout.TailAfter). The spilled parts m names are read before the
+// listing, which is planned as it comes. A commit that lands meanwhile
+// (the leader's own, on its commit goroutine) changes nothing: it names
+// only objects written since the oldest upload in flight began, which now
+// must precede by the grace, and it moves the names it already had into a
+// new spilled part, never out of what was read. Remote retention, which
+// may run meanwhile too, only drops names, and deletes their objects
+// itself: what was read still keeps them.
 func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, after string, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
 	for _, s := range m.Spills {
