@@ -869,9 +869,9 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 		defer s.deleting.Delete(dir)
 		backoff := time.Second
 		for {
-			ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
-			err := tiering.DeleteTopic(ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics)
-			cancel()
+			// No deadline on the whole (each call has its own): a
+			// topic with a year of history is millions of deletes.
+			err := tiering.DeleteTopic(s.b.ctx, s.bucket, s.layout, topic, id, time.Now(), s.metrics)
 			if err == nil {
 				break
 			}
@@ -884,9 +884,7 @@ func (s *tierService) deleteTopic(topic string, id [16]byte) {
 		s.b.log.Info("deleted the topic's objects", "topic", topic)
 		quiet := time.Now() // since when the directory holds its marker alone
 		for sleepCtx(s.b.ctx, s.cfg.OrphanGrace) {
-			ctx, cancel := context.WithTimeout(s.b.ctx, 5*time.Minute)
-			n, err := tiering.SweepDeletedTopic(ctx, s.bucket, s.layout, topic, id, s.metrics)
-			cancel()
+			n, err := tiering.SweepDeletedTopic(s.b.ctx, s.bucket, s.layout, topic, id, s.metrics)
 			switch {
 			case err != nil:
 				s.b.log.Warn("deleting what landed under a deleted topic; retrying", "topic", topic, "in", s.cfg.OrphanGrace, "err", err)

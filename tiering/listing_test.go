@@ -3,7 +3,9 @@ package tiering
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,5 +114,57 @@ func TestListingTopicsAndDeletionsDoesNotListSegments(t *testing.T) {
 	}
 	if !slices.Equal(deleted, []string{"done", "gone"}) || b.listed.Load() != 0 {
 		t.Fatalf("RecentDeletions: %+v, listing %d objects; want done and gone, none listed", recent, b.listed.Load())
+	}
+}
+
+// deleteWatching records how many objects had been listed when each
+// delete came.
+type deleteWatching struct {
+	*listCounting
+	mu        sync.Mutex
+	listedAt  []int64
+	failFirst int // deletes to fail
+}
+
+func (d *deleteWatching) Delete(ctx context.Context, key string) error {
+	d.mu.Lock()
+	d.listedAt = append(d.listedAt, d.listed.Load())
+	fail := len(d.listedAt) <= d.failFirst
+	d.mu.Unlock()
+	if fail {
+		return errors.New("refused")
+	}
+	return d.listCounting.Bucket.Delete(ctx, key)
+}
+
+// Deleting a topic's objects deletes as the listing goes, a page at a
+// time, not after holding the whole listing (millions of keys for a year
+// of history), and goes on past failed deletes: what they left is found
+// the next time.
+func TestDeletingATopicDeletesAsItLists(t *testing.T) {
+	ctx := context.Background()
+	mem := objectstore.NewMem()
+	l := Layout{Prefix: "archive"}
+	p := testPartition
+	const objects = 2500
+	for i := range objects {
+		key := l.SegmentKey(p, int64(i)*10, [16]byte{byte(i), byte(i >> 8)})
+		if _, err := mem.Put(ctx, key, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &deleteWatching{listCounting: &listCounting{Bucket: mem}, failFirst: 3}
+	if err := DeleteTopic(ctx, d, l, p.Topic, p.TopicID, time.Now(), nil); err == nil {
+		t.Fatal("refused deletes not reported")
+	}
+	if len(d.listedAt) != objects || d.listedAt[0] > deletePage || d.listedAt[0] == 0 {
+		t.Fatalf("%d deletes, the first after %d objects listed", len(d.listedAt), d.listedAt[0])
+	}
+	n, err := SweepDeletedTopic(ctx, d, l, p.Topic, p.TopicID, nil)
+	if n != 3 || err != nil {
+		t.Fatalf("the next sweep found %d (%v), want the 3 refused", n, err)
+	}
+	if keys := listAttrs(t, mem, l.TopicPrefix(p.Topic, p.TopicID)); len(keys) != 1 || keys[0].Key != l.DeletedKey(p.Topic, p.TopicID) {
+		t.Fatalf("left: %d objects", len(keys))
 	}
 }

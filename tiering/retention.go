@@ -294,22 +294,43 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 
 // SweepDeletedTopic deletes what lies under a deleted topic besides its
 // deletion marker: a write that was on its way when the topic was deleted
-// and landed after DeleteTopic ran. One LIST when nothing did. It returns
-// how many objects it found (deleted, or not when err says so).
+// and landed after DeleteTopic ran. One LIST when nothing did. It deletes
+// as the listing goes, a page's worth at a time (a topic with a year of
+// history is millions of objects), and goes on past a failed delete. It
+// returns how many objects it found (deleted, or not when err says so).
 func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string, id [16]byte, metrics *Metrics) (int, error) {
 	marker := l.DeletedKey(topic, id)
-	var keys []string
-	if err := b.List(ctx, l.TopicPrefix(topic, id), func(a objectstore.Attrs) error {
-		if a.Key != marker {
-			keys = append(keys, a.Key)
+	var (
+		keys  []string
+		found int
+		first error
+	)
+	flush := func() {
+		if _, err := deleteEach(ctx, b, keys, metrics); err != nil && first == nil {
+			first = err
 		}
-		return nil
-	}); err != nil {
-		return 0, err
+		keys = keys[:0]
 	}
-	_, err := deleteEach(ctx, b, keys, metrics)
-	return len(keys), err
+	err := b.List(ctx, l.TopicPrefix(topic, id), func(a objectstore.Attrs) error {
+		if a.Key == marker {
+			return nil
+		}
+		found++
+		if keys = append(keys, a.Key); len(keys) == deletePage {
+			flush()
+		}
+		return ctx.Err()
+	})
+	flush()
+	if err != nil {
+		return found, err
+	}
+	return found, first
 }
+
+// deletePage is how many keys SweepDeletedTopic deletes at a time: one
+// page of a listing.
+const deletePage = 1000
 
 // deleteConcurrency bounds the DELETEs deleteEach has in flight. One at a
 // time, a retention pass that dropped many segments (two objects each)
