@@ -325,8 +325,10 @@ func testListPrefix(t *testing.T, b objectstore.Bucket) {
 	}
 }
 
-func testListPaginates(t *testing.T, b objectstore.Bucket) {
-	const n = 1100 // above S3's 1000-key page
+// putNumbered puts empty objects under the keys keys(i) gives for i in
+// [0, n), 16 at a time.
+func putNumbered(t *testing.T, b objectstore.Bucket, n int, keys func(i int) []string) {
+	t.Helper()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i := range n {
@@ -335,13 +337,19 @@ func testListPaginates(t *testing.T, b objectstore.Bucket) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			k := fmt.Sprintf("p/%05d", i)
-			if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
-				t.Error(err)
+			for _, k := range keys(i) {
+				if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
+					t.Error(err)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+func testListPaginates(t *testing.T, b objectstore.Bucket) {
+	const n = 1100 // above S3's 1000-key page
+	putNumbered(t, b, n, func(i int) []string { return []string{fmt.Sprintf("p/%05d", i)} })
 	put(t, b, "q", nil)
 	keys := listKeys(t, b, "p/")
 	if len(keys) != n {
@@ -478,21 +486,7 @@ func testListAfter(t *testing.T, b objectstore.Bucket) {
 // testListAfterPaginates: more keys after after than a page of keys.
 func testListAfterPaginates(t *testing.T, b objectstore.Bucket) {
 	const skipped, n = 100, 1100 // n above S3's 1000-key page
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range skipped + n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			k := fmt.Sprintf("p/%05d", i)
-			if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
+	putNumbered(t, b, skipped+n, func(i int) []string { return []string{fmt.Sprintf("p/%05d", i)} })
 	put(t, b, "q", nil)
 	keys := listAfter(t, b, "p/", fmt.Sprintf("p/%05d", skipped-1))
 	if len(keys) != n {
@@ -565,22 +559,7 @@ func testListDirs(t *testing.T, b objectstore.Bucket) {
 // testListDirsPaginates: more directories than a page of keys.
 func testListDirsPaginates(t *testing.T, b objectstore.Bucket) {
 	const n = 1100 // above S3's 1000-key page
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			for _, k := range []string{fmt.Sprintf("p/%05d/x", i), fmt.Sprintf("p/%05d/y/z", i)} {
-				if _, err := b.Put(ctx(t), k, bytes.NewReader(nil), 0, objectstore.PutOptions{}); err != nil {
-					t.Error(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	putNumbered(t, b, n, func(i int) []string { return []string{fmt.Sprintf("p/%05d/x", i), fmt.Sprintf("p/%05d/y/z", i)} })
 	dirs := listDirs(t, b, "p/")
 	if len(dirs) != n {
 		t.Fatalf("listed %d directories, want %d", len(dirs), n)
