@@ -418,7 +418,8 @@ type commitResult struct {
 
 // maybeSweep starts a sweep of the partition's orphaned objects on its own
 // goroutine when one is due and none is in flight, and takes in the end of
-// the one before. A sweep never deletes an object that a commit may still name:
+// the one before. A sweep never deletes an object that a commit may still
+// name:
 //   - the names come from the manifest read from the bucket now (the
 //     copy in memory may miss a commit whose outcome was unknown) and
 //     from the one in memory; a manifest of a newer leader stops it
@@ -439,8 +440,7 @@ type commitResult struct {
 // (its objects old enough, and listed) has passed. What the tail misses
 // waits for the next full sweep: objects remote retention dropped and
 // could not delete (the caller calls SweepFully), and writes of an older
-// leader that landed after this term's first sweep (the broker's, at the
-// start of the term: CleanOrphans).
+// leader that landed after this term's first sweep (SweepAtStart).
 //
 // The sweep runs concurrently with the commits (which name only objects
 // younger than its cutoff, or already named) and with remote retention
