@@ -40,6 +40,14 @@
 // progress, or one whose commit never happened; cleanup deletes them once
 // they are older than a grace period.
 //
+// Within a partition's directory the keys sort by base offset (B is fixed
+// width), and the manifest and the spilled parts after every segment and
+// companion: a listing that starts after P/T/N/B (S3's StartAfter) holds
+// the segments from base offset B on, the manifest and every spilled part.
+// The leader's periodic cleanup lists only that tail, where its own
+// uploads can have left objects; a full listing runs at the start of each
+// leader's term and about daily.
+//
 // # Segment (.log)
 //
 // Byte for byte the local segment file (see package localseg): record
