@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,9 +157,12 @@ type heldListing struct {
 	entered chan struct{} // closed at the first listing
 	once    sync.Once
 	release chan struct{}
+	active  atomic.Int32 // listings in flight
 }
 
 func (h *heldListing) ListAfter(ctx context.Context, prefix, after string, fn func(objectstore.Attrs) error) error {
+	h.active.Add(1)
+	defer h.active.Add(-1)
 	h.once.Do(func() { close(h.entered) })
 	select {
 	case <-h.release:
@@ -196,7 +200,7 @@ func TestASweepDoesNotHoldTheUploadsBack(t *testing.T) {
 		t.Fatal("everything was committed before the sweep started: nothing shown")
 	}
 	stopOnceCommitted(t, ms, segs[len(segs)-2].NextOffset, time.Now().Add(10*time.Second), cancel, done)
-	if a.sweeping == nil || !isClosed(a.sweeping.done) {
-		t.Fatal("Run returned before the sweep in flight ended")
+	if n := held.active.Load(); n != 0 {
+		t.Fatalf("Run returned with %d sweep listings in flight", n)
 	}
 }
