@@ -107,13 +107,12 @@ type Archiver struct {
 	sweeping *sweep
 	// What a tail sweep must cover of this archiver's uploads (the
 	// caller's goroutine: start and maybeSweep). open: the uploads
-	// started that may still be committed (the committed ones are dropped
-	// whenever open has doubled, and at every sweep). leftover: by base
-	// offset, when the last upload of that base ended that was never
-	// committed, until a sweep has looked at its objects.
-	open      []*upload
-	compactAt int
-	leftover  map[int64]time.Time
+	// started that may still be committed (Run's every look drops the
+	// others: settleOpen). leftover: by base offset, when the last upload
+	// of that base ended that was never committed, until a sweep has
+	// looked at its objects.
+	open     []*upload
+	leftover map[int64]time.Time
 }
 
 // NewArchiver returns an archiver.
@@ -127,7 +126,7 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = min(runtime.GOMAXPROCS(0), 4)
 	}
-	a := &Archiver{cfg: cfg, compactAt: minCompact, leftover: map[int64]time.Time{}}
+	a := &Archiver{cfg: cfg, leftover: map[int64]time.Time{}}
 	if cfg.SweepEvery > 0 && !cfg.SweepAtStart {
 		a.nextSweep = time.Now().Add(sweepWait(cfg.SweepEvery))
 	}
@@ -139,10 +138,6 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	}
 	return a
 }
-
-// minCompact is the length of open at which start first drops the
-// committed uploads from it.
-const minCompact = 64
 
 // SweepFully makes the orphan sweeps list all of the partition's objects
 // until one has succeeded that looked at every object written before
@@ -447,7 +442,7 @@ type commitResult struct {
 // (which only drops names, and deletes the objects itself). Failures are
 // logged: the next sweep retries.
 func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*upload) error {
-	if a.cfg.SweepEvery <= 0 || a.cfg.Spills == nil {
+	if !a.sweeps() {
 		return nil
 	}
 	a.settleOpen(inflight)
@@ -576,17 +571,14 @@ func (a *Archiver) start(ctx context.Context, epoch int32, s localseg.SegmentInf
 	return u
 }
 
+// sweeps reports whether Run sweeps orphans.
+func (a *Archiver) sweeps() bool { return a.cfg.SweepEvery > 0 && a.cfg.Spills != nil }
+
 // track adds u to the uploads a tail sweep must cover (when Run sweeps).
 func (a *Archiver) track(u *upload) {
-	if a.cfg.SweepEvery <= 0 {
-		return
+	if a.sweeps() {
+		a.open = append(a.open, u)
 	}
-	a.open = append(a.open, u)
-	if len(a.open) < a.compactAt {
-		return
-	}
-	a.open = slices.DeleteFunc(a.open, func(u *upload) bool { return u.committed.Load() })
-	a.compactAt = max(minCompact, 2*len(a.open))
 }
 
 // settleOpen moves out of open the uploads that are over: the committed

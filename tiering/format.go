@@ -155,12 +155,15 @@ func (l Layout) SpillKey(p Partition, base int64, id [16]byte) string {
 // fixed-width decimal, and the names that do not start with one
 // ("manifest", "spill-...") sort after every digit.
 func (l Layout) TailAfter(p Partition, base int64) string {
-	return l.PartitionPrefix(p) + fmt.Sprintf("%020d", max(base, 0))
+	return l.PartitionPrefix(p) + baseDigits(max(base, 0))
 }
 
 func objectBase(base int64, id [16]byte) string {
-	return fmt.Sprintf("%020d-%s", base, hex.EncodeToString(id[:]))
+	return baseDigits(base) + "-" + hex.EncodeToString(id[:])
 }
+
+// baseDigits is a base offset as it starts an object's name (B).
+func baseDigits(base int64) string { return fmt.Sprintf("%020d", base) }
 
 // parseObjectID returns the upload id of a segment, companion or spill
 // key (ok false for other keys).
