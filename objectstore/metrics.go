@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		s3Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_s3_requests_total",
 			Help: "HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), " +
 				"by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, " +
-				"CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload)."},
+				"CompleteMultipartUpload, DeleteObjects, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE: DeleteObject, AbortMultipartUpload)."},
 			[]string{"operation", "class"}),
 		getResumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "shale_objectstore_get_resumes_total",
 			Help: "GET bodies of an S3 bucket that the connection ended early (an unexpected EOF or a reset), resumed with a GET of the rest: a store that drops transfers."}),
@@ -118,11 +118,14 @@ type requestCounted interface {
 }
 
 // S3RequestClass is the billing class of an S3 operation, as S3's price
-// list groups requests: "put" for PUT, COPY, POST and LIST requests,
-// "free" for DELETE and the cancellation of a multipart upload, "get" for
-// GET, HEAD and every other request.
+// list groups requests: "put" for PUT, COPY, POST and LIST requests
+// (DeleteObjects, a batch delete, is a POST), "free" for DELETE and the
+// cancellation of a multipart upload, "get" for GET, HEAD and every other
+// request.
 func S3RequestClass(operation string) string {
 	switch {
+	case operation == "DeleteObjects":
+		return "put"
 	case strings.HasPrefix(operation, "Delete"), operation == "AbortMultipartUpload":
 		return "free"
 	case strings.HasPrefix(operation, "Put"), strings.HasPrefix(operation, "Copy"), strings.HasPrefix(operation, "List"),

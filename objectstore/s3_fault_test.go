@@ -440,7 +440,7 @@ func TestS3LargePutRetrySendsItWhole(t *testing.T) {
 	want := `
 # HELP shale_objectstore_s3_requests_total ` + "HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), " +
 		"by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, " +
-		"CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload)." + `
+		"CompleteMultipartUpload, DeleteObjects, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE: DeleteObject, AbortMultipartUpload)." + `
 # TYPE shale_objectstore_s3_requests_total counter
 shale_objectstore_s3_requests_total{class="get",operation="HeadObject"} 1
 shale_objectstore_s3_requests_total{class="put",operation="PutObject"} 1

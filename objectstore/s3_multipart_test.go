@@ -342,7 +342,7 @@ func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
 	b.List(ctx, "t1/", func(objectstore.Attrs) error { return nil })
 	b.Delete(ctx, "t2/small")
 	want := `
-# HELP shale_objectstore_s3_requests_total HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE, AbortMultipartUpload).
+# HELP shale_objectstore_s3_requests_total HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, DeleteObjects, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE: DeleteObject, AbortMultipartUpload).
 # TYPE shale_objectstore_s3_requests_total counter
 shale_objectstore_s3_requests_total{class="free",operation="DeleteObject"} 1
 shale_objectstore_s3_requests_total{class="get",operation="GetObject"} 1
@@ -364,7 +364,7 @@ shale_objectstore_topic_requests_total{class="put",topic="t2"} 1
 	}
 	for op, class := range map[string]string{"PutObject": "put", "UploadPart": "put", "CopyObject": "put", "ListObjectsV2": "put",
 		"CreateMultipartUpload": "put", "CompleteMultipartUpload": "put", "GetObject": "get", "HeadObject": "get",
-		"HeadBucket": "get", "DeleteObject": "free", "DeleteObjects": "free", "AbortMultipartUpload": "free"} {
+		"HeadBucket": "get", "DeleteObject": "free", "DeleteObjects": "put", "AbortMultipartUpload": "free"} {
 		if got := objectstore.S3RequestClass(op); got != class {
 			t.Errorf("class of %s: %s, want %s", op, got, class)
 		}
