@@ -596,4 +596,11 @@ func (f *FS) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// DeleteMany deletes the keys one after another, as Delete does: each
+// removal has its directory fsynced before the next.
+func (f *FS) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	keys = distinct(keys)
+	return failedKeys(keys, deleteEach(ctx, keys, 1, f.Delete))
+}
+
 func (f *FS) Close() error { return nil }

@@ -190,4 +190,9 @@ func (m *Mem) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+func (m *Mem) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	keys = distinct(keys)
+	return failedKeys(keys, deleteEach(ctx, keys, 1, m.Delete))
+}
+
 func (m *Mem) Close() error { return nil }

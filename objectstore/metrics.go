@@ -59,8 +59,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "GET bodies of an S3 bucket that the connection ended early (an unexpected EOF or a reset), resumed with a GET of the rest: a store that drops transfers."}),
 		topicRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_objectstore_topic_requests_total",
 			Help: "Requests the store bills, by the topic whose objects they touch and billing class (as shale_objectstore_s3_requests_total): " +
-				"for an S3 bucket each HTTP request it answered, retries and multipart parts included; for other stores each call " +
-				"(list is a put, head a get, delete free). Requests for objects of no topic (the archive descriptor) are not counted here."},
+				"for an S3 bucket each HTTP request it answered, retries and multipart parts included (a batch delete's by its first key's topic); " +
+				"for other stores each call (list is a put, head a get, delete free), and each key of a batch delete (free). " +
+				"Requests for objects of no topic (the archive descriptor) are not counted here."},
 			[]string{"topic", "class"}),
 	}
 	if reg != nil {
@@ -71,7 +72,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // AttributeToTopics counts the billed requests of the calls through m's
 // buckets by topic: topicOf names the topic of a call's key (or list
-// prefix), ok false for a key of no topic. Call it before Wrap.
+// prefix), ok false for a key of no topic. Call it before Wrap. A batch
+// delete (DeleteMany) of an S3 bucket is billed to its first key's topic
+// (see instrumented.DeleteMany).
 func (m *Metrics) AttributeToTopics(topicOf func(key string) (topic string, ok bool)) {
 	m.topicOf = topicOf
 }
@@ -267,6 +270,30 @@ func (i *instrumented) Delete(ctx context.Context, key string) error {
 	err := i.b.Delete(ctx, key)
 	i.observe("delete", start, err)
 	return err
+}
+
+// DeleteMany is one "delete_many" call, billed to topics as what replaces
+// the Deletes of its keys: a store that counts no requests of its own
+// bills each key as the free request of its Delete, to the key's topic;
+// an S3 bucket bills the requests it sends (DeleteObjects, a put each) to
+// the topic of the first key, as its callers (tiering) delete one topic's
+// objects a call.
+func (i *instrumented) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	start := time.Now()
+	switch {
+	case len(keys) == 0 || i.m.topicOf == nil:
+	case i.perCall:
+		for _, k := range keys {
+			if t, ok := i.m.topicOf(k); ok {
+				i.m.topicRequests.WithLabelValues(t, "free").Inc()
+			}
+		}
+	default:
+		ctx = i.bill(ctx, keys[0], "put")
+	}
+	failed, err := i.b.DeleteMany(ctx, keys)
+	i.observe("delete_many", start, err)
+	return failed, err
 }
 
 func (i *instrumented) Close() error { return i.b.Close() }

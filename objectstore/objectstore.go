@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -88,9 +89,10 @@ type PutOptions struct {
 // Bucket is a flat namespace of immutable-once-written objects.
 //
 // Keys: Put, Get, Head and Delete refuse a key CheckKey refuses with
-// ErrInvalidKey; the listings take any prefix. Keep layouts prefix-free
-// (never both "x" and "x/y"): S3 stores both but MinIO lists only "x",
-// and the filesystem backend refuses the second with ErrInvalidKey.
+// ErrInvalidKey (DeleteMany fails that key alone); the listings take any
+// prefix. Keep layouts prefix-free (never both "x" and "x/y"): S3 stores
+// both but MinIO lists only "x", and the filesystem backend refuses the
+// second with ErrInvalidKey.
 //
 // Consistency: strong read-after-write, as S3 gives since 2020: a Get,
 // Head or List that starts after a Put or Delete returned sees its effect.
@@ -134,6 +136,18 @@ type Bucket interface {
 	ListDirs(ctx context.Context, prefix string, fn func(dir string) error) error
 	// Delete removes an object. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
+	// DeleteMany removes the objects under keys, each whatever the
+	// others' outcome, in as few requests as the store allows (S3's
+	// DeleteObjects takes 1,000 keys a request). Missing keys are not an
+	// error, nor is a key given twice (it is deleted, and named in
+	// failed, once). It returns the keys whose delete failed or may not
+	// have taken effect (a request whose response was lost), in the
+	// order given, and the first of their errors: err is nil exactly when
+	// failed is empty. A key CheckKey refuses fails with ErrInvalidKey
+	// and the others still go; a call whose context ends fails the keys
+	// it has not reached with the context's error. It is how a caller
+	// deletes many objects: one Delete a key costs a round trip each.
+	DeleteMany(ctx context.Context, keys []string) (failed []string, err error)
 	// Close releases the backend's resources.
 	Close() error
 }
@@ -155,4 +169,55 @@ func ReadAll(ctx context.Context, b Bucket, key string, max int64) ([]byte, erro
 		return nil, errors.New("objectstore: " + key + " is larger than the limit")
 	}
 	return data, nil
+}
+
+// distinct returns keys without the repeats of a key, in the order given.
+func distinct(keys []string) []string {
+	seen := make(map[string]bool, len(keys))
+	out := keys[:0:0]
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// deleteEach deletes each key with a call of del of its own, n calls at
+// once, and returns each key's error at its index (nil: deleted); the
+// keys not reached when ctx ends fail with its error. It is DeleteMany
+// for a store without a batch delete.
+func deleteEach(ctx context.Context, keys []string, n int, del func(ctx context.Context, key string) error) []error {
+	errs := make([]error, len(keys))
+	slots := make(chan struct{}, max(n, 1))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		slots <- struct{}{}
+		if err := ctx.Err(); err != nil {
+			<-slots
+			errs[i] = err
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			errs[i] = del(ctx, k)
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// failedKeys is DeleteMany's answer for keys whose deletes ended with errs
+// (errs[i] is keys[i]'s, nil: deleted).
+func failedKeys(keys []string, errs []error) (failed []string, err error) {
+	for i, e := range errs {
+		if e != nil {
+			failed = append(failed, keys[i])
+			if err == nil {
+				err = e
+			}
+		}
+	}
+	return failed, err
 }

@@ -109,4 +109,36 @@ func (p *prefixed) Delete(ctx context.Context, key string) error {
 	return p.b.Delete(ctx, k)
 }
 
+// DeleteMany deletes the keys under the prefix in one call of the inner
+// bucket's; a key too long with the prefix fails alone with ErrInvalidKey.
+func (p *prefixed) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	keys = distinct(keys)
+	errs := make([]error, len(keys))
+	stored := make([]string, 0, len(keys))
+	for i, key := range keys {
+		k, err := p.key(key)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		stored = append(stored, k)
+	}
+	if len(stored) == 0 {
+		return failedKeys(keys, errs)
+	}
+	innerFailed, innerErr := p.b.DeleteMany(ctx, stored)
+	failedInside := make(map[string]bool, len(innerFailed))
+	for _, k := range innerFailed {
+		failedInside[strings.TrimPrefix(k, p.prefix)] = true
+	}
+	// Each key the inner call failed has its first error: the error of
+	// the first of them, which is the only one of them failedKeys keeps.
+	for i, key := range keys {
+		if errs[i] == nil && failedInside[key] {
+			errs[i] = innerErr
+		}
+	}
+	return failedKeys(keys, errs)
+}
+
 func (p *prefixed) Close() error { return p.b.Close() }

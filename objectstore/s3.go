@@ -219,6 +219,10 @@ type S3 struct {
 	// background (createLater) stops trying.
 	closed    chan struct{}
 	closeOnce sync.Once
+	// noBatchDelete is set once the store refused a DeleteObjects request
+	// as an operation it does not implement (see DeleteMany): deletes go
+	// a key a request from then on.
+	noBatchDelete atomic.Bool
 }
 
 var _ Bucket = (*S3)(nil)
@@ -944,6 +948,124 @@ func (b *S3) Delete(ctx context.Context, key string) error {
 		return nil
 	}
 	return err
+}
+
+// Batch deletes: S3's limit on the keys of a DeleteObjects request, the
+// requests DeleteMany sends at once, and the single deletes at once of a
+// store without DeleteObjects.
+const (
+	maxBatchDelete       = 1000
+	batchDeleteInFlight  = 4
+	singleDeleteInFlight = 8
+)
+
+// DeleteMany sends the keys CheckKey accepts in DeleteObjects requests of
+// up to 1,000 keys, batchDeleteInFlight at once, each request bounded by
+// RequestTimeout and retried as the other calls are (the keys a request
+// names are deleted whatever it finds, so a retry after a lost response
+// is harmless). Quiet, the response names only the keys that failed; a
+// NoSuchKey among them is a key already gone.
+//
+// Some S3-compatible stores have no DeleteObjects: GCS's XML API answers
+// NotImplemented, others MissingContentMD5 (they want an MD5 of the body
+// where the SDK sends a CRC32), MethodNotAllowed or 501. The first such
+// answer turns the bucket to single Deletes, singleDeleteInFlight at once,
+// for the request's keys and every later call's.
+func (b *S3) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	keys = distinct(keys)
+	errs := make([]error, len(keys))
+	var valid []string
+	var at []int // at[j] is valid[j]'s index in keys
+	for i, k := range keys {
+		if err := CheckKey(k); err != nil {
+			errs[i] = err
+			continue
+		}
+		valid = append(valid, k)
+		at = append(at, i)
+	}
+	slots := make(chan struct{}, batchDeleteInFlight)
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(valid); lo += maxBatchDelete {
+		hi := min(lo+maxBatchDelete, len(valid))
+		slots <- struct{}{}
+		if err := ctx.Err(); err != nil {
+			<-slots
+			for _, i := range at[lo:] {
+				errs[i] = err
+			}
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			for j, err := range b.deleteBatch(ctx, valid[lo:hi]) {
+				errs[at[lo+j]] = err
+			}
+		})
+	}
+	wg.Wait()
+	return failedKeys(keys, errs)
+}
+
+// deleteBatch deletes up to maxBatchDelete valid keys in one DeleteObjects
+// request (or one by one, see DeleteMany) and returns each key's error at
+// its index (nil: deleted).
+func (b *S3) deleteBatch(ctx context.Context, keys []string) []error {
+	if b.noBatchDelete.Load() {
+		return deleteEach(ctx, keys, singleDeleteInFlight, b.Delete)
+	}
+	objects := make([]types.ObjectIdentifier, len(keys))
+	for i, k := range keys {
+		objects[i] = types.ObjectIdentifier{Key: aws.String(k)}
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	out, err := b.client.DeleteObjects(rctx, &s3.DeleteObjectsInput{
+		Bucket: aws.String(b.opts.Bucket),
+		Delete: &types.Delete{Objects: objects, Quiet: aws.Bool(true)},
+	})
+	cancel()
+	errs := make([]error, len(keys))
+	if err != nil {
+		if refusesBatchDelete(err) {
+			b.noBatchDelete.Store(true)
+			return deleteEach(ctx, keys, singleDeleteInFlight, b.Delete)
+		}
+		err = fmt.Errorf("objectstore: s3 delete %d keys from %s: %w", len(keys), keys[0], err)
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	if len(out.Errors) == 0 {
+		return errs
+	}
+	index := make(map[string]int, len(keys))
+	for i, k := range keys {
+		index[k] = i
+	}
+	for _, e := range out.Errors {
+		key, code := aws.ToString(e.Key), aws.ToString(e.Code)
+		i, ok := index[key]
+		if !ok || code == "NoSuchKey" {
+			continue
+		}
+		errs[i] = fmt.Errorf("objectstore: s3 delete %s: %s: %s", key, code, aws.ToString(e.Message))
+	}
+	return errs
+}
+
+// refusesBatchDelete reports whether err is a store's refusal of
+// DeleteObjects as an operation it does not implement (see DeleteMany).
+func refusesBatchDelete(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NotImplemented", "MissingContentMD5", "MethodNotAllowed":
+			return true
+		}
+	}
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented
 }
 
 // Close closes idle connections; calls in flight finish.

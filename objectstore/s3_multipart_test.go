@@ -309,8 +309,9 @@ func TestS3LargeSegmentPutRequests(t *testing.T) {
 // calls by S3 operation and billing class, beside its calls: a multipart
 // upload is one put call but a create, one request per part and a
 // completion, all billed as PUTs, whether its body reads at offsets (a
-// segment file) or only streams. Attributed to topics, each request counts
-// for the topic of its call's key.
+// segment file) or only streams; a batch delete is a DeleteObjects request,
+// billed as a put. Attributed to topics, each request counts for the topic
+// of its call's key (a batch delete's first).
 func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
 	const size = 6*(5<<20) + 12345 // seven parts of 5 MiB
 	reg := prometheus.NewRegistry()
@@ -341,6 +342,9 @@ func TestS3RequestMetricsCountWhatIsBilled(t *testing.T) {
 	b.Head(ctx, "t2/missing")
 	b.List(ctx, "t1/", func(objectstore.Attrs) error { return nil })
 	b.Delete(ctx, "t2/small")
+	if failed, err := b.DeleteMany(ctx, []string{"t1/segment", "t1/streamed", "t2/missing"}); err != nil {
+		t.Fatalf("delete many: %q failed: %v", failed, err)
+	}
 	want := `
 # HELP shale_objectstore_s3_requests_total HTTP requests an S3 bucket's calls made that the store answered (each attempt, retries included), by S3 operation and billing class: put (PUT, COPY, POST, LIST: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, DeleteObjects, ListObjectsV2...), get (GET, HEAD and the rest), free (DELETE: DeleteObject, AbortMultipartUpload).
 # TYPE shale_objectstore_s3_requests_total counter
@@ -349,14 +353,15 @@ shale_objectstore_s3_requests_total{class="get",operation="GetObject"} 1
 shale_objectstore_s3_requests_total{class="get",operation="HeadObject"} 1
 shale_objectstore_s3_requests_total{class="put",operation="CompleteMultipartUpload"} 2
 shale_objectstore_s3_requests_total{class="put",operation="CreateMultipartUpload"} 2
+shale_objectstore_s3_requests_total{class="put",operation="DeleteObjects"} 1
 shale_objectstore_s3_requests_total{class="put",operation="ListObjectsV2"} 1
 shale_objectstore_s3_requests_total{class="put",operation="PutObject"} 1
 shale_objectstore_s3_requests_total{class="put",operation="UploadPart"} 14
-# HELP shale_objectstore_topic_requests_total Requests the store bills, by the topic whose objects they touch and billing class (as shale_objectstore_s3_requests_total): for an S3 bucket each HTTP request it answered, retries and multipart parts included; for other stores each call (list is a put, head a get, delete free). Requests for objects of no topic (the archive descriptor) are not counted here.
+# HELP shale_objectstore_topic_requests_total Requests the store bills, by the topic whose objects they touch and billing class (as shale_objectstore_s3_requests_total): for an S3 bucket each HTTP request it answered, retries and multipart parts included (a batch delete's by its first key's topic); for other stores each call (list is a put, head a get, delete free), and each key of a batch delete (free). Requests for objects of no topic (the archive descriptor) are not counted here.
 # TYPE shale_objectstore_topic_requests_total counter
 shale_objectstore_topic_requests_total{class="free",topic="t2"} 1
 shale_objectstore_topic_requests_total{class="get",topic="t2"} 2
-shale_objectstore_topic_requests_total{class="put",topic="t1"} 19
+shale_objectstore_topic_requests_total{class="put",topic="t1"} 20
 shale_objectstore_topic_requests_total{class="put",topic="t2"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shale_objectstore_s3_requests_total", "shale_objectstore_topic_requests_total"); err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,8 @@ const (
 	Head
 	// List is every listing: List, ListAfter and ListDirs.
 	List
+	// Delete is every delete: Delete and DeleteMany (one call, however
+	// many keys).
 	Delete
 	// Any matches every operation.
 	Any = Put | Get | Head | List | Delete
@@ -52,9 +55,11 @@ var (
 )
 
 // Rule is one fault. A call matches when its operation is in Op and its
-// key (a listing's prefix) starts with KeyPrefix. The effects apply in this
-// order: Latency, then Hold, then Stall, then Err, Late or the call, then
-// LoseResponse or TruncateAfter.
+// key (a listing's prefix; any of a DeleteMany's keys) starts with
+// KeyPrefix. The effects apply in this order: Latency, then Hold, then
+// Stall, then Err, Late or the call, then LoseResponse or TruncateAfter.
+// A DeleteMany is one call, whose keys share its fate: an error before it
+// fails every key and deletes none.
 type Rule struct {
 	Op        Op
 	KeyPrefix string
@@ -78,15 +83,16 @@ type Rule struct {
 	// ErrInjected when Err is nil.
 	Fail bool
 	Err  error
-	// LoseResponse performs a Put or Delete, then reports ErrLostResponse.
+	// LoseResponse performs a Put or Delete, then reports ErrLostResponse
+	// (a DeleteMany that deleted every key fails every key with it).
 	LoseResponse bool
-	// Meanwhile, with LoseResponse, is called with the key after the
-	// call took effect and before its response is lost: what another
-	// writer does while the response is on its way (a newer leader's
-	// commit, say).
+	// Meanwhile, with LoseResponse, is called with the key (each of a
+	// DeleteMany's) after the call took effect and before its response
+	// is lost: what another writer does while the response is on its way
+	// (a newer leader's commit, say).
 	Meanwhile func(key string)
-	// Late holds a Put or Delete on its way to the store until Late is
-	// closed, then performs it whatever became of its caller: a request
+	// Late holds a Put or Delete (or DeleteMany) on its way to the store
+	// until Late is closed, then performs it whatever became of its caller: a request
 	// the store received and acts on late, after the writer gave up on
 	// it. The caller waits for the release or for its context, which
 	// fails the call with the context's error (outcome unknown) while
@@ -198,7 +204,9 @@ type effects struct {
 	lateFault    *Fault
 }
 
-func (b *Bucket) match(op Op, key string) effects {
+// match applies the rules to a call of op on keys (one, but for
+// DeleteMany's): a rule matches when one of them starts with its prefix.
+func (b *Bucket) match(op Op, keys ...string) effects {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls[op]++
@@ -206,7 +214,7 @@ func (b *Bucket) match(op Op, key string) effects {
 	kept := b.faults[:0]
 	for _, f := range b.faults {
 		r := f.rule
-		if r.Op&op == 0 || !strings.HasPrefix(key, r.KeyPrefix) {
+		if r.Op&op == 0 || !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, r.KeyPrefix) }) {
 			kept = append(kept, f)
 			continue
 		}
@@ -226,7 +234,7 @@ func (b *Bucket) match(op Op, key string) effects {
 			if e.err == nil {
 				e.err = ErrInjected
 			}
-			e.err = fmt.Errorf("faulty: %s %s: %w", op, key, e.err)
+			e.err = fmt.Errorf("faulty: %s %s: %w", op, describe(keys), e.err)
 		}
 		e.loseResponse = e.loseResponse || r.LoseResponse
 		if r.LoseResponse && r.Meanwhile != nil {
@@ -244,6 +252,14 @@ func (b *Bucket) match(op Op, key string) effects {
 	}
 	b.faults = kept
 	return e
+}
+
+// describe names a call's keys in an error.
+func describe(keys []string) string {
+	if len(keys) == 1 {
+		return keys[0]
+	}
+	return fmt.Sprintf("%d keys from %s", len(keys), keys[0])
 }
 
 // runMeanwhile calls the Meanwhile hooks of a call whose response is lost.
@@ -279,29 +295,30 @@ func (e effects) before(ctx context.Context) error {
 }
 
 // lateResult is the outcome of a write a Late rule held.
-type lateResult struct {
-	a   objectstore.Attrs
+type lateResult[T any] struct {
+	v   T
 	err error
 }
 
 // hold performs write at the release of the Late rule that matched, on a
 // context of its own, and returns its outcome, or the caller's context
 // error when that ends first (the write still lands at the release).
-func (b *Bucket) hold(ctx context.Context, e effects, write func(ctx context.Context) (objectstore.Attrs, error)) (objectstore.Attrs, error) {
-	done := make(chan lateResult, 1)
+func hold[T any](b *Bucket, ctx context.Context, e effects, write func(ctx context.Context) (T, error)) (T, error) {
+	done := make(chan lateResult[T], 1)
 	go func() {
 		<-e.late
-		a, err := write(context.WithoutCancel(ctx))
+		v, err := write(context.WithoutCancel(ctx))
 		b.mu.Lock()
 		e.lateFault.landed++
 		b.mu.Unlock()
-		done <- lateResult{a, err}
+		done <- lateResult[T]{v, err}
 	}()
 	select {
 	case r := <-done:
-		return r.a, r.err
+		return r.v, r.err
 	case <-ctx.Done():
-		return objectstore.Attrs{}, ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 
@@ -319,7 +336,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		if rerr != nil {
 			return objectstore.Attrs{}, rerr
 		}
-		a, err = b.hold(ctx, e, func(ctx context.Context) (objectstore.Attrs, error) {
+		a, err = hold(b, ctx, e, func(ctx context.Context) (objectstore.Attrs, error) {
 			return b.inner.Put(ctx, key, bytes.NewReader(body), int64(len(body)), opts)
 		})
 	} else {
@@ -400,8 +417,8 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	}
 	var err error
 	if e.late != nil {
-		_, err = b.hold(ctx, e, func(ctx context.Context) (objectstore.Attrs, error) {
-			return objectstore.Attrs{}, b.inner.Delete(ctx, key)
+		_, err = hold(b, ctx, e, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, b.inner.Delete(ctx, key)
 		})
 	} else {
 		err = b.inner.Delete(ctx, key)
@@ -411,6 +428,49 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("faulty: delete %s: %w", key, ErrLostResponse)
 	}
 	return err
+}
+
+func (b *Bucket) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	keys = distinct(keys)
+	e := b.match(Delete, keys...)
+	if err := e.before(ctx); err != nil {
+		return keys, err
+	}
+	var (
+		failed []string
+		err    error
+	)
+	if e.late != nil {
+		failed, err = hold(b, ctx, e, func(ctx context.Context) ([]string, error) {
+			return b.inner.DeleteMany(ctx, keys)
+		})
+		if err != nil && len(failed) == 0 {
+			failed = keys // the caller gave up first
+		}
+	} else {
+		failed, err = b.inner.DeleteMany(ctx, keys)
+	}
+	if err == nil && e.loseResponse {
+		for _, k := range keys {
+			e.runMeanwhile(k)
+		}
+		return keys, fmt.Errorf("faulty: delete %s: %w", describe(keys), ErrLostResponse)
+	}
+	return failed, err
+}
+
+// distinct returns keys without the repeats of a key, in the order given
+// (a new slice: the caller's is never handed back).
+func distinct(keys []string) []string {
+	seen := make(map[string]bool, len(keys))
+	var out []string
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (b *Bucket) Close() error { return b.inner.Close() }

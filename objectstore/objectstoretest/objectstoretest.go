@@ -56,6 +56,8 @@ func Run(t *testing.T, newBucket func(t *testing.T) objectstore.Bucket) {
 		{"KeyThatIsAPrefixOfAnother", testKeyPrefixOfAnother},
 		{"UnicodeKeys", testUnicodeKeys},
 		{"DeleteIsIdempotent", testDelete},
+		{"DeleteMany", testDeleteMany},
+		{"DeleteManyPaginates", testDeleteManyPaginates},
 		{"IfNoneMatch", testIfNoneMatch},
 		{"IfMatch", testIfMatch},
 		{"InvalidKeys", testInvalidKeys},
@@ -646,6 +648,61 @@ func testDelete(t *testing.T, b objectstore.Bucket) {
 	put(t, b, "d/1", []byte("again"))
 	if got := mustGet(t, b, "d/1", 0, -1); string(got) != "again" {
 		t.Fatalf("%q", got)
+	}
+}
+
+func deleteMany(t *testing.T, b objectstore.Bucket, keys ...string) {
+	t.Helper()
+	if failed, err := b.DeleteMany(ctx(t), keys); len(failed) != 0 || err != nil {
+		t.Fatalf("delete %d keys: %q failed, %v", len(keys), failed, err)
+	}
+}
+
+// testDeleteMany: the keys given go, missing or given twice alike, and
+// only they; no keys is no call; a key CheckKey refuses fails alone, the
+// keys beside it go; a canceled call fails every key and deletes none.
+func testDeleteMany(t *testing.T, b objectstore.Bucket) {
+	for i := range 10 {
+		put(t, b, fmt.Sprintf("m/%d", i), []byte{byte(i)})
+	}
+	deleteMany(t, b, "m/1", "m/3", "never/was", "m/5", "m/3", "m/7")
+	if got := fmt.Sprint(listKeys(t, b, "m/")); got != "[m/0 m/2 m/4 m/6 m/8 m/9]" {
+		t.Fatalf("after deleting m/1, m/3, m/5 and m/7: %s", got)
+	}
+	deleteMany(t, b)
+	deleteMany(t, b, []string{}...)
+	failed, err := b.DeleteMany(ctx(t), []string{"m/0", "a//b", "m/2"})
+	if fmt.Sprint(failed) != "[a//b]" || !errors.Is(err, objectstore.ErrInvalidKey) {
+		t.Fatalf("delete m/0, a//b, m/2: %q failed, %v; want a//b alone, ErrInvalidKey", failed, err)
+	}
+	if got := fmt.Sprint(listKeys(t, b, "m/")); got != "[m/4 m/6 m/8 m/9]" {
+		t.Fatalf("after deleting m/0 and m/2 beside an invalid key: %s", got)
+	}
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	failed, err = b.DeleteMany(c, []string{"m/4", "m/6"})
+	if fmt.Sprint(failed) != "[m/4 m/6]" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("delete with a canceled context: %q failed, %v; want both, context.Canceled", failed, err)
+	}
+	if got := fmt.Sprint(listKeys(t, b, "m/")); got != "[m/4 m/6 m/8 m/9]" {
+		t.Fatalf("after a canceled delete: %s", got)
+	}
+}
+
+// testDeleteManyPaginates: more keys than S3 takes in a request, in one
+// call.
+func testDeleteManyPaginates(t *testing.T, b objectstore.Bucket) {
+	const n = 2500 // two full DeleteObjects requests and a part
+	key := func(i int) string { return fmt.Sprintf("p/%05d", i) }
+	putNumbered(t, b, n, func(i int) []string { return []string{key(i)} })
+	put(t, b, "q", nil)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = key(i)
+	}
+	deleteMany(t, b, keys...)
+	if got := fmt.Sprint(listKeys(t, b, "")); got != "[q]" {
+		t.Fatalf("after deleting every p/ key: %.100s", got)
 	}
 }
 
