@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/objectstore/miniotest"
@@ -40,12 +45,14 @@ func TestS3Conformance(t *testing.T) {
 }
 
 // With checksums only when required (for stores that reject the SDK's
-// default ones), single and multipart puts, ranged gets and conditional
-// puts still work.
+// default ones), single and multipart puts, ranged gets, conditional puts
+// and batch deletes still work.
 func TestS3ChecksumsWhenRequired(t *testing.T) {
+	var deletes deleteRequests
 	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
 		o.RequestChecksumCalculation = "when_required"
 		o.ResponseChecksumValidation = "when_required"
+		o.WrapTransport = deletes.count
 	})
 	ctx := context.Background()
 	for _, size := range []int{10, objectstoretest.LargeSize} {
@@ -69,6 +76,188 @@ func TestS3ChecksumsWhenRequired(t *testing.T) {
 	}
 	if _, err := b.Put(ctx, "k", bytes.NewReader(nil), 0, objectstore.PutOptions{IfNoneMatch: true}); !errors.Is(err, objectstore.ErrPreconditionFailed) {
 		t.Fatalf("create over an object: %v", err)
+	}
+	// DeleteObjects is an operation that requires a checksum: the SDK
+	// sends one whatever the setting, and the store takes it.
+	putKeys(t, b, 10)
+	deleteAll(t, b, 10)
+	if deletes.batch.Load() != 1 || deletes.single.Load() != 0 {
+		t.Fatalf("10 keys deleted in %d DeleteObjects and %d DeleteObject requests, want 1 and 0", deletes.batch.Load(), deletes.single.Load())
+	}
+}
+
+// deleteRequests counts the delete requests a bucket sends.
+type deleteRequests struct {
+	batch  atomic.Int32 // DeleteObjects: POST ?delete
+	single atomic.Int32 // DeleteObject
+}
+
+func (d *deleteRequests) count(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		switch {
+		case isBatchDelete(r):
+			d.batch.Add(1)
+		case r.Method == http.MethodDelete:
+			d.single.Add(1)
+		}
+		return next.RoundTrip(r)
+	})
+}
+
+func isBatchDelete(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Query().Has("delete")
+}
+
+func numbered(i int) string { return fmt.Sprintf("d/%05d", i) }
+
+// putKeys puts empty objects under numbered(0) to numbered(n-1).
+func putKeys(t *testing.T, b objectstore.Bucket, n int) {
+	t.Helper()
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			_, err := b.Put(context.Background(), numbered(i), bytes.NewReader(nil), 0, objectstore.PutOptions{})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deleteAll deletes numbered(0) to numbered(n-1) in one DeleteMany and
+// checks none is left.
+func deleteAll(t *testing.T, b objectstore.Bucket, n int) {
+	t.Helper()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = numbered(i)
+	}
+	if failed, err := b.DeleteMany(context.Background(), keys); len(failed) != 0 || err != nil {
+		t.Fatalf("delete %d keys: %d failed: %v", n, len(failed), err)
+	}
+	noneLeft(t, b)
+}
+
+// noneLeft checks no numbered key is left.
+func noneLeft(t *testing.T, b objectstore.Bucket) {
+	t.Helper()
+	if err := b.List(context.Background(), "d/", func(a objectstore.Attrs) error {
+		return fmt.Errorf("%s is left", a.Key)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteMany deletes 1,000 keys a request: 2,500 keys are three.
+func TestS3DeleteManyIsARequestPer1000Keys(t *testing.T) {
+	var deletes deleteRequests
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.WrapTransport = deletes.count })
+	putKeys(t, b, 2500)
+	deleteAll(t, b, 2500)
+	if deletes.batch.Load() != 3 || deletes.single.Load() != 0 {
+		t.Fatalf("2,500 keys deleted in %d DeleteObjects and %d DeleteObject requests, want 3 and 0", deletes.batch.Load(), deletes.single.Load())
+	}
+}
+
+// proxyMinIO is an endpoint in front of the package's MinIO: answer
+// answers the requests it takes (returning true), the others go through.
+func proxyMinIO(t *testing.T, answer func(w http.ResponseWriter, r *http.Request) bool) string {
+	t.Helper()
+	target, err := url.Parse(miniotest.Shared(t).Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target) // keeps Host, which the request is signed with
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !answer(w, r) {
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func s3ErrorReply(w http.ResponseWriter, status int, code string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Error><Code>%s</Code><Message>refused by the test</Message></Error>`, code)
+}
+
+// A store without DeleteObjects (GCS's XML API answers 501 NotImplemented)
+// has its keys deleted one by one, and is not asked again.
+func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
+	var refused, singles atomic.Int32
+	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case isBatchDelete(r):
+			refused.Add(1)
+			s3ErrorReply(w, http.StatusNotImplemented, "NotImplemented")
+			return true
+		case r.Method == http.MethodDelete:
+			singles.Add(1)
+		}
+		return false
+	})
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
+	putKeys(t, b, 30)
+	keys := make([]string, 30)
+	for i := range keys {
+		keys[i] = numbered(i)
+	}
+	ctx := context.Background()
+	if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
+		t.Fatalf("first call: %q failed: %v", failed, err)
+	}
+	if refused.Load() != 1 || singles.Load() != 20 {
+		t.Fatalf("first call: %d DeleteObjects refused and %d DeleteObject requests, want 1 and 20", refused.Load(), singles.Load())
+	}
+	if failed, err := b.DeleteMany(ctx, append(keys[20:], "a//b")); fmt.Sprint(failed) != "[a//b]" || !errors.Is(err, objectstore.ErrInvalidKey) {
+		t.Fatalf("second call: %q failed: %v, want a//b alone, ErrInvalidKey", failed, err)
+	}
+	if refused.Load() != 1 || singles.Load() != 30 {
+		t.Fatalf("second call: %d DeleteObjects refused in all and %d DeleteObject requests, want 1 and 30", refused.Load(), singles.Load())
+	}
+	noneLeft(t, b)
+}
+
+// The keys a DeleteObjects response names as errors fail, but for a key
+// already gone (NoSuchKey); a request refused as a whole (not as an
+// operation the store lacks) fails all its keys, and the next call sends
+// DeleteObjects again.
+func TestS3DeleteManyFailsTheKeysTheStoreRefuses(t *testing.T) {
+	var refuseAll atomic.Bool
+	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if !isBatchDelete(r) {
+			return false
+		}
+		if refuseAll.Load() {
+			s3ErrorReply(w, http.StatusForbidden, "AccessDenied")
+			return true
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>
+<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Error><Key>d/00001</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>
+<Error><Key>d/00002</Key><Code>NoSuchKey</Code><Message>gone</Message></Error>
+<Error><Key>d/00003</Key><Code>InternalError</Code><Message>try again</Message></Error>
+</DeleteResult>`)
+		return true
+	})
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
+	keys := []string{numbered(0), numbered(1), numbered(2), numbered(3), numbered(4)}
+	ctx := context.Background()
+	failed, err := b.DeleteMany(ctx, keys)
+	if fmt.Sprint(failed) != "[d/00001 d/00003]" || err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Fatalf("%q failed: %v; want d/00001 (AccessDenied first) and d/00003", failed, err)
+	}
+	refuseAll.Store(true)
+	for range 2 {
+		failed, err = b.DeleteMany(ctx, keys)
+		if fmt.Sprint(failed) != fmt.Sprint(keys) || err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+			t.Fatalf("a refused request: %q failed: %v; want every key, AccessDenied", failed, err)
+		}
 	}
 }
 
