@@ -201,3 +201,63 @@ func TestALateWriteLandsAfterItsCallerGaveUp(t *testing.T) {
 		t.Fatalf("put: %v, fired %d", err, late.Fired())
 	}
 }
+
+// A DeleteMany is one delete call, matched by any of its keys: an error
+// before it fails every key and deletes none; a lost response comes after
+// every key went and fails them all; a late one lands at its release.
+func TestDeleteManyIsOneCall(t *testing.T) {
+	b := faulty.New(objectstore.NewMem())
+	ctx := context.Background()
+	left := func() string {
+		var keys []string
+		b.Inner().List(ctx, "", func(a objectstore.Attrs) error {
+			keys = append(keys, a.Key)
+			return nil
+		})
+		return strings.Join(keys, " ")
+	}
+	for _, k := range []string{"u/1", "t/1", "t/2", "u/2"} {
+		if err := put(b, k, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := b.Add(faulty.Rule{Op: faulty.Delete, KeyPrefix: "t/", Times: 1, Fail: true})
+	if failed, err := b.DeleteMany(ctx, []string{"u/1"}); len(failed) != 0 || err != nil {
+		t.Fatalf("delete of a key outside the prefix: %q failed: %v", failed, err)
+	}
+	failed, err := b.DeleteMany(ctx, []string{"u/2", "t/1"})
+	if strings.Join(failed, " ") != "u/2 t/1" || !errors.Is(err, faulty.ErrInjected) {
+		t.Fatalf("failed call: %q failed: %v", failed, err)
+	}
+	if f.Fired() != 1 || b.Calls(faulty.Delete) != 2 || left() != "t/1 t/2 u/2" {
+		t.Fatalf("fired %d, deletes %d, left %s", f.Fired(), b.Calls(faulty.Delete), left())
+	}
+
+	var meanwhile []string
+	b.Add(faulty.Rule{Op: faulty.Delete, Times: 1, LoseResponse: true, Meanwhile: func(k string) { meanwhile = append(meanwhile, k) }})
+	failed, err = b.DeleteMany(ctx, []string{"t/1", "u/2", "t/1"})
+	if strings.Join(failed, " ") != "t/1 u/2" || !errors.Is(err, faulty.ErrLostResponse) {
+		t.Fatalf("lost response: %q failed: %v", failed, err)
+	}
+	if left() != "t/2" || strings.Join(meanwhile, " ") != "t/1 u/2" {
+		t.Fatalf("after a lost response: left %s, meanwhile saw %q", left(), meanwhile)
+	}
+
+	release := make(chan struct{})
+	late := b.Add(faulty.Rule{Op: faulty.Delete, Times: 1, Late: release})
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	failed, err = b.DeleteMany(tctx, []string{"t/2"})
+	if strings.Join(failed, " ") != "t/2" || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("late call: %q failed: %v", failed, err)
+	}
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); late.Landed() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held delete never landed")
+		}
+	}
+	if left() != "" {
+		t.Fatalf("after the late delete landed: left %s", left())
+	}
+}
