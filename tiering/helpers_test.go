@@ -96,6 +96,24 @@ func (f *faultyBucket) Delete(ctx context.Context, key string) error {
 	return f.Bucket.Delete(ctx, key)
 }
 
+// DeleteMany fails the keys a "delete" rule matches (before the call:
+// they stay) and deletes the others.
+func (f *faultyBucket) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	var failed, rest []string
+	for _, k := range keys {
+		if f.check("delete", k, false) != nil {
+			failed = append(failed, k)
+		} else {
+			rest = append(rest, k)
+		}
+	}
+	innerFailed, err := f.Bucket.DeleteMany(ctx, rest)
+	if len(failed) > 0 {
+		err = errInjected
+	}
+	return append(failed, innerFailed...), err
+}
+
 func (f *faultyBucket) getCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

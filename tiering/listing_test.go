@@ -126,15 +126,25 @@ type deleteWatching struct {
 	failFirst int // deletes to fail
 }
 
-func (d *deleteWatching) Delete(ctx context.Context, key string) error {
+func (d *deleteWatching) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	var failed, rest []string
 	d.mu.Lock()
-	d.listedAt = append(d.listedAt, d.listed.Load())
-	fail := len(d.listedAt) <= d.failFirst
-	d.mu.Unlock()
-	if fail {
-		return errors.New("refused")
+	for _, k := range keys {
+		d.listedAt = append(d.listedAt, d.listed.Load())
+		if len(d.listedAt) <= d.failFirst {
+			failed = append(failed, k)
+		} else {
+			rest = append(rest, k)
+		}
 	}
-	return d.listCounting.Bucket.Delete(ctx, key)
+	d.mu.Unlock()
+	if _, err := d.listCounting.Bucket.DeleteMany(ctx, rest); err != nil {
+		return keys, err
+	}
+	if len(failed) > 0 {
+		return failed, errors.New("refused")
+	}
+	return nil, nil
 }
 
 // Deleting a topic's objects deletes as the listing goes, a page at a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/shale-log/shale/objectstore"
@@ -34,15 +33,27 @@ func (p *RetentionPlan) empty() bool {
 	return p.DropSpills == 0 && p.Trim == nil && p.DropSegments == 0
 }
 
+// retentionBatch bounds the segments one remote retention pass drops
+// (ApplyRetention): a pass commits the manifest, then deletes two objects
+// a segment, and keeps their names meanwhile. Lowering the retention of a
+// topic with a year of history expires hundreds of thousands of segments
+// at once; in passes of this size each commit is followed by deletes of a
+// few seconds, and what a failure leaves is one pass's objects. Policy,
+// not format: a variable only so that tests can make it small.
+var retentionBatch = 2000
+
 // PlanRetention decides which remote segments have expired: those older
 // than retention.ms (by their largest timestamp), those that push the
 // partition's total size (remote plus localBytes, the local data not in
 // the manifest) past retention.bytes (oldest first), and those wholly
 // below the log start (DeleteRecords). Spilled parts go whole when all
 // their segments expired; the first part that expired only in part is
-// read through l and replaced by a smaller one. Apart from reading that
-// part, it is pure: the caller commits the manifest, then deletes the
-// objects.
+// read through l and replaced by a smaller one. The plan drops at most
+// retentionBatch segments (but always the first whole spilled part that
+// expired, however many it holds): the oldest, so that the log start
+// moves up to them; what else expired is left to the next plan. Apart
+// from reading that part, it is pure: the caller commits the manifest,
+// then deletes the objects.
 func PlanRetention(ctx context.Context, l SpillLoader, p Partition, m *Manifest, pol RetentionPolicy, nowMs, localBytes int64) (RetentionPlan, error) {
 	plan := RetentionPlan{LogStart: m.LogStartOffset}
 	total := m.Bytes() + localBytes
@@ -51,12 +62,21 @@ func PlanRetention(ctx context.Context, l SpillLoader, p Partition, m *Manifest,
 			(pol.RetentionMs >= 0 && ts >= 0 && nowMs-ts > pol.RetentionMs) ||
 			(pol.RetentionBytes >= 0 && total-size >= pol.RetentionBytes)
 	}
+	dropped := 0 // segments
+	full := func(n int) bool { return dropped > 0 && dropped+n > retentionBatch }
 	for _, s := range m.Spills {
 		if expired(s.NextOffset, s.Bytes, s.MaxTimestamp) {
+			if full(int(s.Count)) {
+				return plan, nil
+			}
+			dropped += int(s.Count)
 			total -= s.Bytes
 			plan.DropSpills++
 			plan.LogStart = max(plan.LogStart, s.NextOffset)
 			continue
+		}
+		if full(1) {
+			return plan, nil
 		}
 		part, err := l.LoadSpill(ctx, p, s)
 		if err != nil {
@@ -64,11 +84,12 @@ func PlanRetention(ctx context.Context, l SpillLoader, p Partition, m *Manifest,
 		}
 		k := 0
 		for _, seg := range part.Segments {
-			if !expired(seg.NextOffset, seg.Size, seg.MaxTimestamp) {
+			if !expired(seg.NextOffset, seg.Size, seg.MaxTimestamp) || full(1) {
 				break
 			}
 			total -= seg.Size
 			k++
+			dropped++
 			plan.LogStart = max(plan.LogStart, seg.NextOffset)
 		}
 		switch {
@@ -86,10 +107,11 @@ func PlanRetention(ctx context.Context, l SpillLoader, p Partition, m *Manifest,
 		return plan, nil
 	}
 	for _, s := range m.Segments {
-		if !expired(s.NextOffset, s.Size, s.MaxTimestamp) {
+		if !expired(s.NextOffset, s.Size, s.MaxTimestamp) || full(1) {
 			break
 		}
 		total -= s.Size
+		dropped++
 		plan.DropSegments++
 		plan.LogStart = max(plan.LogStart, s.NextOffset)
 	}
@@ -111,7 +133,9 @@ func (p *RetentionPlan) apply(m *Manifest) {
 // the new log start) and then deletes their objects, and the spilled parts
 // dropped or replaced. A crash between the two leaves orphans, which
 // PlanOrphans finds. It returns the committed manifest (nil when nothing
-// expired).
+// expired). One call drops at most about retentionBatch segments, the
+// oldest: while it returns a manifest, more may have expired, and the
+// caller calls again.
 func ApplyRetention(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, ms *ManifestStore, spills SpillLoader, epoch int32, pol RetentionPolicy, now time.Time, localBytes int64, metrics *Metrics) (*Manifest, error) {
 	// First a plan on the manifest as it stands, without the store's
 	// commit lock: the lock is held by an upload's commit in flight, and
@@ -197,24 +221,26 @@ var errNothingToDo = errors.New("tiering: nothing to do")
 // modified before now-grace (an upload in progress is younger). Pure:
 // listing is the partition prefix's listing.
 func PlanOrphans(m *Manifest, parts []*Manifest, listing []objectstore.Attrs, now time.Time, grace time.Duration) []string {
-	o := newOrphanPlan(m, parts, now, grace)
+	var keys []string
+	o := newOrphanPlan(m, parts, now, grace, func(key string) { keys = append(keys, key) })
 	for _, a := range listing {
 		o.consider(a)
 	}
-	return o.keys
+	return keys
 }
 
-// orphanPlan collects a partition's orphaned objects from its listing,
-// one object at a time: what it holds is the names the manifest and its
-// parts keep, and the orphans, not the listing (a partition with a year
-// of history lists hundreds of thousands of objects).
+// orphanPlan finds a partition's orphaned objects in its listing, one
+// object at a time, and hands each to found: what it holds is the names
+// the manifest and its parts keep, not the listing (a partition with a
+// year of history lists hundreds of thousands of objects), nor the
+// orphans.
 type orphanPlan struct {
 	live   map[[16]byte]bool
 	before time.Time
-	keys   []string
+	found  func(key string)
 }
 
-func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Duration) *orphanPlan {
+func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Duration, found func(key string)) *orphanPlan {
 	live := map[[16]byte]bool{}
 	for _, s := range m.Segments {
 		live[s.ID] = true
@@ -227,14 +253,14 @@ func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Dur
 			live[s.ID] = true
 		}
 	}
-	return &orphanPlan{live: live, before: now.Add(-grace)}
+	return &orphanPlan{live: live, before: now.Add(-grace), found: found}
 }
 
-// consider adds a to the orphans if it is one.
+// consider hands a's key to found if a is an orphan.
 func (o *orphanPlan) consider(a objectstore.Attrs) {
 	id, ok := parseObjectID(a.Key)
 	if ok && !o.live[id] && a.LastModified.Before(o.before) {
-		o.keys = append(o.keys, a.Key)
+		o.found(a.Key)
 	}
 }
 
@@ -264,14 +290,53 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 		}
 		parts = append(parts, part)
 	}
-	plan := newOrphanPlan(m, parts, now, grace)
-	if err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
+	d := pagedDeletes{ctx: ctx, b: b, metrics: metrics}
+	plan := newOrphanPlan(m, parts, now, grace, d.add)
+	err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
 		plan.consider(a)
 		return nil
-	}); err != nil {
-		return 0, err
+	})
+	d.flush() // what was listed is orphaned all the same
+	return d.result(err)
+}
+
+// pagedDeletes deletes the keys a listing hands it as the listing goes, a
+// page (deletePage) at a time, each whatever the others' outcome: a
+// caller that lists a year of history holds one page of names, not all of
+// them.
+type pagedDeletes struct {
+	ctx     context.Context
+	b       objectstore.Bucket
+	metrics *Metrics
+	keys    []string
+	deleted int
+	first   error
+}
+
+// add deletes key with the next page.
+func (d *pagedDeletes) add(key string) {
+	if d.keys = append(d.keys, key); len(d.keys) == deletePage {
+		d.flush()
 	}
-	return deleteEach(ctx, b, plan.keys, metrics)
+}
+
+// flush deletes the page gathered so far.
+func (d *pagedDeletes) flush() {
+	n, err := deleteEach(d.ctx, d.b, d.keys, d.metrics)
+	d.deleted += n
+	if err != nil && d.first == nil {
+		d.first = err
+	}
+	d.keys = d.keys[:0]
+}
+
+// result returns how many objects were deleted and the listing's error
+// (err), or else the first delete's.
+func (d *pagedDeletes) result(err error) (int, error) {
+	if err != nil {
+		return d.deleted, err
+	}
+	return d.deleted, d.first
 }
 
 // DeleteTopic removes a deleted topic's objects: it writes the deletion
@@ -300,78 +365,40 @@ func DeleteTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic stri
 // returns how many objects it found (deleted, or not when err says so).
 func SweepDeletedTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string, id [16]byte, metrics *Metrics) (int, error) {
 	marker := l.DeletedKey(topic, id)
-	var (
-		keys  []string
-		found int
-		first error
-	)
-	flush := func() {
-		if _, err := deleteEach(ctx, b, keys, metrics); err != nil && first == nil {
-			first = err
-		}
-		keys = keys[:0]
-	}
+	d := pagedDeletes{ctx: ctx, b: b, metrics: metrics}
+	found := 0
 	err := b.List(ctx, l.TopicPrefix(topic, id), func(a objectstore.Attrs) error {
 		if a.Key == marker {
 			return nil
 		}
 		found++
-		if keys = append(keys, a.Key); len(keys) == deletePage {
-			flush()
-		}
+		d.add(a.Key)
 		return ctx.Err()
 	})
-	flush()
-	if err != nil {
-		return found, err
-	}
-	return found, first
+	d.flush()
+	_, err = d.result(err)
+	return found, err
 }
 
-// deletePage is how many keys SweepDeletedTopic deletes at a time: one
-// page of a listing.
+// deletePage is how many keys the deletes that go with a listing (orphan
+// sweeps, a deleted topic's objects) gather before they delete them: one
+// page of a listing, and one S3 DeleteObjects request.
 const deletePage = 1000
 
-// deleteConcurrency bounds the DELETEs deleteEach has in flight. One at a
-// time, a retention pass that dropped many segments (two objects each)
-// held the archive loop, which runs it between uploads, for seconds: the
-// upload lag grew while the bucket answered deletes.
-const deleteConcurrency = 8
-
 // deleteEach deletes keys, each whatever the others' outcome (a delete
-// that fails is left for the next sweep), up to deleteConcurrency at once,
-// and returns how many went and the first error.
+// that fails is left for the next sweep), in the store's batches
+// (Bucket.DeleteMany), and returns how many went and the first error.
 func deleteEach(ctx context.Context, b objectstore.Bucket, keys []string, metrics *Metrics) (int, error) {
-	var (
-		mu      sync.Mutex
-		deleted int
-		first   error
-		wg      sync.WaitGroup
-	)
-	slots := make(chan struct{}, deleteConcurrency)
-	for _, k := range keys {
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() {
-				<-slots
-				wg.Done()
-			}()
-			err := b.Delete(ctx, k)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if first == nil {
-					first = fmt.Errorf("tiering: deleting %s: %w", k, err)
-				}
-				return
-			}
-			deleted++
-		}()
+	if len(keys) == 0 {
+		return 0, nil
 	}
-	wg.Wait()
+	failed, err := b.DeleteMany(ctx, keys)
+	deleted := len(keys) - len(failed)
 	metrics.deleted(deleted)
-	return deleted, first
+	if err != nil {
+		return deleted, fmt.Errorf("tiering: %d of %d deletes failed: %w", len(failed), len(keys), err)
+	}
+	return deleted, nil
 }
 
 // PendingDeletions lists the deleted topics whose directory holds objects

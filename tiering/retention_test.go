@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +44,41 @@ func TestPlanRetention(t *testing.T) {
 	}
 }
 
+// A plan drops at most retentionBatch segments, the oldest, counting a
+// spilled part's segments, but always the first expired part however
+// large.
+func TestPlanRetentionDropsABoundedBatch(t *testing.T) {
+	defer func(n int) { retentionBatch = n }(retentionBatch)
+	retentionBatch = 3
+	seg := func(base int64) Segment {
+		return Segment{BaseOffset: base, NextOffset: base + 10, Size: 100, MaxTimestamp: 1000}
+	}
+	spill := func(base int64, count uint32) Spill {
+		return Spill{BaseOffset: base, NextOffset: base + 10*int64(count), Count: count, Bytes: 100 * int64(count), MaxTimestamp: 1000}
+	}
+	old := RetentionPolicy{RetentionMs: 500, RetentionBytes: -1} // everything expired at 2000
+	for _, tc := range []struct {
+		name                 string
+		m                    *Manifest
+		wantSpills, wantSegs int
+		wantStart            int64
+	}{
+		{"segments", &Manifest{Segments: []Segment{seg(0), seg(10), seg(20), seg(30), seg(40)}}, 0, 3, 30},
+		{"parts and segments", &Manifest{Spills: []Spill{spill(0, 2)}, Segments: []Segment{seg(20), seg(30), seg(40)}}, 1, 1, 30},
+		{"parts up to the bound", &Manifest{Spills: []Spill{spill(0, 2), spill(20, 2)}, Segments: []Segment{seg(40)}}, 1, 0, 20},
+		{"a part past the bound alone", &Manifest{Spills: []Spill{spill(0, 5), spill(50, 1)}, Segments: []Segment{seg(60)}}, 1, 0, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A spilled part it would have to read is not in this (nil)
+			// bucket: the plan must not need it.
+			plan, err := PlanRetention(context.Background(), BucketSpills{}, testPartition, tc.m, old, 2000, 0)
+			if err != nil || plan.DropSpills != tc.wantSpills || plan.DropSegments != tc.wantSegs || plan.Trim != nil || plan.LogStart != tc.wantStart {
+				t.Fatalf("got %+v (%v); want %d parts, %d segments, start %d", plan, err, tc.wantSpills, tc.wantSegs, tc.wantStart)
+			}
+		})
+	}
+}
+
 func TestRemoteRetentionCommitsTheManifestBeforeDeletingObjects(t *testing.T) {
 	log, _ := testLog(t, 2000, 30)
 	fb := &faultyBucket{Bucket: objectstore.NewMem()}
@@ -70,47 +104,34 @@ func TestRemoteRetentionCommitsTheManifestBeforeDeletingObjects(t *testing.T) {
 	}
 }
 
-// pairedDeletes is a bucket whose deletes each wait (up to a second) for
-// another delete to be in flight, and which records the most in flight.
-type pairedDeletes struct {
+// deleteCounting counts the calls of Delete and DeleteMany.
+type deleteCounting struct {
 	objectstore.Bucket
-	mu       sync.Mutex
-	inFlight int
-	most     int
-	closed   bool
-	paired   chan struct{}
+	deletes, batches, most atomic.Int64
 }
 
-func (b *pairedDeletes) Delete(ctx context.Context, key string) error {
-	b.mu.Lock()
-	b.inFlight++
-	b.most = max(b.most, b.inFlight)
-	if b.inFlight == 2 && !b.closed {
-		b.closed = true
-		close(b.paired)
-	}
-	b.mu.Unlock()
-	select {
-	case <-b.paired:
-	case <-time.After(time.Second):
-	}
-	defer func() {
-		b.mu.Lock()
-		b.inFlight--
-		b.mu.Unlock()
-	}()
+func (b *deleteCounting) Delete(ctx context.Context, key string) error {
+	b.deletes.Add(1)
 	return b.Bucket.Delete(ctx, key)
 }
 
-// TestRemoteRetentionDeletesSeveralObjectsAtOnce: the objects a retention
-// pass drops are deleted several at a time. One at a time, a pass that
-// dropped many segments held the archive loop, which runs it between
-// uploads, while the bucket answered each delete (the tier soak's upload
-// lag grew to a dozen segments under retention.bytes).
-func TestRemoteRetentionDeletesSeveralObjectsAtOnce(t *testing.T) {
+func (b *deleteCounting) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
+	b.batches.Add(1)
+	if n := int64(len(keys)); n > b.most.Load() {
+		b.most.Store(n)
+	}
+	return b.Bucket.DeleteMany(ctx, keys)
+}
+
+// The objects a retention pass drops go in one batch (Bucket.DeleteMany:
+// S3's DeleteObjects, a request per 1,000 keys), not a request each. One
+// at a time, a pass that dropped many segments held the archive loop
+// while the bucket answered each delete (the tier soak's upload lag grew
+// to a dozen segments under retention.bytes).
+func TestRemoteRetentionDeletesItsObjectsInABatch(t *testing.T) {
 	log, _ := testLog(t, 2000, 30)
-	pb := &pairedDeletes{Bucket: objectstore.NewMem(), paired: make(chan struct{})}
-	a, ms := newTestArchiver(t, pb, log)
+	db := &deleteCounting{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, db, log)
 	uploadAll(t, a, 0, log.LogEndOffset())
 	m0 := ms.Current()
 	if len(m0.Segments) < 3 {
@@ -118,14 +139,55 @@ func TestRemoteRetentionDeletesSeveralObjectsAtOnce(t *testing.T) {
 	}
 	last := m0.Segments[len(m0.Segments)-1]
 	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: last.Size}
-	m, err := ApplyRetention(context.Background(), pb, a.cfg.Layout, testPartition, ms, BucketSpills{pb, a.cfg.Layout}, 0, pol, time.Now(), 0, nil)
+	m, err := ApplyRetention(context.Background(), db, a.cfg.Layout, testPartition, ms, BucketSpills{db, a.cfg.Layout}, 0, pol, time.Now(), 0, nil)
 	if err != nil || m == nil || len(m.Segments) != 1 {
 		t.Fatalf("manifest %+v, %v", m, err)
 	}
-	if pb.most < 2 {
-		t.Fatalf("at most %d delete in flight at once", pb.most)
+	if want := 2 * int64(len(m0.Segments)-1); db.batches.Load() != 1 || db.most.Load() != want || db.deletes.Load() != 0 {
+		t.Fatalf("%d batches of at most %d keys and %d single deletes; want one batch of %d", db.batches.Load(), db.most.Load(), db.deletes.Load(), want)
 	}
-	if got := len(listKeys(t, pb, ".log")); got != 1 {
+	if got := len(listKeys(t, db, ".log")); got != 1 {
+		t.Fatalf("%d segment objects left for 1 entry", got)
+	}
+}
+
+// A pass of remote retention drops a bounded batch of segments, the
+// oldest: lowering the retention of a topic with a year of history
+// expires hundreds of thousands at once, and one pass would hold all
+// their names and delete for minutes. The caller goes on with passes
+// while one dropped some.
+func TestRemoteRetentionGoesInPassesOfABoundedBatch(t *testing.T) {
+	defer func(n int) { retentionBatch = n }(retentionBatch)
+	retentionBatch = 2
+	log, _ := testLog(t, 2000, 30)
+	db := &deleteCounting{Bucket: objectstore.NewMem()}
+	a, ms := newTestArchiver(t, db, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m0 := ms.Current()
+	n := len(m0.Segments)
+	if n < 6 {
+		t.Fatalf("%d segments uploaded; the test needs 6", n)
+	}
+	// Everything but the last segment expires.
+	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: m0.Segments[n-1].Size}
+	passes := 0
+	for {
+		m, err := ApplyRetention(context.Background(), db, a.cfg.Layout, testPartition, ms, BucketSpills{db, a.cfg.Layout}, 0, pol, time.Now(), 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == nil {
+			break
+		}
+		passes++
+		if dropped := n - len(m.Segments); dropped > 2*passes || m.LogStartOffset != m0.Segments[dropped-1].NextOffset {
+			t.Fatalf("pass %d: %d segments dropped, log start %d", passes, dropped, m.LogStartOffset)
+		}
+	}
+	if want := (n - 1 + 1) / 2; passes != want || db.most.Load() > 4 {
+		t.Fatalf("%d passes deleting at most %d objects each; want %d passes of at most 4", passes, db.most.Load(), want)
+	}
+	if got := len(listKeys(t, db, ".log")); got != 1 {
 		t.Fatalf("%d segment objects left for 1 entry", got)
 	}
 }
