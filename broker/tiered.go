@@ -644,7 +644,18 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			backoff = 0 // Run calls it on this goroutine
 		},
 	})
-	var lastRetention time.Time
+	// Remote retention runs beside the uploads, one pass at a time: a
+	// pass that expires a year of history deletes for minutes.
+	var (
+		lastRetention time.Time
+		retaining     atomic.Bool
+		retention     sync.WaitGroup
+	)
+	rctx, endRetention := context.WithCancel(ctx)
+	defer func() {
+		endRetention()
+		retention.Wait()
+	}()
 	backoff = 0
 	t.durableWait.Store(0)
 	hooks := tiering.RunHooks{
@@ -655,14 +666,20 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch {
 				return false
 			}
-			if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval {
+			if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval && retaining.CompareAndSwap(false, true) {
 				lastRetention = now
-				if !t.applyRetention(ctx, p, epoch, now) {
-					// It may have dropped objects from the manifest
-					// and failed to delete them: below the tail the
-					// sweeps list between the full ones.
-					arch.SweepFully()
-				}
+				retention.Add(1)
+				go func() {
+					defer retention.Done()
+					defer retaining.Store(false)
+					if !t.applyRetention(rctx, p, epoch, now) {
+						// It may have dropped objects from the
+						// manifest and failed to delete them: below
+						// the tail the sweeps list between the full
+						// ones.
+						arch.SweepFully()
+					}
+				}()
 			}
 			if t.describedStale(p) {
 				t.svc.metadataObjects(ctx, p)
@@ -736,31 +753,43 @@ func (t *partitionTier) uploadLimit(p *partition) int64 {
 }
 
 // applyRetention applies the topic's total retention to the remote log,
-// and moves the local log start along when it passes it. False: it
-// failed (logged).
+// pass after pass until nothing more expired, and moves the local log
+// start along as the remote one passes it. False: a pass failed (logged).
 func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch int32, now time.Time) bool {
 	cfg := p.cfg.Load()
-	end := t.manifest().End()
-	var localBytes int64
-	for _, s := range p.log.Segments() {
-		if s.NextOffset > end {
-			localBytes += s.Size
+	pol := tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}
+	// A pass drops a bounded batch of segments; passes go on while one
+	// dropped some, each under a deadline of its own.
+	for ctx.Err() == nil {
+		end := t.manifest().End()
+		var localBytes int64
+		for _, s := range p.log.Segments() {
+			if s.NextOffset > end {
+				localBytes += s.Size
+			}
+		}
+		bctx, cancel := context.WithTimeout(ctx, retentionPassTimeout)
+		m, err := tiering.ApplyRetention(bctx, t.svc.bucket, t.svc.layout, t.part, t.store, t.svc.reader, epoch, pol, now, localBytes, t.svc.metrics)
+		cancel()
+		if m != nil {
+			if err := p.log.SetLogStartOffset(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
+				t.svc.b.log.Warn("moving the log start after remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+			}
+		}
+		if err != nil {
+			t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+			return false
+		}
+		if m == nil {
+			return true
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	m, err := tiering.ApplyRetention(rctx, t.svc.bucket, t.svc.layout, t.part, t.store, t.svc.reader, epoch,
-		tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}, now, localBytes, t.svc.metrics)
-	if err != nil {
-		t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
-	}
-	if m != nil {
-		if err := p.log.SetLogStartOffset(min(m.LogStartOffset, p.log.LogEndOffset())); err != nil {
-			t.svc.b.log.Warn("moving the log start after remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
-		}
-	}
-	return err == nil
+	return true
 }
+
+// retentionPassTimeout bounds one remote retention pass: a manifest
+// commit and the deletes of a batch of segments' objects.
+const retentionPassTimeout = time.Minute
 
 // uploadLag is a tiered partition's upload lag at one instant.
 type uploadLag struct {
