@@ -40,16 +40,18 @@ type TieringConfig struct {
 	UploadInterval time.Duration
 	// OrphanGrace is how old an object the manifest does not name must
 	// be before cleanup deletes it (default 1h: longer than any upload).
-	// A leader sweeps at the start of its term, listing all of the
-	// partition's objects, and then about once per grace (jittered),
-	// listing only the newest ones, where its own uploads can have left
-	// orphans: a LIST page or two, however long the history.
+	// A leader sweeps at the start of its term and then about once per
+	// grace (jittered), listing only the newest objects, where uploads
+	// (its own, and from where its predecessors' sweep note says, theirs)
+	// can have left orphans, and those below the manifest's first
+	// segment, where remote retention can: a LIST page or two, however
+	// long the history.
 	OrphanGrace time.Duration
 	// FullSweepEvery is about how often a leader's sweep lists all of
-	// the partition's objects again (default 24h; jittered): for the
-	// writes of an older leader that landed after this term's first
-	// sweep. A partition with a year of history at 10 MB/s in 1 GiB
-	// segments holds some 600,000 objects, 600 LIST requests a listing.
+	// the partition's objects (default 24h; jittered): for the writes of
+	// an older leader that landed late. A partition with a year of
+	// history at 10 MB/s in 1 GiB segments holds some 600,000 objects,
+	// 600 LIST requests a listing.
 	FullSweepEvery time.Duration
 	// DeletedTopicWatch is how long a deleted topic's directory must
 	// have held its deletion marker alone before the broker that deleted
@@ -634,8 +636,8 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		Logger: log, Metrics: t.svc.metrics, Fault: t.svc.cfg.Fault, SealedAt: t.sealedAt,
 		// Objects a failed upload or remote retention could not delete
 		// go within about a grace period, not at the next leader change.
-		// The term's first sweep, beside its first uploads, lists
-		// everything: what earlier leaders left.
+		// The term's first sweep, beside its first uploads, lists what
+		// earlier leaders left: from where their sweep note says.
 		SweepEvery: t.svc.cfg.OrphanGrace, FullSweepEvery: t.svc.cfg.FullSweepEvery, SweepAtStart: true,
 		OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
 		OnCommit: func(m *tiering.Manifest) {
@@ -672,13 +674,10 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 				go func() {
 					defer retention.Done()
 					defer retaining.Store(false)
-					if !t.applyRetention(rctx, p, epoch, now) {
-						// It may have dropped objects from the
-						// manifest and failed to delete them: below
-						// the tail the sweeps list between the full
-						// ones.
-						arch.SweepFully()
-					}
+					// Objects it dropped from the manifest and
+					// failed to delete lie below the manifest's
+					// first segment, where every orphan sweep looks.
+					t.applyRetention(rctx, p, epoch, now)
 				}()
 			}
 			if t.describedStale(p) {
@@ -754,8 +753,9 @@ func (t *partitionTier) uploadLimit(p *partition) int64 {
 
 // applyRetention applies the topic's total retention to the remote log,
 // pass after pass until nothing more expired, and moves the local log
-// start along as the remote one passes it. False: a pass failed (logged).
-func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch int32, now time.Time) bool {
+// start along as the remote one passes it. A pass that fails is logged;
+// the next run goes on from there.
+func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch int32, now time.Time) {
 	cfg := p.cfg.Load()
 	pol := tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}
 	// A pass drops a bounded batch of segments; passes go on while one
@@ -778,13 +778,12 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 		}
 		if err != nil {
 			t.svc.b.log.Warn("remote retention", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
-			return false
+			return
 		}
 		if m == nil {
-			return true
+			return
 		}
 	}
-	return true
 }
 
 // retentionPassTimeout bounds one remote retention pass: a manifest

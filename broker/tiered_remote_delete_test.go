@@ -32,8 +32,8 @@ func remoteManifest(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, t
 }
 
 // segmentObjects lists the segment and companion objects of topic's
-// partition 0 in the bucket, and the object IDs the manifest (with its
-// spilled parts) names.
+// partition 0 in the bucket (all but the manifest and the sweep note), and
+// the object IDs the manifest (with its spilled parts) names.
 func segmentObjects(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, topic string) (objects []string, named map[string]bool, m *tiering.Manifest) {
 	t.Helper()
 	m = remoteManifest(t, bucket, adm, topic)
@@ -52,7 +52,7 @@ func segmentObjects(t *testing.T, bucket objectstore.Bucket, adm *kadm.Client, t
 	}
 	prefix := tiering.Layout{}.PartitionPrefix(part)
 	for _, k := range listBucket(t, bucket, "") {
-		if strings.HasPrefix(k, prefix) && !strings.HasSuffix(k, "/manifest") {
+		if strings.HasPrefix(k, prefix) && !strings.HasSuffix(k, "/manifest") && !strings.HasSuffix(k, "/swept.json") {
 			objects = append(objects, k)
 		}
 	}

@@ -66,9 +66,11 @@ type ArchiverConfig struct {
 	// page or two where a full listing of a year of history is hundreds
 	// of pages. 0: every sweep lists everything.
 	FullSweepEvery time.Duration
-	// SweepAtStart makes Run's first look sweep, and list everything: a
-	// new leader's, for the orphans its predecessors left (their failed
-	// uploads, and their remote retention's failed deletes).
+	// SweepAtStart makes Run's first look sweep: a new leader's, for the
+	// orphans its predecessors left. Their failed uploads lie from where
+	// the partition's sweep note says (SweepNote), everything when there
+	// is none; the failed deletes of their remote retention lie below the
+	// manifest's first segment, which every sweep lists.
 	SweepAtStart bool
 	// OrphanGrace is how old an object the manifest does not name must be
 	// before a sweep deletes it, counted back from the start of the
@@ -97,11 +99,17 @@ type Archiver struct {
 	// that sweep lists everything (Run's goroutine only; kept across Run
 	// calls so that failing uploads do not postpone them).
 	nextSweep, nextFullSweep time.Time
-	// fullSweepAsked is when a full sweep was last asked for (Unix
-	// nanoseconds; 0: none stands). The request stands until a full
-	// sweep has succeeded that looked at the objects written before then
-	// (whose age cutoff is past it): every sweep is full until then.
-	fullSweepAsked atomic.Int64
+	// readNote: the next sweep first reads the sweep note of the leaders
+	// before (SweepAtStart). noted: this term has written its note, and
+	// notedFloor is the base offset it wrote.
+	readNote, noted bool
+	notedFloor      int64
+	// coveredBelow: a sweep has looked at every object below this base
+	// offset that is older than the grace (none has yet: 0). Objects
+	// there the manifest does not name are those remote retention dropped
+	// and failed to delete (or a late write of an older leader): the
+	// next sweep lists from coveredBelow to the manifest's first segment.
+	coveredBelow int64
 	// sweeping is the sweep on its own goroutine (nil: none), whose end
 	// the next maybeSweep takes in.
 	sweeping *sweep
@@ -130,22 +138,12 @@ func NewArchiver(cfg ArchiverConfig) *Archiver {
 	if cfg.SweepEvery > 0 && !cfg.SweepAtStart {
 		a.nextSweep = time.Now().Add(sweepWait(cfg.SweepEvery))
 	}
-	if cfg.SweepAtStart {
-		a.SweepFully()
-	}
+	a.readNote = cfg.SweepAtStart
 	if cfg.FullSweepEvery > 0 {
 		a.nextFullSweep = time.Now().Add(sweepWait(cfg.FullSweepEvery))
 	}
 	return a
 }
-
-// SweepFully makes the orphan sweeps list all of the partition's objects
-// until one has succeeded that looked at every object written before
-// now (some as young as the grace are not, the first time): the caller
-// knows of objects a tail sweep would not reach (a remote retention pass
-// that could not delete the objects it dropped from the manifest). Safe
-// from any goroutine.
-func (a *Archiver) SweepFully() { a.fullSweepAsked.Store(time.Now().UnixNano()) }
 
 // sweepWait is a wait in [every/2, 3*every/2).
 func sweepWait(every time.Duration) time.Duration {
@@ -396,13 +394,21 @@ type sweep struct {
 	done    chan struct{} // closed when deleted and err are set
 	started time.Time
 	full    bool
-	asked   int64 // fullSweepAsked when it started
 	// eligible: the objects written before it were old enough to go.
 	// swept: the uploads that ended before it are done with once the
 	// sweep has succeeded.
 	eligible, swept time.Time
-	deleted         int
-	err             error
+	// floor: the tail floor it listed from (a full sweep: where the tail
+	// would have). covers: it lists every object below this base offset.
+	// young: the lowest base offset below covers of an object it passed
+	// over as too young (-1: none).
+	floor, covers, young int64
+	// note: it writes the sweep note when it succeeds; noteErr is how
+	// that went.
+	note    bool
+	deleted int
+	err     error
+	noteErr error
 }
 
 // commitResult is the outcome of a commit run on its own goroutine.
@@ -425,17 +431,24 @@ type commitResult struct {
 //   - a commit of this leader's whose outcome is unknown and which may
 //     still land postpones the sweep until it is settled (fenced).
 //
-// Between full sweeps (FullSweepEvery, SweepFully), a sweep lists only the
-// tail of the partition's objects (Layout.TailAfter): the segments from
-// the lowest base offset of the stored manifest's end and of this
-// archiver's uploads that may have left objects behind (tailFloor), the
-// manifest and the spilled parts. Every orphan this archiver's uploads can
-// leave is there: an upload starts at or above the manifest's end, and
-// one never committed counts until a sweep that began well after it ended
-// (its objects old enough, and listed) has passed. What the tail misses
-// waits for the next full sweep: objects remote retention dropped and
-// could not delete (the caller calls SweepFully), and writes of an older
-// leader that landed after this term's first sweep (SweepAtStart).
+// Between full sweeps (FullSweepEvery), a sweep lists two ranges of the
+// partition's objects, a page or two each whatever the history:
+//   - the tail (Layout.TailAfter): the segments from the lowest base
+//     offset of the stored manifest's end and of the uploads that may
+//     have left objects behind (tailFloor), the manifest and the spilled
+//     parts. Every orphan an upload can leave is there: an upload starts
+//     at or above the manifest's end, and one never committed counts
+//     until a sweep that began well after it ended (its objects old
+//     enough, and listed) has passed. The uploads of the leaders before
+//     count from where their sweep note says (SweepAtStart);
+//   - the objects below the first segment the manifest names, from where
+//     the sweeps before have looked (coveredBelow): those remote
+//     retention dropped and could not delete.
+//
+// What both miss waits for the next full sweep: writes of an older leader
+// that landed late, below the tail. A sweep that succeeds writes the sweep
+// note for the next leader when it is full, the term's first, or when the
+// note written last lags a page of segments behind (noteStale).
 //
 // The sweep runs concurrently with the commits (which name only objects
 // younger than its cutoff, or already named) and with remote retention
@@ -477,11 +490,23 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 	if stored.LeaderEpoch > epoch {
 		return fmt.Errorf("%w: manifest at epoch %d, leader at %d", ErrFenced, stored.LeaderEpoch, epoch)
 	}
-	asked := a.fullSweepAsked.Load()
-	full := asked != 0 || a.cfg.FullSweepEvery <= 0 || !now.Before(a.nextFullSweep)
-	after := ""
-	if !full {
-		after = a.cfg.Layout.TailAfter(a.cfg.Partition, a.tailFloor(stored))
+	if a.readNote {
+		a.readNote = false
+		a.inheritNote(ctx, now)
+	}
+	full := a.cfg.FullSweepEvery <= 0 || !now.Before(a.nextFullSweep)
+	floor, first := a.tailFloor(stored), stored.firstBase()
+	l, p := a.cfg.Layout, a.cfg.Partition
+	var ranges []keyRange
+	switch {
+	case full:
+		ranges = []keyRange{{}}
+	case a.coveredBelow >= first:
+		ranges = []keyRange{{after: l.TailAfter(p, floor)}}
+	case floor <= first:
+		ranges = []keyRange{{after: l.TailAfter(p, min(floor, a.coveredBelow))}}
+	default:
+		ranges = []keyRange{{after: l.TailAfter(p, a.coveredBelow), before: l.TailAfter(p, first)}, {after: l.TailAfter(p, floor)}}
 	}
 	// Segments the copy in memory names and the stored one does not (none
 	// unless a commit raced the read) are kept too.
@@ -490,23 +515,85 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 	// delete were written is done with once it succeeds: its objects, if
 	// any are left, were old enough, and listed. (A grace more than
 	// needed: the store's clock stamps the objects, not this one.)
-	s := &sweep{done: make(chan struct{}), started: now, full: full, asked: asked,
-		eligible: cutoff.Add(-a.cfg.OrphanGrace), swept: cutoff.Add(-2 * a.cfg.OrphanGrace)}
+	s := &sweep{done: make(chan struct{}), started: now, full: full,
+		eligible: cutoff.Add(-a.cfg.OrphanGrace), swept: cutoff.Add(-2 * a.cfg.OrphanGrace),
+		floor: floor, covers: first, young: -1, note: full || !a.noted || a.noteStale(stored, floor)}
 	a.sweeping = s
 	go func() {
 		defer close(s.done)
+		young := func(key string) {
+			if base, ok := keyBase(key); ok && base < s.covers && (s.young < 0 || base < s.young) {
+				s.young = base
+			}
+		}
 		// No deadline on the whole: each call has its own, and a full
 		// listing of a year of history is hundreds of them.
-		s.deleted, s.err = cleanOrphans(ctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition, stored, []*Manifest{extra}, after, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+		s.deleted, s.err = cleanOrphans(ctx, a.cfg.Bucket, l, p, stored, []*Manifest{extra}, ranges, young, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+		if s.err == nil && s.note {
+			nctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+			s.noteErr = putJSON(nctx, a.cfg.Bucket, l.SweepNoteKey(p), SweepNote{LeaderEpoch: epoch, UploadsFrom: floor, SweptAt: now.UTC()}, objectstore.PutOptions{})
+			cancel()
+		}
 	}()
 	return nil
+}
+
+// notePage is about how many segments the tail a sweep note gives the
+// next leader may hold besides the one it would list now before the note
+// is written again: a page of a listing (two objects a segment). A note a
+// few hundred segments: one PUT where a new leader saves a LIST. Policy,
+// not format: a variable only so that tests can make it small.
+var notePage = 500
+
+// noteStale reports whether the note written last gives the next leader a
+// tail of more than notePage segments below the floor a sweep lists from
+// now, m being the stored manifest.
+func (a *Archiver) noteStale(m *Manifest, floor int64) bool {
+	if a.notedFloor >= floor {
+		return false
+	}
+	if len(m.Spills) > 0 && a.notedFloor < m.Spills[len(m.Spills)-1].NextOffset {
+		return true // hundreds of segments in a spilled part alone
+	}
+	n := 0
+	for _, s := range m.Segments {
+		if s.BaseOffset >= a.notedFloor && s.BaseOffset < floor {
+			n++
+		}
+	}
+	return n >= notePage
+}
+
+// inheritNote takes in the sweep note of the leaders before: their failed
+// uploads count as one of this archiver's that ended now, at the note's
+// base offset, or at 0 (everything) when there is no note to read.
+func (a *Archiver) inheritNote(ctx context.Context, now time.Time) {
+	from := int64(0)
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	data, err := objectstore.ReadAll(rctx, a.cfg.Bucket, a.cfg.Layout.SweepNoteKey(a.cfg.Partition), maxDescriptorSize)
+	cancel()
+	var n *SweepNote
+	if err == nil {
+		n, err = DecodeSweepNote(data)
+	}
+	switch {
+	case err == nil:
+		from = n.UploadsFrom
+	case errors.Is(err, objectstore.ErrNotFound):
+		a.cfg.Logger.Info("no sweep note: this term's first orphan sweeps list everything", "partition", a.cfg.Partition.String())
+	default:
+		a.cfg.Logger.Warn("reading the sweep note: this term's first orphan sweeps list everything", "partition", a.cfg.Partition.String(), "err", err)
+	}
+	if at, ok := a.leftover[from]; !ok || at.Before(now) {
+		a.leftover[from] = now
+	}
 }
 
 // sweepEnded takes in the end of sweep s.
 func (a *Archiver) sweepEnded(s *sweep) {
 	switch {
 	case s.err != nil:
-		// A full sweep asked for or due is still asked for or due.
+		// A full sweep due is still due.
 		a.cfg.Logger.Warn("orphan sweep", "partition", a.cfg.Partition.String(), "full", s.full, "deleted", s.deleted, "err", s.err)
 		return
 	case s.deleted > 0:
@@ -515,9 +602,17 @@ func (a *Archiver) sweepEnded(s *sweep) {
 	if s.full && a.cfg.FullSweepEvery > 0 {
 		a.nextFullSweep = s.started.Add(sweepWait(a.cfg.FullSweepEvery))
 	}
-	if s.full && s.asked != 0 && !time.Unix(0, s.asked).After(s.eligible) {
-		a.fullSweepAsked.CompareAndSwap(s.asked, 0) // unless asked again since
+	switch {
+	case s.noteErr != nil:
+		a.cfg.Logger.Warn("writing the sweep note", "partition", a.cfg.Partition.String(), "err", s.noteErr)
+	case s.note:
+		a.noted, a.notedFloor = true, s.floor
 	}
+	covered := s.covers
+	if s.young >= 0 {
+		covered = s.young
+	}
+	a.coveredBelow = max(a.coveredBelow, covered)
 	maps.DeleteFunc(a.leftover, func(_ int64, ended time.Time) bool { return ended.Before(s.swept) })
 }
 

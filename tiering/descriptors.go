@@ -45,6 +45,29 @@ type DeletionMarker struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
+// SweepNote is what a partition's leader notes of its orphan sweeps for
+// the next leader: the objects that failed uploads left, and that the
+// sweeps up to SweptAt did not delete, have base offsets of UploadsFrom or
+// above. (Every upload starts at the manifest's end, which only grows.)
+// A new leader lists from there, not the partition's whole history.
+type SweepNote struct {
+	LeaderEpoch int32     `json:"leader_epoch"`
+	UploadsFrom int64     `json:"uploads_from"`
+	SweptAt     time.Time `json:"swept_at"`
+}
+
+// DecodeSweepNote decodes and checks a sweep note.
+func DecodeSweepNote(data []byte) (*SweepNote, error) {
+	var n SweepNote
+	if err := decodeJSON(data, &n); err != nil {
+		return nil, err
+	}
+	if n.LeaderEpoch < 0 || n.UploadsFrom < 0 {
+		return nil, fmt.Errorf("%w: sweep note: epoch %d, uploads from %d", ErrCorrupt, n.LeaderEpoch, n.UploadsFrom)
+	}
+	return &n, nil
+}
+
 // TopicID decodes the descriptor's id.
 func (d *TopicDescriptor) TopicID() ([16]byte, error) { return ParseTopicID(d.ID) }
 

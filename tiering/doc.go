@@ -28,6 +28,7 @@
 //	P/T/deleted.json                        deletion marker (JSON)
 //	P/T/N/manifest                          partition manifest (binary)
 //	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
+//	P/T/N/swept.json                        the leader's sweep note (JSON)
 //	P/T/N/B-U.log                           segment: Kafka record batches
 //	P/T/N/B-U.indexes                       the segment's companion (binary)
 //	P/groups/C/K.json                       committed offsets of the groups of
@@ -41,12 +42,23 @@
 // they are older than a grace period.
 //
 // Within a partition's directory the keys sort by base offset (B is fixed
-// width), and the manifest and the spilled parts after every segment and
-// companion: a listing that starts after P/T/N/B (S3's StartAfter) holds
-// the segments from base offset B on, the manifest and every spilled part.
-// The leader's periodic cleanup lists only that tail, where its own
-// uploads can have left objects; a full listing runs at the start of each
-// leader's term and about daily.
+// width), and the manifest, the spilled parts and the sweep note after
+// every segment and companion: a listing that starts after P/T/N/B (S3's
+// StartAfter) holds the segments from base offset B on, the manifest,
+// every spilled part and the sweep note. The leader's periodic cleanup
+// lists only that tail, where uploads can have left objects, and the
+// objects below the first segment the manifest names, where remote
+// retention can (a page when there are none); a full listing runs about
+// daily.
+//
+// The sweep note is not part of the archive's data: a reader may ignore
+// it. It is how a leader tells the next where the tail starts:
+//
+//	{"leader_epoch": 7, "uploads_from": 123456, "swept_at": "2026-..."}
+//
+// The objects that failed uploads left, and that the cleanups up to
+// swept_at did not delete, have base offsets of uploads_from or above.
+// Without a note a new leader lists everything once.
 //
 // # Segment (.log)
 //

@@ -36,6 +36,7 @@ const (
 	archiveName  = "shale-archive.json"
 	topicName    = "topic.json"
 	deletedName  = "deleted.json"
+	sweptName    = "swept.json"
 
 	// maxManifestSize bounds what reading a manifest (or spill)
 	// allocates.
@@ -135,6 +136,9 @@ func (l Layout) PartitionPrefix(p Partition) string {
 // ManifestKey is a partition's manifest.
 func (l Layout) ManifestKey(p Partition) string { return l.PartitionPrefix(p) + manifestName }
 
+// SweepNoteKey is a partition's sweep note (SweepNote).
+func (l Layout) SweepNoteKey(p Partition) string { return l.PartitionPrefix(p) + sweptName }
+
 // SegmentKey and CompanionKey name a segment upload.
 func (l Layout) SegmentKey(p Partition, base int64, id [16]byte) string {
 	return l.PartitionPrefix(p) + objectBase(base, id) + ".log"
@@ -151,9 +155,10 @@ func (l Layout) SpillKey(p Partition, base int64, id [16]byte) string {
 
 // TailAfter is the key after which a listing of p's objects (ListAfter)
 // holds the segments and companions of base offset base and above, the
-// manifest and every spilled part, and nothing else: base offsets are
-// fixed-width decimal, and the names that do not start with one
-// ("manifest", "spill-...") sort after every digit.
+// manifest, every spilled part and the sweep note, and nothing else: base
+// offsets are fixed-width decimal, and the names that do not start with
+// one ("manifest", "spill-...", "swept.json") sort after every digit. The
+// segments and companions of a base offset below base sort before it.
 func (l Layout) TailAfter(p Partition, base int64) string {
 	return l.PartitionPrefix(p) + baseDigits(max(base, 0))
 }
@@ -231,6 +236,35 @@ func (m *Manifest) End() int64 {
 		return m.Spills[n-1].NextOffset
 	}
 	return m.LogStartOffset
+}
+
+// firstBase is the base offset of the first segment m names, its spilled
+// parts included, or its end when it names none: no object below it is
+// part of the archive.
+func (m *Manifest) firstBase() int64 {
+	switch {
+	case len(m.Spills) > 0:
+		return m.Spills[0].BaseOffset
+	case len(m.Segments) > 0:
+		return m.Segments[0].BaseOffset
+	}
+	return m.End()
+}
+
+// keyBase returns the base offset a segment or companion key starts with
+// (ok false for other keys).
+func keyBase(key string) (int64, bool) {
+	name := key[strings.LastIndexByte(key, '/')+1:]
+	if len(name) < 21 || name[20] != '-' {
+		return 0, false
+	}
+	for _, c := range name[:20] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	base, err := strconv.ParseInt(name[:20], 10, 64)
+	return base, err == nil
 }
 
 // Start is the first remote offset a consumer may read: the log start, or

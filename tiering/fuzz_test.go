@@ -94,6 +94,7 @@ func FuzzDecodeDescriptors(f *testing.F) {
 	f.Add([]byte(`{"format":"shale-tiered-storage","version":1,"created_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","partitions":3,"configs":{"a":"b"},"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","deleted_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"leader_epoch":3,"uploads_from":4096,"swept_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"cluster":"c1","partition":7,"groups":[{"group":"g","offsets":[{"topic":"t","topic_id":"AQIDAAAAAAAAAAAAAAAAAA","partition":2,"offset":42}]}],"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		DecodeArchiveDescriptor(data)
@@ -103,6 +104,9 @@ func FuzzDecodeDescriptors(f *testing.F) {
 			}
 		}
 		DecodeDeletionMarker(data)
+		if n, err := DecodeSweepNote(data); err == nil && (n.UploadsFrom < 0 || n.LeaderEpoch < 0) {
+			t.Fatalf("accepted a sweep note %+v", n)
+		}
 		if s, err := DecodeGroupShard(data); err == nil {
 			for _, g := range s.Groups {
 				for _, o := range g.Offsets {

@@ -238,6 +238,7 @@ type orphanPlan struct {
 	live   map[[16]byte]bool
 	before time.Time
 	found  func(key string)
+	young  func(key string)
 }
 
 func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Duration, found func(key string)) *orphanPlan {
@@ -256,11 +257,16 @@ func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Dur
 	return &orphanPlan{live: live, before: now.Add(-grace), found: found}
 }
 
-// consider hands a's key to found if a is an orphan.
+// consider hands a's key to found if a is an orphan, and to young (when
+// set) if it would be but for its age.
 func (o *orphanPlan) consider(a objectstore.Attrs) {
 	id, ok := parseObjectID(a.Key)
-	if ok && !o.live[id] && a.LastModified.Before(o.before) {
+	switch {
+	case !ok || o.live[id]:
+	case a.LastModified.Before(o.before):
 		o.found(a.Key)
+	case o.young != nil:
+		o.young(a.Key)
 	}
 }
 
@@ -268,20 +274,25 @@ func (o *orphanPlan) consider(a objectstore.Attrs) {
 // reading every spilled part of m through spills. Only the partition's
 // leader runs it, after loading the manifest.
 func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
-	return cleanOrphans(ctx, b, l, p, m, nil, "", spills, now, grace, metrics)
+	return cleanOrphans(ctx, b, l, p, m, nil, []keyRange{{}}, nil, spills, now, grace, metrics)
 }
 
-// cleanOrphans is CleanOrphans that also keeps what keep names and looks
-// only at the keys that sort after after ("": all; see
-// Layout.TailAfter). The spilled parts m names are read before the
-// listing, which is planned as it comes. A commit that lands meanwhile
-// (the leader's own, on its commit goroutine) changes nothing: it names
-// only objects written since the oldest upload in flight began, which now
-// must precede by the grace, and it moves the names it already had into a
-// new spilled part, never out of what was read. Remote retention, which
-// may run meanwhile too, only drops names, and deletes their objects
-// itself: what was read still keeps them.
-func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, after string, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
+// keyRange is a range of a partition's keys: those after after ("": from
+// the first) and before before ("": to the last).
+type keyRange struct{ after, before string }
+
+// cleanOrphans is CleanOrphans that also keeps what keep names, looks
+// only at the keys in ranges (see Layout.TailAfter), and hands young
+// (when set) the orphans it passes over as younger than the grace. The
+// spilled parts m names are read before the listing, which is planned as
+// it comes. A commit that lands meanwhile (the leader's own, on its
+// commit goroutine) changes nothing: it names only objects written since
+// the oldest upload in flight began, which now must precede by the grace,
+// and it moves the names it already had into a new spilled part, never
+// out of what was read. Remote retention, which may run meanwhile too,
+// only drops names, and deletes their objects itself: what was read still
+// keeps them.
+func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, ranges []keyRange, young func(key string), spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
 	for _, s := range m.Spills {
 		part, err := spills.LoadSpill(ctx, p, s)
@@ -292,13 +303,28 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	}
 	d := pagedDeletes{ctx: ctx, b: b, metrics: metrics}
 	plan := newOrphanPlan(m, parts, now, grace, d.add)
-	err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
-		plan.consider(a)
-		return nil
-	})
+	plan.young = young
+	var err error
+	for _, r := range ranges {
+		err = b.ListAfter(ctx, l.PartitionPrefix(p), r.after, func(a objectstore.Attrs) error {
+			if r.before != "" && a.Key >= r.before {
+				return errRangeEnd
+			}
+			plan.consider(a)
+			return nil
+		})
+		if errors.Is(err, errRangeEnd) {
+			err = nil
+		}
+		if err != nil {
+			break
+		}
+	}
 	d.flush() // what was listed is orphaned all the same
 	return d.result(err)
 }
+
+var errRangeEnd = errors.New("tiering: past the end of the range")
 
 // pagedDeletes deletes the keys a listing hands it as the listing goes, a
 // page (deletePage) at a time, each whatever the others' outcome: a

@@ -3,6 +3,7 @@ package tiering
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,9 +21,8 @@ import (
 // by the next sweep though its base offset was uploaded again and
 // committed, and so is a spilled part no manifest names; an orphan far
 // below the manifest's end (an older leader's late write) is not listed
-// until a full sweep, asked for (SweepFully: until one could delete what
-// was written before the request) or due (FullSweepEvery). A year of
-// history is hundreds of LIST pages a full sweep.
+// until a full sweep is due (FullSweepEvery). A year of history is
+// hundreds of LIST pages a full sweep.
 func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	ctx := context.Background()
 	log, _ := testLog(t, 2000, 120)
@@ -108,44 +108,34 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	if listed > above+3 || listed >= total/2 {
 		t.Fatalf("the tail sweep listed %d objects of %d (%d segment objects at or above the failed upload)", listed, total, above)
 	}
-	// The failed upload is swept: the next tail is the manifest alone.
-	if listed := sweep(); listed != 1 {
+	// The failed upload is swept: the next tail is the manifest and the
+	// sweep note the first sweep wrote.
+	if listed := sweep(); listed != 2 {
 		t.Fatalf("the second tail sweep listed %d objects", listed)
 	}
 
-	// Asked for, a full sweep lists everything and deletes the late write.
-	a.SweepFully()
-	if listed := sweep(); listed < total-3 || exists(late) {
-		t.Fatalf("the full sweep listed %d of %d objects; late write left: %v", listed, total, exists(late))
-	}
-	if listed := sweep(); listed != 1 {
-		t.Fatalf("the tail sweep after the full one listed %d objects", listed)
-	}
-	// Asked for while the object is younger than the grace, the request
-	// stands until a full sweep could delete it.
-	p(late)
-	a.cfg.OrphanGrace = time.Hour
-	a.SweepFully()
-	for range 2 {
-		if listed := sweep(); listed < total-3 || !exists(late) {
-			t.Fatalf("the full sweep listed %d of %d objects; young late write deleted: %v", listed, total, !exists(late))
-		}
-	}
-	a.cfg.OrphanGrace = grace
-	if listed := sweep(); listed < total-3 || exists(late) {
-		t.Fatalf("the full sweep listed %d of %d objects; late write left: %v", listed, total, exists(late))
-	}
-	if listed := sweep(); listed != 1 {
-		t.Fatalf("the tail sweep after the full one listed %d objects", listed)
-	}
-	// Due, the same.
-	p(late)
+	// Due, a full sweep lists everything and deletes the late write.
 	a.nextFullSweep = time.Now()
 	if listed := sweep(); listed < total-3 || exists(late) {
 		t.Fatalf("the due full sweep listed %d of %d objects; late write left: %v", listed, total, exists(late))
 	}
 	if !a.nextFullSweep.After(time.Now().Add(time.Hour / 2)) {
 		t.Fatalf("next full sweep at %v", a.nextFullSweep)
+	}
+	if listed := sweep(); listed != 2 {
+		t.Fatalf("the tail sweep after the full one listed %d objects", listed)
+	}
+	// Younger than the grace, it is passed over, and waits for the next.
+	p(late)
+	a.cfg.OrphanGrace = time.Hour
+	a.nextFullSweep = time.Now()
+	if listed := sweep(); listed < total-3 || !exists(late) {
+		t.Fatalf("the full sweep listed %d of %d objects; young late write deleted: %v", listed, total, !exists(late))
+	}
+	a.cfg.OrphanGrace = grace
+	a.nextFullSweep = time.Now()
+	if listed := sweep(); listed < total-3 || exists(late) {
+		t.Fatalf("the full sweep listed %d of %d objects; late write left: %v", listed, total, exists(late))
 	}
 	// Every object the manifest names is still there.
 	requireManifestIsTheLog(t, ms.Current(), log.Segments(), fb, len(ms.Current().Segments))
@@ -203,4 +193,174 @@ func TestASweepDoesNotHoldTheUploadsBack(t *testing.T) {
 	if n := held.active.Load(); n != 0 {
 		t.Fatalf("Run returned with %d sweep listings in flight", n)
 	}
+}
+
+// sweeper drives one archiver's sweeps for a test, counting what they
+// list.
+type sweeper struct {
+	t        *testing.T
+	a        *Archiver
+	counting *listCounting
+	epoch    int32
+	grace    time.Duration
+}
+
+func newSweeper(t *testing.T, b objectstore.Bucket, src Source, epoch int32, atStart bool) (*sweeper, *ManifestStore) {
+	t.Helper()
+	counting := &listCounting{Bucket: b}
+	l := Layout{Prefix: "archive"}
+	ms := NewManifestStore(counting, l.ManifestKey(testPartition), nil)
+	if _, err := ms.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const grace = time.Millisecond
+	a := NewArchiver(ArchiverConfig{Bucket: counting, Layout: l, Partition: testPartition, Manifest: ms, Source: src, Logger: quietLogger(),
+		SweepEvery: time.Hour, FullSweepEvery: time.Hour, SweepAtStart: atStart, OrphanGrace: grace, Spills: BucketSpills{counting, l}, MaxBatch: 1})
+	return &sweeper{t: t, a: a, counting: counting, epoch: epoch, grace: grace}, ms
+}
+
+// sweep runs one sweep now, once the objects are past the grace, and
+// returns how many objects it listed.
+func (s *sweeper) sweep() int64 {
+	s.t.Helper()
+	time.Sleep(5 * s.grace)
+	s.a.nextSweep = time.Time{}
+	before := s.counting.listed.Load()
+	if err := s.a.maybeSweep(context.Background(), s.epoch, nil); err != nil {
+		s.t.Fatal(err)
+	}
+	s.a.waitSweep()
+	return s.counting.listed.Load() - before
+}
+
+// Remote retention drops segments from the manifest, then deletes their
+// objects: the deletes that fail leave orphans below the manifest's first
+// segment, far below the tail. Every sweep lists from where the sweeps
+// before looked to that first segment, a page when nothing is there, and
+// nothing at all when retention dropped nothing since.
+func TestSweepsFindWhatRemoteRetentionCouldNotDelete(t *testing.T) {
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 120)
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	s, ms := newSweeper(t, fb, log, 1, false)
+	uploadAll(t, s.a, 1, log.LogEndOffset())
+	m0 := ms.Current()
+	if len(m0.Segments) < 20 {
+		t.Fatalf("%d segments", len(m0.Segments))
+	}
+	s.sweep()
+	if listed := s.sweep(); listed != 2 {
+		t.Fatalf("a tail sweep listed %d objects, want the manifest and the note", listed)
+	}
+
+	// Retention drops ten segments; three of their objects stay.
+	fb.add(&fault{op: "delete", match: ".log", n: 3})
+	var drop int64
+	for _, seg := range m0.Segments[:10] {
+		drop += seg.Size
+	}
+	pol := RetentionPolicy{RetentionMs: -1, RetentionBytes: m0.Bytes() - drop}
+	m, err := ApplyRetention(ctx, s.a.cfg.Bucket, s.a.cfg.Layout, testPartition, ms, s.a.cfg.Spills, 1, pol, time.Now(), 0, nil)
+	if !errors.Is(err, errInjected) || m == nil || m.Segments[0].BaseOffset != m0.Segments[10].BaseOffset {
+		t.Fatalf("retention: %v, manifest from %d", err, m.firstBase())
+	}
+	left := func() int {
+		n := 0
+		for _, k := range listKeys(t, fb, ".log") {
+			if b, _ := keyBase(k); b < m.firstBase() {
+				n++
+			}
+		}
+		return n
+	}
+	if left() != 3 {
+		t.Fatalf("%d segment objects below the manifest, want 3", left())
+	}
+	// The next sweep lists them, and the first segment's objects (where
+	// the range ends), the manifest and the note: no full listing.
+	if listed := s.sweep(); listed > 3+1+2 || left() != 0 {
+		t.Fatalf("the sweep listed %d objects and left %d below the manifest", listed, left())
+	}
+	if listed := s.sweep(); listed != 2 {
+		t.Fatalf("the sweep after listed %d objects, want the manifest and the note", listed)
+	}
+	requireManifestIsTheLog(t, ms.Current(), log.Segments()[10:], fb, len(ms.Current().Segments))
+}
+
+// A leader's sweeps note where the orphans of failed uploads can be
+// (SweepNote), and a new leader's first sweep lists from there, not the
+// partition's whole history; without a note it lists everything.
+func TestANewLeaderSweepsFromItsPredecessorsNote(t *testing.T) {
+	defer func(n int) { notePage = n }(notePage)
+	notePage = 1
+	ctx := context.Background()
+	log, _ := testLog(t, 2000, 120)
+	segs := log.Segments()
+	fb := &faultyBucket{Bucket: objectstore.NewMem()}
+	l := Layout{Prefix: "archive"}
+
+	// The first leader: no note to read, so its first sweeps list
+	// everything until one has looked at what came before its term.
+	s1, _ := newSweeper(t, fb, log, 1, true)
+	uploadAll(t, s1.a, 1, segs[len(segs)/2].BaseOffset)
+	total := int64(len(listAttrs(t, fb, "")))
+	if listed := s1.sweep(); listed < total {
+		t.Fatalf("the first leader's first sweep listed %d of %d objects", listed, total)
+	}
+	// Once a sweep has looked at what came before its term, the next
+	// notes where its tail starts: its end.
+	s1.sweep()
+	s1.sweep()
+	n := readNote(t, fb, l)
+	if n.LeaderEpoch != 1 || n.UploadsFrom != segs[len(segs)/2].BaseOffset {
+		t.Fatalf("note %+v, want epoch 1 from %d", n, segs[len(segs)/2].BaseOffset)
+	}
+	// Its next upload fails and leaves its segment object; it dies.
+	fb.add(&fault{op: "put", match: ".indexes", n: 1})
+	fb.add(&fault{op: "delete", match: ".log", n: 1})
+	if _, err := s1.a.UploadNext(ctx, 1, segs[len(segs)-1].BaseOffset); err == nil {
+		t.Fatal("the upload did not fail")
+	}
+	orphan := slices.DeleteFunc(listKeys(t, fb, ".log"), func(k string) bool {
+		return !strings.Contains(k, fmt.Sprintf("/%020d-", segs[len(segs)/2].BaseOffset))
+	})
+	if len(orphan) != 1 {
+		t.Fatalf("the failed upload's segment object: %v", orphan)
+	}
+
+	// The next leader lists from the note: the orphan, the manifest, the
+	// note.
+	s2, _ := newSweeper(t, fb, log, 2, true)
+	if listed := s2.sweep(); listed > 3 {
+		t.Fatalf("the new leader's first sweep listed %d objects", listed)
+	}
+	if _, err := fb.Head(ctx, orphan[0]); !errors.Is(err, objectstore.ErrNotFound) {
+		t.Fatalf("the predecessor's orphan is left: %v", err)
+	}
+	if n := readNote(t, fb, l); n.LeaderEpoch != 2 {
+		t.Fatalf("note %+v after the new leader's first sweep", n)
+	}
+
+	// Without a note, a new leader lists everything.
+	if err := fb.Delete(ctx, l.SweepNoteKey(testPartition)); err != nil {
+		t.Fatal(err)
+	}
+	s3, _ := newSweeper(t, fb, log, 3, true)
+	total = int64(len(listAttrs(t, fb, "")))
+	if listed := s3.sweep(); listed < total {
+		t.Fatalf("the first sweep without a note listed %d of %d objects", listed, total)
+	}
+}
+
+func readNote(t *testing.T, b objectstore.Bucket, l Layout) *SweepNote {
+	t.Helper()
+	data, err := objectstore.ReadAll(context.Background(), b, l.SweepNoteKey(testPartition), maxDescriptorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := DecodeSweepNote(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
