@@ -528,7 +528,13 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 		}
 		// No deadline on the whole: each call has its own, and a full
 		// listing of a year of history is hundreds of them.
-		s.deleted, s.err = cleanOrphans(ctx, a.cfg.Bucket, l, p, stored, []*Manifest{extra}, ranges, young, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
+		scope := sweepScope{ranges: ranges, young: young}
+		if !full {
+			// Nothing below the first segment is named, and the tail
+			// starts at floor.
+			scope.namesFrom = floor
+		}
+		s.deleted, s.err = cleanOrphans(ctx, a.cfg.Bucket, l, p, stored, []*Manifest{extra}, scope, a.cfg.Spills, cutoff, a.cfg.OrphanGrace, a.cfg.Metrics)
 		if s.err == nil && s.note {
 			nctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 			s.noteErr = putJSON(nctx, a.cfg.Bucket, l.SweepNoteKey(p), SweepNote{LeaderEpoch: epoch, UploadsFrom: floor, SweptAt: now.UTC()}, objectstore.PutOptions{})

@@ -239,6 +239,9 @@ type orphanPlan struct {
 	before time.Time
 	found  func(key string)
 	young  func(key string)
+	// unread: the segments of base offsets in [unread.from, unread.to)
+	// may be named by spilled parts not read; their objects are kept.
+	unread struct{ from, to int64 }
 }
 
 func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Duration, found func(key string)) *orphanPlan {
@@ -261,6 +264,9 @@ func newOrphanPlan(m *Manifest, parts []*Manifest, now time.Time, grace time.Dur
 // set) if it would be but for its age.
 func (o *orphanPlan) consider(a objectstore.Attrs) {
 	id, ok := parseObjectID(a.Key)
+	if base, isSegment := keyBase(a.Key); isSegment && base >= o.unread.from && base < o.unread.to {
+		return
+	}
 	switch {
 	case !ok || o.live[id]:
 	case a.LastModified.Before(o.before):
@@ -274,27 +280,46 @@ func (o *orphanPlan) consider(a objectstore.Attrs) {
 // reading every spilled part of m through spills. Only the partition's
 // leader runs it, after loading the manifest.
 func CleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
-	return cleanOrphans(ctx, b, l, p, m, nil, []keyRange{{}}, nil, spills, now, grace, metrics)
+	return cleanOrphans(ctx, b, l, p, m, nil, sweepScope{ranges: []keyRange{{}}}, spills, now, grace, metrics)
 }
 
 // keyRange is a range of a partition's keys: those after after ("": from
 // the first) and before before ("": to the last).
 type keyRange struct{ after, before string }
 
-// cleanOrphans is CleanOrphans that also keeps what keep names, looks
-// only at the keys in ranges (see Layout.TailAfter), and hands young
-// (when set) the orphans it passes over as younger than the grace. The
-// spilled parts m names are read before the listing, which is planned as
-// it comes. A commit that lands meanwhile (the leader's own, on its
+// sweepScope is what of a partition's keys an orphan sweep looks at.
+type sweepScope struct {
+	ranges []keyRange
+	// namesFrom: only the spilled parts that name segments of this base
+	// offset or above are read (a tail needs the last one or two, where a
+	// year of history has hundreds); the objects of the segments the
+	// others may name are kept unread.
+	namesFrom int64
+	// young, when set, is handed the orphans passed over as younger
+	// than the grace.
+	young func(key string)
+}
+
+// cleanOrphans is CleanOrphans that also keeps what keep names and looks
+// only at what scope says. The spilled parts m names (those scope needs)
+// are read before the listing, which is planned as it comes. A commit that lands meanwhile (the leader's own, on its
 // commit goroutine) changes nothing: it names only objects written since
 // the oldest upload in flight began, which now must precede by the grace,
 // and it moves the names it already had into a new spilled part, never
 // out of what was read. Remote retention, which may run meanwhile too,
 // only drops names, and deletes their objects itself: what was read still
 // keeps them.
-func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, ranges []keyRange, young func(key string), spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
+func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, m *Manifest, keep []*Manifest, scope sweepScope, spills SpillLoader, now time.Time, grace time.Duration, metrics *Metrics) (int, error) {
 	parts := append(make([]*Manifest, 0, len(m.Spills)+len(keep)), keep...)
+	var unread struct{ from, to int64 }
 	for _, s := range m.Spills {
+		if s.NextOffset <= scope.namesFrom {
+			if unread.to == 0 {
+				unread.from = s.BaseOffset
+			}
+			unread.to = s.NextOffset
+			continue
+		}
 		part, err := spills.LoadSpill(ctx, p, s)
 		if err != nil {
 			return 0, err // never guess what a part names
@@ -303,9 +328,9 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	}
 	d := pagedDeletes{ctx: ctx, b: b, metrics: metrics}
 	plan := newOrphanPlan(m, parts, now, grace, d.add)
-	plan.young = young
+	plan.young, plan.unread = scope.young, unread
 	var err error
-	for _, r := range ranges {
+	for _, r := range scope.ranges {
 		err = b.ListAfter(ctx, l.PartitionPrefix(p), r.after, func(a objectstore.Attrs) error {
 			if r.before != "" && a.Key >= r.before {
 				return errRangeEnd

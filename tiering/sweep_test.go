@@ -364,3 +364,43 @@ func readNote(t *testing.T, b objectstore.Bucket, l Layout) *SweepNote {
 	}
 	return n
 }
+
+// A tail sweep reads only the spilled parts that name segments in its
+// tail, none at all in a steady state, where a year of history has
+// hundreds: the parts cache holds a sixteenth of the cache, and an hourly
+// sweep of every partition that read them all would GET them again and
+// again. What a part it did not read may name, it keeps.
+func TestATailSweepReadsOnlyTheSpilledPartsItsTailNeeds(t *testing.T) {
+	defer func(th, keep int) { spillThreshold, spillKeep = th, keep }(spillThreshold, spillKeep)
+	spillThreshold, spillKeep = 4<<10, 1<<10
+	ctx := context.Background()
+	log, _ := testLog(t, 300, 150)
+	sc := &spillCounter{Bucket: objectstore.NewMem()}
+	s, ms := newSweeper(t, sc, log, 1, false)
+	uploadAll(t, s.a, 1, log.LogEndOffset())
+	m := ms.Current()
+	if len(m.Spills) < 3 {
+		t.Fatalf("%d spilled parts", len(m.Spills))
+	}
+	// A write of an older leader's lands among the spilled segments.
+	l := s.a.cfg.Layout
+	late := l.SegmentKey(testPartition, m.Spills[1].BaseOffset, [16]byte{0xee})
+	if _, err := sc.Bucket.Put(ctx, late, bytes.NewReader([]byte("x")), 1, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(key string) bool {
+		_, err := sc.Bucket.Head(ctx, key)
+		return err == nil
+	}
+	sc.n = 0
+	if s.sweep(); sc.n != 0 || !exists(late) {
+		t.Fatalf("the tail sweep read %d spilled parts; late write deleted: %v", sc.n, !exists(late))
+	}
+	s.a.nextFullSweep = time.Now()
+	if s.sweep(); sc.n != len(m.Spills) || exists(late) {
+		t.Fatalf("the full sweep read %d of %d spilled parts; late write left: %v", sc.n, len(m.Spills), exists(late))
+	}
+	if n := len(listKeys(t, sc, ".log")); n != ms.Current().SegmentCount() {
+		t.Fatalf("%d segment objects for %d segments named", n, ms.Current().SegmentCount())
+	}
+}
