@@ -211,7 +211,8 @@ func (b *Broker) planTopic(name string, partitions int32, rf int16, assignment [
 			return tv, err
 		}
 		var err error
-		if tv.partitions, err = placeReplicas(view, 0, partitions, rf, leastLedStart(view, partitions)); err != nil {
+		start := leastLedStart(view, partitions)
+		if tv.partitions, err = placeReplicas(view, 0, partitions, rf, start, placementShift(view, nil, 0, partitions, rf, start)); err != nil {
 			return tv, err
 		}
 	}

@@ -124,7 +124,7 @@ func placeAdded(view *metaView, tv *topicView, add int32, rf int16) ([]partition
 		// placeReplicas puts partition idx's first replica at
 		// position (start+idx) mod n.
 		start := ((pos-int(idx))%max(n, 1) + max(n, 1)) % max(n, 1)
-		p, err := placeReplicas(view, idx, 1, rf, start)
+		p, err := placeReplicas(view, idx, 1, rf, start, placementShift(view, out, idx, 1, rf, start))
 		if err != nil {
 			return nil, err
 		}

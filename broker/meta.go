@@ -250,32 +250,54 @@ func validateTopicName(name string) error {
 
 // assignReplicas spreads count partitions of rf replicas over the live
 // brokers round-robin, starting at start, as Kafka's default placement
-// does (without racks). Partition i's leader is its first replica.
-func assignReplicas(brokers []int32, first, count int32, rf int16, start int) ([]partitionView, error) {
+// does (without racks). Partition i's leader is its first replica, and
+// its followers come after it at the offsets followerOffset gives.
+func assignReplicas(brokers []int32, first, count int32, rf int16, start, shift int) ([]partitionView, error) {
 	if int(rf) > len(brokers) || rf < 1 {
 		return nil, fmt.Errorf("%w: replication factor %d, %d live brokers", errNotEnoughBrokers, rf, len(brokers))
 	}
+	n := len(brokers)
 	out := make([]partitionView, 0, count)
 	for i := int32(0); i < count; i++ {
 		idx := first + i
+		pos := (start + int(idx)) % n
 		replicas := make([]int32, rf)
-		for r := range replicas {
-			replicas[r] = brokers[(start+int(idx)+r)%len(brokers)]
+		replicas[0] = brokers[pos]
+		for j := 1; j < int(rf); j++ {
+			replicas[j] = brokers[(pos+followerOffset(n, start+int(idx), shift, j-1))%n]
 		}
 		out = append(out, partitionView{index: idx, replicas: replicas, isr: append([]int32(nil), replicas...), leader: replicas[0]})
 	}
 	return out, nil
 }
 
+// followerOffset is how far after a partition's leader, in the placement
+// order of n brokers, its follower j (0: the first) goes, the partition
+// being the at-th of the placement's round-robin: 1 + (shift + round + j)
+// mod (n-1), as Kafka's replica shift. The first follower is where the
+// leadership goes when the leader fails (the first live in-sync replica
+// in order). Always the next broker, as a plain round-robin does, a lost
+// broker's partitions would all be led by one broker: of three, it would
+// lead two thirds. The shift moves on with each round of the brokers, so
+// a broker's partitions have their first followers on every other broker
+// in turn; shift (placementShift) spreads the topics that fill no round.
+func followerOffset(n, at, shift, j int) int {
+	if n <= 1 {
+		return 0
+	}
+	return 1 + (shift+at/n+j)%(n-1)
+}
+
 // placeReplicas assigns count partitions from index first over the live
-// brokers of view: round-robin over the rack-alternated order, and each
-// further replica the next broker in that order whose rack the partition
-// does not use yet (any unused broker once every rack is used), so that
-// no two replicas share a rack while there are racks to spare, even when
-// racks hold unequal numbers of brokers.
-func placeReplicas(view *metaView, first, count int32, rf int16, start int) ([]partitionView, error) {
+// brokers of view: round-robin over the rack-alternated order from start,
+// and each further replica the next broker, in the order followerOffset
+// walks with shift, whose rack the partition does not use yet (any unused
+// broker once every rack is used), so that no two replicas share a rack
+// while there are racks to spare, even when racks hold unequal numbers of
+// brokers.
+func placeReplicas(view *metaView, first, count int32, rf int16, start, shift int) ([]partitionView, error) {
 	order := view.placementOrder()
-	parts, err := assignReplicas(order, first, count, rf, start)
+	parts, err := assignReplicas(order, first, count, rf, start, shift)
 	if err != nil {
 		return nil, err
 	}
@@ -297,8 +319,8 @@ func placeReplicas(view *metaView, first, count int32, rf int16, start int) ([]p
 		for len(chosen) < int(rf) {
 			pick := int32(-1)
 			for _, anyRack := range []bool{false, true} {
-				for k := 1; k < n && pick < 0; k++ {
-					id := order[(pos+k)%n]
+				for j := 0; j < n-1 && pick < 0; j++ {
+					id := order[(pos+followerOffset(n, start+int(p.index), shift, j))%n]
 					if !slices.Contains(chosen, id) && (anyRack || !used[rackOf[id]]) {
 						pick = id
 					}
@@ -313,6 +335,52 @@ func placeReplicas(view *metaView, first, count int32, rf int16, start int) ([]p
 		p.replicas, p.isr, p.leader = chosen, slices.Clone(chosen), chosen[0]
 	}
 	return parts, nil
+}
+
+// placementShift is the follower shift (followerOffset) for placeReplicas
+// to place count partitions from index first at start with: the one that
+// adds the fewest partitions to the pairs of a leader and a first
+// follower the cluster (and placed, partitions not in it yet) has most of, the first such at or after a random
+// one. Then a broker's partitions go, when it fails, to every other
+// broker alike: a hundred single-partition topics of a random shift, as
+// Kafka's, would send some brokers twice the others' share.
+func placementShift(view *metaView, placed []partitionView, first, count int32, rf int16, start int) int {
+	n := len(view.placementOrder())
+	if rf < 2 || n < 3 {
+		return 0
+	}
+	pairs := map[[2]int32]int{}
+	count1 := func(ps []partitionView) {
+		for _, p := range ps {
+			if len(p.replicas) > 1 {
+				pairs[[2]int32{p.replicas[0], p.replicas[1]}]++
+			}
+		}
+	}
+	for _, tv := range view.topics {
+		count1(tv.partitions)
+	}
+	count1(placed)
+	from := randomStart(n - 1)
+	best, least := from, -1
+	for k := range n - 1 {
+		shift := (from + k) % (n - 1)
+		parts, err := placeReplicas(view, first, count, rf, start, shift)
+		if err != nil {
+			return from
+		}
+		added := map[[2]int32]int{}
+		load := 0
+		for _, p := range parts {
+			pair := [2]int32{p.replicas[0], p.replicas[1]}
+			load += pairs[pair] + added[pair]
+			added[pair]++
+		}
+		if least < 0 || load < least {
+			best, least = shift, load
+		}
+	}
+	return best
 }
 
 // isrExit is what metaStore.leaveISR did.

@@ -17,17 +17,19 @@ func TestRackAwarePlacementSpreadsReplicasOverRacks(t *testing.T) {
 		t.Fatalf("placement order %v, want %v", order, want)
 	}
 	racks := map[int32]string{1: "a", 2: "a", 3: "a", 4: "b", 5: "b", 6: "c"}
-	parts, err := placeReplicas(view, 0, 12, 3, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range parts {
-		seen := map[string]bool{}
-		for _, r := range p.replicas {
-			if seen[racks[r]] {
-				t.Errorf("partition %d has replicas %v sharing rack %s", p.index, p.replicas, racks[r])
+	for shift := range len(order) - 1 {
+		parts, err := placeReplicas(view, 0, 12, 3, 0, shift)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range parts {
+			seen := map[string]bool{}
+			for _, r := range p.replicas {
+				if seen[racks[r]] {
+					t.Errorf("shift %d: partition %d has replicas %v sharing rack %s", shift, p.index, p.replicas, racks[r])
+				}
+				seen[racks[r]] = true
 			}
-			seen[racks[r]] = true
 		}
 	}
 	// Without racks the order is by id.
@@ -131,7 +133,8 @@ func TestNewTopicsKeepTheClustersLeadersSpread(t *testing.T) {
 	view := &metaView{brokers: []brokerView{{id: 1}, {id: 2}, {id: 3}}, topics: map[string]*topicView{}}
 	create := func(name string, partitions int32) []partitionView {
 		t.Helper()
-		parts, err := placeReplicas(view, 0, partitions, 2, leastLedStart(view, partitions))
+		start := leastLedStart(view, partitions)
+		parts, err := placeReplicas(view, 0, partitions, 2, start, placementShift(view, nil, 0, partitions, 2, start))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,5 +172,63 @@ func TestNewTopicsKeepTheClustersLeadersSpread(t *testing.T) {
 			t.Fatalf("leaders %d, %d; want 3, 1", got[0].replicas[0], got[1].replicas[0])
 		}
 		delete(view.topics, "pair")
+	}
+}
+
+// When a broker fails, its partitions go to their first live in-sync
+// replica in order: the placement puts the first followers of a broker's
+// partitions on every other broker alike, so that none takes twice the
+// others' share. Consecutive followers (a plain round-robin) sent all of a
+// lost broker's leaderships to the next one: of three brokers, it then
+// led two thirds.
+func TestALostBrokersLeadershipsSpreadOverTheOthers(t *testing.T) {
+	for _, c := range []struct {
+		brokers int
+		rf      int16
+	}{{3, 3}, {3, 2}, {5, 3}} {
+		t.Run(fmt.Sprintf("%d brokers, rf %d", c.brokers, c.rf), func(t *testing.T) {
+			view := &metaView{topics: map[string]*topicView{}}
+			for id := range int32(c.brokers) {
+				view.brokers = append(view.brokers, brokerView{id: id + 1})
+			}
+			create := func(name string, partitions int32) {
+				t.Helper()
+				start := leastLedStart(view, partitions)
+				parts, err := placeReplicas(view, 0, partitions, c.rf, start, placementShift(view, nil, 0, partitions, c.rf, start))
+				if err != nil {
+					t.Fatal(err)
+				}
+				view.topics[name] = &topicView{name: name, partitions: parts}
+			}
+			for i := range 60 {
+				create(fmt.Sprintf("small-%d", i), 1)
+			}
+			create("rounds", int32(6*c.brokers))
+			create("odd", int32(c.brokers+1))
+			for lost := int32(1); lost <= int32(c.brokers); lost++ {
+				took := map[int32]int{}
+				for _, tv := range view.topics {
+					for _, p := range tv.partitions {
+						if p.replicas[0] == lost {
+							took[p.replicas[1]]++
+						}
+					}
+				}
+				lo, hi := -1, 0
+				for id := range int32(c.brokers) {
+					if id+1 == lost {
+						continue
+					}
+					n := took[id+1]
+					hi = max(hi, n)
+					if lo < 0 || n < lo {
+						lo = n
+					}
+				}
+				if hi-lo > 2 {
+					t.Errorf("broker %d lost: its leaderships go %v", lost, took)
+				}
+			}
+		})
 	}
 }
