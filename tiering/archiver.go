@@ -576,12 +576,8 @@ func (a *Archiver) noteStale(m *Manifest, floor int64) bool {
 func (a *Archiver) inheritNote(ctx context.Context, now time.Time) {
 	from := int64(0)
 	rctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	data, err := objectstore.ReadAll(rctx, a.cfg.Bucket, a.cfg.Layout.SweepNoteKey(a.cfg.Partition), maxDescriptorSize)
+	n, err := readSweepNote(rctx, a.cfg.Bucket, a.cfg.Layout, a.cfg.Partition)
 	cancel()
-	var n *SweepNote
-	if err == nil {
-		n, err = DecodeSweepNote(data)
-	}
 	switch {
 	case err == nil:
 		from = n.UploadsFrom

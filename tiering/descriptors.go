@@ -68,6 +68,15 @@ func DecodeSweepNote(data []byte) (*SweepNote, error) {
 	return &n, nil
 }
 
+// readSweepNote reads and checks partition p's sweep note.
+func readSweepNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partition) (*SweepNote, error) {
+	data, err := objectstore.ReadAll(ctx, b, l.SweepNoteKey(p), maxDescriptorSize)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeSweepNote(data)
+}
+
 // TopicID decodes the descriptor's id.
 func (d *TopicDescriptor) TopicID() ([16]byte, error) { return ParseTopicID(d.ID) }
 

@@ -31,15 +31,8 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 		t.Fatalf("%d segments", len(segs))
 	}
 	fb := &faultyBucket{Bucket: objectstore.NewMem()}
-	counting := &listCounting{Bucket: fb}
-	l := Layout{Prefix: "archive"}
-	ms := NewManifestStore(counting, l.ManifestKey(testPartition), nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	const grace = time.Millisecond
-	a := NewArchiver(ArchiverConfig{Bucket: counting, Layout: l, Partition: testPartition, Manifest: ms, Source: log, Logger: quietLogger(),
-		SweepEvery: time.Hour, FullSweepEvery: time.Hour, OrphanGrace: grace, Spills: BucketSpills{counting, l}, MaxBatch: 1})
+	s, ms := newSweeper(t, fb, log, 1, false)
+	a, l, grace, sweep := s.a, s.a.cfg.Layout, s.grace, s.sweep
 	p := func(key string) {
 		t.Helper()
 		if _, err := fb.Bucket.Put(ctx, key, bytes.NewReader([]byte("x")), 1, objectstore.PutOptions{}); err != nil {
@@ -49,19 +42,6 @@ func TestTailSweepListsWhereTheLeadersOrphansCanBe(t *testing.T) {
 	exists := func(key string) bool {
 		_, err := fb.Bucket.Head(ctx, key)
 		return err == nil
-	}
-	// sweep runs one sweep now, once the objects are past the grace, and
-	// returns how many objects it listed.
-	sweep := func() int64 {
-		t.Helper()
-		time.Sleep(5 * grace)
-		a.nextSweep = time.Time{}
-		before := counting.listed.Load()
-		if err := a.maybeSweep(ctx, 1, nil); err != nil {
-			t.Fatal(err)
-		}
-		a.waitSweep()
-		return counting.listed.Load() - before
 	}
 
 	// Most segments go up; then an older leader's write lands far
@@ -354,11 +334,7 @@ func TestANewLeaderSweepsFromItsPredecessorsNote(t *testing.T) {
 
 func readNote(t *testing.T, b objectstore.Bucket, l Layout) *SweepNote {
 	t.Helper()
-	data, err := objectstore.ReadAll(context.Background(), b, l.SweepNoteKey(testPartition), maxDescriptorSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := DecodeSweepNote(data)
+	n, err := readSweepNote(context.Background(), b, l, testPartition)
 	if err != nil {
 		t.Fatal(err)
 	}
