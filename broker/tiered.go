@@ -306,12 +306,14 @@ type partitionTier struct {
 	}
 
 	// epochs is the remote log's leader epochs of one manifest, and the
-	// read of them in flight (remoteEpochs).
+	// read of them in flight (remoteEpochs); history keeps the epochs of
+	// the spilled parts read, for the next manifest's.
 	epochs struct {
 		sync.Mutex
-		of   *tiering.Manifest
-		list []localseg.EpochEntry
-		load *epochsLoad
+		of      *tiering.Manifest
+		list    []localseg.EpochEntry
+		load    *epochsLoad
+		history tiering.EpochHistory
 	}
 
 	// described is what this term last wrote to the topic's descriptor
@@ -1188,8 +1190,8 @@ type epochsLoad struct {
 }
 
 // remoteEpochs returns the leader epochs of the remote log as the current
-// manifest holds them, read once per manifest: a manifest that spilled
-// parts reads them from the store. The read goes on in the background
+// manifest holds them, read once per manifest: of its spilled parts, those
+// no earlier manifest named are read from the store. The read goes on in the background
 // within FetchTimeout; the caller waits for it until ctx ends, and a later
 // call takes its result. A follower's fetch that needs them so waits no
 // longer than RemoteFetchMaxWait for a store that hangs, and the fetch of
@@ -1212,7 +1214,7 @@ func (t *partitionTier) remoteEpochs(ctx context.Context) ([]localseg.EpochEntry
 		go func() {
 			defer t.svc.wg.Done()
 			lctx, cancel := context.WithTimeout(t.svc.b.ctx, t.svc.cfg.FetchTimeout)
-			ld.list, ld.err = tiering.RemoteEpochs(lctx, t.svc.reader, t.part, m)
+			ld.list, ld.err = t.epochs.history.Of(lctx, t.svc.reader, t.part, m)
 			cancel()
 			t.epochs.Lock()
 			if t.epochs.load == ld {

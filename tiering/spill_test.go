@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -333,4 +334,105 @@ func TestAReplayReadsEachSpilledPartOnce(t *testing.T) {
 	if sc.n != len(m.Spills) {
 		t.Fatalf("a replay read %d spilled parts %d times", len(m.Spills), sc.n)
 	}
+}
+
+// loadCounter counts the spilled parts read through it.
+type loadCounter struct {
+	SpillLoader
+	n int
+}
+
+func (c *loadCounter) LoadSpill(ctx context.Context, p Partition, s Spill) (*Manifest, error) {
+	c.n++
+	return c.SpillLoader.LoadSpill(ctx, p, s)
+}
+
+// walkedEpochs is the remote log's epoch history read by walking every
+// segment of m, the reference EpochHistory must agree with.
+func walkedEpochs(t *testing.T, l SpillLoader, m *Manifest) []localseg.EpochEntry {
+	t.Helper()
+	var out []localseg.EpochEntry
+	if err := WalkSegments(context.Background(), l, testPartition, m, 0, nil, func(s Segment) bool {
+		out = appendEpochs(out, s.Epochs)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestEpochHistoryReadsOnlyTheSpilledPartsItHasNotSeen(t *testing.T) {
+	ctx := context.Background()
+	b := objectstore.NewMem()
+	l := Layout{Prefix: "archive"}
+	ms := NewManifestStore(b, l.ManifestKey(testPartition), nil)
+	if _, err := ms.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A new epoch every 700 segments, so that epochs start inside parts
+	// and span parts.
+	addEpochs := func(from, to int) func(*Manifest) error {
+		return func(m *Manifest) error {
+			for i := from; i < to; i++ {
+				s := synthSegment(i)
+				s.Epochs = []localseg.EpochEntry{{Epoch: int32(i / 700), StartOffset: s.BaseOffset}}
+				m.Segments = append(m.Segments, s)
+			}
+			return nil
+		}
+	}
+	commit := func(from, to int) *Manifest {
+		for i := from; i < to; i += 300 {
+			if _, err := ms.Commit(ctx, int32(i/700), addEpochs(i, min(i+300, to))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return ms.Current()
+	}
+	loader := &loadCounter{SpillLoader: BucketSpills{b, l}}
+	var h EpochHistory
+	check := func(m *Manifest, wantLoads int) {
+		t.Helper()
+		loader.n = 0
+		got, err := h.Of(ctx, loader, testPartition, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loader.n != wantLoads {
+			t.Fatalf("%d parts read, want %d", loader.n, wantLoads)
+		}
+		if want := walkedEpochs(t, BucketSpills{b, l}, m); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("epochs %v, want %v", got, want)
+		}
+	}
+
+	m := commit(0, 3000)
+	if len(m.Spills) < 2 {
+		t.Fatalf("%d spilled parts", len(m.Spills))
+	}
+	check(m, len(m.Spills))
+	check(m, 0)
+
+	// Commits that spill one more part: only it is read.
+	before, next := len(m.Spills), 3000
+	for len(m.Spills) == before {
+		m = commit(next, next+300)
+		next += 300
+	}
+	check(m, len(m.Spills)-before)
+
+	// Retention into the middle of the first part replaces it with a part
+	// of its newer half: only that one is read.
+	first := m.Spills[0]
+	cut := int(first.BaseOffset/10) + int(first.Count)/2
+	pol := RetentionPolicy{RetentionMs: 60_000, RetentionBytes: -1}
+	now := time.UnixMilli(synthSegment(cut).MaxTimestamp + 60_000)
+	if m, err := ApplyRetention(ctx, b, l, testPartition, ms, BucketSpills{b, l}, m.LeaderEpoch, pol, now, 0, nil); err != nil || m == nil {
+		t.Fatal(m, err)
+	}
+	m = ms.Current()
+	if m.Spills[0].ID == first.ID {
+		t.Fatal("the first part was not replaced")
+	}
+	check(m, 1)
 }
