@@ -964,7 +964,10 @@ const (
 // RequestTimeout and retried as the other calls are (the keys a request
 // names are deleted whatever it finds, so a retry after a lost response
 // is harmless). Quiet, the response names only the keys that failed; a
-// NoSuchKey among them is a key already gone.
+// NoSuchKey among them is a key already gone, and those that failed with
+// a transient error (SlowDown, InternalError, ...) are sent again, in
+// requests of their own, with the backoff and up to the attempts of the
+// other calls' retries (see deleteBatch).
 //
 // Some S3-compatible stores have no DeleteObjects: GCS's XML API answers
 // NotImplemented, others MissingContentMD5 (they want an MD5 of the body
@@ -1009,49 +1012,119 @@ func (b *S3) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
 
 // deleteBatch deletes up to maxBatchDelete valid keys in one DeleteObjects
 // request (or one by one, see DeleteMany) and returns each key's error at
-// its index (nil: deleted).
+// its index (nil: deleted). The keys the response names with an error S3
+// documents as transient (see transientDeleteError) go again in a
+// DeleteObjects request of their own, after the backoff and up to the
+// attempts of the bucket's retryer (MaxBackoff, MaxAttempts), while ctx
+// lasts; those that still fail keep their last error.
 func (b *S3) deleteBatch(ctx context.Context, keys []string) []error {
+	errs := make([]error, len(keys))
+	at := make([]int, len(keys)) // at[j] is keys[j]'s index in errs
+	for i := range at {
+		at[i] = i
+	}
+	retryer := b.client.Options().Retryer
+	for attempt := 1; ; attempt++ {
+		out, batched, err := b.deleteObjects(ctx, keys)
+		if !batched {
+			for j, err := range deleteEach(ctx, keys, singleDeleteInFlight, b.Delete) {
+				errs[at[j]] = err
+			}
+			return errs
+		}
+		if err != nil {
+			err = fmt.Errorf("objectstore: s3 delete %d keys from %s: %w", len(keys), keys[0], err)
+			for _, i := range at {
+				errs[i] = err
+			}
+			return errs
+		}
+		if len(out.Errors) == 0 {
+			return errs
+		}
+		index := make(map[string]int, len(keys))
+		for j, k := range keys {
+			index[k] = j
+		}
+		var again []string
+		var againAt []int
+		var backoffErr error // a SlowDown's, if any: the retryer backs off longer from throttling
+		for _, e := range out.Errors {
+			key, code := aws.ToString(e.Key), aws.ToString(e.Code)
+			j, ok := index[key]
+			if !ok || code == "NoSuchKey" {
+				continue
+			}
+			errs[at[j]] = fmt.Errorf("objectstore: s3 delete %s: %w", key, &smithy.GenericAPIError{Code: code, Message: aws.ToString(e.Message)})
+			if transientDeleteError(code) {
+				again, againAt = append(again, key), append(againAt, at[j])
+				if backoffErr == nil || code == "SlowDown" {
+					backoffErr = errs[at[j]]
+				}
+			}
+		}
+		if len(again) == 0 || attempt >= retryer.MaxAttempts() {
+			return errs
+		}
+		delay, err := retryer.RetryDelay(attempt, backoffErr)
+		if err != nil || !sleep(ctx, delay) {
+			return errs
+		}
+		for _, i := range againAt {
+			errs[i] = nil
+		}
+		keys, at = again, againAt
+	}
+}
+
+// deleteObjects sends keys in one DeleteObjects request, bounded by
+// RequestTimeout; batched is false, and nothing is sent, once the store
+// refused DeleteObjects as an operation it does not implement (see
+// DeleteMany).
+func (b *S3) deleteObjects(ctx context.Context, keys []string) (out *s3.DeleteObjectsOutput, batched bool, err error) {
 	if b.noBatchDelete.Load() {
-		return deleteEach(ctx, keys, singleDeleteInFlight, b.Delete)
+		return nil, false, nil
 	}
 	objects := make([]types.ObjectIdentifier, len(keys))
 	for i, k := range keys {
 		objects[i] = types.ObjectIdentifier{Key: aws.String(k)}
 	}
-	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-	out, err := b.client.DeleteObjects(rctx, &s3.DeleteObjectsInput{
+	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	out, err = b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
 		Bucket: aws.String(b.opts.Bucket),
 		Delete: &types.Delete{Objects: objects, Quiet: aws.Bool(true)},
 	})
-	cancel()
-	errs := make([]error, len(keys))
-	if err != nil {
-		if refusesBatchDelete(err) {
-			b.noBatchDelete.Store(true)
-			return deleteEach(ctx, keys, singleDeleteInFlight, b.Delete)
-		}
-		err = fmt.Errorf("objectstore: s3 delete %d keys from %s: %w", len(keys), keys[0], err)
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
+	if refusesBatchDelete(err) {
+		b.noBatchDelete.Store(true)
+		return nil, false, nil
 	}
-	if len(out.Errors) == 0 {
-		return errs
+	return out, true, err
+}
+
+// transientDeleteError reports whether the error code a DeleteObjects
+// response gives a key is one S3 documents as transient (an error to try
+// the request again after: throttling, an internal error or timeout, a
+// conflicting operation in progress), as opposed to a refusal
+// (AccessDenied) that another try would only repeat.
+func transientDeleteError(code string) bool {
+	switch code {
+	case "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted":
+		return true
 	}
-	index := make(map[string]int, len(keys))
-	for i, k := range keys {
-		index[k] = i
+	return false
+}
+
+// sleep waits for d, or until ctx ends (then it returns false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	for _, e := range out.Errors {
-		key, code := aws.ToString(e.Key), aws.ToString(e.Code)
-		i, ok := index[key]
-		if !ok || code == "NoSuchKey" {
-			continue
-		}
-		errs[i] = fmt.Errorf("objectstore: s3 delete %s: %s: %s", key, code, aws.ToString(e.Message))
-	}
-	return errs
 }
 
 // refusesBatchDelete reports whether err is a store's refusal of

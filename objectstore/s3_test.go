@@ -3,6 +3,7 @@ package objectstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +12,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"golang.org/x/sync/errgroup"
@@ -223,8 +226,9 @@ func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
 }
 
 // The keys a DeleteObjects response names as errors fail, but for a key
-// already gone (NoSuchKey); a request refused as a whole (not as an
-// operation the store lacks) fails all its keys, and the next call sends
+// already gone (NoSuchKey), a transient error (InternalError) once the
+// attempts are spent; a request refused as a whole (not as an operation
+// the store lacks) fails all its keys, and the next call sends
 // DeleteObjects again.
 func TestS3DeleteManyFailsTheKeysTheStoreRefuses(t *testing.T) {
 	var refuseAll atomic.Bool
@@ -245,7 +249,10 @@ func TestS3DeleteManyFailsTheKeysTheStoreRefuses(t *testing.T) {
 </DeleteResult>`)
 		return true
 	})
-	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.Endpoint = endpoint
+		o.MaxBackoff = time.Millisecond
+	})
 	keys := []string{numbered(0), numbered(1), numbered(2), numbered(3), numbered(4)}
 	ctx := context.Background()
 	failed, err := b.DeleteMany(ctx, keys)
@@ -258,6 +265,113 @@ func TestS3DeleteManyFailsTheKeysTheStoreRefuses(t *testing.T) {
 		if fmt.Sprint(failed) != fmt.Sprint(keys) || err == nil || !strings.Contains(err.Error(), "AccessDenied") {
 			t.Fatalf("a refused request: %q failed: %v; want every key, AccessDenied", failed, err)
 		}
+	}
+}
+
+// batchDeleteKeys returns the keys a DeleteObjects request names, and
+// leaves its body to be read again (by the proxy).
+func batchDeleteKeys(t *testing.T, r *http.Request) []string {
+	t.Helper()
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var d struct {
+		Objects []struct{ Key string } `xml:"Object"`
+	}
+	if err := xml.Unmarshal(body, &d); err != nil {
+		t.Errorf("DeleteObjects body %q: %v", body, err)
+	}
+	keys := make([]string, len(d.Objects))
+	for i, o := range d.Objects {
+		keys[i] = o.Key
+	}
+	return keys
+}
+
+// deleteErrorsReply answers a DeleteObjects request for keys with an error
+// for each key codes names, of that code, and success for the others.
+func deleteErrorsReply(w http.ResponseWriter, keys []string, codes map[string]string) {
+	w.Header().Set("Content-Type", "application/xml")
+	io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`)
+	for _, k := range keys {
+		if code, ok := codes[k]; ok {
+			fmt.Fprintf(w, `<Error><Key>%s</Key><Code>%s</Code><Message>from the test</Message></Error>`, k, code)
+		}
+	}
+	io.WriteString(w, `</DeleteResult>`)
+}
+
+// The keys a DeleteObjects response fails with a transient error
+// (SlowDown, InternalError) go again in a request of their own and are
+// deleted; a key refused (AccessDenied) fails at once.
+func TestS3DeleteManySendsTransientFailuresAgain(t *testing.T) {
+	var mu sync.Mutex
+	var sent [][]string
+	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if !isBatchDelete(r) {
+			return false
+		}
+		keys := batchDeleteKeys(t, r)
+		mu.Lock()
+		sent = append(sent, keys)
+		first := len(sent) == 1
+		mu.Unlock()
+		if !first {
+			return false
+		}
+		deleteErrorsReply(w, keys, map[string]string{numbered(0): "SlowDown", numbered(1): "InternalError", numbered(2): "AccessDenied"})
+		return true
+	})
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.Endpoint = endpoint
+		o.MaxBackoff = time.Millisecond
+	})
+	putKeys(t, b, 3)
+	failed, err := b.DeleteMany(context.Background(), []string{numbered(0), numbered(1), numbered(2)})
+	if fmt.Sprint(failed) != "[d/00002]" || err == nil || !strings.Contains(err.Error(), "AccessDenied") {
+		t.Fatalf("%q failed: %v; want d/00002 alone, AccessDenied", failed, err)
+	}
+	if fmt.Sprint(sent) != "[[d/00000 d/00001 d/00002] [d/00000 d/00001]]" {
+		t.Fatalf("DeleteObjects requests for %v, want all three keys, then d/00000 and d/00001", sent)
+	}
+	var left []string
+	if err := b.List(context.Background(), "d/", func(a objectstore.Attrs) error {
+		left = append(left, a.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(left) != "[d/00002]" {
+		t.Fatalf("%v left, want d/00002 alone", left)
+	}
+}
+
+// A key the store keeps answering SlowDown for fails with it once the
+// retryer's attempts (MaxAttempts) are spent.
+func TestS3DeleteManyGivesUpOnAKeyStillThrottled(t *testing.T) {
+	var requests atomic.Int32
+	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if !isBatchDelete(r) {
+			return false
+		}
+		requests.Add(1)
+		keys := batchDeleteKeys(t, r)
+		deleteErrorsReply(w, keys, map[string]string{numbered(0): "SlowDown"})
+		return true
+	})
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.Endpoint = endpoint
+		o.MaxAttempts = 3
+		o.MaxBackoff = time.Millisecond
+	})
+	failed, err := b.DeleteMany(context.Background(), []string{numbered(0)})
+	if fmt.Sprint(failed) != "[d/00000]" || err == nil || !strings.Contains(err.Error(), "SlowDown") {
+		t.Fatalf("%q failed: %v; want d/00000, SlowDown", failed, err)
+	}
+	if requests.Load() != 3 {
+		t.Fatalf("%d DeleteObjects requests, want 3 (MaxAttempts)", requests.Load())
 	}
 }
 
