@@ -219,11 +219,22 @@ type S3 struct {
 	// background (createLater) stops trying.
 	closed    chan struct{}
 	closeOnce sync.Once
-	// noBatchDelete is set once the store refused a DeleteObjects request
-	// as an operation it does not implement (see DeleteMany): deletes go
-	// a key a request from then on.
-	noBatchDelete atomic.Bool
+	// batchDelete is the way DeleteMany sends its deletes:
+	// batchDeleteCRC32 at first, then batchDeleteMD5 or singleDeletes once
+	// the store refused the way before (see DeleteMany).
+	batchDelete atomic.Int32
 }
+
+// The ways of S3.batchDelete, each a fallback for the one before.
+const (
+	// batchDeleteCRC32 sends DeleteObjects as the SDK does, with a
+	// CRC32 checksum of the body.
+	batchDeleteCRC32 int32 = iota
+	// batchDeleteMD5 adds a Content-MD5 header, which some stores want.
+	batchDeleteMD5
+	// singleDeletes sends a DeleteObject a key.
+	singleDeletes
+)
 
 var _ Bucket = (*S3)(nil)
 
@@ -969,11 +980,14 @@ const (
 // requests of their own, with the backoff and up to the attempts of the
 // other calls' retries (see deleteBatch).
 //
-// Some S3-compatible stores have no DeleteObjects: GCS's XML API answers
-// NotImplemented, others MissingContentMD5 (they want an MD5 of the body
-// where the SDK sends a CRC32), MethodNotAllowed or 501. The first such
-// answer turns the bucket to single Deletes, singleDeleteInFlight at once,
-// for the request's keys and every later call's.
+// Some S3-compatible stores want a Content-MD5 header on DeleteObjects,
+// where the SDK sends a CRC32 checksum of the body: the first
+// MissingContentMD5 answer turns the bucket to sending the MD5 of each
+// request's body too, from that request on. Others have no DeleteObjects: GCS's XML
+// API answers NotImplemented, others MethodNotAllowed or 501. The first
+// such answer (or a MissingContentMD5 to a request that had the header)
+// turns the bucket to single Deletes, singleDeleteInFlight at once, for the
+// request's keys and every later call's.
 func (b *S3) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
 	keys = distinct(keys)
 	errs := make([]error, len(keys))
@@ -1077,29 +1091,43 @@ func (b *S3) deleteBatch(ctx context.Context, keys []string) []error {
 	}
 }
 
-// deleteObjects sends keys in one DeleteObjects request, bounded by
-// RequestTimeout; batched is false, and nothing is sent, once the store
-// refused DeleteObjects as an operation it does not implement (see
-// DeleteMany).
+// deleteObjects sends keys in a DeleteObjects request, bounded by
+// RequestTimeout, the way the bucket's batchDelete says; a request the
+// store refuses that way goes again the next way (see DeleteMany). batched
+// is false, and nothing more is sent, once the way is singleDeletes.
 func (b *S3) deleteObjects(ctx context.Context, keys []string) (out *s3.DeleteObjectsOutput, batched bool, err error) {
-	if b.noBatchDelete.Load() {
-		return nil, false, nil
-	}
 	objects := make([]types.ObjectIdentifier, len(keys))
 	for i, k := range keys {
 		objects[i] = types.ObjectIdentifier{Key: aws.String(k)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-	defer cancel()
-	out, err = b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+	in := &s3.DeleteObjectsInput{
 		Bucket: aws.String(b.opts.Bucket),
 		Delete: &types.Delete{Objects: objects, Quiet: aws.Bool(true)},
-	})
-	if refusesBatchDelete(err) {
-		b.noBatchDelete.Store(true)
-		return nil, false, nil
 	}
-	return out, true, err
+	for {
+		how := b.batchDelete.Load()
+		if how == singleDeletes {
+			return nil, false, nil
+		}
+		var optFns []func(*s3.Options)
+		if how == batchDeleteMD5 {
+			optFns = append(optFns, withContentMD5)
+		}
+		rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+		out, err = b.client.DeleteObjects(rctx, in, optFns...)
+		cancel()
+		next, refused := refusesBatchDelete(how, err)
+		if !refused {
+			return out, true, err
+		}
+		b.batchDelete.CompareAndSwap(how, next)
+	}
+}
+
+// withContentMD5 has a request carry a Content-MD5 header, the MD5 of its
+// body (smithy's middleware; the SDK sends a CRC32 checksum in its place).
+func withContentMD5(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, smithyhttp.AddContentChecksumMiddleware)
 }
 
 // transientDeleteError reports whether the error code a DeleteObjects
@@ -1127,18 +1155,30 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// refusesBatchDelete reports whether err is a store's refusal of
-// DeleteObjects as an operation it does not implement (see DeleteMany).
-func refusesBatchDelete(err error) bool {
+// refusesBatchDelete reports whether err is a store's refusal of a
+// DeleteObjects request sent the way how says, and the way to send it
+// next (see DeleteMany): with a Content-MD5 header if the store asked for
+// one (MissingContentMD5) and it had none, else singleDeletes, for a
+// store that does not implement DeleteObjects (NotImplemented,
+// MethodNotAllowed, 501) or refused the header too.
+func refusesBatchDelete(how int32, err error) (next int32, refused bool) {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
-		case "NotImplemented", "MissingContentMD5", "MethodNotAllowed":
-			return true
+		case "MissingContentMD5":
+			if how == batchDeleteCRC32 {
+				return batchDeleteMD5, true
+			}
+			return singleDeletes, true
+		case "NotImplemented", "MethodNotAllowed":
+			return singleDeletes, true
 		}
 	}
 	var re *awshttp.ResponseError
-	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented
+	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented {
+		return singleDeletes, true
+	}
+	return how, false
 }
 
 // Close closes idle connections; calls in flight finish.

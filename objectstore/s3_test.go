@@ -3,6 +3,8 @@ package objectstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -189,21 +191,85 @@ func s3ErrorReply(w http.ResponseWriter, status int, code string) {
 }
 
 // A store without DeleteObjects (GCS's XML API answers 501 NotImplemented)
-// has its keys deleted one by one, and is not asked again.
+// has its keys deleted one by one, and is not asked again; so has one that
+// wants a Content-MD5 header (MissingContentMD5) and refuses DeleteObjects
+// with it too, once asked with it.
 func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
-	var refused, singles atomic.Int32
+	for _, tc := range []struct {
+		code     string
+		status   int
+		refusals int32 // the DeleteObjects requests sent
+	}{
+		{"NotImplemented", http.StatusNotImplemented, 1},
+		{"MissingContentMD5", http.StatusBadRequest, 2},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			var refused, singles atomic.Int32
+			endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case isBatchDelete(r):
+					refused.Add(1)
+					s3ErrorReply(w, tc.status, tc.code)
+					return true
+				case r.Method == http.MethodDelete:
+					singles.Add(1)
+				}
+				return false
+			})
+			b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
+			putKeys(t, b, 30)
+			keys := make([]string, 30)
+			for i := range keys {
+				keys[i] = numbered(i)
+			}
+			ctx := context.Background()
+			if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
+				t.Fatalf("first call: %q failed: %v", failed, err)
+			}
+			if refused.Load() != tc.refusals || singles.Load() != 20 {
+				t.Fatalf("first call: %d DeleteObjects refused and %d DeleteObject requests, want %d and 20", refused.Load(), singles.Load(), tc.refusals)
+			}
+			if failed, err := b.DeleteMany(ctx, append(keys[20:], "a//b")); fmt.Sprint(failed) != "[a//b]" || !errors.Is(err, objectstore.ErrInvalidKey) {
+				t.Fatalf("second call: %q failed: %v, want a//b alone, ErrInvalidKey", failed, err)
+			}
+			if refused.Load() != tc.refusals || singles.Load() != 30 {
+				t.Fatalf("second call: %d DeleteObjects refused in all and %d DeleteObject requests, want %d and 30", refused.Load(), singles.Load(), tc.refusals)
+			}
+			noneLeft(t, b)
+		})
+	}
+}
+
+// A store that wants a Content-MD5 header on DeleteObjects, answering
+// MissingContentMD5 to a request without one, gets one from the refused
+// request on: its keys are deleted in DeleteObjects requests still, and
+// later calls send the header straight away.
+func TestS3DeleteManySendsContentMD5WhenAsked(t *testing.T) {
+	var refused, withMD5 atomic.Int32
 	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
-		switch {
-		case isBatchDelete(r):
-			refused.Add(1)
-			s3ErrorReply(w, http.StatusNotImplemented, "NotImplemented")
-			return true
-		case r.Method == http.MethodDelete:
-			singles.Add(1)
+		if !isBatchDelete(r) {
+			return false
 		}
-		return false
+		sum := md5.Sum(peekBody(t, r))
+		switch got := r.Header.Get("Content-MD5"); got {
+		case "":
+			refused.Add(1)
+			s3ErrorReply(w, http.StatusBadRequest, "MissingContentMD5")
+			return true
+		case base64.StdEncoding.EncodeToString(sum[:]):
+			withMD5.Add(1)
+			return false
+		default:
+			t.Errorf("Content-MD5 %s is not the body's", got)
+			s3ErrorReply(w, http.StatusBadRequest, "BadDigest")
+			return true
+		}
 	})
-	b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
+	var deletes deleteRequests
+	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+		o.Endpoint = endpoint
+		o.WrapTransport = deletes.count
+	})
 	putKeys(t, b, 30)
 	keys := make([]string, 30)
 	for i := range keys {
@@ -213,14 +279,14 @@ func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
 	if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
 		t.Fatalf("first call: %q failed: %v", failed, err)
 	}
-	if refused.Load() != 1 || singles.Load() != 20 {
-		t.Fatalf("first call: %d DeleteObjects refused and %d DeleteObject requests, want 1 and 20", refused.Load(), singles.Load())
+	if refused.Load() != 1 || withMD5.Load() != 1 || deletes.single.Load() != 0 {
+		t.Fatalf("first call: %d DeleteObjects refused, %d with Content-MD5 and %d DeleteObject requests, want 1, 1 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
 	}
-	if failed, err := b.DeleteMany(ctx, append(keys[20:], "a//b")); fmt.Sprint(failed) != "[a//b]" || !errors.Is(err, objectstore.ErrInvalidKey) {
-		t.Fatalf("second call: %q failed: %v, want a//b alone, ErrInvalidKey", failed, err)
+	if failed, err := b.DeleteMany(ctx, keys[20:]); len(failed) != 0 || err != nil {
+		t.Fatalf("second call: %q failed: %v", failed, err)
 	}
-	if refused.Load() != 1 || singles.Load() != 30 {
-		t.Fatalf("second call: %d DeleteObjects refused in all and %d DeleteObject requests, want 1 and 30", refused.Load(), singles.Load())
+	if refused.Load() != 1 || withMD5.Load() != 2 || deletes.single.Load() != 0 {
+		t.Fatalf("second call: %d DeleteObjects refused in all, %d with Content-MD5 and %d DeleteObject requests, want 1, 2 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
 	}
 	noneLeft(t, b)
 }
@@ -268,15 +334,23 @@ func TestS3DeleteManyFailsTheKeysTheStoreRefuses(t *testing.T) {
 	}
 }
 
-// batchDeleteKeys returns the keys a DeleteObjects request names, and
-// leaves its body to be read again (by the proxy).
-func batchDeleteKeys(t *testing.T, r *http.Request) []string {
+// peekBody returns a request's body, and leaves it to be read again (by
+// the proxy).
+func peekBody(t *testing.T, r *http.Request) []byte {
 	t.Helper()
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		t.Error(err)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body
+}
+
+// batchDeleteKeys returns the keys a DeleteObjects request names (see
+// peekBody).
+func batchDeleteKeys(t *testing.T, r *http.Request) []string {
+	t.Helper()
+	body := peekBody(t, r)
 	var d struct {
 		Objects []struct{ Key string } `xml:"Object"`
 	}
