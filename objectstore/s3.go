@@ -1158,13 +1158,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // refusesBatchDelete reports whether err is a store's refusal of a
 // DeleteObjects request sent the way how says, and the way to send it
 // next (see DeleteMany): with a Content-MD5 header if the store asked for
-// one (MissingContentMD5) and it had none, else singleDeletes, for a
+// one (MissingContentMD5, or an InvalidRequest that names the header) and
+// it had none, else singleDeletes, for a
 // store that does not implement DeleteObjects (NotImplemented,
 // MethodNotAllowed, 501) or refused the header too.
 func refusesBatchDelete(how int32, err error) (next int32, refused bool) {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
+		code := ae.ErrorCode()
+		if code == "InvalidRequest" && strings.Contains(ae.ErrorMessage(), "Content-MD5") {
+			// Some stores ask for the header so: "Missing required
+			// header for this request: Content-MD5".
+			code = "MissingContentMD5"
+		}
+		switch code {
 		case "MissingContentMD5":
 			if how == batchDeleteCRC32 {
 				return batchDeleteMD5, true

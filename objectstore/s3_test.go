@@ -185,9 +185,13 @@ func proxyMinIO(t *testing.T, answer func(w http.ResponseWriter, r *http.Request
 }
 
 func s3ErrorReply(w http.ResponseWriter, status int, code string) {
+	s3ErrorMessage(w, status, code, "refused by the test")
+}
+
+func s3ErrorMessage(w http.ResponseWriter, status int, code, message string) {
 	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Error><Code>%s</Code><Message>refused by the test</Message></Error>`, code)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Error><Code>%s</Code><Message>%s</Message></Error>`, code, message)
 }
 
 // A store without DeleteObjects (GCS's XML API answers 501 NotImplemented)
@@ -241,54 +245,62 @@ func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
 }
 
 // A store that wants a Content-MD5 header on DeleteObjects, answering
-// MissingContentMD5 to a request without one, gets one from the refused
-// request on: its keys are deleted in DeleteObjects requests still, and
-// later calls send the header straight away.
+// MissingContentMD5 to a request without one (or InvalidRequest naming
+// the header, as some do), gets one from the refused request on: its keys
+// are deleted in DeleteObjects requests still, and later calls send the
+// header straight away.
 func TestS3DeleteManySendsContentMD5WhenAsked(t *testing.T) {
-	var refused, withMD5 atomic.Int32
-	endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
-		if !isBatchDelete(r) {
-			return false
-		}
-		sum := md5.Sum(peekBody(t, r))
-		switch got := r.Header.Get("Content-MD5"); got {
-		case "":
-			refused.Add(1)
-			s3ErrorReply(w, http.StatusBadRequest, "MissingContentMD5")
-			return true
-		case base64.StdEncoding.EncodeToString(sum[:]):
-			withMD5.Add(1)
-			return false
-		default:
-			t.Errorf("Content-MD5 %s is not the body's", got)
-			s3ErrorReply(w, http.StatusBadRequest, "BadDigest")
-			return true
-		}
-	})
-	var deletes deleteRequests
-	b := newMinIOBucket(t, func(o *objectstore.S3Options) {
-		o.Endpoint = endpoint
-		o.WrapTransport = deletes.count
-	})
-	putKeys(t, b, 30)
-	keys := make([]string, 30)
-	for i := range keys {
-		keys[i] = numbered(i)
+	for _, tc := range []struct{ code, message string }{
+		{"MissingContentMD5", "Missing required header for this request: Content-MD5"},
+		{"InvalidRequest", "Missing required header for this request: Content-MD5"},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			var refused, withMD5 atomic.Int32
+			endpoint := proxyMinIO(t, func(w http.ResponseWriter, r *http.Request) bool {
+				if !isBatchDelete(r) {
+					return false
+				}
+				sum := md5.Sum(peekBody(t, r))
+				switch got := r.Header.Get("Content-MD5"); got {
+				case "":
+					refused.Add(1)
+					s3ErrorMessage(w, http.StatusBadRequest, tc.code, tc.message)
+					return true
+				case base64.StdEncoding.EncodeToString(sum[:]):
+					withMD5.Add(1)
+					return false
+				default:
+					t.Errorf("Content-MD5 %s is not the body's", got)
+					s3ErrorReply(w, http.StatusBadRequest, "BadDigest")
+					return true
+				}
+			})
+			var deletes deleteRequests
+			b := newMinIOBucket(t, func(o *objectstore.S3Options) {
+				o.Endpoint = endpoint
+				o.WrapTransport = deletes.count
+			})
+			putKeys(t, b, 30)
+			keys := make([]string, 30)
+			for i := range keys {
+				keys[i] = numbered(i)
+			}
+			ctx := context.Background()
+			if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
+				t.Fatalf("first call: %q failed: %v", failed, err)
+			}
+			if refused.Load() != 1 || withMD5.Load() != 1 || deletes.single.Load() != 0 {
+				t.Fatalf("first call: %d DeleteObjects refused, %d with Content-MD5 and %d DeleteObject requests, want 1, 1 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
+			}
+			if failed, err := b.DeleteMany(ctx, keys[20:]); len(failed) != 0 || err != nil {
+				t.Fatalf("second call: %q failed: %v", failed, err)
+			}
+			if refused.Load() != 1 || withMD5.Load() != 2 || deletes.single.Load() != 0 {
+				t.Fatalf("second call: %d DeleteObjects refused in all, %d with Content-MD5 and %d DeleteObject requests, want 1, 2 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
+			}
+			noneLeft(t, b)
+		})
 	}
-	ctx := context.Background()
-	if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
-		t.Fatalf("first call: %q failed: %v", failed, err)
-	}
-	if refused.Load() != 1 || withMD5.Load() != 1 || deletes.single.Load() != 0 {
-		t.Fatalf("first call: %d DeleteObjects refused, %d with Content-MD5 and %d DeleteObject requests, want 1, 1 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
-	}
-	if failed, err := b.DeleteMany(ctx, keys[20:]); len(failed) != 0 || err != nil {
-		t.Fatalf("second call: %q failed: %v", failed, err)
-	}
-	if refused.Load() != 1 || withMD5.Load() != 2 || deletes.single.Load() != 0 {
-		t.Fatalf("second call: %d DeleteObjects refused in all, %d with Content-MD5 and %d DeleteObject requests, want 1, 2 and 0", refused.Load(), withMD5.Load(), deletes.single.Load())
-	}
-	noneLeft(t, b)
 }
 
 // The keys a DeleteObjects response names as errors fail, but for a key
