@@ -1304,3 +1304,88 @@ func TestEverySyncIsToldWithTheWaitersItAnswered(t *testing.T) {
 		t.Fatalf("the failed sync was told as %+v, want one with its error and its one waiter", syncs)
 	}
 }
+
+// stalledRenameFS holds the first rename onto a file named name until
+// release is closed, telling stalled of it.
+type stalledRenameFS struct {
+	vfs.FS
+	name    string
+	armed   atomic.Bool
+	stalled chan struct{}
+	release chan struct{}
+}
+
+func (f *stalledRenameFS) Rename(from, to string) error {
+	if filepath.Base(to) == f.name && f.armed.CompareAndSwap(true, false) {
+		f.stalled <- struct{}{}
+		<-f.release
+	}
+	return f.FS.Rename(from, to)
+}
+
+// readHighWatermarkFile is the offset the high watermark's checkpoint in
+// dir holds.
+func readHighWatermarkFile(t *testing.T, dir string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, highWatermarkFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := decodeOffsetCheckpoint("high-watermark", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off
+}
+
+// A checkpoint of the high watermark that takes long to write (a rename
+// that waits for the discard of the old file's blocks) does not hold up
+// the high watermark's moves, which the leader makes with its partition's
+// appends held; what moved meanwhile is written by the next checkpoint.
+func TestASlowHighWatermarkCheckpointDoesNotHoldUpItsMoves(t *testing.T) {
+	fs := &stalledRenameFS{FS: vfs.OSFS{}, name: highWatermarkFile, stalled: make(chan struct{}), release: make(chan struct{})}
+	dir := t.TempDir()
+	l, err := Open(dir, Config{}, Options{FS: fs, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := l.AppendAsLeader(batch(1, 10, 0), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.SetHighWatermark(5)
+	fs.armed.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- l.CheckpointHighWatermark() }()
+	<-fs.stalled
+	moved := make(chan struct{})
+	go func() {
+		l.SetHighWatermark(8)
+		close(moved)
+	}()
+	select {
+	case <-moved:
+	case <-time.After(10 * time.Second):
+		t.Fatal("SetHighWatermark waited for the checkpoint's write")
+	}
+	if hw := l.HighWatermark(); hw != 8 {
+		t.Fatalf("high watermark %d, want 8", hw)
+	}
+	close(fs.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := readHighWatermarkFile(t, dir); got != 5 {
+		t.Fatalf("checkpoint %d, want the 5 it started with", got)
+	}
+	if err := l.CheckpointHighWatermark(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHighWatermarkFile(t, dir); got != 8 {
+		t.Fatalf("checkpoint %d after the next, want 8", got)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -51,13 +51,20 @@ func (l *Log) checkpointHW(durable bool) error {
 	if err := l.Offline(); err != nil {
 		return err
 	}
+	// The file is written holding hwFile alone: a write can take long (a
+	// rename that frees the old file's blocks waits for their discard on
+	// a filesystem mounted with it), and the leader's high watermark
+	// moves (SetHighWatermark) with its partition's appends held.
+	l.hwFile.Lock()
+	defer l.hwFile.Unlock()
 	l.hw.Lock()
-	defer l.hw.Unlock()
-	if l.hw.value == l.hw.written && !durable {
+	hw, written := l.hw.value, l.hw.written
+	l.hw.Unlock()
+	if hw == written && !durable {
 		return nil
 	}
 	path := filepath.Join(l.dir, highWatermarkFile)
-	data := encodeOffsetCheckpoint("high-watermark", l.hw.value)
+	data := encodeOffsetCheckpoint("high-watermark", hw)
 	write := writeFileNoSync
 	if durable {
 		write = writeFileAtomic
@@ -65,7 +72,11 @@ func (l *Log) checkpointHW(durable bool) error {
 	if err := write(l.fs, path, data); err != nil {
 		return fmt.Errorf("localseg: writing the high watermark: %w", err)
 	}
-	l.hw.written = l.hw.value
+	// A value set meanwhile differs from written: the next checkpoint
+	// writes it.
+	l.hw.Lock()
+	l.hw.written = hw
+	l.hw.Unlock()
 	return nil
 }
 

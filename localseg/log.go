@@ -154,6 +154,9 @@ type Log struct {
 		sync.Mutex
 		hwState
 	}
+	// hwFile serializes the writers of the high watermark's checkpoint
+	// file (checkpointHW), which hold it, not hw, while they write.
+	hwFile  sync.Mutex
 	flushes sync.WaitGroup // background flushes of sealed segments
 	// retiring counts the retentions renaming their segments' files
 	// with mu released: Close and Discard wait for them once no
