@@ -992,6 +992,21 @@ func (l *Log) publishRun(s *segment, run []byte, pos int64) {
 // starts (see writeBehind); a var so that tests can change it.
 var writeBehindBytes int64 = 4 << 20
 
+// writeBehindAlign is where a background write-back of a segment ends: a
+// multiple of it at or below the segment's size, so that it never takes
+// the page (or large folio: at most 2 MiB, naturally aligned) the next
+// append writes into. Write-back holds the pages it submits locked until
+// their I/O is queued, and the block layer throttles that queueing
+// (writeback throttling: tens of milliseconds behind other writes); an
+// append into a page so held waited as long, with the partition's append
+// lock held.
+const writeBehindAlign = 2 << 20
+
+// writeBehindEnd is where a background write-back of s may end now.
+func writeBehindEnd(s *segment) int64 {
+	return s.size.Load() &^ (writeBehindAlign - 1)
+}
+
 // writeBehind starts writing back the part of s not yet handed to
 // write-back once it reaches writeBehindBytes, on a goroutine of its own
 // (one per segment at a time), without waiting for the disk and without
@@ -1003,23 +1018,24 @@ var writeBehindBytes int64 = 4 << 20
 // flush.ms, a roll's) then writes the whole backlog at once, and every
 // producer waiting for it waits that long (p99 above a second, measured
 // right after an acks=1 run). With it, an fsync finds at most about
-// writeBehindBytes of the segment not already on its way to the disk.
+// writeBehindBytes plus writeBehindAlign of the segment not already on its
+// way to the disk.
 // Called after a publication (under pub); cheap when there is nothing to
 // do.
 func (l *Log) writeBehind(s *segment) {
-	if s.size.Load()-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
+	if writeBehindEnd(s)-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
 		return
 	}
 	l.writeBacks.Add(1)
 	go func() {
 		defer l.writeBacks.Done()
 		for {
-			from, to := s.wbFrom.Load(), s.size.Load()
+			from, to := s.wbFrom.Load(), writeBehindEnd(s)
 			if to-from < writeBehindBytes {
 				s.wbBusy.Store(false)
 				// A publication between the look and the store saw
 				// the goroutine busy: look again.
-				if s.size.Load()-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
+				if writeBehindEnd(s)-s.wbFrom.Load() < writeBehindBytes || !s.wbBusy.CompareAndSwap(false, true) {
 					return
 				}
 				continue

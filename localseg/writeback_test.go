@@ -87,14 +87,16 @@ func TestWriteBackBoundsWhatAnFsyncWrites(t *testing.T) {
 	if len(synced) != 1 {
 		t.Fatalf("%d fsyncs of the segment, want 1", len(synced))
 	}
-	if bound := writeBehindBytes + int64(2*len(b)); synced[0] > bound {
+	if bound := writeBehindBytes + writeBehindAlign + int64(2*len(b)); synced[0] > bound {
 		t.Fatalf("the fsync had %d bytes of a %d-byte segment to write itself, want at most %d (write-back ranges: %v)", synced[0], l.Size(), bound, ranges)
 	}
 	// The ranges follow each other from the start of the file, each at
-	// least writeBehindBytes long.
+	// least writeBehindBytes long, and end on a multiple of
+	// writeBehindAlign: never in the page (or large folio) an append
+	// writes into next.
 	var at int64
 	for _, r := range ranges {
-		if r[0] != at || r[1]-r[0] < writeBehindBytes {
+		if r[0] != at || r[1]-r[0] < writeBehindBytes || r[1]%writeBehindAlign != 0 {
 			t.Fatalf("write-back ranges %v: [%d, %d) after %d", ranges, r[0], r[1], at)
 		}
 		at = r[1]
