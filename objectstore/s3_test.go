@@ -115,20 +115,24 @@ func isBatchDelete(r *http.Request) bool {
 
 func numbered(i int) string { return fmt.Sprintf("d/%05d", i) }
 
-// putKeys puts empty objects under numbered(0) to numbered(n-1).
-func putKeys(t *testing.T, b objectstore.Bucket, n int) {
+// putKeys puts empty objects under numbered(0) to numbered(n-1) and
+// returns their keys.
+func putKeys(t *testing.T, b objectstore.Bucket, n int) []string {
 	t.Helper()
+	keys := make([]string, n)
 	var g errgroup.Group
 	g.SetLimit(16)
-	for i := range n {
+	for i := range keys {
+		keys[i] = numbered(i)
 		g.Go(func() error {
-			_, err := b.Put(context.Background(), numbered(i), bytes.NewReader(nil), 0, objectstore.PutOptions{})
+			_, err := b.Put(context.Background(), keys[i], bytes.NewReader(nil), 0, objectstore.PutOptions{})
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
+	return keys
 }
 
 // deleteAll deletes numbered(0) to numbered(n-1) in one DeleteMany and
@@ -221,11 +225,7 @@ func TestS3DeleteManyFallsBackToSingleDeletes(t *testing.T) {
 				return false
 			})
 			b := newMinIOBucket(t, func(o *objectstore.S3Options) { o.Endpoint = endpoint })
-			putKeys(t, b, 30)
-			keys := make([]string, 30)
-			for i := range keys {
-				keys[i] = numbered(i)
-			}
+			keys := putKeys(t, b, 30)
 			ctx := context.Background()
 			if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
 				t.Fatalf("first call: %q failed: %v", failed, err)
@@ -280,11 +280,7 @@ func TestS3DeleteManySendsContentMD5WhenAsked(t *testing.T) {
 				o.Endpoint = endpoint
 				o.WrapTransport = deletes.count
 			})
-			putKeys(t, b, 30)
-			keys := make([]string, 30)
-			for i := range keys {
-				keys[i] = numbered(i)
-			}
+			keys := putKeys(t, b, 30)
 			ctx := context.Background()
 			if failed, err := b.DeleteMany(ctx, keys[:20]); len(failed) != 0 || err != nil {
 				t.Fatalf("first call: %q failed: %v", failed, err)

@@ -160,13 +160,21 @@ func testLog(t testing.TB, segmentBytes int64, batches int) (*localseg.Log, [][]
 
 var testPartition = Partition{Topic: "events", TopicID: [16]byte{1, 2, 3}, Index: 0}
 
-func newTestArchiver(t testing.TB, b objectstore.Bucket, src Source) (*Archiver, *ManifestStore) {
+// loadedStore is the test partition's manifest store in b, loaded, and
+// its layout.
+func loadedStore(t testing.TB, b objectstore.Bucket) (*ManifestStore, Layout) {
 	t.Helper()
 	l := Layout{Prefix: "archive"}
 	ms := NewManifestStore(b, l.ManifestKey(testPartition), nil)
 	if _, err := ms.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return ms, l
+}
+
+func newTestArchiver(t testing.TB, b objectstore.Bucket, src Source) (*Archiver, *ManifestStore) {
+	t.Helper()
+	ms, l := loadedStore(t, b)
 	return NewArchiver(ArchiverConfig{Bucket: b, Layout: l, Partition: testPartition, Manifest: ms, Source: src, Logger: quietLogger()}), ms
 }
 

@@ -33,17 +33,12 @@ func synthSegment(i int) Segment {
 // the next commit write a spilled part.
 func nearSpill(t testing.TB, b objectstore.Bucket) (*ManifestStore, Layout, string) {
 	t.Helper()
-	l := Layout{Prefix: "archive"}
-	key := l.ManifestKey(testPartition)
-	ms := NewManifestStore(b, key, nil)
-	if _, err := ms.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	ms, l := loadedStore(t, b)
 	commitSynth(t, ms, 0, 880, 880)
 	if len(ms.Current().Spills) != 0 {
 		t.Fatal("880 entries spilled")
 	}
-	return ms, l, key
+	return ms, l, l.ManifestKey(testPartition)
 }
 
 // addSynth is a commit's mutation adding the synthetic segments from to to.
@@ -145,11 +140,7 @@ func TestManifestSpillsOverAndStaysBoundedAt100kSegments(t *testing.T) {
 func TestRemoteRetentionDropsAndTrimsSpilledParts(t *testing.T) {
 	ctx := context.Background()
 	b := objectstore.NewMem()
-	l := Layout{Prefix: "archive"}
-	ms := NewManifestStore(b, l.ManifestKey(testPartition), nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ms, l := loadedStore(t, b)
 	const total = 3000
 	commitSynth(t, ms, 0, total, 300)
 	m0 := ms.Current()
@@ -364,11 +355,7 @@ func walkedEpochs(t *testing.T, l SpillLoader, m *Manifest) []localseg.EpochEntr
 func TestEpochHistoryReadsOnlyTheSpilledPartsItHasNotSeen(t *testing.T) {
 	ctx := context.Background()
 	b := objectstore.NewMem()
-	l := Layout{Prefix: "archive"}
-	ms := NewManifestStore(b, l.ManifestKey(testPartition), nil)
-	if _, err := ms.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ms, l := loadedStore(t, b)
 	// A new epoch every 700 segments, so that epochs start inside parts
 	// and span parts.
 	addEpochs := func(from, to int) func(*Manifest) error {
