@@ -426,3 +426,31 @@ func BenchmarkAppendAcrossRolls(b *testing.B) {
 	b.ReportMetric(q(others, 0.5), "append-p50-us")
 	b.ReportMetric(q(others, 0.99), "append-p99-us")
 }
+
+// BenchmarkHighWatermarkCheckpoint writes a partition's high watermark
+// checkpoint as the periodic checkpoint does, in place (overwriteNoSync),
+// beside its same-run reference, the write through a temporary and a
+// rename it replaced (writeFileNoSync), in the benchmark's temporary
+// directory (the data disk when TMPDIR is on it). Each reports the p50 and
+// the largest of its writes.
+func BenchmarkHighWatermarkCheckpoint(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		write func(FS, string, []byte) error
+	}{{"in-place", overwriteNoSync}, {"rename", writeFileNoSync}} {
+		b.Run(bc.name, func(b *testing.B) {
+			path := b.TempDir() + "/" + highWatermarkFile
+			var times []time.Duration
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if err := bc.write(vfs.OSFS{}, path, encodeHighWatermark(int64(i))); err != nil {
+					b.Fatal(err)
+				}
+				times = append(times, time.Since(start))
+			}
+			slices.Sort(times)
+			b.ReportMetric(float64(times[len(times)/2].Microseconds()), "p50-us")
+			b.ReportMetric(float64(times[len(times)-1].Microseconds()), "max-us")
+		})
+	}
+}

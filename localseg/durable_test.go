@@ -1389,3 +1389,48 @@ func TestASlowHighWatermarkCheckpointDoesNotHoldUpItsMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The periodic checkpoint of the high watermark overwrites the last one in
+// place (no temporary, no rename: on a filesystem mounted with discard,
+// freeing the old file's blocks waits for their discard); a checkpoint of
+// another length (written before checkpoints had one length) is replaced
+// whole. What is written reads back after a restart.
+func TestTheHighWatermarkCheckpointIsOverwrittenInPlace(t *testing.T) {
+	h := newHarness(t, Config{})
+	for range 20 {
+		h.append(batch(1, 10, 0))
+	}
+	path := filepath.Join(h.dir, highWatermarkFile)
+	checkpoint := func(hw int64) os.FileInfo {
+		t.Helper()
+		h.log.SetHighWatermark(hw)
+		if err := h.log.CheckpointHighWatermark(); err != nil {
+			t.Fatal(err)
+		}
+		if got := readHighWatermarkFile(t, h.dir); got != hw {
+			t.Fatalf("checkpoint holds %d, want %d", got, hw)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	first := checkpoint(3)
+	if again := checkpoint(17); !os.SameFile(first, again) || again.Size() != first.Size() {
+		t.Fatal("the checkpoint was replaced, not overwritten")
+	}
+	// A checkpoint of another length is replaced.
+	writeFile(t, path, encodeOffsetCheckpoint("high-watermark", 12))
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replaced := checkpoint(19); os.SameFile(old, replaced) || replaced.Size() != first.Size() {
+		t.Fatalf("a %d-byte checkpoint was overwritten in place", old.Size())
+	}
+	h.crash()
+	if hw := h.log.HighWatermark(); hw != 19 {
+		t.Fatalf("high watermark %d after a crash, want 19", hw)
+	}
+}

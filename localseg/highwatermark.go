@@ -1,7 +1,9 @@
 package localseg
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 )
 
@@ -64,8 +66,8 @@ func (l *Log) checkpointHW(durable bool) error {
 		return nil
 	}
 	path := filepath.Join(l.dir, highWatermarkFile)
-	data := encodeOffsetCheckpoint("high-watermark", hw)
-	write := writeFileNoSync
+	data := encodeHighWatermark(hw)
+	write := overwriteNoSync
 	if durable {
 		write = writeFileAtomic
 	}
@@ -93,4 +95,49 @@ func (l *Log) lowerHighWatermark(end int64) {
 	l.hw.Lock()
 	l.hw.value = min(l.hw.value, end)
 	l.hw.Unlock()
+}
+
+// encodeHighWatermark is the high watermark's checkpoint, the offset
+// written with all 19 digits an int64 can need: every checkpoint has the
+// same length, so that the periodic one overwrites the last in place
+// (overwriteNoSync). The offset line reads as any other offset
+// checkpoint's (leading zeros parse).
+func encodeHighWatermark(hw int64) []byte {
+	return encodeCheckpoint("high-watermark", 1, []string{fmt.Sprintf("%019d", hw)})
+}
+
+// overwriteNoSync writes data over the file at path when it has data's
+// length (no fsync), and through a temporary and a rename otherwise
+// (writeFileNoSync).
+//
+// The high watermark's checkpoint is written every few seconds for every
+// partition whose high watermark moved: through a temporary, each write
+// created an inode, updated the directory and freed the old file's
+// blocks, which on a filesystem mounted with discard waits for their
+// discard (tens of milliseconds here). In place it is one write of a few
+// dozen bytes into a block already allocated. A crash in the middle of
+// it can tear the file; its checksum then fails, and it reads as the log
+// start, as a missing checkpoint does: the high watermark only reads
+// lower after a crash (see HighWatermark), never higher.
+func overwriteNoSync(fs FS, path string, data []byte) error {
+	f, err := fs.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return writeFileNoSync(fs, path, data)
+		}
+		return err
+	}
+	size, err := f.Size()
+	if err != nil || size != int64(len(data)) {
+		f.Close()
+		if err != nil {
+			return err
+		}
+		return writeFileNoSync(fs, path, data)
+	}
+	err = writeFull(f, data, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
