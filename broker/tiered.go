@@ -1191,11 +1191,11 @@ type epochsLoad struct {
 
 // remoteEpochs returns the leader epochs of the remote log as the current
 // manifest holds them, read once per manifest: of its spilled parts, those
-// no earlier manifest named are read from the store. The read goes on in the background
-// within FetchTimeout; the caller waits for it until ctx ends, and a later
-// call takes its result. A follower's fetch that needs them so waits no
-// longer than RemoteFetchMaxWait for a store that hangs, and the fetch of
-// its other partitions with it.
+// no earlier manifest named are read from the store. The read goes on in
+// the background within FetchTimeout; the caller waits for it until ctx
+// ends, and a later call takes its result. A follower's fetch that needs
+// them so waits no longer than RemoteFetchMaxWait for a store that hangs,
+// and the fetch of its other partitions with it.
 func (t *partitionTier) remoteEpochs(ctx context.Context) ([]localseg.EpochEntry, error) {
 	m := t.manifest()
 	t.epochs.Lock()

@@ -128,16 +128,16 @@ func overwriteNoSync(fs FS, path string, data []byte) error {
 		return err
 	}
 	size, err := f.Size()
-	if err != nil || size != int64(len(data)) {
-		f.Close()
-		if err != nil {
-			return err
+	if err == nil && size == int64(len(data)) {
+		err = writeFull(f, data, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
-		return writeFileNoSync(fs, path, data)
+		return err
 	}
-	err = writeFull(f, data, 0)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	f.Close()
+	if err != nil {
+		return err
 	}
-	return err
+	return writeFileNoSync(fs, path, data)
 }

@@ -981,12 +981,12 @@ const (
 // other calls' retries (see deleteBatch).
 //
 // Some S3-compatible stores want a Content-MD5 header on DeleteObjects,
-// where the SDK sends a CRC32 checksum of the body: the first
-// MissingContentMD5 answer turns the bucket to sending the MD5 of each
-// request's body too, from that request on. Others have no DeleteObjects: GCS's XML
-// API answers NotImplemented, others MethodNotAllowed or 501. The first
-// such answer (or a MissingContentMD5 to a request that had the header)
-// turns the bucket to single Deletes, singleDeleteInFlight at once, for the
+// where the SDK sends a CRC32 checksum of the body: the first answer that
+// asks for it turns the bucket to sending the MD5 of each request's body
+// too, from that request on. Others have no DeleteObjects: GCS's XML API
+// answers NotImplemented, others MethodNotAllowed or 501. The first such
+// answer (or one asking for the header to a request that had it) turns
+// the bucket to single Deletes, singleDeleteInFlight at once, for the
 // request's keys and every later call's.
 func (b *S3) DeleteMany(ctx context.Context, keys []string) ([]string, error) {
 	keys = distinct(keys)
@@ -1159,9 +1159,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // DeleteObjects request sent the way how says, and the way to send it
 // next (see DeleteMany): with a Content-MD5 header if the store asked for
 // one (MissingContentMD5, or an InvalidRequest that names the header) and
-// it had none, else singleDeletes, for a
-// store that does not implement DeleteObjects (NotImplemented,
-// MethodNotAllowed, 501) or refused the header too.
+// it had none, else singleDeletes, for a store that does not implement
+// DeleteObjects (NotImplemented, MethodNotAllowed, 501) or refused the
+// header too.
 func refusesBatchDelete(how int32, err error) (next int32, refused bool) {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
