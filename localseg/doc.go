@@ -133,7 +133,8 @@
 //	                  without fsync, and at Close with it; read within the log)
 //	clean-shutdown    one line: the log end offset at Close
 //	scrubbed          one line: when the last scrub that verified every
-//	                  sealed segment started (unix ms)
+//	                  sealed segment started (unix ms; written without
+//	                  fsync, and not at all while there is none)
 //	lost-ranges       "<from> <to> <segment base> <found unix ms>" lines, by
 //	                  from: offsets [from, to) lie in damaged batches of a
 //	                  sealed segment (bad length, CRC or offsets) that reads

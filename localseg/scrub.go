@@ -144,13 +144,22 @@ func checkScanned(b []byte, expect, next int64) error {
 // already known is not reported again. The active segment is left to
 // recovery. It stops early when ctx ends. A scrub that verified every
 // sealed segment records its start in the scrubbed file (LastScrubbed).
+//
+// The record only says when the next scrub is due, so it is written
+// without fsync: a crash that loses or tears it makes the next scrub come
+// early, nothing worse. A log with no sealed segment (every new partition)
+// verified nothing, and its scrub is recorded in memory alone: a broker
+// that creates thousands of partitions does not write a file for each,
+// and after a restart their scrub, due at once, costs nothing again.
 func (l *Log) Scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error) {
 	started := l.now()
-	ds, err := l.scrub(ctx, bytesPerSecond)
+	verified, ds, err := l.scrub(ctx, bytesPerSecond)
 	if err == nil {
 		ms := started.UnixMilli()
-		if werr := writeFileAtomic(l.fs, filepath.Join(l.dir, scrubbedFile), encodeOffsetCheckpoint("scrubbed", ms)); werr != nil {
-			return ds, fmt.Errorf("localseg: recording the scrub: %w", werr)
+		if verified > 0 {
+			if werr := writeFileNoSync(l.fs, filepath.Join(l.dir, scrubbedFile), encodeOffsetCheckpoint("scrubbed", ms)); werr != nil {
+				return ds, fmt.Errorf("localseg: recording the scrub: %w", werr)
+			}
 		}
 		l.scrubbed.Store(ms)
 	}
@@ -181,12 +190,13 @@ func (l *Log) LastScrubbed() time.Time {
 	return time.UnixMilli(ms)
 }
 
-func (l *Log) scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error) {
+// scrub verifies the sealed segments and returns how many it verified
+// and the damage newly found.
+func (l *Log) scrub(ctx context.Context, bytesPerSecond int64) (verified int, out []Damage, err error) {
 	segs := l.segments()
-	var out []Damage
 	for _, s := range segs[:len(segs)-1] {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return verified, out, err
 		}
 		size := s.size.Load()
 		f, err := l.fs.OpenFile(s.path(".log"), os.O_RDONLY, 0)
@@ -194,7 +204,7 @@ func (l *Log) scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error)
 			if errors.Is(err, os.ErrNotExist) {
 				continue // deleted by retention meanwhile
 			}
-			return out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
+			return verified, out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
 		}
 		start := time.Now()
 		next := s.next.Load()
@@ -204,18 +214,19 @@ func (l *Log) scrub(ctx context.Context, bytesPerSecond int64) ([]Damage, error)
 			out = append(out, l.noteDamage(s, ds, next)...)
 		}
 		if err != nil {
-			return out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
+			return verified, out, fmt.Errorf("localseg: scrubbing %s: %w", s.path(".log"), err)
 		}
+		verified++
 		if bytesPerSecond > 0 {
 			want := time.Duration(float64(size) / float64(bytesPerSecond) * float64(time.Second))
 			select {
 			case <-ctx.Done():
-				return out, ctx.Err()
+				return verified, out, ctx.Err()
 			case <-time.After(want - time.Since(start)):
 			}
 		}
 	}
-	return out, nil
+	return verified, out, nil
 }
 
 // damageOf scans a sealed segment once, on the first read that met a

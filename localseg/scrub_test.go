@@ -3,7 +3,9 @@ package localseg
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -193,5 +195,27 @@ func TestCompleteScrubIsRecordedAcrossRestarts(t *testing.T) {
 	h.restart()
 	if got := h.log.LastScrubbed(); !got.Equal(at) {
 		t.Fatalf("after a restart the last scrub is %v, want %v", got, at)
+	}
+}
+
+// A scrub of a log with no sealed segment (a new partition) verified
+// nothing: it is recorded in memory, so that the scrubber does not come
+// back to it at once, but writes no file, and after a restart the log is
+// due again, at no cost.
+func TestAScrubOfNoSealedSegmentWritesNoFile(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.append(batch(1, 100, 0))
+	if _, err := h.log.Scrub(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if h.log.LastScrubbed().IsZero() {
+		t.Fatal("the scrub was not recorded in memory")
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, scrubbedFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the scrubbed file: %v, want none", err)
+	}
+	h.restart()
+	if got := h.log.LastScrubbed(); !got.IsZero() {
+		t.Fatalf("after a restart the last scrub is %v, want none", got)
 	}
 }
