@@ -1,12 +1,15 @@
 package recordbatch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // cpuTime is the CPU time the process has used. On a shared machine wall
@@ -88,4 +91,119 @@ func BenchmarkValidateProduce(b *testing.B) {
 			})
 		})
 	}
+}
+
+// recompressBatch is a 1 MiB-ish producer batch of 1 KiB JSON-like
+// records (ids and timestamps random, field names and words from small
+// vocabularies, as in event streams), compressed with codec. It returns
+// the batch and its records' size.
+func recompressBatch(b *testing.B, codec Codec) (Batch, int) {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(3, 4))
+	words := []string{"checkout", "cart", "search", "login", "view", "product", "price", "shipping", "promo", "mobile", "desktop", "retry", "timeout", "success", "error", "session"}
+	events := []string{"page_view", "add_to_cart", "purchase", "search", "click"}
+	var recs []Record
+	raw := 0
+	for raw < 1<<20 {
+		v := fmt.Appendf(nil, `{"id":"%016x","ts":%d,"user":{"id":%d,"name":"user-%d","country":"%s"},"event":"%s","page":"/catalog/%d/item/%d","session":"%016x","text":"`,
+			rng.Uint64(), 1_700_000_000_000+rng.Int64N(1e9), rng.IntN(1e6), rng.IntN(5000), []string{"DE", "FR", "US", "JP", "BR"}[rng.IntN(5)],
+			events[rng.IntN(len(events))], rng.IntN(100), rng.IntN(10000), rng.Uint64())
+		for len(v) < 1000 {
+			v = append(append(v, words[rng.IntN(len(words))]...), ' ')
+		}
+		v = append(v, `"}`...)
+		r := Record{TimestampDelta: int64(len(recs)), Key: fmt.Appendf(nil, "user-%d", rng.IntN(5000)), Value: v}
+		raw += len(AppendRecord(nil, r))
+		recs = append(recs, r)
+	}
+	buf, err := Build(nil, BuildOptions{Codec: codec, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: 1}, recs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return Batch(buf), raw
+}
+
+// BenchmarkRecompress measures Recompress (default levels) in MB/s (and
+// MB per CPU second) of records, decompressed, beside a ceiling in the
+// same run: the codec alone on the same records bytes, with the same
+// pooled encoder (or the decoder, for zstd to none), writing into a
+// buffer it reuses. out-B is the size of the recompressed batch. Run with
+// -cpu 1 so that the process's CPU time is the benchmark's.
+func BenchmarkRecompress(b *testing.B) {
+	ctx := context.Background()
+	budget := NewBudget(DefaultBudgetBytes)
+	for _, c := range []struct{ from, to Codec }{
+		{CodecNone, CodecZstd}, {CodecNone, CodecLZ4}, {CodecNone, CodecSnappy}, {CodecNone, CodecGzip}, {CodecZstd, CodecNone},
+	} {
+		batch, raw := recompressBatch(b, c.from)
+		records, err := Decompress(c.from, batch[HeaderSize:], MaxMaxDecompressed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := c.from.String() + "-" + c.to.String()
+		b.Run(name+"/recompress", func(b *testing.B) {
+			opts := ValidateOptions{Budget: budget}
+			size := 0
+			measure(b, raw, func() {
+				out, charged, err := Recompress(ctx, batch, c.to, 0, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(out)
+				budget.Release(charged)
+			})
+			b.ReportMetric(float64(size), "out-B")
+		})
+		b.Run(name+"/ceiling", func(b *testing.B) {
+			op, size := codecOnly(b, c.from, c.to, batch, records)
+			measure(b, raw, op)
+			b.ReportMetric(float64(*size), "out-B")
+		})
+	}
+}
+
+// codecOnly returns the codec's own work in recompressing batch from
+// codec from to codec to: compressing records with the pooled encoder
+// Recompress uses, or decompressing the batch's payload.
+func codecOnly(b *testing.B, from, to Codec, batch Batch, records []byte) (func(), *int) {
+	b.Helper()
+	size := new(int)
+	out := bytes.NewBuffer(make([]byte, 0, 2*len(records)))
+	switch {
+	case to == CodecSnappy:
+		dst := make([]byte, s2.MaxEncodedLen(len(records)))
+		return func() { *size = HeaderSize + len(s2.EncodeSnappy(dst, records)) }, size
+	case to == CodecNone:
+		return func() {
+			d, err := openDecompressor(from, batch[HeaderSize:], MinMaxDecompressed)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out.Reset()
+			if _, err := out.ReadFrom(d); err != nil {
+				b.Fatal(err)
+			}
+			d.close()
+			*size = HeaderSize + out.Len()
+		}, size
+	}
+	e, err := newEncoding(to, 0, MinMaxDecompressed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		out.Reset()
+		w, err := e.getEncoder(out, int64(len(records)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.Write(records); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+		e.putEncoder(w)
+		*size = HeaderSize + out.Len()
+	}, size
 }

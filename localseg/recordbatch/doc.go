@@ -47,4 +47,15 @@
 // between every reader of batches, so concurrent bombs cost at most the
 // budget. Records builds records whole for readers that need keys and
 // values, decompressing into one buffer charged to the budget.
+//
+// # Recompression
+//
+// Recompress applies a topic's compression.type to a producer's batch: the
+// payload is decompressed as a stream and compressed again with the
+// topic's codec and level (LevelRange gives Kafka's), by pooled encoders;
+// the header is the producer's but for the codec bits, the length and the
+// CRC, and no record is parsed. It writes what every client reads: gzip,
+// one raw snappy block, an lz4 frame of 64 KiB blocks, zstd frames with a
+// window of at most 1 MiB. The decoder's and encoder's working memory and
+// the new batch are taken from the Budget before they are allocated.
 package recordbatch

@@ -204,3 +204,59 @@ func FuzzDecompress(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRecompress recompresses arbitrary bytes into every codec: never a
+// panic, nothing left charged after an error, and a batch ValidateProduce
+// accepts recompresses into one it accepts too, holding the same records.
+// (An uncompressed batch whose records exceed the limit is the exception:
+// Recompress refuses it, as a reader under that limit could not read its
+// compressed copy.) Each input is taken as a batch and, so that the fuzzer
+// reaches the decoders past the CRC, as a codec byte, a record count byte
+// and a body wrapped in a valid header.
+func FuzzRecompress(f *testing.F) {
+	seedBatches(f)
+	for _, codec := range allCodecs {
+		body := AppendRecord(nil, Record{Key: []byte("k"), Value: []byte("value"), Headers: []Header{{Key: "h", Value: nil}}})
+		body = AppendRecord(body, Record{OffsetDelta: 1, TimestampDelta: -3, Value: bytes.Repeat([]byte("v"), 3000)})
+		c, err := Compress(codec, body)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(append([]byte{byte(codec), 2}, c...))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		recompressAll(t, Batch(data))
+		if len(data) >= 2 {
+			recompressAll(t, wrapBody(Codec(data[0]%5), int32(data[1]%8), data[2:]))
+		}
+	})
+}
+
+// recompressAll checks Recompress of b into every codec against
+// ValidateProduce's verdict on b.
+func recompressAll(t *testing.T, b Batch) {
+	t.Helper()
+	ctx := context.Background()
+	opts := ValidateOptions{MaxDecompressed: fuzzMax, Budget: NewBudget(DefaultBudgetBytes)}
+	_, verr := ValidateProduce(ctx, b, opts)
+	fits := Check(b) == nil && (b.Codec() != CodecNone || len(b)-HeaderSize <= fuzzMax)
+	for _, to := range allCodecs {
+		out, charged, err := Recompress(ctx, b, to, 0, opts)
+		if n := opts.Budget.InUse(); n != charged {
+			t.Fatalf("to %s: %d bytes in use, %d charged (%v)", to, n, charged, err)
+		}
+		if err != nil {
+			if verr == nil && fits {
+				t.Fatalf("to %s: a valid batch refused: %v", to, err)
+			}
+			continue
+		}
+		if err := Check(out); err != nil {
+			t.Fatalf("to %s: output fails Check: %v", to, err)
+		}
+		if verr == nil {
+			checkRecompressed(t, b, out, to, opts)
+		}
+		opts.Budget.Release(charged)
+	}
+}
