@@ -628,18 +628,51 @@ func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *k
 	// Every record is looked at, compressed or not (as Kafka's
 	// LogValidator does): the header's record count and timestamps are
 	// only claims, and a compressed body may be garbage under a valid CRC.
-	sum, err := recordbatch.ValidateProduce(ctx, batch, recordbatch.ValidateOptions{
+	opts := recordbatch.ValidateOptions{
 		MaxDecompressed: recordbatch.MaxDecompressedFor(int(cfg.maxMessageBytes)),
 		Budget:          b.scanBudget,
-	})
+	}
+	sum, err := recordbatch.ValidateProduce(ctx, batch, opts)
 	if err != nil {
 		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
 		return nil, nil, none, err
+	}
+	if cfg.recompress && batch.Codec() != cfg.compression {
+		if batch, err = recompress(ctx, b, batch, cfg, opts); err != nil {
+			return nil, nil, none, err
+		}
 	}
 	if err := b.logSpace.check(int64(len(batch))); err != nil {
 		return nil, nil, none, err
 	}
 	return p, batch, sum, nil
+}
+
+// recompress rewrites a validated batch with the topic's compression.type
+// codec (Kafka's LogValidator does the same). The new batch is the
+// producer's in every field but its codec, length and CRC: its sequence
+// numbers, timestamps and records are the producer's, so that idempotence,
+// the time index and consumers see what it sent. It is refused when it
+// comes out larger than max.message.bytes, as Kafka refuses it. The scan
+// budget bounds the memory of the recompressions running at once; the new
+// batch, at most max.message.bytes, then lives with the request as the
+// frame's did.
+func recompress(ctx context.Context, b *Broker, batch recordbatch.Batch, cfg *topicConfig, opts recordbatch.ValidateOptions) (recordbatch.Batch, error) {
+	out, charged, err := recordbatch.Recompress(ctx, batch, cfg.compression, cfg.compressionLevel, opts)
+	if opts.Budget != nil {
+		opts.Budget.Release(charged)
+	}
+	if err != nil {
+		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
+		return nil, err
+	}
+	b.metrics.recompressedBytes.WithLabelValues("received").Add(float64(len(batch)))
+	b.metrics.recompressedBytes.WithLabelValues("stored").Add(float64(len(out)))
+	if len(out) > int(cfg.maxMessageBytes) {
+		return nil, fmt.Errorf("%w: batch of %d bytes once compressed with %s (compression.type) exceeds max.message.bytes %d",
+			errMessageTooLarge, len(out), cfg.compression, cfg.maxMessageBytes)
+	}
+	return out, nil
 }
 
 // topicName names a topic a request gives by name or, from v13, by id.

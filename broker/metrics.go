@@ -43,10 +43,13 @@ type brokerMetrics struct {
 	topicsMu                      sync.Mutex
 	topics                        map[string]*topicCounters
 
-	partitions        prometheus.Gauge
-	strayLogs         prometheus.Gauge
-	lostLogs          prometheus.Gauge
-	refusedBatches    *prometheus.CounterVec
+	partitions     prometheus.Gauge
+	strayLogs      prometheus.Gauge
+	lostLogs       prometheus.Gauge
+	refusedBatches *prometheus.CounterVec
+	// recompressedBytes: producer batches the leader rewrote with their
+	// topic's compression.type, as received and as stored.
+	recompressedBytes *prometheus.CounterVec
 	offlinePartitions prometheus.Gauge
 	lostRanges        prometheus.Counter
 	repairs           *prometheus.CounterVec
@@ -133,6 +136,10 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "produce_batches_refused_total",
 			Help: "Producer batches refused by validation, by reason: corrupt (bad CRC, framing or compressed stream), invalid_record (records that do not match the header), too_large (expands past the decompression bound).",
 		}, []string{"reason"}),
+		recompressedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "produce_recompressed_bytes_total",
+			Help: "Bytes of producer batches the leader rewrote with their topic's compression.type codec, as received from producers (side=received) and as stored (side=stored).",
+		}, []string{"side"}),
 		offlinePartitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shale", Name: "offline_partitions",
 			Help: "Partitions assigned to this broker whose logs cannot be opened or went offline (a failed write or fsync, a full disk); retried with backoff.",
@@ -164,6 +171,9 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
 		m.refusedBatches.WithLabelValues(r)
 	}
+	for _, side := range []string{"received", "stored"} {
+		m.recompressedBytes.WithLabelValues(side)
+	}
 	for _, r := range []string{"repaired", "failed"} {
 		m.repairs.WithLabelValues(r)
 	}
@@ -172,7 +182,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
-			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.offlinePartitions,
+			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.recompressedBytes, m.offlinePartitions,
 			m.flushSeconds, m.flushWaiters, m.uncleanElections)
 	}
 	return m

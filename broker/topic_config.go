@@ -11,6 +11,7 @@ import (
 
 	"github.com/shale-log/shale/broker/replication"
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
 // topicConfigDef defines one topic config: Kafka's name, type, default and
@@ -71,8 +72,14 @@ const maxLong = math.MaxInt64
 var topicConfigDefs = []topicConfigDef{
 	{"cleanup.policy", kmsg.ConfigTypeList, "delete", "log.cleanup.policy", validateCleanupPolicy,
 		"Retention policy for old segments: delete (compaction is not available yet)."},
-	{"compression.type", kmsg.ConfigTypeString, "producer", "compression.type", validateCompressionType,
-		"Batches are stored as the producer compressed them."},
+	{"compression.type", kmsg.ConfigTypeString, "producer", "compression.type", oneOf(compressionTypes...),
+		"How batches are stored: as the producer compressed them (producer), or rewritten by the leader with this codec (uncompressed, gzip, snappy, lz4 or zstd) when the producer used another."},
+	{"compression.gzip.level", kmsg.ConfigTypeInt, "-1", "compression.gzip.level", validateGzipLevel,
+		"The gzip level of batches the leader compresses (compression.type=gzip): 1 to 9, or -1 for the codec's default (6)."},
+	{"compression.lz4.level", kmsg.ConfigTypeInt, "9", "compression.lz4.level", intRange(1, 17),
+		"The lz4 level of batches the leader compresses (compression.type=lz4): 1 to 17."},
+	{"compression.zstd.level", kmsg.ConfigTypeInt, "3", "compression.zstd.level", intRange(-131072, 22),
+		"The zstd level of batches the leader compresses (compression.type=zstd): -131072 to 22."},
 	{"delete.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.cleaner.delete.retention.ms", intRange(0, maxLong),
 		"How long delete tombstones are kept for compacted topics."},
 	{"file.delete.delay.ms", kmsg.ConfigTypeLong, "60000", "log.segment.delete.delay.ms", intRange(0, maxLong),
@@ -153,14 +160,36 @@ func validateThrottledReplicas(s string) error {
 	return err
 }
 
-func validateCompressionType(s string) error {
-	switch s {
-	case "producer":
-		return nil
-	case "uncompressed", "gzip", "snappy", "lz4", "zstd":
-		return fmt.Errorf("compression.type=%s would recompress batches on the broker; only producer is supported", s)
+// compressionTypes are compression.type's values: producer keeps a
+// producer's batch as it came, the others name the codec the leader stores
+// every batch with, rewriting those the producer compressed otherwise.
+var compressionTypes = []string{"producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"}
+
+// storedCodec is the codec compression.type stores batches with, and
+// false for producer.
+func storedCodec(compressionType string) (recordbatch.Codec, bool) {
+	switch compressionType {
+	case "uncompressed":
+		return recordbatch.CodecNone, true
+	case "gzip":
+		return recordbatch.CodecGzip, true
+	case "snappy":
+		return recordbatch.CodecSnappy, true
+	case "lz4":
+		return recordbatch.CodecLZ4, true
+	case "zstd":
+		return recordbatch.CodecZstd, true
 	}
-	return fmt.Errorf("%q is not a compression type", s)
+	return 0, false
+}
+
+// validateGzipLevel accepts Kafka's compression.gzip.level: 1 to 9, or -1
+// for the codec's default.
+func validateGzipLevel(s string) error {
+	if s == "-1" {
+		return nil
+	}
+	return intRange(1, 9)(s)
 }
 
 // validateTopicConfig checks one name=value pair. The error message is
@@ -178,14 +207,20 @@ func validateTopicConfig(name, value string) error {
 
 // topicConfig is a topic's effective configuration, typed.
 type topicConfig struct {
-	log                 localseg.Config
-	maxMessageBytes     int32
-	logAppendTime       bool
-	timestampBeforeMax  int64
-	timestampAfterMax   int64
-	minInsyncReplicas   int32
-	uncleanLeaderElect  bool
-	compressionProducer bool
+	log                localseg.Config
+	maxMessageBytes    int32
+	logAppendTime      bool
+	timestampBeforeMax int64
+	timestampAfterMax  int64
+	minInsyncReplicas  int32
+	uncleanLeaderElect bool
+	// recompress is set when compression.type names a codec: the leader
+	// stores every batch with compression, at compressionLevel (0: the
+	// codec's default), rewriting those the producer compressed
+	// otherwise (Kafka's LogValidator does the same).
+	recompress       bool
+	compression      recordbatch.Codec
+	compressionLevel int
 	// Tiered storage: whether the topic tiers, and its total and local
 	// retention (local resolved: -2 taken as the total, and never more
 	// than it).
@@ -291,14 +326,22 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 			FileDeleteDelayMs:  i64("file.delete.delay.ms"),
 			Preallocate:        get("preallocate") == "true",
 		},
-		maxMessageBytes:     int32(i64("max.message.bytes")),
-		logAppendTime:       get("message.timestamp.type") == "LogAppendTime",
-		timestampBeforeMax:  i64("message.timestamp.before.max.ms"),
-		timestampAfterMax:   i64("message.timestamp.after.max.ms"),
-		minInsyncReplicas:   int32(i64("min.insync.replicas")),
-		uncleanLeaderElect:  get("unclean.leader.election.enable") == "true",
-		compressionProducer: get("compression.type") == "producer",
-		remoteStorage:       get("remote.storage.enable") == "true",
+		maxMessageBytes:    int32(i64("max.message.bytes")),
+		logAppendTime:      get("message.timestamp.type") == "LogAppendTime",
+		timestampBeforeMax: i64("message.timestamp.before.max.ms"),
+		timestampAfterMax:  i64("message.timestamp.after.max.ms"),
+		minInsyncReplicas:  int32(i64("min.insync.replicas")),
+		uncleanLeaderElect: get("unclean.leader.election.enable") == "true",
+		remoteStorage:      get("remote.storage.enable") == "true",
+	}
+	c.compression, c.recompress = storedCodec(get("compression.type"))
+	switch c.compression {
+	case recordbatch.CodecGzip:
+		c.compressionLevel = max(int(i64("compression.gzip.level")), 0) // -1: the default
+	case recordbatch.CodecLZ4:
+		c.compressionLevel = int(i64("compression.lz4.level"))
+	case recordbatch.CodecZstd:
+		c.compressionLevel = int(i64("compression.zstd.level"))
 	}
 	c.retentionMs, c.retentionBytes = c.log.RetentionMs, c.log.RetentionBytes
 	c.localRetentionMs = localRetention(i64("local.retention.ms"), c.retentionMs)
