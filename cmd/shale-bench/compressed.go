@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -46,24 +48,98 @@ func compressedRawWorkload(codec string, targets [2]*target, cfg rawConfig,
 	return rawWorkload{name: workload, refFor: "disk", ms: ms}, nil
 }
 
+// A recompressing produce run shows what a topic's compression.type costs
+// the broker: the producers send uncompressed batches to a topic whose
+// compression.type names codec; Shale rewrites each batch with it, kfake
+// (which takes the config but ignores it) stores the bytes as they come.
+// Beside them, the codec alone (franz-go's compressor, as a producer would
+// compress) on the same records in this process, one core: what the
+// rewrite cannot go below on the broker's cores.
+func recompressRawWorkload(codec string, targets [2]*target, cfg rawConfig,
+	rounds func(string, rawConfig, func(*target, rawConfig) (rawResult, error)) ([2]rawMeasure, error),
+) (rawWorkload, error) {
+	batch, records, _, err := encodeCompressedBatch("none", cfg.recordBytes, cfg.batchBytes, time.Now())
+	if err != nil {
+		return rawWorkload{}, err
+	}
+	alone, ratio, err := codecAlone(codec, batch[61:], time.Second)
+	if err != nil {
+		return rawWorkload{}, err
+	}
+	topic := fmt.Sprintf("raw-to-%s-%d", codec, time.Now().UnixNano())
+	for _, t := range targets {
+		err := withAdmin(t.addr, func(ctx context.Context, adm *kadm.Client) error {
+			resp, err := adm.CreateTopic(ctx, int32(cfg.partitions), 1, map[string]*string{"compression.type": &codec}, topic)
+			if err == nil {
+				err = resp.Err
+			}
+			return err
+		})
+		if err != nil {
+			return rawWorkload{}, fmt.Errorf("creating %s on %s: %w", topic, t.name, err)
+		}
+	}
+	defer deleteRawTopic(targets, topic)
+	workload := fmt.Sprintf("produce acks=1 to compression.type=%s", codec)
+	ms, err := rounds(workload, cfg, func(t *target, cfg rawConfig) (rawResult, error) {
+		return rawProduceBatch(t.addr, topic, 1, cfg, batch, records)
+	})
+	if err != nil {
+		return rawWorkload{}, err
+	}
+	fmt.Printf("reference beside %s: %s alone, compressing the run's records (%.1fx) in this process on one core: %.0f MB/s\n",
+		workload, codec, ratio, alone/1e6)
+	return rawWorkload{name: workload, refFor: "disk", ms: ms}, nil
+}
+
+// codecAlone compresses records with franz-go's compressor for codec, over
+// and over for d, and returns the bytes it compressed per second and the
+// ratio it reached.
+func codecAlone(codec string, records []byte, d time.Duration) (bytesPerSec, ratio float64, err error) {
+	c, _, err := kgoCodec(codec)
+	if err != nil {
+		return 0, 0, err
+	}
+	compressor, err := kgo.DefaultCompressor(c)
+	if err != nil {
+		return 0, 0, err
+	}
+	var buf bytes.Buffer
+	var n, out int
+	start := time.Now()
+	for time.Since(start) < d {
+		buf.Reset()
+		compressed, _ := compressor.Compress(&buf, records)
+		n, out = n+len(records), len(compressed)
+	}
+	return float64(n) / time.Since(start).Seconds(), float64(len(records)) / float64(out), nil
+}
+
+// kgoCodec is franz-go's codec for a codec's name, and its attribute bits.
+func kgoCodec(codec string) (kgo.CompressionCodec, int16, error) {
+	switch codec {
+	case "none":
+		return kgo.NoCompression(), 0, nil
+	case "gzip":
+		return kgo.GzipCompression(), 1, nil
+	case "snappy":
+		return kgo.SnappyCompression(), 2, nil
+	case "lz4":
+		return kgo.Lz4Compression(), 3, nil
+	case "zstd":
+		return kgo.ZstdCompression(), 4, nil
+	}
+	return kgo.CompressionCodec{}, 0, fmt.Errorf("unknown codec %q", codec)
+}
+
 // encodeCompressedBatch builds a v2 batch of records of recordBytes each
 // (half random letters, half a repeated pattern: text-like, about 2x
 // compressible), as many as fit in batchBytes before compression,
 // compressed with codec. raw is the uncompressed size of the batch.
 func encodeCompressedBatch(codec string, recordBytes, batchBytes int, now time.Time) (batch []byte, records, raw int, err error) {
-	var c kgo.CompressionCodec
-	var attr int16
-	switch codec {
-	case "gzip":
-		c, attr = kgo.GzipCompression(), 1
-	case "snappy":
-		c, attr = kgo.SnappyCompression(), 2
-	case "lz4":
-		c, attr = kgo.Lz4Compression(), 3
-	case "zstd":
-		c, attr = kgo.ZstdCompression(), 4
-	default:
-		return nil, 0, 0, fmt.Errorf("unknown codec %q", codec)
+	c, attr, err := kgoCodec(codec)
+	if err != nil {
+		return nil, 0, 0, err
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	var recs []byte
@@ -82,11 +158,14 @@ func encodeCompressedBatch(codec string, recordBytes, batchBytes int, now time.T
 		recs = r.AppendTo(recs)
 		records = n + 1
 	}
-	compressor, err := kgo.DefaultCompressor(c)
-	if err != nil {
-		return nil, 0, 0, err
+	out := recs
+	if attr != 0 {
+		compressor, err := kgo.DefaultCompressor(c)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		out, _ = compressor.Compress(new(bytes.Buffer), recs)
 	}
-	out, _ := compressor.Compress(new(bytes.Buffer), recs)
 	ts := now.UnixMilli()
 	b := kmsg.RecordBatch{
 		Length:          int32(49 + len(out)),

@@ -131,6 +131,7 @@ func main() {
 	flag.IntVar(&o.raw.rounds, "raw-rounds", 1, "raw load: runs of each workload, alternating between kfake and Shale")
 	flag.Float64Var(&o.raw.rateMBps, "raw-rate", 50, "raw load: fixed produce rate (MB/s) of the latency runs, acks=1 and all (0: none)")
 	flag.StringVar(&o.raw.compressed, "raw-compressed", "zstd", "raw load: codec (gzip, snappy, lz4, zstd) of an acks=1 run of compressed batches, which Shale decompresses to validate (\"\": none)")
+	flag.StringVar(&o.raw.recompress, "raw-recompress", "zstd", "raw load: compression.type (gzip, snappy, lz4, zstd) of a topic that an acks=1 run of uncompressed batches goes to, which Shale rewrites with it (\"\": none)")
 	flag.StringVar(&o.raw.profileDir, "profile", "", "save CPU and allocation profiles of the broker during each raw run into this directory")
 	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
 	flag.StringVar(&o.sendfileHost, "sendfile-host", "", "internal: serve the raw fetch's sendfile reference from a file in this directory and print its address")

@@ -29,6 +29,7 @@ type rawOptions struct {
 	rateMBps                    float64 // the fixed-rate latency runs' rate, 0: none
 	profileDir                  string
 	compressed                  string // codec of an extra acks=1 run of compressed batches, "": none
+	recompress                  string // compression.type of an extra acks=1 run of uncompressed batches, "": none
 }
 
 func (r rawOptions) config() rawConfig {
@@ -284,6 +285,13 @@ func runRawSuite(o options, shale, kfake *target) error {
 	}
 	if ro.compressed != "" {
 		w, err := compressedRawWorkload(ro.compressed, targets, cfg, rounds)
+		if err != nil {
+			return err
+		}
+		done = append(done, w)
+	}
+	if ro.recompress != "" {
+		w, err := recompressRawWorkload(ro.recompress, targets, cfg, rounds)
 		if err != nil {
 			return err
 		}
