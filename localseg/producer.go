@@ -298,3 +298,33 @@ func decodeProducerState(data []byte) (producerState, error) {
 	}
 	return s, nil
 }
+
+// Producer is what a log remembers of one producer id: the state it checks
+// that producer's sequences against and keeps in its snapshots.
+type Producer struct {
+	ID    int64
+	Epoch int16
+	// LastSequence is the last sequence of its epoch (-1 when the epoch
+	// wrote no sequenced batch).
+	LastSequence int32
+	// LastTimestamp is the largest max timestamp of its batches.
+	LastTimestamp int64
+	// CoordinatorEpoch and CurrentTxnStartOffset are -1 without
+	// transactions.
+	CoordinatorEpoch      int32
+	CurrentTxnStartOffset int64
+}
+
+// Producers returns the producers the log remembers, by id (Kafka's
+// DescribeProducers answer).
+func (l *Log) Producers() []Producer {
+	l.mu.Lock()
+	out := make([]Producer, 0, len(l.mu.producers.producers))
+	for pid, e := range l.mu.producers.producers {
+		out = append(out, Producer{ID: pid, Epoch: e.epoch, LastSequence: e.lastSeq(), LastTimestamp: e.lastTimestamp,
+			CoordinatorEpoch: e.coordinatorEpoch, CurrentTxnStartOffset: e.currentTxnFirstOffset})
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
