@@ -328,11 +328,16 @@ func TestTopicAdministration(t *testing.T) {
 		configs map[string]*string
 		want    error
 	}{
-		"exists":            {"admin", nil, kerr.TopicAlreadyExists},
-		"invalid name":      {"bad/name", nil, kerr.InvalidTopicException},
-		"unknown cfg":       {"x1", map[string]*string{"no.such.config": &ret}, kerr.InvalidConfig},
-		"bad value":         {"x2", map[string]*string{"retention.ms": &bad}, kerr.InvalidConfig},
-		"compact (not yet)": {"x3", map[string]*string{"cleanup.policy": &compact}, kerr.InvalidConfig},
+		"exists":             {"admin", nil, kerr.TopicAlreadyExists},
+		"invalid name":       {"bad/name", nil, kerr.InvalidTopicException},
+		"unknown cfg":        {"x1", map[string]*string{"no.such.config": &ret}, kerr.InvalidConfig},
+		"bad value":          {"x2", map[string]*string{"retention.ms": &bad}, kerr.InvalidConfig},
+		"compact (not yet)":  {"x3", map[string]*string{"cleanup.policy": &compact}, kerr.InvalidConfig},
+		"bad format version": {"x5", map[string]*string{"message.format.version": kadm.StringPtr("banana")}, kerr.InvalidConfig},
+		// Kafka 3.x configs without effect here, which tools copying a
+		// 3.x cluster's topics (MirrorMaker 2) set: accepted.
+		"kafka 3 configs": {"x6", map[string]*string{"message.format.version": kadm.StringPtr("2.3-IV1"),
+			"message.downconversion.enable": kadm.StringPtr("false")}, nil},
 	} {
 		resp, err := adm.CreateTopic(ctx, 1, 1, tc.configs, tc.topic)
 		if err == nil {

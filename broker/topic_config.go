@@ -96,6 +96,10 @@ var topicConfigDefs = []topicConfigDef{
 		"Maximum time a message remains ineligible for compaction."},
 	{"max.message.bytes", kmsg.ConfigTypeInt, "1048588", "message.max.bytes", intRange(0, math.MaxInt32),
 		"Largest record batch size allowed."},
+	{"message.downconversion.enable", kmsg.ConfigTypeBoolean, "true", "log.message.downconversion.enable", isBool,
+		"Accepted, with no effect, for Kafka 3.x tools that set or copy it (MirrorMaker 2 copies a source topic's configs): Shale serves record batches of the current format only, to every client version it serves, so there is nothing to down-convert. Kafka 4 removed it."},
+	{"message.format.version", kmsg.ConfigTypeString, "3.0-IV1", "log.message.format.version", validateMessageFormatVersion,
+		"Accepted, with no effect, for Kafka 3.x tools that set or copy it (topics of clusters upgraded from Kafka 2 often carry one): Shale stores v2 record batches only, as Kafka 3 does whatever the value. Kafka 4 removed it."},
 	{"message.timestamp.after.max.ms", kmsg.ConfigTypeLong, "3600000", "log.message.timestamp.after.max.ms", intRange(0, maxLong),
 		"Largest allowed amount a CreateTime timestamp may be ahead of the broker's clock."},
 	{"message.timestamp.before.max.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.message.timestamp.before.max.ms", intRange(0, maxLong),
@@ -181,6 +185,22 @@ func storedCodec(compressionType string) (recordbatch.Codec, bool) {
 		return recordbatch.CodecZstd, true
 	}
 	return 0, false
+}
+
+// validateMessageFormatVersion accepts what Kafka 3 accepts for
+// message.format.version: a release, as 0.10.2, 2.8 or 3.0-IV1.
+func validateMessageFormatVersion(s string) error {
+	release, _, _ := strings.Cut(s, "-")
+	parts := strings.Split(release, ".")
+	if len(parts) < 2 || len(parts) > 3 {
+		return fmt.Errorf("%q is not a Kafka release", s)
+	}
+	for _, p := range parts {
+		if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+			return fmt.Errorf("%q is not a Kafka release", s)
+		}
+	}
+	return nil
 }
 
 // validateGzipLevel accepts Kafka's compression.gzip.level: 1 to 9, or -1
