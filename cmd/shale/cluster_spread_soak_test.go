@@ -68,7 +68,10 @@ import (
 //
 // The subtest "tiered" does the same on MinIO, with small segments that
 // leave the disks once uploaded; there every partition is also read from
-// offset 0, from the bucket, at the end.
+// offset 0, from the bucket, at the end. Its topic stores batches with
+// zstd (compression.type), so every batch the producer sends (snappy, as
+// franz-go compresses by default) is rewritten by its leader, through
+// leader changes and the producer's retries to new leaders.
 //
 // SHALE_SPREAD_SOAK_SEED sets the seed (default: the clock's),
 // SHALE_SPREAD_SOAK_ROUNDS the rounds (default 3), and
@@ -130,6 +133,7 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		tieredSetup, storeURL = tieredKillWorkload(srv, "spread-soak").setup, srv.URL("spread-soak", "")
 		configs["local.retention.bytes"] = ptr("65536")
 		configs["file.delete.delay.ms"] = ptr("1")
+		configs["compression.type"] = ptr("zstd")
 	}
 	setup := func(p *brokerProc) {
 		if tieredSetup != nil {
@@ -197,6 +201,16 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	if tiered {
 		c.waitShed()
 		c.waitDescribed(storeURL)
+		// The leaders rewrote the producer's snappy batches with the
+		// topic's zstd (the brokers' counters start again at a restart:
+		// the leaders since the last round have).
+		var rewritten float64
+		for _, p := range procs {
+			rewritten += scrape(t, p.httpAddr)[`shale_produce_recompressed_bytes_total{side="received"}`]
+		}
+		if rewritten == 0 {
+			t.Fatal("no batch was rewritten with the topic's compression.type")
+		}
 	}
 	close(stop)
 	<-produced
