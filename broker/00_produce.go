@@ -659,19 +659,17 @@ func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *k
 // frame's did.
 func recompress(ctx context.Context, b *Broker, batch recordbatch.Batch, cfg *topicConfig, opts recordbatch.ValidateOptions) (recordbatch.Batch, error) {
 	out, charged, err := recordbatch.Recompress(ctx, batch, cfg.compression, cfg.compressionLevel, opts)
-	if opts.Budget != nil {
-		opts.Budget.Release(charged)
-	}
+	opts.Budget.Release(charged)
 	if err != nil {
 		b.metrics.refusedBatches.WithLabelValues(refusalReason(err)).Inc()
 		return nil, err
 	}
-	b.metrics.recompressedBytes.WithLabelValues("received").Add(float64(len(batch)))
-	b.metrics.recompressedBytes.WithLabelValues("stored").Add(float64(len(out)))
 	if len(out) > int(cfg.maxMessageBytes) {
 		return nil, fmt.Errorf("%w: batch of %d bytes once compressed with %s (compression.type) exceeds max.message.bytes %d",
 			errMessageTooLarge, len(out), cfg.compression, cfg.maxMessageBytes)
 	}
+	b.metrics.recompressedBytes.WithLabelValues("received").Add(float64(len(batch)))
+	b.metrics.recompressedBytes.WithLabelValues("stored").Add(float64(len(out)))
 	return out, nil
 }
 

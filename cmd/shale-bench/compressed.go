@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -30,7 +28,7 @@ func compressedRawWorkload(codec string, targets [2]*target, cfg rawConfig,
 	if err != nil {
 		return rawWorkload{}, err
 	}
-	topic, err := createRawTopic(targets, "raw-"+codec, cfg.partitions)
+	topic, err := createRawTopic(targets, "raw-"+codec, cfg.partitions, nil)
 	if err != nil {
 		return rawWorkload{}, err
 	}
@@ -66,18 +64,9 @@ func recompressRawWorkload(codec string, targets [2]*target, cfg rawConfig,
 	if err != nil {
 		return rawWorkload{}, err
 	}
-	topic := fmt.Sprintf("raw-to-%s-%d", codec, time.Now().UnixNano())
-	for _, t := range targets {
-		err := withAdmin(t.addr, func(ctx context.Context, adm *kadm.Client) error {
-			resp, err := adm.CreateTopic(ctx, int32(cfg.partitions), 1, map[string]*string{"compression.type": &codec}, topic)
-			if err == nil {
-				err = resp.Err
-			}
-			return err
-		})
-		if err != nil {
-			return rawWorkload{}, fmt.Errorf("creating %s on %s: %w", topic, t.name, err)
-		}
+	topic, err := createRawTopic(targets, "raw-to-"+codec, cfg.partitions, map[string]*string{"compression.type": &codec})
+	if err != nil {
+		return rawWorkload{}, err
 	}
 	defer deleteRawTopic(targets, topic)
 	workload := fmt.Sprintf("produce acks=1 to compression.type=%s", codec)

@@ -359,8 +359,13 @@ func (d *cutDialer) cut() {
 }
 
 func createTopicNamed(addr, name string, partitions int) error {
+	return createTopicWith(addr, name, partitions, nil)
+}
+
+// createTopicWith creates a topic of one replica with the given configs.
+func createTopicWith(addr, name string, partitions int, configs map[string]*string) error {
 	return withAdmin(addr, func(ctx context.Context, adm *kadm.Client) error {
-		resp, err := adm.CreateTopic(ctx, int32(partitions), 1, nil, name)
+		resp, err := adm.CreateTopic(ctx, int32(partitions), 1, configs, name)
 		if err == nil {
 			err = resp.Err
 		}

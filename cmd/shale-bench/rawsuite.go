@@ -212,7 +212,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 		if err != nil {
 			return err
 		}
-		topic, err := createRawTopic(targets, "raw-acks-"+name, cfg.partitions)
+		topic, err := createRawTopic(targets, "raw-acks-"+name, cfg.partitions, nil)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 	if ro.rateMBps > 0 {
 		for _, name := range []string{"1", "all"} {
 			acks, _, _ := parseAcks(name)
-			topic, err := createRawTopic(targets, "raw-rate-acks-"+name, cfg.partitions)
+			topic, err := createRawTopic(targets, "raw-rate-acks-"+name, cfg.partitions, nil)
 			if err != nil {
 				return err
 			}
@@ -545,10 +545,10 @@ func pageCacheLines(name string, w rawWorkload) []string {
 		name, w.pageCacheRef, cpu-w.pageCacheRef, cpu)}
 }
 
-func createRawTopic(targets [2]*target, prefix string, partitions int) (string, error) {
+func createRawTopic(targets [2]*target, prefix string, partitions int, configs map[string]*string) (string, error) {
 	topic := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
 	for _, t := range targets {
-		if err := createTopicNamed(t.addr, topic, partitions); err != nil {
+		if err := createTopicWith(t.addr, topic, partitions, configs); err != nil {
 			return "", fmt.Errorf("creating %s on %s: %w", topic, t.name, err)
 		}
 	}
