@@ -314,6 +314,7 @@ func (m *replicaManager) apply(view *metaView) {
 				if err := p.log.Close(); err != nil {
 					m.b.log.Debug("closing an offline partition log", "topic", tv.name, "partition", pv.index, "err", err)
 				}
+				keep[p] = true // closed here, not removed: no stray
 				p = nil
 			}
 			if p != nil && m.tiers(tv, &cfg) != (p.tier != nil) {
@@ -328,6 +329,7 @@ func (m *replicaManager) apply(view *metaView) {
 				if err := p.log.Close(); err != nil {
 					m.b.log.Debug("closing a partition log to reopen it", "topic", tv.name, "partition", pv.index, "err", err)
 				}
+				keep[p] = true // closed here, not removed: no stray
 				p = nil
 			}
 			wasLeader := p != nil && p.isLeader()

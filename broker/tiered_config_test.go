@@ -2,22 +2,31 @@ package broker_test
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/objectstore"
 )
 
 // TestRemoteStorageEnableTakesEffectLive: a topic created without remote
 // storage starts uploading as soon as AlterConfigs turns it on (no
-// restart), and every record still reads from offset 0; turning it off
-// again, or a local retention above the total, is INVALID_CONFIG.
+// restart), its log reopened with its tier and not taken for a partition
+// this broker no longer serves, and every record still reads from offset
+// 0; turning it off again without remote.log.delete.on.disable, or a local
+// retention above the total, is INVALID_CONFIG.
 func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	bucket := objectstore.NewMem()
-	b := startTiered(t, bucket)
+	logs := &logCapture{}
+	b := brokertest.StartWithLog(t, slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}), func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	})
 	ctx := testCtx(t)
 	adm := b.Admin()
 	str := func(s string) *string { return &s }
@@ -71,4 +80,8 @@ func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	produce(400, 500)
 
 	requireTieredRecords(ctx, t, b, "later", 0, 500)
+	logs.find(t, "reopening a partition log: remote.storage.enable changed", "topic", "later", "tiered", true)
+	if r := logs.records("partition offline on this broker, its log kept"); len(r) > 0 {
+		t.Fatalf("the reopened log was taken for one this broker no longer serves: %v", r)
+	}
 }
