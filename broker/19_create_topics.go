@@ -120,6 +120,11 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		return err
 	}
 	if restoring {
+		if v, _ := configValue("remote.storage.enable", configs, b.cfg.TopicDefaults); v != "true" {
+			// Its leaders would delete the history it is restored
+			// for, as for a topic whose remote storage was turned off.
+			return fmt.Errorf("%w: a restored topic keeps remote.storage.enable=true: its history is in the object store", errInvalidConfig)
+		}
 		if tv.id, err = b.checkRestore(ctx, t.Topic, restoreID, len(tv.partitions)); err != nil {
 			return err
 		}

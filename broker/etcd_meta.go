@@ -372,6 +372,16 @@ func (m *etcdMeta) markRecovering(ctx context.Context, topic string, index, self
 }
 
 func (m *etcdMeta) markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error {
+	return m.setUnarchived(ctx, topic, index, leader, leaderEpoch, false)
+}
+
+func (m *etcdMeta) markUnarchived(ctx context.Context, topic string, index, leader, leaderEpoch int32) error {
+	return m.setUnarchived(ctx, topic, index, leader, leaderEpoch, true)
+}
+
+// setUnarchived sets a partition's unarchived mark as its leader at
+// leaderEpoch (markArchiving, markUnarchived).
+func (m *etcdMeta) setUnarchived(ctx context.Context, topic string, index, leader, leaderEpoch int32, unarchived bool) error {
 	// A concurrent change of the partition (an ISR change) makes it
 	// read again; a new leader ends it.
 	for attempt := 0; ; attempt++ {
@@ -379,13 +389,13 @@ func (m *etcdMeta) markArchiving(ctx context.Context, topic string, index, leade
 		if err != nil {
 			return metaError(err)
 		}
-		if !cur.Unarchived {
+		if cur.Unarchived == unarchived {
 			return nil
 		}
 		if cur.Leader != leader || cur.LeaderEpoch != leaderEpoch {
 			return fmt.Errorf("%w: %s/%d is at leader %d epoch %d", errMetaConflict, topic, index, cur.Leader, cur.LeaderEpoch)
 		}
-		cur.Unarchived = false
+		cur.Unarchived = unarchived
 		_, _, err = m.store.UpdatePartition(ctx, cur, cur.PartitionEpoch)
 		if err == nil || !errors.Is(err, metadata.ErrConflict) || attempt == 4 {
 			return metaError(err)

@@ -63,6 +63,10 @@ type metaStore interface {
 	// partition still names leader at leaderEpoch (errMetaConflict
 	// otherwise). Clearing a mark already cleared is no error.
 	markArchiving(ctx context.Context, topic string, index, leader, leaderEpoch int32) error
+	// markUnarchived sets the mark again, on the same terms, once the
+	// leader has deleted the partition's remote log (its topic's remote
+	// storage turned off: partitionTier.drain).
+	markUnarchived(ctx context.Context, topic string, index, leader, leaderEpoch int32) error
 	// raiseLeaderEpoch sets the leader epoch of a partition that leader
 	// leads at leaderEpoch above above (a conflict when it does not).
 	raiseLeaderEpoch(ctx context.Context, topic string, index, leader, leaderEpoch, above int32) error

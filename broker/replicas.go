@@ -317,10 +317,12 @@ func (m *replicaManager) apply(view *metaView) {
 				keep[p] = true // closed here, not removed: no stray
 				p = nil
 			}
-			if p != nil && m.tiers(tv, &cfg) != (p.tier != nil) {
-				// remote.storage.enable changed: the log reopens with
-				// (or without) its tier, as an offline one does.
-				m.b.log.Info("reopening a partition log: remote.storage.enable changed", "topic", tv.name, "partition", pv.index, "tiered", cfg.remoteStorage)
+			if p != nil && m.tiers(tv, pv, &cfg) != (p.tier != nil) {
+				// remote.storage.enable changed (or, turned off, the
+				// partition's remote log is deleted: drain): the log
+				// reopens with (or without) its tier, as an offline
+				// one does.
+				m.b.log.Info("reopening a partition log: remote.storage.enable changed", "topic", tv.name, "partition", pv.index, "tiered", p.tier == nil)
 				wasLeader := p.isLeader()
 				p.close()
 				if wasLeader && m.onLeader != nil {
@@ -369,6 +371,10 @@ func (m *replicaManager) apply(view *metaView) {
 			c := cfg
 			p.cfg.Store(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
+			if p.tier != nil {
+				p.log.SetUploadsStopped(cfg.uploadsStopped())
+				p.tier.poke() // uploads may go on again
+			}
 			oldLeader, oldEpoch := p.leaderState()
 			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
 			if _, recovering := pv.recovering.End(m.nodeID); p.logLost || recovering {
@@ -616,7 +622,7 @@ func (m *replicaManager) startOpenLocked(tv topicView, pv partitionView, cfg *to
 		fresh:   errors.Is(err, fs.ErrNotExist) && pv.unarchived,
 		created: errors.Is(err, fs.ErrNotExist)}
 	po.lost = lostAtOpen(dir, po.created, pv, m.nodeID, selfSince)
-	po.tiered = m.tiers(tv, &po.cfg)
+	po.tiered = m.tiers(tv, pv, &po.cfg)
 	po.internal = tv.internal || isInternalTopic(tv.name)
 	m.opening[dir] = po
 	if m.openQueue.push(po) {
@@ -681,6 +687,7 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 	if tier != nil {
 		// Nothing is known to be uploaded until the manifest is read.
 		log.SetUploadedEnd(0)
+		log.SetUploadsStopped(cfg.uploadsStopped())
 	}
 	p := newPartition(po.topic, po.id, po.index, m.nodeID, log, cfg)
 	p.internal = po.internal
@@ -917,8 +924,13 @@ func (m *replicaManager) openingTopic(topic string) (bool, <-chan struct{}) {
 }
 
 // tiers says whether a partition of tv with cfg is tiered on this broker.
-func (m *replicaManager) tiers(tv topicView, cfg *topicConfig) bool {
-	return m.b.tier != nil && cfg.remoteStorage && !tv.internal && !isInternalTopic(tv.name)
+//
+// A partition of a topic whose remote storage was turned off keeps its
+// tier while its records may still be in the object store (it is not
+// unarchived): its leader deletes its remote log (partitionTier.drain),
+// then marks it unarchived, and the log reopens without the tier.
+func (m *replicaManager) tiers(tv topicView, pv partitionView, cfg *topicConfig) bool {
+	return m.b.tier != nil && (cfg.remoteStorage || !pv.unarchived) && !tv.internal && !isInternalTopic(tv.name)
 }
 
 // scanStrays looks at the partition directories the broker does not host

@@ -115,6 +115,12 @@ func TestARestoredTopicContinuesWhereItsBucketEnds(t *testing.T) {
 	if _, err := restoreTopic(t, nb, topic, created.ID, 2, nil); !errors.Is(err, kerr.InvalidPartitions) {
 		t.Fatalf("restore with 2 partitions of a 1-partition topic: %v", err)
 	}
+	// Its leader would delete the history, as for a topic whose remote
+	// storage was turned off.
+	off := "false"
+	if _, err := restoreTopic(t, nb, topic, created.ID, 1, map[string]*string{"remote.storage.enable": &off}); !errors.Is(err, kerr.InvalidConfig) {
+		t.Fatalf("restore with remote.storage.enable=false: %v", err)
+	}
 	hold := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(hold) }) }

@@ -627,7 +627,19 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		}
 	}
 	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
-	if p.state.Load().unarchived && !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
+	if !p.cfg.Load().remoteStorage {
+		// Remote storage was turned off on the topic: the remote log
+		// goes (unless it went already, and the log is about to reopen
+		// without its tier), and the term archives only if it is
+		// turned on again meanwhile.
+		if p.state.Load().unarchived {
+			return
+		}
+		t.svc.metadataObjects(ctx, p)
+		if !t.drain(ctx, p, epoch, log, until) {
+			return
+		}
+	} else if p.state.Load().unarchived && !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
 		return t.svc.b.meta.markArchiving(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
 	}) {
 		return
@@ -663,11 +675,16 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	backoff = 0
 	t.durableWait.Store(0)
 	hooks := tiering.RunHooks{
-		Limit: func() int64 { return t.uploadLimit(p) },
-		Wake:  t.wake,
-		Idle:  t.svc.cfg.UploadInterval,
+		Limit: func() int64 {
+			if p.cfg.Load().uploadsStopped() {
+				return -1 // remote.log.copy.disable: nothing more goes
+			}
+			return t.uploadLimit(p)
+		},
+		Wake: t.wake,
+		Idle: t.svc.cfg.UploadInterval,
 		Tick: func() bool {
-			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch {
+			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch || !p.cfg.Load().remoteStorage {
 				return false
 			}
 			if now := time.Now(); now.Sub(lastRetention) >= t.svc.b.cfg.LogRetentionCheckInterval && retaining.CompareAndSwap(false, true) {
@@ -688,11 +705,26 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return true
 		},
 	}
-	for ctx.Err() == nil && hooks.Tick() {
+	for ctx.Err() == nil {
+		if !hooks.Tick() {
+			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch || p.cfg.Load().remoteStorage || ctx.Err() != nil {
+				return // the term ended
+			}
+			// Remote storage was turned off: the uploads in flight
+			// have ended (Run waits for the commit in flight), and so
+			// does the retention pass under way; the remote log goes,
+			// and the term archives again only if it is turned on again
+			// meanwhile.
+			retention.Wait()
+			if !t.drain(ctx, p, epoch, log, until) {
+				return
+			}
+			continue
+		}
 		err := arch.Run(ctx, epoch, hooks)
 		switch {
 		case err == nil:
-			return
+			continue // Tick ended it: the term, or remote storage, ended
 		case errors.Is(err, tiering.ErrFenced):
 			t.fenced(ctx, p, epoch, log)
 			return
@@ -700,6 +732,102 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return
 		}
 	}
+}
+
+// drain deletes the partition's remote log in a term that leads it after
+// its topic's remote storage was turned off (remote.storage.enable=false
+// with remote.log.delete.on.disable=true, KIP-950), then marks the
+// partition unarchived, upon which its replicas reopen their logs
+// without a tier. It returns true when remote storage was turned on
+// again meanwhile: the term goes on to archive.
+//
+// The manifest goes first: committed with its log start at its end, so
+// that from then on no offset is read from the bucket (the log starts at
+// the local log's start); remote retention then drops its entries and
+// deletes their objects, pass after pass, as it does expired ones. What
+// no manifest names (objects of failed uploads, late writes of older
+// leaders) goes by orphan sweeps: one at once, and one once the orphan
+// grace has passed since the manifest was emptied, so that every upload
+// begun before has ended (the sweeps delete what is older than the grace,
+// as the leaders' sweeps do: a newer leader's uploads are younger). The
+// manifest itself stays, empty: it fences the late commits of older
+// leaders, and is where the history starts should remote storage be
+// turned on again. Every step is resumable: a new term begins the drain
+// again, and steps already done are quick.
+func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, log *slog.Logger, until func(string, func(context.Context) error) bool) bool {
+	resumed := func() bool { return p.cfg.Load().remoteStorage }
+	resume := func() bool {
+		log.Info("remote storage was turned on again: the partition's remote log is kept from its end on, and uploads go on")
+		return until("recording that the partition's records go to the object store", func(sctx context.Context) error {
+			return t.svc.b.meta.markArchiving(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
+		})
+	}
+	began := time.Now()
+	log.Info("remote storage was turned off: deleting the partition's remote log", "segments", t.manifest().SegmentCount(), "bytes", t.manifest().Bytes())
+	if !until("moving the remote log start to its end", func(sctx context.Context) error {
+		return t.setLogStart(sctx, epoch, math.MaxInt64)
+	}) {
+		return false
+	}
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		if resumed() {
+			return resume()
+		}
+		if m := t.manifest(); m.SegmentCount() == 0 && len(m.Spills) == 0 {
+			break
+		}
+		t.applyRetention(ctx, p, epoch, time.Now())
+		if m := t.manifest(); m.SegmentCount() == 0 && len(m.Spills) == 0 {
+			break
+		}
+		if _, e := p.leaderState(); e != epoch || !sleepCtx(ctx, backoff) {
+			return false // retention failed and logged why; a new term goes on
+		}
+	}
+	sweep := func(sctx context.Context) error {
+		m, err := t.store.Load(sctx)
+		if err != nil {
+			return err
+		}
+		if m.LeaderEpoch > epoch {
+			return fmt.Errorf("%w: a newer leader's manifest, of epoch %d", tiering.ErrFenced, m.LeaderEpoch)
+		}
+		n, err := tiering.CleanOrphans(sctx, t.svc.bucket, t.svc.layout, t.part, m, t.svc.reader, time.Now(), t.svc.cfg.OrphanGrace, t.svc.metrics)
+		if n > 0 {
+			log.Info("deleted objects of the remote log no manifest named", "count", n)
+		}
+		return err
+	}
+	if !until("deleting the remote log's unnamed objects", sweep) {
+		return false
+	}
+	for wait := time.Until(began.Add(t.svc.cfg.OrphanGrace)); wait > 0; wait = time.Until(began.Add(t.svc.cfg.OrphanGrace)) {
+		if resumed() {
+			return resume()
+		}
+		if !sleepCtx(ctx, min(wait, time.Second)) {
+			return false
+		}
+	}
+	if !until("deleting the remote log's unnamed objects", sweep) || !until("deleting the sweep note", func(sctx context.Context) error {
+		err := t.svc.bucket.Delete(sctx, t.svc.layout.SweepNoteKey(t.part))
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return nil
+		}
+		return err
+	}) {
+		return false
+	}
+	if resumed() {
+		return resume()
+	}
+	if !until("recording that the partition's records are out of the object store", func(sctx context.Context) error {
+		return t.svc.b.meta.markUnarchived(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
+	}) {
+		return false
+	}
+	log.Info("deleted the partition's remote log; its log reopens without tiered storage", "took", time.Since(began).Round(time.Second))
+	return false
 }
 
 // fenced handles a manifest commit of the term of epoch refused for a
@@ -760,6 +888,17 @@ func (t *partitionTier) uploadLimit(p *partition) int64 {
 func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch int32, now time.Time) {
 	cfg := p.cfg.Load()
 	pol := tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}
+	if m := t.manifest(); cfg.uploadsStopped() && p.log.LogStartOffset() > m.End() && m.LogStartOffset < m.End() {
+		// Local retention deleted segments the bucket never got (their
+		// uploads are stopped): the remote log, older still, no longer
+		// continues into the local one. The log starts past it, as
+		// Kafka's does once it deletes local segments with copying
+		// disabled, and it is deleted below.
+		if err := t.setLogStart(ctx, epoch, p.log.LogStartOffset()); err != nil {
+			t.svc.b.log.Warn("moving the remote log start past a remote log the local one no longer continues", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
+			return
+		}
+	}
 	// A pass drops a bounded batch of segments; passes go on while one
 	// dropped some, each under a deadline of its own.
 	for ctx.Err() == nil {
@@ -818,6 +957,9 @@ func (t *partitionTier) lag(p *partition) uploadLag {
 	end := m.End()
 	limit := p.lastStableOffset()
 	l := uploadLag{remoteBytes: m.Bytes()}
+	if p.cfg.Load().uploadsStopped() {
+		return l // not waiting: nothing more is uploaded
+	}
 	for _, s := range p.log.Segments() {
 		if !s.Active && s.NextOffset > end && s.Size > 0 {
 			l.bytes += s.Size
@@ -965,12 +1107,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // logStartOffset is the first offset consumers may read: the remote log's
 // start when the partition is tiered and the remote log reaches below the
-// local one.
+// local one, and continues into it (it does not once local retention
+// deleted segments never uploaded, remote.log.copy.disable: the remote
+// log is then deleted, partitionTier.applyRetention).
 func (p *partition) logStartOffset() int64 {
 	local := p.log.LogStartOffset()
 	if p.tier != nil {
 		// The bucket holds readable records below the local log.
-		if m := p.tier.manifest(); m.Start() >= 0 && m.Start() < m.End() && m.Start() < local {
+		if m := p.tier.manifest(); m.Start() >= 0 && m.Start() < m.End() && m.Start() < local && m.End() >= local {
 			return m.Start()
 		}
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -120,8 +121,12 @@ var topicConfigDefs = []topicConfigDef{
 		"Size the local part of a tiered partition may grow to before its uploaded segments are deleted locally (-2: retention.bytes)."},
 	{"local.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.local.retention.ms", intRange(-2, maxLong),
 		"How long a tiered partition keeps uploaded segments on local disk (-2: retention.ms). Shale's default keeps one day hot: local disk serves the recent past with sendfile, the bucket holds the rest."},
+	{"remote.log.copy.disable", kmsg.ConfigTypeBoolean, "false", "", isBool,
+		"Stop uploading a tiered topic's segments (KIP-950): what the object store holds stays readable and expires by retention.ms/bytes, and local segments are kept and deleted by retention.ms/bytes too (local.retention.* no longer applies)."},
+	{"remote.log.delete.on.disable", kmsg.ConfigTypeBoolean, "false", "", isBool,
+		"Set with remote.storage.enable=false to turn tiered storage off on a topic that has it (KIP-950): the topic's objects in the object store are deleted, and its log starts at the local log's start."},
 	{"remote.storage.enable", kmsg.ConfigTypeBoolean, "true", "remote.log.storage.system.enable", isBool,
-		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one)."},
+		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one). Turning it off on a topic that has it needs remote.log.delete.on.disable=true, and deletes the topic's objects."},
 	{"retention.bytes", kmsg.ConfigTypeLong, "-1", "log.retention.bytes", intRange(-1, maxLong),
 		"Largest size a partition may grow to before old segments are deleted (-1: no limit)."},
 	{"retention.ms", kmsg.ConfigTypeLong, "604800000", "log.retention.ms", intRange(-1, maxLong),
@@ -245,6 +250,7 @@ type topicConfig struct {
 	// retention (local resolved: -2 taken as the total, and never more
 	// than it).
 	remoteStorage       bool
+	remoteCopyDisabled  bool // remote.log.copy.disable
 	retentionMs         int64
 	retentionBytes      int64
 	localRetentionMs    int64
@@ -252,33 +258,49 @@ type topicConfig struct {
 }
 
 // logConfig is the local log's configuration: a tiered log keeps the
-// local retention (the total applies to the remote log).
+// local retention (the total applies to the remote log), unless its
+// uploads are stopped (uploadsStopped): then nothing more reaches the
+// object store, and the local log keeps the total, as Kafka's does.
 func (c *topicConfig) logConfig(tiered bool) localseg.Config {
 	l := c.log
-	if tiered {
+	if tiered && !c.uploadsStopped() {
 		l.RetentionMs, l.RetentionBytes = c.localRetentionMs, c.localRetentionBytes
 	}
 	return l
 }
 
-// checkTopicConfigs checks what single values cannot: a tiered topic's
-// local.retention.ms/bytes, when set on the topic, within its
-// retention.ms/bytes, as Kafka checks (-2 means "the total"; -1 is refused
-// under a bounded total); and remote.storage.enable never turned off on a
-// topic that has it (its history is in the object store). cur is nil for a
-// new topic. A local retention the topic inherits (Shale's default, or the
-// broker's) is capped at the total instead: it is not the topic's choice.
+// uploadsStopped reports whether a tiered partition of the topic uploads
+// nothing more: remote.log.copy.disable is set, or remote storage is being
+// turned off (its remote log is being deleted, see partitionTier.drain).
+func (c *topicConfig) uploadsStopped() bool {
+	return c.remoteCopyDisabled || !c.remoteStorage
+}
+
+// checkTopicConfigs checks what single values cannot, as Kafka checks
+// them: a tiered topic's local.retention.ms/bytes, when set on the topic,
+// within its retention.ms/bytes (-2 means "the total"; -1 is refused under
+// a bounded total), and equal to it (or -2) while remote.log.copy.disable
+// is set; and remote.storage.enable turned off on a topic that has it only
+// with remote.log.delete.on.disable=true (KIP-950: its remote log is then
+// deleted). cur is nil for a new topic. A local retention the topic
+// inherits (Shale's default, or the broker's) is capped at the total
+// instead, or ignored while uploads are stopped: it is not the topic's
+// choice.
 func checkTopicConfigs(cur, next, broker map[string]string) error {
 	if cur != nil {
 		was, _ := configValue("remote.storage.enable", cur, broker)
 		now, _ := configValue("remote.storage.enable", next, broker)
-		if was == "true" && now != "true" {
-			return fmt.Errorf("remote.storage.enable cannot be turned off on a topic that has it: its history is in the object store")
+		del, _ := configValue("remote.log.delete.on.disable", next, broker)
+		if was == "true" && now != "true" && del != "true" {
+			return errors.New("It is invalid to disable remote storage without deleting remote data. " +
+				"If you want to keep the remote data and turn to read only, please set `remote.storage.enable=true,remote.log.copy.disable=true`. " +
+				"If you want to disable remote storage and delete all remote data, please set `remote.storage.enable=false,remote.log.delete.on.disable=true`.")
 		}
 	}
 	if v, _ := configValue("remote.storage.enable", next, broker); v != "true" {
 		return nil
 	}
+	copyDisabled, _ := configValue("remote.log.copy.disable", next, broker)
 	for _, pair := range [][2]string{{"local.retention.ms", "retention.ms"}, {"local.retention.bytes", "retention.bytes"}} {
 		lv, src := configValue(pair[0], next, broker)
 		if src != kmsg.ConfigSourceDynamicTopicConfig {
@@ -287,10 +309,13 @@ func checkTopicConfigs(cur, next, broker map[string]string) error {
 		tv, _ := configValue(pair[1], next, broker)
 		local, err1 := strconv.ParseInt(lv, 10, 64)
 		total, err2 := strconv.ParseInt(tv, 10, 64)
-		if err1 != nil || err2 != nil || total == -1 || local == -2 {
+		if err1 != nil || err2 != nil || local == -2 {
 			continue // single-value validation reports bad numbers
 		}
-		if local == -1 || local > total {
+		if copyDisabled == "true" && local != total {
+			return fmt.Errorf("When `remote.log.copy.disable` is set to true, the `%s` and `%s` must be set to the identical value because there will be no more logs copied to the remote storage.", pair[0], pair[1])
+		}
+		if total != -1 && (local == -1 || local > total) {
 			return fmt.Errorf("%s %d exceeds %s %d: local retention is part of the total", pair[0], local, pair[1], total)
 		}
 	}
@@ -353,6 +378,7 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 		minInsyncReplicas:  int32(i64("min.insync.replicas")),
 		uncleanLeaderElect: get("unclean.leader.election.enable") == "true",
 		remoteStorage:      get("remote.storage.enable") == "true",
+		remoteCopyDisabled: get("remote.log.copy.disable") == "true",
 	}
 	c.compression, c.recompress = storedCodec(get("compression.type"))
 	switch c.compression {

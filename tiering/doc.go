@@ -103,6 +103,12 @@
 //	        companion size i64 | max timestamp i64 | upload epoch i32 |
 //	        id [16] | epoch count u16 | epoch count × (epoch i32 | start i64)
 //
+// A partition whose topic's remote storage was turned off (topic configs
+// remote.storage.enable=false and remote.log.delete.on.disable=true, as
+// Kafka's KIP-950 names them) keeps its manifest, empty, its log start at the end the remote log had:
+// the manifest is committed so first, then the objects go. Should remote
+// storage be turned on again, the history starts there.
+//
 // The manifest lists the partition's remote segments, ascending by next
 // offset; segments may overlap (a new leader's segment boundaries differ
 // from the old leader's: the later entry covers from the earlier's next

@@ -1,0 +1,190 @@
+package broker_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/metadata"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/tiering"
+)
+
+// alterTopicConfigs applies configs to topic in one
+// IncrementalAlterConfigs (a nil value deletes the config, back to its
+// default), and returns the error the broker answered and its message.
+func alterTopicConfigs(t *testing.T, adm *kadm.Client, topic string, configs map[string]*string) (string, error) {
+	t.Helper()
+	var ops []kadm.AlterConfig
+	for name, v := range configs {
+		op := kadm.AlterConfig{Op: kadm.SetConfig, Name: name, Value: v}
+		if v == nil {
+			op.Op = kadm.DeleteConfig
+		}
+		ops = append(ops, op)
+	}
+	rs, err := adm.AlterTopicConfigs(testCtx(t), ops, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs[0].ErrMessage, rs[0].Err
+}
+
+// TestRemoteLogCopyDisable (KIP-950): with remote.log.copy.disable a tiered
+// topic uploads nothing more, and what the bucket holds stays readable;
+// its local log keeps the total retention and, once that deletes segments
+// the bucket never got, the log starts past the remote log, which is
+// deleted. Turning copying on again uploads from there. A local retention
+// set on the topic other than the total is refused with copying disabled,
+// as Kafka refuses it.
+func TestRemoteLogCopyDisable(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	ctx := testCtx(t)
+	adm := b.Admin()
+	str := func(s string) *string { return &s }
+	const topic = "readonly"
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("1"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := tieredProducer(b, topic)
+	produceTieredValues(t, cl, 0, 400, 50)
+	waitFor(t, "uploads", 30*time.Second, func() bool { return remoteManifest(t, bucket, adm, topic).End() > 250 })
+
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.copy.disable": str("true")}); !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, "local.retention.bytes") {
+		t.Fatalf("copy disabled beside local.retention.bytes=1: %v (%s), want INVALID_CONFIG naming local.retention.bytes", err, msg)
+	}
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.copy.disable": str("true"), "local.retention.bytes": nil}); err != nil {
+		t.Fatalf("disabling copy: %v (%s)", err, msg)
+	}
+	// What was uploading when copying stopped commits; nothing after.
+	time.Sleep(300 * time.Millisecond)
+	end := remoteManifest(t, bucket, adm, topic).End()
+	objects := len(listBucket(t, bucket, ".log"))
+	produceTieredValues(t, cl, 400, 800, 50)
+	time.Sleep(500 * time.Millisecond) // ten upload intervals, five retention checks
+	if m := remoteManifest(t, bucket, adm, topic); m.End() != end || len(listBucket(t, bucket, ".log")) != objects {
+		t.Fatalf("with copying disabled the manifest moved from end %d to %d, segment objects from %d to %d", end, m.End(), objects, len(listBucket(t, bucket, ".log")))
+	}
+	if n := localSegments(t, b, topic); n < 5 {
+		t.Fatalf("%d local segments: the local log should keep what is not uploaded", n)
+	}
+	requireTieredRecords(ctx, t, b, topic, 0, 800)
+
+	// The total retention deletes local segments the bucket lacks: the
+	// remote log, older, goes too.
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"retention.bytes": str("120000")}); err != nil {
+		t.Fatalf("retention.bytes: %v (%s)", err, msg)
+	}
+	var start int64
+	waitFor(t, "the remote log to go once local retention passed it", 30*time.Second, func() bool {
+		m := remoteManifest(t, bucket, adm, topic)
+		start = listOffset(t, cl, topic, -2)
+		return m.SegmentCount() == 0 && len(listBucket(t, bucket, ".log")) == 0 && start > end && start == listOffset(t, cl, topic, -4)
+	})
+	requireTieredRecords(ctx, t, b, topic, int(start), 800-int(start))
+
+	// Copying on again: uploads go on from where the local log is.
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.copy.disable": nil, "retention.bytes": nil}); err != nil {
+		t.Fatalf("enabling copy: %v (%s)", err, msg)
+	}
+	produceTieredValues(t, cl, 800, 1000, 50)
+	waitFor(t, "uploads to go on", 30*time.Second, func() bool { return remoteManifest(t, bucket, adm, topic).End() > 800 })
+	if got := listOffset(t, cl, topic, -2); got != start {
+		t.Fatalf("log start %d after copying resumed, want %d", got, start)
+	}
+	requireTieredRecords(ctx, t, b, topic, int(start), 1000-int(start))
+}
+
+// TestRemoteStorageDisableDeletesTheRemoteLog (KIP-950): turning
+// remote.storage.enable off is refused unless remote.log.delete.on.disable
+// is set with it, as Kafka refuses it. With it, the leader empties the
+// manifest and deletes every object of the partition (an orphan no
+// manifest named too, once the orphan grace passed), marks the partition
+// unarchived, and every replica goes on without tiered storage: the log
+// starts at the local log's start, produce and fetch go on. Turned on
+// again, the topic uploads from there.
+func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
+	bucket := objectstore.NewMem()
+	c := startSweepingCluster(t, bucket)
+	ctx := testCtx(t)
+	str := func(s string) *string { return &s }
+	const topic = "untiered"
+	adm := produceTieredPast600(t, c, bucket, topic, 3)
+	waitReplicated(t, c, topic, 1000)
+	store := metadata.NewStore(c.Etcd().Client(), "")
+	waitArchiving(t, c.Etcd().Client(), topic)
+
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("false")}); !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, "remote.log.delete.on.disable=true") {
+		t.Fatalf("turning remote storage off alone: %v (%s), want INVALID_CONFIG naming remote.log.delete.on.disable", err, msg)
+	}
+
+	// An object no manifest names, as a failed upload leaves: young, so
+	// only the drain's second sweep, past the grace, may delete it.
+	tds, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
+	var id [16]byte
+	rand.Read(id[:])
+	orphan := tiering.Layout{}.SegmentKey(part, 2000, id)
+	if _, err := bucket.Put(ctx, orphan, bytes.NewReader([]byte("failed upload")), 13, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	end := remoteManifest(t, bucket, adm, topic).End()
+
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("false"), "remote.log.delete.on.disable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage off: %v (%s)", err, msg)
+	}
+	prefix := tiering.Layout{}.PartitionPrefix(part)
+	brokertest.WaitFor(t, 30*time.Second, "the remote log deleted and the partition unarchived", func() (bool, string) {
+		var left []string
+		for _, k := range listBucket(t, bucket, "") {
+			if strings.HasPrefix(k, prefix) && k != prefix+"manifest" {
+				left = append(left, k)
+			}
+		}
+		p, err := store.Partition(ctx, topic, 0)
+		m := remoteManifest(t, bucket, adm, topic)
+		return len(left) == 0 && err == nil && p.Unarchived && m.SegmentCount() == 0 && len(m.Spills) == 0,
+			fmt.Sprintf("objects left %v, unarchived %v (%v), manifest of %d segments from %d", left, p.Unarchived, err, m.SegmentCount(), m.LogStartOffset)
+	})
+	if m := remoteManifest(t, bucket, adm, topic); m.LogStartOffset != end {
+		t.Fatalf("the emptied manifest's log start is %d, want its old end %d", m.LogStartOffset, end)
+	}
+
+	cl := tieredProducer(c, topic)
+	start := listOffset(t, cl, topic, -2)
+	if start < end || start != listOffset(t, cl, topic, -4) {
+		t.Fatalf("log start %d (local %d): want the local log's start, at or past the old remote end %d", start, listOffset(t, cl, topic, -4), end)
+	}
+	produceTieredValues(t, cl, 1000, 1100, 50)
+	requireTieredRecords(ctx, t, c, topic, int(start), 1100-int(start))
+	time.Sleep(300 * time.Millisecond)
+	if n := len(listBucket(t, bucket, ".log")); n != 0 {
+		t.Fatalf("%d segment objects in the bucket with remote storage off", n)
+	}
+
+	// On again: the partition is archived again, and uploads go on from
+	// the local log.
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage on again: %v (%s)", err, msg)
+	}
+	produceTieredValues(t, cl, 1100, 1400, 50)
+	waitFor(t, "uploads after remote storage is on again", 30*time.Second, func() bool {
+		return remoteManifest(t, bucket, adm, topic).End() > 1100
+	})
+	waitArchiving(t, c.Etcd().Client(), topic)
+	requireTieredRecords(ctx, t, c, topic, int(start), 1400-int(start))
+}
