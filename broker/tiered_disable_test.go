@@ -15,6 +15,7 @@ import (
 	"github.com/shale-log/shale/broker/brokertest"
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/objectstore/faulty"
 	"github.com/shale-log/shale/tiering"
 )
 
@@ -187,4 +188,68 @@ func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
 	})
 	waitArchiving(t, c.Etcd().Client(), topic)
 	requireTieredRecords(ctx, t, c, topic, int(start), 1400-int(start))
+}
+
+// TestTurningRemoteStorageOffFinishesUnderANewLeader: the leader empties
+// the manifest but the store refuses every delete, so the partition's
+// objects stay and it is not marked unarchived; the leader stops, and the
+// next one, its term a drain too, deletes what no manifest names and
+// finishes. Meanwhile every record from the local log's start reads back
+// and produce goes on.
+func TestTurningRemoteStorageOffFinishesUnderANewLeader(t *testing.T) {
+	bucket := faulty.New(objectstore.NewMem())
+	c := startSweepingCluster(t, bucket)
+	ctx := testCtx(t)
+	str := func(s string) *string { return &s }
+	const topic = "halfway"
+	adm := produceTieredPast600(t, c, bucket, topic, 3)
+	waitReplicated(t, c, topic, 1000)
+	store := metadata.NewStore(c.Etcd().Client(), "")
+	waitArchiving(t, c.Etcd().Client(), topic)
+	tds, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := tiering.Layout{}.PartitionPrefix(tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0})
+	left := func() []string {
+		var out []string
+		for _, k := range listBucket(t, bucket, "") {
+			if strings.HasPrefix(k, prefix) && k != prefix+"manifest" {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+
+	noDeletes := bucket.Add(faulty.Rule{Op: faulty.Delete, Fail: true})
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("false"), "remote.log.delete.on.disable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage off: %v (%s)", err, msg)
+	}
+	brokertest.WaitFor(t, 30*time.Second, "the manifest emptied and deletes refused", func() (bool, string) {
+		m := remoteManifest(t, bucket, adm, topic)
+		return m.SegmentCount() == 0 && noDeletes.Fired() > 0, fmt.Sprintf("manifest of %d segments, deletes refused %d", m.SegmentCount(), noDeletes.Fired())
+	})
+	time.Sleep(time.Second) // past the orphan grace: the drain waits on, its sweeps failing
+	if p, err := store.Partition(ctx, topic, 0); err != nil || p.Unarchived || len(left()) == 0 {
+		t.Fatalf("with deletes refused: unarchived %v (%v), objects left %d", p.Unarchived, err, len(left()))
+	}
+	cl := tieredProducer(c, topic)
+	start := listOffset(t, cl, topic, -2)
+	if start != listOffset(t, cl, topic, -4) {
+		t.Fatalf("log start %d, local %d: with the manifest emptied the log starts at the local log", start, listOffset(t, cl, topic, -4))
+	}
+	produceTieredValues(t, cl, 1000, 1050, 50)
+	requireTieredRecords(ctx, t, c, topic, int(start), 1050-int(start))
+
+	leader, epoch, _ := storedState(t, c, topic)
+	noDeletes.Remove()
+	c.Stop(leader)
+	brokertest.WaitFor(t, 30*time.Second, "the next leader finishing the deletion", func() (bool, string) {
+		p, err := store.Partition(ctx, topic, 0)
+		return err == nil && p.Unarchived && p.LeaderEpoch > epoch && len(left()) == 0,
+			fmt.Sprintf("leader %d epoch %d unarchived %v (%v), objects left %v", p.Leader, p.LeaderEpoch, p.Unarchived, err, left())
+	})
+	c.Start(leader)
+	produceTieredValues(t, cl, 1050, 1100, 50)
+	requireTieredRecords(ctx, t, c, topic, int(start), 1100-int(start))
 }
