@@ -39,6 +39,9 @@ type Snapshot struct {
 	// cluster-wide default under DefaultBrokerConfigs. Readers must not
 	// modify the maps.
 	BrokerConfigs map[int32]map[string]string
+	// ClientQuotas are the client quotas by entity (Kafka's quota names
+	// to their values). Readers must not modify the maps.
+	ClientQuotas map[QuotaEntity]map[string]float64
 }
 
 // Cache keeps a Snapshot current by watching the store's keys. Snapshot is
@@ -150,6 +153,8 @@ type state struct {
 	// brokerConfigs are the dynamic broker configs by id
 	// (DefaultBrokerConfigs: the cluster-wide default).
 	brokerConfigs map[int32]map[string]string
+	// clientQuotas are the client quotas by entity.
+	clientQuotas map[QuotaEntity]map[string]float64
 }
 
 type candidate struct {
@@ -176,6 +181,7 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 
 		shuttingDown:  map[int32]bool{},
 		brokerConfigs: map[int32]map[string]string{},
+		clientQuotas:  map[QuotaEntity]map[string]float64{},
 	}
 	for _, kv := range resp.Kvs {
 		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
@@ -250,6 +256,8 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 		st.clusterID = string(val)
 	case strings.HasPrefix(rest, "broker-configs/"):
 		st.putBrokerConfigs(log, key, strings.TrimPrefix(rest, "broker-configs/"), val)
+	case strings.HasPrefix(rest, "client-quotas/"):
+		st.putClientQuotas(log, key, strings.TrimPrefix(rest, "client-quotas/"), val)
 	case strings.HasPrefix(rest, "brokers/"):
 		var b Broker
 		if err := json.Unmarshal(val, &b); err != nil {
@@ -345,6 +353,8 @@ func (st *state) del(key string) {
 	switch {
 	case strings.HasPrefix(rest, "broker-configs/"):
 		st.delBrokerConfigs(rest)
+	case strings.HasPrefix(rest, "client-quotas/"):
+		st.delClientQuotas(strings.TrimPrefix(rest, "client-quotas/"))
 	case strings.HasPrefix(rest, "brokers/"):
 		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
 		if err == nil {
@@ -381,9 +391,13 @@ func (st *state) snapshot() *Snapshot {
 
 		DeletedTopics: make(map[UUID]DeletedTopic, len(st.deleted)),
 		BrokerConfigs: make(map[int32]map[string]string, len(st.brokerConfigs)),
+		ClientQuotas:  make(map[QuotaEntity]map[string]float64, len(st.clientQuotas)),
 	}
 	for id, m := range st.brokerConfigs {
 		s.BrokerConfigs[id] = m // replaced, never changed, by put
+	}
+	for e, m := range st.clientQuotas {
+		s.ClientQuotas[e] = m // replaced, never changed, by put
 	}
 	for id, d := range st.deleted {
 		s.DeletedTopics[id] = d

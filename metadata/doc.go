@@ -13,6 +13,7 @@
 //	<prefix>brokers/<id>                   Broker, attached to the broker's lease (gone when it dies)
 //	<prefix>broker-configs/<id>            a broker's dynamic configs, a JSON object of name to value (kafka-configs --entity-type brokers); {} (no configs) once emptied: kept once written
 //	<prefix>broker-configs/default         the cluster-wide default dynamic broker configs (--entity-default)
+//	<prefix>client-quotas/<entity>         a client quota entity's quotas, a JSON object of name to number (kafka-configs --entity-type users/clients/ips); the entity is QuotaEntity.Key, such as user=alice/client-id or client-id=app%2F1; {} once emptied: kept once written
 //	<prefix>topics/<name>                  Topic: id, configs, internal flag, partition count
 //	<prefix>creating/<name>                a creation (or addition of partitions) under way: its topic id, on a lease
 //	<prefix>partitions/<name>/<index>      Partition: replicas, leader, leader epoch, ISR, partition epoch; unarchived until a tiered leader first uploads; recovering: ISR members back from a machine crash, with their recovered log ends, until the controller has elected
