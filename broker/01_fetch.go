@@ -35,6 +35,10 @@ type fetchOp struct {
 	// remoteUntil is when the fetch stops waiting for remote reads
 	// (RemoteFetchMaxWait from its first one; zero before it).
 	remoteUntil time.Time
+	// conn and clientID: whose consumer_byte_rate the answer counts
+	// against (chargeFetch).
+	conn     *conn
+	clientID string
 }
 
 type fetchTarget struct {
@@ -48,7 +52,7 @@ type fetchTarget struct {
 // append wakes one of the partitions or MaxWaitMs passes.
 func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	replicaID := fetchReplicaID(req)
-	op := &fetchOp{b: b, req: req, follower: replicaID >= 0, replicaID: replicaID}
+	op := &fetchOp{b: b, req: req, follower: replicaID >= 0, replicaID: replicaID, conn: r.conn, clientID: r.header.clientID}
 	plan, code := b.fetchSessions.planFetchInto(req, r.conn.fetchClient(r.header.clientID), &op.planBuf)
 	if code != 0 {
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
@@ -215,6 +219,19 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 				t.p.sentHW(op.replicaID, parts[i].HighWatermark, parts[i].LogStartOffset)
 			}
 		}
+	} else if d := op.conn.chargeFetch(op.clientID, total); d > 0 {
+		// Past the client's consumer_byte_rate: answered at once,
+		// empty, with the throttle time, as Kafka answers; the
+		// session's partitions stay as last sent.
+		for i := range parts {
+			parts[i].release()
+		}
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		resp.ThrottleMillis = int32(min(d.Milliseconds(), 1<<31-1))
+		if op.plan.incremental {
+			resp.SessionID = op.plan.sessionID()
+		}
+		return encodeFetch(req.Version, resp, nil), true
 	}
 	// Group by topic in order of first appearance; an incremental
 	// response carries only the partitions with something new.

@@ -169,6 +169,11 @@ type Config struct {
 	// Kafka's broker names (log.retention.ms, log.segment.bytes,
 	// message.max.bytes, ...).
 	TopicDefaults map[string]string
+	// QuotaWindowNum and QuotaWindowSize are quota.window.num and
+	// quota.window.size.seconds: client quotas are measured over that
+	// many samples of that length (default 11 of 1 s).
+	QuotaWindowNum  int
+	QuotaWindowSize time.Duration
 }
 
 // HTTPAddressConfig is the broker config that DescribeConfigs shows the
@@ -245,6 +250,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.OffsetsTopicReplicationFactor == 0 {
 		c.OffsetsTopicReplicationFactor = 3
+	}
+	if c.QuotaWindowNum <= 0 {
+		c.QuotaWindowNum = 11
+	}
+	if c.QuotaWindowSize <= 0 {
+		c.QuotaWindowSize = time.Second
 	}
 	if c.ReplicaLagTimeMax == 0 {
 		c.ReplicaLagTimeMax = 30 * time.Second
@@ -384,6 +395,8 @@ type Broker struct {
 	fetchers *fetcher.Manager
 	// quotas are the replication throttles (KIP-73).
 	quotas *replicationQuotas
+	// clientQuotas bound what clients produce and fetch (KIP-13).
+	clientQuotas *clientQuotaManager
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -464,6 +477,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		metaSpace:      newSpaceGuard("metadata directory", cfg.MetadataDir, cfg.MetadataReserveBytes),
 	}
 	b.quotas = newReplicationQuotas(&b.cfg, reg)
+	b.clientQuotas = newClientQuotaManager(b.cfg.QuotaWindowNum, b.cfg.QuotaWindowSize, reg)
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 		em.askLogs = b.replicaLogEnds
@@ -661,6 +675,7 @@ func (b *Broker) watchStorage() {
 
 func (b *Broker) applyView(view *metaView) {
 	b.quotas.apply(view)
+	b.clientQuotas.apply(view)
 	b.replicas.apply(view)
 	b.appliedMu.Lock()
 	if view.revision > b.applied {

@@ -84,6 +84,10 @@ type conn struct {
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.
 	peer atomic.Int32
+	// mutedUntil is when a client quota's throttle ends (Unix
+	// nanoseconds; 0: never throttled): the reader reads nothing from
+	// the connection until then (chargeProduce, chargeFetch).
+	mutedUntil atomic.Int64
 	// unsent is the encoded response bytes queued and not yet written
 	// (charged to the broker's response budget); sent is signalled
 	// whenever the writer gives some back. encodeHint is the size of the
@@ -118,6 +122,8 @@ type pending struct {
 	charged int64
 	// silent: no response is sent (acks=0 produce).
 	silent bool
+	// throttle is the client quota throttle its answer carries.
+	throttle time.Duration
 	// closeConn: close the connection instead of answering.
 	closeConn bool
 	// reserved: request budget the frame holds until the request is
@@ -201,6 +207,7 @@ func (c *conn) answer(p *pending, resp kmsg.Response) { c.answerTo(p, resp, fals
 
 func (c *conn) answerTo(p *pending, resp kmsg.Response, gather bool) {
 	p.errCode = responseErrorCode(resp)
+	setThrottle(resp, p.throttle)
 	if !c.broken.Load() {
 		resp.SetVersion(p.header.version)
 		buf := appendResponseHeader(getBuf(int(c.encodeHint.Load()))[:0], p.header)
@@ -489,6 +496,16 @@ func (c *conn) readLoop() error {
 			// in may go back to the pool.
 			fr.settle()
 		}
+		if d := c.muteLeft(); d > 0 {
+			// Throttled by a client quota (KIP-219): what was read is
+			// answered, and nothing more is read until the throttle
+			// time has passed.
+			c.endGroup()
+			c.flushHeld()
+			if !sleepCtx(c.ctx, d) {
+				return c.ctx.Err()
+			}
+		}
 		// The frame reader checks it again after arming the socket's
 		// read deadline, before each read.
 		if err := c.ctx.Err(); err != nil {
@@ -760,6 +777,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	}
 	p.header, p.start = h, read
 	p.req = request{conn: c, header: h, p: p}
+	if h.key == int16(kmsg.Produce) {
+		p.throttle = c.chargeProduce(h.clientID, len(frame), read)
+	}
 	if req == nil {
 		release()
 		if h.key != int16(kmsg.ApiVersions) {

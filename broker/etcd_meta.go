@@ -146,6 +146,7 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 		unreadable:   map[string]map[int32]string{},
 
 		brokerConfigs: s.BrokerConfigs,
+		clientQuotas:  s.ClientQuotas,
 	}
 	for id := range s.DeletedTopics {
 		v.deleted[id] = true
@@ -247,6 +248,14 @@ func (m *etcdMeta) updateBrokerConfigs(ctx context.Context, id int32, mutate fun
 		return 0, err
 	}
 	rev, err := m.store.UpdateBrokerConfigs(ctx, id, mutate)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) updateClientQuotas(ctx context.Context, e metadata.QuotaEntity, mutate func(map[string]float64) (map[string]float64, error)) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
+	rev, err := m.store.UpdateClientQuotas(ctx, e, mutate)
 	return rev, metaError(err)
 }
 

@@ -24,6 +24,9 @@ func FuzzConnection(f *testing.F) {
 		c.QueuedMaxRequestBytes = budget
 		// Fuzzed admin requests may create topics: keep them small.
 		c.MaxBrokerPartitions = 200
+		// and set client quotas: a throttle lasts at most 11 windows,
+		// well within the probe's deadline.
+		c.QuotaWindowSize = 10 * time.Millisecond
 	})
 	adm := b.Admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -81,6 +84,21 @@ func FuzzConnection(f *testing.F) {
 		grow.Topics = append(grow.Topics, gt)
 		f.Add(formatter.AppendRequest(nil, grow, 5)[4:])
 	}
+
+	// Client quotas: odd values and names, and a filter.
+	quotas := kmsg.NewPtrAlterClientQuotasRequest()
+	quotas.Version, quotas.ValidateOnly = 1, true
+	for _, v := range []float64{math.NaN(), math.Inf(1), -1, 1e300, 1024} {
+		e := kmsg.NewAlterClientQuotasRequestEntry()
+		e.Entity = []kmsg.AlterClientQuotasRequestEntryEntity{{Type: "client-id", Name: kmsg.StringPtr("a/b=c&d")}, {Type: "user"}}
+		e.Ops = []kmsg.AlterClientQuotasRequestEntryOp{{Key: "producer_byte_rate", Value: v}, {Key: "consumer_byte_rate", Remove: true}}
+		quotas.Entries = append(quotas.Entries, e)
+	}
+	f.Add(formatter.AppendRequest(nil, quotas, 7)[4:])
+	describeQuotas := kmsg.NewPtrDescribeClientQuotasRequest()
+	describeQuotas.Version = 1
+	describeQuotas.Components = []kmsg.DescribeClientQuotasRequestComponent{{EntityType: "client-id", MatchType: 2}, {EntityType: "user", MatchType: 0}}
+	f.Add(formatter.AppendRequest(nil, describeQuotas, 8)[4:])
 
 	apiVersions := kmsg.NewPtrApiVersionsRequest()
 	apiVersions.Version = 0

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/shale-log/shale/metadata"
 )
 
 // metaStore is what the broker needs from cluster metadata (etcd through
@@ -24,6 +26,9 @@ type metaStore interface {
 	// (defaultBrokerConfigs: the cluster-wide default) with mutate's
 	// result.
 	updateBrokerConfigs(ctx context.Context, id int32, mutate func(map[string]string) (map[string]string, error)) (int64, error)
+	// updateClientQuotas replaces a client quota entity's quotas with
+	// mutate's result.
+	updateClientQuotas(ctx context.Context, e metadata.QuotaEntity, mutate func(map[string]float64) (map[string]float64, error)) (int64, error)
 	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
 	// alterISR replaces a partition's ISR as its leader: only while the
 	// stored partition still names leader at leaderEpoch and is at
@@ -119,6 +124,8 @@ type metaView struct {
 	// brokerConfigs are the dynamic broker configs by broker id, the
 	// cluster-wide default under defaultBrokerConfigs. Read-only.
 	brokerConfigs map[int32]map[string]string
+	// clientQuotas are the client quotas by entity. Read-only.
+	clientQuotas map[metadata.QuotaEntity]map[string]float64
 }
 
 // unreadableReason says why a topic's partition cannot be served because

@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/clientquota"
+	"github.com/shale-log/shale/metadata"
+)
+
+// Client quotas (Kafka's KIP-13 and KIP-55, throttled as KIP-219 says):
+// producer_byte_rate and consumer_byte_rate, set with kafka-configs
+// --entity-type users/clients (AlterClientQuotas) and kept in etcd,
+// bound the bytes a client produces and fetches on each broker. A
+// produce request's bytes are counted when it is read; past the quota,
+// its answer carries a throttle time and the broker reads nothing more
+// from the connection until it has passed (the client, told, waits too).
+// A fetch whose records would take the client past its quota is answered
+// without them, with the throttle time, and its bytes are not counted.
+// Rates are measured as Kafka measures them (clientquota.Rate). Without
+// client authentication every client is user ANONYMOUS, as Kafka names
+// an unauthenticated principal; brokers' own connections (replication)
+// are never throttled by client quotas.
+
+// anonymousUser is the user of a connection that did not authenticate.
+const anonymousUser = "ANONYMOUS"
+
+// clientQuotaManager measures clients against their quotas.
+type clientQuotaManager struct {
+	samples int
+	window  time.Duration
+	// quotas is the latest metadata's (nil or empty: none, and nothing is
+	// measured).
+	quotas atomic.Pointer[map[metadata.QuotaEntity]map[string]float64]
+
+	mu    sync.Mutex
+	rates map[quotaRateKey]*quotaRate
+	swept time.Time
+
+	throttled    *prometheus.CounterVec
+	throttleSecs *prometheus.CounterVec
+}
+
+// quotaRateKey names one measured rate: a quota key and the names its
+// entity keeps it for.
+type quotaRateKey struct {
+	key    string
+	sensor clientquota.Sensor
+}
+
+type quotaRate struct {
+	rate *clientquota.Rate
+	used time.Time
+}
+
+func newClientQuotaManager(samples int, window time.Duration, reg prometheus.Registerer) *clientQuotaManager {
+	m := &clientQuotaManager{
+		samples: samples, window: window,
+		rates: map[quotaRateKey]*quotaRate{},
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttled_total",
+			Help: "Produce and fetch responses that carried a throttle time because the client exceeded its producer_byte_rate or consumer_byte_rate (fetches throttled are answered without records)."}, []string{"kind"}),
+		throttleSecs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttle_seconds_total",
+			Help: "The throttle time of those responses, summed: how long the broker held throttled clients' connections."}, []string{"kind"}),
+	}
+	for _, kind := range []string{"produce", "fetch"} {
+		m.throttled.WithLabelValues(kind)
+		m.throttleSecs.WithLabelValues(kind)
+	}
+	reg.MustRegister(m.throttled, m.throttleSecs)
+	return m
+}
+
+// apply takes the quotas of a new metadata view.
+func (m *clientQuotaManager) apply(view *metaView) {
+	q := view.clientQuotas
+	m.quotas.Store(&q)
+}
+
+// charge counts n bytes of a client's traffic against key's quota at now,
+// and returns the throttle time it costs (0 within the quota, or with no
+// quota) and the rate charged (nil when none: refund then does nothing).
+func (m *clientQuotaManager) charge(key, user, clientID string, n int64, now time.Time) (time.Duration, *quotaRate) {
+	qp := m.quotas.Load()
+	if qp == nil || len(*qp) == 0 {
+		return 0, nil
+	}
+	bound, sensor, ok := clientquota.Resolve(*qp, user, clientID, key)
+	if !ok {
+		return 0, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rk := quotaRateKey{key: key, sensor: sensor}
+	r := m.rates[rk]
+	if r == nil {
+		m.sweepLocked(now)
+		r = &quotaRate{rate: clientquota.NewRate(m.samples, m.window)}
+		m.rates[rk] = r
+	}
+	r.used = now
+	r.rate.Record(now, float64(n))
+	return r.rate.Throttle(now, bound), r
+}
+
+// refund takes back n bytes charged to r (a fetch answered without its
+// records).
+func (m *clientQuotaManager) refund(r *quotaRate, n int64, now time.Time) {
+	if r == nil {
+		return
+	}
+	m.mu.Lock()
+	r.rate.Record(now, -float64(n))
+	m.mu.Unlock()
+}
+
+// sweepLocked forgets, at most once per window, the rates of clients idle
+// for longer than the samples span: their next bytes start afresh, as
+// they would have anyway. Requires mu.
+func (m *clientQuotaManager) sweepLocked(now time.Time) {
+	if now.Sub(m.swept) < m.window {
+		return
+	}
+	m.swept = now
+	idle := time.Duration(m.samples) * m.window
+	for k, r := range m.rates {
+		if now.Sub(r.used) > idle {
+			delete(m.rates, k)
+		}
+	}
+}
+
+// counted records a throttle in the metrics.
+func (m *clientQuotaManager) counted(kind string, d time.Duration) {
+	m.throttled.WithLabelValues(kind).Inc()
+	m.throttleSecs.WithLabelValues(kind).Add(d.Seconds())
+}
+
+// quotaUser is the connection's user for client quotas, and false for a
+// broker's connection, which client quotas do not bound.
+func (c *conn) quotaUser() (string, bool) {
+	if c == nil || c.peer.Load() != 0 {
+		return "", false
+	}
+	return anonymousUser, true
+}
+
+// chargeProduce counts a produce request's frame against the client's
+// producer_byte_rate, mutes the connection for the throttle it costs, and
+// returns that throttle.
+func (c *conn) chargeProduce(clientID string, n int, now time.Time) time.Duration {
+	user, ok := c.quotaUser()
+	if !ok {
+		return 0
+	}
+	d, _ := c.b.clientQuotas.charge(clientquota.ProducerByteRate, user, clientID, int64(n), now)
+	if d > 0 {
+		c.b.clientQuotas.counted("produce", d)
+		c.mute(now.Add(d))
+	}
+	return d
+}
+
+// chargeFetch counts the n bytes of records a fetch answer would carry
+// against the client's consumer_byte_rate. Within the quota they stay
+// counted and it returns 0; past it, they are taken back (the answer goes
+// without them), the connection is muted for the throttle, and it
+// returns the throttle.
+func (c *conn) chargeFetch(clientID string, n int64) time.Duration {
+	user, ok := c.quotaUser()
+	if !ok {
+		return 0
+	}
+	now := time.Now()
+	d, r := c.b.clientQuotas.charge(clientquota.ConsumerByteRate, user, clientID, n, now)
+	if d > 0 {
+		c.b.clientQuotas.refund(r, n, now)
+		c.b.clientQuotas.counted("fetch", d)
+		c.mute(now.Add(d))
+	}
+	return d
+}
+
+// mute has the reader read nothing more from the connection until t.
+func (c *conn) mute(t time.Time) {
+	for {
+		cur := c.mutedUntil.Load()
+		if t.UnixNano() <= cur || c.mutedUntil.CompareAndSwap(cur, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+// muteLeft is how long the connection stays muted.
+func (c *conn) muteLeft() time.Duration {
+	until := c.mutedUntil.Load()
+	if until == 0 {
+		return 0
+	}
+	return time.Until(time.Unix(0, until))
+}
+
+// setThrottle puts d in resp, if it has a throttle field.
+func setThrottle(resp kmsg.Response, d time.Duration) {
+	if st, ok := resp.(kmsg.SetThrottleResponse); ok && d > 0 {
+		st.SetThrottle(int32(min(d.Milliseconds(), 1<<31-1)))
+	}
+}
