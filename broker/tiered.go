@@ -750,10 +750,12 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 // grace has passed since the manifest was emptied, so that every upload
 // begun before has ended (the sweeps delete what is older than the grace,
 // as the leaders' sweeps do: a newer leader's uploads are younger). The
-// manifest itself stays, empty: it fences the late commits of older
-// leaders, and is where the history starts should remote storage be
-// turned on again. Every step is resumable: a new term begins the drain
-// again, and steps already done are quick.
+// manifest itself stays, empty, its log start back at 0, as if the
+// partition had never been archived: it fences the late commits of older
+// leaders (a commit is conditional on the version it read), and should
+// remote storage be turned on again, uploads start from the local log.
+// Every step is resumable: a new term begins the drain again, and steps
+// already done are quick.
 func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, log *slog.Logger, until func(string, func(context.Context) error) bool) bool {
 	resumed := func() bool { return p.cfg.Load().remoteStorage }
 	resume := func() bool {
@@ -814,6 +816,23 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 		if errors.Is(err, objectstore.ErrNotFound) {
 			return nil
 		}
+		return err
+	}) {
+		return false
+	}
+	// The manifest starts over, as if the partition had never been
+	// archived: no entries, the log start at 0. A log that lost its
+	// disk later then starts afresh under it rather than at the end the
+	// deleted history had (adoptRemoteEnd), which would cost what a term
+	// appended before reading it, the partition being unarchived.
+	if !until("resetting the remote manifest", func(sctx context.Context) error {
+		_, err := t.store.Commit(sctx, epoch, func(m *tiering.Manifest) error {
+			if m.SegmentCount() > 0 || len(m.Spills) > 0 {
+				return fmt.Errorf("broker: the remote manifest names %d segments again", m.SegmentCount())
+			}
+			m.LogStartOffset = 0
+			return nil
+		})
 		return err
 	}) {
 		return false

@@ -111,10 +111,11 @@ func TestRemoteLogCopyDisable(t *testing.T) {
 // remote.storage.enable off is refused unless remote.log.delete.on.disable
 // is set with it, as Kafka refuses it. With it, the leader empties the
 // manifest and deletes every object of the partition (an orphan no
-// manifest named too, once the orphan grace passed), marks the partition
-// unarchived, and every replica goes on without tiered storage: the log
-// starts at the local log's start, produce and fetch go on. Turned on
-// again, the topic uploads from there.
+// manifest named too, once the orphan grace passed), leaves the manifest
+// empty as if never archived, marks the partition unarchived, and every
+// replica goes on without tiered storage: the log starts at the local
+// log's start, produce and fetch go on. Turned on again, the topic uploads
+// from there.
 func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
 	bucket := objectstore.NewMem()
 	c := startSweepingCluster(t, bucket)
@@ -161,8 +162,8 @@ func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
 		return len(left) == 0 && err == nil && p.Unarchived && m.SegmentCount() == 0 && len(m.Spills) == 0,
 			fmt.Sprintf("objects left %v, unarchived %v (%v), manifest of %d segments from %d", left, p.Unarchived, err, m.SegmentCount(), m.LogStartOffset)
 	})
-	if m := remoteManifest(t, bucket, adm, topic); m.LogStartOffset != end {
-		t.Fatalf("the emptied manifest's log start is %d, want its old end %d", m.LogStartOffset, end)
+	if m := remoteManifest(t, bucket, adm, topic); m.LogStartOffset != 0 {
+		t.Fatalf("the emptied manifest's log start is %d, want 0: as if never archived", m.LogStartOffset)
 	}
 
 	cl := tieredProducer(c, topic)

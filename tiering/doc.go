@@ -103,11 +103,13 @@
 //	        companion size i64 | max timestamp i64 | upload epoch i32 |
 //	        id [16] | epoch count u16 | epoch count × (epoch i32 | start i64)
 //
-// A partition whose topic's remote storage was turned off (topic configs
+// When a topic's remote storage is turned off (topic configs
 // remote.storage.enable=false and remote.log.delete.on.disable=true, as
-// Kafka's KIP-950 names them) keeps its manifest, empty, its log start at the end the remote log had:
-// the manifest is committed so first, then the objects go. Should remote
-// storage be turned on again, the history starts there.
+// Kafka's KIP-950 names them), each partition's manifest is first
+// committed with its log start at its end (nothing is readable from the
+// bucket from then on), then its objects go, then the manifest is
+// committed empty with its log start at 0, as a partition's that was
+// never archived, and stays so.
 //
 // The manifest lists the partition's remote segments, ascending by next
 // offset; segments may overlap (a new leader's segment boundaries differ
