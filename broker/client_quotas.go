@@ -70,7 +70,9 @@ func newClientQuotaManager(samples int, window time.Duration, reg prometheus.Reg
 		m.throttled.WithLabelValues(kind)
 		m.throttleSecs.WithLabelValues(kind)
 	}
-	reg.MustRegister(m.throttled, m.throttleSecs)
+	if reg != nil {
+		reg.MustRegister(m.throttled, m.throttleSecs)
+	}
 	return m
 }
 
