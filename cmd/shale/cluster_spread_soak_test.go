@@ -71,7 +71,9 @@ import (
 // offset 0, from the bucket, at the end. Its topic stores batches with
 // zstd (compression.type), so every batch the producer sends (snappy, as
 // franz-go compresses by default) is rewritten by its leader, through
-// leader changes and the producer's retries to new leaders.
+// leader changes and the producer's retries to new leaders; and between
+// rounds its uploads are stopped and resumed at random
+// (remote.log.copy.disable).
 //
 // SHALE_SPREAD_SOAK_SEED sets the seed (default: the clock's),
 // SHALE_SPREAD_SOAK_ROUNDS the rounds (default 3), and
@@ -178,6 +180,29 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 	}()
 	reader := startSpreadReader(c, seeds)
 
+	// The tiered half stops and resumes uploads now and then
+	// (remote.log.copy.disable, KIP-950) between rounds, so that faults
+	// find them either way: while stopped, the local logs keep every
+	// record (no local retention but the total's, which keeps all).
+	copyOff := false
+	toggleCopy := func() {
+		copyOff = !copyOff
+		ops := []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "remote.log.copy.disable", Value: ptr("true")}, {Op: kadm.DeleteConfig, Name: "local.retention.bytes"}}
+		if !copyOff {
+			ops = []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "remote.log.copy.disable"}, {Op: kadm.SetConfig, Name: "local.retention.bytes", Value: ptr("65536")}}
+		}
+		if err := c.admin(func(ctx context.Context, adm *kadm.Client) error {
+			rs, err := adm.AlterTopicConfigs(ctx, ops, spreadTopic)
+			if err == nil {
+				err = rs[0].Err
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("setting remote.log.copy.disable=%v: %v", copyOff, err)
+		}
+		t.Logf("remote.log.copy.disable=%v", copyOff)
+	}
+
 	for round := range rounds {
 		if round == 0 {
 			// Segments have rolled (about 130 bytes a record).
@@ -197,6 +222,12 @@ func spreadSoak(t *testing.T, rng *rand.Rand, rounds, only int, tiered bool) {
 		now, epochsNow := c.leaders()
 		t.Logf("round %d: %s of broker %d (leaders were %v), healed in %s; %d records acknowledged meanwhile; leaders now %v, %d leader elections",
 			round, f.name, b, leaders, time.Since(start).Round(time.Millisecond), c.ackedTotal()-before, now, epochsNow-epochs)
+		if tiered && rng.IntN(2) == 0 {
+			toggleCopy()
+		}
+	}
+	if copyOff {
+		toggleCopy() // the first records leave the local disks again
 	}
 	if tiered {
 		c.waitShed()
