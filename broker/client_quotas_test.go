@@ -332,3 +332,24 @@ func plainBatchOf(t *testing.T, n int) []byte {
 	}
 	return b
 }
+
+// TestReplicationIsNotThrottledByClientQuotas: a consumer_byte_rate of one
+// byte a second for every user would stall any consumer, but followers'
+// fetches are the brokers' own and are not bound by it: acks=all produce to
+// three replicas goes on, and every replica holds the records.
+func TestReplicationIsNotThrottledByClientQuotas(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) { cfg.QuotaWindowSize = 100 * time.Millisecond })
+	const topic = "replicated"
+	if _, err := c.Admin().CreateTopic(testCtx(t), 1, 3, map[string]*string{"min.insync.replicas": kmsg.StringPtr("3")}, topic); err != nil {
+		t.Fatal(err)
+	}
+	if codes := alterQuotas(t, c.Client(), false, quotaEntry([]string{"user", ""}, map[string]float64{"consumer_byte_rate": 1})); codes[0] != 0 {
+		t.Fatalf("alter: %v", codes)
+	}
+	p := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
+	value := make([]byte, 10_000)
+	for range 50 {
+		produceSync(t, p, &kgo.Record{Value: value})
+	}
+	waitReplicated(t, c, topic, 50)
+}
