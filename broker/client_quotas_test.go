@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func TestClientQuotasAlterAndDescribe(t *testing.T) {
 		quotaEntry([]string{"client-id", "x", "client-id", "y"}, map[string]float64{"producer_byte_rate": 1}),
 		quotaEntry([]string{"group", "g"}, map[string]float64{"producer_byte_rate": 1}),
 	)
-	if want := []int16{0, 0, 0, invalid, invalid, invalid, invalid, invalid}; !equalCodes(codes, want) {
+	if want := []int16{0, 0, 0, invalid, invalid, invalid, invalid, invalid}; !slices.Equal(codes, want) {
 		t.Fatalf("alter codes %v, want %v", codes, want)
 	}
 	if codes := alterQuotas(t, cl, true, quotaEntry([]string{"client-id", "validated"}, map[string]float64{"producer_byte_rate": 1})); codes[0] != 0 {
@@ -165,18 +166,6 @@ func TestClientQuotasAlterAndDescribe(t *testing.T) {
 	}
 	delete(all, "client-id=app")
 	check("after removing app's quotas", all, false)
-}
-
-func equalCodes(a, b []int16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // startQuotaBroker starts a broker measuring quotas over 11 samples of

@@ -61,15 +61,23 @@ func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(m
 	if id < DefaultBrokerConfigs {
 		return 0, fmt.Errorf("metadata: broker id %d", id)
 	}
-	key := s.brokerConfigsKey(id)
-	return s.swapKey(ctx, key, true, noBrokerConfigs, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
-		cur := map[string]string{}
+	return swapJSONMap(ctx, s, s.brokerConfigsKey(id), noBrokerConfigs, "broker configs", mutate)
+}
+
+// swapJSONMap replaces the record at key, a JSON object, with mutate's
+// result, as UpdateBrokerConfigs describes: retried on a concurrent
+// change, a write of unknown outcome settled, an empty result written as
+// empty (never removing the record). A missing record, or one of null,
+// reads as an empty map.
+func swapJSONMap[V any](ctx context.Context, s *Store, key string, empty []byte, what string, mutate func(map[string]V) (map[string]V, error)) (int64, error) {
+	return s.swapKey(ctx, key, true, empty, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
+		cur := map[string]V{}
 		if kv != nil {
 			if err := json.Unmarshal(kv.Value, &cur); err != nil {
-				return clientv3.Op{}, fmt.Errorf("metadata: broker configs %s: %w", key, err)
+				return clientv3.Op{}, fmt.Errorf("metadata: %s %s: %w", what, key, err)
 			}
 			if cur == nil { // a record of null
-				cur = map[string]string{}
+				cur = map[string]V{}
 			}
 		}
 		next, err := mutate(cur)
@@ -77,7 +85,7 @@ func (s *Store) UpdateBrokerConfigs(ctx context.Context, id int32, mutate func(m
 			return clientv3.Op{}, err
 		}
 		if len(next) == 0 {
-			return clientv3.OpPut(key, string(noBrokerConfigs)), nil
+			return clientv3.OpPut(key, string(empty)), nil
 		}
 		val, err := json.Marshal(next)
 		return clientv3.OpPut(key, string(val)), err

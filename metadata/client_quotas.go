@@ -7,9 +7,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // QuotaName is one component of a client quota entity: absent (not Set),
@@ -98,27 +95,7 @@ func (s *Store) UpdateClientQuotas(ctx context.Context, entity QuotaEntity, muta
 	if k == "" {
 		return 0, fmt.Errorf("metadata: an empty client quota entity")
 	}
-	key := s.clientQuotasPrefix() + k
-	return s.swapKey(ctx, key, true, noClientQuotas, func(kv *mvccpb.KeyValue) (clientv3.Op, error) {
-		cur := map[string]float64{}
-		if kv != nil {
-			if err := json.Unmarshal(kv.Value, &cur); err != nil {
-				return clientv3.Op{}, fmt.Errorf("metadata: client quotas %s: %w", key, err)
-			}
-			if cur == nil { // a record of null
-				cur = map[string]float64{}
-			}
-		}
-		next, err := mutate(cur)
-		if err != nil {
-			return clientv3.Op{}, err
-		}
-		if len(next) == 0 {
-			return clientv3.OpPut(key, string(noClientQuotas)), nil
-		}
-		val, err := json.Marshal(next)
-		return clientv3.OpPut(key, string(val)), err
-	})
+	return swapJSONMap(ctx, s, s.clientQuotasPrefix()+k, noClientQuotas, "client quotas", mutate)
 }
 
 // putClientQuotas records a client-quotas/ key in the watcher's state.
