@@ -222,15 +222,16 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 	} else if d := op.conn.chargeFetch(op.clientID, total); d > 0 {
 		// Past the client's consumer_byte_rate: answered at once,
 		// empty, with the throttle time, as Kafka answers; the
-		// session's partitions stay as last sent.
+		// session's partitions stay as last sent. A session this
+		// fetch created is named all the same (Kafka creates none for
+		// a throttled fetch; here it exists already): a consumer
+		// throttled again and again would otherwise make one a fetch.
 		for i := range parts {
 			parts[i].release()
 		}
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.ThrottleMillis = int32(min(d.Milliseconds(), 1<<31-1))
-		if op.plan.incremental {
-			resp.SessionID = op.plan.sessionID()
-		}
+		resp.SessionID = op.plan.sessionID()
 		return encodeFetch(req.Version, resp, nil), true
 	}
 	// Group by topic in order of first appearance; an incremental

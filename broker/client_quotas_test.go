@@ -271,7 +271,8 @@ func TestAThrottledConnectionIsMuted(t *testing.T) {
 
 // TestFetchQuotaThrottlesTheConsumer: a consumer past its
 // consumer_byte_rate gets empty answers with the throttle time, reads
-// every record all the same, and no faster than its quota allows.
+// every record all the same, no faster than its quota allows, and in one
+// fetch session.
 func TestFetchQuotaThrottlesTheConsumer(t *testing.T) {
 	b := startQuotaBroker(t)
 	const topic = "slowread"
@@ -307,6 +308,41 @@ func TestFetchQuotaThrottlesTheConsumer(t *testing.T) {
 	}
 	if n := gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=fetch"); n == 0 {
 		t.Fatal("no fetch counted as throttled")
+	}
+	// A full fetch (a new session) of the client id, throttled: its
+	// answer names the session the fetch made, so a client that starts
+	// its session again on an answer without one (Java's) does not make
+	// one a fetch.
+	raw := b.Client(kgo.ClientID("reader"))
+	defer raw.Close()
+	tds, err := b.Admin().ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = 10, 30_000, 0
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.PartitionMaxBytes = 30_000
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID, rt.Partitions = topic, tds[topic].ID, []kmsg.FetchRequestTopicPartition{rp}
+		req.Topics = []kmsg.FetchRequestTopic{rt}
+		resp, err := req.RequestWith(testCtx(t), raw) // at the newest version both speak
+		if err == nil && len(resp.Topics) > 0 && resp.Topics[0].Partitions[0].ErrorCode != 0 {
+			err = kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ThrottleMillis > 0 {
+			if resp.SessionID == 0 || len(resp.Topics) != 0 {
+				t.Fatalf("a throttled full fetch: session %d, %d topics; want its session, no records", resp.SessionID, len(resp.Topics))
+			}
+			break
+		}
+		if i == 20 {
+			t.Fatal("20 fetches of 30 kB at 100 kB/s, none throttled")
+		}
 	}
 }
 

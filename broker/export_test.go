@@ -107,3 +107,10 @@ func (b *Broker) DeletionsRunning() int {
 	b.tier.deleting.Range(func(any, any) bool { n++; return true })
 	return n
 }
+
+// FetchSessions is how many fetch sessions the broker keeps, for tests.
+func (b *Broker) FetchSessions() int {
+	b.fetchSessions.mu.Lock()
+	defer b.fetchSessions.mu.Unlock()
+	return b.fetchSessions.lru.Len()
+}
