@@ -369,11 +369,11 @@ func (m *replicaManager) apply(view *metaView) {
 			// The configs (of a new log too: they may have changed
 			// while it opened).
 			c := cfg
-			p.cfg.Store(&c)
+			old := p.cfg.Swap(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
-			if p.tier != nil {
+			if p.tier != nil && (old == nil || old.uploadsStopped() != cfg.uploadsStopped()) {
 				p.log.SetUploadsStopped(cfg.uploadsStopped())
-				p.tier.poke() // uploads may go on again
+				p.tier.poke() // uploads go on again, or the archive loop sees them stopped
 			}
 			oldLeader, oldEpoch := p.leaderState()
 			l := leadership{leader: pv.leader, leaderEpoch: pv.leaderEpoch, replicas: pv.replicas, isr: pv.isr, partitionEpoch: pv.partitionEpoch, uncleanEpoch: pv.uncleanEpoch, unarchived: pv.unarchived}
@@ -925,12 +925,15 @@ func (m *replicaManager) openingTopic(topic string) (bool, <-chan struct{}) {
 
 // tiers says whether a partition of tv with cfg is tiered on this broker.
 //
-// A partition of a topic whose remote storage was turned off keeps its
-// tier while its records may still be in the object store (it is not
-// unarchived): its leader deletes its remote log (partitionTier.drain),
-// then marks it unarchived, and the log reopens without the tier.
+// A partition of a topic whose remote storage was turned off with
+// remote.log.delete.on.disable keeps its tier while its records may still
+// be in the object store (it is not unarchived): its leader deletes its
+// remote log (partitionTier.drain), then marks it unarchived, and the log
+// reopens without the tier. (Only with that config: partition records
+// older than the unarchived mark lack it, never-tiered ones included.)
 func (m *replicaManager) tiers(tv topicView, pv partitionView, cfg *topicConfig) bool {
-	return m.b.tier != nil && (cfg.remoteStorage || !pv.unarchived) && !tv.internal && !isInternalTopic(tv.name)
+	draining := cfg.remoteDeleteOnDisable && !pv.unarchived
+	return m.b.tier != nil && (cfg.remoteStorage || draining) && !tv.internal && !isInternalTopic(tv.name)
 }
 
 // scanStrays looks at the partition directories the broker does not host

@@ -580,9 +580,17 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		from = t.termStart.Load()
 	}
 	var m *tiering.Manifest
-	fenced := false
+	fenced, missing := false, false
 	if !until("reading the remote manifest", func(sctx context.Context) (err error) {
 		if m, err = t.store.Load(sctx); err != nil {
+			if errors.Is(err, tiering.ErrManifestMissing) && !p.cfg.Load().remoteStorage {
+				// Remote storage turned off, and no manifest: a
+				// partition whose metadata predates the unarchived
+				// mark and never uploaded, or one whose manifest went
+				// some other way. Nothing is left to delete.
+				missing = true
+				return nil
+			}
 			return err
 		}
 		if min(from, p.log.LogEndOffset()) < m.End() {
@@ -593,6 +601,14 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		}
 		return p.adoptRemoteEnd(sctx, m, from)
 	}) {
+		return
+	}
+	if missing {
+		if until("recording that the partition's records are out of the object store", func(sctx context.Context) error {
+			return t.svc.b.meta.markUnarchived(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
+		}) {
+			log.Info("remote storage was turned off and the partition has no remote manifest: its log reopens without tiered storage")
+		}
 		return
 	}
 	if t.dropped.Load() {

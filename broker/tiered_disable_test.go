@@ -254,3 +254,45 @@ func TestTurningRemoteStorageOffFinishesUnderANewLeader(t *testing.T) {
 	produceTieredValues(t, cl, 1050, 1100, 50)
 	requireTieredRecords(ctx, t, c, topic, int(start), 1100-int(start))
 }
+
+// TestTurningOffATopicThatNeverUploadedEndsAtOnce: a partition whose
+// record predates the unarchived mark (it lacks it, as every record
+// written before the mark existed does) of a topic that never tiered is
+// left alone while its remote storage is merely off; asked to delete its
+// remote log (remote.log.delete.on.disable), its leader finds no manifest,
+// marks it unarchived and goes on without tiered storage, rather than
+// waiting forever for a manifest an archived partition must have.
+func TestTurningOffATopicThatNeverUploadedEndsAtOnce(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	ctx := testCtx(t)
+	adm := b.Admin()
+	str := func(s string) *string { return &s }
+	const topic = "old"
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"remote.storage.enable": str("false")}, topic); err != nil {
+		t.Fatal(err)
+	}
+	store := metadata.NewStore(b.Etcd(), "")
+	p, err := store.Partition(ctx, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Unarchived = false
+	if _, _, err := store.UpdatePartition(ctx, p, p.PartitionEpoch); err != nil {
+		t.Fatal(err)
+	}
+	cl := tieredProducer(b, topic)
+	produceTieredValues(t, cl, 0, 100, 50)
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.delete.on.disable": str("true")}); err != nil {
+		t.Fatalf("%v (%s)", err, msg)
+	}
+	waitFor(t, "the partition marked unarchived", 30*time.Second, func() bool {
+		p, err := store.Partition(ctx, topic, 0)
+		return err == nil && p.Unarchived
+	})
+	produceTieredValues(t, cl, 100, 200, 50)
+	requireTieredRecords(ctx, t, b, topic, 0, 200)
+	if n := len(listBucket(t, bucket, ".log")); n != 0 {
+		t.Fatalf("%d segment objects for a topic that never tiered", n)
+	}
+}

@@ -249,12 +249,15 @@ type topicConfig struct {
 	// Tiered storage: whether the topic tiers, and its total and local
 	// retention (local resolved: -2 taken as the total, and never more
 	// than it).
-	remoteStorage       bool
-	remoteCopyDisabled  bool // remote.log.copy.disable
-	retentionMs         int64
-	retentionBytes      int64
-	localRetentionMs    int64
-	localRetentionBytes int64
+	remoteStorage      bool
+	remoteCopyDisabled bool // remote.log.copy.disable
+	// remoteDeleteOnDisable: remote.log.delete.on.disable, set with
+	// remote.storage.enable=false to delete the remote log.
+	remoteDeleteOnDisable bool
+	retentionMs           int64
+	retentionBytes        int64
+	localRetentionMs      int64
+	localRetentionBytes   int64
 }
 
 // logConfig is the local log's configuration: a tiered log keeps the
@@ -371,14 +374,15 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 			FileDeleteDelayMs:  i64("file.delete.delay.ms"),
 			Preallocate:        get("preallocate") == "true",
 		},
-		maxMessageBytes:    int32(i64("max.message.bytes")),
-		logAppendTime:      get("message.timestamp.type") == "LogAppendTime",
-		timestampBeforeMax: i64("message.timestamp.before.max.ms"),
-		timestampAfterMax:  i64("message.timestamp.after.max.ms"),
-		minInsyncReplicas:  int32(i64("min.insync.replicas")),
-		uncleanLeaderElect: get("unclean.leader.election.enable") == "true",
-		remoteStorage:      get("remote.storage.enable") == "true",
-		remoteCopyDisabled: get("remote.log.copy.disable") == "true",
+		maxMessageBytes:       int32(i64("max.message.bytes")),
+		logAppendTime:         get("message.timestamp.type") == "LogAppendTime",
+		timestampBeforeMax:    i64("message.timestamp.before.max.ms"),
+		timestampAfterMax:     i64("message.timestamp.after.max.ms"),
+		minInsyncReplicas:     int32(i64("min.insync.replicas")),
+		uncleanLeaderElect:    get("unclean.leader.election.enable") == "true",
+		remoteStorage:         get("remote.storage.enable") == "true",
+		remoteCopyDisabled:    get("remote.log.copy.disable") == "true",
+		remoteDeleteOnDisable: get("remote.log.delete.on.disable") == "true",
 	}
 	c.compression, c.recompress = storedCodec(get("compression.type"))
 	switch c.compression {

@@ -116,8 +116,10 @@ type Partition struct {
 	// before the manifest is read (a topic created while the store is
 	// down). Set when the partition is created (with a new topic id);
 	// a tiered leader clears it, as the leader of its epoch, before its
-	// first upload can commit, and nothing sets it again. A record
-	// without it (older, or cleared) may have archived records.
+	// first upload can commit; it is set again only once the leader has
+	// deleted the partition's remote log, its topic's remote storage
+	// turned off (KIP-950). A record without it (older, or cleared) may
+	// have archived records.
 	Unarchived bool `json:"unarchived,omitempty"`
 	// AddingReplicas and RemovingReplicas describe a reassignment in
 	// progress (Kafka's KIP-455): Replicas is then the target followed
