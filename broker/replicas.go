@@ -322,7 +322,7 @@ func (m *replicaManager) apply(view *metaView) {
 				// partition's remote log is deleted: drain): the log
 				// reopens with (or without) its tier, as an offline
 				// one does.
-				m.b.log.Info("reopening a partition log: remote.storage.enable changed", "topic", tv.name, "partition", pv.index, "tiered", p.tier == nil)
+				m.b.log.Info("reopening a partition log: tiered storage turned on or off", "topic", tv.name, "partition", pv.index, "tiered", p.tier == nil)
 				wasLeader := p.isLeader()
 				p.close()
 				if wasLeader && m.onLeader != nil {

@@ -80,7 +80,7 @@ func TestRemoteStorageEnableTakesEffectLive(t *testing.T) {
 	produce(400, 500)
 
 	requireTieredRecords(ctx, t, b, "later", 0, 500)
-	logs.find(t, "reopening a partition log: remote.storage.enable changed", "topic", "later", "tiered", true)
+	logs.find(t, "reopening a partition log: tiered storage turned on or off", "topic", "later", "tiered", true)
 	if r := logs.records("partition offline on this broker, its log kept"); len(r) > 0 {
 		t.Fatalf("the reopened log was taken for one this broker no longer serves: %v", r)
 	}
