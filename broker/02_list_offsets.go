@@ -9,17 +9,20 @@ import (
 
 func init() {
 	// Kafka 4 dropped ListOffsets v0 (old-style offsets lists).
-	handler(kmsg.ListOffsets, 1, 10, handleListOffsets)
+	handler(kmsg.ListOffsets, 1, 11, handleListOffsets)
 }
 
 // The special timestamps of a ListOffsets request.
 const (
-	listLatest         = -1
-	listEarliest       = -2
-	listMaxTimestamp   = -3 // KIP-734, v7+
-	listEarliestLocal  = -4 // KIP-405, v8+
-	listLatestTiered   = -5 // KIP-1005, v9+
-	readCommittedLevel = 1
+	listLatest        = -1
+	listEarliest      = -2
+	listMaxTimestamp  = -3 // KIP-734, v7+
+	listEarliestLocal = -4 // KIP-405, v8+
+	listLatestTiered  = -5 // KIP-1005, v9+
+	// listEarliestPendingUpload is the first offset not yet in the
+	// object store (KIP-1023, v11+).
+	listEarliestPendingUpload = -6
+	readCommittedLevel        = 1
 )
 
 // debuggingReplicaID is Kafka's replica id for a ListOffsets that any
@@ -130,6 +133,14 @@ func listOffset(ctx, remote context.Context, p *partition, req *kmsg.ListOffsets
 				sp.Offset = m.End() - 1
 				sp.LeaderEpoch = epochAt(remote, p, sp.Offset)
 			}
+		}
+	case listEarliestPendingUpload:
+		// Where uploads go on from: the remote log's end, or the log
+		// start when that is past it; -1 without an epoch for a topic
+		// that does not tier, as Kafka answers.
+		if p.tier != nil && p.cfg.Load().remoteStorage {
+			sp.Offset = max(p.tier.manifest().End(), p.logStartOffset())
+			sp.LeaderEpoch = epochAt(remote, p, sp.Offset)
 		}
 	case listMaxTimestamp:
 		off, ts, epoch, ok, err := log.MaxTimestamp(ctx)

@@ -81,6 +81,11 @@ func TestRemoteLogCopyDisable(t *testing.T) {
 		t.Fatalf("%d local segments: the local log should keep what is not uploaded", n)
 	}
 	requireTieredRecords(ctx, t, b, topic, 0, 800)
+	// ListOffsets' earliest pending upload (KIP-1023) stays where the
+	// uploads stopped.
+	if got := listOffset(t, cl, topic, -6); got != end {
+		t.Fatalf("earliest pending upload %d, want the remote log's end %d", got, end)
+	}
 
 	// The total retention deletes local segments the bucket lacks: the
 	// remote log, older, goes too.
@@ -171,6 +176,9 @@ func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
 	if start < end || start != listOffset(t, cl, topic, -4) {
 		t.Fatalf("log start %d (local %d): want the local log's start, at or past the old remote end %d", start, listOffset(t, cl, topic, -4), end)
 	}
+	if got := listOffset(t, cl, topic, -6); got != -1 {
+		t.Fatalf("earliest pending upload %d of a topic that does not tier, want -1", got)
+	}
 	produceTieredValues(t, cl, 1000, 1100, 50)
 	requireTieredRecords(ctx, t, c, topic, int(start), 1100-int(start))
 	time.Sleep(300 * time.Millisecond)
@@ -187,6 +195,9 @@ func TestRemoteStorageDisableDeletesTheRemoteLog(t *testing.T) {
 	waitFor(t, "uploads after remote storage is on again", 30*time.Second, func() bool {
 		return remoteManifest(t, bucket, adm, topic).End() > 1100
 	})
+	if got, m := listOffset(t, cl, topic, -6), remoteManifest(t, bucket, adm, topic); got < m.End() || got > 1400 {
+		t.Fatalf("earliest pending upload %d, want from the remote end %d to the log end", got, m.End())
+	}
 	waitArchiving(t, c.Etcd().Client(), topic)
 	requireTieredRecords(ctx, t, c, topic, int(start), 1400-int(start))
 }
