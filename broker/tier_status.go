@@ -19,6 +19,9 @@ type PartitionTierStatus struct {
 	Tiered bool
 	// Loading: the leader has not read the remote manifest yet.
 	Loading bool
+	// UploadsStopped: remote.log.copy.disable is set; Deleting: remote
+	// storage was turned off, and the remote log is being deleted.
+	UploadsStopped, Deleting bool
 
 	LocalBytes       int64
 	LocalStartOffset int64
@@ -62,6 +65,9 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			m := t.manifest()
 			st.Tiered = true
 			st.Loading = st.Leader && !t.ready.Load()
+			cfg := p.cfg.Load()
+			st.Deleting = !cfg.remoteStorage
+			st.UploadsStopped = cfg.remoteCopyDisabled && !st.Deleting
 			st.RemoteBytes = m.Bytes()
 			for _, sp := range m.Spills {
 				st.RemoteSegments += int64(sp.Count)

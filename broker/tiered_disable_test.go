@@ -81,6 +81,9 @@ func TestRemoteLogCopyDisable(t *testing.T) {
 		t.Fatalf("%d local segments: the local log should keep what is not uploaded", n)
 	}
 	requireTieredRecords(ctx, t, b, topic, 0, 800)
+	if st := b.B.TierStatus(topic); len(st) != 1 || !st[0].UploadsStopped || st[0].Deleting {
+		t.Fatalf("tier status %+v: want uploads stopped", st)
+	}
 	// ListOffsets' earliest pending upload (KIP-1023) stays where the
 	// uploads stopped.
 	if got := listOffset(t, cl, topic, -6); got != end {
@@ -244,6 +247,11 @@ func TestTurningRemoteStorageOffFinishesUnderANewLeader(t *testing.T) {
 	time.Sleep(time.Second) // past the orphan grace: the drain waits on, its sweeps failing
 	if p, err := store.Partition(ctx, topic, 0); err != nil || p.Unarchived || len(left()) == 0 {
 		t.Fatalf("with deletes refused: unarchived %v (%v), objects left %d", p.Unarchived, err, len(left()))
+	}
+	for id, nd := range c.Brokers {
+		if st := nd.B.TierStatus(topic); len(st) != 1 || !st[0].Deleting {
+			t.Fatalf("broker %d's tier status %+v: want the remote log being deleted", id, st)
+		}
 	}
 	cl := tieredProducer(c, topic)
 	start := listOffset(t, cl, topic, -2)

@@ -35,6 +35,8 @@ type tierPartition struct {
 	Leader            bool       `json:"leader"`
 	Tiered            bool       `json:"tiered"`
 	Loading           bool       `json:"loading,omitempty"`
+	UploadsStopped    bool       `json:"uploads_stopped,omitempty"`
+	Deleting          bool       `json:"deleting,omitempty"`
 	LocalBytes        int64      `json:"local_bytes"`
 	LocalStartOffset  int64      `json:"local_start_offset"`
 	LogEndOffset      int64      `json:"log_end_offset"`
@@ -55,6 +57,7 @@ func tierReport(b *broker.Broker, topic string) []tierPartition {
 	for _, st := range b.TierStatus(topic) {
 		tp := tierPartition{
 			Broker: st.Broker, Topic: st.Topic, Partition: st.Partition, Leader: st.Leader, Tiered: st.Tiered, Loading: st.Loading,
+			UploadsStopped: st.UploadsStopped, Deleting: st.Deleting,
 			LocalBytes: st.LocalBytes, LocalStartOffset: st.LocalStartOffset, LogEndOffset: st.LogEndOffset, HighWatermark: st.HighWatermark,
 			RemoteBytes: st.RemoteBytes, RemoteSegments: st.RemoteSegments, RemoteStartOffset: st.RemoteStartOffset, RemoteEndOffset: st.RemoteEndOffset,
 			UploadLagBytes: st.UploadLagBytes, UploadLagSegments: st.UploadLagSegments,
@@ -303,9 +306,15 @@ func printTierRows(cmd *cobra.Command, rows []tierRow) error {
 		}
 		tiered, remote, offsets, lag, last := "no", "-", "-", "-", "-"
 		if r.Tiered {
-			tiered = "yes"
-			if r.Loading {
+			switch {
+			case r.Loading:
 				tiered = "loading"
+			case r.Deleting:
+				tiered = "deleting" // remote storage turned off
+			case r.UploadsStopped:
+				tiered = "stopped" // remote.log.copy.disable
+			default:
+				tiered = "yes"
 			}
 			remote = humanBytes(r.RemoteBytes)
 			if r.RemoteStartOffset >= 0 {
