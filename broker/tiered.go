@@ -759,8 +759,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 //
 // The manifest goes first: committed with its log start at its end, so
 // that from then on no offset is read from the bucket (the log starts at
-// the local log's start); remote retention then drops its entries and
-// deletes their objects, pass after pass, as it does expired ones. What
+// the local log's start, and the local log keeps what it holds); remote
+// retention then drops its entries and deletes their objects, pass after
+// pass, as it does expired ones. What
 // no manifest names (objects of failed uploads, late writes of older
 // leaders) goes by orphan sweeps: one at once, and one once the orphan
 // grace has passed since the manifest was emptied, so that every upload
@@ -787,6 +788,11 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	}) {
 		return false
 	}
+	// Remote retention drops every entry, all of them below the log
+	// start now, and deletes their objects, pass after pass. Not through
+	// partitionTier.applyRetention, which would move the local log's
+	// start along with the remote one: the local log keeps its records,
+	// readable from its start, as Kafka's does.
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
 		if resumed() {
 			return resume()
@@ -794,12 +800,23 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 		if m := t.manifest(); m.SegmentCount() == 0 && len(m.Spills) == 0 {
 			break
 		}
-		t.applyRetention(ctx, p, epoch, time.Now())
+		cfg := p.cfg.Load()
+		pol := tiering.RetentionPolicy{RetentionMs: cfg.retentionMs, RetentionBytes: cfg.retentionBytes}
+		rctx, cancel := context.WithTimeout(ctx, retentionPassTimeout)
+		m, err := tiering.ApplyRetention(rctx, t.svc.bucket, t.svc.layout, t.part, t.store, t.svc.reader, epoch, pol, time.Now(), 0, t.svc.metrics)
+		cancel()
+		switch {
+		case err != nil:
+			log.Warn("deleting the remote log; retrying", "in", backoff, "err", err)
+		case m != nil:
+			backoff = time.Second / 2 // a pass done: the next at once
+			continue
+		}
 		if m := t.manifest(); m.SegmentCount() == 0 && len(m.Spills) == 0 {
 			break
 		}
 		if _, e := p.leaderState(); e != epoch || !sleepCtx(ctx, backoff) {
-			return false // retention failed and logged why; a new term goes on
+			return false // a new term goes on
 		}
 	}
 	sweep := func(sctx context.Context) error {
