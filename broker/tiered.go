@@ -618,7 +618,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	if !t.appends() {
 		from = p.log.LogEndOffset() // nothing appended before this term is ready
 	}
-	p.log.SetUploadedEnd(m.End())
+	p.log.SetUploadedEnd(uploadedEnd(m))
 	t.ready.Store(true)
 	gate.open()
 	if !fenced {
@@ -642,7 +642,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return
 		}
 	}
-	p.log.SetUploadedEnd(m.End()) // the fence's read may have found more
+	p.log.SetUploadedEnd(uploadedEnd(m)) // the fence's read may have found more
 	if !p.cfg.Load().remoteStorage {
 		// Remote storage was turned off on the topic: the remote log
 		// goes (unless it went already, and the log is about to reopen
@@ -671,7 +671,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		SweepEvery: t.svc.cfg.OrphanGrace, FullSweepEvery: t.svc.cfg.FullSweepEvery, SweepAtStart: true,
 		OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
 		OnCommit: func(m *tiering.Manifest) {
-			p.log.SetUploadedEnd(m.End())
+			p.log.SetUploadedEnd(uploadedEnd(m))
 			t.lastUpload.Store(time.Now().UnixMilli())
 			backoff = 0 // Run calls it on this goroutine
 		},
@@ -775,11 +775,28 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 // already done are quick.
 func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, log *slog.Logger, until func(string, func(context.Context) error) bool) bool {
 	resumed := func() bool { return p.cfg.Load().remoteStorage }
+	// resume goes back to archiving, the manifest's entries gone: the
+	// manifest starts over at the local log's start, so that uploads
+	// begin there (the records the bucket had are on the local disk from
+	// there on; what it had below, the drain deleted).
 	resume := func() bool {
-		log.Info("remote storage was turned on again: the partition's remote log is kept from its end on, and uploads go on")
-		return until("recording that the partition's records go to the object store", func(sctx context.Context) error {
+		if !until("starting the remote manifest over at the local log's start", func(sctx context.Context) error {
+			_, err := t.store.Commit(sctx, epoch, func(m *tiering.Manifest) error {
+				if m.SegmentCount() > 0 || len(m.Spills) > 0 {
+					return fmt.Errorf("broker: the remote manifest names %d segments again", m.SegmentCount())
+				}
+				m.LogStartOffset = p.log.LocalLogStartOffset()
+				return nil
+			})
+			return err
+		}) || !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
 			return t.svc.b.meta.markArchiving(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
-		})
+		}) {
+			return false
+		}
+		p.log.SetUploadedEnd(uploadedEnd(t.manifest()))
+		log.Info("remote storage was turned on again: uploads go on from the local log's start", "offset", t.manifest().End())
+		return true
 	}
 	began := time.Now()
 	log.Info("remote storage was turned off: deleting the partition's remote log", "segments", t.manifest().SegmentCount(), "bytes", t.manifest().Bytes())
@@ -788,15 +805,17 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	}) {
 		return false
 	}
+	// Nothing counts as uploaded any more: should uploads go on again
+	// (resume), local retention waits for them.
+	p.log.SetUploadedEnd(uploadedEnd(t.manifest()))
 	// Remote retention drops every entry, all of them below the log
 	// start now, and deletes their objects, pass after pass. Not through
 	// partitionTier.applyRetention, which would move the local log's
 	// start along with the remote one: the local log keeps its records,
 	// readable from its start, as Kafka's does.
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
-		if resumed() {
-			return resume()
-		}
+		// Turned on again meanwhile, the drain still empties the
+		// manifest first (resume).
 		if m := t.manifest(); m.SegmentCount() == 0 && len(m.Spills) == 0 {
 			break
 		}
@@ -982,6 +1001,19 @@ func (t *partitionTier) applyRetention(ctx context.Context, p *partition, epoch 
 // retentionPassTimeout bounds one remote retention pass: a manifest
 // commit and the deletes of a batch of segments' objects.
 const retentionPassTimeout = time.Minute
+
+// uploadedEnd is how far the bucket holds a partition's records, for
+// local retention's guard (localseg.Log.SetUploadedEnd): the end of the
+// manifest's entries, and 0 when none reaches past its log start (a
+// remote log that retention emptied, or that is being deleted, drain:
+// the records the local log still holds are then in no bucket to be read,
+// and its records below the log start go anyway).
+func uploadedEnd(m *tiering.Manifest) int64 {
+	if start := m.Start(); start < 0 || start >= m.End() {
+		return 0
+	}
+	return m.End()
+}
 
 // uploadLag is a tiered partition's upload lag at one instant.
 type uploadLag struct {
@@ -1314,7 +1346,7 @@ func (p *partition) followerRestoreFromBucket(ctx context.Context, leader, leade
 	if err != nil {
 		return err
 	}
-	p.log.SetUploadedEnd(m.End())
+	p.log.SetUploadedEnd(uploadedEnd(m))
 	t.svc.b.log.Info("follower restarted its log where the remote log ends", "topic", t.part.Topic, "partition", t.part.Index, "offset", rp.Offset, "was", offset)
 	return nil
 }
@@ -1528,7 +1560,7 @@ func (t *partitionTier) startFollowerSync(p *partition) {
 				t.svc.b.log.Debug("follower reading the remote manifest", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 				continue
 			}
-			p.log.SetUploadedEnd(m.End())
+			p.log.SetUploadedEnd(uploadedEnd(m))
 		}
 	}()
 }

@@ -326,3 +326,51 @@ func TestTurningOffATopicThatNeverUploadedEndsAtOnce(t *testing.T) {
 		t.Fatalf("%d segment objects for a topic that never tiered", n)
 	}
 }
+
+// TestTurningRemoteStorageOnAgainDuringTheDrain: remote storage is turned
+// off, and on again while the drain waits out its orphan grace (an hour
+// here). The manifest, its entries gone, starts over at the local log's
+// start, uploads go on from there, and every record the local log kept
+// reads back: none is lost between the bucket's copies going and the
+// local retention coming back.
+func TestTurningRemoteStorageOnAgainDuringTheDrain(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := startTiered(t, bucket)
+	ctx := testCtx(t)
+	adm := b.Admin()
+	str := func(s string) *string { return &s }
+	const topic = "onagain"
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{
+		"segment.bytes": str("65536"), "local.retention.bytes": str("200000"), "retention.ms": str("-1"), "file.delete.delay.ms": str("1"),
+	}, topic); err != nil {
+		t.Fatal(err)
+	}
+	cl := tieredProducer(b, topic)
+	produceTieredValues(t, cl, 0, 1000, 50)
+	waitFor(t, "uploads past offset 600, and local retention past offset 0", 30*time.Second, func() bool {
+		return remoteManifest(t, bucket, adm, topic).End() > 600 && listOffset(t, cl, topic, -4) > 0
+	})
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("false"), "remote.log.delete.on.disable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage off: %v (%s)", err, msg)
+	}
+	waitFor(t, "the manifest's entries gone", 30*time.Second, func() bool {
+		m := remoteManifest(t, bucket, adm, topic)
+		return m.SegmentCount() == 0 && len(listBucket(t, bucket, ".log")) == 0
+	})
+	start := listOffset(t, cl, topic, -2)
+	if start == 0 || start != listOffset(t, cl, topic, -4) {
+		t.Fatalf("log start %d, local %d: want the local log's", start, listOffset(t, cl, topic, -4))
+	}
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.storage.enable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage on again: %v (%s)", err, msg)
+	}
+	produceTieredValues(t, cl, 1000, 1500, 50)
+	waitFor(t, "uploads from the local log's start, and local retention going on", 30*time.Second, func() bool {
+		m := remoteManifest(t, bucket, adm, topic)
+		return m.Start() == start && m.End() > 1200 && listOffset(t, cl, topic, -4) > start
+	})
+	if got := listOffset(t, cl, topic, -2); got != start {
+		t.Fatalf("log start %d, want %d", got, start)
+	}
+	requireTieredRecords(ctx, t, b, topic, int(start), 1500-int(start))
+}
