@@ -897,6 +897,11 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	}) {
 		return false
 	}
+	if resumed() {
+		// On again just now: the partition stays tiered (its log is
+		// not reopened), and this term archives.
+		return resume()
+	}
 	log.Info("deleted the partition's remote log; its log reopens without tiered storage", "took", time.Since(began).Round(time.Second))
 	return false
 }
