@@ -84,6 +84,9 @@ func (b *Broker) alterTopicConfigs(ctx context.Context, r *request, name string,
 		if err := checkTopicConfigs(cur, next, b.cfg.TopicDefaults); err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 		}
+		if err := checkDraining(tv, cur, next, b.cfg.TopicDefaults); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
+		}
 		return next, nil
 	}
 	if validateOnly {
@@ -101,6 +104,30 @@ func (b *Broker) alterTopicConfigs(ctx context.Context, r *request, name string,
 	}
 	b.log.Info("topic configs changed", append([]any{"topic", name, "changes", configChanges(before, after)}, r.clientAttrs()...)...)
 	return b.waitApplied(ctx, rev)
+}
+
+// checkDraining refuses to drop remote.log.delete.on.disable from a topic
+// whose remote storage is off while a partition's remote log may still be
+// being deleted (it is not marked unarchived): its tier would close with
+// the drain half done, and remote storage turned on later would go on from
+// the half-deleted manifest, whose log start is past what the local logs
+// still hold. Turning remote storage on again instead stops the drain
+// safely.
+func checkDraining(tv *topicView, cur, next, broker map[string]string) error {
+	on := func(name string, m map[string]string) bool {
+		v, _ := configValue(name, m, broker)
+		return v == "true"
+	}
+	if on("remote.storage.enable", next) || on("remote.log.delete.on.disable", next) ||
+		on("remote.storage.enable", cur) || !on("remote.log.delete.on.disable", cur) {
+		return nil
+	}
+	for _, pv := range tv.partitions {
+		if !pv.unarchived {
+			return fmt.Errorf("remote.log.delete.on.disable stays set while the topic's remote log is being deleted (partition %d is not done); set remote.storage.enable=true to stop deleting it", pv.index)
+		}
+	}
+	return nil
 }
 
 func (b *Broker) alterBrokerConfigs(ctx context.Context, r *request, name string, validateOnly bool, mutate func(map[string]string, configKind) (map[string]string, error)) error {

@@ -264,6 +264,11 @@ func TestTurningRemoteStorageOffFinishesUnderANewLeader(t *testing.T) {
 			t.Fatalf("broker %d's tier status %+v: want the remote log being deleted", id, st)
 		}
 	}
+	// Dropping remote.log.delete.on.disable now would leave the drain
+	// half done: refused.
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.delete.on.disable": nil}); !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, "being deleted") {
+		t.Fatalf("dropping remote.log.delete.on.disable mid-drain: %v (%s), want INVALID_CONFIG", err, msg)
+	}
 	cl := tieredProducer(c, topic)
 	start := listOffset(t, cl, topic, -2)
 	if start != listOffset(t, cl, topic, -4) {
@@ -283,6 +288,10 @@ func TestTurningRemoteStorageOffFinishesUnderANewLeader(t *testing.T) {
 	c.Start(leader)
 	produceTieredValues(t, cl, 1050, 1100, 50)
 	requireTieredRecords(ctx, t, c, topic, int(start), 1100-int(start))
+	// Done: the config may go.
+	if msg, err := alterTopicConfigs(t, adm, topic, map[string]*string{"remote.log.delete.on.disable": nil}); err != nil {
+		t.Fatalf("dropping remote.log.delete.on.disable once the remote log is gone: %v (%s)", err, msg)
+	}
 }
 
 // TestTurningOffATopicThatNeverUploadedEndsAtOnce: a partition whose
