@@ -207,7 +207,10 @@ func (c *conn) muteLeft() time.Duration {
 
 // setThrottle puts d in resp, if it has a throttle field.
 func setThrottle(resp kmsg.Response, d time.Duration) {
-	if st, ok := resp.(kmsg.SetThrottleResponse); ok && d > 0 {
+	if d <= 0 {
+		return
+	}
+	if st, ok := resp.(kmsg.SetThrottleResponse); ok {
 		st.SetThrottle(int32(min(d.Milliseconds(), 1<<31-1)))
 	}
 }

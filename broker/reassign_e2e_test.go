@@ -440,9 +440,17 @@ func TestReassignmentCancelRevertsUncleanly(t *testing.T) {
 	const topic = "unclean-revert"
 	createAssigned(t, c.Client(), topic, []int32{0, 1})
 	adm := c.Admin()
-	if ar, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "unclean.leader.election.enable", Value: kadm.StringPtr("true")}}, topic); err != nil || ar[0].Err != nil {
-		t.Fatalf("allowing unclean election: %v %v", err, ar)
-	}
+	// The broker asked may not have seen the new topic yet.
+	brokertest.WaitFor(t, 10*time.Second, "unclean election allowed", func() (bool, string) {
+		ar, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "unclean.leader.election.enable", Value: kadm.StringPtr("true")}}, topic)
+		if err == nil && errors.Is(ar[0].Err, kerr.UnknownTopicOrPartition) {
+			return false, ar[0].Err.Error()
+		}
+		if err != nil || ar[0].Err != nil {
+			t.Fatalf("allowing unclean election: %v %v", err, ar)
+		}
+		return true, ""
+	})
 	prod := c.Client(kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for i := 0; i < 20; i++ {
 		produceSync(t, prod, &kgo.Record{Value: []byte(strconv.Itoa(i))})

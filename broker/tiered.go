@@ -781,14 +781,7 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	// there on; what it had below, the drain deleted).
 	resume := func() bool {
 		if !until("starting the remote manifest over at the local log's start", func(sctx context.Context) error {
-			_, err := t.store.Commit(sctx, epoch, func(m *tiering.Manifest) error {
-				if m.SegmentCount() > 0 || len(m.Spills) > 0 {
-					return fmt.Errorf("broker: the remote manifest names %d segments again", m.SegmentCount())
-				}
-				m.LogStartOffset = p.log.LocalLogStartOffset()
-				return nil
-			})
-			return err
+			return t.startManifestOver(sctx, epoch, p.log.LocalLogStartOffset())
 		}) || !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
 			return t.svc.b.meta.markArchiving(sctx, t.part.Topic, t.part.Index, p.nodeID, epoch)
 		}) {
@@ -878,14 +871,7 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	// deleted history had (adoptRemoteEnd), which would cost what a term
 	// appended before reading it, the partition being unarchived.
 	if !until("resetting the remote manifest", func(sctx context.Context) error {
-		_, err := t.store.Commit(sctx, epoch, func(m *tiering.Manifest) error {
-			if m.SegmentCount() > 0 || len(m.Spills) > 0 {
-				return fmt.Errorf("broker: the remote manifest names %d segments again", m.SegmentCount())
-			}
-			m.LogStartOffset = 0
-			return nil
-		})
-		return err
+		return t.startManifestOver(sctx, epoch, 0)
 	}) {
 		return false
 	}
@@ -904,6 +890,20 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	}
 	log.Info("deleted the partition's remote log; its log reopens without tiered storage", "took", time.Since(began).Round(time.Second))
 	return false
+}
+
+// startManifestOver commits the drained manifest, which names no
+// segment, with its log start at start: where uploads begin, should
+// remote storage be on.
+func (t *partitionTier) startManifestOver(ctx context.Context, epoch int32, start int64) error {
+	_, err := t.store.Commit(ctx, epoch, func(m *tiering.Manifest) error {
+		if m.SegmentCount() > 0 || len(m.Spills) > 0 {
+			return fmt.Errorf("broker: the remote manifest names %d segments again", m.SegmentCount())
+		}
+		m.LogStartOffset = start
+		return nil
+	})
+	return err
 }
 
 // fenced handles a manifest commit of the term of epoch refused for a
