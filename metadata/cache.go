@@ -42,6 +42,9 @@ type Snapshot struct {
 	// ClientQuotas are the client quotas by entity (Kafka's quota names
 	// to their values). Readers must not modify the maps.
 	ClientQuotas map[QuotaEntity]map[string]float64
+	// ScramCredentials are the users' SCRAM credentials, by user and
+	// mechanism. Readers must not modify the maps.
+	ScramCredentials map[string]map[string]ScramCredential
 }
 
 // Cache keeps a Snapshot current by watching the store's keys. Snapshot is
@@ -155,6 +158,8 @@ type state struct {
 	brokerConfigs map[int32]map[string]string
 	// clientQuotas are the client quotas by entity.
 	clientQuotas map[QuotaEntity]map[string]float64
+	// scramCredentials are the SCRAM credentials by user and mechanism.
+	scramCredentials map[string]map[string]ScramCredential
 }
 
 type candidate struct {
@@ -182,6 +187,8 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		shuttingDown:  map[int32]bool{},
 		brokerConfigs: map[int32]map[string]string{},
 		clientQuotas:  map[QuotaEntity]map[string]float64{},
+
+		scramCredentials: map[string]map[string]ScramCredential{},
 	}
 	for _, kv := range resp.Kvs {
 		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
@@ -258,6 +265,8 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 		st.putBrokerConfigs(log, key, strings.TrimPrefix(rest, "broker-configs/"), val)
 	case strings.HasPrefix(rest, "client-quotas/"):
 		st.putClientQuotas(log, key, strings.TrimPrefix(rest, "client-quotas/"), val)
+	case strings.HasPrefix(rest, "scram-credentials/"):
+		st.putScramCredentials(log, key, strings.TrimPrefix(rest, "scram-credentials/"), val)
 	case strings.HasPrefix(rest, "brokers/"):
 		var b Broker
 		if err := json.Unmarshal(val, &b); err != nil {
@@ -355,6 +364,8 @@ func (st *state) del(key string) {
 		st.delBrokerConfigs(rest)
 	case strings.HasPrefix(rest, "client-quotas/"):
 		st.delClientQuotas(strings.TrimPrefix(rest, "client-quotas/"))
+	case strings.HasPrefix(rest, "scram-credentials/"):
+		st.delScramCredentials(strings.TrimPrefix(rest, "scram-credentials/"))
 	case strings.HasPrefix(rest, "brokers/"):
 		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
 		if err == nil {
@@ -392,12 +403,17 @@ func (st *state) snapshot() *Snapshot {
 		DeletedTopics: make(map[UUID]DeletedTopic, len(st.deleted)),
 		BrokerConfigs: make(map[int32]map[string]string, len(st.brokerConfigs)),
 		ClientQuotas:  make(map[QuotaEntity]map[string]float64, len(st.clientQuotas)),
+
+		ScramCredentials: make(map[string]map[string]ScramCredential, len(st.scramCredentials)),
 	}
 	for id, m := range st.brokerConfigs {
 		s.BrokerConfigs[id] = m // replaced, never changed, by put
 	}
 	for e, m := range st.clientQuotas {
 		s.ClientQuotas[e] = m // replaced, never changed, by put
+	}
+	for u, m := range st.scramCredentials {
+		s.ScramCredentials[u] = m // replaced, never changed, by put
 	}
 	for id, d := range st.deleted {
 		s.DeletedTopics[id] = d
