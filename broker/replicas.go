@@ -372,7 +372,6 @@ func (m *replicaManager) apply(view *metaView) {
 			old := p.cfg.Swap(&c)
 			p.log.SetConfig(cfg.logConfig(p.tier != nil))
 			if p.tier != nil && (old == nil || old.uploadsStopped() != cfg.uploadsStopped()) {
-				p.log.SetUploadsStopped(cfg.uploadsStopped())
 				p.tier.poke() // uploads go on again, or the archive loop sees them stopped
 			}
 			oldLeader, oldEpoch := p.leaderState()
@@ -687,7 +686,6 @@ func (m *replicaManager) openLog(po *pendingOpen) (*partition, error) {
 	if tier != nil {
 		// Nothing is known to be uploaded until the manifest is read.
 		log.SetUploadedEnd(0)
-		log.SetUploadsStopped(cfg.uploadsStopped())
 	}
 	p := newPartition(po.topic, po.id, po.index, m.nodeID, log, cfg)
 	p.internal = po.internal

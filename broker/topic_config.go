@@ -263,10 +263,14 @@ type topicConfig struct {
 // logConfig is the local log's configuration: a tiered log keeps the
 // local retention (the total applies to the remote log), unless its
 // uploads are stopped (uploadsStopped): then nothing more reaches the
-// object store, and the local log keeps the total, as Kafka's does.
+// object store, and the local log keeps the total, as Kafka's does, no
+// longer held back by what the object store lacks.
 func (c *topicConfig) logConfig(tiered bool) localseg.Config {
 	l := c.log
-	if tiered && !c.uploadsStopped() {
+	switch {
+	case tiered && c.uploadsStopped():
+		l.UploadsStopped = true
+	case tiered:
 		l.RetentionMs, l.RetentionBytes = c.localRetentionMs, c.localRetentionBytes
 	}
 	return l

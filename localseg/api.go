@@ -58,6 +58,14 @@ type Config struct {
 	// of zeros per active segment on disk, and holds a descriptor of its
 	// own, outside the FileCache's bound, while it writes them.
 	Preallocate bool
+	// UploadsStopped lifts the guard of SetUploadedEnd on a tiered log
+	// whose uploads are stopped: nothing more will reach the object
+	// store, so local retention deletes as in an untiered log, what the
+	// object store lacks too. It is part of the config, not a switch of
+	// its own, so that it changes in one SetConfig with the retention it
+	// goes with: no retention pass applies a tiered log's local
+	// retention unguarded, or the guard to the total retention.
+	UploadsStopped bool
 }
 
 // EnsureDefaults fills zero fields with Kafka's defaults.

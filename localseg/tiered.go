@@ -144,7 +144,6 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 type tieredState struct {
 	onSeal  func(SegmentInfo)
 	guarded atomic.Bool
-	stopped atomic.Bool
 	end     atomic.Int64
 }
 
@@ -157,17 +156,10 @@ func (l *Log) SetUploadedEnd(end int64) {
 	l.tiered.guarded.Store(true)
 }
 
-// SetUploadsStopped lifts (or, with false, restores) the guard of
-// SetUploadedEnd while a tiered log's uploads are stopped: nothing more
-// will reach the object store, so local retention deletes as it does in
-// an untiered log, what the object store lacks too.
-func (l *Log) SetUploadsStopped(stopped bool) {
-	l.tiered.stopped.Store(stopped)
-}
-
 // retentionGuard is the offset local retention may not delete past.
+// Requires mu (Config.UploadsStopped).
 func (l *Log) retentionGuard() int64 {
-	if !l.tiered.guarded.Load() || l.tiered.stopped.Load() {
+	if !l.tiered.guarded.Load() || l.mu.cfg.UploadsStopped {
 		return math.MaxInt64
 	}
 	return l.tiered.end.Load()
