@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"slices"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/sasl"
 )
 
 func init() {
@@ -10,16 +14,24 @@ func init() {
 	handler(kmsg.SASLHandshake, 1, 1, handleSASLHandshake)
 }
 
-// interBrokerMechanism is the one SASL mechanism served: PLAIN, by which a
-// broker's replica fetcher presents the cluster secret (user
-// "broker-<id>"). Client authentication is not offered yet.
-const interBrokerMechanism = "PLAIN"
+// interBrokerMechanism is the SASL mechanism by which a broker's replica
+// fetcher presents the cluster secret (user "broker-<id>").
+const interBrokerMechanism = sasl.Plain
 
+// handleSASLHandshake chooses the connection's SASL mechanism, once,
+// before SaslAuthenticate. See client_auth.go.
 func handleSASLHandshake(b *Broker, r *request, req *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
-	resp.SupportedMechanisms = []string{interBrokerMechanism}
-	if req.Mechanism != interBrokerMechanism {
+	resp.SupportedMechanisms = b.offeredMechanisms()
+	c := r.conn
+	switch {
+	case c.sasl.mech != "" || c.authenticated():
+		resp.ErrorCode = kerr.IllegalSaslState.Code
+		c.sasl.failed = true
+	case !slices.Contains(resp.SupportedMechanisms, req.Mechanism):
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
+	default:
+		c.sasl.mech = req.Mechanism
 	}
 	return resp
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/sasl"
 )
 
 func init() {
@@ -17,22 +19,61 @@ func init() {
 // interBrokerUser is the PLAIN user name of broker id.
 func interBrokerUser(id int32) string { return "broker-" + strconv.Itoa(int(id)) }
 
-// handleSASLAuthenticate checks a PLAIN token ("authzid NUL user NUL
-// password", RFC 4616). A broker presenting the cluster secret marks the
-// connection as that broker's: its Fetch requests with a replica id are
-// then served as a follower's. Anything else fails, and the connection
-// stays a client's (Kafka's CVE-2018-1288 was a client posing as a
-// follower).
+// handleSASLAuthenticate takes a step of the exchange of the mechanism
+// SaslHandshake chose: a PLAIN token ("authzid NUL user NUL password",
+// RFC 4616) in one, a SCRAM exchange in two. A broker presenting the
+// cluster secret by PLAIN marks the connection as that broker's: its
+// Fetch requests with a replica id are then served as a follower's (Kafka's
+// CVE-2018-1288 was a client posing as a follower). Any failure ends the
+// connection (see client_auth.go).
 func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
-	id, ok := checkInterBrokerToken(req.SASLAuthBytes, b.secret)
-	if !ok {
-		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-		msg := "authentication failed"
-		resp.ErrorMessage = &msg
+	c := r.conn
+	mech := c.sasl.mech
+	fail := func(code *kerr.Error, msg string) kmsg.Response {
+		c.sasl.failed, c.sasl.scram = true, nil
+		resp.ErrorCode, resp.ErrorMessage = code.Code, &msg
+		r.refused("SASL authentication failed", "mechanism", mech, "reason", msg)
 		return resp
 	}
-	r.conn.peer.Store(id + 1)
+	if mech == "" || c.authenticated() {
+		return fail(kerr.IllegalSaslState, "SaslAuthenticate is valid once, after a SaslHandshake")
+	}
+	failed := "Authentication failed during authentication due to invalid credentials with SASL mechanism " + mech
+	if mech == interBrokerMechanism {
+		if id, ok := checkInterBrokerToken(req.SASLAuthBytes, b.secret); ok {
+			c.peer.Store(id + 1)
+			return resp
+		}
+	}
+	if !b.clientMechanism(mech) {
+		return fail(kerr.SaslAuthenticationFailed, failed)
+	}
+	if mech == sasl.Plain {
+		user, password, err := sasl.ParsePlain(req.SASLAuthBytes)
+		if err != nil || !b.checkPlainPassword(user, password) {
+			return fail(kerr.SaslAuthenticationFailed, failed)
+		}
+		c.user.Store(&user)
+		return resp
+	}
+	if c.sasl.scram == nil {
+		s, err := sasl.NewScram(mech, func(user string) (sasl.Credential, bool) { return b.scramCredential(mech, user) })
+		if err != nil {
+			return fail(kerr.UnsupportedSaslMechanism, err.Error())
+		}
+		c.sasl.scram = s
+	}
+	reply, done, err := c.sasl.scram.Step(req.SASLAuthBytes)
+	if err != nil {
+		return fail(kerr.SaslAuthenticationFailed, failed)
+	}
+	resp.SASLAuthBytes = reply
+	if done {
+		user := c.sasl.scram.User()
+		c.user.Store(&user)
+		c.sasl.scram = nil
+	}
 	return resp
 }
 

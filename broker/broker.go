@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/fetcher"
+	"github.com/shale-log/shale/broker/sasl"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -174,6 +175,16 @@ type Config struct {
 	// many samples of that length (default 11 of 1 s).
 	QuotaWindowNum  int
 	QuotaWindowSize time.Duration
+	// SASLMechanisms are sasl.enabled.mechanisms (PLAIN, SCRAM-SHA-256,
+	// SCRAM-SHA-512): set, the listener is SASL_PLAINTEXT and clients
+	// must authenticate with one of them; empty, it is PLAINTEXT. See
+	// client_auth.go.
+	SASLMechanisms []string
+	// SASLBootstrapUser and SASLBootstrapPassword are a user the broker
+	// creates at start (SCRAM credentials for both mechanisms) unless it
+	// has credentials already: the first user of a cluster that
+	// requires SASL ("": none).
+	SASLBootstrapUser, SASLBootstrapPassword string
 }
 
 // HTTPAddressConfig is the broker config that DescribeConfigs shows the
@@ -286,6 +297,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("broker: advertised HTTP address %q: want host:port", c.AdvertisedHTTPAddr)
 	case c.ReplicaSelector != "" && c.ReplicaSelector != RackAwareSelector && c.ReplicaSelector != LeaderSelector:
 		return fmt.Errorf("broker: replica.selector.class %q: %q or %q", c.ReplicaSelector, RackAwareSelector, LeaderSelector)
+	}
+	for _, mech := range c.SASLMechanisms {
+		if mech != sasl.Plain && !sasl.ScramMechanism(mech) {
+			return fmt.Errorf("broker: SASL mechanism %q: want %s, %s or %s", mech, sasl.Plain, sasl.ScramSHA256, sasl.ScramSHA512)
+		}
+	}
+	if c.SASLBootstrapUser != "" && c.SASLBootstrapPassword == "" {
+		return fmt.Errorf("broker: the bootstrap SASL user %q needs a password", c.SASLBootstrapUser)
 	}
 	for name, v := range c.TopicDefaults {
 		def := topicDefByBrokerName(name)

@@ -21,10 +21,10 @@ import (
 // from the connection until it has passed (the client, told, waits too).
 // A fetch whose records would take the client past its quota is answered
 // without them, with the throttle time, and its bytes are not counted.
-// Rates are measured as Kafka measures them (clientquota.Rate). Without
-// client authentication every client is user ANONYMOUS, as Kafka names
-// an unauthenticated principal; brokers' own connections (replication)
-// are never throttled by client quotas.
+// Rates are measured as Kafka measures them (clientquota.Rate). A client
+// is the user it authenticated as (client_auth.go), or user ANONYMOUS, as
+// Kafka names an unauthenticated principal; brokers' own connections
+// (replication) are never throttled by client quotas.
 
 // anonymousUser is the user of a connection that did not authenticate.
 const anonymousUser = "ANONYMOUS"
@@ -146,6 +146,9 @@ func (m *clientQuotaManager) counted(kind string, d time.Duration) {
 func (c *conn) quotaUser() (string, bool) {
 	if c == nil || c.peer.Load() != 0 {
 		return "", false
+	}
+	if u := c.user.Load(); u != nil {
+		return *u, true
 	}
 	return anonymousUser, true
 }

@@ -84,6 +84,10 @@ type conn struct {
 	// as with the cluster secret (SaslAuthenticate), 0 for a client.
 	// Only a broker's connection may fetch as a follower.
 	peer atomic.Int32
+	// user is the user the client authenticated as (nil: none, user
+	// ANONYMOUS); sasl is the exchange that gets there (client_auth.go).
+	user atomic.Pointer[string]
+	sasl saslState
 	// mutedUntil is when a client quota's throttle ends (Unix
 	// nanoseconds; 0: never throttled): the reader reads nothing from
 	// the connection until then (chargeProduce, chargeFetch).
@@ -774,6 +778,10 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	if err != nil {
 		release()
 		return err
+	}
+	if !c.mayRequest(h.key) {
+		release()
+		return c.refuseBeforeAuth(h)
 	}
 	p.header, p.start = h, read
 	p.req = request{conn: c, header: h, p: p}

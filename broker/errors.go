@@ -66,6 +66,11 @@ var errorCodes = []struct {
 	{is(errInvalidRequest), kerr.InvalidRequest},
 	{is(errPolicyViolation), kerr.PolicyViolation},
 	{is(errMetaConflict), kerr.ConcurrentTransactions}, // retriable; Kafka has no closer code
+	// Users (AlterUserScramCredentials).
+	{is(errUnacceptableCredential), kerr.UnacceptableCredential},
+	{is(errUnsupportedSASLMechanism), kerr.UnsupportedSaslMechanism},
+	{is(errResourceNotFound), kerr.ResourceNotFound},
+	{is(errDuplicateResource), kerr.DuplicateResource},
 	// Tiered storage: the object store is down or slow, or an object
 	// does not decode; retriable (the client backs off and fetches
 	// again).

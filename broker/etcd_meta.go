@@ -147,6 +147,8 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 
 		brokerConfigs: s.BrokerConfigs,
 		clientQuotas:  s.ClientQuotas,
+
+		scramCredentials: s.ScramCredentials,
 	}
 	for id := range s.DeletedTopics {
 		v.deleted[id] = true
@@ -256,6 +258,14 @@ func (m *etcdMeta) updateClientQuotas(ctx context.Context, e metadata.QuotaEntit
 		return 0, err
 	}
 	rev, err := m.store.UpdateClientQuotas(ctx, e, mutate)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) updateScramCredentials(ctx context.Context, user string, mutate func(map[string]metadata.ScramCredential) (map[string]metadata.ScramCredential, error)) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
+	rev, err := m.store.UpdateScramCredentials(ctx, user, mutate)
 	return rev, metaError(err)
 }
 

@@ -29,6 +29,9 @@ type metaStore interface {
 	// updateClientQuotas replaces a client quota entity's quotas with
 	// mutate's result.
 	updateClientQuotas(ctx context.Context, e metadata.QuotaEntity, mutate func(map[string]float64) (map[string]float64, error)) (int64, error)
+	// updateScramCredentials replaces a user's SCRAM credentials (by
+	// mechanism) with mutate's result.
+	updateScramCredentials(ctx context.Context, user string, mutate func(map[string]metadata.ScramCredential) (map[string]metadata.ScramCredential, error)) (int64, error)
 	allocateProducerIDs(ctx context.Context, n int64) (int64, error)
 	// alterISR replaces a partition's ISR as its leader: only while the
 	// stored partition still names leader at leaderEpoch and is at
@@ -126,6 +129,9 @@ type metaView struct {
 	brokerConfigs map[int32]map[string]string
 	// clientQuotas are the client quotas by entity. Read-only.
 	clientQuotas map[metadata.QuotaEntity]map[string]float64
+	// scramCredentials are the users' SCRAM credentials by user and
+	// mechanism. Read-only.
+	scramCredentials map[string]map[string]metadata.ScramCredential
 }
 
 // unreadableReason says why a topic's partition cannot be served because

@@ -128,6 +128,12 @@ func start(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.producerIDs.setSecret(b.secret)
+	if b.cfg.SASLBootstrapUser != "" {
+		if err := ensureBootstrapUser(ctx, ms.store, b.cfg.SASLBootstrapUser, b.cfg.SASLBootstrapPassword); err != nil {
+			ms.close()
+			return nil, fmt.Errorf("broker: creating the bootstrap SASL user: %w", err)
+		}
+	}
 	self := metadata.Broker{
 		ID:              b.cfg.NodeID,
 		Host:            b.cfg.AdvertisedHost,

@@ -31,6 +31,8 @@ type Cluster struct {
 	Brokers []*Node
 	cfg     func(*broker.Config)
 	fs      func(id int32) localseg.FS // nil: the OS's
+	// auth authenticates the clients Client makes (ClientAuth).
+	auth []kgo.Opt
 }
 
 // Node is one broker of a Cluster.
@@ -57,7 +59,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 // or gated filesystem), at every start.
 func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Dir: t.TempDir(), fs: fs, cfg: func(cfg *broker.Config) {
+	c := &Cluster{t: t, Dir: t.TempDir(), fs: fs, auth: ClientAuth(opts...), cfg: func(cfg *broker.Config) {
 		for _, o := range opts {
 			o(cfg)
 		}
@@ -80,7 +82,7 @@ func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...
 		c.Brokers = append(c.Brokers, nd)
 		c.Start(nd.ID)
 	}
-	WaitListed(t, startWait, c.Addrs(), c.running()...)
+	WaitListedAs(t, startWait, c.auth, c.Addrs(), c.running()...)
 	return c
 }
 
@@ -135,7 +137,7 @@ func (c *Cluster) Start(id int32) {
 		defer close(nd.served)
 		br.Serve(ln)
 	}()
-	WaitListed(c.t, startWait, c.Addrs(), id)
+	WaitListedAs(c.t, startWait, c.auth, c.Addrs(), id)
 }
 
 // running lists the ids of the running brokers.
@@ -157,12 +159,19 @@ func (c *Cluster) running() []int32 {
 // created with a replica per broker fails with INVALID_REPLICATION_FACTOR.
 func WaitListed(t testing.TB, timeout time.Duration, addrs []string, ids ...int32) {
 	t.Helper()
+	WaitListedAs(t, timeout, nil, addrs, ids...)
+}
+
+// WaitListedAs is WaitListed with clients authenticated by auth
+// (ClientAuth).
+func WaitListedAs(t testing.TB, timeout time.Duration, auth []kgo.Opt, addrs []string, ids ...int32) {
+	t.Helper()
 	clients := make([]*kgo.Client, len(addrs))
 	for i, addr := range addrs {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+		cl, err := kgo.NewClient(withAuth(auth, kgo.SeedBrokers(addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
-		}))
+		}))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +241,7 @@ func (c *Cluster) Addrs() []string {
 // closed at cleanup.
 func (c *Cluster) Client(opts ...kgo.Opt) *kgo.Client {
 	c.t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)
+	cl, err := kgo.NewClient(withAuth(c.auth, append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
