@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -291,5 +292,71 @@ func TestAlterUserSCRAMCredentialsChecks(t *testing.T) {
 	}
 	if nobody.ErrorCode != kerr.ResourceNotFound.Code || twice.ErrorCode != kerr.DuplicateResource.Code {
 		t.Fatalf("describe nobody %d, a user twice %d", nobody.ErrorCode, twice.ErrorCode)
+	}
+}
+
+// TestUserQuotaBindsTheAuthenticatedUser: a producer_byte_rate set for a
+// user throttles the clients that authenticated as that user, and not
+// another user's.
+func TestUserQuotaBindsTheAuthenticatedUser(t *testing.T) {
+	b := brokertest.Start(t, saslOpts, func(c *broker.Config) { c.QuotaWindowSize = 100 * time.Millisecond })
+	ctx := testCtx(t)
+	const topic = "userquota"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	if altered, err := b.Admin().AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: "alice", Mechanism: kadm.ScramSha256, Iterations: 4096, Password: "alice-pw"}}); err != nil || altered.Error() != nil {
+		t.Fatalf("creating alice: %v %v", err, altered.Error())
+	}
+	if codes := alterQuotas(t, b.Client(), false, quotaEntry([]string{"user", "alice"}, map[string]float64{"producer_byte_rate": 100_000})); codes[0] != 0 {
+		t.Fatalf("alter: %v", codes)
+	}
+	throttled := func() float64 { return gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=produce") }
+	produce := func(mech sasl.Mechanism) {
+		cl := clientAs(t, mech, []string{b.Addr}, kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+		defer cl.Close()
+		value := make([]byte, 10_000)
+		for range 20 { // 200 kB, twice what a second of alice's quota allows
+			produceSync(t, cl, &kgo.Record{Value: value})
+		}
+	}
+	produce(scram.Auth{User: "admin", Pass: "admin-secret"}.AsSha512Mechanism())
+	if n := throttled(); n != 0 {
+		t.Fatalf("admin, without a quota, was throttled %v times", n)
+	}
+	produce(scram.Auth{User: "alice", Pass: "alice-pw"}.AsSha256Mechanism())
+	if throttled() == 0 {
+		t.Fatal("alice was not throttled")
+	}
+}
+
+// TestSASLClusterReplicates: brokers requiring SASL replicate to each
+// other (their fetchers authenticate with the cluster secret), and a
+// topic's records outlive its leader.
+func TestSASLClusterReplicates(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, saslOpts)
+	ctx := testCtx(t)
+	const topic = "replicated"
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic); err != nil {
+		t.Fatal(err)
+	}
+	prod := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
+	for i := range 50 {
+		produceSync(t, prod, &kgo.Record{Value: []byte{byte(i)}})
+	}
+	var leader int32
+	brokertest.WaitFor(t, 15*time.Second, "every replica in sync", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, topic)
+		leader = l
+		return len(isr) == 3, fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	c.Stop(leader)
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	n := 0
+	for n < 50 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of 50 records after the leader stopped", n)
+		}
+		n += len(fs.Records())
 	}
 }

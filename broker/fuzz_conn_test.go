@@ -100,6 +100,29 @@ func FuzzConnection(f *testing.F) {
 	describeQuotas.Components = []kmsg.DescribeClientQuotasRequestComponent{{EntityType: "client-id", MatchType: 2}, {EntityType: "user", MatchType: 0}}
 	f.Add(formatter.AppendRequest(nil, describeQuotas, 8)[4:])
 
+	// Users: a SASL exchange begun out of order, and SCRAM credentials
+	// with odd mechanisms, counts and sizes.
+	handshake := kmsg.NewPtrSASLHandshakeRequest()
+	handshake.Version, handshake.Mechanism = 1, "SCRAM-SHA-256"
+	f.Add(formatter.AppendRequest(nil, handshake, 9)[4:])
+	authenticate := kmsg.NewPtrSASLAuthenticateRequest()
+	authenticate.Version, authenticate.SASLAuthBytes = 2, []byte("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+	f.Add(formatter.AppendRequest(nil, authenticate, 10)[4:])
+	users := kmsg.NewPtrAlterUserSCRAMCredentialsRequest()
+	for _, mech := range []int8{0, 1, 2, 3, -1} {
+		u := kmsg.NewAlterUserSCRAMCredentialsRequestUpsertion()
+		u.Name, u.Mechanism, u.Iterations = "fuzz-user", mech, 4096
+		u.Salt, u.SaltedPassword = []byte("salt"), make([]byte, 32)
+		users.Upsertions = append(users.Upsertions, u)
+		d := kmsg.NewAlterUserSCRAMCredentialsRequestDeletion()
+		d.Name, d.Mechanism = "", mech
+		users.Deletions = append(users.Deletions, d)
+	}
+	f.Add(formatter.AppendRequest(nil, users, 11)[4:])
+	describeUsers := kmsg.NewPtrDescribeUserSCRAMCredentialsRequest()
+	describeUsers.Users = []kmsg.DescribeUserSCRAMCredentialsRequestUser{{Name: "fuzz-user"}, {Name: "fuzz-user"}, {Name: ""}}
+	f.Add(formatter.AppendRequest(nil, describeUsers, 12)[4:])
+
 	apiVersions := kmsg.NewPtrApiVersionsRequest()
 	apiVersions.Version = 0
 	probe := formatter.AppendRequest(nil, apiVersions, 0x7ead)
