@@ -25,7 +25,7 @@ func handleSASLHandshake(b *Broker, r *request, req *kmsg.SASLHandshakeRequest) 
 	resp.SupportedMechanisms = b.offeredMechanisms()
 	c := r.conn
 	switch {
-	case c.sasl.mech != "" || c.authenticated():
+	case c.sasl.mech != "":
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		c.sasl.failed = true
 	case !slices.Contains(resp.SupportedMechanisms, req.Mechanism):

@@ -36,13 +36,14 @@ func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateReq
 		r.refused("SASL authentication failed", "mechanism", mech, "reason", msg)
 		return resp
 	}
-	if mech == "" || c.authenticated() {
+	if mech == "" || c.sasl.done {
 		return fail(kerr.IllegalSaslState, "SaslAuthenticate is valid once, after a SaslHandshake")
 	}
 	failed := "Authentication failed during authentication due to invalid credentials with SASL mechanism " + mech
 	if mech == interBrokerMechanism {
 		if id, ok := checkInterBrokerToken(req.SASLAuthBytes, b.secret); ok {
 			c.peer.Store(id + 1)
+			c.sasl.done = true
 			return resp
 		}
 	}
@@ -55,6 +56,7 @@ func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateReq
 			return fail(kerr.SaslAuthenticationFailed, failed)
 		}
 		c.user.Store(&user)
+		c.sasl.done = true
 		return resp
 	}
 	if c.sasl.scram == nil {
@@ -72,7 +74,7 @@ func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateReq
 	if done {
 		user := c.sasl.scram.User()
 		c.user.Store(&user)
-		c.sasl.scram = nil
+		c.sasl.scram, c.sasl.done = nil, true
 	}
 	return resp
 }

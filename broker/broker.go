@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -185,6 +186,12 @@ type Config struct {
 	// has credentials already: the first user of a cluster that
 	// requires SASL ("": none).
 	SASLBootstrapUser, SASLBootstrapPassword string
+	// TLS, set, makes the Kafka listener TLS (ssl.keystore.*,
+	// ssl.client.auth): Kafka's SSL listener, or SASL_SSL with
+	// SASLMechanisms. PeerTLS is how this broker dials the others then
+	// (ssl.truststore.*, and its own certificate where they ask for one;
+	// nil: the system's roots). See listener_tls.go.
+	TLS, PeerTLS *tls.Config
 }
 
 // HTTPAddressConfig is the broker config that DescribeConfigs shows the
@@ -302,6 +309,9 @@ func (c *Config) Validate() error {
 		if mech != sasl.Plain && !sasl.ScramMechanism(mech) {
 			return fmt.Errorf("broker: SASL mechanism %q: want %s, %s or %s", mech, sasl.Plain, sasl.ScramSHA256, sasl.ScramSHA512)
 		}
+	}
+	if err := c.checkTLSConfig(); err != nil {
+		return err
 	}
 	if c.SASLBootstrapUser != "" && c.SASLBootstrapPassword == "" {
 		return fmt.Errorf("broker: the bootstrap SASL user %q needs a password", c.SASLBootstrapUser)
@@ -813,6 +823,15 @@ func (b *Broker) Serve(ln net.Listener) error {
 		}
 		if !b.goBackground(func() {
 			defer b.releaseConn(ip)
+			if b.cfg.TLS != nil {
+				tc, err := b.serverTLS(nc)
+				if err != nil {
+					nc.Close()
+					b.refusedLog.log(b.log, "TLS handshake failed: closing the connection", "remote", nc.RemoteAddr().String(), "err", err)
+					return
+				}
+				nc = tc
+			}
 			b.serveConn(nc)
 		}) {
 			b.releaseConn(ip)

@@ -127,8 +127,9 @@ type saslState struct {
 	mech string
 	// scram is the SCRAM exchange under way.
 	scram *sasl.Scram
-	// failed: the authentication failed; the connection ends.
-	failed bool
+	// done: the exchange authenticated the connection; failed: it
+	// failed, and the connection ends.
+	done, failed bool
 }
 
 // ensureBootstrapUser gives user SCRAM-SHA-256 and SCRAM-SHA-512

@@ -412,6 +412,9 @@ func (b *Broker) serveConn(nc net.Conn) {
 		heldBufs: iovec{base: make(net.Buffers, 0, maxWriteBatch)},
 	}
 	c.lastWrite.Store(time.Now().UnixNano())
+	if u := certificateUser(nc); u != "" && !b.saslRequired() {
+		c.user.Store(&u)
+	}
 	if !b.trackConn(c, true) {
 		nc.Close()
 		return

@@ -89,7 +89,7 @@ type PeerClient = peerClient
 // DialAsPeer connects to addr authenticated as broker self of b's cluster
 // (its Fetch requests with replica id self are a follower's).
 func (b *Broker) DialAsPeer(ctx context.Context, addr string, self int32) (*PeerClient, error) {
-	return dialPeer(ctx, nil, addr, self, b.secret)
+	return dialPeer(ctx, nil, b.peerTLS(), addr, self, b.secret)
 }
 
 // ColdStep is the step a tiered broker's cold work copies in now (see

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,8 +43,9 @@ type sentRequest struct {
 	req  kmsg.Request
 }
 
-// dialPeer connects to addr and authenticates as broker self.
-func dialPeer(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, self int32, secret string) (*peerClient, error) {
+// dialPeer connects to addr, over TLS with tlsCfg unless it is nil, and
+// authenticates as broker self.
+func dialPeer(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), tlsCfg *tls.Config, addr string, self int32, secret string) (*peerClient, error) {
 	if dial == nil {
 		var d net.Dialer
 		dial = d.DialContext
@@ -54,6 +56,11 @@ func dialPeer(ctx context.Context, dial func(context.Context, string, string) (n
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if tlsCfg != nil {
+		if nc, err = clientTLS(ctx, nc, tlsCfg, addr); err != nil {
+			return nil, fmt.Errorf("broker: TLS with peer %s: %w", addr, err)
+		}
 	}
 	c := &peerClient{nc: nc, rd: bufio.NewReaderSize(nc, 64<<10), fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID(interBrokerUser(self)))}
 	hs := kmsg.NewPtrSASLHandshakeRequest()

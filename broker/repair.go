@@ -234,7 +234,7 @@ func (r *repairer) fromReplica(ctx context.Context, p *partition, id int32, lr l
 	if !ok {
 		return nil, errors.New("never registered")
 	}
-	pc, err := dialPeer(ctx, r.b.cfg.DialPeer, addr, r.b.cfg.NodeID, r.b.secret)
+	pc, err := dialPeer(ctx, r.b.cfg.DialPeer, r.b.peerTLS(), addr, r.b.cfg.NodeID, r.b.secret)
 	if err != nil {
 		return nil, err
 	}

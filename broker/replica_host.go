@@ -24,7 +24,7 @@ func (b *Broker) newFetchers() *fetcher.Manager {
 		// fetching from it, or its high watermark stops.
 		Addr: func(id int32) (string, bool) { return b.meta.snapshot().brokerAddr(id) },
 		Dial: func(ctx context.Context, addr string) (fetcher.Conn, error) {
-			c, err := dialPeer(ctx, b.cfg.DialPeer, addr, b.cfg.NodeID, b.secret)
+			c, err := dialPeer(ctx, b.cfg.DialPeer, b.peerTLS(), addr, b.cfg.NodeID, b.secret)
 			if err != nil {
 				return nil, err
 			}

@@ -50,7 +50,7 @@ func (b *Broker) replicaLogEnds(ctx context.Context, bv metadata.Broker, parts [
 // askListOffsets sends one ListOffsets (latest, no leader epoch) for parts
 // from replicaID to the broker at addr, over a peer connection.
 func (b *Broker) askListOffsets(ctx context.Context, addr string, replicaID int32, parts []partitionKey) (*kmsg.ListOffsetsResponse, error) {
-	pc, err := dialPeer(ctx, b.cfg.DialPeer, addr, b.cfg.NodeID, b.secret)
+	pc, err := dialPeer(ctx, b.cfg.DialPeer, b.peerTLS(), addr, b.cfg.NodeID, b.secret)
 	if err != nil {
 		return nil, err
 	}

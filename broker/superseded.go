@@ -374,7 +374,7 @@ func (b *Broker) askPeersForLeaders() {
 }
 
 func (b *Broker) askPeerMetadata(ctx context.Context, addr string, parts []*partition) (*kmsg.MetadataResponse, error) {
-	pc, err := dialPeer(ctx, b.cfg.DialPeer, addr, b.cfg.NodeID, b.secret)
+	pc, err := dialPeer(ctx, b.cfg.DialPeer, b.peerTLS(), addr, b.cfg.NodeID, b.secret)
 	if err != nil {
 		return nil, err
 	}

@@ -34,8 +34,8 @@ type Broker struct {
 	served chan struct{}
 	cfg    func(*broker.Config)
 	fs     localseg.FS
-	// auth authenticates the clients Client makes (ClientAuth).
-	auth []kgo.Opt
+	// client is how the clients Client makes reach the broker.
+	client clientSetup
 	// Registry holds the broker's metrics (a new one at each start).
 	Registry *prometheus.Registry
 	log      *slog.Logger // nil: logger()
@@ -64,7 +64,7 @@ func Start(t testing.TB, opts ...Option) *Broker {
 // crash-simulating FS over LogDir(dir).
 func StartOn(t testing.TB, dir string, fs localseg.FS, opts ...Option) *Broker {
 	t.Helper()
-	b := &Broker{t: t, Dir: dir, fs: fs, auth: ClientAuth(opts...), cfg: func(c *broker.Config) {
+	b := &Broker{t: t, Dir: dir, fs: fs, client: setupFor(opts...), cfg: func(c *broker.Config) {
 		for _, o := range opts {
 			o(c)
 		}
@@ -171,7 +171,7 @@ func (b *Broker) RestartOn(fs localseg.FS) {
 // cleanup.
 func (b *Broker) Client(opts ...kgo.Opt) *kgo.Client {
 	b.t.Helper()
-	cl, err := kgo.NewClient(withAuth(b.auth, append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, opts...)...)...)
+	cl, err := kgo.NewClient(b.client.opts(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, opts...)...)...)
 	if err != nil {
 		b.t.Fatal(err)
 	}

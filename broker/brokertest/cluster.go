@@ -31,8 +31,8 @@ type Cluster struct {
 	Brokers []*Node
 	cfg     func(*broker.Config)
 	fs      func(id int32) localseg.FS // nil: the OS's
-	// auth authenticates the clients Client makes (ClientAuth).
-	auth []kgo.Opt
+	// client is how the clients Client makes reach the brokers.
+	client clientSetup
 }
 
 // Node is one broker of a Cluster.
@@ -59,7 +59,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 // or gated filesystem), at every start.
 func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Dir: t.TempDir(), fs: fs, auth: ClientAuth(opts...), cfg: func(cfg *broker.Config) {
+	c := &Cluster{t: t, Dir: t.TempDir(), fs: fs, client: setupFor(opts...), cfg: func(cfg *broker.Config) {
 		for _, o := range opts {
 			o(cfg)
 		}
@@ -82,7 +82,7 @@ func StartClusterOn(t testing.TB, n int, fs func(id int32) localseg.FS, opts ...
 		c.Brokers = append(c.Brokers, nd)
 		c.Start(nd.ID)
 	}
-	WaitListedAs(t, startWait, c.auth, c.Addrs(), c.running()...)
+	waitListed(t, startWait, c.client, c.Addrs(), c.running()...)
 	return c
 }
 
@@ -137,7 +137,7 @@ func (c *Cluster) Start(id int32) {
 		defer close(nd.served)
 		br.Serve(ln)
 	}()
-	WaitListedAs(c.t, startWait, c.auth, c.Addrs(), id)
+	waitListed(c.t, startWait, c.client, c.Addrs(), id)
 }
 
 // running lists the ids of the running brokers.
@@ -159,19 +159,15 @@ func (c *Cluster) running() []int32 {
 // created with a replica per broker fails with INVALID_REPLICATION_FACTOR.
 func WaitListed(t testing.TB, timeout time.Duration, addrs []string, ids ...int32) {
 	t.Helper()
-	WaitListedAs(t, timeout, nil, addrs, ids...)
+	waitListed(t, timeout, clientSetup{}, addrs, ids...)
 }
 
-// WaitListedAs is WaitListed with clients authenticated by auth
-// (ClientAuth).
-func WaitListedAs(t testing.TB, timeout time.Duration, auth []kgo.Opt, addrs []string, ids ...int32) {
+// waitListed is WaitListed with clients set up as client.
+func waitListed(t testing.TB, timeout time.Duration, client clientSetup, addrs []string, ids ...int32) {
 	t.Helper()
 	clients := make([]*kgo.Client, len(addrs))
 	for i, addr := range addrs {
-		cl, err := kgo.NewClient(withAuth(auth, kgo.SeedBrokers(addr), kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}))...)
+		cl, err := kgo.NewClient(client.pinned(addr, kgo.SeedBrokers(addr))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +237,7 @@ func (c *Cluster) Addrs() []string {
 // closed at cleanup.
 func (c *Cluster) Client(opts ...kgo.Opt) *kgo.Client {
 	c.t.Helper()
-	cl, err := kgo.NewClient(withAuth(c.auth, append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)...)
+	cl, err := kgo.NewClient(c.client.opts(append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -1,0 +1,137 @@
+package broker_test
+
+import (
+	"crypto/tls"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+)
+
+// TestTLSListenerServesSASLClients: on a TLS listener requiring SCRAM
+// (Kafka's SASL_SSL), a client that trusts the broker's CA authenticates,
+// produces and consumes, fetches included (no sendfile under TLS); a
+// plain TCP client is closed after its failed handshake, and one that
+// does not trust the CA fails it.
+func TestTLSListenerServesSASLClients(t *testing.T) {
+	ca := brokertest.NewCA(t)
+	listener, peer := ca.ListenerTLS(tls.NoClientCert)
+	b := brokertest.Start(t, saslOpts, func(c *broker.Config) { c.TLS, c.PeerTLS = listener, peer })
+	const topic = "tls"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	prod := b.Client(kgo.DefaultProduceTopic(topic))
+	value := make([]byte, 100_000)
+	for i := range 20 {
+		value[0] = byte(i)
+		produceSync(t, prod, &kgo.Record{Value: value})
+	}
+	recs := consumeN(t, b, topic, 20)
+	for i, r := range recs {
+		if len(r.Value) != len(value) || r.Value[0] != byte(i) {
+			t.Fatalf("record %d: %d bytes, first %d", i, len(r.Value), r.Value[0])
+		}
+	}
+
+	// Plain TCP: the broker reads it as a handshake, fails it, closes.
+	c := dial(t, b.Addr)
+	c.Write([]byte{0, 0, 0, 10, 0, 18, 0, 3, 0, 0, 0, 1, 0, 0})
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("plain TCP client: %v, want the connection closed", err)
+	}
+	// TLS without trusting the CA.
+	if _, err := tls.Dial("tcp", b.Addr, &tls.Config{ServerName: "127.0.0.1"}); err == nil {
+		t.Fatal("a client without the CA completed a handshake")
+	}
+}
+
+// TestTLSClientCertificates: a listener asking for client certificates
+// (ssl.client.auth=required) admits a client with one of its CA, whose
+// subject is then its user (a user quota binds it), and refuses one
+// without.
+func TestTLSClientCertificates(t *testing.T) {
+	ca := brokertest.NewCA(t)
+	listener, peer := ca.ListenerTLS(tls.RequireAndVerifyClientCert)
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.TLS, c.PeerTLS = listener, peer
+		c.QuotaWindowSize = 100 * time.Millisecond
+	})
+	const topic = "mtls"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	alice := pkix.Name{CommonName: "alice", Organization: []string{"example"}}
+	if codes := alterQuotas(t, b.Client(), false, quotaEntry([]string{"user", alice.String()}, map[string]float64{"producer_byte_rate": 100_000})); codes[0] != 0 {
+		t.Fatalf("alter: %v", codes)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.DialTLSConfig(ca.ClientTLS(alice)), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	value := make([]byte, 10_000)
+	for range 20 {
+		produceSync(t, cl, &kgo.Record{Value: value})
+	}
+	if n := gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=produce"); n == 0 {
+		t.Fatalf("user %q, past its quota, was not throttled", alice.String())
+	}
+	anon, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.DialTLSConfig(ca.ClientTLS(pkix.Name{})), kgo.RetryTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := kadm.NewClient(anon).ListTopics(testCtx(t)); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+}
+
+// TestTLSClusterReplicates: brokers whose listener is TLS and requires
+// SASL replicate to each other over TLS, and a topic's records outlive
+// its leader.
+func TestTLSClusterReplicates(t *testing.T) {
+	ca := brokertest.NewCA(t)
+	listener, peer := ca.ListenerTLS(tls.RequireAndVerifyClientCert)
+	c := brokertest.StartCluster(t, 3, saslOpts, func(cfg *broker.Config) { cfg.TLS, cfg.PeerTLS = listener, peer })
+	ctx := testCtx(t)
+	const topic = "replicated"
+	adm := c.Admin()
+	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic); err != nil {
+		t.Fatal(err)
+	}
+	prod := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
+	for i := range 50 {
+		produceSync(t, prod, &kgo.Record{Value: []byte{byte(i)}})
+	}
+	var leader int32
+	brokertest.WaitFor(t, 15*time.Second, "every replica in sync", func() (bool, string) {
+		l, reps, isr := partitionReplicas(t, adm, topic)
+		leader = l
+		return len(isr) == 3, fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
+	})
+	c.Stop(leader)
+	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	n := 0
+	for n < 50 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of 50 records after the leader stopped", n)
+		}
+		n += len(fs.Records())
+	}
+	// A client with SCRAM but no certificate is refused.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.DialTLSConfig(ca.ClientTLS(pkix.Name{})),
+		kgo.SASL(scram.Auth{User: "admin", Pass: "admin-secret"}.AsSha256Mechanism()), kgo.RetryTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).ListTopics(ctx); err == nil {
+		t.Fatalf("a client without a certificate: %v", err)
+	}
+}
