@@ -10,8 +10,11 @@ import (
 )
 
 func init() {
-	// v0 (SASL tokens sent unframed after the handshake) is not served.
-	handler(kmsg.SASLHandshake, 1, 1, handleSASLHandshake)
+	// v0 is advertised, as Kafka does, because librdkafka authenticates
+	// only with brokers that list it (it then sends v1). A client that
+	// does send v0 follows it with SASL tokens outside Kafka's framing,
+	// which are not served: the connection closes on the first.
+	handler(kmsg.SASLHandshake, 0, 1, handleSASLHandshake)
 }
 
 // interBrokerMechanism is the SASL mechanism by which a broker's replica

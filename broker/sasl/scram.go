@@ -305,7 +305,13 @@ func (s *Scram) parseClientFinal(msg string) (withoutProof string, proof []byte,
 	if header, err := decodeBase64(binding); err != nil || string(header) != s.gs2Header {
 		return "", nil, fmt.Errorf("%w: client-final channel binding is not the gs2 header sent", ErrMalformed)
 	}
-	if nonce, ok := strings.CutPrefix(attrs[1], "r="); !ok || nonce != s.nonce {
+	// librdkafka before 2.6.1 (confluentinc/librdkafka#4895) sends its
+	// own nonce twice: its nonce, then the combined one. Kafka 3.8.1 to
+	// 3.9 took that, and the clients that do it (Debian's kcat among
+	// them) are everywhere: taken here too. The nonce is in the message
+	// the proof signs either way.
+	clientTwice := strings.TrimSuffix(s.nonce, s.serverNonce) + s.nonce
+	if nonce, ok := strings.CutPrefix(attrs[1], "r="); !ok || nonce != s.nonce && nonce != clientTwice {
 		return "", nil, fmt.Errorf("%w: client-final nonce is not this exchange's", ErrMalformed)
 	}
 	for _, attr := range attrs[2:] {

@@ -106,3 +106,40 @@ func TestScramUnknownUserFailsAtProof(t *testing.T) {
 		t.Fatalf("an unknown user was shown %d different salts, want 1", len(salts))
 	}
 }
+
+// TestScramTakesLibrdkafkasDoubledNonce: librdkafka before 2.6.1 sends
+// its nonce before the combined one in its final message; the exchange
+// verifies all the same, and any other prefix is refused.
+func TestScramTakesLibrdkafkasDoubledNonce(t *testing.T) {
+	const clientNonce = "rOprNGfwEbeRWgbNEkqO"
+	final := func(nonce string) string {
+		salt, _ := base64.StdEncoding.DecodeString("W22ZaJ0SNY7soEsUEjb6gQ==")
+		salted, err := SaltedPassword(ScramSHA256, "pencil", salt, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newHash, _ := scramHash(ScramSHA256)
+		withoutProof := "c=biws,r=" + nonce
+		auth := "n=user,r=" + clientNonce + "," + rfcServerFirst + "," + withoutProof
+		clientKey := mac(newHash, salted, []byte("Client Key"))
+		sig := mac(newHash, storedKey(newHash, salted), []byte(auth))
+		for i := range clientKey {
+			clientKey[i] ^= sig[i]
+		}
+		return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(clientKey)
+	}
+	combined := clientNonce + rfcServerNonce
+	for _, c := range []struct {
+		nonce string
+		ok    bool
+	}{{combined, true}, {clientNonce + combined, true}, {"x" + combined, false}, {rfcServerNonce + combined, false}} {
+		s := rfcScram(t, rfcCredential(t))
+		if _, _, err := s.Step([]byte(rfcClientFirst)); err != nil {
+			t.Fatal(err)
+		}
+		_, done, err := s.Step([]byte(final(c.nonce)))
+		if done != c.ok || (err == nil) != c.ok {
+			t.Fatalf("nonce %q: done %v, err %v; want ok %v", c.nonce, done, err, c.ok)
+		}
+	}
+}
