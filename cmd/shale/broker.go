@@ -52,7 +52,9 @@ func newBrokerCmd() *cobra.Command {
 it registers under a lease, takes part in the controller election, leads or
 follows its partitions' replicas, and serves Kafka clients on --kafka-addr.
 Start more brokers with other ids on the same etcd to grow the cluster.
-Every flag can also be set with SHALE_<FLAG> (dashes become underscores).`,
+Every flag can also be set with SHALE_<FLAG> (dashes become underscores).
+With --sasl-mechanisms, clients must authenticate (SASL_PLAINTEXT); the
+password of --sasl-bootstrap-user is read from SHALE_SASL_BOOTSTRAP_PASSWORD.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -185,7 +187,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
-		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack)
+		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms)
 	select {
 	case <-ctx.Done():
 		stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 }
 
 func TestBrokerFlagsRefuseBadValues(t *testing.T) {
+	// Unset, as an empty value: the bootstrap user has no password.
+	t.Setenv(saslBootstrapPasswordEnv, "")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -49,6 +52,8 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1", nil},
 		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s", nil},
 		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
+		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256,GSSAPI"}, `--sasl-mechanisms "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`, nil},
+		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256", "--sasl-bootstrap-user", "admin"}, `--sasl-bootstrap-user "admin": set its password in SHALE_SASL_BOOTSTRAP_PASSWORD`, nil},
 	} {
 		subs := tc.subs
 		if subs == nil {
@@ -67,4 +72,44 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBrokerSASLFlags: --sasl-mechanisms makes shale dev (here from
+// SHALE_SASL_MECHANISMS) and shale broker require SASL by the mechanisms
+// named, and --sasl-bootstrap-user creates a user with the password in
+// SHALE_SASL_BOOTSTRAP_PASSWORD, by which clients then log in.
+func TestBrokerSASLFlags(t *testing.T) {
+	check := func(t *testing.T, addr string, enabled, disabled []string) {
+		t.Helper()
+		_, err := runCLI(t, "cluster", "info", "--brokers", addr, "--timeout", "20s")
+		wantErr(t, err, "SASL", "--sasl-mechanism")
+		for _, mech := range enabled {
+			mustAdmin(t, saslCLI(t, addr, mech, "root", "root-pw"), "cluster", "info")
+			_, err := saslCLI(t, addr, mech, "root", "wrong")("cluster", "info")
+			wantErr(t, err, "SASL_AUTHENTICATION_FAILED")
+		}
+		for _, mech := range disabled {
+			_, err := saslCLI(t, addr, mech, "root", "root-pw")("cluster", "info")
+			wantErr(t, err, "UNSUPPORTED_SASL_MECHANISM")
+		}
+		var users []describedUser
+		adminJSON(t, saslCLI(t, addr, enabled[0], "root", "root-pw"), &users, "user", "describe")
+		if len(users) != 1 || users[0].User != "root" || len(users[0].Credentials) != 2 {
+			t.Fatalf("users: %+v, want root with a credential for each SCRAM mechanism", users)
+		}
+	}
+	t.Run("dev", func(t *testing.T) {
+		p := startDev(t, "", "SHALE_SASL_MECHANISMS=SCRAM-SHA-512,PLAIN", "SHALE_SASL_BOOTSTRAP_USER=root", saslBootstrapPasswordEnv+"=root-pw")
+		check(t, p.kafkaAddr, []string{"SCRAM-SHA-512", "PLAIN"}, []string{"SCRAM-SHA-256"})
+	})
+	t.Run("broker", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := &brokerProc{t: t, id: 0, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: startTestEtcd(t, ctx),
+			extra: []string{"--sasl-mechanisms", "SCRAM-SHA-256", "--sasl-bootstrap-user", "root"},
+			env:   []string{saslBootstrapPasswordEnv + "=root-pw"}}
+		p.startNew(t)
+		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+		check(t, p.kafkaAddr, []string{"SCRAM-SHA-256"}, []string{"SCRAM-SHA-512"})
+	})
 }

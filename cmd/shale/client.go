@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -11,24 +12,51 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/shale-log/shale/broker/sasl"
 )
 
-// Client commands (topic, group, cluster, tier, produce, consume, bench)
-// share one way to reach the cluster: addClientFlags on the command (or
-// its parent) registers --brokers and --timeout, newClient builds a
-// franz-go client from them, and cliError turns what the client returns
-// into one line.
+// Client commands (topic, group, cluster, tier, quota, user, produce,
+// consume, bench) share one way to reach the cluster: addClientFlags on
+// the command (or its parent) registers --brokers, --timeout and the SASL
+// flags, newClient builds a franz-go client from them, and cliError turns
+// what the client returns into one line.
 
 // addClientFlags registers the connection flags on cmd, for it and its
-// subcommands: --brokers or -b, as kcat has it (SHALE_BROKERS), and
-// --timeout (SHALE_TIMEOUT).
+// subcommands: --brokers or -b, as kcat has it (SHALE_BROKERS),
+// --timeout (SHALE_TIMEOUT), and --sasl-mechanism and --sasl-user
+// (SHALE_SASL_MECHANISM, SHALE_SASL_USER), whose password is read from
+// SHALE_SASL_PASSWORD only: a flag would show in ps.
 func addClientFlags(cmd *cobra.Command) {
 	fs := cmd.PersistentFlags()
 	fs.StringSliceP("brokers", "b", []string{"127.0.0.1:9092"}, "Kafka bootstrap brokers, host:port, comma-separated (env SHALE_BROKERS)")
 	fs.Duration("timeout", 10*time.Second, "how long a command waits for the cluster to answer (env SHALE_TIMEOUT)")
+	fs.String("sasl-mechanism", "", "authenticate with this SASL mechanism: "+saslMechanismNames+" (env SHALE_SASL_MECHANISM; default: none), as --sasl-user with the password in "+saslPasswordEnv)
+	fs.String("sasl-user", "", "the user to authenticate as with --sasl-mechanism (env SHALE_SASL_USER)")
+}
+
+// saslPasswordEnv holds the password of --sasl-user; there is no flag
+// for it.
+const saslPasswordEnv = "SHALE_SASL_PASSWORD"
+
+// saslMechanismNames are the SASL mechanisms Shale serves, for messages.
+const saslMechanismNames = sasl.Plain + ", " + sasl.ScramSHA256 + " or " + sasl.ScramSHA512
+
+// saslMechanism is v, trimmed and in upper case, when it names a SASL
+// mechanism Shale serves; the error names flag.
+func saslMechanism(flag, v string) (string, error) {
+	mech := strings.ToUpper(strings.TrimSpace(v))
+	if mech != sasl.Plain && !sasl.ScramMechanism(mech) {
+		return "", fmt.Errorf("%s %q: want %s", flag, v, saslMechanismNames)
+	}
+	return mech, nil
 }
 
 // clientConfig is what the connection flags say, the environment filled in
@@ -36,12 +64,16 @@ func addClientFlags(cmd *cobra.Command) {
 type clientConfig struct {
 	brokers []string
 	timeout time.Duration
+	// auth authenticates the client as saslUser by saslMechanism; nil:
+	// it does not.
+	auth                    kgo.Opt
+	saslMechanism, saslUser string
 }
 
 func readClientConfig(cmd *cobra.Command) (clientConfig, error) {
 	var c clientConfig
 	fs := cmd.Flags()
-	for _, name := range []string{"brokers", "timeout"} {
+	for _, name := range []string{"brokers", "timeout", "sasl-mechanism", "sasl-user"} {
 		f := fs.Lookup(name)
 		if f == nil {
 			return c, fmt.Errorf("%s: no --%s flag (addClientFlags missing)", cmd.CommandPath(), name)
@@ -66,7 +98,42 @@ func readClientConfig(cmd *cobra.Command) (clientConfig, error) {
 	if c.timeout <= 0 {
 		return c, errors.New("--timeout must be positive")
 	}
-	return c, nil
+	var err error
+	c.auth, c.saslMechanism, c.saslUser, err = readClientAuth(fs)
+	return c, err
+}
+
+// readClientAuth is the SASL option the flags and the environment ask
+// for, with its mechanism and user: nil without --sasl-mechanism, an
+// error when the mechanism is unknown or its user or password missing.
+func readClientAuth(fs *pflag.FlagSet) (opt kgo.Opt, mech, user string, err error) {
+	mechFlag, _ := fs.GetString("sasl-mechanism")
+	user, _ = fs.GetString("sasl-user")
+	if mechFlag == "" {
+		if user != "" {
+			return nil, "", "", fmt.Errorf("--sasl-user %q: give --sasl-mechanism (%s) too", user, saslMechanismNames)
+		}
+		return nil, "", "", nil
+	}
+	if mech, err = saslMechanism("--sasl-mechanism", mechFlag); err != nil {
+		return nil, "", "", err
+	}
+	if user == "" {
+		return nil, "", "", fmt.Errorf("--sasl-mechanism %s: give --sasl-user (or SHALE_SASL_USER)", mech)
+	}
+	pass := os.Getenv(saslPasswordEnv)
+	if pass == "" {
+		return nil, "", "", fmt.Errorf("--sasl-user %q: set the password in %s (there is no flag for it)", user, saslPasswordEnv)
+	}
+	switch mech {
+	case sasl.ScramSHA256:
+		opt = kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism())
+	case sasl.ScramSHA512:
+		opt = kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism())
+	default:
+		opt = kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism())
+	}
+	return opt, mech, user, nil
 }
 
 // cliClient is a franz-go client for one CLI command, with the last error
@@ -78,6 +145,10 @@ type cliClient struct {
 
 	mu      sync.Mutex
 	dialErr error
+	// closedUnread: a broker closed a connection before answering its
+	// first request after ApiVersions, as a broker requiring SASL does to
+	// a client that does not authenticate.
+	closedUnread bool
 }
 
 func (c *cliClient) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
@@ -85,6 +156,14 @@ func (c *cliClient) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ 
 	defer c.mu.Unlock()
 	if err != nil {
 		c.dialErr = fmt.Errorf("%s: %w", net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port)), err)
+	}
+}
+
+func (c *cliClient) OnBrokerRead(_ kgo.BrokerMetadata, key int16, bytesRead int, _, _ time.Duration, err error) {
+	if bytesRead == 0 && key != int16(kmsg.ApiVersions) && errors.Is(err, io.EOF) {
+		c.mu.Lock()
+		c.closedUnread = true
+		c.mu.Unlock()
 	}
 }
 
@@ -102,6 +181,9 @@ func newClient(cmd *cobra.Command, opts ...kgo.Opt) (*cliClient, error) {
 		kgo.DialTimeout(min(cfg.timeout, 10*time.Second)),
 		kgo.RetryTimeout(cfg.timeout),
 		kgo.WithHooks(c),
+	}
+	if cfg.auth != nil {
+		base = append(base, cfg.auth)
 	}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
@@ -125,8 +207,18 @@ func (c *cliClient) explain(err error) error {
 	if err == nil {
 		return nil
 	}
+	brokers := strings.Join(c.cfg.brokers, ",")
+	var eof *kgo.ErrFirstReadEOF
+	if errors.As(err, &eof) && c.cfg.auth == nil {
+		// The cluster requires SASL, most likely (franz-go's guess).
+		return fmt.Errorf("cluster at %s: %w (authenticate with --sasl-mechanism, --sasl-user and %s)", brokers, err, saslPasswordEnv)
+	}
+	if c.cfg.auth != nil && errors.Is(err, kerr.SaslAuthenticationFailed) {
+		// Not what the command was doing: it was never let in.
+		return fmt.Errorf("cluster at %s: authenticating as %q with %s: %w", brokers, c.cfg.saslUser, c.cfg.saslMechanism, refusal(err, kerr.SaslAuthenticationFailed))
+	}
 	c.mu.Lock()
-	dialErr := c.dialErr
+	dialErr, closedUnread := c.dialErr, c.closedUnread
 	c.mu.Unlock()
 	unreachable := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed)
 	var netErr net.Error
@@ -136,14 +228,27 @@ func (c *cliClient) explain(err error) error {
 	if !unreachable {
 		return err
 	}
-	brokers := strings.Join(c.cfg.brokers, ",")
 	if dialErr != nil {
 		return fmt.Errorf("cannot reach the cluster at %s within %s: %w", brokers, c.cfg.timeout, dialErr)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
+		if closedUnread && c.cfg.auth == nil {
+			return fmt.Errorf("no answer from the cluster at %s within %s: the brokers closed the connections unanswered, as they do when SASL is required (authenticate with --sasl-mechanism, --sasl-user and %s)", brokers, c.cfg.timeout, saslPasswordEnv)
+		}
 		return fmt.Errorf("no answer from the cluster at %s within %s", brokers, c.cfg.timeout)
 	}
 	return fmt.Errorf("cluster at %s: %w", brokers, err)
+}
+
+// refusal is the error in err's chain that ke starts, franz-go's with the
+// broker's message after ke's (ke itself when there is none).
+func refusal(err error, ke *kerr.Error) error {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if strings.HasPrefix(e.Error(), ke.Message) {
+			return e
+		}
+	}
+	return ke
 }
 
 // kafkaErr is err (a Kafka error such as TOPIC_ALREADY_EXISTS) for one

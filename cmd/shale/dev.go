@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/sasl"
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
 )
@@ -60,7 +61,15 @@ type brokerFlags struct {
 	remoteChunk       int64
 	remoteFetchWait   time.Duration
 	pprof             bool
+	saslMechanisms    []string
+	saslUser          string
+	// saslPassword is saslUser's, from SHALE_SASL_BOOTSTRAP_PASSWORD:
+	// never a flag, which would show in ps.
+	saslPassword string
 }
+
+// saslBootstrapPasswordEnv holds the password of --sasl-bootstrap-user.
+const saslBootstrapPasswordEnv = "SHALE_SASL_BOOTSTRAP_PASSWORD"
 
 func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
@@ -85,6 +94,8 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int64Var(&f.remoteChunk, "remote-chunk-bytes", 4<<20, "size of one ranged GET of a remote segment")
 	fs.DurationVar(&f.remoteFetchWait, "remote-fetch-max-wait", 500*time.Millisecond, "how long a fetch waits for a read of the object store before it is answered without that partition's records; the read goes on for the next fetch (remote.fetch.max.wait.ms)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address (with mutex and block profiles sampled)")
+	fs.StringSliceVar(&f.saslMechanisms, "sasl-mechanisms", nil, "SASL mechanisms clients must authenticate with, comma-separated, of "+sasl.Plain+", "+sasl.ScramSHA256+" and "+sasl.ScramSHA512+" (sasl.enabled.mechanisms; default: none, a PLAINTEXT listener without authentication). Users are SCRAM credentials (shale user); PLAIN checks the password against them")
+	fs.StringVar(&f.saslUser, "sasl-bootstrap-user", "", "a user given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start unless it has credentials already, its password read from "+saslBootstrapPasswordEnv+" (never a flag): the first user of a cluster that requires SASL")
 }
 
 // check refuses flag values the broker cannot run with, naming the flag.
@@ -103,6 +114,19 @@ func (f *brokerFlags) check() error {
 		return fmt.Errorf("--replica-selector %q: %s or %s", f.replicaSelector, broker.RackAwareSelector, broker.LeaderSelector)
 	}
 	f.replicaSelector = sel
+	for i, m := range f.saslMechanisms {
+		mech, err := saslMechanism("--sasl-mechanisms", m)
+		if err != nil {
+			return err
+		}
+		f.saslMechanisms[i] = mech
+	}
+	if f.saslUser != "" {
+		f.saslPassword = os.Getenv(saslBootstrapPasswordEnv)
+		if f.saslPassword == "" {
+			return fmt.Errorf("--sasl-bootstrap-user %q: set its password in %s (there is no flag for it)", f.saslUser, saslBootstrapPasswordEnv)
+		}
+	}
 	return nil
 }
 
@@ -134,6 +158,8 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.Tiering.CacheBytes = f.remoteCache
 	c.Tiering.ChunkBytes = f.remoteChunk
 	c.Tiering.RemoteFetchMaxWait = f.remoteFetchWait
+	c.SASLMechanisms = f.saslMechanisms
+	c.SASLBootstrapUser, c.SASLBootstrapPassword = f.saslUser, f.saslPassword
 }
 
 // openObjectStore opens the --object-store bucket; "none" means no tiered
@@ -166,7 +192,9 @@ func newDevCmd() *cobra.Command {
 		Long: `Runs one broker with an embedded etcd under the data directory. Kafka clients
 connect to --kafka-addr; /metrics, /healthz and /readyz are served on --http-addr.
 Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
---brokers with SHALE_DEV_BROKERS.`,
+--brokers with SHALE_DEV_BROKERS. With --sasl-mechanisms, clients must
+authenticate (SASL_PLAINTEXT); the password of --sasl-bootstrap-user is read
+from SHALE_SASL_BOOTSTRAP_PASSWORD.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -292,7 +320,8 @@ func runDev(ctx context.Context, f devFlags) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(all...)
-	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP, "data", dataDir, "object_store", f.objectStore)
+	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP, "data", dataDir, "object_store", f.objectStore,
+		"sasl_mechanisms", f.saslMechanisms)
 
 	select {
 	case <-ctx.Done():

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shale-log/shale/broker/brokertest"
 )
@@ -80,4 +83,56 @@ func TestKcatIdempotentProducer(t *testing.T) {
 			t.Fatalf("%s stored %d times", v, n)
 		}
 	}
+}
+
+// TestKcatSASL: kcat (librdkafka) produces and consumes on shale dev
+// requiring SASL, as a user shale user set created, by SCRAM-SHA-256,
+// SCRAM-SHA-512 and PLAIN (SASL_PLAINTEXT); a wrong password and no
+// authentication at all make it fail.
+func TestKcatSASL(t *testing.T) {
+	kcat := brokertest.KcatPath(t)
+	p := startDev(t, "", "SHALE_SASL_MECHANISMS=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN", "SHALE_SASL_BOOTSTRAP_USER=admin", saslBootstrapPasswordEnv+"=admin-pw")
+	t.Setenv(userPasswordEnv, "kc-pw")
+	mustAdmin(t, saslCLI(t, p.kafkaAddr, "SCRAM-SHA-512", "admin", "admin-pw"), "user", "set", "kc")
+	auth := func(mech, pass string) []string {
+		return []string{"-b", p.kafkaAddr, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=" + mech,
+			"-X", "sasl.username=kc", "-X", "sasl.password=" + pass}
+	}
+	for _, mech := range []string{"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"} {
+		t.Run(mech, func(t *testing.T) {
+			topic := "kcat-sasl-" + strings.ToLower(mech)
+			var in strings.Builder
+			for i := range 100 {
+				in.WriteString(mech + "-" + strconv.Itoa(i) + "\n")
+			}
+			brokertest.Kcat(t, in.String(), append(auth(mech, "kc-pw"), "-P", "-t", topic)...)
+			out := brokertest.Kcat(t, "", append(auth(mech, "kc-pw"), "-C", "-t", topic, "-o", "beginning", "-e")...)
+			if out != in.String() {
+				t.Fatalf("kcat consumed:\n%s\nwant:\n%s", out, in.String())
+			}
+		})
+	}
+
+	// kcatFails runs kcat, which must fail; it returns its stderr.
+	kcatFails := func(stdin string, args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, kcat, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("kcat %v: %v (context %v), want it to fail\n%s", args, err, ctx.Err(), stderr.String())
+		}
+		return stderr.String()
+	}
+	for _, mech := range []string{"SCRAM-SHA-256", "PLAIN"} {
+		if e := kcatFails("", append(auth(mech, "wrong"), "-L", "-m", "3")...); !strings.Contains(e, "Authentication failed") {
+			t.Errorf("kcat -L by %s with a wrong password failed without saying so:\n%s", mech, e)
+		}
+		kcatFails("x\n", append(auth(mech, "wrong"), "-P", "-t", "kcat-sasl-refused")...)
+	}
+	kcatFails("", "-b", p.kafkaAddr, "-L", "-m", "3")
 }
