@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -349,6 +350,31 @@ func topicDefByBrokerName(name string) *topicConfigDef {
 	return nil
 }
 
+// securityProtocol is the listener's, as Kafka names it.
+func (c *Config) securityProtocol() string {
+	switch {
+	case c.TLS != nil && len(c.SASLMechanisms) > 0:
+		return "SASL_SSL"
+	case c.TLS != nil:
+		return "SSL"
+	case len(c.SASLMechanisms) > 0:
+		return "SASL_PLAINTEXT"
+	}
+	return "PLAINTEXT"
+}
+
+// sslClientAuth is ssl.client.auth: whether the TLS listener asks
+// clients for a certificate.
+func (c *Config) sslClientAuth() string {
+	switch {
+	case c.TLS == nil || c.TLS.ClientAuth == tls.NoClientCert:
+		return "none"
+	case c.TLS.ClientAuth == tls.RequireAndVerifyClientCert || c.TLS.ClientAuth == tls.RequireAnyClientCert:
+		return "required"
+	}
+	return "requested"
+}
+
 type describedEntry struct {
 	name, value string
 	typ         kmsg.ConfigType
@@ -362,7 +388,9 @@ func (c *Config) describe() []describedEntry {
 		{"log.dirs", c.DataDir, kmsg.ConfigTypeString},
 		{"broker.rack", c.Rack, kmsg.ConfigTypeString},
 		{"replica.selector.class", kafkaSelectorClass(c.ReplicaSelector), kmsg.ConfigTypeClass},
-		{"advertised.listeners", "PLAINTEXT://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
+		{"advertised.listeners", c.securityProtocol() + "://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
+		{"sasl.enabled.mechanisms", strings.Join(c.SASLMechanisms, ","), kmsg.ConfigTypeList},
+		{"ssl.client.auth", c.sslClientAuth(), kmsg.ConfigTypeString},
 		{HTTPAddressConfig, c.AdvertisedHTTPAddr, kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},

@@ -27,6 +27,22 @@ func TestTLSListenerServesSASLClients(t *testing.T) {
 	b := brokertest.Start(t, saslOpts, func(c *broker.Config) { c.TLS, c.PeerTLS = listener, peer })
 	const topic = "tls"
 	createTopic(t, b.Admin(), topic, 1, nil)
+	described, err := b.Admin().DescribeBrokerConfigs(testCtx(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"advertised.listeners": "SASL_SSL://" + b.Addr, "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN", "ssl.client.auth": "none"}
+	for _, cfg := range described[0].Configs {
+		if w, ok := want[cfg.Key]; ok {
+			if cfg.MaybeValue() != w {
+				t.Errorf("%s = %q, want %q", cfg.Key, cfg.MaybeValue(), w)
+			}
+			delete(want, cfg.Key)
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("not described: %v", want)
+	}
 	prod := b.Client(kgo.DefaultProduceTopic(topic))
 	value := make([]byte, 100_000)
 	for i := range 20 {
