@@ -95,5 +95,10 @@ func (c *Config) checkTLSConfig() error {
 	if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
 		return fmt.Errorf("broker: the TLS listener needs a certificate")
 	}
+	if c.TLS.ClientAuth >= tls.VerifyClientCertIfGiven && c.TLS.ClientCAs == nil {
+		// Go would verify client certificates against the system's
+		// roots: any public CA's customer would be a user.
+		return fmt.Errorf("broker: verifying client certificates needs the CAs that issue them")
+	}
 	return nil
 }
