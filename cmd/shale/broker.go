@@ -54,7 +54,10 @@ follows its partitions' replicas, and serves Kafka clients on --kafka-addr.
 Start more brokers with other ids on the same etcd to grow the cluster.
 Every flag can also be set with SHALE_<FLAG> (dashes become underscores).
 With --sasl-mechanisms, clients must authenticate (SASL_PLAINTEXT); the
-password of --sasl-bootstrap-user is read from SHALE_SASL_BOOTSTRAP_PASSWORD.`,
+password of --sasl-bootstrap-user is read from SHALE_SASL_BOOTSTRAP_PASSWORD.
+With --tls-cert and --tls-key the listener is TLS (SSL, or SASL_SSL with
+--sasl-mechanisms), for clients and other brokers alike: the certificate
+must name the advertised host, and --tls-ca verify the other brokers'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -126,6 +129,18 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	status := serveStatus(httpLn, reg, f.pprof)
 	defer status.close()
 
+	host, port, err := advertisedHostPort(f.advertised, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	if err := f.checkTLS(host); err != nil {
+		return err
+	}
+	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)
+	if err != nil {
+		return err
+	}
+
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(f.etcd, ","),
 		DialTimeout: 5 * time.Second,
@@ -136,14 +151,6 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	}
 	defer cli.Close()
 
-	host, port, err := advertisedHostPort(f.advertised, ln.Addr().String())
-	if err != nil {
-		return err
-	}
-	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)
-	if err != nil {
-		return err
-	}
 	cfg := broker.Config{
 		NodeID:                        f.id,
 		DataDir:                       filepath.Join(dataDir, "log"),
@@ -187,7 +194,8 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
-		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms)
+		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms,
+		"tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth)
 	select {
 	case <-ctx.Done():
 		stop()

@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/shale-log/shale/broker/brokertest"
 )
 
 // The connection limits, the replica selector and the remote fetch wait
@@ -42,6 +46,15 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 	// Unset, as an empty value: the bootstrap user has no password.
 	t.Setenv(saslBootstrapPasswordEnv, "")
+	ca := brokertest.NewCA(t)
+	good := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "127.0.0.1")
+	other := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "127.0.0.1")
+	elsewhere := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "kafka.example.com")
+	otherCA := writeTLSFiles(t, brokertest.NewCA(t), pkix.Name{CommonName: "broker"}, "127.0.0.1")
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	tlsArgs := func(f tlsFiles, more ...string) []string {
+		return append([]string{"--tls-cert", f.cert, "--tls-key", f.key}, more...)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -54,6 +67,20 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256,GSSAPI"}, `--sasl-mechanisms "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`, nil},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256", "--sasl-bootstrap-user", "admin"}, `--sasl-bootstrap-user "admin": set its password in SHALE_SASL_BOOTSTRAP_PASSWORD`, nil},
+		{[]string{"--tls-cert", good.cert}, `--tls-cert "` + good.cert + `": give --tls-key`, nil},
+		{[]string{"--tls-key", good.key}, `--tls-key "` + good.key + `": give --tls-cert`, nil},
+		{[]string{"--tls-cert", good.cert, "--tls-key", missing}, "--tls-key: open " + missing + ": no such file", nil},
+		{[]string{"--tls-cert", missing, "--tls-key", good.key}, "--tls-cert: open " + missing + ": no such file", nil},
+		{[]string{"--tls-cert", good.cert, "--tls-key", other.key}, "private key does not match public key", nil},
+		{tlsArgs(good, "--tls-ca", missing), "--tls-ca: open " + missing, nil},
+		{tlsArgs(good, "--tls-ca", good.key), `--tls-ca "` + good.key + `": no PEM certificate in it`, nil},
+		{tlsArgs(good, "--tls-client-auth", "required"), "--tls-client-auth required: give --tls-ca", nil},
+		{tlsArgs(good, "--tls-client-auth", "requested"), "--tls-client-auth requested: give --tls-ca", nil},
+		{[]string{"--tls-client-auth", "maybe"}, `--tls-client-auth "maybe": want none, requested or required`, nil},
+		{[]string{"--tls-ca", good.ca}, `--tls-ca "` + good.ca + `": only with --tls-cert and --tls-key`, nil},
+		{[]string{"--tls-client-auth", "required"}, "--tls-client-auth required: only with --tls-cert and --tls-key", nil},
+		{tlsArgs(elsewhere), `--tls-cert "` + elsewhere.cert + `": clients and other brokers verify it against the advertised host "127.0.0.1"`, nil},
+		{tlsArgs(good, "--tls-ca", otherCA.ca), `--tls-cert "` + good.cert + `": not signed by a CA of --tls-ca`, nil},
 	} {
 		subs := tc.subs
 		if subs == nil {
@@ -111,5 +138,56 @@ func TestBrokerSASLFlags(t *testing.T) {
 		p.startNew(t)
 		t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 		check(t, p.kafkaAddr, []string{"SCRAM-SHA-256"}, []string{"SCRAM-SHA-512"})
+	})
+}
+
+// TestBrokerTLSFlags: --tls-cert and --tls-key make the listener of shale
+// dev (here from SHALE_TLS_*, two brokers in one process sharing the
+// certificate) and of shale broker TLS, for clients and for the brokers'
+// replication alike; with --tls-client-auth required and --tls-ca, the
+// brokers present their certificate to each other, and admit clients with
+// one of the CA only. Plain TCP clients are refused.
+func TestBrokerTLSFlags(t *testing.T) {
+	ca := brokertest.NewCA(t)
+	server := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "127.0.0.1")
+	client := writeTLSFiles(t, ca, pkix.Name{CommonName: "alice"})
+	t.Run("dev", func(t *testing.T) {
+		p := startDev(t, "", "SHALE_TLS_CERT="+server.cert, "SHALE_TLS_KEY="+server.key, "SHALE_TLS_CA="+server.ca, "SHALE_DEV_BROKERS=2")
+		cli := func(args ...string) (string, error) {
+			return runCLI(t, append(args, "--brokers", p.kafkaAddr, "--timeout", "20s", "--tls-ca", server.ca)...)
+		}
+		mustAdmin(t, cli, "topic", "create", "tls-dev", "--partitions", "2", "--replication-factor", "2")
+		mustCLIIO(t, "a\nb\nc\n", "produce", "tls-dev", "--brokers", p.kafkaAddr, "--tls-ca", server.ca, "--acks", "all")
+		waitISR(t, cli, "tls-dev", []int32{0, 1})
+		out, _ := mustCLIIO(t, "", "consume", "tls-dev", "--brokers", p.kafkaAddr, "--tls-ca", server.ca, "-e", "-f", "%v\n")
+		if got := strings.Fields(out); len(got) != 3 {
+			t.Fatalf("consumed %q, want a, b and c", out)
+		}
+		_, err := runCLI(t, "cluster", "info", "--brokers", p.kafkaAddr, "--timeout", "5s")
+		wantErr(t, err, "TLS listener")
+	})
+	t.Run("broker", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		etcd := startTestEtcd(t, ctx)
+		var seeds []string
+		for id := range 2 {
+			p := &brokerProc{t: t, id: id, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcd,
+				extra: []string{"--tls-cert", server.cert, "--tls-key", server.key, "--tls-ca", server.ca, "--tls-client-auth", "required"}}
+			p.startNew(t)
+			t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+			seeds = append(seeds, p.kafkaAddr)
+		}
+		brokers := strings.Join(seeds, ",")
+		cli := func(args ...string) (string, error) {
+			return runCLI(t, append(args, "--brokers", brokers, "--timeout", "20s",
+				"--tls-ca", client.ca, "--tls-cert", client.cert, "--tls-key", client.key)...)
+		}
+		mustAdmin(t, cli, "topic", "create", "tls-broker", "--partitions", "2", "--replication-factor", "2")
+		mustCLIIO(t, "a\nb\nc\n", "produce", "tls-broker", "--brokers", brokers, "--acks", "all",
+			"--tls-ca", client.ca, "--tls-cert", client.cert, "--tls-key", client.key)
+		waitISR(t, cli, "tls-broker", []int32{0, 1})
+		_, err := runCLI(t, "cluster", "info", "--brokers", brokers, "--timeout", "5s", "--tls-ca", client.ca)
+		wantErr(t, err, "certificate required", "--tls-cert")
 	})
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -26,20 +28,27 @@ import (
 // Client commands (topic, group, cluster, tier, quota, user, produce,
 // consume, bench) share one way to reach the cluster: addClientFlags on
 // the command (or its parent) registers --brokers, --timeout and the SASL
-// flags, newClient builds a franz-go client from them, and cliError turns
+// and TLS flags, newClient builds a franz-go client from them, and cliError turns
 // what the client returns into one line.
 
 // addClientFlags registers the connection flags on cmd, for it and its
 // subcommands: --brokers or -b, as kcat has it (SHALE_BROKERS),
 // --timeout (SHALE_TIMEOUT), and --sasl-mechanism and --sasl-user
 // (SHALE_SASL_MECHANISM, SHALE_SASL_USER), whose password is read from
-// SHALE_SASL_PASSWORD only: a flag would show in ps.
+// SHALE_SASL_PASSWORD only: a flag would show in ps, and --tls, --tls-ca,
+// --tls-cert and --tls-key (SHALE_TLS, SHALE_TLS_CA, ...). They are
+// persistent flags of the client commands only: shale broker and shale
+// dev have a --tls-cert, --tls-key and --tls-ca of their own.
 func addClientFlags(cmd *cobra.Command) {
 	fs := cmd.PersistentFlags()
 	fs.StringSliceP("brokers", "b", []string{"127.0.0.1:9092"}, "Kafka bootstrap brokers, host:port, comma-separated (env SHALE_BROKERS)")
 	fs.Duration("timeout", 10*time.Second, "how long a command waits for the cluster to answer (env SHALE_TIMEOUT)")
 	fs.String("sasl-mechanism", "", "authenticate with this SASL mechanism: "+saslMechanismNames+" (env SHALE_SASL_MECHANISM; default: none), as --sasl-user with the password in "+saslPasswordEnv)
 	fs.String("sasl-user", "", "the user to authenticate as with --sasl-mechanism (env SHALE_SASL_USER)")
+	fs.Bool("tls", false, "connect over TLS, verifying the brokers' certificates with the system's CAs unless --tls-ca is given (env SHALE_TLS)")
+	fs.String("tls-ca", "", "PEM CA certificates that verify the brokers' certificates; implies --tls (env SHALE_TLS_CA)")
+	fs.String("tls-cert", "", "PEM client certificate, for brokers that ask for one (--tls-client-auth), with --tls-key; implies --tls (env SHALE_TLS_CERT)")
+	fs.String("tls-key", "", "PEM private key of --tls-cert (env SHALE_TLS_KEY)")
 }
 
 // saslPasswordEnv holds the password of --sasl-user; there is no flag
@@ -68,12 +77,14 @@ type clientConfig struct {
 	// it does not.
 	auth                    kgo.Opt
 	saslMechanism, saslUser string
+	// tls is the config to dial the brokers with; nil: plain TCP.
+	tls *tls.Config
 }
 
 func readClientConfig(cmd *cobra.Command) (clientConfig, error) {
 	var c clientConfig
 	fs := cmd.Flags()
-	for _, name := range []string{"brokers", "timeout", "sasl-mechanism", "sasl-user"} {
+	for _, name := range []string{"brokers", "timeout", "sasl-mechanism", "sasl-user", "tls", "tls-ca", "tls-cert", "tls-key"} {
 		f := fs.Lookup(name)
 		if f == nil {
 			return c, fmt.Errorf("%s: no --%s flag (addClientFlags missing)", cmd.CommandPath(), name)
@@ -99,7 +110,14 @@ func readClientConfig(cmd *cobra.Command) (clientConfig, error) {
 		return c, errors.New("--timeout must be positive")
 	}
 	var err error
-	c.auth, c.saslMechanism, c.saslUser, err = readClientAuth(fs)
+	if c.auth, c.saslMechanism, c.saslUser, err = readClientAuth(fs); err != nil {
+		return c, err
+	}
+	tlsOn, _ := fs.GetBool("tls")
+	ca, _ := fs.GetString("tls-ca")
+	cert, _ := fs.GetString("tls-cert")
+	key, _ := fs.GetString("tls-key")
+	c.tls, err = readClientTLS(tlsOn, ca, cert, key)
 	return c, err
 }
 
@@ -149,6 +167,10 @@ type cliClient struct {
 	// first request after ApiVersions, as a broker requiring SASL does to
 	// a client that does not authenticate.
 	closedUnread bool
+	// closedAtVersions: a broker closed a connection unanswered at its
+	// first request, ApiVersions, as a TLS listener does to a plain TCP
+	// client.
+	closedAtVersions bool
 }
 
 func (c *cliClient) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
@@ -160,9 +182,13 @@ func (c *cliClient) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ 
 }
 
 func (c *cliClient) OnBrokerRead(_ kgo.BrokerMetadata, key int16, bytesRead int, _, _ time.Duration, err error) {
-	if bytesRead == 0 && key != int16(kmsg.ApiVersions) && errors.Is(err, io.EOF) {
+	if bytesRead == 0 && errors.Is(err, io.EOF) {
 		c.mu.Lock()
-		c.closedUnread = true
+		if key == int16(kmsg.ApiVersions) {
+			c.closedAtVersions = true
+		} else {
+			c.closedUnread = true
+		}
 		c.mu.Unlock()
 	}
 }
@@ -184,6 +210,10 @@ func newClient(cmd *cobra.Command, opts ...kgo.Opt) (*cliClient, error) {
 	}
 	if cfg.auth != nil {
 		base = append(base, cfg.auth)
+	}
+	if cfg.tls != nil {
+		// No client command sets kgo.Dialer, which excludes this.
+		base = append(base, kgo.DialTLSConfig(cfg.tls))
 	}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
@@ -208,18 +238,33 @@ func (c *cliClient) explain(err error) error {
 		return nil
 	}
 	brokers := strings.Join(c.cfg.brokers, ",")
+	c.mu.Lock()
+	dialErr, closedUnread, closedAtVersions := c.dialErr, c.closedUnread, c.closedAtVersions
+	c.mu.Unlock()
 	var eof *kgo.ErrFirstReadEOF
-	if errors.As(err, &eof) && c.cfg.auth == nil {
-		// The cluster requires SASL, most likely (franz-go's guess).
-		return fmt.Errorf("cluster at %s: %w (authenticate with --sasl-mechanism, --sasl-user and %s)", brokers, err, saslPasswordEnv)
+	if errors.As(err, &eof) {
+		switch {
+		case c.cfg.tls != nil && errors.Is(dialErr, io.EOF):
+			// A plain TCP listener reads the handshake as a
+			// request it cannot parse.
+			return fmt.Errorf("cluster at %s: %w", brokers, &messageErr{err: err,
+				msg: "the broker closed the connection in the TLS handshake, as a plain TCP listener does (leave out --tls, --tls-ca, --tls-cert and --tls-key if it is one)"})
+		case c.cfg.tls == nil && closedAtVersions:
+			return fmt.Errorf("cluster at %s: %w", brokers, &messageErr{err: err,
+				msg: "the broker closed the connection at the first request, as a TLS listener does to a plain TCP client (connect with --tls, and --tls-ca for the CA that signed the brokers' certificates)"})
+		case c.cfg.auth == nil:
+			// The cluster requires SASL, most likely (franz-go's
+			// guess).
+			return fmt.Errorf("cluster at %s: %w (authenticate with --sasl-mechanism, --sasl-user and %s)", brokers, err, saslPasswordEnv)
+		}
+	}
+	if tlsErr := explainTLS(err, c.cfg.tls); tlsErr != nil {
+		return fmt.Errorf("cluster at %s: %w", brokers, tlsErr)
 	}
 	if c.cfg.auth != nil && errors.Is(err, kerr.SaslAuthenticationFailed) {
 		// Not what the command was doing: it was never let in.
 		return fmt.Errorf("cluster at %s: authenticating as %q with %s: %w", brokers, c.cfg.saslUser, c.cfg.saslMechanism, refusal(err, kerr.SaslAuthenticationFailed))
 	}
-	c.mu.Lock()
-	dialErr, closedUnread := c.dialErr, c.closedUnread
-	c.mu.Unlock()
 	unreachable := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed)
 	var netErr net.Error
 	if errors.As(err, &netErr) {
@@ -229,15 +274,43 @@ func (c *cliClient) explain(err error) error {
 		return err
 	}
 	if dialErr != nil {
+		if tlsErr := explainTLS(dialErr, c.cfg.tls); tlsErr != nil {
+			dialErr = tlsErr
+		}
 		return fmt.Errorf("cannot reach the cluster at %s within %s: %w", brokers, c.cfg.timeout, dialErr)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
+		if closedAtVersions && c.cfg.tls == nil {
+			return fmt.Errorf("no answer from the cluster at %s within %s: the brokers closed the connections at the first request, as a TLS listener does to a plain TCP client (connect with --tls, and --tls-ca for the CA that signed the brokers' certificates)", brokers, c.cfg.timeout)
+		}
 		if closedUnread && c.cfg.auth == nil {
 			return fmt.Errorf("no answer from the cluster at %s within %s: the brokers closed the connections unanswered, as they do when SASL is required (authenticate with --sasl-mechanism, --sasl-user and %s)", brokers, c.cfg.timeout, saslPasswordEnv)
 		}
 		return fmt.Errorf("no answer from the cluster at %s within %s", brokers, c.cfg.timeout)
 	}
 	return fmt.Errorf("cluster at %s: %w", brokers, err)
+}
+
+// explainTLS is err with a hint on what to give when it is a TLS
+// handshake's failure that the TLS flags can mend (cfg: theirs), else
+// nil.
+func explainTLS(err error, cfg *tls.Config) error {
+	if err == nil || cfg == nil {
+		return nil
+	}
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &unknown) {
+		return fmt.Errorf("%w (give --tls-ca, the CA certificates that signed the brokers')", err)
+	}
+	var host x509.HostnameError
+	if errors.As(err, &host) {
+		return fmt.Errorf("%w (the brokers' certificates must name the hosts of --brokers and the addresses they advertise)", err)
+	}
+	// The broker's alert, after the handshake in TLS 1.3.
+	if len(cfg.Certificates) == 0 && strings.Contains(err.Error(), "tls: certificate required") {
+		return fmt.Errorf("%w (the brokers require a client certificate: give --tls-cert and --tls-key)", err)
+	}
+	return nil
 }
 
 // refusal is the error in err's chain that ke starts, franz-go's with the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,11 @@ type brokerFlags struct {
 	// saslPassword is saslUser's, from SHALE_SASL_BOOTSTRAP_PASSWORD:
 	// never a flag, which would show in ps.
 	saslPassword string
+	// The TLS listener's PEM files and ssl.client.auth; tls and peerTLS
+	// are the configs check builds from them (nil: a plain listener).
+	tlsCert, tlsKey, tlsCA string
+	tlsClientAuth          string
+	tls, peerTLS           *tls.Config
 }
 
 // saslBootstrapPasswordEnv holds the password of --sasl-bootstrap-user.
@@ -95,6 +101,10 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.DurationVar(&f.remoteFetchWait, "remote-fetch-max-wait", 500*time.Millisecond, "how long a fetch waits for a read of the object store before it is answered without that partition's records; the read goes on for the next fetch (remote.fetch.max.wait.ms)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof on the HTTP address (with mutex and block profiles sampled)")
 	fs.StringSliceVar(&f.saslMechanisms, "sasl-mechanisms", nil, "SASL mechanisms clients must authenticate with, comma-separated, of "+sasl.Plain+", "+sasl.ScramSHA256+" and "+sasl.ScramSHA512+" (sasl.enabled.mechanisms; default: none, a PLAINTEXT listener without authentication). Users are SCRAM credentials (shale user); PLAIN checks the password against them")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of a TLS listener, with --tls-key: Kafka's SSL listener, SASL_SSL with --sasl-mechanisms (ssl.keystore.*; default: none, a plain TCP listener). It must name the advertised host, which clients and other brokers verify")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates that verify the other brokers' certificates, and clients' with --tls-client-auth (ssl.truststore.*; default: the system's)")
+	fs.StringVar(&f.tlsClientAuth, "tls-client-auth", "none", "client certificates the TLS listener asks for: none, requested (verified when given) or required (ssl.client.auth; needs --tls-ca). A verified certificate's subject, e.g. CN=alice,O=example, is the connection's user unless SASL is required; the broker presents its own --tls-cert to the others")
 	fs.StringVar(&f.saslUser, "sasl-bootstrap-user", "", "a user given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start unless it has credentials already, its password read from "+saslBootstrapPasswordEnv+" (never a flag): the first user of a cluster that requires SASL")
 }
 
@@ -127,7 +137,9 @@ func (f *brokerFlags) check() error {
 			return fmt.Errorf("--sasl-bootstrap-user %q: set its password in %s (there is no flag for it)", f.saslUser, saslBootstrapPasswordEnv)
 		}
 	}
-	return nil
+	var err error
+	f.tls, f.peerTLS, err = f.listenerTLS()
+	return err
 }
 
 // replicaSelectors maps what --replica-selector accepts, Kafka's class
@@ -160,6 +172,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.Tiering.RemoteFetchMaxWait = f.remoteFetchWait
 	c.SASLMechanisms = f.saslMechanisms
 	c.SASLBootstrapUser, c.SASLBootstrapPassword = f.saslUser, f.saslPassword
+	c.TLS, c.PeerTLS = f.tls, f.peerTLS
 }
 
 // openObjectStore opens the --object-store bucket; "none" means no tiered
@@ -194,7 +207,9 @@ connect to --kafka-addr; /metrics, /healthz and /readyz are served on --http-add
 Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
 --brokers with SHALE_DEV_BROKERS. With --sasl-mechanisms, clients must
 authenticate (SASL_PLAINTEXT); the password of --sasl-bootstrap-user is read
-from SHALE_SASL_BOOTSTRAP_PASSWORD.`,
+from SHALE_SASL_BOOTSTRAP_PASSWORD. With --tls-cert and --tls-key the
+listener is TLS (SSL, or SASL_SSL with --sasl-mechanisms); the certificate
+must name the advertised host (127.0.0.1 by default), every broker's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -264,6 +279,11 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	// With --brokers N the others advertise this host too (their ports
+	// differ), so one certificate serves them all.
+	if err := f.checkTLS(host); err != nil {
+		return err
+	}
 	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)
 	if err != nil {
 		return err
@@ -321,7 +341,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(all...)
 	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP, "data", dataDir, "object_store", f.objectStore,
-		"sasl_mechanisms", f.saslMechanisms)
+		"sasl_mechanisms", f.saslMechanisms, "tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth)
 
 	select {
 	case <-ctx.Done():

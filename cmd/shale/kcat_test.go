@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,26 +115,93 @@ func TestKcatSASL(t *testing.T) {
 		})
 	}
 
-	// kcatFails runs kcat, which must fail; it returns its stderr.
-	kcatFails := func(stdin string, args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, kcat, args...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		if err == nil || ctx.Err() != nil {
-			t.Fatalf("kcat %v: %v (context %v), want it to fail\n%s", args, err, ctx.Err(), stderr.String())
-		}
-		return stderr.String()
-	}
 	for _, mech := range []string{"SCRAM-SHA-256", "PLAIN"} {
-		if e := kcatFails("", append(auth(mech, "wrong"), "-L", "-m", "3")...); !strings.Contains(e, "Authentication failed") {
+		if e := kcatFails(t, kcat, "", append(auth(mech, "wrong"), "-L", "-m", "3")...); !strings.Contains(e, "Authentication failed") {
 			t.Errorf("kcat -L by %s with a wrong password failed without saying so:\n%s", mech, e)
 		}
-		kcatFails("x\n", append(auth(mech, "wrong"), "-P", "-t", "kcat-sasl-refused")...)
+		kcatFails(t, kcat, "x\n", append(auth(mech, "wrong"), "-P", "-t", "kcat-sasl-refused")...)
 	}
-	kcatFails("", "-b", p.kafkaAddr, "-L", "-m", "3")
+	kcatFails(t, kcat, "", "-b", p.kafkaAddr, "-L", "-m", "3")
+}
+
+// kcatFails runs kcat (path), which must fail within a minute; it
+// returns its stderr.
+func kcatFails(t *testing.T, kcat, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kcat, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("kcat %v: %v (context %v), want it to fail\n%s", args, err, ctx.Err(), stderr.String())
+	}
+	return stderr.String()
+}
+
+// kcatRoundTrip produces 100 records to topic with kcat and consumes
+// them back, every call with args (the broker and security settings).
+func kcatRoundTrip(t *testing.T, topic string, args ...string) {
+	t.Helper()
+	var in strings.Builder
+	for i := range 100 {
+		in.WriteString(topic + "-" + strconv.Itoa(i) + "\n")
+	}
+	brokertest.Kcat(t, in.String(), append(slices.Clone(args), "-P", "-t", topic)...)
+	out := brokertest.Kcat(t, "", append(slices.Clone(args), "-C", "-t", topic, "-o", "beginning", "-e")...)
+	if out != in.String() {
+		t.Fatalf("kcat consumed:\n%s\nwant:\n%s", out, in.String())
+	}
+}
+
+// TestKcatTLS: kcat (librdkafka, with OpenSSL and its default hostname
+// verification) produces and consumes on shale dev's TLS listener
+// (--tls-cert, --tls-key): SSL trusting the CA, SASL_SSL by SCRAM-SHA-256,
+// and SSL with a client certificate where the listener requires one
+// (--tls-client-auth required). Without TLS, without the CA or without
+// its certificate kcat fails.
+func TestKcatTLS(t *testing.T) {
+	kcat := brokertest.KcatPath(t)
+	ca := brokertest.NewCA(t)
+	server := writeTLSFiles(t, ca, pkix.Name{CommonName: "shale dev"}, "127.0.0.1")
+	client := writeTLSFiles(t, ca, pkix.Name{CommonName: "kcat", Organization: []string{"example"}})
+	tlsEnv := []string{"SHALE_TLS_CERT=" + server.cert, "SHALE_TLS_KEY=" + server.key}
+
+	t.Run("SSL", func(t *testing.T) {
+		p := startDev(t, "", tlsEnv...)
+		kcatRoundTrip(t, "kcat-ssl", "-b", p.kafkaAddr, "-X", "security.protocol=SSL", "-X", "ssl.ca.location="+server.ca)
+		kcatFails(t, kcat, "", "-b", p.kafkaAddr, "-L", "-m", "3")
+		// librdkafka verifies with the system's CAs, which do not
+		// know this one.
+		if e := kcatFails(t, kcat, "", "-b", p.kafkaAddr, "-X", "security.protocol=SSL", "-L", "-m", "3"); !strings.Contains(e, "certificate verify failed") {
+			t.Errorf("kcat without the CA failed without saying why:\n%s", e)
+		}
+		// Hostname verification is on: the certificate names
+		// 127.0.0.1, not localhost.
+		_, port, _ := strings.Cut(p.kafkaAddr, ":")
+		if e := kcatFails(t, kcat, "", "-b", "localhost:"+port, "-X", "security.protocol=SSL", "-X", "ssl.ca.location="+server.ca, "-L", "-m", "3"); !strings.Contains(e, "certificate verify failed") {
+			t.Errorf("kcat to localhost failed without saying why:\n%s", e)
+		}
+	})
+	t.Run("SASL_SSL", func(t *testing.T) {
+		p := startDev(t, "", append(tlsEnv, "SHALE_SASL_MECHANISMS=SCRAM-SHA-256", "SHALE_SASL_BOOTSTRAP_USER=admin", saslBootstrapPasswordEnv+"=admin-pw")...)
+		t.Setenv(userPasswordEnv, "kc-pw")
+		mustAdmin(t, saslCLI(t, p.kafkaAddr, "SCRAM-SHA-256", "admin", "admin-pw"), "user", "set", "kc", "--tls-ca", server.ca)
+		auth := func(pass string) []string {
+			return []string{"-b", p.kafkaAddr, "-X", "security.protocol=SASL_SSL", "-X", "ssl.ca.location=" + server.ca,
+				"-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=kc", "-X", "sasl.password=" + pass}
+		}
+		kcatRoundTrip(t, "kcat-sasl-ssl", auth("kc-pw")...)
+		if e := kcatFails(t, kcat, "", append(auth("wrong"), "-L", "-m", "3")...); !strings.Contains(e, "Authentication failed") {
+			t.Errorf("kcat -L with a wrong password failed without saying so:\n%s", e)
+		}
+	})
+	t.Run("client certificate", func(t *testing.T) {
+		p := startDev(t, "", append(tlsEnv, "SHALE_TLS_CA="+server.ca, "SHALE_TLS_CLIENT_AUTH=required")...)
+		ssl := []string{"-b", p.kafkaAddr, "-X", "security.protocol=SSL", "-X", "ssl.ca.location=" + server.ca}
+		kcatRoundTrip(t, "kcat-mtls", append(ssl, "-X", "ssl.certificate.location="+client.cert, "-X", "ssl.key.location="+client.key)...)
+		kcatFails(t, kcat, "", append(ssl, "-L", "-m", "3")...)
+	})
 }
