@@ -46,6 +46,9 @@ type options struct {
 	shaleArgs  string // extra arguments of `shale dev`, space-separated
 	producers  int    // producer clients at once (set per run)
 	acksAll    bool   // produce with acks=all instead of acks=1 (set per run)
+	// clientOpts are added to the producers' and consumers' (TLS and
+	// SASL, set per run).
+	clientOpts []kgo.Opt
 
 	clusterDuration time.Duration
 	clusterRounds   int
@@ -80,7 +83,7 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
@@ -270,6 +273,12 @@ func run(o options) error {
 		}
 		printTable([]string{"member crash to rebalanced, session " + session.String(), "shale", "kfake (ceiling)"}, rows)
 	}
+	if want("tls") {
+		fmt.Println()
+		if err := runTLS(o, shale); err != nil {
+			return err
+		}
+	}
 	if want("cluster") {
 		fmt.Println()
 		if err := runCluster(o, shale, ceiling); err != nil {
@@ -342,7 +351,7 @@ func producerOpts(addr string, o options) []kgo.Opt {
 	if o.acksAll {
 		acks = kgo.AllISRAcks()
 	}
-	return []kgo.Opt{
+	return append([]kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(acks),
@@ -352,7 +361,7 @@ func producerOpts(addr string, o options) []kgo.Opt {
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(1 << 20),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
-	}
+	}, o.clientOpts...)
 }
 
 // produceThroughput produces as fast as the clients can for o.duration and
@@ -399,13 +408,13 @@ func produceThroughput(addr string, o options) throughput {
 
 // consumeThroughput reads n records from the start of the topic.
 func consumeThroughput(addr string, o options, n int64) throughput {
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.FetchMaxPartitionBytes(16<<20),
-	)
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(16 << 20),
+	}, o.clientOpts...)...)
 	if err != nil {
 		panic(err)
 	}
