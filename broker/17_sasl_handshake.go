@@ -28,13 +28,18 @@ func handleSASLHandshake(b *Broker, r *request, req *kmsg.SASLHandshakeRequest) 
 	resp.SupportedMechanisms = b.offeredMechanisms()
 	c := r.conn
 	switch {
-	case c.sasl.mech != "":
+	case c.sasl.mech != "" && !c.reauthenticating():
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		c.sasl.failed = true
 	case !slices.Contains(resp.SupportedMechanisms, req.Mechanism):
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
+		// A session authenticating again fails with it (KIP-368).
+		c.sasl.failed = c.sasl.failed || c.reauthenticating()
 	default:
-		c.sasl.mech = req.Mechanism
+		// A new exchange: the connection's first, or one that
+		// authenticates it again, its session ending.
+		c.sasl.again = c.reauthenticating()
+		c.sasl.mech, c.sasl.done = req.Mechanism, false
 	}
 	return resp
 }

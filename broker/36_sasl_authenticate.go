@@ -55,8 +55,9 @@ func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateReq
 		if err != nil || !b.checkPlainPassword(user, password) {
 			return fail(kerr.SaslAuthenticationFailed, failed)
 		}
-		c.user.Store(&user)
-		c.sasl.done = true
+		if !c.authenticatedAs(user, resp) {
+			return fail(kerr.SaslAuthenticationFailed, "authenticating again as another user")
+		}
 		return resp
 	}
 	if c.sasl.scram == nil {
@@ -71,10 +72,8 @@ func handleSASLAuthenticate(b *Broker, r *request, req *kmsg.SASLAuthenticateReq
 		return fail(kerr.SaslAuthenticationFailed, failed)
 	}
 	resp.SASLAuthBytes = reply
-	if done {
-		user := c.sasl.scram.User()
-		c.user.Store(&user)
-		c.sasl.scram, c.sasl.done = nil, true
+	if done && !c.authenticatedAs(c.sasl.scram.User(), resp) {
+		return fail(kerr.SaslAuthenticationFailed, "authenticating again as another user")
 	}
 	return resp
 }

@@ -187,6 +187,13 @@ type Config struct {
 	// has credentials already: the first user of a cluster that
 	// requires SASL ("": none).
 	SASLBootstrapUser, SASLBootstrapPassword string
+	// ConnectionsMaxReauth is connections.max.reauth.ms (KIP-368): a
+	// client's SASL session lasts that long, and a connection whose
+	// client did not authenticate again by then is closed at its next
+	// request; so a user deleted, or a password changed, reaches the
+	// connections open. 0 (the default, as Kafka's): sessions last as
+	// long as their connections.
+	ConnectionsMaxReauth time.Duration
 	// TLS, set, makes the Kafka listener TLS (ssl.keystore.*,
 	// ssl.client.auth): Kafka's SSL listener, or SASL_SSL with
 	// SASLMechanisms. PeerTLS is how this broker dials the others then
@@ -391,6 +398,7 @@ func (c *Config) describe() []describedEntry {
 		{"advertised.listeners", c.securityProtocol() + "://" + net.JoinHostPort(c.AdvertisedHost, strconv.Itoa(int(c.AdvertisedPort))), kmsg.ConfigTypeString},
 		{"sasl.enabled.mechanisms", strings.Join(c.SASLMechanisms, ","), kmsg.ConfigTypeList},
 		{"ssl.client.auth", c.sslClientAuth(), kmsg.ConfigTypeString},
+		{"connections.max.reauth.ms", strconv.FormatInt(c.ConnectionsMaxReauth.Milliseconds(), 10), kmsg.ConfigTypeLong},
 		{HTTPAddressConfig, c.AdvertisedHTTPAddr, kmsg.ConfigTypeString},
 		{"socket.request.max.bytes", strconv.FormatInt(c.SocketRequestMaxBytes, 10), kmsg.ConfigTypeInt},
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},

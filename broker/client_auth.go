@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -31,6 +32,13 @@ import (
 // SASL_AUTHENTICATION_FAILED and the next request closes it, so that one
 // connection costs at most one password check (each is thousands of
 // HMAC rounds). No ACLs yet: an authenticated user may do anything.
+//
+// With Config.ConnectionsMaxReauth (KIP-368) a client's session ends that
+// long after it authenticated (SaslAuthenticate tells it when): the
+// client authenticates again on the same connection, as the same user,
+// with SaslHandshake and SaslAuthenticate between its requests, or its
+// next request after the end closes the connection. Brokers' own
+// connections have no end.
 
 // saslRequired reports whether clients must authenticate.
 func (b *Broker) saslRequired() bool { return len(b.cfg.SASLMechanisms) > 0 }
@@ -95,25 +103,31 @@ func (c *conn) authenticated() bool { return c.user.Load() != nil || c.peer.Load
 // (and ApiVersions, which precedes it) before authenticating where the
 // broker requires it.
 func (c *conn) mayRequest(key int16) bool {
+	exchange := false
+	switch kmsg.Key(key) {
+	case kmsg.ApiVersions, kmsg.SASLHandshake, kmsg.SASLAuthenticate:
+		exchange = true
+	}
 	switch {
 	case c.sasl.failed:
 		return false
+	case c.sasl.expired(time.Now()):
+		return exchange // the session ended: authenticate again, or go
 	case !c.b.saslRequired() || c.authenticated():
 		return true
 	}
-	switch kmsg.Key(key) {
-	case kmsg.ApiVersions, kmsg.SASLHandshake, kmsg.SASLAuthenticate:
-		return true
-	}
-	return false
+	return exchange
 }
 
 // refuseBeforeAuth closes the connection for a request mayRequest
 // refused, leaving a trace of why.
 func (c *conn) refuseBeforeAuth(h requestHeader) error {
 	why := "request before SASL authentication: closing the connection"
-	if c.sasl.failed {
+	switch {
+	case c.sasl.failed:
 		why = "request after a failed SASL authentication: closing the connection"
+	case c.sasl.expired(time.Now()):
+		why = "request after the SASL session ended (connections.max.reauth.ms): closing the connection"
 	}
 	c.b.refusedLog.log(c.log, why, "client_id", h.clientID, "api", kmsg.NameForKey(h.key))
 	c.refusalLogged = true
@@ -130,6 +144,34 @@ type saslState struct {
 	// done: the exchange authenticated the connection; failed: it
 	// failed, and the connection ends.
 	done, failed bool
+	// ends is when the session ends (KIP-368; zero: never); again: the
+	// exchange under way authenticates the connection again.
+	ends  time.Time
+	again bool
+}
+
+// expired reports whether the session has ended at now.
+func (s *saslState) expired(now time.Time) bool { return !s.ends.IsZero() && now.After(s.ends) }
+
+// reauthenticating reports whether a SaslHandshake starts a new exchange
+// on a connection authenticated already: sessions end
+// (ConnectionsMaxReauth), and the last exchange was done.
+func (c *conn) reauthenticating() bool { return c.sasl.done && !c.sasl.ends.IsZero() }
+
+// authenticatedAs ends a successful exchange as user, and starts its
+// session; false when a new authentication names another user than the
+// connection's (KIP-368 does not let a session change hands).
+func (c *conn) authenticatedAs(user string, resp *kmsg.SASLAuthenticateResponse) bool {
+	if prev := c.user.Load(); c.sasl.again && (prev == nil || *prev != user) {
+		return false
+	}
+	c.user.Store(&user)
+	c.sasl.scram, c.sasl.done, c.sasl.again = nil, true, false
+	if life := c.b.cfg.ConnectionsMaxReauth; life > 0 {
+		c.sasl.ends = time.Now().Add(life)
+		resp.SessionLifetimeMillis = life.Milliseconds()
+	}
+	return true
 }
 
 // ensureBootstrapUser gives user SCRAM-SHA-256 and SCRAM-SHA-512

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -358,5 +359,79 @@ func TestSASLClusterReplicates(t *testing.T) {
 			t.Fatalf("read %d of 50 records after the leader stopped", n)
 		}
 		n += len(fs.Records())
+	}
+}
+
+// TestSASLSessionsEnd: with connections.max.reauth.ms a client's session
+// ends (SaslAuthenticate says when): franz-go authenticates again on its
+// connections and goes on producing, a client that does not is closed at
+// its next request, a session cannot change users, and a deleted user's
+// connections end with their sessions.
+func TestSASLSessionsEnd(t *testing.T) {
+	const life = time.Second
+	b := brokertest.Start(t, saslOpts, func(c *broker.Config) { c.ConnectionsMaxReauth = life })
+	ctx := testCtx(t)
+	const topic = "sessions"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	if altered, err := b.Admin().AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: "alice", Mechanism: kadm.ScramSha256, Iterations: 4096, Password: "alice-pw"}}); err != nil || altered.Error() != nil {
+		t.Fatalf("creating alice: %v %v", err, altered.Error())
+	}
+	handshakes := func() float64 {
+		return gather(t, b.Registry).sum("shale_kafka_requests_total", "api=SASLHandshake")
+	}
+	alice := clientAs(t, scram.Auth{User: "alice", Pass: "alice-pw"}.AsSha256Mechanism(), []string{b.Addr}, kgo.DefaultProduceTopic(topic))
+	produceSync(t, alice, &kgo.Record{Value: []byte("first")})
+	before := handshakes()
+	for end := time.Now().Add(3 * life); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		produceSync(t, alice, &kgo.Record{Value: []byte("more")})
+	}
+	if after := handshakes(); after <= before {
+		t.Fatalf("no client authenticated again in %v of sessions of %v (handshakes %v, then %v)", 3*life, life, before, after)
+	}
+
+	f := kmsg.NewRequestFormatter()
+	plainAuth := func(c net.Conn, user, pass string, corr int32) *kmsg.SASLAuthenticateResponse {
+		t.Helper()
+		hs := kmsg.NewPtrSASLHandshakeRequest()
+		hs.Version, hs.Mechanism = 1, "PLAIN"
+		c.Write(f.AppendRequest(nil, hs, corr))
+		readFrame(t, c)
+		au := kmsg.NewPtrSASLAuthenticateRequest()
+		au.Version, au.SASLAuthBytes = 2, []byte("\x00"+user+"\x00"+pass)
+		c.Write(f.AppendRequest(nil, au, corr+1))
+		resp := kmsg.NewPtrSASLAuthenticateResponse()
+		resp.Version = 2
+		if err := resp.ReadFrom(readFrame(t, c)[5:]); err != nil { // correlation id, tags
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// A client that does not authenticate again.
+	c := dial(t, b.Addr)
+	if resp := plainAuth(c, "admin", "admin-secret", 1); resp.ErrorCode != 0 || resp.SessionLifetimeMillis != life.Milliseconds() {
+		t.Fatalf("authenticating: error %d, session %d ms", resp.ErrorCode, resp.SessionLifetimeMillis)
+	}
+	c.Write(f.AppendRequest(nil, kmsg.NewPtrMetadataRequest(), 3))
+	readFrame(t, c)
+	time.Sleep(life + 100*time.Millisecond)
+	c.Write(f.AppendRequest(nil, kmsg.NewPtrMetadataRequest(), 4))
+	expectClosed(t, c)
+	// A session authenticating again as another user.
+	c = dial(t, b.Addr)
+	if resp := plainAuth(c, "admin", "admin-secret", 1); resp.ErrorCode != 0 {
+		t.Fatalf("authenticating: error %d", resp.ErrorCode)
+	}
+	if resp := plainAuth(c, "alice", "alice-pw", 3); resp.ErrorCode != kerr.SaslAuthenticationFailed.Code {
+		t.Fatalf("authenticating again as another user: error %d", resp.ErrorCode)
+	}
+	// A deleted user: its client's next session is refused.
+	if altered, err := b.Admin().AlterUserSCRAMs(ctx, []kadm.DeleteSCRAM{{User: "alice", Mechanism: kadm.ScramSha256}}, nil); err != nil || altered.Error() != nil {
+		t.Fatalf("deleting alice: %v %v", err, altered.Error())
+	}
+	time.Sleep(life + 100*time.Millisecond)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := alice.ProduceSync(pctx, &kgo.Record{Value: []byte("after")}).FirstErr(); err == nil {
+		t.Fatal("a deleted user produced after its session ended")
 	}
 }

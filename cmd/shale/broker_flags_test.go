@@ -66,6 +66,7 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s", nil},
 		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256,GSSAPI"}, `--sasl-mechanisms "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`, nil},
+		{[]string{"--connections-max-reauth", "-1s"}, `--connections-max-reauth -1s: 0 or more`, nil},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256", "--sasl-bootstrap-user", "admin"}, `--sasl-bootstrap-user "admin": set its password in SHALE_SASL_BOOTSTRAP_PASSWORD`, nil},
 		{[]string{"--tls-cert", good.cert}, `--tls-cert "` + good.cert + `": give --tls-key`, nil},
 		{[]string{"--tls-key", good.key}, `--tls-key "` + good.key + `": give --tls-cert`, nil},
@@ -126,7 +127,7 @@ func TestBrokerSASLFlags(t *testing.T) {
 		}
 	}
 	t.Run("dev", func(t *testing.T) {
-		p := startDev(t, "", "SHALE_SASL_MECHANISMS=SCRAM-SHA-512,PLAIN", "SHALE_SASL_BOOTSTRAP_USER=root", saslBootstrapPasswordEnv+"=root-pw")
+		p := startDev(t, "", "SHALE_SASL_MECHANISMS=SCRAM-SHA-512,PLAIN", "SHALE_SASL_BOOTSTRAP_USER=root", saslBootstrapPasswordEnv+"=root-pw", "SHALE_CONNECTIONS_MAX_REAUTH=1m")
 		check(t, p.kafkaAddr, []string{"SCRAM-SHA-512", "PLAIN"}, []string{"SCRAM-SHA-256"})
 	})
 	t.Run("broker", func(t *testing.T) {

@@ -63,6 +63,7 @@ type brokerFlags struct {
 	remoteFetchWait   time.Duration
 	pprof             bool
 	saslMechanisms    []string
+	reauth            time.Duration
 	saslUser          string
 	// saslPassword is saslUser's, from SHALE_SASL_BOOTSTRAP_PASSWORD:
 	// never a flag, which would show in ps.
@@ -105,6 +106,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates that verify the other brokers' certificates, and clients' with --tls-client-auth (ssl.truststore.*; default: the system's)")
 	fs.StringVar(&f.tlsClientAuth, "tls-client-auth", "none", "client certificates the TLS listener asks for: none, requested (verified when given) or required (ssl.client.auth; needs --tls-ca). A verified certificate's subject, e.g. CN=alice,O=example, is the connection's user unless SASL is required; the broker presents its own --tls-cert to the others")
+	fs.DurationVar(&f.reauth, "connections-max-reauth", 0, "how long a client's SASL session lasts: the client authenticates again by then, or its connection is closed at its next request, so a user deleted or a password changed reaches open connections (connections.max.reauth.ms, KIP-368; 0: as long as the connection)")
 	fs.StringVar(&f.saslUser, "sasl-bootstrap-user", "", "a user given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start unless it has credentials already, its password read from "+saslBootstrapPasswordEnv+" (never a flag): the first user of a cluster that requires SASL")
 }
 
@@ -130,6 +132,9 @@ func (f *brokerFlags) check() error {
 			return err
 		}
 		f.saslMechanisms[i] = mech
+	}
+	if f.reauth < 0 {
+		return fmt.Errorf("--connections-max-reauth %v: 0 or more", f.reauth)
 	}
 	if f.saslUser != "" {
 		f.saslPassword = os.Getenv(saslBootstrapPasswordEnv)
@@ -172,6 +177,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.Tiering.RemoteFetchMaxWait = f.remoteFetchWait
 	c.SASLMechanisms = f.saslMechanisms
 	c.SASLBootstrapUser, c.SASLBootstrapPassword = f.saslUser, f.saslPassword
+	c.ConnectionsMaxReauth = f.reauth
 	c.TLS, c.PeerTLS = f.tls, f.peerTLS
 }
 
