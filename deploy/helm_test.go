@@ -35,7 +35,7 @@ func TestHelmChartLints(t *testing.T) {
 // go install assumes v1.20 otherwise, older than the chart's minimum).
 const kubeVersion = "1.30.0"
 
-var nonDefaultValues = []string{
+var nonDefaultValues = append([]string{
 	"replicas=5",
 	"etcd.endpoints=etcd-0.etcd:2379\\,etcd-1.etcd:2379",
 	"etcd.cluster=prod",
@@ -54,6 +54,19 @@ var nonDefaultValues = []string{
 	"podDisruptionBudget.maxUnavailable=2",
 	"config.maxConnectionsPerIP=100",
 	"config.replicaSelector=leader",
+}, securityValues...)
+
+// securityValues switch on TLS (the certificate, key and CA of a Secret of
+// the user's, client certificates required) and SASL (two mechanisms, a
+// bootstrap user whose password is in another Secret of the user's).
+var securityValues = []string{
+	"tls.enabled=true",
+	"tls.secretName=shale-tls",
+	"tls.clientAuth=required",
+	"sasl.mechanisms={SCRAM-SHA-512,PLAIN}",
+	"sasl.bootstrapUser=admin",
+	"sasl.bootstrapPasswordSecret.name=shale-admin",
+	"sasl.bootstrapPasswordSecret.key=admin-password",
 }
 
 // TestHelmTemplateDefaults renders the chart with its default values and
@@ -112,6 +125,19 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	}
 	if _, ok := env["AWS_ACCESS_KEY_ID"]; ok {
 		t.Error("credentials without an object store")
+	}
+	// No TLS and no SASL: a PLAINTEXT listener, as before they existed.
+	if args := strs(dig(c, "args")); !slices.Equal(args, []string{"broker"}) {
+		t.Errorf("args %q, want only broker", args)
+	}
+	if _, ok := env["SHALE_SASL_BOOTSTRAP_PASSWORD"]; ok {
+		t.Error("a SASL bootstrap password without sasl.bootstrapUser")
+	}
+	if got := names(dig(sts, "spec", "template", "spec", "volumes")); !slices.Equal(got, []string{"tmp"}) {
+		t.Errorf("volumes %v, want tmp", got)
+	}
+	if got := names(dig(c, "volumeMounts")); !slices.Equal(got, []string{"data", "tmp"}) {
+		t.Errorf("volumeMounts %v, want data and tmp", got)
 	}
 	// POD_NAME and POD_NAMESPACE come before the variable that uses them.
 	if names := envNames(c); slices.Index(names, "POD_NAME") > slices.Index(names, "SHALE_ADVERTISED_ADDR") ||
@@ -222,14 +248,74 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	}
 }
 
-// TestHelmTemplateRefusesMissingSettings: an empty etcd endpoint list and
-// an access key without its secret fail with one clear message.
+// TestHelmTemplateTLSAndSASL renders tls and sasl: the brokers mount the
+// certificate Secret read-only where their TLS flags point, get the SASL
+// flags, which the real binary's flag parser accepts, and read the
+// bootstrap password from the user's Secret, never from a value of the
+// chart's.
+func TestHelmTemplateTLSAndSASL(t *testing.T) {
+	objs := helmTemplate(t, securityValues)
+	if slices.Contains(kinds(objs), "Secret") {
+		t.Error("the chart made a Secret of its own: the certificate and the password are the user's")
+	}
+	sts := only(t, objs, "StatefulSet", "")
+	c := container(t, sts)
+	args := strs(dig(c, "args"))
+	want := []string{"broker",
+		"--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-ca=/etc/shale/tls/ca.crt",
+		"--tls-client-auth=required", "--sasl-mechanisms=SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user=admin"}
+	if !slices.Equal(args, want) {
+		t.Errorf("args %q, want %q", args, want)
+	}
+	vol := named(dig(sts, "spec", "template", "spec", "volumes"), "tls")
+	if dig(vol, "secret", "secretName") != "shale-tls" || dig(vol, "secret", "defaultMode") != 0o440 {
+		t.Errorf("tls volume %v, want the Secret shale-tls, mode 0440", vol)
+	}
+	mount := named(dig(c, "volumeMounts"), "tls")
+	if dig(mount, "mountPath") != "/etc/shale/tls" || dig(mount, "readOnly") != true {
+		t.Errorf("tls volumeMount %v, want /etc/shale/tls read-only", mount)
+	}
+	if env := envOf(t, c); env["SHALE_SASL_BOOTSTRAP_PASSWORD"] != "secret:shale-admin/admin-password" {
+		t.Errorf("SHALE_SASL_BOOTSTRAP_PASSWORD from %q, want the Secret shale-admin's key admin-password", env["SHALE_SASL_BOOTSTRAP_PASSWORD"])
+	}
+	if e := named(dig(c, "env"), "SHALE_SASL_BOOTSTRAP_PASSWORD"); dig(e, "value") != nil {
+		t.Errorf("SHALE_SASL_BOOTSTRAP_PASSWORD has a value beside its secretKeyRef: %v", e)
+	}
+	// The probes stay plain HTTP on the HTTP port, which TLS does not cover.
+	for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
+		if dig(c, probe, "httpGet", "port") != "http" || dig(c, probe, "httpGet", "scheme") != nil {
+			t.Errorf("%s %v", probe, dig(c, probe))
+		}
+	}
+	// --help after the flags: cobra parses every flag (an unknown one or
+	// a bad value fails) and then prints the help.
+	shale := buildShale(t)
+	if out, err := exec.Command(shale, append(args, "--help")...).CombinedOutput(); err != nil {
+		t.Errorf("shale %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+
+	// A Secret without ca.crt (a publicly trusted certificate): no
+	// --tls-ca, the image's CAs verify the other brokers.
+	c = container(t, only(t, helmTemplate(t, []string{"tls.enabled=true", "tls.secretName=public", "tls.caKey="}), "StatefulSet", ""))
+	if args, want := strs(dig(c, "args")), []string{"broker", "--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-client-auth=none"}; !slices.Equal(args, want) {
+		t.Errorf("without caKey: args %q, want %q", args, want)
+	}
+}
+
+// TestHelmTemplateRefusesMissingSettings: an empty etcd endpoint list, an
+// access key without its secret, and TLS or SASL settings the broker
+// would refuse at start fail with one clear message.
 func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
 	helm := tool(t, "SHALE_HELM", "helm")
 	chart := filepath.Join(moduleRoot(t), "deploy", "helm", "shale")
 	for set, want := range map[string]string{
-		"etcd.endpoints=":                 "etcd.endpoints is required",
-		"objectStore.accessKeyId=AKIDEXA": "objectStore.secretAccessKey is required",
+		"etcd.endpoints=":                                      "etcd.endpoints is required",
+		"objectStore.accessKeyId=AKIDEXA":                      "objectStore.secretAccessKey is required",
+		"tls.enabled=true":                                     "tls.secretName is required",
+		"tls.enabled=true,tls.secretName=s,tls.clientAuth=yes": `tls.clientAuth "yes": none, requested or required`,
+		"tls.enabled=true,tls.secretName=s,tls.caKey=,tls.clientAuth=required": "tls.clientAuth required needs tls.caKey",
+		"sasl.bootstrapUser=admin":               "sasl.bootstrapPasswordSecret.name is required",
+		"sasl.mechanisms={SCRAM-SHA-512,GSSAPI}": `sasl.mechanisms: "GSSAPI" is none of`,
 	} {
 		out, err := exec.Command(helm, "template", "rel", chart, "--kube-version", kubeVersion, "--set", set).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), want) {
@@ -268,6 +354,56 @@ func helmTemplate(t *testing.T, set []string) []map[string]any {
 		}
 	}
 	return objs
+}
+
+// buildShale builds the shale binary into a temporary directory.
+func buildShale(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "shale")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/shale")
+	cmd.Dir = moduleRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/shale: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// strs is a list of strings, nil when l is not one.
+func strs(l any) []string {
+	var out []string
+	for _, v := range asList(l) {
+		s, ok := v.(string)
+		if !ok {
+			return nil
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// names are the name fields of a list of objects (volumes, mounts, env).
+func names(l any) []string {
+	var out []string
+	for _, v := range asList(l) {
+		n, _ := dig(v, "name").(string)
+		out = append(out, n)
+	}
+	return out
+}
+
+// named is the object of a list whose name field is name; nil if none.
+func named(l any, name string) any {
+	for _, v := range asList(l) {
+		if dig(v, "name") == name {
+			return v
+		}
+	}
+	return nil
+}
+
+func asList(l any) []any {
+	list, _ := l.([]any)
+	return list
 }
 
 func kinds(objs []map[string]any) []string {

@@ -4,18 +4,28 @@
 package terraform
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // terraformBinary finds terraform: $SHALE_TERRAFORM, .tools/bin at the
@@ -196,14 +206,19 @@ func TestTerraformValidate(t *testing.T) {
 	}
 }
 
-// TestTerraformPlanBootScripts plans two uses of the module (EBS and
-// instance storage, three subnets, four brokers in the second) against the
-// stand-in provider, which makes up known values for what AWS would
-// compute, so that terraform itself evaluates every expression: the
-// addresses from the subnets' CIDRs, the zones, the etcd cluster, the
-// rendered boot scripts. Each boot script passes bash -n, each broker's
-// `shale broker` command line passes the real binary's flag parser and
-// names its own id, zone and address, and each etcd member names all three.
+// TestTerraformPlanBootScripts plans two uses of the module (EBS with TLS
+// and SASL, and instance storage with the defaults; three subnets, four
+// brokers in the second) against the stand-in provider, which makes up
+// known values for what AWS would compute, so that terraform itself
+// evaluates every expression: the addresses from the subnets' CIDRs, the
+// zones, the etcd cluster, the rendered boot scripts. Each boot script
+// passes bash -n, each broker's `shale broker` command line passes the
+// real binary's flag parser and names its own id, zone and address, and
+// each etcd member names all three. With TLS and SASL the unit reads the
+// password from its EnvironmentFile and passes the TLS flags, and the boot
+// script writes the PEM files and the password exactly, mode 0600;
+// without them nothing of either is rendered and the user data is not
+// hidden as sensitive.
 func TestTerraformPlanBootScripts(t *testing.T) {
 	t.Parallel()
 	bin := requireTerraform(t)
@@ -227,6 +242,14 @@ module "ebs" {
   broker_extra_args = ["--log-level", "debug"]
   max_connections_per_ip = 500
   replica_selector  = "leader"
+
+  tls_cert_pem            = file("${path.module}/broker.pem")
+  tls_key_pem             = file("${path.module}/broker-key.pem")
+  tls_ca_pem              = file("${path.module}/ca.pem")
+  tls_client_auth         = "required"
+  sasl_mechanisms         = ["SCRAM-SHA-512", "PLAIN"]
+  sasl_bootstrap_user     = "admin"
+  sasl_bootstrap_password = file("${path.module}/password")
 }
 module "nvme" {
   source           = "../modules/shale"
@@ -242,8 +265,16 @@ module "nvme" {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "main.tf"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
+	// One certificate for the three brokers of module.ebs, naming their
+	// advertised addresses; a password with every character systemd or
+	// bash could take for something else.
+	pems := testPKI(t, "10.42.0.20", "10.42.16.20", "10.42.32.20")
+	const password = ` p'a"ss\ $HOME ${X} %i #;é `
+	files := map[string]string{"main.tf": config, "broker.pem": pems.cert, "broker-key.pem": pems.key, "ca.pem": pems.ca, "password": password}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tfInit(t, bin, root, cliConfig)
 	if out, err := tfConfig(t, bin, root, cliConfig, "plan", "-input=false", "-no-color", "-out", "plan"); err != nil {
@@ -264,6 +295,7 @@ module "nvme" {
 				After struct {
 					UserData string `json:"user_data"`
 				} `json:"after"`
+				AfterSensitive json.RawMessage `json:"after_sensitive"`
 			} `json:"change"`
 		} `json:"resource_changes"`
 	}
@@ -308,7 +340,59 @@ module "nvme" {
 		if ebs != strings.Contains(script, "serial=") {
 			t.Errorf("%s: looks for the EBS volume's serial without EBS, or not with it", rc.Address)
 		}
+		var hidden struct {
+			UserData bool `json:"user_data"`
+		}
+		if err := json.Unmarshal(rc.Change.AfterSensitive, &hidden); err != nil {
+			t.Fatalf("%s: after_sensitive: %v", rc.Address, err)
+		}
+		if hidden.UserData != ebs {
+			t.Errorf("%s: user data sensitive %v, want %v (only with a key or a password in it)", rc.Address, hidden.UserData, ebs)
+		}
 		args := execStart(t, script, "/usr/local/bin/shale")
+		// The shale unit's [Service] section up to its ExecStart.
+		start := strings.Index(script, "ExecStart=/usr/local/bin/shale ")
+		unit := script[strings.LastIndex(script[:start], "[Service]"):start]
+		if ebs {
+			if !strings.Contains(unit, "\nEnvironmentFile=/etc/shale/shale.env\n") {
+				t.Errorf("%s: the unit lacks EnvironmentFile=/etc/shale/shale.env:\n%s", rc.Address, unit)
+			}
+			for flag, v := range map[string]string{
+				"--tls-cert": "/etc/shale/tls/cert.pem", "--tls-key": "/etc/shale/tls/key.pem", "--tls-ca": "/etc/shale/tls/ca.pem",
+				"--tls-client-auth": "required", "--sasl-mechanisms": "SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user": "admin",
+			} {
+				if got := flagValue(args, flag); got != v {
+					t.Errorf("%s: ExecStart %s %q, want %q", rc.Address, flag, got, v)
+				}
+			}
+			written := runSecrets(t, bash, script)
+			for name, want := range map[string]struct{ owner, data string }{
+				"tls/cert.pem": {"shale", pems.cert}, "tls/key.pem": {"shale", pems.key}, "tls/ca.pem": {"shale", pems.ca},
+				"shale.env": {"root", "SHALE_SASL_BOOTSTRAP_PASSWORD=" + password},
+			} {
+				got, ok := written[name]
+				if !ok {
+					t.Errorf("%s: the boot script does not write /etc/shale/%s", rc.Address, name)
+					continue
+				}
+				if got.mode != 0o600 || got.owner != want.owner {
+					t.Errorf("%s: /etc/shale/%s mode %v owner %s, want 0600 %s", rc.Address, name, got.mode, got.owner, want.owner)
+				}
+				data := got.data
+				if name == "shale.env" {
+					data = systemdEnv(t, data)
+				}
+				if data != want.data {
+					t.Errorf("%s: /etc/shale/%s holds %q, want %q", rc.Address, name, data, want.data)
+				}
+			}
+			if strings.Contains(script, "PRIVATE KEY") || strings.Contains(script, password) {
+				t.Errorf("%s: the key or the password is in the boot script in clear", rc.Address)
+			}
+		} else if strings.Contains(script, "/etc/shale") || strings.Contains(unit, "Environment") ||
+			slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--tls") || strings.HasPrefix(a, "--sasl") }) {
+			t.Errorf("%s: TLS or SASL settings without TLS or SASL:\n%s", rc.Address, script)
+		}
 		want := []string{"broker", "--id", fmt.Sprint(i), "--rack", zones[i%3],
 			"--advertised-addr", fmt.Sprintf(ips[i%3], 10+10+i/3) + ":9092",
 			"--etcd", "10.42.0.10:2379,10.42.16.10:2379,10.42.32.10:2379",
@@ -401,6 +485,201 @@ func execStart(t *testing.T, script, prog string) []string {
 	return strings.Fields(line.String())
 }
 
+// flagValue is the word after flag in args ("" if flag is not there).
+func flagValue(args []string, flag string) string {
+	i := slices.Index(args, flag)
+	if i < 0 || i+1 >= len(args) {
+		return ""
+	}
+	return args[i+1]
+}
+
+// secretFile is a file the boot script's secret function wrote.
+type secretFile struct {
+	data, owner string
+	mode        fs.FileMode
+}
+
+// runSecrets runs the part of a broker's boot script that writes the TLS
+// files and the password (from its secret function to the shale-disk
+// script) with /etc/shale moved to a temporary directory, chown and
+// install -d stubbed (the test is not root and has no user shale), and
+// returns what it wrote, by path under /etc/shale.
+func runSecrets(t *testing.T, bash, script string) map[string]secretFile {
+	t.Helper()
+	start, end := strings.Index(script, "secret() {"), strings.Index(script, "cat >/usr/local/sbin/shale-disk")
+	if start < 0 || end < start {
+		t.Fatalf("no secret function before the shale-disk script in\n%s", script)
+	}
+	dir := t.TempDir()
+	part := strings.ReplaceAll(script[start:end], "/etc/shale", dir)
+	owners := filepath.Join(t.TempDir(), "owners")
+	cmd := exec.Command(bash, "-c", `set -euo pipefail
+chown() { echo "$1 $2" >>`+owners+`; }
+install() { mkdir -p "${@: -1}"; }
+`+part)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the boot script's secrets: %v\n%s\n%s", err, out, part)
+	}
+	chowned := map[string]string{}
+	if b, err := os.ReadFile(owners); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			owner, file, _ := strings.Cut(l, " ")
+			owner, _, _ = strings.Cut(owner, ":")
+			chowned[strings.TrimSuffix(file, ".new")] = owner
+		}
+	}
+	written := map[string]secretFile{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		written[filepath.ToSlash(rel)] = secretFile{data: string(b), owner: chowned[p], mode: info.Mode().Perm()}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return written
+}
+
+// systemdEnv reads a one-assignment EnvironmentFile as systemd does: a
+// port of the value states of parse_env_file_internal (systemd's
+// src/basic/env-file.c). Leading whitespace is skipped; unquoted, a
+// backslash takes the next character verbatim and trailing unescaped
+// whitespace is dropped; single quotes keep everything up to the next one;
+// double quotes unescape \", \\, \$ and \` and keep other backslashes.
+// It returns "KEY=VALUE".
+func systemdEnv(t *testing.T, file string) string {
+	t.Helper()
+	line, ok := strings.CutSuffix(file, "\n")
+	if !ok || strings.ContainsAny(line, "\n\r") {
+		t.Fatalf("environment file %q: want one line", file)
+	}
+	key, raw, ok := strings.Cut(line, "=")
+	if !ok {
+		t.Fatalf("environment file %q: no =", file)
+	}
+	const (
+		preValue = iota
+		value
+		valueEscape
+		singleQuote
+		doubleQuote
+		doubleQuoteEscape
+	)
+	state, trailing := preValue, -1 // trailing: where unescaped trailing whitespace starts
+	var v []rune
+	for _, c := range raw {
+		switch state {
+		case preValue:
+			switch c {
+			case '\'':
+				state = singleQuote
+			case '"':
+				state = doubleQuote
+			case '\\':
+				state = valueEscape
+			case ' ', '\t':
+			default:
+				state, v = value, append(v, c)
+			}
+		case value:
+			switch {
+			case c == '\\':
+				state, trailing = valueEscape, -1
+			case c == ' ' || c == '\t':
+				if trailing < 0 {
+					trailing = len(v)
+				}
+				v = append(v, c)
+			default:
+				v, trailing = append(v, c), -1
+			}
+		case valueEscape:
+			state, v = value, append(v, c)
+		case singleQuote:
+			if c == '\'' {
+				state = preValue
+			} else {
+				v = append(v, c)
+			}
+		case doubleQuote:
+			switch c {
+			case '"':
+				state = preValue
+			case '\\':
+				state = doubleQuoteEscape
+			default:
+				v = append(v, c)
+			}
+		case doubleQuoteEscape:
+			state = doubleQuote
+			if !strings.ContainsRune("\"\\`$", c) {
+				v = append(v, '\\')
+			}
+			v = append(v, c)
+		}
+	}
+	if state == value && trailing >= 0 {
+		v = v[:trailing]
+	}
+	return key + "=" + string(v)
+}
+
+// pki is a CA and a certificate it signed for a set of IP addresses, PEM.
+type pki struct{ ca, cert, key string }
+
+// testPKI makes a CA and, signed by it, a certificate for both server and
+// client authentication naming ips.
+func testPKI(t *testing.T, ips ...string) pki {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "shale broker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(typ string, b []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b})) }
+	return pki{ca: enc("CERTIFICATE", caDER), cert: enc("CERTIFICATE", der), key: enc("PRIVATE KEY", keyDER)}
+}
+
 func contains(s []string, v string) bool {
 	for _, x := range s {
 		if x == v {
@@ -425,6 +704,12 @@ func TestTerraformRefusesBadInputs(t *testing.T) {
 		{"no-connections", `max_connections = 0`, "max_connections"},
 		{"negative-per-ip", `max_connections_per_ip = -1`, "max_connections_per_ip"},
 		{"unknown-selector", `replica_selector = "nearest"`, "replica_selector"},
+		{"unknown-mechanism", `sasl_mechanisms = ["SCRAM-SHA-512", "GSSAPI"]`, "sasl_mechanisms"},
+		{"bootstrap-user-with-dollar", `sasl_bootstrap_user = "$USER"`, "sasl_bootstrap_user"},
+		{"password-of-two-lines", `sasl_bootstrap_password = "pass\nword"`, "sasl_bootstrap_password"},
+		{"cert-not-pem", `tls_cert_pem = "broker.pem"`, "tls_cert_pem"},
+		{"key-not-pem", `tls_key_pem = "-----BEGIN CERTIFICATE-----"`, "tls_key_pem"},
+		{"unknown-client-auth", `tls_client_auth = "want"`, "tls_client_auth"},
 	} {
 		root := filepath.Join(tree, "bad-"+tc.name)
 		config := `
@@ -448,6 +733,75 @@ module "shale" {
 		if err == nil || !strings.Contains(out, "Invalid value for variable") || !strings.Contains(out, tc.want) {
 			t.Errorf("%s: validate accepted %s or failed otherwise: %v\n%s", tc.name, tc.input, err, out)
 		}
+	}
+}
+
+// TestTerraformRefusesInconsistentTLSAndSASL: TLS and SASL settings that
+// shale broker would refuse at start (each broker, after it is created)
+// fail the plan instead, each with its message.
+func TestTerraformRefusesInconsistentTLSAndSASL(t *testing.T) {
+	t.Parallel()
+	bin := requireTerraform(t)
+	cliConfig, tree := stubSetup(t)
+	root := filepath.Join(tree, "inconsistent")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pems := testPKI(t, "10.42.0.20")
+	for name, data := range map[string]string{"broker.pem": pems.cert, "broker-key.pem": pems.key, "ca.pem": pems.ca} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const (
+		cert = `tls_cert_pem = file("broker.pem")` + "\n"
+		key  = `tls_key_pem = file("broker-key.pem")` + "\n"
+		ca   = `tls_ca_pem = file("ca.pem")` + "\n"
+	)
+	write := func(input string) {
+		t.Helper()
+		config := `
+provider "aws" {
+  region = "eu-west-1"
+}
+module "shale" {
+  source           = "../modules/shale"
+  vpc_id           = "vpc-stub"
+  subnet_ids       = ["subnet-a", "subnet-b", "subnet-c"]
+  allowed_cidrs    = ["10.0.0.0/8"]
+  shale_binary_url = "https://example.com/shale"
+  broker_count     = 1
+  ` + input + `
+}
+`
+		if err := os.WriteFile(filepath.Join(root, "main.tf"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	tfInit(t, bin, root, cliConfig)
+	for _, tc := range []struct{ name, input, want string }{
+		{"cert-without-key", cert, "tls_cert_pem and tls_key_pem: both or neither"},
+		{"key-without-cert", key, "tls_cert_pem and tls_key_pem: both or neither"},
+		{"ca-without-cert", ca, "tls_ca_pem and tls_client_auth need tls_cert_pem"},
+		{"client-auth-without-cert", `tls_client_auth = "requested"`, "tls_ca_pem and tls_client_auth need tls_cert_pem"},
+		{"client-auth-without-ca", cert + key + `tls_client_auth = "required"`, "tls_client_auth required needs tls_ca_pem"},
+		{"user-without-password", `sasl_bootstrap_user = "admin"`, "sasl_bootstrap_user and sasl_bootstrap_password: both or neither"},
+		{"password-without-user", `sasl_bootstrap_password = "pw-7f3c9d"`, "sasl_bootstrap_user and sasl_bootstrap_password: both or neither"},
+	} {
+		write(tc.input)
+		out, err := tfConfig(t, bin, root, cliConfig, "plan", "-input=false", "-no-color")
+		if err == nil || !strings.Contains(out, "precondition failed") || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: plan accepted it or failed otherwise: %v\n%s", tc.name, err, out)
+		}
+		if strings.Contains(out, "pw-7f3c9d") || strings.Contains(out, "PRIVATE KEY") {
+			t.Errorf("%s: the failed plan shows the password or the key:\n%s", tc.name, out)
+		}
+	}
+	// All of it together is accepted.
+	write(cert + key + ca + `tls_client_auth = "required"` + "\n" + `sasl_bootstrap_user = "admin"` + "\n" + `sasl_bootstrap_password = "pw-7f3c9d"`)
+	if out, err := tfConfig(t, bin, root, cliConfig, "plan", "-input=false", "-no-color"); err != nil {
+		t.Errorf("a consistent configuration: %v\n%s", err, out)
 	}
 }
 

@@ -113,4 +113,12 @@ module "shale" {
   max_connections_per_ip = var.max_connections_per_ip
   replica_selector       = var.replica_selector
   enable_ssm             = true
+
+  sasl_mechanisms         = var.sasl_mechanisms
+  sasl_bootstrap_user     = var.sasl_bootstrap_user
+  sasl_bootstrap_password = var.sasl_bootstrap_password
+  tls_cert_pem            = var.tls_cert_file != "" ? file(var.tls_cert_file) : ""
+  tls_key_pem             = var.tls_key_file != "" ? file(var.tls_key_file) : ""
+  tls_ca_pem              = var.tls_ca_file != "" ? file(var.tls_ca_file) : ""
+  tls_client_auth         = var.tls_client_auth
 }

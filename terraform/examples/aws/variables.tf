@@ -80,3 +80,46 @@ variable "replica_selector" {
   type        = string
   default     = "rack-aware"
 }
+
+variable "sasl_mechanisms" {
+  description = "SASL mechanisms clients must authenticate with, of PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (shale broker --sasl-mechanisms); empty: none."
+  type        = list(string)
+  default     = []
+}
+
+variable "sasl_bootstrap_user" {
+  description = "The cluster's first SASL user (shale broker --sasl-bootstrap-user); empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "sasl_bootstrap_password" {
+  description = "Password of sasl_bootstrap_user: set it in the environment (TF_VAR_sasl_bootstrap_password), not in a file."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "tls_cert_file" {
+  description = "Path of the brokers' PEM certificate (chain); empty: no TLS. It must carry every broker's private IP as an IP SAN: with this example's defaults 10.42.0.20, 10.42.16.20 and 10.42.32.20 (broker i: host 20 + i / 3 of private subnet i % 3, the /20s from vpc_cidr)."
+  type        = string
+  default     = ""
+}
+
+variable "tls_key_file" {
+  description = "Path of the PEM private key of tls_cert_file."
+  type        = string
+  default     = ""
+}
+
+variable "tls_ca_file" {
+  description = "Path of PEM CA certificates that verify the brokers' certificates (and clients', with tls_client_auth); empty: the system's."
+  type        = string
+  default     = ""
+}
+
+variable "tls_client_auth" {
+  description = "Client certificates the brokers ask for: none, requested or required (needs tls_ca_file)."
+  type        = string
+  default     = "none"
+}

@@ -8,6 +8,21 @@
 
 locals {
   ebs = var.hot_tier == "ebs"
+
+  # What the boot script writes to files: base64 (decoded there), so that
+  # no character of a PEM or a password means anything to bash. The key is
+  # read only with a certificate, and the test of the password is
+  # nonsensitive (it reveals only whether there is one), so that without
+  # TLS and SASL the user data is not marked sensitive and plans show it.
+  tls      = var.tls_cert_pem != ""
+  tls_cert = local.tls ? base64encode(var.tls_cert_pem) : ""
+  tls_key  = local.tls ? base64encode(var.tls_key_pem) : ""
+  tls_ca   = local.tls && var.tls_ca_pem != "" ? base64encode(var.tls_ca_pem) : ""
+  # The EnvironmentFile= of the shale unit. systemd takes an unquoted
+  # value's characters after a backslash verbatim (spaces, quotes, $, #,
+  # backslashes), so each character of the password gets one.
+  sasl_password = nonsensitive(var.sasl_bootstrap_password == "")
+  sasl_env      = local.sasl_password ? "" : base64encode("SHALE_SASL_BOOTSTRAP_PASSWORD=${replace(var.sasl_bootstrap_password, "/(.)/", "\\$1")}\n")
 }
 
 resource "aws_ebs_volume" "broker" {
@@ -49,6 +64,14 @@ resource "aws_instance" "broker" {
     max_conns_ip = var.max_connections_per_ip
     selector     = var.replica_selector
     extra_args   = var.broker_extra_args
+    # TLS and SASL ("" when off).
+    tls_cert        = local.tls_cert
+    tls_key         = local.tls_key
+    tls_ca          = local.tls_ca
+    tls_client_auth = var.tls_client_auth
+    sasl_mechanisms = join(",", var.sasl_mechanisms)
+    sasl_user       = var.sasl_bootstrap_user
+    sasl_env        = local.sasl_env
   })
 
   root_block_device {
@@ -68,6 +91,24 @@ resource "aws_instance" "broker" {
 
   lifecycle {
     ignore_changes = [ami, user_data]
+
+    # What shale broker would refuse at start, refused at plan.
+    precondition {
+      condition     = local.tls == !nonsensitive(var.tls_key_pem == "")
+      error_message = "tls_cert_pem and tls_key_pem: both or neither."
+    }
+    precondition {
+      condition     = local.tls || (var.tls_ca_pem == "" && var.tls_client_auth == "none")
+      error_message = "tls_ca_pem and tls_client_auth need tls_cert_pem and tls_key_pem (a TLS listener)."
+    }
+    precondition {
+      condition     = var.tls_client_auth == "none" || var.tls_ca_pem != ""
+      error_message = "tls_client_auth ${var.tls_client_auth} needs tls_ca_pem, the CA certificates clients' certificates are verified with."
+    }
+    precondition {
+      condition     = (var.sasl_bootstrap_user == "") == local.sasl_password
+      error_message = "sasl_bootstrap_user and sasl_bootstrap_password: both or neither."
+    }
   }
 
   depends_on = [aws_instance.etcd, aws_s3_bucket_policy.this]

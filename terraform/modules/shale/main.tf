@@ -9,6 +9,15 @@
 # brokers, which replicate over the same listener) reach it directly, and
 # the NLB is used only for the first Metadata request: clients must be in
 # the VPC or a network routed to it (peering, Transit Gateway, VPN).
+#
+# TLS (tls_cert_pem, tls_key_pem, tls_ca_pem) and SASL (sasl_mechanisms,
+# sasl_bootstrap_user and _password) are off by default. With TLS every
+# broker presents one certificate, which must carry every broker's private
+# IP address (they advertise no DNS names) and whatever name clients
+# bootstrap by (the NLB's own DNS name is not known before it exists: give
+# it one of yours, or bootstrap from the broker addresses). The key and the
+# password reach the instances in their user data, as files only root or
+# the shale user can read.
 
 data "aws_subnet" "this" {
   count = length(var.subnet_ids)

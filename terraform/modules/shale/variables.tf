@@ -277,6 +277,87 @@ variable "broker_extra_args" {
   }
 }
 
+# Client authentication (SASL) and TLS on the Kafka listener.
+
+variable "sasl_mechanisms" {
+  description = "SASL mechanisms clients must authenticate with (shale broker --sasl-mechanisms, sasl.enabled.mechanisms), of PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; empty: nobody authenticates. Users are SCRAM credentials the cluster keeps in etcd (shale user set); PLAIN checks passwords against them and, without tls_cert_pem, sends them in clear."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.sasl_mechanisms : contains(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], m)])
+    error_message = "sasl_mechanisms: each of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."
+  }
+}
+
+variable "sasl_bootstrap_user" {
+  description = "The cluster's first user (shale broker --sasl-bootstrap-user), given SCRAM-SHA-256 and SCRAM-SHA-512 credentials when a broker starts unless it has credentials already; empty for none. Its password is sasl_bootstrap_password."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[^\\s%$'\"\\\\]*$", var.sasl_bootstrap_user))
+    error_message = "sasl_bootstrap_user: one word, without spaces, quotes, backslashes, $ or % (it goes into a systemd ExecStart line)."
+  }
+}
+
+variable "sasl_bootstrap_password" {
+  description = "Password of sasl_bootstrap_user, required with it. Each broker gets it in /etc/shale/shale.env (owner root, mode 0600), which the shale unit reads with EnvironmentFile= into SHALE_SASL_BOOTSTRAP_PASSWORD: it is on no command line. It is also in the instances' user data (readable through ec2:DescribeInstanceAttribute and, on the instance, the metadata service) and in the Terraform state; change it with shale user set once the cluster runs."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = !can(regex("[\\r\\n\\x00]", var.sasl_bootstrap_password))
+    error_message = "sasl_bootstrap_password: one line (no newline, carriage return or NUL)."
+  }
+}
+
+variable "tls_cert_pem" {
+  description = "PEM certificate (chain) of the brokers' Kafka listener (shale broker --tls-cert), for clients and the other brokers alike (SSL, or SASL_SSL with sasl_mechanisms); empty: plain TCP. Every broker presents this one certificate and advertises its private IP address (output broker_addresses), never a DNS name, so the certificate must carry every broker's IP as an IP SAN: broker i's is cidrhost(CIDR of subnet i % len(subnet_ids), broker_host_number + floor(i / len(subnet_ids))), e.g. 10.42.0.20, 10.42.16.20 and 10.42.32.20 for the example's defaults; a broker whose IP it lacks does not start. Clients that bootstrap through the NLB verify the name they dial too: give the NLB a DNS name of yours (a Route 53 alias) and put it in the certificate, or bootstrap from broker_addresses. The certificate is read at start and kept in the user data, which later changes do not reach: replace the brokers one at a time to roll out a new one. The user data (the boot script, about 4 KB, with the certificate chain, key and CA in base64, a third larger than their PEM) must fit EC2's 16 KB: prefer ECDSA keys and short chains."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.tls_cert_pem == "" || can(regex("-----BEGIN CERTIFICATE-----", var.tls_cert_pem))
+    error_message = "tls_cert_pem: a PEM certificate (-----BEGIN CERTIFICATE-----), or empty."
+  }
+}
+
+variable "tls_key_pem" {
+  description = "PEM private key of tls_cert_pem (shale broker --tls-key), required with it; written to /etc/shale/tls/key.pem (owner shale, mode 0600) on each broker. It is also in the instances' user data and in the Terraform state."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_key_pem == "" || can(regex("-----BEGIN [A-Z ]*PRIVATE KEY-----", var.tls_key_pem))
+    error_message = "tls_key_pem: a PEM private key (-----BEGIN ... PRIVATE KEY-----), or empty."
+  }
+}
+
+variable "tls_ca_pem" {
+  description = "PEM CA certificates (shale broker --tls-ca) that verify the other brokers' certificates and, with tls_client_auth, clients'; empty: the system's CAs. Only with tls_cert_pem."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.tls_ca_pem == "" || can(regex("-----BEGIN CERTIFICATE-----", var.tls_ca_pem))
+    error_message = "tls_ca_pem: PEM certificates (-----BEGIN CERTIFICATE-----), or empty."
+  }
+}
+
+variable "tls_client_auth" {
+  description = "Client certificates the TLS listener asks for (shale broker --tls-client-auth, ssl.client.auth): none, requested (verified when given) or required; the last two need tls_ca_pem, and a certificate whose extended key usage allows clientAuth too, since the brokers present it to each other."
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "requested", "required"], var.tls_client_auth)
+    error_message = "tls_client_auth: none, requested or required."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

@@ -51,3 +51,43 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* Where the tls.secretName Secret is mounted. */}}
+{{- define "shale.tlsDir" -}}
+/etc/shale/tls
+{{- end -}}
+
+{{/* The broker's TLS and SASL flags, one list item each, after checking
+their values: what the broker would refuse at start fails here. */}}
+{{- define "shale.securityArgs" -}}
+{{- $dir := include "shale.tlsDir" . -}}
+{{- with .Values.tls -}}
+{{- if .enabled }}
+- "--tls-cert={{ $dir }}/tls.crt"
+- "--tls-key={{ $dir }}/tls.key"
+{{- if .caKey }}
+- {{ printf "--tls-ca=%s/%s" $dir .caKey | quote }}
+{{- end }}
+{{- if not (has .clientAuth (list "none" "requested" "required")) }}
+{{- fail (printf "tls.clientAuth %q: none, requested or required" (toString .clientAuth)) }}
+{{- end }}
+{{- if and (ne .clientAuth "none") (not .caKey) }}
+{{- fail (printf "tls.clientAuth %s needs tls.caKey: the CA certificates clients' certificates are verified with" .clientAuth) }}
+{{- end }}
+- {{ printf "--tls-client-auth=%s" .clientAuth | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.sasl }}
+{{- range .mechanisms }}
+{{- if not (has (upper .) (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512")) }}
+{{- fail (printf "sasl.mechanisms: %q is none of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512" .) }}
+{{- end }}
+{{- end }}
+{{- with .mechanisms }}
+- {{ printf "--sasl-mechanisms=%s" (join "," .) | quote }}
+{{- end }}
+{{- with .bootstrapUser }}
+- {{ printf "--sasl-bootstrap-user=%s" . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
