@@ -111,7 +111,7 @@ func (c *conn) mayRequest(key int16) bool {
 	switch {
 	case c.sasl.failed:
 		return false
-	case c.sasl.expired(time.Now()):
+	case c.sasl.expired():
 		return exchange // the session ended: authenticate again, or go
 	case !c.b.saslRequired() || c.authenticated():
 		return true
@@ -126,7 +126,7 @@ func (c *conn) refuseBeforeAuth(h requestHeader) error {
 	switch {
 	case c.sasl.failed:
 		why = "request after a failed SASL authentication: closing the connection"
-	case c.sasl.expired(time.Now()):
+	case c.sasl.expired():
 		why = "request after the SASL session ended (connections.max.reauth.ms): closing the connection"
 	}
 	c.b.refusedLog.log(c.log, why, "client_id", h.clientID, "api", kmsg.NameForKey(h.key))
@@ -150,8 +150,9 @@ type saslState struct {
 	again bool
 }
 
-// expired reports whether the session has ended at now.
-func (s *saslState) expired(now time.Time) bool { return !s.ends.IsZero() && now.After(s.ends) }
+// expired reports whether the session has ended (asked of every request:
+// the clock is read only for sessions that end).
+func (s *saslState) expired() bool { return !s.ends.IsZero() && time.Now().After(s.ends) }
 
 // reauthenticating reports whether a SaslHandshake starts a new exchange
 // on a connection authenticated already: sessions end
