@@ -333,7 +333,14 @@ func TestUserQuotaBindsTheAuthenticatedUser(t *testing.T) {
 // other (their fetchers authenticate with the cluster secret), and a
 // topic's records outlive its leader.
 func TestSASLClusterReplicates(t *testing.T) {
-	c := brokertest.StartCluster(t, 3, saslOpts)
+	checkReplicatesPastLeader(t, brokertest.StartCluster(t, 3, saslOpts))
+}
+
+// checkReplicatesPastLeader produces 50 records with acks=all to a topic
+// of 3 replicas in c, waits for every replica to be in sync, stops the
+// leader and reads the records back.
+func checkReplicatesPastLeader(t *testing.T, c *brokertest.Cluster) {
+	t.Helper()
 	ctx := testCtx(t)
 	const topic = "replicated"
 	adm := c.Admin()

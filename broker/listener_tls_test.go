@@ -3,7 +3,6 @@ package broker_test
 import (
 	"crypto/tls"
 	"crypto/x509/pkix"
-	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -114,32 +113,7 @@ func TestTLSClusterReplicates(t *testing.T) {
 	ca := brokertest.NewCA(t)
 	listener, peer := ca.ListenerTLS(tls.RequireAndVerifyClientCert)
 	c := brokertest.StartCluster(t, 3, saslOpts, func(cfg *broker.Config) { cfg.TLS, cfg.PeerTLS = listener, peer })
-	ctx := testCtx(t)
-	const topic = "replicated"
-	adm := c.Admin()
-	if _, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic); err != nil {
-		t.Fatal(err)
-	}
-	prod := c.Client(kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()))
-	for i := range 50 {
-		produceSync(t, prod, &kgo.Record{Value: []byte{byte(i)}})
-	}
-	var leader int32
-	brokertest.WaitFor(t, 15*time.Second, "every replica in sync", func() (bool, string) {
-		l, reps, isr := partitionReplicas(t, adm, topic)
-		leader = l
-		return len(isr) == 3, fmt.Sprintf("leader %d replicas %v isr %v", l, reps, isr)
-	})
-	c.Stop(leader)
-	cons := c.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	n := 0
-	for n < 50 {
-		fs := cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of 50 records after the leader stopped", n)
-		}
-		n += len(fs.Records())
-	}
+	checkReplicatesPastLeader(t, c)
 	// A client with SCRAM but no certificate is refused.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.DialTLSConfig(ca.ClientTLS(pkix.Name{})),
 		kgo.SASL(scram.Auth{User: "admin", Pass: "admin-secret"}.AsSha256Mechanism()), kgo.RetryTimeout(2*time.Second))
@@ -147,7 +121,7 @@ func TestTLSClusterReplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if _, err := kadm.NewClient(cl).ListTopics(ctx); err == nil {
+	if _, err := kadm.NewClient(cl).ListTopics(testCtx(t)); err == nil {
 		t.Fatalf("a client without a certificate: %v", err)
 	}
 }
