@@ -37,6 +37,8 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			seen[t.Topic]++
 		}
 		budget := newPartitionBudget()
+		// controller_mutation_rate: v6 and later may be refused.
+		admit, throttle := r.mutationGate(req.Version >= 6)
 		for _, t := range req.Topics {
 			st := kmsg.NewCreateTopicsResponseTopic()
 			st.Topic = t.Topic
@@ -45,7 +47,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			if seen[t.Topic] > 1 {
 				err = fmt.Errorf("%w: topic %q appears more than once in the request", errInvalidRequest, t.Topic)
 			} else {
-				err = createOne(ctx, b, req, &t, &st, budget, r.clientAttrs())
+				err = createOne(ctx, b, req, &t, &st, budget, admit, r.clientAttrs())
 			}
 			if err != nil {
 				st.ErrorCode = kafkaError(err)
@@ -53,6 +55,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
+		resp.ThrottleMillis = throttle()
 		r.respond(resp)
 	}()
 	return nil
@@ -67,7 +70,7 @@ func adminContext(parent context.Context, timeoutMs int32) (context.Context, con
 	return context.WithTimeout(parent, d)
 }
 
-func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic, budget *partitionBudget, by []any) error {
+func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t *kmsg.CreateTopicsRequestTopic, st *kmsg.CreateTopicsResponseTopic, budget *partitionBudget, admit func(int) error, by []any) error {
 	partitions, rf := t.NumPartitions, t.ReplicationFactor
 	if partitions == -1 {
 		partitions = b.cfg.NumPartitions
@@ -135,6 +138,9 @@ func createOne(ctx context.Context, b *Broker, req *kmsg.CreateTopicsRequest, t 
 		by = append(by, "origin", "restored from the object store")
 	}
 	if !req.ValidateOnly {
+		if err := admit(len(tv.partitions)); err != nil {
+			return err
+		}
 		if tv, err = b.commitTopic(ctx, tv, by...); err != nil {
 			return err
 		}

@@ -23,6 +23,8 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			n := name
 			targets = append(targets, kmsg.DeleteTopicsRequestTopic{Topic: &n})
 		}
+		// controller_mutation_rate: v5 and later may be refused.
+		admit, throttle := r.mutationGate(req.Version >= 5)
 		for _, t := range targets {
 			st := kmsg.NewDeleteTopicsResponseTopic()
 			st.Topic, st.TopicID = t.Topic, t.TopicID
@@ -47,6 +49,9 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			if err == nil {
 				name := tv.name
 				st.Topic, st.TopicID = &name, tv.id
+				err = admit(len(tv.partitions))
+			}
+			if err == nil {
 				var rev int64
 				if rev, err = b.meta.deleteTopic(ctx, tv.name); err == nil {
 					b.log.Info("topic deleted", append([]any{"topic", tv.name, "topic_id", topicIDString(tv.id)}, r.clientAttrs()...)...)
@@ -59,6 +64,7 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
+		resp.ThrottleMillis = throttle()
 		r.respond(resp)
 	}()
 	return nil

@@ -18,21 +18,24 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 		defer cancel()
 		resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 		budget := newPartitionBudget()
+		// controller_mutation_rate: v3 and later may be refused.
+		admit, throttle := r.mutationGate(req.Version >= 3)
 		for _, t := range req.Topics {
 			st := kmsg.NewCreatePartitionsResponseTopic()
 			st.Topic = t.Topic
-			if err := createPartitions(ctx, b, &t, req.ValidateOnly, budget); err != nil {
+			if err := createPartitions(ctx, b, &t, req.ValidateOnly, budget, admit); err != nil {
 				st.ErrorCode = kafkaError(err)
 				st.ErrorMessage = errorMessage(err)
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
+		resp.ThrottleMillis = throttle()
 		r.respond(resp)
 	}()
 	return nil
 }
 
-func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRequestTopic, validateOnly bool, budget *partitionBudget) error {
+func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRequestTopic, validateOnly bool, budget *partitionBudget, admit func(int) error) error {
 	view := b.meta.snapshot()
 	tv := view.topics[t.Topic]
 	if tv == nil {
@@ -76,6 +79,9 @@ func createPartitions(ctx context.Context, b *Broker, t *kmsg.CreatePartitionsRe
 	}
 	if validateOnly {
 		return nil
+	}
+	if err := admit(int(add)); err != nil {
+		return err
 	}
 	rev, err := b.meta.createPartitions(ctx, t.Topic, int(have), newParts)
 	if err != nil {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +40,9 @@ type clientQuotaManager struct {
 
 	mu    sync.Mutex
 	rates map[quotaRateKey]*quotaRate
-	swept time.Time
+	// buckets are the clients' controller_mutation_rate buckets.
+	buckets map[clientquota.Sensor]*mutationBucket
+	swept   time.Time
 
 	throttled    *prometheus.CounterVec
 	throttleSecs *prometheus.CounterVec
@@ -57,16 +60,22 @@ type quotaRate struct {
 	used time.Time
 }
 
+type mutationBucket struct {
+	bucket clientquota.Bucket
+	used   time.Time
+}
+
 func newClientQuotaManager(samples int, window time.Duration, reg prometheus.Registerer) *clientQuotaManager {
 	m := &clientQuotaManager{
 		samples: samples, window: window,
-		rates: map[quotaRateKey]*quotaRate{},
+		rates:   map[quotaRateKey]*quotaRate{},
+		buckets: map[clientquota.Sensor]*mutationBucket{},
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttled_total",
-			Help: "Produce and fetch responses that carried a throttle time because the client exceeded its producer_byte_rate or consumer_byte_rate (fetches throttled are answered without records)."}, []string{"kind"}),
+			Help: "Responses that carried a throttle time because the client exceeded a quota, by kind: produce and fetch (producer_byte_rate, consumer_byte_rate; fetches throttled are answered without records), mutation (controller_mutation_rate: CreateTopics, CreatePartitions, DeleteTopics)."}, []string{"kind"}),
 		throttleSecs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttle_seconds_total",
 			Help: "The throttle time of those responses, summed: how long the broker held throttled clients' connections."}, []string{"kind"}),
 	}
-	for _, kind := range []string{"produce", "fetch"} {
+	for _, kind := range []string{"produce", "fetch", "mutation"} {
 		m.throttled.WithLabelValues(kind)
 		m.throttleSecs.WithLabelValues(kind)
 	}
@@ -133,6 +142,43 @@ func (m *clientQuotaManager) sweepLocked(now time.Time) {
 			delete(m.rates, k)
 		}
 	}
+	for k, b := range m.buckets {
+		if now.Sub(b.used) > idle { // full again: as good as new
+			delete(m.buckets, k)
+		}
+	}
+}
+
+// mutations applies a client's controller_mutation_rate (KIP-599) to
+// creating or deleting n partitions at now. Strict (the request versions
+// KIP-599 gave THROTTLING_QUOTA_EXCEEDED), it refuses them while the
+// client is over its quota; otherwise, or within the quota, it takes
+// them, even past it. It returns whether they go ahead, and the throttle
+// the client owes after (0: none, or no quota).
+func (m *clientQuotaManager) mutations(user, clientID string, n int, strict bool, now time.Time) (bool, time.Duration) {
+	qp := m.quotas.Load()
+	if qp == nil || len(*qp) == 0 {
+		return true, 0
+	}
+	quota, sensor, ok := clientquota.Resolve(*qp, user, clientID, clientquota.ControllerMutationRate)
+	if !ok {
+		return true, 0
+	}
+	burst := quota * float64(m.samples) * m.window.Seconds()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.buckets[sensor]
+	if b == nil {
+		m.sweepLocked(now)
+		b = &mutationBucket{}
+		m.buckets[sensor] = b
+	}
+	b.used = now
+	if d := b.bucket.Throttle(now, quota, burst); d > 0 && strict {
+		return false, d
+	}
+	b.bucket.Take(now, float64(n), quota, burst)
+	return true, b.bucket.Throttle(now, quota, burst)
 }
 
 // counted records a throttle in the metrics.
@@ -188,6 +234,50 @@ func (c *conn) chargeFetch(clientID string, n int64) time.Duration {
 	}
 	return d
 }
+
+// admitMutations applies the client's controller_mutation_rate to
+// creating or deleting n partitions for request r (strict: of a version
+// that may be refused, see clientQuotaManager.mutations): whether they go
+// ahead, and the throttle the client owes after.
+func (r *request) admitMutations(n int, strict bool) (bool, time.Duration) {
+	user, ok := r.conn.quotaUser()
+	if !ok {
+		return true, 0
+	}
+	return r.conn.b.clientQuotas.mutations(user, r.header.clientID, n, strict, time.Now())
+}
+
+// mutationGate is how a request that creates or deletes partitions meets
+// its client's controller_mutation_rate (KIP-599): admit, before each
+// topic's change, takes its n partitions or refuses them
+// (errThrottlingQuotaExceeded, only when strict: in the request versions
+// that may be refused); throttle, when the request is done, mutes the
+// connection for what the client owes then, counts it, and returns it in
+// milliseconds for the answer.
+func (r *request) mutationGate(strict bool) (admit func(n int) error, throttle func() int32) {
+	var owed time.Duration
+	admit = func(n int) error {
+		ok, d := r.admitMutations(n, strict)
+		owed = d
+		if !ok {
+			return errThrottlingQuotaExceeded
+		}
+		return nil
+	}
+	throttle = func() int32 {
+		if owed <= 0 {
+			return 0
+		}
+		r.conn.b.clientQuotas.counted("mutation", owed)
+		r.conn.mute(time.Now().Add(owed))
+		return int32(min(owed.Milliseconds(), 1<<31-1))
+	}
+	return admit, throttle
+}
+
+// errThrottlingQuotaExceeded refuses a topic's partitions to a client over
+// its controller_mutation_rate.
+var errThrottlingQuotaExceeded = errors.New("broker: the client's controller_mutation_rate quota is exceeded")
 
 // mute has the reader read nothing more from the connection until t.
 func (c *conn) mute(t time.Time) {

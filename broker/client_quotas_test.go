@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/shale-log/shale/broker"
 	"github.com/shale-log/shale/broker/brokertest"
@@ -377,4 +378,73 @@ func TestReplicationIsNotThrottledByClientQuotas(t *testing.T) {
 		produceSync(t, p, &kgo.Record{Value: value})
 	}
 	waitReplicated(t, c, topic, 50)
+}
+
+// TestControllerMutationRateThrottles: a client id with a
+// controller_mutation_rate spends its burst (quota × samples × window),
+// goes past it with the request that crosses it, and is then refused
+// THROTTLING_QUOTA_EXCEEDED by the versions that allow it (CreateTopics
+// v6+, CreatePartitions v3+, DeleteTopics v5+), older versions being
+// throttled instead, until the throttle it was told has passed; another
+// client id is not bound.
+func TestControllerMutationRateThrottles(t *testing.T) {
+	b := startQuotaBroker(t) // 11 samples of 100 ms
+	ctx := testCtx(t)
+	const rate = 2 // partitions a second: a burst of 2.2
+	if codes := alterQuotas(t, b.Client(), false, quotaEntry([]string{"client-id", "mutator"}, map[string]float64{"controller_mutation_rate": rate})); codes[0] != 0 {
+		t.Fatalf("alter: %v", codes)
+	}
+	create := func(cl *kgo.Client, name string, partitions int32) (int16, time.Duration) {
+		t.Helper()
+		req := kmsg.NewPtrCreateTopicsRequest()
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, partitions, 1
+		req.Topics, req.TimeoutMillis = []kmsg.CreateTopicsRequestTopic{rt}, 10000
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Topics[0].ErrorCode, time.Duration(resp.ThrottleMillis) * time.Millisecond
+	}
+	mutator := func(opts ...kgo.Opt) *kgo.Client {
+		return b.Client(append([]kgo.Opt{kgo.ClientID("mutator")}, opts...)...)
+	}
+	if code, d := create(mutator(), "m1", 5); code != 0 || d <= 0 {
+		t.Fatalf("5 partitions from a burst of 2.2: error %d, throttle %v; want created and throttled", code, d)
+	}
+	// Each from a connection of its own: the first one's is muted for
+	// the throttle it was told.
+	code, owed := create(mutator(), "m2", 1)
+	if code != kerr.ThrottlingQuotaExceeded.Code || owed <= 0 {
+		t.Fatalf("over the quota: error %d, throttle %v; want THROTTLING_QUOTA_EXCEEDED", code, owed)
+	}
+	if code, d := create(mutator(kgo.MaxVersions(kversion.V2_6_0())), "m3", 1); code != 0 || d <= 0 {
+		t.Fatalf("over the quota, CreateTopics v5: error %d, throttle %v; want created and throttled", code, d)
+	}
+	if code, d := create(b.Client(kgo.ClientID("free")), "m4", 20); code != 0 || d != 0 {
+		t.Fatalf("a client id without a quota: error %d, throttle %v", code, d)
+	}
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	dt := kmsg.NewDeleteTopicsRequestTopic()
+	dt.Topic = kmsg.StringPtr("m1")
+	del.Topics, del.TimeoutMillis = []kmsg.DeleteTopicsRequestTopic{dt}, 10000
+	if resp, err := del.RequestWith(ctx, mutator()); err != nil || resp.Topics[0].ErrorCode != kerr.ThrottlingQuotaExceeded.Code {
+		t.Fatalf("deleting over the quota: %v %+v", err, resp)
+	}
+	grow := kmsg.NewPtrCreatePartitionsRequest()
+	gt := kmsg.NewCreatePartitionsRequestTopic()
+	gt.Topic, gt.Count = "m4", 21
+	grow.Topics, grow.TimeoutMillis = []kmsg.CreatePartitionsRequestTopic{gt}, 10000
+	if resp, err := grow.RequestWith(ctx, mutator()); err != nil || resp.Topics[0].ErrorCode != kerr.ThrottlingQuotaExceeded.Code {
+		t.Fatalf("adding partitions over the quota: %v %+v", err, resp)
+	}
+	// What the client owes now (m3 took one more) is repaid at 2 a
+	// second; then it goes ahead.
+	time.Sleep(3 * time.Second)
+	if resp, err := del.RequestWith(ctx, mutator()); err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("deleting once the throttle passed: %v %+v", err, resp)
+	}
+	if n := gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=mutation"); n == 0 {
+		t.Fatal("no mutation counted as throttled")
+	}
 }

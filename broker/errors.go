@@ -66,6 +66,7 @@ var errorCodes = []struct {
 	{is(errInvalidRequest), kerr.InvalidRequest},
 	{is(errPolicyViolation), kerr.PolicyViolation},
 	{is(errMetaConflict), kerr.ConcurrentTransactions}, // retriable; Kafka has no closer code
+	{is(errThrottlingQuotaExceeded), kerr.ThrottlingQuotaExceeded},
 	// Users (AlterUserScramCredentials).
 	{is(errUnacceptableCredential), kerr.UnacceptableCredential},
 	{is(errUnsupportedSASLMechanism), kerr.UnsupportedSaslMechanism},

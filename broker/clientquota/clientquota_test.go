@@ -170,3 +170,32 @@ func TestFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketBurstsThenThrottles: a bucket starts full (quota × samples ×
+// window), a take past it leaves the client owing what quota repays in
+// the throttle time, and time refills it, never past the burst.
+func TestBucketBurstsThenThrottles(t *testing.T) {
+	var b Bucket
+	t0 := time.Unix(1000, 0)
+	const quota, burst = 2.0, 22.0 // 2 partitions/s, 11 samples of 1 s
+	if d := b.Throttle(t0, quota, burst); d != 0 {
+		t.Fatalf("a new bucket throttles %v", d)
+	}
+	b.Take(t0, 22, quota, burst)
+	if d := b.Throttle(t0, quota, burst); d != 0 {
+		t.Fatalf("the burst spent to zero throttles %v", d)
+	}
+	b.Take(t0, 10, quota, burst)
+	if d := b.Throttle(t0, quota, burst); d != 5*time.Second {
+		t.Fatalf("10 past the burst at 2/s: throttle %v, want 5s", d)
+	}
+	if d := b.Throttle(t0.Add(3*time.Second), quota, burst); d != 2*time.Second {
+		t.Fatalf("3 s later: throttle %v, want 2s", d)
+	}
+	if d := b.Throttle(t0.Add(time.Hour), quota, burst); d != 0 || b.tokens != burst {
+		t.Fatalf("an hour later: throttle %v, tokens %v; want 0 and the burst", d, b.tokens)
+	}
+	if d := b.Throttle(t0.Add(time.Hour), 0, burst); d != 0 {
+		t.Fatalf("no quota: throttle %v", d)
+	}
+}

@@ -57,11 +57,18 @@ func Entity(components []Component) (metadata.QuotaEntity, error) {
 }
 
 // CheckValue checks a quota value AlterClientQuotas sets on e: Kafka's
-// keys for the entity's kind, and of them the byte rates this broker
-// enforces, each a whole number of bytes per second above zero.
+// keys for the entity's kind, and of them those this broker enforces: the
+// byte rates, each a whole number of bytes per second above zero, and
+// controller_mutation_rate, partitions a second above zero.
 func CheckValue(e metadata.QuotaEntity, key string, v float64) error {
 	if err := CheckKey(e, key); err != nil {
 		return err
+	}
+	if key == ControllerMutationRate {
+		if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+			return fmt.Errorf("%s must be a number of partitions per second above 0, not %v", key, v)
+		}
+		return nil
 	}
 	if v <= 0 || v != math.Trunc(v) || math.IsInf(v, 0) {
 		return fmt.Errorf("%s must be a whole number of bytes per second above 0, not %v", key, v)
@@ -72,13 +79,13 @@ func CheckValue(e metadata.QuotaEntity, key string, v float64) error {
 // CheckKey checks a quota key for e (set or removed).
 func CheckKey(e metadata.QuotaEntity, key string) error {
 	switch key {
-	case ProducerByteRate, ConsumerByteRate:
+	case ProducerByteRate, ConsumerByteRate, ControllerMutationRate:
 		if e.IP.Set {
 			return fmt.Errorf("%s is a user or client-id quota, not an ip one", key)
 		}
 		return nil
-	case RequestPercentage, ControllerMutationRate, ConnectionCreationRate:
-		return fmt.Errorf("%s is not enforced by Shale (only %s and %s are)", key, ProducerByteRate, ConsumerByteRate)
+	case RequestPercentage, ConnectionCreationRate:
+		return fmt.Errorf("%s is not enforced by Shale (only %s, %s and %s are)", key, ProducerByteRate, ConsumerByteRate, ControllerMutationRate)
 	}
 	return fmt.Errorf("invalid quota configuration key %q", key)
 }
