@@ -55,7 +55,7 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		resp.ThrottleMillis = throttle()
+		setThrottle(resp, throttle())
 		r.respond(resp)
 	}()
 	return nil

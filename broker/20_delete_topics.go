@@ -64,7 +64,7 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		resp.ThrottleMillis = throttle()
+		setThrottle(resp, throttle())
 		r.respond(resp)
 	}()
 	return nil

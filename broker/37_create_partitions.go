@@ -29,7 +29,7 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
-		resp.ThrottleMillis = throttle()
+		setThrottle(resp, throttle())
 		r.respond(resp)
 	}()
 	return nil

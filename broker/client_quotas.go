@@ -235,42 +235,34 @@ func (c *conn) chargeFetch(clientID string, n int64) time.Duration {
 	return d
 }
 
-// admitMutations applies the client's controller_mutation_rate to
-// creating or deleting n partitions for request r (strict: of a version
-// that may be refused, see clientQuotaManager.mutations): whether they go
-// ahead, and the throttle the client owes after.
-func (r *request) admitMutations(n int, strict bool) (bool, time.Duration) {
-	user, ok := r.conn.quotaUser()
-	if !ok {
-		return true, 0
-	}
-	return r.conn.b.clientQuotas.mutations(user, r.header.clientID, n, strict, time.Now())
-}
-
 // mutationGate is how a request that creates or deletes partitions meets
 // its client's controller_mutation_rate (KIP-599): admit, before each
 // topic's change, takes its n partitions or refuses them
 // (errThrottlingQuotaExceeded, only when strict: in the request versions
-// that may be refused); throttle, when the request is done, mutes the
-// connection for what the client owes then, counts it, and returns it in
-// milliseconds for the answer.
-func (r *request) mutationGate(strict bool) (admit func(n int) error, throttle func() int32) {
+// that may be refused, see clientQuotaManager.mutations); throttle, when
+// the request is done, mutes the connection for what the client owes
+// then, counts it, and returns it for the answer (setThrottle).
+// Brokers' own requests are not bound.
+func (r *request) mutationGate(strict bool) (admit func(n int) error, throttle func() time.Duration) {
 	var owed time.Duration
+	user, bound := r.conn.quotaUser()
 	admit = func(n int) error {
-		ok, d := r.admitMutations(n, strict)
+		if !bound {
+			return nil
+		}
+		ok, d := r.conn.b.clientQuotas.mutations(user, r.header.clientID, n, strict, time.Now())
 		owed = d
 		if !ok {
 			return errThrottlingQuotaExceeded
 		}
 		return nil
 	}
-	throttle = func() int32 {
-		if owed <= 0 {
-			return 0
+	throttle = func() time.Duration {
+		if owed > 0 {
+			r.conn.b.clientQuotas.counted("mutation", owed)
+			r.conn.mute(time.Now().Add(owed))
 		}
-		r.conn.b.clientQuotas.counted("mutation", owed)
-		r.conn.mute(time.Now().Add(owed))
-		return int32(min(owed.Milliseconds(), 1<<31-1))
+		return owed
 	}
 	return admit, throttle
 }
