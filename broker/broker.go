@@ -200,6 +200,14 @@ type Config struct {
 	// (ssl.truststore.*, and its own certificate where they ask for one;
 	// nil: the system's roots). See listener_tls.go.
 	TLS, PeerTLS *tls.Config
+	// ACLs, set, enforces the ACLs (Kafka's authorizer.class.name set to
+	// its StandardAuthorizer): see authorize.go. SuperUsers are
+	// super.users ("User:admin"), who may do anything; with
+	// AllowEveryoneIfNoACLFound (allow.everyone.if.no.acl.found) a
+	// resource no ACL names is open to everyone, as without ACLs.
+	ACLs                      bool
+	SuperUsers                []string
+	AllowEveryoneIfNoACLFound bool
 }
 
 // HTTPAddressConfig is the broker config that DescribeConfigs shows the
@@ -320,6 +328,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.checkTLSConfig(); err != nil {
 		return err
+	}
+	for _, p := range c.SuperUsers {
+		if typ, name, ok := strings.Cut(p, ":"); !ok || typ == "" || name == "" {
+			return fmt.Errorf("broker: super user %q: want a principal, as User:alice", p)
+		}
 	}
 	if c.SASLBootstrapUser != "" && c.SASLBootstrapPassword == "" {
 		return fmt.Errorf("broker: the bootstrap SASL user %q needs a password", c.SASLBootstrapUser)
@@ -481,6 +494,8 @@ type Broker struct {
 	// the embedded etcd's filesystem fills up (nil: no guard).
 	logSpace, metaSpace *spaceGuard
 
+	// superUsers are the principals that may do anything (superUserSet).
+	superUsers map[string]bool
 	// refusedLog: refused requests (malformed, unsupported, not
 	// authorized, corrupt batches), one Warn line per interval.
 	refusedLog rateLimitedLog
@@ -549,6 +564,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		em.uncleanElected = b.metrics.uncleanElections.WithLabelValues("operator")
 	}
 	b.remoteHWs = newRemoteHighWatermarks(b)
+	b.superUsers = superUserSet(&b.cfg)
 	b.refusedLog.interval = 10 * time.Second
 	b.limitLog.interval = 10 * time.Second
 	if reg != nil {

@@ -88,6 +88,8 @@ type conn struct {
 	// ANONYMOUS); sasl is the exchange that gets there (client_auth.go).
 	user atomic.Pointer[string]
 	sasl saslState
+	// host is the client's IP address, as ACLs name hosts.
+	host string
 	// mutedUntil is when a client quota's throttle ends (Unix
 	// nanoseconds; 0: never throttled): the reader reads nothing from
 	// the connection until then (chargeProduce, chargeFetch).
@@ -404,6 +406,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		cancel:   cancel,
 		queue:    make(chan *pending, maxInflightPerConn),
 		log:      b.log.With("remote", nc.RemoteAddr().String()),
+		host:     clientHost(nc.RemoteAddr()),
 		w:        newConnWriter(nc, b.cfg.ResponseWriteTimeout),
 		sent:     make(chan struct{}, 1),
 		answers:  make(chan struct{}, 1),

@@ -72,6 +72,12 @@ var errorCodes = []struct {
 	{is(errUnsupportedSASLMechanism), kerr.UnsupportedSaslMechanism},
 	{is(errResourceNotFound), kerr.ResourceNotFound},
 	{is(errDuplicateResource), kerr.DuplicateResource},
+	// Authorization (ACLs).
+	{is(errSecurityDisabled), kerr.SecurityDisabled},
+	{is(errClusterAuthorization), kerr.ClusterAuthorizationFailed},
+	{is(errTopicAuthorization), kerr.TopicAuthorizationFailed},
+	{is(errGroupAuthorization), kerr.GroupAuthorizationFailed},
+	{is(errTransactionalIDAuthorization), kerr.TransactionalIDAuthorizationFailed},
 	// Tiered storage: the object store is down or slow, or an object
 	// does not decode; retriable (the client backs off and fetches
 	// again).

@@ -149,7 +149,9 @@ func convertSnapshot(s *metadata.Snapshot, prev *metaView) *metaView {
 		clientQuotas:  s.ClientQuotas,
 
 		scramCredentials: s.ScramCredentials,
+		aclEntries:       s.ACLs,
 	}
+	v.acls = aclSet(s.ACLs, prev)
 	for id := range s.DeletedTopics {
 		v.deleted[id] = true
 	}
@@ -266,6 +268,14 @@ func (m *etcdMeta) updateScramCredentials(ctx context.Context, user string, muta
 		return 0, err
 	}
 	rev, err := m.store.UpdateScramCredentials(ctx, user, mutate)
+	return rev, metaError(err)
+}
+
+func (m *etcdMeta) updateACLs(ctx context.Context, r metadata.ACLResource, mutate func([]metadata.ACLEntry) ([]metadata.ACLEntry, error)) (int64, error) {
+	if err := m.space.check(0); err != nil {
+		return 0, err
+	}
+	rev, err := m.store.UpdateACLs(ctx, r, mutate)
 	return rev, metaError(err)
 }
 

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/metadata"
 )
 
@@ -29,6 +30,9 @@ type metaStore interface {
 	// updateClientQuotas replaces a client quota entity's quotas with
 	// mutate's result.
 	updateClientQuotas(ctx context.Context, e metadata.QuotaEntity, mutate func(map[string]float64) (map[string]float64, error)) (int64, error)
+	// updateACLs replaces the entries of an ACL resource pattern with
+	// mutate's result, in one write.
+	updateACLs(ctx context.Context, r metadata.ACLResource, mutate func([]metadata.ACLEntry) ([]metadata.ACLEntry, error)) (int64, error)
 	// updateScramCredentials replaces a user's SCRAM credentials (by
 	// mechanism) with mutate's result.
 	updateScramCredentials(ctx context.Context, user string, mutate func(map[string]metadata.ScramCredential) (map[string]metadata.ScramCredential, error)) (int64, error)
@@ -132,6 +136,10 @@ type metaView struct {
 	// scramCredentials are the users' SCRAM credentials by user and
 	// mechanism. Read-only.
 	scramCredentials map[string]map[string]metadata.ScramCredential
+	// aclEntries are the ACL entries by resource pattern, and acls
+	// their index. Read-only.
+	aclEntries map[metadata.ACLResource][]metadata.ACLEntry
+	acls       *acl.Set
 }
 
 // unreadableReason says why a topic's partition cannot be served because

@@ -60,6 +60,8 @@ type brokerMetrics struct {
 	// uncleanElections: leaders this broker elected from outside the
 	// ISR, by who asked (controller, operator).
 	uncleanElections *prometheus.CounterVec
+	// authorizationDenied: requests (or parts of them) the ACLs refused.
+	authorizationDenied *prometheus.CounterVec
 }
 
 const (
@@ -166,6 +168,10 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "unclean_leader_elections_total",
 			Help: "Leaders this broker elected from outside the ISR (Kafka's UncleanLeaderElectionsPerSec), by who asked: controller (a topic with unclean.leader.election.enable) or operator (ElectLeaders, unclean). Each may lose records the ISR held; the controller's log names what each replica's log held.",
 		}, []string{"by"}),
+		authorizationDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shale", Name: "authorization_denied_total",
+			Help: "Operations the ACLs refused a client (a request refused for several topics counts each), by resource type and operation.",
+		}, []string{"resource_type", "operation"}),
 	}
 	// Every reason from the start, so that rates read 0, not nothing.
 	for _, r := range []string{"corrupt", "invalid_record", "too_large", "other"} {
@@ -183,7 +189,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 	if reg != nil {
 		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.recompressedBytes, m.offlinePartitions,
-			m.flushSeconds, m.flushWaiters, m.uncleanElections)
+			m.flushSeconds, m.flushWaiters, m.uncleanElections, m.authorizationDenied)
 	}
 	return m
 }

@@ -45,6 +45,9 @@ type Snapshot struct {
 	// ScramCredentials are the users' SCRAM credentials, by user and
 	// mechanism. Readers must not modify the maps.
 	ScramCredentials map[string]map[string]ScramCredential
+	// ACLs are the ACL entries by resource pattern. Readers must not
+	// modify the slices.
+	ACLs map[ACLResource][]ACLEntry
 }
 
 // Cache keeps a Snapshot current by watching the store's keys. Snapshot is
@@ -160,6 +163,8 @@ type state struct {
 	clientQuotas map[QuotaEntity]map[string]float64
 	// scramCredentials are the SCRAM credentials by user and mechanism.
 	scramCredentials map[string]map[string]ScramCredential
+	// acls are the ACL entries by resource pattern.
+	acls map[ACLResource][]ACLEntry
 }
 
 type candidate struct {
@@ -189,6 +194,7 @@ func (c *Cache) load(ctx context.Context) (*state, error) {
 		clientQuotas:  map[QuotaEntity]map[string]float64{},
 
 		scramCredentials: map[string]map[string]ScramCredential{},
+		acls:             map[ACLResource][]ACLEntry{},
 	}
 	for _, kv := range resp.Kvs {
 		st.put(c.log, string(kv.Key), kv.Value, kv.CreateRevision, kv.ModRevision)
@@ -267,6 +273,8 @@ func (st *state) put(log *slog.Logger, key string, val []byte, createRev, modRev
 		st.putClientQuotas(log, key, strings.TrimPrefix(rest, "client-quotas/"), val)
 	case strings.HasPrefix(rest, "scram-credentials/"):
 		st.putScramCredentials(log, key, strings.TrimPrefix(rest, "scram-credentials/"), val)
+	case strings.HasPrefix(rest, "acls/"):
+		st.putACLs(log, key, strings.TrimPrefix(rest, "acls/"), val)
 	case strings.HasPrefix(rest, "brokers/"):
 		var b Broker
 		if err := json.Unmarshal(val, &b); err != nil {
@@ -366,6 +374,8 @@ func (st *state) del(key string) {
 		st.delClientQuotas(strings.TrimPrefix(rest, "client-quotas/"))
 	case strings.HasPrefix(rest, "scram-credentials/"):
 		st.delScramCredentials(strings.TrimPrefix(rest, "scram-credentials/"))
+	case strings.HasPrefix(rest, "acls/"):
+		st.delACLs(strings.TrimPrefix(rest, "acls/"))
 	case strings.HasPrefix(rest, "brokers/"):
 		id, err := strconv.Atoi(strings.TrimPrefix(rest, "brokers/"))
 		if err == nil {
@@ -405,6 +415,7 @@ func (st *state) snapshot() *Snapshot {
 		ClientQuotas:  make(map[QuotaEntity]map[string]float64, len(st.clientQuotas)),
 
 		ScramCredentials: make(map[string]map[string]ScramCredential, len(st.scramCredentials)),
+		ACLs:             make(map[ACLResource][]ACLEntry, len(st.acls)),
 	}
 	for id, m := range st.brokerConfigs {
 		s.BrokerConfigs[id] = m // replaced, never changed, by put
@@ -414,6 +425,9 @@ func (st *state) snapshot() *Snapshot {
 	}
 	for u, m := range st.scramCredentials {
 		s.ScramCredentials[u] = m // replaced, never changed, by put
+	}
+	for r, entries := range st.acls {
+		s.ACLs[r] = entries // replaced, never changed, by put
 	}
 	for id, d := range st.deleted {
 		s.DeletedTopics[id] = d

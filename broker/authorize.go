@@ -1,0 +1,183 @@
+package broker
+
+import (
+	"maps"
+	"net"
+	"slices"
+
+	"github.com/shale-log/shale/broker/acl"
+	"github.com/shale-log/shale/metadata"
+)
+
+// Authorization (Kafka's StandardAuthorizer, KIP-11). With Config.ACLs
+// every request is checked against the ACLs in etcd (CreateAcls,
+// DeleteAcls, `shale acl`) as Kafka's KafkaApis checks it: each API asks
+// for the operations Kafka's asks for, on the same resources, and answers
+// a refusal with the same error (TOPIC_AUTHORIZATION_FAILED for a topic,
+// GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED, ...), or
+// leaves out what the client may not see (topics in a Metadata listing,
+// groups in ListGroups). Super users (Config.SuperUsers, and the SASL
+// bootstrap user, who must be able to grant the first ACLs) and the
+// brokers' own connections may do anything. A resource no ACL names is
+// closed to everyone else unless Config.AllowEveryoneIfNoACLFound.
+// Without Config.ACLs everyone may do anything, and the ACL APIs answer
+// SECURITY_DISABLED, as Kafka's without an authorizer.
+//
+// The principal is "User:" and the connection's user: the SASL user, a
+// client certificate's subject, or ANONYMOUS. The host is the client's
+// IP address.
+
+// principal is the connection's Kafka principal.
+func (c *conn) principal() string {
+	if u := c.user.Load(); u != nil {
+		return "User:" + *u
+	}
+	return "User:" + anonymousUser
+}
+
+// clientHost is the client's IP address, as ACLs name hosts.
+func clientHost(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	return host
+}
+
+// authorized reports whether the request's client may do op on the
+// resource of typ named name.
+func (r *request) authorized(op acl.Operation, typ acl.ResourceType, name string) bool {
+	return r.conn.authorized(op, typ, name)
+}
+
+// authorizedTopic, authorizedGroup and authorizedCluster are authorized
+// for one type of resource.
+func (r *request) authorizedTopic(op acl.Operation, topic string) bool {
+	return r.authorized(op, acl.Topic, topic)
+}
+
+func (r *request) authorizedGroup(op acl.Operation, group string) bool {
+	return r.authorized(op, acl.Group, group)
+}
+
+func (r *request) authorizedCluster(op acl.Operation) bool {
+	return r.authorized(op, acl.Cluster, acl.ClusterName)
+}
+
+func (c *conn) authorized(op acl.Operation, typ acl.ResourceType, name string) bool {
+	b := c.b
+	if !b.cfg.ACLs || c.peer.Load() != 0 {
+		return true
+	}
+	p := c.principal()
+	if b.superUsers[p] {
+		return true
+	}
+	if b.meta.snapshot().acls.Allowed(acl.Request{Principal: p, Host: c.host}, op, typ, name, b.cfg.AllowEveryoneIfNoACLFound) {
+		return true
+	}
+	b.metrics.authorizationDenied.WithLabelValues(typ.String(), op.String()).Inc()
+	b.refusedLog.log(c.log, "authorization denied", "principal", p, "host", c.host,
+		"operation", op.String(), "resource_type", typ.String(), "resource", name)
+	return false
+}
+
+// Operations a resource of each type supports, as Kafka lists them for
+// the authorized-operations fields of Metadata, DescribeCluster,
+// DescribeGroups and DescribeTopicPartitions.
+var (
+	topicOperations   = []acl.Operation{acl.Read, acl.Write, acl.Create, acl.Describe, acl.Delete, acl.Alter, acl.DescribeConfigs, acl.AlterConfigs}
+	groupOperations   = []acl.Operation{acl.Read, acl.Describe, acl.Delete}
+	clusterOperations = []acl.Operation{acl.Create, acl.ClusterAction, acl.DescribeConfigs, acl.AlterConfigs, acl.IdempotentWrite, acl.Alter, acl.Describe}
+)
+
+// authorizedOperations is the bit field of the operations among ops the
+// client may do on the resource (bit n: operation n), without logging the
+// ones it may not: the client asked what it may do, it did not try.
+func (r *request) authorizedOperations(typ acl.ResourceType, name string, ops []acl.Operation) int32 {
+	var bits int32
+	c := r.conn
+	for _, op := range ops {
+		if !c.b.cfg.ACLs || c.peer.Load() != 0 || c.b.superUsers[c.principal()] ||
+			c.b.meta.snapshot().acls.Allowed(acl.Request{Principal: c.principal(), Host: c.host}, op, typ, name, c.b.cfg.AllowEveryoneIfNoACLFound) {
+			bits |= 1 << op
+		}
+	}
+	return bits
+}
+
+// superUserSet is the principals that may do anything: Config.SuperUsers
+// and the SASL bootstrap user.
+func superUserSet(cfg *Config) map[string]bool {
+	m := map[string]bool{}
+	for _, p := range cfg.SuperUsers {
+		m[p] = true
+	}
+	if cfg.SASLBootstrapUser != "" {
+		m["User:"+cfg.SASLBootstrapUser] = true
+	}
+	return m
+}
+
+// aclSet indexes the snapshot's ACLs, reusing prev's index when they did
+// not change (entries are replaced, never changed, so the same slices
+// are the same entries).
+func aclSet(acls map[metadata.ACLResource][]metadata.ACLEntry, prev *metaView) *acl.Set {
+	if prev != nil && len(prev.aclEntries) == len(acls) && maps.EqualFunc(prev.aclEntries, acls, sameEntries) {
+		return prev.acls
+	}
+	var bindings []acl.Binding
+	for r, entries := range acls {
+		for _, e := range entries {
+			bindings = append(bindings, aclBinding(r, e))
+		}
+	}
+	return acl.NewSet(bindings)
+}
+
+func sameEntries(a, b []metadata.ACLEntry) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// aclBinding converts an ACL from the metadata, and aclRecord back.
+func aclBinding(r metadata.ACLResource, e metadata.ACLEntry) acl.Binding {
+	return acl.Binding{
+		Resource: acl.Resource{Type: acl.ResourceType(r.Type), Pattern: acl.PatternType(r.Pattern), Name: r.Name},
+		Entry:    acl.Entry{Principal: e.Principal, Host: e.Host, Operation: acl.Operation(e.Operation), Permission: acl.Permission(e.Permission)},
+	}
+}
+
+func aclRecord(b acl.Binding) (metadata.ACLResource, metadata.ACLEntry) {
+	return metadata.ACLResource{Type: int8(b.Resource.Type), Pattern: int8(b.Resource.Pattern), Name: b.Resource.Name},
+		metadata.ACLEntry{Principal: b.Entry.Principal, Host: b.Entry.Host, Operation: int8(b.Entry.Operation), Permission: int8(b.Entry.Permission)}
+}
+
+// sortedBindings are the snapshot's ACLs in a stable order (by resource,
+// then as stored).
+func sortedBindings(acls map[metadata.ACLResource][]metadata.ACLEntry) []acl.Binding {
+	rs := slices.SortedFunc(maps.Keys(acls), func(a, b metadata.ACLResource) int {
+		if a.Type != b.Type {
+			return int(a.Type) - int(b.Type)
+		}
+		if a.Pattern != b.Pattern {
+			return int(a.Pattern) - int(b.Pattern)
+		}
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	var out []acl.Binding
+	for _, r := range rs {
+		for _, e := range acls[r] {
+			out = append(out, aclBinding(r, e))
+		}
+	}
+	return out
+}
