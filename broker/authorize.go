@@ -181,3 +181,13 @@ func sortedBindings(acls map[metadata.ACLResource][]metadata.ACLEntry) []acl.Bin
 	}
 	return out
 }
+
+// authorizedAnyTopic reports whether the client may do op on some topic
+// (acl.Set.AllowedAny).
+func (r *request) authorizedAnyTopic(op acl.Operation) bool {
+	c := r.conn
+	if !c.b.cfg.ACLs || c.peer.Load() != 0 || c.b.superUsers[c.principal()] {
+		return true
+	}
+	return c.b.meta.snapshot().acls.AllowedAny(acl.Request{Principal: c.principal(), Host: c.host}, op, acl.Topic, c.b.cfg.AllowEveryoneIfNoACLFound)
+}

@@ -141,3 +141,53 @@ func ParsePrincipals(s string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// AllowedAny reports whether req may do op on some resource of typ
+// (Kafka's authorizeByResourceType, KIP-679: an idempotent producer needs
+// WRITE on some topic): some binding allows it on a resource no binding
+// denies it on, and no binding denies it on every resource of typ (the
+// wildcard). When no binding names a resource of typ at all, allowIfNone
+// decides.
+func (s *Set) AllowedAny(req Request, op Operation, typ ResourceType, allowIfNone bool) bool {
+	if s == nil {
+		return allowIfNone
+	}
+	denies := func(entries []Entry) bool {
+		for _, e := range entries {
+			if e.Permission == Deny && e.applies(req) && (e.Operation == op || e.Operation == All) {
+				return true
+			}
+		}
+		return false
+	}
+	allows := func(entries []Entry) bool {
+		for _, e := range entries {
+			if e.Permission == Allow && e.applies(req) && implies(e.Operation, op) {
+				return true
+			}
+		}
+		return false
+	}
+	if denies(s.literal[typeName{typ, Wildcard}]) {
+		return false
+	}
+	found := false
+	for k, entries := range s.literal {
+		if k.typ != typ {
+			continue
+		}
+		found = true
+		if allows(entries) && s.Allowed(req, op, typ, k.name, false) {
+			return true
+		}
+	}
+	for _, p := range s.prefixed[typ] {
+		found = true
+		// Allowed on the prefix's name itself: no longer prefix, no
+		// literal binding of that name, denies it.
+		if allows(p.entries) && s.Allowed(req, op, typ, p.prefix, false) {
+			return true
+		}
+	}
+	return !found && allowIfNone
+}
