@@ -67,18 +67,22 @@ func (r *request) authorizedCluster(op acl.Operation) bool {
 	return r.authorized(op, acl.Cluster, acl.ClusterName)
 }
 
+// unrestricted reports whether the ACLs do not apply to the connection:
+// the broker enforces none, or its client is a broker or a super user.
+func (c *conn) unrestricted() bool {
+	return !c.b.cfg.ACLs || c.peer.Load() != 0 || c.b.superUsers[c.principal()]
+}
+
+// allowed asks the ACLs, without logging a refusal.
+func (c *conn) allowed(op acl.Operation, typ acl.ResourceType, name string) bool {
+	return c.unrestricted() || c.b.meta.snapshot().acls.Allowed(acl.Request{Principal: c.principal(), Host: c.host}, op, typ, name, c.b.cfg.AllowEveryoneIfNoACLFound)
+}
+
 func (c *conn) authorized(op acl.Operation, typ acl.ResourceType, name string) bool {
-	b := c.b
-	if !b.cfg.ACLs || c.peer.Load() != 0 {
+	if c.allowed(op, typ, name) {
 		return true
 	}
-	p := c.principal()
-	if b.superUsers[p] {
-		return true
-	}
-	if b.meta.snapshot().acls.Allowed(acl.Request{Principal: p, Host: c.host}, op, typ, name, b.cfg.AllowEveryoneIfNoACLFound) {
-		return true
-	}
+	b, p := c.b, c.principal()
 	b.metrics.authorizationDenied.WithLabelValues(typ.String(), op.String()).Inc()
 	b.refusedLog.log(c.log, "authorization denied", "principal", p, "host", c.host,
 		"operation", op.String(), "resource_type", typ.String(), "resource", name)
@@ -99,10 +103,8 @@ var (
 // ones it may not: the client asked what it may do, it did not try.
 func (r *request) authorizedOperations(typ acl.ResourceType, name string, ops []acl.Operation) int32 {
 	var bits int32
-	c := r.conn
 	for _, op := range ops {
-		if !c.b.cfg.ACLs || c.peer.Load() != 0 || c.b.superUsers[c.principal()] ||
-			c.b.meta.snapshot().acls.Allowed(acl.Request{Principal: c.principal(), Host: c.host}, op, typ, name, c.b.cfg.AllowEveryoneIfNoACLFound) {
+		if r.conn.allowed(op, typ, name) {
 			bits |= 1 << op
 		}
 	}
@@ -186,7 +188,7 @@ func sortedBindings(acls map[metadata.ACLResource][]metadata.ACLEntry) []acl.Bin
 // (acl.Set.AllowedAny).
 func (r *request) authorizedAnyTopic(op acl.Operation) bool {
 	c := r.conn
-	if !c.b.cfg.ACLs || c.peer.Load() != 0 || c.b.superUsers[c.principal()] {
+	if c.unrestricted() {
 		return true
 	}
 	return c.b.meta.snapshot().acls.AllowedAny(acl.Request{Principal: c.principal(), Host: c.host}, op, acl.Topic, c.b.cfg.AllowEveryoneIfNoACLFound)
