@@ -57,8 +57,9 @@ var nonDefaultValues = append([]string{
 }, securityValues...)
 
 // securityValues switch on TLS (the certificate, key and CA of a Secret of
-// the user's, client certificates required) and SASL (two mechanisms, a
-// bootstrap user whose password is in another Secret of the user's).
+// the user's, client certificates required), SASL (two mechanisms, a
+// bootstrap user whose password is in another Secret of the user's) and
+// ACLs (two super users, resources no ACL names open to everyone).
 var securityValues = []string{
 	"tls.enabled=true",
 	"tls.secretName=shale-tls",
@@ -67,6 +68,9 @@ var securityValues = []string{
 	"sasl.bootstrapUser=admin",
 	"sasl.bootstrapPasswordSecret.name=shale-admin",
 	"sasl.bootstrapPasswordSecret.key=admin-password",
+	"acls.enabled=true",
+	"acls.superUsers={User:ops,User:CN=alice}",
+	"acls.allowEveryoneIfNoAclFound=true",
 }
 
 // TestHelmTemplateDefaults renders the chart with its default values and
@@ -248,9 +252,9 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	}
 }
 
-// TestHelmTemplateTLSAndSASL renders tls and sasl: the brokers mount the
-// certificate Secret read-only where their TLS flags point, get the SASL
-// flags, which the real binary's flag parser accepts, and read the
+// TestHelmTemplateTLSAndSASL renders tls, sasl and acls: the brokers mount
+// the certificate Secret read-only where their TLS flags point, get the
+// SASL and ACL flags, which the real binary's flag parser accepts, and read the
 // bootstrap password from the user's Secret, never from a value of the
 // chart's.
 func TestHelmTemplateTLSAndSASL(t *testing.T) {
@@ -263,7 +267,8 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	args := strs(dig(c, "args"))
 	want := []string{"broker",
 		"--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-ca=/etc/shale/tls/ca.crt",
-		"--tls-client-auth=required", "--sasl-mechanisms=SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user=admin"}
+		"--tls-client-auth=required", "--sasl-mechanisms=SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user=admin",
+		"--acls", "--super-users=User:ops;User:CN=alice", "--allow-everyone-if-no-acl-found"}
 	if !slices.Equal(args, want) {
 		t.Errorf("args %q, want %q", args, want)
 	}
@@ -300,10 +305,15 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	if args, want := strs(dig(c, "args")), []string{"broker", "--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-client-auth=none"}; !slices.Equal(args, want) {
 		t.Errorf("without caKey: args %q, want %q", args, want)
 	}
+	// ACLs alone: --acls only.
+	c = container(t, only(t, helmTemplate(t, []string{"acls.enabled=true"}), "StatefulSet", ""))
+	if args, want := strs(dig(c, "args")), []string{"broker", "--acls"}; !slices.Equal(args, want) {
+		t.Errorf("acls.enabled alone: args %q, want %q", args, want)
+	}
 }
 
 // TestHelmTemplateRefusesMissingSettings: an empty etcd endpoint list, an
-// access key without its secret, and TLS or SASL settings the broker
+// access key without its secret, and TLS, SASL or ACL settings the broker
 // would refuse at start fail with one clear message.
 func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
 	helm := tool(t, "SHALE_HELM", "helm")
@@ -314,8 +324,11 @@ func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
 		"tls.enabled=true":                                     "tls.secretName is required",
 		"tls.enabled=true,tls.secretName=s,tls.clientAuth=yes": `tls.clientAuth "yes": none, requested or required`,
 		"tls.enabled=true,tls.secretName=s,tls.caKey=,tls.clientAuth=required": "tls.clientAuth required needs tls.caKey",
-		"sasl.bootstrapUser=admin":               "sasl.bootstrapPasswordSecret.name is required",
-		"sasl.mechanisms={SCRAM-SHA-512,GSSAPI}": `sasl.mechanisms: "GSSAPI" is none of`,
+		"sasl.bootstrapUser=admin":                           "sasl.bootstrapPasswordSecret.name is required",
+		"sasl.mechanisms={SCRAM-SHA-512,GSSAPI}":             `sasl.mechanisms: "GSSAPI" is none of`,
+		"acls.enabled=true,acls.superUsers={User:ops,admin}": `acls.superUsers: "admin" is not a principal`,
+		"acls.superUsers={User:ops}":                         "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
+		"acls.allowEveryoneIfNoAclFound=true":                "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
 	} {
 		out, err := exec.Command(helm, "template", "rel", chart, "--kube-version", kubeVersion, "--set", set).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), want) {

@@ -206,8 +206,8 @@ func TestTerraformValidate(t *testing.T) {
 	}
 }
 
-// TestTerraformPlanBootScripts plans two uses of the module (EBS with TLS
-// and SASL, and instance storage with the defaults; three subnets, four
+// TestTerraformPlanBootScripts plans two uses of the module (EBS with TLS,
+// SASL and ACLs, and instance storage with the defaults; three subnets, four
 // brokers in the second) against the stand-in provider, which makes up
 // known values for what AWS would compute, so that terraform itself
 // evaluates every expression: the addresses from the subnets' CIDRs, the
@@ -215,7 +215,7 @@ func TestTerraformValidate(t *testing.T) {
 // passes bash -n, each broker's `shale broker` command line passes the
 // real binary's flag parser and names its own id, zone and address, and
 // each etcd member names all three. With TLS and SASL the unit reads the
-// password from its EnvironmentFile and passes the TLS flags, and the boot
+// password from its EnvironmentFile and passes the TLS and ACL flags, and the boot
 // script writes the PEM files and the password exactly, mode 0600;
 // without them nothing of either is rendered and the user data is not
 // hidden as sensitive.
@@ -250,6 +250,9 @@ module "ebs" {
   sasl_mechanisms         = ["SCRAM-SHA-512", "PLAIN"]
   sasl_bootstrap_user     = "admin"
   sasl_bootstrap_password = file("${path.module}/password")
+  acls_enabled            = true
+  super_users             = ["User:ops", "User:CN=alice,O=example"]
+  allow_everyone_if_no_acl_found = true
 }
 module "nvme" {
   source           = "../modules/shale"
@@ -360,9 +363,15 @@ module "nvme" {
 			for flag, v := range map[string]string{
 				"--tls-cert": "/etc/shale/tls/cert.pem", "--tls-key": "/etc/shale/tls/key.pem", "--tls-ca": "/etc/shale/tls/ca.pem",
 				"--tls-client-auth": "required", "--sasl-mechanisms": "SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user": "admin",
+				"--super-users": "User:ops;User:CN=alice,O=example",
 			} {
 				if got := flagValue(args, flag); got != v {
 					t.Errorf("%s: ExecStart %s %q, want %q", rc.Address, flag, got, v)
+				}
+			}
+			for _, flag := range []string{"--acls", "--allow-everyone-if-no-acl-found"} {
+				if !contains(args, flag) {
+					t.Errorf("%s: ExecStart %q lacks %s", rc.Address, args, flag)
 				}
 			}
 			written := runSecrets(t, bash, script)
@@ -390,8 +399,10 @@ module "nvme" {
 				t.Errorf("%s: the key or the password is in the boot script in clear", rc.Address)
 			}
 		} else if strings.Contains(script, "/etc/shale") || strings.Contains(unit, "Environment") ||
-			slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--tls") || strings.HasPrefix(a, "--sasl") }) {
-			t.Errorf("%s: TLS or SASL settings without TLS or SASL:\n%s", rc.Address, script)
+			slices.ContainsFunc(args, func(a string) bool {
+				return strings.HasPrefix(a, "--tls") || strings.HasPrefix(a, "--sasl") || a == "--acls" || a == "--super-users" || a == "--allow-everyone-if-no-acl-found"
+			}) {
+			t.Errorf("%s: TLS, SASL or ACL settings without them:\n%s", rc.Address, script)
 		}
 		want := []string{"broker", "--id", fmt.Sprint(i), "--rack", zones[i%3],
 			"--advertised-addr", fmt.Sprintf(ips[i%3], 10+10+i/3) + ":9092",
@@ -710,6 +721,8 @@ func TestTerraformRefusesBadInputs(t *testing.T) {
 		{"cert-not-pem", `tls_cert_pem = "broker.pem"`, "tls_cert_pem"},
 		{"key-not-pem", `tls_key_pem = "-----BEGIN CERTIFICATE-----"`, "tls_key_pem"},
 		{"unknown-client-auth", `tls_client_auth = "want"`, "tls_client_auth"},
+		{"super-user-not-principal", `super_users = ["User:ops", "admin"]`, "super_users"},
+		{"super-users-with-semicolon", `super_users = ["User:ops;User:admin"]`, "super_users"},
 	} {
 		root := filepath.Join(tree, "bad-"+tc.name)
 		config := `
@@ -736,7 +749,7 @@ module "shale" {
 	}
 }
 
-// TestTerraformRefusesInconsistentTLSAndSASL: TLS and SASL settings that
+// TestTerraformRefusesInconsistentTLSAndSASL: TLS, SASL and ACL settings that
 // shale broker would refuse at start (each broker, after it is created)
 // fail the plan instead, each with its message.
 func TestTerraformRefusesInconsistentTLSAndSASL(t *testing.T) {
@@ -788,6 +801,8 @@ module "shale" {
 		{"client-auth-without-ca", cert + key + `tls_client_auth = "required"`, "tls_client_auth required needs tls_ca_pem"},
 		{"user-without-password", `sasl_bootstrap_user = "admin"`, "sasl_bootstrap_user and sasl_bootstrap_password: both or neither"},
 		{"password-without-user", `sasl_bootstrap_password = "pw-7f3c9d"`, "sasl_bootstrap_user and sasl_bootstrap_password: both or neither"},
+		{"super-users-without-acls", `super_users = ["User:ops"]`, "super_users and allow_everyone_if_no_acl_found need acls_enabled"},
+		{"allow-everyone-without-acls", `allow_everyone_if_no_acl_found = true`, "super_users and allow_everyone_if_no_acl_found need acls_enabled"},
 	} {
 		write(tc.input)
 		out, err := tfConfig(t, bin, root, cliConfig, "plan", "-input=false", "-no-color")

@@ -57,7 +57,9 @@ With --sasl-mechanisms, clients must authenticate (SASL_PLAINTEXT); the
 password of --sasl-bootstrap-user is read from SHALE_SASL_BOOTSTRAP_PASSWORD.
 With --tls-cert and --tls-key the listener is TLS (SSL, or SASL_SSL with
 --sasl-mechanisms), for clients and other brokers alike: the certificate
-must name the advertised host, and --tls-ca verify the other brokers'.`,
+must name the advertised host, and --tls-ca verify the other brokers'.
+With --acls, a client may do only what ACLs (shale acl) allow its principal;
+--super-users and the --sasl-bootstrap-user may do anything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -110,6 +112,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err := f.brokerFlags.check(); err != nil {
 		return err
 	}
+	f.warnACLs(log)
 	if f.uncleanWait < 0 {
 		return fmt.Errorf("--unclean-recovery-wait %v: 0 (the session TTL) or more", f.uncleanWait)
 	}
@@ -195,7 +198,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
 		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms,
-		"tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth)
+		"tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth, "acls", f.acls)
 	select {
 	case <-ctx.Done():
 		stop()

@@ -82,6 +82,10 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--tls-client-auth", "required"}, "--tls-client-auth required: only with --tls-cert and --tls-key", nil},
 		{tlsArgs(elsewhere), `--tls-cert "` + elsewhere.cert + `": clients and other brokers verify it against the advertised host "127.0.0.1"`, nil},
 		{tlsArgs(good, "--tls-ca", otherCA.ca), `--tls-cert "` + good.cert + `": not signed by a CA of --tls-ca`, nil},
+		{[]string{"--acls", "--super-users", "User:admin;admin"}, `--super-users "User:admin;admin": could not parse principal "admin": it is Type:Name, as User:alice`, nil},
+		{[]string{"--super-users", "User:admin"}, `--super-users "User:admin": only with --acls`, nil},
+		{[]string{"--allow-everyone-if-no-acl-found"}, "--allow-everyone-if-no-acl-found: only with --acls", nil},
+		{[]string{"--acls=maybe"}, `invalid argument "maybe" for "--acls" flag`, nil},
 	} {
 		subs := tc.subs
 		if subs == nil {

@@ -25,7 +25,7 @@ import (
 	"github.com/shale-log/shale/broker/sasl"
 )
 
-// Client commands (topic, group, cluster, tier, quota, user, produce,
+// Client commands (topic, group, cluster, tier, quota, user, acl, produce,
 // consume, bench) share one way to reach the cluster: addClientFlags on
 // the command (or its parent) registers --brokers, --timeout and the SASL
 // and TLS flags, newClient builds a franz-go client from them, and cliError turns

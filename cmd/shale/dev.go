@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/sasl"
 	"github.com/shale-log/shale/metadata"
 	"github.com/shale-log/shale/objectstore"
@@ -73,6 +74,13 @@ type brokerFlags struct {
 	tlsCert, tlsKey, tlsCA string
 	tlsClientAuth          string
 	tls, peerTLS           *tls.Config
+	// --acls, --super-users (Kafka's super.users: superUsersFlag as
+	// given, superUsers the principals check reads from it) and
+	// --allow-everyone-if-no-acl-found.
+	acls           bool
+	superUsersFlag string
+	superUsers     []string
+	allowIfNoACL   bool
 }
 
 // saslBootstrapPasswordEnv holds the password of --sasl-bootstrap-user.
@@ -107,7 +115,10 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA certificates that verify the other brokers' certificates, and clients' with --tls-client-auth (ssl.truststore.*; default: the system's)")
 	fs.StringVar(&f.tlsClientAuth, "tls-client-auth", "none", "client certificates the TLS listener asks for: none, requested (verified when given) or required (ssl.client.auth; needs --tls-ca). A verified certificate's subject, e.g. CN=alice,O=example, is the connection's user unless SASL is required; the broker presents its own --tls-cert to the others")
 	fs.DurationVar(&f.reauth, "connections-max-reauth", 0, "how long a client's SASL session lasts: the client authenticates again by then, or its connection is closed at its next request, so a user deleted or a password changed reaches open connections (connections.max.reauth.ms, KIP-368; 0: as long as the connection)")
-	fs.StringVar(&f.saslUser, "sasl-bootstrap-user", "", "a user given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start unless it has credentials already, its password read from "+saslBootstrapPasswordEnv+" (never a flag): the first user of a cluster that requires SASL")
+	fs.StringVar(&f.saslUser, "sasl-bootstrap-user", "", "a user given SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start unless it has credentials already, its password read from "+saslBootstrapPasswordEnv+" (never a flag): the first user of a cluster that requires SASL. With --acls it is a super user, who grants the first ACLs")
+	fs.BoolVar(&f.acls, "acls", false, "enforce ACLs (Kafka's authorizer.class.name set to its StandardAuthorizer): a client may do only what ACLs allow its principal, User:NAME for its SASL user or its client certificate's subject, User:ANONYMOUS without either; super users and the other brokers may do anything. Manage them with shale acl or kafka-acls.sh (default: off, every client may do anything and the ACL APIs answer SECURITY_DISABLED)")
+	fs.StringVar(&f.superUsersFlag, "super-users", "", "principals that may do anything with --acls, semicolon-separated, e.g. 'User:admin;User:ops' (super.users); --sasl-bootstrap-user is one too")
+	fs.BoolVar(&f.allowIfNoACL, "allow-everyone-if-no-acl-found", false, "with --acls, a resource that no ACL names is open to every client, as without --acls (allow.everyone.if.no.acl.found; default: closed to all but super users)")
 }
 
 // check refuses flag values the broker cannot run with, naming the flag.
@@ -143,8 +154,45 @@ func (f *brokerFlags) check() error {
 		}
 	}
 	var err error
-	f.tls, f.peerTLS, err = f.listenerTLS()
-	return err
+	if f.tls, f.peerTLS, err = f.listenerTLS(); err != nil {
+		return err
+	}
+	return f.checkACLs()
+}
+
+// checkACLs reads --super-users, and refuses it and
+// --allow-everyone-if-no-acl-found without --acls: either would say that
+// ACLs are enforced when they are not.
+func (f *brokerFlags) checkACLs() error {
+	users, err := acl.ParsePrincipals(f.superUsersFlag)
+	if err != nil {
+		return fmt.Errorf("--super-users %q: %w", f.superUsersFlag, err)
+	}
+	f.superUsers = users
+	switch {
+	case !f.acls && len(users) > 0:
+		return fmt.Errorf("--super-users %q: only with --acls (without it every client may do anything)", f.superUsersFlag)
+	case !f.acls && f.allowIfNoACL:
+		return errors.New("--allow-everyone-if-no-acl-found: only with --acls (without it every client may do anything)")
+	}
+	return nil
+}
+
+// warnACLs logs what makes --acls hard to live with, though the broker
+// can run: clients that cannot say who they are, and nobody who may
+// grant the first ACLs (ACLs already in the cluster may, so neither is
+// refused).
+func (f *brokerFlags) warnACLs(log *slog.Logger) {
+	if !f.acls {
+		return
+	}
+	if len(f.saslMechanisms) == 0 && (f.tls == nil || f.tls.ClientAuth == tls.NoClientCert) {
+		log.Warn("ACLs are enforced but clients cannot authenticate (no --sasl-mechanisms, no --tls-client-auth): every client is User:ANONYMOUS, and may do only what ACLs grant User:ANONYMOUS or User:*",
+			"super_users", f.superUsers, "allow_everyone_if_no_acl_found", f.allowIfNoACL)
+	}
+	if len(f.superUsers) == 0 && f.saslUser == "" && !f.allowIfNoACL {
+		log.Warn("ACLs are enforced but there is no super user (--super-users, --sasl-bootstrap-user): only a principal that ACLs already in the cluster allow ALTER on the cluster can add ACLs")
+	}
 }
 
 // replicaSelectors maps what --replica-selector accepts, Kafka's class
@@ -179,6 +227,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.SASLBootstrapUser, c.SASLBootstrapPassword = f.saslUser, f.saslPassword
 	c.ConnectionsMaxReauth = f.reauth
 	c.TLS, c.PeerTLS = f.tls, f.peerTLS
+	c.ACLs, c.SuperUsers, c.AllowEveryoneIfNoACLFound = f.acls, f.superUsers, f.allowIfNoACL
 }
 
 // openObjectStore opens the --object-store bucket; "none" means no tiered
@@ -215,7 +264,9 @@ Every flag can also be set with SHALE_<FLAG> (dashes become underscores),
 authenticate (SASL_PLAINTEXT); the password of --sasl-bootstrap-user is read
 from SHALE_SASL_BOOTSTRAP_PASSWORD. With --tls-cert and --tls-key the
 listener is TLS (SSL, or SASL_SSL with --sasl-mechanisms); the certificate
-must name the advertised host (127.0.0.1 by default), every broker's.`,
+must name the advertised host (127.0.0.1 by default), every broker's. With
+--acls, a client may do only what ACLs (shale acl) allow its principal;
+--super-users and the --sasl-bootstrap-user may do anything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -260,6 +311,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	if err := f.brokerFlags.check(); err != nil {
 		return err
 	}
+	f.warnACLs(log)
 	ctx, stop := signal.NotifyContext(orBackground(ctx), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	proc, err := openProcess(f.dataDir, f.kafkaAddr, f.httpAddr)
@@ -347,7 +399,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(all...)
 	log.Info("shale dev is up", "kafka", ln.Addr().String(), "http", httpLn.Addr().String(), "advertised_http", advHTTP, "data", dataDir, "object_store", f.objectStore,
-		"sasl_mechanisms", f.saslMechanisms, "tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth)
+		"sasl_mechanisms", f.saslMechanisms, "tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth, "acls", f.acls)
 
 	select {
 	case <-ctx.Done():

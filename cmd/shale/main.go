@@ -37,7 +37,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newVersionCmd())
 	root.AddCommand(newProduceCmd(), newConsumeCmd(), newBenchCmd())
 	root.AddCommand(newHealthCmd())
-	root.AddCommand(newTopicCmd(), newGroupCmd(), newClusterCmd(), newTierCmd(), newQuotaCmd(), newUserCmd())
+	root.AddCommand(newTopicCmd(), newGroupCmd(), newClusterCmd(), newTierCmd(), newQuotaCmd(), newUserCmd(), newACLCmd())
 	return root
 }
 

@@ -117,6 +117,8 @@ module "shale" {
   sasl_mechanisms         = var.sasl_mechanisms
   sasl_bootstrap_user     = var.sasl_bootstrap_user
   sasl_bootstrap_password = var.sasl_bootstrap_password
+  acls_enabled            = var.acls_enabled
+  super_users             = var.super_users
   tls_cert_pem            = var.tls_cert_file != "" ? file(var.tls_cert_file) : ""
   tls_key_pem             = var.tls_key_file != "" ? file(var.tls_key_file) : ""
   tls_ca_pem              = var.tls_ca_file != "" ? file(var.tls_ca_file) : ""

@@ -100,6 +100,18 @@ variable "sasl_bootstrap_password" {
   sensitive   = true
 }
 
+variable "acls_enabled" {
+  description = "Enforce ACLs (shale broker --acls); sasl_bootstrap_user, a super user, grants them with shale acl add."
+  type        = bool
+  default     = false
+}
+
+variable "super_users" {
+  description = "Principals that may do anything with acls_enabled, e.g. [\"User:ops\"] (shale broker --super-users)."
+  type        = list(string)
+  default     = []
+}
+
 variable "tls_cert_file" {
   description = "Path of the brokers' PEM certificate (chain); empty: no TLS. It must carry every broker's private IP as an IP SAN: with this example's defaults 10.42.0.20, 10.42.16.20 and 10.42.32.20 (broker i: host 20 + i / 3 of private subnet i % 3, the /20s from vpc_cidr)."
   type        = string

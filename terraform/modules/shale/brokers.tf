@@ -72,6 +72,10 @@ resource "aws_instance" "broker" {
     sasl_mechanisms = join(",", var.sasl_mechanisms)
     sasl_user       = var.sasl_bootstrap_user
     sasl_env        = local.sasl_env
+    # ACLs.
+    acls           = var.acls_enabled
+    super_users    = join(";", var.super_users)
+    allow_everyone = var.allow_everyone_if_no_acl_found
   })
 
   root_block_device {
@@ -108,6 +112,10 @@ resource "aws_instance" "broker" {
     precondition {
       condition     = (var.sasl_bootstrap_user == "") == local.sasl_password
       error_message = "sasl_bootstrap_user and sasl_bootstrap_password: both or neither."
+    }
+    precondition {
+      condition     = var.acls_enabled || (length(var.super_users) == 0 && !var.allow_everyone_if_no_acl_found)
+      error_message = "super_users and allow_everyone_if_no_acl_found need acls_enabled (without it every client may do anything)."
     }
   }
 

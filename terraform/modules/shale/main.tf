@@ -17,7 +17,8 @@
 # bootstrap by (the NLB's own DNS name is not known before it exists: give
 # it one of yours, or bootstrap from the broker addresses). The key and the
 # password reach the instances in their user data, as files only root or
-# the shale user can read.
+# the shale user can read. ACLs (acls_enabled, super_users) are off too:
+# with them the SASL bootstrap user, a super user, grants the others.
 
 data "aws_subnet" "this" {
   count = length(var.subnet_ids)

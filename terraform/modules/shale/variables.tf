@@ -358,6 +358,31 @@ variable "tls_client_auth" {
   }
 }
 
+# Authorization (ACLs).
+
+variable "acls_enabled" {
+  description = "Enforce ACLs (shale broker --acls): a client may do only what ACLs allow its principal, User:NAME for its SASL user or its client certificate's subject, User:ANONYMOUS without either (so without sasl_mechanisms or tls_client_auth every client is User:ANONYMOUS). Super users, sasl_bootstrap_user among them, may do anything and grant the ACLs (shale acl add, or kafka-acls.sh --bootstrap-server); the ACLs live in etcd."
+  type        = bool
+  default     = false
+}
+
+variable "super_users" {
+  description = "Principals that may do anything with acls_enabled (shale broker --super-users, super.users), e.g. [\"User:admin\", \"User:ops\"]; sasl_bootstrap_user is one without being named here."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.super_users : can(regex("^[^\\s%$'\"\\\\;:]+:[^\\s%$'\"\\\\;]+$", p))])
+    error_message = "super_users: each a principal, Type:Name as User:admin, without spaces, quotes, backslashes, semicolons, $ or % (they go into a systemd ExecStart line)."
+  }
+}
+
+variable "allow_everyone_if_no_acl_found" {
+  description = "With acls_enabled, a resource that no ACL names is open to every client (shale broker --allow-everyone-if-no-acl-found, allow.everyone.if.no.acl.found); default: closed to all but super users."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

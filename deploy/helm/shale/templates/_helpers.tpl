@@ -57,7 +57,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /etc/shale/tls
 {{- end -}}
 
-{{/* The broker's TLS and SASL flags, one list item each, after checking
+{{/* The broker's TLS, SASL and ACL flags, one list item each, after checking
 their values: what the broker would refuse at start fails here. */}}
 {{- define "shale.securityArgs" -}}
 {{- $dir := include "shale.tlsDir" . -}}
@@ -88,6 +88,25 @@ their values: what the broker would refuse at start fails here. */}}
 {{- end }}
 {{- with .bootstrapUser }}
 - {{ printf "--sasl-bootstrap-user=%s" . | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.acls }}
+{{- range .superUsers }}
+{{- if not (regexMatch "^[^:;]+:[^;]+$" (toString .)) }}
+{{- fail (printf "acls.superUsers: %q is not a principal: Type:Name, as User:admin" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- if and (not .enabled) (or .superUsers .allowEveryoneIfNoAclFound) }}
+{{- fail "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled (without it every client may do anything)" }}
+{{- end }}
+{{- if .enabled }}
+- "--acls"
+{{- with .superUsers }}
+- {{ printf "--super-users=%s" (join ";" .) | quote }}
+{{- end }}
+{{- if .allowEveryoneIfNoAclFound }}
+- "--allow-everyone-if-no-acl-found"
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
