@@ -3,6 +3,8 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -18,18 +20,28 @@ const (
 
 // handleFindCoordinator answers for group keys with the leader of the
 // group's __consumer_offsets partition (creating the topic on first use),
-// one key or, from v4, many (KIP-699).
+// one key or, from v4, many (KIP-699). A key the client may not DESCRIBE
+// is answered GROUP_AUTHORIZATION_FAILED or
+// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, before anything else.
 func handleFindCoordinator(b *Broker, r *request, req *kmsg.FindCoordinatorRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	find := func(key string) (brokerView, int16, *string) {
 		switch req.CoordinatorType {
 		case coordinatorGroup:
+			// DESCRIBE on the group.
+			if !r.authorizedGroup(acl.Describe, key) {
+				return brokerView{}, kerr.GroupAuthorizationFailed.Code, nil
+			}
 			if key == "" {
 				return brokerView{}, kerr.InvalidRequest.Code, strPtr("the group id must not be empty")
 			}
 			bv, code := b.groups.coordinatorFor(key)
 			return bv, code, nil
 		case coordinatorTransaction:
+			// DESCRIBE on the transactional id.
+			if !r.authorized(acl.Describe, acl.TransactionalID, key) {
+				return brokerView{}, kerr.TransactionalIDAuthorizationFailed.Code, nil
+			}
 			return brokerView{}, kerr.TransactionalIDAuthorizationFailed.Code, strPtr("transactions are not supported")
 		}
 		return brokerView{}, kerr.InvalidRequest.Code, strPtr("unsupported coordinator type")

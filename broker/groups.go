@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -185,6 +186,76 @@ func clientInfo(r *request) group.ClientInfo {
 		host = "/" + addr.IP.String()
 	}
 	return group.ClientInfo{ClientID: r.header.clientID, ClientHost: host}
+}
+
+// aclVerdicts asks the ACLs once per resource of a request whether the
+// client may do op on it (request.authorized): a resource the request
+// names twice is refused, logged and counted once.
+type aclVerdicts struct {
+	r   *request
+	op  acl.Operation
+	typ acl.ResourceType
+	// all: the ACLs do not restrict the client, nothing is asked.
+	all   bool
+	asked map[string]bool
+}
+
+func newACLVerdicts(r *request, op acl.Operation, typ acl.ResourceType) *aclVerdicts {
+	return &aclVerdicts{r: r, op: op, typ: typ, all: r.conn.unrestricted()}
+}
+
+func (v *aclVerdicts) allowed(name string) bool {
+	if v.all {
+		return true
+	}
+	ok, asked := v.asked[name]
+	if !asked {
+		ok = v.r.authorized(v.op, v.typ, name)
+		if v.asked == nil {
+			v.asked = map[string]bool{}
+		}
+		v.asked[name] = ok
+	}
+	return ok
+}
+
+// allowedTopic is allowed for a topic a request names by name, or by id
+// (byID, the versions that do). An id that names no topic is allowed: the
+// coordinator answers it UNKNOWN_TOPIC_ID.
+func (v *aclVerdicts) allowedTopic(b *Broker, name string, id [16]byte, byID bool) bool {
+	if v.all {
+		return true
+	}
+	if byID {
+		tv := b.meta.snapshot().topicsByID[id]
+		if tv == nil {
+			return true
+		}
+		name = tv.name
+	}
+	return v.allowed(name)
+}
+
+// splitBy splits s into the elements ok keeps and those it drops, in
+// order, asking ok once for each. When it keeps them all, kept is s
+// itself; kept is nil only where s is (a nil list of topics asks for all
+// of them, an empty one for none).
+func splitBy[T any](s []T, ok func(T) bool) (kept, dropped []T) {
+	for i, v := range s {
+		switch {
+		case !ok(v):
+			if dropped == nil {
+				kept = s[:i:i]
+			}
+			dropped = append(dropped, v)
+		case dropped != nil:
+			kept = append(kept, v)
+		}
+	}
+	if dropped == nil {
+		return s, nil
+	}
+	return kept, dropped
 }
 
 // offsetsLog adapts a __consumer_offsets partition this broker leads to
