@@ -27,12 +27,26 @@ import (
 // client certificate's subject, or ANONYMOUS. The host is the client's
 // IP address.
 
-// principal is the connection's Kafka principal.
+// principal is the connection's Kafka principal, built once for each
+// user the connection has.
 func (c *conn) principal() string {
-	if u := c.user.Load(); u != nil {
-		return "User:" + *u
+	u := c.user.Load()
+	if p := c.principalOf.Load(); p != nil && p.user == u {
+		return p.principal
 	}
-	return "User:" + anonymousUser
+	p := &userPrincipal{user: u, principal: "User:" + anonymousUser}
+	if u != nil {
+		p.principal = "User:" + *u
+	}
+	c.principalOf.Store(p)
+	return p.principal
+}
+
+// userPrincipal is the principal of the user a connection's user
+// pointer names.
+type userPrincipal struct {
+	user      *string
+	principal string
 }
 
 // clientHost is the client's IP address, as ACLs name hosts.

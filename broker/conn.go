@@ -88,8 +88,10 @@ type conn struct {
 	// ANONYMOUS); sasl is the exchange that gets there (client_auth.go).
 	user atomic.Pointer[string]
 	sasl saslState
-	// host is the client's IP address, as ACLs name hosts.
-	host string
+	// host is the client's IP address, as ACLs name hosts; principalOf
+	// is the principal of user (authorize.go).
+	host        string
+	principalOf atomic.Pointer[userPrincipal]
 	// mutedUntil is when a client quota's throttle ends (Unix
 	// nanoseconds; 0: never throttled): the reader reads nothing from
 	// the connection until then (chargeProduce, chargeFetch).
