@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -352,6 +353,8 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 		} else {
 			st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		}
+		// WRITE on the topic, asked before whether it exists.
+		writable := pc.writable(rt)
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
 			sp := &st.Partitions[pi]
@@ -360,6 +363,10 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
+			if !writable {
+				pc.refuse(sp, rt, rp.Partition, errTopicAuthorization)
+				continue
+			}
 			p, batch, sum, err := validateOne(r.ctx(), b, req, rt, rp, sp)
 			if err != nil {
 				if po, epoch := b.leaderOpening(req, rt, rp.Partition, err); po != nil {
@@ -373,6 +380,20 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 		}
 		pc.resp.Topics = append(pc.resp.Topics, st)
 	}
+}
+
+// writable reports whether the client may write the topic rt names
+// (authorizedTopic, once for all its partitions). A topic id that names
+// no topic is left to validateOne, which answers UNKNOWN_TOPIC_ID.
+func (pc *produceCall) writable(rt *kmsg.ProduceRequestTopic) bool {
+	if pc.req.Version < 13 {
+		return pc.r.authorizedTopic(acl.Write, rt.Topic)
+	}
+	if pc.r.conn.unrestricted() {
+		return true // spares the lookup of the id
+	}
+	tv := pc.b.meta.snapshot().topicsByID[rt.TopicID]
+	return tv == nil || pc.r.authorizedTopic(acl.Write, tv.name)
 }
 
 // refuse puts err in a partition's answer.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/localseg"
 )
 
@@ -39,6 +40,10 @@ type fetchOp struct {
 	// against (chargeFetch).
 	conn     *conn
 	clientID string
+	// denied counts the targets the client may not read: as Kafka, a
+	// fetch answers them with its other partitions, whose long poll
+	// they do not end, or at once when it has no other.
+	denied int
 }
 
 type fetchTarget struct {
@@ -48,8 +53,9 @@ type fetchTarget struct {
 }
 
 // handleFetch answers at once when there is at least MinBytes to send, an
-// error to report, or no wait was asked for; otherwise it parks until an
-// append wakes one of the partitions or MaxWaitMs passes.
+// error to report (but not a partition the client may not read, while it
+// may read others: fetchOp.denied), or no wait was asked for; otherwise it
+// parks until an append wakes one of the partitions or MaxWaitMs passes.
 func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	replicaID := fetchReplicaID(req)
 	op := &fetchOp{b: b, req: req, follower: replicaID >= 0, replicaID: replicaID, conn: r.conn, clientID: r.header.clientID}
@@ -73,6 +79,7 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		refuse = errReplicaNotAuthorized
 		r.refused("refused a follower fetch from a connection not authenticated as that broker", "replica_id", replicaID)
 	}
+	readable := newTopicVerdicts(r, acl.Read)
 	for _, sp := range plan.parts {
 		t := fetchTarget{sp: sp}
 		if sp.key.topic == "" {
@@ -83,8 +90,13 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		} else {
 			t.p, t.err = b.partitionByName(sp.key.topic, sp.key.index)
 		}
-		if refuse != nil {
+		switch {
+		case refuse != nil:
 			t.p, t.err = nil, refuse
+		case !op.follower && !readable.allowed(b, t.p, sp.key):
+			// READ on the topic, for every partition the fetch or its session names.
+			t.p, t.err = nil, errTopicAuthorization
+			op.denied++
 		}
 		op.targets = append(op.targets, t)
 	}
@@ -127,6 +139,50 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		}
 	}()
 	return nil
+}
+
+// topicVerdicts asks once per topic of a request whether the client may
+// do op on it (authorizedTopic), however many of its partitions the
+// request names, in whatever order.
+type topicVerdicts struct {
+	r  *request
+	op acl.Operation
+	// all: the ACLs do not restrict the client, nothing is asked.
+	all   bool
+	asked map[string]bool
+}
+
+func newTopicVerdicts(r *request, op acl.Operation) topicVerdicts {
+	return topicVerdicts{r: r, op: op, all: r.conn.unrestricted()}
+}
+
+// allowed decides for the topic of a partition p (nil when it was not
+// found) known to a request by key. A topic id that names no topic is
+// allowed: it is answered UNKNOWN_TOPIC_ID.
+func (v *topicVerdicts) allowed(b *Broker, p *partition, key sessionKey) bool {
+	if v.all {
+		return true
+	}
+	topic := key.topic
+	switch {
+	case p != nil:
+		topic = p.topic
+	case topic == "":
+		tv := b.meta.snapshot().topicsByID[key.id]
+		if tv == nil {
+			return true
+		}
+		topic = tv.name
+	}
+	ok, asked := v.asked[topic]
+	if !asked {
+		ok = v.r.authorizedTopic(v.op, topic)
+		if v.asked == nil {
+			v.asked = map[string]bool{}
+		}
+		v.asked[topic] = ok
+	}
+	return ok
 }
 
 // fetchReplicaID is the broker id of a follower fetching, or -1 for clients.
@@ -182,7 +238,9 @@ func (op *fetchOp) read(final bool) (*rawResponse, bool) {
 			err = op.readPartition(t.p, t.sp, fp, remaining, total == 0)
 		}
 		if err != nil {
-			anyError = true
+			if err != errTopicAuthorization || op.denied == n {
+				anyError = true
+			}
 			fp.ErrorCode = kafkaError(err)
 			if errCode == 0 {
 				errCode = fp.ErrorCode

@@ -5,6 +5,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -37,10 +39,17 @@ func handleListOffsets(b *Broker, r *request, req *kmsg.ListOffsetsRequest) kmsg
 	for _, rt := range req.Topics {
 		st := kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
+		// DESCRIBE on the topic.
+		describable := r.authorizedTopic(acl.Describe, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, -1
+			if !describable {
+				sp.ErrorCode = kafkaError(errTopicAuthorization)
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			p, err := b.partitionByName(rt.Topic, rp.Partition)
 			if err == nil && req.ReplicaID == debuggingReplicaID {
 				if err = p.checkReplica(rp.CurrentLeaderEpoch); err == nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/localseg"
 )
 
@@ -38,11 +39,17 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 	for _, rt := range req.Topics {
 		st := kmsg.NewDeleteRecordsResponseTopic()
 		st.Topic = rt.Topic
+		// DELETE on the topic.
+		deletable := r.authorizedTopic(acl.Delete, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.LowWatermark = -1
-			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			var p *partition
+			err := errTopicAuthorization
+			if deletable {
+				p, err = b.partitionByName(rt.Topic, rp.Partition)
+			}
 			if err == nil && p.internal {
 				err = fmt.Errorf("%w: cannot delete records of the internal topic %s", errInvalidTopic, p.topic)
 			}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -20,6 +22,11 @@ func handleInitProducerID(b *Broker, r *request, req *kmsg.InitProducerIDRequest
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	if req.TransactionalID != nil {
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+		return resp
+	}
+	// WRITE on some topic (KIP-679) or IDEMPOTENT_WRITE on the cluster (asked last: one refusal logged).
+	if !r.authorizedAnyTopic(acl.Write) && !r.authorizedCluster(acl.IdempotentWrite) {
+		resp.ErrorCode = kafkaError(errClusterAuthorization)
 		return resp
 	}
 	go func() {

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -15,14 +17,21 @@ func handleOffsetForLeaderEpoch(b *Broker, r *request, req *kmsg.OffsetForLeader
 	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
 	remote, cancel := b.remoteLookups(r.ctx())
 	defer cancel()
+	// CLUSTER_ACTION (a broker's, refusal not logged), else DESCRIBE on each topic (KIP-320).
+	clusterAction := r.conn.allowed(acl.ClusterAction, acl.Cluster, acl.ClusterName)
 	for _, rt := range req.Topics {
 		st := kmsg.NewOffsetForLeaderEpochResponseTopic()
 		st.Topic = rt.Topic
+		describable := clusterAction || r.authorizedTopic(acl.Describe, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.LeaderEpoch, sp.EndOffset = -1, -1
-			p, err := b.partitionByName(rt.Topic, rp.Partition)
+			var p *partition
+			err := errTopicAuthorization
+			if describable {
+				p, err = b.partitionByName(rt.Topic, rp.Partition)
+			}
 			if err == nil {
 				err = p.checkLeader(rp.CurrentLeaderEpoch)
 			}

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -20,10 +22,16 @@ func handleDescribeProducers(b *Broker, r *request, req *kmsg.DescribeProducersR
 	for _, rt := range req.Topics {
 		st := kmsg.NewDescribeProducersResponseTopic()
 		st.Topic = rt.Topic
+		// READ on the topic.
+		readable := r.authorizedTopic(acl.Read, rt.Topic)
 		for _, index := range rt.Partitions {
 			sp := kmsg.NewDescribeProducersResponseTopicPartition()
 			sp.Partition = index
-			p, err := b.partitionByName(rt.Topic, index)
+			var p *partition
+			err := errTopicAuthorization
+			if readable {
+				p, err = b.partitionByName(rt.Topic, index)
+			}
 			if err == nil {
 				err = p.checkLeader(-1)
 			}
