@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/controller"
 )
 
@@ -25,10 +26,10 @@ const noAuthorizedOperations = -2147483648
 func handleMetadata(b *Broker, r *request, req *kmsg.MetadataRequest) kmsg.Response {
 	// Auto-creation waits on etcd; do it off the connection's reader.
 	if b.cfg.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation) && b.hasUnknownNames(req) {
-		go func() { r.respond(b.tellPeerOfLease(r, b.metadataResponse(r.ctx(), req, true))) }()
+		go func() { r.respond(b.tellPeerOfLease(r, b.metadataResponse(r, req, true))) }()
 		return nil
 	}
-	return b.tellPeerOfLease(r, b.metadataResponse(r.ctx(), req, false))
+	return b.tellPeerOfLease(r, b.metadataResponse(r, req, false))
 }
 
 // tellPeerOfLease marks an answer to another broker (a leader whose own
@@ -55,20 +56,49 @@ func (b *Broker) hasUnknownNames(req *kmsg.MetadataRequest) bool {
 	return false
 }
 
-func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest, autoCreate bool) *kmsg.MetadataResponse {
+// metadataResponse answers req as Kafka's KafkaApis does with ACLs: a
+// topic the request names that the client may not describe answers
+// TOPIC_AUTHORIZATION_FAILED, existing or not, and a listing of all topics
+// leaves it out; a missing topic is auto-created only for a client that
+// may create it.
+func (b *Broker) metadataResponse(r *request, req *kmsg.MetadataRequest, autoCreate bool) *kmsg.MetadataResponse {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
+	var describable map[string]bool // asked once per topic
+	mayDescribe := func(name string) bool {
+		ok, asked := describable[name]
+		if !asked {
+			// DESCRIBE on the topic.
+			ok = r.authorizedTopic(acl.Describe, name)
+			if describable == nil {
+				describable = map[string]bool{}
+			}
+			describable[name] = ok
+		}
+		return ok
+	}
 	created := map[string]error{}
 	if autoCreate {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(r.ctx(), 30*time.Second)
 		defer cancel()
+		// CREATE on the cluster (not logged: CREATE on the topic will do).
+		createAny := r.conn.allowed(acl.Create, acl.Cluster, acl.ClusterName)
 		for _, t := range req.Topics {
 			if t.Topic == nil {
 				continue
 			}
-			if _, ok := b.meta.snapshot().topics[*t.Topic]; ok {
+			name := *t.Topic
+			if _, done := created[name]; done || !mayDescribe(name) {
 				continue
 			}
-			created[*t.Topic] = b.autoCreateTopic(ctx, *t.Topic)
+			if _, ok := b.meta.snapshot().topics[name]; ok {
+				continue
+			}
+			// CREATE on the cluster or on the topic.
+			if !createAny && !r.authorizedTopic(acl.Create, name) {
+				created[name] = errTopicAuthorization
+				continue
+			}
+			created[name] = b.autoCreateTopic(ctx, name)
 		}
 	}
 	view := b.meta.snapshot()
@@ -80,11 +110,25 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 	resp.ClusterID = &view.clusterID
 	resp.ControllerID = view.controllerID
 	resp.AuthorizedOperations = noAuthorizedOperations
+	if req.IncludeClusterAuthorizedOperations {
+		resp.AuthorizedOperations = r.clusterAuthorizedOperations()
+	}
+	withOperations := func(mt kmsg.MetadataResponseTopic) kmsg.MetadataResponseTopic {
+		if req.IncludeTopicAuthorizedOperations && mt.Topic != nil {
+			mt.AuthorizedOperations = r.authorizedOperations(acl.Topic, *mt.Topic, topicOperations)
+		}
+		return mt
+	}
 
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
 		for _, name := range view.sortedTopicNames() {
-			resp.Topics = append(resp.Topics, b.describeTopic(view, view.topics[name], req))
+			// DESCRIBE on the topic, else it is left out (not logged:
+			// the client did not name it).
+			if !r.conn.allowed(acl.Describe, acl.Topic, name) {
+				continue
+			}
+			resp.Topics = append(resp.Topics, withOperations(b.describeTopic(view, view.topics[name], req)))
 		}
 		return resp
 	}
@@ -92,9 +136,14 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 		var tv *topicView
 		mt := kmsg.NewMetadataResponseTopic()
 		mt.AuthorizedOperations = noAuthorizedOperations
+		refused := false
 		switch {
 		case rt.Topic != nil:
 			mt.Topic = rt.Topic
+			if !mayDescribe(*rt.Topic) || errors.Is(created[*rt.Topic], errTopicAuthorization) {
+				refused = true // whether it exists is not told
+				break
+			}
 			tv = view.topics[*rt.Topic]
 			if tv == nil {
 				mt.ErrorCode = view.missingTopicError(*rt.Topic)
@@ -107,12 +156,19 @@ func (b *Broker) metadataResponse(ctx context.Context, req *kmsg.MetadataRequest
 			tv = view.topicsByID[rt.TopicID]
 			if tv == nil {
 				mt.ErrorCode = kerr.UnknownTopicID.Code
+			} else if !mayDescribe(tv.name) {
+				refused, tv = true, nil // the id answers, not the name
 			}
 		default:
 			mt.ErrorCode = kerr.InvalidRequest.Code
 		}
-		if tv != nil {
-			mt = b.describeTopic(view, tv, req)
+		switch {
+		case refused:
+			mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		case tv != nil:
+			mt = withOperations(b.describeTopic(view, tv, req))
+		default:
+			mt = withOperations(mt)
 		}
 		resp.Topics = append(resp.Topics, mt)
 	}

@@ -9,7 +9,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -39,15 +42,27 @@ func handleCreateTopics(b *Broker, r *request, req *kmsg.CreateTopicsRequest) km
 		budget := newPartitionBudget()
 		// controller_mutation_rate: v6 and later may be refused.
 		admit, throttle := r.mutationGate(req.Version >= 6)
+		// CREATE on the cluster (not logged: CREATE on the topic will do).
+		createAny := r.conn.allowed(acl.Create, acl.Cluster, acl.ClusterName)
 		for _, t := range req.Topics {
 			st := kmsg.NewCreateTopicsResponseTopic()
 			st.Topic = t.Topic
 			st.NumPartitions, st.ReplicationFactor = -1, -1
 			var err error
-			if seen[t.Topic] > 1 {
+			switch {
+			case seen[t.Topic] > 1:
 				err = fmt.Errorf("%w: topic %q appears more than once in the request", errInvalidRequest, t.Topic)
-			} else {
+			// CREATE on the cluster or on the topic.
+			case !createAny && !r.authorizedTopic(acl.Create, t.Topic):
+				err = errTopicAuthorization
+			default:
 				err = createOne(ctx, b, req, &t, &st, budget, admit, r.clientAttrs())
+			}
+			// DESCRIBE_CONFIGS on the topic, for the configs the answer
+			// carries (v5+).
+			if err == nil && req.Version >= 5 && !r.authorizedTopic(acl.DescribeConfigs, t.Topic) {
+				st.NumPartitions, st.ReplicationFactor, st.Configs = -1, -1, nil
+				st.ConfigErrorCode = kerr.TopicAuthorizationFailed.Code
 			}
 			if err != nil {
 				st.ErrorCode = kafkaError(err)

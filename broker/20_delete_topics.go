@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -32,6 +34,9 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			var tv *topicView
 			var err error
 			switch {
+			// DELETE on the topic, asked before whether it exists.
+			case t.Topic != nil && !r.authorizedTopic(acl.Delete, *t.Topic):
+				err = errTopicAuthorization
 			case t.Topic != nil:
 				if tv = view.topics[*t.Topic]; tv == nil {
 					err = fmt.Errorf("%w: %s", errUnknownTopic, *t.Topic)
@@ -39,6 +44,10 @@ func handleDeleteTopics(b *Broker, r *request, req *kmsg.DeleteTopicsRequest) km
 			case t.TopicID != [16]byte{}:
 				if tv = view.topicsByID[t.TopicID]; tv == nil {
 					err = errUnknownTopicID
+				} else if !r.authorizedTopic(acl.Describe, tv.name) || !r.authorizedTopic(acl.Delete, tv.name) {
+					// DESCRIBE and DELETE on the topic the id
+					// names; refused, the answer does not name it.
+					err = errTopicAuthorization
 				}
 			default:
 				err = fmt.Errorf("%w: neither a topic name nor an id", errInvalidRequest)

@@ -2,9 +2,12 @@ package broker
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -28,6 +31,12 @@ func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsReque
 				}
 			}
 			return false
+		}
+		// DESCRIBE_CONFIGS on the topic, or on the cluster for a broker.
+		if err := r.authorizeConfigs(acl.DescribeConfigs, res.ResourceType, res.ResourceName); err != nil {
+			out.ErrorCode, out.ErrorMessage = kafkaError(err), errorMessage(err)
+			resp.Resources = append(resp.Resources, out)
+			continue
 		}
 		switch res.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
@@ -64,7 +73,7 @@ func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsReque
 				out.ErrorMessage = kmsg.StringPtr("this broker describes only its own configs (node.id " + strconv.Itoa(int(b.cfg.NodeID)) + ")")
 				break
 			}
-			for _, e := range b.cfg.describe() {
+			for _, e := range append(b.cfg.describe(), b.cfg.describeAuthorizer()...) {
 				if wanted(e.name) {
 					out.Configs = append(out.Configs, describedConfig(req, e.name, e.value, kmsg.ConfigSourceStaticBrokerConfig, e.typ, "", true))
 				}
@@ -88,6 +97,20 @@ func handleDescribeConfigs(b *Broker, r *request, req *kmsg.DescribeConfigsReque
 		resp.Resources = append(resp.Resources, out)
 	}
 	return resp
+}
+
+// describeAuthorizer lists the broker's ACL settings for DescribeConfigs,
+// read-only as the other static configs Config.describe lists.
+func (c *Config) describeAuthorizer() []describedEntry {
+	class := ""
+	if c.ACLs {
+		class = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+	}
+	return []describedEntry{
+		{"authorizer.class.name", class, kmsg.ConfigTypeClass},
+		{"super.users", strings.Join(c.SuperUsers, ";"), kmsg.ConfigTypeString},
+		{"allow.everyone.if.no.acl.found", strconv.FormatBool(c.AllowEveryoneIfNoACLFound), kmsg.ConfigTypeBoolean},
+	}
 }
 
 func describedConfig(req *kmsg.DescribeConfigsRequest, name, value string, src kmsg.ConfigSource, typ kmsg.ConfigType, doc string, readOnly bool) kmsg.DescribeConfigsResponseResourceConfig {

@@ -10,7 +10,8 @@ func init() {
 
 // handleAlterConfigs replaces a resource's whole set of configs (the
 // legacy, non-incremental semantics: configs not named return to their
-// defaults). The shared parts are in config_alter.go.
+// defaults). The shared parts, the ALTER_CONFIGS check among them, are in
+// config_alter.go.
 func handleAlterConfigs(b *Broker, r *request, req *kmsg.AlterConfigsRequest) kmsg.Response {
 	go func() {
 		ctx, cancel := adminContext(r.ctx(), 30000)

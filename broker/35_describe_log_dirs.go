@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -19,9 +21,16 @@ func init() {
 // the high watermark (OffsetLag, as Kafka reports it), and from v4 the
 // directory's filesystem size and the space left to this process
 // (KIP-827). Null topics ask for every hosted partition; partitions this
-// broker does not host are left out, as Kafka does.
+// broker does not host are left out, as Kafka does. A client that may not
+// describe the cluster gets no directory: CLUSTER_AUTHORIZATION_FAILED from
+// v3 on, an empty answer before.
 func handleDescribeLogDirs(b *Broker, r *request, req *kmsg.DescribeLogDirsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeLogDirsResponse)
+	// DESCRIBE on the cluster.
+	if !r.authorizedCluster(acl.Describe) {
+		resp.ErrorCode = kafkaError(errClusterAuthorization) // v3+; older versions have no field for it
+		return resp
+	}
 	dir := kmsg.NewDescribeLogDirsResponseDir()
 	dir.Dir = b.cfg.DataDir
 	if abs, err := filepath.Abs(dir.Dir); err == nil {

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -23,7 +25,14 @@ func handleCreatePartitions(b *Broker, r *request, req *kmsg.CreatePartitionsReq
 		for _, t := range req.Topics {
 			st := kmsg.NewCreatePartitionsResponseTopic()
 			st.Topic = t.Topic
-			if err := createPartitions(ctx, b, &t, req.ValidateOnly, budget, admit); err != nil {
+			var err error
+			// ALTER on the topic, asked before whether it exists.
+			if !r.authorizedTopic(acl.Alter, t.Topic) {
+				err = errTopicAuthorization
+			} else {
+				err = createPartitions(ctx, b, &t, req.ValidateOnly, budget, admit)
+			}
+			if err != nil {
 				st.ErrorCode = kafkaError(err)
 				st.ErrorMessage = errorMessage(err)
 			}

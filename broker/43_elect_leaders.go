@@ -5,6 +5,8 @@ import (
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -23,12 +25,31 @@ const (
 // leaderless partition a leader, from outside the ISR if it must. No topics
 // (null) means every partition, as in Kafka. Each partition answers on its
 // own: ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
-// ELIGIBLE_LEADERS_NOT_AVAILABLE or UNKNOWN_TOPIC_OR_PARTITION.
+// ELIGIBLE_LEADERS_NOT_AVAILABLE or UNKNOWN_TOPIC_OR_PARTITION; or, for a
+// client that may not alter the cluster, CLUSTER_AUTHORIZATION_FAILED, as
+// the whole answer does (v1+).
 func handleElectLeaders(b *Broker, r *request, req *kmsg.ElectLeadersRequest) kmsg.Response {
 	go func() {
 		ctx, cancel := adminContext(r.ctx(), req.TimeoutMillis)
 		defer cancel()
 		resp := req.ResponseKind().(*kmsg.ElectLeadersResponse)
+		// ALTER on the cluster.
+		if !r.authorizedCluster(acl.Alter) {
+			resp.ErrorCode = kafkaError(errClusterAuthorization)
+			for _, t := range req.Topics {
+				st := kmsg.NewElectLeadersResponseTopic()
+				st.Topic = t.Topic
+				for _, index := range t.Partitions {
+					sp := kmsg.NewElectLeadersResponseTopicPartition()
+					sp.Partition = index
+					sp.ErrorCode, sp.ErrorMessage = kafkaError(errClusterAuthorization), errorMessage(errClusterAuthorization)
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			r.respond(resp)
+			return
+		}
 		unclean := req.Version >= 1 && req.ElectionType == electionUnclean
 		if req.Version >= 1 && req.ElectionType != electionPreferred && !unclean {
 			resp.ErrorCode = kafkaError(fmt.Errorf("%w: election type %d", errInvalidRequest, req.ElectionType))

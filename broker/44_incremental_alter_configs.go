@@ -9,7 +9,8 @@ func init() {
 }
 
 // handleIncrementalAlterConfigs applies SET, DELETE, APPEND and SUBTRACT
-// to a resource's configs. The shared parts are in config_alter.go.
+// to a resource's configs. The shared parts, the ALTER_CONFIGS check among
+// them, are in config_alter.go.
 func handleIncrementalAlterConfigs(b *Broker, r *request, req *kmsg.IncrementalAlterConfigsRequest) kmsg.Response {
 	go func() {
 		ctx, cancel := adminContext(r.ctx(), 30000)

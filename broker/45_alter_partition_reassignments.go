@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -24,6 +26,12 @@ func handleAlterPartitionReassignments(b *Broker, r *request, req *kmsg.AlterPar
 		resp := req.ResponseKind().(*kmsg.AlterPartitionAssignmentsResponse)
 		allowRFChange := req.Version < 1 || req.AllowReplicationFactorChange
 		resp.AllowReplicationFactorChange = allowRFChange
+		var refused error
+		// ALTER on the cluster; refused, every partition answers so.
+		if !r.authorizedCluster(acl.Alter) {
+			refused = errClusterAuthorization
+			resp.ErrorCode, resp.ErrorMessage = kafkaError(refused), errorMessage(refused)
+		}
 		var last int64
 		for _, t := range req.Topics {
 			rt := kmsg.NewAlterPartitionAssignmentsResponseTopic()
@@ -31,7 +39,11 @@ func handleAlterPartitionReassignments(b *Broker, r *request, req *kmsg.AlterPar
 			for _, p := range t.Partitions {
 				rp := kmsg.NewAlterPartitionAssignmentsResponseTopicPartition()
 				rp.Partition = p.Partition
-				rev, err := reassignOne(ctx, b, t.Topic, p.Partition, p.Replicas, allowRFChange)
+				var rev int64
+				err := refused
+				if err == nil {
+					rev, err = reassignOne(ctx, b, t.Topic, p.Partition, p.Replicas, allowRFChange)
+				}
 				if err != nil {
 					rp.ErrorCode, rp.ErrorMessage = kafkaError(err), errorMessage(err)
 				}

@@ -4,6 +4,8 @@ import (
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -18,6 +20,11 @@ func init() {
 func handleListPartitionReassignments(b *Broker, r *request, req *kmsg.ListPartitionReassignmentsRequest) kmsg.Response {
 	view := b.meta.snapshot()
 	resp := req.ResponseKind().(*kmsg.ListPartitionReassignmentsResponse)
+	// DESCRIBE on the cluster.
+	if !r.authorizedCluster(acl.Describe) {
+		resp.ErrorCode, resp.ErrorMessage = kafkaError(errClusterAuthorization), errorMessage(errClusterAuthorization)
+		return resp
+	}
 	add := func(tv *topicView, want func(int32) bool) {
 		rt := kmsg.NewListPartitionReassignmentsResponseTopic()
 		rt.Topic = tv.name

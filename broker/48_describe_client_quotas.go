@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/clientquota"
 	"github.com/shale-log/shale/metadata"
 )
@@ -21,6 +22,11 @@ func init() {
 // users/clients/ips). See client_quotas.go.
 func handleDescribeClientQuotas(b *Broker, r *request, req *kmsg.DescribeClientQuotasRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeClientQuotasResponse)
+	// DESCRIBE_CONFIGS on the cluster.
+	if !r.authorizedCluster(acl.DescribeConfigs) {
+		resp.ErrorCode, resp.ErrorMessage = kafkaError(errClusterAuthorization), errorMessage(errClusterAuthorization)
+		return resp
+	}
 	comps := make([]clientquota.FilterComponent, 0, len(req.Components))
 	for _, c := range req.Components {
 		comps = append(comps, clientquota.FilterComponent{Type: c.EntityType, Match: int8(c.MatchType), Name: c.Match})

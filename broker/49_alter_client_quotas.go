@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/clientquota"
 )
 
@@ -22,6 +23,11 @@ func handleAlterClientQuotas(b *Broker, r *request, req *kmsg.AlterClientQuotasR
 		ctx, cancel := adminContext(r.ctx(), 30000)
 		defer cancel()
 		resp := req.ResponseKind().(*kmsg.AlterClientQuotasResponse)
+		var refused error
+		// ALTER_CONFIGS on the cluster; refused, every entry answers so.
+		if !r.authorizedCluster(acl.AlterConfigs) {
+			refused = errClusterAuthorization
+		}
 		var last int64
 		for _, entry := range req.Entries {
 			out := kmsg.NewAlterClientQuotasResponseEntry()
@@ -30,7 +36,11 @@ func handleAlterClientQuotas(b *Broker, r *request, req *kmsg.AlterClientQuotasR
 				oe.Type, oe.Name = c.Type, c.Name
 				out.Entity = append(out.Entity, oe)
 			}
-			rev, err := b.alterClientQuotas(ctx, r, entry, req.ValidateOnly)
+			var rev int64
+			err := refused
+			if err == nil {
+				rev, err = b.alterClientQuotas(ctx, r, entry, req.ValidateOnly)
+			}
 			if err != nil {
 				out.ErrorCode = kafkaError(err)
 				out.ErrorMessage = errorMessage(err)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -32,6 +34,18 @@ func scramMechanismCode(mech string) int8 {
 // is DUPLICATE_RESOURCE, one without credentials RESOURCE_NOT_FOUND.
 func handleDescribeUserSCRAMCredentials(b *Broker, r *request, req *kmsg.DescribeUserSCRAMCredentialsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeUserSCRAMCredentialsResponse)
+	// DESCRIBE on the cluster; refused, the answer and each user asked
+	// for say so, as Kafka's.
+	if !r.authorizedCluster(acl.Describe) {
+		resp.ErrorCode, resp.ErrorMessage = kafkaError(errClusterAuthorization), errorMessage(errClusterAuthorization)
+		for _, u := range req.Users {
+			res := kmsg.NewDescribeUserSCRAMCredentialsResponseResult()
+			res.User = u.Name
+			res.ErrorCode, res.ErrorMessage = resp.ErrorCode, resp.ErrorMessage
+			resp.Results = append(resp.Results, res)
+		}
+		return resp
+	}
 	creds := b.meta.snapshot().scramCredentials
 	users := slices.Sorted(maps.Keys(creds))
 	asked := map[string]int{}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/sasl"
 	"github.com/shale-log/shale/metadata"
 )
@@ -64,6 +65,8 @@ func handleAlterUserSCRAMCredentials(b *Broker, r *request, req *kmsg.AlterUserS
 		cred, err := upsertedCredential(u)
 		note(u.Name, u.Mechanism, cred, err)
 	}
+	// ALTER on the cluster; refused, every user answers so.
+	refused := !r.authorizedCluster(acl.Alter)
 	go func() {
 		ctx, cancel := adminContext(r.ctx(), 30000)
 		defer cancel()
@@ -73,7 +76,9 @@ func handleAlterUserSCRAMCredentials(b *Broker, r *request, req *kmsg.AlterUserS
 			res := kmsg.NewAlterUserSCRAMCredentialsResponseResult()
 			res.User = user
 			err := errs[user]
-			if err == nil {
+			if refused {
+				err = errClusterAuthorization
+			} else if err == nil {
 				var rev int64
 				rev, err = b.alterScramCredentials(ctx, r, user, alts[user])
 				last = max(last, rev)

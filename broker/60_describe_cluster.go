@@ -3,6 +3,8 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -15,6 +17,7 @@ const (
 	endpointControllers = 2
 )
 
+// handleDescribeCluster asks for no ACL (as Kafka's).
 func handleDescribeCluster(b *Broker, r *request, req *kmsg.DescribeClusterRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.EndpointType = endpointBrokers
@@ -32,5 +35,19 @@ func handleDescribeCluster(b *Broker, r *request, req *kmsg.DescribeClusterReque
 		mb.NodeID, mb.Host, mb.Port, mb.Rack = br.id, br.host, br.port, br.rack
 		resp.Brokers = append(resp.Brokers, mb)
 	}
+	if req.IncludeClusterAuthorizedOperations {
+		resp.ClusterAuthorizedOperations = r.clusterAuthorizedOperations()
+	}
 	return resp
+}
+
+// clusterAuthorizedOperations is the cluster's authorized-operations field
+// for the client (DescribeCluster, Metadata v8-v10): none unless it may
+// DESCRIBE the cluster, as Kafka answers.
+func (r *request) clusterAuthorizedOperations() int32 {
+	ops := r.authorizedOperations(acl.Cluster, acl.ClusterName, clusterOperations)
+	if ops&(1<<acl.Describe) == 0 {
+		return 0
+	}
+	return ops
 }

@@ -5,6 +5,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 func init() {
@@ -21,7 +23,7 @@ const maxDescribedPartitions = 2000
 // Metadata: the partitions as Metadata describes them, with their eligible
 // leader replicas, a page at a time.
 func handleDescribeTopicPartitions(b *Broker, r *request, req *kmsg.DescribeTopicPartitionsRequest) kmsg.Response {
-	return b.describeTopicPartitions(b.meta.snapshot(), req)
+	return b.describeTopicPartitions(r, b.meta.snapshot(), req)
 }
 
 // describeTopicPartitions answers req from view as Kafka's
@@ -31,8 +33,12 @@ func handleDescribeTopicPartitions(b *Broker, r *request, req *kmsg.DescribeTopi
 // topic's partitions in index order; once the response holds the request's
 // limit of partitions (at most maxDescribedPartitions, at least one), its
 // NextCursor names the first partition left out. A named topic that does
-// not exist is answered with an error, and counts for no partition.
-func (b *Broker) describeTopicPartitions(view *metaView, req *kmsg.DescribeTopicPartitionsRequest) *kmsg.DescribeTopicPartitionsResponse {
+// not exist is answered with an error, and counts for no partition. As in
+// Kafka, the topics the client may not describe are left out of a listing
+// of all of them, and answer TOPIC_AUTHORIZATION_FAILED after the others
+// when named; every topic answered carries the client's authorized
+// operations on it.
+func (b *Broker) describeTopicPartitions(r *request, view *metaView, req *kmsg.DescribeTopicPartitionsRequest) *kmsg.DescribeTopicPartitionsResponse {
 	resp := req.ResponseKind().(*kmsg.DescribeTopicPartitionsResponse)
 	all := len(req.Topics) == 0
 	var names []string
@@ -55,6 +61,24 @@ func (b *Broker) describeTopicPartitions(view *metaView, req *kmsg.DescribeTopic
 		}
 		names = names[i:]
 	}
+	var refused []kmsg.DescribeTopicPartitionsResponseTopic
+	names = slices.DeleteFunc(names, func(name string) bool {
+		if all {
+			// DESCRIBE on the topic, else it is left out (not
+			// logged: the client did not name it).
+			return !r.conn.allowed(acl.Describe, acl.Topic, name)
+		}
+		// DESCRIBE on the topic.
+		if r.authorizedTopic(acl.Describe, name) {
+			return false
+		}
+		rt := kmsg.NewDescribeTopicPartitionsResponseTopic()
+		rt.Topic = kmsg.StringPtr(name) // whether it exists is not told
+		rt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		rt.AuthorizedOperations = noAuthorizedOperations
+		refused = append(refused, rt)
+		return true
+	})
 
 	remaining := int(max(min(req.ResponsePartitionLimit, maxDescribedPartitions), 1))
 	for _, name := range names {
@@ -69,7 +93,7 @@ func (b *Broker) describeTopicPartitions(view *metaView, req *kmsg.DescribeTopic
 				rt.Topic = kmsg.StringPtr(name)
 				rt.ErrorCode = view.missingTopicError(name)
 				rt.IsInternal = isInternalTopic(name)
-				rt.AuthorizedOperations = noAuthorizedOperations
+				rt.AuthorizedOperations = r.authorizedOperations(acl.Topic, name, topicOperations)
 				resp.Topics = append(resp.Topics, rt)
 			}
 			continue
@@ -80,12 +104,15 @@ func (b *Broker) describeTopicPartitions(view *metaView, req *kmsg.DescribeTopic
 		}
 		described, next := b.describePartitions(view, tv, from, remaining)
 		remaining -= len(described)
-		resp.Topics = append(resp.Topics, topicPartitionsTopic(tv, described))
+		rt := topicPartitionsTopic(tv, described)
+		rt.AuthorizedOperations = r.authorizedOperations(acl.Topic, name, topicOperations)
+		resp.Topics = append(resp.Topics, rt)
 		if next >= 0 {
 			resp.NextCursor = &kmsg.DescribeTopicPartitionsResponseNextCursor{Topic: name, Partition: next}
 			break
 		}
 	}
+	resp.Topics = append(resp.Topics, refused...)
 	return resp
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shale-log/shale/broker/acl"
 )
 
 // What AlterConfigs (33) and IncrementalAlterConfigs (44) share: the
@@ -60,6 +62,10 @@ var brokerConfigKind = configKind{
 // the cluster-wide default (Kafka's --entity-default). The change is
 // logged with the client that asked for it.
 func (b *Broker) alterConfigs(ctx context.Context, r *request, typ kmsg.ConfigResourceType, name string, validateOnly bool, mutate func(cur map[string]string, kind configKind) (map[string]string, error)) error {
+	// ALTER_CONFIGS on the topic, or on the cluster for a broker.
+	if err := r.authorizeConfigs(acl.AlterConfigs, typ, name); err != nil {
+		return err
+	}
 	switch typ {
 	case kmsg.ConfigResourceTypeTopic:
 		return b.alterTopicConfigs(ctx, r, name, validateOnly, mutate)
@@ -68,6 +74,24 @@ func (b *Broker) alterConfigs(ctx context.Context, r *request, typ kmsg.ConfigRe
 	default:
 		return fmt.Errorf("%w: unsupported config resource type %d", errInvalidRequest, typ)
 	}
+}
+
+// authorizeConfigs asks for op (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the
+// configs of a resource as Kafka does: on the topic, or on the cluster for
+// a broker or its loggers; before whether the resource exists, and before
+// whether its type is one Shale has configs for.
+func (r *request) authorizeConfigs(op acl.Operation, typ kmsg.ConfigResourceType, name string) error {
+	switch typ {
+	case kmsg.ConfigResourceTypeTopic:
+		if !r.authorizedTopic(op, name) {
+			return errTopicAuthorization
+		}
+	case kmsg.ConfigResourceTypeBroker, kmsg.ConfigResourceTypeBrokerLogger:
+		if !r.authorizedCluster(op) {
+			return errClusterAuthorization
+		}
+	}
+	return nil
 }
 
 func (b *Broker) alterTopicConfigs(ctx context.Context, r *request, name string, validateOnly bool, mutate func(map[string]string, configKind) (map[string]string, error)) error {
