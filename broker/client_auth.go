@@ -31,7 +31,7 @@ import (
 // A failed authentication ends the connection: the client is answered
 // SASL_AUTHENTICATION_FAILED and the next request closes it, so that one
 // connection costs at most one password check (each is thousands of
-// HMAC rounds). No ACLs yet: an authenticated user may do anything.
+// HMAC rounds). What a user may do then is for the ACLs (authorize.go).
 //
 // With Config.ConnectionsMaxReauth (KIP-368) a client's session ends that
 // long after it authenticated (SaslAuthenticate tells it when): the
