@@ -79,7 +79,7 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		refuse = errReplicaNotAuthorized
 		r.refused("refused a follower fetch from a connection not authenticated as that broker", "replica_id", replicaID)
 	}
-	readable := newTopicVerdicts(r, acl.Read)
+	readable := newACLVerdicts(r, acl.Read, acl.Topic)
 	for _, sp := range plan.parts {
 		t := fetchTarget{sp: sp}
 		if sp.key.topic == "" {
@@ -93,10 +93,14 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 		switch {
 		case refuse != nil:
 			t.p, t.err = nil, refuse
-		case !op.follower && !readable.allowed(b, t.p, sp.key):
-			// READ on the topic, for every partition the fetch or its session names.
-			t.p, t.err = nil, errTopicAuthorization
-			op.denied++
+		case !op.follower && !readable.all:
+			// READ on the topic, for every partition the fetch or its
+			// session names (an id that names no topic is answered
+			// UNKNOWN_TOPIC_ID).
+			if topic, ok := fetchTopicName(b, t.p, sp.key); ok && !readable.allowed(topic) {
+				t.p, t.err = nil, errTopicAuthorization
+				op.denied++
+			}
 		}
 		op.targets = append(op.targets, t)
 	}
@@ -141,48 +145,21 @@ func handleFetch(b *Broker, r *request, req *kmsg.FetchRequest) kmsg.Response {
 	return nil
 }
 
-// topicVerdicts asks once per topic of a request whether the client may
-// do op on it (authorizedTopic), however many of its partitions the
-// request names, in whatever order.
-type topicVerdicts struct {
-	r  *request
-	op acl.Operation
-	// all: the ACLs do not restrict the client, nothing is asked.
-	all   bool
-	asked map[string]bool
-}
-
-func newTopicVerdicts(r *request, op acl.Operation) topicVerdicts {
-	return topicVerdicts{r: r, op: op, all: r.conn.unrestricted()}
-}
-
-// allowed decides for the topic of a partition p (nil when it was not
-// found) known to a request by key. A topic id that names no topic is
-// allowed: it is answered UNKNOWN_TOPIC_ID.
-func (v *topicVerdicts) allowed(b *Broker, p *partition, key sessionKey) bool {
-	if v.all {
-		return true
-	}
-	topic := key.topic
+// fetchTopicName is the name of the topic of a partition p (nil when it was
+// not found) a fetch knows by key, and false for an id that names no
+// topic.
+func fetchTopicName(b *Broker, p *partition, key sessionKey) (string, bool) {
 	switch {
 	case p != nil:
-		topic = p.topic
-	case topic == "":
-		tv := b.meta.snapshot().topicsByID[key.id]
-		if tv == nil {
-			return true
-		}
-		topic = tv.name
+		return p.topic, true
+	case key.topic != "":
+		return key.topic, true
 	}
-	ok, asked := v.asked[topic]
-	if !asked {
-		ok = v.r.authorizedTopic(v.op, topic)
-		if v.asked == nil {
-			v.asked = map[string]bool{}
-		}
-		v.asked[topic] = ok
+	tv := b.meta.snapshot().topicsByID[key.id]
+	if tv == nil {
+		return "", false
 	}
-	return ok
+	return tv.name, true
 }
 
 // fetchReplicaID is the broker id of a follower fetching, or -1 for clients.

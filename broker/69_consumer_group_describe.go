@@ -31,7 +31,7 @@ func handleConsumerGroupDescribe(b *Broker, r *request, req *kmsg.ConsumerGroupD
 				continue
 			}
 			// DESCRIBE on each topic the members are assigned.
-			if !assignedTopicsAllowed(g, describable) {
+			if !assignedTopicsAllowed(g, &describable) {
 				refused := kmsg.NewConsumerGroupDescribeResponseGroup()
 				refused.Group, refused.ErrorCode = g.Group, kerr.TopicAuthorizationFailed.Code
 				refused.ErrorMessage = strPtr("The group has described topic(s) that the client is not authorized to describe.")

@@ -207,3 +207,51 @@ func (r *request) authorizedAnyTopic(op acl.Operation) bool {
 	}
 	return c.b.meta.snapshot().acls.AllowedAny(acl.Request{Principal: c.principal(), Host: c.host}, op, acl.Topic, c.b.cfg.AllowEveryoneIfNoACLFound)
 }
+
+// aclVerdicts asks the ACLs once per resource of a request whether the
+// client may do op on it (request.authorized): a resource the request
+// names twice is refused, logged and counted once.
+type aclVerdicts struct {
+	r   *request
+	op  acl.Operation
+	typ acl.ResourceType
+	// all: the ACLs do not restrict the client, nothing is asked.
+	all   bool
+	asked map[string]bool
+}
+
+func newACLVerdicts(r *request, op acl.Operation, typ acl.ResourceType) aclVerdicts {
+	return aclVerdicts{r: r, op: op, typ: typ, all: r.conn.unrestricted()}
+}
+
+func (v *aclVerdicts) allowed(name string) bool {
+	if v.all {
+		return true
+	}
+	ok, asked := v.asked[name]
+	if !asked {
+		ok = v.r.authorized(v.op, v.typ, name)
+		if v.asked == nil {
+			v.asked = map[string]bool{}
+		}
+		v.asked[name] = ok
+	}
+	return ok
+}
+
+// allowedTopic is allowed for a topic a request names by name, or by id
+// (byID, the versions that do). An id that names no topic is allowed: the
+// coordinator answers it UNKNOWN_TOPIC_ID.
+func (v *aclVerdicts) allowedTopic(b *Broker, name string, id [16]byte, byID bool) bool {
+	if v.all {
+		return true
+	}
+	if byID {
+		tv := b.meta.snapshot().topicsByID[id]
+		if tv == nil {
+			return true
+		}
+		name = tv.name
+	}
+	return v.allowed(name)
+}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -186,54 +185,6 @@ func clientInfo(r *request) group.ClientInfo {
 		host = "/" + addr.IP.String()
 	}
 	return group.ClientInfo{ClientID: r.header.clientID, ClientHost: host}
-}
-
-// aclVerdicts asks the ACLs once per resource of a request whether the
-// client may do op on it (request.authorized): a resource the request
-// names twice is refused, logged and counted once.
-type aclVerdicts struct {
-	r   *request
-	op  acl.Operation
-	typ acl.ResourceType
-	// all: the ACLs do not restrict the client, nothing is asked.
-	all   bool
-	asked map[string]bool
-}
-
-func newACLVerdicts(r *request, op acl.Operation, typ acl.ResourceType) *aclVerdicts {
-	return &aclVerdicts{r: r, op: op, typ: typ, all: r.conn.unrestricted()}
-}
-
-func (v *aclVerdicts) allowed(name string) bool {
-	if v.all {
-		return true
-	}
-	ok, asked := v.asked[name]
-	if !asked {
-		ok = v.r.authorized(v.op, v.typ, name)
-		if v.asked == nil {
-			v.asked = map[string]bool{}
-		}
-		v.asked[name] = ok
-	}
-	return ok
-}
-
-// allowedTopic is allowed for a topic a request names by name, or by id
-// (byID, the versions that do). An id that names no topic is allowed: the
-// coordinator answers it UNKNOWN_TOPIC_ID.
-func (v *aclVerdicts) allowedTopic(b *Broker, name string, id [16]byte, byID bool) bool {
-	if v.all {
-		return true
-	}
-	if byID {
-		tv := b.meta.snapshot().topicsByID[id]
-		if tv == nil {
-			return true
-		}
-		name = tv.name
-	}
-	return v.allowed(name)
 }
 
 // splitBy splits s into the elements ok keeps and those it drops, in
