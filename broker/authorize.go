@@ -2,7 +2,6 @@ package broker
 
 import (
 	"maps"
-	"net"
 	"slices"
 
 	"github.com/shale-log/shale/broker/acl"
@@ -47,18 +46,6 @@ func (c *conn) principal() string {
 type userPrincipal struct {
 	user      *string
 	principal string
-}
-
-// clientHost is the client's IP address, as ACLs name hosts.
-func clientHost(addr net.Addr) string {
-	if tcp, ok := addr.(*net.TCPAddr); ok {
-		return tcp.IP.String()
-	}
-	host, _, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return addr.String()
-	}
-	return host
 }
 
 // authorized reports whether the request's client may do op on the

@@ -408,7 +408,7 @@ func (b *Broker) serveConn(nc net.Conn) {
 		cancel:   cancel,
 		queue:    make(chan *pending, maxInflightPerConn),
 		log:      b.log.With("remote", nc.RemoteAddr().String()),
-		host:     clientHost(nc.RemoteAddr()),
+		host:     connIP(nc),
 		w:        newConnWriter(nc, b.cfg.ResponseWriteTimeout),
 		sent:     make(chan struct{}, 1),
 		answers:  make(chan struct{}, 1),

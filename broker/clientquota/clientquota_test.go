@@ -119,14 +119,28 @@ func TestEntityAndValueChecks(t *testing.T) {
 	for _, c := range []struct {
 		key string
 		v   float64
-	}{{ProducerByteRate, 0}, {ConsumerByteRate, 1.5}, {RequestPercentage, 50}, {"bogus", 1}} {
+	}{{ProducerByteRate, 0}, {ConsumerByteRate, 1.5}, {RequestPercentage, 0}, {ConnectionCreationRate, 5}, {"bogus", 1}} {
 		if err := CheckValue(e, c.key, c.v); err == nil {
 			t.Errorf("%s=%v accepted", c.key, c.v)
 		}
 	}
+	if err := CheckValue(e, RequestPercentage, 50.5); err != nil {
+		t.Errorf("request_percentage=50.5: %v", err)
+	}
 	ip, _ := Entity([]Component{{Type: TypeIP}})
 	if err := CheckValue(ip, ProducerByteRate, 10); err == nil {
 		t.Error("producer_byte_rate accepted on an ip entity")
+	}
+	if err := CheckValue(ip, RequestPercentage, 10); err == nil {
+		t.Error("request_percentage accepted on an ip entity")
+	}
+	if err := CheckValue(ip, ConnectionCreationRate, 10); err != nil {
+		t.Errorf("connection_creation_rate=10 on an ip entity: %v", err)
+	}
+	for _, v := range []float64{0, 1.5, 1e12} {
+		if err := CheckValue(ip, ConnectionCreationRate, v); err == nil {
+			t.Errorf("connection_creation_rate=%v accepted", v)
+		}
 	}
 }
 

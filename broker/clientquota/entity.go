@@ -57,16 +57,29 @@ func Entity(components []Component) (metadata.QuotaEntity, error) {
 }
 
 // CheckValue checks a quota value AlterClientQuotas sets on e: Kafka's
-// keys for the entity's kind, and of them those this broker enforces: the
-// byte rates, each a whole number of bytes per second above zero, and
-// controller_mutation_rate, partitions a second above zero.
+// keys for the entity's kind: the byte rates, each a whole number of bytes
+// per second above zero, controller_mutation_rate, partitions a second
+// above zero, request_percentage, a percentage of one thread's time above
+// zero, and connection_creation_rate (ip entities only), a whole number
+// of connections a second above zero.
 func CheckValue(e metadata.QuotaEntity, key string, v float64) error {
 	if err := CheckKey(e, key); err != nil {
 		return err
 	}
-	if key == ControllerMutationRate {
+	switch key {
+	case ControllerMutationRate:
 		if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
 			return fmt.Errorf("%s must be a number of partitions per second above 0, not %v", key, v)
+		}
+		return nil
+	case RequestPercentage:
+		if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+			return fmt.Errorf("%s must be a percentage of one thread's time above 0 (200: two threads), not %v", key, v)
+		}
+		return nil
+	case ConnectionCreationRate:
+		if v <= 0 || v != math.Trunc(v) || v > math.MaxInt32 {
+			return fmt.Errorf("%s must be a whole number of connections per second above 0, not %v", key, v)
 		}
 		return nil
 	}
@@ -79,13 +92,16 @@ func CheckValue(e metadata.QuotaEntity, key string, v float64) error {
 // CheckKey checks a quota key for e (set or removed).
 func CheckKey(e metadata.QuotaEntity, key string) error {
 	switch key {
-	case ProducerByteRate, ConsumerByteRate, ControllerMutationRate:
+	case ProducerByteRate, ConsumerByteRate, ControllerMutationRate, RequestPercentage:
 		if e.IP.Set {
 			return fmt.Errorf("%s is a user or client-id quota, not an ip one", key)
 		}
 		return nil
-	case RequestPercentage, ConnectionCreationRate:
-		return fmt.Errorf("%s is not enforced by Shale (only %s, %s and %s are)", key, ProducerByteRate, ConsumerByteRate, ControllerMutationRate)
+	case ConnectionCreationRate:
+		if !e.IP.Set {
+			return fmt.Errorf("%s is an ip quota, not a user or client-id one", key)
+		}
+		return nil
 	}
 	return fmt.Errorf("invalid quota configuration key %q", key)
 }
