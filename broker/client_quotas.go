@@ -22,7 +22,10 @@ import (
 // from the connection until it has passed (the client, told, waits too).
 // A fetch whose records would take the client past its quota is answered
 // without them, with the throttle time, and its bytes are not counted.
-// Rates are measured as Kafka measures them (clientquota.Rate). A client
+// request_percentage bounds the time the broker spends on a client's
+// requests, as a percentage of one thread's (chargeRequestTime), and
+// controller_mutation_rate the partitions it creates and deletes
+// (mutationGate). Rates are measured as Kafka measures them (clientquota.Rate). A client
 // is the user it authenticated as (client_auth.go), or user ANONYMOUS, as
 // Kafka names an unauthenticated principal; brokers' own connections
 // (replication) are never throttled by client quotas.
@@ -71,11 +74,11 @@ func newClientQuotaManager(samples int, window time.Duration, reg prometheus.Reg
 		rates:   map[quotaRateKey]*quotaRate{},
 		buckets: map[clientquota.Sensor]*mutationBucket{},
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttled_total",
-			Help: "Responses that carried a throttle time because the client exceeded a quota, by kind: produce and fetch (producer_byte_rate, consumer_byte_rate; fetches throttled are answered without records), mutation (controller_mutation_rate: CreateTopics, CreatePartitions, DeleteTopics)."}, []string{"kind"}),
+			Help: "Responses that carried a throttle time because the client exceeded a quota, by kind: produce and fetch (producer_byte_rate, consumer_byte_rate; fetches throttled are answered without records), mutation (controller_mutation_rate: CreateTopics, CreatePartitions, DeleteTopics), request (request_percentage: the time the broker spent on the client's requests)."}, []string{"kind"}),
 		throttleSecs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shale_client_quota_throttle_seconds_total",
 			Help: "The throttle time of those responses, summed: how long the broker held throttled clients' connections."}, []string{"kind"}),
 	}
-	for _, kind := range []string{"produce", "fetch", "mutation"} {
+	for _, kind := range []string{"produce", "fetch", "mutation", "request"} {
 		m.throttled.WithLabelValues(kind)
 		m.throttleSecs.WithLabelValues(kind)
 	}
@@ -91,10 +94,11 @@ func (m *clientQuotaManager) apply(view *metaView) {
 	m.quotas.Store(&q)
 }
 
-// charge counts n bytes of a client's traffic against key's quota at now,
-// and returns the throttle time it costs (0 within the quota, or with no
-// quota) and the rate charged (nil when none: refund then does nothing).
-func (m *clientQuotaManager) charge(key, user, clientID string, n int64, now time.Time) (time.Duration, *quotaRate) {
+// charge counts n (bytes, or request time) of a client's traffic against
+// key's quota at now, and returns the throttle time it costs (0 within
+// the quota, or with no quota) and the rate charged (nil when none:
+// refund then does nothing).
+func (m *clientQuotaManager) charge(key, user, clientID string, n float64, now time.Time) (time.Duration, *quotaRate) {
 	qp := m.quotas.Load()
 	if qp == nil || len(*qp) == 0 {
 		return 0, nil
@@ -113,7 +117,7 @@ func (m *clientQuotaManager) charge(key, user, clientID string, n int64, now tim
 		m.rates[rk] = r
 	}
 	r.used = now
-	r.rate.Record(now, float64(n))
+	r.rate.Record(now, n)
 	return r.rate.Throttle(now, bound), r
 }
 
@@ -207,7 +211,7 @@ func (c *conn) chargeProduce(clientID string, n int, now time.Time) time.Duratio
 	if !ok {
 		return 0
 	}
-	d, _ := c.b.clientQuotas.charge(clientquota.ProducerByteRate, user, clientID, int64(n), now)
+	d, _ := c.b.clientQuotas.charge(clientquota.ProducerByteRate, user, clientID, float64(n), now)
 	if d > 0 {
 		c.b.clientQuotas.counted("produce", d)
 		c.mute(now.Add(d))
@@ -226,10 +230,55 @@ func (c *conn) chargeFetch(clientID string, n int64) time.Duration {
 		return 0
 	}
 	now := time.Now()
-	d, r := c.b.clientQuotas.charge(clientquota.ConsumerByteRate, user, clientID, n, now)
+	d, r := c.b.clientQuotas.charge(clientquota.ConsumerByteRate, user, clientID, float64(n), now)
 	if d > 0 {
 		c.b.clientQuotas.refund(r, n, now)
 		c.b.clientQuotas.counted("fetch", d)
+		c.mute(now.Add(d))
+	}
+	return d
+}
+
+// active reports whether any client quota is set (only then is request
+// time measured).
+func (m *clientQuotaManager) active() bool {
+	qp := m.quotas.Load()
+	return qp != nil && len(*qp) > 0
+}
+
+// spent adds the time the reader spent on a request read at read to what
+// the connection's client owes its request_percentage quota
+// (chargeRequestTime), while any client quota is set.
+func (c *conn) spent(read time.Time) {
+	if c.b.clientQuotas.active() {
+		c.requestTime += time.Since(read)
+	}
+}
+
+// chargeRequestTime counts the time the reader spent on the client's
+// requests since the last charge against its request_percentage (KIP-124:
+// a percentage of one thread's time, 200 for two), mutes the connection
+// for the throttle it costs, and returns that throttle, which the answer
+// to the request read now carries: Kafka charges a request's time when it
+// is done and throttles its answer, Shale charges it at the next request
+// and throttles that one's, the same time, one request later. The time
+// is the reader's, from the frame read to its handler's return
+// (decoding, validation, the handler's own work), not time spent
+// waiting: as Kafka counts its threads' time, not a long poll's or an
+// acks=all wait.
+func (c *conn) chargeRequestTime(clientID string, now time.Time) time.Duration {
+	spent := c.requestTime
+	if spent == 0 {
+		return 0
+	}
+	c.requestTime = 0
+	user, ok := c.quotaUser()
+	if !ok {
+		return 0
+	}
+	d, _ := c.b.clientQuotas.charge(clientquota.RequestPercentage, user, clientID, spent.Seconds()*100, now)
+	if d > 0 {
+		c.b.clientQuotas.counted("request", d)
 		c.mute(now.Add(d))
 	}
 	return d

@@ -99,8 +99,7 @@ func filter(typ string, match int8, name string) kmsg.DescribeClientQuotasReques
 
 // TestClientQuotasAlterAndDescribe: AlterClientQuotas sets and removes
 // quotas of users, client ids and both, refuses entities, keys and values
-// Kafka refuses (and the quotas Shale does not enforce), each entry on its
-// own, stores nothing under validate-only; DescribeClientQuotas filters as
+// Kafka refuses, each entry on its own, stores nothing under validate-only; DescribeClientQuotas filters as
 // Kafka does (exact, default, any; strict or not).
 func TestClientQuotasAlterAndDescribe(t *testing.T) {
 	b := brokertest.Start(t)
@@ -112,18 +111,19 @@ func TestClientQuotasAlterAndDescribe(t *testing.T) {
 		quotaEntry([]string{"user", "alice", "client-id", ""}, map[string]float64{"producer_byte_rate": 8192}),
 		quotaEntry([]string{"ip", "not-an-ip"}, map[string]float64{"connection_creation_rate": 5}),
 		quotaEntry([]string{"client-id", "app"}, map[string]float64{"request_percentage": 50}),
+		quotaEntry([]string{"client-id", "app"}, map[string]float64{"connection_creation_rate": 5}),
 		quotaEntry([]string{"client-id", "app"}, map[string]float64{"producer_byte_rate": 1.5}),
 		quotaEntry([]string{"client-id", "x", "client-id", "y"}, map[string]float64{"producer_byte_rate": 1}),
 		quotaEntry([]string{"group", "g"}, map[string]float64{"producer_byte_rate": 1}),
 	)
-	if want := []int16{0, 0, 0, invalid, invalid, invalid, invalid, invalid}; !slices.Equal(codes, want) {
+	if want := []int16{0, 0, 0, invalid, 0, invalid, invalid, invalid, invalid}; !slices.Equal(codes, want) {
 		t.Fatalf("alter codes %v, want %v", codes, want)
 	}
 	if codes := alterQuotas(t, cl, true, quotaEntry([]string{"client-id", "validated"}, map[string]float64{"producer_byte_rate": 1})); codes[0] != 0 {
 		t.Fatalf("validate-only: %v", codes)
 	}
 	all := map[string]map[string]float64{
-		"client-id=app":                  {"producer_byte_rate": 1024, "consumer_byte_rate": 2048},
+		"client-id=app":                  {"producer_byte_rate": 1024, "consumer_byte_rate": 2048, "request_percentage": 50},
 		"user=<default>":                 {"consumer_byte_rate": 4096},
 		"user=alice,client-id=<default>": {"producer_byte_rate": 8192},
 	}
@@ -162,7 +162,7 @@ func TestClientQuotasAlterAndDescribe(t *testing.T) {
 		t.Fatalf("a filter naming user twice: error %d, want INVALID_REQUEST", code)
 	}
 
-	if codes := alterQuotas(t, cl, false, quotaEntry([]string{"client-id", "app"}, map[string]float64{"producer_byte_rate": -1, "consumer_byte_rate": -1})); codes[0] != 0 {
+	if codes := alterQuotas(t, cl, false, quotaEntry([]string{"client-id", "app"}, map[string]float64{"producer_byte_rate": -1, "consumer_byte_rate": -1, "request_percentage": -1})); codes[0] != 0 {
 		t.Fatalf("removing: %v", codes)
 	}
 	delete(all, "client-id=app")
@@ -446,5 +446,48 @@ func TestControllerMutationRateThrottles(t *testing.T) {
 	}
 	if n := gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=mutation"); n == 0 {
 		t.Fatal("no mutation counted as throttled")
+	}
+}
+
+// TestRequestPercentageThrottles: a client id with a request_percentage
+// (KIP-124) is throttled once the broker has spent more than that share
+// of a thread's time on its requests: its answers carry a throttle time,
+// counted in the metrics; another client id is not throttled.
+func TestRequestPercentageThrottles(t *testing.T) {
+	b := startQuotaBroker(t)
+	// 0.1%: a millisecond of the broker's time a second.
+	if codes := alterQuotas(t, b.Client(), false, quotaEntry([]string{"client-id", "busy"}, map[string]float64{"request_percentage": 0.1})); codes[0] != 0 {
+		t.Fatalf("alter: %v", codes)
+	}
+	throttles := func(clientID string, n int) (int, time.Duration) {
+		cl := b.Client(kgo.ClientID(clientID))
+		defer cl.Close()
+		var count int
+		var sum time.Duration
+		for range n {
+			resp, err := kmsg.NewPtrMetadataRequest().RequestWith(testCtx(t), cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ThrottleMillis > 0 {
+				count++
+				sum += time.Duration(resp.ThrottleMillis) * time.Millisecond
+			}
+			if count >= 3 {
+				break
+			}
+		}
+		return count, sum
+	}
+	if n, d := throttles("busy", 2000); n == 0 {
+		t.Fatal("2000 Metadata requests at request_percentage=0.1 were never throttled")
+	} else {
+		t.Logf("%d answers throttled, %v in all", n, d)
+	}
+	if n := gather(t, b.Registry).sum("shale_client_quota_throttled_total", "kind=request"); n == 0 {
+		t.Fatal("no request counted as throttled")
+	}
+	if n, _ := throttles("idle", 200); n != 0 {
+		t.Fatalf("a client id without a quota was throttled %d times", n)
 	}
 }

@@ -92,6 +92,10 @@ type conn struct {
 	// is the principal of user (authorize.go).
 	host        string
 	principalOf atomic.Pointer[userPrincipal]
+	// requestTime is the time the reader spent on the client's requests
+	// not yet charged to its request_percentage (chargeRequestTime; owned
+	// by the reader).
+	requestTime time.Duration
 	// mutedUntil is when a client quota's throttle ends (Unix
 	// nanoseconds; 0: never throttled): the reader reads nothing from
 	// the connection until then (chargeProduce, chargeFetch).
@@ -763,6 +767,7 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	if read.IsZero() {
 		read = time.Now()
 	}
+	defer c.spent(read)
 	fh := frameHold{frame: frame, reserved: reserved, inPlace: inPlace}
 	release := func() { c.releaseFrame(fh) }
 	var (
@@ -793,8 +798,9 @@ func (c *conn) handleFrame(frame []byte, reserved int64, inPlace, grouped bool, 
 	}
 	p.header, p.start = h, read
 	p.req = request{conn: c, header: h, p: p}
+	p.throttle = c.chargeRequestTime(h.clientID, read)
 	if h.key == int16(kmsg.Produce) {
-		p.throttle = c.chargeProduce(h.clientID, len(frame), read)
+		p.throttle = max(p.throttle, c.chargeProduce(h.clientID, len(frame), read))
 	}
 	if req == nil {
 		release()
