@@ -59,6 +59,11 @@ type Config struct {
 	// is accepted, with a rate-limited log line.
 	MaxConnections      int
 	MaxConnectionsPerIP int
+	// MaxConnectionCreationRate is max.connection.creation.rate (0, the
+	// default: no bound): past that many new connections a second, the
+	// broker waits before it accepts the next (see conn_rate.go, also for
+	// the connection_creation_rate quotas of client addresses).
+	MaxConnectionCreationRate int
 	// ConnectionsMaxIdle is connections.max.idle.ms (default 10
 	// minutes): a connection that neither sends a request nor has one in
 	// flight for that long is closed.
@@ -318,6 +323,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("broker: socket.request.max.bytes is too small")
 	case c.AdvertisedHTTPAddr != "" && !validHostPort(c.AdvertisedHTTPAddr):
 		return fmt.Errorf("broker: advertised HTTP address %q: want host:port", c.AdvertisedHTTPAddr)
+	case c.MaxConnectionCreationRate < 0:
+		return fmt.Errorf("broker: max.connection.creation.rate %d: 0 (no bound) or more", c.MaxConnectionCreationRate)
 	case c.ReplicaSelector != "" && c.ReplicaSelector != RackAwareSelector && c.ReplicaSelector != LeaderSelector:
 		return fmt.Errorf("broker: replica.selector.class %q: %q or %q", c.ReplicaSelector, RackAwareSelector, LeaderSelector)
 	}
@@ -417,6 +424,7 @@ func (c *Config) describe() []describedEntry {
 		{"queued.max.request.bytes", strconv.FormatInt(c.QueuedMaxRequestBytes, 10), kmsg.ConfigTypeLong},
 		{"max.connections", strconv.Itoa(c.MaxConnections), kmsg.ConfigTypeInt},
 		{"max.connections.per.ip", strconv.Itoa(max(c.MaxConnectionsPerIP, 0)), kmsg.ConfigTypeInt},
+		{"max.connection.creation.rate", strconv.Itoa(c.connectionCreationRate()), kmsg.ConfigTypeInt},
 		{"connections.max.idle.ms", strconv.FormatInt(c.ConnectionsMaxIdle.Milliseconds(), 10), kmsg.ConfigTypeLong},
 		{"auto.create.topics.enable", strconv.FormatBool(c.AutoCreateTopics), kmsg.ConfigTypeBoolean},
 		{"num.partitions", strconv.Itoa(int(c.NumPartitions)), kmsg.ConfigTypeInt},
@@ -475,6 +483,8 @@ type Broker struct {
 	quotas *replicationQuotas
 	// clientQuotas bound what clients produce and fetch (KIP-13).
 	clientQuotas *clientQuotaManager
+	// connRates bound the connections accepted a second (KIP-612).
+	connRates *connRateLimiter
 
 	// applied is the metadata revision the replica manager has applied;
 	// appliedCh is closed and replaced whenever it moves.
@@ -558,6 +568,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	}
 	b.quotas = newReplicationQuotas(&b.cfg, reg)
 	b.clientQuotas = newClientQuotaManager(b.cfg.QuotaWindowNum, b.cfg.QuotaWindowSize, reg)
+	b.connRates = newConnRateLimiter(b.cfg.QuotaWindowNum, b.cfg.QuotaWindowSize, b.cfg.MaxConnectionCreationRate, reg)
 	if em, ok := meta.(*etcdMeta); ok {
 		em.space = b.metaSpace
 		em.askLogs = b.replicaLogEnds
@@ -757,6 +768,7 @@ func (b *Broker) watchStorage() {
 func (b *Broker) applyView(view *metaView) {
 	b.quotas.apply(view)
 	b.clientQuotas.apply(view)
+	b.connRates.apply(view)
 	b.replicas.apply(view)
 	b.appliedMu.Lock()
 	if view.revision > b.applied {
@@ -861,6 +873,11 @@ func (b *Broker) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		// max.connection.creation.rate: accepted late (conn_rate.go).
+		if !b.waitAcceptRate() {
+			nc.Close()
+			return nil
+		}
 		ip := connIP(nc)
 		if reason := b.admitConn(ip); reason != "" {
 			// Counted before the close, so that a client that sees
@@ -868,6 +885,10 @@ func (b *Broker) Serve(ln net.Listener) error {
 			b.metrics.connectionsRefused.Inc()
 			nc.Close()
 			b.limitLog.log(b.log, "refused a connection: "+reason, "remote", nc.RemoteAddr().String())
+			continue
+		}
+		// connection_creation_rate: held unserved, then closed.
+		if b.throttleConnIP(nc, ip) {
 			continue
 		}
 		if tc, ok := nc.(*net.TCPConn); ok {

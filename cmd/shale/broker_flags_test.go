@@ -19,7 +19,7 @@ import (
 // reach the broker from flags or SHALE_* variables, as DescribeConfigs of
 // the broker shows.
 func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
-	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_REPLICA_SELECTOR=leader", "SHALE_REMOTE_FETCH_MAX_WAIT=250ms")
+	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_MAX_CONNECTION_CREATION_RATE=100", "SHALE_REPLICA_SELECTOR=leader", "SHALE_REMOTE_FETCH_MAX_WAIT=250ms")
 	adm := kadm.NewClient(p.client())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -35,7 +35,7 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 	for _, c := range rc.Configs {
 		got[c.Key] = c.MaybeValue()
 	}
-	for k, want := range map[string]string{"max.connections": "50", "max.connections.per.ip": "20", "replica.selector.class": "",
+	for k, want := range map[string]string{"max.connections": "50", "max.connections.per.ip": "20", "max.connection.creation.rate": "100", "replica.selector.class": "",
 		"remote.log.storage.system.enable": "true", "remote.fetch.max.wait.ms": "250"} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %q (present %v), want %q", k, v, ok, want)
@@ -63,6 +63,7 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--replica-selector", "nearest"}, "--replica-selector \"nearest\"", nil},
 		{[]string{"--max-connections", "0"}, "--max-connections 0", nil},
 		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1", nil},
+		{[]string{"--max-connection-creation-rate", "-1"}, "--max-connection-creation-rate -1", nil},
 		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s", nil},
 		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256,GSSAPI"}, `--sasl-mechanisms "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`, nil},

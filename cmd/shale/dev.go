@@ -54,6 +54,7 @@ type brokerFlags struct {
 	socketRequestMax  int64
 	maxConns          int
 	maxConnsPerIP     int
+	maxConnRate       int
 	replicaSelector   string
 	groupInitialDelay time.Duration
 	offsetsRetention  time.Duration
@@ -100,6 +101,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
 	fs.IntVar(&f.maxConns, "max-connections", 10000, "client connections open at once; more are closed as they are accepted (max.connections)")
 	fs.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 0, "client connections open at once from one IP address, 0 for no limit (max.connections.per.ip)")
+	fs.IntVar(&f.maxConnRate, "max-connection-creation-rate", 0, "new connections accepted a second, 0 for no limit: past it the broker waits before accepting the next (max.connection.creation.rate; per client address, set the connection_creation_rate quota with shale quota alter --ip)")
 	fs.StringVar(&f.replicaSelector, "replica-selector", broker.RackAwareSelector, "where consumers that name their rack (client.rack) read: rack-aware (an in-sync replica in their rack) or leader (replica.selector.class; Kafka's class names are accepted)")
 	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
 	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
@@ -128,6 +130,9 @@ func (f *brokerFlags) check() error {
 	}
 	if f.maxConnsPerIP < 0 {
 		return fmt.Errorf("--max-connections-per-ip %d: 0 (no limit) or more", f.maxConnsPerIP)
+	}
+	if f.maxConnRate < 0 {
+		return fmt.Errorf("--max-connection-creation-rate %d: 0 (no limit) or more", f.maxConnRate)
 	}
 	if f.remoteFetchWait <= 0 {
 		return fmt.Errorf("--remote-fetch-max-wait %v: more than 0", f.remoteFetchWait)
@@ -216,6 +221,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.SocketRequestMaxBytes = f.socketRequestMax
 	c.MaxConnections = f.maxConns
 	c.MaxConnectionsPerIP = f.maxConnsPerIP
+	c.MaxConnectionCreationRate = f.maxConnRate
 	c.ReplicaSelector = f.replicaSelector
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
 	c.OffsetsRetention = f.offsetsRetention
