@@ -17,20 +17,20 @@ func TestUnsupportedVersionsAreAnsweredWhereTheProtocolAllows(t *testing.T) {
 	b := brokertest.Start(t)
 	c := dial(t, b.Addr)
 	var f kmsg.RequestFormatter
-	acls := kmsg.NewPtrDescribeACLsRequest()
-	acls.Version = 3
-	if _, err := c.Write(f.AppendRequest(nil, acls, 5)); err != nil {
+	tokens := kmsg.NewPtrDescribeDelegationTokenRequest()
+	tokens.Version = 3
+	if _, err := c.Write(f.AppendRequest(nil, tokens, 5)); err != nil {
 		t.Fatal(err)
 	}
 	raw := readFrame(t, c)
-	resp := kmsg.NewPtrDescribeACLsResponse()
+	resp := kmsg.NewPtrDescribeDelegationTokenResponse()
 	resp.Version = 3
 	// Flexible response header: correlation id, then empty tags.
 	if err := resp.ReadFrom(raw[5:]); err != nil {
 		t.Fatal(err)
 	}
 	if resp.ErrorCode != kerr.UnsupportedVersion.Code {
-		t.Fatalf("DescribeACLs: error %v", kerr.ErrorForCode(resp.ErrorCode))
+		t.Fatalf("DescribeDelegationToken: error %v", kerr.ErrorForCode(resp.ErrorCode))
 	}
 	av := kmsg.NewPtrApiVersionsRequest()
 	if _, err := c.Write(f.AppendRequest(nil, av, 6)); err != nil {

@@ -70,6 +70,8 @@ type options struct {
 	rejoinRounds     int
 
 	raw       rawOptions
+	aclCount  int  // acl run: ACLs of other principals in force beside the bench's
+	aclRounds int  // acl run: rounds of each workload, alternating
 	kfakeHost bool // serve kfake in this process (the child the benchmark starts)
 	// sendfileHost, when set, serves the sendfile reference in this
 	// process (the child the benchmark starts), its file in this directory.
@@ -83,7 +85,7 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls,acl")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
@@ -135,6 +137,8 @@ func main() {
 	flag.Float64Var(&o.raw.rateMBps, "raw-rate", 50, "raw load: fixed produce rate (MB/s) of the latency runs, acks=1 and all (0: none)")
 	flag.StringVar(&o.raw.compressed, "raw-compressed", "zstd", "raw load: codec (gzip, snappy, lz4, zstd) of an acks=1 run of compressed batches, which Shale decompresses to validate (\"\": none)")
 	flag.StringVar(&o.raw.recompress, "raw-recompress", "zstd", "raw load: compression.type (gzip, snappy, lz4, zstd) of a topic that an acks=1 run of uncompressed batches goes to, which Shale rewrites with it (\"\": none)")
+	flag.IntVar(&o.aclCount, "acl-count", 1000, "acl run: ACLs of other principals in force beside the two that let the raw load's connections write and read (literal and prefixed topics, groups, transactional ids, some DENY), as a cluster's would be")
+	flag.IntVar(&o.aclRounds, "acl-rounds", 3, "acl run: rounds of the raw acks=1 produce and hot fetch against the broker with ACLs and the one without, alternating which goes first; their sums are printed")
 	flag.StringVar(&o.raw.profileDir, "profile", "", "save CPU and allocation profiles of the broker during each raw run into this directory")
 	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
 	flag.StringVar(&o.sendfileHost, "sendfile-host", "", "internal: serve the raw fetch's sendfile reference from a file in this directory and print its address")
@@ -276,6 +280,12 @@ func run(o options) error {
 	if want("tls") {
 		fmt.Println()
 		if err := runTLS(o, shale); err != nil {
+			return err
+		}
+	}
+	if want("acl") {
+		fmt.Println()
+		if err := runACL(o, shale); err != nil {
 			return err
 		}
 	}

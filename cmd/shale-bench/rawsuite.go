@@ -41,6 +41,25 @@ func (r rawOptions) config() rawConfig {
 		recordBytes: r.recordBytes, batchBytes: r.batchBytes, warmup: r.warmup, duration: r.duration}
 }
 
+// fetchConfig is the hot fetch run's configuration beside cfg, the
+// produce runs' whose data it reads, and the records a Fetch of one
+// partition returns when full (how far each request in flight moves on).
+func (r rawOptions) fetchConfig(cfg rawConfig) (fcfg rawConfig, recordsPerFetch int64) {
+	fcfg = cfg
+	fcfg.batchBytes = r.fetchBytes
+	// A Kafka consumer's defaults: each partition up to
+	// max.partition.fetch.bytes (1 MiB), the request up to
+	// fetch.max.bytes (50 MiB), all its partitions on the broker in one
+	// Fetch.
+	fcfg.fetchMaxBytes = r.fetchMaxBytes
+	fcfg.fetchPartitions = r.fetchPartitions
+	// A Kafka consumer has one Fetch in flight per connection (per
+	// broker); more in flight is a load no consumer makes.
+	fcfg.inflight = max(1, r.fetchInflight)
+	batch, records := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
+	return fcfg, int64(records) * int64(max(1, r.fetchBytes/len(batch)))
+}
+
 // rawMeasure is one raw workload against one target, summed over its
 // rounds, with the CPU each side used.
 type rawMeasure struct {
@@ -178,23 +197,12 @@ func runRawSuite(o options, shale, kfake *target) error {
 	// round in the other order; run gets the round, for profiles.
 	// roundsOf is rounds over any targets, each round in another order.
 	roundsOf := func(targets []*target, name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([]rawMeasure, error) {
-		ms := make([]rawMeasure, len(targets))
-		for r := 0; r < max(1, ro.rounds); r++ {
-			for k := range targets {
-				ti := (k + r) % len(targets)
-				t := targets[ti]
-				profile := ""
-				if r == 0 && ro.profileDir != "" && t.httpAddr != "" {
-					profile = filepath.Join(ro.profileDir, "raw-"+strings.NewReplacer(" ", "-", "=", "", "@", "", "/", "", "(", "", ")", "").Replace(name))
-				}
-				m, err := measureRaw(t, profile, cfg, run)
-				if err != nil {
-					return ms, fmt.Errorf("raw %s against %s: %w", name, t.name, err)
-				}
-				ms[ti].merge(m)
+		return alternateRounds(targets, ro.rounds, name, cfg, run, func(t *target) string {
+			if ro.profileDir == "" || t.httpAddr == "" {
+				return ""
 			}
-		}
-		return ms, nil
+			return filepath.Join(ro.profileDir, "raw-"+profileSlug(name))
+		})
 	}
 	rounds := func(name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error)) ([2]rawMeasure, error) {
 		ms, err := roundsOf(targets[:], name, cfg, run)
@@ -340,19 +348,7 @@ func runRawSuite(o options, shale, kfake *target) error {
 		}
 	}
 	if fetchTopic != "" && ro.fetchBytes > 0 {
-		fcfg := cfg
-		fcfg.batchBytes = ro.fetchBytes
-		// A Kafka consumer's defaults: each partition up to
-		// max.partition.fetch.bytes (1 MiB), the request up to
-		// fetch.max.bytes (50 MiB), all its partitions on the broker
-		// in one Fetch.
-		fcfg.fetchMaxBytes = ro.fetchMaxBytes
-		fcfg.fetchPartitions = ro.fetchPartitions
-		// A Kafka consumer has one Fetch in flight per connection
-		// (per broker); more in flight is a load no consumer makes.
-		fcfg.inflight = max(1, ro.fetchInflight)
-		batch, records := encodeBatch(cfg.recordBytes, cfg.batchBytes, time.Now())
-		perFetch := int64(records) * int64(max(1, ro.fetchBytes/len(batch)))
+		fcfg, perFetch := ro.fetchConfig(cfg)
 		var ends [2][]int64
 		for ti, t := range targets {
 			if ends[ti], err = endOffsets(t.addr, fetchTopic, cfg.partitions); err != nil {
@@ -593,6 +589,36 @@ func parseAcks(s string) (int16, string, error) {
 		return -1, "all", nil
 	}
 	return 0, "", fmt.Errorf("-raw-acks: %q is not 0, 1 or all", s)
+}
+
+// alternateRounds runs one raw workload on each of targets, rounds times,
+// each round in another order, so that a noisy neighbour weighs on all of
+// them, and sums each target's measures. profile names the CPU and
+// allocation profiles of a target's first round ("": none; see
+// measureRaw).
+func alternateRounds(targets []*target, rounds int, name string, cfg rawConfig, run func(t *target, cfg rawConfig) (rawResult, error), profile func(t *target) string) ([]rawMeasure, error) {
+	ms := make([]rawMeasure, len(targets))
+	for r := 0; r < max(1, rounds); r++ {
+		for k := range targets {
+			ti := (k + r) % len(targets)
+			t := targets[ti]
+			p := ""
+			if r == 0 {
+				p = profile(t)
+			}
+			m, err := measureRaw(t, p, cfg, run)
+			if err != nil {
+				return ms, fmt.Errorf("raw %s against %s: %w", name, t.name, err)
+			}
+			ms[ti].merge(m)
+		}
+	}
+	return ms, nil
+}
+
+// profileSlug is a workload's name as a file name.
+func profileSlug(name string) string {
+	return strings.NewReplacer(" ", "-", "=", "", "@", "", "/", "", "(", "", ")", "").Replace(name)
 }
 
 // measureRaw runs one raw workload against t, reading the CPU both
