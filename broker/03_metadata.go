@@ -63,19 +63,9 @@ func (b *Broker) hasUnknownNames(req *kmsg.MetadataRequest) bool {
 // may create it.
 func (b *Broker) metadataResponse(r *request, req *kmsg.MetadataRequest, autoCreate bool) *kmsg.MetadataResponse {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	var describable map[string]bool // asked once per topic
-	mayDescribe := func(name string) bool {
-		ok, asked := describable[name]
-		if !asked {
-			// DESCRIBE on the topic.
-			ok = r.authorizedTopic(acl.Describe, name)
-			if describable == nil {
-				describable = map[string]bool{}
-			}
-			describable[name] = ok
-		}
-		return ok
-	}
+	// DESCRIBE on each topic named, asked once per topic.
+	describable := newACLVerdicts(r, acl.Describe, acl.Topic)
+	mayDescribe := describable.allowed
 	created := map[string]error{}
 	if autoCreate {
 		ctx, cancel := context.WithTimeout(r.ctx(), 30*time.Second)
