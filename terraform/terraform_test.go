@@ -835,6 +835,7 @@ func TestExamplePassesModuleSettingsThrough(t *testing.T) {
 		"broker_host_number": true, "broker_volume_iops": true, "broker_volume_throughput": true,
 		"broker_root_volume_size_gb": true, "kafka_port": true, "http_port": true,
 		"default_replication_factor": true, "broker_extra_args": true, "tags": true,
+		"allow_everyone_if_no_acl_found": true,
 	}
 	notExampleOutputs := map[string]bool{"broker_role_arn": true, "security_group_ids": true}
 	read := func(p string) string {
