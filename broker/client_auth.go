@@ -44,13 +44,20 @@ import (
 func (b *Broker) saslRequired() bool { return len(b.cfg.SASLMechanisms) > 0 }
 
 // offeredMechanisms are the mechanisms SaslHandshake offers: the clients'
-// and PLAIN, by which brokers authenticate to each other.
+// and PLAIN, by which brokers authenticate to each other; all of Shale's
+// while none is required (clientMechanism).
 func (b *Broker) offeredMechanisms() []string {
+	if !b.saslRequired() {
+		return allMechanisms
+	}
 	if slices.Contains(b.cfg.SASLMechanisms, sasl.Plain) {
 		return b.cfg.SASLMechanisms
 	}
 	return append(slices.Clip(b.cfg.SASLMechanisms), sasl.Plain)
 }
+
+// allMechanisms are the SASL mechanisms Shale serves.
+var allMechanisms = []string{sasl.Plain, sasl.ScramSHA256, sasl.ScramSHA512}
 
 // clientMechanism reports whether clients may authenticate with mech:
 // one of Config.SASLMechanisms, or any of Shale's while none is required

@@ -442,3 +442,24 @@ func TestSASLSessionsEnd(t *testing.T) {
 		t.Fatal("a deleted user produced after its session ended")
 	}
 }
+
+// TestSASLOptionalOnAPlaintextListener: a broker that requires no SASL
+// still lets a client authenticate, by any of its mechanisms (the
+// handshake offers them all), as a user ACLs and quotas then name; a
+// wrong password fails as where SASL is required.
+func TestSASLOptionalOnAPlaintextListener(t *testing.T) {
+	b := brokertest.Start(t)
+	const topic = "optional"
+	createTopic(t, b.Admin(), topic, 1, nil)
+	addUser(t, b.Admin(), "alice", "alice-pw")
+	for _, mech := range []sasl.Mechanism{
+		scram.Auth{User: "alice", Pass: "alice-pw"}.AsSha256Mechanism(),
+		plain.Auth{User: "alice", Pass: "alice-pw"}.AsMechanism(),
+	} {
+		produceSync(t, clientAs(t, mech, []string{b.Addr}, kgo.DefaultProduceTopic(topic)), &kgo.Record{Value: []byte(mech.Name())})
+	}
+	bad := clientAs(t, scram.Auth{User: "alice", Pass: "wrong"}.AsSha256Mechanism(), []string{b.Addr})
+	if _, err := kadm.NewClient(bad).ListTopics(testCtx(t)); !errors.Is(err, kerr.SaslAuthenticationFailed) {
+		t.Fatalf("a wrong password: %v, want SASL_AUTHENTICATION_FAILED", err)
+	}
+}
