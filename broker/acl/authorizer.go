@@ -2,7 +2,7 @@ package acl
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -13,10 +13,14 @@ type Set struct {
 	// literal are the literal bindings' entries by resource type and
 	// name (the wildcard under "*").
 	literal map[typeName][]Entry
-	// prefixed are the prefixed bindings by resource type, sorted by
-	// prefix.
-	prefixed map[ResourceType][]prefixEntries
-	n        int
+	// prefixed are the prefixed bindings' entries by resource type and
+	// prefix, and prefixLens the lengths of a type's prefixes, each
+	// once, shortest first: a name's prefixes are found by looking up
+	// its own prefixes of those lengths, whatever the number of
+	// prefixed bindings.
+	prefixed   map[typeName][]Entry
+	prefixLens map[ResourceType][]int
+	n          int
 }
 
 type typeName struct {
@@ -24,28 +28,23 @@ type typeName struct {
 	name string
 }
 
-type prefixEntries struct {
-	prefix  string
-	entries []Entry
-}
-
 // NewSet indexes bindings.
 func NewSet(bindings []Binding) *Set {
-	s := &Set{literal: map[typeName][]Entry{}, prefixed: map[ResourceType][]prefixEntries{}, n: len(bindings)}
-	byPrefix := map[typeName][]Entry{}
+	s := &Set{literal: map[typeName][]Entry{}, prefixed: map[typeName][]Entry{}, prefixLens: map[ResourceType][]int{}, n: len(bindings)}
 	for _, b := range bindings {
 		k := typeName{b.Resource.Type, b.Resource.Name}
-		if b.Resource.Pattern == Prefixed {
-			byPrefix[k] = append(byPrefix[k], b.Entry)
-		} else {
+		if b.Resource.Pattern != Prefixed {
 			s.literal[k] = append(s.literal[k], b.Entry)
+			continue
 		}
+		if _, ok := s.prefixed[k]; !ok {
+			s.prefixLens[k.typ] = append(s.prefixLens[k.typ], len(k.name))
+		}
+		s.prefixed[k] = append(s.prefixed[k], b.Entry)
 	}
-	for k, entries := range byPrefix {
-		s.prefixed[k.typ] = append(s.prefixed[k.typ], prefixEntries{k.name, entries})
-	}
-	for _, ps := range s.prefixed {
-		sort.Slice(ps, func(i, j int) bool { return ps[i].prefix < ps[j].prefix })
+	for typ, lens := range s.prefixLens {
+		slices.Sort(lens)
+		s.prefixLens[typ] = slices.Compact(lens)
 	}
 	return s
 }
@@ -90,11 +89,11 @@ func (s *Set) Allowed(req Request, op Operation, typ ResourceType, name string, 
 		if !visit(s.literal[typeName{typ, name}]) || !visit(s.literal[typeName{typ, Wildcard}]) {
 			return false
 		}
-		ps := s.prefixed[typ]
-		// The prefixes of name sort at or before it: walk back from
-		// where name would go (the prefixes are few, and usually none).
-		for i := sort.Search(len(ps), func(i int) bool { return ps[i].prefix > name }) - 1; i >= 0; i-- {
-			if strings.HasPrefix(name, ps[i].prefix) && !visit(ps[i].entries) {
+		for _, n := range s.prefixLens[typ] {
+			if n > len(name) {
+				break
+			}
+			if !visit(s.prefixed[typeName{typ, name[:n]}]) {
 				return false
 			}
 		}
@@ -181,11 +180,14 @@ func (s *Set) AllowedAny(req Request, op Operation, typ ResourceType, allowIfNon
 			return true
 		}
 	}
-	for _, p := range s.prefixed[typ] {
+	for k, entries := range s.prefixed {
+		if k.typ != typ {
+			continue
+		}
 		found = true
 		// Allowed on the prefix's name itself: no longer prefix, no
 		// literal binding of that name, denies it.
-		if allows(p.entries) && s.Allowed(req, op, typ, p.prefix, false) {
+		if allows(entries) && s.Allowed(req, op, typ, k.name, false) {
 			return true
 		}
 	}
