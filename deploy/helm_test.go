@@ -58,8 +58,10 @@ var nonDefaultValues = append([]string{
 
 // securityValues switch on TLS (the certificate, key and CA of a Secret of
 // the user's, client certificates required), SASL (two mechanisms, a
-// bootstrap user whose password is in another Secret of the user's) and
-// ACLs (two super users, resources no ACL names open to everyone).
+// bootstrap user whose password is in another Secret of the user's), ACLs
+// (two super users, resources no ACL names open to everyone), and TLS and
+// a user for etcd (etcd's CA and the brokers' client certificate in a
+// Secret of the user's, the etcd user's password in another).
 var securityValues = []string{
 	"tls.enabled=true",
 	"tls.secretName=shale-tls",
@@ -71,6 +73,11 @@ var securityValues = []string{
 	"acls.enabled=true",
 	"acls.superUsers={User:ops,User:CN=alice}",
 	"acls.allowEveryoneIfNoAclFound=true",
+	"etcd.tls.enabled=true",
+	"etcd.tls.secretName=shale-etcd-client",
+	"etcd.user=shale",
+	"etcd.passwordSecret.name=shale-etcd",
+	"etcd.passwordSecret.key=etcd-password",
 }
 
 // TestHelmTemplateDefaults renders the chart with its default values and
@@ -136,6 +143,9 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	}
 	if _, ok := env["SHALE_SASL_BOOTSTRAP_PASSWORD"]; ok {
 		t.Error("a SASL bootstrap password without sasl.bootstrapUser")
+	}
+	if _, ok := env["SHALE_ETCD_PASSWORD"]; ok {
+		t.Error("an etcd password without etcd.user")
 	}
 	if got := names(dig(sts, "spec", "template", "spec", "volumes")); !slices.Equal(got, []string{"tmp"}) {
 		t.Errorf("volumes %v, want tmp", got)
@@ -252,11 +262,12 @@ func TestHelmTemplateNonDefaults(t *testing.T) {
 	}
 }
 
-// TestHelmTemplateTLSAndSASL renders tls, sasl and acls: the brokers mount
-// the certificate Secret read-only where their TLS flags point, get the
-// SASL and ACL flags, which the real binary's flag parser accepts, and read the
-// bootstrap password from the user's Secret, never from a value of the
-// chart's.
+// TestHelmTemplateTLSAndSASL renders tls, sasl, acls and etcd's tls and
+// user: the brokers mount the certificate Secrets read-only where their
+// TLS and etcd TLS flags point, get the SASL, ACL and etcd user flags,
+// which the real binary's flag parser accepts, and read the bootstrap
+// password and the etcd user's from the user's Secrets, never from a
+// value of the chart's.
 func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	objs := helmTemplate(t, securityValues)
 	if slices.Contains(kinds(objs), "Secret") {
@@ -268,7 +279,9 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	want := []string{"broker",
 		"--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-ca=/etc/shale/tls/ca.crt",
 		"--tls-client-auth=required", "--sasl-mechanisms=SCRAM-SHA-512,PLAIN", "--sasl-bootstrap-user=admin",
-		"--acls", "--super-users=User:ops;User:CN=alice", "--allow-everyone-if-no-acl-found"}
+		"--acls", "--super-users=User:ops;User:CN=alice", "--allow-everyone-if-no-acl-found",
+		"--etcd-tls-ca=/etc/shale/etcd-tls/ca.crt", "--etcd-tls-cert=/etc/shale/etcd-tls/tls.crt", "--etcd-tls-key=/etc/shale/etcd-tls/tls.key",
+		"--etcd-user=shale"}
 	if !slices.Equal(args, want) {
 		t.Errorf("args %q, want %q", args, want)
 	}
@@ -280,11 +293,22 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	if dig(mount, "mountPath") != "/etc/shale/tls" || dig(mount, "readOnly") != true {
 		t.Errorf("tls volumeMount %v, want /etc/shale/tls read-only", mount)
 	}
-	if env := envOf(t, c); env["SHALE_SASL_BOOTSTRAP_PASSWORD"] != "secret:shale-admin/admin-password" {
-		t.Errorf("SHALE_SASL_BOOTSTRAP_PASSWORD from %q, want the Secret shale-admin's key admin-password", env["SHALE_SASL_BOOTSTRAP_PASSWORD"])
+	vol = named(dig(sts, "spec", "template", "spec", "volumes"), "etcd-tls")
+	if dig(vol, "secret", "secretName") != "shale-etcd-client" || dig(vol, "secret", "defaultMode") != 0o440 {
+		t.Errorf("etcd-tls volume %v, want the Secret shale-etcd-client, mode 0440", vol)
 	}
-	if e := named(dig(c, "env"), "SHALE_SASL_BOOTSTRAP_PASSWORD"); dig(e, "value") != nil {
-		t.Errorf("SHALE_SASL_BOOTSTRAP_PASSWORD has a value beside its secretKeyRef: %v", e)
+	mount = named(dig(c, "volumeMounts"), "etcd-tls")
+	if dig(mount, "mountPath") != "/etc/shale/etcd-tls" || dig(mount, "readOnly") != true {
+		t.Errorf("etcd-tls volumeMount %v, want /etc/shale/etcd-tls read-only", mount)
+	}
+	env := envOf(t, c)
+	for name, want := range map[string]string{"SHALE_SASL_BOOTSTRAP_PASSWORD": "secret:shale-admin/admin-password", "SHALE_ETCD_PASSWORD": "secret:shale-etcd/etcd-password"} {
+		if env[name] != want {
+			t.Errorf("%s from %q, want %s", name, env[name], want)
+		}
+		if e := named(dig(c, "env"), name); dig(e, "value") != nil {
+			t.Errorf("%s has a value beside its secretKeyRef: %v", name, e)
+		}
 	}
 	// The probes stay plain HTTP on the HTTP port, which TLS does not cover.
 	for _, probe := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
@@ -305,6 +329,12 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 	if args, want := strs(dig(c, "args")), []string{"broker", "--tls-cert=/etc/shale/tls/tls.crt", "--tls-key=/etc/shale/tls/tls.key", "--tls-client-auth=none"}; !slices.Equal(args, want) {
 		t.Errorf("without caKey: args %q, want %q", args, want)
 	}
+	// etcd's CA alone (an etcd that does not ask for client
+	// certificates): --etcd-tls-ca only.
+	c = container(t, only(t, helmTemplate(t, []string{"etcd.tls.enabled=true", "etcd.tls.secretName=etcd-ca", "etcd.tls.cert=", "etcd.tls.key="}), "StatefulSet", ""))
+	if args, want := strs(dig(c, "args")), []string{"broker", "--etcd-tls-ca=/etc/shale/etcd-tls/ca.crt"}; !slices.Equal(args, want) {
+		t.Errorf("etcd CA alone: args %q, want %q", args, want)
+	}
 	// ACLs alone: --acls only.
 	c = container(t, only(t, helmTemplate(t, []string{"acls.enabled=true"}), "StatefulSet", ""))
 	if args, want := strs(dig(c, "args")), []string{"broker", "--acls"}; !slices.Equal(args, want) {
@@ -313,8 +343,8 @@ func TestHelmTemplateTLSAndSASL(t *testing.T) {
 }
 
 // TestHelmTemplateRefusesMissingSettings: an empty etcd endpoint list, an
-// access key without its secret, and TLS, SASL or ACL settings the broker
-// would refuse at start fail with one clear message.
+// access key without its secret, and TLS, SASL, ACL or etcd settings the
+// broker would refuse at start fail with one clear message.
 func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
 	helm := tool(t, "SHALE_HELM", "helm")
 	chart := filepath.Join(moduleRoot(t), "deploy", "helm", "shale")
@@ -324,11 +354,16 @@ func TestHelmTemplateRefusesMissingSettings(t *testing.T) {
 		"tls.enabled=true":                                     "tls.secretName is required",
 		"tls.enabled=true,tls.secretName=s,tls.clientAuth=yes": `tls.clientAuth "yes": none, requested or required`,
 		"tls.enabled=true,tls.secretName=s,tls.caKey=,tls.clientAuth=required": "tls.clientAuth required needs tls.caKey",
-		"sasl.bootstrapUser=admin":                           "sasl.bootstrapPasswordSecret.name is required",
-		"sasl.mechanisms={SCRAM-SHA-512,GSSAPI}":             `sasl.mechanisms: "GSSAPI" is none of`,
-		"acls.enabled=true,acls.superUsers={User:ops,admin}": `acls.superUsers: "admin" is not a principal`,
-		"acls.superUsers={User:ops}":                         "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
-		"acls.allowEveryoneIfNoAclFound=true":                "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
+		"sasl.bootstrapUser=admin":                                                              "sasl.bootstrapPasswordSecret.name is required",
+		"sasl.mechanisms={SCRAM-SHA-512,GSSAPI}":                                                `sasl.mechanisms: "GSSAPI" is none of`,
+		"acls.enabled=true,acls.superUsers={User:ops,admin}":                                    `acls.superUsers: "admin" is not a principal`,
+		"acls.superUsers={User:ops}":                                                            "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
+		"acls.allowEveryoneIfNoAclFound=true":                                                   "acls.superUsers and acls.allowEveryoneIfNoAclFound need acls.enabled",
+		"etcd.tls.enabled=true":                                                                 "etcd.tls.secretName is required",
+		"etcd.tls.enabled=true,etcd.tls.secretName=s,etcd.tls.key=":                             "etcd.tls.cert and etcd.tls.key: both",
+		"etcd.tls.enabled=true,etcd.tls.secretName=s,etcd.tls.ca=,etcd.tls.cert=,etcd.tls.key=": "etcd.tls.enabled needs etcd.tls.ca or etcd.tls.cert",
+		"etcd.tls.enabled=true,etcd.tls.secretName=s,etcd.endpoints=http://etcd:2379":           `etcd.endpoints "http://etcd:2379": http:// is plain TCP`,
+		"etcd.user=shale": "etcd.passwordSecret.name is required",
 	} {
 		out, err := exec.Command(helm, "template", "rel", chart, "--kube-version", kubeVersion, "--set", set).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), want) {

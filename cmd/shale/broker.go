@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shale-log/shale/broker"
-	"github.com/shale-log/shale/metadata"
 )
 
 // clusterFlags are the flags of `shale broker`; each is also read from
@@ -26,7 +24,7 @@ type clusterFlags struct {
 	httpAddr        string
 	advertised      string
 	advHTTP         string
-	etcd            string
+	etcd            etcdFlags
 	cluster         string
 	rack            string
 	logLevel        string
@@ -59,7 +57,13 @@ With --tls-cert and --tls-key the listener is TLS (SSL, or SASL_SSL with
 --sasl-mechanisms), for clients and other brokers alike: the certificate
 must name the advertised host, and --tls-ca verify the other brokers'.
 With --acls, a client may do only what ACLs (shale acl) allow its principal;
---super-users and the --sasl-bootstrap-user may do anything.`,
+--super-users and the --sasl-bootstrap-user may do anything.
+The etcd connection is TLS with --etcd-tls-ca (etcd's CA), and
+--etcd-tls-cert and --etcd-tls-key for an etcd that requires client
+certificates, or with https:// endpoints; with --etcd-user the broker
+authenticates to etcd as that user, its password read from
+SHALE_ETCD_PASSWORD. A broker that cannot read its cluster's keys in etcd
+fails at start, saying why.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -75,7 +79,7 @@ With --acls, a client may do only what ACLs (shale acl) allow its principal;
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9644", "HTTP address for /metrics, /healthz and /readyz")
 	fs.StringVar(&f.advertised, "advertised-addr", "", "host:port clients and other brokers are told to use (default: the Kafka listener address)")
 	fs.StringVar(&f.advHTTP, "advertised-http-addr", "", "host:port tools (shale tier status) are told to reach the HTTP address at (default: --http-addr, its host the advertised one when unspecified)")
-	fs.StringVar(&f.etcd, "etcd", "127.0.0.1:2379", "etcd endpoints, comma-separated")
+	f.etcd.register(fs)
 	fs.StringVar(&f.cluster, "cluster", "shale", "cluster name: the etcd key prefix /NAME/, so clusters can share an etcd")
 	fs.StringVar(&f.rack, "rack", "", "this broker's rack or zone (broker.rack); replicas are spread over racks")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -92,6 +96,11 @@ With --acls, a client may do only what ACLs (shale acl) allow its principal;
 	f.brokerFlags.register(cmd)
 	return cmd
 }
+
+// etcdStartTimeout bounds how long a starting broker waits for its first
+// answer from etcd: an etcd that starts along with the brokers has time
+// to, and a broker that cannot reach it fails rather than hang.
+const etcdStartTimeout = 30 * time.Second
 
 // clusterPrefix is the etcd key prefix of cluster name.
 func clusterPrefix(name string) (string, error) {
@@ -110,6 +119,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		return fmt.Errorf("--id is required")
 	}
 	if err := f.brokerFlags.check(); err != nil {
+		return err
+	}
+	if err := f.etcd.check(); err != nil {
 		return err
 	}
 	f.warnACLs(log)
@@ -144,13 +156,9 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 		return err
 	}
 
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(f.etcd, ","),
-		DialTimeout: 5 * time.Second,
-		DialOptions: metadata.DialOptions(),
-	})
+	cli, err := f.etcd.dial(ctx, prefix, etcdStartTimeout)
 	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
+		return err
 	}
 	defer cli.Close()
 
@@ -197,7 +205,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	go func() { serveErr <- b.Serve(ln) }()
 	status.started(b)
 	log.Info("shale broker is up", "id", f.id, "kafka", ln.Addr().String(), "advertised", fmt.Sprintf("%s:%d", host, port),
-		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms,
+		"http", httpLn.Addr().String(), "advertised_http", advHTTP, "etcd", f.etcd.endpoints, "etcd_tls", f.etcd.tls != nil, "etcd_user", f.etcd.user, "cluster", f.cluster, "rack", f.rack, "sasl_mechanisms", f.saslMechanisms,
 		"tls", f.tls != nil, "tls_client_auth", f.tlsClientAuth, "acls", f.acls)
 	select {
 	case <-ctx.Done():

@@ -44,8 +44,10 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 }
 
 func TestBrokerFlagsRefuseBadValues(t *testing.T) {
-	// Unset, as an empty value: the bootstrap user has no password.
+	// Unset, as an empty value: the bootstrap user and the etcd user
+	// have no password.
 	t.Setenv(saslBootstrapPasswordEnv, "")
+	t.Setenv(etcdPasswordEnv, "")
 	ca := brokertest.NewCA(t)
 	good := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "127.0.0.1")
 	other := writeTLSFiles(t, ca, pkix.Name{CommonName: "broker"}, "127.0.0.1")
@@ -87,6 +89,21 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--super-users", "User:admin"}, `--super-users "User:admin": only with --acls`, nil},
 		{[]string{"--allow-everyone-if-no-acl-found"}, "--allow-everyone-if-no-acl-found: only with --acls", nil},
 		{[]string{"--acls=maybe"}, `invalid argument "maybe" for "--acls" flag`, nil},
+		// The etcd connection's flags (shale broker only: shale dev
+		// embeds its etcd), refused before anything is dialed.
+		{[]string{"--etcd-tls-cert", good.cert}, `--etcd-tls-cert "` + good.cert + `": give --etcd-tls-key`, []string{"broker"}},
+		{[]string{"--etcd-tls-key", good.key}, `--etcd-tls-key "` + good.key + `": give --etcd-tls-cert`, []string{"broker"}},
+		{[]string{"--etcd-tls-cert", missing, "--etcd-tls-key", good.key}, "--etcd-tls-cert: open " + missing + ": no such file", []string{"broker"}},
+		{[]string{"--etcd-tls-cert", good.cert, "--etcd-tls-key", missing}, "--etcd-tls-key: open " + missing + ": no such file", []string{"broker"}},
+		{[]string{"--etcd-tls-cert", good.cert, "--etcd-tls-key", other.key}, `--etcd-tls-cert "` + good.cert + `", --etcd-tls-key "` + other.key + `": tls: private key does not match public key`, []string{"broker"}},
+		{[]string{"--etcd-tls-ca", missing}, "--etcd-tls-ca: open " + missing + ": no such file", []string{"broker"}},
+		{[]string{"--etcd-tls-ca", good.key}, `--etcd-tls-ca "` + good.key + `": no PEM certificate in it`, []string{"broker"}},
+		{[]string{"--etcd-user", "shale"}, `--etcd-user "shale": set its password in SHALE_ETCD_PASSWORD (there is no flag for it)`, []string{"broker"}},
+		{[]string{"--etcd", "http://127.0.0.1:2379", "--etcd-tls-ca", good.ca}, `--etcd "http://127.0.0.1:2379": http:// is plain TCP, but --etcd-tls-* ask for TLS`, []string{"broker"}},
+		{[]string{"--etcd", "https://10.0.0.1:2379,http://10.0.0.2:2379"}, "mixes http:// and https:// endpoints", []string{"broker"}},
+		{[]string{"--etcd", "unix:///run/etcd.sock"}, `"unix:///run/etcd.sock" is not host:port, http://host:port or https://host:port`, []string{"broker"}},
+		{[]string{"--etcd", "10.0.0.1"}, `"10.0.0.1" is not host:port`, []string{"broker"}},
+		{[]string{"--etcd", "10.0.0.1:2379,"}, `"" is not host:port`, []string{"broker"}},
 	} {
 		subs := tc.subs
 		if subs == nil {

@@ -12,9 +12,10 @@ import (
 )
 
 // TLS from PEM files, for the broker's listener (--tls-cert, --tls-key,
-// --tls-ca, --tls-client-auth of shale broker and shale dev) and for the
-// client commands (--tls, --tls-ca, --tls-cert, --tls-key). Errors name
-// the flag and the file.
+// --tls-ca, --tls-client-auth of shale broker and shale dev), for the
+// client commands (--tls, --tls-ca, --tls-cert, --tls-key) and for the
+// broker's etcd client (--etcd-tls-*, etcd.go). Errors name the flag and
+// the file.
 
 // tlsClientAuths maps --tls-client-auth, Kafka's ssl.client.auth values,
 // to Go's.
@@ -28,28 +29,33 @@ var tlsClientAuths = map[string]tls.ClientAuthType{
 // the flags --tls-cert and --tls-key named; both or neither must be set
 // (neither: ok false).
 func loadKeyPair(certFile, keyFile string) (cert tls.Certificate, ok bool, err error) {
+	return loadKeyPairFlags("--tls-cert", certFile, "--tls-key", keyFile)
+}
+
+// loadKeyPairFlags is loadKeyPair for the flags certFlag and keyFlag.
+func loadKeyPairFlags(certFlag, certFile, keyFlag, keyFile string) (cert tls.Certificate, ok bool, err error) {
 	switch {
 	case certFile == "" && keyFile == "":
 		return cert, false, nil
 	case keyFile == "":
-		return cert, false, fmt.Errorf("--tls-cert %q: give --tls-key, its private key, too", certFile)
+		return cert, false, fmt.Errorf("%s %q: give %s, its private key, too", certFlag, certFile, keyFlag)
 	case certFile == "":
-		return cert, false, fmt.Errorf("--tls-key %q: give --tls-cert, its certificate, too", keyFile)
+		return cert, false, fmt.Errorf("%s %q: give %s, its certificate, too", keyFlag, keyFile, certFlag)
 	}
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
-		return cert, false, fmt.Errorf("--tls-cert: %w", err)
+		return cert, false, fmt.Errorf("%s: %w", certFlag, err)
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
-		return cert, false, fmt.Errorf("--tls-key: %w", err)
+		return cert, false, fmt.Errorf("%s: %w", keyFlag, err)
 	}
 	if cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		return cert, false, fmt.Errorf("--tls-cert %q, --tls-key %q: %w", certFile, keyFile, err)
+		return cert, false, fmt.Errorf("%s %q, %s %q: %w", certFlag, certFile, keyFlag, keyFile, err)
 	}
 	if cert.Leaf == nil {
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return cert, false, fmt.Errorf("--tls-cert %q: %w", certFile, err)
+			return cert, false, fmt.Errorf("%s %q: %w", certFlag, certFile, err)
 		}
 	}
 	return cert, true, nil

@@ -110,3 +110,37 @@ their values: what the broker would refuse at start fails here. */}}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* Where the etcd.tls.secretName Secret is mounted. */}}
+{{- define "shale.etcdTLSDir" -}}
+/etc/shale/etcd-tls
+{{- end -}}
+
+{{/* The broker's etcd TLS and user flags, one list item each, after checking
+their values: what the broker would refuse at start fails here. */}}
+{{- define "shale.etcdArgs" -}}
+{{- $dir := include "shale.etcdTLSDir" . -}}
+{{- with .Values.etcd.tls -}}
+{{- if .enabled }}
+{{- if contains "http://" $.Values.etcd.endpoints }}
+{{- fail (printf "etcd.endpoints %q: http:// is plain TCP, but etcd.tls.enabled asks for TLS: give https://host:port or host:port" $.Values.etcd.endpoints) }}
+{{- end }}
+{{- if ne (empty .cert) (empty .key) }}
+{{- fail "etcd.tls.cert and etcd.tls.key: both (a client certificate and its key) or neither" }}
+{{- end }}
+{{- if and (not .ca) (not .cert) }}
+{{- fail "etcd.tls.enabled needs etcd.tls.ca or etcd.tls.cert (the Secret's keys to pass); for TLS with the image's CAs alone, write etcd.endpoints as https://host:port instead" }}
+{{- end }}
+{{- if .ca }}
+- {{ printf "--etcd-tls-ca=%s/%s" $dir .ca | quote }}
+{{- end }}
+{{- if .cert }}
+- {{ printf "--etcd-tls-cert=%s/%s" $dir .cert | quote }}
+- {{ printf "--etcd-tls-key=%s/%s" $dir .key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.etcd.user }}
+- {{ printf "--etcd-user=%s" . | quote }}
+{{- end }}
+{{- end -}}
