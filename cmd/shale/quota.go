@@ -189,8 +189,10 @@ func newQuotaAlterCmd() *cobra.Command {
 		Short: "Set and remove an entity's client quotas (AlterClientQuotas)",
 		Long: `Sets and removes the quotas of one entity: a user, a client id, both, or an
 ip, each by name or the type's default. Shale enforces producer_byte_rate and
-consumer_byte_rate (bytes per second) on user and client-id entities, and
-connection_creation_rate (new connections per second) on ip entities.`,
+consumer_byte_rate (bytes per second), request_percentage (a percentage of one
+thread's time) and controller_mutation_rate (partitions created or deleted per
+second) on user and client-id entities, and connection_creation_rate (new
+connections per second) on ip entities.`,
 		Example: `  shale quota alter --user alice --client-id-default --set producer_byte_rate=1048576 --remove consumer_byte_rate`,
 		Args:    exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {

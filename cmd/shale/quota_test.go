@@ -66,7 +66,7 @@ func TestQuotaCommands(t *testing.T) {
 	// The broker's refusals, also from --validate-only.
 	for _, args := range [][]string{
 		{"--client-id", "app", "--set", "bogus=1"},
-		{"--client-id", "app", "--set", "request_percentage=50"},
+		{"--client-id", "app", "--set", "request_percentage=0"},
 		{"--client-id", "app", "--set", "producer_byte_rate=1.5", "--validate-only"},
 		{"--ip", "1.2.3.4", "--user", "alice", "--set", "producer_byte_rate=1"},
 	} {
