@@ -224,7 +224,7 @@ func TestBrokerACLFlags(t *testing.T) {
 	t.Run("dev", func(t *testing.T) {
 		p := startDev(t, "", "SHALE_ACLS=true", "SHALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND=true")
 		cli := adminCLI(t, p)
-		if log := p.stderr.String(); !strings.Contains(log, "every client is User:ANONYMOUS") {
+		if log := p.stderr.String(); !strings.Contains(log, "every client that does not is User:ANONYMOUS") {
 			t.Errorf("no warning that every client is User:ANONYMOUS:\n%s", log)
 		}
 		mustAdmin(t, cli, "topic", "create", "open", "-p", "1")
@@ -256,7 +256,7 @@ func TestBrokerACLFlags(t *testing.T) {
 	})
 }
 
-// TestACLFlagWarnings: --acls where clients cannot authenticate, or
+// TestACLFlagWarnings: --acls where clients need not authenticate, or
 // where nobody may add the first ACLs, starts with a warning saying so.
 func TestACLFlagWarnings(t *testing.T) {
 	for _, tc := range []struct {
@@ -265,8 +265,8 @@ func TestACLFlagWarnings(t *testing.T) {
 		warns []string
 	}{
 		{"off", brokerFlags{}, nil},
-		{"anonymous, nobody may grant", brokerFlags{acls: true}, []string{"every client is User:ANONYMOUS", "there is no super user"}},
-		{"anonymous, a super user", brokerFlags{acls: true, superUsersFlag: "User:ANONYMOUS"}, []string{"every client is User:ANONYMOUS"}},
+		{"anonymous, nobody may grant", brokerFlags{acls: true}, []string{"every client that does not is User:ANONYMOUS", "there is no super user"}},
+		{"anonymous, a super user", brokerFlags{acls: true, superUsersFlag: "User:ANONYMOUS"}, []string{"every client that does not is User:ANONYMOUS"}},
 		{"SASL, bootstrap user", brokerFlags{acls: true, saslMechanisms: []string{"PLAIN"}, saslUser: "admin"}, nil},
 		{"SASL, nobody may grant", brokerFlags{acls: true, saslMechanisms: []string{"PLAIN"}}, []string{"there is no super user"}},
 		{"SASL, open by default", brokerFlags{acls: true, saslMechanisms: []string{"PLAIN"}, allowIfNoACL: true}, nil},

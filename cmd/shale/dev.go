@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -184,7 +185,7 @@ func (f *brokerFlags) checkACLs() error {
 }
 
 // warnACLs logs what makes --acls hard to live with, though the broker
-// can run: clients that cannot say who they are, and nobody who may
+// can run: clients that need not say who they are, and nobody who may
 // grant the first ACLs (ACLs already in the cluster may, so neither is
 // refused).
 func (f *brokerFlags) warnACLs(log *slog.Logger) {
@@ -192,8 +193,12 @@ func (f *brokerFlags) warnACLs(log *slog.Logger) {
 		return
 	}
 	if len(f.saslMechanisms) == 0 && (f.tls == nil || f.tls.ClientAuth == tls.NoClientCert) {
-		log.Warn("ACLs are enforced but clients cannot authenticate (no --sasl-mechanisms, no --tls-client-auth): every client is User:ANONYMOUS, and may do only what ACLs grant User:ANONYMOUS or User:*",
-			"super_users", f.superUsers, "allow_everyone_if_no_acl_found", f.allowIfNoACL)
+		supers := f.superUsers
+		if f.saslUser != "" {
+			supers = append(slices.Clip(supers), "User:"+f.saslUser)
+		}
+		log.Warn("ACLs are enforced but no client has to authenticate (no --sasl-mechanisms, no --tls-client-auth): every client that does not is User:ANONYMOUS, and may do only what ACLs grant User:ANONYMOUS or User:*",
+			"super_users", supers, "allow_everyone_if_no_acl_found", f.allowIfNoACL)
 	}
 	if len(f.superUsers) == 0 && f.saslUser == "" && !f.allowIfNoACL {
 		log.Warn("ACLs are enforced but there is no super user (--super-users, --sasl-bootstrap-user): only a principal that ACLs already in the cluster allow ALTER on the cluster can add ACLs")
