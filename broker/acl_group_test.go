@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -406,4 +407,48 @@ func deleteGroups(groups ...string) *kmsg.DeleteGroupsRequest {
 	req := kmsg.NewPtrDeleteGroupsRequest()
 	req.Groups = groups
 	return req
+}
+
+// TestACLGroupRegexSubscriptionSeesDescribableTopics: a KIP-848 member
+// subscribing by regular expression is assigned the matching topics it
+// may DESCRIBE and no other, as Kafka's coordinator filters them; the
+// super user's member, the same expression, gets them all.
+func TestACLGroupRegexSubscriptionSeesDescribableTopics(t *testing.T) {
+	b := groupBroker(t, nil, aclOpts)
+	adm := b.Admin()
+	ids := map[[16]byte]string{}
+	for _, name := range []string{"re-open", "re-secret", "other"} {
+		ids[createTopic(t, adm, name, 1, nil).ID] = name
+	}
+	addUser(t, adm, "alice", "alice-pw")
+	grant(t, adm, kadm.NewACLs().Allow("User:alice").AllowHosts().Topics("re-open", "other").
+		Operations(kadm.OpRead).ResourcePatternType(kadm.ACLPatternLiteral))
+	grant(t, adm, kadm.NewACLs().Allow("User:alice").AllowHosts().Groups("alice-re").
+		Operations(kadm.OpRead).ResourcePatternType(kadm.ACLPatternLiteral))
+	assigned := func(cl *kgo.Client, group string) []string {
+		t.Helper()
+		var got []string
+		brokertest.WaitFor(t, 10*time.Second, "an assignment", func() (bool, string) {
+			req := consumerHeartbeat(group)
+			req.SubscribedTopicNames = nil
+			req.SubscribedTopicRegex = kmsg.StringPtr("re-.*")
+			resp, err := req.RequestWith(testCtx(t), cl)
+			if err != nil || resp.ErrorCode != 0 || resp.Assignment == nil {
+				return false, fmt.Sprintf("%v %v", err, resp)
+			}
+			got = nil
+			for _, at := range resp.Assignment.Topics {
+				got = append(got, ids[at.TopicID])
+			}
+			slices.Sort(got)
+			return true, ""
+		})
+		return got
+	}
+	if got := assigned(userClient(t, b, "alice", "alice-pw"), "alice-re"); !slices.Equal(got, []string{"re-open"}) {
+		t.Errorf("alice's member was assigned %v, want [re-open]", got)
+	}
+	if got := assigned(b.Client(), "admin-re"); !slices.Equal(got, []string{"re-open", "re-secret"}) {
+		t.Errorf("the super user's member was assigned %v, want [re-open re-secret]", got)
+	}
 }

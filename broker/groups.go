@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/broker/group"
 	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
@@ -178,13 +179,20 @@ func (g *groupCoordinator) createOffsetsTopic() {
 }
 
 // clientInfo describes a request's client as Kafka's DescribeGroups shows
-// it (the host with a leading slash, as Java's InetAddress prints it).
+// it (the host with a leading slash, as Java's InetAddress prints it), and
+// what topics it may see.
 func clientInfo(r *request) group.ClientInfo {
 	host := ""
 	if addr, ok := r.conn.nc.RemoteAddr().(*net.TCPAddr); ok {
 		host = "/" + addr.IP.String()
 	}
-	return group.ClientInfo{ClientID: r.header.clientID, ClientHost: host}
+	info := group.ClientInfo{ClientID: r.header.clientID, ClientHost: host}
+	if c := r.conn; !c.unrestricted() {
+		// DESCRIBE on each topic a regular expression matches, not
+		// logged: the client did not name them.
+		info.MayDescribe = func(topic string) bool { return c.allowed(acl.Describe, acl.Topic, topic) }
+	}
+	return info
 }
 
 // splitBy splits s into the elements ok keeps and those it drops, in

@@ -53,11 +53,14 @@ type cmember struct {
 	topics                 []string // subscribed topic names, sorted
 	regex                  string
 	re                     *regexp.Regexp
-	assignor               string
-	assigned               partitionSet // partitions the member owns
-	revoking               partitionSet // partitions it must give up
-	session                *timer
-	revokeTimer            *timer
+	// mayDescribe is the member's client's (ClientInfo.MayDescribe, as
+	// of its last heartbeat; nil: every topic).
+	mayDescribe func(topic string) bool
+	assignor    string
+	assigned    partitionSet // partitions the member owns
+	revoking    partitionSet // partitions it must give up
+	session     *timer
+	revokeTimer *timer
 }
 
 func newConsumerGroup(s *shard, id string) *consumerGroup {
@@ -101,11 +104,17 @@ func (cg *consumerGroup) isSubscribed(topic string) bool {
 		if _, ok := slices.BinarySearch(m.topics, topic); ok {
 			return true
 		}
-		if m.re != nil && m.re.MatchString(topic) {
+		if m.matches(topic) {
 			return true
 		}
 	}
 	return false
+}
+
+// matches reports whether the member's regular expression subscribes it
+// to topic: it matches, and the member's client may see the topic.
+func (m *cmember) matches(topic string) bool {
+	return m.re != nil && m.re.MatchString(topic) && (m.mayDescribe == nil || m.mayDescribe(topic))
 }
 
 // ConsumerGroupHeartbeat handles a ConsumerGroupHeartbeat request (v0-v1).
@@ -334,7 +343,7 @@ func (cg *consumerGroup) join(client ClientInfo, req *kmsg.ConsumerGroupHeartbea
 // group epoch once.
 func (cg *consumerGroup) heartbeat(m *cmember, client ClientInfo, req *kmsg.ConsumerGroupHeartbeatRequest, joined, changed bool) *kmsg.ConsumerGroupHeartbeatResponse {
 	cfg := cg.s.c.cfg
-	m.clientID, m.clientHost = client.ClientID, client.ClientHost
+	m.clientID, m.clientHost, m.mayDescribe = client.ClientID, client.ClientHost, client.MayDescribe
 	if req.RebalanceTimeoutMillis > 0 {
 		m.rebalanceTimeout = time.Duration(req.RebalanceTimeoutMillis) * time.Millisecond
 	}
@@ -491,7 +500,7 @@ func (cg *consumerGroup) refreshTopics() bool {
 				names = cg.s.c.topics.TopicNames()
 			}
 			for _, t := range names {
-				if m.re.MatchString(t) {
+				if m.matches(t) {
 					want[t] = true
 				}
 			}
@@ -526,7 +535,7 @@ func (cg *consumerGroup) refreshTopics() bool {
 func (cg *consumerGroup) memberTopics(m *cmember) []string {
 	var out []string
 	for t := range cg.topics {
-		if _, ok := slices.BinarySearch(m.topics, t); ok || (m.re != nil && m.re.MatchString(t)) {
+		if _, ok := slices.BinarySearch(m.topics, t); ok || m.matches(t) {
 			out = append(out, t)
 		}
 	}

@@ -67,8 +67,13 @@ type Topics interface {
 }
 
 // ClientInfo identifies the connection a request came from, for member
-// descriptions.
+// descriptions, and what its client may see.
 type ClientInfo struct {
 	ClientID   string
 	ClientHost string
+	// MayDescribe reports whether the client may see a topic (its
+	// DESCRIBE ACL; nil: every topic): a member's regular expression
+	// matches only topics it may see, as Kafka's coordinator filters
+	// them.
+	MayDescribe func(topic string) bool
 }
