@@ -79,10 +79,13 @@ func (s *Store) UpdateACLs(ctx context.Context, r ACLResource, mutate func([]ACL
 			return clientv3.Op{}, err
 		}
 		if len(next) == 0 {
-			return clientv3.OpPut(key, string(noACLs)), nil
+			return putUnlessSame(kv, key, noACLs, noACLs)
 		}
 		val, err := json.Marshal(next)
-		return clientv3.OpPut(key, string(val)), err
+		if err != nil {
+			return clientv3.Op{}, err
+		}
+		return putUnlessSame(kv, key, val, noACLs)
 	})
 }
 

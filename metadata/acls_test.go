@@ -8,7 +8,7 @@ import (
 
 // TestACLsReachTheCache: the entries of two resource patterns, one named
 // with the key's separators, are seen by a watching cache and by one
-// loaded afresh; a pattern whose entries are all deleted has none, and an
+// loaded afresh; writing what is there already writes nothing; a pattern whose entries are all deleted has none, and an
 // unreadable record leaves the entries read before in force (and is not
 // overwritten: an operator mends it in etcd).
 func TestACLsReachTheCache(t *testing.T) {
@@ -39,6 +39,30 @@ func TestACLsReachTheCache(t *testing.T) {
 	set(odd, two)
 	want := map[ACLResource][]ACLEntry{topic: read, odd: two}
 	check(cache, want)
+
+	// The same entries again, or none where there are none, write
+	// nothing.
+	modRev := func(r ACLResource) int64 {
+		t.Helper()
+		resp, err := s.cli.Get(ctx, s.aclKey(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return 0
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	before := modRev(topic)
+	set(topic, read)
+	absent := ACLResource{Type: 2, Pattern: 3, Name: "never"}
+	set(absent, nil)
+	if after := modRev(topic); after != before {
+		t.Fatalf("rewriting the same entries moved the record from revision %d to %d", before, after)
+	}
+	if rev := modRev(absent); rev != 0 {
+		t.Fatalf("no entries for a pattern without a record wrote one (revision %d)", rev)
+	}
 	check(newTestCache(t, ctx, s), want)
 
 	rev, err := s.cli.Put(ctx, s.aclKey(topic), "not json")

@@ -85,10 +85,13 @@ func swapJSONMap[V any](ctx context.Context, s *Store, key string, empty []byte,
 			return clientv3.Op{}, err
 		}
 		if len(next) == 0 {
-			return clientv3.OpPut(key, string(empty)), nil
+			return putUnlessSame(kv, key, empty, empty)
 		}
 		val, err := json.Marshal(next)
-		return clientv3.OpPut(key, string(val)), err
+		if err != nil {
+			return clientv3.Op{}, err
+		}
+		return putUnlessSame(kv, key, val, empty)
 	})
 }
 

@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -588,6 +589,9 @@ func (s *Store) AllocateProducerIDs(ctx context.Context, n int64) (int64, error)
 // create the key, while the key is still missing, by creating it with
 // absent (see settleSwap). Without it, such a write's unknown outcome
 // cannot be told while the key stays missing.
+//
+// next returning errUnchanged writes nothing: swapKey returns the
+// revision of its read.
 func (s *Store) swapKey(ctx context.Context, key string, settled bool, absent []byte, next func(kv *mvccpb.KeyValue) (clientv3.Op, error)) (int64, error) {
 	var st settle
 	if settled {
@@ -611,6 +615,10 @@ func (s *Store) swapKey(ctx context.Context, key string, settled bool, absent []
 			kv, modRev = resp.Kvs[0], resp.Kvs[0].ModRevision
 		}
 		op, err := next(kv)
+		if errors.Is(err, errUnchanged) {
+			// Nothing to write: what was read is what was asked for.
+			return resp.Header.Revision, nil
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -1051,4 +1059,18 @@ func (s *Store) Controller(ctx context.Context) (int32, error) {
 		return -1, fmt.Errorf("metadata: controller value %q", resp.Kvs[0].Value)
 	}
 	return int32(id), nil
+}
+
+// errUnchanged is what a swapKey mutation returns when the record would
+// stay as it is.
+var errUnchanged = errors.New("metadata: unchanged")
+
+// putUnlessSame is the op that writes val to key, or errUnchanged when kv
+// (nil: the key is missing) holds val already, or is missing and val is
+// absent, the record that reads as missing.
+func putUnlessSame(kv *mvccpb.KeyValue, key string, val, absent []byte) (clientv3.Op, error) {
+	if kv == nil && bytes.Equal(val, absent) || kv != nil && bytes.Equal(kv.Value, val) {
+		return clientv3.Op{}, errUnchanged
+	}
+	return clientv3.OpPut(key, string(val)), nil
 }
