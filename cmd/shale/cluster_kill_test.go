@@ -70,13 +70,18 @@ type testEtcd struct {
 	addr string
 	mu   sync.Mutex
 	e    *metadata.Embedded // nil while stopped
+	// bcryptCost is the server's --bcrypt-cost (0: etcd's default).
+	bcryptCost uint
 }
 
 // startRestartableEtcd starts a testEtcd; it stops when the test ends,
 // after the brokers' processes are killed.
-func startRestartableEtcd(t *testing.T, ctx context.Context) *testEtcd {
+func startRestartableEtcd(t *testing.T, ctx context.Context, opts ...func(*testEtcd)) *testEtcd {
 	t.Helper()
 	te := &testEtcd{t: t, dir: filepath.Join(t.TempDir(), "etcd"), addr: freeAddr(t)}
+	for _, o := range opts {
+		o(te)
+	}
 	// The address was free when freeAddr picked it, but nothing held
 	// it: another process of the test run may have taken it since.
 	for attempt := 1; ; attempt++ {
@@ -104,7 +109,7 @@ func (te *testEtcd) start(ctx context.Context) {
 func (te *testEtcd) tryStart(ctx context.Context) error {
 	te.mu.Lock()
 	defer te.mu.Unlock()
-	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: te.dir, ClientAddr: te.addr})
+	e, err := metadata.StartEmbedded(ctx, metadata.EmbeddedConfig{Dir: te.dir, ClientAddr: te.addr, BcryptCost: te.bcryptCost})
 	if err != nil {
 		return err
 	}

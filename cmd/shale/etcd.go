@@ -152,13 +152,16 @@ func (f *etcdFlags) dial(ctx context.Context, prefix string, timeout time.Durati
 		}
 		return nil, err
 	}
-	for {
+	// Each read may take twice as long as the one before: an etcd slow
+	// to answer (a loaded one checking a password: bcrypt) is still one
+	// that answers.
+	for attempt := etcdAttemptTimeout; ; attempt *= 2 {
 		var err error
 		if cli == nil {
 			cli, err = clientv3.New(f.clientConfig())
 		}
 		if err == nil {
-			actx, cancel := context.WithTimeout(ctx, etcdAttemptTimeout)
+			actx, cancel := context.WithTimeout(ctx, attempt)
 			_, err = cli.Get(actx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 			cancel()
 			if err == nil {
@@ -186,8 +189,8 @@ func (f *etcdFlags) dial(ctx context.Context, prefix string, timeout time.Durati
 	}
 }
 
-// etcdAttemptTimeout bounds one read of dial, etcdRetryWait is the pause
-// between two.
+// etcdAttemptTimeout bounds the first read of dial (each next one may
+// take twice as long), etcdRetryWait is the pause between two.
 const (
 	etcdAttemptTimeout = 3 * time.Second
 	etcdRetryWait      = 500 * time.Millisecond

@@ -217,7 +217,10 @@ func TestBrokerEtcdTLSFlags(t *testing.T) {
 func TestBrokerEtcdAuthFlags(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	te := startRestartableEtcd(t, ctx)
+	// The least bcrypt cost: this test's etcd is built with the race
+	// detector, where each check of a password at etcd's default cost
+	// takes seconds, and the brokers' first reads time out on them.
+	te := startRestartableEtcd(t, ctx, func(te *testEtcd) { te.bcryptCost = 4 })
 	cli := te.client()
 	const prefix = "/kill/"
 	for _, step := range []func() error{
