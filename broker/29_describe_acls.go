@@ -21,26 +21,46 @@ var (
 	errTransactionalIDAuthorization = errors.New("broker: transactional id authorization failed")
 )
 
+// aclAdmin is whether the client may list (op DESCRIBE) or change (ALTER)
+// the ACLs: errSecurityDisabled on a broker that enforces none,
+// errClusterAuthorization without op on the cluster, asked once for a
+// request however many creations or filters it carries.
+func (b *Broker) aclAdmin(r *request, op acl.Operation) error {
+	switch {
+	case !b.cfg.ACLs:
+		return errSecurityDisabled
+	case !r.authorizedCluster(op):
+		return errClusterAuthorization
+	}
+	return nil
+}
+
+// aclFilter is the filter of DescribeAcls and of a DeleteAcls filter.
+func aclFilter(typ kmsg.ACLResourceType, pat kmsg.ACLResourcePatternType, name, principal, host *string, op kmsg.ACLOperation, perm kmsg.ACLPermissionType) acl.Filter {
+	return acl.Filter{
+		Type: acl.ResourceType(typ), Pattern: acl.PatternType(pat), Name: name,
+		Principal: principal, Host: host,
+		Operation: acl.Operation(op), Permission: acl.Permission(perm),
+	}
+}
+
+// checkFilter is f.Check as INVALID_REQUEST.
+func checkFilter(f acl.Filter) error {
+	if err := f.Check(); err != nil {
+		return fmt.Errorf("%w: %w", errInvalidRequest, err)
+	}
+	return nil
+}
+
 // handleDescribeACLs lists the ACLs a filter selects (kafka-acls --list),
 // grouped by resource pattern: for a client allowed DESCRIBE on the
 // cluster, on a broker that enforces ACLs.
 func handleDescribeACLs(b *Broker, r *request, req *kmsg.DescribeACLsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeACLsResponse)
-	f := acl.Filter{
-		Type: acl.ResourceType(req.ResourceType), Pattern: acl.PatternType(req.ResourcePatternType), Name: req.ResourceName,
-		Principal: req.Principal, Host: req.Host,
-		Operation: acl.Operation(req.Operation), Permission: acl.Permission(req.PermissionType),
-	}
-	var err error
-	switch {
-	case !b.cfg.ACLs:
-		err = errSecurityDisabled
-	case !r.authorizedCluster(acl.Describe):
-		err = errClusterAuthorization
-	default:
-		if ferr := f.Check(); ferr != nil {
-			err = fmt.Errorf("%w: %w", errInvalidRequest, ferr)
-		}
+	f := aclFilter(req.ResourceType, req.ResourcePatternType, req.ResourceName, req.Principal, req.Host, req.Operation, req.PermissionType)
+	err := b.aclAdmin(r, acl.Describe)
+	if err == nil {
+		err = checkFilter(f)
 	}
 	if err != nil {
 		resp.ErrorCode, resp.ErrorMessage = kafkaError(err), errorMessage(err)

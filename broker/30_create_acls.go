@@ -24,17 +24,13 @@ func handleCreateACLs(b *Broker, r *request, req *kmsg.CreateACLsRequest) kmsg.R
 	errs := make([]error, len(req.Creations))
 	byResource := map[metadata.ACLResource][]int{} // creations by resource
 	var order []metadata.ACLResource
+	refused := b.aclAdmin(r, acl.Alter)
 	for i, c := range req.Creations {
 		bd := acl.Binding{
 			Resource: acl.Resource{Type: acl.ResourceType(c.ResourceType), Pattern: acl.PatternType(c.ResourcePatternType), Name: c.ResourceName},
 			Entry:    acl.Entry{Principal: c.Principal, Host: c.Host, Operation: acl.Operation(c.Operation), Permission: acl.Permission(c.PermissionType)},
 		}
-		switch {
-		case !b.cfg.ACLs:
-			errs[i] = errSecurityDisabled
-		case !r.authorizedCluster(acl.Alter):
-			errs[i] = errClusterAuthorization
-		default:
+		if errs[i] = refused; errs[i] == nil {
 			if err := bd.Check(); err != nil {
 				errs[i] = fmt.Errorf("%w: %w", errInvalidRequest, err)
 			}

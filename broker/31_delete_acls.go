@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,21 +23,11 @@ func init() {
 func handleDeleteACLs(b *Broker, r *request, req *kmsg.DeleteACLsRequest) kmsg.Response {
 	filters := make([]acl.Filter, len(req.Filters))
 	errs := make([]error, len(req.Filters))
+	refused := b.aclAdmin(r, acl.Alter)
 	for i, f := range req.Filters {
-		filters[i] = acl.Filter{
-			Type: acl.ResourceType(f.ResourceType), Pattern: acl.PatternType(f.ResourcePatternType), Name: f.ResourceName,
-			Principal: f.Principal, Host: f.Host,
-			Operation: acl.Operation(f.Operation), Permission: acl.Permission(f.PermissionType),
-		}
-		switch {
-		case !b.cfg.ACLs:
-			errs[i] = errSecurityDisabled
-		case !r.authorizedCluster(acl.Alter):
-			errs[i] = errClusterAuthorization
-		default:
-			if err := filters[i].Check(); err != nil {
-				errs[i] = fmt.Errorf("%w: %w", errInvalidRequest, err)
-			}
+		filters[i] = aclFilter(f.ResourceType, f.ResourcePatternType, f.ResourceName, f.Principal, f.Host, f.Operation, f.PermissionType)
+		if errs[i] = refused; errs[i] == nil {
+			errs[i] = checkFilter(filters[i])
 		}
 	}
 	go func() {

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/metadata"
@@ -162,19 +164,7 @@ func aclRecord(b acl.Binding) (metadata.ACLResource, metadata.ACLEntry) {
 // then as stored).
 func sortedBindings(acls map[metadata.ACLResource][]metadata.ACLEntry) []acl.Binding {
 	rs := slices.SortedFunc(maps.Keys(acls), func(a, b metadata.ACLResource) int {
-		if a.Type != b.Type {
-			return int(a.Type) - int(b.Type)
-		}
-		if a.Pattern != b.Pattern {
-			return int(a.Pattern) - int(b.Pattern)
-		}
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.Pattern, b.Pattern), strings.Compare(a.Name, b.Name))
 	})
 	var out []acl.Binding
 	for _, r := range rs {
