@@ -151,6 +151,11 @@ func (s *shard) deleteGroup(id string, reply func(int16)) {
 	case e.consumer != nil && len(e.consumer.members) > 0:
 		reply(codeNonEmptyGroup)
 		return
+	case e.hasTxn():
+		// A transaction's offsets are pending: its marker would find
+		// the group gone, and a reload would bring it back.
+		reply(codeNonEmptyGroup)
+		return
 	}
 	s.tombstoneGroup(e, reply)
 }

@@ -41,9 +41,33 @@
 // Kafka's non-flexible schemas, so Burrow and kafka-console-consumer's
 // offsets formatter read the topic. Other key versions (Kafka's KIP-848
 // member and assignment records 4-8, share and streams groups) are skipped
-// on load. Shale writes batches without compression and without producer
-// ids; control and transactional batches are skipped on load (there is no
-// transaction coordinator yet).
+// on load. Shale writes batches without compression; plain batches
+// without producer ids, and a TxnOffsetCommit's offsets as one
+// transactional batch of its producer (producer id and epoch, no
+// sequence: Log.AppendTransactional) holding the same OffsetCommit
+// records. The transaction coordinator's markers are control batches of
+// that producer (the broker appends them): one record whose key is int16
+// version (0; a newer one reads as 0) and int16 type (0 ABORT, 1 COMMIT),
+// whose value (EndTxnMarker) the coordinator does not read. Loading reads
+// both: a transactional batch's offset commits become pending offsets of
+// its producer (records of other kinds there are skipped), and a marker
+// applies to that producer's pending offsets whose batches precede it, as
+// CompleteTxn does live.
+//
+// # Transactional offsets
+//
+// Pending offsets are kept per group, per producer and partition (Kafka's
+// pendingTransactionalOffsetCommits) with their batch's offset, and are
+// invisible to OffsetFetch: with RequireStable (v7+, KIP-447) a partition
+// with one pending, or being written, answers UNSTABLE_OFFSET_COMMIT. At a
+// COMMIT marker each becomes the committed offset unless the committed
+// one's record came later in the log (Kafka compares record offsets; we
+// compare batch offsets, which order the same records); at ABORT they are
+// dropped. A group with a pending transaction is neither deleted
+// (DeleteGroups answers NON_EMPTY_GROUP) nor expired, nor are its pending
+// partitions' offsets. Offset tombstones (OffsetDelete, expiry) delete
+// the committed offset only, live and on load alike; Kafka also drops the
+// pending ones.
 //
 // KIP-848 groups store only their group epoch. Their members, target and
 // current assignments live in memory: after a coordinator move or restart
@@ -67,14 +91,29 @@
 // more than twice the bytes of its live state plus SnapshotMinBytes, the
 // shard appends a snapshot (every group's last stored metadata and every
 // committed offset, in batches of under 1 MiB) and then moves the log
-// start to the snapshot's first offset (Log.DeleteBefore). Nothing else is
-// appended between the snapshot's batches, and it is taken only between
-// appends, so it reflects exactly the records before it: replaying from
-// any log start (before or after the move) gives the same state. A failed
-// snapshot is retried once the log has grown by another floor. The topic
-// is created with retention.ms=-1 and retention.bytes=-1, so nothing but
-// these moves deletes its data. Nothing here writes to etcd: the commit
-// rate costs appends to a local log, replicated like any partition.
+// start to the snapshot's first offset (Log.DeleteBefore). Nothing else of
+// the coordinator's is appended between the snapshot's batches, and it is
+// taken only between appends, so it reflects exactly the records before
+// it: replaying from any log start (before or after the move) gives the
+// same state. A failed snapshot is retried once the log has grown by
+// another floor. The topic is created with retention.ms=-1 and
+// retention.bytes=-1, so nothing but these moves deletes its data.
+// Nothing here writes to etcd: the commit rate costs appends to a local
+// log, replicated like any partition.
+//
+// Pending transactions bound the move. A pending offset cannot be
+// rewritten into the snapshot (it must stay in its producer's
+// transactional batch, before the marker), and neither can a committed
+// offset whose record came before a pending one of the same partition: a
+// copy after the pending one would win at the marker on a reload, where
+// the original loses. Those committed offsets are left out of the
+// snapshot, and the log start moves to the snapshot or to the earliest
+// batch these records are in, whichever comes first (no move when that is
+// not past the current start). Replaying from there gives the same state:
+// the records kept replay in order, and the snapshot rewrites the rest.
+// Once such a snapshot is taken the next one waits until the log has
+// grown by the live state and the floor again; after the markers a
+// snapshot moves the start past the transactions.
 //
 // # Expiry
 //

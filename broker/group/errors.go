@@ -39,6 +39,9 @@ var (
 	codeUnreleasedInstanceID      = kerr.UnreleasedInstanceID.Code
 	codeUnsupportedAssignor       = kerr.UnsupportedAssignor.Code
 	codeInvalidRegularExpression  = kerr.InvalidRegularExpression.Code
+	codeUnstableOffsetCommit      = kerr.UnstableOffsetCommit.Code
+	codeInvalidProducerEpoch      = kerr.InvalidProducerEpoch.Code
+	codeInvalidProducerIDMapping  = kerr.InvalidProducerIDMapping.Code
 )
 
 // groupValue is a classic group's stored metadata.

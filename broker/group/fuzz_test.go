@@ -71,6 +71,22 @@ func FuzzReplayBatch(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// A transaction's offsets, then its marker (and one that is not a
+	// transaction marker), as one log.
+	txn, err := recordbatch.Build(nil, recordbatch.BuildOptions{BaseOffset: 10, Transactional: true, ProducerID: 7, ProducerEpoch: 1}, recs[:1])
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, typ := range []kmsg.ControlRecordKeyType{controlCommit, controlAbort, 3} {
+		key := kmsg.ControlRecordKey{Type: typ}
+		value := kmsg.EndTxnMarker{CoordinatorEpoch: 1}
+		marker, err := recordbatch.Build(txn[:len(txn):len(txn)], recordbatch.BuildOptions{BaseOffset: 11, Transactional: true, Control: true, ProducerID: 7, ProducerEpoch: 1},
+			[]recordbatch.Record{{Key: key.AppendTo(nil), Value: value.AppendTo(nil)}})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(marker)
+	}
 	c, err := New(testConfig(), Options{Clock: newFakeClock(), Logger: quietLogger()})
 	if err != nil {
 		f.Fatal(err)
@@ -93,9 +109,47 @@ func FuzzReplayBatch(f *testing.F) {
 			if (e.classic == nil) == (e.consumer == nil) {
 				t.Fatalf("group %q is neither or both kinds", e.id)
 			}
+			for producer := range e.txnOffsets {
+				if _, ok := s.openTxns[producer][e.id]; !ok {
+					t.Fatalf("group %q holds offsets of producer %d, which does not list it", e.id, producer)
+				}
+			}
+		}
+		for producer, groups := range s.openTxns {
+			for id := range groups {
+				if e := s.groups[id]; e == nil || len(e.txnOffsets[producer]) == 0 {
+					t.Fatalf("producer %d lists group %q without offsets there", producer, id)
+				}
+			}
 		}
 		for t := range s.timers {
 			t.t.Stop()
+		}
+	})
+}
+
+// FuzzDecodeMarker: the key of a control record read back on load.
+func FuzzDecodeMarker(f *testing.F) {
+	for _, typ := range []kmsg.ControlRecordKeyType{controlAbort, controlCommit, 3} {
+		k := kmsg.ControlRecordKey{Type: typ}
+		f.Add(k.AppendTo(nil))
+	}
+	f.Add([]byte{0, 1, 0, 1, 0xff})
+	f.Add([]byte{0xff, 0xff, 0, 0})
+	f.Add([]byte{0, 0, 1})
+	f.Fuzz(func(t *testing.T, key []byte) {
+		commit, ok, err := decodeMarker(key)
+		if err != nil && (ok || commit) {
+			t.Fatal("a marker returned with an error")
+		}
+		if commit && !ok {
+			t.Fatal("a commit that is not a marker")
+		}
+		if ok {
+			var k kmsg.ControlRecordKey
+			if err := k.ReadFrom(key[:4]); err != nil || k.Version < 0 || (k.Type == controlCommit) != commit {
+				t.Fatalf("kmsg reads %+v (%v), we read commit %t", k, err, commit)
+			}
 		}
 	})
 }

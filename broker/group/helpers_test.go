@@ -3,6 +3,7 @@ package group
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sort"
@@ -113,6 +114,12 @@ type memLog struct {
 	// fenceFails makes ReadFence fail while Leads holds (no word from a
 	// follower asked after the read arrived).
 	fenceFails atomic.Bool
+	// fencedBelow fences a producer's epochs below the value
+	// (AppendTransactional fails with ErrProducerFenced).
+	fencedBelow map[int64]int16
+	txnAppends  int
+	// deletes records the offsets DeleteBefore was called with.
+	deletes []int64
 }
 
 func (l *memLog) Leads() bool { return !l.unproven.Load() }
@@ -125,6 +132,42 @@ func (l *memLog) ReadFence(context.Context, time.Time) error {
 }
 
 func (l *memLog) Append(ctx context.Context, recs []recordbatch.Record) (int64, error) {
+	return l.append(ctx, recordbatch.BuildOptions{ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1}, recs)
+}
+
+// AppendTransactional stores the records as a transactional batch of the
+// producer, as the broker's partition does (without its producer-state
+// checks, except that a test may fence epochs below fencedBelow).
+func (l *memLog) AppendTransactional(ctx context.Context, producerID int64, producerEpoch int16, recs []recordbatch.Record) (int64, error) {
+	l.mu.Lock()
+	fenced := producerEpoch < l.fencedBelow[producerID]
+	l.txnAppends++
+	l.mu.Unlock()
+	if fenced {
+		return 0, fmt.Errorf("memlog: epoch %d: %w", producerEpoch, ErrProducerFenced)
+	}
+	return l.append(ctx, recordbatch.BuildOptions{Transactional: true, ProducerID: producerID, ProducerEpoch: producerEpoch, BaseSequence: -1}, recs)
+}
+
+// appendMarker appends a COMMIT or ABORT marker of the producer, as the
+// broker does for the transaction coordinator, and returns its offset.
+func (l *memLog) appendMarker(t testing.TB, producerID int64, producerEpoch int16, commit bool) int64 {
+	t.Helper()
+	typ := kmsg.ControlRecordKeyType(controlAbort)
+	if commit {
+		typ = controlCommit
+	}
+	key := kmsg.ControlRecordKey{Version: 0, Type: typ}
+	value := kmsg.EndTxnMarker{Version: 0, CoordinatorEpoch: 1}
+	off, err := l.append(ctx, recordbatch.BuildOptions{Transactional: true, Control: true, ProducerID: producerID, ProducerEpoch: producerEpoch, BaseSequence: -1},
+		[]recordbatch.Record{{Key: key.AppendTo(nil), Value: value.AppendTo(nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off
+}
+
+func (l *memLog) append(ctx context.Context, opts recordbatch.BuildOptions, recs []recordbatch.Record) (int64, error) {
 	if l.gate != nil {
 		select {
 		case <-l.gate:
@@ -141,7 +184,8 @@ func (l *memLog) Append(ctx context.Context, recs []recordbatch.Record) (int64, 
 		l.failAppends--
 		return 0, l.failErr
 	}
-	b, err := recordbatch.Build(nil, recordbatch.BuildOptions{BaseOffset: l.next, ProducerID: -1, ProducerEpoch: -1, BaseSequence: -1, BaseTimestamp: 1}, recs)
+	opts.BaseOffset, opts.BaseTimestamp = l.next, 1
+	b, err := recordbatch.Build(nil, opts, recs)
 	if err != nil {
 		return 0, err
 	}
@@ -177,6 +221,7 @@ func (l *memLog) DeleteBefore(off int64) error {
 	if off < l.start || off > l.next {
 		return errors.New("memlog: offset out of range")
 	}
+	l.deletes = append(l.deletes, off)
 	l.start = off
 	keep := l.batches[:0]
 	for _, b := range l.batches {

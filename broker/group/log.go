@@ -20,6 +20,15 @@ type Log interface {
 	// partition; ErrRecordTooLarge that the batch exceeds the topic's
 	// limit.
 	Append(ctx context.Context, records []recordbatch.Record) (int64, error)
+	// AppendTransactional writes the records as one transactional batch
+	// of the producer (producer id, epoch, transactional attribute; no
+	// sequence checks are needed from the coordinator's side) and
+	// returns its base offset once committed, as Append. The
+	// partition's producer state then holds an open transaction until
+	// the transaction coordinator's marker. Errors are Append's, and
+	// ErrProducerFenced (wrapped) when the partition knows a newer epoch
+	// of the producer.
+	AppendTransactional(ctx context.Context, producerID int64, producerEpoch int16, records []recordbatch.Record) (int64, error)
 	// Scan calls fn for every batch from the log start to the log end,
 	// in order, and returns once all of it is committed (as Append's
 	// batches are): the coordinator serves nothing it loaded before
@@ -50,6 +59,10 @@ type Log interface {
 var (
 	ErrNotLeader      = errors.New("group: not the leader of the offsets partition")
 	ErrRecordTooLarge = errors.New("group: record batch too large for the offsets topic")
+	// ErrProducerFenced: AppendTransactional was refused because the
+	// producer's epoch is older than the partition's (INVALID_PRODUCER_EPOCH
+	// to the client).
+	ErrProducerFenced = errors.New("group: producer epoch fenced on the offsets partition")
 )
 
 // Topics is what the coordinator needs to know of the cluster's topics:

@@ -134,7 +134,7 @@ func (s *shard) offsetCommit(req *kmsg.OffsetCommitRequest, reply func(*kmsg.Off
 	for _, pc := range commits {
 		e.pendingCommits[pc.tp]++
 	}
-	s.appendRecords(records, func(err error) {
+	s.appendWrite(records, nil, func(at logAt, err error) {
 		for _, pc := range commits {
 			if e.pendingCommits[pc.tp]--; e.pendingCommits[pc.tp] <= 0 {
 				delete(e.pendingCommits, pc.tp)
@@ -150,6 +150,7 @@ func (s *shard) offsetCommit(req *kmsg.OffsetCommitRequest, reply func(*kmsg.Off
 		}
 		if s.groups[e.id] == e {
 			for _, pc := range commits {
+				pc.o.at = at
 				s.setOffset(e, pc.tp, pc.o)
 			}
 		}
@@ -207,15 +208,17 @@ func (s *shard) validateCommit(req *kmsg.OffsetCommitRequest) (*groupEntry, int1
 }
 
 // OffsetFetch handles an OffsetFetch request (v1-v10, several groups from
-// v8).
+// v8). With RequireStable (v7+, KIP-447) a partition whose group has a
+// transactional offset pending answers UNSTABLE_OFFSET_COMMIT.
 func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 	// The wall-clock time the read arrived: a read fence passed for one
 	// group serves the others of the same offsets partition.
 	arrived := time.Now()
+	f := fetchOpts{version: req.Version, requireStable: req.Version >= 7 && req.RequireStable, arrived: arrived}
 	if req.Version >= 8 {
 		for _, rg := range req.Groups {
-			resp.Groups = append(resp.Groups, c.fetchGroup(ctx, req.Version, rg, arrived))
+			resp.Groups = append(resp.Groups, c.fetchGroup(ctx, f, rg))
 		}
 		return resp
 	}
@@ -227,7 +230,7 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 			rg.Topics = append(rg.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
 		}
 	}
-	g := c.fetchGroup(ctx, req.Version, rg, arrived)
+	g := c.fetchGroup(ctx, f, rg)
 	resp.ErrorCode = g.ErrorCode
 	for _, t := range g.Topics {
 		rt := kmsg.NewOffsetFetchResponseTopic()
@@ -245,7 +248,15 @@ func (c *Coordinator) OffsetFetch(ctx context.Context, req *kmsg.OffsetFetchRequ
 	return resp
 }
 
-func (c *Coordinator) fetchGroup(ctx context.Context, version int16, rg kmsg.OffsetFetchRequestGroup, arrived time.Time) kmsg.OffsetFetchResponseGroup {
+// fetchOpts are an OffsetFetch request's settings for each of its groups.
+type fetchOpts struct {
+	version       int16
+	requireStable bool
+	// arrived is the wall-clock time the read arrived.
+	arrived time.Time
+}
+
+func (c *Coordinator) fetchGroup(ctx context.Context, f fetchOpts, rg kmsg.OffsetFetchRequestGroup) kmsg.OffsetFetchResponseGroup {
 	errGroup := func(code int16) kmsg.OffsetFetchResponseGroup {
 		out := kmsg.NewOffsetFetchResponseGroup()
 		out.Group, out.ErrorCode = rg.Group, code
@@ -261,24 +272,24 @@ func (c *Coordinator) fetchGroup(ctx context.Context, version int16, rg kmsg.Off
 		}
 		return out
 	}
-	if rg.Group == "" && version >= 8 {
+	if rg.Group == "" && f.version >= 8 {
 		return errGroup(codeInvalidGroupID)
 	}
 	s, code := c.shardFor(rg.Group)
 	if code != 0 {
 		return errGroup(code)
 	}
-	if err := s.log.ReadFence(ctx, arrived); err != nil {
+	if err := s.log.ReadFence(ctx, f.arrived); err != nil {
 		return errGroup(codeNotCoordinator)
 	}
-	out, code := await(ctx, s, func(reply func(kmsg.OffsetFetchResponseGroup)) { reply(s.offsetFetch(version, rg)) })
+	out, code := await(ctx, s, func(reply func(kmsg.OffsetFetchResponseGroup)) { reply(s.offsetFetch(f.version, f.requireStable, rg)) })
 	if code != 0 {
 		return errGroup(code)
 	}
 	return out
 }
 
-func (s *shard) offsetFetch(version int16, rg kmsg.OffsetFetchRequestGroup) kmsg.OffsetFetchResponseGroup {
+func (s *shard) offsetFetch(version int16, requireStable bool, rg kmsg.OffsetFetchRequestGroup) kmsg.OffsetFetchResponseGroup {
 	out := kmsg.NewOffsetFetchResponseGroup()
 	out.Group = rg.Group
 	e := s.groups[rg.Group]
@@ -289,7 +300,8 @@ func (s *shard) offsetFetch(version int16, rg kmsg.OffsetFetchRequestGroup) kmsg
 		}
 	}
 	var offsets map[topicPartition]*offsetEntry
-	if e != nil && !e.dead {
+	live := e != nil && !e.dead
+	if live {
 		offsets = e.offsets
 	}
 	byID := version >= 10
@@ -300,6 +312,17 @@ func (s *shard) offsetFetch(version int16, rg kmsg.OffsetFetchRequestGroup) kmsg
 			rp.Offset, rp.LeaderEpoch, rp.Metadata = o.offset, o.leaderEpoch, strPtr(o.metadata)
 		}
 		return rp
+	}
+	// committed answers a partition with its committed offset, or
+	// UNSTABLE_OFFSET_COMMIT while a transaction's is pending and the
+	// client asked for stable offsets only.
+	committed := func(tp topicPartition) kmsg.OffsetFetchResponseGroupTopicPartition {
+		if requireStable && live && e.unstable(tp) {
+			rp := part(tp.partition, nil)
+			rp.ErrorCode = codeUnstableOffsetCommit
+			return rp
+		}
+		return part(tp.partition, offsets[tp])
 	}
 	if rg.Topics == nil {
 		// Every committed offset of the group, by topic.
@@ -328,7 +351,7 @@ func (s *shard) offsetFetch(version int16, rg kmsg.OffsetFetchRequestGroup) kmsg
 			tps := byTopic[n]
 			sort.Slice(tps, func(i, j int) bool { return tps[i].partition < tps[j].partition })
 			for _, tp := range tps {
-				rt.Partitions = append(rt.Partitions, part(tp.partition, offsets[tp]))
+				rt.Partitions = append(rt.Partitions, committed(tp))
 			}
 			out.Topics = append(out.Topics, rt)
 		}
@@ -345,7 +368,7 @@ func (s *shard) offsetFetch(version int16, rg kmsg.OffsetFetchRequestGroup) kmsg
 			}
 		}
 		for _, p := range t.Partitions {
-			rp := part(p, offsets[topicPartition{name, p}])
+			rp := committed(topicPartition{name, p})
 			if !known {
 				rp = part(p, nil)
 				rp.ErrorCode = codeUnknownTopicID

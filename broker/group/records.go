@@ -33,6 +33,18 @@ type offsetEntry struct {
 	commitTs    int64 // milliseconds
 	expireTs    int64 // milliseconds; -1 when the commit named no retention (OffsetCommit v2-v4)
 	size        int64 // bytes of its record in the log, for the live-state estimate
+	// at is where its record is in the log: the order of a committed
+	// and a pending transactional offset, and how far back a pending
+	// transaction holds the log start (see logAt).
+	at logAt
+}
+
+// logAt locates a record: the base offset of its batch, and the bytes the
+// shard had counted in the log before that batch (shard.counted), for the
+// log-size estimate when the log start is held back to it.
+type logAt struct {
+	offset int64
+	bytes  int64
 }
 
 func appendOffsetKey(dst []byte, group string, tp topicPartition) []byte {
@@ -70,6 +82,33 @@ func appendConsumerGroupValue(dst []byte, epoch int32) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, 0)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(epoch))
 	return append(dst, 0)
+}
+
+// Control record types (the key of a control batch's record: int16
+// version, int16 type), as Kafka's ControlRecordType.
+const (
+	controlAbort  = 0
+	controlCommit = 1
+)
+
+// decodeMarker parses the key of a control record. ok is false for
+// control records that are not transaction markers (types other than
+// ABORT and COMMIT); an error for a key that cannot be one. As Kafka, a
+// newer key version is read as version 0, whose fields it starts with.
+func decodeMarker(key []byte) (commit, ok bool, err error) {
+	if len(key) < 4 {
+		return false, false, fmt.Errorf("%w: %d-byte control record key", errBadRecord, len(key))
+	}
+	if v := int16(binary.BigEndian.Uint16(key)); v < 0 {
+		return false, false, fmt.Errorf("%w: control record key version %d", errBadRecord, v)
+	}
+	switch int16(binary.BigEndian.Uint16(key[2:])) {
+	case controlAbort:
+		return false, true, nil
+	case controlCommit:
+		return true, true, nil
+	}
+	return false, false, nil
 }
 
 // decoded is one record of the offsets topic.

@@ -53,7 +53,10 @@ func (s *shard) expire(now time.Time) {
 		}
 		var expired []topicPartition
 		for tp, o := range e.offsets {
-			if e.pendingCommits[tp] > 0 {
+			// A commit being written, or a transaction's offset pending
+			// for the partition, keeps it (as Kafka's
+			// cleanupExpiredOffsets).
+			if e.pendingCommits[tp] > 0 || e.unstable(tp) {
 				continue
 			}
 			b, ok := base(tp.topic, o)
@@ -64,7 +67,7 @@ func (s *shard) expire(now time.Time) {
 				expired = append(expired, tp)
 			}
 		}
-		empty := len(e.pendingCommits) == 0 && len(expired) == len(e.offsets) && e.isEmptyGroup()
+		empty := len(e.pendingCommits) == 0 && !e.hasTxn() && len(expired) == len(e.offsets) && e.isEmptyGroup()
 		if empty {
 			s.c.log.Debug("group: deleting expired group", "group", e.id, "offsets", len(expired))
 			s.tombstoneGroup(e, func(int16) {})

@@ -45,6 +45,14 @@ type shard struct {
 	appendWG  sync.WaitGroup
 	// numGroups is len(groups), for the coordinator's bound on groups.
 	numGroups atomic.Int64
+	// completions are the transaction outcomes the broker reported
+	// (CompleteTxn), waiting for the loop; completionsReady (capacity 1)
+	// wakes it. They wait out a load: the loop applies them once loaded.
+	completions struct {
+		sync.Mutex
+		q []txnCompletion
+	}
+	completionsReady chan struct{}
 
 	// Owned by run.
 	groups      map[string]*groupEntry
@@ -60,12 +68,24 @@ type shard struct {
 	noSnapshotBefore    int64
 	// endOffset is the log end as far as this shard knows (-1 unknown).
 	endOffset int64
-	stats     shardStats
+	// logStart is the log start as far as this shard knows: the first
+	// batch scanned, then each move (-1 unknown).
+	logStart int64
+	// counted is the bytes of every batch appended or replayed since the
+	// shard started (the positions of logAt.bytes).
+	counted int64
+	// openTxns lists, per producer id, the groups holding its pending
+	// transactional offsets.
+	openTxns map[int64]map[string]struct{}
+	stats    shardStats
 }
 
 // shardStats are counters for tests and metrics.
 type shardStats struct {
 	appends, appendedRecords, snapshots, corruptRecords int64
+	// snapshotsHeld counts snapshots after which the log start stayed
+	// at or before a pending transaction's records.
+	snapshotsHeld int64
 }
 
 // groupEntry is one group id's state: exactly one of classic and consumer
@@ -81,30 +101,75 @@ type groupEntry struct {
 	// dead: the group is being deleted (DeleteGroups, expiry); requests
 	// get COORDINATOR_NOT_AVAILABLE until the tombstones are written.
 	dead bool
+	// txnOffsets are the pending transactional offsets by producer id
+	// (Kafka's pendingTransactionalOffsetCommits), each with its batch's
+	// place in the log: OffsetFetch does not see them until the
+	// producer's COMMIT marker.
+	txnOffsets map[int64]map[topicPartition]*offsetEntry
+	// txnInFlight counts the TxnOffsetCommit appends in flight per
+	// partition.
+	txnInFlight map[topicPartition]int
 }
 
 // write is records to append and what to do once they are committed.
 type write struct {
 	records []recordbatch.Record
 	bytes   int64
-	done    func(err error) // on the loop; nil for fire-and-forget
+	// txn, when set, makes the write a transactional batch of its own
+	// (Log.AppendTransactional).
+	txn *txnProducer
+	// done runs on the loop with the batch's place in the log, or the
+	// error; nil for fire-and-forget.
+	done func(at logAt, err error)
+}
+
+// txnProducer is the producer a transactional write belongs to.
+type txnProducer struct {
+	id    int64
+	epoch int16
 }
 
 type appendBatch struct {
 	records []recordbatch.Record
 	writes  []*write
 	bytes   int64
+	txn     *txnProducer
+	base    int64
 	err     error
 }
 
 type appendJob struct {
-	snapshot      [][]recordbatch.Record
-	snapshotBytes int64
-	snapshotEnd   int64 // log end when a snapshot with no records was taken
-	snapshotErr   error
-	snapshotDone  bool
+	snapshot
+	snapshotEnd  int64 // log end when a snapshot with no records was taken
+	logStart     int64 // s.logStart when the snapshot was taken
+	snapshotErr  error
+	snapshotDone bool
+	// snapshotBases are the chunks' base offsets (-1: not written);
+	// movedTo the new log start (-1: not moved).
+	snapshotBases []int64
+	movedTo       int64
 	batches       []*appendBatch
 	lastBase      int64
+}
+
+// snapshot is the live state as records, in chunks.
+type snapshot struct {
+	chunks     [][]recordbatch.Record
+	chunkBytes []int64
+	// refs are, per chunk, the committed offsets it rewrites: once the
+	// chunk is written their records are there.
+	refs  [][]snapshotRef
+	bytes int64
+	// hold, when held, is the earliest record a pending transaction
+	// needs: the log start must not move past it (see holdsLog).
+	hold logAt
+	held bool
+}
+
+type snapshotRef struct {
+	e  *groupEntry
+	tp topicPartition
+	o  *offsetEntry
 }
 
 func newShard(c *Coordinator, partition int32, log Log) *shard {
@@ -121,6 +186,10 @@ func newShard(c *Coordinator, partition int32, log Log) *shard {
 		groups:    map[string]*groupEntry{},
 		timers:    map[*timer]struct{}{},
 		endOffset: -1,
+		logStart:  -1,
+		openTxns:  map[int64]map[string]struct{}{},
+
+		completionsReady: make(chan struct{}, 1),
 	}
 }
 
@@ -156,6 +225,8 @@ func (s *shard) run() {
 		s.groups = map[string]*groupEntry{}
 		s.numGroups.Store(0)
 		s.logBytes, s.liveBytes, s.endOffset = 0, 0, -1
+		s.logStart, s.counted = -1, 0
+		s.openTxns = map[int64]map[string]struct{}{}
 		wake := make(chan struct{})
 		t := s.c.clock.AfterFunc(backoff, func() { close(wake) })
 		select {
@@ -174,9 +245,18 @@ func (s *shard) run() {
 	for {
 		select {
 		case fn := <-s.ops:
+			// Markers reported before the request arrived apply first:
+			// once CompleteTxn returns, later requests see it.
+			select {
+			case <-s.completionsReady:
+				s.applyCompletions()
+			default:
+			}
 			fn()
 		case job := <-s.jobDone:
 			s.finishAppend(job)
+		case <-s.completionsReady:
+			s.applyCompletions()
 		case <-s.ctx.Done():
 			return
 		}
@@ -243,7 +323,17 @@ func recordBytes(r recordbatch.Record) int64 {
 // appendRecords queues records for the log; done runs on the loop once
 // they are committed (err nil) or failed.
 func (s *shard) appendRecords(records []recordbatch.Record, done func(error)) {
-	w := &write{records: records, done: done}
+	var d func(logAt, error)
+	if done != nil {
+		d = func(_ logAt, err error) { done(err) }
+	}
+	s.appendWrite(records, nil, d)
+}
+
+// appendWrite queues records for the log, as one transactional batch of
+// txn when it is set; done gets the batch's place in the log.
+func (s *shard) appendWrite(records []recordbatch.Record, txn *txnProducer, done func(logAt, error)) {
+	w := &write{records: records, txn: txn, done: done}
 	for _, r := range records {
 		w.bytes += recordBytes(r)
 	}
@@ -255,18 +345,19 @@ func (s *shard) maybeStartAppend() {
 	if s.appending || (len(s.pending) == 0 && !s.snapshotDue) {
 		return
 	}
-	job := &appendJob{snapshotEnd: -1}
+	job := &appendJob{snapshotEnd: -1, logStart: s.logStart, movedTo: -1}
 	if s.snapshotDue {
 		s.snapshotDue = false
-		job.snapshot, job.snapshotBytes = s.snapshotRecords()
-		if len(job.snapshot) == 0 {
+		job.snapshot = s.snapshotRecords()
+		if len(job.chunks) == 0 {
 			job.snapshotEnd = s.endOffset
 		}
 	}
 	var cur *appendBatch
 	for _, w := range s.pending {
-		if cur == nil || (cur.bytes+w.bytes > maxBatchBytes && len(cur.records) > 0) {
-			cur = &appendBatch{}
+		// A transactional write is a batch of its own.
+		if cur == nil || w.txn != nil || cur.txn != nil || (cur.bytes+w.bytes > maxBatchBytes && len(cur.records) > 0) {
+			cur = &appendBatch{txn: w.txn}
 			job.batches = append(job.batches, cur)
 		}
 		cur.records = append(cur.records, w.records...)
@@ -284,15 +375,20 @@ func (s *shard) maybeStartAppend() {
 }
 
 // runAppend performs a job's appends, off the loop. A snapshot's chunks
-// go first and nothing else is appended between them, so the snapshot is
-// atomic with respect to the partition's writes; the log start moves to
-// the snapshot only when every chunk is committed.
+// go first and nothing else of the coordinator's is appended between
+// them, so the snapshot is atomic with respect to the group state's
+// writes; the log start moves to the snapshot only when every chunk is
+// committed, and not past the records pending transactions need.
 func (s *shard) runAppend(job *appendJob) {
 	timeout := s.c.cfg.OffsetCommitTimeout
 	job.lastBase = -1
-	if len(job.snapshot) > 0 || job.snapshotEnd >= 0 {
+	if len(job.chunks) > 0 || job.snapshotEnd >= 0 {
 		first := job.snapshotEnd
-		for i, recs := range job.snapshot {
+		job.snapshotBases = make([]int64, len(job.chunks))
+		for i := range job.snapshotBases {
+			job.snapshotBases[i] = -1
+		}
+		for i, recs := range job.chunks {
 			ctx, cancel := context.WithTimeout(s.ctx, timeout)
 			base, err := s.log.Append(ctx, recs)
 			cancel()
@@ -303,21 +399,34 @@ func (s *shard) runAppend(job *appendJob) {
 			if i == 0 {
 				first = base
 			}
+			job.snapshotBases[i] = base
 			job.lastBase = base + int64(len(recs))
 		}
 		if job.snapshotErr == nil && first >= 0 {
-			if err := s.log.DeleteBefore(first); err != nil {
-				job.snapshotErr = err
-			} else {
-				job.snapshotDone = true
+			if job.held && job.hold.offset < first {
+				first = job.hold.offset
 			}
+			if first > job.logStart {
+				if err := s.log.DeleteBefore(first); err != nil {
+					job.snapshotErr = err
+				} else {
+					job.movedTo = first
+				}
+			}
+			job.snapshotDone = job.snapshotErr == nil
 		}
 	}
 	for _, b := range job.batches {
 		ctx, cancel := context.WithTimeout(s.ctx, timeout)
-		base, err := s.log.Append(ctx, b.records)
+		var base int64
+		var err error
+		if b.txn != nil {
+			base, err = s.log.AppendTransactional(ctx, b.txn.id, b.txn.epoch, b.records)
+		} else {
+			base, err = s.log.Append(ctx, b.records)
+		}
 		cancel()
-		b.err = err
+		b.base, b.err = base, err
 		if err == nil {
 			job.lastBase = base + int64(len(b.records))
 		}
@@ -327,30 +436,66 @@ func (s *shard) runAppend(job *appendJob) {
 func (s *shard) finishAppend(job *appendJob) {
 	s.appending = false
 	if job.lastBase >= 0 {
-		s.endOffset = job.lastBase
+		s.endOffset = max(s.endOffset, job.lastBase)
 	}
-	switch {
-	case job.snapshotDone:
-		s.logBytes = job.snapshotBytes
-		s.stats.snapshots++
-	case len(job.snapshot) > 0 || job.snapshotEnd >= 0:
-		// A failed snapshot may have written some chunks; try again
-		// only once the log has grown by another floor.
-		s.logBytes += job.snapshotBytes
-		s.noSnapshotBefore = s.logBytes + max(s.c.cfg.SnapshotMinBytes, 1<<20)
-		if s.ctx.Err() == nil {
-			s.c.log.Warn("group: snapshot of offsets partition failed", "partition", s.partition, "err", job.snapshotErr)
+	if len(job.chunks) > 0 || job.snapshotEnd >= 0 {
+		// The offsets a written chunk rewrote have their record there
+		// now (as a reload would see them).
+		before := s.counted
+		at := logAt{bytes: before}
+		for i, base := range job.snapshotBases {
+			if base < 0 {
+				break
+			}
+			at.offset = base
+			for _, r := range job.refs[i] {
+				if r.e.offsets[r.tp] == r.o {
+					r.o.at = at
+				}
+			}
+			at.bytes += job.chunkBytes[i]
+		}
+		s.counted += job.bytes
+		if job.movedTo >= 0 {
+			s.logStart = job.movedTo
+		}
+		switch {
+		case job.snapshotDone:
+			s.logBytes = job.bytes
+			if job.held {
+				// The log keeps what lies between the pending
+				// transactions' records and the snapshot.
+				s.logBytes += max(0, before-job.hold.bytes)
+				s.stats.snapshotsHeld++
+			}
+			s.stats.snapshots++
+		default:
+			// A failed snapshot may have written some chunks; try
+			// again only once the log has grown by another floor.
+			s.logBytes += job.bytes
+			s.noSnapshotBefore = s.logBytes + max(s.c.cfg.SnapshotMinBytes, 1<<20)
+			if s.ctx.Err() == nil {
+				s.c.log.Warn("group: snapshot of offsets partition failed", "partition", s.partition, "err", job.snapshotErr)
+			}
+		}
+		if job.held && job.snapshotDone {
+			// While transactions hold the log start the log cannot
+			// shrink to the snapshot: the next one waits until the log
+			// has grown by the live state again, as after a full one.
+			s.noSnapshotBefore = s.logBytes + s.liveBytes + s.c.cfg.SnapshotMinBytes
 		}
 	}
 	for _, b := range job.batches {
+		at := logAt{offset: b.base, bytes: s.counted}
 		if b.err == nil {
 			s.logBytes += b.bytes
+			s.counted += b.bytes
 			s.stats.appends++
 			s.stats.appendedRecords += int64(len(b.records))
 		}
 		for _, w := range b.writes {
 			if w.done != nil {
-				w.done(b.err)
+				w.done(at, b.err)
 			}
 		}
 	}
@@ -368,45 +513,63 @@ func (s *shard) checkSnapshot() {
 }
 
 // snapshotRecords returns every live record (each group's last stored
-// metadata, every committed offset) in chunks of at most maxBatchBytes.
-func (s *shard) snapshotRecords() ([][]recordbatch.Record, int64) {
-	var chunks [][]recordbatch.Record
+// metadata, every committed offset) in chunks of at most maxBatchBytes,
+// and how far back pending transactions hold the log start.
+//
+// A pending transactional offset cannot be rewritten (it must stay in its
+// producer's transactional batch until the marker), so its batch stays in
+// the log. And a committed offset whose record came before a pending one
+// of the same partition is not rewritten either: rewritten after the
+// pending one, it would win over it at the commit marker on a reload
+// (the later record wins), where in memory the pending one wins. Its
+// record stays where it is, and the log start with it.
+func (s *shard) snapshotRecords() snapshot {
+	var snap snapshot
 	var cur []recordbatch.Record
-	var curBytes, total int64
-	add := func(r recordbatch.Record) {
+	var refs []snapshotRef
+	var curBytes int64
+	hold := func(at logAt) {
+		if !snap.held || at.offset < snap.hold.offset {
+			snap.hold, snap.held = at, true
+		}
+	}
+	add := func(r recordbatch.Record, ref snapshotRef) {
 		n := recordBytes(r)
 		if curBytes+n > maxBatchBytes && len(cur) > 0 {
-			chunks = append(chunks, cur)
-			cur, curBytes = nil, 0
+			snap.chunks, snap.chunkBytes, snap.refs = append(snap.chunks, cur), append(snap.chunkBytes, curBytes), append(snap.refs, refs)
+			cur, refs, curBytes = nil, nil, 0
 		}
 		cur = append(cur, r)
+		if ref.o != nil {
+			refs = append(refs, ref)
+		}
 		curBytes += n
-		total += n
+		snap.bytes += n
 	}
 	for _, e := range s.groups {
-		for _, r := range e.liveRecords() {
-			add(r)
+		switch {
+		case e.classic != nil && e.classic.stored != nil:
+			add(recordbatch.Record{Key: appendGroupKey(nil, e.id), Value: e.classic.stored}, snapshotRef{})
+		case e.consumer != nil && e.consumer.storedEpoch >= 0:
+			add(recordbatch.Record{Key: appendConsumerGroupKey(nil, e.id), Value: appendConsumerGroupValue(nil, e.consumer.storedEpoch)}, snapshotRef{})
+		}
+		for _, pend := range e.txnOffsets {
+			for _, p := range pend {
+				hold(p.at)
+			}
+		}
+		for tp, o := range e.offsets {
+			if e.pendingTxnAfter(tp, o.at.offset) {
+				hold(o.at)
+				continue
+			}
+			add(recordbatch.Record{Key: appendOffsetKey(nil, e.id, tp), Value: appendOffsetValue(nil, o)}, snapshotRef{e, tp, o})
 		}
 	}
 	if len(cur) > 0 {
-		chunks = append(chunks, cur)
+		snap.chunks, snap.chunkBytes, snap.refs = append(snap.chunks, cur), append(snap.chunkBytes, curBytes), append(snap.refs, refs)
 	}
-	return chunks, total
-}
-
-// liveRecords are the records that reproduce the entry's durable state.
-func (e *groupEntry) liveRecords() []recordbatch.Record {
-	var out []recordbatch.Record
-	switch {
-	case e.classic != nil && e.classic.stored != nil:
-		out = append(out, recordbatch.Record{Key: appendGroupKey(nil, e.id), Value: e.classic.stored})
-	case e.consumer != nil && e.consumer.storedEpoch >= 0:
-		out = append(out, recordbatch.Record{Key: appendConsumerGroupKey(nil, e.id), Value: appendConsumerGroupValue(nil, e.consumer.storedEpoch)})
-	}
-	for tp, o := range e.offsets {
-		out = append(out, recordbatch.Record{Key: appendOffsetKey(nil, e.id, tp), Value: appendOffsetValue(nil, o)})
-	}
-	return out
+	return snap
 }
 
 // --- loading ---
@@ -420,7 +583,8 @@ func (s *shard) load() error {
 
 // replayBatch applies one batch read back from the log. Corrupt batches
 // and records are counted, logged and skipped: the load never fails on
-// content.
+// content. A transactional batch's offset commits become pending offsets
+// of its producer; a control batch is that producer's marker.
 func (s *shard) replayBatch(b recordbatch.Batch) {
 	if err := recordbatch.Check(b); err != nil {
 		s.stats.corruptRecords++
@@ -428,15 +592,38 @@ func (s *shard) replayBatch(b recordbatch.Batch) {
 		return
 	}
 	s.endOffset = b.NextOffset()
-	if b.Control() || b.Transactional() {
-		// Transactional offset commits belong to the transaction
-		// coordinator, which Shale does not have yet.
-		return
+	if s.logStart < 0 {
+		s.logStart = b.BaseOffset()
 	}
+	at := logAt{offset: b.BaseOffset(), bytes: s.counted}
+	producer := int64(-1)
+	if b.Transactional() || b.Control() {
+		producer = b.ProducerID()
+		if producer < 0 {
+			s.stats.corruptRecords++
+			s.c.log.Warn("group: skipping transactional batch without a producer id in offsets partition", "partition", s.partition, "offset", b.BaseOffset())
+			return
+		}
+	}
+	marker := false
 	opts := recordbatch.ValidateOptions{MaxDecompressed: maxLoadDecompressed, Budget: s.c.budget}
 	err := recordbatch.Records(s.ctx, b, opts, func(r recordbatch.Record) error {
-		s.logBytes += recordBytes(r)
-		if err := s.replayRecord(r.Key, r.Value); err != nil {
+		n := recordBytes(r)
+		s.logBytes += n
+		s.counted += n
+		var err error
+		switch {
+		case !b.Control():
+			err = s.replayRecord(r.Key, r.Value, producer, at)
+		case !marker:
+			// A control batch holds one record; Kafka reads the first.
+			marker = true
+			var commit, ok bool
+			if commit, ok, err = decodeMarker(r.Key); ok {
+				s.completeTxn(producer, commit, b.BaseOffset())
+			}
+		}
+		if err != nil {
 			s.stats.corruptRecords++
 			s.c.log.Warn("group: skipping malformed record in offsets partition", "partition", s.partition, "offset", r.Offset, "err", err)
 		}
@@ -448,12 +635,21 @@ func (s *shard) replayBatch(b recordbatch.Batch) {
 	}
 }
 
-// replayRecord applies one record. Record slices are only valid during the
-// call; everything kept is copied.
-func (s *shard) replayRecord(key, value []byte) error {
+// replayRecord applies one record of a batch at `at`, of a transaction of
+// producer (-1: none). Record slices are only valid during the call;
+// everything kept is copied.
+func (s *shard) replayRecord(key, value []byte, producer int64, at logAt) error {
 	d, err := decodeRecord(key, value)
 	if err != nil {
 		return err
+	}
+	if producer >= 0 && (d.kind != keyOffsetCommit || d.tombstone) {
+		// A transaction carries offset commits only (Kafka's loader
+		// takes nothing else from a transactional batch).
+		if d.kind == -1 {
+			return nil
+		}
+		return fmt.Errorf("%w: key version %d (tombstone %t) in a transactional batch", errBadRecord, d.kind, d.tombstone)
 	}
 	size := int64(len(key) + len(value) + recordOverhead)
 	switch d.kind {
@@ -464,7 +660,11 @@ func (s *shard) replayRecord(key, value []byte) error {
 			return nil
 		}
 		o := d.offset
-		o.size = size
+		o.size, o.at = size, at
+		if producer >= 0 {
+			s.addTxnOffset(e, producer, d.tp, &o)
+			return nil
+		}
 		s.setOffset(e, d.tp, &o)
 	case keyGroupMetadata:
 		e := s.loadEntry(d.group)
@@ -538,7 +738,7 @@ func (s *shard) finishLoad() {
 
 // isVacant: nothing in memory or in the log keeps the entry alive.
 func (e *groupEntry) isVacant() bool {
-	if len(e.offsets) > 0 {
+	if len(e.offsets) > 0 || len(e.txnOffsets) > 0 {
 		return false
 	}
 	if g := e.classic; g != nil {
@@ -587,6 +787,10 @@ func (s *shard) removeEntry(e *groupEntry) {
 	for tp := range e.offsets {
 		s.deleteOffset(e, tp)
 	}
+	for producer := range e.txnOffsets {
+		s.dropTxnGroup(producer, e.id)
+	}
+	e.txnOffsets = nil
 	if e.classic != nil {
 		e.classic.stopTimers()
 		s.setStored(e.classic, nil, nil)
@@ -609,6 +813,8 @@ func appendErrorCode(err error) int16 {
 		return codeNotCoordinator
 	case errors.Is(err, ErrRecordTooLarge):
 		return codeInvalidCommitOffsetSize
+	case errors.Is(err, ErrProducerFenced):
+		return codeInvalidProducerEpoch
 	}
 	return codeCoordinatorNotAvailable
 }
