@@ -434,7 +434,6 @@ func (s *shard) runAppend(job *appendJob) {
 }
 
 func (s *shard) finishAppend(job *appendJob) {
-	s.appending = false
 	if job.lastBase >= 0 {
 		s.endOffset = max(s.endOffset, job.lastBase)
 	}
@@ -499,6 +498,12 @@ func (s *shard) finishAppend(job *appendJob) {
 			}
 		}
 	}
+	// Only now may the next append start: a callback that writes again
+	// (a consumer group storing its next epoch) would otherwise start
+	// a due snapshot before the later callbacks of this job applied
+	// their state, and the snapshot, missing it, would move the log
+	// start past the records that hold it.
+	s.appending = false
 	s.checkSnapshot()
 	s.maybeStartAppend()
 }
