@@ -21,6 +21,14 @@ var (
 	// ErrInvalidProducerEpoch: a producer epoch older than the one the log
 	// has seen for that producer id (the producer was fenced).
 	ErrInvalidProducerEpoch = errors.New("localseg: invalid producer epoch")
+	// ErrTransactionCoordinatorFenced: a transaction marker from a
+	// coordinator whose epoch is older than that of the coordinator that
+	// wrote the producer's last marker (Kafka's
+	// TRANSACTION_COORDINATOR_FENCED).
+	ErrTransactionCoordinatorFenced = errors.New("localseg: transaction coordinator fenced")
+	// ErrInvalidTxnState: a batch outside a transaction from a producer
+	// whose transaction is open (Kafka's INVALID_TXN_STATE).
+	ErrInvalidTxnState = errors.New("localseg: invalid transaction state")
 	// ErrOffsetsNotIncreasing: a follower append whose offsets do not
 	// follow the log end.
 	ErrOffsetsNotIncreasing = errors.New("localseg: offsets not increasing")

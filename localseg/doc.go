@@ -18,6 +18,7 @@
 //	00000000000000000000.log        segment: record batches, from base offset 0
 //	00000000000000000000.index      sparse offset index of that segment
 //	00000000000000000000.timeindex  time index of that segment
+//	00000000000000000000.txnindex   aborted transactions whose markers are in that segment
 //	00000000000000001234.snapshot   producer state as of offset 1234
 //	leader-epoch-checkpoint         leader epochs and the offset each started at
 //	log-start-offset                first offset consumers may read
@@ -90,6 +91,31 @@
 // segment); one that does not check out is rebuilt from the segment's batch
 // headers and rewritten.
 //
+// # Transaction index (.txnindex) — Kafka's format
+//
+//	entry   version i16 = 0 | producer id i64 | first offset i64 |
+//	        last offset i64 | last stable offset i64            (34 bytes)
+//
+// Big endian, no header, no trailer, no checksum: Kafka's .txnindex, which
+// tiered storage ships with the segment. One entry per aborted
+// transaction whose ABORT marker lies in the segment, in marker order:
+// the producer, the offset of the transaction's first batch in this
+// partition, the marker's offset, and the log's first unstable offset
+// right after the transaction ended (the first offset of the oldest
+// transaction still open, or the marker's offset + 1 when none was). A
+// segment without the file has no aborted transaction (logs written
+// before transactions have none). An entry is appended when its marker is
+// appended (the file is created with the first), written into the page
+// cache before the marker's batch, and fsynced by every sync of the
+// segment that follows (see Durability), so it is on stable storage
+// before the recovery point passes its marker. A rebuild, a truncation or
+// recovery rewrites the file through a temporary and a rename (or removes
+// it), and deletion renames and removes it with the segment. A file that
+// is not whole entries of version 0, strictly ascending, each possible
+// (offsets not negative, first at or below last, last stable offset at
+// most last + 1) and with its markers inside the segment, is rebuilt
+// from the batches at Open (see Recovery).
+//
 // # Producer snapshot (<offset>.snapshot)
 //
 //	magic "SHPS" | version u16 = 1 | crc32c u32 of every byte after it |
@@ -103,16 +129,18 @@
 // The state of every idempotent or transactional producer after all
 // batches below the offset in the name: its epoch, its last five batches
 // (for duplicate detection), the largest timestamp it wrote (for
-// producer.id.expiration.ms). Coordinator epoch (-1) and current
-// transaction first offset (-1: none) are reserved for transactions. A
-// snapshot is taken at the base offset of each new segment when the one
-// before it is sealed (so each sealed segment has the snapshot at its end
-// offset), and at the log end on Close; a rebuild of the state (Open, a
-// truncation) writes the ones it replays past that are missing or bad (a
-// roll's, lost with a crash before its background flush), and retention
-// writes the one at the first segment it keeps when it is missing (a roll's
-// that could not be written), from the segments it deletes. Snapshots go
-// with the segments below them, and past the log end with a truncation.
+// producer.id.expiration.ms), the epoch of the coordinator that wrote its
+// last transaction marker (-1 before any) and the first offset of its
+// open transaction (-1: none), so that an open transaction holds the last
+// stable offset across a restart. A snapshot is taken at the base offset
+// of each new segment when the one before it is sealed (so each sealed
+// segment has the snapshot at its end offset), and at the log end on
+// Close; a rebuild of the state (Open, a truncation) writes the ones it
+// replays past that are missing or bad (a roll's, lost with a crash before
+// its background flush), and retention writes the one at the first segment
+// it keeps when it is missing (a roll's that could not be written), from
+// the segments it deletes. Snapshots go with the segments below them, and
+// past the log end with a truncation.
 //
 // # Checkpoints (text)
 //
@@ -176,6 +204,11 @@
 // failed fsync covered and marked them clean), writes no clean-shutdown
 // marker, and a reopen recovers from the last durable point.
 //
+// A segment's transaction index is fsynced by every sync of the segment
+// (the group commit's, the sealed segment's flush, Flush, Close) when
+// entries were appended to it since its last fsync, before the recovery
+// point moves.
+//
 // When a segment rolls, its index files and the new producer snapshot are
 // written without fsync; a background flush fsyncs the segment, them, and
 // the directory, and only then moves the recovery point past the segment
@@ -202,8 +235,13 @@
 // next segment begins (sealed just before the crash): the zeros are cut
 // and nothing else changes. The checked segments' indexes are rebuilt;
 // leader epochs are replayed from their batches; producer state is
-// rebuilt from the newest good snapshot at or below the log end plus the
-// batches after it, writing a snapshot at each segment base on the way.
+// rebuilt from the newest good snapshot at or below the log end (and,
+// after a crash, at or below the first checked segment) plus the batches
+// after it, writing a snapshot at each segment base on the way. The
+// transaction indexes of the segments replayed are rebuilt with it: their
+// entries from where the replay starts are those of the markers replayed;
+// a transaction index that does not check out makes the replay start at
+// or below its segment.
 //
 // # Reads and resources
 //

@@ -87,6 +87,9 @@ type Log struct {
 	// epochs is the leader-epoch cache as last published (mu.epochs is
 	// the writer's copy).
 	epochs atomic.Pointer[epochCache]
+	// unstable is the first offset of the oldest open transaction, -1
+	// when none is open, as the producer state last published it.
+	unstable atomic.Int64
 	// pub orders the writes done outside mu: queue holds the reserved
 	// ones in offset order; each is published when it and all before it
 	// are written. Lock order: mu, then pub.
@@ -213,7 +216,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	}
 	l.mu.cfg = cfg
 	l.tiered.onSeal = opts.OnSeal
-	l.mu.producers = newProducerState()
+	l.setProducersLocked(newProducerState())
 	l.sync.l = l
 	l.pub.cond.L = &l.pub.Mutex
 	if err := l.fs.MkdirAll(dir); err != nil {
@@ -333,7 +336,11 @@ func (l *Log) writableLocked() error {
 // (five most recent batches per producer kept for duplicate detection):
 // a retry of one of them returns Duplicate with the original offsets; a gap
 // returns ErrOutOfOrderSequence; an old epoch ErrInvalidProducerEpoch.
-// A new epoch must start at sequence 0.
+// A new epoch must start at sequence 0. A transactional batch opens its
+// producer's transaction when none is open; a batch outside a transaction
+// from a producer whose transaction is open returns ErrInvalidTxnState. A
+// control batch returns recordbatch.ErrInvalidRecord: transaction markers
+// are appended with AppendMarker.
 //
 // The batch's position and offsets are reserved under the log's lock; the
 // pwrite happens outside it (so one producer's write overlaps the next
@@ -346,6 +353,12 @@ func (l *Log) AppendAsLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	if err := checkLeaderBatch(b); err != nil {
 		return AppendResult{}, err
 	}
+	return l.appendLeader(b, leaderEpoch)
+}
+
+// appendLeader does AppendAsLeader's work for a checked batch (or a marker
+// the log built: AppendMarker).
+func (l *Log) appendLeader(b Batch, leaderEpoch int32) (AppendResult, error) {
 	var t *writeTicket
 	var res AppendResult
 	var cfg Config
@@ -436,10 +449,15 @@ func (l *Log) AppendBatchesAsLeader(bs []Batch, leaderEpoch int32, res []AppendR
 }
 
 // checkLeaderBatch refuses a batch whose length field does not match its
-// bytes.
+// bytes, and a control batch: transaction markers are the coordinator's,
+// appended with AppendMarker (Kafka's LogValidator refuses clients'
+// control batches).
 func checkLeaderBatch(b Batch) error {
 	if n, err := recordbatch.Size(b); err != nil || n != len(b) || len(b) < recordbatch.HeaderSize {
 		return fmt.Errorf("%w: append of a batch whose length field does not match its %d bytes", recordbatch.ErrCorrupt, len(b))
+	}
+	if b.Control() {
+		return fmt.Errorf("%w: a control batch appended as a producer's (markers go through AppendMarker)", recordbatch.ErrInvalidRecord)
 	}
 	return nil
 }
@@ -501,7 +519,7 @@ func (l *Log) reserveLocked(b Batch, leaderEpoch int32, mayRoll bool) (t *writeT
 	}
 	l.pub.queue = q
 	l.pub.Unlock()
-	l.mu.producers.update(b)
+	l.updateProducerLocked(s, b)
 	return t, AppendResult{FirstOffset: leo, LastOffset: b.LastOffset(), MaxTimestamp: b.MaxTimestamp(), LogStartOffset: l.logStart.Load()}, false, nil
 }
 
@@ -563,7 +581,6 @@ func (l *Log) AppendAsFollower(batches []byte) (AppendResult, error) {
 	if err := l.appendLocked(batches); err != nil {
 		return res, err
 	}
-	l.updateProducersUpTo(batches, math.MaxInt64)
 	res.FlushDue = l.sync.afterAppend(&l.mu.cfg, res.LastOffset+1)
 	return res, nil
 }
@@ -776,19 +793,6 @@ func (l *Log) lockDrained() {
 	l.drainLocked()
 }
 
-// updateProducersUpTo replays the producer state of the batches in buf
-// that end below end. Requires mu.
-func (l *Log) updateProducersUpTo(buf []byte, end int64) {
-	for len(buf) > 0 {
-		b, rest, err := recordbatch.Next(buf)
-		if err != nil || b.NextOffset() > end {
-			return
-		}
-		l.mu.producers.update(b)
-		buf = rest
-	}
-}
-
 // AssignEpoch records that leaderEpoch starts at the log end, as a new
 // leader does before accepting writes (Kafka's makeLeader): a follower that
 // later asks where an older epoch ended learns it ended here, even if this
@@ -835,9 +839,12 @@ func (l *Log) writeEpochs(c *epochCache) error {
 
 // appendLocked writes whole, checked batches (offsets final), contiguous in
 // buf: one write per segment they land in, rolling before a batch that does
-// not fit the active segment. A failed write or roll takes the log offline
-// (the batches before it stay published; a reopen keeps what recovery
-// validates). Requires mu.
+// not fit the active segment. The producer state takes each run's batches
+// before it is written, as a leader's reservation does: a roll after it
+// snapshots the state with them, and the aborted transactions they end are
+// in the segment's transaction index before a sync can see the run. A
+// failed write or roll takes the log offline (the batches before it stay
+// published; a reopen keeps what recovery validates). Requires mu.
 func (l *Log) appendLocked(buf []byte) error {
 	for len(buf) > 0 {
 		s := l.active()
@@ -847,6 +854,10 @@ func (l *Log) appendLocked(buf []byte) error {
 				return l.goOffline(err)
 			}
 			continue
+		}
+		l.updateProducersLocked(s, buf[:n])
+		if err := l.Offline(); err != nil {
+			return err
 		}
 		if err := l.writeRunLocked(s, buf[:n]); err != nil {
 			return l.goOffline(err)
@@ -1110,9 +1121,10 @@ func (l *Log) syncAllLocked() error {
 
 // syncSegment makes a segment's log file durable (fdatasync when the file
 // is the operating system's: the size of an appended file is flushed with
-// its data, its times need not be), and, when sealed, its index files,
-// which a roll writes without syncing. A segment deleted meanwhile needs
-// nothing.
+// its data, its times need not be), its transaction index when entries
+// were appended to it since its last fsync, and, when sealed, its index
+// files, which a roll writes without syncing. A segment deleted meanwhile
+// needs nothing.
 //
 // The fsync goes through the segment's cached descriptor (FileCache
 // acquire: no open per sync), one at a time (syncMu). Linux reports a
@@ -1126,6 +1138,12 @@ func (l *Log) syncAllLocked() error {
 func (l *Log) syncSegment(s *segment) error {
 	s.syncMu.Lock()
 	err := s.syncErr
+	if err == nil {
+		// The transaction index first: the entries of the markers
+		// below the end this sync covers were written before the
+		// markers were published.
+		err = l.syncTxnIndex(s)
+	}
 	if err == nil {
 		var f File
 		if f, err = l.fc.acquire(s); err == nil {
@@ -1417,7 +1435,7 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localseg: creating segment: %w", err)
 	}
-	for _, ext := range []string{".index", ".timeindex"} {
+	for _, ext := range []string{".index", ".timeindex", txnIndexExt} {
 		l.fs.Remove(s.path(ext))
 	}
 	l.dirGen.Add(1)
@@ -1436,7 +1454,9 @@ func (l *Log) newSegment(base int64) (*segment, error) {
 }
 
 func (l *Log) makeSegment(base int64) *segment {
-	return &segment{fs: l.fs, dir: l.dir, base: base, interval: l.mu.cfg.IndexIntervalBytes, firstTs: -1}
+	s := &segment{fs: l.fs, dir: l.dir, base: base, interval: l.mu.cfg.IndexIntervalBytes, firstTs: -1}
+	s.txns.Store(newLiveEntries[AbortedTxn](nil))
+	return s
 }
 
 // writeFileNoSync writes a checksummed file through a temporary and a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sort"
+	"sync/atomic"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -34,10 +35,13 @@ type producerEntry struct {
 	epoch         int16
 	batches       []batchMeta // oldest first, at most producerBatchesKept
 	lastTimestamp int64       // for producer.id.expiration.ms
-	// Transactions (a later issue) fill these; they are already in the
-	// snapshot format so that adding them needs no new version.
-	coordinatorEpoch      int32 // -1 until a transaction marker is written
-	currentTxnFirstOffset int64 // -1 when no transaction is open
+	// coordinatorEpoch is the epoch of the transaction coordinator that
+	// wrote the producer's last marker, -1 before any: a marker from an
+	// older coordinator is fenced (Kafka's checkCoordinatorEpoch).
+	coordinatorEpoch int32
+	// currentTxnFirstOffset is the first offset of the producer's open
+	// transaction, -1 when none is open.
+	currentTxnFirstOffset int64
 }
 
 func newProducerEntry(epoch int16) *producerEntry {
@@ -62,18 +66,87 @@ func (e *producerEntry) findDuplicate(first, last int32) *batchMeta {
 	return nil
 }
 
-// producerState maps producer ids to their state. Guarded by the log's mu.
+// producerState maps producer ids to their state, and keeps the first
+// offsets of the open transactions in order (Kafka's ongoingTxns), so that
+// the first unstable offset, read by every fetch, costs no scan of the
+// producers. Guarded by the log's mu.
 type producerState struct {
 	producers map[int64]*producerEntry
+	// open holds the currentTxnFirstOffset of every producer with an
+	// open transaction, ascending. Transactions open at the log end, so
+	// an insertion is an append; a marker removes one with a binary
+	// search and a copy of the (few) later ones.
+	open []int64
+	// unstable, when set, is where the log publishes open[0] (-1 when
+	// open is empty) for readers that take no lock (FirstUnstableOffset).
+	// A state being rebuilt (recovery, truncation) publishes nothing
+	// until the log installs it.
+	unstable *atomic.Int64
 }
 
 func newProducerState() producerState {
 	return producerState{producers: map[int64]*producerEntry{}}
 }
 
+// firstUnstable is the first offset of the oldest open transaction.
+func (s *producerState) firstUnstable() (int64, bool) {
+	if len(s.open) == 0 {
+		return 0, false
+	}
+	return s.open[0], true
+}
+
+// publish stores the first unstable offset where the log's readers find
+// it (-1 for none).
+func (s *producerState) publish() {
+	if s.unstable == nil {
+		return
+	}
+	first, ok := s.firstUnstable()
+	if !ok {
+		first = -1
+	}
+	s.unstable.Store(first)
+}
+
+// openTxn records that a transaction opened at first.
+func (s *producerState) openTxn(first int64) {
+	i := sort.Search(len(s.open), func(i int) bool { return s.open[i] > first })
+	s.open = append(s.open, 0)
+	copy(s.open[i+1:], s.open[i:])
+	s.open[i] = first
+	if i == 0 {
+		s.publish()
+	}
+}
+
+// closeTxn records that the transaction opened at first is over.
+func (s *producerState) closeTxn(first int64) {
+	i := sort.Search(len(s.open), func(i int) bool { return s.open[i] >= first })
+	if i == len(s.open) || s.open[i] != first {
+		return
+	}
+	s.open = append(s.open[:i], s.open[i+1:]...)
+	if i == 0 {
+		s.publish()
+	}
+}
+
+// indexOpenTxns rebuilds open from the producers (a decoded snapshot).
+func (s *producerState) indexOpenTxns() {
+	s.open = s.open[:0]
+	for _, e := range s.producers {
+		if e.currentTxnFirstOffset >= 0 {
+			s.open = append(s.open, e.currentTxnFirstOffset)
+		}
+	}
+	sort.Slice(s.open, func(i, j int) bool { return s.open[i] < s.open[j] })
+}
+
 // check validates an idempotent (or transactional) producer batch the way
-// Kafka's leader does, without changing any state. It returns the original
-// batch when b is a retry of one of the last five, or an error:
+// Kafka's leader does (ProducerAppendInfo), without changing any state. It
+// returns the original batch when b is a retry of one of the last five, or
+// an error:
 //
 //   - no state for the producer (new, expired, or removed with its
 //     segments): any sequence is accepted;
@@ -82,8 +155,15 @@ func newProducerState() producerState {
 //   - the same epoch: the batch must start right after the last one
 //     (wrapping past MaxInt32 to 0), else ErrOutOfOrderSequence. If the
 //     epoch has written no sequenced batch yet (only transaction markers),
-//     it must start at 0.
+//     it must start at 0;
+//   - a batch outside a transaction while the producer has one open:
+//     ErrInvalidTxnState.
+//
+// A transaction marker (a control batch) is checked by checkMarker.
 func (s *producerState) check(b recordbatch.Batch) (*batchMeta, error) {
+	if b.Control() {
+		return nil, s.checkMarker(b)
+	}
 	pid, epoch := b.ProducerID(), b.ProducerEpoch()
 	first, last := b.BaseSequence(), b.LastSequence()
 	e := s.producers[pid]
@@ -93,11 +173,17 @@ func (s *producerState) check(b recordbatch.Batch) (*batchMeta, error) {
 	if epoch < e.epoch {
 		return nil, fmt.Errorf("%w: producer %d epoch %d is older than %d", ErrInvalidProducerEpoch, pid, epoch, e.epoch)
 	}
+	if first == recordbatch.NoSequence {
+		// The group coordinator's transactional offset commits carry
+		// the producer's id and epoch but no sequence: as Kafka's
+		// coordinator-origin appends, they skip the sequence checks.
+		return nil, e.checkTxnState(pid, b)
+	}
 	if epoch > e.epoch {
 		if first != 0 && e.epoch != recordbatch.NoProducerEpoch {
 			return nil, fmt.Errorf("%w: producer %d: new epoch %d must start at sequence 0, not %d", ErrOutOfOrderSequence, pid, epoch, first)
 		}
-		return nil, nil
+		return nil, e.checkTxnState(pid, b)
 	}
 	if dup := e.findDuplicate(first, last); dup != nil {
 		return dup, nil
@@ -109,15 +195,69 @@ func (s *producerState) check(b recordbatch.Batch) (*batchMeta, error) {
 	if first != want {
 		return nil, fmt.Errorf("%w: producer %d epoch %d: expected sequence %d, got %d", ErrOutOfOrderSequence, pid, epoch, want, first)
 	}
-	return nil, nil
+	return nil, e.checkTxnState(pid, b)
+}
+
+// checkTxnState refuses a batch outside a transaction from a producer
+// whose transaction is open, as Kafka's appendDataBatch does: its records
+// would be neither committed nor aborted by the marker to come.
+func (e *producerEntry) checkTxnState(pid int64, b recordbatch.Batch) error {
+	if !b.Transactional() && e.currentTxnFirstOffset >= 0 {
+		return fmt.Errorf("%w: producer %d wrote outside the transaction it opened at %d", ErrInvalidTxnState, pid, e.currentTxnFirstOffset)
+	}
+	return nil
+}
+
+// checkMarker validates a transaction marker the way Kafka's
+// appendEndTxnMarker does: a marker of an older producer epoch is refused
+// (ErrInvalidProducerEpoch), and so is one from a coordinator of an older
+// epoch than the producer's last marker (ErrTransactionCoordinatorFenced):
+// a coordinator that lost its transaction log's leadership must not end a
+// transaction its successor decides. A marker whose record does not read
+// is corrupt. A producer the log does not know is accepted.
+func (s *producerState) checkMarker(b recordbatch.Batch) error {
+	m, err := readMarker(b)
+	if err != nil {
+		return err
+	}
+	if m.empty {
+		return fmt.Errorf("%w: a transaction marker without its record", recordbatch.ErrCorrupt)
+	}
+	pid, epoch := b.ProducerID(), b.ProducerEpoch()
+	e := s.producers[pid]
+	if e == nil {
+		return nil
+	}
+	if epoch < e.epoch {
+		return fmt.Errorf("%w: marker of producer %d epoch %d, older than %d", ErrInvalidProducerEpoch, pid, epoch, e.epoch)
+	}
+	if m.coordinatorEpoch < e.coordinatorEpoch {
+		return fmt.Errorf("%w: marker of producer %d from coordinator epoch %d, the last was %d", ErrTransactionCoordinatorFenced, pid, m.coordinatorEpoch, e.coordinatorEpoch)
+	}
+	return nil
 }
 
 // update records an appended batch (leader or follower, or replayed in
-// recovery). Batches without a producer id are ignored.
-func (s *producerState) update(b recordbatch.Batch) {
+// recovery), as Kafka's ProducerStateManager does. Batches without a
+// producer id are ignored. A transactional batch opens its producer's
+// transaction if none is open; a marker closes it and sets the producer's
+// coordinator epoch. When an ABORT marker closes a transaction, update
+// returns its entry for the transaction index (ok), whose last stable
+// offset is the first offset of the oldest transaction still open, or the
+// offset after the marker when none is (Kafka's lastStableOffset of a
+// CompletedTxn). A marker whose record does not read changes nothing: the
+// error says why (the leader's check refuses such a marker; a follower or
+// a replay logs it).
+func (s *producerState) update(b recordbatch.Batch) (abort AbortedTxn, ok bool, err error) {
 	pid := b.ProducerID()
 	if pid < 0 {
-		return
+		return AbortedTxn{}, false, nil
+	}
+	var m marker
+	if b.Control() {
+		if m, err = readMarker(b); err != nil {
+			return AbortedTxn{}, false, err
+		}
 	}
 	e := s.producers[pid]
 	if e == nil {
@@ -134,8 +274,20 @@ func (s *producerState) update(b recordbatch.Batch) {
 	if ts := b.MaxTimestamp(); ts > e.lastTimestamp {
 		e.lastTimestamp = ts
 	}
+	if b.Control() {
+		if m.empty {
+			// Every record of the marker was compacted away: Kafka
+			// keeps only the epoch of such a batch.
+			return AbortedTxn{}, false, nil
+		}
+		return s.endTxn(pid, e, b.BaseOffset(), m)
+	}
+	if b.Transactional() && e.currentTxnFirstOffset < 0 {
+		e.currentTxnFirstOffset = b.BaseOffset()
+		s.openTxn(e.currentTxnFirstOffset)
+	}
 	if b.BaseSequence() == recordbatch.NoSequence {
-		return // transaction markers carry no sequence
+		return AbortedTxn{}, false, nil
 	}
 	if len(e.batches) == producerBatchesKept {
 		copy(e.batches, e.batches[1:])
@@ -149,6 +301,28 @@ func (s *producerState) update(b recordbatch.Batch) {
 		firstOffset: b.BaseOffset(), lastOffset: b.LastOffset(),
 		timestamp: b.MaxTimestamp(),
 	})
+	return AbortedTxn{}, false, nil
+}
+
+// endTxn applies the marker m at offset to producer pid's state. A marker
+// that closes no transaction (a retried marker, a transaction with no
+// batch in this partition) only sets the coordinator epoch, as Kafka's.
+func (s *producerState) endTxn(pid int64, e *producerEntry, offset int64, m marker) (AbortedTxn, bool, error) {
+	e.coordinatorEpoch = m.coordinatorEpoch
+	first := e.currentTxnFirstOffset
+	if first < 0 {
+		return AbortedTxn{}, false, nil
+	}
+	e.currentTxnFirstOffset = -1
+	s.closeTxn(first)
+	if m.commit {
+		return AbortedTxn{}, false, nil
+	}
+	lso, open := s.firstUnstable()
+	if !open {
+		lso = offset + 1
+	}
+	return AbortedTxn{ProducerID: pid, FirstOffset: first, LastOffset: offset, LastStableOffset: lso}, true, nil
 }
 
 // evictIdlest drops the n producers idle longest, never one with an open
@@ -194,6 +368,9 @@ func (s *producerState) expire(cutoff int64) {
 //
 // Big endian, entries in ascending producer id. A snapshot that does not
 // check out is ignored (the state is rebuilt from an older one or the log).
+// The coordinator epoch and the open transaction's first offset make an
+// open transaction outlive a restart: the last stable offset stays held
+// at it until its marker.
 const (
 	snapshotMagic   = "SHPS"
 	snapshotVersion = 1
@@ -273,6 +450,9 @@ func decodeProducerState(data []byte) (producerState, error) {
 			coordinatorEpoch:      int32(binary.BigEndian.Uint32(d[18:])),
 			currentTxnFirstOffset: int64(binary.BigEndian.Uint64(d[22:])),
 		}
+		if e.currentTxnFirstOffset < -1 {
+			return bad("negative transaction offset")
+		}
 		nb := int(d[30])
 		d = d[snapshotEntry:]
 		if nb > producerBatchesKept || len(d) < nb*snapshotBatch {
@@ -296,6 +476,7 @@ func decodeProducerState(data []byte) (producerState, error) {
 	if len(d) != 0 {
 		return bad("trailing bytes")
 	}
+	s.indexOpenTxns()
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ func (l *Log) load() error {
 		return fmt.Errorf("localseg: %w", err)
 	}
 	var bases []int64
+	hasTxns := map[int64]bool{} // segments with a transaction index
 	for _, e := range entries {
 		name := e.Name()
 		switch {
@@ -49,9 +51,22 @@ func (l *Log) load() error {
 			if base, err := strconv.ParseInt(strings.TrimSuffix(name, ".log"), 10, 64); err == nil && base >= 0 {
 				bases = append(bases, base)
 			}
+		case strings.HasSuffix(name, txnIndexExt) && len(name) == 20+len(txnIndexExt):
+			if base, err := strconv.ParseInt(strings.TrimSuffix(name, txnIndexExt), 10, 64); err == nil && base >= 0 {
+				hasTxns[base] = true
+			}
 		}
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	// A transaction index without its segment (a crash between the
+	// renames of a deletion) would be taken for the index of a segment
+	// created at its base later.
+	for base := range hasTxns {
+		if _, found := slices.BinarySearch(bases, base); !found {
+			l.fs.Remove(filepath.Join(l.dir, segmentName(base, txnIndexExt)))
+			delete(hasTxns, base)
+		}
+	}
 
 	marker := filepath.Join(l.dir, cleanShutdownFile)
 	clean, markerEnd := false, int64(-1)
@@ -173,8 +188,40 @@ func (l *Log) load() error {
 		newest := offs[len(offs)-1]
 		l.deleteSnapshotsWhere(func(off int64) bool { return !isBase[off] && off != newest })
 	}
-	if err := l.rebuildProducersLocked(leo); err != nil {
+	// The producer state is replayed from below the first segment
+	// recovery checked, so that the transaction index of every batch
+	// that was not known to be durable is rebuilt from the batches
+	// (an entry may be torn, missing, or name a marker that was cut),
+	// and from below any segment whose index does not check out.
+	txnsFrom := leo
+	if !clean {
+		txnsFrom = bases[firstUnsafe]
+	}
+	var bad []*segment
+	for _, s := range segs {
+		if !hasTxns[s.base] {
+			continue
+		}
+		es, err := l.readTxnIndex(s)
+		if err != nil {
+			l.log.Warn("rebuilding a transaction index that does not check out", "segment", s.path(txnIndexExt), "err", err)
+			txnsFrom = min(txnsFrom, s.base)
+			bad = append(bad, s)
+			continue
+		}
+		s.txns.Store(newLiveEntries(es))
+	}
+	if err := l.rebuildProducersFrom(leo, txnsFrom); err != nil {
 		return err
+	}
+	for _, s := range bad {
+		// The rebuild rewrote the index of a segment with entries;
+		// one without has no file.
+		if len(s.abortedTxns()) == 0 {
+			if err := l.fs.Remove(s.path(txnIndexExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("localseg: %w", err)
+			}
+		}
 	}
 	return l.finishLoad(marker)
 }
@@ -431,7 +478,7 @@ func (l *Log) recoverSegment(s *segment, last bool, later []int64, epochsOK bool
 		l.recovered.removedSegments += len(later)
 		for _, base := range later {
 			dead := l.makeSegment(base)
-			for _, ext := range []string{".log", ".index", ".timeindex"} {
+			for _, ext := range []string{".log", ".index", ".timeindex", txnIndexExt} {
 				if err := l.fs.Remove(dead.path(ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					l.log.Warn("removing a segment after a corrupt one", "file", dead.path(ext), "err", err)
 				}

@@ -195,7 +195,7 @@ func (l *Log) renameToDeleted(segs []*segment) []string {
 	var paths []string
 	for _, s := range segs {
 		s.waitRollFiles()
-		for _, ext := range []string{".log", ".index", ".timeindex"} {
+		for _, ext := range []string{".log", ".index", ".timeindex", txnIndexExt} {
 			p := s.path(ext)
 			if err := l.fs.Rename(p, p+deletedExt); err != nil {
 				if !errors.Is(err, os.ErrNotExist) {

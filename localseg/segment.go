@@ -68,6 +68,13 @@ type segment struct {
 	// damage is what a scan found in this sealed segment after a read met
 	// a corrupt batch (nil: not scanned). Guarded by loadMu.
 	damage *[]Damage
+	// txns are the aborted transactions whose markers lie in the
+	// segment (its .txnindex), in marker order: changed only under the
+	// log's mu, read without a lock (see liveEntries). Never nil.
+	txns atomic.Pointer[liveEntries[AbortedTxn]]
+	// txnDirty: entries were appended to the .txnindex since its last
+	// fsync (see Log.syncTxnIndex).
+	txnDirty atomic.Bool
 	// rollFiles, set by the roll that sealed the segment, is closed once
 	// the files that roll writes in the background (the segment's index
 	// files and the producer snapshot at its end) are written: whoever

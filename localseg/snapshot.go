@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,11 +66,19 @@ func (l *Log) deleteSnapshotsWhere(match func(off int64) bool) {
 // mu, and no roll's files still being written (the truncations wait for
 // them).
 func (l *Log) rebuildProducersLocked(end int64) error {
-	state, err := l.producerStateAt(end)
+	return l.rebuildProducersFrom(end, end)
+}
+
+// rebuildProducersFrom restores the producer state as of end, replaying
+// from a snapshot at or below from at most (see producerStateAt). Requires
+// mu (or the log not yet published), and no roll's files still being
+// written.
+func (l *Log) rebuildProducersFrom(end, from int64) error {
+	state, err := l.producerStateAt(end, from)
 	if err != nil {
 		return err
 	}
-	l.mu.producers = state
+	l.setProducersLocked(state)
 	return nil
 }
 
@@ -94,22 +103,29 @@ func (l *Log) ensureSnapshotLocked(base int64) {
 		f.Close()
 		return
 	}
-	if _, err := l.producerStateAt(base); err != nil {
+	if _, err := l.producerStateAt(base, base); err != nil {
 		l.log.Warn("rebuilding a missing producer snapshot", "dir", l.dir, "offset", base, "err", err)
 	}
 }
 
 // producerStateAt rebuilds the producer state as of end: the newest good
-// snapshot at or below end (and not below the first segment), then the
-// batches after it. A bad snapshot is skipped for an older one; with none,
-// every local batch is replayed. Requires mu, and no roll's files below
-// end still being written.
-func (l *Log) producerStateAt(end int64) (producerState, error) {
+// snapshot at or below end and replayFrom (and not below the first
+// segment), then the batches after it. A bad snapshot is skipped for an
+// older one; with none, every local batch is replayed.
+//
+// The transaction index of every segment it replays is rebuilt with it, as
+// Kafka's segment recovery rebuilds the segment's: its entries whose
+// markers are at or past where the replay starts are replaced by those of
+// the markers replayed, which the same batches from the same state give
+// again (the files change only where they were wrong: torn by a crash,
+// missing an entry, or naming a marker since cut). Requires mu, and no
+// roll's files below end still being written.
+func (l *Log) producerStateAt(end, replayFrom int64) (producerState, error) {
 	first := l.segments()[0].base
 	state, from := newProducerState(), first
 	offs := l.snapshotOffsets()
 	for i := len(offs) - 1; i >= 0; i-- {
-		if offs[i] > end || offs[i] < first {
+		if offs[i] > min(end, replayFrom) || offs[i] < first {
 			continue
 		}
 		data, err := readFile(l.fs, l.snapshotPath(offs[i]), maxSnapshotSize)
@@ -140,8 +156,22 @@ func (l *Log) producerStateAt(end int64) (producerState, error) {
 		if s.next.Load() <= from || s.base >= end {
 			continue
 		}
-		if err := l.scanSegment(s, from, end, buf, func(b recordbatch.Batch) { state.update(b) }); err != nil {
+		old := s.abortedTxns()
+		txns := slices.Clone(old[:sort.Search(len(old), func(i int) bool { return old[i].LastOffset >= from })])
+		err := l.scanSegment(s, from, end, buf, func(b recordbatch.Batch) {
+			abort, ok, err := state.update(b)
+			if err != nil {
+				l.log.Warn("ignoring a transaction marker that does not read", "dir", l.dir, "offset", b.BaseOffset(), "err", err)
+			}
+			if ok {
+				txns = append(txns, abort)
+			}
+		})
+		if err != nil {
 			return producerState{}, fmt.Errorf("localseg: rebuilding producer state: %w", err)
+		}
+		if err := l.setTxnsLocked(s, txns); err != nil {
+			return producerState{}, fmt.Errorf("localseg: rebuilding the transaction index: %w", err)
 		}
 	}
 	if len(written) > 0 {
@@ -152,7 +182,8 @@ func (l *Log) producerStateAt(end int64) (producerState, error) {
 
 // scanBatches calls fn with the header of every batch with offsets in
 // [from, end) (a batch of HeaderSize bytes: enough for producer state and
-// epochs, not for records).
+// epochs, not for records), or the whole batch for a control batch (a
+// transaction marker, whose record the producer state reads).
 func (l *Log) scanBatches(from, end int64, fn func(recordbatch.Batch)) error {
 	buf := make([]byte, recordbatch.HeaderSize)
 	for _, s := range l.segments() {
@@ -173,6 +204,7 @@ func (l *Log) scanSegment(s *segment, from, end int64, buf []byte, fn func(recor
 	}
 	defer l.fc.release(s)
 	size := s.size.Load()
+	var control []byte
 	pos := int64(0)
 	if from > s.base {
 		idx, _, err := l.indexesFor(s, f)
@@ -193,7 +225,18 @@ func (l *Log) scanSegment(s *segment, from, end int64, buf []byte, fn func(recor
 			if _, err := f.ReadAt(buf, pos); err != nil {
 				return err
 			}
-			fn(recordbatch.Batch(buf))
+			b := recordbatch.Batch(buf)
+			if b.Control() && h.size <= maxControlBatchSize {
+				// A marker is a few dozen bytes. A control batch
+				// larger than maxControlBatchSize is passed as its
+				// header alone, which does not read as a marker.
+				control = slices.Grow(control[:0], int(h.size))[:h.size]
+				if _, err := f.ReadAt(control, pos); err != nil {
+					return err
+				}
+				b = recordbatch.Batch(control)
+			}
+			fn(b)
 		}
 		pos += h.size
 	}

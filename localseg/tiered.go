@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync/atomic"
 )
@@ -45,6 +46,11 @@ type SealedSegment struct {
 	// last epoch that started at or below BaseOffset, then every epoch
 	// that started inside the segment.
 	Epochs []EpochEntry
+	// AbortedTxns are the aborted transactions whose ABORT markers lie in
+	// the segment, in marker order: its transaction index, which Kafka's
+	// tiered storage ships with the segment (EncodeTxnIndex gives the
+	// .txnindex bytes).
+	AbortedTxns []AbortedTxn
 
 	fc *FileCache
 	s  *segment
@@ -95,6 +101,7 @@ func (l *Log) OpenSealed(base int64) (*SealedSegment, error) {
 		return nil, err
 	}
 	ss := &SealedSegment{BaseOffset: s.base, NextOffset: s.next.Load(), Size: s.size.Load(), MaxTimestamp: s.maxTs.Load(), fc: l.fc, s: s, f: f}
+	ss.AbortedTxns = slices.Clone(s.abortedTxns())
 	idx, tidx, err := l.indexesFor(s, f)
 	if err != nil {
 		ss.Close()

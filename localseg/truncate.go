@@ -68,7 +68,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	s.zero.stop()
 	s.w = nil
 	l.fc.retire(s)
-	reopened, err := l.reopenActive(s.base, pos)
+	reopened, err := l.reopenActive(s.base, pos, s.abortedTxns())
 	if err != nil {
 		// The segment list still names the retired segment; the log
 		// cannot go on without its active segment.
@@ -82,8 +82,10 @@ func (l *Log) TruncateTo(offset int64) error {
 }
 
 // reopenActive opens an existing segment file as the active segment, cut
-// to size, and rebuilds its live indexes from it.
-func (l *Log) reopenActive(base, size int64) (*segment, error) {
+// to size, and rebuilds its live indexes from it. Of its aborted
+// transactions (txns), those whose markers were cut go, from its
+// transaction index too.
+func (l *Log) reopenActive(base, size int64, txns []AbortedTxn) (*segment, error) {
 	s := l.makeSegment(base)
 	w, err := l.fs.OpenFile(s.path(".log"), os.O_RDWR, 0o644)
 	if err != nil {
@@ -107,6 +109,13 @@ func (l *Log) reopenActive(base, size int64) (*segment, error) {
 	s.w = w
 	s.size.Store(size)
 	if err := l.fillActive(s, w, size); err != nil {
+		w.Close()
+		return nil, err
+	}
+	s.txns.Store(newLiveEntries(txns))
+	end := s.next.Load()
+	kept := txns[:sort.Search(len(txns), func(i int) bool { return txns[i].LastOffset >= end })]
+	if err := l.setTxnsLocked(s, kept); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -180,7 +189,7 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 		return err
 	}
 	l.setEpochsLocked(empty)
-	l.mu.producers = newProducerState()
+	l.setProducersLocked(newProducerState())
 	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, logStartFile), encodeOffsetCheckpoint("log-start-offset", offset)); err != nil {
 		return fmt.Errorf("localseg: writing the log start: %w", err)
 	}
@@ -224,7 +233,7 @@ func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, produce
 		return err
 	}
 	l.setEpochsLocked(c)
-	l.mu.producers = producers
+	l.setProducersLocked(producers)
 	if err := l.writeSnapshotLocked(offset); err != nil {
 		return fmt.Errorf("localseg: writing the restored producer snapshot: %w", err)
 	}
