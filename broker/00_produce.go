@@ -344,6 +344,9 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 		// A replay's read-ahead yields to hot traffic.
 		b.tier.reader.NoteHot(now)
 	}
+	// A transactional producer's request needs WRITE on its
+	// transactional id, asked once, before the topics.
+	txnWritable := req.TransactionID == nil || r.authorized(acl.Write, acl.TransactionalID, *req.TransactionID)
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := kmsg.NewProduceResponseTopic()
@@ -354,7 +357,7 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 			st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		}
 		// WRITE on the topic, asked before whether it exists.
-		writable := pc.writable(rt)
+		writable := txnWritable && pc.writable(rt)
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
 			sp := &st.Partitions[pi]
@@ -364,7 +367,11 @@ func (pc *produceCall) validate(b *Broker, r *request, req *kmsg.ProduceRequest)
 			sp.LogAppendTime = -1
 			sp.LogStartOffset = -1
 			if !writable {
-				pc.refuse(sp, rt, rp.Partition, errTopicAuthorization)
+				err := errTopicAuthorization
+				if !txnWritable {
+					err = errTransactionalIDAuthorization
+				}
+				pc.refuse(sp, rt, rp.Partition, err)
 				continue
 			}
 			p, batch, sum, err := validateOne(r.ctx(), b, req, rt, rp, sp)
@@ -626,9 +633,6 @@ func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *k
 		return nil, nil, none, fmt.Errorf("%w: %s is an internal topic; clients may not produce to it", errInvalidTopic, p.topic)
 	}
 	sp.LogStartOffset = p.logStartOffset()
-	if req.TransactionID != nil {
-		return nil, nil, none, fmt.Errorf("%w: transactions are not supported yet", errTransactionalID)
-	}
 	cfg := p.cfg.Load()
 	if len(rp.Records) > int(cfg.maxMessageBytes) {
 		return nil, nil, none, fmt.Errorf("%w: batch of %d bytes exceeds max.message.bytes %d", errMessageTooLarge, len(rp.Records), cfg.maxMessageBytes)
@@ -640,8 +644,16 @@ func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *k
 	if batch == nil || len(rest) != 0 {
 		return nil, nil, none, fmt.Errorf("%w: a produce request must carry exactly one record batch per partition", recordbatch.ErrInvalidRecord)
 	}
-	if batch.Control() || batch.Transactional() {
-		return nil, nil, none, fmt.Errorf("%w: transactional and control batches are not supported yet", recordbatch.ErrInvalidRecord)
+	switch {
+	case batch.Control():
+		// Markers are the transaction coordinator's (WriteTxnMarkers).
+		return nil, nil, none, fmt.Errorf("%w: clients may not write control batches", recordbatch.ErrInvalidRecord)
+	case batch.Transactional() && req.TransactionID == nil:
+		// Kafka asks WRITE on the request's transactional id for a
+		// transactional batch: without one it is refused.
+		return nil, nil, none, fmt.Errorf("%w: a transactional batch in a produce request without a transactional id", errTransactionalIDAuthorization)
+	case batch.Transactional() && batch.ProducerID() < 0:
+		return nil, nil, none, fmt.Errorf("%w: a transactional batch without a producer id", recordbatch.ErrInvalidRecord)
 	}
 	if pid := batch.ProducerID(); pid >= 0 && !b.producerIDs.known(pid) {
 		return nil, nil, none, fmt.Errorf("%w: %d", errUnknownProducerID, pid)

@@ -497,5 +497,19 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		op.b.quotas.leader.Charge(time.Now(), rng.Len())
 	}
 	fp.rng = rng
+	if !op.follower && op.req.IsolationLevel == 1 && rng.Len() > 0 {
+		fp.AbortedTransactions = abortedTransactions(log.AbortedTxns(sp.fetchOffset, upper))
+	}
 	return nil
+}
+
+// abortedTransactions lists aborted transactions as a read_committed
+// fetch answers them: the consumer drops their batches. The list is
+// never nil: read_committed answers carry one, empty or not, as Kafka's.
+func abortedTransactions(txns []localseg.AbortedTxn) []kmsg.FetchResponseTopicPartitionAbortedTransaction {
+	out := make([]kmsg.FetchResponseTopicPartitionAbortedTransaction, len(txns))
+	for i, t := range txns {
+		out[i] = kmsg.FetchResponseTopicPartitionAbortedTransaction{ProducerID: t.ProducerID, FirstOffset: t.FirstOffset}
+	}
+	return out
 }

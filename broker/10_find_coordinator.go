@@ -19,7 +19,9 @@ const (
 )
 
 // handleFindCoordinator answers for group keys with the leader of the
-// group's __consumer_offsets partition (creating the topic on first use),
+// group's __consumer_offsets partition, for transactional ids with the
+// leader of the id's __transaction_state partition (creating the topic on
+// first use),
 // one key or, from v4, many (KIP-699). A key the client may not DESCRIBE
 // is answered GROUP_AUTHORIZATION_FAILED or
 // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, before anything else.
@@ -42,7 +44,11 @@ func handleFindCoordinator(b *Broker, r *request, req *kmsg.FindCoordinatorReque
 			if !r.authorized(acl.Describe, acl.TransactionalID, key) {
 				return brokerView{}, kerr.TransactionalIDAuthorizationFailed.Code, nil
 			}
-			return brokerView{}, kerr.TransactionalIDAuthorizationFailed.Code, strPtr("transactions are not supported")
+			if key == "" {
+				return brokerView{}, kerr.InvalidRequest.Code, strPtr("the transactional id must not be empty")
+			}
+			bv, code := b.txns.coordinatorFor(key)
+			return bv, code, nil
 		}
 		return brokerView{}, kerr.InvalidRequest.Code, strPtr("unsupported coordinator type")
 	}

@@ -147,6 +147,17 @@ type Config struct {
 	// OffsetsTopicReplicationFactor is offsets.topic.replication.factor
 	// (default 3, capped at the live brokers).
 	OffsetsTopicReplicationFactor int16
+	// TransactionTopicPartitions is transaction.state.log.num.partitions
+	// (default 50).
+	TransactionTopicPartitions int32
+	// TransactionTopicReplicationFactor is
+	// transaction.state.log.replication.factor (default 3, capped at the
+	// live brokers).
+	TransactionTopicReplicationFactor int16
+	// TransactionConfigs are further transaction coordinator settings
+	// under Kafka's names (transaction.max.timeout.ms,
+	// transactional.id.expiration.ms, ...; see txn.Config.Set).
+	TransactionConfigs map[string]string
 	// GroupConfigs are further group coordinator settings under Kafka's
 	// names (group.min.session.timeout.ms, offsets.retention.check.interval.ms,
 	// group.consumer.heartbeat.interval.ms, ...; see group.Config.Set).
@@ -286,6 +297,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.OffsetsTopicPartitions == 0 {
 		c.OffsetsTopicPartitions = 50
+	}
+	if c.TransactionTopicPartitions == 0 {
+		c.TransactionTopicPartitions = 50
+	}
+	if c.TransactionTopicReplicationFactor == 0 {
+		c.TransactionTopicReplicationFactor = 3
 	}
 	if c.OffsetsTopicReplicationFactor == 0 {
 		c.OffsetsTopicReplicationFactor = 3
@@ -471,6 +488,7 @@ type Broker struct {
 	repairs       *repairer
 	fetchSessions *fetchSessionCache
 	groups        *groupCoordinator
+	txns          *txnCoordinator
 	// remoteHWs are the high watermarks of partitions led elsewhere,
 	// for the consumer group lag metric.
 	remoteHWs *remoteHighWatermarks
@@ -601,6 +619,10 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	b.replicas.removal.log = b.log.Error
 	var err error
 	if b.groups, err = newGroupCoordinator(b); err != nil {
+		cancel()
+		return nil, err
+	}
+	if b.txns, err = newTxnCoordinator(b); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -43,10 +43,11 @@ var errorCodes = []struct {
 	// Produce.
 	{is(errInvalidTimestamp), kerr.InvalidTimestamp},
 	{is(errInvalidRequiredAcks), kerr.InvalidRequiredAcks},
-	{is(errTransactionalID), kerr.TransactionalIDAuthorizationFailed},
 	{is(errMessageTooLarge), kerr.MessageTooLarge},
 	{is(localseg.ErrOutOfOrderSequence), kerr.OutOfOrderSequenceNumber},
 	{is(localseg.ErrInvalidProducerEpoch), kerr.InvalidProducerEpoch},
+	{is(localseg.ErrInvalidTxnState), kerr.InvalidTxnState},
+	{is(localseg.ErrTransactionCoordinatorFenced), kerr.TransactionCoordinatorFenced},
 	{is(errUnknownProducerID), kerr.UnknownProducerID},
 	{is(recordbatch.ErrCorrupt), kerr.CorruptMessage},
 	{is(recordbatch.ErrInvalidRecord), kerr.InvalidRecord},
@@ -142,7 +143,6 @@ var (
 	errLeaderNotAvailable  = errors.New("broker: partition offline")
 	errUnknownTopicID      = errors.New("broker: unknown topic id")
 	errInvalidRequiredAcks = errors.New("broker: acks must be -1, 0 or 1")
-	errTransactionalID     = errors.New("broker: transactional id not allowed")
 	errMessageTooLarge     = errors.New("broker: message too large")
 	// errReplicaNotAuthorized: a fetch with a replica id on a connection
 	// that did not authenticate as that broker.

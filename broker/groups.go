@@ -218,18 +218,37 @@ func splitBy[T any](s []T, ok func(T) bool) (kept, dropped []T) {
 }
 
 // offsetsLog adapts a __consumer_offsets partition this broker leads to
-// group.Log.
+// group.Log (and, through txnLog, a __transaction_state partition to
+// txn.Log).
 type offsetsLog struct{ p *partition }
 
 var _ group.Log = (*offsetsLog)(nil)
 
 func (l *offsetsLog) Append(ctx context.Context, records []recordbatch.Record) (int64, error) {
-	buf, err := recordbatch.Build(nil, recordbatch.BuildOptions{
+	return l.append(ctx, recordbatch.BuildOptions{
 		ProducerID:    recordbatch.NoProducerID,
 		ProducerEpoch: recordbatch.NoProducerEpoch,
 		BaseSequence:  recordbatch.NoSequence,
 		BaseTimestamp: time.Now().UnixMilli(),
 	}, records)
+}
+
+// AppendTransactional writes a transactional offset commit: the records
+// as one transactional batch of the producer, with no sequence (as
+// Kafka's coordinator writes them, outside the producer's sequences). The
+// partition holds the producer's transaction open until its marker.
+func (l *offsetsLog) AppendTransactional(ctx context.Context, producerID int64, producerEpoch int16, records []recordbatch.Record) (int64, error) {
+	return l.append(ctx, recordbatch.BuildOptions{
+		ProducerID:    producerID,
+		ProducerEpoch: producerEpoch,
+		BaseSequence:  recordbatch.NoSequence,
+		Transactional: true,
+		BaseTimestamp: time.Now().UnixMilli(),
+	}, records)
+}
+
+func (l *offsetsLog) append(ctx context.Context, opts recordbatch.BuildOptions, records []recordbatch.Record) (int64, error) {
+	buf, err := recordbatch.Build(nil, opts, records)
 	if err != nil {
 		return 0, err
 	}
@@ -303,8 +322,11 @@ func (l *offsetsLog) waitDurable(ctx context.Context, offset int64) error {
 }
 
 func offsetsLogError(err error) error {
-	if errors.Is(err, errNotLeader) || errors.Is(err, errPartitionClosed) || errors.Is(err, localseg.ErrClosed) {
+	switch {
+	case errors.Is(err, errNotLeader) || errors.Is(err, errPartitionClosed) || errors.Is(err, localseg.ErrClosed):
 		return fmt.Errorf("%w: %w", group.ErrNotLeader, err)
+	case errors.Is(err, localseg.ErrInvalidProducerEpoch):
+		return fmt.Errorf("%w: %w", group.ErrProducerFenced, err)
 	}
 	return err
 }
@@ -335,18 +357,18 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 		}
 		rng, err := log.Read(off, 1<<20, end, true)
 		if err != nil {
-			return fmt.Errorf("broker: reading %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+			return fmt.Errorf("broker: reading %s-%d at %d: %w", l.p.topic, l.p.index, off, err)
 		}
 		if limit := max(maxOffsetsBatch, 2*int64(l.p.cfg.Load().maxMessageBytes)); rng.Len() > limit {
 			// Longer than 1 MiB only when its first batch is: the
 			// size comes from the file, so bound it before allocating.
 			rng.Release()
-			return fmt.Errorf("broker: %s-%d at %d: a batch of %d bytes, more than any the coordinator writes (%d)", offsetsTopic, l.p.index, off, rng.Len(), limit)
+			return fmt.Errorf("broker: %s-%d at %d: a batch of %d bytes, more than any the coordinator writes (%d)", l.p.topic, l.p.index, off, rng.Len(), limit)
 		}
 		buf, err := rng.Bytes()
 		rng.Release()
 		if err != nil {
-			return fmt.Errorf("broker: reading %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+			return fmt.Errorf("broker: reading %s-%d at %d: %w", l.p.topic, l.p.index, off, err)
 		}
 		progressed := false
 		for len(buf) > 0 {
@@ -355,7 +377,7 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 				if progressed {
 					break // a batch cut by the read size: read on from it
 				}
-				return fmt.Errorf("broker: %s-%d at %d: %w", offsetsTopic, l.p.index, off, err)
+				return fmt.Errorf("broker: %s-%d at %d: %w", l.p.topic, l.p.index, off, err)
 			}
 			buf = rest
 			if b.NextOffset() <= off {
@@ -368,7 +390,7 @@ func (l *offsetsLog) Scan(ctx context.Context, fn func(recordbatch.Batch) error)
 			progressed = true
 		}
 		if !progressed {
-			return fmt.Errorf("broker: %s-%d: no batch at offset %d below the log end %d", offsetsTopic, l.p.index, off, end)
+			return fmt.Errorf("broker: %s-%d: no batch at offset %d below the log end %d", l.p.topic, l.p.index, off, end)
 		}
 	}
 }

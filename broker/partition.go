@@ -693,8 +693,16 @@ func (p *partition) highWatermarkBehindEpochStart() bool {
 	return p.hw.Load() < p.repl.epochStart
 }
 
-// lastStableOffset: without transactions it is the high watermark.
-func (p *partition) lastStableOffset() int64 { return p.hw.Load() }
+// lastStableOffset is the offset below which read_committed consumers
+// may read: the high watermark, or the first offset of the oldest open
+// transaction when that is lower (Kafka's LSO).
+func (p *partition) lastStableOffset() int64 {
+	hw := p.hw.Load()
+	if first, ok := p.log.FirstUnstableOffset(); ok && first < hw {
+		return first
+	}
+	return hw
+}
 
 // appendInternal appends a batch the broker built itself (the group
 // coordinator's records) as leader, skipping the producer checks. It is an
@@ -716,6 +724,37 @@ func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, 
 		return localseg.AppendResult{}, errLeadershipUnproven
 	}
 	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
+	if err == nil {
+		p.maybeAdvanceHW()
+	}
+	p.appendMu.RUnlock()
+	if err != nil {
+		return res, err
+	}
+	p.wake()
+	return res, nil
+}
+
+// appendMarker appends a transaction marker as leader, with the checks
+// appendInternal makes (an acks=all write, as Kafka's markers are) and the
+// log's: a marker of an older producer epoch, or from a coordinator of an
+// older epoch, is refused.
+func (p *partition) appendMarker(m localseg.Marker) (localseg.AppendResult, error) {
+	p.appendMu.RLock()
+	s := p.state.Load()
+	if err := p.writable(s); err != nil {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, err
+	}
+	if int32(len(s.isr)) < p.cfg.Load().minInsyncReplicas {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, errNotEnoughReplicas
+	}
+	if !p.leadershipProven(s, time.Now()) {
+		p.appendMu.RUnlock()
+		return localseg.AppendResult{}, errLeadershipUnproven
+	}
+	res, err := p.log.AppendMarker(m, s.leaderEpoch)
 	if err == nil {
 		p.maybeAdvanceHW()
 	}

@@ -41,8 +41,8 @@ func decodeProduceBody(dst *kmsg.ProduceRequest, version int16, src []byte, topi
 	flexible := version >= 9
 	topics := dst.Topics[:0]
 	*dst = kmsg.ProduceRequest{Version: version}
-	// The transactional id: a transactional produce is refused, so its
-	// allocation does not matter.
+	// The transactional id: one string per transactional producer's
+	// request, which its ACL check needs.
 	if l := readLen16(&b, flexible); l >= 0 {
 		s := string(b.Span(l))
 		dst.TransactionID = &s

@@ -34,6 +34,7 @@ type clusterFlags struct {
 	followerRate    int64
 	replicationFctr int16
 	offsetsRF       int16
+	txnRF           int16
 	ctlShutdown     time.Duration
 	autoRebalance   bool
 	imbalanceCheck  time.Duration
@@ -89,6 +90,7 @@ fails at start, saying why.`,
 	fs.Int64Var(&f.followerRate, "follower-replication-throttled-rate", 0, "bytes per second this broker fetches at most, as follower, for its throttled replicas out of the ISR (follower.replication.throttled.replicas), all partitions together (static follower.replication.throttled.rate, under the dynamic broker config; 0: no bound)")
 	fs.Int16Var(&f.replicationFctr, "default-replication-factor", 1, "replicas of auto-created topics (default.replication.factor)")
 	fs.Int16Var(&f.offsetsRF, "offsets-topic-replication-factor", 3, "replicas of __consumer_offsets, capped at the live brokers (offsets.topic.replication.factor)")
+	fs.Int16Var(&f.txnRF, "transaction-state-replication-factor", 3, "replicas of __transaction_state, capped at the live brokers (transaction.state.log.replication.factor)")
 	fs.DurationVar(&f.ctlShutdown, "controlled-shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for the controller to move this broker's leaderships to other in-sync replicas (negative: exit without, as controlled.shutdown.enable=false)")
 	fs.BoolVar(&f.autoRebalance, "auto-leader-rebalance", true, "move leadership back to each partition's preferred replica when it is in sync (auto.leader.rebalance.enable)")
 	fs.DurationVar(&f.imbalanceCheck, "leader-imbalance-check-interval", 300*time.Second, "how often leadership is moved back to preferred replicas (leader.imbalance.check.interval.seconds)")
@@ -163,18 +165,19 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	defer cli.Close()
 
 	cfg := broker.Config{
-		NodeID:                        f.id,
-		DataDir:                       filepath.Join(dataDir, "log"),
-		AdvertisedHost:                host,
-		AdvertisedPort:                port,
-		AdvertisedHTTPAddr:            advHTTP,
-		Rack:                          f.rack,
-		ReplicaLagTimeMax:             f.replicaLagMax,
-		DefaultReplicationFactor:      f.replicationFctr,
-		OffsetsTopicReplicationFactor: f.offsetsRF,
-		ControlledShutdownTimeout:     f.ctlShutdown,
-		LeaderImbalanceCheckInterval:  f.imbalanceCheck,
-		UncleanRecoveryWait:           f.uncleanWait,
+		NodeID:                            f.id,
+		DataDir:                           filepath.Join(dataDir, "log"),
+		AdvertisedHost:                    host,
+		AdvertisedPort:                    port,
+		AdvertisedHTTPAddr:                advHTTP,
+		Rack:                              f.rack,
+		ReplicaLagTimeMax:                 f.replicaLagMax,
+		DefaultReplicationFactor:          f.replicationFctr,
+		OffsetsTopicReplicationFactor:     f.offsetsRF,
+		TransactionTopicReplicationFactor: f.txnRF,
+		ControlledShutdownTimeout:         f.ctlShutdown,
+		LeaderImbalanceCheckInterval:      f.imbalanceCheck,
+		UncleanRecoveryWait:               f.uncleanWait,
 	}
 	cfg.LeaderReplicationThrottledRate = f.throttledRate
 	cfg.FollowerReplicationThrottledRate = f.followerRate
