@@ -1,13 +1,20 @@
 package broker
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
+	"io"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shale-log/shale/broker/acl"
 	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
+	"github.com/shale-log/shale/tiering"
 )
 
 func init() {
@@ -468,6 +475,17 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 		}
 		if err != nil || data.Bufs != nil {
 			fp.remote = data
+			if err == nil && op.req.IsolationLevel == 1 && data.Len() > 0 {
+				ctx, cancel := context.WithDeadline(op.b.ctx, op.remoteUntil)
+				txns, err := p.tier.remoteAbortedTxns(ctx, p, sp.fetchOffset, batchesEnd(&dataReader{bufs: data.Bufs}, 0, data.Len()))
+				cancel()
+				if err != nil {
+					fp.remote.Release()
+					fp.remote = tiering.Data{}
+					return err
+				}
+				fp.AbortedTransactions = abortedTransactions(txns)
+			}
 			return err
 		}
 	}
@@ -498,9 +516,70 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 	}
 	fp.rng = rng
 	if !op.follower && op.req.IsolationLevel == 1 && rng.Len() > 0 {
-		fp.AbortedTransactions = abortedTransactions(log.AbortedTxns(sp.fetchOffset, upper))
+		txns := log.AbortedTxns(sp.fetchOffset, upper)
+		if len(txns) > abortedUnbounded {
+			// Many aborted transactions lie between the fetch and the
+			// last stable offset: only those that began in the records
+			// returned go with them, as Kafka bounds its list by the
+			// end of the fetched data.
+			end := batchesEnd(rng.File(), rng.Offset(), rng.Len())
+			txns = slices.DeleteFunc(txns, func(t localseg.AbortedTxn) bool { return t.FirstOffset >= end })
+		}
+		fp.AbortedTransactions = abortedTransactions(txns)
 	}
 	return nil
+}
+
+// abortedUnbounded is how many aborted transactions a read_committed
+// fetch answers without looking at where its records end (the headers of
+// its batches, read from the file): a few more than the consumer needs cost
+// less than the reads.
+const abortedUnbounded = 32
+
+// batchesEnd returns the offset after the last batch whose header starts
+// within [off, off+n) of r (that batch may be cut short), or -1 when no
+// header is whole there. A read_committed fetch needs the aborted
+// transactions that began before it.
+func batchesEnd(r io.ReaderAt, off, n int64) int64 {
+	var hdr [recordbatch.HeaderSize]byte
+	end := int64(-1)
+	for pos := off; pos+int64(len(hdr)) <= off+n; {
+		if _, err := r.ReadAt(hdr[:], pos); err != nil {
+			break
+		}
+		b := recordbatch.Batch(hdr[:])
+		end = b.NextOffset()
+		length := int64(binary.BigEndian.Uint32(hdr[8:12]))
+		if length <= 0 {
+			break
+		}
+		pos += 12 + length
+	}
+	if end < 0 {
+		return math.MaxInt64
+	}
+	return end
+}
+
+// dataReader reads remote record data (slices of chunks) as one run of
+// bytes.
+type dataReader struct{ bufs [][]byte }
+
+func (d *dataReader) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for _, b := range d.bufs {
+		if off >= int64(len(b)) {
+			off -= int64(len(b))
+			continue
+		}
+		c := copy(p[n:], b[off:])
+		n += c
+		off = 0
+		if n == len(p) {
+			return n, nil
+		}
+	}
+	return n, io.EOF
 }
 
 // abortedTransactions lists aborted transactions as a read_committed

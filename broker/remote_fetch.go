@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/shale-log/shale/localseg"
@@ -196,4 +198,47 @@ func (t *partitionTier) readRemote(offset int64, maxBytes int, maxOffset int64, 
 		}
 	}
 	return data, err
+}
+
+// remoteAbortedTxns returns the aborted transactions a read_committed
+// fetch of p's records [from, to), read from the object store, tells its
+// consumer of: those with their marker at or above from and their first
+// offset below to, from the remote segments' companions (through the
+// reader's cache) and from the local log, without duplicates (a segment
+// both in the bucket and on disk), ascending by marker offset. to is the
+// end of the records the fetch returns (the offset after its last batch),
+// as Kafka bounds the search: with the fetch's last stable offset instead
+// the search reads the companion of every remote segment above from. It
+// waits for the store at most FetchTimeout; ctx may end it sooner.
+func (t *partitionTier) remoteAbortedTxns(ctx context.Context, p *partition, from, to int64) ([]localseg.AbortedTxn, error) {
+	if to <= from {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.svc.cfg.FetchTimeout)
+	defer cancel()
+	remote, err := t.svc.reader.AbortedTxns(ctx, t.part, t.manifest(), from, to)
+	if err != nil {
+		return nil, fmt.Errorf("broker: aborted transactions of %s in [%d, %d): %w", t.part, from, to, err)
+	}
+	// A transaction can start in the bucket and end on disk: the local
+	// log has the markers above the manifest's end.
+	local := p.log.AbortedTxns(max(from, p.log.LocalLogStartOffset()), to)
+	if len(local) == 0 {
+		return remote, nil
+	}
+	type txnKey struct{ producerID, firstOffset int64 }
+	seen := make(map[txnKey]struct{}, len(remote)+len(local))
+	out := make([]localseg.AbortedTxn, 0, len(remote)+len(local))
+	for _, txns := range [][]localseg.AbortedTxn{remote, local} {
+		for _, e := range txns {
+			k := txnKey{e.ProducerID, e.FirstOffset}
+			if _, dup := seen[k]; dup {
+				continue
+			}
+			seen[k] = struct{}{}
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b localseg.AbortedTxn) int { return cmp.Compare(a.LastOffset, b.LastOffset) })
+	return out, nil
 }

@@ -54,7 +54,7 @@ func transact(t testing.TB, cl *kgo.Client, topic string, commit bool, values ..
 // consumeAll reads topic from the start until it has read want values,
 // then for a moment more (a value past them fails the caller's check),
 // and returns the values in the order of each partition.
-func consumeAll(t testing.TB, b *brokertest.Broker, topic string, committed bool, want int) []string {
+func consumeAll(t testing.TB, client func(...kgo.Opt) *kgo.Client, topic string, committed bool, want int) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -62,7 +62,7 @@ func consumeAll(t testing.TB, b *brokertest.Broker, topic string, committed bool
 	if committed {
 		iso = kgo.ReadCommitted()
 	}
-	cl := b.Client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(iso))
+	cl := client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(iso))
 	defer cl.Close()
 	var out []string
 	poll := func(ctx context.Context) {
@@ -104,12 +104,12 @@ func TestTransactionsCommitAndAbort(t *testing.T) {
 	transact(t, p, topic, false, "a1", "a2", "a3")
 	transact(t, p, topic, true, "c5", "c6")
 
-	got := consumeAll(t, b, topic, true, 6)
+	got := consumeAll(t, b.Client, topic, true, 6)
 	slices.Sort(got)
 	if want := []string{"c1", "c2", "c3", "c4", "c5", "c6"}; !slices.Equal(got, want) {
 		t.Fatalf("read_committed consumed %v, want %v", got, want)
 	}
-	all := consumeAll(t, b, topic, false, 9)
+	all := consumeAll(t, b.Client, topic, false, 9)
 	slices.Sort(all)
 	if want := []string{"a1", "a2", "a3", "c1", "c2", "c3", "c4", "c5", "c6"}; !slices.Equal(all, want) {
 		t.Fatalf("read_uncommitted consumed %v, want %v", all, want)
@@ -175,13 +175,13 @@ func TestTransactionOpenHoldsLastStableOffset(t *testing.T) {
 	if s, e := stable[topic][0].Offset, ends[topic][0].Offset; s != 1 || e != 3 {
 		t.Fatalf("last stable offset %d, end %d; want 1 (the open transaction's first offset) and 3", s, e)
 	}
-	if got := consumeAll(t, b, topic, true, 1); !slices.Equal(got, []string{"before"}) {
+	if got := consumeAll(t, b.Client, topic, true, 1); !slices.Equal(got, []string{"before"}) {
 		t.Fatalf("read_committed consumed %v with the transaction open, want [before]", got)
 	}
 	if err := p.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
-	if got := consumeAll(t, b, topic, true, 3); !slices.Equal(got, []string{"before", "open", "after"}) {
+	if got := consumeAll(t, b.Client, topic, true, 3); !slices.Equal(got, []string{"before", "open", "after"}) {
 		t.Fatalf("read_committed consumed %v after the commit, want [before open after]", got)
 	}
 }
@@ -214,7 +214,7 @@ func TestTransactionalProducerFenced(t *testing.T) {
 	if !errors.Is(err, kerr.ProducerFenced) && !errors.Is(err, kerr.InvalidProducerEpoch) && !errors.Is(err, kerr.InvalidProducerIDMapping) {
 		t.Fatalf("the fenced producer's write or commit: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
 	}
-	if got := consumeAll(t, b, topic, true, 1); !slices.Equal(got, []string{"fresh"}) {
+	if got := consumeAll(t, b.Client, topic, true, 1); !slices.Equal(got, []string{"fresh"}) {
 		t.Fatalf("read_committed consumed %v, want [fresh] (the fenced producer's transaction aborted)", got)
 	}
 }
@@ -245,7 +245,7 @@ func TestTransactionTimeoutAborts(t *testing.T) {
 		// The record, and the abort marker after it.
 		return stable[topic][0].Offset == 2, fmt.Sprintf("last stable offset %d", stable[topic][0].Offset)
 	})
-	if got := consumeAll(t, b, topic, true, 0); len(got) != 0 {
+	if got := consumeAll(t, b.Client, topic, true, 0); len(got) != 0 {
 		t.Fatalf("read_committed consumed %v, want nothing", got)
 	}
 	if err := p.EndTransaction(ctx, kgo.TryCommit); err == nil {
@@ -311,7 +311,7 @@ func TestTransactionsExactlyOnce(t *testing.T) {
 	if copied != n {
 		t.Fatalf("copied %d records, want %d", copied, n)
 	}
-	got := consumeAll(t, b, out, true, n)
+	got := consumeAll(t, b.Client, out, true, n)
 	if len(got) != n {
 		t.Fatalf("the output holds %d records, want %d", len(got), n)
 	}

@@ -839,7 +839,8 @@ func (a *Archiver) uploadOne(ctx context.Context, epoch int32, base, gapAt int64
 	compDone := make(chan error, 1)
 	go func() {
 		t := time.Now()
-		comp := EncodeCompanion(&Companion{OffsetIndex: ss.OffsetIndex, TimeIndex: ss.TimeIndex, ProducerSnapshot: ss.ProducerSnapshot, Epochs: ss.Epochs})
+		comp := EncodeCompanion(&Companion{OffsetIndex: ss.OffsetIndex, TimeIndex: ss.TimeIndex, ProducerSnapshot: ss.ProducerSnapshot,
+			Epochs: ss.Epochs, AbortedTxns: ss.AbortedTxns})
 		seg.CompanionSize = int64(len(comp))
 		err := a.put(ctx, u.compKey, bytes.NewReader(comp), int64(len(comp)))
 		u.phases[phaseCompanion] = time.Since(t)

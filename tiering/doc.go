@@ -89,6 +89,44 @@
 //	4 leader epochs  entries of epoch i32 | start offset i64: the epoch in
 //	                 force at B, then each epoch that started inside the
 //	                 segment (both ascending)
+//	5 aborted txns   entries of producer id i64 | first offset i64 |
+//	                 last offset i64 | last stable offset i64: each
+//	                 transaction whose abort marker lies in the segment,
+//	                 as Kafka's transaction index (the .txnindex KIP-405
+//	                 uploads with a remote segment; its entries less their
+//	                 version i16, localseg's .txnindex). Last offset is the
+//	                 marker's, in [B, next offset); first offset, at or
+//	                 below it, is the transaction's first record, perhaps
+//	                 in an earlier segment; last stable offset is the
+//	                 partition's once the marker was written (the first
+//	                 offset of the oldest transaction then still open, else
+//	                 the marker's offset + 1). Producer id and offsets are
+//	                 not negative, first offset <= last offset, last stable
+//	                 offset <= last offset + 1; strictly ascending by last
+//	                 offset (a marker is one record). Written only when the
+//	                 segment has such a marker
+//
+// Shale writes sections 1 to 4, once each, in that order, then 5 when
+// there are aborted transactions. New kinds come without a new version: a reader skips
+// the kinds it does not know (checking their checksums all the same), so
+// a version 1 reader that predates kind 5 reads a companion that has it
+// (without its aborted transactions: such a reader serves no transactional
+// consumer), and one that knows kind 5 reads a companion without it as a
+// segment with no aborted transaction. A change to a kind's layout gets a
+// new kind or version.
+//
+// A read_committed consumer of offsets [F, T) skips the records of the
+// aborted transactions with last offset >= F and first offset < T. Their
+// markers lie at or above F, so a reader looks at the segment holding F
+// and the ones after it. Going past T it can stop after an entry whose
+// last stable offset is at or above T (as Kafka does: every transaction
+// whose marker comes later started at or above it), or after a segment
+// ending at or above T whose producer state (section 3, its snapshot at the
+// segment's next offset) holds no transaction that is open and started
+// below T; else it goes on to the end of the remote log, then the local
+// one. Where manifest entries overlap, a segment's entries with markers
+// below the previous entry's next offset are left out (that entry covers
+// those offsets).
 //
 // # Manifest (manifest) and spilled parts (spill-*.manifest)
 //

@@ -31,6 +31,10 @@ const (
 	sectionTimeIndex   = 2
 	sectionProducers   = 3
 	sectionEpochs      = 4
+	sectionAbortedTxns = 5
+
+	// abortedTxnSize is the encoded size of an aborted transaction.
+	abortedTxnSize = 8 + 8 + 8 + 8
 
 	manifestName = "manifest"
 	archiveName  = "shale-archive.json"
@@ -511,37 +515,63 @@ type Companion struct {
 	TimeIndex        []localseg.TimeEntry
 	ProducerSnapshot []byte
 	Epochs           []localseg.EpochEntry
+	// AbortedTxns are the transactions aborted by a marker inside the
+	// segment, ascending by the marker's offset (LastOffset); nil for a
+	// segment without any, and for companions written before the section
+	// existed.
+	AbortedTxns []localseg.AbortedTxn
 }
 
 // memSize is what a decoded companion costs in the cache.
 func (c *Companion) memSize() int64 {
-	return int64(len(c.OffsetIndex)*8+len(c.TimeIndex)*16+len(c.ProducerSnapshot)+len(c.Epochs)*16) + 128
+	return int64(len(c.OffsetIndex)*8+len(c.TimeIndex)*16+len(c.ProducerSnapshot)+len(c.Epochs)*16+len(c.AbortedTxns)*32) + 128
 }
 
-// EncodeCompanion encodes a segment's companion object.
+// EncodeCompanion encodes a segment's companion object. The aborted
+// transactions section is written only when there are some, so that a
+// segment without transactions has the companion it had before the section
+// existed.
 func EncodeCompanion(c *Companion) []byte {
-	var sections [4][]byte
+	sections := make([][]byte, 0, 5)
+	kinds := make([]uint16, 0, 5)
+	add := func(kind uint16, sec []byte) {
+		kinds = append(kinds, kind)
+		sections = append(sections, sec)
+	}
 	s := make([]byte, 0, len(c.OffsetIndex)*8)
 	for _, e := range c.OffsetIndex {
 		s = binary.BigEndian.AppendUint32(s, e.RelOffset)
 		s = binary.BigEndian.AppendUint32(s, e.Position)
 	}
-	sections[0] = s
+	add(sectionOffsetIndex, s)
 	s = make([]byte, 0, len(c.TimeIndex)*12)
 	for _, e := range c.TimeIndex {
 		s = binary.BigEndian.AppendUint64(s, uint64(e.Timestamp))
 		s = binary.BigEndian.AppendUint32(s, e.RelOffset)
 	}
-	sections[1] = s
-	sections[2] = c.ProducerSnapshot
+	add(sectionTimeIndex, s)
+	add(sectionProducers, c.ProducerSnapshot)
 	s = make([]byte, 0, len(c.Epochs)*12)
 	for _, e := range c.Epochs {
 		s = binary.BigEndian.AppendUint32(s, uint32(e.Epoch))
 		s = binary.BigEndian.AppendUint64(s, uint64(e.StartOffset))
 	}
-	sections[3] = s
-	kinds := [4]uint16{sectionOffsetIndex, sectionTimeIndex, sectionProducers, sectionEpochs}
-	b := make([]byte, 0, 12+4*12+len(sections[0])+len(sections[1])+len(sections[2])+len(sections[3]))
+	add(sectionEpochs, s)
+	if len(c.AbortedTxns) > 0 {
+		s = make([]byte, 0, len(c.AbortedTxns)*abortedTxnSize)
+		for _, e := range c.AbortedTxns {
+			s = binary.BigEndian.AppendUint64(s, uint64(e.ProducerID))
+			s = binary.BigEndian.AppendUint64(s, uint64(e.FirstOffset))
+			s = binary.BigEndian.AppendUint64(s, uint64(e.LastOffset))
+			s = binary.BigEndian.AppendUint64(s, uint64(e.LastStableOffset))
+		}
+		add(sectionAbortedTxns, s)
+	}
+	size := 12 + 12*len(sections)
+	for _, sec := range sections {
+		size += len(sec)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, companionMagic...)
 	b = binary.BigEndian.AppendUint16(b, formatVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(sections)))
@@ -561,7 +591,9 @@ func EncodeCompanion(c *Companion) []byte {
 
 // DecodeCompanion decodes a companion and checks it against the segment it
 // belongs to (base offset, next offset, size): index entries ascending and
-// inside the segment.
+// inside the segment, aborted transactions possible (see the package doc)
+// and strictly ascending by marker offset, each marker inside the segment. Sections of kinds it does not know are
+// skipped (their checksums still checked).
 func DecodeCompanion(data []byte, seg *Segment) (*Companion, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: companion: "+format, append([]any{ErrCorrupt}, args...)...)
@@ -638,6 +670,33 @@ func DecodeCompanion(data []byte, seg *Segment) (*Companion, error) {
 			}
 			if err := checkEpochs(c.Epochs); err != nil {
 				return nil, bad("%v", err)
+			}
+		case sectionAbortedTxns:
+			if len(sec)%abortedTxnSize != 0 {
+				return nil, bad("aborted transactions length %d", len(sec))
+			}
+			c.AbortedTxns = nil
+			if len(sec) > 0 {
+				c.AbortedTxns = make([]localseg.AbortedTxn, 0, len(sec)/abortedTxnSize)
+			}
+			for j := 0; j < len(sec); j += abortedTxnSize {
+				at := localseg.AbortedTxn{
+					ProducerID:       int64(binary.BigEndian.Uint64(sec[j:])),
+					FirstOffset:      int64(binary.BigEndian.Uint64(sec[j+8:])),
+					LastOffset:       int64(binary.BigEndian.Uint64(sec[j+16:])),
+					LastStableOffset: int64(binary.BigEndian.Uint64(sec[j+24:])),
+				}
+				if at.LastOffset < seg.BaseOffset || at.LastOffset >= seg.NextOffset {
+					return nil, bad("aborted transaction's marker %d outside the segment", at.LastOffset)
+				}
+				if at.ProducerID < 0 || at.FirstOffset < 0 || at.FirstOffset > at.LastOffset ||
+					at.LastStableOffset < 0 || at.LastStableOffset > at.LastOffset+1 {
+					return nil, bad("impossible aborted transaction %+v", at)
+				}
+				if k := len(c.AbortedTxns); k > 0 && at.LastOffset <= c.AbortedTxns[k-1].LastOffset {
+					return nil, bad("aborted transactions not ascending")
+				}
+				c.AbortedTxns = append(c.AbortedTxns, at)
 			}
 		}
 	}

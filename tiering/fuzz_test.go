@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -76,6 +77,9 @@ func FuzzDecodeCompanion(f *testing.F) {
 	c, seg := sampleCompanion()
 	f.Add(EncodeCompanion(c), seg.BaseOffset, seg.NextOffset, seg.Size)
 	f.Add([]byte("SHCI\x00\x01\x00\x00\x00\x00\x00\x00"), int64(0), int64(1), int64(1))
+	c, seg = abortedSample()
+	f.Add(EncodeCompanion(c), seg.BaseOffset, seg.NextOffset, seg.Size)
+	f.Add(encodeSections([]uint16{sectionAbortedTxns, 99}, [][]byte{abortedSection(c.AbortedTxns[1:]...), []byte("x")}), seg.BaseOffset, seg.NextOffset, seg.Size)
 	f.Fuzz(func(t *testing.T, data []byte, base, next, size int64) {
 		seg := &Segment{BaseOffset: base, NextOffset: next, Size: size}
 		got, err := DecodeCompanion(data, seg)
@@ -86,6 +90,31 @@ func FuzzDecodeCompanion(f *testing.F) {
 			if int64(e.Position) >= size {
 				t.Fatalf("entry %+v outside a segment of %d bytes", e, size)
 			}
+		}
+		for i, e := range got.AbortedTxns {
+			if e.LastOffset < base || e.LastOffset >= next || e.FirstOffset < 0 || e.FirstOffset > e.LastOffset ||
+				e.LastStableOffset < 0 || e.LastStableOffset > e.LastOffset+1 || (i > 0 && e.LastOffset <= got.AbortedTxns[i-1].LastOffset) {
+				t.Fatalf("aborted transaction %d %+v in a segment [%d, %d)", i, e, base, next)
+			}
+		}
+		again, err := DecodeCompanion(EncodeCompanion(got), seg)
+		if err != nil || !slices.Equal(again.AbortedTxns, got.AbortedTxns) || !slices.Equal(again.OffsetIndex, got.OffsetIndex) ||
+			!slices.Equal(again.TimeIndex, got.TimeIndex) || !slices.Equal(again.Epochs, got.Epochs) ||
+			!bytes.Equal(again.ProducerSnapshot, got.ProducerSnapshot) {
+			t.Fatalf("a decoded companion does not round-trip: %v", err)
+		}
+	})
+}
+
+// FuzzOpenTxnFloor reads arbitrary bytes as a segment's producer snapshot
+// for the oldest open transaction: an answer or none, never a panic.
+func FuzzOpenTxnFloor(f *testing.F) {
+	f.Add(testSnapshot())
+	f.Add(testSnapshot([2]int64{1, -1}, [2]int64{2, 30}, [2]int64{3, 12}))
+	f.Add([]byte("SHPS\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff"))
+	f.Fuzz(func(t *testing.T, snap []byte) {
+		if floor, ok := openTxnFloor(snap); ok && floor < 0 {
+			t.Fatalf("floor %d", floor)
 		}
 	})
 }
