@@ -322,13 +322,15 @@ func TestTransactionsExactlyOnce(t *testing.T) {
 		}
 		seen[v] = true
 	}
-	offs, err := b.Admin().FetchOffsets(ctx, "eos-group")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum int64
-	offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
-	if sum != n {
-		t.Fatalf("the group committed offsets summing to %d, want %d", sum, n)
-	}
+	// The markers follow the last commit's answer: its offsets become
+	// the group's a moment later.
+	brokertest.WaitFor(t, 10*time.Second, "the group's offsets committed", func() (bool, string) {
+		offs, err := b.Admin().FetchOffsets(ctx, "eos-group")
+		if err != nil {
+			return false, err.Error()
+		}
+		var sum int64
+		offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
+		return sum == n, fmt.Sprintf("offsets summing to %d, want %d", sum, n)
+	})
 }
