@@ -2,9 +2,12 @@ package tiering
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
+	"github.com/shale-log/shale/localseg"
 	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/objectstore"
 )
@@ -53,4 +56,37 @@ func ReadBatches(ctx context.Context, r *Reader, p Partition, m *Manifest, from 
 		off = next
 	}
 	return nil
+}
+
+// ReadCommittedBatches is ReadBatches as a read_committed consumer reads:
+// it leaves out transaction markers (control batches) and the batches of
+// aborted transactions, which it learns from the segments' companions
+// (their aborted transactions, section 5 of the format). As the consumer
+// does, it takes a producer's transactional batches for aborted from the
+// first offset of one of its aborted transactions until its next marker.
+func ReadCommittedBatches(ctx context.Context, r *Reader, p Partition, m *Manifest, from int64, fn func(recordbatch.Batch) error) error {
+	from = max(from, m.Start())
+	aborted, err := r.AbortedTxns(ctx, p, m, from, m.End())
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(aborted, func(a, b localseg.AbortedTxn) int { return cmp.Compare(a.FirstOffset, b.FirstOffset) })
+	next := 0
+	aborting := map[int64]bool{} // producers whose batches are aborted until their marker
+	return ReadBatches(ctx, r, p, m, from, func(b recordbatch.Batch) error {
+		for next < len(aborted) && aborted[next].FirstOffset <= b.LastOffset() {
+			aborting[aborted[next].ProducerID] = true
+			next++
+		}
+		switch {
+		case b.Control():
+			// The producer's marker ends what it aborted (a COMMIT
+			// marker ends no aborted transaction: none was open).
+			delete(aborting, b.ProducerID())
+			return nil
+		case b.Transactional() && aborting[b.ProducerID()]:
+			return nil
+		}
+		return fn(b)
+	})
 }

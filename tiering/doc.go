@@ -235,7 +235,9 @@
 // With the descriptors, a bucket lists its topics and their partitions, and
 // a partition's records are its manifest's segments read in order from the
 // log start offset: no etcd, no broker. ListTopics, LoadManifest and
-// ReadBatches do exactly that (see the package example). They are also
+// ReadBatches do exactly that (see the package example);
+// ReadCommittedBatches reads as a read_committed consumer, without the
+// transaction markers and the aborted transactions' batches. They are also
 // enough to rebuild a cluster that lost its metadata: `shale topic restore`
 // creates each topic of the bucket again from its descriptor, under its
 // id, each partition's leader continues from its manifest's end, and the

@@ -500,3 +500,48 @@ func markersIn(es []localseg.AbortedTxn, from, to int64) []localseg.AbortedTxn {
 	}
 	return out
 }
+
+// A read_committed reader of the bucket alone reads the committed batches
+// txnLog uploaded: the plain ones and producer 101's, without markers or
+// the batches of the aborted transactions.
+func TestReadCommittedBatchesLeaveOutTheAborted(t *testing.T) {
+	log := txnLog(t)
+	b := objectstore.NewMem()
+	a, ms := newTestArchiver(t, b, log)
+	uploadAll(t, a, 0, log.LogEndOffset())
+	m := ms.Current()
+	r := newTestReader(t, b, 4096)
+	ctx := context.Background()
+	plain, committed, raw := 0, 0, 0
+	err := ReadCommittedBatches(ctx, r, testPartition, m, 0, func(b recordbatch.Batch) error {
+		switch {
+		case b.Control():
+			t.Fatalf("a marker at %d", b.BaseOffset())
+		case b.Transactional() && b.ProducerID() != 101:
+			t.Fatalf("producer %d's aborted batch at %d", b.ProducerID(), b.BaseOffset())
+		case b.Transactional():
+			committed++
+		default:
+			plain++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawPlain := 0
+	if err := ReadBatches(ctx, r, testPartition, m, 0, func(b recordbatch.Batch) error {
+		raw++
+		if !b.Transactional() {
+			rawPlain++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Every plain batch the bucket holds, producer 101's one, of the
+	// bucket's batches with the aborted ones and the markers.
+	if plain != rawPlain || committed != 1 || raw < plain+committed+10 {
+		t.Fatalf("read %d plain and %d committed transactional batches of %d (%d plain), want every plain one and 1", plain, committed, raw, rawPlain)
+	}
+}
