@@ -627,7 +627,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 		return nil, err
 	}
 	if reg != nil {
-		reg.MustRegister(partitionCollector{b})
+		reg.MustRegister(partitionCollector{b}, b.txns.c.Collector())
 	}
 	return b, nil
 }

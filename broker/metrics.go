@@ -325,6 +325,9 @@ var (
 	localLogBytesDesc = prometheus.NewDesc("shale_local_log_bytes",
 		"Bytes of local segments of each topic on this broker's disk, its leaders' and its followers' replicas alike (Kafka's Log Size summed per topic): what local retention and uploads to the object store keep in check.",
 		[]string{"topic"}, nil)
+	partitionsUnstableDesc = prometheus.NewDesc("shale_partitions_unstable",
+		"Partitions this broker leads whose last stable offset is below the high watermark: an open transaction holds back read_committed consumers (and uploads to the object store). One that stays up points at a transaction left open: shale txn list --state Ongoing.",
+		nil, nil)
 	groupLagDesc = prometheus.NewDesc("shale_consumer_group_lag",
 		"High watermark minus committed offset, for each group this broker coordinates and each partition the group has committed offsets for: the high watermark is this broker's where it leads the partition, else its leader's (asked with ListOffsets at most every 5s; a partition whose leader does not answer within 1s is left out of that scrape).",
 		[]string{"group", "topic", "partition"}, nil)
@@ -336,7 +339,7 @@ const groupLagScrapeTimeout = 2 * time.Second
 
 func (c partitionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{hwDesc, logEndDesc, logStartDesc, underReplicatedDesc, underMinISRDesc, logDirTotalDesc, logDirUsableDesc, logDirReserveDesc, localLogBytesDesc,
-		tierLagBytesDesc, tierLagSegmentsDesc, tierEligibleSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc} {
+		tierLagBytesDesc, tierLagSegmentsDesc, tierEligibleSegmentsDesc, tierRemoteBytesDesc, groupLagDesc, groupTopicLagDesc, groupLagDroppedDesc, partitionsUnstableDesc} {
 		ch <- d
 	}
 }
@@ -352,6 +355,7 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(logDirReserveDesc, max(b.cfg.LogDirReserveBytes, 0))
 	local := map[string]int64{}
+	unstable := int64(0)
 	for _, p := range b.replicas.all() {
 		s := p.state.Load()
 		if s.closed {
@@ -365,6 +369,9 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(hwDesc, p.highWatermark(), p.topic, part)
 		gauge(logEndDesc, p.log.LogEndOffset(), p.topic, part)
 		gauge(logStartDesc, p.logStartOffset(), p.topic, part)
+		if first, ok := p.log.FirstUnstableOffset(); ok && first < p.highWatermark() {
+			unstable++ // its last stable offset is below the high watermark
+		}
 		under := int64(0)
 		if len(s.isr) < len(s.replicas) {
 			under = 1
@@ -388,6 +395,7 @@ func (c partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	for topic, n := range local {
 		gauge(localLogBytesDesc, n, topic)
 	}
+	gauge(partitionsUnstableDesc, unstable)
 	if b.groups == nil {
 		return
 	}

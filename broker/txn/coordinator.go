@@ -43,6 +43,7 @@ type Coordinator struct {
 	markers Markers
 	topics  Topics
 	budget  *recordbatch.Budget
+	metrics *metrics
 
 	mu struct {
 		sync.RWMutex
@@ -76,6 +77,7 @@ func New(cfg Config, opts Options) (*Coordinator, error) {
 		markers: opts.Markers,
 		topics:  opts.Topics,
 		budget:  opts.ScanBudget,
+		metrics: newMetrics(),
 	}
 	c.mu.shards = map[int32]*shard{}
 	return c, nil

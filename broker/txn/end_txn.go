@@ -57,6 +57,11 @@ func (s *shard) endTxn(id string, pid int64, epoch int16, commit bool, reply fun
 				reply(appendErrorCode(err))
 				return
 			}
+			if commit {
+				s.c.metrics.commits.Inc()
+			} else {
+				s.c.metrics.aborts.Inc()
+			}
 			reply(0)
 			s.startCompletion(e)
 		})

@@ -186,6 +186,7 @@ func (s *shard) fenceAndAbort(e *txnEntry, done func(code int16)) {
 			return
 		}
 		e.lastProducerEpoch = noProducerEpoch
+		s.c.metrics.timeouts.Inc()
 		done(0)
 		s.startCompletion(e)
 	})

@@ -26,6 +26,7 @@ type completion struct {
 	epoch     int16
 	remaining []TopicPartition // partitions still without their marker
 	backoff   time.Duration
+	ended     time.Time // when the Prepare state was decided (metrics)
 	// stopped: a partition fenced the markers (a newer coordinator or
 	// producer epoch) or the log was lost; the transaction stays in its
 	// Prepare state until the partition is loaded again.
@@ -40,6 +41,7 @@ func (s *shard) startCompletion(e *txnEntry) {
 		epoch:     e.meta.producerEpoch,
 		remaining: append([]TopicPartition(nil), e.meta.partitions...),
 		backoff:   minMarkerBackoff,
+		ended:     endedAt(&e.meta),
 	}
 	e.completion = c
 	s.sendMarkers(e, c)
@@ -49,6 +51,7 @@ func (s *shard) startCompletion(e *txnEntry) {
 // the outcome comes back to markersWritten.
 func (s *shard) sendMarkers(e *txnEntry, c *completion) {
 	if len(c.remaining) == 0 {
+		s.markersDone(c)
 		s.writeComplete(e, c)
 		return
 	}
@@ -118,6 +121,7 @@ func (s *shard) markersWritten(e *txnEntry, c *completion, sent []TopicPartition
 			return
 		case markerRetry:
 			retry = append(retry, tp)
+			s.c.metrics.markerRetries.Inc()
 			if !expected {
 				s.c.log.Warn("txn: unexpected error writing a transaction marker; retrying", "transactional_id", e.id,
 					"topic", tp.Topic, "partition", tp.Partition, "code", code)
@@ -125,11 +129,14 @@ func (s *shard) markersWritten(e *txnEntry, c *completion, sent []TopicPartition
 		case markerDone:
 			if code == codeUnknownTopicOrPartition {
 				s.c.log.Info("txn: dropping the marker of a deleted partition", "transactional_id", e.id, "topic", tp.Topic, "partition", tp.Partition)
+			} else {
+				s.c.metrics.markersWritten.Inc()
 			}
 		}
 	}
 	c.remaining = retry
 	if len(retry) == 0 {
+		s.markersDone(c)
 		s.writeComplete(e, c)
 		return
 	}

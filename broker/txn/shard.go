@@ -46,6 +46,8 @@ type shard struct {
 	loaded           atomic.Bool
 	// workers counts the append and marker goroutines.
 	workers sync.WaitGroup
+	// idsByState counts txns' stored ids by state, for scrapes.
+	idsByState stateCounts
 
 	// Owned by run.
 	txns        map[string]*txnEntry
@@ -143,6 +145,7 @@ func (s *shard) run() {
 			s.c.log.Error("txn: loading transaction state partition failed; retrying", "partition", s.partition, "err", err)
 		}
 		s.txns = map[string]*txnEntry{}
+		s.idsByState.reset()
 		s.logBytes, s.liveBytes, s.endOffset = 0, 0, -1
 		wake := make(chan struct{})
 		t := s.c.clock.AfterFunc(backoff, func() { close(wake) })
@@ -477,7 +480,9 @@ func (s *shard) finishLoad() {
 func (s *shard) setMeta(e *txnEntry, m txnMeta, size int64) {
 	if e.stored {
 		s.liveBytes -= e.size
+		s.idsByState.add(e.meta.state, -1)
 	}
+	s.idsByState.add(m.state, 1)
 	e.meta, e.size, e.stored = m, size, true
 	s.liveBytes += size
 }
@@ -489,6 +494,7 @@ func (s *shard) removeEntry(e *txnEntry) {
 	}
 	if e.stored {
 		s.liveBytes -= e.size
+		s.idsByState.add(e.meta.state, -1)
 	}
 	delete(s.txns, e.id)
 }

@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newProduceCmd(), newConsumeCmd(), newBenchCmd())
 	root.AddCommand(newHealthCmd())
 	root.AddCommand(newTopicCmd(), newGroupCmd(), newClusterCmd(), newTierCmd(), newQuotaCmd(), newUserCmd(), newACLCmd())
+	root.AddCommand(newTxnCmd())
 	return root
 }
 
