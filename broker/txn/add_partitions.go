@@ -62,7 +62,7 @@ func (c *Coordinator) AddPartitionsToTxn(ctx context.Context, req *kmsg.AddParti
 	}
 	parts = normalizePartitions(parts)
 	code, wait := onTxnShard(ctx, c, req.TransactionalID, func(s *shard, reply func(int16)) {
-		s.addPartitions(req.TransactionalID, req.ProducerID, req.ProducerEpoch, parts, reply)
+		s.addPartitions(req.TransactionalID, req.ProducerID, req.ProducerEpoch, parts, true, reply)
 	})
 	if wait != 0 {
 		code = wait
@@ -81,7 +81,7 @@ func (c *Coordinator) AddOffsetsToTxn(ctx context.Context, req *kmsg.AddOffsetsT
 	}
 	tp := TopicPartition{offsetsTopic, PartitionFor(req.Group, c.cfg.OffsetsTopicNumPartitions)}
 	code, wait := onTxnShard(ctx, c, req.TransactionalID, func(s *shard, reply func(int16)) {
-		s.addPartitions(req.TransactionalID, req.ProducerID, req.ProducerEpoch, []TopicPartition{tp}, reply)
+		s.addPartitions(req.TransactionalID, req.ProducerID, req.ProducerEpoch, []TopicPartition{tp}, true, reply)
 	})
 	if wait != 0 {
 		code = wait
@@ -108,9 +108,16 @@ func (s *shard) checkProducer(id string, pid int64, epoch int16) (*txnEntry, int
 }
 
 // addPartitions is Kafka's handleAddPartitionsToTransaction on the loop;
-// parts is sorted and free of duplicates.
-func (s *shard) addPartitions(id string, pid int64, epoch int16, parts []TopicPartition, reply func(int16)) {
+// parts is sorted and free of duplicates. With mayPark, a request that
+// finds the id in a transition waits for it to end (park), once.
+func (s *shard) addPartitions(id string, pid int64, epoch int16, parts []TopicPartition, mayPark bool, reply func(int16)) {
 	e, code := s.checkProducer(id, pid, epoch)
+	if busy := s.txns[id]; code == codeConcurrentTransactions && mayPark && (busy.completion == nil || !busy.completion.stopped) {
+		// A stopped completion waits for the partition's next load:
+		// longer than any request.
+		s.park(busy, func() { s.addPartitions(id, pid, epoch, parts, false, reply) }, func() { reply(code) })
+		return
+	}
 	if code != 0 {
 		reply(code)
 		return

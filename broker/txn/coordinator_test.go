@@ -321,27 +321,61 @@ func TestConcurrentTransactionsWhileCompleting(t *testing.T) {
 		t.Fatalf("state %q", d.State)
 	}
 	for name, code := range map[string]int16{
-		"add":          e.add("t1", pid, epoch, map[string][]int32{"a": {1}}),
 		"commit retry": e.end(3, "t1", pid, epoch, true),
 		"abort":        e.end(3, "t1", pid, epoch, false),
 		"init":         e.initReq(4, "t1", 60_000, -1, -1).ErrorCode,
-		"add offsets":  e.addOffsets("t1", pid, epoch, "g"),
 	} {
 		if code != codeConcurrentTransactions {
 			t.Errorf("%s while completing: code %d", name, code)
+		}
+	}
+	// Adding partitions waits for the markers, at most maxPark, before
+	// it answers CONCURRENT_TRANSACTIONS.
+	parked := make(chan int16, 2)
+	go func() { parked <- e.add("t1", pid, epoch, map[string][]int32{"a": {1}}) }()
+	go func() { parked <- e.addOffsets("t1", pid, epoch, "g") }()
+	waitParked := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			got := 0
+			e.onLoop(func(s *shard) { got = len(s.txns["t1"].parked) })
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests parked, want %d", got, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitParked(2)
+	e.clock.Advance(maxPark - time.Millisecond)
+	e.onLoop(func(*shard) {})
+	select {
+	case c := <-parked:
+		t.Fatalf("a parked request answered %d before maxPark", c)
+	default:
+	}
+	e.clock.Advance(time.Millisecond)
+	for range 2 {
+		if c := <-parked; c != codeConcurrentTransactions {
+			t.Errorf("add while completing, after maxPark: code %d", c)
 		}
 	}
 	// Fencing checks still come first.
 	if c := e.end(3, "t1", pid, epoch-1, true); c != codeProducerFenced {
 		t.Errorf("old epoch while completing: %d", c)
 	}
+	// A request parked when the markers are written goes on at once.
+	go func() { parked <- e.add("t1", pid, epoch, map[string][]int32{"a": {1}}) }()
+	waitParked(1)
 	close(gate)
-	e.idle()
-	if d := e.describe("t1"); d.State != "CompleteCommit" {
-		t.Fatalf("state %q", d.State)
+	if c := <-parked; c != 0 {
+		t.Fatalf("add parked until the completion: %d", c)
 	}
-	if c := e.add("t1", pid, epoch, map[string][]int32{"a": {1}}); c != 0 {
-		t.Fatalf("add after completion: %d", c)
+	e.idle()
+	if d := e.describe("t1"); d.State != "Ongoing" || len(d.Topics) != 1 || len(d.Topics[0].Partitions) != 1 || d.Topics[0].Partitions[0] != 1 {
+		t.Fatalf("after the parked add: %+v", d)
 	}
 }
 

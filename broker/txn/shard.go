@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,6 +211,16 @@ func (s *shard) after(d time.Duration, fn func()) *timer {
 	return t
 }
 
+// cancelTimer stops t (on the loop): its callback will not run.
+func (s *shard) cancelTimer(t *timer) {
+	if t.dead {
+		return
+	}
+	t.dead = true
+	delete(s.timers, t)
+	t.t.Stop()
+}
+
 // post queues fn for the loop (from timers and other goroutines).
 func (s *shard) post(fn func()) {
 	select {
@@ -253,7 +264,57 @@ func (s *shard) persist(e *txnEntry, next txnMeta, done func(err error)) {
 			delete(s.txns, e.id)
 		}
 		done(err)
+		if !e.pending() {
+			s.unpark(e)
+		}
 	})
+}
+
+// maxPark bounds how long a request waits for the transition in flight of
+// its transactional id (park) before it is answered
+// CONCURRENT_TRANSACTIONS.
+const maxPark = time.Second
+
+// parkedRequest is a request waiting for its id's transition to end.
+type parkedRequest struct {
+	retry func()
+	timer *timer
+	done  bool
+}
+
+// park holds a request that found its transactional id in a transition
+// (the last transaction's markers being written, most often: the next
+// transaction's AddPartitionsToTxn follows its EndTxn at once) until the
+// transition ends, then runs retry; after maxPark it answers busy instead
+// (CONCURRENT_TRANSACTIONS). Kafka answers at once, and the client backs
+// off (franz-go 20 ms, Java's producer retry.backoff.ms, 100 ms) though
+// the markers take a few: one producer's transactions then cost a backoff
+// each.
+func (s *shard) park(e *txnEntry, retry func(), busy func()) {
+	r := &parkedRequest{retry: retry}
+	r.timer = s.after(maxPark, func() {
+		if !r.done {
+			r.done = true
+			e.parked = slices.DeleteFunc(e.parked, func(p *parkedRequest) bool { return p == r })
+			busy()
+		}
+	})
+	e.parked = append(e.parked, r)
+}
+
+// unpark runs the requests parked on e, in the order they came, once its
+// transition ended.
+func (s *shard) unpark(e *txnEntry) {
+	parked := e.parked
+	e.parked = nil
+	for _, r := range parked {
+		if r.done {
+			continue
+		}
+		r.done = true
+		s.cancelTimer(r.timer)
+		r.retry()
+	}
 }
 
 func (s *shard) maybeStartAppend() {

@@ -83,6 +83,9 @@ type txnEntry struct {
 	// completion is the marker delivery of a Prepare* state, until its
 	// Complete* record is committed (or it stopped: fenced).
 	completion *completion
+	// parked are requests waiting for the transition in flight to end
+	// (shard.park), oldest first.
+	parked []*parkedRequest
 }
 
 // pending reports whether a transition of the id is in flight.
