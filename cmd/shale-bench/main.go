@@ -69,6 +69,8 @@ type options struct {
 	rejoinPartitions int
 	rejoinRounds     int
 
+	txn txnOptions
+
 	raw       rawOptions
 	aclCount  int  // acl run: ACLs of other principals in force beside the bench's
 	aclRounds int  // acl run: rounds of each workload, alternating
@@ -85,7 +87,7 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls,acl")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls,acl,txn")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
@@ -139,6 +141,9 @@ func main() {
 	flag.StringVar(&o.raw.recompress, "raw-recompress", "zstd", "raw load: compression.type (gzip, snappy, lz4, zstd) of a topic that an acks=1 run of uncompressed batches goes to, which Shale rewrites with it (\"\": none)")
 	flag.IntVar(&o.aclCount, "acl-count", 1000, "acl run: ACLs of other principals in force beside the two that let the raw load's connections write and read (literal and prefixed topics, groups, transactional ids, some DENY), as a cluster's would be")
 	flag.IntVar(&o.aclRounds, "acl-rounds", 3, "acl run: rounds of the raw acks=1 produce and hot fetch against the broker with ACLs and the one without, alternating which goes first; their sums are printed")
+	flag.DurationVar(&o.txn.duration, "txn-duration", 4*time.Second, "txn run: timed length of each transactional and idempotent produce run, and the most each exactly-once copy runs")
+	flag.IntVar(&o.txn.records, "txn-records", 300_000, "txn run: a transactional produce run ends early once its transactions hold this many records, so that kfake's topics stay small enough to read back in passes (0: no limit)")
+	flag.IntVar(&o.txn.abortEvery, "txn-abort-every", 10, "txn run: abort every this many-th transaction of the produce runs, so that read_committed skips some (0: none)")
 	flag.StringVar(&o.raw.profileDir, "profile", "", "save CPU and allocation profiles of the broker during each raw run into this directory")
 	flag.BoolVar(&o.kfakeHost, "kfake-host", false, "internal: serve a kfake cluster and print its address")
 	flag.StringVar(&o.sendfileHost, "sendfile-host", "", "internal: serve the raw fetch's sendfile reference from a file in this directory and print its address")
@@ -286,6 +291,12 @@ func run(o options) error {
 	if want("acl") {
 		fmt.Println()
 		if err := runACL(o, shale); err != nil {
+			return err
+		}
+	}
+	if want("txn") {
+		fmt.Println()
+		if err := runTxn(o, shale, ceiling); err != nil {
 			return err
 		}
 	}
