@@ -709,37 +709,24 @@ func (p *partition) lastStableOffset() int64 {
 // acks=all write: refused while the ISR is smaller than
 // min.insync.replicas, as Kafka's coordinator's appends are.
 func (p *partition) appendInternal(b recordbatch.Batch) (localseg.AppendResult, error) {
-	p.appendMu.RLock()
-	s := p.state.Load()
-	if err := p.writable(s); err != nil {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, err
-	}
-	if int32(len(s.isr)) < p.cfg.Load().minInsyncReplicas {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, errNotEnoughReplicas
-	}
-	if !p.leadershipProven(s, time.Now()) {
-		p.appendMu.RUnlock()
-		return localseg.AppendResult{}, errLeadershipUnproven
-	}
-	res, err := p.log.AppendAsLeader(b, s.leaderEpoch)
-	if err == nil {
-		p.maybeAdvanceHW()
-	}
-	p.appendMu.RUnlock()
-	if err != nil {
-		return res, err
-	}
-	p.wake()
-	return res, nil
+	return p.appendAsCoordinator(func(leaderEpoch int32) (localseg.AppendResult, error) {
+		return p.log.AppendAsLeader(b, leaderEpoch)
+	})
 }
 
-// appendMarker appends a transaction marker as leader, with the checks
-// appendInternal makes (an acks=all write, as Kafka's markers are) and the
-// log's: a marker of an older producer epoch, or from a coordinator of an
-// older epoch, is refused.
+// appendMarker appends a transaction marker as leader, with appendInternal's
+// checks (an acks=all write, as Kafka's markers are) and the log's: a
+// marker of an older producer epoch, or from a coordinator of an older
+// epoch, is refused.
 func (p *partition) appendMarker(m localseg.Marker) (localseg.AppendResult, error) {
+	return p.appendAsCoordinator(func(leaderEpoch int32) (localseg.AppendResult, error) {
+		return p.log.AppendMarker(m, leaderEpoch)
+	})
+}
+
+// appendAsCoordinator runs a coordinator's append as leader: writable, the
+// ISR at least min.insync.replicas, the leadership proven.
+func (p *partition) appendAsCoordinator(appendAt func(leaderEpoch int32) (localseg.AppendResult, error)) (localseg.AppendResult, error) {
 	p.appendMu.RLock()
 	s := p.state.Load()
 	if err := p.writable(s); err != nil {
@@ -754,7 +741,7 @@ func (p *partition) appendMarker(m localseg.Marker) (localseg.AppendResult, erro
 		p.appendMu.RUnlock()
 		return localseg.AppendResult{}, errLeadershipUnproven
 	}
-	res, err := p.log.AppendMarker(m, s.leaderEpoch)
+	res, err := appendAt(s.leaderEpoch)
 	if err == nil {
 		p.maybeAdvanceHW()
 	}
