@@ -74,3 +74,71 @@ func TestTransactionsSurviveTheCoordinatorsLoss(t *testing.T) {
 		t.Fatalf("read_committed consumed %v, want %v", got, want)
 	}
 }
+
+// TestTransactionsSurviveAPartitionLeadersLoss: a partition's leader (not
+// the coordinator) dies in the middle of a transaction that wrote to it;
+// the producer goes on with the new leader, and the commit's marker goes
+// there. Every committed record reads once, nothing of a later abort does.
+func TestTransactionsSurviveAPartitionLeadersLoss(t *testing.T) {
+	c := brokertest.StartCluster(t, 3, func(cfg *broker.Config) {
+		cfg.OffsetsTopicPartitions = 3
+		cfg.TransactionTopicPartitions = 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const topic, id = "txn-leader-loss", "tx-leader-loss"
+	if _, err := c.Admin().CreateTopic(ctx, 3, 3, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	p := c.Client(kgo.TransactionalID(id), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	defer p.Close()
+	transact(t, p, topic, true) // finds the coordinator, loads its partition
+	req := kmsg.NewPtrFindCoordinatorRequest()
+	req.CoordinatorType, req.CoordinatorKey = 1, id
+	resp, err := req.RequestWith(ctx, p)
+	if err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("finding the coordinator: %v %v", err, resp)
+	}
+	leaders, err := c.Admin().ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, part := int32(-1), int32(-1)
+	for _, pd := range leaders[topic].Partitions {
+		if pd.Leader != resp.NodeID {
+			victim, part = pd.Leader, pd.Partition
+			break
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("every partition is led by the coordinator %d", resp.NodeID)
+	}
+	produce := func(v string) {
+		t.Helper()
+		if err := p.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: part, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatalf("producing %s: %v", v, err)
+		}
+	}
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce("before")
+	c.Stop(victim)
+	produce("after")
+	if err := p.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce("aborted")
+	if err := p.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	transact(t, p, topic, true) // an empty one: the abort is complete
+	got := consumeAll(t, c.Client, topic, true, 2)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"after", "before"}) {
+		t.Fatalf("read_committed consumed %v, want [after before]", got)
+	}
+}
