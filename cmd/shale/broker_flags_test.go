@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shale-log/shale/broker/brokertest"
 )
@@ -19,7 +20,8 @@ import (
 // reach the broker from flags or SHALE_* variables, as DescribeConfigs of
 // the broker shows.
 func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
-	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_MAX_CONNECTION_CREATION_RATE=100", "SHALE_REPLICA_SELECTOR=leader", "SHALE_REMOTE_FETCH_MAX_WAIT=250ms")
+	p := startDev(t, "", "SHALE_MAX_CONNECTIONS=50", "SHALE_MAX_CONNECTIONS_PER_IP=20", "SHALE_MAX_CONNECTION_CREATION_RATE=100", "SHALE_REPLICA_SELECTOR=leader", "SHALE_REMOTE_FETCH_MAX_WAIT=250ms",
+		"SHALE_TRANSACTION_MAX_TIMEOUT=2h")
 	adm := kadm.NewClient(p.client())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -40,6 +42,21 @@ func TestConnectionLimitAndReplicaSelectorFlags(t *testing.T) {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %q (present %v), want %q", k, v, ok, want)
 		}
+	}
+	// A transaction of an hour (Flink's default), past Kafka's default
+	// transaction.max.timeout.ms of 15 minutes.
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, "long-txn"); err != nil {
+		t.Fatal(err)
+	}
+	txn := p.client(kgo.TransactionalID("long"), kgo.TransactionTimeout(time.Hour))
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Topic: "long-txn", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatalf("a transaction of an hour with --transaction-max-timeout 2h: %v", err)
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -67,6 +84,8 @@ func TestBrokerFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"--max-connections-per-ip", "-1"}, "--max-connections-per-ip -1", nil},
 		{[]string{"--max-connection-creation-rate", "-1"}, "--max-connection-creation-rate -1", nil},
 		{[]string{"--remote-fetch-max-wait", "0s"}, "--remote-fetch-max-wait 0s", nil},
+		{[]string{"--transaction-max-timeout", "0s"}, "--transaction-max-timeout 0s: from 1ms to", nil},
+		{[]string{"--transactional-id-expiration", "1000h"}, "--transactional-id-expiration 1000h0m0s: from 1ms to", nil},
 		{[]string{"--unclean-recovery-wait", "-1s"}, "--unclean-recovery-wait -1s", []string{"broker"}},
 		{[]string{"--sasl-mechanisms", "SCRAM-SHA-256,GSSAPI"}, `--sasl-mechanisms "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`, nil},
 		{[]string{"--connections-max-reauth", "-1s"}, `--connections-max-reauth -1s: 0 or more`, nil},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -59,6 +60,8 @@ type brokerFlags struct {
 	replicaSelector   string
 	groupInitialDelay time.Duration
 	offsetsRetention  time.Duration
+	txnMaxTimeout     time.Duration
+	txnIDExpiration   time.Duration
 	topicDefaults     map[string]string
 	objectStore       string
 	remoteCache       int64
@@ -106,6 +109,8 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.replicaSelector, "replica-selector", broker.RackAwareSelector, "where consumers that name their rack (client.rack) read: rack-aware (an in-sync replica in their rack) or leader (replica.selector.class; Kafka's class names are accepted)")
 	fs.DurationVar(&f.groupInitialDelay, "group-initial-rebalance-delay", 3*time.Second, "wait for more members before a new group's first rebalance (group.initial.rebalance.delay.ms)")
 	fs.DurationVar(&f.offsetsRetention, "offsets-retention", 7*24*time.Hour, "how long committed offsets of empty groups are kept (offsets.retention.minutes)")
+	fs.DurationVar(&f.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "the longest transaction.timeout.ms a transactional producer may ask for: InitProducerId with a longer one is refused (INVALID_TRANSACTION_TIMEOUT) (transaction.max.timeout.ms; Flink's Kafka sink asks for 1h by default)")
+	fs.DurationVar(&f.txnIDExpiration, "transactional-id-expiration", 7*24*time.Hour, "how long a transactional id no producer uses is kept (transactional.id.expiration.ms)")
 	fs.StringToStringVar(&f.topicDefaults, "topic-default", nil, "broker-level topic defaults by Kafka broker config name, e.g. log.retention.ms=3600000 (repeatable)")
 	fs.StringVar(&f.objectStore, "object-store", "", "object store for tiered storage: s3://BUCKET[/PREFIX]?endpoint=...&region=..., file:///ABS/PATH, mem:// or none (dev default: file://DATA-DIR/objects)")
 	fs.Int64Var(&f.remoteCache, "remote-cache-bytes", 1<<30, "memory for chunks read from the object store (cold reads)")
@@ -137,6 +142,14 @@ func (f *brokerFlags) check() error {
 	}
 	if f.remoteFetchWait <= 0 {
 		return fmt.Errorf("--remote-fetch-max-wait %v: more than 0", f.remoteFetchWait)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--transaction-max-timeout", f.txnMaxTimeout}, {"--transactional-id-expiration", f.txnIDExpiration}} {
+		if d.v < time.Millisecond || d.v.Milliseconds() > math.MaxInt32 {
+			return fmt.Errorf("%s %v: from 1ms to %v", d.flag, d.v, time.Duration(math.MaxInt32)*time.Millisecond)
+		}
 	}
 	sel, ok := replicaSelectors[f.replicaSelector]
 	if !ok {
@@ -230,6 +243,10 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.ReplicaSelector = f.replicaSelector
 	c.GroupInitialRebalanceDelay = f.groupInitialDelay
 	c.OffsetsRetention = f.offsetsRetention
+	c.TransactionConfigs = map[string]string{
+		"transaction.max.timeout.ms":     strconv.FormatInt(f.txnMaxTimeout.Milliseconds(), 10),
+		"transactional.id.expiration.ms": strconv.FormatInt(f.txnIDExpiration.Milliseconds(), 10),
+	}
 	c.TopicDefaults = f.topicDefaults
 	c.Tiering.CacheBytes = f.remoteCache
 	c.Tiering.ChunkBytes = f.remoteChunk
