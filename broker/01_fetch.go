@@ -536,10 +536,10 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 // less than the reads.
 const abortedUnbounded = 32
 
-// batchesEnd returns the offset after the last batch whose header starts
-// within [off, off+n) of r (that batch may be cut short), or -1 when no
-// header is whole there. A read_committed fetch needs the aborted
-// transactions that began before it.
+// batchesEnd returns the offset after the last batch whose header lies
+// whole within [off, off+n) of r (that batch may be cut short), or
+// math.MaxInt64 (no bound) when no header does. A read_committed fetch
+// needs the aborted transactions that began before it.
 func batchesEnd(r io.ReaderAt, off, n int64) int64 {
 	var hdr [recordbatch.HeaderSize]byte
 	end := int64(-1)
