@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/shale-log/shale/broker/brokertest"
 )
@@ -275,6 +276,7 @@ func TestACLFlagWarnings(t *testing.T) {
 			t.Setenv(saslBootstrapPasswordEnv, "pw")
 			f := tc.f
 			f.remoteFetchWait, f.maxConns, f.replicaSelector, f.tlsClientAuth = 1, 1, "leader", "none"
+			f.txnMaxTimeout, f.txnIDExpiration = time.Minute, time.Hour
 			if err := f.check(); err != nil {
 				t.Fatal(err)
 			}
