@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -46,11 +47,9 @@ var offsetsTopicConfigs = map[string]string{
 // leadership of __consumer_offsets partitions, adapts those partitions to
 // group.Log, and creates the topic on the first FindCoordinator.
 type groupCoordinator struct {
-	b *Broker
-	c *group.Coordinator
-
-	createMu sync.Mutex
-	creating bool
+	b     *Broker
+	c     *group.Coordinator
+	topic *internalTopic
 }
 
 // groupConfig builds the coordinator's configuration from the broker's.
@@ -86,6 +85,8 @@ func newGroupCoordinator(b *Broker) (*groupCoordinator, error) {
 		return nil, err
 	}
 	g := &groupCoordinator{b: b, c: c}
+	g.topic = &internalTopic{b: b, name: offsetsTopic, configs: offsetsTopicConfigs, rf: b.cfg.OffsetsTopicReplicationFactor,
+		partitions: func() int32 { return c.Config().OffsetsTopicNumPartitions }}
 	b.replicas.onLeader = g.onLeader
 	b.onClose = append(b.onClose, c.Close)
 	return g, nil
@@ -104,31 +105,52 @@ func (g *groupCoordinator) onLeader(p *partition, leader bool) {
 	}
 }
 
-// coordinatorFor finds the broker leading the group's offsets partition.
-// When the offsets topic does not exist yet it starts creating it and
-// answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client retries.
-// Where this broker leads the partition in its own metadata, cut from
-// etcd, it names the newer leader a peer told it of, or, unable to prove
-// its own leadership (leadershipLapsed), answers COORDINATOR_NOT_AVAILABLE.
+// coordinatorFor finds the broker leading the group's offsets partition
+// (internalTopic.leaderOf).
 func (g *groupCoordinator) coordinatorFor(groupID string) (brokerView, int16) {
-	view := g.b.meta.snapshot()
-	tv := view.topics[offsetsTopic]
+	return g.topic.leaderOf(g.c.PartitionFor(groupID))
+}
+
+// internalTopic is an internal topic whose partitions' leaders coordinate
+// (__consumer_offsets for groups, __transaction_state for transactions),
+// created at the first lookup.
+type internalTopic struct {
+	b       *Broker
+	name    string
+	configs map[string]string
+	// partitions and rf are the topic's partition count and replication
+	// factor (capped at the live brokers) when it is created.
+	partitions func() int32
+	rf         int16
+
+	createMu sync.Mutex
+	creating bool
+}
+
+// leaderOf finds the broker leading partition p. When the topic does not
+// exist yet it starts creating it and answers COORDINATOR_NOT_AVAILABLE,
+// as Kafka does; the client retries. Where this broker leads the
+// partition in its own metadata, cut from etcd, it names the newer leader
+// a peer told it of, or, unable to prove its own leadership
+// (leadershipLapsed), answers COORDINATOR_NOT_AVAILABLE.
+func (t *internalTopic) leaderOf(p int32) (brokerView, int16) {
+	view := t.b.meta.snapshot()
+	tv := view.topics[t.name]
 	if tv == nil {
-		g.createOffsetsTopic()
+		t.create()
 		return brokerView{}, kerr.CoordinatorNotAvailable.Code
 	}
-	p := g.c.PartitionFor(groupID)
 	if int(p) >= len(tv.partitions) {
 		return brokerView{}, kerr.CoordinatorNotAvailable.Code
 	}
 	pv := tv.partitions[p]
 	leader := pv.leader
-	if sup := g.b.supersededView(offsetsTopic, p, pv.leader, pv.leaderEpoch); sup != nil {
+	if sup := t.b.supersededView(t.name, p, pv.leader, pv.leaderEpoch); sup != nil {
 		// This broker's leadership is over, though its metadata (cut
 		// from etcd) lags: a peer named the new leader.
 		leader = sup.leader
-	} else if leader == g.b.cfg.NodeID && g.b.leadershipLapsed(offsetsTopic, p) {
-		// It would answer the group's requests NOT_COORDINATOR.
+	} else if leader == t.b.cfg.NodeID && t.b.leadershipLapsed(t.name, p) {
+		// It would answer the coordinator's requests NOT_COORDINATOR.
 		return brokerView{}, kerr.CoordinatorNotAvailable.Code
 	}
 	bv, ok := view.broker(leader)
@@ -138,43 +160,37 @@ func (g *groupCoordinator) coordinatorFor(groupID string) (brokerView, int16) {
 	return bv, 0
 }
 
-// createOffsetsTopic creates __consumer_offsets in the background (once at
-// a time): offsets.topic.num.partitions partitions, replication factor
-// offsets.topic.replication.factor capped at the live brokers.
-func (g *groupCoordinator) createOffsetsTopic() {
-	g.createMu.Lock()
-	defer g.createMu.Unlock()
-	if g.creating {
+// create creates the topic in the background (once at a time).
+func (t *internalTopic) create() {
+	t.createMu.Lock()
+	defer t.createMu.Unlock()
+	if t.creating {
 		return
 	}
-	g.creating = true
-	b := g.b
+	t.creating = true
+	b := t.b
 	started := b.goBackground(func() {
 		defer func() {
-			g.createMu.Lock()
-			g.creating = false
-			g.createMu.Unlock()
+			t.createMu.Lock()
+			t.creating = false
+			t.createMu.Unlock()
 		}()
 		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 		defer cancel()
-		rf := b.cfg.OffsetsTopicReplicationFactor
+		rf := t.rf
 		if n := int16(len(b.meta.snapshot().brokers)); rf > n {
 			rf = n
 		}
 		if rf < 1 {
 			return
 		}
-		configs := make(map[string]string, len(offsetsTopicConfigs))
-		for k, v := range offsetsTopicConfigs {
-			configs[k] = v
-		}
-		_, err := b.createTopic(ctx, offsetsTopic, g.c.Config().OffsetsTopicNumPartitions, rf, nil, configs, true)
+		_, err := b.createTopic(ctx, t.name, t.partitions(), rf, nil, maps.Clone(t.configs), true)
 		if err != nil && !errors.Is(err, errTopicExists) && b.ctx.Err() == nil {
-			b.log.Warn("cannot create the offsets topic", "topic", offsetsTopic, "err", err)
+			b.log.Warn("cannot create an internal topic", "topic", t.name, "err", err)
 		}
 	})
 	if !started {
-		g.creating = false
+		t.creating = false
 	}
 }
 

@@ -38,11 +38,9 @@ var txnTopicConfigs = map[string]string{
 // partitions' leaders, this broker's own by a local append, the others'
 // by WriteTxnMarkers.
 type txnCoordinator struct {
-	b *Broker
-	c *txn.Coordinator
-
-	createMu sync.Mutex
-	creating bool
+	b     *Broker
+	c     *txn.Coordinator
+	topic *internalTopic
 
 	// peers are idle connections to other brokers for WriteTxnMarkers,
 	// by broker id: a completing transaction takes one (or dials) and
@@ -81,6 +79,8 @@ func newTxnCoordinator(b *Broker) (*txnCoordinator, error) {
 		return nil, err
 	}
 	t.c = c
+	t.topic = &internalTopic{b: b, name: txnTopic, configs: txnTopicConfigs, rf: b.cfg.TransactionTopicReplicationFactor,
+		partitions: func() int32 { return c.Config().NumPartitions }}
 	groupsOnLeader := b.replicas.onLeader
 	b.replicas.onLeader = func(p *partition, leader bool) {
 		if groupsOnLeader != nil {
@@ -108,72 +108,9 @@ func (t *txnCoordinator) onLeader(p *partition, leader bool) {
 }
 
 // coordinatorFor finds the broker leading the transactional id's
-// partition, creating the topic on first use (COORDINATOR_NOT_AVAILABLE
-// meanwhile), as the group coordinator's lookup does.
+// partition (internalTopic.leaderOf).
 func (t *txnCoordinator) coordinatorFor(id string) (brokerView, int16) {
-	view := t.b.meta.snapshot()
-	tv := view.topics[txnTopic]
-	if tv == nil {
-		t.createTopic()
-		return brokerView{}, kerr.CoordinatorNotAvailable.Code
-	}
-	p := t.c.PartitionFor(id)
-	if int(p) >= len(tv.partitions) {
-		return brokerView{}, kerr.CoordinatorNotAvailable.Code
-	}
-	pv := tv.partitions[p]
-	leader := pv.leader
-	if sup := t.b.supersededView(txnTopic, p, pv.leader, pv.leaderEpoch); sup != nil {
-		leader = sup.leader
-	} else if leader == t.b.cfg.NodeID && t.b.leadershipLapsed(txnTopic, p) {
-		return brokerView{}, kerr.CoordinatorNotAvailable.Code
-	}
-	bv, ok := view.broker(leader)
-	if !ok {
-		return brokerView{}, kerr.CoordinatorNotAvailable.Code
-	}
-	return bv, 0
-}
-
-// createTopic creates __transaction_state in the background (once at a
-// time): transaction.state.log.num.partitions partitions, replication
-// factor transaction.state.log.replication.factor capped at the live
-// brokers.
-func (t *txnCoordinator) createTopic() {
-	t.createMu.Lock()
-	defer t.createMu.Unlock()
-	if t.creating {
-		return
-	}
-	t.creating = true
-	b := t.b
-	started := b.goBackground(func() {
-		defer func() {
-			t.createMu.Lock()
-			t.creating = false
-			t.createMu.Unlock()
-		}()
-		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-		defer cancel()
-		rf := b.cfg.TransactionTopicReplicationFactor
-		if n := int16(len(b.meta.snapshot().brokers)); rf > n {
-			rf = n
-		}
-		if rf < 1 {
-			return
-		}
-		configs := make(map[string]string, len(txnTopicConfigs))
-		for k, v := range txnTopicConfigs {
-			configs[k] = v
-		}
-		_, err := b.createTopic(ctx, txnTopic, t.c.Config().NumPartitions, rf, nil, configs, true)
-		if err != nil && !errors.Is(err, errTopicExists) && b.ctx.Err() == nil {
-			b.log.Warn("cannot create the transaction state topic", "topic", txnTopic, "err", err)
-		}
-	})
-	if !started {
-		t.creating = false
-	}
+	return t.topic.leaderOf(t.c.PartitionFor(id))
 }
 
 // WriteMarkers delivers one transaction's markers (txn.Markers): each
