@@ -84,6 +84,9 @@ var (
 	ErrInvalidRecord = errors.New("recordbatch: invalid record")
 	// ErrDecompressTooLarge means a compressed batch expands beyond the cap.
 	ErrDecompressTooLarge = errors.New("recordbatch: decompressed batch exceeds limit")
+	// ErrNoKey means a record has a null key where keys are required
+	// (ValidateOptions.RequireKeys). It wraps ErrInvalidRecord.
+	ErrNoKey = fmt.Errorf("%w: a compacted topic cannot accept a record without a key", ErrInvalidRecord)
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -127,6 +130,16 @@ func (b Batch) Transactional() bool { return b.Attributes()&TransactionalBit != 
 
 // Control reports whether the batch is a control batch (commit/abort markers).
 func (b Batch) Control() bool { return b.Attributes()&ControlBit != 0 }
+
+// DeleteHorizon is the time (unix ms) from which log compaction may drop
+// the batch's tombstones and transaction markers: its base timestamp, when
+// DeleteHorizonBit is set (KIP-534). Without the bit it returns 0, false.
+func (b Batch) DeleteHorizon() (int64, bool) {
+	if b.Attributes()&DeleteHorizonBit == 0 {
+		return 0, false
+	}
+	return b.BaseTimestamp(), true
+}
 
 // HasProducerID reports whether the batch was written by an idempotent or
 // transactional producer.

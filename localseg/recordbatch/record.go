@@ -204,29 +204,77 @@ func Build(dst []byte, opts BuildOptions, records []Record) ([]byte, error) {
 		}
 	}
 	dst = append(dst, body...)
-	b := Batch(dst[start:])
-	attrs := uint16(opts.Codec) & CodecMask
+	h := header{
+		baseOffset:      opts.BaseOffset,
+		leaderEpoch:     opts.PartitionLeaderEpoch,
+		attributes:      uint16(opts.Codec) & CodecMask,
+		lastOffsetDelta: int32(len(records) - 1),
+		baseTimestamp:   opts.BaseTimestamp,
+		maxTimestamp:    maxTs,
+		producerID:      opts.ProducerID,
+		producerEpoch:   opts.ProducerEpoch,
+		baseSequence:    opts.BaseSequence,
+		recordCount:     int32(len(records)),
+	}
 	if opts.LogAppendTime {
-		attrs |= TimestampTypeBit
+		h.attributes |= TimestampTypeBit
 	}
 	if opts.Transactional {
-		attrs |= TransactionalBit
+		h.attributes |= TransactionalBit
 	}
 	if opts.Control {
-		attrs |= ControlBit
+		h.attributes |= ControlBit
 	}
-	binary.BigEndian.PutUint64(b[offBaseOffset:], uint64(opts.BaseOffset))
-	binary.BigEndian.PutUint32(b[offBatchLength:], uint32(len(b)-LengthOffset))
-	binary.BigEndian.PutUint32(b[offLeaderEpoch:], uint32(opts.PartitionLeaderEpoch))
-	b[offMagic] = 2
-	binary.BigEndian.PutUint16(b[offAttributes:], attrs)
-	binary.BigEndian.PutUint32(b[offLastOffsetDelta:], uint32(len(records)-1))
-	binary.BigEndian.PutUint64(b[offBaseTimestamp:], uint64(opts.BaseTimestamp))
-	binary.BigEndian.PutUint64(b[offMaxTimestamp:], uint64(maxTs))
-	binary.BigEndian.PutUint64(b[offProducerID:], uint64(opts.ProducerID))
-	binary.BigEndian.PutUint16(b[offProducerEpoch:], uint16(opts.ProducerEpoch))
-	binary.BigEndian.PutUint32(b[offBaseSequence:], uint32(opts.BaseSequence))
-	binary.BigEndian.PutUint32(b[offRecordCount:], uint32(len(records)))
-	b.updateCRC()
+	h.put(Batch(dst[start:]))
 	return dst, nil
+}
+
+// header is what a batch header holds but its length, magic and CRC,
+// which put derives.
+type header struct {
+	baseOffset      int64
+	leaderEpoch     int32
+	attributes      uint16
+	lastOffsetDelta int32
+	baseTimestamp   int64
+	maxTimestamp    int64
+	producerID      int64
+	producerEpoch   int16
+	baseSequence    int32
+	recordCount     int32
+}
+
+// headerOf reads the header of b, which holds at least HeaderSize bytes.
+func headerOf(b Batch) header {
+	return header{
+		baseOffset:      b.BaseOffset(),
+		leaderEpoch:     b.PartitionLeaderEpoch(),
+		attributes:      uint16(b.Attributes()),
+		lastOffsetDelta: b.LastOffsetDelta(),
+		baseTimestamp:   b.BaseTimestamp(),
+		maxTimestamp:    b.MaxTimestamp(),
+		producerID:      b.ProducerID(),
+		producerEpoch:   b.ProducerEpoch(),
+		baseSequence:    b.BaseSequence(),
+		recordCount:     b.RecordCount(),
+	}
+}
+
+// put writes h over the first HeaderSize bytes of b, the whole batch
+// (header and records): the batch length is len(b), the magic 2, and the
+// CRC is computed last, over the records too.
+func (h header) put(b Batch) {
+	binary.BigEndian.PutUint64(b[offBaseOffset:], uint64(h.baseOffset))
+	binary.BigEndian.PutUint32(b[offBatchLength:], uint32(len(b)-LengthOffset))
+	binary.BigEndian.PutUint32(b[offLeaderEpoch:], uint32(h.leaderEpoch))
+	b[offMagic] = 2
+	binary.BigEndian.PutUint16(b[offAttributes:], h.attributes)
+	binary.BigEndian.PutUint32(b[offLastOffsetDelta:], uint32(h.lastOffsetDelta))
+	binary.BigEndian.PutUint64(b[offBaseTimestamp:], uint64(h.baseTimestamp))
+	binary.BigEndian.PutUint64(b[offMaxTimestamp:], uint64(h.maxTimestamp))
+	binary.BigEndian.PutUint64(b[offProducerID:], uint64(h.producerID))
+	binary.BigEndian.PutUint16(b[offProducerEpoch:], uint16(h.producerEpoch))
+	binary.BigEndian.PutUint32(b[offBaseSequence:], uint32(h.baseSequence))
+	binary.BigEndian.PutUint32(b[offRecordCount:], uint32(h.recordCount))
+	b.updateCRC()
 }

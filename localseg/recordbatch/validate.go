@@ -14,6 +14,13 @@ type ValidateOptions struct {
 	// Budget is charged with the memory the decoders may use while the
 	// walk runs; nil means no shared bound.
 	Budget *Budget
+	// RequireKeys makes ValidateProduce refuse a record with a null key
+	// (ErrNoKey; an empty key is a key): a compacted topic keeps the last
+	// record of each key, and a record without one would only be dropped
+	// by the next cleaning. The readers of stored batches (WalkRecords,
+	// Records, Filter) ignore it: a log may hold records older than the
+	// rule.
+	RequireKeys bool
 }
 
 func (o ValidateOptions) limit() int {
@@ -30,7 +37,8 @@ func (o ValidateOptions) limit() int {
 // formed, numbered in order, as many as the header claims and nothing after
 // them. Compressed records are decompressed as a stream through a small
 // window, never whole, and refused past opts.MaxDecompressed. It allocates
-// nothing for an uncompressed batch. The summary carries the records'
+// nothing for an uncompressed batch. With opts.RequireKeys a record with
+// a null key is refused (ErrNoKey). The summary carries the records'
 // timestamps, which the header's may not match.
 func ValidateProduce(ctx context.Context, b Batch, opts ValidateOptions) (Summary, error) {
 	if err := Check(b); err != nil {
@@ -46,7 +54,9 @@ func ValidateProduce(ctx context.Context, b Batch, opts ValidateOptions) (Summar
 	if b.Control() && !b.Transactional() {
 		return Summary{}, fmt.Errorf("%w: control batch outside a transaction", ErrInvalidRecord)
 	}
-	return walkBatch(ctx, b, opts, true, nil)
+	spec := specFor(b, true)
+	spec.requireKeys = opts.RequireKeys
+	return walkBatch(ctx, b, opts, spec, nil)
 }
 
 // WalkRecords calls fn with the absolute offset and timestamp of each
@@ -58,7 +68,7 @@ func WalkRecords(ctx context.Context, b Batch, opts ValidateOptions, fn func(off
 	if err := Check(b); err != nil {
 		return err
 	}
-	_, err := walkBatch(ctx, b, opts, false, recordVisitor(b, fn))
+	_, err := walkBatch(ctx, b, opts, specFor(b, false), recordVisitor(b, fn))
 	if err == errStopped {
 		err = nil
 	}
@@ -118,12 +128,12 @@ func WalkMemory(b Batch, opts ValidateOptions) (int64, error) {
 }
 
 // walkBatch walks the records of a checked in-memory batch.
-func walkBatch(ctx context.Context, b Batch, opts ValidateOptions, dense bool, fn recordFn) (Summary, error) {
+func walkBatch(ctx context.Context, b Batch, opts ValidateOptions, spec walkSpec, fn recordFn) (Summary, error) {
 	body := []byte(b[HeaderSize:])
 	codec := b.Codec()
 	if codec == CodecNone {
 		w := newWalker(body)
-		return w.walk(specFor(b, dense), fn)
+		return w.walk(spec, fn)
 	}
 	limit := opts.limit()
 	need, err := WalkMemory(b, opts)
@@ -141,7 +151,7 @@ func walkBatch(ctx context.Context, b Batch, opts ValidateOptions, dense bool, f
 	defer d.close()
 	w := newStreamWalker(d, int64(limit))
 	defer w.release()
-	return w.walk(specFor(b, dense), fn)
+	return w.walk(spec, fn)
 }
 
 // Records calls fn for each record of the batch, built whole (for readers
@@ -150,6 +160,16 @@ func walkBatch(ctx context.Context, b Batch, opts ValidateOptions, dense bool, f
 // opts.MaxDecompressed bytes, taken from opts.Budget first. Record slices
 // point into the batch or that buffer and are valid only during fn.
 func Records(ctx context.Context, b Batch, opts ValidateOptions, fn func(Record) error) error {
+	return withRecords(ctx, b, opts, func(body []byte) error {
+		return eachRecord(b, body, func(rec *Record, _ []byte) error { return fn(*rec) })
+	})
+}
+
+// withRecords checks b and calls fn with its records' bytes: the body
+// itself, or the body decompressed into one buffer of at most
+// opts.MaxDecompressed bytes, which is charged to opts.Budget (with the
+// decoder) until fn returns.
+func withRecords(ctx context.Context, b Batch, opts ValidateOptions, fn func(records []byte) error) error {
 	if err := Check(b); err != nil {
 		return err
 	}
@@ -169,30 +189,41 @@ func Records(ctx context.Context, b Batch, opts ValidateOptions, fn func(Record)
 			return err
 		}
 	}
+	return fn(body)
+}
+
+// eachRecord parses the records of a checked batch b from records (its
+// body, decompressed) and calls fn with each, its Offset and Timestamp
+// filled, and its bytes (length prefix included). It refuses offset deltas
+// out of order or past the batch's last, a count short of the header's,
+// and bytes after the last record.
+func eachRecord(b Batch, records []byte, fn func(rec *Record, wire []byte) error) error {
 	count := int(b.RecordCount())
-	base, baseTs := b.BaseOffset(), b.BaseTimestamp()
+	base, baseTs, lastOffsetDelta := b.BaseOffset(), b.BaseTimestamp(), b.LastOffsetDelta()
+	lat, maxTs := b.LogAppendTime(), b.MaxTimestamp()
 	lastDelta := int32(-1)
 	for i := 0; i < count; i++ {
-		rec, rest, err := parseRecord(body)
+		rec, rest, err := parseRecord(records)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", i, err)
 		}
-		body = rest
-		if rec.OffsetDelta <= lastDelta || rec.OffsetDelta > b.LastOffsetDelta() {
+		wire := records[:len(records)-len(rest)]
+		records = rest
+		if rec.OffsetDelta <= lastDelta || rec.OffsetDelta > lastOffsetDelta {
 			return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalidRecord, i, rec.OffsetDelta)
 		}
 		lastDelta = rec.OffsetDelta
 		rec.Offset = base + int64(rec.OffsetDelta)
 		rec.Timestamp = baseTs + rec.TimestampDelta
-		if b.LogAppendTime() {
-			rec.Timestamp = b.MaxTimestamp()
+		if lat {
+			rec.Timestamp = maxTs
 		}
-		if err := fn(rec); err != nil {
+		if err := fn(&rec, wire); err != nil {
 			return err
 		}
 	}
-	if len(body) != 0 {
-		return fmt.Errorf("%w: %d bytes after the last record", ErrInvalidRecord, len(body))
+	if len(records) != 0 {
+		return fmt.Errorf("%w: %d bytes after the last record", ErrInvalidRecord, len(records))
 	}
 	return nil
 }

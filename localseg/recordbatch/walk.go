@@ -44,6 +44,9 @@ type walker struct {
 	// read counts bytes taken from r; more than limit is refused.
 	read, limit int64
 	win         *[]byte // pooled window backing buf, if any
+	// stepNullKey says whether the record recordStepwise last stepped
+	// through has a null key.
+	stepNullKey bool
 }
 
 // fill makes at least want bytes available after pos, or as many as the
@@ -182,6 +185,7 @@ type walkSpec struct {
 	lastOffsetDelta int32
 	baseTimestamp   int64
 	dense           bool // offset deltas must be 0..count-1
+	requireKeys     bool // a null key is refused (ErrNoKey)
 }
 
 // errStopped is returned by walk when fn stopped it.
@@ -190,23 +194,30 @@ var errStopped = errors.New("recordbatch: walk stopped")
 // walk checks count records and that nothing follows them, with the same
 // rules as parsing each record: every length within the record's bytes,
 // no null header key, offset deltas increasing (and dense when asked) and
-// within the batch.
+// within the batch, and no null key when asked.
 func (w *walker) walk(spec walkSpec, fn recordFn) (Summary, error) {
 	sum := Summary{MinTimestamp: -1, MaxTimestamp: -1}
 	last := int32(-1)
+	// In memory (an uncompressed batch at produce) each record is walked
+	// in line, without the calls of record. A walk that requires keys
+	// takes recordKeyed, so that the others do not pay for it.
+	inline := w.r == nil && !spec.requireKeys
 	for i := int32(0); i < spec.count; i++ {
 		var od int32
 		var td int64
 		var ok bool
-		if w.r == nil {
-			// In memory (an uncompressed batch at produce): the record
-			// walked in line, without the calls of record.
+		if inline {
 			var next int
 			if od, td, next, ok = recordAt(w.buf, w.pos); next >= 0 {
 				w.pos = next
 			}
-		} else {
+		} else if !spec.requireKeys {
 			od, td, ok = w.record()
+		} else {
+			var nullKey bool
+			if od, td, nullKey, ok = w.recordKeyed(); ok && nullKey {
+				return sum, fmt.Errorf("record %d: %w", i, ErrNoKey)
+			}
 		}
 		if !ok {
 			if err := w.streamErr(); err != nil {
@@ -260,6 +271,24 @@ func (w *walker) record() (int32, int64, bool) {
 	return w.recordStepwise()
 }
 
+// recordKeyed is record, also reporting whether the record has a null key
+// (meaningful only when it is accepted).
+func (w *walker) recordKeyed() (od int32, td int64, nullKey, ok bool) {
+	if w.r != nil && len(w.buf)-w.pos < streamFastMin {
+		w.fill(streamFastMin)
+	}
+	pos := w.pos
+	if od, td, ok = w.recordInMemory(); ok {
+		return od, td, nullKeyAt(w.buf, pos), true
+	}
+	if w.r == nil {
+		return od, td, false, false
+	}
+	w.pos = pos
+	od, td, ok = w.recordStepwise()
+	return od, td, w.stepNullKey, ok
+}
+
 // streamFastMin is what a streaming walk keeps in its window before trying
 // the fast walk on the next record.
 const streamFastMin = 4 << 10
@@ -290,9 +319,13 @@ func (w *walker) recordStepwise() (int32, int64, bool) {
 		return 0, 0, false
 	}
 	// key and value
-	for range 2 {
-		if !w.nullableBytes(&rem) {
+	for f := range 2 {
+		l, ok := w.nullableBytes(&rem)
+		if !ok {
 			return 0, 0, false
+		}
+		if f == 0 {
+			w.stepNullKey = l < 0
 		}
 	}
 	nh, ok := w.varint(&rem)
@@ -306,7 +339,7 @@ func (w *walker) recordStepwise() (int32, int64, bool) {
 			return 0, 0, false
 		}
 		rem -= int(k)
-		if !w.nullableBytes(&rem) {
+		if _, ok := w.nullableBytes(&rem); !ok {
 			return 0, 0, false
 		}
 	}
@@ -314,19 +347,19 @@ func (w *walker) recordStepwise() (int32, int64, bool) {
 }
 
 // nullableBytes steps over a length-prefixed byte string (-1: null) within
-// the record's remaining *rem bytes.
-func (w *walker) nullableBytes(rem *int) bool {
+// the record's remaining *rem bytes, returning its length.
+func (w *walker) nullableBytes(rem *int) (int32, bool) {
 	l, ok := w.varint(rem)
 	if !ok || l < -1 || int(l) > *rem {
-		return false
+		return 0, false
 	}
 	if l > 0 {
 		if !w.skip(int(l)) {
-			return false
+			return 0, false
 		}
 		*rem -= int(l)
 	}
-	return true
+	return l, true
 }
 
 // varint reads a zigzag varint that must fit an int32 from the record's

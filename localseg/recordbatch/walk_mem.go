@@ -236,3 +236,28 @@ func zigzagAt(b []byte, p, limit int) (int64, int) {
 	ux, n := uvarint(b)
 	return int64(ux>>1) ^ -int64(ux&1), n
 }
+
+// nullKeyAt reports whether the record at b[p:], which recordAt accepted,
+// has a null key (key length -1). The varints before the key's length
+// (the record's length, then past the attributes the two deltas) are
+// well formed there: each is stepped over to its last byte, the first
+// below 0x80.
+func nullKeyAt(b []byte, p int) bool {
+	for f := 0; f < 3; f++ {
+		for p < len(b) && b[p] >= 0x80 {
+			p++
+		}
+		p++
+		if f == 0 {
+			p++ // the attributes
+		}
+	}
+	if p >= len(b) {
+		return false
+	}
+	if c := b[p]; c < 0x80 {
+		return c == 1 // zigzag -1
+	}
+	v, n := zigzagAt(b, p, 10) // a length written in more bytes than it needs
+	return n > 0 && v == -1
+}
