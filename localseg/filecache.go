@@ -207,6 +207,22 @@ func (c *FileCache) admit(s *segment, f File) {
 	c.evictLocked()
 }
 
+// install adds a sealed segment made whole elsewhere (a compaction's new
+// segment) with its open read-only handle and its indexes, and holds a
+// reference on it (release gives it back): until then its file is never
+// reopened by name, which it may not have yet.
+func (c *FileCache) install(s *segment, f File, idx []indexEntry, tidx []timeEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.file = f
+	s.cache.open = true
+	c.mu.open++
+	s.cache.elem = c.mu.lru.PushFront(s)
+	s.cache.refs++
+	c.setLoadedLocked(s, idx, tidx)
+	c.evictLocked()
+}
+
 // admitted reports whether admit took s's writable handle (the cache then
 // closes it).
 func (c *FileCache) admitted(s *segment) bool {

@@ -44,8 +44,12 @@ func FuzzDecodeCheckpoints(f *testing.F) {
 	c := epochCache{entries: []EpochEntry{{0, 0}, {3, 100}}}
 	f.Add(c.encode())
 	f.Add([]byte("shale-checkpoint leader-epoch 1\n1\n0 0\ncrc32c 00000000\n"))
+	f.Add(encodeCleanerState(cleanerState{firstDirty: 100, horizon: 1_700_000_000_000}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decodeOffsetCheckpoint("log-start-offset", data)
+		if st, err := decodeCleanerState(data); err == nil && (st.firstDirty < 0 || st.horizon < -1) {
+			t.Fatalf("decoded %+v", st)
+		}
 		if c, err := decodeEpochCache(data); err == nil {
 			c.endOffsetFor(1, 1000)
 			c.truncateFromEnd(50)

@@ -143,6 +143,8 @@ type Log struct {
 		persisted int64
 		gen       int64 // bumped by truncation: stale background flushes give up
 	}
+	// compactMu serializes compaction passes (compact.go).
+	compactMu sync.Mutex
 	// startMu serializes the changes of the log start (retention,
 	// DeleteRecords, truncations), so that retention can write the
 	// log-start checkpoint with mu released. Lock order: startMu, then
@@ -1506,17 +1508,26 @@ func (l *Log) Read(offset int64, maxBytes int, maxOffset int64, minOneBatch bool
 			return Range{}, nil
 		}
 		i := sort.Search(len(segs), func(i int) bool { return segs[i].base > offset }) - 1
+		var r Range
+		var err error
 		for i = max(i, 0); i < len(segs); i++ {
-			if offset < segs[i].next.Load() {
-				break
+			if offset >= segs[i].next.Load() {
+				// offset sits at this segment's end (or in a gap):
+				// the next segment holds it.
+				continue
 			}
-			// offset sits at this segment's end (or in a gap): the
-			// next segment holds it.
+			r, err = l.readSegment(segs[i], offset, maxBytes, maxOffset, minOneBatch)
+			if err == nil && r.length == 0 && maxBytes > 0 && i+1 < len(segs) && segs[i+1].base < maxOffset {
+				// No batch at or after offset in this segment:
+				// compaction emptied its end. The next one holds
+				// what follows.
+				continue
+			}
+			break
 		}
 		if i == len(segs) {
 			return Range{}, nil
 		}
-		r, err := l.readSegment(segs[i], offset, maxBytes, maxOffset, minOneBatch)
 		var skip errSkipTo
 		if errors.As(err, &skip) && skip.offset > offset && attempt < 8 {
 			offset = skip.offset // the rest of that segment is lost

@@ -40,6 +40,13 @@ func (l *Log) load() error {
 	if err != nil {
 		return fmt.Errorf("localseg: %w", err)
 	}
+	if swapped, err := l.completeSwaps(entries); err != nil {
+		return err
+	} else if swapped {
+		if entries, err = l.fs.ReadDir(l.dir); err != nil {
+			return fmt.Errorf("localseg: %w", err)
+		}
+	}
 	var bases []int64
 	hasTxns := map[int64]bool{} // segments with a transaction index
 	for _, e := range entries {

@@ -94,7 +94,8 @@ func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, ke
 			// A tiered log keeps what the object store lacks.
 			break
 		}
-		expired := cfg.RetentionMs >= 0 && s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs
+		// A sealed segment compaction emptied holds nothing to keep.
+		expired := cfg.RetentionMs >= 0 && (size == 0 || s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs)
 		oversize := cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes
 		if !below && !expired && !oversize {
 			break
@@ -181,6 +182,7 @@ func (l *Log) deleteSegmentsLocked(segs []*segment) {
 // Requires mu.
 func (l *Log) retireSegmentsLocked(segs []*segment) {
 	for _, s := range segs {
+		s.retired.Store(true)
 		s.zero.stop()
 		s.w = nil
 		l.fc.retire(s)

@@ -60,6 +60,8 @@ type segment struct {
 	fullSync atomic.Bool
 
 	loadMu sync.Mutex // one loader of a sealed segment's index files at a time
+	// retired: the segment left its log (Log.retireSegmentsLocked).
+	retired atomic.Bool
 	// syncMu serializes the fsyncs of the .log file, which all go
 	// through the segment's one cached descriptor (see Log.syncSegment);
 	// syncErr is the first that failed, returned by every later one.
@@ -177,9 +179,13 @@ func (s *segment) readIndexes(f File) ([]indexEntry, []timeEntry, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("localseg: rebuilding the indexes of %s: %w", s.path(".log"), err)
 		}
-		// A later load rebuilds again if this fails.
-		_ = writeFileAtomic(s.fs, s.path(".index"), encodeOffsetIndex(idx))
-		_ = writeFileAtomic(s.fs, s.path(".timeindex"), encodeTimeIndex(tidx))
+		// A later load rebuilds again if this fails. A retired
+		// segment's names may already be another's (a compacted
+		// segment takes the name of the first it replaced).
+		if !s.retired.Load() {
+			_ = writeFileAtomic(s.fs, s.path(".index"), encodeOffsetIndex(idx))
+			_ = writeFileAtomic(s.fs, s.path(".timeindex"), encodeTimeIndex(tidx))
+		}
 	}
 	s.setMaxTimestamp(tidx)
 	return idx, tidx, nil
