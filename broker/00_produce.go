@@ -661,9 +661,13 @@ func validateOne(ctx context.Context, b *Broker, req *kmsg.ProduceRequest, rt *k
 	// Every record is looked at, compressed or not (as Kafka's
 	// LogValidator does): the header's record count and timestamps are
 	// only claims, and a compressed body may be garbage under a valid CRC.
+	// A compacted topic refuses records without a key (INVALID_RECORD),
+	// as Kafka's LogValidator does: the cleaner keeps the last record of
+	// each key, and has nothing to keep a keyless one by.
 	opts := recordbatch.ValidateOptions{
 		MaxDecompressed: recordbatch.MaxDecompressedFor(int(cfg.maxMessageBytes)),
 		Budget:          b.scanBudget,
+		RequireKeys:     cfg.compact,
 	}
 	sum, err := recordbatch.ValidateProduce(ctx, batch, opts)
 	if err != nil {
@@ -731,6 +735,8 @@ func refusalReason(err error) string {
 	switch {
 	case errors.Is(err, recordbatch.ErrDecompressTooLarge):
 		return "too_large"
+	case errors.Is(err, recordbatch.ErrNoKey):
+		return "no_key" // a record without a key on a compacted topic
 	case errors.Is(err, recordbatch.ErrInvalidRecord):
 		return "invalid_record"
 	case errors.Is(err, recordbatch.ErrCorrupt):

@@ -60,6 +60,11 @@ func handleDeleteRecords(b *Broker, r *request, req *kmsg.DeleteRecordsRequest) 
 				// A write: refused as produce is (superseded.go).
 				err = errLeadershipUnproven
 			}
+			if err == nil && !p.cfg.Load().deletePolicy {
+				// Kafka's answer on a compact-only topic: its records
+				// go by the cleaner's choice only.
+				err = fmt.Errorf("%w: records of %s-%d cannot be deleted: its cleanup.policy lacks delete", errPolicyViolation, p.topic, p.index)
+			}
 			var required int64
 			if err == nil {
 				required, err = deleteRecords(remote, p, rp.Offset)

@@ -105,7 +105,7 @@ func (b *Broker) alterTopicConfigs(ctx context.Context, r *request, name string,
 		if err != nil {
 			return nil, err
 		}
-		if err := checkTopicConfigs(cur, next, b.cfg.TopicDefaults); err != nil {
+		if err := checkTopicConfigs(cur, next, b.checkedDefaults()); err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 		}
 		if err := checkDraining(tv, cur, next, b.cfg.TopicDefaults); err != nil {
@@ -290,4 +290,20 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// checkedDefaults are the broker's topic defaults as checkTopicConfigs
+// sees them: on a broker without an object store no topic is tiered,
+// whatever its remote.storage.enable says, so that none has a remote log to
+// delete before it may be compacted.
+func (b *Broker) checkedDefaults() map[string]string {
+	if b.tier != nil {
+		return b.cfg.TopicDefaults
+	}
+	d := maps.Clone(b.cfg.TopicDefaults)
+	if d == nil {
+		d = map[string]string{}
+	}
+	d["remote.log.storage.system.enable"] = "false"
+	return d
 }

@@ -321,8 +321,8 @@ func TestTopicAdministration(t *testing.T) {
 		t.Fatal("no topic id")
 	}
 
-	// Duplicate, invalid names, bad configs, compaction.
-	compact, bad := "compact", "-5"
+	// Duplicate, invalid names, bad configs, an unknown cleanup policy.
+	compact, bad := "compact,bogus", "-5"
 	for name, tc := range map[string]struct {
 		topic   string
 		configs map[string]*string
@@ -332,7 +332,7 @@ func TestTopicAdministration(t *testing.T) {
 		"invalid name":       {"bad/name", nil, kerr.InvalidTopicException},
 		"unknown cfg":        {"x1", map[string]*string{"no.such.config": &ret}, kerr.InvalidConfig},
 		"bad value":          {"x2", map[string]*string{"retention.ms": &bad}, kerr.InvalidConfig},
-		"compact (not yet)":  {"x3", map[string]*string{"cleanup.policy": &compact}, kerr.InvalidConfig},
+		"unknown policy":     {"x3", map[string]*string{"cleanup.policy": &compact}, kerr.InvalidConfig},
 		"bad format version": {"x5", map[string]*string{"message.format.version": kadm.StringPtr("banana")}, kerr.InvalidConfig},
 		// Kafka 3.x configs without effect here, which tools copying a
 		// 3.x cluster's topics (MirrorMaker 2) set: accepted.

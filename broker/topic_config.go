@@ -72,7 +72,7 @@ const maxLong = math.MaxInt64
 // refuses unknown topic configs.
 var topicConfigDefs = []topicConfigDef{
 	{"cleanup.policy", kmsg.ConfigTypeList, "delete", "log.cleanup.policy", validateCleanupPolicy,
-		"Retention policy for old segments: delete (compaction is not available yet)."},
+		"What happens to old records: delete (segments past retention.ms or retention.bytes are deleted), compact (the log cleaner keeps the last record of each key; records without a key are refused) or both (compact,delete). A compacted topic cannot be tiered: remote.storage.enable defaults to false on it, and true is refused."},
 	{"compression.type", kmsg.ConfigTypeString, "producer", "compression.type", oneOf(compressionTypes...),
 		"How batches are stored: as the producer compressed them (producer), or rewritten by the leader with this codec (uncompressed, gzip, snappy, lz4 or zstd) when the producer used another."},
 	{"compression.gzip.level", kmsg.ConfigTypeInt, "-1", "compression.gzip.level", validateGzipLevel,
@@ -82,7 +82,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"compression.zstd.level", kmsg.ConfigTypeInt, "3", "compression.zstd.level", intRange(-131072, 22),
 		"The zstd level of batches the leader compresses (compression.type=zstd): -131072 to 22."},
 	{"delete.retention.ms", kmsg.ConfigTypeLong, "86400000", "log.cleaner.delete.retention.ms", intRange(0, maxLong),
-		"How long delete tombstones are kept for compacted topics."},
+		"How long a compacted topic keeps delete tombstones (records with a null value) once the cleaner has reached them, so that consumers reading from the start see the deletion."},
 	{"file.delete.delay.ms", kmsg.ConfigTypeLong, "60000", "log.segment.delete.delay.ms", intRange(0, maxLong),
 		"Time to wait before deleting a file from the filesystem."},
 	{"flush.messages", kmsg.ConfigTypeLong, "9223372036854775807", "log.flush.interval.messages", intRange(1, maxLong),
@@ -94,7 +94,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"follower.replication.throttled.replicas", kmsg.ConfigTypeList, "", "", validateThrottledReplicas,
 		"Replicas whose replication the follower throttles to follower.replication.throttled.rate while they are out of the ISR: partition:brokerId pairs (the broker is the follower's) separated by commas, or * for all replicas of the topic."},
 	{"max.compaction.lag.ms", kmsg.ConfigTypeLong, "9223372036854775807", "log.cleaner.max.compaction.lag.ms", intRange(1, maxLong),
-		"Maximum time a message remains ineligible for compaction."},
+		"Longest time a record of a compacted topic may remain uncompacted: past it, its segment is cleaned whatever min.cleanable.dirty.ratio says."},
 	{"max.message.bytes", kmsg.ConfigTypeInt, "1048588", "message.max.bytes", intRange(0, math.MaxInt32),
 		"Largest record batch size allowed."},
 	{"message.downconversion.enable", kmsg.ConfigTypeBoolean, "true", "log.message.downconversion.enable", isBool,
@@ -108,9 +108,9 @@ var topicConfigDefs = []topicConfigDef{
 	{"message.timestamp.type", kmsg.ConfigTypeString, "CreateTime", "log.message.timestamp.type", oneOf("CreateTime", "LogAppendTime"),
 		"Whether record timestamps are the producer's (CreateTime) or the broker's (LogAppendTime)."},
 	{"min.cleanable.dirty.ratio", kmsg.ConfigTypeDouble, "0.5", "log.cleaner.min.cleanable.ratio", isDouble(0, 1),
-		"Dirty ratio that triggers compaction."},
+		"Share of a compacted log not yet cleaned (dirty) past which the cleaner compacts it."},
 	{"min.compaction.lag.ms", kmsg.ConfigTypeLong, "0", "log.cleaner.min.compaction.lag.ms", intRange(0, maxLong),
-		"Minimum time a message remains uncompacted."},
+		"Shortest time a record of a compacted topic remains uncompacted: the cleaner leaves younger records alone."},
 	{"min.insync.replicas", kmsg.ConfigTypeInt, "1", "min.insync.replicas", intRange(1, math.MaxInt32),
 		"Minimum in-sync replicas that must acknowledge an acks=all write."},
 	{"preallocate", kmsg.ConfigTypeBoolean, "false", "log.preallocate", isBool,
@@ -126,7 +126,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"remote.log.delete.on.disable", kmsg.ConfigTypeBoolean, "false", "", isBool,
 		"Set with remote.storage.enable=false to turn tiered storage off on a topic that has it (KIP-950): the topic's objects in the object store are deleted, and its log starts at the local log's start."},
 	{"remote.storage.enable", kmsg.ConfigTypeBoolean, "true", "remote.log.storage.system.enable", isBool,
-		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one). Turning it off on a topic that has it needs remote.log.delete.on.disable=true, and deletes the topic's objects."},
+		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one). Turning it off on a topic that has it needs remote.log.delete.on.disable=true, and deletes the topic's objects. Compacted topics (cleanup.policy with compact) cannot be tiered: on them it defaults to false, and true is refused."},
 	{"retention.bytes", kmsg.ConfigTypeLong, "-1", "log.retention.bytes", intRange(-1, maxLong),
 		"Largest size a partition may grow to before old segments are deleted (-1: no limit)."},
 	{"retention.ms", kmsg.ConfigTypeLong, "604800000", "log.retention.ms", intRange(-1, maxLong),
@@ -152,16 +152,37 @@ var topicConfigIndex = func() map[string]*topicConfigDef {
 }()
 
 func validateCleanupPolicy(s string) error {
+	_, _, err := parseCleanupPolicy(s)
+	return err
+}
+
+// parseCleanupPolicy reads cleanup.policy as Kafka does: a list of
+// delete and compact, separated by commas with spaces allowed around
+// each, and reports whether it has compact and whether it has delete.
+// An empty item, or one that is neither, is refused.
+func parseCleanupPolicy(s string) (compact, del bool, err error) {
 	for _, p := range strings.Split(s, ",") {
-		switch strings.TrimSpace(p) {
+		switch p = strings.TrimSpace(p); p {
 		case "delete":
+			del = true
 		case "compact":
-			return fmt.Errorf("cleanup.policy=compact is not supported yet: log compaction is not available in this version")
+			compact = true
+		case "":
+			return false, false, fmt.Errorf("%q has an empty item: the policies are delete, compact, or both (compact,delete)", s)
 		default:
-			return fmt.Errorf("%q is not a cleanup policy", p)
+			return false, false, fmt.Errorf("%q is not a cleanup policy: the policies are delete, compact, or both (compact,delete)", p)
 		}
 	}
-	return nil
+	return compact, del, nil
+}
+
+// compacted reports whether a topic's cleanup.policy, resolved as
+// configValue does, has compact. An invalid value counts as the default
+// (delete), as parseTopicConfig takes it.
+func compacted(topic, broker map[string]string) bool {
+	v, _ := configValue("cleanup.policy", topic, broker)
+	compact, _, err := parseCleanupPolicy(v)
+	return err == nil && compact
 }
 
 func validateThrottledReplicas(s string) error {
@@ -254,10 +275,25 @@ type topicConfig struct {
 	// remoteDeleteOnDisable: remote.log.delete.on.disable, set with
 	// remote.storage.enable=false to delete the remote log.
 	remoteDeleteOnDisable bool
-	retentionMs           int64
-	retentionBytes        int64
-	localRetentionMs      int64
-	localRetentionBytes   int64
+	// retentionMs and retentionBytes are the total retention the log
+	// applies (-1 for both on a compact-only topic, whose cleanup.policy
+	// lacks delete), and localRetentionMs/Bytes the local part of it.
+	retentionMs         int64
+	retentionBytes      int64
+	localRetentionMs    int64
+	localRetentionBytes int64
+	// Compaction (cleanup.policy and the log cleaner's configs). compact:
+	// the policy has compact, so the log cleaner keeps the last record of
+	// each key and produce refuses records without a key. deletePolicy:
+	// it has delete, so retention.ms/bytes delete old segments (without
+	// it the log keeps everything the cleaner leaves) and DeleteRecords
+	// is allowed.
+	compact            bool
+	deletePolicy       bool
+	deleteRetentionMs  int64   // delete.retention.ms
+	minCompactionLagMs int64   // min.compaction.lag.ms
+	maxCompactionLagMs int64   // max.compaction.lag.ms
+	minCleanableRatio  float64 // min.cleanable.dirty.ratio
 }
 
 // logConfig is the local log's configuration: a tiered log keeps the
@@ -284,7 +320,8 @@ func (c *topicConfig) uploadsStopped() bool {
 }
 
 // checkTopicConfigs checks what single values cannot, as Kafka checks
-// them: a tiered topic's local.retention.ms/bytes, when set on the topic,
+// them: no tiered storage on a compacted topic (checkCompactedNotTiered);
+// a tiered topic's local.retention.ms/bytes, when set on the topic,
 // within its retention.ms/bytes (-2 means "the total"; -1 is refused under
 // a bounded total), and equal to it (or -2) while remote.log.copy.disable
 // is set; and remote.storage.enable turned off on a topic that has it only
@@ -294,6 +331,9 @@ func (c *topicConfig) uploadsStopped() bool {
 // instead, or ignored while uploads are stopped: it is not the topic's
 // choice.
 func checkTopicConfigs(cur, next, broker map[string]string) error {
+	if err := checkCompactedNotTiered(cur, next, broker); err != nil {
+		return err
+	}
 	if cur != nil {
 		was, _ := configValue("remote.storage.enable", cur, broker)
 		now, _ := configValue("remote.storage.enable", next, broker)
@@ -329,6 +369,41 @@ func checkTopicConfigs(cur, next, broker map[string]string) error {
 	return nil
 }
 
+// tieredCompactedMsg is Kafka's refusal of tiered storage on a compacted
+// topic (LogConfig.validateNoRemoteStorageForCompactedTopic).
+const tieredCompactedMsg = "Tiered storage is not supported on compacted topics (cleanup.policy=compact)"
+
+// checkCompactedNotTiered refuses a compacted topic (cleanup.policy with
+// compact) with remote.storage.enable=true, whichever of the topic, the
+// change or the broker's defaults (log.cleanup.policy,
+// remote.log.storage.system.enable) gives each value: the log cleaner
+// rewrites local segments, which the object store's copies and the
+// manifest's offsets would no longer match. Shale's own default of
+// remote.storage.enable is false on a compacted topic (configValue), so
+// only an explicit true is refused there. A tiered topic (cur) made
+// compacted would also stop tiering by that default, leaving its remote
+// log, which holds its oldest records, unreachable: refused unless the
+// change itself sets remote.storage.enable=false, which the KIP-950
+// check (checkTopicConfigs) then lets through only with
+// remote.log.delete.on.disable=true.
+func checkCompactedNotTiered(cur, next, broker map[string]string) error {
+	if !compacted(next, broker) {
+		return nil
+	}
+	tiered := func(m map[string]string) bool {
+		v, _ := configValue("remote.storage.enable", m, broker)
+		return v == "true"
+	}
+	if tiered(next) {
+		return errors.New(tieredCompactedMsg)
+	}
+	if cur != nil && tiered(cur) && next["remote.storage.enable"] != "false" {
+		return errors.New(tieredCompactedMsg + ": the topic is tiered; to compact it, turn its remote storage off in the same change " +
+			"(remote.storage.enable=false, remote.log.delete.on.disable=true), which deletes its remote log")
+	}
+	return nil
+}
+
 // localRetention resolves a local.retention.* value against its total, as
 // Kafka does: -2 means the total, and local never exceeds a bounded total.
 func localRetention(local, total int64) int64 {
@@ -339,7 +414,12 @@ func localRetention(local, total int64) int64 {
 }
 
 // configValue resolves a topic config: the topic's own value, else the
-// broker's default for it, else Kafka's default.
+// broker's default for it, else Kafka's default. One default depends on
+// another config: Shale's remote.storage.enable, true where Kafka's is
+// false, is false on a compacted topic (cleanup.policy with compact),
+// which cannot be tiered, so that compacted topics are created as Kafka
+// creates them (Kafka Streams' changelogs, Connect's and Schema
+// Registry's topics) on a broker that tiers.
 func configValue(name string, topic, broker map[string]string) (string, kmsg.ConfigSource) {
 	if v, ok := topic[name]; ok {
 		return v, kmsg.ConfigSourceDynamicTopicConfig
@@ -347,6 +427,9 @@ func configValue(name string, topic, broker map[string]string) (string, kmsg.Con
 	def := topicConfigIndex[name]
 	if v, ok := broker[def.synonym]; ok && def.synonym != "" {
 		return v, kmsg.ConfigSourceStaticBrokerConfig
+	}
+	if name == "remote.storage.enable" && compacted(topic, broker) {
+		return "false", kmsg.ConfigSourceDefaultConfig
 	}
 	return def.def, kmsg.ConfigSourceDefaultConfig
 }
@@ -363,6 +446,10 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 	}
 	i64 := func(name string) int64 {
 		v, _ := strconv.ParseInt(get(name), 10, 64)
+		return v
+	}
+	f64 := func(name string) float64 {
+		v, _ := strconv.ParseFloat(get(name), 64)
 		return v
 	}
 	c := topicConfig{
@@ -397,9 +484,26 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 	case recordbatch.CodecZstd:
 		c.compressionLevel = int(i64("compression.zstd.level"))
 	}
+	c.compact, c.deletePolicy, _ = parseCleanupPolicy(get("cleanup.policy"))
+	c.deleteRetentionMs = i64("delete.retention.ms")
+	c.minCompactionLagMs = i64("min.compaction.lag.ms")
+	c.maxCompactionLagMs = i64("max.compaction.lag.ms")
+	c.minCleanableRatio = f64("min.cleanable.dirty.ratio")
+	if !c.deletePolicy {
+		// Compact only: no time or size retention, the log keeps what
+		// the cleaner leaves (retention.ms/bytes stay described as set,
+		// without effect, as in Kafka).
+		c.log.RetentionMs, c.log.RetentionBytes = -1, -1
+	}
 	c.retentionMs, c.retentionBytes = c.log.RetentionMs, c.log.RetentionBytes
 	c.localRetentionMs = localRetention(i64("local.retention.ms"), c.retentionMs)
 	c.localRetentionBytes = localRetention(i64("local.retention.bytes"), c.retentionBytes)
+	if !c.deletePolicy {
+		// Nor locally: a compacted topic is not tiered (checkTopicConfigs),
+		// but should one be (a broker default changed under it), its
+		// local log deletes nothing by time or size either.
+		c.localRetentionMs, c.localRetentionBytes = -1, -1
+	}
 	// Zero means "Kafka's default" to localseg; these configs allow 0 as
 	// a real value, which localseg treats the same way except for
 	// file.delete.delay.ms and index.interval.bytes, where 0 is kept as
