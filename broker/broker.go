@@ -107,6 +107,13 @@ type Config struct {
 	// LogRetentionCheckInterval is log.retention.check.interval.ms,
 	// default 5 minutes.
 	LogRetentionCheckInterval time.Duration
+	// LogCleanerBackoff is log.cleaner.backoff.ms: how often the log
+	// cleaner looks for compacted partitions to clean (default 15 s;
+	// negative: the cleaner does not run, log.cleaner.enable=false).
+	LogCleanerBackoff time.Duration
+	// LogCleanerDedupeBufferSize is log.cleaner.dedupe.buffer.size: the
+	// memory of one compaction pass's key map (default 128 MiB).
+	LogCleanerDedupeBufferSize int64
 	// MaxBrokerPartitions bounds the partition replicas each broker
 	// hosts on average (max.broker.partitions, default 50,000): topic
 	// creation and partition additions past it are refused.
@@ -270,6 +277,12 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.LogRetentionCheckInterval == 0 {
 		c.LogRetentionCheckInterval = 5 * time.Minute
+	}
+	if c.LogCleanerBackoff == 0 {
+		c.LogCleanerBackoff = 15 * time.Second
+	}
+	if c.LogCleanerDedupeBufferSize == 0 {
+		c.LogCleanerDedupeBufferSize = 128 << 20
 	}
 	if c.MaxBrokerPartitions == 0 {
 		c.MaxBrokerPartitions = 50000
@@ -448,6 +461,10 @@ func (c *Config) describe() []describedEntry {
 		{"max.broker.partitions", strconv.FormatInt(c.MaxBrokerPartitions, 10), kmsg.ConfigTypeLong},
 		{"default.replication.factor", strconv.Itoa(int(c.DefaultReplicationFactor)), kmsg.ConfigTypeInt},
 		{"log.retention.check.interval.ms", strconv.FormatInt(c.LogRetentionCheckInterval.Milliseconds(), 10), kmsg.ConfigTypeLong},
+		{"log.cleaner.enable", strconv.FormatBool(c.LogCleanerBackoff > 0), kmsg.ConfigTypeBoolean},
+		{"log.cleaner.threads", "1", kmsg.ConfigTypeInt},
+		{"log.cleaner.backoff.ms", strconv.FormatInt(max(c.LogCleanerBackoff.Milliseconds(), 0), 10), kmsg.ConfigTypeLong},
+		{"log.cleaner.dedupe.buffer.size", strconv.FormatInt(c.LogCleanerDedupeBufferSize, 10), kmsg.ConfigTypeLong},
 		{"remote.log.storage.system.enable", strconv.FormatBool(c.Tiering.Bucket != nil), kmsg.ConfigTypeBoolean},
 	}
 	if c.Tiering.Bucket != nil {
@@ -471,6 +488,7 @@ func (c *Config) describe() []describedEntry {
 // Broker serves the Kafka protocol for one node.
 type Broker struct {
 	cfg           Config
+	cleaner       *logCleaner
 	log           *slog.Logger
 	ctx           context.Context
 	cancel        context.CancelFunc
@@ -629,6 +647,7 @@ func newBroker(cfg Config, meta metaStore, log *slog.Logger, reg prometheus.Regi
 	if reg != nil {
 		reg.MustRegister(partitionCollector{b}, b.txns.c.Collector())
 	}
+	b.cleaner = newLogCleaner(b, reg)
 	return b, nil
 }
 
@@ -684,6 +703,11 @@ func (b *Broker) start() {
 	go func() {
 		defer b.wg.Done()
 		b.repairs.run(b.ctx)
+	}()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.cleaner.run(b.ctx)
 	}()
 	go func() {
 		defer b.wg.Done()

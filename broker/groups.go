@@ -32,11 +32,14 @@ func isInternalTopic(name string) bool {
 }
 
 // offsetsTopicConfigs are the internal topic's configs. Kafka compacts it;
-// Shale has no compaction yet, so nothing is deleted by time or size and
-// the coordinator keeps each partition bounded itself (snapshots plus a
-// moved log start, see package group). 100 MiB segments, as Kafka's
-// offsets.topic.segment.bytes, let deleted prefixes go away soon.
+// Shale's coordinator keeps each partition bounded itself instead
+// (snapshots plus a moved log start, see package group), so nothing is
+// deleted by time or size, and the policy is delete whatever the broker's
+// default says. 100 MiB
+// segments, as Kafka's offsets.topic.segment.bytes, let deleted prefixes
+// go away soon.
 var offsetsTopicConfigs = map[string]string{
+	"cleanup.policy":  "delete",
 	"retention.ms":    "-1",
 	"retention.bytes": "-1",
 	"segment.bytes":   "104857600",

@@ -26,6 +26,7 @@ const txnTopic = "__transaction_state"
 // (the coordinator keeps each partition bounded itself), with Kafka's
 // transaction.state.log.segment.bytes.
 var txnTopicConfigs = map[string]string{
+	"cleanup.policy":  "delete",
 	"retention.ms":    "-1",
 	"retention.bytes": "-1",
 	"segment.bytes":   "104857600",
