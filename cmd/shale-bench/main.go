@@ -69,7 +69,8 @@ type options struct {
 	rejoinPartitions int
 	rejoinRounds     int
 
-	txn txnOptions
+	txn     txnOptions
+	compact compactOptions
 
 	raw       rawOptions
 	aclCount  int  // acl run: ACLs of other principals in force beside the bench's
@@ -87,7 +88,7 @@ func main() {
 	flag.IntVar(&o.recordSize, "record-size", 100, "record value size in bytes")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topic")
 	flag.Float64Var(&o.rateMBps, "latency-rate", 50, "fixed produce rate (MB/s) for the latency run")
-	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls,acl,txn")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset: produce,consume,latency,commits,rebalance,raw,cluster,failover,rejoin,tiering,tls,acl,txn,compact")
 	flag.DurationVar(&o.clusterDuration, "cluster-duration", 3*time.Second, "cluster: how long each throughput and latency run produces")
 	flag.IntVar(&o.clusterRounds, "cluster-rounds", 2, "cluster: throughput runs of each target, alternating; the best counts")
 	flag.Float64Var(&o.clusterRate, "cluster-rate", 20, "cluster: fixed produce rate (MB/s) of the latency runs")
@@ -141,6 +142,9 @@ func main() {
 	flag.StringVar(&o.raw.recompress, "raw-recompress", "zstd", "raw load: compression.type (gzip, snappy, lz4, zstd) of a topic that an acks=1 run of uncompressed batches goes to, which Shale rewrites with it (\"\": none)")
 	flag.IntVar(&o.aclCount, "acl-count", 1000, "acl run: ACLs of other principals in force beside the two that let the raw load's connections write and read (literal and prefixed topics, groups, transactional ids, some DENY), as a cluster's would be")
 	flag.IntVar(&o.aclRounds, "acl-rounds", 3, "acl run: rounds of the raw acks=1 produce and hot fetch against the broker with ACLs and the one without, alternating which goes first; their sums are printed")
+	flag.IntVar(&o.compact.mb, "compact-mb", 256, "compact run: MiB of keyed records each compaction pass cleans")
+	flag.IntVar(&o.compact.keys, "compact-keys", 100000, "compact run: distinct keys among them")
+	flag.IntVar(&o.compact.rounds, "compact-rounds", 3, "compact run: passes of each codec, each beside its ceiling; the best counts")
 	flag.DurationVar(&o.txn.duration, "txn-duration", 4*time.Second, "txn run: timed length of each transactional and idempotent produce run, and the most each exactly-once copy runs")
 	flag.IntVar(&o.txn.records, "txn-records", 300_000, "txn run: a transactional produce run ends early once its transactions hold this many records, so that kfake's topics stay small enough to read back in passes (0: no limit)")
 	flag.IntVar(&o.txn.abortEvery, "txn-abort-every", 10, "txn run: abort every this many-th transaction of the produce runs, so that read_committed skips some (0: none)")
@@ -297,6 +301,12 @@ func run(o options) error {
 	if want("txn") {
 		fmt.Println()
 		if err := runTxn(o, shale, ceiling); err != nil {
+			return err
+		}
+	}
+	if want("compact") {
+		fmt.Println()
+		if err := runCompact(o); err != nil {
 			return err
 		}
 	}
