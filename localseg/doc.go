@@ -25,10 +25,14 @@
 //	recovery-point                  offset below which everything was fsynced
 //	high-watermark                  the partition's high watermark (replication)
 //	lost-ranges                     offsets reads skip: damage found in sealed segments
+//	cleaner-offset-checkpoint       compaction: the first dirty offset (compact.go)
 //	.clean-shutdown                 present only while the log is cleanly closed
 //	*.tmp                           a file being written (removed on open)
 //	*.deleted                       segment files awaiting deletion (removed on open)
 //	<base>.log.broken               bytes cut off by crash recovery (see Recovery)
+//	<base>.log.cleaned              a segment compaction is writing (removed on open)
+//	<base>.log.swap                 a compacted segment being swapped in: open
+//	                                completes the swap (see compact.go)
 //
 // Files Shale defines carry a CRC-32C (Castagnoli) checksum and a version;
 // one that does not check out is never trusted: an index is rebuilt from its
@@ -160,6 +164,9 @@
 //	high-watermark    one line: the high watermark (written every few seconds
 //	                  without fsync, and at Close with it; read within the log)
 //	clean-shutdown    one line: the log end offset at Close
+//	cleaner-offset    two lines: the first offset no compaction pass has
+//	                  cleaned, and the earliest time (unix ms) a tombstone or
+//	                  marker the last pass kept may go, -1 for none
 //	scrubbed          one line: when the last scrub that verified every
 //	                  sealed segment started (unix ms; written without
 //	                  fsync, and not at all while there is none)

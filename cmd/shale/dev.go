@@ -47,6 +47,8 @@ type brokerFlags struct {
 	autoCreate        bool
 	numPartitions     int32
 	retentionCheck    time.Duration
+	cleanerBackoff    time.Duration
+	cleanerBuffer     int64
 	maxOpenFiles      int
 	maxGroupLagSeries int
 	logDirReserve     int64
@@ -96,6 +98,8 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.BoolVar(&f.autoCreate, "auto-create-topics", true, "create topics on first use (auto.create.topics.enable)")
 	fs.Int32Var(&f.numPartitions, "num-partitions", 1, "partitions of auto-created topics (num.partitions)")
 	fs.DurationVar(&f.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs (log.retention.check.interval.ms)")
+	fs.DurationVar(&f.cleanerBackoff, "log-cleaner-backoff", 15*time.Second, "how often the log cleaner looks for compacted partitions to clean (log.cleaner.backoff.ms); negative turns it off (log.cleaner.enable=false)")
+	fs.Int64Var(&f.cleanerBuffer, "log-cleaner-dedupe-buffer-size", 128<<20, "memory of one compaction pass's key map, bytes (log.cleaner.dedupe.buffer.size, about 48 bytes a key)")
 	fs.IntVar(&f.maxOpenFiles, "max-open-segment-files", 4096, "segment file descriptors kept open at once")
 	fs.IntVar(&f.maxGroupLagSeries, "max-group-lag-series", 5000, "per-partition shale_consumer_group_lag series exported at most; beyond it groups (in name order) are summed per topic in shale_consumer_group_topic_lag (negative: no bound)")
 	fs.Int64Var(&f.scrubRate, "scrub-bytes-per-second", 16<<20, "read rate of the background scrubber that verifies sealed segments (bounds its I/O; 16 MiB/s covers about 9.5 TiB a week)")
@@ -230,6 +234,8 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.AutoCreateTopics = f.autoCreate
 	c.NumPartitions = f.numPartitions
 	c.LogRetentionCheckInterval = f.retentionCheck
+	c.LogCleanerBackoff = f.cleanerBackoff
+	c.LogCleanerDedupeBufferSize = f.cleanerBuffer
 	c.MaxOpenSegmentFiles = f.maxOpenFiles
 	c.MaxGroupLagSeries = f.maxGroupLagSeries
 	c.LogDirReserveBytes = f.logDirReserve
