@@ -378,20 +378,28 @@ func (c *cleaner) eachBatch(s *segment, fn func(b recordbatch.Batch) error) erro
 	}
 	defer l.fc.release(s)
 	size := s.size.Load()
+	bad := func(pos int64, err error) error {
+		if s.retired.Load() {
+			// Truncated or deleted under the pass: its bytes may
+			// have been cut while it read them.
+			return ErrCompactionAborted
+		}
+		return fmt.Errorf("localseg: compacting %s at %d: %w", s.path(".log"), pos, err)
+	}
 	for pos := int64(0); pos < size; {
 		h, err := readHeader(f, pos, size)
 		if err != nil {
-			return fmt.Errorf("localseg: compacting %s at %d: %w", s.path(".log"), pos, err)
+			return bad(pos, err)
 		}
 		if int64(cap(c.buf)) < h.size {
 			c.buf = make([]byte, h.size)
 		}
 		b := c.buf[:h.size]
 		if _, err := f.ReadAt(b, pos); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("localseg: compacting %s at %d: %w", s.path(".log"), pos, err)
+			return bad(pos, err)
 		}
 		if err := recordbatch.Check(b); err != nil {
-			return fmt.Errorf("localseg: compacting %s at %d: %w", s.path(".log"), pos, err)
+			return bad(pos, err)
 		}
 		if err := fn(recordbatch.Batch(b)); err != nil {
 			return err
