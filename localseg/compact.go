@@ -244,27 +244,60 @@ func decodeCleanerState(data []byte) (cleanerState, error) {
 	return cleanerState{firstDirty: off, horizon: hz}, nil
 }
 
-// cleanerCheckpoint reads the cleaner checkpoint. None, or one that does
-// not check out, reads as "all dirty" (a pass costs work, never a record);
-// so does one past the log end (the log was truncated below it).
+// cleanerCheckpoint returns the cleaner checkpoint, read once from its
+// file. None, or one that does not check out, reads as "all dirty" (a pass
+// costs work, never a record); so does one past the log end (the log was
+// truncated below it).
 func (l *Log) cleanerCheckpoint() cleanerState {
 	none := cleanerState{horizon: -1}
-	data, err := readFile(l.fs, filepath.Join(l.dir, cleanerCheckpointFile), maxCheckpointSize)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
+	st := l.cleanerCP.Load()
+	if st == nil {
+		st = &none
+		data, err := readFile(l.fs, filepath.Join(l.dir, cleanerCheckpointFile), maxCheckpointSize)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
 			l.log.Warn("ignoring an unreadable cleaner checkpoint", "dir", l.dir, "err", err)
+		default:
+			if cp, err := decodeCleanerState(data); err != nil {
+				l.log.Warn("ignoring a corrupt cleaner checkpoint", "dir", l.dir, "err", err)
+			} else {
+				st = &cp
+			}
 		}
-		return none
-	}
-	st, err := decodeCleanerState(data)
-	if err != nil {
-		l.log.Warn("ignoring a corrupt cleaner checkpoint", "dir", l.dir, "err", err)
-		return none
+		l.cleanerCP.CompareAndSwap(nil, st)
 	}
 	if st.firstDirty > l.LogEndOffset() {
 		return none
 	}
-	return st
+	return *st
+}
+
+// writeCleanerCheckpoint makes st the cleaner checkpoint, on stable storage.
+func (l *Log) writeCleanerCheckpoint(st cleanerState) error {
+	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, cleanerCheckpointFile), encodeCleanerState(st)); err != nil {
+		return fmt.Errorf("localseg: writing the cleaner checkpoint: %w", err)
+	}
+	l.cleanerCP.Store(&st)
+	return nil
+}
+
+// lowerCleanerCheckpoint moves the first dirty offset down to offset after
+// a truncation: what is appended from there on was never cleaned. A
+// failure only leaves those records uncompacted for a while; it is
+// logged.
+func (l *Log) lowerCleanerCheckpoint(offset int64) {
+	st := l.cleanerCP.Load()
+	if st == nil {
+		cp := l.cleanerCheckpoint()
+		st = &cp
+	}
+	if st.firstDirty <= offset {
+		return
+	}
+	if err := l.writeCleanerCheckpoint(cleanerState{firstDirty: offset, horizon: st.horizon}); err != nil {
+		l.log.Warn("lowering the cleaner checkpoint after a truncation", "dir", l.dir, "err", err)
+	}
 }
 
 // keyHash is what the key map holds of a key: 128 bits of hash, as
@@ -314,8 +347,8 @@ func (l *Log) Compact(ctx context.Context, opts CompactOptions) (CompactStats, e
 		}
 		segs = segs[n:]
 	}
-	if err := writeFileAtomic(l.fs, filepath.Join(l.dir, cleanerCheckpointFile), encodeCleanerState(cleanerState{firstDirty: end, horizon: c.horizon})); err != nil {
-		return st, fmt.Errorf("localseg: writing the cleaner checkpoint: %w", err)
+	if err := l.writeCleanerCheckpoint(cleanerState{firstDirty: end, horizon: c.horizon}); err != nil {
+		return st, err
 	}
 	st.CleanedTo = end
 	return st, nil

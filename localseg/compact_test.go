@@ -539,3 +539,41 @@ func TestCompactionBesideAppendsReadsAndRetention(t *testing.T) {
 func errorfsFault(skip int) errorfs.Fault {
 	return errorfs.Fault{Op: errorfs.OpSyncDir, Skip: skip, Err: syscall.EIO}
 }
+
+// A truncation below the cleaner checkpoint lowers it: what is appended
+// again there was never cleaned. (The broker never truncates below what
+// was cleaned, which stays below the high watermark; here the truncation
+// takes the last records of k0-k2 with it, the older ones compacted.)
+func TestTruncationLowersTheCleanerCheckpoint(t *testing.T) {
+	h := newHarness(t, Config{SegmentBytes: 1024})
+	for i := 0; i < 60; i++ {
+		h.append(keyedBatch(recordbatch.BuildOptions{}, int64(i), kv{fmt.Sprintf("k%d", i%3), val(fmt.Sprint(i))}))
+	}
+	h.log.Roll()
+	st := h.compact(CompactOptions{})
+	if st.CleanedTo != 60 {
+		t.Fatalf("cleaned to %d", st.CleanedTo)
+	}
+	if err := h.log.TruncateTo(50); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		h.append(keyedBatch(recordbatch.BuildOptions{}, int64(i), kv{"again", val(fmt.Sprint(i))}))
+	}
+	h.log.Roll()
+	h.log.Flush()
+	h.log.flushes.Wait()
+	c := h.log.Cleanable(CompactOptions{Now: h.clock.Now(), HighWatermark: h.log.LogEndOffset()})
+	if c.FirstDirty > 50 {
+		t.Fatalf("first dirty %d after a truncation to 50", c.FirstDirty)
+	}
+	h.restart()
+	if c := h.log.Cleanable(CompactOptions{Now: h.clock.Now(), HighWatermark: h.log.LogEndOffset()}); c.FirstDirty > 50 {
+		t.Fatalf("first dirty %d after a restart", c.FirstDirty)
+	}
+	h.compact(CompactOptions{})
+	got := h.readRecords()
+	if last := got[len(got)-1]; last.key != "again" || last.val != "39" || len(got) != 1 {
+		t.Fatalf("records %+v", got)
+	}
+}

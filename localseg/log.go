@@ -143,8 +143,10 @@ type Log struct {
 		persisted int64
 		gen       int64 // bumped by truncation: stale background flushes give up
 	}
-	// compactMu serializes compaction passes (compact.go).
+	// compactMu serializes compaction passes (compact.go); cleanerCP is
+	// the cleaner checkpoint as last read or written (nil: not read yet).
 	compactMu sync.Mutex
+	cleanerCP atomic.Pointer[cleanerState]
 	// startMu serializes the changes of the log start (retention,
 	// DeleteRecords, truncations), so that retention can write the
 	// log-start checkpoint with mu released. Lock order: startMu, then

@@ -16,9 +16,14 @@ import (
 // last epoch every fetch names, the leader answers each one as diverging,
 // and each truncation to the log end changed nothing: the follower never
 // caught up, and never said why.
-func (l *Log) TruncateTo(offset int64) error {
+func (l *Log) TruncateTo(offset int64) (err error) {
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
+	defer func() {
+		if err == nil {
+			l.lowerCleanerCheckpoint(offset)
+		}
+	}()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -151,9 +156,14 @@ func (l *Log) truncateEpochsLocked(end int64) error {
 
 // TruncateFullyAndStartAt empties the log and restarts it at offset (a
 // follower far behind a leader whose log starts past it).
-func (l *Log) TruncateFullyAndStartAt(offset int64) error {
+func (l *Log) TruncateFullyAndStartAt(offset int64) (err error) {
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
+	defer func() {
+		if err == nil {
+			l.lowerCleanerCheckpoint(offset)
+		}
+	}()
 	l.lockDrained()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
@@ -204,7 +214,12 @@ func (l *Log) truncateFullyLocked(offset int64) error {
 // offset: the records that started them) and the producer state as of offset, in the snapshot format of
 // this package (empty: no producers). Nothing changes if the state does
 // not decode.
-func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, producerSnapshot []byte) error {
+func (l *Log) TruncateFullyAndRestore(offset int64, epochs []EpochEntry, producerSnapshot []byte) (err error) {
+	defer func() {
+		if err == nil {
+			l.lowerCleanerCheckpoint(offset)
+		}
+	}()
 	producers := newProducerState()
 	if len(producerSnapshot) > 0 {
 		st, err := decodeProducerState(producerSnapshot)
