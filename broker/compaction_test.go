@@ -132,3 +132,84 @@ func TestCompactedTopicKeepsTheLastRecordOfEachKey(t *testing.T) {
 		t.Fatalf("after a restart: %s", why)
 	}
 }
+
+// TestCompactedTopicWithTransactions: a transactional producer's aborted
+// records are removed by compaction and never supersede a committed
+// record; a read_committed consumer, and a read_uncommitted one once the
+// cleaner is done, read each key's last committed value.
+func TestCompactedTopicWithTransactions(t *testing.T) {
+	b := txnBroker(t, nil, func(c *broker.Config) { c.LogCleanerBackoff = 50 * time.Millisecond })
+	str := func(s string) *string { return &s }
+	createTopic(t, b.Admin(), "compacted-txn", 1, map[string]*string{
+		"cleanup.policy":            str("compact"),
+		"segment.bytes":             str("2048"),
+		"min.cleanable.dirty.ratio": str("0.01"),
+	})
+	p := b.Client(kgo.TransactionalID("compactor"), kgo.ProducerLinger(0))
+	defer p.Close()
+	last := map[string]string{}
+	ctx := testCtx(t)
+	for n := 0; n < 30; n++ {
+		commit := n%3 != 2
+		if err := p.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 8; k++ {
+			key, value := fmt.Sprintf("k%d", k), fmt.Sprintf("txn%02d", n)
+			if err := p.ProduceSync(ctx, &kgo.Record{Topic: "compacted-txn", Key: []byte(key), Value: []byte(value)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			if commit {
+				last[key] = value
+			}
+		}
+		end := kgo.TryAbort
+		if commit {
+			end = kgo.TryCommit
+		}
+		if err := p.EndTransaction(ctx, end); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last transaction aborted: its records are the last of their
+	// keys in the log, and must not win. Then fillers, so that all of it
+	// is sealed.
+	plain := b.Client(kgo.DefaultProduceTopic("compacted-txn"), kgo.ProducerLinger(0))
+	defer plain.Close()
+	for i := 0; i < 60; i++ {
+		if err := plain.ProduceSync(ctx, &kgo.Record{Key: []byte(fmt.Sprintf("filler%02d", i)), Value: []byte(strings.Repeat("f", 60))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(isolation kgo.IsolationLevel) (bool, string) {
+		cl := b.Client(kgo.ConsumeTopics("compacted-txn"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(isolation))
+		defer cl.Close()
+		seen := map[string][]string{}
+		fillers := 0
+		for fillers < 60 {
+			fs := cl.PollFetches(ctx)
+			if err := fs.Err(); err != nil {
+				t.Fatal(err)
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if strings.HasPrefix(string(r.Key), "filler") {
+					fillers++
+					return
+				}
+				seen[string(r.Key)] = append(seen[string(r.Key)], string(r.Value))
+			})
+		}
+		for k, v := range last {
+			if len(seen[k]) != 1 || seen[k][0] != v {
+				return false, fmt.Sprintf("key %s reads %v, want only %s", k, seen[k], v)
+			}
+		}
+		return true, ""
+	}
+	brokertest.WaitFor(t, 30*time.Second, "read_committed to read each key's last committed value once", func() (bool, string) {
+		return read(kgo.ReadCommitted())
+	})
+	if ok, why := read(kgo.ReadUncommitted()); !ok {
+		t.Fatalf("read_uncommitted, once compacted: %s", why)
+	}
+}
