@@ -306,6 +306,12 @@ func (s *snappyReader) next() error {
 // raw blocks and the xerial framing the Java client writes. It allocates
 // the output: callers bound max and take it from a Budget first.
 func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
+	return decompressInto(nil, codec, src, max)
+}
+
+// decompressInto is Decompress writing into dst's array (from its start)
+// while it fits.
+func decompressInto(dst []byte, codec Codec, src []byte, max int) ([]byte, error) {
 	if codec == CodecNone {
 		return src, nil
 	}
@@ -320,7 +326,10 @@ func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
 		return nil, err
 	}
 	defer d.close()
-	var out bytes.Buffer
+	out := bytes.NewBuffer(dst[:0])
+	if n, ok := decompressedSize(codec, src); ok && n <= max {
+		out.Grow(n + bytes.MinRead) // ReadFrom wants MinRead spare at the end
+	}
 	n, err := out.ReadFrom(io.LimitReader(d, int64(max)+1))
 	if err != nil {
 		return nil, err
@@ -330,6 +339,12 @@ func Decompress(codec Codec, src []byte, max int) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
+
+// decompressBufs are the buffers withRecords decompresses into, for the
+// time of its callback; ones past maxPooledDecompress are dropped.
+var decompressBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledDecompress = 4 << 20
 
 var zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
 

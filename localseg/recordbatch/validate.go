@@ -185,9 +185,17 @@ func withRecords(ctx context.Context, b Batch, opts ValidateOptions, fn func(rec
 			return err
 		}
 		defer opts.Budget.Release(need)
-		if body, err = Decompress(c, body, limit); err != nil {
+		buf := decompressBufs.Get().(*[]byte)
+		if body, err = decompressInto(*buf, c, body, limit); err != nil {
+			decompressBufs.Put(buf)
 			return err
 		}
+		defer func() {
+			if cap(body) <= maxPooledDecompress {
+				*buf = body[:0]
+			}
+			decompressBufs.Put(buf)
+		}()
 	}
 	return fn(body)
 }
