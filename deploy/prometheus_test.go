@@ -183,6 +183,10 @@ var alertCases = []alertCase{
 		"3m", "ShaleUncleanLeaderElection", []firing{{with("by", "controller"), "b1:9644 elected a leader from outside the ISR (asked by the controller)"}}},
 	{"no unclean election", map[string]string{`shale_unclean_leader_elections_total{job="shale",instance="b1:9644",by="operator"}`: "0x12"},
 		"3m", "ShaleUncleanLeaderElection", nil},
+	{"compaction failing for 10 minutes", map[string]string{`shale_log_cleaner_uncleanable_partitions{job="shale",instance="b1:9644"}`: "0 2x15"},
+		"10m", "ShaleUncleanablePartitions", nil},
+	{"compaction failing for 10 minutes", map[string]string{`shale_log_cleaner_uncleanable_partitions{job="shale",instance="b1:9644"}`: "0 2x15"},
+		"12m", "ShaleUncleanablePartitions", []firing{{b1, "Compaction fails for 2 partitions on b1:9644"}}},
 	{"the scrubber finds a lost range", map[string]string{`shale_lost_ranges_total{job="shale",instance="b1:9644"}`: "0 0 1x10"},
 		"3m", "ShaleLostRanges", []firing{{b1, "The scrubber found damaged segment data on b1:9644"}}},
 	{"a repair fails", map[string]string{
