@@ -71,6 +71,9 @@ func newCleanerMetrics(reg prometheus.Registerer) *cleanerMetrics {
 			Help: "Partitions whose last compaction pass failed, left alone for an hour.",
 		}),
 	}
+	for _, r := range []string{"cleaned", "aborted", "failed"} {
+		m.passes.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.passes, m.readBytes, m.writtenBytes, m.removed, m.seconds, m.maxDirty, m.uncleanable)
 	}
