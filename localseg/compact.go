@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -707,8 +708,28 @@ func (c *cleaner) cleanGroup(ctx context.Context, group []*segment, st *CompactS
 // that readers move to it at once and never open it by a name it does not
 // have yet; the index files are written after.
 func (l *Log) swapIn(old []*segment, ns *segment, w *newSegmentWriter) error {
+	// startMu holds off retention, DeleteRecords and truncations from the
+	// check that old are still the log's to the publication of ns: once
+	// the swap file exists, recovery completes it, so it must never
+	// stand for segments that changed.
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
+	// where finds old in the segment list. Requires mu.
+	where := func() (segs []*segment, at int, ok bool) {
+		segs = l.segments()
+		at = slices.Index(segs, old[0])
+		ok = at >= 0 && at+len(old) < len(segs) && l.writableLocked() == nil
+		for j := 0; ok && j < len(old); j++ {
+			ok = segs[at+j] == old[j]
+		}
+		return segs, at, ok
+	}
+	l.lockDrained()
+	_, _, ok := where()
+	l.mu.Unlock()
+	if !ok {
+		return ErrCompactionAborted
+	}
 	logPath := ns.path(".log")
 	swapPath := logPath + swapExt
 	f, err := l.fs.OpenFile(w.path, os.O_RDONLY, 0)
@@ -725,22 +746,13 @@ func (l *Log) swapIn(old []*segment, ns *segment, w *newSegmentWriter) error {
 	}
 
 	l.lockDrained()
-	segs := l.segments()
-	at := -1
-	for i, s := range segs {
-		if s == old[0] {
-			at = i
-			break
-		}
-	}
-	ok := at >= 0 && at+len(old) < len(segs) && l.writableLocked() == nil
-	for j := 0; ok && j < len(old); j++ {
-		ok = segs[at+j] == old[j]
-	}
+	segs, at, ok := where()
 	if !ok {
+		// Closed or offline meanwhile (nothing else changes the
+		// segments under startMu): the swap file stands for segments
+		// that are still on disk, and the next open completes it.
 		l.mu.Unlock()
 		f.Close()
-		l.fs.Remove(swapPath)
 		return ErrCompactionAborted
 	}
 	ch := make(chan struct{})
