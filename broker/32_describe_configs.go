@@ -149,6 +149,10 @@ func topicConfigSynonyms(def topicConfigDef, topic, broker map[string]string) []
 	if v, ok := broker[def.synonym]; ok {
 		add(def.synonym, v, kmsg.ConfigSourceStaticBrokerConfig)
 	}
-	add(def.synonym, def.def, kmsg.ConfigSourceDefaultConfig)
+	dflt := def.def
+	if def.name == "remote.storage.enable" && compacted(topic, broker) {
+		dflt = "false" // as configValue resolves it: compacted topics are not tiered
+	}
+	add(def.synonym, dflt, kmsg.ConfigSourceDefaultConfig)
 	return out
 }
