@@ -143,6 +143,11 @@ func TestCompactTieredRefused(t *testing.T) {
 		}
 		return len(st) == 1
 	})
+	// Described as it applies: false, and so is its default synonym.
+	if c := describedConfig(t, adm, "compacted", "remote.storage.enable"); c.MaybeValue() != "false" ||
+		len(c.Synonyms) == 0 || c.Synonyms[len(c.Synonyms)-1].Value == nil || *c.Synonyms[len(c.Synonyms)-1].Value != "false" {
+		t.Fatalf("a compacted topic's remote.storage.enable is described as %+v", c)
+	}
 	msg, err := alterTopicConfigs(t, adm, "compacted", map[string]*string{"remote.storage.enable": str("true")})
 	refused("alter a compacted topic to tiered", msg, err)
 
