@@ -504,9 +504,27 @@ func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offse
 	if offset >= maxOffset {
 		return Data{}, nil
 	}
+	// A segment may hold no batch at or past offset though offset is
+	// below its next offset: compaction emptied its tail before the topic
+	// was tiered (its cleanup.policy changed from compact). The read goes
+	// on from the next segment (Kafka's KAFKA-15388), at most once per
+	// segment of the manifest.
+	for hops := 0; ; hops++ {
+		d, next, err := r.readShared(ctx, p, m, offset, maxBytes, maxOffset, minOneBatch)
+		if err != nil || d.Bufs != nil || next <= offset || next >= maxOffset || hops > len(m.Segments)+len(m.Spills) {
+			return d, err
+		}
+		offset = next
+	}
+}
+
+// readShared is one step of ReadShared: a read of the segment holding
+// offset. When it holds no batch at or past offset, it returns no data and
+// the segment's next offset.
+func (r *Reader) readShared(ctx context.Context, p Partition, m *Manifest, offset int64, maxBytes int, maxOffset int64, minOneBatch bool) (Data, int64, error) {
 	seg, ok, err := FindSegment(ctx, r, p, m, offset)
 	if err != nil || !ok {
-		return Data{}, err
+		return Data{}, 0, err
 	}
 	asked := offset
 	offset = max(offset, seg.BaseOffset)
@@ -522,7 +540,7 @@ func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offse
 	} else if offset > seg.BaseOffset {
 		comp, err := r.companion(ctx, p, seg)
 		if err != nil {
-			return Data{}, err
+			return Data{}, 0, err
 		}
 		if i := sort.Search(len(comp.OffsetIndex), func(i int) bool {
 			return seg.BaseOffset+int64(comp.OffsetIndex[i].RelOffset) > offset
@@ -538,10 +556,16 @@ func (r *Reader) ReadShared(ctx context.Context, p Partition, m *Manifest, offse
 		for _, c := range sr.refs {
 			c.release()
 		}
-		return Data{}, err
+		if errors.Is(err, errPastLastBatch) {
+			return Data{}, seg.NextOffset, nil
+		}
+		return Data{}, 0, err
 	}
-	return Data{Bufs: out, refs: sr.refs}, nil
+	return Data{Bufs: out, refs: sr.refs}, 0, nil
 }
+
+// errPastLastBatch: the segment holds no batch at or past the offset read.
+var errPastLastBatch = errors.New("tiering: no batch at or past the offset in its segment")
 
 // readSeg is ReadShared's walk of one segment from pos, the indexed
 // position at or before offset.
@@ -568,7 +592,7 @@ func (r *Reader) readSeg(sr *segReader, m *Manifest, seg Segment, asked, offset,
 		pos += size
 	}
 	if first < 0 {
-		return nil, nil
+		return nil, errPastLastBatch
 	}
 	// Take whole batches below maxOffset while they fit maxBytes.
 	// rpos is where the batch holding resume starts (or the next one).
