@@ -247,14 +247,15 @@ func TestCompactionPassIsDueWhenAHorizonPasses(t *testing.T) {
 	}
 }
 
-// An empty sealed segment (compaction removed all it held) goes with
-// time retention, and does not hold back the segments after it.
+// An empty sealed segment (compaction removed all it held) holds back
+// no time retention, and goes with the next segment retention deletes,
+// not before: the log start does not move over it alone.
 func TestRetentionDeletesSegmentsCompactionEmptied(t *testing.T) {
 	h := newHarness(t, Config{SegmentBytes: 40, RetentionMs: 1000})
 	now := h.clock.Now().UnixMilli()
 	h.append(keyedBatch(recordbatch.BuildOptions{}, now, kv{"a", val("1")}))
 	h.log.Roll()
-	h.append(keyedBatch(recordbatch.BuildOptions{}, now, kv{"a", val("2")}))
+	h.append(keyedBatch(recordbatch.BuildOptions{}, now+1500, kv{"a", val("2")}))
 	h.log.Roll()
 	h.compact(CompactOptions{})
 	if segs := h.log.Segments(); len(segs) != 3 || segs[0].Size != 0 {
@@ -262,8 +263,12 @@ func TestRetentionDeletesSegmentsCompactionEmptied(t *testing.T) {
 	}
 	h.clock.advance(2 * time.Second)
 	h.append(keyedBatch(recordbatch.BuildOptions{}, h.clock.Now().UnixMilli(), kv{"b", val("1")}))
-	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 {
-		t.Fatalf("retention deleted %d: %v", n, err)
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 0 || h.log.LogStartOffset() != 0 {
+		t.Fatalf("retention deleted %d (%v) before the records after the empty segment expired; log start %d", n, err, h.log.LogStartOffset())
+	}
+	h.clock.advance(time.Second)
+	if n, err := h.log.ApplyRetention(h.clock.Now()); err != nil || n != 2 || h.log.LogStartOffset() != 2 {
+		t.Fatalf("retention deleted %d: %v; log start %d", n, err, h.log.LogStartOffset())
 	}
 }
 

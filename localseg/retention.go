@@ -86,22 +86,29 @@ func (l *Log) pickRetention(now time.Time, due *[]string) (doomed []*segment, ke
 	start := l.logStart.Load()
 	guard := l.retentionGuard()
 	n := 0
-	for n < len(segs) {
-		s := segs[n]
+	for i := 0; i < len(segs); i++ {
+		s := segs[i]
 		size := s.size.Load()
 		below := s.next.Load() <= start
-		if (size == 0 && n == len(segs)-1) || (s.next.Load() > guard && !below) {
+		if (size == 0 && i == len(segs)-1) || (s.next.Load() > guard && !below) {
 			// A tiered log keeps what the object store lacks.
 			break
 		}
-		// A sealed segment compaction emptied holds nothing to keep.
-		expired := cfg.RetentionMs >= 0 && (size == 0 || s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs)
+		if size == 0 && !below {
+			// A sealed segment compaction emptied: it has no timestamp
+			// to expire by, and holds back nothing. It goes with the
+			// next segment retention deletes (the log start does not
+			// move past offsets that held no record before the
+			// records after them go).
+			continue
+		}
+		expired := cfg.RetentionMs >= 0 && s.maxTs.Load() >= 0 && nowMs-s.maxTs.Load() > cfg.RetentionMs
 		oversize := cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes
 		if !below && !expired && !oversize {
 			break
 		}
 		total -= size
-		n++
+		n = i + 1
 	}
 	if n == 0 {
 		return nil, 0, nil
