@@ -672,3 +672,29 @@ func compactionCrashOnce(t *testing.T, seed uint64) (passed int) {
 	}
 	return passed
 }
+
+// A pass maps at most MaxKeys keys (whole segments, at least one): it
+// cleans up to what it mapped, and the passes after it go on from there.
+func TestCompactionPassesBoundedByTheirKeyMap(t *testing.T) {
+	h := newHarness(t, Config{SegmentBytes: 600})
+	var all []record
+	for i := 0; i < 400; i++ {
+		k, v := fmt.Sprintf("k%03d", i%97), fmt.Sprint(i)
+		res := h.append(keyedBatch(recordbatch.BuildOptions{}, int64(i), kv{k, val(v)}))
+		all = append(all, record{offset: res.FirstOffset, key: k, val: v})
+	}
+	h.log.Roll()
+	end := h.log.LogEndOffset()
+	var passes int
+	for cleaned := int64(0); cleaned < end; passes++ {
+		st := h.compact(CompactOptions{MaxKeys: 20})
+		if st.CleanedTo <= cleaned || st.Keys > 20+10 {
+			t.Fatalf("pass %d: %+v after cleaning to %d", passes, st, cleaned)
+		}
+		cleaned = st.CleanedTo
+	}
+	if passes < 3 {
+		t.Fatalf("%d passes with a 20-key map over 97 keys", passes)
+	}
+	requireRecords(t, h.readRecords(), lastOfEachKey(all))
+}
