@@ -18,10 +18,13 @@ func BenchmarkCompact(b *testing.B) {
 		b.Run(codec.String(), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				h := newHarness(&testing.T{}, Config{SegmentBytes: 8 << 20, RetentionMs: -1})
+				l, err := Open(b.TempDir(), Config{SegmentBytes: 8 << 20, RetentionMs: -1}, Options{Logger: quietLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
 				rng := rand.New(rand.NewPCG(1, 2))
 				recs := make([]recordbatch.Record, 200)
-				for h.log.Size() < 32<<20 {
+				for l.Size() < 32<<20 {
 					for j := range recs {
 						v := make([]byte, 100)
 						for k := range v {
@@ -33,21 +36,21 @@ func BenchmarkCompact(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if _, err := h.log.AppendAsLeader(Batch(bt), 0); err != nil {
+					if _, err := l.AppendAsLeader(Batch(bt), 0); err != nil {
 						b.Fatal(err)
 					}
 				}
-				h.log.Roll()
-				h.log.Flush()
-				h.log.flushes.Wait()
+				l.Roll()
+				l.Flush()
+				l.flushes.Wait()
 				b.StartTimer()
-				st, err := h.log.Compact(context.Background(), CompactOptions{Now: time.Now(), HighWatermark: h.log.LogEndOffset()})
+				st, err := l.Compact(context.Background(), CompactOptions{Now: time.Now(), HighWatermark: l.LogEndOffset()})
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.SetBytes(st.ReadBytes)
 				b.StopTimer()
-				h.log.Close()
+				l.Close()
 			}
 		})
 	}
