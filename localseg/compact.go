@@ -577,15 +577,14 @@ func (c *cleaner) filter(ctx context.Context, dst []byte, b recordbatch.Batch) (
 
 // newSegmentWriter gathers a group's new segment.
 type newSegmentWriter struct {
-	f        File
-	path     string
-	pos      int64 // bytes written and gathered
-	pending  []byte
-	ib       indexBuilder
-	idx      []indexEntry
-	tidx     []timeEntry
-	txns     []AbortedTxn
-	maxIndex int64
+	f       File
+	path    string
+	pos     int64 // bytes written and gathered
+	pending []byte
+	ib      indexBuilder
+	idx     []indexEntry
+	tidx    []timeEntry
+	txns    []AbortedTxn
 }
 
 func (w *newSegmentWriter) add(batch []byte) error {

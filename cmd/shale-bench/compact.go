@@ -135,6 +135,8 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	buf := make([]byte, 1<<20)
+	// The wrappers hide ReadFrom and WriteTo, so that the copy reads and
+	// writes through the buffer as the pass does, not by copy_file_range.
 	if _, err := io.CopyBuffer(struct{ io.Writer }{out}, struct{ io.Reader }{in}, buf); err != nil {
 		out.Close()
 		return err
