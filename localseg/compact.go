@@ -484,14 +484,7 @@ func (c *cleaner) collectTxns() {
 			c.aborted[e.ProducerID] = append(c.aborted[e.ProducerID], e)
 		}
 	}
-	c.lastBatch = map[int64]int64{}
-	l.mu.Lock()
-	for pid, e := range l.mu.producers.producers {
-		if n := len(e.batches); n > 0 {
-			c.lastBatch[pid] = e.batches[n-1].lastOffset
-		}
-	}
-	l.mu.Unlock()
+	c.lastBatch = l.LastBatches()
 	c.txnKept = map[int64]bool{}
 }
 
