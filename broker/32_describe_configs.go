@@ -151,7 +151,7 @@ func topicConfigSynonyms(def topicConfigDef, topic, broker map[string]string) []
 	}
 	dflt := def.def
 	if def.name == "remote.storage.enable" && compacted(topic, broker) {
-		dflt = "false" // as configValue resolves it: compacted topics are not tiered
+		dflt = "false" // as configValue resolves it: compacted topics are not tiered by default
 	}
 	add(def.synonym, dflt, kmsg.ConfigSourceDefaultConfig)
 	return out

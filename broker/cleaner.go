@@ -118,15 +118,21 @@ func (c *logCleaner) run(ctx context.Context) {
 // say. ok is false when the topic is not compacted.
 func (c *logCleaner) compactOptions(p *partition, now time.Time) (localseg.CompactOptions, *topicConfig, bool) {
 	cfg := p.cfg.Load()
-	// A tiered partition is not compacted (compacted topics cannot be
-	// tiered; one turning its remote storage off stays tiered until its
-	// remote log is deleted).
+	// A tiered partition's local log is not compacted: its segments go to
+	// the bucket as they are, and its leader compacts the remote log
+	// (compactRemote); the local log keeps only local.retention of it.
 	if cfg == nil || !cfg.compact || p.tier != nil {
 		return localseg.CompactOptions{}, nil, false
 	}
+	return c.passOptions(cfg, now, p.highWatermark()), cfg, true
+}
+
+// passOptions are a pass's options under the topic's configs cfg,
+// cleaning nothing at or past bound.
+func (c *logCleaner) passOptions(cfg *topicConfig, now time.Time, bound int64) localseg.CompactOptions {
 	return localseg.CompactOptions{
 		Now:                now,
-		HighWatermark:      p.highWatermark(),
+		HighWatermark:      bound,
 		DeleteRetentionMs:  cfg.deleteRetentionMs,
 		MinCompactionLagMs: cfg.minCompactionLagMs,
 		MaxKeys:            int(c.b.cfg.LogCleanerDedupeBufferSize / cleanerBytesPerKey),
@@ -134,7 +140,7 @@ func (c *logCleaner) compactOptions(p *partition, now time.Time) (localseg.Compa
 			MaxDecompressed: recordbatch.MaxDecompressedFor(int(cfg.maxMessageBytes)),
 			Budget:          c.b.scanBudget,
 		},
-	}, cfg, true
+	}
 }
 
 // cleanerBytesPerKey is what one key of a pass's map costs, about.
@@ -160,19 +166,9 @@ func (c *logCleaner) cleanDirtiest(ctx context.Context, now time.Time) bool {
 			continue
 		}
 		cl := p.log.Cleanable(opts)
-		ratio := cl.DirtyRatio()
-		maxRatio = max(maxRatio, ratio)
-		if cl.DirtyBytes == 0 && !cl.HorizonDue {
-			continue
-		}
-		overdue := cl.HorizonDue || cfg.maxCompactionLagMs < math.MaxInt64 && cl.DirtyBytes > 0 && cl.DirtyTimestamp >= 0 && now.UnixMilli()-cl.DirtyTimestamp > cfg.maxCompactionLagMs
-		if ratio < cfg.minCleanableRatio && !overdue {
-			continue
-		}
-		if overdue {
-			ratio = math.Inf(1) // overdue ones first
-		}
-		if ratio > bestRatio {
+		maxRatio = max(maxRatio, cl.DirtyRatio())
+		ratio, due := cleanDue(cl, cfg, now)
+		if due && ratio > bestRatio {
 			best, bestOpts, bestRatio = p, opts, ratio
 		}
 	}
@@ -182,6 +178,23 @@ func (c *logCleaner) cleanDirtiest(ctx context.Context, now time.Time) bool {
 	}
 	c.clean(ctx, best, bestOpts)
 	return true
+}
+
+// cleanDue reports whether a log described by cl is due a pass under its
+// topic's configs cfg: its dirty ratio reached min.cleanable.dirty.ratio,
+// or its oldest dirty record is older than max.compaction.lag.ms, or a
+// tombstone or marker a pass kept reached its delete horizon. ratio ranks
+// the logs due: overdue ones first (+Inf), then the dirtiest.
+func cleanDue(cl localseg.Cleanable, cfg *topicConfig, now time.Time) (ratio float64, due bool) {
+	if cl.DirtyBytes == 0 && !cl.HorizonDue {
+		return 0, false
+	}
+	ratio = cl.DirtyRatio()
+	overdue := cl.HorizonDue || cfg.maxCompactionLagMs < math.MaxInt64 && cl.DirtyBytes > 0 && cl.DirtyTimestamp >= 0 && now.UnixMilli()-cl.DirtyTimestamp > cfg.maxCompactionLagMs
+	if overdue {
+		return math.Inf(1), true
+	}
+	return ratio, ratio >= cfg.minCleanableRatio
 }
 
 func (c *logCleaner) isFailed(p *partition) bool {

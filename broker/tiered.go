@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -75,6 +77,10 @@ type TieringConfig struct {
 	// cluster rebuilt from the bucket gives its groups back their offsets
 	// (`shale topic restore`).
 	GroupOffsetsInterval time.Duration
+	// ReplacedDeleteDelay is how long after a compaction of a remote log
+	// the objects it replaced are deleted (default 5 minutes), so that
+	// reads begun on the manifest before it finish.
+	ReplacedDeleteDelay time.Duration
 	// Fault is a test hook called at the fault points of every upload
 	// (tiering.ArchiverConfig.Fault); nil outside crash tests.
 	Fault func(point string)
@@ -101,6 +107,9 @@ func (c *TieringConfig) ensureDefaults() {
 	}
 	if c.GroupOffsetsInterval <= 0 {
 		c.GroupOffsetsInterval = time.Minute
+	}
+	if c.ReplacedDeleteDelay <= 0 {
+		c.ReplacedDeleteDelay = 5 * time.Minute
 	}
 }
 
@@ -151,8 +160,11 @@ func newTierService(b *Broker, cfg TieringConfig, reg prometheus.Registerer) (*t
 }
 
 // start resumes topic deletions a crash interrupted, and the watch of
-// those recent enough that writes on their way may still land.
+// those recent enough that writes on their way may still land, and clears
+// the scratch files of remote compactions a stop cut short.
 func (s *tierService) start() {
+	// What remote compactions were writing when the broker stopped.
+	os.RemoveAll(filepath.Join(s.b.cfg.DataDir, remoteCompactionDir))
 	s.wg.Add(1)
 	go s.writeGroupOffsets()
 	s.wg.Add(1)
@@ -286,6 +298,9 @@ type partitionTier struct {
 	// readWarned is when a failed remote read was last logged (unix
 	// nanoseconds): at most one a remoteReadWarnEvery.
 	readWarned atomic.Int64
+	// compactFailedUntil: a remote compaction pass failed; none is tried
+	// before then (unix nanoseconds).
+	compactFailedUntil atomic.Int64
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
@@ -682,6 +697,9 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		lastRetention time.Time
 		retaining     atomic.Bool
 		retention     sync.WaitGroup
+		// The remote compaction passes run beside, as retention.
+		lastCompaction time.Time
+		compacting     atomic.Bool
 	)
 	rctx, endRetention := context.WithCancel(ctx)
 	defer func() {
@@ -713,6 +731,17 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 					// failed to delete lie below the manifest's
 					// first segment, where every orphan sweep looks.
 					t.applyRetention(rctx, p, epoch, now)
+				}()
+			}
+			if backoff := t.svc.b.cfg.LogCleanerBackoff; p.cfg.Load().compact && backoff >= 0 && time.Since(lastCompaction) >= backoff &&
+				compacting.CompareAndSwap(false, true) {
+				now := time.Now()
+				lastCompaction = now
+				retention.Add(1)
+				go func() {
+					defer retention.Done()
+					defer compacting.Store(false)
+					t.compactRemote(rctx, p, epoch, now)
 				}()
 			}
 			if t.describedStale(p) {

@@ -72,7 +72,7 @@ const maxLong = math.MaxInt64
 // refuses unknown topic configs.
 var topicConfigDefs = []topicConfigDef{
 	{"cleanup.policy", kmsg.ConfigTypeList, "delete", "log.cleanup.policy", validateCleanupPolicy,
-		"What happens to old records: delete (segments past retention.ms or retention.bytes are deleted), compact (the log cleaner keeps the last record of each key; records without a key are refused) or both (compact,delete). A compacted topic cannot be tiered: remote.storage.enable defaults to false on it, and true is refused."},
+		"What happens to old records: delete (segments past retention.ms or retention.bytes are deleted), compact (the log cleaner keeps the last record of each key; records without a key are refused) or both (compact,delete). On a tiered compacted topic (remote.storage.enable=true, which defaults to false on it) the leader also compacts the remote log."},
 	{"compression.type", kmsg.ConfigTypeString, "producer", "compression.type", oneOf(compressionTypes...),
 		"How batches are stored: as the producer compressed them (producer), or rewritten by the leader with this codec (uncompressed, gzip, snappy, lz4 or zstd) when the producer used another."},
 	{"compression.gzip.level", kmsg.ConfigTypeInt, "-1", "compression.gzip.level", validateGzipLevel,
@@ -126,7 +126,7 @@ var topicConfigDefs = []topicConfigDef{
 	{"remote.log.delete.on.disable", kmsg.ConfigTypeBoolean, "false", "", isBool,
 		"Set with remote.storage.enable=false to turn tiered storage off on a topic that has it (KIP-950): the topic's objects in the object store are deleted, and its log starts at the local log's start."},
 	{"remote.storage.enable", kmsg.ConfigTypeBoolean, "true", "remote.log.storage.system.enable", isBool,
-		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one). Turning it off on a topic that has it needs remote.log.delete.on.disable=true, and deletes the topic's objects. Compacted topics (cleanup.policy with compact) cannot be tiered: on them it defaults to false, and true is refused."},
+		"Upload sealed segments to the broker's object store and serve older offsets from it (no effect on a broker without one). Turning it off on a topic that has it needs remote.log.delete.on.disable=true, and deletes the topic's objects. On compacted topics (cleanup.policy with compact) it defaults to false, as Kafka does not tier them; true tiers one, and its leader compacts its remote log."},
 	{"retention.bytes", kmsg.ConfigTypeLong, "-1", "log.retention.bytes", intRange(-1, maxLong),
 		"Largest size a partition may grow to before old segments are deleted (-1: no limit)."},
 	{"retention.ms", kmsg.ConfigTypeLong, "604800000", "log.retention.ms", intRange(-1, maxLong),
@@ -369,37 +369,31 @@ func checkTopicConfigs(cur, next, broker map[string]string) error {
 	return nil
 }
 
-// tieredCompactedMsg is Kafka's refusal of tiered storage on a compacted
-// topic (LogConfig.validateNoRemoteStorageForCompactedTopic).
+// tieredCompactedMsg begins the refusal of a change that would leave a
+// tiered topic's remote log unreachable by making it compacted.
 const tieredCompactedMsg = "Tiered storage is not supported on compacted topics (cleanup.policy=compact)"
 
-// checkCompactedNotTiered refuses a compacted topic (cleanup.policy with
-// compact) with remote.storage.enable=true, whichever of the topic, the
-// change or the broker's defaults (log.cleanup.policy,
-// remote.log.storage.system.enable) gives each value: the log cleaner
-// rewrites local segments, which the object store's copies and the
-// manifest's offsets would no longer match. Shale's own default of
-// remote.storage.enable is false on a compacted topic (configValue), so
-// only an explicit true is refused there. A tiered topic (cur) made
-// compacted would also stop tiering by that default, leaving its remote
-// log, which holds its oldest records, unreachable: refused unless the
-// change itself sets remote.storage.enable=false, which the KIP-950
-// check (checkTopicConfigs) then lets through only with
-// remote.log.delete.on.disable=true.
+// checkCompactedNotTiered refuses to make a tiered topic (cur) compacted
+// (cleanup.policy with compact) without saying whether it stays tiered:
+// Shale's default of remote.storage.enable is false on a compacted topic
+// (configValue, as Kafka refuses tiered storage there), so the change
+// would stop tiering it and leave its remote log, which holds its oldest
+// records, unreachable. remote.storage.enable=true keeps it tiered (the
+// leader compacts its remote log, tiering.CompactRemote);
+// remote.storage.enable=false with remote.log.delete.on.disable=true
+// (the KIP-950 check, checkTopicConfigs) deletes the remote log.
 func checkCompactedNotTiered(cur, next, broker map[string]string) error {
-	if !compacted(next, broker) {
+	if cur == nil || !compacted(next, broker) {
 		return nil
 	}
 	tiered := func(m map[string]string) bool {
 		v, _ := configValue("remote.storage.enable", m, broker)
 		return v == "true"
 	}
-	if tiered(next) {
-		return errors.New(tieredCompactedMsg)
-	}
-	if cur != nil && tiered(cur) && next["remote.storage.enable"] != "false" {
-		return errors.New(tieredCompactedMsg + ": the topic is tiered; to compact it, turn its remote storage off in the same change " +
-			"(remote.storage.enable=false, remote.log.delete.on.disable=true), which deletes its remote log")
+	if tiered(cur) && !tiered(next) && next["remote.storage.enable"] != "false" {
+		return errors.New(tieredCompactedMsg + " by default: the topic is tiered; to compact it and keep it tiered, set remote.storage.enable=true " +
+			"in the same change (its remote log is then compacted too); to compact it untiered, set remote.storage.enable=false " +
+			"and remote.log.delete.on.disable=true, which deletes its remote log")
 	}
 	return nil
 }
@@ -417,7 +411,7 @@ func localRetention(local, total int64) int64 {
 // broker's default for it, else Kafka's default. One default depends on
 // another config: Shale's remote.storage.enable, true where Kafka's is
 // false, is false on a compacted topic (cleanup.policy with compact),
-// which cannot be tiered, so that compacted topics are created as Kafka
+// which Kafka does not tier, so that compacted topics are created as Kafka
 // creates them (Kafka Streams' changelogs, Connect's and Schema
 // Registry's topics) on a broker that tiers.
 func configValue(name string, topic, broker map[string]string) (string, kmsg.ConfigSource) {
@@ -498,10 +492,10 @@ func parseTopicConfig(topic, broker map[string]string) topicConfig {
 	c.retentionMs, c.retentionBytes = c.log.RetentionMs, c.log.RetentionBytes
 	c.localRetentionMs = localRetention(i64("local.retention.ms"), c.retentionMs)
 	c.localRetentionBytes = localRetention(i64("local.retention.bytes"), c.retentionBytes)
-	if !c.deletePolicy {
-		// Nor locally: a compacted topic is not tiered (checkTopicConfigs),
-		// but should one be (a broker default changed under it), its
-		// local log deletes nothing by time or size either.
+	if !c.deletePolicy && !c.remoteStorage {
+		// Nor locally, unless the topic is tiered: then the local log
+		// keeps local.retention.ms/bytes of what the bucket holds (whose
+		// remote log its leader compacts), as any tiered topic's.
 		c.localRetentionMs, c.localRetentionBytes = -1, -1
 	}
 	// Zero means "Kafka's default" to localseg; these configs allow 0 as

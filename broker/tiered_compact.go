@@ -1,0 +1,117 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shale-log/shale/tiering"
+)
+
+// The remote log of a tiered compacted topic (cleanup.policy with compact,
+// remote.storage.enable=true) is compacted by its leader, in its archive
+// term, every log.cleaner.backoff.ms once a pass is due by the same rules
+// as the log cleaner's (cleanDue): the leader is the only writer of the
+// manifest, and its passes are fenced by its leader epoch as its uploads
+// are. The local log, which keeps local.retention of what the bucket
+// holds, is not compacted (logCleaner.compactOptions).
+
+// remoteCompactionDir is where passes write the new segments on their
+// way up, under the data directory (a name without a dash: never taken
+// for a partition's directory).
+const remoteCompactionDir = "remote-compaction"
+
+// remoteCompactionCallTimeout bounds each object-store call of a pass
+// (plus a second per MiB of an upload).
+const remoteCompactionCallTimeout = 30 * time.Second
+
+// compactRemote runs one pass over p's remote log, as leader of epoch,
+// when one is due.
+func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch int32, now time.Time) {
+	b := t.svc.b
+	cfg := p.cfg.Load()
+	if cfg == nil || !cfg.compact || b.cfg.LogCleanerBackoff < 0 || now.UnixNano() < t.compactFailedUntil.Load() {
+		return
+	}
+	c := b.cleaner
+	log := b.log.With("topic", t.part.Topic, "partition", t.part.Index)
+	scratch := filepath.Join(b.cfg.DataDir, remoteCompactionDir)
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		log.Warn("remote compaction: no scratch directory", "err", err)
+		return
+	}
+	cc := tiering.CompactConfig{
+		Bucket:           t.svc.bucket,
+		Layout:           t.svc.layout,
+		Partition:        t.part,
+		Store:            t.store,
+		Reader:           t.svc.reader,
+		Epoch:            epoch,
+		Options:          c.passOptions(cfg, now, min(p.highWatermark(), p.lastStableOffset())),
+		SegmentBytes:     cfg.log.SegmentBytes,
+		IndexInterval:    cfg.log.IndexIntervalBytes,
+		LocalAbortedTxns: p.log.AbortedTxns,
+		LastBatches:      p.log.LastBatches(),
+		ScratchDir:       scratch,
+		CallTimeout:      remoteCompactionCallTimeout,
+		Metrics:          t.svc.metrics,
+	}
+	lctx, cancel := context.WithTimeout(ctx, remoteCompactionCallTimeout)
+	cl, err := tiering.RemoteCleanable(lctx, cc)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("remote compaction: reading the remote log", "err", err)
+		}
+		return
+	}
+	if _, due := cleanDue(cl, cfg, now); !due {
+		return
+	}
+	start := time.Now()
+	res, err := tiering.CompactRemote(ctx, cc)
+	c.metrics.seconds.Observe(time.Since(start).Seconds())
+	c.metrics.readBytes.Add(float64(res.ReadBytes))
+	c.metrics.writtenBytes.Add(float64(res.WrittenBytes))
+	c.metrics.removed.Add(float64(res.RemovedRecords))
+	switch {
+	case err == nil:
+		c.metrics.passes.WithLabelValues("cleaned").Inc()
+		log.Debug("compacted the remote log", "segments", res.Segments, "into", res.Groups, "read_bytes", res.ReadBytes,
+			"written_bytes", res.WrittenBytes, "removed_records", res.RemovedRecords, "cleaned_to", res.CleanedTo,
+			"took", time.Since(start).Round(time.Millisecond))
+		t.svc.deleteReplacedLater(res.Replaced)
+	case errors.Is(err, tiering.ErrFenced), errors.Is(err, tiering.ErrCompactionRaced), errors.Is(err, tiering.ErrConflict),
+		errors.Is(err, tiering.ErrUnavailable), ctx.Err() != nil:
+		// The term ended, the log changed under the pass, or the store
+		// is out: the next look starts again.
+		c.metrics.passes.WithLabelValues("aborted").Inc()
+	default:
+		c.metrics.passes.WithLabelValues("failed").Inc()
+		log.Error("remote compaction failed; the partition's remote log is left alone for an hour", "err", err)
+		t.compactFailedUntil.Store(time.Now().Add(uncleanableRetry).UnixNano())
+	}
+}
+
+// deleteReplacedLater deletes the objects a remote compaction replaced
+// once ReplacedDeleteDelay has passed. A broker that stops before leaves
+// them to the leaders' full orphan sweeps (no manifest names them).
+func (s *tierService) deleteReplacedLater(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if !sleepCtx(s.b.ctx, s.cfg.ReplacedDeleteDelay) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.b.ctx, time.Minute)
+		defer cancel()
+		if err := tiering.DeleteReplaced(ctx, s.bucket, keys, s.metrics); err != nil {
+			s.b.log.Warn("deleting the objects a remote compaction replaced (left for orphan sweeps)", "err", err)
+		}
+	}()
+}
