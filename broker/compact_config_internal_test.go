@@ -109,11 +109,12 @@ func TestCompactRemoteStorageDefault(t *testing.T) {
 	}
 }
 
-// TestCompactTieredConfigChecks: checkTopicConfigs refuses compaction with
-// tiered storage whichever of the topic, the change or the broker's
-// defaults gives each value, on creation and on change; a tiered topic
-// becomes compacted only by a change that turns its remote storage off
-// (and, KIP-950, deletes its remote log).
+// TestCompactTieredConfigChecks: checkTopicConfigs lets compacted topics
+// be tiered when remote.storage.enable says so (the topic's or the
+// broker's), and refuses only a change that would make a tiered topic
+// compacted without saying whether it stays tiered (the default on a
+// compacted topic is untiered: its remote log would be left unreachable);
+// turning its remote storage off needs, KIP-950, its remote log deleted.
 func TestCompactTieredConfigChecks(t *testing.T) {
 	m := func(kv ...string) map[string]string {
 		out := map[string]string{}
@@ -128,18 +129,18 @@ func TestCompactTieredConfigChecks(t *testing.T) {
 	}{
 		"create compact":                        {nil, m("cleanup.policy", "compact"), nil, false},
 		"create compact,delete":                 {nil, m("cleanup.policy", "compact,delete"), nil, false},
-		"create compact tiered":                 {nil, m("cleanup.policy", "compact", "remote.storage.enable", "true"), nil, true},
-		"create compact,delete tiered":          {nil, m("cleanup.policy", "delete,compact", "remote.storage.enable", "true"), nil, true},
+		"create compact tiered":                 {nil, m("cleanup.policy", "compact", "remote.storage.enable", "true"), nil, false},
+		"create compact,delete tiered":          {nil, m("cleanup.policy", "delete,compact", "remote.storage.enable", "true"), nil, false},
 		"create compact untiered":               {nil, m("cleanup.policy", "compact", "remote.storage.enable", "false"), nil, false},
-		"create compact, broker tiers":          {nil, m("cleanup.policy", "compact"), m("remote.log.storage.system.enable", "true"), true},
-		"create tiered, broker compacts":        {nil, m("remote.storage.enable", "true"), m("log.cleanup.policy", "compact"), true},
+		"create compact, broker tiers":          {nil, m("cleanup.policy", "compact"), m("remote.log.storage.system.enable", "true"), false},
+		"create tiered, broker compacts":        {nil, m("remote.storage.enable", "true"), m("log.cleanup.policy", "compact"), false},
 		"create default, broker compacts":       {nil, m(), m("log.cleanup.policy", "compact"), false},
-		"alter tiered to compact":               {m("remote.storage.enable", "true"), m("remote.storage.enable", "true", "cleanup.policy", "compact"), nil, true},
+		"alter tiered to compact":               {m("remote.storage.enable", "true"), m("remote.storage.enable", "true", "cleanup.policy", "compact"), nil, false},
 		"alter default-tiered to compact":       {m(), m("cleanup.policy", "compact"), nil, true},
 		"alter tiered to compact, off, kept":    {m(), m("cleanup.policy", "compact", "remote.storage.enable", "false"), nil, true},
 		"alter tiered to compact, off, deleted": {m(), m("cleanup.policy", "compact", "remote.storage.enable", "false", "remote.log.delete.on.disable", "true"), nil, false},
 		"alter untiered to compact":             {m("remote.storage.enable", "false"), m("remote.storage.enable", "false", "cleanup.policy", "compact"), nil, false},
-		"alter compact to tiered":               {m("cleanup.policy", "compact"), m("cleanup.policy", "compact", "remote.storage.enable", "true"), nil, true},
+		"alter compact to tiered":               {m("cleanup.policy", "compact"), m("cleanup.policy", "compact", "remote.storage.enable", "true"), nil, false},
 		"alter compact, another config":         {m("cleanup.policy", "compact"), m("cleanup.policy", "compact", "retention.ms", "1000"), nil, false},
 		"alter compact back to delete":          {m("cleanup.policy", "compact"), m("cleanup.policy", "delete"), nil, false},
 	} {

@@ -109,90 +109,86 @@ func TestCompactCleanupPolicyConfigs(t *testing.T) {
 	}
 }
 
-// TestCompactTieredRefused: a compacted topic cannot be tiered, as in
-// Kafka: INVALID_CONFIG with Kafka's message on creation with
-// remote.storage.enable=true, on turning it on for a compacted topic, and
-// on making a tiered topic compacted (by default or set, topics tier on a
-// broker with an object store) unless the change turns its remote storage
-// off and deletes its remote log. A compacted topic created without
-// remote.storage.enable is not tiered.
-func TestCompactTieredRefused(t *testing.T) {
+// TestCompactTieredConfigs: a compacted topic is tiered only when
+// remote.storage.enable says so: created with it, turned on for it, or by
+// the broker's remote.log.storage.system.enable; without, it is not
+// (Kafka's default). Making a tiered topic compacted without saying
+// whether it stays tiered is refused (the compacted default would strand
+// its remote log), unless the change turns its remote storage off and
+// deletes its remote log.
+func TestCompactTieredConfigs(t *testing.T) {
 	b := brokertest.Start(t, func(c *broker.Config) {
 		c.Tiering = broker.TieringConfig{Bucket: objectstore.NewMem(), UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
 	})
 	adm := b.Admin()
 	str := kadm.StringPtr
-	refused := func(what, msg string, err error) {
+	tiered := func(topic string, want bool) {
 		t.Helper()
-		if !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, tieredCompactedMsg) {
-			t.Fatalf("%s: %v %q, want INVALID_CONFIG: %s", what, err, msg, tieredCompactedMsg)
-		}
+		waitFor(t, topic+"'s partition open", 10*time.Second, func() bool {
+			st := b.B.TierStatus(topic)
+			return len(st) == 1 && st[0].Tiered == want
+		})
 	}
-
 	for _, policy := range []string{"compact", "compact,delete"} {
-		msg, err := createErr(t, adm, "tiered-compact", map[string]*string{"cleanup.policy": str(policy), "remote.storage.enable": str("true")})
-		refused("create "+policy+" with remote.storage.enable=true", msg, err)
+		topic := "tiered-" + strings.ReplaceAll(policy, ",", "-")
+		createTopic(t, adm, topic, 1, map[string]*string{"cleanup.policy": str(policy), "remote.storage.enable": str("true")})
+		tiered(topic, true)
 	}
 
-	// Compacted, not tiered; turning remote storage on is refused.
+	// Compacted, not tiered by default; then turned on.
 	createTopic(t, adm, "compacted", 1, map[string]*string{"cleanup.policy": str("compact")})
-	waitFor(t, "the compacted topic's partition open, not tiered", 10*time.Second, func() bool {
-		st := b.B.TierStatus("compacted")
-		if len(st) == 1 && st[0].Tiered {
-			t.Fatalf("a compacted topic tiers: %+v", st)
-		}
-		return len(st) == 1
-	})
+	tiered("compacted", false)
 	// Described as it applies: false, and so is its default synonym.
 	if c := describedConfig(t, adm, "compacted", "remote.storage.enable"); c.MaybeValue() != "false" ||
 		len(c.Synonyms) == 0 || c.Synonyms[len(c.Synonyms)-1].Value == nil || *c.Synonyms[len(c.Synonyms)-1].Value != "false" {
 		t.Fatalf("a compacted topic's remote.storage.enable is described as %+v", c)
 	}
-	msg, err := alterTopicConfigs(t, adm, "compacted", map[string]*string{"remote.storage.enable": str("true")})
-	refused("alter a compacted topic to tiered", msg, err)
+	if msg, err := alterTopicConfigs(t, adm, "compacted", map[string]*string{"remote.storage.enable": str("true")}); err != nil {
+		t.Fatalf("turning remote storage on for a compacted topic: %v %s", err, msg)
+	}
 
-	// Tiered, set or by default: made compacted, refused.
-	createTopic(t, adm, "tiered", 1, map[string]*string{"remote.storage.enable": str("true")})
-	msg, err = alterTopicConfigs(t, adm, "tiered", map[string]*string{"cleanup.policy": str("compact")})
-	refused("alter a tiered topic to compact", msg, err)
+	// Tiered by default: made compacted without a word on tiering,
+	// refused; with remote.storage.enable=true, it stays tiered.
 	createTopic(t, adm, "tiered-by-default", 1, nil)
-	waitFor(t, "a topic tiered by default", 10*time.Second, func() bool {
-		st := b.B.TierStatus("tiered-by-default")
-		return len(st) == 1 && st[0].Tiered
-	})
-	msg, err = alterTopicConfigs(t, adm, "tiered-by-default", map[string]*string{"cleanup.policy": str("compact,delete")})
-	refused("alter a topic tiered by default to compact,delete", msg, err)
+	tiered("tiered-by-default", true)
+	msg, err := alterTopicConfigs(t, adm, "tiered-by-default", map[string]*string{"cleanup.policy": str("compact,delete")})
+	if !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, tieredCompactedMsg) {
+		t.Fatalf("a topic tiered by default made compacted: %v %q, want INVALID_CONFIG: %s", err, msg, tieredCompactedMsg)
+	}
 	if c := describedConfig(t, adm, "tiered-by-default", "cleanup.policy"); c.MaybeValue() != "delete" {
 		t.Fatalf("cleanup.policy changed by a refused alter: %+v", c)
 	}
+	if msg, err := alterTopicConfigs(t, adm, "tiered-by-default", map[string]*string{"cleanup.policy": str("compact"), "remote.storage.enable": str("true")}); err != nil {
+		t.Fatalf("compact and stay tiered: %v %s", err, msg)
+	}
 	// Turning remote storage off in the same change: the remote log is
 	// deleted (KIP-950), and the topic compacted.
-	if msg, err := alterTopicConfigs(t, adm, "tiered-by-default", map[string]*string{"cleanup.policy": str("compact"),
+	createTopic(t, adm, "untiered-later", 1, nil)
+	tiered("untiered-later", true)
+	if msg, err := alterTopicConfigs(t, adm, "untiered-later", map[string]*string{"cleanup.policy": str("compact"),
 		"remote.storage.enable": str("false"), "remote.log.delete.on.disable": str("true")}); err != nil {
 		t.Fatalf("compact with remote storage turned off: %v %s", err, msg)
 	}
 }
 
-// TestCompactBrokerDefaultsTieredRefused: the broker's defaults count as
-// the topic's own values: a compacted topic on a broker whose topics tier
-// by its remote.log.storage.system.enable, and a tiered one on a broker
-// whose log.cleanup.policy is compact, are refused.
-func TestCompactBrokerDefaultsTieredRefused(t *testing.T) {
+// TestCompactBrokerDefaultsTiered: the broker's defaults count as the
+// topic's own values: a compacted topic on a broker whose topics tier by
+// its remote.log.storage.system.enable is tiered, and so is a topic with
+// remote.storage.enable=true on a broker whose log.cleanup.policy is
+// compact.
+func TestCompactBrokerDefaultsTiered(t *testing.T) {
 	str := kadm.StringPtr
 	b := brokertest.Start(t, func(c *broker.Config) {
 		c.TopicDefaults = map[string]string{"remote.log.storage.system.enable": "true"}
 	})
-	msg, err := createErr(t, b.Admin(), "c", map[string]*string{"cleanup.policy": str("compact")})
-	if !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, tieredCompactedMsg) {
-		t.Fatalf("compact under remote.log.storage.system.enable=true: %v %s", err, msg)
+	createTopic(t, b.Admin(), "c", 1, map[string]*string{"cleanup.policy": str("compact")})
+	if c := describedConfig(t, b.Admin(), "c", "remote.storage.enable"); c.MaybeValue() != "true" {
+		t.Fatalf("remote.storage.enable under remote.log.storage.system.enable=true: %+v", c)
 	}
 	b = brokertest.Start(t, func(c *broker.Config) {
 		c.TopicDefaults = map[string]string{"log.cleanup.policy": "compact"}
 	})
-	msg, err = createErr(t, b.Admin(), "c", map[string]*string{"remote.storage.enable": str("true")})
-	if !errors.Is(err, kerr.InvalidConfig) || !strings.Contains(msg, tieredCompactedMsg) {
-		t.Fatalf("remote.storage.enable=true under log.cleanup.policy=compact: %v %s", err, msg)
-	}
+	createTopic(t, b.Admin(), "t", 1, map[string]*string{"remote.storage.enable": str("true")})
 	createTopic(t, b.Admin(), "by-default", 1, nil)
 	if c := describedConfig(t, b.Admin(), "by-default", "cleanup.policy"); c.MaybeValue() != "compact" || c.Source != kmsg.ConfigSourceStaticBrokerConfig {
 		t.Fatalf("cleanup.policy: %+v", c)
