@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -183,12 +184,12 @@ func (s *CompactedSegment) write(batch []byte) error {
 }
 
 // Finish ends the group's segment and describes it. A group compaction
-// emptied keeps its last batch's header, without records (as a
-// producer's last batch is kept): a segment is never empty, and the
+// emptied keeps its last batch's offsets in an empty batch of no producer
+// (recordbatch.PlaceholderBatch): a segment is never empty, and the
 // group's offsets stay accounted for.
 func (s *CompactedSegment) Finish() (CompactedSegmentInfo, error) {
 	if s.info.Size == 0 && len(s.last) > 0 {
-		if err := s.write(recordbatch.EmptyBatch(nil, recordbatch.Batch(s.last))); err != nil {
+		if err := s.write(recordbatch.PlaceholderBatch(nil, recordbatch.Batch(s.last))); err != nil {
 			return s.info, err
 		}
 	}
@@ -208,6 +209,10 @@ func (s *CompactedSegment) Finish() (CompactedSegmentInfo, error) {
 // offsets outside the segment's).
 var ErrSegmentCorrupt = errors.New("localseg: corrupt segment")
 
+// streamReadStep is how much more of a batch eachStreamBatch reads (and
+// allocates) at a time.
+const streamReadStep = 1 << 20
+
 // eachStreamBatch calls fn with every batch r yields that starts at or
 // after from, checking each (its length within maxScanBatch, its CRC-32C,
 // offsets ascending and below next).
@@ -225,14 +230,18 @@ func (c *cleaner) eachStreamBatch(r io.Reader, from, next int64, fn func(b recor
 		if n < recordbatch.HeaderSize || n > maxScanBatch {
 			return fmt.Errorf("%w: a batch of %d bytes at offset %d", ErrSegmentCorrupt, n, expect)
 		}
-		if int64(cap(c.buf)) < n {
-			c.buf = make([]byte, n)
+		// The buffer grows with the bytes read, a step at a time: a
+		// length the stream does not hold costs no more than a step.
+		b := append(c.buf[:0], prefix[:]...)
+		for int64(len(b)) < n {
+			step := min(n-int64(len(b)), streamReadStep)
+			at := len(b)
+			b = slices.Grow(b, int(step))[:at+int(step)]
+			if _, err := io.ReadFull(r, b[at:]); err != nil {
+				return fmt.Errorf("%w: reading the batch at offset %d: %v", ErrSegmentCorrupt, expect, err)
+			}
 		}
-		b := c.buf[:n]
-		copy(b, prefix[:])
-		if _, err := io.ReadFull(r, b[12:]); err != nil {
-			return fmt.Errorf("%w: reading the batch at offset %d: %v", ErrSegmentCorrupt, expect, err)
-		}
+		c.buf = b
 		if err := recordbatch.Check(b); err != nil {
 			return fmt.Errorf("%w: the batch at offset %d: %v", ErrSegmentCorrupt, expect, err)
 		}

@@ -191,3 +191,25 @@ func EmptyBatch(dst []byte, b Batch) []byte {
 	h.put(Batch(dst[start:]))
 	return dst
 }
+
+// PlaceholderBatch appends to dst an empty batch that holds b's offsets
+// and nothing else: b's base offset, leader epoch, last offset delta and
+// timestamps, no records, no codec, and no producer (producer id, epoch
+// and base sequence -1; neither transactional nor control), so that it
+// changes no producer's state. Compaction of a remote log leaves one
+// where it removed everything of a group of segments, which keeps the
+// group's offsets accounted for. b must hold a whole header; dst is
+// returned as it is otherwise.
+func PlaceholderBatch(dst []byte, b Batch) []byte {
+	if len(b) < HeaderSize {
+		return dst
+	}
+	h := headerOf(b)
+	h.attributes &^= CodecMask | TransactionalBit | ControlBit
+	h.recordCount = 0
+	h.producerID, h.producerEpoch, h.baseSequence = -1, -1, -1
+	start := len(dst)
+	dst = append(dst, make([]byte, HeaderSize)...)
+	h.put(Batch(dst[start:]))
+	return dst
+}
