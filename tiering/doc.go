@@ -29,27 +29,29 @@
 //	P/T/N/manifest                          partition manifest (binary)
 //	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
 //	P/T/N/swept.json                        the leader's sweep note (JSON)
+//	P/T/N/cleaner.json                      the leader's cleaner note (JSON)
 //	P/T/N/B-U.log                           segment: Kafka record batches
 //	P/T/N/B-U.indexes                       the segment's companion (binary)
 //	P/groups/C/K.json                       committed offsets of the groups of
 //	                                        partition K of cluster C's
 //	                                        __consumer_offsets (JSON)
 //
-// An object is never overwritten, except the manifest, the descriptors
-// and the groups' offsets. Segment and companion objects not named by the manifest
+// An object is never overwritten, except the manifest, the descriptors,
+// the notes and the groups' offsets. Segment and companion objects not named by the manifest
 // (or one of its spilled parts) are not part of the archive: an upload in
 // progress, or one whose commit never happened; cleanup deletes them once
 // they are older than a grace period.
 //
 // Within a partition's directory the keys sort by base offset (B is fixed
-// width), and the manifest, the spilled parts and the sweep note after
-// every segment and companion: a listing that starts after P/T/N/B (S3's
-// StartAfter) holds the segments from base offset B on, the manifest,
-// every spilled part and the sweep note. The leader's periodic cleanup
-// lists only that tail, where uploads can have left objects, and the
-// objects below the first segment the manifest names, where remote
-// retention can (a page when there are none); a full listing runs about
-// daily.
+// width), and the cleaner note, the manifest, the spilled parts and the
+// sweep note after every segment and companion: a listing that starts
+// after P/T/N/B (S3's StartAfter) holds the segments from base offset B
+// on, the notes, the manifest and every spilled part. The leader's
+// periodic cleanup lists only that tail, where uploads can have left
+// objects, and the objects below the first segment the manifest names,
+// where remote retention can (a page when there are none); a full
+// listing runs about daily, and finds the objects a compaction (see
+// Compaction) left anywhere when it stopped midway.
 //
 // The sweep note is not part of the archive's data: a reader may ignore
 // it. It is how a leader tells the next where the tail starts:
@@ -197,6 +199,45 @@
 // local disk only after the manifest that names it is committed. Remote
 // retention commits the manifest without the expired entries (and a higher
 // log start) before it deletes their objects.
+//
+// # Compaction
+//
+// The remote log of a compacted topic (cleanup.policy with compact) is
+// compacted by its leader, as Kafka's log cleaner compacts a local log:
+// a commit replaces a run of consecutive entries by one new entry, its
+// segment and companion new objects, whose batches are those of the run
+// less the records compaction removed. Nothing else changes: offsets are
+// never renumbered (the new segment's batches keep their base offsets
+// and last offset deltas; records are missing inside batches, batches are
+// missing between them, and its first batch may start above B), record
+// timestamps are kept, and a tombstone kept carries its delete horizon in
+// its batch header (KIP-534: attribute bit 6, the base timestamp being
+// the horizon and the records' deltas rebased). A run whose records all
+// went keeps one empty batch of its last batch's offsets, of no producer
+// (producer id, epoch and base sequence -1, neither transactional nor
+// control, no records), so that no entry is empty. The new entry spans
+// the run's offsets, from the first entry's base offset to the last one's
+// next offset; its leader epochs are the run's, its producer state
+// (section 3) the last entry's, its aborted transactions those whose
+// markers it kept. Where entries of the run overlapped, the new segment
+// holds each batch once. A run in spilled parts replaces those parts: the
+// commit writes one new part of their entries with the run replaced, or
+// moves them into the manifest when the run reaches its own entries. The
+// objects replaced go some minutes after the commit (reads begun on the
+// manifest before it finish first); until then, and after a crash, they
+// are objects no manifest names, which orphan sweeps delete.
+//
+// The cleaner note is not part of the archive's data: a reader may ignore
+// it. It tells the next pass, of this leader or the next, where to start:
+//
+//	{"leader_epoch": 7, "first_dirty": 123456, "horizon": 1767225600000,
+//	 "cleaned_at": "2026-..."}
+//
+// first_dirty is the first offset the last pass did not clean (the keys
+// of the segments below it were mapped then), horizon the earliest time
+// (Unix ms) a tombstone or transaction marker it kept may go, -1 when
+// none: a pass is due then even with nothing dirty. Without a note a pass
+// cleans the whole remote log.
 //
 // # Descriptors (JSON)
 //
