@@ -90,10 +90,15 @@ type CompactConfig struct {
 	LastBatches map[int64]int64
 	// ScratchDir holds the new segments on their way up ("": the
 	// system's temporary directory).
-	ScratchDir  string
+	ScratchDir string
+	// CallTimeout bounds each call to the store, plus a second per MiB
+	// of a segment read or written (default 30s).
 	CallTimeout time.Duration
 	Metrics     *Metrics
 }
+
+// defaultCompactCallTimeout is CompactConfig.CallTimeout's default.
+const defaultCompactCallTimeout = 30 * time.Second
 
 // CompactResult is what a remote pass did.
 type CompactResult struct {
@@ -192,6 +197,9 @@ func RemoteCleanable(ctx context.Context, cfg CompactConfig) (localseg.Cleanable
 // the manifest, ErrCompactionRaced when the manifest changed under it.
 func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error) {
 	var res CompactResult
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = defaultCompactCallTimeout
+	}
 	if err := cfg.Store.Settle(ctx); err != nil {
 		return res, err
 	}
@@ -209,51 +217,41 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	}
 	pc := &remotePass{cfg: &cfg, res: &res}
 	defer pc.cleanup()
-	from := plan.segs[0].BaseOffset
+	// The aborted transactions of the records cleaned: their markers lie
+	// in the remote log or, past its end, in the local one.
+	from, end := plan.segs[0].BaseOffset, plan.segs[len(plan.segs)-1].NextOffset
+	aborted, err := cfg.Reader.AbortedTxns(ctx, cfg.Partition, m, from, end)
+	if err != nil {
+		return res, err
+	}
+	if cfg.LocalAbortedTxns != nil {
+		aborted = append(aborted, cfg.LocalAbortedTxns(m.End(), end)...)
+	}
+	pc.sc = localseg.NewSegmentCompaction(localseg.SegmentCompactionOptions{CompactOptions: cfg.Options, AbortedTxns: aborted, LastBatches: cfg.LastBatches})
+	// The keys of the dirty segments, whole segments at a time, until the
+	// map is full (with nothing dirty, a horizon due: the clean ones are
+	// rewritten with an empty map).
 	mapped := len(plan.segs)
-	if plan.dirty < len(plan.segs) {
-		end := plan.segs[len(plan.segs)-1].NextOffset
-		aborted, err := cfg.Reader.AbortedTxns(ctx, cfg.Partition, m, from, end)
-		if err != nil {
+	covered := int64(-1)
+	if plan.dirty > 0 {
+		covered = plan.segs[plan.dirty-1].NextOffset
+	}
+	for i := plan.dirty; i < len(plan.segs); i++ {
+		if i > plan.dirty && pc.sc.Full() {
+			mapped = i
+			break
+		}
+		s := plan.segs[i]
+		if err := pc.stream(ctx, s, func(r io.Reader) error { return pc.sc.MapKeys(ctx, r, max(s.BaseOffset, covered), s.NextOffset) }); err != nil {
 			return res, err
 		}
-		if cfg.LocalAbortedTxns != nil && m.End() < end {
-			aborted = append(aborted, cfg.LocalAbortedTxns(m.End(), end)...)
-		}
-		pc.sc = localseg.NewSegmentCompaction(localseg.SegmentCompactionOptions{CompactOptions: cfg.Options, AbortedTxns: aborted, LastBatches: cfg.LastBatches})
-		covered := int64(-1)
-		if plan.dirty > 0 {
-			covered = plan.segs[plan.dirty-1].NextOffset
-		}
-		for i := plan.dirty; i < len(plan.segs); i++ {
-			if i > plan.dirty && pc.sc.Full() {
-				mapped = i
-				break
-			}
-			s := plan.segs[i]
-			if err := pc.stream(ctx, s, func(r io.Reader) error { return pc.sc.MapKeys(ctx, r, max(s.BaseOffset, covered), s.NextOffset) }); err != nil {
-				return res, err
-			}
-			covered = s.NextOffset
-		}
-	} else {
-		// Nothing dirty, a horizon due: rewrite what is clean.
-		end := plan.segs[len(plan.segs)-1].NextOffset
-		aborted, err := cfg.Reader.AbortedTxns(ctx, cfg.Partition, m, from, end)
-		if err != nil {
-			return res, err
-		}
-		pc.sc = localseg.NewSegmentCompaction(localseg.SegmentCompactionOptions{CompactOptions: cfg.Options, AbortedTxns: aborted, LastBatches: cfg.LastBatches})
+		covered = s.NextOffset
 	}
 	res.Keys = pc.sc.Keys()
 	segs := plan.segs[:mapped]
 	// The groups, rewritten and uploaded.
-	type replacement struct {
-		old []Segment
-		new Segment
-	}
 	var reps []replacement
-	covered := int64(-1)
+	covered = -1
 	for len(segs) > 0 {
 		n := groupRemote(segs, cfg.SegmentBytes)
 		group := segs[:n]
@@ -271,24 +269,19 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	if len(reps) > 0 {
 		// One commit replaces every group: an entry is replaced only if
 		// it is still the manifest's, where it was.
-		var doomedSpills []Spill
-		_, err := cfg.Store.Commit(ctx, cfg.Epoch, func(m *Manifest) error {
-			doomedSpills = doomedSpills[:0]
-			for _, r := range reps {
-				dropped, err := replaceRun(ctx, cfg.Reader, cfg.Partition, m, r.old, r.new, cfg.Epoch, cfg.Options.Now.UnixMilli())
-				if err != nil {
-					return err
-				}
-				doomedSpills = append(doomedSpills, dropped...)
-			}
-			return nil
+		var before []Spill
+		committed, err := cfg.Store.Commit(ctx, cfg.Epoch, func(m *Manifest) error {
+			before = append(before[:0], m.Spills...)
+			return replaceRuns(ctx, cfg.Reader, cfg.Partition, m, reps, cfg.Epoch, cfg.Options.Now.UnixMilli())
 		})
 		if err != nil {
 			if errors.Is(err, ErrFenced) || errors.Is(err, ErrCompactionRaced) || errors.Is(err, ErrConflict) {
-				pc.deleteUploads(ctx) // no manifest can name them
-			} else {
-				pc.uploads = nil // the write may still land: orphan sweeps decide
+				// The write can no longer land; but it may have, and a
+				// newer commit built on it: what the stored manifest
+				// names stays.
+				pc.deleteUnnamed(ctx, cfg.Store.Current())
 			}
+			pc.uploads = nil // the write may still land: orphan sweeps decide
 			return res, err
 		}
 		pc.uploads = nil
@@ -299,8 +292,14 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 			}
 			res.Uploaded++
 		}
-		for _, s := range doomedSpills {
-			res.Replaced = append(res.Replaced, l.SpillKey(p, s.BaseOffset, s.ID))
+		kept := make(map[[16]byte]bool, len(committed.Spills))
+		for _, s := range committed.Spills {
+			kept[s.ID] = true
+		}
+		for _, s := range before {
+			if !kept[s.ID] {
+				res.Replaced = append(res.Replaced, l.SpillKey(p, s.BaseOffset, s.ID))
+			}
 		}
 	}
 	// The note last: a pass whose commit failed is done again whole.
@@ -342,13 +341,15 @@ type remotePass struct {
 	cfg     *CompactConfig
 	res     *CompactResult
 	sc      *localseg.SegmentCompaction
-	uploads []string // keys uploaded and not committed
-	scratch []string // files to remove
+	uploads []Segment // new segments uploaded and not committed
+	scratch []string  // files to remove
 }
 
 // stream calls fn with the body of segment s's object.
 func (pc *remotePass) stream(ctx context.Context, s Segment, fn func(r io.Reader) error) error {
 	key := pc.cfg.Layout.SegmentKey(pc.cfg.Partition, s.BaseOffset, s.ID)
+	ctx, cancel := context.WithTimeout(ctx, pc.cfg.CallTimeout+time.Duration(s.Size>>20)*time.Second)
+	defer cancel()
 	body, err := pc.cfg.Bucket.Get(ctx, key, 0, -1)
 	pc.cfg.Metrics.get(err)
 	if err != nil {
@@ -413,7 +414,7 @@ func (pc *remotePass) rewrite(ctx context.Context, group []Segment, covered int6
 	ns.CompanionSize = int64(len(comp))
 	l, p := cfg.Layout, cfg.Partition
 	logKey, compKey := l.SegmentKey(p, ns.BaseOffset, ns.ID), l.CompanionKey(p, ns.BaseOffset, ns.ID)
-	pc.uploads = append(pc.uploads, logKey, compKey)
+	pc.uploads = append(pc.uploads, ns)
 	if err := pc.put(ctx, compKey, bytes.NewReader(comp), ns.CompanionSize); err != nil {
 		return Segment{}, false, err
 	}
@@ -450,15 +451,32 @@ func (pc *remotePass) put(ctx context.Context, key string, r io.Reader, size int
 	return nil
 }
 
-// deleteUploads removes the pass's uploads no manifest names.
+// deleteUploads removes the pass's uploads: none is named by a manifest.
 func (pc *remotePass) deleteUploads(ctx context.Context) {
-	if len(pc.uploads) == 0 {
+	pc.deleteUnnamed(ctx, nil)
+}
+
+// deleteUnnamed removes the pass's uploads that m does not name (nil: none
+// is named), keeping those it cannot tell.
+func (pc *remotePass) deleteUnnamed(ctx context.Context, m *Manifest) {
+	cfg := pc.cfg
+	var keys []string
+	for _, s := range pc.uploads {
+		if m != nil {
+			named, ok, err := FindSegment(ctx, cfg.Reader, cfg.Partition, m, s.BaseOffset)
+			if err != nil || (ok && named.ID == s.ID) {
+				continue
+			}
+		}
+		keys = append(keys, cfg.Layout.SegmentKey(cfg.Partition, s.BaseOffset, s.ID), cfg.Layout.CompanionKey(cfg.Partition, s.BaseOffset, s.ID))
+	}
+	pc.uploads = nil
+	if len(keys) == 0 {
 		return
 	}
-	ctx, cancel := objectstore.CleanupContext(ctx, max(pc.cfg.CallTimeout, time.Second))
+	ctx, cancel := objectstore.CleanupContext(ctx, max(cfg.CallTimeout, time.Second))
 	defer cancel()
-	deleteEach(ctx, pc.cfg.Bucket, pc.uploads, pc.cfg.Metrics)
-	pc.uploads = nil
+	deleteEach(ctx, cfg.Bucket, keys, cfg.Metrics)
 }
 
 // cleanup removes the scratch files, and the uploads of a pass that ended
@@ -482,17 +500,50 @@ func mergeEpochs(es, next []localseg.EpochEntry) []localseg.EpochEntry {
 	return es
 }
 
-// replaceRun replaces, in m, the consecutive entries old with ns. An
-// entry in a spilled part is replaced by replacing its parts: the
-// entries of the parts from the first holding one of old are gathered,
-// old replaced within them, and they form one new part (written by the
-// commit) when old ends inside a part, or go back to the manifest's own
-// entries otherwise (the commit spills them again if they are many). It
-// returns the parts replaced. ErrCompactionRaced when old are not in m.
+// replacement is one group of a pass: the entries old, consecutive in the
+// manifest, replaced by new.
+type replacement struct {
+	old []Segment
+	new Segment
+}
+
+// replaceRun replaces, in m, the consecutive entries old with ns (see
+// replaceRuns).
 func replaceRun(ctx context.Context, l SpillLoader, p Partition, m *Manifest, old []Segment, ns Segment, epoch int32, nowMs int64) ([]Spill, error) {
-	first := old[0]
-	// The part holding old's first entry, or len(m.Spills): the
-	// manifest's own entries.
+	before := m.Spills
+	if err := replaceRuns(ctx, l, p, m, []replacement{{old: old, new: ns}}, epoch, nowMs); err != nil {
+		return nil, err
+	}
+	kept := map[[16]byte]bool{}
+	for _, s := range m.Spills {
+		kept[s.ID] = true
+	}
+	var dropped []Spill
+	for _, s := range before {
+		if !kept[s.ID] {
+			dropped = append(dropped, s)
+		}
+	}
+	return dropped, nil
+}
+
+// replaceRuns replaces, in m, each run of consecutive entries reps[i].old
+// (ascending, not overlapping) with reps[i].new. Entries in spilled parts
+// are replaced by replacing their parts: the entries of the parts from
+// the first that holds one of a run to the last are gathered, the runs
+// replaced within them, and they form one new part (written by the
+// commit) when a part follows them, or go back to the manifest's own
+// entries otherwise (the commit spills them again if they are many).
+// ErrCompactionRaced when a run is no longer in m as it was.
+func replaceRuns(ctx context.Context, l SpillLoader, p Partition, m *Manifest, reps []replacement, epoch int32, nowMs int64) error {
+	if len(reps) == 0 {
+		return nil
+	}
+	first := reps[0].old[0]
+	lastOld := reps[len(reps)-1].old
+	lastNext := lastOld[len(lastOld)-1].NextOffset
+	// The part holding the first run's first entry, or len(m.Spills):
+	// the manifest's own entries.
 	a := 0
 	for a < len(m.Spills) && m.Spills[a].NextOffset < first.NextOffset {
 		a++
@@ -500,45 +551,47 @@ func replaceRun(ctx context.Context, l SpillLoader, p Partition, m *Manifest, ol
 	var flat []Segment
 	b := a // parts a..b-1 are gathered
 	for ; b < len(m.Spills); b++ {
-		if len(flat) > 0 && m.Spills[b].BaseOffset >= old[len(old)-1].NextOffset {
+		if len(flat) > 0 && m.Spills[b].BaseOffset >= lastNext {
 			break
 		}
 		part, err := l.LoadSpill(ctx, p, m.Spills[b])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		flat = append(flat, part.Segments...)
 	}
-	own := b == len(m.Spills) // the run reaches the manifest's own entries
+	own := b == len(m.Spills) // the runs may reach the manifest's own entries
 	if own {
 		flat = append(flat, m.Segments...)
 	}
-	at := -1
-	for i := range flat {
-		if flat[i].ID == first.ID && flat[i].BaseOffset == first.BaseOffset {
-			at = i
-			break
+	next := make([]Segment, 0, len(flat))
+	i := 0
+	for _, r := range reps {
+		for i < len(flat) && !(flat[i].ID == r.old[0].ID && flat[i].BaseOffset == r.old[0].BaseOffset) {
+			next = append(next, flat[i])
+			i++
 		}
-	}
-	if at < 0 || at+len(old) > len(flat) {
-		return nil, ErrCompactionRaced
-	}
-	for i, s := range old {
-		if flat[at+i].ID != s.ID || flat[at+i].BaseOffset != s.BaseOffset || flat[at+i].NextOffset != s.NextOffset {
-			return nil, ErrCompactionRaced
+		if i+len(r.old) > len(flat) {
+			return ErrCompactionRaced
 		}
+		for j, s := range r.old {
+			if f := flat[i+j]; f.ID != s.ID || f.BaseOffset != s.BaseOffset || f.NextOffset != s.NextOffset {
+				return ErrCompactionRaced
+			}
+		}
+		next = append(next, r.new)
+		i += len(r.old)
 	}
-	next := append(append(append([]Segment(nil), flat[:at]...), ns), flat[at+len(old):]...)
-	dropped := append([]Spill(nil), m.Spills[a:b]...)
+	next = append(next, flat[i:]...)
 	if own {
 		m.Spills = append([]Spill(nil), m.Spills[:a]...)
 		m.Segments = next
-		return dropped, nil
+		return nil
 	}
 	part, err := newSpill(next, epoch, nowMs)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m.Spills = append(append(append([]Spill(nil), m.Spills[:a]...), part), m.Spills[b:]...)
-	return dropped, nil
+	return nil
 }
