@@ -82,7 +82,8 @@ type TieringConfig struct {
 	// reads begun on the manifest before it finish.
 	ReplacedDeleteDelay time.Duration
 	// Fault is a test hook called at the fault points of every upload
-	// (tiering.ArchiverConfig.Fault); nil outside crash tests.
+	// (tiering.ArchiverConfig.Fault) and remote compaction
+	// (tiering.CompactConfig.Fault); nil outside crash tests.
 	Fault func(point string)
 }
 

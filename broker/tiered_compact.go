@@ -57,6 +57,7 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 		ScratchDir:       scratch,
 		CallTimeout:      remoteCompactionCallTimeout,
 		Metrics:          t.svc.metrics,
+		Fault:            t.svc.cfg.Fault,
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteCompactionCallTimeout)
 	cl, err := tiering.RemoteCleanable(lctx, cc)

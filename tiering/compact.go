@@ -95,6 +95,11 @@ type CompactConfig struct {
 	// of a segment read or written (default 30s).
 	CallTimeout time.Duration
 	Metrics     *Metrics
+	// Fault, when set, is called at a pass's fault points (tests kill
+	// the process there): "compact-uploaded", the new segments in the
+	// bucket and the manifest not committed; "compact-committed", the
+	// manifest committed and the cleaner note not written.
+	Fault func(point string)
 }
 
 // defaultCompactCallTimeout is CompactConfig.CallTimeout's default.
@@ -267,6 +272,7 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	}
 	res.CleanedTo = plan.segs[mapped-1].NextOffset
 	if len(reps) > 0 {
+		cfg.fault("compact-uploaded")
 		// One commit replaces every group: an entry is replaced only if
 		// it is still the manifest's, where it was.
 		var before []Spill
@@ -302,12 +308,21 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 			}
 		}
 	}
+	if len(reps) > 0 {
+		cfg.fault("compact-committed")
+	}
 	// The note last: a pass whose commit failed is done again whole.
 	n := CleanerNote{LeaderEpoch: cfg.Epoch, FirstDirty: res.CleanedTo, Horizon: pc.sc.Horizon(), CleanedAt: cfg.Options.Now.UTC()}
 	if err := putJSON(ctx, cfg.Bucket, cfg.Layout.CleanerNoteKey(cfg.Partition), n, objectstore.PutOptions{}); err != nil {
 		return res, fmt.Errorf("tiering: writing the cleaner note: %w", err)
 	}
 	return res, nil
+}
+
+func (cfg *CompactConfig) fault(point string) {
+	if cfg.Fault != nil {
+		cfg.Fault(point)
+	}
 }
 
 // DeleteReplaced deletes the objects a pass replaced (CompactResult.Replaced).

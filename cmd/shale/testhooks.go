@@ -18,14 +18,19 @@ import (
 // SHALE_TEST_KILL_AT=POINT[:N] makes the process kill itself with SIGKILL
 // the Nth time (default the first) an upload reaches POINT, one of
 // tiering's fault points ("uploaded": objects in the bucket, manifest not
-// committed; "committed": manifest committed, local log not told).
+// committed; "committed": manifest committed, local log not told;
+// "compact-uploaded" and "compact-committed", the same of a compaction of
+// a remote log).
 // SHALE_TEST_ORPHAN_GRACE=DURATION is the age past which orphan cleanup
 // deletes objects no manifest names (instead of an hour).
 // SHALE_TEST_GROUP_OFFSETS_INTERVAL=DURATION is how often the groups'
 // committed offsets are written to the bucket (instead of a minute).
+// SHALE_TEST_FULL_SWEEP_EVERY=DURATION is about how often a leader's orphan
+// sweep lists all of a partition's objects (instead of a day).
 // `shale dev` takes them too.
 func applyTestHooks(c *broker.TieringConfig) error {
-	for env, d := range map[string]*time.Duration{"SHALE_TEST_ORPHAN_GRACE": &c.OrphanGrace, "SHALE_TEST_GROUP_OFFSETS_INTERVAL": &c.GroupOffsetsInterval} {
+	for env, d := range map[string]*time.Duration{"SHALE_TEST_ORPHAN_GRACE": &c.OrphanGrace, "SHALE_TEST_GROUP_OFFSETS_INTERVAL": &c.GroupOffsetsInterval,
+		"SHALE_TEST_FULL_SWEEP_EVERY": &c.FullSweepEvery} {
 		if v := os.Getenv(env); v != "" {
 			var err error
 			if *d, err = time.ParseDuration(v); err != nil {
