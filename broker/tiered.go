@@ -831,6 +831,17 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	// Nothing counts as uploaded any more: should uploads go on again
 	// (resume), local retention waits for them.
 	p.log.SetUploadedEnd(uploadedEnd(t.manifest()))
+	// The cleaner note speaks of the remote log going: a remote log
+	// begun again is compacted from its start.
+	if !until("deleting the cleaner note", func(sctx context.Context) error {
+		err := t.svc.bucket.Delete(sctx, t.svc.layout.CleanerNoteKey(t.part))
+		if errors.Is(err, objectstore.ErrNotFound) {
+			return nil
+		}
+		return err
+	}) {
+		return false
+	}
 	// Remote retention drops every entry, all of them below the log
 	// start now, and deletes their objects, pass after pass. Not through
 	// partitionTier.applyRetention, which would move the local log's
