@@ -58,6 +58,9 @@ func consumeTo(t *testing.T, b *brokertest.Broker, topic string, end int64, opts
 	for len(out) == 0 || out[len(out)-1].Offset < end-1 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
+			if len(out) == 0 {
+				return out, fmt.Errorf("read no record in 20 s: not to %d", end-1)
+			}
 			return out, fmt.Errorf("read %d records, to offset %d, in 20 s: not to %d", len(out), out[len(out)-1].Offset, end-1)
 		}
 		if err := fs.Err(); err != nil {

@@ -133,6 +133,11 @@ type tierService struct {
 	// registered).
 	storeMetrics *objectstore.Metrics
 	wg           sync.WaitGroup
+	// spared holds the keys of objects no manifest names that the
+	// orphan sweeps must keep: those a remote compaction is writing and
+	// has not committed, and those it replaced whose deletion waits
+	// (deleteReplacedLater).
+	spared sync.Map
 
 	// archived: the archive descriptor is known to be in the bucket.
 	archived atomic.Bool
@@ -685,7 +690,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 		// The term's first sweep, beside its first uploads, lists what
 		// earlier leaders left: from where their sweep note says.
 		SweepEvery: t.svc.cfg.OrphanGrace, FullSweepEvery: t.svc.cfg.FullSweepEvery, SweepAtStart: true,
-		OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader,
+		OrphanGrace: t.svc.cfg.OrphanGrace, Spills: t.svc.reader, Spare: t.svc.spare,
 		OnCommit: func(m *tiering.Manifest) {
 			p.log.SetUploadedEnd(uploadedEnd(m))
 			t.lastUpload.Store(time.Now().UnixMilli())
@@ -717,7 +722,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return t.uploadLimit(p)
 		},
 		Wake: t.wake,
-		Idle: t.svc.cfg.UploadInterval,
+		Idle: t.idle(p),
 		Tick: func() bool {
 			if leader, e := p.leaderState(); leader != p.nodeID || e != epoch || !p.cfg.Load().remoteStorage {
 				return false
@@ -778,6 +783,18 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 			return
 		}
 	}
+}
+
+// idle is how long the archive loop of p's leader term waits for a seal
+// before it looks again: the upload interval, or the log cleaner's backoff
+// when shorter on a compacted topic, whose remote compaction passes start
+// from the loop.
+func (t *partitionTier) idle(p *partition) time.Duration {
+	d := t.svc.cfg.UploadInterval
+	if backoff := t.svc.b.cfg.LogCleanerBackoff; backoff > 0 && p.cfg.Load().compact {
+		d = min(d, backoff)
+	}
+	return d
 }
 
 // drain deletes the partition's remote log in a term that leads it after

@@ -58,6 +58,13 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 		CallTimeout:      remoteCompactionCallTimeout,
 		Metrics:          t.svc.metrics,
 		Fault:            t.svc.cfg.Fault,
+		Uploading: func(key string, pending bool) {
+			if pending {
+				t.svc.spared.Store(key, true)
+			} else {
+				t.svc.spared.Delete(key)
+			}
+		},
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteCompactionCallTimeout)
 	cl, err := tiering.RemoteCleanable(lctx, cc)
@@ -97,15 +104,24 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 }
 
 // deleteReplacedLater deletes the objects a remote compaction replaced
-// once ReplacedDeleteDelay has passed. A broker that stops before leaves
-// them to the leaders' full orphan sweeps (no manifest names them).
+// once ReplacedDeleteDelay has passed; the orphan sweeps spare them
+// meanwhile (spare). A broker that stops before leaves them to
+// the leaders' orphan sweeps (no manifest names them).
 func (s *tierService) deleteReplacedLater(keys []string) {
 	if len(keys) == 0 {
 		return
 	}
+	for _, k := range keys {
+		s.spared.Store(k, true)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer func() {
+			for _, k := range keys {
+				s.spared.Delete(k)
+			}
+		}()
 		if !sleepCtx(s.b.ctx, s.cfg.ReplacedDeleteDelay) {
 			return
 		}
@@ -115,4 +131,13 @@ func (s *tierService) deleteReplacedLater(keys []string) {
 			s.b.log.Warn("deleting the objects a remote compaction replaced (left for orphan sweeps)", "err", err)
 		}
 	}()
+}
+
+// spare reports whether the orphan sweeps must keep key: an object a
+// remote compaction is writing and has not committed yet, or one it
+// replaced that deleteReplacedLater has yet to delete
+// (tiering.ArchiverConfig.Spare).
+func (s *tierService) spare(key string) bool {
+	_, ok := s.spared.Load(key)
+	return ok
 }

@@ -79,6 +79,11 @@ type ArchiverConfig struct {
 	OrphanGrace time.Duration
 	// Spills reads the manifest's spilled parts for the sweep.
 	Spills SpillLoader
+	// Spare, when set, keeps from the sweeps the unnamed objects it
+	// returns true for: those a compaction of the remote log replaced,
+	// whose deletion waits until reads begun before its commit are done
+	// (CompactResult.Replaced).
+	Spare func(key string) bool
 }
 
 // Fault points of an upload (ArchiverConfig.Fault).
@@ -528,7 +533,7 @@ func (a *Archiver) maybeSweep(ctx context.Context, epoch int32, inflight []*uplo
 		}
 		// No deadline on the whole: each call has its own, and a full
 		// listing of a year of history is hundreds of them.
-		scope := sweepScope{ranges: ranges, young: young}
+		scope := sweepScope{ranges: ranges, young: young, spare: a.cfg.Spare}
 		if !full {
 			// Nothing below the first segment is named, and the tail
 			// starts at floor.

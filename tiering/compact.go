@@ -95,6 +95,12 @@ type CompactConfig struct {
 	// of a segment read or written (default 30s).
 	CallTimeout time.Duration
 	Metrics     *Metrics
+	// Uploading, when set, is told of each new object before the pass
+	// writes it (pending true) and once the pass is done with it (false):
+	// committed, deleted, or left to orphan sweeps. Until then the
+	// leader's sweeps must spare it (ArchiverConfig.Spare), however long
+	// the pass takes.
+	Uploading func(key string, pending bool)
 	// Fault, when set, is called at a pass's fault points (tests kill
 	// the process there): "compact-uploaded", the new segments in the
 	// bucket and the manifest not committed; "compact-committed", the
@@ -357,7 +363,9 @@ type remotePass struct {
 	res     *CompactResult
 	sc      *localseg.SegmentCompaction
 	uploads []Segment // new segments uploaded and not committed
-	scratch []string  // files to remove
+	// announced are the keys told to Uploading as pending.
+	announced []string
+	scratch   []string // files to remove
 }
 
 // stream calls fn with the body of segment s's object.
@@ -430,6 +438,7 @@ func (pc *remotePass) rewrite(ctx context.Context, group []Segment, covered int6
 	l, p := cfg.Layout, cfg.Partition
 	logKey, compKey := l.SegmentKey(p, ns.BaseOffset, ns.ID), l.CompanionKey(p, ns.BaseOffset, ns.ID)
 	pc.uploads = append(pc.uploads, ns)
+	pc.pending(logKey, compKey)
 	if err := pc.put(ctx, compKey, bytes.NewReader(comp), ns.CompanionSize); err != nil {
 		return Segment{}, false, err
 	}
@@ -494,10 +503,27 @@ func (pc *remotePass) deleteUnnamed(ctx context.Context, m *Manifest) {
 	deleteEach(ctx, cfg.Bucket, keys, cfg.Metrics)
 }
 
+// pending tells Uploading of new objects about to be written.
+func (pc *remotePass) pending(keys ...string) {
+	if pc.cfg.Uploading == nil {
+		return
+	}
+	for _, k := range keys {
+		pc.cfg.Uploading(k, true)
+		pc.announced = append(pc.announced, k)
+	}
+}
+
 // cleanup removes the scratch files, and the uploads of a pass that ended
-// before its commit.
+// before its commit, and tells Uploading the pass is done with its
+// objects.
 func (pc *remotePass) cleanup() {
 	pc.deleteUploads(context.Background())
+	if pc.cfg.Uploading != nil {
+		for _, k := range pc.announced {
+			pc.cfg.Uploading(k, false)
+		}
+	}
 	for _, name := range pc.scratch {
 		os.Remove(name)
 	}

@@ -239,6 +239,7 @@ type orphanPlan struct {
 	before time.Time
 	found  func(key string)
 	young  func(key string)
+	spare  func(key string) bool
 	// unread: the segments of base offsets in [unread.from, unread.to)
 	// may be named by spilled parts not read; their objects are kept.
 	unread struct{ from, to int64 }
@@ -269,6 +270,7 @@ func (o *orphanPlan) consider(a objectstore.Attrs) {
 	}
 	switch {
 	case !ok || o.live[id]:
+	case o.spare != nil && o.spare(a.Key):
 	case a.LastModified.Before(o.before):
 		o.found(a.Key)
 	case o.young != nil:
@@ -298,6 +300,9 @@ type sweepScope struct {
 	// young, when set, is handed the orphans passed over as younger
 	// than the grace.
 	young func(key string)
+	// spare, when set, keeps the orphans it returns true for
+	// (ArchiverConfig.Spare).
+	spare func(key string) bool
 }
 
 // cleanOrphans is CleanOrphans that also keeps what keep names and looks
@@ -328,7 +333,7 @@ func cleanOrphans(ctx context.Context, b objectstore.Bucket, l Layout, p Partiti
 	}
 	d := pagedDeletes{ctx: ctx, b: b, metrics: metrics}
 	plan := newOrphanPlan(m, parts, now, grace, d.add)
-	plan.young, plan.unread = scope.young, unread
+	plan.young, plan.spare, plan.unread = scope.young, scope.spare, unread
 	var err error
 	for _, r := range scope.ranges {
 		err = b.ListAfter(ctx, l.PartitionPrefix(p), r.after, func(a objectstore.Attrs) error {
