@@ -27,10 +27,12 @@ import (
 // committed offsets are written to the bucket (instead of a minute).
 // SHALE_TEST_FULL_SWEEP_EVERY=DURATION is about how often a leader's orphan
 // sweep lists all of a partition's objects (instead of a day).
+// SHALE_TEST_REPLACED_DELETE_DELAY=DURATION is how long after a remote
+// compaction the objects it replaced are deleted (instead of 5 minutes).
 // `shale dev` takes them too.
 func applyTestHooks(c *broker.TieringConfig) error {
 	for env, d := range map[string]*time.Duration{"SHALE_TEST_ORPHAN_GRACE": &c.OrphanGrace, "SHALE_TEST_GROUP_OFFSETS_INTERVAL": &c.GroupOffsetsInterval,
-		"SHALE_TEST_FULL_SWEEP_EVERY": &c.FullSweepEvery} {
+		"SHALE_TEST_FULL_SWEEP_EVERY": &c.FullSweepEvery, "SHALE_TEST_REPLACED_DELETE_DELAY": &c.ReplacedDeleteDelay} {
 		if v := os.Getenv(env); v != "" {
 			var err error
 			if *d, err = time.ParseDuration(v); err != nil {

@@ -50,7 +50,7 @@ func killDuringRemoteCompaction(t *testing.T, point string) {
 	// Orphans older than a second go at the next sweep, and about every
 	// two seconds a sweep lists all of the partition's objects: where
 	// the objects a compaction left are, among the named ones.
-	env := slices.Concat(miniotest.Env(), []string{"SHALE_TEST_ORPHAN_GRACE=1s", "SHALE_TEST_FULL_SWEEP_EVERY=2s"})
+	env := slices.Concat(miniotest.Env(), []string{"SHALE_TEST_ORPHAN_GRACE=1s", "SHALE_TEST_FULL_SWEEP_EVERY=2s", "SHALE_TEST_REPLACED_DELETE_DELAY=500ms"})
 	p := &brokerProc{t: t, id: 0, dataDir: t.TempDir(), kafkaAddr: freeAddr(t), httpAddr: freeAddr(t), etcd: etcdAddr,
 		objectStore: srv.URL(bucketName, "") + "&create_bucket=true", env: slices.Concat(env, []string{"SHALE_TEST_KILL_AT=" + point}),
 		// A compaction pass is due at each look of the archive loop
@@ -213,9 +213,8 @@ func killDuringRemoteCompaction(t *testing.T, point string) {
 
 	// Then the orphans go: no .log or .indexes object the manifest does
 	// not name, and every one it names there. (The objects the restarted
-	// broker's own passes replaced go with them: a full sweep deletes
-	// what no manifest names once its object is older than the grace,
-	// before ReplacedDeleteDelay, 5 minutes, which no hook shortens.)
+	// broker's own passes replaced go with them, ReplacedDeleteDelay after
+	// each pass: 500 ms here.)
 	brokertest.WaitFor(t, 30*time.Second, "the objects no manifest names deleted", func() (bool, string) {
 		if err := tick(cl); err != nil {
 			t.Fatalf("producing to the restarted broker: %v", err)
