@@ -224,7 +224,7 @@ func (c *cleaner) eachStreamBatch(r io.Reader, from, next int64, fn func(b recor
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return fmt.Errorf("%w: reading at offset %d: %v", ErrSegmentCorrupt, expect, err)
+			return fmt.Errorf("%w: reading at offset %d: %w", ErrSegmentCorrupt, expect, err)
 		}
 		n := int64(int32(binary.BigEndian.Uint32(prefix[8:]))) + 12
 		if n < recordbatch.HeaderSize || n > maxScanBatch {
@@ -238,16 +238,16 @@ func (c *cleaner) eachStreamBatch(r io.Reader, from, next int64, fn func(b recor
 			at := len(b)
 			b = slices.Grow(b, int(step))[:at+int(step)]
 			if _, err := io.ReadFull(r, b[at:]); err != nil {
-				return fmt.Errorf("%w: reading the batch at offset %d: %v", ErrSegmentCorrupt, expect, err)
+				return fmt.Errorf("%w: reading the batch at offset %d: %w", ErrSegmentCorrupt, expect, err)
 			}
 		}
 		c.buf = b
 		if err := recordbatch.Check(b); err != nil {
-			return fmt.Errorf("%w: the batch at offset %d: %v", ErrSegmentCorrupt, expect, err)
+			return fmt.Errorf("%w: the batch at offset %d: %w", ErrSegmentCorrupt, expect, err)
 		}
 		h, err := parseHeader(b)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrSegmentCorrupt, err)
+			return fmt.Errorf("%w: %w", ErrSegmentCorrupt, err)
 		}
 		if h.base < expect || h.last >= next {
 			return fmt.Errorf("%w: a batch of offsets [%d, %d] where [%d, %d) was expected", ErrSegmentCorrupt, h.base, h.last, expect, next)

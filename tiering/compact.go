@@ -376,13 +376,33 @@ func (pc *remotePass) stream(ctx context.Context, s Segment, fn func(r io.Reader
 	body, err := pc.cfg.Bucket.Get(ctx, key, 0, -1)
 	pc.cfg.Metrics.get(err)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrUnavailable, key, err)
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, key, err)
 	}
 	defer body.Close()
-	if err := fn(bufio.NewReaderSize(body, 1<<20)); err != nil {
+	wr := &watchedReader{r: body}
+	if err := fn(bufio.NewReaderSize(wr, 1<<20)); err != nil {
+		if wr.err != nil {
+			// The store failed, not the bytes.
+			return fmt.Errorf("%w: reading %s: %w", ErrUnavailable, key, wr.err)
+		}
 		return fmt.Errorf("tiering: compacting %s: %w", key, err)
 	}
 	return nil
+}
+
+// watchedReader keeps the first error other than io.EOF its reader
+// returned.
+type watchedReader struct {
+	r   io.Reader
+	err error
+}
+
+func (w *watchedReader) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil && err != io.EOF && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // rewrite compacts one group into a new segment and uploads it (with its
