@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -208,23 +209,37 @@ func (c *logCleaner) isFailed(p *partition) bool {
 func (c *logCleaner) clean(ctx context.Context, p *partition, opts localseg.CompactOptions) {
 	start := time.Now()
 	st, err := p.log.Compact(ctx, opts)
-	c.metrics.seconds.Observe(time.Since(start).Seconds())
+	aborted := errors.Is(err, localseg.ErrCompactionAborted) || errors.Is(err, localseg.ErrClosed) || ctx.Err() != nil
+	if c.account(c.b.log.With("topic", p.topic, "partition", p.index), "compaction", st, start, err, aborted) {
+		c.mu.Lock()
+		c.failed[p] = time.Now().Add(uncleanableRetry)
+		c.mu.Unlock()
+	}
+}
+
+// account counts a pass (what: of which log) begun at start, and logs how
+// it ended: cleaned, aborted (the log changed under it, or its work was
+// cut short: the next pass does it again) or failed. It reports whether
+// it failed: the log is then left alone for uncleanableRetry.
+func (c *logCleaner) account(log *slog.Logger, what string, st localseg.CompactStats, start time.Time, err error, aborted bool) bool {
+	took := time.Since(start)
+	c.metrics.seconds.Observe(took.Seconds())
 	c.metrics.readBytes.Add(float64(st.ReadBytes))
 	c.metrics.writtenBytes.Add(float64(st.WrittenBytes))
 	c.metrics.removed.Add(float64(st.RemovedRecords))
 	switch {
 	case err == nil:
 		c.metrics.passes.WithLabelValues("cleaned").Inc()
-		c.b.log.Debug("compacted", "topic", p.topic, "partition", p.index, "segments", st.Segments, "into", st.Groups,
-			"read_bytes", st.ReadBytes, "written_bytes", st.WrittenBytes, "removed_records", st.RemovedRecords,
-			"cleaned_to", st.CleanedTo, "took", time.Since(start).Round(time.Millisecond))
-	case errors.Is(err, localseg.ErrCompactionAborted), errors.Is(err, localseg.ErrClosed), ctx.Err() != nil:
+		log.Debug(what+" done", "segments", st.Segments, "into", st.Groups, "read_bytes", st.ReadBytes,
+			"written_bytes", st.WrittenBytes, "removed_records", st.RemovedRecords, "cleaned_to", st.CleanedTo,
+			"took", took.Round(time.Millisecond))
+		return false
+	case aborted:
 		c.metrics.passes.WithLabelValues("aborted").Inc()
+		return false
 	default:
 		c.metrics.passes.WithLabelValues("failed").Inc()
-		c.b.log.Error("compaction failed; the partition is left alone for an hour", "topic", p.topic, "partition", p.index, "err", err)
-		c.mu.Lock()
-		c.failed[p] = time.Now().Add(uncleanableRetry)
-		c.mu.Unlock()
+		log.Error(what+" failed; left alone for an hour", "err", err)
+		return true
 	}
 }

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -118,27 +117,7 @@ func TestTieredCompactedTopic(t *testing.T) {
 	})
 
 	// kcat (librdkafka) reads the same from the bucket.
-	out := brokertest.Kcat(t, "", "-b", b.Addr, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%k=%s\n")
-	var lines, want []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if !strings.HasPrefix(l, "filler") {
-			lines = append(lines, l)
-		}
-	}
-	for k, v := range last {
-		if strings.HasPrefix(k, "filler") {
-			continue
-		}
-		if v == "<tombstone>" {
-			v = ""
-		}
-		want = append(want, k+"="+v)
-	}
-	sort.Strings(lines)
-	sort.Strings(want)
-	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("kcat read\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
-	}
+	requireKcatReadsLast(t, b, topic, last)
 
 	// The bucket: fewer bytes than were produced, every object named by
 	// the manifest once the replaced ones are deleted, and the cleaner

@@ -80,26 +80,15 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 	}
 	start := time.Now()
 	res, err := tiering.CompactRemote(ctx, cc)
-	c.metrics.seconds.Observe(time.Since(start).Seconds())
-	c.metrics.readBytes.Add(float64(res.ReadBytes))
-	c.metrics.writtenBytes.Add(float64(res.WrittenBytes))
-	c.metrics.removed.Add(float64(res.RemovedRecords))
-	switch {
-	case err == nil:
-		c.metrics.passes.WithLabelValues("cleaned").Inc()
-		log.Debug("compacted the remote log", "segments", res.Segments, "into", res.Groups, "read_bytes", res.ReadBytes,
-			"written_bytes", res.WrittenBytes, "removed_records", res.RemovedRecords, "cleaned_to", res.CleanedTo,
-			"took", time.Since(start).Round(time.Millisecond))
-		t.svc.deleteReplacedLater(res.Replaced)
-	case errors.Is(err, tiering.ErrFenced), errors.Is(err, tiering.ErrCompactionRaced), errors.Is(err, tiering.ErrConflict),
-		errors.Is(err, tiering.ErrUnavailable), ctx.Err() != nil:
-		// The term ended, the log changed under the pass, or the store
-		// is out: the next look starts again.
-		c.metrics.passes.WithLabelValues("aborted").Inc()
-	default:
-		c.metrics.passes.WithLabelValues("failed").Inc()
-		log.Error("remote compaction failed; the partition's remote log is left alone for an hour", "err", err)
+	// A term that ended, a log that changed under the pass, a store
+	// that is out: the next look starts again.
+	aborted := errors.Is(err, tiering.ErrFenced) || errors.Is(err, tiering.ErrCompactionRaced) || errors.Is(err, tiering.ErrConflict) ||
+		errors.Is(err, tiering.ErrUnavailable) || ctx.Err() != nil
+	if c.account(log, "remote compaction", res.CompactStats, start, err, aborted) {
 		t.compactFailedUntil.Store(time.Now().Add(uncleanableRetry).UnixNano())
+	}
+	if err == nil {
+		t.svc.deleteReplacedLater(res.Replaced)
 	}
 }
 
