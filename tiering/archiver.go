@@ -905,21 +905,32 @@ func (a *Archiver) fault(point string) {
 // this upload's alone and the put is create-only and atomic, so an object
 // of the size under it is this put's, whole, and need not go up again.
 func (a *Archiver) put(ctx context.Context, key string, r io.Reader, size int64) error {
-	pctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout+time.Duration(size>>20)*time.Second)
+	err := putNew(ctx, a.cfg.Bucket, key, r, size, a.cfg.CallTimeout)
+	if err != nil {
+		a.cfg.Metrics.uploadError()
+	}
+	return err
+}
+
+// putNew uploads an object under a key no one else writes, create-only,
+// within callTimeout plus a second per MiB. A put whose outcome is unknown
+// is settled by looking: an object of the size under the key is this
+// put's, whole.
+func putNew(ctx context.Context, b objectstore.Bucket, key string, r io.Reader, size int64, callTimeout time.Duration) error {
+	pctx, cancel := context.WithTimeout(ctx, callTimeout+time.Duration(size>>20)*time.Second)
 	defer cancel()
-	_, err := a.cfg.Bucket.Put(pctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true})
+	_, err := b.Put(pctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true})
 	if err == nil {
 		return nil
 	}
 	if ctx.Err() == nil {
-		hctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-		at, herr := a.cfg.Bucket.Head(hctx, key)
+		hctx, cancel := context.WithTimeout(ctx, callTimeout)
+		at, herr := b.Head(hctx, key)
 		cancel()
 		if herr == nil && at.Size == size {
 			return nil
 		}
 	}
-	a.cfg.Metrics.uploadError()
 	return fmt.Errorf("tiering: uploading %s: %w", key, err)
 }
 

@@ -474,25 +474,9 @@ func (pc *remotePass) rewrite(ctx context.Context, group []Segment, covered int6
 	return ns, true, nil
 }
 
-// put uploads one new object (create-only; a lost response is settled by
-// looking, as the archiver's uploads are).
+// put uploads one new object (putNew).
 func (pc *remotePass) put(ctx context.Context, key string, r io.Reader, size int64) error {
-	cfg := pc.cfg
-	pctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout+time.Duration(size>>20)*time.Second)
-	defer cancel()
-	_, err := cfg.Bucket.Put(pctx, key, r, size, objectstore.PutOptions{IfNoneMatch: true})
-	if err != nil && ctx.Err() == nil {
-		hctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
-		at, herr := cfg.Bucket.Head(hctx, key)
-		cancel()
-		if herr == nil && at.Size == size {
-			err = nil
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("tiering: uploading %s: %w", key, err)
-	}
-	return nil
+	return putNew(ctx, pc.cfg.Bucket, key, r, size, pc.cfg.CallTimeout)
 }
 
 // deleteUploads removes the pass's uploads: none is named by a manifest.
