@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/shale-log/shale/localseg"
+	"github.com/shale-log/shale/localseg/recordbatch"
 	"github.com/shale-log/shale/tiering"
 )
 
@@ -80,16 +82,20 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 	}
 	start := time.Now()
 	res, err := tiering.CompactRemote(ctx, cc)
-	// A term that ended, a log that changed under the pass, a store
-	// that is out: the next look starts again.
-	aborted := errors.Is(err, tiering.ErrFenced) || errors.Is(err, tiering.ErrCompactionRaced) || errors.Is(err, tiering.ErrConflict) ||
-		errors.Is(err, tiering.ErrUnavailable) || ctx.Err() != nil
-	if c.account(log, "remote compaction", res.CompactStats, start, err, aborted) {
+	// Bytes that do not check out leave the remote log alone for an
+	// hour, as the cleaner does a local one; anything else (the store
+	// out, the term ended, the manifest changed under the pass) is tried
+	// again at the next look.
+	corrupt := errors.Is(err, localseg.ErrSegmentCorrupt) || errors.Is(err, tiering.ErrCorrupt) ||
+		errors.Is(err, recordbatch.ErrCorrupt) || errors.Is(err, recordbatch.ErrInvalidRecord) || errors.Is(err, recordbatch.ErrDecompressTooLarge)
+	if err != nil && !corrupt && ctx.Err() == nil && !errors.Is(err, tiering.ErrFenced) && !errors.Is(err, tiering.ErrCompactionRaced) {
+		log.Warn("remote compaction cut short; the next look starts again", "err", err)
+	}
+	if c.account(log, "remote compaction", res.CompactStats, start, err, !corrupt) {
 		t.compactFailedUntil.Store(time.Now().Add(uncleanableRetry).UnixNano())
 	}
-	if err == nil {
-		t.svc.deleteReplacedLater(res.Replaced)
-	}
+	// A commit that took: the objects it replaced go, whatever came after.
+	t.svc.deleteReplacedLater(res.Replaced)
 }
 
 // deleteReplacedLater deletes the objects a remote compaction replaced

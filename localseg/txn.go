@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -341,6 +342,7 @@ func (s *segment) abortedTxns() []AbortedTxn {
 // Flush, Close) make it durable before the recovery point passes the
 // marker. Requires mu.
 func (l *Log) addAbortedLocked(s *segment, e AbortedTxn) error {
+	time.Sleep(20 * time.Millisecond) // TEMP
 	cur := s.txns.Load()
 	n := cur.len()
 	flag := os.O_CREATE | os.O_WRONLY

@@ -205,7 +205,11 @@ func RemoteCleanable(ctx context.Context, cfg CompactConfig) (localseg.Cleanable
 
 // CompactRemote runs one compaction pass over a partition's remote log,
 // as leader of cfg.Epoch. It returns ErrFenced when a newer leader owns
-// the manifest, ErrCompactionRaced when the manifest changed under it.
+// the manifest, ErrCompactionRaced when the manifest changed under it,
+// an error wrapping localseg.ErrSegmentCorrupt or a recordbatch error when
+// a segment's bytes do not check out. Once its commit took, the result's
+// Replaced holds what it replaced, even with an error (the cleaner note
+// not written).
 func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error) {
 	var res CompactResult
 	if cfg.CallTimeout <= 0 {
@@ -320,7 +324,7 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	// The note last: a pass whose commit failed is done again whole.
 	n := CleanerNote{LeaderEpoch: cfg.Epoch, FirstDirty: res.CleanedTo, Horizon: pc.sc.Horizon(), CleanedAt: cfg.Options.Now.UTC()}
 	if err := putJSON(ctx, cfg.Bucket, cfg.Layout.CleanerNoteKey(cfg.Partition), n, objectstore.PutOptions{}); err != nil {
-		return res, fmt.Errorf("tiering: writing the cleaner note: %w", err)
+		return res, fmt.Errorf("%w: writing the cleaner note (the next pass cleans again what this one did): %w", ErrUnavailable, err)
 	}
 	return res, nil
 }
