@@ -21,7 +21,10 @@ import (
 // min.cleanable.dirty.ratio or whose oldest dirty record is older than
 // max.compaction.lag.ms. A partition whose pass fails (a corrupt batch, a
 // failing disk) is left alone for uncleanableRetry; the count of such
-// partitions is a metric, as Kafka's uncleanable-partitions-count.
+// partitions is a metric, as Kafka's uncleanable-partitions-count. A
+// tiered partition's local log is left alone: its leader compacts its
+// remote log instead (compactRemote), by the same rules and in the same
+// metrics.
 
 // maxCleanerPassesPerRound bounds the passes of one round of the cleaner.
 const maxCleanerPassesPerRound = 64
@@ -211,10 +214,17 @@ func (c *logCleaner) clean(ctx context.Context, p *partition, opts localseg.Comp
 	st, err := p.log.Compact(ctx, opts)
 	aborted := errors.Is(err, localseg.ErrCompactionAborted) || errors.Is(err, localseg.ErrClosed) || ctx.Err() != nil
 	if c.account(c.b.log.With("topic", p.topic, "partition", p.index), "compaction", st, start, err, aborted) {
-		c.mu.Lock()
-		c.failed[p] = time.Now().Add(uncleanableRetry)
-		c.mu.Unlock()
+		c.markFailed(p)
 	}
+}
+
+// markFailed leaves p alone for uncleanableRetry, its local log or, on a
+// tiered partition, its remote one (compactRemote).
+func (c *logCleaner) markFailed(p *partition) {
+	c.mu.Lock()
+	c.failed[p] = time.Now().Add(uncleanableRetry)
+	c.metrics.uncleanable.Set(float64(len(c.failed)))
+	c.mu.Unlock()
 }
 
 // account counts a pass (what: of which log) begun at start, and logs how

@@ -304,9 +304,6 @@ type partitionTier struct {
 	// readWarned is when a failed remote read was last logged (unix
 	// nanoseconds): at most one a remoteReadWarnEvery.
 	readWarned atomic.Int64
-	// compactFailedUntil: a remote compaction pass failed; none is tried
-	// before then (unix nanoseconds).
-	compactFailedUntil atomic.Int64
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64

@@ -34,10 +34,10 @@ const remoteCompactionCallTimeout = 30 * time.Second
 func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch int32, now time.Time) {
 	b := t.svc.b
 	cfg := p.cfg.Load()
-	if cfg == nil || !cfg.compact || b.cfg.LogCleanerBackoff < 0 || now.UnixNano() < t.compactFailedUntil.Load() {
+	c := b.cleaner
+	if cfg == nil || !cfg.compact || b.cfg.LogCleanerBackoff < 0 || c.isFailed(p) {
 		return
 	}
-	c := b.cleaner
 	log := b.log.With("topic", t.part.Topic, "partition", t.part.Index)
 	scratch := filepath.Join(b.cfg.DataDir, remoteCompactionDir)
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
@@ -92,7 +92,7 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 		log.Warn("remote compaction cut short; the next look starts again", "err", err)
 	}
 	if c.account(log, "remote compaction", res.CompactStats, start, err, !corrupt) {
-		t.compactFailedUntil.Store(time.Now().Add(uncleanableRetry).UnixNano())
+		c.markFailed(p)
 	}
 	// A commit that took: the objects it replaced go, whatever came after.
 	t.svc.deleteReplacedLater(res.Replaced)
