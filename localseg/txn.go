@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"time"
 
 	"github.com/shale-log/shale/localseg/recordbatch"
 )
@@ -218,12 +217,42 @@ func (l *Log) updateProducersLocked(s *segment, run []byte) {
 
 // updateProducerLocked updates the producer state with b, bound for s, and
 // adds the aborted transaction its marker ends to s's transaction index.
-// Requires mu.
+//
+// A marker's move of the first unstable offset is published only once
+// the transaction's entry is listed: a read_committed fetch reads the last
+// stable offset, then the aborted transactions below it, taking no lock,
+// and a fetch between the two stores would return an aborted
+// transaction's records with no entry to drop them by, which the consumer
+// would take for committed ones. Requires mu.
 func (l *Log) updateProducerLocked(s *segment, b recordbatch.Batch) {
+	if !b.Control() {
+		// A transactional batch can only lower the first unstable
+		// offset (opening a transaction), to an offset not yet
+		// readable.
+		l.updateProducerEntryLocked(s, b)
+		return
+	}
+	st := &l.mu.producers
+	unstable := st.unstable
+	st.unstable = nil // publish nothing until the entry is listed
+	ok := l.updateProducerEntryLocked(s, b)
+	st.unstable = unstable
+	if ok {
+		st.publish()
+	}
+	// Not ok, the log went offline writing the entry: the first
+	// unstable offset stays held below the aborted transaction.
+}
+
+// updateProducerEntryLocked is updateProducerLocked's work: the producer
+// state updated with b, and the entry of the aborted transaction its
+// marker ends added to s's transaction index. It returns false when that
+// entry could not be written (the log goes offline). Requires mu.
+func (l *Log) updateProducerEntryLocked(s *segment, b recordbatch.Batch) bool {
 	abort, ok, err := l.mu.producers.update(b)
 	if err != nil {
 		l.log.Warn("ignoring a transaction marker that does not read", "dir", l.dir, "offset", b.BaseOffset(), "err", err)
-		return
+		return true
 	}
 	if ok {
 		if err := l.addAbortedLocked(s, abort); err != nil {
@@ -231,8 +260,10 @@ func (l *Log) updateProducerLocked(s *segment, b recordbatch.Batch) {
 			// (a reserved one when it is published); a reopen
 			// rebuilds the index from the batches that made it.
 			l.goOffline(err)
+			return false
 		}
 	}
+	return true
 }
 
 // Transaction index file, "<20-digit base>.txnindex": Kafka's format.
@@ -342,7 +373,6 @@ func (s *segment) abortedTxns() []AbortedTxn {
 // Flush, Close) make it durable before the recovery point passes the
 // marker. Requires mu.
 func (l *Log) addAbortedLocked(s *segment, e AbortedTxn) error {
-	time.Sleep(20 * time.Millisecond) // TEMP
 	cur := s.txns.Load()
 	n := cur.len()
 	flag := os.O_CREATE | os.O_WRONLY
