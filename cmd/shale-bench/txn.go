@@ -484,8 +484,9 @@ func fetchErr(fs kgo.Fetches) error {
 
 // txnConsume reads topic from its start to its end, read_committed or
 // not, in passes with one client, seeking back to the start after each,
-// until minTime has passed since the client's start: a small topic read
-// once would time little more than the client's start. A pass ends once
+// until minTime has passed since the client's start and it has read at
+// least two passes: a small topic read once would time little more than
+// the client's start. A pass ends once
 // it has returned want records: read_committed, want records of committed
 // transactions, so that it reads the whole topic even if the broker
 // returns some of aborted ones, which it counts (leaked). It checks that
@@ -538,7 +539,7 @@ func txnConsume(addr, topic string, committed bool, want int64, minTime time.Dur
 		if got > want {
 			return throughput{}, passes, leaked, fmt.Errorf("pass %d read %d records, the topic holds %d", passes, got, want)
 		}
-		if time.Since(start) >= minTime {
+		if passes >= 2 && time.Since(start) >= minTime {
 			return throughput{records: total, elapsed: time.Since(start)}, passes, leaked, nil
 		}
 		cl.SetOffsets(toStart)
