@@ -55,11 +55,23 @@ func ReadCleanerNote(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		return nil, nil
 	}
 	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, l.CleanerNoteKey(p), err)
+	}
+	n, err := DecodeCleanerNote(data)
+	if err != nil {
+		return nil, nil
+	}
+	return n, nil
+}
+
+// DecodeCleanerNote decodes and checks a cleaner note.
+func DecodeCleanerNote(data []byte) (*CleanerNote, error) {
+	var n CleanerNote
+	if err := decodeJSON(data, &n); err != nil {
 		return nil, err
 	}
-	var n CleanerNote
-	if err := decodeJSON(data, &n); err != nil || n.LeaderEpoch < 0 || n.FirstDirty < 0 {
-		return nil, nil
+	if n.LeaderEpoch < 0 || n.FirstDirty < 0 || n.Horizon < -1 {
+		return nil, fmt.Errorf("%w: cleaner note: epoch %d, first dirty %d, horizon %d", ErrCorrupt, n.LeaderEpoch, n.FirstDirty, n.Horizon)
 	}
 	return &n, nil
 }
