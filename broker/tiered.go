@@ -782,6 +782,17 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	}
 }
 
+// deleteNotes deletes the partition's sweep and cleaner notes, which speak
+// of a remote log its drain deleted.
+func (t *partitionTier) deleteNotes(ctx context.Context) error {
+	for _, key := range []string{t.svc.layout.SweepNoteKey(t.part), t.svc.layout.CleanerNoteKey(t.part)} {
+		if err := t.svc.bucket.Delete(ctx, key); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // idle is how long the archive loop of p's leader term waits for a seal
 // before it looks again: the upload interval, or the log cleaner's backoff
 // when shorter on a compacted topic, whose remote compaction passes start
@@ -824,6 +835,14 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	// begin there (the records the bucket had are on the local disk from
 	// there on; what it had below, the drain deleted).
 	resume := func() bool {
+		// The cleaner note spoke of the remote log deleted: the new one
+		// is compacted from its start. Best effort: a stale note only
+		// leaves some records a pass longer (it counts them clean).
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := t.svc.bucket.Delete(dctx, t.svc.layout.CleanerNoteKey(t.part)); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
+			log.Warn("deleting the cleaner note of the deleted remote log", "err", err)
+		}
+		cancel()
 		if !until("starting the remote manifest over at the local log's start", func(sctx context.Context) error {
 			return t.startManifestOver(sctx, epoch, p.log.LocalLogStartOffset())
 		}) || !until("recording that the partition's records go to the object store", func(sctx context.Context) error {
@@ -845,17 +864,6 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 	// Nothing counts as uploaded any more: should uploads go on again
 	// (resume), local retention waits for them.
 	p.log.SetUploadedEnd(uploadedEnd(t.manifest()))
-	// The cleaner note speaks of the remote log going: a remote log
-	// begun again is compacted from its start.
-	if !until("deleting the cleaner note", func(sctx context.Context) error {
-		err := t.svc.bucket.Delete(sctx, t.svc.layout.CleanerNoteKey(t.part))
-		if errors.Is(err, objectstore.ErrNotFound) {
-			return nil
-		}
-		return err
-	}) {
-		return false
-	}
 	// Remote retention drops every entry, all of them below the log
 	// start now, and deletes their objects, pass after pass. Not through
 	// partitionTier.applyRetention, which would move the local log's
@@ -911,13 +919,7 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 			return false
 		}
 	}
-	if !until("deleting the remote log's unnamed objects", sweep) || !until("deleting the sweep note", func(sctx context.Context) error {
-		err := t.svc.bucket.Delete(sctx, t.svc.layout.SweepNoteKey(t.part))
-		if errors.Is(err, objectstore.ErrNotFound) {
-			return nil
-		}
-		return err
-	}) {
+	if !until("deleting the remote log's unnamed objects", sweep) || !until("deleting the sweep and cleaner notes", t.deleteNotes) {
 		return false
 	}
 	// The manifest starts over, as if the partition had never been
