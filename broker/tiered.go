@@ -304,6 +304,10 @@ type partitionTier struct {
 	// readWarned is when a failed remote read was last logged (unix
 	// nanoseconds): at most one a remoteReadWarnEvery.
 	readWarned atomic.Int64
+	// cleanerNote is the partition's remote cleaner note as this leader
+	// term knows it (cleanerNoteKnown: read, or written by its passes).
+	cleanerNote      atomic.Pointer[tiering.CleanerNote]
+	cleanerNoteKnown atomic.Bool
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
@@ -711,6 +715,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	}()
 	backoff = 0
 	t.durableWait.Store(0)
+	t.cleanerNoteKnown.Store(false) // read again: an older leader may have written it since
 	hooks := tiering.RunHooks{
 		Limit: func() int64 {
 			if p.cfg.Load().uploadsStopped() {
@@ -785,6 +790,7 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 // deleteNotes deletes the partition's sweep and cleaner notes, which speak
 // of a remote log its drain deleted.
 func (t *partitionTier) deleteNotes(ctx context.Context) error {
+	t.cleanerNoteKnown.Store(false)
 	for _, key := range []string{t.svc.layout.SweepNoteKey(t.part), t.svc.layout.CleanerNoteKey(t.part)} {
 		if err := t.svc.bucket.Delete(ctx, key); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 			return err
@@ -839,6 +845,7 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 		// is compacted from its start. Best effort: a stale note only
 		// leaves some records a pass longer (it counts them clean).
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		t.cleanerNoteKnown.Store(false)
 		if err := t.svc.bucket.Delete(dctx, t.svc.layout.CleanerNoteKey(t.part)); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 			log.Warn("deleting the cleaner note of the deleted remote log", "err", err)
 		}

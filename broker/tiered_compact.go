@@ -68,9 +68,22 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 			}
 		},
 	}
+	// The cleaner note is read once a term, then kept as passes write it.
 	lctx, cancel := context.WithTimeout(ctx, remoteCompactionCallTimeout)
+	defer cancel()
+	if cc.Note, cc.NoteKnown = t.cleanerNote.Load(), t.cleanerNoteKnown.Load(); !cc.NoteKnown {
+		note, err := tiering.ReadCleanerNote(lctx, cc.Bucket, cc.Layout, cc.Partition)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("remote compaction: reading the cleaner note", "err", err)
+			}
+			return
+		}
+		t.cleanerNote.Store(note)
+		t.cleanerNoteKnown.Store(true)
+		cc.Note, cc.NoteKnown = note, true
+	}
 	cl, err := tiering.RemoteCleanable(lctx, cc)
-	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn("remote compaction: reading the remote log", "err", err)
@@ -96,6 +109,9 @@ func (t *partitionTier) compactRemote(ctx context.Context, p *partition, epoch i
 	}
 	// A commit that took: the objects it replaced go, whatever came after.
 	t.svc.deleteReplacedLater(res.Replaced)
+	if res.Note != nil {
+		t.cleanerNote.Store(res.Note)
+	}
 }
 
 // deleteReplacedLater deletes the objects a remote compaction replaced

@@ -113,6 +113,12 @@ type CompactConfig struct {
 	// leader's sweeps must spare it (ArchiverConfig.Spare), however long
 	// the pass takes.
 	Uploading func(key string, pending bool)
+	// Note, when NoteKnown, is the partition's cleaner note as the
+	// caller knows it (nil: none), which saves reading it: a leader
+	// reads it once a term, then keeps what its passes write
+	// (CompactResult.Note).
+	Note      *CleanerNote
+	NoteKnown bool
 	// Fault, when set, is called at a pass's fault points (tests kill
 	// the process there): "compact-uploaded", the new segments in the
 	// bucket and the manifest not committed; "compact-committed", the
@@ -131,6 +137,8 @@ type CompactResult struct {
 	// Replaced are the keys of the objects the commit replaced, to
 	// delete once reads begun before it are done (DeleteReplaced).
 	Replaced []string
+	// Note is the cleaner note the pass wrote (nil: none).
+	Note *CleanerNote
 }
 
 // ErrCompactionRaced is returned when the manifest changed under a pass
@@ -192,7 +200,7 @@ func RemoteCleanable(ctx context.Context, cfg CompactConfig) (localseg.Cleanable
 	if err := cfg.Store.Settle(ctx); err != nil {
 		return localseg.Cleanable{}, err
 	}
-	note, err := ReadCleanerNote(ctx, cfg.Bucket, cfg.Layout, cfg.Partition)
+	note, err := cfg.note(ctx)
 	if err != nil {
 		return localseg.Cleanable{}, err
 	}
@@ -230,7 +238,7 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	if err := cfg.Store.Settle(ctx); err != nil {
 		return res, err
 	}
-	note, err := ReadCleanerNote(ctx, cfg.Bucket, cfg.Layout, cfg.Partition)
+	note, err := cfg.note(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -338,7 +346,16 @@ func CompactRemote(ctx context.Context, cfg CompactConfig) (CompactResult, error
 	if err := putJSON(ctx, cfg.Bucket, cfg.Layout.CleanerNoteKey(cfg.Partition), n, objectstore.PutOptions{}); err != nil {
 		return res, fmt.Errorf("%w: writing the cleaner note (the next pass cleans again what this one did): %w", ErrUnavailable, err)
 	}
+	res.Note = &n
 	return res, nil
+}
+
+// note is the partition's cleaner note: the caller's, or read.
+func (cfg *CompactConfig) note(ctx context.Context) (*CleanerNote, error) {
+	if cfg.NoteKnown {
+		return cfg.Note, nil
+	}
+	return ReadCleanerNote(ctx, cfg.Bucket, cfg.Layout, cfg.Partition)
 }
 
 func (cfg *CompactConfig) fault(point string) {
