@@ -23,9 +23,9 @@ import (
 // as a null value), at its original offset; the remote log holds fewer
 // bytes than were uploaded; the objects the compaction replaced are
 // deleted, leaving none the manifest does not name; and the cleaner note
-// says where the next pass starts. A restart of the broker (a new leader
-// term) changes none of it, and records produced since are compacted in
-// turn.
+// says where the next pass starts, as the tier status does. A restart of
+// the broker (a new leader term) changes none of it, and records produced
+// since are compacted in turn.
 func TestTieredCompactedTopic(t *testing.T) {
 	bucket := objectstore.NewMem()
 	b := brokertest.Start(t, func(c *broker.Config) {
@@ -159,6 +159,11 @@ func TestTieredCompactedTopic(t *testing.T) {
 		t.Fatalf("cleaner note %+v (%v), remote log ends at %d", note, err, m.End())
 	}
 	t.Logf("remote log: %d segments, %d bytes, [%d, %d); cleaner note: first dirty %d", m.SegmentCount(), m.Bytes(), m.Start(), m.End(), note.FirstDirty)
+	// The leader reports where its passes left off (`shale tier status`).
+	brokertest.WaitFor(t, 10*time.Second, "the tier status to report the cleaner note", func() (bool, string) {
+		st := b.B.TierStatus(topic)[0]
+		return st.RemoteCleanedTo == note.FirstDirty && !st.RemoteCleanedAt.IsZero(), fmt.Sprintf("status: cleaned to %d at %v", st.RemoteCleanedTo, st.RemoteCleanedAt)
+	})
 
 	// A new leader term, then a second round: compacted in turn.
 	b.Restart()

@@ -45,6 +45,12 @@ type PartitionTierStatus struct {
 	// it has not since it started or became leader, the manifest's last
 	// commit (zero: never).
 	LastUpload time.Time
+	// RemoteCleanedTo and RemoteCleanedAt are, on the leader of a
+	// compacted topic, where its last remote compaction pass (this
+	// term's, or an earlier leader's) left off and when (-1 and zero:
+	// none known).
+	RemoteCleanedTo int64
+	RemoteCleanedAt time.Time
 }
 
 // TierStatus reports every partition this broker hosts, of topic only
@@ -59,7 +65,7 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			Broker: b.cfg.NodeID, Topic: p.topic, Partition: p.index, Leader: p.isLeader(),
 			LocalBytes: p.log.Size(), LocalStartOffset: p.log.LocalLogStartOffset(),
 			LogEndOffset: p.log.LogEndOffset(), HighWatermark: p.highWatermark(),
-			RemoteStartOffset: -1, RemoteEndOffset: -1,
+			RemoteStartOffset: -1, RemoteEndOffset: -1, RemoteCleanedTo: -1,
 		}
 		if t := p.tier; t != nil {
 			m := t.manifest()
@@ -76,6 +82,9 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			st.RemoteStartOffset, st.RemoteEndOffset = m.Start(), m.End()
 			if st.RemoteStartOffset < 0 {
 				st.RemoteEndOffset = -1
+			}
+			if n := t.cleanerNote.Load(); st.Leader && cfg.compact && n != nil && t.cleanerNoteKnown.Load() {
+				st.RemoteCleanedTo, st.RemoteCleanedAt = n.FirstDirty, n.CleanedAt
 			}
 			l := t.lag(p)
 			st.UploadLagBytes, st.UploadLagSegments = l.bytes, l.segments

@@ -48,6 +48,11 @@ type tierPartition struct {
 	UploadLagBytes    int64      `json:"upload_lag_bytes"`
 	UploadLagSegments int64      `json:"upload_lag_segments"`
 	LastUpload        *time.Time `json:"last_upload,omitempty"`
+	// RemoteCleanedTo and RemoteCleanedAt: where and when the last
+	// compaction of a compacted topic's remote log left off (its leader's
+	// report).
+	RemoteCleanedTo *int64     `json:"remote_cleaned_to,omitempty"`
+	RemoteCleanedAt *time.Time `json:"remote_cleaned_at,omitempty"`
 }
 
 // tierReport is broker b's tiered storage status of topic (every topic
@@ -65,6 +70,10 @@ func tierReport(b *broker.Broker, topic string) []tierPartition {
 		if !st.LastUpload.IsZero() {
 			t := st.LastUpload.UTC()
 			tp.LastUpload = &t
+		}
+		if st.RemoteCleanedTo >= 0 {
+			to, at := st.RemoteCleanedTo, st.RemoteCleanedAt.UTC()
+			tp.RemoteCleanedTo, tp.RemoteCleanedAt = &to, &at
 		}
 		out = append(out, tp)
 	}
