@@ -221,11 +221,13 @@
 // (section 3) the last entry's, its aborted transactions those whose
 // markers it kept. Where entries of the run overlapped, the new segment
 // holds each batch once. A run in spilled parts replaces those parts: the
-// commit writes one new part of their entries with the run replaced, or
-// moves them into the manifest when the run reaches its own entries. The
-// objects replaced go some minutes after the commit (reads begun on the
-// manifest before it finish first); until then, and after a crash, they
-// are objects no manifest names, which orphan sweeps delete.
+// commit writes one new part of their entries with the run replaced, or,
+// when no part follows them, moves those entries into the manifest's own
+// (spilled again as usual if they are many). The objects replaced go some
+// minutes after the commit (reads begun on the manifest before it finish
+// first): until then they are objects no manifest names that the leader's
+// orphan sweeps leave alone, and after a crash of the leader, objects no
+// manifest names, which orphan sweeps delete.
 //
 // The cleaner note is not part of the archive's data: a reader may ignore
 // it. It tells the next pass, of this leader or the next, where to start:
