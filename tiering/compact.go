@@ -398,7 +398,6 @@ type remotePass struct {
 	uploads []Segment // new segments uploaded and not committed
 	// announced are the keys told to Uploading as pending.
 	announced []string
-	scratch   []string // files to remove
 }
 
 // stream calls fn with the body of segment s's object.
@@ -448,7 +447,9 @@ func (pc *remotePass) rewrite(ctx context.Context, group []Segment, covered int6
 	if err != nil {
 		return Segment{}, false, err
 	}
-	pc.scratch = append(pc.scratch, f.Name())
+	// Each group's file goes once its upload is done (or failed): a
+	// pass's scratch space is one group's, however many it rewrites.
+	defer os.Remove(f.Name())
 	defer f.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
 	base := group[0].BaseOffset
@@ -551,18 +552,14 @@ func (pc *remotePass) pending(keys ...string) {
 	}
 }
 
-// cleanup removes the scratch files, and the uploads of a pass that ended
-// before its commit, and tells Uploading the pass is done with its
-// objects.
+// cleanup removes the uploads of a pass that ended before its commit,
+// and tells Uploading the pass is done with its objects.
 func (pc *remotePass) cleanup() {
 	pc.deleteUploads(context.Background())
 	if pc.cfg.Uploading != nil {
 		for _, k := range pc.announced {
 			pc.cfg.Uploading(k, false)
 		}
-	}
-	for _, name := range pc.scratch {
-		os.Remove(name)
 	}
 }
 
