@@ -1,35 +1,11 @@
 package localseg
 
 import (
-	"os"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/shale-log/shale/localseg/vfs"
 )
-
-// txnIndexGateFS holds the next opening of a transaction index (an ABORT
-// marker adding its entry) until gate is closed, signalling held.
-type txnIndexGateFS struct {
-	vfs.FS
-	mu         sync.Mutex
-	gate, held chan struct{}
-}
-
-func (g *txnIndexGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
-	if strings.HasSuffix(name, txnIndexExt) && flag&os.O_WRONLY != 0 {
-		g.mu.Lock()
-		gate, held := g.gate, g.held
-		g.gate = nil
-		g.mu.Unlock()
-		if gate != nil {
-			close(held)
-			<-gate
-		}
-	}
-	return g.FS.OpenFile(name, flag, perm)
-}
 
 // A read_committed fetch reads the first unstable offset (its upper
 // bound, the last stable offset) and then the aborted transactions below
@@ -39,7 +15,7 @@ func (g *txnIndexGateFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.
 // them by, and a read_committed consumer returned them (found by
 // shale-bench's txn read on a loaded machine).
 func TestAbortIsListedBeforeTheFirstUnstableOffsetPassesIt(t *testing.T) {
-	g := &txnIndexGateFS{FS: vfs.OSFS{}}
+	g := &openGateFS{FS: vfs.OSFS{}, suffix: txnIndexExt} // the ABORT marker's entry, held once armed
 	l, err := Open(t.TempDir(), Config{}, Options{FS: g, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
