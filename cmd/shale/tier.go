@@ -206,7 +206,7 @@ func newTierCmd() *cobra.Command {
 		RunE:  helpOrUnknown,
 	}
 	addClientFlags(cmd)
-	cmd.AddCommand(newTierStatusCmd())
+	cmd.AddCommand(newTierStatusCmd(), newTierVerifyCmd())
 	return cmd
 }
 
