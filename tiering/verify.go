@@ -194,9 +194,9 @@ func (v *Verification) problem(key string, base, next int64, what string) {
 
 // segChecker checks one segment and its companion at a time.
 type segChecker struct {
-	b     objectstore.Bucket
-	opts  VerifyOptions
-	v     *Verification
+	b    objectstore.Bucket
+	opts VerifyOptions
+	v    *Verification
 	// began and paced: when the reads began and the bytes read since,
 	// for BytesPerSecond.
 	began time.Time
