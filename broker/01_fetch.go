@@ -488,6 +488,15 @@ func (op *fetchOp) readPartition(p *partition, sp *sessionPartition, fp *fetchPa
 			}
 			return err
 		}
+		// The bucket had nothing to return: the records at the offset
+		// did not fit (another partition took the response's bytes),
+		// or the manifest this broker holds ends at or below it. The
+		// local log cannot answer for an offset below its start: a
+		// read there returned the records from its start (a consumer
+		// skipped those between) or OFFSET_OUT_OF_RANGE (it went back
+		// to its reset offset, the log start for a replay). No records:
+		// the consumer asks again.
+		return nil
 	}
 	// A throttled replica out of the ISR copies at most
 	// leader.replication.throttled.rate: while the budget is spent it is
