@@ -745,6 +745,8 @@ func (b *Broker) start() {
 // disk (so restarts do not put it off; one never scrubbed is due at once),
 // and the due ones go oldest first. Damage newly found is logged and
 // recorded by the log and counted (OnDamage) in shale_lost_ranges_total.
+// Then the remote logs of the partitions this broker leads get theirs
+// (tierService.scrubRemote).
 func (b *Broker) scrubLoop() {
 	if b.cfg.ScrubInterval < 0 {
 		return
@@ -781,6 +783,9 @@ func (b *Broker) scrubLoop() {
 			if len(ds) > 0 { // counted by the log's OnDamage
 				b.log.Error("sealed segments of a partition hold corrupt batches", "topic", p.topic, "partition", p.index, "ranges", len(ds))
 			}
+		}
+		if b.tier != nil {
+			b.tier.scrubRemote(b.ctx, time.Now())
 		}
 	}
 }

@@ -52,7 +52,11 @@ type brokerMetrics struct {
 	recompressedBytes *prometheus.CounterVec
 	offlinePartitions prometheus.Gauge
 	lostRanges        prometheus.Counter
-	repairs           *prometheus.CounterVec
+	// remoteDamaged and remoteScrubbedBytes: the remote logs' scrub
+	// (tiered_scrub.go).
+	remoteDamaged       prometheus.Gauge
+	remoteScrubbedBytes prometheus.Counter
+	repairs             *prometheus.CounterVec
 	// flushSeconds and flushWaiters: the group commit's syncs (Kafka's
 	// LogFlushRateAndTimeMs), and the waiters each answered.
 	flushSeconds prometheus.Histogram
@@ -150,6 +154,14 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 			Namespace: "shale", Name: "lost_ranges_total",
 			Help: "Damaged stretches of sealed segments (bad length, CRC or offsets) found by the scrubber.",
 		}),
+		remoteDamaged: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shale", Name: "remote_damaged_objects",
+			Help: "Objects of the remote logs this broker leads (segments, companions, manifest parts) that the scrub under way or the last complete one of each found missing, of the wrong size or with bytes that do not check out.",
+		}),
+		remoteScrubbedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shale", Name: "remote_scrubbed_bytes_total",
+			Help: "Bytes of remote segments read back and checked by the scrub of the remote logs this broker leads.",
+		}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shale", Name: "lost_range_repairs_total",
 			Help: "Attempts to put a lost range back from the bucket or an in-sync replica, by result (repaired, failed).",
@@ -187,7 +199,7 @@ func newBrokerMetrics(reg prometheus.Registerer) *brokerMetrics {
 		m.uncleanElections.WithLabelValues(by)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lostRanges, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
+		reg.MustRegister(m.lostRanges, m.remoteDamaged, m.remoteScrubbedBytes, m.repairs, m.connections, m.connectionsRefused, m.requests, m.requestSeconds, m.producedBytes, m.producedRecords,
 			m.fetchedBytes, m.replicationIn, m.replicationOut, m.partitions, m.strayLogs, m.lostLogs, m.refusedBatches, m.recompressedBytes, m.offlinePartitions,
 			m.flushSeconds, m.flushWaiters, m.uncleanElections, m.authorizationDenied)
 	}

@@ -138,6 +138,8 @@ type tierService struct {
 	// has not committed, and those it replaced whose deletion waits
 	// (deleteReplacedLater).
 	spared sync.Map
+	// scrubs: what the remote scrubs found (tiered_scrub.go).
+	scrubs remoteScrubs
 
 	// archived: the archive descriptor is known to be in the bucket.
 	archived atomic.Bool
@@ -308,6 +310,9 @@ type partitionTier struct {
 	// term knows it (cleanerNoteKnown: read, or written by its passes).
 	cleanerNote      atomic.Pointer[tiering.CleanerNote]
 	cleanerNoteKnown atomic.Bool
+	// scrubNote is the partition's remote scrub note as this broker's
+	// leader term last read or wrote it (tiered_scrub.go).
+	scrubNote atomic.Pointer[scrubNoteCache]
 	// lastUpload is when this broker last committed an upload (unix ms,
 	// 0: not since it started).
 	lastUpload atomic.Int64
@@ -787,11 +792,12 @@ func (t *partitionTier) run(ctx context.Context, p *partition, gate *readyGate) 
 	}
 }
 
-// deleteNotes deletes the partition's sweep and cleaner notes, which speak
-// of a remote log its drain deleted.
+// deleteNotes deletes the partition's sweep, cleaner and scrub notes,
+// which speak of a remote log its drain deleted.
 func (t *partitionTier) deleteNotes(ctx context.Context) error {
 	t.cleanerNoteKnown.Store(false)
-	for _, key := range []string{t.svc.layout.SweepNoteKey(t.part), t.svc.layout.CleanerNoteKey(t.part)} {
+	t.scrubNote.Store(nil)
+	for _, key := range []string{t.svc.layout.SweepNoteKey(t.part), t.svc.layout.CleanerNoteKey(t.part), t.svc.layout.ScrubNoteKey(t.part)} {
 		if err := t.svc.bucket.Delete(ctx, key); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 			return err
 		}
@@ -926,7 +932,7 @@ func (t *partitionTier) drain(ctx context.Context, p *partition, epoch int32, lo
 			return false
 		}
 	}
-	if !until("deleting the remote log's unnamed objects", sweep) || !until("deleting the sweep and cleaner notes", t.deleteNotes) {
+	if !until("deleting the remote log's unnamed objects", sweep) || !until("deleting the sweep, cleaner and scrub notes", t.deleteNotes) {
 		return false
 	}
 	// The manifest starts over, as if the partition had never been

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -31,6 +32,12 @@ type VerifyOptions struct {
 	TempDir string
 	// Segment, when set, is called after each segment is checked.
 	Segment func(Segment)
+	// From leaves out the segments that end at or below it (a scrub
+	// that goes on where an earlier one stopped).
+	From int64
+	// MaxReadBytes ends the run once it has read that many segment
+	// bytes (0: no bound); Verification.Next says where to go on.
+	MaxReadBytes int64
 }
 
 // Problem is damage VerifyPartition found: an object missing, of the
@@ -53,8 +60,8 @@ type Verification struct {
 	// and the log start when it holds no segment).
 	Start int64 `json:"start"`
 	End   int64 `json:"end"`
-	// Segments and Bytes count the segments the manifest names and
-	// their size; ReadBytes the segment bytes read and checked (Deep).
+	// Segments and Bytes count the segments checked and their size;
+	// ReadBytes the segment bytes read and checked (Deep).
 	Segments  int   `json:"segments"`
 	Bytes     int64 `json:"bytes"`
 	ReadBytes int64 `json:"read_bytes"`
@@ -68,6 +75,11 @@ type Verification struct {
 	// again at the end (an entry retention or compaction replaced
 	// meanwhile is not damage).
 	Problems []Problem `json:"problems"`
+	// Next is the offset after the last segment checked (From when
+	// none was), and Complete whether every segment from From was: a
+	// run ended by MaxReadBytes goes on from Next.
+	Next     int64 `json:"-"`
+	Complete bool  `json:"-"`
 }
 
 // VerifyPartition checks a partition's remote log in the bucket, from the
@@ -89,23 +101,13 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	v.Start, v.End = m.Start(), m.End()
-	// One listing gives every object's size: a HEAD per object would cost
-	// a request per segment and companion.
-	sizes := map[string]int64{}
-	if err := b.List(ctx, l.PartitionPrefix(p), func(a objectstore.Attrs) error {
-		sizes[a.Key] = a.Size
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("%w: listing %s: %w", ErrUnavailable, l.PartitionPrefix(p), err)
-	}
+	v.Start, v.End, v.Next = m.Start(), m.End(), max(opts.From, 0)
 	named := map[string]bool{mkey: true}
 	var segs []Segment
 	for _, s := range m.Spills {
 		key := l.SpillKey(p, s.BaseOffset, s.ID)
 		named[key] = true
-		if _, ok := sizes[key]; !ok {
-			v.problem(key, s.BaseOffset, s.NextOffset, "the spilled manifest part is missing")
+		if s.NextOffset <= opts.From {
 			continue
 		}
 		part, err := readSpill(ctx, b, key, s)
@@ -119,11 +121,36 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		segs = append(segs, part.Segments...)
 	}
 	segs = append(segs, m.Segments...)
+	segs = slices.DeleteFunc(segs, func(s Segment) bool { return s.NextOffset <= opts.From })
+	// One listing gives every object's size: a HEAD per object would cost
+	// a request per segment and companion. It starts at the first segment
+	// checked (the keys begin with base offsets, fixed-width).
+	sizes := map[string]int64{}
+	after := ""
+	if len(segs) > 0 && opts.From > 0 {
+		after = l.TailAfter(p, segs[0].BaseOffset)
+	}
+	if err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
+		sizes[a.Key] = a.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("%w: listing %s: %w", ErrUnavailable, l.PartitionPrefix(p), err)
+	}
 	st := &segChecker{b: b, opts: opts, v: v, began: time.Now()}
 	prev := int64(-1)
-	for _, seg := range segs {
+	v.Complete = true
+	for i, seg := range segs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if opts.MaxReadBytes > 0 && v.ReadBytes >= opts.MaxReadBytes {
+			// The rest is for the next call, from v.Next; so are the
+			// objects it names.
+			v.Complete = false
+			for _, rest := range segs[i:] {
+				named[l.SegmentKey(p, rest.BaseOffset, rest.ID)], named[l.CompanionKey(p, rest.BaseOffset, rest.ID)] = true, true
+			}
+			break
 		}
 		key, ckey := l.SegmentKey(p, seg.BaseOffset, seg.ID), l.CompanionKey(p, seg.BaseOffset, seg.ID)
 		named[key], named[ckey] = true, true
@@ -136,6 +163,7 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		if err := st.check(ctx, seg, key, ckey, sizes); err != nil {
 			return nil, err
 		}
+		v.Next = max(v.Next, seg.NextOffset)
 		if opts.Segment != nil {
 			opts.Segment(seg)
 		}
@@ -380,4 +408,59 @@ func VerifyTopic(ctx context.Context, b objectstore.Bucket, l Layout, d *TopicDe
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// scrubName is the partition's scrub note (JSON), beside the sweep note.
+const scrubName = "scrubbed.json"
+
+// ScrubNoteKey names a partition's scrub note.
+func (l Layout) ScrubNoteKey(p Partition) string { return l.PartitionPrefix(p) + scrubName }
+
+// ScrubNote is how far the leaders' scrubs of a partition's remote log
+// (VerifyPartition, a bounded stretch at a time) have gone: where the
+// scrub under way goes on (0: none is under way), when it began, and when
+// the last complete one ended. Not part of the archive's data (a reader
+// may ignore it): without it, the next leader scrubs from the start.
+type ScrubNote struct {
+	LeaderEpoch int32     `json:"leader_epoch"`
+	Next        int64     `json:"next_offset"`
+	StartedAt   time.Time `json:"started_at"`
+	CompletedAt time.Time `json:"completed_at"`
+	// Damaged counts the damaged objects the scrub under way found so
+	// far (the last complete one's when none is under way).
+	Damaged int `json:"damaged"`
+}
+
+// ReadScrubNote reads a partition's scrub note (nil when there is none,
+// or it does not decode).
+func ReadScrubNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partition) (*ScrubNote, error) {
+	data, err := objectstore.ReadAll(ctx, b, l.ScrubNoteKey(p), maxDescriptorSize)
+	if errors.Is(err, objectstore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, l.ScrubNoteKey(p), err)
+	}
+	n, err := DecodeScrubNote(data)
+	if err != nil {
+		return nil, nil
+	}
+	return n, nil
+}
+
+// DecodeScrubNote decodes and checks a scrub note.
+func DecodeScrubNote(data []byte) (*ScrubNote, error) {
+	var n ScrubNote
+	if err := decodeJSON(data, &n); err != nil {
+		return nil, err
+	}
+	if n.LeaderEpoch < 0 || n.Next < 0 || n.Damaged < 0 {
+		return nil, fmt.Errorf("%w: scrub note: epoch %d, next offset %d, %d damaged", ErrCorrupt, n.LeaderEpoch, n.Next, n.Damaged)
+	}
+	return &n, nil
+}
+
+// PutScrubNote writes a partition's scrub note.
+func PutScrubNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partition, n ScrubNote) error {
+	return putJSON(ctx, b, l.ScrubNoteKey(p), n, objectstore.PutOptions{})
 }

@@ -1,0 +1,83 @@
+package broker_test
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shale-log/shale/broker"
+	"github.com/shale-log/shale/broker/brokertest"
+	"github.com/shale-log/shale/objectstore"
+	"github.com/shale-log/shale/tiering"
+)
+
+// TestTheLeaderScrubsItsRemoteLog: the leader of a tiered partition reads
+// its remote segments back (shale_remote_scrubbed_bytes_total) and records
+// each complete scrub in the partition's scrub note, with nothing damaged;
+// a byte flipped in an uploaded segment under it is found by the next
+// scrub (shale_remote_damaged_objects, the note's count), and the
+// consumers' reads are not what finds it.
+func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
+	bucket := objectstore.NewMem()
+	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+		c.ScrubInterval = 300 * time.Millisecond
+	})
+	const topic = "scrubbedremote"
+	createTieredTopic(t, b, topic)
+	produceTiered(t, b, topic, 1000)
+	adm := b.Admin()
+	brokertest.WaitFor(t, 30*time.Second, "three segments uploaded", func() (bool, string) {
+		m := remoteManifest(t, bucket, adm, topic)
+		return m.SegmentCount() >= 3, fmt.Sprintf("%d segments", m.SegmentCount())
+	})
+	tds, err := adm.ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
+	note := func() *tiering.ScrubNote {
+		n, err := tiering.ReadScrubNote(testCtx(t), bucket, tiering.Layout{}, part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	brokertest.WaitFor(t, 30*time.Second, "a complete scrub of the remote log", func() (bool, string) {
+		n := note()
+		read, _ := gather(t, b.Registry).get("shale_remote_scrubbed_bytes_total", "")
+		return n != nil && !n.CompletedAt.IsZero() && n.Next == 0 && read > 0, fmt.Sprintf("note %+v, %v bytes read", n, read)
+	})
+	if n := note(); n.Damaged != 0 {
+		t.Fatalf("a clean remote log's scrub found %d damaged objects", n.Damaged)
+	}
+	if v, _ := gather(t, b.Registry).get("shale_remote_damaged_objects", ""); v != 0 {
+		t.Fatalf("shale_remote_damaged_objects = %v on a clean remote log", v)
+	}
+
+	// Flip a byte inside the first batch's records of the first segment.
+	m := remoteManifest(t, bucket, adm, topic)
+	var first tiering.Segment
+	if err := tiering.WalkSegments(testCtx(t), tiering.BucketSpills{Bucket: bucket}, part, m, -1, nil, func(s tiering.Segment) bool {
+		first = s
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	key := tiering.Layout{}.SegmentKey(part, first.BaseOffset, first.ID)
+	data, err := objectstore.ReadAll(testCtx(t), bucket, key, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[100] ^= 0xff
+	if _, err := bucket.Put(testCtx(t), key, bytes.NewReader(data), int64(len(data)), objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WaitFor(t, 30*time.Second, "the scrub to find the flipped byte", func() (bool, string) {
+		v, _ := gather(t, b.Registry).get("shale_remote_damaged_objects", "")
+		n := note()
+		return v == 1 && n != nil && n.Damaged == 1, fmt.Sprintf("shale_remote_damaged_objects = %v, note %+v", v, n)
+	})
+}
