@@ -189,6 +189,10 @@ var alertCases = []alertCase{
 		"12m", "ShaleUncleanablePartitions", []firing{{b1, "Compaction fails for 2 partitions on b1:9644"}}},
 	{"the scrubber finds a lost range", map[string]string{`shale_lost_ranges_total{job="shale",instance="b1:9644"}`: "0 0 1x10"},
 		"3m", "ShaleLostRanges", []firing{{b1, "The scrubber found damaged segment data on b1:9644"}}},
+	{"the remote scrub finds damaged objects", map[string]string{`shale_remote_damaged_objects{job="shale",instance="b1:9644"}`: "0 0 2x10"},
+		"3m", "ShaleRemoteObjectsDamaged", []firing{{b1, "The remote logs b1:9644 leads hold 2 damaged objects"}}},
+	{"a clean remote scrub", map[string]string{`shale_remote_damaged_objects{job="shale",instance="b1:9644"}`: "0x12"},
+		"3m", "ShaleRemoteObjectsDamaged", nil},
 	{"a repair fails", map[string]string{
 		`shale_lost_range_repairs_total{job="shale",instance="b1:9644",result="failed"}`:   "0 0 1x10",
 		`shale_lost_range_repairs_total{job="shale",instance="b1:9644",result="repaired"}`: "0+1x12",

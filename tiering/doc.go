@@ -30,6 +30,7 @@
 //	P/T/N/spill-B-U.manifest                spilled manifest part (binary)
 //	P/T/N/swept.json                        the leader's sweep note (JSON)
 //	P/T/N/cleaner.json                      the leader's cleaner note (JSON)
+//	P/T/N/scrubbed.json                     the leader's scrub note (JSON)
 //	P/T/N/B-U.log                           segment: Kafka record batches
 //	P/T/N/B-U.indexes                       the segment's companion (binary)
 //	P/groups/C/K.json                       committed offsets of the groups of
@@ -43,8 +44,8 @@
 // they are older than a grace period.
 //
 // Within a partition's directory the keys sort by base offset (B is fixed
-// width), and the cleaner note, the manifest, the spilled parts and the
-// sweep note after every segment and companion: a listing that starts
+// width), and the cleaner note, the manifest, the scrub note, the
+// spilled parts and the sweep note after every segment and companion: a listing that starts
 // after P/T/N/B (S3's StartAfter) holds the segments from base offset B
 // on, the notes, the manifest and every spilled part. The leader's
 // periodic cleanup lists only that tail, where uploads can have left
@@ -240,6 +241,23 @@
 // (Unix ms) a tombstone or transaction marker it kept may go, -1 when
 // none: a pass is due then even with nothing dirty. Without a note a pass
 // cleans the whole remote log.
+//
+// # Scrubbing
+//
+// The leader reads its remote log back about once a scrub interval and
+// checks every object the manifest names (VerifyPartition: the objects'
+// sizes, every segment's batches, CRC-32C included, and its companion's
+// indexes against them), a bounded stretch at a time. Its scrub note,
+// not part of the archive's data either, tells the next step, of this
+// leader or the next, where to go on and when the last complete scrub
+// ended:
+//
+//	{"leader_epoch": 7, "next_offset": 123456, "started_at": "2026-...",
+//	 "completed_at": "2026-...", "damaged": 0}
+//
+// next_offset is 0 when no scrub is under way; damaged counts the damaged
+// objects the scrub under way found so far (the last complete one's when
+// none is). Without a note a leader scrubs from the start.
 //
 // # Descriptors (JSON)
 //

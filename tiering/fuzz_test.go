@@ -125,6 +125,7 @@ func FuzzDecodeDescriptors(f *testing.F) {
 	f.Add([]byte(`{"name":"t","id":"AQIDAAAAAAAAAAAAAAAAAA","deleted_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"leader_epoch":3,"uploads_from":4096,"swept_at":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"leader_epoch":3,"first_dirty":4096,"horizon":-1,"cleaned_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"leader_epoch":3,"next_offset":4096,"started_at":"2026-01-01T00:00:00Z","completed_at":"0001-01-01T00:00:00Z","damaged":1}`))
 	f.Add([]byte(`{"cluster":"c1","partition":7,"groups":[{"group":"g","offsets":[{"topic":"t","topic_id":"AQIDAAAAAAAAAAAAAAAAAA","partition":2,"offset":42}]}],"updated_at":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		DecodeArchiveDescriptor(data)
@@ -139,6 +140,9 @@ func FuzzDecodeDescriptors(f *testing.F) {
 		}
 		if n, err := DecodeCleanerNote(data); err == nil && (n.FirstDirty < 0 || n.LeaderEpoch < 0 || n.Horizon < -1) {
 			t.Fatalf("accepted a cleaner note %+v", n)
+		}
+		if n, err := DecodeScrubNote(data); err == nil && (n.Next < 0 || n.LeaderEpoch < 0 || n.Damaged < 0) {
+			t.Fatalf("accepted a scrub note %+v", n)
 		}
 		if s, err := DecodeGroupShard(data); err == nil {
 			for _, g := range s.Groups {
