@@ -104,6 +104,11 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 	v.Start, v.End, v.Next = m.Start(), m.End(), max(opts.From, 0)
 	named := map[string]bool{mkey: true}
 	var segs []Segment
+	// parts: the spilled parts read, by key; unread: the ranges of those
+	// that do not read, whose objects are neither checked nor counted as
+	// unnamed (the sweeps leave them too).
+	parts := map[string]*Manifest{}
+	var unread []Spill
 	for _, s := range m.Spills {
 		key := l.SpillKey(p, s.BaseOffset, s.ID)
 		named[key] = true
@@ -113,11 +118,13 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		part, err := readSpill(ctx, b, key, s)
 		if errors.Is(err, ErrCorrupt) {
 			v.problem(key, s.BaseOffset, s.NextOffset, err.Error())
+			unread = append(unread, s)
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
+		parts[key] = part
 		segs = append(segs, part.Segments...)
 	}
 	segs = append(segs, m.Segments...)
@@ -127,8 +134,12 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 	// checked (the keys begin with base offsets, fixed-width).
 	sizes := map[string]int64{}
 	after := ""
-	if len(segs) > 0 && opts.From > 0 {
-		after = l.TailAfter(p, segs[0].BaseOffset)
+	if opts.From > 0 {
+		lo := opts.From
+		if len(segs) > 0 {
+			lo = min(lo, segs[0].BaseOffset)
+		}
+		after = l.TailAfter(p, lo)
 	}
 	if err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
 		sizes[a.Key] = a.Size
@@ -172,6 +183,9 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		if named[key] {
 			continue
 		}
+		if base, ok := keyBase(key); ok && slices.ContainsFunc(unread, func(s Spill) bool { return base >= s.BaseOffset && base < s.NextOffset }) {
+			continue
+		}
 		if _, ok := parseObjectID(key); ok {
 			v.Unnamed++
 			v.UnnamedBytes += size
@@ -192,19 +206,32 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	still := map[string]bool{mkey: true}
-	for _, s := range now.Spills {
-		still[l.SpillKey(p, s.BaseOffset, s.ID)] = true
-	}
-	if err := WalkSegments(ctx, BucketSpills{Bucket: b, Layout: l}, p, now, -1, func(s Spill) bool {
-		// A part named by both manifests was checked; one not read
-		// before holds none of the entries found damaged.
-		return !named[l.SpillKey(p, s.BaseOffset, s.ID)]
-	}, func(seg Segment) bool {
+	keep := func(seg Segment) {
 		still[l.SegmentKey(p, seg.BaseOffset, seg.ID)] = true
 		still[l.CompanionKey(p, seg.BaseOffset, seg.ID)] = true
-		return true
-	}); err != nil && !errors.Is(err, ErrCorrupt) {
-		return nil, err
+	}
+	for _, s := range now.Spills {
+		key := l.SpillKey(p, s.BaseOffset, s.ID)
+		still[key] = true
+		if s.NextOffset <= opts.From {
+			continue
+		}
+		// A part read before is immutable; a new one (retention or
+		// compaction rewrote a part) may name entries found damaged.
+		part := parts[key]
+		if part == nil {
+			if part, err = readSpill(ctx, b, key, s); errors.Is(err, ErrCorrupt) {
+				continue // reported if it is damage found
+			} else if err != nil {
+				return nil, err
+			}
+		}
+		for _, seg := range part.Segments {
+			keep(seg)
+		}
+	}
+	for _, seg := range now.Segments {
+		keep(seg)
 	}
 	kept := v.Problems[:0]
 	for _, pr := range v.Problems {
