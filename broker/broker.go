@@ -132,6 +132,11 @@ type Config struct {
 	// which survives restarts; negative disables).
 	ScrubBytesPerSecond int64
 	ScrubInterval       time.Duration
+	// RemoteScrubInterval is how often the leader of a tiered partition
+	// reads its remote log back and checks it, at most
+	// ScrubBytesPerSecond (default 30 days, counted from the last
+	// complete scrub, which the bucket records; negative disables).
+	RemoteScrubInterval time.Duration
 	// LogDirReserveBytes is the free space the log directory keeps:
 	// produce is refused with KAFKA_STORAGE_ERROR before the disk fills
 	// up (default 256 MiB; negative disables the guard).
@@ -298,6 +303,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.ScrubInterval == 0 {
 		c.ScrubInterval = 7 * 24 * time.Hour
+	}
+	if c.RemoteScrubInterval == 0 {
+		c.RemoteScrubInterval = 30 * 24 * time.Hour
 	}
 	if c.LogDirReserveBytes == 0 {
 		c.LogDirReserveBytes = 256 << 20
@@ -745,13 +753,22 @@ func (b *Broker) start() {
 // disk (so restarts do not put it off; one never scrubbed is due at once),
 // and the due ones go oldest first. Damage newly found is logged and
 // recorded by the log and counted (OnDamage) in shale_lost_ranges_total.
-// Then the remote logs of the partitions this broker leads get theirs
-// (tierService.scrubRemote).
+// Then the remote logs of the partitions this broker leads get theirs,
+// about once per RemoteScrubInterval (tierService.scrubRemote).
 func (b *Broker) scrubLoop() {
-	if b.cfg.ScrubInterval < 0 {
+	local, remote := b.cfg.ScrubInterval >= 0, b.cfg.RemoteScrubInterval >= 0 && b.tier != nil
+	every := time.Minute
+	switch {
+	case local && remote:
+		every = min(every, b.cfg.ScrubInterval, b.cfg.RemoteScrubInterval)
+	case local:
+		every = min(every, b.cfg.ScrubInterval)
+	case remote:
+		every = min(every, b.cfg.RemoteScrubInterval)
+	default:
 		return
 	}
-	t := time.NewTicker(min(b.cfg.ScrubInterval, time.Minute))
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -759,33 +776,40 @@ func (b *Broker) scrubLoop() {
 			return
 		case <-t.C:
 		}
-		type due struct {
-			p    *partition
-			last time.Time
+		if local {
+			b.scrubLocal(time.Now())
 		}
-		var ps []due
-		now := time.Now()
-		for _, p := range b.replicas.all() {
-			if last := p.log.LastScrubbed(); now.Sub(last) >= b.cfg.ScrubInterval {
-				ps = append(ps, due{p, last})
-			}
-		}
-		slices.SortFunc(ps, func(a, b due) int { return a.last.Compare(b.last) })
-		for _, d := range ps {
-			p := d.p
-			ds, err := p.log.Scrub(b.ctx, b.cfg.ScrubBytesPerSecond)
-			if b.ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				b.log.Warn("scrubbing a partition log", "topic", p.topic, "partition", p.index, "err", err)
-			}
-			if len(ds) > 0 { // counted by the log's OnDamage
-				b.log.Error("sealed segments of a partition hold corrupt batches", "topic", p.topic, "partition", p.index, "ranges", len(ds))
-			}
-		}
-		if b.tier != nil {
+		if remote && b.ctx.Err() == nil {
 			b.tier.scrubRemote(b.ctx, time.Now())
+		}
+	}
+}
+
+// scrubLocal scrubs the hosted partitions' logs that are due, the longest
+// waiting first.
+func (b *Broker) scrubLocal(now time.Time) {
+	type due struct {
+		p    *partition
+		last time.Time
+	}
+	var ps []due
+	for _, p := range b.replicas.all() {
+		if last := p.log.LastScrubbed(); now.Sub(last) >= b.cfg.ScrubInterval {
+			ps = append(ps, due{p, last})
+		}
+	}
+	slices.SortFunc(ps, func(a, b due) int { return a.last.Compare(b.last) })
+	for _, d := range ps {
+		p := d.p
+		ds, err := p.log.Scrub(b.ctx, b.cfg.ScrubBytesPerSecond)
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			b.log.Warn("scrubbing a partition log", "topic", p.topic, "partition", p.index, "err", err)
+		}
+		if len(ds) > 0 { // counted by the log's OnDamage
+			b.log.Error("sealed segments of a partition hold corrupt batches", "topic", p.topic, "partition", p.index, "ranges", len(ds))
 		}
 	}
 }

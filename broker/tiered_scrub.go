@@ -12,7 +12,7 @@ import (
 )
 
 // The remote logs are scrubbed as the local ones are (scrubLoop): about
-// once per ScrubInterval, at most ScrubBytesPerSecond, by the partition's
+// once per RemoteScrubInterval, at most ScrubBytesPerSecond, by the partition's
 // leader, which reads each segment object whole and checks its batches
 // and companion (tiering.VerifyPartition, what `shale tier verify` runs).
 // A scrub goes a bounded stretch at a time and records where it is in the
@@ -50,7 +50,7 @@ type remoteScrubs struct {
 }
 
 // scrubRemote scrubs the remote logs of the partitions this broker leads
-// whose scrub is under way or due (ScrubInterval after the last complete
+// whose scrub is under way or due (RemoteScrubInterval after the last complete
 // one, or never done), the longest waiting first, a step each.
 func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 	b := s.b
@@ -73,7 +73,7 @@ func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 			b.log.Warn("reading a remote log's scrub note", "topic", t.part.Topic, "partition", t.part.Index, "err", err)
 			continue
 		}
-		if note != nil && note.Next == 0 && now.Sub(note.CompletedAt) < b.cfg.ScrubInterval {
+		if note != nil && note.Next == 0 && now.Sub(note.CompletedAt) < b.cfg.RemoteScrubInterval {
 			continue
 		}
 		ps = append(ps, due{p, epoch, note})

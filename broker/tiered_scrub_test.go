@@ -23,7 +23,7 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
 		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
 		c.LogRetentionCheckInterval = 100 * time.Millisecond
-		c.ScrubInterval = 300 * time.Millisecond
+		c.RemoteScrubInterval = 300 * time.Millisecond
 	})
 	const topic = "scrubbedremote"
 	createTieredTopic(t, b, topic)

@@ -54,6 +54,7 @@ type brokerFlags struct {
 	logDirReserve     int64
 	scrubRate         int64
 	scrubInterval     time.Duration
+	remoteScrub       time.Duration
 	metadataReserve   int64
 	socketRequestMax  int64
 	maxConns          int
@@ -104,6 +105,7 @@ func (f *brokerFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&f.maxGroupLagSeries, "max-group-lag-series", 5000, "per-partition shale_consumer_group_lag series exported at most; beyond it groups (in name order) are summed per topic in shale_consumer_group_topic_lag (negative: no bound)")
 	fs.Int64Var(&f.scrubRate, "scrub-bytes-per-second", 16<<20, "read rate of the background scrubber that verifies sealed segments (bounds its I/O; 16 MiB/s covers about 9.5 TiB a week)")
 	fs.DurationVar(&f.scrubInterval, "scrub-interval", 7*24*time.Hour, "how often the scrubber verifies every sealed segment of each partition, counted from the partition's last complete scrub, which survives restarts (negative disables)")
+	fs.DurationVar(&f.remoteScrub, "remote-scrub-interval", 30*24*time.Hour, "how often each tiered partition's leader reads its remote log back from the object store and verifies it, at --scrub-bytes-per-second, counted from the last complete scrub, which the bucket records (negative disables)")
 	fs.Int64Var(&f.logDirReserve, "log-dir-reserve-bytes", 256<<20, "free space the log directory keeps: produce is refused (KAFKA_STORAGE_ERROR) below it; negative disables")
 	fs.Int64Var(&f.metadataReserve, "metadata-reserve-bytes", 128<<20, "free space the embedded etcd's directory keeps: metadata writes are refused below it; negative disables")
 	fs.Int64Var(&f.socketRequestMax, "socket-request-max-bytes", 100<<20, "largest request accepted (socket.request.max.bytes)")
@@ -241,6 +243,7 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.LogDirReserveBytes = f.logDirReserve
 	c.ScrubBytesPerSecond = f.scrubRate
 	c.ScrubInterval = f.scrubInterval
+	c.RemoteScrubInterval = f.remoteScrub
 	c.MetadataReserveBytes = f.metadataReserve
 	c.SocketRequestMaxBytes = f.socketRequestMax
 	c.MaxConnections = f.maxConns
