@@ -133,8 +133,14 @@ func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32
 			next.Next, next.StartedAt, next.Damaged = note.Next, note.StartedAt, note.Damaged
 		}
 	}
-	// The step ends with the term: another leader goes on from the note.
-	sctx, cancel := context.WithCancel(ctx)
+	// The step ends with the term (another leader goes on from the
+	// note), and within twice the time its reads take at the budget: a
+	// store that hangs holds the scrubs no longer.
+	limit := 30 * time.Minute
+	if rate := s.b.cfg.ScrubBytesPerSecond; rate > 0 {
+		limit = 5*time.Minute + 2*time.Duration(float64(remoteScrubStep)/float64(rate)*float64(time.Second))
+	}
+	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
@@ -160,8 +166,10 @@ func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32
 		s.b.metrics.remoteScrubbedBytes.Add(float64(v.ReadBytes))
 	}
 	if err != nil {
-		if sctx.Err() == nil {
-			log.Warn("scrubbing the remote log", "from", next.Next, "err", err)
+		if ctx.Err() == nil {
+			if l, e := p.leaderState(); l == p.nodeID && e == epoch {
+				log.Warn("scrubbing the remote log", "from", next.Next, "err", err)
+			}
 		}
 		return
 	}
