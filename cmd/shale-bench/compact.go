@@ -77,7 +77,81 @@ func runCompact(o options) error {
 			fmt.Sprintf("%d of %d", last.RemovedRecords, last.Records)})
 	}
 	printTable([]string{"codec", "shale remote pass (best)", "object copy (ceiling)", "ratio", "segments", "records removed"}, rows)
+
+	fmt.Printf("verification of a remote log (shale tier verify, the leader's remote scrub): the same log uploaded uncompressed, read back whole and checked, beside reading its segment objects (GET)\n")
+	var best, bestRead float64
+	var size int64
+	for round := 0; round < co.rounds; round++ {
+		n, mbps, readMBps, err := verifyRound(o)
+		if err != nil {
+			return err
+		}
+		best, bestRead, size = max(best, mbps), max(bestRead, readMBps), n
+	}
+	printTable([]string{"shale verify (best)", "object read (ceiling)", "ratio", "segments"}, [][]string{{
+		fmt.Sprintf("%.0f MB/s", best), fmt.Sprintf("%.0f MB/s", bestRead), fmt.Sprintf("%.2fx", best/bestRead), fmt.Sprintf("%.0f MiB", float64(size)/(1<<20))}})
 	return nil
+}
+
+// remoteLog is a compact run's log uploaded to a filesystem object store.
+type remoteLog struct {
+	log    *localseg.Log
+	opts   localseg.CompactOptions
+	bucket objectstore.Bucket
+	layout tiering.Layout
+	part   tiering.Partition
+	store  *tiering.ManifestStore
+	reader *tiering.Reader
+	segs   []tiering.Segment
+}
+
+func (r *remoteLog) Close() {
+	r.reader.Close()
+	r.log.Close()
+}
+
+// uploadCompactLog fills a log under dir and uploads its segments to a
+// filesystem object store there.
+func uploadCompactLog(o options, codec recordbatch.Codec, dir string) (*remoteLog, error) {
+	l, opts, err := fillCompactLog(o, codec, dir)
+	if err != nil {
+		return nil, err
+	}
+	r := &remoteLog{log: l, opts: opts, layout: tiering.Layout{}, part: tiering.Partition{Topic: "bench", TopicID: [16]byte{1}, Index: 0}}
+	fail := func(err error) (*remoteLog, error) {
+		l.Close()
+		return nil, err
+	}
+	if r.bucket, err = objectstore.NewFS(filepath.Join(dir, "bucket")); err != nil {
+		return fail(err)
+	}
+	ctx := context.Background()
+	r.store = tiering.NewManifestStore(r.bucket, r.layout.ManifestKey(r.part), nil)
+	if _, err := r.store.Load(ctx); err != nil {
+		return fail(err)
+	}
+	arch := tiering.NewArchiver(tiering.ArchiverConfig{Bucket: r.bucket, Layout: r.layout, Partition: r.part, Manifest: r.store, Source: l,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for {
+		n, err := arch.UploadNext(ctx, 0, l.LogEndOffset())
+		if err != nil {
+			return fail(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if r.reader, err = tiering.NewReader(tiering.ReaderConfig{Bucket: r.bucket, Layout: r.layout, ChunkBytes: 4 << 20, CacheBytes: 64 << 20}); err != nil {
+		return fail(err)
+	}
+	if err := tiering.WalkSegments(ctx, r.reader, r.part, r.store.Current(), 0, nil, func(s tiering.Segment) bool {
+		r.segs = append(r.segs, s)
+		return true
+	}); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // remoteCompactRound fills a log, uploads its segments to a filesystem
@@ -90,52 +164,20 @@ func remoteCompactRound(o options, codec recordbatch.Codec) (tiering.CompactResu
 		return res, 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	l, opts, err := fillCompactLog(o, codec, dir)
+	r, err := uploadCompactLog(o, codec, dir)
 	if err != nil {
 		return res, 0, 0, err
 	}
-	defer l.Close()
-	bucket, err := objectstore.NewFS(filepath.Join(dir, "bucket"))
-	if err != nil {
-		return res, 0, 0, err
-	}
+	defer r.Close()
 	ctx := context.Background()
-	layout, part := tiering.Layout{}, tiering.Partition{Topic: "bench", TopicID: [16]byte{1}, Index: 0}
-	ms := tiering.NewManifestStore(bucket, layout.ManifestKey(part), nil)
-	if _, err := ms.Load(ctx); err != nil {
-		return res, 0, 0, err
-	}
-	arch := tiering.NewArchiver(tiering.ArchiverConfig{Bucket: bucket, Layout: layout, Partition: part, Manifest: ms, Source: l,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	for {
-		n, err := arch.UploadNext(ctx, 0, l.LogEndOffset())
-		if err != nil {
-			return res, 0, 0, err
-		}
-		if n == 0 {
-			break
-		}
-	}
-	reader, err := tiering.NewReader(tiering.ReaderConfig{Bucket: bucket, Layout: layout, ChunkBytes: 4 << 20, CacheBytes: 64 << 20})
-	if err != nil {
-		return res, 0, 0, err
-	}
-	defer reader.Close()
-	var segs []tiering.Segment
-	if err := tiering.WalkSegments(ctx, reader, part, ms.Current(), 0, nil, func(s tiering.Segment) bool {
-		segs = append(segs, s)
-		return true
-	}); err != nil {
-		return res, 0, 0, err
-	}
 	start := time.Now()
-	for _, s := range segs {
-		key := layout.SegmentKey(part, s.BaseOffset, s.ID)
-		body, err := bucket.Get(ctx, key, 0, -1)
+	for _, s := range r.segs {
+		key := r.layout.SegmentKey(r.part, s.BaseOffset, s.ID)
+		body, err := r.bucket.Get(ctx, key, 0, -1)
 		if err != nil {
 			return res, 0, 0, err
 		}
-		_, err = bucket.Put(ctx, "copy/"+key, body, s.Size, objectstore.PutOptions{})
+		_, err = r.bucket.Put(ctx, "copy/"+key, body, s.Size, objectstore.PutOptions{})
 		body.Close()
 		if err != nil {
 			return res, 0, 0, err
@@ -143,14 +185,58 @@ func remoteCompactRound(o options, codec recordbatch.Codec) (tiering.CompactResu
 	}
 	copySecs := time.Since(start).Seconds()
 	start = time.Now()
+	opts := r.opts
 	opts.Now = start
-	res, err = tiering.CompactRemote(ctx, tiering.CompactConfig{Bucket: bucket, Layout: layout, Partition: part, Store: ms, Reader: reader,
-		Options: opts, SegmentBytes: 64 << 20, IndexInterval: 4096, LastBatches: l.LastBatches(), LocalAbortedTxns: l.AbortedTxns,
+	res, err = tiering.CompactRemote(ctx, tiering.CompactConfig{Bucket: r.bucket, Layout: r.layout, Partition: r.part, Store: r.store, Reader: r.reader,
+		Options: opts, SegmentBytes: 64 << 20, IndexInterval: 4096, LastBatches: r.log.LastBatches(), LocalAbortedTxns: r.log.AbortedTxns,
 		ScratchDir: dir})
 	if err != nil {
 		return res, 0, 0, err
 	}
 	return res, time.Since(start).Seconds(), copySecs, nil
+}
+
+// verifyRound uploads a log, then times reading its segment objects (a
+// GET each, to nothing) and a deep verification of its remote log (what
+// `shale tier verify` and the leader's remote scrub run): the bytes it
+// read and their MB/s and the ceiling's.
+func verifyRound(o options) (int64, float64, float64, error) {
+	dir, err := os.MkdirTemp("", "shale-bench-verify-")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	r, err := uploadCompactLog(o, recordbatch.CodecNone, dir)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer r.Close()
+	ctx := context.Background()
+	start := time.Now()
+	var n int64
+	for _, s := range r.segs {
+		body, err := r.bucket.Get(ctx, r.layout.SegmentKey(r.part, s.BaseOffset, s.ID), 0, -1)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		m, err := io.Copy(io.Discard, body)
+		body.Close()
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		n += m
+	}
+	readSecs := time.Since(start).Seconds()
+	start = time.Now()
+	v, err := tiering.VerifyPartition(ctx, r.bucket, r.layout, r.part, tiering.VerifyOptions{Deep: true, TempDir: dir})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if len(v.Problems) > 0 || v.ReadBytes != n {
+		return 0, 0, 0, fmt.Errorf("verifying the uploaded log: %d of %d bytes read, problems %v", v.ReadBytes, n, v.Problems)
+	}
+	mib := float64(n) / (1 << 20)
+	return n, mib / time.Since(start).Seconds(), mib / readSecs, nil
 }
 
 // compactRound fills a log, then times the copy of its segment files and a
