@@ -129,9 +129,26 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 	}
 	segs = append(segs, m.Segments...)
 	segs = slices.DeleteFunc(segs, func(s Segment) bool { return s.NextOffset <= opts.From })
+	// A run bounded by MaxReadBytes checks the segments up to the one
+	// whose bytes reach the bound; the rest, and the objects they name,
+	// are for the next run, from v.Next.
+	plan := segs
+	if opts.Deep && opts.MaxReadBytes > 0 {
+		var n int64
+		for i, s := range segs {
+			if n += s.Size; n >= opts.MaxReadBytes {
+				plan = segs[:i+1]
+				break
+			}
+		}
+	}
+	for _, rest := range segs[len(plan):] {
+		named[l.SegmentKey(p, rest.BaseOffset, rest.ID)], named[l.CompanionKey(p, rest.BaseOffset, rest.ID)] = true, true
+	}
 	// One listing gives every object's size: a HEAD per object would cost
 	// a request per segment and companion. It starts at the first segment
-	// checked (the keys begin with base offsets, fixed-width).
+	// checked and, for a bounded run, ends after the last (the keys begin
+	// with base offsets, fixed-width, and the other names sort after).
 	sizes := map[string]int64{}
 	after := ""
 	if opts.From > 0 {
@@ -141,27 +158,24 @@ func VerifyPartition(ctx context.Context, b objectstore.Bucket, l Layout, p Part
 		}
 		after = l.TailAfter(p, lo)
 	}
+	errListed := errors.New("listed")
 	if err := b.ListAfter(ctx, l.PartitionPrefix(p), after, func(a objectstore.Attrs) error {
+		if len(plan) < len(segs) {
+			if base, ok := keyBase(a.Key); !ok || base > plan[len(plan)-1].BaseOffset {
+				return errListed
+			}
+		}
 		sizes[a.Key] = a.Size
 		return nil
-	}); err != nil {
+	}); err != nil && !errors.Is(err, errListed) {
 		return nil, fmt.Errorf("%w: listing %s: %w", ErrUnavailable, l.PartitionPrefix(p), err)
 	}
 	st := &segChecker{b: b, opts: opts, v: v, began: time.Now()}
 	prev := int64(-1)
-	v.Complete = true
-	for i, seg := range segs {
+	v.Complete = len(plan) == len(segs)
+	for _, seg := range plan {
 		if err := ctx.Err(); err != nil {
 			return nil, err
-		}
-		if opts.MaxReadBytes > 0 && v.ReadBytes >= opts.MaxReadBytes {
-			// The rest is for the next call, from v.Next; so are the
-			// objects it names.
-			v.Complete = false
-			for _, rest := range segs[i:] {
-				named[l.SegmentKey(p, rest.BaseOffset, rest.ID)], named[l.CompanionKey(p, rest.BaseOffset, rest.ID)] = true, true
-			}
-			break
 		}
 		key, ckey := l.SegmentKey(p, seg.BaseOffset, seg.ID), l.CompanionKey(p, seg.BaseOffset, seg.ID)
 		named[key], named[ckey] = true, true
