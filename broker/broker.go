@@ -228,6 +228,11 @@ type Config struct {
 	// (ssl.truststore.*, and its own certificate where they ask for one;
 	// nil: the system's roots). See listener_tls.go.
 	TLS, PeerTLS *tls.Config
+	// PeerTLSNow, set, is called for PeerTLS at each dial of another
+	// broker instead: certificates and CA certificates read again since
+	// the start (the listener's own follow through
+	// TLS.GetConfigForClient).
+	PeerTLSNow func() *tls.Config
 	// ACLs, set, enforces the ACLs (Kafka's authorizer.class.name set to
 	// its StandardAuthorizer): see authorize.go. SuperUsers are
 	// super.users ("User:admin"), who may do anything; with

@@ -32,6 +32,9 @@ func (b *Broker) peerTLS() *tls.Config {
 	if b.cfg.TLS == nil {
 		return nil
 	}
+	if b.cfg.PeerTLSNow != nil {
+		return b.cfg.PeerTLSNow()
+	}
 	if b.cfg.PeerTLS != nil {
 		return b.cfg.PeerTLS
 	}

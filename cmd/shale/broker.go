@@ -150,7 +150,7 @@ func runBroker(ctx context.Context, f clusterFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := f.checkTLS(host); err != nil {
+	if err := f.checkTLS(host, log); err != nil {
 		return err
 	}
 	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)

@@ -82,6 +82,8 @@ type brokerFlags struct {
 	tlsCert, tlsKey, tlsCA string
 	tlsClientAuth          string
 	tls, peerTLS           *tls.Config
+	// certs serves tls and peerTLS the files as last read (tls_reload.go).
+	certs *certReloader
 	// --acls, --super-users (Kafka's super.users: superUsersFlag as
 	// given, superUsers the principals check reads from it) and
 	// --allow-everyone-if-no-acl-found.
@@ -264,6 +266,9 @@ func (f *brokerFlags) apply(c *broker.Config) {
 	c.SASLBootstrapUser, c.SASLBootstrapPassword = f.saslUser, f.saslPassword
 	c.ConnectionsMaxReauth = f.reauth
 	c.TLS, c.PeerTLS = f.tls, f.peerTLS
+	if f.certs != nil {
+		c.PeerTLSNow = f.certs.peerConfig
+	}
 	c.ACLs, c.SuperUsers, c.AllowEveryoneIfNoACLFound = f.acls, f.superUsers, f.allowIfNoACL
 }
 
@@ -376,7 +381,7 @@ func runDev(ctx context.Context, f devFlags) error {
 	}
 	// With --brokers N the others advertise this host too (their ports
 	// differ), so one certificate serves them all.
-	if err := f.checkTLS(host); err != nil {
+	if err := f.checkTLS(host, log); err != nil {
 		return err
 	}
 	advHTTP, err := advertisedHTTPAddr(f.advHTTP, httpLn.Addr().String(), host, 0)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -114,9 +115,8 @@ func (f *brokerFlags) listenerTLS() (listener, peer *tls.Config, err error) {
 			return nil, nil, fmt.Errorf("--tls-cert %q: with --tls-client-auth %s the other brokers ask this broker for a certificate too, and this one is not for client authentication (its extended key usage lacks clientAuth)", f.tlsCert, f.tlsClientAuth)
 		}
 	}
-	listener = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: auth, ClientCAs: roots, MinVersion: tls.VersionTLS12}
-	peer = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12}
-	return listener, peer, nil
+	f.certs = newCertReloader(f.tlsCert, f.tlsKey, f.tlsCA, auth, cert, roots, &tls.Config{ClientAuth: auth, MinVersion: tls.VersionTLS12})
+	return f.certs.serverConfig(), f.certs.peerConfig(), nil
 }
 
 // forUsage says whether cert may be used for usage: its extended key
@@ -126,22 +126,34 @@ func forUsage(cert *x509.Certificate, usage x509.ExtKeyUsage) bool {
 }
 
 // checkTLS refuses a listener certificate (of check) that clients and
-// other brokers would refuse: expired or not yet valid, not naming host
-// (the broker's advertised host, which they verify it against), or, with
-// --tls-ca, not signed by one of its CAs (the other brokers verify it
-// with theirs).
-func (f *brokerFlags) checkTLS(host string) error {
-	if f.tls == nil {
+// other brokers would refuse (checkListenerCert), and has the files read
+// again when they change (certReloader), with the same checks, logging to
+// log.
+func (f *brokerFlags) checkTLS(host string, log *slog.Logger) error {
+	if f.certs == nil {
 		return nil
 	}
-	cert, roots := f.tls.Certificates[0], f.peerTLS.RootCAs
+	cert, roots, _ := f.certs.current()
+	if err := checkListenerCert(*cert, roots, host, f.tlsCert, f.tlsCA); err != nil {
+		return err
+	}
+	f.certs.watch(host, log)
+	return nil
+}
+
+// checkListenerCert refuses a listener certificate that clients and other
+// brokers would refuse: expired or not yet valid, not naming host (the
+// broker's advertised host, which they verify it against), or, with CA
+// certificates (roots, from --tls-ca), not signed by one of them (the
+// other brokers verify it with theirs).
+func checkListenerCert(cert tls.Certificate, roots *x509.CertPool, host, certFile, caFile string) error {
 	leaf := cert.Leaf
 	now := time.Now()
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-		return fmt.Errorf("--tls-cert %q: valid from %s to %s, not now", f.tlsCert, leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))
+		return fmt.Errorf("--tls-cert %q: valid from %s to %s, not now", certFile, leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))
 	}
 	if err := leaf.VerifyHostname(host); err != nil {
-		return fmt.Errorf("--tls-cert %q: clients and other brokers verify it against the advertised host %q (--advertised-addr, else the listener's): %w", f.tlsCert, host, err)
+		return fmt.Errorf("--tls-cert %q: clients and other brokers verify it against the advertised host %q (--advertised-addr, else the listener's): %w", certFile, host, err)
 	}
 	if roots == nil {
 		return nil
@@ -155,10 +167,10 @@ func (f *brokerFlags) checkTLS(host string) error {
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) {
-		return fmt.Errorf("--tls-cert %q: not signed by a CA of --tls-ca %q, with which the other brokers verify it: %w", f.tlsCert, f.tlsCA, err)
+		return fmt.Errorf("--tls-cert %q: not signed by a CA of --tls-ca %q, with which the other brokers verify it: %w", certFile, caFile, err)
 	}
 	if err != nil {
-		return fmt.Errorf("--tls-cert %q: %w", f.tlsCert, err)
+		return fmt.Errorf("--tls-cert %q: %w", certFile, err)
 	}
 	return nil
 }
