@@ -51,6 +51,14 @@ type PartitionTierStatus struct {
 	// none known).
 	RemoteCleanedTo int64
 	RemoteCleanedAt time.Time
+	// RemoteScrubbedAt and RemoteDamaged are, on the leader, when the
+	// last complete scrub of the remote log ended (zero: none known) and
+	// the damaged objects the scrub under way, or else that one, found;
+	// RemoteScrubbingFrom is where the scrub under way goes on (-1: none
+	// is).
+	RemoteScrubbedAt    time.Time
+	RemoteDamaged       int
+	RemoteScrubbingFrom int64
 }
 
 // TierStatus reports every partition this broker hosts, of topic only
@@ -65,7 +73,7 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			Broker: b.cfg.NodeID, Topic: p.topic, Partition: p.index, Leader: p.isLeader(),
 			LocalBytes: p.log.Size(), LocalStartOffset: p.log.LocalLogStartOffset(),
 			LogEndOffset: p.log.LogEndOffset(), HighWatermark: p.highWatermark(),
-			RemoteStartOffset: -1, RemoteEndOffset: -1, RemoteCleanedTo: -1,
+			RemoteStartOffset: -1, RemoteEndOffset: -1, RemoteCleanedTo: -1, RemoteScrubbingFrom: -1,
 		}
 		if t := p.tier; t != nil {
 			m := t.manifest()
@@ -85,6 +93,12 @@ func (b *Broker) TierStatus(topic string) []PartitionTierStatus {
 			}
 			if n := t.cleanerNote.Load(); st.Leader && cfg.compact && n != nil && t.cleanerNoteKnown.Load() {
 				st.RemoteCleanedTo, st.RemoteCleanedAt = n.FirstDirty, n.CleanedAt
+			}
+			if c := t.scrubNote.Load(); st.Leader && c != nil && c.note != nil {
+				st.RemoteScrubbedAt, st.RemoteDamaged = c.note.CompletedAt, c.note.Damaged
+				if c.note.Next > 0 {
+					st.RemoteScrubbingFrom = c.note.Next
+				}
 			}
 			l := t.lag(p)
 			st.UploadLagBytes, st.UploadLagSegments = l.bytes, l.segments

@@ -56,6 +56,9 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 	if v, _ := gather(t, b.Registry).get("shale_remote_damaged_objects", ""); v != 0 {
 		t.Fatalf("shale_remote_damaged_objects = %v on a clean remote log", v)
 	}
+	if st := b.B.TierStatus(topic); len(st) != 1 || st[0].RemoteScrubbedAt.IsZero() || st[0].RemoteDamaged != 0 {
+		t.Fatalf("tier status after a clean scrub: %+v", st)
+	}
 
 	// Flip a byte inside the first batch's records of the first segment.
 	m := remoteManifest(t, bucket, adm, topic)
@@ -79,5 +82,9 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 		v, _ := gather(t, b.Registry).get("shale_remote_damaged_objects", "")
 		n := note()
 		return v == 1 && n != nil && n.Damaged == 1, fmt.Sprintf("shale_remote_damaged_objects = %v, note %+v", v, n)
+	})
+	brokertest.WaitFor(t, 10*time.Second, "the tier status to report the damage", func() (bool, string) {
+		st := b.B.TierStatus(topic)
+		return len(st) == 1 && st[0].RemoteDamaged == 1, fmt.Sprintf("%+v", st)
 	})
 }

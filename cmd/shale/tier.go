@@ -53,6 +53,13 @@ type tierPartition struct {
 	// report).
 	RemoteCleanedTo *int64     `json:"remote_cleaned_to,omitempty"`
 	RemoteCleanedAt *time.Time `json:"remote_cleaned_at,omitempty"`
+	// RemoteScrubbedAt, RemoteDamaged and RemoteScrubbingFrom: when the
+	// last complete scrub of the remote log ended, the damaged objects
+	// the scrub found (the one under way, or else that one), and where
+	// the one under way goes on (its leader's report).
+	RemoteScrubbedAt    *time.Time `json:"remote_scrubbed_at,omitempty"`
+	RemoteDamaged       *int       `json:"remote_damaged_objects,omitempty"`
+	RemoteScrubbingFrom *int64     `json:"remote_scrubbing_from,omitempty"`
 }
 
 // tierReport is broker b's tiered storage status of topic (every topic
@@ -70,6 +77,18 @@ func tierReport(b *broker.Broker, topic string) []tierPartition {
 		if !st.LastUpload.IsZero() {
 			t := st.LastUpload.UTC()
 			tp.LastUpload = &t
+		}
+		if !st.RemoteScrubbedAt.IsZero() {
+			at := st.RemoteScrubbedAt.UTC()
+			tp.RemoteScrubbedAt = &at
+		}
+		if st.Leader && st.Tiered && (!st.RemoteScrubbedAt.IsZero() || st.RemoteScrubbingFrom >= 0) {
+			n := st.RemoteDamaged
+			tp.RemoteDamaged = &n
+		}
+		if st.RemoteScrubbingFrom >= 0 {
+			from := st.RemoteScrubbingFrom
+			tp.RemoteScrubbingFrom = &from
 		}
 		if st.RemoteCleanedTo >= 0 {
 			to, at := st.RemoteCleanedTo, st.RemoteCleanedAt.UTC()
