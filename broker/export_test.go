@@ -114,3 +114,11 @@ func (b *Broker) FetchSessions() int {
 	defer b.fetchSessions.mu.Unlock()
 	return b.fetchSessions.lru.Len()
 }
+
+// SetRemoteScrubStep sets the segment bytes a step of a remote scrub reads
+// at most, and returns a function that restores it.
+func SetRemoteScrubStep(n int64) (restore func()) {
+	old := remoteScrubStep
+	remoteScrubStep = n
+	return func() { remoteScrubStep = old }
+}

@@ -28,8 +28,9 @@ import (
 const remoteScrubDir = "remote-scrub"
 
 // remoteScrubStep bounds the segment bytes one step of a partition's
-// scrub reads before its note records where the next goes on.
-const remoteScrubStep = 1 << 30
+// scrub reads before its note records where the next goes on (a variable
+// for tests).
+var remoteScrubStep int64 = 1 << 30
 
 // remoteScrubCall bounds a step's object-store calls other than the
 // segment reads (which ScrubBytesPerSecond paces).

@@ -88,3 +88,57 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 		return len(st) == 1 && st[0].RemoteDamaged == 1, fmt.Sprintf("%+v", st)
 	})
 }
+
+// TestARemoteScrubGoesOnWhereItsNoteSays: a scrub of the remote log goes a
+// step at a time (here about 100 KiB) and records where it is in the
+// partition's scrub note; a broker restarted in the middle of it goes on
+// from there, the scrub keeping the time it began, rather than starting
+// over.
+func TestARemoteScrubGoesOnWhereItsNoteSays(t *testing.T) {
+	t.Cleanup(broker.SetRemoteScrubStep(100 << 10))
+	bucket := objectstore.NewMem()
+	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
+		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
+		c.LogRetentionCheckInterval = 100 * time.Millisecond
+		// A step every 2 s; a new scrub 2 s after one ends.
+		c.RemoteScrubInterval = 2 * time.Second
+		c.ScrubBytesPerSecond = 128 << 10 // a step of two 64 KiB segments takes a second
+	})
+	const topic = "scrubsteps"
+	createTieredTopic(t, b, topic)
+	produceTiered(t, b, topic, 1000)
+	adm := b.Admin()
+	brokertest.WaitFor(t, 30*time.Second, "eight segments uploaded", func() (bool, string) {
+		m := remoteManifest(t, bucket, adm, topic)
+		return m.SegmentCount() >= 8, fmt.Sprintf("%d segments", m.SegmentCount())
+	})
+	tds, err := adm.ListTopics(testCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
+	note := func() *tiering.ScrubNote {
+		n, err := tiering.ReadScrubNote(testCtx(t), bucket, tiering.Layout{}, part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	brokertest.WaitFor(t, 30*time.Second, "a scrub under way", func() (bool, string) {
+		n := note()
+		return n != nil && n.Next > 0, fmt.Sprintf("note %+v", n)
+	})
+	b.Stop()
+	mid := note()
+	if mid.Next == 0 {
+		t.Fatalf("the scrub ended before the broker stopped: %+v", mid)
+	}
+	b.RestartOn(nil)
+	brokertest.WaitFor(t, 60*time.Second, "the scrub to end after the restart", func() (bool, string) {
+		n := note()
+		return n != nil && n.Next == 0 && !n.CompletedAt.IsZero(), fmt.Sprintf("note %+v", n)
+	})
+	if end := note(); !end.StartedAt.Equal(mid.StartedAt) || end.Damaged != 0 {
+		t.Fatalf("the scrub after the restart: %+v; before it: %+v (the same scrub goes on, begun at the same time)", end, mid)
+	}
+}
