@@ -12,26 +12,24 @@ import (
 	"github.com/shale-log/shale/tiering"
 )
 
-// TestTheLeaderScrubsItsRemoteLog: the leader of a tiered partition reads
-// its remote segments back (shale_remote_scrubbed_bytes_total) and records
-// each complete scrub in the partition's scrub note, with nothing damaged;
-// a byte flipped in an uploaded segment under it is found by the next
-// scrub (shale_remote_damaged_objects, the note's count), and the
-// consumers' reads are not what finds it.
-func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
+// scrubbedTopic starts a broker tiering to a memory bucket with the
+// remote scrub configured by scrub, and fills topic (one partition) until
+// at least segments of it are uploaded. It returns the broker, the bucket,
+// the partition and a reader of its scrub note (nil: none).
+func scrubbedTopic(t *testing.T, topic string, segments int, scrub func(*broker.Config)) (*brokertest.Broker, objectstore.Bucket, tiering.Partition, func() *tiering.ScrubNote) {
+	t.Helper()
 	bucket := objectstore.NewMem()
 	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
 		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
 		c.LogRetentionCheckInterval = 100 * time.Millisecond
-		c.RemoteScrubInterval = 300 * time.Millisecond
+		scrub(c)
 	})
-	const topic = "scrubbedremote"
 	createTieredTopic(t, b, topic)
 	produceTiered(t, b, topic, 1000)
 	adm := b.Admin()
-	brokertest.WaitFor(t, 30*time.Second, "three segments uploaded", func() (bool, string) {
+	brokertest.WaitFor(t, 30*time.Second, fmt.Sprintf("%d segments uploaded", segments), func() (bool, string) {
 		m := remoteManifest(t, bucket, adm, topic)
-		return m.SegmentCount() >= 3, fmt.Sprintf("%d segments", m.SegmentCount())
+		return m.SegmentCount() >= segments, fmt.Sprintf("%d segments", m.SegmentCount())
 	})
 	tds, err := adm.ListTopics(testCtx(t), topic)
 	if err != nil {
@@ -45,6 +43,19 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 		}
 		return n
 	}
+	return b, bucket, part, note
+}
+
+// TestTheLeaderScrubsItsRemoteLog: the leader of a tiered partition reads
+// its remote segments back (shale_remote_scrubbed_bytes_total) and records
+// each complete scrub in the partition's scrub note, with nothing damaged;
+// a byte flipped in an uploaded segment under it is found by the next
+// scrub (shale_remote_damaged_objects, the note's count), and the
+// consumers' reads are not what finds it.
+func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
+	const topic = "scrubbedremote"
+	b, bucket, part, note := scrubbedTopic(t, topic, 3, func(c *broker.Config) { c.RemoteScrubInterval = 300 * time.Millisecond })
+	adm := b.Admin()
 	brokertest.WaitFor(t, 30*time.Second, "a complete scrub of the remote log", func() (bool, string) {
 		n := note()
 		read, _ := gather(t, b.Registry).get("shale_remote_scrubbed_bytes_total", "")
@@ -96,34 +107,11 @@ func TestTheLeaderScrubsItsRemoteLog(t *testing.T) {
 // over.
 func TestARemoteScrubGoesOnWhereItsNoteSays(t *testing.T) {
 	t.Cleanup(broker.SetRemoteScrubStep(100 << 10))
-	bucket := objectstore.NewMem()
-	b := brokertest.StartOn(t, t.TempDir(), nil, func(c *broker.Config) {
-		c.Tiering = broker.TieringConfig{Bucket: bucket, UploadInterval: 50 * time.Millisecond, ChunkBytes: 64 << 10, CacheBytes: 8 << 20}
-		c.LogRetentionCheckInterval = 100 * time.Millisecond
+	b, _, _, note := scrubbedTopic(t, "scrubsteps", 8, func(c *broker.Config) {
 		// A step every 2 s; a new scrub 2 s after one ends.
 		c.RemoteScrubInterval = 2 * time.Second
 		c.ScrubBytesPerSecond = 128 << 10 // a step of two 64 KiB segments takes a second
 	})
-	const topic = "scrubsteps"
-	createTieredTopic(t, b, topic)
-	produceTiered(t, b, topic, 1000)
-	adm := b.Admin()
-	brokertest.WaitFor(t, 30*time.Second, "eight segments uploaded", func() (bool, string) {
-		m := remoteManifest(t, bucket, adm, topic)
-		return m.SegmentCount() >= 8, fmt.Sprintf("%d segments", m.SegmentCount())
-	})
-	tds, err := adm.ListTopics(testCtx(t), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part := tiering.Partition{Topic: topic, TopicID: tds[topic].ID, Index: 0}
-	note := func() *tiering.ScrubNote {
-		n, err := tiering.ReadScrubNote(testCtx(t), bucket, tiering.Layout{}, part)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	brokertest.WaitFor(t, 30*time.Second, "a scrub under way", func() (bool, string) {
 		n := note()
 		return n != nil && n.Next > 0, fmt.Sprintf("note %+v", n)

@@ -50,18 +50,7 @@ type CleanerNote struct {
 // ReadCleanerNote reads a partition's cleaner note (nil when there is
 // none, or it does not decode: a pass then cleans everything).
 func ReadCleanerNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partition) (*CleanerNote, error) {
-	data, err := objectstore.ReadAll(ctx, b, l.CleanerNoteKey(p), maxDescriptorSize)
-	if errors.Is(err, objectstore.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, l.CleanerNoteKey(p), err)
-	}
-	n, err := DecodeCleanerNote(data)
-	if err != nil {
-		return nil, nil
-	}
-	return n, nil
+	return readPartitionNote(ctx, b, l.CleanerNoteKey(p), DecodeCleanerNote)
 }
 
 // DecodeCleanerNote decodes and checks a cleaner note.

@@ -77,6 +77,24 @@ func readSweepNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partit
 	return DecodeSweepNote(data)
 }
 
+// readPartitionNote reads a partition's note at key (a cleaner or scrub note): nil
+// when there is none, or it does not decode (the note's reader starts
+// afresh then).
+func readPartitionNote[T any](ctx context.Context, b objectstore.Bucket, key string, decode func([]byte) (*T, error)) (*T, error) {
+	data, err := objectstore.ReadAll(ctx, b, key, maxDescriptorSize)
+	if errors.Is(err, objectstore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, key, err)
+	}
+	n, err := decode(data)
+	if err != nil {
+		return nil, nil
+	}
+	return n, nil
+}
+
 // TopicID decodes the descriptor's id.
 func (d *TopicDescriptor) TopicID() ([16]byte, error) { return ParseTopicID(d.ID) }
 

@@ -475,18 +475,7 @@ type ScrubNote struct {
 // ReadScrubNote reads a partition's scrub note (nil when there is none,
 // or it does not decode).
 func ReadScrubNote(ctx context.Context, b objectstore.Bucket, l Layout, p Partition) (*ScrubNote, error) {
-	data, err := objectstore.ReadAll(ctx, b, l.ScrubNoteKey(p), maxDescriptorSize)
-	if errors.Is(err, objectstore.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, l.ScrubNoteKey(p), err)
-	}
-	n, err := DecodeScrubNote(data)
-	if err != nil {
-		return nil, nil
-	}
-	return n, nil
+	return readPartitionNote(ctx, b, l.ScrubNoteKey(p), DecodeScrubNote)
 }
 
 // DecodeScrubNote decodes and checks a scrub note.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shale-log/shale/objectstore"
 	"github.com/shale-log/shale/tiering"
 )
 
@@ -64,18 +63,11 @@ the leader's sweeps have not deleted yet) are counted, not reported.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			bucket, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+			bucket, descs, err := openBucketTopics(ctx, storeURL, names)
 			if err != nil {
-				return fmt.Errorf("--object-store: %w", err)
-			}
-			defer bucket.Close()
-			descs, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
-			if err != nil {
-				return fmt.Errorf("listing the object store's topics: %w", err)
-			}
-			if descs, err = pickTopics(descs, names); err != nil {
 				return err
 			}
+			defer bucket.Close()
 			opts := tiering.VerifyOptions{Deep: !quick, BytesPerSecond: rate}
 			var rows []verifiedPartition
 			var errs []error

@@ -77,19 +77,11 @@ whole command; raise it for many topics) it goes on where it stopped.`,
 				return fmt.Errorf("--object-store: the URL the cluster's brokers tier to")
 			}
 			return runAdmin(cmd, func(ctx context.Context, adm *kadm.Client, _ *cliClient) error {
-				bucket, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
-				if err != nil {
-					return fmt.Errorf("--object-store: %w", err)
-				}
-				defer bucket.Close()
-				descs, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
-				if err != nil {
-					return fmt.Errorf("listing the object store's topics: %w", err)
-				}
-				descs, err = pickTopics(descs, names)
+				bucket, descs, err := openBucketTopics(ctx, storeURL, names)
 				if err != nil {
 					return err
 				}
+				defer bucket.Close()
 				existing, err := adm.ListTopicsWithInternal(ctx)
 				if err != nil {
 					return err
@@ -169,6 +161,25 @@ whole command; raise it for many topics) it goes on where it stopped.`,
 	fs.BoolVar(&noGroups, "no-groups", false, "leave the consumer groups' committed offsets out")
 	out.register(fs)
 	return cmd
+}
+
+// openBucketTopics opens the object store of --object-store and lists the
+// topics it holds: those names names, or all of them.
+func openBucketTopics(ctx context.Context, storeURL string, names []string) (objectstore.Bucket, []*tiering.TopicDescriptor, error) {
+	bucket, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--object-store: %w", err)
+	}
+	descs, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
+	if err != nil {
+		bucket.Close()
+		return nil, nil, fmt.Errorf("listing the object store's topics: %w", err)
+	}
+	if descs, err = pickTopics(descs, names); err != nil {
+		bucket.Close()
+		return nil, nil, err
+	}
+	return bucket, descs, nil
 }
 
 // pickTopics keeps the descriptors named (all of them without names), in
