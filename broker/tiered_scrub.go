@@ -65,8 +65,8 @@ func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 	for _, p := range b.replicas.all() {
 		t := p.tier
 		leader, epoch := p.leaderState()
-		if t == nil || leader != p.nodeID || !t.ready.Load() || p.state.Load().unarchived {
-			continue
+		if t == nil || leader != p.nodeID || !t.ready.Load() || p.state.Load().unarchived || !p.cfg.Load().remoteStorage {
+			continue // not tiered, not led, or its remote log being deleted
 		}
 		led[t.part] = true
 		note, err := t.scrubNoteOf(ctx, epoch)
