@@ -65,7 +65,7 @@ func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 	for _, p := range b.replicas.all() {
 		t := p.tier
 		leader, epoch := p.leaderState()
-		if t == nil || leader != p.nodeID || !t.ready.Load() || p.state.Load().unarchived || !p.cfg.Load().remoteStorage {
+		if cfg := p.cfg.Load(); t == nil || leader != p.nodeID || !t.ready.Load() || p.state.Load().unarchived || cfg == nil || !cfg.remoteStorage {
 			continue // not tiered, not led, or its remote log being deleted
 		}
 		led[t.part] = true
