@@ -33,8 +33,12 @@ type ManifestStore struct {
 	key    string
 	now    func() time.Time
 
-	commitMu sync.Mutex // one commit or Load at a time
-	mu       sync.Mutex
+	// turn is held by one commit or Load at a time (a channel of one,
+	// so that waiting for it ends with the caller's context: a
+	// DeleteRecords bounded by the remote timeout waited out an upload's
+	// commit to a hung store, 30 s).
+	turn chan struct{}
+	mu   sync.Mutex
 	cur      *Manifest // never modified once stored
 	etag     string    // "" when the manifest does not exist
 	// unsettled: a commit failed with its outcome unknown and could not
@@ -59,8 +63,20 @@ func NewManifestStore(b objectstore.Bucket, key string, now func() time.Time) *M
 	if now == nil {
 		now = time.Now
 	}
-	return &ManifestStore{bucket: b, key: key, now: now, cur: &Manifest{}}
+	return &ManifestStore{bucket: b, key: key, now: now, cur: &Manifest{}, turn: make(chan struct{}, 1)}
 }
+
+// take waits for the store's turn, until ctx ends.
+func (s *ManifestStore) take(ctx context.Context) error {
+	select {
+	case s.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tiering: waiting for another commit of %s: %w", s.key, ctx.Err())
+	}
+}
+
+func (s *ManifestStore) release() { <-s.turn }
 
 // Current is the last manifest read or committed (empty before Load). The
 // caller must not modify it.
@@ -103,12 +119,14 @@ func (s *ManifestStore) Settle(ctx context.Context) error {
 	if !busy {
 		return nil
 	}
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.take(ctx); err != nil {
+		return err
+	}
+	defer s.release()
 	return s.settleLocked(ctx)
 }
 
-// settleLocked is Settle. Requires commitMu.
+// settleLocked is Settle. Requires the store's turn.
 func (s *ManifestStore) settleLocked(ctx context.Context) error {
 	s.mu.Lock()
 	unsettled, pending, tag, epoch := s.unsettled, s.pending, s.pendingTag, s.pendingEpoch
@@ -163,8 +181,10 @@ func (s *ManifestStore) Fence(ctx context.Context, epoch int32) (*Manifest, erro
 // ending below a local log trimmed by the newer one, whose records then
 // read as out of range.
 func (s *ManifestStore) Load(ctx context.Context) (*Manifest, error) {
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.take(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
 	m, etag, err := s.read(ctx)
 	if err != nil {
 		return nil, err
@@ -224,15 +244,17 @@ func (s *ManifestStore) read(ctx context.Context) (*Manifest, string, error) {
 // may be called more than once; it returns an error to abandon the commit
 // (returned as is).
 func (s *ManifestStore) Commit(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.take(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
 	if err := s.settleLocked(ctx); err != nil {
 		return nil, fmt.Errorf("tiering: committing %s: %w", s.key, err)
 	}
 	return s.commitLocked(ctx, epoch, mutate)
 }
 
-// commitLocked is Commit once settled. Requires commitMu.
+// commitLocked is Commit once settled. Requires the store's turn.
 func (s *ManifestStore) commitLocked(ctx context.Context, epoch int32, mutate func(m *Manifest) error) (*Manifest, error) {
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()

@@ -195,3 +195,45 @@ func TestARequiredManifestMissingIsAnError(t *testing.T) {
 		t.Fatalf("the required manifest once written: %+v, %v", m, err)
 	}
 }
+
+// TestACommitWaitsForAnotherNoLongerThanItsContext: a commit (or Load)
+// that finds another one under way, held by a store that hangs, gives up
+// when its own context ends, not when the other's does.
+func TestACommitWaitsForAnotherNoLongerThanItsContext(t *testing.T) {
+	ms, _ := loadedStore(t, objectstore.NewMem())
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := ms.Commit(context.Background(), 1, func(*Manifest) error {
+			close(held)
+			<-release // the store hangs under this commit
+			return nil
+		})
+		done <- err
+	}()
+	<-held
+	for _, call := range []struct {
+		name string
+		run  func(ctx context.Context) error
+	}{
+		{"commit", func(ctx context.Context) error {
+			_, err := ms.Commit(ctx, 1, func(*Manifest) error { return nil })
+			return err
+		}},
+		{"load", func(ctx context.Context) error { _, err := ms.Load(ctx); return err }},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := call.run(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a %s behind a hung commit: %v, want its own deadline", call.name, err)
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Commit(context.Background(), 1, func(*Manifest) error { return nil }); err != nil {
+		t.Fatalf("a commit after the hung one ended: %v", err)
+	}
+}
