@@ -39,8 +39,8 @@ type ManifestStore struct {
 	// commit to a hung store, 30 s).
 	turn chan struct{}
 	mu   sync.Mutex
-	cur      *Manifest // never modified once stored
-	etag     string    // "" when the manifest does not exist
+	cur  *Manifest // never modified once stored
+	etag string    // "" when the manifest does not exist
 	// unsettled: a commit failed with its outcome unknown and could not
 	// read the manifest back, so cur may miss it (Settle reads it).
 	unsettled bool
