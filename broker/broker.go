@@ -762,16 +762,15 @@ func (b *Broker) start() {
 // about once per RemoteScrubInterval (tierService.scrubRemote).
 func (b *Broker) scrubLoop() {
 	local, remote := b.cfg.ScrubInterval >= 0, b.cfg.RemoteScrubInterval >= 0 && b.tier != nil
-	every := time.Minute
-	switch {
-	case local && remote:
-		every = min(every, b.cfg.ScrubInterval, b.cfg.RemoteScrubInterval)
-	case local:
-		every = min(every, b.cfg.ScrubInterval)
-	case remote:
-		every = min(every, b.cfg.RemoteScrubInterval)
-	default:
+	if !local && !remote {
 		return
+	}
+	every := time.Minute
+	if local {
+		every = min(every, b.cfg.ScrubInterval)
+	}
+	if remote {
+		every = min(every, b.cfg.RemoteScrubInterval)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
