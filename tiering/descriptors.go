@@ -221,6 +221,17 @@ func ReadTopic(ctx context.Context, b objectstore.Bucket, l Layout, topic string
 // directories, not its objects, and reads each topic's descriptor and
 // marker: its cost follows the topics, however many segments they hold.
 func ListTopics(ctx context.Context, b objectstore.Bucket, l Layout) ([]*TopicDescriptor, error) {
+	return listTopics(ctx, b, l, nil)
+}
+
+// ListTopicsSkippingDamage is ListTopics that skips a descriptor that
+// does not decode (ErrCorrupt), naming its key and error to damaged
+// (called from several goroutines at once), instead of failing.
+func ListTopicsSkippingDamage(ctx context.Context, b objectstore.Bucket, l Layout, damaged func(key string, err error)) ([]*TopicDescriptor, error) {
+	return listTopics(ctx, b, l, damaged)
+}
+
+func listTopics(ctx context.Context, b objectstore.Bucket, l Layout, damaged func(key string, err error)) ([]*TopicDescriptor, error) {
 	return eachTopicDir(ctx, b, l, func(ctx context.Context, dir string) (*TopicDescriptor, error) {
 		if _, err := b.Head(ctx, dir+deletedName); err == nil {
 			return nil, nil // deleted
@@ -236,6 +247,10 @@ func ListTopics(ctx context.Context, b objectstore.Bucket, l Layout) ([]*TopicDe
 		}
 		d, err := DecodeTopicDescriptor(data)
 		if err != nil {
+			if damaged != nil && errors.Is(err, ErrCorrupt) {
+				damaged(dir+topicName, err)
+				return nil, nil
+			}
 			return nil, fmt.Errorf("%s: %w", dir+topicName, err)
 		}
 		return d, nil

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -63,15 +65,24 @@ the leader's sweeps have not deleted yet) are counted, not reported.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			bucket, descs, err := openBucketTopics(ctx, storeURL, names)
+			// A topic descriptor that does not decode is damage to
+			// report, not a reason to check nothing else.
+			var mu sync.Mutex
+			var badTopics []verifiedPartition
+			bucket, descs, err := openBucketTopics(ctx, storeURL, names, func(key string, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				badTopics = append(badTopics, verifiedPartition{Topic: path.Base(path.Dir(key)), Partition: -1,
+					Verification: &tiering.Verification{Start: -1, End: -1, Problems: []tiering.Problem{{Key: key, BaseOffset: -1, NextOffset: -1, What: err.Error()}}}})
+			})
 			if err != nil {
 				return err
 			}
 			defer bucket.Close()
 			opts := tiering.VerifyOptions{Deep: !quick, BytesPerSecond: rate}
-			var rows []verifiedPartition
+			rows := badTopics
 			var errs []error
-			damaged := 0
+			damaged := len(badTopics)
 			for _, d := range descs {
 				vs, err := tiering.VerifyTopic(ctx, bucket, tiering.Layout{}, d, opts)
 				for _, v := range vs {

@@ -117,4 +117,15 @@ func TestTierVerifyFindsDamageInTheBucket(t *testing.T) {
 	if _, err := runCLI(t, "tier", "verify", "nope", "--object-store", store); err == nil || !strings.Contains(err.Error(), "no topic nope") {
 		t.Fatalf("verify of a topic the bucket does not hold: %v", err)
 	}
+
+	// A topic descriptor that does not decode is reported, and the other
+	// topics are still checked.
+	ghost := "ghost-AAAAAAAAAAAAAAAAAAAAAA/topic.json"
+	if _, err := bucket.Put(ctx, ghost, strings.NewReader("{not json"), 9, objectstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "tier", "verify", "--object-store", store, "--quick")
+	if !errors.Is(err, errDamaged) || !strings.Contains(out, ghost+": tiering: corrupt object") || !strings.Contains(out, gone) {
+		t.Fatalf("verify with a damaged topic descriptor: %v\n%s", err, out)
+	}
 }

@@ -77,7 +77,7 @@ whole command; raise it for many topics) it goes on where it stopped.`,
 				return fmt.Errorf("--object-store: the URL the cluster's brokers tier to")
 			}
 			return runAdmin(cmd, func(ctx context.Context, adm *kadm.Client, _ *cliClient) error {
-				bucket, descs, err := openBucketTopics(ctx, storeURL, names)
+				bucket, descs, err := openBucketTopics(ctx, storeURL, names, nil)
 				if err != nil {
 					return err
 				}
@@ -164,13 +164,21 @@ whole command; raise it for many topics) it goes on where it stopped.`,
 }
 
 // openBucketTopics opens the object store of --object-store and lists the
-// topics it holds: those names names, or all of them.
-func openBucketTopics(ctx context.Context, storeURL string, names []string) (objectstore.Bucket, []*tiering.TopicDescriptor, error) {
+// topics it holds: those names names, or all of them. With damaged, a
+// topic descriptor that does not decode is named to it and left out,
+// rather than failing the listing.
+func openBucketTopics(ctx context.Context, storeURL string, names []string, damaged func(key string, err error)) (objectstore.Bucket, []*tiering.TopicDescriptor, error) {
 	bucket, err := objectstore.Open(ctx, storeURL, objectstore.OpenOptions{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--object-store: %w", err)
 	}
-	descs, err := tiering.ListTopics(ctx, bucket, tiering.Layout{})
+	list := tiering.ListTopics
+	if damaged != nil {
+		list = func(ctx context.Context, b objectstore.Bucket, l tiering.Layout) ([]*tiering.TopicDescriptor, error) {
+			return tiering.ListTopicsSkippingDamage(ctx, b, l, damaged)
+		}
+	}
+	descs, err := list(ctx, bucket, tiering.Layout{})
 	if err != nil {
 		bucket.Close()
 		return nil, nil, fmt.Errorf("listing the object store's topics: %w", err)
