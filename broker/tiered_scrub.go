@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -21,11 +19,6 @@ import (
 // object by object, and counted in shale_remote_damaged_objects: the
 // bucket holds the only copy of most of a remote log, so damage there is
 // for an operator (the objects' own store may hold earlier versions).
-
-// remoteScrubDir is where the scrub copies the segment it checks, under
-// the data directory (a name without a dash: never taken for a
-// partition's directory).
-const remoteScrubDir = "remote-scrub"
 
 // remoteScrubStep bounds the segment bytes one step of a partition's
 // scrub reads before its note records where the next goes on (a variable
@@ -90,19 +83,11 @@ func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 		return d.note.CompletedAt
 	}
 	slices.SortFunc(ps, func(a, b due) int { return waited(a).Compare(waited(b)) })
-	dir := filepath.Join(b.cfg.DataDir, remoteScrubDir)
-	os.RemoveAll(dir) // a step's copy that a crash left
-	if len(ps) > 0 {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.log.Warn("remote scrub: no scratch directory", "err", err)
-			return
-		}
-	}
 	for _, d := range ps {
 		if ctx.Err() != nil {
 			return
 		}
-		d.p.tier.scrubStep(ctx, d.p, d.epoch, d.note, dir)
+		d.p.tier.scrubStep(ctx, d.p, d.epoch, d.note)
 	}
 }
 
@@ -124,7 +109,7 @@ func (t *partitionTier) scrubNoteOf(ctx context.Context, epoch int32) (*tiering.
 
 // scrubStep scrubs a stretch of p's remote log, from where its note says
 // the scrub under way is (its start when none is), and writes the note.
-func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32, note *tiering.ScrubNote, dir string) {
+func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32, note *tiering.ScrubNote) {
 	s := t.svc
 	log := s.b.log.With("topic", t.part.Topic, "partition", t.part.Index)
 	next := tiering.ScrubNote{LeaderEpoch: epoch, StartedAt: time.Now()}
@@ -161,7 +146,7 @@ func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32
 		}
 	}()
 	v, err := tiering.VerifyPartition(sctx, s.bucket, s.layout, t.part, tiering.VerifyOptions{
-		Deep: true, BytesPerSecond: s.b.cfg.ScrubBytesPerSecond, TempDir: dir, From: next.Next, MaxReadBytes: remoteScrubStep,
+		Deep: true, BytesPerSecond: s.b.cfg.ScrubBytesPerSecond, From: next.Next, MaxReadBytes: remoteScrubStep,
 	})
 	if v != nil {
 		s.b.metrics.remoteScrubbedBytes.Add(float64(v.ReadBytes))

@@ -125,6 +125,54 @@ func readBatchAt(r io.ReaderAt, pos, size, minBase int64, hdr []byte, buf *[]byt
 	return b, nil
 }
 
+// ScanStream verifies the batches of a segment read as a stream of size
+// bytes whose first offset is base, with ScanSegment's checks, calling fn
+// with each batch that checks out and its byte position (fn must not keep
+// the batch). It stops at the first damage and returns it (nil when there
+// is none), without looking for the next intact batch, which would need
+// the stream to go back; err is a failure to read r. It allocates at most
+// one batch's bytes at a time.
+func ScanStream(r io.Reader, base, size, next int64, fn func(pos int64, b recordbatch.Batch)) (*Damage, error) {
+	var hdr [recordbatch.HeaderSize]byte
+	var buf []byte
+	expect := base
+	for pos := int64(0); pos < size; {
+		bad := func(err error) (*Damage, error) {
+			return &Damage{Pos: pos, FirstOffset: expect, NextGood: -1, NextPos: size, Err: err}, nil
+		}
+		if size-pos < recordbatch.HeaderSize {
+			return bad(fmt.Errorf("%w: %d bytes left, less than a batch header", recordbatch.ErrCorrupt, size-pos))
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return nil, fmt.Errorf("%w: %w", errReadFailed, err)
+		}
+		n, err := recordbatch.Size(hdr[:])
+		switch {
+		case err != nil:
+			return bad(err)
+		case hdr[16] != 2:
+			return bad(fmt.Errorf("%w: magic %d at %d", recordbatch.ErrCorrupt, hdr[16], pos))
+		case n < recordbatch.HeaderSize || int64(n) > size-pos || n > maxScanBatch:
+			return bad(fmt.Errorf("%w: batch length %d at %d", recordbatch.ErrCorrupt, n, pos))
+		}
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		b := buf[:n]
+		copy(b, hdr[:])
+		if _, err := io.ReadFull(r, b[recordbatch.HeaderSize:]); err != nil {
+			return nil, fmt.Errorf("%w: %w", errReadFailed, err)
+		}
+		if err := checkScanned(b, expect, next); err != nil {
+			return bad(err)
+		}
+		fn(pos, b)
+		expect = recordbatch.Batch(b).NextOffset()
+		pos += int64(n)
+	}
+	return nil, nil
+}
+
 func checkScanned(b []byte, expect, next int64) error {
 	if err := recordbatch.Check(recordbatch.Batch(b)); err != nil {
 		return err

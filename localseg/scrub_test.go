@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/iotest"
+
+	"github.com/shale-log/shale/localseg/recordbatch"
 )
 
 // sealedLog returns a log of 30 one-batch segments (all but the last
@@ -94,6 +97,26 @@ func FuzzScanSegment(f *testing.F) {
 		for _, d := range ds {
 			if d.Pos < 0 || d.Pos >= int64(len(data)) {
 				t.Fatalf("damage at %d outside %d bytes", d.Pos, len(data))
+			}
+		}
+		// ScanStream, reading the same bytes a few at a time, finds the
+		// same first damage, and hands over every batch before it.
+		var passed []int64
+		d, err := ScanStream(iotest.HalfReader(bytes.NewReader(data)), base, int64(len(data)), next, func(pos int64, b recordbatch.Batch) {
+			passed = append(passed, pos)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case d == nil && len(ds) > 0:
+			t.Fatalf("ScanStream found nothing, ScanSegment damage at %d", ds[0].Pos)
+		case d != nil && (len(ds) == 0 || ds[0].Pos != d.Pos):
+			t.Fatalf("ScanStream found damage at %d (%v), ScanSegment %v", d.Pos, d.Err, ds)
+		}
+		for _, pos := range passed {
+			if d != nil && pos >= d.Pos {
+				t.Fatalf("batch at %d handed over, past the damage at %d", pos, d.Pos)
 			}
 		}
 	})

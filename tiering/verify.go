@@ -1,11 +1,11 @@
 package tiering
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sort"
 	"time"
@@ -27,9 +27,6 @@ type VerifyOptions struct {
 	// BytesPerSecond bounds how fast segment bytes are read (0: no
 	// bound).
 	BytesPerSecond int64
-	// TempDir holds the segment being checked, one at a time (the
-	// system's temporary directory when empty).
-	TempDir string
 	// Segment, when set, is called after each segment is checked.
 	Segment func(Segment)
 	// From leaves out the segments that end at or below it (a scrub
@@ -307,17 +304,10 @@ func (c *segChecker) check(ctx context.Context, seg Segment, key, ckey string, s
 	return c.deep(ctx, seg, key, ckey, comp)
 }
 
-// deep copies the segment to a scratch file and checks its batches, and
-// the companion's offset index and aborted transactions against them.
+// deep reads the segment whole and checks its batches as they arrive
+// (localseg.ScanStream), then the companion's offset index and aborted
+// transactions against them.
 func (c *segChecker) deep(ctx context.Context, seg Segment, key, ckey string, comp *Companion) error {
-	f, err := os.CreateTemp(c.opts.TempDir, "shale-verify-*.log")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		f.Close()
-		os.Remove(f.Name())
-	}()
 	body, err := c.b.Get(ctx, key, 0, -1)
 	if errors.Is(err, objectstore.ErrNotFound) {
 		c.v.problem(key, seg.BaseOffset, seg.NextOffset, "the segment object is missing")
@@ -326,32 +316,25 @@ func (c *segChecker) deep(ctx context.Context, seg Segment, key, ckey string, co
 	if err != nil {
 		return fmt.Errorf("%w: reading %s: %w", ErrUnavailable, key, err)
 	}
-	n, err := io.Copy(f, &pacedReader{r: io.LimitReader(body, seg.Size+1), c: c, ctx: ctx})
-	body.Close()
-	c.v.ReadBytes += n
+	defer body.Close()
+	pr := &pacedReader{r: body, c: c, ctx: ctx}
+	var batches []batchHead
+	damage, err := localseg.ScanStream(bufio.NewReaderSize(pr, 256<<10), seg.BaseOffset, seg.Size, seg.NextOffset, func(pos int64, b recordbatch.Batch) {
+		batches = append(batches, batchHead{pos: pos, base: b.BaseOffset(), last: b.LastOffset(), producerID: b.ProducerID(), control: b.Control()})
+	})
+	c.v.ReadBytes += pr.n
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("%w: reading %s: %w", ErrUnavailable, key, err)
 	}
-	if n != seg.Size {
-		c.v.problem(key, seg.BaseOffset, seg.NextOffset, fmt.Sprintf("the segment object read back holds %d bytes, the manifest says %d", n, seg.Size))
+	if damage != nil {
+		c.v.problem(key, seg.BaseOffset, seg.NextOffset, fmt.Sprintf("byte %d (offsets from %d): %v", damage.Pos, damage.FirstOffset, damage.Err))
 		return nil
 	}
-	damage, err := localseg.ScanSegment(f, seg.BaseOffset, n, seg.NextOffset)
-	if err != nil {
-		return err
-	}
-	for _, d := range damage {
-		c.v.problem(key, seg.BaseOffset, seg.NextOffset, fmt.Sprintf("byte %d (offsets from %d): %v", d.Pos, d.FirstOffset, d.Err))
-	}
-	if len(damage) > 0 || comp == nil {
+	if comp == nil {
 		return nil
-	}
-	batches, err := batchHeaders(f, n)
-	if err != nil {
-		return err
 	}
 	for _, what := range checkCompanion(seg, comp, batches) {
 		c.v.problem(ckey, seg.BaseOffset, seg.NextOffset, what)
@@ -363,22 +346,6 @@ func (c *segChecker) deep(ctx context.Context, seg Segment, key, ckey string, co
 type batchHead struct {
 	pos, base, last, producerID int64
 	control                     bool
-}
-
-// batchHeaders lists the batches of a segment file that ScanSegment found
-// whole.
-func batchHeaders(r io.ReaderAt, size int64) ([]batchHead, error) {
-	var out []batchHead
-	var hdr [recordbatch.HeaderSize]byte
-	for pos := int64(0); pos+recordbatch.HeaderSize <= size; {
-		if _, err := r.ReadAt(hdr[:], pos); err != nil {
-			return nil, err
-		}
-		b := recordbatch.Batch(hdr[:])
-		out = append(out, batchHead{pos: pos, base: b.BaseOffset(), last: b.LastOffset(), producerID: b.ProducerID(), control: b.Control()})
-		pos += 12 + int64(b.BatchLength())
-	}
-	return out, nil
 }
 
 // checkCompanion checks a companion's offset index (each entry at the
@@ -405,11 +372,13 @@ func checkCompanion(seg Segment, comp *Companion, batches []batchHead) []string 
 	return out
 }
 
-// pacedReader reads at most the verification's BytesPerSecond on average.
+// pacedReader reads at most the verification's BytesPerSecond on average,
+// counting what it read (n).
 type pacedReader struct {
 	r   io.Reader
 	c   *segChecker
 	ctx context.Context
+	n   int64
 }
 
 func (p *pacedReader) Read(b []byte) (int, error) {
@@ -417,6 +386,7 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := p.r.Read(b)
+	p.n += int64(n)
 	if rate := p.c.opts.BytesPerSecond; rate > 0 && n > 0 {
 		p.c.paced += int64(n)
 		due := p.c.began.Add(time.Duration(float64(p.c.paced) / float64(rate) * float64(time.Second)))

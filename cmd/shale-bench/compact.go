@@ -228,7 +228,7 @@ func verifyRound(o options) (int64, float64, float64, error) {
 	}
 	readSecs := time.Since(start).Seconds()
 	start = time.Now()
-	v, err := tiering.VerifyPartition(ctx, r.bucket, r.layout, r.part, tiering.VerifyOptions{Deep: true, TempDir: dir})
+	v, err := tiering.VerifyPartition(ctx, r.bucket, r.layout, r.part, tiering.VerifyOptions{Deep: true})
 	if err != nil {
 		return 0, 0, 0, err
 	}

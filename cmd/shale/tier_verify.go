@@ -48,8 +48,7 @@ that retention or compaction replaced while it ran is not reported.
 It prints one line per partition, then each damaged object with what is
 wrong, and exits with status 1 when it found any. --quick leaves out reading
 the segments (a listing and the companions only); --bytes-per-second bounds
-how fast it reads them, one at a time through a file in the system's temporary
-directory ($TMPDIR). Objects no manifest names (a failed upload's, those
+how fast it reads them. Objects no manifest names (a failed upload's, those
 the leader's sweeps have not deleted yet) are counted, not reported.`,
 		Example: `  shale tier verify --object-store 's3://logs/shale?region=eu-west-1'
   shale tier verify orders --object-store file:///var/lib/shale/objects --bytes-per-second 50000000`,
