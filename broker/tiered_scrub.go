@@ -10,9 +10,10 @@ import (
 )
 
 // The remote logs are scrubbed as the local ones are (scrubLoop): about
-// once per RemoteScrubInterval, at most ScrubBytesPerSecond, by the partition's
-// leader, which reads each segment object whole and checks its batches
-// and companion (tiering.VerifyPartition, what `shale tier verify` runs).
+// once per RemoteScrubInterval, at most ScrubBytesPerSecond, by each
+// partition's leader, which reads every segment object whole and checks
+// its batches and companion (tiering.VerifyPartition, what `shale tier
+// verify` runs).
 // A scrub goes a bounded stretch at a time and records where it is in the
 // partition's scrub note in the bucket, so that neither a restart nor a
 // leader change starts it over or puts it off. What it finds is logged,
@@ -44,8 +45,8 @@ type remoteScrubs struct {
 }
 
 // scrubRemote scrubs the remote logs of the partitions this broker leads
-// whose scrub is under way or due (RemoteScrubInterval after the last complete
-// one, or never done), the longest waiting first, a step each.
+// whose scrub is under way or due (RemoteScrubInterval after the last
+// complete one, or never done), the longest waiting first, a step each.
 func (s *tierService) scrubRemote(ctx context.Context, now time.Time) {
 	b := s.b
 	type due struct {
@@ -128,8 +129,6 @@ func (t *partitionTier) scrubStep(ctx context.Context, p *partition, epoch int32
 	}
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
 	go func() {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
