@@ -43,8 +43,8 @@ type Problem struct {
 	// Key is the object's key.
 	Key string `json:"key"`
 	// BaseOffset and NextOffset are the offsets the damaged object
-	// holds by the manifest: a segment's, a spilled part's, or the whole
-	// log's for the manifest itself.
+	// holds by the manifest: a segment's or a spilled part's (-1 for the
+	// manifest itself).
 	BaseOffset int64  `json:"base_offset"`
 	NextOffset int64  `json:"next_offset"`
 	What       string `json:"problem"`
