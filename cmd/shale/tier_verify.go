@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -42,7 +41,8 @@ reference, the entries ascend, every segment and companion object the
 manifests name is there with the size they record, every companion decodes,
 and every segment's record batches check out (lengths, CRC-32C, offsets within
 the manifest's entry) with its companion's offset index and aborted
-transactions. It needs no broker and may run beside a live cluster: an object
+transactions; a topic descriptor that does not decode is reported too, and
+the other topics still checked. It needs no broker and may run beside a live cluster: an object
 that retention or compaction replaced while it ran is not reported.
 
 It prints one line per partition, then each damaged object with what is
@@ -62,7 +62,7 @@ the leader's sweeps have not deleted yet) are counted, not reported.`,
 			if rate < 0 {
 				return fmt.Errorf("--bytes-per-second: %d is negative", rate)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// A topic descriptor that does not decode is damage to
 			// report, not a reason to check nothing else.
